@@ -1,0 +1,138 @@
+"""The codec seam: the only surface through which the memory talks to a vision model.
+
+``memory/`` hands page images of one tier in and gets :class:`VisionTokens` back
+(``encode``), and hands vision tokens in and gets :class:`Recollection` text back
+(``decode``). Both calls are batch-first. Vision tokens cross the seam as numpy
+arrays with a self-describing byte form, so stores can cache them and the memory
+never holds a tensor it did not ask for.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+from opticmem.render.tiers import Tier
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from opticmem.render.layout import RenderSettings
+
+_MAGIC = b"OMVT"
+_VERSION = 1
+
+
+class CodecError(Exception):
+    """Base class for errors raised by a codec or its weights."""
+
+
+class VisionTokensFormatError(CodecError, ValueError):
+    """Bytes that do not hold a valid :class:`VisionTokens` record."""
+
+
+@dataclass(frozen=True, eq=False)
+class VisionTokens:
+    """The vision tokens of one page at one tier: a ``(g, g, dim)`` feature grid.
+
+    The grid is kept before the decoder's newline and separator slots are added:
+    those are model parameters, not page content. ``slots`` still reports what the
+    page costs in a decoder sequence.
+    """
+
+    tier: Tier
+    grid: np.ndarray  # (g, g, dim), float16 or float32
+    codec: str = ""
+    """Name of the codec (model + weights) that made these tokens; decoders check it."""
+
+    def __post_init__(self) -> None:
+        g = self.tier.grid
+        if self.grid.ndim != 3 or self.grid.shape[:2] != (g, g):
+            raise ValueError(
+                f"vision tokens for tier {self.tier.value} need shape ({g}, {g}, dim), "
+                f"got {tuple(self.grid.shape)}"
+            )
+
+    @property
+    def dim(self) -> int:
+        return int(self.grid.shape[2])
+
+    @property
+    def slots(self) -> int:
+        return self.tier.slots
+
+    def to_bytes(self) -> bytes:
+        """A compact, pickle-free byte form: magic, JSON header, raw little-endian floats."""
+        arr = np.ascontiguousarray(self.grid.astype("<f2"))
+        header = json.dumps(
+            {"v": _VERSION, "tier": self.tier.value, "shape": list(arr.shape), "codec": self.codec},
+            separators=(",", ":"),
+        ).encode()
+        return _MAGIC + struct.pack("<I", len(header)) + header + arr.tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> VisionTokens:
+        """Parse :meth:`to_bytes` output; raise :class:`VisionTokensFormatError` on anything else."""
+        try:
+            if data[:4] != _MAGIC:
+                raise ValueError("bad magic")
+            (n,) = struct.unpack("<I", data[4:8])
+            header = json.loads(data[8 : 8 + n])
+            if header.get("v") != _VERSION:
+                raise ValueError(f"unsupported version {header.get('v')!r}")
+            shape = tuple(int(s) for s in header["shape"])
+            body = data[8 + n :]
+            expected = int(np.prod(shape)) * 2
+            if len(body) != expected:
+                raise ValueError(f"{len(body)} payload bytes, expected {expected}")
+            grid = np.frombuffer(body, dtype="<f2").reshape(shape)
+            return cls(tier=Tier.parse(header["tier"]), grid=grid, codec=str(header["codec"]))
+        except (ValueError, KeyError, TypeError, struct.error, json.JSONDecodeError) as exc:
+            raise VisionTokensFormatError(f"not a vision-token record: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Recollection:
+    """What a codec read back from one page's vision tokens.
+
+    ``confidence`` is the geometric mean of the probabilities the decoder gave its own
+    greedy choices (1.0 = certain); ``tokens`` the number of decoder tokens produced.
+    """
+
+    text: str
+    tier: Tier
+    confidence: float
+    tokens: int
+    seconds: float = 0.0
+    codec: str = ""
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Codec(Protocol):
+    """Page images → vision tokens → text. Implementations must be deterministic."""
+
+    @property
+    def name(self) -> str:
+        """Identifies model and weights; cached artefacts are keyed by it."""
+        ...
+
+    @property
+    def render_settings(self) -> RenderSettings | None:
+        """The page layout this codec was trained to read, or ``None`` if it reads any."""
+        ...
+
+    def encode(self, images: Sequence[Image.Image], tier: Tier) -> list[VisionTokens]:
+        """Encode page images of one tier (each ``tier.pixels`` square) in one batch."""
+        ...
+
+    def decode(
+        self, tokens: Sequence[VisionTokens], *, max_new_tokens: int | None = None
+    ) -> list[Recollection]:
+        """Read text back from vision tokens, batched across pages."""
+        ...

@@ -1,0 +1,1 @@
+"""opticmem.integrations: LangChain/LangGraph, chat loops, anything framework-specific."""

@@ -1,0 +1,433 @@
+"""Text → lines → pages on a monospace grid: the layout, as data, before any pixel exists.
+
+Every character sits in a grid cell (wide East Asian characters take two), so a
+character's position follows from the text alone. That is what lets the codec train on
+the layout and track it while decoding (:class:`Cursor`): one misread character never
+shifts the positions of the characters after it on other lines.
+
+The unit of layout is a turn (speaker label, optional timestamp, text). Each turn starts
+on a new line; lines wrap at spaces, over-long words are cut at the line end, and the
+lines of consecutive turns flow into pages of ``settings.rows`` lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from opticmem.render.atlas import Atlas, load_atlas
+
+REPLACEMENT = "\ufffd"
+"""Shown (as a hollow box) for every character no shipped font has."""
+
+DEFAULT_LABELS: tuple[tuple[str, str], ...] = (
+    ("user", "User"),
+    ("assistant", "Assistant"),
+    ("system", "System"),
+    ("tool", "Tool"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderSettings:
+    """Everything that decides a page's pixels besides its text.
+
+    The grid is ``columns × rows`` cells of 12×24 pixels inside a ``margin`` on a square
+    Large page of ``page_pixels``. The defaults (104 × 52 cells on 1280 pixels) hold about
+    1,000 text tokens of chat, the page density the bundled codec is trained on.
+    """
+
+    page_pixels: int = 1280
+    margin: int = 16
+    timestamps: bool = False
+    labels: tuple[tuple[str, str], ...] = DEFAULT_LABELS
+    tab_width: int = 4
+    max_rows: int | None = None
+    """Fewer rows than fit (a lighter page); ``None`` fills the page."""
+
+    def __post_init__(self) -> None:
+        if self.page_pixels < 64 or self.margin < 0 or 2 * self.margin >= self.page_pixels:
+            raise ValueError(
+                f"page_pixels={self.page_pixels} with margin={self.margin} leaves no room for text"
+            )
+        if self.columns < 8 or self.rows < 1:
+            raise ValueError(f"a page needs at least 8 columns and 1 row, got "
+                             f"{self.columns}×{self.rows}")
+        if not 1 <= self.tab_width <= 16:
+            raise ValueError(f"tab_width must be 1..16, got {self.tab_width}")
+
+    @property
+    def cell_width(self) -> int:
+        return load_atlas().cell_w
+
+    @property
+    def cell_height(self) -> int:
+        return load_atlas().cell_h
+
+    @property
+    def columns(self) -> int:
+        return (self.page_pixels - 2 * self.margin) // 12
+
+    @property
+    def rows(self) -> int:
+        fit = (self.page_pixels - 2 * self.margin) // 24
+        return min(fit, self.max_rows) if self.max_rows else fit
+
+    def label(self, role: str) -> str:
+        for r, lab in self.labels:
+            if r == role:
+                return lab
+        clean = "".join(c for c in role if c.isprintable()).strip()[:24]
+        return clean.title() or "Turn"
+
+    def key(self) -> str:
+        """A short stable digest of the settings, for cache keys."""
+        blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnText:
+    """One turn as the renderer sees it."""
+
+    role: str
+    text: str
+    ts: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One drawn line of a turn. ``start:end`` is the span of the turn's text it shows
+    (the label and timestamp are not part of the text); ``text`` is what is drawn."""
+
+    text: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class TurnLayout:
+    """A turn cut into lines, plus what could not be drawn as written."""
+
+    lines: tuple[Line, ...]
+    missing: tuple[str, ...] = ()
+    """Characters no font has, each drawn as a replacement box."""
+    substituted: tuple[tuple[str, str], ...] = ()
+    """``(original, shown)`` for control characters and lone surrogates."""
+    invisible: tuple[str, ...] = ()
+    """Zero-width and format characters, which have no ink and are not drawn."""
+
+
+@dataclass(frozen=True, slots=True)
+class LineSource:
+    """Where a page line comes from: ``turn`` indexes the sequence given to :func:`paginate`."""
+
+    turn: int
+    line: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class PageLayout:
+    """One page: its lines, where each came from, and what could not be drawn."""
+
+    lines: tuple[str, ...]
+    sources: tuple[LineSource, ...]
+    settings: RenderSettings
+    complete: bool
+    """True when the page is full (the flow of lines went on to a next page)."""
+    missing: tuple[str, ...] = ()
+    substituted: tuple[tuple[str, str], ...] = ()
+    invisible: tuple[str, ...] = ()
+    _cells: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def transcript(self) -> str:
+        """The page's text exactly as drawn, lines joined by ``\\n``: what a codec should read."""
+        return "\n".join(self.lines)
+
+    @property
+    def turns(self) -> tuple[int, ...]:
+        """Indexes of the turns that have lines on this page, in order."""
+        return tuple(dict.fromkeys(s.turn for s in self.sources))
+
+    def cells(self) -> dict[str, np.ndarray]:
+        """Every drawn character as arrays: ``char`` (code point), ``row``, ``col``, ``width``
+        (cells), and ``index`` (its position in :attr:`transcript`). Spaces are omitted."""
+        if not self._cells:
+            self._cells.update(char_cells(self.transcript))
+        return self._cells
+
+    def boxes(self) -> np.ndarray:
+        """``(N, 4)`` pixel boxes ``x0, y0, x1, y1`` of :meth:`cells` on the Large page."""
+        c = self.cells()
+        m, cw, ch = self.settings.margin, 12, 24
+        x0 = m + c["col"] * cw
+        y0 = m + c["row"] * ch
+        return np.stack([x0, y0, x0 + c["width"] * cw, y0 + ch], axis=1)
+
+
+# --------------------------------------------------------------------------- text preparation
+
+
+def _display_chars(ch: str, atlas: Atlas) -> tuple[str, str]:
+    """Map one input character to what is drawn: ``(shown, kind)`` where kind is
+    ``""`` (as is), ``"missing"``, ``"substituted"``, ``"invisible"`` or ``"space"``."""
+    if ch == " ":
+        return ch, ""
+    if atlas.has(ch):
+        return ch, ""
+    cp = ord(ch)
+    cat = unicodedata.category(ch)
+    if cp < 0x20:
+        return chr(0x2400 + cp), "substituted"
+    if cp == 0x7F:
+        return "\u2421", "substituted"
+    if cat == "Cs" or 0x80 <= cp < 0xA0:
+        return REPLACEMENT, "substituted"
+    if cat in ("Cf", "Mn", "Me") or 0xFE00 <= cp <= 0xFE0F:
+        return "", "invisible"
+    if cat == "Zs":
+        return " " * atlas.width(ch), "space"
+    return REPLACEMENT * atlas.width(ch), "missing"
+
+
+def _prefix(turn: TurnText, settings: RenderSettings) -> str:
+    label = settings.label(turn.role)
+    if settings.timestamps and turn.ts is not None:
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(turn.ts))
+        return f"[{stamp}] {label}: "
+    return f"{label}: "
+
+
+def layout_turn(turn: TurnText, settings: RenderSettings | None = None) -> TurnLayout:
+    """Cut one turn into drawn lines (pure; same input → same lines).
+
+    >>> layout_turn(TurnText("user", "hello world")).lines[0].text
+    'User: hello world'
+    """
+    settings = settings or RenderSettings()
+    atlas = load_atlas()
+    cols = settings.columns
+    text = unicodedata.normalize("NFC", turn.text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = text.replace("\u2028", "\n").replace("\u2029", "\n")
+
+    missing: list[str] = []
+    substituted: list[tuple[str, str]] = []
+    invisible: list[str] = []
+    lines: list[Line] = []
+
+    # Current line: parallel lists of shown characters (one per cell-run) and their offsets.
+    cur: list[str] = []
+    offs: list[int] = []
+    col = 0
+    brk = -1  # index in ``cur`` after which the line may break (after a space / wide char)
+
+    def emit(upto: int) -> None:
+        nonlocal cur, offs, col, brk
+        keep, rest = cur[:upto], cur[upto:]
+        keep_offs, rest_offs = offs[:upto], offs[upto:]
+        while keep and keep[-1] == " ":  # spaces at a break are not drawn
+            keep.pop()
+            keep_offs.pop()
+        start = next((o for o in keep_offs if o >= 0), rest_offs[0] if rest_offs else 0)
+        end = max((o + 1 for o in keep_offs if o >= 0), default=start)
+        lines.append(Line("".join(keep), start, end))
+        while rest and rest[0] == " " and rest_offs[0] >= 0:
+            rest.pop(0)
+            rest_offs.pop(0)
+        cur, offs = rest, rest_offs
+        col = sum(atlas.width(c) if c != " " else 1 for c in cur)
+        brk = -1
+
+    def put(shown: str, off: int) -> None:
+        nonlocal col, brk
+        for c in shown:
+            w = 1 if c == " " else atlas.width(c)
+            if c == " ":
+                if col + 1 > cols:
+                    emit(len(cur))
+                    continue  # the space that would start the next line is the break
+                cur.append(c)
+                offs.append(off)
+                col += 1
+                brk = len(cur)
+                continue
+            if col + w > cols:
+                if w == 2 or brk <= 0:
+                    emit(len(cur))  # wide char or no break point: cut here
+                else:
+                    emit(brk)  # carry the word in progress to the next line
+            if w == 2 and cur:
+                brk = len(cur)
+            cur.append(c)
+            offs.append(off)
+            col += w
+            if w == 2:
+                brk = len(cur)
+
+    for ch in _prefix(turn, settings):
+        put(_display_chars(ch, atlas)[0] or " ", -1)
+    for i, ch in enumerate(text):
+        if ch == "\n":
+            emit(len(cur))
+            continue
+        if ch == "\t":
+            put(" " * (settings.tab_width - col % settings.tab_width), i)
+            continue
+        shown, kind = _display_chars(ch, atlas)
+        if kind == "missing":
+            missing.append(ch)
+        elif kind == "substituted":
+            substituted.append((ch, shown))
+        elif kind == "invisible":
+            invisible.append(ch)
+            continue
+        put(shown, i)
+    emit(len(cur))
+    return TurnLayout(tuple(lines), tuple(missing), tuple(substituted), tuple(invisible))
+
+
+# --------------------------------------------------------------------------- pagination
+
+
+def paginate(
+    turns: Sequence[TurnLayout],
+    settings: RenderSettings | None = None,
+    *,
+    start_line: int = 0,
+    count_tokens: Callable[[str], int] | None = None,
+    max_tokens: int | None = None,
+) -> list[PageLayout]:
+    """Flow the lines of consecutive turns into pages.
+
+    ``start_line`` skips lines of the first turn already placed on an earlier page, so a
+    store can continue packing mid-turn. With ``count_tokens`` and ``max_tokens`` a page
+    also closes before its lines exceed that many text tokens (at least one line a page).
+    Every page but possibly the last is ``complete``.
+    """
+    settings = settings or RenderSettings()
+    rows = settings.rows
+    pages: list[PageLayout] = []
+    buf: list[tuple[str, LineSource, int]] = []
+    tokens = 0
+
+    def close(complete: bool) -> None:
+        nonlocal buf, tokens
+        if not buf:
+            return
+        turn_ids = dict.fromkeys(src.turn for _, src, _ in buf)
+        missing = tuple(c for t in turn_ids for c in turns[t].missing)
+        subst = tuple(c for t in turn_ids for c in turns[t].substituted)
+        invis = tuple(c for t in turn_ids for c in turns[t].invisible)
+        pages.append(
+            PageLayout(
+                lines=tuple(t for t, _, _ in buf),
+                sources=tuple(s for _, s, _ in buf),
+                settings=settings,
+                complete=complete,
+                missing=missing,
+                substituted=subst,
+                invisible=invis,
+            )
+        )
+        buf, tokens = [], 0
+
+    for ti, tl in enumerate(turns):
+        first = start_line if ti == 0 else 0
+        for li in range(first, len(tl.lines)):
+            line = tl.lines[li]
+            n = count_tokens(line.text) if count_tokens and max_tokens else 0
+            if len(buf) >= rows or (buf and max_tokens and tokens + n > max_tokens):
+                close(complete=True)
+            buf.append((line.text, LineSource(ti, li, line.start, line.end), n))
+            tokens += n
+    close(complete=False)
+    return pages
+
+
+def layout_pages(
+    turns: Iterable[TurnText], settings: RenderSettings | None = None
+) -> list[PageLayout]:
+    """Lay out a whole conversation into pages (the last one may be partial)."""
+    settings = settings or RenderSettings()
+    return paginate([layout_turn(t, settings) for t in turns], settings)
+
+
+# --------------------------------------------------------------------------- cell positions
+
+
+def char_cells(transcript: str) -> dict[str, np.ndarray]:
+    """Cell of every non-space character of a transcript: ``char, row, col, width, index``."""
+    atlas = load_atlas()
+    chars, rows, cols, widths, index = [], [], [], [], []
+    row = col = 0
+    for i, ch in enumerate(transcript):
+        if ch == "\n":
+            row, col = row + 1, 0
+            continue
+        w = 1 if ch == " " else atlas.width(ch)
+        if ch != " ":
+            chars.append(ord(ch))
+            rows.append(row)
+            cols.append(col)
+            widths.append(w)
+            index.append(i)
+        col += w
+    as_arr = lambda v: np.asarray(v, dtype=np.int64)  # noqa: E731
+    return {"char": as_arr(chars), "row": as_arr(rows), "col": as_arr(cols),
+            "width": as_arr(widths), "index": as_arr(index)}
+
+
+class Cursor:
+    """Tracks the grid cell where the next character of a transcript goes.
+
+    A decoder feeds it the text it has produced so far, piece by piece, and asks where
+    the next character will be drawn: ``(row, col)``. Because the grid is monospace this
+    needs only the text, never the image.
+
+    >>> c = Cursor(); c.feed("ab\\n한"); c.position
+    (1, 2)
+    """
+
+    __slots__ = ("_atlas", "col", "row")
+
+    def __init__(self) -> None:
+        self._atlas = load_atlas()
+        self.row = 0
+        self.col = 0
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.row, self.col
+
+    def feed(self, text: str) -> None:
+        for ch in text:
+            if ch == "\n":
+                self.row += 1
+                self.col = 0
+            else:
+                self.col += 1 if ch == " " else self._atlas.width(ch)
+
+
+def transcript_positions(transcript: str) -> np.ndarray:
+    """``(len(transcript)+1, 2)`` array: the ``(row, col)`` cursor *before* each character,
+    plus the position after the last. Row/col of ``\\n`` is the end of its line."""
+    atlas = load_atlas()
+    out = np.empty((len(transcript) + 1, 2), dtype=np.int64)
+    row = col = 0
+    for i, ch in enumerate(transcript):
+        out[i] = (row, col)
+        if ch == "\n":
+            row, col = row + 1, 0
+        else:
+            col += 1 if ch == " " else atlas.width(ch)
+    out[len(transcript)] = (row, col)
+    return out
