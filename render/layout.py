@@ -186,10 +186,9 @@ def _display_chars(ch: str, atlas: Atlas) -> tuple[str, str]:
         return ch, ""
     cp = ord(ch)
     cat = unicodedata.category(ch)
-    if cp < 0x20:
-        return chr(0x2400 + cp), "substituted"
-    if cp == 0x7F:
-        return "\u2421", "substituted"
+    if cp < 0x20 or cp == 0x7F:  # control pictures where the fonts have them
+        pic = chr(0x2400 + cp) if cp < 0x20 else "\u2421"
+        return (pic if atlas.has(pic) else REPLACEMENT), "substituted"
     if cat == "Cs" or 0x80 <= cp < 0xA0:
         return REPLACEMENT, "substituted"
     if cat in ("Cf", "Mn", "Me") or 0xFE00 <= cp <= 0xFE0F:

@@ -1,0 +1,59 @@
+"""The exceptions opticmem raises, as one small hierarchy users can catch.
+
+Everything derives from :class:`OpticMemError`. Errors about bad arguments also derive
+from ``ValueError`` so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+from opticmem.encoder.codec import CodecError
+
+
+class OpticMemError(Exception):
+    """Base class of every error opticmem raises on purpose."""
+
+
+class InvalidSessionError(OpticMemError, ValueError):
+    """A session id that cannot be stored (empty, too long, or not valid text)."""
+
+
+class InvalidTurnError(OpticMemError, ValueError):
+    """A turn that cannot be stored as given (empty, not valid UTF-8, unknown role)."""
+
+
+class TurnTooLargeError(InvalidTurnError):
+    """A turn over the memory's size limit; nothing was stored."""
+
+
+class BudgetError(OpticMemError, ValueError):
+    """A budget that cannot hold even the newest turn."""
+
+
+class StoreError(OpticMemError):
+    """A store failed to read or write."""
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """The store's backend (a Redis server, a database file) cannot be reached."""
+
+
+class CorruptRecordError(StoreError):
+    """A stored record or blob failed validation; names the session and key."""
+
+
+class PageConflictError(StoreError):
+    """A page was written with a number the store did not expect (a gap in the log)."""
+
+
+__all__ = [
+    "BudgetError",
+    "CodecError",
+    "CorruptRecordError",
+    "InvalidSessionError",
+    "InvalidTurnError",
+    "OpticMemError",
+    "PageConflictError",
+    "StoreError",
+    "StoreUnavailableError",
+    "TurnTooLargeError",
+]

@@ -1,0 +1,108 @@
+"""What a store keeps: turns (the archive, append-only) and pages (sealed, append-only).
+
+Both are frozen dataclasses with a JSON form, so every backend stores them the same way
+and nothing is ever unpickled. Derived artefacts (page images per tier, vision tokens,
+recollected text) are not records: they are blobs in the store's cache, recomputable
+from the records.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from opticmem.errors import CorruptRecordError
+
+JSON = Any
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One message of a conversation, as archived.
+
+    ``seq`` is the turn's 0-based position in its session, assigned atomically by the
+    store; ``ts`` is Unix time in seconds (UTC).
+    """
+
+    session: str
+    seq: int
+    role: str
+    text: str
+    ts: float
+    meta: Mapping[str, JSON] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"seq": self.seq, "role": self.role, "text": self.text, "ts": self.ts,
+             "meta": dict(self.meta)},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, session: str, data: str | bytes) -> Turn:
+        try:
+            d = json.loads(data)
+            return cls(session=session, seq=int(d["seq"]), role=str(d["role"]),
+                       text=str(d["text"]), ts=float(d["ts"]), meta=dict(d.get("meta") or {}))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptRecordError(f"session {session!r}: unreadable turn record: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class PageRecord:
+    """A sealed page: a run of turn lines, rendered once, never changed.
+
+    The page holds lines ``first_line..`` of turn ``first_seq`` through lines ``..end_line``
+    (exclusive) of turn ``last_seq``; the next page starts where this one ends, so pages
+    tile the archive with no gaps. ``transcript`` is the page's text exactly as drawn.
+    ``facts`` is the exact-facts sidecar (ids, numbers, URLs… found on the page).
+    """
+
+    session: str
+    page_no: int
+    first_seq: int
+    first_line: int
+    last_seq: int
+    end_line: int
+    transcript: str
+    text_tokens: int
+    first_ts: float
+    last_ts: float
+    render_key: str
+    facts: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+
+    @property
+    def seqs(self) -> range:
+        """Turn numbers with lines on this page."""
+        return range(self.first_seq, self.last_seq + 1)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        del d["session"]
+        return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, session: str, data: str | bytes) -> PageRecord:
+        try:
+            d = json.loads(data)
+            return cls(
+                session=session,
+                page_no=int(d["page_no"]),
+                first_seq=int(d["first_seq"]),
+                first_line=int(d["first_line"]),
+                last_seq=int(d["last_seq"]),
+                end_line=int(d["end_line"]),
+                transcript=str(d["transcript"]),
+                text_tokens=int(d["text_tokens"]),
+                first_ts=float(d["first_ts"]),
+                last_ts=float(d["last_ts"]),
+                render_key=str(d["render_key"]),
+                facts=tuple(str(f) for f in d.get("facts", ())),
+                missing=tuple(str(m) for m in d.get("missing", ())),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CorruptRecordError(f"session {session!r}: unreadable page record: {exc}") from exc

@@ -1,0 +1,157 @@
+"""The store interface every backend fills: in-process, SQLite file, Redis.
+
+A store keeps three things per session:
+
+* the **turn log** — append-only, each turn numbered by an atomic per-session sequence,
+  durable before ``append_turn`` returns (the archive; never changed, only forgotten on
+  explicit request);
+* the **page log** — append-only sealed pages; writing page ``n`` succeeds only when the
+  log holds exactly ``n`` pages, and a second writer sealing the same page gets ``False``
+  (page packing is deterministic, so its page is identical);
+* the **blob cache** — derived artefacts (PNG per tier, vision tokens, recollected
+  text) under short string keys; recomputable, so a store may evict them.
+
+Every method has an ``a``-prefixed async twin. This base class runs the sync method in a
+worker thread; backends with a native async client (Redis) override the twins.
+Methods validate nothing about session ids: :mod:`opticmem.sessions` does that before a
+store is called, and backends must keep any string id from reaching another session's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from opticmem.records import PageRecord, Turn
+
+
+class Store(ABC):
+    """Abstract base of opticmem stores. See the module docstring for the contract."""
+
+    # ------------------------------------------------------------------ turn log
+    @abstractmethod
+    def append_turn(
+        self, session: str, role: str, text: str, ts: float, meta: Mapping[str, Any] | None = None
+    ) -> Turn:
+        """Append one turn; its ``seq`` is the session's next number. Durable on return."""
+
+    def append_turns(
+        self, session: str, items: Sequence[tuple[str, str, float, Mapping[str, Any] | None]]
+    ) -> list[Turn]:
+        """Append several ``(role, text, ts, meta)`` turns in order (bulk ingest).
+
+        Backends may override this to batch round trips; seqs need not be contiguous if
+        other writers append concurrently, but their order is kept.
+        """
+        return [self.append_turn(session, r, t, ts, m) for r, t, ts, m in items]
+
+    @abstractmethod
+    def turn_count(self, session: str) -> int:
+        """Number of turns ever appended (the next ``seq``); 0 for an unknown session."""
+
+    @abstractmethod
+    def get_turns(self, session: str, start: int, stop: int) -> list[Turn]:
+        """Turns with ``start <= seq < stop`` in order; forgotten turns are left out."""
+
+    # ------------------------------------------------------------------ page log
+    @abstractmethod
+    def add_page(self, page: PageRecord) -> bool:
+        """Store ``page`` if ``page.page_no == page_count``; ``False`` if that page exists.
+
+        Raises :class:`~opticmem.errors.PageConflictError` if ``page_no`` would leave a gap.
+        """
+
+    @abstractmethod
+    def page_count(self, session: str) -> int:
+        """Number of sealed pages in the session."""
+
+    @abstractmethod
+    def get_pages(self, session: str, start: int, stop: int) -> list[PageRecord]:
+        """Pages with ``start <= page_no < stop`` in order."""
+
+    # ------------------------------------------------------------------ blob cache
+    @abstractmethod
+    def put_blob(self, session: str, key: str, data: bytes) -> None:
+        """Cache a derived artefact of the session under ``key``."""
+
+    @abstractmethod
+    def get_blob(self, session: str, key: str) -> bytes | None:
+        """The cached artefact, or ``None`` if absent (never cached, or evicted)."""
+
+    def get_blobs(self, session: str, keys: Sequence[str]) -> list[bytes | None]:
+        """Several artefacts at once (backends batch this into one round trip)."""
+        return [self.get_blob(session, k) for k in keys]
+
+    # ------------------------------------------------------------------ sessions
+    @abstractmethod
+    def sessions(self) -> Iterator[str]:
+        """Ids of the sessions that hold at least one turn (order unspecified)."""
+
+    @abstractmethod
+    def delete_session(self, session: str) -> None:
+        """Forget a session completely: turns, pages and blobs."""
+
+    @abstractmethod
+    def forget_turns(self, session: str, before_seq: int) -> int:
+        """True forgetting: drop the archived text of turns with ``seq < before_seq``.
+
+        Pages (and their transcripts) stay. Returns the number of turns dropped.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections or file handles. The store is unusable afterwards."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ async twins
+    async def aappend_turn(
+        self, session: str, role: str, text: str, ts: float, meta: Mapping[str, Any] | None = None
+    ) -> Turn:
+        return await asyncio.to_thread(self.append_turn, session, role, text, ts, meta)
+
+    async def aappend_turns(
+        self, session: str, items: Sequence[tuple[str, str, float, Mapping[str, Any] | None]]
+    ) -> list[Turn]:
+        return await asyncio.to_thread(self.append_turns, session, items)
+
+    async def aturn_count(self, session: str) -> int:
+        return await asyncio.to_thread(self.turn_count, session)
+
+    async def aget_turns(self, session: str, start: int, stop: int) -> list[Turn]:
+        return await asyncio.to_thread(self.get_turns, session, start, stop)
+
+    async def aadd_page(self, page: PageRecord) -> bool:
+        return await asyncio.to_thread(self.add_page, page)
+
+    async def apage_count(self, session: str) -> int:
+        return await asyncio.to_thread(self.page_count, session)
+
+    async def aget_pages(self, session: str, start: int, stop: int) -> list[PageRecord]:
+        return await asyncio.to_thread(self.get_pages, session, start, stop)
+
+    async def aput_blob(self, session: str, key: str, data: bytes) -> None:
+        await asyncio.to_thread(self.put_blob, session, key, data)
+
+    async def aget_blob(self, session: str, key: str) -> bytes | None:
+        return await asyncio.to_thread(self.get_blob, session, key)
+
+    async def aget_blobs(self, session: str, keys: Sequence[str]) -> list[bytes | None]:
+        return await asyncio.to_thread(self.get_blobs, session, keys)
+
+    async def asessions(self) -> list[str]:
+        return await asyncio.to_thread(lambda: list(self.sessions()))
+
+    async def adelete_session(self, session: str) -> None:
+        await asyncio.to_thread(self.delete_session, session)
+
+    async def aforget_turns(self, session: str, before_seq: int) -> int:
+        return await asyncio.to_thread(self.forget_turns, session, before_seq)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
