@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from opticmem.encoder.config import DecoderConfig
 from opticmem.encoder.moe import MLP, MoE
+from opticmem.encoder.packing import PackedWeights, needs_grad
 from torch import Tensor, nn
 
 
@@ -30,7 +31,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        return self.weight * (h if x.dtype == torch.float32 else h.to(x.dtype))
 
 
 def rotary(
@@ -100,6 +101,9 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.hidden_size, inner, bias=False)
         self.v_proj = nn.Linear(cfg.hidden_size, inner, bias=False)
         self.o_proj = nn.Linear(inner, cfg.hidden_size, bias=False)
+        self._qkv = PackedWeights(
+            [[self.q_proj, self.k_proj, self.v_proj]], stacked=False
+        )  # (3·nh·hd, H), viewed by the three parameters
 
     def forward(
         self,
@@ -112,9 +116,11 @@ class Attention(nn.Module):
     ) -> Tensor:
         B, T, _ = x.shape
         nh, hd = self.heads, self.head_dim
-        q = self.q_proj(x).view(B, T, nh, hd).transpose(1, 2)  # (B, nh, T, hd)
-        k = self.k_proj(x).view(B, T, nh, hd).transpose(1, 2)  # (B, nh, T, hd)
-        v = self.v_proj(x).view(B, T, nh, hd).transpose(1, 2)  # (B, nh, T, hd)
+        if needs_grad([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]):
+            qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1)
+        else:
+            qkv = F.linear(x, self._qkv.get())  # (B, T, 3·nh·hd)
+        q, k, v = qkv.view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hd)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         if cache is not None:

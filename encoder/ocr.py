@@ -1,0 +1,257 @@
+"""``OCRCodec``: the DeepSeek-OCR-style model behind the codec seam (``Codec``).
+
+It wraps an :class:`~opticmem.encoder.model.OCRModel` and a ``tokenizers.Tokenizer``.
+``encode`` preprocesses page images of one tier, runs the DeepEncoder in batches and
+returns each page's ``(g, g, D)`` grid as float16 numpy; ``decode`` turns grids back into
+decoder slots and reads text with batched greedy decoding.
+
+>>> from PIL import Image
+>>> codec = OCRCodec.random("test", seed=0)
+>>> [vt] = codec.encode([Image.new("L", (512, 512), 255)], "tiny")
+>>> vt.grid.shape, vt.grid.dtype.name
+((8, 8, 64), 'float16')
+>>> [rec] = codec.decode([vt], max_new_tokens=4)
+>>> rec.tokens <= 4 and 0.0 < rec.confidence <= 1.0
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from opticmem.encoder.checkpoint import load_checkpoint
+from opticmem.encoder.codec import Recollection, VisionTokens
+from opticmem.encoder.config import preset
+from opticmem.encoder.errors import InputError
+from opticmem.encoder.generate import GenerationConfig, Prompt, StepHook, generate
+from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
+from opticmem.encoder.official import REPO_ID, load_official, load_official_tokenizer
+from opticmem.encoder.preprocess import preprocess
+from opticmem.encoder.tokenizer import byte_fallback_tokenizer, load_tokenizer, placeholder_ids
+from opticmem.render.tiers import Tier
+from tokenizers import Tokenizer
+
+if TYPE_CHECKING:
+    from opticmem.render.layout import RenderSettings
+    from PIL import Image
+
+log = logging.getLogger(__name__)
+
+IMAGE_MARK = "<image>"
+OFFICIAL_PROMPT = "<image>\nFree OCR."
+"""The reference's plain-OCR prompt (``shared/design/deepseek-ocr-facts.md`` §3)."""
+
+
+class OCRCodec:
+    """Page images → vision tokens → text with one model and tokenizer.
+
+    ``prompt`` is the "plain" template: the text before ``<image>`` goes between BOS and
+    the vision slots, the text after it follows them. ``batch_size`` bounds how many pages
+    go through the model at once (encode and decode).
+    """
+
+    def __init__(
+        self,
+        model: OCRModel,
+        tokenizer: Tokenizer | None = None,
+        *,
+        name: str,
+        prompt: str = IMAGE_MARK,
+        generation: GenerationConfig | None = None,
+        render_settings: RenderSettings | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        if IMAGE_MARK not in prompt:
+            raise InputError(f"prompt must contain {IMAGE_MARK!r}; got {prompt!r}")
+        if batch_size < 1:
+            raise InputError(f"batch_size must be ≥ 1, got {batch_size}")
+        self.model = model.eval()
+        self.fallback_tokenizer = tokenizer is None
+        self.tokenizer = tokenizer or byte_fallback_tokenizer(model.cfg.decoder)
+        self.generation = generation or GenerationConfig()
+        self.batch_size = batch_size
+        self._name = name
+        self._render_settings = render_settings
+        before, after = prompt.split(IMAGE_MARK, 1)
+        self._prefix = self._ids(before)
+        self._suffix = self._ids(after)
+        d = model.cfg.decoder
+        self._skip = frozenset(
+            {d.bos_token_id, d.eos_token_id, d.pad_token_id, d.image_token_id}
+        ) | (placeholder_ids(self.tokenizer) if self.fallback_tokenizer else frozenset())
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def random(
+        cls,
+        preset_name: str = "test",
+        seed: int = 0,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        prompt: str = IMAGE_MARK,
+        generation: GenerationConfig | None = None,
+        render_settings: RenderSettings | None = None,
+        batch_size: int = 32,
+    ) -> OCRCodec:
+        """A randomly initialised model of the real architecture (deterministic per seed).
+
+        Its text is meaningless, but every code path (shapes, batching, decoding, EOS,
+        confidence) is the real one — for tests of the memory, never a fake.
+        """
+        dev = torch.device(device) if device is not None else default_device()
+        model = build_model(
+            preset(preset_name), device=dev, dtype=dtype or default_dtype(dev), seed=seed
+        )
+        return cls(
+            model, None, name=f"random:{preset_name}:{seed}", prompt=prompt,
+            generation=generation, render_settings=render_settings, batch_size=batch_size,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        prompt: str = IMAGE_MARK,
+        generation: GenerationConfig | None = None,
+        render_settings: RenderSettings | None = None,
+        batch_size: int = 32,
+    ) -> OCRCodec:
+        """Load one of our sharded checkpoints (and its ``tokenizer.json`` if present)."""
+        root = Path(directory)
+        model = load_checkpoint(root, device=device, dtype=dtype)
+        tok_path = root / "tokenizer.json"
+        tokenizer = load_tokenizer(tok_path) if tok_path.is_file() else None
+        digest = _checkpoint_digest(root)
+        return cls(
+            model, tokenizer, name=f"opticmem:{model.cfg.name}:{digest}", prompt=prompt,
+            generation=generation, render_settings=render_settings, batch_size=batch_size,
+        )
+
+    @classmethod
+    def from_official(
+        cls,
+        source: str | Path = REPO_ID,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        prompt: str = OFFICIAL_PROMPT,
+        revision: str | None = None,
+        generation: GenerationConfig | None = None,
+        batch_size: int = 32,
+    ) -> OCRCodec:
+        """The released DeepSeek-OCR weights and tokenizer (directory or Hub repo id)."""
+        model = load_official(source, device=device, dtype=dtype, revision=revision)
+        tokenizer = load_official_tokenizer(source, revision=revision)
+        generation = generation or GenerationConfig(
+            no_repeat_whitelist=frozenset({128821, 128822}), max_new_tokens=8192
+        )
+        return cls(
+            model, tokenizer, name=f"deepseek-ocr:{Path(str(source)).name}", prompt=prompt,
+            generation=generation, batch_size=batch_size,
+        )
+
+    # ------------------------------------------------------------------ Codec protocol
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def render_settings(self) -> RenderSettings | None:
+        return self._render_settings
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, images: Sequence[Image.Image], tier: Tier | str) -> list[VisionTokens]:
+        """Encode page images (any size or mode) at ``tier``; one grid per image."""
+        tier = Tier.parse(tier)
+        out: list[VisionTokens] = []
+        param = next(self.model.parameters())
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            pixels = preprocess(chunk, tier).to(device=param.device, dtype=param.dtype)
+            with torch.inference_mode():
+                grid = self.model.encode_grid(pixels)  # (B, g, g, D)
+            arr = grid.float().cpu().numpy().astype(np.float16)
+            out += [VisionTokens(tier=tier, grid=a, codec=self._name) for a in arr]
+        return out
+
+    def decode(
+        self,
+        tokens: Sequence[VisionTokens],
+        *,
+        max_new_tokens: int | None = None,
+        step_hook: StepHook | None = None,
+    ) -> list[Recollection]:
+        """Read text back from vision tokens, batched across pages (any mix of tiers)."""
+        D = self.model.cfg.embed_dim
+        for vt in tokens:
+            if vt.codec and vt.codec != self._name:
+                raise InputError(f"vision tokens made by {vt.codec!r}, not by {self._name!r}")
+            if vt.dim != D:
+                raise InputError(f"vision tokens have width {vt.dim}; this model needs {D}")
+        gen = self.generation
+        if max_new_tokens is not None:
+            gen = replace(gen, max_new_tokens=max_new_tokens)
+        param = next(self.model.parameters())
+        results: list[Recollection] = []
+        for start in range(0, len(tokens), self.batch_size):
+            chunk = tokens[start : start + self.batch_size]
+            t0 = time.perf_counter()
+            prompts = []
+            with torch.inference_mode():
+                for vt in chunk:
+                    grid = torch.from_numpy(np.asarray(vt.grid, dtype=np.float32))
+                    grid = grid.to(device=param.device, dtype=param.dtype)[None]
+                    slots = self.model.grid_to_slots(grid)[0]  # (g(g+1)+1, D)
+                    prompts.append(Prompt(slots=slots, prefix=self._prefix, suffix=self._suffix))
+            outs = generate(self.model, prompts, gen, step_hook=step_hook)
+            seconds = (time.perf_counter() - t0) / len(chunk)
+            for vt, o in zip(chunk, outs, strict=True):
+                results.append(
+                    Recollection(
+                        text=self.detokenize(o.token_ids),
+                        tier=vt.tier,
+                        confidence=o.confidence,
+                        tokens=len(o.token_ids),
+                        seconds=seconds,
+                        codec=self._name,
+                        extra={"finished": float(o.finished)},
+                    )
+                )
+        return results
+
+    def read(
+        self, images: Sequence[Image.Image], tier: Tier | str, *, max_new_tokens: int | None = None
+    ) -> list[Recollection]:
+        """``decode(encode(images, tier))``."""
+        return self.decode(self.encode(images, tier), max_new_tokens=max_new_tokens)
+
+    # ------------------------------------------------------------------ text
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Text of generated ids, without special and placeholder tokens."""
+        return self.tokenizer.decode([i for i in ids if i not in self._skip])
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids) if text else []
+
+
+def _checkpoint_digest(root: Path) -> str:
+    """A short digest of a checkpoint's index (which holds every shard's SHA-256)."""
+    return hashlib.sha256((root / "model.safetensors.index.json").read_bytes()).hexdigest()[:12]
