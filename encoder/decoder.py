@@ -29,25 +29,35 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * (h if x.dtype == torch.float32 else h.to(x.dtype))
+        return self.weight * h.to(x.dtype)
 
 
 def rotary(
     position_ids: Tensor, head_dim: int, theta: float, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
-    """cos and sin tables for ``position_ids`` (B, T): each (B, 1, T, head_dim)."""
+    """Rotary tables for ``position_ids`` (B, T): ``cos`` and the signed ``sin``, (B, 1, T, hd).
+
+    Llama's rotate-half RoPE is ``x·cos + rotate_half(x)·sin`` with
+    ``rotate_half([x1, x2]) = [−x2, x1]``; folding the sign into ``sin`` (``[−s, s]``) makes
+    it ``x·cos + roll(x, hd/2)·sin`` (:func:`apply_rotary`).
+    """
     exponents = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32)
     inv_freq = 1.0 / theta ** (exponents / head_dim)  # (hd/2,)
     freqs = position_ids.float()[..., None] * inv_freq  # (B, T, hd/2)
-    emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # (B, 1, T, hd)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
+    cos = freqs.cos()
+    sin = freqs.sin()
+    cos = torch.cat([cos, cos], dim=-1)[:, None]  # (B, 1, T, hd)
+    sin = torch.cat([-sin, sin], dim=-1)[:, None]  # (B, 1, T, hd)
+    return cos.to(dtype), sin.to(dtype)
 
 
-def rotate_half(x: Tensor) -> Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([-x2, x1], dim=-1)
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x`` (…, T, hd) by the tables of :func:`rotary` (signed ``sin``)."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
 
 
 class KVCache:
@@ -120,9 +130,9 @@ class Attention(nn.Module):
             qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1)
         else:
             qkv = F.linear(x, self._qkv.get())  # (B, T, 3·nh·hd)
-        q, k, v = qkv.view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hd)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        qkv = qkv.view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hd)
+        qk = apply_rotary(qkv[:2], cos, sin)  # (2, B, nh, T, hd)
+        q, k, v = qk[0], qk[1], qkv[2]
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, Tk, hd)
         Tk = k.shape[2]

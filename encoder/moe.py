@@ -14,6 +14,8 @@ no second copy of the weights) and picks one of three paths:
   its tokens. Reads only the experts in use; needs one host sync for the counts. Used on
   CPU, for large token counts (prefill), and always when gradients are needed (then
   through the expert modules).
+* ``few`` — CPU, at most 8 (token, expert) pairs (small-batch decoding): one mat-vec per
+  pair on the packed views; no sorting, no copies.
 * ``gather`` — CUDA, few (token, expert) pairs as in small-batch decoding: gather the
   selected experts' weights and run batched mat-vecs; no sync, no Python loop.
 * ``dense`` — CUDA, moderate token counts: every expert on every token in two batched
@@ -33,7 +35,7 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
-Dispatch = Literal["auto", "gather", "dense", "grouped"]
+Dispatch = Literal["auto", "few", "gather", "dense", "grouped"]
 
 
 class MLP(nn.Module):
@@ -136,13 +138,15 @@ class MoE(nn.Module):
             # On CUDA avoid syncs: gather few experts, or run all of them, until the
             # batch is large enough for sorting by expert to pay.
             if x.device.type != "cuda":
-                mode = "grouped"
+                mode = "few" if N * self.top_k <= 8 else "grouped"
             elif 2 * N * self.top_k < self.n_experts:
                 mode = "gather"
             elif self.dense_max_tokens >= N:
                 mode = "dense"
             else:
                 mode = "grouped"
+        if mode == "few":
+            return self._few(x, weights, ids)
         if mode == "gather":
             return self._gather(x, weights, ids)
         if mode == "dense":
@@ -176,6 +180,19 @@ class MoE(nn.Module):
                 y = self.experts[e](x[tokens])  # (count, H)
             out.index_add_(0, tokens, y.float() * flat_w[pairs, None])
         return out
+
+    def _few(self, x: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
+        """A handful of (token, expert) pairs on CPU: plain mat-vecs on the packed views."""
+        gate_up, down = self._gate_up.get(), self._down.get()
+        rows = []
+        for n, (experts, ws) in enumerate(zip(ids.tolist(), weights.tolist(), strict=True)):
+            xn = x[n : n + 1]  # (1, H)
+            acc = torch.zeros(1, x.shape[1], device=x.device, dtype=torch.float32)
+            for e, w in zip(experts, ws, strict=True):
+                g, u = F.linear(xn, gate_up[e]).chunk(2, dim=-1)  # (1, I) each
+                acc = acc + F.linear(F.silu(g) * u, down[e]).float() * w  # (1, H)
+            rows.append(acc)
+        return torch.cat(rows)  # (N, H)
 
     def _gather(self, x: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
         """Gather only the selected experts' weights: (N, k) batched mat-vecs."""
