@@ -46,7 +46,8 @@ def test_codec_satisfies_the_protocol(codec: OCRCodec) -> None:
 
 @pytest.mark.parametrize("tier", list(Tier))
 def test_encode_any_image_at_every_tier(codec: OCRCodec, tier: Tier) -> None:
-    images = odd_images()[:4] if tier in (Tier.BASE, Tier.LARGE) else odd_images()
+    # Base/Large run the tiny model at 4,096–6,400 SAM tokens: two images keep CPU time low.
+    images = odd_images()[2:4] if tier in (Tier.BASE, Tier.LARGE) else odd_images()
     tokens = codec.encode(images, tier)
     assert len(tokens) == len(images)
     for vt in tokens:
