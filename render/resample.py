@@ -11,9 +11,8 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
-
 from opticmem.render.tiers import Tier
+from PIL import Image
 
 
 def to_tier(master: np.ndarray | Image.Image, tier: Tier | str) -> Image.Image:
