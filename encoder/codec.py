@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
 from opticmem.render.tiers import Tier
 
 if TYPE_CHECKING:
-    from opticmem.render.layout import RenderSettings
     from PIL import Image
+
+    from opticmem.render.layout import RenderSettings
 
 _MAGIC = b"OMVT"
 _VERSION = 1

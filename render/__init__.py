@@ -10,6 +10,8 @@ Pure functions of text and settings; no model, no conversation state.
 
 from __future__ import annotations
 
+from PIL import Image
+
 from opticmem.render.atlas import Atlas, AtlasError, load_atlas
 from opticmem.render.draw import draw_page
 from opticmem.render.layout import (
@@ -29,7 +31,6 @@ from opticmem.render.layout import (
 )
 from opticmem.render.resample import png_bytes, to_tier
 from opticmem.render.tiers import ORDER, PIXELS_PER_TOKEN, TIER_SPECS, Tier, TierSpec
-from PIL import Image
 
 
 def render_page(page: PageLayout, tier: Tier | str = Tier.LARGE) -> Image.Image:

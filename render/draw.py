@@ -7,6 +7,7 @@ function of its lines and settings, identical on every machine.
 from __future__ import annotations
 
 import numpy as np
+
 from opticmem.render.atlas import load_atlas
 from opticmem.render.layout import PageLayout
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
 from opticmem.render.atlas import Atlas, load_atlas
 
 REPLACEMENT = "\ufffd"

@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from opticmem.render.tiers import Tier
 from PIL import Image
+
+from opticmem.render.tiers import Tier
 
 
 def to_tier(master: np.ndarray | Image.Image, tier: Tier | str) -> Image.Image:

@@ -13,9 +13,9 @@ import io
 
 import numpy as np
 import pytest
-from opticmem.render import ORDER, Tier, TurnText, draw_page, layout_pages, png_bytes, render_page
 from PIL import Image
 
+from opticmem.render import ORDER, Tier, TurnText, draw_page, layout_pages, png_bytes, render_page
 from tests.render.sample import sample_page
 
 GOLDEN_PIXELS = {
