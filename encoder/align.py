@@ -135,9 +135,10 @@ class LayoutAligner(nn.Module):
         self.config = config or AlignConfig()
         c = self.config
         self.point = nn.Linear(hidden + c.fourier_dim, c.point_dim)
-        self.mix = nn.Sequential(nn.GELU(), nn.Linear(c.points * c.point_dim, hidden))
-        nn.init.zeros_(self.mix[1].weight)  # start as a no-op on the decoder
-        nn.init.zeros_(self.mix[1].bias)
+        out = nn.Linear(c.points * c.point_dim, hidden)
+        nn.init.zeros_(out.weight)  # start as a no-op on the decoder
+        nn.init.zeros_(out.bias)
+        self.mix = nn.Sequential(nn.GELU(), out)
 
     def forward(
         self, grid: torch.Tensor, cells: torch.Tensor, batch: torch.Tensor,
