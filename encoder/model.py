@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 
 import torch
+from opticmem.encoder.align import LayoutAligner
 from opticmem.encoder.clip import ClipEncoder
 from opticmem.encoder.config import ModelConfig
 from opticmem.encoder.decoder import MoEDecoder, RMSNorm
@@ -35,6 +36,9 @@ class OCRModel(nn.Module):
         self.cfg = cfg
         self.vision = DeepEncoder(cfg)
         self.decoder = MoEDecoder(cfg.decoder)
+        self.aligner = (
+            LayoutAligner(cfg.decoder.hidden_size, cfg.align) if cfg.align is not None else None
+        )
 
     # ------------------------------------------------------------------ vision
 
