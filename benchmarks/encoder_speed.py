@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from opticmem.encoder.config import preset
 from opticmem.encoder.flops import decoder_flops_per_token, encoder_flops
 from opticmem.encoder.generate import GenerationConfig, Prompt, generate

@@ -70,14 +70,15 @@ class VisionTokens:
         """A compact, pickle-free byte form: magic, JSON header, raw little-endian floats."""
         arr = np.ascontiguousarray(self.grid.astype("<f2"))
         header = json.dumps(
-            {"v": _VERSION, "tier": self.tier.value, "shape": list(arr.shape), "codec": self.codec},
+            {"v": _VERSION, "tier": self.tier.value, "shape": list(arr.shape),
+             "codec": self.codec},
             separators=(",", ":"),
         ).encode()
         return _MAGIC + struct.pack("<I", len(header)) + header + arr.tobytes()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> VisionTokens:
-        """Parse :meth:`to_bytes` output; raise :class:`VisionTokensFormatError` on anything else."""
+        """Parse :meth:`to_bytes` output; anything else raises :class:`VisionTokensFormatError`."""
         try:
             if data[:4] != _MAGIC:
                 raise ValueError("bad magic")

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from opticmem.encoder.align import AlignConfig
 from opticmem.encoder.errors import ConfigError
 
 
@@ -124,6 +125,9 @@ class ModelConfig:
     compressor: CompressorConfig = field(default_factory=CompressorConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    align: AlignConfig | None = None
+    """Layout aligner for pages of our monospace renderer (bundled codec); ``None`` in the
+    official model. See :mod:`opticmem.encoder.align`."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -192,6 +196,8 @@ class ModelConfig:
                 kwargs[key] = _build(parts[key], value, key)
             elif key == "name":
                 kwargs[key] = str(value)
+            elif key == "align":
+                kwargs[key] = None if value is None else _build(AlignConfig, value, key)
             else:
                 raise ConfigError(f"unknown model config field {key!r}")
         return cls(**kwargs)
@@ -234,6 +240,7 @@ def _bundled() -> ModelConfig:
             shared_experts=1, moe_intermediate=256, max_positions=4096,
             bos_token_id=0, eos_token_id=1, pad_token_id=2, image_token_id=3,
         ),
+        align=AlignConfig(),
     )
 
 
@@ -252,6 +259,7 @@ def _test() -> ModelConfig:
             shared_experts=1, moe_intermediate=32, max_positions=4096,
             bos_token_id=0, eos_token_id=1, pad_token_id=2, image_token_id=3,
         ),
+        align=AlignConfig(point_dim=16),
     )
 
 

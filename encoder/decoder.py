@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from opticmem.encoder.config import DecoderConfig
 from opticmem.encoder.moe import MLP, MoE
 from opticmem.encoder.packing import PackedWeights, needs_grad
-from torch import Tensor, nn
 
 
 class RMSNorm(nn.Module):

@@ -21,11 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from torch import Tensor
+
 from opticmem.encoder.decoder import KVCache
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.model import OCRModel
 from opticmem.encoder.ngram import NGramGuard
-from torch import Tensor
 
 StepHook = Callable[[list[list[int]], int], Tensor | None]
 """``(generated_ids, step) -> extra embeddings (B, 1, D) for the next input, or None``."""

@@ -18,13 +18,15 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import Tensor, nn
+
+from opticmem.encoder.align import LayoutAligner
 from opticmem.encoder.clip import ClipEncoder
 from opticmem.encoder.config import ModelConfig
 from opticmem.encoder.decoder import MoEDecoder, RMSNorm
 from opticmem.encoder.deepencoder import DeepEncoder
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.sam import LayerNorm2d, SamAttention, SamEncoder
-from torch import Tensor, nn
 
 
 class OCRModel(nn.Module):
@@ -35,6 +37,9 @@ class OCRModel(nn.Module):
         self.cfg = cfg
         self.vision = DeepEncoder(cfg)
         self.decoder = MoEDecoder(cfg.decoder)
+        self.aligner = (
+            LayoutAligner(cfg.decoder.hidden_size, cfg.align) if cfg.align is not None else None
+        )
 
     # ------------------------------------------------------------------ vision
 

@@ -29,9 +29,10 @@ from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from opticmem.encoder.config import DecoderConfig
 from opticmem.encoder.packing import PackedWeights, needs_grad
-from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 

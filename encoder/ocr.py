@@ -27,21 +27,32 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer
+
+from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, placeholder_ids, read_tokenizer
 from opticmem.encoder.checkpoint import load_checkpoint
 from opticmem.encoder.codec import Recollection, VisionTokens
-from opticmem.encoder.config import preset
+from opticmem.encoder.config import DecoderConfig, preset
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.generate import GenerationConfig, Prompt, StepHook, generate
 from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
 from opticmem.encoder.official import REPO_ID, load_official, load_official_tokenizer
 from opticmem.encoder.preprocess import preprocess
-from opticmem.encoder.tokenizer import byte_fallback_tokenizer, load_tokenizer, placeholder_ids
+from opticmem.encoder.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    IMAGE_ID,
+    PAD_ID,
+    VOCAB_SIZE,
+    TokenizerError,
+    load_tokenizer,
+)
 from opticmem.render.tiers import Tier
-from tokenizers import Tokenizer
 
 if TYPE_CHECKING:
-    from opticmem.render.layout import RenderSettings
     from PIL import Image
+
+    from opticmem.render.layout import RenderSettings
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +85,10 @@ class OCRCodec:
         if batch_size < 1:
             raise InputError(f"batch_size must be ≥ 1, got {batch_size}")
         self.model = model.eval()
-        self.fallback_tokenizer = tokenizer is None
-        self.tokenizer = tokenizer or byte_fallback_tokenizer(model.cfg.decoder)
+        if tokenizer is not None:
+            self.tokenizer, self.tokenizer_source = tokenizer, "given"
+        else:
+            self.tokenizer, self.tokenizer_source = default_tokenizer(model.cfg.decoder)
         self.generation = generation or GenerationConfig()
         self.batch_size = batch_size
         self._name = name
@@ -87,6 +100,11 @@ class OCRCodec:
         self._skip = frozenset(
             {d.bos_token_id, d.eos_token_id, d.pad_token_id, d.image_token_id}
         ) | (placeholder_ids(self.tokenizer) if self.fallback_tokenizer else frozenset())
+
+    @property
+    def fallback_tokenizer(self) -> bool:
+        """True when text goes through the byte-level fallback (no tokenizer file fits)."""
+        return self.tokenizer_source == "byte-fallback"
 
     # ------------------------------------------------------------------ constructors
 
@@ -133,7 +151,7 @@ class OCRCodec:
         root = Path(directory)
         model = load_checkpoint(root, device=device, dtype=dtype)
         tok_path = root / "tokenizer.json"
-        tokenizer = load_tokenizer(tok_path) if tok_path.is_file() else None
+        tokenizer = read_tokenizer(tok_path) if tok_path.is_file() else None
         digest = _checkpoint_digest(root)
         return cls(
             model, tokenizer, name=f"opticmem:{model.cfg.name}:{digest}", prompt=prompt,
@@ -250,6 +268,18 @@ class OCRCodec:
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False).ids) if text else []
+
+
+def default_tokenizer(cfg: DecoderConfig) -> tuple[Tokenizer, str]:
+    """The shipped BPE when ``cfg``'s vocabulary and special ids are its own, else the
+    byte-level fallback sized for ``cfg``. Returns the tokenizer and which one it is."""
+    ids = (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id, cfg.image_token_id)
+    if cfg.vocab_size == VOCAB_SIZE and ids == (BOS_ID, EOS_ID, PAD_ID, IMAGE_ID):
+        try:
+            return load_tokenizer(), "shipped"
+        except TokenizerError as exc:
+            log.warning("shipped tokenizer unusable, using the byte fallback: %s", exc)
+    return byte_fallback_tokenizer(cfg), "byte-fallback"
 
 
 def _checkpoint_digest(root: Path) -> str:

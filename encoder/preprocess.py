@@ -19,9 +19,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps
+
 from opticmem.encoder.errors import InputError
 from opticmem.render.tiers import Tier
-from PIL import Image, ImageOps
 
 PAD_COLOUR = (127, 127, 127)
 """Grey fill for padded tiers: the normalisation mean × 255, rounded down."""

@@ -1,87 +1,71 @@
-"""Tokenizers for the codec: a file when one exists, else a byte-level fallback.
+"""The decoder's tokenizer: a byte-level BPE of 4,096 tokens, shipped as ``weights/tokenizer.json``.
 
-Until opticmem's trained byte-level BPE (``encoder/weights/tokenizer.json``) exists, a
-model needs *some* tokenizer whose ids fit its vocabulary. :func:`byte_fallback_tokenizer`
-builds one in code: the config's special tokens at their configured ids (bos, eos, pad,
-``<image>``, marked special so ``decode`` skips them), the 256 byte tokens on the next free
-ids, and plain ``<unused_i>`` entries padding the vocabulary to the model's size
-(:func:`placeholder_ids` lists them so a decoder can drop them). Every string round-trips
-(it is UTF-8 bytes), but at one token per byte it is ~4× longer than a trained BPE, so it
-is only used when no tokenizer file is given.
+Byte-level means every string round-trips exactly: ``decode(encode(s)) == s`` for any
+Unicode text, control characters included (no normaliser, no prefix space). Digits are
+single tokens and no token spans more than 8 bytes, because the decoder reads each token
+from the page cells beneath it. The file is built by ``tools/build_tokenizer.py`` from the
+synthetic generator's training split.
 
->>> from opticmem.encoder.config import preset
->>> tok = byte_fallback_tokenizer(preset("bundled").decoder)
->>> tok.get_vocab_size(), tok.encode("hé").ids, tok.decode(tok.encode("hé").ids)
-(4096, [108, 199, 173], 'hé')
+Special tokens have fixed ids: ``<bos>``=0, ``<eos>``=1, ``<pad>``=2, ``<image>``=3. Text
+that happens to contain the string ``"<eos>"`` is encoded as ordinary bytes, never as the
+special token, so a conversation cannot inject control tokens.
+
+This is also the text-token count behind every compression ratio we report
+(:func:`count_tokens`: tokens of the page transcript, no specials).
+
+>>> tok = load_tokenizer()                             # doctest: +SKIP
+>>> decode(encode("Hi 서울 <eos>\\n"))                  # doctest: +SKIP
+'Hi 서울 <eos>\\n'
 """
 
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
+from importlib import resources
 
-from opticmem.encoder.config import DecoderConfig
-from opticmem.encoder.errors import CheckpointError
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer
 
-BOS, EOS, PAD, IMAGE = "<bos>", "<eos>", "<pad>", "<image>"
-UNUSED_PREFIX = "<unused_"
+TOKENIZER_FILE = "tokenizer.json"
+VOCAB_SIZE = 4096
+MAX_TOKEN_BYTES = 8
+SPECIAL_TOKENS: tuple[str, ...] = ("<bos>", "<eos>", "<pad>", "<image>")
+BOS_ID, EOS_ID, PAD_ID, IMAGE_ID = 0, 1, 2, 3
+
+
+class TokenizerError(RuntimeError):
+    """The shipped tokenizer file is missing, unreadable or not the expected vocabulary."""
 
 
 @cache
-def _bytes_to_unicode() -> tuple[str, ...]:
-    """The printable character GPT-2's byte-level scheme uses for each byte 0..255."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    chars: dict[int, int] = {b: b for b in printable}
-    extra = 0
-    for b in range(256):
-        if b not in chars:
-            chars[b] = 256 + extra
-            extra += 1
-    return tuple(chr(chars[b]) for b in range(256))
-
-
-def byte_fallback_tokenizer(cfg: DecoderConfig) -> Tokenizer:
-    """A byte-level tokenizer sized and numbered for ``cfg`` (see the module docstring)."""
-    specials = {
-        cfg.bos_token_id: BOS,
-        cfg.eos_token_id: EOS,
-        cfg.pad_token_id: PAD,
-        cfg.image_token_id: IMAGE,
-    }
-    if len(specials) != 4:
-        raise ValueError("bos, eos, pad and image token ids must be distinct")
-    if cfg.vocab_size < 256 + len(specials):
-        raise ValueError(f"vocab_size {cfg.vocab_size} cannot hold 256 bytes and 4 specials")
-    vocab: dict[str, int] = {tok: i for i, tok in specials.items()}
-    free = (i for i in range(cfg.vocab_size) if i not in specials)
-    for ch in _bytes_to_unicode():
-        vocab[ch] = next(free)
-    for i in free:
-        vocab[f"{UNUSED_PREFIX}{i}>"] = i
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    ordered = [specials[i] for i in sorted(specials)]
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ordered])
-    return tokenizer
-
-
-def placeholder_ids(tokenizer: Tokenizer) -> frozenset[int]:
-    """Ids of the fallback's ``<unused_i>`` padding entries (empty for real tokenizers)."""
-    return frozenset(
-        i for tok, i in tokenizer.get_vocab(with_added_tokens=False).items()
-        if tok.startswith(UNUSED_PREFIX)
-    )
-
-
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    """A ``tokenizer.json`` file; :class:`CheckpointError` naming the file if unreadable."""
+def load_tokenizer() -> Tokenizer:
+    """Load the shipped tokenizer once per process; raise :class:`TokenizerError` naming
+    the file if it is missing or does not have the expected size and special ids."""
+    ref = resources.files("opticmem.encoder").joinpath("weights", TOKENIZER_FILE)
     try:
-        return Tokenizer.from_file(str(path))
-    except Exception as exc:  # tokenizers raises a plain Exception
-        raise CheckpointError(f"cannot read tokenizer: {exc}", path=str(path)) from exc
+        with resources.as_file(ref) as path:
+            tok = Tokenizer.from_file(str(path))
+    except Exception as exc:  # tokenizers raises a bare Exception for a corrupt file
+        raise TokenizerError(f"cannot read the tokenizer {ref}: {exc}") from exc
+    if tok.get_vocab_size() != VOCAB_SIZE:
+        raise TokenizerError(f"{ref} has {tok.get_vocab_size()} tokens, expected {VOCAB_SIZE}")
+    for i, s in enumerate(SPECIAL_TOKENS):
+        if tok.token_to_id(s) != i:
+            raise TokenizerError(f"{ref}: special token {s} has id {tok.token_to_id(s)}, "
+                                 f"expected {i}")
+    tok.encode_special_tokens = True  # "<eos>" typed in a chat is text, not a control token
+    return tok
+
+
+def encode(text: str) -> list[int]:
+    """Token ids of ``text`` (no special tokens added)."""
+    return list(load_tokenizer().encode(text, add_special_tokens=False).ids)
+
+
+def decode(ids: list[int]) -> str:
+    """Text of ``ids``; special tokens are dropped."""
+    return str(load_tokenizer().decode(ids, skip_special_tokens=True))
+
+
+def count_tokens(text: str) -> int:
+    """Text tokens in ``text``: the numerator of every compression ratio we report."""
+    return len(load_tokenizer().encode(text, add_special_tokens=False).ids)

@@ -246,7 +246,8 @@ def layout_turn(turn: TurnText, settings: RenderSettings | None = None) -> TurnL
         col = sum(atlas.width(c) if c != " " else 1 for c in cur)
         brk = -1
 
-    def put(shown: str, off: int) -> None:
+    def put(shown: str, off: int, rest: int = 0) -> None:
+        """Place ``shown``; ``rest`` is the width in cells of the word after it."""
         nonlocal col, brk
         for c in shown:
             w = 1 if c == " " else atlas.width(c)
@@ -260,8 +261,9 @@ def layout_turn(turn: TurnText, settings: RenderSettings | None = None) -> TurnL
                 brk = len(cur)
                 continue
             if col + w > cols:
-                if w == 2 or brk <= 0:
-                    emit(len(cur))  # wide char or no break point: cut here
+                word = sum(atlas.width(x) for x in cur[brk:]) + w + rest if brk > 0 else 0
+                if w == 2 or brk <= 0 or word > cols:
+                    emit(len(cur))  # wide char, no break point, or a word longer than a line
                 else:
                     emit(brk)  # carry the word in progress to the next line
             if w == 2 and cur:
@@ -272,6 +274,15 @@ def layout_turn(turn: TurnText, settings: RenderSettings | None = None) -> TurnL
             if w == 2:
                 brk = len(cur)
 
+    # Cells from each character to the end of its word (narrow, non-space runs), so an
+    # over-long word is cut where it stands instead of first moving to a new line.
+    rest_cells = [0] * (len(text) + 1)
+    for i in range(len(text) - 1, -1, -1):
+        ch = text[i]
+        if ch in " \t\n" or atlas.width(ch) == 2:
+            rest_cells[i] = 0
+        else:
+            rest_cells[i] = 1 + rest_cells[i + 1] if i + 1 < len(text) else 1
     for ch in _prefix(turn, settings):
         put(_display_chars(ch, atlas)[0] or " ", -1)
     for i, ch in enumerate(text):
@@ -289,7 +300,7 @@ def layout_turn(turn: TurnText, settings: RenderSettings | None = None) -> TurnL
         elif kind == "invisible":
             invisible.append(ch)
             continue
-        put(shown, i)
+        put(shown, i, rest_cells[i + 1])
     emit(len(cur))
     return TurnLayout(tuple(lines), tuple(missing), tuple(substituted), tuple(invisible))
 

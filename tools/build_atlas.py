@@ -116,7 +116,7 @@ def rasterise(font: ImageFont.FreeTypeFont, ch: str, width: int, fit: bool) -> n
         return np.ascontiguousarray(out)
     # Monospace glyph: keep the font's own placement, centred in its cells.
     adv = font.getlength(ch)
-    dx = int(round((w - adv) / 2))
+    dx = round((w - adv) / 2)
     return np.ascontiguousarray(arr[CELL_H : 2 * CELL_H, w - dx : 2 * w - dx])
 
 
@@ -185,7 +185,8 @@ def build(out: Path) -> dict[str, object]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "render/fonts/atlas.npz")
+    default = Path(__file__).parents[1] / "render/fonts/atlas.npz"
+    ap.add_argument("--out", type=Path, default=default)
     build(ap.parse_args().out)
 
 

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from opticmem.encoder.byte_fallback import byte_fallback_tokenizer
 from opticmem.encoder.checkpoint import (
     INDEX_FILE,
     load_checkpoint,
@@ -23,9 +27,6 @@ from opticmem.encoder.official import (
     to_official,
     with_official_layout,
 )
-from opticmem.encoder.tokenizer import byte_fallback_tokenizer
-from PIL import Image
-from safetensors.torch import save_file
 
 
 @pytest.fixture(scope="module")
@@ -166,10 +167,10 @@ def test_codec_from_pretrained_uses_a_tokenizer_file_when_present(
 ) -> None:
     img = [Image.new("L", (512, 512), 255)]
     plain = OCRCodec.from_pretrained(saved, device="cpu")
-    assert plain.fallback_tokenizer and plain.name.startswith("opticmem:test:")
+    assert plain.tokenizer_source == "shipped" and plain.name.startswith("opticmem:test:")
     byte_fallback_tokenizer(model.cfg.decoder).save(str(saved / "tokenizer.json"))
     with_file = OCRCodec.from_pretrained(saved, device="cpu")
-    assert not with_file.fallback_tokenizer
+    assert with_file.tokenizer_source == "given" and not with_file.fallback_tokenizer
     a = plain.encode(img, "tiny")
     assert plain.decode(a, max_new_tokens=3)[0].tokens <= 3
     (saved / "tokenizer.json").write_text("{}")

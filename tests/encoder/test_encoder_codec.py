@@ -7,14 +7,15 @@ import io
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, placeholder_ids
 from opticmem.encoder.codec import Codec, CodecError, VisionTokens
 from opticmem.encoder.config import preset
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.ocr import OCRCodec
 from opticmem.encoder.preprocess import PAD_COLOUR, fit_to_tier, preprocess, to_rgb
-from opticmem.encoder.tokenizer import byte_fallback_tokenizer, placeholder_ids
 from opticmem.render.tiers import Tier
-from PIL import Image
 
 
 @pytest.fixture(scope="module")

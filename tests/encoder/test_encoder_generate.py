@@ -6,6 +6,7 @@ import random
 
 import pytest
 import torch
+
 from opticmem.encoder.config import preset
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.generate import GenerationConfig, Prompt, generate

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from opticmem.encoder.config import preset
 from opticmem.encoder.decoder import KVCache
 from opticmem.encoder.errors import InputError

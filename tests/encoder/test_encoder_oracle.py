@@ -25,6 +25,7 @@ import os
 
 import pytest
 import torch
+
 from opticmem.encoder.clip import interpolate_positions
 from opticmem.encoder.config import DecoderConfig, preset
 from opticmem.encoder.decoder import MoEDecoder

@@ -9,11 +9,12 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+
 from opticmem.encoder.config import preset
 from opticmem.encoder.flops import decoder_flops_per_token, encoder_flops
 from opticmem.encoder.model import build_model
 from opticmem.encoder.sam import SamAttention
-from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,0 +1,222 @@
+"""Measure the decay curve: how well a codec reads the memory's pages back at each tier.
+
+Pages are laid out by the memory's own renderer, drawn once at Large and resampled to
+every tier (exactly as decay does), encoded and decoded by the codec in batches, and
+scored against the page transcripts (:mod:`opticmem.encoder.metrics`). Results are per
+page; :func:`summarise` groups them by tier and text-token bucket, with Hangul pages
+reported apart (they are a different reading problem: two-cell glyphs, 11,172 syllables).
+
+Compression is the page's text tokens (the memory's text counter) over the tier's decoder
+slots — the ratio a budget sees.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from opticmem.encoder.codec import Codec
+from opticmem.encoder.metrics import char_precision, exact_token_rate, fox_word_precision
+from opticmem.render import ORDER, PageLayout, Tier, draw_page, to_tier
+
+BUCKET = 100
+"""Width of a text-token bucket (the paper's Table 2 uses 100-token buckets)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PageScore:
+    """How one page read back at one tier."""
+
+    page: int
+    tier: str
+    text_tokens: int
+    slots: int
+    compression: float
+    char_precision: float
+    word_precision: float
+    exact_found: int
+    exact_total: int
+    seconds: float
+    hangul: bool
+    confidence: float
+
+
+def is_hangul_page(text: str, threshold: float = 0.2) -> bool:
+    """True when at least ``threshold`` of the page's non-space characters are Hangul."""
+    chars = [c for c in text if not c.isspace()]
+    if not chars:
+        return False
+    hangul = sum(1 for c in chars if "\uac00" <= c <= "\ud7a3" or "\u1100" <= c <= "\u11ff")
+    return hangul / len(chars) >= threshold
+
+
+def evaluate(
+    codec: Codec,
+    pages: Sequence[PageLayout],
+    *,
+    count_tokens: Callable[[str], int],
+    tiers: Iterable[Tier] = ORDER,
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[PageScore]:
+    """Score ``codec`` on ``pages`` at each tier; ``progress(n)`` is called per batch."""
+    masters = [draw_page(p) for p in pages]
+    texts = [p.transcript for p in pages]
+    tokens = [count_tokens(t) for t in texts]
+    out: list[PageScore] = []
+    for tier in tiers:
+        for lo in range(0, len(pages), batch_size):
+            idx = range(lo, min(lo + batch_size, len(pages)))
+            images = [to_tier(masters[i], tier).convert("RGB") for i in idx]
+            t0 = time.perf_counter()
+            recs = codec.decode(codec.encode(images, tier), max_new_tokens=max_new_tokens)
+            per_page = (time.perf_counter() - t0) / len(idx)
+            for i, rec in zip(idx, recs, strict=True):
+                found, total = exact_token_rate(texts[i], rec.text)
+                out.append(PageScore(
+                    page=i,
+                    tier=tier.value,
+                    text_tokens=tokens[i],
+                    slots=tier.slots,
+                    compression=tokens[i] / tier.slots,
+                    char_precision=char_precision(texts[i], rec.text),
+                    word_precision=fox_word_precision(texts[i], rec.text),
+                    exact_found=found,
+                    exact_total=total,
+                    seconds=per_page,
+                    hangul=is_hangul_page(texts[i]),
+                    confidence=rec.confidence,
+                ))
+            if progress:
+                progress(len(idx))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One line of the summary table."""
+
+    tier: str
+    group: str
+    pages: int
+    text_tokens: float
+    compression: float
+    char_precision: float
+    word_precision: float
+    exact_rate: float | None
+    seconds: float
+
+
+def _row(tier: str, group: str, scores: Sequence[PageScore]) -> Row:
+    n = len(scores)
+    found = sum(s.exact_found for s in scores)
+    total = sum(s.exact_total for s in scores)
+    return Row(
+        tier=tier,
+        group=group,
+        pages=n,
+        text_tokens=sum(s.text_tokens for s in scores) / n,
+        compression=sum(s.compression for s in scores) / n,
+        char_precision=sum(s.char_precision for s in scores) / n,
+        word_precision=sum(s.word_precision for s in scores) / n,
+        exact_rate=found / total if total else None,
+        seconds=sum(s.seconds for s in scores) / n,
+    )
+
+
+def summarise(scores: Sequence[PageScore]) -> list[Row]:
+    """Rows per tier: all non-Hangul pages, each 100-token bucket, and Hangul pages."""
+    rows: list[Row] = []
+    for tier in ORDER:
+        ts = [s for s in scores if s.tier == tier.value]
+        latin = [s for s in ts if not s.hangul]
+        if latin:
+            rows.append(_row(tier.value, "all", latin))
+            buckets: dict[int, list[PageScore]] = {}
+            for s in latin:
+                buckets.setdefault(s.text_tokens // BUCKET * BUCKET, []).append(s)
+            for lo in sorted(buckets):
+                rows.append(_row(tier.value, f"{lo}-{lo + BUCKET}", buckets[lo]))
+        hangul = [s for s in ts if s.hangul]
+        if hangul:
+            rows.append(_row(tier.value, "hangul", hangul))
+    return rows
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    """The summary as a Markdown table."""
+    head = ("| tier | pages | text tokens | slots/compression | char precision | "
+            "Fox word precision | numbers/ids exact | s/page |")
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        tier = Tier.parse(r.tier)
+        exact = "–" if r.exact_rate is None else f"{100 * r.exact_rate:.1f}%"
+        lines.append(
+            f"| {r.tier} ({r.group}) | {r.pages} | {r.text_tokens:.0f} | "
+            f"{tier.slots} / {r.compression:.1f}× | {100 * r.char_precision:.1f}% | "
+            f"{100 * r.word_precision:.1f}% | {exact} | {r.seconds:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_results(scores: Sequence[PageScore], out_dir: Path, meta: dict[str, object]) -> Path:
+    """Write ``eval.json`` (every page), ``eval.md`` (the table) and the plot; return the dir."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = summarise(scores)
+    (out_dir / "eval.json").write_text(json.dumps(
+        {"meta": meta, "summary": [asdict(r) for r in rows], "pages": [asdict(s) for s in scores]},
+        indent=1, ensure_ascii=False))
+    (out_dir / "eval.md").write_text(markdown_table(rows) + "\n")
+    plot_precision(scores, out_dir / "precision_vs_compression.png")
+    return out_dir
+
+
+_COLOURS = {"large": (31, 119, 180), "base": (44, 160, 44), "small": (255, 127, 14),
+            "tiny": (214, 39, 40)}
+
+
+def plot_precision(scores: Sequence[PageScore], path: Path, size: tuple[int, int] = (900, 560)
+                   ) -> Path:
+    """Character precision against compression, one colour per tier (a Pillow drawing)."""
+    w, h = size
+    left, right, top, bottom = 70, 150, 30, 60
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    pts = [s for s in scores if not s.hangul] or list(scores)
+    xmax = max([s.compression for s in pts] + [1.0]) * 1.1
+    ymin = min([s.char_precision for s in pts] + [0.9]) - 0.02
+    ymin = max(0.0, min(ymin, 0.9))
+
+    def xy(x: float, y: float) -> tuple[float, float]:
+        return (left + (w - left - right) * x / xmax,
+                h - bottom - (h - top - bottom) * (y - ymin) / (1.0 - ymin))
+
+    d.rectangle([left, top, w - right, h - bottom], outline="black")
+    for k in range(6):
+        y = ymin + (1.0 - ymin) * k / 5
+        _, py = xy(0, y)
+        d.line([left - 4, py, left, py], fill="black")
+        d.text((8, py - 6), f"{100 * y:.0f}%", fill="black")
+    for k in range(6):
+        x = xmax * k / 5
+        px, _ = xy(x, ymin)
+        d.line([px, h - bottom, px, h - bottom + 4], fill="black")
+        d.text((px - 10, h - bottom + 8), f"{x:.0f}x", fill="black")
+    d.text((left + 120, h - 22), "compression (text tokens / decoder slots)", fill="black")
+    d.text((8, 8), "character precision", fill="black")
+    for i, tier in enumerate(ORDER):
+        col = _COLOURS[tier.value]
+        for s in pts:
+            if s.tier == tier.value:
+                px, py = xy(s.compression, s.char_precision)
+                d.ellipse([px - 3, py - 3, px + 3, py + 3], fill=col)
+        d.rectangle([w - right + 15, top + 20 * i, w - right + 27, top + 20 * i + 12], fill=col)
+        d.text((w - right + 33, top + 20 * i), tier.value, fill="black")
+    img.save(path)
+    return path

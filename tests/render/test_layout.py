@@ -1,0 +1,189 @@
+"""Layout: wrapping, pagination, bad characters, and the cell positions the codec relies on."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from opticmem.render import (
+    REPLACEMENT,
+    Cursor,
+    RenderSettings,
+    TurnText,
+    char_cells,
+    layout_pages,
+    layout_turn,
+    load_atlas,
+    paginate,
+    transcript_positions,
+)
+
+S = RenderSettings()
+
+
+def cells(line: str) -> int:
+    atlas = load_atlas()
+    return sum(1 if c == " " else atlas.width(c) for c in line)
+
+
+def test_default_grid_is_104_by_52() -> None:
+    assert (S.columns, S.rows) == (104, 52)
+
+
+def test_label_and_short_text_on_one_line() -> None:
+    tl = layout_turn(TurnText("assistant", "Sure — milestones first?"))
+    assert [ln.text for ln in tl.lines] == ["Assistant: Sure — milestones first?"]
+    assert (tl.lines[0].start, tl.lines[0].end) == (0, len("Sure — milestones first?"))
+
+
+def test_unknown_role_gets_a_titled_label() -> None:
+    assert layout_turn(TurnText("planner", "x")).lines[0].text == "Planner: x"
+
+
+def test_timestamps_are_optional_and_utc() -> None:
+    s = RenderSettings(timestamps=True)
+    line = layout_turn(TurnText("user", "hi", ts=0.0), s).lines[0].text
+    assert line == "[1970-01-01 00:00] User: hi"
+
+
+def test_wraps_at_spaces_and_never_overflows() -> None:
+    text = " ".join(["optical"] * 100)
+    tl = layout_turn(TurnText("user", text))
+    assert len(tl.lines) > 1
+    assert all(cells(ln.text) <= S.columns for ln in tl.lines)
+    assert all(not ln.text.endswith(" ") for ln in tl.lines)
+    # words are never split when they fit on a line
+    assert all(w in ("optical", "User:") for ln in tl.lines for w in ln.text.split())
+
+
+def test_over_long_token_is_hard_wrapped() -> None:
+    url = "https://example.com/" + "a" * 300
+    tl = layout_turn(TurnText("user", url))
+    joined = "".join(ln.text for ln in tl.lines)
+    assert joined == "User: " + url[: S.columns - 6] + url[S.columns - 6 :]
+    assert all(cells(ln.text) <= S.columns for ln in tl.lines)
+
+
+def test_wide_characters_take_two_cells() -> None:
+    tl = layout_turn(TurnText("user", "한" * 60))
+    assert cells(tl.lines[0].text) <= S.columns
+    assert len(tl.lines[0].text) == len("User: ") + (S.columns - 6) // 2
+
+
+def test_newlines_and_tabs() -> None:
+    tl = layout_turn(TurnText("user", "a\n\tb\r\nc"))
+    assert [ln.text for ln in tl.lines] == ["User: a", "    b", "c"]
+
+
+def test_bad_characters_are_recorded_never_dropped_silently() -> None:
+    text = "ok 😀 bell\x07 zw\u200bj \ud800 end"
+    tl = layout_turn(TurnText("user", text))
+    shown = "".join(ln.text for ln in tl.lines)
+    assert tl.missing == ("😀",)
+    assert REPLACEMENT * 2 in shown  # the emoji is wide: two box cells
+    assert ("\x07", "\u2407") in tl.substituted or ("\x07", REPLACEMENT) in tl.substituted
+    assert ("\ud800", REPLACEMENT) in tl.substituted
+    assert tl.invisible == ("\u200b",)
+    assert "zwj" in shown
+
+
+def test_scripts_hangul_cjk_arabic_hebrew_have_glyphs() -> None:
+    atlas = load_atlas()
+    for ch in "한글中文字かなカナعربيעברית€→✓":
+        assert atlas.has(ch), f"no glyph for {ch!r} U+{ord(ch):04X}"
+
+
+def test_pagination_rows_and_completeness() -> None:
+    turns = [TurnText("user", " ".join(["word"] * 400))] * 10
+    pages = layout_pages(turns)
+    assert len(pages) > 1
+    assert all(len(p.lines) == S.rows for p in pages[:-1])
+    assert all(p.complete for p in pages[:-1]) and not pages[-1].complete
+    total = sum(len(layout_turn(t).lines) for t in turns)
+    assert sum(len(p.lines) for p in pages) == total
+
+
+def test_pagination_continues_mid_turn() -> None:
+    tls = [layout_turn(TurnText("user", " ".join(["word"] * 2000)))]
+    whole = paginate(tls)
+    resumed = paginate(tls, start_line=S.rows)
+    assert resumed[0].lines == whole[1].lines
+    assert resumed[0].sources[0].line == S.rows
+
+
+def test_max_tokens_closes_pages_early() -> None:
+    tls = [layout_turn(TurnText("user", " ".join(["word"] * 2000)))]
+    pages = paginate(tls, count_tokens=lambda s: len(s.split()), max_tokens=100)
+    assert all(sum(len(ln.split()) for ln in p.lines) <= 100 for p in pages)
+    assert len(pages) > len(paginate(tls))
+
+
+def test_settings_validation() -> None:
+    with pytest.raises(ValueError, match="no room"):
+        RenderSettings(page_pixels=100, margin=60)
+    with pytest.raises(ValueError, match="tab_width"):
+        RenderSettings(tab_width=0)
+
+
+def test_cursor_and_positions_agree_with_cells() -> None:
+    page = layout_pages([TurnText("user", "ab 한국 x\ny"), TurnText("assistant", "中 z")])[0]
+    t = page.transcript
+    pos = transcript_positions(t)
+    c = page.cells()
+    for k, i in enumerate(c["index"]):
+        assert tuple(pos[i]) == (c["row"][k], c["col"][k])
+    cur = Cursor()
+    for i, ch in enumerate(t):
+        assert cur.position == tuple(pos[i])
+        cur.feed(ch)
+    assert cur.position == tuple(pos[-1])
+
+
+text_strategy = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), max_codepoint=0x2FFFF), max_size=600
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=text_strategy)
+def test_layout_keeps_every_visible_character(text: str) -> None:
+    """Nothing is lost: the drawn characters are the text's, in order, once each."""
+    tl = layout_turn(TurnText("user", text))
+    atlas = load_atlas()
+    texts = [ln.text for ln in tl.lines]
+    assert texts[0].startswith("User:")
+    texts[0] = texts[0][len("User:") :]
+    drawn = "".join(texts).replace(" ", "")
+    norm = unicodedata.normalize(
+        "NFC", text.replace("\r\n", "\n").replace("\r", "\n")
+    ).replace("\u2028", "\n").replace("\u2029", "\n")
+    expected = []
+    for ch in norm:
+        if ch in " \n\t" or unicodedata.category(ch) == "Zs":
+            continue
+        if atlas.has(ch):
+            expected.append(ch)
+        elif ch in tl.invisible:
+            continue
+        else:
+            expected.append(None)  # shown as a substitute or box(es)
+    kept = [ch for ch in expected if ch is not None]
+    assert all(ch in drawn for ch in kept)
+    assert len(drawn) >= len(kept)
+    assert all(cells(ln.text) <= S.columns for ln in tl.lines)
+    spans = [(ln.start, ln.end) for ln in tl.lines]
+    assert all(a <= b for a, b in spans)
+    assert [a for a, _ in spans] == sorted(a for a, _ in spans)
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=text_strategy)
+def test_char_cells_stay_inside_the_grid(text: str) -> None:
+    for page in layout_pages([TurnText("user", text)]):
+        c = char_cells(page.transcript)
+        if len(c["col"]):
+            assert (c["col"] + c["width"]).max() <= S.columns
+            assert c["row"].max() < S.rows
