@@ -29,11 +29,13 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
+from opticmem.encoder.align import StepTracker
 from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, placeholder_ids, read_tokenizer
 from opticmem.encoder.checkpoint import load_checkpoint
 from opticmem.encoder.codec import Recollection, VisionTokens
 from opticmem.encoder.config import DecoderConfig, preset
 from opticmem.encoder.errors import InputError
+from opticmem.encoder.examples import token_bytes
 from opticmem.encoder.generate import GenerationConfig, Prompt, StepHook, generate
 from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
 from opticmem.encoder.official import REPO_ID, load_official, load_official_tokenizer
@@ -96,6 +98,7 @@ class OCRCodec:
         before, after = prompt.split(IMAGE_MARK, 1)
         self._prefix = self._ids(before)
         self._suffix = self._ids(after)
+        self._bytes = token_bytes(self.tokenizer) if model.aligner is not None else []
         d = model.cfg.decoder
         self._skip = frozenset(
             {d.bos_token_id, d.eos_token_id, d.pad_token_id, d.image_token_id}
@@ -216,7 +219,13 @@ class OCRCodec:
         max_new_tokens: int | None = None,
         step_hook: StepHook | None = None,
     ) -> list[Recollection]:
-        """Read text back from vision tokens, batched across pages (any mix of tiers)."""
+        """Read text back from vision tokens, batched across pages.
+
+        Pages of any mix of tiers decode together; for a model with a layout aligner, each
+        batch holds one tier and :class:`AlignerFeed` feeds the aligner with the codec's
+        ``render_settings`` (default :class:`~opticmem.render.RenderSettings`). A
+        ``step_hook`` given here replaces that feed (see :func:`generate`).
+        """
         D = self.model.cfg.embed_dim
         for vt in tokens:
             if vt.codec and vt.codec != self._name:
@@ -226,33 +235,69 @@ class OCRCodec:
         gen = self.generation
         if max_new_tokens is not None:
             gen = replace(gen, max_new_tokens=max_new_tokens)
+        aligned = self.aligned and step_hook is None
+        # With the aligner, a batch holds pages of one tier (one grid tensor per batch).
+        order = sorted(range(len(tokens)), key=lambda i: tokens[i].tier.rank if aligned else 0)
+        batches: list[list[int]] = []
+        for i in order:
+            if (
+                not batches
+                or len(batches[-1]) == self.batch_size
+                or (aligned and tokens[batches[-1][0]].tier is not tokens[i].tier)
+            ):
+                batches.append([])
+            batches[-1].append(i)
         param = next(self.model.parameters())
-        results: list[Recollection] = []
-        for start in range(0, len(tokens), self.batch_size):
-            chunk = tokens[start : start + self.batch_size]
+        results: dict[int, Recollection] = {}
+        for idx in batches:
             t0 = time.perf_counter()
-            prompts = []
             with torch.inference_mode():
-                for vt in chunk:
-                    grid = torch.from_numpy(np.asarray(vt.grid, dtype=np.float32))
-                    grid = grid.to(device=param.device, dtype=param.dtype)[None]
-                    slots = self.model.grid_to_slots(grid)[0]  # (g(g+1)+1, D)
-                    prompts.append(Prompt(slots=slots, prefix=self._prefix, suffix=self._suffix))
-            outs = generate(self.model, prompts, gen, step_hook=step_hook)
-            seconds = (time.perf_counter() - t0) / len(chunk)
-            for vt, o in zip(chunk, outs, strict=True):
-                results.append(
-                    Recollection(
-                        text=self.detokenize(o.token_ids),
-                        tier=vt.tier,
-                        confidence=o.confidence,
-                        tokens=len(o.token_ids),
-                        seconds=seconds,
-                        codec=self._name,
-                        extra={"finished": float(o.finished)},
+                grids = [
+                    torch.from_numpy(np.asarray(tokens[i].grid, dtype=np.float32)).to(
+                        device=param.device, dtype=param.dtype
                     )
+                    for i in idx
+                ]  # each (g, g, D)
+                prompts = [
+                    Prompt(
+                        slots=self.model.grid_to_slots(g[None])[0],  # (g(g+1)+1, D)
+                        prefix=self._prefix,
+                        suffix=self._suffix,
+                    )
+                    for g in grids
+                ]
+            if aligned:
+                feed = AlignerFeed(self.model, torch.stack(grids), self._settings(), self._bytes)
+                T0 = 1 + len(self._prefix) + prompts[0].slots.shape[0] + len(self._suffix)
+                outs = generate(
+                    self.model, prompts, gen, step_hook=feed, prompt_extra=feed.prompt_extra(T0)
                 )
-        return results
+            else:
+                outs = generate(self.model, prompts, gen, step_hook=step_hook)
+            seconds = (time.perf_counter() - t0) / len(idx)
+            for i, o in zip(idx, outs, strict=True):
+                results[i] = Recollection(
+                    text=self.detokenize(o.token_ids),
+                    tier=tokens[i].tier,
+                    confidence=o.confidence,
+                    tokens=len(o.token_ids),
+                    seconds=seconds,
+                    codec=self._name,
+                    extra={"finished": float(o.finished)},
+                )
+        return [results[i] for i in range(len(tokens))]
+
+    @property
+    def aligned(self) -> bool:
+        """True when decoding feeds the model's layout aligner (see :class:`AlignerFeed`)."""
+        return self.model.aligner is not None
+
+    def _settings(self) -> RenderSettings:
+        if self._render_settings is not None:
+            return self._render_settings
+        from opticmem.render.layout import RenderSettings
+
+        return RenderSettings()
 
     def read(
         self, images: Sequence[Image.Image], tier: Tier | str, *, max_new_tokens: int | None = None
@@ -268,6 +313,51 @@ class OCRCodec:
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False).ids) if text else []
+
+
+class AlignerFeed:
+    """Feeds a model's layout aligner while it decodes pages of our renderer.
+
+    The training template (:mod:`opticmem.encoder.examples`) adds, at every step that
+    predicts a transcript token, the aligner's reading of the vision tokens under the next
+    character's cell. Decoding does the same: the prompt's last position reads the first
+    cell, and each generated token advances a :class:`~opticmem.encoder.align.StepTracker`
+    by its bytes before the next step reads the new cell. It is a ``step_hook``.
+    """
+
+    def __init__(
+        self, model: OCRModel, grid: torch.Tensor, settings: RenderSettings, table: list[bytes]
+    ) -> None:
+        if model.aligner is None:
+            raise InputError("this model has no layout aligner")
+        self.aligner = model.aligner
+        self.grid = grid  # (B, g, g, D)
+        self.settings = settings
+        self.table = table
+        B = grid.shape[0]
+        self.rows = torch.arange(B, device=grid.device)
+        self.trackers = [StepTracker() for _ in range(B)]
+        self.seen = [0] * B
+
+    def _embed(self) -> torch.Tensor:
+        cells = torch.tensor([t.position for t in self.trackers], device=self.grid.device)
+        with torch.inference_mode():
+            out = self.aligner(self.grid, cells, self.rows, self.settings)  # (B, D)
+        return out.to(self.grid.dtype)
+
+    def prompt_extra(self, length: int) -> torch.Tensor:
+        """(B, length, D): zeros except the last prompt position, which reads the first cell."""
+        B, D = self.grid.shape[0], self.grid.shape[-1]
+        extra = self.grid.new_zeros(B, length, D)
+        extra[:, -1] = self._embed()
+        return extra
+
+    def __call__(self, generated: list[list[int]], step: int) -> torch.Tensor:
+        for b, toks in enumerate(generated):
+            for tok in toks[self.seen[b] :]:
+                self.trackers[b].feed(self.table[tok] if tok < len(self.table) else b"")
+            self.seen[b] = len(toks)
+        return self._embed()[:, None]  # (B, 1, D)
 
 
 def default_tokenizer(cfg: DecoderConfig) -> tuple[Tokenizer, str]:

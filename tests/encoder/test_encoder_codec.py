@@ -9,12 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
+from opticmem.encoder.align import StepTracker
 from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, placeholder_ids
 from opticmem.encoder.codec import Codec, CodecError, VisionTokens
 from opticmem.encoder.config import preset
 from opticmem.encoder.errors import InputError
-from opticmem.encoder.ocr import OCRCodec
+from opticmem.encoder.examples import token_bytes
+from opticmem.encoder.generate import GenerationConfig, Prompt, generate
+from opticmem.encoder.ocr import AlignerFeed, OCRCodec
 from opticmem.encoder.preprocess import PAD_COLOUR, fit_to_tier, preprocess, to_rgb
+from opticmem.render import RenderSettings
 from opticmem.render.tiers import Tier
 
 
@@ -173,3 +177,51 @@ def test_high_bit_depth_greys_are_scaled_not_clipped() -> None:
 def test_preprocess_rejects_non_images() -> None:
     with pytest.raises(InputError):
         preprocess([np.zeros((4, 4))], "tiny")
+
+
+def test_decode_feeds_the_layout_aligner() -> None:
+    codec = OCRCodec.random("test", seed=3)
+    codec.generation = GenerationConfig(no_repeat_ngram_size=0, stop_token_ids=(-1,))
+    model = codec.model
+    assert codec.aligned and model.aligner is not None
+    aligner = model.aligner
+    with torch.no_grad():  # its output layer starts at zero (a no-op): make it matter
+        aligner.mix[1].weight.normal_(std=0.5)
+    [vt] = codec.encode([Image.new("L", (512, 512), 255)], "tiny")
+    grid = torch.from_numpy(vt.grid.astype(np.float32))[None]  # (1, g, g, D)
+    slots = model.grid_to_slots(grid)
+    settings = RenderSettings()
+    table = token_bytes(codec.tokenizer)
+    feed = AlignerFeed(model, grid, settings, table)
+    S = Tier.TINY.slots
+    cfg = GenerationConfig(max_new_tokens=6, no_repeat_ngram_size=0, stop_token_ids=(-1,))
+    [got] = generate(
+        model, [Prompt(slots=slots[0])], cfg, step_hook=feed, prompt_extra=feed.prompt_extra(1 + S)
+    )
+    # Reference: recompute the whole sequence each step, the aligner reading the cell of
+    # the next character after the bytes generated so far (StepTracker) at every step.
+    d = model.cfg.decoder
+    ids = [d.bos_token_id] + [d.image_token_id] * S
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(6):
+            tracker, cells = StepTracker(), []
+            for tok in [None, *out]:
+                if tok is not None:
+                    tracker.feed(table[tok])
+                cells.append(tracker.position)
+            extra = torch.zeros(1, len(ids) + len(out), d.hidden_size)
+            reads = aligner(grid, torch.tensor(cells), torch.zeros(len(cells), dtype=torch.long),
+                            settings)
+            extra[0, S:] = reads
+            logits = model(torch.tensor([ids + out]), image_slots=slots, extra_embeds=extra)
+            out.append(int(logits[0, -1].argmax()))
+    assert got.token_ids == out
+    [rec] = codec.decode([vt], max_new_tokens=6)
+    assert rec.text == codec.detokenize(out)
+
+    def no_aligner(generated: list[list[int]], step: int) -> None:
+        return None
+
+    [plain] = generate(model, [Prompt(slots=slots[0])], cfg, step_hook=no_aligner)
+    assert plain.token_ids != out
