@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 from typing import cast
 
@@ -323,3 +324,45 @@ def test_build_sources_in_process(tmp_path: Path) -> None:
         for t in generate_conversation(seed, "train", data_dir=tmp_path):
             assert not set(word_tokens(t.text)) & eval_only
     assert turns == generate_conversation(0, "train", data_dir=tmp_path)
+
+
+# --------------------------------------------------------------------------- demo data
+
+
+def _demo_files() -> tuple[Path, Path]:
+    data = Path(str(resources.files("opticmem").joinpath("data")))
+    return data / "sample_conversation.jsonl", data / "sample_questions.json"
+
+
+def test_sample_conversation_is_one_long_timed_session() -> None:
+    conv, _ = _demo_files()
+    assert 150 * 1024 <= conv.stat().st_size <= 400 * 1024
+    rows = [json.loads(line) for line in conv.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) >= 350
+    assert {r["session"] for r in rows} == {"demo"}
+    assert {r["role"] for r in rows} == {"user", "assistant"}
+    ts = [r["ts"] for r in rows]
+    assert all(isinstance(t, int) for t in ts) and ts == sorted(set(ts))
+    assert ts[-1] - ts[0] > 21 * 86400, "spans weeks"
+    assert sum(bool(HANGUL.search(r["text"])) for r in rows) >= 20, "Korean exchanges"
+    assert any("```" in r["text"] for r in rows), "code snippets"
+
+
+def test_sample_questions_point_at_early_answers() -> None:
+    conv, questions = _demo_files()
+    rows = [json.loads(line) for line in conv.read_text(encoding="utf-8").splitlines()]
+    qs = json.loads(questions.read_text(encoding="utf-8"))
+    assert 5 <= len(qs) <= 8
+    for q in qs:
+        turn = rows[q["turn_seq"]]["text"]
+        assert q["question"].endswith("?")
+        assert all(a in turn for a in q["answer_contains"]), q
+        assert q["turn_seq"] < 0.4 * len(rows), "answers come early, so recall needs memory"
+
+
+def test_sample_conversation_pages() -> None:
+    conv, _ = _demo_files()
+    pages = text_file_pages(conv)
+    assert len(pages) > 30
+    assert all(p.complete for p in pages[:-1])
+    assert pages[0].lines[0].startswith("User: ")
