@@ -152,7 +152,8 @@ def _restore_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor]
         name, slot = key.split("::")
         p = params[name]
         st = opt.state.setdefault(p, {})
-        st[slot] = val.to(p.device) if slot != "step" else val
+        # fused AdamW keeps its step counters on the parameters' device too
+        st[slot] = val.to(p.device)
     log.info("restored optimiser state for %d tensors", len(flat))
 
 
