@@ -73,6 +73,8 @@ class TrainConfig:
     max_steps: int | None = None
     device: str = "auto"
     compile: bool = False
+    rewarm_steps: int = 150
+    """Linear re-warm-up after starting from ``init_from`` (a fresh optimiser)."""
     init_from: Path | None = None
     """Start from these weights (a checkpoint directory) when no saved state exists — to
     continue on a fresh machine from exported weights, with a fresh optimiser."""
@@ -249,7 +251,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
          {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.peak_lr, betas=(0.9, 0.95), eps=1e-8, fused=dev.type == "cuda",
     )
-    if (state_dir / "progress.json").exists():
+    resumed = (state_dir / "progress.json").exists()
+    fresh_optimiser = not resumed  # re-warm the learning rate over zero Adam moments
+    if resumed:
         weight_map, _ = read_index(state_dir / "model")
         load_tensors(model, state_dir / "model", weight_map)
         flat: dict[str, torch.Tensor] = {}
@@ -291,6 +295,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         model.vision = torch.compile(model.vision, dynamic=False)
 
     t_start = time.monotonic()
+    first_step = int(progress["step"])
     last_ckpt = t_start
     minutes0 = float(progress["minutes"])
     ema: dict[str, float] = {}
@@ -303,6 +308,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             break
         step = int(progress["step"])
         lr = learning_rate(cfg, step, minutes0 + elapsed)
+        local = step - first_step
+        if fresh_optimiser and step > cfg.warmup_steps and local < cfg.rewarm_steps:
+            lr *= (local + 1) / cfg.rewarm_steps
         for g in opt.param_groups:
             g["lr"] = lr
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}

@@ -23,6 +23,7 @@ from opticmem.encoder.train import TrainConfig, train
 from opticmem.encoder.bundled import export_bundled
 minutes, init = float(sys.argv[1]), sys.argv[2] or None
 cfg = TrainConfig(out_dir=Path(".train"), minutes=minutes, workers=14,
+                  total_minutes=float(os.environ.get("TOTAL_MINUTES", "36")),
                   init_from=Path(init) if init else None)
 progress = train(cfg)
 out = Path(os.environ["OUT"])
