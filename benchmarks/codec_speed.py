@@ -1,0 +1,77 @@
+"""Bundled codec speed: pages read per second (encode + greedy decode), per tier and batch.
+
+Targets (issue 4): one Small page decoded on 2 CPU cores in ≤ 3 s; on an H100, ≥ 200
+pages/s encode+decode batched at Small. Pages are held-out synthetic chat pages drawn by
+the memory's renderer. Prints a Markdown table and writes it to ``--out``.
+
+    python -m benchmarks.codec_speed --device cpu --tiers small --batches 1 --pages 3
+    python -m benchmarks.codec_speed --device cuda --tiers small,tiny --batches 32,128
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from opticmem.encoder import synth
+from opticmem.encoder.bundled import load_bundled_codec
+from opticmem.render import RenderSettings, Tier, render_page
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", type=Path, default=None, help="checkpoint dir (default: bundled)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--tiers", default="small")
+    ap.add_argument("--batches", default="1")
+    ap.add_argument("--pages", type=int, default=0, help="pages per point (default: batch)")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/codec_speed.md"))
+    args = ap.parse_args()
+
+    codec = load_bundled_codec(args.weights, device=args.device)
+    batches = [int(b) for b in args.batches.split(",")]
+    stream = synth.page_stream(2024, "eval", RenderSettings())
+    n_max = max(max(batches), args.pages)
+    pages = [next(stream) for _ in range(n_max)]
+    rows = []
+    for tier in [Tier.parse(t) for t in args.tiers.split(",")]:
+        images = [render_page(p, tier).convert("RGB") for p in pages]
+        for b in batches:
+            codec.batch_size = b
+            n = max(b, args.pages)
+            codec.decode(codec.encode(images[:1], tier), max_new_tokens=8)  # warm-up
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            recs = codec.decode(codec.encode(images[:n], tier))
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t0
+            tokens = sum(r.tokens for r in recs)
+            rows.append((tier.value, b, n, dt / n, n / dt, tokens / dt, tokens / n))
+            print(f"{tier.value} batch {b}: {n / dt:.1f} pages/s, {dt / n:.2f} s/page, "
+                  f"{tokens / dt:.0f} tokens/s", flush=True)
+
+    dev = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    lines = [
+        "# Bundled codec speed (encode + greedy decode)",
+        "",
+        f"Device: {dev}; torch {torch.__version__}; held-out synthetic chat pages.",
+        "",
+        "| tier | batch | pages | s/page | pages/s | tokens/s | tokens/page |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {t} | {b} | {n} | {s:.3f} | {ps:.1f} | {ts:.0f} | {tp:.0f} |"
+              for t, b, n, s, ps, ts, tp in rows]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
