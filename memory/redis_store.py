@@ -1,6 +1,6 @@
 """A :class:`~opticmem.store.Store` in Redis: many processes, many sessions, one server.
 
-Plain Redis 6.2+/7 is enough (no modules). ``redis`` is an optional dependency
+Plain Redis 7 is enough (no modules). ``redis`` (redis-py) is an optional dependency
 (``pip install 'opticmem[redis]'``); importing :mod:`opticmem` never imports it, and
 importing this module without it raises an :class:`ImportError` that says so.
 
@@ -10,84 +10,92 @@ importing this module without it raises an :class:`ImportError` that says so.
 
 Key layout
 ----------
-Every key of a session shares one hash tag, so Redis Cluster keeps a session in one slot
-and the multi-key Lua scripts below never fail with ``CROSSSLOT``::
+Every key of a session carries one hash tag, so Redis Cluster keeps a session in one
+slot and the Lua scripts below never fail with ``CROSSSLOT``::
 
-    opticmem:{T:S}:meta     hash    id (the session id as given), forgot (turns below it
-                                    are forgotten), border/bbytes (blob order and bytes),
-                                    swept (last TTL sweep of the blob keys, ms)
-    opticmem:{T:S}:turns    list    one JSON record per turn; list index == seq;
-                                    "" marks a forgotten turn
-    opticmem:{T:S}:pages    list    one JSON page record per page; index == page_no
-    opticmem:{T:S}:blobs    zset    blob key -> put order (index for caps, TTL, delete)
-    opticmem:{T:S}:writers  hash    writer slot -> last call (makes retried appends
-                                    idempotent; see "Faults" below)
-    opticmem:{T:S}:b:K      string  one derived artefact: a 7-byte header (magic, flags,
-                                    CRC-32) and the bytes, zlib-compressed when it pays
+    opticmem:{T:S}:turns   list    one JSON record per turn; list index == seq;
+                                   "" marks a forgotten turn
+    opticmem:{T:S}:pages   list    one JSON page record per page; index == page_no
+    opticmem:{T:S}:meta    hash    id (only for digest-keyed ids, see below), forgot
+                                   (turns below it are forgotten), border/bbytes (blob
+                                   order and bytes), swept (last TTL sweep of blobs, ms)
+    opticmem:{T:S}:blobs   zset    blob key -> put order (index for caps, TTL, delete)
+    opticmem:{T:S}:b:K     string  one derived artefact: a 7-byte header (magic, flags,
+                                   CRC-32) and its bytes, zlib-compressed when that pays
 
-``T`` and ``S`` are the tenant and the session id, each UTF-8 encoded and
-percent-escaped so that only ``A-Z a-z 0-9 - _ .`` and ``%XX`` remain (``{``, ``}``,
-``:``, ``*``, spaces, everything else is escaped; ``~`` too). An escaped form longer
-than :data:`MAX_DIRECT_ID_CHARS` is replaced by ``~`` and the SHA-256 of the id in hex.
-The encoding is injective (the direct form never contains ``~``, ``:`` or ``}``), so no
-id can reach another session's or tenant's keys, and ordinary ids stay readable for an
-operator (``opticmem:{default:user-42}:turns``). Session ids are opaque: the memory layer
-(:mod:`opticmem.sessions`) limits them to 256 characters; this store accepts any ``str``
-of valid Unicode up to :data:`MAX_ID_BYTES` of UTF-8, and stores the id itself in the
-meta hash so that :meth:`RedisStore.sessions` can return digest-keyed ids too.
+``T`` and ``S`` are the tenant and the session id, UTF-8 encoded and percent-escaped so
+that only ``A-Z a-z 0-9 - _ .`` and ``%XX`` remain (``{ } : *``, spaces, ``~`` and all
+else are escaped). An escaped form longer than :data:`MAX_DIRECT_ID_CHARS` becomes
+``~`` + the SHA-256 of the id in hex, and the id itself goes into the meta hash so that
+:meth:`RedisStore.sessions` can list it. The encoding is injective (a direct form never
+holds ``~``, ``:`` or ``}``), so no id can reach another session's or another tenant's
+keys, and ordinary ids stay readable for an operator (``opticmem:{default:user-42}:turns``).
+Blob keys ``K`` are escaped the same way.
+
+Session ids are opaque strings. The memory layer (:mod:`opticmem.sessions`) accepts 1 to
+256 characters; this store accepts any ``str`` of valid Unicode up to
+:data:`MAX_ID_BYTES` bytes of UTF-8 (so direct callers and hostile input are safe too).
 
 Design
 ------
-* **Turns in a list, index == seq.** One Lua script reads ``LLEN``, builds each record
-  as ``{"seq":N,`` + the client's JSON, and ``RPUSH``-es the batch: the seq and the
-  position are assigned in one atomic step, so concurrent writers get a total order with
-  no gaps, and a whole-session read is a single ``LRANGE`` with no script and no second
-  key (the physical floor of a Redis read). A list beats a stream here (stream entries
-  carry IDs and field names and parse into nested tuples, which costs on every read)
-  and a hash (``HMGET`` of 10k field names per read; no cheap "last N").
-  Forgetting replaces a prefix by empty tombstones (``LTRIM`` + ``LPUSH``), which keeps
-  index == seq (2 bytes per forgotten turn) and frees the text.
-* **Pages in a list, index == page_no**; ``add_page`` is a script that compares
-  ``page_no`` with ``LLEN`` and pushes only on equality (exactly-once, gaps refused).
+* **Turns in a list, index == seq.** An append is one ``RPUSH`` of the JSON records:
+  Redis runs it atomically and returns the new length, which *is* the last seq, so
+  concurrent writers get a total order with no gaps and no second key to keep in step.
+  That is the same single command as the plain-list floor; the records carry no seq
+  (the index is the seq). A whole-session read is one ``LRANGE``. A list beats a stream
+  (entry IDs and field names on every entry, nested replies to parse on every read) and
+  a hash (``HMGET`` of 10k field names per read, no cheap "last N").
+* **Lua where a decision must be atomic**: with ``max_turns`` or ``ttl`` set, an append
+  is a script (cap check, push, TTL refresh in one step); ``add_page`` compares
+  ``page_no`` with ``LLEN`` and pushes only on equality (exactly-once, gaps refused);
+  ``put_blob`` (cap eviction), ``forget_turns`` and ``delete_session`` are scripts too.
+  Scripts declare the session's turn list as their one key (cluster routing) and name
+  the session's other keys from it (same hash tag, same slot).
+* **Forgetting** replaces a prefix of the list by empty tombstones (``LTRIM`` + ``LPUSH``):
+  the text is gone, index == seq still holds (2 bytes per forgotten turn).
 * **Blobs in their own string keys**, never in the hot turn list, read with one
-  ``GET``/``MGET``. The index zset lets a script delete, expire or evict them atomically
-  (the scripts address blob keys built from the index; they share the session's hash
-  tag, so they are in the same cluster slot).
+  ``GET``/``MGET``.
 * **Caps**: ``max_turns`` refuses an append that would hold more live (not forgotten)
-  turns with :class:`SessionFullError` (nothing stored, never silent loss);
+  turns with :class:`SessionFullError` (nothing stored, never a silent loss);
   ``max_blob_bytes`` evicts the oldest *derived* blobs (recomputable) after a put.
-* **Sliding TTL** (off by default): every write refreshes the session's fixed keys to
-  ``ttl``; blob keys get ``ttl`` when put and are swept (refreshed) by the first write
-  after ``ttl/4``, so a blob may expire up to ``ttl/4`` before its session (a cache
-  eviction the store contract allows) but never outlives it.
-* Records are JSON (:class:`~opticmem.records.Turn` / :class:`~opticmem.records.PageRecord`
-  forms), blobs raw bytes; nothing is pickled. ``sessions()`` uses ``SCAN``, never ``KEYS``.
+* **Sliding TTL** (off by default): every write refreshes the session's keys to ``ttl``;
+  blob keys get ``ttl`` when put and are swept (refreshed) by the first write after
+  ``ttl/4``, so a blob may expire up to ``ttl/4`` before its session (a cache eviction
+  the store contract allows) but never outlives it.
+* Records are JSON (the :class:`~opticmem.records.Turn` fields, and
+  :class:`~opticmem.records.PageRecord`'s own form), blobs raw bytes; nothing is pickled.
+  :meth:`RedisStore.sessions` uses ``SCAN``, never ``KEYS``.
 
 Faults and durability
 ---------------------
-* Unreachable at start: :meth:`RedisStore.from_url` pings once without retries and
+* Unreachable at start: :meth:`RedisStore.from_url` pings once, without retries, and
   raises :class:`~opticmem.errors.StoreUnavailableError` naming the URL (password
-  hidden). Later connection loss is retried with exponential backoff (redis-py
-  ``Retry``, about 8 s by default, configurable); when the retries run out the same
-  error is raised.
-* A retried append cannot duplicate a turn: each call carries a writer slot and a call
-  number, and the script returns the original result when it sees the same call again
-  (redis-py retries a command whose reply was lost, e.g. when the server died after
-  executing it). Slots are per process (reset after ``fork``) and held for one call.
-* "Durable on return" means: the server replied. A turn survives a server crash or
-  restart only as far as the server's persistence allows: with ``appendonly yes`` and
-  ``appendfsync always`` every acknowledged turn survives; ``everysec`` (Redis' default
-  with AOF) may lose the last second; no AOF loses everything since the last snapshot.
-  Use ``maxmemory-policy noeviction``: an eviction policy may drop archived turns.
+  hidden). Later, a lost connection is retried by the store with jittered exponential
+  backoff (``retries``, about 8 s in all by default), through a server restart
+  included; when the retries run out the same typed error is raised.
+* A retried append is never stored twice. The first record of every append carries a
+  unique token (``"w"``); when an append fails with a connection error the store does
+  not resend it blindly but runs a script that looks for the token among the session's
+  last :data:`RETRY_WINDOW` turns and appends only if it is not there (the server may
+  have executed the append and died before replying). Clients that :meth:`from_url`
+  opens have redis-py's own retries off for this reason; a client you pass in keeps
+  its settings, and if it retries commands itself the store logs a warning.
+* "Durable on return" means the server replied. A turn survives a crash or restart of
+  the server only as far as its persistence allows: with ``appendonly yes`` and
+  ``appendfsync always`` every acknowledged turn survives; ``everysec`` (the usual AOF
+  setting) may lose the last second; without AOF, all since the last snapshot. Use
+  ``maxmemory-policy noeviction``: an eviction policy may drop archived turns.
   :meth:`RedisStore.from_url` logs a warning when it sees either risk.
 * A record or blob that fails validation raises
-  :class:`~opticmem.errors.CorruptRecordError` naming the Redis key (and seq or page);
-  other turns, pages and blobs of the session stay readable.
+  :class:`~opticmem.errors.CorruptRecordError` naming the Redis key and the seq, page or
+  blob; the session's other turns, pages and blobs stay readable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import hashlib
 import itertools
 import json
@@ -95,22 +103,20 @@ import logging
 import os
 import re
 import struct
-import threading
+import time
 import weakref
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import lru_cache
-from typing import Any, cast
+from typing import Any, TypeVar
 from urllib.parse import quote, unquote_to_bytes, urlsplit, urlunsplit
 
 try:
     import redis
     import redis.asyncio as aredis
     from redis.asyncio.retry import Retry as AsyncRetry
-    from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+    from redis.backoff import AbstractBackoff, ExponentialWithJitterBackoff, NoBackoff
     from redis.exceptions import NoScriptError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
@@ -132,8 +138,10 @@ from opticmem.store import Store
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 MAX_ID_BYTES = 65_536
-"""Longest session id (and tenant) this store accepts, in UTF-8 bytes.
+"""Longest session id (or tenant, or blob key) this store accepts, in UTF-8 bytes.
 
 The memory layer's own limit is tighter (256 characters, :mod:`opticmem.sessions`);
 this one only keeps a direct caller from sending megabyte ids to the server.
@@ -145,9 +153,10 @@ MAX_DIRECT_ID_CHARS = 128
 DEFAULT_RETRIES = 12
 """Connection retries before a call gives up (with the default backoff, about 8 s)."""
 
-WRITER_SLOT_TTL_MS = 300_000
-"""A writer slot's last-call record may be dropped this long after its call (when a
-session has seen more than 64 slots): a retry must arrive within it to be deduplicated."""
+RETRY_WINDOW = 10_000
+"""How far back (in turns) a retried append looks for its own token. An append is
+recognised as already stored as long as fewer turns than this were appended to its
+session between the lost reply and the retry."""
 
 _BLOB_MAGIC = b"om"
 _BLOB_RAW = 0
@@ -164,158 +173,159 @@ _DIRECT_RE = re.compile(r"[A-Za-z0-9_.\-]*(?:%[0-9A-F]{2}[A-Za-z0-9_.\-]*)*")
 _DIGEST_RE = re.compile(r"~[0-9a-f]{64}")
 
 # --------------------------------------------------------------------------- Lua
-# KEYS (every script): 1 meta, 2 turns, 3 pages, 4 blobs index, 5 writers.
-# ARGV[1] = TTL in ms (0: none), ARGV[2] = blob key prefix ("opticmem:{T:S}:b:").
-_LUA_COMMON = r"""
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+# Every script declares one key, the session's turn list (KEYS[1] = "...:turns"): that
+# routes it to the session's slot on Redis Cluster. The session's other keys share its
+# hash tag (same slot) and are named from it. A store's settings (TTL, caps) are written
+# into its scripts' source, so a call sends only what changes per call.
+_LUA_PRELUDE = r"""
+local TTL = __TTL__
+local BASE = string.sub(KEYS[1], 1, -6)
 
--- Sliding TTL: refresh the session's fixed keys; sweep the blob keys every ttl/4.
-local function touch(ttl, bprefix)
-  if ttl <= 0 then return end
-  for i = 1, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
-  local now = now_ms()
-  local swept = tonumber(redis.call('HGET', KEYS[1], 'swept') or '0')
-  if now - swept >= ttl / 4 then
-    local total = 0
-    for _, k in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-      local bk = bprefix .. k
-      if redis.call('PEXPIRE', bk, ttl) == 1 then
-        total = total + redis.call('STRLEN', bk)
+-- Sliding TTL: refresh the session's keys; sweep its blob keys every TTL/4.
+local function touch()
+  if TTL <= 0 then return end
+  local meta, blobs = BASE .. 'meta', BASE .. 'blobs'
+  redis.call('PEXPIRE', KEYS[1], TTL)
+  redis.call('PEXPIRE', BASE .. 'pages', TTL)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local swept = tonumber(redis.call('HGET', meta, 'swept') or '0')
+  if now - swept >= TTL / 4 then
+    local prefix, total = BASE .. 'b:', 0
+    for _, k in ipairs(redis.call('ZRANGE', blobs, 0, -1)) do
+      if redis.call('PEXPIRE', prefix .. k, TTL) == 1 then
+        total = total + redis.call('STRLEN', prefix .. k)
       else
-        redis.call('ZREM', KEYS[4], k)
+        redis.call('ZREM', blobs, k)
       end
     end
-    redis.call('HSET', KEYS[1], 'swept', now, 'bbytes', total)
-    redis.call('PEXPIRE', KEYS[1], ttl)
-    redis.call('PEXPIRE', KEYS[4], ttl)
+    redis.call('HSET', meta, 'swept', now, 'bbytes', total)
   end
+  redis.call('PEXPIRE', meta, TTL)
+  redis.call('PEXPIRE', blobs, TTL)
 end
 """
 
-# ARGV: 3 max live turns (0: none), 4 session id, 5 writer slot, 6 call number,
-# 7 how long a slot's record must be kept (ms), 8.. record tails (a JSON object without
-# its opening brace).
-# Returns {0, first_seq} appended; {1, first_seq} a repeat of a call already applied;
-# {-1, live_turns} refused by the cap.
-_LUA_APPEND = _LUA_COMMON + r"""
-local ttl = tonumber(ARGV[1])
-local maxn = tonumber(ARGV[3])
-local slot, call = ARGV[5], ARGV[6]
-local prev = redis.call('HGET', KEYS[5], slot)
-if prev then
-  local pcall_, pfirst = string.match(prev, '^(%d+):(%d+):')
-  if pcall_ == call then return {1, tonumber(pfirst)} end
-end
-local n = #ARGV - 7
-local len = redis.call('LLEN', KEYS[2])
-if maxn > 0 then
-  local forgot = tonumber(redis.call('HGET', KEYS[1], 'forgot') or '0')
-  if len - forgot + n > maxn then return {-1, len - forgot} end
-end
-if len == 0 then redis.call('HSET', KEYS[1], 'id', ARGV[4]) end
-local recs = {}
-for i = 1, n do
-  recs[#recs + 1] = '{"seq":' .. string.format('%d', len + i - 1) .. ',' .. ARGV[7 + i]
-  if #recs == 1000 then
-    redis.call('RPUSH', KEYS[2], unpack(recs))
-    recs = {}
+# Appends records ARGV[from..] after a cap check; stores the id ARGV[1] (if not '') for
+# digest-keyed sessions. Returns {0, first_seq}, or {-1, live_turns} if the cap refused.
+_LUA_PUSH = r"""
+local MAX = __MAX__
+local function push(from)
+  local n = #ARGV - from + 1
+  local len = redis.call('LLEN', KEYS[1])
+  if MAX > 0 then
+    local forgot = tonumber(redis.call('HGET', BASE .. 'meta', 'forgot') or '0')
+    if len - forgot + n > MAX then return {-1, len - forgot} end
   end
-end
-if #recs > 0 then redis.call('RPUSH', KEYS[2], unpack(recs)) end
-local now = now_ms()
-redis.call('HSET', KEYS[5], slot, call .. ':' .. string.format('%d', len) .. ':' ..
-           string.format('%d', now))
-if redis.call('HLEN', KEYS[5]) > 64 then
-  local all = redis.call('HGETALL', KEYS[5])
-  for i = 1, #all, 2 do
-    local t = tonumber(string.match(all[i + 1], ':(%d+)$'))
-    if t and now - t > tonumber(ARGV[7]) then
-      redis.call('HDEL', KEYS[5], all[i])
-    end
+  for lo = from, #ARGV, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(ARGV, lo, math.min(lo + 999, #ARGV)))
   end
+  if ARGV[1] ~= '' then redis.call('HSETNX', BASE .. 'meta', 'id', ARGV[1]) end
+  touch()
+  return {0, len}
 end
-touch(ttl, ARGV[2])
-return {0, len}
 """
 
-# ARGV: 3 page_no, 4 page JSON. Returns {1, count} stored; {0, count} exists; {-1, count} gap.
-_LUA_ADD_PAGE = _LUA_COMMON + r"""
-local n = redis.call('LLEN', KEYS[3])
-local p = tonumber(ARGV[3])
+# ARGV: 1 id or '', 2.. records. Used when the store has a TTL or a turn cap.
+_LUA_APPEND = _LUA_PRELUDE + _LUA_PUSH + r"""
+return push(2)
+"""
+
+# A retried append. ARGV: 1 id or '', 2 the first record's opening bytes (with its
+# token), 3.. records. If the token is among the last WINDOW records, the append was
+# stored before the reply got lost: returns {1, its seq}. Otherwise appends as above.
+_LUA_RESOLVE = _LUA_PRELUDE + _LUA_PUSH + r"""
+local WINDOW = __WINDOW__
+local needle = ARGV[2]
+local len = redis.call('LLEN', KEYS[1])
+local floor = math.max(0, len - WINDOW)
+local hi = len - 1
+while hi >= floor do
+  local lo = math.max(floor, hi - 255)
+  local chunk = redis.call('LRANGE', KEYS[1], lo, hi)
+  for i = #chunk, 1, -1 do
+    if string.sub(chunk[i], 1, #needle) == needle then return {1, lo + i - 1} end
+  end
+  hi = lo - 1
+end
+return push(3)
+"""
+
+# ARGV: 1 page_no, 2 page JSON. Returns {1, count} stored; {0, count} exists; {-1, count} gap.
+_LUA_ADD_PAGE = _LUA_PRELUDE + r"""
+local pages = BASE .. 'pages'
+local n = redis.call('LLEN', pages)
+local p = tonumber(ARGV[1])
 if p < n then return {0, n} end
 if p > n then return {-1, n} end
-redis.call('RPUSH', KEYS[3], ARGV[4])
-touch(tonumber(ARGV[1]), ARGV[2])
+redis.call('RPUSH', pages, ARGV[2])
+touch()
 return {1, n + 1}
 """
 
-# ARGV: 3 max blob bytes (0: none), 4 encoded blob key, 5 stored bytes.
-# Returns the number of older blobs evicted by the cap.
-_LUA_PUT_BLOB = _LUA_COMMON + r"""
-local ttl = tonumber(ARGV[1])
-local maxb = tonumber(ARGV[3])
-local bk = ARGV[2] .. ARGV[4]
+# ARGV: 1 encoded blob key, 2 stored bytes. Returns how many older blobs the cap evicted.
+_LUA_PUT_BLOB = _LUA_PRELUDE + r"""
+local MAXB = __MAXB__
+local meta, blobs, prefix = BASE .. 'meta', BASE .. 'blobs', BASE .. 'b:'
+local bk = prefix .. ARGV[1]
 local old = redis.call('STRLEN', bk)
-if ttl > 0 then
-  redis.call('SET', bk, ARGV[5], 'PX', ttl)
+if TTL > 0 then
+  redis.call('SET', bk, ARGV[2], 'PX', TTL)
 else
-  redis.call('SET', bk, ARGV[5])
+  redis.call('SET', bk, ARGV[2])
 end
-local order = redis.call('HINCRBY', KEYS[1], 'border', 1)
-redis.call('ZADD', KEYS[4], order, ARGV[4])
-local total = redis.call('HINCRBY', KEYS[1], 'bbytes', string.len(ARGV[5]) - old)
+redis.call('ZADD', blobs, redis.call('HINCRBY', meta, 'border', 1), ARGV[1])
+local total = redis.call('HINCRBY', meta, 'bbytes', string.len(ARGV[2]) - old)
 local evicted = 0
-if maxb > 0 and total > maxb then
+if MAXB > 0 and total > MAXB then
   -- recount exactly (blob keys may have expired on their own), then drop the oldest
   total = 0
-  for _, k in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-    total = total + redis.call('STRLEN', ARGV[2] .. k)
+  for _, k in ipairs(redis.call('ZRANGE', blobs, 0, -1)) do
+    total = total + redis.call('STRLEN', prefix .. k)
   end
-  while total > maxb do
-    local oldest = redis.call('ZRANGE', KEYS[4], 0, 0)[1]
-    if oldest == nil or oldest == ARGV[4] then break end
-    local vk = ARGV[2] .. oldest
-    total = total - redis.call('STRLEN', vk)
-    redis.call('UNLINK', vk)
-    redis.call('ZREM', KEYS[4], oldest)
+  while total > MAXB do
+    local oldest = redis.call('ZRANGE', blobs, 0, 0)[1]
+    if oldest == nil or oldest == ARGV[1] then break end
+    total = total - redis.call('STRLEN', prefix .. oldest)
+    redis.call('UNLINK', prefix .. oldest)
+    redis.call('ZREM', blobs, oldest)
     evicted = evicted + 1
   end
-  redis.call('HSET', KEYS[1], 'bbytes', total)
+  redis.call('HSET', meta, 'bbytes', total)
 end
-touch(ttl, ARGV[2])
+touch()
 return evicted
 """
 
-# ARGV: 3 before_seq. Returns the number of turns forgotten.
-_LUA_FORGET = _LUA_COMMON + r"""
-local len = redis.call('LLEN', KEYS[2])
-local forgot = tonumber(redis.call('HGET', KEYS[1], 'forgot') or '0')
-local stop = math.min(math.max(tonumber(ARGV[3]), 0), len)
+# ARGV: 1 before_seq. Returns the number of turns forgotten.
+_LUA_FORGET = _LUA_PRELUDE + r"""
+local meta = BASE .. 'meta'
+local len = redis.call('LLEN', KEYS[1])
+local forgot = tonumber(redis.call('HGET', meta, 'forgot') or '0')
+local stop = math.min(math.max(tonumber(ARGV[1]), 0), len)
 if stop <= forgot then return 0 end
-redis.call('LTRIM', KEYS[2], stop, -1)
+redis.call('LTRIM', KEYS[1], stop, -1)
 local tomb = {}
 for i = 1, stop do
   tomb[#tomb + 1] = ''
   if #tomb == 1000 then
-    redis.call('LPUSH', KEYS[2], unpack(tomb))
+    redis.call('LPUSH', KEYS[1], unpack(tomb))
     tomb = {}
   end
 end
-if #tomb > 0 then redis.call('LPUSH', KEYS[2], unpack(tomb)) end
-redis.call('HSET', KEYS[1], 'forgot', stop)
-touch(tonumber(ARGV[1]), ARGV[2])
+if #tomb > 0 then redis.call('LPUSH', KEYS[1], unpack(tomb)) end
+redis.call('HSET', meta, 'forgot', stop)
+touch()
 return stop - forgot
 """
 
-# ARGV: 2 blob key prefix. Deletes every key of the session.
-_LUA_DELETE = r"""
-for _, k in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-  redis.call('UNLINK', ARGV[2] .. k)
+# Deletes every key of the session. Returns how many keys existed.
+_LUA_DELETE = _LUA_PRELUDE + r"""
+local prefix, n = BASE .. 'b:', 0
+for _, k in ipairs(redis.call('ZRANGE', BASE .. 'blobs', 0, -1)) do
+  n = n + redis.call('UNLINK', prefix .. k)
 end
-return redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return n + redis.call('UNLINK', KEYS[1], BASE .. 'meta', BASE .. 'pages', BASE .. 'blobs')
 """
 
 
@@ -326,15 +336,16 @@ class _Lua:
     sha: str
 
 
-def _lua(name: str, source: str) -> _Lua:
+@functools.lru_cache(maxsize=256)
+def _lua(name: str, template: str, **settings: int) -> _Lua:
+    """A script with the store's settings written in (``__TTL__`` and friends)."""
+    source = template
+    for key, value in settings.items():
+        source = source.replace(f"__{key.upper()}__", str(int(value)))
+    unset = re.search(r"__[A-Z]+__", source)
+    if unset:  # pragma: no cover - a programming error every test would catch
+        raise RuntimeError(f"script {name} has no value for {unset.group()}")
     return _Lua(name, source, hashlib.sha1(source.encode()).hexdigest())
-
-
-APPEND = _lua("append", _LUA_APPEND)
-ADD_PAGE = _lua("add_page", _LUA_ADD_PAGE)
-PUT_BLOB = _lua("put_blob", _LUA_PUT_BLOB)
-FORGET = _lua("forget", _LUA_FORGET)
-DELETE = _lua("delete", _LUA_DELETE)
 
 
 class SessionFullError(StoreError):
@@ -377,7 +388,11 @@ def encode_id(value: str, what: str = "session id") -> str:
 
 def decode_direct_id(encoded: str) -> str | None:
     """The id a direct (non-digest) encoded form stands for, or ``None`` if ``encoded`` is
-    not exactly what :func:`encode_id` would write (a foreign or damaged key)."""
+    not exactly what :func:`encode_id` writes (a foreign or damaged key).
+
+    >>> decode_direct_id("a%3Ab%7D%2A"), decode_direct_id("a%3ab")
+    ('a:b}*', None)
+    """
     if not _DIRECT_RE.fullmatch(encoded):
         return None
     try:
@@ -392,23 +407,20 @@ class _Keys:
     """The Redis keys of one session (see the module docstring)."""
 
     session: str
-    meta: str
     turns: str
     pages: str
-    blobs: str
-    writers: str
+    meta: str
     blob_prefix: str
-
-    @property
-    def fixed(self) -> tuple[str, str, str, str, str]:
-        return (self.meta, self.turns, self.pages, self.blobs, self.writers)
+    id_arg: bytes
+    """The session id for a digest-keyed session (appends store it in meta), else ``b""``."""
 
 
-@lru_cache(maxsize=16_384)
+@functools.lru_cache(maxsize=16_384)
 def _session_keys(tenant_enc: str, session: str) -> _Keys:
-    base = f"opticmem:{{{tenant_enc}:{encode_id(session)}}}:"
-    return _Keys(session, base + "meta", base + "turns", base + "pages", base + "blobs",
-                 base + "writers", base + "b:")
+    enc = encode_id(session)
+    base = f"opticmem:{{{tenant_enc}:{enc}}}:"
+    return _Keys(session, base + "turns", base + "pages", base + "meta", base + "b:",
+                 session.encode("utf-8") if enc.startswith("~") else b"")
 
 
 def redact_url(url: str) -> str:
@@ -419,15 +431,15 @@ def redact_url(url: str) -> str:
     """
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         return "<unparseable Redis URL>"
     if parts.password is None:
         return url
-    user = parts.username or ""
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{port}" if port else "")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
@@ -435,7 +447,7 @@ def _describe_client(client: Any) -> str:
     try:
         kw = client.connection_pool.connection_kwargs
     except AttributeError:
-        return repr(client)
+        return type(client).__name__
     if "path" in kw:
         return f"unix://{kw['path']}?db={kw.get('db', 0)}"
     return f"redis://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
@@ -446,6 +458,15 @@ def _decodes_responses(client: Any) -> bool:
         return bool(client.connection_pool.connection_kwargs.get("decode_responses", False))
     except AttributeError:
         return False
+
+
+def _client_retries(client: Any) -> int:
+    """How often redis-py itself resends a failed command on ``client`` (0 if unknown)."""
+    try:
+        retry = client.get_retry()
+        return int(retry.get_retries()) if retry is not None else 0
+    except (AttributeError, TypeError, ValueError):
+        return 0
 
 
 # --------------------------------------------------------------------------- blobs
@@ -490,20 +511,50 @@ def _unpack_all(keys: Sequence[str], stored: Sequence[bytes | None]) -> list[byt
 
 
 # --------------------------------------------------------------------------- records
-def _turn_tail(role: str, text: str, ts: float, meta: Mapping[str, Any] | None) -> bytes:
-    """A turn record without ``{"seq":N,`` (the append script prepends it)."""
-    d: dict[str, Any] = {"role": role, "text": text, "ts": ts}
-    if meta:
-        d["meta"] = dict(meta)
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+Items = Sequence[tuple[str, str, float, Mapping[str, Any] | None]]
+
+
+class _Tokens:
+    """Unique append tokens: a random per-process prefix and a counter (fork-safe)."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = base64.urlsafe_b64encode(os.urandom(9)).decode()
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+_TOKENS = _Tokens()
+
+
+def _records(items: Items) -> tuple[list[bytes], bytes]:
+    """The JSON records of an append, and the opening bytes of the first (its token).
+
+    The first record starts with ``{"w":"<token>",``; the rest hold only the turn.
+    """
+    token = _TOKENS.next()
+    out = []
     try:
-        encoded = json.dumps(d, ensure_ascii=False, separators=(",", ":"))
-        return encoded[1:].encode("utf-8")
+        for i, (role, text, ts, meta) in enumerate(items):
+            d: dict[str, Any] = {"w": token} if i == 0 else {}
+            d["role"], d["text"], d["ts"] = role, text, float(ts)
+            if meta:
+                d["meta"] = dict(meta)
+            out.append(_JSON.encode(d).encode("utf-8"))
     except UnicodeEncodeError as exc:
         raise InvalidTurnError(
             f"turn holds a lone surrogate at index {exc.start}; the archive holds valid Unicode"
         ) from None
     except (TypeError, ValueError) as exc:
         raise InvalidTurnError(f"turn cannot be stored as JSON: {exc}") from None
+    return out, f'{{"w":"{token}",'.encode()
 
 
 def _turn_from(session: str, seq: int, d: Any, key: str) -> Turn:
@@ -514,15 +565,12 @@ def _turn_from(session: str, seq: int, d: Any, key: str) -> Turn:
     ts: Any = d.get("ts")
     meta: Any = d.get("meta")
     if (
-        d.get("seq") != seq
-        or type(role) is not str
+        type(role) is not str
         or type(text) is not str
         or type(ts) not in (float, int)
         or not (meta is None or type(meta) is dict)
     ):
-        raise CorruptRecordError(
-            f"{key} turn {seq}: record fields are missing, mistyped or out of place"
-        )
+        raise CorruptRecordError(f"{key} turn {seq}: record fields are missing or mistyped")
     return Turn(session, seq, role, text, float(ts), meta if meta is not None else {})
 
 
@@ -536,18 +584,16 @@ def _parse_turns(session: str, key: str, first: int, raw: Sequence[bytes]) -> li
     live = [r for r in raw if r]
     if not live:
         return []
-    docs: list[Any] | None
+    docs: Any
     try:
         docs = json.loads(b"[" + b",".join(live) + b"]")
-        if not isinstance(docs, list) or len(docs) != len(live):
-            docs = None
     except (ValueError, UnicodeDecodeError):
         docs = None
-    if docs is not None:
+    if isinstance(docs, list) and len(docs) == len(live):
         try:
             return [_turn_from(session, seq, d, key) for seq, d in zip(seqs, docs, strict=True)]
         except CorruptRecordError:
-            pass  # a record that parsed into its neighbours: find it one by one
+            pass  # find the damaged record one by one below
     out = []
     for seq, r in zip(seqs, live, strict=True):
         try:
@@ -567,7 +613,7 @@ def _parse_pages(session: str, key: str, first: int, raw: Sequence[bytes]) -> li
         except CorruptRecordError as exc:
             raise CorruptRecordError(f"{key} page {n}: {exc}") from None
         if page.page_no != n:
-            raise CorruptRecordError(f"{key} page {n}: record says page {page.page_no}")
+            raise CorruptRecordError(f"{key} page {n}: the record says page {page.page_no}")
         out.append(page)
     return out
 
@@ -578,44 +624,8 @@ def _range(start: int, stop: int) -> tuple[int, int] | None:
     return (lo, hi) if hi >= lo else None
 
 
-# --------------------------------------------------------------------------- writer slots
-class _WriterSlots:
-    """Writer slots that make retried appends idempotent.
-
-    A call takes a slot (a random id) and the slot's next call number for its whole
-    duration, retries included; the append script records ``slot -> call number`` and
-    treats a second delivery of the same pair as a repeat. Slots are reused LIFO, so a
-    process touches few of them, and a forked child starts with fresh ones.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self._free: list[tuple[str, itertools.count[int]]] = []
-
-    def acquire(self) -> tuple[str, itertools.count[int], int]:
-        with self._lock:
-            if self._pid != os.getpid():
-                self._pid, self._free = os.getpid(), []
-            if self._free:
-                slot, counter = self._free.pop()
-            else:
-                slot, counter = os.urandom(12).hex(), itertools.count(1)
-        return slot, counter, next(counter)
-
-    def release(self, slot: str, counter: itertools.count[int]) -> None:
-        with self._lock:
-            if self._pid == os.getpid():
-                self._free.append((slot, counter))
-
-
 # --------------------------------------------------------------------------- the store
-def _default_retry(retries: int) -> Retry:
-    return Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries)
-
-
-def _default_async_retry(retries: int) -> AsyncRetry:
-    return AsyncRetry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries)
+_RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 def _ms(ttl: float | timedelta | None) -> int:
@@ -646,6 +656,7 @@ class RedisStore(Store):
     live turns per session (:class:`SessionFullError` beyond it); ``max_blob_bytes``
     caps a session's derived artefacts (oldest evicted first; the newest blob is always
     kept). ``compress_blobs`` zlib-compresses blobs that shrink by 10% or more.
+    ``retries`` and ``backoff`` say how a call that lost its connection is retried.
     """
 
     def __init__(
@@ -658,6 +669,8 @@ class RedisStore(Store):
         max_turns: int | None = None,
         max_blob_bytes: int | None = None,
         compress_blobs: bool = True,
+        retries: int = DEFAULT_RETRIES,
+        backoff: AbstractBackoff | None = None,
         url: str | None = None,
         _aclient_factory: Callable[[], aredis.Redis] | None = None,
     ) -> None:
@@ -673,13 +686,26 @@ class RedisStore(Store):
         for name, cap in (("max_turns", max_turns), ("max_blob_bytes", max_blob_bytes)):
             if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {cap!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
         self.tenant = tenant
         self._tenant_enc = encode_id(tenant, "tenant")
         self.ttl_ms = _ms(ttl)
         self.max_turns = max_turns
         self.max_blob_bytes = max_blob_bytes
         self.compress_blobs = compress_blobs
+        self.retries = retries
+        self._backoff = backoff or ExponentialWithJitterBackoff(cap=2.0, base=0.05)
         self.url = redact_url(url) if url else _describe_client(client or aclient)
+        ttl_ms, maxn = self.ttl_ms, max_turns or 0
+        self._scripted_appends = bool(ttl_ms or maxn)
+        self._append_lua = _lua("append", _LUA_APPEND, ttl=ttl_ms, max=maxn)
+        self._resolve_lua = _lua("append (retry)", _LUA_RESOLVE, ttl=ttl_ms, max=maxn,
+                                 window=RETRY_WINDOW)
+        self._page_lua = _lua("add_page", _LUA_ADD_PAGE, ttl=ttl_ms)
+        self._blob_lua = _lua("put_blob", _LUA_PUT_BLOB, ttl=ttl_ms, maxb=max_blob_bytes or 0)
+        self._forget_lua = _lua("forget_turns", _LUA_FORGET, ttl=ttl_ms)
+        self._delete_lua = _lua("delete_session", _LUA_DELETE, ttl=ttl_ms)
         self._client = client
         self._aclient = aclient
         self._aclient_factory = _aclient_factory
@@ -688,8 +714,15 @@ class RedisStore(Store):
         )
         self._aclients_pid = os.getpid()
         self._owns_clients = url is not None
-        self._slots = _WriterSlots()
         self._closed = False
+        for c in (client, aclient):
+            if c is not None and _client_retries(c) > 0:
+                log.warning(
+                    "the Redis client given to RedisStore resends failed commands itself "
+                    "(%d retries): an append whose reply is lost may then be stored twice. "
+                    "Build it with retry=Retry(NoBackoff(), 0) and let the store retry "
+                    "(it recognises appends that were already stored).", _client_retries(c)
+                )
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -703,19 +736,23 @@ class RedisStore(Store):
         max_blob_bytes: int | None = None,
         compress_blobs: bool = True,
         retries: int = DEFAULT_RETRIES,
+        backoff: AbstractBackoff | None = None,
+        max_connections: int = 64,
         socket_timeout: float | None = 10.0,
         socket_connect_timeout: float | None = 5.0,
         check: bool = True,
         **redis_kwargs: Any,
     ) -> RedisStore:
         """Open a store on the Redis server at ``url`` (``redis://``, ``rediss://``,
-        ``unix://``), with a sync client now and an async client per event loop on first
-        use. Extra keyword arguments go to ``redis.Redis.from_url``.
+        ``unix://``): a sync client now, an async client per event loop on first use.
+        Extra keyword arguments go to redis-py's connection pools.
 
         With ``check`` (default) the server is pinged once, without retries, so a wrong
         URL fails here with :class:`~opticmem.errors.StoreUnavailableError`; the server's
-        persistence and eviction settings are logged if they put turns at risk.
-        Connection loss later is retried ``retries`` times with exponential backoff.
+        persistence and eviction settings are logged if they put turns at risk. A lost
+        connection later is retried ``retries`` times with jittered exponential backoff
+        (0.1 s doubling up to 2 s: about 8 s in all by default). Each async client keeps
+        at most ``max_connections`` connections; tasks beyond that wait for one.
         """
         if not isinstance(url, str) or not url:
             raise ValueError(f"not a Redis URL: {url!r}")
@@ -728,18 +765,22 @@ class RedisStore(Store):
         )
         if check:
             _check_server(url, safe, common, ttl is not None)
-        try:
-            client = redis.Redis.from_url(url, retry=_default_retry(retries), **common)
+        try:  # redis-py's own retries off: the store retries, recognising stored appends
+            pool = redis.ConnectionPool.from_url(url, retry=Retry(NoBackoff(), 0), **common)
         except ValueError as exc:
             raise StoreError(f"bad Redis URL {safe}: {exc}") from exc
 
         def make_aclient() -> aredis.Redis:
-            return aredis.Redis.from_url(url, retry=_default_async_retry(retries), **common)
+            apool = aredis.BlockingConnectionPool.from_url(
+                url, retry=AsyncRetry(NoBackoff(), 0), max_connections=max_connections,
+                timeout=None, **common,
+            )
+            return aredis.Redis(connection_pool=apool)
 
         return cls(
-            client, None, tenant=tenant, ttl=ttl, max_turns=max_turns,
-            max_blob_bytes=max_blob_bytes, compress_blobs=compress_blobs, url=url,
-            _aclient_factory=make_aclient,
+            redis.Redis(connection_pool=pool), None, tenant=tenant, ttl=ttl,
+            max_turns=max_turns, max_blob_bytes=max_blob_bytes, compress_blobs=compress_blobs,
+            retries=retries, backoff=backoff, url=url, _aclient_factory=make_aclient,
         )
 
     # ------------------------------------------------------------------ plumbing
@@ -749,9 +790,9 @@ class RedisStore(Store):
         return _session_keys(self._tenant_enc, session)
 
     def _sync(self) -> redis.Redis:
-        if self._closed:
-            raise StoreError(f"Redis store at {self.url} is closed")
-        if self._client is None:
+        if self._client is None or self._closed:
+            if self._closed:
+                raise StoreError(f"Redis store at {self.url} is closed")
             raise StoreError(
                 "this RedisStore was given only an async client: use the a-prefixed methods"
             )
@@ -776,56 +817,125 @@ class RedisStore(Store):
     def _native_async(self) -> bool:
         return self._aclient is not None or self._aclient_factory is not None
 
-    @contextmanager
-    def _guard(self, what: str) -> Iterator[None]:
-        """Turn redis-py's exceptions into opticmem's typed ones."""
-        try:
-            yield
-        except redis.exceptions.AuthenticationError as exc:
-            raise StoreUnavailableError(
+    def _error(self, exc: redis.exceptions.RedisError, what: str) -> StoreError:
+        """opticmem's typed error for a redis-py exception raised during ``what``."""
+        if isinstance(exc, redis.exceptions.AuthenticationError):
+            return StoreUnavailableError(
                 f"Redis at {self.url} refused the credentials during {what}: {exc}"
-            ) from exc
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            raise StoreUnavailableError(
-                f"Redis at {self.url} is unreachable ({what} failed after retries): {exc}"
-            ) from exc
-        except redis.exceptions.RedisError as exc:
-            raise StoreError(f"Redis at {self.url} failed {what}: {exc}") from exc
+            )
+        if isinstance(exc, _RETRYABLE):
+            return StoreUnavailableError(
+                f"Redis at {self.url} is unreachable ({what} failed after "
+                f"{self.retries} retries): {exc}"
+            )
+        return StoreError(f"Redis at {self.url} failed {what}: {exc}")
 
-    def _run(self, lua: _Lua, keys: _Keys, args: Sequence[Any]) -> Any:
+    def _retrying(self, what: str, call: Callable[[], T], exc: redis.exceptions.RedisError) -> T:
+        """Retry ``call`` after ``exc`` (a failed first try) with backoff; typed errors out."""
+        failures = 0
+        while isinstance(exc, _RETRYABLE) and failures < self.retries:
+            failures += 1
+            delay = self._backoff.compute(failures)
+            log.info("Redis at %s: %s failed (%s); retry %d in %.2fs",
+                     self.url, what, exc, failures, delay)
+            time.sleep(delay)
+            try:
+                return call()
+            except redis.exceptions.RedisError as again:
+                exc = again
+        raise self._error(exc, what) from exc
+
+    async def _aretrying(
+        self, what: str, call: Callable[[], Awaitable[T]], exc: redis.exceptions.RedisError
+    ) -> T:
+        failures = 0
+        while isinstance(exc, _RETRYABLE) and failures < self.retries:
+            failures += 1
+            delay = self._backoff.compute(failures)
+            log.info("Redis at %s: %s failed (%s); retry %d in %.2fs",
+                     self.url, what, exc, failures, delay)
+            await asyncio.sleep(delay)
+            try:
+                return await call()
+            except redis.exceptions.RedisError as again:
+                exc = again
+        raise self._error(exc, what) from exc
+
+    def _evalsha(self, lua: _Lua, keys: _Keys, args: Sequence[Any]) -> Any:
         client = self._sync()
-        full = (*keys.fixed, *args)
         try:
-            return client.evalsha(lua.sha, 5, *full)
-        except NoScriptError:
+            return client.evalsha(lua.sha, 1, keys.turns, *args)
+        except NoScriptError:  # a new or restarted server: load it once
             client.script_load(lua.source)
-            return client.evalsha(lua.sha, 5, *full)
+            return client.evalsha(lua.sha, 1, keys.turns, *args)
 
-    async def _arun(self, lua: _Lua, keys: _Keys, args: Sequence[Any]) -> Any:
+    async def _aevalsha(self, lua: _Lua, keys: _Keys, args: Sequence[Any]) -> Any:
         client = self._async()
-        full = (*keys.fixed, *args)
         try:
-            return await client.evalsha(lua.sha, 5, *full)
+            return await client.evalsha(lua.sha, 1, keys.turns, *args)
         except NoScriptError:
             await client.script_load(lua.source)
-            return await client.evalsha(lua.sha, 5, *full)
+            return await client.evalsha(lua.sha, 1, keys.turns, *args)
 
-    def _common(self, keys: _Keys) -> list[Any]:
-        return [self.ttl_ms, keys.blob_prefix]
+    def _eval(self, lua: _Lua, keys: _Keys, *args: Any) -> Any:
+        """Run an idempotent script, retrying it as is after a lost connection."""
+        try:
+            return self._evalsha(lua, keys, args)
+        except redis.exceptions.RedisError as exc:
+            return self._retrying(lua.name, lambda: self._evalsha(lua, keys, args), exc)
+
+    async def _aeval(self, lua: _Lua, keys: _Keys, *args: Any) -> Any:
+        try:
+            return await self._aevalsha(lua, keys, args)
+        except redis.exceptions.RedisError as exc:
+            return await self._aretrying(
+                lua.name, lambda: self._aevalsha(lua, keys, args), exc
+            )
+
+    def _read(self, what: str, method: str, *args: Any) -> Any:
+        """Run one read command (``method`` of the client), retrying it as is."""
+        try:
+            return getattr(self._sync(), method)(*args)
+        except redis.exceptions.RedisError as exc:
+            return self._retrying(what, lambda: getattr(self._sync(), method)(*args), exc)
+
+    async def _aread(self, what: str, method: str, *args: Any) -> Any:
+        try:
+            return await getattr(self._async(), method)(*args)
+        except redis.exceptions.RedisError as exc:
+            return await self._aretrying(
+                what, lambda: getattr(self._async(), method)(*args), exc
+            )
 
     # ------------------------------------------------------------------ turn log
-    def _append_args(
-        self, keys: _Keys, items: Sequence[tuple[str, str, float, Mapping[str, Any] | None]],
-        slot: str, call: int,
-    ) -> list[Any]:
-        tails = [_turn_tail(r, t, float(ts), m) for r, t, ts, m in items]
-        return [*self._common(keys), self.max_turns or 0, keys.session.encode("utf-8"),
-                slot, call, WRITER_SLOT_TTL_MS, *tails]
+    def _push(self, keys: _Keys, recs: list[bytes]) -> Any:
+        """One append attempt: a bare ``RPUSH`` unless a cap or TTL needs the script."""
+        if self._scripted_appends:
+            return self._evalsha(self._append_lua, keys, (keys.id_arg, *recs))
+        client = self._sync()
+        if keys.id_arg:  # digest-keyed session: remember its id for sessions()
+            pipe = client.pipeline(transaction=False)
+            pipe.rpush(keys.turns, *recs)
+            pipe.hsetnx(keys.meta, "id", keys.id_arg)
+            length = pipe.execute()[0]
+        else:
+            length = client.rpush(keys.turns, *recs)
+        return (0, int(length) - len(recs))
 
-    def _appended(
-        self, keys: _Keys, items: Sequence[tuple[str, str, float, Mapping[str, Any] | None]],
-        result: Any,
-    ) -> list[Turn]:
+    async def _apush(self, keys: _Keys, recs: list[bytes]) -> Any:
+        if self._scripted_appends:
+            return await self._aevalsha(self._append_lua, keys, (keys.id_arg, *recs))
+        client = self._async()
+        if keys.id_arg:
+            pipe = client.pipeline(transaction=False)
+            pipe.rpush(keys.turns, *recs)
+            pipe.hsetnx(keys.meta, "id", keys.id_arg)
+            length = (await pipe.execute())[0]
+        else:
+            length = await client.rpush(keys.turns, *recs)
+        return (0, int(length) - len(recs))
+
+    def _appended(self, keys: _Keys, items: Items, result: Any) -> list[Turn]:
         status, value = int(result[0]), int(result[1])
         if status < 0:
             raise SessionFullError(
@@ -833,45 +943,43 @@ class RedisStore(Store):
                 f"{self.max_turns} and {len(items)} more were refused (nothing stored)"
             )
         if status == 1:
-            log.info("append to %s was delivered twice (a retry); kept the first", keys.turns)
+            log.info("%s: a retried append had been stored before its reply was lost; "
+                     "kept it once (seq %d)", keys.turns, value)
+        session = keys.session
         return [
-            Turn(keys.session, value + i, r, t, float(ts), dict(m or {}))
+            Turn(session, value + i, r, t, float(ts), dict(m) if m else {})
             for i, (r, t, ts, m) in enumerate(items)
         ]
 
     def append_turn(
         self, session: str, role: str, text: str, ts: float, meta: Mapping[str, Any] | None = None
     ) -> Turn:
-        return self.append_turns(session, [(role, text, ts, meta)])[0]
+        return self.append_turns(session, ((role, text, ts, meta),))[0]
 
-    def append_turns(
-        self, session: str, items: Sequence[tuple[str, str, float, Mapping[str, Any] | None]]
-    ) -> list[Turn]:
-        """Append the batch with contiguous seqs in one round trip (one Lua call)."""
+    def append_turns(self, session: str, items: Items) -> list[Turn]:
+        """Append the batch with contiguous seqs in one round trip."""
         keys = self._keys(session)
         if not items:
             return []
-        slot, counter, call = self._slots.acquire()
+        recs, needle = _records(items)
         try:
-            args = self._append_args(keys, items, slot, call)
-            with self._guard("append"):
-                result = self._run(APPEND, keys, args)
-        finally:
-            self._slots.release(slot, counter)
+            result = self._push(keys, recs)
+        except redis.exceptions.RedisError as exc:
+            args = (keys.id_arg, needle, *recs)
+            result = self._retrying(
+                "append", lambda: self._evalsha(self._resolve_lua, keys, args), exc
+            )
         return self._appended(keys, items, result)
 
     def turn_count(self, session: str) -> int:
-        keys = self._keys(session)
-        with self._guard("turn_count"):
-            return int(self._sync().llen(keys.turns))
+        return int(self._read("turn_count", "llen", self._keys(session).turns))
 
     def get_turns(self, session: str, start: int, stop: int) -> list[Turn]:
         keys = self._keys(session)
         bounds = _range(start, stop)
         if bounds is None:
             return []
-        with self._guard("get_turns"):
-            raw = cast(list[bytes], self._sync().lrange(keys.turns, *bounds))
+        raw = self._read("get_turns", "lrange", keys.turns, *bounds)
         return _parse_turns(session, keys.turns, bounds[0], raw)
 
     # ------------------------------------------------------------------ page log
@@ -886,50 +994,42 @@ class RedisStore(Store):
 
     def add_page(self, page: PageRecord) -> bool:
         keys = self._keys(page.session)
-        args = [*self._common(keys), page.page_no, page.to_json().encode("utf-8")]
-        with self._guard("add_page"):
-            result = self._run(ADD_PAGE, keys, args)
-        return self._paged(page, result)
+        data = page.to_json().encode("utf-8")
+        return self._paged(page, self._eval(self._page_lua, keys, page.page_no, data))
 
     def page_count(self, session: str) -> int:
-        keys = self._keys(session)
-        with self._guard("page_count"):
-            return int(self._sync().llen(keys.pages))
+        return int(self._read("page_count", "llen", self._keys(session).pages))
 
     def get_pages(self, session: str, start: int, stop: int) -> list[PageRecord]:
         keys = self._keys(session)
         bounds = _range(start, stop)
         if bounds is None:
             return []
-        with self._guard("get_pages"):
-            raw = cast(list[bytes], self._sync().lrange(keys.pages, *bounds))
+        raw = self._read("get_pages", "lrange", keys.pages, *bounds)
         return _parse_pages(session, keys.pages, bounds[0], raw)
 
     # ------------------------------------------------------------------ blob cache
-    def _blob_args(self, keys: _Keys, key: str, data: bytes) -> list[Any]:
+    def _blob(self, key: str, data: bytes) -> tuple[str, bytes]:
         if not isinstance(key, str):
             raise TypeError(f"blob key must be a str, got {type(key).__name__}")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"blob data must be bytes, got {type(data).__name__}")
-        return [*self._common(keys), self.max_blob_bytes or 0, encode_id(key, "blob key"),
-                pack_blob(bytes(data), compress=self.compress_blobs)]
+        return encode_id(key, "blob key"), pack_blob(bytes(data), compress=self.compress_blobs)
 
     def _blob_key(self, keys: _Keys, key: str) -> str:
+        if not isinstance(key, str):
+            raise TypeError(f"blob key must be a str, got {type(key).__name__}")
         return keys.blob_prefix + encode_id(key, "blob key")
 
     def put_blob(self, session: str, key: str, data: bytes) -> None:
         keys = self._keys(session)
-        args = self._blob_args(keys, key, data)
-        with self._guard("put_blob"):
-            evicted = int(self._run(PUT_BLOB, keys, args))
+        evicted = int(self._eval(self._blob_lua, keys, *self._blob(key, data)))
         if evicted:
-            log.debug("%s: max_blob_bytes evicted %d older blobs", keys.blobs, evicted)
+            log.debug("%s: max_blob_bytes evicted %d older blobs", keys.turns, evicted)
 
     def get_blob(self, session: str, key: str) -> bytes | None:
-        keys = self._keys(session)
-        bk = self._blob_key(keys, key)
-        with self._guard("get_blob"):
-            stored = cast(bytes | None, self._sync().get(bk))
+        bk = self._blob_key(self._keys(session), key)
+        stored = self._read("get_blob", "get", bk)
         return None if stored is None else unpack_blob(stored, bk)
 
     def get_blobs(self, session: str, keys_: Sequence[str]) -> list[bytes | None]:
@@ -938,9 +1038,7 @@ class RedisStore(Store):
         bks = [self._blob_key(keys, k) for k in keys_]
         if not bks:
             return []
-        with self._guard("get_blobs"):
-            stored = cast(list[bytes | None], self._sync().mget(bks))
-        return _unpack_all(bks, stored)
+        return _unpack_all(bks, self._read("get_blobs", "mget", bks))
 
     # ------------------------------------------------------------------ sessions
     def _scan_pattern(self) -> str:
@@ -949,79 +1047,78 @@ class RedisStore(Store):
     def _meta_key(self, enc: str) -> str:
         return f"opticmem:{{{self._tenant_enc}:{enc}}}:meta"
 
-    def _split_key(self, key: bytes | str) -> str | None:
-        """The encoded session id inside one of our ``:turns`` keys, or ``None``."""
-        k = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
-        head, tail = f"opticmem:{{{self._tenant_enc}:", "}:turns"
-        if not (k.startswith(head) and k.endswith(tail)):
-            return None
-        return k[len(head) : len(k) - len(tail)]
+    def _sessions_in(
+        self, keys: Sequence[bytes], seen: set[str]
+    ) -> tuple[list[str], list[str]]:
+        """Session ids named by one SCAN batch: ``(direct ids, digests to look up)``."""
+        head, tail = f"opticmem:{{{self._tenant_enc}:".encode(), b"}:turns"
+        direct, digests = [], []
+        for key in keys:
+            if not (key.startswith(head) and key.endswith(tail)):
+                continue
+            enc = key[len(head) : len(key) - len(tail)].decode("ascii", "replace")
+            if enc in seen:
+                continue
+            seen.add(enc)
+            if _DIGEST_RE.fullmatch(enc):
+                digests.append(enc)
+                continue
+            session = decode_direct_id(enc)
+            if session is None:
+                log.debug("skipped a key that opticmem did not write: %r", key)
+            else:
+                direct.append(session)
+        return direct, digests
 
-    def _resolve_digest(self, enc: str, stored: bytes | None) -> str | None:
-        if stored is None:
-            log.warning("session key %s has no id in its meta hash; skipped", enc)
-            return None
-        try:
-            session = stored.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-        if encode_id(session) != enc:
-            log.warning("session key %s: its meta id does not hash to it; skipped", enc)
-            return None
-        return session
+    @staticmethod
+    def _resolve_digests(digests: Sequence[str], stored: Sequence[Any]) -> list[str]:
+        out = []
+        for enc, raw in zip(digests, stored, strict=True):
+            session = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else None
+            if session is None or encode_id(session) != enc:
+                log.warning("session key %s has no matching id in its meta hash; skipped", enc)
+                continue
+            out.append(session)
+        return out
+
+    def _hget_ids(self, digests: Sequence[str]) -> list[Any]:
+        pipe = self._sync().pipeline(transaction=False)
+        for enc in digests:
+            pipe.hget(self._meta_key(enc), "id")
+        return list(pipe.execute())
 
     def sessions(self) -> Iterator[str]:
-        """Session ids of this tenant with at least one turn, found with ``SCAN``."""
-        client = self._sync()
+        """Session ids of this tenant with at least one turn, found with ``SCAN``.
+
+        Digest-keyed (very long) ids are read from their meta hashes, one round trip per
+        SCAN batch. A lost connection is retried from the same cursor.
+        """
         seen: set[str] = set()
-        digests: list[str] = []
-
-        def flush() -> Iterator[str]:
-            if not digests:
+        cursor = 0
+        pattern = self._scan_pattern()
+        while True:
+            cursor, batch = self._read("sessions", "scan", cursor, pattern, 1000)
+            direct, digests = self._sessions_in(batch, seen)
+            yield from direct
+            if digests:
+                stored = self._read_call("sessions", functools.partial(self._hget_ids, digests))
+                yield from self._resolve_digests(digests, stored)
+            if int(cursor) == 0:
                 return
-            pipe = client.pipeline(transaction=False)
-            for enc in digests:
-                pipe.hget(self._meta_key(enc), "id")
-            with self._guard("sessions"):
-                ids = pipe.execute()
-            for enc, stored in zip(digests, ids, strict=True):
-                s = self._resolve_digest(enc, stored)
-                if s is not None:
-                    yield s
-            digests.clear()
 
-        with self._guard("sessions"):
-            it = client.scan_iter(match=self._scan_pattern(), count=1000)
-            while True:
-                try:
-                    key = next(it)
-                except StopIteration:
-                    break
-                enc = self._split_key(key)
-                if enc is None or enc in seen:
-                    continue
-                seen.add(enc)
-                if _DIGEST_RE.fullmatch(enc):
-                    digests.append(enc)
-                    if len(digests) >= 500:
-                        yield from flush()
-                    continue
-                session = decode_direct_id(enc)
-                if session is None:
-                    log.debug("skipped a key that opticmem did not write: %r", key)
-                    continue
-                yield session
-            yield from flush()
+    def _read_call(self, what: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except redis.exceptions.RedisError as exc:
+            return self._retrying(what, call, exc)
 
     def delete_session(self, session: str) -> None:
-        keys = self._keys(session)
-        with self._guard("delete_session"):
-            self._run(DELETE, keys, [0, keys.blob_prefix])
+        self._eval(self._delete_lua, self._keys(session))
 
     def forget_turns(self, session: str, before_seq: int) -> int:
-        keys = self._keys(session)
-        with self._guard("forget_turns"):
-            return int(self._run(FORGET, keys, [*self._common(keys), int(before_seq)]))
+        """See :meth:`Store.forget_turns`. If a lost reply forces a retry, the retry
+        forgets nothing more and may report fewer turns than were dropped."""
+        return int(self._eval(self._forget_lua, self._keys(session), int(before_seq)))
 
     def close(self) -> None:
         """Close the clients this store opened (clients passed in are left open)."""
@@ -1036,31 +1133,28 @@ class RedisStore(Store):
     async def aappend_turn(
         self, session: str, role: str, text: str, ts: float, meta: Mapping[str, Any] | None = None
     ) -> Turn:
-        return (await self.aappend_turns(session, [(role, text, ts, meta)]))[0]
+        return (await self.aappend_turns(session, ((role, text, ts, meta),)))[0]
 
-    async def aappend_turns(
-        self, session: str, items: Sequence[tuple[str, str, float, Mapping[str, Any] | None]]
-    ) -> list[Turn]:
+    async def aappend_turns(self, session: str, items: Items) -> list[Turn]:
         if not self._native_async:
             return await super().aappend_turns(session, items)
         keys = self._keys(session)
         if not items:
             return []
-        slot, counter, call = self._slots.acquire()
+        recs, needle = _records(items)
         try:
-            args = self._append_args(keys, items, slot, call)
-            with self._guard("append"):
-                result = await self._arun(APPEND, keys, args)
-        finally:
-            self._slots.release(slot, counter)
+            result = await self._apush(keys, recs)
+        except redis.exceptions.RedisError as exc:
+            args = (keys.id_arg, needle, *recs)
+            result = await self._aretrying(
+                "append", lambda: self._aevalsha(self._resolve_lua, keys, args), exc
+            )
         return self._appended(keys, items, result)
 
     async def aturn_count(self, session: str) -> int:
         if not self._native_async:
             return await super().aturn_count(session)
-        keys = self._keys(session)
-        with self._guard("turn_count"):
-            return int(await self._async().llen(keys.turns))
+        return int(await self._aread("turn_count", "llen", self._keys(session).turns))
 
     async def aget_turns(self, session: str, start: int, stop: int) -> list[Turn]:
         if not self._native_async:
@@ -1069,25 +1163,20 @@ class RedisStore(Store):
         bounds = _range(start, stop)
         if bounds is None:
             return []
-        with self._guard("get_turns"):
-            raw = cast(list[bytes], await self._async().lrange(keys.turns, *bounds))
+        raw = await self._aread("get_turns", "lrange", keys.turns, *bounds)
         return _parse_turns(session, keys.turns, bounds[0], raw)
 
     async def aadd_page(self, page: PageRecord) -> bool:
         if not self._native_async:
             return await super().aadd_page(page)
         keys = self._keys(page.session)
-        args = [*self._common(keys), page.page_no, page.to_json().encode("utf-8")]
-        with self._guard("add_page"):
-            result = await self._arun(ADD_PAGE, keys, args)
-        return self._paged(page, result)
+        data = page.to_json().encode("utf-8")
+        return self._paged(page, await self._aeval(self._page_lua, keys, page.page_no, data))
 
     async def apage_count(self, session: str) -> int:
         if not self._native_async:
             return await super().apage_count(session)
-        keys = self._keys(session)
-        with self._guard("page_count"):
-            return int(await self._async().llen(keys.pages))
+        return int(await self._aread("page_count", "llen", self._keys(session).pages))
 
     async def aget_pages(self, session: str, start: int, stop: int) -> list[PageRecord]:
         if not self._native_async:
@@ -1096,27 +1185,22 @@ class RedisStore(Store):
         bounds = _range(start, stop)
         if bounds is None:
             return []
-        with self._guard("get_pages"):
-            raw = cast(list[bytes], await self._async().lrange(keys.pages, *bounds))
+        raw = await self._aread("get_pages", "lrange", keys.pages, *bounds)
         return _parse_pages(session, keys.pages, bounds[0], raw)
 
     async def aput_blob(self, session: str, key: str, data: bytes) -> None:
         if not self._native_async:
             return await super().aput_blob(session, key, data)
         keys = self._keys(session)
-        args = self._blob_args(keys, key, data)
-        with self._guard("put_blob"):
-            evicted = int(await self._arun(PUT_BLOB, keys, args))
+        evicted = int(await self._aeval(self._blob_lua, keys, *self._blob(key, data)))
         if evicted:
-            log.debug("%s: max_blob_bytes evicted %d older blobs", keys.blobs, evicted)
+            log.debug("%s: max_blob_bytes evicted %d older blobs", keys.turns, evicted)
 
     async def aget_blob(self, session: str, key: str) -> bytes | None:
         if not self._native_async:
             return await super().aget_blob(session, key)
-        keys = self._keys(session)
-        bk = self._blob_key(keys, key)
-        with self._guard("get_blob"):
-            stored = cast(bytes | None, await self._async().get(bk))
+        bk = self._blob_key(self._keys(session), key)
+        stored = await self._aread("get_blob", "get", bk)
         return None if stored is None else unpack_blob(stored, bk)
 
     async def aget_blobs(self, session: str, keys_: Sequence[str]) -> list[bytes | None]:
@@ -1126,58 +1210,54 @@ class RedisStore(Store):
         bks = [self._blob_key(keys, k) for k in keys_]
         if not bks:
             return []
-        with self._guard("get_blobs"):
-            stored = cast(list[bytes | None], await self._async().mget(bks))
-        return _unpack_all(bks, stored)
+        return _unpack_all(bks, await self._aread("get_blobs", "mget", bks))
 
-    async def _ascan(self) -> AsyncIterator[str]:
-        client = self._async()
-        seen: set[str] = set()
-        with self._guard("sessions"):
-            async for key in client.scan_iter(match=self._scan_pattern(), count=1000):
-                enc = self._split_key(key)
-                if enc is None or enc in seen:
-                    continue
-                seen.add(enc)
-                if _DIGEST_RE.fullmatch(enc):
-                    stored = cast(bytes | None, await client.hget(self._meta_key(enc), "id"))
-                    s = self._resolve_digest(enc, stored)
-                else:
-                    s = decode_direct_id(enc)
-                if s is not None:
-                    yield s
+    async def _ahget_ids(self, digests: Sequence[str]) -> list[Any]:
+        pipe = self._async().pipeline(transaction=False)
+        for enc in digests:
+            pipe.hget(self._meta_key(enc), "id")
+        return list(await pipe.execute())
 
     async def asessions(self) -> list[str]:
         if not self._native_async:
             return await super().asessions()
-        return [s async for s in self._ascan()]
+        seen: set[str] = set()
+        out: list[str] = []
+        cursor = 0
+        pattern = self._scan_pattern()
+        while True:
+            cursor, batch = await self._aread("sessions", "scan", cursor, pattern, 1000)
+            direct, digests = self._sessions_in(batch, seen)
+            out += direct
+            if digests:
+                try:
+                    stored = await self._ahget_ids(digests)
+                except redis.exceptions.RedisError as exc:
+                    stored = await self._aretrying(
+                        "sessions", functools.partial(self._ahget_ids, digests), exc
+                    )
+                out += self._resolve_digests(digests, stored)
+            if int(cursor) == 0:
+                return out
 
     async def adelete_session(self, session: str) -> None:
         if not self._native_async:
             return await super().adelete_session(session)
-        keys = self._keys(session)
-        with self._guard("delete_session"):
-            await self._arun(DELETE, keys, [0, keys.blob_prefix])
+        await self._aeval(self._delete_lua, self._keys(session))
 
     async def aforget_turns(self, session: str, before_seq: int) -> int:
         if not self._native_async:
             return await super().aforget_turns(session, before_seq)
-        keys = self._keys(session)
-        with self._guard("forget_turns"):
-            return int(await self._arun(FORGET, keys, [*self._common(keys), int(before_seq)]))
+        return int(await self._aeval(self._forget_lua, self._keys(session), int(before_seq)))
 
     async def aclose(self) -> None:
         """Close the clients this store opened, the current event loop's async one too."""
         if self._closed:
             return
         if self._owns_clients:
-            try:
-                loop = asyncio.get_running_loop()
-                c = self._aclients.get(loop)
-                if c is not None:
-                    await c.aclose()
-            except RuntimeError:  # pragma: no cover - aclose is always awaited in a loop
-                pass
+            c = self._aclients.get(asyncio.get_running_loop())
+            if c is not None:
+                await c.aclose()
         self.close()
 
 
@@ -1192,7 +1272,7 @@ def _check_server(url: str, safe: str, common: dict[str, Any], uses_ttl: bool) -
         raise StoreError(f"bad Redis URL {safe}: {exc}") from exc
     except redis.exceptions.AuthenticationError as exc:
         raise StoreUnavailableError(f"Redis at {safe} refused the credentials: {exc}") from exc
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+    except _RETRYABLE as exc:
         raise StoreUnavailableError(f"cannot reach Redis at {safe}: {exc}") from exc
     except redis.exceptions.RedisError as exc:
         raise StoreUnavailableError(f"Redis at {safe} did not answer PING/INFO: {exc}") from exc
@@ -1200,12 +1280,12 @@ def _check_server(url: str, safe: str, common: dict[str, Any], uses_ttl: bool) -
         if probe is not None:
             probe.close()
     version = str(info.get("redis_version", "0"))
-    if int(version.split(".")[0] or 0) < 7:
+    if not version.split(".")[0].isdigit() or int(version.split(".")[0]) < 7:
         log.warning("Redis at %s is version %s; opticmem is tested with Redis 7", safe, version)
     if not info.get("aof_enabled"):
         log.warning(
             "Redis at %s has AOF off: acknowledged turns survive a restart only as of the "
-            "last RDB snapshot (use appendonly yes, appendfsync always or everysec)", safe
+            "last RDB snapshot (use appendonly yes with appendfsync always or everysec)", safe
         )
     policy = str(info.get("maxmemory_policy", "noeviction"))
     if policy.startswith("allkeys") or (uses_ttl and policy.startswith("volatile")):
