@@ -464,7 +464,10 @@ def _client_retries(client: Any) -> int:
     """How often redis-py itself resends a failed command on ``client`` (0 if unknown)."""
     try:
         retry = client.get_retry()
-        return int(retry.get_retries()) if retry is not None else 0
+        if retry is not None:
+            return int(retry.get_retries())
+        kw = client.connection_pool.connection_kwargs  # no Retry given: redis-py's default
+        return 1 if kw.get("retry_on_error") or kw.get("retry_on_timeout") else 0
     except (AttributeError, TypeError, ValueError):
         return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 import redis
@@ -29,14 +30,14 @@ ODD_TEXTS = [
 
 
 def page(session: str, n: int, first_seq: int = 0, **kw: object) -> PageRecord:
-    base: dict[str, object] = dict(
+    base: dict[str, Any] = dict(
         session=session, page_no=n, first_seq=first_seq, first_line=1, last_seq=first_seq + 2,
         end_line=3, transcript=f"User: page {n}\nAssistant: ok", text_tokens=12,
         first_ts=10.0 + n, last_ts=20.0 + n, render_key="abc123",
         facts=("2026-03-04", "v0.9.1"), missing=("\U0001fabf",),
     )
     base.update(kw)
-    return PageRecord(**base)  # type: ignore[arg-type]
+    return PageRecord(**base)
 
 
 def test_seq_is_per_session_and_starts_at_zero(store: RedisStore) -> None:
