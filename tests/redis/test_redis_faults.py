@@ -271,16 +271,18 @@ def test_a_corrupt_page_is_a_typed_error(store: RedisStore, raw: redis.Redis) ->
 def test_a_retry_finds_its_append_behind_other_writers(store: RedisStore) -> None:
     """The retry path on its own: an append stored, its reply lost, 500 turns from other
     writers in between, then the retry script: it must answer with the stored seq."""
-    from opticmem.redis_store import _records
+    from opticmem.redis_store import _needle, _records
 
     keys = store._keys("s")
     items = [("user", "mine", 1.0, None), ("assistant", "mine too", 2.0, None)]
-    recs, needle = _records(items)
+    recs, token = _records(items)
+    needle = _needle(token)
     stored = store._push(keys, recs)  # the attempt whose reply was "lost"
     store.append_turns("s", [("user", f"other {i}", 0.0, None) for i in range(500)])
     again = store._evalsha(store._resolve_lua, keys, (keys.id_arg, needle, *recs))
     assert (int(again[0]), int(again[1])) == (1, int(stored[1])) == (1, 0)
     assert store.turn_count("s") == 502
-    fresh, needle2 = _records(items)  # a different call with the same content appends
-    assert int(store._evalsha(store._resolve_lua, keys, (keys.id_arg, needle2, *fresh))[0]) == 0
+    fresh, token2 = _records(items)  # a different call with the same content appends
+    args = (keys.id_arg, _needle(token2), *fresh)
+    assert int(store._evalsha(store._resolve_lua, keys, args)[0]) == 0
     assert [t.text for t in store.get_turns("s", 502, 504)] == ["mine", "mine too"]
