@@ -245,7 +245,11 @@ while hi >= floor do
   local lo = math.max(floor, hi - 255)
   local chunk = redis.call('LRANGE', KEYS[1], lo, hi)
   for i = #chunk, 1, -1 do
-    if string.sub(chunk[i], 1, #needle) == needle then return {1, lo + i - 1} end
+    if string.sub(chunk[i], 1, #needle) == needle then
+      if ARGV[1] ~= '' then redis.call('HSETNX', BASE .. 'meta', 'id', ARGV[1]) end
+      touch()
+      return {1, lo + i - 1}
+    end
   end
   hi = lo - 1
 end
@@ -697,7 +701,7 @@ class RedisStore(Store):
         compress_blobs: bool = True,
         retries: int = DEFAULT_RETRIES,
         backoff: AbstractBackoff | None = None,
-        url: str | None = None,
+        _url: str | None = None,
         _aclient_factory: Callable[[], aredis.Redis] | None = None,
     ) -> None:
         if client is None and aclient is None and _aclient_factory is None:
@@ -722,7 +726,8 @@ class RedisStore(Store):
         self.compress_blobs = compress_blobs
         self.retries = retries
         self._backoff = backoff or ExponentialWithJitterBackoff(cap=2.0, base=0.05)
-        self.url = redact_url(url) if url else _describe_client(client or aclient)
+        self.url = redact_url(_url) if _url else _describe_client(client or aclient)
+        """Where the server is, for messages (any password replaced by ``***``)."""
         ttl_ms, maxn = self.ttl_ms, max_turns or 0
         self._scripted_appends = bool(ttl_ms or maxn)
         self._append_lua = _lua("append", _LUA_APPEND, ttl=ttl_ms, max=maxn)
@@ -739,7 +744,7 @@ class RedisStore(Store):
             weakref.WeakKeyDictionary()
         )
         self._aclients_pid = os.getpid()
-        self._owns_clients = url is not None
+        self._owns_clients = _url is not None  # from_url opened them: close() closes them
         self._closed = False
         for c in (client, aclient):
             if c is not None and _client_retries(c) > 0:
@@ -801,12 +806,12 @@ class RedisStore(Store):
                 url, retry=AsyncRetry(NoBackoff(), 0), max_connections=max_connections,
                 timeout=None, **common,
             )
-            return aredis.Redis(connection_pool=apool)
+            return aredis.Redis.from_pool(apool)
 
         return cls(
-            redis.Redis(connection_pool=pool), None, tenant=tenant, ttl=ttl,
+            redis.Redis.from_pool(pool), None, tenant=tenant, ttl=ttl,
             max_turns=max_turns, max_blob_bytes=max_blob_bytes, compress_blobs=compress_blobs,
-            retries=retries, backoff=backoff, url=url, _aclient_factory=make_aclient,
+            retries=retries, backoff=backoff, _url=url, _aclient_factory=make_aclient,
         )
 
     # ------------------------------------------------------------------ plumbing

@@ -150,26 +150,32 @@ def _busy(url: str, seconds: float) -> threading.Thread:
     return thread
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("mode", "session", "settings"),
+    [("sync", "s", {}), ("async", "s", {}),
+     ("sync", "a very long id " * 20, {"ttl": 600, "max_turns": 1000})],  # Lua append path
+    ids=["sync", "async", "sync-ttl-cap-digest-id"],
+)
 def test_an_append_whose_reply_was_lost_is_stored_once(
-    redis_url: str, mode: str, caplog: pytest.LogCaptureFixture
+    redis_url: str, mode: str, session: str, settings: dict[str, int],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The server runs the append, the client times out before the reply and retries:
     the retry must find the stored turn instead of appending it again."""
     caplog.set_level(logging.INFO, logger="opticmem.redis_store")
     store = RedisStore.from_url(redis_url, tenant="t", socket_timeout=0.3,
-                                retries=30, backoff=ConstantBackoff(0.05))
-    store.append_turn("s", "user", "before", 0.0)
+                                retries=30, backoff=ConstantBackoff(0.05), **settings)
+    store.append_turn(session, "user", "before", 0.0)
     items = [("user", "once", 1.0, None), ("assistant", "ok", 2.0, {"k": 1})]
     if mode == "sync":
         busy = _busy(redis_url, 1.2)
-        turns = store.append_turns("s", items)
+        turns = store.append_turns(session, items)
     else:
         async def go() -> tuple[list[Turn], threading.Thread]:
             try:
-                await store.aturn_count("s")  # connect first: the append must be sent
+                await store.aturn_count(session)  # connect first: the append must be sent
                 thread = _busy(redis_url, 1.2)
-                return await store.aappend_turns("s", items), thread
+                return await store.aappend_turns(session, items), thread
             finally:
                 await store.aclose()
 
@@ -178,7 +184,8 @@ def test_an_append_whose_reply_was_lost_is_stored_once(
     assert "stored before its reply was lost" in caplog.text  # the retry found it
     check = RedisStore.from_url(redis_url, tenant="t")
     assert [t.seq for t in turns] == [1, 2]
-    assert [t.text for t in check.get_turns("s", 0, 10)] == ["before", "once", "ok"]
+    assert [t.text for t in check.get_turns(session, 0, 10)] == ["before", "once", "ok"]
+    assert list(check.sessions()) == [session]
     check.close()
 
 
