@@ -17,6 +17,13 @@ exists (CPU included), so the script itself is testable without a GPU::
 
     python benchmarks/encoder_speed.py                 # on the GPU machine
     python benchmarks/encoder_speed.py --smoke --out /tmp/speed.md
+    # the bundled model's CPU decoding step (run with OMP_NUM_THREADS=1 on small machines):
+    python benchmarks/encoder_speed.py --preset bundled --skip-encode --decode-batches 1,8 \
+        --decode-tokens 200 --decode-tier small --out /tmp/bundled_cpu.md
+
+``--sam-attention bias`` switches SAM to the reference's explicit additive-bias attention
+(for comparison with the default, which folds the relative-position bias into the
+query/key head dims so fused SDPA kernels apply).
 """
 
 from __future__ import annotations

@@ -134,6 +134,7 @@ class LayoutAligner(nn.Module):
         super().__init__()
         self.config = config or AlignConfig()
         c = self.config
+        self.norm = nn.LayerNorm(hidden)  # vision tokens can be large; read them at unit scale
         self.point = nn.Linear(hidden + c.fourier_dim, c.point_dim)
         out = nn.Linear(c.points * c.point_dim, hidden)
         nn.init.zeros_(out.weight)  # start as a no-op on the decoder
@@ -155,7 +156,7 @@ class LayoutAligner(nn.Module):
         gx, gy = xy[..., 0] * g, xy[..., 1] * g
         tx, ty = gx.floor().long(), gy.floor().long()  # token holding each cell centre
         flat = grid.reshape(grid.shape[0], g * g, -1)  # (B, g·g, D)
-        feats = flat[batch.unsqueeze(-1), ty * g + tx]  # (N, P, D)
+        feats = self.norm(flat[batch.unsqueeze(-1), ty * g + tx])  # (N, P, D)
         fx, fy = gx - tx, gy - ty  # offset of the cell inside its token, in [0, 1)
         freqs = torch.tensor(self.config.frequencies, device=grid.device, dtype=fx.dtype)
         ang = 2 * math.pi * torch.stack([fx, fy], dim=-1).unsqueeze(-1) * freqs  # (N,P,2,F)

@@ -7,6 +7,7 @@ config and tokenizer sit in the package under ``encoder/weights/``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,34 +43,52 @@ def normalise(images: Tensor) -> Tensor:
 
 def aligned_embeds(
     model: OCRModel, grid: Tensor, cells: Tensor, aligned: Tensor, settings: RenderSettings
-) -> Tensor | None:
-    """``(B, T, D)`` aligner embeddings for the steps marked in ``aligned`` (zeros elsewhere);
-    ``None`` for a model without an aligner."""
+) -> tuple[Tensor | None, Tensor | None]:
+    """Aligner embeddings: ``(B, T, D)`` with zeros off the steps marked in ``aligned``, and
+    the ``(N, D)`` rows of the marked steps; ``(None, None)`` for a model without aligner."""
     if model.aligner is None:
-        return None
+        return None, None
     b_idx, t_idx = aligned.nonzero(as_tuple=True)
+    rows = model.aligner(grid, cells[b_idx, t_idx], b_idx, settings)
     out = grid.new_zeros(*aligned.shape, grid.shape[-1])
-    out[b_idx, t_idx] = model.aligner(grid, cells[b_idx, t_idx], b_idx, settings).to(out.dtype)
-    return out
+    out[b_idx, t_idx] = rows.to(out.dtype)
+    return out, rows
+
+
+@dataclass
+class StepOutput:
+    """Logits and targets of every labelled position, and of the aligner read-out."""
+
+    logits: Tensor  # (N, V)
+    labels: Tensor  # (N,)
+    readout: Tensor | None  # (N', V): next token from the aligner alone, or None
 
 
 def training_step(
     model: OCRModel, batch: dict[str, Tensor], settings: RenderSettings
-) -> tuple[Tensor, Tensor]:
-    """Teacher-forced forward pass: logits and targets of every labelled position.
+) -> StepOutput:
+    """Teacher-forced forward pass.
 
     ``batch`` is :func:`~opticmem.encoder.examples.collate` output on the model's device.
     Logits are computed only where there is a label (the LM head is the largest matmul).
+    The read-out predicts each aligned step's token from the aligner output alone, through
+    the decoder's final norm and LM head: with no text context on that path, the only way
+    to lower its loss is to read the page, which is the signal a from-scratch decoder
+    otherwise ignores in favour of its language prior.
     """
     pixels = normalise(batch["images"])
     grid = model.encode_grid(pixels)  # (B, g, g, D)
     slots = model.grid_to_slots(grid)  # (B, S, D)
-    extra = aligned_embeds(model, grid, batch["cells"], batch["aligned"], settings)
+    extra, rows = aligned_embeds(model, grid, batch["cells"], batch["aligned"], settings)
     x = model.embed_inputs(batch["input_ids"], slots, extra)
     hidden = model.decoder(x)  # (B, L, D)
     labels = batch["labels"]
     sel = labels != IGNORE
-    return model.decoder.logits(hidden[sel]), labels[sel]
+    readout = None
+    if rows is not None:
+        # aligned steps are exactly the labelled ones (see examples.collate)
+        readout = model.decoder.logits(model.decoder.norm(rows))
+    return StepOutput(model.decoder.logits(hidden[sel]), labels[sel], readout)
 
 
 def special_ids(model: OCRModel) -> dict[str, int]:
@@ -84,8 +103,8 @@ def teacher_forced_accuracy(
     model: OCRModel, batch: dict[str, Tensor], settings: RenderSettings
 ) -> float:
     """Share of labelled tokens the model predicts right given the true prefix."""
-    logits, labels = training_step(model, batch, settings)
-    return float((logits.argmax(-1) == labels).float().mean())
+    out = training_step(model, batch, settings)
+    return float((out.logits.argmax(-1) == out.labels).float().mean())
 
 
 class BundledWeightsError(FileNotFoundError):

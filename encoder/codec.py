@@ -42,7 +42,8 @@ class VisionTokens:
 
     The grid is kept before the decoder's newline and separator slots are added:
     those are model parameters, not page content. ``slots`` still reports what the
-    page costs in a decoder sequence.
+    page costs in a decoder sequence. Grids are stored as float16 when every value fits
+    (half the bytes), else as float32 — never rounded to infinity.
     """
 
     tier: Tier
@@ -68,10 +69,10 @@ class VisionTokens:
 
     def to_bytes(self) -> bytes:
         """A compact, pickle-free byte form: magic, JSON header, raw little-endian floats."""
-        arr = np.ascontiguousarray(self.grid.astype("<f2"))
+        arr = np.ascontiguousarray(compact(self.grid).astype(self.grid.dtype.newbyteorder("<")))
         header = json.dumps(
             {"v": _VERSION, "tier": self.tier.value, "shape": list(arr.shape),
-             "codec": self.codec},
+             "dtype": arr.dtype.str, "codec": self.codec},
             separators=(",", ":"),
         ).encode()
         return _MAGIC + struct.pack("<I", len(header)) + header + arr.tobytes()
@@ -87,14 +88,25 @@ class VisionTokens:
             if header.get("v") != _VERSION:
                 raise ValueError(f"unsupported version {header.get('v')!r}")
             shape = tuple(int(s) for s in header["shape"])
+            dtype = np.dtype(header.get("dtype", "<f2"))
+            if dtype.str not in ("<f2", "<f4"):
+                raise ValueError(f"unsupported dtype {dtype.str}")
             body = data[8 + n :]
-            expected = int(np.prod(shape)) * 2
+            expected = int(np.prod(shape)) * dtype.itemsize
             if len(body) != expected:
                 raise ValueError(f"{len(body)} payload bytes, expected {expected}")
-            grid = np.frombuffer(body, dtype="<f2").reshape(shape)
+            grid = np.frombuffer(body, dtype=dtype).reshape(shape)
             return cls(tier=Tier.parse(header["tier"]), grid=grid, codec=str(header["codec"]))
         except (ValueError, KeyError, TypeError, struct.error, json.JSONDecodeError) as exc:
             raise VisionTokensFormatError(f"not a vision-token record: {exc}") from exc
+
+
+def compact(grid: np.ndarray) -> np.ndarray:
+    """``grid`` as float16 when all its values are finite in float16, else float32."""
+    g32 = np.asarray(grid, dtype=np.float32)
+    if np.isfinite(g32).all() and np.abs(g32).max(initial=0.0) < 65000.0:
+        return g32.astype(np.float16)
+    return g32
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,10 @@ class ModelConfig:
     compressor: CompressorConfig = field(default_factory=CompressorConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    fusion_norm: bool = False
+    """LayerNorm on the fused [CLIP, SAM] features before the projector. Not in the official
+    model; the bundled model needs it: trained from scratch at a high learning rate, the
+    norm-free compressor grew activations past what bf16 can resolve (see the model card)."""
     align: AlignConfig | None = None
     """Layout aligner for pages of our monospace renderer (bundled codec); ``None`` in the
     official model. See :mod:`opticmem.encoder.align`."""
@@ -196,6 +200,8 @@ class ModelConfig:
                 kwargs[key] = _build(parts[key], value, key)
             elif key == "name":
                 kwargs[key] = str(value)
+            elif key == "fusion_norm":
+                kwargs[key] = bool(value)
             elif key == "align":
                 kwargs[key] = None if value is None else _build(AlignConfig, value, key)
             else:
@@ -240,6 +246,7 @@ def _bundled() -> ModelConfig:
             shared_experts=1, moe_intermediate=256, max_positions=4096,
             bos_token_id=0, eos_token_id=1, pad_token_id=2, image_token_id=3,
         ),
+        fusion_norm=True,
         align=AlignConfig(),
     )
 
@@ -259,6 +266,7 @@ def _test() -> ModelConfig:
             shared_experts=1, moe_intermediate=32, max_positions=4096,
             bos_token_id=0, eos_token_id=1, pad_token_id=2, image_token_id=3,
         ),
+        fusion_norm=True,
         align=AlignConfig(point_dim=16),
     )
 

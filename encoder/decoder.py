@@ -94,11 +94,6 @@ class KVCache:
     def advance(self, steps: int) -> None:
         self.length += steps
 
-    def select(self, rows: Tensor) -> None:
-        """Keep only batch rows ``rows`` (drops finished sequences)."""
-        self.keys = [k.index_select(0, rows) for k in self.keys]
-        self.values = [v.index_select(0, rows) for v in self.values]
-
 
 class Attention(nn.Module):
     """Multi-head attention (as many KV heads as query heads) with rotary positions."""

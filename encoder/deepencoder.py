@@ -39,6 +39,7 @@ class DeepEncoder(nn.Module):
         self.sam = SamEncoder(cfg.sam)
         self.compressor = Compressor(cfg.sam.neck_channels, cfg.compressor)
         self.clip = ClipEncoder(cfg.clip)
+        self.fusion_norm = nn.LayerNorm(cfg.vision_dim) if cfg.fusion_norm else None
         self.projector = nn.Linear(cfg.vision_dim, D)
         self.image_newline = nn.Parameter(torch.zeros(D))
         self.view_separator = nn.Parameter(torch.zeros(D))
@@ -57,6 +58,8 @@ class DeepEncoder(nn.Module):
         g = sam.shape[-1]
         clip = self.clip(sam)[:, 1:]  # (B, g², Cc) — CLS dropped
         fused = torch.cat([clip, sam.flatten(2).transpose(1, 2)], dim=-1)  # (B, g², Cc+Ck)
+        if self.fusion_norm is not None:
+            fused = self.fusion_norm(fused)
         tokens = self.projector(fused)  # (B, g², D)
         return tokens.view(B, g, g, -1)  # (B, g, g, D)
 

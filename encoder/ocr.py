@@ -32,7 +32,7 @@ from tokenizers import Tokenizer
 from opticmem.encoder.align import StepTracker
 from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, placeholder_ids, read_tokenizer
 from opticmem.encoder.checkpoint import load_checkpoint
-from opticmem.encoder.codec import Recollection, VisionTokens
+from opticmem.encoder.codec import Recollection, VisionTokens, compact
 from opticmem.encoder.config import DecoderConfig, preset
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.examples import token_bytes
@@ -208,8 +208,8 @@ class OCRCodec:
             pixels = preprocess(chunk, tier).to(device=param.device, dtype=param.dtype)
             with torch.inference_mode():
                 grid = self.model.encode_grid(pixels)  # (B, g, g, D)
-            arr = grid.float().cpu().numpy().astype(np.float16)
-            out += [VisionTokens(tier=tier, grid=a, codec=self._name) for a in arr]
+            arr = grid.float().cpu().numpy()  # kept compact by VisionTokens
+            out += [VisionTokens(tier=tier, grid=compact(a), codec=self._name) for a in arr]
         return out
 
     def decode(

@@ -249,6 +249,7 @@ def official_key_list(cfg: ModelConfig | None = None) -> list[str]:
 
 
 def with_official_layout(cfg: ModelConfig) -> ModelConfig:
-    """``cfg`` shaped like the official key layout: CLIP's unused patch conv kept and no
-    layout aligner (the released model has none)."""
-    return replace(cfg, clip=replace(cfg.clip, keep_patch_embedding=True), align=None)
+    """``cfg`` shaped like the official key layout: CLIP's unused patch conv kept, and no
+    fusion norm or layout aligner (the released model has neither)."""
+    return replace(cfg, clip=replace(cfg.clip, keep_patch_embedding=True), align=None,
+                   fusion_norm=False)

@@ -282,7 +282,7 @@ _SPLIT_T: dict[str, tuple[str, ...]] = {
         "Send the signed copy to «email» before «date».",
         "The «w» rate went from «pct» to «pct» after the change.",
         "If the «w» fails, retry up to «int» times with a backoff.",
-        "Order «order» shipped on «date» and should arrive within «int» days.",
+        "Order «order» shipped on «date» and should arrive within «n» days.",
         "The total comes to «amount», including «amount» in fees.",
         "Call «name» at «phone» if the «w» slips.",
         "Version «ver» fixed the «w» bug but introduced «errtype» on «w».",
@@ -610,10 +610,24 @@ def templates(split: Split) -> dict[str, tuple[str, ...]]:
 
 
 def template_fingerprint() -> str:
-    """Digest of every template; exported sources record it, since the word split
-    depends on which words the templates of each split contain."""
-    blob = json.dumps([_SPLIT_T, _SHARED_T, _PARTICLES], sort_keys=True, ensure_ascii=False)
+    """Digest of the words each split's templates contain (and the shared ones).
+
+    The exported vocabulary split depends on templates only through these word sets, so
+    exports record it and a change of wording that adds or moves a word invalidates them,
+    while a change of slots or punctuation does not.
+    """
+    sets = {s: sorted(_template_words(_split_templates(s))) for s in SPLITS}
+    blob = json.dumps([sets, sorted(_template_words(_SHARED_T)), _PARTICLE_FORMS],
+                      ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _template_words(lists: dict[str, tuple[str, ...]]) -> set[str]:
+    words: set[str] = set()
+    for lst in lists.values():
+        for t in lst:
+            words.update(word_tokens(_SLOT_RE.sub(" ", t)))
+    return words
 
 
 # =========================================================================== words
@@ -915,10 +929,7 @@ def _faker_pools(split: Split, size: int) -> dict[str, list[str]]:
 
 
 def _fixed_words(split: Split, pools: dict[str, list[str]], code: list[str]) -> set[str]:
-    words: set[str] = set()
-    for lst in _split_templates(split).values():
-        for t in lst:
-            words.update(word_tokens(_SLOT_RE.sub(" ", t)))
+    words = _template_words(_split_templates(split))
     for lst2 in pools.values():
         for s in lst2:
             words.update(word_tokens(s))
@@ -940,10 +951,7 @@ def build_sources(pool_size: int = 50_000, code_size: int = 6_000) -> dict[Split
     for s in SPLITS:
         code[s], modules[s] = _stdlib_snippets(s, code_size, seed=_FAKER_SEED[s])
     fixed = {s: _fixed_words(s, pools[s], code[s]) for s in SPLITS}
-    shared: set[str] = set()
-    for lst in _SHARED_T.values():
-        for t in lst:
-            shared.update(word_tokens(t))
+    shared = _template_words(_SHARED_T)
     both = fixed["train"] & fixed["eval"]
 
     def assign(words: list[str], core_top: int) -> dict[Split, list[str]]:
@@ -970,12 +978,9 @@ def build_sources(pool_size: int = 50_000, code_size: int = 6_000) -> dict[Split
               if _HANGUL_RUN.fullmatch(w)][:KO_VOCAB]
     en_split = assign(en_all, EN_CORE_TOP)
     ko_split = assign(ko_all, KO_CORE_TOP)
-    # A Korean noun with a particle glued on must not spell a word of the other split.
-    ko_sets = {s: set(ko_split[s]) for s in SPLITS}
-    for s, other in zip(SPLITS, SPLITS[::-1], strict=True):
-        only_other = ko_sets[other] - ko_sets[s]
-        ko_split[s] = [w for w in ko_split[s]
-                       if not any(w + p in only_other for p in _PARTICLE_FORMS)]
+    # A Korean word with a particle glued on must not spell a word of the other split:
+    # such glued forms join the shared core (repeat until no new conflict appears).
+    ko_split = _share_glued(ko_split, ko_freq)
     out: dict[Split, Sources] = {}
     for s in SPLITS:
         out[s] = Sources(
@@ -990,6 +995,24 @@ def build_sources(pool_size: int = 50_000, code_size: int = 6_000) -> dict[Split
             origin="built",
         )
     return out
+
+
+def _share_glued(split_words: dict[Split, list[str]],
+                 freq: dict[str, float]) -> dict[Split, list[str]]:
+    """Move every word that a word of one split plus a particle spells, and that only the
+    other split has, into both splits; lists stay most frequent first."""
+    sets = {s: set(v) for s, v in split_words.items()}
+    while True:
+        shared: set[str] = set()
+        for s, other in zip(SPLITS, SPLITS[::-1], strict=True):
+            only_other = sets[other] - sets[s]
+            shared.update(w + p for w in sets[s] for p in _PARTICLE_FORMS
+                          if w + p in only_other)
+        if not shared:
+            break
+        for s in SPLITS:
+            sets[s] |= shared
+    return {s: sorted(sets[s], key=lambda w: (-freq[w], w)) for s in SPLITS}
 
 
 def write_sources(sources: dict[Split, Sources], directory: Path | str,
@@ -1773,7 +1796,9 @@ class _Gen:
             body = self.paragraph(1, 3)
             return intro + " " + body if rng.random() < 0.6 else body
         parts = [intro + (" " + self.paragraph(0, 2) if rng.random() < 0.5 else "")]
-        n_sections = rng.randint(1, 2) if r < 0.7 else rng.randint(2, 5)
+        # medium (1–2 sections), long (2–5) and very long (5–9) answers
+        n_sections = rng.randint(1, 2) if r < 0.65 else (
+            rng.randint(2, 5) if r < 0.92 else rng.randint(5, 9))
         for _ in range(n_sections):
             if rng.random() < 0.55:
                 title = self.fill(self.pick("ko_title" if ko else "title"))
@@ -1786,17 +1811,17 @@ class _Gen:
                     parts.append(f"{title}:")
             k = rng.random()
             if k < 0.35:
-                parts.append(self.bullets())
-            elif k < 0.55:
                 parts.append(self.paragraph(1, 5))
-            elif k < 0.72:
+            elif k < 0.62:
+                parts.append(self.bullets())
+            elif k < 0.76:
+                parts.append(self.paragraph(3, 7))
+            elif k < 0.87:
                 parts.append(self.codeblock())
-            elif k < 0.85:
+            elif k < 0.95:
                 parts.append(self.table())
-            elif k < 0.92:
-                parts.append("> " + self.sentence())
             else:
-                parts.append(self.paragraph(2, 6))
+                parts.append("> " + self.sentence())
         if rng.random() < 0.6:
             parts.append(self.fill(self.pick("ko_close" if ko else "close")))
         return "\n\n".join(parts) if rng.random() < 0.85 else "\n".join(parts)

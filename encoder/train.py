@@ -47,7 +47,7 @@ class TrainConfig:
     """Wall-clock minutes of training in this call (the run stops, checkpoints, exits)."""
     total_minutes: float = 36.0
     """Planned minutes across all resumed calls: the schedule's horizon."""
-    peak_lr: float = 1.0e-3
+    peak_lr: float = 7.0e-4
     min_lr_ratio: float = 0.05
     warmup_steps: int = 300
     weight_decay: float = 0.05
@@ -61,6 +61,11 @@ class TrainConfig:
     tiers_per_page: int = 2
     workers: int = max(1, (os.cpu_count() or 2) - 3)
     seed: int = 1234
+    readout_weight: float = 0.5
+    """Weight of the aligner read-out loss (see :func:`~opticmem.encoder.bundled.training_step`)."""
+    gap_every: int = 200
+    """Every this many steps, log the loss on the same batch with blank pages: the gap
+    between the two is how much the decoder reads rather than guesses."""
     checkpoint_minutes: float = 3.0
     log_every: int = 25
     tokenizer: Path | None = None
@@ -102,6 +107,7 @@ class PageBatches(IterableDataset):
         seed = self.cfg.seed * 1_000_003 + self.run_index * 1009 + wid
         rng = np.random.default_rng(seed)
         tok = Tokenizer.from_file(str(self.tokenizer_path))
+        tok.encode_special_tokens = True  # "<eos>" typed in a chat is text
         table = token_bytes(tok)
         settings = RenderSettings()
         pages = synth.page_stream(seed, "train", settings)
@@ -146,7 +152,8 @@ def _restore_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor]
         name, slot = key.split("::")
         p = params[name]
         st = opt.state.setdefault(p, {})
-        st[slot] = val.to(p.device) if slot != "step" else val
+        # fused AdamW keeps its step counters on the parameters' device too
+        st[slot] = val.to(p.device)
     log.info("restored optimiser state for %d tensors", len(flat))
 
 
@@ -208,7 +215,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training for ``cfg.minutes``; returns the progress record."""
     from tokenizers import Tokenizer
 
-    from opticmem.encoder.bundled import BUNDLED_TOKENIZER, special_ids, training_step
+    from opticmem.encoder.bundled import (
+        BUNDLED_TOKENIZER,
+        StepOutput,
+        special_ids,
+        training_step,
+    )
     from opticmem.encoder.checkpoint import load_tensors, read_index
     from opticmem.encoder.config import preset
     from opticmem.encoder.model import build_model
@@ -221,6 +233,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     state_dir = out / "state"
     tok_path = Path(cfg.tokenizer or BUNDLED_TOKENIZER)
     tok = Tokenizer.from_file(str(tok_path))
+    tok.encode_special_tokens = True
 
     model = build_model(preset(cfg.preset), device="cpu", seed=cfg.seed)
     if tok.get_vocab_size() > model.cfg.decoder.vocab_size:
@@ -271,7 +284,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     first_hard = torch.tensor(
         [bool(b) and (chr(b[0]).isdigit() or (b[:1] == b" " and len(b) > 1 and chr(b[1]).isalnum()))
          for b in table], device=dev)
-    def step_fn(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def step_fn(batch: dict[str, torch.Tensor]) -> StepOutput:
         return training_step(model, batch, settings)
 
     if cfg.compile:
@@ -295,8 +308,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         tier = Tier.parse(_tier_of(batch["images"].shape[-1]))
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            logits, labels = step_fn(batch)
-        loss = F.cross_entropy(logits.float(), labels)
+            outs = step_fn(batch)
+        logits, labels = outs.logits, outs.labels
+        main = F.cross_entropy(logits.float(), labels)
+        loss = main
+        rloss = None
+        if outs.readout is not None and cfg.readout_weight > 0:
+            rloss = F.cross_entropy(outs.readout.float(), labels)
+            loss = loss + cfg.readout_weight * rloss
         aux = model.decoder.aux_loss()
         if aux is not None:
             loss = loss + aux.float()
@@ -319,14 +338,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             rate = window_pages / max(now - window_t, 1e-6)
             window_pages, window_t = 0, now
             key = tier.value
-            ema[key] = loss.item() if key not in ema else 0.8 * ema[key] + 0.2 * loss.item()
+            ema[key] = main.item() if key not in ema else 0.8 * ema[key] + 0.2 * main.item()
             rec = {"step": step + 1, "min": round(minutes0 + elapsed, 2), "tier": key,
-                   "loss": round(loss.item(), 4), "acc": round(acc, 4), "hard_acc": round(hacc, 4),
+                   "loss": round(main.item(), 4), "acc": round(acc, 4), "hard_acc": round(hacc, 4),
+                   "readout": round(rloss.item(), 4) if rloss is not None else None,
                    "lr": lr, "gnorm": round(float(gnorm), 3), "pages_s": round(rate, 1),
                    "pages": progress["pages"]}
+            if cfg.gap_every and (step + 1) % cfg.gap_every == 0:
+                blank = dict(batch, images=torch.full_like(batch["images"], 255))
+                with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16,
+                                                     enabled=dev.type == "cuda"):
+                    b_out = step_fn(blank)
+                rec["blank_loss"] = round(F.cross_entropy(b_out.logits.float(), labels).item(), 4)
             progress["log"].append(rec)
             log.info(json.dumps(rec))
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}", tier=key,
+            bar.set_postfix(loss=f"{main.item():.3f}", acc=f"{acc:.3f}", tier=key,
                             pages_s=f"{rate:.0f}")
         bar.update(1)
         if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:

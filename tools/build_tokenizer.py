@@ -18,7 +18,12 @@ Choices, and why:
 - special tokens ``<bos>``=0, ``<eos>``=1, ``<pad>``=2, ``<image>``=3.
 
 Reproducible: the corpus is a fixed number of pages of the seeded generator, and BPE
-training is deterministic for a given corpus (``--check`` verifies it).
+training is deterministic for a given corpus (``--check`` verifies it). The corpus is
+generator output, so it is reproduced only by the generator it was built with: the shipped
+file was built at commit ``adfad3b`` (corpus sha256 ``ccfd7b8994a294c5``, vocabulary
+digest :data:`SHIPPED_DIGEST`). Later generator changes make a rebuild differ; the shipped
+file must not be replaced once a decoder has been trained on it (a test pins the digest).
+``--stats`` reports the shipped tokenizer's characters per token without rebuilding.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "encoder" / "weights" / "tokenizer.json"
 SEED = 20_240_917
 CORPUS_CHARS = 6_000_000
+SHIPPED_DIGEST = "0a75e73ccf95635d"
+"""Vocabulary digest (:func:`digest`) of the shipped ``encoder/weights/tokenizer.json``."""
 PRETOKENIZE = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 """GPT-2's pre-tokenisation pattern, except that a number splits into single digits (each
 with its leading space, if any)."""
@@ -117,8 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chars", type=int, default=CORPUS_CHARS, help="corpus size in characters")
     ap.add_argument("--check", action="store_true",
                     help="rebuild and report whether it equals the file at --out")
+    ap.add_argument("--stats", action="store_true",
+                    help="only report chars/token of the tokenizer at --out on eval text")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.stats:
+        shipped = Tokenizer.from_file(str(args.out))
+        log.info("%s: vocab digest %s", args.out, digest(shipped))
+        for kind, value in stats(shipped).items():
+            log.info("chars/token on eval %-13s %.2f", kind, value)
+        return 0
 
     t0 = time.perf_counter()
     texts = corpus(args.chars)

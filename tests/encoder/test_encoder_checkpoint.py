@@ -265,3 +265,21 @@ def test_hub_ids_without_network_or_package_give_typed_errors(tmp_path: Path) ->
         load_official(tmp_path / "not-there", device="cpu")
     with pytest.raises(CheckpointError):
         load_official("a/b/c", device="cpu")
+
+
+def test_hub_download_failures_become_checkpoint_errors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    calls: list[dict[str, object]] = []
+
+    def offline(**kwargs: object) -> str:
+        calls.append(kwargs)
+        raise OSError("no network here")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(CheckpointError, match="no network here") as info:
+        load_official("deepseek-ai/DeepSeek-OCR", device="cpu")
+    assert info.value.path == "deepseek-ai/DeepSeek-OCR"
+    assert calls and calls[0]["repo_id"] == "deepseek-ai/DeepSeek-OCR"
+    assert "*.safetensors" in calls[0]["allow_patterns"]  # type: ignore[operator]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -99,3 +102,11 @@ def test_count_tokens_matches_encode() -> None:
     assert count_tokens(text) == len(encode(text)) > 0
     # common English words are single tokens: the vocabulary learned something
     assert len(encode(" the")) == 1 and len(encode(" and")) == 1
+
+
+def test_shipped_vocabulary_is_pinned() -> None:
+    """A decoder is trained against this exact vocabulary: replacing the file (e.g. by
+    re-running tools/build_tokenizer.py after the generator changed) must be deliberate."""
+    vocab = sorted(load_tokenizer().get_vocab().items(), key=lambda kv: kv[1])
+    got = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
+    assert got == "0a75e73ccf95635d"
