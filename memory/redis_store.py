@@ -8,6 +8,10 @@ importing this module without it raises an :class:`ImportError` that says so.
 >>> store.append_turn("alice", "user", "hi", 0.0).seq  # doctest: +SKIP
 0
 
+:meth:`RedisStore.from_store_url` takes the same settings in the URL's query string
+(``redis://host:6379/0?tenant=acme&ttl=86400&max_turns=100000``), the form for a store
+registry (``register_store("redis", "opticmem.redis_store:RedisStore.from_store_url")``).
+
 Key layout
 ----------
 Every key of a session carries one hash tag, so Redis Cluster keeps a session in one
@@ -111,7 +115,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
-from urllib.parse import quote, unquote_to_bytes, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote_to_bytes, urlencode, urlsplit, urlunsplit
 
 try:
     import redis
@@ -658,6 +662,19 @@ def _range(start: int, stop: int) -> tuple[int, int] | None:
 _RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_URL_SETTINGS: dict[str, Callable[[str], Any]] = {
+    "tenant": str, "ttl": float, "max_turns": _positive_int, "max_blob_bytes": _positive_int,
+}
+"""Query parameters :meth:`RedisStore.from_store_url` reads as store settings."""
+
+
 def _ms(ttl: float | timedelta | None) -> int:
     if ttl is None:
         return 0
@@ -813,6 +830,38 @@ class RedisStore(Store):
             max_turns=max_turns, max_blob_bytes=max_blob_bytes, compress_blobs=compress_blobs,
             retries=retries, backoff=backoff, _url=url, _aclient_factory=make_aclient,
         )
+
+    @classmethod
+    def from_store_url(cls, url: str) -> RedisStore:
+        """Open a store from one URL, with opticmem's settings in its query string.
+
+        ``tenant``, ``ttl`` (seconds), ``max_turns`` and ``max_blob_bytes`` are read from
+        the query; any other parameter is left for redis-py (``socket_timeout=5``, ...).
+        This is the form a store registry or a command line takes::
+
+            RedisStore.from_store_url("redis://:pw@cache:6379/2?tenant=acme&ttl=86400")
+
+        A bad value raises :class:`ValueError` naming it (the URL's password hidden).
+        """
+        try:
+            parts = urlsplit(url)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"not a Redis URL: {url!r}") from exc
+        ours: dict[str, Any] = {}
+        rest = []
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key not in _URL_SETTINGS:
+                rest.append((key, value))
+                continue
+            try:
+                ours[key] = _URL_SETTINGS[key](value)
+            except ValueError:
+                raise ValueError(
+                    f"bad {key}={value!r} in Redis store URL {redact_url(url)}"
+                ) from None
+        clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest),
+                            parts.fragment))
+        return cls.from_url(clean, **ours)
 
     # ------------------------------------------------------------------ plumbing
     def _keys(self, session: str) -> _Keys:

@@ -318,3 +318,18 @@ def test_closed_store_refuses_calls(redis_url: str) -> None:
     s.close()
     with pytest.raises(StoreError, match="closed"):
         s.turn_count("s")
+
+
+def test_from_store_url_reads_settings_from_the_query(redis_url: str, raw: redis.Redis) -> None:
+    s = RedisStore.from_store_url(
+        redis_url + "?tenant=acme%3Aeu&ttl=60&max_turns=3&max_blob_bytes=5000&socket_timeout=5"
+    )
+    assert (s.tenant, s.ttl_ms, s.max_turns, s.max_blob_bytes) == ("acme:eu", 60_000, 3, 5000)
+    s.append_turns("x", [("user", "hi", 0.0, None)] * 3)
+    assert 0 < int(raw.pttl("opticmem:{acme%3Aeu:x}:turns")) <= 60_000
+    s.close()
+    for bad in ("?ttl=soon", "?max_turns=0", "?max_blob_bytes=-1"):
+        with pytest.raises(ValueError, match="bad"):
+            RedisStore.from_store_url(redis_url + bad)
+    with pytest.raises(ValueError, match=r"redis://u:\*\*\*@"):
+        RedisStore.from_store_url("redis://u:secret@127.0.0.1:1/0?ttl=x")

@@ -168,3 +168,12 @@ def test_missing_redis_package_gives_a_clear_error() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert "pip install 'opticmem[redis]'" in out.stdout
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    import opticmem.redis_store
+
+    result = doctest.testmod(opticmem.redis_store)
+    assert result.attempted >= 3 and result.failed == 0
