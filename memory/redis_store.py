@@ -75,7 +75,7 @@ Faults and durability
 * Unreachable at start: :meth:`RedisStore.from_url` pings once, without retries, and
   raises :class:`~opticmem.errors.StoreUnavailableError` naming the URL (password
   hidden). Later, a lost connection is retried by the store with jittered exponential
-  backoff (``retries``, about 8 s in all by default), through a server restart
+  backoff (``retries``, about 15 s in all by default), through a server restart
   included; when the retries run out the same typed error is raised.
 * A retried append is never stored twice. The first record of every append carries a
   unique token (``"w"``); when an append fails with a connection error the store does
@@ -156,7 +156,7 @@ MAX_DIRECT_ID_CHARS = 128
 """Escaped ids longer than this are keyed by ``~`` + SHA-256 (the id itself is in meta)."""
 
 DEFAULT_RETRIES = 12
-"""Connection retries before a call gives up (with the default backoff, about 8 s)."""
+"""Connection retries before a call gives up (with the default backoff, about 15 s)."""
 
 RETRY_WINDOW = 10_000
 """How far back (in turns) a retried append looks for its own token. An append is
@@ -612,7 +612,9 @@ def _parse_turns(session: str, key: str, first: int, raw: Sequence[bytes]) -> li
     """Turns from ``LRANGE`` output starting at seq ``first``; tombstones are skipped.
 
     Parses the whole batch with one ``json.loads`` (much cheaper than one call per
-    record) and falls back to record by record to name the first damaged one.
+    record) and falls back to record by record to name the first damaged one. A damaged
+    record (truncated, not JSON, mistyped fields) always fails one of the checks; only two
+    records forged together so that they re-split at the comma between them could pass.
     """
     seqs = [first + i for i, r in enumerate(raw) if r]
     live = [r for r in raw if r]
@@ -799,8 +801,8 @@ class RedisStore(Store):
         URL fails here with :class:`~opticmem.errors.StoreUnavailableError`; the server's
         persistence and eviction settings are logged if they put turns at risk. A lost
         connection later is retried ``retries`` times with jittered exponential backoff
-        (0.1 s doubling up to 2 s: about 8 s in all by default). Each async client keeps
-        at most ``max_connections`` connections; tasks beyond that wait for one.
+        (up to 0.1 s, doubling to 2 s: about 15 s in all by default). Each async client
+        keeps at most ``max_connections`` connections; tasks beyond that wait for one.
         """
         if not isinstance(url, str) or not url:
             raise ValueError(f"not a Redis URL: {url!r}")
