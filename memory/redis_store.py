@@ -1,0 +1,1395 @@
+"""A :class:`~opticmem.store.Store` in Redis: many processes, many sessions, one server.
+
+Plain Redis 7 is enough (no modules). ``redis`` (redis-py) is an optional dependency
+(``pip install 'opticmem[redis]'``); importing :mod:`opticmem` never imports it, and
+importing this module without it raises an :class:`ImportError` that says so.
+
+>>> store = RedisStore.from_url("redis://localhost:6379/0", tenant="acme")  # doctest: +SKIP
+>>> store.append_turn("alice", "user", "hi", 0.0).seq  # doctest: +SKIP
+0
+
+:meth:`RedisStore.from_store_url` takes the same settings in the URL's query string
+(``redis://host:6379/0?tenant=acme&ttl=86400&max_turns=100000``), the form for a store
+registry (``register_store("redis", "opticmem.redis_store:RedisStore.from_store_url")``).
+
+Key layout
+----------
+Every key of a session carries one hash tag, so Redis Cluster keeps a session in one
+slot and the Lua scripts below never fail with ``CROSSSLOT``::
+
+    opticmem:{T:S}:turns   list    one JSON record per turn; list index == seq;
+                                   "" marks a forgotten turn
+    opticmem:{T:S}:pages   list    one JSON page record per page; index == page_no
+    opticmem:{T:S}:meta    hash    id (only for digest-keyed ids, see below), forgot
+                                   (turns below it are forgotten), border/bbytes (blob
+                                   order and bytes), swept (last TTL sweep of blobs, ms)
+    opticmem:{T:S}:blobs   zset    blob key -> put order (index for caps, TTL, delete)
+    opticmem:{T:S}:b:K     string  one derived artefact: a 7-byte header (magic, flags,
+                                   CRC-32) and its bytes, zlib-compressed when that pays
+
+``T`` and ``S`` are the tenant and the session id, UTF-8 encoded and percent-escaped so
+that only ``A-Z a-z 0-9 - _ .`` and ``%XX`` remain (``{ } : *``, spaces, ``~`` and all
+else are escaped). An escaped form longer than :data:`MAX_DIRECT_ID_CHARS` becomes
+``~`` + the SHA-256 of the id in hex, and the id itself goes into the meta hash so that
+:meth:`RedisStore.sessions` can list it. The encoding is injective (a direct form never
+holds ``~``, ``:`` or ``}``), so no id can reach another session's or another tenant's
+keys, and ordinary ids stay readable for an operator (``opticmem:{default:user-42}:turns``).
+Blob keys ``K`` are escaped the same way.
+
+Session ids are opaque strings. The memory layer (:mod:`opticmem.sessions`) accepts 1 to
+256 characters; this store accepts any ``str`` of valid Unicode up to
+:data:`MAX_ID_BYTES` bytes of UTF-8 (so direct callers and hostile input are safe too).
+
+Design
+------
+* **Turns in a list, index == seq.** An append is one ``RPUSH`` of the JSON records:
+  Redis runs it atomically and returns the new length, which *is* the last seq, so
+  concurrent writers get a total order with no gaps and no second key to keep in step.
+  That is the same single command as the plain-list floor; the records carry no seq
+  (the index is the seq). A whole-session read is one ``LRANGE``. A list beats a stream
+  (entry IDs and field names on every entry, nested replies to parse on every read) and
+  a hash (``HMGET`` of 10k field names per read, no cheap "last N").
+* **Lua where a decision must be atomic**: with ``max_turns`` or ``ttl`` set, an append
+  is a script (cap check, push, TTL refresh in one step); ``add_page`` compares
+  ``page_no`` with ``LLEN`` and pushes only on equality (exactly-once, gaps refused);
+  ``put_blob`` (cap eviction), ``forget_turns`` and ``delete_session`` are scripts too.
+  Scripts declare the session's turn list as their one key (cluster routing) and name
+  the session's other keys from it (same hash tag, same slot).
+* **Forgetting** replaces a prefix of the list by empty tombstones (``LTRIM`` + ``LPUSH``):
+  the text is gone, index == seq still holds (2 bytes per forgotten turn).
+* **Blobs in their own string keys**, never in the hot turn list, read with one
+  ``GET``/``MGET``.
+* **Caps**: ``max_turns`` refuses an append that would hold more live (not forgotten)
+  turns with :class:`SessionFullError` (nothing stored, never a silent loss);
+  ``max_blob_bytes`` evicts the oldest *derived* blobs (recomputable) after a put.
+* **Sliding TTL** (off by default): every write refreshes the session's keys to ``ttl``;
+  blob keys get ``ttl`` when put and are swept (refreshed) by the first write after
+  ``ttl/4``, so a blob may expire up to ``ttl/4`` before its session (a cache eviction
+  the store contract allows) but never outlives it.
+* Records are JSON (the :class:`~opticmem.records.Turn` fields, and
+  :class:`~opticmem.records.PageRecord`'s own form), blobs raw bytes; nothing is pickled.
+  :meth:`RedisStore.sessions` uses ``SCAN``, never ``KEYS``.
+
+Faults and durability
+---------------------
+* Unreachable at start: :meth:`RedisStore.from_url` pings once, without retries, and
+  raises :class:`~opticmem.errors.StoreUnavailableError` naming the URL (password
+  hidden). Later, a lost connection is retried by the store with jittered exponential
+  backoff (``retries``, about 15 s in all by default), through a server restart
+  included; when the retries run out the same typed error is raised.
+* A retried append is never stored twice. The first record of every append carries a
+  unique token (``"w"``); when an append fails with a connection error the store does
+  not resend it blindly but runs a script that looks for the token among the session's
+  last :data:`RETRY_WINDOW` turns and appends only if it is not there (the server may
+  have executed the append and died before replying). Clients that :meth:`from_url`
+  opens have redis-py's own retries off for this reason; a client you pass in keeps
+  its settings, and if it retries commands itself the store logs a warning.
+* "Durable on return" means the server replied. A turn survives a crash or restart of
+  the server only as far as its persistence allows: with ``appendonly yes`` and
+  ``appendfsync always`` every acknowledged turn survives; ``everysec`` (the usual AOF
+  setting) may lose the last second; without AOF, all since the last snapshot. Use
+  ``maxmemory-policy noeviction``: an eviction policy may drop archived turns.
+  :meth:`RedisStore.from_url` logs a warning when it sees either risk.
+* A record or blob that fails validation raises
+  :class:`~opticmem.errors.CorruptRecordError` naming the Redis key and the seq, page or
+  blob; the session's other turns, pages and blobs stay readable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hashlib
+import itertools
+import json
+import logging
+import math
+import os
+import re
+import struct
+import time
+import weakref
+import zlib
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, quote, unquote_to_bytes, urlencode, urlsplit, urlunsplit
+
+try:
+    import redis
+    import redis.asyncio as aredis
+    from redis.asyncio.retry import Retry as AsyncRetry
+    from redis.backoff import AbstractBackoff, ExponentialWithJitterBackoff, NoBackoff
+    from redis.exceptions import NoScriptError
+    from redis.retry import Retry
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        "opticmem's Redis store needs the 'redis' package (redis-py 5 or newer): "
+        "pip install 'opticmem[redis]'"
+    ) from exc
+
+from opticmem.errors import (
+    CorruptRecordError,
+    InvalidSessionError,
+    InvalidTurnError,
+    PageConflictError,
+    StoreError,
+    StoreUnavailableError,
+)
+from opticmem.records import PageRecord, Turn
+from opticmem.store import Store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_ID_BYTES = 65_536
+"""Longest session id (or tenant, or blob key) this store accepts, in UTF-8 bytes.
+
+The memory layer's own limit is tighter (256 characters, :mod:`opticmem.sessions`);
+this one only keeps a direct caller from sending megabyte ids to the server.
+"""
+
+MAX_DIRECT_ID_CHARS = 128
+"""Escaped ids longer than this are keyed by ``~`` + SHA-256 (the id itself is in meta)."""
+
+DEFAULT_RETRIES = 12
+"""Connection retries before a call gives up (with the default backoff, about 15 s)."""
+
+RETRY_WINDOW = 10_000
+"""How far back (in turns) a retried append looks for its own token. An append is
+recognised as already stored as long as fewer turns than this were appended to its
+session between the lost reply and the retry."""
+
+_BLOB_MAGIC = b"om"
+_BLOB_RAW = 0
+_BLOB_ZLIB = 1
+_BLOB_HEADER = struct.Struct(">2sBI")  # magic, flags, CRC-32 of the payload
+_COMPRESSED_MAGICS = (
+    b"\x89PNG", b"\xff\xd8\xff", b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"PK\x03\x04", b"RIFF",
+    b"GIF8", b"BZh",
+)
+_COMPRESS_MIN = 1024
+_SAMPLE = 65_536
+
+_DIRECT_RE = re.compile(r"[A-Za-z0-9_.\-]*(?:%[0-9A-F]{2}[A-Za-z0-9_.\-]*)*")
+_DIGEST_RE = re.compile(r"~[0-9a-f]{64}")
+
+# --------------------------------------------------------------------------- Lua
+# Every script declares one key, the session's turn list (KEYS[1] = "...:turns"): that
+# routes it to the session's slot on Redis Cluster. The session's other keys share its
+# hash tag (same slot) and are named from it. A store's settings (TTL, caps) are written
+# into its scripts' source, so a call sends only what changes per call.
+_LUA_PRELUDE = r"""
+local TTL = __TTL__
+local BASE = string.sub(KEYS[1], 1, -6)
+
+-- Sliding TTL: refresh the session's keys; sweep its blob keys every TTL/4.
+local function touch()
+  if TTL <= 0 then return end
+  local meta, blobs = BASE .. 'meta', BASE .. 'blobs'
+  redis.call('PEXPIRE', KEYS[1], TTL)
+  redis.call('PEXPIRE', BASE .. 'pages', TTL)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local swept = tonumber(redis.call('HGET', meta, 'swept') or '0')
+  if now - swept >= TTL / 4 then
+    local prefix, total = BASE .. 'b:', 0
+    for _, k in ipairs(redis.call('ZRANGE', blobs, 0, -1)) do
+      if redis.call('PEXPIRE', prefix .. k, TTL) == 1 then
+        total = total + redis.call('STRLEN', prefix .. k)
+      else
+        redis.call('ZREM', blobs, k)
+      end
+    end
+    redis.call('HSET', meta, 'swept', now, 'bbytes', total)
+  end
+  redis.call('PEXPIRE', meta, TTL)
+  redis.call('PEXPIRE', blobs, TTL)
+end
+"""
+
+# Appends records ARGV[from..] after a cap check; stores the id ARGV[1] (if not '') for
+# digest-keyed sessions. Returns {0, first_seq}, or {-1, live_turns} if the cap refused.
+_LUA_PUSH = r"""
+local MAX = __MAX__
+local function push(from)
+  local n = #ARGV - from + 1
+  local len = redis.call('LLEN', KEYS[1])
+  if MAX > 0 then
+    local forgot = tonumber(redis.call('HGET', BASE .. 'meta', 'forgot') or '0')
+    if len - forgot + n > MAX then return {-1, len - forgot} end
+  end
+  for lo = from, #ARGV, 1000 do
+    redis.call('RPUSH', KEYS[1], unpack(ARGV, lo, math.min(lo + 999, #ARGV)))
+  end
+  if ARGV[1] ~= '' then redis.call('HSETNX', BASE .. 'meta', 'id', ARGV[1]) end
+  touch()
+  return {0, len}
+end
+"""
+
+# ARGV: 1 id or '', 2.. records. Used when the store has a TTL or a turn cap.
+_LUA_APPEND = _LUA_PRELUDE + _LUA_PUSH + r"""
+return push(2)
+"""
+
+# A retried append. ARGV: 1 id or '', 2 the first record's opening bytes (with its
+# token), 3.. records. If the token is among the last WINDOW records, the append was
+# stored before the reply got lost: returns {1, its seq}. Otherwise appends as above.
+_LUA_RESOLVE = _LUA_PRELUDE + _LUA_PUSH + r"""
+local WINDOW = __WINDOW__
+local needle = ARGV[2]
+local len = redis.call('LLEN', KEYS[1])
+local floor = math.max(0, len - WINDOW)
+local hi = len - 1
+while hi >= floor do
+  local lo = math.max(floor, hi - 255)
+  local chunk = redis.call('LRANGE', KEYS[1], lo, hi)
+  for i = #chunk, 1, -1 do
+    if string.sub(chunk[i], 1, #needle) == needle then
+      if ARGV[1] ~= '' then redis.call('HSETNX', BASE .. 'meta', 'id', ARGV[1]) end
+      touch()
+      return {1, lo + i - 1}
+    end
+  end
+  hi = lo - 1
+end
+return push(3)
+"""
+
+# ARGV: 1 page_no, 2 page JSON. Returns {1, count} stored; {0, count} exists; {-1, count} gap.
+_LUA_ADD_PAGE = _LUA_PRELUDE + r"""
+local pages = BASE .. 'pages'
+local n = redis.call('LLEN', pages)
+local p = tonumber(ARGV[1])
+if p < n then return {0, n} end
+if p > n then return {-1, n} end
+redis.call('RPUSH', pages, ARGV[2])
+touch()
+return {1, n + 1}
+"""
+
+# ARGV: 1 encoded blob key, 2 stored bytes. Returns how many older blobs the cap evicted.
+_LUA_PUT_BLOB = _LUA_PRELUDE + r"""
+local MAXB = __MAXB__
+local meta, blobs, prefix = BASE .. 'meta', BASE .. 'blobs', BASE .. 'b:'
+local bk = prefix .. ARGV[1]
+local old = redis.call('STRLEN', bk)
+if TTL > 0 then
+  redis.call('SET', bk, ARGV[2], 'PX', TTL)
+else
+  redis.call('SET', bk, ARGV[2])
+end
+redis.call('ZADD', blobs, redis.call('HINCRBY', meta, 'border', 1), ARGV[1])
+local total = redis.call('HINCRBY', meta, 'bbytes', string.len(ARGV[2]) - old)
+local evicted = 0
+if MAXB > 0 and total > MAXB then
+  -- recount exactly (blob keys may have expired on their own), then drop the oldest
+  total = 0
+  for _, k in ipairs(redis.call('ZRANGE', blobs, 0, -1)) do
+    total = total + redis.call('STRLEN', prefix .. k)
+  end
+  while total > MAXB do
+    local oldest = redis.call('ZRANGE', blobs, 0, 0)[1]
+    if oldest == nil or oldest == ARGV[1] then break end
+    total = total - redis.call('STRLEN', prefix .. oldest)
+    redis.call('UNLINK', prefix .. oldest)
+    redis.call('ZREM', blobs, oldest)
+    evicted = evicted + 1
+  end
+  redis.call('HSET', meta, 'bbytes', total)
+end
+touch()
+return evicted
+"""
+
+# ARGV: 1 before_seq. Returns the number of turns forgotten.
+_LUA_FORGET = _LUA_PRELUDE + r"""
+local meta = BASE .. 'meta'
+local len = redis.call('LLEN', KEYS[1])
+local forgot = tonumber(redis.call('HGET', meta, 'forgot') or '0')
+local stop = math.min(math.max(tonumber(ARGV[1]), 0), len)
+if stop <= forgot then return 0 end
+redis.call('LTRIM', KEYS[1], stop, -1)
+local tomb = {}
+for i = 1, stop do
+  tomb[#tomb + 1] = ''
+  if #tomb == 1000 then
+    redis.call('LPUSH', KEYS[1], unpack(tomb))
+    tomb = {}
+  end
+end
+if #tomb > 0 then redis.call('LPUSH', KEYS[1], unpack(tomb)) end
+redis.call('HSET', meta, 'forgot', stop)
+touch()
+return stop - forgot
+"""
+
+# Deletes every key of the session. Returns how many keys existed.
+_LUA_DELETE = _LUA_PRELUDE + r"""
+local prefix, n = BASE .. 'b:', 0
+for _, k in ipairs(redis.call('ZRANGE', BASE .. 'blobs', 0, -1)) do
+  n = n + redis.call('UNLINK', prefix .. k)
+end
+return n + redis.call('UNLINK', KEYS[1], BASE .. 'meta', BASE .. 'pages', BASE .. 'blobs')
+"""
+
+
+@dataclass(frozen=True)
+class _Lua:
+    name: str
+    source: str
+    sha: str
+
+
+@functools.lru_cache(maxsize=256)
+def _lua(name: str, template: str, **settings: int) -> _Lua:
+    """A script with the store's settings written in (``__TTL__`` and friends)."""
+    source = template
+    for key, value in settings.items():
+        source = source.replace(f"__{key.upper()}__", str(int(value)))
+    unset = re.search(r"__[A-Z]+__", source)
+    if unset:  # pragma: no cover - a programming error every test would catch
+        raise RuntimeError(f"script {name} has no value for {unset.group()}")
+    return _Lua(name, source, hashlib.sha1(source.encode()).hexdigest())
+
+
+class SessionFullError(StoreError):
+    """An append would take a session past the store's ``max_turns``; nothing was stored.
+
+    Forget old turns (:meth:`~opticmem.store.Store.forget_turns`) or delete the session
+    to make room, or open the store with a larger cap.
+    """
+
+
+# --------------------------------------------------------------------------- ids and keys
+def _id_bytes(value: object, what: str) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidSessionError(f"{what} must be a str, got {type(value).__name__}")
+    try:
+        raw = value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidSessionError(
+            f"{what} is not valid Unicode (lone surrogate at index {exc.start})"
+        ) from None
+    if len(raw) > MAX_ID_BYTES:
+        raise InvalidSessionError(
+            f"{what} is {len(raw):,} bytes of UTF-8; the Redis store's limit is {MAX_ID_BYTES:,}"
+        )
+    return raw
+
+
+def encode_id(value: str, what: str = "session id") -> str:
+    """The key-safe form of a tenant, session id or blob key (see the module docstring).
+
+    >>> encode_id("user-42"), encode_id("a:b}*"), encode_id("x" * 200)[:9]
+    ('user-42', 'a%3Ab%7D%2A', '~aa20c23e')
+    """
+    raw = _id_bytes(value, what)
+    out = quote(raw, safe="").replace("~", "%7E")
+    if len(out) > MAX_DIRECT_ID_CHARS:
+        return "~" + hashlib.sha256(raw).hexdigest()
+    return out
+
+
+def decode_direct_id(encoded: str) -> str | None:
+    """The id a direct (non-digest) encoded form stands for, or ``None`` if ``encoded`` is
+    not exactly what :func:`encode_id` writes (a foreign or damaged key).
+
+    >>> decode_direct_id("a%3Ab%7D%2A"), decode_direct_id("a%3ab")
+    ('a:b}*', None)
+    """
+    if not _DIRECT_RE.fullmatch(encoded):
+        return None
+    try:
+        value = unquote_to_bytes(encoded).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return value if encode_id(value) == encoded else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """The Redis keys of one session (see the module docstring)."""
+
+    session: str
+    turns: str
+    pages: str
+    meta: str
+    blob_prefix: str
+    id_arg: bytes
+    """The session id for a digest-keyed session (appends store it in meta), else ``b""``."""
+
+
+@functools.lru_cache(maxsize=16_384)
+def _session_keys(tenant_enc: str, session: str) -> _Keys:
+    enc = encode_id(session)
+    base = f"opticmem:{{{tenant_enc}:{enc}}}:"
+    return _Keys(session, base + "turns", base + "pages", base + "meta", base + "b:",
+                 session.encode("utf-8") if enc.startswith("~") else b"")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to log and to put in errors).
+
+    >>> redact_url("redis://user:s3cret@db.example:6380/2")
+    'redis://user:***@db.example:6380/2'
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "<unparseable Redis URL>"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{port}" if port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _describe_client(client: Any) -> str:
+    try:
+        kw = client.connection_pool.connection_kwargs
+    except AttributeError:
+        return type(client).__name__
+    if "path" in kw:
+        return f"unix://{kw['path']}?db={kw.get('db', 0)}"
+    return f"redis://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+
+
+def _decodes_responses(client: Any) -> bool:
+    try:
+        return bool(client.connection_pool.connection_kwargs.get("decode_responses", False))
+    except AttributeError:
+        return False
+
+
+def _client_retries(client: Any) -> int:
+    """How often redis-py itself resends a failed command on ``client`` (0 if unknown)."""
+    try:
+        retry = client.get_retry()
+        if retry is not None:
+            return int(retry.get_retries())
+        kw = client.connection_pool.connection_kwargs  # no Retry given: redis-py's default
+        return 1 if kw.get("retry_on_error") or kw.get("retry_on_timeout") else 0
+    except (AttributeError, TypeError, ValueError):
+        return 0
+
+
+# --------------------------------------------------------------------------- blobs
+def _should_compress(data: bytes) -> bool:
+    if len(data) < _COMPRESS_MIN or data.startswith(_COMPRESSED_MAGICS):
+        return False
+    sample = data[:_SAMPLE]
+    return len(zlib.compress(sample, 1)) <= 0.9 * len(sample)
+
+
+def pack_blob(data: bytes, *, compress: bool = True) -> bytes:
+    """The stored form of a blob: header (magic, flags, CRC-32 of ``data``) + payload."""
+    data = bytes(data)
+    crc = zlib.crc32(data)
+    if compress and _should_compress(data):
+        packed = zlib.compress(data, 1)
+        if len(packed) <= 0.9 * len(data):
+            return _BLOB_HEADER.pack(_BLOB_MAGIC, _BLOB_ZLIB, crc) + packed
+    return _BLOB_HEADER.pack(_BLOB_MAGIC, _BLOB_RAW, crc) + data
+
+
+def unpack_blob(stored: bytes, where: str) -> bytes:
+    """The blob's bytes, or :class:`CorruptRecordError` naming ``where`` if damaged."""
+    if len(stored) < _BLOB_HEADER.size:
+        raise CorruptRecordError(f"{where}: blob is {len(stored)} bytes, shorter than its header")
+    magic, flags, crc = _BLOB_HEADER.unpack_from(stored)
+    if magic != _BLOB_MAGIC or flags not in (_BLOB_RAW, _BLOB_ZLIB):
+        raise CorruptRecordError(f"{where}: not an opticmem blob (bad header {stored[:3]!r})")
+    payload = stored[_BLOB_HEADER.size :]
+    if flags == _BLOB_ZLIB:
+        try:
+            payload = zlib.decompress(payload)
+        except zlib.error as exc:
+            raise CorruptRecordError(f"{where}: compressed blob is damaged: {exc}") from None
+    if zlib.crc32(payload) != crc:
+        raise CorruptRecordError(f"{where}: blob fails its CRC-32 check")
+    return payload
+
+
+def _unpack_all(keys: Sequence[str], stored: Sequence[bytes | None]) -> list[bytes | None]:
+    return [None if s is None else unpack_blob(s, k) for k, s in zip(keys, stored, strict=True)]
+
+
+# --------------------------------------------------------------------------- records
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_quote = json.encoder.encode_basestring  # the C escaper json.dumps(ensure_ascii=False) uses
+
+Items = Sequence[tuple[str, str, float, Mapping[str, Any] | None]]
+
+
+class _Tokens:
+    """Unique append tokens: a random per-process prefix and a counter (fork-safe)."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = base64.urlsafe_b64encode(os.urandom(9)).decode()
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+_TOKENS = _Tokens()
+
+
+def _record(token: str, role: str, text: str, ts: float, meta: Mapping[str, Any] | None) -> bytes:
+    """One turn's JSON record; with a ``token``, it opens with ``{"w":"<token>",``.
+
+    Built by formatting rather than by encoding a dict (a quarter of the time); the
+    strings go through the json module's own escaping, so the record is ordinary JSON.
+    """
+    if type(role) is not str or type(text) is not str:
+        raise InvalidTurnError(
+            f"role and text must be str, got {type(role).__name__} and {type(text).__name__}"
+        )
+    try:
+        t = float(ts)
+    except (TypeError, ValueError):
+        raise InvalidTurnError(f"timestamp must be Unix seconds (a number), got {ts!r}") from None
+    if not math.isfinite(t):
+        raise InvalidTurnError(f"timestamp must be finite, got {ts!r}")
+    head = f'{{"w":"{token}",' if token else "{"
+    try:
+        if meta:
+            body = f'"role":{_quote(role)},"text":{_quote(text)},"ts":{t!r},"meta":' \
+                   f"{_JSON.encode(dict(meta))}}}"
+        else:
+            body = f'"role":{_quote(role)},"text":{_quote(text)},"ts":{t!r}}}'
+        return (head + body).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidTurnError(
+            f"turn holds a lone surrogate at index {exc.start}; the archive holds valid Unicode"
+        ) from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidTurnError(f"turn metadata cannot be stored as JSON: {exc}") from None
+
+
+def _records(items: Items) -> tuple[list[bytes], str]:
+    """The JSON records of an append (the first carries its token), and the token."""
+    token = _TOKENS.next()
+    return [_record(token if i == 0 else "", r, t, ts, m)
+            for i, (r, t, ts, m) in enumerate(items)], token
+
+
+def _needle(token: str) -> bytes:
+    """The opening bytes of the record that carries ``token``."""
+    return f'{{"w":"{token}",'.encode()
+
+
+def _turn_from(session: str, seq: int, d: Any, key: str) -> Turn:
+    if not isinstance(d, dict):
+        raise CorruptRecordError(f"{key} turn {seq}: record is not a JSON object")
+    role: Any = d.get("role")
+    text: Any = d.get("text")
+    ts: Any = d.get("ts")
+    meta: Any = d.get("meta")
+    if (
+        type(role) is not str
+        or type(text) is not str
+        or type(ts) not in (float, int)
+        or not (meta is None or type(meta) is dict)
+    ):
+        raise CorruptRecordError(f"{key} turn {seq}: record fields are missing or mistyped")
+    return Turn(session, seq, role, text, float(ts), meta if meta is not None else {})
+
+
+def _parse_turns(session: str, key: str, first: int, raw: Sequence[bytes]) -> list[Turn]:
+    """Turns from ``LRANGE`` output starting at seq ``first``; tombstones are skipped.
+
+    Parses the whole batch with one ``json.loads`` (much cheaper than one call per
+    record) and falls back to record by record to name the first damaged one. A damaged
+    record (truncated, not JSON, mistyped fields) always fails one of the checks; only two
+    records forged together so that they re-split at the comma between them could pass.
+    """
+    seqs = [first + i for i, r in enumerate(raw) if r]
+    live = [r for r in raw if r]
+    if not live:
+        return []
+    docs: Any
+    try:
+        docs = json.loads(b"[" + b",".join(live) + b"]")
+    except (ValueError, UnicodeDecodeError):
+        docs = None
+    if isinstance(docs, list) and len(docs) == len(live):
+        try:
+            return [_turn_from(session, seq, d, key) for seq, d in zip(seqs, docs, strict=True)]
+        except CorruptRecordError:
+            pass  # find the damaged record one by one below
+    out = []
+    for seq, r in zip(seqs, live, strict=True):
+        try:
+            d = json.loads(r)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CorruptRecordError(f"{key} turn {seq}: unreadable JSON: {exc}") from None
+        out.append(_turn_from(session, seq, d, key))
+    return out
+
+
+def _parse_pages(session: str, key: str, first: int, raw: Sequence[bytes]) -> list[PageRecord]:
+    out = []
+    for i, r in enumerate(raw):
+        n = first + i
+        try:
+            page = PageRecord.from_json(session, r)
+        except CorruptRecordError as exc:
+            raise CorruptRecordError(f"{key} page {n}: {exc}") from None
+        if page.page_no != n:
+            raise CorruptRecordError(f"{key} page {n}: the record says page {page.page_no}")
+        out.append(page)
+    return out
+
+
+def _range(start: int, stop: int) -> tuple[int, int] | None:
+    """``LRANGE`` bounds for ``start <= index < stop``, or ``None`` if empty."""
+    lo, hi = max(start, 0), min(stop, 2**62) - 1
+    return (lo, hi) if hi >= lo else None
+
+
+# --------------------------------------------------------------------------- the store
+_RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_URL_SETTINGS: dict[str, Callable[[str], Any]] = {
+    "tenant": str, "ttl": float, "max_turns": _positive_int, "max_blob_bytes": _positive_int,
+}
+"""Query parameters :meth:`RedisStore.from_store_url` reads as store settings."""
+
+
+def _ms(ttl: float | timedelta | None) -> int:
+    if ttl is None:
+        return 0
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+    if not seconds > 0:
+        raise ValueError(f"ttl must be positive seconds or None, got {ttl!r}")
+    return max(1, round(seconds * 1000))
+
+
+class RedisStore(Store):
+    """A :class:`~opticmem.store.Store` in Redis (see the module docstring for the layout).
+
+    Build it with :meth:`from_url`, or wrap clients you already have::
+
+        RedisStore(client=redis.Redis(...), aclient=redis.asyncio.Redis(...), tenant="acme")
+
+    Both clients must use ``decode_responses=False`` (blobs are bytes). Sync methods use
+    ``client``; the ``a``-prefixed twins use ``aclient`` natively (with only ``client``,
+    they run the sync method in a worker thread; with only ``aclient``, sync calls raise
+    :class:`~opticmem.errors.StoreError`). Clients passed in are not closed by
+    :meth:`close`.
+
+    ``tenant`` namespaces every key, so tenants sharing a server never see each other's
+    sessions. ``ttl`` (seconds or ``timedelta``; ``None`` = keep forever, the default)
+    is a sliding expiry refreshed by every write of a session. ``max_turns`` caps the
+    live turns per session (:class:`SessionFullError` beyond it); ``max_blob_bytes``
+    caps a session's derived artefacts (oldest evicted first; the newest blob is always
+    kept). ``compress_blobs`` zlib-compresses blobs that shrink by 10% or more.
+    ``retries`` and ``backoff`` say how a call that lost its connection is retried.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis | None = None,
+        aclient: aredis.Redis | None = None,
+        *,
+        tenant: str = "default",
+        ttl: float | timedelta | None = None,
+        max_turns: int | None = None,
+        max_blob_bytes: int | None = None,
+        compress_blobs: bool = True,
+        retries: int = DEFAULT_RETRIES,
+        backoff: AbstractBackoff | None = None,
+        _url: str | None = None,
+        _aclient_factory: Callable[[], aredis.Redis] | None = None,
+    ) -> None:
+        if client is None and aclient is None and _aclient_factory is None:
+            raise ValueError("RedisStore needs a client, an aclient or both (or use from_url)")
+        for c in (client, aclient):
+            if c is not None and _decodes_responses(c):
+                raise ValueError(
+                    "RedisStore needs a client with decode_responses=False (blobs are bytes)"
+                )
+        if not isinstance(tenant, str) or not tenant:
+            raise ValueError(f"tenant must be a non-empty str, got {tenant!r}")
+        for name, cap in (("max_turns", max_turns), ("max_blob_bytes", max_blob_bytes)):
+            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+                raise ValueError(f"{name} must be a positive int or None, got {cap!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+        self.tenant = tenant
+        self._tenant_enc = encode_id(tenant, "tenant")
+        self.ttl_ms = _ms(ttl)
+        self.max_turns = max_turns
+        self.max_blob_bytes = max_blob_bytes
+        self.compress_blobs = compress_blobs
+        self.retries = retries
+        self._backoff = backoff or ExponentialWithJitterBackoff(cap=2.0, base=0.05)
+        self.url = redact_url(_url) if _url else _describe_client(client or aclient)
+        """Where the server is, for messages (any password replaced by ``***``)."""
+        ttl_ms, maxn = self.ttl_ms, max_turns or 0
+        self._scripted_appends = bool(ttl_ms or maxn)
+        self._append_lua = _lua("append", _LUA_APPEND, ttl=ttl_ms, max=maxn)
+        self._resolve_lua = _lua("append (retry)", _LUA_RESOLVE, ttl=ttl_ms, max=maxn,
+                                 window=RETRY_WINDOW)
+        self._page_lua = _lua("add_page", _LUA_ADD_PAGE, ttl=ttl_ms)
+        self._blob_lua = _lua("put_blob", _LUA_PUT_BLOB, ttl=ttl_ms, maxb=max_blob_bytes or 0)
+        self._forget_lua = _lua("forget_turns", _LUA_FORGET, ttl=ttl_ms)
+        self._delete_lua = _lua("delete_session", _LUA_DELETE, ttl=ttl_ms)
+        self._client = client
+        self._aclient = aclient
+        self._aclient_factory = _aclient_factory
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aredis.Redis] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._aclients_pid = os.getpid()
+        self._owns_clients = _url is not None  # from_url opened them: close() closes them
+        self._closed = False
+        for c in (client, aclient):
+            if c is not None and _client_retries(c) > 0:
+                log.warning(
+                    "the Redis client given to RedisStore resends failed commands itself "
+                    "(%d retries): an append whose reply is lost may then be stored twice. "
+                    "Build it with retry=Retry(NoBackoff(), 0) and let the store retry "
+                    "(it recognises appends that were already stored).", _client_retries(c)
+                )
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        tenant: str = "default",
+        ttl: float | timedelta | None = None,
+        max_turns: int | None = None,
+        max_blob_bytes: int | None = None,
+        compress_blobs: bool = True,
+        retries: int = DEFAULT_RETRIES,
+        backoff: AbstractBackoff | None = None,
+        max_connections: int = 64,
+        socket_timeout: float | None = 10.0,
+        socket_connect_timeout: float | None = 5.0,
+        check: bool = True,
+        **redis_kwargs: Any,
+    ) -> RedisStore:
+        """Open a store on the Redis server at ``url`` (``redis://``, ``rediss://``,
+        ``unix://``): a sync client now, an async client per event loop on first use.
+        Extra keyword arguments go to redis-py's connection pools.
+
+        With ``check`` (default) the server is pinged once, without retries, so a wrong
+        URL fails here with :class:`~opticmem.errors.StoreUnavailableError`; the server's
+        persistence and eviction settings are logged if they put turns at risk. A lost
+        connection later is retried ``retries`` times with jittered exponential backoff
+        (up to 0.1 s, doubling to 2 s: about 15 s in all by default). Each async client
+        keeps at most ``max_connections`` connections; tasks beyond that wait for one.
+        """
+        if not isinstance(url, str) or not url:
+            raise ValueError(f"not a Redis URL: {url!r}")
+        safe = redact_url(url)
+        common: dict[str, Any] = dict(
+            decode_responses=False,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            **redis_kwargs,
+        )
+        if check:
+            _check_server(url, safe, common, ttl is not None)
+        try:  # redis-py's own retries off: the store retries, recognising stored appends
+            pool = redis.ConnectionPool.from_url(url, retry=Retry(NoBackoff(), 0), **common)
+        except ValueError as exc:
+            raise StoreError(f"bad Redis URL {safe}: {exc}") from exc
+
+        def make_aclient() -> aredis.Redis:
+            apool = aredis.BlockingConnectionPool.from_url(
+                url, retry=AsyncRetry(NoBackoff(), 0), max_connections=max_connections,
+                timeout=None, **common,
+            )
+            return aredis.Redis.from_pool(apool)
+
+        return cls(
+            redis.Redis.from_pool(pool), None, tenant=tenant, ttl=ttl,
+            max_turns=max_turns, max_blob_bytes=max_blob_bytes, compress_blobs=compress_blobs,
+            retries=retries, backoff=backoff, _url=url, _aclient_factory=make_aclient,
+        )
+
+    @classmethod
+    def from_store_url(cls, url: str) -> RedisStore:
+        """Open a store from one URL, with opticmem's settings in its query string.
+
+        ``tenant``, ``ttl`` (seconds), ``max_turns`` and ``max_blob_bytes`` are read from
+        the query; any other parameter is left for redis-py (``socket_timeout=5``, ...).
+        This is the form a store registry or a command line takes::
+
+            RedisStore.from_store_url("redis://:pw@cache:6379/2?tenant=acme&ttl=86400")
+
+        A bad value raises :class:`ValueError` naming it (the URL's password hidden).
+        """
+        try:
+            parts = urlsplit(url)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"not a Redis URL: {url!r}") from exc
+        ours: dict[str, Any] = {}
+        rest = []
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key not in _URL_SETTINGS:
+                rest.append((key, value))
+                continue
+            try:
+                ours[key] = _URL_SETTINGS[key](value)
+            except ValueError:
+                raise ValueError(
+                    f"bad {key}={value!r} in Redis store URL {redact_url(url)}"
+                ) from None
+        clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest),
+                            parts.fragment))
+        return cls.from_url(clean, **ours)
+
+    # ------------------------------------------------------------------ plumbing
+    def _keys(self, session: str) -> _Keys:
+        if type(session) is not str:
+            raise InvalidSessionError(f"session id must be a str, got {type(session).__name__}")
+        return _session_keys(self._tenant_enc, session)
+
+    def _sync(self) -> redis.Redis:
+        if self._client is None or self._closed:
+            if self._closed:
+                raise StoreError(f"Redis store at {self.url} is closed")
+            raise StoreError(
+                "this RedisStore was given only an async client: use the a-prefixed methods"
+            )
+        return self._client
+
+    def _async(self) -> aredis.Redis:
+        if self._closed:
+            raise StoreError(f"Redis store at {self.url} is closed")
+        if self._aclient is not None:
+            return self._aclient
+        if self._aclient_factory is None:
+            raise StoreError("this RedisStore has no async client")
+        if self._aclients_pid != os.getpid():
+            self._aclients, self._aclients_pid = weakref.WeakKeyDictionary(), os.getpid()
+        loop = asyncio.get_running_loop()
+        c = self._aclients.get(loop)
+        if c is None:
+            c = self._aclients[loop] = self._aclient_factory()
+        return c
+
+    @property
+    def _native_async(self) -> bool:
+        return self._aclient is not None or self._aclient_factory is not None
+
+    def _error(self, exc: redis.exceptions.RedisError, what: str) -> StoreError:
+        """opticmem's typed error for a redis-py exception raised during ``what``."""
+        if isinstance(exc, redis.exceptions.AuthenticationError):
+            return StoreUnavailableError(
+                f"Redis at {self.url} refused the credentials during {what}: {exc}"
+            )
+        if isinstance(exc, _RETRYABLE):
+            return StoreUnavailableError(
+                f"Redis at {self.url} is unreachable ({what} failed after "
+                f"{self.retries} retries): {exc}"
+            )
+        return StoreError(f"Redis at {self.url} failed {what}: {exc}")
+
+    def _retrying(self, what: str, call: Callable[[], T], exc: redis.exceptions.RedisError) -> T:
+        """Retry ``call`` after ``exc`` (a failed first try) with backoff; typed errors out."""
+        failures = 0
+        while isinstance(exc, _RETRYABLE) and failures < self.retries:
+            failures += 1
+            delay = self._backoff.compute(failures)
+            log.info("Redis at %s: %s failed (%s); retry %d in %.2fs",
+                     self.url, what, exc, failures, delay)
+            time.sleep(delay)
+            try:
+                return call()
+            except redis.exceptions.RedisError as again:
+                exc = again
+        raise self._error(exc, what) from exc
+
+    async def _aretrying(
+        self, what: str, call: Callable[[], Awaitable[T]], exc: redis.exceptions.RedisError
+    ) -> T:
+        failures = 0
+        while isinstance(exc, _RETRYABLE) and failures < self.retries:
+            failures += 1
+            delay = self._backoff.compute(failures)
+            log.info("Redis at %s: %s failed (%s); retry %d in %.2fs",
+                     self.url, what, exc, failures, delay)
+            await asyncio.sleep(delay)
+            try:
+                return await call()
+            except redis.exceptions.RedisError as again:
+                exc = again
+        raise self._error(exc, what) from exc
+
+    def _evalsha(self, lua: _Lua, keys: _Keys, args: Sequence[Any]) -> Any:
+        client = self._sync()
+        try:
+            return client.evalsha(lua.sha, 1, keys.turns, *args)
+        except NoScriptError:  # a new or restarted server: load it once
+            client.script_load(lua.source)
+            return client.evalsha(lua.sha, 1, keys.turns, *args)
+
+    async def _aevalsha(self, lua: _Lua, keys: _Keys, args: Sequence[Any]) -> Any:
+        client = self._async()
+        try:
+            return await client.evalsha(lua.sha, 1, keys.turns, *args)
+        except NoScriptError:
+            await client.script_load(lua.source)
+            return await client.evalsha(lua.sha, 1, keys.turns, *args)
+
+    def _eval(self, lua: _Lua, keys: _Keys, *args: Any) -> Any:
+        """Run an idempotent script, retrying it as is after a lost connection."""
+        try:
+            return self._evalsha(lua, keys, args)
+        except redis.exceptions.RedisError as exc:
+            return self._retrying(lua.name, lambda: self._evalsha(lua, keys, args), exc)
+
+    async def _aeval(self, lua: _Lua, keys: _Keys, *args: Any) -> Any:
+        try:
+            return await self._aevalsha(lua, keys, args)
+        except redis.exceptions.RedisError as exc:
+            return await self._aretrying(
+                lua.name, lambda: self._aevalsha(lua, keys, args), exc
+            )
+
+    def _read(self, what: str, method: str, *args: Any) -> Any:
+        """Run one read command (``method`` of the client), retrying it as is."""
+        try:
+            return getattr(self._sync(), method)(*args)
+        except redis.exceptions.RedisError as exc:
+            return self._retrying(what, lambda: getattr(self._sync(), method)(*args), exc)
+
+    async def _aread(self, what: str, method: str, *args: Any) -> Any:
+        try:
+            return await getattr(self._async(), method)(*args)
+        except redis.exceptions.RedisError as exc:
+            return await self._aretrying(
+                what, lambda: getattr(self._async(), method)(*args), exc
+            )
+
+    # ------------------------------------------------------------------ turn log
+    def _push(self, keys: _Keys, recs: list[bytes]) -> Any:
+        """One append attempt: a bare ``RPUSH`` unless a cap or TTL needs the script."""
+        if self._scripted_appends:
+            return self._evalsha(self._append_lua, keys, (keys.id_arg, *recs))
+        client = self._sync()
+        if keys.id_arg:  # digest-keyed session: remember its id for sessions()
+            pipe = client.pipeline(transaction=False)
+            pipe.rpush(keys.turns, *recs)
+            pipe.hsetnx(keys.meta, "id", keys.id_arg)
+            length = pipe.execute()[0]
+        else:
+            length = client.rpush(keys.turns, *recs)
+        return (0, int(length) - len(recs))
+
+    async def _apush(self, keys: _Keys, recs: list[bytes]) -> Any:
+        if self._scripted_appends:
+            return await self._aevalsha(self._append_lua, keys, (keys.id_arg, *recs))
+        client = self._async()
+        if keys.id_arg:
+            pipe = client.pipeline(transaction=False)
+            pipe.rpush(keys.turns, *recs)
+            pipe.hsetnx(keys.meta, "id", keys.id_arg)
+            length = (await pipe.execute())[0]
+        else:
+            length = await client.rpush(keys.turns, *recs)
+        return (0, int(length) - len(recs))
+
+    def _appended(self, keys: _Keys, items: Items, result: Any) -> list[Turn]:
+        status, value = int(result[0]), int(result[1])
+        if status < 0:
+            raise SessionFullError(
+                f"session {keys.session[:200]!r} holds {value} turns; max_turns is "
+                f"{self.max_turns} and {len(items)} more were refused (nothing stored)"
+            )
+        if status == 1:
+            log.info("%s: a retried append had been stored before its reply was lost; "
+                     "kept it once (seq %d)", keys.turns, value)
+        session = keys.session
+        return [
+            Turn(session, value + i, r, t, float(ts), dict(m) if m else {})
+            for i, (r, t, ts, m) in enumerate(items)
+        ]
+
+    def append_turn(
+        self, session: str, role: str, text: str, ts: float, meta: Mapping[str, Any] | None = None
+    ) -> Turn:
+        keys = self._keys(session)
+        token = _TOKENS.next()
+        rec = _record(token, role, text, ts, meta)
+        try:
+            if self._scripted_appends or keys.id_arg:
+                result = self._push(keys, [rec])
+            else:  # the common case, inlined: one RPUSH
+                result = (0, self._sync().rpush(keys.turns, rec) - 1)
+        except redis.exceptions.RedisError as exc:
+            result = self._retry_append(keys, [rec], token, exc)
+        if result[0] != 0:
+            return self._appended(keys, ((role, text, ts, meta),), result)[0]
+        return Turn(session, int(result[1]), role, text, float(ts), dict(meta) if meta else {})
+
+    def append_turns(self, session: str, items: Items) -> list[Turn]:
+        """Append the batch with contiguous seqs in one round trip."""
+        keys = self._keys(session)
+        if not items:
+            return []
+        recs, token = _records(items)
+        try:
+            result = self._push(keys, recs)
+        except redis.exceptions.RedisError as exc:
+            result = self._retry_append(keys, recs, token, exc)
+        return self._appended(keys, items, result)
+
+    def _retry_append(
+        self, keys: _Keys, recs: list[bytes], token: str, exc: redis.exceptions.RedisError
+    ) -> Any:
+        """After a failed append: retry with the script that first looks for ``token``."""
+        args = (keys.id_arg, _needle(token), *recs)
+        return self._retrying(
+            "append", lambda: self._evalsha(self._resolve_lua, keys, args), exc
+        )
+
+    def turn_count(self, session: str) -> int:
+        return int(self._read("turn_count", "llen", self._keys(session).turns))
+
+    def get_turns(self, session: str, start: int, stop: int) -> list[Turn]:
+        keys = self._keys(session)
+        bounds = _range(start, stop)
+        if bounds is None:
+            return []
+        raw = self._read("get_turns", "lrange", keys.turns, *bounds)
+        return _parse_turns(session, keys.turns, bounds[0], raw)
+
+    # ------------------------------------------------------------------ page log
+    def _paged(self, page: PageRecord, result: Any) -> bool:
+        status, count = int(result[0]), int(result[1])
+        if status < 0:
+            raise PageConflictError(
+                f"session {page.session[:200]!r}: page {page.page_no} written but the log "
+                f"holds {count} pages (pages must be added in order)"
+            )
+        return status == 1
+
+    def add_page(self, page: PageRecord) -> bool:
+        keys = self._keys(page.session)
+        data = page.to_json().encode("utf-8")
+        return self._paged(page, self._eval(self._page_lua, keys, page.page_no, data))
+
+    def page_count(self, session: str) -> int:
+        return int(self._read("page_count", "llen", self._keys(session).pages))
+
+    def get_pages(self, session: str, start: int, stop: int) -> list[PageRecord]:
+        keys = self._keys(session)
+        bounds = _range(start, stop)
+        if bounds is None:
+            return []
+        raw = self._read("get_pages", "lrange", keys.pages, *bounds)
+        return _parse_pages(session, keys.pages, bounds[0], raw)
+
+    # ------------------------------------------------------------------ blob cache
+    def _blob(self, key: str, data: bytes) -> tuple[str, bytes]:
+        if not isinstance(key, str):
+            raise TypeError(f"blob key must be a str, got {type(key).__name__}")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"blob data must be bytes, got {type(data).__name__}")
+        return encode_id(key, "blob key"), pack_blob(bytes(data), compress=self.compress_blobs)
+
+    def _blob_key(self, keys: _Keys, key: str) -> str:
+        if not isinstance(key, str):
+            raise TypeError(f"blob key must be a str, got {type(key).__name__}")
+        return keys.blob_prefix + encode_id(key, "blob key")
+
+    def put_blob(self, session: str, key: str, data: bytes) -> None:
+        keys = self._keys(session)
+        evicted = int(self._eval(self._blob_lua, keys, *self._blob(key, data)))
+        if evicted:
+            log.debug("%s: max_blob_bytes evicted %d older blobs", keys.turns, evicted)
+
+    def get_blob(self, session: str, key: str) -> bytes | None:
+        bk = self._blob_key(self._keys(session), key)
+        stored = self._read("get_blob", "get", bk)
+        return None if stored is None else unpack_blob(stored, bk)
+
+    def get_blobs(self, session: str, keys_: Sequence[str]) -> list[bytes | None]:
+        """Several blobs in one ``MGET`` (the keys share a slot, so this works on Cluster)."""
+        keys = self._keys(session)
+        bks = [self._blob_key(keys, k) for k in keys_]
+        if not bks:
+            return []
+        return _unpack_all(bks, self._read("get_blobs", "mget", bks))
+
+    # ------------------------------------------------------------------ sessions
+    def _scan_pattern(self) -> str:
+        return f"opticmem:{{{self._tenant_enc}:*}}:turns"
+
+    def _meta_key(self, enc: str) -> str:
+        return f"opticmem:{{{self._tenant_enc}:{enc}}}:meta"
+
+    def _sessions_in(
+        self, keys: Sequence[bytes], seen: set[str]
+    ) -> tuple[list[str], list[str]]:
+        """Session ids named by one SCAN batch: ``(direct ids, digests to look up)``."""
+        head, tail = f"opticmem:{{{self._tenant_enc}:".encode(), b"}:turns"
+        direct, digests = [], []
+        for key in keys:
+            if not (key.startswith(head) and key.endswith(tail)):
+                continue
+            enc = key[len(head) : len(key) - len(tail)].decode("ascii", "replace")
+            if enc in seen:
+                continue
+            seen.add(enc)
+            if _DIGEST_RE.fullmatch(enc):
+                digests.append(enc)
+                continue
+            session = decode_direct_id(enc)
+            if session is None:
+                log.debug("skipped a key that opticmem did not write: %r", key)
+            else:
+                direct.append(session)
+        return direct, digests
+
+    @staticmethod
+    def _resolve_digests(digests: Sequence[str], stored: Sequence[Any]) -> list[str]:
+        out = []
+        for enc, raw in zip(digests, stored, strict=True):
+            session = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else None
+            if session is None or encode_id(session) != enc:
+                log.warning("session key %s has no matching id in its meta hash; skipped", enc)
+                continue
+            out.append(session)
+        return out
+
+    def _hget_ids(self, digests: Sequence[str]) -> list[Any]:
+        pipe = self._sync().pipeline(transaction=False)
+        for enc in digests:
+            pipe.hget(self._meta_key(enc), "id")
+        return list(pipe.execute())
+
+    def sessions(self) -> Iterator[str]:
+        """Session ids of this tenant with at least one turn, found with ``SCAN``.
+
+        Digest-keyed (very long) ids are read from their meta hashes, one round trip per
+        SCAN batch. A lost connection is retried from the same cursor.
+        """
+        seen: set[str] = set()
+        cursor = 0
+        pattern = self._scan_pattern()
+        while True:
+            cursor, batch = self._read("sessions", "scan", cursor, pattern, 1000)
+            direct, digests = self._sessions_in(batch, seen)
+            yield from direct
+            if digests:
+                stored = self._read_call("sessions", functools.partial(self._hget_ids, digests))
+                yield from self._resolve_digests(digests, stored)
+            if int(cursor) == 0:
+                return
+
+    def _read_call(self, what: str, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except redis.exceptions.RedisError as exc:
+            return self._retrying(what, call, exc)
+
+    def delete_session(self, session: str) -> None:
+        self._eval(self._delete_lua, self._keys(session))
+
+    def forget_turns(self, session: str, before_seq: int) -> int:
+        """See :meth:`Store.forget_turns`. If a lost reply forces a retry, the retry
+        forgets nothing more and may report fewer turns than were dropped."""
+        return int(self._eval(self._forget_lua, self._keys(session), int(before_seq)))
+
+    def close(self) -> None:
+        """Close the clients this store opened (clients passed in are left open)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_clients and self._client is not None:
+            self._client.close()
+        self._aclients = weakref.WeakKeyDictionary()
+
+    # ------------------------------------------------------------------ async twins
+    async def aappend_turn(
+        self, session: str, role: str, text: str, ts: float, meta: Mapping[str, Any] | None = None
+    ) -> Turn:
+        return (await self.aappend_turns(session, ((role, text, ts, meta),)))[0]
+
+    async def aappend_turns(self, session: str, items: Items) -> list[Turn]:
+        if not self._native_async:
+            return await super().aappend_turns(session, items)
+        keys = self._keys(session)
+        if not items:
+            return []
+        recs, token = _records(items)
+        try:
+            result = await self._apush(keys, recs)
+        except redis.exceptions.RedisError as exc:
+            args = (keys.id_arg, _needle(token), *recs)
+            result = await self._aretrying(
+                "append", lambda: self._aevalsha(self._resolve_lua, keys, args), exc
+            )
+        return self._appended(keys, items, result)
+
+    async def aturn_count(self, session: str) -> int:
+        if not self._native_async:
+            return await super().aturn_count(session)
+        return int(await self._aread("turn_count", "llen", self._keys(session).turns))
+
+    async def aget_turns(self, session: str, start: int, stop: int) -> list[Turn]:
+        if not self._native_async:
+            return await super().aget_turns(session, start, stop)
+        keys = self._keys(session)
+        bounds = _range(start, stop)
+        if bounds is None:
+            return []
+        raw = await self._aread("get_turns", "lrange", keys.turns, *bounds)
+        return _parse_turns(session, keys.turns, bounds[0], raw)
+
+    async def aadd_page(self, page: PageRecord) -> bool:
+        if not self._native_async:
+            return await super().aadd_page(page)
+        keys = self._keys(page.session)
+        data = page.to_json().encode("utf-8")
+        return self._paged(page, await self._aeval(self._page_lua, keys, page.page_no, data))
+
+    async def apage_count(self, session: str) -> int:
+        if not self._native_async:
+            return await super().apage_count(session)
+        return int(await self._aread("page_count", "llen", self._keys(session).pages))
+
+    async def aget_pages(self, session: str, start: int, stop: int) -> list[PageRecord]:
+        if not self._native_async:
+            return await super().aget_pages(session, start, stop)
+        keys = self._keys(session)
+        bounds = _range(start, stop)
+        if bounds is None:
+            return []
+        raw = await self._aread("get_pages", "lrange", keys.pages, *bounds)
+        return _parse_pages(session, keys.pages, bounds[0], raw)
+
+    async def aput_blob(self, session: str, key: str, data: bytes) -> None:
+        if not self._native_async:
+            return await super().aput_blob(session, key, data)
+        keys = self._keys(session)
+        evicted = int(await self._aeval(self._blob_lua, keys, *self._blob(key, data)))
+        if evicted:
+            log.debug("%s: max_blob_bytes evicted %d older blobs", keys.turns, evicted)
+
+    async def aget_blob(self, session: str, key: str) -> bytes | None:
+        if not self._native_async:
+            return await super().aget_blob(session, key)
+        bk = self._blob_key(self._keys(session), key)
+        stored = await self._aread("get_blob", "get", bk)
+        return None if stored is None else unpack_blob(stored, bk)
+
+    async def aget_blobs(self, session: str, keys_: Sequence[str]) -> list[bytes | None]:
+        if not self._native_async:
+            return await super().aget_blobs(session, keys_)
+        keys = self._keys(session)
+        bks = [self._blob_key(keys, k) for k in keys_]
+        if not bks:
+            return []
+        return _unpack_all(bks, await self._aread("get_blobs", "mget", bks))
+
+    async def _ahget_ids(self, digests: Sequence[str]) -> list[Any]:
+        pipe = self._async().pipeline(transaction=False)
+        for enc in digests:
+            pipe.hget(self._meta_key(enc), "id")
+        return list(await pipe.execute())
+
+    async def asessions(self) -> list[str]:
+        if not self._native_async:
+            return await super().asessions()
+        seen: set[str] = set()
+        out: list[str] = []
+        cursor = 0
+        pattern = self._scan_pattern()
+        while True:
+            cursor, batch = await self._aread("sessions", "scan", cursor, pattern, 1000)
+            direct, digests = self._sessions_in(batch, seen)
+            out += direct
+            if digests:
+                try:
+                    stored = await self._ahget_ids(digests)
+                except redis.exceptions.RedisError as exc:
+                    stored = await self._aretrying(
+                        "sessions", functools.partial(self._ahget_ids, digests), exc
+                    )
+                out += self._resolve_digests(digests, stored)
+            if int(cursor) == 0:
+                return out
+
+    async def adelete_session(self, session: str) -> None:
+        if not self._native_async:
+            return await super().adelete_session(session)
+        await self._aeval(self._delete_lua, self._keys(session))
+
+    async def aforget_turns(self, session: str, before_seq: int) -> int:
+        if not self._native_async:
+            return await super().aforget_turns(session, before_seq)
+        return int(await self._aeval(self._forget_lua, self._keys(session), int(before_seq)))
+
+    async def aclose(self) -> None:
+        """Close the clients this store opened, the current event loop's async one too."""
+        if self._closed:
+            return
+        if self._owns_clients:
+            c = self._aclients.get(asyncio.get_running_loop())
+            if c is not None:
+                await c.aclose()
+        self.close()
+
+
+def _check_server(url: str, safe: str, common: dict[str, Any], uses_ttl: bool) -> None:
+    """Ping once without retries; log persistence or eviction settings that risk turns."""
+    probe = None
+    try:
+        probe = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
+        probe.ping()
+        info = probe.info()
+    except ValueError as exc:
+        raise StoreError(f"bad Redis URL {safe}: {exc}") from exc
+    except redis.exceptions.AuthenticationError as exc:
+        raise StoreUnavailableError(f"Redis at {safe} refused the credentials: {exc}") from exc
+    except _RETRYABLE as exc:
+        raise StoreUnavailableError(f"cannot reach Redis at {safe}: {exc}") from exc
+    except redis.exceptions.RedisError as exc:
+        raise StoreUnavailableError(f"Redis at {safe} did not answer PING/INFO: {exc}") from exc
+    finally:
+        if probe is not None:
+            probe.close()
+    version = str(info.get("redis_version", "0"))
+    if not version.split(".")[0].isdigit() or int(version.split(".")[0]) < 7:
+        log.warning("Redis at %s is version %s; opticmem is tested with Redis 7", safe, version)
+    if not info.get("aof_enabled"):
+        log.warning(
+            "Redis at %s has AOF off: acknowledged turns survive a restart only as of the "
+            "last RDB snapshot (use appendonly yes with appendfsync always or everysec)", safe
+        )
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    if policy.startswith("allkeys") or (uses_ttl and policy.startswith("volatile")):
+        log.warning(
+            "Redis at %s has maxmemory-policy %s: it may evict archived turns under memory "
+            "pressure (use noeviction)", safe, policy
+        )

@@ -1,0 +1,335 @@
+"""The Store contract (``opticmem.store``), against a real redis-server, sync and async."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aredis
+
+from opticmem.errors import PageConflictError, StoreError
+from opticmem.records import PageRecord, Turn
+from opticmem.redis_store import RedisStore
+
+pytestmark = pytest.mark.redis
+
+ODD_TEXTS = [
+    "plain",
+    "null \x00 byte and bell \x07 and escape \x1b[31m",
+    "emoji 😀👩‍👩‍👧 and flags 🇰🇷",
+    "עברית ومعها عربي right-to-left",
+    "zero\u200bwidth\u200djoiner\ufeffbom",
+    "line\r\nbreaks\u2028and\u2029separators",
+    'quotes " and \\ backslashes \\" and {"seq":99} json-looking text',
+    "서울 中文 かな",
+    "x" * 200_000,
+]
+
+
+def page(session: str, n: int, first_seq: int = 0, **kw: object) -> PageRecord:
+    base: dict[str, Any] = dict(
+        session=session, page_no=n, first_seq=first_seq, first_line=1, last_seq=first_seq + 2,
+        end_line=3, transcript=f"User: page {n}\nAssistant: ok", text_tokens=12,
+        first_ts=10.0 + n, last_ts=20.0 + n, render_key="abc123",
+        facts=("2026-03-04", "v0.9.1"), missing=("\U0001fabf",),
+    )
+    base.update(kw)
+    return PageRecord(**base)
+
+
+def test_seq_is_per_session_and_starts_at_zero(store: RedisStore) -> None:
+    assert store.turn_count("a") == 0
+    assert [store.append_turn("a", "user", f"t{i}", float(i)).seq for i in range(3)] == [0, 1, 2]
+    assert store.append_turn("b", "user", "x", 0.0).seq == 0
+    assert (store.turn_count("a"), store.turn_count("b")) == (3, 1)
+
+
+@pytest.mark.parametrize("text", ODD_TEXTS, ids=range(len(ODD_TEXTS)))
+def test_turn_text_roundtrips_exactly(store: RedisStore, text: str) -> None:
+    meta = {"tool_call_id": "call_1", "tool_calls": [{"id": "c1", "args": {"q": "ü"}}],
+            "nested": {"k": [1, 2.5, None, "ü", True]}}
+    t = store.append_turn("s", "assistant", text, 1772352000.25, meta)
+    [back] = store.get_turns("s", 0, 1)
+    assert back == Turn("s", 0, "assistant", text, 1772352000.25, meta)
+    assert t == back
+
+
+def test_get_turns_ranges(store: RedisStore) -> None:
+    store.append_turns("s", [("user", f"t{i}", float(i), None) for i in range(10)])
+    assert [t.seq for t in store.get_turns("s", 3, 6)] == [3, 4, 5]
+    assert [t.seq for t in store.get_turns("s", -5, 2)] == [0, 1]
+    assert store.get_turns("s", 8, 100)[-1].text == "t9"
+    assert store.get_turns("s", 6, 3) == []
+    assert store.get_turns("s", 0, 0) == []
+    assert [t.seq for t in store.get_turns("s", 0, 2**70)] == list(range(10))
+    assert store.get_turns("nobody", 0, 10) == []
+
+
+def test_append_turns_keeps_order_with_contiguous_seqs(store: RedisStore) -> None:
+    store.append_turn("s", "user", "first", 0.0)
+    got = store.append_turns("s", [("assistant", "a", 1.0, None), ("user", "b", 2.0, {"x": 1})])
+    assert [(t.seq, t.text) for t in got] == [(1, "a"), (2, "b")]
+    assert store.get_turns("s", 0, 3)[2].meta == {"x": 1}
+    assert store.append_turns("s", []) == []
+    big = store.append_turns("s", [("user", f"b{i}", float(i), None) for i in range(2500)])
+    assert [t.seq for t in big] == list(range(3, 2503))
+    assert [t.text for t in store.get_turns("s", 3, 2503)] == [f"b{i}" for i in range(2500)]
+
+
+def test_pages_append_exactly_once_and_refuse_gaps(store: RedisStore) -> None:
+    assert store.page_count("s") == 0
+    assert store.add_page(page("s", 0))
+    assert store.add_page(page("s", 1, first_seq=2))
+    assert not store.add_page(page("s", 1, first_seq=2))  # another writer sealed it
+    assert not store.add_page(page("s", 0))
+    with pytest.raises(PageConflictError, match="page 5"):
+        store.add_page(page("s", 5))
+    assert store.page_count("s") == 2
+    assert store.get_pages("s", 0, 10) == [page("s", 0), page("s", 1, first_seq=2)]
+    assert store.get_pages("s", 1, 2)[0].facts == ("2026-03-04", "v0.9.1")
+    assert store.get_pages("s", -3, 1) == [page("s", 0)]
+    assert store.get_pages("s", 2, 5) == []
+    assert store.get_pages("other", 0, 5) == []
+
+
+def test_racing_page_writers_store_each_page_once(store: RedisStore) -> None:
+    wins: list[int] = []
+    lock = threading.Lock()
+
+    def writer() -> None:
+        for n in range(20):
+            if store.add_page(page("s", n, first_seq=3 * n)):
+                with lock:
+                    wins.append(n)
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(wins) == list(range(20))  # every page won by exactly one writer
+    assert [p.page_no for p in store.get_pages("s", 0, 100)] == list(range(20))
+
+
+def test_blobs(store: RedisStore) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB with every byte value
+    assert store.get_blob("s", "png:1") is None
+    store.put_blob("s", "png:1", data)
+    store.put_blob("s", "rec:x:1", b"")
+    assert store.get_blob("s", "png:1") == data
+    assert store.get_blob("s", "rec:x:1") == b""
+    store.put_blob("s", "png:1", b"new")
+    assert store.get_blobs("s", ["png:1", "missing", "rec:x:1"]) == [b"new", None, b""]
+    assert store.get_blobs("s", []) == []
+    assert store.get_blob("t", "png:1") is None
+
+
+def test_blobs_are_compressed_only_when_it_pays(store: RedisStore, raw: redis.Redis) -> None:
+    text = ("recollected text of a page, fairly repetitive. " * 2000).encode()
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 100
+    store.put_blob("s", "rec", text)
+    store.put_blob("s", "png", png)
+    assert store.get_blob("s", "rec") == text and store.get_blob("s", "png") == png
+    assert raw.strlen("opticmem:{test:s}:b:rec") < len(text) // 10
+    assert raw.strlen("opticmem:{test:s}:b:png") == len(png) + 7  # header only
+
+
+def test_turns_pages_blobs_live_in_separate_keys(store: RedisStore, raw: redis.Redis) -> None:
+    store.append_turn("s", "user", "hi", 0.0)
+    store.add_page(page("s", 0))
+    store.put_blob("s", "png:0:large", b"\x89PNG" + b"\x00" * 5000)
+    assert raw.type("opticmem:{test:s}:turns") == b"list"
+    assert raw.type("opticmem:{test:s}:pages") == b"list"
+    assert raw.type("opticmem:{test:s}:b:png%3A0%3Alarge") == b"string"
+    assert raw.llen("opticmem:{test:s}:turns") == 1  # no blob bytes in the hot key
+    assert all(len(r) < 200 for r in raw.lrange("opticmem:{test:s}:turns", 0, -1))
+
+
+def test_delete_session_forgets_everything_and_restarts_seq(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    store.append_turn("s", "user", "x", 0.0)
+    store.add_page(page("s", 0))
+    store.put_blob("s", "k", b"v")
+    store.append_turn("keep", "user", "y", 0.0)
+    store.delete_session("s")
+    assert "s" not in set(store.sessions())
+    assert (store.turn_count("s"), store.page_count("s"), store.get_blob("s", "k")) == (0, 0, None)
+    assert [k for k in raw.scan_iter() if b"{test:s}" in k] == []
+    assert store.append_turn("s", "user", "again", 0.0).seq == 0
+    assert store.turn_count("keep") == 1
+    store.delete_session("never-existed")
+
+
+def test_forget_turns_keeps_seq_pages_and_blobs(store: RedisStore, raw: redis.Redis) -> None:
+    store.append_turns("s", [("user", f"secret {i}", float(i), None) for i in range(6)])
+    store.add_page(page("s", 0))
+    store.put_blob("s", "k", b"v")
+    assert store.forget_turns("s", 4) == 4
+    assert store.forget_turns("s", 4) == 0
+    assert store.forget_turns("s", 2) == 0
+    assert [t.seq for t in store.get_turns("s", 0, 10)] == [4, 5]
+    assert store.get_turns("s", 0, 4) == []
+    assert store.turn_count("s") == 6
+    assert store.append_turn("s", "user", "next", 9.0).seq == 6
+    assert store.page_count("s") == 1 and store.get_blob("s", "k") == b"v"
+    assert store.forget_turns("s", 100) == 3
+    assert store.get_turns("s", 0, 100) == [] and store.turn_count("s") == 7
+    assert "s" in set(store.sessions())
+    assert not any(b"secret" in r for r in raw.lrange("opticmem:{test:s}:turns", 0, -1))
+    assert store.forget_turns("nobody", 3) == 0
+
+
+def test_sessions_lists_sessions_with_turns(store: RedisStore) -> None:
+    for s in ("x", "y y", "z:1"):
+        store.append_turn(s, "user", "hi", 0.0)
+    store.put_blob("only-blobs", "k", b"v")
+    store.add_page(page("only-pages", 0))
+    assert set(store.sessions()) == {"x", "y y", "z:1"}
+
+
+def test_sessions_pages_through_scan(store: RedisStore) -> None:
+    ids = [f"user-{i}" for i in range(1100)] + [f"{'long' * 50}-{i}" for i in range(600)]
+    for s in ids:
+        store.append_turn(s, "user", "hi", 0.0)
+    listed = list(store.sessions())
+    assert len(listed) == len(set(listed)) == len(ids)
+    assert set(listed) == set(ids)
+
+
+def test_concurrent_appends_get_distinct_ordered_seqs(store: RedisStore) -> None:
+    errors: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        try:
+            for i in range(50):
+                store.append_turn("s", "user", f"w{w}-{i}", float(i))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    turns = store.get_turns("s", 0, 1000)
+    assert [t.seq for t in turns] == list(range(300))
+    assert sorted(t.text for t in turns) == sorted(f"w{w}-{i}" for w in range(6) for i in range(50))
+    for w in range(6):  # each writer's turns keep their order
+        mine = [int(t.text.split("-")[1]) for t in turns if t.text.startswith(f"w{w}-")]
+        assert mine == sorted(mine)
+
+
+def test_async_twins(store: RedisStore) -> None:
+    async def go() -> None:
+        t = await store.aappend_turn("s", "user", "hi", 1.0)
+        more = await store.aappend_turns("s", [("assistant", "yo", 2.0, {"k": "v"})])
+        assert (t.seq, more[0].seq) == (0, 1)
+        assert await store.aappend_turns("s", []) == []
+        assert await store.aturn_count("s") == 2
+        assert [x.text for x in await store.aget_turns("s", 0, 2)] == ["hi", "yo"]
+        assert (await store.aget_turns("s", 1, 2))[0].meta == {"k": "v"}
+        assert await store.aadd_page(page("s", 0))
+        assert not await store.aadd_page(page("s", 0))
+        with pytest.raises(PageConflictError):
+            await store.aadd_page(page("s", 3))
+        assert await store.apage_count("s") == 1
+        assert (await store.aget_pages("s", 0, 1))[0] == page("s", 0)
+        await store.aput_blob("s", "k", b"v")
+        assert await store.aget_blob("s", "k") == b"v"
+        assert await store.aget_blobs("s", ["k", "q"]) == [b"v", None]
+        assert await store.asessions() == ["s"]
+        assert await store.aforget_turns("s", 1) == 1
+        await store.adelete_session("s")
+        assert await store.aturn_count("s") == 0
+        await store.aclose()
+
+    asyncio.run(go())
+
+
+def test_async_and_sync_writers_share_one_order(store: RedisStore) -> None:
+    async def go() -> list[Turn]:
+        return list(await asyncio.gather(
+            *(store.aappend_turn("s", "user", f"a{i}", float(i)) for i in range(200))
+        ))
+
+    acked = asyncio.run(go())
+    acked += [store.append_turn("s", "user", f"b{i}", 0.0) for i in range(10)]
+    assert sorted(t.seq for t in acked) == list(range(210))
+    stored = {t.seq: t.text for t in store.get_turns("s", 0, 1000)}
+    assert all(stored[t.seq] == t.text for t in acked)
+
+
+def test_async_works_across_event_loops(store: RedisStore) -> None:
+    for i in range(3):  # a new loop each time: the store opens a client per loop
+        assert asyncio.run(store.aappend_turn("s", "user", f"t{i}", 0.0)).seq == i
+
+
+def test_existing_clients(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    aclient = aredis.Redis.from_url(redis_url)
+    store = RedisStore(client=client, aclient=aclient, tenant="mine")
+    store.append_turn("s", "user", "hi", 0.0)
+
+    async def go() -> list[str]:
+        try:
+            return [t.text for t in await store.aget_turns("s", 0, 5)]
+        finally:
+            await aclient.aclose()
+
+    assert asyncio.run(go()) == ["hi"]
+    store.close()
+    assert client.ping()  # a client passed in stays open
+    client.close()
+
+
+def test_sync_only_and_async_only_stores(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    sync_only = RedisStore(client=client)
+    assert asyncio.run(sync_only.aappend_turn("s", "user", "via thread", 0.0)).seq == 0
+    assert asyncio.run(sync_only.asessions()) == ["s"]
+
+    async def go() -> None:
+        aclient = aredis.Redis.from_url(redis_url)
+        async_only = RedisStore(aclient=aclient)
+        assert (await async_only.aappend_turn("s", "user", "native", 0.0)).seq == 1
+        with pytest.raises(StoreError, match="a-prefixed"):
+            async_only.turn_count("s")
+        await aclient.aclose()
+
+    asyncio.run(go())
+    client.close()
+
+
+def test_rejects_clients_that_decode_responses(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    with pytest.raises(ValueError, match="decode_responses=False"):
+        RedisStore(client=client)
+    client.close()
+
+
+def test_closed_store_refuses_calls(redis_url: str) -> None:
+    s = RedisStore.from_url(redis_url)
+    s.close()
+    s.close()
+    with pytest.raises(StoreError, match="closed"):
+        s.turn_count("s")
+
+
+def test_from_store_url_reads_settings_from_the_query(redis_url: str, raw: redis.Redis) -> None:
+    s = RedisStore.from_store_url(
+        redis_url + "?tenant=acme%3Aeu&ttl=60&max_turns=3&max_blob_bytes=5000&socket_timeout=5"
+    )
+    assert (s.tenant, s.ttl_ms, s.max_turns, s.max_blob_bytes) == ("acme:eu", 60_000, 3, 5000)
+    s.append_turns("x", [("user", "hi", 0.0, None)] * 3)
+    assert 0 < int(raw.pttl("opticmem:{acme%3Aeu:x}:turns")) <= 60_000
+    s.close()
+    for bad in ("?ttl=soon", "?max_turns=0", "?max_blob_bytes=-1"):
+        with pytest.raises(ValueError, match="bad"):
+            RedisStore.from_store_url(redis_url + bad)
+    with pytest.raises(ValueError, match=r"redis://u:\*\*\*@"):
+        RedisStore.from_store_url("redis://u:secret@127.0.0.1:1/0?ttl=x")
