@@ -132,7 +132,7 @@ class MoE(nn.Module):
     def _run_experts(self, x: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
         N = x.shape[0]
         mode = self.dispatch
-        if needs_grad(list(self.experts.parameters())):
+        if torch.is_grad_enabled() and needs_grad(list(self.experts.parameters())):
             return self._grouped(x, weights, ids, packed=False)
         if mode == "auto":
             # On CPU a host sync is free and copies cost bandwidth: run the used experts.

@@ -30,16 +30,31 @@ class PackedWeights:
         self.modules = rows
         self.stacked = stacked
         self._packed: Tensor | None = None
+        self._signature: tuple[object, ...] = ()
 
     @property
     def rows(self) -> list[list[Tensor]]:
         return [[_weight(m) for m in row] for row in self.modules]
 
     def get(self) -> Tensor:
-        """The packed tensor, (re)built if any parameter no longer views it."""
-        if self._packed is None or not self._intact(self._packed):
+        """The packed tensor, (re)built if any parameter no longer views it.
+
+        The per-call check is O(1) — the identity and storage of the first and last weight —
+        because it runs on every decoding step; a change of dtype, device or storage (``.to``,
+        ``load_state_dict(assign=True)``) always replaces those too.
+        """
+        if self._packed is None or self._signature != self._current_signature():
             self._packed = self._pack()
+            if not self._intact(self._packed):  # pragma: no cover - _pack guarantees it
+                raise RuntimeError("packed weights do not view their parameters")
+            self._signature = self._current_signature()
         return self._packed
+
+    def _current_signature(self) -> tuple[object, ...]:
+        first = _weight(self.modules[0][0])
+        last = _weight(self.modules[-1][-1])
+        return (id(first), first.data_ptr(), first.dtype, first.device,
+                id(last), last.data_ptr())
 
     def _slices(self, packed: Tensor) -> list[list[Tensor]]:
         out = []
