@@ -1,0 +1,139 @@
+"""Write ``encoder/weights/MODEL_CARD.md`` from the facts on disk.
+
+Reads the shipped config, the training record (``training_log.json``) and the held-out
+evaluation (``benchmarks/results/codec_eval/eval.json``), so the card never states a
+number that was not measured.
+
+    python tools/write_model_card.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from opticmem.encoder.bundled import weights_dir
+from opticmem.encoder.checkpoint import read_config
+from opticmem.encoder.model import build_model
+from opticmem.evaluation import Row, markdown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    wd = weights_dir()
+    cfg = read_config(wd)
+    model = build_model(cfg, device="meta")
+    n_params = model.num_parameters()
+    aligner = sum(p.numel() for p in model.aligner.parameters()) if model.aligner else 0
+    size = sum(f.stat().st_size for f in wd.glob("model-*.safetensors"))
+    train = json.loads((wd / "training_log.json").read_text())
+    ev = json.loads((ROOT / "benchmarks/results/codec_eval/eval.json").read_text())
+    rows = [Row(**r) for r in ev["summary"]]
+    meta = ev["meta"]
+    last = {r["tier"]: r for r in train["log"]}
+    s, c, d, k = cfg.sam, cfg.clip, cfg.decoder, cfg.compressor
+    sam = (f"width {s.width}, {s.depth} blocks, {s.heads} heads, window {s.window_size}, "
+           f"global blocks {list(s.global_attn_indexes)}, neck {s.neck_channels}")
+    comp = f"{s.neck_channels} → {k.mid_channels} → {k.out_channels} (two 3×3 stride-2 convs)"
+    dec = (f"hidden {d.hidden_size}, {d.layers} layers, {d.heads} heads, layer 0 dense "
+           f"({d.dense_intermediate}), MoE {d.routed_experts} routed experts "
+           f"top-{d.experts_per_token} + {d.shared_experts} shared ({d.moe_intermediate} each), "
+           f"vocab {d.vocab_size}, untied head")
+    shards = len(list(wd.glob("model-*.safetensors")))
+    ahead = cfg.align.ahead if cfg.align else 0
+    below = cfg.align.below if cfg.align else 0
+    losses = ", ".join(
+        f"{t}: {r['loss']:.2f}" + (f" / {r['blank_loss']:.1f}" if "blank_loss" in r else "")
+        for t, r in sorted(last.items())
+    )
+    where = (f"{meta['pages']} chat pages + {meta['hangul_pages']} Hangul pages, "
+             f"device {meta['device']}")
+    card = f"""# opticmem bundled codec — model card
+
+The small DeepSeek-OCR-style model that ships inside opticmem and reads the memory's
+pages back. It is the `bundled` preset of `opticmem.encoder` (same architecture as the
+released DeepSeek-OCR, scaled down), trained from scratch by us on pages drawn by our own
+renderer. No download: `OpticalMemory()` loads it from this folder.
+
+## Architecture (`bundled` preset)
+
+| part | size |
+|---|---|
+| SAM-style windowed ViT | {sam} |
+| 16× compressor | {comp} |
+| CLIP-style global ViT | width {c.width}, {c.depth} layers, {c.heads} heads, quick-GELU |
+| fusion → projector | [CLIP, SAM] {cfg.vision_dim} → LayerNorm → Linear → {d.hidden_size} |
+| MoE decoder | {dec} |
+| layout aligner | {aligner:,} parameters (see below) |
+
+**{n_params:,} parameters**, stored as bf16 safetensors in {shards} shards,
+{size / 2**20:.1f} MiB.
+
+Two additions over the official architecture, both switched on by the config (the
+`official` preset has neither):
+
+* **Layout aligner.** Pages are drawn on a monospace grid, so the cell of the next
+  character follows from the text decoded so far. At every decoding step the aligner
+  gathers the vision tokens under the next {ahead} cells of the current line and the
+  first {below} of the next, tags each with its offset inside its token, and adds a
+  projection to the decoder's input. It sees only the page's own vision tokens, so a
+  tier's compression is unchanged. During training, its output alone must also predict
+  the next token through the decoder's head (a read-out loss with no language-model
+  shortcut).
+* **Fusion LayerNorm** before the projector. Without it, the first training run's
+  norm-free compressor grew features past what bf16 resolves, and the decoder learned
+  nothing from the page (equal loss on real and blank pages).
+
+## Tokenizer
+
+Byte-level BPE, 4,096 ids (`<bos>`=0, `<eos>`=1, `<pad>`=2, `<image>`=3), tokens of at most
+8 bytes, digits single tokens; trained on the training split only (`tools/build_tokenizer.py`).
+**Text tokens in every compression ratio below are this tokenizer's tokens of the page
+transcript** (about 2.3–2.5 characters per token on chat; a 100k-vocabulary tokenizer
+would count fewer).
+
+## Data
+
+Synthetic conversations from `opticmem.encoder.synth` (seeded; large English and Korean
+vocabularies, names, e-mails, URLs, numbers, dates, amounts, ids and hashes, code,
+markdown), laid out by the memory's own renderer at its default page density, drawn once at
+Large and resampled to two random tiers per page. Evaluation uses a different seed and
+disjoint sources (vocabulary halves, stdlib modules, entity pools, templates).
+
+## Training
+
+| | |
+|---|---|
+| hardware | one NVIDIA H100 (bf16 autocast, fused AdamW) |
+| steps | {train['step']:,} |
+| pages seen | {train['pages']:,} (each at one tier) |
+| GPU minutes | {train['minutes']:.1f}, in {train['runs']} resumed runs |
+| schedule | warm-up 300 steps, cosine over the planned minutes, peak 7e-4 |
+| last logged loss per tier (nats/token, real / blank page) | {losses} |
+
+Command: `opticmem train --minutes 8` on the GPU machine, repeated (resumable from
+`.train/state`); see `tools/device_train.sh`.
+
+## Evaluation (held-out pages: {where})
+
+{markdown_table(rows)}
+
+Character precision = 1 − edit distance / max length; Fox word precision is the paper's
+(lenient, set-based) metric; "numbers/ids exact" is the share of the reference's tokens
+holding a digit that come back verbatim. Reproduce: `opticmem eval --pages {meta['pages']}`.
+
+## Limits
+
+* Trained for {train['minutes']:.0f} GPU-minutes: Large pages read well, the lower tiers do not yet
+  reach the targets (Large ≥ 99.5%, Base ≥ 99%, Small ≥ 97%, Tiny ≥ 90%). Loss was still
+  falling at every tier when training stopped; more steps are the first lever.
+* Reads only pages of opticmem's renderer at its default layout (104×52 cells of 12×24 px).
+* Numbers and ids fail first; the memory keeps them in the exact-facts sidecar for that reason.
+"""
+    (wd / "MODEL_CARD.md").write_text(card)
+    print(f"wrote {wd / 'MODEL_CARD.md'}")
+
+
+if __name__ == "__main__":
+    main()
