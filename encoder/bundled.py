@@ -1,0 +1,84 @@
+"""The bundled codec: where its files live, and the aligned forward pass it trains with.
+
+The shipped model is the ``bundled`` preset of :class:`~opticmem.encoder.model.OCRModel`
+with a layout aligner, trained on our renderer's pages (``opticmem train``). Its weights,
+config and tokenizer sit in the package under ``encoder/weights/``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from opticmem.encoder.examples import IGNORE
+from opticmem.encoder.model import OCRModel
+from opticmem.render import RenderSettings
+
+
+def weights_dir() -> Path:
+    """Directory of the packaged weights, config, tokenizer and model card."""
+    return Path(str(resources.files("opticmem.encoder").joinpath("weights")))
+
+
+BUNDLED_TOKENIZER = weights_dir() / "tokenizer.json"
+
+
+def normalise(images: Tensor) -> Tensor:
+    """uint8 greyscale pages (B, S, S) → (B, 3, S, S) in [-1, 1].
+
+    The same values the reference preprocessing gives an RGB copy of a greyscale page
+    (``ToTensor`` then ``Normalize(0.5, 0.5)``), computed on the device.
+    """
+    x = images.float().div(127.5).sub(1.0)
+    return x.unsqueeze(1).expand(-1, 3, -1, -1)
+
+
+def aligned_embeds(
+    model: OCRModel, grid: Tensor, cells: Tensor, aligned: Tensor, settings: RenderSettings
+) -> Tensor | None:
+    """``(B, T, D)`` aligner embeddings for the steps marked in ``aligned`` (zeros elsewhere);
+    ``None`` for a model without an aligner."""
+    if model.aligner is None:
+        return None
+    b_idx, t_idx = aligned.nonzero(as_tuple=True)
+    out = grid.new_zeros(*aligned.shape, grid.shape[-1])
+    out[b_idx, t_idx] = model.aligner(grid, cells[b_idx, t_idx], b_idx, settings).to(out.dtype)
+    return out
+
+
+def training_step(
+    model: OCRModel, batch: dict[str, Tensor], settings: RenderSettings
+) -> tuple[Tensor, Tensor]:
+    """Teacher-forced forward pass: logits and targets of every labelled position.
+
+    ``batch`` is :func:`~opticmem.encoder.examples.collate` output on the model's device.
+    Logits are computed only where there is a label (the LM head is the largest matmul).
+    """
+    pixels = normalise(batch["images"])
+    grid = model.encode_grid(pixels)  # (B, g, g, D)
+    slots = model.grid_to_slots(grid)  # (B, S, D)
+    extra = aligned_embeds(model, grid, batch["cells"], batch["aligned"], settings)
+    x = model.embed_inputs(batch["input_ids"], slots, extra)
+    hidden = model.decoder(x)  # (B, L, D)
+    labels = batch["labels"]
+    sel = labels != IGNORE
+    return model.decoder.logits(hidden[sel]), labels[sel]
+
+
+def special_ids(model: OCRModel) -> dict[str, int]:
+    """Keyword arguments for :func:`~opticmem.encoder.examples.collate`."""
+    d = model.cfg.decoder
+    return {"bos": d.bos_token_id, "eos": d.eos_token_id, "pad": d.pad_token_id,
+            "image_id": d.image_token_id}
+
+
+@torch.no_grad()
+def teacher_forced_accuracy(
+    model: OCRModel, batch: dict[str, Tensor], settings: RenderSettings
+) -> float:
+    """Share of labelled tokens the model predicts right given the true prefix."""
+    logits, labels = training_step(model, batch, settings)
+    return float((logits.argmax(-1) == labels).float().mean())

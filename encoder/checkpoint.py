@@ -1,0 +1,251 @@
+"""Sharded safetensors checkpoints: save and strictly load a model of any preset.
+
+A checkpoint directory holds
+
+* ``config.json`` — ``{"format": "opticmem", "model": <ModelConfig.to_dict()>}``;
+* ``model.safetensors.index.json`` — ``{"metadata": {...}, "weight_map": {name: shard}}``
+  in the layout the Hugging Face hub uses, plus each shard's SHA-256 under
+  ``metadata.shards`` so silent corruption is caught;
+* ``model-0000i-of-0000n.safetensors`` — shards of at most ``max_shard_bytes`` (a tensor
+  larger than that gets a shard of its own).
+
+No pickle anywhere: tensors go through ``safetensors`` only. Loading is strict: every
+parameter of the model must be present exactly once with the right shape, and every
+failure raises :class:`~opticmem.encoder.errors.CheckpointError` naming the file and the
+first key that did not fit. :func:`load_tensors` is the shared strict loader, also used
+for the official checkpoint (:mod:`opticmem.encoder.official`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from opticmem.encoder.config import ModelConfig
+from opticmem.encoder.errors import CheckpointError, ConfigError
+from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+INDEX_FILE = "model.safetensors.index.json"
+FORMAT = "opticmem"
+DEFAULT_MAX_SHARD_BYTES = 16 * 1024 * 1024
+
+
+def save_checkpoint(
+    model: OCRModel,
+    directory: str | Path,
+    *,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """Write ``model`` as sharded safetensors under ``directory`` (created if needed).
+
+    ``dtype`` casts floating tensors on the way out (e.g. ``torch.bfloat16`` to ship).
+    Returns the directory. Existing shard files of an older save are removed first.
+    """
+    if max_shard_bytes <= 0:
+        raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("model-*-of-*.safetensors"):
+        old.unlink()
+
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    total = 0
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach()
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        # clone(): expert weights are views of one stacked tensor, and safetensors
+        # refuses tensors that share storage.
+        t = t.to("cpu").contiguous().clone()
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += nbytes
+        total += nbytes
+
+    n = len(shards)
+    weight_map: dict[str, str] = {}
+    digests: dict[str, str] = {}
+    for i, shard in enumerate(shards, start=1):
+        fname = f"model-{i:05d}-of-{n:05d}.safetensors"
+        save_file(shard, str(out / fname), metadata={"format": "pt"})
+        digests[fname] = _sha256(out / fname)
+        weight_map.update(dict.fromkeys(shard, fname))
+
+    index = {
+        "metadata": {"format": FORMAT, "total_size": total, "shards": digests},
+        "weight_map": weight_map,
+    }
+    (out / INDEX_FILE).write_text(json.dumps(index, indent=1, sort_keys=True))
+    config = {"format": FORMAT, "model": model.cfg.to_dict()}
+    (out / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+    log.info("saved %s (%d tensors, %d bytes) in %d shard(s) to %s",
+             model.cfg.name, len(weight_map), total, n, out)
+    return out
+
+
+def read_config(directory: str | Path) -> ModelConfig:
+    """The :class:`ModelConfig` stored in a checkpoint directory."""
+    path = Path(directory) / CONFIG_FILE
+    data = _read_json(path)
+    if data.get("format") != FORMAT or not isinstance(data.get("model"), dict):
+        raise CheckpointError("not an opticmem model config", path=str(path))
+    try:
+        return ModelConfig.from_dict(data["model"])
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"invalid model config: {exc}", path=str(path)) from exc
+
+
+def read_index(directory: str | Path) -> tuple[dict[str, str], dict[str, Any]]:
+    """``(weight_map, metadata)`` of a sharded checkpoint's index file."""
+    path = Path(directory) / INDEX_FILE
+    data = _read_json(path)
+    weight_map = data.get("weight_map")
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
+        raise CheckpointError("index has no valid weight_map", path=str(path))
+    meta = data.get("metadata") or {}
+    return weight_map, meta if isinstance(meta, dict) else {}
+
+
+def load_checkpoint(
+    directory: str | Path,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    verify: bool = True,
+) -> OCRModel:
+    """Build the model a checkpoint describes and load its weights strictly.
+
+    ``device`` defaults to CUDA when available, ``dtype`` to bf16 on CUDA and fp32 on
+    CPU. ``verify`` checks each shard's SHA-256 against the index first.
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        raise CheckpointError("checkpoint directory does not exist", path=str(root))
+    cfg = read_config(root)
+    weight_map, meta = read_index(root)
+    dev = torch.device(device) if device is not None else default_device()
+    model = build_model(cfg, device=dev, dtype=dtype or default_dtype(dev), seed=None)
+    if verify:
+        digests = meta.get("shards")
+        if not isinstance(digests, dict):
+            raise CheckpointError("index lacks shard digests", path=str(root / INDEX_FILE))
+        for fname in sorted(set(weight_map.values())):
+            path = root / fname
+            if not path.is_file():
+                continue  # reported with its first key by load_tensors
+            if digests.get(fname) != _sha256(path):
+                first = next(k for k, f in weight_map.items() if f == fname)
+                raise CheckpointError(
+                    "shard is corrupt (SHA-256 differs from the index)", path=str(path), key=first
+                )
+    load_tensors(model, root, weight_map)
+    return model.eval()
+
+
+def load_tensors(
+    model: torch.nn.Module,
+    root: Path,
+    weight_map: Mapping[str, str],
+    rename: Callable[[str], str] | None = None,
+) -> None:
+    """Copy every tensor of a sharded checkpoint into ``model``, strictly.
+
+    ``weight_map`` maps checkpoint names to shard files under ``root``; ``rename`` turns a
+    checkpoint name into the model's name (identity by default). Every model parameter
+    and buffer must be covered exactly once, with the same shape; values are cast to the
+    model's dtype and device.
+    """
+    index_path = str(root / INDEX_FILE)
+    to_ours = rename or (lambda name: name)
+    targets = model.state_dict(keep_vars=True)
+    ours_of: dict[str, str] = {}
+    claimed: dict[str, str] = {}
+    for name in weight_map:
+        ours = to_ours(name)
+        if ours not in targets:
+            raise CheckpointError(
+                f"unexpected tensor (maps to {ours!r}, which the model does not have)",
+                path=str(root / weight_map[name]),
+                key=name,
+            )
+        if ours in claimed:
+            raise CheckpointError(
+                f"two tensors map to {ours!r} (also {claimed[ours]!r})",
+                path=str(root / weight_map[name]),
+                key=name,
+            )
+        ours_of[name] = ours
+        claimed[ours] = name
+    for ours in targets:
+        if ours not in claimed:
+            raise CheckpointError("tensor missing from checkpoint", path=index_path, key=ours)
+
+    by_file: dict[str, list[str]] = {}
+    for name, fname in weight_map.items():
+        by_file.setdefault(fname, []).append(name)
+    for fname in sorted(by_file):
+        names = by_file[fname]
+        path = root / fname
+        if not path.is_file():
+            raise CheckpointError("shard file missing", path=str(path), key=names[0])
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                present = set(f.keys())
+                for name in names:
+                    if name not in present:
+                        raise CheckpointError("tensor not in its shard", path=str(path), key=name)
+                    target = targets[ours_of[name]]
+                    shape = tuple(f.get_slice(name).get_shape())
+                    if shape != tuple(target.shape):
+                        raise CheckpointError(
+                            f"shape {shape} does not match the model's {tuple(target.shape)}",
+                            path=str(path),
+                            key=name,
+                        )
+                    tensor = f.get_tensor(name)
+                    with torch.no_grad():
+                        target.copy_(tensor.to(device=target.device, dtype=target.dtype))
+        except CheckpointError:
+            raise
+        except Exception as exc:  # safetensors raises SafetensorError, OSError, ValueError…
+            raise CheckpointError(
+                f"unreadable safetensors shard: {exc}", path=str(path), key=names[0]
+            ) from exc
+    log.info("loaded %d tensors from %d shard(s) in %s", len(weight_map), len(by_file), root)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError("file missing", path=str(path)) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"unreadable JSON: {exc}", path=str(path)) from exc
+    if not isinstance(data, dict):
+        raise CheckpointError("expected a JSON object", path=str(path))
+    return data
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,282 @@
+"""One config system for every model size: frozen dataclasses and named presets.
+
+A :class:`ModelConfig` holds a :class:`SamConfig` (the windowed "perception" ViT and its
+neck), a :class:`CompressorConfig` (the two stride-2 convs), a :class:`ClipConfig` (the
+global "knowledge" ViT), the projector width and a :class:`DecoderConfig` (the MoE
+language model). Three presets exist:
+
+* ``official`` — exactly the released ``deepseek-ai/DeepSeek-OCR`` checkpoint
+  (3,336,106,240 parameters; see ``shared/design/deepseek-ocr-facts.md`` §1, §2).
+* ``bundled`` — the ~21M-parameter model opticmem trains and ships.
+* ``test`` — a tiny model of the same architecture for fast CPU tests.
+
+>>> cfg = preset("bundled")
+>>> cfg.decoder.hidden_size, cfg.vision_dim
+(384, 768)
+>>> ModelConfig.from_dict(cfg.to_dict()) == cfg
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from opticmem.encoder.align import AlignConfig
+from opticmem.encoder.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """SAM-style ViT: patch 16 conv, windowed attention with decomposed relative positions,
+    a few global blocks, absolute position embedding, and a conv neck."""
+
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    patch_size: int = 16
+    window_size: int = 14
+    global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+    pos_grid: int = 64
+    """Side of the grid ``pos_embed`` is stored at (1024 px / 16); other grids interpolate."""
+    neck_channels: int = 256
+    norm_eps: float = 1e-6
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def mlp_dim(self) -> int:
+        return int(self.width * self.mlp_ratio)
+
+
+@dataclass(frozen=True)
+class CompressorConfig:
+    """The 16× token compressor: two 3×3 stride-2 convs, no norm or activation."""
+
+    mid_channels: int = 512
+    out_channels: int = 1024
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """CLIP-style ViT run on the compressed grid (its own patch conv is bypassed)."""
+
+    width: int = 1024
+    depth: int = 24
+    heads: int = 16
+    mlp_dim: int = 4096
+    pos_grid: int = 16
+    """Side of the grid ``position_embedding`` is stored at (224 px / 14, plus one CLS row)."""
+    norm_eps: float = 1e-5
+    patch_size: int = 14
+    keep_patch_embedding: bool = False
+    """Keep the unused patch conv so the official checkpoint's key list matches exactly."""
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """DeepSeek-V2-style decoder with plain MHA, a dense first layer and MoE layers."""
+
+    vocab_size: int = 129280
+    hidden_size: int = 1280
+    layers: int = 12
+    heads: int = 10
+    head_dim: int = 128
+    rope_theta: float = 10000.0
+    max_positions: int = 8192
+    norm_eps: float = 1e-6
+    first_k_dense: int = 1
+    dense_intermediate: int = 6848
+    routed_experts: int = 64
+    experts_per_token: int = 6
+    shared_experts: int = 2
+    """Shared experts run as one MLP of ``shared_experts · moe_intermediate`` width."""
+    moe_intermediate: int = 896
+    routed_scaling_factor: float = 1.0
+    norm_topk_prob: bool = False
+    aux_loss_alpha: float = 0.001
+    bos_token_id: int = 0
+    eos_token_id: int = 1
+    pad_token_id: int = 2
+    image_token_id: int = 128815
+
+    @property
+    def shared_intermediate(self) -> int:
+        return self.shared_experts * self.moe_intermediate
+
+    def is_moe_layer(self, index: int) -> bool:
+        """Layers before ``first_k_dense`` are dense; every later one is MoE."""
+        return index >= self.first_k_dense and self.routed_experts > 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A whole DeepSeek-OCR-style model: DeepEncoder, projector and decoder."""
+
+    name: str = "official"
+    sam: SamConfig = field(default_factory=SamConfig)
+    compressor: CompressorConfig = field(default_factory=CompressorConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    align: AlignConfig | None = None
+    """Layout aligner for pages of our monospace renderer (bundled codec); ``None`` in the
+    official model. See :mod:`opticmem.encoder.align`."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def vision_dim(self) -> int:
+        """Channels of the fused [CLIP, SAM] token features fed to the projector."""
+        return self.clip.width + self.compressor.out_channels
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of a vision token after projection (= the decoder's hidden size)."""
+        return self.decoder.hidden_size
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` if the sizes cannot build a consistent model."""
+        s, c, k, d = self.sam, self.clip, self.compressor, self.decoder
+        problems: list[str] = []
+        if s.width % s.heads:
+            problems.append(f"sam.width {s.width} not divisible by sam.heads {s.heads}")
+        if any(not 0 <= i < s.depth for i in s.global_attn_indexes):
+            problems.append(
+                f"sam.global_attn_indexes {s.global_attn_indexes} outside depth {s.depth}"
+            )
+        if s.window_size < 0:
+            problems.append("sam.window_size must be ≥ 0")
+        if c.width % c.heads:
+            problems.append(f"clip.width {c.width} not divisible by clip.heads {c.heads}")
+        if k.out_channels != c.width:
+            problems.append(
+                f"compressor.out_channels {k.out_channels} must equal clip.width {c.width} "
+                "(the compressed grid is CLIP's patch embedding)"
+            )
+        if d.routed_experts and not 0 < d.experts_per_token <= d.routed_experts:
+            problems.append(
+                f"decoder.experts_per_token {d.experts_per_token} must be in 1..{d.routed_experts}"
+            )
+        if not 0 <= d.first_k_dense <= d.layers:
+            problems.append(f"decoder.first_k_dense {d.first_k_dense} outside 0..{d.layers}")
+        if d.head_dim % 2:
+            problems.append("decoder.head_dim must be even for rotary embeddings")
+        ids = {
+            "bos": d.bos_token_id, "eos": d.eos_token_id,
+            "pad": d.pad_token_id, "image": d.image_token_id,
+        }
+        for what, i in ids.items():
+            if not 0 <= i < d.vocab_size:
+                problems.append(f"decoder.{what}_token_id {i} outside vocab {d.vocab_size}")
+        if problems:
+            raise ConfigError("invalid model config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (tuples become lists)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown fields raise :class:`ConfigError`."""
+        parts: dict[str, type] = {
+            "sam": SamConfig, "compressor": CompressorConfig,
+            "clip": ClipConfig, "decoder": DecoderConfig,
+        }
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in parts:
+                kwargs[key] = _build(parts[key], value, key)
+            elif key == "name":
+                kwargs[key] = str(value)
+            elif key == "align":
+                kwargs[key] = None if value is None else _build(AlignConfig, value, key)
+            else:
+                raise ConfigError(f"unknown model config field {key!r}")
+        return cls(**kwargs)
+
+
+def _build(kind: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {where!r} must be an object, got {type(data).__name__}")
+    known = {f.name: f for f in fields(kind)}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"unknown field {where}.{key}")
+        values[key] = tuple(value) if isinstance(value, list) else value
+    return kind(**values)
+
+
+def _official() -> ModelConfig:
+    return ModelConfig(
+        name="official",
+        sam=SamConfig(),
+        compressor=CompressorConfig(),
+        clip=ClipConfig(keep_patch_embedding=True),
+        decoder=DecoderConfig(),
+    )
+
+
+def _bundled() -> ModelConfig:
+    return ModelConfig(
+        name="bundled",
+        sam=SamConfig(
+            width=192, depth=4, heads=3, global_attn_indexes=(1, 3), window_size=14,
+            pos_grid=64, neck_channels=128,
+        ),
+        compressor=CompressorConfig(mid_channels=256, out_channels=384),
+        clip=ClipConfig(width=384, depth=2, heads=6, mlp_dim=1536, pos_grid=16),
+        decoder=DecoderConfig(
+            vocab_size=4096, hidden_size=384, layers=4, heads=6, head_dim=64,
+            first_k_dense=1, dense_intermediate=1024, routed_experts=6, experts_per_token=2,
+            shared_experts=1, moe_intermediate=256, max_positions=4096,
+            bos_token_id=0, eos_token_id=1, pad_token_id=2, image_token_id=3,
+        ),
+        align=AlignConfig(),
+    )
+
+
+def _test() -> ModelConfig:
+    return ModelConfig(
+        name="test",
+        sam=SamConfig(
+            width=32, depth=2, heads=2, global_attn_indexes=(1,), window_size=14,
+            pos_grid=16, neck_channels=16,
+        ),
+        compressor=CompressorConfig(mid_channels=32, out_channels=64),
+        clip=ClipConfig(width=64, depth=1, heads=2, mlp_dim=256, pos_grid=8),
+        decoder=DecoderConfig(
+            vocab_size=4096, hidden_size=64, layers=2, heads=2, head_dim=32,
+            first_k_dense=1, dense_intermediate=128, routed_experts=4, experts_per_token=2,
+            shared_experts=1, moe_intermediate=32, max_positions=4096,
+            bos_token_id=0, eos_token_id=1, pad_token_id=2, image_token_id=3,
+        ),
+        align=AlignConfig(point_dim=16),
+    )
+
+
+PRESETS = ("official", "bundled", "test")
+"""Names accepted by :func:`preset`."""
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """The named preset, optionally with top-level fields replaced.
+
+    >>> preset("test").decoder.routed_experts
+    4
+    """
+    builders = {"official": _official, "bundled": _bundled, "test": _test}
+    try:
+        cfg = builders[name]()
+    except KeyError:
+        choices = ", ".join(PRESETS)
+        raise ConfigError(f"unknown preset {name!r}; expected one of: {choices}") from None
+    return replace(cfg, **overrides) if overrides else cfg

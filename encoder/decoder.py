@@ -1,0 +1,206 @@
+"""The MoE language decoder (DeepSeek-V2 family as DeepSeek-OCR configures it).
+
+Token embedding → layers of [RMSNorm → multi-head attention with rotary positions →
+residual → RMSNorm → MLP (dense in the first ``first_k_dense`` layers, MoE after) →
+residual] → RMSNorm → untied LM head. Attention is plain MHA (``use_mla: false``) with
+Llama's rotate-half RoPE and runs through ``scaled_dot_product_attention``.
+
+The forward works on embeddings, not ids: the model (:mod:`opticmem.encoder.model`)
+scatters vision tokens into the ``<image>`` positions first. A :class:`KVCache` makes
+incremental decoding cost one position per step.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from opticmem.encoder.config import DecoderConfig
+from opticmem.encoder.moe import MLP, MoE
+from torch import Tensor, nn
+
+
+class RMSNorm(nn.Module):
+    """``x / rms(x) · weight``, computed in fp32 and cast back."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+def rotary(
+    position_ids: Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """cos and sin tables for ``position_ids`` (B, T): each (B, 1, T, head_dim)."""
+    exponents = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32)
+    inv_freq = 1.0 / theta ** (exponents / head_dim)  # (hd/2,)
+    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, hd/2)
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # (B, 1, T, hd)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+class KVCache:
+    """Preallocated keys and values for every layer: (B, nh, capacity, hd) each.
+
+    ``length`` positions are filled. A forward writes its ``T`` new positions into every
+    layer at ``[length, length+T)`` and then calls :meth:`advance`.
+    """
+
+    def __init__(
+        self,
+        cfg: DecoderConfig,
+        batch: int,
+        capacity: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        shape = (batch, cfg.heads, capacity, cfg.head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
+        self.capacity = capacity
+        self.length = 0
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Store (B, nh, T, hd) keys/values; return all filled ones, (B, nh, length+T, hd)."""
+        end = self.length + k.shape[2]
+        if end > self.capacity:
+            raise RuntimeError(f"KV cache full: {end} positions > capacity {self.capacity}")
+        self.keys[layer][:, :, self.length : end] = k
+        self.values[layer][:, :, self.length : end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def advance(self, steps: int) -> None:
+        self.length += steps
+
+    def select(self, rows: Tensor) -> None:
+        """Keep only batch rows ``rows`` (drops finished sequences)."""
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
+
+
+class Attention(nn.Module):
+    """Multi-head attention (as many KV heads as query heads) with rotary positions."""
+
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.heads = cfg.heads
+        self.head_dim = cfg.head_dim
+        inner = cfg.heads * cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, inner, bias=False)
+        self.k_proj = nn.Linear(cfg.hidden_size, inner, bias=False)
+        self.v_proj = nn.Linear(cfg.hidden_size, inner, bias=False)
+        self.o_proj = nn.Linear(inner, cfg.hidden_size, bias=False)
+
+    def forward(
+        self,
+        x: Tensor,
+        cos: Tensor,
+        sin: Tensor,
+        mask: Tensor | None,
+        cache: KVCache | None,
+        layer: int,
+    ) -> Tensor:
+        B, T, _ = x.shape
+        nh, hd = self.heads, self.head_dim
+        q = self.q_proj(x).view(B, T, nh, hd).transpose(1, 2)  # (B, nh, T, hd)
+        k = self.k_proj(x).view(B, T, nh, hd).transpose(1, 2)  # (B, nh, T, hd)
+        v = self.v_proj(x).view(B, T, nh, hd).transpose(1, 2)  # (B, nh, T, hd)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, nh, Tk, hd)
+        Tk = k.shape[2]
+        if mask is not None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif T == 1:
+            out = F.scaled_dot_product_attention(q, k, v)
+        elif Tk == T:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, Tk, q.device))
+        out = out.transpose(1, 2).reshape(B, T, nh * hd)  # (B, T, nh·hd)
+        return self.o_proj(out)
+
+
+def causal_mask(T: int, Tk: int, device: torch.device) -> Tensor:
+    """Boolean (T, Tk) mask where query i (the last T of Tk positions) sees keys ≤ its own."""
+    q_pos = torch.arange(Tk - T, Tk, device=device)[:, None]
+    return torch.arange(Tk, device=device)[None, :] <= q_pos
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: DecoderConfig, index: int) -> None:
+        super().__init__()
+        self.index = index
+        self.attn_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.mlp_norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.mlp: nn.Module = (
+            MoE(cfg) if cfg.is_moe_layer(index) else MLP(cfg.hidden_size, cfg.dense_intermediate)
+        )
+
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, cache: KVCache | None
+    ) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, self.index)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class MoEDecoder(nn.Module):
+    """Embeddings (B, T, H) → final hidden states (B, T, H); :meth:`logits` applies the head."""
+
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+
+    def forward(
+        self,
+        embeds: Tensor,
+        position_ids: Tensor | None = None,
+        mask: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """Run the layers.
+
+        ``position_ids`` (B, T) default to ``cache.length + arange(T)``. ``mask`` is a
+        boolean (B, 1, T, Tk) "may attend" mask; ``None`` means plain causal attention over
+        everything cached plus the new positions.
+        """
+        B, T, _ = embeds.shape
+        start = cache.length if cache is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(start, start + T, device=embeds.device).expand(B, T)
+        cos, sin = rotary(position_ids, self.cfg.head_dim, self.cfg.rope_theta, embeds.dtype)
+        x = embeds
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, cache)
+        if cache is not None:
+            cache.advance(T)
+        return self.norm(x)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """LM head: (…, H) → (…, vocab)."""
+        return self.lm_head(hidden)
+
+    def aux_loss(self) -> Tensor | None:
+        """Sum of the MoE layers' load-balancing losses from the last training forward."""
+        losses = [
+            layer.mlp.aux_loss
+            for layer in self.layers
+            if isinstance(layer.mlp, MoE) and layer.mlp.aux_loss is not None
+        ]
+        return torch.stack(losses).sum() if losses else None

@@ -1,0 +1,214 @@
+"""Gated MLPs and the DeepSeek-V2 mixture-of-experts layer.
+
+Every token is routed by a softmax over ``routed_experts`` router logits; the
+``experts_per_token`` highest-scoring experts ("greedy" top-k) are run and their outputs
+summed with the raw softmax scores as weights (no renormalisation in the official
+model), and the shared experts (one wider MLP) are added for every token.
+
+The per-expert ``gate_proj``/``up_proj``/``down_proj`` parameters (the official checkpoint's
+layout) are the source of truth. For inference without gradients the layer packs them
+into stacked tensors **that the parameters then view** (no second copy of the weights), so
+a step can run all selected experts in a handful of batched matmuls instead of a Python
+loop over experts:
+
+* ``gather`` — few (token, expert) pairs, as in small-batch decoding: gather the selected
+  experts' weights and run batched mat-vecs; reads ``N·k`` experts, not all of them.
+* ``dense`` — moderate token counts: run every expert on every token with one batched
+  matmul and weight the results; no host synchronisation, no Python loop.
+* ``grouped`` — many tokens (prefill, training): sort (token, expert) pairs by expert and
+  run each expert once on its tokens; the only path used when gradients are needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal, cast
+
+import torch
+import torch.nn.functional as F
+from opticmem.encoder.config import DecoderConfig
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
+
+Dispatch = Literal["auto", "gather", "dense", "grouped"]
+
+
+class MLP(nn.Module):
+    """SiLU-gated MLP: ``down(silu(gate(x)) · up(x))``, no biases."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(dim, hidden, bias=False)
+        self.up_proj = nn.Linear(dim, hidden, bias=False)
+        self.down_proj = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class MoE(nn.Module):
+    """Routed experts + shared experts over (B, T, H) hidden states."""
+
+    dispatch: Dispatch = "auto"
+    """Which inference path to use; ``auto`` picks by token count (see module docstring)."""
+    dense_max_tokens: int = 256
+    """``auto`` uses ``dense`` up to this many tokens, ``grouped`` above it."""
+
+    def __init__(self, cfg: DecoderConfig) -> None:
+        super().__init__()
+        self.n_experts = cfg.routed_experts
+        self.top_k = cfg.experts_per_token
+        self.norm_topk_prob = cfg.norm_topk_prob
+        self.scaling = cfg.routed_scaling_factor
+        self.aux_loss_alpha = cfg.aux_loss_alpha
+        self.router = nn.Linear(cfg.hidden_size, cfg.routed_experts, bias=False)
+        self.experts = nn.ModuleList(
+            MLP(cfg.hidden_size, cfg.moe_intermediate) for _ in range(cfg.routed_experts)
+        )
+        self.shared = (
+            MLP(cfg.hidden_size, cfg.shared_intermediate) if cfg.shared_experts > 0 else None
+        )
+        self._packed: tuple[Tensor, Tensor] | None = None
+        self.aux_loss: Tensor | None = None
+        """Sequence-level load-balancing loss of the last training forward (DeepSeek-V2)."""
+
+    # ------------------------------------------------------------------ routing
+
+    def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Router in fp32: returns (scores (N, E), weights (N, k), expert ids (N, k))."""
+        logits = F.linear(x.float(), self.router.weight.float())  # (N, E)
+        scores = logits.softmax(dim=-1)
+        weights, ids = torch.topk(scores, self.top_k, dim=-1, sorted=False)  # (N, k)
+        if self.top_k > 1 and self.norm_topk_prob:
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        return scores, weights * self.scaling, ids
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, H = x.shape
+        flat = x.reshape(B * T, H)  # (N, H)
+        scores, weights, ids = self.route(flat)
+        if self.training and self.aux_loss_alpha > 0 and torch.is_grad_enabled():
+            self.aux_loss = self._seq_aux_loss(scores.view(B, T, -1), ids.view(B, T, -1))
+        routed = self._run_experts(flat, weights, ids)  # (N, H) fp32
+        out = routed.to(x.dtype)
+        if self.shared is not None:
+            out = out + self.shared(flat)
+        return out.view(B, T, H)
+
+    def _seq_aux_loss(self, scores: Tensor, ids: Tensor) -> Tensor:
+        """DeepSeek-V2 ``seq_aux``: per sequence, expert load × mean router score, summed."""
+        B, T, E = scores.shape
+        load = torch.zeros(B, E, device=scores.device, dtype=scores.dtype)
+        ones = torch.ones_like(ids, dtype=scores.dtype).view(B, -1)
+        load.scatter_add_(1, ids.reshape(B, -1), ones)
+        load = load / (T * self.top_k / E)  # (B, E)
+        return (load * scores.mean(dim=1)).sum(dim=1).mean() * self.aux_loss_alpha
+
+    # ------------------------------------------------------------------ experts
+
+    def _run_experts(self, x: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
+        N = x.shape[0]
+        mode = self.dispatch
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.experts.parameters()):
+            mode = "grouped"
+        elif mode == "auto":
+            if 2 * N * self.top_k < self.n_experts:
+                mode = "gather"
+            elif self.dense_max_tokens >= N:
+                mode = "dense"
+            else:
+                mode = "grouped"
+        if mode == "gather":
+            return self._gather(x, weights, ids)
+        if mode == "dense":
+            return self._dense(x, weights, ids)
+        return self._grouped(x, weights, ids)
+
+    def _grouped(self, x: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
+        """Sort (token, expert) pairs by expert; run each used expert once on its tokens."""
+        N, k = ids.shape
+        flat_ids = ids.reshape(-1)  # (N·k,)
+        order = torch.argsort(flat_ids, stable=True)  # pairs grouped by expert
+        counts = torch.bincount(flat_ids, minlength=self.n_experts).tolist()
+        flat_w = weights.reshape(-1)  # (N·k,)
+        out = torch.zeros(N, x.shape[1], device=x.device, dtype=torch.float32)
+        start = 0
+        for e, count in enumerate(counts):
+            if count == 0:
+                continue
+            pairs = order[start : start + count]
+            start += count
+            tokens = pairs // k  # (count,)
+            y = self.experts[e](x[tokens])  # (count, H)
+            out.index_add_(0, tokens, y.float() * flat_w[pairs, None])
+        return out
+
+    def _gather(self, x: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
+        """Gather only the selected experts' weights: (N, k) batched mat-vecs."""
+        gate_up, down = self.packed()
+        I2 = gate_up.shape[1]
+        w_gu = gate_up[ids]  # (N, k, 2I, H)
+        w_dn = down[ids]  # (N, k, H, I)
+        h = torch.matmul(w_gu, x[:, None, :, None])  # (N, k, 2I, 1)
+        g, u = h.split(I2 // 2, dim=2)
+        y = torch.matmul(w_dn, F.silu(g) * u)[..., 0]  # (N, k, H)
+        return (y.float() * weights[..., None]).sum(dim=1)  # (N, H)
+
+    def _dense(self, x: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
+        """Every expert on every token in two batched matmuls; unselected ones weigh 0."""
+        gate_up, down = self.packed()
+        I2 = gate_up.shape[1]
+        h = torch.matmul(x, gate_up.transpose(1, 2))  # (E, N, 2I)
+        g, u = h.split(I2 // 2, dim=-1)
+        y = torch.matmul(F.silu(g) * u, down.transpose(1, 2))  # (E, N, H)
+        dense_w = torch.zeros(x.shape[0], self.n_experts, device=x.device, dtype=torch.float32)
+        dense_w.scatter_(1, ids, weights)  # (N, E)
+        return torch.einsum("enh,ne->nh", y.float(), dense_w)  # (N, H)
+
+    # ------------------------------------------------------------------ packing
+
+    def packed(self) -> tuple[Tensor, Tensor]:
+        """Stacked ``(E, 2I, H)`` gate|up and ``(E, H, I)`` down weights.
+
+        The experts' parameters are re-pointed to views of these stacks, so both always
+        hold the same values. If anything replaced a parameter's storage since (``.to()``,
+        ``load_state_dict(assign=True)``), the stacks are rebuilt from the parameters.
+        """
+        if self._packed is None or not self._views_intact(self._packed):
+            self._packed = self._pack()
+        return self._packed
+
+    def expert_list(self) -> list[MLP]:
+        """The routed experts, typed."""
+        return [cast(MLP, e) for e in self.experts]
+
+    def _views_intact(self, packed: tuple[Tensor, Tensor]) -> bool:
+        gate_up, down = packed
+        I = down.shape[2]  # noqa: E741
+        for e, expert in enumerate(self.expert_list()):
+            gw = expert.gate_proj.weight
+            if (
+                gw.dtype != gate_up.dtype
+                or gw.device != gate_up.device
+                or gw.data_ptr() != gate_up[e].data_ptr()
+                or expert.up_proj.weight.data_ptr() != gate_up[e, I:].data_ptr()
+                or expert.down_proj.weight.data_ptr() != down[e].data_ptr()
+            ):
+                return False
+        return True
+
+    @torch.no_grad()
+    def _pack(self) -> tuple[Tensor, Tensor]:
+        experts = self.expert_list()
+        I = experts[0].gate_proj.weight.shape[0]  # noqa: E741
+        gate_up = torch.stack(
+            [torch.cat([e.gate_proj.weight, e.up_proj.weight], dim=0) for e in experts]
+        )  # (E, 2I, H)
+        down = torch.stack([e.down_proj.weight for e in experts])  # (E, H, I)
+        for i, e in enumerate(experts):
+            e.gate_proj.weight.data = gate_up[i, :I]
+            e.up_proj.weight.data = gate_up[i, I:]
+            e.down_proj.weight.data = down[i]
+        log.debug("packed %d experts into stacked views", len(experts))
+        return gate_up, down

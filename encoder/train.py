@@ -1,0 +1,336 @@
+"""Train the bundled codec on pages drawn by our own renderer.
+
+Worker processes generate synthetic conversations (:mod:`opticmem.encoder.synth`), lay
+them out into pages exactly as the memory does, draw each page once at Large and resample
+it to two tiers, and hand the trainer whole batches of one tier. The trainer runs the
+DeepEncoder + MoE decoder in bf16 with the layout aligner, and checkpoints everything
+(model, optimiser, progress) as sharded safetensors so a run can continue in a later
+call — the GPU machine is lent in ≤ 10-minute commands.
+
+The learning-rate schedule follows *training minutes*, not steps: throughput is unknown
+before the first run, while the time we can spend is fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm import tqdm
+
+from opticmem.encoder.examples import IGNORE, Example, collate, make_example, token_bytes
+from opticmem.encoder.model import OCRModel
+from opticmem.render import ORDER, RenderSettings, Tier, draw_page
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved beside its checkpoints."""
+
+    out_dir: Path
+    preset: str = "bundled"
+    minutes: float = 8.0
+    """Wall-clock minutes of training in this call (the run stops, checkpoints, exits)."""
+    total_minutes: float = 36.0
+    """Planned minutes across all resumed calls: the schedule's horizon."""
+    peak_lr: float = 1.0e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 300
+    weight_decay: float = 0.05
+    grad_clip: float = 1.0
+    batch_pages: dict[str, int] = field(
+        default_factory=lambda: {"large": 24, "base": 32, "small": 48, "tiny": 48}
+    )
+    tier_weights: dict[str, float] = field(
+        default_factory=lambda: {"large": 0.2, "base": 0.2, "small": 0.3, "tiny": 0.3}
+    )
+    tiers_per_page: int = 2
+    workers: int = max(1, (os.cpu_count() or 2) - 3)
+    seed: int = 1234
+    checkpoint_minutes: float = 3.0
+    log_every: int = 25
+    tokenizer: Path | None = None
+    synth_dir: Path | None = None
+    max_steps: int | None = None
+    device: str = "auto"
+    compile: bool = False
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()},
+                          indent=2)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class PageBatches(IterableDataset):
+    """Endless batches of one tier each, generated in the worker processes."""
+
+    def __init__(self, cfg: TrainConfig, tokenizer_path: Path, specials: dict[str, int],
+                 run_index: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tokenizer_path = tokenizer_path
+        self.specials = specials
+        self.run_index = run_index
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        from tokenizers import Tokenizer
+
+        from opticmem.encoder import synth
+
+        info = get_worker_info()
+        wid = info.id if info else 0
+        seed = self.cfg.seed * 1_000_003 + self.run_index * 1009 + wid
+        rng = np.random.default_rng(seed)
+        tok = Tokenizer.from_file(str(self.tokenizer_path))
+        table = token_bytes(tok)
+        settings = RenderSettings()
+        pages = synth.page_stream(seed, "train", settings)
+        names = [t.value for t in ORDER]
+        weights = np.array([self.cfg.tier_weights[n] for n in names], dtype=np.float64)
+        weights /= weights.sum()
+        buffers: dict[Tier, list[Example]] = {t: [] for t in ORDER}
+        k = min(self.cfg.tiers_per_page, len(ORDER))
+        while True:
+            page = next(pages)
+            master = draw_page(page)
+            for i in rng.choice(len(ORDER), size=k, replace=False, p=weights):
+                tier = ORDER[int(i)]
+                buffers[tier].append(make_example(page, tier, tok, table, master=master))
+                if len(buffers[tier]) >= self.cfg.batch_pages[tier.value]:
+                    yield collate(buffers[tier], **self.specials)
+                    buffers[tier] = []
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _flatten_optimizer(
+    opt: torch.optim.Optimizer, names: dict[int, str]
+) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if not st:
+                continue
+            name = names[id(p)]
+            for key, val in st.items():
+                t = val if torch.is_tensor(val) else torch.tensor(val)
+                out[f"{name}::{key}"] = t.detach().cpu().contiguous()
+    return out
+
+
+def _restore_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor],
+                       params: dict[str, torch.nn.Parameter]) -> None:
+    for key, val in flat.items():
+        name, slot = key.split("::")
+        p = params[name]
+        st = opt.state.setdefault(p, {})
+        st[slot] = val.to(p.device) if slot != "step" else val
+    log.info("restored optimiser state for %d tensors", len(flat))
+
+
+def save_training_state(out: Path, model: OCRModel, opt: torch.optim.Optimizer,
+                        progress: dict[str, Any]) -> None:
+    """Model (fp32, sharded ≤ 16 MiB), optimiser moments and progress, atomically."""
+    from opticmem.encoder.checkpoint import save_checkpoint
+
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, tmp / "model")
+    names = {id(p): n for n, p in model.named_parameters()}
+    flat = _flatten_optimizer(opt, names)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k, v in flat.items():
+        nbytes = v.numel() * v.element_size()
+        if size + nbytes > 15 * 2**20 and shards[-1]:
+            shards.append({})
+            size = 0
+        shards[-1][k] = v
+        size += nbytes
+    for i, sh in enumerate(shards):
+        save_file(sh, str(tmp / f"optimizer-{i:03d}.safetensors"))
+    (tmp / "progress.json").write_text(json.dumps(progress, indent=2))
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        out.rename(old)
+        tmp.rename(out)
+        for f in sorted(old.rglob("*"), reverse=True):
+            f.unlink() if f.is_file() else f.rmdir()
+        old.rmdir()
+    else:
+        tmp.rename(out)
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def learning_rate(cfg: TrainConfig, step: int, minutes: float) -> float:
+    """Linear warm-up by steps, then cosine decay over the planned training minutes."""
+    if step < cfg.warmup_steps:
+        return cfg.peak_lr * (step + 1) / cfg.warmup_steps
+    frac = min(1.0, minutes / cfg.total_minutes)
+    low = cfg.peak_lr * cfg.min_lr_ratio
+    return low + (cfg.peak_lr - low) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _hard_mask(labels: torch.Tensor, first_byte: torch.Tensor) -> torch.Tensor:
+    """Targets a language prior cannot guess: tokens starting with a digit or a word start."""
+    fb = first_byte[labels.clamp(min=0)]
+    return (labels != IGNORE) & fb
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run (or resume) training for ``cfg.minutes``; returns the progress record."""
+    from tokenizers import Tokenizer
+
+    from opticmem.encoder.bundled import BUNDLED_TOKENIZER, special_ids, training_step
+    from opticmem.encoder.checkpoint import load_tensors, read_index
+    from opticmem.encoder.config import preset
+    from opticmem.encoder.model import build_model
+
+    dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
+                       else ("cpu" if cfg.device == "auto" else cfg.device))
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state_dir = out / "state"
+    tok_path = Path(cfg.tokenizer or BUNDLED_TOKENIZER)
+    tok = Tokenizer.from_file(str(tok_path))
+
+    model = build_model(preset(cfg.preset), device="cpu", seed=cfg.seed)
+    if tok.get_vocab_size() > model.cfg.decoder.vocab_size:
+        raise ValueError(f"tokenizer has {tok.get_vocab_size()} ids, the {cfg.preset} decoder "
+                         f"{model.cfg.decoder.vocab_size}")
+    progress: dict[str, Any] = {"step": 0, "pages": 0, "minutes": 0.0, "runs": 0, "log": []}
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in n or "embed" in n else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.peak_lr, betas=(0.9, 0.95), eps=1e-8, fused=dev.type == "cuda",
+    )
+    if (state_dir / "progress.json").exists():
+        weight_map, _ = read_index(state_dir / "model")
+        load_tensors(model, state_dir / "model", weight_map)
+        flat: dict[str, torch.Tensor] = {}
+        for f in sorted(state_dir.glob("optimizer-*.safetensors")):
+            flat.update(load_file(str(f)))
+        model.to(dev)
+        _restore_optimizer(opt, flat, dict(model.named_parameters()))
+        progress = json.loads((state_dir / "progress.json").read_text())
+        log.info("resumed at step %d (%.1f min, %d pages)", progress["step"],
+                 progress["minutes"], progress["pages"])
+    model.to(dev)
+    model.train()
+    (out / "train_config.json").write_text(cfg.to_json())
+
+    settings = RenderSettings()
+    specials = special_ids(model)
+    data = PageBatches(cfg, tok_path, specials, run_index=int(progress["runs"]))
+    loader = DataLoader(data, batch_size=None, num_workers=cfg.workers,
+                        pin_memory=dev.type == "cuda",
+                        prefetch_factor=4 if cfg.workers else None,
+                        persistent_workers=False)
+    table = token_bytes(tok)
+    first_hard = torch.tensor(
+        [bool(b) and (chr(b[0]).isdigit() or (b[:1] == b" " and len(b) > 1 and chr(b[1]).isalnum()))
+         for b in table], device=dev)
+    def step_fn(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return training_step(model, batch, settings)
+
+    if cfg.compile:
+        model.vision = torch.compile(model.vision, dynamic=False)
+
+    t_start = time.monotonic()
+    last_ckpt = t_start
+    minutes0 = float(progress["minutes"])
+    ema: dict[str, float] = {}
+    window_pages, window_t = 0, time.monotonic()
+    bar = tqdm(total=None, desc="train", unit="step", dynamic_ncols=True,
+               disable=not os.isatty(2) and os.environ.get("OPTICMEM_PROGRESS") != "1")
+    for batch in loader:
+        elapsed = (time.monotonic() - t_start) / 60
+        if elapsed >= cfg.minutes or (cfg.max_steps and progress["step"] >= cfg.max_steps):
+            break
+        step = int(progress["step"])
+        lr = learning_rate(cfg, step, minutes0 + elapsed)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+        tier = Tier.parse(_tier_of(batch["images"].shape[-1]))
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            logits, labels = step_fn(batch)
+        loss = F.cross_entropy(logits.float(), labels)
+        aux = model.decoder.aux_loss()
+        if aux is not None:
+            loss = loss + aux.float()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+
+        n_pages = int(batch["images"].shape[0])
+        progress["step"] = step + 1
+        progress["pages"] = int(progress["pages"]) + n_pages
+        window_pages += n_pages
+        if (step + 1) % cfg.log_every == 0:
+            with torch.no_grad():
+                pred = logits.argmax(-1)
+                acc = (pred == labels).float().mean().item()
+                hard = first_hard[labels]
+                hacc = (pred[hard] == labels[hard]).float().mean().item() if hard.any() else 0.0
+            now = time.monotonic()
+            rate = window_pages / max(now - window_t, 1e-6)
+            window_pages, window_t = 0, now
+            key = tier.value
+            ema[key] = loss.item() if key not in ema else 0.8 * ema[key] + 0.2 * loss.item()
+            rec = {"step": step + 1, "min": round(minutes0 + elapsed, 2), "tier": key,
+                   "loss": round(loss.item(), 4), "acc": round(acc, 4), "hard_acc": round(hacc, 4),
+                   "lr": lr, "gnorm": round(float(gnorm), 3), "pages_s": round(rate, 1),
+                   "pages": progress["pages"]}
+            progress["log"].append(rec)
+            log.info(json.dumps(rec))
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc:.3f}", tier=key,
+                            pages_s=f"{rate:.0f}")
+        bar.update(1)
+        if time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:
+            progress["minutes"] = minutes0 + (time.monotonic() - t_start) / 60
+            save_training_state(state_dir, model, opt, progress)
+            last_ckpt = time.monotonic()
+    bar.close()
+    progress["minutes"] = minutes0 + (time.monotonic() - t_start) / 60
+    progress["runs"] = int(progress["runs"]) + 1
+    save_training_state(state_dir, model, opt, progress)
+    (out / "progress.json").write_text(json.dumps(progress, indent=2))
+    return progress
+
+
+def _tier_of(pixels: int) -> str:
+    for t in ORDER:
+        if t.pixels == pixels:
+            return t.value
+    raise ValueError(f"no tier has {pixels}-pixel pages")
