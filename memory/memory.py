@@ -71,11 +71,8 @@ from opticmem.render import ORDER, RenderSettings, Tier
 from opticmem.sessions import (
     DEFAULT_ROLES,
     MAX_TURN_CHARS,
-    validate_meta,
-    validate_role,
     validate_session,
-    validate_text,
-    validate_ts,
+    validate_turn,
 )
 from opticmem.store import Store
 from opticmem.stores import open_store
@@ -215,12 +212,8 @@ class OpticalMemory:
     def _validate(
         self, role: object, text: object, ts: object, meta: Mapping[str, Any] | None
     ) -> tuple[str, str, float, dict[str, Any]]:
-        return (
-            validate_role(role, self.roles),
-            validate_text(text, self.max_turn_chars),
-            validate_ts(self.clock() if ts is None else ts),
-            validate_meta(meta),
-        )
+        return validate_turn(role, text, self.clock() if ts is None else ts, meta,
+                             roles=self.roles, max_chars=self.max_turn_chars)
 
     def add(
         self,

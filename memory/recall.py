@@ -34,6 +34,7 @@ from opticmem.records import Turn
 from opticmem.render import Tier
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_COMPOUND = re.compile(r"[^\W_]+(?:[-./:@#_][^\W_]+)+")  # ids, dates, versions: also whole
 _CJK = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff"
                   r"\uac00-\ud7a3\uf900-\ufaff]")
 _STOP = """a an and are as at be but by did do does for from had has have he her his how i if
@@ -48,11 +49,12 @@ PASSAGE_LINES = 6
 def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
     """Index terms of ``text``.
 
-    >>> terms("Project Titan's milestones: 서울 파트너")
-    ['project', 'titan', 's', 'milestone', '서울', '서울', '파트너', '파트', '트너']
+    >>> terms("Ticket ORI-140's milestones: 서울 파트너")
+    ['ori-140', 'ticket', 'ori', '140', 's', 'milestone', '서울', '서울', '파트너', '파트', '트너']
     """
-    out: list[str] = []
-    for m in _WORD.finditer(text.lower()):
+    low = text.lower()
+    out: list[str] = [m.group() for m in _COMPOUND.finditer(low)]
+    for m in _WORD.finditer(low):
         w = m.group()
         if drop_stopwords and w in STOPWORDS:
             continue

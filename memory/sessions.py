@@ -141,6 +141,24 @@ def validate_ts(ts: object) -> float:
     return value
 
 
+def validate_turn(
+    role: object,
+    text: object,
+    ts: object,
+    meta: Mapping[str, Any] | None = None,
+    *,
+    roles: Collection[str] = DEFAULT_ROLES,
+    max_chars: int = MAX_TURN_CHARS,
+) -> tuple[str, str, float, dict[str, Any]]:
+    """Validate a whole turn: ``(role, text, ts, meta)`` ready for a store.
+
+    >>> validate_turn("user", "café".encode(), 0)
+    ('user', 'café', 0.0, {})
+    """
+    return (validate_role(role, roles), validate_text(text, max_chars), validate_ts(ts),
+            validate_meta(meta))
+
+
 def validate_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
     """Return metadata as a plain dict if it is a small JSON object, else raise."""
     if meta is None:
