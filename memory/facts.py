@@ -13,6 +13,7 @@ shows them as one text line after the page image, and recall indexes them.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable, Sequence
 
@@ -95,16 +96,37 @@ def extract_facts(text: str, limit: int = MAX_FACTS) -> tuple[str, ...]:
     return _dedupe((f for _, _, f in fact_spans(text)), limit)
 
 
+class FactSpans:
+    """The facts of one text with their offsets, searchable by range."""
+
+    __slots__ = ("_ends", "spans")
+
+    def __init__(self, text: str) -> None:
+        self.spans = fact_spans(text)
+        self._ends = [e for _, e, _ in self.spans]
+
+    def between(self, lo: int, hi: int) -> list[str]:
+        """Facts overlapping ``[lo, hi)`` (spans are ordered and disjoint, so a binary
+        search on their ends finds the first)."""
+        i = bisect.bisect_right(self._ends, lo)
+        out = []
+        while i < len(self.spans) and self.spans[i][0] < hi:
+            out.append(self.spans[i][2])
+            i += 1
+        return out
+
+
 def page_facts(
-    segments: Sequence[tuple[str, int, int]], limit: int = MAX_FACTS
+    segments: Sequence[tuple[FactSpans, int, int]], limit: int = MAX_FACTS
 ) -> tuple[str, ...]:
-    """Facts of a page from its turns: ``segments`` are ``(turn_text, start, end)``, the
-    span of each turn's text drawn on the page. A fact that straddles the page edge
-    (a URL wrapped onto the next page) is kept whole, on both pages."""
-    return _dedupe(
-        (f for text, lo, hi in segments for s, e, f in fact_spans(text) if s < hi and e > lo),
-        limit,
-    )
+    """Facts of a page from its turns: ``segments`` are ``(FactSpans(turn_text), start,
+    end)`` with the span of each turn's text drawn on the page. A fact that straddles the
+    page edge (a URL wrapped onto the next page) is kept whole, on both pages.
+
+    >>> page_facts([(FactSpans("see v1.2.3 and 2026-03-04"), 0, 8)])
+    ('v1.2.3',)
+    """
+    return _dedupe((f for spans, lo, hi in segments for f in spans.between(lo, hi)), limit)
 
 
 def facts_line(facts: Sequence[str]) -> str:

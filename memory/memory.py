@@ -607,6 +607,14 @@ class OpticalMemory:
         end = self.store.page_count(session) if stop is None else stop
         return self.store.get_pages(session, start, end)
 
+    def page_png(self, session: str, page_no: int, tier: Tier | str = Tier.LARGE) -> bytes:
+        """PNG bytes of a sealed page at ``tier`` (rendered once, then cached as a blob)."""
+        session = validate_session(session)
+        pages = self._read_pages(session, page_no, page_no + 1) if page_no >= 0 else []
+        if not pages:
+            raise IndexError(f"session {session!r} has no page {page_no}")
+        return self._artefacts.pngs(session, [Job(pages[0], Tier.parse(tier))])[0]
+
     def sessions(self) -> list[str]:
         """Ids of the sessions in the store, sorted."""
         return sorted(self.store.sessions())
@@ -682,6 +690,9 @@ class OpticalMemory:
         self, session: str, start: int = 0, stop: int | None = None
     ) -> list[PageRecord]:
         return await asyncio.to_thread(self.pages, session, start, stop)
+
+    async def apage_png(self, session: str, page_no: int, tier: Tier | str = Tier.LARGE) -> bytes:
+        return await asyncio.to_thread(self.page_png, session, page_no, tier)
 
     async def asessions(self) -> list[str]:
         return await asyncio.to_thread(self.sessions)

@@ -21,7 +21,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from opticmem.facts import page_facts
+from opticmem.facts import FactSpans, page_facts
 from opticmem.lru import LRU
 from opticmem.records import PageRecord, Turn
 from opticmem.render import PageLayout, RenderSettings, TurnLayout, TurnText, layout_turn, paginate
@@ -82,6 +82,9 @@ class Packer:
         self._layouts: LRU[tuple[str, str, float | None], TurnLayout] = LRU(
             cache_entries, max_size=256_000_000, size=lambda k, v: len(k[1]) + 64
         )
+        self._facts: LRU[str, FactSpans] = LRU(
+            1024, max_size=64_000_000, size=lambda k, v: len(k) + 64
+        )
 
     def layout(self, turn: Turn) -> TurnLayout:
         """The turn's lines (cached by role, text and — when drawn — timestamp)."""
@@ -90,6 +93,10 @@ class Packer:
         return self._layouts.get_or_compute(
             key, lambda: layout_turn(TurnText(turn.role, turn.text, ts), self.settings)
         )
+
+    def fact_spans(self, turn: Turn) -> FactSpans:
+        """Facts of a turn with their offsets in its layout text (cached)."""
+        return self._facts.get_or_compute(turn.text, lambda: FactSpans(layout_text(turn.text)))
 
     def _count(self, text: str) -> int:
         return self.counter.count(text)
@@ -146,7 +153,7 @@ class Packer:
         for src in layout.sources:
             lo, hi = spans.get(src.turn, (src.start, src.end))
             spans[src.turn] = (min(lo, src.start), max(hi, src.end))
-        segments = [(layout_text(turns[i].text), lo, hi) for i, (lo, hi) in spans.items()]
+        segments = [(self.fact_spans(turns[i]), lo, hi) for i, (lo, hi) in spans.items()]
         transcript = layout.transcript
         return PageRecord(
             session=session,
