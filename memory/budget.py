@@ -75,7 +75,8 @@ class Plan:
     cost: int
     mark: Mark
     demotions: int
-    """Tier steps taken under budget pressure (0 when the policy alone fits)."""
+    """Tier steps below the policy's levels, taken under budget pressure now or remembered
+    in the mark (0 when the policy alone fits)."""
 
 
 def plan(
@@ -94,19 +95,18 @@ def plan(
     if budget < 1:
         raise BudgetError(f"budget must be at least 1 token, got {budget}")
     mark = mark or Mark()
-    levels = [mark.apply(p.page_no, min(max(p.level, 0), OUT)) for p in pages]
-    for i in range(len(levels) - 2, -1, -1):  # monotone: older ≥ newer level
-        levels[i] = max(levels[i], levels[i + 1])
+    policy = [min(max(p.level, 0), OUT) for p in pages]
+    for i in range(len(policy) - 2, -1, -1):  # monotone: older ≥ newer level
+        policy[i] = max(policy[i], policy[i + 1])
+    levels = [mark.apply(p.page_no, lv) for p, lv in zip(pages, policy, strict=True)]
     vis = next((i for i, lv in enumerate(levels) if lv < OUT), len(levels))
     total = sum(p.cost(lv) for p, lv in zip(pages, levels, strict=True)) + sum(turn_costs)
     if vis < len(levels):
         total += page_header
-    demotions = 0
     while total > budget and vis < len(levels):
         old = levels[vis]
         levels[vis] = old + 1
         total += pages[vis].cost(old + 1) - pages[vis].cost(old)
-        demotions += 1
         if levels[vis] >= OUT:
             vis += 1
             if vis == len(levels):
@@ -127,4 +127,5 @@ def plan(
         new_mark = Mark(pages[-1].page_no + 1, 0)
     else:
         new_mark = mark
+    demotions = sum(lv - base for lv, base in zip(levels, policy, strict=True))
     return Plan(tuple(levels), first, total, max(new_mark, mark), demotions)

@@ -241,7 +241,7 @@ class Context:
     dropped_turns: int
     """Turns left out under budget pressure (only after every page was out)."""
     demotions: int
-    """Tier steps taken under budget pressure."""
+    """Tier steps below the decay policy, taken under budget pressure."""
     labels: tuple[tuple[str, str], ...] = field(repr=False, default=())
     memory_role: str = field(repr=False, default="user")
     _artefacts: Artefacts | None = field(repr=False, default=None, compare=False)

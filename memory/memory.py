@@ -387,7 +387,7 @@ class OpticalMemory:
             session=session, turn_count=turn_count, page_count=page_count, pages=tuple(pages),
             levels=result.levels, prices=tuple(prices), turns=tuple(views[result.first_turn :]),
             dropped_turns=result.first_turn, cost=result.cost, demotions=result.demotions,
-            mark=result.mark, mark_changed=result.demotions > 0 and result.mark > stored,
+            mark=result.mark, mark_changed=result.mark > stored and result.demotions > 0,
         )
 
     def _save_mark(self, asm: _Assembly, budget: int) -> None:

@@ -44,9 +44,9 @@ _CJK = (
 )
 # One alternation, tried left to right at each position (like a BPE pre-tokenizer).
 _PIECES = re.compile(
-    rf"(?P<cjk>[{_CJK}])"
+    rf"(?P<cjk> ?[{_CJK}])"
     r"|(?P<word> ?[A-Za-z\u00c0-\u024f]+(?:'[A-Za-z]+)?)"
-    r"|(?P<other_word> ?[^\W\d_]+)"
+    rf"|(?P<other_word> ?(?:(?![{_CJK}])[^\W\d_])+)"
     r"|(?P<digits> ?\d+)"
     r"|(?P<space>\s+)"
     r"|(?P<punct> ?[^\w\s]+)"
