@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -16,6 +17,9 @@ from torch import Tensor
 from opticmem.encoder.examples import IGNORE
 from opticmem.encoder.model import OCRModel
 from opticmem.render import RenderSettings
+
+if TYPE_CHECKING:
+    from opticmem.encoder.ocr import OCRCodec
 
 
 def weights_dir() -> Path:
@@ -82,3 +86,43 @@ def teacher_forced_accuracy(
     """Share of labelled tokens the model predicts right given the true prefix."""
     logits, labels = training_step(model, batch, settings)
     return float((logits.argmax(-1) == labels).float().mean())
+
+
+class BundledWeightsError(FileNotFoundError):
+    """The packaged weights are missing or unreadable; names the file."""
+
+
+def export_bundled(state_model_dir: Path, out_dir: Path) -> Path:
+    """Write a trained model as shippable bf16 shards (≤ 16 MiB each) plus its tokenizer."""
+    import shutil
+
+    from opticmem.encoder.checkpoint import load_checkpoint, save_checkpoint
+
+    model = load_checkpoint(state_model_dir, device="cpu", dtype=torch.float32)
+    save_checkpoint(model, out_dir, dtype=torch.bfloat16)
+    shutil.copyfile(BUNDLED_TOKENIZER, out_dir / "tokenizer.json")
+    return out_dir
+
+
+def load_bundled_codec(
+    directory: Path | None = None, *, device: str | torch.device | None = None
+) -> OCRCodec:
+    """The shipped codec (weights in the package), on CUDA when available, else CPU.
+
+    Raises :class:`BundledWeightsError` naming the missing or corrupt file.
+    """
+    from opticmem.encoder.checkpoint import CONFIG_FILE, INDEX_FILE
+    from opticmem.encoder.errors import CheckpointError
+    from opticmem.encoder.ocr import OCRCodec
+
+    root = Path(directory) if directory is not None else weights_dir()
+    for name in (CONFIG_FILE, INDEX_FILE, "tokenizer.json"):
+        if not (root / name).is_file():
+            raise BundledWeightsError(
+                f"bundled codec file missing: {root / name} (reinstall opticmem, or pass "
+                "codec=None to run without a model)"
+            )
+    try:
+        return OCRCodec.from_pretrained(root, device=device)
+    except CheckpointError as exc:
+        raise BundledWeightsError(f"bundled codec unreadable: {exc}") from exc

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
 from opticmem.encoder.config import ModelConfig
 from opticmem.encoder.errors import CheckpointError, ConfigError
 from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from opticmem.encoder.config import ClipConfig
 from torch import Tensor, nn
+
+from opticmem.encoder.config import ClipConfig
 
 
 def quick_gelu(x: Tensor) -> Tensor:

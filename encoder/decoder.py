@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from opticmem.encoder.config import DecoderConfig
 from opticmem.encoder.moe import MLP, MoE
-from torch import Tensor, nn
+from opticmem.encoder.packing import PackedWeights, needs_grad
 
 
 class RMSNorm(nn.Module):
@@ -28,6 +30,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(x.dtype)
@@ -36,17 +40,25 @@ class RMSNorm(nn.Module):
 def rotary(
     position_ids: Tensor, head_dim: int, theta: float, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
-    """cos and sin tables for ``position_ids`` (B, T): each (B, 1, T, head_dim)."""
+    """Rotary tables for ``position_ids`` (B, T): ``cos`` and the signed ``sin``, (B, 1, T, hd).
+
+    Llama's rotate-half RoPE is ``x·cos + rotate_half(x)·sin`` with
+    ``rotate_half([x1, x2]) = [−x2, x1]``; folding the sign into ``sin`` (``[−s, s]``) makes
+    it ``x·cos + roll(x, hd/2)·sin`` (:func:`apply_rotary`).
+    """
     exponents = torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32)
     inv_freq = 1.0 / theta ** (exponents / head_dim)  # (hd/2,)
     freqs = position_ids.float()[..., None] * inv_freq  # (B, T, hd/2)
-    emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # (B, 1, T, hd)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
+    cos = freqs.cos()
+    sin = freqs.sin()
+    cos = torch.cat([cos, cos], dim=-1)[:, None]  # (B, 1, T, hd)
+    sin = torch.cat([-sin, sin], dim=-1)[:, None]  # (B, 1, T, hd)
+    return cos.to(dtype), sin.to(dtype)
 
 
-def rotate_half(x: Tensor) -> Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([-x2, x1], dim=-1)
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x`` (…, T, hd) by the tables of :func:`rotary` (signed ``sin``)."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
 
 
 class KVCache:
@@ -100,6 +112,9 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(cfg.hidden_size, inner, bias=False)
         self.v_proj = nn.Linear(cfg.hidden_size, inner, bias=False)
         self.o_proj = nn.Linear(inner, cfg.hidden_size, bias=False)
+        self._qkv = PackedWeights(
+            [[self.q_proj, self.k_proj, self.v_proj]], stacked=False
+        )  # (3·nh·hd, H), viewed by the three parameters
 
     def forward(
         self,
@@ -112,11 +127,13 @@ class Attention(nn.Module):
     ) -> Tensor:
         B, T, _ = x.shape
         nh, hd = self.heads, self.head_dim
-        q = self.q_proj(x).view(B, T, nh, hd).transpose(1, 2)  # (B, nh, T, hd)
-        k = self.k_proj(x).view(B, T, nh, hd).transpose(1, 2)  # (B, nh, T, hd)
-        v = self.v_proj(x).view(B, T, nh, hd).transpose(1, 2)  # (B, nh, T, hd)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        if needs_grad([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]):
+            qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1)
+        else:
+            qkv = F.linear(x, self._qkv.get())  # (B, T, 3·nh·hd)
+        qkv = qkv.view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hd)
+        qk = apply_rotary(qkv[:2], cos, sin)  # (2, B, nh, T, hd)
+        q, k, v = qk[0], qk[1], qkv[2]
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, Tk, hd)
         Tk = k.shape[2]

@@ -12,12 +12,13 @@ and the image ends with the learned ``view_separator``: ``g·(g+1)+1`` slots
 from __future__ import annotations
 
 import torch
+from torch import Tensor, nn
+
 from opticmem.encoder.clip import ClipEncoder
 from opticmem.encoder.compressor import Compressor
 from opticmem.encoder.config import ModelConfig
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.sam import SamEncoder
-from torch import Tensor, nn
 
 PIXELS_PER_TOKEN = 64
 """One vision token summarises a 64×64 pixel square (patch 16, then 4× per side)."""

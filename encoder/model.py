@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import Tensor, nn
+
 from opticmem.encoder.align import LayoutAligner
 from opticmem.encoder.clip import ClipEncoder
 from opticmem.encoder.config import ModelConfig
@@ -25,7 +27,6 @@ from opticmem.encoder.decoder import MoEDecoder, RMSNorm
 from opticmem.encoder.deepencoder import DeepEncoder
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.sam import LayerNorm2d, SamAttention, SamEncoder
-from torch import Tensor, nn
 
 
 class OCRModel(nn.Module):

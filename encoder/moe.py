@@ -7,16 +7,19 @@ model), and the shared experts (one wider MLP) are added for every token.
 
 The per-expert ``gate_proj``/``up_proj``/``down_proj`` parameters (the official checkpoint's
 layout) are the source of truth. For inference without gradients the layer packs them
-into stacked tensors **that the parameters then view** (no second copy of the weights), so
-a step can run all selected experts in a handful of batched matmuls instead of a Python
-loop over experts:
+into stacked tensors **that the parameters then view** (:mod:`opticmem.encoder.packing`;
+no second copy of the weights) and picks one of three paths:
 
-* ``gather`` — few (token, expert) pairs, as in small-batch decoding: gather the selected
-  experts' weights and run batched mat-vecs; reads ``N·k`` experts, not all of them.
-* ``dense`` — moderate token counts: run every expert on every token with one batched
-  matmul and weight the results; no host synchronisation, no Python loop.
-* ``grouped`` — many tokens (prefill, training): sort (token, expert) pairs by expert and
-  run each expert once on its tokens; the only path used when gradients are needed.
+* ``grouped`` — sort (token, expert) pairs by expert and run each *used* expert once on
+  its tokens. Reads only the experts in use; needs one host sync for the counts. Used on
+  CPU, for large token counts (prefill), and always when gradients are needed (then
+  through the expert modules).
+* ``few`` — CPU, at most 8 (token, expert) pairs (small-batch decoding): one mat-vec per
+  pair on the packed views; no sorting, no copies.
+* ``gather`` — CUDA, few (token, expert) pairs as in small-batch decoding: gather the
+  selected experts' weights and run batched mat-vecs; no sync, no Python loop.
+* ``dense`` — CUDA, moderate token counts: every expert on every token in two batched
+  matmuls, weighted by the (mostly zero) routing weights; no sync, no Python loop.
 """
 
 from __future__ import annotations
@@ -26,25 +29,39 @@ from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
-from opticmem.encoder.config import DecoderConfig
 from torch import Tensor, nn
+
+from opticmem.encoder.config import DecoderConfig
+from opticmem.encoder.packing import PackedWeights, needs_grad
 
 log = logging.getLogger(__name__)
 
-Dispatch = Literal["auto", "gather", "dense", "grouped"]
+Dispatch = Literal["auto", "few", "gather", "dense", "grouped"]
 
 
 class MLP(nn.Module):
-    """SiLU-gated MLP: ``down(silu(gate(x)) · up(x))``, no biases."""
+    """SiLU-gated MLP: ``down(silu(gate(x)) · up(x))``, no biases.
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    Without gradients (and ``fuse``), ``gate_proj`` and ``up_proj`` run as one matmul on a
+    packed ``(2I, H)`` weight that the two parameters view.
+    """
+
+    def __init__(self, dim: int, hidden: int, fuse: bool = True) -> None:
         super().__init__()
         self.gate_proj = nn.Linear(dim, hidden, bias=False)
         self.up_proj = nn.Linear(dim, hidden, bias=False)
         self.down_proj = nn.Linear(hidden, dim, bias=False)
+        self._gate_up = (
+            PackedWeights([[self.gate_proj, self.up_proj]], stacked=False)
+            if fuse
+            else None
+        )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        if self._gate_up is None or needs_grad([self.gate_proj.weight, self.up_proj.weight]):
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        g, u = F.linear(x, self._gate_up.get()).chunk(2, dim=-1)  # (..., I) each
+        return self.down_proj(F.silu(g) * u)
 
 
 class MoE(nn.Module):
@@ -64,12 +81,17 @@ class MoE(nn.Module):
         self.aux_loss_alpha = cfg.aux_loss_alpha
         self.router = nn.Linear(cfg.hidden_size, cfg.routed_experts, bias=False)
         self.experts = nn.ModuleList(
-            MLP(cfg.hidden_size, cfg.moe_intermediate) for _ in range(cfg.routed_experts)
+            MLP(cfg.hidden_size, cfg.moe_intermediate, fuse=False)
+            for _ in range(cfg.routed_experts)
         )
         self.shared = (
             MLP(cfg.hidden_size, cfg.shared_intermediate) if cfg.shared_experts > 0 else None
         )
-        self._packed: tuple[Tensor, Tensor] | None = None
+        experts = self.expert_list()
+        self._gate_up = PackedWeights(
+            [[e.gate_proj, e.up_proj] for e in experts], stacked=True
+        )  # (E, 2I, H)
+        self._down = PackedWeights([[e.down_proj] for e in experts], stacked=True)
         self.aux_loss: Tensor | None = None
         """Sequence-level load-balancing loss of the last training forward (DeepSeek-V2)."""
 
@@ -110,29 +132,41 @@ class MoE(nn.Module):
     def _run_experts(self, x: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
         N = x.shape[0]
         mode = self.dispatch
-        if torch.is_grad_enabled() and any(p.requires_grad for p in self.experts.parameters()):
-            mode = "grouped"
-        elif mode == "auto":
-            if 2 * N * self.top_k < self.n_experts:
+        if needs_grad(list(self.experts.parameters())):
+            return self._grouped(x, weights, ids, packed=False)
+        if mode == "auto":
+            # On CPU a host sync is free and copies cost bandwidth: run the used experts.
+            # On CUDA avoid syncs: gather few experts, or run all of them, until the
+            # batch is large enough for sorting by expert to pay.
+            if x.device.type != "cuda":
+                mode = "few" if N * self.top_k <= 8 else "grouped"
+            elif 2 * N * self.top_k < self.n_experts:
                 mode = "gather"
             elif self.dense_max_tokens >= N:
                 mode = "dense"
             else:
                 mode = "grouped"
+        if mode == "few":
+            return self._few(x, weights, ids)
         if mode == "gather":
             return self._gather(x, weights, ids)
         if mode == "dense":
             return self._dense(x, weights, ids)
-        return self._grouped(x, weights, ids)
+        return self._grouped(x, weights, ids, packed=True)
 
-    def _grouped(self, x: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
-        """Sort (token, expert) pairs by expert; run each used expert once on its tokens."""
+    def _grouped(self, x: Tensor, weights: Tensor, ids: Tensor, packed: bool) -> Tensor:
+        """Sort (token, expert) pairs by expert; run each used expert once on its tokens.
+
+        ``packed`` runs the experts on the packed views (inference); otherwise through the
+        expert modules, so autograd reaches their parameters.
+        """
         N, k = ids.shape
         flat_ids = ids.reshape(-1)  # (N·k,)
         order = torch.argsort(flat_ids, stable=True)  # pairs grouped by expert
         counts = torch.bincount(flat_ids, minlength=self.n_experts).tolist()
         flat_w = weights.reshape(-1)  # (N·k,)
         out = torch.zeros(N, x.shape[1], device=x.device, dtype=torch.float32)
+        gate_up, down = (self._gate_up.get(), self._down.get()) if packed else (None, None)
         start = 0
         for e, count in enumerate(counts):
             if count == 0:
@@ -140,13 +174,30 @@ class MoE(nn.Module):
             pairs = order[start : start + count]
             start += count
             tokens = pairs // k  # (count,)
-            y = self.experts[e](x[tokens])  # (count, H)
+            if gate_up is not None and down is not None:
+                g, u = F.linear(x[tokens], gate_up[e]).chunk(2, dim=-1)  # (count, I) each
+                y = F.linear(F.silu(g) * u, down[e])  # (count, H)
+            else:
+                y = self.experts[e](x[tokens])  # (count, H)
             out.index_add_(0, tokens, y.float() * flat_w[pairs, None])
         return out
 
+    def _few(self, x: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
+        """A handful of (token, expert) pairs on CPU: plain mat-vecs on the packed views."""
+        gate_up, down = self._gate_up.get(), self._down.get()
+        rows = []
+        for n, (experts, ws) in enumerate(zip(ids.tolist(), weights.tolist(), strict=True)):
+            xn = x[n : n + 1]  # (1, H)
+            acc = torch.zeros(1, x.shape[1], device=x.device, dtype=torch.float32)
+            for e, w in zip(experts, ws, strict=True):
+                g, u = F.linear(xn, gate_up[e]).chunk(2, dim=-1)  # (1, I) each
+                acc = acc + F.linear(F.silu(g) * u, down[e]).float() * w  # (1, H)
+            rows.append(acc)
+        return torch.cat(rows)  # (N, H)
+
     def _gather(self, x: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
         """Gather only the selected experts' weights: (N, k) batched mat-vecs."""
-        gate_up, down = self.packed()
+        gate_up, down = self._gate_up.get(), self._down.get()
         I2 = gate_up.shape[1]
         w_gu = gate_up[ids]  # (N, k, 2I, H)
         w_dn = down[ids]  # (N, k, H, I)
@@ -157,7 +208,7 @@ class MoE(nn.Module):
 
     def _dense(self, x: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
         """Every expert on every token in two batched matmuls; unselected ones weigh 0."""
-        gate_up, down = self.packed()
+        gate_up, down = self._gate_up.get(), self._down.get()
         I2 = gate_up.shape[1]
         h = torch.matmul(x, gate_up.transpose(1, 2))  # (E, N, 2I)
         g, u = h.split(I2 // 2, dim=-1)
@@ -168,47 +219,10 @@ class MoE(nn.Module):
 
     # ------------------------------------------------------------------ packing
 
-    def packed(self) -> tuple[Tensor, Tensor]:
-        """Stacked ``(E, 2I, H)`` gate|up and ``(E, H, I)`` down weights.
-
-        The experts' parameters are re-pointed to views of these stacks, so both always
-        hold the same values. If anything replaced a parameter's storage since (``.to()``,
-        ``load_state_dict(assign=True)``), the stacks are rebuilt from the parameters.
-        """
-        if self._packed is None or not self._views_intact(self._packed):
-            self._packed = self._pack()
-        return self._packed
-
     def expert_list(self) -> list[MLP]:
         """The routed experts, typed."""
         return [cast(MLP, e) for e in self.experts]
 
-    def _views_intact(self, packed: tuple[Tensor, Tensor]) -> bool:
-        gate_up, down = packed
-        I = down.shape[2]  # noqa: E741
-        for e, expert in enumerate(self.expert_list()):
-            gw = expert.gate_proj.weight
-            if (
-                gw.dtype != gate_up.dtype
-                or gw.device != gate_up.device
-                or gw.data_ptr() != gate_up[e].data_ptr()
-                or expert.up_proj.weight.data_ptr() != gate_up[e, I:].data_ptr()
-                or expert.down_proj.weight.data_ptr() != down[e].data_ptr()
-            ):
-                return False
-        return True
-
-    @torch.no_grad()
-    def _pack(self) -> tuple[Tensor, Tensor]:
-        experts = self.expert_list()
-        I = experts[0].gate_proj.weight.shape[0]  # noqa: E741
-        gate_up = torch.stack(
-            [torch.cat([e.gate_proj.weight, e.up_proj.weight], dim=0) for e in experts]
-        )  # (E, 2I, H)
-        down = torch.stack([e.down_proj.weight for e in experts])  # (E, H, I)
-        for i, e in enumerate(experts):
-            e.gate_proj.weight.data = gate_up[i, :I]
-            e.up_proj.weight.data = gate_up[i, I:]
-            e.down_proj.weight.data = down[i]
-        log.debug("packed %d experts into stacked views", len(experts))
-        return gate_up, down
+    def packed(self) -> tuple[Tensor, Tensor]:
+        """Stacked ``(E, 2I, H)`` gate|up and ``(E, H, I)`` down weights (parameter views)."""
+        return self._gate_up.get(), self._down.get()

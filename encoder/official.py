@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer
+
 from opticmem.encoder.checkpoint import INDEX_FILE, load_tensors, read_index
 from opticmem.encoder.config import ModelConfig, preset
 from opticmem.encoder.errors import CheckpointError
 from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
-from tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -248,5 +249,6 @@ def official_key_list(cfg: ModelConfig | None = None) -> list[str]:
 
 
 def with_official_layout(cfg: ModelConfig) -> ModelConfig:
-    """``cfg`` with CLIP's unused patch conv kept, as the official key layout requires."""
-    return replace(cfg, clip=replace(cfg.clip, keep_patch_embedding=True))
+    """``cfg`` shaped like the official key layout: CLIP's unused patch conv kept and no
+    layout aligner (the released model has none)."""
+    return replace(cfg, clip=replace(cfg.clip, keep_patch_embedding=True), align=None)

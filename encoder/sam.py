@@ -19,8 +19,9 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from opticmem.encoder.config import SamConfig
 from torch import Tensor, nn
+
+from opticmem.encoder.config import SamConfig
 
 
 def window_partition(x: Tensor, window: int) -> tuple[Tensor, tuple[int, int]]:

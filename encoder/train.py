@@ -68,6 +68,9 @@ class TrainConfig:
     max_steps: int | None = None
     device: str = "auto"
     compile: bool = False
+    init_from: Path | None = None
+    """Start from these weights (a checkpoint directory) when no saved state exists — to
+    continue on a fresh machine from exported weights, with a fresh optimiser."""
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -244,6 +247,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         progress = json.loads((state_dir / "progress.json").read_text())
         log.info("resumed at step %d (%.1f min, %d pages)", progress["step"],
                  progress["minutes"], progress["pages"])
+    elif cfg.init_from is not None:
+        weight_map, _ = read_index(Path(cfg.init_from))
+        load_tensors(model, Path(cfg.init_from), weight_map)
+        log.info("initialised from %s", cfg.init_from)
+        prior = Path(cfg.init_from) / "progress.json"
+        if prior.is_file():
+            old = json.loads(prior.read_text())
+            progress.update({k: old[k] for k in ("step", "pages", "minutes", "runs") if k in old})
+            progress["log"] = old.get("log", [])
     model.to(dev)
     model.train()
     (out / "train_config.json").write_text(cfg.to_json())

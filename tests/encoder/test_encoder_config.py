@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+
 from opticmem.encoder.config import ModelConfig, preset
 from opticmem.encoder.errors import ConfigError
 from opticmem.encoder.model import build_model

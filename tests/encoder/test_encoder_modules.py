@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from opticmem.encoder.config import preset
 from opticmem.encoder.decoder import KVCache
 from opticmem.encoder.errors import InputError
@@ -19,7 +20,7 @@ from opticmem.encoder.sam import (
 )
 from opticmem.render.tiers import Tier
 
-MODES: tuple[Dispatch, ...] = ("grouped", "gather", "dense")
+MODES: tuple[Dispatch, ...] = ("grouped", "few", "gather", "dense")
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +141,8 @@ def test_moe_dispatch_paths_agree() -> None:
             for mode in MODES:
                 moe.dispatch = mode
                 outs[mode] = moe(x)
-        assert torch.allclose(outs["gather"], outs["grouped"], atol=1e-5)
-        assert torch.allclose(outs["dense"], outs["grouped"], atol=1e-5)
+        for mode in MODES:
+            assert torch.allclose(outs[mode], outs["grouped"], atol=1e-5), mode
 
 
 def test_moe_matches_a_per_token_reference() -> None:

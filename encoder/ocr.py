@@ -1,0 +1,377 @@
+"""``OCRCodec``: the DeepSeek-OCR-style model behind the codec seam (``Codec``).
+
+It wraps an :class:`~opticmem.encoder.model.OCRModel` and a ``tokenizers.Tokenizer``.
+``encode`` preprocesses page images of one tier, runs the DeepEncoder in batches and
+returns each page's ``(g, g, D)`` grid as float16 numpy; ``decode`` turns grids back into
+decoder slots and reads text with batched greedy decoding.
+
+>>> from PIL import Image
+>>> codec = OCRCodec.random("test", seed=0)
+>>> [vt] = codec.encode([Image.new("L", (512, 512), 255)], "tiny")
+>>> vt.grid.shape, vt.grid.dtype.name
+((8, 8, 64), 'float16')
+>>> [rec] = codec.decode([vt], max_new_tokens=4)
+>>> rec.tokens <= 4 and 0.0 < rec.confidence <= 1.0
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from opticmem.encoder.align import StepTracker
+from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, placeholder_ids, read_tokenizer
+from opticmem.encoder.checkpoint import load_checkpoint
+from opticmem.encoder.codec import Recollection, VisionTokens
+from opticmem.encoder.config import DecoderConfig, preset
+from opticmem.encoder.errors import InputError
+from opticmem.encoder.examples import token_bytes
+from opticmem.encoder.generate import GenerationConfig, Prompt, StepHook, generate
+from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
+from opticmem.encoder.official import REPO_ID, load_official, load_official_tokenizer
+from opticmem.encoder.preprocess import preprocess
+from opticmem.encoder.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    IMAGE_ID,
+    PAD_ID,
+    VOCAB_SIZE,
+    TokenizerError,
+    load_tokenizer,
+)
+from opticmem.render.tiers import Tier
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from opticmem.render.layout import RenderSettings
+
+log = logging.getLogger(__name__)
+
+IMAGE_MARK = "<image>"
+OFFICIAL_PROMPT = "<image>\nFree OCR."
+"""The reference's plain-OCR prompt (``shared/design/deepseek-ocr-facts.md`` §3)."""
+
+
+class OCRCodec:
+    """Page images → vision tokens → text with one model and tokenizer.
+
+    ``prompt`` is the "plain" template: the text before ``<image>`` goes between BOS and
+    the vision slots, the text after it follows them. ``batch_size`` bounds how many pages
+    go through the model at once (encode and decode).
+    """
+
+    def __init__(
+        self,
+        model: OCRModel,
+        tokenizer: Tokenizer | None = None,
+        *,
+        name: str,
+        prompt: str = IMAGE_MARK,
+        generation: GenerationConfig | None = None,
+        render_settings: RenderSettings | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        if IMAGE_MARK not in prompt:
+            raise InputError(f"prompt must contain {IMAGE_MARK!r}; got {prompt!r}")
+        if batch_size < 1:
+            raise InputError(f"batch_size must be ≥ 1, got {batch_size}")
+        self.model = model.eval()
+        if tokenizer is not None:
+            self.tokenizer, self.tokenizer_source = tokenizer, "given"
+        else:
+            self.tokenizer, self.tokenizer_source = default_tokenizer(model.cfg.decoder)
+        self.generation = generation or GenerationConfig()
+        self.batch_size = batch_size
+        self._name = name
+        self._render_settings = render_settings
+        before, after = prompt.split(IMAGE_MARK, 1)
+        self._prefix = self._ids(before)
+        self._suffix = self._ids(after)
+        self._bytes = token_bytes(self.tokenizer) if model.aligner is not None else []
+        d = model.cfg.decoder
+        self._skip = frozenset(
+            {d.bos_token_id, d.eos_token_id, d.pad_token_id, d.image_token_id}
+        ) | (placeholder_ids(self.tokenizer) if self.fallback_tokenizer else frozenset())
+
+    @property
+    def fallback_tokenizer(self) -> bool:
+        """True when text goes through the byte-level fallback (no tokenizer file fits)."""
+        return self.tokenizer_source == "byte-fallback"
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def random(
+        cls,
+        preset_name: str = "test",
+        seed: int = 0,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        prompt: str = IMAGE_MARK,
+        generation: GenerationConfig | None = None,
+        render_settings: RenderSettings | None = None,
+        batch_size: int = 32,
+    ) -> OCRCodec:
+        """A randomly initialised model of the real architecture (deterministic per seed).
+
+        Its text is meaningless, but every code path (shapes, batching, decoding, EOS,
+        confidence) is the real one — for tests of the memory, never a fake.
+        """
+        dev = torch.device(device) if device is not None else default_device()
+        model = build_model(
+            preset(preset_name), device=dev, dtype=dtype or default_dtype(dev), seed=seed
+        )
+        return cls(
+            model, None, name=f"random:{preset_name}:{seed}", prompt=prompt,
+            generation=generation, render_settings=render_settings, batch_size=batch_size,
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        prompt: str = IMAGE_MARK,
+        generation: GenerationConfig | None = None,
+        render_settings: RenderSettings | None = None,
+        batch_size: int = 32,
+    ) -> OCRCodec:
+        """Load one of our sharded checkpoints (and its ``tokenizer.json`` if present)."""
+        root = Path(directory)
+        model = load_checkpoint(root, device=device, dtype=dtype)
+        tok_path = root / "tokenizer.json"
+        tokenizer = read_tokenizer(tok_path) if tok_path.is_file() else None
+        digest = _checkpoint_digest(root)
+        return cls(
+            model, tokenizer, name=f"opticmem:{model.cfg.name}:{digest}", prompt=prompt,
+            generation=generation, render_settings=render_settings, batch_size=batch_size,
+        )
+
+    @classmethod
+    def from_official(
+        cls,
+        source: str | Path = REPO_ID,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        prompt: str = OFFICIAL_PROMPT,
+        revision: str | None = None,
+        generation: GenerationConfig | None = None,
+        batch_size: int = 32,
+    ) -> OCRCodec:
+        """The released DeepSeek-OCR weights and tokenizer (directory or Hub repo id)."""
+        model = load_official(source, device=device, dtype=dtype, revision=revision)
+        tokenizer = load_official_tokenizer(source, revision=revision)
+        generation = generation or GenerationConfig(
+            no_repeat_whitelist=frozenset({128821, 128822}), max_new_tokens=8192
+        )
+        return cls(
+            model, tokenizer, name=f"deepseek-ocr:{Path(str(source)).name}", prompt=prompt,
+            generation=generation, batch_size=batch_size,
+        )
+
+    # ------------------------------------------------------------------ Codec protocol
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def render_settings(self) -> RenderSettings | None:
+        return self._render_settings
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, images: Sequence[Image.Image], tier: Tier | str) -> list[VisionTokens]:
+        """Encode page images (any size or mode) at ``tier``; one grid per image."""
+        tier = Tier.parse(tier)
+        out: list[VisionTokens] = []
+        param = next(self.model.parameters())
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            pixels = preprocess(chunk, tier).to(device=param.device, dtype=param.dtype)
+            with torch.inference_mode():
+                grid = self.model.encode_grid(pixels)  # (B, g, g, D)
+            arr = grid.float().cpu().numpy().astype(np.float16)
+            out += [VisionTokens(tier=tier, grid=a, codec=self._name) for a in arr]
+        return out
+
+    def decode(
+        self,
+        tokens: Sequence[VisionTokens],
+        *,
+        max_new_tokens: int | None = None,
+        step_hook: StepHook | None = None,
+    ) -> list[Recollection]:
+        """Read text back from vision tokens, batched across pages.
+
+        Pages of any mix of tiers decode together; for a model with a layout aligner, each
+        batch holds one tier and :class:`AlignerFeed` feeds the aligner with the codec's
+        ``render_settings`` (default :class:`~opticmem.render.RenderSettings`). A
+        ``step_hook`` given here replaces that feed (see :func:`generate`).
+        """
+        D = self.model.cfg.embed_dim
+        for vt in tokens:
+            if vt.codec and vt.codec != self._name:
+                raise InputError(f"vision tokens made by {vt.codec!r}, not by {self._name!r}")
+            if vt.dim != D:
+                raise InputError(f"vision tokens have width {vt.dim}; this model needs {D}")
+        gen = self.generation
+        if max_new_tokens is not None:
+            gen = replace(gen, max_new_tokens=max_new_tokens)
+        aligned = self.aligned and step_hook is None
+        # With the aligner, a batch holds pages of one tier (one grid tensor per batch).
+        order = sorted(range(len(tokens)), key=lambda i: tokens[i].tier.rank if aligned else 0)
+        batches: list[list[int]] = []
+        for i in order:
+            if (
+                not batches
+                or len(batches[-1]) == self.batch_size
+                or (aligned and tokens[batches[-1][0]].tier is not tokens[i].tier)
+            ):
+                batches.append([])
+            batches[-1].append(i)
+        param = next(self.model.parameters())
+        results: dict[int, Recollection] = {}
+        for idx in batches:
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                grids = [
+                    torch.from_numpy(np.asarray(tokens[i].grid, dtype=np.float32)).to(
+                        device=param.device, dtype=param.dtype
+                    )
+                    for i in idx
+                ]  # each (g, g, D)
+                prompts = [
+                    Prompt(
+                        slots=self.model.grid_to_slots(g[None])[0],  # (g(g+1)+1, D)
+                        prefix=self._prefix,
+                        suffix=self._suffix,
+                    )
+                    for g in grids
+                ]
+            if aligned:
+                feed = AlignerFeed(self.model, torch.stack(grids), self._settings(), self._bytes)
+                T0 = 1 + len(self._prefix) + prompts[0].slots.shape[0] + len(self._suffix)
+                outs = generate(
+                    self.model, prompts, gen, step_hook=feed, prompt_extra=feed.prompt_extra(T0)
+                )
+            else:
+                outs = generate(self.model, prompts, gen, step_hook=step_hook)
+            seconds = (time.perf_counter() - t0) / len(idx)
+            for i, o in zip(idx, outs, strict=True):
+                results[i] = Recollection(
+                    text=self.detokenize(o.token_ids),
+                    tier=tokens[i].tier,
+                    confidence=o.confidence,
+                    tokens=len(o.token_ids),
+                    seconds=seconds,
+                    codec=self._name,
+                    extra={"finished": float(o.finished)},
+                )
+        return [results[i] for i in range(len(tokens))]
+
+    @property
+    def aligned(self) -> bool:
+        """True when decoding feeds the model's layout aligner (see :class:`AlignerFeed`)."""
+        return self.model.aligner is not None
+
+    def _settings(self) -> RenderSettings:
+        if self._render_settings is not None:
+            return self._render_settings
+        from opticmem.render.layout import RenderSettings
+
+        return RenderSettings()
+
+    def read(
+        self, images: Sequence[Image.Image], tier: Tier | str, *, max_new_tokens: int | None = None
+    ) -> list[Recollection]:
+        """``decode(encode(images, tier))``."""
+        return self.decode(self.encode(images, tier), max_new_tokens=max_new_tokens)
+
+    # ------------------------------------------------------------------ text
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Text of generated ids, without special and placeholder tokens."""
+        return self.tokenizer.decode([i for i in ids if i not in self._skip])
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids) if text else []
+
+
+class AlignerFeed:
+    """Feeds a model's layout aligner while it decodes pages of our renderer.
+
+    The training template (:mod:`opticmem.encoder.examples`) adds, at every step that
+    predicts a transcript token, the aligner's reading of the vision tokens under the next
+    character's cell. Decoding does the same: the prompt's last position reads the first
+    cell, and each generated token advances a :class:`~opticmem.encoder.align.StepTracker`
+    by its bytes before the next step reads the new cell. It is a ``step_hook``.
+    """
+
+    def __init__(
+        self, model: OCRModel, grid: torch.Tensor, settings: RenderSettings, table: list[bytes]
+    ) -> None:
+        if model.aligner is None:
+            raise InputError("this model has no layout aligner")
+        self.aligner = model.aligner
+        self.grid = grid  # (B, g, g, D)
+        self.settings = settings
+        self.table = table
+        B = grid.shape[0]
+        self.rows = torch.arange(B, device=grid.device)
+        self.trackers = [StepTracker() for _ in range(B)]
+        self.seen = [0] * B
+
+    def _embed(self) -> torch.Tensor:
+        cells = torch.tensor([t.position for t in self.trackers], device=self.grid.device)
+        with torch.inference_mode():
+            out = self.aligner(self.grid, cells, self.rows, self.settings)  # (B, D)
+        return out.to(self.grid.dtype)
+
+    def prompt_extra(self, length: int) -> torch.Tensor:
+        """(B, length, D): zeros except the last prompt position, which reads the first cell."""
+        B, D = self.grid.shape[0], self.grid.shape[-1]
+        extra = self.grid.new_zeros(B, length, D)
+        extra[:, -1] = self._embed()
+        return extra
+
+    def __call__(self, generated: list[list[int]], step: int) -> torch.Tensor:
+        for b, toks in enumerate(generated):
+            for tok in toks[self.seen[b] :]:
+                self.trackers[b].feed(self.table[tok] if tok < len(self.table) else b"")
+            self.seen[b] = len(toks)
+        return self._embed()[:, None]  # (B, 1, D)
+
+
+def default_tokenizer(cfg: DecoderConfig) -> tuple[Tokenizer, str]:
+    """The shipped BPE when ``cfg``'s vocabulary and special ids are its own, else the
+    byte-level fallback sized for ``cfg``. Returns the tokenizer and which one it is."""
+    ids = (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id, cfg.image_token_id)
+    if cfg.vocab_size == VOCAB_SIZE and ids == (BOS_ID, EOS_ID, PAD_ID, IMAGE_ID):
+        try:
+            return load_tokenizer(), "shipped"
+        except TokenizerError as exc:
+            log.warning("shipped tokenizer unusable, using the byte fallback: %s", exc)
+    return byte_fallback_tokenizer(cfg), "byte-fallback"
+
+
+def _checkpoint_digest(root: Path) -> str:
+    """A short digest of a checkpoint's index (which holds every shard's SHA-256)."""
+    return hashlib.sha256((root / "model.safetensors.index.json").read_bytes()).hexdigest()[:12]

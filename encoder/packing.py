@@ -1,0 +1,88 @@
+"""Fused inference weights that *are* the module parameters (views, not copies).
+
+The checkpoint layout keeps separate ``q_proj``/``k_proj``/``v_proj``, ``gate_proj``/
+``up_proj`` and per-expert matrices; inference is faster with them concatenated (one
+matmul instead of three, one batched matmul over experts). :class:`PackedWeights`
+concatenates a group of same-width parameters once into a single tensor and re-points each
+parameter at its slice of it, so the parameters stay the source of truth (state dicts,
+optimisers and in-place loading see and update the same memory) with no second copy.
+
+If anything later swaps a parameter's storage (``module.to(...)``, ``load_state_dict(...,
+assign=True)``), the slices no longer match and the next :meth:`PackedWeights.get` repacks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class PackedWeights:
+    """The ``weight`` parameters of ``rows[i][j]`` packed into one tensor.
+
+    Each row's weights are concatenated along dim 0; rows are stacked along a new leading
+    dim, ``(len(rows), Σ_j dim0, …)``, or with ``stacked=False`` the single row gives
+    ``(Σ_j dim0, …)``. Modules, not parameters, are held: ``.to()``/``to_empty()`` may
+    replace a module's parameter object.
+    """
+
+    def __init__(self, rows: list[list[nn.Module]], stacked: bool) -> None:
+        self.modules = rows
+        self.stacked = stacked
+        self._packed: Tensor | None = None
+
+    @property
+    def rows(self) -> list[list[Tensor]]:
+        return [[_weight(m) for m in row] for row in self.modules]
+
+    def get(self) -> Tensor:
+        """The packed tensor, (re)built if any parameter no longer views it."""
+        if self._packed is None or not self._intact(self._packed):
+            self._packed = self._pack()
+        return self._packed
+
+    def _slices(self, packed: Tensor) -> list[list[Tensor]]:
+        out = []
+        for i, row in enumerate(self.modules):
+            base = packed[i] if self.stacked else packed
+            start, parts = 0, []
+            for m in row:
+                n = _weight(m).shape[0]
+                parts.append(base[start : start + n])
+                start += n
+            out.append(parts)
+        return out
+
+    def _intact(self, packed: Tensor) -> bool:
+        rows = self.rows
+        first = rows[0][0]
+        if first.dtype != packed.dtype or first.device != packed.device:
+            return False
+        for row, parts in zip(rows, self._slices(packed), strict=True):
+            for p, view in zip(row, parts, strict=True):
+                if p.data_ptr() != view.data_ptr():
+                    return False
+        return True
+
+    def _pack(self) -> Tensor:
+        # Outside inference mode: a parameter cannot take an inference tensor as its data.
+        with torch.inference_mode(False), torch.no_grad():
+            rows = self.rows
+            cat = [torch.cat([p.detach() for p in row], dim=0) for row in rows]
+            packed = torch.stack(cat) if self.stacked else cat[0]
+            for row, parts in zip(rows, self._slices(packed), strict=True):
+                for p, view in zip(row, parts, strict=True):
+                    p.data = view
+        return packed
+
+
+def _weight(module: nn.Module) -> Tensor:
+    weight = module.weight
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{type(module).__name__}.weight is not a tensor")
+    return weight
+
+
+def needs_grad(params: list[nn.Parameter] | list[Tensor]) -> bool:
+    """True when autograd would track these parameters now (training path)."""
+    return torch.is_grad_enabled() and any(p.requires_grad for p in params)

@@ -1,0 +1,267 @@
+"""Sharded safetensors checkpoints (ours and the official layout): strict, typed errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from opticmem.encoder.byte_fallback import byte_fallback_tokenizer
+from opticmem.encoder.checkpoint import (
+    INDEX_FILE,
+    load_checkpoint,
+    read_index,
+    save_checkpoint,
+)
+from opticmem.encoder.config import preset
+from opticmem.encoder.errors import CheckpointError
+from opticmem.encoder.model import OCRModel, build_model
+from opticmem.encoder.ocr import OCRCodec
+from opticmem.encoder.official import (
+    load_official,
+    load_official_tokenizer,
+    to_official,
+    with_official_layout,
+)
+
+
+@pytest.fixture(scope="module")
+def model() -> OCRModel:
+    return build_model(preset("test"), seed=4)
+
+
+@pytest.fixture()
+def saved(model: OCRModel, tmp_path: Path) -> Path:
+    return save_checkpoint(model, tmp_path / "ckpt", max_shard_bytes=256 * 1024)
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_save_and_load_round_trip_with_shards(model: OCRModel, saved: Path) -> None:
+    shards = sorted(saved.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    weight_map, meta = read_index(saved)
+    per_file = {p.name: sum(f == p.name for f in weight_map.values()) for p in shards}
+    # Within the limit (plus header), unless one tensor alone is larger.
+    assert all(
+        p.stat().st_size <= 256 * 1024 + 16 * 1024 or per_file[p.name] == 1 for p in shards
+    )
+    assert set(weight_map) == set(model.state_dict())
+    assert meta["format"] == "opticmem" and set(meta["shards"]) == {p.name for p in shards}
+    loaded = load_checkpoint(saved, device="cpu")
+    assert loaded.cfg == model.cfg
+    assert same_weights(model, loaded)
+    pixels = torch.randn(1, 3, 512, 512)
+    with torch.no_grad():
+        assert torch.equal(model.encode_grid(pixels), loaded.encode_grid(pixels))
+
+
+def test_default_shard_limit_is_16_mib(tmp_path: Path) -> None:
+    m = build_model(preset("bundled"), seed=0)
+    out = save_checkpoint(m, tmp_path / "b", dtype=torch.bfloat16)
+    sizes = [p.stat().st_size for p in out.glob("model-*.safetensors")]
+    assert max(sizes) <= 16 * 1024 * 1024 + 64 * 1024
+    assert sum(sizes) < 44 * 1024 * 1024  # bf16 bundled weights ship under 44 MB
+    back = load_checkpoint(out, device="cpu")
+    assert back.decoder.lm_head.weight.dtype == torch.float32
+    ref = m.decoder.lm_head.weight.to(torch.bfloat16).float()
+    assert torch.equal(back.decoder.lm_head.weight, ref)
+
+
+def test_bf16_packed_views_are_saved_as_independent_tensors(tmp_path: Path) -> None:
+    m = build_model(preset("test"), seed=1)
+    with torch.inference_mode():
+        m.decoder(torch.randn(1, 3, 64))  # packs fused weights into shared storage
+    out = save_checkpoint(m, tmp_path / "p")
+    assert same_weights(m, load_checkpoint(out, device="cpu"))
+
+
+def test_truncated_shard_names_file_and_key(saved: Path) -> None:
+    weight_map, _ = read_index(saved)
+    victim = sorted(set(weight_map.values()))[1]
+    path = saved / victim
+    path.write_bytes(path.read_bytes()[:-100])
+    first_key = next(k for k, f in weight_map.items() if f == victim)
+    for verify in (True, False):
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(saved, device="cpu", verify=verify)
+        assert info.value.path == str(path) and info.value.key == first_key
+        assert victim in str(info.value) and first_key in str(info.value)
+
+
+def test_corrupt_bytes_are_caught_by_the_digest(saved: Path) -> None:
+    weight_map, _ = read_index(saved)
+    victim = sorted(set(weight_map.values()))[0]
+    data = bytearray((saved / victim).read_bytes())
+    data[-10] ^= 0xFF
+    (saved / victim).write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt") as info:
+        load_checkpoint(saved, device="cpu")
+    assert info.value.path == str(saved / victim) and info.value.key is not None
+
+
+def test_garbage_header_names_file_and_key(saved: Path) -> None:
+    weight_map, _ = read_index(saved)
+    victim = sorted(set(weight_map.values()))[0]
+    (saved / victim).write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(saved, device="cpu", verify=False)
+    assert info.value.path == str(saved / victim) and info.value.key in weight_map
+
+
+def test_wrong_shape_names_file_and_key(model: OCRModel, saved: Path) -> None:
+    weight_map, _ = read_index(saved)
+    key = "vision.projector.weight"
+    fname = weight_map[key]
+    tensors = {k: model.state_dict()[k].clone() for k, f in weight_map.items() if f == fname}
+    tensors[key] = torch.zeros(3, 3)
+    save_file(tensors, str(saved / fname))
+    with pytest.raises(CheckpointError, match="shape") as info:
+        load_checkpoint(saved, device="cpu", verify=False)
+    assert info.value.key == key and info.value.path == str(saved / fname)
+
+
+def test_missing_shard_and_missing_key(saved: Path) -> None:
+    weight_map, _ = read_index(saved)
+    index = json.loads((saved / INDEX_FILE).read_text())
+    dropped = "decoder.norm.weight"
+    del index["weight_map"][dropped]
+    (saved / INDEX_FILE).write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="missing") as info:
+        load_checkpoint(saved, device="cpu", verify=False)
+    assert info.value.key == dropped and info.value.path == str(saved / INDEX_FILE)
+    index["weight_map"][dropped] = weight_map[dropped]
+    (saved / INDEX_FILE).write_text(json.dumps(index))
+    victim = weight_map["decoder.lm_head.weight"]
+    (saved / victim).unlink()
+    with pytest.raises(CheckpointError, match="shard file missing") as info:
+        load_checkpoint(saved, device="cpu", verify=False)
+    assert info.value.path == str(saved / victim)
+
+
+def test_unexpected_key_and_bad_json(saved: Path) -> None:
+    index = json.loads((saved / INDEX_FILE).read_text())
+    shard = next(iter(index["weight_map"].values()))
+    index["weight_map"]["vision.extra_head.weight"] = shard
+    (saved / INDEX_FILE).write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="unexpected") as info:
+        load_checkpoint(saved, device="cpu", verify=False)
+    assert info.value.key == "vision.extra_head.weight"
+    (saved / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="JSON") as info:
+        load_checkpoint(saved, device="cpu")
+    assert info.value.path == str(saved / "config.json")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(saved / "nope")
+
+
+def test_codec_from_pretrained_uses_a_tokenizer_file_when_present(
+    model: OCRModel, saved: Path
+) -> None:
+    img = [Image.new("L", (512, 512), 255)]
+    plain = OCRCodec.from_pretrained(saved, device="cpu")
+    assert plain.tokenizer_source == "shipped" and plain.name.startswith("opticmem:test:")
+    byte_fallback_tokenizer(model.cfg.decoder).save(str(saved / "tokenizer.json"))
+    with_file = OCRCodec.from_pretrained(saved, device="cpu")
+    assert with_file.tokenizer_source == "given" and not with_file.fallback_tokenizer
+    a = plain.encode(img, "tiny")
+    assert plain.decode(a, max_new_tokens=3)[0].tokens <= 3
+    (saved / "tokenizer.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="tokenizer"):
+        OCRCodec.from_pretrained(saved, device="cpu")
+
+
+# ---------------------------------------------------------------- official key layout
+
+
+def write_official_layout(model: OCRModel, root: Path, shards: int = 2) -> dict[str, str]:
+    """A small checkpoint under the released names, split like the hub's index layout."""
+    root.mkdir(parents=True, exist_ok=True)
+    items = [(to_official(k), v.detach().to(torch.bfloat16).clone())
+             for k, v in model.state_dict().items()]
+    weight_map: dict[str, str] = {}
+    per = -(-len(items) // shards)
+    for i in range(shards):
+        fname = f"model-{i + 1:05d}-of-{shards:06d}.safetensors"
+        part = dict(items[i * per : (i + 1) * per])
+        save_file(part, str(root / fname), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, fname))
+    (root / INDEX_FILE).write_text(
+        json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map})
+    )
+    d = model.cfg.decoder
+    (root / "config.json").write_text(json.dumps({
+        "model_type": "deepseek_vl_v2",
+        "language_config": {
+            "vocab_size": d.vocab_size, "hidden_size": d.hidden_size,
+            "num_hidden_layers": d.layers, "n_routed_experts": d.routed_experts,
+            "num_experts_per_tok": d.experts_per_token, "first_k_dense_replace": 1,
+        },
+    }))
+    byte_fallback_tokenizer(d).save(str(root / "tokenizer.json"))
+    return weight_map
+
+
+def test_tiny_checkpoint_in_the_official_layout_loads_strictly(tmp_path: Path) -> None:
+    cfg = with_official_layout(preset("test"))
+    src = build_model(cfg, seed=7)
+    weight_map = write_official_layout(src, tmp_path / "dso")
+    assert "model.sam_model.net_2.weight" in weight_map
+    assert "model.layers.1.mlp.experts.3.down_proj.weight" in weight_map
+    assert "model.view_seperator" in weight_map and "lm_head.weight" in weight_map
+    loaded = load_official(tmp_path / "dso", config=cfg, device="cpu")
+    ref = {k: v.to(torch.bfloat16).float() for k, v in src.state_dict().items()}
+    got = loaded.state_dict()
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    tok = load_official_tokenizer(tmp_path / "dso")
+    assert tok.get_vocab_size() == cfg.decoder.vocab_size
+
+
+def test_official_layout_mismatches_raise_typed_errors(tmp_path: Path) -> None:
+    cfg = with_official_layout(preset("test"))
+    src = build_model(cfg, seed=7)
+    root = tmp_path / "dso"
+    weight_map = write_official_layout(src, root)
+    # A config.json that disagrees with the architecture.
+    conf = json.loads((root / "config.json").read_text())
+    conf["language_config"]["n_routed_experts"] = 64
+    (root / "config.json").write_text(json.dumps(conf))
+    with pytest.raises(CheckpointError, match="n_routed_experts"):
+        load_official(root, config=cfg, device="cpu")
+    write_official_layout(src, root)
+    # A name the key map does not know.
+    index = json.loads((root / INDEX_FILE).read_text())
+    index["weight_map"]["model.sam_model.mystery"] = next(iter(weight_map.values()))
+    (root / INDEX_FILE).write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="key map") as info:
+        load_official(root, config=cfg, device="cpu")
+    assert info.value.key == "model.sam_model.mystery"
+    write_official_layout(src, root)
+    # A wrong-shaped tensor, named with its official key.
+    key = "model.layers.1.mlp.gate.weight"
+    fname = weight_map[key]
+    part = {k: src.state_dict()[k2].to(torch.bfloat16).clone()
+            for k2 in src.state_dict() for k in [to_official(k2)] if weight_map[k] == fname}
+    part[key] = torch.zeros(5, 64, dtype=torch.bfloat16)
+    save_file(part, str(root / fname))
+    with pytest.raises(CheckpointError, match="shape") as info:
+        load_official(root, config=cfg, device="cpu")
+    assert info.value.key == key and info.value.path == str(root / fname)
+    # The unused CLIP patch conv is part of the official layout: without it, strict fails.
+    write_official_layout(src, root)
+    with pytest.raises(CheckpointError, match="patch_embedding"):
+        load_official(root, config=preset("test"), device="cpu")
+
+
+def test_hub_ids_without_network_or_package_give_typed_errors(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError):
+        load_official(tmp_path / "not-there", device="cpu")
+    with pytest.raises(CheckpointError):
+        load_official("a/b/c", device="cpu")

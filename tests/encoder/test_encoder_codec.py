@@ -1,0 +1,227 @@
+"""OCRCodec behind the Codec seam, the fallback tokenizer, and tier preprocessing."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from opticmem.encoder.align import StepTracker
+from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, placeholder_ids
+from opticmem.encoder.codec import Codec, CodecError, VisionTokens
+from opticmem.encoder.config import preset
+from opticmem.encoder.errors import InputError
+from opticmem.encoder.examples import token_bytes
+from opticmem.encoder.generate import GenerationConfig, Prompt, generate
+from opticmem.encoder.ocr import AlignerFeed, OCRCodec
+from opticmem.encoder.preprocess import PAD_COLOUR, fit_to_tier, preprocess, to_rgb
+from opticmem.render import RenderSettings
+from opticmem.render.tiers import Tier
+
+
+@pytest.fixture(scope="module")
+def codec() -> OCRCodec:
+    return OCRCodec.random("test", seed=0)
+
+
+def odd_images() -> list[Image.Image]:
+    rgba = Image.new("RGBA", (300, 200), (10, 200, 30, 0))
+    return [
+        Image.new("L", (512, 512), 255),
+        rgba,
+        Image.new("1", (1, 1), 1),
+        Image.new("L", (20000, 20), 0),
+        Image.new("L", (20, 20000), 128),
+        Image.new("P", (64, 900)),
+        Image.new("I;16", (50, 40), 40000),
+        Image.new("F", (33, 77), 0.5),
+        Image.new("CMYK", (100, 100), (0, 255, 0, 0)),
+        Image.new("LA", (10, 10), (100, 50)),
+    ]
+
+
+def test_codec_satisfies_the_protocol(codec: OCRCodec) -> None:
+    assert isinstance(codec, Codec)
+    assert codec.name == "random:test:0"
+    assert codec.render_settings is None
+
+
+@pytest.mark.parametrize("tier", list(Tier))
+def test_encode_any_image_at_every_tier(codec: OCRCodec, tier: Tier) -> None:
+    # Base/Large run the tiny model at 4,096–6,400 SAM tokens: two images keep CPU time low.
+    images = odd_images()[2:4] if tier in (Tier.BASE, Tier.LARGE) else odd_images()
+    tokens = codec.encode(images, tier)
+    assert len(tokens) == len(images)
+    for vt in tokens:
+        assert vt.tier is tier and vt.codec == codec.name
+        assert vt.grid.shape == (tier.grid, tier.grid, 64) and vt.grid.dtype == np.float16
+        assert np.isfinite(vt.grid).all()
+
+
+def test_encode_is_deterministic_and_batch_independent(codec: OCRCodec) -> None:
+    images = odd_images()[:3]
+    a = codec.encode(images, "tiny")
+    b = codec.encode(images[1:2], "tiny")
+    assert np.array_equal(a[0].grid, codec.encode(images, "tiny")[0].grid)
+    assert np.allclose(a[1].grid.astype(np.float32), b[0].grid.astype(np.float32), atol=2e-3)
+
+
+def test_decode_mixed_tiers_in_one_call(codec: OCRCodec) -> None:
+    img = Image.new("L", (640, 640), 255)
+    tokens = [*codec.encode([img], "tiny"), *codec.encode([img, img], "small")]
+    recs = codec.decode(tokens, max_new_tokens=5)
+    assert [r.tier for r in recs] == [Tier.TINY, Tier.SMALL, Tier.SMALL]
+    for r in recs:
+        assert r.codec == codec.name and 0 <= r.tokens <= 5
+        assert 0.0 < r.confidence <= 1.0 and isinstance(r.text, str)
+    assert recs[1] .text == recs[2].text
+    assert recs == codec.decode(tokens, max_new_tokens=5) or all(
+        a.text == b.text and a.confidence == b.confidence
+        for a, b in zip(recs, codec.decode(tokens, max_new_tokens=5), strict=True)
+    )
+
+
+def test_decode_round_trips_through_bytes(codec: OCRCodec) -> None:
+    [vt] = codec.encode([Image.new("L", (512, 512), 0)], "tiny")
+    again = VisionTokens.from_bytes(vt.to_bytes())
+    a = codec.decode([vt], max_new_tokens=4)[0]
+    b = codec.decode([again], max_new_tokens=4)[0]
+    assert (a.text, a.tokens, a.confidence) == (b.text, b.tokens, b.confidence)
+
+
+def test_decode_rejects_foreign_tokens(codec: OCRCodec) -> None:
+    [vt] = codec.encode([Image.new("L", (512, 512), 0)], "tiny")
+    foreign = VisionTokens(tier=vt.tier, grid=vt.grid, codec="someone-else")
+    with pytest.raises(CodecError, match="someone-else"):
+        codec.decode([foreign])
+    wide = VisionTokens(tier=Tier.TINY, grid=np.zeros((8, 8, 32), np.float16))
+    with pytest.raises(InputError, match="width"):
+        codec.decode([wide])
+
+
+def test_random_codecs_are_reproducible() -> None:
+    a = OCRCodec.random("test", seed=1)
+    b = OCRCodec.random("test", seed=1)
+    c = OCRCodec.random("test", seed=2)
+    img = [Image.new("L", (512, 512), 200)]
+    ga, gb, gc = (x.encode(img, "tiny")[0].grid for x in (a, b, c))
+    assert np.array_equal(ga, gb) and not np.array_equal(ga, gc)
+
+
+def test_prompt_template_needs_image_mark() -> None:
+    with pytest.raises(InputError, match="<image>"):
+        OCRCodec.random("test", prompt="Free OCR.")
+    codec = OCRCodec.random("test", prompt="<image>\nFree OCR.")
+    [rec] = codec.read([Image.new("L", (512, 512), 0)], "tiny", max_new_tokens=2)
+    assert rec.tokens <= 2
+
+
+def test_fallback_tokenizer_layout_and_round_trip() -> None:
+    cfg = preset("bundled").decoder
+    tok = byte_fallback_tokenizer(cfg)
+    assert tok.get_vocab_size() == cfg.vocab_size
+    assert [tok.token_to_id(t) for t in ("<bos>", "<eos>", "<pad>", "<image>")] == [0, 1, 2, 3]
+    text = "Project Titan — 3月 deadline ✓\n\tcode: x = 0xFF;"
+    ids = tok.encode(text).ids
+    assert len(ids) == len(text.encode()) and all(4 <= i < 260 for i in ids)
+    assert tok.decode(ids) == text
+    assert tok.decode([0, 1, 2, 3]) == ""
+    assert min(placeholder_ids(tok)) == 260 and len(placeholder_ids(tok)) == 4096 - 260
+    official = byte_fallback_tokenizer(preset("official").decoder)
+    assert official.token_to_id("<image>") == 128815
+    assert official.decode(official.encode("héllo").ids) == "héllo"
+
+
+def test_preprocess_modes_and_range() -> None:
+    imgs = odd_images()
+    for tier in Tier:
+        batch = preprocess(imgs[:3], tier)
+        assert batch.shape == (3, 3, tier.pixels, tier.pixels) and batch.dtype == torch.float32
+        assert float(batch.min()) >= -1.0 and float(batch.max()) <= 1.0
+    assert preprocess([], "tiny").shape == (0, 3, 512, 512)
+
+
+def test_pad_tiers_keep_aspect_with_grey_and_resize_tiers_stretch() -> None:
+    wide = Image.new("L", (2000, 1000), 255)
+    padded = np.asarray(fit_to_tier(wide, "base"))
+    assert padded.shape == (1024, 1024, 3)
+    assert tuple(padded[0, 0]) == PAD_COLOUR and tuple(padded[512, 512]) == (255, 255, 255)
+    assert tuple(padded[255, 512]) == PAD_COLOUR and tuple(padded[257, 512]) == (255, 255, 255)
+    stretched = np.asarray(fit_to_tier(wide, "small"))
+    assert stretched.shape == (640, 640, 3) and (stretched == 255).all()
+    page = Image.new("L", (1280, 1280), 77)
+    assert np.array_equal(np.asarray(fit_to_tier(page, "large"))[..., 0], np.asarray(page))
+    grey = preprocess([Image.new("RGB", (8, 8), PAD_COLOUR)], "base")
+    assert torch.allclose(grey, torch.full_like(grey, 127 / 127.5 - 1))
+
+
+def test_exif_orientation_is_applied() -> None:
+    img = Image.new("L", (40, 10), 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif.tobytes())
+    loaded = Image.open(io.BytesIO(buf.getvalue()))
+    assert to_rgb(loaded).size == (10, 40)
+
+
+def test_high_bit_depth_greys_are_scaled_not_clipped() -> None:
+    ramp = Image.fromarray(np.array([[0, 30000, 60000]], dtype=np.uint16))
+    assert ramp.mode.startswith("I")
+    assert list(np.asarray(to_rgb(ramp))[0, :, 0]) == [0, 127, 255]
+
+
+def test_preprocess_rejects_non_images() -> None:
+    with pytest.raises(InputError):
+        preprocess([np.zeros((4, 4))], "tiny")
+
+
+def test_decode_feeds_the_layout_aligner() -> None:
+    codec = OCRCodec.random("test", seed=3)
+    codec.generation = GenerationConfig(no_repeat_ngram_size=0, stop_token_ids=(-1,))
+    model = codec.model
+    assert codec.aligned and model.aligner is not None
+    aligner = model.aligner
+    with torch.no_grad():  # its output layer starts at zero (a no-op): make it matter
+        aligner.mix[1].weight.normal_(std=0.5)
+    [vt] = codec.encode([Image.new("L", (512, 512), 255)], "tiny")
+    grid = torch.from_numpy(vt.grid.astype(np.float32))[None]  # (1, g, g, D)
+    slots = model.grid_to_slots(grid)
+    settings = RenderSettings()
+    table = token_bytes(codec.tokenizer)
+    feed = AlignerFeed(model, grid, settings, table)
+    S = Tier.TINY.slots
+    cfg = GenerationConfig(max_new_tokens=6, no_repeat_ngram_size=0, stop_token_ids=(-1,))
+    [got] = generate(
+        model, [Prompt(slots=slots[0])], cfg, step_hook=feed, prompt_extra=feed.prompt_extra(1 + S)
+    )
+    # Reference: recompute the whole sequence each step, the aligner reading the cell of
+    # the next character after the bytes generated so far (StepTracker) at every step.
+    d = model.cfg.decoder
+    ids = [d.bos_token_id] + [d.image_token_id] * S
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(6):
+            tracker, cells = StepTracker(), []
+            for tok in [None, *out]:
+                if tok is not None:
+                    tracker.feed(table[tok])
+                cells.append(tracker.position)
+            extra = torch.zeros(1, len(ids) + len(out), d.hidden_size)
+            reads = aligner(grid, torch.tensor(cells), torch.zeros(len(cells), dtype=torch.long),
+                            settings)
+            extra[0, S:] = reads
+            logits = model(torch.tensor([ids + out]), image_slots=slots, extra_embeds=extra)
+            out.append(int(logits[0, -1].argmax()))
+    assert got.token_ids == out
+    [rec] = codec.decode([vt], max_new_tokens=6)
+    assert rec.text == codec.detokenize(out)
+
+    def no_aligner(generated: list[list[int]], step: int) -> None:
+        return None
+
+    [plain] = generate(model, [Prompt(slots=slots[0])], cfg, step_hook=no_aligner)
+    assert plain.token_ids != out

@@ -1,0 +1,161 @@
+"""The inference engine: greedy decoding with a KV cache, n-gram guard, EOS, hooks."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from opticmem.encoder.config import preset
+from opticmem.encoder.errors import InputError
+from opticmem.encoder.generate import GenerationConfig, Prompt, generate
+from opticmem.encoder.model import OCRModel, build_model
+from opticmem.encoder.ngram import NGramGuard, banned_tokens
+
+
+@pytest.fixture(scope="module")
+def model() -> OCRModel:
+    return build_model(preset("test"), seed=0)
+
+
+def slots(model: OCRModel, n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, model.cfg.embed_dim, generator=g)
+
+
+def naive_greedy(model: OCRModel, prompt: Prompt, steps: int) -> list[int]:
+    """Full-sequence recomputation every step, no cache, no guard: the oracle."""
+    d = model.cfg.decoder
+    ids = [d.bos_token_id, *prompt.prefix, *[d.image_token_id] * prompt.slots.shape[0],
+           *prompt.suffix]
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = model(torch.tensor([ids + out]), image_slots=prompt.slots[None])
+            out.append(int(logits[0, -1].argmax()))
+    return out
+
+
+def test_cached_batched_greedy_matches_full_recompute(model: OCRModel) -> None:
+    prompts = [
+        Prompt(slots(model, 21, 0), suffix=[40, 41]),
+        Prompt(slots(model, 13, 1)),  # shorter: left-padded in the batch
+        Prompt(slots(model, 21, 2), prefix=[7], suffix=[9, 9, 9]),
+    ]
+    cfg = GenerationConfig(max_new_tokens=12, no_repeat_ngram_size=0, stop_token_ids=(-1,))
+    batch = generate(model, prompts, cfg)
+    for p, got in zip(prompts, batch, strict=True):
+        assert got.token_ids == naive_greedy(model, p, 12)
+        assert not got.finished and len(got.token_ids) == 12
+
+
+def test_batch_results_equal_single_results(model: OCRModel) -> None:
+    prompts = [Prompt(slots(model, 21, s)) for s in range(4)]
+    cfg = GenerationConfig(max_new_tokens=10, stop_token_ids=(-1,))
+    batch = generate(model, prompts, cfg)
+    for p, got in zip(prompts, batch, strict=True):
+        [one] = generate(model, [p], cfg)
+        assert got.token_ids == one.token_ids
+        assert got.confidence == pytest.approx(one.confidence, rel=1e-4)
+
+
+def test_results_are_deterministic(model: OCRModel) -> None:
+    prompts = [Prompt(slots(model, 21, s)) for s in range(2)]
+    cfg = GenerationConfig(max_new_tokens=8)
+    assert generate(model, prompts, cfg) == generate(model, prompts, cfg)
+
+
+def test_eos_stops_each_row_and_confidence_is_geometric_mean(model: OCRModel) -> None:
+    cfg0 = GenerationConfig(max_new_tokens=6, no_repeat_ngram_size=0, stop_token_ids=(-1,))
+    p = Prompt(slots(model, 21, 5))
+    [free] = generate(model, [p], cfg0)
+    stop_at = free.token_ids[2]
+    first = free.token_ids.index(stop_at)
+    cfg = GenerationConfig(max_new_tokens=6, no_repeat_ngram_size=0, stop_token_ids=(stop_at,))
+    [got] = generate(model, [p], cfg)
+    assert got.finished and got.token_ids == free.token_ids[:first]
+    # Confidence: geometric mean of p(chosen) over the tokens up to and including the stop.
+    d = model.cfg.decoder
+    ids = [d.bos_token_id] + [d.image_token_id] * 21
+    logps = []
+    with torch.no_grad():
+        for tok in free.token_ids[: first + 1]:
+            logits = model(torch.tensor([ids]), image_slots=p.slots[None])[0, -1]
+            logps.append(float(torch.log_softmax(logits, -1)[tok]))
+            ids.append(tok)
+    expected = float(torch.tensor(logps).mean().exp())
+    assert got.confidence == pytest.approx(expected, rel=1e-4)
+    assert 0.0 < got.confidence <= 1.0
+
+
+def test_ngram_guard_matches_reference_definition() -> None:
+    rng = random.Random(0)
+    for n, window in [(1, 5), (2, 10), (3, 90), (4, 12)]:
+        guard = NGramGuard(n, window, whitelist={3})
+        seq: list[int] = []
+        for _ in range(300):
+            assert set(guard.banned()) == banned_tokens(seq, n, window, {3})
+            tok = rng.randrange(6)
+            seq.append(tok)
+            guard.push(tok)
+
+
+def test_generation_respects_the_ngram_guard(model: OCRModel) -> None:
+    p = Prompt(slots(model, 21, 7))
+    cfg = GenerationConfig(max_new_tokens=60, no_repeat_ngram_size=3, no_repeat_window=90,
+                           stop_token_ids=(-1,))
+    [got] = generate(model, [p], cfg)
+    toks = got.token_ids
+    grams = [tuple(toks[i : i + 3]) for i in range(len(toks) - 2)]
+    assert len(grams) == len(set(grams))  # no trigram repeats inside the window
+
+
+def test_step_hook_sees_tokens_and_changes_the_output(model: OCRModel) -> None:
+    p = Prompt(slots(model, 21, 8))
+    cfg = GenerationConfig(max_new_tokens=6, no_repeat_ngram_size=0, stop_token_ids=(-1,))
+    calls: list[tuple[list[list[int]], int]] = []
+
+    def hook(generated: list[list[int]], step: int) -> torch.Tensor:
+        calls.append(([list(g) for g in generated], step))
+        return torch.full((1, 1, model.cfg.embed_dim), 3.0)
+
+    [plain] = generate(model, [p], cfg)
+    [hooked] = generate(model, [p], cfg, step_hook=hook)
+    assert [s for _, s in calls] == [0, 1, 2, 3, 4]
+    assert calls[0][0] == [hooked.token_ids[:1]]
+    assert calls[3][0] == [hooked.token_ids[:4]]
+    assert hooked.token_ids[0] == plain.token_ids[0]  # the first token precedes any hook
+    assert hooked.token_ids != plain.token_ids
+
+    def none_hook(generated: list[list[int]], step: int) -> None:
+        return None
+
+    [same] = generate(model, [p], cfg, step_hook=none_hook)
+    assert same.token_ids == plain.token_ids
+
+    def bad_hook(generated: list[list[int]], step: int) -> torch.Tensor:
+        return torch.zeros(1, 2, model.cfg.embed_dim)
+
+    with pytest.raises(InputError, match="step_hook"):
+        generate(model, [p], cfg, step_hook=bad_hook)
+
+
+def test_prompt_extra_embeds_reach_the_prefill(model: OCRModel) -> None:
+    p = Prompt(slots(model, 21, 9))
+    cfg = GenerationConfig(max_new_tokens=3, no_repeat_ngram_size=0)
+    [plain] = generate(model, [p], cfg)
+    extra = torch.zeros(1, 22, model.cfg.embed_dim)
+    extra[0, -1] = 5.0
+    [shifted] = generate(model, [p], cfg, prompt_extra=extra)
+    assert shifted.token_ids != plain.token_ids or shifted.confidence != plain.confidence
+
+
+def test_zero_new_tokens_and_bad_settings(model: OCRModel) -> None:
+    [got] = generate(model, [Prompt(slots(model, 5, 0))], GenerationConfig(max_new_tokens=0))
+    assert got.token_ids == [] and got.confidence == 1.0
+    with pytest.raises(InputError):
+        GenerationConfig(max_new_tokens=-1)
+    with pytest.raises(InputError):
+        generate(model, [Prompt(torch.zeros(5, 3))])
+    assert generate(model, []) == []

@@ -1,0 +1,101 @@
+"""The shipped tokenizer: exact size and special ids, exact round trips, short tokens."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from opticmem.encoder.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    IMAGE_ID,
+    MAX_TOKEN_BYTES,
+    PAD_ID,
+    SPECIAL_TOKENS,
+    VOCAB_SIZE,
+    count_tokens,
+    decode,
+    encode,
+    load_tokenizer,
+)
+
+
+def _byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's byte → printable character map (byte-level BPE's alphabet)."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
+
+
+def test_vocabulary_size_and_special_ids() -> None:
+    tok = load_tokenizer()
+    assert tok.get_vocab_size() == VOCAB_SIZE == 4096
+    assert [tok.token_to_id(s) for s in SPECIAL_TOKENS] == [BOS_ID, EOS_ID, PAD_ID, IMAGE_ID]
+    assert (BOS_ID, EOS_ID, PAD_ID, IMAGE_ID) == (0, 1, 2, 3)
+    assert SPECIAL_TOKENS == ("<bos>", "<eos>", "<pad>", "<image>")
+
+
+def test_no_normaliser_and_byte_alphabet() -> None:
+    tok = load_tokenizer()
+    assert tok.normalizer is None
+    vocab = tok.get_vocab()
+    dec = _byte_decoder()
+    assert all(ch in vocab for ch in dec), "every byte must be a token"
+
+
+def test_no_token_longer_than_eight_bytes() -> None:
+    tok = load_tokenizer()
+    dec = _byte_decoder()
+    lengths = [len(t) for t, i in tok.get_vocab().items() if i >= len(SPECIAL_TOKENS)]
+    assert all(all(c in dec for c in t) for t, i in tok.get_vocab().items()
+               if i >= len(SPECIAL_TOKENS))
+    assert max(lengths) <= MAX_TOKEN_BYTES
+    assert len(lengths) == VOCAB_SIZE - len(SPECIAL_TOKENS)
+
+
+@pytest.mark.parametrize("text", [
+    "User: Let's plan Project Titan for March 3, 2025 — budget $1,250,000.\n",
+    "서울 파트너와 3월 15일(금) 오후 2시에 회의합니다. 담당: 김민아 (mina.kim@example.co.kr)",
+    "漢字とひらがな、カタカナ 混在テキスト",
+    "emoji 🙂👍🏽🇰🇷 and ZWJ 👩‍💻 and variation ⚠️",
+    "control \x00\x01\x07\x1b[31m\x7f and \r\n CRLF and \t tabs\n\n\n",
+    "  leading spaces, trailing spaces   ",
+    "def f(x):\n    return {'a': [1, 2, 3]}  # comment\n",
+    "https://example.com/a/b?c=1&d=%20e#frag ORD-48213-XK 3fa9c0d2e1b4a5f6",
+    "\u200b\u200d\ufeff zero-width and BOM, \ufffd replacement, \U0010ffff last code point",
+])
+def test_round_trip_examples(text: str) -> None:
+    assert decode(encode(text)) == text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_round_trip_any_text(text: str) -> None:
+    assert decode(encode(text)) == text
+
+
+def test_special_token_strings_in_text_are_plain_text() -> None:
+    ids = encode("a <eos> b <image> <bos><pad>")
+    assert not set(ids) & {BOS_ID, EOS_ID, PAD_ID, IMAGE_ID}
+    assert decode(ids) == "a <eos> b <image> <bos><pad>"
+
+
+def test_digits_are_single_tokens() -> None:
+    tok = load_tokenizer()
+    enc = tok.encode("Total 1234567.89 on 2025-03-15", add_special_tokens=False)
+    digit_tokens = [t.lstrip("Ġ") for t in enc.tokens if any(c.isdigit() for c in t)]
+    assert digit_tokens and all(len(t) == 1 for t in digit_tokens)
+
+
+def test_count_tokens_matches_encode() -> None:
+    text = "Assistant: The Titan launch moves to May 6.\nUser: 좋아요, 감사합니다!"
+    assert count_tokens(text) == len(encode(text)) > 0
+    # common English words are single tokens: the vocabulary learned something
+    assert len(encode(" the")) == 1 and len(encode(" and")) == 1

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# One training call on the lent GPU machine (see README "Training the bundled codec").
+# Usage: tools/device_train.sh MINUTES [INIT_DIR]
+#   Resumes from .train/state when this machine holds it (back-to-back calls), else from
+#   INIT_DIR (exported weights) when given, else from scratch. Writes the exported bf16
+#   weights, progress and a quick held-out evaluation to $OUT.
+set -euo pipefail
+MINUTES=${1:-8}
+INIT=${2:-}
+export PYTHONUNBUFFERED=1 OPTICMEM_SYNTH_DIR="$PWD/data/synth" OPTICMEM_PROGRESS=0
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
+  .whl/pydantic-*.whl .whl/pydantic_core-*.whl .whl/annotated_types-*.whl \
+  .whl/typing_inspection-*.whl .whl/typing_extensions-*.whl
+export PYTHONPATH=/tmp/site
+python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+python3 - "$MINUTES" "$INIT" <<'PY'
+import json, logging, os, sys, time
+from pathlib import Path
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+logging.getLogger("opticmem.encoder.checkpoint").setLevel(logging.WARNING)
+from opticmem.encoder.train import TrainConfig, train
+from opticmem.encoder.bundled import export_bundled
+minutes, init = float(sys.argv[1]), sys.argv[2] or None
+cfg = TrainConfig(out_dir=Path(".train"), minutes=minutes, workers=14,
+                  init_from=Path(init) if init else None)
+progress = train(cfg)
+out = Path(os.environ["OUT"])
+export_bundled(Path(".train/state/model"), out / "weights")
+(out / "weights" / "tokenizer.json").unlink()
+(out / "weights" / "progress.json").write_text(json.dumps(progress, indent=1))
+print("trained", progress["step"], "steps,", progress["pages"], "pages,",
+      round(progress["minutes"], 1), "minutes in", progress["runs"], "runs")
+PY
+python3 - <<'PY'
+import os, time
+from pathlib import Path
+import torch
+from opticmem.encoder import synth
+from opticmem.encoder.bundled import load_bundled_codec
+from opticmem.encoder.tokenizer import load_tokenizer
+from opticmem.evaluation import evaluate, markdown_table, summarise, write_results
+from opticmem.render import RenderSettings
+out = Path(os.environ["OUT"])
+import shutil; shutil.copyfile("encoder/weights/tokenizer.json", out / "weights/tokenizer.json")
+codec = load_bundled_codec(out / "weights", device="cuda")
+(out / "weights/tokenizer.json").unlink()
+tok = load_tokenizer()
+stream = synth.page_stream(99, "eval", RenderSettings())
+pages = [next(stream) for _ in range(16)]
+t = time.time()
+scores = evaluate(codec, pages, count_tokens=lambda s: len(tok.encode(s, add_special_tokens=False).ids), batch_size=16)
+print(f"eval {len(scores)} page-tiers in {time.time()-t:.0f}s")
+print(markdown_table(summarise(scores)))
+import json, dataclasses
+(out / "eval.json").write_text(json.dumps([dataclasses.asdict(s) for s in scores]))
+rec = codec.decode(codec.encode([__import__("opticmem.render", fromlist=["render_page"]).render_page(pages[0], "small").convert("RGB")], "small"))[0]
+print("--- reference (small):\n" + pages[0].transcript[:600] + "\n--- read back:\n" + rec.text[:600])
+PY
