@@ -174,6 +174,9 @@ def demo(
     ),
     cost_model: ModelOpt = "deepseek-ocr",
     recalls: Annotated[int, typer.Option(min=0, help="How many questions to ask")] = 5,
+    decode_max_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Cap on tokens the codec reads per page")
+    ] = None,
     sheet: Annotated[Path | None, typer.Option(help="Also write a contact sheet PNG here")] = (
         None
     ),
@@ -196,7 +199,8 @@ def demo(
     if sid not in sessions:
         raise fail(f"session {sid!r} is not in {path}", as_json)
     codec_spec, codec_note = _resolve_codec(codec, as_json)
-    mem = OpticalMemory(budget_tokens=budget, codec=codec_spec, cost_model=cost_model)
+    mem = OpticalMemory(budget_tokens=budget, codec=codec_spec, cost_model=cost_model,
+                        decode_max_tokens=decode_max_tokens)
     t0 = time.perf_counter()
     add_times = []
     base_ts = time.time() - len(sessions[sid]) * 60.0

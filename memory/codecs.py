@@ -40,12 +40,10 @@ def load_bundled_codec() -> Codec:
     from opticmem.errors import CodecUnavailableError
 
     try:
-        from opticmem import encoder
-
-        loader: Callable[[], Codec] = encoder.load_bundled_codec
+        from opticmem.encoder.bundled import load_bundled_codec as loader
     except (ImportError, AttributeError) as exc:
         raise CodecUnavailableError(
-            "no bundled codec: this installation of opticmem ships no trained weights yet "
+            "no bundled codec: this installation of opticmem has no bundled-codec loader "
             f"({exc}); pass codec=None, or a codec such as OCRCodec.from_pretrained(dir)"
         ) from exc
     try:
