@@ -92,7 +92,8 @@ class PagePrice:
 def price_page(page: PageRecord, model: CostModel) -> PagePrice:
     """Cost of the page at Large…Tiny under ``model``: as an image (caption + image +
     facts line) when that is strictly cheaper than as text (caption + transcript)."""
-    transcript = model.text_tokens(page.transcript)
+    same = page.text_counter and page.text_counter == model.text.name
+    transcript = page.text_tokens if same else model.text_tokens(page.transcript)
     facts = model.text_tokens(facts_line(page.facts)) if page.facts else 0
     costs: list[int] = []
     shown: list[Shown] = []

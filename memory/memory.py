@@ -364,7 +364,7 @@ class OpticalMemory:
 
         # Pages: policy levels (monotone is enforced by the planner), prices, the mark.
         key = f"mark/{self._consumer_key(budget)}"
-        raw = self.store.get_blob(session, key)
+        raw = self.store.get_state(session, key)
         stored = Mark(**json.loads(raw)) if raw else Mark()
         options: list[PageOption] = []
         prices: list[PagePrice | None] = []
@@ -394,7 +394,7 @@ class OpticalMemory:
         if asm.mark_changed:
             key = f"mark/{self._consumer_key(budget)}"
             data = json.dumps({"page_no": asm.mark.page_no, "level": asm.mark.level})
-            self.store.put_blob(asm.session, key, data.encode())
+            self.store.put_state(asm.session, key, data.encode())
 
     def context(
         self, session: str, *, budget_tokens: int | None = None, now: float | None = None

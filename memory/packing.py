@@ -169,6 +169,7 @@ class Packer:
             render_key=self.render_key,
             facts=page_facts(segments),
             missing=tuple(dict.fromkeys(layout.missing)),
+            text_counter=self.counter.name,
         )
 
     def remainder(self, frontier: Frontier, turns: Sequence[Turn]) -> list[Remainder]:

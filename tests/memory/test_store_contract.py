@@ -94,6 +94,19 @@ def test_blobs(store: Store) -> None:
     assert store.get_blob("t", "png:1") is None
 
 
+def test_session_state(store: Store) -> None:
+    assert store.get_state("s", "mark/abc") is None
+    store.put_state("s", "mark/abc", b'{"page_no":3,"level":1}')
+    store.put_state("s", "mark/abc", b'{"page_no":4,"level":0}')
+    store.put_state("t", "mark/abc", b"other")
+    assert store.get_state("s", "mark/abc") == b'{"page_no":4,"level":0}'
+    assert asyncio.run(store.aget_state("t", "mark/abc")) == b"other"
+    asyncio.run(store.aput_state("t", "x", b"y"))
+    assert store.get_state("t", "x") == b"y"
+    store.delete_session("s")
+    assert store.get_state("s", "mark/abc") is None and store.get_state("t", "x") == b"y"
+
+
 @pytest.mark.parametrize("session", ODD_SESSIONS, ids=range(len(ODD_SESSIONS)))
 def test_odd_session_ids_are_opaque_and_isolated(store: Store, session: str) -> None:
     neighbours = ["a", "a:b", "glob", "globx", "%", "with", session + "x", session[:-1] or "z"]
