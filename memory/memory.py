@@ -405,6 +405,13 @@ class OpticalMemory:
         ``now`` (Unix seconds; default the clock) matters only to the age policy. Raises
         :class:`~opticmem.errors.BudgetError` if even the newest turn does not fit. An
         unknown session gives an empty context.
+
+        >>> mem = OpticalMemory(codec=None, verbatim_turns=2)
+        >>> for i in range(300):
+        ...     _ = mem.add("s", "user", f"note {i}: the quarterly plan, line by line " * 4)
+        >>> ctx = mem.context("s", budget_tokens=4000)
+        >>> int(ctx.cost) <= 4000, ctx.pages[-1].tier.value, len(ctx.turns) >= 2
+        (True, 'large', True)
         """
         session = validate_session(session)
         budget = self.budget_tokens if budget_tokens is None else budget_tokens
@@ -501,6 +508,14 @@ class OpticalMemory:
         pages currently in context are read back first where needed. With
         ``include_original`` each passage carries the archived turns of its page (those
         not forgotten). An empty query gives no passages.
+
+        >>> mem = OpticalMemory(codec=None, verbatim_turns=2)
+        >>> _ = mem.add("s", "user", "Ticket ABC-123 ships on 2026-03-04. " * 30)
+        >>> for i in range(60):
+        ...     _ = mem.add("s", "assistant", f"ok {i}, noted and filed " * 5)
+        >>> [hit] = mem.recall("s", "when does ABC-123 ship?", k=1, include_original=True)
+        >>> hit.source, hit.first_seq, "2026-03-04" in hit.text, hit.original[0].seq
+        ('facts', 0, True, 0)
         """
         session = validate_session(session)
         if not isinstance(query, str) or not query.strip() or k < 1:
@@ -734,8 +749,7 @@ class _Worker:
         self._artefacts = artefacts
         self._batch = batch
         self._q: queue.Queue[tuple[str, Job] | None] = queue.Queue()
-        self._seen: set[tuple[str, int, str]] = set()
-        self._seen_lock = threading.Lock()
+        self._seen: LRU[tuple[str, int, str], bool] = LRU(100_000)
         self._thread = threading.Thread(target=self._run, name="opticmem-recollect",
                                         daemon=True)
 
@@ -745,10 +759,9 @@ class _Worker:
     def submit(self, session: str, jobs: Sequence[Job]) -> None:
         for j in jobs:
             key = (session, j.page.page_no, j.tier.value)
-            with self._seen_lock:
-                if key in self._seen:
-                    continue
-                self._seen.add(key)
+            if self._seen.get(key):
+                continue
+            self._seen.put(key, True)
             self._q.put((session, j))
 
     def _run(self) -> None:
