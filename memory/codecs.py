@@ -56,7 +56,11 @@ class CodecSlot:
     """The memory's codec, resolved lazily; see the module docstring."""
 
     def __init__(
-        self, spec: CodecSpec = "bundled", *, loader: Callable[[], Codec] = load_bundled_codec
+        self,
+        spec: CodecSpec = "bundled",
+        *,
+        loader: Callable[[], Codec] = load_bundled_codec,
+        on_load: Callable[[Codec], None] | None = None,
     ) -> None:
         if spec is not None and spec != "bundled" and not isinstance(spec, Codec):
             raise TypeError(
@@ -69,6 +73,7 @@ class CodecSlot:
         self._status = "none (codec=None)" if spec is None else (
             "bundled (not loaded yet)" if spec == "bundled" else f"given: {self._codec_name()}"
         )
+        self._on_load = on_load
         self._load_lock = threading.Lock()
         self.lock = threading.RLock()
         """Held around every codec call."""
@@ -102,6 +107,8 @@ class CodecSlot:
                     self._codec = self._loader()
                     self._status = f"bundled: {self._codec.name}"
                     log.info("loaded the bundled codec %s", self._codec.name)
+                    if self._on_load is not None:
+                        self._on_load(self._codec)
                 except CodecUnavailableError as exc:
                     self._codec = None
                     self._status = f"unavailable: {exc}"

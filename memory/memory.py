@@ -60,6 +60,7 @@ from opticmem.context import (
 )
 from opticmem.costs import CostModel, ImageCost
 from opticmem.costs import cost_model as make_cost_model
+from opticmem.encoder.codec import Codec
 from opticmem.errors import BudgetError, OpticMemError, PageConflictError, StoreError
 from opticmem.facts import facts_line
 from opticmem.lru import LRU
@@ -122,7 +123,8 @@ class OpticalMemory:
         policy: ``"rank"`` (default), ``"age"``, ``"pressure"`` or a
             :class:`~opticmem.policy.DecayPolicy`.
         verbatim_turns: the newest turns always kept verbatim (≥ 1; default 8).
-        render_settings: page layout (default: 104×52 cells on a 1280-pixel page).
+        render_settings: page layout (default: the codec's own layout when a codec
+            instance that declares one is given, else 104×52 cells on a 1280-pixel page).
         page_max_tokens: optional cap on a page's text tokens (on top of the grid).
         recollect: ``"lazy"`` or ``"background"`` (see the module docstring).
         decode_max_tokens: cap on tokens the codec may produce per page (``None``: the
@@ -173,6 +175,8 @@ class OpticalMemory:
         self.cost_model = make_cost_model(cost_model, text=text_counter)
         self.policy = decay_policy(policy)
         self.verbatim_turns = verbatim_turns
+        if render_settings is None and isinstance(codec, Codec):
+            render_settings = codec.render_settings
         self.render_settings = render_settings or RenderSettings()
         self.page_max_tokens = page_max_tokens
         self.recollect_mode: Recollect = recollect
@@ -181,7 +185,9 @@ class OpticalMemory:
         self.roles = frozenset(roles)
         self.memory_role = memory_role
         self.clock = clock
-        self._codec = CodecSlot(codec)
+        self._codec = CodecSlot(codec, on_load=self._check_codec_layout)
+        if isinstance(codec, Codec):
+            self._check_codec_layout(codec)
         self._packer = Packer(self.render_settings, self.cost_model.text,
                               max_tokens=page_max_tokens)
         self._artefacts = Artefacts(self.store, self.render_settings, self._codec,
@@ -196,6 +202,15 @@ class OpticalMemory:
         if recollect == "background":
             self._worker = _Worker(self._artefacts)
             self._worker.start()
+
+    def _check_codec_layout(self, codec: Codec) -> None:
+        wants = codec.render_settings
+        if wants is not None and wants != self.render_settings:
+            log.warning(
+                "codec %s was trained on page layout %s but this memory renders %s; its "
+                "readings of these pages may be poor", codec.name, wants.key(),
+                self.render_settings.key(),
+            )
 
     # ------------------------------------------------------------------ properties
     @property

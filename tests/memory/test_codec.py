@@ -179,3 +179,17 @@ def test_demo_with_the_random_codec(tmp_path: Path) -> None:
     d = json.loads(result.stdout)
     assert d["codec"].startswith("random:") and d["timings"]["recollect_s"] > 0
     assert d["cost"]["total"] <= 3000
+
+
+def test_memory_adopts_the_codec_layout_and_warns_on_a_mismatch(
+    real_codec: Codec, caplog: pytest.LogCaptureFixture,
+) -> None:
+    import dataclasses
+
+    trained = RenderSettings(max_rows=20)
+    codec = ocr.OCRCodec(real_codec.model, name="layout-test",  # type: ignore[attr-defined]
+                         render_settings=trained)
+    assert OpticalMemory(codec=codec).render_settings == trained
+    with caplog.at_level("WARNING", logger="opticmem.memory"):
+        OpticalMemory(codec=codec, render_settings=dataclasses.replace(trained, max_rows=10))
+    assert "trained on page layout" in caplog.text
