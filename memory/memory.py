@@ -43,7 +43,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from opticmem.artefacts import Artefacts, Job, rec_key
+from opticmem.artefacts import Artefacts, Job, page_id, rec_key
 from opticmem.budget import Mark, PageOption, plan
 from opticmem.codecs import CodecSlot, CodecSpec
 from opticmem.context import (
@@ -194,7 +194,7 @@ class OpticalMemory:
                                     decode_max_tokens=decode_max_tokens,
                                     on_recollected=self._recollected)
         self._pages: LRU[tuple[str, int], PageRecord] = LRU(4096)
-        self._prices: LRU[tuple[str, str, int, str], PagePrice] = LRU(4096)
+        self._prices: LRU[tuple[str, str, str, int], PagePrice] = LRU(4096)
         self._indexes: LRU[str, RecallIndex] = LRU(64)
         self._dirty: dict[str, set[int]] = {}
         self._lock = threading.Lock()
@@ -356,7 +356,7 @@ class OpticalMemory:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def _price(self, page: PageRecord) -> PagePrice:
-        key = (self.cost_model.name, page.session, page.page_no, page.render_key)
+        key = (self.cost_model.name, page.session, page_id(page), page.text_tokens)
         return self._prices.get_or_compute(key, lambda: price_page(page, self.cost_model))
 
     def _assemble(
