@@ -37,6 +37,15 @@ class StoreUnavailableError(StoreError, ConnectionError):
     """The store's backend (a Redis server, a database file) cannot be reached."""
 
 
+class StoreURLError(OpticMemError, ValueError):
+    """A store URL with an unknown scheme or a malformed location."""
+
+
+class CodecUnavailableError(OpticMemError):
+    """An operation needs a codec (vision tokens) but the memory has none (``codec=None``),
+    or the bundled weights are not installed."""
+
+
 class CorruptRecordError(StoreError):
     """A stored record or blob failed validation; names the session and key."""
 
@@ -48,12 +57,14 @@ class PageConflictError(StoreError):
 __all__ = [
     "BudgetError",
     "CodecError",
+    "CodecUnavailableError",
     "CorruptRecordError",
     "InvalidSessionError",
     "InvalidTurnError",
     "OpticMemError",
     "PageConflictError",
     "StoreError",
+    "StoreURLError",
     "StoreUnavailableError",
     "TurnTooLargeError",
 ]

@@ -74,6 +74,9 @@ class PageRecord:
     render_key: str
     facts: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
+    text_counter: str = ""
+    """Name of the text counter ``text_tokens`` was counted with (``""``: unknown), so a
+    consumer with the same counter need not count the transcript again."""
 
     @property
     def seqs(self) -> range:
@@ -103,6 +106,7 @@ class PageRecord:
                 render_key=str(d["render_key"]),
                 facts=tuple(str(f) for f in d.get("facts", ())),
                 missing=tuple(str(m) for m in d.get("missing", ())),
+                text_counter=str(d.get("text_counter", "")),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise CorruptRecordError(f"session {session!r}: unreadable page record: {exc}") from exc

@@ -9,7 +9,10 @@ A store keeps three things per session:
   log holds exactly ``n`` pages, and a second writer sealing the same page gets ``False``
   (page packing is deterministic, so its page is identical);
 * the **blob cache** — derived artefacts (PNG per tier, vision tokens, recollected
-  text) under short string keys; recomputable, so a store may evict them.
+  text) under short string keys; recomputable, so a store may evict them;
+* **session state** — a few small values the memory must not lose (the decay mark that
+  keeps budget-pressure decay monotone). By default kept as blobs under ``state/``;
+  a backend that evicts blobs overrides :meth:`Store.put_state` / :meth:`Store.get_state`.
 
 Every method has an ``a``-prefixed async twin. This base class runs the sync method in a
 worker thread; backends with a native async client (Redis) override the twins.
@@ -84,6 +87,19 @@ class Store(ABC):
         """Several artefacts at once (backends batch this into one round trip)."""
         return [self.get_blob(session, k) for k in keys]
 
+    # ------------------------------------------------------------------ session state
+    def put_state(self, session: str, key: str, data: bytes) -> None:
+        """Keep a small value of session state (under 1 KiB) that must never be evicted.
+
+        Deleted with the session. The default stores it as the blob ``state/{key}``,
+        which is right for backends that never evict blobs.
+        """
+        self.put_blob(session, f"state/{key}", data)
+
+    def get_state(self, session: str, key: str) -> bytes | None:
+        """The value :meth:`put_state` kept, or ``None``."""
+        return self.get_blob(session, f"state/{key}")
+
     # ------------------------------------------------------------------ sessions
     @abstractmethod
     def sessions(self) -> Iterator[str]:
@@ -143,6 +159,12 @@ class Store(ABC):
 
     async def aget_blobs(self, session: str, keys: Sequence[str]) -> list[bytes | None]:
         return await asyncio.to_thread(self.get_blobs, session, keys)
+
+    async def aput_state(self, session: str, key: str, data: bytes) -> None:
+        await asyncio.to_thread(self.put_state, session, key, data)
+
+    async def aget_state(self, session: str, key: str) -> bytes | None:
+        return await asyncio.to_thread(self.get_state, session, key)
 
     async def asessions(self) -> list[str]:
         return await asyncio.to_thread(lambda: list(self.sessions()))

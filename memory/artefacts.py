@@ -1,0 +1,209 @@
+"""Derived artefacts of sealed pages: images per tier, vision tokens, recollected text.
+
+All are recomputable from the page record (and the codec), so they live in the store's
+blob cache under keys that name everything they depend on:
+
+* ``png/{tier}/{page}`` — the page image at a tier (the Large master drawn once from
+  the record's transcript, resampled, PNG-encoded with fixed settings);
+* ``vt/{codec}/{tier}/{page}`` — the codec's vision tokens for that image;
+* ``rec/{codec}/{tier}/{page}`` — what the codec read back (text + confidence), JSON.
+
+``{page}`` is ``page_no.first_seq.first_line.render_key``: the render settings are part
+of every key. Work is batched: one ``get_blobs`` round trip for a set of pages, one
+``encode`` call per tier, one ``decode`` call for all missing recollections. Each page is
+therefore decoded once per tier it reaches, per codec.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from opticmem.codecs import CodecSlot
+from opticmem.encoder.codec import Recollection, VisionTokens
+from opticmem.errors import CodecUnavailableError, CorruptRecordError
+from opticmem.lru import LRU
+from opticmem.records import PageRecord
+from opticmem.render import PageLayout, RenderSettings, Tier, draw_page, png_bytes, to_tier
+from opticmem.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def page_id(page: PageRecord) -> str:
+    """The cache identity of a sealed page within its session."""
+    return f"{page.page_no}.{page.first_seq}.{page.first_line}.{page.render_key}"
+
+
+def png_key(page: PageRecord, tier: Tier) -> str:
+    return f"png/{tier.value}/{page_id(page)}"
+
+
+def vt_key(codec: str, page: PageRecord, tier: Tier) -> str:
+    return f"vt/{codec}/{tier.value}/{page_id(page)}"
+
+
+def rec_key(codec: str, page: PageRecord, tier: Tier) -> str:
+    return f"rec/{codec}/{tier.value}/{page_id(page)}"
+
+
+def recollection_to_bytes(rec: Recollection) -> bytes:
+    return json.dumps(
+        {"text": rec.text, "tier": rec.tier.value, "confidence": rec.confidence,
+         "tokens": rec.tokens, "seconds": rec.seconds, "codec": rec.codec},
+        ensure_ascii=False, separators=(",", ":"),
+    ).encode("utf-8")
+
+
+def recollection_from_bytes(data: bytes, where: str) -> Recollection:
+    try:
+        d = json.loads(data)
+        return Recollection(text=str(d["text"]), tier=Tier.parse(d["tier"]),
+                            confidence=float(d["confidence"]), tokens=int(d["tokens"]),
+                            seconds=float(d.get("seconds", 0.0)), codec=str(d.get("codec", "")))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptRecordError(f"unreadable recollection {where}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One page at one tier."""
+
+    page: PageRecord
+    tier: Tier
+
+
+class Artefacts:
+    """Renders, encodes and decodes pages through the store's blob cache."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: RenderSettings,
+        codec: CodecSlot,
+        *,
+        decode_max_tokens: int | None = None,
+        masters: int = 8,
+        on_recollected: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.codec = codec
+        self.decode_max_tokens = decode_max_tokens
+        self._settings: dict[str, RenderSettings] = {settings.key(): settings}
+        self._masters: LRU[tuple[str, str], np.ndarray] = LRU(masters)
+        self._on_recollected = on_recollected
+
+    # ------------------------------------------------------------------ images
+    def settings_for(self, page: PageRecord) -> RenderSettings:
+        s = self._settings.get(page.render_key)
+        if s is None:
+            known = ", ".join(self._settings)
+            raise CorruptRecordError(
+                f"session {page.session!r} page {page.page_no} was packed with render settings "
+                f"{page.render_key}; this memory knows {known}. Open the memory with the "
+                "render_settings the session was written with."
+            )
+        return s
+
+    def master(self, page: PageRecord) -> np.ndarray:
+        """The Large master of ``page`` (drawn from its transcript; cached in-process)."""
+        key = (page.session, page_id(page))
+
+        def draw() -> np.ndarray:
+            layout = PageLayout(lines=tuple(page.transcript.split("\n")), sources=(),
+                                settings=self.settings_for(page), complete=True)
+            return draw_page(layout)
+
+        return self._masters.get_or_compute(key, draw)
+
+    def pngs(self, session: str, jobs: Sequence[Job]) -> list[bytes]:
+        """PNG bytes of each page at its tier, rendering (and caching) what is missing."""
+        keys = [png_key(j.page, j.tier) for j in jobs]
+        found = self.store.get_blobs(session, keys) if jobs else []
+        out: list[bytes] = []
+        for job, key, data in zip(jobs, keys, found, strict=True):
+            if data is None:
+                data = png_bytes(to_tier(self.master(job.page), job.tier))
+                self.store.put_blob(session, key, data)
+            out.append(data)
+        return out
+
+    def images(self, session: str, jobs: Sequence[Job]) -> list[Image.Image]:
+        """Page images (mode ``L``, ``tier.pixels`` square)."""
+        return [Image.open(io.BytesIO(b)) for b in self.pngs(session, jobs)]
+
+    # ------------------------------------------------------------------ codec
+    def _require_codec(self) -> str:
+        codec = self.codec.get()
+        if codec is None:
+            raise CodecUnavailableError(
+                f"this memory has no codec ({self.codec.status}); vision tokens and "
+                "recollections need one"
+            )
+        return codec.name
+
+    def vision_tokens(self, session: str, jobs: Sequence[Job]) -> list[VisionTokens]:
+        """Vision tokens per job: cached, else encoded in one batch per tier."""
+        name = self._require_codec()
+        keys = [vt_key(name, j.page, j.tier) for j in jobs]
+        found = self.store.get_blobs(session, keys) if jobs else []
+        out: list[VisionTokens | None] = []
+        for data in found:
+            out.append(VisionTokens.from_bytes(data) if data is not None else None)
+        missing = [i for i, v in enumerate(out) if v is None]
+        by_tier: dict[Tier, list[int]] = {}
+        for i in missing:
+            by_tier.setdefault(jobs[i].tier, []).append(i)
+        for tier, idx in by_tier.items():
+            images = self.images(session, [jobs[i] for i in idx])
+            codec = self.codec.get()
+            assert codec is not None  # checked by _require_codec
+            t0 = time.perf_counter()
+            with self.codec.lock:
+                made = codec.encode(images, tier)
+            log.debug("encoded %d pages at %s in %.2fs", len(idx), tier.value,
+                      time.perf_counter() - t0)
+            for i, vt in zip(idx, made, strict=True):
+                self.store.put_blob(session, keys[i], vt.to_bytes())
+                out[i] = vt
+        return [v for v in out if v is not None]
+
+    def cached_recollections(self, session: str, jobs: Sequence[Job]) -> list[Recollection | None]:
+        """Recollections already in the cache (no model work); ``None`` where absent or
+        when the memory has no codec."""
+        codec = self.codec.get()
+        if codec is None or not jobs:
+            return [None] * len(jobs)
+        keys = [rec_key(codec.name, j.page, j.tier) for j in jobs]
+        return [
+            recollection_from_bytes(d, k) if d is not None else None
+            for d, k in zip(self.store.get_blobs(session, keys), keys, strict=True)
+        ]
+
+    def recollections(self, session: str, jobs: Sequence[Job]) -> list[Recollection]:
+        """Recollections per job: cached, else decoded — all missing pages in one batch."""
+        name = self._require_codec()
+        out = self.cached_recollections(session, jobs)
+        missing = [i for i, r in enumerate(out) if r is None]
+        if missing:
+            tokens = self.vision_tokens(session, [jobs[i] for i in missing])
+            codec = self.codec.get()
+            assert codec is not None
+            t0 = time.perf_counter()
+            with self.codec.lock:
+                recs = codec.decode(tokens, max_new_tokens=self.decode_max_tokens)
+            log.debug("decoded %d pages in %.2fs", len(missing), time.perf_counter() - t0)
+            for i, rec in zip(missing, recs, strict=True):
+                self.store.put_blob(session, rec_key(name, jobs[i].page, jobs[i].tier),
+                                    recollection_to_bytes(rec))
+                out[i] = rec
+                if self._on_recollected is not None:
+                    self._on_recollected(session, jobs[i].page.page_no)
+        return [r for r in out if r is not None]

@@ -1,0 +1,506 @@
+"""The ``opticmem`` command line: ``demo``, ``ingest``, ``render``, ``inspect``.
+
+Every reporting command takes ``--json`` and then prints exactly one JSON object on
+stdout (progress bars and logs go to stderr). Adding a command: write a function with
+``@app.command()`` in this module, or put ``register(app: typer.Typer)`` in a module
+listed in :data:`PLUGINS` (imported on start; absent modules are skipped) — e.g. the
+encoder's ``train`` and ``eval``. Use :func:`report` for output so ``--json`` behaves the
+same everywhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import statistics
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from opticmem.codecs import CodecSpec, load_bundled_codec
+from opticmem.context import Context
+from opticmem.errors import CodecUnavailableError, OpticMemError
+from opticmem.memory import OpticalMemory
+from opticmem.render import ORDER, RenderSettings, Tier, layout_pages, png_bytes, render_page
+from opticmem.render import TurnText as RenderTurn
+from opticmem.transcripts import TranscriptTurn, read_transcript
+
+app = typer.Typer(
+    name="opticmem",
+    help="Long-context memory for LLM agents with optical decay.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+PLUGINS: tuple[str, ...] = ("opticmem.encoder.cli",)
+"""Modules whose ``register(app)`` adds commands, when they are installed."""
+
+out = Console()
+err = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")]
+StoreOpt = Annotated[
+    str, typer.Option("--store", help="Store URL: sqlite:///file.db, memory://, redis://…")
+]
+BudgetOpt = Annotated[int, typer.Option("--budget", min=1, help="Context budget in tokens.")]
+ModelOpt = Annotated[
+    str, typer.Option("--cost-model", help="deepseek-ocr, deepseek-ocr-nominal, openai, anthropic")
+]
+
+SAMPLE_CONVERSATION = "data/sample_conversation.jsonl"
+SAMPLE_QUESTIONS = "data/sample_questions.json"
+
+
+def report(data: dict[str, Any], as_json: bool) -> None:
+    """Print ``data`` as one JSON object when ``as_json`` (human output is the caller's)."""
+    if as_json:
+        sys.stdout.write(json.dumps(data, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def fail(message: str, as_json: bool, code: int = 1) -> typer.Exit:
+    """Report an error (as ``{"error": …}`` with ``--json``) and return the exit to raise."""
+    if as_json:
+        report({"error": message}, True)
+    else:
+        err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+def _progress(as_json: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, disable=as_json or not err.is_terminal, transient=True,
+    )
+
+
+def _package_file(name: str) -> Path:
+    return Path(str(resources.files("opticmem").joinpath(name)))
+
+
+def _resolve_codec(choice: str, as_json: bool) -> tuple[CodecSpec, str]:
+    """``bundled`` | ``none`` | ``random`` | a checkpoint directory → codec and a note."""
+    if choice == "none":
+        return None, "none (codec=None)"
+    if choice == "bundled":
+        try:
+            codec = load_bundled_codec()
+            return codec, f"bundled: {codec.name}"
+        except CodecUnavailableError as exc:
+            note = (f"No bundled codec weights are installed yet ({exc}). Running the memory "
+                    "without a model (codec=None): pages are rendered and decay as usual, "
+                    "recall searches the exact-facts sidecars only.")
+            if not as_json:
+                err.print(f"[yellow]{note}[/]")
+            return None, "unavailable: no bundled weights; running with codec=None"
+    try:
+        from opticmem.encoder import OCRCodec
+    except (ImportError, AttributeError) as exc:
+        raise typer.BadParameter(f"--codec {choice}: the encoder's OCRCodec is not "
+                                 f"available in this installation ({exc})") from exc
+    if choice == "random":
+        codec = OCRCodec.random("test", seed=0)
+        if not as_json:
+            err.print("[yellow]Using a tiny randomly initialised codec: its readings are "
+                      "meaningless; this exercises the code path only.[/]")
+        return codec, f"random: {codec.name}"
+    path = Path(choice)
+    if not path.is_dir():
+        raise typer.BadParameter(f"--codec must be bundled, none, random or a checkpoint "
+                                 f"directory; {choice!r} is none of these")
+    codec = OCRCodec.from_pretrained(path)
+    return codec, f"checkpoint: {codec.name}"
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def _tier_rows(ctx: Context) -> list[dict[str, Any]]:
+    rows = []
+    for tier in ORDER:
+        ps = [p for p in ctx.pages if p.tier == tier]
+        text_tokens = sum(p.text_tokens for p in ps)
+        slots = tier.slots * len([p for p in ps if p.shown == "image"])
+        rows.append({
+            "tier": tier.value, "pages": len(ps), "cost": sum(p.cost for p in ps),
+            "text_tokens": text_tokens, "as_text": sum(p.shown == "text" for p in ps),
+            "compression": round(sum(p.text_tokens for p in ps if p.shown == "image") / slots, 2)
+            if slots else None,
+        })
+    return rows
+
+
+def _print_context(ctx: Context, title: str) -> None:
+    t = Table(title=title, title_justify="left")
+    for col in ("tier", "pages", "cost", "text tokens on pages", "compression", "shown as text"):
+        t.add_column(col, justify="right" if col != "tier" else "left")
+    for r in _tier_rows(ctx):
+        comp = f"{r['compression']:.1f}×" if r["compression"] else "–"
+        t.add_row(r["tier"], str(r["pages"]), str(r["cost"]), str(r["text_tokens"]), comp,
+                  str(r["as_text"]))
+    t.add_row("out (archived)", str(ctx.archived_pages), "0", "–", "–", "–")
+    out.print(t)
+    c = ctx.cost
+    out.print(f"cost [bold]{int(c)}[/] / budget {c.budget}: verbatim turns {c.turns}, staging "
+              f"{c.staging}, images {c.images}, page text {c.page_text}, overhead {c.overhead}"
+              f"  ({len(ctx.turns)} turns verbatim, {ctx.demotions} demotions under pressure, "
+              f"{ctx.dropped_turns} turns dropped)")
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@app.command()
+def demo(
+    budget: BudgetOpt = 8192,
+    codec: Annotated[str, typer.Option(help="bundled, none, random, or a checkpoint dir")] = (
+        "bundled"
+    ),
+    transcript: Annotated[
+        Path | None, typer.Option(help="JSON-lines transcript (default: the bundled sample)")
+    ] = None,
+    questions: Annotated[
+        Path | None, typer.Option(help="Questions JSON (default: the bundled sample)")
+    ] = None,
+    session: Annotated[str | None, typer.Option(help="Session to show (default: largest)")] = (
+        None
+    ),
+    cost_model: ModelOpt = "deepseek-ocr",
+    recalls: Annotated[int, typer.Option(min=0, help="How many questions to ask")] = 5,
+    decode_max_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Cap on tokens the codec reads per page")
+    ] = None,
+    sheet: Annotated[Path | None, typer.Option(help="Also write a contact sheet PNG here")] = (
+        None
+    ),
+    as_json: JsonFlag = False,
+) -> None:
+    """Replay the sample conversation through the memory and show what fits the budget."""
+    path = transcript or _package_file(SAMPLE_CONVERSATION)
+    if not path.is_file():
+        raise fail(f"no transcript at {path} (the sample conversation is not installed; pass "
+                   "--transcript FILE)", as_json)
+    turns, errors = read_transcript(path)
+    if errors:
+        raise fail(f"{path}: line {errors[0].line}: {errors[0].message}", as_json)
+    if not turns:
+        raise fail(f"{path} holds no turns", as_json)
+    sessions: dict[str, list[TranscriptTurn]] = {}
+    for t in turns:
+        sessions.setdefault(t.session, []).append(t)
+    sid = session or max(sessions, key=lambda s: len(sessions[s]))
+    if sid not in sessions:
+        raise fail(f"session {sid!r} is not in {path}", as_json)
+    codec_spec, codec_note = _resolve_codec(codec, as_json)
+    mem = OpticalMemory(budget_tokens=budget, codec=codec_spec, cost_model=cost_model,
+                        decode_max_tokens=decode_max_tokens)
+    t0 = time.perf_counter()
+    add_times = []
+    base_ts = time.time() - len(sessions[sid]) * 60.0
+    with _progress(as_json) as bar:
+        task = bar.add_task(f"replaying {sid!r}", total=len(sessions[sid]))
+        for i, t in enumerate(sessions[sid]):
+            a = time.perf_counter()
+            mem.add(sid, t.role, t.text, ts=t.ts if t.ts is not None else base_ts + 60.0 * i,
+                    meta=t.meta)
+            add_times.append(time.perf_counter() - a)
+            bar.advance(task)
+    replay_s = time.perf_counter() - t0
+    a = time.perf_counter()
+    ctx = mem.context(sid)
+    context_ms = (time.perf_counter() - a) * 1000
+    recollect_s = 0.0
+    if codec_spec is not None:
+        a = time.perf_counter()
+        with _progress(as_json) as bar:
+            task = bar.add_task("reading pages back", total=len(ctx.pages))
+            mem.recollect(sid, progress=lambda done, total: bar.update(task, completed=done,
+                                                                           total=total))
+        recollect_s = time.perf_counter() - a
+    asked = _ask(mem, sid, questions, recalls, as_json)
+    sheet_path = None
+    if sheet is not None:
+        from opticmem.inspection import decay_sheet
+
+        decay_sheet(mem, ctx).save(sheet)
+        sheet_path = str(sheet)
+    summary = {
+        "command": "demo", "session": sid, "turn_count": len(sessions[sid]), "budget": budget,
+        "cost": ctx.cost.as_dict(), "model": ctx.model, "pages_per_tier": ctx.pages_per_tier(),
+        "compression": None if ctx.compression() is None else round(ctx.compression() or 0, 3),
+        "tiers": _tier_rows(ctx), "codec": codec_note,
+        "timings": {
+            "replay_s": round(replay_s, 3),
+            "add_p50_ms": round(statistics.median(add_times) * 1000, 3),
+            "add_max_ms": round(max(add_times) * 1000, 3),
+            "context_ms": round(context_ms, 3),
+            "recollect_s": round(recollect_s, 3),
+        },
+        "recalls": asked, "sheet": sheet_path,
+    }
+    if as_json:
+        report(summary, True)
+        return
+    out.print(f"[bold]opticmem demo[/] — session {sid!r}: {len(sessions[sid])} turns replayed "
+              f"in {replay_s:.2f}s (add p50 {summary['timings']['add_p50_ms']} ms); "
+              f"codec: {codec_note}")
+    _print_context(ctx, f"Context make-up (budget {budget}, cost model {ctx.model})")
+    if asked:
+        t = Table(title="Recall", title_justify="left")
+        for col in ("question", "best passage", "answer in passage", "answer's turn on page"):
+            t.add_column(col)
+        for r in asked:
+            best = r["passages"][0] if r["passages"] else None
+            where = (f"p{best['page_no']} turns {best['first_seq']}–{best['last_seq']} "
+                     f"({best['source']}, {best['tier'] or 'exact'})") if best else "–"
+            t.add_row(r["question"], where, "yes" if r["found_in_text"] else "no",
+                      "yes" if r["turn_on_page"] else ("–" if r["turn_seq"] is None else "no"))
+        out.print(t)
+    out.print(f"context assembled in {context_ms:.2f} ms"
+              + (f"; pages read back in {recollect_s:.1f}s" if recollect_s else ""))
+    if sheet_path:
+        out.print(f"contact sheet: {sheet_path}")
+
+
+def _ask(
+    mem: OpticalMemory, session: str, path: Path | None, limit: int, as_json: bool
+) -> list[dict[str, Any]]:
+    qpath = path or _package_file(SAMPLE_QUESTIONS)
+    if limit == 0 or not qpath.is_file():
+        if not as_json and limit:
+            err.print(f"[yellow]no questions at {qpath}; skipping recall[/]")
+        return []
+    try:
+        items = json.loads(qpath.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise fail(f"cannot read questions {qpath}: {exc}", as_json) from exc
+    results = []
+    for q in items[:limit]:
+        question = str(q.get("question", ""))
+        want = [str(a) for a in q.get("answer_contains", [])]
+        seq = q.get("turn_seq")
+        a = time.perf_counter()
+        passages = mem.recall(session, question, k=3)
+        ms = (time.perf_counter() - a) * 1000
+        found = any(w.lower() in p.text.lower() for p in passages for w in want) if want else False
+        on_page = seq is not None and any(int(seq) in p.seqs for p in passages)
+        results.append({
+            "question": question, "answer_contains": want, "turn_seq": seq,
+            "found_in_text": found, "turn_on_page": on_page, "ms": round(ms, 3),
+            "passages": [p.as_dict() for p in passages],
+        })
+    return results
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="JSON lines: {session, role, text, ts?, meta?}")],
+    store: StoreOpt = "sqlite:///opticmem.db",
+    skip_invalid: Annotated[
+        bool, typer.Option(help="Store the valid lines and report the bad ones")
+    ] = False,
+    default_session: Annotated[str, typer.Option(help="Session of lines without one")] = (
+        "default"
+    ),
+    as_json: JsonFlag = False,
+) -> None:
+    """Load a transcript into a store (nothing is stored if a line is bad, unless
+    --skip-invalid)."""
+    if not file.is_file():
+        raise fail(f"no such file: {file}", as_json)
+    t0 = time.perf_counter()
+    turns, errors = read_transcript(file, default_session=default_session)
+    if errors and not skip_invalid:
+        shown = "; ".join(f"line {e.line}: {e.message}" for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise fail(f"{len(errors)} bad line(s), nothing stored: {shown}{more}", as_json)
+    try:
+        mem = OpticalMemory(store, codec=None)
+    except OpticMemError as exc:
+        raise fail(str(exc), as_json) from exc
+    counts: dict[str, int] = {}
+    with mem, _progress(as_json) as bar:
+        task = bar.add_task(f"ingesting {file.name}", total=len(turns))
+        i = 0
+        while i < len(turns):  # consecutive lines of one session go in one batch
+            j = i
+            while j < len(turns) and turns[j].session == turns[i].session and j - i < 1000:
+                j += 1
+            sid = turns[i].session
+            mem.add_many(sid, [t.as_input() for t in turns[i:j]])
+            counts[sid] = counts.get(sid, 0) + (j - i)
+            bar.advance(task, j - i)
+            i = j
+        pages = {s: mem.store.page_count(s) for s in counts}
+    seconds = time.perf_counter() - t0
+    summary = {
+        "command": "ingest", "store": store, "turns": len(turns), "sessions": counts,
+        "pages": pages, "skipped": [{"line": e.line, "error": e.message} for e in errors],
+        "timings": {"seconds": round(seconds, 3)},
+    }
+    if as_json:
+        report(summary, True)
+        return
+    out.print(f"ingested {len(turns)} turns into {len(counts)} session(s) of {store} in "
+              f"{seconds:.2f}s; pages sealed: {sum(pages.values())}")
+    for e in errors:
+        err.print(f"[yellow]skipped line {e.line}:[/] {e.message}")
+
+
+# --------------------------------------------------------------------------- render
+
+
+@app.command()
+def render(
+    file: Annotated[Path, typer.Argument(help="A .jsonl transcript, or any text file")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the PNGs")] = Path(
+        "pages"
+    ),
+    tiers: Annotated[str, typer.Option(help="Comma-separated tiers, or 'all'")] = "all",
+    role: Annotated[str, typer.Option(help="Role of a plain-text file's single turn")] = "user",
+    timestamps: Annotated[bool, typer.Option(help="Draw timestamps before labels")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Render text or a transcript to page images, one PNG per page and tier."""
+    if not file.is_file():
+        raise fail(f"no such file: {file}", as_json)
+    try:
+        chosen = list(ORDER) if tiers == "all" else [Tier.parse(t) for t in tiers.split(",")]
+    except ValueError as exc:
+        raise fail(str(exc), as_json) from exc
+    if file.suffix == ".jsonl":
+        turns, errors = read_transcript(file)
+        if errors:
+            raise fail(f"{file}: line {errors[0].line}: {errors[0].message}", as_json)
+        items = [RenderTurn(t.role, t.text, t.ts) for t in turns]
+    else:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise fail(f"{file} is not valid UTF-8: {exc}", as_json) from exc
+        items = [RenderTurn(role, text, None)]
+    settings = RenderSettings(timestamps=timestamps)
+    t0 = time.perf_counter()
+    pages = layout_pages(items, settings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    with _progress(as_json) as bar:
+        task = bar.add_task("rendering", total=len(pages) * len(chosen))
+        for n, page in enumerate(pages):
+            for tier in chosen:
+                path = out_dir / f"page-{n:04d}-{tier.value}.png"
+                path.write_bytes(png_bytes(render_page(page, tier)))
+                files.append(str(path))
+                bar.advance(task)
+    seconds = time.perf_counter() - t0
+    missing = sorted({c for p in pages for c in p.missing})
+    summary = {
+        "command": "render", "pages": len(pages), "tiers": [t.value for t in chosen],
+        "files": files, "missing_glyphs": missing,
+        "timings": {"seconds": round(seconds, 3),
+                    "pages_per_second": round(len(pages) / seconds, 2) if seconds else None},
+    }
+    if as_json:
+        report(summary, True)
+        return
+    out.print(f"rendered {len(pages)} page(s) × {len(chosen)} tier(s) into {out_dir} in "
+              f"{seconds:.2f}s")
+    if missing:
+        err.print(f"[yellow]{len(missing)} character(s) have no glyph and show as boxes: "
+                  f"{''.join(missing[:40])}[/]")
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+@app.command()
+def inspect(
+    session: Annotated[str, typer.Argument(help="Session id")],
+    store: StoreOpt = "sqlite:///opticmem.db",
+    budget: BudgetOpt = 8192,
+    cost_model: ModelOpt = "deepseek-ocr",
+    sheet: Annotated[Path | None, typer.Option(help="Contact sheet PNG path")] = Path(
+        "contact_sheet.png"
+    ),
+    crop: Annotated[
+        float, typer.Option(min=0.05, max=1.0, help="Top-left fraction of each page shown")
+    ] = 0.25,
+    as_json: JsonFlag = False,
+) -> None:
+    """Show a session's pages and tiers, and write a contact sheet of the decay."""
+    try:
+        mem = OpticalMemory(store, codec=None, budget_tokens=budget, cost_model=cost_model)
+    except OpticMemError as exc:
+        raise fail(str(exc), as_json) from exc
+    with mem:
+        try:
+            if mem.store.turn_count(session) == 0:
+                raise fail(f"session {session!r} has no turns in {store}", as_json)
+            t0 = time.perf_counter()
+            ctx = mem.context(session)
+            context_ms = (time.perf_counter() - t0) * 1000
+        except OpticMemError as exc:
+            raise fail(str(exc), as_json) from exc
+        sheet_path = None
+        if sheet is not None:
+            from opticmem.inspection import decay_sheet
+
+            decay_sheet(mem, ctx, crop=crop).save(sheet)
+            sheet_path = str(sheet)
+        turns = mem.store.turn_count(session)
+    summary = {
+        "command": "inspect", "session": session, "store": store, "turn_count": turns,
+        **{k: v for k, v in ctx.as_dict().items() if k not in ("session",)},
+        "tiers": _tier_rows(ctx), "sheet": sheet_path,
+        "timings": {"context_ms": round(context_ms, 3)},
+    }
+    if as_json:
+        report(summary, True)
+        return
+    t = Table(title=f"Session {session!r}: {turns} turns, {len(ctx.pages)} pages in context, "
+                    f"{ctx.archived_pages} archived", title_justify="left")
+    for col in ("page", "turns", "time", "tier", "shown", "cost", "text tokens", "facts"):
+        t.add_column(col)
+    for p in ctx.pages:
+        t.add_row(str(p.page_no), f"{p.first_seq}–{p.last_seq}",
+                  p.caption.split(" · ")[2], p.tier.value, p.shown, str(p.cost),
+                  str(p.text_tokens), ", ".join(p.facts[:4]) + ("…" if len(p.facts) > 4 else ""))
+    out.print(t)
+    _print_context(ctx, "By tier")
+    if sheet_path:
+        out.print(f"contact sheet: {sheet_path}")
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+def _load_plugins() -> None:
+    for name in PLUGINS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # not installed: that command set is simply absent
+            logging.getLogger(__name__).warning("commands of %s unavailable: %s", name, exc)
+            continue
+        register = getattr(module, "register", None)
+        if callable(register):
+            register(app)
+
+
+_load_plugins()
+
+
+def main() -> None:  # pragma: no cover - console entry point alternative
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    app()

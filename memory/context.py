@@ -1,0 +1,426 @@
+"""The context: what a model is shown — pages at their tiers, then the verbatim turns.
+
+A :class:`Context` is assembled by :meth:`opticmem.OpticalMemory.context` and costs no
+more than its budget under the consumer's cost model. It is cheap to make: images are
+rendered, and pages read back by the codec, only when :meth:`Context.messages`,
+:meth:`Context.text` or :meth:`Context.embeddings` ask for them (and then cached).
+
+The shape of :meth:`Context.messages` (plain dicts; the memory knows no framework)::
+
+    {"role": "user", "content": [                       # only when a page is in context
+        {"type": "text", "text": MEMORY_HEADER},
+        {"type": "text", "text": "[Page 3 · turns 12–20 · 2026-03-01 09:12–09:40 UTC · Small]"},
+        {"type": "image", "base64": "iVBOR…", "mime_type": "image/png"},
+        {"type": "text", "text": "Exact facts: v0.9.1 · 2026-03-04"},
+        …]}
+    {"role": "user", "content": "…"}                     # staging and verbatim turns
+    {"role": "assistant", "content": "…"}
+
+A page whose image would cost at least as much as its text (the **savings gate**) is
+shown as its caption and transcript instead — exact text, no facts line needed.
+``format="openai"`` writes images as ``image_url`` data-URL parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from opticmem.costs import CostModel
+from opticmem.facts import facts_line
+from opticmem.records import PageRecord, Turn
+from opticmem.render import ORDER, Tier
+
+if TYPE_CHECKING:
+    from opticmem.artefacts import Artefacts
+    from opticmem.encoder.codec import VisionTokens
+
+MEMORY_HEADER = (
+    "Earlier conversation, kept as page images (oldest first; older pages are blurrier). "
+    "Each page's caption names its turns and times; exact facts on it follow as text."
+)
+"""First text block of the memory message."""
+
+Shown = Literal["image", "text"]
+
+
+def _span(t0: float, t1: float) -> str:
+    a, b = time.gmtime(t0), time.gmtime(t1)
+    start = time.strftime("%Y-%m-%d %H:%M", a)
+    if (a.tm_year, a.tm_yday) == (b.tm_year, b.tm_yday):
+        end = time.strftime("%H:%M", b)
+        return f"{start}–{end} UTC" if end != start[-5:] else f"{start} UTC"
+    return f"{start} – {time.strftime('%Y-%m-%d %H:%M', b)} UTC"
+
+
+def caption(page: PageRecord, tier: Tier, shown: Shown) -> str:
+    """The short text before a page: its number, turns, time span and tier.
+
+    >>> from opticmem.records import PageRecord
+    >>> p = PageRecord("s", 3, 12, 0, 20, 4, "…", 900, 1772352720.0, 1772354400.0, "k")
+    >>> caption(p, Tier.SMALL, "image")
+    '[Page 3 · turns 12–20 · 2026-03-01 08:12–08:40 UTC · Small]'
+    """
+    turns = f"turn {page.first_seq}" if page.first_seq == page.last_seq else (
+        f"turns {page.first_seq}–{page.last_seq}"
+    )
+    if page.first_line > 0:
+        turns += " (first one continued)"
+    how = tier.value.title() + (", as text" if shown == "text" else "")
+    return f"[Page {page.page_no} · {turns} · {_span(page.first_ts, page.last_ts)} · {how}]"
+
+
+def continued_prefix(prev_page: int) -> str:
+    """Written before the rest of a turn whose start is on page ``prev_page``."""
+    return f"[…continued from page {prev_page}] "
+
+
+@dataclass(frozen=True, slots=True)
+class PagePrice:
+    """What showing one page costs at each tier, after the savings gate."""
+
+    costs: tuple[int, int, int, int]
+    shown: tuple[Shown, Shown, Shown, Shown]
+    image_tokens: tuple[int, int, int, int]
+    transcript_tokens: int
+
+
+def price_page(page: PageRecord, model: CostModel) -> PagePrice:
+    """Cost of the page at Large…Tiny under ``model``: as an image (caption + image +
+    facts line) when that is strictly cheaper than as text (caption + transcript)."""
+    same = page.text_counter and page.text_counter == model.text.name
+    transcript = page.text_tokens if same else model.text_tokens(page.transcript)
+    facts = model.text_tokens(facts_line(page.facts)) if page.facts else 0
+    costs: list[int] = []
+    shown: list[Shown] = []
+    images: list[int] = []
+    for tier in ORDER:
+        img = model.image_tokens(tier)
+        as_image = model.text_tokens(caption(page, tier, "image")) + img + facts
+        as_text = model.text_tokens(caption(page, tier, "text")) + transcript
+        if as_image < as_text:
+            costs.append(as_image)
+            shown.append("image")
+            images.append(img)
+        else:
+            costs.append(as_text)
+            shown.append("text")
+            images.append(0)
+    return PagePrice(tuple(costs), tuple(shown), tuple(images), transcript)  # type: ignore[arg-type]
+
+
+class Cost(int):
+    """A context's total cost (an ``int``), with its parts as attributes.
+
+    ``turns`` (verbatim window), ``staging`` (turns waiting for their page to seal),
+    ``images`` (page images), ``page_text`` (header, captions, facts lines, pages shown
+    as text) and ``overhead`` (per-message overhead) add up to the total.
+    """
+
+    turns: int
+    staging: int
+    images: int
+    page_text: int
+    overhead: int
+    budget: int
+
+    def __new__(cls, *, turns: int, staging: int, images: int, page_text: int, overhead: int,
+                budget: int) -> Cost:
+        self = super().__new__(cls, turns + staging + images + page_text + overhead)
+        self.turns, self.staging, self.images = turns, staging, images
+        self.page_text, self.overhead, self.budget = page_text, overhead, budget
+        return self
+
+    @property
+    def total(self) -> int:
+        return int(self)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"total": int(self), "budget": self.budget, "turns": self.turns,
+                "staging": self.staging, "images": self.images, "page_text": self.page_text,
+                "overhead": self.overhead}
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{k}={v}" for k, v in self.as_dict().items())
+        return f"Cost({parts})"
+
+
+@dataclass(frozen=True, slots=True)
+class ContextPage:
+    """A sealed page as it appears in a context."""
+
+    page_no: int
+    first_seq: int
+    last_seq: int
+    first_ts: float
+    last_ts: float
+    tier: Tier
+    shown: Shown
+    """``"image"``, or ``"text"`` when the savings gate kept the transcript."""
+    cost: int
+    image_tokens: int
+    text_tokens: int
+    """Tokens of the page's transcript (what the page holds, under the consumer's counter)."""
+    caption: str
+    facts: tuple[str, ...]
+    record: PageRecord = field(repr=False, compare=False)
+
+    @property
+    def seqs(self) -> range:
+        return range(self.first_seq, self.last_seq + 1)
+
+    @property
+    def compression(self) -> float:
+        """Text tokens on the page per decoder slot at its tier (DeepSeek-OCR's measure)."""
+        return self.text_tokens / self.tier.slots
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"page_no": self.page_no, "first_seq": self.first_seq, "last_seq": self.last_seq,
+                "first_ts": self.first_ts, "last_ts": self.last_ts, "tier": self.tier.value,
+                "shown": self.shown, "cost": self.cost, "image_tokens": self.image_tokens,
+                "text_tokens": self.text_tokens, "compression": round(self.compression, 2),
+                "caption": self.caption, "facts": list(self.facts)}
+
+
+@dataclass(frozen=True, slots=True)
+class ContextTurn:
+    """A turn shown verbatim: from the verbatim window, or staging (left the window, not
+    yet on a sealed page; ``partial`` when its first lines already are)."""
+
+    seq: int
+    role: str
+    text: str
+    """What the context shows (the rest of the turn when ``partial``)."""
+    ts: float
+    cost: int
+    staging: bool
+    partial: bool
+    turn: Turn = field(repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "role": self.role, "ts": self.ts, "cost": self.cost,
+                "staging": self.staging, "partial": self.partial, "chars": len(self.text)}
+
+
+@dataclass(frozen=True, slots=True)
+class TextSegment:
+    """Text in an :meth:`Context.embeddings` sequence."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class VisionSegment:
+    """A page's vision tokens in an :meth:`Context.embeddings` sequence."""
+
+    page_no: int
+    tier: Tier
+    tokens: VisionTokens
+
+
+Segment = TextSegment | VisionSegment
+
+
+@dataclass(frozen=True)
+class Context:
+    """Pages at their tiers and verbatim turns that fit a budget; see the module docstring."""
+
+    session: str
+    pages: tuple[ContextPage, ...]
+    """Pages in context, oldest first."""
+    turns: tuple[ContextTurn, ...]
+    """Staging and verbatim turns, oldest first."""
+    cost: Cost
+    model: str
+    """Name of the cost model the cost is counted in."""
+    archived_pages: int
+    """Sealed pages of the session not in this context (still archived, still recallable)."""
+    dropped_turns: int
+    """Turns left out under budget pressure (only after every page was out)."""
+    demotions: int
+    """Tier steps below the decay policy, taken under budget pressure."""
+    labels: tuple[tuple[str, str], ...] = field(repr=False, default=())
+    memory_role: str = field(repr=False, default="user")
+    _artefacts: Artefacts | None = field(repr=False, default=None, compare=False)
+
+    @property
+    def budget(self) -> int:
+        return self.cost.budget
+
+    def pages_per_tier(self) -> dict[str, int]:
+        """How many pages are in context at each tier, plus ``out`` (archived only)."""
+        counts = {t.value: 0 for t in ORDER}
+        for p in self.pages:
+            counts[p.tier.value] += 1
+        counts["out"] = self.archived_pages
+        return counts
+
+    def compression(self) -> float | None:
+        """Text tokens on image pages per decoder slot spent on them (``None``: no images)."""
+        imgs = [p for p in self.pages if p.shown == "image"]
+        if not imgs:
+            return None
+        return sum(p.text_tokens for p in imgs) / sum(p.tier.slots for p in imgs)
+
+    # ------------------------------------------------------------------ messages
+    def _jobs(self) -> list[Any]:
+        from opticmem.artefacts import Job
+
+        return [Job(p.record, p.tier) for p in self.pages if p.shown == "image"]
+
+    def messages(
+        self, format: Literal["langchain", "openai"] = "langchain"
+    ) -> list[dict[str, Any]]:
+        """Chat messages as plain dicts: the memory message with the pages (LangChain v1
+        standard content blocks, or OpenAI ``image_url`` parts with ``format="openai"``),
+        then one message per turn. Renders page images as needed (cached)."""
+        if format not in ("langchain", "openai"):
+            raise ValueError(f"format must be 'langchain' or 'openai', not {format!r}")
+        out: list[dict[str, Any]] = []
+        if self.pages:
+            pngs = iter(self._pngs())
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": MEMORY_HEADER}]
+            for p in self.pages:
+                blocks.append({"type": "text", "text": p.caption})
+                if p.shown == "text":
+                    blocks.append({"type": "text", "text": p.record.transcript})
+                    continue
+                b64 = base64.b64encode(next(pngs)).decode("ascii")
+                if format == "openai":
+                    blocks.append({"type": "image_url",
+                                   "image_url": {"url": f"data:image/png;base64,{b64}"}})
+                else:
+                    blocks.append({"type": "image", "base64": b64, "mime_type": "image/png"})
+                if p.facts:
+                    blocks.append({"type": "text", "text": facts_line(p.facts)})
+            out.append({"role": self.memory_role, "content": blocks})
+        for t in self.turns:
+            msg: dict[str, Any] = {"role": t.role, "content": t.text}
+            for key in ("name", "tool_call_id"):
+                value = t.turn.meta.get(key)
+                if isinstance(value, str):
+                    msg[key] = value
+            out.append(msg)
+        return out
+
+    def _pngs(self) -> list[bytes]:
+        if self._artefacts is None:
+            raise RuntimeError("this context is detached from its memory")
+        return self._artefacts.pngs(self.session, self._jobs())
+
+    def pngs(self) -> dict[int, bytes]:
+        """PNG bytes of every page shown as an image, by page number."""
+        shown = [p.page_no for p in self.pages if p.shown == "image"]
+        return dict(zip(shown, self._pngs(), strict=True))
+
+    # ------------------------------------------------------------------ text
+    def _label(self, role: str) -> str:
+        for r, lab in self.labels:
+            if r == role:
+                return lab
+        return role.title()
+
+    def text(self) -> str:
+        """What the memory *remembers*: each page's caption, the text the codec reads
+        back from it at its tier (decoding as needed, cached), its facts line; then the
+        verbatim turns. Without a codec an image page shows a placeholder — page
+        transcripts are the ground truth, not a memory."""
+        parts: list[str] = []
+        recs = iter(self._recollections())
+        for p in self.pages:
+            parts.append(p.caption)
+            if p.shown == "text":
+                parts.append(p.record.transcript)
+                continue
+            rec = next(recs)
+            parts.append(rec if rec is not None else "[page image; no codec to read it back]")
+            if p.facts:
+                parts.append(facts_line(p.facts))
+        parts.extend(f"{self._label(t.role)}: {t.text}" for t in self.turns)
+        return "\n\n".join(parts)
+
+    def _recollections(self) -> list[str | None]:
+        jobs = self._jobs()
+        if not jobs:
+            return []
+        if self._artefacts is None:
+            raise RuntimeError("this context is detached from its memory")
+        if self._artefacts.codec.get() is None:
+            return [None] * len(jobs)
+        return [r.text for r in self._artefacts.recollections(self.session, jobs)]
+
+    # ------------------------------------------------------------------ embeddings
+    def embeddings(self) -> list[Segment]:
+        """The context for a VLM that reads our codec's vision tokens: text segments and,
+        per image page, its :class:`~opticmem.encoder.codec.VisionTokens` (encoded on
+        demand, cached), in the order of :meth:`messages`. Needs a codec."""
+        if self._artefacts is None:
+            raise RuntimeError("this context is detached from its memory")
+        tokens = iter(self._artefacts.vision_tokens(self.session, self._jobs()))
+        out: list[Segment] = []
+        if self.pages:
+            out.append(TextSegment(MEMORY_HEADER))
+        for p in self.pages:
+            out.append(TextSegment(p.caption))
+            if p.shown == "text":
+                out.append(TextSegment(p.record.transcript))
+                continue
+            out.append(VisionSegment(p.page_no, p.tier, next(tokens)))
+            if p.facts:
+                out.append(TextSegment(facts_line(p.facts)))
+        out.extend(TextSegment(f"{self._label(t.role)}: {t.text}") for t in self.turns)
+        return out
+
+    # ------------------------------------------------------------------ async twins
+    async def amessages(
+        self, format: Literal["langchain", "openai"] = "langchain"
+    ) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.messages, format)
+
+    async def atext(self) -> str:
+        return await asyncio.to_thread(self.text)
+
+    async def aembeddings(self) -> list[Segment]:
+        return await asyncio.to_thread(self.embeddings)
+
+    # ------------------------------------------------------------------ reporting
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (no images): cost, tiers, pages, turns."""
+        comp = self.compression()
+        return {
+            "session": self.session, "budget": self.budget, "cost": self.cost.as_dict(),
+            "model": self.model, "pages_per_tier": self.pages_per_tier(),
+            "compression": None if comp is None else round(comp, 3),
+            "demotions": self.demotions, "dropped_turns": self.dropped_turns,
+            "pages": [p.as_dict() for p in self.pages],
+            "turns": [t.as_dict() for t in self.turns],
+        }
+
+
+def page_view(page: PageRecord, tier: Tier, price: PagePrice) -> ContextPage:
+    """A :class:`ContextPage` for ``page`` at ``tier`` with its gated price."""
+    i = tier.rank
+    shown = price.shown[i]
+    return ContextPage(
+        page_no=page.page_no, first_seq=page.first_seq, last_seq=page.last_seq,
+        first_ts=page.first_ts, last_ts=page.last_ts, tier=tier, shown=shown,
+        cost=price.costs[i], image_tokens=price.image_tokens[i],
+        text_tokens=price.transcript_tokens, caption=caption(page, tier, shown),
+        facts=page.facts, record=page,
+    )
+
+
+def turn_views(
+    items: Sequence[tuple[Turn, str, bool, bool]], model: CostModel
+) -> list[ContextTurn]:
+    """Priced :class:`ContextTurn`\\ s from ``(turn, shown_text, staging, partial)``."""
+    return [
+        ContextTurn(seq=t.seq, role=t.role, text=text, ts=t.ts,
+                    cost=model.message_overhead + model.text_tokens(text), staging=staging,
+                    partial=partial, turn=t)
+        for t, text, staging, partial in items
+    ]

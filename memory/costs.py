@@ -1,0 +1,249 @@
+"""What a context costs its consumer: image-token formulas and whole-message counting.
+
+A page image costs different amounts depending on who reads it:
+
+* **DeepSeek-OCR** (default): its own decoder reads ``g × g`` vision tokens from a
+  ``64·g``-pixel page and spends ``g·(g+1)+1`` decoder slots on them (73/111/273/421 for
+  Tiny/Small/Base/Large); ``nominal=True`` counts ``g²`` instead (64/100/256/400).
+* **Tile formula** (OpenAI-style, ``"openai"``): fit in 2048×2048, shrink so the
+  shortest side is at most 768, count 512-pixel tiles: ``85 + 170·tiles``.
+* **Pixel area** (Anthropic-style, ``"anthropic"``): fit the long side in 1568 pixels,
+  then ``ceil(w·h / 750)``.
+
+Every parameter is a dataclass field, so a new model's prices are one constructor call.
+A :class:`CostModel` pairs an image formula with a text counter and a per-message
+overhead; the budget planner, the savings gate and :func:`message_tokens` all use it.
+
+>>> from opticmem.render import Tier
+>>> [cost_model(n).image_tokens(Tier.TINY) for n in ("deepseek-ocr", "openai", "anthropic")]
+[73, 255, 350]
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from opticmem.render.tiers import PIXELS_PER_TOKEN, Tier
+from opticmem.tokens import TextCounter, text_counter
+
+
+@runtime_checkable
+class ImageCost(Protocol):
+    """Tokens a consumer charges for one image of ``width × height`` pixels."""
+
+    @property
+    def name(self) -> str: ...
+
+    def tokens(self, width: int, height: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class DeepSeekOCRCost:
+    """DeepSeek-OCR's own decoder: a page padded to ``64·g`` pixels costs its slots.
+
+    >>> DeepSeekOCRCost().tokens(1280, 1280), DeepSeekOCRCost(nominal=True).tokens(1280, 1280)
+    (421, 400)
+    """
+
+    nominal: bool = False
+    pixels_per_token: int = PIXELS_PER_TOKEN
+
+    @property
+    def name(self) -> str:
+        return "deepseek-ocr-nominal" if self.nominal else "deepseek-ocr"
+
+    def tokens(self, width: int, height: int) -> int:
+        g = math.ceil(max(width, height, 1) / self.pixels_per_token)
+        return g * g if self.nominal else g * (g + 1) + 1
+
+
+@dataclass(frozen=True)
+class TileCost:
+    """Tile-based pricing (OpenAI-style, high detail). Images are never upscaled.
+
+    >>> TileCost().tokens(1280, 1280), TileCost().tokens(512, 512)
+    (765, 255)
+    """
+
+    max_side: int = 2048
+    short_side: int = 768
+    tile: int = 512
+    base_tokens: int = 85
+    tile_tokens: int = 170
+    label: str = "openai-tiles"
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    def tokens(self, width: int, height: int) -> int:
+        w, h = float(width), float(height)
+        if max(w, h) > self.max_side:
+            s = self.max_side / max(w, h)
+            w, h = w * s, h * s
+        if min(w, h) > self.short_side:
+            s = self.short_side / min(w, h)
+            w, h = w * s, h * s
+        tiles = math.ceil(round(w, 6) / self.tile) * math.ceil(round(h, 6) / self.tile)
+        return self.base_tokens + self.tile_tokens * tiles
+
+
+@dataclass(frozen=True)
+class PixelAreaCost:
+    """Pixel-area pricing (Anthropic-style): ``ceil(w·h / divisor)`` after fitting.
+
+    >>> PixelAreaCost().tokens(1280, 1280), PixelAreaCost().tokens(640, 640)
+    (2185, 547)
+    """
+
+    max_long_side: int = 1568
+    divisor: float = 750.0
+    label: str = "anthropic-area"
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    def tokens(self, width: int, height: int) -> int:
+        w, h = float(width), float(height)
+        if max(w, h) > self.max_long_side:
+            s = self.max_long_side / max(w, h)
+            w, h = math.floor(w * s), math.floor(h * s)
+        return math.ceil(w * h / self.divisor)
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """A consumer's prices: images, text, and a fixed overhead per chat message."""
+
+    image: ImageCost = field(default_factory=DeepSeekOCRCost)
+    text: TextCounter = field(default_factory=lambda: text_counter(None))
+    message_overhead: int = 3
+    """Tokens every chat message costs besides its content (role and separators)."""
+
+    def __post_init__(self) -> None:
+        if self.message_overhead < 0:
+            raise ValueError(f"message_overhead must be ≥ 0, got {self.message_overhead}")
+
+    @property
+    def name(self) -> str:
+        """``image-model/text-counter/overhead``: identifies the prices in cache keys."""
+        return f"{self.image.name}/{self.text.name}/{self.message_overhead}"
+
+    def text_tokens(self, text: str) -> int:
+        return self.text.count(text)
+
+    def image_tokens(self, tier: Tier | str) -> int:
+        """Cost of a page image at ``tier`` (square, ``tier.pixels`` on a side)."""
+        t = Tier.parse(tier)
+        return self.image.tokens(t.pixels, t.pixels)
+
+
+def _image_presets() -> dict[str, ImageCost]:
+    return {
+        "deepseek-ocr": DeepSeekOCRCost(),
+        "deepseek-ocr-nominal": DeepSeekOCRCost(nominal=True),
+        "openai": TileCost(),
+        "tiles": TileCost(),
+        "anthropic": PixelAreaCost(),
+        "pixel-area": PixelAreaCost(),
+    }
+
+
+PRESETS: tuple[str, ...] = tuple(_image_presets())
+"""Names :func:`cost_model` accepts."""
+
+
+def cost_model(
+    spec: CostModel | ImageCost | str = "deepseek-ocr",
+    *,
+    text: TextCounter | Any | None = None,
+    message_overhead: int | None = None,
+) -> CostModel:
+    """A :class:`CostModel` from a preset name, an image formula or a model.
+
+    ``text`` replaces the text counter (anything :func:`~opticmem.tokens.text_counter`
+    takes); ``message_overhead`` the per-message overhead.
+
+    >>> cost_model("anthropic").name
+    'anthropic-area/approx-bpe-v1/3'
+    """
+    if isinstance(spec, CostModel):
+        base = spec
+    elif isinstance(spec, str):
+        presets = _image_presets()
+        key = spec.strip().lower()
+        if key not in presets:
+            raise ValueError(f"unknown cost model {spec!r}; presets: {', '.join(presets)}")
+        base = CostModel(image=presets[key])
+    elif isinstance(spec, ImageCost):
+        base = CostModel(image=spec)
+    else:
+        raise TypeError(f"cost model must be a name, an ImageCost or a CostModel, not {spec!r}")
+    return CostModel(
+        image=base.image,
+        text=base.text if text is None else text_counter(text),
+        message_overhead=base.message_overhead if message_overhead is None else message_overhead,
+    )
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """``(width, height)`` from a PNG's header; ``ValueError`` if it is not a PNG."""
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        raise ValueError("not a PNG image")
+    w, h = struct.unpack(">II", data[16:24])
+    return int(w), int(h)
+
+
+def _b64_png_size(b64: str) -> tuple[int, int]:
+    try:
+        head = base64.b64decode(b64[:44])  # 33 bytes: signature + IHDR size fields
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"image block is not base64: {exc}") from None
+    return png_size(head)
+
+
+def _block_tokens(block: Mapping[str, Any], model: CostModel) -> int:
+    kind = block.get("type")
+    if kind == "text":
+        return model.text_tokens(str(block.get("text", "")))
+    if kind == "image" and "base64" in block:
+        return model.image.tokens(*_b64_png_size(str(block["base64"])))
+    if kind == "image_url":
+        url = block.get("image_url", {})
+        url = url.get("url", "") if isinstance(url, Mapping) else str(url)
+        if not url.startswith("data:") or "," not in url:
+            raise ValueError("only data: image URLs can be priced offline")
+        return model.image.tokens(*_b64_png_size(url.split(",", 1)[1]))
+    raise ValueError(f"cannot price a content block of type {kind!r}")
+
+
+def message_tokens(messages: Iterable[Mapping[str, Any]], model: CostModel) -> int:
+    """Tokens ``messages`` (plain dicts with ``role`` and ``content``) cost under ``model``.
+
+    Text blocks go through the text counter, PNG image blocks (LangChain ``image`` with
+    ``base64``, or OpenAI ``image_url`` data URLs) through the image formula, and each
+    message adds ``model.message_overhead``. This is exactly how a
+    :class:`~opticmem.context.Context` prices itself, so it can check one independently.
+
+    >>> message_tokens([{"role": "user", "content": "hello"}], cost_model())
+    4
+    """
+    total = 0
+    for msg in messages:
+        total += model.message_overhead
+        content = msg.get("content", "")
+        if isinstance(content, str):
+            total += model.text_tokens(content)
+        else:
+            total += sum(_block_tokens(b, model) for b in content)
+    return total

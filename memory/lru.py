@@ -1,0 +1,88 @@
+"""A small thread-safe LRU cache bounded by entry count and by a size measure.
+
+The memory keeps several in-process caches (turn layouts, token counts, sealed page
+records, Large masters). Each is bounded so that a long-running process holds a fixed
+amount of memory however long its conversations grow.
+
+>>> c = LRU(max_entries=2)
+>>> c.put("a", 1); c.put("b", 2); c.put("c", 3)
+>>> c.get("a") is None, c.get("c")
+(True, 3)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class LRU(Generic[K, V]):
+    """Least-recently-used cache; ``size(key, value)`` (default 1) counts against ``max_size``."""
+
+    def __init__(
+        self,
+        max_entries: int = 4096,
+        *,
+        max_size: int | None = None,
+        size: Callable[[K, V], int] | None = None,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be ≥ 1, got {max_entries}")
+        self._data: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._max_entries = max_entries
+        self._max_size = max_size
+        self._size_of = size
+        self._total = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is None:
+                return None
+            self._data.move_to_end(key)
+            return hit[0]
+
+    def put(self, key: K, value: V) -> None:
+        n = self._size_of(key, value) if self._size_of else 1
+        with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self._total -= old[1]
+            if self._max_size is not None and n > self._max_size:
+                return  # larger than the whole cache: never kept
+            self._data[key] = (value, n)
+            self._total += n
+            while len(self._data) > self._max_entries or (
+                self._max_size is not None and self._total > self._max_size
+            ):
+                _, (_, m) = self._data.popitem(last=False)
+                self._total -= m
+
+    def get_or_compute(self, key: K, compute: Callable[[], V]) -> V:
+        """The cached value, or ``compute()`` stored and returned (computed outside the lock)."""
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        value = compute()
+        self.put(key, value)
+        return value
+
+    def discard_if(self, predicate: Callable[[K], bool]) -> None:
+        """Drop every entry whose key matches (e.g. all entries of a deleted session)."""
+        with self._lock:
+            for k in [k for k in self._data if predicate(k)]:
+                self._total -= self._data.pop(k)[1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._total = 0
+
+    def __len__(self) -> int:
+        return len(self._data)

@@ -1,0 +1,823 @@
+"""``OpticalMemory``: the public entry point — add turns, get a context that fits, recall.
+
+>>> mem = OpticalMemory(budget_tokens=8192, codec=None)
+>>> _ = mem.add("alice", "user", "Let's plan Project Titan for March.")
+>>> _ = mem.add("alice", "assistant", "Sure — milestones first?")
+>>> ctx = mem.context("alice")
+>>> ctx.cost <= 8192, [t.role for t in ctx.turns]
+(True, ['user', 'assistant'])
+
+What happens where:
+
+* :meth:`OpticalMemory.add` validates (:mod:`opticmem.sessions`), appends the turn to the
+  store (durable before it returns), and when turns leaving the verbatim window fill a
+  page, seals it (:mod:`opticmem.packing`). Nothing is drawn or encoded here.
+* :meth:`OpticalMemory.context` reads a bounded amount — the turn and page counts, the
+  newest ``policy.max_pages`` page records and the turns after the last sealed page —
+  so its cost does not grow with the history. It applies the decay policy
+  (:mod:`opticmem.policy`), prices pages and turns with the consumer's cost model and
+  the savings gate (:mod:`opticmem.context`), and fits them to the budget
+  (:mod:`opticmem.budget`).
+* :meth:`OpticalMemory.recall` searches what the memory remembers of its pages
+  (:mod:`opticmem.recall`).
+
+Recollection (reading pages back with the codec) happens ``recollect="lazy"`` (default:
+when ``Context.text()``, ``recall`` or :meth:`OpticalMemory.recollect` need it, batched)
+or ``"background"`` (a worker thread reads each page as it is sealed and as it reaches new
+tiers; :meth:`OpticalMemory.flush` waits for it).
+
+Every store-facing method has an ``a``-prefixed async twin that runs it in a worker
+thread (as LangChain's defaults do), so an event loop never blocks on the store or model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from opticmem.artefacts import Artefacts, Job, page_id, rec_key
+from opticmem.budget import Mark, PageOption, plan
+from opticmem.codecs import CodecSlot, CodecSpec
+from opticmem.context import (
+    MEMORY_HEADER,
+    Context,
+    ContextPage,
+    ContextTurn,
+    Cost,
+    PagePrice,
+    continued_prefix,
+    page_view,
+    price_page,
+    turn_views,
+)
+from opticmem.costs import CostModel, ImageCost
+from opticmem.costs import cost_model as make_cost_model
+from opticmem.encoder.codec import Codec
+from opticmem.errors import BudgetError, OpticMemError, PageConflictError, StoreError
+from opticmem.facts import facts_line
+from opticmem.lru import LRU
+from opticmem.packing import Frontier, Packer
+from opticmem.policy import OUT, DecayPolicy, decay_policy, tier_of
+from opticmem.recall import Doc, Passage, RecallIndex, split_passages
+from opticmem.records import PageRecord, Turn
+from opticmem.render import ORDER, RenderSettings, Tier
+from opticmem.sessions import (
+    DEFAULT_ROLES,
+    MAX_TURN_CHARS,
+    validate_session,
+    validate_turn,
+)
+from opticmem.store import Store
+from opticmem.stores import open_store
+from opticmem.tokens import TextCounter
+
+log = logging.getLogger(__name__)
+
+TurnInput = Mapping[str, Any] | tuple[str, str] | tuple[str, str, float]
+"""A turn for :meth:`OpticalMemory.add_many`: ``{"role", "text", "ts"?, "meta"?}`` or a
+``(role, text)`` / ``(role, text, ts)`` tuple."""
+
+Recollect = Literal["lazy", "background"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Assembly:
+    """Everything a context or a recall needs to know about a session right now."""
+
+    session: str
+    turn_count: int
+    page_count: int
+    pages: tuple[PageRecord, ...]  # candidate pages (newest policy window), oldest first
+    levels: tuple[int, ...]  # final level per candidate page
+    prices: tuple[PagePrice | None, ...]
+    turns: tuple[ContextTurn, ...]  # kept turns
+    dropped_turns: int
+    cost: int
+    demotions: int
+    mark: Mark
+    mark_changed: bool
+
+
+class OpticalMemory:
+    """Long-context memory with optical decay for one or many sessions.
+
+    Args:
+        store: a :class:`~opticmem.store.Store`, a store URL (``"sqlite:///chat.db"``,
+            see :func:`~opticmem.stores.open_store`), or ``None`` for a new in-process store.
+        budget_tokens: default context budget in the consumer's tokens.
+        codec: a :class:`~opticmem.encoder.codec.Codec`, ``"bundled"`` (default; loaded on
+            first need) or ``None`` (no model; see :mod:`opticmem.codecs`).
+        cost_model: the consumer's prices: a preset name (``"deepseek-ocr"``,
+            ``"deepseek-ocr-nominal"``, ``"openai"``, ``"anthropic"``), an image formula or
+            a :class:`~opticmem.costs.CostModel`.
+        text_counter: replaces the cost model's text counter (a ``TextCounter``, a
+            tokenizer, or a callable ``str -> int``).
+        policy: ``"rank"`` (default), ``"age"``, ``"pressure"`` or a
+            :class:`~opticmem.policy.DecayPolicy`.
+        verbatim_turns: the newest turns always kept verbatim (≥ 1; default 8).
+        render_settings: page layout (default: the codec's own layout when a codec
+            instance that declares one is given, else 104×52 cells on a 1280-pixel page).
+        page_max_tokens: optional cap on a page's text tokens (on top of the grid).
+        recollect: ``"lazy"`` or ``"background"`` (see the module docstring).
+        decode_max_tokens: cap on tokens the codec may produce per page (``None``: the
+            codec's own default).
+        keep_archive: ``False`` forgets each turn's raw text once it is wholly on a sealed
+            page (true forgetting; the page and its transcript stay).
+        max_turn_chars: longest turn accepted (default 1,000,000 characters).
+        roles: accepted roles (default user, assistant, system, tool).
+        memory_role: role of the message that carries the pages (default ``"user"``, the
+            role every multimodal chat API accepts images in).
+        clock: returns Unix seconds; used for timestamps and the age policy.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | None = None,
+        *,
+        budget_tokens: int = 8192,
+        codec: CodecSpec = "bundled",
+        cost_model: CostModel | ImageCost | str = "deepseek-ocr",
+        text_counter: TextCounter | Any | None = None,
+        policy: DecayPolicy | str = "rank",
+        verbatim_turns: int = 8,
+        render_settings: RenderSettings | None = None,
+        page_max_tokens: int | None = None,
+        recollect: Recollect = "lazy",
+        decode_max_tokens: int | None = None,
+        keep_archive: bool = True,
+        max_turn_chars: int = MAX_TURN_CHARS,
+        roles: Collection[str] = DEFAULT_ROLES,
+        memory_role: str = "user",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if budget_tokens < 1:
+            raise BudgetError(f"budget_tokens must be ≥ 1, got {budget_tokens}")
+        if verbatim_turns < 1:
+            raise ValueError(f"verbatim_turns must be ≥ 1 (the newest turn is always verbatim), "
+                             f"got {verbatim_turns}")
+        if recollect not in ("lazy", "background"):
+            raise ValueError(f"recollect must be 'lazy' or 'background', not {recollect!r}")
+        if max_turn_chars < 1:
+            raise ValueError(f"max_turn_chars must be ≥ 1, got {max_turn_chars}")
+        self.store: Store = open_store(store) if isinstance(store, str) else (
+            store if store is not None else _default_store()
+        )
+        self._owns_store = not isinstance(store, Store)
+        self.budget_tokens = budget_tokens
+        self.cost_model = make_cost_model(cost_model, text=text_counter)
+        self.policy = decay_policy(policy)
+        self.verbatim_turns = verbatim_turns
+        if render_settings is None and isinstance(codec, Codec):
+            render_settings = codec.render_settings
+        self.render_settings = render_settings or RenderSettings()
+        self.page_max_tokens = page_max_tokens
+        self.recollect_mode: Recollect = recollect
+        self.keep_archive = keep_archive
+        self.max_turn_chars = max_turn_chars
+        self.roles = frozenset(roles)
+        self.memory_role = memory_role
+        self.clock = clock
+        self._codec = CodecSlot(codec, on_load=self._check_codec_layout)
+        if isinstance(codec, Codec):
+            self._check_codec_layout(codec)
+        self._packer = Packer(self.render_settings, self.cost_model.text,
+                              max_tokens=page_max_tokens)
+        self._artefacts = Artefacts(self.store, self.render_settings, self._codec,
+                                    decode_max_tokens=decode_max_tokens,
+                                    on_recollected=self._recollected)
+        self._pages: LRU[tuple[str, int], PageRecord] = LRU(4096)
+        self._prices: LRU[tuple[str, str, str, int], PagePrice] = LRU(4096)
+        self._indexes: LRU[str, RecallIndex] = LRU(64)
+        self._dirty: dict[str, set[int]] = {}
+        self._lock = threading.Lock()
+        self._worker: _Worker | None = None
+        if recollect == "background":
+            self._worker = _Worker(self._artefacts)
+            self._worker.start()
+
+    def _check_codec_layout(self, codec: Codec) -> None:
+        wants = codec.render_settings
+        if wants is not None and wants != self.render_settings:
+            log.warning(
+                "codec %s was trained on page layout %s but this memory renders %s; its "
+                "readings of these pages may be poor", codec.name, wants.key(),
+                self.render_settings.key(),
+            )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def codec_status(self) -> str:
+        """Which codec the memory reads pages with, or why it has none."""
+        return self._codec.status
+
+    @property
+    def codec(self) -> Any:
+        """The codec (loads the bundled one if needed); ``None`` when there is none."""
+        return self._codec.get()
+
+    # ------------------------------------------------------------------ writing
+    def _validate(
+        self, role: object, text: object, ts: object, meta: Mapping[str, Any] | None
+    ) -> tuple[str, str, float, dict[str, Any]]:
+        return validate_turn(role, text, self.clock() if ts is None else ts, meta,
+                             roles=self.roles, max_chars=self.max_turn_chars)
+
+    def add(
+        self,
+        session: str,
+        role: str,
+        text: str | bytes,
+        *,
+        ts: float | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Turn:
+        """Append one turn (durable on return) and seal any page it completes.
+
+        ``ts`` defaults to the clock; ``meta`` is a small JSON object kept with the turn
+        (``name`` and ``tool_call_id`` are passed through to messages). Raises
+        :class:`~opticmem.errors.InvalidSessionError`,
+        :class:`~opticmem.errors.InvalidTurnError` or
+        :class:`~opticmem.errors.TurnTooLargeError` — before anything is stored.
+
+        >>> mem = OpticalMemory(codec=None)
+        >>> mem.add("s", "user", "hello").seq
+        0
+        """
+        session = validate_session(session)
+        role_, text_, ts_, meta_ = self._validate(role, text, ts, meta)
+        turn = self.store.append_turn(session, role_, text_, ts_, meta_)
+        self._pack_quietly(session, turn.seq + 1)
+        return turn
+
+    def add_many(self, session: str, turns: Iterable[TurnInput]) -> list[Turn]:
+        """Append several turns in one store round trip (bulk ingest), then pack once.
+
+        Every turn is validated first: if any is invalid, none is stored.
+        """
+        session = validate_session(session)
+        items: list[tuple[str, str, float, Mapping[str, Any] | None]] = []
+        for i, item in enumerate(turns):
+            try:
+                if isinstance(item, Mapping):
+                    role, text = item.get("role"), item.get("text")
+                    ts, meta = item.get("ts"), item.get("meta")
+                elif isinstance(item, tuple) and len(item) in (2, 3):
+                    role, text = item[0], item[1]
+                    ts, meta = (item[2] if len(item) == 3 else None), None
+                else:
+                    raise TypeError(f"expected a mapping or a (role, text[, ts]) tuple, got "
+                                    f"{type(item).__name__}")
+                items.append(self._validate(role, text, ts, meta))
+            except OpticMemError as exc:
+                raise type(exc)(f"turn {i}: {exc}") from exc
+        stored = self.store.append_turns(session, items)
+        if stored:
+            self._pack_quietly(session, stored[-1].seq + 1)
+        return stored
+
+    def _pack_quietly(self, session: str, turn_count: int) -> None:
+        """Pack after an append; a store failure here is logged, not raised — the turn is
+        already durable and the next call packs again."""
+        try:
+            self._pack(session, turn_count)
+        except StoreError as exc:
+            log.warning("session %r: packing deferred after a store error: %s", session, exc)
+
+    def _last_page(self, session: str, page_count: int) -> PageRecord | None:
+        if page_count == 0:
+            return None
+        return self._read_pages(session, page_count - 1, page_count)[0]
+
+    def _read_pages(self, session: str, start: int, stop: int) -> list[PageRecord]:
+        """Page records ``start..stop-1`` through the in-process cache (sealed pages never
+        change; the cache is dropped when this memory deletes the session)."""
+        out: list[PageRecord | None] = [self._pages.get((session, n)) for n in range(start, stop)]
+        missing = [i for i, p in enumerate(out) if p is None]
+        if missing:
+            lo, hi = start + missing[0], start + missing[-1] + 1
+            for rec in self.store.get_pages(session, lo, hi):
+                self._pages.put((session, rec.page_no), rec)
+                out[rec.page_no - start] = rec
+        return [p for p in out if p is not None]
+
+    def _pack(
+        self, session: str, turn_count: int, page_count: int | None = None,
+        last: PageRecord | None = None, turns: Sequence[Turn] | None = None,
+    ) -> list[PageRecord]:
+        """Seal the complete pages that turns older than the verbatim window fill."""
+        if page_count is None:
+            page_count = self.store.page_count(session)
+            last = self._last_page(session, page_count)
+        frontier = Frontier.after(last)
+        stop = turn_count - self.verbatim_turns
+        if stop <= frontier.seq:
+            return []
+        if turns is None:
+            turns = self.store.get_turns(session, frontier.seq, stop)
+        else:
+            turns = [t for t in turns if t.seq < stop]
+        new = self._packer.seal(session, page_count, frontier, turns)
+        sealed: list[PageRecord] = []
+        taken: int | None = None
+        for rec in new:
+            try:
+                ok = self.store.add_page(rec)
+            except PageConflictError as exc:
+                log.warning("session %r: page log moved underneath us: %s", session, exc)
+                break
+            if not ok:  # another writer sealed it first; its record is the one that counts
+                taken = rec.page_no
+                break
+            self._pages.put((session, rec.page_no), rec)
+            sealed.append(rec)
+        if taken is not None:
+            self._pages.discard_if(lambda k: k[0] == session and k[1] >= taken)
+        if sealed:
+            log.debug("session %r: sealed pages %d–%d", session, sealed[0].page_no,
+                      sealed[-1].page_no)
+            if not self.keep_archive:
+                self.store.forget_turns(session, sealed[-1].last_seq)
+            if self._worker is not None:
+                self._worker.submit(session, [Job(p, Tier.LARGE) for p in sealed])
+        return sealed
+
+    # ------------------------------------------------------------------ assembling
+    def _consumer_key(self, budget: int) -> str:
+        blob = json.dumps([budget, self.cost_model.name, self.policy.key, self.verbatim_turns,
+                           self._packer.render_key, self.page_max_tokens, self.memory_role])
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def _price(self, page: PageRecord) -> PagePrice:
+        key = (self.cost_model.name, page.session, page_id(page), page.text_tokens)
+        return self._prices.get_or_compute(key, lambda: price_page(page, self.cost_model))
+
+    def _assemble(
+        self, session: str, budget: int, now: float | None, *, pack: bool = True
+    ) -> _Assembly:
+        model = self.cost_model
+        now = self.clock() if now is None else now
+        turn_count = self.store.turn_count(session)
+        page_count = self.store.page_count(session)
+        window = min(self.policy.max_pages, page_count)
+        pages = self._read_pages(session, page_count - window, page_count)
+        last = pages[-1] if pages else self._last_page(session, page_count)
+        frontier = Frontier.after(last)
+        turns = self.store.get_turns(session, frontier.seq, turn_count)
+        staging = [t for t in turns if t.seq < turn_count - self.verbatim_turns]
+        if pack and self._packer.may_seal(frontier, staging) and self._pack(
+            session, turn_count, page_count, last, turns
+        ):
+            return self._assemble(session, budget, now, pack=False)
+
+        # Pages: policy levels (monotone is enforced by the planner), prices, the mark.
+        key = f"mark/{self._consumer_key(budget)}"
+        raw = self.store.get_state(session, key)
+        stored = Mark(**json.loads(raw)) if raw else Mark()
+        options: list[PageOption] = []
+        prices: list[PagePrice | None] = []
+        for p in pages:
+            level = self.policy.level(page_count - 1 - p.page_no, now - p.last_ts)
+            price = self._price(p) if level < OUT else None
+            prices.append(price)
+            options.append(PageOption(p.page_no, level, price.costs if price else (0, 0, 0, 0)))
+
+        # Turns after the last sealed page: staging, then the verbatim window.
+        prev_page = last.page_no if last else -1
+        items: list[tuple[Turn, str, bool, bool]] = []
+        for r in self._packer.remainder(frontier, turns):
+            text = continued_prefix(prev_page) + r.text if r.partial else r.text
+            items.append((r.turn, text, r.turn.seq < turn_count - self.verbatim_turns, r.partial))
+        views = turn_views(items, model)
+        header = model.message_overhead + model.text_tokens(MEMORY_HEADER)
+        result = plan(budget, options, [v.cost for v in views], page_header=header, mark=stored)
+        return _Assembly(
+            session=session, turn_count=turn_count, page_count=page_count, pages=tuple(pages),
+            levels=result.levels, prices=tuple(prices), turns=tuple(views[result.first_turn :]),
+            dropped_turns=result.first_turn, cost=result.cost, demotions=result.demotions,
+            mark=result.mark, mark_changed=result.mark > stored and result.demotions > 0,
+        )
+
+    def _save_mark(self, asm: _Assembly, budget: int) -> None:
+        if asm.mark_changed:
+            key = f"mark/{self._consumer_key(budget)}"
+            data = json.dumps({"page_no": asm.mark.page_no, "level": asm.mark.level})
+            self.store.put_state(asm.session, key, data.encode())
+
+    def context(
+        self, session: str, *, budget_tokens: int | None = None, now: float | None = None
+    ) -> Context:
+        """The context for ``session``: pages at their tiers and verbatim turns, costing at
+        most ``budget_tokens`` (default: the memory's) under the memory's cost model.
+
+        ``now`` (Unix seconds; default the clock) matters only to the age policy. Raises
+        :class:`~opticmem.errors.BudgetError` if even the newest turn does not fit. An
+        unknown session gives an empty context.
+
+        >>> mem = OpticalMemory(codec=None, verbatim_turns=2)
+        >>> for i in range(300):
+        ...     _ = mem.add("s", "user", f"note {i}: the quarterly plan, line by line " * 4)
+        >>> ctx = mem.context("s", budget_tokens=4000)
+        >>> int(ctx.cost) <= 4000, ctx.pages[-1].tier.value, len(ctx.turns) >= 2
+        (True, 'large', True)
+        """
+        session = validate_session(session)
+        budget = self.budget_tokens if budget_tokens is None else budget_tokens
+        if budget < 1:
+            raise BudgetError(f"budget_tokens must be ≥ 1, got {budget}")
+        asm = self._assemble(session, budget, now)
+        self._save_mark(asm, budget)
+        model = self.cost_model
+        views: list[ContextPage] = []
+        for p, level, price in zip(asm.pages, asm.levels, asm.prices, strict=True):
+            tier = tier_of(level)
+            if tier is not None and price is not None:
+                views.append(page_view(p, tier, price))
+        images = sum(v.image_tokens for v in views)
+        n_msgs = len(asm.turns) + (1 if views else 0)
+        overhead = model.message_overhead * n_msgs
+        staging = sum(t.cost - model.message_overhead for t in asm.turns if t.staging)
+        verbatim = sum(t.cost - model.message_overhead for t in asm.turns if not t.staging)
+        page_text = asm.cost - images - overhead - staging - verbatim
+        cost = Cost(turns=verbatim, staging=staging, images=images, page_text=page_text,
+                    overhead=overhead, budget=budget)
+        if self._worker is not None:
+            self._worker.submit(session, [Job(v.record, v.tier) for v in views
+                                          if v.shown == "image"])
+        return Context(
+            session=session, pages=tuple(views), turns=asm.turns, cost=cost, model=model.name,
+            archived_pages=asm.page_count - len(views), dropped_turns=asm.dropped_turns,
+            demotions=asm.demotions, labels=self.render_settings.labels,
+            memory_role=self.memory_role, _artefacts=self._artefacts,
+        )
+
+    # ------------------------------------------------------------------ recollection
+    def _recollected(self, session: str, page_no: int) -> None:
+        with self._lock:
+            self._dirty.setdefault(session, set()).add(page_no)
+
+    def recollect(
+        self,
+        session: str,
+        *,
+        all_pages: bool = False,
+        batch_size: int = 16,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        """Read back (decode) every page in context that has no recollection at its tier
+        yet — with ``all_pages``, also archived pages, at Tiny — in batches. Returns the
+        number of pages decoded; ``progress(done, total)`` after each batch. Needs a codec."""
+        session = validate_session(session)
+        jobs = self._context_jobs(session)
+        if all_pages:
+            asm_pages = {j.page.page_no for j in jobs}
+            total = self.store.page_count(session)
+            for lo in range(0, total, 256):
+                for p in self.store.get_pages(session, lo, min(lo + 256, total)):
+                    if p.page_no not in asm_pages:
+                        jobs.append(Job(p, Tier.TINY))
+        missing = [j for j, r in zip(jobs, self._artefacts.cached_recollections(session, jobs),
+                                     strict=True) if r is None]
+        if missing and self._codec.get() is None:
+            from opticmem.errors import CodecUnavailableError
+
+            raise CodecUnavailableError(f"cannot read pages back: {self.codec_status}")
+        for lo in range(0, len(missing), batch_size):
+            self._artefacts.recollections(session, missing[lo : lo + batch_size])
+            if progress is not None:
+                progress(min(lo + batch_size, len(missing)), len(missing))
+        return len(missing)
+
+    def _context_jobs(self, session: str, budget: int | None = None) -> list[Job]:
+        asm = self._assemble(session, budget or self.budget_tokens, None)
+        return [Job(p, ORDER[lv]) for p, lv in zip(asm.pages, asm.levels, strict=True)
+                if lv < OUT]
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait for background recollection to finish (``True``) or ``timeout`` seconds
+        (``False``). Returns at once in lazy mode."""
+        return self._worker.wait(timeout) if self._worker is not None else True
+
+    # ------------------------------------------------------------------ recall
+    def recall(
+        self,
+        session: str,
+        query: str,
+        *,
+        k: int = 5,
+        include_original: bool = False,
+        decode: bool = True,
+        budget_tokens: int | None = None,
+    ) -> list[Passage]:
+        """The ``k`` passages of ``session``'s pages that best match ``query``.
+
+        Searches what the memory remembers (recollections at each page's tier, and the
+        exact-facts sidecars; see :mod:`opticmem.recall`). With ``decode`` (default) the
+        pages currently in context are read back first where needed. With
+        ``include_original`` each passage carries the archived turns of its page (those
+        not forgotten). An empty query gives no passages.
+
+        >>> mem = OpticalMemory(codec=None, verbatim_turns=2)
+        >>> _ = mem.add("s", "user", "Ticket ABC-123 ships on 2026-03-04. " * 30)
+        >>> for i in range(60):
+        ...     _ = mem.add("s", "assistant", f"ok {i}, noted and filed " * 5)
+        >>> [hit] = mem.recall("s", "when does ABC-123 ship?", k=1, include_original=True)
+        >>> hit.source, hit.first_seq, "2026-03-04" in hit.text, hit.original[0].seq
+        ('facts', 0, True, 0)
+        """
+        session = validate_session(session)
+        if not isinstance(query, str) or not query.strip() or k < 1:
+            return []
+        budget = budget_tokens or self.budget_tokens
+        try:
+            asm = self._assemble(session, budget, None, pack=False)
+        except BudgetError:
+            asm = None
+        current: dict[int, int] = {}
+        if asm is not None:
+            current = {p.page_no: lv for p, lv in zip(asm.pages, asm.levels, strict=True)}
+        codec = self._codec.get() if self._codec.configured else None
+        if decode and codec is not None and asm is not None:
+            jobs = [Job(p, ORDER[lv]) for p, lv in zip(asm.pages, asm.levels, strict=True)
+                    if lv < OUT]
+            self._artefacts.recollections(session, jobs)
+        index, provenance = self._update_index(session, current, codec.name if codec else None)
+        passages = []
+        for doc, score in index.search(query, k):
+            first_seq, last_seq, first_ts, last_ts = provenance[doc.page_no]
+            original: tuple[Turn, ...] = ()
+            if include_original:
+                original = tuple(self.store.get_turns(session, first_seq, last_seq + 1))
+            passages.append(Passage(
+                session=session, page_no=doc.page_no, first_seq=first_seq, last_seq=last_seq,
+                first_ts=first_ts, last_ts=last_ts, text=doc.text, source=doc.source,
+                tier=doc.tier, confidence=doc.confidence, score=score, codec=doc.codec,
+                original=original,
+            ))
+        return passages
+
+    def _update_index(
+        self, session: str, current: Mapping[int, int], codec: str | None
+    ) -> tuple[RecallIndex, dict[int, tuple[int, int, float, float]]]:
+        """Bring the session's index up to date: new pages, pages in context (their tier
+        may have changed) and pages read back since the last recall."""
+        index = self._indexes.get(session)
+        total = self.store.page_count(session)
+        if index is None or index.pages_seen > total:
+            index = RecallIndex()
+            self._indexes.put(session, index)
+        provenance = index.provenance
+        with self._lock:
+            dirty = self._dirty.pop(session, set())
+        todo = set(range(index.pages_seen, total)) | set(current) | dirty
+        todo = {n for n in todo if n < total}
+        for chunk in _runs(sorted(todo)):
+            pages = self._read_pages(session, chunk[0], chunk[-1] + 1) if len(chunk) < 64 else (
+                self.store.get_pages(session, chunk[0], chunk[-1] + 1))
+            self._index_pages(session, index, pages, current, codec)
+            for p in pages:
+                provenance[p.page_no] = (p.first_seq, p.last_seq, p.first_ts, p.last_ts)
+        index.pages_seen = total
+        return index, provenance
+
+    def _index_pages(
+        self, session: str, index: RecallIndex, pages: Sequence[PageRecord],
+        current: Mapping[int, int], codec: str | None,
+    ) -> None:
+        found: list[bytes | None] = []
+        if codec is not None:
+            keys = [rec_key(codec, p, t) for p in pages for t in ORDER]
+            found = self.store.get_blobs(session, keys)
+        from opticmem.artefacts import recollection_from_bytes
+
+        for i, p in enumerate(pages):
+            level = min(current.get(p.page_no, OUT), len(ORDER) - 1)
+            rec = None
+            if codec is not None:
+                # The most decayed reading not beyond the page's current tier.
+                for lv in range(level, -1, -1):
+                    data = found[i * len(ORDER) + lv]
+                    if data is not None:
+                        rec = recollection_from_bytes(data, f"of page {p.page_no}")
+                        break
+            sig = (rec.tier.value, rec.codec) if rec is not None else ("facts",)
+            if index.signature.get(p.page_no) == sig:
+                continue
+            docs = []
+            if p.facts:
+                docs.append(Doc(p.page_no, "facts", facts_line(p.facts), 1.0, None))
+            if rec is not None:
+                docs.extend(Doc(p.page_no, "recollection", chunk, rec.confidence, rec.tier,
+                                rec.codec) for chunk in split_passages(rec.text))
+            index.set_page(p.page_no, docs)
+            index.signature[p.page_no] = sig
+
+    def original(self, passage: Passage) -> list[Turn]:
+        """The way back: the archived turns of the page a passage came from (forgotten
+        turns are absent)."""
+        return self.store.get_turns(passage.session, passage.first_seq, passage.last_seq + 1)
+
+    # ------------------------------------------------------------------ archive access
+    def turns(self, session: str, start: int = 0, stop: int | None = None) -> list[Turn]:
+        """Archived turns ``start <= seq < stop`` (default: all)."""
+        session = validate_session(session)
+        end = self.store.turn_count(session) if stop is None else stop
+        return self.store.get_turns(session, start, end)
+
+    def pages(self, session: str, start: int = 0, stop: int | None = None) -> list[PageRecord]:
+        """Sealed page records ``start <= page_no < stop`` (default: all)."""
+        session = validate_session(session)
+        end = self.store.page_count(session) if stop is None else stop
+        return self.store.get_pages(session, start, end)
+
+    def page_png(self, session: str, page_no: int, tier: Tier | str = Tier.LARGE) -> bytes:
+        """PNG bytes of a sealed page at ``tier`` (rendered once, then cached as a blob)."""
+        session = validate_session(session)
+        pages = self._read_pages(session, page_no, page_no + 1) if page_no >= 0 else []
+        if not pages:
+            raise IndexError(f"session {session!r} has no page {page_no}")
+        return self._artefacts.pngs(session, [Job(pages[0], Tier.parse(tier))])[0]
+
+    def sessions(self) -> list[str]:
+        """Ids of the sessions in the store, sorted."""
+        return sorted(self.store.sessions())
+
+    def forget(self, session: str, before_seq: int) -> int:
+        """True forgetting: drop the archived raw text of turns with ``seq < before_seq``.
+
+        Sealed pages (with their transcripts, images and readings) stay; use
+        :meth:`delete_session` to erase everything. Returns the number of turns dropped.
+        """
+        session = validate_session(session)
+        return self.store.forget_turns(session, before_seq)
+
+    def delete_session(self, session: str) -> None:
+        """Erase a session: turns, pages and every derived artefact."""
+        session = validate_session(session)
+        self.store.delete_session(session)
+        self._pages.discard_if(lambda k: k[0] == session)
+        self._prices.discard_if(lambda k: k[1] == session)
+        self._indexes.discard_if(lambda k: k == session)
+        with self._lock:
+            self._dirty.pop(session, None)
+
+    def close(self) -> None:
+        """Stop the background worker and close the store if this memory opened it."""
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> OpticalMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ async twins
+    async def aadd(
+        self, session: str, role: str, text: str | bytes, *, ts: float | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Turn:
+        return await asyncio.to_thread(self.add, session, role, text, ts=ts, meta=meta)
+
+    async def aadd_many(self, session: str, turns: Iterable[TurnInput]) -> list[Turn]:
+        items = list(turns)
+        return await asyncio.to_thread(self.add_many, session, items)
+
+    async def acontext(
+        self, session: str, *, budget_tokens: int | None = None, now: float | None = None
+    ) -> Context:
+        return await asyncio.to_thread(self.context, session, budget_tokens=budget_tokens,
+                                       now=now)
+
+    async def arecall(
+        self, session: str, query: str, *, k: int = 5, include_original: bool = False,
+        decode: bool = True, budget_tokens: int | None = None,
+    ) -> list[Passage]:
+        return await asyncio.to_thread(self.recall, session, query, k=k,
+                                       include_original=include_original, decode=decode,
+                                       budget_tokens=budget_tokens)
+
+    async def arecollect(self, session: str, *, all_pages: bool = False) -> int:
+        return await asyncio.to_thread(self.recollect, session, all_pages=all_pages)
+
+    async def aoriginal(self, passage: Passage) -> list[Turn]:
+        return await asyncio.to_thread(self.original, passage)
+
+    async def aturns(self, session: str, start: int = 0, stop: int | None = None) -> list[Turn]:
+        return await asyncio.to_thread(self.turns, session, start, stop)
+
+    async def apages(
+        self, session: str, start: int = 0, stop: int | None = None
+    ) -> list[PageRecord]:
+        return await asyncio.to_thread(self.pages, session, start, stop)
+
+    async def apage_png(self, session: str, page_no: int, tier: Tier | str = Tier.LARGE) -> bytes:
+        return await asyncio.to_thread(self.page_png, session, page_no, tier)
+
+    async def asessions(self) -> list[str]:
+        return await asyncio.to_thread(self.sessions)
+
+    async def aforget(self, session: str, before_seq: int) -> int:
+        return await asyncio.to_thread(self.forget, session, before_seq)
+
+    async def adelete_session(self, session: str) -> None:
+        await asyncio.to_thread(self.delete_session, session)
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        return await asyncio.to_thread(self.flush, timeout)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+
+def _default_store() -> Store:
+    from opticmem.memory_store import InMemoryStore
+
+    return InMemoryStore()
+
+
+def _runs(nums: Sequence[int]) -> list[list[int]]:
+    """Consecutive runs of sorted integers, each at most 256 long."""
+    runs: list[list[int]] = []
+    for n in nums:
+        if runs and n == runs[-1][-1] + 1 and len(runs[-1]) < 256:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    return runs
+
+
+class _Worker:
+    """Background recollection: one daemon thread reading queued pages in batches."""
+
+    def __init__(self, artefacts: Artefacts, batch: int = 16) -> None:
+        self._artefacts = artefacts
+        self._batch = batch
+        self._q: queue.Queue[tuple[str, Job] | None] = queue.Queue()
+        self._seen: LRU[tuple[str, int, str], bool] = LRU(100_000)
+        self._thread = threading.Thread(target=self._run, name="opticmem-recollect",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, session: str, jobs: Sequence[Job]) -> None:
+        for j in jobs:
+            key = (session, j.page.page_no, j.tier.value)
+            if self._seen.get(key):
+                continue
+            self._seen.put(key, True)
+            self._q.put((session, j))
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                self._q.task_done()
+                return
+            batch = [item]
+            while len(batch) < self._batch:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._q.put(None)
+                    self._q.task_done()
+                    break
+                batch.append(nxt)
+            by_session: dict[str, list[Job]] = {}
+            for s, j in batch:
+                by_session.setdefault(s, []).append(j)
+            for s, jobs in by_session.items():
+                try:
+                    if self._artefacts.codec.get() is not None:
+                        self._artefacts.recollections(s, jobs)
+                except Exception:  # a background failure must not kill the worker
+                    log.exception("background recollection failed for session %r", s)
+            for _ in batch:
+                self._q.task_done()
+
+    def wait(self, timeout: float | None) -> bool:
+        done = threading.Event()
+
+        def join() -> None:
+            self._q.join()
+            done.set()
+
+        threading.Thread(target=join, daemon=True).start()
+        return done.wait(timeout)
+
+    def stop(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=30)

@@ -1,0 +1,139 @@
+"""The in-process store (the default): plain Python lists and dicts behind one lock.
+
+Nothing survives the process; use :class:`~opticmem.sqlite_store.SQLiteStore` for a file.
+Safe to share between threads. Reads return the stored (immutable) records themselves,
+so a read costs no copying or parsing.
+
+>>> s = InMemoryStore()
+>>> s.append_turn("alice", "user", "hi", 0.0).seq, s.turn_count("alice")
+(0, 1)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opticmem.errors import PageConflictError
+from opticmem.records import PageRecord, Turn
+from opticmem.store import Store
+
+
+@dataclass
+class _Session:
+    turns: list[Turn | None] = field(default_factory=list)
+    pages: list[PageRecord] = field(default_factory=list)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    forgotten: int = 0
+    """Turns below this seq have been forgotten (forgetting always drops a prefix)."""
+
+
+class InMemoryStore(Store):
+    """A :class:`~opticmem.store.Store` in this process's memory."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, _Session] = {}
+        self._lock = threading.RLock()
+
+    def _get(self, session: str) -> _Session | None:
+        return self._sessions.get(session)
+
+    def _ensure(self, session: str) -> _Session:
+        s = self._sessions.get(session)
+        if s is None:
+            s = self._sessions[session] = _Session()
+        return s
+
+    # ------------------------------------------------------------------ turn log
+    def append_turn(
+        self, session: str, role: str, text: str, ts: float, meta: Mapping[str, Any] | None = None
+    ) -> Turn:
+        with self._lock:
+            s = self._ensure(session)
+            turn = Turn(session, len(s.turns), role, text, float(ts), dict(meta or {}))
+            s.turns.append(turn)
+            return turn
+
+    def append_turns(
+        self, session: str, items: Sequence[tuple[str, str, float, Mapping[str, Any] | None]]
+    ) -> list[Turn]:
+        with self._lock:  # one lock hold: the batch gets contiguous seqs
+            return [self.append_turn(session, r, t, ts, m) for r, t, ts, m in items]
+
+    def turn_count(self, session: str) -> int:
+        with self._lock:
+            s = self._get(session)
+            return len(s.turns) if s else 0
+
+    def get_turns(self, session: str, start: int, stop: int) -> list[Turn]:
+        with self._lock:
+            s = self._get(session)
+            if s is None:
+                return []
+            return [t for t in s.turns[max(start, 0) : max(stop, 0)] if t is not None]
+
+    # ------------------------------------------------------------------ page log
+    def add_page(self, page: PageRecord) -> bool:
+        with self._lock:
+            s = self._ensure(page.session)
+            n = len(s.pages)
+            if page.page_no < n:
+                return False
+            if page.page_no > n:
+                raise PageConflictError(
+                    f"session {page.session!r}: page {page.page_no} written but the log "
+                    f"holds {n} pages (pages must be added in order)"
+                )
+            s.pages.append(page)
+            return True
+
+    def page_count(self, session: str) -> int:
+        with self._lock:
+            s = self._get(session)
+            return len(s.pages) if s else 0
+
+    def get_pages(self, session: str, start: int, stop: int) -> list[PageRecord]:
+        with self._lock:
+            s = self._get(session)
+            return list(s.pages[max(start, 0) : max(stop, 0)]) if s else []
+
+    # ------------------------------------------------------------------ blob cache
+    def put_blob(self, session: str, key: str, data: bytes) -> None:
+        with self._lock:
+            self._ensure(session).blobs[key] = bytes(data)
+
+    def get_blob(self, session: str, key: str) -> bytes | None:
+        with self._lock:
+            s = self._get(session)
+            return s.blobs.get(key) if s else None
+
+    def get_blobs(self, session: str, keys: Sequence[str]) -> list[bytes | None]:
+        with self._lock:
+            s = self._get(session)
+            return [s.blobs.get(k) for k in keys] if s else [None] * len(keys)
+
+    # ------------------------------------------------------------------ sessions
+    def sessions(self) -> Iterator[str]:
+        with self._lock:
+            ids = [k for k, s in self._sessions.items() if s.turns]
+        return iter(ids)
+
+    def delete_session(self, session: str) -> None:
+        with self._lock:
+            self._sessions.pop(session, None)
+
+    def forget_turns(self, session: str, before_seq: int) -> int:
+        with self._lock:
+            s = self._get(session)
+            if s is None:
+                return 0
+            dropped = 0
+            stop = min(max(before_seq, 0), len(s.turns))
+            for i in range(s.forgotten, stop):
+                if s.turns[i] is not None:
+                    s.turns[i] = None
+                    dropped += 1
+            s.forgotten = max(s.forgotten, stop)
+            return dropped

@@ -1,0 +1,200 @@
+"""Recall: a lexical (BM25) index over what the memory remembers of its pages.
+
+Each sealed page contributes
+
+* its **recollection** — the text the codec read back from the page at the tier the
+  page is at (or, for a page whose current tier has not been read yet, the last tier it
+  was read at), cut into overlapping passages of a few lines; and
+* its **exact-facts sidecar** — one passage, confidence 1.0.
+
+Page transcripts are never indexed: they are what was drawn, not what is remembered.
+Every :class:`Passage` carries its provenance (session, page, turn seqs, time span, the
+tier it was read at, the codec's confidence) and a way back to the archived original
+turns (``include_original=True`` or :meth:`opticmem.OpticalMemory.original`).
+
+Tokenisation is Unicode-aware: words are lowercased (a plural ``s`` is stripped), CJK
+and Hangul runs also yield character bigrams so unsegmented text matches.
+
+>>> idx = RecallIndex()
+>>> idx.set_page(0, [Doc(0, "recollection", "we moved Titan to March", 0.9, None)])
+>>> [(d.text, round(s, 3)) for d, s in idx.search("when is titan?", 1)]
+[('we moved Titan to March', 0.288)]
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from opticmem.records import Turn
+from opticmem.render import Tier
+
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+_COMPOUND = re.compile(r"[^\W_]+(?:[-./:@#_][^\W_]+)+")  # ids, dates, versions: also whole
+_CJK = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff"
+                  r"\uac00-\ud7a3\uf900-\ufaff]")
+_STOP = """a an and are as at be but by did do does for from had has have he her his how i if
+in is it its me my of on or our she so that the their them then there these they this to us
+was we were what when where which who why will with you your"""
+STOPWORDS = frozenset(_STOP.split())
+
+PASSAGE_LINES = 6
+"""Lines per recollection passage (consecutive passages overlap by two lines)."""
+
+
+def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
+    """Index terms of ``text``.
+
+    >>> terms("Ticket ORI-140's milestones: 서울 파트너")
+    ['ori-140', 'ticket', 'ori', '140', 's', 'milestone', '서울', '서울', '파트너', '파트', '트너']
+    """
+    low = text.lower()
+    out: list[str] = [m.group() for m in _COMPOUND.finditer(low)]
+    for m in _WORD.finditer(low):
+        w = m.group()
+        if drop_stopwords and w in STOPWORDS:
+            continue
+        if _CJK.search(w):  # unsegmented scripts: the run and its character bigrams
+            out.append(w)
+            out.extend(w[i : i + 2] for i in range(len(w) - 1))
+            continue
+        if len(w) > 4 and w.endswith("s") and not w.endswith("ss"):
+            w = w[:-1]
+        out.append(w)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Doc:
+    """One indexed passage of a page."""
+
+    page_no: int
+    source: Literal["recollection", "facts"]
+    text: str
+    confidence: float
+    tier: Tier | None
+    codec: str = ""
+
+
+def split_passages(text: str, lines: int = PASSAGE_LINES) -> list[str]:
+    """Overlapping windows of ``lines`` lines (step ``lines - 2``); blank windows dropped."""
+    rows = text.split("\n")
+    step = max(1, lines - 2)
+    out = []
+    for lo in range(0, max(len(rows) - 2, 1), step):
+        chunk = "\n".join(rows[lo : lo + lines]).strip()
+        if chunk:
+            out.append(chunk)
+    return out
+
+
+class RecallIndex:
+    """An in-process BM25 index (k1 = 1.2, b = 0.75) whose documents can be replaced
+    page by page as pages are read at new tiers."""
+
+    def __init__(self, k1: float = 1.2, b: float = 0.75) -> None:
+        self.k1, self.b = k1, b
+        self._docs: dict[int, tuple[Doc, Counter[str], int]] = {}
+        self._by_page: dict[int, list[int]] = {}
+        self._postings: dict[str, dict[int, int]] = {}
+        self._total_len = 0
+        self._next = 0
+        self.signature: dict[int, tuple[str, ...]] = {}
+        """What each page was indexed from (tier/codec of its recollection), per page."""
+        self.pages_seen = 0
+        """Pages ``0..pages_seen-1`` have been looked at."""
+        self.provenance: dict[int, tuple[int, int, float, float]] = {}
+        """``(first_seq, last_seq, first_ts, last_ts)`` of each indexed page."""
+
+    def __len__(self) -> int:
+        return len(self._docs)
+
+    def set_page(self, page_no: int, docs: Sequence[Doc]) -> None:
+        """Replace every passage of ``page_no`` with ``docs``."""
+        for doc_id in self._by_page.pop(page_no, []):
+            _, tf, n = self._docs.pop(doc_id)
+            self._total_len -= n
+            for t in tf:
+                post = self._postings[t]
+                del post[doc_id]
+                if not post:
+                    del self._postings[t]
+        ids = []
+        for d in docs:
+            tf = Counter(terms(d.text))
+            if not tf:
+                continue
+            doc_id = self._next
+            self._next += 1
+            n = sum(tf.values())
+            self._docs[doc_id] = (d, tf, n)
+            self._total_len += n
+            for t, c in tf.items():
+                self._postings.setdefault(t, {})[doc_id] = c
+            ids.append(doc_id)
+        self._by_page[page_no] = ids
+
+    def search(self, query: str, k: int = 5) -> list[tuple[Doc, float]]:
+        """The ``k`` best passages for ``query`` with their BM25 scores (best first; ties
+        go to the newer page)."""
+        q = terms(query, drop_stopwords=True) or terms(query)
+        n_docs = len(self._docs)
+        if not q or not n_docs:
+            return []
+        avg = self._total_len / n_docs
+        scores: dict[int, float] = {}
+        for t in dict.fromkeys(q):
+            post = self._postings.get(t)
+            if not post:
+                continue
+            idf = math.log(1 + (n_docs - len(post) + 0.5) / (len(post) + 0.5))
+            for doc_id, tf in post.items():
+                n = self._docs[doc_id][2]
+                norm = tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * n / avg))
+                scores[doc_id] = scores.get(doc_id, 0.0) + idf * norm
+        best = sorted(scores.items(), key=lambda kv: (-kv[1], -self._docs[kv[0]][0].page_no,
+                                                      kv[0]))
+        return [(self._docs[i][0], s) for i, s in best[:k]]
+
+
+@dataclass(frozen=True, slots=True)
+class Passage:
+    """A recalled passage and where it came from."""
+
+    session: str
+    page_no: int
+    first_seq: int
+    last_seq: int
+    first_ts: float
+    last_ts: float
+    text: str
+    """The matching passage: recollected text, or the page's exact-facts line."""
+    source: Literal["recollection", "facts"]
+    tier: Tier | None
+    """The tier the page was read at (``None`` for a facts passage)."""
+    confidence: float
+    """The codec's confidence in its reading (1.0 for exact facts)."""
+    score: float
+    codec: str = ""
+    original: tuple[Turn, ...] = field(default=(), compare=False)
+    """The archived turns of the page, when asked for (``include_original=True``)."""
+
+    @property
+    def seqs(self) -> range:
+        """The turn seqs this passage's page holds (the way back to the archive)."""
+        return range(self.first_seq, self.last_seq + 1)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "session": self.session, "page_no": self.page_no, "first_seq": self.first_seq,
+            "last_seq": self.last_seq, "first_ts": self.first_ts, "last_ts": self.last_ts,
+            "text": self.text, "source": self.source,
+            "tier": self.tier.value if self.tier else None, "confidence": self.confidence,
+            "score": round(self.score, 4), "codec": self.codec,
+            "original": [{"seq": t.seq, "role": t.role, "text": t.text, "ts": t.ts}
+                         for t in self.original],
+        }

@@ -1,0 +1,178 @@
+"""What may be stored: session ids, roles, turn text, timestamps and metadata.
+
+Every check here runs *before* a store is called, so a rejected call changes nothing.
+The limits (all documented, all configurable on :class:`~opticmem.OpticalMemory` except
+the session-id rules):
+
+* **Session ids**: 1 to :data:`MAX_SESSION_CHARS` (256) characters of valid Unicode with
+  no control characters (C0, C1, DEL) and no line or paragraph separators. Anything else
+  is allowed — spaces, colons, slashes, glob characters (``* ? [ ]``), emoji,
+  right-to-left text — and backends must treat the id as an opaque string.
+* **Roles**: ``user``, ``assistant``, ``system``, ``tool`` by default
+  (:data:`DEFAULT_ROLES`); the memory takes a wider set if given one.
+* **Turn text**: valid Unicode (no lone surrogates; ``bytes`` must be valid UTF-8), not
+  empty or whitespace only, at most :data:`MAX_TURN_CHARS` (1,000,000) characters by
+  default. Control characters, zero-width characters, emoji and right-to-left text are
+  archived exactly as given (the renderer draws control characters as visible control
+  pictures and records what it could not draw).
+* **Timestamps**: finite Unix seconds.
+* **Metadata**: a JSON object with string keys, at most :data:`MAX_META_BYTES` when encoded.
+
+>>> validate_session("team:alpha/*")
+'team:alpha/*'
+>>> validate_session("x" * 10_000)
+Traceback (most recent call last):
+...
+opticmem.errors.InvalidSessionError: session id is 10000 characters long; the limit is 256
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import unicodedata
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from opticmem.errors import InvalidSessionError, InvalidTurnError, TurnTooLargeError
+
+MAX_SESSION_CHARS = 256
+"""Longest session id accepted, in characters."""
+
+MAX_TURN_CHARS = 1_000_000
+"""Default limit on one turn's text, in characters (about 250k text tokens)."""
+
+MAX_META_BYTES = 65_536
+"""Limit on a turn's metadata, as compact UTF-8 JSON."""
+
+DEFAULT_ROLES: tuple[str, ...] = ("user", "assistant", "system", "tool")
+"""Roles a memory accepts unless configured otherwise."""
+
+
+def _first_surrogate(text: str) -> int | None:
+    for i, ch in enumerate(text):
+        if 0xD800 <= ord(ch) <= 0xDFFF:
+            return i
+    return None
+
+
+def validate_session(session: object) -> str:
+    """Return ``session`` if it is a storable session id, else raise
+    :class:`~opticmem.errors.InvalidSessionError` saying why."""
+    if not isinstance(session, str):
+        raise InvalidSessionError(f"session id must be a str, got {type(session).__name__}")
+    if not session:
+        raise InvalidSessionError("session id is empty")
+    if len(session) > MAX_SESSION_CHARS:
+        raise InvalidSessionError(
+            f"session id is {len(session)} characters long; the limit is {MAX_SESSION_CHARS}"
+        )
+    bad = _first_surrogate(session)
+    if bad is not None:
+        raise InvalidSessionError(
+            f"session id has a lone surrogate at index {bad}; it must be valid Unicode"
+        )
+    for i, ch in enumerate(session):
+        if unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029":
+            raise InvalidSessionError(
+                f"session id has control character U+{ord(ch):04X} at index {i}"
+            )
+    return session
+
+
+def validate_role(role: object, roles: Collection[str] = DEFAULT_ROLES) -> str:
+    """Return ``role`` if the memory accepts it, else raise
+    :class:`~opticmem.errors.InvalidTurnError` naming the accepted roles."""
+    if not isinstance(role, str):
+        raise InvalidTurnError(f"role must be a str, got {type(role).__name__}")
+    if role not in roles:
+        hint = ""
+        if role.strip().lower() in roles:
+            hint = f" (did you mean {role.strip().lower()!r}?)"
+        raise InvalidTurnError(
+            f"unknown role {role!r}{hint}; accepted roles: {', '.join(sorted(roles))} "
+            "(pass roles=... to OpticalMemory to accept more)"
+        )
+    return role
+
+
+def validate_text(text: object, max_chars: int = MAX_TURN_CHARS) -> str:
+    """Return the turn text as ``str`` if it can be archived, else raise a typed error.
+
+    ``bytes`` are decoded as strict UTF-8. The text itself is never altered: what is
+    archived is exactly what was given.
+    """
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        raw = bytes(text)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidTurnError(
+                f"turn text is not valid UTF-8 (byte {exc.start}: {raw[exc.start:exc.end]!r}); "
+                "the archive holds valid Unicode only"
+            ) from None
+    if not isinstance(text, str):
+        raise InvalidTurnError(f"turn text must be str or UTF-8 bytes, got {type(text).__name__}")
+    if len(text) > max_chars:
+        raise TurnTooLargeError(
+            f"turn text is {len(text):,} characters; the limit is {max_chars:,} "
+            "(max_turn_chars); split it into several turns or raise the limit"
+        )
+    bad = _first_surrogate(text)
+    if bad is not None:
+        raise InvalidTurnError(
+            f"turn text has a lone surrogate U+{ord(text[bad]):04X} at index {bad}; "
+            "the archive holds valid Unicode only"
+        )
+    if not text.strip() or not any(
+        unicodedata.category(c)[0] not in "CZ" for c in text
+    ):
+        raise InvalidTurnError("turn text is empty or only whitespace/invisible characters")
+    return text
+
+
+def validate_ts(ts: object) -> float:
+    """Return ``ts`` as float seconds if finite, else raise :class:`InvalidTurnError`."""
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        raise InvalidTurnError(f"timestamp must be Unix seconds (a number), got {ts!r}")
+    value = float(ts)
+    if not math.isfinite(value):
+        raise InvalidTurnError(f"timestamp must be finite, got {ts!r}")
+    return value
+
+
+def validate_turn(
+    role: object,
+    text: object,
+    ts: object,
+    meta: Mapping[str, Any] | None = None,
+    *,
+    roles: Collection[str] = DEFAULT_ROLES,
+    max_chars: int = MAX_TURN_CHARS,
+) -> tuple[str, str, float, dict[str, Any]]:
+    """Validate a whole turn: ``(role, text, ts, meta)`` ready for a store.
+
+    >>> validate_turn("user", "café".encode(), 0)
+    ('user', 'café', 0.0, {})
+    """
+    return (validate_role(role, roles), validate_text(text, max_chars), validate_ts(ts),
+            validate_meta(meta))
+
+
+def validate_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return metadata as a plain dict if it is a small JSON object, else raise."""
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise InvalidTurnError(f"meta must be a mapping, got {type(meta).__name__}")
+    try:
+        blob = json.dumps(dict(meta), ensure_ascii=False, allow_nan=False)
+        size = len(blob.encode("utf-8"))
+    except (TypeError, ValueError, UnicodeEncodeError) as exc:
+        raise InvalidTurnError(f"meta is not a JSON object with valid text: {exc}") from None
+    if any(not isinstance(k, str) for k in meta):
+        raise InvalidTurnError("meta keys must be strings")
+    if size > MAX_META_BYTES:
+        raise InvalidTurnError(f"meta is {size:,} bytes as JSON; the limit is {MAX_META_BYTES:,}")
+    result: dict[str, Any] = json.loads(blob)
+    return result

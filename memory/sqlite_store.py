@@ -1,0 +1,305 @@
+"""A store in one SQLite file (stdlib ``sqlite3``, WAL): durable, shared by threads and processes.
+
+Layout (schema version 1, in ``PRAGMA user_version``)::
+
+    sessions(session PRIMARY KEY, next_seq)        -- the atomic per-session sequence
+    turns(session, seq, role, text, ts, meta)      -- the archive, PRIMARY KEY (session, seq)
+    pages(session, page_no, record)                -- sealed pages as JSON
+    blobs(session, key, data)                      -- derived artefacts
+
+Every write is one ``BEGIN IMMEDIATE`` transaction, so the sequence number and the row
+are written together and two processes appending to one session get distinct, ordered
+seqs. WAL lets readers run while one writer commits. ``synchronous="FULL"`` (default)
+makes a turn survive power loss once ``append_turn`` returns; ``"NORMAL"`` is faster and
+still survives a crash of the process.
+
+Each thread gets its own connection (opened lazily, reopened after ``fork``).
+
+>>> import tempfile, os
+>>> with SQLiteStore(os.path.join(tempfile.mkdtemp(), "m.db")) as s:
+...     s.append_turn("alice", "user", "hi", 0.0).seq
+0
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from opticmem.errors import (
+    CorruptRecordError,
+    PageConflictError,
+    StoreError,
+    StoreUnavailableError,
+)
+from opticmem.records import PageRecord, Turn
+from opticmem.store import Store
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session TEXT PRIMARY KEY,
+    next_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS turns (
+    session TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    role TEXT NOT NULL,
+    text TEXT NOT NULL,
+    ts REAL NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (session, seq)
+);
+CREATE TABLE IF NOT EXISTS pages (
+    session TEXT NOT NULL,
+    page_no INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (session, page_no)
+);
+CREATE TABLE IF NOT EXISTS blobs (
+    session TEXT NOT NULL,
+    key TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (session, key)
+);
+"""
+
+
+class SQLiteStore(Store):
+    """A :class:`~opticmem.store.Store` in the SQLite file ``path`` (created if absent)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        timeout: float = 30.0,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        self.path = Path(path)
+        self._synchronous = synchronous
+        self._timeout = timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self._closed = False
+        self._conn()  # open now: a bad path fails here, not on first use
+
+    # ------------------------------------------------------------------ connections
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError(f"SQLite store {self.path} is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            return conn
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                with self._tx(conn):  # another process may be creating it too: re-check
+                    version = conn.execute("PRAGMA user_version").fetchone()[0]
+                    if version == 0:
+                        for statement in _SCHEMA.split(";"):
+                            if statement.strip():
+                                conn.execute(statement)
+                        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                        version = SCHEMA_VERSION
+            if version != SCHEMA_VERSION:
+                conn.close()
+                raise StoreError(
+                    f"{self.path} has opticmem schema version {version}; this opticmem "
+                    f"reads version {SCHEMA_VERSION}"
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnavailableError(f"cannot open SQLite store {self.path}: {exc}") from exc
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
+
+    @staticmethod
+    @contextmanager
+    def _tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """One write transaction, taken with the write lock up front (no upgrade deadlocks)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with self._tx(self._conn()) as conn:
+                yield conn
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(f"SQLite store {self.path}: {exc}") from exc
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._conn().execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailableError(f"SQLite store {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._all_lock:
+            conns, self._all = self._all, []
+            self._closed = True
+        for c in conns:
+            try:
+                c.close()
+            except sqlite3.Error as exc:  # pragma: no cover - closing is best effort
+                log.debug("closing a SQLite connection failed: %s", exc)
+
+    # ------------------------------------------------------------------ turn log
+    @staticmethod
+    def _next_seq(conn: sqlite3.Connection, session: str, n: int) -> int:
+        row = conn.execute(
+            "INSERT INTO sessions(session, next_seq) VALUES (?, ?) "
+            "ON CONFLICT(session) DO UPDATE SET next_seq = next_seq + excluded.next_seq "
+            "RETURNING next_seq",
+            (session, n),
+        ).fetchone()
+        return int(row[0]) - n
+
+    def append_turn(
+        self, session: str, role: str, text: str, ts: float, meta: Mapping[str, Any] | None = None
+    ) -> Turn:
+        return self.append_turns(session, [(role, text, ts, meta)])[0]
+
+    def append_turns(
+        self, session: str, items: Sequence[tuple[str, str, float, Mapping[str, Any] | None]]
+    ) -> list[Turn]:
+        if not items:
+            return []
+        with self._write() as conn:
+            first = self._next_seq(conn, session, len(items))
+            turns = [
+                Turn(session, first + i, r, t, float(ts), dict(m or {}))
+                for i, (r, t, ts, m) in enumerate(items)
+            ]
+            conn.executemany(
+                "INSERT INTO turns(session, seq, role, text, ts, meta) VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (session, t.seq, t.role, t.text, t.ts,
+                     json.dumps(dict(t.meta), ensure_ascii=False) if t.meta else "{}")
+                    for t in turns
+                ],
+            )
+        return turns
+
+    def turn_count(self, session: str) -> int:
+        rows = self._read("SELECT next_seq FROM sessions WHERE session = ?", (session,))
+        return int(rows[0][0]) if rows else 0
+
+    def get_turns(self, session: str, start: int, stop: int) -> list[Turn]:
+        rows = self._read(
+            "SELECT seq, role, text, ts, meta FROM turns "
+            "WHERE session = ? AND seq >= ? AND seq < ? ORDER BY seq",
+            (session, start, stop),
+        )
+        out = []
+        for seq, role, text, ts, meta in rows:
+            try:
+                m = json.loads(meta) if meta != "{}" else {}
+            except ValueError as exc:
+                raise CorruptRecordError(
+                    f"session {session!r}: turn {seq} has unreadable meta: {exc}"
+                ) from exc
+            out.append(Turn(session, int(seq), str(role), str(text), float(ts), m))
+        return out
+
+    # ------------------------------------------------------------------ page log
+    def add_page(self, page: PageRecord) -> bool:
+        with self._write() as conn:
+            n = conn.execute(
+                "SELECT COALESCE(MAX(page_no) + 1, 0) FROM pages WHERE session = ?",
+                (page.session,),
+            ).fetchone()[0]
+            if page.page_no < n:
+                return False
+            if page.page_no > n:
+                raise PageConflictError(
+                    f"session {page.session!r}: page {page.page_no} written but the log "
+                    f"holds {n} pages (pages must be added in order)"
+                )
+            conn.execute(
+                "INSERT INTO pages(session, page_no, record) VALUES (?, ?, ?)",
+                (page.session, page.page_no, page.to_json()),
+            )
+        return True
+
+    def page_count(self, session: str) -> int:
+        rows = self._read(
+            "SELECT COALESCE(MAX(page_no) + 1, 0) FROM pages WHERE session = ?", (session,)
+        )
+        return int(rows[0][0])
+
+    def get_pages(self, session: str, start: int, stop: int) -> list[PageRecord]:
+        rows = self._read(
+            "SELECT record FROM pages WHERE session = ? AND page_no >= ? AND page_no < ? "
+            "ORDER BY page_no",
+            (session, start, stop),
+        )
+        return [PageRecord.from_json(session, r[0]) for r in rows]
+
+    # ------------------------------------------------------------------ blob cache
+    def put_blob(self, session: str, key: str, data: bytes) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO blobs(session, key, data) VALUES (?, ?, ?)",
+                (session, key, sqlite3.Binary(bytes(data))),
+            )
+
+    def get_blob(self, session: str, key: str) -> bytes | None:
+        rows = self._read("SELECT data FROM blobs WHERE session = ? AND key = ?", (session, key))
+        return bytes(rows[0][0]) if rows else None
+
+    def get_blobs(self, session: str, keys: Sequence[str]) -> list[bytes | None]:
+        found: dict[str, bytes] = {}
+        keys = list(keys)
+        for lo in range(0, len(keys), 500):
+            chunk = keys[lo : lo + 500]
+            marks = ",".join("?" * len(chunk))
+            for k, d in self._read(
+                f"SELECT key, data FROM blobs WHERE session = ? AND key IN ({marks})",
+                (session, *chunk),
+            ):
+                found[str(k)] = bytes(d)
+        return [found.get(k) for k in keys]
+
+    # ------------------------------------------------------------------ sessions
+    def sessions(self) -> Iterator[str]:
+        rows = self._read("SELECT session FROM sessions WHERE next_seq > 0")
+        return iter([str(r[0]) for r in rows])
+
+    def delete_session(self, session: str) -> None:
+        with self._write() as conn:
+            for table in ("turns", "pages", "blobs", "sessions"):
+                conn.execute(f"DELETE FROM {table} WHERE session = ?", (session,))
+
+    def forget_turns(self, session: str, before_seq: int) -> int:
+        with self._write() as conn:
+            cur = conn.execute(
+                "DELETE FROM turns WHERE session = ? AND seq < ?", (session, before_seq)
+            )
+            return int(cur.rowcount)

@@ -1,0 +1,112 @@
+"""Open a store from a URL, and the registry that maps URL schemes to store classes.
+
+Built in:
+
+* ``memory://`` — a new :class:`~opticmem.memory_store.InMemoryStore`;
+  ``memory://NAME`` — one shared in-process store per name (handy in tests and notebooks);
+* ``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db`` (SQLAlchemy's
+  convention: the path is what follows ``sqlite:///``), with an optional
+  ``?synchronous=NORMAL``.
+
+Other backends register their scheme once, either with a factory or, so that importing
+opticmem never imports their client library, with a lazy ``"module:attribute"`` string::
+
+    register_store("redis", "opticmem.redis_store:RedisStore.from_url")
+
+>>> type(open_store("memory://")).__name__
+'InMemoryStore'
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from opticmem.errors import StoreURLError
+from opticmem.memory_store import InMemoryStore
+from opticmem.sqlite_store import SQLiteStore
+from opticmem.store import Store
+
+StoreFactory = Callable[[str], Store]
+"""Makes a store from the full URL it was asked to open."""
+
+_named: dict[str, InMemoryStore] = {}
+_lock = threading.Lock()
+
+
+def _memory(url: str) -> Store:
+    name = url.split("://", 1)[1]
+    if not name:
+        return InMemoryStore()
+    with _lock:
+        return _named.setdefault(name, InMemoryStore())
+
+
+def _sqlite(url: str) -> Store:
+    rest = url.split("://", 1)[1]
+    if not rest.startswith("/") or len(rest) < 2:
+        raise StoreURLError(
+            f"bad SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////absolute/path.db"
+        )
+    path, _, query = rest[1:].partition("?")
+    opts = {k: v[-1] for k, v in parse_qs(query).items()}
+    sync = opts.pop("synchronous", "FULL").upper()
+    if opts or sync not in ("FULL", "NORMAL"):
+        raise StoreURLError(f"bad SQLite URL options in {url!r}: only synchronous=FULL|NORMAL")
+    return SQLiteStore(path, synchronous="NORMAL" if sync == "NORMAL" else "FULL")
+
+
+_REGISTRY: dict[str, StoreFactory | str] = {"memory": _memory, "sqlite": _sqlite}
+
+
+def register_store(scheme: str, factory: StoreFactory | str, *, replace: bool = False) -> None:
+    """Make ``open_store`` accept ``scheme://…`` URLs.
+
+    ``factory`` is a callable taking the URL, or ``"package.module:attr.path"`` imported on
+    first use. Registering a taken scheme needs ``replace=True``.
+    """
+    key = scheme.lower().rstrip(":/")
+    if not key.isascii() or not key.replace("+", "").replace("-", "").isalnum():
+        raise StoreURLError(f"bad URL scheme {scheme!r}")
+    with _lock:
+        if key in _REGISTRY and not replace:
+            raise StoreURLError(f"store scheme {key!r} is already registered")
+        _REGISTRY[key] = factory
+
+
+def store_schemes() -> list[str]:
+    """The URL schemes ``open_store`` knows, sorted."""
+    return sorted(_REGISTRY)
+
+
+def _resolve(target: str) -> StoreFactory:
+    module, _, attr = target.partition(":")
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise StoreURLError(f"the store backend {target!r} is not available: {exc}") from exc
+    factory: StoreFactory = obj
+    return factory
+
+
+def open_store(url: str) -> Store:
+    """Open the store a URL names (see the module docstring for the schemes).
+
+    Raises :class:`~opticmem.errors.StoreURLError` for an unknown scheme or a bad URL.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise StoreURLError(f"not a store URL: {url!r} (expected scheme://…)")
+    scheme = urlsplit(url).scheme.lower()
+    with _lock:
+        entry = _REGISTRY.get(scheme)
+    if entry is None:
+        raise StoreURLError(
+            f"unknown store scheme {scheme!r} in {url!r}; known: {', '.join(store_schemes())}"
+        )
+    factory = _resolve(entry) if isinstance(entry, str) else entry
+    return factory(url)

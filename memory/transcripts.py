@@ -1,0 +1,111 @@
+"""Transcript files: JSON lines of ``{"session", "role", "text", "ts"?, "meta"?}``.
+
+Used by ``opticmem ingest`` and ``opticmem demo``. Every line is checked with the same
+rules as :meth:`~opticmem.OpticalMemory.add` (:mod:`opticmem.sessions`) *before* anything
+is stored, and problems are reported with their line numbers. ``ts`` may be Unix seconds
+or an ISO 8601 string (UTC if it has no offset); a missing ``session`` takes the default.
+
+>>> turns, errors = parse_transcript(['{"role": "user", "text": "hi", "ts": "2026-03-01T08:00"}',
+...                                   '{"role": "robot", "text": "beep"}'])
+>>> turns[0].ts, errors[0].line
+(1772352000.0, 2)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from opticmem.errors import OpticMemError
+from opticmem.sessions import DEFAULT_ROLES, MAX_TURN_CHARS, validate_session, validate_turn
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptTurn:
+    """One valid line of a transcript."""
+
+    line: int
+    session: str
+    role: str
+    text: str
+    ts: float | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def as_input(self) -> dict[str, Any]:
+        """The mapping :meth:`~opticmem.OpticalMemory.add_many` takes."""
+        return {"role": self.role, "text": self.text, "ts": self.ts, "meta": self.meta}
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptError:
+    """A line that cannot be stored, and why."""
+
+    line: int
+    message: str
+
+
+def _ts(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"ts {value!r} is neither Unix seconds nor ISO 8601") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        return dt.timestamp()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"ts must be a number or an ISO 8601 string, got {value!r}")
+    return float(value)
+
+
+def parse_transcript(
+    lines: Iterable[str],
+    *,
+    default_session: str = "default",
+    roles: Collection[str] = DEFAULT_ROLES,
+    max_chars: int = MAX_TURN_CHARS,
+) -> tuple[list[TranscriptTurn], list[TranscriptError]]:
+    """Valid turns and per-line errors of a JSON-lines transcript (blank lines skipped)."""
+    turns: list[TranscriptTurn] = []
+    errors: list[TranscriptError] = []
+    for n, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+            if not isinstance(obj, dict):
+                raise ValueError("each line must be a JSON object")
+            session = validate_session(obj.get("session", default_session))
+            ts = _ts(obj.get("ts"))
+            role, text, ts_ok, meta = validate_turn(
+                obj.get("role"), obj.get("text"), 0.0 if ts is None else ts, obj.get("meta"),
+                roles=roles, max_chars=max_chars,
+            )
+            turns.append(TranscriptTurn(n, session, role, text, None if ts is None else ts_ok,
+                                        meta))
+        except (OpticMemError, ValueError) as exc:
+            errors.append(TranscriptError(n, str(exc)))
+    return turns, errors
+
+
+def read_transcript(
+    path: str | Path, **kwargs: Any
+) -> tuple[list[TranscriptTurn], list[TranscriptError]]:
+    """:func:`parse_transcript` of a UTF-8 file (invalid UTF-8 is an error of its line)."""
+    data = Path(path).read_bytes()
+    lines: list[str] = []
+    bad: list[TranscriptError] = []
+    for n, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            lines.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            lines.append("")
+            bad.append(TranscriptError(n, f"not valid UTF-8 at byte {exc.start}"))
+    turns, errors = parse_transcript(lines, **kwargs)
+    return turns, sorted(bad + errors, key=lambda e: e.line)

@@ -1,0 +1,39 @@
+"""The store backends the contract suite runs against.
+
+Adding a backend is one entry: a name, a factory ``(request, tmp_path) -> Store`` and any
+marks. The factory may pull other fixtures through ``request.getfixturevalue`` (a
+Redis backend would ask for its server fixture)::
+
+    BACKENDS["redis"] = Backend(
+        lambda request, tmp: RedisStore.from_url(request.getfixturevalue("redis_url")),
+        marks=(pytest.mark.redis,),
+    )
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from opticmem.memory_store import InMemoryStore
+from opticmem.sqlite_store import SQLiteStore
+from opticmem.store import Store
+
+
+@dataclass(frozen=True)
+class Backend:
+    factory: Callable[[pytest.FixtureRequest, Path], Store]
+    marks: tuple[pytest.MarkDecorator, ...] = ()
+
+
+BACKENDS: dict[str, Backend] = {
+    "memory": Backend(lambda request, tmp: InMemoryStore()),
+    "sqlite": Backend(lambda request, tmp: SQLiteStore(tmp / "store.db")),
+}
+
+
+def backend_params() -> list[object]:
+    return [pytest.param(name, marks=b.marks, id=name) for name, b in BACKENDS.items()]

@@ -1,0 +1,144 @@
+"""Bad input gets a typed error and changes nothing; odd but valid input is kept exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from opticmem import (
+    BudgetError,
+    InvalidSessionError,
+    InvalidTurnError,
+    OpticalMemory,
+    RenderSettings,
+    TurnTooLargeError,
+)
+from opticmem.store import Store
+from tests.memory.conftest import Clock
+
+SMALL = RenderSettings(max_rows=4)
+
+
+def snapshot(store: Store) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for s in sorted(store.sessions()):
+        n, p = store.turn_count(s), store.page_count(s)
+        out[s] = (n, store.get_turns(s, 0, n), p, store.get_pages(s, 0, p))
+    return out
+
+
+@pytest.fixture
+def mem(store: Store, clock: Clock) -> OpticalMemory:
+    m = OpticalMemory(store, codec=None, verbatim_turns=2, render_settings=SMALL, clock=clock)
+    for i in range(12):
+        m.add("alice", "user" if i % 2 == 0 else "assistant",
+              f"turn {i}: planning Titan, ticket TITAN-{i} " * 3)
+    assert m.store.page_count("alice") > 0
+    return m
+
+
+REJECTED: list[tuple[str, Callable[[OpticalMemory], object], type[Exception], str]] = [
+    ("empty", lambda m: m.add("alice", "user", ""), InvalidTurnError, "empty"),
+    ("whitespace", lambda m: m.add("alice", "user", " \n\t "), InvalidTurnError, "whitespace"),
+    ("zero-width only", lambda m: m.add("alice", "user", "\u200b\u200d\ufeff"), InvalidTurnError,
+     "invisible"),
+    ("10 MB", lambda m: m.add("alice", "user", "x" * 10_000_000), TurnTooLargeError,
+     "limit is 1,000,000"),
+    ("lone surrogate", lambda m: m.add("alice", "user", "ok \ud800 no"), InvalidTurnError,
+     "lone surrogate"),
+    ("invalid UTF-8", lambda m: m.add("alice", "user", b"ok \xff\xfe"), InvalidTurnError,
+     "not valid UTF-8"),
+    ("not text", lambda m: m.add("alice", "user", 42), InvalidTurnError, "str or UTF-8"),  # type: ignore[arg-type]
+    ("unknown role", lambda m: m.add("alice", "robot", "beep"), InvalidTurnError,
+     "unknown role 'robot'"),
+    ("role case", lambda m: m.add("alice", "User", "hi"), InvalidTurnError, "did you mean 'user'"),
+    ("NaN ts", lambda m: m.add("alice", "user", "hi", ts=float("nan")), InvalidTurnError,
+     "finite"),
+    ("meta not JSON", lambda m: m.add("alice", "user", "hi", meta={"f": object()}),
+     InvalidTurnError, "JSON"),
+    ("session 10k chars", lambda m: m.add("x" * 10_000, "user", "hi"), InvalidSessionError,
+     "limit is 256"),
+    ("session empty", lambda m: m.add("", "user", "hi"), InvalidSessionError, "empty"),
+    ("session newline", lambda m: m.add("a\nb", "user", "hi"), InvalidSessionError,
+     "control character"),
+    ("session surrogate", lambda m: m.add("a\udc00", "user", "hi"), InvalidSessionError,
+     "surrogate"),
+    ("session not str", lambda m: m.add(7, "user", "hi"), InvalidSessionError, "must be a str"),  # type: ignore[arg-type]
+    ("add_many one bad", lambda m: m.add_many("alice", [("user", "fine"), ("user", "")]),
+     InvalidTurnError, "turn 1"),
+    ("add_many bad shape", lambda m: m.add_many("alice", [("user", "fine"), "oops"]),  # type: ignore[list-item]
+     TypeError, "mapping"),
+    ("budget below one turn", lambda m: m.context("alice", budget_tokens=5), BudgetError,
+     "cannot hold even the newest turn"),
+    ("budget zero", lambda m: m.context("alice", budget_tokens=0), BudgetError, "≥ 1"),
+    ("context bad session", lambda m: m.context("a" * 300), InvalidSessionError, "limit"),
+]
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [r[1:] for r in REJECTED],
+                         ids=[r[0] for r in REJECTED])
+def test_rejected_calls_change_nothing(
+    mem: OpticalMemory, call: Callable[[OpticalMemory], object], error: type[Exception],
+    message: str,
+) -> None:
+    before = snapshot(mem.store)
+    with pytest.raises(error, match=message):
+        call(mem)
+    assert snapshot(mem.store) == before
+    mem.add("alice", "user", "still works")  # and the memory keeps working
+    assert mem.context("alice").turns[-1].text == "still works"
+
+
+@pytest.mark.parametrize("text", [
+    "bell \x07 escape \x1b[31m red \x00 nul",
+    "emoji 😀👩‍👩‍👧 flags 🇰🇷 done",
+    "עברית ومعها عربي right-to-left mixed",
+    "zero\u200bwidth\u200djoiner\ufeffbom inside",
+    "서울 파트너와 회의는 목요일 오후 3시입니다. 中文 かな",
+    "tabs\tand\r\nwindows\rlines\u2028separators",
+])
+def test_odd_text_is_archived_exactly_and_rendered(mem: OpticalMemory, text: str) -> None:
+    for _ in range(8):  # enough to push it out of the window and onto a page
+        t = mem.add("odd", "user", text)
+        assert mem.turns("odd", t.seq, t.seq + 1)[0].text == text
+    pages = mem.pages("odd")
+    assert pages, "the odd turns should have been sealed onto a page"
+    ctx = mem.context("odd")
+    assert ctx.cost <= mem.budget_tokens
+    for tier in ("large", "tiny"):  # the page draws (control characters as visible pictures)
+        png = mem.page_png("odd", 0, tier)
+        assert png.startswith(b"\x89PNG")
+    assert all("\x00" not in p.transcript and "\x07" not in p.transcript for p in pages)
+
+
+@pytest.mark.parametrize("session", ["with space", "a:b:c", "glob*?[x]", "s" * 256, "ünï 😀"])
+def test_odd_session_ids_work_and_stay_apart(mem: OpticalMemory, session: str) -> None:
+    mem.add(session, "user", "mine")
+    assert [t.text for t in mem.turns(session)] == ["mine"]
+    assert mem.context(session).turns[0].text == "mine"
+    assert "mine" not in [t.text for t in mem.turns("alice")]
+    assert session in mem.sessions()
+
+
+def test_a_large_turn_spans_pages(mem: OpticalMemory) -> None:
+    big = " ".join(f"word{i}" for i in range(20_000))  # ~150k characters
+    mem.add("big", "user", big)
+    for i in range(3):
+        mem.add("big", "assistant", f"ok {i}")
+    pages = mem.pages("big")
+    assert len(pages) > 100
+    assert all(p.first_seq == p.last_seq == 0 for p in pages)
+    assert [p.first_line for p in pages[1:]] == [p.end_line for p in pages[:-1]]
+    ctx = mem.context("big")
+    assert ctx.cost <= mem.budget_tokens
+    # the rest of the big turn that is not on a sealed page is shown, marked as continued
+    rest = [t for t in ctx.turns if t.seq == 0]
+    assert len(rest) <= 1 and all(t.partial and t.text.startswith("[…continued") for t in rest)
+
+
+def test_budget_error_names_the_needed_budget(mem: OpticalMemory) -> None:
+    mem.add("b", "user", "a fairly long message " * 50)
+    with pytest.raises(BudgetError, match=r"at least \d+"):
+        mem.context("b", budget_tokens=20)

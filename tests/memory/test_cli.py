@@ -1,0 +1,128 @@
+"""The ``opticmem`` command line: each command, human and ``--json`` output, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from opticmem.cli import app
+from opticmem.sqlite_store import SQLiteStore
+from tests.memory.sample import write
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write(tmp_path_factory.mktemp("sample"), n=260)
+
+
+def run_json(*args: str) -> dict[str, object]:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stdout  # exactly one JSON object
+    data: dict[str, object] = json.loads(lines[0])
+    return data
+
+
+def test_demo_json(sample: tuple[Path, Path]) -> None:
+    conv, qs = sample
+    d = run_json("demo", "--transcript", str(conv), "--questions", str(qs), "--budget", "4000",
+                 "--codec", "none")
+    assert d["command"] == "demo" and d["turn_count"] == 260 and d["budget"] == 4000
+    cost = d["cost"]
+    assert isinstance(cost, dict) and cost["total"] <= 4000
+    per_tier = d["pages_per_tier"]
+    assert isinstance(per_tier, dict) and sum(per_tier.values()) > 10
+    assert d["codec"] == "none (codec=None)"
+    recalls = d["recalls"]
+    assert isinstance(recalls, list) and len(recalls) == 3
+    assert all(r["found_in_text"] and r["turn_on_page"] for r in recalls)
+    assert set(d["timings"]) >= {"replay_s", "add_p50_ms", "context_ms"}  # type: ignore[arg-type]
+
+
+def test_demo_human_output_says_when_there_is_no_bundled_codec(
+    sample: tuple[Path, Path], tmp_path: Path,
+) -> None:
+    conv, qs = sample
+    sheet = tmp_path / "sheet.png"
+    result = runner.invoke(app, ["demo", "--transcript", str(conv), "--questions", str(qs),
+                                 "--sheet", str(sheet)])
+    assert result.exit_code == 0, result.output
+    assert "Context make-up" in result.stdout and "Recall" in result.stdout
+    if "unavailable" in result.stdout:
+        assert "No bundled codec weights are installed yet" in result.stderr
+    assert Image.open(sheet).size[0] > 1000
+
+
+def test_demo_without_sample_fails_clearly(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--transcript", str(tmp_path / "none.jsonl"),
+                                 "--json"])
+    assert result.exit_code == 1
+    assert "no transcript" in json.loads(result.stdout)["error"]
+
+
+def test_ingest_then_inspect(sample: tuple[Path, Path], tmp_path: Path) -> None:
+    conv, _ = sample
+    url = f"sqlite:///{tmp_path}/m.db"
+    d = run_json("ingest", str(conv), "--store", url)
+    assert d["turns"] == 260 and d["sessions"] == {"team": 260} and d["skipped"] == []
+    pages = d["pages"]
+    assert isinstance(pages, dict) and pages["team"] > 10
+    sheet = tmp_path / "decay.png"
+    d = run_json("inspect", "team", "--store", url, "--budget", "3000", "--sheet", str(sheet))
+    assert d["turn_count"] == 260 and d["budget"] == 3000
+    assert isinstance(d["cost"], dict) and d["cost"]["total"] <= 3000
+    assert d["sheet"] == str(sheet) and Image.open(sheet).mode == "L"
+    result = runner.invoke(app, ["inspect", "team", "--store", url, "--sheet", str(sheet)])
+    assert result.exit_code == 0 and "By tier" in result.stdout
+    result = runner.invoke(app, ["inspect", "nobody", "--store", url, "--json"])
+    assert result.exit_code == 1 and "no turns" in json.loads(result.stdout)["error"]
+
+
+def test_ingest_refuses_bad_lines_and_stores_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "bad.jsonl"
+    src.write_bytes(b'{"session": "a", "role": "user", "text": "fine"}\n'
+                    b'{"session": "a", "role": "robot", "text": "beep"}\n'
+                    b'not json\n'
+                    b'{"session": "a", "role": "user", "text": "bad \xff utf8"}\n'
+                    b'{"session": "a", "role": "user", "text": "late", '
+                    b'"ts": "2026-03-01T09:00Z"}\n')
+    db = tmp_path / "m.db"
+    result = runner.invoke(app, ["ingest", str(src), "--store", f"sqlite:///{db}", "--json"])
+    assert result.exit_code == 1
+    err = json.loads(result.stdout)["error"]
+    assert "3 bad line(s), nothing stored" in err and "line 2" in err and "line 4" in err
+    assert not db.exists() or SQLiteStore(db).turn_count("a") == 0
+    d = run_json("ingest", str(src), "--store", f"sqlite:///{db}", "--skip-invalid")
+    assert d["turns"] == 2 and [s["line"] for s in d["skipped"]] == [2, 3, 4]  # type: ignore[union-attr, index]
+    with SQLiteStore(db) as s:
+        assert [t.text for t in s.get_turns("a", 0, 9)] == ["fine", "late"]
+        assert s.get_turns("a", 1, 2)[0].ts == 1772355600.0
+
+
+def test_render_text_and_transcript(sample: tuple[Path, Path], tmp_path: Path) -> None:
+    conv, _ = sample
+    d = run_json("render", str(conv), "--out", str(tmp_path / "p"), "--tiers", "large,tiny")
+    assert isinstance(d["pages"], int) and d["pages"] > 10 and d["tiers"] == ["large", "tiny"]
+    files = d["files"]
+    assert isinstance(files, list) and len(files) == 2 * d["pages"]
+    assert Image.open(files[1]).size == (512, 512)
+    txt = tmp_path / "note.txt"
+    txt.write_text("hello 😀 \x07 world " * 10, encoding="utf-8")
+    d = run_json("render", str(txt), "--out", str(tmp_path / "q"))
+    assert d["pages"] == 1 and len(d["files"]) == 4  # type: ignore[arg-type]
+    result = runner.invoke(app, ["render", str(txt), "--tiers", "huge", "--json"])
+    assert result.exit_code == 1 and "unknown tier" in result.stdout
+
+
+def test_help_lists_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for cmd in ("demo", "ingest", "render", "inspect"):
+        assert cmd in result.stdout

@@ -1,0 +1,159 @@
+"""The context object: message shapes, exact costs per consumer, the savings gate."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+
+import pytest
+from PIL import Image
+
+from opticmem import (
+    CodecUnavailableError,
+    OpticalMemory,
+    RenderSettings,
+    Tier,
+    cost_model,
+    message_tokens,
+)
+from opticmem.context import MEMORY_HEADER, caption
+from opticmem.facts import facts_line
+from tests.memory.sample import turns as sample_turns
+
+
+def filled(n: int = 200, **kw: object) -> OpticalMemory:
+    mem = OpticalMemory(codec=None, **kw)  # type: ignore[arg-type]
+    mem.add_many("team", [{"role": t["role"], "text": t["text"], "ts": t["ts"]}
+                          for t in sample_turns(n)])
+    return mem
+
+
+@pytest.fixture(scope="module")
+def deepseek() -> OpticalMemory:
+    return filled(360)
+
+
+def test_langchain_messages_shape(deepseek: OpticalMemory) -> None:
+    ctx = deepseek.context("team")
+    msgs = ctx.messages()
+    first = msgs[0]
+    assert first["role"] == "user" and first["content"][0] == {"type": "text",
+                                                               "text": MEMORY_HEADER}
+    blocks = first["content"][1:]
+    i = 0
+    for page in ctx.pages:  # caption, image, facts line — per page, oldest first
+        assert blocks[i] == {"type": "text", "text": page.caption}
+        assert blocks[i + 1]["type"] == "image" and blocks[i + 1]["mime_type"] == "image/png"
+        img = Image.open(io.BytesIO(base64.b64decode(blocks[i + 1]["base64"])))
+        assert img.size == (page.tier.pixels, page.tier.pixels)
+        i += 2
+        if page.facts:
+            assert blocks[i] == {"type": "text", "text": facts_line(page.facts)}
+            i += 1
+    assert i == len(blocks)
+    assert [m["role"] for m in msgs[1:]] == [t.role for t in ctx.turns]
+    assert msgs[-1]["content"] == deepseek.turns("team")[-1].text
+    json.dumps(msgs)  # plain data
+
+
+def test_openai_format_uses_data_urls(deepseek: OpticalMemory) -> None:
+    ctx = deepseek.context("team")
+    parts = ctx.messages(format="openai")[0]["content"]
+    urls = [p["image_url"]["url"] for p in parts if p["type"] == "image_url"]
+    assert len(urls) == len(ctx.pages) and all(u.startswith("data:image/png;base64,")
+                                               for u in urls)
+    with pytest.raises(ValueError, match="format"):
+        ctx.messages(format="xml")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("model", ["deepseek-ocr", "deepseek-ocr-nominal", "openai", "anthropic"])
+@pytest.mark.parametrize("budget", [2500, 8192])
+def test_cost_is_exactly_what_the_messages_cost(model: str, budget: int) -> None:
+    mem = filled(160, cost_model=model, budget_tokens=budget)
+    ctx = mem.context("team")
+    assert int(ctx.cost) <= budget
+    for fmt in ("langchain", "openai"):
+        assert message_tokens(ctx.messages(format=fmt), cost_model(model)) == int(ctx.cost)  # type: ignore[arg-type]
+    c = ctx.cost
+    assert c.turns + c.staging + c.images + c.page_text + c.overhead == int(c)
+
+
+def test_savings_gate_per_consumer() -> None:
+    # Anthropic prices a 1280-pixel page at 2185 tokens: more than its ~1000 tokens of
+    # text, so Large and Base pages stay text while Small and Tiny become images.
+    mem = filled(200, cost_model="anthropic", budget_tokens=20_000)
+    ctx = mem.context("team")
+    shown = {p.tier: p.shown for p in ctx.pages}
+    assert shown[Tier.LARGE] == "text" and shown[Tier.BASE] == "text"
+    assert shown[Tier.SMALL] == "image" and shown[Tier.TINY] == "image"
+    for p in ctx.pages:
+        if p.shown == "text":
+            assert p.image_tokens == 0 and p.caption.endswith(", as text]")
+    text_blocks = [b["text"] for b in ctx.messages()[0]["content"] if b["type"] == "text"]
+    large = next(p for p in ctx.pages if p.tier == Tier.LARGE)
+    assert large.record.transcript in text_blocks
+    # DeepSeek-OCR reads a Large page for 421 slots: every page is an image
+    assert all(p.shown == "image" for p in filled(200).context("team").pages)
+
+
+def test_pages_and_reports(deepseek: OpticalMemory) -> None:
+    ctx = deepseek.context("team")
+    assert [p.tier for p in ctx.pages] == sorted((p.tier for p in ctx.pages),
+                                                 key=lambda t: -t.rank)
+    counts = ctx.pages_per_tier()
+    assert counts == {"large": 2, "base": 2, "small": 4, "tiny": 8,
+                      "out": deepseek.store.page_count("team") - 16}
+    large = ctx.pages[-1]
+    assert large.compression == pytest.approx(large.text_tokens / 421)
+    assert 1.5 < large.compression < 3.5
+    assert ctx.compression() is not None
+    d = ctx.as_dict()
+    json.dumps(d)
+    assert d["pages_per_tier"] == counts and d["cost"]["total"] == int(ctx.cost)
+
+
+def test_caption_names_page_turns_time_and_tier(deepseek: OpticalMemory) -> None:
+    page = deepseek.pages("team")[3]
+    cap = caption(page, Tier.BASE, "image")
+    assert cap.startswith(f"[Page 3 · turns {page.first_seq}–{page.last_seq}")
+    assert "2026-03-01" in cap and "UTC" in cap and cap.endswith("· Base]")
+
+
+def test_staging_and_partial_turns() -> None:
+    mem = OpticalMemory(codec=None, verbatim_turns=2, render_settings=RenderSettings(max_rows=3))
+    mem.add("s", "user", " ".join(f"w{i}" for i in range(200)))  # several pages long
+    mem.add("s", "assistant", "short")
+    mem.add("s", "user", "newest")
+    ctx = mem.context("s")
+    first = ctx.turns[0]
+    assert first.seq == 0 and first.staging and first.partial
+    last_page = mem.pages("s")[-1].page_no
+    assert first.text.startswith(f"[…continued from page {last_page}] ")
+    assert [t.staging for t in ctx.turns] == [True, False, False]
+
+
+def test_tool_metadata_passes_through() -> None:
+    mem = OpticalMemory(codec=None)
+    mem.add("s", "assistant", "calling", meta={"tool_calls": 1})
+    mem.add("s", "tool", "42", meta={"tool_call_id": "call_7", "name": "calc"})
+    msgs = mem.context("s").messages()
+    assert msgs[-1] == {"role": "tool", "content": "42", "tool_call_id": "call_7",
+                        "name": "calc"}
+
+
+def test_text_without_codec_shows_placeholders(deepseek: OpticalMemory) -> None:
+    ctx = deepseek.context("team")
+    text = ctx.text()
+    assert text.count("[page image; no codec to read it back]") == len(ctx.pages)
+    for p in ctx.pages:
+        assert p.record.transcript not in text  # ground truth is not a memory
+    assert text.endswith(f"{ctx.turns[-1].role.title()}: {ctx.turns[-1].text}")
+    with pytest.raises(CodecUnavailableError):
+        ctx.embeddings()
+
+
+def test_empty_session_has_empty_context(deepseek: OpticalMemory) -> None:
+    ctx = deepseek.context("nobody")
+    assert ctx.pages == () and ctx.turns == () and int(ctx.cost) == 0
+    assert ctx.messages() == [] and ctx.text() == ""

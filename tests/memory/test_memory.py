@@ -1,0 +1,233 @@
+"""OpticalMemory end to end: quick start, async twins, persistence, bounded reads, recall."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from opticmem import (
+    InMemoryStore,
+    OpticalMemory,
+    PageRecord,
+    RenderSettings,
+    SQLiteStore,
+    StoreURLError,
+    Turn,
+    open_store,
+    register_store,
+)
+from opticmem.store import Store
+from opticmem.stores import store_schemes
+from tests.memory.conftest import Clock
+from tests.memory.sample import questions
+from tests.memory.sample import turns as sample_turns
+
+SMALL = RenderSettings(max_rows=6)
+
+
+def bulk(mem: OpticalMemory, n: int, session: str = "team") -> None:
+    mem.add_many(session, [{"role": t["role"], "text": t["text"], "ts": t["ts"]}
+                           for t in sample_turns(n)])
+
+
+def test_quick_start(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        mem = OpticalMemory(budget_tokens=8192)  # bundled codec: absent here, so no model
+        mem.add("alice", "user", "Let's plan Project Titan for March.")
+        mem.add("alice", "assistant", "Sure — milestones first?")
+        ctx = mem.context("alice")
+        assert ctx.cost <= 8192 and ctx.pages == ()
+        assert ctx.text() == ("User: Let's plan Project Titan for March.\n\n"
+                              "Assistant: Sure — milestones first?")
+        assert ctx.messages() == [
+            {"role": "user", "content": "Let's plan Project Titan for March."},
+            {"role": "assistant", "content": "Sure — milestones first?"}]
+        assert mem.recall("alice", "what did we decide about Titan?") == []
+    # the bundled codec is only looked for when something needs it — recall did
+    assert mem.codec_status.startswith(("bundled", "unavailable"))
+
+
+def test_bundled_codec_is_loaded_lazily_and_degrades_clearly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mem = OpticalMemory(render_settings=SMALL, verbatim_turns=2)
+    bulk(mem, 30)
+    mem.context("team")
+    assert mem.codec_status == "bundled (not loaded yet)"  # context() needs no model
+    with caplog.at_level(logging.WARNING, logger="opticmem.codecs"):
+        text = mem.context("team").text()
+    if mem.codec is None:  # no bundled weights in this checkout
+        assert mem.codec_status.startswith("unavailable:")
+        assert "no codec" in caplog.text or "without a codec" in caplog.text
+        assert "[page image; no codec to read it back]" in text
+
+
+def test_async_twins() -> None:
+    async def go() -> None:
+        mem = OpticalMemory(codec=None, render_settings=SMALL, verbatim_turns=2)
+        t = await mem.aadd("s", "user", "hello TITAN-9 on 2026-03-04")
+        assert t.seq == 0
+        await mem.aadd_many("s", [("assistant", f"reply {i} " * 20) for i in range(12)])
+        ctx = await mem.acontext("s")
+        assert ctx.pages and await ctx.atext()
+        assert (await ctx.amessages())[0]["role"] == "user"
+        hits = await mem.arecall("s", "TITAN-9", include_original=True)
+        assert hits[0].original[0].text.startswith("hello")
+        assert (await mem.aoriginal(hits[0]))[0].seq == 0
+        assert len(await mem.aturns("s")) == 13
+        assert await mem.apages("s") == mem.pages("s")
+        assert (await mem.apage_png("s", 0, "tiny")).startswith(b"\x89PNG")
+        assert await mem.asessions() == ["s"]
+        assert await mem.aforget("s", 1) == 1
+        assert await mem.aflush(1.0)
+        await mem.adelete_session("s")
+        assert await mem.asessions() == []
+        await mem.aclose()
+
+    asyncio.run(go())
+
+
+def test_sqlite_memory_reopens_to_the_same_context(tmp_path: Path, clock: Clock) -> None:
+    url = f"sqlite:///{tmp_path}/m.db"
+    with OpticalMemory(url, codec=None, budget_tokens=3000, clock=clock) as mem:
+        bulk(mem, 300)
+        first = mem.context("team")
+        first_messages = first.messages()
+    with OpticalMemory(url, codec=None, budget_tokens=3000, clock=clock) as again:
+        second = again.context("team")
+        assert second.as_dict() == first.as_dict()
+        assert second.messages() == first_messages
+
+
+class SpyStore(InMemoryStore):
+    """Records how many turns and pages each call reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.turns_read = 0
+        self.pages_read = 0
+
+    def get_turns(self, session: str, start: int, stop: int) -> list[Turn]:
+        out = super().get_turns(session, start, stop)
+        self.turns_read += len(out)
+        return out
+
+    def get_pages(self, session: str, start: int, stop: int) -> list[PageRecord]:
+        out = super().get_pages(session, start, stop)
+        self.pages_read += len(out)
+        return out
+
+
+def test_context_reads_do_not_grow_with_history() -> None:
+    reads = {}
+    for n in (300, 3000):
+        store = SpyStore()
+        mem = OpticalMemory(store, codec=None)
+        bulk(mem, n)
+        fresh = OpticalMemory(store, codec=None)  # cold caches, like a new process
+        store.turns_read = store.pages_read = 0
+        fresh.context("team")
+        reads[n] = (store.turns_read, store.pages_read)
+    assert reads[3000][1] <= 17  # the newest policy window of pages (+ none more)
+    assert reads[3000][0] <= 60  # staging + verbatim turns only
+    assert reads[3000][0] <= 2 * max(reads[300][0], 20)
+
+
+def test_recall_facts_with_provenance_and_way_back(clock: Clock) -> None:
+    mem = OpticalMemory(codec=None, clock=clock)
+    bulk(mem, 200)
+    for q in questions():
+        hits = mem.recall("team", str(q["question"]), k=3, include_original=True)
+        assert hits, q
+        best = hits[0]
+        assert best.source == "facts" and best.confidence == 1.0 and best.tier is None
+        assert any(a in best.text for a in q["answer_contains"])  # type: ignore[attr-defined]
+        assert q["turn_seq"] in best.seqs
+        assert [t.seq for t in best.original] == list(best.seqs)
+        assert any(a in t.text for t in best.original for a in q["answer_contains"])  # type: ignore[attr-defined]
+        assert mem.original(best) == list(best.original)
+        assert best.first_ts <= best.last_ts
+    assert mem.recall("team", "   ") == [] and mem.recall("team", "x", k=0) == []
+    assert mem.recall("nobody", "TITAN") == []
+
+
+def test_recall_way_back_after_true_forgetting() -> None:
+    mem = OpticalMemory(codec=None, keep_archive=False)
+    bulk(mem, 200)
+    [hit] = mem.recall("team", "TITAN-100", k=1, include_original=True)
+    assert hit.page_no == 0 and hit.original == ()  # the raw text is gone, as asked
+
+
+def test_forget_and_delete() -> None:
+    mem = OpticalMemory(codec=None, render_settings=SMALL)
+    bulk(mem, 40)
+    pages = mem.pages("team")
+    assert mem.forget("team", 10) == 10
+    assert mem.turns("team")[0].seq == 10 and mem.pages("team") == pages
+    mem.recall("team", "TITAN")
+    mem.delete_session("team")
+    assert mem.sessions() == [] and mem.pages("team") == [] and mem.turns("team") == []
+    bulk(mem, 40)  # a new session under the same id starts clean
+    assert mem.pages("team") == pages
+
+
+def test_memory_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="verbatim_turns"):
+        OpticalMemory(codec=None, verbatim_turns=0)
+    with pytest.raises(ValueError, match="recollect"):
+        OpticalMemory(codec=None, recollect="eager")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="codec"):
+        OpticalMemory(codec="gpu")  # type: ignore[arg-type]
+    with pytest.raises(StoreURLError, match="unknown store scheme"):
+        OpticalMemory("postgres://x")
+
+
+def test_store_urls(tmp_path: Path) -> None:
+    assert isinstance(open_store("memory://"), InMemoryStore)
+    assert open_store("memory://shared") is open_store("memory://shared")
+    s = open_store(f"sqlite:///{tmp_path}/a.db?synchronous=NORMAL")
+    assert isinstance(s, SQLiteStore) and s.path == tmp_path / "a.db"
+    s.close()
+    for bad in ("nothing", "sqlite://", "sqlite:///x.db?mode=ro", "ftp://x"):
+        with pytest.raises(StoreURLError):
+            open_store(bad)
+
+    made: list[str] = []
+
+    def factory(url: str) -> Store:
+        made.append(url)
+        return InMemoryStore()
+
+    register_store("test-kv", factory)
+    assert "test-kv" in store_schemes()
+    assert isinstance(open_store("test-kv://host/0"), InMemoryStore) and made == [
+        "test-kv://host/0"]
+    with pytest.raises(StoreURLError, match="already registered"):
+        register_store("test-kv", factory)
+    register_store("lazy-kv", "opticmem.memory_store:InMemoryStore")
+    with pytest.raises(TypeError):  # InMemoryStore takes no URL: the target is imported
+        open_store("lazy-kv://")
+    register_store("broken-kv", "opticmem.nope:Store")
+    with pytest.raises(StoreURLError, match="not available"):
+        open_store("broken-kv://")
+
+
+def test_background_mode_without_a_model_is_harmless() -> None:
+    mem = OpticalMemory(codec=None, recollect="background", render_settings=SMALL,
+                        verbatim_turns=2)
+    bulk(mem, 30)
+    mem.context("team")
+    assert mem.flush(5.0)
+    mem.close()
+
+
+def test_metadata_round_trips() -> None:
+    mem = OpticalMemory(codec=None)
+    meta: Mapping[str, Any] = {"user_id": 7, "tags": ["a", "b"]}
+    t = mem.add("s", "user", "hi", meta=meta, ts=5.0)
+    assert (t.meta, t.ts) == (meta, 5.0) and mem.turns("s")[0].meta == meta

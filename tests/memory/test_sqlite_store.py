@@ -1,0 +1,69 @@
+"""What only the SQLite file store promises: persistence, processes, clear failures."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import pytest
+
+from opticmem.errors import StoreError, StoreUnavailableError
+from opticmem.sqlite_store import SQLiteStore
+
+
+def _writer(path: str, w: int, n: int) -> None:
+    with SQLiteStore(path) as s:
+        for i in range(n):
+            s.append_turn("shared", "user", f"p{w}-{i}", float(i))
+
+
+def test_processes_append_to_one_session(tmp_path: Path) -> None:
+    db = str(tmp_path / "m.db")
+    SQLiteStore(db).close()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(db, w, 20)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    with SQLiteStore(db) as s:
+        turns = s.get_turns("shared", 0, 100)
+        assert [t.seq for t in turns] == list(range(60))
+        assert {t.text for t in turns} == {f"p{w}-{i}" for w in range(3) for i in range(20)}
+
+
+def test_reopen_keeps_everything(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    with SQLiteStore(db, synchronous="NORMAL") as s:
+        s.append_turn("a b:c", "user", "kept \x00 exactly 😀", 5.5, {"k": "v"})
+        s.put_blob("a b:c", "png", b"\x89PNG")
+    with SQLiteStore(db) as s:
+        [t] = s.get_turns("a b:c", 0, 1)
+        assert (t.text, t.ts, t.meta) == ("kept \x00 exactly 😀", 5.5, {"k": "v"})
+        assert s.get_blob("a b:c", "png") == b"\x89PNG"
+        assert s.append_turn("a b:c", "user", "next", 6.0).seq == 1
+
+
+def test_unopenable_path_is_a_typed_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailableError, match="cannot open"):
+        SQLiteStore(tmp_path / "no" / "such" / "dir" / "m.db")
+
+
+def test_not_a_database_is_a_typed_error(tmp_path: Path) -> None:
+    bad = tmp_path / "junk.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreUnavailableError):
+        SQLiteStore(bad)
+
+
+def test_closed_store_refuses_work(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "m.db")
+    s.close()
+    with pytest.raises(StoreError, match="closed"):
+        s.turn_count("a")
+
+
+def test_uses_wal(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "m.db") as s:
+        assert s._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -1,0 +1,205 @@
+"""The Store contract, run against every backend in ``tests/memory/backends.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from opticmem.errors import PageConflictError
+from opticmem.records import PageRecord, Turn
+from opticmem.store import Store
+
+ODD_TEXTS = [
+    "plain",
+    "null \x00 byte and bell \x07 and escape \x1b[31m",
+    "emoji 😀👩‍👩‍👧 and flags 🇰🇷",
+    "עברית ومعها عربي right-to-left",
+    "zero\u200bwidth\u200djoiner\ufeffbom",
+    "line\r\nbreaks\u2028and\u2029separators",
+    "서울 中文 かな",
+    "x" * 200_000,
+]
+ODD_SESSIONS = ["with space", "a:b:c", "glob*?[x]", "%_like_", "'; DROP TABLE turns; --", "s" * 256]
+
+
+def page(session: str, n: int, first_seq: int = 0, **kw: object) -> PageRecord:
+    base: dict[str, object] = dict(
+        session=session, page_no=n, first_seq=first_seq, first_line=1, last_seq=first_seq + 2,
+        end_line=3, transcript=f"User: page {n}\nAssistant: ok", text_tokens=12,
+        first_ts=10.0 + n, last_ts=20.0 + n, render_key="abc123",
+        facts=("2026-03-04", "v0.9.1"), missing=("\U0001fabf",),
+    )
+    base.update(kw)
+    return PageRecord(**base)  # type: ignore[arg-type]
+
+
+def test_seq_is_per_session_and_starts_at_zero(store: Store) -> None:
+    assert store.turn_count("a") == 0
+    assert [store.append_turn("a", "user", f"t{i}", float(i)).seq for i in range(3)] == [0, 1, 2]
+    assert store.append_turn("b", "user", "x", 0.0).seq == 0
+    assert (store.turn_count("a"), store.turn_count("b")) == (3, 1)
+
+
+@pytest.mark.parametrize("text", ODD_TEXTS, ids=range(len(ODD_TEXTS)))
+def test_turn_text_roundtrips_exactly(store: Store, text: str) -> None:
+    meta = {"tool_call_id": "call_1", "nested": {"k": [1, 2.5, None, "ü"]}}
+    t = store.append_turn("s", "assistant", text, 1772352000.25, meta)
+    [back] = store.get_turns("s", 0, 1)
+    assert back == Turn("s", 0, "assistant", text, 1772352000.25, meta)
+    assert t == back
+
+
+def test_get_turns_ranges(store: Store) -> None:
+    store.append_turns("s", [("user", f"t{i}", float(i), None) for i in range(10)])
+    assert [t.seq for t in store.get_turns("s", 3, 6)] == [3, 4, 5]
+    assert [t.seq for t in store.get_turns("s", -5, 2)] == [0, 1]
+    assert store.get_turns("s", 8, 100)[-1].text == "t9"
+    assert store.get_turns("s", 6, 3) == []
+    assert store.get_turns("nobody", 0, 10) == []
+
+
+def test_append_turns_keeps_order(store: Store) -> None:
+    store.append_turn("s", "user", "first", 0.0)
+    got = store.append_turns("s", [("assistant", "a", 1.0, None), ("user", "b", 2.0, {"x": 1})])
+    assert [(t.seq, t.text) for t in got] == [(1, "a"), (2, "b")]
+    assert store.get_turns("s", 0, 3)[2].meta == {"x": 1}
+    assert store.append_turns("s", []) == []
+
+
+def test_pages_append_in_order(store: Store) -> None:
+    assert store.page_count("s") == 0
+    assert store.add_page(page("s", 0))
+    assert store.add_page(page("s", 1, first_seq=2))
+    assert not store.add_page(page("s", 1, first_seq=2))  # another writer sealed it
+    with pytest.raises(PageConflictError):
+        store.add_page(page("s", 5))
+    assert store.page_count("s") == 2
+    assert store.get_pages("s", 0, 10) == [page("s", 0), page("s", 1, first_seq=2)]
+    assert store.get_pages("s", 1, 2)[0].facts == ("2026-03-04", "v0.9.1")
+    assert store.get_pages("s", 2, 5) == []
+    assert store.get_pages("other", 0, 5) == []
+
+
+def test_blobs(store: Store) -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB with every byte value
+    assert store.get_blob("s", "png:1") is None
+    store.put_blob("s", "png:1", data)
+    store.put_blob("s", "rec:x:1", b"")
+    assert store.get_blob("s", "png:1") == data
+    assert store.get_blob("s", "rec:x:1") == b""
+    store.put_blob("s", "png:1", b"new")
+    assert store.get_blobs("s", ["png:1", "missing", "rec:x:1"]) == [b"new", None, b""]
+    assert store.get_blob("t", "png:1") is None
+
+
+def test_session_state(store: Store) -> None:
+    assert store.get_state("s", "mark/abc") is None
+    store.put_state("s", "mark/abc", b'{"page_no":3,"level":1}')
+    store.put_state("s", "mark/abc", b'{"page_no":4,"level":0}')
+    store.put_state("t", "mark/abc", b"other")
+    assert store.get_state("s", "mark/abc") == b'{"page_no":4,"level":0}'
+    assert asyncio.run(store.aget_state("t", "mark/abc")) == b"other"
+    asyncio.run(store.aput_state("t", "x", b"y"))
+    assert store.get_state("t", "x") == b"y"
+    store.delete_session("s")
+    assert store.get_state("s", "mark/abc") is None and store.get_state("t", "x") == b"y"
+
+
+@pytest.mark.parametrize("session", ODD_SESSIONS, ids=range(len(ODD_SESSIONS)))
+def test_odd_session_ids_are_opaque_and_isolated(store: Store, session: str) -> None:
+    neighbours = ["a", "a:b", "glob", "globx", "%", "with", session + "x", session[:-1] or "z"]
+    for n in neighbours:
+        if n != session:
+            store.append_turn(n, "user", f"neighbour {n}", 0.0)
+            store.put_blob(n, "k", b"n")
+    store.append_turn(session, "user", "mine", 0.0)
+    store.put_blob(session, "k", b"mine")
+    store.add_page(page(session, 0))
+    assert [t.text for t in store.get_turns(session, 0, 10)] == ["mine"]
+    assert store.get_blob(session, "k") == b"mine"
+    assert session in set(store.sessions())
+    store.delete_session(session)
+    assert store.turn_count(session) == 0 and store.page_count(session) == 0
+    for n in neighbours:
+        if n != session:
+            assert [t.text for t in store.get_turns(n, 0, 10)] == [f"neighbour {n}"]
+            assert store.get_blob(n, "k") == b"n"
+
+
+def test_delete_session_forgets_everything_and_restarts_seq(store: Store) -> None:
+    store.append_turn("s", "user", "x", 0.0)
+    store.add_page(page("s", 0))
+    store.put_blob("s", "k", b"v")
+    store.append_turn("keep", "user", "y", 0.0)
+    store.delete_session("s")
+    assert "s" not in set(store.sessions())
+    assert (store.turn_count("s"), store.page_count("s"), store.get_blob("s", "k")) == (0, 0, None)
+    assert store.append_turn("s", "user", "again", 0.0).seq == 0
+    assert store.turn_count("keep") == 1
+    store.delete_session("never-existed")
+
+
+def test_forget_turns_keeps_seq_pages_and_blobs(store: Store) -> None:
+    store.append_turns("s", [("user", f"t{i}", float(i), None) for i in range(6)])
+    store.add_page(page("s", 0))
+    store.put_blob("s", "k", b"v")
+    assert store.forget_turns("s", 4) == 4
+    assert store.forget_turns("s", 4) == 0
+    assert [t.seq for t in store.get_turns("s", 0, 10)] == [4, 5]
+    assert store.turn_count("s") == 6
+    assert store.append_turn("s", "user", "next", 9.0).seq == 6
+    assert store.page_count("s") == 1 and store.get_blob("s", "k") == b"v"
+    assert store.forget_turns("nobody", 3) == 0
+
+
+def test_sessions_lists_sessions_with_turns(store: Store) -> None:
+    for s in ("x", "y y", "z:1"):
+        store.append_turn(s, "user", "hi", 0.0)
+    assert set(store.sessions()) == {"x", "y y", "z:1"}
+
+
+def test_concurrent_appends_get_distinct_ordered_seqs(store: Store) -> None:
+    errors: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        try:
+            for i in range(25):
+                store.append_turn("s", "user", f"w{w}-{i}", float(i))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    turns = store.get_turns("s", 0, 1000)
+    assert [t.seq for t in turns] == list(range(150))
+    assert sorted(t.text for t in turns) == sorted(f"w{w}-{i}" for w in range(6) for i in range(25))
+    for w in range(6):  # each writer's turns keep their order
+        mine = [int(t.text.split("-")[1]) for t in turns if t.text.startswith(f"w{w}-")]
+        assert mine == sorted(mine)
+
+
+def test_async_twins(store: Store) -> None:
+    async def go() -> None:
+        t = await store.aappend_turn("s", "user", "hi", 1.0)
+        more = await store.aappend_turns("s", [("assistant", "yo", 2.0, None)])
+        assert (t.seq, more[0].seq) == (0, 1)
+        assert await store.aturn_count("s") == 2
+        assert [x.text for x in await store.aget_turns("s", 0, 2)] == ["hi", "yo"]
+        assert await store.aadd_page(page("s", 0))
+        assert await store.apage_count("s") == 1
+        assert (await store.aget_pages("s", 0, 1))[0].page_no == 0
+        await store.aput_blob("s", "k", b"v")
+        assert await store.aget_blob("s", "k") == b"v"
+        assert await store.aget_blobs("s", ["k", "q"]) == [b"v", None]
+        assert await store.asessions() == ["s"]
+        assert await store.aforget_turns("s", 1) == 1
+        await store.adelete_session("s")
+        assert await store.aturn_count("s") == 0
+
+    asyncio.run(go())

@@ -1,0 +1,40 @@
+"""The contact sheet: columns side by side, every page at one display size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from opticmem.render import ORDER, TurnText, layout_pages, render_page
+from opticmem.render.sheet import SheetColumn, contact_sheet
+
+
+def test_columns_rows_and_decay_are_visible() -> None:
+    page = layout_pages([TurnText("user", "Decay test " * 200)])[0]
+    cols = [SheetColumn(t.value, [(f"p0 {t.value}", render_page(page, t))] * (i + 1))
+            for i, t in enumerate(ORDER)]
+    sheet = contact_sheet(cols, cell=160, crop=0.25, title="decay")
+    assert sheet.mode == "L"
+    assert sheet.width == 8 + 4 * (160 + 8)
+    assert sheet.height == 8 + 22 + 22 + 4 * (160 + 20 + 8) + 8
+    arr = np.asarray(sheet, dtype=np.float64)
+    # a magnified Tiny crop is blurrier than the Large one: fewer sharp transitions
+    x0 = [8 + i * 168 for i in range(4)]
+    y0 = 8 + 22 + 22
+    sharp = [np.abs(np.diff(arr[y0 : y0 + 160, x : x + 160], axis=1)).mean() for x in x0]
+    assert sharp[0] > sharp[-1]
+
+
+def test_empty_columns_and_bad_arguments() -> None:
+    sheet = contact_sheet([SheetColumn("Large"), SheetColumn("Tiny")], cell=64)
+    assert sheet.size == (8 + 2 * 72, 8 + 22 + 8)
+    with pytest.raises(ValueError, match="cell"):
+        contact_sheet([SheetColumn("x")], cell=4)
+    with pytest.raises(ValueError, match="crop"):
+        contact_sheet([SheetColumn("x")], crop=0)
+    with pytest.raises(ValueError, match="column"):
+        contact_sheet([])
+    wide = Image.new("L", (300, 100), 0)
+    sheet = contact_sheet([SheetColumn("w", [("x", wide)])], cell=150)
+    assert sheet.size == (166, 8 + 22 + 178 + 8)
