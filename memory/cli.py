@@ -40,7 +40,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-PLUGINS: tuple[str, ...] = ("opticmem.encoder.cli",)
+PLUGINS: tuple[str, ...] = ("opticmem.codec_commands",)
 """Modules whose ``register(app)`` adds commands, when they are installed."""
 
 out = Console()

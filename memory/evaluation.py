@@ -22,7 +22,16 @@ from PIL import Image, ImageDraw
 
 from opticmem.encoder.codec import Codec
 from opticmem.encoder.metrics import char_precision, exact_token_rate, fox_word_precision
-from opticmem.render import ORDER, PageLayout, Tier, draw_page, to_tier
+from opticmem.render import (
+    ORDER,
+    PageLayout,
+    RenderSettings,
+    Tier,
+    TurnText,
+    draw_page,
+    layout_pages,
+    to_tier,
+)
 
 BUCKET = 100
 """Width of a text-token bucket (the paper's Table 2 uses 100-token buckets)."""
@@ -220,3 +229,26 @@ def plot_precision(scores: Sequence[PageScore], path: Path, size: tuple[int, int
         d.text((w - right + 33, top + 20 * i), tier.value, fill="black")
     img.save(path)
     return path
+
+
+def heldout_pages(
+    n: int, *, seed: int = 31337, hangul: int = 8, settings: RenderSettings | None = None
+) -> tuple[list[PageLayout], list[PageLayout]]:
+    """Evaluation pages the codec never trained on: ``n`` chat pages from the generator's
+    eval split (disjoint sources, another seed), and up to ``hangul`` pages of its Korean
+    turns packed on their own pages."""
+    from opticmem.encoder import synth
+
+    settings = settings or RenderSettings()
+    stream = synth.page_stream(seed, "eval", settings)
+    pages = [next(stream) for _ in range(n)]
+    korean: list[TurnText] = []
+    if hangul > 0:
+        for conv in synth.conversations(seed + 1, "eval"):
+            for t in conv:
+                letters = t.text.replace(" ", "")
+                if letters and sum("\uac00" <= c <= "\ud7a3" for c in letters) > 0.3 * len(letters):
+                    korean.append(t)
+            if len(korean) > 8 * hangul:
+                break
+    return pages, layout_pages(korean, settings)[:hangul] if korean else []

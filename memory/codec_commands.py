@@ -1,0 +1,137 @@
+"""The ``opticmem train`` and ``opticmem eval`` commands: build and measure the codec.
+
+``train`` runs :func:`opticmem.encoder.train.train` (meant for a CUDA machine; resumable
+from its ``--out`` directory) and can export shippable bf16 weights. ``eval`` renders
+held-out pages — or the user's own text file — through the memory's renderer at every
+tier, reads them back with a codec, and prints and writes the precision table and plot
+(:mod:`opticmem.evaluation`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from opticmem.render import ORDER, RenderSettings, Tier
+
+ALL_TIERS = ",".join(tier.value for tier in ORDER)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` and ``eval`` to the opticmem CLI."""
+    app.command("train")(train_command)
+    app.command("eval")(eval_command)
+
+
+def train_command(
+    out: Annotated[Path, typer.Option(help="Run directory (state, logs); resumed if present.")]
+    = Path(".train"),
+    minutes: Annotated[float, typer.Option(min=0.1, help="Minutes to train in this call.")] = 8.0,
+    total_minutes: Annotated[
+        float, typer.Option(min=0.1, help="Planned minutes over all resumed calls (schedule).")
+    ] = 36.0,
+    preset: Annotated[str, typer.Option(help="Model preset: bundled or test.")] = "bundled",
+    workers: Annotated[int, typer.Option(min=0, help="Data-generating processes.")] = 14,
+    init_from: Annotated[
+        Path | None, typer.Option(help="Start from these weights when no state exists.")
+    ] = None,
+    export: Annotated[
+        Path | None, typer.Option(help="Afterwards, write bf16 shards (≤ 16 MiB) here.")
+    ] = None,
+    seed: int = 1234,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Train (or continue training) the bundled codec on synthetic pages (GPU, bf16)."""
+    import json
+    import logging
+
+    from opticmem.encoder.bundled import export_bundled
+    from opticmem.encoder.train import TrainConfig, train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = TrainConfig(out_dir=out, minutes=minutes, total_minutes=total_minutes, preset=preset,
+                      workers=workers, init_from=init_from, seed=seed)
+    progress = train(cfg)
+    summary: dict[str, Any] = {k: progress[k] for k in ("step", "pages", "minutes", "runs")}
+    summary["last"] = progress["log"][-1] if progress["log"] else None
+    if export is not None:
+        export_bundled(out / "state" / "model", export)
+        summary["exported"] = str(export)
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(f"trained {summary['step']} steps, {summary['pages']} pages, "
+                   f"{summary['minutes']:.1f} minutes in {summary['runs']} run(s)")
+
+
+def eval_command(
+    pages: Annotated[int, typer.Option(min=1, help="Held-out chat pages.")] = 32,
+    hangul: Annotated[int, typer.Option(min=0, help="Held-out Hangul pages.")] = 8,
+    text_file: Annotated[
+        Path | None,
+        typer.Option(help="Evaluate your own text instead: plain text, a User:/Assistant: "
+                          "transcript, or JSON lines of {role, text}."),
+    ] = None,
+    codec: Annotated[str, typer.Option(help="bundled, or a checkpoint directory.")] = "bundled",
+    tiers: Annotated[str, typer.Option(help="Comma-separated tiers.")] = ALL_TIERS,
+    out: Annotated[Path, typer.Option(help="Directory for eval.json, eval.md and the plot.")]
+    = Path("opticmem-eval"),
+    seed: int = 31337,
+    batch_size: Annotated[int, typer.Option(min=1)] = 16,
+    max_new_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: best)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Measure how well a codec reads pages back at each tier (the decay curve)."""
+    import json
+    from dataclasses import asdict
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from opticmem.encoder import synth
+    from opticmem.encoder.bundled import load_bundled_codec
+    from opticmem.encoder.tokenizer import count_tokens
+    from opticmem.evaluation import (
+        evaluate,
+        heldout_pages,
+        markdown_table,
+        summarise,
+        write_results,
+    )
+
+    tier_list = [Tier.parse(t) for t in tiers.split(",") if t.strip()]
+    settings = RenderSettings()
+    if text_file is not None:
+        if not text_file.is_file():
+            raise typer.BadParameter(f"{text_file} is not a file", param_hint="--text-file")
+        chosen = synth.text_file_pages(text_file, settings)
+        source = str(text_file)
+    else:
+        chat, korean = heldout_pages(pages, seed=seed, hangul=hangul, settings=settings)
+        chosen = chat + korean
+        source = f"synthetic eval split, seed {seed}"
+    if not chosen:
+        raise typer.BadParameter("no pages to evaluate (empty text?)")
+    model = load_bundled_codec(None if codec == "bundled" else Path(codec), device=device)
+    model.batch_size = batch_size
+    console = Console(stderr=True)
+    t0 = time.perf_counter()
+    with Progress(console=console, disable=as_json or not console.is_terminal) as bar:
+        task = bar.add_task("reading pages", total=len(chosen) * len(tier_list))
+        scores = evaluate(model, chosen, count_tokens=count_tokens, tiers=tier_list,
+                          batch_size=batch_size, max_new_tokens=max_new_tokens,
+                          progress=lambda n: bar.advance(task, n))
+    rows = summarise(scores)
+    meta = {"codec": model.name, "source": source, "pages": len(chosen),
+            "tiers": [t.value for t in tier_list], "seconds": round(time.perf_counter() - t0, 1),
+            "text_tokens": "bundled byte-level BPE tokens of the page transcript"}
+    write_results(scores, out, meta)
+    if as_json:
+        typer.echo(json.dumps({"meta": meta, "summary": [asdict(r) for r in rows]}))
+    else:
+        typer.echo(markdown_table(rows))
+        typer.echo(f"\nwrote {out}/eval.json, eval.md, precision_vs_compression.png")
