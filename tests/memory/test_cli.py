@@ -47,16 +47,23 @@ def test_demo_json(sample: tuple[Path, Path]) -> None:
 
 
 def test_demo_human_output_says_when_there_is_no_bundled_codec(
-    sample: tuple[Path, Path], tmp_path: Path,
+    sample: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A broken install (weights missing) still runs the demo, and says so plainly."""
+    import opticmem.encoder.bundled as bundled
+
+    def missing(*args: object, **kwargs: object) -> None:
+        raise bundled.BundledWeightsError("bundled codec file missing: weights/config.json")
+
+    monkeypatch.setattr(bundled, "load_bundled_codec", missing)
     conv, qs = sample
     sheet = tmp_path / "sheet.png"
     result = runner.invoke(app, ["demo", "--transcript", str(conv), "--questions", str(qs),
                                  "--sheet", str(sheet)])
     assert result.exit_code == 0, result.output
     assert "Context make-up" in result.stdout and "Recall" in result.stdout
-    if "unavailable" in result.stdout:
-        assert "No bundled codec weights are installed yet" in result.stderr
+    assert "No bundled codec weights are installed yet" in result.stderr
+    assert "config.json" in result.stderr
     assert Image.open(sheet).size[0] > 1000
 
 
