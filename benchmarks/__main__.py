@@ -1,22 +1,45 @@
-"""``python -m benchmarks``: run every benchmark module of this package in turn."""
+"""Run every benchmark that needs no GPU, one after another (``make bench``).
+
+Each writes its own table under ``benchmarks/results/``. GPU benchmarks
+(``encoder_speed`` at the official size, ``codec_speed --device cuda``) run on a CUDA
+machine by hand; they are included here only when CUDA is present.
+"""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from pathlib import Path
+import subprocess
+import sys
+
+CPU = [
+    ["benchmarks.synth_speed"],
+    ["benchmarks.memory_speed"],
+    ["benchmarks.redis_speed"],
+    ["benchmarks.codec_speed", "--device", "cpu", "--tiers", "small,tiny", "--batches", "1,16",
+     "--pages", "3", "--out", "benchmarks/results/codec_speed_cpu.md"],
+]
+GPU = [
+    ["benchmarks.encoder_speed"],
+    ["benchmarks.codec_speed", "--device", "cuda", "--tiers", "small,tiny",
+     "--batches", "32,128"],
+]
 
 
-def main() -> None:
-    here = Path(__file__).parent
-    for info in sorted(pkgutil.iter_modules([str(here)]), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"benchmarks.{info.name}")
-        run = getattr(module, "main", None)
-        if callable(run):
-            run([])
+def main() -> int:
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    failed = []
+    for args in CPU + (GPU if cuda else []):
+        print(f"== python -m {' '.join(args)}", flush=True)
+        if subprocess.call([sys.executable, "-m", *args]) != 0:
+            failed.append(args[0])
+    if failed:
+        print("failed:", ", ".join(failed), file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
