@@ -28,7 +28,7 @@ IGNORE = -100
 
 
 @cache
-def _byte_decoder() -> dict[str, int]:
+def byte_decoder() -> dict[str, int]:
     """Inverse of the GPT-2 byte → printable-character map used by byte-level BPE."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
     cs = bs[:]
@@ -43,7 +43,7 @@ def _byte_decoder() -> dict[str, int]:
 
 def token_bytes(tokenizer: Tokenizer) -> list[bytes]:
     """The bytes each token id stands for (empty for special tokens)."""
-    dec = _byte_decoder()
+    dec = byte_decoder()
     vocab = tokenizer.get_vocab(with_added_tokens=True)
     special = {t.content for t in tokenizer.get_added_tokens_decoder().values()}
     table = [b""] * (max(vocab.values()) + 1)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from opticmem.encoder.examples import byte_decoder
 from opticmem.encoder.tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -24,19 +25,6 @@ from opticmem.encoder.tokenizer import (
 )
 
 
-def _byte_decoder() -> dict[str, int]:
-    """Inverse of GPT-2's byte → printable character map (byte-level BPE's alphabet)."""
-    bs = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
-
-
 def test_vocabulary_size_and_special_ids() -> None:
     tok = load_tokenizer()
     assert tok.get_vocab_size() == VOCAB_SIZE == 4096
@@ -49,13 +37,13 @@ def test_no_normaliser_and_byte_alphabet() -> None:
     tok = load_tokenizer()
     assert tok.normalizer is None
     vocab = tok.get_vocab()
-    dec = _byte_decoder()
+    dec = byte_decoder()
     assert all(ch in vocab for ch in dec), "every byte must be a token"
 
 
 def test_no_token_longer_than_eight_bytes() -> None:
     tok = load_tokenizer()
-    dec = _byte_decoder()
+    dec = byte_decoder()
     lengths = [len(t) for t, i in tok.get_vocab().items() if i >= len(SPECIAL_TOKENS)]
     assert all(all(c in dec for c in t) for t, i in tok.get_vocab().items()
                if i >= len(SPECIAL_TOKENS))
