@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One training call on the lent GPU machine (see README "Training the bundled codec").
-# Usage: tools/device_train.sh MINUTES [INIT_DIR]
+# Usage: [TOTAL_MINUTES=N] [EVAL=0] tools/device_train.sh MINUTES [INIT_DIR]
 #   Resumes from .train/state when this machine holds it (back-to-back calls), else from
 #   INIT_DIR (exported weights) when given, else from scratch. Writes the exported bf16
 #   weights, progress and a quick held-out evaluation to $OUT.
@@ -33,6 +33,7 @@ export_bundled(Path(".train/state/model"), out / "weights")
 print("trained", progress["step"], "steps,", progress["pages"], "pages,",
       round(progress["minutes"], 1), "minutes in", progress["runs"], "runs")
 PY
+[ "${EVAL:-1}" = 0 ] && exit 0
 python3 - <<'PY'
 import os, time
 from pathlib import Path
