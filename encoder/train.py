@@ -268,7 +268,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         weight_map, _ = read_index(Path(cfg.init_from))
         load_tensors(model, Path(cfg.init_from), weight_map)
         log.info("initialised from %s", cfg.init_from)
-        prior = Path(cfg.init_from) / "progress.json"
+        # A training state's record, or the one shipped beside the bundled weights.
+        prior = next((p for p in (Path(cfg.init_from) / n
+                                  for n in ("progress.json", "training_log.json"))
+                      if p.is_file()), Path(cfg.init_from) / "progress.json")
         if prior.is_file():
             old = json.loads(prior.read_text())
             progress.update({k: old[k] for k in ("step", "pages", "minutes", "runs") if k in old})
