@@ -29,8 +29,9 @@ a crash or the first use on an existing thread, the backlog). When the run ends
 (``after_agent``), the rest — the user message, the assistant's tool calls (as text
 lines in the assistant turn), the tool results (role ``tool``) and the final answer — is
 recorded. So within one run the memory context stays the same from call to call (stable
-for prompt caches) and each message reaches the memory exactly once, across model calls,
-runs and restarts (see :mod:`~opticmem.integrations.langchain_recording`). A run
+for prompt caches) unless the run's own growing messages leave it less room, and each
+message reaches the memory exactly once, across model calls, runs and restarts (see
+:mod:`~opticmem.integrations.langchain_recording`). A run
 interrupted before its end (an error, a human-in-the-loop pause) is recorded by the next
 one.
 

@@ -33,7 +33,7 @@ class CapturingChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "capturing-fake"
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> CapturingChatModel:  # type: ignore[override]
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> CapturingChatModel:
         return self
 
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,

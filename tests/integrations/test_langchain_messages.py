@@ -43,8 +43,8 @@ def test_roles_text_and_meta() -> None:
     assert tool["role"] == "tool" and tool["meta"]["status"] == "error"
     assert tool["meta"]["tool_call_id"] == "c1" and tool["meta"]["name"] == "lookup"
     assert message_turns(SystemMessage("Be brief."), memory)[0]["role"] == "system"
-    assert message_turns(ChatMessage("x", role="tool"), memory)[0]["role"] == "tool"
-    assert message_turns(ChatMessage("x", role="critic"), memory)[0]["role"] == "user"
+    assert message_turns(ChatMessage(content="x", role="tool"), memory)[0]["role"] == "tool"
+    assert message_turns(ChatMessage(content="x", role="critic"), memory)[0]["role"] == "user"
     assert message_turns(RemoveMessage(id="a1"), memory) == []
 
 

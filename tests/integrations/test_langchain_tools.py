@@ -103,7 +103,7 @@ def test_recall_from_inside_an_agent_run(mode: str) -> None:
     memory = OpticalMemory(codec=None, budget_tokens=2400, verbatim_turns=4)
     model = capturing(_recall_script("ORD-1003"))
     # The tool comes with the middleware (recall_tool=True) and finds the session itself.
-    agent = create_agent(model, tools=[], system_prompt=SYSTEM,
+    agent: Any = create_agent(model, tools=[], system_prompt=SYSTEM,
                          middleware=[OpticalMemoryMiddleware(memory, recall_tool=True)],
                          checkpointer=InMemorySaver())
     config: Any = {"configurable": {"thread_id": "thread-9"}}
