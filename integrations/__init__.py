@@ -8,7 +8,23 @@ LangChain; using one of them without it raises an ImportError naming the extra
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # real types for type checkers and IDEs; loaded lazily at run time
+    from opticmem.integrations.langchain_history import (
+        OpticalChatMessageHistory as OpticalChatMessageHistory,
+    )
+    from opticmem.integrations.langchain_middleware import (
+        InFlightTooLargeError as InFlightTooLargeError,
+    )
+    from opticmem.integrations.langchain_middleware import ModelView as ModelView
+    from opticmem.integrations.langchain_middleware import (
+        OpticalMemoryMiddleware as OpticalMemoryMiddleware,
+    )
+    from opticmem.integrations.langchain_tokens import OpticalTokenCounter as OpticalTokenCounter
+    from opticmem.integrations.langchain_tokens import count_tokens as count_tokens
+    from opticmem.integrations.langchain_tools import RecallTool as RecallTool
+    from opticmem.integrations.langchain_tools import make_recall_tool as make_recall_tool
 
 _LANGCHAIN: dict[str, str] = {
     "OpticalMemoryMiddleware": "langchain_middleware",
@@ -32,3 +48,4 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_LANGCHAIN])
+

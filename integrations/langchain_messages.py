@@ -4,7 +4,7 @@
 
 * Role: ``HumanMessage`` → ``user``, ``AIMessage`` → ``assistant``, ``ToolMessage`` →
   ``tool``, ``SystemMessage`` → ``system``, ``ChatMessage`` → its own role when the memory
-  accepts it (else ``user``); ``RemoveMessage`` and message chunks' bookkeeping records
+  accepts it (else ``user``); a ``RemoveMessage`` (a state edit, not a message) records
   nothing.
 * Text: string content as is. Content blocks (read through ``content_blocks``, LangChain's
   standard form): text blocks joined by newlines; images, audio, video and files become a

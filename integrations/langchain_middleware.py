@@ -180,8 +180,10 @@ class OpticalMemoryMiddleware(AgentMiddleware):
                              "an agent's messages (OpticalMemory(roles=...))")
         if budget_tokens is not None and budget_tokens < 1:
             raise BudgetError(f"budget_tokens must be ≥ 1, got {budget_tokens}")
-        if reserve_tokens < 0:
-            raise ValueError(f"reserve_tokens must be ≥ 0, got {reserve_tokens}")
+        budget = budget_tokens or memory.budget_tokens
+        if not 0 <= reserve_tokens < budget:
+            raise ValueError(f"reserve_tokens must be ≥ 0 and below the budget ({budget}), got "
+                             f"{reserve_tokens}")
         self.memory = memory
         self.session = session
         self.budget_tokens = budget_tokens

@@ -294,3 +294,12 @@ def test_recorder_recovers_a_lost_or_stale_cursor(memory: OpticalMemory) -> None
 def test_memory_without_tool_role_is_refused() -> None:
     with pytest.raises(ValueError, match="tool"):
         OpticalMemoryMiddleware(OpticalMemory(codec=None, roles=("user", "assistant", "system")))
+
+
+def test_bad_budget_arguments(memory: OpticalMemory) -> None:
+    with pytest.raises(ValueError, match="reserve_tokens"):
+        OpticalMemoryMiddleware(memory, reserve_tokens=BUDGET)
+    with pytest.raises(ValueError, match="reserve_tokens"):
+        OpticalMemoryMiddleware(memory, budget_tokens=100, reserve_tokens=-1)
+    with pytest.raises(ValueError, match="budget_tokens"):
+        OpticalMemoryMiddleware(memory, budget_tokens=0)
