@@ -1,0 +1,103 @@
+"""``OpticalChatMessageHistory``: a compatibility shim for LangChain's legacy history API.
+
+LangChain deprecated this surface: ``BaseChatMessageHistory`` since langchain-core 1.6.4
+and ``RunnableWithMessageHistory`` since 1.3.3 (both to be removed in 2.0). New code
+should use :class:`~opticmem.integrations.langchain_middleware.OpticalMemoryMiddleware`
+with ``langchain.agents.create_agent``, which keeps the full history in the agent's state
+and shows the model the optical context without rewriting anything. This shim exists
+for code that still runs chains under ``RunnableWithMessageHistory``::
+
+    chain = RunnableWithMessageHistory(
+        prompt | model,
+        lambda session_id: OpticalChatMessageHistory(memory, session_id),
+        input_messages_key="question", history_messages_key="history")
+
+It fills the abstract surface exactly (``messages``, ``add_messages``, ``clear`` and
+the async twins ``aget_messages``, ``aadd_messages``, ``aclear``):
+
+* ``messages`` is **not** the raw transcript: it is the session's budgeted context
+  (:meth:`~opticmem.OpticalMemory.context`) as LangChain messages — a ``HumanMessage``
+  holding the older pages as image blocks with captions and exact facts, then the recent
+  turns as text — costing at most ``budget_tokens`` under the memory's cost model. The
+  budget covers the history only; the prompt and the new input come on top. The raw
+  turns stay in the archive (:meth:`~opticmem.OpticalMemory.turns`).
+* ``add_messages`` appends turns by the rules of
+  :func:`~opticmem.integrations.langchain_messages.message_turns` (tool calls as text,
+  attachments as markers, empty messages skipped, huge ones split).
+* ``clear`` erases the session (:meth:`~opticmem.OpticalMemory.delete_session`): turns,
+  pages and every derived artefact — the store has no "empty but keep" operation, and
+  a cleared history must not come back through recall.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from opticmem.integrations.langchain_messages import context_messages, message_turns
+from opticmem.memory import OpticalMemory
+from opticmem.sessions import validate_session
+
+try:
+    from langchain_core.chat_history import BaseChatMessageHistory
+    from langchain_core.messages import BaseMessage
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    from opticmem.integrations.extras import missing_extra
+
+    raise missing_extra("langchain", exc) from exc
+
+
+class OpticalChatMessageHistory(BaseChatMessageHistory):
+    """A session of an :class:`~opticmem.OpticalMemory` as a ``BaseChatMessageHistory``
+    (deprecated LangChain surface; see the module docstring and prefer the middleware).
+
+    Args:
+        memory: the memory (several histories may share it, one per session).
+        session: the session id (``RunnableWithMessageHistory``'s ``session_id``).
+        budget_tokens: budget of :attr:`messages` (default: the memory's).
+
+    >>> from opticmem import OpticalMemory
+    >>> from langchain_core.messages import AIMessage, HumanMessage
+    >>> history = OpticalChatMessageHistory(OpticalMemory(codec=None), "alice")
+    >>> history.add_messages([HumanMessage("Let's plan Titan."), AIMessage("Milestones?")])
+    >>> [m.content for m in history.messages]
+    ["Let's plan Titan.", 'Milestones?']
+    """
+
+    def __init__(
+        self, memory: OpticalMemory, session: str, *, budget_tokens: int | None = None
+    ) -> None:
+        super().__init__()
+        self.memory = memory
+        self.session = validate_session(session)
+        self.budget_tokens = budget_tokens
+
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        """The session's budgeted context as LangChain messages (see the module docstring)."""
+        ctx = self.memory.context(self.session, budget_tokens=self.budget_tokens)
+        return context_messages(ctx.messages())
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        ctx = await self.memory.acontext(self.session, budget_tokens=self.budget_tokens)
+        return context_messages(await ctx.amessages())
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Append ``messages`` as turns, in order (one store round trip)."""
+        turns = [t for m in messages for t in message_turns(m, self.memory)]
+        if turns:
+            self.memory.add_many(self.session, turns)
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        turns = [t for m in messages for t in message_turns(m, self.memory)]
+        if turns:
+            await self.memory.aadd_many(self.session, turns)
+
+    def clear(self) -> None:
+        """Erase the session: turns, pages and derived artefacts."""
+        self.memory.delete_session(self.session)
+
+    async def aclear(self) -> None:
+        await self.memory.adelete_session(self.session)
+
+
+__all__ = ["OpticalChatMessageHistory"]

@@ -1,0 +1,236 @@
+"""LangChain messages ↔ opticmem turns: how a message is recorded, how a context is shown.
+
+**Recording** (:func:`message_turns`: one LangChain message → zero or more turns):
+
+* Role: ``HumanMessage`` → ``user``, ``AIMessage`` → ``assistant``, ``ToolMessage`` →
+  ``tool``, ``SystemMessage`` → ``system``, ``ChatMessage`` → its own role when the memory
+  accepts it (else ``user``); a ``RemoveMessage`` (a state edit, not a message) records
+  nothing.
+* Text: string content as is. Content blocks (read through ``content_blocks``, LangChain's
+  standard form): text blocks joined by newlines; images, audio, video and files become a
+  marker line such as ``[image/png attachment, not archived]`` (the memory archives text;
+  the agent's state keeps the original); reasoning blocks are left out (providers do not
+  take them back as history). An ``AIMessage``'s tool calls are written after its text as
+  lines ``[tool call · NAME · id ID] {"arg": ...}``, so the archive and the pages keep what
+  was asked of which tool.
+* Metadata kept with the turn: ``lc_id`` (the message id, how the middleware knows what
+  it already recorded), ``lc_type``, ``name``, ``tool_call_id``, ``tool_calls`` (ids and
+  names), ``status`` of a failed tool result.
+* A message with nothing visible to archive (empty content and no tool calls) is not
+  recorded: there is nothing to remember, and the memory would reject it
+  (:class:`~opticmem.errors.InvalidTurnError`). Lone surrogates are replaced by U+FFFD
+  (``meta["repaired"]``), because the archive holds valid Unicode only. Text longer than
+  the memory's ``max_turn_chars`` is split into consecutive turns (``meta["part"] = [k,
+  n]``) instead of being refused, so an agent thread never jams on one huge tool result.
+
+**Showing** (:func:`context_messages`: a context's messages → LangChain messages): the
+memory message with the pages (v1 ``image`` blocks) and the ``user`` turns become
+``HumanMessage``, ``assistant`` turns ``AIMessage``. A ``tool`` turn becomes a
+``HumanMessage`` headed ``[Tool result · NAME · call ID]`` and a ``system`` turn one
+headed ``[System message]``: in recalled history the assistant's tool calls are text, and
+chat APIs reject a ``ToolMessage`` that follows no structured tool call, or a system
+message after the first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+try:
+    from langchain_core.messages import (
+        AIMessage,
+        BaseMessage,
+        ChatMessage,
+        HumanMessage,
+        RemoveMessage,
+        ToolMessage,
+    )
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    from opticmem.integrations.extras import missing_extra
+
+    raise missing_extra("langchain", exc) from exc
+
+from opticmem.memory import OpticalMemory, TurnInput
+
+ROLE_OF_TYPE: Mapping[str, str] = {
+    "human": "user", "ai": "assistant", "tool": "tool", "function": "tool", "system": "system",
+}
+"""Turn role for each LangChain message type (``ChatMessage`` uses its own role)."""
+
+REQUIRED_ROLES: tuple[str, ...] = ("user", "assistant", "tool", "system")
+"""Roles the memory must accept for the LangChain integration to record every message."""
+
+_ATTACHMENTS = ("image", "audio", "video", "file")
+
+
+def _marker(block: Mapping[str, Any]) -> str:
+    kind = str(block.get("type"))
+    mime = block.get("mime_type")
+    what = mime if isinstance(mime, str) and mime else kind
+    return f"[{what} attachment, not archived]"
+
+
+def _block_text(block: Mapping[str, Any]) -> str | None:
+    """What a standard content block contributes to the archived text (``None``: nothing)."""
+    kind = block.get("type")
+    if kind in ("text", "text-plain"):
+        text = block.get("text")
+        return text if isinstance(text, str) else None
+    if kind in _ATTACHMENTS:
+        return _marker(block)
+    if kind in ("reasoning", "tool_call", "tool_call_chunk", "invalid_tool_call"):
+        return None  # reasoning is not history; tool calls come from ``tool_calls``
+    if kind == "non_standard":
+        value = block.get("value")
+        if isinstance(value, Mapping) and value.get("type") in ("tool_use", "thinking",
+                                                                 "redacted_thinking"):
+            return None  # provider-native copies of tool calls and reasoning
+        return f"[{value.get('type') if isinstance(value, Mapping) else 'unknown'} block]"
+    if kind in ("server_tool_call", "server_tool_result"):
+        return f"[{kind}: {json.dumps(block.get('args', block.get('output', '')), default=str)}]"
+    return f"[{kind} block]"
+
+
+def tool_call_line(call: Mapping[str, Any]) -> str:
+    """How one tool call of an ``AIMessage`` is written into the archived text.
+
+    >>> tool_call_line({"name": "recall", "args": {"query": "Titan"}, "id": "call_1"})
+    '[tool call · recall · id call_1] {"query": "Titan"}'
+    """
+    args = json.dumps(call.get("args", {}), ensure_ascii=False, sort_keys=True, default=str)
+    ident = f" · id {call['id']}" if call.get("id") else ""
+    return f"[tool call · {call.get('name', '?')}{ident}] {args}"
+
+
+def message_text(message: BaseMessage) -> str:
+    """The text a message is archived as (see the module docstring for the rules)."""
+    if isinstance(message.content, str):
+        parts = [message.content] if message.content else []
+    else:
+        parts = [t for b in message.content_blocks if (t := _block_text(b)) is not None]
+    if isinstance(message, AIMessage):
+        parts.extend(tool_call_line(c) for c in message.tool_calls)
+    return "\n".join(parts)
+
+
+def message_role(message: BaseMessage, roles: frozenset[str] | set[str]) -> str | None:
+    """The turn role for ``message``; ``None`` for messages that record nothing."""
+    if isinstance(message, RemoveMessage):
+        return None
+    if isinstance(message, ChatMessage):
+        return message.role if message.role in roles else "user"
+    return ROLE_OF_TYPE.get(message.type, "user")
+
+
+def _meta(message: BaseMessage) -> dict[str, Any]:
+    meta: dict[str, Any] = {"lc_type": message.type}
+    if message.id:
+        meta["lc_id"] = message.id
+    if message.name:
+        meta["name"] = message.name
+    if isinstance(message, ToolMessage):
+        meta["tool_call_id"] = message.tool_call_id
+        if message.status != "success":
+            meta["status"] = message.status
+    if isinstance(message, AIMessage) and message.tool_calls:
+        meta["tool_calls"] = [{"id": c.get("id"), "name": c.get("name")}
+                              for c in message.tool_calls]
+    return meta
+
+
+def _repair(text: str) -> tuple[str, bool]:
+    if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        return text, False
+    return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text), True
+
+
+def _visible(text: str) -> bool:
+    from opticmem.errors import InvalidTurnError
+    from opticmem.sessions import validate_text
+
+    try:
+        validate_text(text, max_chars=len(text) + 1)
+    except InvalidTurnError:
+        return False
+    return True
+
+
+def message_turns(message: BaseMessage, memory: OpticalMemory) -> list[TurnInput]:
+    """The turns ``message`` is recorded as in ``memory`` (``[]``: nothing to record).
+
+    Each turn is a mapping for :meth:`~opticmem.OpticalMemory.add_many`.
+
+    >>> from opticmem import OpticalMemory
+    >>> mem = OpticalMemory(codec=None, max_turn_chars=10)
+    >>> [t["text"] for t in message_turns(HumanMessage("a" * 25, id="m1"), mem)]
+    ['aaaaaaaaaa', 'aaaaaaaaaa', 'aaaaa']
+    >>> message_turns(AIMessage(""), mem)
+    []
+    """
+    role = message_role(message, memory.roles)
+    if role is None:
+        return []
+    text, repaired = _repair(message_text(message))
+    meta = _meta(message)
+    if repaired:
+        meta["repaired"] = "lone surrogates replaced with U+FFFD"
+    step = memory.max_turn_chars
+    chunks = [text[i : i + step] for i in range(0, len(text), step)] or [""]
+    chunks = [c for c in chunks if _visible(c)]
+    if len(chunks) == 1:
+        return [{"role": role, "text": chunks[0], "meta": meta}]
+    return [{"role": role, "text": c, "meta": {**meta, "part": [k + 1, len(chunks)]}}
+            for k, c in enumerate(chunks)]
+
+
+# --------------------------------------------------------------------------- showing
+
+
+def _headed(head: str, content: str | list[Any]) -> str | list[Any]:
+    if isinstance(content, str):
+        return f"{head}\n{content}"
+    return [{"type": "text", "text": head}, *content]
+
+
+def context_messages(messages: Sequence[Mapping[str, Any]]) -> list[BaseMessage]:
+    """LangChain messages for a context's :meth:`~opticmem.Context.messages` (plain dicts
+    in the ``"langchain"`` format); see the module docstring for how roles map.
+
+    >>> msgs = context_messages([{"role": "assistant", "content": "[tool call · f] {}"},
+    ...                          {"role": "tool", "content": "42", "name": "f",
+    ...                           "tool_call_id": "c1"}])
+    >>> [(type(m).__name__, m.content) for m in msgs]
+    [('AIMessage', '[tool call · f] {}'), ('HumanMessage', '[Tool result · f · call c1]\\n42')]
+    """
+    out: list[BaseMessage] = []
+    for d in messages:
+        role = d["role"]
+        content = d["content"]
+        name = d.get("name") if isinstance(d.get("name"), str) else None
+        if role == "user":
+            out.append(HumanMessage(content=content, name=name))
+        elif role == "assistant":
+            out.append(AIMessage(content=content, name=name))
+        elif role == "tool":
+            head = "[Tool result" + (f" · {name}" if name else "")
+            if isinstance(d.get("tool_call_id"), str):
+                head += f" · call {d['tool_call_id']}"
+            out.append(HumanMessage(content=_headed(head + "]", content)))
+        elif role == "system":
+            out.append(HumanMessage(content=_headed("[System message]", content)))
+        else:
+            out.append(HumanMessage(content=_headed(f"[{role}]", content), name=name))
+    return out
+
+
+__all__ = [
+    "REQUIRED_ROLES",
+    "ROLE_OF_TYPE",
+    "context_messages",
+    "message_role",
+    "message_text",
+    "message_turns",
+    "tool_call_line",
+]

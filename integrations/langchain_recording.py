@@ -1,0 +1,119 @@
+"""Recording an agent's messages into a memory session exactly once.
+
+An agent's state (with a checkpointer) holds the whole conversation and grows by a few
+messages per step; the memory must receive each message once, however many model calls,
+runs, retries or restarts see it. :class:`Recorder` keeps, per session and thread, a
+**cursor** — the id of the last message it recorded — in the store's session state
+(:meth:`~opticmem.store.Store.put_state`, deleted with the session). Messages after the
+cursor's message in the state are the ones not yet recorded.
+
+Two things can make the cursor wrong, and both are checked against the message ids the
+turns carry (``meta["lc_id"]``, see :mod:`opticmem.integrations.langchain_messages`):
+
+The cursor holds a digest of the id (ids are the user's to choose and may be long; state
+values stay small).
+
+* a crash between appending turns and moving the cursor: the turns are there, the cursor
+  lags. Messages after the cursor whose ids appear among the session's newest turns are
+  taken as recorded.
+* a cursor that is not in the state at all (a run without a checkpointer, which holds
+  only its own input; a state rewritten by another middleware): the same id check over
+  the newest turns decides.
+
+Recording is in order, so "the memory holds message ``i``" implies it holds every message
+before ``i``. Messages without an id cannot be recognised again; LangGraph's message
+reducer gives every state message one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from opticmem.integrations.langchain_messages import message_turns
+from opticmem.memory import OpticalMemory
+
+try:
+    from langchain_core.messages import BaseMessage
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    from opticmem.integrations.extras import missing_extra
+
+    raise missing_extra("langchain", exc) from exc
+
+CURSOR_PREFIX = "langchain/cursor/"
+"""Session-state key prefix of the recording cursors (one per thread)."""
+
+TAIL_SLACK = 16
+"""Extra newest turns read when checking message ids against the store."""
+
+
+def _digest(message_id: str) -> str:
+    return hashlib.sha256(message_id.encode()).hexdigest()[:32]
+
+
+def cursor_key(thread: str | None) -> str:
+    """Session-state key of the cursor for ``thread`` (``None``: runs without a thread).
+
+    >>> cursor_key("t-1")
+    'langchain/cursor/46e9bc3476c92ea2'
+    """
+    return CURSOR_PREFIX + hashlib.sha256((thread or "").encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Recorder:
+    """Records LangChain messages into ``memory`` once each (see the module docstring)."""
+
+    memory: OpticalMemory
+
+    def recorded_prefix(
+        self, session: str, thread: str | None, messages: Sequence[BaseMessage]
+    ) -> int:
+        """How many leading ``messages`` the session already holds."""
+        store = self.memory.store
+        ids = [m.id for m in messages]
+        start, found = 0, False
+        raw = store.get_state(session, cursor_key(thread))
+        if raw:
+            cursor = json.loads(raw).get("id")
+            for j in range(len(ids) - 1, -1, -1):
+                mid = ids[j]
+                if mid is not None and _digest(mid) == cursor:
+                    start, found = j + 1, True
+                    break
+        if start == len(messages):
+            return start
+        n = store.turn_count(session)
+        if n == 0:
+            return start
+        window = 2 * (len(messages) - start if found else len(messages)) + TAIL_SLACK
+        seen = {t.meta.get("lc_id") for t in self.memory.turns(session, max(0, n - window), n)}
+        seen.discard(None)
+        for j in range(start, len(messages)):
+            if ids[j] is not None and ids[j] in seen:
+                start = j + 1
+        return start
+
+    def record(
+        self, session: str, thread: str | None, messages: Sequence[BaseMessage]
+    ) -> int:
+        """Append ``messages`` to the session (in order) and move the cursor past them.
+
+        Returns the number of turns appended (a message may give none or several; see
+        :func:`~opticmem.integrations.langchain_messages.message_turns`).
+        """
+        if not messages:
+            return 0
+        turns = [t for m in messages for t in message_turns(m, self.memory)]
+        if turns:
+            self.memory.add_many(session, turns)
+        last = next((m.id for m in reversed(messages) if m.id), None)
+        if last is not None:
+            self.memory.store.put_state(session, cursor_key(thread),
+                                        json.dumps({"id": _digest(last)}).encode())
+        return len(turns)
+
+
+__all__ = ["CURSOR_PREFIX", "Recorder", "cursor_key"]

@@ -1,0 +1,192 @@
+"""A LangChain token counter that prices page images the way their consumer does.
+
+``langchain_core.messages.utils.count_tokens_approximately`` charges a flat 85 tokens
+for any image. A memory page costs its reader very different amounts by tier and by
+model: DeepSeek-OCR's decoder spends 73/111/273/421 slots (64/100/256/400 nominal) on a
+Tiny/Small/Base/Large page, a tile-priced chat API 255–765 tokens, a pixel-area-priced
+one 350–2,185. :class:`OpticalTokenCounter` counts LangChain messages under an opticmem
+:class:`~opticmem.costs.CostModel` — the same prices the memory budgets with, through
+:func:`~opticmem.costs.message_tokens` — so it plugs into ``trim_messages``::
+
+    from langchain_core.messages import trim_messages
+    trim_messages(messages, max_tokens=8192, token_counter=OpticalTokenCounter("openai"))
+
+How each part of a message is priced (read through ``content_blocks``, LangChain's
+standard form):
+
+* text (and reasoning) blocks: the cost model's text counter;
+* base64 images: PNGs by their header through ``message_tokens``; other formats (JPEG,
+  WebP, …) by their size read with Pillow, through the same image formula;
+* images given only by URL or file id (their size is unknown offline):
+  ``unknown_image_tokens`` each (default: the price of a Large page under the model);
+* an ``AIMessage``'s tool calls: the text of their JSON (name, arguments, id);
+* audio, video, files and other blocks: the text of their fields, without the payload;
+* every message: the model's ``message_overhead``.
+
+A memory context priced this way costs exactly what :class:`~opticmem.Context` says it
+costs (``Context.cost``): both go through ``message_tokens``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opticmem.costs import CostModel, ImageCost, cost_model, message_tokens, png_size
+from opticmem.memory import OpticalMemory
+from opticmem.render import Tier
+
+try:
+    from langchain_core.messages import AIMessage, BaseMessage, convert_to_messages
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    from opticmem.integrations.extras import missing_extra
+
+    raise missing_extra("langchain", exc) from exc
+
+_PAYLOAD_KEYS = ("base64", "data", "url", "id")
+
+
+class OpticalTokenCounter:
+    """Counts the tokens a list of LangChain messages costs under an opticmem cost model.
+
+    Args:
+        model: an :class:`~opticmem.OpticalMemory` (use its cost model), a
+            :class:`~opticmem.costs.CostModel`, an image formula, or a preset name
+            (``"deepseek-ocr"``, ``"deepseek-ocr-nominal"``, ``"openai"``,
+            ``"anthropic"``).
+        unknown_image_tokens: price of an image whose size cannot be read offline (a
+            URL or file id); default: a Large page's price under the model.
+
+    Callable as ``counter(messages) -> int`` (what ``trim_messages`` and the agent
+    middleware expect); ``counter.message(m)`` prices one message.
+
+    >>> from langchain_core.messages import HumanMessage
+    >>> OpticalTokenCounter()([HumanMessage("hello")])
+    4
+    """
+
+    def __init__(
+        self,
+        model: OpticalMemory | CostModel | ImageCost | str = "deepseek-ocr",
+        *,
+        unknown_image_tokens: int | None = None,
+    ) -> None:
+        self.cost_model: CostModel = (
+            model.cost_model if isinstance(model, OpticalMemory) else cost_model(model)
+        )
+        if unknown_image_tokens is not None and unknown_image_tokens < 0:
+            raise ValueError(f"unknown_image_tokens must be ≥ 0, got {unknown_image_tokens}")
+        self.unknown_image_tokens = (
+            self.cost_model.image_tokens(Tier.LARGE) if unknown_image_tokens is None
+            else unknown_image_tokens
+        )
+
+    def __repr__(self) -> str:
+        return f"OpticalTokenCounter({self.cost_model.name!r})"
+
+    def __call__(self, messages: Sequence[BaseMessage | Mapping[str, Any]] | BaseMessage) -> int:
+        if isinstance(messages, BaseMessage):
+            return self.message(messages)
+        total = 0
+        for m in convert_to_messages(messages):  # type: ignore[arg-type]
+            total += self.message(m)
+        return total
+
+    def message(self, message: BaseMessage) -> int:
+        """Tokens of one message, its per-message overhead included."""
+        priced, extra = self._priceable(message)
+        return message_tokens([priced], self.cost_model) + extra
+
+    def image_tokens(self, width: int, height: int) -> int:
+        """Tokens the model charges for one ``width × height`` image."""
+        return self.cost_model.image.tokens(width, height)
+
+    # ------------------------------------------------------------------ internals
+    def _priceable(self, message: BaseMessage) -> tuple[dict[str, Any], int]:
+        """``message`` as a plain dict ``message_tokens`` can price, plus the tokens of the
+        parts it cannot (images that are not base64 PNGs)."""
+        blocks: list[dict[str, Any]] = []
+        extra = 0
+        if isinstance(message.content, str):
+            if message.content:
+                blocks.append({"type": "text", "text": message.content})
+        else:
+            for block in message.content_blocks:
+                kind = block.get("type")
+                if kind == "tool_call":
+                    continue  # priced from ``tool_calls`` below, once
+                if kind == "image":
+                    png, tokens = self._image(block)
+                    if png is not None:
+                        blocks.append(png)
+                    extra += tokens
+                    continue
+                text = _text_of(block)
+                if text:
+                    blocks.append({"type": "text", "text": text})
+        if isinstance(message, AIMessage) and message.tool_calls:
+            calls = [{"name": c.get("name"), "args": c.get("args"), "id": c.get("id")}
+                     for c in message.tool_calls]
+            blocks.append({"type": "text",
+                           "text": json.dumps(calls, ensure_ascii=False, default=str)})
+        return {"role": message.type, "content": blocks}, extra
+
+    def _image(self, block: Mapping[str, Any]) -> tuple[dict[str, Any] | None, int]:
+        b64 = block.get("base64")
+        if not isinstance(b64, str):
+            url = block.get("url")
+            if isinstance(url, str) and url.startswith("data:") and "," in url:
+                b64 = url.split(",", 1)[1]
+            else:
+                return None, self.unknown_image_tokens
+        try:
+            head = base64.b64decode(b64[:44])
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"image block is not valid base64: {exc}") from None
+        try:
+            png_size(head)
+        except ValueError:
+            return None, self.image_tokens(*_image_size(b64))
+        return {"type": "image", "base64": b64, "mime_type": "image/png"}, 0
+
+
+def _image_size(b64: str) -> tuple[int, int]:
+    """Width and height of a base64 image in any format Pillow reads (header only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(b64))) as img:
+            return img.size
+    except (binascii.Error, ValueError, UnidentifiedImageError) as exc:
+        raise ValueError(f"cannot read the size of an image block: {exc}") from None
+
+
+def _text_of(block: Mapping[str, Any]) -> str:
+    """The text a non-image standard block is priced as."""
+    kind = block.get("type")
+    if kind in ("text", "text-plain"):
+        return str(block.get("text") or "")
+    if kind == "reasoning":
+        return str(block.get("reasoning") or "")
+    fields = {k: v for k, v in block.items() if k not in _PAYLOAD_KEYS}
+    return json.dumps(fields, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def count_tokens(
+    messages: Sequence[BaseMessage | Mapping[str, Any]],
+    model: OpticalMemory | CostModel | ImageCost | str = "deepseek-ocr",
+) -> int:
+    """Tokens ``messages`` cost under ``model``; see :class:`OpticalTokenCounter`.
+
+    >>> from langchain_core.messages import AIMessage
+    >>> count_tokens([AIMessage("Sure — milestones first?")], "openai")
+    9
+    """
+    return OpticalTokenCounter(model)(messages)
+
+
+__all__ = ["OpticalTokenCounter", "count_tokens"]

@@ -1,0 +1,94 @@
+"""OpticalChatMessageHistory under RunnableWithMessageHistory (the deprecated surface)."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langchain_core")
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
+from langchain_core.runnables.history import RunnableWithMessageHistory
+
+from opticmem import OpticalMemory
+from opticmem.integrations import OpticalChatMessageHistory, OpticalTokenCounter
+from tests.integrations.fakes import SYSTEM, CapturingChatModel, capturing, image_tiers, user_text
+
+HISTORY_BUDGET = 2000
+
+
+def _chain(memory: OpticalMemory, model: CapturingChatModel) -> RunnableWithMessageHistory:
+    prompt = ChatPromptTemplate.from_messages(
+        [("system", SYSTEM), MessagesPlaceholder("history"), ("human", "{question}")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RunnableWithMessageHistory is deprecated (1.3.3)
+        return RunnableWithMessageHistory(
+            prompt | model,
+            lambda session_id: OpticalChatMessageHistory(memory, session_id,
+                                                         budget_tokens=HISTORY_BUDGET),
+            input_messages_key="question", history_messages_key="history")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_runnable_with_message_history(mode: str) -> None:
+    memory = OpticalMemory(codec=None, budget_tokens=8000, verbatim_turns=4)
+    model = capturing()
+    chain = _chain(memory, model)
+    config: Any = {"configurable": {"session_id": "u1"}}
+    questions = [user_text(i) for i in range(30)]
+    for q in questions:
+        if mode == "async":
+            asyncio.run(chain.ainvoke({"question": q}, config))
+        else:
+            chain.invoke({"question": q}, config)
+
+    counter = OpticalTokenCounter(memory)
+    for i, call in enumerate(model.calls):
+        assert isinstance(call[0], SystemMessage) and call[0].content == SYSTEM
+        assert isinstance(call[-1], HumanMessage) and call[-1].content == questions[i]
+        assert counter(call[1:-1]) <= HISTORY_BUDGET  # the history part keeps its budget
+        image_tiers(call)  # every page image well-formed
+        if i > 0:  # the previous exchange verbatim, just before the question
+            assert call[-3].content == questions[i - 1]
+            assert isinstance(call[-2], AIMessage)
+    assert len(image_tiers(model.calls[-1])) >= 2
+    turns = memory.turns("u1")
+    assert [t.text for t in turns if t.role == "user"] == questions
+    assert [t.role for t in turns] == ["user", "assistant"] * len(questions)
+
+
+def test_messages_add_and_clear_sync_and_async() -> None:
+    memory = OpticalMemory(codec=None)
+    history = OpticalChatMessageHistory(memory, "h")
+    history.add_messages([
+        HumanMessage("Ship ABC-123?"),
+        AIMessage("", tool_calls=[{"name": "lookup", "args": {"id": "ABC-123"}, "id": "c1",
+                                   "type": "tool_call"}]),
+        ToolMessage("due 2026-03-04", tool_call_id="c1", name="lookup"),
+        AIMessage(""),  # nothing to archive: skipped
+    ])
+    shown = history.messages
+    assert [type(m).__name__ for m in shown] == ["HumanMessage", "AIMessage", "HumanMessage"]
+    assert shown[1].content == '[tool call · lookup · id c1] {"id": "ABC-123"}'
+    assert shown[2].content == "[Tool result · lookup · call c1]\ndue 2026-03-04"
+    assert asyncio.run(history.aget_messages()) == shown
+    asyncio.run(history.aadd_messages([HumanMessage("Thanks")]))
+    assert history.messages[-1].content == "Thanks" and len(memory.turns("h")) == 4
+
+    history.clear()
+    assert history.messages == [] and memory.turns("h") == [] and "h" not in memory.sessions()
+    history.add_messages([HumanMessage("again")])
+    asyncio.run(history.aclear())
+    assert asyncio.run(history.aget_messages()) == [] and memory.turns("h") == []
+
+
+def test_docstring_names_the_deprecation_and_the_replacement() -> None:
+    doc = OpticalChatMessageHistory.__doc__ or ""
+    module_doc = __import__(OpticalChatMessageHistory.__module__, fromlist=["_"]).__doc__ or ""
+    assert "deprecated" in doc.lower()
+    assert "1.6.4" in module_doc and "1.3.3" in module_doc
+    assert "OpticalMemoryMiddleware" in module_doc

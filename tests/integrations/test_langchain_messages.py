@@ -1,0 +1,127 @@
+"""How LangChain messages are recorded and how a context is shown; the optional extra."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("langchain_core")
+
+from langchain_core.messages import (
+    AIMessage,
+    ChatMessage,
+    HumanMessage,
+    RemoveMessage,
+    SystemMessage,
+    ToolMessage,
+)
+
+from opticmem import OpticalMemory
+from opticmem.integrations.langchain_messages import context_messages, message_turns
+
+
+@pytest.fixture
+def memory() -> OpticalMemory:
+    return OpticalMemory(codec=None, max_turn_chars=40)
+
+
+def test_roles_text_and_meta() -> None:
+    memory = OpticalMemory(codec=None)
+    ai = AIMessage("Checking.", id="a1", tool_calls=[
+        {"name": "lookup", "args": {"id": "ABC-1"}, "id": "c1", "type": "tool_call"}])
+    [turn] = message_turns(ai, memory)
+    assert turn["role"] == "assistant"
+    assert turn["text"] == 'Checking.\n[tool call · lookup · id c1] {"id": "ABC-1"}'
+    assert turn["meta"] == {"lc_type": "ai", "lc_id": "a1",
+                            "tool_calls": [{"id": "c1", "name": "lookup"}]}
+    [tool] = message_turns(ToolMessage("boom", tool_call_id="c1", name="lookup",
+                                       status="error"), memory)
+    assert tool["role"] == "tool" and tool["meta"]["status"] == "error"
+    assert tool["meta"]["tool_call_id"] == "c1" and tool["meta"]["name"] == "lookup"
+    assert message_turns(SystemMessage("Be brief."), memory)[0]["role"] == "system"
+    assert message_turns(ChatMessage(content="x", role="tool"), memory)[0]["role"] == "tool"
+    assert message_turns(ChatMessage(content="x", role="critic"), memory)[0]["role"] == "user"
+    assert message_turns(RemoveMessage(id="a1"), memory) == []
+
+
+def test_blocks_empty_surrogates_and_splitting(memory: OpticalMemory) -> None:
+    blocks = HumanMessage(content=[
+        "plain", {"type": "text", "text": "Look:"},
+        {"type": "image", "url": "https://example.com/x.jpg"},
+        {"type": "file", "base64": "AAAA", "mime_type": "application/pdf"},
+        {"type": "reasoning", "reasoning": "hidden"}, {"type": "mystery", "x": 1}])
+    [turn] = message_turns(blocks, OpticalMemory(codec=None))
+    assert turn["text"] == ("plain\nLook:\n[image attachment, not archived]\n"
+                            "[application/pdf attachment, not archived]\n[mystery block]")
+    assert message_turns(AIMessage(""), memory) == []
+    assert message_turns(HumanMessage(" \u200b\n "), memory) == []
+    assert message_turns(AIMessage(content=[{"type": "reasoning", "reasoning": "r"}]),
+                         memory) == []
+    [fixed] = message_turns(HumanMessage("a\ud800b"), memory)
+    assert fixed["text"] == "a\ufffdb" and "repaired" in fixed["meta"]
+    parts = message_turns(HumanMessage("0123456789" * 9, id="big"), memory)
+    assert [len(p["text"]) for p in parts] == [40, 40, 10]
+    assert [p["meta"]["part"] for p in parts] == [[1, 3], [2, 3], [3, 3]]
+    assert all(p["meta"]["lc_id"] == "big" for p in parts)
+    memory.add_many("s", parts)  # every produced turn is storable
+    assert "".join(t.text for t in memory.turns("s")) == "0123456789" * 9
+
+
+def test_context_messages_roles() -> None:
+    shown = context_messages([
+        {"role": "user", "content": [{"type": "text", "text": "pages"}]},
+        {"role": "user", "content": "hi", "name": "ada"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "tool", "content": "42", "tool_call_id": "c9"},
+        {"role": "system", "content": "Be brief."},
+        {"role": "critic", "content": [{"type": "text", "text": "meh"}]},
+    ])
+    assert [type(m).__name__ for m in shown] == [
+        "HumanMessage", "HumanMessage", "AIMessage", "HumanMessage", "HumanMessage",
+        "HumanMessage"]
+    assert shown[1].name == "ada"
+    assert shown[3].content == "[Tool result · call c9]\n42"
+    assert shown[4].content == "[System message]\nBe brief."
+    assert shown[5].content == [{"type": "text", "text": "[critic]"},
+                                {"type": "text", "text": "meh"}]
+
+
+MODULES = ["opticmem.integrations.extras", "opticmem.integrations.langchain_messages",
+           "opticmem.integrations.langchain_tokens", "opticmem.integrations.langchain_session",
+           "opticmem.integrations.langchain_recording", "opticmem.integrations.langchain_tools",
+           "opticmem.integrations.langchain_history", "opticmem.integrations.langchain_middleware"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0, f"{name} has no examples"
+    assert result.failed == 0
+
+
+BLOCK_LANGCHAIN = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("langchain", "langchain_core", "langgraph"):
+            raise ImportError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+import opticmem.integrations as integ
+import opticmem
+try:
+    integ.OpticalMemoryMiddleware
+except ImportError as exc:
+    print("ERR", exc)
+"""
+
+
+def test_package_imports_without_langchain_and_names_the_extra() -> None:
+    out = subprocess.run([sys.executable, "-c", BLOCK_LANGCHAIN], capture_output=True,
+                         text=True, check=True, timeout=120).stdout
+    assert out.startswith("ERR langchain")
+    assert "pip install 'opticmem[langchain]'" in out

@@ -1,0 +1,305 @@
+"""OpticalMemoryMiddleware in a real create_agent loop: exactly what the model is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langchain.agents")
+
+from langchain.agents import create_agent
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from PIL import Image
+
+from opticmem import InvalidSessionError, OpticalMemory, message_tokens
+from opticmem.integrations import (
+    InFlightTooLargeError,
+    ModelView,
+    OpticalMemoryMiddleware,
+    OpticalTokenCounter,
+)
+from opticmem.integrations.langchain_recording import Recorder, cursor_key
+from tests.integrations.fakes import (
+    SYSTEM,
+    CapturingChatModel,
+    capturing,
+    image_tiers,
+    user_text,
+)
+
+BUDGET = 2400
+RANKS = ["tiny", "small", "base", "large"]
+REPLY0 = "Noted #0: understood, I have written that down with its reference."
+
+
+def make_agent(memory: OpticalMemory, model: CapturingChatModel, *, tools: list[Any] | None = None,
+               **kwargs: Any) -> tuple[Any, list[ModelView]]:
+    views: list[ModelView] = []
+    middleware = OpticalMemoryMiddleware(memory, on_view=views.append, **kwargs)
+    agent = create_agent(model, tools=tools or [], system_prompt=SYSTEM, middleware=[middleware],
+                         checkpointer=InMemorySaver())
+    return agent, views
+
+
+def run(agent: Any, text: str | list[Any], thread: str, mode: str) -> dict[str, Any]:
+    payload = {"messages": [HumanMessage(content=text)]}
+    config = {"configurable": {"thread_id": thread}}
+    if mode == "async":
+        return asyncio.run(agent.ainvoke(payload, config))
+    return agent.invoke(payload, config)
+
+
+def as_dicts(messages: list[BaseMessage]) -> list[dict[str, Any]]:
+    """What was sent, as plain dicts ``message_tokens`` prices (text and PNG blocks only)."""
+    return [{"role": m.type, "content": m.content} for m in messages]
+
+
+@pytest.fixture
+def memory() -> OpticalMemory:
+    return OpticalMemory(codec=None, budget_tokens=BUDGET, verbatim_turns=4)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_model_sees_budgeted_optical_context(memory: OpticalMemory, mode: str) -> None:
+    model = capturing()
+    agent, views = make_agent(memory, model)
+    sent_users: list[str] = []
+    n_runs = 40
+    for i in range(n_runs):
+        sent_users.append(user_text(i))
+        run(agent, sent_users[-1], "t1", mode)
+
+    assert len(model.calls) == n_runs == len(views)
+    model_cost = memory.cost_model
+    tiers_seen: set[str] = set()
+    for i, (call, view) in enumerate(zip(model.calls, views, strict=True)):
+        # The system prompt first, exactly as given.
+        assert isinstance(call[0], SystemMessage) and call[0].content == SYSTEM
+        assert not any(isinstance(m, SystemMessage) for m in call[1:])
+        # Never over budget, priced independently with the memory's own cost model.
+        assert message_tokens(as_dicts(call), model_cost) <= BUDGET
+        assert OpticalTokenCounter(memory)(call) == view.tokens <= BUDGET
+        # The in-flight user turn last and verbatim; the previous exchange verbatim before it.
+        assert isinstance(call[-1], HumanMessage) and call[-1].content == sent_users[i]
+        if i > 0:
+            assert isinstance(call[-2], AIMessage)
+            assert str(call[-2].content).startswith(f"Noted #{i - 1}:")
+            assert isinstance(call[-3], HumanMessage) and call[-3].content == sent_users[i - 1]
+        # Pages: well-formed PNG blocks of the captioned tier, older pages never sharper.
+        tiers = image_tiers(call)
+        assert [RANKS.index(t) for t in tiers] == sorted(RANKS.index(t) for t in tiers)
+        shown = view.pages_per_tier()
+        assert sorted(tiers) == sorted(t for t in RANKS for _ in range(shown[t]))
+        tiers_seen.update(tiers)
+    assert {"large", "base"} <= tiers_seen, tiers_seen  # decay actually happened
+    assert views[-1].context is not None and views[-1].context.pages
+
+    # The agent's state is untouched: the checkpointer holds the full history, verbatim.
+    state = agent.get_state({"configurable": {"thread_id": "t1"}}).values["messages"]
+    assert [m.content for m in state if isinstance(m, HumanMessage)] == sent_users
+    assert len(state) == 2 * n_runs
+    # Each message was recorded once, in order.
+    turns = memory.turns("t1")
+    assert [(t.role, t.text) for t in turns] == [
+        ("user" if isinstance(m, HumanMessage) else "assistant", m.content) for m in state]
+    assert [t.meta["lc_id"] for t in turns] == [m.id for m in state]
+
+
+def test_two_threads_are_kept_apart(memory: OpticalMemory) -> None:
+    model = capturing()
+    agent, views = make_agent(memory, model)
+    for i in range(12):
+        run(agent, user_text(i, tag="[red] "), "red", "sync")
+        run(agent, user_text(i, tag="[blue] "), "blue", "sync")
+    for call, view in zip(model.calls, views, strict=True):
+        other = "[blue]" if view.session == "red" else "[red]"
+        assert not any(other in str(m.content) for m in call)
+    assert {v.session for v in views} == {"red", "blue"}
+    assert len(memory.turns("red")) == len(memory.turns("blue")) == 24
+    assert all("[red]" in t.text for t in memory.turns("red") if t.role == "user")
+
+
+def _weather_script() -> Any:
+    """One tool call, then an answer; repeated for every run."""
+    i = 0
+    while True:
+        yield AIMessage(content="", tool_calls=[{
+            "name": "get_weather", "args": {"city": f"Paris{i}"}, "id": f"call_{i}",
+            "type": "tool_call"}])
+        yield AIMessage(content=f"It is sunny in Paris{i}.")
+        i += 1
+
+
+@tool
+def get_weather(city: str) -> str:
+    """The weather in a city."""
+    return f"Weather for {city}: sunny, 21 C."
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_tool_chain_in_flight_and_recorded_once(memory: OpticalMemory, mode: str) -> None:
+    model = capturing(_weather_script())
+    agent, _ = make_agent(memory, model, tools=[get_weather])
+    for i in range(3):
+        run(agent, f"What's the weather in Paris{i}?", "w", mode)
+    assert len(model.calls) == 6
+    # The second call of a run sees its whole in-flight chain verbatim and structured.
+    second = model.calls[3]
+    human, call, result = second[-3:]
+    assert isinstance(human, HumanMessage) and human.content == "What's the weather in Paris1?"
+    assert isinstance(call, AIMessage) and call.tool_calls[0]["id"] == "call_1"
+    assert isinstance(result, ToolMessage) and result.tool_call_id == "call_1"
+    # Earlier runs' chains come from the memory as text (no orphan ToolMessage).
+    assert not any(isinstance(m, ToolMessage) for m in second[:-3])
+    history = [str(m.content) for m in second[1:-3]]
+    assert '[tool call · get_weather · id call_0] {"city": "Paris0"}' in history
+    assert "[Tool result · get_weather · call call_0]\nWeather for Paris0: sunny, 21 C." in history
+    # Recorded exactly once across model calls and runs: 4 turns per run.
+    turns = memory.turns("w")
+    assert [t.role for t in turns] == ["user", "assistant", "tool", "assistant"] * 3
+    assert turns[2].meta["tool_call_id"] == "call_0" and turns[2].meta["name"] == "get_weather"
+    assert turns[1].meta["tool_calls"] == [{"id": "call_0", "name": "get_weather"}]
+    assert len({t.meta["lc_id"] for t in turns}) == len(turns)
+
+
+def test_in_flight_over_budget_raises_and_loses_nothing(memory: OpticalMemory) -> None:
+    model = capturing()
+    agent, _ = make_agent(memory, model)
+    run(agent, "hello", "big", "sync")
+    huge = "word " * 5000  # ~5000 tokens, over the 2400 budget on its own
+    with pytest.raises(InFlightTooLargeError) as err:
+        run(agent, huge, "big", "sync")
+    assert err.value.needed > err.value.budget == BUDGET
+    assert len(model.calls) == 1  # the model was never sent the over-budget request
+    state = agent.get_state({"configurable": {"thread_id": "big"}}).values["messages"]
+    assert state[-1].content == huge  # the agent's state kept it
+    # The next run records the interrupted one's message and goes on (its own fits).
+    run(agent, "shorter, please", "big", "sync")
+    texts = [t.text for t in memory.turns("big")]
+    assert texts == ["hello", REPLY0, huge, "shorter, please",
+                     "Noted #1: understood, I have written that down with its reference."]
+    # The huge turn is now the newest history turn and cannot fit: no history this call.
+    assert [m.content for m in model.calls[-1]] == [SYSTEM, "shorter, please"]
+
+
+def test_reserve_tokens_and_budget_override() -> None:
+    memory = OpticalMemory(codec=None, budget_tokens=50_000, verbatim_turns=4)
+    model = capturing()
+    agent, views = make_agent(memory, model, budget_tokens=2000, reserve_tokens=500)
+    for i in range(25):
+        run(agent, user_text(i), "r", "sync")
+    counter = OpticalTokenCounter(memory)
+    assert all(counter(call) <= 1500 for call in model.calls)
+    assert all(v.budget == 2000 for v in views)
+    assert max(counter(call) for call in model.calls) > 1200  # the room was used
+
+
+def test_history_dropped_when_room_cannot_hold_newest_turn() -> None:
+    memory = OpticalMemory(codec=None, budget_tokens=400, verbatim_turns=4)
+    model = capturing()
+    agent, views = make_agent(memory, model)
+    run(agent, "hello", "d", "sync")
+    newest = OpticalTokenCounter(memory).message(AIMessage(REPLY0))  # the newest recorded turn
+    run(agent, "y " * 375, "d", "sync")  # in-flight leaves less room than that turn needs
+    room = 400 - views[-1].system_tokens - views[-1].in_flight_tokens
+    assert 0 <= room < newest
+    assert views[-1].history == 0 and views[-1].context is None
+    assert OpticalTokenCounter(memory)(model.calls[-1]) <= 400
+
+
+def test_bad_input_is_handled_and_nothing_is_lost(memory: OpticalMemory) -> None:
+    png = io.BytesIO()
+    Image.new("RGB", (64, 32), "white").save(png, format="PNG")
+    b64 = base64.b64encode(png.getvalue()).decode()
+    blocks = [{"type": "text", "text": "What is in this picture?"},
+              {"type": "image", "base64": b64, "mime_type": "image/png"},
+              {"type": "text", "text": "Ticket XY-9."}]
+    script = iter([AIMessage(content=""), AIMessage(content="A white box."),
+                   *[f"ok {i}" for i in range(5)]])
+    model = capturing(script)  # type: ignore[arg-type]
+    memory_small = OpticalMemory(codec=None, budget_tokens=BUDGET, verbatim_turns=4,
+                                 max_turn_chars=500)
+    agent, _ = make_agent(memory_small, model)
+    run(agent, blocks, "bad", "sync")               # blocks in; an empty answer out
+    assert model.calls[0][-1].content == blocks     # in flight: the original blocks
+    run(agent, "And now?", "bad", "sync")
+    huge = "".join(f"line {i} of a long paste\n" for i in range(100))  # > max_turn_chars
+    run(agent, huge, "bad", "sync")
+    turns = memory_small.turns("bad")
+    # The image became a marker; the empty answer was skipped; the paste was split.
+    assert turns[0].text == ("What is in this picture?\n[image/png attachment, not archived]\n"
+                             "Ticket XY-9.")
+    assert [t.role for t in turns[:3]] == ["user", "user", "assistant"]
+    parts = [t for t in turns if "part" in t.meta]
+    assert "".join(t.text for t in parts) == huge and len(parts) == -(-len(huge) // 500)
+    # The empty answer and the blocks are still in the agent's state.
+    state = agent.get_state({"configurable": {"thread_id": "bad"}}).values["messages"]
+    assert state[0].content == blocks and state[1].content == ""
+    # Shown later as history, as text with the marker.
+    assert any("[image/png attachment, not archived]" in str(m.content) for m in model.calls[-1])
+
+
+def test_session_override_fixed_and_callable(memory: OpticalMemory) -> None:
+    model = capturing()
+    agent, views = make_agent(memory, model, session="alice")
+    run(agent, "first thread", "t-a", "sync")
+    run(agent, "second thread", "t-b", "sync")
+    assert [t.text for t in memory.turns("alice") if t.role == "user"] == [
+        "first thread", "second thread"]
+    assert [v.session for v in views] == ["alice", "alice"]
+
+    def pick(config: Any) -> str:
+        return "user:" + str(config["configurable"]["user"])
+
+    agent2, views2 = make_agent(memory, capturing(), session=pick)
+    agent2.invoke({"messages": [HumanMessage("hi")]},
+                  {"configurable": {"thread_id": "x", "user": "bob"}})
+    assert views2[0].session == "user:bob" and memory.turns("user:bob")[0].text == "hi"
+
+
+def test_no_thread_and_no_session_is_a_clear_error(memory: OpticalMemory) -> None:
+    agent = create_agent(capturing(), tools=[], middleware=[OpticalMemoryMiddleware(memory)])
+    with pytest.raises(InvalidSessionError, match="thread id"):
+        agent.invoke({"messages": [HumanMessage("hi")]})
+    # Without a checkpointer but with a fixed session, the memory is the history.
+    model = capturing()
+    agent = create_agent(model, tools=[], middleware=[OpticalMemoryMiddleware(memory, session="s")])
+    agent.invoke({"messages": [HumanMessage("one")]})
+    agent.invoke({"messages": [HumanMessage("two")]})
+    assert [m.content for m in model.calls[1]] == ["one", REPLY0, "two"]
+    assert [t.text for t in memory.turns("s")][::2] == ["one", "two"]
+
+
+def test_recorder_recovers_a_lost_or_stale_cursor(memory: OpticalMemory) -> None:
+    recorder = Recorder(memory)
+    msgs: list[BaseMessage] = [HumanMessage(f"m{i}", id=f"id{i}") for i in range(6)]
+    assert recorder.record("s", "t", msgs[:4]) == 4
+    assert recorder.recorded_prefix("s", "t", msgs) == 4
+    # A crash after appending but before moving the cursor: the ids decide.
+    memory.add("s", "user", "m4", meta={"lc_id": "id4"})
+    assert recorder.recorded_prefix("s", "t", msgs) == 5
+    # A cursor that points nowhere in the state (state rewritten): the ids decide.
+    memory.store.put_state("s", cursor_key("t"), b'{"id": "feedface"}')
+    assert recorder.recorded_prefix("s", "t", msgs) == 5
+    # Another thread on the same session has its own cursor.
+    assert recorder.recorded_prefix("s", "other", [HumanMessage("new", id="n1")]) == 0
+
+
+def test_memory_without_tool_role_is_refused() -> None:
+    with pytest.raises(ValueError, match="tool"):
+        OpticalMemoryMiddleware(OpticalMemory(codec=None, roles=("user", "assistant", "system")))
+
+
+def test_bad_budget_arguments(memory: OpticalMemory) -> None:
+    with pytest.raises(ValueError, match="reserve_tokens"):
+        OpticalMemoryMiddleware(memory, reserve_tokens=BUDGET)
+    with pytest.raises(ValueError, match="reserve_tokens"):
+        OpticalMemoryMiddleware(memory, budget_tokens=100, reserve_tokens=-1)
+    with pytest.raises(ValueError, match="budget_tokens"):
+        OpticalMemoryMiddleware(memory, budget_tokens=0)

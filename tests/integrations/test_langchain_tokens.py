@@ -1,0 +1,120 @@
+"""OpticalTokenCounter: per-tier, per-consumer image prices, usable with trim_messages."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+
+pytest.importorskip("langchain_core")
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages.utils import count_tokens_approximately, trim_messages
+from PIL import Image
+
+from opticmem import OpticalMemory, Tier
+from opticmem.integrations import OpticalTokenCounter, count_tokens
+from opticmem.integrations.langchain_messages import context_messages
+from tests.integrations.fakes import image_tiers, user_text
+
+PRESETS = ["deepseek-ocr", "deepseek-ocr-nominal", "openai", "anthropic"]
+
+
+def _memory(preset: str) -> OpticalMemory:
+    mem = OpticalMemory(codec=None, budget_tokens=6000, verbatim_turns=4, cost_model=preset)
+    for i in range(60):
+        mem.add("s", "user" if i % 2 == 0 else "assistant", user_text(i))
+    return mem
+
+
+def _png_b64(side: int) -> str:
+    buf = io.BytesIO()
+    Image.new("L", (side, side), 255).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _image_message(tier: Tier) -> HumanMessage:
+    return HumanMessage(content=[{"type": "image", "base64": _png_b64(tier.pixels),
+                                  "mime_type": "image/png"}])
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_matches_the_memorys_own_context_cost(preset: str) -> None:
+    mem = _memory(preset)
+    ctx = mem.context("s")
+    messages = context_messages(ctx.messages())
+    if preset in ("deepseek-ocr", "deepseek-ocr-nominal"):
+        assert len(image_tiers(messages)) >= 2  # the savings gate kept images here
+    assert OpticalTokenCounter(mem)(messages) == int(ctx.cost)
+    assert count_tokens(messages, preset) == int(ctx.cost)
+
+
+@pytest.mark.parametrize(("preset", "prices"), [
+    ("deepseek-ocr", {"tiny": 73, "small": 111, "base": 273, "large": 421}),
+    ("deepseek-ocr-nominal", {"tiny": 64, "small": 100, "base": 256, "large": 400}),
+    ("openai", {"tiny": 255, "small": 765, "base": 765, "large": 765}),
+    ("anthropic", {"tiny": 350, "small": 547, "base": 1399, "large": 2185}),
+])
+def test_prices_each_tier_by_the_consumers_formula(preset: str, prices: dict[str, int]) -> None:
+    counter = OpticalTokenCounter(preset)
+    overhead = counter.cost_model.message_overhead
+    for tier in Tier:
+        msg = _image_message(tier)
+        assert counter([msg]) == prices[tier.value] + overhead
+        assert counter([msg]) == counter.cost_model.image_tokens(tier) + overhead
+        # LangChain's approximate counter charges a flat 85 whatever the tier or reader.
+        assert count_tokens_approximately([msg]) == 85 + count_tokens_approximately(
+            [HumanMessage(content=[])])
+        assert counter([msg]) != count_tokens_approximately([msg])
+
+
+def test_trim_messages_with_the_counter_keeps_within_budget() -> None:
+    mem = _memory("deepseek-ocr")
+    history = context_messages(mem.context("s").messages())
+    messages: list[BaseMessage] = [SystemMessage("Be brief."), *history,
+                                   HumanMessage("And what about ORD-1059?")]
+    counter = OpticalTokenCounter(mem)
+    total = counter(messages)
+    limit = total - 300
+    kept = trim_messages(messages, max_tokens=limit, token_counter=counter, strategy="last",
+                         include_system=True, start_on="human")
+    assert counter(kept) <= limit < total
+    assert kept[0].content == "Be brief." and kept[-1].content == "And what about ORD-1059?"
+    # LangChain's flat 85 per image under-prices these pages: it keeps more than fits.
+    approx = trim_messages(messages, max_tokens=limit, token_counter=count_tokens_approximately,
+                           strategy="last", include_system=True, start_on="human")
+    assert counter(approx) > limit
+
+
+def test_other_images_tool_calls_and_single_messages() -> None:
+    counter = OpticalTokenCounter("openai", unknown_image_tokens=1000)
+    jpeg = io.BytesIO()
+    Image.new("RGB", (1024, 512), "white").save(jpeg, format="JPEG")
+    b64 = base64.b64encode(jpeg.getvalue()).decode()
+    by_size = HumanMessage(content=[{"type": "image", "base64": b64, "mime_type": "image/jpeg"}])
+    assert counter(by_size) == counter.image_tokens(1024, 512) + 3 == 85 + 2 * 170 + 3
+    data_url = HumanMessage(content=[{"type": "image_url",
+                                      "image_url": {"url": f"data:image/jpeg;base64,{b64}"}}])
+    assert counter(data_url) == counter(by_size)
+    remote = HumanMessage(content=[{"type": "image", "url": "https://example.com/a.png"}])
+    assert counter(remote) == 1000 + 3
+    call = AIMessage(content="", tool_calls=[{"name": "recall", "args": {"query": "Titan"},
+                                              "id": "c1", "type": "tool_call"}])
+    assert counter(call) > counter(AIMessage(content="")) + 5
+    assert counter([{"role": "user", "content": "hello"}]) == counter(HumanMessage("hello"))
+    assert OpticalTokenCounter("deepseek-ocr").unknown_image_tokens == 421
+
+
+def test_bad_images_raise_value_error() -> None:
+    counter = OpticalTokenCounter()
+    not_b64 = HumanMessage(content=[{"type": "image", "base64": "%%%not base64%%%",
+                                     "mime_type": "image/png"}])
+    with pytest.raises(ValueError, match="base64"):
+        counter(not_b64)
+    not_image = HumanMessage(content=[{"type": "image", "mime_type": "image/png",
+                                       "base64": base64.b64encode(b"plain text" * 5).decode()}])
+    with pytest.raises(ValueError, match="size of an image"):
+        counter(not_image)
+    with pytest.raises(ValueError, match="unknown_image_tokens"):
+        OpticalTokenCounter(unknown_image_tokens=-1)
