@@ -136,3 +136,23 @@ def test_from_store_url_reads_settings_from_the_query(redis_url: str, raw: redis
     with pytest.raises(ValueError, match=r"redis://u:\*\*\*@"):
         RedisStore.from_store_url("redis://u:secret@127.0.0.1:1/0?ttl=x")
 
+
+
+def test_open_store_and_optical_memory_take_redis_urls(redis_url: str, raw: redis.Redis) -> None:
+    from opticmem import OpticalMemory, StoreUnavailableError, StoreURLError, open_store
+
+    s = open_store(redis_url + "?tenant=acme&max_turns=50")
+    assert isinstance(s, RedisStore) and (s.tenant, s.max_turns) == ("acme", 50)
+    s.close()
+    with OpticalMemory(redis_url + "?tenant=bots", codec=None, verbatim_turns=2) as mem:
+        assert isinstance(mem.store, RedisStore)
+        mem.add("alice", "user", "Ticket ABC-123 ships on 2026-03-04.")
+        mem.add("alice", "assistant", "Noted.")
+        assert [t.text for t in mem.context("alice").turns][-1] == "Noted."
+        assert raw.llen("opticmem:{bots:alice}:turns") == 2
+    with pytest.raises(StoreError, match="closed"):
+        mem.store.turn_count("alice")  # the memory opened the store, so it closed it
+    with pytest.raises(StoreURLError, match="bad ttl"):
+        open_store(redis_url + "?ttl=soon")
+    with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1:1"):
+        open_store("redis://127.0.0.1:1/0")
