@@ -62,6 +62,7 @@ MessageInput = str | Mapping[str, Any] | Sequence[Mapping[str, Any]]
 """What a call takes: the user's text, one message, or several messages."""
 
 R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
 
 Format = Literal["openai", "langchain"]
 
@@ -159,17 +160,18 @@ def _turn_of(i: int, msg: Mapping[str, Any]) -> dict[str, Any]:
     return {"role": msg.get("role"), "text": text, "meta": meta or None}
 
 
-class _MemoryLoop:
+class _MemoryLoop(Generic[F]):
     """What the sync and async wrappers share: settings, call planning, reply recording."""
 
     def __init__(
         self,
+        chat_fn: F,
         memory: OpticalMemory,
         *,
-        session: str | None,
-        system: str | Mapping[str, Any] | None,
-        format: Format,
-        budget_tokens: int | None,
+        session: str | None = None,
+        system: str | Mapping[str, Any] | None = None,
+        format: Format = "openai",
+        budget_tokens: int | None = None,
     ) -> None:
         if not isinstance(memory, OpticalMemory):
             raise TypeError(f"memory must be an OpticalMemory, got {type(memory).__name__}")
@@ -177,6 +179,7 @@ class _MemoryLoop:
             raise ValueError(f"format must be 'openai' or 'langchain', not {format!r}")
         if budget_tokens is not None and budget_tokens < 1:
             raise BudgetError(f"budget_tokens must be ≥ 1, got {budget_tokens}")
+        self.chat_fn = chat_fn
         self.memory = memory
         self.session = None if session is None else validate_session(session)
         self.system: Message | None = (
@@ -225,27 +228,13 @@ class _MemoryLoop:
         return text
 
 
-class MemoryChat(_MemoryLoop, Generic[R]):
+class MemoryChat(_MemoryLoop[Callable[[list[Message]], R]], Generic[R]):
     """A sync chat function with memory; made by :func:`with_memory`.
 
     Call it with the user's text, a message dict or a list of messages (``None``: no new
     message, e.g. to retry after ``chat_fn`` failed). Keyword arguments override the
     wrapper's ``session`` and ``budget_tokens`` for one call.
     """
-
-    def __init__(
-        self,
-        chat_fn: Callable[[list[Message]], R],
-        memory: OpticalMemory,
-        *,
-        session: str | None = None,
-        system: str | Mapping[str, Any] | None = None,
-        format: Format = "openai",
-        budget_tokens: int | None = None,
-    ) -> None:
-        super().__init__(memory, session=session, system=system, format=format,
-                         budget_tokens=budget_tokens)
-        self.chat_fn = chat_fn
 
     def __call__(
         self,
@@ -265,24 +254,10 @@ class MemoryChat(_MemoryLoop, Generic[R]):
         return reply
 
 
-class AsyncMemoryChat(_MemoryLoop, Generic[R]):
+class AsyncMemoryChat(_MemoryLoop[Callable[[list[Message]], Awaitable[R]]], Generic[R]):
     """The async twin of :class:`MemoryChat` (for an ``async def`` chat function): the
     memory's store and rendering run through its ``a``-prefixed methods, so the event
     loop never blocks on them."""
-
-    def __init__(
-        self,
-        chat_fn: Callable[[list[Message]], Awaitable[R]],
-        memory: OpticalMemory,
-        *,
-        session: str | None = None,
-        system: str | Mapping[str, Any] | None = None,
-        format: Format = "openai",
-        budget_tokens: int | None = None,
-    ) -> None:
-        super().__init__(memory, session=session, system=system, format=format,
-                         budget_tokens=budget_tokens)
-        self.chat_fn = chat_fn
 
     async def __call__(
         self,
