@@ -1,14 +1,17 @@
 """opticmem.integrations: LangChain/LangGraph, chat loops, anything framework-specific.
 
-The LangChain names below load on first use, so importing this package never needs
-LangChain; using one of them without it raises an ImportError naming the extra
-(``pip install 'opticmem[langchain]'``).
+The chat-loop wrapper (:func:`with_memory`) needs nothing beyond opticmem and is
+imported here directly. The LangChain names below load on first use, so importing this
+package never needs LangChain; using one of them without it raises an ImportError naming
+the extra (``pip install 'opticmem[langchain]'``).
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from opticmem.integrations.chat_loop import AsyncMemoryChat, MemoryChat, with_memory
 
 if TYPE_CHECKING:  # real types for type checkers and IDEs; loaded lazily at run time
     from opticmem.integrations.langchain_history import (
@@ -49,3 +52,19 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted([*globals(), *_LANGCHAIN])
 
+
+# The LangChain names are listed too, so ``from opticmem.integrations import *`` needs
+# the extra (without it, the star import raises the ImportError naming it).
+__all__ = [
+    "AsyncMemoryChat",
+    "InFlightTooLargeError",
+    "MemoryChat",
+    "ModelView",
+    "OpticalChatMessageHistory",
+    "OpticalMemoryMiddleware",
+    "OpticalTokenCounter",
+    "RecallTool",
+    "count_tokens",
+    "make_recall_tool",
+    "with_memory",
+]

@@ -33,6 +33,15 @@ class StoreError(OpticMemError):
     """A store failed to read or write."""
 
 
+class SessionFullError(StoreError):
+    """An append would take a session past the store's cap on live turns (the Redis
+    store's ``max_turns``); nothing was stored.
+
+    Forget old turns (:meth:`~opticmem.store.Store.forget_turns`) or delete the session
+    to make room, or open the store with a larger cap.
+    """
+
+
 class StoreUnavailableError(StoreError, ConnectionError):
     """The store's backend (a Redis server, a database file) cannot be reached."""
 
@@ -63,6 +72,7 @@ __all__ = [
     "InvalidTurnError",
     "OpticMemError",
     "PageConflictError",
+    "SessionFullError",
     "StoreError",
     "StoreURLError",
     "StoreUnavailableError",

@@ -9,8 +9,9 @@ importing this module without it raises an :class:`ImportError` that says so.
 0
 
 :meth:`RedisStore.from_store_url` takes the same settings in the URL's query string
-(``redis://host:6379/0?tenant=acme&ttl=86400&max_turns=100000``), the form for a store
-registry (``register_store("redis", "opticmem.redis_store:RedisStore.from_store_url")``).
+(``redis://host:6379/0?tenant=acme&ttl=86400&max_turns=100000``); it is what
+:func:`~opticmem.stores.open_store` (and so ``OpticalMemory("redis://…")``) opens
+``redis://`` and ``rediss://`` URLs with.
 
 Key layout
 ----------
@@ -22,7 +23,9 @@ slot and the Lua scripts below never fail with ``CROSSSLOT``::
     opticmem:{T:S}:pages   list    one JSON page record per page; index == page_no
     opticmem:{T:S}:meta    hash    id (only for digest-keyed ids, see below), forgot
                                    (turns below it are forgotten), border/bbytes (blob
-                                   order and bytes), swept (last TTL sweep of blobs, ms)
+                                   order and bytes), swept (last TTL sweep of blobs, ms),
+                                   state:K (session state such as the decay mark: kept
+                                   here, not as a blob, so no blob cap or sweep drops it)
     opticmem:{T:S}:blobs   zset    blob key -> put order (index for caps, TTL, delete)
     opticmem:{T:S}:b:K     string  one derived artefact: a 7-byte header (magic, flags,
                                    CRC-32) and its bytes, zlib-compressed when that pays
@@ -135,8 +138,10 @@ from opticmem.errors import (
     InvalidSessionError,
     InvalidTurnError,
     PageConflictError,
+    SessionFullError,
     StoreError,
     StoreUnavailableError,
+    StoreURLError,
 )
 from opticmem.records import PageRecord, Turn
 from opticmem.store import Store
@@ -328,6 +333,13 @@ touch()
 return stop - forgot
 """
 
+# ARGV: 1 state key, 2 value. Session state lives in the meta hash (never evicted).
+_LUA_PUT_STATE = _LUA_PRELUDE + r"""
+redis.call('HSET', BASE .. 'meta', 'state:' .. ARGV[1], ARGV[2])
+touch()
+return 1
+"""
+
 # Deletes every key of the session. Returns how many keys existed.
 _LUA_DELETE = _LUA_PRELUDE + r"""
 local prefix, n = BASE .. 'b:', 0
@@ -355,14 +367,6 @@ def _lua(name: str, template: str, **settings: int) -> _Lua:
     if unset:  # pragma: no cover - a programming error every test would catch
         raise RuntimeError(f"script {name} has no value for {unset.group()}")
     return _Lua(name, source, hashlib.sha1(source.encode()).hexdigest())
-
-
-class SessionFullError(StoreError):
-    """An append would take a session past the store's ``max_turns``; nothing was stored.
-
-    Forget old turns (:meth:`~opticmem.store.Store.forget_turns`) or delete the session
-    to make room, or open the store with a larger cap.
-    """
 
 
 # --------------------------------------------------------------------------- ids and keys
@@ -755,6 +759,7 @@ class RedisStore(Store):
         self._page_lua = _lua("add_page", _LUA_ADD_PAGE, ttl=ttl_ms)
         self._blob_lua = _lua("put_blob", _LUA_PUT_BLOB, ttl=ttl_ms, maxb=max_blob_bytes or 0)
         self._forget_lua = _lua("forget_turns", _LUA_FORGET, ttl=ttl_ms)
+        self._state_lua = _lua("put_state", _LUA_PUT_STATE, ttl=ttl_ms)
         self._delete_lua = _lua("delete_session", _LUA_DELETE, ttl=ttl_ms)
         self._client = client
         self._aclient = aclient
@@ -843,12 +848,13 @@ class RedisStore(Store):
 
             RedisStore.from_store_url("redis://:pw@cache:6379/2?tenant=acme&ttl=86400")
 
-        A bad value raises :class:`ValueError` naming it (the URL's password hidden).
+        A bad value raises :class:`~opticmem.errors.StoreURLError` (a ``ValueError``)
+        naming it, the URL's password hidden.
         """
         try:
             parts = urlsplit(url)
         except (TypeError, ValueError, AttributeError) as exc:
-            raise ValueError(f"not a Redis URL: {url!r}") from exc
+            raise StoreURLError(f"not a Redis URL: {url!r}") from exc
         ours: dict[str, Any] = {}
         rest = []
         for key, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -858,7 +864,7 @@ class RedisStore(Store):
             try:
                 ours[key] = _URL_SETTINGS[key](value)
             except ValueError:
-                raise ValueError(
+                raise StoreURLError(
                     f"bad {key}={value!r} in Redis store URL {redact_url(url)}"
                 ) from None
         clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest),
@@ -1140,6 +1146,24 @@ class RedisStore(Store):
             return []
         return _unpack_all(bks, self._read("get_blobs", "mget", bks))
 
+    # ------------------------------------------------------------------ session state
+    @staticmethod
+    def _state(key: str, data: bytes | None = None) -> tuple[bytes, bytes]:
+        if not isinstance(key, str):
+            raise TypeError(f"state key must be a str, got {type(key).__name__}")
+        if data is not None and not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"state data must be bytes, got {type(data).__name__}")
+        return key.encode("utf-8", "surrogatepass"), bytes(data or b"")
+
+    def put_state(self, session: str, key: str, data: bytes) -> None:
+        """Kept in the session's meta hash: blob caps and TTL sweeps never evict it."""
+        self._eval(self._state_lua, self._keys(session), *self._state(key, data))
+
+    def get_state(self, session: str, key: str) -> bytes | None:
+        field = b"state:" + self._state(key)[0]
+        stored = self._read("get_state", "hget", self._keys(session).meta, field)
+        return None if stored is None else bytes(stored)
+
     # ------------------------------------------------------------------ sessions
     def _scan_pattern(self) -> str:
         return f"opticmem:{{{self._tenant_enc}:*}}:turns"
@@ -1311,6 +1335,18 @@ class RedisStore(Store):
         if not bks:
             return []
         return _unpack_all(bks, await self._aread("get_blobs", "mget", bks))
+
+    async def aput_state(self, session: str, key: str, data: bytes) -> None:
+        if not self._native_async:
+            return await super().aput_state(session, key, data)
+        await self._aeval(self._state_lua, self._keys(session), *self._state(key, data))
+
+    async def aget_state(self, session: str, key: str) -> bytes | None:
+        if not self._native_async:
+            return await super().aget_state(session, key)
+        field = b"state:" + self._state(key)[0]
+        stored = await self._aread("get_state", "hget", self._keys(session).meta, field)
+        return None if stored is None else bytes(stored)
 
     async def _ahget_ids(self, digests: Sequence[str]) -> list[Any]:
         pipe = self._async().pipeline(transaction=False)

@@ -74,6 +74,15 @@ CREATE TABLE IF NOT EXISTS blobs (
 );
 """
 
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _bounds(start: int, stop: int) -> tuple[int, int]:
+    """A seq range clamped to SQLite's 64-bit integers (a caller may ask for "up to
+    2**70"; sqlite3 would raise OverflowError binding it)."""
+    lo, hi = _INT64
+    return min(max(int(start), lo), hi), min(max(int(stop), lo), hi)
+
 
 class SQLiteStore(Store):
     """A :class:`~opticmem.store.Store` in the SQLite file ``path`` (created if absent)."""
@@ -215,7 +224,7 @@ class SQLiteStore(Store):
         rows = self._read(
             "SELECT seq, role, text, ts, meta FROM turns "
             "WHERE session = ? AND seq >= ? AND seq < ? ORDER BY seq",
-            (session, start, stop),
+            (session, *_bounds(start, stop)),
         )
         out = []
         for seq, role, text, ts, meta in rows:
@@ -258,7 +267,7 @@ class SQLiteStore(Store):
         rows = self._read(
             "SELECT record FROM pages WHERE session = ? AND page_no >= ? AND page_no < ? "
             "ORDER BY page_no",
-            (session, start, stop),
+            (session, *_bounds(start, stop)),
         )
         return [PageRecord.from_json(session, r[0]) for r in rows]
 
@@ -300,6 +309,7 @@ class SQLiteStore(Store):
     def forget_turns(self, session: str, before_seq: int) -> int:
         with self._write() as conn:
             cur = conn.execute(
-                "DELETE FROM turns WHERE session = ? AND seq < ?", (session, before_seq)
+                "DELETE FROM turns WHERE session = ? AND seq < ?",
+                (session, _bounds(0, before_seq)[1]),
             )
             return int(cur.rowcount)

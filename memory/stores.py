@@ -6,12 +6,16 @@ Built in:
   ``memory://NAME`` — one shared in-process store per name (handy in tests and notebooks);
 * ``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db`` (SQLAlchemy's
   convention: the path is what follows ``sqlite:///``), with an optional
-  ``?synchronous=NORMAL``.
+  ``?synchronous=NORMAL``;
+* ``redis://host:6379/0`` and ``rediss://…`` (TLS) — a
+  :class:`~opticmem.redis_store.RedisStore`, with its settings in the query
+  (``?tenant=acme&ttl=86400&max_turns=100000``); needs ``pip install 'opticmem[redis]'``.
 
 Other backends register their scheme once, either with a factory or, so that importing
-opticmem never imports their client library, with a lazy ``"module:attribute"`` string::
+opticmem never imports their client library, with a lazy ``"module:attribute"`` string
+(as Redis is registered)::
 
-    register_store("redis", "opticmem.redis_store:RedisStore.from_url")
+    register_store("mydb", "mypackage.store:MyStore.from_url")
 
 >>> type(open_store("memory://")).__name__
 'InMemoryStore'
@@ -59,7 +63,10 @@ def _sqlite(url: str) -> Store:
     return SQLiteStore(path, synchronous="NORMAL" if sync == "NORMAL" else "FULL")
 
 
-_REGISTRY: dict[str, StoreFactory | str] = {"memory": _memory, "sqlite": _sqlite}
+_REDIS = "opticmem.redis_store:RedisStore.from_store_url"
+_REGISTRY: dict[str, StoreFactory | str] = {
+    "memory": _memory, "sqlite": _sqlite, "redis": _REDIS, "rediss": _REDIS,
+}
 
 
 def register_store(scheme: str, factory: StoreFactory | str, *, replace: bool = False) -> None:

@@ -1,8 +1,23 @@
-"""Shared test configuration: GPU tests skip with a reason where no CUDA device exists."""
+"""Shared test configuration: GPU tests skip where no CUDA device exists, and one real
+``redis-server`` serves every test that needs Redis (memory contract, Redis store, examples).
+
+The Redis fixtures start :class:`tests.redis.server.RedisServer` on a free loopback port in
+a temporary directory (AOF on, ``appendfsync always``, ``KEYS`` renamed away) and stop it
+at the end: no mocks. Without a ``redis-server`` binary those tests skip, naming the
+package to install — except where ``CI`` or ``OPTICMEM_REQUIRE_REDIS`` is set (``.ci/run``
+sets it): there they fail, so a CI image that lost the binary cannot pass by running
+nothing.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
 import pytest
+
+from tests.redis.server import RedisServer, RedisServerMissing
 
 
 def _cuda_available() -> bool:
@@ -20,3 +35,58 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def redis_required() -> bool:
+    """True where a missing ``redis-server`` must fail the tests rather than skip them."""
+    return any(os.environ.get(v, "").strip() not in ("", "0", "false")
+               for v in ("CI", "OPTICMEM_REQUIRE_REDIS"))
+
+
+def start_redis(directory: Path, **kwargs: object) -> RedisServer:
+    """Start a server in ``directory``; skip (locally) or fail (CI) if there is no binary."""
+    try:
+        return RedisServer(directory, **kwargs).start()  # type: ignore[arg-type]
+    except RedisServerMissing as exc:
+        if redis_required():
+            pytest.fail(f"\n\n*** {exc} ***\n", pytrace=False)
+        pytest.skip(f"no redis-server: {exc}")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One ``redis-server`` shared by the whole test session."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The shared server's URL, emptied (FLUSHALL) for this test."""
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()  # a previous test's failure must not cascade
+    import redis  # the optional dependency, only where a test needs it
+
+    with redis.Redis.from_url(redis_server.url) as r:
+        r.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Start dedicated servers (for kill/restart tests); all are stopped afterwards."""
+    started: list[RedisServer] = []
+
+    def make(**kwargs: object) -> RedisServer:
+        server = start_redis(tmp_path / f"redis-{len(started)}", **kwargs)
+        started.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.stop()

@@ -1,13 +1,9 @@
 """The store backends the contract suite runs against.
 
 Adding a backend is one entry: a name, a factory ``(request, tmp_path) -> Store`` and any
-marks. The factory may pull other fixtures through ``request.getfixturevalue`` (a
-Redis backend would ask for its server fixture)::
-
-    BACKENDS["redis"] = Backend(
-        lambda request, tmp: RedisStore.from_url(request.getfixturevalue("redis_url")),
-        marks=(pytest.mark.redis,),
-    )
+marks. The factory may pull other fixtures through ``request.getfixturevalue``: the Redis
+backend asks for ``redis_url`` (``tests/conftest.py``: a real redis-server, emptied for
+each test, so every test starts from a clean server).
 """
 
 from __future__ import annotations
@@ -23,6 +19,12 @@ from opticmem.sqlite_store import SQLiteStore
 from opticmem.store import Store
 
 
+def _redis(request: pytest.FixtureRequest, tmp: Path) -> Store:
+    from opticmem.redis_store import RedisStore  # optional dependency: imported on use
+
+    return RedisStore.from_url(request.getfixturevalue("redis_url"), tenant="contract")
+
+
 @dataclass(frozen=True)
 class Backend:
     factory: Callable[[pytest.FixtureRequest, Path], Store]
@@ -32,6 +34,7 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     "memory": Backend(lambda request, tmp: InMemoryStore()),
     "sqlite": Backend(lambda request, tmp: SQLiteStore(tmp / "store.db")),
+    "redis": Backend(_redis, marks=(pytest.mark.redis,)),
 }
 
 

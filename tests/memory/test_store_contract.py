@@ -18,6 +18,7 @@ ODD_TEXTS = [
     "עברית ومعها عربي right-to-left",
     "zero\u200bwidth\u200djoiner\ufeffbom",
     "line\r\nbreaks\u2028and\u2029separators",
+    'quotes " and \\ backslashes \\" and {"seq":99} json-looking text',
     "서울 中文 かな",
     "x" * 200_000,
 ]
@@ -44,7 +45,8 @@ def test_seq_is_per_session_and_starts_at_zero(store: Store) -> None:
 
 @pytest.mark.parametrize("text", ODD_TEXTS, ids=range(len(ODD_TEXTS)))
 def test_turn_text_roundtrips_exactly(store: Store, text: str) -> None:
-    meta = {"tool_call_id": "call_1", "nested": {"k": [1, 2.5, None, "ü"]}}
+    meta = {"tool_call_id": "call_1", "tool_calls": [{"id": "c1", "args": {"q": "ü"}}],
+            "nested": {"k": [1, 2.5, None, "ü", True]}}
     t = store.append_turn("s", "assistant", text, 1772352000.25, meta)
     [back] = store.get_turns("s", 0, 1)
     assert back == Turn("s", 0, "assistant", text, 1772352000.25, meta)
@@ -57,6 +59,8 @@ def test_get_turns_ranges(store: Store) -> None:
     assert [t.seq for t in store.get_turns("s", -5, 2)] == [0, 1]
     assert store.get_turns("s", 8, 100)[-1].text == "t9"
     assert store.get_turns("s", 6, 3) == []
+    assert store.get_turns("s", 0, 0) == []
+    assert [t.seq for t in store.get_turns("s", 0, 2**70)] == list(range(10))
     assert store.get_turns("nobody", 0, 10) == []
 
 
@@ -66,6 +70,9 @@ def test_append_turns_keeps_order(store: Store) -> None:
     assert [(t.seq, t.text) for t in got] == [(1, "a"), (2, "b")]
     assert store.get_turns("s", 0, 3)[2].meta == {"x": 1}
     assert store.append_turns("s", []) == []
+    big = store.append_turns("s", [("user", f"b{i}", float(i), None) for i in range(2500)])
+    assert [t.seq for t in big] == list(range(3, 2503))
+    assert [t.text for t in store.get_turns("s", 3, 2503)] == [f"b{i}" for i in range(2500)]
 
 
 def test_pages_append_in_order(store: Store) -> None:
@@ -73,13 +80,34 @@ def test_pages_append_in_order(store: Store) -> None:
     assert store.add_page(page("s", 0))
     assert store.add_page(page("s", 1, first_seq=2))
     assert not store.add_page(page("s", 1, first_seq=2))  # another writer sealed it
-    with pytest.raises(PageConflictError):
+    assert not store.add_page(page("s", 0))
+    with pytest.raises(PageConflictError, match="page 5"):
         store.add_page(page("s", 5))
     assert store.page_count("s") == 2
     assert store.get_pages("s", 0, 10) == [page("s", 0), page("s", 1, first_seq=2)]
     assert store.get_pages("s", 1, 2)[0].facts == ("2026-03-04", "v0.9.1")
+    assert store.get_pages("s", -3, 1) == [page("s", 0)]
     assert store.get_pages("s", 2, 5) == []
     assert store.get_pages("other", 0, 5) == []
+
+
+def test_racing_page_writers_store_each_page_once(store: Store) -> None:
+    wins: list[int] = []
+    lock = threading.Lock()
+
+    def writer() -> None:
+        for n in range(20):
+            if store.add_page(page("s", n, first_seq=3 * n)):
+                with lock:
+                    wins.append(n)
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(wins) == list(range(20))  # every page won by exactly one writer
+    assert [p.page_no for p in store.get_pages("s", 0, 100)] == list(range(20))
 
 
 def test_blobs(store: Store) -> None:
@@ -91,6 +119,7 @@ def test_blobs(store: Store) -> None:
     assert store.get_blob("s", "rec:x:1") == b""
     store.put_blob("s", "png:1", b"new")
     assert store.get_blobs("s", ["png:1", "missing", "rec:x:1"]) == [b"new", None, b""]
+    assert store.get_blobs("s", []) == []
     assert store.get_blob("t", "png:1") is None
 
 
@@ -147,16 +176,23 @@ def test_forget_turns_keeps_seq_pages_and_blobs(store: Store) -> None:
     store.put_blob("s", "k", b"v")
     assert store.forget_turns("s", 4) == 4
     assert store.forget_turns("s", 4) == 0
+    assert store.forget_turns("s", 2) == 0
     assert [t.seq for t in store.get_turns("s", 0, 10)] == [4, 5]
+    assert store.get_turns("s", 0, 4) == []
     assert store.turn_count("s") == 6
     assert store.append_turn("s", "user", "next", 9.0).seq == 6
     assert store.page_count("s") == 1 and store.get_blob("s", "k") == b"v"
+    assert store.forget_turns("s", 100) == 3
+    assert store.get_turns("s", 0, 100) == [] and store.turn_count("s") == 7
+    assert "s" in set(store.sessions())  # forgetting text is not deleting the session
     assert store.forget_turns("nobody", 3) == 0
 
 
 def test_sessions_lists_sessions_with_turns(store: Store) -> None:
     for s in ("x", "y y", "z:1"):
         store.append_turn(s, "user", "hi", 0.0)
+    store.put_blob("only-blobs", "k", b"v")
+    store.add_page(page("only-pages", 0))
     assert set(store.sessions()) == {"x", "y y", "z:1"}
 
 
@@ -187,13 +223,18 @@ def test_concurrent_appends_get_distinct_ordered_seqs(store: Store) -> None:
 def test_async_twins(store: Store) -> None:
     async def go() -> None:
         t = await store.aappend_turn("s", "user", "hi", 1.0)
-        more = await store.aappend_turns("s", [("assistant", "yo", 2.0, None)])
+        more = await store.aappend_turns("s", [("assistant", "yo", 2.0, {"k": "v"})])
         assert (t.seq, more[0].seq) == (0, 1)
+        assert await store.aappend_turns("s", []) == []
         assert await store.aturn_count("s") == 2
         assert [x.text for x in await store.aget_turns("s", 0, 2)] == ["hi", "yo"]
+        assert (await store.aget_turns("s", 1, 2))[0].meta == {"k": "v"}
         assert await store.aadd_page(page("s", 0))
+        assert not await store.aadd_page(page("s", 0))
+        with pytest.raises(PageConflictError):
+            await store.aadd_page(page("s", 3))
         assert await store.apage_count("s") == 1
-        assert (await store.aget_pages("s", 0, 1))[0].page_no == 0
+        assert (await store.aget_pages("s", 0, 1))[0] == page("s", 0)
         await store.aput_blob("s", "k", b"v")
         assert await store.aget_blob("s", "k") == b"v"
         assert await store.aget_blobs("s", ["k", "q"]) == [b"v", None]
@@ -203,3 +244,16 @@ def test_async_twins(store: Store) -> None:
         assert await store.aturn_count("s") == 0
 
     asyncio.run(go())
+
+
+def test_async_and_sync_writers_share_one_order(store: Store) -> None:
+    async def go() -> list[Turn]:
+        return list(await asyncio.gather(
+            *(store.aappend_turn("s", "user", f"a{i}", float(i)) for i in range(200))
+        ))
+
+    acked = asyncio.run(go())
+    acked += [store.append_turn("s", "user", f"b{i}", 0.0) for i in range(10)]
+    assert sorted(t.seq for t in acked) == list(range(210))
+    stored = {t.seq: t.text for t in store.get_turns("s", 0, 1000)}
+    assert all(stored[t.seq] == t.text for t in acked)

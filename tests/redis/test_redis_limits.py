@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import redis
 
+from opticmem import SessionFullError, StoreError, redis_store
 from opticmem.records import PageRecord
-from opticmem.redis_store import RedisStore, SessionFullError
+from opticmem.redis_store import RedisStore
 
 pytestmark = pytest.mark.redis
 
@@ -69,10 +70,16 @@ def test_ttl_applies_to_every_kind_of_write(redis_url: str, raw: redis.Redis) ->
     store.add_page(page("p", 0))
     store.append_turns("t", [("user", "x", 0.0, None)] * 3)
     store.forget_turns("t", 1)
-    for s in ("b", "p", "t"):
+    store.put_state("m", "mark/x", b"{}")
+    for s in ("b", "p", "t", "m"):
         for key in raw.scan_iter(match=f"opticmem:{{test:{s}}}:*"):
             assert 0 < int(raw.pttl(key)) <= 60_000, key
     store.close()
+
+
+def test_session_full_is_one_of_opticmems_store_errors() -> None:
+    assert redis_store.SessionFullError is SessionFullError  # the old import path works
+    assert issubclass(SessionFullError, StoreError)
 
 
 def test_max_turns_refuses_with_a_typed_error_and_loses_nothing(redis_url: str) -> None:
@@ -129,6 +136,7 @@ def test_max_turns_holds_under_concurrent_writers(redis_url: str) -> None:
 def test_max_blob_bytes_evicts_the_oldest_derived_blobs(redis_url: str, raw: redis.Redis) -> None:
     store = RedisStore.from_url(redis_url, tenant="test", max_blob_bytes=3100)
     store.append_turn("s", "user", "turns are never evicted", 0.0)
+    store.put_state("s", "mark/x", b'{"page_no": 3, "level": 1}')
     blobs = {f"png:{i}": os.urandom(1000) for i in range(5)}  # incompressible
     for k, v in blobs.items():
         store.put_blob("s", k, v)
@@ -144,6 +152,7 @@ def test_max_blob_bytes_evicts_the_oldest_derived_blobs(redis_url: str, raw: red
     assert store.get_blobs("s", ["png:2", "png:4", "png:5"]) == [None, None, None]
     assert int(raw.zcard("opticmem:{test:s}:blobs")) == 1
     assert store.get_turns("s", 0, 5)[0].text == "turns are never evicted"
+    assert store.get_state("s", "mark/x") == b'{"page_no": 3, "level": 1}'  # nor is state
     store.put_blob("other", "k", os.urandom(3000))  # caps are per session
     assert store.get_blob("s", "huge") == huge
     store.close()

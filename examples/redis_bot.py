@@ -1,0 +1,115 @@
+"""An asyncio bot serving many concurrent sessions through one Redis, each session with
+its own optical memory.
+
+    redis-server &                                   # any Redis 7, no modules
+    python examples/redis_bot.py --redis-url redis://localhost:6379/0 --sessions 50
+
+One :class:`~opticmem.OpticalMemory` over one :class:`~opticmem.redis_store.RedisStore`
+serves every session: the memory is keyed by session id, and the store keeps each
+session's turns, pages and images under its own hash-tagged keys
+(``opticmem:{tenant:session}:…``), so any number of bot processes can share the server.
+One ``with_memory`` wrapper answers all sessions (``session=`` per call).
+
+The "model" is a local echo with a simulated latency, so this runs offline; swap in a
+real async client to make it a real bot. Each simulated user sends ``--turns`` messages
+from the bundled sample conversation. At the end the bot prints a summary: sessions,
+stored turns, pages per tier over all sessions, and the largest prompt any call sent
+(never above the budget). ``--fresh`` first deletes the sessions a previous run left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from importlib import resources
+from typing import Any
+
+from opticmem import OpticalMemory, message_tokens
+from opticmem.integrations import with_memory
+from opticmem.redis_store import RedisStore
+
+SYSTEM = "You are a support bot. Be brief."
+
+
+def user_lines() -> list[str]:
+    """The user's side of the bundled sample conversation."""
+    path = resources.files("opticmem").joinpath("data/sample_conversation.jsonl")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [r["text"] for r in rows if r["role"] == "user"]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    store = RedisStore.from_url(args.redis_url, tenant=args.tenant)
+    memory = OpticalMemory(store, budget_tokens=args.budget, verbatim_turns=4,
+                           codec=None if args.codec == "none" else "bundled")
+    sessions = [f"user-{i}" for i in range(args.sessions)]
+    if args.fresh:
+        await asyncio.gather(*(memory.adelete_session(s) for s in sessions))
+    largest = 0
+
+    async def model(messages: list[dict[str, Any]]) -> dict[str, Any]:
+        nonlocal largest
+        largest = max(largest, message_tokens(messages, memory.cost_model))
+        await asyncio.sleep(args.latency)  # a real model would think here
+        return {"role": "assistant", "content": f"Got it: {messages[-1]['content'][:80]}"}
+
+    chat = with_memory(model, memory, system=SYSTEM)
+    lines = user_lines()
+    gate = asyncio.Semaphore(args.concurrency)
+
+    async def user(i: int) -> None:
+        for t in range(args.turns):
+            async with gate:
+                await chat(lines[(7 * i + t) % len(lines)], session=sessions[i])
+
+    start = time.perf_counter()
+    await asyncio.gather(*(user(i) for i in range(args.sessions)))
+    elapsed = time.perf_counter() - start
+
+    tiers: dict[str, int] = {}
+    turns = 0
+    for s in sessions:
+        ctx = await memory.acontext(s)
+        for tier, n in ctx.pages_per_tier().items():
+            tiers[tier] = tiers.get(tier, 0) + n
+        turns += await store.aturn_count(s)
+    await memory.aclose()
+    store.close()
+    return {"sessions": len(sessions), "turns": turns, "pages_per_tier": tiers,
+            "largest_prompt": largest, "budget": args.budget,
+            "seconds": round(elapsed, 2), "turns_per_second": round(turns / elapsed, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--redis-url", default="redis://localhost:6379/0")
+    ap.add_argument("--tenant", default="redis-bot", help="key namespace on the server")
+    ap.add_argument("--sessions", type=int, default=10)
+    ap.add_argument("--turns", type=int, default=80, help="user messages per session")
+    ap.add_argument("--concurrency", type=int, default=16, help="calls in flight at once")
+    ap.add_argument("--latency", type=float, default=0.005, help="echo model's seconds")
+    ap.add_argument("--budget", type=int, default=2000, help="context budget in tokens")
+    ap.add_argument("--codec", choices=("none", "bundled"), default="none")
+    ap.add_argument("--fresh", action="store_true", help="delete earlier runs' sessions")
+    ap.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = ap.parse_args(argv)
+
+    summary = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(f"sessions: {summary['sessions']}")
+    print(f"turns stored: {summary['turns']} "
+          f"({summary['turns_per_second']}/s over {summary['seconds']} s)")
+    tiers = summary["pages_per_tier"]
+    print("pages per tier: " + ", ".join(f"{k} {v}" for k, v in tiers.items()))
+    print(f"largest prompt sent: {summary['largest_prompt']} tokens "
+          f"(budget {summary['budget']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

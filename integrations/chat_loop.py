@@ -1,0 +1,351 @@
+"""Give any chat function an optical memory: ``with_memory(chat_fn, memory, session=...)``.
+
+``chat_fn`` is whatever calls your model: it takes OpenAI-style messages (a list of
+dicts) and returns the reply. The wrapper keeps the conversation in an
+:class:`~opticmem.OpticalMemory` and, on every call,
+
+1. records the new user message(s) — **before** calling the model, so nothing the user
+   said is lost if the model call fails (call again with no message to retry);
+2. builds the context: the system prompt verbatim (never compressed, never stored), then
+   ``memory.context(session)`` as OpenAI-format messages (older turns as page images,
+   recent ones as text), all within the memory's token budget under its cost model;
+3. calls ``chat_fn`` with those messages;
+4. records the reply (only when ``chat_fn`` returned one) and returns it unchanged.
+
+>>> from opticmem import OpticalMemory
+>>> def echo(messages):
+...     return "you said: " + messages[-1]["content"]
+>>> chat = with_memory(echo, OpticalMemory(codec=None), session="alice",
+...                    system="You are terse.")
+>>> chat("hello")
+'you said: hello'
+>>> [t.role for t in chat.memory.turns("alice")]
+['user', 'assistant']
+
+An ``async def`` chat function gets an async wrapper (:class:`AsyncMemoryChat`) with the
+same behaviour; one wrapper serves many sessions (``chat(msg, session="bob")``).
+
+Reply shapes ``chat_fn`` may return (anything else raises :class:`UnsupportedReplyError`
+after the user turn was recorded):
+
+* a ``str``: the reply text;
+* an assistant message: ``{"role": "assistant", "content": str | [text parts]}``
+  (``role`` may be left out);
+* a chat-completions response: ``{"choices": [{"message": {...}}, ...]}`` (the first
+  choice), which is what an OpenAI-compatible endpoint's JSON body is;
+* an object with ``model_dump()`` (a pydantic model, such as the ``openai`` SDK's
+  ``ChatCompletion`` or ``ChatCompletionMessage``): read as the dict it dumps to.
+
+Model parameters (temperature, tools…) belong to ``chat_fn`` itself: bind them with a
+closure or :func:`functools.partial`. Tool-calling agents are better served by the
+LangChain middleware, which keeps tool calls as structured messages.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar, overload
+
+from opticmem import OpticalMemory, message_tokens
+from opticmem.errors import BudgetError, InvalidTurnError, OpticMemError
+from opticmem.sessions import validate_session
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+"""An OpenAI-style chat message: ``{"role": ..., "content": ...}``."""
+
+MessageInput = str | Mapping[str, Any] | Sequence[Mapping[str, Any]]
+"""What a call takes: the user's text, one message, or several messages."""
+
+R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
+
+Format = Literal["openai", "langchain"]
+
+
+class UnsupportedReplyError(OpticMemError, TypeError):
+    """``chat_fn`` returned something that is not a reply this module can read (see the
+    module docstring for the accepted shapes). The user turn stays recorded; the reply
+    is not."""
+
+
+def _text_of(content: object) -> str | None:
+    """The text of a message ``content``: a string, or a list of text parts joined by
+    newlines. ``None`` when it holds anything else (images, audio…)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray)):
+        texts = []
+        for part in content:
+            if not (isinstance(part, Mapping) and part.get("type") == "text"
+                    and isinstance(part.get("text"), str)):
+                return None
+            texts.append(part["text"])
+        return "\n".join(texts)
+    return None
+
+
+def reply_text(reply: object) -> str:
+    """The assistant's text in a reply of any accepted shape (module docstring).
+
+    >>> reply_text("hi"), reply_text({"role": "assistant", "content": "hi"})
+    ('hi', 'hi')
+    >>> reply_text({"choices": [{"message": {"content": [{"type": "text", "text": "hi"}]}}]})
+    'hi'
+    """
+    if isinstance(reply, str):
+        return reply
+    dump = getattr(reply, "model_dump", None)
+    data = dump() if callable(dump) and not isinstance(reply, Mapping) else reply
+    if isinstance(data, Mapping) and "choices" in data:
+        choices = data["choices"]
+        if isinstance(choices, Sequence) and choices and isinstance(choices[0], Mapping):
+            data = choices[0].get("message")
+    if isinstance(data, Mapping) and data.get("role", "assistant") == "assistant":
+        text = _text_of(data.get("content"))
+        if text is not None:
+            return text
+    raise UnsupportedReplyError(
+        f"chat_fn returned {type(reply).__name__} {_preview(reply)}; expected a str, an "
+        "assistant message {'role': 'assistant', 'content': str}, a chat-completions "
+        "response {'choices': [{'message': ...}]} or an object with model_dump()"
+    )
+
+
+def _preview(value: object, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One call, checked before anything is stored: who, what is new, what is fixed."""
+
+    session: str
+    system: tuple[Message, ...]
+    turns: tuple[dict[str, Any], ...]
+    budget: int  # what the memory's context may cost: the budget less the system prompt
+
+
+def _as_messages(message: MessageInput | None) -> list[Mapping[str, Any]]:
+    if message is None:
+        return []
+    if isinstance(message, str):
+        return [{"role": "user", "content": message}]
+    if isinstance(message, Mapping):
+        return [message]
+    if isinstance(message, Sequence):
+        items = [m for m in message if isinstance(m, Mapping)]
+        if len(items) == len(message):
+            return items
+    raise InvalidTurnError(
+        f"expected the user's text, a message dict or a list of them, got "
+        f"{type(message).__name__}"
+    )
+
+
+def _turn_of(i: int, msg: Mapping[str, Any]) -> dict[str, Any]:
+    """A turn for :meth:`OpticalMemory.add_many` from an input message (text only)."""
+    text = _text_of(msg.get("content"))
+    if text is None:
+        raise InvalidTurnError(
+            f"message {i}: only text content can be remembered (a string or a list of "
+            f"text parts), got {_preview(msg.get('content'))}"
+        )
+    meta = {k: msg[k] for k in ("name", "tool_call_id") if isinstance(msg.get(k), str)}
+    return {"role": msg.get("role"), "text": text, "meta": meta or None}
+
+
+class _MemoryLoop(Generic[F]):
+    """What the sync and async wrappers share: settings, call planning, reply recording."""
+
+    def __init__(
+        self,
+        chat_fn: F,
+        memory: OpticalMemory,
+        *,
+        session: str | None = None,
+        system: str | Mapping[str, Any] | None = None,
+        format: Format = "openai",
+        budget_tokens: int | None = None,
+    ) -> None:
+        if not isinstance(memory, OpticalMemory):
+            raise TypeError(f"memory must be an OpticalMemory, got {type(memory).__name__}")
+        if format not in ("openai", "langchain"):
+            raise ValueError(f"format must be 'openai' or 'langchain', not {format!r}")
+        if budget_tokens is not None and budget_tokens < 1:
+            raise BudgetError(f"budget_tokens must be ≥ 1, got {budget_tokens}")
+        self.chat_fn = chat_fn
+        self.memory = memory
+        self.session = None if session is None else validate_session(session)
+        self.system: Message | None = (
+            {"role": "system", "content": system} if isinstance(system, str)
+            else dict(system) if system is not None else None
+        )
+        self.format: Format = format
+        self.budget_tokens = budget_tokens
+
+    def _plan(
+        self, message: MessageInput | None, session: str | None, budget_tokens: int | None
+    ) -> _Call:
+        """Check a call and price its system prompt; raises before anything is stored."""
+        name = session if session is not None else self.session
+        if name is None:
+            raise ValueError("no session: pass session= to with_memory() or to the call")
+        name = validate_session(name)
+        messages = _as_messages(message)
+        given = [m for m in messages if m.get("role") == "system"]
+        system = tuple(dict(m) for m in given) or ((self.system,) if self.system else ())
+        turns = tuple(_turn_of(i, m) for i, m in enumerate(messages)
+                      if m.get("role") != "system")
+        budget = budget_tokens or self.budget_tokens or self.memory.budget_tokens
+        left = budget - message_tokens(system, self.memory.cost_model)
+        if left < 1:
+            raise BudgetError(
+                f"the system prompt costs {budget - left} tokens, the whole budget is "
+                f"{budget}: nothing is left for the conversation"
+            )
+        return _Call(name, system, turns, left)
+
+    def _reply(self, call: _Call, reply: object) -> str | None:
+        """The reply's text to record (``None`` for an empty reply: returned, not stored,
+        since the archive keeps no empty turns)."""
+        if inspect.isawaitable(reply):
+            if inspect.iscoroutine(reply):
+                reply.close()
+            raise UnsupportedReplyError(
+                "chat_fn returned an awaitable: make it an `async def` function so that "
+                "with_memory gives it the async wrapper"
+            )
+        text = reply_text(reply)
+        if not text.strip():
+            log.info("session %r: empty reply returned but not recorded", call.session)
+            return None
+        return text
+
+
+class MemoryChat(_MemoryLoop[Callable[[list[Message]], R]], Generic[R]):
+    """A sync chat function with memory; made by :func:`with_memory`.
+
+    Call it with the user's text, a message dict or a list of messages (``None``: no new
+    message, e.g. to retry after ``chat_fn`` failed). Keyword arguments override the
+    wrapper's ``session`` and ``budget_tokens`` for one call.
+    """
+
+    def __call__(
+        self,
+        message: MessageInput | None = None,
+        *,
+        session: str | None = None,
+        budget_tokens: int | None = None,
+    ) -> R:
+        call = self._plan(message, session, budget_tokens)
+        if call.turns:
+            self.memory.add_many(call.session, call.turns)
+        ctx = self.memory.context(call.session, budget_tokens=call.budget)
+        reply = self.chat_fn([*call.system, *ctx.messages(self.format)])
+        text = self._reply(call, reply)
+        if text is not None:
+            self.memory.add(call.session, "assistant", text)
+        return reply
+
+
+class AsyncMemoryChat(_MemoryLoop[Callable[[list[Message]], Awaitable[R]]], Generic[R]):
+    """The async twin of :class:`MemoryChat` (for an ``async def`` chat function): the
+    memory's store and rendering run through its ``a``-prefixed methods, so the event
+    loop never blocks on them."""
+
+    async def __call__(
+        self,
+        message: MessageInput | None = None,
+        *,
+        session: str | None = None,
+        budget_tokens: int | None = None,
+    ) -> R:
+        call = self._plan(message, session, budget_tokens)
+        if call.turns:
+            await self.memory.aadd_many(call.session, call.turns)
+        ctx = await self.memory.acontext(call.session, budget_tokens=call.budget)
+        reply = await self.chat_fn([*call.system, *await ctx.amessages(self.format)])
+        text = self._reply(call, reply)
+        if text is not None:
+            await self.memory.aadd(call.session, "assistant", text)
+        return reply
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """``async def`` functions, partials of them, and objects with an async ``__call__``."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
+
+
+@overload
+def with_memory(
+    chat_fn: Callable[[list[Message]], Awaitable[R]],
+    memory: OpticalMemory,
+    *,
+    session: str | None = ...,
+    system: str | Mapping[str, Any] | None = ...,
+    format: Format = ...,
+    budget_tokens: int | None = ...,
+) -> AsyncMemoryChat[R]: ...
+
+
+@overload
+def with_memory(
+    chat_fn: Callable[[list[Message]], R],
+    memory: OpticalMemory,
+    *,
+    session: str | None = ...,
+    system: str | Mapping[str, Any] | None = ...,
+    format: Format = ...,
+    budget_tokens: int | None = ...,
+) -> MemoryChat[R]: ...
+
+
+def with_memory(
+    chat_fn: Callable[[list[Message]], Any],
+    memory: OpticalMemory,
+    *,
+    session: str | None = None,
+    system: str | Mapping[str, Any] | None = None,
+    format: Format = "openai",
+    budget_tokens: int | None = None,
+) -> MemoryChat[Any] | AsyncMemoryChat[Any]:
+    """Wrap ``chat_fn`` so that it remembers: see the module docstring.
+
+    Args:
+        chat_fn: takes a list of OpenAI-style messages, returns a reply (a ``str``, an
+            assistant message, a chat-completions response or a pydantic object of
+            either). An ``async def`` function gets an :class:`AsyncMemoryChat`.
+        memory: where the conversation lives; its budget and cost model bound what
+            ``chat_fn`` receives (system prompt included).
+        session: the default session; a call may name another (``session=``).
+        system: a system prompt (text or a whole message), sent first and verbatim on
+            every call, never stored or compressed. System messages passed to a call
+            replace it for that call.
+        format: ``"openai"`` (``image_url`` data-URL parts, default) or ``"langchain"``
+            (v1 standard ``image`` blocks) for the page images.
+        budget_tokens: overrides the memory's budget for this wrapper.
+    """
+    if not callable(chat_fn):
+        raise TypeError(f"chat_fn must be callable, got {type(chat_fn).__name__}")
+    kind = AsyncMemoryChat if _is_async(chat_fn) else MemoryChat
+    return kind(chat_fn, memory, session=session, system=system, format=format,
+                budget_tokens=budget_tokens)
+
+
+__all__ = [
+    "AsyncMemoryChat",
+    "MemoryChat",
+    "Message",
+    "MessageInput",
+    "UnsupportedReplyError",
+    "reply_text",
+    "with_memory",
+]

@@ -1,0 +1,277 @@
+"""``with_memory``: what the wrapped chat function receives, what gets recorded, and when."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import warnings
+from collections.abc import Coroutine
+from typing import Any
+
+import pydantic
+import pytest
+
+from opticmem import BudgetError, InvalidTurnError, OpticalMemory, RenderSettings, message_tokens
+from opticmem.integrations import AsyncMemoryChat, MemoryChat, with_memory
+from opticmem.integrations.chat_loop import Message, UnsupportedReplyError, reply_text
+from tests.memory.sample import turns as sample_turns
+
+SYSTEM = "You are a careful planning assistant. Never invent ticket numbers."
+
+
+def memory(budget: int = 1500, **kw: Any) -> OpticalMemory:
+    """A memory that pages quickly: small pages, two verbatim turns, no codec."""
+    kw.setdefault("render_settings", RenderSettings(max_rows=6))
+    return OpticalMemory(budget_tokens=budget, codec=None, verbatim_turns=2, **kw)
+
+
+class Recorder:
+    """A chat function that keeps every message list it was sent and answers in turn."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[Message]] = []
+
+    def __call__(self, messages: list[Message]) -> str:
+        self.sent.append(messages)
+        return f"reply {len(self.sent)}"
+
+
+def test_records_user_then_reply_and_sends_the_system_prompt_verbatim() -> None:
+    mem = memory()
+    model = Recorder()
+    chat = with_memory(model, mem, session="alice", system=SYSTEM)
+    assert isinstance(chat, MemoryChat)
+    assert chat("Plan Titan for March.") == "reply 1"
+    assert chat("And Orion?") == "reply 2"
+    assert model.sent[1] == [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "Plan Titan for March."},
+        {"role": "assistant", "content": "reply 1"},
+        {"role": "user", "content": "And Orion?"},
+    ]
+    assert [(t.role, t.text) for t in mem.turns("alice")] == [
+        ("user", "Plan Titan for March."), ("assistant", "reply 1"),
+        ("user", "And Orion?"), ("assistant", "reply 2")]  # the system prompt is not stored
+
+
+def test_what_chat_fn_receives_never_exceeds_the_budget() -> None:
+    budget = 1500
+    mem = memory(budget)
+    model = Recorder()
+    chat = with_memory(model, mem, session="team", system=SYSTEM)
+    for t in sample_turns(80)[::2]:
+        chat(str(t["text"]))
+    costs = [message_tokens(sent, mem.cost_model) for sent in model.sent]
+    assert max(costs) <= budget
+    assert max(costs) > budget // 2  # the budget is used, not just respected
+    last = model.sent[-1]
+    assert last[0] == {"role": "system", "content": SYSTEM}
+    parts = [p for m in last if isinstance(m["content"], list) for p in m["content"]]
+    assert any(p["type"] == "image_url" for p in parts)  # older turns arrive as pages
+    assert mem.context("team").pages  # and the memory paged them
+
+
+def test_a_per_call_budget_and_a_large_system_prompt_still_fit() -> None:
+    mem = memory(4000)
+    model = Recorder()
+    big_system = "Rules: " + "always cite the ticket and the date; " * 60
+    chat = with_memory(model, mem, session="s", system=big_system, budget_tokens=3000)
+    for t in sample_turns(40):
+        chat(str(t["text"]), budget_tokens=1200 if len(model.sent) % 2 else None)
+    for i, sent in enumerate(model.sent):
+        assert message_tokens(sent, mem.cost_model) <= (1200 if i % 2 else 3000)
+        assert sent[0]["content"] == big_system
+
+
+def test_a_system_prompt_over_the_budget_is_refused_before_anything_is_stored() -> None:
+    mem = memory(200)
+    chat = with_memory(Recorder(), mem, session="s", system="word " * 400)
+    with pytest.raises(BudgetError, match="system prompt"):
+        chat("hello")
+    assert mem.turns("s") == []
+
+
+def test_a_failing_model_keeps_the_user_turn_and_a_retry_answers_it() -> None:
+    mem = memory()
+    calls: list[list[Message]] = []
+
+    def flaky(messages: list[Message]) -> str:
+        calls.append(messages)
+        if len(calls) == 1:
+            raise ConnectionError("model endpoint down")
+        return "sorry for the wait"
+
+    chat = with_memory(flaky, mem, session="s")
+    with pytest.raises(ConnectionError):
+        chat("What is due in March?")
+    assert [(t.role, t.text) for t in mem.turns("s")] == [("user", "What is due in March?")]
+    assert chat() == "sorry for the wait"  # no new message: answer what is there
+    assert calls[1] == [{"role": "user", "content": "What is due in March?"}]
+    assert [t.role for t in mem.turns("s")] == ["user", "assistant"]
+
+
+class PydanticMessage(pydantic.BaseModel):
+    role: str
+    content: str
+
+
+@pytest.mark.parametrize("reply", [
+    "plain text",
+    {"role": "assistant", "content": "plain text"},
+    {"content": [{"type": "text", "text": "plain"}, {"type": "text", "text": "text"}]},
+    {"id": "cmpl-1", "choices": [{"index": 0, "message": {"role": "assistant",
+                                                          "content": "plain text"}}]},
+    PydanticMessage(role="assistant", content="plain text"),
+], ids=["str", "message", "text-parts", "completion", "pydantic"])
+def test_accepted_reply_shapes_are_returned_unchanged_and_recorded(reply: object) -> None:
+    mem = memory()
+    chat = with_memory(lambda messages: reply, mem, session="s")
+    assert chat("hi") is reply
+    assert mem.turns("s")[-1].role == "assistant"
+    assert mem.turns("s")[-1].text.replace("\n", " ") == "plain text"
+
+
+@pytest.mark.parametrize("reply", [
+    None,
+    42,
+    {"role": "user", "content": "not an answer"},
+    {"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]},
+    {"choices": []},
+    {"content": [{"type": "image_url", "image_url": {"url": "data:,"}}]},
+], ids=["none", "int", "user-role", "tool-calls", "no-choices", "image"])
+def test_other_replies_raise_a_typed_error_after_the_user_turn_is_kept(reply: object) -> None:
+    mem = memory()
+    chat = with_memory(lambda messages: reply, mem, session="s")
+    with pytest.raises(UnsupportedReplyError, match="chat_fn returned") as info:
+        chat("hi")
+    assert isinstance(info.value, TypeError)
+    assert [t.role for t in mem.turns("s")] == ["user"]
+
+
+def test_an_empty_reply_is_returned_but_not_recorded() -> None:
+    mem = memory()
+    chat = with_memory(lambda messages: "  ", mem, session="s")
+    assert chat("hi") == "  "
+    assert [t.role for t in mem.turns("s")] == ["user"]
+
+
+def test_one_wrapper_serves_many_sessions() -> None:
+    mem = memory()
+    model = Recorder()
+    chat = with_memory(model, mem)
+    with pytest.raises(ValueError, match="no session"):
+        chat("who am I?")
+    chat("I am Ann", session="ann")
+    chat("I am Bob", session="bob")
+    chat("Who am I?", session="ann")
+    assert [m["content"] for m in model.sent[-1]] == ["I am Ann", "reply 1", "Who am I?"]
+    assert [t.text for t in mem.turns("bob")] == ["I am Bob", "reply 2"]
+    assert mem.sessions() == ["ann", "bob"]
+
+
+def test_message_lists_system_messages_and_bad_input() -> None:
+    mem = memory()
+    model = Recorder()
+    chat = with_memory(model, mem, session="s", system="default system")
+    chat([{"role": "system", "content": [{"type": "text", "text": "call system"}]},
+          {"role": "user", "content": "first", "name": "ann"},
+          {"role": "user", "content": [{"type": "text", "text": "second"}]}])
+    assert model.sent[0] == [
+        {"role": "system", "content": [{"type": "text", "text": "call system"}]},
+        {"role": "user", "content": "first", "name": "ann"},
+        {"role": "user", "content": "second"}]
+    assert mem.turns("s")[0].meta == {"name": "ann"}
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    with pytest.raises(InvalidTurnError, match="only text"):
+        chat([{"role": "user", "content": "ok"}, {"role": "user", "content": [image]}])
+    with pytest.raises(InvalidTurnError, match="role"):
+        chat({"role": "wizard", "content": "abracadabra"})
+    with pytest.raises(InvalidTurnError, match="expected"):
+        chat(42)
+    assert len(mem.turns("s")) == 3  # nothing of a refused call was stored
+
+
+def test_langchain_format_sends_standard_image_blocks() -> None:
+    mem = memory()
+    model = Recorder()
+    chat = with_memory(model, mem, session="team", format="langchain")
+    for t in sample_turns(40)[::2]:
+        chat(str(t["text"]))
+    blocks = [p for m in model.sent[-1] if isinstance(m["content"], list) for p in m["content"]]
+    assert any(b["type"] == "image" and b["mime_type"] == "image/png" for b in blocks)
+    assert not any(b["type"] == "image_url" for b in blocks)
+
+
+def test_async_chat_functions_get_the_async_wrapper() -> None:
+    budget = 1500
+    mem = memory(budget)
+    sent: list[list[Message]] = []
+
+    async def model(messages: list[Message]) -> dict[str, str]:
+        sent.append(messages)
+        await asyncio.sleep(0)
+        return {"role": "assistant", "content": f"noted ({len(messages)} messages)"}
+
+    chat = with_memory(model, mem, system=SYSTEM)
+    assert isinstance(chat, AsyncMemoryChat)
+
+    async def session(name: str) -> None:
+        for t in sample_turns(40)[::2]:
+            await chat(f"{name}: {t['text']}", session=name)
+
+    async def main() -> None:
+        await asyncio.gather(*(session(f"user-{i}") for i in range(4)))
+
+    asyncio.run(main())
+    assert max(message_tokens(m, mem.cost_model) for m in sent) <= budget
+    for i in range(4):
+        turns = mem.turns(f"user-{i}")
+        assert len(turns) == 40 and [t.role for t in turns[:2]] == ["user", "assistant"]
+        assert all(t.text.startswith(f"user-{i}:") for t in turns[::2])
+    assert mem.context("user-0").pages
+
+
+def test_callable_objects_and_partials_are_recognised_as_async() -> None:
+    class Client:
+        async def __call__(self, messages: list[Message], temperature: float = 0.0) -> str:
+            return f"t={temperature}"
+
+    mem = memory()
+    for fn in (Client(), functools.partial(Client().__call__, temperature=0.5)):
+        chat = with_memory(fn, mem, session="s")
+        assert isinstance(chat, AsyncMemoryChat)
+    assert asyncio.run(chat("hi")) == "t=0.5"
+
+
+def test_a_sync_function_returning_a_coroutine_is_refused_cleanly() -> None:
+    mem = memory()
+
+    async def answer() -> str:
+        return "late"
+
+    def sneaky(messages: list[Message]) -> Coroutine[Any, Any, str]:
+        return answer()
+
+    chat = with_memory(sneaky, mem, session="s")
+    assert isinstance(chat, MemoryChat)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "coroutine was never awaited"
+        with pytest.raises(UnsupportedReplyError, match="async def"):
+            chat("hi")
+
+
+def test_reply_text_reads_the_openai_sdk_shape_through_model_dump() -> None:
+    class Completion(pydantic.BaseModel):
+        choices: list[dict[str, Any]]
+
+    done = Completion(choices=[{"message": {"role": "assistant", "content": "ok"}}])
+    assert reply_text(done) == "ok"
+
+
+def test_docstring_examples() -> None:
+    import doctest
+
+    from opticmem.integrations import chat_loop
+
+    result = doctest.testmod(chat_loop)
+    assert result.attempted >= 5 and result.failed == 0

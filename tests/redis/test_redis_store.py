@@ -1,0 +1,158 @@
+"""RedisStore behaviour beyond the shared store contract (which runs against Redis too, in
+``tests/memory/test_store_contract.py``): key layout, compression, SCAN paging, clients and
+event loops, URL settings."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+import redis.asyncio as aredis
+
+from opticmem.errors import StoreError
+from opticmem.redis_store import RedisStore
+from tests.memory.test_store_contract import page
+
+pytestmark = pytest.mark.redis
+
+
+def test_delete_session_leaves_no_key_behind(store: RedisStore, raw: redis.Redis) -> None:
+    store.append_turn("s", "user", "x", 0.0)
+    store.add_page(page("s", 0))
+    store.put_blob("s", "k", b"v")
+    store.put_state("s", "mark/abc", b"{}")
+    store.append_turn("keep", "user", "y", 0.0)
+    store.delete_session("s")
+    assert [k for k in raw.scan_iter() if b"{test:s}" in k] == []
+    assert store.turn_count("keep") == 1
+
+
+def test_forgetting_erases_the_text_from_the_server(store: RedisStore, raw: redis.Redis) -> None:
+    store.append_turns("s", [("user", f"secret {i}", float(i), None) for i in range(6)])
+    assert store.forget_turns("s", 4) == 4
+    stored = raw.lrange("opticmem:{test:s}:turns", 0, -1)
+    assert len(stored) == 6  # tombstones keep index == seq
+    assert not any(b"secret 0" in r or b"secret 3" in r for r in stored)
+
+
+def test_blobs_are_compressed_only_when_it_pays(store: RedisStore, raw: redis.Redis) -> None:
+    text = ("recollected text of a page, fairly repetitive. " * 2000).encode()
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 100
+    store.put_blob("s", "rec", text)
+    store.put_blob("s", "png", png)
+    assert store.get_blob("s", "rec") == text and store.get_blob("s", "png") == png
+    assert raw.strlen("opticmem:{test:s}:b:rec") < len(text) // 10
+    assert raw.strlen("opticmem:{test:s}:b:png") == len(png) + 7  # header only
+
+
+def test_turns_pages_blobs_live_in_separate_keys(store: RedisStore, raw: redis.Redis) -> None:
+    store.append_turn("s", "user", "hi", 0.0)
+    store.add_page(page("s", 0))
+    store.put_blob("s", "png:0:large", b"\x89PNG" + b"\x00" * 5000)
+    assert raw.type("opticmem:{test:s}:turns") == b"list"
+    assert raw.type("opticmem:{test:s}:pages") == b"list"
+    assert raw.type("opticmem:{test:s}:b:png%3A0%3Alarge") == b"string"
+    assert raw.llen("opticmem:{test:s}:turns") == 1  # no blob bytes in the hot key
+    assert all(len(r) < 200 for r in raw.lrange("opticmem:{test:s}:turns", 0, -1))
+
+
+def test_sessions_pages_through_scan(store: RedisStore) -> None:
+    ids = [f"user-{i}" for i in range(1100)] + [f"{'long' * 50}-{i}" for i in range(600)]
+    for s in ids:
+        store.append_turn(s, "user", "hi", 0.0)
+    listed = list(store.sessions())
+    assert len(listed) == len(set(listed)) == len(ids)
+    assert set(listed) == set(ids)
+
+
+def test_async_works_across_event_loops(store: RedisStore) -> None:
+    for i in range(3):  # a new loop each time: the store opens a client per loop
+        assert asyncio.run(store.aappend_turn("s", "user", f"t{i}", 0.0)).seq == i
+
+
+def test_existing_clients(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    aclient = aredis.Redis.from_url(redis_url)
+    store = RedisStore(client=client, aclient=aclient, tenant="mine")
+    store.append_turn("s", "user", "hi", 0.0)
+
+    async def go() -> list[str]:
+        try:
+            return [t.text for t in await store.aget_turns("s", 0, 5)]
+        finally:
+            await aclient.aclose()
+
+    assert asyncio.run(go()) == ["hi"]
+    store.close()
+    assert client.ping()  # a client passed in stays open
+    client.close()
+
+
+def test_sync_only_and_async_only_stores(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    sync_only = RedisStore(client=client)
+    assert asyncio.run(sync_only.aappend_turn("s", "user", "via thread", 0.0)).seq == 0
+    assert asyncio.run(sync_only.asessions()) == ["s"]
+
+    async def go() -> None:
+        aclient = aredis.Redis.from_url(redis_url)
+        async_only = RedisStore(aclient=aclient)
+        assert (await async_only.aappend_turn("s", "user", "native", 0.0)).seq == 1
+        with pytest.raises(StoreError, match="a-prefixed"):
+            async_only.turn_count("s")
+        await aclient.aclose()
+
+    asyncio.run(go())
+    client.close()
+
+
+def test_rejects_clients_that_decode_responses(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    with pytest.raises(ValueError, match="decode_responses=False"):
+        RedisStore(client=client)
+    client.close()
+
+
+def test_closed_store_refuses_calls(redis_url: str) -> None:
+    s = RedisStore.from_url(redis_url)
+    s.close()
+    s.close()
+    with pytest.raises(StoreError, match="closed"):
+        s.turn_count("s")
+
+
+def test_from_store_url_reads_settings_from_the_query(redis_url: str, raw: redis.Redis) -> None:
+    s = RedisStore.from_store_url(
+        redis_url + "?tenant=acme%3Aeu&ttl=60&max_turns=3&max_blob_bytes=5000&socket_timeout=5"
+    )
+    assert (s.tenant, s.ttl_ms, s.max_turns, s.max_blob_bytes) == ("acme:eu", 60_000, 3, 5000)
+    s.append_turns("x", [("user", "hi", 0.0, None)] * 3)
+    assert 0 < int(raw.pttl("opticmem:{acme%3Aeu:x}:turns")) <= 60_000
+    s.close()
+    for bad in ("?ttl=soon", "?max_turns=0", "?max_blob_bytes=-1"):
+        with pytest.raises(ValueError, match="bad"):
+            RedisStore.from_store_url(redis_url + bad)
+    with pytest.raises(ValueError, match=r"redis://u:\*\*\*@"):
+        RedisStore.from_store_url("redis://u:secret@127.0.0.1:1/0?ttl=x")
+
+
+
+def test_open_store_and_optical_memory_take_redis_urls(redis_url: str, raw: redis.Redis) -> None:
+    from opticmem import OpticalMemory, StoreUnavailableError, StoreURLError, open_store
+
+    s = open_store(redis_url + "?tenant=acme&max_turns=50")
+    assert isinstance(s, RedisStore) and (s.tenant, s.max_turns) == ("acme", 50)
+    s.close()
+    with OpticalMemory(redis_url + "?tenant=bots", codec=None, verbatim_turns=2) as mem:
+        assert isinstance(mem.store, RedisStore)
+        mem.add("alice", "user", "Ticket ABC-123 ships on 2026-03-04.")
+        mem.add("alice", "assistant", "Noted.")
+        assert [t.text for t in mem.context("alice").turns][-1] == "Noted."
+        assert raw.llen("opticmem:{bots:alice}:turns") == 2
+    with pytest.raises(StoreError, match="closed"):
+        mem.store.turn_count("alice")  # the memory opened the store, so it closed it
+    with pytest.raises(StoreURLError, match="bad ttl"):
+        open_store(redis_url + "?ttl=soon")
+    with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1:1"):
+        open_store("redis://127.0.0.1:1/0")
