@@ -295,7 +295,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         return training_step(model, batch, settings)
 
     if cfg.compile:
-        model.vision = torch.compile(model.vision, dynamic=False)
+        # torch.compile returns an OptimizedModule that forwards DeepEncoder's attributes.
+        model.vision = torch.compile(model.vision, dynamic=False)  # type: ignore[assignment]
 
     t_start = time.monotonic()
     first_step = int(progress["step"])

@@ -284,8 +284,10 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     return not inspect.isroutine(fn) and inspect.iscoroutinefunction(type(fn).__call__)
 
 
+# The two overloads overlap (a sync function may return an awaitable); async functions
+# are the ones meant by the first, which is tried first.
 @overload
-def with_memory(
+def with_memory(  # type: ignore[overload-overlap]
     chat_fn: Callable[[list[Message]], Awaitable[R]],
     memory: OpticalMemory,
     *,

@@ -231,6 +231,7 @@ def demo(
 
         decay_sheet(mem, ctx).save(sheet)
         sheet_path = str(sheet)
+    add_p50_ms = round(statistics.median(add_times) * 1000, 3)
     summary = {
         "command": "demo", "session": sid, "turn_count": len(sessions[sid]), "budget": budget,
         "cost": ctx.cost.as_dict(), "model": ctx.model, "pages_per_tier": ctx.pages_per_tier(),
@@ -238,7 +239,7 @@ def demo(
         "tiers": _tier_rows(ctx), "codec": codec_note,
         "timings": {
             "replay_s": round(replay_s, 3),
-            "add_p50_ms": round(statistics.median(add_times) * 1000, 3),
+            "add_p50_ms": add_p50_ms,
             "add_max_ms": round(max(add_times) * 1000, 3),
             "context_ms": round(context_ms, 3),
             "recollect_s": round(recollect_s, 3),
@@ -249,20 +250,20 @@ def demo(
         report(summary, True)
         return
     out.print(f"[bold]opticmem demo[/] — session {sid!r}: {len(sessions[sid])} turns replayed "
-              f"in {replay_s:.2f}s (add p50 {summary['timings']['add_p50_ms']} ms); "
+              f"in {replay_s:.2f}s (add p50 {add_p50_ms} ms); "
               f"codec: {codec_note}")
     _print_context(ctx, f"Context make-up (budget {budget}, cost model {ctx.model})")
     if asked:
-        t = Table(title="Recall", title_justify="left")
+        table = Table(title="Recall", title_justify="left")
         for col in ("question", "best passage", "answer in passage", "answer's turn on page"):
-            t.add_column(col)
+            table.add_column(col)
         for r in asked:
             best = r["passages"][0] if r["passages"] else None
             where = (f"p{best['page_no']} turns {best['first_seq']}–{best['last_seq']} "
                      f"({best['source']}, {best['tier'] or 'exact'})") if best else "–"
-            t.add_row(r["question"], where, "yes" if r["found_in_text"] else "no",
-                      "yes" if r["turn_on_page"] else ("–" if r["turn_seq"] is None else "no"))
-        out.print(t)
+            table.add_row(r["question"], where, "yes" if r["found_in_text"] else "no",
+                          "yes" if r["turn_on_page"] else ("–" if r["turn_seq"] is None else "no"))
+        out.print(table)
     out.print(f"context assembled in {context_ms:.2f} ms"
               + (f"; pages read back in {recollect_s:.1f}s" if recollect_s else ""))
     if sheet_path:
