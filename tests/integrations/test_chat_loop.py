@@ -14,6 +14,7 @@ import pytest
 from opticmem import BudgetError, InvalidTurnError, OpticalMemory, RenderSettings, message_tokens
 from opticmem.integrations import AsyncMemoryChat, MemoryChat, with_memory
 from opticmem.integrations.chat_loop import Message, UnsupportedReplyError, reply_text
+from tests.doctests import check_doctests
 from tests.memory.sample import turns as sample_turns
 
 SYSTEM = "You are a careful planning assistant. Never invent ticket numbers."
@@ -269,9 +270,4 @@ def test_reply_text_reads_the_openai_sdk_shape_through_model_dump() -> None:
 
 
 def test_docstring_examples() -> None:
-    import doctest
-
-    from opticmem.integrations import chat_loop
-
-    result = doctest.testmod(chat_loop)
-    assert result.attempted >= 5 and result.failed == 0
+    check_doctests("opticmem.integrations.chat_loop", min_examples=5)

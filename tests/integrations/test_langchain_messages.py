@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import subprocess
 import sys
 
@@ -22,6 +20,7 @@ from langchain_core.messages import (
 
 from opticmem import OpticalMemory
 from opticmem.integrations.langchain_messages import context_messages, message_turns
+from tests.doctests import check_doctests
 
 
 @pytest.fixture
@@ -98,10 +97,7 @@ MODULES = ["opticmem.integrations.extras", "opticmem.integrations.langchain_mess
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name: str) -> None:
-    module = importlib.import_module(name)
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0, f"{name} has no examples"
-    assert result.failed == 0
+    check_doctests(name)
 
 
 BLOCK_LANGCHAIN = """
