@@ -58,7 +58,9 @@ class MLP(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._gate_up is None or needs_grad([self.gate_proj.weight, self.up_proj.weight]):
+        if self._gate_up is None or (
+            torch.is_grad_enabled() and needs_grad([self.gate_proj.weight, self.up_proj.weight])
+        ):
             return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
         g, u = F.linear(x, self._gate_up.get()).chunk(2, dim=-1)  # (..., I) each
         return self.down_proj(F.silu(g) * u)
@@ -104,7 +106,9 @@ class MoE(nn.Module):
         weights, ids = torch.topk(scores, self.top_k, dim=-1, sorted=False)  # (N, k)
         if self.top_k > 1 and self.norm_topk_prob:
             weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
-        return scores, weights * self.scaling, ids
+        if self.scaling != 1.0:  # ×1.0 is exact: skip the op (the official model's case)
+            weights = weights * self.scaling
+        return scores, weights, ids
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, H = x.shape
