@@ -82,6 +82,9 @@ class KVCache:
     rotary table of its ``capacity`` positions (:meth:`rotary`), built on first use: a
     position is at most the column it is cached in, so every position of a cached sequence
     is below ``capacity``.
+
+    :meth:`pin` switches to fixed shapes for CUDA graphs: one position written at a column
+    read from the device, and a fixed number of columns returned.
     """
 
     def __init__(
@@ -99,9 +102,25 @@ class KVCache:
         self.length = 0
         self._cfg = cfg
         self._rope: Tensor | None = None  # (2, capacity, hd), built on first use
+        self._column: Tensor | None = None  # pinned write column (1,), see pin()
+        self._width = 0
+
+    def pin(self, column: Tensor | None, width: int = 0) -> None:
+        """Fixed shapes: :meth:`update` writes its single position at the column held in
+        ``column`` (a (1,) long tensor on the cache's device) and returns the first ``width``
+        columns, whatever ``length`` says. The caller masks columns past the written one.
+        ``None`` restores the normal behaviour."""
+        if column is not None and not 0 < width <= self.capacity:
+            raise ValueError(f"pinned width must be in 1..{self.capacity}, got {width}")
+        self._column, self._width = column, width
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store (B, nh, T, hd) keys/values; return all filled ones, (B, nh, length+T, hd)."""
+        if self._column is not None:  # pinned: no host value decides where or how much
+            keys, values = self.keys[layer], self.values[layer]
+            keys.index_copy_(2, self._column, k)
+            values.index_copy_(2, self._column, v)
+            return keys.narrow(2, 0, self._width), values.narrow(2, 0, self._width)
         T = k.shape[2]
         end = self.length + T
         if end > self.capacity:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from opticmem.encoder.cuda_graph import GraphedStep
 from opticmem.encoder.decoder import KVCache
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.model import OCRModel
@@ -53,6 +54,13 @@ class GenerationConfig:
     """Steps between checks whether every row has stopped (each check waits for the
     device). 0: every step on CPU or with a ``step_hook`` (which syncs anyway), every 8 on
     CUDA. Rows that stopped still run until the check; results do not depend on it."""
+    cuda_graphs: bool = False
+    """Run each decoding step as a recorded CUDA graph (:mod:`opticmem.encoder.cuda_graph`):
+    one replay instead of every layer's kernel launches. Attention then reads the cache in
+    widths of ``graph_width`` columns under a mask, and each new width costs one capture.
+    On CPU the same fixed-shape step runs without a graph. Off by default."""
+    graph_width: int = 256
+    """With ``cuda_graphs``: attention width granularity (columns)."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
@@ -61,6 +69,8 @@ class GenerationConfig:
             raise InputError("no_repeat_ngram_size must be ≥ 0 and no_repeat_window ≥ 1")
         if self.stop_check_every < 0:
             raise InputError(f"stop_check_every must be ≥ 0, got {self.stop_check_every}")
+        if self.graph_width < 1:
+            raise InputError(f"graph_width must be ≥ 1, got {self.graph_width}")
 
 
 @dataclass(frozen=True)
@@ -137,13 +147,22 @@ def generate(
     logits = model.decoder.logits(hidden[:, -1])  # (B, V)
     next_pos = (T0 - pad_t)[:, None]  # (B, 1): position of the first generated token
 
-    # Every step's mask is a prefix of one (B, 1, 1, capacity) mask: pad keys invalid, every
-    # generated position valid (rows that stopped keep feeding pad tokens as valid keys).
-    step_masks = None
-    if padded:
-        valid = torch.ones(B, capacity, dtype=torch.bool, device=device)
-        valid[:, :T0] = key_valid
-        step_masks = valid[:, None, None, :]  # (B, 1, 1, capacity)
+    decode_step: Callable[[Tensor, Tensor], Tensor]  # (x (B,1,D), positions (B,1)) -> logits
+    if cfg.cuda_graphs:
+        decode_step = GraphedStep(model.decoder, cache, key_valid, cfg.graph_width)
+    else:
+        # Every step's mask is a prefix of one (B, 1, 1, capacity) mask: pad keys invalid,
+        # every generated position valid (stopped rows keep feeding pads as valid keys).
+        step_masks = None
+        if padded:
+            valid = torch.ones(B, capacity, dtype=torch.bool, device=device)
+            valid[:, :T0] = key_valid
+            step_masks = valid[:, None, None, :]  # (B, 1, 1, capacity)
+
+        def decode_step(x: Tensor, positions: Tensor) -> Tensor:
+            mask = step_masks[..., : cache.length + 1] if step_masks is not None else None
+            hidden = model.decoder(x, positions, mask, cache)  # (B, 1, D)
+            return model.decoder.logits(hidden[:, -1])
 
     # Each step's choice and its log-probability stay on the device; the host reads them
     # once at the end (and at the stop checks), so a step does not wait for the GPU.
@@ -191,9 +210,7 @@ def generate(
                         f"got {tuple(extra.shape)}"
                     )
                 x = x + extra.to(device=device, dtype=dtype)
-        step_mask = step_masks[..., : cache.length + 1] if step_masks is not None else None
-        hidden = model.decoder(x, next_pos, step_mask, cache)  # (B, 1, D)
-        logits = model.decoder.logits(hidden[:, -1])
+        logits = decode_step(x, next_pos)
         next_pos = next_pos + 1
 
     return _results(chosen_ids[:, :ran], chosen_logp[:, :ran], stops)

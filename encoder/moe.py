@@ -146,8 +146,8 @@ class MoE(nn.Module):
                 mode = "few" if N * self.top_k <= 8 else "grouped"
             elif 2 * N * self.top_k < self.n_experts:
                 mode = "gather"
-            elif self.dense_max_tokens >= N:
-                mode = "dense"
+            elif self.dense_max_tokens >= N or torch.cuda.is_current_stream_capturing():
+                mode = "dense"  # a CUDA graph cannot hold grouped's host sync
             else:
                 mode = "grouped"
         if mode == "few":
