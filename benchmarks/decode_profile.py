@@ -57,14 +57,23 @@ ROOT = Path(__file__).resolve().parent.parent
 def _bootstrap_package() -> None:
     """Import ``opticmem`` from this checkout, installed or not (a fresh GPU machine).
 
-    The repository's folders are the package's parts (``memory/`` is ``opticmem``,
-    ``encoder/`` is ``opticmem.encoder``, ``render/`` is ``opticmem.render``). Only the
-    encoder and the renderer are needed, so ``opticmem`` itself is an empty stand-in whose
-    submodules still resolve under ``memory/``. Mapping the checkout explicitly also means
-    the code profiled is always the code next to this script.
+    When ``opticmem.encoder`` already imports from this checkout nothing changes. Otherwise
+    (not installed, or installed from elsewhere) the repository's folders are mapped onto
+    the package names — ``memory/`` is ``opticmem``, ``encoder/`` ``opticmem.encoder``,
+    ``render/`` ``opticmem.render`` — with ``opticmem`` itself an empty stand-in whose
+    submodules still resolve under ``memory/``: only the encoder and renderer are needed.
     """
+    try:
+        import opticmem.encoder as installed
+
+        if Path(str(installed.__file__)).resolve().is_relative_to(ROOT):
+            return
+    except ImportError:
+        pass
     import types
 
+    for name in [m for m in sys.modules if m == "opticmem" or m.startswith("opticmem.")]:
+        del sys.modules[name]
     top = types.ModuleType("opticmem")
     top.__path__ = [str(ROOT / "memory")]
     sys.modules["opticmem"] = top
@@ -133,10 +142,22 @@ class StepProfile:
 
 @dataclass
 class Row:
+    mode: str
     batch: int
     step_ms: float
     tokens_per_s: float
     prof: StepProfile | None
+
+
+@dataclass
+class Case:
+    """One thing to time: a model, its prompts, the decoding settings and an optional hook."""
+
+    model: OCRModel
+    prompts: list[Prompt]
+    generation: GenerationConfig
+    hook_factory: Callable[[], Any] | None
+    device: torch.device
 
 
 def make_prompts(
@@ -178,25 +199,24 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def run_decode(
-    model: OCRModel, prompts: list[Prompt], tokens: int, hook_factory: Callable[[], Any] | None,
-    device: torch.device,
-) -> float:
+BASE_TOKENS = 2
+"""Tokens of the reference run subtracted from every timing: prefill, the first choice and
+one decoding step (with ``--modes graphs`` that step records the first graph)."""
+
+
+def run_decode(case: Case, tokens: int) -> float:
     """Seconds for one :func:`generate` call of ``tokens`` new tokens per row."""
-    cfg = GenerationConfig(
-        max_new_tokens=tokens, no_repeat_ngram_size=30, no_repeat_window=90, stop_token_ids=(-1,)
-    )
+    cfg = replace(case.generation, max_new_tokens=tokens)
     hook: StepHook | None = None
     extra = None
-    if hook_factory is not None:
-        feed = hook_factory()
+    if case.hook_factory is not None:
+        feed = case.hook_factory()
         hook = feed
-        T0 = 1 + prompts[0].slots.shape[0]
-        extra = feed.prompt_extra(T0)
-    sync(device)
+        extra = feed.prompt_extra(1 + case.prompts[0].slots.shape[0])
+    sync(case.device)
     t0 = time.perf_counter()
-    generate(model, prompts, cfg, step_hook=hook, prompt_extra=extra)
-    sync(device)
+    generate(case.model, case.prompts, cfg, step_hook=hook, prompt_extra=extra)
+    sync(case.device)
     return time.perf_counter() - t0
 
 
@@ -225,17 +245,14 @@ def op_table(prof: Any) -> tuple[dict[str, OpStats], float, float, float, float]
     return dict(stats), python_ops, aten, launches, device_us
 
 
-def profile_steps(
-    model: OCRModel, prompts: list[Prompt], steps: int, hook_factory: Callable[[], Any] | None,
-    device: torch.device, use_cprofile: bool,
-) -> StepProfile:
+def profile_steps(case: Case, steps: int, use_cprofile: bool) -> StepProfile:
     activities = [ProfilerActivity.CPU]
-    if device.type == "cuda":
+    if case.device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
     tables = []
-    for n in (1, steps + 1):
+    for n in (BASE_TOKENS, BASE_TOKENS + steps):
         with profile(activities=activities) as prof:
-            run_decode(model, prompts, n, hook_factory, device)
+            run_decode(case, n)
         tables.append(op_table(prof))
     (a, pa, aa, la, da), (b, pb, ab, lb, db) = tables
     per: dict[str, OpStats] = {}
@@ -247,14 +264,14 @@ def profile_steps(
         )
     out = StepProfile(
         python_ops=(pb - pa) / steps, aten_ops=(ab - aa) / steps, launches=(lb - la) / steps,
-        device_ms=(db - da) / steps / 1e3 if device.type == "cuda" else None, ops=per,
+        device_ms=(db - da) / steps / 1e3 if case.device.type == "cuda" else None, ops=per,
     )
     if use_cprofile:
         runs = []
-        for n in (1, steps + 1):
+        for n in (BASE_TOKENS, BASE_TOKENS + steps):
             pr = cProfile.Profile()
             pr.enable()
-            run_decode(model, prompts, n, hook_factory, device)
+            run_decode(case, n)
             pr.disable()
             runs.append(pstats.Stats(pr).stats)  # type: ignore[attr-defined]
         first, last = runs
@@ -269,61 +286,53 @@ def profile_steps(
     return out
 
 
-def bench_batch(
-    model: OCRModel, tier: Tier, batch: int, steps: int, repeats: int, ragged: bool,
-    use_aligner: bool, device: torch.device, dtype: torch.dtype, use_profiler: bool,
-    use_cprofile: bool,
-) -> Row:
-    prompts = make_prompts(model, tier, batch, ragged, device, dtype)
-    factory = (lambda: aligner_hook(model, tier, batch, device)) if use_aligner else None
-    run_decode(model, prompts, 4, factory, device)  # warm-up (allocator, kernels)
+def bench(case: Case, mode: str, steps: int, repeats: int, use_profiler: bool,
+          use_cprofile: bool) -> Row:
+    run_decode(case, BASE_TOKENS + 2)  # warm-up (allocator, kernels, packed weights)
     per_step = []
     for _ in range(repeats):
-        t1 = run_decode(model, prompts, 1, factory, device)
-        tn = run_decode(model, prompts, steps + 1, factory, device)
+        t1 = run_decode(case, BASE_TOKENS)
+        tn = run_decode(case, BASE_TOKENS + steps)
         per_step.append((tn - t1) / steps)
     step = statistics.median(per_step)
-    prof = (
-        profile_steps(model, prompts, steps, factory, device, use_cprofile)
-        if use_profiler else None
-    )
-    return Row(batch, step * 1e3, batch / step, prof)
+    prof = profile_steps(case, steps, use_cprofile) if use_profiler else None
+    return Row(mode, len(case.prompts), step * 1e3, len(case.prompts) / step, prof)
 
 
 def report(rows: list[Row], header: str, top: int) -> str:
     lines = [header, ""]
     lines += [
-        "| batch | ms / step | tokens/s | Python-level ops / step | aten ops / step "
+        "| step | batch | ms / step | tokens/s | Python-level ops / step | aten ops / step "
         "| kernel launches / step | GPU busy ms / step |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         p = r.prof
         dev = f"{p.device_ms:.2f}" if p is not None and p.device_ms is not None else "–"
         lines.append(
-            f"| {r.batch} | {r.step_ms:.2f} | {r.tokens_per_s:,.0f} | "
+            f"| {r.mode} | {r.batch} | {r.step_ms:.2f} | {r.tokens_per_s:,.0f} | "
             + (f"{p.python_ops:.0f} | {p.aten_ops:.0f} | {p.launches:.0f} | {dev} |"
                if p is not None else "– | – | – | – |")
         )
     for r in rows:
         if r.prof is None:
             continue
+        what = f"{r.mode}, batch {r.batch}"
         ops = [(n, s) for n, s in r.prof.ops.items() if s.count > 0.01]
-        lines += ["", f"### batch {r.batch}: top ops per step by self CPU time", "",
+        lines += ["", f"### {what}: top ops per step by self CPU time", "",
                   "| op | calls / step | self CPU µs / step | self GPU µs / step |",
                   "|---|---|---|---|"]
         for n, s in sorted(ops, key=lambda t: -t[1].self_cpu_us)[:top]:
             lines.append(
                 f"| `{n}` | {s.count:.1f} | {s.self_cpu_us:.0f} | {s.self_device_us:.0f} |"
             )
-        lines += ["", f"### batch {r.batch}: top ops per step by calls", "",
+        lines += ["", f"### {what}: top ops per step by calls", "",
                   "| op | calls / step | self CPU µs / step |", "|---|---|---|"]
         for n, s in sorted(ops, key=lambda t: -t[1].count)[:top]:
             lines.append(f"| `{n}` | {s.count:.1f} | {s.self_cpu_us:.0f} |")
         if r.prof.python:
-            lines += ["", f"### batch {r.batch}: Python functions by own time per step "
-                      "(cProfile)", "", "| function | calls / step | own ms / step |",
-                      "|---|---|---|"]
+            lines += ["", f"### {what}: Python functions by own time per step (cProfile)",
+                      "", "| function | calls / step | own ms / step |", "|---|---|---|"]
             for where, calls, ms in r.prof.python:
                 lines.append(f"| `{where}` | {calls:.1f} | {ms:.3f} |")
     return "\n".join(lines) + "\n"
@@ -339,6 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default="1,32,128")
     ap.add_argument("--steps", type=int, default=32, help="decoding steps per timed run")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--modes", default=None,
+                    help="eager and/or graphs (GenerationConfig.cuda_graphs); "
+                         "default: eager,graphs on CUDA, eager on CPU")
+    ap.add_argument("--graph-width", type=int, default=256, help="GenerationConfig.graph_width")
     ap.add_argument("--tier", default="base", help="prompt: one page's slots at this tier")
     ap.add_argument("--ragged", action="store_true",
                     help="every other row a Tiny page (left padding, masked attention)")
@@ -356,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype) if args.dtype else (
         torch.bfloat16 if device.type == "cuda" else torch.float32)
+    modes = (args.modes or ("eager,graphs" if device.type == "cuda" else "eager")).split(",")
+    if any(m not in ("eager", "graphs") for m in modes):
+        ap.error(f"--modes takes eager and/or graphs, got {args.modes!r}")
     cfg = preset(args.preset)
     if args.tiny_width:
         cfg = tiny_width(cfg)
@@ -372,8 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         f"({model.num_parameters():,} params, random weights)\n\n"
         f"device: {where}; dtype {str(dtype).removeprefix('torch.')}; torch {torch.__version__}; "
         f"prompt: one {tier.value} page ({tier.slots + 1} positions)"
-        f"{', ragged' if args.ragged else ''}; {args.steps} steps; MoE dispatch `{args.dispatch}`"
-        f"{'; layout aligner fed per step' if args.aligner else ''}; no-repeat guard 30/90"
+        f"{', ragged' if args.ragged else ''}; {args.steps} steps timed after {BASE_TOKENS} "
+        f"(subtracted); MoE dispatch `{args.dispatch}`"
+        f"{'; layout aligner fed per step' if args.aligner else ''}; no-repeat guard 30/90; "
+        f"graph width {args.graph_width}"
     )
     print(header, flush=True)
     for batch in batches:
@@ -385,18 +403,25 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.dispatch != "auto":
             MoE.dispatch = args.dispatch
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        row = bench_batch(
-            model, tier, batch, args.steps, args.repeats, args.ragged, args.aligner, device,
-            dtype, not args.no_profile, args.cprofile,
+        prompts = make_prompts(model, tier, batch, args.ragged, device, dtype)
+        factory = (
+            (lambda b=batch: aligner_hook(model, tier, b, device)) if args.aligner else None
         )
+        for mode in modes:
+            generation = GenerationConfig(
+                no_repeat_ngram_size=30, no_repeat_window=90, stop_token_ids=(-1,),
+                cuda_graphs=mode == "graphs", graph_width=args.graph_width,
+            )
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            case = Case(model, prompts, generation, factory, device)
+            row = bench(case, mode, args.steps, args.repeats, not args.no_profile, args.cprofile)
+            rows.append(row)
+            mem = (f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
+                   if device.type == "cuda" else "")
+            print(f"{mode} batch {batch}: {row.step_ms:.2f} ms/step, "
+                  f"{row.tokens_per_s:,.0f} tokens/s{mem}", flush=True)
         MoE.dispatch = "auto"
-        rows.append(row)
-        mem = (f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
-               if device.type == "cuda" else "")
-        print(f"batch {batch}: {row.step_ms:.2f} ms/step, {row.tokens_per_s:,.0f} tokens/s{mem}",
-              flush=True)
     text = report(rows, header, args.top)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
