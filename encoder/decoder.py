@@ -32,10 +32,10 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype == torch.float32:
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
-        # Statistics in fp32, cast back, then the weight in the model's dtype (the reference's
-        # order); one fused op for the fp32 part instead of five.
-        h = F.rms_norm(x.float(), (x.shape[-1],), None, self.eps)
-        return self.weight * h.to(x.dtype)
+        # The reference's order: normalise in fp32, cast back, then multiply by the weight in
+        # the model's dtype. rms_norm computes in fp32 and casts its result back itself, so
+        # that is two ops (kernels) instead of eight.
+        return self.weight * F.rms_norm(x, (x.shape[-1],), None, self.eps)
 
 
 def rotary(
