@@ -22,9 +22,14 @@ costs one eager warm-up step and one capture.
 On CPU the same fixed-shape step runs eagerly, no graph: that is what the tests compare,
 token for token, with the ordinary step (:func:`~opticmem.encoder.generate.generate` with
 ``GenerationConfig(cuda_graphs=True)``).
+
+:class:`GraphedFunction` does the same for any fixed-shape function, such as the layout
+aligner's per-step read-out (:class:`~opticmem.encoder.ocr.AlignerFeed`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -119,3 +124,42 @@ class GraphedStep:
             logits = self._forward(width)
         self._graph, self._logits, self._graph_width = graph, logits, width
         self.captures += 1
+
+
+class GraphedFunction:
+    """``fn(*inputs) -> Tensor`` recorded once as a CUDA graph for fixed input shapes.
+
+    Each call copies its arguments into the recorded inputs and replays; the result lives
+    in a buffer that the next call overwrites. ``fn`` must be a pure function of its inputs
+    and of tensors that keep their address (parameters, a fixed page grid). On CPU, or
+    with ``enabled=False``, it is a plain call.
+    """
+
+    def __init__(
+        self, fn: Callable[..., Tensor], *example: Tensor, enabled: bool = True
+    ) -> None:
+        self.fn = fn
+        self.enabled = enabled and all(t.device.type == "cuda" for t in example)
+        self.inputs = [t.clone() for t in example] if self.enabled else []
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._output: Tensor | None = None
+
+    def __call__(self, *args: Tensor) -> Tensor:
+        if not self.enabled:
+            return self.fn(*args)
+        for buffer, arg in zip(self.inputs, args, strict=True):
+            buffer.copy_(arg)
+        if self._graph is None:
+            device = self.inputs[0].device
+            side = torch.cuda.Stream(device=device)  # warm-up off the capture, as for steps
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                self.fn(*self.inputs)
+            torch.cuda.current_stream(device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._output = self.fn(*self.inputs)
+            self._graph = graph
+        self._graph.replay()
+        assert self._output is not None
+        return self._output

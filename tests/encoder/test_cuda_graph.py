@@ -107,3 +107,25 @@ def test_bf16_cuda_graph_decoding_is_deterministic_and_finite() -> None:
     a = generate(model, ps, cfg)
     assert a == generate(model, ps, cfg)
     assert all(len(x.token_ids) == 64 and 0.0 < x.confidence <= 1.0 for x in a)
+
+
+@pytest.mark.gpu
+def test_graphed_aligner_feed_reads_the_same_cells() -> None:
+    from opticmem.encoder.ocr import AlignerFeed
+    from opticmem.render import RenderSettings
+
+    model = build_model(preset("test"), device="cuda", seed=0)
+    for p in model.aligner.parameters() if model.aligner is not None else []:
+        torch.nn.init.normal_(p, std=0.1)  # the last projection starts at zero
+    grid = torch.randn(3, 8, 8, model.cfg.embed_dim, device="cuda")
+    table = [bytes([32 + i % 95]) if i % 7 else b"\n" for i in range(model.cfg.decoder.vocab_size)]
+    feeds = [AlignerFeed(model, grid, RenderSettings(), table, cuda_graph=g) for g in (False, True)]
+    generated: list[list[int]] = [[], [], []]
+    g = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        for step in range(12):
+            for row in generated:
+                row.append(int(torch.randint(4, 200, (1,), generator=g)))
+            plain, graphed = (f(generated, step).clone() for f in feeds)
+            torch.testing.assert_close(graphed, plain)
+    assert feeds[1]._read._graph is not None and feeds[0]._read._graph is None
