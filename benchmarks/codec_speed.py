@@ -6,6 +6,7 @@ the memory's renderer. Prints a Markdown table and writes it to ``--out``.
 
     python -m benchmarks.codec_speed --device cpu --tiers small --batches 1 --pages 3
     python -m benchmarks.codec_speed --device cuda --tiers small,tiny --batches 32,128
+    python -m benchmarks.codec_speed --device cuda --batches 64 --cuda-graphs  # graphed steps
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,9 +32,13 @@ def main() -> None:
     ap.add_argument("--batches", default="1")
     ap.add_argument("--pages", type=int, default=0, help="pages per point (default: batch)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/codec_speed.md"))
+    ap.add_argument("--cuda-graphs", action="store_true",
+                    help="decode with GenerationConfig(cuda_graphs=True)")
     args = ap.parse_args()
 
     codec = load_bundled_codec(args.weights, device=args.device)
+    if args.cuda_graphs:
+        codec.generation = replace(codec.generation, cuda_graphs=True)
     batches = [int(b) for b in args.batches.split(",")]
     stream = synth.page_stream(2024, "eval", RenderSettings())
     n_max = max(max(batches), args.pages)
@@ -61,7 +67,8 @@ def main() -> None:
     lines = [
         "# Bundled codec speed (encode + greedy decode)",
         "",
-        f"Device: {dev}; torch {torch.__version__}; held-out synthetic chat pages.",
+        f"Device: {dev}; torch {torch.__version__}; held-out synthetic chat pages"
+        f"{'; CUDA-graph decoding steps' if args.cuda_graphs else ''}.",
         "",
         "| tier | batch | pages | s/page | pages/s | tokens/s | tokens/page |",
         "|---|---|---|---|---|---|---|",

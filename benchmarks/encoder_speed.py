@@ -8,7 +8,8 @@ Measures, at the ``official`` preset (speed does not depend on the weight values
 * greedy decode tokens/s summed over the batch at batch 1, 32, 128 for ~1,000-token
   pages (the prompt is ``[bos] + <image>·slots`` of one page at ``--decode-tier``; EOS is
   ignored so every row produces exactly ``--decode-tokens`` tokens; the reference's
-  no-repeat 30/90 guard stays on), plus the median time of one decoding step;
+  no-repeat 30/90 guard stays on), plus the time of one decoding step: (median total −
+  median of a prefill-only run) / steps;
 * peak GPU memory per configuration.
 
 Timing uses CUDA events after warm-up runs and reports medians. The table is printed
@@ -29,13 +30,12 @@ query/key head dims so fused SDPA kernels apply).
 from __future__ import annotations
 
 import argparse
-import itertools
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -81,32 +81,6 @@ class Timer:
         t0 = time.perf_counter()
         fn()
         return time.perf_counter() - t0
-
-
-class StepClock:
-    """Timestamps every decoding step through the generation ``step_hook``."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = device.type == "cuda"
-        self.events: list[torch.cuda.Event] = []
-        self.marks: list[float] = []
-
-    def hook(self, generated: list[list[int]], step: int) -> None:
-        if self.cuda:
-            event = torch.cuda.Event(enable_timing=True)
-            event.record()
-            self.events.append(event)
-        else:
-            self.marks.append(time.perf_counter())
-
-    def durations(self) -> list[float]:
-        """Seconds between consecutive steps."""
-        if self.cuda:
-            if not self.events:
-                return []
-            self.events[-1].synchronize()
-            return [a.elapsed_time(b) / 1e3 for a, b in itertools.pairwise(self.events)]
-        return [b - a for a, b in itertools.pairwise(self.marks)]
 
 
 def reset_memory(device: torch.device) -> None:
@@ -170,14 +144,16 @@ def bench_decode(
     peak_flops: float,
     device: torch.device,
     dtype: torch.dtype,
+    cuda_graphs: bool = False,
 ) -> list[Row]:
     timer = Timer(device)
     D = model.cfg.embed_dim
     slots = tier.slots
     config = GenerationConfig(
-        max_new_tokens=tokens, no_repeat_ngram_size=30, no_repeat_window=90, stop_token_ids=(-1,)
+        max_new_tokens=tokens, no_repeat_ngram_size=30, no_repeat_window=90, stop_token_ids=(-1,),
+        cuda_graphs=cuda_graphs,
     )
-    warm = GenerationConfig(max_new_tokens=8, stop_token_ids=(-1,))
+    warm = GenerationConfig(max_new_tokens=8, stop_token_ids=(-1,), cuda_graphs=cuda_graphs)
     rows: list[Row] = []
     for batch in batches:
         reset_memory(device)
@@ -186,30 +162,34 @@ def bench_decode(
             Prompt(slots=(torch.randn(slots, D, generator=g) * 0.02).to(device=device, dtype=dtype))
             for _ in range(batch)
         ]
-        step_times: list[float] = []
+        first = replace(config, max_new_tokens=1)  # prefill and the first choice only
+
+        def runner(
+            cfg: GenerationConfig, prompts: list[Prompt] = prompts
+        ) -> Callable[[], object]:
+            # No step_hook: a hook needs the tokens on the host, one sync per step.
+            return lambda: generate(model, prompts, cfg)
+
         try:
-            generate(model, prompts, warm)
-            totals = []
+            runner(warm)()
+            totals, prefills = [], []
             for _ in range(repeats):
-                clock = StepClock(device)
-
-                def run(prompts: list[Prompt] = prompts, clock: StepClock = clock) -> None:
-                    generate(model, prompts, config, step_hook=clock.hook)
-
-                totals.append(timer(run))
-                step_times += clock.durations()
+                totals.append(timer(runner(config)))
+                prefills.append(timer(runner(first)))
         except torch.cuda.OutOfMemoryError:
             rows.append(Row("decode", tier.value, batch, float("nan"), float("nan"), "tokens/s",
                             None, peak_mib(device), "out of memory"))
             continue
         total = statistics.median(totals)
-        step = statistics.median(step_times) if step_times else float("nan")
+        steps = max(tokens - 1, 1)
+        step = (total - statistics.median(prefills)) / steps
         context = slots + 1 + tokens // 2
-        flops = decoder_flops_per_token(model.cfg, context) * batch / step if step_times else 0.0
+        flops = decoder_flops_per_token(model.cfg, context) * batch / step if step > 0 else 0.0
         rows.append(Row(
             "decode", tier.value, batch, step * 1e3, batch * tokens / total, "tokens/s",
-            flops / peak_flops if peak_flops and step_times else None, peak_mib(device),
-            f"{tokens} tokens/page incl. prefill of {slots + 1}; ms = median step",
+            flops / peak_flops if peak_flops and step > 0 else None, peak_mib(device),
+            f"{tokens} tokens/page incl. prefill of {slots + 1}; ms = (total − prefill) / "
+            f"{steps} steps" + ("; CUDA graphs" if cuda_graphs else ""),
         ))
         print(format_row(rows[-1]), flush=True)
     return rows
@@ -253,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peak-tflops", type=float, default=790.0, help="bf16 dense peak")
     ap.add_argument("--sam-attention", choices=["augment", "bias"], default="augment",
                     help="rel-pos attention form in SAM (see opticmem.encoder.sam)")
+    ap.add_argument("--cuda-graphs", action="store_true",
+                    help="decode with GenerationConfig(cuda_graphs=True)")
     ap.add_argument("--skip-encode", action="store_true")
     ap.add_argument("--skip-decode", action="store_true")
     ap.add_argument("--smoke", action="store_true",
@@ -289,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                              args.warmup, peak, device, dtype)
     if not args.skip_decode:
         rows += bench_decode(model, Tier.parse(args.decode_tier), parse_ints(args.decode_batches),
-                             args.decode_tokens, args.decode_repeats, peak, device, dtype)
+                             args.decode_tokens, args.decode_repeats, peak, device, dtype,
+                             args.cuda_graphs)
     text = table(rows, header)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from opticmem.render import Cursor, RenderSettings, transcript_positions
 
@@ -140,6 +140,7 @@ class LayoutAligner(nn.Module):
         nn.init.zeros_(out.weight)  # start as a no-op on the decoder
         nn.init.zeros_(out.bias)
         self.mix = nn.Sequential(nn.GELU(), out)
+        self._freqs: Tensor | None = None  # frequencies on the grid's device (see _frequencies)
 
     def forward(
         self, grid: torch.Tensor, cells: torch.Tensor, batch: torch.Tensor,
@@ -158,10 +159,22 @@ class LayoutAligner(nn.Module):
         flat = grid.reshape(grid.shape[0], g * g, -1)  # (B, g·g, D)
         feats = self.norm(flat[batch.unsqueeze(-1), ty * g + tx])  # (N, P, D)
         fx, fy = gx - tx, gy - ty  # offset of the cell inside its token, in [0, 1)
-        freqs = torch.tensor(self.config.frequencies, device=grid.device, dtype=fx.dtype)
+        freqs = self._frequencies(fx)
         ang = 2 * math.pi * torch.stack([fx, fy], dim=-1).unsqueeze(-1) * freqs  # (N,P,2,F)
         four = torch.cat([ang.sin(), ang.cos()], dim=-1).flatten(-2)  # (N, P, 4F)
         vflag = valid.unsqueeze(-1).to(feats.dtype)
         x = torch.cat([feats * vflag, four.to(feats.dtype), vflag], dim=-1)
         h = self.point(x)  # (N, P, point_dim)
         return self.mix(h.flatten(-2))  # (N, D)
+
+    def _frequencies(self, like: Tensor) -> Tensor:
+        """``config.frequencies`` as a tensor like ``like``, made once: building it from a list
+        every decoding step would be a host-to-device copy, which waits for the GPU."""
+        freqs = self._freqs
+        if freqs is None or freqs.device != like.device or freqs.dtype != like.dtype:
+            with torch.inference_mode(False):  # a normal tensor: training may use it too
+                freqs = torch.tensor(
+                    self.config.frequencies, device=like.device, dtype=like.dtype
+                )
+            self._freqs = freqs
+        return freqs

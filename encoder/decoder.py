@@ -32,9 +32,10 @@ class RMSNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype == torch.float32:
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
+        # The reference's order: normalise in fp32, cast back, then multiply by the weight in
+        # the model's dtype. rms_norm computes in fp32 and casts its result back itself, so
+        # that is two ops (kernels) instead of eight.
+        return self.weight * F.rms_norm(x, (x.shape[-1],), None, self.eps)
 
 
 def rotary(
@@ -56,6 +57,18 @@ def rotary(
     return cos.to(dtype), sin.to(dtype)
 
 
+def rotary_table(length: int, head_dim: int, theta: float, device: torch.device,
+                 dtype: torch.dtype) -> Tensor:
+    """``(2, length, hd)``: :func:`rotary`'s ``cos`` and signed ``sin`` for positions
+    ``0 … length−1``, to look positions up in instead of recomputing them every step.
+
+    Each entry is computed exactly as :func:`rotary` computes it, so a lookup is
+    bit-identical to a direct call.
+    """
+    cos, sin = rotary(torch.arange(length, device=device)[None], head_dim, theta, dtype)
+    return torch.stack([cos[0, 0], sin[0, 0]])  # (2, length, hd)
+
+
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate ``x`` (…, T, hd) by the tables of :func:`rotary` (signed ``sin``)."""
     return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
@@ -65,7 +78,13 @@ class KVCache:
     """Preallocated keys and values for every layer: (B, nh, capacity, hd) each.
 
     ``length`` positions are filled. A forward writes its ``T`` new positions into every
-    layer at ``[length, length+T)`` and then calls :meth:`advance`.
+    layer at ``[length, length+T)`` and then calls :meth:`advance`. The cache also holds the
+    rotary table of its ``capacity`` positions (:meth:`rotary`), built on first use: a
+    position is at most the column it is cached in, so every position of a cached sequence
+    is below ``capacity``.
+
+    :meth:`pin` switches to fixed shapes for CUDA graphs: one position written at a column
+    read from the device, and a fixed number of columns returned.
     """
 
     def __init__(
@@ -81,15 +100,49 @@ class KVCache:
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
         self.capacity = capacity
         self.length = 0
+        self._cfg = cfg
+        self._rope: Tensor | None = None  # (2, capacity, hd), built on first use
+        self._column: Tensor | None = None  # pinned write column (1,), see pin()
+        self._width = 0
+
+    def pin(self, column: Tensor | None, width: int = 0) -> None:
+        """Fixed shapes: :meth:`update` writes its single position at the column held in
+        ``column`` (a (1,) long tensor on the cache's device) and returns the first ``width``
+        columns, whatever ``length`` says. The caller masks columns past the written one.
+        ``None`` restores the normal behaviour."""
+        if column is not None and not 0 < width <= self.capacity:
+            raise ValueError(f"pinned width must be in 1..{self.capacity}, got {width}")
+        self._column, self._width = column, width
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store (B, nh, T, hd) keys/values; return all filled ones, (B, nh, length+T, hd)."""
-        end = self.length + k.shape[2]
+        if self._column is not None:  # pinned: no host value decides where or how much
+            keys, values = self.keys[layer], self.values[layer]
+            keys.index_copy_(2, self._column, k)
+            values.index_copy_(2, self._column, v)
+            return keys.narrow(2, 0, self._width), values.narrow(2, 0, self._width)
+        T = k.shape[2]
+        end = self.length + T
         if end > self.capacity:
             raise RuntimeError(f"KV cache full: {end} positions > capacity {self.capacity}")
-        self.keys[layer][:, :, self.length : end] = k
-        self.values[layer][:, :, self.length : end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+        keys, values = self.keys[layer], self.values[layer]
+        keys.narrow(2, self.length, T).copy_(k)
+        values.narrow(2, self.length, T).copy_(v)
+        return keys.narrow(2, 0, end), values.narrow(2, 0, end)
+
+    def rotary(self, position_ids: Tensor | None, T: int) -> tuple[Tensor, Tensor]:
+        """``cos``, signed ``sin`` (B or 1, 1, T, hd) for ``position_ids`` (B, T), or for the
+        next ``T`` positions ``length …`` when ``None``; looked up, not recomputed."""
+        table = self._rope
+        if table is None:
+            cfg, k = self._cfg, self.keys[0]
+            table = rotary_table(self.capacity, cfg.head_dim, cfg.rope_theta, k.device, k.dtype)
+            self._rope = table
+        if position_ids is None:
+            cs = table[:, None, self.length : self.length + T]  # (2, 1, T, hd)
+        else:
+            cs = table[:, position_ids]  # (2, B, T, hd)
+        return cs[0][:, None], cs[1][:, None]
 
     def advance(self, steps: int) -> None:
         self.length += steps
@@ -122,7 +175,9 @@ class Attention(nn.Module):
     ) -> Tensor:
         B, T, _ = x.shape
         nh, hd = self.heads, self.head_dim
-        if needs_grad([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]):
+        if torch.is_grad_enabled() and needs_grad(
+            [self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]
+        ):
             qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1)
         else:
             qkv = F.linear(x, self._qkv.get())  # (B, T, 3·nh·hd)
@@ -188,15 +243,18 @@ class MoEDecoder(nn.Module):
     ) -> Tensor:
         """Run the layers.
 
-        ``position_ids`` (B, T) default to ``cache.length + arange(T)``. ``mask`` is a
-        boolean (B, 1, T, Tk) "may attend" mask; ``None`` means plain causal attention over
-        everything cached plus the new positions.
+        ``position_ids`` (B, T) default to ``cache.length + arange(T)``; with a cache they
+        must be below its capacity (true of any position a cached sequence can hold).
+        ``mask`` is a boolean (B, 1, T, Tk) "may attend" mask; ``None`` means plain causal
+        attention over everything cached plus the new positions.
         """
         B, T, _ = embeds.shape
-        start = cache.length if cache is not None else 0
-        if position_ids is None:
-            position_ids = torch.arange(start, start + T, device=embeds.device).expand(B, T)
-        cos, sin = rotary(position_ids, self.cfg.head_dim, self.cfg.rope_theta, embeds.dtype)
+        if cache is not None:
+            cos, sin = cache.rotary(position_ids, T)  # table lookup: no per-step trigonometry
+        else:
+            if position_ids is None:
+                position_ids = torch.arange(T, device=embeds.device).expand(B, T)
+            cos, sin = rotary(position_ids, self.cfg.head_dim, self.cfg.rope_theta, embeds.dtype)
         x = embeds
         for layer in self.layers:
             x = layer(x, cos, sin, mask, cache)

@@ -12,6 +12,11 @@ next input position: it is called after token ``step`` (0-based) has been chosen
 row, with ``generated[b]`` the tokens of row ``b`` so far (finished rows keep their
 tokens, EOS excluded), and its result is added to the embedding of that token as it is
 fed back. ``prompt_extra`` (B, T, D) does the same for the prompt positions.
+
+A step runs on the device without waiting for it: choices, their log-probabilities and
+the no-repeat bans (:class:`~opticmem.encoder.ngram.RepeatBan`) stay tensors, and the host
+reads them at the end. Only the check whether every row has stopped waits for the device
+(every ``stop_check_every`` steps), and a ``step_hook`` needs the tokens every step.
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from opticmem.encoder.cuda_graph import GraphedStep
 from opticmem.encoder.decoder import KVCache
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.model import OCRModel
-from opticmem.encoder.ngram import NGramGuard
+from opticmem.encoder.ngram import RepeatBan
 
 StepHook = Callable[[list[list[int]], int], Tensor | None]
 """``(generated_ids, step) -> extra embeddings (B, 1, D) for the next input, or None``."""
@@ -43,12 +50,27 @@ class GenerationConfig:
     no_repeat_whitelist: frozenset[int] = field(default_factory=frozenset)
     stop_token_ids: tuple[int, ...] | None = None
     """Defaults to the model's EOS id."""
+    stop_check_every: int = 0
+    """Steps between checks whether every row has stopped (each check waits for the
+    device). 0: every step on CPU or with a ``step_hook`` (which syncs anyway), every 8 on
+    CUDA. Rows that stopped still run until the check; results do not depend on it."""
+    cuda_graphs: bool = False
+    """Run each decoding step as a recorded CUDA graph (:mod:`opticmem.encoder.cuda_graph`):
+    one replay instead of every layer's kernel launches. Attention then reads the cache in
+    widths of ``graph_width`` columns under a mask, and each new width costs one capture.
+    On CPU the same fixed-shape step runs without a graph. Off by default."""
+    graph_width: int = 256
+    """With ``cuda_graphs``: attention width granularity (columns)."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
             raise InputError(f"max_new_tokens must be ≥ 0, got {self.max_new_tokens}")
         if self.no_repeat_ngram_size < 0 or self.no_repeat_window < 1:
             raise InputError("no_repeat_ngram_size must be ≥ 0 and no_repeat_window ≥ 1")
+        if self.stop_check_every < 0:
+            raise InputError(f"stop_check_every must be ≥ 0, got {self.stop_check_every}")
+        if self.graph_width < 1:
+            raise InputError(f"graph_width must be ≥ 1, got {self.graph_width}")
 
 
 @dataclass(frozen=True)
@@ -118,64 +140,65 @@ def generate(
         )[None]
         mask = mask[:, None]  # (B, 1, T0, T0)
 
-    cache = KVCache(dcfg, B, T0 + max(cfg.max_new_tokens, 1), device, dtype)
+    steps = cfg.max_new_tokens
+    capacity = T0 + max(steps, 1)
+    cache = KVCache(dcfg, B, capacity, device, dtype)
     hidden = model.decoder(embeds, positions, mask, cache)  # (B, T0, D)
     logits = model.decoder.logits(hidden[:, -1])  # (B, V)
     next_pos = (T0 - pad_t)[:, None]  # (B, 1): position of the first generated token
 
-    guards = (
-        [
-            NGramGuard(cfg.no_repeat_ngram_size, cfg.no_repeat_window, cfg.no_repeat_whitelist)
-            for _ in range(B)
-        ]
+    decode_step: Callable[[Tensor, Tensor], Tensor]  # (x (B,1,D), positions (B,1)) -> logits
+    if cfg.cuda_graphs:
+        decode_step = GraphedStep(model.decoder, cache, key_valid, cfg.graph_width)
+    else:
+        # Every step's mask is a prefix of one (B, 1, 1, capacity) mask: pad keys invalid,
+        # every generated position valid (stopped rows keep feeding pads as valid keys).
+        step_masks = None
+        if padded:
+            valid = torch.ones(B, capacity, dtype=torch.bool, device=device)
+            valid[:, :T0] = key_valid
+            step_masks = valid[:, None, None, :]  # (B, 1, 1, capacity)
+
+        def decode_step(x: Tensor, positions: Tensor) -> Tensor:
+            mask = step_masks[..., : cache.length + 1] if step_masks is not None else None
+            hidden = model.decoder(x, positions, mask, cache)  # (B, 1, D)
+            return model.decoder.logits(hidden[:, -1])
+
+    # Each step's choice and its log-probability stay on the device; the host reads them
+    # once at the end (and at the stop checks), so a step does not wait for the GPU.
+    chosen_ids = torch.zeros(B, max(steps, 1), dtype=torch.long, device=device)  # (B, steps)
+    chosen_logp = torch.zeros(B, max(steps, 1), dtype=torch.float32, device=device)
+    ban = (
+        RepeatBan(cfg.no_repeat_ngram_size, cfg.no_repeat_window, cfg.no_repeat_whitelist, device)
         if cfg.no_repeat_ngram_size > 0
         else None
     )
-    generated: list[list[int]] = [[] for _ in range(B)]
-    logp_sum = [0.0] * B
-    counted = [0] * B
-    finished = [False] * B
-    done = [False] * B  # finished before this step: their choices no longer count
-    done_t = torch.zeros(B, dtype=torch.bool, device=device)
+    done_t = torch.zeros(B, dtype=torch.bool, device=device)  # stopped at or before this step
     stop_t = torch.tensor(sorted(stops), device=device)
+    check_every = cfg.stop_check_every or (
+        1 if device.type == "cpu" or step_hook is not None else 8
+    )
+    mirror = _HostTokens(B, stops) if step_hook is not None else None
+    generated: list[list[int]] = []
 
-    for step in range(cfg.max_new_tokens):
+    ran = 0
+    for step in range(steps):
         logp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
-        scores = logp
-        if guards is not None:
-            ban_rows: list[int] = []
-            ban_cols: list[int] = []
-            for b, guard in enumerate(guards):
-                if not done[b]:
-                    banned = guard.banned()
-                    ban_rows += [b] * len(banned)
-                    ban_cols += banned
-            if ban_rows:
-                scores = logp.clone()
-                scores[
-                    torch.tensor(ban_rows, device=device), torch.tensor(ban_cols, device=device)
-                ] = float("-inf")
+        # Only generated tokens count, and every running row has generated ``step`` so far.
+        scores = ban(logp, chosen_ids, step) if ban is not None else logp
         chosen = scores.argmax(dim=-1)  # (B,)
-        chosen_logp = logp.gather(1, chosen[:, None])[:, 0]
-        tokens = chosen.tolist()
-        lps = chosen_logp.tolist()
-        for b in range(B):
-            if done[b]:
-                continue
-            tok = tokens[b]
-            logp_sum[b] += lps[b]
-            counted[b] += 1
-            if tok in stops:
-                finished[b] = True
-            else:
-                generated[b].append(tok)
-                if guards is not None:
-                    guards[b].push(tok)
-        done = list(finished)
-        if all(done) or step == cfg.max_new_tokens - 1:
+        chosen_ids[:, step] = chosen
+        chosen_logp[:, step] = logp.gather(1, chosen[:, None])[:, 0]
+        ran = step + 1
+        if step == steps - 1:
             break
-
         done_t |= torch.isin(chosen, stop_t)
+        if mirror is not None:  # the hook needs the tokens on the host: one sync per step
+            generated = mirror.add(chosen.tolist())
+            if mirror.all_done:
+                break
+        elif ran % check_every == 0 and bool(done_t.all()):
+            break
         feed = torch.where(done_t, dcfg.pad_token_id, chosen)[:, None]  # (B, 1)
         x = model.decoder.embed_tokens(feed)  # (B, 1, D)
         if step_hook is not None:
@@ -187,21 +210,50 @@ def generate(
                         f"got {tuple(extra.shape)}"
                     )
                 x = x + extra.to(device=device, dtype=dtype)
-        step_mask = None
-        if padded:
-            key_valid = torch.cat(
-                [key_valid, torch.ones(B, 1, dtype=torch.bool, device=device)], dim=1
-            )
-            step_mask = key_valid[:, None, None, :]  # (B, 1, 1, Tk)
-        hidden = model.decoder(x, next_pos, step_mask, cache)  # (B, 1, D)
-        logits = model.decoder.logits(hidden[:, -1])
+        logits = decode_step(x, next_pos)
         next_pos = next_pos + 1
 
-    return [
-        Generated(
-            token_ids=generated[b],
-            finished=finished[b],
-            confidence=math.exp(logp_sum[b] / counted[b]) if counted[b] else 1.0,
-        )
-        for b in range(B)
-    ]
+    return _results(chosen_ids[:, :ran], chosen_logp[:, :ran], stops)
+
+
+class _HostTokens:
+    """The host's copy of each row's tokens, for a ``step_hook`` (fed every step)."""
+
+    def __init__(self, batch: int, stops: set[int]) -> None:
+        self.generated: list[list[int]] = [[] for _ in range(batch)]
+        self.done = [False] * batch
+        self.stops = stops
+        self.all_done = False
+
+    def add(self, tokens: list[int]) -> list[list[int]]:
+        for b, tok in enumerate(tokens):
+            if self.done[b]:
+                continue
+            if tok in self.stops:
+                self.done[b] = True
+            else:
+                self.generated[b].append(tok)
+        self.all_done = all(self.done)
+        return self.generated
+
+
+def _results(chosen_ids: Tensor, chosen_logp: Tensor, stops: set[int]) -> list[Generated]:
+    """Per row: tokens up to the first stop, whether there was one, and the confidence.
+
+    The confidence is the geometric mean of p(choice) over the tokens up to and including
+    the stop; the log-probabilities are summed left to right in float64 (a running sum,
+    as a per-step Python ``+=`` would), whatever the row did after it stopped.
+    """
+    steps = chosen_ids.shape[1]
+    ids = chosen_ids.tolist()
+    sums = np.cumsum(chosen_logp.double().cpu().numpy(), axis=1)  # sequential, float64
+    out = []
+    for b, row in enumerate(ids):
+        stop = next((i for i, tok in enumerate(row) if tok in stops), None)
+        counted = steps if stop is None else stop + 1
+        out.append(Generated(
+            token_ids=row if stop is None else row[:stop],
+            finished=stop is not None,
+            confidence=math.exp(float(sums[b, counted - 1]) / counted) if counted else 1.0,
+        ))
+    return out

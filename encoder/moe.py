@@ -58,7 +58,9 @@ class MLP(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        if self._gate_up is None or needs_grad([self.gate_proj.weight, self.up_proj.weight]):
+        if self._gate_up is None or (
+            torch.is_grad_enabled() and needs_grad([self.gate_proj.weight, self.up_proj.weight])
+        ):
             return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
         g, u = F.linear(x, self._gate_up.get()).chunk(2, dim=-1)  # (..., I) each
         return self.down_proj(F.silu(g) * u)
@@ -94,17 +96,32 @@ class MoE(nn.Module):
         self._down = PackedWeights([[e.down_proj] for e in experts], stacked=True)
         self.aux_loss: Tensor | None = None
         """Sequence-level load-balancing loss of the last training forward (DeepSeek-V2)."""
+        self._router_cache: tuple[tuple[object, ...], Tensor] | None = None
 
     # ------------------------------------------------------------------ routing
 
     def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Router in fp32: returns (scores (N, E), weights (N, k), expert ids (N, k))."""
-        logits = F.linear(x.float(), self.router.weight.float())  # (N, E)
+        logits = F.linear(x.float(), self._router_fp32())  # (N, E)
         scores = logits.softmax(dim=-1)
         weights, ids = torch.topk(scores, self.top_k, dim=-1, sorted=False)  # (N, k)
         if self.top_k > 1 and self.norm_topk_prob:
             weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
-        return scores, weights * self.scaling, ids
+        if self.scaling != 1.0:  # ×1.0 is exact: skip the op (the official model's case)
+            weights = weights * self.scaling
+        return scores, weights, ids
+
+    def _router_fp32(self) -> Tensor:
+        """The router weight in fp32; for a bf16 model the copy is kept until the weight
+        changes (new storage or an in-place update), not made again every step."""
+        w = self.router.weight
+        if w.dtype == torch.float32 or (torch.is_grad_enabled() and w.requires_grad):
+            return w.float()
+        key = (w.data_ptr(), w._version, w.dtype, w.device)
+        if self._router_cache is None or self._router_cache[0] != key:
+            with torch.inference_mode(False), torch.no_grad():  # usable outside decoding too
+                self._router_cache = (key, w.detach().float())
+        return self._router_cache[1]
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, H = x.shape
@@ -142,8 +159,8 @@ class MoE(nn.Module):
                 mode = "few" if N * self.top_k <= 8 else "grouped"
             elif 2 * N * self.top_k < self.n_experts:
                 mode = "gather"
-            elif self.dense_max_tokens >= N:
-                mode = "dense"
+            elif self.dense_max_tokens >= N or torch.cuda.is_current_stream_capturing():
+                mode = "dense"  # a CUDA graph cannot hold grouped's host sync
             else:
                 mode = "grouped"
         if mode == "few":
@@ -204,7 +221,7 @@ class MoE(nn.Module):
         h = torch.matmul(w_gu, x[:, None, :, None])  # (N, k, 2I, 1)
         g, u = h.split(I2 // 2, dim=2)
         y = torch.matmul(w_dn, F.silu(g) * u)[..., 0]  # (N, k, H)
-        return (y.float() * weights[..., None]).sum(dim=1)  # (N, H)
+        return torch.matmul(weights[:, None, :], y.float())[:, 0]  # (N, 1, k)@(N, k, H) → (N, H)
 
     def _dense(self, x: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
         """Every expert on every token in two batched matmuls; unselected ones weigh 0."""

@@ -6,7 +6,9 @@ the table tags ``<td>``/``</td>`` so tables can repeat). Reference settings: n =
 90-token window. Only generated tokens count, not the prompt.
 
 :class:`NGramGuard` keeps an index from each (n−1)-token prefix to the positions where it
-occurred, so a step costs O(n) rather than O(window·n).
+occurred, so a step costs O(n) rather than O(window·n). :class:`RepeatBan` applies the
+same rule to a whole batch as tensor ops on the scores' device, so decoding needs neither
+the tokens on the host nor a Python loop over rows.
 
 >>> guard = NGramGuard(n=3, window=90)
 >>> for t in [5, 6, 7, 5, 6]:
@@ -18,6 +20,10 @@ occurred, so a step costs O(n) rather than O(window·n).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 
 def banned_tokens(
@@ -73,3 +79,53 @@ class NGramGuard:
         while starts and starts[0] < lo:  # positions only move out of the window
             starts.pop(0)
         return sorted({self.tokens[i + n - 1] for i in starts} - self.whitelist)
+
+
+class RepeatBan:
+    """:func:`banned_tokens` for a batch, as a handful of tensor ops (no host sync).
+
+    ``history`` (B, ≥ L) holds each row's generated tokens, the first ``L`` of them filled;
+    :meth:`__call__` returns the scores with ``-inf`` at each row's banned tokens. One step
+    compares the last n−1 tokens with every (n−1)-token window that starts in the last
+    ``window`` positions — (B, window, n−1) equality tests, nothing on a GPU.
+
+    >>> import torch
+    >>> ban = RepeatBan(n=3, window=90, whitelist=(), device=torch.device("cpu"))
+    >>> history = torch.tensor([[5, 6, 7, 5, 6]])
+    >>> ban(torch.zeros(1, 9), history, 5)[0].tolist()
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -inf, 0.0]
+    """
+
+    def __init__(
+        self, n: int, window: int, whitelist: Iterable[int], device: torch.device
+    ) -> None:
+        if n < 1 or window < 1:
+            raise ValueError(f"n-gram size and window must be ≥ 1, got n={n}, window={window}")
+        self.n = n
+        self.window = window
+        allowed = sorted(set(whitelist))
+        self._whitelist = torch.tensor(allowed, device=device) if allowed else None
+
+    def __call__(self, scores: Tensor, history: Tensor, length: int) -> Tensor:
+        """``scores`` (B, V) with every banned token at ``-inf`` (a new tensor if any may be)."""
+        n, L = self.n, length
+        lo = max(0, L - self.window)
+        starts = L - n + 1 - lo  # start positions i in [lo, L − n]
+        if n > L or starts <= 0:
+            return scores
+        follow = history[:, lo + n - 1 : L]  # (B, starts): the token after each window
+        match: Tensor | None = None
+        if n > 1:
+            last = history[:, L - n + 1 : L]  # (B, n−1)
+            windows = history[:, lo : L - 1].unfold(1, n - 1, 1)  # (B, starts, n−1)
+            match = (windows == last[:, None, :]).all(dim=-1)  # (B, starts)
+        if self._whitelist is not None:
+            free = ~torch.isin(follow, self._whitelist)
+            match = free if match is None else match & free
+        V = scores.shape[-1]
+        # Unbanned starts point at an extra column that is dropped again: no duplicate index
+        # ever gets two different values, so the scatter is deterministic.
+        index = follow if match is None else torch.where(match, follow, V)
+        out = F.pad(scores, (0, 1))  # (B, V + 1)
+        out.scatter_(1, index, float("-inf"))
+        return out[:, :V]

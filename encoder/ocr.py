@@ -34,6 +34,7 @@ from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, placeholder_
 from opticmem.encoder.checkpoint import load_checkpoint
 from opticmem.encoder.codec import Recollection, VisionTokens, compact
 from opticmem.encoder.config import DecoderConfig, preset
+from opticmem.encoder.cuda_graph import GraphedFunction
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.examples import token_bytes
 from opticmem.encoder.generate import GenerationConfig, Prompt, StepHook, generate
@@ -267,7 +268,8 @@ class OCRCodec:
                     for g in grids
                 ]
             if aligned:
-                feed = AlignerFeed(self.model, torch.stack(grids), self._settings(), self._bytes)
+                feed = AlignerFeed(self.model, torch.stack(grids), self._settings(), self._bytes,
+                                   cuda_graph=gen.cuda_graphs)
                 T0 = 1 + len(self._prefix) + prompts[0].slots.shape[0] + len(self._suffix)
                 outs = generate(
                     self.model, prompts, gen, step_hook=feed, prompt_extra=feed.prompt_extra(T0)
@@ -323,10 +325,14 @@ class AlignerFeed:
     character's cell. Decoding does the same: the prompt's last position reads the first
     cell, and each generated token advances a :class:`~opticmem.encoder.align.StepTracker`
     by its bytes before the next step reads the new cell. It is a ``step_hook``.
+
+    With ``cuda_graph`` (and a grid on CUDA) the aligner's read-out is recorded once as a
+    CUDA graph and replayed every step (:class:`~opticmem.encoder.cuda_graph.GraphedFunction`).
     """
 
     def __init__(
-        self, model: OCRModel, grid: torch.Tensor, settings: RenderSettings, table: list[bytes]
+        self, model: OCRModel, grid: torch.Tensor, settings: RenderSettings, table: list[bytes],
+        *, cuda_graph: bool = False,
     ) -> None:
         if model.aligner is None:
             raise InputError("this model has no layout aligner")
@@ -338,12 +344,17 @@ class AlignerFeed:
         self.rows = torch.arange(B, device=grid.device)
         self.trackers = [StepTracker() for _ in range(B)]
         self.seen = [0] * B
+        cells = torch.zeros(B, 2, dtype=torch.long, device=grid.device)
+        self._read = GraphedFunction(self._read_cells, cells, enabled=cuda_graph)
+
+    def _read_cells(self, cells: torch.Tensor) -> torch.Tensor:
+        """(B, 2) next-character cells → (B, D) aligner embeddings in the grid's dtype."""
+        return self.aligner(self.grid, cells, self.rows, self.settings).to(self.grid.dtype)
 
     def _embed(self) -> torch.Tensor:
         cells = torch.tensor([t.position for t in self.trackers], device=self.grid.device)
         with torch.inference_mode():
-            out = self.aligner(self.grid, cells, self.rows, self.settings)  # (B, D)
-        return out.to(self.grid.dtype)
+            return self._read(cells)  # (B, D)
 
     def prompt_extra(self, length: int) -> torch.Tensor:
         """(B, length, D): zeros except the last prompt position, which reads the first cell."""

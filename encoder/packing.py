@@ -31,6 +31,7 @@ class PackedWeights:
         self.stacked = stacked
         self._packed: Tensor | None = None
         self._signature: tuple[object, ...] = ()
+        self._ends = (rows[0][0], rows[-1][-1])
 
     @property
     def rows(self) -> list[list[Tensor]]:
@@ -51,8 +52,8 @@ class PackedWeights:
         return self._packed
 
     def _current_signature(self) -> tuple[object, ...]:
-        first = _weight(self.modules[0][0])
-        last = _weight(self.modules[-1][-1])
+        first = _weight(self._ends[0])
+        last = _weight(self._ends[1])
         return (id(first), first.data_ptr(), first.dtype, first.device,
                 id(last), last.data_ptr())
 
@@ -92,7 +93,10 @@ class PackedWeights:
 
 
 def _weight(module: nn.Module) -> Tensor:
-    weight = module.weight
+    # The parameter dict first: nn.Module.__getattr__ is slow, and this runs every step.
+    weight: Tensor | nn.Module | None = module._parameters.get("weight")
+    if weight is None:
+        weight = module.weight
     if not isinstance(weight, Tensor):
         raise TypeError(f"{type(module).__name__}.weight is not a tensor")
     return weight

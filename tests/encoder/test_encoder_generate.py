@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
 import torch
 
 from opticmem.encoder.config import preset
+from opticmem.encoder.decoder import KVCache
 from opticmem.encoder.errors import InputError
-from opticmem.encoder.generate import GenerationConfig, Prompt, generate
+from opticmem.encoder.generate import Generated, GenerationConfig, Prompt, StepHook, generate
 from opticmem.encoder.model import OCRModel, build_model
-from opticmem.encoder.ngram import NGramGuard, banned_tokens
+from opticmem.encoder.ngram import NGramGuard, RepeatBan, banned_tokens
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +101,134 @@ def test_ngram_guard_matches_reference_definition() -> None:
             tok = rng.randrange(6)
             seq.append(tok)
             guard.push(tok)
+
+
+@pytest.mark.parametrize(("n", "window", "whitelist"), [
+    (1, 5, ()), (2, 10, (3,)), (3, 90, ()), (4, 12, (0, 3)), (5, 3, ()), (30, 90, (1,)),
+])
+def test_batched_repeat_ban_matches_reference_definition(
+    n: int, window: int, whitelist: tuple[int, ...]
+) -> None:
+    rng = random.Random(n * 100 + window)
+    B, V, L = 5, 7, 200
+    # Few distinct tokens (and long runs in one row) so that bans are frequent.
+    rows = [[rng.randrange(4 if b else 2) for _ in range(L)] for b in range(B)]
+    history = torch.tensor(rows)
+    ban = RepeatBan(n, window, whitelist, torch.device("cpu"))
+    for length in range(L + 1):
+        scores = torch.randn(B, V)
+        out = ban(scores, history, length)
+        for b in range(B):
+            banned = banned_tokens(rows[b][:length], n, window, whitelist)
+            expect = scores[b].clone()
+            expect[sorted(banned)] = float("-inf")
+            assert torch.equal(out[b], expect), (length, b, banned)
+
+
+def reference_generate(
+    model: OCRModel, prompts: list[Prompt], cfg: GenerationConfig,
+    step_hook: StepHook | None = None,
+) -> list[Generated]:
+    """The straightforward loop the engine replaced: per-row :class:`NGramGuard`, tokens
+    on the host every step, the key mask grown by concatenation. The oracle for bit-exact
+    equality of :func:`generate` on CPU."""
+    d = model.cfg.decoder
+    B = len(prompts)
+    stops = set(cfg.stop_token_ids if cfg.stop_token_ids is not None else (d.eos_token_id,))
+    rows = [[d.bos_token_id, *p.prefix, *[d.image_token_id] * p.slots.shape[0], *p.suffix]
+            for p in prompts]
+    T0 = max(len(r) for r in rows)
+    pads = [T0 - len(r) for r in rows]
+    with torch.inference_mode():
+        ids = torch.tensor([[d.pad_token_id] * pad + r for pad, r in zip(pads, rows, strict=True)])
+        embeds = model.embed_inputs(ids, torch.cat([p.slots for p in prompts]))
+        pad_t = torch.tensor(pads)
+        positions = (torch.arange(T0)[None] - pad_t[:, None]).clamp(min=0)
+        key_valid = torch.arange(T0)[None] >= pad_t[:, None]
+        mask = None
+        if any(pads):
+            causal = torch.ones(T0, T0, dtype=torch.bool).tril()
+            eye = torch.eye(T0, dtype=torch.bool)
+            mask = ((causal[None] & key_valid[:, None, :]) | eye)[:, None]
+        cache = KVCache(d, B, T0 + max(cfg.max_new_tokens, 1), torch.device("cpu"), torch.float32)
+        logits = model.decoder.logits(model.decoder(embeds, positions, mask, cache)[:, -1])
+        next_pos = (T0 - pad_t)[:, None]
+        guards = [NGramGuard(max(cfg.no_repeat_ngram_size, 1), cfg.no_repeat_window,
+                             cfg.no_repeat_whitelist) for _ in range(B)]
+        generated: list[list[int]] = [[] for _ in range(B)]
+        logp_sum, counted, finished = [0.0] * B, [0] * B, [False] * B
+        done = [False] * B
+        for step in range(cfg.max_new_tokens):
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            scores = logp.clone()
+            for b in range(B):
+                if not done[b] and cfg.no_repeat_ngram_size:
+                    scores[b, guards[b].banned()] = float("-inf")
+            chosen = scores.argmax(dim=-1)
+            lps = logp.gather(1, chosen[:, None])[:, 0].tolist()
+            for b, tok in enumerate(chosen.tolist()):
+                if done[b]:
+                    continue
+                logp_sum[b] += lps[b]
+                counted[b] += 1
+                if tok in stops:
+                    finished[b] = True
+                else:
+                    generated[b].append(tok)
+                    guards[b].push(tok)
+            done = list(finished)
+            if all(done) or step == cfg.max_new_tokens - 1:
+                break
+            feed = torch.tensor([d.pad_token_id if f else t
+                                 for f, t in zip(finished, chosen.tolist(), strict=True)])
+            x = model.decoder.embed_tokens(feed[:, None])
+            if step_hook is not None:
+                extra = step_hook(generated, step)
+                if extra is not None:
+                    x = x + extra
+            step_mask = None
+            if mask is not None:
+                key_valid = torch.cat([key_valid, torch.ones(B, 1, dtype=torch.bool)], dim=1)
+                step_mask = key_valid[:, None, None, :]
+            hidden = model.decoder(x, next_pos, step_mask, cache)
+            logits = model.decoder.logits(hidden[:, -1])
+            next_pos = next_pos + 1
+    return [Generated(generated[b], finished[b],
+                      math.exp(logp_sum[b] / counted[b]) if counted[b] else 1.0)
+            for b in range(B)]
+
+
+def test_engine_is_bit_identical_to_the_straightforward_loop(model: OCRModel) -> None:
+    prompts = [
+        Prompt(slots(model, 21, 20), suffix=[5]),
+        Prompt(slots(model, 13, 21) * 0.5),  # left-padded
+        Prompt(slots(model, 30, 22) * 2.0, prefix=[7], suffix=[8, 9]),
+    ]
+    [free] = generate(model, prompts[:1], GenerationConfig(max_new_tokens=40, stop_token_ids=(-1,)))
+    configs = [
+        GenerationConfig(max_new_tokens=40, no_repeat_ngram_size=0, stop_token_ids=(-1,)),
+        GenerationConfig(max_new_tokens=60, no_repeat_ngram_size=3, no_repeat_window=20,
+                         stop_token_ids=(-1,)),
+        GenerationConfig(max_new_tokens=60, no_repeat_ngram_size=1, no_repeat_window=7,
+                         no_repeat_whitelist=frozenset({5, 6, 7})),
+        # rows stop at different steps; the stop check runs every step or every 3
+        GenerationConfig(max_new_tokens=40, stop_token_ids=(free.token_ids[6],)),
+        GenerationConfig(max_new_tokens=40, stop_token_ids=(free.token_ids[6],),
+                         stop_check_every=3),
+        GenerationConfig(max_new_tokens=1), GenerationConfig(max_new_tokens=0),
+    ]
+    for cfg in configs:
+        assert generate(model, prompts, cfg) == reference_generate(model, prompts, cfg), cfg
+    assert any(r.finished for r in generate(model, prompts, configs[3]))
+
+    def hook(generated: list[list[int]], step: int) -> torch.Tensor:
+        values = [float(sum(g) % 7) for g in generated]
+        return torch.tensor(values)[:, None, None].expand(-1, 1, model.cfg.embed_dim) * 0.1
+
+    cfg = configs[3]
+    assert generate(model, prompts, cfg, step_hook=hook) == reference_generate(
+        model, prompts, cfg, step_hook=hook
+    )
 
 
 def test_generation_respects_the_ngram_guard(model: OCRModel) -> None:

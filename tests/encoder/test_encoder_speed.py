@@ -77,3 +77,21 @@ def test_benchmark_smoke_run_writes_a_table(tmp_path: Path) -> None:
     text = out.read_text()
     assert "| encode | tiny | 1 |" in text and "| encode | small | 2 |" in text
     assert "| decode | tiny | 2 |" in text and "pages/s" in text and "tokens/s" in text
+
+
+def test_decode_profile_smoke_run_writes_a_table(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "decode_profile", ROOT / "benchmarks" / "decode_profile.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    out = tmp_path / "profile.md"
+    argv = ["--device", "cpu", "--preset", "test", "--tier", "tiny", "--batches", "1,2",
+            "--steps", "3", "--repeats", "1", "--modes", "eager,graphs", "--graph-width", "8",
+            "--aligner", "--cprofile", "--out", str(out)]
+    assert module.main(argv) == 0
+    text = out.read_text()
+    assert "| eager | 1 |" in text and "| graphs | 2 |" in text
+    assert "top ops per step by calls" in text and "cProfile" in text
