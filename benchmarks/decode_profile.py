@@ -291,8 +291,10 @@ def bench(case: Case, mode: str, steps: int, repeats: int, use_profiler: bool,
     run_decode(case, BASE_TOKENS + 2)  # warm-up (allocator, kernels, packed weights)
     per_step = []
     for _ in range(repeats):
-        t1 = run_decode(case, BASE_TOKENS)
-        tn = run_decode(case, BASE_TOKENS + steps)
+        # Both runs take the same path up to the reference length (prefill, the first
+        # step's graph capture): their difference is ``steps`` steady decoding steps.
+        t1 = run_decode(case, BASE_TOKENS + steps)
+        tn = run_decode(case, BASE_TOKENS + 2 * steps)
         per_step.append((tn - t1) / steps)
     step = statistics.median(per_step)
     prof = profile_steps(case, steps, use_cprofile) if use_profiler else None

@@ -105,9 +105,12 @@ def bench_encode(
     peak_flops: float,
     device: torch.device,
     dtype: torch.dtype,
+    compile_encoder: bool = False,
 ) -> list[Row]:
     timer = Timer(device)
     rows: list[Row] = []
+    encode = torch.compile(model.encode_grid, dynamic=False) if compile_encoder else (
+        model.encode_grid)
     for tier in tiers:
         for batch in batches:
             reset_memory(device)
@@ -116,7 +119,7 @@ def bench_encode(
 
                 def run(pixels: torch.Tensor = pixels) -> None:
                     with torch.inference_mode():
-                        model.encode_grid(pixels)
+                        encode(pixels)
 
                 for _ in range(warmup):
                     timer(run)
@@ -235,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="rel-pos attention form in SAM (see opticmem.encoder.sam)")
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="decode with GenerationConfig(cuda_graphs=True)")
+    ap.add_argument("--compile", action="store_true",
+                    help="encode through torch.compile(encode_grid) (one compile per shape)")
     ap.add_argument("--skip-encode", action="store_true")
     ap.add_argument("--skip-decode", action="store_true")
     ap.add_argument("--smoke", action="store_true",
@@ -260,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({model.num_parameters():,} params, random weights)\n\n"
         f"device: {gpu or device.type}; dtype {str(dtype).removeprefix('torch.')}; "
         f"torch {torch.__version__}; SAM attention `{args.sam_attention}`; "
-        f"MFU vs {args.peak_tflops:g} TFLOP/s"
+        + ("encoder under torch.compile; " if args.compile else "")
+        + f"MFU vs {args.peak_tflops:g} TFLOP/s"
         + ("" if device.type == "cuda" else " (not computed on CPU)")
     )
     print(header, flush=True)
@@ -268,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_encode:
         tiers = [Tier.parse(t) for t in args.tiers.split(",") if t]
         rows += bench_encode(model, tiers, parse_ints(args.encode_batches), args.repeats,
-                             args.warmup, peak, device, dtype)
+                             args.warmup, peak, device, dtype, args.compile)
     if not args.skip_decode:
         rows += bench_decode(model, Tier.parse(args.decode_tier), parse_ints(args.decode_batches),
                              args.decode_tokens, args.decode_repeats, peak, device, dtype,

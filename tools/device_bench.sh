@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# GPU speed benchmarks on the lent GPU machine; each writes its table to $OUT.
+# Usage: tools/device_bench.sh [STEP...]   (repository root; carry .whl, and .ref for
+#   `reference` — see tools/fetch_reference.sh). Steps, all by default:
+#   profile    benchmarks/decode_profile.py: eager vs CUDA-graph decoding step
+#   decode     benchmarks/encoder_speed.py decode tokens/s with CUDA graphs (official preset)
+#   codec      benchmarks/codec_speed.py, bundled codec with CUDA graphs, Small/Tiny
+#   eager      benchmarks/codec_speed.py, bundled codec eager, Small batch 32
+#   compile    benchmarks/encoder_speed.py encode under torch.compile, Small/Base, batch 32/128
+#   reference  benchmarks/reference_speed.py: our encoder vs the public reference's
+set -uo pipefail
+export PYTHONUNBUFFERED=1 OPTICMEM_PROGRESS=0
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
+  .whl/*.whl $(ls .whl/ref/*.whl 2>/dev/null)
+export PYTHONPATH=/tmp/site
+python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+step() { local limit=$1; shift; echo "### $*"; local t=$SECONDS
+  timeout "$limit" "$@" 2>&1 | grep -v '^\s*$' | tail -25; echo "(${PIPESTATUS[0]}, $((SECONDS - t)) s)"; }
+want() { [ -z "$ARGS" ] || [[ " $ARGS " == *" $1 "* ]]; }
+ARGS="$*"
+want profile && step 150 python3 benchmarks/decode_profile.py --out "$OUT/decode_profile_h100.md"
+want decode && step 150 python3 -m benchmarks.encoder_speed --skip-encode --cuda-graphs \
+  --out "$OUT/encoder_speed_decode_graphs_h100.md"
+want codec && step 120 python3 -m benchmarks.codec_speed --device cuda --tiers small,tiny \
+  --batches 32,128 --cuda-graphs --out "$OUT/codec_speed_h100_graphs.md"
+want eager && step 90 python3 -m benchmarks.codec_speed --device cuda --tiers small --batches 32 \
+  --out "$OUT/codec_speed_h100_eager.md"
+want compile && step 240 python3 -m benchmarks.encoder_speed --compile --skip-decode \
+  --tiers small,base --encode-batches 32,128 --out "$OUT/encoder_speed_compile_h100.md"
+want reference && step 300 python3 -m benchmarks.reference_speed \
+  --out "$OUT/reference_speed_h100.md"
+exit 0
