@@ -105,12 +105,12 @@ def bench_encode(
     peak_flops: float,
     device: torch.device,
     dtype: torch.dtype,
-    compile_encoder: bool = False,
+    compile_mode: str | None = None,
 ) -> list[Row]:
     timer = Timer(device)
     rows: list[Row] = []
-    encode = torch.compile(model.encode_grid, dynamic=False) if compile_encoder else (
-        model.encode_grid)
+    encode = (model.encode_grid if compile_mode is None
+              else torch.compile(model.encode_grid, dynamic=False, mode=compile_mode))
     for tier in tiers:
         for batch in batches:
             reset_memory(device)
@@ -238,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="rel-pos attention form in SAM (see opticmem.encoder.sam)")
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="decode with GenerationConfig(cuda_graphs=True)")
-    ap.add_argument("--compile", action="store_true",
-                    help="encode through torch.compile(encode_grid) (one compile per shape)")
+    ap.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                    help="encode through torch.compile(encode_grid, mode=MODE) "
+                         "(one compile per shape; MODE default, max-autotune-no-cudagraphs…)")
     ap.add_argument("--skip-encode", action="store_true")
     ap.add_argument("--skip-decode", action="store_true")
     ap.add_argument("--smoke", action="store_true",
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({model.num_parameters():,} params, random weights)\n\n"
         f"device: {gpu or device.type}; dtype {str(dtype).removeprefix('torch.')}; "
         f"torch {torch.__version__}; SAM attention `{args.sam_attention}`; "
-        + ("encoder under torch.compile; " if args.compile else "")
+        + (f"encoder under torch.compile (mode {args.compile}); " if args.compile else "")
         + f"MFU vs {args.peak_tflops:g} TFLOP/s"
         + ("" if device.type == "cuda" else " (not computed on CPU)")
     )

@@ -7,6 +7,7 @@
 #   codec      benchmarks/codec_speed.py, bundled codec with CUDA graphs, Small/Tiny
 #   eager      benchmarks/codec_speed.py, bundled codec eager, Small batch 32
 #   compile    benchmarks/encoder_speed.py encode under torch.compile, Small/Base, batch 32/128
+#   autotune   the same under torch.compile's max-autotune (no CUDA graphs), Base batch 32
 #   reference  benchmarks/reference_speed.py: our encoder vs the public reference's
 set -uo pipefail
 export PYTHONUNBUFFERED=1 OPTICMEM_PROGRESS=0
@@ -19,15 +20,18 @@ step() { local limit=$1; shift; echo "### $*"; local t=$SECONDS
   timeout "$limit" "$@" 2>&1 | grep -v '^\s*$' | tail -25; echo "(${PIPESTATUS[0]}, $((SECONDS - t)) s)"; }
 want() { [ -z "$ARGS" ] || [[ " $ARGS " == *" $1 "* ]]; }
 ARGS="$*"
-want profile && step 150 python3 benchmarks/decode_profile.py --out "$OUT/decode_profile_h100.md"
+want profile && step 280 python3 benchmarks/decode_profile.py --out "$OUT/decode_profile_h100.md"
 want decode && step 150 python3 -m benchmarks.encoder_speed --skip-encode --cuda-graphs \
   --out "$OUT/encoder_speed_decode_graphs_h100.md"
 want codec && step 120 python3 -m benchmarks.codec_speed --device cuda --tiers small,tiny \
   --batches 32,128 --cuda-graphs --out "$OUT/codec_speed_h100_graphs.md"
 want eager && step 90 python3 -m benchmarks.codec_speed --device cuda --tiers small --batches 32 \
   --out "$OUT/codec_speed_h100_eager.md"
-want compile && step 240 python3 -m benchmarks.encoder_speed --compile --skip-decode \
-  --tiers small,base --encode-batches 32,128 --out "$OUT/encoder_speed_compile_h100.md"
+want compile && step 200 python3 -m benchmarks.encoder_speed --compile --skip-decode \
+  --tiers "${COMPILE_TIERS:-small,base}" --encode-batches 32,128 \
+  --out "$OUT/encoder_speed_compile_h100.md"
+want autotune && step 330 python3 -m benchmarks.encoder_speed --compile max-autotune-no-cudagraphs \
+  --skip-decode --tiers base --encode-batches 32 --out "$OUT/encoder_speed_autotune_h100.md"
 want reference && step 300 python3 -m benchmarks.reference_speed \
   --out "$OUT/reference_speed_h100.md"
 exit 0

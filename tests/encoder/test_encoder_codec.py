@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 
 import numpy as np
 import pytest
@@ -67,6 +68,17 @@ def test_encode_is_deterministic_and_batch_independent(codec: OCRCodec) -> None:
     b = codec.encode(images[1:2], "tiny")
     assert np.array_equal(a[0].grid, codec.encode(images, "tiny")[0].grid)
     assert np.allclose(a[1].grid.astype(np.float32), b[0].grid.astype(np.float32), atol=2e-3)
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler; none on this machine")
+def test_compiled_encoder_gives_the_same_vision_tokens() -> None:
+    eager = OCRCodec.random("test", seed=3)
+    compiled = OCRCodec.random("test", seed=3).compile_encoder()
+    images = odd_images()[:2]
+    for a, b in zip(eager.encode(images, "tiny"), compiled.encode(images, "tiny"), strict=True):
+        assert a.grid.shape == b.grid.shape
+        assert np.allclose(a.grid.astype(np.float32), b.grid.astype(np.float32), atol=2e-3)
 
 
 def test_decode_mixed_tiers_in_one_call(codec: OCRCodec) -> None:
