@@ -7,7 +7,7 @@ config and tokenizer sit in the package under ``encoder/weights/``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -128,6 +128,9 @@ def load_bundled_codec(
 ) -> OCRCodec:
     """The shipped codec (weights in the package), on CUDA when available, else CPU.
 
+    On CUDA it decodes with CUDA graphs (``GenerationConfig.cuda_graphs``): one graph
+    launch per step instead of hundreds of kernel launches.
+
     Raises :class:`BundledWeightsError` naming the missing or corrupt file.
     """
     from opticmem.encoder.checkpoint import CONFIG_FILE, INDEX_FILE
@@ -142,6 +145,9 @@ def load_bundled_codec(
                 "codec=None to run without a model)"
             )
     try:
-        return OCRCodec.from_pretrained(root, device=device)
+        codec = OCRCodec.from_pretrained(root, device=device)
     except CheckpointError as exc:
         raise BundledWeightsError(f"bundled codec unreadable: {exc}") from exc
+    if codec.device.type == "cuda":
+        codec.generation = replace(codec.generation, cuda_graphs=True)
+    return codec

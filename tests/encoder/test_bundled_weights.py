@@ -1,0 +1,78 @@
+"""The shipped codec: it loads offline, reads a held-out page, and fails clearly when broken."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from opticmem.encoder import synth
+from opticmem.encoder.bundled import BundledWeightsError, load_bundled_codec, weights_dir
+from opticmem.encoder.metrics import char_precision
+from opticmem.render import PageLayout, RenderSettings, render_page
+
+pytestmark = pytest.mark.skipif(
+    not (weights_dir() / "model.safetensors.index.json").is_file(),
+    reason="no bundled weights in this checkout",
+)
+
+
+@pytest.fixture()
+def weights_copy(tmp_path: Path) -> Path:
+    out = tmp_path / "weights"
+    shutil.copytree(weights_dir(), out)
+    for f in out.iterdir():
+        f.chmod(0o644)
+    return out
+
+
+def held_out_large_page() -> tuple[PageLayout, Image.Image]:
+    stream = synth.page_stream(4242, "eval", RenderSettings(), data_dir=synth.EVAL_SOURCES_DIR)
+    page = next(stream)
+    return page, render_page(page, "large").convert("RGB")
+
+
+def test_bundled_codec_reads_a_held_out_large_page() -> None:
+    codec = load_bundled_codec(device="cpu")
+    assert codec.aligned and not codec.generation.cuda_graphs  # graphs only on CUDA
+    page, image = held_out_large_page()
+    text = codec.decode(codec.encode([image], "large"))[0].text
+    # Measured ~0.9 on held-out Large pages (benchmarks/results/codec_eval): a model that
+    # stopped reading would fall to ~0.3, the language prior's floor.
+    assert char_precision(page.transcript, text) > 0.6
+
+
+def test_missing_weight_file_is_named(weights_copy: Path) -> None:
+    (weights_copy / "model.safetensors.index.json").unlink()
+    with pytest.raises(BundledWeightsError, match=re.escape("model.safetensors.index.json")):
+        load_bundled_codec(weights_copy, device="cpu")
+
+
+def test_missing_shard_is_named(weights_copy: Path) -> None:
+    shard = sorted(weights_copy.glob("model-*.safetensors"))[-1]
+    shard.unlink()
+    with pytest.raises(BundledWeightsError, match=re.escape(shard.name)):
+        load_bundled_codec(weights_copy, device="cpu")
+
+
+def test_corrupt_shard_is_named(weights_copy: Path) -> None:
+    shard = sorted(weights_copy.glob("model-*.safetensors"))[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)
+    shard.write_bytes(bytes(data))
+    with pytest.raises(BundledWeightsError, match=re.escape(shard.name)):
+        load_bundled_codec(weights_copy, device="cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_bundled_codec_decodes_with_cuda_graphs_on_cuda() -> None:
+    codec = load_bundled_codec(device="cuda")
+    assert codec.generation.cuda_graphs
+    page, image = held_out_large_page()
+    text = codec.decode(codec.encode([image], "large"))[0].text
+    assert char_precision(page.transcript, text) > 0.6
