@@ -236,15 +236,18 @@ def heldout_pages(
 ) -> tuple[list[PageLayout], list[PageLayout]]:
     """Evaluation pages the codec never trained on: ``n`` chat pages from the generator's
     eval split (disjoint sources, another seed), and up to ``hangul`` pages of its Korean
-    turns packed on their own pages."""
+    turns packed on their own pages. The eval sources ship with the package
+    (:data:`~opticmem.encoder.synth.EVAL_SOURCES_DIR`), so every install evaluates on the
+    same text."""
     from opticmem.encoder import synth
 
     settings = settings or RenderSettings()
-    stream = synth.page_stream(seed, "eval", settings)
+    src = synth.EVAL_SOURCES_DIR
+    stream = synth.page_stream(seed, "eval", settings, data_dir=src)
     pages = [next(stream) for _ in range(n)]
     korean: list[TurnText] = []
     if hangul > 0:
-        for conv in synth.conversations(seed + 1, "eval"):
+        for conv in synth.conversations(seed + 1, "eval", data_dir=src):
             for t in conv:
                 letters = t.text.replace(" ", "")
                 if letters and sum("\uac00" <= c <= "\ud7a3" for c in letters) > 0.3 * len(letters):

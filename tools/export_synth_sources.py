@@ -8,6 +8,8 @@ reads on its own::
     python tools/export_synth_sources.py                 # → data/synth (≈ 8 MB)
     python tools/export_synth_sources.py --out /tmp/s    # elsewhere
     python tools/export_synth_sources.py --fixture       # → tests/encoder/fixtures/synth
+    python tools/export_synth_sources.py --packaged-eval --from data/synth
+                                     # → encoder/eval_sources (opticmem eval's held-out text)
 
 The fixture is a small slice of a full export (the most frequent words, the first
 entities and snippets of each pool): a subset of each split's sources, so everything the
@@ -22,7 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-from opticmem.encoder.synth import SPLITS, Sources, Split, build_sources, write_sources
+from opticmem.encoder.synth import (
+    EVAL_SOURCES_DIR,
+    SPLITS,
+    Sources,
+    Split,
+    build_sources,
+    read_sources,
+    write_sources,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_DIR = ROOT / "tests" / "encoder" / "fixtures" / "synth"
@@ -55,6 +65,20 @@ def slice_sources(sources: dict[Split, Sources], words: int, ko_words: int, pool
     return out
 
 
+PACKAGED_EVAL_SLICE = {"words": 20_000, "ko_words": 6_000, "pool": 1_500, "code": 400}
+"""How much of the eval split ships with the package: enough variety for a faithful
+held-out evaluation at a few hundred KB."""
+
+
+def write_packaged_eval(sources: dict[Split, Sources], origin: object) -> None:
+    """Write the eval split's packaged slice (see :data:`PACKAGED_EVAL_SLICE`)."""
+    part = slice_sources(sources, **PACKAGED_EVAL_SLICE)
+    sizes = write_sources({"eval": part["eval"]}, EVAL_SOURCES_DIR,
+                          {"slice_of": str(origin), "slice": PACKAGED_EVAL_SLICE})
+    log.info("packaged eval sources: %.1f KB in %s", sum(sizes.values()) / 1024,
+             EVAL_SOURCES_DIR)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "synth",
@@ -64,8 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--code-size", type=int, default=6_000, help="code snippets per split")
     ap.add_argument("--fixture", action="store_true",
                     help=f"also write the small test fixture to {FIXTURE_DIR.relative_to(ROOT)}")
+    ap.add_argument("--packaged-eval", action="store_true",
+                    help="write a slice of the eval split to "
+                         f"{EVAL_SOURCES_DIR.relative_to(ROOT)} (shipped with the package)")
+    ap.add_argument("--from", dest="source", type=Path, default=None,
+                    help="slice an existing export instead of building (with --packaged-eval)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.packaged_eval and args.source is not None:
+        full = {s: read_sources(s, args.source) for s in SPLITS}
+        write_packaged_eval(full, args.source)
+        return 0
 
     t0 = time.perf_counter()
     sources = build_sources(pool_size=args.pool_size, code_size=args.code_size)
@@ -84,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         fixture = slice_sources(sources, words=5_000, ko_words=2_000, pool=150, code=60)
         fsizes = write_sources(fixture, FIXTURE_DIR, {"slice_of_pool_size": args.pool_size})
         log.info("fixture: %.1f KB in %s", sum(fsizes.values()) / 1024, FIXTURE_DIR)
+    if args.packaged_eval:
+        write_packaged_eval(sources, args.out)
     return 0
 
 

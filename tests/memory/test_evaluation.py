@@ -1,0 +1,95 @@
+"""The decay-curve evaluation: held-out pages on any install, scores, tables and files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from opticmem.cli import app
+from opticmem.encoder import synth
+from opticmem.encoder.bundled import weights_dir
+from opticmem.encoder.ocr import OCRCodec
+from opticmem.evaluation import (
+    evaluate,
+    heldout_pages,
+    is_hangul_page,
+    markdown_table,
+    summarise,
+    write_results,
+)
+from opticmem.render import Tier
+
+
+def test_heldout_pages_come_from_the_packaged_eval_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A clean install has no data/synth export: the shipped eval sources must suffice.
+    monkeypatch.setenv(synth.DATA_ENV, str(tmp_path / "nothing-here"))
+    chat, korean = heldout_pages(3, seed=5, hangul=2)
+    again, _ = heldout_pages(3, seed=5, hangul=0)
+    assert [p.transcript for p in chat] == [p.transcript for p in again]
+    assert len(chat) == 3 and all(len(p.transcript) > 200 for p in chat)
+    assert len(korean) == 2 and all(is_hangul_page(p.transcript) for p in korean)
+    assert synth.load_sources("eval", synth.EVAL_SOURCES_DIR).split == "eval"
+
+
+def test_is_hangul_page() -> None:
+    assert is_hangul_page("안녕하세요 오늘 회의는 세 시입니다")
+    assert not is_hangul_page("Meeting at 3pm, 회의")
+    assert not is_hangul_page("   ")
+
+
+def test_scores_summary_and_files(tmp_path: Path) -> None:
+    chat, korean = heldout_pages(2, seed=7, hangul=1)
+    codec = OCRCodec.random("test", seed=0)
+    scores = evaluate(codec, chat + korean, count_tokens=lambda s: len(s.split()),
+                      tiers=[Tier.TINY, Tier.SMALL], batch_size=2, max_new_tokens=4)
+    assert len(scores) == 3 * 2
+    for s in scores:
+        assert 0.0 <= s.char_precision <= 1.0 and 0.0 <= s.word_precision <= 1.0
+        assert s.slots == Tier.parse(s.tier).slots
+        assert s.compression == pytest.approx(s.text_tokens / s.slots)
+        assert s.exact_found <= s.exact_total
+    assert [s.hangul for s in scores if s.tier == "tiny"] == [False, False, True]
+    rows = summarise(scores)
+    groups = {(r.tier, r.group) for r in rows}
+    assert {("tiny", "all"), ("tiny", "hangul"), ("small", "all"), ("small", "hangul")} <= groups
+    assert all(r.pages >= 1 for r in rows)
+    table = markdown_table(rows)
+    assert table.count("\n") == len(rows) + 1
+    write_results(scores, tmp_path, {"codec": codec.name})
+    data = json.loads((tmp_path / "eval.json").read_text())
+    assert data["meta"]["codec"] == codec.name and len(data["pages"]) == len(scores)
+    assert (tmp_path / "eval.md").read_text().startswith("| tier |")
+    with Image.open(tmp_path / "precision_vs_compression.png") as img:
+        assert img.size == (900, 560)
+
+
+@pytest.mark.skipif(not (weights_dir() / "model.safetensors.index.json").is_file(),
+                    reason="no bundled weights in this checkout")
+def test_eval_command_on_a_users_text_file(tmp_path: Path) -> None:
+    text = tmp_path / "mine.txt"
+    text.write_text("User: Project Titan ships on 2026-03-04, budget $12,400.\n"
+                    "Assistant: Noted: Titan, 2026-03-04, $12,400.\n", encoding="utf-8")
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, [
+        "eval", "--text-file", str(text), "--tiers", "large", "--max-new-tokens", "48",
+        "--device", "cpu", "--out", str(out), "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["meta"]["source"] == str(text) and report["meta"]["tiers"] == ["large"]
+    [row] = [r for r in report["summary"] if r["group"] == "all"]
+    assert row["pages"] == 1 and 0.0 <= row["char_precision"] <= 1.0
+    assert (out / "eval.json").is_file() and (out / "precision_vs_compression.png").is_file()
+
+
+def test_eval_command_rejects_a_missing_text_file(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["eval", "--text-file", str(tmp_path / "no.txt")],
+                                env={"COLUMNS": "400"})
+    assert result.exit_code != 0
+    assert "is not a file" in result.output
