@@ -127,6 +127,7 @@ def eval_command(
                           progress=lambda n: bar.advance(task, n))
     rows = summarise(scores)
     meta = {"codec": model.name, "source": source, "pages": len(chosen),
+            "device": str(model.device),
             "tiers": [t.value for t in tier_list], "seconds": round(time.perf_counter() - t0, 1),
             "text_tokens": "bundled byte-level BPE tokens of the page transcript"}
     write_results(scores, out, meta)
