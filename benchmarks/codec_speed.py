@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from opticmem.encoder import synth
 from opticmem.encoder.bundled import load_bundled_codec
-from opticmem.render import RenderSettings, Tier, render_page
+from opticmem.evaluation import heldout_pages
+from opticmem.render import Tier, render_page
 
 
 def main() -> None:
@@ -37,12 +37,10 @@ def main() -> None:
     args = ap.parse_args()
 
     codec = load_bundled_codec(args.weights, device=args.device)
-    if args.cuda_graphs:
-        codec.generation = replace(codec.generation, cuda_graphs=True)
+    # Explicit either way: the bundled codec turns graphs on by itself on CUDA.
+    codec.generation = replace(codec.generation, cuda_graphs=args.cuda_graphs)
     batches = [int(b) for b in args.batches.split(",")]
-    stream = synth.page_stream(2024, "eval", RenderSettings())
-    n_max = max(max(batches), args.pages)
-    pages = [next(stream) for _ in range(n_max)]
+    pages, _ = heldout_pages(max(max(batches), args.pages), seed=2024, hangul=0)
     rows = []
     for tier in [Tier.parse(t) for t in args.tiers.split(",")]:
         images = [render_page(p, tier).convert("RGB") for p in pages]

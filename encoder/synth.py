@@ -62,11 +62,11 @@ DATA_ENV = "OPTICMEM_SYNTH_DIR"
 """Environment variable naming the exported sources directory."""
 FORMAT_VERSION = 1
 DEFAULT_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "synth"
+"""``data/synth`` in the repository root (gitignored; made by the export tool)."""
 EVAL_SOURCES_DIR = Path(__file__).resolve().parent / "eval_sources"
 """The eval split's sources shipped with the package (a slice of the full export, written
 by ``tools/export_synth_sources.py --packaged-eval``): held-out text for ``opticmem eval``
 on any install, disjoint from what the bundled codec trained on."""
-"""``data/synth`` in the repository root (gitignored; made by the export tool)."""
 
 
 class SynthDataError(RuntimeError):

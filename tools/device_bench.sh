@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # GPU speed benchmarks on the lent GPU machine; each writes its table to $OUT.
 # Usage: tools/device_bench.sh [STEP...]   (repository root; carry .whl, and .ref for
-#   `reference` — see tools/fetch_reference.sh). Steps, all by default:
+#   `reference` — see tools/fetch_reference.sh; codec pages come from the packaged eval
+#   sources). Steps, all by default:
 #   profile    benchmarks/decode_profile.py: eager vs CUDA-graph decoding step
 #   decode     benchmarks/encoder_speed.py decode tokens/s with CUDA graphs (official preset)
 #   codec      benchmarks/codec_speed.py, bundled codec with CUDA graphs, Small/Tiny
-#   eager      benchmarks/codec_speed.py, bundled codec eager, Small batch 32
+#   eager      benchmarks/codec_speed.py, bundled codec eager, Small batch 8
 #   compile    benchmarks/encoder_speed.py encode under torch.compile, Small/Base, batch 32/128
 #   autotune   the same under torch.compile's max-autotune (no CUDA graphs), Base batch 32
 #   reference  benchmarks/reference_speed.py: our encoder vs the public reference's
@@ -25,7 +26,7 @@ want decode && step 150 python3 -m benchmarks.encoder_speed --skip-encode --cuda
   --out "$OUT/encoder_speed_decode_graphs_h100.md"
 want codec && step 120 python3 -m benchmarks.codec_speed --device cuda --tiers small,tiny \
   --batches 32,128 --cuda-graphs --out "$OUT/codec_speed_h100_graphs.md"
-want eager && step 90 python3 -m benchmarks.codec_speed --device cuda --tiers small --batches 32 \
+want eager && step 90 python3 -m benchmarks.codec_speed --device cuda --tiers small --batches 8 \
   --out "$OUT/codec_speed_h100_eager.md"
 want compile && step 200 python3 -m benchmarks.encoder_speed --compile --skip-decode \
   --tiers "${COMPILE_TIERS:-small,base}" --encode-batches 32,128 \

@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="slice an existing export instead of building (with --packaged-eval)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.source is not None and not args.packaged_eval:
+        ap.error("--from only applies with --packaged-eval")
     if args.packaged_eval and args.source is not None:
         full = {s: read_sources(s, args.source) for s in SPLITS}
         write_packaged_eval(full, args.source)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from opticmem.encoder import synth
 from opticmem.encoder.bundled import BundledWeightsError, load_bundled_codec, weights_dir
 from opticmem.encoder.metrics import char_precision
-from opticmem.render import PageLayout, RenderSettings, render_page
+from opticmem.evaluation import heldout_pages
+from opticmem.render import PageLayout, render_page
 
 pytestmark = pytest.mark.skipif(
     not (weights_dir() / "model.safetensors.index.json").is_file(),
@@ -31,8 +31,7 @@ def weights_copy(tmp_path: Path) -> Path:
 
 
 def held_out_large_page() -> tuple[PageLayout, Image.Image]:
-    stream = synth.page_stream(4242, "eval", RenderSettings(), data_dir=synth.EVAL_SOURCES_DIR)
-    page = next(stream)
+    [page], _ = heldout_pages(1, seed=4242, hangul=0)
     return page, render_page(page, "large").convert("RGB")
 
 
