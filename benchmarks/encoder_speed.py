@@ -30,6 +30,7 @@ query/key head dims so fused SDPA kernels apply).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import platform
 import statistics
 import sys
@@ -39,6 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from opticmem.encoder.config import preset
 from opticmem.encoder.flops import decoder_flops_per_token, encoder_flops
@@ -48,6 +50,11 @@ from opticmem.encoder.sam import SamAttention
 from opticmem.render.tiers import Tier
 
 DEFAULT_OUT = Path("benchmarks/results/encoder_speed.md")
+SDP_BACKENDS = {
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+}
 
 
 @dataclass
@@ -234,8 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decode-repeats", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--peak-tflops", type=float, default=790.0, help="bf16 dense peak")
-    ap.add_argument("--sam-attention", choices=["augment", "bias"], default="augment",
+    ap.add_argument("--sam-attention", choices=["auto", "augment", "augment-narrow", "bias"],
+                    default="auto",
                     help="rel-pos attention form in SAM (see opticmem.encoder.sam)")
+    ap.add_argument("--sdpa-backend", choices=["auto", "cudnn", "flash", "efficient"],
+                    default="auto", help="restrict every SDPA call to one kernel")
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="decode with GenerationConfig(cuda_graphs=True)")
     ap.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
@@ -266,20 +276,27 @@ def main(argv: list[str] | None = None) -> int:
         f"({model.num_parameters():,} params, random weights)\n\n"
         f"device: {gpu or device.type}; dtype {str(dtype).removeprefix('torch.')}; "
         f"torch {torch.__version__}; SAM attention `{args.sam_attention}`; "
+        + (f"SDPA kernel `{args.sdpa_backend}`; " if args.sdpa_backend != "auto" else "")
         + (f"encoder under torch.compile (mode {args.compile}); " if args.compile else "")
         + f"MFU vs {args.peak_tflops:g} TFLOP/s"
         + ("" if device.type == "cuda" else " (not computed on CPU)")
     )
     print(header, flush=True)
     rows: list[Row] = []
-    if not args.skip_encode:
-        tiers = [Tier.parse(t) for t in args.tiers.split(",") if t]
-        rows += bench_encode(model, tiers, parse_ints(args.encode_batches), args.repeats,
-                             args.warmup, peak, device, dtype, args.compile)
-    if not args.skip_decode:
-        rows += bench_decode(model, Tier.parse(args.decode_tier), parse_ints(args.decode_batches),
-                             args.decode_tokens, args.decode_repeats, peak, device, dtype,
-                             args.cuda_graphs)
+    kernels = (
+        sdpa_kernel([SDP_BACKENDS[args.sdpa_backend]])
+        if args.sdpa_backend != "auto"
+        else contextlib.nullcontext()
+    )
+    with kernels:
+        if not args.skip_encode:
+            tiers = [Tier.parse(t) for t in args.tiers.split(",") if t]
+            rows += bench_encode(model, tiers, parse_ints(args.encode_batches), args.repeats,
+                                 args.warmup, peak, device, dtype, args.compile)
+        if not args.skip_decode:
+            rows += bench_decode(model, Tier.parse(args.decode_tier),
+                                 parse_ints(args.decode_batches), args.decode_tokens,
+                                 args.decode_repeats, peak, device, dtype, args.cuda_graphs)
     text = table(rows, header)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

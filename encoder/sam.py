@@ -5,12 +5,21 @@ a 16-pixel patch conv, an absolute position embedding interpolated to the input 
 blocks that attend inside 14×14 windows except a few global ones, each with decomposed
 relative position bias, then a conv neck. Sizes come from :class:`SamConfig`.
 
-Relative position bias is applied without materialising the ``(T, T)`` bias matrix: the
-bias ``rel_h[q, kh] + rel_w[q, kw]`` is an inner product of ``[rel_h[q], rel_w[q]]`` with
-the one-hot coordinates of key ``k``, so it rides along the query/key dot product in extra
-head dimensions (:func:`augmented_attention`). That keeps fused SDPA kernels usable at
-every grid size; ``SamAttention.impl = "bias"`` selects the explicit additive-mask form of
-the reference for comparison.
+The relative-position bias ``rel_h[q, kh] + rel_w[q, kw]`` takes one of two forms
+(``SamAttention.impl``; ``"auto"`` picks per block, from the measurements in
+``benchmarks/results/sam_attention_h200.md``):
+
+* ``"bias"``, the reference's: an explicit additive ``(T, T)`` mask. Fused kernels (cuDNN
+  on Hopper) take it, and on 14×14 windows it is the fastest form on GPU and CPU alike,
+  but the mask grows with T², 12.9 GB for a batch of 32 Base pages in a global block.
+* ``"augment"``: the bias is an inner product of ``[rel_h[q], rel_w[q]]`` with the one-hot
+  coordinates of key ``k``, so it rides along the query/key dot product in extra head
+  dimensions (:func:`augmented_attention`) and no mask is materialised, at any grid size.
+  ``"augment-narrow"`` keeps the values at their own width, which the cuDNN kernel accepts
+  (and is faster with) but the CPU kernels do not.
+
+``"auto"``: windowed blocks use ``"bias"``; global blocks ``"augment-narrow"`` on CUDA and
+``"augment"`` elsewhere.
 """
 
 from __future__ import annotations
@@ -74,7 +83,14 @@ def rel_pos_table(q_size: int, k_size: int, rel_pos: Tensor) -> Tensor:
 
 
 def augmented_attention(
-    q: Tensor, k: Tensor, v: Tensor, rel_h: Tensor, rel_w: Tensor, scale: float
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    rel_h: Tensor,
+    rel_w: Tensor,
+    scale: float,
+    *,
+    pad_values: bool = True,
 ) -> Tensor:
     """Attention with a decomposed relative-position bias folded into the dot product.
 
@@ -83,8 +99,9 @@ def augmented_attention(
 
     ``scale·q·k + rel_h[q, kh] + rel_w[q, kw] = [scale·q, rel_h[q], rel_w[q]] ·
     [k, onehot(kh), onehot(kw)]``, so one SDPA call with ``scale=1`` computes it exactly.
-    Head dims are zero-padded to a multiple of 8 (and v to the same width, which fused
-    kernels need); the padding contributes zero.
+    Head dims are zero-padded to a multiple of 8; the padding contributes zero. With
+    ``pad_values`` v is zero-padded to the same width, which the flash kernel needs;
+    without, v keeps its own width and the cuDNN or memory-efficient kernels run it.
     """
     B, nh, T, hd = q.shape
     H, W = rel_h.shape[-1], rel_w.shape[-1]
@@ -100,6 +117,8 @@ def augmented_attention(
     if pad:
         q_aug = F.pad(q_aug, (0, pad))
         k_aug = F.pad(k_aug, (0, pad))
+    if not pad_values:
+        return F.scaled_dot_product_attention(q_aug, k_aug, v, scale=1.0)  # (B, nh, T, hd)
     v_aug = F.pad(v, (0, dim + pad - hd))  # (B, nh, T, dim+pad)
     out = F.scaled_dot_product_attention(q_aug, k_aug, v_aug, scale=1.0)
     return out[..., :hd]  # (B, nh, T, hd)
@@ -108,10 +127,11 @@ def augmented_attention(
 class SamAttention(nn.Module):
     """Multi-head self-attention over a (H, W) token grid with decomposed relative positions."""
 
-    impl: Literal["augment", "bias"] = "augment"
+    impl: Literal["auto", "augment", "augment-narrow", "bias"] = "auto"
 
-    def __init__(self, dim: int, heads: int, rel_size: int) -> None:
+    def __init__(self, dim: int, heads: int, rel_size: int, *, windowed: bool = False) -> None:
         super().__init__()
+        self.windowed = windowed
         self.heads = heads
         self.head_dim = dim // heads
         self.scale = self.head_dim**-0.5
@@ -131,12 +151,16 @@ class SamAttention(nn.Module):
         r_q = q.reshape(B, nh, H, W, hd)
         rel_h = torch.einsum("bnhwc,hkc->bnhwk", r_q, Rh)  # (B, nh, H, W, H)
         rel_w = torch.einsum("bnhwc,wkc->bnhwk", r_q, Rw)  # (B, nh, H, W, W)
-        if self.impl == "bias":
+        impl = self.impl
+        if impl == "auto":
+            impl = "bias" if self.windowed else "augment-narrow" if q.is_cuda else "augment"
+        if impl == "bias":
             bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(B, nh, H * W, H * W)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         else:
             out = augmented_attention(
-                q, k, v, rel_h.reshape(B, nh, H * W, H), rel_w.reshape(B, nh, H * W, W), self.scale
+                q, k, v, rel_h.reshape(B, nh, H * W, H), rel_w.reshape(B, nh, H * W, W),
+                self.scale, pad_values=impl == "augment",
             )
         out = out.transpose(1, 2).reshape(B, H, W, C)  # (B, H, W, C)
         return self.proj(out)
@@ -161,7 +185,8 @@ class SamBlock(nn.Module):
         super().__init__()
         self.window = window
         self.norm1 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
-        self.attn = SamAttention(cfg.width, cfg.heads, 2 * (window or grid) - 1)
+        rel_size = 2 * (window or grid) - 1
+        self.attn = SamAttention(cfg.width, cfg.heads, rel_size, windowed=window > 0)
         self.norm2 = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
         self.mlp = SamMLP(cfg.width, cfg.mlp_dim)
 

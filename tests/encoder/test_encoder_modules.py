@@ -77,11 +77,9 @@ def test_augmented_rel_pos_attention_equals_explicit_bias(grid: int, rel: int) -
     x = torch.randn(2, grid, grid, 32)
     with torch.no_grad():
         ref = naive_rel_pos_attention(attn, x)
-        aug = attn(x)
-        attn.impl = "bias"
-        bias = attn(x)
-    assert torch.allclose(aug, ref, atol=1e-5, rtol=1e-4)
-    assert torch.allclose(bias, ref, atol=1e-5, rtol=1e-4)
+        for impl in ("augment", "augment-narrow", "bias", "auto"):
+            attn.impl = impl
+            assert torch.allclose(attn(x), ref, atol=1e-5, rtol=1e-4), impl
 
 
 def test_pos_embed_interpolation_is_identity_at_native_size() -> None:
