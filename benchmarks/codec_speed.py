@@ -43,7 +43,7 @@ def main() -> None:
     pages, _ = heldout_pages(max(max(batches), args.pages), seed=2024, hangul=0)
     rows = []
     for tier in [Tier.parse(t) for t in args.tiers.split(",")]:
-        images = [render_page(p, tier).convert("RGB") for p in pages]
+        images = [render_page(p, tier) for p in pages]  # greyscale, as the memory passes them
         for b in batches:
             codec.batch_size = b
             n = max(b, args.pages)

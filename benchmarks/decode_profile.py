@@ -95,7 +95,7 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from opticmem.encoder.config import ModelConfig, preset  # noqa: E402
-from opticmem.encoder.generate import GenerationConfig, Prompt, StepHook, generate  # noqa: E402
+from opticmem.encoder.generate import GenerationConfig, Prompt, TokenHook, generate  # noqa: E402
 from opticmem.encoder.model import OCRModel, build_model  # noqa: E402
 from opticmem.encoder.moe import MoE  # noqa: E402
 from opticmem.render.tiers import Tier  # noqa: E402
@@ -156,7 +156,7 @@ class Case:
     model: OCRModel
     prompts: list[Prompt]
     generation: GenerationConfig
-    hook_factory: Callable[[], Any] | None
+    hook_factory: Callable[[bool], Any] | None
     device: torch.device
 
 
@@ -175,8 +175,10 @@ def make_prompts(
     return out
 
 
-def aligner_hook(model: OCRModel, tier: Tier, batch: int, device: torch.device) -> Any:
-    """The bundled codec's :class:`AlignerFeed` on random page grids."""
+def aligner_hook(
+    model: OCRModel, tier: Tier, batch: int, device: torch.device, cuda_graph: bool
+) -> Any:
+    """The bundled codec's :class:`AlignerFeed` on random page grids (a token hook)."""
     from opticmem.encoder.bundled import BUNDLED_TOKENIZER
     from opticmem.encoder.examples import token_bytes
     from opticmem.encoder.ocr import AlignerFeed
@@ -191,7 +193,8 @@ def aligner_hook(model: OCRModel, tier: Tier, batch: int, device: torch.device) 
     param = next(model.parameters())
     g = tier.grid
     grid = torch.randn(batch, g, g, model.cfg.embed_dim, generator=torch.Generator().manual_seed(0))
-    return AlignerFeed(model, grid.to(device=device, dtype=param.dtype), RenderSettings(), table)
+    return AlignerFeed(model, grid.to(device=device, dtype=param.dtype), RenderSettings(), table,
+                       cuda_graph=cuda_graph)
 
 
 def sync(device: torch.device) -> None:
@@ -207,15 +210,15 @@ one decoding step (with ``--modes graphs`` that step records the first graph).""
 def run_decode(case: Case, tokens: int) -> float:
     """Seconds for one :func:`generate` call of ``tokens`` new tokens per row."""
     cfg = replace(case.generation, max_new_tokens=tokens)
-    hook: StepHook | None = None
+    hook: TokenHook | None = None
     extra = None
     if case.hook_factory is not None:
-        feed = case.hook_factory()
+        feed = case.hook_factory(cfg.cuda_graphs)
         hook = feed
         extra = feed.prompt_extra(1 + case.prompts[0].slots.shape[0])
     sync(case.device)
     t0 = time.perf_counter()
-    generate(case.model, case.prompts, cfg, step_hook=hook, prompt_extra=extra)
+    generate(case.model, case.prompts, cfg, token_hook=hook, prompt_extra=extra)
     sync(case.device)
     return time.perf_counter() - t0
 
@@ -407,7 +410,9 @@ def main(argv: list[str] | None = None) -> int:
             MoE.dispatch = args.dispatch
         prompts = make_prompts(model, tier, batch, args.ragged, device, dtype)
         factory = (
-            (lambda b=batch: aligner_hook(model, tier, b, device)) if args.aligner else None
+            (lambda graphed, b=batch: aligner_hook(model, tier, b, device, graphed))
+            if args.aligner
+            else None
         )
         for mode in modes:
             generation = GenerationConfig(

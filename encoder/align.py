@@ -11,7 +11,9 @@ feed it, so the tier's compression is unchanged; the official preset has no alig
 
 Positions are computed per decoder step from byte offsets: the step that predicts a token
 starting at byte ``b`` of the transcript looks at the cell of the character containing
-byte ``b`` (the cursor after every complete character before it).
+byte ``b`` (the cursor after every complete character before it). While decoding,
+:class:`opticmem.encoder.token_cursor.TokenCursor` gives the same cells from the tokens
+generated so far.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from opticmem.render import Cursor, RenderSettings, transcript_positions
+from opticmem.render import RenderSettings, transcript_positions
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,43 +68,6 @@ def step_cells(transcript: str, token_bytes: Sequence[int]) -> np.ndarray:
         starts < total, char_of_byte[np.minimum(starts, max(total - 1, 0))], len(transcript)
     )
     return pos[chars]
-
-
-class StepTracker:
-    """Decode-time twin of :func:`step_cells`: feeds generated token bytes, reports the cell
-    of the next character. Incomplete UTF-8 sequences wait until their character is whole;
-    invalid bytes count as one replacement character, as the text decoder will show them."""
-
-    __slots__ = ("_cursor", "_pending")
-
-    def __init__(self) -> None:
-        self._cursor = Cursor()
-        self._pending = b""
-
-    @property
-    def position(self) -> tuple[int, int]:
-        return self._cursor.position
-
-    def feed(self, data: bytes) -> None:
-        buf = self._pending + data
-        text = buf.decode("utf-8", errors="replace")
-        # Keep a trailing incomplete sequence pending (up to 3 bytes of a lead + continuation).
-        tail = 0
-        for k in range(1, min(4, len(buf)) + 1):
-            b = buf[-k]
-            if b & 0xC0 == 0x80:  # continuation byte: look further back
-                continue
-            need = (2 if b >> 5 == 0b110 else 3 if b >> 4 == 0b1110
-                    else 4 if b >> 3 == 0b11110 else 1)
-            if need > k:
-                tail = k
-            break
-        if tail:
-            text = buf[:-tail].decode("utf-8", errors="replace")
-            self._pending = buf[-tail:]
-        else:
-            self._pending = b""
-        self._cursor.feed(text)
 
 
 def cell_centres(

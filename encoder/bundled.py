@@ -17,6 +17,7 @@ from torch import Tensor
 
 from opticmem.encoder.examples import IGNORE
 from opticmem.encoder.model import OCRModel
+from opticmem.encoder.preprocess import normalise_pixels
 from opticmem.render import RenderSettings
 
 if TYPE_CHECKING:
@@ -29,16 +30,6 @@ def weights_dir() -> Path:
 
 
 BUNDLED_TOKENIZER = weights_dir() / "tokenizer.json"
-
-
-def normalise(images: Tensor) -> Tensor:
-    """uint8 greyscale pages (B, S, S) → (B, 3, S, S) in [-1, 1].
-
-    The same values the reference preprocessing gives an RGB copy of a greyscale page
-    (``ToTensor`` then ``Normalize(0.5, 0.5)``), computed on the device.
-    """
-    x = images.float().div(127.5).sub(1.0)
-    return x.unsqueeze(1).expand(-1, 3, -1, -1)
 
 
 def aligned_embeds(
@@ -76,7 +67,7 @@ def training_step(
     to lower its loss is to read the page, which is the signal a from-scratch decoder
     otherwise ignores in favour of its language prior.
     """
-    pixels = normalise(batch["images"])
+    pixels = normalise_pixels(batch["images"])
     grid = model.encode_grid(pixels)  # (B, g, g, D)
     slots = model.grid_to_slots(grid)  # (B, S, D)
     extra, rows = aligned_embeds(model, grid, batch["cells"], batch["aligned"], settings)

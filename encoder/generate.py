@@ -11,7 +11,9 @@ A ``step_hook(generated, step) -> Tensor (B, 1, D) | None`` may add embeddings t
 next input position: it is called after token ``step`` (0-based) has been chosen for every
 row, with ``generated[b]`` the tokens of row ``b`` so far (finished rows keep their
 tokens, EOS excluded), and its result is added to the embedding of that token as it is
-fed back. ``prompt_extra`` (B, T, D) does the same for the prompt positions.
+fed back. A ``token_hook(tokens, step)`` does the same from the tensor of tokens being fed
+back (B,) — the pad id for rows that have stopped — without bringing them to the host.
+``prompt_extra`` (B, T, D) does the same for the prompt positions.
 
 A step runs on the device without waiting for it: choices, their log-probabilities and
 the no-repeat bans (:class:`~opticmem.encoder.ngram.RepeatBan`) stay tensors, and the host
@@ -37,6 +39,8 @@ from opticmem.encoder.ngram import RepeatBan
 
 StepHook = Callable[[list[list[int]], int], Tensor | None]
 """``(generated_ids, step) -> extra embeddings (B, 1, D) for the next input, or None``."""
+TokenHook = Callable[[Tensor, int], Tensor | None]
+"""``(fed tokens (B,) on the device, step) -> extra embeddings (B, 1, D), or None``."""
 
 
 @dataclass(frozen=True)
@@ -98,9 +102,12 @@ def generate(
     config: GenerationConfig | None = None,
     *,
     step_hook: StepHook | None = None,
+    token_hook: TokenHook | None = None,
     prompt_extra: Tensor | None = None,
 ) -> list[Generated]:
     """Decode every prompt greedily in one batch; results in input order."""
+    if step_hook is not None and token_hook is not None:
+        raise InputError("give a step_hook or a token_hook, not both")
     cfg = config or GenerationConfig()
     dcfg = model.cfg.decoder
     B = len(prompts)
@@ -201,12 +208,17 @@ def generate(
             break
         feed = torch.where(done_t, dcfg.pad_token_id, chosen)[:, None]  # (B, 1)
         x = model.decoder.embed_tokens(feed)  # (B, 1, D)
-        if step_hook is not None:
-            extra = step_hook(generated, step)
+        if step_hook is not None or token_hook is not None:
+            extra = (
+                step_hook(generated, step) if step_hook is not None
+                else token_hook(feed[:, 0], step) if token_hook is not None
+                else None
+            )
             if extra is not None:
                 if tuple(extra.shape) != (B, 1, D):
                     raise InputError(
-                        f"step_hook must return (B, 1, D) = ({B}, 1, {D}); "
+                        f"{'step_hook' if step_hook is not None else 'token_hook'} must "
+                        f"return (B, 1, D) = ({B}, 1, {D}); "
                         f"got {tuple(extra.shape)}"
                     )
                 x = x + extra.to(device=device, dtype=dtype)

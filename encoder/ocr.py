@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from opticmem.encoder.align import StepTracker
 from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, placeholder_ids, read_tokenizer
 from opticmem.encoder.checkpoint import load_checkpoint
 from opticmem.encoder.codec import Recollection, VisionTokens, compact
@@ -41,6 +40,7 @@ from opticmem.encoder.generate import GenerationConfig, Prompt, StepHook, genera
 from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
 from opticmem.encoder.official import REPO_ID, load_official, load_official_tokenizer
 from opticmem.encoder.preprocess import preprocess
+from opticmem.encoder.token_cursor import TokenCursor
 from opticmem.encoder.tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -218,7 +218,7 @@ class OCRCodec:
         param = next(self.model.parameters())
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
-            pixels = preprocess(chunk, tier).to(device=param.device, dtype=param.dtype)
+            pixels = preprocess(chunk, tier, device=param.device, dtype=param.dtype)
             with torch.inference_mode():
                 grid = self._encode_grid(pixels)  # (B, g, g, D)
             arr = grid.float().cpu().numpy()  # kept compact by VisionTokens
@@ -284,7 +284,7 @@ class OCRCodec:
                                    cuda_graph=gen.cuda_graphs)
                 T0 = 1 + len(self._prefix) + prompts[0].slots.shape[0] + len(self._suffix)
                 outs = generate(
-                    self.model, prompts, gen, step_hook=feed, prompt_extra=feed.prompt_extra(T0)
+                    self.model, prompts, gen, token_hook=feed, prompt_extra=feed.prompt_extra(T0)
                 )
             else:
                 outs = generate(self.model, prompts, gen, step_hook=step_hook)
@@ -335,11 +335,13 @@ class AlignerFeed:
     The training template (:mod:`opticmem.encoder.examples`) adds, at every step that
     predicts a transcript token, the aligner's reading of the vision tokens under the next
     character's cell. Decoding does the same: the prompt's last position reads the first
-    cell, and each generated token advances a :class:`~opticmem.encoder.align.StepTracker`
-    by its bytes before the next step reads the new cell. It is a ``step_hook``.
+    cell, and each token fed back advances the rows' cursors
+    (:class:`~opticmem.encoder.token_cursor.TokenCursor`, on the grid's device, no host
+    sync) before the next step reads the new cells. It is a ``token_hook``.
 
-    With ``cuda_graph`` (and a grid on CUDA) the aligner's read-out is recorded once as a
-    CUDA graph and replayed every step (:class:`~opticmem.encoder.cuda_graph.GraphedFunction`).
+    With ``cuda_graph`` (and a grid on CUDA) the cursor update and the aligner's read-out
+    are recorded once as CUDA graphs and replayed every step
+    (:class:`~opticmem.encoder.cuda_graph.GraphedFunction`).
     """
 
     def __init__(
@@ -351,22 +353,23 @@ class AlignerFeed:
         self.aligner = model.aligner
         self.grid = grid  # (B, g, g, D)
         self.settings = settings
-        self.table = table
         B = grid.shape[0]
         self.rows = torch.arange(B, device=grid.device)
-        self.trackers = [StepTracker() for _ in range(B)]
-        self.seen = [0] * B
-        cells = torch.zeros(B, 2, dtype=torch.long, device=grid.device)
-        self._read = GraphedFunction(self._read_cells, cells, enabled=cuda_graph)
+        self.cursor = TokenCursor(table, grid.device)
+        self.state = self.cursor.start(B)  # (B, 4)
+        tokens = torch.zeros(B, dtype=torch.long, device=grid.device)
+        self._advance = GraphedFunction(self.cursor.advance, self.state, tokens,
+                                        enabled=cuda_graph)
+        self._read = GraphedFunction(self._read_cells, TokenCursor.cells(self.state),
+                                     enabled=cuda_graph)
 
     def _read_cells(self, cells: torch.Tensor) -> torch.Tensor:
         """(B, 2) next-character cells → (B, D) aligner embeddings in the grid's dtype."""
         return self.aligner(self.grid, cells, self.rows, self.settings).to(self.grid.dtype)
 
     def _embed(self) -> torch.Tensor:
-        cells = torch.tensor([t.position for t in self.trackers], device=self.grid.device)
         with torch.inference_mode():
-            return self._read(cells)  # (B, D)
+            return self._read(TokenCursor.cells(self.state))  # (B, D)
 
     def prompt_extra(self, length: int) -> torch.Tensor:
         """(B, length, D): zeros except the last prompt position, which reads the first cell."""
@@ -375,11 +378,10 @@ class AlignerFeed:
         extra[:, -1] = self._embed()
         return extra
 
-    def __call__(self, generated: list[list[int]], step: int) -> torch.Tensor:
-        for b, toks in enumerate(generated):
-            for tok in toks[self.seen[b] :]:
-                self.trackers[b].feed(self.table[tok] if tok < len(self.table) else b"")
-            self.seen[b] = len(toks)
+    def __call__(self, tokens: torch.Tensor, step: int) -> torch.Tensor:
+        """Advance every row by the token it is fed (B,); the cells' reading (B, 1, D)."""
+        with torch.inference_mode():
+            self.state = self._advance(self.state, tokens)
         return self._embed()[:, None]  # (B, 1, D)
 
 

@@ -28,13 +28,17 @@ PAD_COLOUR = (127, 127, 127)
 """Grey fill for padded tiers: the normalisation mean × 255, rounded down."""
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """EXIF-transpose and convert any mode (RGBA, LA, P, L, 1, I, F, CMYK…) to RGB."""
+def to_rgb(image: Image.Image, *, keep_grey: bool = False) -> Image.Image:
+    """EXIF-transpose and convert any mode (RGBA, LA, P, L, 1, I, F, CMYK…) to RGB
+    (or, with ``keep_grey``, leave an ``L`` image grey: the same pixels in a third of
+    the bytes)."""
     if not isinstance(image, Image.Image):
         raise InputError(f"expected a PIL image, got {type(image).__name__}")
     if image.width < 1 or image.height < 1:
         raise InputError(f"image has no pixels ({image.width}×{image.height})")
     image = ImageOps.exif_transpose(image)
+    if keep_grey and image.mode == "L":
+        return image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         # High-bit-depth greys: scale into 8 bits rather than clipping at 255.
         arr = np.asarray(image, dtype=np.float64)
@@ -44,28 +48,54 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def fit_to_tier(image: Image.Image, tier: Tier | str) -> Image.Image:
-    """RGB image → the tier's square (stretch for resize tiers, grey pad for pad tiers)."""
+def fit_to_tier(image: Image.Image, tier: Tier | str, *, keep_grey: bool = False) -> Image.Image:
+    """Any image → the tier's RGB square (stretch for resize tiers, grey pad for pad tiers);
+    with ``keep_grey`` an ``L`` image stays ``L`` (PIL resamples each band alike, so its
+    pixels equal every band of the RGB result)."""
     tier = Tier.parse(tier)
     side = tier.pixels
-    image = to_rgb(image)
+    image = to_rgb(image, keep_grey=keep_grey)
     if image.size == (side, side):
         return image
     if tier.spec.preprocess == "resize":
         return image.resize((side, side), Image.Resampling.BICUBIC)
-    return ImageOps.pad(image, (side, side), method=Image.Resampling.BICUBIC, color=PAD_COLOUR)
+    fill = PAD_COLOUR if image.mode == "RGB" else PAD_COLOUR[0]
+    return ImageOps.pad(image, (side, side), method=Image.Resampling.BICUBIC, color=fill)
 
 
-def normalise(image: Image.Image) -> torch.Tensor:
-    """RGB image (H, W) → float tensor (3, H, W) in [−1, 1]."""
-    arr = np.asarray(image, dtype=np.uint8)  # (H, W, 3)
-    t = torch.from_numpy(arr.copy()).permute(2, 0, 1).float()  # (3, H, W)
-    return t.div_(127.5).sub_(1.0)
-
-
-def preprocess(images: Sequence[Image.Image], tier: Tier | str) -> torch.Tensor:
-    """A list of images → one batch (B, 3, S, S) for ``tier`` (S = ``tier.pixels``)."""
+def pixel_batch(images: Sequence[Image.Image], tier: Tier | str) -> torch.Tensor:
+    """A list of images → their uint8 pixels at ``tier``'s size: (B, S, S) when every image
+    is greyscale (``L``, as the renderer draws pages), else RGB (B, S, S, 3)."""
     tier = Tier.parse(tier)
     if len(images) == 0:
-        return torch.empty(0, 3, tier.pixels, tier.pixels)
-    return torch.stack([normalise(fit_to_tier(img, tier)) for img in images])
+        return torch.empty(0, tier.pixels, tier.pixels, 3, dtype=torch.uint8)
+    grey = all(isinstance(img, Image.Image) and img.mode == "L" for img in images)
+    return torch.from_numpy(
+        np.stack([np.asarray(fit_to_tier(img, tier, keep_grey=grey)) for img in images])
+    )
+
+
+def normalise_pixels(pixels: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 RGB (B, S, S, 3) or grey (B, S, S) pixels → (B, 3, S, S) in [−1, 1], in ``dtype``.
+
+    Computed in fp32 where ``pixels`` live, then cast: move the uint8 batch to the GPU
+    first and the host neither converts nor copies four times the bytes.
+    """
+    if pixels.ndim == 3:  # grey: the values an RGB copy of it gives, as a broadcast view
+        x = pixels.float().div_(127.5).sub_(1.0).unsqueeze(1).expand(-1, 3, -1, -1)
+    else:
+        x = pixels.permute(0, 3, 1, 2).contiguous().float().div_(127.5).sub_(1.0)
+    return x.to(dtype)
+
+
+def preprocess(
+    images: Sequence[Image.Image],
+    tier: Tier | str,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """A list of images → one batch (B, 3, S, S) for ``tier`` (S = ``tier.pixels``),
+    normalised on ``device`` (default: the CPU) in ``dtype``."""
+    pixels = pixel_batch(images, tier)
+    return normalise_pixels(pixels if device is None else pixels.to(device), dtype)

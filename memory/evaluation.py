@@ -82,7 +82,7 @@ def evaluate(
     for tier in tiers:
         for lo in range(0, len(pages), batch_size):
             idx = range(lo, min(lo + batch_size, len(pages)))
-            images = [to_tier(masters[i], tier).convert("RGB") for i in idx]
+            images = [to_tier(masters[i], tier) for i in idx]
             t0 = time.perf_counter()
             recs = codec.decode(codec.encode(images, tier), max_new_tokens=max_new_tokens)
             per_page = (time.perf_counter() - t0) / len(idx)

@@ -120,12 +120,13 @@ def test_graphed_aligner_feed_reads_the_same_cells() -> None:
     grid = torch.randn(3, 8, 8, model.cfg.embed_dim, device="cuda")
     table = [bytes([32 + i % 95]) if i % 7 else b"\n" for i in range(model.cfg.decoder.vocab_size)]
     feeds = [AlignerFeed(model, grid, RenderSettings(), table, cuda_graph=g) for g in (False, True)]
-    generated: list[list[int]] = [[], [], []]
     g = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         for step in range(12):
-            for row in generated:
-                row.append(int(torch.randint(4, 200, (1,), generator=g)))
-            plain, graphed = (f(generated, step).clone() for f in feeds)
+            tokens = torch.randint(4, 200, (3,), generator=g).cuda()
+            plain, graphed = (f(tokens, step).clone() for f in feeds)
             torch.testing.assert_close(graphed, plain)
+        torch.testing.assert_close(feeds[1].state, feeds[0].state)
+    assert feeds[0].state[:, 0].max() > 0  # some rows went down a line or more
     assert feeds[1]._read._graph is not None and feeds[0]._read._graph is None
+    assert feeds[1]._advance._graph is not None

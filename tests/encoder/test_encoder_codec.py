@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from opticmem.encoder.align import StepTracker
 from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, placeholder_ids
 from opticmem.encoder.codec import Codec, CodecError, VisionTokens
 from opticmem.encoder.config import preset
@@ -18,8 +17,9 @@ from opticmem.encoder.errors import InputError
 from opticmem.encoder.examples import token_bytes
 from opticmem.encoder.generate import GenerationConfig, Prompt, generate
 from opticmem.encoder.ocr import AlignerFeed, OCRCodec
-from opticmem.encoder.preprocess import PAD_COLOUR, fit_to_tier, preprocess, to_rgb
-from opticmem.render import RenderSettings
+from opticmem.encoder.preprocess import PAD_COLOUR, fit_to_tier, pixel_batch, preprocess, to_rgb
+from opticmem.encoder.token_cursor import incomplete_tail
+from opticmem.render import Cursor, RenderSettings
 from opticmem.render.tiers import Tier
 
 
@@ -170,6 +170,19 @@ def test_pad_tiers_keep_aspect_with_grey_and_resize_tiers_stretch() -> None:
     assert torch.allclose(grey, torch.full_like(grey, 127 / 127.5 - 1))
 
 
+@pytest.mark.parametrize("size", [(640, 640), (300, 900), (1500, 700)])
+def test_grey_pages_preprocess_exactly_as_their_rgb_copies(size: tuple[int, int]) -> None:
+    """Greyscale batches stay one band until normalised (a third of the bytes); the values
+    equal those of the same pages converted to RGB, at every tier, resized or padded."""
+    rng = np.random.default_rng(0)
+    grey = Image.fromarray(rng.integers(0, 256, size[::-1], dtype=np.uint8), "L")
+    for tier in Tier:
+        assert pixel_batch([grey], tier).shape == (1, tier.pixels, tier.pixels)
+        assert torch.equal(preprocess([grey], tier), preprocess([grey.convert("RGB")], tier))
+    mixed = pixel_batch([grey, grey.convert("RGB")], "tiny")
+    assert mixed.shape == (2, 512, 512, 3) and torch.equal(mixed[0], mixed[1])
+
+
 def test_exif_orientation_is_applied() -> None:
     img = Image.new("L", (40, 10), 255)
     exif = Image.Exif()
@@ -208,20 +221,23 @@ def test_decode_feeds_the_layout_aligner() -> None:
     S = Tier.TINY.slots
     cfg = GenerationConfig(max_new_tokens=6, no_repeat_ngram_size=0, stop_token_ids=(-1,))
     [got] = generate(
-        model, [Prompt(slots=slots[0])], cfg, step_hook=feed, prompt_extra=feed.prompt_extra(1 + S)
+        model, [Prompt(slots=slots[0])], cfg, token_hook=feed, prompt_extra=feed.prompt_extra(1 + S)
     )
     # Reference: recompute the whole sequence each step, the aligner reading the cell of
-    # the next character after the bytes generated so far (StepTracker) at every step.
+    # the next character after the bytes generated so far (the renderer's Cursor).
     d = model.cfg.decoder
     ids = [d.bos_token_id] + [d.image_token_id] * S
     out: list[int] = []
     with torch.no_grad():
         for _ in range(6):
-            tracker, cells = StepTracker(), []
+            cells, written = [], b""
             for tok in [None, *out]:
                 if tok is not None:
-                    tracker.feed(table[tok])
-                cells.append(tracker.position)
+                    written += table[tok]
+                cursor = Cursor()
+                cursor.feed(written[: len(written) - incomplete_tail(written)].decode(
+                    "utf-8", errors="replace"))
+                cells.append(cursor.position)
             extra = torch.zeros(1, len(ids) + len(out), d.hidden_size)
             reads = aligner(grid, torch.tensor(cells), torch.zeros(len(cells), dtype=torch.long),
                             settings)

@@ -271,6 +271,36 @@ def test_step_hook_sees_tokens_and_changes_the_output(model: OCRModel) -> None:
         generate(model, [p], cfg, step_hook=bad_hook)
 
 
+def test_token_hook_sees_the_fed_tokens_on_the_device_and_matches_a_step_hook(
+    model: OCRModel,
+) -> None:
+    """A token hook gets each step's fed tokens as a tensor (pads once a row stops) and
+    steers decoding exactly as a step hook adding the same embeddings does."""
+    prompts = [Prompt(slots(model, 21, 8)), Prompt(slots(model, 13, 4))]
+    cfg = GenerationConfig(max_new_tokens=7, no_repeat_ngram_size=0)
+    D = model.cfg.embed_dim
+    table = torch.randn(model.cfg.decoder.vocab_size, D)
+    fed: list[torch.Tensor] = []
+
+    def token_hook(tokens: torch.Tensor, step: int) -> torch.Tensor:
+        fed.append(tokens.clone())
+        return table[tokens][:, None]
+
+    pad = model.cfg.decoder.pad_token_id
+
+    def step_hook(generated: list[list[int]], step: int) -> torch.Tensor:
+        last = [g[step] if len(g) > step else pad for g in generated]
+        return table[torch.tensor(last)][:, None]
+
+    by_tokens = generate(model, prompts, cfg, token_hook=token_hook)
+    by_steps = generate(model, prompts, cfg, step_hook=step_hook)
+    assert [g.token_ids for g in by_tokens] == [g.token_ids for g in by_steps]
+    for b, g in enumerate(by_tokens):
+        assert [int(t[b]) for t in fed][: len(g.token_ids)] == g.token_ids[: len(fed)]
+    with pytest.raises(InputError, match="not both"):
+        generate(model, prompts, cfg, token_hook=token_hook, step_hook=step_hook)
+
+
 def test_prompt_extra_embeds_reach_the_prefill(model: OCRModel) -> None:
     p = Prompt(slots(model, 21, 9))
     cfg = GenerationConfig(max_new_tokens=3, no_repeat_ngram_size=0)
