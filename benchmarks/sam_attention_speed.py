@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from benchmarks.encoder_speed import Timer
 from opticmem.encoder.sam import augmented_attention
 
 BACKENDS: dict[str, list[SDPBackend] | None] = {
@@ -44,18 +45,10 @@ HEADS, HEAD_DIM, WINDOW = 12, 64, 14
 
 
 def _time_ms(fn: Callable[[], object], repeats: int) -> float:
+    timer = Timer(torch.device("cuda"))
     for _ in range(2):
         fn()
-    times = []
-    for _ in range(repeats):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    return statistics.median(timer(fn) for _ in range(repeats)) * 1e3
 
 
 def _inputs(batch: int, side: int, device: torch.device) -> tuple[torch.Tensor, ...]:

@@ -189,9 +189,9 @@ class OCRCodec:
     def compile_encoder(self, mode: str = "default") -> OCRCodec:
         """Encode through ``torch.compile`` from now on (one compilation per tier and batch).
 
-        Worth it for long-lived GPU workers that encode many pages: on an H100 the official
-        encoder goes from ~22% to ~37% model-FLOPs utilisation
-        (``benchmarks/results/encoder_speed_compile_h100.md``). The first batch of each
+        Worth it for long-lived GPU workers that encode many pages: the official encoder
+        goes from ~24% to ~40% model-FLOPs utilisation at Base on an H200
+        (``benchmarks/results/encoder_speed_compile_h200.md``). The first batch of each
         shape pays the compilation (tens of seconds). Returns ``self``.
         """
         self._encode_grid = torch.compile(self.model.encode_grid, dynamic=False, mode=mode)

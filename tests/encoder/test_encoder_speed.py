@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -95,3 +96,11 @@ def test_decode_profile_smoke_run_writes_a_table(tmp_path: Path) -> None:
     text = out.read_text()
     assert "| eager | 1 |" in text and "| graphs | 2 |" in text
     assert "top ops per step by calls" in text and "cProfile" in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU refusal")
+def test_sam_attention_benchmark_refuses_without_a_gpu(tmp_path: Path) -> None:
+    from benchmarks.sam_attention_speed import main
+
+    assert main(["--out", str(tmp_path / "sam.md")]) == 2
+    assert not (tmp_path / "sam.md").exists()
