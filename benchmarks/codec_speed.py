@@ -56,7 +56,11 @@ def main() -> None:
                 torch.cuda.synchronize()
             dt = time.perf_counter() - t0
             tokens = sum(r.tokens for r in recs)
-            rows.append((tier.value, b, n, dt / n, n / dt, tokens / dt, tokens / n))
+            # A batch decodes until its longest page stops: its length bounds throughput.
+            longest = max(r.tokens for r in recs)
+            unfinished = sum(r.extra.get("finished", 1.0) == 0.0 for r in recs)
+            rows.append((tier.value, b, n, dt / n, n / dt, tokens / dt, tokens / n, longest,
+                         unfinished))
             print(f"{tier.value} batch {b}: {n / dt:.1f} pages/s, {dt / n:.2f} s/page, "
                   f"{tokens / dt:.0f} tokens/s", flush=True)
 
@@ -68,11 +72,12 @@ def main() -> None:
         f"Device: {dev}; torch {torch.__version__}; held-out synthetic chat pages"
         f"{'; CUDA-graph decoding steps' if args.cuda_graphs else ''}.",
         "",
-        "| tier | batch | pages | s/page | pages/s | tokens/s | tokens/page |",
-        "|---|---|---|---|---|---|---|",
+        "| tier | batch | pages | s/page | pages/s | tokens/s | tokens/page | longest page "
+        "| pages without EOS |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {t} | {b} | {n} | {s:.3f} | {ps:.1f} | {ts:.0f} | {tp:.0f} |"
-              for t, b, n, s, ps, ts, tp in rows]
+    lines += [f"| {t} | {b} | {n} | {s:.3f} | {ps:.1f} | {ts:.0f} | {tp:.0f} | {lp} | {u} |"
+              for t, b, n, s, ps, ts, tp, lp, u in rows]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
