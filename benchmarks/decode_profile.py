@@ -182,6 +182,7 @@ def aligner_hook(
     from opticmem.encoder.bundled import BUNDLED_TOKENIZER
     from opticmem.encoder.examples import token_bytes
     from opticmem.encoder.ocr import AlignerFeed
+    from opticmem.encoder.token_cursor import TokenCursor
     from opticmem.render import RenderSettings
 
     try:
@@ -193,8 +194,8 @@ def aligner_hook(
     param = next(model.parameters())
     g = tier.grid
     grid = torch.randn(batch, g, g, model.cfg.embed_dim, generator=torch.Generator().manual_seed(0))
-    return AlignerFeed(model, grid.to(device=device, dtype=param.dtype), RenderSettings(), table,
-                       cuda_graph=cuda_graph)
+    return AlignerFeed(model, grid.to(device=device, dtype=param.dtype), RenderSettings(),
+                       TokenCursor(table, device), cuda_graph=cuda_graph)
 
 
 def sync(device: torch.device) -> None:

@@ -208,20 +208,18 @@ def generate(
             break
         feed = torch.where(done_t, dcfg.pad_token_id, chosen)[:, None]  # (B, 1)
         x = model.decoder.embed_tokens(feed)  # (B, 1, D)
-        if step_hook is not None or token_hook is not None:
-            extra = (
-                step_hook(generated, step) if step_hook is not None
-                else token_hook(feed[:, 0], step) if token_hook is not None
-                else None
-            )
-            if extra is not None:
-                if tuple(extra.shape) != (B, 1, D):
-                    raise InputError(
-                        f"{'step_hook' if step_hook is not None else 'token_hook'} must "
-                        f"return (B, 1, D) = ({B}, 1, {D}); "
-                        f"got {tuple(extra.shape)}"
-                    )
-                x = x + extra.to(device=device, dtype=dtype)
+        extra = None
+        if step_hook is not None:
+            extra = step_hook(generated, step)
+        elif token_hook is not None:
+            extra = token_hook(feed[:, 0], step)
+        if extra is not None:
+            if tuple(extra.shape) != (B, 1, D):
+                hook = "step_hook" if step_hook is not None else "token_hook"
+                raise InputError(
+                    f"{hook} must return (B, 1, D) = ({B}, 1, {D}); got {tuple(extra.shape)}"
+                )
+            x = x + extra.to(device=device, dtype=dtype)
         logits = decode_step(x, next_pos)
         next_pos = next_pos + 1
 

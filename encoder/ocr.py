@@ -101,6 +101,7 @@ class OCRCodec:
         self._prefix = self._ids(before)
         self._suffix = self._ids(after)
         self._bytes = token_bytes(self.tokenizer) if model.aligner is not None else []
+        self._cursors: dict[torch.device, TokenCursor] = {}  # tabulated once per device
         d = model.cfg.decoder
         self._skip = frozenset(
             {d.bos_token_id, d.eos_token_id, d.pad_token_id, d.image_token_id}
@@ -280,8 +281,8 @@ class OCRCodec:
                     for g in grids
                 ]
             if aligned:
-                feed = AlignerFeed(self.model, torch.stack(grids), self._settings(), self._bytes,
-                                   cuda_graph=gen.cuda_graphs)
+                feed = AlignerFeed(self.model, torch.stack(grids), self._settings(),
+                                   self._cursor(param.device), cuda_graph=gen.cuda_graphs)
                 T0 = 1 + len(self._prefix) + prompts[0].slots.shape[0] + len(self._suffix)
                 outs = generate(
                     self.model, prompts, gen, token_hook=feed, prompt_extra=feed.prompt_extra(T0)
@@ -305,6 +306,13 @@ class OCRCodec:
     def aligned(self) -> bool:
         """True when decoding feeds the model's layout aligner (see :class:`AlignerFeed`)."""
         return self.model.aligner is not None
+
+    def _cursor(self, device: torch.device) -> TokenCursor:
+        """The aligner's cursor tables for this tokenizer on ``device``, built on first use."""
+        cursor = self._cursors.get(device)
+        if cursor is None:
+            cursor = self._cursors[device] = TokenCursor(self._bytes, device)
+        return cursor
 
     def _settings(self) -> RenderSettings:
         if self._render_settings is not None:
@@ -345,8 +353,8 @@ class AlignerFeed:
     """
 
     def __init__(
-        self, model: OCRModel, grid: torch.Tensor, settings: RenderSettings, table: list[bytes],
-        *, cuda_graph: bool = False,
+        self, model: OCRModel, grid: torch.Tensor, settings: RenderSettings,
+        cursor: TokenCursor, *, cuda_graph: bool = False,
     ) -> None:
         if model.aligner is None:
             raise InputError("this model has no layout aligner")
@@ -355,10 +363,9 @@ class AlignerFeed:
         self.settings = settings
         B = grid.shape[0]
         self.rows = torch.arange(B, device=grid.device)
-        self.cursor = TokenCursor(table, grid.device)
-        self.state = self.cursor.start(B)  # (B, 4)
+        self.state = cursor.start(B)  # (B, 4)
         tokens = torch.zeros(B, dtype=torch.long, device=grid.device)
-        self._advance = GraphedFunction(self.cursor.advance, self.state, tokens,
+        self._advance = GraphedFunction(cursor.advance, self.state, tokens,
                                         enabled=cuda_graph)
         self._read = GraphedFunction(self._read_cells, TokenCursor.cells(self.state),
                                      enabled=cuda_graph)

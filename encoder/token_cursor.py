@@ -38,6 +38,15 @@ STATE_FIELDS = 4
 """A row's state, in this order: row, col, need, bits."""
 
 
+def sequence_length(lead: int) -> int:
+    """Bytes of the UTF-8 sequence that byte ``lead`` begins (1 for ASCII and invalid leads)."""
+    if lead >> 5 == 0b110:
+        return 2
+    if lead >> 4 == 0b1110:
+        return 3
+    return 4 if lead >> 3 == 0b11110 else 1
+
+
 def incomplete_tail(data: bytes) -> int:
     """How many bytes at the end of ``data`` begin a UTF-8 character still missing bytes.
 
@@ -48,8 +57,7 @@ def incomplete_tail(data: bytes) -> int:
         b = data[-k]
         if b & 0xC0 == 0x80:  # continuation byte: look further back
             continue
-        need = 2 if b >> 5 == 0b110 else 3 if b >> 4 == 0b1110 else 4 if b >> 3 == 0b11110 else 1
-        return k if need > k else 0
+        return k if sequence_length(b) > k else 0
     return 0
 
 
@@ -106,7 +114,7 @@ def token_effects(table: Sequence[bytes]) -> dict[str, np.ndarray]:
         tail = incomplete_tail(body)
         if tail:
             first = body[-tail]
-            need = 2 if first >> 5 == 0b110 else 3 if first >> 4 == 0b1110 else 4
+            need = sequence_length(first)
             out["tail_need"][t] = need - tail
             out["tail_bits"][t] = ((first & (0x7F >> need)) << 6 * (tail - 1)) | _payload(
                 body[len(body) - tail + 1 :]
@@ -130,7 +138,7 @@ class TokenCursor:
         self.device = torch.device(device)
         effects = token_effects(table)
         self._fx = {k: torch.from_numpy(v).to(self.device) for k, v in effects.items()}
-        self._widths = torch.from_numpy(codepoint_widths().astype(np.int64)).to(self.device)
+        self._widths = torch.from_numpy(codepoint_widths()).to(self.device)  # int8
         self._replacement = char_width("\ufffd")
         self.vocab = len(table)
 
@@ -159,7 +167,7 @@ class TokenCursor:
         cut = pending & (lead < need) & body
         waiting = pending & (lead < need) & ~body
         code = (bits << (6 * need)) | lead_bits.gather(1, need.clamp(0, 3)[:, None])[:, 0]
-        width = self._widths[code.clamp(0, MAX_CODEPOINT)]
+        width = self._widths[code.clamp(0, MAX_CODEPOINT)].long()
         stray = torch.where(pending, torch.where(complete, lead - need, 0), lead)
         col = col + torch.where(complete, width, 0) + (stray + cut.long()) * self._replacement
         # The body: its complete characters, then a character it begins but does not end.

@@ -112,6 +112,7 @@ def test_bf16_cuda_graph_decoding_is_deterministic_and_finite() -> None:
 @pytest.mark.gpu
 def test_graphed_aligner_feed_reads_the_same_cells() -> None:
     from opticmem.encoder.ocr import AlignerFeed
+    from opticmem.encoder.token_cursor import TokenCursor
     from opticmem.render import RenderSettings
 
     model = build_model(preset("test"), device="cuda", seed=0)
@@ -119,7 +120,10 @@ def test_graphed_aligner_feed_reads_the_same_cells() -> None:
         torch.nn.init.normal_(p, std=0.1)  # the last projection starts at zero
     grid = torch.randn(3, 8, 8, model.cfg.embed_dim, device="cuda")
     table = [bytes([32 + i % 95]) if i % 7 else b"\n" for i in range(model.cfg.decoder.vocab_size)]
-    feeds = [AlignerFeed(model, grid, RenderSettings(), table, cuda_graph=g) for g in (False, True)]
+    cursor = TokenCursor(table, grid.device)
+    feeds = [
+        AlignerFeed(model, grid, RenderSettings(), cursor, cuda_graph=g) for g in (False, True)
+    ]
     g = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         for step in range(12):

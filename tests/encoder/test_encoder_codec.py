@@ -18,7 +18,7 @@ from opticmem.encoder.examples import token_bytes
 from opticmem.encoder.generate import GenerationConfig, Prompt, generate
 from opticmem.encoder.ocr import AlignerFeed, OCRCodec
 from opticmem.encoder.preprocess import PAD_COLOUR, fit_to_tier, pixel_batch, preprocess, to_rgb
-from opticmem.encoder.token_cursor import incomplete_tail
+from opticmem.encoder.token_cursor import TokenCursor, incomplete_tail
 from opticmem.render import Cursor, RenderSettings
 from opticmem.render.tiers import Tier
 
@@ -217,7 +217,7 @@ def test_decode_feeds_the_layout_aligner() -> None:
     slots = model.grid_to_slots(grid)
     settings = RenderSettings()
     table = token_bytes(codec.tokenizer)
-    feed = AlignerFeed(model, grid, settings, table)
+    feed = AlignerFeed(model, grid, settings, TokenCursor(table, grid.device))
     S = Tier.TINY.slots
     cfg = GenerationConfig(max_new_tokens=6, no_repeat_ngram_size=0, stop_token_ids=(-1,))
     [got] = generate(
