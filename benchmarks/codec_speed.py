@@ -7,6 +7,8 @@ the memory's renderer. Prints a Markdown table and writes it to ``--out``.
     python -m benchmarks.codec_speed --device cpu --tiers small --batches 1 --pages 3
     python -m benchmarks.codec_speed --device cuda --tiers small,tiny --batches 32,128
     python -m benchmarks.codec_speed --device cuda --batches 64 --cuda-graphs  # graphed steps
+    python -m benchmarks.codec_speed --device cuda --batches 512 --pages 4096 --cuda-graphs \
+        --continuous  # 512 rows in flight, refilled as pages end
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import torch
 
 from opticmem.encoder.bundled import load_bundled_codec
+from opticmem.encoder.decoder import Attention
 from opticmem.evaluation import heldout_pages
 from opticmem.render import Tier, render_page
 
@@ -34,16 +37,27 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/codec_speed.md"))
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="decode with GenerationConfig(cuda_graphs=True)")
+    ap.add_argument("--continuous", action="store_true",
+                    help="continuous batching: --batches sets the rows in flight, refilled as "
+                         "pages end (use --pages well above the batch)")
+    ap.add_argument("--unique-pages", type=int, default=512,
+                    help="distinct pages drawn; longer runs cycle through them")
+    ap.add_argument("--decode-attention", default="sdpa", choices=["sdpa", "matmul"],
+                    help="Attention.decode_form")
     args = ap.parse_args()
 
     codec = load_bundled_codec(args.weights, device=args.device)
     # Explicit either way: the bundled codec turns graphs on by itself on CUDA.
     codec.generation = replace(codec.generation, cuda_graphs=args.cuda_graphs)
+    codec.continuous = args.continuous
+    Attention.decode_form = args.decode_attention
     batches = [int(b) for b in args.batches.split(",")]
-    pages, _ = heldout_pages(max(max(batches), args.pages), seed=2024, hangul=0)
+    total = max(max(batches), args.pages)
+    pages, _ = heldout_pages(min(total, args.unique_pages), seed=2024, hangul=0)
     rows = []
     for tier in [Tier.parse(t) for t in args.tiers.split(",")]:
-        images = [render_page(p, tier) for p in pages]  # greyscale, as the memory passes them
+        drawn = [render_page(p, tier) for p in pages]  # greyscale, as the memory passes them
+        images = [drawn[i % len(drawn)] for i in range(total)]
         for b in batches:
             codec.batch_size = b
             n = max(b, args.pages)
@@ -70,7 +84,9 @@ def main() -> None:
         "# Bundled codec speed (encode + greedy decode)",
         "",
         f"Device: {dev}; torch {torch.__version__}; held-out synthetic chat pages"
-        f"{'; CUDA-graph decoding steps' if args.cuda_graphs else ''}.",
+        f"{'; CUDA-graph decoding steps' if args.cuda_graphs else ''}"
+        f"{'; continuous batching (batch = rows in flight)' if args.continuous else ''}"
+        f"{'; matmul decode attention' if args.decode_attention == 'matmul' else ''}.",
         "",
         "| tier | batch | pages | s/page | pages/s | tokens/s | tokens/page | longest page "
         "| pages without EOS |",

@@ -95,6 +95,7 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from opticmem.encoder.config import ModelConfig, preset  # noqa: E402
+from opticmem.encoder.decoder import Attention  # noqa: E402
 from opticmem.encoder.generate import GenerationConfig, Prompt, TokenHook, generate  # noqa: E402
 from opticmem.encoder.model import OCRModel, build_model  # noqa: E402
 from opticmem.encoder.moe import MoE  # noqa: E402
@@ -162,14 +163,14 @@ class Case:
 
 def make_prompts(
     model: OCRModel, tier: Tier, batch: int, ragged: bool, device: torch.device,
-    dtype: torch.dtype,
+    dtype: torch.dtype, context: int = 0,
 ) -> list[Prompt]:
     D = model.cfg.embed_dim
     g = torch.Generator(device="cpu").manual_seed(batch)
     lower = Tier.parse("tiny") if tier.value != "tiny" else tier
     out = []
     for i in range(batch):
-        n = lower.slots if ragged and i % 2 else tier.slots
+        n = lower.slots if ragged and i % 2 else (context or tier.slots)
         slots = torch.randn(n, D, generator=g) * 0.02
         out.append(Prompt(slots=slots.to(device=device, dtype=dtype)))
     return out
@@ -359,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
                          "default: eager,graphs on CUDA, eager on CPU")
     ap.add_argument("--graph-width", type=int, default=256, help="GenerationConfig.graph_width")
     ap.add_argument("--tier", default="base", help="prompt: one page's slots at this tier")
+    ap.add_argument("--context", type=int, default=0,
+                    help="prompt length in vision slots instead of the tier's (a long context)")
+    ap.add_argument("--decode-attention", default="sdpa", choices=["sdpa", "matmul"],
+                    help="Attention.decode_form")
     ap.add_argument("--ragged", action="store_true",
                     help="every other row a Tiny page (left padding, masked attention)")
     ap.add_argument("--aligner", action="store_true",
@@ -384,7 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.aligner and cfg.align is None:
         ap.error(f"preset {cfg.name} has no layout aligner")
     model = build_model(cfg, device=device, dtype=dtype, seed=0)
+    Attention.decode_form = args.decode_attention
     tier = Tier.parse(args.tier)
+    positions = (args.context or tier.slots) + 1
     batches = [int(b) for b in args.batches.split(",") if b]
     rows: list[Row] = []
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else (
@@ -393,11 +400,11 @@ def main(argv: list[str] | None = None) -> int:
         f"## Decode step profile — preset `{cfg.name}` "
         f"({model.num_parameters():,} params, random weights)\n\n"
         f"device: {where}; dtype {str(dtype).removeprefix('torch.')}; torch {torch.__version__}; "
-        f"prompt: one {tier.value} page ({tier.slots + 1} positions)"
+        f"prompt: one {tier.value} page ({positions} positions)"
         f"{', ragged' if args.ragged else ''}; {args.steps} steps timed after {BASE_TOKENS} "
         f"(subtracted); MoE dispatch `{args.dispatch}`"
         f"{'; layout aligner fed per step' if args.aligner else ''}; no-repeat guard 30/90; "
-        f"graph width {args.graph_width}"
+        f"graph width {args.graph_width}; decode attention `{args.decode_attention}`"
     )
     print(header, flush=True)
     for batch in batches:
@@ -409,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.dispatch != "auto":
             MoE.dispatch = args.dispatch
-        prompts = make_prompts(model, tier, batch, args.ragged, device, dtype)
+        prompts = make_prompts(model, tier, batch, args.ragged, device, dtype, args.context)
         factory = (
             (lambda graphed, b=batch: aligner_hook(model, tier, b, device, graphed))
             if args.aligner

@@ -6,17 +6,18 @@ A CUDA graph records the launches of one step once and replays them with a singl
 For that, every shape and every address of the step must be fixed, so
 :class:`GraphedStep` runs the decoder on
 
-* static input buffers — the step's input embeddings (B, 1, D) and positions (B, 1) are
-  copied into them before each replay;
-* a pinned KV cache (:meth:`~opticmem.encoder.decoder.KVCache.pin`): keys and values are
-  written at a column held in a device tensor, and attention reads a fixed ``width`` of
-  columns under a key mask (pads and columns not yet written are masked out) instead of
-  exactly the filled ones. A graph is recorded per width; when the sequence outgrows one,
-  the next, ``width_step`` columns wider, is recorded and the old one dropped;
+* a static input buffer — the step's input embeddings (B, 1, D) are copied into it
+  before each replay;
+* a pinned KV cache (:meth:`~opticmem.encoder.decoder.KVCache.pin`): each row writes its
+  key and value at its own column, held in a device tensor that the graph advances, and
+  attention reads a fixed ``width`` of columns under a key mask computed from those
+  columns (pads and columns not written yet are masked out). A graph is recorded per
+  width, ``width_step`` columns apart, and kept: with continuous batching the longest
+  row, which sets the width, changes as rows finish and start;
 * a MoE dispatch without host syncs (``gather``/``dense``; ``auto`` picks them while a
   graph is being captured).
 
-Outside the graph each step costs four small copies and the replay. Recording a width
+Outside the graph each step costs one copy and the replay. Recording a width
 costs one eager warm-up step and one capture.
 
 On CPU the same fixed-shape step runs eagerly, no graph: that is what the tests compare,
@@ -29,8 +30,9 @@ aligner's per-step read-out (:class:`~opticmem.encoder.ocr.AlignerFeed`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -38,91 +40,104 @@ from opticmem.encoder.decoder import KVCache, MoEDecoder
 
 
 class GraphedStep:
-    """``step(x (B, 1, D), positions (B, 1)) -> logits (B, V)`` for one decoding position.
+    """``step(x (B, 1, D)) -> logits (B, V)``: one decoding position for every row, each row
+    at its own cache column.
 
-    ``key_valid`` (B, L) marks which of the ``L = cache.length`` cached columns are real
-    keys (False at left padding); every column written by a step is valid from then on.
-    The returned logits live in a buffer that the next call overwrites.
+    Row ``b`` reads the columns ``first[b] … column[b]`` (left padding before them) and
+    writes its new key and value at ``column[b]``; its position is ``column[b] − first[b]``.
+    Every call advances every row by one column (a row at the last column stays there:
+    the caller stops rows before that matters). :meth:`start_rows` points rows at the
+    end of a freshly loaded prompt, so a batch can start new sequences while others run
+    (continuous batching). The returned logits live in a buffer that a later call with
+    the same attention width overwrites.
     """
 
-    def __init__(
-        self, decoder: MoEDecoder, cache: KVCache, key_valid: Tensor, width_step: int = 256
-    ) -> None:
+    def __init__(self, decoder: MoEDecoder, cache: KVCache, width_step: int = 256) -> None:
         if width_step < 1:
             raise ValueError(f"width_step must be ≥ 1, got {width_step}")
-        B, filled = key_valid.shape
-        if filled != cache.length:
-            raise ValueError(f"key_valid covers {filled} columns, the cache holds {cache.length}")
-        device = key_valid.device
-        dtype = cache.keys[0].dtype
+        device = cache.keys[0].device
+        B = cache.batch
         self.decoder = decoder
         self.cache = cache
         self.width_step = width_step
-        self.valid = torch.zeros(B, cache.capacity, dtype=torch.bool, device=device)
-        self.valid[:, :filled] = key_valid
-        self.column = torch.zeros(1, dtype=torch.long, device=device)
-        self.x = torch.zeros(B, 1, decoder.cfg.hidden_size, dtype=dtype, device=device)
-        self.positions = torch.zeros(B, 1, dtype=torch.long, device=device)
+        self.first = torch.zeros(B, dtype=torch.long, device=device)
+        self.column = torch.zeros(B, dtype=torch.long, device=device)
+        self._host_column = np.zeros(B, dtype=np.int64)  # the host's copy, for the width
+        self.x = torch.zeros(B, 1, decoder.cfg.hidden_size, dtype=cache.keys[0].dtype,
+                             device=device)
         self.use_graphs = device.type == "cuda"
         self.captures = 0
-        """Graphs recorded so far (one per width reached)."""
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self._graph_width = 0
-        self._logits: Tensor | None = None
+        """Graphs recorded so far (one per attention width reached)."""
+        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, Tensor]] = {}
+
+    def start_rows(
+        self, rows: Sequence[int], length: int | Sequence[int], first: int | Sequence[int] = 0
+    ) -> None:
+        """``rows`` hold prompts in columns ``first … length − 1`` (per row, or one value for
+        all): their next step writes at column ``length``."""
+        index = np.asarray(list(rows), dtype=np.int64)
+        ends = np.broadcast_to(np.asarray(length, dtype=np.int64), index.shape)
+        starts = np.broadcast_to(np.asarray(first, dtype=np.int64), index.shape)
+        if index.size and (ends.max() >= self.cache.capacity or (starts >= ends).any()):
+            raise ValueError(
+                f"prompts must fill columns first … length − 1 with length < {self.cache.capacity}"
+            )
+        self._host_column[index] = ends
+        device = self.column.device
+        at = torch.from_numpy(index).to(device)
+        self.column[at] = torch.from_numpy(ends.copy()).to(device)
+        self.first[at] = torch.from_numpy(starts.copy()).to(device)
 
     def width(self, end: int) -> int:
         """Columns attention reads when ``end`` are filled: ``end`` rounded up to a multiple
         of ``width_step``, at most the capacity."""
         return min(self.cache.capacity, -(-end // self.width_step) * self.width_step)
 
-    def __call__(self, x: Tensor, positions: Tensor) -> Tensor:
-        column = self.cache.length
-        if column >= self.cache.capacity:
-            raise RuntimeError(f"KV cache full: capacity {self.cache.capacity}")
-        self.valid[:, column] = True
-        self.column.fill_(column)
+    def __call__(self, x: Tensor) -> Tensor:
+        width = self.width(int(self._host_column.max()) + 1)
         self.x.copy_(x)
-        self.positions.copy_(positions)
-        width = self.width(column + 1)
         if not self.use_graphs:
             logits = self._forward(width)
         else:
-            if width != self._graph_width:
+            if width not in self._graphs:
                 self._record(width)
-            assert self._graph is not None and self._logits is not None
-            self._graph.replay()
-            logits = self._logits
-        self.cache.advance(1)
+            graph, logits = self._graphs[width]
+            graph.replay()
+        np.minimum(self._host_column + 1, self.cache.capacity - 1, out=self._host_column)
         return logits
 
     def _forward(self, width: int) -> Tensor:
         """The fixed-shape step on the static buffers (what a graph records)."""
         length = self.cache.length
+        column = self.column[:, None]  # (B, 1)
+        cols = torch.arange(width, device=column.device)[None]  # (1, width)
+        mask = ((cols >= self.first[:, None]) & (cols <= column))[:, None, None]  # (B,1,1,W)
         self.cache.pin(self.column, width)
         try:
-            mask = self.valid[:, None, None, :width]  # (B, 1, 1, width)
-            hidden = self.decoder(self.x, self.positions, mask, self.cache)  # (B, 1, D)
-            return self.decoder.logits(hidden[:, -1])  # (B, V)
+            hidden = self.decoder(self.x, column - self.first[:, None], mask, self.cache)
+            logits = self.decoder.logits(hidden[:, -1])  # (B, V)
         finally:
             self.cache.pin(None)
-            self.cache.length = length  # the decoder advanced it; __call__ does that once
+            self.cache.length = length  # columns are per row here, not the cache's length
+        self.column.add_(1).clamp_(max=self.cache.capacity - 1)
+        return logits
 
     def _record(self, width: int) -> None:
-        # The narrower graph is never needed again: release it (and its memory) first.
-        self._graph, self._logits, self._graph_width = None, None, 0
-        device = self.valid.device
+        device = self.column.device
         # Warm up on a side stream, as torch.cuda.graphs recommends (lazy initialisation must
-        # not happen during capture). The warm-up writes this step's keys and values; the
-        # replay that follows writes the same values to the same column again.
+        # not happen during capture). The warm-up writes this step's keys and values, which
+        # the replay writes again, and advances the columns, which are put back.
+        columns = self.column.clone()
         side = torch.cuda.Stream(device=device)
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side):
             self._forward(width)
         torch.cuda.current_stream(device).wait_stream(side)
+        self.column.copy_(columns)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             logits = self._forward(width)
-        self._graph, self._logits, self._graph_width = graph, logits, width
+        self._graphs[width] = (graph, logits)
         self.captures += 1
 
 

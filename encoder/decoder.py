@@ -12,6 +12,8 @@ incremental decoding cost one position per step.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -83,8 +85,8 @@ class KVCache:
     position is at most the column it is cached in, so every position of a cached sequence
     is below ``capacity``.
 
-    :meth:`pin` switches to fixed shapes for CUDA graphs: one position written at a column
-    read from the device, and a fixed number of columns returned.
+    :meth:`pin` switches to fixed shapes for CUDA graphs: one position per row written at
+    that row's column, read from the device, and a fixed number of columns returned.
     """
 
     def __init__(
@@ -102,24 +104,40 @@ class KVCache:
         self.length = 0
         self._cfg = cfg
         self._rope: Tensor | None = None  # (2, capacity, hd), built on first use
-        self._column: Tensor | None = None  # pinned write column (1,), see pin()
+        self._column: Tensor | None = None  # pinned write column per row (B,), see pin()
+        self._rows: Tensor | None = None  # arange(B) on the device, for pinned writes
         self._width = 0
 
-    def pin(self, column: Tensor | None, width: int = 0) -> None:
-        """Fixed shapes: :meth:`update` writes its single position at the column held in
-        ``column`` (a (1,) long tensor on the cache's device) and returns the first ``width``
-        columns, whatever ``length`` says. The caller masks columns past the written one.
-        ``None`` restores the normal behaviour."""
-        if column is not None and not 0 < width <= self.capacity:
+    def pin(self, columns: Tensor | None, width: int = 0) -> None:
+        """Fixed shapes: :meth:`update` writes row ``b``'s single position at column
+        ``columns[b]`` (a (B,) long tensor on the cache's device) and returns the first
+        ``width`` columns, whatever ``length`` says. The caller masks the columns each row
+        may not read. ``None`` restores the normal behaviour."""
+        if columns is not None and not 0 < width <= self.capacity:
             raise ValueError(f"pinned width must be in 1..{self.capacity}, got {width}")
-        self._column, self._width = column, width
+        if columns is not None and self._rows is None:
+            self._rows = torch.arange(self.batch, device=columns.device)
+        self._column, self._width = columns, width
+
+    @property
+    def batch(self) -> int:
+        return self.keys[0].shape[0]
+
+    def load_rows(self, rows: Tensor, source: KVCache) -> None:
+        """Copy ``source``'s filled columns (its rows in order) into ``rows`` of this cache,
+        from column 0: those rows start new sequences. Later columns keep stale values,
+        which the caller's mask hides."""
+        n = source.length
+        for mine, theirs in zip(self.keys + self.values, source.keys + source.values,
+                                strict=True):
+            mine[rows, :, :n] = theirs[:, :, :n]
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store (B, nh, T, hd) keys/values; return all filled ones, (B, nh, length+T, hd)."""
         if self._column is not None:  # pinned: no host value decides where or how much
             keys, values = self.keys[layer], self.values[layer]
-            keys.index_copy_(2, self._column, k)
-            values.index_copy_(2, self._column, v)
+            keys[self._rows, :, self._column] = k[:, :, 0]  # (B, nh, hd) at each row's column
+            values[self._rows, :, self._column] = v[:, :, 0]
             return keys.narrow(2, 0, self._width), values.narrow(2, 0, self._width)
         T = k.shape[2]
         end = self.length + T
@@ -150,6 +168,11 @@ class KVCache:
 
 class Attention(nn.Module):
     """Multi-head attention (as many KV heads as query heads) with rotary positions."""
+
+    decode_form: Literal["sdpa", "matmul"] = "sdpa"
+    """How a single masked query position (a decoding step) attends: ``sdpa`` through
+    ``scaled_dot_product_attention``, ``matmul`` as two batched matrix-vector products
+    around a float32 softmax (``benchmarks/decode_profile.py --decode-attention``)."""
 
     def __init__(self, cfg: DecoderConfig) -> None:
         super().__init__()
@@ -187,7 +210,11 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, Tk, hd)
         Tk = k.shape[2]
-        if mask is not None:
+        if mask is not None and T == 1 and self.decode_form == "matmul":
+            scores = torch.matmul(q, k.transpose(-1, -2)).float() * hd**-0.5  # (B, nh, 1, Tk)
+            probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+            out = torch.matmul(probs.to(v.dtype), v)
+        elif mask is not None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         elif T == 1:
             out = F.scaled_dot_product_attention(q, k, v)

@@ -119,13 +119,7 @@ def generate(
     stops = set(cfg.stop_token_ids if cfg.stop_token_ids is not None else (dcfg.eos_token_id,))
 
     # ---- prompt ids, left-padded: [pad…] + [bos] + prefix + <image>·S + suffix
-    rows: list[list[int]] = []
-    for p in prompts:
-        if p.slots.ndim != 2 or p.slots.shape[1] != D:
-            raise InputError(f"prompt slots must be (S, {D}); got {tuple(p.slots.shape)}")
-        rows.append(
-            [dcfg.bos_token_id, *p.prefix, *[dcfg.image_token_id] * p.slots.shape[0], *p.suffix]
-        )
+    rows = prompt_ids(model, prompts)
     T0 = max(len(r) for r in rows)
     pads = [T0 - len(r) for r in rows]
     ids = torch.tensor(
@@ -156,7 +150,12 @@ def generate(
 
     decode_step: Callable[[Tensor, Tensor], Tensor]  # (x (B,1,D), positions (B,1)) -> logits
     if cfg.cuda_graphs:
-        decode_step = GraphedStep(model.decoder, cache, key_valid, cfg.graph_width)
+        graphed = GraphedStep(model.decoder, cache, cfg.graph_width)
+        graphed.start_rows(range(B), T0, first=pads)
+
+        def decode_step(x: Tensor, positions: Tensor) -> Tensor:
+            return graphed(x)  # the step keeps every row's position itself
+
     else:
         # Every step's mask is a prefix of one (B, 1, 1, capacity) mask: pad keys invalid,
         # every generated position valid (stopped rows keep feeding pads as valid keys).
@@ -175,11 +174,7 @@ def generate(
     # once at the end (and at the stop checks), so a step does not wait for the GPU.
     chosen_ids = torch.zeros(B, max(steps, 1), dtype=torch.long, device=device)  # (B, steps)
     chosen_logp = torch.zeros(B, max(steps, 1), dtype=torch.float32, device=device)
-    ban = (
-        RepeatBan(cfg.no_repeat_ngram_size, cfg.no_repeat_window, cfg.no_repeat_whitelist, device)
-        if cfg.no_repeat_ngram_size > 0
-        else None
-    )
+    ban = repeat_ban(cfg, B, device)
     done_t = torch.zeros(B, dtype=torch.bool, device=device)  # stopped at or before this step
     stop_t = torch.tensor(sorted(stops), device=device)
     check_every = cfg.stop_check_every or (
@@ -191,9 +186,9 @@ def generate(
     ran = 0
     for step in range(steps):
         logp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
-        # Only generated tokens count, and every running row has generated ``step`` so far.
-        scores = ban(logp, chosen_ids, step) if ban is not None else logp
-        chosen = scores.argmax(dim=-1)  # (B,)
+        chosen = (ban(logp) if ban is not None else logp).argmax(dim=-1)  # (B,)
+        if ban is not None:
+            ban.push(chosen)
         chosen_ids[:, step] = chosen
         chosen_logp[:, step] = logp.gather(1, chosen[:, None])[:, 0]
         ran = step + 1
@@ -226,6 +221,14 @@ def generate(
     return _results(chosen_ids[:, :ran], chosen_logp[:, :ran], stops)
 
 
+def repeat_ban(cfg: GenerationConfig, batch: int, device: torch.device) -> RepeatBan | None:
+    """The no-repeat guard ``cfg`` asks for, for ``batch`` rows, or ``None`` when it is off."""
+    if cfg.no_repeat_ngram_size == 0:
+        return None
+    return RepeatBan(cfg.no_repeat_ngram_size, cfg.no_repeat_window, cfg.no_repeat_whitelist,
+                     batch, device)
+
+
 class _HostTokens:
     """The host's copy of each row's tokens, for a ``step_hook`` (fed every step)."""
 
@@ -247,23 +250,39 @@ class _HostTokens:
         return self.generated
 
 
-def _results(chosen_ids: Tensor, chosen_logp: Tensor, stops: set[int]) -> list[Generated]:
-    """Per row: tokens up to the first stop, whether there was one, and the confidence.
+def prompt_ids(model: OCRModel, prompts: Sequence[Prompt]) -> list[list[int]]:
+    """Each prompt's ids, ``[bos] + prefix + <image>·S + suffix``, after checking its slots."""
+    dcfg = model.cfg.decoder
+    D = dcfg.hidden_size
+    rows = []
+    for p in prompts:
+        if p.slots.ndim != 2 or p.slots.shape[1] != D:
+            raise InputError(f"prompt slots must be (S, {D}); got {tuple(p.slots.shape)}")
+        rows.append(
+            [dcfg.bos_token_id, *p.prefix, *[dcfg.image_token_id] * p.slots.shape[0], *p.suffix]
+        )
+    return rows
 
-    The confidence is the geometric mean of p(choice) over the tokens up to and including
-    the stop; the log-probabilities are summed left to right in float64 (a running sum,
-    as a per-step Python ``+=`` would), whatever the row did after it stopped.
+
+def row_result(ids: Sequence[int], logp: np.ndarray, stops: set[int]) -> Generated:
+    """One row's result from the tokens it chose and their log-probabilities (float32).
+
+    Tokens run up to the first stop; the confidence is the geometric mean of p(choice) over
+    the tokens up to and including the stop, the log-probabilities summed left to right in
+    float64 (a running sum, as a per-step Python ``+=`` would), whatever the row did after
+    it stopped.
     """
-    steps = chosen_ids.shape[1]
-    ids = chosen_ids.tolist()
-    sums = np.cumsum(chosen_logp.double().cpu().numpy(), axis=1)  # sequential, float64
-    out = []
-    for b, row in enumerate(ids):
-        stop = next((i for i, tok in enumerate(row) if tok in stops), None)
-        counted = steps if stop is None else stop + 1
-        out.append(Generated(
-            token_ids=row if stop is None else row[:stop],
-            finished=stop is not None,
-            confidence=math.exp(float(sums[b, counted - 1]) / counted) if counted else 1.0,
-        ))
-    return out
+    stop = next((i for i, tok in enumerate(ids) if tok in stops), None)
+    counted = len(ids) if stop is None else stop + 1
+    total = float(np.cumsum(logp[:counted], dtype=np.float64)[-1]) if counted else 0.0
+    return Generated(
+        token_ids=list(ids) if stop is None else list(ids[:stop]),
+        finished=stop is not None,
+        confidence=math.exp(total / counted) if counted else 1.0,
+    )
+
+
+def _results(chosen_ids: Tensor, chosen_logp: Tensor, stops: set[int]) -> list[Generated]:
+    """:func:`row_result` for every row of a batch's (B, steps) choices."""
+    logp = chosen_logp.cpu().numpy()
+    return [row_result(row, logp[b], stops) for b, row in enumerate(chosen_ids.tolist())]

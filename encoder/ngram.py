@@ -82,22 +82,28 @@ class NGramGuard:
 
 
 class RepeatBan:
-    """:func:`banned_tokens` for a batch, as a handful of tensor ops (no host sync).
+    """:func:`banned_tokens` for a batch of rows, as a handful of fixed-shape tensor ops.
 
-    ``history`` (B, ≥ L) holds each row's generated tokens, the first ``L`` of them filled;
-    :meth:`__call__` returns the scores with ``-inf`` at each row's banned tokens. One step
-    compares the last n−1 tokens with every (n−1)-token window that starts in the last
-    ``window`` positions — (B, window, n−1) equality tests, nothing on a GPU.
+    Each row's last ``window`` generated tokens sit right-aligned in a (B, window) buffer;
+    :meth:`push` shifts every row by the tokens just chosen, :meth:`reset` empties rows
+    that start a new sequence, and :meth:`__call__` returns the scores with ``-inf`` at
+    each row's banned tokens. Positions a row has not generated yet hold negative
+    fillers, all different, so a window that reaches into them matches no other window:
+    the rule needs no row length, and a batch whose rows started at different steps (or
+    restarted) is banned exactly as :func:`banned_tokens` would ban each row on its own.
+    A step compares the last n−1 tokens with every (n−1)-token window of the buffer —
+    (B, window−n+1, n−1) equality tests, no host sync, and recordable in a CUDA graph.
 
     >>> import torch
-    >>> ban = RepeatBan(n=3, window=90, whitelist=(), device=torch.device("cpu"))
-    >>> history = torch.tensor([[5, 6, 7, 5, 6]])
-    >>> ban(torch.zeros(1, 9), history, 5)[0].tolist()
+    >>> ban = RepeatBan(n=3, window=90, whitelist=(), batch=1, device=torch.device("cpu"))
+    >>> for t in [5, 6, 7, 5, 6]:
+    ...     ban.push(torch.tensor([t]))
+    >>> ban(torch.zeros(1, 9))[0].tolist()
     [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -inf, 0.0]
     """
 
     def __init__(
-        self, n: int, window: int, whitelist: Iterable[int], device: torch.device
+        self, n: int, window: int, whitelist: Iterable[int], batch: int, device: torch.device
     ) -> None:
         if n < 1 or window < 1:
             raise ValueError(f"n-gram size and window must be ≥ 1, got n={n}, window={window}")
@@ -105,27 +111,36 @@ class RepeatBan:
         self.window = window
         allowed = sorted(set(whitelist))
         self._whitelist = torch.tensor(allowed, device=device) if allowed else None
+        self._fillers = -1 - torch.arange(window, device=device)  # (window,)
+        self.recent = self._fillers.repeat(batch, 1)  # (B, window), newest last
 
-    def __call__(self, scores: Tensor, history: Tensor, length: int) -> Tensor:
+    def reset(self, rows: Tensor) -> None:
+        """Forget the tokens of ``rows`` (a (k,) index tensor): they start a new sequence."""
+        self.recent[rows] = self._fillers
+
+    def push(self, tokens: Tensor) -> None:
+        """Append each row's newly generated token (B,)."""
+        self.recent[:, :-1] = self.recent[:, 1:].clone()
+        self.recent[:, -1] = tokens
+
+    def __call__(self, scores: Tensor) -> Tensor:
         """``scores`` (B, V) with every banned token at ``-inf`` (a new tensor if any may be)."""
-        n, L = self.n, length
-        lo = max(0, L - self.window)
-        starts = L - n + 1 - lo  # start positions i in [lo, L − n]
-        if n > L or starts <= 0:
+        n, recent = self.n, self.recent
+        starts = self.window - n + 1  # window starts i with i + n − 1 inside the buffer
+        if starts <= 0:
             return scores
-        follow = history[:, lo + n - 1 : L]  # (B, starts): the token after each window
-        match: Tensor | None = None
+        follow = recent[:, n - 1 :]  # (B, starts): the token after each window
+        match = follow >= 0  # a filler is never banned
         if n > 1:
-            last = history[:, L - n + 1 : L]  # (B, n−1)
-            windows = history[:, lo : L - 1].unfold(1, n - 1, 1)  # (B, starts, n−1)
-            match = (windows == last[:, None, :]).all(dim=-1)  # (B, starts)
+            last = recent[:, self.window - n + 1 :]  # (B, n−1)
+            windows = recent[:, : self.window - 1].unfold(1, n - 1, 1)  # (B, starts, n−1)
+            match &= (windows == last[:, None, :]).all(dim=-1)
         if self._whitelist is not None:
-            free = ~torch.isin(follow, self._whitelist)
-            match = free if match is None else match & free
+            match &= ~torch.isin(follow, self._whitelist)
         V = scores.shape[-1]
         # Unbanned starts point at an extra column that is dropped again: no duplicate index
         # ever gets two different values, so the scatter is deterministic.
-        index = follow if match is None else torch.where(match, follow, V)
+        index = torch.where(match, follow, V)
         out = F.pad(scores, (0, 1))  # (B, V + 1)
         out.scatter_(1, index, float("-inf"))
         return out[:, :V]

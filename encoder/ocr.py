@@ -33,6 +33,7 @@ from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, placeholder_
 from opticmem.encoder.checkpoint import load_checkpoint
 from opticmem.encoder.codec import Recollection, VisionTokens, compact
 from opticmem.encoder.config import DecoderConfig, preset
+from opticmem.encoder.continuous import generate_continuous
 from opticmem.encoder.cuda_graph import GraphedFunction
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.examples import token_bytes
@@ -69,7 +70,10 @@ class OCRCodec:
 
     ``prompt`` is the "plain" template: the text before ``<image>`` goes between BOS and
     the vision slots, the text after it follows them. ``batch_size`` bounds how many pages
-    go through the model at once (encode and decode).
+    go through the model at once (encode and decode). With ``continuous``, decoding keeps
+    ``batch_size`` pages in flight and gives a row the next page as soon as its page ends
+    (:func:`~opticmem.encoder.continuous.generate_continuous`) instead of waiting for the
+    batch's longest page; worth it when many more pages than ``batch_size`` are decoded.
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class OCRCodec:
             self.tokenizer, self.tokenizer_source = default_tokenizer(model.cfg.decoder)
         self.generation = generation or GenerationConfig()
         self.batch_size = batch_size
+        self.continuous = False
         self._name = name
         self._render_settings = render_settings
         self._encode_grid: Callable[[torch.Tensor], torch.Tensor] = self.model.encode_grid
@@ -250,13 +255,15 @@ class OCRCodec:
         if max_new_tokens is not None:
             gen = replace(gen, max_new_tokens=max_new_tokens)
         aligned = self.aligned and step_hook is None
-        # With the aligner, a batch holds pages of one tier (one grid tensor per batch).
+        continuous = self.continuous and step_hook is None
+        # With the aligner, a batch holds pages of one tier (one grid tensor per batch);
+        # decoding continuously, one group per tier runs through ``batch_size`` rows.
         order = sorted(range(len(tokens)), key=lambda i: tokens[i].tier.rank if aligned else 0)
         batches: list[list[int]] = []
         for i in order:
             if (
                 not batches
-                or len(batches[-1]) == self.batch_size
+                or (len(batches[-1]) == self.batch_size and not continuous)
                 or (aligned and tokens[batches[-1][0]].tier is not tokens[i].tier)
             ):
                 batches.append([])
@@ -280,7 +287,15 @@ class OCRCodec:
                     )
                     for g in grids
                 ]
-            if aligned:
+            if continuous:
+                rows = min(self.batch_size, len(idx))
+                feed = None
+                if aligned:
+                    feed = AlignerFeed(self.model, grids[0].new_zeros(rows, *grids[0].shape),
+                                       self._settings(), self._cursor(param.device),
+                                       cuda_graph=gen.cuda_graphs, pages=grids)
+                outs = generate_continuous(self.model, prompts, gen, rows=rows, feed=feed)
+            elif aligned:
                 feed = AlignerFeed(self.model, torch.stack(grids), self._settings(),
                                    self._cursor(param.device), cuda_graph=gen.cuda_graphs)
                 T0 = 1 + len(self._prefix) + prompts[0].slots.shape[0] + len(self._suffix)
@@ -355,12 +370,16 @@ class AlignerFeed:
     def __init__(
         self, model: OCRModel, grid: torch.Tensor, settings: RenderSettings,
         cursor: TokenCursor, *, cuda_graph: bool = False,
+        pages: Sequence[torch.Tensor] = (),
     ) -> None:
         if model.aligner is None:
             raise InputError("this model has no layout aligner")
         self.aligner = model.aligner
-        self.grid = grid  # (B, g, g, D)
+        self.grid = grid  # (B, g, g, D): the page each row reads
         self.settings = settings
+        self.cursor = cursor
+        self.pages = pages
+        """Page grids (g, g, D) by prompt index, for :meth:`start` (continuous batching)."""
         B = grid.shape[0]
         self.rows = torch.arange(B, device=grid.device)
         self.state = cursor.start(B)  # (B, 4)
@@ -369,6 +388,16 @@ class AlignerFeed:
                                         enabled=cuda_graph)
         self._read = GraphedFunction(self._read_cells, TokenCursor.cells(self.state),
                                      enabled=cuda_graph)
+
+    def start(self, rows: torch.Tensor, prompts: Sequence[int]) -> torch.Tensor:
+        """Rows ``rows`` (k,) now read ``pages[p]`` for each of ``prompts``, from the first
+        cell: the reading for their prompt's last position (k, D). A
+        :class:`~opticmem.encoder.continuous.RowFeed`."""
+        with torch.inference_mode():
+            self.grid[rows] = torch.stack([self.pages[p] for p in prompts]).to(self.grid)
+            self.state = self.state.clone()  # may be a graph's output buffer
+            self.state[rows] = self.cursor.start(len(prompts))
+            return self._embed()[rows]
 
     def _read_cells(self, cells: torch.Tensor) -> torch.Tensor:
         """(B, 2) next-character cells → (B, D) aligner embeddings in the grid's dtype."""

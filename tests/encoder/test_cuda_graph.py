@@ -54,7 +54,8 @@ def test_fixed_shape_steps_follow_the_eager_steps(device: str, dispatch: str) ->
         caches = [KVCache(d, 3, T0 + steps, torch.device(device), torch.float32) for _ in "ab"]
         for cache in caches:
             model.decoder(embeds, positions, mask, cache)
-        fixed = GraphedStep(model.decoder, caches[1], key_valid, width_step=width_step)
+        fixed = GraphedStep(model.decoder, caches[1], width_step=width_step)
+        fixed.start_rows(range(3), T0, first=pads)
         valid = torch.cat([key_valid, torch.ones(3, steps, dtype=torch.bool, device=device)], 1)
         g = torch.Generator().manual_seed(1)
         next_pos = (T0 - pad_t)[:, None]
@@ -68,12 +69,13 @@ def test_fixed_shape_steps_follow_the_eager_steps(device: str, dispatch: str) ->
                 want = model.decoder.logits(
                     model.decoder(x, next_pos, step_mask, caches[0])[:, -1]
                 )
-                got = fixed(x, next_pos).clone()
+                got = fixed(x).clone()
                 torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
                 next_pos = next_pos + 1
         finally:
             MoE.dispatch = old
-    assert caches[0].length == caches[1].length == T0 + steps
+    assert caches[0].length == T0 + steps
+    assert fixed.column.tolist() == [T0 + steps - 1] * 3  # full: rows stay at the last column
     widths = {fixed.width(end) for end in range(T0 + 1, T0 + steps + 1)}
     assert len(widths) > 1
     assert fixed.captures == (len(widths) if device == "cuda" else 0)
@@ -134,3 +136,22 @@ def test_graphed_aligner_feed_reads_the_same_cells() -> None:
     assert feeds[0].state[:, 0].max() > 0  # some rows went down a line or more
     assert feeds[1]._read._graph is not None and feeds[0]._read._graph is None
     assert feeds[1]._advance._graph is not None
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_matmul_decode_attention_agrees_with_sdpa(device: str) -> None:
+    from opticmem.encoder.decoder import Attention
+
+    model = build_model(preset("test"), device=device, seed=0)
+    ps = prompts(model, device)
+    cfg = GenerationConfig(max_new_tokens=30, stop_token_ids=(-1,), cuda_graphs=True,
+                           graph_width=16)
+    sdpa = generate(model, ps, cfg)
+    Attention.decode_form = "matmul"
+    try:
+        matmul = generate(model, ps, cfg)
+    finally:
+        Attention.decode_form = "sdpa"
+    for a, b in zip(sdpa, matmul, strict=True):
+        assert a.token_ids == b.token_ids
+        assert a.confidence == pytest.approx(b.confidence, rel=1e-4)

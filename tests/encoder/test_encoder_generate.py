@@ -113,16 +113,40 @@ def test_batched_repeat_ban_matches_reference_definition(
     B, V, L = 5, 7, 200
     # Few distinct tokens (and long runs in one row) so that bans are frequent.
     rows = [[rng.randrange(4 if b else 2) for _ in range(L)] for b in range(B)]
-    history = torch.tensor(rows)
-    ban = RepeatBan(n, window, whitelist, torch.device("cpu"))
+    ban = RepeatBan(n, window, whitelist, B, torch.device("cpu"))
     for length in range(L + 1):
         scores = torch.randn(B, V)
-        out = ban(scores, history, length)
+        out = ban(scores)
         for b in range(B):
             banned = banned_tokens(rows[b][:length], n, window, whitelist)
             expect = scores[b].clone()
             expect[sorted(banned)] = float("-inf")
             assert torch.equal(out[b], expect), (length, b, banned)
+        if length < L:
+            ban.push(torch.tensor([row[length] for row in rows]))
+
+
+def test_repeat_ban_rows_restart_on_their_own() -> None:
+    """A row reset mid-stream is banned as a fresh sequence; the other rows carry on."""
+    rng = random.Random(7)
+    n, window, B, V = 3, 12, 4, 5
+    ban = RepeatBan(n, window, (), B, torch.device("cpu"))
+    rows: list[list[int]] = [[] for _ in range(B)]
+    for step in range(120):
+        if step % 17 == 5:  # restart a different row now and then
+            b = step % B
+            ban.reset(torch.tensor([b]))
+            rows[b] = []
+        scores = torch.zeros(B, V)
+        out = ban(scores)
+        for b in range(B):
+            assert set(torch.nonzero(out[b].isinf()).flatten().tolist()) == banned_tokens(
+                rows[b], n, window
+            ), (step, b)
+        tokens = [rng.randrange(3) for _ in range(B)]
+        for b, t in enumerate(tokens):
+            rows[b].append(t)
+        ban.push(torch.tensor(tokens))
 
 
 def reference_generate(
