@@ -42,7 +42,7 @@ def main() -> None:
                          "pages end (use --pages well above the batch)")
     ap.add_argument("--unique-pages", type=int, default=512,
                     help="distinct pages drawn; longer runs cycle through them")
-    ap.add_argument("--decode-attention", default="varlen", choices=["varlen", "mask"],
+    ap.add_argument("--decode-attention", default="sdpa", choices=["sdpa", "matmul"],
                     help="Attention.decode_form")
     args = ap.parse_args()
 
@@ -86,7 +86,7 @@ def main() -> None:
         f"Device: {dev}; torch {torch.__version__}; held-out synthetic chat pages"
         f"{'; CUDA-graph decoding steps' if args.cuda_graphs else ''}"
         f"{'; continuous batching (batch = rows in flight)' if args.continuous else ''}"
-        f"{'; masked decode attention' if args.decode_attention == 'mask' else ''}.",
+        f"{'; matmul decode attention' if args.decode_attention == 'matmul' else ''}.",
         "",
         "| tier | batch | pages | s/page | pages/s | tokens/s | tokens/page | longest page "
         "| pages without EOS |",

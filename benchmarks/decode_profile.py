@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tier", default="base", help="prompt: one page's slots at this tier")
     ap.add_argument("--context", type=int, default=0,
                     help="prompt length in vision slots instead of the tier's (a long context)")
-    ap.add_argument("--decode-attention", default="varlen", choices=["varlen", "mask"],
+    ap.add_argument("--decode-attention", default="sdpa", choices=["sdpa", "matmul"],
                     help="Attention.decode_form")
     ap.add_argument("--ragged", action="store_true",
                     help="every other row a Tiny page (left padding, masked attention)")

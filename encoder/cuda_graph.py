@@ -112,7 +112,7 @@ class GraphedStep:
         column = self.column[:, None]  # (B, 1)
         cols = torch.arange(width, device=column.device)[None]  # (1, width)
         mask = ((cols >= self.first[:, None]) & (cols <= column))[:, None, None]  # (B,1,1,W)
-        self.cache.pin(self.column, width, self.first)
+        self.cache.pin(self.column, width)
         try:
             hidden = self.decoder(self.x, column - self.first[:, None], mask, self.cache)
             logits = self.decoder.logits(hidden[:, -1])  # (B, V)

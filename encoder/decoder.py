@@ -77,7 +77,7 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 class KVCache:
-    """Preallocated keys and values for every layer: (B, capacity, nh, hd) each.
+    """Preallocated keys and values for every layer: (B, nh, capacity, hd) each.
 
     ``length`` positions are filled. A forward writes its ``T`` new positions into every
     layer at ``[length, length+T)`` and then calls :meth:`advance`. The cache also holds the
@@ -86,10 +86,7 @@ class KVCache:
     is below ``capacity``.
 
     :meth:`pin` switches to fixed shapes for CUDA graphs: one position per row written at
-    that row's column, read from the device, and a fixed number of columns returned. Rows
-    are stored one after another, so on CUDA a pinned step can also attend over exactly
-    each row's own columns with a variable-length kernel (:meth:`attend`) instead of
-    reading the whole width under a mask.
+    that row's column, read from the device, and a fixed number of columns returned.
     """
 
     def __init__(
@@ -100,7 +97,7 @@ class KVCache:
         device: torch.device,
         dtype: torch.dtype,
     ) -> None:
-        shape = (batch, capacity, cfg.heads, cfg.head_dim)
+        shape = (batch, cfg.heads, capacity, cfg.head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.layers)]
         self.capacity = capacity
@@ -110,33 +107,17 @@ class KVCache:
         self._column: Tensor | None = None  # pinned write column per row (B,), see pin()
         self._rows: Tensor | None = None  # arange(B) on the device, for pinned writes
         self._width = 0
-        self._varlen: tuple[Tensor, Tensor, Tensor] | None = None  # see pin()
 
-    def pin(self, columns: Tensor | None, width: int = 0, first: Tensor | None = None) -> None:
+    def pin(self, columns: Tensor | None, width: int = 0) -> None:
         """Fixed shapes: :meth:`update` writes row ``b``'s single position at column
         ``columns[b]`` (a (B,) long tensor on the cache's device) and returns the first
         ``width`` columns, whatever ``length`` says. The caller masks the columns each row
-        may not read: those before ``first[b]`` and after ``columns[b]``; given ``first``,
-        :meth:`attend` can skip them instead. ``None`` restores the normal behaviour."""
-        self._varlen = None
-        if columns is None:
-            self._column, self._width = None, 0
-            return
-        if not 0 < width <= self.capacity:
+        may not read. ``None`` restores the normal behaviour."""
+        if columns is not None and not 0 < width <= self.capacity:
             raise ValueError(f"pinned width must be in 1..{self.capacity}, got {width}")
-        if self._rows is None:
+        if columns is not None and self._rows is None:
             self._rows = torch.arange(self.batch, device=columns.device)
         self._column, self._width = columns, width
-        if first is not None and varlen_attention_supported(self.keys[0]):
-            # Row b's keys: columns first[b] … columns[b] of its block of ``capacity``.
-            rows = self._rows.to(torch.int32)
-            starts = rows * self.capacity + first.to(torch.int32)
-            end = starts.new_full((1,), self.batch * self.capacity)
-            self._varlen = (
-                torch.cat([rows, rows[-1:] + 1]),  # one query per row
-                torch.cat([starts, end]),
-                (columns - first + 1).to(torch.int32),
-            )
 
     @property
     def batch(self) -> int:
@@ -149,39 +130,23 @@ class KVCache:
         n = source.length
         for mine, theirs in zip(self.keys + self.values, source.keys + source.values,
                                 strict=True):
-            mine[rows, :n] = theirs[:, :n]
+            mine[rows, :, :n] = theirs[:, :, :n]
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store (B, nh, T, hd) keys/values; return all filled ones, (B, nh, length+T, hd)."""
-        keys, values = self.keys[layer], self.values[layer]
         if self._column is not None:  # pinned: no host value decides where or how much
-            keys[self._rows, self._column] = k[:, :, 0]  # (B, nh, hd) at each row's column
-            values[self._rows, self._column] = v[:, :, 0]
-            end = self._width
-        else:
-            T = k.shape[2]
-            end = self.length + T
-            if end > self.capacity:
-                raise RuntimeError(f"KV cache full: {end} positions > capacity {self.capacity}")
-            keys.narrow(1, self.length, T).copy_(k.transpose(1, 2))
-            values.narrow(1, self.length, T).copy_(v.transpose(1, 2))
-        return keys.narrow(1, 0, end).transpose(1, 2), values.narrow(1, 0, end).transpose(1, 2)
-
-    def attend(self, layer: int, q: Tensor) -> Tensor | None:
-        """Pinned, on CUDA: each row's query (B, nh, 1, hd) attends over exactly its own
-        columns (after :meth:`update` stored them) — (B, nh, 1, hd). ``None`` where that
-        kernel is not available: then the caller attends over the width under its mask."""
-        if self._varlen is None:
-            return None
-        cu_q, cu_k, used = self._varlen
-        B, nh, _, hd = q.shape
-        out = torch.ops.aten._flash_attention_forward(
-            q.reshape(B, nh, hd),  # (B·1, nh, hd): one query per row, packed
-            self.keys[layer].view(-1, nh, hd),  # (B·capacity, nh, hd)
-            self.values[layer].view(-1, nh, hd),
-            cu_q, cu_k, 1, self._width, 0.0, False, False, seqused_k=used,
-        )[0]
-        return out[:, :, None]  # (B, nh, 1, hd)
+            keys, values = self.keys[layer], self.values[layer]
+            keys[self._rows, :, self._column] = k[:, :, 0]  # (B, nh, hd) at each row's column
+            values[self._rows, :, self._column] = v[:, :, 0]
+            return keys.narrow(2, 0, self._width), values.narrow(2, 0, self._width)
+        T = k.shape[2]
+        end = self.length + T
+        if end > self.capacity:
+            raise RuntimeError(f"KV cache full: {end} positions > capacity {self.capacity}")
+        keys, values = self.keys[layer], self.values[layer]
+        keys.narrow(2, self.length, T).copy_(k)
+        values.narrow(2, self.length, T).copy_(v)
+        return keys.narrow(2, 0, end), values.narrow(2, 0, end)
 
     def rotary(self, position_ids: Tensor | None, T: int) -> tuple[Tensor, Tensor]:
         """``cos``, signed ``sin`` (B or 1, 1, T, hd) for ``position_ids`` (B, T), or for the
@@ -204,11 +169,10 @@ class KVCache:
 class Attention(nn.Module):
     """Multi-head attention (as many KV heads as query heads) with rotary positions."""
 
-    decode_form: Literal["varlen", "mask"] = "varlen"
-    """How a pinned decoding step attends on CUDA: ``varlen`` over each row's own columns
-    (:meth:`KVCache.attend`), ``mask`` over the whole width under the key mask. At batch
-    512 and 1,400 positions the masked form took 2.44 ms per bundled step on an H200
-    (``benchmarks/decode_profile.py --decode-attention``)."""
+    decode_form: Literal["sdpa", "matmul"] = "sdpa"
+    """How a single masked query position (a decoding step) attends: ``sdpa`` through
+    ``scaled_dot_product_attention``, ``matmul`` as two batched matrix-vector products
+    around a float32 softmax (``benchmarks/decode_profile.py --decode-attention``)."""
 
     def __init__(self, cfg: DecoderConfig) -> None:
         super().__init__()
@@ -243,42 +207,23 @@ class Attention(nn.Module):
         qkv = qkv.view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hd)
         qk = apply_rotary(qkv[:2], cos, sin)  # (2, B, nh, T, hd)
         q, k, v = qk[0], qk[1], qkv[2]
-        out = None
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, Tk, hd)
-            if T == 1 and self.decode_form == "varlen":
-                out = cache.attend(layer, q)
-        if out is None:
-            out = attend(q, k, v, mask)
+        Tk = k.shape[2]
+        if mask is not None and T == 1 and self.decode_form == "matmul":
+            scores = torch.matmul(q, k.transpose(-1, -2)).float() * hd**-0.5  # (B, nh, 1, Tk)
+            probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+            out = torch.matmul(probs.to(v.dtype), v)
+        elif mask is not None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif T == 1:
+            out = F.scaled_dot_product_attention(q, k, v)
+        elif Tk == T:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, Tk, q.device))
         out = out.transpose(1, 2).reshape(B, T, nh * hd)  # (B, T, nh·hd)
         return self.o_proj(out)
-
-
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-    """Queries (B, nh, T, hd), the last ``T`` of ``Tk`` positions, over keys and values
-    (B, nh, Tk, hd) under ``mask`` (B, 1, T, Tk), or causally when it is ``None``."""
-    T, Tk = q.shape[2], k.shape[2]
-    if mask is not None:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    if T == 1:
-        return F.scaled_dot_product_attention(q, k, v)
-    if Tk == T:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, Tk, q.device))
-
-
-def varlen_attention_supported(like: Tensor) -> bool:
-    """Whether :meth:`KVCache.attend`'s kernel (flash attention's variable-length form, which
-    PyTorch ships for CUDA in half precision) can read a cache like ``like``."""
-    hd = like.shape[-1]
-    return (
-        like.is_cuda
-        and like.dtype in (torch.float16, torch.bfloat16)
-        and hd % 8 == 0
-        and hd <= 256
-        and torch.backends.cuda.flash_sdp_enabled()
-        and torch.cuda.get_device_capability(like.device) >= (8, 0)
-    )
 
 
 def causal_mask(T: int, Tk: int, device: torch.device) -> Tensor:

@@ -10,7 +10,7 @@
 #   stream     benchmarks/codec_speed.py, bundled codec, continuous batching, Small, 4,096
 #              pages through 256 / 512 / 1,024 rows (and batch 512 without, for comparison)
 #   context    benchmarks/decode_profile.py, bundled decode step at 112 and 1,400 positions,
-#              attention over each row's columns (varlen) and over the width (mask)
+#              attention through SDPA and through two matmuls
 #   compile    benchmarks/encoder_speed.py encode under torch.compile, Small/Base, batch 32/128
 #   autotune   the same under torch.compile's max-autotune (no CUDA graphs), Base batch 32
 #   reference  benchmarks/reference_speed.py: our encoder vs the public reference's
@@ -35,7 +35,7 @@ want stream && step 150 python3 -m benchmarks.codec_speed --device cuda --tiers 
 want stream && step 240 python3 -m benchmarks.codec_speed --device cuda --tiers small,tiny \
   --batches 256,512,1024 --pages 4096 --cuda-graphs --continuous \
   --out "$OUT/codec_speed_h200_continuous.md"
-for ctx in 112 1400; do for att in varlen mask; do
+for ctx in 112 1400; do for att in sdpa matmul; do
   want context && step 90 python3 benchmarks/decode_profile.py --preset bundled --tier small \
     --aligner --modes graphs --batches 512 --no-profile --context $ctx --decode-attention $att \
     --out "$OUT/decode_context_${ctx}_${att}.md"
