@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 from opticmem.encoder.bundled import load_bundled_codec
-from opticmem.encoder.decoder import Attention
 from opticmem.evaluation import heldout_pages
 from opticmem.render import Tier, render_page
 
@@ -42,15 +41,16 @@ def main() -> None:
                          "pages end (use --pages well above the batch)")
     ap.add_argument("--unique-pages", type=int, default=512,
                     help="distinct pages drawn; longer runs cycle through them")
-    ap.add_argument("--decode-attention", default="sdpa", choices=["sdpa", "matmul"],
-                    help="Attention.decode_form")
+    ap.add_argument("--graph-width", type=int, default=None,
+                    help="GenerationConfig.graph_width (attention width granularity)")
     args = ap.parse_args()
 
     codec = load_bundled_codec(args.weights, device=args.device)
     # Explicit either way: the bundled codec turns graphs on by itself on CUDA.
     codec.generation = replace(codec.generation, cuda_graphs=args.cuda_graphs)
     codec.continuous = args.continuous
-    Attention.decode_form = args.decode_attention
+    if args.graph_width:
+        codec.generation = replace(codec.generation, graph_width=args.graph_width)
     batches = [int(b) for b in args.batches.split(",")]
     total = max(max(batches), args.pages)
     pages, _ = heldout_pages(min(total, args.unique_pages), seed=2024, hangul=0)
@@ -86,7 +86,7 @@ def main() -> None:
         f"Device: {dev}; torch {torch.__version__}; held-out synthetic chat pages"
         f"{'; CUDA-graph decoding steps' if args.cuda_graphs else ''}"
         f"{'; continuous batching (batch = rows in flight)' if args.continuous else ''}"
-        f"{'; matmul decode attention' if args.decode_attention == 'matmul' else ''}.",
+        f"; graph width {codec.generation.graph_width}.",
         "",
         "| tier | batch | pages | s/page | pages/s | tokens/s | tokens/page | longest page "
         "| pages without EOS |",

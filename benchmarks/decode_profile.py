@@ -95,7 +95,6 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from opticmem.encoder.config import ModelConfig, preset  # noqa: E402
-from opticmem.encoder.decoder import Attention  # noqa: E402
 from opticmem.encoder.generate import GenerationConfig, Prompt, TokenHook, generate  # noqa: E402
 from opticmem.encoder.model import OCRModel, build_model  # noqa: E402
 from opticmem.encoder.moe import MoE  # noqa: E402
@@ -362,8 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tier", default="base", help="prompt: one page's slots at this tier")
     ap.add_argument("--context", type=int, default=0,
                     help="prompt length in vision slots instead of the tier's (a long context)")
-    ap.add_argument("--decode-attention", default="sdpa", choices=["sdpa", "matmul"],
-                    help="Attention.decode_form")
+
     ap.add_argument("--ragged", action="store_true",
                     help="every other row a Tiny page (left padding, masked attention)")
     ap.add_argument("--aligner", action="store_true",
@@ -389,7 +387,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.aligner and cfg.align is None:
         ap.error(f"preset {cfg.name} has no layout aligner")
     model = build_model(cfg, device=device, dtype=dtype, seed=0)
-    Attention.decode_form = args.decode_attention
     tier = Tier.parse(args.tier)
     positions = (args.context or tier.slots) + 1
     batches = [int(b) for b in args.batches.split(",") if b]
@@ -404,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{', ragged' if args.ragged else ''}; {args.steps} steps timed after {BASE_TOKENS} "
         f"(subtracted); MoE dispatch `{args.dispatch}`"
         f"{'; layout aligner fed per step' if args.aligner else ''}; no-repeat guard 30/90; "
-        f"graph width {args.graph_width}; decode attention `{args.decode_attention}`"
+        f"graph width {args.graph_width}"
     )
     print(header, flush=True)
     for batch in batches:

@@ -120,7 +120,8 @@ def load_bundled_codec(
     """The shipped codec (weights in the package), on CUDA when available, else CPU.
 
     On CUDA it decodes with CUDA graphs (``GenerationConfig.cuda_graphs``): one graph
-    launch per step instead of hundreds of kernel launches.
+    launch per step instead of hundreds of kernel launches; and continuously
+    (``OCRCodec.continuous``): a row whose page ends takes the next page at once.
 
     Raises :class:`BundledWeightsError` naming the missing or corrupt file.
     """
@@ -141,4 +142,5 @@ def load_bundled_codec(
         raise BundledWeightsError(f"bundled codec unreadable: {exc}") from exc
     if codec.device.type == "cuda":
         codec.generation = replace(codec.generation, cuda_graphs=True)
+        codec.continuous = True
     return codec

@@ -12,8 +12,6 @@ incremental decoding cost one position per step.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -169,10 +167,6 @@ class KVCache:
 class Attention(nn.Module):
     """Multi-head attention (as many KV heads as query heads) with rotary positions."""
 
-    decode_form: Literal["sdpa", "matmul"] = "sdpa"
-    """How a single masked query position (a decoding step) attends: ``sdpa`` through
-    ``scaled_dot_product_attention``, ``matmul`` as two batched matrix-vector products
-    around a float32 softmax (``benchmarks/decode_profile.py --decode-attention``)."""
 
     def __init__(self, cfg: DecoderConfig) -> None:
         super().__init__()
@@ -210,11 +204,7 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nh, Tk, hd)
         Tk = k.shape[2]
-        if mask is not None and T == 1 and self.decode_form == "matmul":
-            scores = torch.matmul(q, k.transpose(-1, -2)).float() * hd**-0.5  # (B, nh, 1, Tk)
-            probs = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
-            out = torch.matmul(probs.to(v.dtype), v)
-        elif mask is not None:
+        if mask is not None:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         elif T == 1:
             out = F.scaled_dot_product_attention(q, k, v)
