@@ -14,6 +14,14 @@ starting at byte ``b`` of the transcript looks at the cell of the character cont
 byte ``b`` (the cursor after every complete character before it). While decoding,
 :class:`opticmem.encoder.token_cursor.TokenCursor` gives the same cells from the tokens
 generated so far.
+
+Decoding reads a page at every step, so :meth:`LayoutAligner.prepare` does once per batch
+of pages what does not depend on the step: the ``point`` projection is linear, so its
+vision-token part (after the per-token LayerNorm) is projected for every grid token at
+once, and its position part (Fourier features of a cell's offset inside its token) is
+tabulated per grid row and column. :meth:`LayoutAligner.read` then costs a few gathers,
+adds and the ``mix`` projection per step instead of a LayerNorm and a ``point`` matmul
+over every sampled vision token.
 """
 
 from __future__ import annotations
@@ -21,9 +29,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from opticmem.render import RenderSettings, transcript_positions
@@ -92,6 +102,41 @@ def cell_centres(
     return torch.stack([x, y], dim=-1).clamp(0.0, 1.0 - 1e-6), valid
 
 
+class PreparedGrid(NamedTuple):
+    """A batch of pages as :meth:`LayoutAligner.read` reads them; made by
+    :meth:`LayoutAligner.prepare`, on the grid's device, in the ``point`` weight's dtype.
+
+    A sampled point's ``point`` projection is the sum of three parts: its vision token's
+    (``tokens``), its cell row's (``row_code``) and its cell column's (``col_code``). The
+    row and column tables span every cell index whose centre lies on the page plus one
+    clamped index at each end, which stands for every index beyond it (their centres clamp
+    to the same page edge and they are all off the grid).
+    """
+
+    tokens: Tensor
+    """``(B, g·g + 1, point_dim)``: each vision token's LayerNorm through the ``point``
+    weight's token columns, plus the validity flag's column; the extra last row is zeros:
+    the token of every point off the grid (whose features and flag the forward zeroes)."""
+    row_token: Tensor
+    """``(R,)`` long: ``g ×`` the token row holding each tabulated cell row, or ``g·g`` for
+    rows off the grid; added to ``col_token``, anything ≥ ``g·g`` reads the zero row."""
+    col_token: Tensor
+    """``(C,)`` long: the token column holding each tabulated cell column, or ``g·g``."""
+    row_code: Tensor
+    """``(R, point_dim)``: each row's Fourier features through the ``point`` weight's ``y``
+    columns, plus the ``point`` bias."""
+    col_code: Tensor
+    """``(C, point_dim)``: each column's Fourier features through the ``x`` columns."""
+    row_offset: Tensor
+    """``(P,)`` long: added to the cursor's row, each point's index into the row tables."""
+    col_scale: Tensor
+    """``(P,)`` long: 1 for points along the line (they follow the cursor's column), 0 for
+    those at the start of the next line."""
+    col_offset: Tensor
+    """``(P,)`` long: added to ``col_scale ×`` the cursor's column, each point's index into
+    the column tables."""
+
+
 class LayoutAligner(nn.Module):
     """Projects the vision tokens under the next cells into a decoder input embedding."""
 
@@ -132,6 +177,79 @@ class LayoutAligner(nn.Module):
         h = self.point(x)  # (N, P, point_dim)
         return self.mix(h.flatten(-2))  # (N, D)
 
+    def prepare(self, grid: Tensor, settings: RenderSettings) -> PreparedGrid:
+        """Everything :meth:`read` needs of ``grid`` ``(B, g, g, D)``, computed once per
+        batch of pages instead of at every decoding step.
+
+        ``read(prepare(grid, s), cells, batch)`` equals ``forward(grid, cells, batch, s)``
+        up to float rounding (the ``point`` projection's sum is split in three).
+        """
+        c = self.config
+        B, g = grid.shape[0], grid.shape[1]
+        D = grid.shape[-1]
+        F2 = 2 * len(c.frequencies)
+        w = self.point.weight  # (point_dim, D + 4F + 1): [token | x Fourier | y Fourier | flag]
+        w_token, w_x, w_y, w_flag = w.split([D, F2, F2, 1], dim=1)
+        flat = grid.reshape(B, g * g, D)  # (B, g·g, D)
+        tokens = F.linear(self.norm(flat), w_token) + w_flag[:, 0]  # (B, g·g, point_dim)
+        tokens = torch.cat([tokens, tokens.new_zeros(B, 1, c.point_dim)], dim=1)
+        rows, row_low = _axis_range(settings.margin, 24, settings.page_pixels, settings.rows)
+        cols, col_low = _axis_range(settings.margin, 12, settings.page_pixels, settings.columns)
+        dev = grid.device
+        row_ids = torch.arange(row_low, row_low + rows, device=dev)
+        col_ids = torch.arange(col_low, col_low + cols, device=dev)
+        # The forward's own arithmetic on cells (r, 0) and (0, c): bit-identical centres.
+        y, row_valid = (t[:, 0] for t in cell_centres(
+            torch.stack([row_ids, torch.zeros_like(row_ids)], dim=-1), settings, c))
+        x, col_valid = (t[:, 0] for t in cell_centres(
+            torch.stack([torch.zeros_like(col_ids), col_ids], dim=-1), settings, c))
+        row_token, row_code = self._axis(y[:, 1], row_valid, g, w_y)
+        col_token, col_code = self._axis(x[:, 0], col_valid, g, w_x)
+        if self.point.bias is not None:
+            row_code = row_code + self.point.bias
+        ahead, below = c.ahead, c.below
+
+        def longs(values: list[int]) -> Tensor:
+            return torch.tensor(values, device=dev, dtype=torch.long)
+
+        return PreparedGrid(
+            tokens=tokens,
+            row_token=row_token * g,
+            col_token=col_token,
+            row_code=row_code,
+            col_code=col_code,
+            row_offset=longs([0] * ahead + [1] * below) - row_low,
+            col_scale=longs([1] * ahead + [0] * below),
+            col_offset=longs([*range(ahead), *range(below)]) - col_low,
+        )
+
+    def _axis(
+        self, coord: Tensor, valid: Tensor, g: int, weight: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Cell centres along one axis ``(n,)`` → the token index holding each (``g·g`` when
+        off the grid) and the ``point`` projection of its Fourier features ``(n, point_dim)``,
+        as the forward computes them."""
+        scaled = coord * g
+        token = scaled.floor().long()
+        frac = scaled - token  # offset inside the token, in [0, 1)
+        ang = 2 * math.pi * frac.unsqueeze(-1) * self._frequencies(frac)  # (n, F)
+        four = torch.cat([ang.sin(), ang.cos()], dim=-1).to(weight.dtype)  # (n, 2F)
+        return torch.where(valid, token, g * g), F.linear(four, weight)
+
+    def read(self, prepared: PreparedGrid, cells: Tensor, batch: Tensor) -> Tensor:
+        """The forward on a grid from :meth:`prepare`: ``cells`` ``(N, 2)`` non-negative
+        ``(row, col)``, ``batch`` ``(N,)`` → ``(N, D)``. A handful of gathers and adds over
+        ``N × P`` points, then ``mix``: cheap enough for every decoding step.
+        """
+        p = prepared
+        g2 = p.tokens.shape[1] - 1  # g·g: the zero row
+        row, col = cells[:, :1], cells[:, 1:2]  # (N, 1) each
+        ri = (row + p.row_offset).clamp_(0, p.row_code.shape[0] - 1)  # (N, P)
+        ci = (col * p.col_scale + p.col_offset).clamp_(0, p.col_code.shape[0] - 1)
+        token = (p.row_token[ri] + p.col_token[ci]).clamp_(max=g2)  # (N, P)
+        h = p.tokens[batch[:, None], token] + p.row_code[ri] + p.col_code[ci]  # (N, P, pd)
+        return self.mix(h.flatten(-2))  # (N, D)
+
     def _frequencies(self, like: Tensor) -> Tensor:
         """``config.frequencies`` as a tensor like ``like``, made once: building it from a list
         every decoding step would be a host-to-device copy, which waits for the GPU."""
@@ -143,3 +261,13 @@ class LayoutAligner(nn.Module):
                 )
             self._freqs = freqs
         return freqs
+
+
+def _axis_range(margin: int, cell: int, page: int, count: int) -> tuple[int, int]:
+    """``(length, first)`` of the cell indices to tabulate along one axis: every index
+    whose centre ``margin + (i + ½)·cell`` lies inside ``(0, page)``, plus one index at or
+    past each edge, where the centre clamps; all indices beyond those read the same. The
+    top end also reaches ``count`` (off the grid) in any case."""
+    first = math.floor(-margin / cell - 0.5) - 1  # centre ≤ 0: clamps to 0, off the grid
+    last = max(math.ceil((page - margin) / cell - 0.5) + 1, count)  # centre ≥ page, off it
+    return last - first + 1, first

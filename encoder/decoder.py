@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from opticmem.encoder.config import DecoderConfig
-from opticmem.encoder.moe import MLP, MoE
+from opticmem.encoder.moe import MLP, MoE, add_linear
 from opticmem.encoder.packing import PackedWeights, needs_grad
 
 
@@ -71,7 +71,7 @@ def rotary_table(length: int, head_dim: int, theta: float, device: torch.device,
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate ``x`` (…, T, hd) by the tables of :func:`rotary` (signed ``sin``)."""
-    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), sin)  # 3 ops, not 4
 
 
 class KVCache:
@@ -189,7 +189,10 @@ class Attention(nn.Module):
         mask: Tensor | None,
         cache: KVCache | None,
         layer: int,
+        residual: Tensor | None = None,
     ) -> Tensor:
+        """Attention output (B, T, H), added to ``residual`` (B, T, H) when given — without
+        gradients inside the output projection's matmul."""
         B, T, _ = x.shape
         nh, hd = self.heads, self.head_dim
         if torch.is_grad_enabled() and needs_grad(
@@ -213,7 +216,11 @@ class Attention(nn.Module):
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, Tk, q.device))
         out = out.transpose(1, 2).reshape(B, T, nh * hd)  # (B, T, nh·hd)
-        return self.o_proj(out)
+        if residual is None:
+            return self.o_proj(out)
+        if torch.is_grad_enabled() and needs_grad([self.o_proj.weight]):
+            return residual + self.o_proj(out)
+        return add_linear(residual, out, self.o_proj.weight)
 
 
 def causal_mask(T: int, Tk: int, device: torch.device) -> Tensor:
@@ -236,8 +243,8 @@ class DecoderLayer(nn.Module):
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, cache: KVCache | None
     ) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, mask, cache, self.index)
-        return x + self.mlp(self.mlp_norm(x))
+        x = self.attn(self.attn_norm(x), cos, sin, mask, cache, self.index, residual=x)
+        return self.mlp(self.mlp_norm(x), residual=x)  # (B, T, H)
 
 
 class MoEDecoder(nn.Module):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -112,3 +113,52 @@ def test_aligner_shapes_and_gradient_path() -> None:
     assert out.shape == (2, 16)
     out.square().sum().backward()
     assert grid.grad is not None and grid.grad[0].abs().sum() > 0 and grid.grad[1].abs().sum() > 0
+
+
+def _random_aligner(hidden: int, dtype: torch.dtype) -> LayoutAligner:
+    torch.manual_seed(0)
+    al = LayoutAligner(hidden).to(dtype)
+    for p in al.parameters():  # the output projection starts at zero: give it weights
+        torch.nn.init.normal_(p, std=0.2)
+    return al
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-12), (torch.float32, 2e-6)])
+@pytest.mark.parametrize("page", [RenderSettings(), RenderSettings(page_pixels=640, margin=30,
+                                                                   max_rows=9)])
+def test_prepared_grid_reads_what_the_forward_reads(
+    dtype: torch.dtype, tol: float, page: RenderSettings
+) -> None:
+    """read(prepare(grid)) is the forward, up to the rounding of a split sum: at every cell
+    of the page, past its edges (clamped centres, invalid points) and far beyond."""
+    al = _random_aligner(32, dtype)
+    grid = torch.randn(3, 10, 10, 32, dtype=dtype) * 4
+    rows = [*range(-4, page.rows + 6), 500]
+    cols = [*range(-4, page.columns + 12), 10_000]
+    cells = torch.cartesian_prod(torch.tensor(rows), torch.tensor(cols))  # (N, 2)
+    batch = torch.arange(cells.shape[0]) % 3
+    with torch.no_grad():
+        expected = al(grid, cells, batch, page)
+        got = al.read(al.prepare(grid, page), cells, batch)
+    scale = expected.abs().max().item()
+    assert got.shape == expected.shape and got.dtype == dtype
+    assert (got - expected).abs().max().item() <= tol * scale
+
+
+def test_prepared_grid_as_the_decoding_feed_uses_it() -> None:
+    """The call AlignerFeed makes: prepare once per batch of pages, read the cursor's cells
+    each step (every row reads its own page)."""
+    al = _random_aligner(16, torch.float32)
+    page = RenderSettings()
+    grid = torch.randn(2, 8, 8, 16)
+    cursor = TokenCursor([b"", b"ab", b"\n  x"], "cpu")
+    rows = torch.arange(2)
+    with torch.inference_mode():
+        prepared = al.prepare(grid, page)  # AlignerFeed.__init__
+        state = cursor.start(2)
+        for tokens in ([1, 2], [2, 1], [0, 2]):
+            state = cursor.advance(state, torch.tensor(tokens))
+            cells = TokenCursor.cells(state)
+            got = al.read(prepared, cells, rows)  # AlignerFeed._read_cells
+            torch.testing.assert_close(got, al(grid, cells, rows, page),
+                                       rtol=2e-6, atol=2e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -141,6 +143,64 @@ def test_moe_dispatch_paths_agree() -> None:
                 outs[mode] = moe(x)
         for mode in MODES:
             assert torch.allclose(outs[mode], outs["grouped"], atol=1e-5), mode
+
+
+@pytest.mark.parametrize("shared", [1, 0])
+def test_moe_adds_into_the_residual_without_writing_it(shared: int) -> None:
+    """``moe(x, residual)`` is ``residual + moe(x)`` on every path (the few path adds each
+    expert into the output in place: never into the caller's residual)."""
+    cfg = replace(preset("bundled").decoder, shared_experts=shared)
+    torch.manual_seed(0)
+    moe = MoE(cfg).eval()
+    for p in moe.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    for n in (1, 3, 40):
+        x = torch.randn(1, n, cfg.hidden_size)
+        residual = torch.randn(1, n, cfg.hidden_size)
+        before = residual.clone()
+        with torch.no_grad():
+            for mode in MODES:
+                moe.dispatch = mode
+                out = moe(x, residual=residual)
+                torch.testing.assert_close(out, residual + moe(x), rtol=1e-5, atol=1e-5)
+                assert torch.equal(residual, before), mode
+
+
+def test_moe_cpu_dispatch_by_token_count() -> None:
+    """On CPU: ``few`` up to 8 (token, expert) pairs, ``dense`` while tokens × experts ≤
+    192 (measured faster there), ``grouped`` above; ``grouped`` whenever gradients flow."""
+    moe = MoE(preset("bundled").decoder)  # 6 experts, top-2
+    with torch.no_grad():
+        picks = {n: moe._mode(torch.zeros(n, 1)) for n in (1, 4, 5, 32, 33)}
+    assert picks == {1: "few", 4: "few", 5: "dense", 32: "dense", 33: "grouped"}
+    with torch.enable_grad():
+        assert moe._mode(torch.zeros(1, 1)) == "grouped"
+
+
+def test_decoding_path_equals_the_training_path() -> None:
+    """The inference fast paths (packed projections, residuals added inside matmuls, experts
+    added in place, rotary via addcmul) give the logits of the plain module path that
+    gradients take, step by step through a KV cache."""
+    model = build_model(preset("bundled"), seed=0).eval()
+    cfg = model.cfg.decoder
+    torch.manual_seed(0)
+    for p in model.decoder.parameters():  # trained-like scales: nothing starts at zero
+        torch.nn.init.normal_(p, std=0.05)
+    ids = torch.randint(4, cfg.vocab_size, (2, 24))
+
+    def run() -> torch.Tensor:
+        cache = KVCache(cfg, 2, 32, torch.device("cpu"), torch.float32)
+        emb = model.embed_inputs(ids)
+        out = [model.decoder.logits(model.decoder(emb[:, :16], cache=cache))]
+        for t in range(16, 24):
+            out.append(model.decoder.logits(model.decoder(emb[:, t : t + 1], cache=cache)))
+        return torch.cat(out, dim=1)  # (2, 24, V)
+
+    with torch.inference_mode():
+        fast = run()
+    with torch.enable_grad():
+        slow = run().detach()
+    torch.testing.assert_close(fast, slow, rtol=1e-4, atol=1e-4 * slow.abs().max().item())
 
 
 def test_moe_matches_a_per_token_reference() -> None:
