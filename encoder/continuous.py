@@ -17,6 +17,7 @@ starts a new prompt), the same stop rule and confidence.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -36,6 +37,8 @@ from opticmem.encoder.generate import (
     row_result,
 )
 from opticmem.encoder.model import OCRModel
+
+log = logging.getLogger(__name__)
 
 
 class RowFeed(Protocol):
@@ -104,12 +107,14 @@ def generate_continuous(
     results: list[Generated | None] = [None] * N
     queue = iter(range(N))
     pending = N  # prompts not yet given a row
+    busy_row_steps = refills = 0  # for the summary logged at the end
 
     def prefill(free: np.ndarray, at_step: int) -> None:
         """Load the next prompts into rows ``free``; their first choice comes from ``logits``."""
-        nonlocal logits, pending
+        nonlocal logits, pending, refills
         take = [i for _, i in zip(range(len(free)), queue, strict=False)]
         pending -= len(take)
+        refills += 1
         logits = logits.clone()  # a graph's output buffer: never write into it
         for lo in range(0, len(take), prefill_batch):
             group = take[lo : lo + prefill_batch]
@@ -142,7 +147,9 @@ def generate_continuous(
 
     def collect(at_step: int) -> np.ndarray:
         """Read the last ``check`` choices; finish the rows that stopped. Returns free rows."""
+        nonlocal busy_row_steps
         busy = np.flatnonzero(prompt_of >= 0)
+        busy_row_steps += len(busy) * check
         if len(busy):
             chunk_ids = chosen_ids.cpu().numpy()[busy]  # waits for the device
             chunk_logp = chosen_logp.cpu().numpy()[busy]
@@ -182,5 +189,10 @@ def generate_continuous(
             x = x + extra.to(dtype)
         logits = step(x)
 
+    log.debug(
+        "continuous decode: %d prompts through %d rows in %d steps; %.1f%% of row-steps busy; "
+        "%d refills; %d attention widths recorded", N, B, n, 100 * busy_row_steps / (n * B),
+        refills, step.captures,
+    )
     assert all(r is not None for r in results)
     return [r for r in results if r is not None]

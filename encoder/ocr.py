@@ -362,9 +362,11 @@ class AlignerFeed:
     (:class:`~opticmem.encoder.token_cursor.TokenCursor`, on the grid's device, no host
     sync) before the next step reads the new cells. It is a ``token_hook``.
 
-    With ``cuda_graph`` (and a grid on CUDA) the cursor update and the aligner's read-out
-    are recorded once as CUDA graphs and replayed every step
-    (:class:`~opticmem.encoder.cuda_graph.GraphedFunction`).
+    The aligner's per-page work is done once, when a page is given a row
+    (:meth:`~opticmem.encoder.align.LayoutAligner.prepare`); a step only looks its points
+    up (:meth:`~opticmem.encoder.align.LayoutAligner.read`). With ``cuda_graph`` (and a grid
+    on CUDA) the cursor update and the read-out are recorded once as CUDA graphs and
+    replayed every step (:class:`~opticmem.encoder.cuda_graph.GraphedFunction`).
     """
 
     def __init__(
@@ -375,13 +377,15 @@ class AlignerFeed:
         if model.aligner is None:
             raise InputError("this model has no layout aligner")
         self.aligner = model.aligner
-        self.grid = grid  # (B, g, g, D): the page each row reads
+        self.grid = grid  # (B, g, g, D): the pages the rows start with
         self.settings = settings
         self.cursor = cursor
         self.pages = pages
         """Page grids (g, g, D) by prompt index, for :meth:`start` (continuous batching)."""
         B = grid.shape[0]
         self.rows = torch.arange(B, device=grid.device)
+        with torch.inference_mode():  # the grid is an inference tensor, the weights are not
+            self.prepared = self.aligner.prepare(grid, settings)
         self.state = cursor.start(B)  # (B, 4)
         tokens = torch.zeros(B, dtype=torch.long, device=grid.device)
         self._advance = GraphedFunction(cursor.advance, self.state, tokens,
@@ -394,14 +398,16 @@ class AlignerFeed:
         cell: the reading for their prompt's last position (k, D). A
         :class:`~opticmem.encoder.continuous.RowFeed`."""
         with torch.inference_mode():
-            self.grid[rows] = torch.stack([self.pages[p] for p in prompts]).to(self.grid)
+            grid = torch.stack([self.pages[p] for p in prompts]).to(self.grid)
+            # In place: a recorded read-out keeps reading the same buffer.
+            self.prepared.tokens[rows] = self.aligner.prepare(grid, self.settings).tokens
             self.state = self.state.clone()  # may be a graph's output buffer
             self.state[rows] = self.cursor.start(len(prompts))
             return self._embed()[rows]
 
     def _read_cells(self, cells: torch.Tensor) -> torch.Tensor:
         """(B, 2) next-character cells → (B, D) aligner embeddings in the grid's dtype."""
-        return self.aligner(self.grid, cells, self.rows, self.settings).to(self.grid.dtype)
+        return self.aligner.read(self.prepared, cells, self.rows).to(self.grid.dtype)
 
     def _embed(self) -> torch.Tensor:
         with torch.inference_mode():
