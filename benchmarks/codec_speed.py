@@ -96,7 +96,7 @@ def main() -> None:
         f"Device: {dev}; torch {torch.__version__}; held-out synthetic chat pages"
         f"{'; CUDA-graph decoding steps' if args.cuda_graphs else ''}"
         f"{'; continuous batching (batch = rows in flight)' if args.continuous else ''}"
-        f"; graph width {codec.generation.graph_width}.",
+        f"{f'; graph width {codec.generation.graph_width}' if args.cuda_graphs else ''}.",
         "",
         "| tier | batch | pages | s/page | pages/s | tokens/s | tokens/page | longest page "
         "| pages without EOS | encode s |",
