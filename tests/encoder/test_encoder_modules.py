@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from opticmem.encoder.config import preset
+from opticmem.encoder.config import DecoderConfig, preset
 from opticmem.encoder.decoder import KVCache
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.model import OCRModel, build_model
@@ -128,12 +128,18 @@ def test_images_are_encoded_independently_of_the_batch(model: OCRModel) -> None:
     assert torch.allclose(batch[1:2], one, atol=1e-5)
 
 
-def test_moe_dispatch_paths_agree() -> None:
-    cfg = preset("bundled").decoder
+def random_moe(cfg: DecoderConfig) -> MoE:
+    """A seeded MoE in eval mode with weights large enough that every path matters."""
     torch.manual_seed(0)
     moe = MoE(cfg).eval()
     for p in moe.parameters():
         torch.nn.init.normal_(p, std=0.05)
+    return moe
+
+
+def test_moe_dispatch_paths_agree() -> None:
+    cfg = preset("bundled").decoder
+    moe = random_moe(cfg)
     for n in (1, 5, 40):
         x = torch.randn(1, n, cfg.hidden_size)
         outs = {}
@@ -150,10 +156,7 @@ def test_moe_adds_into_the_residual_without_writing_it(shared: int) -> None:
     """``moe(x, residual)`` is ``residual + moe(x)`` on every path (the few path adds each
     expert into the output in place: never into the caller's residual)."""
     cfg = replace(preset("bundled").decoder, shared_experts=shared)
-    torch.manual_seed(0)
-    moe = MoE(cfg).eval()
-    for p in moe.parameters():
-        torch.nn.init.normal_(p, std=0.05)
+    moe = random_moe(cfg)
     for n in (1, 3, 40):
         x = torch.randn(1, n, cfg.hidden_size)
         residual = torch.randn(1, n, cfg.hidden_size)
