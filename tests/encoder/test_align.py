@@ -44,6 +44,26 @@ def test_token_cursor_agrees_with_step_cells(text: str, cuts: list[int]) -> None
     assert TokenCursor.cells(state)[1].tolist() == [0, 0]  # special tokens move nothing
 
 
+def test_token_cursor_table_step_equals_the_general_step() -> None:
+    """On CPU a row with no character pending advances by one table lookup; for every
+    token of the shipped vocabulary it lands where the general form does."""
+    from opticmem.encoder.bundled import BUNDLED_TOKENIZER
+    from opticmem.encoder.examples import token_bytes
+    from tokenizers import Tokenizer
+
+    cursor = TokenCursor(token_bytes(Tokenizer.from_file(str(BUNDLED_TOKENIZER))), "cpu")
+    tokens = torch.arange(cursor.vocab)
+    g = torch.Generator().manual_seed(0)
+    state = torch.stack([torch.randint(0, 50, (cursor.vocab,), generator=g),
+                         torch.randint(0, 100, (cursor.vocab,), generator=g),
+                         torch.zeros(cursor.vocab, dtype=torch.long),
+                         torch.zeros(cursor.vocab, dtype=torch.long)], dim=1)
+    assert torch.equal(cursor.advance(state, tokens), cursor._advance_full(state, tokens))
+    assert (cursor.advance(state, tokens)[:, 2] > 0).any()  # some tokens end mid-character
+    outside = torch.tensor([-1, cursor.vocab])  # ids outside the table take the general form
+    assert torch.equal(cursor.advance(state[:2], outside), state[:2])
+
+
 VALID = ["a", " ", "\n", "é", "한", "中", "😀", "→", "\ufffd"]
 
 
