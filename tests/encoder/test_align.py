@@ -47,9 +47,10 @@ def test_token_cursor_agrees_with_step_cells(text: str, cuts: list[int]) -> None
 def test_token_cursor_table_step_equals_the_general_step() -> None:
     """On CPU a row with no character pending advances by one table lookup; for every
     token of the shipped vocabulary it lands where the general form does."""
+    from tokenizers import Tokenizer
+
     from opticmem.encoder.bundled import BUNDLED_TOKENIZER
     from opticmem.encoder.examples import token_bytes
-    from tokenizers import Tokenizer
 
     cursor = TokenCursor(token_bytes(Tokenizer.from_file(str(BUNDLED_TOKENIZER))), "cpu")
     tokens = torch.arange(cursor.vocab)
