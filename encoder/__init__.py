@@ -21,6 +21,7 @@ _LAZY = {
     "preset": "opticmem.encoder.config",
     "GenerationConfig": "opticmem.encoder.generate",
     "generate": "opticmem.encoder.generate",
+    "generate_continuous": "opticmem.encoder.continuous",
     "save_checkpoint": "opticmem.encoder.checkpoint",
     "load_checkpoint": "opticmem.encoder.checkpoint",
     "load_official": "opticmem.encoder.official",
@@ -33,6 +34,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from opticmem.encoder.checkpoint import load_checkpoint, save_checkpoint
     from opticmem.encoder.config import ModelConfig, preset
+    from opticmem.encoder.continuous import generate_continuous
     from opticmem.encoder.errors import CheckpointError, ConfigError, InputError
     from opticmem.encoder.generate import GenerationConfig, generate
     from opticmem.encoder.model import OCRModel, build_model
@@ -62,6 +64,7 @@ __all__ = [
     "VisionTokens",
     "build_model",
     "generate",
+    "generate_continuous",
     "load_checkpoint",
     "load_official",
     "preprocess",
