@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from opticmem.encoder.config import preset
 from opticmem.encoder import generate_continuous
+from opticmem.encoder.config import preset
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.generate import Generated, GenerationConfig, Prompt, generate
 from opticmem.encoder.model import OCRModel, build_model
