@@ -167,7 +167,6 @@ class KVCache:
 class Attention(nn.Module):
     """Multi-head attention (as many KV heads as query heads) with rotary positions."""
 
-
     def __init__(self, cfg: DecoderConfig) -> None:
         super().__init__()
         self.heads = cfg.heads
