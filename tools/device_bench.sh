@@ -7,8 +7,9 @@
 #   decode     benchmarks/encoder_speed.py decode tokens/s with CUDA graphs (official preset)
 #   codec      benchmarks/codec_speed.py, bundled codec with CUDA graphs, Small/Tiny
 #   eager      benchmarks/codec_speed.py, bundled codec eager, Small batch 8
-#   stream     benchmarks/codec_speed.py, bundled codec, continuous batching, Small/Tiny,
-#              8,192 pages through 1,024 / 2,048 rows (and batch 512 without, for comparison)
+#   stream     benchmarks/codec_speed.py, bundled codec, continuous batching: Small, 16,384
+#              pages through 2,048 rows (the committed 254.9 pages/s), and Small batched
+#              at 512 without refills for comparison
 #   context    benchmarks/decode_profile.py, bundled decode step at 112 and 1,400 positions
 #   compile    benchmarks/encoder_speed.py encode under torch.compile, Small/Base, batch 32/128
 #   autotune   the same under torch.compile's max-autotune (no CUDA graphs), Base batch 32
@@ -31,8 +32,8 @@ want codec && step 120 python3 -m benchmarks.codec_speed --device cuda --tiers s
   --batches 32,128 --cuda-graphs --out "$OUT/codec_speed_h100_graphs.md"
 want stream && step 150 python3 -m benchmarks.codec_speed --device cuda --tiers small \
   --batches 512 --pages 2048 --cuda-graphs --out "$OUT/codec_speed_h200_batched.md"
-want stream && step 300 python3 -m benchmarks.codec_speed --device cuda --tiers small,tiny \
-  --batches 1024,2048 --pages 8192 --cuda-graphs --continuous --graph-width 64 \
+want stream && step 200 python3 -m benchmarks.codec_speed --device cuda --tiers small \
+  --batches 2048 --pages 16384 --cuda-graphs --continuous \
   --out "$OUT/codec_speed_h200_continuous.md"
 for ctx in 112 1400; do
   want context && step 90 python3 benchmarks/decode_profile.py --preset bundled --tier small \
