@@ -39,6 +39,7 @@ import bisect
 import datetime as _dt
 import gzip
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -46,7 +47,7 @@ import random
 import re
 import sysconfig
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -659,6 +660,53 @@ def word_tokens(text: str) -> list[str]:
         out.extend(w.lower() for w in _EN_WORD.findall(chunk))
         out.extend(_HANGUL_RUN.findall(chunk))
     return out
+
+
+_LATIN_RUN = re.compile(r"[A-Za-z]{2,}")
+_LETTERS = "etaoinshrdlcumwfgypbvkjxqz"
+_LETTER_CUM = tuple(itertools.accumulate(
+    (12.7, 9.1, 8.2, 7.5, 7.0, 6.7, 6.3, 6.1, 6.0, 4.3, 4.0, 2.8, 2.8, 2.4, 2.4, 2.2, 2.0,
+     2.0, 1.9, 1.5, 1.0, 0.8, 0.2, 0.2, 0.1, 0.1)))
+"""English letter frequencies (per cent), cumulative, for pseudo-words."""
+
+
+def pseudo_words(text: str, rng: random.Random, rate: float) -> str:
+    """``text`` with about ``rate`` of its words replaced by letters drawn at random.
+
+    A decoder trained only on real words learns to guess a word from its first letters,
+    and then misreads the words it never saw (held-out vocabulary, names, users' jargon).
+    Pseudo-words keep every glyph cell and line break where they were but cannot be
+    guessed, so they reward reading. Latin runs of two or more letters get letters at
+    English frequencies with the original case pattern; Hangul runs get syllables drawn
+    from the text's own Hangul. Everything else (digits, punctuation, spacing) is kept.
+
+    >>> pseudo_words("Ship it today", random.Random(0), 0.0)
+    'Ship it today'
+    >>> len(pseudo_words("Ship it today 서울에서", random.Random(0), 1.0))
+    18
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must be in [0, 1], got {rate}")
+    if rate == 0.0:
+        return text
+
+    def latin(m: re.Match[str]) -> str:
+        word = m.group()
+        if rng.random() >= rate:
+            return word
+        letters = rng.choices(_LETTERS, cum_weights=_LETTER_CUM, k=len(word))
+        return "".join(c.upper() if o.isupper() else c for c, o in zip(letters, word, strict=True))
+
+    out = _LATIN_RUN.sub(latin, text)
+    pool = [c for c in out if "\uac00" <= c <= "\ud7a3"]
+    if not pool:
+        return out
+
+    def hangul(m: re.Match[str]) -> str:
+        run = m.group()
+        return "".join(rng.choices(pool, k=len(run))) if rng.random() < rate else run
+
+    return _HANGUL_RUN.sub(hangul, out)
 
 
 def _side(s: str) -> int:
@@ -1907,12 +1955,14 @@ def page_stream(
     *,
     partial_rate: float = 0.25,
     data_dir: Path | str | None = None,
+    pseudo_rate: float = 0.0,
 ) -> Iterator[PageLayout]:
     """An endless, seeded stream of page layouts, packed the way the memory packs turns.
 
     Each conversation is laid out and cut into pages by :func:`~opticmem.render.paginate`;
     every complete page is yielded, and the last, partial page with probability
-    ``partial_rate`` so lighter pages are represented too.
+    ``partial_rate`` so lighter pages are represented too. ``pseudo_rate`` replaces that
+    share of words by :func:`pseudo_words` (training only; layouts are unchanged).
 
     >>> page = next(page_stream(0, "train"))               # doctest: +SKIP
     >>> len(page.lines) <= page.settings.rows              # doctest: +SKIP
@@ -1921,8 +1971,13 @@ def page_stream(
     if not 0.0 <= partial_rate <= 1.0:
         raise ValueError(f"partial_rate must be in [0, 1], got {partial_rate}")
     settings = settings or RenderSettings()
+    if not 0.0 <= pseudo_rate <= 1.0:
+        raise ValueError(f"pseudo_rate must be in [0, 1], got {pseudo_rate}")
     rng = random.Random(f"{split}:pages:{seed}")
+    words = random.Random(f"{split}:pseudo:{seed}")
     for turns in conversations(seed, split, data_dir=data_dir):
+        if pseudo_rate:
+            turns = [replace(t, text=pseudo_words(t.text, words, pseudo_rate)) for t in turns]
         pages = paginate([layout_turn(t, settings) for t in turns], settings)
         for page in pages:
             if page.complete or rng.random() < partial_rate:

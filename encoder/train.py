@@ -47,6 +47,10 @@ class TrainConfig:
     """Wall-clock minutes of training in this call (the run stops, checkpoints, exits)."""
     total_minutes: float = 36.0
     """Planned minutes across all resumed calls: the schedule's horizon."""
+    phase_start: float = 0.0
+    """Training minutes at which this cosine phase began: a warm restart continues
+    trained weights with a new phase from ``peak_lr`` down to the floor, ending at
+    ``phase_start + total_minutes``."""
     peak_lr: float = 7.0e-4
     min_lr_ratio: float = 0.05
     warmup_steps: int = 300
@@ -61,6 +65,9 @@ class TrainConfig:
     tiers_per_page: int = 2
     workers: int = max(1, (os.cpu_count() or 2) - 3)
     seed: int = 1234
+    pseudo_word_rate: float = 0.15
+    """Share of words drawn as random letters (:func:`~opticmem.encoder.synth.pseudo_words`),
+    so the decoder reads words it has never seen instead of guessing them."""
     readout_weight: float = 0.5
     """Weight of the aligner read-out loss (see :func:`~opticmem.encoder.bundled.training_step`)."""
     gap_every: int = 200
@@ -112,7 +119,7 @@ class PageBatches(IterableDataset):
         tok.encode_special_tokens = True  # "<eos>" typed in a chat is text
         table = token_bytes(tok)
         settings = RenderSettings()
-        pages = synth.page_stream(seed, "train", settings)
+        pages = synth.page_stream(seed, "train", settings, pseudo_rate=self.cfg.pseudo_word_rate)
         names = [t.value for t in ORDER]
         weights = np.array([self.cfg.tier_weights[n] for n in names], dtype=np.float64)
         weights /= weights.sum()
@@ -196,10 +203,11 @@ def save_training_state(out: Path, model: OCRModel, opt: torch.optim.Optimizer,
 
 
 def learning_rate(cfg: TrainConfig, step: int, minutes: float) -> float:
-    """Linear warm-up by steps, then cosine decay over the planned training minutes."""
+    """Linear warm-up by steps, then cosine decay over the planned training minutes
+    (of the current phase, from ``cfg.phase_start``)."""
     if step < cfg.warmup_steps:
         return cfg.peak_lr * (step + 1) / cfg.warmup_steps
-    frac = min(1.0, minutes / cfg.total_minutes)
+    frac = min(1.0, max(0.0, minutes - cfg.phase_start) / cfg.total_minutes)
     low = cfg.peak_lr * cfg.min_lr_ratio
     return low + (cfg.peak_lr - low) * 0.5 * (1 + math.cos(math.pi * frac))
 

@@ -33,6 +33,11 @@ def train_command(
     total_minutes: Annotated[
         float, typer.Option(min=0.1, help="Planned minutes over all resumed calls (schedule).")
     ] = 36.0,
+    phase_start: Annotated[float, typer.Option(
+        min=0.0, help="Training minutes where this cosine phase starts (a warm restart).")] = 0.0,
+    peak_lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate.")] = 7e-4,
+    pseudo_word_rate: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share of words drawn as random letters.")] = 0.15,
     preset: Annotated[str, typer.Option(help="Model preset: bundled or test.")] = "bundled",
     workers: Annotated[int, typer.Option(min=0, help="Data-generating processes.")] = 14,
     init_from: Annotated[
@@ -52,8 +57,9 @@ def train_command(
     from opticmem.encoder.train import TrainConfig, train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = TrainConfig(out_dir=out, minutes=minutes, total_minutes=total_minutes, preset=preset,
-                      workers=workers, init_from=init_from, seed=seed)
+    cfg = TrainConfig(out_dir=out, minutes=minutes, total_minutes=total_minutes,
+                      phase_start=phase_start, peak_lr=peak_lr, pseudo_word_rate=pseudo_word_rate,
+                      preset=preset, workers=workers, init_from=init_from, seed=seed)
     progress = train(cfg)
     summary: dict[str, Any] = {k: progress[k] for k in ("step", "pages", "minutes", "runs")}
     summary["last"] = progress["log"][-1] if progress["log"] else None

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One training call on the lent GPU machine (see README "Training the bundled codec").
-# Usage: [TOTAL_MINUTES=N] [EVAL=0] tools/device_train.sh MINUTES [INIT_DIR]
+# Usage: [TOTAL_MINUTES=N] [PHASE_START=M PEAK_LR=X] [PSEUDO=R] [EVAL=0] \
+#        tools/device_train.sh MINUTES [INIT_DIR]
 #   Resumes from .train/state when this machine holds it (back-to-back calls), else from
 #   INIT_DIR (exported weights) when given, else from scratch. Writes the exported bf16
 #   weights, progress and a quick held-out evaluation to $OUT.
@@ -24,6 +25,9 @@ from opticmem.encoder.bundled import export_bundled
 minutes, init = float(sys.argv[1]), sys.argv[2] or None
 cfg = TrainConfig(out_dir=Path(".train"), minutes=minutes, workers=14,
                   total_minutes=float(os.environ.get("TOTAL_MINUTES", "36")),
+                  phase_start=float(os.environ.get("PHASE_START", "0")),
+                  peak_lr=float(os.environ.get("PEAK_LR", "7e-4")),
+                  pseudo_word_rate=float(os.environ.get("PSEUDO", "0.15")),
                   init_from=Path(init) if init else None)
 progress = train(cfg)
 out = Path(os.environ["OUT"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from opticmem.encoder import synth
 from opticmem.encoder.synth import (
@@ -30,6 +33,7 @@ from opticmem.encoder.synth import (
     generate_conversation,
     load_sources,
     page_stream,
+    pseudo_words,
     read_sources,
     read_turns,
     text_file_pages,
@@ -246,6 +250,44 @@ def test_partial_rate_bounds() -> None:
     pages = list(itertools.islice(page_stream(0, "eval", partial_rate=0.0, data_dir=FIXTURE),
                                   30))
     assert all(p.complete for p in pages)
+
+
+def _shape(text: str) -> str:
+    """Each character's class: what pseudo-words must keep."""
+    return "".join("A" if c.isascii() and c.isupper() else "a" if c.isascii() and c.isalpha()
+                   else "H" if "\uac00" <= c <= "\ud7a3" else c for c in text)
+
+
+@given(st.text(alphabet=st.sampled_from("aZq09 _-.:'\n가힣서울é€😀"), max_size=80),
+       st.integers(0, 2**32 - 1), st.sampled_from([0.0, 0.3, 1.0]))
+def test_pseudo_words_keep_every_cell_and_case(text: str, seed: int, rate: float) -> None:
+    out = pseudo_words(text, random.Random(seed), rate)
+    assert _shape(out) == _shape(text)
+    single = re.compile(r"(?<![A-Za-z])[A-Za-z](?![A-Za-z])")
+    assert single.findall(out) == single.findall(text)  # "I", "a" stay
+    if rate == 0.0:
+        assert out == text
+
+
+def test_pseudo_words_replace_about_the_asked_share() -> None:
+    words = " ".join(["reading"] * 2000)
+    out = pseudo_words(words, random.Random(3), 0.25).split()
+    share = sum(w != "reading" for w in out) / len(out)
+    assert 0.2 < share < 0.3
+    with pytest.raises(ValueError, match="rate"):
+        pseudo_words("x", random.Random(0), 1.5)
+
+
+def test_pseudo_rate_changes_words_but_not_layouts() -> None:
+    plain = list(itertools.islice(page_stream(4, "train", data_dir=FIXTURE), 12))
+    mixed = list(itertools.islice(page_stream(4, "train", data_dir=FIXTURE, pseudo_rate=0.3),
+                                  12))
+    assert [p.lines for p in plain] != [p.lines for p in mixed]
+    for a, b in zip(plain, mixed, strict=True):
+        assert [_shape(line) for line in a.lines] == [_shape(line) for line in b.lines]
+        assert len(a.transcript) == len(b.transcript)
+    with pytest.raises(ValueError, match="pseudo_rate"):
+        next(page_stream(0, "train", data_dir=FIXTURE, pseudo_rate=-0.1))
 
 
 def test_text_file_pages_jsonl(tmp_path: Path) -> None:

@@ -1,0 +1,86 @@
+"""The codec's training loop: schedule, a short CPU run, resuming, and continuing from weights.
+
+Runs the real loop (data generated from the committed synth fixture, the ``test`` preset,
+Tiny pages only) for a handful of steps, so it proves the plumbing, not the learning.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from opticmem.encoder import synth
+from opticmem.encoder.checkpoint import load_tensors, read_index
+from opticmem.encoder.config import preset
+from opticmem.encoder.model import build_model
+from opticmem.encoder.train import TrainConfig, learning_rate, train
+
+FIXTURE = Path(__file__).parent / "fixtures" / "synth"
+
+
+def test_learning_rate_warms_up_then_follows_its_cosine_phase(tmp_path: Path) -> None:
+    cfg = TrainConfig(out_dir=tmp_path, peak_lr=1e-3, min_lr_ratio=0.1, warmup_steps=10,
+                      total_minutes=20.0)
+    floor = 1e-4
+    assert learning_rate(cfg, 0, 0.0) == pytest.approx(1e-4)
+    assert learning_rate(cfg, 9, 0.0) == pytest.approx(1e-3)
+    assert learning_rate(cfg, 50, 10.0) == pytest.approx(floor + (1e-3 - floor) / 2)
+    assert learning_rate(cfg, 50, 30.0) == pytest.approx(floor)
+    restart = TrainConfig(out_dir=tmp_path, peak_lr=3e-4, min_lr_ratio=0.1, warmup_steps=10,
+                          total_minutes=20.0, phase_start=96.0)
+    assert learning_rate(restart, 5000, 96.0) == pytest.approx(3e-4)
+    mid = 3e-5 + (3e-4 - 3e-5) * 0.5 * (1 + math.cos(math.pi / 4))
+    assert learning_rate(restart, 5000, 101.0) == pytest.approx(mid)
+    assert learning_rate(restart, 5000, 116.0) == pytest.approx(3e-5)
+    assert learning_rate(restart, 5000, 50.0) == pytest.approx(3e-4)  # before the phase
+
+
+def _config(out: Path, steps: int, **kw: object) -> TrainConfig:
+    return TrainConfig(
+        out_dir=out, preset="test", device="cpu", workers=0, minutes=5.0, max_steps=steps,
+        batch_pages={"large": 1, "base": 1, "small": 1, "tiny": 2},
+        tier_weights={"large": 0.0, "base": 0.0, "small": 0.0, "tiny": 1.0},
+        tiers_per_page=1, log_every=1, gap_every=2, warmup_steps=2, rewarm_steps=2,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_training_runs_checkpoints_resumes_and_continues_from_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(synth.DATA_ENV, str(FIXTURE))
+    out = tmp_path / "run"
+    first = train(_config(out, 2, pseudo_word_rate=0.3))
+    assert (first["step"], first["pages"], first["runs"]) == (2, 4, 1)
+    assert [r["step"] for r in first["log"]] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and r["tier"] == "tiny" for r in first["log"])
+    assert "blank_loss" in first["log"][1]
+    state = out / "state"
+    assert json.loads((state / "progress.json").read_text())["step"] == 2
+    assert sorted(state.glob("optimizer-*.safetensors"))
+
+    resumed = train(_config(out, 4))
+    assert (resumed["step"], resumed["runs"]) == (4, 2)
+    assert [r["step"] for r in resumed["log"]] == [1, 2, 3, 4]
+
+    # A fresh machine: exported weights plus their record, a fresh optimiser.
+    weights = tmp_path / "weights"
+    shutil.copytree(state / "model", weights)
+    shutil.copy(state / "progress.json", weights / "progress.json")
+    loaded = train(_config(tmp_path / "loaded", 4, init_from=weights))
+    assert (loaded["step"], loaded["runs"]) == (4, 3)  # nothing left to do: saved as loaded
+    a = build_model(preset("test"), device="cpu", seed=7)
+    b = build_model(preset("test"), device="cpu", seed=8)
+    load_tensors(a, weights, read_index(weights)[0])
+    saved = tmp_path / "loaded" / "state" / "model"
+    load_tensors(b, saved, read_index(saved)[0])
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
+                                                 b.state_dict().values(), strict=True))
+    cont = train(_config(tmp_path / "cont", 5, init_from=weights, peak_lr=1e-3))
+    assert cont["step"] == 5
+    assert cont["log"][-1]["lr"] == pytest.approx(1e-3 / 2, rel=0.02)  # re-warm step 1 of 2
