@@ -40,9 +40,10 @@ def test_bundled_codec_reads_a_held_out_large_page() -> None:
     assert codec.aligned and not codec.generation.cuda_graphs  # graphs only on CUDA
     page, image = held_out_large_page()
     text = codec.decode(codec.encode([image], "large"))[0].text
-    # Measured ~0.9 on held-out Large pages (benchmarks/results/codec_eval): a model that
-    # stopped reading would fall to ~0.3, the language prior's floor.
-    assert char_precision(page.transcript, text) > 0.6
+    # This page reads at 0.917 (held-out Large pages average 0.98,
+    # benchmarks/results/codec_eval); a model that stopped reading would fall to ~0.3, the
+    # language prior's floor.
+    assert char_precision(page.transcript, text) > 0.85
 
 
 def test_missing_weight_file_is_named(weights_copy: Path) -> None:
@@ -74,4 +75,4 @@ def test_bundled_codec_decodes_with_cuda_graphs_on_cuda() -> None:
     assert codec.generation.cuda_graphs
     page, image = held_out_large_page()
     text = codec.decode(codec.encode([image], "large"))[0].text
-    assert char_precision(page.transcript, text) > 0.6
+    assert char_precision(page.transcript, text) > 0.85
