@@ -32,6 +32,7 @@ from opticmem.encoder.generate import (
     Generated,
     GenerationConfig,
     Prompt,
+    greedy_choice,
     prompt_ids,
     repeat_ban,
     row_result,
@@ -176,12 +177,8 @@ def generate_continuous(
                 prefill(free, n)
             if not pending and (prompt_of < 0).all():
                 break
-        logp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
-        chosen = (ban(logp) if ban is not None else logp).argmax(dim=-1)  # (B,)
-        if ban is not None:
-            ban.push(chosen)
+        chosen, chosen_logp[:, n % check] = greedy_choice(logits, ban)
         chosen_ids[:, n % check] = chosen
-        chosen_logp[:, n % check] = logp.gather(1, chosen[:, None])[:, 0]
         n += 1
         x = model.decoder.embed_tokens(chosen[:, None])  # (B, 1, D)
         extra = feed(chosen, n - 1) if feed is not None else None

@@ -185,12 +185,8 @@ def generate(
 
     ran = 0
     for step in range(steps):
-        logp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
-        chosen = (ban(logp) if ban is not None else logp).argmax(dim=-1)  # (B,)
-        if ban is not None:
-            ban.push(chosen)
+        chosen, chosen_logp[:, step] = greedy_choice(logits, ban)
         chosen_ids[:, step] = chosen
-        chosen_logp[:, step] = logp.gather(1, chosen[:, None])[:, 0]
         ran = step + 1
         if step == steps - 1:
             break
@@ -219,6 +215,16 @@ def generate(
         next_pos = next_pos + 1
 
     return _results(chosen_ids[:, :ran], chosen_logp[:, :ran], stops)
+
+
+def greedy_choice(logits: Tensor, ban: RepeatBan | None) -> tuple[Tensor, Tensor]:
+    """Each row's greedy token under the no-repeat ``ban`` (which it then records) and that
+    token's log-probability: (B,) long and (B,) float32 from ``logits`` (B, V)."""
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
+    chosen = (ban(logp) if ban is not None else logp).argmax(dim=-1)  # (B,)
+    if ban is not None:
+        ban.push(chosen)
+    return chosen, logp.gather(1, chosen[:, None])[:, 0]
 
 
 def repeat_ban(cfg: GenerationConfig, batch: int, device: torch.device) -> RepeatBan | None:

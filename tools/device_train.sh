@@ -23,12 +23,12 @@ logging.getLogger("opticmem.encoder.checkpoint").setLevel(logging.WARNING)
 from opticmem.encoder.train import TrainConfig, train
 from opticmem.encoder.bundled import export_bundled
 minutes, init = float(sys.argv[1]), sys.argv[2] or None
+# Environment overrides of TrainConfig's schedule and data; unset ones keep its defaults.
+env = {"TOTAL_MINUTES": "total_minutes", "PHASE_START": "phase_start", "PEAK_LR": "peak_lr",
+       "PSEUDO": "pseudo_word_rate"}
+overrides = {field: float(os.environ[var]) for var, field in env.items() if var in os.environ}
 cfg = TrainConfig(out_dir=Path(".train"), minutes=minutes, workers=14,
-                  total_minutes=float(os.environ.get("TOTAL_MINUTES", "36")),
-                  phase_start=float(os.environ.get("PHASE_START", "0")),
-                  peak_lr=float(os.environ.get("PEAK_LR", "7e-4")),
-                  pseudo_word_rate=float(os.environ.get("PSEUDO", "0.15")),
-                  init_from=Path(init) if init else None)
+                  init_from=Path(init) if init else None, **overrides)
 progress = train(cfg)
 out = Path(os.environ["OUT"])
 export_bundled(Path(".train/state/model"), out / "weights")

@@ -132,7 +132,7 @@ random letters at English frequencies (Hangul words as random syllables of the s
 keeping every cell, case and line break (`synth.pseudo_words`). Until then the decoder read
 training-vocabulary pages at 99.8% (Large) but guessed unseen words from their first
 letters ("oxygen" → "oxnase"); pseudo-words cannot be guessed, so they pay for reading.
-On the held-out pages below, that phase (21 GPU-minutes) moved character precision:
+On the held-out pages below, that phase ({end - start:.0f} GPU-minutes) moved character precision:
 {gains} (`benchmarks/results/codec_eval_run12/` holds the evaluation before it).
 
 ## Training
