@@ -5,6 +5,8 @@
 * **Fox word precision** is DeepSeek-OCR's headline metric (Fox benchmark's tool): the
   share of the hypothesis' distinct whitespace words that occur in the reference. It
   ignores order and repeats, so it is lenient; we report it only to compare with the paper.
+* **Misreads** list where the two differ, with a little context, so a person can see
+  *how* reading failed (a dropped tail, a confused glyph, an invented run).
 * **Exact-token rate**: of the reference's numbers and ids (whitespace tokens holding a
   digit, outer punctuation stripped), the share that appear verbatim in the hypothesis —
   where optical reading fails silently.
@@ -16,6 +18,8 @@ page takes milliseconds instead of the seconds a dynamic-programming table would
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from difflib import SequenceMatcher
 
 _PUNCT = "\"'()[]{}<>.,;:!?`"
 _HAS_DIGIT = re.compile(r"\d")
@@ -94,3 +98,45 @@ def exact_token_rate(reference: str, hypothesis: str) -> tuple[int, int]:
             pool[tok] -= 1
             found += 1
     return found, len(ref)
+
+
+@dataclass(frozen=True, slots=True)
+class Misread:
+    """One place where the hypothesis differs from the reference."""
+
+    offset: int
+    """Where the differing span starts in the reference."""
+    expected: str
+    """The reference's span (empty when the hypothesis inserted text)."""
+    got: str
+    """The hypothesis' span (empty when it dropped text)."""
+    before: str
+    """Up to ``context`` reference characters before the span."""
+
+    def __str__(self) -> str:
+        return f"@{self.offset} …{self.before!r}: {_clip(self.expected)} → {_clip(self.got)}"
+
+
+def _clip(span: str, width: int = 60) -> str:
+    """``repr(span)``, cut to ``width`` characters of text with the count left out."""
+    if len(span) <= width:
+        return repr(span)
+    return f"{span[:width]!r}…(+{len(span) - width})"
+
+
+def misreads(reference: str, hypothesis: str, *, context: int = 16) -> list[Misread]:
+    """Every differing span between ``reference`` and ``hypothesis``, in reference order.
+
+    >>> [str(m) for m in misreads("ORD-35462 ok", "ORD-35482 ok", context=4)]
+    ["@7 …'-354': '6' → '8'"]
+    >>> str(misreads("a" + " " * 100 + "b", "ab", context=1)[0])
+    "@1 …'a': '                                                            '…(+40) → ''"
+    """
+    if context < 0:
+        raise ValueError(f"context must be ≥ 0, got {context}")
+    matcher = SequenceMatcher(None, reference, hypothesis, autojunk=False)
+    return [
+        Misread(offset=i1, expected=reference[i1:i2], got=hypothesis[j1:j2],
+                before=reference[max(0, i1 - context):i1])
+        for op, i1, i2, j1, j2 in matcher.get_opcodes() if op != "equal"
+    ]

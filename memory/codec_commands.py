@@ -83,7 +83,7 @@ def eval_command(
     ] = None,
     codec: Annotated[str, typer.Option(help="bundled, or a checkpoint directory.")] = "bundled",
     tiers: Annotated[str, typer.Option(help="Comma-separated tiers.")] = ALL_TIERS,
-    out: Annotated[Path, typer.Option(help="Directory for eval.json, eval.md and the plot.")]
+    out: Annotated[Path, typer.Option(help="Directory for the tables, plot and read-back texts.")]
     = Path("opticmem-eval"),
     seed: int = 31337,
     batch_size: Annotated[int, typer.Option(min=1)] = 16,
@@ -141,4 +141,5 @@ def eval_command(
         typer.echo(json.dumps({"meta": meta, "summary": [asdict(r) for r in rows]}))
     else:
         typer.echo(markdown_table(rows))
-        typer.echo(f"\nwrote {out}/eval.json, eval.md, precision_vs_compression.png")
+        typer.echo(f"\nwrote {out}/: eval.json, eval.md, precision_vs_compression.png, "
+                   "readback.jsonl (each page's text and what was read) and misreads.md")

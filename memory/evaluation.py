@@ -21,7 +21,12 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from opticmem.encoder.codec import Codec
-from opticmem.encoder.metrics import char_precision, exact_token_rate, fox_word_precision
+from opticmem.encoder.metrics import (
+    char_precision,
+    exact_token_rate,
+    fox_word_precision,
+    misreads,
+)
 from opticmem.render import (
     ORDER,
     PageLayout,
@@ -53,6 +58,10 @@ class PageScore:
     seconds: float
     hangul: bool
     confidence: float
+    reference: str
+    """The page's transcript."""
+    recollected: str
+    """What the codec read back."""
 
 
 def is_hangul_page(text: str, threshold: float = 0.2) -> bool:
@@ -101,6 +110,8 @@ def evaluate(
                     seconds=per_page,
                     hangul=is_hangul_page(texts[i]),
                     confidence=rec.confidence,
+                    reference=texts[i],
+                    recollected=rec.text,
                 ))
             if progress:
                 progress(len(idx))
@@ -174,16 +185,54 @@ def markdown_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+_TEXT_FIELDS = ("reference", "recollected")
+
+
 def write_results(scores: Sequence[PageScore], out_dir: Path, meta: dict[str, object]) -> Path:
-    """Write ``eval.json`` (every page), ``eval.md`` (the table) and the plot; return the dir."""
+    """Write the results to ``out_dir`` and return it.
+
+    ``eval.json`` holds every page's scores and the summary, ``eval.md`` the table, and
+    ``precision_vs_compression.png`` the plot. ``readback.jsonl`` holds each page's
+    reference and read-back text, and ``misreads.md`` shows where the worst pages of each
+    tier went wrong: the texts say what the numbers cannot.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = summarise(scores)
+    numbers = [{k: v for k, v in asdict(s).items() if k not in _TEXT_FIELDS} for s in scores]
     (out_dir / "eval.json").write_text(json.dumps(
-        {"meta": meta, "summary": [asdict(r) for r in rows], "pages": [asdict(s) for s in scores]},
+        {"meta": meta, "summary": [asdict(r) for r in rows], "pages": numbers},
         indent=1, ensure_ascii=False))
     (out_dir / "eval.md").write_text(markdown_table(rows) + "\n")
+    with (out_dir / "readback.jsonl").open("w", encoding="utf-8") as f:
+        for s in scores:
+            f.write(json.dumps({"page": s.page, "tier": s.tier,
+                                "char_precision": s.char_precision, "reference": s.reference,
+                                "recollected": s.recollected}, ensure_ascii=False) + "\n")
+    (out_dir / "misreads.md").write_text(misreads_report(scores), encoding="utf-8")
     plot_precision(scores, out_dir / "precision_vs_compression.png")
     return out_dir
+
+
+def misreads_report(scores: Sequence[PageScore], *, worst: int = 3, limit: int = 12) -> str:
+    """Markdown: per tier, the ``worst`` pages by character precision and up to ``limit``
+    of their misreads each (reference span → what was read)."""
+    lines = ["# Misreads: where the worst pages of each tier went wrong", ""]
+    for tier in ORDER:
+        ranked = sorted((s for s in scores if s.tier == tier.value and s.char_precision < 1.0),
+                        key=lambda s: s.char_precision)[:worst]
+        if not ranked:
+            continue
+        lines.append(f"## {tier.value}")
+        for s in ranked:
+            found = misreads(s.reference, s.recollected)
+            lines += ["", f"page {s.page}: {100 * s.char_precision:.1f}% of characters, "
+                          f"{len(s.reference)} expected, {len(s.recollected)} read, "
+                          f"{len(found)} misread spans", ""]
+            lines += [f"    {m}" for m in found[:limit]]  # an indented code block
+            if len(found) > limit:
+                lines.append(f"    … {len(found) - limit} more")
+        lines.append("")
+    return "\n".join(lines)
 
 
 _COLOURS = {"large": (31, 119, 180), "base": (44, 160, 44), "small": (255, 127, 14),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,7 +12,9 @@ from opticmem.encoder.metrics import (
     exact_token_rate,
     exact_tokens,
     fox_word_precision,
+    misreads,
 )
+from tests.doctests import check_doctests
 
 
 def dp_distance(a: str, b: str) -> int:
@@ -52,3 +55,29 @@ def test_exact_tokens_and_rate() -> None:
     ref = "Call 555-0100 about ORD-48213-XK, budget $48,250.00 (due 2026-03-04)."
     assert exact_tokens(ref) == ["555-0100", "ORD-48213-XK", "$48,250.00", "2026-03-04"]
     assert exact_token_rate(ref, "call 555-0100 about ORD-48213-XX $48,250.00") == (2, 4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab한\n –", max_size=60), st.text(alphabet="ab한\n –", max_size=60))
+def test_misreads_rebuild_the_hypothesis_from_the_reference(ref: str, hyp: str) -> None:
+    found = misreads(ref, hyp)
+    assert (found == []) == (ref == hyp)
+    # Applying every span's replacement to the reference gives the hypothesis back.
+    out, at = [], 0
+    for m in found:
+        assert m.before == ref[max(0, m.offset - 16):m.offset]
+        assert ref[m.offset:m.offset + len(m.expected)] == m.expected
+        out += [ref[at:m.offset], m.got]
+        at = m.offset + len(m.expected)
+    assert "".join(out) + ref[at:] == hyp
+
+
+def test_misreads_name_the_dropped_tail_and_reject_bad_context() -> None:
+    [m] = misreads("Deadline 17 December\nOpen questions", "Deadline 17 December", context=8)
+    assert (m.offset, m.expected, m.got, m.before) == (20, "\nOpen questions", "", "December")
+    with pytest.raises(ValueError, match="context"):
+        misreads("a", "b", context=-1)
+
+
+def test_metrics_docstring_examples() -> None:
+    check_doctests("opticmem.encoder.metrics", min_examples=3)

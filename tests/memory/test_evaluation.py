@@ -12,12 +12,15 @@ from typer.testing import CliRunner
 from opticmem.cli import app
 from opticmem.encoder import synth
 from opticmem.encoder.bundled import weights_dir
+from opticmem.encoder.metrics import char_precision
 from opticmem.encoder.ocr import OCRCodec
 from opticmem.evaluation import (
+    PageScore,
     evaluate,
     heldout_pages,
     is_hangul_page,
     markdown_table,
+    misreads_report,
     summarise,
     write_results,
 )
@@ -64,7 +67,15 @@ def test_scores_summary_and_files(tmp_path: Path) -> None:
     write_results(scores, tmp_path, {"codec": codec.name})
     data = json.loads((tmp_path / "eval.json").read_text())
     assert data["meta"]["codec"] == codec.name and len(data["pages"]) == len(scores)
+    assert "reference" not in data["pages"][0]  # the texts go to readback.jsonl
     assert (tmp_path / "eval.md").read_text().startswith("| tier |")
+    lines = (tmp_path / "readback.jsonl").read_text(encoding="utf-8").splitlines()
+    back = [json.loads(line) for line in lines]
+    assert [(b["page"], b["tier"]) for b in back] == [(s.page, s.tier) for s in scores]
+    assert [b["reference"] for b in back[:3]] == [p.transcript for p in chat + korean]
+    assert [b["recollected"] for b in back] == [s.recollected for s in scores]
+    report = (tmp_path / "misreads.md").read_text(encoding="utf-8")
+    assert report.startswith("# Misreads") and "## tiny" in report
     with Image.open(tmp_path / "precision_vs_compression.png") as img:
         assert img.size == (900, 560)
 
@@ -86,6 +97,29 @@ def test_eval_command_on_a_users_text_file(tmp_path: Path) -> None:
     [row] = [r for r in report["summary"] if r["group"] == "all"]
     assert row["pages"] == 1 and 0.0 <= row["char_precision"] <= 1.0
     assert (out / "eval.json").is_file() and (out / "precision_vs_compression.png").is_file()
+
+
+def test_misreads_report_shows_where_the_worst_pages_went_wrong() -> None:
+    def score(page: int, tier: str, reference: str, recollected: str) -> PageScore:
+        return PageScore(page=page, tier=tier, text_tokens=10, slots=73, compression=0.1,
+                         char_precision=char_precision(reference, recollected),
+                         word_precision=1.0, exact_found=0, exact_total=0, seconds=0.1,
+                         hangul=False, confidence=0.0, reference=reference,
+                         recollected=recollected)
+
+    scores = [
+        score(0, "tiny", "Invoice INV-2291 due 2026-03-04.\nThanks", "Invoice INV-2281 due"),
+        score(1, "tiny", "all read back right", "all read back right"),
+        score(2, "small", "배송이 아직", "배워이 아직"),
+    ]
+    report = misreads_report(scores, worst=3)
+    tiny = report[report.index("## tiny"):]
+    assert "page 0:" in tiny and "page 1:" not in report  # perfect pages are not listed
+    assert "'9' → '8'" in tiny  # a substitution
+    assert "' 2026-03-04.\\nThanks' → ''" in tiny  # the lost tail
+    assert "'송' → '워'" in report[report.index("## small"):report.index("## tiny")]
+    assert "## base" not in report
+    assert "##" not in misreads_report(scores[1:2])  # nothing misread, no sections
 
 
 def test_eval_command_rejects_a_missing_text_file(tmp_path: Path) -> None:
