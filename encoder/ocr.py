@@ -243,7 +243,8 @@ class OCRCodec:
         Pages of any mix of tiers decode together; for a model with a layout aligner, each
         batch holds one tier and :class:`AlignerFeed` feeds the aligner with the codec's
         ``render_settings`` (default :class:`~opticmem.render.RenderSettings`). A
-        ``step_hook`` given here replaces that feed (see :func:`generate`).
+        ``step_hook`` given here replaces that feed (see :func:`generate`). Such a model's
+        text is laid out on the grid again before it is returned (:meth:`_on_grid`).
         """
         D = self.model.cfg.embed_dim
         for vt in tokens:
@@ -307,7 +308,7 @@ class OCRCodec:
             seconds = (time.perf_counter() - t0) / len(idx)
             for i, o in zip(idx, outs, strict=True):
                 results[i] = Recollection(
-                    text=self.detokenize(o.token_ids),
+                    text=self._on_grid(self.detokenize(o.token_ids)),
                     tier=tokens[i].tier,
                     confidence=o.confidence,
                     tokens=len(o.token_ids),
@@ -328,6 +329,16 @@ class OCRCodec:
         if cursor is None:
             cursor = self._cursors[device] = TokenCursor(self._bytes, device)
         return cursor
+
+    def _on_grid(self, text: str) -> str:
+        """A layout-aware model reads the renderer's grid, so its text is laid out on that
+        grid again (:func:`~opticmem.render.layout.redraw`): a row of spaces read where the
+        page has an empty line, or spaces before a line end, cannot be on the page."""
+        if not self.aligned:
+            return text
+        from opticmem.render.layout import redraw
+
+        return redraw(text, self._settings())
 
     def _settings(self) -> RenderSettings:
         if self._render_settings is not None:

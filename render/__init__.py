@@ -27,6 +27,7 @@ from opticmem.render.layout import (
     layout_pages,
     layout_turn,
     paginate,
+    redraw,
     transcript_positions,
 )
 from opticmem.render.resample import png_bytes, to_tier
@@ -61,6 +62,7 @@ __all__ = [
     "load_atlas",
     "paginate",
     "png_bytes",
+    "redraw",
     "render_page",
     "to_tier",
     "transcript_positions",

@@ -213,9 +213,33 @@ def layout_turn(turn: TurnText, settings: RenderSettings | None = None) -> TurnL
     'User: hello world'
     """
     settings = settings or RenderSettings()
+    return _lay_out(turn.text, _prefix(turn, settings), settings)
+
+
+def redraw(text: str, settings: RenderSettings | None = None) -> str:
+    """``text`` as the renderer would draw it: every line laid out on the grid again.
+
+    A transcript the renderer made comes back unchanged. Text read off a page need not
+    obey the grid: on the page, spaces before a line end are invisible and a row of
+    spaces looks like an empty line, so a decoder can read either as spaces — a row's
+    worth of them. Laid out again, spaces before a line end are dropped and a line wider
+    than a row breaks where the renderer would have broken it.
+
+    >>> redraw("done   \\n" + " " * 104 + "\\nnext")
+    'done\\n\\nnext'
+    >>> [len(line) for line in redraw("word " * 30).split("\\n")]
+    [104, 44]
+    """
+    settings = settings or RenderSettings()
+    return "\n".join(
+        ln.text for line in text.split("\n") for ln in _lay_out(line, "", settings).lines
+    )
+
+
+def _lay_out(text: str, prefix: str, settings: RenderSettings) -> TurnLayout:
     atlas = load_atlas()
     cols = settings.columns
-    text = unicodedata.normalize("NFC", turn.text.replace("\r\n", "\n").replace("\r", "\n"))
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
     text = text.replace("\u2028", "\n").replace("\u2029", "\n")
 
     missing: list[str] = []
@@ -283,7 +307,7 @@ def layout_turn(turn: TurnText, settings: RenderSettings | None = None) -> TurnL
             rest_cells[i] = 0
         else:
             rest_cells[i] = 1 + rest_cells[i + 1] if i + 1 < len(text) else 1
-    for ch in _prefix(turn, settings):
+    for ch in prefix:
         put(_display_chars(ch, atlas)[0] or " ", -1)
     for i, ch in enumerate(text):
         if ch == "\n":

@@ -16,10 +16,11 @@ from opticmem.encoder.config import preset
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.examples import token_bytes
 from opticmem.encoder.generate import GenerationConfig, Prompt, generate
+from opticmem.encoder.model import build_model
 from opticmem.encoder.ocr import AlignerFeed, OCRCodec
 from opticmem.encoder.preprocess import PAD_COLOUR, fit_to_tier, pixel_batch, preprocess, to_rgb
 from opticmem.encoder.token_cursor import TokenCursor, incomplete_tail
-from opticmem.render import Cursor, RenderSettings
+from opticmem.render import Cursor, RenderSettings, redraw
 from opticmem.render.tiers import Tier
 
 
@@ -246,10 +247,28 @@ def test_decode_feeds_the_layout_aligner() -> None:
             out.append(int(logits[0, -1].argmax()))
     assert got.token_ids == out
     [rec] = codec.decode([vt], max_new_tokens=6)
-    assert rec.text == codec.detokenize(out)
+    assert rec.text == redraw(codec.detokenize(out))
 
     def no_aligner(generated: list[list[int]], step: int) -> None:
         return None
 
     [plain] = generate(model, [Prompt(slots=slots[0])], cfg, step_hook=no_aligner)
     assert plain.token_ids != out
+
+
+def test_a_layout_aware_codec_returns_text_that_fits_the_page_grid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What the decoder wrote: a row of spaces where the page has an empty line, and spaces
+    # before a line end. Neither can be on a page of the renderer's grid.
+    read = "x = joined\n" + " " * 104 + "\n    y   "
+    aligned = OCRCodec.random("test", seed=1)
+    plain = OCRCodec(build_model(preset("test", align=None), device="cpu", seed=1), name="plain")
+    got = {}
+    for codec in (aligned, plain):
+        codec.generation = GenerationConfig(max_new_tokens=2)
+        monkeypatch.setattr(codec, "detokenize", lambda ids: read)
+        [vt] = codec.encode([Image.new("L", (512, 512), 255)], "tiny")
+        [got[codec.aligned]] = codec.decode([vt])
+    assert got[True].text == "x = joined\n\n    y"
+    assert got[False].text == read  # a model that does not read the grid is left alone

@@ -18,6 +18,7 @@ from opticmem.render import (
     layout_turn,
     load_atlas,
     paginate,
+    redraw,
     transcript_positions,
 )
 
@@ -187,3 +188,27 @@ def test_char_cells_stay_inside_the_grid(text: str) -> None:
         if len(c["col"]):
             assert (c["col"] + c["width"]).max() <= S.columns
             assert c["row"].max() < S.rows
+
+
+@settings(max_examples=80, deadline=None)
+@given(text=text_strategy, tab_width=st.integers(1, 8))
+def test_redraw_leaves_every_page_the_renderer_made_unchanged(text: str, tab_width: int) -> None:
+    narrow = RenderSettings(page_pixels=480, tab_width=tab_width)
+    for page in layout_pages([TurnText("user", text)], narrow) + layout_pages(
+        [TurnText("assistant", text)]
+    ):
+        assert redraw(page.transcript, page.settings) == page.transcript
+
+
+def test_redraw_puts_text_read_off_a_page_back_on_the_grid() -> None:
+    # A row of spaces read where the page has an empty line, spaces before a line end.
+    assert redraw("x = joined\n" + " " * 104 + "\n    y   \n") == "x = joined\n\n    y\n"
+    # Too many spaces for one row: the line breaks where the renderer breaks it.
+    over = "0: [    EMPTY_LIST" + " " * 90 + "]"
+    lines = redraw(over).split("\n")
+    assert lines[0] == "0: [    EMPTY_LIST" and lines[1].strip() == "]"
+    assert all(cells(line) <= S.columns for line in lines)
+    wide = "회의 " * 40  # two cells a syllable: rows break between words, never mid-glyph
+    assert all(cells(line) <= S.columns for line in redraw(wide).split("\n"))
+    assert redraw(wide).replace("\n", " ").split() == wide.split()
+    assert redraw("") == "" and redraw("\n\n") == "\n\n"
