@@ -137,7 +137,9 @@ random letters at English frequencies (Hangul words as random syllables of the s
 keeping every cell, case and line break (`synth.pseudo_words`). Until then the decoder read
 training-vocabulary pages at 99.8% (Large) but guessed unseen words from their first
 letters ("oxygen" → "oxnase"); pseudo-words cannot be guessed, so they pay for reading.
-On the held-out pages below, the pseudo-word phases ({end - start:.0f} GPU-minutes) moved
+On the held-out pages below, the pseudo-word phases ({end - start:.0f} GPU-minutes) and, in
+decoding, laying the text read out on the page grid again (`render.redraw`: a row of
+spaces read for an empty line goes; worth 0.3 points at Large and 0.2 at Base) moved
 character precision: {gains} (`benchmarks/results/codec_eval_run12/` holds the evaluation
 before them).
 
