@@ -68,6 +68,10 @@ class TrainConfig:
     pseudo_word_rate: float = 0.15
     """Share of words drawn as random letters (:func:`~opticmem.encoder.synth.pseudo_words`),
     so the decoder reads words it has never seen instead of guessing them."""
+    pseudo_symbol_rate: float = 0.0
+    """Share of punctuation and symbols redrawn at random
+    (:func:`~opticmem.encoder.synth.pseudo_symbols`): the characters held-out pages still
+    misread most after pseudo-words. Off by default: no shipped phase has used it yet."""
     readout_weight: float = 0.5
     """Weight of the aligner read-out loss (see :func:`~opticmem.encoder.bundled.training_step`)."""
     gap_every: int = 200
@@ -119,7 +123,8 @@ class PageBatches(IterableDataset):
         tok.encode_special_tokens = True  # "<eos>" typed in a chat is text
         table = token_bytes(tok)
         settings = RenderSettings()
-        pages = synth.page_stream(seed, "train", settings, pseudo_rate=self.cfg.pseudo_word_rate)
+        pages = synth.page_stream(seed, "train", settings, pseudo_rate=self.cfg.pseudo_word_rate,
+                                  symbol_rate=self.cfg.pseudo_symbol_rate)
         names = [t.value for t in ORDER]
         weights = np.array([self.cfg.tier_weights[n] for n in names], dtype=np.float64)
         weights /= weights.sum()

@@ -38,6 +38,8 @@ def train_command(
     peak_lr: Annotated[float, typer.Option(min=0.0, help="Peak learning rate.")] = 7e-4,
     pseudo_word_rate: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Share of words drawn as random letters.")] = 0.15,
+    pseudo_symbol_rate: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share of punctuation and symbols redrawn at random.")] = 0.0,
     preset: Annotated[str, typer.Option(help="Model preset: bundled or test.")] = "bundled",
     workers: Annotated[int, typer.Option(min=0, help="Data-generating processes.")] = 14,
     init_from: Annotated[
@@ -59,7 +61,8 @@ def train_command(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = TrainConfig(out_dir=out, minutes=minutes, total_minutes=total_minutes,
                       phase_start=phase_start, peak_lr=peak_lr, pseudo_word_rate=pseudo_word_rate,
-                      preset=preset, workers=workers, init_from=init_from, seed=seed)
+                      pseudo_symbol_rate=pseudo_symbol_rate, preset=preset, workers=workers,
+                      init_from=init_from, seed=seed)
     progress = train(cfg)
     summary: dict[str, Any] = {k: progress[k] for k in ("step", "pages", "minutes", "runs")}
     summary["last"] = progress["log"][-1] if progress["log"] else None

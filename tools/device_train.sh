@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One training call on the lent GPU machine (see README "Training the bundled codec").
-# Usage: [TOTAL_MINUTES=N] [PHASE_START=M PEAK_LR=X] [PSEUDO=R] [EVAL=0] \
+# Usage: [TOTAL_MINUTES=N] [PHASE_START=M PEAK_LR=X] [PSEUDO=R] [SYMBOLS=R] [EVAL=0] \
 #        tools/device_train.sh MINUTES [INIT_DIR]
 #   Resumes from .train/state when this machine holds it (back-to-back calls), else from
 #   INIT_DIR (exported weights) when given, else from scratch. Writes the exported bf16
@@ -25,7 +25,7 @@ from opticmem.encoder.bundled import export_bundled
 minutes, init = float(sys.argv[1]), sys.argv[2] or None
 # Environment overrides of TrainConfig's schedule and data; unset ones keep its defaults.
 env = {"TOTAL_MINUTES": "total_minutes", "PHASE_START": "phase_start", "PEAK_LR": "peak_lr",
-       "PSEUDO": "pseudo_word_rate"}
+       "PSEUDO": "pseudo_word_rate", "SYMBOLS": "pseudo_symbol_rate"}
 overrides = {field: float(os.environ[var]) for var, field in env.items() if var in os.environ}
 cfg = TrainConfig(out_dir=Path(".train"), minutes=minutes, workers=14,
                   init_from=Path(init) if init else None, **overrides)

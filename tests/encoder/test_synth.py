@@ -28,11 +28,13 @@ from hypothesis import strategies as st
 from opticmem.encoder import synth
 from opticmem.encoder.synth import (
     SPLITS,
+    SYMBOLS,
     Split,
     SynthDataError,
     generate_conversation,
     load_sources,
     page_stream,
+    pseudo_symbols,
     pseudo_words,
     read_sources,
     read_turns,
@@ -288,6 +290,40 @@ def test_pseudo_rate_changes_words_but_not_layouts() -> None:
         assert len(a.transcript) == len(b.transcript)
     with pytest.raises(ValueError, match="pseudo_rate"):
         next(page_stream(0, "train", data_dir=FIXTURE, pseudo_rate=-0.1))
+
+
+@given(st.text(alphabet=st.sampled_from("aZ09 _-.:/'\n가€°–😀\t"), max_size=80),
+       st.integers(0, 2**32 - 1), st.sampled_from([0.0, 0.3, 1.0]))
+def test_pseudo_symbols_redraw_only_symbols(text: str, seed: int, rate: float) -> None:
+    out = pseudo_symbols(text, random.Random(seed), rate)
+    assert len(out) == len(text)
+    for a, b in zip(text, out, strict=True):
+        assert a == b or (a in SYMBOLS and b in SYMBOLS)  # letters, digits, spacing kept
+    if rate == 0.0:
+        assert out == text
+
+
+def test_pseudo_symbols_replace_about_the_asked_share_and_check_the_rate() -> None:
+    atlas = load_atlas()
+    assert all(atlas.has(c) and atlas.width(c) == 1 for c in SYMBOLS)  # one cell each
+    out = pseudo_symbols("/" * 4000, random.Random(5), 0.4)
+    share = sum(c != "/" for c in out) / len(out)
+    assert 0.35 < share < 0.42  # 0.4 drawn, 1 in len(SYMBOLS) of them draws "/" again
+    with pytest.raises(ValueError, match="rate"):
+        pseudo_symbols("x", random.Random(0), -0.5)
+
+
+def test_symbol_rate_changes_symbols_but_not_layouts() -> None:
+    plain = list(itertools.islice(page_stream(4, "train", data_dir=FIXTURE), 12))
+    mixed = list(itertools.islice(page_stream(4, "train", data_dir=FIXTURE, symbol_rate=0.5),
+                                  12))
+    assert [p.lines for p in plain] != [p.lines for p in mixed]
+    for a, b in zip(plain, mixed, strict=True):
+        assert [len(line) for line in a.lines] == [len(line) for line in b.lines]
+        for x, y in zip(a.transcript, b.transcript, strict=True):
+            assert x == y or (x in SYMBOLS and y in SYMBOLS)
+    with pytest.raises(ValueError, match="symbol_rate"):
+        next(page_stream(0, "train", data_dir=FIXTURE, symbol_rate=2.0))
 
 
 def test_text_file_pages_jsonl(tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ def test_training_runs_checkpoints_resumes_and_continues_from_weights(
 ) -> None:
     monkeypatch.setenv(synth.DATA_ENV, str(FIXTURE))
     out = tmp_path / "run"
-    first = train(_config(out, 2, pseudo_word_rate=0.3))
+    first = train(_config(out, 2, pseudo_word_rate=0.3, pseudo_symbol_rate=0.2))
     assert (first["step"], first["pages"], first["runs"]) == (2, 4, 1)
     assert [r["step"] for r in first["log"]] == [1, 2]
     assert all(math.isfinite(r["loss"]) and r["tier"] == "tiny" for r in first["log"])
