@@ -51,12 +51,11 @@ from opticmem.encoder.tokenizer import (
     TokenizerError,
     load_tokenizer,
 )
+from opticmem.render.layout import RenderSettings, redraw
 from opticmem.render.tiers import Tier
 
 if TYPE_CHECKING:
     from PIL import Image
-
-    from opticmem.render.layout import RenderSettings
 
 log = logging.getLogger(__name__)
 
@@ -334,18 +333,10 @@ class OCRCodec:
         """A layout-aware model reads the renderer's grid, so its text is laid out on that
         grid again (:func:`~opticmem.render.layout.redraw`): a row of spaces read where the
         page has an empty line, or spaces before a line end, cannot be on the page."""
-        if not self.aligned:
-            return text
-        from opticmem.render.layout import redraw
-
-        return redraw(text, self._settings())
+        return redraw(text, self._settings()) if self.aligned else text
 
     def _settings(self) -> RenderSettings:
-        if self._render_settings is not None:
-            return self._render_settings
-        from opticmem.render.layout import RenderSettings
-
-        return RenderSettings()
+        return self._render_settings or RenderSettings()
 
     def read(
         self, images: Sequence[Image.Image], tier: Tier | str, *, max_new_tokens: int | None = None

@@ -1999,12 +1999,11 @@ def page_stream(
     >>> len(page.lines) <= page.settings.rows              # doctest: +SKIP
     True
     """
-    if not 0.0 <= partial_rate <= 1.0:
-        raise ValueError(f"partial_rate must be in [0, 1], got {partial_rate}")
-    settings = settings or RenderSettings()
-    for name, rate in (("pseudo_rate", pseudo_rate), ("symbol_rate", symbol_rate)):
+    rates = {"partial_rate": partial_rate, "pseudo_rate": pseudo_rate, "symbol_rate": symbol_rate}
+    for name, rate in rates.items():
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {rate}")
+    settings = settings or RenderSettings()
     rng = random.Random(f"{split}:pages:{seed}")
     words = random.Random(f"{split}:pseudo:{seed}")
     symbols = random.Random(f"{split}:symbols:{seed}")
