@@ -33,10 +33,14 @@ from typing import Literal
 from opticmem.records import Turn
 from opticmem.render import Tier
 
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
-_COMPOUND = re.compile(r"[^\W_]+(?:[-./:@#_][^\W_]+)+")  # ids, dates, versions: also whole
-_CJK = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff"
+WORD = re.compile(r"[^\W_]+", re.UNICODE)
+"""A word as recall sees one: a run of letters and digits."""
+COMPOUND = re.compile(r"[^\W_]+(?:[-./:@#_][^\W_]+)+")
+"""Words joined by ``-./:@#_`` (ids, dates, versions, ``e-mail``): indexed whole as well."""
+CJK = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff"
                   r"\uac00-\ud7a3\uf900-\ufaff]")
+"""A CJK, kana or Hangul character: runs of these also yield character bigrams (text
+without spaces, particles glued to words)."""
 _STOP = """a an and are as at be but by did do does for from had has have he her his how i if
 in is it its me my of on or our she so that the their them then there these they this to us
 was we were what when where which who why will with you your"""
@@ -53,12 +57,12 @@ def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
     ['ori-140', 'ticket', 'ori', '140', 's', 'milestone', '서울', '서울', '파트너', '파트', '트너']
     """
     low = text.lower()
-    out: list[str] = [m.group() for m in _COMPOUND.finditer(low)]
-    for m in _WORD.finditer(low):
+    out: list[str] = [m.group() for m in COMPOUND.finditer(low)]
+    for m in WORD.finditer(low):
         w = m.group()
         if drop_stopwords and w in STOPWORDS:
             continue
-        if _CJK.search(w):  # unsegmented scripts: the run and its character bigrams
+        if CJK.search(w):  # unsegmented scripts: the run and its character bigrams
             out.append(w)
             out.extend(w[i : i + 2] for i in range(len(w) - 1))
             continue
@@ -70,7 +74,12 @@ def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class Doc:
-    """One indexed passage of a page."""
+    """One indexed passage of a page.
+
+    ``text`` is what a search returns and shows; ``keywords`` are further words the
+    passage is found by but does not show (for a facts passage: the words around each
+    fact, so a question about what a fact was *about* finds it).
+    """
 
     page_no: int
     source: Literal["recollection", "facts"]
@@ -78,6 +87,12 @@ class Doc:
     confidence: float
     tier: Tier | None
     codec: str = ""
+    keywords: str = ""
+
+    @property
+    def index_text(self) -> str:
+        """The text the index matches queries against: ``text`` and ``keywords``."""
+        return f"{self.text}\n{self.keywords}" if self.keywords else self.text
 
 
 def split_passages(text: str, lines: int = PASSAGE_LINES) -> list[str]:
@@ -125,7 +140,7 @@ class RecallIndex:
                     del self._postings[t]
         ids = []
         for d in docs:
-            tf = Counter(terms(d.text))
+            tf = Counter(terms(d.index_text))
             if not tf:
                 continue
             doc_id = self._next
