@@ -7,6 +7,12 @@ numbers, dates, times, versions, URLs, e-mail addresses, hashes, paths and code 
 on it are extracted from the archived turn text and stored with the page. The context
 shows them as one text line after the page image, and recall indexes them.
 
+A bare value says nothing about what it was: ``TITAN-142`` alone cannot answer "which
+ticket tracks the payment bug?". So each fact also gets a *cue* — a few content words from
+around its mentions on the page, within the same sentence (:func:`page_cues`). Recall
+matches questions against facts and cues together; what it shows, and the line the
+context shows, stay the facts alone.
+
 >>> extract_facts("Ship v0.9.1 on 2026-03-04; budget $48,250.00, see https://x.io/a.")
 ('v0.9.1', '2026-03-04', '$48,250.00', 'https://x.io/a')
 """
@@ -15,13 +21,35 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+
+from opticmem.recall import CJK, COMPOUND, STOPWORDS, WORD
 
 MAX_FACTS = 32
 """At most this many facts per page (the first ones on the page)."""
 
 MAX_FACT_CHARS = 200
 """Longer matches are left out: a truncated "exact" fact would not be exact."""
+
+CUE_SIDE_WORDS = 4
+"""A mention of a fact lends its cue at most this many words on each side (the nearest)."""
+
+MAX_CUE_WORDS = 8
+"""At most this many distinct words in one fact's cue, over all its mentions on a page."""
+
+CUE_WINDOW_CHARS = 80
+"""Cue words are looked for at most this many characters either side of a mention, so a
+cue costs the same on a 200,000-character line as on a short one."""
+
+CUE_CJK_CHARS = 6
+"""A CJK, kana or Hangul run (unsegmented text) lends only its characters nearest the
+fact: recall matches such runs by character bigrams, so a fragment still matches."""
+
+_CUE_WORD = re.compile(f"{COMPOUND.pattern}|{WORD.pattern}")
+"""A cue word: a word as recall indexes it, a compound (``e-mail``, ``Jae-won``) kept whole."""
+
+_SENTENCE_END = re.compile(r"\n|[.!?](?=\s)|[。！？]")
+"""Where a fact's sentence stops for its cue: a line break or closing punctuation."""
 
 _MONTH = (
     r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?"
@@ -99,34 +127,117 @@ def extract_facts(text: str, limit: int = MAX_FACTS) -> tuple[str, ...]:
 class FactSpans:
     """The facts of one text with their offsets, searchable by range."""
 
-    __slots__ = ("_ends", "spans")
+    __slots__ = ("_ends", "_starts", "spans", "text")
 
     def __init__(self, text: str) -> None:
+        self.text = text
         self.spans = fact_spans(text)
+        self._starts = [s for s, _, _ in self.spans]
         self._ends = [e for _, e, _ in self.spans]
 
+    def overlapping(self, lo: int, hi: int) -> range:
+        """Indices of the facts overlapping ``[lo, hi)`` (spans are ordered and disjoint,
+        so two binary searches find them)."""
+        return range(bisect.bisect_right(self._ends, lo), bisect.bisect_left(self._starts, hi))
+
     def between(self, lo: int, hi: int) -> list[str]:
-        """Facts overlapping ``[lo, hi)`` (spans are ordered and disjoint, so a binary
-        search on their ends finds the first)."""
-        i = bisect.bisect_right(self._ends, lo)
-        out = []
-        while i < len(self.spans) and self.spans[i][0] < hi:
-            out.append(self.spans[i][2])
-            i += 1
-        return out
+        """Facts overlapping ``[lo, hi)``."""
+        return [self.spans[i][2] for i in self.overlapping(lo, hi)]
+
+    def cue(self, i: int) -> list[str]:
+        """Content words around fact ``i`` in its sentence: up to :data:`CUE_SIDE_WORDS`
+        before it and as many after it, nearest first kept, in text order. Other facts are
+        not cue words (they are facts themselves).
+
+        >>> FactSpans("Noted: TITAN-142 is the payment bug (see #7). Next topic.").cue(0)
+        ['Noted', 'payment', 'bug', 'see']
+        """
+        s, e, _ = self.spans[i]
+        lo, hi = _sentence(self.text, s, e)
+        before = self._words(lo, s, near_end=True)[-CUE_SIDE_WORDS:]
+        return before + self._words(e, hi, near_end=False)[:CUE_SIDE_WORDS]
+
+    def _words(self, lo: int, hi: int, *, near_end: bool) -> list[str]:
+        """Content words of ``text[lo:hi]`` outside the facts in it."""
+        out: list[str] = []
+        pos = lo
+        for j in self.overlapping(lo, hi):
+            out += _content_words(self.text, pos, self.spans[j][0], near_end=near_end)
+            pos = self.spans[j][1]
+        return out + _content_words(self.text, pos, hi, near_end=near_end)
 
 
-def page_facts(
-    segments: Sequence[tuple[FactSpans, int, int]], limit: int = MAX_FACTS
-) -> tuple[str, ...]:
-    """Facts of a page from its turns: ``segments`` are ``(FactSpans(turn_text), start,
-    end)`` with the span of each turn's text drawn on the page. A fact that straddles the
-    page edge (a URL wrapped onto the next page) is kept whole, on both pages.
+def _sentence(text: str, s: int, e: int) -> tuple[int, int]:
+    """The stretch around ``text[s:e]`` its cue comes from: its sentence and line, cut to
+    :data:`CUE_WINDOW_CHARS` either side."""
+    lo = max(0, s - CUE_WINDOW_CHARS)
+    for m in _SENTENCE_END.finditer(text, lo, s):
+        lo = m.end()
+    hi = min(len(text), e + CUE_WINDOW_CHARS)
+    end = _SENTENCE_END.search(text, e, hi)
+    return lo, end.start() if end else hi
+
+
+def _content_words(text: str, lo: int, hi: int, *, near_end: bool) -> list[str]:
+    """Words of ``text[lo:hi]`` a question may share: no stopwords (recall drops them from
+    queries), no bare numbers, no single characters. A word cut by the range's edge is
+    left out, except a CJK run, which keeps its :data:`CUE_CJK_CHARS` characters nearest
+    the fact (its end when ``near_end``)."""
+    out = []
+    for m in _CUE_WORD.finditer(text, lo, hi):
+        w = m.group()
+        if CJK.search(w):
+            w = w[-CUE_CJK_CHARS:] if near_end else w[:CUE_CJK_CHARS]
+        elif (m.start() == lo and lo > 0 and text[lo - 1].isalnum()) or (
+            m.end() == hi and hi < len(text) and text[hi].isalnum()
+        ):
+            continue
+        if len(w) > 1 and not w.isdigit() and w.lower() not in STOPWORDS:
+            out.append(w)
+    return out
+
+
+Segments = Sequence[tuple[FactSpans, int, int]]
+"""A page's turns: ``(FactSpans(turn_text), start, end)`` with the span of each turn's text
+drawn on the page."""
+
+
+def _mentions(segments: Segments) -> Iterator[tuple[FactSpans, int]]:
+    """Each fact mention drawn on the page, as ``(spans, index)``, in page order."""
+    for spans, lo, hi in segments:
+        for i in spans.overlapping(lo, hi):
+            yield spans, i
+
+
+def page_facts(segments: Segments, limit: int = MAX_FACTS) -> tuple[str, ...]:
+    """Facts of a page from its turns' ``segments``. A fact that straddles the page edge
+    (a URL wrapped onto the next page) is kept whole, on both pages.
 
     >>> page_facts([(FactSpans("see v1.2.3 and 2026-03-04"), 0, 8)])
     ('v1.2.3',)
     """
-    return _dedupe((f for spans, lo, hi in segments for f in spans.between(lo, hi)), limit)
+    return _dedupe((spans.spans[i][2] for spans, i in _mentions(segments)), limit)
+
+
+def page_cues(segments: Segments, facts: Sequence[str]) -> tuple[str, ...]:
+    """The cue of each of a page's ``facts`` (as :func:`page_facts` gave them): the
+    distinct content words around its mentions on the page (:meth:`FactSpans.cue`),
+    space-separated, at most :data:`MAX_CUE_WORDS`; ``""`` when there are none.
+
+    >>> segs = [(FactSpans("Total budget is $480,000. 사무실은 테헤란로 231에 있다"), 0, 50)]
+    >>> page_cues(segs, page_facts(segs))
+    ('Total budget', '사무실은 테헤란로 있다')
+    """
+    cues: dict[str, dict[str, str]] = {f: {} for f in facts}
+    for spans, i in _mentions(segments):
+        cue = cues.get(spans.spans[i][2])
+        if cue is None or len(cue) >= MAX_CUE_WORDS:
+            continue
+        for w in spans.cue(i):
+            cue.setdefault(w.lower(), w)
+            if len(cue) >= MAX_CUE_WORDS:
+                break
+    return tuple(" ".join(words.values()) for words in cues.values())
 
 
 def facts_line(facts: Sequence[str]) -> str:

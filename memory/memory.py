@@ -612,7 +612,8 @@ class OpticalMemory:
                 continue
             docs = []
             if p.facts:
-                docs.append(Doc(p.page_no, "facts", facts_line(p.facts), 1.0, None))
+                docs.append(Doc(p.page_no, "facts", facts_line(p.facts), 1.0, None,
+                                keywords=" ".join(p.cues)))
             if rec is not None:
                 docs.extend(Doc(p.page_no, "recollection", chunk, rec.confidence, rec.tier,
                                 rec.codec) for chunk in split_passages(rec.text))

@@ -11,8 +11,8 @@ the context shows them verbatim until their page seals. Packing is a pure functi
 the turn texts and the settings, so two processes sealing the same page produce
 identical records (the store keeps the first; the second ``add_page`` returns ``False``).
 
-Sealing computes the exact-facts sidecar from the archived text; pixels are not drawn
-here (rendering is lazy, see :mod:`opticmem.artefacts`).
+Sealing computes the exact-facts sidecar (facts and their cues) from the archived text;
+pixels are not drawn here (rendering is lazy, see :mod:`opticmem.artefacts`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from opticmem.facts import FactSpans, page_facts
+from opticmem.facts import FactSpans, page_cues, page_facts
 from opticmem.lru import LRU
 from opticmem.records import PageRecord, Turn
 from opticmem.render import PageLayout, RenderSettings, TurnLayout, TurnText, layout_turn, paginate
@@ -154,6 +154,7 @@ class Packer:
             lo, hi = spans.get(src.turn, (src.start, src.end))
             spans[src.turn] = (min(lo, src.start), max(hi, src.end))
         segments = [(self.fact_spans(turns[i]), lo, hi) for i, (lo, hi) in spans.items()]
+        facts = page_facts(segments)
         transcript = layout.transcript
         return PageRecord(
             session=session,
@@ -167,9 +168,10 @@ class Packer:
             first_ts=turns[first.turn].ts,
             last_ts=turns[last.turn].ts,
             render_key=self.render_key,
-            facts=page_facts(segments),
+            facts=facts,
             missing=tuple(dict.fromkeys(layout.missing)),
             text_counter=self.counter.name,
+            cues=page_cues(segments, facts),
         )
 
     def remainder(self, frontier: Frontier, turns: Sequence[Turn]) -> list[Remainder]:

@@ -5,7 +5,10 @@ Each sealed page contributes
 * its **recollection** — the text the codec read back from the page at the tier the
   page is at (or, for a page whose current tier has not been read yet, the last tier it
   was read at), cut into overlapping passages of a few lines; and
-* its **exact-facts sidecar** — one passage, confidence 1.0.
+* its **exact-facts sidecar** — one passage, confidence 1.0, shown as the page's facts
+  line and also found by each fact's *cue* (the words around it where it was said, see
+  :func:`opticmem.facts.page_cues`): a question about what a fact was about finds it even
+  when the page's recollection is too blurry to.
 
 Page transcripts are never indexed: they are what was drawn, not what is remembered.
 Every :class:`Passage` carries its provenance (session, page, turn seqs, time span, the

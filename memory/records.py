@@ -58,7 +58,8 @@ class PageRecord:
     The page holds lines ``first_line..`` of turn ``first_seq`` through lines ``..end_line``
     (exclusive) of turn ``last_seq``; the next page starts where this one ends, so pages
     tile the archive with no gaps. ``transcript`` is the page's text exactly as drawn.
-    ``facts`` is the exact-facts sidecar (ids, numbers, URLs… found on the page).
+    ``facts`` is the exact-facts sidecar (ids, numbers, URLs… found on the page);
+    ``cues[i]`` holds the words found around ``facts[i]`` (see :func:`opticmem.facts.page_cues`).
     """
 
     session: str
@@ -77,6 +78,9 @@ class PageRecord:
     text_counter: str = ""
     """Name of the text counter ``text_tokens`` was counted with (``""``: unknown), so a
     consumer with the same counter need not count the transcript again."""
+    cues: tuple[str, ...] = ()
+    """Per fact, the content words around it on the page, space-separated (``()``: sealed
+    before cues existed), so recall finds a fact by what it was about."""
 
     @property
     def seqs(self) -> range:
@@ -107,6 +111,7 @@ class PageRecord:
                 facts=tuple(str(f) for f in d.get("facts", ())),
                 missing=tuple(str(m) for m in d.get("missing", ())),
                 text_counter=str(d.get("text_counter", "")),
+                cues=tuple(str(c) for c in d.get("cues", ())),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise CorruptRecordError(f"session {session!r}: unreadable page record: {exc}") from exc

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from opticmem import (
@@ -21,6 +24,8 @@ from opticmem import (
     open_store,
     register_store,
 )
+from opticmem.encoder.codec import Recollection, VisionTokens
+from opticmem.facts import facts_line
 from opticmem.store import Store
 from opticmem.stores import store_schemes
 from tests.memory.conftest import Clock
@@ -161,6 +166,70 @@ def test_recall_way_back_after_true_forgetting() -> None:
     bulk(mem, 200)
     [hit] = mem.recall("team", "TITAN-100", k=1, include_original=True)
     assert hit.page_no == 0 and hit.original == ()  # the raw text is gone, as asked
+
+
+GLITCH = "Noted: KX-9041 tracks the duplicate refund glitch in the settlement export."
+GLITCH_QUESTION = "Which ticket tracks the refund glitch?"
+
+
+def glitch_turns(n: int) -> list[dict[str, Any]]:
+    """The sample turns, turn 3 also saying which ticket tracks the refund glitch: the
+    question's words ("refund", "glitch") are said nowhere else."""
+    out = [{"role": t["role"], "text": t["text"], "ts": t["ts"]} for t in sample_turns(n)]
+    out[3]["text"] = f"{out[3]['text']} {GLITCH}"
+    return out
+
+
+class Garbling:
+    """A codec that reads every page back as noise, as a Tiny page can be."""
+
+    name = "garbling"
+    render_settings = None
+
+    def encode(self, images: Sequence[Any], tier: Any) -> list[VisionTokens]:
+        grid = np.zeros((tier.grid, tier.grid, 1), np.float32)
+        return [VisionTokens(tier, grid, codec=self.name) for _ in images]
+
+    def decode(self, tokens: Sequence[VisionTokens], *,
+               max_new_tokens: int | None = None) -> list[Recollection]:
+        return [Recollection("Usr: qx zv 8l ~~ wq tc", t.tier, 0.1, 6, codec=self.name)
+                for t in tokens]
+
+
+@pytest.mark.parametrize(("n", "read_back"), [(30, 1), (120, 0)], ids=["tiny", "out"])
+def test_recall_finds_a_fact_by_the_words_around_it(clock: Clock, n: int, read_back: int) -> None:
+    """The page holding the answer is read back as noise (at Tiny) or not at all (out of
+    the context): only the words around the fact can lead the question to it."""
+    mem = OpticalMemory(codec=Garbling(), render_settings=SMALL, verbatim_turns=2, clock=clock)
+    mem.add_many("team", glitch_turns(n))
+    best = mem.recall("team", GLITCH_QUESTION, k=3)[0]
+    assert best.source == "facts" and 3 in best.seqs and "KX-9041" in best.text
+    page = mem.pages("team")[best.page_no]
+    assert best.text == facts_line(page.facts)  # shown: the facts alone, not their cues
+    assert page.cues[page.facts.index("KX-9041")] == "Noted tracks duplicate refund glitch"
+    readings = [h for h in mem.recall("team", "qx zv", k=500) if h.page_no == best.page_no]
+    assert [h.text for h in readings] == ["Usr: qx zv 8l ~~ wq tc"] * read_back
+
+
+def test_page_records_from_before_cues_still_load_and_recall() -> None:
+    mem = OpticalMemory(codec=None, render_settings=SMALL, verbatim_turns=2)
+    mem.add_many("team", glitch_turns(120))
+    pages = mem.pages("team")
+    assert all(len(p.cues) == len(p.facts) for p in pages)
+    old = InMemoryStore()  # the same conversation as sealed by a version without cues
+    old.append_turns("team", [(t.role, t.text, t.ts, dict(t.meta)) for t in mem.turns("team")])
+    for p in pages:
+        record = json.loads(p.to_json())
+        del record["cues"]
+        back = PageRecord.from_json("team", json.dumps(record))
+        assert back == dataclasses.replace(p, cues=()) and back.cues == ()
+        old.add_page(back)
+    assert PageRecord.from_json("team", pages[0].to_json()) == pages[0]
+    was = OpticalMemory(old, codec=None, render_settings=SMALL, verbatim_turns=2)
+    [hit] = was.recall("team", "KX-9041", k=1)  # facts are found by their value, as before
+    assert hit.source == "facts" and 3 in hit.seqs
+    assert all(3 not in h.seqs for h in was.recall("team", GLITCH_QUESTION, k=3))
+    assert 3 in mem.recall("team", GLITCH_QUESTION, k=1)[0].seqs  # … and now by their words
 
 
 def test_forget_and_delete() -> None:

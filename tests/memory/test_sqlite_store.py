@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,20 @@ def test_reopen_keeps_everything(tmp_path: Path) -> None:
         assert (t.text, t.ts, t.meta) == ("kept \x00 exactly 😀", 5.5, {"k": "v"})
         assert s.get_blob("a b:c", "png") == b"\x89PNG"
         assert s.append_turn("a b:c", "user", "next", 6.0).seq == 1
+
+
+def test_page_rows_written_before_cues_still_load(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    old_row = ('{"page_no":0,"first_seq":0,"first_line":0,"last_seq":1,"end_line":2,'
+               '"transcript":"User: hi","text_tokens":3,"first_ts":1.0,"last_ts":2.0,'
+               '"render_key":"k","facts":["TITAN-7"],"missing":[],"text_counter":"approx"}')
+    SQLiteStore(db).close()
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:  # as an older version wrote it
+        conn.execute("INSERT INTO pages(session, page_no, record) VALUES ('a', 0, ?)",
+                     (old_row,))
+    with SQLiteStore(db) as s:
+        [p] = s.get_pages("a", 0, 1)
+        assert (p.facts, p.cues, p.text_counter) == (("TITAN-7",), (), "approx")
 
 
 def test_unopenable_path_is_a_typed_error(tmp_path: Path) -> None:

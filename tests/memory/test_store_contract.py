@@ -31,6 +31,7 @@ def page(session: str, n: int, first_seq: int = 0, **kw: object) -> PageRecord:
         end_line=3, transcript=f"User: page {n}\nAssistant: ok", text_tokens=12,
         first_ts=10.0 + n, last_ts=20.0 + n, render_key="abc123",
         facts=("2026-03-04", "v0.9.1"), missing=("\U0001fabf",),
+        cues=("launch moved 출시 일정", ""),
     )
     base.update(kw)
     return PageRecord(**base)  # type: ignore[arg-type]
@@ -86,6 +87,7 @@ def test_pages_append_in_order(store: Store) -> None:
     assert store.page_count("s") == 2
     assert store.get_pages("s", 0, 10) == [page("s", 0), page("s", 1, first_seq=2)]
     assert store.get_pages("s", 1, 2)[0].facts == ("2026-03-04", "v0.9.1")
+    assert store.get_pages("s", 1, 2)[0].cues == ("launch moved 출시 일정", "")
     assert store.get_pages("s", -3, 1) == [page("s", 0)]
     assert store.get_pages("s", 2, 5) == []
     assert store.get_pages("other", 0, 5) == []

@@ -21,7 +21,14 @@ from opticmem import (
 )
 from opticmem.budget import Mark, PageOption, plan
 from opticmem.costs import png_size
-from opticmem.facts import FactSpans, facts_line, page_facts
+from opticmem.facts import (
+    CUE_WINDOW_CHARS,
+    MAX_CUE_WORDS,
+    FactSpans,
+    facts_line,
+    page_cues,
+    page_facts,
+)
 from opticmem.policy import OUT, decay_policy
 from opticmem.recall import Doc, RecallIndex, split_passages, terms
 from opticmem.render import png_bytes, to_tier
@@ -149,6 +156,66 @@ def test_facts_line_and_limit() -> None:
     assert len(extract_facts(many.replace("T-", "ABC-"))) == 32
 
 
+def cues(text: str) -> dict[str, list[str]]:
+    spans = FactSpans(text)
+    return {f: spans.cue(i) for i, (_, _, f) in enumerate(spans.spans)}
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    # the nearest content words each side, within the sentence; stopwords are left out
+    ("Noted: TITAN-142 is the payment duplicate bug (webhook retries), assigned to Priya. "
+     "Lunch at noon.", ["Noted", "payment", "duplicate", "bug", "webhook"]),
+    ("TITAN-7 blocks the release\nunrelated words here", ["blocks", "release"]),  # line start
+    ("first line words\nThe release is blocked by TITAN-7\nnext line",  # line end
+     ["release", "blocked"]),
+    ("Budget approved. Ticket TITAN-7 opened! Other stuff.", ["Ticket", "opened"]),
+    ("What's her e-mail? It's mina@x.io, says Jae-won.", ["says", "Jae-won"]),  # compounds whole
+    # Hangul: words with their particles; a particle glued to the fact is one letter, dropped
+    ("한빛데이터 사무실은 서울 강남구 테헤란로 231에 있습니다. 다음 회의",
+     ["사무실은", "서울", "강남구", "테헤란로", "있습니다"]),
+    # unsegmented CJK: the characters nearest the fact
+    ("项目经理说我们的总预算是¥48,000用于负载测试和部署。下一个", ["们的总预算是", "用于负载测试"]),
+    # a Latin word cut by the search window is not a word
+    ("abcdefghij" * 20 + " TITAN-9 done", ["done"]),
+])
+def test_cue_is_the_content_words_around_a_fact(text: str, want: list[str]) -> None:
+    [cue] = cues(text).values()
+    assert cue == want
+
+
+def test_cue_leaves_out_other_facts_and_bare_numbers() -> None:
+    assert cues("Release v1.2.3 ships 2026-03-04 with 3 fixes") == {
+        "v1.2.3": ["Release", "ships", "fixes"], "2026-03-04": ["Release", "ships", "fixes"]}
+
+
+def test_page_cues_merge_mentions_dedupe_and_stay_bounded() -> None:
+    text = ("Mina: mina@x.io. Write to MINA@x.io about contracts. Billing questions go to "
+            "mina@x.io too, says the finance team lead.")
+    segs = [(FactSpans(text), 0, len(text))]
+    facts = page_facts(segs)
+    assert facts == ("mina@x.io", "MINA@x.io")
+    assert page_cues(segs, facts) == (
+        "Mina Billing questions go too says finance team", "Write about contracts")
+    assert page_cues(segs, ()) == () and page_cues([(FactSpans("no facts"), 0, 8)], ()) == ()
+    # only the part of a turn drawn on the page lends cues
+    assert page_cues([(FactSpans(text), 0, 16)], ("mina@x.io",)) == ("Mina",)
+
+
+def test_cues_of_a_long_turn_are_bounded() -> None:
+    filler = "lorem ipsum dolor sit amet " * 4_000  # one 108,000-character line
+    text = filler + "Ticket TITAN-9 tracks the login crash " + filler + " ".join(
+        f"ticket TITAN-{i} fixes crash number {i}" for i in range(10, 5_000))
+    spans = FactSpans(text)
+    segs = [(spans, 0, len(text))]
+    facts = page_facts(segs)
+    cue_list = page_cues(segs, facts)
+    assert len(cue_list) == len(facts) == 32
+    assert cue_list[0] == "dolor sit amet Ticket tracks login crash lorem"
+    assert all(len(c.split()) <= MAX_CUE_WORDS for c in cue_list)
+    s, e, _ = spans.spans[0]
+    assert all(w in text[s - CUE_WINDOW_CHARS : e + CUE_WINDOW_CHARS] for w in cue_list[0].split())
+
+
 # --------------------------------------------------------------------------- policies
 
 
@@ -232,3 +299,13 @@ def test_bm25_ranks_and_replaces() -> None:
     idx.set_page(0, [])
     assert [d.page_no for d, _ in idx.search("launch", 3)] == []
     assert idx.search("", 3) == [] and idx.search("zzz", 3) == []
+
+
+def test_keywords_find_a_passage_they_are_not_shown_in() -> None:
+    idx = RecallIndex()
+    facts = Doc(0, "facts", "Exact facts: TITAN-142", 1.0, None, keywords="payment duplicate bug")
+    idx.set_page(0, [facts])
+    idx.set_page(1, [Doc(1, "recollection", "lunch menu and coffee", 0.9, Tier.LARGE)])
+    [(doc, _)] = idx.search("Which ticket tracks the payment bug?", 3)
+    assert doc.text == "Exact facts: TITAN-142" and doc.index_text.endswith("payment duplicate bug")
+    assert idx.search("TITAN-142", 1)[0][0] == facts
