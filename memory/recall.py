@@ -112,14 +112,21 @@ def split_passages(text: str, lines: int = PASSAGE_LINES) -> list[str]:
 
 class RecallIndex:
     """An in-process BM25 index (k1 = 1.2, b = 0.75) whose documents can be replaced
-    page by page as pages are read at new tiers."""
+    page by page as pages are read at new tiers.
+
+    A passage's length is normalised against the average length of passages *of its own
+    source*: a facts passage (up to 32 values and their cues) is routinely several times
+    as long as a few lines of recollection, and would otherwise lose to them for its
+    shape rather than its match.
+    """
 
     def __init__(self, k1: float = 1.2, b: float = 0.75) -> None:
         self.k1, self.b = k1, b
         self._docs: dict[int, tuple[Doc, Counter[str], int]] = {}
         self._by_page: dict[int, list[int]] = {}
         self._postings: dict[str, dict[int, int]] = {}
-        self._total_len = 0
+        self._source_len: Counter[str] = Counter()  # total passage length per source
+        self._source_docs: Counter[str] = Counter()  # passages per source
         self._next = 0
         self.signature: dict[int, tuple[str, ...]] = {}
         """What each page was indexed from (tier/codec of its recollection), per page."""
@@ -134,8 +141,9 @@ class RecallIndex:
     def set_page(self, page_no: int, docs: Sequence[Doc]) -> None:
         """Replace every passage of ``page_no`` with ``docs``."""
         for doc_id in self._by_page.pop(page_no, []):
-            _, tf, n = self._docs.pop(doc_id)
-            self._total_len -= n
+            d, tf, n = self._docs.pop(doc_id)
+            self._source_len[d.source] -= n
+            self._source_docs[d.source] -= 1
             for t in tf:
                 post = self._postings[t]
                 del post[doc_id]
@@ -150,7 +158,8 @@ class RecallIndex:
             self._next += 1
             n = sum(tf.values())
             self._docs[doc_id] = (d, tf, n)
-            self._total_len += n
+            self._source_len[d.source] += n
+            self._source_docs[d.source] += 1
             for t, c in tf.items():
                 self._postings.setdefault(t, {})[doc_id] = c
             ids.append(doc_id)
@@ -163,7 +172,7 @@ class RecallIndex:
         n_docs = len(self._docs)
         if not q or not n_docs:
             return []
-        avg = self._total_len / n_docs
+        avg = {src: self._source_len[src] / c for src, c in self._source_docs.items() if c}
         scores: dict[int, float] = {}
         for t in dict.fromkeys(q):
             post = self._postings.get(t)
@@ -171,8 +180,9 @@ class RecallIndex:
                 continue
             idf = math.log(1 + (n_docs - len(post) + 0.5) / (len(post) + 0.5))
             for doc_id, tf in post.items():
-                n = self._docs[doc_id][2]
-                norm = tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * n / avg))
+                d, _, n = self._docs[doc_id]
+                rel = n / avg[d.source]
+                norm = tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * rel))
                 scores[doc_id] = scores.get(doc_id, 0.0) + idf * norm
         best = sorted(scores.items(), key=lambda kv: (-kv[1], -self._docs[kv[0]][0].page_no,
                                                       kv[0]))

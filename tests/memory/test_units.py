@@ -301,6 +301,25 @@ def test_bm25_ranks_and_replaces() -> None:
     assert idx.search("", 3) == [] and idx.search("zzz", 3) == []
 
 
+def test_passages_are_normalised_by_the_length_of_their_own_source() -> None:
+    """Facts passages are lists, several times as long as a few recollected lines; how
+    long they all are must not change how they rank and score against recollections."""
+
+    def search(facts_per_page: int) -> list[tuple[int, str, float]]:
+        idx = RecallIndex()
+        for p in range(4):
+            facts = " · ".join(f"X{p}-{i}" for i in range(facts_per_page))
+            cue = "refund glitch" if p == 1 else "lunch menu"
+            rec = "refund handled" if p == 2 else "rainy day"
+            idx.set_page(p, [Doc(p, "facts", f"Exact facts: {facts}", 1.0, None, keywords=cue),
+                             Doc(p, "recollection", rec, 0.5, Tier.SMALL)])
+        return [(d.page_no, d.source, round(s, 9)) for d, s in idx.search("refund glitch", 2)]
+
+    hits = search(1)
+    assert [h[:2] for h in hits] == [(1, "facts"), (2, "recollection")]
+    assert search(40) == hits
+
+
 def test_keywords_find_a_passage_they_are_not_shown_in() -> None:
     idx = RecallIndex()
     facts = Doc(0, "facts", "Exact facts: TITAN-142", 1.0, None, keywords="payment duplicate bug")
