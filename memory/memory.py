@@ -519,16 +519,17 @@ class OpticalMemory:
         """The ``k`` passages of ``session``'s pages that best match ``query``.
 
         Searches what the memory remembers (recollections at each page's tier, and the
-        exact-facts sidecars; see :mod:`opticmem.recall`). With ``decode`` (default) the
-        pages currently in context are read back first where needed. With
-        ``include_original`` each passage carries the archived turns of its page (those
-        not forgotten). An empty query gives no passages.
+        exact-facts sidecars, found by their values and by the words around them; see
+        :mod:`opticmem.recall`). With ``decode`` (default) the pages currently in context
+        are read back first where needed. With ``include_original`` each passage carries
+        the archived turns of its page (those not forgotten). An empty query gives no
+        passages.
 
         >>> mem = OpticalMemory(codec=None, verbatim_turns=2)
         >>> _ = mem.add("s", "user", "Ticket ABC-123 ships on 2026-03-04. " * 30)
         >>> for i in range(60):
         ...     _ = mem.add("s", "assistant", f"ok {i}, noted and filed " * 5)
-        >>> [hit] = mem.recall("s", "when does ABC-123 ship?", k=1, include_original=True)
+        >>> [hit] = mem.recall("s", "when does the ticket ship?", k=1, include_original=True)
         >>> hit.source, hit.first_seq, "2026-03-04" in hit.text, hit.original[0].seq
         ('facts', 0, True, 0)
         """
