@@ -140,10 +140,6 @@ class FactSpans:
         so two binary searches find them)."""
         return range(bisect.bisect_right(self._ends, lo), bisect.bisect_left(self._starts, hi))
 
-    def between(self, lo: int, hi: int) -> list[str]:
-        """Facts overlapping ``[lo, hi)``."""
-        return [self.spans[i][2] for i in self.overlapping(lo, hi)]
-
     def cue(self, i: int) -> list[str]:
         """Content words around fact ``i`` in its sentence: up to :data:`CUE_SIDE_WORDS`
         before it and as many after it, nearest first kept, in text order. Other facts are
