@@ -9,9 +9,11 @@ shows them as one text line after the page image, and recall indexes them.
 
 A bare value says nothing about what it was: ``TITAN-142`` alone cannot answer "which
 ticket tracks the payment bug?". So each fact also gets a *cue* — a few content words from
-around its mentions on the page, within the same sentence (:func:`page_cues`). Recall
-matches questions against facts and cues together; what it shows, and the line the
-context shows, stay the facts alone.
+around its mentions on the page, within the same sentence (:func:`page_cues`) — and a
+kind, named by the pattern that found it (:func:`fact_kind`: "e-mail address", "ticket
+issue key", "date"…). Recall matches questions against facts, cues and kinds together
+(:func:`fact_keywords`); what it shows, and the line the context shows, stay the facts
+alone.
 
 >>> extract_facts("Ship v0.9.1 on 2026-03-04; budget $48,250.00, see https://x.io/a.")
 ('v0.9.1', '2026-03-04', '$48,250.00', 'https://x.io/a')
@@ -56,38 +58,39 @@ _MONTH = (
     r"|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
 )
 
-# Leftmost match wins; at one position, the first alternative that matches.
-_FACT = re.compile(
-    "|".join(
-        [
-            r"(?:https?|ftp)://[^\s<>\"'`]+",  # URLs
-            r"\bwww\.[^\s<>\"'`]+",
-            r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+",  # e-mail addresses
-            r"`[^`\n]{1,120}`",  # code spans
-            r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",
-            r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?(?:Z|[+-]\d{2}:?\d{2})?)?\b",
-            r"\b\d{1,2}/\d{1,2}/\d{2,4}\b",
-            rf"\b{_MONTH}\.? \d{{1,2}}(?:st|nd|rd|th)?(?:,? \d{{4}})?\b",
-            rf"\b\d{{1,2}}(?:st|nd|rd|th)? {_MONTH}(?: \d{{4}})?\b",
-            r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp][Mm])?\b",  # times
-            r"[$€£¥₩]\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:[kKmMbB]n?|million|billion))?",  # money
-            r"\bv?\d+(?:\.\d+){2,3}(?:-[0-9A-Za-z.]+)?\b",  # versions (three+ parts)
-            r"\bv\d+(?:\.\d+)?\b",
-            r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{7,}\b",  # hashes
-            r"(?:~|\.{1,2})(?:/[\w.@-]+)+/?|\b[\w.-]*(?:/[\w.@-]+){2,}/?",  # paths
-            r"\b[\w-]+\.(?:py|js|ts|tsx|json|ya?ml|toml|md|txt|csv|sql|sh|rs|go|java|c|h|cpp)\b",
-            r"#\d+\b",  # issue / ticket numbers
-            r"\b[A-Z][A-Z0-9]+-\d+\b",  # JIRA-style keys
-            r"\b[A-Za-z_][A-Za-z0-9]*_[A-Za-z0-9_]+\b",  # snake_case identifiers
-            r"\b[a-z]+(?:[A-Z][a-z0-9]*)+\b",  # camelCase identifiers
-            r"\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{3,}\b",  # mixed letters+digits
-            r"[+-]?\b\d[\d,]*(?:\.\d+)?\s?%",  # percentages
-            r"\+?\d[\d ().-]{7,}\d",  # phone-like digit runs
-            r"(?<![\w.,])\d+(?:[.,]\d+)+(?![\d])",  # numbers with separators or decimals
-            r"(?<![\w.,])\d{2,}(?!\d)",  # numbers of two or more digits (also "2026년")
-        ]
-    )
+_PATTERNS: tuple[tuple[str, str], ...] = (
+    # (pattern, the words that say what kind of fact it is)
+    (r"(?:https?|ftp)://[^\s<>\"'`]+", "url link"),
+    (r"\bwww\.[^\s<>\"'`]+", "url link"),
+    (r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", "e-mail address"),
+    (r"`[^`\n]{1,120}`", "code"),
+    (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "id uuid"),
+    (r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?(?:Z|[+-]\d{2}:?\d{2})?)?\b", "date"),
+    (r"\b\d{1,2}/\d{1,2}/\d{2,4}\b", "date"),
+    (rf"\b{_MONTH}\.? \d{{1,2}}(?:st|nd|rd|th)?(?:,? \d{{4}})?\b", "date"),
+    (rf"\b\d{{1,2}}(?:st|nd|rd|th)? {_MONTH}(?: \d{{4}})?\b", "date"),
+    (r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp][Mm])?\b", "time"),
+    (r"[$€£¥₩]\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:[kKmMbB]n?|million|billion))?", "amount money"),
+    (r"\bv?\d+(?:\.\d+){2,3}(?:-[0-9A-Za-z.]+)?\b", "version"),  # three or four parts
+    (r"\bv\d+(?:\.\d+)?\b", "version"),
+    (r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{7,}\b", "hash"),
+    (r"(?:~|\.{1,2})(?:/[\w.@-]+)+/?|\b[\w.-]*(?:/[\w.@-]+){2,}/?", "path"),
+    (r"\b[\w-]+\.(?:py|js|ts|tsx|json|ya?ml|toml|md|txt|csv|sql|sh|rs|go|java|c|h|cpp)\b",
+     "file"),
+    (r"#\d+\b", "ticket issue"),
+    (r"\b[A-Z][A-Z0-9]+-\d+\b", "ticket issue key"),  # JIRA-style keys
+    (r"\b[A-Za-z_][A-Za-z0-9]*_[A-Za-z0-9_]+\b", "identifier name"),  # snake_case
+    (r"\b[a-z]+(?:[A-Z][a-z0-9]*)+\b", "identifier name"),  # camelCase
+    (r"\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{3,}\b", "id code"),  # letters + digits
+    (r"[+-]?\b\d[\d,]*(?:\.\d+)?\s?%", "percent"),
+    (r"\+?\d[\d ().-]{7,}\d\b", "phone number"),  # phone-like digit runs
+    (r"(?<![\w.,])\d+(?:[.,]\d+)+(?![\d])", "number"),  # with separators or decimals
+    (r"(?<![\w.,])\d{2,}(?!\d)", "number"),  # two or more digits (also "2026년")
 )
+"""What counts as a fact. Leftmost match wins; at one position, the first pattern that
+matches."""
+
+_FACT = re.compile("|".join(f"(?P<k{i}>{p})" for i, (p, _) in enumerate(_PATTERNS)))
 _TRAIL = ".,;:!?)]}'\""
 
 
@@ -122,6 +125,17 @@ def _dedupe(facts: Iterable[str], limit: int) -> tuple[str, ...]:
 def extract_facts(text: str, limit: int = MAX_FACTS) -> tuple[str, ...]:
     """The distinct facts in ``text`` in order of first appearance (at most ``limit``)."""
     return _dedupe((f for _, _, f in fact_spans(text)), limit)
+
+
+def fact_kind(fact: str) -> str:
+    """Words naming what kind of fact ``fact`` is (``""`` if it is none), so a question
+    that asks for "the e-mail" or "the ticket" finds a fact whose surroundings never said so.
+
+    >>> fact_kind("mina.choi@hanbitdata.co.kr"), fact_kind("TITAN-142"), fact_kind("hello")
+    ('e-mail address', 'ticket issue key', '')
+    """
+    m = _FACT.match(fact)
+    return _PATTERNS[int(m.lastgroup[1:])][1] if m and m.lastgroup else ""
 
 
 class FactSpans:
@@ -234,6 +248,17 @@ def page_cues(segments: Segments, facts: Sequence[str]) -> tuple[str, ...]:
             if len(cue) >= MAX_CUE_WORDS:
                 break
     return tuple(" ".join(words.values()) for words in cues.values())
+
+
+def fact_keywords(facts: Sequence[str], cues: Sequence[str]) -> str:
+    """What recall finds a page's facts passage by, besides the facts themselves: their
+    cues and the kinds of fact on the page (each kind once).
+
+    >>> fact_keywords(("mina@x.io", "2026-03-04"), ("Mina prefers", "launch"))
+    'Mina prefers launch e-mail address date'
+    """
+    kinds = dict.fromkeys(k for k in map(fact_kind, facts) if k)
+    return " ".join([*filter(None, cues), *kinds])
 
 
 def facts_line(facts: Sequence[str]) -> str:

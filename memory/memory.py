@@ -62,7 +62,7 @@ from opticmem.costs import CostModel, ImageCost
 from opticmem.costs import cost_model as make_cost_model
 from opticmem.encoder.codec import Codec
 from opticmem.errors import BudgetError, OpticMemError, PageConflictError, StoreError
-from opticmem.facts import facts_line
+from opticmem.facts import fact_keywords, facts_line
 from opticmem.lru import LRU
 from opticmem.packing import Frontier, Packer
 from opticmem.policy import OUT, DecayPolicy, decay_policy, tier_of
@@ -614,7 +614,7 @@ class OpticalMemory:
             docs = []
             if p.facts:
                 docs.append(Doc(p.page_no, "facts", facts_line(p.facts), 1.0, None,
-                                keywords=" ".join(p.cues)))
+                                keywords=fact_keywords(p.facts, p.cues)))
             if rec is not None:
                 docs.extend(Doc(p.page_no, "recollection", chunk, rec.confidence, rec.tier,
                                 rec.codec) for chunk in split_passages(rec.text))

@@ -172,11 +172,11 @@ GLITCH = "Noted: KX-9041 tracks the duplicate refund glitch in the settlement ex
 GLITCH_QUESTION = "Which ticket tracks the refund glitch?"
 
 
-def glitch_turns(n: int) -> list[dict[str, Any]]:
-    """The sample turns, turn 3 also saying which ticket tracks the refund glitch: the
-    question's words ("refund", "glitch") are said nowhere else."""
+def glitch_turns(n: int, said: str = GLITCH, at: int = 3) -> list[dict[str, Any]]:
+    """The sample turns, turn ``at`` also saying ``said`` (by default which ticket tracks
+    the refund glitch: the question's words, "refund" and "glitch", are said nowhere else)."""
     out = [{"role": t["role"], "text": t["text"], "ts": t["ts"]} for t in sample_turns(n)]
-    out[3]["text"] = f"{out[3]['text']} {GLITCH}"
+    out[at]["text"] = f"{out[at]['text']} {said}"
     return out
 
 
@@ -211,6 +211,17 @@ def test_recall_finds_a_fact_by_the_words_around_it(clock: Clock, n: int, read_b
     assert [h.text for h in readings] == ["Usr: qx zv 8l ~~ wq tc"] * read_back
 
 
+def test_recall_finds_a_fact_by_its_kind(clock: Clock) -> None:
+    """Nothing around the address says "e-mail", and the page reads back as noise: the
+    kind of fact it is leads the question to it."""
+    turns = glitch_turns(120, "Noted: write to dana.okafor@arclight.io before Friday.", at=5)
+    mem = OpticalMemory(codec=Garbling(), render_settings=SMALL, verbatim_turns=2, clock=clock)
+    mem.add_many("team", turns)
+    best = mem.recall("team", "Which e-mail address were we given?", k=3)[0]
+    assert best.source == "facts" and 5 in best.seqs and "dana.okafor@arclight.io" in best.text
+    assert "e-mail" not in mem.pages("team")[best.page_no].cues
+
+
 def test_page_records_from_before_cues_still_load_and_recall() -> None:
     mem = OpticalMemory(codec=None, render_settings=SMALL, verbatim_turns=2)
     mem.add_many("team", glitch_turns(120))
@@ -228,8 +239,9 @@ def test_page_records_from_before_cues_still_load_and_recall() -> None:
     was = OpticalMemory(old, codec=None, render_settings=SMALL, verbatim_turns=2)
     [hit] = was.recall("team", "KX-9041", k=1)  # facts are found by their value, as before
     assert hit.source == "facts" and 3 in hit.seqs
-    assert all(3 not in h.seqs for h in was.recall("team", GLITCH_QUESTION, k=3))
-    assert 3 in mem.recall("team", GLITCH_QUESTION, k=1)[0].seqs  # … and now by their words
+    cue_only = "What tracks the refund glitch?"  # no kind of fact ("ticket") asked for
+    assert all(3 not in h.seqs for h in was.recall("team", cue_only, k=3))
+    assert 3 in mem.recall("team", cue_only, k=1)[0].seqs  # … and now by their words
 
 
 def test_forget_and_delete() -> None:

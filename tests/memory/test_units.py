@@ -25,6 +25,8 @@ from opticmem.facts import (
     CUE_WINDOW_CHARS,
     MAX_CUE_WORDS,
     FactSpans,
+    fact_keywords,
+    fact_kind,
     facts_line,
     page_cues,
     page_facts,
@@ -154,6 +156,26 @@ def test_facts_line_and_limit() -> None:
     assert facts_line(()) == ""
     many = " ".join(f"T-{i}" for i in range(100))
     assert len(extract_facts(many.replace("T-", "ABC-"))) == 32
+
+
+@pytest.mark.parametrize(("fact", "kind"), [
+    ("https://x.io/a", "url link"), ("mina@x.io", "e-mail address"), ("`make test`", "code"),
+    ("2026-03-04", "date"), ("March 4, 2026", "date"), ("15:30", "time"),
+    ("$48,250.00", "amount money"), ("₩1,054,000", "amount money"), ("v0.9.1", "version"),
+    ("9f86d081884c", "hash"), ("src/app/main.py", "path"), ("main.py", "file"),
+    ("#42", "ticket issue"), ("ABC-123", "ticket issue key"), ("user_id", "identifier name"),
+    ("12.5%", "percent"), ("+82 2 3456 7812", "phone number"), ("1,234", "number"),
+    ("hello", ""), ("", ""),
+])
+def test_fact_kind_names_what_a_fact_is(fact: str, kind: str) -> None:
+    assert fact_kind(fact) == kind
+
+
+def test_fact_keywords_are_the_cues_and_each_kind_once() -> None:
+    facts = extract_facts("Call +82 2 3456 7812 or 010-1234-5678, or mail mina@x.io.")
+    assert facts == ("+82 2 3456 7812", "010-1234-5678", "mina@x.io")  # no run-on numbers
+    assert fact_keywords(facts, ("Call", "", "mail")) == "Call mail phone number e-mail address"
+    assert fact_keywords((), ()) == ""
 
 
 def cues(text: str) -> dict[str, list[str]]:
