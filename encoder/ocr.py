@@ -332,8 +332,13 @@ class OCRCodec:
     def _on_grid(self, text: str) -> str:
         """A layout-aware model reads the renderer's grid, so its text is laid out on that
         grid again (:func:`~opticmem.render.layout.redraw`): a row of spaces read where the
-        page has an empty line, or spaces before a line end, cannot be on the page."""
-        return redraw(text, self._settings()) if self.aligned else text
+        page has an empty line, or spaces before a line end, cannot be on the page; nor
+        can lines below the page's last row (a decoder that misses the end of a full page
+        reads on into the bottom margin until its token limit)."""
+        if not self.aligned:
+            return text
+        settings = self._settings()
+        return "\n".join(redraw(text, settings).split("\n")[: settings.rows])
 
     def _settings(self) -> RenderSettings:
         return self._render_settings or RenderSettings()

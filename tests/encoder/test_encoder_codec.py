@@ -259,9 +259,10 @@ def test_decode_feeds_the_layout_aligner() -> None:
 def test_a_layout_aware_codec_returns_text_that_fits_the_page_grid(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # What the decoder wrote: a row of spaces where the page has an empty line, and spaces
-    # before a line end. Neither can be on a page of the renderer's grid.
-    read = "x = joined\n" + " " * 104 + "\n    y   "
+    # What the decoder wrote: a row of spaces where the page has an empty line, spaces
+    # before a line end, and lines read on below the page's last row (52 at the default
+    # settings). None of them can be on a page of the renderer's grid.
+    read = "x = joined\n" + " " * 104 + "\n    y   " + "\nz" * 52
     aligned = OCRCodec.random("test", seed=1)
     plain = OCRCodec(build_model(preset("test", align=None), device="cpu", seed=1), name="plain")
     got = {}
@@ -270,5 +271,6 @@ def test_a_layout_aware_codec_returns_text_that_fits_the_page_grid(
         monkeypatch.setattr(codec, "detokenize", lambda ids: read)
         [vt] = codec.encode([Image.new("L", (512, 512), 255)], "tiny")
         [got[codec.aligned]] = codec.decode([vt])
-    assert got[True].text == "x = joined\n\n    y"
+    assert got[True].text == "x = joined\n\n    y" + "\nz" * 49
+    assert got[True].text.count("\n") + 1 == RenderSettings().rows == 52
     assert got[False].text == read  # a model that does not read the grid is left alone
