@@ -333,12 +333,14 @@ class OCRCodec:
         """A layout-aware model reads the renderer's grid, so its text is laid out on that
         grid again (:func:`~opticmem.render.layout.redraw`): a row of spaces read where the
         page has an empty line, or spaces before a line end, cannot be on the page; nor
-        can lines below the page's last row (a decoder that misses the end of a full page
-        reads on into the bottom margin until its token limit)."""
+        can more lines than the page has rows (a decoder that misses the end of a full page
+        reads on into the bottom margin until its token limit). Only the lines the decoder
+        wrote are counted, not the breaks the layout adds: one extra character on a full
+        row moves the rest of that line to the next row, and the page's last line with it."""
         if not self.aligned:
             return text
         settings = self._settings()
-        return "\n".join(redraw(text, settings).split("\n")[: settings.rows])
+        return redraw("\n".join(text.split("\n")[: settings.rows]), settings)
 
     def _settings(self) -> RenderSettings:
         return self._render_settings or RenderSettings()

@@ -260,17 +260,22 @@ def test_a_layout_aware_codec_returns_text_that_fits_the_page_grid(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # What the decoder wrote: a row of spaces where the page has an empty line, spaces
-    # before a line end, and lines read on below the page's last row (52 at the default
+    # before a line end, and more lines than the page has rows (52 at the default
     # settings). None of them can be on a page of the renderer's grid.
     read = "x = joined\n" + " " * 104 + "\n    y   " + "\nz" * 52
+    # A line one character too wide for its row wraps, yet is one line the decoder wrote:
+    # laid out, the page has 53 rows, and none is cut.
+    wide = "w" * 105 + "\nz" * 51
     aligned = OCRCodec.random("test", seed=1)
     plain = OCRCodec(build_model(preset("test", align=None), device="cpu", seed=1), name="plain")
-    got = {}
+    got: dict[tuple[bool, str], str] = {}
     for codec in (aligned, plain):
         codec.generation = GenerationConfig(max_new_tokens=2)
-        monkeypatch.setattr(codec, "detokenize", lambda ids: read)
         [vt] = codec.encode([Image.new("L", (512, 512), 255)], "tiny")
-        [got[codec.aligned]] = codec.decode([vt])
-    assert got[True].text == "x = joined\n\n    y" + "\nz" * 49
-    assert got[True].text.count("\n") + 1 == RenderSettings().rows == 52
-    assert got[False].text == read  # a model that does not read the grid is left alone
+        for text in (read, wide):
+            monkeypatch.setattr(codec, "detokenize", lambda ids, text=text: text)
+            got[codec.aligned, text] = codec.decode([vt])[0].text
+    assert got[True, read] == "x = joined\n\n    y" + "\nz" * 49
+    assert got[True, read].count("\n") + 1 == RenderSettings().rows == 52
+    assert got[True, wide] == "w" * 104 + "\nw" + "\nz" * 51
+    assert got[False, read] == read and got[False, wide] == wide  # left alone: no grid
