@@ -519,11 +519,11 @@ class OpticalMemory:
         """The ``k`` passages of ``session``'s pages that best match ``query``.
 
         Searches what the memory remembers (recollections at each page's tier, and the
-        exact-facts sidecars, found by their values and by the words around them; see
-        :mod:`opticmem.recall`). With ``decode`` (default) the pages currently in context
-        are read back first where needed. With ``include_original`` each passage carries
-        the archived turns of its page (those not forgotten). An empty query gives no
-        passages.
+        exact-facts sidecars, found by their values, the words around them and their
+        kind; see :mod:`opticmem.recall`). With ``decode`` (default) the pages currently in
+        context are read back first where needed. With ``include_original`` each passage
+        carries the archived turns of its page (those not forgotten). An empty query gives
+        no passages.
 
         >>> mem = OpticalMemory(codec=None, verbatim_turns=2)
         >>> _ = mem.add("s", "user", "Ticket ABC-123 ships on 2026-03-04. " * 30)

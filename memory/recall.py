@@ -6,9 +6,9 @@ Each sealed page contributes
   page is at (or, for a page whose current tier has not been read yet, the last tier it
   was read at), cut into overlapping passages of a few lines; and
 * its **exact-facts sidecar** — one passage, confidence 1.0, shown as the page's facts
-  line and also found by each fact's *cue* (the words around it where it was said, see
-  :func:`opticmem.facts.page_cues`): a question about what a fact was about finds it even
-  when the page's recollection is too blurry to.
+  line and also found by each fact's *cue* (the words around it where it was said) and
+  kind ("e-mail address", "date"…; see :func:`opticmem.facts.fact_keywords`): a question
+  about what a fact was about finds it even when the page's recollection is too blurry to.
 
 Page transcripts are never indexed: they are what was drawn, not what is remembered.
 Every :class:`Passage` carries its provenance (session, page, turn seqs, time span, the

@@ -38,6 +38,11 @@ BEFORE = ROOT / "benchmarks/results/codec_eval_run12/eval.json"
 """The same held-out evaluation of the weights before the first of them (12 runs)."""
 
 
+def phases(table: tuple[tuple[float, float], ...]) -> str:
+    """``((minute, rate), …)`` as "20% from minute 117, then …"."""
+    return ", then ".join(f"{rate:.0%} from minute {at:g}" for at, rate in table)
+
+
 def main() -> None:
     wd = weights_dir()
     cfg = read_config(wd)
@@ -67,9 +72,6 @@ def main() -> None:
 
     start = PSEUDO_PHASES[0][0]
     last_start = PSEUDO_PHASES[-1][0]
-    def phases(table: tuple[tuple[float, float], ...]) -> str:
-        return ", then ".join(f"{rate:.0%} from minute {at:g}" for at, rate in table)
-
     rates, symbol_rates = phases(PSEUDO_PHASES), phases(SYMBOL_PHASES)
     trend = "; ".join(
         f"{t} {mean_acc(t, last_start, last_start + 5):.3f} → {mean_acc(t, end - 5, end + 1):.3f}"
@@ -77,7 +79,7 @@ def main() -> None:
     before = {r["tier"]: r for r in json.loads(BEFORE.read_text())["summary"]
               if r["group"] == "all"}
     after = {r.tier: r for r in rows if r.group == "all"}
-    gains = ", ".join(f"{t} {before[t]['char_precision']:.1%} → {after[t].char_precision:.1%}"
+    gains = ", ".join(f"{t} {before[t]['char_precision']:.2%} → {after[t].char_precision:.2%}"
                       for t in ("large", "base", "small", "tiny") if t in before and t in after)
     verdict = ", ".join(
         f"{t} {after[t].char_precision:.2%} (target {goal * 100:g}%: "
@@ -157,11 +159,10 @@ pseudo-word phases, held-out Large pages misread punctuation and symbols 15–20
 often as letters (`/` in a path read as `(`, `–` after a time as `4`).
 
 On the held-out pages below, the pseudo-word and pseudo-symbol phases ({end - start:.0f}
-GPU-minutes) and, in
-decoding, laying the text read out on the page grid again (`render.redraw`: a row of
-spaces read for an empty line goes; worth 0.3 points at Large and 0.2 at Base; lines
-read on below a full page's last row are cut) moved
-character precision: {gains} (`benchmarks/results/codec_eval_run12/` holds the evaluation
+GPU-minutes) and, in decoding, laying the text read out on the page grid again
+(`render.redraw`: a row of spaces read for an empty line goes; worth 0.3 points at Large
+and 0.2 at Base) and keeping no more lines than the page has rows moved character
+precision: {gains} (`benchmarks/results/codec_eval_run12/` holds the evaluation
 before them).
 
 ## Training
