@@ -31,11 +31,14 @@ from opticmem.encoder.errors import InputError
 from opticmem.encoder.generate import (
     Generated,
     GenerationConfig,
+    Halt,
     Prompt,
     greedy_choice,
+    halted,
     prompt_ids,
     repeat_ban,
     row_result,
+    stop_tokens,
 )
 from opticmem.encoder.model import OCRModel
 
@@ -66,12 +69,14 @@ def generate_continuous(
     feed: RowFeed | None = None,
     refill_at: int | None = None,
     prefill_batch: int = 256,
+    halt: Halt | None = None,
 ) -> list[Generated]:
     """Decode every prompt greedily with ``rows`` sequences in flight; results in input order.
 
     ``refill_at`` free rows trigger a refill (default: a sixteenth of the rows): each
     refill pays a host sync and an eager prefill, so rows wait a few steps to share one.
-    ``prefill_batch`` bounds how many prompts are prefilled at once.
+    ``prefill_batch`` bounds how many prompts are prefilled at once. ``halt`` stops rows
+    as in :func:`~opticmem.encoder.generate.generate`.
     """
     cfg = config or GenerationConfig()
     if rows < 1:
@@ -87,8 +92,9 @@ def generate_continuous(
     dcfg = model.cfg.decoder
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
-    stops = set(cfg.stop_token_ids if cfg.stop_token_ids is not None else (dcfg.eos_token_id,))
+    stops = stop_tokens(model, cfg)
     stop_ids = np.array(sorted(stops))
+    stop_t = torch.from_numpy(stop_ids).to(device)
     B = min(rows, N)
     refill_at = max(1, B // 16) if refill_at is None else max(1, refill_at)
     check = cfg.stop_check_every or (1 if device.type == "cpu" else 8)
@@ -177,10 +183,12 @@ def generate_continuous(
                 prefill(free, n)
             if not pending and (prompt_of < 0).all():
                 break
-        chosen, chosen_logp[:, n % check] = greedy_choice(logits, ban)
+        chosen, chosen_logp[:, n % check] = greedy_choice(logits, ban, halted(halt, stop_t))
         chosen_ids[:, n % check] = chosen
         n += 1
-        x = model.decoder.embed_tokens(chosen[:, None])  # (B, 1, D)
+        # A halted row's forced stop may be an id outside the vocabulary (a config that
+        # never stops by itself); the row has ended, so any id in range will do for it.
+        x = model.decoder.embed_tokens(chosen.clamp(0, dcfg.vocab_size - 1)[:, None])
         extra = feed(chosen, n - 1) if feed is not None else None
         if extra is not None:
             x = x + extra.to(dtype)

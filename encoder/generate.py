@@ -13,7 +13,10 @@ row, with ``generated[b]`` the tokens of row ``b`` so far (finished rows keep th
 tokens, EOS excluded), and its result is added to the embedding of that token as it is
 fed back. A ``token_hook(tokens, step)`` does the same from the tensor of tokens being fed
 back (B,) — the pad id for rows that have stopped — without bringing them to the host.
-``prompt_extra`` (B, T, D) does the same for the prompt positions.
+``prompt_extra`` (B, T, D) does the same for the prompt positions. A ``halt() -> Tensor
+(B,) bool``, asked before every choice, names rows that must stop there: their choice is
+the first stop token, with probability 1 (the layout aligner's cursor past the page's last
+row, :meth:`~opticmem.encoder.ocr.AlignerFeed.past_page`).
 
 A step runs on the device without waiting for it: choices, their log-probabilities and
 the no-repeat bans (:class:`~opticmem.encoder.ngram.RepeatBan`) stay tensors, and the host
@@ -41,6 +44,8 @@ StepHook = Callable[[list[list[int]], int], Tensor | None]
 """``(generated_ids, step) -> extra embeddings (B, 1, D) for the next input, or None``."""
 TokenHook = Callable[[Tensor, int], Tensor | None]
 """``(fed tokens (B,) on the device, step) -> extra embeddings (B, 1, D), or None``."""
+Halt = Callable[[], Tensor]
+"""``() -> (B,) bool on the device``: rows whose next choice must be the stop token."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ def generate(
     step_hook: StepHook | None = None,
     token_hook: TokenHook | None = None,
     prompt_extra: Tensor | None = None,
+    halt: Halt | None = None,
 ) -> list[Generated]:
     """Decode every prompt greedily in one batch; results in input order."""
     if step_hook is not None and token_hook is not None:
@@ -116,7 +122,7 @@ def generate(
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
     D = dcfg.hidden_size
-    stops = set(cfg.stop_token_ids if cfg.stop_token_ids is not None else (dcfg.eos_token_id,))
+    stops = stop_tokens(model, cfg)
 
     # ---- prompt ids, left-padded: [pad…] + [bos] + prefix + <image>·S + suffix
     rows = prompt_ids(model, prompts)
@@ -185,7 +191,7 @@ def generate(
 
     ran = 0
     for step in range(steps):
-        chosen, chosen_logp[:, step] = greedy_choice(logits, ban)
+        chosen, chosen_logp[:, step] = greedy_choice(logits, ban, halted(halt, stop_t))
         chosen_ids[:, step] = chosen
         ran = step + 1
         if step == steps - 1:
@@ -217,14 +223,36 @@ def generate(
     return _results(chosen_ids[:, :ran], chosen_logp[:, :ran], stops)
 
 
-def greedy_choice(logits: Tensor, ban: RepeatBan | None) -> tuple[Tensor, Tensor]:
+def greedy_choice(
+    logits: Tensor, ban: RepeatBan | None, forced: tuple[Tensor, Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
     """Each row's greedy token under the no-repeat ``ban`` (which it then records) and that
-    token's log-probability: (B,) long and (B,) float32 from ``logits`` (B, V)."""
+    token's log-probability: (B,) long and (B,) float32 from ``logits`` (B, V).
+
+    ``forced = (rows (B,) bool, token ())`` gives those rows ``token`` with log-probability
+    0 instead (:func:`halted`)."""
     logp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
     chosen = (ban(logp) if ban is not None else logp).argmax(dim=-1)  # (B,)
+    chosen_logp = logp.gather(1, chosen[:, None])[:, 0]
+    if forced is not None:
+        rows, token = forced
+        chosen = torch.where(rows, token, chosen)
+        chosen_logp = torch.where(rows, 0.0, chosen_logp)
     if ban is not None:
         ban.push(chosen)
-    return chosen, logp.gather(1, chosen[:, None])[:, 0]
+    return chosen, chosen_logp
+
+
+def stop_tokens(model: OCRModel, cfg: GenerationConfig) -> set[int]:
+    """The ids that stop a row: ``cfg``'s, else the model's EOS."""
+    eos = model.cfg.decoder.eos_token_id
+    return set(cfg.stop_token_ids if cfg.stop_token_ids is not None else (eos,))
+
+
+def halted(halt: Halt | None, stop_ids: Tensor) -> tuple[Tensor, Tensor] | None:
+    """What :func:`greedy_choice` forces for ``halt``'s rows: the largest of the sorted
+    ``stop_ids``, a vocabulary id unless every stop id is outside it (never chosen)."""
+    return None if halt is None else (halt(), stop_ids[-1])
 
 
 def repeat_ban(cfg: GenerationConfig, batch: int, device: torch.device) -> RepeatBan | None:

@@ -294,14 +294,14 @@ class OCRCodec:
                     feed = AlignerFeed(self.model, grids[0].new_zeros(rows, *grids[0].shape),
                                        self._settings(), self._cursor(param.device),
                                        cuda_graph=gen.cuda_graphs, pages=grids)
-                outs = generate_continuous(self.model, prompts, gen, rows=rows, feed=feed)
+                outs = generate_continuous(self.model, prompts, gen, rows=rows, feed=feed,
+                                           halt=feed.past_page if feed is not None else None)
             elif aligned:
                 feed = AlignerFeed(self.model, torch.stack(grids), self._settings(),
                                    self._cursor(param.device), cuda_graph=gen.cuda_graphs)
                 T0 = 1 + len(self._prefix) + prompts[0].slots.shape[0] + len(self._suffix)
-                outs = generate(
-                    self.model, prompts, gen, token_hook=feed, prompt_extra=feed.prompt_extra(T0)
-                )
+                outs = generate(self.model, prompts, gen, token_hook=feed,
+                                prompt_extra=feed.prompt_extra(T0), halt=feed.past_page)
             else:
                 outs = generate(self.model, prompts, gen, step_hook=step_hook)
             seconds = (time.perf_counter() - t0) / len(idx)
@@ -334,7 +334,9 @@ class OCRCodec:
         grid again (:func:`~opticmem.render.layout.redraw`): a row of spaces read where the
         page has an empty line, or spaces before a line end, cannot be on the page; nor
         can more lines than the page has rows (a decoder that misses the end of a full page
-        reads on into the bottom margin until its token limit). Only the lines the decoder
+        reads on into the bottom margin; decoding stops at the first line break past the
+        last row, :meth:`AlignerFeed.past_page`, and what that token wrote after it is
+        dropped here). Only the lines the decoder
         wrote are counted, not the breaks the layout adds: one extra character on a full
         row moves the rest of that line to the next row, and the page's last line with it."""
         if not self.aligned:
@@ -421,6 +423,12 @@ class AlignerFeed:
     def _embed(self) -> torch.Tensor:
         with torch.inference_mode():
             return self._read(TokenCursor.cells(self.state))  # (B, D)
+
+    def past_page(self) -> torch.Tensor:
+        """(B,) bool: rows whose writing has left the page's last row. Nothing after that
+        line break can be on the page (:meth:`OCRCodec._on_grid` drops it), so decoding
+        stops there: the ``halt`` of :func:`~opticmem.encoder.generate.generate`."""
+        return TokenCursor.cells(self.state)[:, 0] >= self.settings.rows
 
     def prompt_extra(self, length: int) -> torch.Tensor:
         """(B, length, D): zeros except the last prompt position, which reads the first cell."""

@@ -279,3 +279,37 @@ def test_a_layout_aware_codec_returns_text_that_fits_the_page_grid(
     assert got[True, read].count("\n") + 1 == RenderSettings().rows == 52
     assert got[True, wide] == "w" * 104 + "\nw" + "\nz" * 51
     assert got[False, read] == read and got[False, wide] == wide  # left alone: no grid
+
+
+@pytest.mark.parametrize(
+    ("device", "continuous"),
+    [("cpu", False), ("cpu", True), pytest.param("cuda", False, marks=pytest.mark.gpu),
+     pytest.param("cuda", True, marks=pytest.mark.gpu)],
+)
+def test_decoding_stops_at_the_first_line_past_the_page(
+    monkeypatch: pytest.MonkeyPatch, device: str, continuous: bool
+) -> None:
+    """A decoder that reads on past a page's last row stops there, in every decoding path
+    (batched, continuous, CUDA graphs), and returns what it read up to the page's end."""
+    codec = OCRCodec.random("test", seed=1, device=device, batch_size=2)
+    codec.continuous = continuous
+    rows = RenderSettings().rows
+    V = codec.model.cfg.decoder.vocab_size
+    [newline] = codec._ids("\n")
+
+    def runaway(hidden: torch.Tensor) -> torch.Tensor:
+        """Logits that break line after line, whatever the page holds."""
+        logits = hidden.new_zeros(hidden.shape[0], V)
+        logits[:, newline] = 5.0
+        return logits
+
+    monkeypatch.setattr(codec.model.decoder, "logits", runaway)
+    [vt] = codec.encode([Image.new("L", (512, 512), 255)], "tiny")
+    for limit, tokens, finished in [(rows + 30, rows, 1.0), (rows - 1, rows - 1, 0.0)]:
+        codec.generation = GenerationConfig(
+            max_new_tokens=limit, no_repeat_ngram_size=0, cuda_graphs=device == "cuda",
+            graph_width=64,
+        )
+        recs = codec.decode([vt, vt, vt])
+        assert {(r.tokens, r.extra["finished"]) for r in recs} == {(tokens, finished)}
+        assert {r.text for r in recs} == {codec._on_grid("\n" * tokens)}

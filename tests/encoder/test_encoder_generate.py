@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 import torch
@@ -323,6 +324,47 @@ def test_token_hook_sees_the_fed_tokens_on_the_device_and_matches_a_step_hook(
         assert [int(t[b]) for t in fed][: len(g.token_ids)] == g.token_ids[: len(fed)]
     with pytest.raises(InputError, match="not both"):
         generate(model, prompts, cfg, token_hook=token_hook, step_hook=step_hook)
+
+
+def test_halted_rows_stop_there_with_certainty(model: OCRModel) -> None:
+    """``halt`` ends a row at the step it names: the stop token is its choice, counted
+    with probability 1; other rows decode as they would without it, in either engine."""
+    from opticmem.encoder import generate_continuous
+
+    prompts = [Prompt(slots(model, 21, s)) for s in range(3)]
+    cfg = GenerationConfig(max_new_tokens=9, no_repeat_ngram_size=0, stop_token_ids=(-1,))
+    free = generate(model, prompts, cfg)
+    [first4] = generate(model, prompts[1:2], replace(cfg, max_new_tokens=4))
+    eos = model.cfg.decoder.eos_token_id
+    cfg = GenerationConfig(max_new_tokens=9, no_repeat_ngram_size=0, stop_token_ids=(-1, eos))
+    steps = [0]
+
+    def halt() -> torch.Tensor:  # row 1 after 4 tokens, row 2 before its first
+        steps[0] += 1
+        return torch.tensor([False, steps[0] > 4, True])
+
+    def step_hook(generated: list[list[int]], step: int) -> None:
+        return None
+
+    runs = [
+        lambda: generate(model, prompts, cfg, halt=halt),
+        lambda: generate(model, prompts, cfg, halt=halt, step_hook=step_hook),
+        lambda: generate_continuous(model, prompts, cfg, rows=3, halt=halt),
+    ]
+    for run in runs:
+        steps[0] = 0
+        got = run()
+        assert got[0].token_ids == free[0].token_ids[: len(got[0].token_ids)]
+        assert got[1].finished and got[1].token_ids == free[1].token_ids[:4]
+        # The geometric mean over its 4 tokens and a stop of probability 1.
+        assert got[1].confidence == pytest.approx(first4.confidence ** (4 / 5), rel=1e-4)
+        assert got[2] == Generated([], True, 1.0)
+    # With no stop id in the vocabulary, a halted row still ends (on an id never chosen).
+    cfg = replace(cfg, stop_token_ids=(-1,))
+    for run in runs:
+        steps[0] = 0
+        got = run()
+        assert got[1].token_ids == free[1].token_ids[:4] and got[2] == Generated([], True, 1.0)
 
 
 def test_prompt_extra_embeds_reach_the_prefill(model: OCRModel) -> None:
