@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench redis-server clean
+.PHONY: demo test lint bench redis-server device-inputs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ lint: $(STAMP)
 
 bench: $(STAMP) redis-server
 	$(PY) -m benchmarks
+
+# What tools/device_train.sh and tools/device_bench.sh carry to the lent GPU machine, which
+# has no network: pydantic's wheels for its Python 3.12 in .whl/, and the synthetic-text
+# sources in data/synth/ (built once with wordfreq and Faker, ~2 minutes).
+device-inputs: $(STAMP)
+	ls .whl/pydantic-*.whl >/dev/null 2>&1 || $(PY) -m pip download -q --only-binary=:all: \
+	  --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 \
+	  --platform manylinux_2_17_x86_64 -d .whl pydantic
+	test -f data/synth/meta.json || { $(PY) -m pip install -q -e ".[synth]" \
+	  && $(PY) tools/export_synth_sources.py; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -15,12 +15,7 @@
 #   autotune   the same under torch.compile's max-autotune (no CUDA graphs), Base batch 32
 #   reference  benchmarks/reference_speed.py: our encoder vs the public reference's
 set -uo pipefail
-export PYTHONUNBUFFERED=1 OPTICMEM_PROGRESS=0
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
-  .whl/*.whl $(ls .whl/ref/*.whl 2>/dev/null)
-export PYTHONPATH=/tmp/site
-python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
-nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+source tools/device_setup.sh
 step() { local limit=$1; shift; echo "### $*"; local t=$SECONDS
   timeout "$limit" "$@" 2>&1 | grep -v '^\s*$' | tail -25; echo "(${PIPESTATUS[0]}, $((SECONDS - t)) s)"; }
 want() { [ -z "$ARGS" ] || [[ " $ARGS " == *" $1 "* ]]; }

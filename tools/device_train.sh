@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One training call on the lent GPU machine (see README "Training the bundled codec").
+# One training call on the lent GPU machine (see README, "Training the bundled codec";
+# carry .whl and data/synth, both made by `make device-inputs`).
 # Usage: [TOTAL_MINUTES=N] [PHASE_START=M PEAK_LR=X] [PSEUDO=R] [SYMBOLS=R] [EVAL=0] \
 #        tools/device_train.sh MINUTES [INIT_DIR]
 #   Resumes from .train/state when this machine holds it (back-to-back calls), else from
@@ -8,13 +9,13 @@
 set -euo pipefail
 MINUTES=${1:-8}
 INIT=${2:-}
-export PYTHONUNBUFFERED=1 OPTICMEM_SYNTH_DIR="$PWD/data/synth" OPTICMEM_PROGRESS=0
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
-  .whl/pydantic-*.whl .whl/pydantic_core-*.whl .whl/annotated_types-*.whl \
-  .whl/typing_inspection-*.whl .whl/typing_extensions-*.whl
-export PYTHONPATH=/tmp/site
-python3 -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
-nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+if [ ! -f data/synth/meta.json ]; then
+  echo "no data/synth export in this tree: run 'make device-inputs' on the development" \
+       "machine and carry data/synth" >&2
+  exit 2
+fi
+source tools/device_setup.sh
+export OPTICMEM_SYNTH_DIR="$PWD/data/synth"
 python3 - "$MINUTES" "$INIT" <<'PY'
 import json, logging, os, sys, time
 from pathlib import Path
