@@ -9,6 +9,8 @@ the memory's renderer. Prints a Markdown table and writes it to ``--out``.
     python -m benchmarks.codec_speed --device cuda --batches 64 --cuda-graphs  # graphed steps
     python -m benchmarks.codec_speed --device cuda --batches 512 --pages 4096 --cuda-graphs \
         --continuous  # 512 rows in flight, refilled as pages end
+    python -m benchmarks.codec_speed --device cpu --tiers base --batches 16 --pages 32 \
+        --seed 31337 [--no-page-stop]  # the eval's pages; what stopping past the page saves
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ def main() -> None:
                     help="distinct pages drawn; longer runs cycle through them")
     ap.add_argument("--graph-width", type=int, default=None,
                     help="GenerationConfig.graph_width (attention width granularity)")
+    ap.add_argument("--seed", type=int, default=2024, help="held-out pages' seed "
+                    "(opticmem eval uses 31337)")
+    ap.add_argument("--no-page-stop", action="store_true",
+                    help="decode past a page's last row to the token limit "
+                         "(OCRCodec.stop_past_page off), to measure what the stop saves")
     args = ap.parse_args()
 
     summaries = _Summaries()
@@ -53,11 +60,12 @@ def main() -> None:
     # Explicit either way: the bundled codec turns graphs on by itself on CUDA.
     codec.generation = replace(codec.generation, cuda_graphs=args.cuda_graphs)
     codec.continuous = args.continuous
+    codec.stop_past_page = not args.no_page_stop
     if args.graph_width:
         codec.generation = replace(codec.generation, graph_width=args.graph_width)
     batches = [int(b) for b in args.batches.split(",")]
     total = max(max(batches), args.pages)
-    pages, _ = heldout_pages(min(total, args.unique_pages), seed=2024, hangul=0)
+    pages, _ = heldout_pages(min(total, args.unique_pages), seed=args.seed, hangul=0)
     rows = []
     for tier in [Tier.parse(t) for t in args.tiers.split(",")]:
         drawn = [render_page(p, tier) for p in pages]  # greyscale, as the memory passes them
@@ -96,7 +104,8 @@ def main() -> None:
         f"Device: {dev}; torch {torch.__version__}; held-out synthetic chat pages"
         f"{'; CUDA-graph decoding steps' if args.cuda_graphs else ''}"
         f"{'; continuous batching (batch = rows in flight)' if args.continuous else ''}"
-        f"{f'; graph width {codec.generation.graph_width}' if args.cuda_graphs else ''}.",
+        f"{f'; graph width {codec.generation.graph_width}' if args.cuda_graphs else ''}"
+        f"{'; no stop past the page' if args.no_page_stop else ''}; seed {args.seed}.",
         "",
         "| tier | batch | pages | s/page | pages/s | tokens/s | tokens/page | longest page "
         "| pages without EOS | encode s |",

@@ -37,7 +37,7 @@ from opticmem.encoder.continuous import generate_continuous
 from opticmem.encoder.cuda_graph import GraphedFunction
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.examples import token_bytes
-from opticmem.encoder.generate import GenerationConfig, Prompt, StepHook, generate
+from opticmem.encoder.generate import GenerationConfig, Halt, Prompt, StepHook, generate
 from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
 from opticmem.encoder.official import REPO_ID, load_official, load_official_tokenizer
 from opticmem.encoder.preprocess import preprocess
@@ -73,6 +73,9 @@ class OCRCodec:
     ``batch_size`` pages in flight and gives a row the next page as soon as its page ends
     (:func:`~opticmem.encoder.continuous.generate_continuous`) instead of waiting for the
     batch's longest page; worth it when many more pages than ``batch_size`` are decoded.
+    With ``stop_past_page`` (on by default), a page whose writing leaves its last row stops
+    decoding there (:meth:`AlignerFeed.past_page`); off, it decodes on to the token limit and
+    is cut to the same text — the setting exists to measure what the stop saves.
     """
 
     def __init__(
@@ -98,6 +101,7 @@ class OCRCodec:
         self.generation = generation or GenerationConfig()
         self.batch_size = batch_size
         self.continuous = False
+        self.stop_past_page = True
         self._name = name
         self._render_settings = render_settings
         self._encode_grid: Callable[[torch.Tensor], torch.Tensor] = self.model.encode_grid
@@ -295,13 +299,13 @@ class OCRCodec:
                                        self._settings(), self._cursor(param.device),
                                        cuda_graph=gen.cuda_graphs, pages=grids)
                 outs = generate_continuous(self.model, prompts, gen, rows=rows, feed=feed,
-                                           halt=feed.past_page if feed is not None else None)
+                                           halt=self._halt(feed))
             elif aligned:
                 feed = AlignerFeed(self.model, torch.stack(grids), self._settings(),
                                    self._cursor(param.device), cuda_graph=gen.cuda_graphs)
                 T0 = 1 + len(self._prefix) + prompts[0].slots.shape[0] + len(self._suffix)
                 outs = generate(self.model, prompts, gen, token_hook=feed,
-                                prompt_extra=feed.prompt_extra(T0), halt=feed.past_page)
+                                prompt_extra=feed.prompt_extra(T0), halt=self._halt(feed))
             else:
                 outs = generate(self.model, prompts, gen, step_hook=step_hook)
             seconds = (time.perf_counter() - t0) / len(idx)
@@ -343,6 +347,10 @@ class OCRCodec:
             return text
         settings = self._settings()
         return redraw("\n".join(text.split("\n")[: settings.rows]), settings)
+
+    def _halt(self, feed: AlignerFeed | None) -> Halt | None:
+        """Which rows decoding stops for: past their page's last row, unless turned off."""
+        return feed.past_page if feed is not None and self.stop_past_page else None
 
     def _settings(self) -> RenderSettings:
         return self._render_settings or RenderSettings()

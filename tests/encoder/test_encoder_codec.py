@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -313,3 +314,9 @@ def test_decoding_stops_at_the_first_line_past_the_page(
         recs = codec.decode([vt, vt, vt])
         assert {(r.tokens, r.extra["finished"]) for r in recs} == {(tokens, finished)}
         assert {r.text for r in recs} == {codec._on_grid("\n" * tokens)}
+    # Without the stop the same pages decode to the token limit, to the same text.
+    codec.stop_past_page = False
+    codec.generation = replace(codec.generation, max_new_tokens=rows + 30)
+    recs = codec.decode([vt, vt, vt])
+    assert {(r.tokens, r.extra["finished"]) for r in recs} == {(rows + 30, 0.0)}
+    assert {r.text for r in recs} == {codec._on_grid("\n" * rows)}
