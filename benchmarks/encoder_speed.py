@@ -22,9 +22,9 @@ exists (CPU included), so the script itself is testable without a GPU::
     python benchmarks/encoder_speed.py --preset bundled --skip-encode --decode-batches 1,8 \
         --decode-tokens 200 --decode-tier small --out /tmp/bundled_cpu.md
 
-``--sam-attention bias`` switches SAM to the reference's explicit additive-bias attention
-(for comparison with the default, which folds the relative-position bias into the
-query/key head dims so fused SDPA kernels apply).
+``--sam-attention FORM`` picks how SAM adds its relative-position bias (``bias``, the
+reference's explicit mask; the folded ``augment`` forms; the default ``auto`` picks per
+block, see :mod:`opticmem.encoder.sam`).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from opticmem.encoder.config import preset
 from opticmem.encoder.flops import decoder_flops_per_token, encoder_flops
 from opticmem.encoder.generate import GenerationConfig, Prompt, generate
 from opticmem.encoder.model import OCRModel, build_model
-from opticmem.encoder.sam import SamAttention
+from opticmem.encoder.sam import ATTENTION_FORMS, SamAttention
 from opticmem.render.tiers import Tier
 
 DEFAULT_OUT = Path("benchmarks/results/encoder_speed.md")
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decode-repeats", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--peak-tflops", type=float, default=790.0, help="bf16 dense peak")
-    ap.add_argument("--sam-attention", choices=["auto", "augment", "augment-narrow", "bias"],
+    ap.add_argument("--sam-attention", choices=ATTENTION_FORMS,
                     default="auto",
                     help="rel-pos attention form in SAM (see opticmem.encoder.sam)")
     ap.add_argument("--sdpa-backend", choices=["auto", "cudnn", "flash", "efficient"],

@@ -93,7 +93,7 @@ from opticmem.encoder.errors import CheckpointError
 from opticmem.encoder.flops import encoder_flops
 from opticmem.encoder.model import build_model
 from opticmem.encoder.official import to_ours
-from opticmem.encoder.sam import SamAttention
+from opticmem.encoder.sam import ATTENTION_FORMS, SamAttention
 from opticmem.render.tiers import Tier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-point-seconds", type=float, default=4.0,
                     help="cut repeats (to 1 at least) so one point's timed runs take about this")
     ap.add_argument("--peak-tflops", type=float, default=790.0, help="bf16 dense peak")
-    ap.add_argument("--sam-attention", choices=["auto", "augment", "augment-narrow", "bias"],
+    ap.add_argument("--sam-attention", choices=ATTENTION_FORMS,
                     default="auto",
                     help="our SAM's rel-pos attention form (see opticmem.encoder.sam)")
     ap.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",

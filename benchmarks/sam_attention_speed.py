@@ -9,8 +9,14 @@ shapes (width 768, 12 heads of 64) for a Base or Large page batch:
 * ``augment``: folded bias, values at their own width (64);
 * ``augment-vpad``: folded bias, values zero-padded to the query/key width (the only
   form the flash kernel accepts);
+* ``flex``: :func:`flex_rel_pos_attention` under ``torch.compile``, the bias added to each
+  score inside FlexAttention's generated kernel: no mask, no extra head dims, exactly the
+  model's FLOPs (no SDPA backend; its row says ``compiled``). A candidate only: on the
+  H200 it ran 14× slower than ``bias`` in the global blocks
+  (``benchmarks/results/sam_attention_flex_h200.md``), so the model does not offer it;
 
-each under every SDPA backend that accepts it, for SAM's global blocks (the whole grid)
+each SDPA form under every SDPA backend that accepts it (``--forms`` and ``--backends``
+pick a subset), for SAM's global blocks (the whole grid)
 and its windowed blocks (14×14 windows of the padded grid). Throughput is in *model*
 TFLOP/s: ``QKᵀ`` and ``AV`` at the real head width (64), as in :mod:`opticmem.encoder.flops`,
 so the extra work of the folded dims shows as lost throughput. Prints a Markdown table
@@ -27,10 +33,12 @@ import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.flex_attention import flex_attention
 
 from benchmarks.encoder_speed import Timer
 from opticmem.encoder.sam import augmented_attention
@@ -41,7 +49,27 @@ BACKENDS: dict[str, list[SDPBackend] | None] = {
     "flash": [SDPBackend.FLASH_ATTENTION],
     "efficient": [SDPBackend.EFFICIENT_ATTENTION],
 }
+FORMS = ("bias", "augment", "augment-vpad", "flex")
 HEADS, HEAD_DIM, WINDOW = 12, 64, 14
+
+
+def flex_rel_pos_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_h: torch.Tensor, rel_w: torch.Tensor
+) -> torch.Tensor:
+    """SAM's rel-pos attention with the bias gathered per score inside FlexAttention.
+
+    Shapes as :func:`opticmem.encoder.sam.augmented_attention`; key ``k`` sits at row
+    ``k // W``, column ``k % W`` of the grid, ``W = rel_w.shape[-1]``.
+    """
+    W = rel_w.shape[-1]
+
+    def add_rel_pos(
+        score: torch.Tensor, b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor,
+        kv_idx: torch.Tensor,
+    ) -> torch.Tensor:
+        return score + rel_h[b, h, q_idx, kv_idx // W] + rel_w[b, h, q_idx, kv_idx % W]
+
+    return cast(torch.Tensor, flex_attention(q, k, v, score_mod=add_rel_pos))
 
 
 def _time_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -71,11 +99,16 @@ def _variant(name: str, inputs: tuple[torch.Tensor, ...]) -> Callable[[], torch.
         rows = rel_h.reshape(B, nh, side, side, side, 1)
         mask = (rows + rel_w.reshape(B, nh, side, side, 1, side)).reshape(B, nh, T, T)
         return lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if name == "flex":
+        flex = torch.compile(flex_rel_pos_attention, dynamic=False)
+        return lambda: flex(q, k, v, rel_h, rel_w)
     pad_values = name == "augment-vpad"
     return lambda: augmented_attention(q, k, v, rel_h, rel_w, scale, pad_values=pad_values)
 
 
-def measure(batch: int, repeats: int) -> list[tuple[str, str, str, int, float | None, str]]:
+def measure(
+    batch: int, repeats: int, forms: tuple[str, ...] = FORMS, backends: tuple[str, ...] = ()
+) -> list[tuple[str, str, str, int, float | None, str]]:
     device = torch.device("cuda")
     rows: list[tuple[str, str, str, int, float | None, str]] = []
     for tier, grid in (("base", 64), ("large", 80)):
@@ -85,8 +118,12 @@ def measure(batch: int, repeats: int) -> list[tuple[str, str, str, int, float | 
             T = side * side
             flops = 4 * b * HEADS * T * T * HEAD_DIM  # QKᵀ + AV at the model's head width
             inputs = _inputs(b, side, device)
-            for variant in ("bias", "augment", "augment-vpad"):
-                for backend, kernels in BACKENDS.items():
+            for variant in forms:
+                kernel_choice = {"compiled": None} if variant == "flex" else {
+                    name: kernels for name, kernels in BACKENDS.items()
+                    if not backends or name in backends
+                }
+                for backend, kernels in kernel_choice.items():
                     note = ""
                     ms: float | None = None
                     try:
@@ -114,16 +151,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/sam_attention.md"))
     ap.add_argument("--batch", type=int, default=32, help="pages per batch")
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--forms", default=",".join(FORMS), help=f"comma-separated, of {FORMS}")
+    ap.add_argument("--backends", default=",".join(BACKENDS),
+                    help=f"comma-separated SDPA backends, of {tuple(BACKENDS)}")
     args = ap.parse_args(argv)
+    forms = tuple(args.forms.split(","))
+    backends = tuple(args.backends.split(","))
+    unknown = sorted(set(forms) - set(FORMS)) + sorted(set(backends) - set(BACKENDS))
+    if unknown:
+        ap.error(f"unknown form or backend: {', '.join(unknown)}")
     if not torch.cuda.is_available():
         print("sam_attention_speed needs a CUDA GPU", file=sys.stderr)
         return 2
-    rows = measure(args.batch, args.repeats)
+    rows = measure(args.batch, args.repeats, forms, backends)
     lines = [
         f"## SAM attention forms and SDPA kernels — {torch.cuda.get_device_name()}, bf16, "
         f"torch {torch.__version__}, {args.batch} pages",
         "",
-        "Model TFLOP/s counts QKᵀ and AV at head width 64 (extra folded dims are overhead).",
+        "Model TFLOP/s counts QKᵀ and AV at head width 64 (extra folded dims are overhead); "
+        "`flex` runs compiled, the others eager.",
         "",
         "| blocks | form | backend | batch×windows | median ms | model TFLOP/s or error |",
         "|---|---|---|---|---|---|",

@@ -24,13 +24,16 @@ The relative-position bias ``rel_h[q, kh] + rel_w[q, kw]`` takes one of two form
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from opticmem.encoder.config import SamConfig
+
+AttentionForm = Literal["auto", "augment", "augment-narrow", "bias"]
+ATTENTION_FORMS: tuple[AttentionForm, ...] = get_args(AttentionForm)
 
 
 def window_partition(x: Tensor, window: int) -> tuple[Tensor, tuple[int, int]]:
@@ -127,7 +130,7 @@ def augmented_attention(
 class SamAttention(nn.Module):
     """Multi-head self-attention over a (H, W) token grid with decomposed relative positions."""
 
-    impl: Literal["auto", "augment", "augment-narrow", "bias"] = "auto"
+    impl: AttentionForm = "auto"
 
     def __init__(self, dim: int, heads: int, rel_size: int, *, windowed: bool = False) -> None:
         super().__init__()

@@ -11,7 +11,10 @@
 #              pages through 2,048 rows (the committed 254.9 pages/s), and Small batched
 #              at 512 without refills for comparison
 #   context    benchmarks/decode_profile.py, bundled decode step at 112 and 1,400 positions
-#   compile    benchmarks/encoder_speed.py encode under torch.compile, Small/Base, batch 32/128
+#   attention  benchmarks/sam_attention_speed.py: SAM's rel-pos attention forms, default
+#              kernel (SAM_FORMS, default bias,augment,flex)
+#   compile    benchmarks/encoder_speed.py encode under torch.compile, batch 32/128, tiers
+#              COMPILE_TIERS (default small,base), SAM attention SAM_ATTENTION (default auto)
 #   autotune   the same under torch.compile's max-autotune (no CUDA graphs), Base batch 32
 #   reference  benchmarks/reference_speed.py: our encoder vs the public reference's
 set -uo pipefail
@@ -37,9 +40,11 @@ for ctx in 112 1400; do
 done
 want eager && step 90 python3 -m benchmarks.codec_speed --device cuda --tiers small --batches 8 \
   --out "$OUT/codec_speed_h100_eager.md"
-want compile && step 200 python3 -m benchmarks.encoder_speed --compile --skip-decode \
+want attention && step 200 python3 -m benchmarks.sam_attention_speed --backends auto \
+  --forms "${SAM_FORMS:-bias,augment,flex}" --out "$OUT/sam_attention.md"
+want compile && step 240 python3 -m benchmarks.encoder_speed --compile --skip-decode \
   --tiers "${COMPILE_TIERS:-small,base}" --encode-batches 32,128 \
-  --out "$OUT/encoder_speed_compile_h100.md"
+  --sam-attention "${SAM_ATTENTION:-auto}" --out "$OUT/encoder_speed_compile_${SAM_ATTENTION:-auto}.md"
 want autotune && step 330 python3 -m benchmarks.encoder_speed --compile max-autotune-no-cudagraphs \
   --skip-decode --tiers base --encode-batches 32 --out "$OUT/encoder_speed_autotune_h100.md"
 want reference && step 300 python3 -m benchmarks.reference_speed \

@@ -26,6 +26,24 @@ def test_bf16_cuda_encoder_tracks_fp32_cpu() -> None:
     assert rel < 0.05
 
 
+def test_compiled_encoder_tracks_fp32_cpu_at_base() -> None:
+    """``OCRCodec.compile_encoder``'s path, with rel-pos tables that are not zero."""
+    cpu = build_model(preset("bundled"), seed=0)
+    gpu = build_model(preset("bundled"), device="cuda", dtype=torch.bfloat16, seed=0)
+    with torch.no_grad():  # rel-pos tables start at zero: give the bias something to add
+        for name, p in cpu.named_parameters():
+            if "rel_pos" in name:
+                p.normal_(std=0.5)
+    gpu.load_state_dict(cpu.state_dict())
+    pixels = torch.randn(2, 3, 1024, 1024)
+    encode = torch.compile(gpu.encode_grid, dynamic=False)
+    with torch.inference_mode():
+        ref = cpu.encode_grid(pixels)
+        got = encode(pixels.cuda().bfloat16()).float().cpu()
+    assert torch.isfinite(got).all()
+    assert (got - ref).norm() / ref.norm() < 0.05
+
+
 def test_cuda_moe_paths_agree() -> None:
     cfg = preset("official").decoder
     moe = MoE(cfg).to("cuda", torch.bfloat16).eval()

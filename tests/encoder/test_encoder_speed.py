@@ -104,3 +104,22 @@ def test_sam_attention_benchmark_refuses_without_a_gpu(tmp_path: Path) -> None:
 
     assert main(["--out", str(tmp_path / "sam.md")]) == 2
     assert not (tmp_path / "sam.md").exists()
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_sam_attention_benchmark_forms_compute_the_same_attention() -> None:
+    """The candidate forms it times (flex among them) all compute SAM's rel-pos attention."""
+    from benchmarks.sam_attention_speed import _inputs, _variant, flex_rel_pos_attention
+
+    inputs = tuple(x.float() for x in _inputs(2, 6, torch.device("cpu")))
+    ref = _variant("bias", inputs)()
+    torch.testing.assert_close(_variant("augment-vpad", inputs)(), ref, atol=1e-5, rtol=1e-4)
+    # Eager here (the benchmark compiles it on the GPU): the same scores, unfused.
+    torch.testing.assert_close(flex_rel_pos_attention(*inputs), ref, atol=1e-5, rtol=1e-4)
+
+
+def test_sam_attention_benchmark_rejects_unknown_forms() -> None:
+    from benchmarks.sam_attention_speed import main
+
+    with pytest.raises(SystemExit):
+        main(["--forms", "bias,nope"])
