@@ -16,8 +16,8 @@ shapes (width 768, 12 heads of 64) for a Base or Large page batch:
   (``benchmarks/results/sam_attention_flex_h200.md``), so the model does not offer it;
 
 each SDPA form under every SDPA backend that accepts it (``--forms`` and ``--backends``
-pick a subset), for SAM's global blocks (the whole grid)
-and its windowed blocks (14×14 windows of the padded grid). Throughput is in *model*
+pick a subset), for SAM's global blocks (the whole grid) and its windowed blocks (14×14
+windows of the padded grid). Throughput is in *model*
 TFLOP/s: ``QKᵀ`` and ``AV`` at the real head width (64), as in :mod:`opticmem.encoder.flops`,
 so the extra work of the folded dims shows as lost throughput. Prints a Markdown table
 and writes it to ``--out``::
@@ -107,7 +107,8 @@ def _variant(name: str, inputs: tuple[torch.Tensor, ...]) -> Callable[[], torch.
 
 
 def measure(
-    batch: int, repeats: int, forms: tuple[str, ...] = FORMS, backends: tuple[str, ...] = ()
+    batch: int, repeats: int, forms: tuple[str, ...] = FORMS,
+    backends: tuple[str, ...] = tuple(BACKENDS),
 ) -> list[tuple[str, str, str, int, float | None, str]]:
     device = torch.device("cuda")
     rows: list[tuple[str, str, str, int, float | None, str]] = []
@@ -120,8 +121,7 @@ def measure(
             inputs = _inputs(b, side, device)
             for variant in forms:
                 kernel_choice = {"compiled": None} if variant == "flex" else {
-                    name: kernels for name, kernels in BACKENDS.items()
-                    if not backends or name in backends
+                    name: kernels for name, kernels in BACKENDS.items() if name in backends
                 }
                 for backend, kernels in kernel_choice.items():
                     note = ""

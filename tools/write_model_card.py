@@ -202,7 +202,8 @@ ship with the package, `opticmem/encoder/eval_sources`).
   (minute {symbols_start:g}; the first minutes include the re-warm-up's disruption): {trend}.
   Plain training had flattened; data that forces reading moved Base and Small
   most. A wider vision stage (Tiny has 64 vision tokens for a page of ~2,000 characters),
-  a larger decoder and longer pseudo-word training are the levers left.
+  a larger decoder and longer pseudo-word phases that end at a low rate are the levers
+  left (the last phase gained most while its rate was low).
 * Reads only pages of opticmem's renderer at its default layout (104×52 cells of 12×24 px).
 * Numbers and ids fail first; the memory keeps them in the exact-facts sidecar for that reason.
 """
