@@ -50,6 +50,11 @@ class VisionTokens:
     grid: np.ndarray  # (g, g, dim), float16 or float32
     codec: str = ""
     """Name of the codec (model + weights) that made these tokens; decoders check it."""
+    ink_rows: int | None = None
+    """How many text rows of the renderer's grid the page's writing reaches
+    (:func:`~opticmem.render.ink.ink_rows`), read from its pixels by a codec that reads
+    that grid; ``None`` when not known. It is layout, not content: a decoder uses it to
+    keep reading past a blank line instead of ending the page there."""
 
     def __post_init__(self) -> None:
         g = self.tier.grid
@@ -58,6 +63,11 @@ class VisionTokens:
                 f"vision tokens for tier {self.tier.value} need shape ({g}, {g}, dim), "
                 f"got {tuple(self.grid.shape)}"
             )
+        if self.ink_rows is not None and (
+            isinstance(self.ink_rows, bool) or not isinstance(self.ink_rows, int)
+            or self.ink_rows < 0
+        ):
+            raise ValueError(f"ink_rows must be an int ≥ 0 or None, got {self.ink_rows!r}")
 
     @property
     def dim(self) -> int:
@@ -70,11 +80,12 @@ class VisionTokens:
     def to_bytes(self) -> bytes:
         """A compact, pickle-free byte form: magic, JSON header, raw little-endian floats."""
         arr = np.ascontiguousarray(compact(self.grid).astype(self.grid.dtype.newbyteorder("<")))
-        header = json.dumps(
-            {"v": _VERSION, "tier": self.tier.value, "shape": list(arr.shape),
-             "dtype": arr.dtype.str, "codec": self.codec},
-            separators=(",", ":"),
-        ).encode()
+        fields: dict[str, object] = {"v": _VERSION, "tier": self.tier.value,
+                                     "shape": list(arr.shape), "dtype": arr.dtype.str,
+                                     "codec": self.codec}
+        if self.ink_rows is not None:
+            fields["ink"] = self.ink_rows
+        header = json.dumps(fields, separators=(",", ":")).encode()
         return _MAGIC + struct.pack("<I", len(header)) + header + arr.tobytes()
 
     @classmethod
@@ -96,7 +107,8 @@ class VisionTokens:
             if len(body) != expected:
                 raise ValueError(f"{len(body)} payload bytes, expected {expected}")
             grid = np.frombuffer(body, dtype=dtype).reshape(shape)
-            return cls(tier=Tier.parse(header["tier"]), grid=grid, codec=str(header["codec"]))
+            return cls(tier=Tier.parse(header["tier"]), grid=grid, codec=str(header["codec"]),
+                       ink_rows=header.get("ink"))
         except (ValueError, KeyError, TypeError, struct.error, json.JSONDecodeError) as exc:
             raise VisionTokensFormatError(f"not a vision-token record: {exc}") from exc
 

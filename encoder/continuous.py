@@ -32,13 +32,16 @@ from opticmem.encoder.generate import (
     Generated,
     GenerationConfig,
     Halt,
+    Hold,
     Prompt,
+    barred,
     greedy_choice,
     halted,
     prompt_ids,
     repeat_ban,
     row_result,
     stop_tokens,
+    vocabulary_mask,
 )
 from opticmem.encoder.model import OCRModel
 
@@ -70,13 +73,14 @@ def generate_continuous(
     refill_at: int | None = None,
     prefill_batch: int = 256,
     halt: Halt | None = None,
+    hold: Hold | None = None,
 ) -> list[Generated]:
     """Decode every prompt greedily with ``rows`` sequences in flight; results in input order.
 
     ``refill_at`` free rows trigger a refill (default: a sixteenth of the rows): each
     refill pays a host sync and an eager prefill, so rows wait a few steps to share one.
-    ``prefill_batch`` bounds how many prompts are prefilled at once. ``halt`` stops rows
-    as in :func:`~opticmem.encoder.generate.generate`.
+    ``prefill_batch`` bounds how many prompts are prefilled at once. ``halt`` and ``hold``
+    stop rows and keep them going as in :func:`~opticmem.encoder.generate.generate`.
     """
     cfg = config or GenerationConfig()
     if rows < 1:
@@ -95,6 +99,7 @@ def generate_continuous(
     stops = stop_tokens(model, cfg)
     stop_ids = np.array(sorted(stops))
     stop_t = torch.from_numpy(stop_ids).to(device)
+    stop_mask = vocabulary_mask(stops, dcfg.vocab_size, device)
     B = min(rows, N)
     refill_at = max(1, B // 16) if refill_at is None else max(1, refill_at)
     check = cfg.stop_check_every or (1 if device.type == "cpu" else 8)
@@ -183,7 +188,9 @@ def generate_continuous(
                 prefill(free, n)
             if not pending and (prompt_of < 0).all():
                 break
-        chosen, chosen_logp[:, n % check] = greedy_choice(logits, ban, halted(halt, stop_t))
+        chosen, chosen_logp[:, n % check] = greedy_choice(
+            logits, ban, halted(halt, stop_t), barred(hold, stop_mask)
+        )
         chosen_ids[:, n % check] = chosen
         n += 1
         # A halted row's forced stop may be an id outside the vocabulary (a config that

@@ -16,7 +16,10 @@ back (B,) — the pad id for rows that have stopped — without bringing them to
 ``prompt_extra`` (B, T, D) does the same for the prompt positions. A ``halt() -> Tensor
 (B,) bool``, asked before every choice, names rows that must stop there: their choice is
 the first stop token, with probability 1 (the layout aligner's cursor past the page's last
-row, :meth:`~opticmem.encoder.ocr.AlignerFeed.past_page`).
+row, :meth:`~opticmem.encoder.ocr.AlignerFeed.past_page`). A ``hold`` of the same form
+names rows that may not stop there: they take their best token that is not a stop token
+(the aligner's cursor above the page's last row of ink,
+:meth:`~opticmem.encoder.ocr.AlignerFeed.above_ink`); ``halt`` wins over ``hold``.
 
 A step runs on the device without waiting for it: choices, their log-probabilities and
 the no-repeat bans (:class:`~opticmem.encoder.ngram.RepeatBan`) stay tensors, and the host
@@ -46,6 +49,8 @@ TokenHook = Callable[[Tensor, int], Tensor | None]
 """``(fed tokens (B,) on the device, step) -> extra embeddings (B, 1, D), or None``."""
 Halt = Callable[[], Tensor]
 """``() -> (B,) bool on the device``: rows whose next choice must be the stop token."""
+Hold = Callable[[], Tensor]
+"""``() -> (B,) bool on the device``: rows whose next choice may not be a stop token."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ def generate(
     token_hook: TokenHook | None = None,
     prompt_extra: Tensor | None = None,
     halt: Halt | None = None,
+    hold: Hold | None = None,
 ) -> list[Generated]:
     """Decode every prompt greedily in one batch; results in input order."""
     if step_hook is not None and token_hook is not None:
@@ -183,6 +189,7 @@ def generate(
     ban = repeat_ban(cfg, B, device)
     done_t = torch.zeros(B, dtype=torch.bool, device=device)  # stopped at or before this step
     stop_t = torch.tensor(sorted(stops), device=device)
+    stop_mask = vocabulary_mask(stops, dcfg.vocab_size, device)
     check_every = cfg.stop_check_every or (
         1 if device.type == "cpu" or step_hook is not None else 8
     )
@@ -191,7 +198,9 @@ def generate(
 
     ran = 0
     for step in range(steps):
-        chosen, chosen_logp[:, step] = greedy_choice(logits, ban, halted(halt, stop_t))
+        chosen, chosen_logp[:, step] = greedy_choice(
+            logits, ban, halted(halt, stop_t), barred(hold, stop_mask)
+        )
         chosen_ids[:, step] = chosen
         ran = step + 1
         if step == steps - 1:
@@ -224,15 +233,23 @@ def generate(
 
 
 def greedy_choice(
-    logits: Tensor, ban: RepeatBan | None, forced: tuple[Tensor, Tensor] | None = None
+    logits: Tensor,
+    ban: RepeatBan | None,
+    forced: tuple[Tensor, Tensor] | None = None,
+    excluded: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Each row's greedy token under the no-repeat ``ban`` (which it then records) and that
     token's log-probability: (B,) long and (B,) float32 from ``logits`` (B, V).
 
-    ``forced = (rows (B,) bool, token ())`` gives those rows ``token`` with log-probability
-    0 instead (:func:`halted`)."""
+    ``excluded = (rows (B,) bool, tokens (V,) bool)`` keeps those rows off those tokens
+    (:func:`barred`); the log-probability stays the model's. ``forced = (rows (B,) bool,
+    token ())`` gives those rows ``token`` with log-probability 0 instead (:func:`halted`)."""
     logp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
-    chosen = (ban(logp) if ban is not None else logp).argmax(dim=-1)  # (B,)
+    scores = ban(logp) if ban is not None else logp
+    if excluded is not None:
+        rows, tokens = excluded
+        scores = scores.masked_fill(rows[:, None] & tokens[None], -math.inf)
+    chosen = scores.argmax(dim=-1)  # (B,)
     chosen_logp = logp.gather(1, chosen[:, None])[:, 0]
     if forced is not None:
         rows, token = forced
@@ -253,6 +270,21 @@ def halted(halt: Halt | None, stop_ids: Tensor) -> tuple[Tensor, Tensor] | None:
     """What :func:`greedy_choice` forces for ``halt``'s rows: the largest of the sorted
     ``stop_ids``, a vocabulary id unless every stop id is outside it (never chosen)."""
     return None if halt is None else (halt(), stop_ids[-1])
+
+
+def barred(hold: Hold | None, stop_mask: Tensor) -> tuple[Tensor, Tensor] | None:
+    """What :func:`greedy_choice` keeps ``hold``'s rows off: the stop tokens of
+    ``stop_mask`` (V,) (:func:`vocabulary_mask`)."""
+    return None if hold is None else (hold(), stop_mask)
+
+
+def vocabulary_mask(ids: set[int], vocab_size: int, device: torch.device) -> Tensor:
+    """(V,) bool: True at each of ``ids`` inside the vocabulary."""
+    mask = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+    inside = [i for i in ids if 0 <= i < vocab_size]
+    if inside:
+        mask[torch.tensor(inside, device=device)] = True
+    return mask
 
 
 def repeat_ban(cfg: GenerationConfig, batch: int, device: torch.device) -> RepeatBan | None:

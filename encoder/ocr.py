@@ -37,7 +37,7 @@ from opticmem.encoder.continuous import generate_continuous
 from opticmem.encoder.cuda_graph import GraphedFunction
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.examples import token_bytes
-from opticmem.encoder.generate import GenerationConfig, Halt, Prompt, StepHook, generate
+from opticmem.encoder.generate import GenerationConfig, Halt, Hold, Prompt, StepHook, generate
 from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
 from opticmem.encoder.official import REPO_ID, load_official, load_official_tokenizer
 from opticmem.encoder.preprocess import preprocess
@@ -51,6 +51,7 @@ from opticmem.encoder.tokenizer import (
     TokenizerError,
     load_tokenizer,
 )
+from opticmem.render.ink import ink_rows
 from opticmem.render.layout import RenderSettings, redraw
 from opticmem.render.tiers import Tier
 
@@ -75,7 +76,10 @@ class OCRCodec:
     batch's longest page; worth it when many more pages than ``batch_size`` are decoded.
     With ``stop_past_page`` (on by default), a page whose writing leaves its last row stops
     decoding there (:meth:`AlignerFeed.past_page`); off, it decodes on to the token limit and
-    is cut to the same text — the setting exists to measure what the stop saves.
+    is cut to the same text — the setting exists to measure what the stop saves. With
+    ``read_to_ink`` (on by default), a page may not end above its last row of ink (read
+    from its pixels when it is encoded, :attr:`VisionTokens.ink_rows`): a decoder that takes
+    a blank line for the page's end reads on instead (:meth:`AlignerFeed.above_ink`).
     """
 
     def __init__(
@@ -102,6 +106,7 @@ class OCRCodec:
         self.batch_size = batch_size
         self.continuous = False
         self.stop_past_page = True
+        self.read_to_ink = True
         self._name = name
         self._render_settings = render_settings
         self._encode_grid: Callable[[torch.Tensor], torch.Tensor] = self.model.encode_grid
@@ -231,7 +236,10 @@ class OCRCodec:
             with torch.inference_mode():
                 grid = self._encode_grid(pixels)  # (B, g, g, D)
             arr = grid.float().cpu().numpy()  # kept compact by VisionTokens
-            out += [VisionTokens(tier=tier, grid=compact(a), codec=self._name) for a in arr]
+            # Where the page's writing ends: layout the decoder of our grid reads to.
+            ink = [ink_rows(img, self._settings()) if self.aligned else None for img in chunk]
+            out += [VisionTokens(tier=tier, grid=compact(a), codec=self._name, ink_rows=k)
+                    for a, k in zip(arr, ink, strict=True)]
         return out
 
     def decode(
@@ -291,21 +299,24 @@ class OCRCodec:
                     )
                     for g in grids
                 ]
+            ink = [tokens[i].ink_rows or 0 for i in idx]
             if continuous:
                 rows = min(self.batch_size, len(idx))
                 feed = None
                 if aligned:
                     feed = AlignerFeed(self.model, grids[0].new_zeros(rows, *grids[0].shape),
                                        self._settings(), self._cursor(param.device),
-                                       cuda_graph=gen.cuda_graphs, pages=grids)
+                                       cuda_graph=gen.cuda_graphs, pages=grids, ink_rows=ink)
                 outs = generate_continuous(self.model, prompts, gen, rows=rows, feed=feed,
-                                           halt=self._halt(feed))
+                                           halt=self._halt(feed), hold=self._hold(feed))
             elif aligned:
                 feed = AlignerFeed(self.model, torch.stack(grids), self._settings(),
-                                   self._cursor(param.device), cuda_graph=gen.cuda_graphs)
+                                   self._cursor(param.device), cuda_graph=gen.cuda_graphs,
+                                   ink_rows=ink)
                 T0 = 1 + len(self._prefix) + prompts[0].slots.shape[0] + len(self._suffix)
                 outs = generate(self.model, prompts, gen, token_hook=feed,
-                                prompt_extra=feed.prompt_extra(T0), halt=self._halt(feed))
+                                prompt_extra=feed.prompt_extra(T0), halt=self._halt(feed),
+                                hold=self._hold(feed))
             else:
                 outs = generate(self.model, prompts, gen, step_hook=step_hook)
             seconds = (time.perf_counter() - t0) / len(idx)
@@ -352,6 +363,10 @@ class OCRCodec:
         """Which rows decoding stops for: past their page's last row, unless turned off."""
         return feed.past_page if feed is not None and self.stop_past_page else None
 
+    def _hold(self, feed: AlignerFeed | None) -> Hold | None:
+        """Which rows may not stop yet: above their page's last row of ink, unless off."""
+        return feed.above_ink if feed is not None and self.read_to_ink else None
+
     def _settings(self) -> RenderSettings:
         return self._render_settings or RenderSettings()
 
@@ -386,12 +401,15 @@ class AlignerFeed:
     up (:meth:`~opticmem.encoder.align.LayoutAligner.read`). With ``cuda_graph`` (and a grid
     on CUDA) the cursor update and the read-out are recorded once as CUDA graphs and
     replayed every step (:class:`~opticmem.encoder.cuda_graph.GraphedFunction`).
+
+    ``ink_rows`` gives each page's :attr:`VisionTokens.ink_rows` (0 when unknown), in the
+    order of ``pages`` when they are given, else of ``grid``'s rows.
     """
 
     def __init__(
         self, model: OCRModel, grid: torch.Tensor, settings: RenderSettings,
         cursor: TokenCursor, *, cuda_graph: bool = False,
-        pages: Sequence[torch.Tensor] = (),
+        pages: Sequence[torch.Tensor] = (), ink_rows: Sequence[int] = (),
     ) -> None:
         if model.aligner is None:
             raise InputError("this model has no layout aligner")
@@ -402,6 +420,13 @@ class AlignerFeed:
         self.pages = pages
         """Page grids (g, g, D) by prompt index, for :meth:`start` (continuous batching)."""
         B = grid.shape[0]
+        n_pages = len(pages) or B
+        if ink_rows and len(ink_rows) != n_pages:
+            raise InputError(f"ink_rows needs one count per page ({n_pages}); "
+                             f"got {len(ink_rows)}")
+        self.page_ink = torch.tensor(list(ink_rows) or [0] * n_pages, device=grid.device)
+        self.ink = self.page_ink.clone() if not pages else self.page_ink.new_zeros(B)
+        """(B,) the ink rows of the page each decoding row reads."""
         self.rows = torch.arange(B, device=grid.device)
         with torch.inference_mode():  # the grid is an inference tensor, the weights are not
             self.prepared = self.aligner.prepare(grid, settings)
@@ -422,6 +447,7 @@ class AlignerFeed:
             self.prepared.tokens[rows] = self.aligner.prepare(grid, self.settings).tokens
             self.state = self.state.clone()  # may be a graph's output buffer
             self.state[rows] = self.cursor.start(len(prompts))
+            self.ink[rows] = self.page_ink[torch.as_tensor(list(prompts), device=rows.device)]
             return self._embed()[rows]
 
     def _read_cells(self, cells: torch.Tensor) -> torch.Tensor:
@@ -437,6 +463,12 @@ class AlignerFeed:
         line break can be on the page (:meth:`OCRCodec._on_grid` drops it), so decoding
         stops there: the ``halt`` of :func:`~opticmem.encoder.generate.generate`."""
         return TokenCursor.cells(self.state)[:, 0] >= self.settings.rows
+
+    def above_ink(self) -> torch.Tensor:
+        """(B,) bool: rows whose cursor is above their page's last row of ink. A whole line
+        of writing is still unread below them, so they may not end the page: the ``hold``
+        of :func:`~opticmem.encoder.generate.generate`."""
+        return TokenCursor.cells(self.state)[:, 0] < self.ink - 1
 
     def prompt_extra(self, length: int) -> torch.Tensor:
         """(B, length, D): zeros except the last prompt position, which reads the first cell."""

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, placeholder_ids
-from opticmem.encoder.codec import Codec, CodecError, VisionTokens
+from opticmem.encoder.codec import Codec, CodecError, VisionTokens, VisionTokensFormatError
 from opticmem.encoder.config import preset
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.examples import token_bytes
@@ -21,7 +21,7 @@ from opticmem.encoder.model import build_model
 from opticmem.encoder.ocr import AlignerFeed, OCRCodec
 from opticmem.encoder.preprocess import PAD_COLOUR, fit_to_tier, pixel_batch, preprocess, to_rgb
 from opticmem.encoder.token_cursor import TokenCursor, incomplete_tail
-from opticmem.render import Cursor, RenderSettings, redraw
+from opticmem.render import Cursor, PageLayout, RenderSettings, redraw, render_page
 from opticmem.render.tiers import Tier
 
 
@@ -320,3 +320,76 @@ def test_decoding_stops_at_the_first_line_past_the_page(
     recs = codec.decode([vt, vt, vt])
     assert {(r.tokens, r.extra["finished"]) for r in recs} == {(rows + 30, 0.0)}
     assert {r.text for r in recs} == {codec._on_grid("\n" * rows)}
+
+
+@pytest.mark.parametrize(
+    ("device", "continuous"),
+    [("cpu", False), ("cpu", True), pytest.param("cuda", False, marks=pytest.mark.gpu),
+     pytest.param("cuda", True, marks=pytest.mark.gpu)],
+)
+def test_pages_do_not_end_above_their_last_row_of_ink(
+    monkeypatch: pytest.MonkeyPatch, device: str, continuous: bool
+) -> None:
+    """A decoder that would end every page at once reads on, line by line, to the row of
+    its page's last ink, in every decoding path (batched, continuous with rows that change
+    pages, CUDA graphs); without the ink count, or with the hold off, it ends at once."""
+    codec = OCRCodec.random("test", seed=1, device=device, batch_size=2)
+    codec.continuous = continuous
+    d = codec.model.cfg.decoder
+    [newline] = codec._ids("\n")
+
+    def eager_to_end(hidden: torch.Tensor) -> torch.Tensor:
+        """Logits that end the page first, else break the line."""
+        logits = hidden.new_zeros(hidden.shape[0], d.vocab_size)
+        logits[:, d.eos_token_id] = 6.0
+        logits[:, newline] = 5.0
+        return logits
+
+    monkeypatch.setattr(codec.model.decoder, "logits", eager_to_end)
+    codec.generation = GenerationConfig(max_new_tokens=40, no_repeat_ngram_size=0,
+                                        cuda_graphs=device == "cuda", graph_width=64)
+    [vt] = codec.encode([Image.new("L", (512, 512), 255)], "tiny")
+    assert vt.ink_rows == 0
+    inks = [0, 5, 12, 1, 30]
+    pages = [replace(vt, ink_rows=k) for k in inks]
+    recs = codec.decode(pages)
+    assert [(r.tokens, r.extra["finished"]) for r in recs] == [
+        (max(k - 1, 0), 1.0) for k in inks
+    ]
+    assert [r.text for r in recs] == [codec._on_grid("\n" * max(k - 1, 0)) for k in inks]
+    codec.read_to_ink = False
+    assert {r.tokens for r in codec.decode(pages)} == {0}
+
+
+def test_encoding_reads_where_the_writing_ends() -> None:
+    """A codec of our grid counts the page's rows of ink when it encodes it, and the count
+    travels with the vision tokens' bytes; a codec that reads any image leaves it unknown."""
+    lines = ("Project Titan", "", "due 2026-03-14", "", "", "ok.")
+    page = PageLayout(lines=lines, sources=(), settings=RenderSettings(), complete=False)
+    aligned = OCRCodec.random("test", seed=0)
+    plain = OCRCodec(build_model(preset("test", align=None), device="cpu", seed=0), name="p")
+    for tier in ("large", "tiny"):
+        [vt] = aligned.encode([render_page(page, tier).convert("RGB")], tier)
+        assert vt.ink_rows == 6
+        assert VisionTokens.from_bytes(vt.to_bytes()).ink_rows == 6
+        [other] = plain.encode([render_page(page, tier)], tier)
+        assert other.ink_rows is None and VisionTokens.from_bytes(other.to_bytes()).ink_rows is None
+    with pytest.raises(ValueError, match="ink_rows"):
+        replace(vt, ink_rows=-1)
+    data = vt.to_bytes()
+    n = int.from_bytes(data[4:8], "little")
+    for ink in ('"6"', "-2", "true"):
+        header = data[8 : 8 + n].replace(b'"ink":6', f'"ink":{ink}'.encode())
+        bad = data[:4] + len(header).to_bytes(4, "little") + header + data[8 + n :]
+        with pytest.raises(VisionTokensFormatError, match="ink_rows"):
+            VisionTokens.from_bytes(bad)
+
+
+def test_aligner_feed_needs_one_ink_count_per_page() -> None:
+    codec = OCRCodec.random("test", seed=0)
+    grid = torch.zeros(2, 8, 8, codec.model.cfg.embed_dim)
+    cursor = TokenCursor(token_bytes(codec.tokenizer), "cpu")
+    with pytest.raises(InputError, match="ink_rows"):
+        AlignerFeed(codec.model, grid, RenderSettings(), cursor, ink_rows=[3])
+    feed = AlignerFeed(codec.model, grid, RenderSettings(), cursor, ink_rows=[3, 0])
+    assert feed.above_ink().tolist() == [True, False]

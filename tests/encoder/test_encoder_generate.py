@@ -367,6 +367,62 @@ def test_halted_rows_stop_there_with_certainty(model: OCRModel) -> None:
         assert got[1].token_ids == free[1].token_ids[:4] and got[2] == Generated([], True, 1.0)
 
 
+def test_held_rows_take_their_best_token_that_is_not_a_stop(model: OCRModel) -> None:
+    """``hold`` keeps a row off the stop tokens while it names the row: the row takes the
+    best other token, counted with the model's own probability, then stops when the model
+    says so; other rows decode as without it, and ``halt`` wins over ``hold``. The same in
+    either engine."""
+    from opticmem.encoder import generate_continuous
+
+    prompts = [Prompt(slots(model, 21, s)) for s in range(3)]
+    free = generate(model, prompts, GenerationConfig(max_new_tokens=9, no_repeat_ngram_size=0,
+                                                     stop_token_ids=(-1,)))
+    first = free[1].token_ids[0]
+    cfg = GenerationConfig(max_new_tokens=9, no_repeat_ngram_size=0, stop_token_ids=(first,))
+    unheld = generate(model, prompts, cfg)
+    assert unheld[1].token_ids == [] and unheld[1].finished  # its first choice is the stop
+    d = model.cfg.decoder
+    ids = [d.bos_token_id, *[d.image_token_id] * 21]
+    with torch.no_grad():
+        logp = torch.log_softmax(
+            model(torch.tensor([ids]), image_slots=prompts[1].slots[None])[0, -1].float(), -1
+        )
+    runner_up = int(logp.topk(2).indices[1])
+    steps = [0]
+
+    def hold() -> torch.Tensor:  # row 1 for its first 3 choices; row 2 always, but halted
+        steps[0] += 1
+        return torch.tensor([False, steps[0] <= 3, True])
+
+    def halt() -> torch.Tensor:
+        return torch.tensor([False, False, True])
+
+    def step_hook(generated: list[list[int]], step: int) -> None:
+        return None
+
+    runs = [
+        lambda: generate(model, prompts, cfg, hold=hold, halt=halt),
+        lambda: generate(model, prompts, cfg, hold=hold, halt=halt, step_hook=step_hook),
+        lambda: generate_continuous(model, prompts, cfg, rows=3, hold=hold, halt=halt),
+    ]
+    results = []
+    for run in runs:
+        steps[0] = 0
+        got = run()
+        results.append(got)
+        assert got[0].token_ids == unheld[0].token_ids
+        assert got[0].confidence == pytest.approx(unheld[0].confidence, rel=1e-5)
+        assert got[1].token_ids[0] == runner_up and first not in got[1].token_ids[:3]
+        assert len(got[1].token_ids) >= 3
+        assert got[2] == Generated([], True, 1.0)
+    assert len({tuple((tuple(g.token_ids), g.finished) for g in r) for r in results}) == 1
+    # Its confidence counts the model's probability of the runner-up, not a renormalised one.
+    [alone] = generate(model, prompts[1:2], replace(cfg, max_new_tokens=1),
+                       hold=lambda: torch.tensor([True]))
+    assert alone.token_ids == [runner_up]
+    assert math.log(alone.confidence) == pytest.approx(float(logp[runner_up]), abs=1e-5)
+
+
 def test_prompt_extra_embeds_reach_the_prefill(model: OCRModel) -> None:
     p = Prompt(slots(model, 21, 9))
     cfg = GenerationConfig(max_new_tokens=3, no_repeat_ngram_size=0)

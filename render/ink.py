@@ -1,0 +1,41 @@
+"""How far down a page its writing reaches, read back from the page's pixels at any tier.
+
+A reader of our grid knows where each character it writes goes (its cursor row), but not
+how many rows the page holds: a decoder that takes a paragraph break for the end of the
+page stops with half the page unread. The rows that carry ink say it, and they survive
+every tier: a text row is 24 Large pixels high, still 9.6 at Tiny, and Lanczos keeps a
+row of glyphs far darker than the ringing it leaves in the rows beside it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from opticmem.render.layout import RenderSettings
+
+INK_LEVEL = 200
+"""A pixel darker than this (0 = ink, 255 = paper) is writing. Inside a row's band, the
+halo of a full row of glyphs above or below stays above ~237 at every tier; a row holding
+one faint character (an emoji, a back-tick, a full stop) has a pixel below ~155 even at
+Tiny (``tests/render/test_ink.py`` measures both)."""
+
+
+def ink_rows(image: Image.Image, settings: RenderSettings | None = None) -> int:
+    """The text rows of ``settings``' grid up to the last that carries ink (0: blank page).
+
+    ``image`` is the page at any tier (resampled from the Large master, any mode). The
+    outer twentieth of each row's band, where a neighbour's resampling halo is darkest,
+    is not looked at.
+    """
+    s = settings or RenderSettings()
+    page = np.asarray(image.convert("L"), dtype=np.uint8)
+    scale = page.shape[0] / s.page_pixels
+    row_h = s.cell_height * scale
+    inked = 0
+    for r in range(s.rows):
+        top = (s.margin + r * s.cell_height) * scale
+        band = page[int(np.floor(top + 0.05 * row_h)) : int(np.ceil(top + 0.95 * row_h))]
+        if band.size and int(band.min()) < INK_LEVEL:
+            inked = r + 1
+    return inked
