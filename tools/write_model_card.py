@@ -31,11 +31,15 @@ SCHEDULE = ("warm-up 300 steps, cosine over the planned minutes (peak 7e-4, floo
             "fourth phase, a warm restart to 2e-4 keeping the optimiser state, with a cosine "
             "over 6 minutes (run 23); then a fifth, a warm restart to 2.5e-4 (run 24, from "
             "run 23's exported weights, re-warmed in 150 steps) with a cosine over 17 "
-            "minutes to the floor (runs 24–25, the second keeping the optimiser state)")
-HARDWARE = "NVIDIA H100 (runs 1–12), NVIDIA H200 (runs 13–25); bf16 autocast, fused AdamW"
-PSEUDO_PHASES = ((95.9, 0.15), (117.0, 0.20), (129.5, 0.20), (164.4, 0.20), (170.5, 0.20))
+            "minutes to the floor (runs 24–25, the second keeping the optimiser state); then a "
+            "sixth, a warm restart to 2e-4 (run 26, from run 25's exported weights, re-warmed "
+            "in 150 steps) with a cosine over 23.3 minutes to its floor of 1e-5 (runs 26–28, "
+            "back-to-back, keeping the optimiser state)")
+HARDWARE = "NVIDIA H100 (runs 1–12), NVIDIA H200 (runs 13–28); bf16 autocast, fused AdamW"
+PSEUDO_PHASES = ((95.9, 0.15), (117.0, 0.20), (129.5, 0.20), (164.4, 0.20), (170.5, 0.20),
+                 (187.1, 0.20))
 """Training minute where each pseudo-word phase began, and its share of pseudo-words."""
-SYMBOL_PHASES = ((129.5, 0.20), (164.4, 0.20), (170.5, 0.20))
+SYMBOL_PHASES = ((129.5, 0.20), (164.4, 0.20), (170.5, 0.20), (187.1, 0.20))
 """Training minute where each pseudo-symbol phase began, and its share of redrawn symbols."""
 TARGETS = {"large": 0.995, "base": 0.99, "small": 0.97, "tiny": 0.90}
 """Held-out character precision each tier is meant to reach (issue 4)."""
@@ -191,8 +195,11 @@ Command: `opticmem train --minutes 8` on the GPU machine, repeated (resumable fr
 
 Character precision = 1 − edit distance / max length; Fox word precision is the paper's
 (lenient, set-based) metric; "numbers/ids exact" is the share of the reference's tokens
-holding a digit that come back verbatim. Reproduce: `opticmem eval` (the held-out sources
-ship with the package, `opticmem/encoder/eval_sources`).
+holding a digit that come back verbatim. Decoding is the codec's default: greedy with the
+no-repeat guard (n-gram 30 over 90 tokens), ending a page once its cursor leaves the last
+row and never above the page's last row of ink (`OCRCodec.stop_past_page`,
+`OCRCodec.read_to_ink`). Reproduce: `opticmem eval` (the held-out sources ship with the
+package, `opticmem/encoder/eval_sources`).
 
 ## Limits
 
