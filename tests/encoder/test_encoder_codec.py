@@ -282,29 +282,44 @@ def test_a_layout_aware_codec_returns_text_that_fits_the_page_grid(
     assert got[False, read] == read and got[False, wide] == wide  # left alone: no grid
 
 
-@pytest.mark.parametrize(
+EVERY_DECODING_PATH = pytest.mark.parametrize(
     ("device", "continuous"),
     [("cpu", False), ("cpu", True), pytest.param("cuda", False, marks=pytest.mark.gpu),
      pytest.param("cuda", True, marks=pytest.mark.gpu)],
 )
+"""Batched and continuous decoding, eager on CPU and as CUDA graphs on a GPU."""
+
+
+def scripted_codec(
+    monkeypatch: pytest.MonkeyPatch, device: str, continuous: bool, script: dict[str, float]
+) -> OCRCodec:
+    """A random codec (two rows at a time) whose decoder gives every step the same logits:
+    ``script`` maps a token's text (``"<eos>"`` for the end of page) to its score, the rest
+    score 0 — a decoder with a fixed habit, whatever the page holds."""
+    codec = OCRCodec.random("test", seed=1, device=device, batch_size=2)
+    codec.continuous = continuous
+    d = codec.model.cfg.decoder
+    scores = {d.eos_token_id if text == "<eos>" else codec._ids(text)[0]: v
+              for text, v in script.items()}
+
+    def habit(hidden: torch.Tensor) -> torch.Tensor:
+        logits = hidden.new_zeros(hidden.shape[0], d.vocab_size)
+        for token, v in scores.items():
+            logits[:, token] = v
+        return logits
+
+    monkeypatch.setattr(codec.model.decoder, "logits", habit)
+    return codec
+
+
+@EVERY_DECODING_PATH
 def test_decoding_stops_at_the_first_line_past_the_page(
     monkeypatch: pytest.MonkeyPatch, device: str, continuous: bool
 ) -> None:
     """A decoder that reads on past a page's last row stops there, in every decoding path
     (batched, continuous, CUDA graphs), and returns what it read up to the page's end."""
-    codec = OCRCodec.random("test", seed=1, device=device, batch_size=2)
-    codec.continuous = continuous
+    codec = scripted_codec(monkeypatch, device, continuous, {"\n": 5.0})  # line after line
     rows = RenderSettings().rows
-    V = codec.model.cfg.decoder.vocab_size
-    [newline] = codec._ids("\n")
-
-    def runaway(hidden: torch.Tensor) -> torch.Tensor:
-        """Logits that break line after line, whatever the page holds."""
-        logits = hidden.new_zeros(hidden.shape[0], V)
-        logits[:, newline] = 5.0
-        return logits
-
-    monkeypatch.setattr(codec.model.decoder, "logits", runaway)
     [vt] = codec.encode([Image.new("L", (512, 512), 255)], "tiny")
     for limit, tokens, finished in [(rows + 30, rows, 1.0), (rows - 1, rows - 1, 0.0)]:
         codec.generation = GenerationConfig(
@@ -322,30 +337,15 @@ def test_decoding_stops_at_the_first_line_past_the_page(
     assert {r.text for r in recs} == {codec._on_grid("\n" * rows)}
 
 
-@pytest.mark.parametrize(
-    ("device", "continuous"),
-    [("cpu", False), ("cpu", True), pytest.param("cuda", False, marks=pytest.mark.gpu),
-     pytest.param("cuda", True, marks=pytest.mark.gpu)],
-)
+@EVERY_DECODING_PATH
 def test_pages_do_not_end_above_their_last_row_of_ink(
     monkeypatch: pytest.MonkeyPatch, device: str, continuous: bool
 ) -> None:
     """A decoder that would end every page at once reads on, line by line, to the row of
     its page's last ink, in every decoding path (batched, continuous with rows that change
     pages, CUDA graphs); without the ink count, or with the hold off, it ends at once."""
-    codec = OCRCodec.random("test", seed=1, device=device, batch_size=2)
-    codec.continuous = continuous
-    d = codec.model.cfg.decoder
-    [newline] = codec._ids("\n")
-
-    def eager_to_end(hidden: torch.Tensor) -> torch.Tensor:
-        """Logits that end the page first, else break the line."""
-        logits = hidden.new_zeros(hidden.shape[0], d.vocab_size)
-        logits[:, d.eos_token_id] = 6.0
-        logits[:, newline] = 5.0
-        return logits
-
-    monkeypatch.setattr(codec.model.decoder, "logits", eager_to_end)
+    # Ends the page first, else breaks the line.
+    codec = scripted_codec(monkeypatch, device, continuous, {"<eos>": 6.0, "\n": 5.0})
     codec.generation = GenerationConfig(max_new_tokens=40, no_repeat_ngram_size=0,
                                         cuda_graphs=device == "cuda", graph_width=64)
     [vt] = codec.encode([Image.new("L", (512, 512), 255)], "tiny")
