@@ -41,10 +41,10 @@ Ratios in the table:
   "≥ 5× its per-page encode throughput" target is read against);
 * **ours best ÷ reference best** — the like-for-like ceiling, both at their best batch.
 
-Decode ratio: not measured. The GitHub reference has no decoder of its own: its vLLM path
-runs vLLM's ``DeepseekForCausalLM`` (vLLM 0.8.5 built for torch 2.6 + CUDA 11.8) and the
-HF path runs remote code from the Hub model repo that needs ``transformers==4.46.3``;
-neither can be installed on the GPU machine (no network; torch 2.11 + CUDA 13 there).
+Decode ratio: not here. The GitHub reference has no decoder of its own: its vLLM path runs
+vLLM's ``DeepseekForCausalLM`` (vLLM 0.8.5 built for torch 2.6 + CUDA 11.8, which cannot
+be installed on the GPU machine), and its HF path runs the Hub model repo's remote code
+under ``transformers==4.46.3`` — that one is :mod:`benchmarks.reference_decode_speed`.
 
 Reproduce (from the repo root)::
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU speed benchmarks on the lent GPU machine; each writes its table to $OUT.
 # Usage: tools/device_bench.sh [STEP...]   (repository root; carry .whl, and .ref for
-#   `reference` — see tools/fetch_reference.sh; codec pages come from the packaged eval
+#   `reference` and `refdecode` — see tools/fetch_reference.sh; codec pages come from the packaged eval
 #   sources). Steps, all by default:
 #   profile    benchmarks/decode_profile.py: eager vs CUDA-graph decoding step
 #   decode     benchmarks/encoder_speed.py decode tokens/s with CUDA graphs (official preset)
@@ -17,6 +17,8 @@
 #              COMPILE_TIERS (default small,base), SAM attention SAM_ATTENTION (default auto)
 #   autotune   the same under torch.compile's max-autotune (no CUDA graphs), Base batch 32
 #   reference  benchmarks/reference_speed.py: our encoder vs the public reference's
+#   refdecode  benchmarks/reference_decode_speed.py: our decoder vs the Hub remote code's
+#              (transformers 4.46.3 from .whl/ref-hf/, installed apart into /tmp/refhf)
 set -uo pipefail
 source tools/device_setup.sh
 step() { local limit=$1; shift; echo "### $*"; local t=$SECONDS
@@ -49,4 +51,11 @@ want autotune && step 330 python3 -m benchmarks.encoder_speed --compile max-auto
   --skip-decode --tiers base --encode-batches 32 --out "$OUT/encoder_speed_autotune_h100.md"
 want reference && step 300 python3 -m benchmarks.reference_speed \
   --out "$OUT/reference_speed_h100.md"
+if want refdecode; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/refhf \
+    .whl/ref-hf/transformers-*.whl .whl/ref-hf/huggingface_hub-*.whl \
+    .whl/ref-hf/tokenizers-*cp312*.whl
+  PYTHONPATH=/tmp/refhf:/tmp/site step 420 python3 -m benchmarks.reference_decode_speed \
+    --out "$OUT/reference_decode_speed_h200.md"
+fi
 exit 0

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Put the public DeepSeek-OCR reference code into .ref/deepseek-ocr/ (gitignored scratch;
 # never committed, never copied into the package) and the one extra pure-Python wheel its
-# vision encoder imports (easydict) into .whl/ref/, for benchmarks/reference_speed.py.
+# vision encoder imports (easydict) into .whl/ref/, for benchmarks/reference_speed.py; and
+# the Hub model repo's remote code (the reference decoder) with its pinned packages, for
+# benchmarks/reference_decode_speed.py (see the second half).
 #
 # Usage: tools/fetch_reference.sh [GIT_DIR_OR_URL]
 #   GIT_DIR_OR_URL: a (bare) clone of github.com/deepseek-ai/DeepSeek-OCR; default: the
@@ -49,3 +51,43 @@ if ! ls "$ROOT"/.whl/ref/easydict-*.whl >/dev/null 2>&1; then
     --python-version 3.12 --implementation cp -d "$ROOT/.whl/ref" "easydict==1.14"
 fi
 echo "reference code at $DEST ($(cat "$DEST/REVISION")); wheels: $(ls "$ROOT/.whl/ref")"
+
+# The reference *decoder* runs from the Hub model repo's remote code (deepseek-ai/DeepSeek-OCR,
+# pinned to transformers 4.46.3), for benchmarks/reference_decode_speed.py. The Hub is not
+# reachable from these machines; the files come from a public GitHub copy, pinned to a
+# commit whose six files are byte-identical to the copies of 6–10 unrelated repositories
+# (SHA-256 checked below), into .ref/deepseek-ocr-hub/deepseek_ocr_hub/ (a package, so the
+# modules' relative imports work). Its pinned packages go to .whl/ref-hf/ (not .whl/ref/,
+# which every device call installs): transformers 4.46.3, tokenizers 0.20.3 and a
+# huggingface_hub below 1.0 (and einops, which the modules import), for CPython 3.12 (the
+# GPU machine) and this machine's Python.
+HUB_MIRROR=/work/.mirror/gustavoMarajo+ia_ds_ocr/repo
+HUB_URL=https://github.com/gustavoMarajo/ia_ds_ocr
+HUB_REVISION=4bcfce2cb1c06b53fbca85987d7792fa60311d65
+HUB_DEST=$ROOT/.ref/deepseek-ocr-hub/deepseek_ocr_hub
+if [ -d "$HUB_MIRROR" ]; then HUB_GIT=$HUB_MIRROR; else
+  git clone -q --bare "$HUB_URL" "$TMP/hub.git"; HUB_GIT=$TMP/hub.git; fi
+rm -rf "$HUB_DEST" && mkdir -p "$HUB_DEST"
+while read -r sha file; do
+  git --git-dir="$HUB_GIT" show "$HUB_REVISION:$file" > "$HUB_DEST/$file"
+  echo "$sha  $HUB_DEST/$file" | sha256sum --check --quiet
+done <<'SUMS'
+5835e0b9e1942fe36df9123009d1d80a2b78ccbe6a2d535668a6561e3d4068b1 modeling_deepseekocr.py
+69184a0493d1fdac21c360f9f9eabc5b5af3188e0265df44cfaeafc44f9095e3 modeling_deepseekv2.py
+6ab21f29a4722e26fa28c8e0d4277591689a598df17cf6c712330e8f62b3fc7c configuration_deepseek_v2.py
+0ae2fb6d1e5ae8cf100fc32f854830acd08c821a0a1f23a94a76588c222ddcf2 deepencoder.py
+ec7b6ce89bcda643de1f43269ffa66a7b2e65dc3ed30e427958f776546b4ba03 conversation.py
+ac358c28898de6a71e84e0cb959fcc97fcb9c674edae13cd24286c17b90032d8 config.json
+SUMS
+: > "$HUB_DEST/__init__.py"
+echo "$HUB_URL@$HUB_REVISION" > "$HUB_DEST/../REVISION"
+mkdir -p "$ROOT/.whl/ref-hf"
+HERE=$("${PYTHON:-python3}" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+for version in 3.12 "$HERE"; do
+  "${PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: \
+    --python-version "$version" --implementation cp --platform manylinux2014_x86_64 \
+    -d "$ROOT/.whl/ref-hf" tokenizers==0.20.3
+done
+"${PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: -d "$ROOT/.whl/ref-hf" \
+  transformers==4.46.3 huggingface_hub==0.26.5 einops==0.8.1
+echo "reference decoder code at $HUB_DEST; wheels: $(ls "$ROOT/.whl/ref-hf")"
