@@ -94,6 +94,7 @@ _bootstrap_package()
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
+from benchmarks import publish  # noqa: E402
 from opticmem.encoder.config import ModelConfig, preset  # noqa: E402
 from opticmem.encoder.generate import GenerationConfig, Prompt, TokenHook, generate  # noqa: E402
 from opticmem.encoder.model import OCRModel, build_model  # noqa: E402
@@ -435,9 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{row.tokens_per_s:,.0f} tokens/s{mem}", flush=True)
         MoE.dispatch = "auto"
     text = report(rows, header, args.top)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    publish(text, args.out)
     print(f"wrote {args.out}", flush=True)
     return 0
 

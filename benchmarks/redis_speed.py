@@ -56,6 +56,7 @@ with warnings.catch_warnings():  # it is deprecated; measuring it is the point
     warnings.simplefilter("ignore", DeprecationWarning)
     from langchain_community.chat_message_histories import RedisChatMessageHistory
 
+from benchmarks import publish
 from opticmem.redis_store import RedisStore
 from tests.redis.server import RedisServer
 
@@ -415,9 +416,8 @@ def main(argv: list[str] | None = None) -> int:
         print(env, flush=True)
         res = run(server.url, args)
     text = report(res, args, env)
-    print("\n" + text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    print()
+    publish(text, args.out)
     print(f"wrote {args.out}", flush=True)
     return 0
 

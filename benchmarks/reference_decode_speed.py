@@ -63,6 +63,7 @@ from typing import Any
 
 import torch
 
+from benchmarks import publish
 from benchmarks.encoder_speed import Timer, parse_ints, peak_mib, reset_memory
 from opticmem.encoder.config import DecoderConfig, preset
 from opticmem.encoder.errors import CheckpointError
@@ -301,9 +302,7 @@ def main(argv: list[str] | None = None) -> int:
               f"1 + {slots} tokens ({args.tier} page); {args.tokens} new tokens per row, EOS "
               f"ignored; medians of {args.repeats}. {agreement}.")
     text = render(points, header)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    publish(text, args.out)
     return 0
 
 

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import flex_attention
 
+from benchmarks import publish
 from benchmarks.encoder_speed import Timer
 from opticmem.encoder.sam import augmented_attention
 
@@ -178,9 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         shown = f"{ms:.2f}" if ms else ""
         lines.append(f"| {what} | {variant} | {backend} | {b} | {shown} | {tail} |")
     text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    publish(text, args.out)
     return 0
 
 
