@@ -21,21 +21,28 @@ one faint character (an emoji, a back-tick, a full stop) has a pixel below ~155 
 Tiny (``tests/render/test_ink.py`` measures both)."""
 
 
-def ink_rows(image: Image.Image, settings: RenderSettings | None = None) -> int:
-    """The text rows of ``settings``' grid up to the last that carries ink (0: blank page).
+def row_darkness(image: Image.Image, settings: RenderSettings | None = None) -> np.ndarray:
+    """``(rows,)`` uint8: the darkest pixel of each text row of ``settings``' grid.
 
     ``image`` is the page at any tier (resampled from the Large master, any mode). The
     outer twentieth of each row's band, where a neighbour's resampling halo is darkest,
-    is not looked at.
+    is not looked at; a band with no pixel left reads as paper (255).
     """
     s = settings or RenderSettings()
     page = np.asarray(image.convert("L"), dtype=np.uint8)
     scale = page.shape[0] / s.page_pixels
     row_h = s.cell_height * scale
-    inked = 0
+    darkest = np.full(s.rows, 255, dtype=np.uint8)
     for r in range(s.rows):
         top = (s.margin + r * s.cell_height) * scale
         band = page[int(np.floor(top + 0.05 * row_h)) : int(np.ceil(top + 0.95 * row_h))]
-        if band.size and int(band.min()) < INK_LEVEL:
-            inked = r + 1
-    return inked
+        if band.size:
+            darkest[r] = band.min()
+    return darkest
+
+
+def ink_rows(image: Image.Image, settings: RenderSettings | None = None) -> int:
+    """The text rows of ``settings``' grid up to the last that carries ink (0: blank page),
+    read from the page at any tier (:func:`row_darkness`)."""
+    inked = np.flatnonzero(row_darkness(image, settings) < INK_LEVEL)
+    return int(inked[-1]) + 1 if inked.size else 0

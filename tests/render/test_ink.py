@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from opticmem.render import ORDER, RenderSettings, Tier, draw_page, render_page, to_tier
-from opticmem.render.ink import INK_LEVEL, ink_rows
+from opticmem.render.ink import INK_LEVEL, ink_rows, row_darkness
 from opticmem.render.layout import PageLayout
 from tests.render.sample import sample_page
 
@@ -24,23 +23,15 @@ def page_of(lines: tuple[str, ...], settings: RenderSettings = SETTINGS) -> Page
     return PageLayout(lines=lines, sources=(), settings=settings, complete=False)
 
 
-def band(img: np.ndarray, row: int) -> np.ndarray:
-    """The part of text row ``row`` that :func:`ink_rows` looks at."""
-    scale = img.shape[0] / SETTINGS.page_pixels
-    h = SETTINGS.cell_height * scale
-    top = (SETTINGS.margin + row * SETTINGS.cell_height) * scale
-    return img[int(np.floor(top + 0.05 * h)) : int(np.ceil(top + 0.95 * h))]
-
-
 @pytest.mark.parametrize("tier", ORDER, ids=lambda t: t.value)
 def test_ink_level_separates_faint_rows_from_halos(tier: Tier) -> None:
     for line in DENSE:
-        img = np.asarray(to_tier(draw_page(page_of(("", line, ""))), tier))
-        assert band(img, 0).min() >= INK_LEVEL + 30, (line[:3], "halo above")
-        assert band(img, 2).min() >= INK_LEVEL + 30, (line[:3], "halo below")
+        dark = row_darkness(to_tier(draw_page(page_of(("", line, ""))), tier))
+        assert dark[0] >= INK_LEVEL + 30, (line[:3], "halo above")
+        assert dark[2] >= INK_LEVEL + 30, (line[:3], "halo below")
     for ch in FAINT:
-        img = np.asarray(to_tier(draw_page(page_of(("", ch, ""))), tier))
-        assert band(img, 1).min() <= INK_LEVEL - 40, ch
+        dark = row_darkness(to_tier(draw_page(page_of(("", ch, ""))), tier))
+        assert dark[1] <= INK_LEVEL - 40, ch
 
 
 @pytest.mark.parametrize("tier", ORDER, ids=lambda t: t.value)
