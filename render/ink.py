@@ -16,17 +16,18 @@ from opticmem.render.layout import RenderSettings
 
 INK_LEVEL = 200
 """A pixel darker than this (0 = ink, 255 = paper) is writing. Inside a row's band, the
-halo of a full row of glyphs above or below stays above ~237 at every tier; a row holding
-one faint character (an emoji, a back-tick, a full stop) has a pixel below ~155 even at
-Tiny (``tests/render/test_ink.py`` measures both)."""
+halo of a full row of glyphs above or below stays above ~213 at every tier and row; a row
+holding one faint character (an emoji, a back-tick, a full stop, an underscore) has a
+pixel below ~183 even at Tiny (``tests/render/test_ink.py`` measures both)."""
 
 
 def row_darkness(image: Image.Image, settings: RenderSettings | None = None) -> np.ndarray:
     """``(rows,)`` uint8: the darkest pixel of each text row of ``settings``' grid.
 
-    ``image`` is the page at any tier (resampled from the Large master, any mode). The
-    outer twentieth of each row's band, where a neighbour's resampling halo is darkest,
-    is not looked at; a band with no pixel left reads as paper (255).
+    ``image`` is the page at any tier (resampled from the Large master, any mode). The top
+    tenth and the bottom 7% of each row's band, where a neighbour's resampling halo is
+    darkest (glyphs reach from the cell's 3rd to its 23rd pixel row of 24), are not looked
+    at; a band with no pixel left reads as paper (255).
     """
     s = settings or RenderSettings()
     page = np.asarray(image.convert("L"), dtype=np.uint8)
@@ -35,7 +36,7 @@ def row_darkness(image: Image.Image, settings: RenderSettings | None = None) -> 
     darkest = np.full(s.rows, 255, dtype=np.uint8)
     for r in range(s.rows):
         top = (s.margin + r * s.cell_height) * scale
-        band = page[int(np.floor(top + 0.05 * row_h)) : int(np.ceil(top + 0.95 * row_h))]
+        band = page[int(np.floor(top + 0.1 * row_h)) : int(np.ceil(top + 0.93 * row_h))]
         if band.size:
             darkest[r] = band.min()
     return darkest
