@@ -39,7 +39,7 @@ Reproduce (from the repo root)::
     # GPU machine: carry .ref and .whl; after tools/device_setup.sh:
     python3 -m pip install -q --no-index --no-deps --target /tmp/refhf \\
         .whl/ref-hf/transformers-*.whl .whl/ref-hf/huggingface_hub-*.whl \\
-        .whl/ref-hf/tokenizers-*cp312*.whl
+        .whl/ref-hf/tokenizers-*cp312*.whl .whl/ref-hf/einops-*.whl
     PYTHONPATH=/tmp/refhf:/tmp/site python3 -m benchmarks.reference_decode_speed \\
         --out $OUT/reference_decode_speed_h200.md
 
@@ -56,7 +56,7 @@ import platform
 import statistics
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -208,24 +208,24 @@ def check_agreement(model: OCRModel, ref: Any, d: DecoderConfig, slots: int,
             f"{same}/2 rows chose the same {tokens} greedy tokens")
 
 
-def time_points(who: str, run: Callable[[int], object], batches: list[int], tokens: int,
-                repeats: int, device: torch.device, note: Callable[[int], str]) -> list[Point]:
+def time_points(who: str, run: Callable[[int, int], object], batches: list[int], tokens: int,
+                repeats: int, warmup_tokens: int, device: torch.device,
+                note: Callable[[int], str], done: Callable[[Point], None]) -> None:
+    """Time ``run(batch, tokens)`` at each batch; ``done`` gets each point as it is measured."""
     timer = Timer(device)
-    points = []
     for batch in batches:
         reset_memory(device)
         try:
-            run(batch)  # warm-up (and the CUDA graphs' capture for ours)
-            seconds = statistics.median(timer(lambda b=batch: run(b)) for _ in range(repeats))
+            run(batch, warmup_tokens)  # warm-up (and the CUDA graphs' capture for ours)
+            seconds = statistics.median(
+                timer(lambda b=batch: run(b, tokens)) for _ in range(repeats))
         except torch.cuda.OutOfMemoryError:
-            points.append(Point(who, batch, float("nan"), float("nan"), peak_mib(device),
-                                "out of memory"))
+            done(Point(who, batch, float("nan"), float("nan"), peak_mib(device),
+                       "out of memory"))
             continue
-        points.append(Point(who, batch, seconds, batch * tokens / seconds, peak_mib(device),
-                            note(batch)))
-        p = points[-1]
+        p = Point(who, batch, seconds, batch * tokens / seconds, peak_mib(device), note(batch))
         print(f"{who} batch {batch}: {p.tokens_s:,.1f} tokens/s ({p.seconds:.2f} s)", flush=True)
-    return points
+        done(p)
 
 
 def render(points: list[Point], header: str) -> str:
@@ -259,13 +259,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ref-batches", default="1,32", help="the reference's batches")
     ap.add_argument("--ref-ngram", type=int, default=20,
                     help="the reference's no-repeat n-gram size at batch 1 (its infer(): 20)")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs per point, ours")
+    ap.add_argument("--ref-repeats", type=int, default=1,
+                    help="timed runs per point, the reference (each is --tokens steps)")
     ap.add_argument("--smoke", action="store_true", help="tiny preset, fp32, CPU, few tokens")
     args = ap.parse_args(argv)
     if args.smoke:
         args.preset, args.tier, args.tokens = "test", "tiny", 6
         args.batches = args.ref_batches = "1,2"
-        args.repeats = 1
+        args.repeats = args.ref_repeats = 1
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     module, hub = load_reference()
@@ -282,27 +284,37 @@ def main(argv: list[str] | None = None) -> int:
     ours_cfg = GenerationConfig(max_new_tokens=args.tokens, no_repeat_ngram_size=30,
                                 no_repeat_window=90, stop_token_ids=(-1,), cuda_graphs=graphs)
 
-    def ours(batch: int) -> object:
-        return generate(model, our_prompts(model, prompt_ids(d, batch, slots, batch)), ours_cfg)
+    def ours(batch: int, tokens: int) -> object:
+        cfg = replace(ours_cfg, max_new_tokens=tokens)
+        return generate(model, our_prompts(model, prompt_ids(d, batch, slots, batch)), cfg)
 
-    def theirs(batch: int) -> object:
+    def theirs(batch: int, tokens: int) -> object:
         ngram = args.ref_ngram if batch == 1 else 0
-        return ref_generate(ref, prompt_ids(d, batch, slots, batch), args.tokens, ngram)
+        return ref_generate(ref, prompt_ids(d, batch, slots, batch), tokens, ngram)
 
-    points = time_points("reference", theirs, parse_ints(args.ref_batches), args.tokens,
-                         args.repeats, device,
-                         lambda b: (f"no-repeat {args.ref_ngram}" if b == 1 else "no-repeat off")
-                         + "; eager attention, DynamicCache")
-    points += time_points("ours", ours, parse_ints(args.batches), args.tokens, args.repeats,
-                          device, lambda b: "no-repeat 30/90" + ("; CUDA graphs" if graphs else ""))
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu"
     header = (f"# Decode: ours against the reference decoder's own path\n\n"
               f"Device: {name}; torch {torch.__version__}; preset {args.preset}, "
               f"{str(dtype).removeprefix('torch.')}, random weights shared by both; prompt "
               f"1 + {slots} tokens ({args.tier} page); {args.tokens} new tokens per row, EOS "
-              f"ignored; medians of {args.repeats}. {agreement}.")
-    text = render(points, header)
-    publish(text, args.out)
+              f"ignored; medians of {args.repeats} runs (reference: {args.ref_repeats}). "
+              f"{agreement}.")
+    points: list[Point] = []
+
+    def done(point: Point) -> None:
+        # Written after every point, so a run stopped by a time limit keeps what it measured.
+        points.append(point)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(render(points, header), encoding="utf-8")
+
+    time_points("reference", theirs, parse_ints(args.ref_batches), args.tokens,
+                args.ref_repeats, min(args.tokens, 8), device,
+                lambda b: (f"no-repeat {args.ref_ngram}" if b == 1 else "no-repeat off")
+                + "; eager attention, DynamicCache", done)
+    # Ours warms up at full length: that run captures the CUDA graphs the timed runs replay.
+    time_points("ours", ours, parse_ints(args.batches), args.tokens, args.repeats, args.tokens,
+                device, lambda b: "no-repeat 30/90" + ("; CUDA graphs" if graphs else ""), done)
+    publish(render(points, header), args.out)
     return 0
 
 

@@ -453,10 +453,9 @@ def report(
             f"{ratio(o_ps, per_page)} | {met} | {fmt(r_ps, ',.1f')} ({rb}) | {ratio(o_ps, r_ps)} |"
         )
     lines += [
-        "", "Decode tokens/s ratio: **not measured** — the GitHub reference has no decoder of "
-        "its own (vLLM 0.8.5's `DeepseekForCausalLM`, built for torch 2.6 + CUDA 11.8, or the "
-        "Hub repo's remote code pinned to transformers 4.46.3); neither installs on the GPU "
-        "machine. See the module docstring.", "",
+        "", "Decode tokens/s ratio: not in this table — the GitHub reference has no decoder "
+        "of its own; `benchmarks/reference_decode_speed.py` times the Hub repo's remote-code "
+        "decoder (transformers 4.46.3) beside ours.", "",
     ]
     return "\n".join(lines)
 
