@@ -237,6 +237,24 @@ class SamNeck(nn.Module):
         return self.norm2(self.conv2(self.norm1(self.conv1(x))))
 
 
+def embed_patches(pixels: Tensor, conv: nn.Conv2d) -> Tensor:
+    """``conv`` (stride = kernel = p) over ``pixels`` (B, c, H, W), as (B, H/p, W/p, C).
+
+    A non-overlapping patch convolution is one linear map of each flattened patch, so it
+    runs here as a GEMM with K = c·p². cuDNN runs the convolution itself with a slow
+    fallback kernel, 3 input channels fitting none of its tensor-core tiles: 7.7% of the
+    compiled official encoder's time at Base on an H200
+    (``benchmarks/results/encoder_profile_h200.md``). Rows and columns past the last whole
+    patch are dropped, as the convolution drops them.
+    """
+    p = conv.stride[0]
+    B, c, H, W = pixels.shape
+    gh, gw = H // p, W // p
+    x = pixels[:, :, : gh * p, : gw * p].reshape(B, c, gh, p, gw, p)
+    x = x.permute(0, 2, 4, 1, 3, 5).reshape(B, gh, gw, c * p * p)  # patch (c, i, j) order
+    return F.linear(x, conv.weight.reshape(conv.out_channels, -1), conv.bias)
+
+
 def interpolate_grid(pos: Tensor, size: int) -> Tensor:
     """Resize a (1, G, G, C) position grid to (1, size, size, C): bicubic, antialiased, in fp32."""
     if pos.shape[1] == size:
@@ -265,8 +283,7 @@ class SamEncoder(nn.Module):
         self.neck = SamNeck(cfg.width, cfg.neck_channels, cfg.norm_eps)
 
     def forward(self, pixels: Tensor) -> Tensor:
-        x = self.patch_embed(pixels)  # (B, C, g, g)
-        x = x.permute(0, 2, 3, 1)  # (B, g, g, C)
+        x = embed_patches(pixels, self.patch_embed)  # (B, g, g, C)
         x = x + interpolate_grid(self.pos_embed, x.shape[1])
         for block in self.blocks:
             x = block(x)

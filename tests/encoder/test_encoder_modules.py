@@ -15,6 +15,7 @@ from opticmem.encoder.model import OCRModel, build_model
 from opticmem.encoder.moe import Dispatch, MoE
 from opticmem.encoder.sam import (
     SamAttention,
+    embed_patches,
     interpolate_grid,
     rel_pos_table,
     window_partition,
@@ -28,6 +29,17 @@ MODES: tuple[Dispatch, ...] = ("grouped", "few", "gather", "dense")
 @pytest.fixture(scope="module")
 def model() -> OCRModel:
     return build_model(preset("test"), seed=0)
+
+
+@pytest.mark.parametrize("size", [(64, 64), (70, 50), (17, 33), (16, 16)])
+def test_patch_embedding_as_one_gemm_equals_the_convolution(size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 24, kernel_size=16, stride=16)
+    pixels = torch.randn(2, 3, *size)
+    expected = conv(pixels).permute(0, 2, 3, 1)  # (B, g, g, C); partial patches dropped
+    got = embed_patches(pixels, conv)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_window_partition_round_trip_with_padding() -> None:

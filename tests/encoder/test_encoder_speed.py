@@ -123,3 +123,28 @@ def test_sam_attention_benchmark_rejects_unknown_forms() -> None:
 
     with pytest.raises(SystemExit):
         main(["--forms", "bias,nope"])
+
+
+def test_encoder_profile_smoke_run_writes_a_table(tmp_path: Path) -> None:
+    from benchmarks.encoder_profile import main
+
+    out = tmp_path / "profile.md"
+    assert main(["--smoke", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| default |" in text and "| global-bias |" in text and "backend eager" in text
+    assert SamAttention.impl == "auto"  # the global-bias variant's class-wide form is undone
+
+
+def test_encoder_profile_variants_parse_and_kernels_group() -> None:
+    from benchmarks.encoder_profile import kernel_group, parse_variant
+
+    assert parse_variant("default") == ({}, "auto")
+    assert parse_variant("coordinate-descent+freezing+global-bias") == (
+        {"coordinate_descent_tuning": True, "freezing": True}, "bias")
+    with pytest.raises(SystemExit, match="unknown variant part 'fast'"):
+        parse_variant("default+fast")
+    assert kernel_group("nvjet_sm90_tst_192x192_64x4_1x2_h_bz_coopB_bias_TNN") == "GEMM"
+    assert kernel_group("cudnn_generated_fort_native_sdpa_sm90_flash_fprop") == "attention"
+    assert kernel_group("triton_poi_fused_gelu_view_7") == "fused Triton"
+    assert kernel_group("void implicit_convolve_sgemm<__nv_bfloat16>") == "conv"
+    assert kernel_group("nchwToNhwcKernel") == "other"
