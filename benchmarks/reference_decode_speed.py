@@ -36,12 +36,13 @@ Reproduce (from the repo root)::
     tools/fetch_reference.sh   # → .ref/deepseek-ocr-hub/, .whl/ref-hf/ (pinned wheels)
     python -m pip install -q --no-index --no-deps --target /tmp/refhf .whl/ref-hf/*.whl
     PYTHONPATH=/tmp/refhf python -m benchmarks.reference_decode_speed --smoke --out /tmp/d.md
-    # GPU machine: carry .ref and .whl; after tools/device_setup.sh:
-    python3 -m pip install -q --no-index --no-deps --target /tmp/refhf \\
-        .whl/ref-hf/transformers-*.whl .whl/ref-hf/huggingface_hub-*.whl \\
-        .whl/ref-hf/tokenizers-*cp312*.whl .whl/ref-hf/einops-*.whl
-    PYTHONPATH=/tmp/refhf:/tmp/site python3 -m benchmarks.reference_decode_speed \\
-        --out $OUT/reference_decode_speed_h200.md
+    # GPU machine: tools/device_bench.sh refdecode installs the wheels it finds in
+    # .whl/ref-hf/ into .refhf/ and runs this. The tree with the bundled weights, .ref and
+    # all of .whl exceeds one call's carry, so carry them in two back-to-back calls on a
+    # warm machine (it keeps the ignored .refhf/): first transformers, huggingface_hub and
+    # einops, with `python3 -m pip install -q --no-index --no-deps --upgrade --target .refhf
+    # .whl/ref-hf/*.whl`; then the pydantic wheels, tokenizers and .ref, with
+    # `tools/device_bench.sh refdecode`.
 
 ``--smoke`` runs the ``test`` preset's decoder in fp32 on the CPU with a few tokens: it
 proves the wiring, not the speed.
