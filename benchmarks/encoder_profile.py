@@ -30,6 +30,7 @@ import argparse
 import statistics
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,7 @@ def compiled(model: OCRModel, name: str, backend: str) -> Any:
 
 
 def measure(model: OCRModel, name: str, pixels: torch.Tensor, repeats: int, peak: float,
-            device: torch.device, backend: str) -> tuple[Result, Any]:
+            device: torch.device, backend: str) -> tuple[Result, Callable[[], None]]:
     encode = compiled(model, name, backend)
     timer = Timer(device)
     reset_memory(device)
@@ -125,7 +126,7 @@ def kernel_group(name: str) -> str:
                 "other")
 
 
-def kernel_profile(run: Any, top: int) -> str:
+def kernel_profile(run: Callable[[], None], top: int) -> str:
     """One run's CUDA kernels: time per group, and the ``top`` kernels by time."""
     with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
         run()
