@@ -37,7 +37,7 @@ lint: $(STAMP)
 	rm -rf $(TYPECHECK) && mkdir -p $(TYPECHECK)
 	for f in memory/*; do ln -s ../../../$$f $(TYPECHECK)/; done
 	for p in render encoder integrations; do ln -s ../../../$$p $(TYPECHECK)/$$p; done
-	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy
+	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy && $(VENV)/bin/mypy benchmarks tools
 
 bench: $(STAMP) redis-server
 	$(PY) -m benchmarks

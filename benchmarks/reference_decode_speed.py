@@ -58,6 +58,7 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -218,8 +219,8 @@ def time_points(who: str, run: Callable[[int, int], object], batches: list[int],
         reset_memory(device)
         try:
             run(batch, warmup_tokens)  # warm-up (and the CUDA graphs' capture for ours)
-            seconds = statistics.median(
-                timer(lambda b=batch: run(b, tokens)) for _ in range(repeats))
+            seconds = statistics.median(timer(partial(run, batch, tokens))
+                                        for _ in range(repeats))
         except torch.cuda.OutOfMemoryError:
             done(Point(who, batch, float("nan"), float("nan"), peak_mib(device),
                        "out of memory"))
