@@ -33,16 +33,16 @@ figure.
 
 Reproduce (from the repo root)::
 
-    tools/fetch_reference.sh   # → .ref/deepseek-ocr-hub/, .whl/ref-hf/ (pinned wheels)
-    python -m pip install -q --no-index --no-deps --target /tmp/refhf .whl/ref-hf/*.whl
+    tools/fetch_reference.sh   # → .ref/deepseek-ocr-hub/, .ref-wheels/ (pinned wheels)
+    python -m pip install -q --no-index --no-deps --target /tmp/refhf .ref-wheels/*.whl
     PYTHONPATH=/tmp/refhf python -m benchmarks.reference_decode_speed --smoke --out /tmp/d.md
     # GPU machine: tools/device_bench.sh refdecode installs the wheels it finds in
-    # .whl/ref-hf/ into .refhf/ and runs this. The tree with the bundled weights, .ref and
-    # all of .whl exceeds one call's carry, so carry them in two back-to-back calls on a
-    # warm machine (it keeps the ignored .refhf/): first transformers, huggingface_hub and
-    # einops, with `python3 -m pip install -q --no-index --no-deps --upgrade --target .refhf
-    # .whl/ref-hf/*.whl`; then the pydantic wheels, tokenizers and .ref, with
-    # `tools/device_bench.sh refdecode`.
+    # .ref-wheels/ into .refhf/ and runs this. The tree with the bundled weights, .whl, .ref
+    # and those wheels exceeds one call's carry, so carry them in two back-to-back calls on
+    # a warm machine (it keeps the ignored .refhf/): first the transformers, huggingface_hub
+    # and einops wheels, with `python3 -m pip install -q --no-index --no-deps --upgrade
+    # --target .refhf .ref-wheels/*.whl`; then .whl, .ref and the cp312 tokenizers wheel,
+    # with `tools/device_bench.sh refdecode`.
 
 ``--smoke`` runs the ``test`` preset's decoder in fp32 on the CPU with a few tokens: it
 proves the wiring, not the speed.
@@ -96,7 +96,7 @@ def load_reference(root: Path = HUB_DIR) -> tuple[ModuleType, dict[str, Any]]:
     if not transformers.__version__.startswith(TRANSFORMERS):
         raise RuntimeError(
             f"the reference decoder needs transformers {TRANSFORMERS}x (its pin is 4.46.3); "
-            f"this interpreter has {transformers.__version__}: install .whl/ref-hf/ into a "
+            f"this interpreter has {transformers.__version__}: install .ref-wheels/ into a "
             "folder and put it first on PYTHONPATH (see this module's docstring)")
     if not (root / PACKAGE / "modeling_deepseekv2.py").is_file():
         raise FileNotFoundError(f"no reference decoder code in {root / PACKAGE}: run "

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # GPU speed benchmarks on the lent GPU machine; each writes its table to $OUT.
 # Usage: tools/device_bench.sh [STEP...]   (repository root; carry .whl, and .ref for
-#   `reference` and `refdecode` — see tools/fetch_reference.sh; codec pages come from the packaged eval
-#   sources). Steps, all by default:
+#   `reference` and `refdecode` — see tools/fetch_reference.sh and, for refdecode's wheels,
+#   benchmarks/reference_decode_speed.py; codec pages come from the packaged eval sources).
+#   Steps, all by default:
 #   profile    benchmarks/decode_profile.py: eager vs CUDA-graph decoding step
 #   decode     benchmarks/encoder_speed.py decode tokens/s with CUDA graphs (official preset)
 #   codec      benchmarks/codec_speed.py, bundled codec with CUDA graphs, Small/Tiny
@@ -18,7 +19,7 @@
 #   autotune   the same under torch.compile's max-autotune (no CUDA graphs), Base batch 32
 #   reference  benchmarks/reference_speed.py: our encoder vs the public reference's
 #   refdecode  benchmarks/reference_decode_speed.py: our decoder vs the Hub remote code's
-#              (transformers 4.46.3 from .whl/ref-hf/, installed apart into .refhf/)
+#              (transformers 4.46.3 from .ref-wheels/, installed apart into .refhf/)
 set -uo pipefail
 source tools/device_setup.sh
 step() { local limit=$1; shift; echo "### $*"; local t=$SECONDS
@@ -56,7 +57,7 @@ if want refdecode; then
   # with the bundled weights in the tree, all of them exceed what one call may carry, so
   # they can come in two back-to-back calls (only wheels present are installed).
   wheels=()
-  for w in .whl/ref-hf/*.whl; do
+  for w in .ref-wheels/*.whl; do
     case $w in *-none-any.whl|*-cp312-*) wheels+=("$w");; esac
   done
   [ ${#wheels[@]} -eq 0 ] || python3 -m pip install -q --no-index --no-deps --no-compile \

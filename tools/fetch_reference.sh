@@ -57,8 +57,9 @@ echo "reference code at $DEST ($(cat "$DEST/REVISION")); wheels: $(ls "$ROOT/.wh
 # reachable from these machines; the files come from a public GitHub copy, pinned to a
 # commit whose six files are byte-identical to the copies of 6–10 unrelated repositories
 # (SHA-256 checked below), into .ref/deepseek-ocr-hub/deepseek_ocr_hub/ (a package, so the
-# modules' relative imports work). Its pinned packages go to .whl/ref-hf/ (not .whl/ref/,
-# which every device call installs): transformers 4.46.3, tokenizers 0.20.3 and a
+# modules' relative imports work). Its pinned packages go to .ref-wheels/, outside .whl/
+# (which device calls install, and carry whole beside the bundled weights; these 16 MiB
+# would not fit): transformers 4.46.3, tokenizers 0.20.3 and a
 # huggingface_hub below 1.0 (and einops, which the modules import), for CPython 3.12 (the
 # GPU machine) and this machine's Python.
 HUB_MIRROR=/work/.mirror/gustavoMarajo+ia_ds_ocr/repo
@@ -81,13 +82,13 @@ ac358c28898de6a71e84e0cb959fcc97fcb9c674edae13cd24286c17b90032d8 config.json
 SUMS
 : > "$HUB_DEST/__init__.py"
 echo "$HUB_URL@$HUB_REVISION" > "$HUB_DEST/../REVISION"
-mkdir -p "$ROOT/.whl/ref-hf"
+mkdir -p "$ROOT/.ref-wheels"
 HERE=$("${PYTHON:-python3}" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
 for version in 3.12 "$HERE"; do
   "${PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: \
     --python-version "$version" --implementation cp --platform manylinux2014_x86_64 \
-    -d "$ROOT/.whl/ref-hf" tokenizers==0.20.3
+    -d "$ROOT/.ref-wheels" tokenizers==0.20.3
 done
-"${PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: -d "$ROOT/.whl/ref-hf" \
+"${PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: -d "$ROOT/.ref-wheels" \
   transformers==4.46.3 huggingface_hub==0.26.5 einops==0.8.1
-echo "reference decoder code at $HUB_DEST; wheels: $(ls "$ROOT/.whl/ref-hf")"
+echo "reference decoder code at $HUB_DEST; wheels: $(ls "$ROOT/.ref-wheels")"

@@ -1,7 +1,7 @@
 """The reference-decoder benchmark's CPU smoke run (``benchmarks/reference_decode_speed.py``).
 
 The smoke and config checks need the Hub remote code in ``.ref/deepseek-ocr-hub/`` and its
-pinned wheels in ``.whl/ref-hf/``, both put there by ``tools/fetch_reference.sh``; without
+pinned wheels in ``.ref-wheels/``, both put there by ``tools/fetch_reference.sh``; without
 them they skip. The benchmark needs transformers 4.46, so it runs in a subprocess over those wheels,
 installed into a temporary folder; the reference code is never part of the repository.
 """
@@ -18,14 +18,14 @@ import pytest
 from benchmarks.reference_decode_speed import HUB_DIR, PACKAGE
 
 ROOT = Path(__file__).resolve().parents[2]
-WHEELS = ROOT / ".whl/ref-hf"
+WHEELS = ROOT / ".ref-wheels"
 TAG = f"cp{sys.version_info[0]}{sys.version_info[1]}"
 
 needs_reference = pytest.mark.skipif(
     not (ROOT / HUB_DIR / PACKAGE / "modeling_deepseekv2.py").is_file()
     or not any(WHEELS.glob(f"tokenizers-*{TAG}*.whl")),
     reason="reference decoder not fetched: run tools/fetch_reference.sh (needs "
-    f"{HUB_DIR / PACKAGE} and the pinned wheels in .whl/ref-hf/ for {TAG})",
+    f"{HUB_DIR / PACKAGE} and the pinned wheels in .ref-wheels/ for {TAG})",
 )
 
 
