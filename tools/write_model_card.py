@@ -34,12 +34,14 @@ SCHEDULE = ("warm-up 300 steps, cosine over the planned minutes (peak 7e-4, floo
             "minutes to the floor (runs 24–25, the second keeping the optimiser state); then a "
             "sixth, a warm restart to 2e-4 (run 26, from run 25's exported weights, re-warmed "
             "in 150 steps) with a cosine over 23.3 minutes to its floor of 1e-5 (runs 26–28, "
-            "back-to-back, keeping the optimiser state)")
-HARDWARE = "NVIDIA H100 (runs 1–12), NVIDIA H200 (runs 13–28); bf16 autocast, fused AdamW"
+            "back-to-back, keeping the optimiser state); then a seventh, the same from run 28's "
+            "exported weights with a cosine over 24 minutes (runs 29–31, back-to-back)")
+HARDWARE = "NVIDIA H100 (runs 1–12), NVIDIA H200 (runs 13–31); bf16 autocast, fused AdamW"
 PSEUDO_PHASES = ((95.9, 0.15), (117.0, 0.20), (129.5, 0.20), (164.4, 0.20), (170.5, 0.20),
-                 (187.1, 0.20))
+                 (187.1, 0.20), (210.3, 0.20))
 """Training minute where each pseudo-word phase began, and its share of pseudo-words."""
-SYMBOL_PHASES = ((129.5, 0.20), (164.4, 0.20), (170.5, 0.20), (187.1, 0.20))
+SYMBOL_PHASES = ((129.5, 0.20), (164.4, 0.20), (170.5, 0.20), (187.1, 0.20),
+                 (210.3, 0.20))
 """Training minute where each pseudo-symbol phase began, and its share of redrawn symbols."""
 TARGETS = {"large": 0.995, "base": 0.99, "small": 0.97, "tiny": 0.90}
 """Held-out character precision each tier is meant to reach (issue 4)."""
