@@ -29,13 +29,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from opticmem.encoder.half_linear import HalfLinear
 from opticmem.render import RenderSettings, transcript_positions
 
 
@@ -151,6 +152,7 @@ class LayoutAligner(nn.Module):
         nn.init.zeros_(out.bias)
         self.mix = nn.Sequential(nn.GELU(), out)
         self._freqs: Tensor | None = None  # frequencies on the grid's device (see _frequencies)
+        self._out_half = HalfLinear()  # mix's projection, at every decoding step
 
     def forward(
         self, grid: torch.Tensor, cells: torch.Tensor, batch: torch.Tensor,
@@ -248,7 +250,8 @@ class LayoutAligner(nn.Module):
         ci = (col * p.col_scale + p.col_offset).clamp_(0, p.col_code.shape[0] - 1)
         token = (p.row_token[ri] + p.col_token[ci]).clamp_(max=g2)  # (N, P)
         h = p.tokens[batch[:, None], token] + p.row_code[ri] + p.col_code[ci]  # (N, P, pd)
-        return self.mix(h.flatten(-2))  # (N, D)
+        out = cast(nn.Linear, self.mix[1])
+        return self._out_half(self.mix[0](h.flatten(-2)), out.weight, out.bias)  # (N, D)
 
     def _frequencies(self, like: Tensor) -> Tensor:
         """``config.frequencies`` as a tensor like ``like``, made once: building it from a list

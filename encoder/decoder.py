@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from opticmem.encoder.config import DecoderConfig
+from opticmem.encoder.half_linear import HalfLinear
 from opticmem.encoder.moe import MLP, MoE, add_linear
 from opticmem.encoder.packing import PackedWeights, needs_grad
 
@@ -179,6 +180,8 @@ class Attention(nn.Module):
         self._qkv = PackedWeights(
             [[self.q_proj, self.k_proj, self.v_proj]], stacked=False
         )  # (3·nh·hd, H), viewed by the three parameters
+        self._qkv_half = HalfLinear()
+        self._o_half = HalfLinear()
 
     def forward(
         self,
@@ -199,7 +202,7 @@ class Attention(nn.Module):
         ):
             qkv = torch.cat([self.q_proj(x), self.k_proj(x), self.v_proj(x)], dim=-1)
         else:
-            qkv = F.linear(x, self._qkv.get())  # (B, T, 3·nh·hd)
+            qkv = self._qkv_half(x, self._qkv.get())  # (B, T, 3·nh·hd)
         qkv = qkv.view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hd)
         qk = apply_rotary(qkv[:2], cos, sin)  # (2, B, nh, T, hd)
         q, k, v = qk[0], qk[1], qkv[2]
@@ -216,10 +219,10 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, Tk, q.device))
         out = out.transpose(1, 2).reshape(B, T, nh * hd)  # (B, T, nh·hd)
         if residual is None:
-            return self.o_proj(out)
+            return self._o_half(out, self.o_proj.weight)
         if torch.is_grad_enabled() and needs_grad([self.o_proj.weight]):
             return residual + self.o_proj(out)
-        return add_linear(residual, out, self.o_proj.weight)
+        return add_linear(residual, out, self.o_proj.weight, half=self._o_half)
 
 
 def causal_mask(T: int, Tk: int, device: torch.device) -> Tensor:
@@ -256,6 +259,7 @@ class MoEDecoder(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(cfg, i) for i in range(cfg.layers))
         self.norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self._head_half = HalfLinear()
 
     def forward(
         self,
@@ -287,7 +291,7 @@ class MoEDecoder(nn.Module):
 
     def logits(self, hidden: Tensor) -> Tensor:
         """LM head: (…, H) → (…, vocab)."""
-        return self.lm_head(hidden)
+        return self._head_half(hidden, self.lm_head.weight)
 
     def aux_loss(self) -> Tensor | None:
         """Sum of the MoE layers' load-balancing losses from the last training forward."""

@@ -20,8 +20,10 @@ no second copy of the weights) and picks one of four paths:
   large token counts (prefill), and always when gradients are needed (then through the
   expert modules).
 * ``few`` — CPU, at most 8 (token, expert) pairs (small-batch decoding): one mat-vec per
-  pair on the packed views; no sorting, no copies. In fp32 each pair's output is added,
-  scaled by its routing weight, straight into the layer's output (one ``addmm_``).
+  pair on the packed views; no sorting. In fp32 each pair's output is added, scaled by
+  its routing weight, straight into the layer's output; with bf16-valued weights the
+  mat-vecs run on fp16 copies (:mod:`opticmem.encoder.half_linear`), as do the shared
+  experts' and the dense MLP's.
 * ``gather`` — CUDA, few (token, expert) pairs as in small-batch decoding: gather the
   selected experts' weights and run batched mat-vecs; no sync, no Python loop.
 * ``dense`` — moderate token counts (CUDA; on CPU, batches of decoding rows too large
@@ -39,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from opticmem.encoder.config import DecoderConfig
+from opticmem.encoder.half_linear import HalfLinear
 from opticmem.encoder.packing import PackedWeights, needs_grad
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,8 @@ class MLP(nn.Module):
             if fuse
             else None
         )
+        self._gate_up_half = HalfLinear()
+        self._down_half = HalfLinear()
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """``residual + mlp(x)`` (``mlp(x)`` without a residual), (..., dim)."""
@@ -71,16 +76,22 @@ class MLP(nn.Module):
         ):
             out = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
             return out if residual is None else residual + out
-        g, u = F.linear(x, self._gate_up.get()).chunk(2, dim=-1)  # (..., I) each
+        g, u = self._gate_up_half(x, self._gate_up.get()).chunk(2, dim=-1)  # (..., I) each
         h = F.silu(g).mul_(u)  # (..., I)
         if residual is None:
-            return F.linear(h, self.down_proj.weight)
-        return add_linear(residual, h, self.down_proj.weight)
+            return self._down_half(h, self.down_proj.weight)
+        return add_linear(residual, h, self.down_proj.weight, half=self._down_half)
 
 
-def add_linear(acc: Tensor, x: Tensor, weight: Tensor, alpha: float = 1.0) -> Tensor:
+def add_linear(acc: Tensor, x: Tensor, weight: Tensor, alpha: float = 1.0,
+               half: HalfLinear | None = None) -> Tensor:
     """``acc + alpha · x @ weight.T`` as one ``addmm`` (a new tensor): ``acc`` (..., O),
-    ``x`` (..., I) with the same leading dims, ``weight`` (O, I)."""
+    ``x`` (..., I) with the same leading dims, ``weight`` (O, I). With ``half``, the
+    product goes through it (:class:`~opticmem.encoder.half_linear.HalfLinear`) and is
+    then added, wherever it takes its fp16 path."""
+    product = half.fp16_product(x, weight) if half is not None else None
+    if product is not None:  # a new tensor: the sum may go into it
+        return product.add_(acc) if alpha == 1.0 else torch.add(acc, product, alpha=alpha)
     out = torch.addmm(acc.reshape(-1, acc.shape[-1]), x.reshape(-1, x.shape[-1]), weight.t(),
                       alpha=alpha)  # (N, O)
     return out.view(acc.shape)
@@ -118,6 +129,7 @@ class MoE(nn.Module):
             [[e.gate_proj, e.up_proj] for e in experts], stacked=True
         )  # (E, 2I, H)
         self._down = PackedWeights([[e.down_proj] for e in experts], stacked=True)
+        self._halves = [(HalfLinear(), HalfLinear()) for _ in experts]  # gate|up, down
         self.aux_loss: Tensor | None = None
         """Sequence-level load-balancing loss of the last training forward (DeepSeek-V2)."""
         self._router_cache: tuple[tuple[object, ...], Tensor] | None = None
@@ -239,8 +251,9 @@ class MoE(nn.Module):
             start += count
             tokens = pairs // k  # (count,)
             if gate_up is not None and down is not None:
-                g, u = F.linear(x[tokens], gate_up[e]).chunk(2, dim=-1)  # (count, I) each
-                y = F.linear(F.silu(g) * u, down[e])  # (count, H)
+                half_gu, half_down = self._halves[e]
+                g, u = half_gu(x[tokens], gate_up[e]).chunk(2, dim=-1)  # (count, I) each
+                y = half_down(F.silu(g) * u, down[e])  # (count, H)
             else:
                 y = self.experts[e](x[tokens])  # (count, H)
             out.index_add_(0, tokens, y.float() * flat_w[pairs, None])
@@ -253,9 +266,13 @@ class MoE(nn.Module):
         for n, (experts, ws) in enumerate(zip(ids.tolist(), weights.tolist(), strict=True)):
             xn, on = x[n : n + 1], out[n : n + 1]  # (1, H) each
             for e, w in zip(experts, ws, strict=True):
-                g, u = F.linear(xn, gate_up[e]).chunk(2, dim=-1)  # (1, I) each
+                half_gu, half_down = self._halves[e]
+                g, u = half_gu(xn, gate_up[e]).chunk(2, dim=-1)  # (1, I) each
                 h = F.silu(g).mul_(u)  # (1, I)
-                if h.dtype == out.dtype:
+                y = half_down.fp16_product(h, down[e])
+                if y is not None:
+                    on.add_(y, alpha=w)
+                elif h.dtype == out.dtype:
                     on.addmm_(h, down[e].t(), alpha=w)  # (1, H) += w · h @ downᵀ
                 else:  # bf16 experts: their output is summed in fp32
                     on.add_(F.linear(h, down[e]).float(), alpha=w)

@@ -1,0 +1,110 @@
+"""CPU linear layers through fp16 copies of their weights, for decoding a page or a few.
+
+Decoding one page on a CPU multiplies one row by every decoder weight at every step, so
+a step's matrix products wait on reading the weights from memory, not on arithmetic.
+The bundled weights ship as bf16, and fp16 holds every bf16 value exactly except in its
+subnormal range (|w| < 6.1e-5), where it rounds by at most 2⁻²⁵. fbgemm's fp16 GEMM
+keeps such a copy (half the bytes of fp32) and multiplies in fp32, so the products
+match the fp32 ones to float rounding. On a 2-vCPU AMD EPYC the decoder's per-token set
+of products took 3.7 ms with MKL in fp32 and 0.73 ms this way, 6.8 and 2.0 ms for 16 rows,
+and fbgemm was still 1.1× faster at 512 rows (``benchmarks/cpu_linear_forms.py``).
+
+A copy is made only when it is that close to the weight (:func:`holds_exactly`): weights
+trained or loaded in fp32, such as the random ones of the equivalence checks against
+reference code, keep the fp32 path. The copies cost half the decoder's fp32 bytes in
+memory, once. Builds without fbgemm's fp16 ops (non-x86, or a PyTorch that drops them
+with the rest of its old quantization stack) run the fp32 path throughout.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+_SUBNORMAL_ROUNDING = 2.0**-25
+"""The largest error of a bf16 value stored as fp16: half fp16's subnormal spacing."""
+
+
+def fbgemm_available() -> bool:
+    """Whether this PyTorch build has fbgemm's fp16 linear (x86 builds do)."""
+    return "fbgemm" in torch.backends.quantized.supported_engines and hasattr(
+        torch.ops.quantized, "linear_prepack_fp16"
+    )
+
+
+_FBGEMM = fbgemm_available()
+
+
+def holds_exactly(weight: Tensor) -> bool:
+    """True when fp16 keeps ``weight`` to within subnormal rounding (every value of a bf16
+    checkpoint); NaN or a value beyond fp16's range makes it False."""
+    error = (weight.detach().half().float() - weight.detach()).abs().max()
+    return bool(error <= _SUBNORMAL_ROUNDING)
+
+
+class HalfLinear:
+    """``x @ weight.T (+ bias)`` through an fbgemm fp16 copy of ``weight``, where it helps.
+
+    The copy is made on first use and remade when the weight changes (its storage, or an
+    in-place update); a weight fp16 cannot hold (:func:`holds_exactly`) is remembered as
+    such and runs ``F.linear``. So do inputs off the CPU, not fp32, with more than
+    :attr:`max_rows` rows, or whose weights autograd tracks now.
+    """
+
+    enabled: ClassVar[bool] = _FBGEMM
+    """Off: every call is ``F.linear`` (set it to compare both paths)."""
+    max_rows: ClassVar[int] = 256
+    """Inputs with more rows (a long prompt's prefill) take MKL's fp32 GEMM."""
+
+    def __init__(self) -> None:
+        self._copy: tuple[tuple[object, ...], Any] | None = None  # (weight's key, packed)
+
+    def __call__(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+        out = self.fp16_product(x, weight, bias)
+        return F.linear(x, weight, bias) if out is None else out
+
+    def fp16_product(
+        self, x: Tensor, weight: Tensor, bias: Tensor | None = None
+    ) -> Tensor | None:
+        """``x @ weight.T (+ bias)`` (…, out) on the fp16 copy, or ``None`` where that path
+        does not apply (see the class docstring)."""
+        packed = self._packed(x, weight, bias)
+        if packed is None:
+            return None
+        rows = x.reshape(-1, x.shape[-1])
+        out = torch.ops.quantized.linear_dynamic_fp16(rows, packed)  # (N, out)
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    def _packed(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Any:
+        if not (
+            self.enabled
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and weight.dtype == torch.float32
+            and x.numel() <= self.max_rows * x.shape[-1]
+        ):
+            return None
+        if torch.is_grad_enabled() and (
+            weight.requires_grad or (bias is not None and bias.requires_grad)
+        ):
+            return None
+        key: tuple[object, ...] = (weight.data_ptr(), weight._version, weight.shape,
+                                   weight.stride())
+        if bias is not None:
+            key += (bias.data_ptr(), bias._version)
+        copy = self._copy
+        if copy is None or copy[0] != key:
+            with torch.no_grad():
+                packed = (
+                    torch.ops.quantized.linear_prepack_fp16(
+                        weight.detach().contiguous(),
+                        None if bias is None else bias.detach().contiguous(),
+                    )
+                    if holds_exactly(weight)
+                    else None
+                )
+            copy = self._copy = (key, packed)
+        return copy[1]

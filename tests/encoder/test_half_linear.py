@@ -1,0 +1,126 @@
+"""CPU products through fp16 weight copies: used only where fp16 holds the weights, and
+decoding with them reads the same tokens as without."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from opticmem.encoder.config import preset
+from opticmem.encoder.generate import GenerationConfig, Prompt, generate
+from opticmem.encoder.half_linear import HalfLinear, fbgemm_available, holds_exactly
+from opticmem.encoder.model import OCRModel, build_model
+
+needs_fbgemm = pytest.mark.skipif(
+    not fbgemm_available(), reason="this PyTorch build has no fbgemm fp16 linear (non-x86)"
+)
+
+
+def bf16_valued(*shape: int, seed: int = 0) -> torch.Tensor:
+    """fp32 values that a bf16 checkpoint could hold, as the bundled weights are."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(*shape, generator=g) * 0.05).bfloat16().float()
+
+
+def test_holds_exactly_accepts_bf16_values_and_rejects_the_rest() -> None:
+    w = bf16_valued(64, 32)
+    assert holds_exactly(w)
+    tiny = torch.tensor([3.0e-7, -1.2e-6, 7.0e-5]).bfloat16().float()  # fp16 subnormals
+    assert holds_exactly(tiny)
+    assert not holds_exactly(torch.randn(64, 32) * 0.05)  # plain fp32 values
+    assert not holds_exactly(torch.tensor([1.0e5]))  # beyond fp16's range
+    assert not holds_exactly(torch.tensor([float("nan")]))
+
+
+@needs_fbgemm
+@pytest.mark.parametrize("rows", [1, 3, 40])
+def test_fp16_product_matches_fp32_linear(rows: int) -> None:
+    w, b = bf16_valued(96, 48), bf16_valued(96, seed=1)
+    x = torch.randn(2, rows, 48)
+    half = HalfLinear()
+    got = half.fp16_product(x, w, b)
+    assert got is not None and got.shape == (2, rows, 96)
+    torch.testing.assert_close(got, F.linear(x, w, b), rtol=1e-5, atol=1e-5)
+
+
+@needs_fbgemm
+def test_copy_follows_in_place_updates_of_the_weight() -> None:
+    w = bf16_valued(32, 16)
+    x = torch.randn(1, 16)
+    half = HalfLinear()
+    torch.testing.assert_close(half(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+    w.mul_(-2.0)  # still bf16 values; the copy must be remade
+    torch.testing.assert_close(half(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+    w.add_(1e-3 * torch.randn(32, 16))  # no longer held exactly: back to fp32
+    assert half.fp16_product(x, w) is None
+    torch.testing.assert_close(half(x, w), F.linear(x, w))
+
+
+@needs_fbgemm
+def test_fp32_path_where_the_copy_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    w = bf16_valued(32, 16)
+    half = HalfLinear()
+    assert half.fp16_product(torch.randn(1, 16), w) is not None
+    assert half.fp16_product(torch.randn(1, 16).bfloat16(), w.bfloat16()) is None
+    assert half.fp16_product(torch.randn(HalfLinear.max_rows + 1, 16), w) is None
+    tracked = w.clone().requires_grad_()
+    assert half.fp16_product(torch.randn(1, 16), tracked) is None
+    with torch.no_grad():
+        assert half.fp16_product(torch.randn(1, 16), tracked) is not None
+    monkeypatch.setattr(HalfLinear, "enabled", False)
+    assert half.fp16_product(torch.randn(1, 16), w) is None
+
+
+@pytest.fixture(scope="module")
+def bf16_model() -> OCRModel:
+    """The test preset with every weight rounded to a bf16 value, like the bundled codec."""
+    model = build_model(preset("test"), seed=0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.bfloat16().float())
+    return model
+
+
+@needs_fbgemm
+def test_decoding_reads_the_same_tokens_with_and_without_copies(
+    bf16_model: OCRModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    g = torch.Generator().manual_seed(3)
+    prompts = [Prompt(torch.randn(n, bf16_model.cfg.embed_dim, generator=g)) for n in (21, 13)]
+    cfg = GenerationConfig(max_new_tokens=16, stop_token_ids=(-1,))
+    for batch in (prompts[:1], prompts):  # one row (the MoE's "few" path) and a batch
+        with_copies = generate(bf16_model, batch, cfg)
+        attn = bf16_model.decoder.layers[0].attn
+        x = torch.randn(1, 1, bf16_model.cfg.decoder.hidden_size)
+        with torch.inference_mode():
+            assert attn._qkv_half.fp16_product(x, attn._qkv.get()) is not None  # it ran
+        monkeypatch.setattr(HalfLinear, "enabled", False)
+        without = generate(bf16_model, batch, cfg)
+        monkeypatch.setattr(HalfLinear, "enabled", True)
+        for a, b in zip(with_copies, without, strict=True):
+            assert a.token_ids == b.token_ids
+            assert a.confidence == pytest.approx(b.confidence, rel=1e-4)
+
+
+def test_benchmark_forms_compute_the_same_products() -> None:
+    """``benchmarks/cpu_linear_forms.py`` times products that agree with fp32 ``F.linear``
+    (to each form's precision), over the bundled decoder's per-token shapes."""
+    from benchmarks.cpu_linear_forms import forms, step_shapes
+
+    cfg = preset("bundled").decoder
+    shapes = step_shapes()
+    assert (3 * cfg.heads * cfg.head_dim, cfg.hidden_size) in shapes
+    assert shapes[-1] == (cfg.vocab_size, cfg.hidden_size)
+    weights = [bf16_valued(48, 32, seed=1), bf16_valued(16, 48, seed=2)]
+    x = [torch.randn(3, 32), torch.randn(3, 48)]
+    table = forms(weights)
+    assert "fp32 F.linear" in table and "bf16 F.linear" in table
+    if fbgemm_available():
+        assert "fbgemm fp16" in table
+    loose = {"bf16 F.linear": 0.05, "oneDNN packed bf16": 0.05, "fbgemm int8 dynamic": 0.05}
+    for name, products in table.items():
+        for f, w, xi in zip(products, weights, x, strict=True):
+            tol = loose.get(name, 1e-5)
+            torch.testing.assert_close(f(xi).float(), F.linear(xi, w), rtol=tol, atol=tol,
+                                       msg=name)
