@@ -16,6 +16,7 @@ CPU = [
     ["benchmarks.redis_speed"],
     ["benchmarks.codec_speed", "--device", "cpu", "--tiers", "small,tiny", "--batches", "1,16",
      "--pages", "3", "--out", "benchmarks/results/codec_speed_cpu.md"],
+    ["benchmarks.cpu_linear_forms"],
 ]
 GPU = [
     ["benchmarks.encoder_speed"],
