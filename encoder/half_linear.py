@@ -51,7 +51,8 @@ class HalfLinear:
     The copy is made on first use and remade when the weight changes (its storage, or an
     in-place update); a weight fp16 cannot hold (:func:`holds_exactly`) is remembered as
     such and runs ``F.linear``. So do inputs off the CPU, not fp32, with more than
-    :attr:`max_rows` rows, or whose weights autograd tracks now.
+    :attr:`max_rows` rows, or whose weights autograd tracks now, and weights made under
+    ``torch.inference_mode`` (they keep no version counter to notice changes by).
     """
 
     enabled: ClassVar[bool] = _FBGEMM
@@ -91,6 +92,8 @@ class HalfLinear:
             weight.requires_grad or (bias is not None and bias.requires_grad)
         ):
             return None
+        if weight.is_inference() or (bias is not None and bias.is_inference()):
+            return None  # no version counter: an in-place change could not be noticed
         key: tuple[object, ...] = (weight.data_ptr(), weight._version, weight.shape,
                                    weight.stride())
         if bias is not None:

@@ -68,6 +68,11 @@ def test_fp32_path_where_the_copy_does_not_apply(monkeypatch: pytest.MonkeyPatch
     assert half.fp16_product(torch.randn(1, 16), tracked) is None
     with torch.no_grad():
         assert half.fp16_product(torch.randn(1, 16), tracked) is not None
+    with torch.inference_mode():
+        made_here = bf16_valued(32, 16)
+    assert half.fp16_product(torch.randn(1, 16), made_here) is None
+    torch.testing.assert_close(half(torch.ones(1, 16), made_here),
+                               F.linear(torch.ones(1, 16), made_here))
     monkeypatch.setattr(HalfLinear, "enabled", False)
     assert half.fp16_product(torch.randn(1, 16), w) is None
 
