@@ -17,15 +17,18 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 from PIL import Image, ImageDraw
 
 from opticmem.encoder.codec import Codec
 from opticmem.encoder.metrics import (
+    CHARACTER_KINDS,
     char_precision,
     exact_token_rate,
     fox_word_precision,
     misreads,
+    read_by_kind,
 )
 from opticmem.render import (
     ORDER,
@@ -216,7 +219,8 @@ def write_results(scores: Sequence[PageScore], out_dir: Path, meta: dict[str, ob
 def misreads_report(scores: Sequence[PageScore], *, worst: int = 3, limit: int = 12) -> str:
     """Markdown: per tier, the ``worst`` pages by character precision and up to ``limit``
     of their misreads each (reference span → what was read)."""
-    lines = ["# Misreads: where the worst pages of each tier went wrong", ""]
+    lines = ["# Misreads: where the worst pages of each tier went wrong", "",
+             *kinds_table(scores), ""]
     for tier in ORDER:
         ranked = sorted((s for s in scores if s.tier == tier.value and s.char_precision < 1.0),
                         key=lambda s: s.char_precision)[:worst]
@@ -233,6 +237,40 @@ def misreads_report(scores: Sequence[PageScore], *, worst: int = 3, limit: int =
                 lines.append(f"    … {len(found) - limit} more")
         lines.append("")
     return "\n".join(lines)
+
+
+class ReadBack(Protocol):
+    """What :func:`kinds_table` needs of a page read back (a :class:`PageScore` has it)."""
+
+    @property
+    def tier(self) -> str: ...
+    @property
+    def reference(self) -> str: ...
+    @property
+    def recollected(self) -> str: ...
+
+
+def kinds_table(scores: Iterable[ReadBack]) -> list[str]:
+    """Markdown lines: per tier, the share of each kind of character read back in place
+    (:func:`~opticmem.encoder.metrics.read_by_kind`), over every page scored."""
+    scores = list(scores)
+    header = ["tier", *CHARACTER_KINDS]
+    lines = ["Characters read back in place, by kind (share of the reference's, aligned "
+             "as the misreads are):", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for tier in ORDER:
+        counts = {kind: [0, 0] for kind in CHARACTER_KINDS}
+        for s in scores:
+            if s.tier != tier.value:
+                continue
+            for kind, (read, n) in read_by_kind(s.reference, s.recollected).items():
+                counts[kind][0] += read
+                counts[kind][1] += n
+        if not any(n for _, n in counts.values()):
+            continue
+        cells = [f"{100 * r / n:.1f}% of {n}" if n else "—" for r, n in counts.values()]
+        lines.append(f"| {tier.value} | " + " | ".join(cells) + " |")
+    return lines
 
 
 _COLOURS = {"large": (31, 119, 180), "base": (44, 160, 44), "small": (255, 127, 14),

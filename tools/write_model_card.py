@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 from opticmem.encoder.bundled import weights_dir
 from opticmem.encoder.checkpoint import read_config
+from opticmem.encoder.metrics import read_by_kind
 from opticmem.encoder.model import build_model
-from opticmem.evaluation import Row, markdown_table
+from opticmem.evaluation import Row, kinds_table, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEDULE = ("warm-up 300 steps, cosine over the planned minutes (peak 7e-4, floor 3.5e-5; the "
@@ -49,6 +51,28 @@ BEFORE = ROOT / "benchmarks/results/codec_eval_run12/eval.json"
 """The same held-out evaluation of the weights before the first of them (12 runs)."""
 
 
+class ReadBackRow(NamedTuple):
+    """One page-tier of ``readback.jsonl``."""
+
+    tier: str
+    reference: str
+    recollected: str
+
+
+def lowest_kinds(rows: list[ReadBackRow], tier: str, n: int = 2) -> str:
+    """The ``n`` kinds of character ``tier`` reads back in place least often, as
+    "digit (71.1%) and hangul (53.7%)"."""
+    totals: dict[str, list[int]] = {}
+    for row in rows:
+        if row.tier == tier:
+            for kind, (read, count) in read_by_kind(row.reference, row.recollected).items():
+                acc = totals.setdefault(kind, [0, 0])
+                acc[0] += read
+                acc[1] += count
+    share = sorted((read / count, kind) for kind, (read, count) in totals.items() if count)
+    return " and ".join(f"{kind} ({100 * r:.1f}%)" for r, kind in share[:n])
+
+
 def phases(table: tuple[tuple[float, float], ...]) -> str:
     """``((minute, rate), …)`` as "20% from minute 117, then …"."""
     return ", then ".join(f"{rate:.0%} from minute {at:g}" for at, rate in table)
@@ -63,6 +87,11 @@ def main() -> None:
     size = sum(f.stat().st_size for f in wd.glob("model-*.safetensors"))
     train = json.loads((wd / "training_log.json").read_text())
     ev = json.loads((ROOT / "benchmarks/results/codec_eval/eval.json").read_text())
+    with (ROOT / "benchmarks/results/codec_eval/readback.jsonl").open(encoding="utf-8") as f:
+        read_back = [ReadBackRow(r["tier"], r["reference"], r["recollected"])
+                     for r in map(json.loads, f)]
+    kinds = "\n".join(kinds_table(read_back))
+    worst = {tier: lowest_kinds(read_back, tier) for tier in ("small", "tiny")}
     rows = [Row(**r) for r in ev["summary"]]
     meta = ev["meta"]
     last = {r["tier"]: r for r in train["log"]}
@@ -202,6 +231,11 @@ no-repeat guard (n-gram 30 over 90 tokens), ending a page once its cursor leaves
 row and never above the page's last row of ink (`OCRCodec.stop_past_page`,
 `OCRCodec.read_to_ink`). Reproduce: `opticmem eval` (the held-out sources ship with the
 package, `opticmem/encoder/eval_sources`).
+
+{kinds}
+
+Of the kinds of character, Small reads {worst['small']} worst, Tiny {worst['tiny']}
+(`misreads.md` beside the evaluation lists where each tier's worst pages went wrong).
 
 ## Limits
 

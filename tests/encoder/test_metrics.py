@@ -13,6 +13,7 @@ from opticmem.encoder.metrics import (
     exact_tokens,
     fox_word_precision,
     misreads,
+    read_by_kind,
 )
 from tests.doctests import check_doctests
 
@@ -77,6 +78,26 @@ def test_misreads_name_the_dropped_tail_and_reject_bad_context() -> None:
     assert (m.offset, m.expected, m.got, m.before) == (20, "\nOpen questions", "", "December")
     with pytest.raises(ValueError, match="context"):
         misreads("a", "b", context=-1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab7한\n –", max_size=60), st.text(alphabet="ab7한\n –", max_size=60))
+def test_read_by_kind_counts_every_reference_character_once(ref: str, hyp: str) -> None:
+    counts = read_by_kind(ref, hyp)
+    assert sum(n for _, n in counts.values()) == len(ref)
+    assert all(0 <= read <= n for read, n in counts.values())
+    # Characters outside every misread span are exactly the ones read in place.
+    missed = sum(len(m.expected) for m in misreads(ref, hyp))
+    assert sum(read for read, _ in counts.values()) == len(ref) - missed
+    if ref == hyp:
+        assert all(read == n for read, n in counts.values())
+
+
+def test_read_by_kind_separates_scripts_and_digits() -> None:
+    counts = read_by_kind("Order 4471 배송 완료!", "Order 4421 배숑 완료!")
+    assert counts["digit"] == (3, 4) and counts["hangul"] == (3, 4)
+    assert counts["letter"] == (5, 5) and counts["punct/symbol"] == (1, 1)
+    assert counts["space"] == (3, 3)
 
 
 def test_metrics_docstring_examples() -> None:

@@ -120,6 +120,10 @@ def test_misreads_report_shows_where_the_worst_pages_went_wrong() -> None:
     assert "'송' → '워'" in report[report.index("## small"):report.index("## tiny")]
     assert "## base" not in report
     assert "##" not in misreads_report(scores[1:2])  # nothing misread, no sections
+    # The summary by kind: tiny lost 9 of 12 digits (one misread, the tail dropped) over
+    # both its pages; small one of 5 Hangul syllables.
+    assert "| tiny | 82.9% of 35 | 25.0% of 12 | — | 25.0% of 4 | 71.4% of 7 |" in report
+    assert "| small | — | — | 80.0% of 5 | — | 100.0% of 1 |" in report
 
 
 def test_eval_command_rejects_a_missing_text_file(tmp_path: Path) -> None:
