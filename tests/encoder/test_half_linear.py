@@ -3,6 +3,8 @@ decoding with them reads the same tokens as without."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -75,6 +77,17 @@ def test_fp32_path_where_the_copy_does_not_apply(monkeypatch: pytest.MonkeyPatch
                                F.linear(torch.ones(1, 16), made_here))
     monkeypatch.setattr(HalfLinear, "enabled", False)
     assert half.fp16_product(torch.randn(1, 16), w) is None
+
+
+@needs_fbgemm
+def test_copies_of_a_module_do_not_carry_the_fp16_copy() -> None:
+    w = bf16_valued(32, 16)
+    half = HalfLinear()
+    half(torch.randn(1, 16), w)
+    for twin in (copy.deepcopy(half), copy.copy(half)):  # copy.copy goes by __getstate__
+        assert twin._copy is None
+        torch.testing.assert_close(twin(torch.ones(1, 16), w), F.linear(torch.ones(1, 16), w),
+                                   rtol=1e-5, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
