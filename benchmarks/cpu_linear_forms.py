@@ -36,6 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from benchmarks import publish
 from opticmem.encoder.config import preset
 
 RESULTS = Path(__file__).parent / "results" / "cpu_linear_forms.md"
@@ -155,8 +156,7 @@ def main() -> None:
         *lines,
         "",
     ])
-    print(text)
-    args.out.write_text(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

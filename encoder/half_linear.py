@@ -66,9 +66,6 @@ class HalfLinear:
     def __getstate__(self) -> dict[str, Any]:
         return {"_copy": None}  # derived data: a copied or pickled module remakes it
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> HalfLinear:
-        return HalfLinear()
-
     def __call__(self, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         out = self.fp16_product(x, weight, bias)
         return F.linear(x, weight, bias) if out is None else out

@@ -220,7 +220,7 @@ def misreads_report(scores: Sequence[PageScore], *, worst: int = 3, limit: int =
     """Markdown: per tier, the ``worst`` pages by character precision and up to ``limit``
     of their misreads each (reference span → what was read)."""
     lines = ["# Misreads: where the worst pages of each tier went wrong", "",
-             *kinds_table(scores), ""]
+             *kinds_table(kinds_by_tier(scores)), ""]
     for tier in ORDER:
         ranked = sorted((s for s in scores if s.tier == tier.value and s.char_precision < 1.0),
                         key=lambda s: s.char_precision)[:worst]
@@ -250,26 +250,29 @@ class ReadBack(Protocol):
     def recollected(self) -> str: ...
 
 
-def kinds_table(scores: Iterable[ReadBack]) -> list[str]:
-    """Markdown lines: per tier, the share of each kind of character read back in place
-    (:func:`~opticmem.encoder.metrics.read_by_kind`), over every page scored."""
-    scores = list(scores)
+def kinds_by_tier(scores: Iterable[ReadBack]) -> dict[str, dict[str, tuple[int, int]]]:
+    """``{tier: {kind: (read back in place, in the references)}}`` summed over the pages
+    (:func:`~opticmem.encoder.metrics.read_by_kind`), for the tiers present, in tier order
+    and every kind of :data:`~opticmem.encoder.metrics.CHARACTER_KINDS`."""
+    counts: dict[str, dict[str, list[int]]] = {}
+    for s in scores:
+        tier = counts.setdefault(s.tier, {kind: [0, 0] for kind in CHARACTER_KINDS})
+        for kind, (read, n) in read_by_kind(s.reference, s.recollected).items():
+            tier[kind][0] += read
+            tier[kind][1] += n
+    return {t.value: {kind: (r, n) for kind, (r, n) in counts[t.value].items()}
+            for t in ORDER if t.value in counts}
+
+
+def kinds_table(by_tier: dict[str, dict[str, tuple[int, int]]]) -> list[str]:
+    """Markdown lines of :func:`kinds_by_tier`: the share of each kind read back."""
     header = ["tier", *CHARACTER_KINDS]
     lines = ["Characters read back in place, by kind (share of the reference's, aligned "
              "as the misreads are):", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for tier in ORDER:
-        counts = {kind: [0, 0] for kind in CHARACTER_KINDS}
-        for s in scores:
-            if s.tier != tier.value:
-                continue
-            for kind, (read, n) in read_by_kind(s.reference, s.recollected).items():
-                counts[kind][0] += read
-                counts[kind][1] += n
-        if not any(n for _, n in counts.values()):
-            continue
+    for tier, counts in by_tier.items():
         cells = [f"{100 * r / n:.1f}% of {n}" if n else "—" for r, n in counts.values()]
-        lines.append(f"| {tier.value} | " + " | ".join(cells) + " |")
+        lines.append(f"| {tier} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -15,9 +15,8 @@ from typing import NamedTuple
 
 from opticmem.encoder.bundled import weights_dir
 from opticmem.encoder.checkpoint import read_config
-from opticmem.encoder.metrics import read_by_kind
 from opticmem.encoder.model import build_model
-from opticmem.evaluation import Row, kinds_table, markdown_table
+from opticmem.evaluation import Row, kinds_by_tier, kinds_table, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEDULE = ("warm-up 300 steps, cosine over the planned minutes (peak 7e-4, floor 3.5e-5; the "
@@ -59,17 +58,10 @@ class ReadBackRow(NamedTuple):
     recollected: str
 
 
-def lowest_kinds(rows: list[ReadBackRow], tier: str, n: int = 2) -> str:
-    """The ``n`` kinds of character ``tier`` reads back in place least often, as
-    "digit (71.1%) and hangul (53.7%)"."""
-    totals: dict[str, list[int]] = {}
-    for row in rows:
-        if row.tier == tier:
-            for kind, (read, count) in read_by_kind(row.reference, row.recollected).items():
-                acc = totals.setdefault(kind, [0, 0])
-                acc[0] += read
-                acc[1] += count
-    share = sorted((read / count, kind) for kind, (read, count) in totals.items() if count)
+def lowest_kinds(counts: dict[str, tuple[int, int]], n: int = 2) -> str:
+    """The ``n`` kinds of character read back in place least often, from one tier of
+    :func:`~opticmem.evaluation.kinds_by_tier`, as "digit (71.1%) and hangul (53.7%)"."""
+    share = sorted((read / count, kind) for kind, (read, count) in counts.items() if count)
     return " and ".join(f"{kind} ({100 * r:.1f}%)" for r, kind in share[:n])
 
 
@@ -90,8 +82,9 @@ def main() -> None:
     with (ROOT / "benchmarks/results/codec_eval/readback.jsonl").open(encoding="utf-8") as f:
         read_back = [ReadBackRow(r["tier"], r["reference"], r["recollected"])
                      for r in map(json.loads, f)]
-    kinds = "\n".join(kinds_table(read_back))
-    worst = {tier: lowest_kinds(read_back, tier) for tier in ("small", "tiny")}
+    by_kind = kinds_by_tier(read_back)
+    kinds = "\n".join(kinds_table(by_kind))
+    worst = {tier: lowest_kinds(by_kind[tier]) for tier in ("small", "tiny")}
     rows = [Row(**r) for r in ev["summary"]]
     meta = ev["meta"]
     last = {r["tier"]: r for r in train["log"]}
