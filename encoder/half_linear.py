@@ -18,11 +18,15 @@ with the rest of its old quantization stack) run the fp32 path throughout.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+WeightAndBias = tuple[Tensor, Tensor | None]
+"""A product's fp32 ``(weight (out, in), bias or None)``."""
 
 _SUBNORMAL_ROUNDING = 2.0**-25
 """The largest error of a bf16 value stored as fp16: half fp16's subnormal spacing."""
@@ -75,35 +79,45 @@ class HalfLinear:
     ) -> Tensor | None:
         """``x @ weight.T (+ bias)`` (…, out) on the fp16 copy, or ``None`` where that path
         does not apply (see the class docstring)."""
-        packed = self._packed(x, weight, bias)
+        sources = (weight,) if bias is None else (weight, bias)
+        return self.product_of(x, sources, lambda: (weight, bias))
+
+    def product_of(
+        self, x: Tensor, sources: Sequence[Tensor], build: Callable[[], WeightAndBias]
+    ) -> Tensor | None:
+        """:meth:`fp16_product` for a weight made from other tensors: ``build()`` returns
+        ``(weight (out, in), bias or None)`` in fp32 from ``sources``, and runs again only
+        when one of them changes (as the weight itself does for :meth:`fp16_product`). So
+        several parameters serve as one product (every expert of a layer at once,
+        :class:`~opticmem.encoder.moe.MoE`) without keeping their concatenation."""
+        packed = self._packed(x, sources, build)
         if packed is None:
             return None
-        rows = x.reshape(-1, x.shape[-1])
-        out = torch.ops.quantized.linear_dynamic_fp16(rows, packed)  # (N, out)
-        return out.view(*x.shape[:-1], out.shape[-1])
+        if x.dim() == 2:  # a decoding step's rows: no reshapes (ops cost time here)
+            return torch.ops.quantized.linear_dynamic_fp16(x, packed)
+        out = torch.ops.quantized.linear_dynamic_fp16(x.reshape(-1, x.shape[-1]), packed)
+        return out.view(*x.shape[:-1], out.shape[-1])  # (…, out)
 
-    def _packed(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Any:
+    def _packed(
+        self, x: Tensor, sources: Sequence[Tensor], build: Callable[[], WeightAndBias]
+    ) -> Any:
         if not (
             self.enabled
             and x.device.type == "cpu"
             and x.dtype == torch.float32
-            and weight.dtype == torch.float32
             and x.numel() <= self.max_rows * x.shape[-1]
         ):
             return None
-        if torch.is_grad_enabled() and (
-            weight.requires_grad or (bias is not None and bias.requires_grad)
-        ):
-            return None
-        if weight.is_inference() or (bias is not None and bias.is_inference()):
-            return None  # no version counter: an in-place change could not be noticed
-        key: tuple[object, ...] = (weight.data_ptr(), weight._version, weight.shape,
-                                   weight.stride())
-        if bias is not None:
-            key += (bias.data_ptr(), bias._version)
+        tracking = torch.is_grad_enabled()
+        key: tuple[object, ...] = ()
+        for s in sources:
+            if s.dtype != torch.float32 or s.is_inference() or (tracking and s.requires_grad):
+                return None  # inference tensors keep no version counter to notice changes by
+            key += (s.data_ptr(), s._version, s.shape, s.stride())
         copy = self._copy
         if copy is None or copy[0] != key:
             with torch.no_grad():
+                weight, bias = build()
                 packed = (
                     torch.ops.quantized.linear_prepack_fp16(
                         weight.detach().contiguous(),

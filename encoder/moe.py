@@ -24,6 +24,14 @@ no second copy of the weights) and picks one of four paths:
   its routing weight, straight into the layer's output; with bf16-valued weights the
   mat-vecs run on fp16 copies (:mod:`opticmem.encoder.half_linear`), as do the shared
   experts' and the dense MLP's.
+* ``sets`` and ``fused`` — CPU, where the fp16 copies apply (bf16-valued weights): the
+  experts a token uses run as one product over their gate|up rows and one over their
+  down columns, the shared experts included. ``sets`` (one token, or two) keeps a copy per
+  set of ``experts_per_token`` experts a token can be routed to, made on first use: only
+  the chosen experts' weights are read, in two products instead of six. ``fused`` (up to
+  ``cpu_fused_max_tokens``) runs every expert on every token in two products, the
+  unselected experts' activations weighted by 0. On a CPU, a step of one or a few rows is
+  bound by per-op overhead and by the bytes of weights it reads, not by arithmetic.
 * ``gather`` — CUDA, few (token, expert) pairs as in small-batch decoding: gather the
   selected experts' weights and run batched mat-vecs; no sync, no Python loop.
 * ``dense`` — moderate token counts (CUDA; on CPU, batches of decoding rows too large
@@ -34,6 +42,8 @@ no second copy of the weights) and picks one of four paths:
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
 from typing import Literal, cast
 
 import torch
@@ -46,7 +56,7 @@ from opticmem.encoder.packing import PackedWeights, needs_grad
 
 log = logging.getLogger(__name__)
 
-Dispatch = Literal["auto", "few", "gather", "dense", "grouped"]
+Dispatch = Literal["auto", "sets", "fused", "few", "gather", "dense", "grouped"]
 
 
 class MLP(nn.Module):
@@ -68,6 +78,12 @@ class MLP(nn.Module):
         )
         self._gate_up_half = HalfLinear()
         self._down_half = HalfLinear()
+
+    def gate_up(self) -> Tensor:
+        """``(2I, dim)``: the gate rows, then the up rows (the packed view when fused)."""
+        if self._gate_up is not None:
+            return self._gate_up.get()
+        return torch.cat([self.gate_proj.weight, self.up_proj.weight])
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """``residual + mlp(x)`` (``mlp(x)`` without a residual), (..., dim)."""
@@ -104,6 +120,17 @@ class MoE(nn.Module):
     """Which inference path to use; ``auto`` picks by token count (see module docstring)."""
     dense_max_tokens: int = 256
     """On CUDA, ``auto`` uses ``dense`` up to this many tokens, ``grouped`` above it."""
+    cpu_set_max_tokens: int = 2
+    """On CPU, ``auto`` uses ``sets`` up to this many tokens where it applies."""
+    cpu_max_expert_sets: int = 64
+    """``sets`` only when a token's experts can form at most this many sets (C(E, k)): the
+    copies of all of them take C(E, k)·(k·I + Is)·3·H fp16 values, 27 MB a layer for the
+    bundled codec's 15 sets of 2 of 6 experts (one page read 15 of them at every layer)."""
+    cpu_fused_max_tokens: int = 48
+    """On CPU, ``auto`` uses ``fused`` up to this many tokens where it applies and a token
+    uses at least a quarter of the routed experts. Bundled
+    codec's MoE layer, 2 cores, fp16 copies: 170 / 540 / 940 / 1,610 µs fused against 260 /
+    780 / 1,330 / 1,510 µs by the unfused paths at 1 / 16 / 32 / 64 tokens."""
     cpu_dense_max_products: int = 192
     """On CPU, ``auto`` uses ``dense`` (beyond ``few``) while tokens × routed experts stays
     within this, ``grouped`` above it. Bundled codec, 2 cores, three MoE layers and the LM
@@ -130,6 +157,8 @@ class MoE(nn.Module):
         )  # (E, 2I, H)
         self._down = PackedWeights([[e.down_proj] for e in experts], stacked=True)
         self._halves = [(HalfLinear(), HalfLinear()) for _ in experts]  # gate|up, down
+        self._set_halves: dict[tuple[int, ...], tuple[HalfLinear, HalfLinear]] = {}
+        """fp16 products over sets of experts (gate|up, down), by the sorted expert ids."""
         self.aux_loss: Tensor | None = None
         """Sequence-level load-balancing loss of the last training forward (DeepSeek-V2)."""
         self._router_cache: tuple[tuple[object, ...], Tensor] | None = None
@@ -171,16 +200,22 @@ class MoE(nn.Module):
         if self.training and self.aux_loss_alpha > 0 and torch.is_grad_enabled():
             self.aux_loss = self._seq_aux_loss(scores.view(B, T, -1), ids.view(B, T, -1))
         base = residual.reshape(B * T, H) if residual is not None else None  # (N, H)
+        mode = self._mode(flat)
+        if mode in ("sets", "fused"):
+            on_copies = (self._sets if mode == "sets" else self._fused)(flat, weights, ids, base)
+            if on_copies is not None:
+                return on_copies.view(B, T, H)
+            mode = self._mode(flat, fp16=False)  # no fp16 copies here
         if self.shared is not None:
             base = self.shared(flat, base)  # (N, H): residual + shared experts
-        if self._mode(flat) == "few" and x.dtype == torch.float32:
+        if mode == "few" and x.dtype == torch.float32:
             # The routed experts add into the output in place: no zeros, casts or sums.
             if base is None:
                 out = flat.new_zeros(B * T, H)
             else:  # a new tensor from the shared experts; else never write into the caller's
                 out = base if self.shared is not None else base.clone()
             return self._few(flat, weights, ids, out).view(B, T, H)
-        routed = self._run_experts(flat, weights, ids).to(x.dtype)  # (N, H)
+        routed = self._run_experts(flat, weights, ids, mode).to(x.dtype)  # (N, H)
         out = routed if base is None else routed + base
         return out.view(B, T, H)
 
@@ -195,19 +230,28 @@ class MoE(nn.Module):
 
     # ------------------------------------------------------------------ experts
 
-    def _mode(self, x: Tensor) -> Dispatch:
+    def _mode(self, x: Tensor, fp16: bool = True) -> Dispatch:
         """The inference path for ``x`` (N, H): ``dispatch``, or by token count for ``auto``.
 
-        On CPU a host sync is free and copies cost bandwidth: run the used experts. On CUDA
+        On CPU a host sync is free and copies cost bandwidth: with fp16 copies, the chosen
+        experts' or every expert's two products (``sets``, ``fused``; ``fp16=False`` skips
+        them), else run the used experts. On CUDA
         avoid syncs: gather few experts, or run all of them, until the batch is large
         enough for sorting by expert to pay. With gradients: always ``grouped``.
         """
         N = x.shape[0]
         if torch.is_grad_enabled() and needs_grad(list(self.experts.parameters())):
             return "grouped"
-        if self.dispatch != "auto":
+        if self.dispatch != "auto" and (fp16 or self.dispatch not in ("sets", "fused")):
             return self.dispatch
         if x.device.type != "cuda":
+            if fp16 and HalfLinear.enabled and x.dtype == torch.float32:  # where copies apply
+                if self.cpu_set_max_tokens >= N and (
+                    math.comb(self.n_experts, self.top_k) <= self.cpu_max_expert_sets
+                ):
+                    return "sets"
+                if self.cpu_fused_max_tokens >= N and self.n_experts <= 4 * self.top_k:
+                    return "fused"  # not where most experts sit idle (the official 64)
             if N * self.top_k <= 8:
                 return "few"
             return "dense" if N * self.n_experts <= self.cpu_dense_max_products else "grouped"
@@ -217,11 +261,10 @@ class MoE(nn.Module):
             return "dense"  # a CUDA graph cannot hold grouped's host sync
         return "grouped"
 
-    def _run_experts(self, x: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
-        """The routed experts' weighted sum for ``x`` (N, H), in fp32."""
+    def _run_experts(self, x: Tensor, weights: Tensor, ids: Tensor, mode: Dispatch) -> Tensor:
+        """The routed experts' weighted sum for ``x`` (N, H) by ``mode``, in fp32."""
         if torch.is_grad_enabled() and needs_grad(list(self.experts.parameters())):
             return self._grouped(x, weights, ids, packed=False)
-        mode = self._mode(x)
         if mode == "few":
             return self._few(x, weights, ids, x.new_zeros(x.shape, dtype=torch.float32))
         if mode == "gather":
@@ -277,6 +320,89 @@ class MoE(nn.Module):
                 else:  # bf16 experts: their output is summed in fp32
                     on.add_(F.linear(h, down[e]).float(), alpha=w)
         return out
+
+    def _fused(
+        self, x: Tensor, weights: Tensor, ids: Tensor, residual: Tensor | None
+    ) -> Tensor | None:
+        """``residual +`` routed and shared experts for ``x`` (N, H): every expert in two
+        products on fp16 copies, or ``None`` where those copies do not apply
+        (:class:`~opticmem.encoder.half_linear.HalfLinear`)."""
+        N, E = x.shape[0], self.n_experts
+        gate = torch.zeros(N, E, device=x.device, dtype=torch.float32).scatter_(1, ids, weights)
+        return self._on_copies(x, tuple(range(E)), gate, residual)
+
+    def _sets(
+        self, x: Tensor, weights: Tensor, ids: Tensor, residual: Tensor | None
+    ) -> Tensor | None:
+        """:meth:`_fused` with each token's own experts only, token by token."""
+        rows = []
+        for n, (experts, ws) in enumerate(zip(ids.tolist(), weights.tolist(), strict=True)):
+            order = sorted(range(len(experts)), key=experts.__getitem__)
+            gate = [ws[i] for i in order]
+            residual_n = None if residual is None else residual[n : n + 1]
+            row = self._on_copies(x[n : n + 1], tuple(experts[i] for i in order), gate,
+                                  residual_n)
+            if row is None:
+                return None
+            rows.append(row)
+        return rows[0] if len(rows) == 1 else torch.cat(rows)
+
+    def _on_copies(
+        self,
+        x: Tensor,
+        experts: tuple[int, ...],
+        gate: Tensor | list[float],
+        residual: Tensor | None,
+    ) -> Tensor | None:
+        """``residual + Σ gate·expert(x) + shared(x)`` for ``x`` (N, H) over ``experts``
+        (sorted ids) in two fp16 products (:meth:`expert_set_weights`); ``gate`` is (N, k)
+        or, for one token, k floats. ``None`` where the copies do not apply."""
+        halves = self._set_halves.get(experts)
+        if halves is None:
+            halves = self._set_halves[experts] = (HalfLinear(), HalfLinear())
+        sources = self._copy_sources()  # [gate_up (E, 2I, H), down, shared…]
+        y = halves[0].product_of(x, sources, lambda: (self.expert_set_weights(experts)[0], None))
+        if y is None:
+            return None
+        g, u = y.chunk(2, dim=-1)  # (N, k·I + Is) each
+        h = F.silu(g).mul_(u)
+        width = sources[0].shape[1] // 2  # I
+        if isinstance(gate, list):
+            for i, w in enumerate(gate):
+                h[:, i * width : (i + 1) * width].mul_(w)
+        else:  # in place on the experts' slice of h
+            h[:, : len(experts) * width].view(x.shape[0], len(experts), width).mul_(gate[..., None])
+        out = halves[1].product_of(h, sources, lambda: (self.expert_set_weights(experts)[1], None))
+        if out is None:  # pragma: no cover - the same sources passed the first product
+            out = F.linear(h, self.expert_set_weights(experts)[1])
+        return out if residual is None else out.add_(residual)
+
+    def _copy_sources(self) -> list[Tensor]:
+        """What :meth:`expert_set_weights` reads: a change to any remakes the copies."""
+        sources = [self._gate_up.get(), self._down.get()]
+        if self.shared is not None:
+            sources += [self.shared.gate_up(), self.shared.down_proj.weight]
+        return sources
+
+    def expert_set_weights(self, experts: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """The weights of ``experts`` (routed expert ids) and the shared experts as two
+        matrices: ``(2·(k·I + Is), H)``, the chosen experts' gate rows in the given order,
+        the shared experts' gate rows, then the up rows in the same order; and
+        ``(H, k·I + Is)``, the down columns in that order. So ``silu(gate)·up`` of the first
+        product is the second product's input as it comes, and each expert's slice of it
+        can be weighted in place."""
+        gate_up, down = self.packed()  # (E, 2I, H), (E, H, I)
+        I2, H = gate_up.shape[1:]
+        chosen = list(experts)
+        gates = [gate_up[chosen, : I2 // 2].reshape(-1, H)]
+        ups = [gate_up[chosen, I2 // 2 :].reshape(-1, H)]
+        downs = [down[chosen].permute(1, 0, 2).reshape(H, -1)]
+        if self.shared is not None:
+            shared_gate, shared_up = self.shared.gate_up().chunk(2)
+            gates.append(shared_gate)
+            ups.append(shared_up)
+            downs.append(self.shared.down_proj.weight)
+        return torch.cat(gates + ups), torch.cat(downs, dim=1)
 
     def _gather(self, x: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
         """Gather only the selected experts' weights: (N, k) batched mat-vecs."""

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from opticmem.encoder.config import DecoderConfig, preset
 from opticmem.encoder.decoder import KVCache
 from opticmem.encoder.errors import InputError
+from opticmem.encoder.half_linear import HalfLinear
 from opticmem.encoder.model import OCRModel, build_model
 from opticmem.encoder.moe import Dispatch, MoE
 from opticmem.encoder.sam import (
@@ -23,7 +24,7 @@ from opticmem.encoder.sam import (
 )
 from opticmem.render.tiers import Tier
 
-MODES: tuple[Dispatch, ...] = ("grouped", "few", "gather", "dense")
+MODES: tuple[Dispatch, ...] = ("grouped", "few", "gather", "dense", "fused", "sets")
 
 
 @pytest.fixture(scope="module")
@@ -181,13 +182,23 @@ def test_moe_adds_into_the_residual_without_writing_it(shared: int) -> None:
                 assert torch.equal(residual, before), mode
 
 
-def test_moe_cpu_dispatch_by_token_count() -> None:
-    """On CPU: ``few`` up to 8 (token, expert) pairs, ``dense`` while tokens × experts ≤
+def test_moe_cpu_dispatch_by_token_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CPU where fp16 copies may apply: ``sets`` up to 2 tokens, ``fused`` up to 48;
+    without them ``few`` up to 8 (token, expert) pairs, ``dense`` while tokens × experts ≤
     192 (measured faster there), ``grouped`` above; ``grouped`` whenever gradients flow."""
     moe = MoE(preset("bundled").decoder)  # 6 experts, top-2
     with torch.no_grad():
-        picks = {n: moe._mode(torch.zeros(n, 1)) for n in (1, 4, 5, 32, 33)}
-    assert picks == {1: "few", 4: "few", 5: "dense", 32: "dense", 33: "grouped"}
+        picks = {n: moe._mode(torch.zeros(n, 1), fp16=False) for n in (1, 4, 5, 32, 33)}
+        assert picks == {1: "few", 4: "few", 5: "dense", 32: "dense", 33: "grouped"}
+        monkeypatch.setattr(HalfLinear, "enabled", True)
+        picks = {n: moe._mode(torch.zeros(n, 1)) for n in (1, 2, 3, 48, 49)}
+        assert picks == {1: "sets", 2: "sets", 3: "fused", 48: "fused", 49: "grouped"}
+        assert moe._mode(torch.zeros(1, 1, dtype=torch.bfloat16)) == "few"
+        official = MoE(preset("test").decoder)
+        official.n_experts, official.top_k = 64, 6  # C(64, 6) sets, most experts idle
+        assert official._mode(torch.zeros(1, 1)) == "few"
+        monkeypatch.setattr(HalfLinear, "enabled", False)
+        assert moe._mode(torch.zeros(1, 1)) == "few"
     with torch.enable_grad():
         assert moe._mode(torch.zeros(1, 1)) == "grouped"
 

@@ -4,6 +4,7 @@ decoding with them reads the same tokens as without."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from opticmem.encoder.config import preset
 from opticmem.encoder.generate import GenerationConfig, Prompt, generate
 from opticmem.encoder.half_linear import HalfLinear, fbgemm_available, holds_exactly
 from opticmem.encoder.model import OCRModel, build_model
+from opticmem.encoder.moe import Dispatch, MoE
 
 needs_fbgemm = pytest.mark.skipif(
     not fbgemm_available(), reason="this PyTorch build has no fbgemm fp16 linear (non-x86)"
@@ -88,6 +90,79 @@ def test_copies_of_a_module_do_not_carry_the_fp16_copy() -> None:
         assert twin._copy is None
         torch.testing.assert_close(twin(torch.ones(1, 16), w), F.linear(torch.ones(1, 16), w),
                                    rtol=1e-5, atol=1e-5)
+
+
+def bf16_moe(shared: int) -> MoE:
+    """The bundled preset's MoE layer with bf16-valued weights, in eval mode."""
+    moe = MoE(replace(preset("bundled").decoder, shared_experts=shared)).eval()
+    with torch.no_grad():
+        for i, p in enumerate(moe.parameters()):
+            p.copy_(bf16_valued(*p.shape, seed=10 + i))
+    return moe
+
+
+@needs_fbgemm
+@pytest.mark.parametrize("mode", ["sets", "fused"])
+@pytest.mark.parametrize("shared", [1, 0])
+@pytest.mark.parametrize("rows", [1, 2, 5, 40])
+def test_expert_products_on_copies_equal_the_expert_by_expert_sum(
+    mode: Dispatch, shared: int, rows: int
+) -> None:
+    """Each token's experts (``sets``) or every expert weighted by its routing weight, 0
+    when unselected (``fused``), in two fp16 products, give the routed-plus-shared sum of
+    running the selected experts one by one, residual included, without writing into the
+    caller's residual."""
+    moe = bf16_moe(shared)
+    x, residual = torch.randn(1, rows, 384), torch.randn(1, rows, 384)
+    before = residual.clone()
+    flat = x.reshape(rows, -1)
+    with torch.no_grad():
+        _, weights, ids = moe.route(flat)
+        on_copies = moe._sets if mode == "sets" else moe._fused
+        assert on_copies(flat, weights, ids, None) is not None  # the fp16 copies apply
+        moe.dispatch = mode
+        got = moe(x, residual=residual)
+        moe.dispatch = "grouped"
+        one_by_one = moe(x, residual=residual)
+    torch.testing.assert_close(got, one_by_one, rtol=1e-5, atol=1e-5)
+    assert torch.equal(residual, before)
+    if mode == "sets":  # one copy per set of experts used, keyed by the sorted ids
+        used = {tuple(sorted(row)) for row in ids.tolist()}
+        assert set(moe._set_halves) == used
+
+
+@needs_fbgemm
+@pytest.mark.parametrize("mode", ["sets", "fused"])
+def test_expert_copies_follow_an_in_place_change_of_one_expert(mode: Dispatch) -> None:
+    moe = bf16_moe(1)
+    x = torch.randn(1, 1, 384)
+    with torch.no_grad():
+        moe.dispatch = mode
+        before = moe(x)
+        _, _, ids = moe.route(x[0])
+        moe.experts[int(ids[0, 0])].down_proj.weight.mul_(-2.0)  # a view of the packed weights
+        assert moe.shared is not None
+        moe.shared.down_proj.weight.mul_(0.5)
+        after = moe(x)
+        moe.dispatch = "grouped"
+        expected = moe(x)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["sets", "fused"])
+def test_expert_copies_fall_back_where_fp16_cannot_hold_the_weights(mode: Dispatch) -> None:
+    """fp32-valued weights (the equivalence checks' random ones) take the unfused paths:
+    the same numbers as before the copies existed."""
+    moe = MoE(preset("bundled").decoder).eval()
+    x = torch.randn(1, 3, 384)
+    with torch.no_grad():
+        _, weights, ids = moe.route(x[0])
+        assert (moe._sets if mode == "sets" else moe._fused)(x[0], weights, ids, None) is None
+        moe.dispatch = mode
+        got = moe(x)
+        moe.dispatch = "grouped"
+        torch.testing.assert_close(got, moe(x))
 
 
 @pytest.fixture(scope="module")
