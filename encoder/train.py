@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
+from opticmem.encoder.errors import InputError
 from opticmem.encoder.examples import IGNORE, Example, collate, make_example, token_bytes
 from opticmem.encoder.model import OCRModel
 from opticmem.render import ORDER, RenderSettings, Tier, draw_page
@@ -94,6 +95,34 @@ class TrainConfig:
         d = asdict(self)
         return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()},
                           indent=2)
+
+
+def parse_tier_mix(text: str, tiers_per_page: int = 2) -> dict[str, float]:
+    """``"large=0.1,base=0.1,small=0.5,tiny=0.3"`` → :attr:`TrainConfig.tier_weights`.
+
+    Tiers left out weigh 0. Raises :class:`~opticmem.encoder.errors.InputError` on an
+    unknown tier, a value that is not a finite number ≥ 0, or fewer tiers with weight than
+    ``tiers_per_page`` (each page is drawn at that many different tiers).
+    """
+    names = [t.value for t in ORDER]
+    weights = dict.fromkeys(names, 0.0)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        name = name.strip().lower()
+        if not sep or name not in weights:
+            raise InputError(f"tier mix item {item!r}: expected TIER=WEIGHT with TIER one of "
+                             f"{', '.join(names)}")
+        try:
+            weight = float(value)
+        except ValueError:
+            raise InputError(f"tier mix item {item!r}: {value!r} is not a number") from None
+        if not weight >= 0 or math.isinf(weight):
+            raise InputError(f"tier mix item {item!r}: weights must be finite and ≥ 0")
+        weights[name] = weight
+    if sum(w > 0 for w in weights.values()) < tiers_per_page:
+        raise InputError(f"tier mix {text!r}: give at least {tiers_per_page} tiers a weight "
+                         "above 0 (each page is drawn at that many tiers)")
+    return weights
 
 
 # --------------------------------------------------------------------------- data

@@ -40,6 +40,9 @@ def train_command(
         min=0.0, max=1.0, help="Share of words drawn as random letters.")] = 0.15,
     pseudo_symbol_rate: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Share of punctuation and symbols redrawn at random.")] = 0.0,
+    tier_mix: Annotated[str | None, typer.Option(
+        help="Share of pages drawn at each tier, e.g. large=0.1,base=0.1,small=0.5,tiny=0.3 "
+             "(default 0.2/0.2/0.3/0.3).")] = None,
     preset: Annotated[str, typer.Option(help="Model preset: bundled or test.")] = "bundled",
     workers: Annotated[int, typer.Option(min=0, help="Data-generating processes.")] = 14,
     init_from: Annotated[
@@ -56,13 +59,19 @@ def train_command(
     import logging
 
     from opticmem.encoder.bundled import export_bundled
-    from opticmem.encoder.train import TrainConfig, train
+    from opticmem.encoder.errors import InputError
+    from opticmem.encoder.train import TrainConfig, parse_tier_mix, train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = TrainConfig(out_dir=out, minutes=minutes, total_minutes=total_minutes,
                       phase_start=phase_start, peak_lr=peak_lr, pseudo_word_rate=pseudo_word_rate,
                       pseudo_symbol_rate=pseudo_symbol_rate, preset=preset, workers=workers,
                       init_from=init_from, seed=seed)
+    if tier_mix is not None:
+        try:
+            cfg.tier_weights = parse_tier_mix(tier_mix, cfg.tiers_per_page)
+        except InputError as err:
+            raise typer.BadParameter(str(err), param_hint="--tier-mix") from None
     progress = train(cfg)
     summary: dict[str, Any] = {k: progress[k] for k in ("step", "pages", "minutes", "runs")}
     summary["last"] = progress["log"][-1] if progress["log"] else None

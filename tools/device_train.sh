@@ -21,7 +21,7 @@ import json, logging, os, sys, time
 from pathlib import Path
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 logging.getLogger("opticmem.encoder.checkpoint").setLevel(logging.WARNING)
-from opticmem.encoder.train import TrainConfig, train
+from opticmem.encoder.train import TrainConfig, parse_tier_mix, train
 from opticmem.encoder.bundled import export_bundled
 minutes, init = float(sys.argv[1]), sys.argv[2] or None
 # Environment overrides of TrainConfig's schedule and data; unset ones keep its defaults.
@@ -29,8 +29,7 @@ env = {"TOTAL_MINUTES": "total_minutes", "PHASE_START": "phase_start", "PEAK_LR"
        "PSEUDO": "pseudo_word_rate", "SYMBOLS": "pseudo_symbol_rate"}
 overrides: dict = {field: float(os.environ[var]) for var, field in env.items() if var in os.environ}
 if os.environ.get("TIERS"):  # the share of pages drawn at each tier, "large=0.1,base=0.1,..."
-    overrides["tier_weights"] = {k: float(v) for k, v in
-                                 (kv.split("=") for kv in os.environ["TIERS"].split(","))}
+    overrides["tier_weights"] = parse_tier_mix(os.environ["TIERS"])
 cfg = TrainConfig(out_dir=Path(".train"), minutes=minutes, workers=14,
                   init_from=Path(init) if init else None, **overrides)
 progress = train(cfg)

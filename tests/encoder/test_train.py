@@ -17,8 +17,9 @@ import torch
 from opticmem.encoder import synth
 from opticmem.encoder.checkpoint import load_tensors, read_index
 from opticmem.encoder.config import preset
+from opticmem.encoder.errors import InputError
 from opticmem.encoder.model import build_model
-from opticmem.encoder.train import TrainConfig, learning_rate, train
+from opticmem.encoder.train import TrainConfig, learning_rate, parse_tier_mix, train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "synth"
 
@@ -38,6 +39,33 @@ def test_learning_rate_warms_up_then_follows_its_cosine_phase(tmp_path: Path) ->
     assert learning_rate(restart, 5000, 101.0) == pytest.approx(mid)
     assert learning_rate(restart, 5000, 116.0) == pytest.approx(3e-5)
     assert learning_rate(restart, 5000, 50.0) == pytest.approx(3e-4)  # before the phase
+
+
+def test_tier_mix_parses_tier_weights_and_refuses_what_training_cannot_draw() -> None:
+    assert parse_tier_mix("large=0.1, base=0.1,Small=0.5,tiny=0.3") == {
+        "large": 0.1, "base": 0.1, "small": 0.5, "tiny": 0.3}
+    assert parse_tier_mix("small=1,tiny=2") == {"large": 0.0, "base": 0.0, "small": 1.0,
+                                                "tiny": 2.0}
+    assert parse_tier_mix("tiny=1", tiers_per_page=1)["tiny"] == 1.0
+    for bad, says in [("huge=1,small=1", "TIER one of large, base, small, tiny"),
+                      ("small,tiny=1", "TIER=WEIGHT"), ("small=x,tiny=1", "not a number"),
+                      ("small=-1,tiny=1", "≥ 0"), ("small=nan,tiny=1", "≥ 0"),
+                      ("small=inf,tiny=1", "finite"), ("small=1", "at least 2 tiers"),
+                      ("", "at least 2 tiers")]:
+        with pytest.raises(InputError, match=says):
+            parse_tier_mix(bad)
+
+
+def test_train_command_refuses_a_bad_tier_mix_before_training(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from opticmem.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "run"),
+                                      "--tier-mix", "small=1,huge=1"])
+    assert result.exit_code == 2
+    assert "--tier-mix" in result.output and "huge=1" in result.output
+    assert not (tmp_path / "run").exists()
 
 
 def _config(out: Path, steps: int, **kw: object) -> TrainConfig:
