@@ -36,14 +36,19 @@ SCHEDULE = ("warm-up 300 steps, cosine over the planned minutes (peak 7e-4, floo
             "sixth, a warm restart to 2e-4 (run 26, from run 25's exported weights, re-warmed "
             "in 150 steps) with a cosine over 23.3 minutes to its floor of 1e-5 (runs 26–28, "
             "back-to-back, keeping the optimiser state); then a seventh, the same from run 28's "
-            "exported weights with a cosine over 24 minutes (runs 29–31, back-to-back)")
-HARDWARE = "NVIDIA H100 (runs 1–12), NVIDIA H200 (runs 13–31); bf16 autocast, fused AdamW"
+            "exported weights with a cosine over 24 minutes (runs 29–31, back-to-back); then an "
+            "eighth, the same from run 31's exported weights (runs 32–34, back-to-back) with "
+            "the tier mix shifted to Small (see Data)")
+HARDWARE = "NVIDIA H100 (runs 1–12), NVIDIA H200 (runs 13–34); bf16 autocast, fused AdamW"
 PSEUDO_PHASES = ((95.9, 0.15), (117.0, 0.20), (129.5, 0.20), (164.4, 0.20), (170.5, 0.20),
-                 (187.1, 0.20), (210.3, 0.20))
+                 (187.1, 0.20), (210.3, 0.20), (234.4, 0.20))
 """Training minute where each pseudo-word phase began, and its share of pseudo-words."""
 SYMBOL_PHASES = ((129.5, 0.20), (164.4, 0.20), (170.5, 0.20), (187.1, 0.20),
-                 (210.3, 0.20))
+                 (210.3, 0.20), (234.4, 0.20))
 """Training minute where each pseudo-symbol phase began, and its share of redrawn symbols."""
+TIER_MIX = ((0.0, (0.2, 0.2, 0.3, 0.3)), (234.4, (0.1, 0.1, 0.5, 0.3)))
+"""Training minute from which pages were drawn at Large, Base, Small and Tiny in these
+proportions (``TrainConfig.tier_weights``; two tiers per page, without repeats)."""
 TARGETS = {"large": 0.995, "base": 0.99, "small": 0.97, "tiny": 0.90}
 """Held-out character precision each tier is meant to reach (issue 4)."""
 BEFORE = ROOT / "benchmarks/results/codec_eval_run12/eval.json"
@@ -107,6 +112,8 @@ def main() -> None:
     symbols_start = SYMBOL_PHASES[0][0]
     first5 = (symbols_start, symbols_start + 5)
     rates, symbol_rates = phases(PSEUDO_PHASES), phases(SYMBOL_PHASES)
+    mix = ", then ".join("/".join(f"{w:g}" for w in weights) + f" from minute {at:g}"
+                         for at, weights in TIER_MIX)
     trend = "; ".join(
         f"{t} {mean_acc(t, *first5):.3f} → {mean_acc(t, end - 5, end + 1):.3f}"
         for t in ("small", "tiny"))
@@ -179,7 +186,8 @@ would count fewer).
 Synthetic conversations from `opticmem.encoder.synth` (seeded; large English and Korean
 vocabularies, names, e-mails, URLs, numbers, dates, amounts, ids and hashes, code,
 markdown), laid out by the memory's own renderer at its default page density, drawn once at
-Large and resampled to two random tiers per page. Evaluation uses a different seed and
+Large and resampled to two random tiers per page, drawn at Large/Base/Small/Tiny in the
+proportions {mix}. Evaluation uses a different seed and
 disjoint sources (vocabulary halves, stdlib modules, entity pools, templates).
 
 **Pseudo-words** ({rates}): that share of the words is redrawn as
@@ -238,8 +246,9 @@ Of the kinds of character, Small reads {worst['small']} worst, Tiny {worst['tiny
   (minute {symbols_start:g}; the first minutes include the re-warm-up's disruption): {trend}.
   Plain training had flattened; data that forces reading moved Base and Small
   most. A wider vision stage (Tiny has 64 vision tokens for a page of ~2,000 characters),
-  a larger decoder and longer pseudo-word phases that end at a low rate are the levers
-  left (the last phase gained most while its rate was low).
+  a larger decoder, longer pseudo-word phases that end at a low rate, and more of the
+  pages drawn at the tiers that lag are the levers left (the phase that drew half of its
+  pages at Small gained about three times what the one before it had, at Small and Tiny).
 * Reads only pages of opticmem's renderer at its default layout (104×52 cells of 12×24 px).
 * Numbers and ids fail first; the memory keeps them in the exact-facts sidecar for that reason.
 """
