@@ -102,11 +102,19 @@ class HalfLinear:
         self, x: Tensor, sources: Sequence[Tensor], build: Callable[[], WeightAndBias]
     ) -> Any:
         if not (
-            self.enabled
-            and x.device.type == "cpu"
+            x.device.type == "cpu"
             and x.dtype == torch.float32
             and x.numel() <= self.max_rows * x.shape[-1]
         ):
+            return None
+        return self.prepare(sources, build)
+
+    def prepare(self, sources: Sequence[Tensor], build: Callable[[], WeightAndBias]) -> Any:
+        """Make the fp16 copy :meth:`product_of` would use for ``sources``, ahead of the
+        first product (a no-op while it is current); ``None`` where there is none to make
+        (disabled, sources not fp32, tracked by autograd or inference tensors, or a weight
+        fp16 cannot hold)."""
+        if not self.enabled:
             return None
         tracking = torch.is_grad_enabled()
         key: tuple[object, ...] = ()

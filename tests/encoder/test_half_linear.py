@@ -4,6 +4,7 @@ decoding with them reads the same tokens as without."""
 from __future__ import annotations
 
 import copy
+import itertools
 from dataclasses import replace
 
 import pytest
@@ -126,9 +127,9 @@ def test_expert_products_on_copies_equal_the_expert_by_expert_sum(
         one_by_one = moe(x, residual=residual)
     torch.testing.assert_close(got, one_by_one, rtol=1e-5, atol=1e-5)
     assert torch.equal(residual, before)
-    if mode == "sets":  # one copy per set of experts used, keyed by the sorted ids
-        used = {tuple(sorted(row)) for row in ids.tolist()}
-        assert set(moe._set_halves) == used
+    if mode == "sets":  # a copy per set of 2 of the 6 experts, all made with the first
+        assert set(moe._set_halves) == set(itertools.combinations(range(6), 2))
+        assert all(h._copy is not None for pair in moe._set_halves.values() for h in pair)
 
 
 @needs_fbgemm
@@ -217,3 +218,22 @@ def test_benchmark_forms_compute_the_same_products() -> None:
             tol = loose.get(name, 1e-5)
             torch.testing.assert_close(f(xi).float(), F.linear(xi, w), rtol=tol, atol=tol,
                                        msg=name)
+
+
+def test_moe_paths_benchmark_switches_between_the_three_cpu_paths(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``benchmarks/cpu_moe_paths.py`` times what it names: each switch makes ``auto``
+    pick that path for one token (where fp16 copies may apply)."""
+    from benchmarks.cpu_moe_paths import path_switches
+
+    monkeypatch.setattr(HalfLinear, "enabled", True)
+    for name in ("cpu_set_max_tokens", "cpu_fused_max_tokens"):
+        monkeypatch.setattr(MoE, name, getattr(MoE, name))  # restored after the test
+    moe = MoE(preset("bundled").decoder)
+    picks = []
+    with torch.no_grad():
+        for switch in path_switches().values():
+            switch()
+            picks.append(moe._mode(torch.zeros(1, 384)))
+    assert picks == ["few", "fused", "sets"]
