@@ -13,7 +13,7 @@ step is mostly per-op overhead, so ops saved are time saved.
 The per-expert ``gate_proj``/``up_proj``/``down_proj`` parameters (the official checkpoint's
 layout) are the source of truth. For inference without gradients the layer packs them
 into stacked tensors **that the parameters then view** (:mod:`opticmem.encoder.packing`;
-no second copy of the weights) and picks one of four paths:
+no second copy of the weights) and picks one of six paths:
 
 * ``grouped`` — sort (token, expert) pairs by expert and run each *used* expert once on
   its tokens. Reads only the experts in use; needs one host sync for the counts. Used for
@@ -27,11 +27,12 @@ no second copy of the weights) and picks one of four paths:
 * ``sets`` and ``fused`` — CPU, where the fp16 copies apply (bf16-valued weights): the
   experts a token uses run as one product over their gate|up rows and one over their
   down columns, the shared experts included. ``sets`` (one token, or two) keeps a copy per
-  set of ``experts_per_token`` experts a token can be routed to, made on first use: only
-  the chosen experts' weights are read, in two products instead of six. ``fused`` (up to
-  ``cpu_fused_max_tokens``) runs every expert on every token in two products, the
-  unselected experts' activations weighted by 0. On a CPU, a step of one or a few rows is
-  bound by per-op overhead and by the bytes of weights it reads, not by arithmetic.
+  set of ``experts_per_token`` experts a token can be routed to, all made with the first
+  token: only the chosen experts' weights are read, in two products instead of six.
+  ``fused`` (up to ``cpu_fused_max_tokens``) runs every expert on every token in two
+  products, the unselected experts' activations weighted by 0. On a CPU, a step of one or
+  a few rows is bound by per-op overhead and by the bytes of weights it reads, not by
+  arithmetic (``benchmarks/cpu_moe_paths.py``).
 * ``gather`` — CUDA, few (token, expert) pairs as in small-batch decoding: gather the
   selected experts' weights and run batched mat-vecs; no sync, no Python loop.
 * ``dense`` — moderate token counts (CUDA; on CPU, batches of decoding rows too large
@@ -130,9 +131,9 @@ class MoE(nn.Module):
     bundled codec's 15 sets of 2 of 6 experts (one page read 15 of them at every layer)."""
     cpu_fused_max_tokens: int = 48
     """On CPU, ``auto`` uses ``fused`` up to this many tokens where it applies and a token
-    uses at least a quarter of the routed experts. Bundled
-    codec's MoE layer, 2 cores, fp16 copies: 170 / 540 / 940 / 1,610 µs fused against 260 /
-    780 / 1,330 / 1,510 µs by the unfused paths at 1 / 16 / 32 / 64 tokens."""
+    uses at least a quarter of the routed experts. Bundled codec's MoE layer, 2 cores, fp16
+    copies: 170 / 540 / 940 / 1,610 µs fused against 260 / 780 / 1,330 / 1,510 µs by the
+    unfused paths at 1 / 16 / 32 / 64 tokens."""
     cpu_dense_max_products: int = 192
     """On CPU, ``auto`` uses ``dense`` (beyond ``few``) while tokens × routed experts stays
     within this, ``grouped`` above it. Bundled codec, 2 cores, three MoE layers and the LM
@@ -363,7 +364,9 @@ class MoE(nn.Module):
         halves = self._set_halves.get(experts)
         if halves is None:
             halves = self._set_halves[experts] = (HalfLinear(), HalfLinear())
-            if len(experts) < self.n_experts:  # the first set: make every set's copies now
+            if len(experts) < self.n_experts and (  # the first set: make them all now
+                math.comb(self.n_experts, self.top_k) <= self.cpu_max_expert_sets
+            ):
                 self._prepare_sets(sources)
         y = halves[0].product_of(x, sources, partial(self._set_gate_up, experts))
         if y is None:

@@ -151,6 +151,25 @@ def test_expert_copies_follow_an_in_place_change_of_one_expert(mode: Dispatch) -
     torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
 
 
+@needs_fbgemm
+def test_sets_with_many_possible_sets_make_only_the_ones_used() -> None:
+    """With C(16, 4) = 1,820 possible sets, asking for ``sets`` makes copies as tokens use
+    them, not all at once (``auto`` would not pick it there at all)."""
+    cfg = replace(preset("bundled").decoder, routed_experts=16, experts_per_token=4)
+    moe = MoE(cfg).eval()
+    with torch.no_grad():
+        for i, p in enumerate(moe.parameters()):
+            p.copy_(bf16_valued(*p.shape, seed=40 + i))
+        x = torch.randn(1, 2, 384)
+        assert moe._mode(x[0]) == "fused"
+        moe.dispatch = "sets"
+        got = moe(x)
+        _, _, ids = moe.route(x[0])
+        assert set(moe._set_halves) == {tuple(sorted(row)) for row in ids.tolist()}
+        moe.dispatch = "grouped"
+        torch.testing.assert_close(got, moe(x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["sets", "fused"])
 def test_expert_copies_fall_back_where_fp16_cannot_hold_the_weights(mode: Dispatch) -> None:
     """fp32-valued weights (the equivalence checks' random ones) take the unfused paths:
