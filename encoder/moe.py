@@ -330,9 +330,8 @@ class MoE(nn.Module):
         """``residual +`` routed and shared experts for ``x`` (N, H): every expert in two
         products on fp16 copies, or ``None`` where those copies do not apply
         (:class:`~opticmem.encoder.half_linear.HalfLinear`)."""
-        N, E = x.shape[0], self.n_experts
-        gate = torch.zeros(N, E, device=x.device, dtype=torch.float32).scatter_(1, ids, weights)
-        return self._on_copies(x, tuple(range(E)), gate, residual)
+        return self._on_copies(x, tuple(range(self.n_experts)), self._gates(weights, ids),
+                               residual)
 
     def _sets(
         self, x: Tensor, weights: Tensor, ids: Tensor, residual: Tensor | None
@@ -454,9 +453,13 @@ class MoE(nn.Module):
         h = torch.matmul(x, gate_up.transpose(1, 2))  # (E, N, 2I)
         g, u = h.split(I2 // 2, dim=-1)
         y = torch.matmul(F.silu(g) * u, down.transpose(1, 2))  # (E, N, H)
-        dense_w = torch.zeros(x.shape[0], self.n_experts, device=x.device, dtype=torch.float32)
-        dense_w.scatter_(1, ids, weights)  # (N, E)
-        return torch.einsum("enh,ne->nh", y.float(), dense_w)  # (N, H)
+        return torch.einsum("enh,ne->nh", y.float(), self._gates(weights, ids))  # (N, H)
+
+    def _gates(self, weights: Tensor, ids: Tensor) -> Tensor:
+        """Each token's routing weight for every expert, 0 where unselected: (N, E) fp32
+        from ``weights`` and ``ids`` (N, k)."""
+        gates = torch.zeros(ids.shape[0], self.n_experts, device=ids.device, dtype=torch.float32)
+        return gates.scatter_(1, ids, weights.float())
 
     # ------------------------------------------------------------------ packing
 
