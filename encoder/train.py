@@ -346,9 +346,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     minutes0 = float(progress["minutes"])
     ema: dict[str, float] = {}
     window_pages, window_t = 0, time.monotonic()
+    # Time spent blocked on the loader: its share of each log window says whether the
+    # data workers or the GPU step set the pace (more workers, or bigger batches).
+    window_wait, asked = 0.0, time.monotonic()
     bar = tqdm(total=None, desc="train", unit="step", dynamic_ncols=True,
                disable=not os.isatty(2) and os.environ.get("OPTICMEM_PROGRESS") != "1")
     for batch in loader:
+        window_wait += time.monotonic() - asked
         elapsed = (time.monotonic() - t_start) / 60
         if elapsed >= cfg.minutes or (cfg.max_steps and progress["step"] >= cfg.max_steps):
             break
@@ -390,14 +394,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 hacc = (pred[hard] == labels[hard]).float().mean().item() if hard.any() else 0.0
             now = time.monotonic()
             rate = window_pages / max(now - window_t, 1e-6)
-            window_pages, window_t = 0, now
+            data_wait = window_wait / max(now - window_t, 1e-6)
+            window_pages, window_t, window_wait = 0, now, 0.0
             key = tier.value
             ema[key] = main.item() if key not in ema else 0.8 * ema[key] + 0.2 * main.item()
             rec = {"step": step + 1, "min": round(minutes0 + elapsed, 2), "tier": key,
                    "loss": round(main.item(), 4), "acc": round(acc, 4), "hard_acc": round(hacc, 4),
                    "readout": round(rloss.item(), 4) if rloss is not None else None,
                    "lr": lr, "gnorm": round(float(gnorm), 3), "pages_s": round(rate, 1),
-                   "pages": progress["pages"]}
+                   "data_wait": round(data_wait, 3), "pages": progress["pages"]}
             if cfg.gap_every and (step + 1) % cfg.gap_every == 0:
                 blank = dict(batch, images=torch.full_like(batch["images"], 255))
                 with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16,
@@ -413,6 +418,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             progress["minutes"] = minutes0 + (time.monotonic() - t_start) / 60
             save_training_state(state_dir, model, opt, progress)
             last_ckpt = time.monotonic()
+        asked = time.monotonic()
     bar.close()
     progress["minutes"] = minutes0 + (time.monotonic() - t_start) / 60
     progress["runs"] = int(progress["runs"]) + 1

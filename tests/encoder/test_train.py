@@ -88,6 +88,9 @@ def test_training_runs_checkpoints_resumes_and_continues_from_weights(
     assert [r["step"] for r in first["log"]] == [1, 2]
     assert all(math.isfinite(r["loss"]) and r["tier"] == "tiny" for r in first["log"])
     assert "blank_loss" in first["log"][1]
+    # With no workers the trainer generates its own pages: it waits on the loader a share
+    # of each window, which must be a share.
+    assert all(0.0 < r["data_wait"] < 1.0 for r in first["log"])
     state = out / "state"
     assert json.loads((state / "progress.json").read_text())["step"] == 2
     assert sorted(state.glob("optimizer-*.safetensors"))
