@@ -38,6 +38,10 @@ from opticmem.render import ORDER, RenderSettings, Tier, draw_page
 log = logging.getLogger(__name__)
 
 
+BATCH_PAGES: dict[str, int] = {"large": 24, "base": 32, "small": 48, "tiny": 48}
+"""Default pages per training step at each tier."""
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs; saved beside its checkpoints."""
@@ -57,9 +61,8 @@ class TrainConfig:
     warmup_steps: int = 300
     weight_decay: float = 0.05
     grad_clip: float = 1.0
-    batch_pages: dict[str, int] = field(
-        default_factory=lambda: {"large": 24, "base": 32, "small": 48, "tiny": 48}
-    )
+    batch_pages: dict[str, int] = field(default_factory=lambda: dict(BATCH_PAGES))
+    """Pages per step at each tier (one tier per step); :func:`scaled_batches` scales them."""
     tier_weights: dict[str, float] = field(
         default_factory=lambda: {"large": 0.2, "base": 0.2, "small": 0.3, "tiny": 0.3}
     )
@@ -123,6 +126,16 @@ def parse_tier_mix(text: str, tiers_per_page: int = 2) -> dict[str, float]:
         raise InputError(f"tier mix {text!r}: give at least {tiers_per_page} tiers a weight "
                          "above 0 (each page is drawn at that many tiers)")
     return weights
+
+
+def scaled_batches(scale: float) -> dict[str, int]:
+    """:data:`BATCH_PAGES` times ``scale``, rounded, at least one page per tier: bigger
+    steps for a GPU with memory to spare when the step, not the data, sets the pace (the
+    log's ``data_wait``). Raises :class:`~opticmem.encoder.errors.InputError` unless
+    ``scale`` is a finite number > 0."""
+    if not 0 < scale < math.inf:
+        raise InputError(f"batch scale must be a finite number > 0, got {scale!r}")
+    return {tier: max(1, round(pages * scale)) for tier, pages in BATCH_PAGES.items()}
 
 
 # --------------------------------------------------------------------------- data

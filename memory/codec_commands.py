@@ -43,6 +43,9 @@ def train_command(
     tier_mix: Annotated[str | None, typer.Option(
         help="Share of pages drawn at each tier, e.g. large=0.1,base=0.1,small=0.5,tiny=0.3 "
              "(default 0.2/0.2/0.3/0.3).")] = None,
+    batch_scale: Annotated[float, typer.Option(
+        min=0.01, max=64.0, help="Pages per step at every tier, times this "
+        "(default 24/32/48/48 at large/base/small/tiny).")] = 1.0,
     preset: Annotated[str, typer.Option(help="Model preset: bundled or test.")] = "bundled",
     workers: Annotated[int, typer.Option(min=0, help="Data-generating processes.")] = 14,
     init_from: Annotated[
@@ -60,13 +63,13 @@ def train_command(
 
     from opticmem.encoder.bundled import export_bundled
     from opticmem.encoder.errors import InputError
-    from opticmem.encoder.train import TrainConfig, parse_tier_mix, train
+    from opticmem.encoder.train import TrainConfig, parse_tier_mix, scaled_batches, train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = TrainConfig(out_dir=out, minutes=minutes, total_minutes=total_minutes,
                       phase_start=phase_start, peak_lr=peak_lr, pseudo_word_rate=pseudo_word_rate,
                       pseudo_symbol_rate=pseudo_symbol_rate, preset=preset, workers=workers,
-                      init_from=init_from, seed=seed)
+                      init_from=init_from, seed=seed, batch_pages=scaled_batches(batch_scale))
     if tier_mix is not None:
         try:
             cfg.tier_weights = parse_tier_mix(tier_mix, cfg.tiers_per_page)

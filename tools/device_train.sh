@@ -2,7 +2,8 @@
 # One training call on the lent GPU machine (see README, "Training the bundled codec";
 # carry .whl and data/synth, both made by `make device-inputs`).
 # Usage: [TOTAL_MINUTES=N] [PHASE_START=M PEAK_LR=X] [PSEUDO=R] [SYMBOLS=R] [EVAL=0] \
-#        [TIERS=large=0.1,base=0.1,small=0.5,tiny=0.3] tools/device_train.sh MINUTES [INIT_DIR]
+#        [TIERS=large=0.1,base=0.1,small=0.5,tiny=0.3] [BATCH_SCALE=2] \
+#        tools/device_train.sh MINUTES [INIT_DIR]
 #   Resumes from .train/state when this machine holds it (back-to-back calls), else from
 #   INIT_DIR (exported weights) when given, else from scratch. Writes the exported bf16
 #   weights, progress and a quick held-out evaluation to $OUT.
@@ -21,7 +22,7 @@ import json, logging, os, sys, time
 from pathlib import Path
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 logging.getLogger("opticmem.encoder.checkpoint").setLevel(logging.WARNING)
-from opticmem.encoder.train import TrainConfig, parse_tier_mix, train
+from opticmem.encoder.train import TrainConfig, parse_tier_mix, scaled_batches, train
 from opticmem.encoder.bundled import export_bundled
 minutes, init = float(sys.argv[1]), sys.argv[2] or None
 # Environment overrides of TrainConfig's schedule and data; unset ones keep its defaults.
@@ -30,6 +31,8 @@ env = {"TOTAL_MINUTES": "total_minutes", "PHASE_START": "phase_start", "PEAK_LR"
 overrides: dict = {field: float(os.environ[var]) for var, field in env.items() if var in os.environ}
 if os.environ.get("TIERS"):  # the share of pages drawn at each tier, "large=0.1,base=0.1,..."
     overrides["tier_weights"] = parse_tier_mix(os.environ["TIERS"])
+if os.environ.get("BATCH_SCALE"):  # pages per step at every tier, times this
+    overrides["batch_pages"] = scaled_batches(float(os.environ["BATCH_SCALE"]))
 cfg = TrainConfig(out_dir=Path(".train"), minutes=minutes, workers=14,
                   init_from=Path(init) if init else None, **overrides)
 progress = train(cfg)

@@ -19,7 +19,14 @@ from opticmem.encoder.checkpoint import load_tensors, read_index
 from opticmem.encoder.config import preset
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.model import build_model
-from opticmem.encoder.train import TrainConfig, learning_rate, parse_tier_mix, train
+from opticmem.encoder.train import (
+    BATCH_PAGES,
+    TrainConfig,
+    learning_rate,
+    parse_tier_mix,
+    scaled_batches,
+    train,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "synth"
 
@@ -54,6 +61,38 @@ def test_tier_mix_parses_tier_weights_and_refuses_what_training_cannot_draw() ->
                       ("", "at least 2 tiers")]:
         with pytest.raises(InputError, match=says):
             parse_tier_mix(bad)
+
+
+def test_batch_scale_multiplies_every_tier_and_refuses_what_is_not_a_size() -> None:
+    assert scaled_batches(1.0) == BATCH_PAGES
+    assert scaled_batches(2.0) == {t: 2 * n for t, n in BATCH_PAGES.items()}
+    assert scaled_batches(0.001) == dict.fromkeys(BATCH_PAGES, 1)  # never an empty step
+    for bad in (0.0, -1.0, math.nan, math.inf):
+        with pytest.raises(InputError, match="batch scale"):
+            scaled_batches(bad)
+
+
+def test_train_command_passes_the_batch_scale_and_refuses_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import opticmem.encoder.train as train_module
+    from opticmem.cli import app
+
+    seen: list[TrainConfig] = []
+
+    def record(cfg: TrainConfig) -> dict[str, object]:
+        seen.append(cfg)
+        return {"step": 0, "pages": 0, "minutes": 0.0, "runs": 1, "log": []}
+
+    monkeypatch.setattr(train_module, "train", record)
+    ok = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "run"), "--batch-scale", "2"])
+    assert ok.exit_code == 0, ok.output
+    assert seen[0].batch_pages == {t: 2 * n for t, n in BATCH_PAGES.items()}
+    bad = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "run"), "--batch-scale", "0"])
+    assert bad.exit_code == 2 and "--batch-scale" in bad.output
+    assert len(seen) == 1
 
 
 def test_train_command_refuses_a_bad_tier_mix_before_training(tmp_path: Path) -> None:
