@@ -31,6 +31,7 @@ class PackedWeights:
         self.stacked = stacked
         self._packed: Tensor | None = None
         self._signature: tuple[object, ...] = ()
+        self._versions = 0
         self._ends = (rows[0][0], rows[-1][-1])
 
     @property
@@ -40,16 +41,30 @@ class PackedWeights:
     def get(self) -> Tensor:
         """The packed tensor, (re)built if any parameter no longer views it.
 
-        The per-call check is O(1) — the identity and storage of the first and last weight —
-        because it runs on every decoding step; a change of dtype, device or storage (``.to``,
-        ``load_state_dict(assign=True)``) always replaces those too.
+        The per-call check is cheap because it runs on every decoding step: the identity and
+        storage of the first and last weight — a change of dtype, device or storage (``.to``,
+        ``load_state_dict(assign=True)``) always replaces those too — and the sum of the
+        weights' version counters, so an in-place change to any one of them (an optimiser
+        step, ``mul_`` on one expert) bumps the packed tensor's version as well.
         """
         if self._packed is None or self._signature != self._current_signature():
             self._packed = self._pack()
             if not self._intact(self._packed):  # pragma: no cover - _pack guarantees it
                 raise RuntimeError("packed weights do not view their parameters")
             self._signature = self._current_signature()
+            self._versions = self._parameter_versions()
+        versions = self._parameter_versions()
+        if versions != self._versions:
+            # A parameter re-pointed by ``.data =`` keeps its own version counter, so an
+            # in-place change to it leaves the packed tensor's version as it was: pass the
+            # change on, so what keys on that version (fp16 copies) sees it.
+            torch.autograd.graph.increment_version(self._packed)
+            self._versions = versions
         return self._packed
+
+    def _parameter_versions(self) -> int:
+        """The sum of the weights' in-place change counts: it grows with any change."""
+        return sum(_weight(m)._version for row in self.modules for m in row)
 
     def _current_signature(self) -> tuple[object, ...]:
         first = _weight(self._ends[0])

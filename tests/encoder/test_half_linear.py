@@ -141,14 +141,23 @@ def test_expert_copies_follow_an_in_place_change_of_one_expert(mode: Dispatch) -
         moe.dispatch = mode
         before = moe(x)
         _, _, ids = moe.route(x[0])
-        moe.experts[int(ids[0, 0])].down_proj.weight.mul_(-2.0)  # a view of the packed weights
-        assert moe.shared is not None
-        moe.shared.down_proj.weight.mul_(0.5)
+        # A view of the packed weights, with its own version counter: alone, it must
+        # remake the copies (it once did not, when the shared expert did not change too).
+        moe.experts[int(ids[0, 0])].down_proj.weight.mul_(-2.0)
         after = moe(x)
         moe.dispatch = "grouped"
         expected = moe(x)
-    assert not torch.allclose(before, after)
-    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(before, after)
+        torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
+        assert moe.shared is not None
+        moe.shared.down_proj.weight.mul_(0.5)
+        moe.shared.gate_proj.weight.mul_(0.5)  # packed with up_proj: the same kind of view
+        moe.dispatch = mode
+        again = moe(x)
+        moe.dispatch = "grouped"
+        expected = moe(x)
+    assert not torch.allclose(after, again)
+    torch.testing.assert_close(again, expected, rtol=1e-5, atol=1e-5)
 
 
 @needs_fbgemm
