@@ -17,7 +17,7 @@ CPU = [
     ["benchmarks.codec_speed", "--device", "cpu", "--tiers", "small,tiny", "--batches", "1,16",
      "--pages", "3", "--out", "benchmarks/results/codec_speed_cpu.md"],
     ["benchmarks.cpu_linear_forms"],
-    ["benchmarks.cpu_moe_paths"],
+    ["benchmarks.cpu_decode_paths"],
 ]
 GPU = [
     ["benchmarks.encoder_speed"],

@@ -12,6 +12,8 @@ incremental decoding cost one position per step.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -119,6 +121,11 @@ class KVCache:
         self._column, self._width = columns, width
 
     @property
+    def pinned(self) -> bool:
+        """Whether :meth:`pin` switched the cache to fixed shapes."""
+        return self._column is not None
+
+    @property
     def batch(self) -> int:
         return self.keys[0].shape[0]
 
@@ -150,16 +157,22 @@ class KVCache:
     def rotary(self, position_ids: Tensor | None, T: int) -> tuple[Tensor, Tensor]:
         """``cos``, signed ``sin`` (B or 1, 1, T, hd) for ``position_ids`` (B, T), or for the
         next ``T`` positions ``length …`` when ``None``; looked up, not recomputed."""
-        table = self._rope
-        if table is None:
-            cfg, k = self._cfg, self.keys[0]
-            table = rotary_table(self.capacity, cfg.head_dim, cfg.rope_theta, k.device, k.dtype)
-            self._rope = table
+        table = self.rotary_table()
         if position_ids is None:
             cs = table[:, None, self.length : self.length + T]  # (2, 1, T, hd)
         else:
             cs = table[:, position_ids]  # (2, B, T, hd)
         return cs[0][:, None], cs[1][:, None]
+
+    def rotary_table(self) -> Tensor:
+        """``(2, capacity, hd)``: :func:`rotary_table` for every position the cache holds,
+        built on first use."""
+        table = self._rope
+        if table is None:
+            cfg, k = self._cfg, self.keys[0]
+            table = rotary_table(self.capacity, cfg.head_dim, cfg.rope_theta, k.device, k.dtype)
+            self._rope = table
+        return table
 
     def advance(self, steps: int) -> None:
         self.length += steps
@@ -182,6 +195,14 @@ class Attention(nn.Module):
         )  # (3·nh·hd, H), viewed by the three parameters
         self._qkv_half = HalfLinear()
         self._o_half = HalfLinear()
+
+    def fp16_copies(self) -> tuple[Any, Any] | None:
+        """The fp16 copies of the packed q|k|v projection and of ``o_proj`` that this
+        module's CPU products use (:meth:`HalfLinear.prepare_for`), made now if need be;
+        ``None`` where either has none."""
+        qkv = self._qkv_half.prepare_for(self._qkv.get())
+        out = self._o_half.prepare_for(self.o_proj.weight)
+        return None if qkv is None or out is None else (qkv, out)
 
     def forward(
         self,
@@ -292,6 +313,10 @@ class MoEDecoder(nn.Module):
     def logits(self, hidden: Tensor) -> Tensor:
         """LM head: (…, H) → (…, vocab)."""
         return self._head_half(hidden, self.lm_head.weight)
+
+    def head_copy(self) -> Any:
+        """The LM head's fp16 copy that :meth:`logits` uses on CPU, or ``None``."""
+        return self._head_half.prepare_for(self.lm_head.weight)
 
     def aux_loss(self) -> Tensor | None:
         """Sum of the MoE layers' load-balancing losses from the last training forward."""

@@ -87,8 +87,13 @@ class HalfLinear:
     ) -> Tensor | None:
         """``x @ weight.T (+ bias)`` (…, out) on the fp16 copy, or ``None`` where that path
         does not apply (see the class docstring)."""
-        sources = (weight,) if bias is None else (weight, bias)
-        return self.product_of(x, sources, lambda: (weight, bias))
+        return self.product_of(x, _sources(weight, bias), lambda: (weight, bias))
+
+    def prepare_for(self, weight: Tensor, bias: Tensor | None = None) -> Any:
+        """:meth:`prepare` for :meth:`fp16_product`'s ``weight`` and ``bias``: the copy it
+        multiplies by (``torch.ops.quantized.linear_dynamic_fp16(x, copy)`` is its product
+        for 2-D ``x``), or ``None`` where there is none."""
+        return self.prepare(_sources(weight, bias), lambda: (weight, bias))
 
     def product_of(
         self, x: Tensor, sources: Sequence[Tensor], build: Callable[[], WeightAndBias]
@@ -144,3 +149,7 @@ class HalfLinear:
                 )
             copy = self._copy = (key, packed)
         return copy[1]
+
+
+def _sources(weight: Tensor, bias: Tensor | None) -> tuple[Tensor, ...]:
+    return (weight,) if bias is None else (weight, bias)

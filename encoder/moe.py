@@ -32,7 +32,7 @@ no second copy of the weights) and picks one of six paths:
   ``fused`` (up to ``cpu_fused_max_tokens``) runs every expert on every token in two
   products, the unselected experts' activations weighted by 0. On a CPU, a step of one or
   a few rows is bound by per-op overhead and by the bytes of weights it reads, not by
-  arithmetic (``benchmarks/cpu_moe_paths.py``).
+  arithmetic (``benchmarks/cpu_decode_paths.py``).
 * ``gather`` — CUDA, few (token, expert) pairs as in small-batch decoding: gather the
   selected experts' weights and run batched mat-vecs; no sync, no Python loop.
 * ``dense`` — moderate token counts (CUDA; on CPU, batches of decoding rows too large
@@ -47,7 +47,7 @@ import logging
 import math
 from collections.abc import Sequence
 from functools import partial
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -87,6 +87,15 @@ class MLP(nn.Module):
         if self._gate_up is not None:
             return self._gate_up.get()
         return torch.cat([self.gate_proj.weight, self.up_proj.weight])
+
+    def fp16_copies(self) -> tuple[Any, Any] | None:
+        """The fp16 copies of the packed gate|up and of ``down_proj`` that the fused CPU
+        products use, made now if need be; ``None`` unfused or where either has none."""
+        if self._gate_up is None:
+            return None
+        gate_up = self._gate_up_half.prepare_for(self._gate_up.get())
+        down = self._down_half.prepare_for(self.down_proj.weight)
+        return None if gate_up is None or down is None else (gate_up, down)
 
     def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """``residual + mlp(x)`` (``mlp(x)`` without a residual), (..., dim)."""
@@ -146,6 +155,8 @@ class MoE(nn.Module):
         self.norm_topk_prob = cfg.norm_topk_prob
         self.scaling = cfg.routed_scaling_factor
         self.aux_loss_alpha = cfg.aux_loss_alpha
+        self.expert_width = cfg.moe_intermediate
+        """Each routed expert's intermediate width (I)."""
         self.router = nn.Linear(cfg.hidden_size, cfg.routed_experts, bias=False)
         self.experts = nn.ModuleList(
             MLP(cfg.hidden_size, cfg.moe_intermediate, fuse=False)
@@ -372,7 +383,7 @@ class MoE(nn.Module):
             return None
         g, u = y.chunk(2, dim=-1)  # (N, k·I + Is) each
         h = F.silu(g).mul_(u)
-        width = sources[0].shape[1] // 2  # I
+        width = self.expert_width
         if isinstance(gate, list):
             for i, w in enumerate(gate):
                 h[:, i * width : (i + 1) * width].mul_(w)
@@ -390,16 +401,39 @@ class MoE(nn.Module):
             sources += [self.shared.gate_up(), self.shared.down_proj.weight]
         return sources
 
-    def _prepare_sets(self, sources: list[Tensor]) -> None:
+    def _prepare_sets(self, sources: list[Tensor]) -> dict[tuple[int, ...], tuple[Any, Any]]:
         """Make the copies of every set of ``experts_per_token`` experts at once: a page
         routes its tokens through all of them (the bundled codec's 15 at every layer), and
         made together they cost the first token (0.26 s for the bundled codec's 45 on a
-        2-vCPU EPYC) instead of a spread of later ones."""
+        2-vCPU EPYC) instead of a spread of later ones. Returns each set's two copies
+        (``None`` where fp16 cannot hold its weights); copies already current are kept."""
         lent: dict[str, Tensor] = {}  # each set's fp32 matrices, written over by the next
+        copies = {}
         for experts in itertools.combinations(range(self.n_experts), self.top_k):
             halves = self._set_halves.setdefault(experts, (HalfLinear(), HalfLinear()))
-            halves[0].prepare(sources, partial(self._set_gate_up, experts, lent))
-            halves[1].prepare(sources, partial(self._set_down, experts, lent))
+            copies[experts] = (
+                halves[0].prepare(sources, partial(self._set_gate_up, experts, lent)),
+                halves[1].prepare(sources, partial(self._set_down, experts, lent)),
+            )
+        return copies
+
+    def set_copies(self) -> dict[tuple[int, ...], tuple[Any, Any]] | None:
+        """The fp16 copies the ``sets`` path multiplies one token by, made now if need be:
+        for each set of ``experts_per_token`` expert ids (sorted), the packed
+        :meth:`expert_set_weights` (gate|up, then down; the shared experts included).
+        ``None`` where that path would not run for one token on CPU: another ``dispatch``,
+        ``cpu_set_max_tokens`` below 1, more than ``cpu_max_expert_sets`` sets, or weights
+        without fp16 copies (:class:`~opticmem.encoder.half_linear.HalfLinear`)."""
+        if (
+            self.dispatch not in ("auto", "sets")
+            or (self.dispatch == "auto" and self.cpu_set_max_tokens < 1)
+            or math.comb(self.n_experts, self.top_k) > self.cpu_max_expert_sets
+        ):
+            return None
+        copies = self._prepare_sets(self._copy_sources())
+        if any(a is None or b is None for a, b in copies.values()):
+            return None
+        return copies
 
     def expert_set_weights(self, experts: Sequence[int]) -> tuple[Tensor, Tensor]:
         """The weights of ``experts`` (routed expert ids) and the shared experts as two

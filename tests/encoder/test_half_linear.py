@@ -248,20 +248,23 @@ def test_benchmark_forms_compute_the_same_products() -> None:
                                        msg=name)
 
 
-def test_moe_paths_benchmark_switches_between_the_three_cpu_paths(
+def test_decode_paths_benchmark_switches_between_the_cpu_paths(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``benchmarks/cpu_moe_paths.py`` times what it names: each switch makes ``auto``
-    pick that path for one token (where fp16 copies may apply)."""
-    from benchmarks.cpu_moe_paths import path_switches
+    """``benchmarks/cpu_decode_paths.py`` times what it names: each switch makes ``auto``
+    pick that MoE path for one token (where fp16 copies may apply), and the last one
+    turns the row step on."""
+    from benchmarks.cpu_decode_paths import path_switches
+    from opticmem.encoder.ocr import OCRCodec
 
     monkeypatch.setattr(HalfLinear, "enabled", True)
     for name in ("cpu_set_max_tokens", "cpu_fused_max_tokens"):
         monkeypatch.setattr(MoE, name, getattr(MoE, name))  # restored after the test
+    codec = OCRCodec.random("test", device="cpu")
     moe = MoE(preset("bundled").decoder)
     picks = []
     with torch.no_grad():
-        for switch in path_switches().values():
+        for switch in path_switches(codec).values():
             switch()
-            picks.append(moe._mode(torch.zeros(1, 384)))
-    assert picks == ["few", "fused", "sets"]
+            picks.append((moe._mode(torch.zeros(1, 384)), codec.generation.row_step))
+    assert picks == [("few", False), ("fused", False), ("sets", False), ("sets", True)]

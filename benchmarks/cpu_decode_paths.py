@@ -1,20 +1,26 @@
-"""Which CPU path for the MoE layers decodes held-out pages fastest, and what it holds.
+"""Which CPU decoding path reads held-out pages fastest, and what it holds.
 
-The bundled codec's MoE layers have four CPU inference paths (:mod:`opticmem.encoder.moe`):
-``few``/``dense`` (the chosen experts' products one by one, or every expert in fp32 batched
-matmuls), ``fused`` (every expert in two fp16 products) and ``sets`` (a copy per set of
-experts a token can be routed to: the chosen experts and the shared ones in two fp16
-products). This decodes the same held-out Small pages with each in turn, round after round
-in one process, so that a machine whose speed drifts (shared cloud VMs do, by 30% or more
-within an hour) weighs on every path alike; it reports each path's wall and CPU seconds
-per page (minimum and median over the rounds), whether every path read the same text,
-and the fp16 copies each path keeps.
+A decoding step on CPU can run through the modules or, for one row, straight on the fp16
+weight copies (:class:`~opticmem.encoder.row_step.RowStep`, ``GenerationConfig.row_step``).
+Through the modules, the bundled codec's MoE layers have four CPU inference paths
+(:mod:`opticmem.encoder.moe`): ``few``/``dense`` (the chosen experts' products one by one,
+or every expert in fp32 batched matmuls), ``fused`` (every expert in two fp16 products)
+and ``sets`` (a copy per set of experts a token can be routed to: the chosen experts and
+the shared ones in two fp16 products), which the row step uses too. This decodes the same
+held-out Small pages with each in turn, round after round in one process, so that a
+machine whose speed drifts (shared cloud VMs do, by 30% or more within an hour) weighs on
+every path alike; it reports each path's wall and CPU seconds per page (minimum and median
+over the rounds), whether every path read the same text, and the fp16 copies each path
+keeps.
 
-Prints a table and writes ``benchmarks/results/cpu_moe_paths.md``::
+Prints a table and writes ``benchmarks/results/cpu_decode_paths.md``::
 
-    OMP_NUM_THREADS=2 python -m benchmarks.cpu_moe_paths [--batch 1] [--rounds 5]
-    OMP_NUM_THREADS=2 python -m benchmarks.cpu_moe_paths --batch 16 --rounds 3 \
-        --out benchmarks/results/cpu_moe_paths_b16.md
+    OMP_NUM_THREADS=2 python -m benchmarks.cpu_decode_paths [--batch 1] [--rounds 5]
+    OMP_NUM_THREADS=2 python -m benchmarks.cpu_decode_paths --batch 16 --rounds 3 \
+        --out benchmarks/results/cpu_decode_paths_b16.md
+
+(Before the row step this was ``benchmarks/cpu_moe_paths.py``; its tables are in
+``cpu_moe_paths.md`` and ``cpu_moe_paths_b16.md``.)
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,22 +38,27 @@ import torch
 from benchmarks import publish
 from opticmem.encoder.bundled import load_bundled_codec
 from opticmem.encoder.moe import MoE
+from opticmem.encoder.ocr import OCRCodec
 from opticmem.evaluation import heldout_pages
 from opticmem.render import Tier, render_page
 
-RESULTS = Path(__file__).parent / "results" / "cpu_moe_paths.md"
+RESULTS = Path(__file__).parent / "results" / "cpu_decode_paths.md"
 
 
-def path_switches() -> dict[str, Callable[[], None]]:
-    """Each CPU path as a setting of :class:`MoE`'s thresholds (``auto`` dispatch)."""
-    def use(sets: int, fused: int) -> Callable[[], None]:
+def path_switches(codec: OCRCodec) -> dict[str, Callable[[], None]]:
+    """Each CPU path as a setting of :class:`MoE`'s thresholds (``auto`` dispatch) and of
+    ``codec``'s ``row_step``."""
+    def use(sets: int, fused: int, row_step: bool) -> Callable[[], None]:
         def switch() -> None:
             MoE.cpu_set_max_tokens, MoE.cpu_fused_max_tokens = sets, fused
+            codec.generation = replace(codec.generation, row_step=row_step)
         return switch
 
     defaults = (MoE.cpu_set_max_tokens, MoE.cpu_fused_max_tokens)
-    return {"expert by expert (few) or dense": use(0, 0), "fused": use(0, defaults[1]),
-            "sets (default)": use(*defaults)}
+    return {"modules: expert by expert (few) or dense": use(0, 0, False),
+            "modules: fused": use(0, defaults[1], False),
+            "modules: sets for ≤ 2 tokens, else fused": use(*defaults, False),
+            "default: row step for one row, else as above": use(*defaults, True)}
 
 
 def main() -> None:
@@ -62,7 +74,7 @@ def main() -> None:
     pages, _ = heldout_pages(args.batch, seed=args.seed, hangul=0)
     tokens = codec.encode([render_page(p, Tier.SMALL) for p in pages], Tier.SMALL)
     layers = [m for m in codec.model.decoder.modules() if isinstance(m, MoE)]
-    paths = path_switches()
+    paths = path_switches(codec)
     wall: dict[str, list[float]] = {name: [] for name in paths}
     cpu: dict[str, list[float]] = {name: [] for name in paths}
     texts: dict[str, list[str]] = {}
@@ -96,7 +108,7 @@ def main() -> None:
             f"{min(cpu[name]):.3f} | {statistics.median(cpu[name]):.3f} | "
             f"{'yes' if texts[name] == reference else 'NO'} | {copies[name]:.1f} |")
     text = "\n".join([
-        "# CPU MoE paths: decoding held-out Small pages (bundled codec)",
+        "# CPU decoding paths: held-out Small pages (bundled codec)",
         "",
         f"Device: {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
         f"threads; torch {torch.__version__}; {args.batch} page(s) of seed {args.seed} "
