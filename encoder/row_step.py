@@ -8,7 +8,8 @@ call — the products' (:class:`~opticmem.encoder.half_linear.HalfLinear`) and t
 layers' expert sets (:meth:`~opticmem.encoder.moe.MoE.set_copies`) — and runs the step's
 norms, products, rotary positions, cache writes and attention on them directly. They are
 the same ops on the same operands as the modules' path, so the logits are bit-identical
-(tested); on a 2-vCPU EPYC the bundled decoder's step took 1.40 ms instead of 2.05.
+(tested); on a 2-vCPU EPYC a Small page decodes 18–21% faster
+(``benchmarks/cpu_decode_paths.py``).
 
 It applies to one row (batch 1) of an fp32 decoder on CPU whose every product has an fp16
 copy, with MoE layers on the ``sets`` path, a cache that is not pinned, and no hooks on
