@@ -1,12 +1,12 @@
 """Which CPU decoding path reads held-out pages fastest, and what it holds.
 
-A decoding step on CPU can run through the modules or, for one row, straight on the fp16
-weight copies (:class:`~opticmem.encoder.row_step.RowStep`, ``GenerationConfig.row_step``).
+A decoding step on CPU can run through the modules or straight on the fp16 weight copies
+(:class:`~opticmem.encoder.copy_step.CopyStep`, ``GenerationConfig.copy_step``).
 Through the modules, the bundled codec's MoE layers have four CPU inference paths
 (:mod:`opticmem.encoder.moe`): ``few``/``dense`` (the chosen experts' products one by one,
 or every expert in fp32 batched matmuls), ``fused`` (every expert in two fp16 products)
 and ``sets`` (a copy per set of experts a token can be routed to: the chosen experts and
-the shared ones in two fp16 products), which the row step uses too. This decodes the same
+the shared ones in two fp16 products); the copy step runs the same two. This decodes the same
 held-out Small pages with each in turn, round after round in one process, so that a
 machine whose speed drifts (shared cloud VMs do, by 30% or more within an hour) weighs on
 every path alike; it reports each path's wall and CPU seconds per page (minimum and median
@@ -19,7 +19,7 @@ Prints a table and writes ``benchmarks/results/cpu_decode_paths.md``::
     OMP_NUM_THREADS=2 python -m benchmarks.cpu_decode_paths --batch 16 --rounds 3 \
         --out benchmarks/results/cpu_decode_paths_b16.md
 
-(Before the row step this was ``benchmarks/cpu_moe_paths.py``; its tables are in
+(Before the copy step this was ``benchmarks/cpu_moe_paths.py``; its tables are in
 ``cpu_moe_paths.md`` and ``cpu_moe_paths_b16.md``.)
 """
 
@@ -47,18 +47,18 @@ RESULTS = Path(__file__).parent / "results" / "cpu_decode_paths.md"
 
 def path_switches(codec: OCRCodec) -> dict[str, Callable[[], None]]:
     """Each CPU path as a setting of :class:`MoE`'s thresholds (``auto`` dispatch) and of
-    ``codec``'s ``row_step``."""
-    def use(sets: int, fused: int, row_step: bool) -> Callable[[], None]:
+    ``codec``'s ``copy_step``."""
+    def use(sets: int, fused: int, copy_step: bool) -> Callable[[], None]:
         def switch() -> None:
             MoE.cpu_set_max_tokens, MoE.cpu_fused_max_tokens = sets, fused
-            codec.generation = replace(codec.generation, row_step=row_step)
+            codec.generation = replace(codec.generation, copy_step=copy_step)
         return switch
 
     defaults = (MoE.cpu_set_max_tokens, MoE.cpu_fused_max_tokens)
     return {"modules: expert by expert (few) or dense": use(0, 0, False),
             "modules: fused": use(0, defaults[1], False),
             "modules: sets for ≤ 2 tokens, else fused": use(*defaults, False),
-            "default: row step for one row, else as above": use(*defaults, True)}
+            "default: the same on the copy step": use(*defaults, True)}
 
 
 def main() -> None:
@@ -114,7 +114,7 @@ def main() -> None:
         f"threads; torch {torch.__version__}; {args.batch} page(s) of seed {args.seed} "
         f"decoded together ({chars} characters read), {args.rounds} rounds, the paths "
         "interleaved in each; decode only (the pages encoded once). CPU time counts both "
-        "threads. Copies are counted by the path that made them: the row step reads the "
+        "threads. Copies are counted by the path that made them: the copy step reads the "
         "ones the sets path made.",
         "",
         *lines,

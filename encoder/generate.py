@@ -37,12 +37,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from opticmem.encoder.copy_step import CopyStep
 from opticmem.encoder.cuda_graph import GraphedStep
 from opticmem.encoder.decoder import KVCache
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.model import OCRModel
 from opticmem.encoder.ngram import RepeatBan
-from opticmem.encoder.row_step import RowStep
 
 StepHook = Callable[[list[list[int]], int], Tensor | None]
 """``(generated_ids, step) -> extra embeddings (B, 1, D) for the next input, or None``."""
@@ -76,10 +76,10 @@ class GenerationConfig:
     On CPU the same fixed-shape step runs without a graph. Off by default."""
     graph_width: int = 256
     """With ``cuda_graphs``: attention width granularity (columns)."""
-    row_step: bool = True
-    """One row on CPU: run each step on the weights' fp16 copies directly
-    (:class:`~opticmem.encoder.row_step.RowStep`, where it applies) instead of through the
-    modules. The logits are the same bit for bit; off is for comparing the two."""
+    copy_step: bool = True
+    """On CPU, rows without left padding run each step on the weights' fp16 copies
+    directly (:class:`~opticmem.encoder.copy_step.CopyStep`, where it applies) instead of
+    through the modules. The logits are the same bit for bit; off is for comparing."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
@@ -173,10 +173,11 @@ def generate(
         def decode_step(x: Tensor, positions: Tensor) -> Tensor:
             return graphed(x)  # the step keeps every row's position itself
 
-    elif (row := RowStep.build(model.decoder, cache) if cfg.row_step and B == 1 else None):
+    elif (on_copies := CopyStep.build(model.decoder, cache)
+          if cfg.copy_step and not padded else None):
 
         def decode_step(x: Tensor, positions: Tensor) -> Tensor:
-            return row(x)  # one row, unpadded: its position is the cache's length
+            return on_copies(x)  # unpadded rows: every position is the cache's length
 
     else:
         # Every step's mask is a prefix of one (B, 1, 1, capacity) mask: pad keys invalid,

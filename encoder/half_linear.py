@@ -103,7 +103,7 @@ class HalfLinear:
         when one of them changes (as the weight itself does for :meth:`fp16_product`). So
         several parameters serve as one product (every expert of a layer at once,
         :class:`~opticmem.encoder.moe.MoE`) without keeping their concatenation."""
-        packed = self._packed(x, sources, build)
+        packed = self.copy_for_input(x, sources, build)
         if packed is None:
             return None
         if x.dim() == 2:  # a decoding step's rows: no reshapes (ops cost time here)
@@ -111,9 +111,11 @@ class HalfLinear:
         out = torch.ops.quantized.linear_dynamic_fp16(x.reshape(-1, x.shape[-1]), packed)
         return out.view(*x.shape[:-1], out.shape[-1])  # (…, out)
 
-    def _packed(
+    def copy_for_input(
         self, x: Tensor, sources: Sequence[Tensor], build: Callable[[], WeightAndBias]
     ) -> Any:
+        """The copy :meth:`product_of` would multiply ``x`` by (:meth:`prepare`), or
+        ``None`` where its fp16 path does not apply to ``x`` (see the class docstring)."""
         if not (
             x.device.type == "cpu"
             and x.dtype == torch.float32

@@ -60,6 +60,8 @@ from opticmem.encoder.packing import PackedWeights, needs_grad
 log = logging.getLogger(__name__)
 
 Dispatch = Literal["auto", "sets", "fused", "few", "gather", "dense", "grouped"]
+CopyPath = Literal["sets", "fused"]
+"""The CPU paths on fp16 copies of the experts."""
 
 
 class MLP(nn.Module):
@@ -260,12 +262,9 @@ class MoE(nn.Module):
             return self.dispatch
         if x.device.type != "cuda":
             if fp16 and HalfLinear.enabled and x.dtype == torch.float32:  # where copies apply
-                if self.cpu_set_max_tokens >= N and (
-                    math.comb(self.n_experts, self.top_k) <= self.cpu_max_expert_sets
-                ):
-                    return "sets"
-                if self.cpu_fused_max_tokens >= N and self.n_experts <= 4 * self.top_k:
-                    return "fused"  # not where most experts sit idle (the official 64)
+                path = self._auto_copy_path(N)
+                if path is not None:
+                    return path
             if N * self.top_k <= 8:
                 return "few"
             return "dense" if N * self.n_experts <= self.cpu_dense_max_products else "grouped"
@@ -274,6 +273,60 @@ class MoE(nn.Module):
         if self.dense_max_tokens >= N or torch.cuda.is_current_stream_capturing():
             return "dense"  # a CUDA graph cannot hold grouped's host sync
         return "grouped"
+
+    def _auto_copy_path(self, tokens: int) -> CopyPath | None:
+        """The copy path ``auto`` takes for ``tokens`` fp32 tokens on CPU, if any."""
+        if self.cpu_set_max_tokens >= tokens and (
+            math.comb(self.n_experts, self.top_k) <= self.cpu_max_expert_sets
+        ):
+            return "sets"
+        if self.cpu_fused_max_tokens >= tokens and self.n_experts <= 4 * self.top_k:
+            return "fused"  # not where most experts sit idle (the official 64)
+        return None
+
+    def copy_path(self, tokens: int) -> CopyPath | None:
+        """The fp16-copy path this layer takes for ``tokens`` fp32 tokens on CPU without
+        gradients — ``sets`` or ``fused`` — or ``None`` where it takes another."""
+        if self.dispatch in ("sets", "fused"):
+            return cast(CopyPath, self.dispatch)
+        if self.dispatch != "auto" or not HalfLinear.enabled:
+            return None
+        return self._auto_copy_path(tokens)
+
+    def copies(self, path: CopyPath) -> dict[tuple[int, ...], tuple[Any, Any]] | None:
+        """The fp16 copies ``path`` multiplies by, made now if need be, by sorted expert ids:
+        every set of ``experts_per_token`` experts (``sets``) or all experts (``fused``),
+        each as its packed :meth:`expert_set_weights` (gate|up, then down; the shared
+        experts included). ``None`` where fp16 cannot hold the weights, or for ``sets``
+        with more than ``cpu_max_expert_sets`` sets (made only as tokens use them)."""
+        sources = self._copy_sources()
+        if path == "fused":
+            experts = tuple(range(self.n_experts))
+            halves = self._set_halves.setdefault(experts, (HalfLinear(), HalfLinear()))
+            made = {experts: (halves[0].prepare(sources, partial(self._set_gate_up, experts)),
+                              halves[1].prepare(sources, partial(self._set_down, experts)))}
+        elif math.comb(self.n_experts, self.top_k) <= self.cpu_max_expert_sets:
+            made = self._prepare_sets(sources)
+        else:
+            return None
+        if any(gate_up is None or down is None for gate_up, down in made.values()):
+            return None
+        return made
+
+    def forward_on_copies(
+        self,
+        path: CopyPath,
+        copies: dict[tuple[int, ...], tuple[Any, Any]],
+        x: Tensor,
+        residual: Tensor | None,
+    ) -> Tensor:
+        """``residual + moe(x)`` for ``x`` (N, H) on ``copies`` from :meth:`copies`, taken
+        earlier: the ``path`` the module would run, without checking the copies again."""
+        _, weights, ids = self.route(x)
+        run = self._sets if path == "sets" else self._fused
+        out = run(x, weights, ids, residual, copies)
+        assert out is not None  # every copy is given
+        return out
 
     def _run_experts(self, x: Tensor, weights: Tensor, ids: Tensor, mode: Dispatch) -> Tensor:
         """The routed experts' weighted sum for ``x`` (N, H) by ``mode``, in fp32."""
@@ -336,25 +389,32 @@ class MoE(nn.Module):
         return out
 
     def _fused(
-        self, x: Tensor, weights: Tensor, ids: Tensor, residual: Tensor | None
+        self, x: Tensor, weights: Tensor, ids: Tensor, residual: Tensor | None,
+        copies: dict[tuple[int, ...], tuple[Any, Any]] | None = None,
     ) -> Tensor | None:
         """``residual +`` routed and shared experts for ``x`` (N, H): every expert in two
-        products on fp16 copies, or ``None`` where those copies do not apply
+        products on fp16 copies (``copies`` when given, else checked and made here), or
+        ``None`` where those copies do not apply
         (:class:`~opticmem.encoder.half_linear.HalfLinear`)."""
-        return self._on_copies(x, tuple(range(self.n_experts)), self._gates(weights, ids),
-                               residual)
+        experts = tuple(range(self.n_experts))
+        gate = self.gate_matrix(weights, ids)
+        if copies is not None:
+            return self.mix_on_copies(x, copies[experts], gate, residual)
+        return self._on_copies(x, experts, gate, residual)
 
     def _sets(
-        self, x: Tensor, weights: Tensor, ids: Tensor, residual: Tensor | None
+        self, x: Tensor, weights: Tensor, ids: Tensor, residual: Tensor | None,
+        copies: dict[tuple[int, ...], tuple[Any, Any]] | None = None,
     ) -> Tensor | None:
         """:meth:`_fused` with each token's own experts only, token by token."""
         rows = []
         for n, (experts, ws) in enumerate(zip(ids.tolist(), weights.tolist(), strict=True)):
             order = sorted(range(len(experts)), key=experts.__getitem__)
+            chosen = tuple(experts[i] for i in order)
             gate = [ws[i] for i in order]
             residual_n = None if residual is None else residual[n : n + 1]
-            row = self._on_copies(x[n : n + 1], tuple(experts[i] for i in order), gate,
-                                  residual_n)
+            row = (self._on_copies(x[n : n + 1], chosen, gate, residual_n) if copies is None
+                   else self.mix_on_copies(x[n : n + 1], copies[chosen], gate, residual_n))
             if row is None:
                 return None
             rows.append(row)
@@ -367,9 +427,8 @@ class MoE(nn.Module):
         gate: Tensor | list[float],
         residual: Tensor | None,
     ) -> Tensor | None:
-        """``residual + Σ gate·expert(x) + shared(x)`` for ``x`` (N, H) over ``experts``
-        (sorted ids) in two fp16 products (:meth:`expert_set_weights`); ``gate`` is (N, k)
-        or, for one token, k floats. ``None`` where the copies do not apply."""
+        """:meth:`mix_on_copies` over ``experts`` (sorted ids), their copies checked (and
+        made if need be) first; ``None`` where the copies do not apply."""
         sources = self._copy_sources()  # [gate_up (E, 2I, H), down, shared…]
         halves = self._set_halves.get(experts)
         if halves is None:
@@ -378,20 +437,30 @@ class MoE(nn.Module):
                 math.comb(self.n_experts, self.top_k) <= self.cpu_max_expert_sets
             ):
                 self._prepare_sets(sources)
-        y = halves[0].product_of(x, sources, partial(self._set_gate_up, experts))
-        if y is None:
+        gate_up = halves[0].copy_for_input(x, sources, partial(self._set_gate_up, experts))
+        down = halves[1].prepare(sources, partial(self._set_down, experts))
+        if gate_up is None or down is None:
             return None
-        g, u = y.chunk(2, dim=-1)  # (N, k·I + Is) each
+        return self.mix_on_copies(x, (gate_up, down), gate, residual)
+
+    def mix_on_copies(
+        self, x: Tensor, copies: tuple[Any, Any], gate: Tensor | list[float],
+        residual: Tensor | None,
+    ) -> Tensor:
+        """``residual + Σ gate·expert(x) + shared(x)`` for ``x`` (N, H) in two fp16
+        products over one set's ``copies`` (gate|up, down; :meth:`expert_set_weights`);
+        ``gate`` is (N, experts in the set) or, for one token, a float per expert."""
+        linear = torch.ops.quantized.linear_dynamic_fp16
+        g, u = linear(x, copies[0]).chunk(2, dim=-1)  # (N, k·I + Is) each
         h = F.silu(g).mul_(u)
         width = self.expert_width
         if isinstance(gate, list):
             for i, w in enumerate(gate):
                 h[:, i * width : (i + 1) * width].mul_(w)
         else:  # in place on the experts' slice of h
-            h[:, : len(experts) * width].view(x.shape[0], len(experts), width).mul_(gate[..., None])
-        out = halves[1].product_of(h, sources, partial(self._set_down, experts))
-        if out is None:  # pragma: no cover - the same sources passed the first product
-            out = F.linear(h, self._set_down(experts)[0])
+            n = gate.shape[1]
+            h[:, : n * width].view(x.shape[0], n, width).mul_(gate[..., None])
+        out = linear(h, copies[1])
         return out if residual is None else out.add_(residual)
 
     def _copy_sources(self) -> list[Tensor]:
@@ -415,24 +484,6 @@ class MoE(nn.Module):
                 halves[0].prepare(sources, partial(self._set_gate_up, experts, lent)),
                 halves[1].prepare(sources, partial(self._set_down, experts, lent)),
             )
-        return copies
-
-    def set_copies(self) -> dict[tuple[int, ...], tuple[Any, Any]] | None:
-        """The fp16 copies the ``sets`` path multiplies one token by, made now if need be:
-        for each set of ``experts_per_token`` expert ids (sorted), the packed
-        :meth:`expert_set_weights` (gate|up, then down; the shared experts included).
-        ``None`` where that path would not run for one token on CPU: another ``dispatch``,
-        ``cpu_set_max_tokens`` below 1, more than ``cpu_max_expert_sets`` sets, or weights
-        without fp16 copies (:class:`~opticmem.encoder.half_linear.HalfLinear`)."""
-        if (
-            self.dispatch not in ("auto", "sets")
-            or (self.dispatch == "auto" and self.cpu_set_max_tokens < 1)
-            or math.comb(self.n_experts, self.top_k) > self.cpu_max_expert_sets
-        ):
-            return None
-        copies = self._prepare_sets(self._copy_sources())
-        if any(a is None or b is None for a, b in copies.values()):
-            return None
         return copies
 
     def expert_set_weights(self, experts: Sequence[int]) -> tuple[Tensor, Tensor]:
@@ -487,9 +538,9 @@ class MoE(nn.Module):
         h = torch.matmul(x, gate_up.transpose(1, 2))  # (E, N, 2I)
         g, u = h.split(I2 // 2, dim=-1)
         y = torch.matmul(F.silu(g) * u, down.transpose(1, 2))  # (E, N, H)
-        return torch.einsum("enh,ne->nh", y.float(), self._gates(weights, ids))  # (N, H)
+        return torch.einsum("enh,ne->nh", y.float(), self.gate_matrix(weights, ids))  # (N, H)
 
-    def _gates(self, weights: Tensor, ids: Tensor) -> Tensor:
+    def gate_matrix(self, weights: Tensor, ids: Tensor) -> Tensor:
         """Each token's routing weight for every expert, 0 where unselected: (N, E) fp32
         from ``weights`` and ``ids`` (N, k)."""
         gates = torch.zeros(ids.shape[0], self.n_experts, device=ids.device, dtype=torch.float32)

@@ -253,7 +253,7 @@ def test_decode_paths_benchmark_switches_between_the_cpu_paths(
 ) -> None:
     """``benchmarks/cpu_decode_paths.py`` times what it names: each switch makes ``auto``
     pick that MoE path for one token (where fp16 copies may apply), and the last one
-    turns the row step on."""
+    turns the copy step on."""
     from benchmarks.cpu_decode_paths import path_switches
     from opticmem.encoder.ocr import OCRCodec
 
@@ -266,5 +266,5 @@ def test_decode_paths_benchmark_switches_between_the_cpu_paths(
     with torch.no_grad():
         for switch in path_switches(codec).values():
             switch()
-            picks.append((moe._mode(torch.zeros(1, 384)), codec.generation.row_step))
+            picks.append((moe._mode(torch.zeros(1, 384)), codec.generation.copy_step))
     assert picks == [("few", False), ("fused", False), ("sets", False), ("sets", True)]

@@ -1,4 +1,4 @@
-"""One row's decoding step on the fp16 copies (:class:`RowStep`): the modules' logits bit
+"""One row's decoding step on the fp16 copies (:class:`CopyStep`): the modules' logits bit
 for bit, used by ``generate`` for one row, and only where it applies."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import torch
 
 from opticmem.encoder import generate as generate_module
 from opticmem.encoder.config import preset
+from opticmem.encoder.copy_step import CopyStep
 from opticmem.encoder.decoder import KVCache, MoEDecoder
 from opticmem.encoder.generate import GenerationConfig, Prompt, generate
 from opticmem.encoder.half_linear import HalfLinear, fbgemm_available
 from opticmem.encoder.model import OCRModel, build_model
 from opticmem.encoder.moe import MoE
-from opticmem.encoder.row_step import RowStep
 
 pytestmark = pytest.mark.skipif(
     not fbgemm_available(), reason="this PyTorch build has no fbgemm fp16 linear (non-x86)"
@@ -41,7 +41,8 @@ def model() -> OCRModel:
 def copies_on(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test sees the class switches as shipped, whatever another test set."""
     monkeypatch.setattr(HalfLinear, "enabled", True)
-    for name in ("dispatch", "cpu_set_max_tokens", "cpu_max_expert_sets"):
+    for name in ("dispatch", "cpu_set_max_tokens", "cpu_fused_max_tokens",
+                 "cpu_max_expert_sets"):
         monkeypatch.setattr(MoE, name, getattr(MoE, name))
     yield
 
@@ -58,20 +59,21 @@ def steps_through_modules(decoder: MoEDecoder, cache: KVCache, xs: list[torch.Te
     return [decoder.logits(decoder(x, None, None, cache)[:, -1]) for x in xs]
 
 
+@pytest.mark.parametrize("rows", [1, 2, 5])  # MoE on expert sets row by row, or fused
 @pytest.mark.parametrize("name", ["test", "bundled"])
-def test_steps_give_the_modules_logits_bit_for_bit(name: str) -> None:
-    """Twenty steps of a prefilled row, through the modules and through the row step:
+def test_steps_give_the_modules_logits_bit_for_bit(name: str, rows: int) -> None:
+    """Twenty steps of prefilled rows, through the modules and through the copy step:
     the same logits and the same cache, to the bit (dense first layer, MoE layers with
     shared experts, rotary positions, attention over the growing cache)."""
     model = bf16_valued_model(name, seed=1)
     decoder = model.decoder
     g = torch.Generator().manual_seed(7)
-    xs = [torch.randn(1, 1, decoder.cfg.hidden_size, generator=g) for _ in range(20)]
+    xs = [torch.randn(rows, 1, decoder.cfg.hidden_size, generator=g) for _ in range(20)]
     with torch.inference_mode():
-        ref_cache = prefilled(decoder)
+        ref_cache = prefilled(decoder, batch=rows)
         expected = steps_through_modules(decoder, ref_cache, xs)
-        cache = prefilled(decoder)
-        step = RowStep.build(decoder, cache)
+        cache = prefilled(decoder, batch=rows)
+        step = CopyStep.build(decoder, cache)
         assert step is not None
         got = [step(x) for x in xs]
     assert cache.length == ref_cache.length
@@ -82,28 +84,35 @@ def test_steps_give_the_modules_logits_bit_for_bit(name: str) -> None:
         assert torch.equal(mine[:, :, : cache.length], theirs[:, :, : cache.length])
 
 
-def test_generate_takes_the_row_step_for_one_row_and_reads_the_same_tokens(
+def test_generate_takes_the_copy_step_for_unpadded_rows_and_reads_the_same_tokens(
     model: OCRModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    built: list[RowStep | None] = []
-    real_build = RowStep.build
+    built: list[CopyStep | None] = []
+    real_build = CopyStep.build
 
-    def spy(decoder: MoEDecoder, cache: KVCache) -> RowStep | None:
+    def spy(decoder: MoEDecoder, cache: KVCache) -> CopyStep | None:
         built.append(real_build(decoder, cache))
         return built[-1]
 
-    monkeypatch.setattr(generate_module.RowStep, "build", spy)
+    monkeypatch.setattr(generate_module.CopyStep, "build", spy)
     g = torch.Generator().manual_seed(3)
     prompt = [Prompt(torch.randn(17, model.cfg.embed_dim, generator=g))]
     cfg = GenerationConfig(max_new_tokens=24, stop_token_ids=(-1,))
     fast = generate(model, prompt, cfg)
     assert len(built) == 1 and built[0] is not None
-    slow = generate(model, prompt, replace(cfg, row_step=False))
+    slow = generate(model, prompt, replace(cfg, copy_step=False))
     assert len(built) == 1  # off: not even tried
     assert fast[0].token_ids == slow[0].token_ids and len(fast[0].token_ids) == 24
     assert fast[0].confidence == slow[0].confidence
-    generate(model, prompt * 2, cfg)  # two rows: the modules
-    assert len(built) == 1
+    three = [Prompt(torch.randn(17, model.cfg.embed_dim, generator=g)) for _ in range(3)]
+    fast = generate(model, prompt + three, cfg)  # four rows of one length: fused experts
+    assert len(built) == 2 and built[1] is not None
+    slow = generate(model, prompt + three, replace(cfg, copy_step=False))
+    assert [r.token_ids for r in fast] == [r.token_ids for r in slow]
+    assert [r.confidence for r in fast] == [r.confidence for r in slow]
+    short = Prompt(torch.randn(9, model.cfg.embed_dim, generator=g))
+    generate(model, [short, *prompt], cfg)  # left padding: the modules, with their mask
+    assert len(built) == 2
 
 
 def test_a_weight_changed_between_calls_is_read_by_the_next_call(model: OCRModel) -> None:
@@ -122,7 +131,7 @@ def test_a_weight_changed_between_calls_is_read_by_the_next_call(model: OCRModel
             for expert in moe.expert_list():
                 expert.down_proj.weight.mul_(4.0)
         after = generate(model, prompt, cfg)
-        modules = generate(model, prompt, replace(cfg, row_step=False))
+        modules = generate(model, prompt, replace(cfg, copy_step=False))
     finally:
         with torch.no_grad():
             for p, value in zip(model.parameters(), saved, strict=True):
@@ -137,28 +146,30 @@ def test_does_not_apply_where_the_modules_must_run(
 ) -> None:
     decoder = model.decoder
     with torch.inference_mode():
-        assert RowStep.build(decoder, prefilled(decoder)) is not None
-        assert RowStep.build(decoder, prefilled(decoder, batch=2)) is None
+        assert CopyStep.build(decoder, prefilled(decoder)) is not None
+        assert CopyStep.build(decoder, prefilled(decoder, batch=49)) is None  # not fused
         pinned = prefilled(decoder)
         pinned.pin(torch.zeros(1, dtype=torch.long), width=8)
-        assert RowStep.build(decoder, pinned) is None
+        assert CopyStep.build(decoder, pinned) is None
         handle = decoder.layers[1].register_forward_hook(lambda *_: None)
-        assert RowStep.build(decoder, prefilled(decoder)) is None  # the hook would not run
+        assert CopyStep.build(decoder, prefilled(decoder)) is None  # the hook would not run
         handle.remove()
         monkeypatch.setattr(MoE, "dispatch", "few")  # a MoE path chosen by hand
-        assert RowStep.build(decoder, prefilled(decoder)) is None
+        assert CopyStep.build(decoder, prefilled(decoder)) is None
         monkeypatch.setattr(MoE, "dispatch", "auto")
-        monkeypatch.setattr(MoE, "cpu_set_max_tokens", 0)  # the expert-set copies turned off
-        assert RowStep.build(decoder, prefilled(decoder)) is None
+        monkeypatch.setattr(MoE, "cpu_set_max_tokens", 0)  # no expert sets: all experts
+        assert CopyStep.build(decoder, prefilled(decoder)) is not None
+        monkeypatch.setattr(MoE, "cpu_fused_max_tokens", 0)  # no copies of experts at all
+        assert CopyStep.build(decoder, prefilled(decoder)) is None
         monkeypatch.setattr(MoE, "cpu_set_max_tokens", 2)
         monkeypatch.setattr(HalfLinear, "enabled", False)
-        assert RowStep.build(decoder, prefilled(decoder)) is None
+        assert CopyStep.build(decoder, prefilled(decoder)) is None
     random = build_model(preset("test"), seed=2).eval()  # fp32 values: no fp16 copies
     with torch.inference_mode():
-        assert RowStep.build(random.decoder, prefilled(random.decoder)) is None
+        assert CopyStep.build(random.decoder, prefilled(random.decoder)) is None
     with torch.no_grad():  # autograd mode on (inference mode off): not a decoding step
         cache = prefilled(decoder)
-    assert RowStep.build(decoder, cache) is None
+    assert CopyStep.build(decoder, cache) is None
 
 
 def test_a_full_cache_is_a_clear_error_and_is_left_as_it_was(model: OCRModel) -> None:
@@ -166,7 +177,7 @@ def test_a_full_cache_is_a_clear_error_and_is_left_as_it_was(model: OCRModel) ->
     with torch.inference_mode():
         cache = KVCache(decoder.cfg, 1, 4, torch.device("cpu"), torch.float32)
         decoder(torch.randn(1, 4, decoder.cfg.hidden_size), None, None, cache)
-        step = RowStep.build(decoder, cache)
+        step = CopyStep.build(decoder, cache)
         assert step is not None
         keys = [k.clone() for k in cache.keys]
         with pytest.raises(RuntimeError, match="KV cache full"):
