@@ -1,15 +1,16 @@
 """Decoding steps on CPU straight on the decoder's fp16 weight copies.
 
 Decoding a page or a few on a CPU is bound by per-op overhead, not arithmetic: through
-the modules a step of the bundled decoder makes ~300 Python-level torch calls (module
-calls, views and reshapes, checks that each fp16 copy is still current) around the ~70
-that compute. :class:`CopyStep` takes those copies once per
+the modules, one row's step of the bundled decoder makes ~680 Python-level torch calls —
+most of them reads of tensor attributes that check each fp16 copy is still current, the
+rest module plumbing, views and reshapes — where ~160 do the step. :class:`CopyStep` takes
+those copies once per
 :func:`~opticmem.encoder.generate.generate` call — the products'
 (:class:`~opticmem.encoder.half_linear.HalfLinear`) and the MoE layers' expert copies
 (:meth:`~opticmem.encoder.moe.MoE.copies`) — and runs the step's norms, products, rotary
 positions, cache writes and attention on them directly. They are the same ops on the same
 operands as the modules' path, so the logits are bit-identical (tested); on a 2-vCPU EPYC
-a Small page decodes 18–21% faster (``benchmarks/cpu_decode_paths.py``).
+a Small page decodes 18–22% faster (``benchmarks/cpu_decode_paths.py``).
 
 It applies to rows at one position (no left padding) of an fp32 decoder on CPU whose
 every product has an fp16 copy and whose MoE layers take a copy path
