@@ -416,6 +416,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                    "readout": round(rloss.item(), 4) if rloss is not None else None,
                    "lr": lr, "gnorm": round(float(gnorm), 3), "pages_s": round(rate, 1),
                    "data_wait": round(data_wait, 3), "pages": progress["pages"]}
+            if dev.type == "cuda":  # what a bigger --batch-scale has to fit beside
+                rec["peak_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
             if cfg.gap_every and (step + 1) % cfg.gap_every == 0:
                 blank = dict(batch, images=torch.full_like(batch["images"], 255))
                 with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16,

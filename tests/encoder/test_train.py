@@ -108,13 +108,23 @@ def test_train_command_refuses_a_bad_tier_mix_before_training(tmp_path: Path) ->
 
 
 def _config(out: Path, steps: int, **kw: object) -> TrainConfig:
-    return TrainConfig(
+    settings: dict[str, object] = dict(
         out_dir=out, preset="test", device="cpu", workers=0, minutes=5.0, max_steps=steps,
         batch_pages={"large": 1, "base": 1, "small": 1, "tiny": 2},
         tier_weights={"large": 0.0, "base": 0.0, "small": 0.0, "tiny": 1.0},
         tiers_per_page=1, log_every=1, gap_every=2, warmup_steps=2, rewarm_steps=2,
-        **kw,  # type: ignore[arg-type]
     )
+    return TrainConfig(**{**settings, **kw})  # type: ignore[arg-type]
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_logs_the_peak_gpu_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(synth.DATA_ENV, str(FIXTURE))
+    progress = train(_config(tmp_path / "run", 2, device="cuda", compile=False))
+    assert [r["step"] for r in progress["log"]] == [1, 2]
+    assert all(r["peak_gib"] > 0 for r in progress["log"])
 
 
 def test_training_runs_checkpoints_resumes_and_continues_from_weights(
@@ -130,6 +140,7 @@ def test_training_runs_checkpoints_resumes_and_continues_from_weights(
     # With no workers the trainer generates its own pages: it waits on the loader a share
     # of each window, which must be a share.
     assert all(0.0 < r["data_wait"] < 1.0 for r in first["log"])
+    assert all("peak_gib" not in r for r in first["log"])  # a GPU figure only
     state = out / "state"
     assert json.loads((state / "progress.json").read_text())["step"] == 2
     assert sorted(state.glob("optimizer-*.safetensors"))
