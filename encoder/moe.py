@@ -438,8 +438,10 @@ class MoE(nn.Module):
             ):
                 self._prepare_sets(sources)
         gate_up = halves[0].copy_for_input(x, sources, partial(self._set_gate_up, experts))
+        if gate_up is None:  # not this input (rows, dtype, device) or not these weights
+            return None
         down = halves[1].prepare(sources, partial(self._set_down, experts))
-        if gate_up is None or down is None:
+        if down is None:
             return None
         return self.mix_on_copies(x, (gate_up, down), gate, residual)
 
