@@ -29,7 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from opticmem.encoder.decoder import Attention, DecoderLayer, KVCache, MoEDecoder, RMSNorm
+from opticmem.encoder.decoder import (
+    Attention,
+    DecoderLayer,
+    KVCache,
+    MoEDecoder,
+    RMSNorm,
+    apply_rotary,
+)
 from opticmem.encoder.moe import MLP, CopyPath, MoE
 
 
@@ -99,8 +106,7 @@ class CopyStep:
         x = x.view(B, -1)  # (B, H)
         for i, layer in enumerate(self._layers):
             qkv = linear(_norm(layer.attn_norm, x), layer.qkv).view(B, 3, nh, hd)
-            q_k = qkv[:, :2]
-            qk = torch.addcmul(q_k * cos, q_k.roll(hd // 2, dims=-1), sin)  # rotary
+            qk = apply_rotary(qkv[:, :2], cos, sin)  # (B, 2, nh, hd)
             keys, values = cache.keys[i], cache.values[i]  # (B, nh, capacity, hd)
             keys[:, :, p] = qk[:, 1]
             values[:, :, p] = qkv[:, 2]
@@ -120,6 +126,7 @@ class CopyStep:
 
 
 def _norm(norm: RMSNorm, x: Tensor) -> Tensor:
+    """``norm(x)`` for fp32 ``x`` (:class:`RMSNorm`'s fp32 path) without a module call."""
     return F.rms_norm(x, norm.weight.shape, norm.weight, norm.eps)
 
 

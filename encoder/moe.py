@@ -302,9 +302,7 @@ class MoE(nn.Module):
         sources = self._copy_sources()
         if path == "fused":
             experts = tuple(range(self.n_experts))
-            halves = self._set_halves.setdefault(experts, (HalfLinear(), HalfLinear()))
-            made = {experts: (halves[0].prepare(sources, partial(self._set_gate_up, experts)),
-                              halves[1].prepare(sources, partial(self._set_down, experts)))}
+            made = {experts: self._set_copy(experts, sources)}
         elif math.comb(self.n_experts, self.top_k) <= self.cpu_max_expert_sets:
             made = self._prepare_sets(sources)
         else:
@@ -479,14 +477,18 @@ class MoE(nn.Module):
         2-vCPU EPYC) instead of a spread of later ones. Returns each set's two copies
         (``None`` where fp16 cannot hold its weights); copies already current are kept."""
         lent: dict[str, Tensor] = {}  # each set's fp32 matrices, written over by the next
-        copies = {}
-        for experts in itertools.combinations(range(self.n_experts), self.top_k):
-            halves = self._set_halves.setdefault(experts, (HalfLinear(), HalfLinear()))
-            copies[experts] = (
-                halves[0].prepare(sources, partial(self._set_gate_up, experts, lent)),
-                halves[1].prepare(sources, partial(self._set_down, experts, lent)),
-            )
-        return copies
+        return {experts: self._set_copy(experts, sources, lent)
+                for experts in itertools.combinations(range(self.n_experts), self.top_k)}
+
+    def _set_copy(
+        self, experts: tuple[int, ...], sources: list[Tensor],
+        lent: dict[str, Tensor] | None = None,
+    ) -> tuple[Any, Any]:
+        """The two copies of ``experts``' set (gate|up, down), made if need be (``lent``: as
+        for :meth:`_set_gate_up`); each ``None`` where fp16 cannot hold it."""
+        halves = self._set_halves.setdefault(experts, (HalfLinear(), HalfLinear()))
+        return (halves[0].prepare(sources, partial(self._set_gate_up, experts, lent)),
+                halves[1].prepare(sources, partial(self._set_down, experts, lent)))
 
     def expert_set_weights(self, experts: Sequence[int]) -> tuple[Tensor, Tensor]:
         """The weights of ``experts`` (routed expert ids) and the shared experts as two

@@ -361,7 +361,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     window_pages, window_t = 0, time.monotonic()
     # Time spent blocked on the loader: its share of each log window says whether the
     # data workers or the GPU step set the pace (more workers, or bigger batches).
-    window_wait, asked = 0.0, time.monotonic()
+    window_wait, asked = 0.0, window_t
     bar = tqdm(total=None, desc="train", unit="step", dynamic_ncols=True,
                disable=not os.isatty(2) and os.environ.get("OPTICMEM_PROGRESS") != "1")
     for batch in loader:
