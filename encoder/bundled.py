@@ -32,18 +32,35 @@ def weights_dir() -> Path:
 BUNDLED_TOKENIZER = weights_dir() / "tokenizer.json"
 
 
+def labelled_steps(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """``(rows, positions)`` of the labelled steps in row-major order: ``batch["labelled"]``
+    as :func:`~opticmem.encoder.examples.collate` made it on the host, else found on the
+    device (which waits for it)."""
+    steps = batch.get("labelled")
+    if steps is None:
+        steps = (batch["labels"] != IGNORE).nonzero()
+    return steps[:, 0], steps[:, 1]
+
+
 def aligned_embeds(
-    model: OCRModel, grid: Tensor, cells: Tensor, aligned: Tensor, settings: RenderSettings
+    model: OCRModel, grid: Tensor, cells: Tensor, rows: Tensor, positions: Tensor,
+    settings: RenderSettings,
 ) -> tuple[Tensor | None, Tensor | None]:
-    """Aligner embeddings: ``(B, T, D)`` with zeros off the steps marked in ``aligned``, and
-    the ``(N, D)`` rows of the marked steps; ``(None, None)`` for a model without aligner."""
+    """Aligner embeddings at the steps ``(rows, positions)``: ``(B, T, D)`` with zeros
+    elsewhere (``T`` = ``cells.shape[1]``), and the ``(N, D)`` embeddings themselves;
+    ``(None, None)`` for a model without aligner.
+
+    The aligner reads through :meth:`~opticmem.encoder.align.LayoutAligner.prepare` and
+    ``read``, as decoding does: the vision tokens are normalised and projected once per
+    token, then gathered per step, rather than gathered per step and then projected.
+    """
     if model.aligner is None:
         return None, None
-    b_idx, t_idx = aligned.nonzero(as_tuple=True)
-    rows = model.aligner(grid, cells[b_idx, t_idx], b_idx, settings)
-    out = grid.new_zeros(*aligned.shape, grid.shape[-1])
-    out[b_idx, t_idx] = rows.to(out.dtype)
-    return out, rows
+    prepared = model.aligner.prepare(grid, settings)
+    embeds = model.aligner.read(prepared, cells[rows, positions], rows)
+    out = grid.new_zeros(*cells.shape[:2], grid.shape[-1])
+    out[rows, positions] = embeds.to(out.dtype)
+    return out, embeds
 
 
 @dataclass
@@ -60,26 +77,35 @@ def training_step(
 ) -> StepOutput:
     """Teacher-forced forward pass.
 
-    ``batch`` is :func:`~opticmem.encoder.examples.collate` output on the model's device.
-    Logits are computed only where there is a label (the LM head is the largest matmul).
-    The read-out predicts each aligned step's token from the aligner output alone, through
-    the decoder's final norm and LM head: with no text context on that path, the only way
-    to lower its loss is to read the page, which is the signal a from-scratch decoder
-    otherwise ignores in favour of its language prior.
+    ``batch`` is :func:`~opticmem.encoder.examples.collate` output on the model's device:
+    the vision slots sit at positions ``1 … S`` of every row. Logits are computed only where
+    there is a label (the LM head is the largest matmul). The read-out predicts each aligned
+    step's token from the aligner output alone, through the decoder's final norm and LM
+    head: with no text context on that path, the only way to lower its loss is to read the
+    page, which is the signal a from-scratch decoder otherwise ignores in favour of its
+    language prior.
+
+    Nothing here asks the device for a value (with ``batch["labelled"]`` given), so on a
+    GPU the host queues the next step's work while this one runs.
     """
-    pixels = normalise_pixels(batch["images"])
+    pixels = normalise_pixels(batch["images"], next(model.parameters()).dtype)
     grid = model.encode_grid(pixels)  # (B, g, g, D)
     slots = model.grid_to_slots(grid)  # (B, S, D)
-    extra, rows = aligned_embeds(model, grid, batch["cells"], batch["aligned"], settings)
-    x = model.embed_inputs(batch["input_ids"], slots, extra)
+    rows, positions = labelled_steps(batch)
+    extra, aligned = aligned_embeds(model, grid, batch["cells"], rows, positions, settings)
+    tokens = model.decoder.embed_tokens(batch["input_ids"])  # (B, L, D)
+    # The slots replace the <image> ids at 1 … S (collate's layout) without the general
+    # embed_inputs' count check, which would read the count back from the device.
+    x = torch.cat([tokens[:, :1], slots.to(tokens.dtype), tokens[:, 1 + slots.shape[1]:]], dim=1)
+    if extra is not None:
+        x = x + extra.to(x.dtype)
     hidden = model.decoder(x)  # (B, L, D)
-    labels = batch["labels"]
-    sel = labels != IGNORE
     readout = None
-    if rows is not None:
+    if aligned is not None:
         # aligned steps are exactly the labelled ones (see examples.collate)
-        readout = model.decoder.logits(model.decoder.norm(rows))
-    return StepOutput(model.decoder.logits(hidden[sel]), labels[sel], readout)
+        readout = model.decoder.logits(model.decoder.norm(aligned))
+    return StepOutput(model.decoder.logits(hidden[rows, positions]),
+                      batch["labels"][rows, positions], readout)
 
 
 def special_ids(model: OCRModel) -> dict[str, int]:

@@ -64,21 +64,22 @@ class Example:
     transcript: str
 
 
-def make_example(
+def make_examples(
     page: PageLayout,
-    tier: Tier,
+    tiers: Sequence[Tier],
     tokenizer: Tokenizer,
     table: Sequence[bytes],
     master: np.ndarray | None = None,
-) -> Example:
-    """Render ``page`` (or reuse its Large ``master``), resample to ``tier``, tokenise."""
+) -> list[Example]:
+    """One example of ``page`` per tier in ``tiers``: drawn (or ``master`` reused) once at
+    Large and resampled to each; the transcript is tokenised and its cells laid out once,
+    since they do not depend on the tier (the examples share those arrays)."""
     master = draw_page(page) if master is None else master
-    image = np.asarray(to_tier(master, tier))
     text = page.transcript
     ids = np.asarray(tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
-    lengths = [len(table[i]) for i in ids]
-    return Example(image=image, tier=tier, ids=ids, cells=step_cells(text, lengths),
-                   transcript=text)
+    cells = step_cells(text, [len(table[i]) for i in ids])
+    return [Example(image=np.asarray(to_tier(master, tier)), tier=tier, ids=ids, cells=cells,
+                    transcript=text) for tier in tiers]
 
 
 def collate(
@@ -87,7 +88,10 @@ def collate(
     """Batch examples of ONE tier into padded tensors.
 
     Returns ``images`` (B, S, S) uint8, ``input_ids`` / ``labels`` (B, L) int64,
-    ``cells`` (B, L, 2) int64 and ``aligned`` (B, L) bool marking steps that carry a cell.
+    ``cells`` (B, L, 2) int64, ``aligned`` (B, L) bool marking steps that carry a cell, and
+    ``labelled`` (N, 2) int64: the ``(row, position)`` of those steps in row-major order,
+    which are exactly the steps with a label. With it, a training step on a GPU indexes
+    them without asking the device where they are (a host sync).
     """
     tier = examples[0].tier
     if any(e.tier is not tier for e in examples):
@@ -111,4 +115,4 @@ def collate(
         aligned[i, s : s + n + 1] = True
     images = torch.from_numpy(np.stack([e.image for e in examples]))
     return {"images": images, "input_ids": input_ids, "labels": labels, "cells": cells,
-            "aligned": aligned}
+            "aligned": aligned, "labelled": aligned.nonzero()}

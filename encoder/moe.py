@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 Dispatch = Literal["auto", "sets", "fused", "few", "gather", "dense", "grouped"]
 CopyPath = Literal["sets", "fused"]
 """The CPU paths on fp16 copies of the experts."""
+TrainDispatch = Literal["grouped", "dense"]
+"""The paths that train the routed experts (see :attr:`MoE.train_dispatch`)."""
 
 
 class MLP(nn.Module):
@@ -149,6 +151,14 @@ class MoE(nn.Module):
     """On CPU, ``auto`` uses ``dense`` (beyond ``few``) while tokens × routed experts stays
     within this, ``grouped`` above it. Bundled codec, 2 cores, three MoE layers and the LM
     head: 2.9 / 4.8 ms dense vs 3.4 / 5.0 ms grouped at 8 / 32 tokens, 7.0 vs 6.6 at 64."""
+
+    train_dispatch: TrainDispatch = "grouped"
+    """How the routed experts run where autograd tracks them. ``grouped``: each expert on
+    its own tokens, which needs every expert's token count on the host — on a GPU, a wait
+    for the device in every MoE layer of every training step. ``dense``: every expert on
+    every token in two matmuls over all the experts' weights, the unselected ones weighted
+    0: E/k times the experts' multiply-adds, but no wait and two large GEMMs instead of a
+    loop of small ones. Gradients are the same up to rounding."""
 
     def __init__(self, cfg: DecoderConfig) -> None:
         super().__init__()
@@ -329,6 +339,8 @@ class MoE(nn.Module):
     def _run_experts(self, x: Tensor, weights: Tensor, ids: Tensor, mode: Dispatch) -> Tensor:
         """The routed experts' weighted sum for ``x`` (N, H) by ``mode``, in fp32."""
         if torch.is_grad_enabled() and needs_grad(list(self.experts.parameters())):
+            if self.train_dispatch == "dense":
+                return self._dense_trainable(x, weights, ids)
             return self._grouped(x, weights, ids, packed=False)
         if mode == "few":
             return self._few(x, weights, ids, x.new_zeros(x.shape, dtype=torch.float32))
@@ -543,6 +555,18 @@ class MoE(nn.Module):
         g, u = h.split(I2 // 2, dim=-1)
         y = torch.matmul(F.silu(g) * u, down.transpose(1, 2))  # (E, N, H)
         return torch.einsum("enh,ne->nh", y.float(), self.gate_matrix(weights, ids))  # (N, H)
+
+    def _dense_trainable(self, x: Tensor, weights: Tensor, ids: Tensor) -> Tensor:
+        """``dense`` on the expert modules' own parameters, which autograd reaches: one
+        matmul onto every expert's gate|up rows, the activations scaled by their gates, one
+        matmul back through every expert's down columns, which sums over the experts."""
+        N, E, width = x.shape[0], self.n_experts, self.expert_width
+        experts = self.expert_list()
+        gate_up = torch.cat([w for e in experts for w in (e.gate_proj.weight, e.up_proj.weight)])
+        down = torch.cat([e.down_proj.weight for e in experts], dim=1)  # (H, E·I)
+        g, u = F.linear(x, gate_up).view(N, E, 2, width).unbind(2)  # (N, E, I) each
+        h = F.silu(g) * u * self.gate_matrix(weights, ids).to(g.dtype)[..., None]
+        return F.linear(h.reshape(N, E * width), down).float()  # (N, H)
 
     def gate_matrix(self, weights: Tensor, ids: Tensor) -> Tensor:
         """Each token's routing weight for every expert, 0 where unselected: (N, E) fp32

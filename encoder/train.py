@@ -18,10 +18,10 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -30,10 +30,12 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
+from opticmem.encoder.bundled import BUNDLED_TOKENIZER, StepOutput, special_ids, training_step
 from opticmem.encoder.errors import InputError
-from opticmem.encoder.examples import IGNORE, Example, collate, make_example, token_bytes
+from opticmem.encoder.examples import IGNORE, Example, collate, make_examples, token_bytes
 from opticmem.encoder.model import OCRModel
-from opticmem.render import ORDER, RenderSettings, Tier, draw_page
+from opticmem.encoder.moe import MoE, TrainDispatch
+from opticmem.render import ORDER, RenderSettings, Tier
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,9 @@ class TrainConfig:
     max_steps: int | None = None
     device: str = "auto"
     compile: bool = False
+    moe_dispatch: TrainDispatch = "grouped"
+    """How the MoE layers run their routed experts in training
+    (:attr:`~opticmem.encoder.moe.MoE.train_dispatch`): ``dense`` never waits for the GPU."""
     rewarm_steps: int = 150
     """Linear re-warm-up after starting from ``init_from`` (a fresh optimiser)."""
     init_from: Path | None = None
@@ -173,14 +178,74 @@ class PageBatches(IterableDataset):
         buffers: dict[Tier, list[Example]] = {t: [] for t in ORDER}
         k = min(self.cfg.tiers_per_page, len(ORDER))
         while True:
-            page = next(pages)
-            master = draw_page(page)
-            for i in rng.choice(len(ORDER), size=k, replace=False, p=weights):
-                tier = ORDER[int(i)]
-                buffers[tier].append(make_example(page, tier, tok, table, master=master))
+            tiers = [ORDER[int(i)] for i in rng.choice(len(ORDER), size=k, replace=False,
+                                                        p=weights)]
+            for example in make_examples(next(pages), tiers, tok, table):
+                tier = example.tier
+                buffers[tier].append(example)
                 if len(buffers[tier]) >= self.cfg.batch_pages[tier.value]:
                     yield collate(buffers[tier], **self.specials)
                     buffers[tier] = []
+
+
+def make_optimizer(model: OCRModel, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW as the trainer runs it: no weight decay on norms, embeddings and biases; the
+    fused kernel on CUDA."""
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "norm" in n or "embed" in n else decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.peak_lr, betas=(0.9, 0.95), eps=1e-8, fused=device.type == "cuda",
+    )
+
+
+def page_loader(cfg: TrainConfig, tokenizer_path: Path, specials: dict[str, int], *,
+                run_index: int, pin_memory: bool) -> DataLoader[dict[str, torch.Tensor]]:
+    """The trainer's stream of batches: :class:`PageBatches` made in ``cfg.workers``
+    processes (in this one with 0)."""
+    data = PageBatches(cfg, tokenizer_path, specials, run_index=run_index)
+    return DataLoader(data, batch_size=None, num_workers=cfg.workers, pin_memory=pin_memory,
+                      prefetch_factor=4 if cfg.workers else None, persistent_workers=False)
+
+
+@dataclass
+class Update:
+    """What one optimiser step leaves for the log; nothing in it has been read back from
+    the device yet."""
+
+    output: StepOutput
+    loss: torch.Tensor
+    """The main cross-entropy."""
+    readout_loss: torch.Tensor | None
+    grad_norm: torch.Tensor
+    """Before clipping."""
+
+
+def update(model: OCRModel, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+           step_fn: Callable[[dict[str, torch.Tensor]], StepOutput], cfg: TrainConfig) -> Update:
+    """One training step on ``batch`` (on the model's device): ``step_fn``'s teacher-forced
+    forward under bf16 autocast on CUDA, the main, read-out and load-balancing losses,
+    backward, gradient clipping and the optimiser step at its current learning rate."""
+    device = next(model.parameters()).device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        outs = step_fn(batch)
+    main = F.cross_entropy(outs.logits.float(), outs.labels)
+    loss = main
+    rloss = None
+    if outs.readout is not None and cfg.readout_weight > 0:
+        rloss = F.cross_entropy(outs.readout.float(), outs.labels)
+        loss = loss + cfg.readout_weight * rloss
+    aux = model.decoder.aux_loss()
+    if aux is not None:
+        loss = loss + aux.float()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return Update(outs, main, rloss, gnorm)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -272,16 +337,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training for ``cfg.minutes``; returns the progress record."""
     from tokenizers import Tokenizer
 
-    from opticmem.encoder.bundled import (
-        BUNDLED_TOKENIZER,
-        StepOutput,
-        special_ids,
-        training_step,
-    )
     from opticmem.encoder.checkpoint import load_tensors, read_index
     from opticmem.encoder.config import preset
     from opticmem.encoder.model import build_model
 
+    if cfg.moe_dispatch not in get_args(TrainDispatch):
+        raise InputError(f"moe_dispatch must be one of {', '.join(get_args(TrainDispatch))}, "
+                         f"got {cfg.moe_dispatch!r}")
     dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                        else ("cpu" if cfg.device == "auto" else cfg.device))
     torch.manual_seed(cfg.seed)
@@ -297,15 +359,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         raise ValueError(f"tokenizer has {tok.get_vocab_size()} ids, the {cfg.preset} decoder "
                          f"{model.cfg.decoder.vocab_size}")
     progress: dict[str, Any] = {"step": 0, "pages": 0, "minutes": 0.0, "runs": 0, "log": []}
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for n, p in model.named_parameters():
-        (no_decay if p.ndim < 2 or "norm" in n or "embed" in n else decay).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.peak_lr, betas=(0.9, 0.95), eps=1e-8, fused=dev.type == "cuda",
-    )
+    opt = make_optimizer(model, cfg, dev)
     resumed = (state_dir / "progress.json").exists()
     fresh_optimiser = not resumed  # re-warm the learning rate over zero Adam moments
     if resumed:
@@ -333,21 +387,22 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             progress["log"] = old.get("log", [])
     model.to(dev)
     model.train()
+    for module in model.modules():
+        if isinstance(module, MoE):
+            module.train_dispatch = cfg.moe_dispatch
     (out / "train_config.json").write_text(cfg.to_json())
 
     settings = RenderSettings()
     specials = special_ids(model)
-    data = PageBatches(cfg, tok_path, specials, run_index=int(progress["runs"]))
-    loader = DataLoader(data, batch_size=None, num_workers=cfg.workers,
-                        pin_memory=dev.type == "cuda",
-                        prefetch_factor=4 if cfg.workers else None,
-                        persistent_workers=False)
+    loader = page_loader(cfg, tok_path, specials, run_index=int(progress["runs"]),
+                         pin_memory=dev.type == "cuda")
     table = token_bytes(tok)
     first_hard = torch.tensor(
         [bool(b) and (chr(b[0]).isdigit() or (b[:1] == b" " and len(b) > 1 and chr(b[1]).isalnum()))
          for b in table], device=dev)
     def step_fn(batch: dict[str, torch.Tensor]) -> StepOutput:
         return training_step(model, batch, settings)
+
 
     if cfg.compile:
         # torch.compile returns an OptimizedModule that forwards DeepEncoder's attributes.
@@ -378,22 +433,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             g["lr"] = lr
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         tier = Tier.parse(_tier_of(batch["images"].shape[-1]))
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            outs = step_fn(batch)
-        logits, labels = outs.logits, outs.labels
-        main = F.cross_entropy(logits.float(), labels)
-        loss = main
-        rloss = None
-        if outs.readout is not None and cfg.readout_weight > 0:
-            rloss = F.cross_entropy(outs.readout.float(), labels)
-            loss = loss + cfg.readout_weight * rloss
-        aux = model.decoder.aux_loss()
-        if aux is not None:
-            loss = loss + aux.float()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        done = update(model, opt, batch, step_fn, cfg)
+        logits, labels = done.output.logits, done.output.labels
+        main, rloss, gnorm = done.loss, done.readout_loss, done.grad_norm
 
         n_pages = int(batch["images"].shape[0])
         progress["step"] = step + 1

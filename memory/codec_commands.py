@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast, get_args
 
 import typer
 
@@ -46,6 +46,10 @@ def train_command(
     batch_scale: Annotated[float, typer.Option(
         min=0.01, max=64.0, help="Pages per step at every tier, times this "
         "(default 24/32/48/48 at large/base/small/tiny).")] = 1.0,
+    moe_dispatch: Annotated[str, typer.Option(
+        help="How MoE layers run their experts in training: grouped (each expert on its "
+             "tokens; waits for the GPU once per layer) or dense (every expert on every "
+             "token; never waits).")] = "grouped",
     preset: Annotated[str, typer.Option(help="Model preset: bundled or test.")] = "bundled",
     workers: Annotated[int, typer.Option(min=0, help="Data-generating processes.")] = 14,
     init_from: Annotated[
@@ -63,6 +67,7 @@ def train_command(
 
     from opticmem.encoder.bundled import export_bundled
     from opticmem.encoder.errors import InputError
+    from opticmem.encoder.moe import TrainDispatch
     from opticmem.encoder.train import TrainConfig, parse_tier_mix, scaled_batches, train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -75,6 +80,11 @@ def train_command(
             cfg.tier_weights = parse_tier_mix(tier_mix, cfg.tiers_per_page)
         except InputError as err:
             raise typer.BadParameter(str(err), param_hint="--tier-mix") from None
+    if moe_dispatch not in get_args(TrainDispatch):
+        raise typer.BadParameter(f"{moe_dispatch!r} is not one of "
+                                 f"{', '.join(get_args(TrainDispatch))}",
+                                 param_hint="--moe-dispatch")
+    cfg.moe_dispatch = cast(TrainDispatch, moe_dispatch)
     progress = train(cfg)
     summary: dict[str, Any] = {k: progress[k] for k in ("step", "pages", "minutes", "runs")}
     summary["last"] = progress["log"][-1] if progress["log"] else None

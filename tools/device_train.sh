@@ -2,7 +2,7 @@
 # One training call on the lent GPU machine (see README, "Training the bundled codec";
 # carry .whl and data/synth, both made by `make device-inputs`).
 # Usage: [TOTAL_MINUTES=N] [PHASE_START=M PEAK_LR=X] [PSEUDO=R] [SYMBOLS=R] [EVAL=0] \
-#        [TIERS=large=0.1,base=0.1,small=0.5,tiny=0.3] [BATCH_SCALE=2] \
+#        [TIERS=large=0.1,base=0.1,small=0.5,tiny=0.3] [BATCH_SCALE=2] [MOE=dense] \
 #        tools/device_train.sh MINUTES [INIT_DIR]
 #   Resumes from .train/state when this machine holds it (back-to-back calls), else from
 #   INIT_DIR (exported weights) when given, else from scratch. Writes the exported bf16
@@ -33,6 +33,8 @@ if os.environ.get("TIERS"):  # the share of pages drawn at each tier, "large=0.1
     overrides["tier_weights"] = parse_tier_mix(os.environ["TIERS"])
 if os.environ.get("BATCH_SCALE"):  # pages per step at every tier, times this
     overrides["batch_pages"] = scaled_batches(float(os.environ["BATCH_SCALE"]))
+if os.environ.get("MOE"):  # how MoE layers run their experts: grouped or dense (no GPU waits)
+    overrides["moe_dispatch"] = os.environ["MOE"]
 cfg = TrainConfig(out_dir=Path(".train"), minutes=minutes, workers=14,
                   init_from=Path(init) if init else None, **overrides)
 progress = train(cfg)

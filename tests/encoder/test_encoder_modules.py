@@ -203,6 +203,32 @@ def test_moe_cpu_dispatch_by_token_count(monkeypatch: pytest.MonkeyPatch) -> Non
         assert moe._mode(torch.zeros(1, 1)) == "grouped"
 
 
+def test_moe_trains_the_same_dense_as_grouped() -> None:
+    """``train_dispatch = "dense"`` (no host sync on a GPU) gives the grouped path's output,
+    aux loss and gradients — router, every expert, shared experts and the input. In fp64,
+    but both paths route and sum the experts in fp32, so they agree to fp32's rounding."""
+    cfg = preset("bundled").decoder
+    moe = random_moe(cfg).double().train()
+    x0 = torch.randn(3, 17, cfg.hidden_size, dtype=torch.float64)
+    results = {}
+    for path in ("grouped", "dense"):
+        moe.train_dispatch = path  # type: ignore[assignment]
+        moe.zero_grad()
+        x = x0.clone().requires_grad_()
+        out = moe(x, residual=x)
+        assert moe.aux_loss is not None
+        (out.square().mean() + moe.aux_loss).backward()
+        grads = {n: p.grad for n, p in moe.named_parameters()}
+        results[path] = (out.detach(), moe.aux_loss.detach(), x.grad, grads)
+    (out_g, aux_g, dx_g, grads_g), (out_d, aux_d, dx_d, grads_d) = results.values()
+    torch.testing.assert_close(out_d, out_g, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(aux_d, aux_g)
+    torch.testing.assert_close(dx_d, dx_g, rtol=1e-5, atol=1e-8)
+    assert all(g is not None for g in grads_g.values())  # 17·3 tokens reach every expert
+    for name, g in grads_g.items():
+        torch.testing.assert_close(grads_d[name], g, rtol=1e-5, atol=1e-8, msg=name)
+
+
 def test_decoding_path_equals_the_training_path() -> None:
     """The inference fast paths (packed projections, residuals added inside matmuls, experts
     added in place, rotary via addcmul) give the logits of the plain module path that

@@ -72,7 +72,7 @@ def test_batch_scale_multiplies_every_tier_and_refuses_what_is_not_a_size() -> N
             scaled_batches(bad)
 
 
-def test_train_command_passes_the_batch_scale_and_refuses_zero(
+def test_train_command_passes_the_batch_scale_and_moe_dispatch_and_refuses_bad_ones(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from typer.testing import CliRunner
@@ -87,12 +87,19 @@ def test_train_command_passes_the_batch_scale_and_refuses_zero(
         return {"step": 0, "pages": 0, "minutes": 0.0, "runs": 1, "log": []}
 
     monkeypatch.setattr(train_module, "train", record)
-    ok = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "run"), "--batch-scale", "2"])
+    run = ["train", "--out", str(tmp_path / "run")]
+    ok = CliRunner().invoke(app, [*run, "--batch-scale", "2", "--moe-dispatch", "dense"])
     assert ok.exit_code == 0, ok.output
     assert seen[0].batch_pages == {t: 2 * n for t, n in BATCH_PAGES.items()}
-    bad = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "run"), "--batch-scale", "0"])
+    assert seen[0].moe_dispatch == "dense"
+    bad = CliRunner().invoke(app, [*run, "--batch-scale", "0"])
     assert bad.exit_code == 2 and "--batch-scale" in bad.output
+    bad = CliRunner().invoke(app, [*run, "--moe-dispatch", "sorted"])
+    assert bad.exit_code == 2 and "--moe-dispatch" in bad.output and "grouped" in bad.output
     assert len(seen) == 1
+    with pytest.raises(InputError, match="moe_dispatch"):  # the library refuses it too
+        train(TrainConfig(out_dir=tmp_path / "lib", moe_dispatch="sorted"))  # type: ignore[arg-type]
+    assert not (tmp_path / "lib").exists()
 
 
 def test_train_command_refuses_a_bad_tier_mix_before_training(tmp_path: Path) -> None:
@@ -118,11 +125,13 @@ def _config(out: Path, steps: int, **kw: object) -> TrainConfig:
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("moe_dispatch", ["grouped", "dense"])
 def test_training_on_cuda_logs_the_peak_gpu_memory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moe_dispatch: str
 ) -> None:
     monkeypatch.setenv(synth.DATA_ENV, str(FIXTURE))
-    progress = train(_config(tmp_path / "run", 2, device="cuda", compile=False))
+    progress = train(_config(tmp_path / "run", 2, device="cuda", compile=False,
+                             moe_dispatch=moe_dispatch))
     assert [r["step"] for r in progress["log"]] == [1, 2]
     assert all(r["peak_gib"] > 0 for r in progress["log"])
 
@@ -162,6 +171,8 @@ def test_training_runs_checkpoints_resumes_and_continues_from_weights(
     load_tensors(b, saved, read_index(saved)[0])
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(),
                                                  b.state_dict().values(), strict=True))
-    cont = train(_config(tmp_path / "cont", 5, init_from=weights, peak_lr=1e-3))
-    assert cont["step"] == 5
+    # Continued with the MoE layers' dense training path, which never waits for a GPU.
+    cont = train(_config(tmp_path / "cont", 5, init_from=weights, peak_lr=1e-3,
+                         moe_dispatch="dense"))
+    assert cont["step"] == 5 and math.isfinite(cont["log"][-1]["loss"])
     assert cont["log"][-1]["lr"] == pytest.approx(1e-3 / 2, rel=0.02)  # re-warm step 1 of 2
