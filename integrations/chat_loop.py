@@ -10,7 +10,16 @@ dicts) and returns the reply. The wrapper keeps the conversation in an
    ``memory.context(session)`` as OpenAI-format messages (older turns as page images,
    recent ones as text), all within the memory's token budget under its cost model;
 3. calls ``chat_fn`` with those messages;
-4. records the reply (only when ``chat_fn`` returned one) and returns it unchanged.
+4. records the reply (only when ``chat_fn`` returned one) and returns it unchanged. A
+   reply the archive cannot hold as given is made storable, not refused: lone
+   surrogates become U+FFFD and a reply over ``max_turn_chars`` is stored in parts.
+
+Tool results and system messages in the history: an assistant message's ``tool_calls``
+are recorded as text lines after its content (``[tool call · NAME · id ID] ARGS``), and
+recorded ``tool`` and ``system`` turns are sent as user messages headed ``[Tool result ·
+NAME · call ID]`` / ``[System message]`` — a tool message that answers no structured tool
+call is rejected by chat APIs (OpenAI: HTTP 400), and so, by several, is a system message
+after the first. (The LangChain integration shows them the same way.)
 
 >>> from opticmem import OpticalMemory
 >>> def echo(messages):
@@ -50,7 +59,15 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from opticmem import OpticalMemory, message_tokens
+from opticmem.context import Context
 from opticmem.errors import BudgetError, InvalidTurnError, OpticMemError
+from opticmem.integrations.turn_text import (
+    archived_parts,
+    has_visible_text,
+    repair_surrogates,
+    shown_turn,
+    tool_call_line,
+)
 from opticmem.sessions import validate_session
 
 log = logging.getLogger(__name__)
@@ -148,15 +165,42 @@ def _as_messages(message: MessageInput | None) -> list[Mapping[str, Any]]:
     )
 
 
+def _tool_calls(i: int, msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The OpenAI-style ``tool_calls`` of an assistant input message (``[]``: none)."""
+    calls = msg.get("tool_calls") if msg.get("role") == "assistant" else None
+    if not calls:
+        return []
+    if not (isinstance(calls, Sequence) and not isinstance(calls, str)
+            and all(isinstance(c, Mapping) for c in calls)):
+        raise InvalidTurnError(f"message {i}: tool_calls must be a list of tool-call dicts, "
+                               f"got {_preview(calls)}")
+    return list(calls)
+
+
 def _turn_of(i: int, msg: Mapping[str, Any]) -> dict[str, Any]:
-    """A turn for :meth:`OpticalMemory.add_many` from an input message (text only)."""
-    text = _text_of(msg.get("content"))
+    """A turn for :meth:`OpticalMemory.add_many` from an input message: its text, then
+    one line per tool call of an assistant message (``[tool call · NAME · id ID] ARGS``)
+    so that the archive keeps what was asked of which tool."""
+    calls = _tool_calls(i, msg)
+    content = msg.get("content")
+    text = "" if content is None and calls else _text_of(content)
     if text is None:
         raise InvalidTurnError(
             f"message {i}: only text content can be remembered (a string or a list of "
             f"text parts), got {_preview(msg.get('content'))}"
         )
-    meta = {k: msg[k] for k in ("name", "tool_call_id") if isinstance(msg.get(k), str)}
+    lines, called = [], []
+    for call in calls:
+        fn = call.get("function")
+        fn = fn if isinstance(fn, Mapping) else call  # {"function": {...}} or flat
+        lines.append(tool_call_line(fn.get("name"), call.get("id"),
+                                    fn.get("arguments", fn.get("args"))))
+        called.append({"id": call.get("id"), "name": fn.get("name")})
+    text = "\n".join([text, *lines] if text else lines)
+    meta: dict[str, Any] = {k: msg[k] for k in ("name", "tool_call_id")
+                            if isinstance(msg.get(k), str)}
+    if called:
+        meta["tool_calls"] = called
     return {"role": msg.get("role"), "text": text, "meta": meta or None}
 
 
@@ -202,6 +246,8 @@ class _MemoryLoop(Generic[F]):
         system = tuple(dict(m) for m in given) or ((self.system,) if self.system else ())
         turns = tuple(_turn_of(i, m) for i, m in enumerate(messages)
                       if m.get("role") != "system")
+        if budget_tokens is not None and budget_tokens < 1:
+            raise BudgetError(f"budget_tokens must be ≥ 1, got {budget_tokens}")
         budget = budget_tokens or self.budget_tokens or self.memory.budget_tokens
         left = budget - message_tokens(system, self.memory.cost_model)
         if left < 1:
@@ -210,6 +256,35 @@ class _MemoryLoop(Generic[F]):
                 f"{budget}: nothing is left for the conversation"
             )
         return _Call(name, system, turns, left)
+
+    def _overshoot(self, ctx: Context, budget: int) -> int:
+        """Tokens by which ``ctx`` costs more than ``budget`` once its ``tool`` and
+        ``system`` turns carry the heading :func:`_shown` gives them (≤ 0: it fits)."""
+        model = self.memory.cost_model
+        extra = 0
+        for t in ctx.turns:
+            if t.role in ("tool", "system"):
+                plain: Message = {"role": t.role, "content": t.text}
+                plain.update({k: v for k in ("name", "tool_call_id")
+                              if isinstance(v := t.turn.meta.get(k), str)})
+                extra += (message_tokens([shown_turn(plain)], model)
+                          - message_tokens([plain], model))
+        return ctx.cost.total + extra - budget
+
+    def _shown(self, call: _Call, ctx: Context, messages: list[Message]) -> list[Message]:
+        """What ``chat_fn`` is sent: the system prompt, then the context's messages with
+        ``tool`` and ``system`` turns as headed user messages
+        (:func:`~opticmem.integrations.turn_text.shown_turn`): recorded tool results
+        follow no structured tool call, which chat APIs reject."""
+        first = 1 if ctx.pages else 0  # the memory message with the pages stays as it is
+        return [*call.system, *messages[:first], *(shown_turn(m) for m in messages[first:])]
+
+    def _reply_turns(self, text: str) -> list[dict[str, Any]]:
+        """The reply as assistant turns: lone surrogates replaced, split at the memory's
+        ``max_turn_chars`` — the model already answered, so its reply is stored rather
+        than refused (and returned to the caller either way)."""
+        return [{"role": "assistant", "text": part, "meta": extra or None}
+                for part, extra in archived_parts(text, self.memory.max_turn_chars)]
 
     def _reply(self, call: _Call, reply: object) -> str | None:
         """The reply's text to record (``None`` for an empty reply: returned, not stored,
@@ -222,7 +297,7 @@ class _MemoryLoop(Generic[F]):
                 "with_memory gives it the async wrapper"
             )
         text = reply_text(reply)
-        if not text.strip():
+        if not has_visible_text(repair_surrogates(text)[0]):
             log.info("session %r: empty reply returned but not recorded", call.session)
             return None
         return text
@@ -246,11 +321,17 @@ class MemoryChat(_MemoryLoop[Callable[[list[Message]], R]], Generic[R]):
         call = self._plan(message, session, budget_tokens)
         if call.turns:
             self.memory.add_many(call.session, call.turns)
-        ctx = self.memory.context(call.session, budget_tokens=call.budget)
-        reply = self.chat_fn([*call.system, *ctx.messages(self.format)])
+        budget = call.budget
+        while True:
+            ctx = self.memory.context(call.session, budget_tokens=budget)
+            over = self._overshoot(ctx, call.budget)
+            if over <= 0:
+                break
+            budget -= over  # headings of tool/system turns: plan for less, strictly
+        reply = self.chat_fn(self._shown(call, ctx, ctx.messages(self.format)))
         text = self._reply(call, reply)
         if text is not None:
-            self.memory.add(call.session, "assistant", text)
+            self.memory.add_many(call.session, self._reply_turns(text))
         return reply
 
 
@@ -269,11 +350,17 @@ class AsyncMemoryChat(_MemoryLoop[Callable[[list[Message]], Awaitable[R]]], Gene
         call = self._plan(message, session, budget_tokens)
         if call.turns:
             await self.memory.aadd_many(call.session, call.turns)
-        ctx = await self.memory.acontext(call.session, budget_tokens=call.budget)
-        reply = await self.chat_fn([*call.system, *await ctx.amessages(self.format)])
+        budget = call.budget
+        while True:
+            ctx = await self.memory.acontext(call.session, budget_tokens=budget)
+            over = self._overshoot(ctx, call.budget)
+            if over <= 0:
+                break
+            budget -= over
+        reply = await self.chat_fn(self._shown(call, ctx, await ctx.amessages(self.format)))
         text = self._reply(call, reply)
         if text is not None:
-            await self.memory.aadd(call.session, "assistant", text)
+            await self.memory.aadd_many(call.session, self._reply_turns(text))
         return reply
 
 

@@ -18,9 +18,10 @@ the async twins ``aget_messages``, ``aadd_messages``, ``aclear``):
 * ``messages`` is **not** the raw transcript: it is the session's budgeted context
   (:meth:`~opticmem.OpticalMemory.context`) as LangChain messages — a ``HumanMessage``
   holding the older pages as image blocks with captions and exact facts, then the recent
-  turns as text — costing at most ``budget_tokens`` under the memory's cost model. The
-  budget covers the history only; the prompt and the new input come on top. The raw
-  turns stay in the archive (:meth:`~opticmem.OpticalMemory.turns`).
+  turns as text — costing at most ``budget_tokens`` under the memory's cost model, the
+  headings of tool and system turns included. The budget covers the history only; the
+  prompt and the new input come on top. The raw turns stay in the archive
+  (:meth:`~opticmem.OpticalMemory.turns`).
 * ``add_messages`` appends turns by the rules of
   :func:`~opticmem.integrations.langchain_messages.message_turns` (tool calls as text,
   attachments as markers, empty messages skipped, huge ones split).
@@ -33,7 +34,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from opticmem.errors import BudgetError
 from opticmem.integrations.langchain_messages import context_messages, message_turns
+from opticmem.integrations.langchain_tokens import OpticalTokenCounter
 from opticmem.memory import OpticalMemory
 from opticmem.sessions import validate_session
 
@@ -70,16 +73,40 @@ class OpticalChatMessageHistory(BaseChatMessageHistory):
         self.memory = memory
         self.session = validate_session(session)
         self.budget_tokens = budget_tokens
+        self._counter = OpticalTokenCounter(memory)
+
+    def _next_target(self, target: int, messages: list[BaseMessage]) -> int | None:
+        """``None`` when ``messages`` fit the budget, else the smaller budget to plan the
+        context for: showing ``tool`` and ``system`` turns adds a heading to each, which
+        the context's own price does not include."""
+        budget = self.memory.budget_tokens if self.budget_tokens is None else self.budget_tokens
+        over = self._counter(messages) - budget
+        if over <= 0:
+            return None
+        if target - over < 1:
+            raise BudgetError(f"session {self.session!r}: a budget of {budget} tokens cannot "
+                              "hold the newest turn shown as a message")
+        return target - over
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """The session's budgeted context as LangChain messages (see the module docstring)."""
-        ctx = self.memory.context(self.session, budget_tokens=self.budget_tokens)
-        return context_messages(ctx.messages())
+        target: int | None = self.budget_tokens
+        while True:
+            ctx = self.memory.context(self.session, budget_tokens=target)
+            messages = context_messages(ctx.messages())
+            target = self._next_target(ctx.cost.budget, messages)
+            if target is None:
+                return messages
 
     async def aget_messages(self) -> list[BaseMessage]:
-        ctx = await self.memory.acontext(self.session, budget_tokens=self.budget_tokens)
-        return context_messages(await ctx.amessages())
+        target: int | None = self.budget_tokens
+        while True:
+            ctx = await self.memory.acontext(self.session, budget_tokens=target)
+            messages = context_messages(await ctx.amessages())
+            target = self._next_target(ctx.cost.budget, messages)
+            if target is None:
+                return messages
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` as turns, in order (one store round trip)."""

@@ -52,6 +52,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
     raise missing_extra("langchain", exc) from exc
 
+from opticmem.integrations.turn_text import (
+    SYSTEM_HEAD,
+    archived_parts,
+    headed,
+    tool_result_head,
+)
+from opticmem.integrations.turn_text import tool_call_line as _call_line
 from opticmem.memory import OpticalMemory, TurnInput
 
 ROLE_OF_TYPE: Mapping[str, str] = {
@@ -99,9 +106,7 @@ def tool_call_line(call: Mapping[str, Any]) -> str:
     >>> tool_call_line({"name": "recall", "args": {"query": "Titan"}, "id": "call_1"})
     '[tool call · recall · id call_1] {"query": "Titan"}'
     """
-    args = json.dumps(call.get("args", {}), ensure_ascii=False, sort_keys=True, default=str)
-    ident = f" · id {call['id']}" if call.get("id") else ""
-    return f"[tool call · {call.get('name', '?')}{ident}] {args}"
+    return _call_line(call.get("name"), call.get("id"), call.get("args", {}))
 
 
 def message_text(message: BaseMessage) -> str:
@@ -140,23 +145,6 @@ def _meta(message: BaseMessage) -> dict[str, Any]:
     return meta
 
 
-def _repair(text: str) -> tuple[str, bool]:
-    if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
-        return text, False
-    return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text), True
-
-
-def _visible(text: str) -> bool:
-    from opticmem.errors import InvalidTurnError
-    from opticmem.sessions import validate_text
-
-    try:
-        validate_text(text, max_chars=len(text) + 1)
-    except InvalidTurnError:
-        return False
-    return True
-
-
 def message_turns(message: BaseMessage, memory: OpticalMemory) -> list[TurnInput]:
     """The turns ``message`` is recorded as in ``memory`` (``[]``: nothing to record).
 
@@ -172,26 +160,12 @@ def message_turns(message: BaseMessage, memory: OpticalMemory) -> list[TurnInput
     role = message_role(message, memory.roles)
     if role is None:
         return []
-    text, repaired = _repair(message_text(message))
     meta = _meta(message)
-    if repaired:
-        meta["repaired"] = "lone surrogates replaced with U+FFFD"
-    step = memory.max_turn_chars
-    chunks = [text[i : i + step] for i in range(0, len(text), step)] or [""]
-    chunks = [c for c in chunks if _visible(c)]
-    if len(chunks) == 1:
-        return [{"role": role, "text": chunks[0], "meta": meta}]
-    return [{"role": role, "text": c, "meta": {**meta, "part": [k + 1, len(chunks)]}}
-            for k, c in enumerate(chunks)]
+    return [{"role": role, "text": text, "meta": {**meta, **extra}}
+            for text, extra in archived_parts(message_text(message), memory.max_turn_chars)]
 
 
 # --------------------------------------------------------------------------- showing
-
-
-def _headed(head: str, content: str | list[Any]) -> str | list[Any]:
-    if isinstance(content, str):
-        return f"{head}\n{content}"
-    return [{"type": "text", "text": head}, *content]
 
 
 def context_messages(messages: Sequence[Mapping[str, Any]]) -> list[BaseMessage]:
@@ -214,14 +188,12 @@ def context_messages(messages: Sequence[Mapping[str, Any]]) -> list[BaseMessage]
         elif role == "assistant":
             out.append(AIMessage(content=content, name=name))
         elif role == "tool":
-            head = "[Tool result" + (f" · {name}" if name else "")
-            if isinstance(d.get("tool_call_id"), str):
-                head += f" · call {d['tool_call_id']}"
-            out.append(HumanMessage(content=_headed(head + "]", content)))
+            head = tool_result_head(name, d.get("tool_call_id"))
+            out.append(HumanMessage(content=headed(head, content)))
         elif role == "system":
-            out.append(HumanMessage(content=_headed("[System message]", content)))
+            out.append(HumanMessage(content=headed(SYSTEM_HEAD, content)))
         else:
-            out.append(HumanMessage(content=_headed(f"[{role}]", content), name=name))
+            out.append(HumanMessage(content=headed(f"[{role}]", content), name=name))
     return out
 
 

@@ -271,3 +271,82 @@ def test_reply_text_reads_the_openai_sdk_shape_through_model_dump() -> None:
 
 def test_docstring_examples() -> None:
     check_doctests("opticmem.integrations.chat_loop", min_examples=5)
+
+
+TOOL_CHAIN: list[dict[str, Any]] = [
+    {"role": "user", "content": "Weather in Seoul?"},
+    {"role": "assistant", "content": None, "tool_calls": [{
+        "id": "call_1", "type": "function",
+        "function": {"name": "weather", "arguments": '{"city": "Seoul"}'}}]},
+    {"role": "tool", "tool_call_id": "call_1", "name": "weather", "content": "12°C, rain"},
+]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_tool_chains_are_archived_whole_and_sent_without_orphan_tool_messages(
+        mode: str) -> None:
+    # OpenAI answers HTTP 400 to a "tool" message that follows no assistant tool_calls;
+    # the tool calls themselves used to be dropped (content None was refused outright).
+    budget = 400
+    mem = memory(budget)
+    mem.add("s", "system", "Operator note: the user prefers Celsius.")
+    sent: list[list[Message]] = []
+
+    def model(messages: list[Message]) -> str:
+        sent.append(messages)
+        return "12°C and rain in Seoul."
+
+    async def amodel(messages: list[Message]) -> str:
+        return model(messages)
+
+    if mode == "sync":
+        with_memory(model, mem, session="s", system=SYSTEM)(TOOL_CHAIN)
+    else:
+        asyncio.run(with_memory(amodel, mem, session="s", system=SYSTEM)(TOOL_CHAIN))
+    turns = mem.turns("s")
+    assert [(t.role, t.text) for t in turns[1:]] == [
+        ("user", "Weather in Seoul?"),
+        ("assistant", '[tool call · weather · id call_1] {"city": "Seoul"}'),
+        ("tool", "12°C, rain"),
+        ("assistant", "12°C and rain in Seoul."),
+    ]
+    assert turns[2].meta == {"tool_calls": [{"id": "call_1", "name": "weather"}]}
+    assert sent[0] == [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "[System message]\nOperator note: the user prefers Celsius."},
+        {"role": "user", "content": "Weather in Seoul?"},
+        {"role": "assistant", "content": '[tool call · weather · id call_1] {"city": "Seoul"}'},
+        {"role": "user", "content": "[Tool result · weather · call call_1]\n12°C, rain"},
+    ]
+    # the headings are paid for inside the budget, as tight as it is
+    tight = message_tokens(sent[0], mem.cost_model)
+    chat = with_memory(model, mem, session="s", system=SYSTEM)
+    chat(budget_tokens=tight - 1)
+    assert message_tokens(sent[-1], mem.cost_model) <= tight - 1
+    assert not any(m["role"] == "tool" for m in sent[-1])
+
+
+def test_a_reply_the_archive_cannot_hold_as_given_is_stored_and_returned() -> None:
+    mem = memory(max_turn_chars=50)
+    for reply, stored in [("broken \ud83d emoji", ["broken \ufffd emoji"]),
+                          ("y" * 120, ["y" * 50, "y" * 50, "y" * 20])]:
+        chat = with_memory(lambda messages, r=reply: r, mem, session="s")
+        assert chat("hi") == reply  # the model's answer reaches the caller unchanged
+        n = len(stored)
+        assert [t.text for t in mem.turns("s")[-n:]] == stored
+        assert all(t.role == "assistant" for t in mem.turns("s")[-n:])
+    assert mem.turns("s")[1].meta["repaired"]
+    assert [t.meta["part"] for t in mem.turns("s")[-3:]] == [[1, 3], [2, 3], [3, 3]]
+
+
+@pytest.mark.parametrize("bad", [0, -5])
+def test_a_per_call_budget_below_one_is_refused_not_ignored(bad: int) -> None:
+    mem = memory()
+    chat = with_memory(Recorder(), mem, session="s")
+    with pytest.raises(BudgetError, match="budget_tokens must be"):
+        chat("hi", budget_tokens=bad)
+    assert mem.turns("s") == []
+
+
+def test_turn_text_docstring_examples() -> None:
+    check_doctests("opticmem.integrations.turn_text", min_examples=8)

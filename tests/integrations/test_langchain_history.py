@@ -92,3 +92,25 @@ def test_docstring_names_the_deprecation_and_the_replacement() -> None:
     assert "deprecated" in doc.lower()
     assert "1.6.4" in module_doc and "1.3.3" in module_doc
     assert "OpticalMemoryMiddleware" in module_doc
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_messages_stay_within_the_budget_with_tool_and_system_turns(mode: str) -> None:
+    # Tool and system turns are shown as headed HumanMessages; the headings used to come
+    # on top of the budget (a 60-token history cost 97).
+    memory = OpticalMemory(codec=None, verbatim_turns=32)
+    history = OpticalChatMessageHistory(memory, "ops")
+    for i in range(6):
+        history.add_messages([
+            HumanMessage(f"check host {i}"),
+            AIMessage("", tool_calls=[{"name": "ping", "args": {"host": i}, "id": f"c{i}"}]),
+            ToolMessage(f"host {i} up", tool_call_id=f"c{i}", name="ping"),
+            SystemMessage("Operator: stay brief.")])
+    counter = OpticalTokenCounter(memory)
+    full = counter(history.messages)
+    for budget in (full, full - 1, 60, 30):
+        limited = OpticalChatMessageHistory(memory, "ops", budget_tokens=budget)
+        shown = limited.messages if mode == "sync" else asyncio.run(limited.aget_messages())
+        assert 0 < counter(shown) <= budget, budget
+        assert "Operator: stay brief." in str(shown[-1].content)  # the newest turn kept
+    assert len(OpticalChatMessageHistory(memory, "ops", budget_tokens=full).messages) == 24

@@ -1,0 +1,154 @@
+"""Chat messages as archived turn text, and turns shown back as chat messages — the rules
+every integration shares, with no framework imported (the chat-loop wrapper uses them
+without LangChain; :mod:`~opticmem.integrations.langchain_messages` uses them too).
+
+* A tool call is archived as one text line, ``[tool call · NAME · id ID] ARGS``, after the
+  assistant's text (:func:`tool_call_line`), so the archive and the pages keep what was
+  asked of which tool.
+* A ``tool`` turn is shown back as a **user** message headed ``[Tool result · NAME · call
+  ID]``, a ``system`` turn as one headed ``[System message]`` (:func:`shown_turn`): in
+  recalled history the assistant's tool calls are text, and chat APIs reject a tool
+  message that answers no structured tool call (OpenAI: HTTP 400) and, for several
+  providers, a system message after the first.
+* Text the archive cannot hold as given is made storable rather than refused where the
+  message already happened (a model's reply, a tool's result): lone surrogates become
+  U+FFFD (:func:`repair_surrogates`) and text over the memory's ``max_turn_chars`` is
+  split into consecutive parts (:func:`split_text`).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from opticmem.errors import InvalidTurnError
+from opticmem.sessions import validate_text
+
+REPAIRED = "lone surrogates replaced with U+FFFD"
+"""``meta["repaired"]`` of a turn whose text had lone surrogates."""
+
+SYSTEM_HEAD = "[System message]"
+"""Heading of a ``system`` turn shown as a user message."""
+
+
+def tool_call_line(name: object, ident: object, args: object) -> str:
+    """One tool call as archived text; ``args`` is a mapping (written as sorted JSON) or
+    a string already holding JSON (the OpenAI wire form), written as is.
+
+    >>> tool_call_line("recall", "call_1", {"query": "Titan"})
+    '[tool call · recall · id call_1] {"query": "Titan"}'
+    >>> tool_call_line("wx", None, '{"city": "Seoul"}')
+    '[tool call · wx] {"city": "Seoul"}'
+    """
+    text = args if isinstance(args, str) else json.dumps(
+        {} if args is None else args, ensure_ascii=False, sort_keys=True, default=str)
+    head = f" · id {ident}" if ident else ""
+    return f"[tool call · {name if name else '?'}{head}] {text}"
+
+
+def tool_result_head(name: object = None, call_id: object = None) -> str:
+    """Heading of a ``tool`` turn shown as a user message.
+
+    >>> tool_result_head("f", "c1"), tool_result_head()
+    ('[Tool result · f · call c1]', '[Tool result]')
+    """
+    head = "[Tool result" + (f" · {name}" if isinstance(name, str) and name else "")
+    if isinstance(call_id, str) and call_id:
+        head += f" · call {call_id}"
+    return head + "]"
+
+
+def headed(head: str, content: str | list[Any]) -> str | list[Any]:
+    """``content`` (a string or a list of content parts) with ``head`` in front of it."""
+    if isinstance(content, str):
+        return f"{head}\n{content}"
+    return [{"type": "text", "text": head}, *content]
+
+
+def shown_turn(message: dict[str, Any]) -> dict[str, Any]:
+    """A context's turn message (a plain dict from :meth:`~opticmem.Context.messages`) as
+    it can be sent to a chat API: ``tool`` and ``system`` turns become headed ``user``
+    messages (module docstring); other roles are returned unchanged.
+
+    >>> shown_turn({"role": "tool", "content": "12C", "tool_call_id": "c1", "name": "wx"})
+    {'role': 'user', 'content': '[Tool result · wx · call c1]\\n12C'}
+    >>> shown_turn({"role": "user", "content": "hi"})
+    {'role': 'user', 'content': 'hi'}
+    """
+    role = message.get("role")
+    if role == "tool":
+        head = tool_result_head(message.get("name"), message.get("tool_call_id"))
+    elif role == "system":
+        head = SYSTEM_HEAD
+    else:
+        return message
+    return {"role": "user", "content": headed(head, message.get("content", ""))}
+
+
+def repair_surrogates(text: str) -> tuple[str, bool]:
+    """``text`` with lone surrogates replaced by U+FFFD, and whether any was.
+
+    >>> repair_surrogates("ok \\ud800") == ("ok \\N{REPLACEMENT CHARACTER}", True)
+    True
+    """
+    if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        return text, False
+    return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text), True
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether ``text`` has something to archive (the memory refuses empty turns and turns
+    of only whitespace or invisible characters).
+
+    >>> has_visible_text(" \u200b "), has_visible_text("ok")
+    (False, True)
+    """
+    try:
+        validate_text(text, max_chars=len(text) + 1)
+    except InvalidTurnError:
+        return False
+    return True
+
+
+def archived_parts(text: str, max_chars: int) -> list[tuple[str, dict[str, Any]]]:
+    """``text`` as the turns it is archived as, each with the metadata it adds: lone
+    surrogates repaired (``{"repaired": ...}``), split at ``max_chars`` (``{"part": [k,
+    n]}``), parts with nothing visible left out (``[]``: nothing to archive).
+
+    >>> archived_parts("abcdefg", 3)[2]
+    ('g', {'part': [3, 3]})
+    >>> archived_parts("x\\ud800", 10) == [("x\\ufffd", {"repaired": REPAIRED})]
+    True
+    """
+    text, repaired = repair_surrogates(text)
+    base: dict[str, Any] = {"repaired": REPAIRED} if repaired else {}
+    chunks = [c for c in split_text(text, max_chars) if has_visible_text(c)]
+    if len(chunks) == 1:
+        return [(chunks[0], base)]
+    return [(c, {**base, "part": [k + 1, len(chunks)]}) for k, c in enumerate(chunks)]
+
+
+def split_text(text: str, max_chars: int) -> list[str]:
+    """``text`` in consecutive parts of at most ``max_chars`` characters (``[text]`` when
+    it fits).
+
+    >>> split_text("abcdefg", 3)
+    ['abc', 'def', 'g']
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be ≥ 1, got {max_chars}")
+    return [text[i : i + max_chars] for i in range(0, len(text), max_chars)] or [text]
+
+
+__all__ = [
+    "REPAIRED",
+    "SYSTEM_HEAD",
+    "archived_parts",
+    "has_visible_text",
+    "headed",
+    "repair_surrogates",
+    "shown_turn",
+    "split_text",
+    "tool_call_line",
+    "tool_result_head",
+]
