@@ -108,7 +108,10 @@ def open_store(url: str) -> Store:
     """
     if not isinstance(url, str) or "://" not in url:
         raise StoreURLError(f"not a store URL: {url!r} (expected scheme://…)")
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise StoreURLError(f"malformed store URL {url!r}: {exc}") from None
     with _lock:
         entry = _REGISTRY.get(scheme)
     if entry is None:
