@@ -294,7 +294,7 @@ class OpticalMemory:
         except StoreError as exc:
             log.warning("session %r: packing deferred after a store error: %s", session, exc)
 
-    def _check_cache(self, session: str, page_count: int) -> None:
+    def _check_cache(self, session: str) -> None:
         """Drop what this memory caches of ``session`` unless the store still holds it.
 
         Sealed pages never change, but a session can end and begin again under the same id
@@ -303,12 +303,13 @@ class OpticalMemory:
         then would show a deleted conversation and seal new pages from a stale frontier,
         leaving turns off every page. So the newest cached page is read back from the store
         (one page, once per call) and compared; any difference, or a page log now too short
-        to hold it, drops the session's cached pages and recall index.
+        to hold it, drops the session's cached pages and recall index. (A page count read
+        before another thread sealed the cached page is no reason to drop anything.)
         """
         ref = self._refs.get(session)
         if ref is not None and not ref:
             return  # nothing of the session is cached
-        if ref is not None and ref[0] < page_count:
+        if ref is not None:
             got = self.store.get_pages(session, ref[0], ref[0] + 1)
             if got and _page_ref(got[0]) == ref:
                 return
@@ -318,10 +319,10 @@ class OpticalMemory:
 
     def _drop_cached(self, session: str) -> None:
         """Forget every in-process cache entry of ``session`` (pages, prices, index)."""
-        self._pages.discard_if(lambda k: k[0] == session)
+        self._refs.put(session, ())  # first: a page another thread caches meanwhile is
+        self._pages.discard_if(lambda k: k[0] == session)  # either dropped or checked
         self._prices.discard_if(lambda k: k[1].session == session)
         self._indexes.discard_if(lambda k: k == session)
-        self._refs.put(session, ())
 
     def _cache_page(self, rec: PageRecord) -> None:
         self._pages.put((rec.session, rec.page_no), rec)
@@ -353,7 +354,7 @@ class OpticalMemory:
         """Seal the complete pages that turns older than the verbatim window fill."""
         if page_count is None:
             page_count = self.store.page_count(session)
-            self._check_cache(session, page_count)
+            self._check_cache(session)
             last = self._last_page(session, page_count)
         frontier = Frontier.after(last)
         stop = turn_count - self.verbatim_turns
@@ -405,7 +406,7 @@ class OpticalMemory:
         now = self.clock() if now is None else now
         turn_count = self.store.turn_count(session)
         page_count = self.store.page_count(session)
-        self._check_cache(session, page_count)
+        self._check_cache(session)
         window = min(self.policy.max_pages, page_count)
         pages = self._read_pages(session, page_count - window, page_count)
         last = pages[-1] if pages else self._last_page(session, page_count)
@@ -682,7 +683,7 @@ class OpticalMemory:
     def page_png(self, session: str, page_no: int, tier: Tier | str = Tier.LARGE) -> bytes:
         """PNG bytes of a sealed page at ``tier`` (rendered once, then cached as a blob)."""
         session = validate_session(session)
-        self._check_cache(session, self.store.page_count(session))
+        self._check_cache(session)
         pages = self._read_pages(session, page_no, page_no + 1) if page_no >= 0 else []
         if not pages:
             raise IndexError(f"session {session!r} has no page {page_no}")
