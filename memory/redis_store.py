@@ -137,6 +137,7 @@ from opticmem.errors import (
     CorruptRecordError,
     InvalidSessionError,
     InvalidTurnError,
+    OpticMemError,
     PageConflictError,
     SessionFullError,
     StoreError,
@@ -887,11 +888,15 @@ class RedisStore(Store):
                             parts.fragment))
         try:
             return cls.from_url(clean, **ours)
+        except OpticMemError:
+            raise
         except TypeError as exc:  # redis-py takes no such connection parameter
             raise StoreURLError(
                 f"Redis store URL {redact_url(url)} has a parameter that is neither an "
                 f"opticmem setting ({', '.join(_URL_SETTINGS)}) nor a redis-py one: {exc}"
             ) from None
+        except ValueError as exc:  # a parameter the store cannot work with
+            raise StoreURLError(f"Redis store URL {redact_url(url)}: {exc}") from None
 
     # ------------------------------------------------------------------ plumbing
     def _keys(self, session: str) -> _Keys:

@@ -163,7 +163,8 @@ def test_every_bad_store_url_is_a_store_url_error(redis_url: str) -> None:
 
     for query, named in [("?ttl=inf", "ttl"), ("?ttl=1e400", "ttl"), ("?ttl=nan", "ttl"),
                          ("?ttl=0", "ttl"), ("?ttl=-5", "ttl"), ("?tenant=", "tenant"),
-                         ("?tenatn=acme", "tenatn")]:
+                         ("?tenatn=acme", "tenatn"),
+                         ("?decode_responses=true", "decode_responses=False")]:
         with pytest.raises(StoreURLError, match=named):
             open_store(redis_url + query)
     with pytest.raises(StoreURLError, match="malformed"):
