@@ -14,7 +14,9 @@ What happens where:
   page, seals it (:mod:`opticmem.packing`). Nothing is drawn or encoded here.
 * :meth:`OpticalMemory.context` reads a bounded amount — the turn and page counts, the
   newest ``policy.max_pages`` page records and the turns after the last sealed page —
-  so its cost does not grow with the history. It applies the decay policy
+  so its cost does not grow with the history. Page records are cached in-process; the
+  newest cached one is read back each call, so a session deleted or expired elsewhere and
+  begun again is never served from the cache. It applies the decay policy
   (:mod:`opticmem.policy`), prices pages and turns with the consumer's cost model and
   the savings gate (:mod:`opticmem.context`), and fits them to the budget
   (:mod:`opticmem.budget`).
