@@ -98,6 +98,8 @@ class Artefacts:
         self.decode_max_tokens = decode_max_tokens
         self._settings: dict[str, RenderSettings] = {settings.key(): settings}
         self._masters: LRU[tuple[str, str], np.ndarray] = LRU(masters)
+        """Large masters keyed by what they are drawn from (render key, transcript), not by
+        page number: a session deleted (or expired) and begun again reuses page numbers."""
         self._on_recollected = on_recollected
 
     # ------------------------------------------------------------------ images
@@ -114,7 +116,7 @@ class Artefacts:
 
     def master(self, page: PageRecord) -> np.ndarray:
         """The Large master of ``page`` (drawn from its transcript; cached in-process)."""
-        key = (page.session, page_id(page))
+        key = (page.render_key, page.transcript)
 
         def draw() -> np.ndarray:
             layout = PageLayout(lines=tuple(page.transcript.split("\n")), sources=(),

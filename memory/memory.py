@@ -14,7 +14,9 @@ What happens where:
   page, seals it (:mod:`opticmem.packing`). Nothing is drawn or encoded here.
 * :meth:`OpticalMemory.context` reads a bounded amount — the turn and page counts, the
   newest ``policy.max_pages`` page records and the turns after the last sealed page —
-  so its cost does not grow with the history. It applies the decay policy
+  so its cost does not grow with the history. Page records are cached in-process; the
+  newest cached one is read back each call, so a session deleted or expired elsewhere and
+  begun again is never served from the cache. It applies the decay policy
   (:mod:`opticmem.policy`), prices pages and turns with the consumer's cost model and
   the savings gate (:mod:`opticmem.context`), and fits them to the budget
   (:mod:`opticmem.budget`).
@@ -43,7 +45,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from opticmem.artefacts import Artefacts, Job, page_id, rec_key
+from opticmem.artefacts import Artefacts, Job, rec_key
 from opticmem.budget import Mark, PageOption, plan
 from opticmem.codecs import CodecSlot, CodecSpec
 from opticmem.context import (
@@ -194,7 +196,10 @@ class OpticalMemory:
                                     decode_max_tokens=decode_max_tokens,
                                     on_recollected=self._recollected)
         self._pages: LRU[tuple[str, int], PageRecord] = LRU(4096)
-        self._prices: LRU[tuple[str, str, str, int], PagePrice] = LRU(4096)
+        self._refs: LRU[str, _PageRef] = LRU(16_384)
+        """Per session, the newest page in ``_pages`` (``()``: none) that :meth:`_check_cache`
+        compares with the store before the cached pages are trusted."""
+        self._prices: LRU[tuple[str, PageRecord], PagePrice] = LRU(4096)
         self._indexes: LRU[str, RecallIndex] = LRU(64)
         self._dirty: dict[str, set[int]] = {}
         self._lock = threading.Lock()
@@ -291,6 +296,42 @@ class OpticalMemory:
         except StoreError as exc:
             log.warning("session %r: packing deferred after a store error: %s", session, exc)
 
+    def _check_cache(self, session: str) -> None:
+        """Drop what this memory caches of ``session`` unless the store still holds it.
+
+        Sealed pages never change, but a session can end and begin again under the same id
+        — deleted by another process or another memory on the store, or expired by the
+        store's TTL — and its new pages reuse the old page numbers. Trusting the cache
+        then would show a deleted conversation and seal new pages from a stale frontier,
+        leaving turns off every page. So the newest cached page is read back from the store
+        (one page, once per call) and compared; any difference, or a page log now too short
+        to hold it, drops the session's cached pages and recall index. (A page count read
+        before another thread sealed the cached page is no reason to drop anything.)
+        """
+        ref = self._refs.get(session)
+        if ref is not None and not ref:
+            return  # nothing of the session is cached
+        if ref is not None:
+            got = self.store.get_pages(session, ref[0], ref[0] + 1)
+            if got and _page_ref(got[0]) == ref:
+                return
+            log.info("session %r changed in the store (deleted or expired, then begun "
+                     "again); dropping this memory's cached pages", session)
+        self._drop_cached(session)
+
+    def _drop_cached(self, session: str) -> None:
+        """Forget every in-process cache entry of ``session`` (pages, prices, index)."""
+        self._refs.put(session, ())  # first: a page another thread caches meanwhile is
+        self._pages.discard_if(lambda k: k[0] == session)  # either dropped or checked
+        self._prices.discard_if(lambda k: k[1].session == session)
+        self._indexes.discard_if(lambda k: k == session)
+
+    def _cache_page(self, rec: PageRecord) -> None:
+        self._pages.put((rec.session, rec.page_no), rec)
+        ref = self._refs.get(rec.session)
+        if not ref or rec.page_no >= ref[0]:
+            self._refs.put(rec.session, _page_ref(rec))
+
     def _last_page(self, session: str, page_count: int) -> PageRecord | None:
         if page_count == 0:
             return None
@@ -304,7 +345,7 @@ class OpticalMemory:
         if missing:
             lo, hi = start + missing[0], start + missing[-1] + 1
             for rec in self.store.get_pages(session, lo, hi):
-                self._pages.put((session, rec.page_no), rec)
+                self._cache_page(rec)
                 out[rec.page_no - start] = rec
         return [p for p in out if p is not None]
 
@@ -315,6 +356,7 @@ class OpticalMemory:
         """Seal the complete pages that turns older than the verbatim window fill."""
         if page_count is None:
             page_count = self.store.page_count(session)
+            self._check_cache(session)
             last = self._last_page(session, page_count)
         frontier = Frontier.after(last)
         stop = turn_count - self.verbatim_turns
@@ -336,7 +378,7 @@ class OpticalMemory:
             if not ok:  # another writer sealed it first; its record is the one that counts
                 taken = rec.page_no
                 break
-            self._pages.put((session, rec.page_no), rec)
+            self._cache_page(rec)
             sealed.append(rec)
         if taken is not None:
             self._pages.discard_if(lambda k: k[0] == session and k[1] >= taken)
@@ -356,7 +398,7 @@ class OpticalMemory:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def _price(self, page: PageRecord) -> PagePrice:
-        key = (self.cost_model.name, page.session, page_id(page), page.text_tokens)
+        key = (self.cost_model.name, page)  # the whole record: page numbers are reused
         return self._prices.get_or_compute(key, lambda: price_page(page, self.cost_model))
 
     def _assemble(
@@ -366,6 +408,7 @@ class OpticalMemory:
         now = self.clock() if now is None else now
         turn_count = self.store.turn_count(session)
         page_count = self.store.page_count(session)
+        self._check_cache(session)
         window = min(self.policy.max_pages, page_count)
         pages = self._read_pages(session, page_count - window, page_count)
         last = pages[-1] if pages else self._last_page(session, page_count)
@@ -642,6 +685,7 @@ class OpticalMemory:
     def page_png(self, session: str, page_no: int, tier: Tier | str = Tier.LARGE) -> bytes:
         """PNG bytes of a sealed page at ``tier`` (rendered once, then cached as a blob)."""
         session = validate_session(session)
+        self._check_cache(session)
         pages = self._read_pages(session, page_no, page_no + 1) if page_no >= 0 else []
         if not pages:
             raise IndexError(f"session {session!r} has no page {page_no}")
@@ -664,9 +708,7 @@ class OpticalMemory:
         """Erase a session: turns, pages and every derived artefact."""
         session = validate_session(session)
         self.store.delete_session(session)
-        self._pages.discard_if(lambda k: k[0] == session)
-        self._prices.discard_if(lambda k: k[1] == session)
-        self._indexes.discard_if(lambda k: k == session)
+        self._drop_cached(session)
         with self._lock:
             self._dirty.pop(session, None)
 
@@ -740,6 +782,16 @@ class OpticalMemory:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
+
+
+_PageRef = tuple[()] | tuple[int, int, int, int, int, float, float, int]
+"""What identifies a sealed page in :meth:`OpticalMemory._check_cache`: its number, span,
+times and the hash of its transcript; ``()`` when a session has no cached page."""
+
+
+def _page_ref(page: PageRecord) -> _PageRef:
+    return (page.page_no, page.first_seq, page.first_line, page.last_seq, page.end_line,
+            page.first_ts, page.last_ts, hash(page.transcript))
 
 
 def _default_store() -> Store:

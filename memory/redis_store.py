@@ -137,6 +137,7 @@ from opticmem.errors import (
     CorruptRecordError,
     InvalidSessionError,
     InvalidTurnError,
+    OpticMemError,
     PageConflictError,
     SessionFullError,
     StoreError,
@@ -675,8 +676,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(text)
+    return value
+
+
+def _nonempty(text: str) -> str:
+    if not text:
+        raise ValueError(text)
+    return text
+
+
 _URL_SETTINGS: dict[str, Callable[[str], Any]] = {
-    "tenant": str, "ttl": float, "max_turns": _positive_int, "max_blob_bytes": _positive_int,
+    "tenant": _nonempty, "ttl": _positive_seconds, "max_turns": _positive_int,
+    "max_blob_bytes": _positive_int,
 }
 """Query parameters :meth:`RedisStore.from_store_url` reads as store settings."""
 
@@ -685,7 +700,7 @@ def _ms(ttl: float | timedelta | None) -> int:
     if ttl is None:
         return 0
     seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
-    if not seconds > 0:
+    if not (seconds > 0 and math.isfinite(seconds)):
         raise ValueError(f"ttl must be positive seconds or None, got {ttl!r}")
     return max(1, round(seconds * 1000))
 
@@ -842,14 +857,16 @@ class RedisStore(Store):
     def from_store_url(cls, url: str) -> RedisStore:
         """Open a store from one URL, with opticmem's settings in its query string.
 
-        ``tenant``, ``ttl`` (seconds), ``max_turns`` and ``max_blob_bytes`` are read from
-        the query; any other parameter is left for redis-py (``socket_timeout=5``, ...).
+        ``tenant`` (non-empty), ``ttl`` (positive seconds), ``max_turns`` and
+        ``max_blob_bytes`` (positive integers) are read from the query; any other parameter
+        is left for redis-py (``socket_timeout=5``, ...).
         This is the form a store registry or a command line takes::
 
             RedisStore.from_store_url("redis://:pw@cache:6379/2?tenant=acme&ttl=86400")
 
-        A bad value raises :class:`~opticmem.errors.StoreURLError` (a ``ValueError``)
-        naming it, the URL's password hidden.
+        A bad value of a setting, or a parameter redis-py does not know either, raises
+        :class:`~opticmem.errors.StoreURLError` (a ``ValueError``) naming it, the URL's
+        password hidden.
         """
         try:
             parts = urlsplit(url)
@@ -869,7 +886,17 @@ class RedisStore(Store):
                 ) from None
         clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest),
                             parts.fragment))
-        return cls.from_url(clean, **ours)
+        try:
+            return cls.from_url(clean, **ours)
+        except OpticMemError:
+            raise
+        except TypeError as exc:  # redis-py takes no such connection parameter
+            raise StoreURLError(
+                f"Redis store URL {redact_url(url)} has a parameter that is neither an "
+                f"opticmem setting ({', '.join(_URL_SETTINGS)}) nor a redis-py one: {exc}"
+            ) from None
+        except ValueError as exc:  # a parameter the store cannot work with
+            raise StoreURLError(f"Redis store URL {redact_url(url)}: {exc}") from None
 
     # ------------------------------------------------------------------ plumbing
     def _keys(self, session: str) -> _Keys:

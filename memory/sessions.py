@@ -170,6 +170,8 @@ def validate_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
         size = len(blob.encode("utf-8"))
     except (TypeError, ValueError, UnicodeEncodeError) as exc:
         raise InvalidTurnError(f"meta is not a JSON object with valid text: {exc}") from None
+    except RecursionError:
+        raise InvalidTurnError("meta is nested too deeply to store as JSON") from None
     if any(not isinstance(k, str) for k in meta):
         raise InvalidTurnError("meta keys must be strings")
     if size > MAX_META_BYTES:

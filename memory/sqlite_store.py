@@ -74,6 +74,13 @@ CREATE TABLE IF NOT EXISTS blobs (
 );
 """
 
+MEMORY_PATH_REFUSED = (
+    "SQLiteStore cannot use ':memory:': each thread opens its own connection, and each "
+    "connection would get its own empty database (turns added from one thread, or by an "
+    "async twin, would be invisible to the others); use InMemoryStore (memory://) for a "
+    "store that lives in this process"
+)
+
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -96,6 +103,8 @@ class SQLiteStore(Store):
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        if os.fspath(path) == ":memory:":
+            raise ValueError(MEMORY_PATH_REFUSED)
         self.path = Path(path)
         self._synchronous = synchronous
         self._timeout = timeout

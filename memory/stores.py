@@ -6,7 +6,7 @@ Built in:
   ``memory://NAME`` — one shared in-process store per name (handy in tests and notebooks);
 * ``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db`` (SQLAlchemy's
   convention: the path is what follows ``sqlite:///``), with an optional
-  ``?synchronous=NORMAL``;
+  ``?synchronous=NORMAL`` (``sqlite:///:memory:`` is refused: use ``memory://``);
 * ``redis://host:6379/0`` and ``rediss://…`` (TLS) — a
   :class:`~opticmem.redis_store.RedisStore`, with its settings in the query
   (``?tenant=acme&ttl=86400&max_turns=100000``); needs ``pip install 'opticmem[redis]'``.
@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from opticmem.errors import StoreURLError
 from opticmem.memory_store import InMemoryStore
-from opticmem.sqlite_store import SQLiteStore
+from opticmem.sqlite_store import MEMORY_PATH_REFUSED, SQLiteStore
 from opticmem.store import Store
 
 StoreFactory = Callable[[str], Store]
@@ -60,6 +60,8 @@ def _sqlite(url: str) -> Store:
     sync = opts.pop("synchronous", "FULL").upper()
     if opts or sync not in ("FULL", "NORMAL"):
         raise StoreURLError(f"bad SQLite URL options in {url!r}: only synchronous=FULL|NORMAL")
+    if path == ":memory:":
+        raise StoreURLError(f"bad SQLite URL {url!r}: {MEMORY_PATH_REFUSED}")
     return SQLiteStore(path, synchronous="NORMAL" if sync == "NORMAL" else "FULL")
 
 
@@ -108,7 +110,10 @@ def open_store(url: str) -> Store:
     """
     if not isinstance(url, str) or "://" not in url:
         raise StoreURLError(f"not a store URL: {url!r} (expected scheme://…)")
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise StoreURLError(f"malformed store URL {url!r}: {exc}") from None
     with _lock:
         entry = _REGISTRY.get(scheme)
     if entry is None:

@@ -39,6 +39,14 @@ def mem(store: Store, clock: Clock) -> OpticalMemory:
     return m
 
 
+def nested(depth: int) -> list[Any]:
+    """A list ``depth`` levels deep: deeper than the JSON encoder can recurse."""
+    x: list[Any] = []
+    for _ in range(depth):
+        x = [x]
+    return x
+
+
 REJECTED: list[tuple[str, Callable[[OpticalMemory], object], type[Exception], str]] = [
     ("empty", lambda m: m.add("alice", "user", ""), InvalidTurnError, "empty"),
     ("whitespace", lambda m: m.add("alice", "user", " \n\t "), InvalidTurnError, "whitespace"),
@@ -58,6 +66,8 @@ REJECTED: list[tuple[str, Callable[[OpticalMemory], object], type[Exception], st
      "finite"),
     ("meta not JSON", lambda m: m.add("alice", "user", "hi", meta={"f": object()}),
      InvalidTurnError, "JSON"),
+    ("meta nested too deep", lambda m: m.add("alice", "user", "hi", meta={"a": nested(5000)}),
+     InvalidTurnError, "nested too deeply"),
     ("session 10k chars", lambda m: m.add("x" * 10_000, "user", "hi"), InvalidSessionError,
      "limit is 256"),
     ("session empty", lambda m: m.add("", "user", "hi"), InvalidSessionError, "empty"),

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from opticmem.errors import StoreError, StoreUnavailableError
+from opticmem.errors import StoreError, StoreUnavailableError, StoreURLError
 from opticmem.sqlite_store import SQLiteStore
+from opticmem.stores import open_store
 
 
 def _writer(path: str, w: int, n: int) -> None:
@@ -83,3 +84,12 @@ def test_closed_store_refuses_work(tmp_path: Path) -> None:
 def test_uses_wal(tmp_path: Path) -> None:
     with SQLiteStore(tmp_path / "m.db") as s:
         assert s._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_memory_path_is_refused_not_split_per_thread() -> None:
+    # ':memory:' would give each thread's connection its own empty database: a turn added
+    # through an async twin (a worker thread) would vanish for every other thread.
+    with pytest.raises(ValueError, match="InMemoryStore"):
+        SQLiteStore(":memory:")
+    with pytest.raises(StoreURLError, match="memory://"):
+        open_store("sqlite:///:memory:")

@@ -64,6 +64,29 @@ def test_ttl_slides_with_every_write_and_then_expires(redis_url: str, raw: redis
     store.close()
 
 
+def test_a_session_that_expired_and_began_again_shows_only_its_new_life(
+    redis_url: str,
+) -> None:
+    from opticmem import OpticalMemory, RenderSettings
+
+    store = RedisStore.from_url(redis_url, tenant="test", ttl=timedelta(milliseconds=800))
+    mem = OpticalMemory(store, codec=None, verbatim_turns=2,
+                        render_settings=RenderSettings(max_rows=6))
+    for i in range(8):
+        mem.add("u", "user", f"OLD {i}: my card is 4111-1111-1111-{1000 + i} " + "x " * 40)
+    assert any("OLD" in p.record.transcript for p in mem.context("u").pages)
+    assert mem.recall("u", "card 4111", decode=False)
+    time.sleep(1.2)  # the user goes quiet past the TTL; then comes back
+    assert store.turn_count("u") == 0
+    for i in range(60):  # a longer new life: more pages than the old one had
+        mem.add("u", "user", f"new {i}: " + "talk " * 12)
+    ctx = mem.context("u")
+    assert ctx.pages and not any("OLD" in p.record.transcript for p in ctx.pages)
+    assert [p.record for p in ctx.pages] == mem.pages("u")[-len(ctx.pages):]
+    assert not any("4111" in p.text for p in mem.recall("u", "card 4111", decode=False))
+    store.close()
+
+
 def test_ttl_applies_to_every_kind_of_write(redis_url: str, raw: redis.Redis) -> None:
     store = RedisStore.from_url(redis_url, tenant="test", ttl=60)
     store.put_blob("b", "k", b"v")

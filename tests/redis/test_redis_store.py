@@ -156,3 +156,18 @@ def test_open_store_and_optical_memory_take_redis_urls(redis_url: str, raw: redi
         open_store(redis_url + "?ttl=soon")
     with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1:1"):
         open_store("redis://127.0.0.1:1/0")
+
+
+def test_every_bad_store_url_is_a_store_url_error(redis_url: str) -> None:
+    from opticmem import StoreURLError, open_store
+
+    for query, named in [("?ttl=inf", "ttl"), ("?ttl=1e400", "ttl"), ("?ttl=nan", "ttl"),
+                         ("?ttl=0", "ttl"), ("?ttl=-5", "ttl"), ("?tenant=", "tenant"),
+                         ("?tenatn=acme", "tenatn"),
+                         ("?decode_responses=true", "decode_responses=False")]:
+        with pytest.raises(StoreURLError, match=named):
+            open_store(redis_url + query)
+    with pytest.raises(StoreURLError, match="malformed"):
+        open_store("redis://[::1")
+    with pytest.raises(ValueError, match="ttl"):
+        RedisStore.from_url(redis_url, ttl=float("inf"))

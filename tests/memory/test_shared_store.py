@@ -1,0 +1,74 @@
+"""Several memories on one store — what several bot processes on one Redis (or one SQLite
+file) are — when a session is deleted or expires and then begins again under the same id.
+
+Every backend runs these (``store`` is parametrised over them; Redis is a real server).
+"""
+
+from __future__ import annotations
+
+from opticmem import OpticalMemory, RenderSettings
+from opticmem.store import Store
+
+SMALL = RenderSettings(max_rows=6)
+
+
+def memory(store: Store) -> OpticalMemory:
+    return OpticalMemory(store, codec=None, verbatim_turns=2, render_settings=SMALL)
+
+
+def old_life(mem: OpticalMemory, session: str, n: int = 40, words: int = 0) -> None:
+    for i in range(n):
+        mem.add(session, "user", f"OLD line {i}: card 4111-1111-1111-{1000 + i} "
+                + "x " * (words or i % 7))
+
+
+def new_life(mem: OpticalMemory, session: str, lo: int, hi: int) -> None:
+    for i in range(lo, hi):
+        mem.add(session, "user", f"new {i}: " + "talk " * 12)
+
+
+def clean_transcripts(store_mem: OpticalMemory, session: str) -> list[str]:
+    """The pages a memory that never saw the old life packs from the same turns."""
+    fresh = OpticalMemory(None, codec=None, verbatim_turns=2, render_settings=SMALL)
+    fresh.add_many("x", [(t.role, t.text, t.ts) for t in store_mem.turns(session)])
+    return [p.transcript for p in fresh.pages("x")]
+
+
+def test_a_session_deleted_elsewhere_is_not_served_from_cache(store: Store) -> None:
+    writer, reader = memory(store), memory(store)
+    old_life(writer, "carol")
+    assert reader.context("carol").pages and reader.recall("carol", "card 4111", decode=False)
+
+    writer.delete_session("carol")  # another worker erases it (or its TTL runs out)
+    new_life(writer, "carol", 0, 40)
+
+    ctx = reader.context("carol")
+    assert ctx.pages
+    assert not any("OLD" in p.record.transcript for p in ctx.pages)
+    assert [p.record for p in ctx.pages] == writer.pages("carol")[-len(ctx.pages):]
+    assert not any("4111" in p.text for p in reader.recall("carol", "card 4111", decode=False))
+
+
+def test_pages_sealed_after_a_restart_elsewhere_tile_the_new_turns(store: Store) -> None:
+    writer, other = memory(store), memory(store)
+    old_life(writer, "dave", 30, words=120)  # pages that end at other turns than the new
+    other.delete_session("dave")
+    new_life(other, "dave", 0, 20)  # the other worker seals the new life's first pages
+    new_life(writer, "dave", 20, 60)  # then this one, whose cache knew the old life, goes on
+
+    pages = writer.pages("dave")
+    assert len(pages) >= 3
+    assert [p.transcript for p in pages] == clean_transcripts(writer, "dave")[: len(pages)]
+
+
+def test_a_page_image_after_delete_is_drawn_from_the_new_page(store: Store) -> None:
+    mem = memory(store)
+    old_life(mem, "bob", 20)
+    before = mem.page_png("bob", 0)
+    mem.delete_session("bob")
+    new_life(mem, "bob", 0, 20)
+    after = mem.page_png("bob", 0)
+    assert after != before
+    fresh = OpticalMemory(None, codec=None, verbatim_turns=2, render_settings=SMALL)
+    fresh.add_many("bob", [(t.role, t.text, t.ts) for t in mem.turns("bob")])
+    assert after == fresh.page_png("bob", 0)  # drawn by a memory that never saw the old life
