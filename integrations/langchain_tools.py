@@ -109,6 +109,18 @@ def _longest_prefix(text: str, fits: Callable[[str], bool]) -> int:
     return lo
 
 
+ECHO_CHARS = 200
+"""The most characters of a query the tool's answer repeats back to the model."""
+
+
+def _echo(query: str) -> str:
+    """``query`` quoted for the answer, its first :data:`ECHO_CHARS` characters at most: the
+    model sent it, so repeating it whole would only spend the answer's tokens."""
+    if len(query) <= ECHO_CHARS:
+        return repr(query)
+    return f"{query[:ECHO_CHARS]!r}… ({len(query):,} characters)"
+
+
 def format_passages(
     query: str,
     passages: Sequence[Passage],
@@ -123,10 +135,11 @@ def format_passages(
     back). With ``max_tokens`` (counted with ``count``) the text is cut to fit: whole
     passages while they fit, then the next one clipped, then a note of what was left out.
     """
+    shown = _echo(query)
     if not passages:
-        return f"No passage in memory matches {query!r}."
+        return f"No passage in memory matches {shown}."
     session = passages[0].session
-    header = f"{len(passages)} passage(s) from memory session {session!r} for {query!r}:"
+    header = f"{len(passages)} passage(s) from memory session {session!r} for {shown}:"
     first_of_page: dict[int, int] = {}
     blocks = []
     for i, p in enumerate(passages, 1):

@@ -68,6 +68,17 @@ def test_recall_without_a_match_or_session(memory: OpticalMemory) -> None:
         make_recall_tool(memory, k=0)
 
 
+def test_a_huge_query_is_not_echoed_whole(memory: OpticalMemory) -> None:
+    """The answer repeats the query's first 200 characters, not 100,000 of them: the cap
+    on the answer's tokens holds whether a passage matches or not."""
+    tool = make_recall_tool(memory, session="s", k=1)  # cap: 600 tokens
+    for query in ("zebra " * 20_000, "ORD-1003 " + "x" * 100_000):
+        text = tool.invoke({"query": query})
+        assert memory.cost_model.text_tokens(text) <= 600, text[:300]
+        assert f"{query[:200]!r}… ({len(query):,} characters)" in text
+    assert text.startswith("1 passage(s) from memory session 's' for 'ORD-1003 xxx")
+
+
 def test_text_is_capped_in_tokens_and_artifact_is_whole(memory: OpticalMemory) -> None:
     tool = make_recall_tool(memory, session="s", k=3)  # default cap: budget / 4 = 600
     msg = tool.invoke({"type": "tool_call", "id": "c", "name": "recall",

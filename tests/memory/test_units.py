@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from opticmem import (
     AgeDecay,
@@ -32,7 +36,7 @@ from opticmem.facts import (
     page_facts,
 )
 from opticmem.policy import OUT, decay_policy
-from opticmem.recall import Doc, RecallIndex, split_passages, terms
+from opticmem.recall import COMPOUND, Doc, RecallIndex, split_passages, terms
 from opticmem.render import png_bytes, to_tier
 
 # --------------------------------------------------------------------------- tokens
@@ -308,6 +312,15 @@ def test_terms_and_passages() -> None:
     assert split_passages("\n".join(str(i) for i in range(10)), lines=4) == [
         "0\n1\n2\n3", "2\n3\n4\n5", "4\n5\n6\n7", "6\n7\n8\n9"]
     assert split_passages("") == []
+
+
+@given(st.text(alphabet="ab9_-./:@# \n서울é", max_size=40))
+def test_compound_terms_start_only_where_a_word_does(text: str) -> None:
+    """The look-behind that keeps long joiner-free runs linear changes no match: the same
+    compounds as the plain pattern (which tries every character of a run)."""
+    plain = re.compile(r"[^\W_]+(?:[-./:@#_][^\W_]+)+")
+    assert [m.group() for m in COMPOUND.finditer(text)] == [
+        m.group() for m in plain.finditer(text)]
 
 
 def test_bm25_ranks_and_replaces() -> None:
