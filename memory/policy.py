@@ -27,6 +27,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from opticmem.errors import ConfigurationError
 from opticmem.render import ORDER, Tier
 
 OUT = len(ORDER)
@@ -136,7 +137,9 @@ def decay_policy(spec: DecayPolicy | str = "rank") -> DecayPolicy:
     if isinstance(spec, str):
         named = {"rank": RankDecay, "age": AgeDecay, "pressure": PressureDecay}
         if spec not in named:
-            raise ValueError(f"unknown decay policy {spec!r}; choose from {', '.join(named)}")
+            raise ConfigurationError(
+                f"unknown decay policy {spec!r}; choose from {', '.join(named)}"
+            )
         policy: DecayPolicy = named[spec]()
         return policy
     if isinstance(spec, DecayPolicy):
