@@ -27,7 +27,7 @@ from rich.table import Table
 
 from opticmem.codecs import CodecSpec, load_bundled_codec
 from opticmem.context import Context
-from opticmem.errors import CodecUnavailableError, OpticMemError
+from opticmem.errors import CodecError, CodecUnavailableError, OpticMemError
 from opticmem.memory import OpticalMemory
 from opticmem.render import ORDER, RenderSettings, Tier, layout_pages, png_bytes, render_page
 from opticmem.render import TurnText as RenderTurn
@@ -198,9 +198,12 @@ def demo(
     sid = session or max(sessions, key=lambda s: len(sessions[s]))
     if sid not in sessions:
         raise fail(f"session {sid!r} is not in {path}", as_json)
-    codec_spec, codec_note = _resolve_codec(codec, as_json)
-    mem = OpticalMemory(budget_tokens=budget, codec=codec_spec, cost_model=cost_model,
-                        decode_max_tokens=decode_max_tokens)
+    try:
+        codec_spec, codec_note = _resolve_codec(codec, as_json)
+        mem = OpticalMemory(budget_tokens=budget, codec=codec_spec, cost_model=cost_model,
+                            decode_max_tokens=decode_max_tokens)
+    except (OpticMemError, CodecError) as exc:  # --cost-model, a broken checkpoint --codec
+        raise fail(str(exc), as_json) from exc
     t0 = time.perf_counter()
     add_times = []
     base_ts = time.time() - len(sessions[sid]) * 60.0
@@ -214,7 +217,10 @@ def demo(
             bar.advance(task)
     replay_s = time.perf_counter() - t0
     a = time.perf_counter()
-    ctx = mem.context(sid)
+    try:
+        ctx = mem.context(sid)
+    except OpticMemError as exc:  # a --budget too small for the newest turn
+        raise fail(str(exc), as_json) from exc
     context_ms = (time.perf_counter() - a) * 1000
     recollect_s = 0.0
     if codec_spec is not None:
@@ -424,6 +430,14 @@ def render(
 # --------------------------------------------------------------------------- inspect
 
 
+def _sqlite_path(store: str) -> Path | None:
+    """The database file a ``sqlite:///…`` URL names, or ``None`` for other stores."""
+    prefix = "sqlite:///"
+    if not store.lower().startswith(prefix) or len(store) == len(prefix):
+        return None
+    return Path(store[len(prefix):].partition("?")[0])
+
+
 @app.command()
 def inspect(
     session: Annotated[str, typer.Argument(help="Session id")],
@@ -439,6 +453,9 @@ def inspect(
     as_json: JsonFlag = False,
 ) -> None:
     """Show a session's pages and tiers, and write a contact sheet of the decay."""
+    db = _sqlite_path(store)
+    if db is not None and not db.is_file():  # opening it would create an empty database
+        raise fail(f"no SQLite store at {db} (from --store {store})", as_json)
     try:
         mem = OpticalMemory(store, codec=None, budget_tokens=budget, cost_model=cost_model)
     except OpticMemError as exc:
