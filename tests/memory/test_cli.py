@@ -200,3 +200,12 @@ def test_eval_text_file_problems_are_usage_errors(
     result = runner.invoke(app, ["eval", "--text-file", str(path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split()).replace("│ ", "").replace(" │", "")
+
+
+def test_ingest_reports_a_line_nested_too_deeply(tmp_path: Path) -> None:
+    """json.loads raises RecursionError on deep nesting; it used to escape as a traceback."""
+    src = tmp_path / "deep.jsonl"
+    src.write_text('{"session": "a", "role": "user", "text": "fine"}\n'
+                   '{"role": "user", "text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    message = _json_error(["ingest", str(src), "--store", f"sqlite:///{tmp_path}/m.db"])
+    assert "line 2: JSON nested too deeply" in message and "nothing stored" in message
