@@ -119,6 +119,27 @@ def _resolve_codec(choice: str, as_json: bool) -> tuple[CodecSpec, str]:
     return codec, f"checkpoint: {codec.name}"
 
 
+def _check_sheet(sheet: Path | None, as_json: bool) -> None:
+    """Fail before any work if a ``--sheet`` path cannot be written as an image."""
+    if sheet is None:
+        return
+    from PIL import Image
+
+    if sheet.suffix.lower() not in Image.registered_extensions():
+        raise fail(f"--sheet {sheet}: unknown image extension {sheet.suffix!r} (use .png)",
+                   as_json)
+    if not sheet.parent.is_dir():
+        raise fail(f"--sheet {sheet}: no directory {sheet.parent}", as_json)
+
+
+def _save_sheet(image: Any, sheet: Path, as_json: bool) -> str:
+    try:
+        image.save(sheet)
+    except (OSError, ValueError) as exc:
+        raise fail(f"cannot write the contact sheet {sheet}: {exc}", as_json) from exc
+    return str(sheet)
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -183,6 +204,7 @@ def demo(
     as_json: JsonFlag = False,
 ) -> None:
     """Replay the sample conversation through the memory and show what fits the budget."""
+    _check_sheet(sheet, as_json)
     path = transcript or _package_file(SAMPLE_CONVERSATION)
     if not path.is_file():
         raise fail(f"no transcript at {path} (the sample conversation is not installed; pass "
@@ -235,8 +257,7 @@ def demo(
     if sheet is not None:
         from opticmem.inspection import decay_sheet
 
-        decay_sheet(mem, ctx).save(sheet)
-        sheet_path = str(sheet)
+        sheet_path = _save_sheet(decay_sheet(mem, ctx), sheet, as_json)
     add_p50_ms = round(statistics.median(add_times) * 1000, 3)
     summary = {
         "command": "demo", "session": sid, "turn_count": len(sessions[sid]), "budget": budget,
@@ -453,6 +474,7 @@ def inspect(
     as_json: JsonFlag = False,
 ) -> None:
     """Show a session's pages and tiers, and write a contact sheet of the decay."""
+    _check_sheet(sheet, as_json)
     db = _sqlite_path(store)
     if db is not None and not db.is_file():  # opening it would create an empty database
         raise fail(f"no SQLite store at {db} (from --store {store})", as_json)
@@ -473,8 +495,7 @@ def inspect(
         if sheet is not None:
             from opticmem.inspection import decay_sheet
 
-            decay_sheet(mem, ctx, crop=crop).save(sheet)
-            sheet_path = str(sheet)
+            sheet_path = _save_sheet(decay_sheet(mem, ctx, crop=crop), sheet, as_json)
         turns = mem.store.turn_count(session)
     summary = {
         "command": "inspect", "session": session, "store": store, "turn_count": turns,

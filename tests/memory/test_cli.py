@@ -209,3 +209,17 @@ def test_ingest_reports_a_line_nested_too_deeply(tmp_path: Path) -> None:
                    '{"role": "user", "text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
     message = _json_error(["ingest", str(src), "--store", f"sqlite:///{tmp_path}/m.db"])
     assert "line 2: JSON nested too deeply" in message and "nothing stored" in message
+
+
+@pytest.mark.parametrize(("name", "message"), [("missing/dir/sheet.png", "no directory"),
+                                               ("sheet.foo", "unknown image extension")])
+def test_sheet_paths_that_cannot_be_written_fail_before_any_work(
+    sample: tuple[Path, Path], tmp_path: Path, name: str, message: str
+) -> None:
+    """Both used to end in a traceback from PIL — for demo, after all its work."""
+    conv, _ = sample
+    sheet = str(tmp_path / name)
+    assert message in _json_error(["demo", "--transcript", str(conv), "--codec", "none",
+                                   "--recalls", "0", "--sheet", sheet])
+    assert message in _json_error(["inspect", "team", "--store", "memory://",
+                                   "--sheet", sheet])
