@@ -420,7 +420,10 @@ def render(
     settings = RenderSettings(timestamps=timestamps)
     t0 = time.perf_counter()
     pages = layout_pages(items, settings)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # --out names a file, or a place that cannot be written
+        raise fail(f"cannot use --out {out_dir} as a directory: {exc}", as_json) from exc
     files = []
     with _progress(as_json) as bar:
         task = bar.add_task("rendering", total=len(pages) * len(chosen))

@@ -67,6 +67,8 @@ def train_command(
     from opticmem.encoder.errors import CheckpointError, ConfigError, InputError
     from opticmem.encoder.train import TrainConfig, parse_tier_mix, scaled_batches, train
 
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} exists and is not a directory", param_hint="--out")
     try:  # refuse bad arguments before a run directory is made or a model built
         preset_config(preset)
     except ConfigError as err:
@@ -138,6 +140,8 @@ def eval_command(
         write_results,
     )
 
+    if out.exists() and not out.is_dir():  # found only after every page was read
+        raise typer.BadParameter(f"{out} exists and is not a directory", param_hint="--out")
     try:
         tier_list = [Tier.parse(t) for t in tiers.split(",") if t.strip()]
     except ValueError as exc:

@@ -223,3 +223,14 @@ def test_sheet_paths_that_cannot_be_written_fail_before_any_work(
                                    "--recalls", "0", "--sheet", sheet])
     assert message in _json_error(["inspect", "team", "--store", "memory://",
                                    "--sheet", sheet])
+
+
+def test_an_out_directory_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    """render used to end in FileExistsError; eval found it only after reading every page."""
+    note, taken = tmp_path / "note.txt", tmp_path / "taken"
+    note.write_text("hello")
+    taken.write_text("a file")
+    assert "cannot use --out" in _json_error(["render", str(note), "--out", str(taken)])
+    for command in (["eval", "--text-file", str(note)], ["train"]):
+        result = runner.invoke(app, [*command, "--out", str(taken)])
+        assert result.exit_code == 2 and "not a directory" in result.output, result.output
