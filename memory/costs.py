@@ -130,7 +130,8 @@ class CostModel:
 
     def __post_init__(self) -> None:
         if self.message_overhead < 0:
-            raise ValueError(f"message_overhead must be ≥ 0, got {self.message_overhead}")
+            raise ConfigurationError(
+                f"message_overhead must be ≥ 0, got {self.message_overhead}")
 
     @property
     def name(self) -> str:

@@ -8,12 +8,16 @@ from typing import Any
 import pytest
 
 from opticmem import (
+    AgeDecay,
     BudgetError,
     ConfigurationError,
+    CostModel,
     InvalidSessionError,
     InvalidTurnError,
     OpticMemError,
     OpticalMemory,
+    PressureDecay,
+    RankDecay,
     RenderSettings,
     TurnTooLargeError,
 )
@@ -192,3 +196,16 @@ def test_numpy_integer_budget_is_accepted() -> None:
     mem = OpticalMemory(codec=None, budget_tokens=np.int64(500))
     mem.add("s", "user", "hello")
     assert mem.context("s", budget_tokens=np.int32(400)).cost.budget == 400
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: RankDecay(large=-1), "≥ 0"),
+    (lambda: AgeDecay(large=60, base=10), "non-decreasing"),
+    (lambda: PressureDecay(max_pages=-1), "max_pages"),
+    (lambda: CostModel(message_overhead=-1), "message_overhead"),
+])
+def test_bad_policy_and_cost_settings_raise_configuration_errors(
+    make: Callable[[], object], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        make()
