@@ -31,6 +31,7 @@ from opticmem.errors import CodecError, CodecUnavailableError, OpticMemError
 from opticmem.memory import OpticalMemory
 from opticmem.render import ORDER, RenderSettings, Tier, layout_pages, png_bytes, render_page
 from opticmem.render import TurnText as RenderTurn
+from opticmem.sessions import validate_session
 from opticmem.transcripts import TranscriptTurn, read_transcript
 
 app = typer.Typer(
@@ -487,7 +488,7 @@ def inspect(
         raise fail(str(exc), as_json) from exc
     with mem:
         try:
-            if mem.store.turn_count(session) == 0:
+            if mem.store.turn_count(validate_session(session)) == 0:
                 raise fail(f"session {session!r} has no turns in {store}", as_json)
             t0 = time.perf_counter()
             ctx = mem.context(session)

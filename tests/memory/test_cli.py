@@ -167,6 +167,8 @@ def test_inspect_does_not_create_a_missing_sqlite_store(tmp_path: Path) -> None:
     assert not db.exists()
     assert "unknown cost model" in _json_error(["inspect", "team", "--store", "memory://",
                                                 "--cost-model", "nope"])
+    # an id no session can have is named as such, not reported as "has no turns"
+    assert "control character" in _json_error(["inspect", "a\nb", "--store", "memory://"])
 
 
 @pytest.mark.parametrize(("args", "message"), [
