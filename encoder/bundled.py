@@ -156,16 +156,15 @@ def load_bundled_codec(
     from opticmem.encoder.ocr import OCRCodec
 
     root = Path(directory) if directory is not None else weights_dir()
+    hint = ("reinstall opticmem, or pass codec=None to run without a model" if directory is None
+            else "a checkpoint directory holds what `opticmem train --export` writes")
     for name in (CONFIG_FILE, INDEX_FILE, "tokenizer.json"):
         if not (root / name).is_file():
-            raise BundledWeightsError(
-                f"bundled codec file missing: {root / name} (reinstall opticmem, or pass "
-                "codec=None to run without a model)"
-            )
+            raise BundledWeightsError(f"codec file missing: {root / name} ({hint})")
     try:
         codec = OCRCodec.from_pretrained(root, device=device)
     except CheckpointError as exc:
-        raise BundledWeightsError(f"bundled codec unreadable: {exc}") from exc
+        raise BundledWeightsError(f"codec weights unreadable: {exc}") from exc
     if codec.device.type == "cuda":
         codec.generation = replace(codec.generation, cuda_graphs=True)
         codec.continuous = True

@@ -142,7 +142,13 @@ def load_checkpoint(
     cfg = read_config(root)
     weight_map, meta = read_index(root)
     dev = torch.device(device) if device is not None else default_device()
-    model = build_model(cfg, device=dev, dtype=dtype or default_dtype(dev), seed=None)
+    try:
+        model = build_model(cfg, device=dev, dtype=dtype or default_dtype(dev), seed=None)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        # config.json parsed but its sizes cannot make tensors (a string, a negative or
+        # fractional size): the file is at fault, so say which one.
+        raise CheckpointError(f"config describes no model that can be built: {exc}",
+                              path=str(root / CONFIG_FILE)) from exc
     if verify:
         digests = meta.get("shards")
         if not isinstance(digests, dict):

@@ -2021,7 +2021,11 @@ def page_stream(
 
 def read_turns(path: Path | str) -> list[TurnText]:
     """Turns from a user's file: JSON lines of ``{"role", "text"[, "ts"]}``, a transcript
-    with ``User:``/``Assistant:`` labels at line starts, or plain text (one user turn)."""
+    with ``User:``/``Assistant:`` labels at line starts, or plain text (one user turn).
+
+    Turns with no visible text are left out, so an empty file has no turns (and no pages
+    to evaluate). Raises ``ValueError`` naming the line of a JSON line that is not an
+    object with ``text``, and ``UnicodeDecodeError`` for a file that is not UTF-8."""
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     if path.suffix in (".jsonl", ".ndjson") or text.lstrip().startswith("{"):
@@ -2031,19 +2035,22 @@ def read_turns(path: Path | str) -> list[TurnText]:
                 continue
             try:
                 d = json.loads(line)
+                if not isinstance(d, dict):
+                    raise TypeError(f"got {type(d).__name__}")
                 turns.append(TurnText(str(d.get("role", "user")), str(d["text"]),
                                       float(d["ts"]) if d.get("ts") is not None else None))
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"{path}:{n}: expected a JSON object with 'text': {exc}") from exc
-        return turns
+        return [t for t in turns if t.text.strip()]
     label = re.compile(r"^(User|Assistant|System|Tool): ?", re.MULTILINE)
     marks = list(label.finditer(text))
     if not marks or marks[0].start() != 0:
-        return [TurnText("user", text.rstrip("\n"))]
+        return [TurnText("user", text.rstrip("\n"))] if text.strip() else []
     out = []
     for m, nxt in zip(marks, [*marks[1:], None], strict=True):
         body = text[m.end(): nxt.start() if nxt else len(text)].rstrip("\n")
-        out.append(TurnText(m.group(1).lower(), body))
+        if body.strip():
+            out.append(TurnText(m.group(1).lower(), body))
     return out
 
 

@@ -27,10 +27,11 @@ from rich.table import Table
 
 from opticmem.codecs import CodecSpec, load_bundled_codec
 from opticmem.context import Context
-from opticmem.errors import CodecUnavailableError, OpticMemError
+from opticmem.errors import CodecError, CodecUnavailableError, OpticMemError
 from opticmem.memory import OpticalMemory
 from opticmem.render import ORDER, RenderSettings, Tier, layout_pages, png_bytes, render_page
 from opticmem.render import TurnText as RenderTurn
+from opticmem.sessions import validate_session
 from opticmem.transcripts import TranscriptTurn, read_transcript
 
 app = typer.Typer(
@@ -119,6 +120,27 @@ def _resolve_codec(choice: str, as_json: bool) -> tuple[CodecSpec, str]:
     return codec, f"checkpoint: {codec.name}"
 
 
+def _check_sheet(sheet: Path | None, as_json: bool) -> None:
+    """Fail before any work if a ``--sheet`` path cannot be written as an image."""
+    if sheet is None:
+        return
+    from PIL import Image
+
+    if sheet.suffix.lower() not in Image.registered_extensions():
+        raise fail(f"--sheet {sheet}: unknown image extension {sheet.suffix!r} (use .png)",
+                   as_json)
+    if not sheet.parent.is_dir():
+        raise fail(f"--sheet {sheet}: no directory {sheet.parent}", as_json)
+
+
+def _save_sheet(image: Any, sheet: Path, as_json: bool) -> str:
+    try:
+        image.save(sheet)
+    except (OSError, ValueError) as exc:
+        raise fail(f"cannot write the contact sheet {sheet}: {exc}", as_json) from exc
+    return str(sheet)
+
+
 # --------------------------------------------------------------------------- tables
 
 
@@ -183,6 +205,7 @@ def demo(
     as_json: JsonFlag = False,
 ) -> None:
     """Replay the sample conversation through the memory and show what fits the budget."""
+    _check_sheet(sheet, as_json)
     path = transcript or _package_file(SAMPLE_CONVERSATION)
     if not path.is_file():
         raise fail(f"no transcript at {path} (the sample conversation is not installed; pass "
@@ -198,9 +221,12 @@ def demo(
     sid = session or max(sessions, key=lambda s: len(sessions[s]))
     if sid not in sessions:
         raise fail(f"session {sid!r} is not in {path}", as_json)
-    codec_spec, codec_note = _resolve_codec(codec, as_json)
-    mem = OpticalMemory(budget_tokens=budget, codec=codec_spec, cost_model=cost_model,
-                        decode_max_tokens=decode_max_tokens)
+    try:
+        codec_spec, codec_note = _resolve_codec(codec, as_json)
+        mem = OpticalMemory(budget_tokens=budget, codec=codec_spec, cost_model=cost_model,
+                            decode_max_tokens=decode_max_tokens)
+    except (OpticMemError, CodecError) as exc:  # --cost-model, a broken checkpoint --codec
+        raise fail(str(exc), as_json) from exc
     t0 = time.perf_counter()
     add_times = []
     base_ts = time.time() - len(sessions[sid]) * 60.0
@@ -214,7 +240,10 @@ def demo(
             bar.advance(task)
     replay_s = time.perf_counter() - t0
     a = time.perf_counter()
-    ctx = mem.context(sid)
+    try:
+        ctx = mem.context(sid)
+    except OpticMemError as exc:  # a --budget too small for the newest turn
+        raise fail(str(exc), as_json) from exc
     context_ms = (time.perf_counter() - a) * 1000
     recollect_s = 0.0
     if codec_spec is not None:
@@ -229,8 +258,7 @@ def demo(
     if sheet is not None:
         from opticmem.inspection import decay_sheet
 
-        decay_sheet(mem, ctx).save(sheet)
-        sheet_path = str(sheet)
+        sheet_path = _save_sheet(decay_sheet(mem, ctx), sheet, as_json)
     add_p50_ms = round(statistics.median(add_times) * 1000, 3)
     summary = {
         "command": "demo", "session": sid, "turn_count": len(sessions[sid]), "budget": budget,
@@ -393,7 +421,10 @@ def render(
     settings = RenderSettings(timestamps=timestamps)
     t0 = time.perf_counter()
     pages = layout_pages(items, settings)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # --out names a file, or a place that cannot be written
+        raise fail(f"cannot use --out {out_dir} as a directory: {exc}", as_json) from exc
     files = []
     with _progress(as_json) as bar:
         task = bar.add_task("rendering", total=len(pages) * len(chosen))
@@ -424,6 +455,14 @@ def render(
 # --------------------------------------------------------------------------- inspect
 
 
+def _sqlite_path(store: str) -> Path | None:
+    """The database file a ``sqlite:///…`` URL names, or ``None`` for other stores."""
+    prefix = "sqlite:///"
+    if not store.lower().startswith(prefix) or len(store) == len(prefix):
+        return None
+    return Path(store[len(prefix):].partition("?")[0])
+
+
 @app.command()
 def inspect(
     session: Annotated[str, typer.Argument(help="Session id")],
@@ -439,13 +478,17 @@ def inspect(
     as_json: JsonFlag = False,
 ) -> None:
     """Show a session's pages and tiers, and write a contact sheet of the decay."""
+    _check_sheet(sheet, as_json)
+    db = _sqlite_path(store)
+    if db is not None and not db.is_file():  # opening it would create an empty database
+        raise fail(f"no SQLite store at {db} (from --store {store})", as_json)
     try:
         mem = OpticalMemory(store, codec=None, budget_tokens=budget, cost_model=cost_model)
     except OpticMemError as exc:
         raise fail(str(exc), as_json) from exc
     with mem:
         try:
-            if mem.store.turn_count(session) == 0:
+            if mem.store.turn_count(validate_session(session)) == 0:
                 raise fail(f"session {session!r} has no turns in {store}", as_json)
             t0 = time.perf_counter()
             ctx = mem.context(session)
@@ -456,8 +499,7 @@ def inspect(
         if sheet is not None:
             from opticmem.inspection import decay_sheet
 
-            decay_sheet(mem, ctx, crop=crop).save(sheet)
-            sheet_path = str(sheet)
+            sheet_path = _save_sheet(decay_sheet(mem, ctx, crop=crop), sheet, as_json)
         turns = mem.store.turn_count(session)
     summary = {
         "command": "inspect", "session": session, "store": store, "turn_count": turns,

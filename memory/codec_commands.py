@@ -66,10 +66,25 @@ def train_command(
     import logging
 
     from opticmem.encoder.bundled import export_bundled
-    from opticmem.encoder.errors import InputError
+    from opticmem.encoder.checkpoint import read_config, read_index
+    from opticmem.encoder.config import preset as preset_config
+    from opticmem.encoder.errors import CheckpointError, ConfigError, InputError
     from opticmem.encoder.moe import TrainDispatch
     from opticmem.encoder.train import TrainConfig, parse_tier_mix, scaled_batches, train
 
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} exists and is not a directory", param_hint="--out")
+    try:  # refuse bad arguments before a run directory is made or a model built
+        preset_config(preset)
+    except ConfigError as err:
+        raise typer.BadParameter(str(err), param_hint="--preset") from None
+    if init_from is not None:
+        try:
+            read_config(init_from)
+            read_index(init_from)
+        except CheckpointError as err:
+            raise typer.BadParameter(f"not a checkpoint directory: {err}",
+                                     param_hint="--init-from") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = TrainConfig(out_dir=out, minutes=minutes, total_minutes=total_minutes,
                       phase_start=phase_start, peak_lr=peak_lr, pseudo_word_rate=pseudo_word_rate,
@@ -125,6 +140,7 @@ def eval_command(
 
     from opticmem.encoder import synth
     from opticmem.encoder.bundled import load_bundled_codec
+    from opticmem.encoder.codec import CodecError
     from opticmem.encoder.tokenizer import count_tokens
     from opticmem.evaluation import (
         evaluate,
@@ -134,12 +150,25 @@ def eval_command(
         write_results,
     )
 
-    tier_list = [Tier.parse(t) for t in tiers.split(",") if t.strip()]
+    if out.exists() and not out.is_dir():  # found only after every page was read
+        raise typer.BadParameter(f"{out} exists and is not a directory", param_hint="--out")
+    try:
+        tier_list = [Tier.parse(t) for t in tiers.split(",") if t.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--tiers") from None
+    if not tier_list:
+        raise typer.BadParameter("no tiers given", param_hint="--tiers")
     settings = RenderSettings()
     if text_file is not None:
         if not text_file.is_file():
             raise typer.BadParameter(f"{text_file} is not a file", param_hint="--text-file")
-        chosen = synth.text_file_pages(text_file, settings)
+        try:
+            chosen = synth.text_file_pages(text_file, settings)
+        except UnicodeDecodeError as exc:
+            raise typer.BadParameter(f"{text_file} is not valid UTF-8 text (byte {exc.start})",
+                                     param_hint="--text-file") from None
+        except ValueError as exc:  # a JSON line that is not an object with "text"
+            raise typer.BadParameter(str(exc), param_hint="--text-file") from None
         source = str(text_file)
     else:
         chat, korean = heldout_pages(pages, seed=seed, hangul=hangul, settings=settings)
@@ -147,7 +176,10 @@ def eval_command(
         source = f"synthetic eval split, seed {seed}"
     if not chosen:
         raise typer.BadParameter("no pages to evaluate (empty text?)")
-    model = load_bundled_codec(None if codec == "bundled" else Path(codec), device=device)
+    try:
+        model = load_bundled_codec(None if codec == "bundled" else Path(codec), device=device)
+    except (CodecError, OSError) as exc:  # missing or corrupt weights, config, tokenizer
+        raise typer.BadParameter(str(exc), param_hint="--codec") from None
     model.batch_size = batch_size
     console = Console(stderr=True)
     t0 = time.perf_counter()

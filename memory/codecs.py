@@ -63,8 +63,10 @@ class CodecSlot:
         on_load: Callable[[Codec], None] | None = None,
     ) -> None:
         if spec is not None and spec != "bundled" and not isinstance(spec, Codec):
+            given = repr(spec) if isinstance(spec, str) else type(spec).__name__
             raise TypeError(
-                f"codec must be a Codec, 'bundled' or None, not {type(spec).__name__}"
+                f"codec must be a Codec, 'bundled' or None, not {given} (a checkpoint "
+                "directory loads with OCRCodec.from_pretrained(path))"
             )
         self._spec = spec
         self._loader = loader

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from opticmem.costs import CostModel
+from opticmem.errors import ConfigurationError
 from opticmem.facts import facts_line
 from opticmem.records import PageRecord, Turn
 from opticmem.render import ORDER, Tier
@@ -279,7 +280,7 @@ class Context:
         standard content blocks, or OpenAI ``image_url`` parts with ``format="openai"``),
         then one message per turn. Renders page images as needed (cached)."""
         if format not in ("langchain", "openai"):
-            raise ValueError(f"format must be 'langchain' or 'openai', not {format!r}")
+            raise ConfigurationError(f"format must be 'langchain' or 'openai', not {format!r}")
         out: list[dict[str, Any]] = []
         if self.pages:
             pngs = iter(self._pngs())

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from opticmem.errors import ConfigurationError
 from opticmem.render.tiers import PIXELS_PER_TOKEN, Tier
 from opticmem.tokens import TextCounter, text_counter
 
@@ -129,7 +130,8 @@ class CostModel:
 
     def __post_init__(self) -> None:
         if self.message_overhead < 0:
-            raise ValueError(f"message_overhead must be ≥ 0, got {self.message_overhead}")
+            raise ConfigurationError(
+                f"message_overhead must be ≥ 0, got {self.message_overhead}")
 
     @property
     def name(self) -> str:
@@ -169,7 +171,8 @@ def cost_model(
     """A :class:`CostModel` from a preset name, an image formula or a model.
 
     ``text`` replaces the text counter (anything :func:`~opticmem.tokens.text_counter`
-    takes); ``message_overhead`` the per-message overhead.
+    takes); ``message_overhead`` the per-message overhead. An unknown preset name raises
+    :class:`~opticmem.errors.ConfigurationError` listing the presets.
 
     >>> cost_model("anthropic").name
     'anthropic-area/approx-bpe-v1/3'
@@ -180,7 +183,9 @@ def cost_model(
         presets = _image_presets()
         key = spec.strip().lower()
         if key not in presets:
-            raise ValueError(f"unknown cost model {spec!r}; presets: {', '.join(presets)}")
+            raise ConfigurationError(
+                f"unknown cost model {spec!r}; presets: {', '.join(presets)}"
+            )
         base = CostModel(image=presets[key])
     elif isinstance(spec, ImageCost):
         base = CostModel(image=spec)

@@ -26,7 +26,13 @@ class TurnTooLargeError(InvalidTurnError):
 
 
 class BudgetError(OpticMemError, ValueError):
-    """A budget that cannot hold even the newest turn."""
+    """A budget that is not a whole number of tokens ≥ 1, or cannot hold even the newest
+    turn."""
+
+
+class ConfigurationError(OpticMemError, ValueError):
+    """A setting the memory cannot work with: an unknown cost model or decay policy name, an
+    unknown tier, or an option out of its range. Names the setting and what it accepts."""
 
 
 class StoreError(OpticMemError):
@@ -67,6 +73,7 @@ __all__ = [
     "BudgetError",
     "CodecError",
     "CodecUnavailableError",
+    "ConfigurationError",
     "CorruptRecordError",
     "InvalidSessionError",
     "InvalidTurnError",

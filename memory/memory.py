@@ -38,6 +38,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import operator
 import queue
 import threading
 import time
@@ -63,7 +64,13 @@ from opticmem.context import (
 from opticmem.costs import CostModel, ImageCost
 from opticmem.costs import cost_model as make_cost_model
 from opticmem.encoder.codec import Codec
-from opticmem.errors import BudgetError, OpticMemError, PageConflictError, StoreError
+from opticmem.errors import (
+    BudgetError,
+    ConfigurationError,
+    OpticMemError,
+    PageConflictError,
+    StoreError,
+)
 from opticmem.facts import fact_keywords, facts_line
 from opticmem.lru import LRU
 from opticmem.packing import Frontier, Packer
@@ -160,15 +167,20 @@ class OpticalMemory:
         memory_role: str = "user",
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if budget_tokens < 1:
-            raise BudgetError(f"budget_tokens must be ≥ 1, got {budget_tokens}")
-        if verbatim_turns < 1:
-            raise ValueError(f"verbatim_turns must be ≥ 1 (the newest turn is always verbatim), "
-                             f"got {verbatim_turns}")
+        budget_tokens = _check_budget(budget_tokens)
+        _check_count("verbatim_turns", verbatim_turns,
+                     "the newest turn is always verbatim")
         if recollect not in ("lazy", "background"):
-            raise ValueError(f"recollect must be 'lazy' or 'background', not {recollect!r}")
-        if max_turn_chars < 1:
-            raise ValueError(f"max_turn_chars must be ≥ 1, got {max_turn_chars}")
+            raise ConfigurationError(
+                f"recollect must be 'lazy' or 'background', not {recollect!r}")
+        _check_count("max_turn_chars", max_turn_chars)
+        if page_max_tokens is not None:
+            _check_count("page_max_tokens", page_max_tokens)
+        if decode_max_tokens is not None:
+            _check_count("decode_max_tokens", decode_max_tokens)
+        if isinstance(roles, str):
+            raise ConfigurationError(
+                f"roles must be a collection of role names, not the string {roles!r}")
         self.store: Store = open_store(store) if isinstance(store, str) else (
             store if store is not None else _default_store()
         )
@@ -472,9 +484,7 @@ class OpticalMemory:
         (True, 'large', True)
         """
         session = validate_session(session)
-        budget = self.budget_tokens if budget_tokens is None else budget_tokens
-        if budget < 1:
-            raise BudgetError(f"budget_tokens must be ≥ 1, got {budget}")
+        budget = self.budget_tokens if budget_tokens is None else _check_budget(budget_tokens)
         asm = self._assemble(session, budget, now)
         self._save_mark(asm, budget)
         model = self.cost_model
@@ -577,9 +587,9 @@ class OpticalMemory:
         ('facts', 0, True, 0)
         """
         session = validate_session(session)
+        budget = self.budget_tokens if budget_tokens is None else _check_budget(budget_tokens)
         if not isinstance(query, str) or not query.strip() or k < 1:
             return []
-        budget = budget_tokens or self.budget_tokens
         try:
             asm = self._assemble(session, budget, None, pack=False)
         except BudgetError:
@@ -683,13 +693,21 @@ class OpticalMemory:
         return self.store.get_pages(session, start, end)
 
     def page_png(self, session: str, page_no: int, tier: Tier | str = Tier.LARGE) -> bytes:
-        """PNG bytes of a sealed page at ``tier`` (rendered once, then cached as a blob)."""
+        """PNG bytes of a sealed page at ``tier`` (rendered once, then cached as a blob).
+
+        Raises :class:`~opticmem.errors.ConfigurationError` for an unknown tier name and
+        ``IndexError`` for a page the session does not have.
+        """
         session = validate_session(session)
+        try:
+            tier = Tier.parse(tier)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         self._check_cache(session)
         pages = self._read_pages(session, page_no, page_no + 1) if page_no >= 0 else []
         if not pages:
             raise IndexError(f"session {session!r} has no page {page_no}")
-        return self._artefacts.pngs(session, [Job(pages[0], Tier.parse(tier))])[0]
+        return self._artefacts.pngs(session, [Job(pages[0], tier)])[0]
 
     def sessions(self) -> list[str]:
         """Ids of the sessions in the store, sorted."""
@@ -792,6 +810,28 @@ times and the hash of its transcript; ``()`` when a session has no cached page."
 def _page_ref(page: PageRecord) -> _PageRef:
     return (page.page_no, page.first_seq, page.first_line, page.last_seq, page.end_line,
             page.first_ts, page.last_ts, hash(page.transcript))
+
+
+def _check_budget(budget: object) -> int:
+    """``budget`` as an ``int`` if it is a whole number of tokens ≥ 1 (any integer type,
+    not ``bool``), else :class:`BudgetError`."""
+    try:
+        if isinstance(budget, bool):
+            raise TypeError
+        value = operator.index(budget)  # type: ignore[arg-type]
+    except TypeError:
+        raise BudgetError(
+            f"budget_tokens must be a whole number of tokens, got {budget!r}") from None
+    if value < 1:
+        raise BudgetError(f"budget_tokens must be ≥ 1, got {value}")
+    return value
+
+
+def _check_count(name: str, value: object, why: str = "") -> None:
+    """Raise :class:`ConfigurationError` unless ``value`` is an int ≥ 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(
+            f"{name} must be a whole number ≥ 1{f' ({why})' if why else ''}, got {value!r}")
 
 
 def _default_store() -> Store:

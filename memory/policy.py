@@ -27,6 +27,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from opticmem.errors import ConfigurationError
 from opticmem.render import ORDER, Tier
 
 OUT = len(ORDER)
@@ -68,7 +69,7 @@ class RankDecay:
 
     def __post_init__(self) -> None:
         if min(self.large, self.base, self.small, self.tiny) < 0:
-            raise ValueError("page counts per tier must be ≥ 0")
+            raise ConfigurationError("page counts per tier must be ≥ 0")
 
     @property
     def key(self) -> str:
@@ -97,10 +98,10 @@ class AgeDecay:
 
     def __post_init__(self) -> None:
         if not 0 <= self.large <= self.base <= self.small <= self.tiny:
-            raise ValueError("age thresholds must be ≥ 0 and non-decreasing: large ≤ base ≤ "
-                             "small ≤ tiny")
+            raise ConfigurationError("age thresholds must be ≥ 0 and non-decreasing: "
+                                     "large ≤ base ≤ small ≤ tiny")
         if self.max_pages < 0:
-            raise ValueError("max_pages must be ≥ 0")
+            raise ConfigurationError("max_pages must be ≥ 0")
 
     @property
     def key(self) -> str:
@@ -121,7 +122,7 @@ class PressureDecay:
 
     def __post_init__(self) -> None:
         if self.max_pages < 0:
-            raise ValueError("max_pages must be ≥ 0")
+            raise ConfigurationError("max_pages must be ≥ 0")
 
     @property
     def key(self) -> str:
@@ -136,7 +137,9 @@ def decay_policy(spec: DecayPolicy | str = "rank") -> DecayPolicy:
     if isinstance(spec, str):
         named = {"rank": RankDecay, "age": AgeDecay, "pressure": PressureDecay}
         if spec not in named:
-            raise ValueError(f"unknown decay policy {spec!r}; choose from {', '.join(named)}")
+            raise ConfigurationError(
+                f"unknown decay policy {spec!r}; choose from {', '.join(named)}"
+            )
         policy: DecayPolicy = named[spec]()
         return policy
     if isinstance(spec, DecayPolicy):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,12 +58,13 @@ PASSAGE_LINES = 6
 
 
 def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
-    """Index terms of ``text``.
+    """Index terms of ``text``, from its NFC form: decomposed accents and Hangul jamo (as
+    macOS and some keyboards produce them) match their precomposed forms.
 
     >>> terms("Ticket ORI-140's milestones: 서울 파트너")
     ['ori-140', 'ticket', 'ori', '140', 's', 'milestone', '서울', '서울', '파트너', '파트', '트너']
     """
-    low = text.lower()
+    low = unicodedata.normalize("NFC", text).lower()
     out: list[str] = [m.group() for m in COMPOUND.finditer(low)]
     for m in WORD.finditer(low):
         w = m.group()

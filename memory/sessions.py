@@ -15,7 +15,8 @@ the session-id rules):
   default. Control characters, zero-width characters, emoji and right-to-left text are
   archived exactly as given (the renderer draws control characters as visible control
   pictures and records what it could not draw).
-* **Timestamps**: finite Unix seconds.
+* **Timestamps**: finite Unix seconds from year 1 to year 9999 (:data:`MIN_TS` to
+  :data:`MAX_TS`), the span a page caption can print as a date.
 * **Metadata**: a JSON object with string keys, at most :data:`MAX_META_BYTES` when encoded.
 
 >>> validate_session("team:alpha/*")
@@ -44,6 +45,12 @@ MAX_TURN_CHARS = 1_000_000
 
 MAX_META_BYTES = 65_536
 """Limit on a turn's metadata, as compact UTF-8 JSON."""
+
+MIN_TS = -62_135_596_800.0
+"""Earliest timestamp accepted: 0001-01-01 00:00 UTC."""
+
+MAX_TS = 253_402_300_799.0
+"""Latest timestamp accepted: 9999-12-31 23:59:59 UTC."""
 
 DEFAULT_ROLES: tuple[str, ...] = ("user", "assistant", "system", "tool")
 """Roles a memory accepts unless configured otherwise."""
@@ -132,12 +139,22 @@ def validate_text(text: object, max_chars: int = MAX_TURN_CHARS) -> str:
 
 
 def validate_ts(ts: object) -> float:
-    """Return ``ts`` as float seconds if finite, else raise :class:`InvalidTurnError`."""
+    """Return ``ts`` as float seconds if finite and within years 1–9999, else raise
+    :class:`InvalidTurnError` (a page caption prints its turns' dates, so a timestamp
+    outside that span would make every later context of the session fail)."""
     if isinstance(ts, bool) or not isinstance(ts, (int, float)):
         raise InvalidTurnError(f"timestamp must be Unix seconds (a number), got {ts!r}")
-    value = float(ts)
+    try:
+        value = float(ts)
+    except OverflowError:
+        raise InvalidTurnError(f"timestamp is out of range: {ts!r}") from None
     if not math.isfinite(value):
         raise InvalidTurnError(f"timestamp must be finite, got {ts!r}")
+    if not MIN_TS <= value <= MAX_TS:
+        raise InvalidTurnError(
+            f"timestamp {ts!r} is outside years 1–9999 (Unix seconds {MIN_TS:.0f} to "
+            f"{MAX_TS:.0f}); is it in milliseconds or nanoseconds?"
+        )
     return value
 
 

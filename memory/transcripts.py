@@ -91,6 +91,8 @@ def parse_transcript(
                                         meta))
         except (OpticMemError, ValueError) as exc:
             errors.append(TranscriptError(n, str(exc)))
+        except RecursionError:  # json.loads on brackets nested thousands deep
+            errors.append(TranscriptError(n, "JSON nested too deeply"))
     return turns, errors
 
 

@@ -162,6 +162,22 @@ def test_unexpected_key_and_bad_json(saved: Path) -> None:
         load_checkpoint(saved / "nope")
 
 
+@pytest.mark.parametrize(("field", "value"), [("hidden_size", "x"), ("hidden_size", -5),
+                                              ("layers", 1.5)])
+def test_config_with_unbuildable_sizes_names_the_config_file(
+    saved: Path, field: str, value: object
+) -> None:
+    """A config.json whose sizes are not sizes used to escape as a bare TypeError or
+    RuntimeError from torch; it is a CheckpointError naming the file."""
+    path = saved / "config.json"
+    data = json.loads(path.read_text())
+    data["model"]["decoder"][field] = value
+    path.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="config describes no model") as info:
+        load_checkpoint(saved, device="cpu")
+    assert info.value.path == str(path)
+
+
 def test_codec_from_pretrained_uses_a_tokenizer_file_when_present(
     model: OCRModel, saved: Path
 ) -> None:

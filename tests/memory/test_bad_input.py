@@ -8,10 +8,16 @@ from typing import Any
 import pytest
 
 from opticmem import (
+    AgeDecay,
     BudgetError,
+    ConfigurationError,
+    CostModel,
     InvalidSessionError,
     InvalidTurnError,
     OpticalMemory,
+    OpticMemError,
+    PressureDecay,
+    RankDecay,
     RenderSettings,
     TurnTooLargeError,
 )
@@ -84,6 +90,27 @@ REJECTED: list[tuple[str, Callable[[OpticalMemory], object], type[Exception], st
      "cannot hold even the newest turn"),
     ("budget zero", lambda m: m.context("alice", budget_tokens=0), BudgetError, "≥ 1"),
     ("context bad session", lambda m: m.context("a" * 300), InvalidSessionError, "limit"),
+    # a timestamp no caption can print as a date used to be stored, and then every
+    # context() of the session raised OverflowError
+    ("ts 1e300", lambda m: m.add("alice", "user", "hi", ts=1e300), InvalidTurnError,
+     "outside years 1–9999"),
+    ("ts in milliseconds", lambda m: m.add("alice", "user", "hi", ts=1.7e15), InvalidTurnError,
+     "milliseconds"),
+    ("ts far past", lambda m: m.add_many("alice", [("user", "hi", -1e300)]), InvalidTurnError,
+     "turn 0: timestamp"),
+    ("budget as text", lambda m: m.context("alice", budget_tokens="8192"), BudgetError,  # type: ignore[arg-type]
+     "whole number"),
+    ("budget fraction", lambda m: m.context("alice", budget_tokens=100.5), BudgetError,  # type: ignore[arg-type]
+     "whole number"),
+    # recall used to treat 0 as "the default budget" and a negative one as no pages at all
+    ("recall budget zero", lambda m: m.recall("alice", "Titan", budget_tokens=0), BudgetError,
+     "≥ 1"),
+    ("recall budget negative", lambda m: m.recall("alice", "Titan", budget_tokens=-3),
+     BudgetError, "≥ 1"),
+    ("unknown tier", lambda m: m.page_png("alice", 0, "huge"), ConfigurationError,
+     "unknown tier 'huge'"),
+    ("unknown message format", lambda m: m.context("alice").messages(format="gemini"),  # type: ignore[arg-type]
+     ConfigurationError, "format"),
 ]
 
 
@@ -152,3 +179,43 @@ def test_budget_error_names_the_needed_budget(mem: OpticalMemory) -> None:
     mem.add("b", "user", "a fairly long message " * 50)
     with pytest.raises(BudgetError, match=r"at least \d+"):
         mem.context("b", budget_tokens=20)
+
+
+@pytest.mark.parametrize(("options", "error", "message"), [
+    ({"budget_tokens": "8192"}, BudgetError, "whole number"),
+    ({"budget_tokens": True}, BudgetError, "whole number"),
+    ({"cost_model": "gpt4"}, ConfigurationError, "unknown cost model 'gpt4'; presets"),
+    ({"policy": "lru"}, ConfigurationError, "unknown decay policy 'lru'"),
+    ({"verbatim_turns": 0}, ConfigurationError, "verbatim_turns"),
+    ({"recollect": "eager"}, ConfigurationError, "recollect"),
+    ({"decode_max_tokens": 0}, ConfigurationError, "decode_max_tokens"),
+    ({"page_max_tokens": -1}, ConfigurationError, "page_max_tokens"),
+    ({"roles": "user"}, ConfigurationError, "collection of role names"),
+])
+def test_bad_options_raise_typed_errors(
+    options: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """A setting the memory cannot use is an OpticMemError (and a ValueError) naming it."""
+    with pytest.raises(error, match=message) as info:
+        OpticalMemory(**{"codec": None, **options})
+    assert isinstance(info.value, OpticMemError) and isinstance(info.value, ValueError)
+
+
+def test_numpy_integer_budget_is_accepted() -> None:
+    np = pytest.importorskip("numpy")
+    mem = OpticalMemory(codec=None, budget_tokens=np.int64(500))
+    mem.add("s", "user", "hello")
+    assert mem.context("s", budget_tokens=np.int32(400)).cost.budget == 400
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: RankDecay(large=-1), "≥ 0"),
+    (lambda: AgeDecay(large=60, base=10), "non-decreasing"),
+    (lambda: PressureDecay(max_pages=-1), "max_pages"),
+    (lambda: CostModel(message_overhead=-1), "message_overhead"),
+])
+def test_bad_policy_and_cost_settings_raise_configuration_errors(
+    make: Callable[[], object], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        make()

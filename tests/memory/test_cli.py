@@ -133,3 +133,106 @@ def test_help_lists_commands() -> None:
     assert result.exit_code == 0
     for cmd in ("demo", "ingest", "render", "inspect"):
         assert cmd in result.stdout
+
+
+def _json_error(args: list[str]) -> str:
+    """Run a command with --json that must fail cleanly: exit 1, one JSON error object."""
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    message: str = json.loads(result.stdout)["error"]
+    return message
+
+
+def test_demo_reports_bad_options_instead_of_a_traceback(
+    sample: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """An unknown --cost-model, a --budget below the newest turn and a broken checkpoint
+    --codec used to end the demo in a traceback."""
+    conv, _ = sample
+    base = ["demo", "--transcript", str(conv), "--recalls", "0"]
+    assert "unknown cost model 'gpt4'" in _json_error([*base, "--codec", "none",
+                                                       "--cost-model", "gpt4"])
+    assert "cannot hold even the newest turn" in _json_error([*base, "--codec", "none",
+                                                              "--budget", "5"])
+    broken = tmp_path / "ckpt"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    assert "config.json" in _json_error([*base, "--codec", str(broken)])
+
+
+def test_inspect_does_not_create_a_missing_sqlite_store(tmp_path: Path) -> None:
+    db = tmp_path / "typo.db"
+    assert "no SQLite store" in _json_error(["inspect", "team", "--store", f"sqlite:///{db}"])
+    assert not db.exists()
+    assert "unknown cost model" in _json_error(["inspect", "team", "--store", "memory://",
+                                                "--cost-model", "nope"])
+    # an id no session can have is named as such, not reported as "has no turns"
+    assert "control character" in _json_error(["inspect", "a\nb", "--store", "memory://"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["eval", "--tiers", "huge"], "unknown tier 'huge'"),
+    (["eval", "--tiers", ","], "no tiers"),
+    (["eval", "--codec", "/nonexistent/ckpt"], "codec file missing"),
+    (["train", "--preset", "foo"], "unknown preset 'foo'"),
+    (["train", "--init-from", "/nonexistent/ckpt"], "not a checkpoint directory"),
+])
+def test_codec_commands_reject_bad_options_before_any_work(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    """Each used to raise a traceback (train: after making its run directory)."""
+    out = tmp_path / "run"
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()).replace("│ ", "").replace(" │", "")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("mine.txt", b"\xff\xfe not text", "not valid UTF-8"),
+    ("mine.jsonl", b'{"text": "fine"}\n[1, 2]\n', ":2: expected a JSON object"),
+    ("mine.txt", b"  \n\n", "no pages to evaluate"),  # was one page reading "User:"
+])
+def test_eval_text_file_problems_are_usage_errors(
+    name: str, content: bytes, message: str, tmp_path: Path
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    result = runner.invoke(app, ["eval", "--text-file", str(path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()).replace("│ ", "").replace(" │", "")
+
+
+def test_ingest_reports_a_line_nested_too_deeply(tmp_path: Path) -> None:
+    """json.loads raises RecursionError on deep nesting; it used to escape as a traceback."""
+    src = tmp_path / "deep.jsonl"
+    src.write_text('{"session": "a", "role": "user", "text": "fine"}\n'
+                   '{"role": "user", "text": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
+    message = _json_error(["ingest", str(src), "--store", f"sqlite:///{tmp_path}/m.db"])
+    assert "line 2: JSON nested too deeply" in message and "nothing stored" in message
+
+
+@pytest.mark.parametrize(("name", "message"), [("missing/dir/sheet.png", "no directory"),
+                                               ("sheet.foo", "unknown image extension")])
+def test_sheet_paths_that_cannot_be_written_fail_before_any_work(
+    sample: tuple[Path, Path], tmp_path: Path, name: str, message: str
+) -> None:
+    """Both used to end in a traceback from PIL — for demo, after all its work."""
+    conv, _ = sample
+    sheet = str(tmp_path / name)
+    assert message in _json_error(["demo", "--transcript", str(conv), "--codec", "none",
+                                   "--recalls", "0", "--sheet", sheet])
+    assert message in _json_error(["inspect", "team", "--store", "memory://",
+                                   "--sheet", sheet])
+
+
+def test_an_out_directory_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    """render used to end in FileExistsError; eval found it only after reading every page."""
+    note, taken = tmp_path / "note.txt", tmp_path / "taken"
+    note.write_text("hello")
+    taken.write_text("a file")
+    assert "cannot use --out" in _json_error(["render", str(note), "--out", str(taken)])
+    for command in (["eval", "--text-file", str(note)], ["train"]):
+        result = runner.invoke(app, [*command, "--out", str(taken)])
+        assert result.exit_code == 2 and "not a directory" in result.output, result.output

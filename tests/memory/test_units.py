@@ -323,6 +323,20 @@ def test_compound_terms_start_only_where_a_word_does(text: str) -> None:
         m.group() for m in plain.finditer(text)]
 
 
+def test_decomposed_and_precomposed_text_match() -> None:
+    """A query typed with combining accents or Hangul jamo (NFD) used to split its words
+    at each combining mark and find nothing indexed in NFC, and the other way round."""
+    import unicodedata
+
+    nfc, nfd = "Café Zürich 서울", unicodedata.normalize("NFD", "Café Zürich 서울")
+    assert nfc != nfd and terms(nfc) == terms(nfd)
+    idx = RecallIndex()
+    idx.set_page(0, [Doc(0, "recollection", nfc, 0.9, Tier.LARGE)])
+    idx.set_page(1, [Doc(1, "recollection", "lunch menu and coffee", 0.9, Tier.LARGE)])
+    assert [d.page_no for d, _ in idx.search(unicodedata.normalize("NFD", "zürich"), 2)] == [0]
+    assert [d.page_no for d, _ in idx.search(unicodedata.normalize("NFD", "서울"), 2)] == [0]
+
+
 def test_bm25_ranks_and_replaces() -> None:
     idx = RecallIndex()
     idx.set_page(0, [Doc(0, "recollection", "titan launch moved to march", 0.5, Tier.SMALL)])
