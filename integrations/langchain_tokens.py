@@ -36,7 +36,14 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opticmem.costs import CostModel, ImageCost, cost_model, message_tokens, png_size
+from opticmem.costs import (
+    CostModel,
+    ImageCost,
+    b64_head,
+    cost_model,
+    message_tokens,
+    png_size,
+)
 from opticmem.memory import OpticalMemory
 from opticmem.render import Tier
 
@@ -88,9 +95,16 @@ class OpticalTokenCounter:
     def __repr__(self) -> str:
         return f"OpticalTokenCounter({self.cost_model.name!r})"
 
-    def __call__(self, messages: Sequence[BaseMessage | Mapping[str, Any]] | BaseMessage) -> int:
+    def __call__(
+        self, messages: Sequence[BaseMessage | Mapping[str, Any] | str] | BaseMessage | str
+    ) -> int:
+        """Tokens of ``messages``: a sequence of messages (or of what LangChain converts to
+        them), or one message. A bare string is one human message, as in a list — not a
+        sequence of one-character messages."""
         if isinstance(messages, BaseMessage):
             return self.message(messages)
+        if isinstance(messages, str):
+            messages = [messages]
         total = 0
         for m in convert_to_messages(messages):  # type: ignore[arg-type]
             total += self.message(m)
@@ -143,10 +157,7 @@ class OpticalTokenCounter:
                 b64 = url.split(",", 1)[1]
             else:
                 return None, self.unknown_image_tokens
-        try:
-            head = base64.b64decode(b64[:44])
-        except (binascii.Error, ValueError) as exc:
-            raise ValueError(f"image block is not valid base64: {exc}") from None
+        head = b64_head(b64)
         try:
             png_size(head)
         except ValueError:

@@ -209,12 +209,24 @@ def png_size(data: bytes) -> tuple[int, int]:
     return int(w), int(h)
 
 
-def _b64_png_size(b64: str) -> tuple[int, int]:
+def b64_head(b64: str, chars: int = 44) -> bytes:
+    """The bytes of the first ``chars`` base64 characters of ``b64`` (44: 33 bytes, a PNG's
+    signature and IHDR size fields), whitespace skipped — line breaks every 76 characters
+    or a leading newline decode fine, and must not throw the count off. ``ValueError`` if
+    it is not base64."""
+    head = ""
+    for start in range(0, len(b64), 4 * chars):
+        head += "".join(b64[start : start + 4 * chars].split())
+        if len(head) >= chars:
+            break
     try:
-        head = base64.b64decode(b64[:44])  # 33 bytes: signature + IHDR size fields
+        return base64.b64decode(head[:chars])
     except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"image block is not base64: {exc}") from None
-    return png_size(head)
+        raise ValueError(f"image block is not valid base64: {exc}") from None
+
+
+def _b64_png_size(b64: str) -> tuple[int, int]:
+    return png_size(b64_head(b64))
 
 
 def _block_tokens(block: Mapping[str, Any], model: CostModel) -> int:

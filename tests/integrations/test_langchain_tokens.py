@@ -103,7 +103,29 @@ def test_other_images_tool_calls_and_single_messages() -> None:
                                               "id": "c1", "type": "tool_call"}])
     assert counter(call) > counter(AIMessage(content="")) + 5
     assert counter([{"role": "user", "content": "hello"}]) == counter(HumanMessage("hello"))
+    # A bare string is one human message, not five one-character ones.
+    assert counter("hello") == counter(["hello"]) == counter(HumanMessage("hello"))
     assert OpticalTokenCounter("deepseek-ocr").unknown_image_tokens == 421
+
+
+def test_base64_with_whitespace_is_priced_like_the_plain_form() -> None:
+    """Base64 that decodes — a leading newline, lines wrapped at 76 characters — prices as
+    its plain form, on the PNG header path and the Pillow path alike."""
+    counter = OpticalTokenCounter("openai")
+    for fmt, size in (("PNG", (1024, 512)), ("JPEG", (700, 300))):
+        buf = io.BytesIO()
+        Image.new("RGB", size, "white").save(buf, format=fmt)
+        plain = base64.b64encode(buf.getvalue()).decode()
+        wrapped = base64.encodebytes(buf.getvalue()).decode()  # a newline every 76 chars
+
+        def msg(b64: str, fmt: str = fmt) -> HumanMessage:
+            return HumanMessage(content=[{"type": "image", "base64": b64,
+                                          "mime_type": f"image/{fmt.lower()}"}])
+
+        want = counter(msg(plain))
+        assert want == counter.image_tokens(*size) + 3
+        for b64 in ("\n" + plain, "  " + wrapped, "\r\n".join(wrapped.split("\n"))):
+            assert counter(msg(b64)) == want, (fmt, b64[:10])
 
 
 def test_bad_images_raise_value_error() -> None:
