@@ -858,7 +858,9 @@ class _Worker:
         self._artefacts = artefacts
         self._batch = batch
         self._q: queue.Queue[tuple[str, Job] | None] = queue.Queue()
-        self._seen: LRU[tuple[str, int, str], bool] = LRU(100_000)
+        self._seen: LRU[tuple[str, str, _PageRef], bool] = LRU(100_000)
+        """Jobs already queued, by session, tier and the page's identity — not its number:
+        a session deleted or expired and begun again numbers its new pages from 0."""
         self._thread = threading.Thread(target=self._run, name="opticmem-recollect",
                                         daemon=True)
 
@@ -867,7 +869,7 @@ class _Worker:
 
     def submit(self, session: str, jobs: Sequence[Job]) -> None:
         for j in jobs:
-            key = (session, j.page.page_no, j.tier.value)
+            key = (session, j.tier.value, _page_ref(j.page))
             if self._seen.get(key):
                 continue
             self._seen.put(key, True)

@@ -158,6 +158,23 @@ def test_background_recollection(real_codec: Codec) -> None:
     mem.close()
 
 
+def test_background_recollection_reads_a_restarted_session_again(real_codec: Codec) -> None:
+    """A session deleted and begun again reuses page numbers; the worker must not take the
+    new pages for ones it has read already (it remembered pages by number and tier)."""
+    mem = memory(real_codec, recollect="background")
+    feed(mem, 36)
+    mem.context("team")
+    assert mem.flush(120)
+    mem.delete_session("team")
+    feed(mem, 36, start=40)  # other turns: other pages under the same numbers
+    ctx = mem.context("team")
+    assert mem.flush(120) and ctx.pages
+    counting = Counting(real_codec)
+    memory(counting, mem.store).context("team").text()  # type: ignore[arg-type]
+    assert counting.decoded == []  # the worker had read the new pages too
+    mem.close()
+
+
 def test_recollect_all_pages(real_codec: Codec) -> None:
     mem = memory(real_codec)
     feed(mem, 70)
