@@ -20,6 +20,8 @@
 #   reference  benchmarks/reference_speed.py: our encoder vs the public reference's
 #   refdecode  benchmarks/reference_decode_speed.py: our decoder vs the Hub remote code's
 #              (transformers 4.46.3 from .ref-wheels/, installed apart into .refhf/)
+#   train      benchmarks/train_speed.py: the trainer's loader (14 workers) and its step
+#              per tier, MoE path and batch scale, timed apart (carry data/synth)
 set -uo pipefail
 source tools/device_setup.sh
 step() { local limit=$1; shift; echo "### $*"; local t=$SECONDS
@@ -52,6 +54,8 @@ want autotune && step 330 python3 -m benchmarks.encoder_speed --compile max-auto
   --skip-decode --tiers base --encode-batches 32 --out "$OUT/encoder_speed_autotune_h100.md"
 want reference && step 300 python3 -m benchmarks.reference_speed \
   --out "$OUT/reference_speed_h100.md"
+want train && OPTICMEM_SYNTH_DIR="$PWD/data/synth" step 420 python3 -m benchmarks.train_speed \
+  --workers 14 --out "$OUT/train_speed_h200.md"
 if want refdecode; then
   # The pinned wheels install into .refhf/, which is ignored, so a warm machine keeps it:
   # with the bundled weights in the tree, all of them exceed what one call may carry, so
