@@ -40,7 +40,7 @@ from opticmem.encoder.examples import token_bytes
 from opticmem.encoder.generate import GenerationConfig, Halt, Hold, Prompt, StepHook, generate
 from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
 from opticmem.encoder.official import REPO_ID, load_official, load_official_tokenizer
-from opticmem.encoder.preprocess import preprocess
+from opticmem.encoder.preprocess import preprocess, to_rgb
 from opticmem.encoder.token_cursor import TokenCursor
 from opticmem.encoder.tokenizer import (
     BOS_ID,
@@ -236,8 +236,10 @@ class OCRCodec:
             with torch.inference_mode():
                 grid = self._encode_grid(pixels)  # (B, g, g, D)
             arr = grid.float().cpu().numpy()  # kept compact by VisionTokens
-            # Where the page's writing ends: layout the decoder of our grid reads to.
-            ink = [ink_rows(img, self._settings()) if self.aligned else None for img in chunk]
+            # Where the page's writing ends: layout the decoder of our grid reads to. Read
+            # from the image as preprocessing sees it (any mode, EXIF orientation applied).
+            ink = [ink_rows(to_rgb(img, keep_grey=True), self._settings()) if self.aligned
+                   else None for img in chunk]
             out += [VisionTokens(tier=tier, grid=compact(a), codec=self._name, ink_rows=k)
                     for a, k in zip(arr, ink, strict=True)]
         return out

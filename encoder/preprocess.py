@@ -40,11 +40,18 @@ def to_rgb(image: Image.Image, *, keep_grey: bool = False) -> Image.Image:
     if keep_grey and image.mode == "L":
         return image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        # High-bit-depth greys: scale into 8 bits rather than clipping at 255.
+        # High-bit-depth greys: scale into 8 bits rather than clipping at 255. The scale
+        # comes from the finite values only: one infinite pixel of a float image would
+        # otherwise make the scale 0 and every pixel NaN (cast to black); NaN reads as
+        # black, ±inf as white/black.
         arr = np.asarray(image, dtype=np.float64)
-        hi = float(arr.max()) if arr.size else 0.0
+        finite = arr[np.isfinite(arr)]
+        hi = float(finite.max()) if finite.size else 0.0
         scale = 255.0 / hi if hi > 255.0 else 1.0
-        image = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), mode="L")
+        grey = np.nan_to_num(arr * scale, nan=0.0, posinf=255.0, neginf=0.0)
+        image = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8), mode="L")
+    elif image.mode == "La":  # premultiplied alpha: Pillow converts it to "LA" only
+        image = image.convert("LA")
     return image if image.mode == "RGB" else image.convert("RGB")
 
 

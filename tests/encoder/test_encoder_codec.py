@@ -43,6 +43,9 @@ def odd_images() -> list[Image.Image]:
         Image.new("F", (33, 77), 0.5),
         Image.new("CMYK", (100, 100), (0, 255, 0, 0)),
         Image.new("LA", (10, 10), (100, 50)),
+        # Modes Pillow cannot convert to "L" directly (the ink count read them that way).
+        Image.new("La", (16, 16)),
+        Image.new("LAB", (30, 20), (200, 128, 128)),
     ]
 
 
@@ -199,6 +202,13 @@ def test_high_bit_depth_greys_are_scaled_not_clipped() -> None:
     ramp = Image.fromarray(np.array([[0, 30000, 60000]], dtype=np.uint16))
     assert ramp.mode.startswith("I")
     assert list(np.asarray(to_rgb(ramp))[0, :, 0]) == [0, 127, 255]
+
+
+def test_float_greys_with_non_finite_pixels_keep_their_finite_pixels() -> None:
+    # One infinite pixel used to set the scale to 0: every pixel became NaN, then black.
+    arr = np.array([[np.inf, 1000.0, 500.0, np.nan, -np.inf]], dtype=np.float32)
+    grey = np.asarray(to_rgb(Image.fromarray(arr)))[0, :, 0]
+    assert list(grey) == [255, 255, 127, 0, 0]
 
 
 def test_preprocess_rejects_non_images() -> None:
