@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -82,6 +83,22 @@ class GenerationConfig:
     through the modules. The logits are the same bit for bit; off is for comparing."""
 
     def __post_init__(self) -> None:
+        # Types first: a float or a string here used to fail deep inside decoding with a
+        # bare TypeError, and a list of stop ids made the config unhashable.
+        for name in ("max_new_tokens", "no_repeat_ngram_size", "no_repeat_window",
+                     "stop_check_every", "graph_width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral):
+                raise InputError(f"{name} must be an int, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        object.__setattr__(self, "no_repeat_whitelist",
+                           frozenset(_token_ids("no_repeat_whitelist", self.no_repeat_whitelist)))
+        if self.stop_token_ids is not None:
+            stops = _token_ids("stop_token_ids", self.stop_token_ids)
+            if not stops:
+                # A row held off its stop tokens, or halted, needs one to choose.
+                raise InputError("stop_token_ids must name at least one id (None: the EOS)")
+            object.__setattr__(self, "stop_token_ids", stops)
         if self.max_new_tokens < 0:
             raise InputError(f"max_new_tokens must be ≥ 0, got {self.max_new_tokens}")
         if self.no_repeat_ngram_size < 0 or self.no_repeat_window < 1:
@@ -90,6 +107,16 @@ class GenerationConfig:
             raise InputError(f"stop_check_every must be ≥ 0, got {self.stop_check_every}")
         if self.graph_width < 1:
             raise InputError(f"graph_width must be ≥ 1, got {self.graph_width}")
+
+
+def _token_ids(name: str, value: object) -> tuple[int, ...]:
+    """``value`` as a tuple of token ids; :class:`InputError` unless it is a collection of
+    ints (a string or a single int is a mistake, not a collection of ids)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list, set, frozenset)):
+        raise InputError(f"{name} must be a collection of token ids, got {value!r}")
+    if any(isinstance(i, bool) or not isinstance(i, Integral) for i in value):
+        raise InputError(f"{name} must hold ints, got {value!r}")
+    return tuple(int(i) for i in value)
 
 
 @dataclass(frozen=True)
