@@ -261,10 +261,14 @@ class OCRCodec:
         """
         D = self.model.cfg.embed_dim
         for vt in tokens:
+            if not isinstance(vt, VisionTokens):
+                raise InputError(f"decode takes VisionTokens, got {type(vt).__name__}")
             if vt.codec and vt.codec != self._name:
                 raise InputError(f"vision tokens made by {vt.codec!r}, not by {self._name!r}")
             if vt.dim != D:
                 raise InputError(f"vision tokens have width {vt.dim}; this model needs {D}")
+            if not np.isfinite(vt.grid).all():  # would read back as text of NaN confidence
+                raise InputError("vision tokens hold NaN or infinite values")
         gen = self.generation
         if max_new_tokens is not None:
             gen = replace(gen, max_new_tokens=max_new_tokens)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from dataclasses import replace
 
@@ -117,6 +118,51 @@ def test_decode_rejects_foreign_tokens(codec: OCRCodec) -> None:
     wide = VisionTokens(tier=Tier.TINY, grid=np.zeros((8, 8, 32), np.float16))
     with pytest.raises(InputError, match="width"):
         codec.decode([wide])
+
+
+def test_decode_rejects_what_is_not_a_finite_vision_token_grid(codec: OCRCodec) -> None:
+    # A NaN grid used to decode to a recollection of NaN confidence; a string, to fail
+    # with an AttributeError.
+    for bad in (np.nan, np.inf):
+        grid = np.full((8, 8, 64), bad, np.float32)
+        with pytest.raises(InputError, match="NaN or infinite"):
+            codec.decode([VisionTokens(Tier.TINY, grid)], max_new_tokens=2)
+    with pytest.raises(InputError, match="VisionTokens"):
+        codec.decode(["not vision tokens"])  # type: ignore[list-item]
+
+
+def test_vision_tokens_of_any_real_dtype_round_trip_through_bytes() -> None:
+    # float64 (numpy's default) used to be written as "<f8", which from_bytes refuses.
+    for dtype, back in ((np.float64, np.float16), (np.int32, np.float16),
+                        (np.float32, np.float32), (">f4", np.float32)):
+        vt = VisionTokens("tiny", np.ones((8, 8, 4), dtype))  # a tier name is parsed
+        again = VisionTokens.from_bytes(vt.to_bytes())
+        assert vt.tier is Tier.TINY and again.grid.dtype == back
+        assert np.array_equal(again.grid, vt.grid)
+    big = VisionTokens(Tier.TINY, np.full((8, 8, 4), 1e6))
+    assert VisionTokens.from_bytes(big.to_bytes()).grid.dtype == np.float32
+    for grid in ([[0.0]], np.zeros((8, 8, 4), complex), np.zeros((8, 8, 4), object)):
+        with pytest.raises(ValueError, match="real-valued numpy grid"):
+            VisionTokens(Tier.TINY, grid)  # type: ignore[arg-type]
+
+
+def test_malformed_vision_token_headers_raise_format_errors() -> None:
+    vt = VisionTokens(Tier.TINY, np.zeros((8, 8, 4), np.float16))
+    data = vt.to_bytes()
+    n = int.from_bytes(data[4:8], "little")
+    header, body = json.loads(data[8 : 8 + n]), data[8 + n :]
+
+    def record(head: object, payload: bytes = body) -> bytes:
+        raw = json.dumps(head).encode()
+        return data[:4] + len(raw).to_bytes(4, "little") + raw + payload
+
+    bad = [record([1, 2]), record({**header, "v": True}), record({**header, "codec": None}),
+           record({**header, "shape": [8.5, 8, 4]}), record({**header, "shape": [8, 8, True]}),
+           data[:4] + (200_002).to_bytes(4, "little") + b"[" * 100_001 + b"]" * 100_001]
+    for blob in bad:
+        with pytest.raises(VisionTokensFormatError):
+            VisionTokens.from_bytes(blob)
+    assert VisionTokens.from_bytes(memoryview(data)).grid.shape == (8, 8, 4)
 
 
 def test_random_codecs_are_reproducible() -> None:
