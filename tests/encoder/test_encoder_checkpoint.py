@@ -168,14 +168,31 @@ def test_config_with_unbuildable_sizes_names_the_config_file(
     saved: Path, field: str, value: object
 ) -> None:
     """A config.json whose sizes are not sizes used to escape as a bare TypeError or
-    RuntimeError from torch; it is a CheckpointError naming the file."""
+    RuntimeError from torch; it is a CheckpointError naming the file (and the field, when
+    the config's own checks catch it)."""
     path = saved / "config.json"
     data = json.loads(path.read_text())
     data["model"]["decoder"][field] = value
     path.write_text(json.dumps(data))
-    with pytest.raises(CheckpointError, match="config describes no model") as info:
+    with pytest.raises(CheckpointError, match=f"config describes no model|decoder.{field}") as info:
         load_checkpoint(saved, device="cpu")
     assert info.value.path == str(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool, torch.uint8])
+def test_integer_tensor_for_a_float_parameter_names_file_and_key(
+    model: OCRModel, saved: Path, dtype: torch.dtype
+) -> None:
+    # It used to be cast to float and loaded: a wrong tensor taken for a precision.
+    weight_map, _ = read_index(saved)
+    key = "vision.projector.weight"
+    fname = weight_map[key]
+    tensors = {k: model.state_dict()[k].clone() for k, f in weight_map.items() if f == fname}
+    tensors[key] = tensors[key].to(dtype)
+    save_file(tensors, str(saved / fname))
+    with pytest.raises(CheckpointError, match="dtype") as info:
+        load_checkpoint(saved, device="cpu", verify=False)
+    assert info.value.key == key and info.value.path == str(saved / fname)
 
 
 def test_codec_from_pretrained_uses_a_tokenizer_file_when_present(
@@ -270,6 +287,29 @@ def test_official_layout_mismatches_raise_typed_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="shape") as info:
         load_official(root, config=cfg, device="cpu")
     assert info.value.key == key and info.value.path == str(root / fname)
+    # A missing tensor is named as the checkpoint names it, not by our parameter name.
+    write_official_layout(src, root)
+    index = json.loads((root / INDEX_FILE).read_text())
+    del index["weight_map"]["model.norm.weight"]
+    (root / INDEX_FILE).write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="missing") as info:
+        load_official(root, config=cfg, device="cpu")
+    assert info.value.key == "model.norm.weight"
+    # So is an integer tensor where the model has floats (no digests to catch it here).
+    write_official_layout(src, root)
+    part = {k: src.state_dict()[k2].to(torch.bfloat16).clone()
+            for k2 in src.state_dict() for k in [to_official(k2)] if weight_map[k] == fname}
+    part[key] = part[key].to(torch.int8)
+    save_file(part, str(root / fname))
+    with pytest.raises(CheckpointError, match="dtype") as info:
+        load_official(root, config=cfg, device="cpu")
+    assert info.value.key == key and info.value.path == str(root / fname)
+    # A config.json that is not text.
+    write_official_layout(src, root)
+    (root / "config.json").write_bytes(b"\x80\x81 not utf-8")
+    with pytest.raises(CheckpointError, match="JSON") as info:
+        load_official(root, config=cfg, device="cpu")
+    assert info.value.path == str(root / "config.json")
     # The unused CLIP patch conv is part of the official layout: without it, strict fails.
     write_official_layout(src, root)
     with pytest.raises(CheckpointError, match="patch_embedding"):
