@@ -35,7 +35,7 @@ from opticmem.encoder.codec import Recollection, VisionTokens, compact
 from opticmem.encoder.config import DecoderConfig, preset
 from opticmem.encoder.continuous import generate_continuous
 from opticmem.encoder.cuda_graph import GraphedFunction
-from opticmem.encoder.errors import InputError
+from opticmem.encoder.errors import CheckpointError, InputError
 from opticmem.encoder.examples import token_bytes
 from opticmem.encoder.generate import GenerationConfig, Halt, Hold, Prompt, StepHook, generate
 from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
@@ -102,6 +102,9 @@ class OCRCodec:
             self.tokenizer, self.tokenizer_source = tokenizer, "given"
         else:
             self.tokenizer, self.tokenizer_source = default_tokenizer(model.cfg.decoder)
+        problem = vocabulary_problem(self.tokenizer, model.cfg.decoder)
+        if problem:
+            raise InputError(problem)
         self.generation = generation or GenerationConfig()
         self.batch_size = batch_size
         self.continuous = False
@@ -171,6 +174,8 @@ class OCRCodec:
         model = load_checkpoint(root, device=device, dtype=dtype)
         tok_path = root / "tokenizer.json"
         tokenizer = read_tokenizer(tok_path) if tok_path.is_file() else None
+        if tokenizer is not None and (problem := vocabulary_problem(tokenizer, model.cfg.decoder)):
+            raise CheckpointError(problem, path=str(tok_path))
         digest = _checkpoint_digest(root)
         return cls(
             model, tokenizer, name=f"opticmem:{model.cfg.name}:{digest}", prompt=prompt,
@@ -500,6 +505,16 @@ def default_tokenizer(cfg: DecoderConfig) -> tuple[Tokenizer, str]:
         except TokenizerError as exc:
             log.warning("shipped tokenizer unusable, using the byte fallback: %s", exc)
     return byte_fallback_tokenizer(cfg), "byte-fallback"
+
+
+def vocabulary_problem(tokenizer: Tokenizer, cfg: DecoderConfig) -> str | None:
+    """Why ``tokenizer`` cannot feed a decoder of ``cfg``, or ``None``: an id past the
+    model's vocabulary (a ``tokenizer.json`` of another model) would otherwise fail deep in
+    the decoder's embedding, as an IndexError at the first decode."""
+    top = max(tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
+    if top >= cfg.vocab_size:
+        return f"the tokenizer has ids up to {top}, past the model's vocabulary of {cfg.vocab_size}"
+    return None
 
 
 def _checkpoint_digest(root: Path) -> str:

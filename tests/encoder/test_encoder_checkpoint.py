@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from opticmem.encoder.byte_fallback import byte_fallback_tokenizer
+from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, read_tokenizer
 from opticmem.encoder.checkpoint import (
     INDEX_FILE,
     load_checkpoint,
@@ -18,7 +19,7 @@ from opticmem.encoder.checkpoint import (
     save_checkpoint,
 )
 from opticmem.encoder.config import preset
-from opticmem.encoder.errors import CheckpointError
+from opticmem.encoder.errors import CheckpointError, InputError
 from opticmem.encoder.model import OCRModel, build_model
 from opticmem.encoder.ocr import OCRCodec
 from opticmem.encoder.official import (
@@ -209,6 +210,15 @@ def test_codec_from_pretrained_uses_a_tokenizer_file_when_present(
     (saved / "tokenizer.json").write_text("{}")
     with pytest.raises(CheckpointError, match="tokenizer"):
         OCRCodec.from_pretrained(saved, device="cpu")
+    # A tokenizer of a larger vocabulary used to load, then fail the first decode with an
+    # IndexError from the embedding.
+    byte_fallback_tokenizer(replace(model.cfg.decoder, vocab_size=5000)).save(
+        str(saved / "tokenizer.json"))
+    with pytest.raises(CheckpointError, match="vocabulary of 4096") as info:
+        OCRCodec.from_pretrained(saved, device="cpu")
+    assert info.value.path == str(saved / "tokenizer.json")
+    with pytest.raises(InputError, match="vocabulary"):
+        OCRCodec(model, read_tokenizer(saved / "tokenizer.json"), name="mismatched")
 
 
 # ---------------------------------------------------------------- official key layout
