@@ -60,6 +60,8 @@ class GenerationConfig:
     """Greedy decoding settings; the defaults follow the reference (n-gram 30 / window 90)."""
 
     max_new_tokens: int = 2048
+    """At most the decoder's ``max_positions`` are used: the KV cache is allocated for them
+    up front, so a "no limit" value such as ``10**9`` would otherwise ask for terabytes."""
     no_repeat_ngram_size: int = 30
     """0 turns the guard off."""
     no_repeat_window: int = 90
@@ -185,7 +187,7 @@ def generate(
         )[None]
         mask = mask[:, None]  # (B, 1, T0, T0)
 
-    steps = cfg.max_new_tokens
+    steps = new_token_limit(model, cfg)
     capacity = T0 + max(steps, 1)
     cache = KVCache(dcfg, B, capacity, device, dtype)
     hidden = model.decoder(embeds, positions, mask, cache)  # (B, T0, D)
@@ -296,6 +298,12 @@ def greedy_choice(
     if ban is not None:
         ban.push(chosen)
     return chosen, chosen_logp
+
+
+def new_token_limit(model: OCRModel, cfg: GenerationConfig) -> int:
+    """How many tokens a row may choose: ``cfg.max_new_tokens``, at most the decoder's
+    ``max_positions`` (the KV cache is allocated for all of them before the first step)."""
+    return min(cfg.max_new_tokens, model.cfg.decoder.max_positions)
 
 
 def stop_tokens(model: OCRModel, cfg: GenerationConfig) -> set[int]:
