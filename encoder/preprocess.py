@@ -36,6 +36,10 @@ def to_rgb(image: Image.Image, *, keep_grey: bool = False) -> Image.Image:
         raise InputError(f"expected a PIL image, got {type(image).__name__}")
     if image.width < 1 or image.height < 1:
         raise InputError(f"image has no pixels ({image.width}×{image.height})")
+    try:
+        image.load()  # a lazily opened file is decoded here: truncated, corrupt or closed
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the image's pixels: {exc}") from exc
     image = ImageOps.exif_transpose(image)
     if keep_grey and image.mode == "L":
         return image

@@ -262,6 +262,19 @@ def test_preprocess_rejects_non_images() -> None:
         preprocess([np.zeros((4, 4))], "tiny")
 
 
+def test_unreadable_image_files_raise_input_errors() -> None:
+    # Pillow decodes lazily: a truncated file or a closed image used to fail in the middle
+    # of preprocessing with a bare OSError or ValueError.
+    buf = io.BytesIO()
+    Image.new("RGB", (600, 600), (1, 2, 3)).save(buf, "PNG")
+    truncated = Image.open(io.BytesIO(buf.getvalue()[: len(buf.getvalue()) // 2]))
+    closed = Image.open(io.BytesIO(buf.getvalue()))
+    closed.close()
+    for image in (truncated, closed):
+        with pytest.raises(InputError, match="cannot read the image"):
+            preprocess([image], "tiny")
+
+
 def test_decode_feeds_the_layout_aligner() -> None:
     codec = OCRCodec.random("test", seed=3)
     codec.generation = GenerationConfig(no_repeat_ngram_size=0, stop_token_ids=(-1,))
