@@ -59,11 +59,11 @@ class VisionTokens:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tier", Tier.parse(self.tier))  # "tiny" as well as Tier.TINY
-        if not isinstance(self.grid, np.ndarray) or not (
-            np.issubdtype(self.grid.dtype, np.floating) or np.issubdtype(self.grid.dtype, np.integer)
-        ):
-            what = self.grid.dtype if isinstance(self.grid, np.ndarray) else type(self.grid).__name__
-            raise ValueError(f"vision tokens need a real-valued numpy grid, got {what}")
+        if not isinstance(self.grid, np.ndarray):
+            kind = type(self.grid).__name__
+            raise ValueError(f"vision tokens need a real-valued numpy grid, got {kind}")
+        if self.grid.dtype.kind not in "fiu":  # not complex, object, bool or text
+            raise ValueError(f"vision tokens need a real-valued numpy grid, got {self.grid.dtype}")
         g = self.tier.grid
         if self.grid.ndim != 3 or self.grid.shape[:2] != (g, g):
             raise ValueError(
