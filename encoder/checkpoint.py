@@ -171,13 +171,16 @@ def load_tensors(
     root: Path,
     weight_map: Mapping[str, str],
     rename: Callable[[str], str] | None = None,
+    unrename: Callable[[str], str] | None = None,
 ) -> None:
     """Copy every tensor of a sharded checkpoint into ``model``, strictly.
 
     ``weight_map`` maps checkpoint names to shard files under ``root``; ``rename`` turns a
-    checkpoint name into the model's name (identity by default). Every model parameter
-    and buffer must be covered exactly once, with the same shape; values are cast to the
-    model's dtype and device.
+    checkpoint name into the model's name (identity by default) and ``unrename`` back, to
+    name a missing tensor as the checkpoint would. Every model parameter and buffer must
+    be covered exactly once, with the same shape; floating values are cast to the model's
+    dtype and device, but a floating parameter never takes an integer or boolean tensor
+    (that is a wrong tensor, not a precision).
     """
     index_path = str(root / INDEX_FILE)
     to_ours = rename or (lambda name: name)
@@ -202,7 +205,8 @@ def load_tensors(
         claimed[ours] = name
     for ours in targets:
         if ours not in claimed:
-            raise CheckpointError("tensor missing from checkpoint", path=index_path, key=ours)
+            name = unrename(ours) if unrename is not None else ours
+            raise CheckpointError("tensor missing from checkpoint", path=index_path, key=name)
 
     by_file: dict[str, list[str]] = {}
     for name, fname in weight_map.items():
@@ -227,6 +231,12 @@ def load_tensors(
                             key=name,
                         )
                     tensor = f.get_tensor(name)
+                    if target.is_floating_point() and not tensor.is_floating_point():
+                        raise CheckpointError(
+                            f"dtype {tensor.dtype} where the model has {target.dtype}",
+                            path=str(path),
+                            key=name,
+                        )
                     with torch.no_grad():
                         target.copy_(tensor.to(device=target.device, dtype=target.dtype))
         except CheckpointError:

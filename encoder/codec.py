@@ -10,6 +10,7 @@ never holds a tensor it did not ask for.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,12 @@ class VisionTokens:
     keep reading past a blank line instead of ending the page there."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "tier", Tier.parse(self.tier))  # "tiny" as well as Tier.TINY
+        if not isinstance(self.grid, np.ndarray):
+            kind = type(self.grid).__name__
+            raise ValueError(f"vision tokens need a real-valued numpy grid, got {kind}")
+        if self.grid.dtype.kind not in "fiu":  # not complex, object, bool or text
+            raise ValueError(f"vision tokens need a real-valued numpy grid, got {self.grid.dtype}")
         g = self.tier.grid
         if self.grid.ndim != 3 or self.grid.shape[:2] != (g, g):
             raise ValueError(
@@ -78,8 +85,13 @@ class VisionTokens:
         return self.tier.slots
 
     def to_bytes(self) -> bytes:
-        """A compact, pickle-free byte form: magic, JSON header, raw little-endian floats."""
-        arr = np.ascontiguousarray(compact(self.grid).astype(self.grid.dtype.newbyteorder("<")))
+        """A compact, pickle-free byte form: magic, JSON header, raw little-endian floats.
+
+        A float16 or float32 grid is written exactly; any other (float64, integers) as
+        :func:`compact` makes it, since :meth:`from_bytes` reads those two types only."""
+        grid = self.grid if self.grid.dtype.kind == "f" and self.grid.itemsize in (2, 4) else (
+            compact(self.grid))
+        arr = np.ascontiguousarray(grid.astype(grid.dtype.newbyteorder("<")))
         fields: dict[str, object] = {"v": _VERSION, "tier": self.tier.value,
                                      "shape": list(arr.shape), "dtype": arr.dtype.str,
                                      "codec": self.codec}
@@ -92,24 +104,37 @@ class VisionTokens:
     def from_bytes(cls, data: bytes) -> VisionTokens:
         """Parse :meth:`to_bytes` output; anything else raises :class:`VisionTokensFormatError`."""
         try:
+            if isinstance(data, (bytearray, memoryview)):
+                data = bytes(data)
             if data[:4] != _MAGIC:
                 raise ValueError("bad magic")
             (n,) = struct.unpack("<I", data[4:8])
             header = json.loads(data[8 : 8 + n])
-            if header.get("v") != _VERSION:
-                raise ValueError(f"unsupported version {header.get('v')!r}")
-            shape = tuple(int(s) for s in header["shape"])
+            if not isinstance(header, dict):
+                raise ValueError("header is not a JSON object")
+            version = header.get("v")
+            if isinstance(version, bool) or version != _VERSION:
+                raise ValueError(f"unsupported version {version!r}")
+            shape = header["shape"]
+            if not isinstance(shape, list) or any(
+                isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in shape
+            ):
+                raise ValueError(f"shape must be a list of sizes, got {shape!r}")
             dtype = np.dtype(header.get("dtype", "<f2"))
             if dtype.str not in ("<f2", "<f4"):
                 raise ValueError(f"unsupported dtype {dtype.str}")
+            codec = header["codec"]
+            if not isinstance(codec, str):
+                raise ValueError(f"codec must be a string, got {codec!r}")
             body = data[8 + n :]
-            expected = int(np.prod(shape)) * dtype.itemsize
+            expected = math.prod(shape) * dtype.itemsize
             if len(body) != expected:
                 raise ValueError(f"{len(body)} payload bytes, expected {expected}")
             grid = np.frombuffer(body, dtype=dtype).reshape(shape)
-            return cls(tier=Tier.parse(header["tier"]), grid=grid, codec=str(header["codec"]),
+            return cls(tier=Tier.parse(header["tier"]), grid=grid, codec=codec,
                        ink_rows=header.get("ink"))
-        except (ValueError, KeyError, TypeError, struct.error, json.JSONDecodeError) as exc:
+        except (ValueError, KeyError, TypeError, struct.error, RecursionError) as exc:
+            # (json.JSONDecodeError is a ValueError; RecursionError: deeply nested JSON.)
             raise VisionTokensFormatError(f"not a vision-token record: {exc}") from exc
 
 

@@ -149,7 +149,11 @@ class ModelConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` if the sizes cannot build a consistent model."""
         s, c, k, d = self.sam, self.clip, self.compressor, self.decoder
-        problems: list[str] = []
+        # Types and positive sizes first: a string size or zero heads (say, from an edited
+        # config.json) used to escape as a TypeError or ZeroDivisionError from the checks below.
+        problems = _type_problems(self)
+        if problems:
+            raise ConfigError("invalid model config: " + "; ".join(problems))
         if s.width % s.heads:
             problems.append(f"sam.width {s.width} not divisible by sam.heads {s.heads}")
         if any(not 0 <= i < s.depth for i in s.global_attn_indexes):
@@ -207,6 +211,40 @@ class ModelConfig:
             else:
                 raise ConfigError(f"unknown model config field {key!r}")
         return cls(**kwargs)
+
+
+_POSITIVE: dict[str, tuple[str, ...]] = {
+    "sam": ("width", "heads", "patch_size", "pos_grid", "neck_channels"),
+    "compressor": ("mid_channels", "out_channels"),
+    "clip": ("width", "heads", "mlp_dim", "pos_grid", "patch_size"),
+    "decoder": ("vocab_size", "hidden_size", "heads", "head_dim"),
+}
+"""Sizes that must be ≥ 1 (dividing by them, or a layer of that width, needs one)."""
+
+
+def _type_problems(cfg: ModelConfig) -> list[str]:
+    """Fields of ``cfg``'s sections whose value is not of the annotated kind (an int, a
+    number, a tuple of ints), and sizes of :data:`_POSITIVE` below 1."""
+    problems: list[str] = []
+    for where in ("sam", "compressor", "clip", "decoder"):
+        part = getattr(cfg, where)
+        for f in fields(part):
+            value = getattr(part, f.name)
+            ints = value if f.type == "tuple[int, ...]" else (value,)
+            if f.type in ("int", "tuple[int, ...]"):
+                ok = (isinstance(value, tuple) or f.type == "int") and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in ints)
+            elif f.type == "float":
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            elif f.type == "bool":
+                ok = isinstance(value, bool)
+            else:
+                ok = True
+            if not ok:
+                problems.append(f"{where}.{f.name} must be {f.type}, got {value!r}")
+            elif f.name in _POSITIVE[where] and value < 1:
+                problems.append(f"{where}.{f.name} must be ≥ 1, got {value!r}")
+    return problems
 
 
 def _build(kind: type, data: Any, where: str) -> Any:

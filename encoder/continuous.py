@@ -37,6 +37,7 @@ from opticmem.encoder.generate import (
     barred,
     greedy_choice,
     halted,
+    new_token_limit,
     prompt_ids,
     repeat_ban,
     row_result,
@@ -88,7 +89,7 @@ def generate_continuous(
     if prefill_batch < 1:
         raise InputError(f"prefill_batch must be ≥ 1, got {prefill_batch}")
     ids = prompt_ids(model, prompts)
-    N, M = len(prompts), cfg.max_new_tokens
+    N, M = len(prompts), new_token_limit(model, cfg)
     if N == 0:
         return []
     if M == 0:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -59,6 +60,8 @@ class GenerationConfig:
     """Greedy decoding settings; the defaults follow the reference (n-gram 30 / window 90)."""
 
     max_new_tokens: int = 2048
+    """At most the decoder's ``max_positions`` are used: the KV cache is allocated for them
+    up front, so a "no limit" value such as ``10**9`` would otherwise ask for terabytes."""
     no_repeat_ngram_size: int = 30
     """0 turns the guard off."""
     no_repeat_window: int = 90
@@ -82,6 +85,22 @@ class GenerationConfig:
     through the modules. The logits are the same bit for bit; off is for comparing."""
 
     def __post_init__(self) -> None:
+        # Types first: a float or a string here used to fail deep inside decoding with a
+        # bare TypeError, and a list of stop ids made the config unhashable.
+        for name in ("max_new_tokens", "no_repeat_ngram_size", "no_repeat_window",
+                     "stop_check_every", "graph_width"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral):
+                raise InputError(f"{name} must be an int, got {value!r}")
+            object.__setattr__(self, name, int(value))
+        object.__setattr__(self, "no_repeat_whitelist",
+                           frozenset(_token_ids("no_repeat_whitelist", self.no_repeat_whitelist)))
+        if self.stop_token_ids is not None:
+            stops = _token_ids("stop_token_ids", self.stop_token_ids)
+            if not stops:
+                # A row held off its stop tokens, or halted, needs one to choose.
+                raise InputError("stop_token_ids must name at least one id (None: the EOS)")
+            object.__setattr__(self, "stop_token_ids", stops)
         if self.max_new_tokens < 0:
             raise InputError(f"max_new_tokens must be ≥ 0, got {self.max_new_tokens}")
         if self.no_repeat_ngram_size < 0 or self.no_repeat_window < 1:
@@ -90,6 +109,16 @@ class GenerationConfig:
             raise InputError(f"stop_check_every must be ≥ 0, got {self.stop_check_every}")
         if self.graph_width < 1:
             raise InputError(f"graph_width must be ≥ 1, got {self.graph_width}")
+
+
+def _token_ids(name: str, value: object) -> tuple[int, ...]:
+    """``value`` as a tuple of token ids; :class:`InputError` unless it is a collection of
+    ints (a string or a single int is a mistake, not a collection of ids)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list, set, frozenset)):
+        raise InputError(f"{name} must be a collection of token ids, got {value!r}")
+    if any(isinstance(i, bool) or not isinstance(i, Integral) for i in value):
+        raise InputError(f"{name} must hold ints, got {value!r}")
+    return tuple(int(i) for i in value)
 
 
 @dataclass(frozen=True)
@@ -158,7 +187,7 @@ def generate(
         )[None]
         mask = mask[:, None]  # (B, 1, T0, T0)
 
-    steps = cfg.max_new_tokens
+    steps = new_token_limit(model, cfg)
     capacity = T0 + max(steps, 1)
     cache = KVCache(dcfg, B, capacity, device, dtype)
     hidden = model.decoder(embeds, positions, mask, cache)  # (B, T0, D)
@@ -269,6 +298,12 @@ def greedy_choice(
     if ban is not None:
         ban.push(chosen)
     return chosen, chosen_logp
+
+
+def new_token_limit(model: OCRModel, cfg: GenerationConfig) -> int:
+    """How many tokens a row may choose: ``cfg.max_new_tokens``, at most the decoder's
+    ``max_positions`` (the KV cache is allocated for all of them before the first step)."""
+    return min(cfg.max_new_tokens, model.cfg.decoder.max_positions)
 
 
 def stop_tokens(model: OCRModel, cfg: GenerationConfig) -> set[int]:

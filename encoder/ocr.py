@@ -35,12 +35,12 @@ from opticmem.encoder.codec import Recollection, VisionTokens, compact
 from opticmem.encoder.config import DecoderConfig, preset
 from opticmem.encoder.continuous import generate_continuous
 from opticmem.encoder.cuda_graph import GraphedFunction
-from opticmem.encoder.errors import InputError
+from opticmem.encoder.errors import CheckpointError, InputError
 from opticmem.encoder.examples import token_bytes
 from opticmem.encoder.generate import GenerationConfig, Halt, Hold, Prompt, StepHook, generate
 from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
 from opticmem.encoder.official import REPO_ID, load_official, load_official_tokenizer
-from opticmem.encoder.preprocess import preprocess
+from opticmem.encoder.preprocess import preprocess, to_rgb
 from opticmem.encoder.token_cursor import TokenCursor
 from opticmem.encoder.tokenizer import (
     BOS_ID,
@@ -102,6 +102,9 @@ class OCRCodec:
             self.tokenizer, self.tokenizer_source = tokenizer, "given"
         else:
             self.tokenizer, self.tokenizer_source = default_tokenizer(model.cfg.decoder)
+        problem = vocabulary_problem(self.tokenizer, model.cfg.decoder)
+        if problem:
+            raise InputError(problem)
         self.generation = generation or GenerationConfig()
         self.batch_size = batch_size
         self.continuous = False
@@ -171,6 +174,8 @@ class OCRCodec:
         model = load_checkpoint(root, device=device, dtype=dtype)
         tok_path = root / "tokenizer.json"
         tokenizer = read_tokenizer(tok_path) if tok_path.is_file() else None
+        if tokenizer is not None and (problem := vocabulary_problem(tokenizer, model.cfg.decoder)):
+            raise CheckpointError(problem, path=str(tok_path))
         digest = _checkpoint_digest(root)
         return cls(
             model, tokenizer, name=f"opticmem:{model.cfg.name}:{digest}", prompt=prompt,
@@ -236,8 +241,10 @@ class OCRCodec:
             with torch.inference_mode():
                 grid = self._encode_grid(pixels)  # (B, g, g, D)
             arr = grid.float().cpu().numpy()  # kept compact by VisionTokens
-            # Where the page's writing ends: layout the decoder of our grid reads to.
-            ink = [ink_rows(img, self._settings()) if self.aligned else None for img in chunk]
+            # Where the page's writing ends: layout the decoder of our grid reads to. Read
+            # from the image as preprocessing sees it (any mode, EXIF orientation applied).
+            ink = [ink_rows(to_rgb(img, keep_grey=True), self._settings()) if self.aligned
+                   else None for img in chunk]
             out += [VisionTokens(tier=tier, grid=compact(a), codec=self._name, ink_rows=k)
                     for a, k in zip(arr, ink, strict=True)]
         return out
@@ -259,10 +266,14 @@ class OCRCodec:
         """
         D = self.model.cfg.embed_dim
         for vt in tokens:
+            if not isinstance(vt, VisionTokens):
+                raise InputError(f"decode takes VisionTokens, got {type(vt).__name__}")
             if vt.codec and vt.codec != self._name:
                 raise InputError(f"vision tokens made by {vt.codec!r}, not by {self._name!r}")
             if vt.dim != D:
                 raise InputError(f"vision tokens have width {vt.dim}; this model needs {D}")
+            if not np.isfinite(vt.grid).all():  # would read back as text of NaN confidence
+                raise InputError("vision tokens hold NaN or infinite values")
         gen = self.generation
         if max_new_tokens is not None:
             gen = replace(gen, max_new_tokens=max_new_tokens)
@@ -494,6 +505,16 @@ def default_tokenizer(cfg: DecoderConfig) -> tuple[Tokenizer, str]:
         except TokenizerError as exc:
             log.warning("shipped tokenizer unusable, using the byte fallback: %s", exc)
     return byte_fallback_tokenizer(cfg), "byte-fallback"
+
+
+def vocabulary_problem(tokenizer: Tokenizer, cfg: DecoderConfig) -> str | None:
+    """Why ``tokenizer`` cannot feed a decoder of ``cfg``, or ``None``: an id past the
+    model's vocabulary (a ``tokenizer.json`` of another model) would otherwise fail deep in
+    the decoder's embedding, as an IndexError at the first decode."""
+    top = max(tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
+    if top >= cfg.vocab_size:
+        return f"the tokenizer has ids up to {top}, past the model's vocabulary of {cfg.vocab_size}"
+    return None
 
 
 def _checkpoint_digest(root: Path) -> str:

@@ -158,7 +158,7 @@ def check_config_json(path: Path, cfg: ModelConfig) -> None:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError("file missing", path=str(path)) from None
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"unreadable JSON: {exc}", path=str(path)) from exc
     lang = data.get("language_config") if isinstance(data, dict) else None
     if not isinstance(lang, dict):
@@ -201,7 +201,7 @@ def load_official(
             )
     dev = torch.device(device) if device is not None else default_device()
     model = build_model(cfg, device=dev, dtype=dtype or default_dtype(dev), seed=None)
-    load_tensors(model, root, weight_map, rename=to_ours)
+    load_tensors(model, root, weight_map, rename=to_ours, unrename=to_official)
     log.info("loaded official-layout checkpoint %s (%s)", root, cfg.name)
     return model.eval()
 

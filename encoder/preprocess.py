@@ -36,15 +36,26 @@ def to_rgb(image: Image.Image, *, keep_grey: bool = False) -> Image.Image:
         raise InputError(f"expected a PIL image, got {type(image).__name__}")
     if image.width < 1 or image.height < 1:
         raise InputError(f"image has no pixels ({image.width}×{image.height})")
+    try:
+        image.load()  # a lazily opened file is decoded here: truncated, corrupt or closed
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read the image's pixels: {exc}") from exc
     image = ImageOps.exif_transpose(image)
     if keep_grey and image.mode == "L":
         return image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        # High-bit-depth greys: scale into 8 bits rather than clipping at 255.
+        # High-bit-depth greys: scale into 8 bits rather than clipping at 255. The scale
+        # comes from the finite values only: one infinite pixel of a float image would
+        # otherwise make the scale 0 and every pixel NaN (cast to black); NaN reads as
+        # black, ±inf as white/black.
         arr = np.asarray(image, dtype=np.float64)
-        hi = float(arr.max()) if arr.size else 0.0
+        finite = arr[np.isfinite(arr)]
+        hi = float(finite.max()) if finite.size else 0.0
         scale = 255.0 / hi if hi > 255.0 else 1.0
-        image = Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8), mode="L")
+        grey = np.nan_to_num(arr * scale, nan=0.0, posinf=255.0, neginf=0.0)
+        image = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8), mode="L")
+    elif image.mode == "La":  # premultiplied alpha: Pillow converts it to "LA" only
+        image = image.convert("LA")
     return image if image.mode == "RGB" else image.convert("RGB")
 
 

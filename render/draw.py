@@ -22,7 +22,9 @@ def draw_page(page: PageLayout) -> np.ndarray:
     for r, line in enumerate(page.lines[:rows]):
         if not line:
             continue
-        cps = np.frombuffer(line.encode("utf-32-le"), dtype="<u4")
+        # surrogatepass: a lone surrogate in a hand-built page is a box, not an error
+        # (layout already shows them as U+FFFD).
+        cps = np.frombuffer(line.encode("utf-32-le", "surrogatepass"), dtype="<u4")
         width = atlas.width_lut[cps].astype(np.int64)
         col = np.cumsum(width) - width
         keep = col < cols

@@ -198,6 +198,20 @@ def _display_chars(ch: str, atlas: Atlas) -> tuple[str, str]:
     return REPLACEMENT * atlas.width(ch), "missing"
 
 
+def _composed(line: str, atlas: Atlas) -> str:
+    """A drawn line in NFC, as :func:`redraw` would lay it out again.
+
+    The text is NFC before layout, but dropping an invisible character can bring a base
+    and a combining mark together (``"a\u200b\u0301"`` draws ``a`` and ``◌́`` side by
+    side); :func:`redraw` would compose them into ``á`` and change the line. Composed here,
+    the line is drawn that way too, and a composed character with no glyph is a box as
+    anywhere else.
+    """
+    if unicodedata.is_normalized("NFC", line):
+        return line
+    return "".join(_display_chars(ch, atlas)[0] for ch in unicodedata.normalize("NFC", line))
+
+
 def _prefix(turn: TurnText, settings: RenderSettings) -> str:
     label = settings.label(turn.role)
     if settings.timestamps and turn.ts is not None:
@@ -262,7 +276,7 @@ def _lay_out(text: str, prefix: str, settings: RenderSettings) -> TurnLayout:
             keep_offs.pop()
         start = next((o for o in keep_offs if o >= 0), rest_offs[0] if rest_offs else 0)
         end = max((o + 1 for o in keep_offs if o >= 0), default=start)
-        lines.append(Line("".join(keep), start, end))
+        lines.append(Line(_composed("".join(keep), atlas), start, end))
         while rest and rest[0] == " " and rest_offs[0] >= 0:
             rest.pop(0)
             rest_offs.pop(0)

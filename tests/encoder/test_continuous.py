@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -124,3 +126,14 @@ def test_bundled_codec_reads_pages_continuously_on_cuda() -> None:
     recs = codec.read([render_page(p, Tier.LARGE) for p in pages], Tier.LARGE)
     scores = [char_precision(p.transcript, r.text) for p, r in zip(pages, recs, strict=True)]
     assert min(scores) > 0.8, scores
+
+
+def test_a_huge_token_limit_is_bounded_by_the_decoders_positions() -> None:
+    # max_new_tokens=10**12 used to size the KV cache for it: a failed multi-terabyte
+    # allocation (or, where memory is overcommitted, the OOM killer).
+    cfg = preset("test")
+    model = build_model(replace(cfg, decoder=replace(cfg.decoder, max_positions=12)), seed=0)
+    prompts = make_prompts(model, "cpu", 2)
+    huge = GenerationConfig(max_new_tokens=10**12, stop_token_ids=(-1,))
+    for got in (generate(model, prompts, huge), generate_continuous(model, prompts, huge, rows=1)):
+        assert [len(g.token_ids) for g in got] == [12, 12]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from opticmem.encoder.byte_fallback import byte_fallback_tokenizer
+from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, read_tokenizer
 from opticmem.encoder.checkpoint import (
     INDEX_FILE,
     load_checkpoint,
@@ -18,7 +19,7 @@ from opticmem.encoder.checkpoint import (
     save_checkpoint,
 )
 from opticmem.encoder.config import preset
-from opticmem.encoder.errors import CheckpointError
+from opticmem.encoder.errors import CheckpointError, InputError
 from opticmem.encoder.model import OCRModel, build_model
 from opticmem.encoder.ocr import OCRCodec
 from opticmem.encoder.official import (
@@ -168,14 +169,31 @@ def test_config_with_unbuildable_sizes_names_the_config_file(
     saved: Path, field: str, value: object
 ) -> None:
     """A config.json whose sizes are not sizes used to escape as a bare TypeError or
-    RuntimeError from torch; it is a CheckpointError naming the file."""
+    RuntimeError from torch; it is a CheckpointError naming the file (and the field, when
+    the config's own checks catch it)."""
     path = saved / "config.json"
     data = json.loads(path.read_text())
     data["model"]["decoder"][field] = value
     path.write_text(json.dumps(data))
-    with pytest.raises(CheckpointError, match="config describes no model") as info:
+    with pytest.raises(CheckpointError, match=f"config describes no model|decoder.{field}") as info:
         load_checkpoint(saved, device="cpu")
     assert info.value.path == str(path)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool, torch.uint8])
+def test_integer_tensor_for_a_float_parameter_names_file_and_key(
+    model: OCRModel, saved: Path, dtype: torch.dtype
+) -> None:
+    # It used to be cast to float and loaded: a wrong tensor taken for a precision.
+    weight_map, _ = read_index(saved)
+    key = "vision.projector.weight"
+    fname = weight_map[key]
+    tensors = {k: model.state_dict()[k].clone() for k, f in weight_map.items() if f == fname}
+    tensors[key] = tensors[key].to(dtype)
+    save_file(tensors, str(saved / fname))
+    with pytest.raises(CheckpointError, match="dtype") as info:
+        load_checkpoint(saved, device="cpu", verify=False)
+    assert info.value.key == key and info.value.path == str(saved / fname)
 
 
 def test_codec_from_pretrained_uses_a_tokenizer_file_when_present(
@@ -192,6 +210,15 @@ def test_codec_from_pretrained_uses_a_tokenizer_file_when_present(
     (saved / "tokenizer.json").write_text("{}")
     with pytest.raises(CheckpointError, match="tokenizer"):
         OCRCodec.from_pretrained(saved, device="cpu")
+    # A tokenizer of a larger vocabulary used to load, then fail the first decode with an
+    # IndexError from the embedding.
+    byte_fallback_tokenizer(replace(model.cfg.decoder, vocab_size=5000)).save(
+        str(saved / "tokenizer.json"))
+    with pytest.raises(CheckpointError, match="vocabulary of 4096") as info:
+        OCRCodec.from_pretrained(saved, device="cpu")
+    assert info.value.path == str(saved / "tokenizer.json")
+    with pytest.raises(InputError, match="vocabulary"):
+        OCRCodec(model, read_tokenizer(saved / "tokenizer.json"), name="mismatched")
 
 
 # ---------------------------------------------------------------- official key layout
@@ -270,6 +297,29 @@ def test_official_layout_mismatches_raise_typed_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="shape") as info:
         load_official(root, config=cfg, device="cpu")
     assert info.value.key == key and info.value.path == str(root / fname)
+    # A missing tensor is named as the checkpoint names it, not by our parameter name.
+    write_official_layout(src, root)
+    index = json.loads((root / INDEX_FILE).read_text())
+    del index["weight_map"]["model.norm.weight"]
+    (root / INDEX_FILE).write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="missing") as info:
+        load_official(root, config=cfg, device="cpu")
+    assert info.value.key == "model.norm.weight"
+    # So is an integer tensor where the model has floats (no digests to catch it here).
+    write_official_layout(src, root)
+    part = {k: src.state_dict()[k2].to(torch.bfloat16).clone()
+            for k2 in src.state_dict() for k in [to_official(k2)] if weight_map[k] == fname}
+    part[key] = part[key].to(torch.int8)
+    save_file(part, str(root / fname))
+    with pytest.raises(CheckpointError, match="dtype") as info:
+        load_official(root, config=cfg, device="cpu")
+    assert info.value.key == key and info.value.path == str(root / fname)
+    # A config.json that is not text.
+    write_official_layout(src, root)
+    (root / "config.json").write_bytes(b"\x80\x81 not utf-8")
+    with pytest.raises(CheckpointError, match="JSON") as info:
+        load_official(root, config=cfg, device="cpu")
+    assert info.value.path == str(root / "config.json")
     # The unused CLIP patch conv is part of the official layout: without it, strict fails.
     write_official_layout(src, root)
     with pytest.raises(CheckpointError, match="patch_embedding"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from dataclasses import replace
 
@@ -43,6 +44,9 @@ def odd_images() -> list[Image.Image]:
         Image.new("F", (33, 77), 0.5),
         Image.new("CMYK", (100, 100), (0, 255, 0, 0)),
         Image.new("LA", (10, 10), (100, 50)),
+        # Modes Pillow cannot convert to "L" directly (the ink count read them that way).
+        Image.new("La", (16, 16)),
+        Image.new("LAB", (30, 20), (200, 128, 128)),
     ]
 
 
@@ -114,6 +118,51 @@ def test_decode_rejects_foreign_tokens(codec: OCRCodec) -> None:
     wide = VisionTokens(tier=Tier.TINY, grid=np.zeros((8, 8, 32), np.float16))
     with pytest.raises(InputError, match="width"):
         codec.decode([wide])
+
+
+def test_decode_rejects_what_is_not_a_finite_vision_token_grid(codec: OCRCodec) -> None:
+    # A NaN grid used to decode to a recollection of NaN confidence; a string, to fail
+    # with an AttributeError.
+    for bad in (np.nan, np.inf):
+        grid = np.full((8, 8, 64), bad, np.float32)
+        with pytest.raises(InputError, match="NaN or infinite"):
+            codec.decode([VisionTokens(Tier.TINY, grid)], max_new_tokens=2)
+    with pytest.raises(InputError, match="VisionTokens"):
+        codec.decode(["not vision tokens"])  # type: ignore[list-item]
+
+
+def test_vision_tokens_of_any_real_dtype_round_trip_through_bytes() -> None:
+    # float64 (numpy's default) used to be written as "<f8", which from_bytes refuses.
+    for dtype, back in ((np.float64, np.float16), (np.int32, np.float16),
+                        (np.float32, np.float32), (">f4", np.float32)):
+        vt = VisionTokens("tiny", np.ones((8, 8, 4), dtype))  # a tier name is parsed
+        again = VisionTokens.from_bytes(vt.to_bytes())
+        assert vt.tier is Tier.TINY and again.grid.dtype == back
+        assert np.array_equal(again.grid, vt.grid)
+    big = VisionTokens(Tier.TINY, np.full((8, 8, 4), 1e6))
+    assert VisionTokens.from_bytes(big.to_bytes()).grid.dtype == np.float32
+    for grid in ([[0.0]], np.zeros((8, 8, 4), complex), np.zeros((8, 8, 4), object)):
+        with pytest.raises(ValueError, match="real-valued numpy grid"):
+            VisionTokens(Tier.TINY, grid)  # type: ignore[arg-type]
+
+
+def test_malformed_vision_token_headers_raise_format_errors() -> None:
+    vt = VisionTokens(Tier.TINY, np.zeros((8, 8, 4), np.float16))
+    data = vt.to_bytes()
+    n = int.from_bytes(data[4:8], "little")
+    header, body = json.loads(data[8 : 8 + n]), data[8 + n :]
+
+    def record(head: object, payload: bytes = body) -> bytes:
+        raw = json.dumps(head).encode()
+        return data[:4] + len(raw).to_bytes(4, "little") + raw + payload
+
+    bad = [record([1, 2]), record({**header, "v": True}), record({**header, "codec": None}),
+           record({**header, "shape": [8.5, 8, 4]}), record({**header, "shape": [8, 8, True]}),
+           data[:4] + (200_002).to_bytes(4, "little") + b"[" * 100_001 + b"]" * 100_001]
+    for blob in bad:
+        with pytest.raises(VisionTokensFormatError):
+            VisionTokens.from_bytes(blob)
+    assert VisionTokens.from_bytes(memoryview(data)).grid.shape == (8, 8, 4)
 
 
 def test_random_codecs_are_reproducible() -> None:
@@ -201,9 +250,29 @@ def test_high_bit_depth_greys_are_scaled_not_clipped() -> None:
     assert list(np.asarray(to_rgb(ramp))[0, :, 0]) == [0, 127, 255]
 
 
+def test_float_greys_with_non_finite_pixels_keep_their_finite_pixels() -> None:
+    # One infinite pixel used to set the scale to 0: every pixel became NaN, then black.
+    arr = np.array([[np.inf, 1000.0, 500.0, np.nan, -np.inf]], dtype=np.float32)
+    grey = np.asarray(to_rgb(Image.fromarray(arr)))[0, :, 0]
+    assert list(grey) == [255, 255, 127, 0, 0]
+
+
 def test_preprocess_rejects_non_images() -> None:
     with pytest.raises(InputError):
         preprocess([np.zeros((4, 4))], "tiny")
+
+
+def test_unreadable_image_files_raise_input_errors() -> None:
+    # Pillow decodes lazily: a truncated file or a closed image used to fail in the middle
+    # of preprocessing with a bare OSError or ValueError.
+    buf = io.BytesIO()
+    Image.new("RGB", (600, 600), (1, 2, 3)).save(buf, "PNG")
+    truncated = Image.open(io.BytesIO(buf.getvalue()[: len(buf.getvalue()) // 2]))
+    closed = Image.open(io.BytesIO(buf.getvalue()))
+    closed.close()
+    for image in (truncated, closed):
+        with pytest.raises(InputError, match="cannot read the image"):
+            preprocess([image], "tiny")
 
 
 def test_decode_feeds_the_layout_aligner() -> None:

@@ -132,3 +132,18 @@ def test_bad_configs_raise_config_error() -> None:
     data["compressor"]["out_channels"] = 48
     with pytest.raises(ConfigError, match=r"clip\.width"):
         ModelConfig.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value"),
+    [("sam", "heads", 0), ("clip", "heads", 0), ("decoder", "heads", 0),
+     ("decoder", "layers", "2"), ("decoder", "hidden_size", None), ("sam", "width", 32.0),
+     ("sam", "global_attn_indexes", "1"), ("decoder", "rope_theta", "1e4"),
+     ("decoder", "norm_topk_prob", 1), ("decoder", "vocab_size", True)],
+)
+def test_mistyped_or_zero_sizes_raise_config_error(section: str, field: str, value: object) -> None:
+    # Zero heads used to escape as ZeroDivisionError, a string size as TypeError.
+    data = preset("test").to_dict()
+    data[section][field] = value
+    with pytest.raises(ConfigError, match=rf"{section}\.{field}"):
+        ModelConfig.from_dict(data)

@@ -441,3 +441,26 @@ def test_zero_new_tokens_and_bad_settings(model: OCRModel) -> None:
     with pytest.raises(InputError):
         generate(model, [Prompt(torch.zeros(5, 3))])
     assert generate(model, []) == []
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_new_tokens": 3.5}, {"max_new_tokens": "10"}, {"max_new_tokens": None},
+        {"max_new_tokens": True}, {"no_repeat_ngram_size": 2.5}, {"graph_width": "8"},
+        {"stop_token_ids": ()}, {"stop_token_ids": 1}, {"stop_token_ids": (1.0,)},
+        {"no_repeat_whitelist": "ab"}, {"no_repeat_whitelist": 5},
+    ],
+)
+def test_generation_settings_of_the_wrong_type_raise_input_errors(bad: dict[str, object]) -> None:
+    # These used to be accepted and fail later: a bare TypeError or IndexError mid-decode.
+    with pytest.raises(InputError):
+        GenerationConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_generation_settings_take_any_collection_of_ids(model: OCRModel) -> None:
+    cfg = GenerationConfig(max_new_tokens=3, stop_token_ids=[1], no_repeat_whitelist=[5, 6])
+    assert cfg.stop_token_ids == (1,) and cfg.no_repeat_whitelist == frozenset({5, 6})
+    assert hash(cfg) == hash(replace(cfg))
+    [got] = generate(model, [Prompt(slots(model, 5, 0))], cfg)
+    assert len(got.token_ids) <= 3

@@ -200,6 +200,21 @@ def test_redraw_leaves_every_page_the_renderer_made_unchanged(text: str, tab_wid
         assert redraw(page.transcript, page.settings) == page.transcript
 
 
+@pytest.mark.parametrize(
+    ("text", "drawn"),
+    [("a\u200b\u0301", "á"), ("e\ufe0f\u0300!", "è!"), ("o\u2060\u0308 x", "ö x")],
+)
+def test_redraw_leaves_lines_unchanged_where_an_invisible_character_was_dropped(
+    text: str, drawn: str
+) -> None:
+    """Dropping a zero-width character can bring a base and a combining mark together;
+    the line used to keep them apart (``a`` then ``◌́``), which redraw composed into one
+    character, so the renderer's own transcript did not come back unchanged."""
+    [page] = layout_pages([TurnText("user", text)])
+    assert page.lines == (f"User: {drawn}",)
+    assert redraw(page.transcript) == page.transcript
+
+
 def test_redraw_puts_text_read_off_a_page_back_on_the_grid() -> None:
     # A row of spaces read where the page has an empty line, spaces before a line end.
     assert redraw("x = joined\n" + " " * 104 + "\n    y   \n") == "x = joined\n\n    y\n"

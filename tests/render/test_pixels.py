@@ -15,7 +15,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from opticmem.render import ORDER, Tier, TurnText, draw_page, layout_pages, png_bytes, render_page
+from opticmem.render import (
+    ORDER,
+    PageLayout,
+    Tier,
+    TurnText,
+    draw_page,
+    layout_pages,
+    png_bytes,
+    render_page,
+)
 from tests.render.sample import sample_page
 
 GOLDEN_PIXELS = {
@@ -57,6 +66,15 @@ def test_missing_glyph_is_a_visible_box() -> None:
     assert len(boxes) == 2
     for x0, y0, x1, y1 in boxes:
         assert (img[y0:y1, x0:x1] < 128).sum() > 20
+
+
+def test_a_hand_built_page_with_a_lone_surrogate_draws_a_box() -> None:
+    # PageLayout is public; its lines used to be encoded strictly (UnicodeEncodeError).
+    settings = layout_pages([TurnText("user", "x")])[0].settings
+    page = PageLayout(lines=("a\ud800b",), sources=(), settings=settings, complete=False)
+    boxed = PageLayout(lines=("a\ufffdb",), sources=(), settings=settings, complete=False)
+    assert np.array_equal(draw_page(page), draw_page(boxed))
+    assert render_page(page, Tier.TINY).size == (512, 512)
 
 
 @pytest.mark.parametrize("tier", ORDER)
