@@ -398,10 +398,25 @@ class OpticalMemory:
             log.debug("session %r: sealed pages %d–%d", session, sealed[0].page_no,
                       sealed[-1].page_no)
             if not self.keep_archive:
-                self.store.forget_turns(session, sealed[-1].last_seq)
+                self.store.forget_turns(session, self._wholly_sealed(sealed[-1], turns))
             if self._worker is not None:
                 self._worker.submit(session, [Job(p, Tier.LARGE) for p in sealed])
         return sealed
+
+    def _wholly_sealed(self, last: PageRecord, turns: Sequence[Turn]) -> int:
+        """The first seq not wholly on sealed pages when ``last`` is the newest page.
+
+        The turn ``last`` ends in is still needed (its rest is staging) unless the page
+        holds its last line — then it too is wholly sealed, and true forgetting
+        (``keep_archive=False``) must drop it now rather than when the next page seals,
+        which may be never.
+        """
+        for t in turns:
+            if t.seq == last.last_seq:
+                if last.end_line >= len(self._packer.layout(t).lines):
+                    return last.last_seq + 1
+                break
+        return last.last_seq
 
     # ------------------------------------------------------------------ assembling
     def _consumer_key(self, budget: int) -> str:

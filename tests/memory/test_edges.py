@@ -1,0 +1,66 @@
+"""Edge cases of the memory core's promises that the broad property tests do not reach:
+true forgetting at a page boundary, consumers that share a store but count text
+differently, the age policy under a clock that steps back, extreme budgets and settings.
+"""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from opticmem import OpticalMemory, RenderSettings
+from opticmem.records import PageRecord, Turn
+
+PIECES = ["alpha", "beta", "ABC-123", "\n", "\n\n", "서울특별시", "😀😀", "ｗｉｄｅ" * 30,
+          "x" * 150, "a\tb", "2026-03-04"]
+turn_texts = st.lists(st.sampled_from(PIECES), min_size=1, max_size=30).map(
+    lambda ws: " ".join(ws) + " z")
+
+
+def wholly_sealed(mem: OpticalMemory, turn: Turn, pages: list[PageRecord]) -> bool:
+    """Whether every line of ``turn`` is on a sealed page."""
+    on = [p for p in pages if p.first_seq <= turn.seq <= p.last_seq]
+    if not on:
+        return False
+    last = on[-1]
+    return last.last_seq > turn.seq or last.end_line >= len(mem._packer.layout(turn).lines)
+
+
+def test_true_forgetting_drops_a_turn_its_page_ends_with() -> None:
+    # Two one-line turns fill a page: page 0 holds turns 0 and 1 entirely.
+    mem = OpticalMemory(codec=None, verbatim_turns=1, render_settings=RenderSettings(max_rows=2),
+                        keep_archive=False)
+    for i in range(4):
+        mem.add("s", "user", f"t{i}")
+    [page] = mem.pages("s")
+    assert (page.first_seq, page.last_seq, page.end_line) == (0, 1, 1)
+    assert [t.seq for t in mem.turns("s")] == [2, 3]
+    ctx = mem.context("s")
+    assert [t.seq for t in ctx.turns] == [2, 3] and [p.page_no for p in ctx.pages] == [0]
+    for i in range(4, 6):  # packing goes on from the forgotten frontier turn
+        mem.add("s", "user", f"t{i}")
+    assert [(p.first_seq, p.last_seq) for p in mem.pages("s")] == [(0, 1), (2, 3)]
+    assert [t.seq for t in mem.turns("s")] == [4, 5]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(turn_texts, min_size=1, max_size=20),
+       rows=st.sampled_from([1, 2, 3, 5]), window=st.integers(min_value=1, max_value=3),
+       cap=st.sampled_from([None, 1, 3, 20]))
+def test_true_forgetting_drops_exactly_the_wholly_sealed_turns(
+    texts: list[str], rows: int, window: int, cap: int | None
+) -> None:
+    full = OpticalMemory(codec=None, verbatim_turns=window, page_max_tokens=cap,
+                         render_settings=RenderSettings(max_rows=rows))
+    mem = OpticalMemory(codec=None, verbatim_turns=window, page_max_tokens=cap,
+                        render_settings=RenderSettings(max_rows=rows), keep_archive=False)
+    for i, t in enumerate(texts):
+        full.add("s", "user" if i % 2 else "assistant", t, ts=1_772_352_000.0 + i)
+        mem.add("s", "user" if i % 2 else "assistant", t, ts=1_772_352_000.0 + i)
+    pages = mem.pages("s")
+    assert pages == full.pages("s")  # forgetting never changes what is sealed
+    kept = {t.seq for t in mem.turns("s")}
+    for turn in full.turns("s"):
+        # archived exactly while some line of it is on no sealed page: nothing is lost,
+        # and nothing wholly on pages lingers
+        assert (turn.seq in kept) != wholly_sealed(full, turn, pages), turn.seq
