@@ -8,7 +8,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opticmem import OpticalMemory, RenderSettings
+from opticmem import InMemoryStore, OpticalMemory, RenderSettings, message_tokens
 from opticmem.records import PageRecord, Turn
 
 PIECES = ["alpha", "beta", "ABC-123", "\n", "\n\n", "서울특별시", "😀😀", "ｗｉｄｅ" * 30,
@@ -64,3 +64,21 @@ def test_true_forgetting_drops_exactly_the_wholly_sealed_turns(
         # archived exactly while some line of it is on no sealed page: nothing is lost,
         # and nothing wholly on pages lingers
         assert (turn.seq in kept) != wholly_sealed(full, turn, pages), turn.seq
+
+
+def test_pages_are_priced_with_the_consumers_own_counter() -> None:
+    # Two consumers of one store whose counters share a name (every lambda is
+    # "callable:<lambda>") but count differently: the second must not take the first's
+    # count of a page's transcript as its own.
+    store = InMemoryStore()
+    rows = RenderSettings(max_rows=3)
+    words = OpticalMemory(store, codec=None, verbatim_turns=1, render_settings=rows,
+                          text_counter=lambda s: len(s.split()))
+    for i in range(12):
+        words.add("s", "user", f"turn {i} " + "word " * 20)
+    chars = OpticalMemory(store, codec=None, verbatim_turns=1, render_settings=rows,
+                          text_counter=lambda s: len(s), budget_tokens=1200)
+    assert chars.cost_model.name == words.cost_model.name
+    ctx = chars.context("s")
+    assert ctx.pages and all(p.shown == "text" for p in ctx.pages)
+    assert message_tokens(ctx.messages(), chars.cost_model) == int(ctx.cost) <= 1200
