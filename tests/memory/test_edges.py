@@ -82,3 +82,54 @@ def test_pages_are_priced_with_the_consumers_own_counter() -> None:
     ctx = chars.context("s")
     assert ctx.pages and all(p.shown == "text" for p in ctx.pages)
     assert message_tokens(ctx.messages(), chars.cost_model) == int(ctx.cost) <= 1200
+
+
+def test_a_clock_stepped_back_does_not_promote_pages_under_the_age_policy() -> None:
+    now = [1_772_352_000.0]
+    mem = OpticalMemory(codec=None, policy="age", verbatim_turns=1,
+                        render_settings=RenderSettings(max_rows=2), clock=lambda: now[0])
+    for i in range(10):
+        mem.add("s", "user", f"turn {i} words words")
+    now[0] += 3 * 86_400  # three days later every page is Small
+    before = {p.page_no: p.tier.rank for p in mem.context("s").pages}
+    assert set(before.values()) == {2}
+    now[0] -= 3 * 86_400  # the clock steps back (NTP, a process with a slower clock)
+    mem.add("s", "user", "one more turn")
+    after = mem.context("s")
+    assert all(p.tier.rank >= before.get(p.page_no, 0) for p in after.pages)
+    assert {p.tier.rank for p in mem.context("s", now=now[0] - 86_400).pages} == {2}
+    # another memory on the same store (another process) keeps the same floor
+    again = OpticalMemory(mem.store, codec=None, policy="age", verbatim_turns=1,
+                          render_settings=RenderSettings(max_rows=2), clock=lambda: now[0])
+    assert again.context("s").as_dict() == after.as_dict()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(st.tuples(turn_texts, st.floats(min_value=-7200, max_value=7200)),
+                      min_size=1, max_size=25),
+       model=st.sampled_from(["deepseek-ocr", "openai"]),
+       budget=st.sampled_from([300, 2000, 10**9]))
+def test_age_decay_is_monotone_whichever_way_the_clock_moves(
+    steps: list[tuple[str, float]], model: str, budget: int
+) -> None:
+    from opticmem import AgeDecay, BudgetError
+
+    now = [1_772_352_000.0]
+    mem = OpticalMemory(codec=None, policy=AgeDecay(600, 1200, 2400, 4800, 12),
+                        cost_model=model, budget_tokens=budget, verbatim_turns=1,
+                        render_settings=RenderSettings(max_rows=2), clock=lambda: now[0])
+    shown: dict[int, int] = {}  # page -> sharpest tier rank it may still be shown at
+    gone: set[int] = set()
+    for text, dt in steps:
+        mem.add("s", "user", text)
+        now[0] += dt
+        try:
+            ctx = mem.context("s")
+        except BudgetError:
+            continue
+        assert int(ctx.cost) <= budget
+        cur = {p.page_no: p.tier.rank for p in ctx.pages}
+        for page_no, rank in cur.items():
+            assert page_no not in gone and rank >= shown.get(page_no, 0), (page_no, rank)
+        gone |= set(shown) - set(cur)
+        shown.update(cur)
