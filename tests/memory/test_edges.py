@@ -133,3 +133,34 @@ def test_age_decay_is_monotone_whichever_way_the_clock_moves(
             assert page_no not in gone and rank >= shown.get(page_no, 0), (page_no, rank)
         gone |= set(shown) - set(cur)
         shown.update(cur)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(turn_texts, min_size=1, max_size=15),
+       model=st.sampled_from(["deepseek-ocr", "deepseek-ocr-nominal", "openai", "anthropic"]),
+       policy=st.sampled_from(["rank", "age", "pressure"]),
+       window=st.sampled_from([1, 2, 1000]), rows=st.sampled_from([1, 2, 4]),
+       pixels=st.sampled_from([128, 1280]))
+def test_extreme_budgets_fit_or_fail_only_on_the_newest_turn(
+    texts: list[str], model: str, policy: str, window: int, rows: int, pixels: int
+) -> None:
+    from opticmem import BudgetError
+
+    mem = OpticalMemory(codec=None, cost_model=model, policy=policy, verbatim_turns=window,
+                        render_settings=RenderSettings(max_rows=rows, page_pixels=pixels,
+                                                       margin=0),
+                        clock=lambda: 1_772_352_000.0)
+    mem.add_many("s", [("user" if i % 2 else "assistant", t) for i, t in enumerate(texts)])
+    m = mem.cost_model
+    newest = mem.turns("s")[-1]
+    own = m.message_overhead + m.text_tokens(newest.text)
+    for budget in sorted({1, max(1, own - 1), own, own + 1, 10**12}):
+        try:
+            ctx = mem.context("s", budget_tokens=budget)
+        except BudgetError:
+            assert budget < own
+            continue
+        assert budget >= own and int(ctx.cost) <= budget
+        assert (ctx.turns[-1].seq, ctx.turns[-1].text) == (newest.seq, newest.text)
+        for fmt in ("langchain", "openai"):
+            assert message_tokens(ctx.messages(fmt), m) == int(ctx.cost)
