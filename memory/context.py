@@ -92,9 +92,15 @@ class PagePrice:
 
 def price_page(page: PageRecord, model: CostModel) -> PagePrice:
     """Cost of the page at Large…Tiny under ``model``: as an image (caption + image +
-    facts line) when that is strictly cheaper than as text (caption + transcript)."""
-    same = page.text_counter and page.text_counter == model.text.name
-    transcript = page.text_tokens if same else model.text_tokens(page.transcript)
+    facts line) when that is strictly cheaper than as text (caption + transcript).
+
+    The transcript is counted with ``model``'s counter, never taken from the record's
+    ``text_tokens``: the record was counted by whichever memory sealed it, and a counter's
+    name does not identify it (every lambda is ``callable:<lambda>``, every Hugging Face
+    tokenizer ``encoder:Tokenizer``), so a stored count could price a page below what it
+    costs this consumer and let a context exceed its budget.
+    """
+    transcript = model.text_tokens(page.transcript)
     facts = model.text_tokens(facts_line(page.facts)) if page.facts else 0
     costs: list[int] = []
     shown: list[Shown] = []

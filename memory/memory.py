@@ -113,6 +113,9 @@ class _Assembly:
     demotions: int
     mark: Mark
     mark_changed: bool
+    stored_mark: Mark
+    clock: float | None  # the age policy's clock to remember (None: nothing to remember)
+    clock_changed: bool
 
 
 class OpticalMemory:
@@ -398,10 +401,25 @@ class OpticalMemory:
             log.debug("session %r: sealed pages %d–%d", session, sealed[0].page_no,
                       sealed[-1].page_no)
             if not self.keep_archive:
-                self.store.forget_turns(session, sealed[-1].last_seq)
+                self.store.forget_turns(session, self._wholly_sealed(sealed[-1], turns))
             if self._worker is not None:
                 self._worker.submit(session, [Job(p, Tier.LARGE) for p in sealed])
         return sealed
+
+    def _wholly_sealed(self, last: PageRecord, turns: Sequence[Turn]) -> int:
+        """The first seq not wholly on sealed pages when ``last`` is the newest page.
+
+        The turn ``last`` ends in is still needed (its rest is staging) unless the page
+        holds its last line — then it too is wholly sealed, and true forgetting
+        (``keep_archive=False``) must drop it now rather than when the next page seals,
+        which may be never.
+        """
+        for t in turns:
+            if t.seq == last.last_seq:
+                if last.end_line >= len(self._packer.layout(t).lines):
+                    return last.last_seq + 1
+                break
+        return last.last_seq
 
     # ------------------------------------------------------------------ assembling
     def _consumer_key(self, budget: int) -> str:
@@ -435,11 +453,23 @@ class OpticalMemory:
         # Pages: policy levels (monotone is enforced by the planner), prices, the mark.
         key = f"mark/{self._consumer_key(budget)}"
         raw = self.store.get_state(session, key)
-        stored = Mark(**json.loads(raw)) if raw else Mark()
+        state = json.loads(raw) if raw else {}
+        stored = Mark(state.get("page_no", 0), state.get("level", 0))
+        # Decay never runs backwards: the age policy's clock is the latest one this
+        # consumer was shown a context at, so a clock stepped back (NTP, another process
+        # with a slower clock, a smaller ``now``) cannot promote a page.
+        seen = state.get("now")
+        now = now if seen is None else max(now, seen)
         options: list[PageOption] = []
         prices: list[PagePrice | None] = []
+        remember = False
         for p in pages:
-            level = self.policy.level(page_count - 1 - p.page_no, now - p.last_ts)
+            rank = page_count - 1 - p.page_no
+            level = self.policy.level(rank, now - p.last_ts)
+            # Remember this clock only when it shows a page at a level the remembered one
+            # (or, with none, a page of age 0) would not: a write per tier change at most.
+            before = self.policy.level(rank, (p.last_ts if seen is None else seen) - p.last_ts)
+            remember = remember or level != before
             price = self._price(p) if level < OUT else None
             prices.append(price)
             options.append(PageOption(p.page_no, level, price.costs if price else (0, 0, 0, 0)))
@@ -458,12 +488,18 @@ class OpticalMemory:
             levels=result.levels, prices=tuple(prices), turns=tuple(views[result.first_turn :]),
             dropped_turns=result.first_turn, cost=result.cost, demotions=result.demotions,
             mark=result.mark, mark_changed=result.mark > stored and result.demotions > 0,
+            stored_mark=stored, clock=now if remember else seen, clock_changed=remember,
         )
 
     def _save_mark(self, asm: _Assembly, budget: int) -> None:
-        if asm.mark_changed:
+        """Store the consumer's decay mark and age clock if either moved forward."""
+        if asm.mark_changed or asm.clock_changed:
             key = f"mark/{self._consumer_key(budget)}"
-            data = json.dumps({"page_no": asm.mark.page_no, "level": asm.mark.level})
+            mark = asm.mark if asm.mark_changed else asm.stored_mark
+            state: dict[str, Any] = {"page_no": mark.page_no, "level": mark.level}
+            if asm.clock is not None:
+                state["now"] = asm.clock
+            data = json.dumps(state)
             self.store.put_state(asm.session, key, data.encode())
 
     def context(
@@ -472,7 +508,9 @@ class OpticalMemory:
         """The context for ``session``: pages at their tiers and verbatim turns, costing at
         most ``budget_tokens`` (default: the memory's) under the memory's cost model.
 
-        ``now`` (Unix seconds; default the clock) matters only to the age policy. Raises
+        ``now`` (Unix seconds; default the clock) matters only to the age policy, and never
+        moves decay backwards: a ``now`` (or a clock reading) earlier than the latest one a
+        context of this consumer showed a page's tier change at counts as that one. Raises
         :class:`~opticmem.errors.BudgetError` if even the newest turn does not fit. An
         unknown session gives an empty context.
 

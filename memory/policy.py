@@ -11,7 +11,9 @@ applies budget pressure on top (:mod:`opticmem.budget`). Three policies:
   for the verbatim window in an 8k budget. Doubling spans keep the newest history
   sharp while the oldest visible pages still say *something* at 13× compression.
 * :class:`AgeDecay` — by wall-clock age of a page's newest turn. Defaults: under 1 hour
-  Large, 1 day Base, 1 week Small, 30 days Tiny, older out.
+  Large, 1 day Base, 1 week Small, 30 days Tiny, older out. The memory never lets this
+  clock run backwards for a consumer (it remembers the latest one that changed a tier),
+  so a clock stepped back cannot promote a page.
 * :class:`PressureDecay` — every recent page starts at Large; only the budget demotes.
 
 ``max_pages`` bounds how many of the newest pages can ever be in context, so assembling

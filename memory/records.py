@@ -76,8 +76,9 @@ class PageRecord:
     facts: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
     text_counter: str = ""
-    """Name of the text counter ``text_tokens`` was counted with (``""``: unknown), so a
-    consumer with the same counter need not count the transcript again."""
+    """Name of the text counter ``text_tokens`` was counted with (``""``: unknown), for
+    reports. Pricing always recounts the transcript with the consumer's own counter: a
+    name does not identify a counter (two lambdas share ``callable:<lambda>``)."""
     cues: tuple[str, ...] = ()
     """Per fact, the content words around it on the page, space-separated (``()``: sealed
     before cues existed), so recall finds a fact by what it was about."""

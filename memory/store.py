@@ -10,9 +10,10 @@ A store keeps three things per session:
   (page packing is deterministic, so its page is identical);
 * the **blob cache** — derived artefacts (PNG per tier, vision tokens, recollected
   text) under short string keys; recomputable, so a store may evict them;
-* **session state** — a few small values the memory must not lose (the decay mark that
-  keeps budget-pressure decay monotone). By default kept as blobs under ``state/``;
-  a backend that evicts blobs overrides :meth:`Store.put_state` / :meth:`Store.get_state`.
+* **session state** — a few small values the memory must not lose (the decay mark and
+  age clock that keep budget-pressure and age decay monotone). By default kept as blobs
+  under ``state/``; a backend that evicts blobs overrides :meth:`Store.put_state` /
+  :meth:`Store.get_state`.
 
 Every method has an ``a``-prefixed async twin. This base class runs the sync method in a
 worker thread; backends with a native async client (Redis) override the twins.

@@ -155,8 +155,14 @@ def test_keep_archive_false_forgets_sealed_turns_only() -> None:
     feed(mem, 50)
     pages = mem.pages("team")
     kept = mem.turns("team")
-    assert kept[0].seq == pages[-1].last_seq  # everything before the last page's end is gone
-    assert [t.seq for t in kept] == list(range(pages[-1].last_seq, 50))
+    # everything wholly on sealed pages is gone: the turns before the last page's end, and
+    # that turn too when the page holds its last line
+    last = pages[-1]
+    fed = sample_turns(50)[last.last_seq]
+    tail = Turn("team", last.last_seq, str(fed["role"]), str(fed["text"]), 0.0)
+    ends_turn = last.end_line >= len(lines_of(tail, SMALL))
+    first_kept = last.last_seq + 1 if ends_turn else last.last_seq
+    assert [t.seq for t in kept] == list(range(first_kept, 50))
     ctx = mem.context("team")
     assert ctx.turns[-1].seq == 49 and ctx.pages
     feed(mem, 10, session="other")  # packing goes on normally afterwards
