@@ -602,10 +602,13 @@ class OpticalMemory:
             jobs = [Job(p, ORDER[lv]) for p, lv in zip(asm.pages, asm.levels, strict=True)
                     if lv < OUT]
             self._artefacts.recollections(session, jobs)
-        index, provenance = self._update_index(session, current, codec.name if codec else None)
+        index = self._session_index(session)
+        with index.lock:  # one update-and-search at a time: the index is plain dicts
+            self._update_index(session, index, current, codec.name if codec else None)
+            found = [(doc, score, index.provenance[doc.page_no])
+                     for doc, score in index.search(query, k)]
         passages = []
-        for doc, score in index.search(query, k):
-            first_seq, last_seq, first_ts, last_ts = provenance[doc.page_no]
+        for doc, score, (first_seq, last_seq, first_ts, last_ts) in found:
             original: tuple[Turn, ...] = ()
             if include_original:
                 original = tuple(self.store.get_turns(session, first_seq, last_seq + 1))
@@ -617,16 +620,25 @@ class OpticalMemory:
             ))
         return passages
 
+    def _session_index(self, session: str) -> RecallIndex:
+        """The session's recall index, made once: two threads recalling the session at
+        once must share one index (and its lock), not each fill one of their own."""
+        with self._lock:
+            index = self._indexes.get(session)
+            if index is None:
+                index = RecallIndex()
+                self._indexes.put(session, index)
+            return index
+
     def _update_index(
-        self, session: str, current: Mapping[int, int], codec: str | None
-    ) -> tuple[RecallIndex, dict[int, tuple[int, int, float, float]]]:
+        self, session: str, index: RecallIndex, current: Mapping[int, int], codec: str | None
+    ) -> None:
         """Bring the session's index up to date: new pages, pages in context (their tier
-        may have changed) and pages read back since the last recall."""
-        index = self._indexes.get(session)
+        may have changed) and pages read back since the last recall. The caller holds
+        ``index.lock``."""
         total = self.store.page_count(session)
-        if index is None or index.pages_seen > total:
-            index = RecallIndex()
-            self._indexes.put(session, index)
+        if index.pages_seen > total:  # the session was deleted and begun again
+            index.clear()
         provenance = index.provenance
         with self._lock:
             dirty = self._dirty.pop(session, set())
@@ -639,7 +651,6 @@ class OpticalMemory:
             for p in pages:
                 provenance[p.page_no] = (p.first_seq, p.last_seq, p.first_ts, p.last_ts)
         index.pages_seen = total
-        return index, provenance
 
     def _index_pages(
         self, session: str, index: RecallIndex, pages: Sequence[PageRecord],
