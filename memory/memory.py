@@ -39,9 +39,11 @@ import hashlib
 import json
 import logging
 import operator
-import queue
+import os
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -555,7 +557,8 @@ class OpticalMemory:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait for background recollection to finish (``True``) or ``timeout`` seconds
-        (``False``). Returns at once in lazy mode."""
+        (``False``). Returns at once in lazy mode, and after :meth:`close` (which drops
+        the pages still queued)."""
         return self._worker.wait(timeout) if self._worker is not None else True
 
     # ------------------------------------------------------------------ recall
@@ -742,10 +745,15 @@ class OpticalMemory:
             self._dirty.pop(session, None)
 
     def close(self) -> None:
-        """Stop the background worker and close the store if this memory opened it."""
+        """Stop the background worker and close the store if this memory opened it.
+
+        Pages still queued for background reading are dropped (they are read lazily if
+        the store outlives the memory); a batch being read right now is waited for, so
+        the store is never closed under it. Calls still running in other threads are not
+        waited for: close the memory after them.
+        """
         if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
+            self._worker.stop()  # stays set: a thread packing now may still submit to it
         if self._owns_store:
             self.store.close()
 
@@ -863,68 +871,110 @@ def _runs(nums: Sequence[int]) -> list[list[int]]:
 
 
 class _Worker:
-    """Background recollection: one daemon thread reading queued pages in batches."""
+    """Background recollection: one daemon thread reading queued pages in batches.
+
+    Fork-safe: a forked child has none of its parent's threads, so in a child the worker
+    drops what the parent had queued and starts its own thread on the first page queued
+    there (the locks are made anew, as the parent's may have been held at the fork).
+    A page whose reading fails is forgotten as queued, so that a later context queues it
+    again (a transient codec or store failure does not leave it unread for good).
+    """
 
     def __init__(self, artefacts: Artefacts, batch: int = 16) -> None:
         self._artefacts = artefacts
         self._batch = batch
-        self._q: queue.Queue[tuple[str, Job] | None] = queue.Queue()
+        self._stopped = False
+        self._reset()
+        _WORKERS.add(self)
+
+    def _reset(self) -> None:
+        """A new queue, lock and no thread (at construction, and in a forked child)."""
         self._seen: LRU[tuple[str, str, _PageRef], bool] = LRU(100_000)
         """Jobs already queued, by session, tier and the page's identity — not its number:
         a session deleted or expired and begun again numbers its new pages from 0."""
-        self._thread = threading.Thread(target=self._run, name="opticmem-recollect",
-                                        daemon=True)
+        self._cond = threading.Condition(threading.Lock())
+        self._jobs: deque[tuple[str, Job]] = deque()
+        self._busy = 0  # jobs the thread has taken and not finished
+        self._thread: threading.Thread | None = None
+
+    def _ensure_thread(self) -> None:
+        """Start the thread if this process has none yet. Called holding ``_cond``."""
+        if self._thread is None and not self._stopped:
+            self._thread = threading.Thread(target=self._run, name="opticmem-recollect",
+                                            daemon=True)
+            self._thread.start()
 
     def start(self) -> None:
-        self._thread.start()
+        with self._cond:
+            self._ensure_thread()
 
     def submit(self, session: str, jobs: Sequence[Job]) -> None:
-        for j in jobs:
-            key = (session, j.tier.value, _page_ref(j.page))
-            if self._seen.get(key):
-                continue
-            self._seen.put(key, True)
-            self._q.put((session, j))
+        with self._cond:
+            if self._stopped:
+                return
+            queued = False
+            for j in jobs:
+                key = (session, j.tier.value, _page_ref(j.page))
+                if self._seen.get(key):
+                    continue
+                self._seen.put(key, True)
+                self._jobs.append((session, j))
+                queued = True
+            if queued:
+                self._ensure_thread()
+                self._cond.notify_all()
 
     def _run(self) -> None:
         while True:
-            item = self._q.get()
-            if item is None:
-                self._q.task_done()
-                return
-            batch = [item]
-            while len(batch) < self._batch:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._q.put(None)
-                    self._q.task_done()
-                    break
-                batch.append(nxt)
+            with self._cond:
+                while not self._jobs and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                batch = [self._jobs.popleft() for _ in range(min(self._batch, len(self._jobs)))]
+                self._busy = len(batch)
             by_session: dict[str, list[Job]] = {}
             for s, j in batch:
                 by_session.setdefault(s, []).append(j)
             for s, jobs in by_session.items():
+                if self._stopped:  # close(): the rest is left to lazy reading
+                    break
                 try:
                     if self._artefacts.codec.get() is not None:
                         self._artefacts.recollections(s, jobs)
                 except Exception:  # a background failure must not kill the worker
                     log.exception("background recollection failed for session %r", s)
-            for _ in batch:
-                self._q.task_done()
+                    for j in jobs:
+                        self._seen.discard((s, j.tier.value, _page_ref(j.page)))
+            with self._cond:
+                self._busy = 0
+                self._cond.notify_all()
 
     def wait(self, timeout: float | None) -> bool:
-        done = threading.Event()
-
-        def join() -> None:
-            self._q.join()
-            done.set()
-
-        threading.Thread(target=join, daemon=True).start()
-        return done.wait(timeout)
+        """Wait until every queued page is read (``True``) or ``timeout`` seconds pass."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._stopped or (not self._jobs and not self._busy), timeout)
 
     def stop(self) -> None:
-        self._q.put(None)
-        self._thread.join(timeout=30)
+        """Drop the pages still queued and wait for the batch being read now, if any, so
+        that the store is not closed under it. Later submits are ignored."""
+        with self._cond:
+            self._stopped = True
+            self._jobs.clear()
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+
+_WORKERS: weakref.WeakSet[_Worker] = weakref.WeakSet()
+"""Every live worker of this process, reset in a forked child."""
+
+
+def _reset_workers_after_fork() -> None:
+    for worker in list(_WORKERS):
+        worker._reset()
+
+
+os.register_at_fork(after_in_child=_reset_workers_after_fork)

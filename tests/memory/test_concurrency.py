@@ -7,13 +7,19 @@ the guard it checks.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
-from opticmem import InMemoryStore, OpticalMemory, RenderSettings
+from opticmem import InMemoryStore, OpticalMemory, RenderSettings, Tier
 from opticmem import recall as recall_module
+from opticmem.artefacts import Job
+from opticmem.encoder.codec import Recollection, VisionTokens
 
 SMALL = RenderSettings(max_rows=6)
 
@@ -82,3 +88,114 @@ def test_two_recalls_of_one_session_at_once_share_one_consistent_index(
     assert other == [want]  # the second recall neither failed nor saw a half-built index
     assert mine == want
     assert hits(mem, "ORI-1003") == want  # and no page is indexed twice afterwards
+
+
+# ---------------------------------------------------------------- background recollection
+
+
+class Labelling:
+    """A codec that reads each page back as a label naming its tier, batch by batch.
+
+    ``gate`` (when given) holds every decode until it is set; ``fail_first`` makes the
+    first decode raise, as a codec running out of memory would.
+    """
+
+    name = "labelling"
+    render_settings = None
+
+    def __init__(self, gate: threading.Event | None = None, fail_first: bool = False) -> None:
+        self.gate = gate
+        self.fail_first = fail_first
+        self.started = threading.Event()
+        self.batches: list[int] = []
+
+    def encode(self, images: Sequence[Any], tier: Tier) -> list[VisionTokens]:
+        grid = np.zeros((tier.grid, tier.grid, 1), np.float32)
+        return [VisionTokens(tier, grid, codec=self.name) for _ in images]
+
+    def decode(self, tokens: Sequence[VisionTokens], *,
+               max_new_tokens: int | None = None) -> list[Recollection]:
+        self.started.set()
+        if self.gate is not None:
+            self.gate.wait()
+        if self.fail_first:
+            self.fail_first = False
+            raise RuntimeError("out of memory")
+        self.batches.append(len(tokens))
+        return [Recollection(f"a page read at {t.tier.value}", t.tier, 0.5, 5, codec=self.name)
+                for t in tokens]
+
+
+def talk(n: int) -> list[tuple[str, str]]:
+    return [("user", f"turn {i}: the quarterly plan, line by line, with its owners " * 6)
+            for i in range(n)]
+
+
+def unread_image_pages(mem: OpticalMemory, session: str) -> int:
+    ctx = mem.context(session)
+    jobs = [Job(p.record, p.tier) for p in ctx.pages if p.shown == "image"]
+    assert jobs  # the test needs pages shown as images
+    return mem._artefacts.cached_recollections(session, jobs).count(None)
+
+
+@pytest.mark.timeout(120)
+def test_close_drops_queued_pages_and_waits_for_the_batch_being_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """close() used to queue its stop behind every page waiting to be read, wait up to 30 s
+    for them, then close the store under a worker that went on reading (and logging a
+    failure per batch). Now it drops the queue and waits only for the batch in hand."""
+    gate = threading.Event()
+    codec = Labelling(gate)
+    mem = OpticalMemory(f"sqlite:///{tmp_path}/m.db", codec=codec, render_settings=SMALL,
+                        verbatim_turns=2, recollect="background")
+    for s in range(4):  # a batch per session: more queued than one batch
+        mem.add_many(f"s{s}", talk(40))
+    assert codec.started.wait(60)  # the worker is inside the first decode
+    closer = threading.Thread(target=mem.close, daemon=True)
+    closer.start()
+    assert mem.flush(60)  # returns once close() has dropped the queue
+    gate.set()
+    closer.join(60)
+    assert not closer.is_alive()
+    assert codec.batches and len(codec.batches) == 1  # nothing read after close()
+    assert not any(t.name == "opticmem-recollect" for t in threading.enumerate())
+    assert "background recollection failed" not in caplog.text  # store closed after it
+
+
+def test_a_page_whose_background_reading_failed_is_queued_again() -> None:
+    codec = Labelling(fail_first=True)
+    mem = OpticalMemory(codec=codec, verbatim_turns=2, recollect="background")
+    mem.add_many("s", talk(120))
+    mem.context("s")
+    assert mem.flush(60) and not codec.fail_first  # the first batch failed
+    mem.context("s")  # the codec works again: the pages are queued again
+    assert mem.flush(60)
+    assert unread_image_pages(mem, "s") == 0
+    mem.close()
+
+
+def _child_flushes(mem: OpticalMemory, out: Any) -> None:
+    mem.add_many("child", talk(120))
+    mem.context("child")
+    out.put((mem.flush(20), unread_image_pages(mem, "child")))
+
+
+@pytest.mark.timeout(120)
+def test_background_mode_works_in_a_forked_child() -> None:
+    """A forked child (a pre-fork web server's worker) has none of its parent's threads:
+    its pages used to queue for a worker thread that did not exist, and flush() never
+    returned True."""
+    mem = OpticalMemory(codec=Labelling(), verbatim_turns=2, recollect="background")
+    mem.add_many("parent", talk(120))
+    mem.context("parent")
+    assert mem.flush(60)
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_child_flushes, args=(mem, out))
+    child.start()
+    flushed, unread = out.get(timeout=90)
+    child.join(30)
+    assert child.exitcode == 0
+    assert flushed and unread == 0
+    mem.close()
