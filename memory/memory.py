@@ -30,6 +30,13 @@ tiers; :meth:`OpticalMemory.flush` waits for it).
 
 Every store-facing method has an ``a``-prefixed async twin that runs it in a worker
 thread (as LangChain's defaults do), so an event loop never blocks on the store or model.
+Cancelling the awaiting task does not stop that thread: the call runs to its end, so a
+cancelled ``aadd`` or ``aadd_many`` may still have stored its turns (the built-in stores
+write a batch in one step: all of its turns or none).
+
+One memory may be shared by any number of threads and tasks, on one session or many;
+codec calls are serialised (:mod:`opticmem.codecs`). :meth:`OpticalMemory.close` does not
+wait for calls still running in other threads: close the memory after them.
 """
 
 from __future__ import annotations
