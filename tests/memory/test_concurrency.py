@@ -199,3 +199,33 @@ def test_background_mode_works_in_a_forked_child() -> None:
     assert child.exitcode == 0
     assert flushed and unread == 0
     mem.close()
+
+
+def _child_reads_a_page(mem: OpticalMemory, codec: Labelling, out: Any) -> None:
+    codec.gate = None  # the parent's decode stays held; the child's own must not wait
+    mem.add_many("child", talk(120))
+    out.put(mem.context("child").text().count("a page read at"))
+
+
+@pytest.mark.timeout(120)
+def test_a_child_forked_while_the_codec_reads_can_read_pages() -> None:
+    """The codec lock, held by the parent's worker in the middle of a reading at the
+    fork, used to stay held in the child for good: its first reading never returned."""
+    gate = threading.Event()
+    codec = Labelling(gate)
+    mem = OpticalMemory(codec=codec, verbatim_turns=2, recollect="background")
+    mem.add_many("parent", talk(120))
+    assert codec.started.wait(60)  # the worker holds the codec lock now
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_child_reads_a_page, args=(mem, codec, out))
+    child.start()
+    try:
+        read = out.get(timeout=60)
+    finally:
+        gate.set()
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+        mem.close()
+    assert read > 0 and child.exitcode == 0
