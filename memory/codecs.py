@@ -13,13 +13,16 @@ The memory talks to a vision model only through :class:`~opticmem.encoder.codec.
   searches only the exact-facts sidecars. Page transcripts are never used in their
   place — they are the ground truth of what was drawn, not what the memory remembers.
 
-Codec calls are serialised by the slot's lock (models are not assumed thread-safe).
+Codec calls are serialised by the slot's lock (models are not assumed thread-safe); a
+forked child gets fresh locks.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Literal, TypeAlias
 
@@ -76,6 +79,13 @@ class CodecSlot:
             "bundled (not loaded yet)" if spec == "bundled" else f"given: {self._codec_name()}"
         )
         self._on_load = on_load
+        self._new_locks()
+        _SLOTS.add(self)
+
+    def _new_locks(self) -> None:
+        """Fresh locks: at construction, and in a forked child, where a lock the parent's
+        background reader held at the fork would stay held for good (no thread of the
+        parent lives on in the child to release it)."""
         self._load_lock = threading.Lock()
         self.lock = threading.RLock()
         """Held around every codec call."""
@@ -117,3 +127,15 @@ class CodecSlot:
                     log.warning("opticmem runs without a codec: %s", exc)
                 self._resolved = True
         return self._codec
+
+
+_SLOTS: weakref.WeakSet[CodecSlot] = weakref.WeakSet()
+"""Every live slot of this process, given fresh locks in a forked child."""
+
+
+def _new_locks_after_fork() -> None:
+    for slot in list(_SLOTS):
+        slot._new_locks()
+
+
+os.register_at_fork(after_in_child=_new_locks_after_fork)

@@ -73,6 +73,13 @@ class LRU(Generic[K, V]):
         self.put(key, value)
         return value
 
+    def discard(self, key: K) -> None:
+        """Drop ``key`` if cached."""
+        with self._lock:
+            hit = self._data.pop(key, None)
+            if hit is not None:
+                self._total -= hit[1]
+
     def discard_if(self, predicate: Callable[[K], bool]) -> None:
         """Drop every entry whose key matches (e.g. all entries of a deleted session)."""
         with self._lock:

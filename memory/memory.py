@@ -30,6 +30,13 @@ tiers; :meth:`OpticalMemory.flush` waits for it).
 
 Every store-facing method has an ``a``-prefixed async twin that runs it in a worker
 thread (as LangChain's defaults do), so an event loop never blocks on the store or model.
+Cancelling the awaiting task does not stop that thread: the call runs to its end, so a
+cancelled ``aadd`` or ``aadd_many`` may still have stored its turns (the built-in stores
+write a batch in one step: all of its turns or none).
+
+One memory may be shared by any number of threads and tasks, on one session or many;
+codec calls are serialised (:mod:`opticmem.codecs`). :meth:`OpticalMemory.close` does not
+wait for calls still running in other threads: close the memory after them.
 """
 
 from __future__ import annotations
@@ -39,9 +46,11 @@ import hashlib
 import json
 import logging
 import operator
-import queue
+import os
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -593,7 +602,8 @@ class OpticalMemory:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait for background recollection to finish (``True``) or ``timeout`` seconds
-        (``False``). Returns at once in lazy mode."""
+        (``False``). Returns at once in lazy mode, and after :meth:`close` (which drops
+        the pages still queued)."""
         return self._worker.wait(timeout) if self._worker is not None else True
 
     # ------------------------------------------------------------------ recall
@@ -640,10 +650,13 @@ class OpticalMemory:
             jobs = [Job(p, ORDER[lv]) for p, lv in zip(asm.pages, asm.levels, strict=True)
                     if lv < OUT]
             self._artefacts.recollections(session, jobs)
-        index, provenance = self._update_index(session, current, codec.name if codec else None)
+        index = self._session_index(session)
+        with index.lock:  # one update-and-search at a time: the index is plain dicts
+            self._update_index(session, index, current, codec.name if codec else None)
+            found = [(doc, score, index.provenance[doc.page_no])
+                     for doc, score in index.search(query, k)]
         passages = []
-        for doc, score in index.search(query, k):
-            first_seq, last_seq, first_ts, last_ts = provenance[doc.page_no]
+        for doc, score, (first_seq, last_seq, first_ts, last_ts) in found:
             original: tuple[Turn, ...] = ()
             if include_original:
                 original = tuple(self.store.get_turns(session, first_seq, last_seq + 1))
@@ -655,16 +668,25 @@ class OpticalMemory:
             ))
         return passages
 
+    def _session_index(self, session: str) -> RecallIndex:
+        """The session's recall index, made once: two threads recalling the session at
+        once must share one index (and its lock), not each fill one of their own."""
+        with self._lock:
+            index = self._indexes.get(session)
+            if index is None:
+                index = RecallIndex()
+                self._indexes.put(session, index)
+            return index
+
     def _update_index(
-        self, session: str, current: Mapping[int, int], codec: str | None
-    ) -> tuple[RecallIndex, dict[int, tuple[int, int, float, float]]]:
+        self, session: str, index: RecallIndex, current: Mapping[int, int], codec: str | None
+    ) -> None:
         """Bring the session's index up to date: new pages, pages in context (their tier
-        may have changed) and pages read back since the last recall."""
-        index = self._indexes.get(session)
+        may have changed) and pages read back since the last recall. The caller holds
+        ``index.lock``."""
         total = self.store.page_count(session)
-        if index is None or index.pages_seen > total:
-            index = RecallIndex()
-            self._indexes.put(session, index)
+        if index.pages_seen > total:  # the session was deleted and begun again
+            index.clear()
         provenance = index.provenance
         with self._lock:
             dirty = self._dirty.pop(session, set())
@@ -677,7 +699,6 @@ class OpticalMemory:
             for p in pages:
                 provenance[p.page_no] = (p.first_seq, p.last_seq, p.first_ts, p.last_ts)
         index.pages_seen = total
-        return index, provenance
 
     def _index_pages(
         self, session: str, index: RecallIndex, pages: Sequence[PageRecord],
@@ -769,10 +790,15 @@ class OpticalMemory:
             self._dirty.pop(session, None)
 
     def close(self) -> None:
-        """Stop the background worker and close the store if this memory opened it."""
+        """Stop the background worker and close the store if this memory opened it.
+
+        Pages still queued for background reading are dropped (they are read lazily if
+        the store outlives the memory); a batch being read right now is waited for, so
+        the store is never closed under it. Calls still running in other threads are not
+        waited for: close the memory after them.
+        """
         if self._worker is not None:
-            self._worker.stop()
-            self._worker = None
+            self._worker.stop()  # stays set: a thread packing now may still submit to it
         if self._owns_store:
             self.store.close()
 
@@ -890,68 +916,110 @@ def _runs(nums: Sequence[int]) -> list[list[int]]:
 
 
 class _Worker:
-    """Background recollection: one daemon thread reading queued pages in batches."""
+    """Background recollection: one daemon thread reading queued pages in batches.
+
+    Fork-safe: a forked child has none of its parent's threads, so in a child the worker
+    drops what the parent had queued and starts its own thread on the first page queued
+    there (the locks are made anew, as the parent's may have been held at the fork).
+    A page whose reading fails is forgotten as queued, so that a later context queues it
+    again (a transient codec or store failure does not leave it unread for good).
+    """
 
     def __init__(self, artefacts: Artefacts, batch: int = 16) -> None:
         self._artefacts = artefacts
         self._batch = batch
-        self._q: queue.Queue[tuple[str, Job] | None] = queue.Queue()
+        self._stopped = False
+        self._reset()
+        _WORKERS.add(self)
+
+    def _reset(self) -> None:
+        """A new queue, lock and no thread (at construction, and in a forked child)."""
         self._seen: LRU[tuple[str, str, _PageRef], bool] = LRU(100_000)
         """Jobs already queued, by session, tier and the page's identity — not its number:
         a session deleted or expired and begun again numbers its new pages from 0."""
-        self._thread = threading.Thread(target=self._run, name="opticmem-recollect",
-                                        daemon=True)
+        self._cond = threading.Condition(threading.Lock())
+        self._jobs: deque[tuple[str, Job]] = deque()
+        self._busy = 0  # jobs the thread has taken and not finished
+        self._thread: threading.Thread | None = None
+
+    def _ensure_thread(self) -> None:
+        """Start the thread if this process has none yet. Called holding ``_cond``."""
+        if self._thread is None and not self._stopped:
+            self._thread = threading.Thread(target=self._run, name="opticmem-recollect",
+                                            daemon=True)
+            self._thread.start()
 
     def start(self) -> None:
-        self._thread.start()
+        with self._cond:
+            self._ensure_thread()
 
     def submit(self, session: str, jobs: Sequence[Job]) -> None:
-        for j in jobs:
-            key = (session, j.tier.value, _page_ref(j.page))
-            if self._seen.get(key):
-                continue
-            self._seen.put(key, True)
-            self._q.put((session, j))
+        with self._cond:
+            if self._stopped:
+                return
+            queued = False
+            for j in jobs:
+                key = (session, j.tier.value, _page_ref(j.page))
+                if self._seen.get(key):
+                    continue
+                self._seen.put(key, True)
+                self._jobs.append((session, j))
+                queued = True
+            if queued:
+                self._ensure_thread()
+                self._cond.notify_all()
 
     def _run(self) -> None:
         while True:
-            item = self._q.get()
-            if item is None:
-                self._q.task_done()
-                return
-            batch = [item]
-            while len(batch) < self._batch:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._q.put(None)
-                    self._q.task_done()
-                    break
-                batch.append(nxt)
+            with self._cond:
+                while not self._jobs and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                batch = [self._jobs.popleft() for _ in range(min(self._batch, len(self._jobs)))]
+                self._busy = len(batch)
             by_session: dict[str, list[Job]] = {}
             for s, j in batch:
                 by_session.setdefault(s, []).append(j)
             for s, jobs in by_session.items():
+                if self._stopped:  # close(): the rest is left to lazy reading
+                    break
                 try:
                     if self._artefacts.codec.get() is not None:
                         self._artefacts.recollections(s, jobs)
                 except Exception:  # a background failure must not kill the worker
                     log.exception("background recollection failed for session %r", s)
-            for _ in batch:
-                self._q.task_done()
+                    for j in jobs:
+                        self._seen.discard((s, j.tier.value, _page_ref(j.page)))
+            with self._cond:
+                self._busy = 0
+                self._cond.notify_all()
 
     def wait(self, timeout: float | None) -> bool:
-        done = threading.Event()
-
-        def join() -> None:
-            self._q.join()
-            done.set()
-
-        threading.Thread(target=join, daemon=True).start()
-        return done.wait(timeout)
+        """Wait until every queued page is read (``True``) or ``timeout`` seconds pass."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._stopped or (not self._jobs and not self._busy), timeout)
 
     def stop(self) -> None:
-        self._q.put(None)
-        self._thread.join(timeout=30)
+        """Drop the pages still queued and wait for the batch being read now, if any, so
+        that the store is not closed under it. Later submits are ignored."""
+        with self._cond:
+            self._stopped = True
+            self._jobs.clear()
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+
+_WORKERS: weakref.WeakSet[_Worker] = weakref.WeakSet()
+"""Every live worker of this process, reset in a forked child."""
+
+
+def _reset_workers_after_fork() -> None:
+    for worker in list(_WORKERS):
+        worker._reset()
+
+
+os.register_at_fork(after_in_child=_reset_workers_after_fork)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
@@ -127,6 +128,14 @@ class RecallIndex:
 
     def __init__(self, k1: float = 1.2, b: float = 0.75) -> None:
         self.k1, self.b = k1, b
+        self.lock = threading.Lock()
+        """Not taken by the index itself: whoever shares an index between threads holds
+        it around each update and search (its dicts must not change while a search or
+        another update walks them)."""
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every page (the index is as new; ``k1``, ``b`` and the lock stay)."""
         self._docs: dict[int, tuple[Doc, Counter[str], int]] = {}
         self._by_page: dict[int, list[int]] = {}
         self._postings: dict[str, dict[int, int]] = {}

@@ -1,0 +1,231 @@
+"""One memory shared by threads and asyncio tasks, as a web service or a bot uses it.
+
+Races are forced, not hoped for: a hook inside the library runs the competing call at the
+point where the two would collide, so each test fails the same way every time without
+the guard it checks.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from opticmem import InMemoryStore, OpticalMemory, RenderSettings, Tier
+from opticmem import recall as recall_module
+from opticmem.artefacts import Job
+from opticmem.encoder.codec import Recollection, VisionTokens
+
+SMALL = RenderSettings(max_rows=6)
+
+
+def facts_memory(store: InMemoryStore) -> OpticalMemory:
+    return OpticalMemory(store, codec=None, verbatim_turns=2, render_settings=SMALL)
+
+
+def fill(mem: OpticalMemory, session: str, n: int) -> None:
+    mem.add_many(session, [("user", f"ticket ORI-{1000 + i} ships on 2026-03-{1 + i % 28:02d} "
+                            + "and more words " * 4) for i in range(n)])
+
+
+def hits(mem: OpticalMemory, query: str) -> list[tuple[int, str, str]]:
+    return [(p.page_no, p.source, p.text) for p in mem.recall("s", query, k=20, decode=False)]
+
+
+@pytest.fixture
+def recall_inside_an_index_update(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[OpticalMemory, list[object], list[threading.Thread]]]:
+    """A fresh memory over a filled store, whose *first* index update runs a whole second
+    recall of the same session, from another thread, while it is half-way through
+    indexing a page (inside ``RecallIndex.set_page``). Yields the memory and what that
+    second recall returned (or raised), and its thread."""
+    store = InMemoryStore()
+    fill(facts_memory(store), "s", 120)
+    mem = facts_memory(store)
+    real_terms = recall_module.terms
+    first = threading.Event()
+    other: list[object] = []
+    started: list[threading.Thread] = []
+
+    def second_recall() -> None:
+        try:
+            other.append(hits(mem, "ORI-1003"))
+        except Exception as exc:  # reported by the test, not lost in the thread
+            other.append(exc)
+
+    def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
+        if not drop_stopwords and not first.is_set():
+            first.set()
+            t = threading.Thread(target=second_recall)
+            started.append(t)
+            t.start()
+            # Unguarded, the second recall runs to its end right now. Guarded, it waits
+            # for this update to finish, so the join times out: the outcome is the same
+            # whatever the wait, only the test's duration depends on it.
+            t.join(timeout=1.0)
+        return real_terms(text, drop_stopwords=drop_stopwords)
+
+    monkeypatch.setattr(recall_module, "terms", terms)
+    yield mem, other, started
+
+
+def test_two_recalls_of_one_session_at_once_share_one_consistent_index(
+    recall_inside_an_index_update: tuple[OpticalMemory, list[object], list[threading.Thread]],
+) -> None:
+    mem, other, started = recall_inside_an_index_update
+    mine = hits(mem, "ORI-1003")
+    [second] = started
+    second.join()
+    fresh = facts_memory(mem.store)  # type: ignore[arg-type]
+    want = hits(fresh, "ORI-1003")
+    assert want and len(set(want)) == len(want)
+    assert other == [want]  # the second recall neither failed nor saw a half-built index
+    assert mine == want
+    assert hits(mem, "ORI-1003") == want  # and no page is indexed twice afterwards
+
+
+# ---------------------------------------------------------------- background recollection
+
+
+class Labelling:
+    """A codec that reads each page back as a label naming its tier, batch by batch.
+
+    ``gate`` (when given) holds every decode until it is set; ``fail_first`` makes the
+    first decode raise, as a codec running out of memory would.
+    """
+
+    name = "labelling"
+    render_settings = None
+
+    def __init__(self, gate: threading.Event | None = None, fail_first: bool = False) -> None:
+        self.gate = gate
+        self.fail_first = fail_first
+        self.started = threading.Event()
+        self.batches: list[int] = []
+
+    def encode(self, images: Sequence[Any], tier: Tier) -> list[VisionTokens]:
+        grid = np.zeros((tier.grid, tier.grid, 1), np.float32)
+        return [VisionTokens(tier, grid, codec=self.name) for _ in images]
+
+    def decode(self, tokens: Sequence[VisionTokens], *,
+               max_new_tokens: int | None = None) -> list[Recollection]:
+        self.started.set()
+        if self.gate is not None:
+            self.gate.wait()
+        if self.fail_first:
+            self.fail_first = False
+            raise RuntimeError("out of memory")
+        self.batches.append(len(tokens))
+        return [Recollection(f"a page read at {t.tier.value}", t.tier, 0.5, 5, codec=self.name)
+                for t in tokens]
+
+
+def talk(n: int) -> list[tuple[str, str]]:
+    return [("user", f"turn {i}: the quarterly plan, line by line, with its owners " * 6)
+            for i in range(n)]
+
+
+def unread_image_pages(mem: OpticalMemory, session: str) -> int:
+    ctx = mem.context(session)
+    jobs = [Job(p.record, p.tier) for p in ctx.pages if p.shown == "image"]
+    assert jobs  # the test needs pages shown as images
+    return mem._artefacts.cached_recollections(session, jobs).count(None)
+
+
+@pytest.mark.timeout(120)
+def test_close_drops_queued_pages_and_waits_for_the_batch_being_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """close() used to queue its stop behind every page waiting to be read, wait up to 30 s
+    for them, then close the store under a worker that went on reading (and logging a
+    failure per batch). Now it drops the queue and waits only for the batch in hand."""
+    gate = threading.Event()
+    codec = Labelling(gate)
+    mem = OpticalMemory(f"sqlite:///{tmp_path}/m.db", codec=codec, render_settings=SMALL,
+                        verbatim_turns=2, recollect="background")
+    for s in range(4):  # a batch per session: more queued than one batch
+        mem.add_many(f"s{s}", talk(40))
+    assert codec.started.wait(60)  # the worker is inside the first decode
+    closer = threading.Thread(target=mem.close, daemon=True)
+    closer.start()
+    assert mem.flush(60)  # returns once close() has dropped the queue
+    gate.set()
+    closer.join(60)
+    assert not closer.is_alive()
+    assert codec.batches and len(codec.batches) == 1  # nothing read after close()
+    assert not any(t.name == "opticmem-recollect" for t in threading.enumerate())
+    assert "background recollection failed" not in caplog.text  # store closed after it
+
+
+def test_a_page_whose_background_reading_failed_is_queued_again() -> None:
+    codec = Labelling(fail_first=True)
+    mem = OpticalMemory(codec=codec, verbatim_turns=2, recollect="background")
+    mem.add_many("s", talk(120))
+    mem.context("s")
+    assert mem.flush(60) and not codec.fail_first  # the first batch failed
+    mem.context("s")  # the codec works again: the pages are queued again
+    assert mem.flush(60)
+    assert unread_image_pages(mem, "s") == 0
+    mem.close()
+
+
+def _child_flushes(mem: OpticalMemory, out: Any) -> None:
+    mem.add_many("child", talk(120))
+    mem.context("child")
+    out.put((mem.flush(20), unread_image_pages(mem, "child")))
+
+
+@pytest.mark.timeout(120)
+def test_background_mode_works_in_a_forked_child() -> None:
+    """A forked child (a pre-fork web server's worker) has none of its parent's threads:
+    its pages used to queue for a worker thread that did not exist, and flush() never
+    returned True."""
+    mem = OpticalMemory(codec=Labelling(), verbatim_turns=2, recollect="background")
+    mem.add_many("parent", talk(120))
+    mem.context("parent")
+    assert mem.flush(60)
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_child_flushes, args=(mem, out))
+    child.start()
+    flushed, unread = out.get(timeout=90)
+    child.join(30)
+    assert child.exitcode == 0
+    assert flushed and unread == 0
+    mem.close()
+
+
+def _child_reads_a_page(mem: OpticalMemory, codec: Labelling, out: Any) -> None:
+    codec.gate = None  # the parent's decode stays held; the child's own must not wait
+    mem.add_many("child", talk(120))
+    out.put(mem.context("child").text().count("a page read at"))
+
+
+@pytest.mark.timeout(120)
+def test_a_child_forked_while_the_codec_reads_can_read_pages() -> None:
+    """The codec lock, held by the parent's worker in the middle of a reading at the
+    fork, used to stay held in the child for good: its first reading never returned."""
+    gate = threading.Event()
+    codec = Labelling(gate)
+    mem = OpticalMemory(codec=codec, verbatim_turns=2, recollect="background")
+    mem.add_many("parent", talk(120))
+    assert codec.started.wait(60)  # the worker holds the codec lock now
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_child_reads_a_page, args=(mem, codec, out))
+    child.start()
+    try:
+        read = out.get(timeout=60)
+    finally:
+        gate.set()
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+        mem.close()
+    assert read > 0 and child.exitcode == 0
