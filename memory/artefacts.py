@@ -195,17 +195,27 @@ class Artefacts:
         out = self.cached_recollections(session, jobs)
         missing = [i for i, r in enumerate(out) if r is None]
         if missing:
-            tokens = self.vision_tokens(session, [jobs[i] for i in missing])
+            tokens = dict(zip(missing, self.vision_tokens(session, [jobs[i] for i in missing]),
+                              strict=True))
             codec = self.codec.get()
             assert codec is not None
-            t0 = time.perf_counter()
             with self.codec.lock:
-                recs = codec.decode(tokens, max_new_tokens=self.decode_max_tokens)
-            log.debug("decoded %d pages in %.2fs", len(missing), time.perf_counter() - t0)
-            for i, rec in zip(missing, recs, strict=True):
-                self.store.put_blob(session, rec_key(name, jobs[i].page, jobs[i].tier),
-                                    recollection_to_bytes(rec))
-                out[i] = rec
-                if self._on_recollected is not None:
+                # Another thread (the background worker, a second caller) may have read some
+                # of these while this one waited for the codec: a page read is seconds of
+                # CPU, so look again. Its blobs are written before it lets the codec go.
+                again = self.cached_recollections(session, [jobs[i] for i in missing])
+                for i, rec in zip(missing, again, strict=True):
+                    out[i] = rec
+                missing = [i for i in missing if out[i] is None]
+                t0 = time.perf_counter()
+                recs = (codec.decode([tokens[i] for i in missing],
+                                     max_new_tokens=self.decode_max_tokens) if missing else [])
+                log.debug("decoded %d pages in %.2fs", len(missing), time.perf_counter() - t0)
+                for i, rec in zip(missing, recs, strict=True):
+                    self.store.put_blob(session, rec_key(name, jobs[i].page, jobs[i].tier),
+                                        recollection_to_bytes(rec))
+                    out[i] = rec
+            if self._on_recollected is not None:
+                for i in missing:
                     self._on_recollected(session, jobs[i].page.page_no)
         return [r for r in out if r is not None]

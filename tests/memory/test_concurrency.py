@@ -18,7 +18,7 @@ import pytest
 
 from opticmem import InMemoryStore, OpticalMemory, RenderSettings, Tier
 from opticmem import recall as recall_module
-from opticmem.artefacts import Job
+from opticmem.artefacts import Job, rec_key, recollection_to_bytes
 from opticmem.encoder.codec import Recollection, VisionTokens
 
 SMALL = RenderSettings(max_rows=6)
@@ -229,3 +229,40 @@ def test_a_child_forked_while_the_codec_reads_can_read_pages() -> None:
             child.kill()
         mem.close()
     assert read > 0 and child.exitcode == 0
+
+
+def test_a_page_read_while_a_caller_waited_for_the_codec_is_not_read_again() -> None:
+    """A caller that found a page unread, then waited for the codec while another thread
+    (the background worker) read that page, used to read it again: seconds of CPU for
+    nothing. It now looks in the cache again once it holds the codec."""
+    codec = Labelling()
+    mem = OpticalMemory(codec=codec, verbatim_turns=2, render_settings=SMALL)
+    mem.add_many("s", talk(30))
+    ctx = mem.context("s")
+    jobs = [Job(p.record, p.tier) for p in ctx.pages if p.shown == "image"][:1]
+    assert jobs
+    art = mem._artefacts
+    looked = threading.Event()
+    real_cached = art.cached_recollections
+
+    def cached(session: str, js: Sequence[Job]) -> list[Recollection | None]:
+        found = real_cached(session, js)
+        looked.set()  # the caller has looked, and found nothing
+        return found
+
+    art.cached_recollections = cached  # type: ignore[method-assign]
+    got: list[list[Recollection]] = []
+    with art.codec.lock:  # another thread is reading: the caller will have to wait
+        caller = threading.Thread(target=lambda: got.append(art.recollections("s", jobs)))
+        caller.start()
+        assert looked.wait(30)
+        # ...and that other thread's reading of the page lands before it lets the codec go.
+        art.cached_recollections = real_cached  # type: ignore[method-assign]
+        [theirs] = codec.decode(art.vision_tokens("s", jobs))
+        key = rec_key(codec.name, jobs[0].page, jobs[0].tier)
+        mem.store.put_blob("s", key, recollection_to_bytes(theirs))
+    caller.join(30)
+    assert not caller.is_alive()
+    assert codec.batches == [1]  # only the other thread's reading: none by the caller
+    assert [r.text for r in got[0]] == [theirs.text]
+    mem.close()
