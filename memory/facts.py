@@ -62,7 +62,7 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     # (pattern, the words that say what kind of fact it is)
     (r"(?:https?|ftp)://[^\s<>\"'`]+", "url link"),
     (r"\bwww\.[^\s<>\"'`]+", "url link"),
-    (r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", "e-mail address"),
+    (r"[\w.+-]{1,64}@[\w-]+(?:\.[\w-]+)+", "e-mail address"),  # local part ≤ 64 (RFC 5321)
     (r"`[^`\n]{1,120}`", "code"),
     (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "id uuid"),
     (r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?(?:Z|[+-]\d{2}:?\d{2})?)?\b", "date"),
@@ -74,21 +74,27 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"\bv?\d+(?:\.\d+){2,3}(?:-[0-9A-Za-z.]+)?\b", "version"),  # three or four parts
     (r"\bv\d+(?:\.\d+)?\b", "version"),
     (r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{7,}\b", "hash"),
-    (r"(?:~|\.{1,2})(?:/[\w.@-]+)+/?|\b[\w.-]*(?:/[\w.@-]+){2,}/?", "path"),
-    (r"\b[\w-]+\.(?:py|js|ts|tsx|json|ya?ml|toml|md|txt|csv|sql|sh|rs|go|java|c|h|cpp)\b",
+    (r"(?:~|\.{1,2})(?:/[\w.@-]+)+/?|\b[\w.-]{0,200}(?:/[\w.@-]+){2,}/?", "path"),
+    (r"\b[\w-]{1,200}\.(?:py|js|ts|tsx|json|ya?ml|toml|md|txt|csv|sql|sh|rs|go|java|c|h|cpp)\b",
      "file"),
     (r"#\d+\b", "ticket issue"),
     (r"\b[A-Z][A-Z0-9]+-\d+\b", "ticket issue key"),  # JIRA-style keys
     (r"\b[A-Za-z_][A-Za-z0-9]*_[A-Za-z0-9_]+\b", "identifier name"),  # snake_case
     (r"\b[a-z]+(?:[A-Z][a-z0-9]*)+\b", "identifier name"),  # camelCase
     (r"\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{3,}\b", "id code"),  # letters + digits
-    (r"[+-]?\b\d[\d,]*(?:\.\d+)?\s?%", "percent"),
+    (r"[+-]?\b\d[\d,]{0,200}(?:\.\d+)?\s?%", "percent"),
     (r"\+?\d[\d ().-]{7,}\d\b", "phone number"),  # phone-like digit runs
     (r"(?<![\w.,])\d+(?:[.,]\d+)+(?![\d])", "number"),  # with separators or decimals
     (r"(?<![\w.,])\d{2,}(?!\d)", "number"),  # two or more digits (also "2026년")
 )
 """What counts as a fact. Leftmost match wins; at one position, the first pattern that
-matches."""
+matches.
+
+A pattern tried at every character of a long run (an e-mail's local part, a path's or a
+file's first name, a percent's digits) scans the run each time, so an unbounded
+repetition there takes quadratic time: 20,000 characters of ``x-x-…`` took 8 s. Those
+repetitions are bounded — a match longer than :data:`MAX_FACT_CHARS` is left out anyway,
+and an e-mail's local part is at most 64 characters."""
 
 _FACT = re.compile("|".join(f"(?P<k{i}>{p})" for i, (p, _) in enumerate(_PATTERNS)))
 _TRAIL = ".,;:!?)]}'\""

@@ -314,6 +314,27 @@ def test_terms_and_passages() -> None:
     assert split_passages("") == []
 
 
+def test_bounded_fact_patterns_find_what_the_unbounded_ones_found() -> None:
+    """The repetitions bounded to keep long runs linear (e-mail local part ≤ 64, a path's
+    or file's first name and a percent's digits ≤ 200) change nothing on real text: the
+    bundled demo conversation's facts are those of the unbounded patterns."""
+    import json
+    from importlib import resources
+
+    from opticmem import facts as facts_module
+
+    unbounded = re.compile(facts_module._FACT.pattern.replace(r"[\w.+-]{1,64}@", r"[\w.+-]+@")
+                           .replace(r"[\w.-]{0,200}(?:/", r"[\w.-]*(?:/")
+                           .replace(r"[\w-]{1,200}\.(?:py", r"[\w-]+\.(?:py")
+                           .replace(r"\d[\d,]{0,200}(?:\.\d+)?\s?%", r"\d[\d,]*(?:\.\d+)?\s?%"))
+    assert not any(b in unbounded.pattern for b in ("{1,64}", "{0,200}", "{1,200}"))
+    data = resources.files("opticmem").joinpath("data", "sample_conversation.jsonl").read_text()
+    text = "\n".join(json.loads(line)["text"] for line in data.splitlines() if line.strip())
+    found = [m.group() for m in facts_module._FACT.finditer(text)]
+    assert len(found) > 100
+    assert found == [m.group() for m in unbounded.finditer(text)]
+
+
 @given(st.text(alphabet="ab9_-./:@# \n서울é", max_size=40))
 def test_compound_terms_start_only_where_a_word_does(text: str) -> None:
     """The look-behind that keeps long joiner-free runs linear changes no match: the same
