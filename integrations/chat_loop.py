@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -372,10 +372,14 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 
 
 # The two overloads overlap (a sync function may return an awaitable); async functions
-# are the ones meant by the first, which is tried first.
+# are the ones meant by the first, which is tried first. It takes a function returning a
+# Coroutine (what `async def` gives, and what _is_async tells apart at run time), not any
+# Awaitable: with Awaitable, a chat function typed with the documented `list[dict[str,
+# Any]]` matched both overloads with different parameter types, and mypy, blaming the
+# `Any`, typed the wrapper as Any.
 @overload
 def with_memory(  # type: ignore[overload-overlap]
-    chat_fn: Callable[[list[Message]], Awaitable[R]],
+    chat_fn: Callable[[list[Message]], Coroutine[Any, Any, R]],
     memory: OpticalMemory,
     *,
     session: str | None = ...,
