@@ -11,7 +11,12 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from opticmem.integrations.chat_loop import AsyncMemoryChat, MemoryChat, with_memory
+from opticmem.integrations.chat_loop import (
+    AsyncMemoryChat,
+    MemoryChat,
+    UnsupportedReplyError,
+    with_memory,
+)
 
 if TYPE_CHECKING:  # real types for type checkers and IDEs; loaded lazily at run time
     from opticmem.integrations.langchain_history import (
@@ -64,6 +69,7 @@ __all__ = [
     "OpticalMemoryMiddleware",
     "OpticalTokenCounter",
     "RecallTool",
+    "UnsupportedReplyError",
     "count_tokens",
     "make_recall_tool",
     "with_memory",
