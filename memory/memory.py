@@ -83,7 +83,7 @@ from opticmem.errors import (
 from opticmem.facts import fact_keywords, facts_line
 from opticmem.lru import LRU
 from opticmem.packing import Frontier, Packer
-from opticmem.policy import OUT, DecayPolicy, decay_policy, tier_of
+from opticmem.policy import OUT, DecayPolicy, PolicyName, decay_policy, tier_of
 from opticmem.recall import Doc, Passage, RecallIndex, split_passages
 from opticmem.records import PageRecord, Turn
 from opticmem.render import ORDER, RenderSettings, Tier
@@ -167,7 +167,7 @@ class OpticalMemory:
         codec: CodecSpec = "bundled",
         cost_model: CostModel | ImageCost | str = "deepseek-ocr",
         text_counter: TextCounter | Any | None = None,
-        policy: DecayPolicy | str = "rank",
+        policy: DecayPolicy | PolicyName = "rank",
         verbatim_turns: int = 8,
         render_settings: RenderSettings | None = None,
         page_max_tokens: int | None = None,
@@ -248,7 +248,7 @@ class OpticalMemory:
         return self._codec.status
 
     @property
-    def codec(self) -> Any:
+    def codec(self) -> Codec | None:
         """The codec (loads the bundled one if needed); ``None`` when there is none."""
         return self._codec.get()
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from opticmem.errors import ConfigurationError
 from opticmem.render import ORDER, Tier
@@ -134,7 +134,12 @@ class PressureDecay:
         return 0 if rank < self.max_pages else OUT
 
 
-def decay_policy(spec: DecayPolicy | str = "rank") -> DecayPolicy:
+PolicyName = Literal["rank", "age", "pressure"]
+"""The named policies (each with its defaults): what ``OpticalMemory(policy=...)`` takes
+besides a :class:`DecayPolicy`."""
+
+
+def decay_policy(spec: DecayPolicy | PolicyName = "rank") -> DecayPolicy:
     """A policy from ``"rank"``, ``"age"``, ``"pressure"`` (defaults) or a policy instance."""
     if isinstance(spec, str):
         named = {"rank": RankDecay, "age": AgeDecay, "pressure": PressureDecay}
