@@ -1,7 +1,10 @@
 """The exceptions opticmem raises, as one small hierarchy users can catch.
 
-Everything derives from :class:`OpticMemError`. Errors about bad arguments also derive
-from ``ValueError`` so generic handlers keep working.
+Everything the memory raises derives from :class:`OpticMemError`, except what a codec or
+its weights raise: :class:`CodecError` (from :mod:`opticmem.encoder`, re-exported here) is
+a root of its own, since the model package does not depend on the memory — catch
+``(OpticMemError, CodecError)`` for both. Errors about bad arguments also derive from
+``ValueError`` so generic handlers keep working.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from opticmem.encoder.codec import CodecError
 
 
 class OpticMemError(Exception):
-    """Base class of every error opticmem raises on purpose."""
+    """Base class of every error the memory, its stores and integrations raise on purpose
+    (a codec's own errors are :class:`CodecError`)."""
 
 
 class InvalidSessionError(OpticMemError, ValueError):
