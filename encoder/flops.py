@@ -9,7 +9,7 @@ SAM's windowed blocks compute attention on the zero-padded grid, as the referenc
 
 >>> from opticmem.encoder.config import preset
 >>> round(encoder_flops(preset("official"), 1024) / 1e12, 2)  # one Base page, TFLOP
-1.13
+1.14
 """
 
 from __future__ import annotations
