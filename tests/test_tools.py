@@ -36,3 +36,11 @@ def test_model_card_reproduces_the_committed_one(tmp_path: Path) -> None:
     proc = tool("write_model_card.py", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes() == (ROOT / "encoder/weights/MODEL_CARD.md").read_bytes()
+
+
+def test_device_bench_refuses_an_unknown_step_before_setting_up() -> None:
+    proc = subprocess.run(["bash", str(ROOT / "tools/device_bench.sh"), "codec", "refdecod"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2
+    assert "unknown step 'refdecod'" in proc.stderr
+    assert "pydantic" not in proc.stderr  # refused before tools/device_setup.sh ran
