@@ -44,3 +44,11 @@ def test_device_bench_refuses_an_unknown_step_before_setting_up() -> None:
     assert proc.returncode == 2
     assert "unknown step 'refdecod'" in proc.stderr
     assert "pydantic" not in proc.stderr  # refused before tools/device_setup.sh ran
+
+
+def test_benchmarks_help_runs_no_benchmark() -> None:
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--help"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: python -m benchmarks")
+    assert "== python -m" not in proc.stdout  # what main() prints before each benchmark
