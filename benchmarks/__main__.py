@@ -7,6 +7,7 @@ machine by hand; they are included here only when CUDA is present.
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -26,7 +27,11 @@ GPU = [
 ]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    # No options, but --help (or a typo) must not start the benchmarks, which rewrite
+    # the committed tables under benchmarks/results/.
+    argparse.ArgumentParser(prog="python -m benchmarks",
+                            description=__doc__.splitlines()[0]).parse_args(argv)
     try:
         import torch
 

@@ -13,8 +13,9 @@ One ``with_memory`` wrapper answers all sessions (``session=`` per call).
 The "model" is a local echo with a simulated latency, so this runs offline; swap in a
 real async client to make it a real bot. Each simulated user sends ``--turns`` messages
 from the bundled sample conversation. At the end the bot prints a summary: sessions,
-stored turns, pages per tier over all sessions, and the largest prompt any call sent
-(never above the budget). ``--fresh`` first deletes the sessions a previous run left.
+stored turns (earlier runs' included; the rate counts this run's), pages per tier over
+all sessions, and the largest prompt any call sent (never above the budget). ``--fresh``
+first deletes the sessions a previous run left.
 """
 
 from __future__ import annotations
@@ -78,9 +79,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         turns += await store.aturn_count(s)
     await memory.aclose()
     store.close()
-    return {"sessions": len(sessions), "turns": turns, "pages_per_tier": tiers,
-            "largest_prompt": largest, "budget": args.budget,
-            "seconds": round(elapsed, 2), "turns_per_second": round(turns / elapsed, 1)}
+    added = 2 * args.sessions * args.turns  # a user turn and its reply per message
+    return {"sessions": len(sessions), "turns": turns, "turns_added": added,
+            "pages_per_tier": tiers, "largest_prompt": largest, "budget": args.budget,
+            "seconds": round(elapsed, 2), "turns_per_second": round(added / elapsed, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary))
         return 0
     print(f"sessions: {summary['sessions']}")
-    print(f"turns stored: {summary['turns']} "
-          f"({summary['turns_per_second']}/s over {summary['seconds']} s)")
+    print(f"turns stored: {summary['turns']} ({summary['turns_added']} this run, "
+          f"{summary['turns_per_second']}/s over {summary['seconds']} s)")
     tiers = summary["pages_per_tier"]
     print("pages per tier: " + ", ".join(f"{k} {v}" for k, v in tiers.items()))
     print(f"largest prompt sent: {summary['largest_prompt']} tokens "

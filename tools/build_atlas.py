@@ -6,7 +6,8 @@ byte-identical. Instead this tool draws every glyph once into fixed 12×24-pixel
 (wide East Asian glyphs take two tiles) and writes ``render/fonts/atlas.npz``; the
 renderer only copies tiles, which makes its output a pure function of text and settings.
 
-Source fonts (Debian packages ``fonts-dejavu-core``, ``fonts-nanum``,
+Needs ``fontTools`` (``pip install fonttools``; not among opticmem's dependencies) and the
+source fonts (Debian packages ``fonts-dejavu-core``, ``fonts-nanum``,
 ``fonts-droid-fallback``), in priority order per code point:
 
 * DejaVu Sans Mono — Latin, Greek, Cyrillic, Arabic subset, symbols, box drawing;

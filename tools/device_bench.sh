@@ -23,6 +23,11 @@
 #   train      benchmarks/train_speed.py: the trainer's loader (14 workers) and its step
 #              per tier, MoE path and batch scale, timed apart (carry data/synth)
 set -uo pipefail
+# A misspelt step would otherwise run nothing, after the setup, on the lent machine's time.
+STEPS="profile decode codec eager stream context attention compile autotune reference refdecode train"
+for a in "$@"; do
+  [[ " $STEPS " == *" $a "* ]] || { echo "unknown step '$a'; steps: $STEPS" >&2; exit 2; }
+done
 source tools/device_setup.sh
 step() { local limit=$1; shift; echo "### $*"; local t=$SECONDS
   timeout "$limit" "$@" 2>&1 | grep -v '^\s*$' | tail -25; echo "(${PIPESTATUS[0]}, $((SECONDS - t)) s)"; }

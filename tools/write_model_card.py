@@ -4,21 +4,24 @@ Reads the shipped config, the training record (``training_log.json``) and the he
 evaluation (``benchmarks/results/codec_eval/eval.json``), so the card never states a
 number that was not measured.
 
-    python tools/write_model_card.py
+    python tools/write_model_card.py                  # rewrites encoder/weights/MODEL_CARD.md
+    python tools/write_model_card.py --out /tmp/card.md   # to compare with the committed card
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import NamedTuple
 
-from opticmem.encoder.bundled import weights_dir
 from opticmem.encoder.checkpoint import read_config
 from opticmem.encoder.model import build_model
 from opticmem.evaluation import Row, kinds_by_tier, kinds_table, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "encoder/weights"
+"""The committed weights (not the installed package's, which may be another copy)."""
 SCHEDULE = ("warm-up 300 steps, cosine over the planned minutes (peak 7e-4, floor 3.5e-5; the "
             "horizon grew as runs were added), then a warm restart to 1.6e-4 decayed back to "
             "the floor over runs 11–12; then two pseudo-word phases, each a warm restart to "
@@ -75,15 +78,20 @@ def phases(table: tuple[tuple[float, float], ...]) -> str:
     return ", then ".join(f"{rate:.0%} from minute {at:g}" for at, rate in table)
 
 
-def main() -> None:
-    wd = weights_dir()
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=WEIGHTS / "MODEL_CARD.md",
+                    help="where to write the card (default: %(default)s)")
+    args = ap.parse_args(argv)
+    wd = WEIGHTS
     cfg = read_config(wd)
     model = build_model(cfg, device="meta")
     n_params = model.num_parameters()
     aligner = sum(p.numel() for p in model.aligner.parameters()) if model.aligner else 0
     size = sum(f.stat().st_size for f in wd.glob("model-*.safetensors"))
-    train = json.loads((wd / "training_log.json").read_text())
-    ev = json.loads((ROOT / "benchmarks/results/codec_eval/eval.json").read_text())
+    train = json.loads((wd / "training_log.json").read_text(encoding="utf-8"))
+    ev = json.loads(
+        (ROOT / "benchmarks/results/codec_eval/eval.json").read_text(encoding="utf-8"))
     with (ROOT / "benchmarks/results/codec_eval/readback.jsonl").open(encoding="utf-8") as f:
         read_back = [ReadBackRow(r["tier"], r["reference"], r["recollected"])
                      for r in map(json.loads, f)]
@@ -117,7 +125,7 @@ def main() -> None:
     trend = "; ".join(
         f"{t} {mean_acc(t, *first5):.3f} → {mean_acc(t, end - 5, end + 1):.3f}"
         for t in ("small", "tiny"))
-    before = {r["tier"]: r for r in json.loads(BEFORE.read_text())["summary"]
+    before = {r["tier"]: r for r in json.loads(BEFORE.read_text(encoding="utf-8"))["summary"]
               if r["group"] == "all"}
     after = {r.tier: r for r in rows if r.group == "all"}
     gains = ", ".join(f"{t} {before[t]['char_precision']:.2%} → {after[t].char_precision:.2%}"
@@ -252,8 +260,8 @@ Of the kinds of character, Small reads {worst['small']} worst, Tiny {worst['tiny
 * Reads only pages of opticmem's renderer at its default layout (104×52 cells of 12×24 px).
 * Numbers and ids fail first; the memory keeps them in the exact-facts sidecar for that reason.
 """
-    (wd / "MODEL_CARD.md").write_text(card)
-    print(f"wrote {wd / 'MODEL_CARD.md'}")
+    args.out.write_text(card, encoding="utf-8", newline="\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ a reading and typing (or answering) time that grows with the text's length::
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import re
@@ -129,7 +130,8 @@ def questions(turns: list[Turn]) -> list[dict[str, object]]:
     return out
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     paths = sorted(SOURCE.glob("week*.txt"))
     turns = parse(paths)
     OUT.parent.mkdir(parents=True, exist_ok=True)
