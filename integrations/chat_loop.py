@@ -146,6 +146,7 @@ class _Call:
     system: tuple[Message, ...]
     turns: tuple[dict[str, Any], ...]
     budget: int  # what the memory's context may cost: the budget less the system prompt
+    whole: int  # the call's whole budget, system prompt included
 
 
 def _as_messages(message: MessageInput | None) -> list[Mapping[str, Any]]:
@@ -255,7 +256,20 @@ class _MemoryLoop(Generic[F]):
                 f"the system prompt costs {budget - left} tokens, the whole budget is "
                 f"{budget}: nothing is left for the conversation"
             )
-        return _Call(name, system, turns, left)
+        return _Call(name, system, turns, left, budget)
+
+    @staticmethod
+    def _too_small(call: _Call, budget: int, exc: BudgetError) -> BudgetError:
+        """``exc`` (the context's budget of ``budget`` cannot hold the newest turn) told in
+        the call's whole budget: the figure to raise ``budget_tokens`` to includes the
+        system prompt and the headings planned for, which the context's budget left out."""
+        if exc.needed is None:
+            return exc
+        needed = exc.needed + call.whole - budget
+        return BudgetError(
+            f"a budget of {call.whole} tokens cannot hold the system prompt and the newest "
+            f"turn ({exc.needed} tokens under this cost model) with what is sent around them; "
+            f"raise budget_tokens to at least {needed}", needed=needed)
 
     def _overshoot(self, ctx: Context, budget: int) -> int:
         """Tokens by which ``ctx`` costs more than ``budget`` once its ``tool`` and
@@ -323,7 +337,10 @@ class MemoryChat(_MemoryLoop[Callable[[list[Message]], R]], Generic[R]):
             self.memory.add_many(call.session, call.turns)
         budget = call.budget
         while True:
-            ctx = self.memory.context(call.session, budget_tokens=budget)
+            try:
+                ctx = self.memory.context(call.session, budget_tokens=budget)
+            except BudgetError as exc:
+                raise self._too_small(call, budget, exc) from None
             over = self._overshoot(ctx, call.budget)
             if over <= 0:
                 break
@@ -352,7 +369,10 @@ class AsyncMemoryChat(_MemoryLoop[Callable[[list[Message]], Awaitable[R]]], Gene
             await self.memory.aadd_many(call.session, call.turns)
         budget = call.budget
         while True:
-            ctx = await self.memory.acontext(call.session, budget_tokens=budget)
+            try:
+                ctx = await self.memory.acontext(call.session, budget_tokens=budget)
+            except BudgetError as exc:
+                raise self._too_small(call, budget, exc) from None
             over = self._overshoot(ctx, call.budget)
             if over <= 0:
                 break

@@ -119,7 +119,8 @@ def plan(
         need = turn_costs[-1] if turn_costs else total
         raise BudgetError(
             f"a budget of {budget} tokens cannot hold even the newest turn, which costs "
-            f"{need} tokens under this cost model; raise budget_tokens to at least {need}"
+            f"{need} tokens under this cost model; raise budget_tokens to at least {need}",
+            needed=need,
         )
     if vis < len(levels):
         new_mark = Mark(pages[vis].page_no, levels[vis])

@@ -31,7 +31,15 @@ class TurnTooLargeError(InvalidTurnError):
 
 class BudgetError(OpticMemError, ValueError):
     """A budget that is not a whole number of tokens ≥ 1, or cannot hold even the newest
-    turn."""
+    turn.
+
+    ``needed``: for a budget too small for the newest turn, the smallest budget that holds
+    it (what the message tells the user to raise ``budget_tokens`` to); else ``None``.
+    """
+
+    def __init__(self, message: str, *, needed: int | None = None) -> None:
+        super().__init__(message)
+        self.needed = needed
 
 
 class ConfigurationError(OpticMemError, ValueError):

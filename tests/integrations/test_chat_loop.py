@@ -92,6 +92,31 @@ def test_a_system_prompt_over_the_budget_is_refused_before_anything_is_stored() 
     assert mem.turns("s") == []
 
 
+def test_a_budget_too_small_for_the_newest_turn_names_the_whole_budget_that_fits() -> None:
+    """The figure to raise budget_tokens to counts the system prompt too: the memory's
+    own error named only the context's share, so raising to it failed again. Sync and
+    async name the same figure, and that budget then works."""
+    system = "You answer in one short sentence and never use lists. " * 3
+    turn = "please summarise the quarterly plan for me, line by line " * 4
+    mem = memory()
+    chat = with_memory(Recorder(), mem, session="s", system=system)
+    with pytest.raises(BudgetError, match="system prompt") as small:
+        chat(turn, budget_tokens=60)
+    needed = small.value.needed
+    assert needed is not None and needed > 60
+    assert f"at least {needed}" in str(small.value)
+    assert needed >= message_tokens([{"role": "system", "content": system}], mem.cost_model)
+
+    async def aecho(messages: list[Message]) -> str:
+        return "ok"
+
+    achat = with_memory(aecho, memory(), session="s", system=system)
+    with pytest.raises(BudgetError) as asmall:
+        asyncio.run(achat(turn, budget_tokens=60))
+    assert asmall.value.needed == needed
+    chat(turn, budget_tokens=needed)  # the named budget holds the call
+
+
 def test_a_failing_model_keeps_the_user_turn_and_a_retry_answers_it() -> None:
     mem = memory()
     calls: list[list[Message]] = []
