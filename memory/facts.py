@@ -78,7 +78,7 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"\b[\w-]{1,200}\.(?:py|js|ts|tsx|json|ya?ml|toml|md|txt|csv|sql|sh|rs|go|java|c|h|cpp)\b",
      "file"),
     (r"#\d+\b", "ticket issue"),
-    (r"\b[A-Z][A-Z0-9]+-\d+\b", "ticket issue key"),  # JIRA-style keys
+    (r"\b[A-Z][A-Z0-9]*-\d+\b", "ticket issue key"),  # JIRA-style keys, and T-100
     (r"\b[A-Za-z_][A-Za-z0-9]*_[A-Za-z0-9_]+\b", "identifier name"),  # snake_case
     (r"\b[a-z]+(?:[A-Z][a-z0-9]*)+\b", "identifier name"),  # camelCase
     (r"\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{3,}\b", "id code"),  # letters + digits

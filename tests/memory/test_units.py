@@ -156,6 +156,12 @@ def test_page_facts_keep_straddling_facts_on_both_pages() -> None:
     assert page_facts([(spans, len(text) - 3, len(text))]) == ()
 
 
+def test_a_one_letter_ticket_key_is_a_fact_whole() -> None:
+    """``T-100`` was kept as a bare ``100`` (keys needed two letters), which cannot answer
+    "which ticket?"."""
+    assert extract_facts("ticket T-100 ships after ORD-12345") == ("T-100", "ORD-12345")
+
+
 def test_facts_line_and_limit() -> None:
     assert facts_line(()) == ""
     many = " ".join(f"T-{i}" for i in range(100))
@@ -167,7 +173,8 @@ def test_facts_line_and_limit() -> None:
     ("2026-03-04", "date"), ("March 4, 2026", "date"), ("15:30", "time"),
     ("$48,250.00", "amount money"), ("₩1,054,000", "amount money"), ("v0.9.1", "version"),
     ("9f86d081884c", "hash"), ("src/app/main.py", "path"), ("main.py", "file"),
-    ("#42", "ticket issue"), ("ABC-123", "ticket issue key"), ("user_id", "identifier name"),
+    ("#42", "ticket issue"), ("ABC-123", "ticket issue key"), ("T-100", "ticket issue key"),
+    ("user_id", "identifier name"),
     ("12.5%", "percent"), ("+82 2 3456 7812", "phone number"), ("1,234", "number"),
     ("hello", ""), ("", ""),
 ])
