@@ -188,6 +188,14 @@ class PageBatches(IterableDataset):
                     buffers[tier] = []
 
 
+def compile_vision(model: OCRModel) -> None:
+    """Run the vision stage through ``torch.compile`` from now on (one graph per tier's
+    batch shape). Compiled in place: ``model.vision = torch.compile(model.vision)`` would
+    wrap it in a module whose parameters are named ``vision._orig_mod.*``, and every
+    checkpoint saved afterwards would carry those names, which no model loads."""
+    model.vision.compile(dynamic=False)
+
+
 def make_optimizer(model: OCRModel, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW as the trainer runs it: no weight decay on norms, embeddings and biases; the
     fused kernel on CUDA."""
@@ -405,8 +413,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
     if cfg.compile:
-        # torch.compile returns an OptimizedModule that forwards DeepEncoder's attributes.
-        model.vision = torch.compile(model.vision, dynamic=False)  # type: ignore[assignment]
+        compile_vision(model)
 
     t_start = time.monotonic()
     first_step = int(progress["step"])

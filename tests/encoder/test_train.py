@@ -22,6 +22,7 @@ from opticmem.encoder.model import build_model
 from opticmem.encoder.train import (
     BATCH_PAGES,
     TrainConfig,
+    compile_vision,
     learning_rate,
     parse_tier_mix,
     scaled_batches,
@@ -100,6 +101,13 @@ def test_train_command_passes_the_batch_scale_and_moe_dispatch_and_refuses_bad_o
     with pytest.raises(InputError, match="moe_dispatch"):  # the library refuses it too
         train(TrainConfig(out_dir=tmp_path / "lib", moe_dispatch="sorted"))  # type: ignore[arg-type]
     assert not (tmp_path / "lib").exists()
+
+
+def test_compiling_the_vision_stage_keeps_the_parameter_names_checkpoints_use() -> None:
+    model = build_model(preset("test"), device="cpu", seed=1)
+    names = list(model.state_dict())
+    compile_vision(model)  # nothing compiles until a forward: this only wraps the call
+    assert list(model.state_dict()) == names
 
 
 def test_train_command_refuses_a_bad_tier_mix_before_training(tmp_path: Path) -> None:
