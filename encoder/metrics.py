@@ -1,10 +1,17 @@
 """How well a codec read a page: character precision, Fox-style word precision, exact ids.
 
 * **Character precision** = 1 − edit distance / max(len(reference), len(hypothesis)):
-  what fraction of the page came back right, penalising both missing and invented text.
+  what fraction of the page came back right, penalising both missing and invented text
+  (Fox's normalised edit distance, subtracted from 1; always in [0, 1]). Characters are
+  Python code points, unnormalised: a combining mark or an emoji modifier is one, CRLF two.
 * **Fox word precision** is DeepSeek-OCR's headline metric (Fox benchmark's tool): the
   share of the hypothesis' distinct whitespace words that occur in the reference. It
   ignores order and repeats, so it is lenient; we report it only to compare with the paper.
+  As in Fox's scoring script (nltk's ``precision`` over the two word sets, text split on
+  whitespace, case and punctuation kept), with two departures: where nltk's precision is
+  undefined (no hypothesis words), an empty reading scores 0.0 — or 1.0 when the reference
+  has no words either; and text is always split on whitespace (Fox segments Chinese with
+  jieba; our Hangul pages are split on their spaces).
 * **Misreads** list where the two differ, with a little context, so a person can see
   *how* reading failed (a dropped tail, a confused glyph, an invented run).
 * **Exact-token rate**: of the reference's numbers and ids (whitespace tokens holding a
@@ -69,10 +76,14 @@ def char_precision(reference: str, hypothesis: str) -> float:
 
 
 def fox_word_precision(reference: str, hypothesis: str) -> float:
-    """|distinct hyp words ∩ ref words| / |distinct hyp words| (0.0 for an empty hypothesis)."""
+    """|distinct hyp words ∩ ref words| / |distinct hyp words|.
+
+    A hypothesis without words scores 0.0, or 1.0 when the reference has none either
+    (nothing to read, nothing read: as :func:`char_precision` of two empty strings).
+    """
     hyp = set(hypothesis.split())
     if not hyp:
-        return 0.0
+        return 0.0 if reference.split() else 1.0
     return len(hyp & set(reference.split())) / len(hyp)
 
 

@@ -8,6 +8,10 @@ reported apart (they are a different reading problem: two-cell glyphs, 11,172 sy
 
 Compression is the page's text tokens (the memory's text counter) over the tier's decoder
 slots — the ratio a budget sees.
+
+A page's decode time is its batch's wall time (encoding and decoding) divided by the pages
+in the batch: an amortised figure at that batch size, the same for every page of a batch,
+not the time one page takes alone.
 """
 
 from __future__ import annotations
@@ -123,7 +127,12 @@ def evaluate(
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One line of the summary table."""
+    """One line of the summary table.
+
+    Compression, character and word precision and seconds are means over the row's pages
+    (each page weighs the same, whatever its length); ``exact_rate`` is pooled: the ids
+    found on all the row's pages over the ids on them (``None`` when they hold none).
+    """
 
     tier: str
     group: str
@@ -154,7 +163,9 @@ def _row(tier: str, group: str, scores: Sequence[PageScore]) -> Row:
 
 
 def summarise(scores: Sequence[PageScore]) -> list[Row]:
-    """Rows per tier: all non-Hangul pages, each 100-token bucket, and Hangul pages."""
+    """Rows per tier: ``all`` (every page that is not a Hangul page), each text-token
+    bucket ``lo-hi`` of those pages (``lo ≤ text tokens < hi``, ``BUCKET`` wide), and
+    ``hangul`` (the Hangul pages, :func:`is_hangul_page`)."""
     rows: list[Row] = []
     for tier in ORDER:
         ts = [s for s in scores if s.tier == tier.value]

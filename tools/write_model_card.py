@@ -233,9 +233,13 @@ Command: `opticmem train --minutes 8` on the GPU machine, repeated (resumable fr
 
 {markdown_table(rows)}
 
-Character precision = 1 − edit distance / max length; Fox word precision is the paper's
-(lenient, set-based) metric; "numbers/ids exact" is the share of the reference's tokens
-holding a digit that come back verbatim. Decoding is the codec's default: greedy with the
+Rows: `all` is every page that is not a Hangul page, `lo-hi` those pages with lo ≤ text
+tokens < hi, `hangul` the Hangul pages. Character precision (1 − edit distance / max
+length) and Fox word precision (the paper's lenient, set-based metric) are means over a
+row's pages; "numbers/ids exact" is pooled over them: of the reference's tokens holding a
+digit, each occurrence, the share that come back verbatim. s/page is a batch's wall time
+(encoding and decoding; `--batch-size`, 16 by default) over its pages, averaged:
+amortised, not one page read alone. Decoding is the codec's default: greedy with the
 no-repeat guard (n-gram 30 over 90 tokens), ending a page once its cursor leaves the last
 row and never above the page's last row of ink (`OCRCodec.stop_past_page`,
 `OCRCodec.read_to_ink`). Reproduce: `opticmem eval` (the held-out sources ship with the

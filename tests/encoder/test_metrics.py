@@ -52,6 +52,25 @@ def test_fox_precision_is_set_based_on_hypothesis() -> None:
     assert fox_word_precision("a", "") == 0.0
 
 
+def test_fox_precision_of_nothing_read_from_nothing_is_perfect() -> None:
+    # As character precision: an empty page read back as empty lost and invented nothing
+    # (Fox's nltk precision is undefined there; 0.0 would mark a perfect read as a miss).
+    assert fox_word_precision("", "") == 1.0
+    assert fox_word_precision(" \n", "\n") == 1.0
+    assert fox_word_precision("", "a") == 0.0
+
+
+def test_char_precision_counts_code_points_unnormalised() -> None:
+    # Exactly the transcript's code points: no Unicode or newline normalisation.
+    assert char_precision("한글", "한굴") == 0.5
+    assert char_precision("e\u0301", "e") == 0.5  # a combining mark is a character
+    assert char_precision("\u00e9", "e\u0301") == 0.0  # NFC against NFD differs
+    assert char_precision("👍🏽", "👍") == 0.5  # emoji with a skin-tone modifier: two
+    assert char_precision("a\r\nb", "a\nb") == 0.75
+    assert char_precision("ab\n", "ab") == pytest.approx(2 / 3)
+    assert char_precision("ab", "ab  ") == 0.5  # longer than the reference: still ≥ 0
+
+
 def test_exact_tokens_and_rate() -> None:
     ref = "Call 555-0100 about ORD-48213-XK, budget $48,250.00 (due 2026-03-04)."
     assert exact_tokens(ref) == ["555-0100", "ORD-48213-XK", "$48,250.00", "2026-03-04"]

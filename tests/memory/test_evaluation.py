@@ -131,3 +131,28 @@ def test_eval_command_rejects_a_missing_text_file(tmp_path: Path) -> None:
                                 env={"COLUMNS": "400"})
     assert result.exit_code != 0
     assert "is not a file" in result.output
+
+
+def test_summary_rows_mean_over_pages_pool_ids_and_bucket_half_open() -> None:
+    def score(page: int, tokens: int, precision: float, found: int, total: int,
+              hangul: bool = False) -> PageScore:
+        return PageScore(page=page, tier="tiny", text_tokens=tokens, slots=73,
+                         compression=tokens / 73, char_precision=precision,
+                         word_precision=precision, exact_found=found, exact_total=total,
+                         seconds=1.0, hangul=hangul, confidence=0.0, reference="",
+                         recollected="")
+
+    scores = [score(0, 199, 1.0, 1, 1), score(1, 200, 0.5, 0, 3), score(2, 299, 0.0, 0, 0),
+              score(3, 900, 0.2, 5, 5, hangul=True)]
+    rows = {r.group: r for r in summarise(scores)}
+    assert list(rows) == ["all", "100-200", "200-300", "hangul"]
+    everything = rows["all"]  # every page that is not Hangul
+    assert everything.pages == 3
+    assert everything.char_precision == pytest.approx(0.5)  # the mean of the pages'
+    assert everything.exact_rate == pytest.approx(1 / 4)  # pooled: 1 of the 4 ids found
+    assert everything.compression == pytest.approx((199 + 200 + 299) / 3 / 73)
+    # Buckets are [lo, lo + 100): 199 in 100-200, 200 and 299 in 200-300.
+    assert (rows["100-200"].pages, rows["200-300"].pages) == (1, 2)
+    assert rows["hangul"].pages == 1 and rows["hangul"].char_precision == pytest.approx(0.2)
+    no_ids = summarise([score(0, 10, 1.0, 0, 0)])[0]
+    assert no_ids.exact_rate is None and "| – |" in markdown_table([no_ids])
