@@ -1029,7 +1029,9 @@ class RedisStore(Store):
             return self._evalsha(self._append_lua, keys, (keys.id_arg, *recs))
         client = self._sync()
         if keys.id_arg:  # digest-keyed session: remember its id for sessions()
-            pipe = client.pipeline(transaction=False)
+            # MULTI/EXEC: a client killed between the two would leave turns whose id
+            # sessions() can never list (same slot, so fine on Cluster).
+            pipe = client.pipeline(transaction=True)
             pipe.rpush(keys.turns, *recs)
             pipe.hsetnx(keys.meta, "id", keys.id_arg)
             length = pipe.execute()[0]
@@ -1041,8 +1043,8 @@ class RedisStore(Store):
         if self._scripted_appends:
             return await self._aevalsha(self._append_lua, keys, (keys.id_arg, *recs))
         client = self._async()
-        if keys.id_arg:
-            pipe = client.pipeline(transaction=False)
+        if keys.id_arg:  # MULTI/EXEC, as in _push
+            pipe = client.pipeline(transaction=True)
             pipe.rpush(keys.turns, *recs)
             pipe.hsetnx(keys.meta, "id", keys.id_arg)
             length = (await pipe.execute())[0]
