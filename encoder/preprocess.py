@@ -53,7 +53,8 @@ def to_rgb(image: Image.Image, *, keep_grey: bool = False) -> Image.Image:
         hi = float(finite.max()) if finite.size else 0.0
         scale = 255.0 / hi if hi > 255.0 else 1.0
         grey = np.nan_to_num(arr * scale, nan=0.0, posinf=255.0, neginf=0.0)
-        image = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8), mode="L")
+        # 2-D uint8 is mode L (Pillow 11.3 deprecates passing mode=).
+        image = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))
     elif image.mode == "La":  # premultiplied alpha: Pillow converts it to "LA" only
         image = image.convert("LA")
     return image if image.mode == "RGB" else image.convert("RGB")

@@ -35,6 +35,7 @@ from opticmem.encoder.errors import InputError
 from opticmem.encoder.examples import IGNORE, Example, collate, make_examples, token_bytes
 from opticmem.encoder.model import OCRModel
 from opticmem.encoder.moe import MoE, TrainDispatch
+from opticmem.encoder.progress import progress_enabled
 from opticmem.render import ORDER, RenderSettings, Tier
 
 log = logging.getLogger(__name__)
@@ -425,7 +426,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # data workers or the GPU step set the pace (more workers, or bigger batches).
     window_wait, asked = 0.0, window_t
     bar = tqdm(total=None, desc="train", unit="step", dynamic_ncols=True,
-               disable=not os.isatty(2) and os.environ.get("OPTICMEM_PROGRESS") != "1")
+               disable=not progress_enabled(os.isatty(2)))
     for batch in loader:
         window_wait += time.monotonic() - asked
         elapsed = (time.monotonic() - t_start) / 60

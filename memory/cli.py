@@ -27,6 +27,7 @@ from rich.table import Table
 
 from opticmem.codecs import CodecSpec, load_bundled_codec
 from opticmem.context import Context
+from opticmem.encoder.progress import progress_enabled
 from opticmem.errors import CodecError, CodecUnavailableError, OpticMemError
 from opticmem.memory import OpticalMemory
 from opticmem.render import ORDER, RenderSettings, Tier, layout_pages, png_bytes, render_page
@@ -78,7 +79,7 @@ def fail(message: str, as_json: bool, code: int = 1) -> typer.Exit:
 def _progress(as_json: bool) -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, disable=as_json or not err.is_terminal, transient=True,
+        console=err, disable=as_json or not progress_enabled(err.is_terminal), transient=True,
     )
 
 

@@ -141,6 +141,7 @@ def eval_command(
     from opticmem.encoder import synth
     from opticmem.encoder.bundled import load_bundled_codec
     from opticmem.encoder.codec import CodecError
+    from opticmem.encoder.progress import progress_enabled
     from opticmem.encoder.tokenizer import count_tokens
     from opticmem.evaluation import (
         evaluate,
@@ -183,7 +184,8 @@ def eval_command(
     model.batch_size = batch_size
     console = Console(stderr=True)
     t0 = time.perf_counter()
-    with Progress(console=console, disable=as_json or not console.is_terminal) as bar:
+    with Progress(console=console,
+                  disable=as_json or not progress_enabled(console.is_terminal)) as bar:
         task = bar.add_task("reading pages", total=len(chosen) * len(tier_list))
         scores = evaluate(model, chosen, count_tokens=count_tokens, tiers=tier_list,
                           batch_size=batch_size, max_new_tokens=max_new_tokens,

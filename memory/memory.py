@@ -929,6 +929,8 @@ class _Worker:
         self._artefacts = artefacts
         self._batch = batch
         self._stopped = False
+        self._reported: LRU[tuple[str, str], bool] = LRU(64)
+        """Failures already logged with their traceback, by exception type and message."""
         self._reset()
         _WORKERS.add(self)
 
@@ -987,13 +989,26 @@ class _Worker:
                 try:
                     if self._artefacts.codec.get() is not None:
                         self._artefacts.recollections(s, jobs)
-                except Exception:  # a background failure must not kill the worker
-                    log.exception("background recollection failed for session %r", s)
+                except Exception as exc:  # a background failure must not kill the worker
+                    self._report(s, exc)
                     for j in jobs:
                         self._seen.discard((s, j.tier.value, _page_ref(j.page)))
             with self._cond:
                 self._busy = 0
                 self._cond.notify_all()
+
+    def _report(self, session: str, exc: Exception) -> None:
+        """Log a failed batch: a failure's traceback once, its repeats at DEBUG.
+
+        A codec that fails for good (out of memory, a broken install) fails every batch;
+        a traceback per batch would bury the application's own log."""
+        key = (type(exc).__qualname__, str(exc))
+        if self._reported.get(key):
+            log.debug("background recollection failed again for session %r: %r", session, exc)
+            return
+        self._reported.put(key, True)
+        log.error("background recollection failed for session %r (repeats of this failure "
+                  "are logged at DEBUG)", session, exc_info=exc)
 
     def wait(self, timeout: float | None) -> bool:
         """Wait until every queued page is read (``True``) or ``timeout`` seconds pass."""

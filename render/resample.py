@@ -19,7 +19,13 @@ from opticmem.render.tiers import Tier
 def to_tier(master: np.ndarray | Image.Image, tier: Tier | str) -> Image.Image:
     """Resample a Large master (square, mode ``L``) to ``tier``'s size."""
     tier = Tier.parse(tier)
-    img = master if isinstance(master, Image.Image) else Image.fromarray(master, mode="L")
+    if isinstance(master, Image.Image):
+        img = master
+    else:  # mode L follows from a 2-D uint8 array (Pillow 11.3 deprecates passing mode=)
+        if master.ndim != 2 or master.dtype != np.uint8:
+            raise ValueError(f"page masters are 2-D uint8 arrays; got {master.ndim}-D "
+                             f"{master.dtype}")
+        img = Image.fromarray(master)
     if img.size[0] != img.size[1]:
         raise ValueError(f"page masters are square; got {img.size[0]}×{img.size[1]}")
     if img.size[0] == tier.pixels:

@@ -12,6 +12,7 @@ nothing.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -90,3 +91,20 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
     finally:
         for server in started:
             server.stop()
+
+
+@pytest.fixture
+def pillow_11_3_fromarray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Image.fromarray`` as Pillow 11.3 has it: passing ``mode=`` is deprecated there
+    (Pillow 12 took the deprecation back), and the supported range includes 11.3."""
+    from PIL import Image
+
+    real = Image.fromarray
+
+    def fromarray(obj: object, mode: str | None = None) -> Image.Image:
+        if mode is not None:
+            warnings.warn("'mode' parameter is deprecated and will be removed in Pillow 13",
+                          DeprecationWarning, stacklevel=2)
+        return real(obj, mode)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image, "fromarray", fromarray)

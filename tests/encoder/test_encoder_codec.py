@@ -250,6 +250,13 @@ def test_high_bit_depth_greys_are_scaled_not_clipped() -> None:
     assert list(np.asarray(to_rgb(ramp))[0, :, 0]) == [0, 127, 255]
 
 
+@pytest.mark.usefixtures("pillow_11_3_fromarray")
+@pytest.mark.filterwarnings("error::DeprecationWarning")
+def test_high_bit_depth_greys_make_no_deprecated_pillow_call() -> None:
+    ramp = Image.fromarray(np.array([[0, 30000, 60000]], dtype=np.uint16))
+    assert list(np.asarray(to_rgb(ramp))[0, :, 0]) == [0, 127, 255]
+
+
 def test_float_greys_with_non_finite_pixels_keep_their_finite_pixels() -> None:
     # One infinite pixel used to set the scale to 0: every pixel became NaN, then black.
     arr = np.array([[np.inf, 1000.0, 500.0, np.nan, -np.inf]], dtype=np.float32)

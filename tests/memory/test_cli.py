@@ -236,3 +236,26 @@ def test_an_out_directory_that_is_a_file_is_refused(tmp_path: Path) -> None:
     for command in (["eval", "--text-file", str(note)], ["train"]):
         result = runner.invoke(app, [*command, "--out", str(taken)])
         assert result.exit_code == 2 and "not a directory" in result.output, result.output
+
+
+@pytest.mark.parametrize(("env", "terminal", "shown"), [
+    (None, True, True), (None, False, False),
+    ("0", True, False), ("off", True, False),  # used to be drawn on a terminal regardless
+    ("1", False, True),
+])
+def test_progress_bars_follow_opticmem_progress(
+    monkeypatch: pytest.MonkeyPatch, env: str | None, terminal: bool, shown: bool,
+) -> None:
+    """OPTICMEM_PROGRESS=0 turns the bars off even on a terminal, =1 turns them on off
+    one; unset, a terminal decides. --json never draws one."""
+    from rich.console import Console
+
+    from opticmem import cli
+
+    if env is None:
+        monkeypatch.delenv("OPTICMEM_PROGRESS", raising=False)
+    else:
+        monkeypatch.setenv("OPTICMEM_PROGRESS", env)
+    monkeypatch.setattr(cli, "err", Console(stderr=True, force_terminal=terminal))
+    assert cli._progress(as_json=False).disable is not shown
+    assert cli._progress(as_json=True).disable

@@ -7,6 +7,7 @@ the guard it checks.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import threading
 from collections.abc import Iterator, Sequence
@@ -173,6 +174,33 @@ def test_a_page_whose_background_reading_failed_is_queued_again() -> None:
     assert mem.flush(60)
     assert unread_image_pages(mem, "s") == 0
     mem.close()
+
+
+class Failing(Labelling):
+    """A codec that fails every batch, as one out of memory for good would."""
+
+    def decode(self, tokens: Sequence[VisionTokens], *,
+               max_new_tokens: int | None = None) -> list[Recollection]:
+        raise RuntimeError("out of memory")
+
+
+def test_a_codec_failing_every_batch_logs_its_traceback_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every failed batch used to log a full traceback at ERROR: a codec that fails for
+    good filled the application's log with the same traceback, batch after batch."""
+    mem = OpticalMemory(codec=Failing(), verbatim_turns=2, recollect="background")
+    with caplog.at_level(logging.DEBUG, logger="opticmem.memory"):
+        for s in range(3):  # a batch per session at least
+            mem.add_many(f"s{s}", talk(60))
+            mem.context(f"s{s}")
+            assert mem.flush(60)
+    mem.close()
+    failed = [r for r in caplog.records if "recollection failed" in r.getMessage()]
+    assert len(failed) >= 3  # every failed batch is still on record
+    errors = [r for r in failed if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and errors[0].exc_info is not None
+    assert all(r.levelno == logging.DEBUG and r.exc_info is None for r in failed[1:])
 
 
 def _child_flushes(mem: OpticalMemory, out: Any) -> None:

@@ -6,6 +6,8 @@ import asyncio
 import dataclasses
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -312,3 +314,29 @@ def test_metadata_round_trips() -> None:
     meta: Mapping[str, Any] = {"user_id": 7, "tags": ["a", "b"]}
     t = mem.add("s", "user", "hi", meta=meta, ts=5.0)
     assert (t.meta, t.ts) == (meta, 5.0) and mem.turns("s")[0].meta == meta
+
+
+def test_the_library_configures_no_logging_and_warns_nothing() -> None:
+    """Inside someone else's application: importing and using the library adds no handler
+    and sets no level on the root logger, and nothing it does warns (-W error)."""
+    script = """
+import logging
+import subprocess
+import sys
+import opticmem, opticmem.integrations, opticmem.encoder
+from opticmem import OpticalMemory
+mem = OpticalMemory(codec=None, budget_tokens=2048)
+for i in range(40):
+    mem.add("s", "user", f"turn {i}: ticket ABC-{i} " + "words " * 60)
+ctx = mem.context("s")
+ctx.text(); ctx.messages(); ctx.messages(format="openai")
+assert mem.recall("s", "ABC-3")
+mem.close()
+root = logging.getLogger()
+assert not root.handlers and root.level == logging.WARNING, (root.handlers, root.level)
+assert not logging.getLogger("opticmem").handlers
+"""
+    done = subprocess.run([sys.executable, "-W", "error", "-c", script],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert not done.stdout and not done.stderr  # no print, no log line, no warning

@@ -25,6 +25,7 @@ from opticmem.render import (
     png_bytes,
     render_page,
 )
+from opticmem.render.resample import to_tier
 from tests.render.sample import sample_page
 
 GOLDEN_PIXELS = {
@@ -81,6 +82,21 @@ def test_a_hand_built_page_with_a_lone_surrogate_draws_a_box() -> None:
 def test_tier_sizes_and_mode(tier: Tier) -> None:
     img = render_page(sample_page(), tier)
     assert img.size == (tier.pixels, tier.pixels) and img.mode == "L"
+
+
+@pytest.mark.usefixtures("pillow_11_3_fromarray")
+@pytest.mark.filterwarnings("error::DeprecationWarning")
+def test_rendering_makes_no_deprecated_pillow_call() -> None:
+    """Every page went through ``Image.fromarray(master, mode="L")``: a DeprecationWarning
+    per page rendered on Pillow 11.3 (an error under ``-W error``)."""
+    img = render_page(sample_page(), Tier.TINY)
+    assert img.mode == "L" and img.size == (Tier.TINY.pixels,) * 2
+
+
+def test_a_master_that_is_not_8_bit_grey_is_refused() -> None:
+    master = draw_page(sample_page())
+    with pytest.raises(ValueError, match="uint8"):
+        to_tier(master.astype(np.float32), Tier.TINY)
 
 
 def test_rendering_is_deterministic_in_process() -> None:
