@@ -41,24 +41,23 @@ from pathlib import Path
 from typing import cast
 
 import torch
-from tokenizers import Tokenizer
 from tqdm import tqdm
 
 from benchmarks import publish
 from benchmarks.encoder_speed import Timer, peak_mib, reset_memory
-from opticmem.encoder import synth
-from opticmem.encoder.bundled import BUNDLED_TOKENIZER, StepOutput, training_step
+from opticmem.encoder.bundled import BUNDLED_TOKENIZER, StepOutput, special_ids, training_step
 from opticmem.encoder.config import preset
-from opticmem.encoder.examples import collate, make_examples, token_bytes
 from opticmem.encoder.model import build_model
-from opticmem.encoder.moe import MoE, TrainDispatch
+from opticmem.encoder.moe import TrainDispatch
 from opticmem.encoder.train import (
+    PageBatches,
     TrainConfig,
     make_optimizer,
     page_loader,
     parse_tier_mix,
     scaled_batches,
     update,
+    use_moe_dispatch,
 )
 from opticmem.render import ORDER, RenderSettings, Tier
 
@@ -84,7 +83,8 @@ class StepRow:
 def loader_rate(cfg: TrainConfig, seconds: float, warmup_batches: int) -> tuple[float, int]:
     """Page-tiers/s of the trainer's loader over ``seconds``, after ``warmup_batches``
     batches (worker start-up); also how many page-tiers were counted."""
-    loader = page_loader(cfg, BUNDLED_TOKENIZER, specials(cfg.preset), run_index=0,
+    loader = page_loader(cfg, BUNDLED_TOKENIZER, special_ids(preset(cfg.preset).decoder),
+                         run_index=0,
                          pin_memory=torch.cuda.is_available())
     batches: Iterator[Batch] = iter(loader)
     for _ in range(warmup_batches):
@@ -97,27 +97,16 @@ def loader_rate(cfg: TrainConfig, seconds: float, warmup_batches: int) -> tuple[
     return rate, count
 
 
-def specials(preset_name: str) -> dict[str, int]:
-    """The special ids :func:`collate` needs, from a preset's config."""
-    d = preset(preset_name).decoder
-    return {"bos": d.bos_token_id, "eos": d.eos_token_id, "pad": d.pad_token_id,
-            "image_id": d.image_token_id}
-
-
-def make_batches(preset_name: str, tier: Tier, pages: int, count: int,
-                 seed: int) -> list[Batch]:
-    """``count`` batches of ``pages`` training pages at ``tier`` (CPU, pinned on CUDA)."""
-    tok = Tokenizer.from_file(str(BUNDLED_TOKENIZER))
-    tok.encode_special_tokens = True
-    table = token_bytes(tok)
-    stream = synth.page_stream(seed, "train", RenderSettings(), pseudo_rate=0.2)
-    out = []
-    for _ in range(count):
-        examples = [make_examples(next(stream), [tier], tok, table)[0] for _ in range(pages)]
-        batch = collate(examples, **specials(preset_name))
-        if torch.cuda.is_available():
-            batch = {k: v.pin_memory() for k, v in batch.items()}
-        out.append(batch)
+def make_batches(cfg: TrainConfig, tier: Tier, pages: int, count: int) -> list[Batch]:
+    """``count`` batches of ``pages`` pages at ``tier``, made as the trainer makes them
+    (:class:`~opticmem.encoder.train.PageBatches`, in this process), pinned on CUDA."""
+    one_tier = replace(cfg, tier_weights={t.value: float(t is tier) for t in ORDER},
+                       tiers_per_page=1, batch_pages={**cfg.batch_pages, tier.value: pages})
+    batches = iter(PageBatches(one_tier, BUNDLED_TOKENIZER,
+                               special_ids(preset(cfg.preset).decoder), run_index=0))
+    out = [next(batches) for _ in range(count)]
+    if torch.cuda.is_available():
+        out = [{k: v.pin_memory() for k, v in batch.items()} for batch in out]
     return out
 
 
@@ -128,9 +117,7 @@ def time_steps(cfg: TrainConfig, device: torch.device, batches: list[Batch], war
     steps are timed whole — so the host queues a step while the GPU runs the last one, as
     in training — and the median run's time per step is returned."""
     model = build_model(preset(cfg.preset), device="cpu", seed=0).to(device).train()
-    for module in model.modules():
-        if isinstance(module, MoE):
-            module.train_dispatch = cfg.moe_dispatch
+    use_moe_dispatch(model, cfg.moe_dispatch)
     opt = make_optimizer(model, cfg, device)
     settings = RenderSettings()
 
@@ -226,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     for moe, scale, tier in tqdm(jobs, desc="steps", unit="variant"):
         pages = (cfg.batch_pages if args.smoke else scaled_batches(scale))[tier.value]
         if (tier, pages) not in made:
-            made[(tier, pages)] = make_batches(cfg.preset, tier, pages, count=2, seed=7)
+            made[(tier, pages)] = make_batches(cfg, tier, pages, count=2)
         run_cfg = replace(cfg, moe_dispatch=cast(TrainDispatch, moe))
         median_s, peak = time_steps(run_cfg, device, made[(tier, pages)], args.warmup,
                                     args.steps)

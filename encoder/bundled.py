@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from opticmem.encoder.config import DecoderConfig
 from opticmem.encoder.examples import IGNORE
 from opticmem.encoder.model import OCRModel
 from opticmem.encoder.preprocess import normalise_pixels
@@ -108,9 +109,9 @@ def training_step(
                       batch["labels"][rows, positions], readout)
 
 
-def special_ids(model: OCRModel) -> dict[str, int]:
-    """Keyword arguments for :func:`~opticmem.encoder.examples.collate`."""
-    d = model.cfg.decoder
+def special_ids(d: DecoderConfig) -> dict[str, int]:
+    """Keyword arguments for :func:`~opticmem.encoder.examples.collate`, from a decoder's
+    config (a model's ``cfg.decoder``, or a preset's without building the model)."""
     return {"bos": d.bos_token_id, "eos": d.eos_token_id, "pad": d.pad_token_id,
             "image_id": d.image_token_id}
 

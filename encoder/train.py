@@ -197,6 +197,14 @@ def compile_vision(model: OCRModel) -> None:
     model.vision.compile(dynamic=False)
 
 
+def use_moe_dispatch(model: OCRModel, dispatch: TrainDispatch) -> None:
+    """Train every MoE layer of ``model`` through ``dispatch``
+    (:attr:`~opticmem.encoder.moe.MoE.train_dispatch`)."""
+    for module in model.modules():
+        if isinstance(module, MoE):
+            module.train_dispatch = dispatch
+
+
 def make_optimizer(model: OCRModel, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW as the trainer runs it: no weight decay on norms, embeddings and biases; the
     fused kernel on CUDA."""
@@ -396,13 +404,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             progress["log"] = old.get("log", [])
     model.to(dev)
     model.train()
-    for module in model.modules():
-        if isinstance(module, MoE):
-            module.train_dispatch = cfg.moe_dispatch
+    use_moe_dispatch(model, cfg.moe_dispatch)
     (out / "train_config.json").write_text(cfg.to_json())
 
     settings = RenderSettings()
-    specials = special_ids(model)
+    specials = special_ids(model.cfg.decoder)
     loader = page_loader(cfg, tok_path, specials, run_index=int(progress["runs"]),
                          pin_memory=dev.type == "cuda")
     table = token_bytes(tok)

@@ -48,7 +48,7 @@ def batch(model: OCRModel) -> dict[str, torch.Tensor]:
     examples = [ex for page in pages for ex in make_examples(page, [Tier.TINY], tok, table)]
     # Transcripts of different lengths: rows are padded, so masks and indices must agree.
     assert len({len(ex.ids) for ex in examples}) == 2
-    return collate(examples, **special_ids(model))
+    return collate(examples, **special_ids(model.cfg.decoder))
 
 
 def _general_forward(model: OCRModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
