@@ -20,13 +20,12 @@ forked child gets fresh locks.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Literal, TypeAlias
 
 from opticmem.encoder.codec import Codec, CodecError
+from opticmem.forks import renew_in_forked_child
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +78,10 @@ class CodecSlot:
             "bundled (not loaded yet)" if spec == "bundled" else f"given: {self._codec_name()}"
         )
         self._on_load = on_load
-        self._new_locks()
-        _SLOTS.add(self)
+        self.after_fork_in_child()
+        renew_in_forked_child(self)
 
-    def _new_locks(self) -> None:
+    def after_fork_in_child(self) -> None:
         """Fresh locks: at construction, and in a forked child, where a lock the parent's
         background reader held at the fork would stay held for good (no thread of the
         parent lives on in the child to release it)."""
@@ -128,14 +127,3 @@ class CodecSlot:
                 self._resolved = True
         return self._codec
 
-
-_SLOTS: weakref.WeakSet[CodecSlot] = weakref.WeakSet()
-"""Every live slot of this process, given fresh locks in a forked child."""
-
-
-def _new_locks_after_fork() -> None:
-    for slot in list(_SLOTS):
-        slot._new_locks()
-
-
-os.register_at_fork(after_in_child=_new_locks_after_fork)

@@ -46,10 +46,8 @@ import hashlib
 import json
 import logging
 import operator
-import os
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -81,6 +79,7 @@ from opticmem.errors import (
     StoreError,
 )
 from opticmem.facts import fact_keywords, facts_line
+from opticmem.forks import renew_in_forked_child
 from opticmem.lru import LRU
 from opticmem.packing import Frontier, Packer
 from opticmem.policy import OUT, DecayPolicy, PolicyName, decay_policy, tier_of
@@ -931,10 +930,10 @@ class _Worker:
         self._stopped = False
         self._reported: LRU[tuple[str, str], bool] = LRU(64)
         """Failures already logged with their traceback, by exception type and message."""
-        self._reset()
-        _WORKERS.add(self)
+        self.after_fork_in_child()
+        renew_in_forked_child(self)
 
-    def _reset(self) -> None:
+    def after_fork_in_child(self) -> None:
         """A new queue, lock and no thread (at construction, and in a forked child)."""
         self._seen: LRU[tuple[str, str, _PageRef], bool] = LRU(100_000)
         """Jobs already queued, by session, tier and the page's identity — not its number:
@@ -1026,15 +1025,3 @@ class _Worker:
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join()
-
-
-_WORKERS: weakref.WeakSet[_Worker] = weakref.WeakSet()
-"""Every live worker of this process, reset in a forked child."""
-
-
-def _reset_workers_after_fork() -> None:
-    for worker in list(_WORKERS):
-        worker._reset()
-
-
-os.register_at_fork(after_in_child=_reset_workers_after_fork)
