@@ -267,14 +267,16 @@ def _lay_out(text: str, prefix: str, settings: RenderSettings) -> TurnLayout:
     col = 0
     brk = -1  # index in ``cur`` after which the line may break (after a space / wide char)
 
-    def emit(upto: int) -> None:
+    def emit(upto: int, at: int) -> None:
+        """Close the line at ``cur[:upto]``; ``at`` is the text offset where a line that
+        shows none of the text sits (an empty line: the newline that ends it)."""
         nonlocal cur, offs, col, brk
         keep, rest = cur[:upto], cur[upto:]
         keep_offs, rest_offs = offs[:upto], offs[upto:]
         while keep and keep[-1] == " ":  # spaces at a break are not drawn
             keep.pop()
             keep_offs.pop()
-        start = next((o for o in keep_offs if o >= 0), rest_offs[0] if rest_offs else 0)
+        start = next((o for o in keep_offs if o >= 0), rest_offs[0] if rest_offs else at)
         end = max((o + 1 for o in keep_offs if o >= 0), default=start)
         lines.append(Line(_composed("".join(keep), atlas), start, end))
         while rest and rest[0] == " " and rest_offs[0] >= 0:
@@ -291,7 +293,7 @@ def _lay_out(text: str, prefix: str, settings: RenderSettings) -> TurnLayout:
             w = 1 if c == " " else atlas.width(c)
             if c == " ":
                 if col + 1 > cols:
-                    emit(len(cur))
+                    emit(len(cur), max(off, 0))
                     continue  # the space that would start the next line is the break
                 cur.append(c)
                 offs.append(off)
@@ -301,9 +303,10 @@ def _lay_out(text: str, prefix: str, settings: RenderSettings) -> TurnLayout:
             if col + w > cols:
                 word = sum(atlas.width(x) for x in cur[brk:]) + w + rest if brk > 0 else 0
                 if w == 2 or brk <= 0 or word > cols:
-                    emit(len(cur))  # wide char, no break point, or a word longer than a line
+                    # a wide char, no break point, or a word longer than a line
+                    emit(len(cur), max(off, 0))
                 else:
-                    emit(brk)  # carry the word in progress to the next line
+                    emit(brk, max(off, 0))  # carry the word in progress to the next line
             if w == 2 and cur:
                 brk = len(cur)
             cur.append(c)
@@ -325,7 +328,7 @@ def _lay_out(text: str, prefix: str, settings: RenderSettings) -> TurnLayout:
         put(_display_chars(ch, atlas)[0] or " ", -1)
     for i, ch in enumerate(text):
         if ch == "\n":
-            emit(len(cur))
+            emit(len(cur), i)
             continue
         if ch == "\t":
             put(" " * (settings.tab_width - col % settings.tab_width), i)
@@ -339,7 +342,7 @@ def _lay_out(text: str, prefix: str, settings: RenderSettings) -> TurnLayout:
             invisible.append(ch)
             continue
         put(shown, i, rest_cells[i + 1])
-    emit(len(cur))
+    emit(len(cur), len(text))
     return TurnLayout(tuple(lines), tuple(missing), tuple(substituted), tuple(invisible))
 
 

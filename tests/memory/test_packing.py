@@ -190,3 +190,16 @@ def test_tiny_pages(rows: int) -> None:
     mem = OpticalMemory(codec=None, render_settings=settings, verbatim_turns=1)
     turns = feed(mem, 20)
     assert_tiles(mem.pages("team"), turns, settings)
+
+
+def test_a_turn_continued_from_a_blank_line_is_not_shown_again_from_its_start() -> None:
+    """A blank line's span pointed at the turn's start (0), so a turn whose sealed pages
+    end just before one was shown whole again as its unsealed rest ("continued from
+    page N"): every word already on the pages, twice in the context and its cost."""
+    mem = OpticalMemory(codec=None, render_settings=RenderSettings(max_rows=2),
+                        verbatim_turns=1)
+    mem.add("s", "user", "alpha\nbeta\ngamma\ndelta\n\nepsilon")
+    mem.add("s", "assistant", "ok")
+    text = mem.context("s").text()
+    assert text.count("alpha") == 1 and text.count("delta") == 1
+    assert [line.start for line in layout_turn(RT("user", "a\n\nb")).lines] == [0, 2, 3]
