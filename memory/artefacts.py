@@ -80,6 +80,10 @@ class Job:
     tier: Tier
 
 
+Item = tuple[str, Job]
+"""A page of some session at some tier: ``(session, job)``."""
+
+
 class Artefacts:
     """Renders, encodes and decodes pages through the store's blob cache."""
 
@@ -103,6 +107,10 @@ class Artefacts:
         self._on_recollected = on_recollected
 
     # ------------------------------------------------------------------ images
+    def know_settings(self, settings: RenderSettings) -> None:
+        """Also draw pages packed with ``settings`` (a worker reads many memories' pages)."""
+        self._settings.setdefault(settings.key(), settings)
+
     def settings_for(self, page: PageRecord) -> RenderSettings:
         s = self._settings.get(page.render_key)
         if s is None:
@@ -151,20 +159,34 @@ class Artefacts:
             )
         return codec.name
 
+    def _blobs_of(self, items: Sequence[Item], keys: Sequence[str]) -> list[bytes | None]:
+        """``keys[i]`` of ``items[i]``'s session: one ``get_blobs`` per session."""
+        found: list[bytes | None] = [None] * len(items)
+        for session, idx in _by_session(items).items():
+            for i, data in zip(idx, self.store.get_blobs(session, [keys[i] for i in idx]),
+                               strict=True):
+                found[i] = data
+        return found
+
     def vision_tokens(self, session: str, jobs: Sequence[Job]) -> list[VisionTokens]:
         """Vision tokens per job: cached, else encoded in one batch per tier."""
+        return self.vision_tokens_of([(session, j) for j in jobs])
+
+    def vision_tokens_of(self, items: Sequence[Item]) -> list[VisionTokens]:
+        """:meth:`vision_tokens` for pages of any sessions: one encode call per tier."""
         name = self._require_codec()
-        keys = [vt_key(name, j.page, j.tier) for j in jobs]
-        found = self.store.get_blobs(session, keys) if jobs else []
-        out: list[VisionTokens | None] = []
-        for data in found:
-            out.append(VisionTokens.from_bytes(data) if data is not None else None)
-        missing = [i for i, v in enumerate(out) if v is None]
+        keys = [vt_key(name, j.page, j.tier) for _, j in items]
+        out: list[VisionTokens | None] = [
+            VisionTokens.from_bytes(data) if data is not None else None
+            for data in self._blobs_of(items, keys)
+        ]
         by_tier: dict[Tier, list[int]] = {}
-        for i in missing:
-            by_tier.setdefault(jobs[i].tier, []).append(i)
+        for i, v in enumerate(out):
+            if v is None:
+                by_tier.setdefault(items[i][1].tier, []).append(i)
         for tier, idx in by_tier.items():
-            images = self.images(session, [jobs[i] for i in idx])
+            images = [img for s, i in _session_runs(items, idx)
+                      for img in self.images(s, [items[k][1] for k in i])]
             codec = self.codec.get()
             assert codec is not None  # checked by _require_codec
             t0 = time.perf_counter()
@@ -172,30 +194,40 @@ class Artefacts:
                 made = codec.encode(images, tier)
             log.debug("encoded %d pages at %s in %.2fs", len(idx), tier.value,
                       time.perf_counter() - t0)
-            for i, vt in zip(idx, made, strict=True):
-                self.store.put_blob(session, keys[i], vt.to_bytes())
+            order = [k for _, i in _session_runs(items, idx) for k in i]
+            for i, vt in zip(order, made, strict=True):
+                self.store.put_blob(items[i][0], keys[i], vt.to_bytes())
                 out[i] = vt
         return [v for v in out if v is not None]
 
     def cached_recollections(self, session: str, jobs: Sequence[Job]) -> list[Recollection | None]:
         """Recollections already in the cache (no model work); ``None`` where absent or
         when the memory has no codec."""
+        return self.cached_recollections_of([(session, j) for j in jobs])
+
+    def cached_recollections_of(self, items: Sequence[Item]) -> list[Recollection | None]:
+        """:meth:`cached_recollections` for pages of any sessions."""
         codec = self.codec.get()
-        if codec is None or not jobs:
-            return [None] * len(jobs)
-        keys = [rec_key(codec.name, j.page, j.tier) for j in jobs]
+        if codec is None or not items:
+            return [None] * len(items)
+        keys = [rec_key(codec.name, j.page, j.tier) for _, j in items]
         return [
             recollection_from_bytes(d, k) if d is not None else None
-            for d, k in zip(self.store.get_blobs(session, keys), keys, strict=True)
+            for d, k in zip(self._blobs_of(items, keys), keys, strict=True)
         ]
 
     def recollections(self, session: str, jobs: Sequence[Job]) -> list[Recollection]:
         """Recollections per job: cached, else decoded — all missing pages in one batch."""
+        return self.recollections_of([(session, j) for j in jobs])
+
+    def recollections_of(self, items: Sequence[Item]) -> list[Recollection]:
+        """:meth:`recollections` for pages of any sessions, in one decode call (what a
+        worker serving many sessions batches: :mod:`opticmem.recollect_worker`)."""
         name = self._require_codec()
-        out = self.cached_recollections(session, jobs)
+        out = self.cached_recollections_of(items)
         missing = [i for i, r in enumerate(out) if r is None]
         if missing:
-            tokens = dict(zip(missing, self.vision_tokens(session, [jobs[i] for i in missing]),
+            tokens = dict(zip(missing, self.vision_tokens_of([items[i] for i in missing]),
                               strict=True))
             codec = self.codec.get()
             assert codec is not None
@@ -203,7 +235,7 @@ class Artefacts:
                 # Another thread (the background worker, a second caller) may have read some
                 # of these while this one waited for the codec: a page read is seconds of
                 # CPU, so look again. Its blobs are written before it lets the codec go.
-                again = self.cached_recollections(session, [jobs[i] for i in missing])
+                again = self.cached_recollections_of([items[i] for i in missing])
                 for i, rec in zip(missing, again, strict=True):
                     out[i] = rec
                 missing = [i for i in missing if out[i] is None]
@@ -212,10 +244,25 @@ class Artefacts:
                                      max_new_tokens=self.decode_max_tokens) if missing else [])
                 log.debug("decoded %d pages in %.2fs", len(missing), time.perf_counter() - t0)
                 for i, rec in zip(missing, recs, strict=True):
-                    self.store.put_blob(session, rec_key(name, jobs[i].page, jobs[i].tier),
+                    session, job = items[i]
+                    self.store.put_blob(session, rec_key(name, job.page, job.tier),
                                         recollection_to_bytes(rec))
                     out[i] = rec
             if self._on_recollected is not None:
                 for i in missing:
-                    self._on_recollected(session, jobs[i].page.page_no)
+                    self._on_recollected(items[i][0], items[i][1].page.page_no)
         return [r for r in out if r is not None]
+
+
+def _by_session(items: Sequence[Item]) -> dict[str, list[int]]:
+    """Indices of ``items`` grouped by session, in order."""
+    groups: dict[str, list[int]] = {}
+    for i, (session, _) in enumerate(items):
+        groups.setdefault(session, []).append(i)
+    return groups
+
+
+def _session_runs(items: Sequence[Item], idx: Sequence[int]) -> list[tuple[str, list[int]]]:
+    """``idx`` grouped by the session of ``items[i]``: the order images are made in."""
+    groups = _by_session([items[i] for i in idx])
+    return [(s, [idx[k] for k in ks]) for s, ks in groups.items()]

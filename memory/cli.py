@@ -1,4 +1,5 @@
-"""The ``opticmem`` command line: ``demo``, ``ingest``, ``render``, ``inspect``.
+"""The ``opticmem`` command line: ``demo``, ``ingest``, ``render``, ``inspect`` (and the
+plugins' ``train``, ``eval``, ``worker``, ``queue``).
 
 Every reporting command takes ``--json`` and then prints exactly one JSON object on
 stdout (progress bars and logs go to stderr). Adding a command: write a function with
@@ -42,7 +43,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-PLUGINS: tuple[str, ...] = ("opticmem.codec_commands",)
+PLUGINS: tuple[str, ...] = ("opticmem.codec_commands", "opticmem.worker_commands")
 """Modules whose ``register(app)`` adds commands, when they are installed."""
 
 out = Console()

@@ -24,9 +24,12 @@ What happens where:
   (:mod:`opticmem.recall`).
 
 Recollection (reading pages back with the codec) happens ``recollect="lazy"`` (default:
-when ``Context.text()``, ``recall`` or :meth:`OpticalMemory.recollect` need it, batched)
-or ``"background"`` (a worker thread reads each page as it is sealed and as it reaches new
-tiers; :meth:`OpticalMemory.flush` waits for it).
+when ``Context.text()``, ``recall`` or :meth:`OpticalMemory.recollect` need it, batched),
+``"background"`` (a worker thread reads each page as it is sealed and as it reaches new
+tiers) or ``"queue"`` (on a Redis store: those pages go onto a Redis Stream that
+``opticmem worker`` processes on GPU machines read, batched across sessions and bots; see
+:mod:`opticmem.recollect_queue`). :meth:`OpticalMemory.flush` waits for either. A page
+not read yet when its text is needed is read in this process, as in lazy mode.
 
 Every store-facing method has an ``a``-prefixed async twin that runs it in a worker
 thread (as LangChain's defaults do), so an event loop never blocks on the store or model.
@@ -48,10 +51,9 @@ import logging
 import operator
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from opticmem.artefacts import Artefacts, Job, rec_key
 from opticmem.budget import Mark, PageOption, plan
@@ -79,11 +81,17 @@ from opticmem.errors import (
     StoreError,
 )
 from opticmem.facts import fact_keywords, facts_line
-from opticmem.forks import renew_in_forked_child
 from opticmem.lru import LRU
 from opticmem.packing import Frontier, Packer
 from opticmem.policy import OUT, DecayPolicy, PolicyName, decay_policy, tier_of
 from opticmem.recall import Doc, Passage, RecallIndex, split_passages
+from opticmem.recollectors import (
+    PageRef,
+    QueueRecollector,
+    Recollector,
+    ThreadRecollector,
+    page_ref,
+)
 from opticmem.records import PageRecord, Turn
 from opticmem.render import ORDER, RenderSettings, Tier
 from opticmem.sessions import (
@@ -96,13 +104,16 @@ from opticmem.store import Store
 from opticmem.stores import open_store
 from opticmem.tokens import TextCounter
 
+if TYPE_CHECKING:
+    from opticmem.recollect_queue import RedisRecollectQueue
+
 log = logging.getLogger(__name__)
 
 TurnInput = Mapping[str, Any] | tuple[str, str] | tuple[str, str, float]
 """A turn for :meth:`OpticalMemory.add_many`: ``{"role", "text", "ts"?, "meta"?}`` or a
 ``(role, text)`` / ``(role, text, ts)`` tuple."""
 
-Recollect = Literal["lazy", "background"]
+Recollect = Literal["lazy", "background", "queue"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +157,9 @@ class OpticalMemory:
         render_settings: page layout (default: the codec's own layout when a codec
             instance that declares one is given, else 104×52 cells on a 1280-pixel page).
         page_max_tokens: optional cap on a page's text tokens (on top of the grid).
-        recollect: ``"lazy"`` or ``"background"`` (see the module docstring).
+        recollect: ``"lazy"``, ``"background"``, ``"queue"`` or a
+            :class:`~opticmem.recollect_queue.RedisRecollectQueue` (see the module
+            docstring). ``"queue"`` needs a Redis store and a codec (the workers' one).
         decode_max_tokens: cap on tokens the codec may produce per page (``None``: the
             codec's own default).
         keep_archive: ``False`` forgets each turn's raw text once it is wholly on a sealed
@@ -170,7 +183,7 @@ class OpticalMemory:
         verbatim_turns: int = 8,
         render_settings: RenderSettings | None = None,
         page_max_tokens: int | None = None,
-        recollect: Recollect = "lazy",
+        recollect: Recollect | RedisRecollectQueue = "lazy",
         decode_max_tokens: int | None = None,
         keep_archive: bool = True,
         max_turn_chars: int = MAX_TURN_CHARS,
@@ -181,9 +194,18 @@ class OpticalMemory:
         budget_tokens = _check_budget(budget_tokens)
         _check_count("verbatim_turns", verbatim_turns,
                      "the newest turn is always verbatim")
-        if recollect not in ("lazy", "background"):
+        if isinstance(recollect, str) and recollect not in ("lazy", "background", "queue"):
             raise ConfigurationError(
-                f"recollect must be 'lazy' or 'background', not {recollect!r}")
+                f"recollect must be 'lazy', 'background', 'queue' or a RedisRecollectQueue, "
+                f"not {recollect!r}")
+        if not isinstance(recollect, str) and not hasattr(recollect, "unfinished"):
+            raise ConfigurationError(
+                f"recollect must be 'lazy', 'background', 'queue' or a RedisRecollectQueue, "
+                f"not {type(recollect).__name__}")
+        if codec is None and not (isinstance(recollect, str) and recollect != "queue"):
+            raise ConfigurationError(
+                "recollect='queue' needs a codec: the memory finds the workers' readings "
+                "under the name of the codec it reads with (use the workers' codec)")
         _check_count("max_turn_chars", max_turn_chars)
         if page_max_tokens is not None:
             _check_count("page_max_tokens", page_max_tokens)
@@ -204,7 +226,7 @@ class OpticalMemory:
             render_settings = codec.render_settings
         self.render_settings = render_settings or RenderSettings()
         self.page_max_tokens = page_max_tokens
-        self.recollect_mode: Recollect = recollect
+        self.recollect_mode: Recollect = recollect if isinstance(recollect, str) else "queue"
         self.keep_archive = keep_archive
         self.max_turn_chars = max_turn_chars
         self.roles = frozenset(roles)
@@ -219,17 +241,43 @@ class OpticalMemory:
                                     decode_max_tokens=decode_max_tokens,
                                     on_recollected=self._recollected)
         self._pages: LRU[tuple[str, int], PageRecord] = LRU(4096)
-        self._refs: LRU[str, _PageRef] = LRU(16_384)
+        self._refs: LRU[str, PageRef] = LRU(16_384)
         """Per session, the newest page in ``_pages`` (``()``: none) that :meth:`_check_cache`
         compares with the store before the cached pages are trusted."""
         self._prices: LRU[tuple[str, PageRecord], PagePrice] = LRU(4096)
         self._indexes: LRU[str, RecallIndex] = LRU(64)
         self._dirty: dict[str, set[int]] = {}
         self._lock = threading.Lock()
-        self._worker: _Worker | None = None
+        self._worker: Recollector | None = None
         if recollect == "background":
-            self._worker = _Worker(self._artefacts)
-            self._worker.start()
+            thread = ThreadRecollector(self._artefacts)
+            thread.start()
+            self._worker = thread
+        elif self.recollect_mode == "queue":
+            self._worker = QueueRecollector(self._queue(recollect), self._codec,
+                                            self.render_settings)
+
+    def _queue(self, given: str | RedisRecollectQueue) -> RedisRecollectQueue:
+        """The recollection queue: ``given``, or (for ``"queue"``) the store's tenant's."""
+        from opticmem.recollect_queue import RedisRecollectQueue
+        from opticmem.redis_store import RedisStore
+
+        store = self.store
+        if not isinstance(store, RedisStore):
+            if self._owns_store:
+                store.close()
+            raise ConfigurationError(
+                "recollect='queue' needs a Redis store, where the workers find the pages "
+                f"and leave their readings; this memory has a {type(store).__name__}")
+        if isinstance(given, str):
+            return RedisRecollectQueue.for_store(store)
+        if given.tenant != store.tenant:
+            if self._owns_store:
+                store.close()
+            raise ConfigurationError(
+                f"the recollection queue serves tenant {given.tenant!r} but the store holds "
+                f"tenant {store.tenant!r}: its workers would not find these pages")
+        return given
 
     def _check_codec_layout(self, codec: Codec) -> None:
         wants = codec.render_settings
@@ -336,7 +384,7 @@ class OpticalMemory:
             return  # nothing of the session is cached
         if ref is not None:
             got = self.store.get_pages(session, ref[0], ref[0] + 1)
-            if got and _page_ref(got[0]) == ref:
+            if got and page_ref(got[0]) == ref:
                 return
             log.info("session %r changed in the store (deleted or expired, then begun "
                      "again); dropping this memory's cached pages", session)
@@ -353,7 +401,7 @@ class OpticalMemory:
         self._pages.put((rec.session, rec.page_no), rec)
         ref = self._refs.get(rec.session)
         if not ref or rec.page_no >= ref[0]:
-            self._refs.put(rec.session, _page_ref(rec))
+            self._refs.put(rec.session, page_ref(rec))
 
     def _last_page(self, session: str, page_count: int) -> PageRecord | None:
         if page_count == 0:
@@ -600,9 +648,10 @@ class OpticalMemory:
                 if lv < OUT]
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait for background recollection to finish (``True``) or ``timeout`` seconds
-        (``False``). Returns at once in lazy mode, and after :meth:`close` (which drops
-        the pages still queued)."""
+        """Wait for background or queued recollection to finish (``True``) or ``timeout``
+        seconds (``False``). Returns at once in lazy mode, and after :meth:`close` (which
+        drops the pages the thread had still to read; pages on a Redis queue stay there for
+        the workers)."""
         return self._worker.wait(timeout) if self._worker is not None else True
 
     # ------------------------------------------------------------------ recall
@@ -865,16 +914,6 @@ class OpticalMemory:
         await asyncio.to_thread(self.close)
 
 
-_PageRef = tuple[()] | tuple[int, int, int, int, int, float, float, int]
-"""What identifies a sealed page in :meth:`OpticalMemory._check_cache`: its number, span,
-times and the hash of its transcript; ``()`` when a session has no cached page."""
-
-
-def _page_ref(page: PageRecord) -> _PageRef:
-    return (page.page_no, page.first_seq, page.first_line, page.last_seq, page.end_line,
-            page.first_ts, page.last_ts, hash(page.transcript))
-
-
 def _check_budget(budget: object) -> int:
     """``budget`` as an ``int`` if it is a whole number of tokens ≥ 1 (any integer type,
     not ``bool``), else :class:`BudgetError`."""
@@ -912,116 +951,3 @@ def _runs(nums: Sequence[int]) -> list[list[int]]:
         else:
             runs.append([n])
     return runs
-
-
-class _Worker:
-    """Background recollection: one daemon thread reading queued pages in batches.
-
-    Fork-safe: a forked child has none of its parent's threads, so in a child the worker
-    drops what the parent had queued and starts its own thread on the first page queued
-    there (the locks are made anew, as the parent's may have been held at the fork).
-    A page whose reading fails is forgotten as queued, so that a later context queues it
-    again (a transient codec or store failure does not leave it unread for good).
-    """
-
-    def __init__(self, artefacts: Artefacts, batch: int = 16) -> None:
-        self._artefacts = artefacts
-        self._batch = batch
-        self._stopped = False
-        self._reported: LRU[tuple[str, str], bool] = LRU(64)
-        """Failures already logged with their traceback, by exception type and message."""
-        self.after_fork_in_child()
-        renew_in_forked_child(self)
-
-    def after_fork_in_child(self) -> None:
-        """A new queue, lock and no thread (at construction, and in a forked child)."""
-        self._seen: LRU[tuple[str, str, _PageRef], bool] = LRU(100_000)
-        """Jobs already queued, by session, tier and the page's identity — not its number:
-        a session deleted or expired and begun again numbers its new pages from 0."""
-        self._cond = threading.Condition(threading.Lock())
-        self._jobs: deque[tuple[str, Job]] = deque()
-        self._busy = 0  # jobs the thread has taken and not finished
-        self._thread: threading.Thread | None = None
-
-    def _ensure_thread(self) -> None:
-        """Start the thread if this process has none yet. Called holding ``_cond``."""
-        if self._thread is None and not self._stopped:
-            self._thread = threading.Thread(target=self._run, name="opticmem-recollect",
-                                            daemon=True)
-            self._thread.start()
-
-    def start(self) -> None:
-        with self._cond:
-            self._ensure_thread()
-
-    def submit(self, session: str, jobs: Sequence[Job]) -> None:
-        with self._cond:
-            if self._stopped:
-                return
-            queued = False
-            for j in jobs:
-                key = (session, j.tier.value, _page_ref(j.page))
-                if self._seen.get(key):
-                    continue
-                self._seen.put(key, True)
-                self._jobs.append((session, j))
-                queued = True
-            if queued:
-                self._ensure_thread()
-                self._cond.notify_all()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._jobs and not self._stopped:
-                    self._cond.wait()
-                if self._stopped:
-                    return
-                batch = [self._jobs.popleft() for _ in range(min(self._batch, len(self._jobs)))]
-                self._busy = len(batch)
-            by_session: dict[str, list[Job]] = {}
-            for s, j in batch:
-                by_session.setdefault(s, []).append(j)
-            for s, jobs in by_session.items():
-                if self._stopped:  # close(): the rest is left to lazy reading
-                    break
-                try:
-                    if self._artefacts.codec.get() is not None:
-                        self._artefacts.recollections(s, jobs)
-                except Exception as exc:  # a background failure must not kill the worker
-                    self._report(s, exc)
-                    for j in jobs:
-                        self._seen.discard((s, j.tier.value, _page_ref(j.page)))
-            with self._cond:
-                self._busy = 0
-                self._cond.notify_all()
-
-    def _report(self, session: str, exc: Exception) -> None:
-        """Log a failed batch: a failure's traceback once, its repeats at DEBUG.
-
-        A codec that fails for good (out of memory, a broken install) fails every batch;
-        a traceback per batch would bury the application's own log."""
-        key = (type(exc).__qualname__, str(exc))
-        if self._reported.get(key):
-            log.debug("background recollection failed again for session %r: %r", session, exc)
-            return
-        self._reported.put(key, True)
-        log.error("background recollection failed for session %r (repeats of this failure "
-                  "are logged at DEBUG)", session, exc_info=exc)
-
-    def wait(self, timeout: float | None) -> bool:
-        """Wait until every queued page is read (``True``) or ``timeout`` seconds pass."""
-        with self._cond:
-            return self._cond.wait_for(
-                lambda: self._stopped or (not self._jobs and not self._busy), timeout)
-
-    def stop(self) -> None:
-        """Drop the pages still queued and wait for the batch being read now, if any, so
-        that the store is not closed under it. Later submits are ignored."""
-        with self._cond:
-            self._stopped = True
-            self._jobs.clear()
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()

@@ -190,7 +190,7 @@ def test_a_codec_failing_every_batch_logs_its_traceback_once(
     """Every failed batch used to log a full traceback at ERROR: a codec that fails for
     good filled the application's log with the same traceback, batch after batch."""
     mem = OpticalMemory(codec=Failing(), verbatim_turns=2, recollect="background")
-    with caplog.at_level(logging.DEBUG, logger="opticmem.memory"):
+    with caplog.at_level(logging.DEBUG, logger="opticmem.recollectors"):
         for s in range(3):  # a batch per session at least
             mem.add_many(f"s{s}", talk(60))
             mem.context(f"s{s}")
@@ -271,21 +271,21 @@ def test_a_page_read_while_a_caller_waited_for_the_codec_is_not_read_again() -> 
     assert jobs
     art = mem._artefacts
     looked = threading.Event()
-    real_cached = art.cached_recollections
+    real_cached = art.cached_recollections_of
 
-    def cached(session: str, js: Sequence[Job]) -> list[Recollection | None]:
-        found = real_cached(session, js)
+    def cached(items: Sequence[tuple[str, Job]]) -> list[Recollection | None]:
+        found = real_cached(items)
         looked.set()  # the caller has looked, and found nothing
         return found
 
-    art.cached_recollections = cached  # type: ignore[method-assign]
+    art.cached_recollections_of = cached  # type: ignore[method-assign]
     got: list[list[Recollection]] = []
     with art.codec.lock:  # another thread is reading: the caller will have to wait
         caller = threading.Thread(target=lambda: got.append(art.recollections("s", jobs)))
         caller.start()
         assert looked.wait(30)
         # ...and that other thread's reading of the page lands before it lets the codec go.
-        art.cached_recollections = real_cached  # type: ignore[method-assign]
+        art.cached_recollections_of = real_cached  # type: ignore[method-assign]
         [theirs] = codec.decode(art.vision_tokens("s", jobs))
         key = rec_key(codec.name, jobs[0].page, jobs[0].tier)
         mem.store.put_blob("s", key, recollection_to_bytes(theirs))

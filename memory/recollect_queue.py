@@ -1,0 +1,280 @@
+"""A Redis Stream of pages waiting to be read back: bots put pages in, GPU workers read them.
+
+A memory made with ``recollect="queue"`` (on a :class:`~opticmem.redis_store.RedisStore`)
+does not read its pages itself: each page it seals, and each page that reaches a new tier
+in a context, goes onto this queue, and workers (``opticmem worker``,
+:mod:`opticmem.recollect_worker`) on machines with a GPU take pages off it in batches
+across sessions, read them, and write the recollections into the same store, where every
+bot process finds them. A bot then needs no model of its own for pages the workers read.
+
+Layout: one stream per tenant, ``opticmem:{T}:recollect``, read by the consumer group
+:data:`GROUP`, and a dead-letter stream ``opticmem:{T}:recollect:dead`` for pages a worker
+gave up on (:meth:`RedisRecollectQueue.dead`). Both share the hash tag ``{T}``, so Redis
+Cluster keeps them in one slot, apart from every session's keys (``{T:S}``).
+A worker acknowledges and deletes each entry it is done with, so the stream holds only
+pages not yet read: its length is the backlog, and the memory knows a page it queued has
+been dealt with when the entry is gone (:meth:`RedisRecollectQueue.unfinished`).
+
+An entry names the page, not its pixels: session, page number and identity (its cache
+id and a digest of its transcript, so a session deleted and begun again never has its new
+page 0 confused with the old one), tier, the codec the memory reads with (``""``: any)
+and the render settings it was packed with. Fields are UTF-8 and JSON; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from opticmem.artefacts import Job, page_id
+from opticmem.errors import CorruptRecordError, StoreError
+from opticmem.records import PageRecord
+from opticmem.redis_store import RedisStore, encode_id, redact_url
+from opticmem.render import RenderSettings, Tier
+
+if TYPE_CHECKING:
+    import redis
+
+log = logging.getLogger(__name__)
+
+GROUP = "opticmem-recollect"
+"""The consumer group every worker reads the queue with."""
+
+DEAD_MAXLEN = 10_000
+"""The dead-letter stream keeps about this many of the newest entries."""
+
+
+def stream_key(tenant: str) -> str:
+    """The tenant's queue: ``opticmem:{T}:recollect`` (``T`` escaped as session ids are)."""
+    return f"opticmem:{{{encode_id(tenant, 'tenant')}}}:recollect"
+
+
+def transcript_digest(page: PageRecord) -> str:
+    """A short digest of what the page shows: part of its identity in a queue entry."""
+    return hashlib.sha256(page.transcript.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedPage:
+    """One queue entry: a page of a session to read at a tier."""
+
+    session: str
+    page_no: int
+    page_id: str
+    digest: str
+    tier: Tier
+    codec: str
+    settings: RenderSettings
+    queued_at: float
+
+    def matches(self, page: PageRecord) -> bool:
+        """True if ``page`` (read from the store now) is the page this entry was made for."""
+        return (page.page_no == self.page_no and page_id(page) == self.page_id
+                and transcript_digest(page) == self.digest)
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "session": self.session, "page": str(self.page_no), "id": self.page_id,
+            "digest": self.digest, "tier": self.tier.value, "codec": self.codec,
+            "settings": json.dumps(asdict(self.settings), separators=(",", ":")),
+            "at": f"{self.queued_at:.3f}",
+        }
+
+    @classmethod
+    def of(cls, session: str, job: Job, codec: str, settings: RenderSettings,
+           now: float) -> QueuedPage:
+        return cls(session, job.page.page_no, page_id(job.page), transcript_digest(job.page),
+                   job.tier, codec, settings, now)
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[bytes, bytes], entry: str) -> QueuedPage:
+        """Parse an entry read from the stream; :class:`CorruptRecordError` naming it if
+        it is not one this module wrote."""
+        try:
+            f = {k.decode("utf-8"): v.decode("utf-8") for k, v in fields.items()}
+            raw = json.loads(f["settings"])
+            if not isinstance(raw, dict):
+                raise TypeError("settings is not an object")
+            raw["labels"] = tuple(tuple(pair) for pair in raw.get("labels", ()))
+            page_no = int(f["page"])
+            if page_no < 0:
+                raise ValueError(f"page number {page_no}")
+            return cls(
+                session=f["session"], page_no=page_no, page_id=f["id"], digest=f["digest"],
+                tier=Tier.parse(f["tier"]), codec=f["codec"],
+                settings=RenderSettings(**raw), queued_at=float(f["at"]),
+            )
+        except (KeyError, ValueError, TypeError, UnicodeDecodeError, AttributeError) as exc:
+            raise CorruptRecordError(f"unreadable recollection queue entry {entry}: "
+                                     f"{type(exc).__name__}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class DeadPage:
+    """An entry a worker gave up on, and why."""
+
+    entry: str
+    """Its id in the dead-letter stream."""
+    fields: dict[str, str]
+    """The queue entry as it was (see :meth:`QueuedPage.to_fields`)."""
+    reason: str
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """The queue's state: entries waiting (not yet given to a worker), taken (given to a
+    worker, not yet done), dead letters, and the workers the group has seen."""
+
+    waiting: int
+    taken: int
+    dead: int
+    consumers: int
+
+    @property
+    def backlog(self) -> int:
+        return self.waiting + self.taken
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class RedisRecollectQueue:
+    """The recollection queue of one tenant on a Redis server (see the module docstring).
+
+    Build it on a store's server with :meth:`for_store`, or from a client you hold.
+    The client must use ``decode_responses=False``.
+    """
+
+    def __init__(self, client: redis.Redis, *, tenant: str = "default",
+                 where: str | None = None) -> None:
+        self.client: Any = client
+        """redis-py types stream replies as sync-or-async unions: kept as ``Any`` here and
+        parsed field by field where read."""
+        self.tenant = tenant
+        self.key = stream_key(tenant)
+        self.dead_key = f"{self.key}:dead"
+        self.where = where or "Redis"
+        """Where the server is, for messages (no password)."""
+
+    @classmethod
+    def for_store(cls, store: RedisStore) -> RedisRecollectQueue:
+        """The queue of ``store``'s tenant, on its server, through its sync client."""
+        return cls(store._sync(), tenant=store.tenant, where=store.url)
+
+    @classmethod
+    def from_url(cls, url: str, *, tenant: str = "default") -> RedisRecollectQueue:
+        import redis
+
+        return cls(redis.Redis.from_url(url, decode_responses=False), tenant=tenant,
+                   where=redact_url(url))
+
+    def _fail(self, what: str, exc: Exception) -> StoreError:
+        return StoreError(f"recollection queue {self.key} at {self.where}: {what} failed: {exc}")
+
+    # ------------------------------------------------------------------ producing
+    def submit(
+        self, session: str, jobs: Sequence[Job], *, codec: str, settings: RenderSettings
+    ) -> list[str]:
+        """Queue ``jobs`` of ``session`` (one round trip); the entries' ids.
+
+        ``codec`` names the codec whose recollections the memory will look for (``""``:
+        whatever the worker reads with)."""
+        import redis
+
+        if not jobs:
+            return []
+        now = time.time()
+        pipe = self.client.pipeline(transaction=False)
+        for job in jobs:
+            pipe.xadd(self.key, QueuedPage.of(session, job, codec, settings, now).to_fields())
+        try:
+            return [_text(i) for i in pipe.execute()]
+        except redis.exceptions.RedisError as exc:
+            raise self._fail("queueing pages", exc) from exc
+
+    def unfinished(self, entries: Sequence[str]) -> set[str]:
+        """Those of ``entries`` still in the queue (not yet read, nor given up on)."""
+        import redis
+
+        if not entries:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for e in entries:
+            pipe.xrange(self.key, e, e, count=1)
+        try:
+            found = pipe.execute()
+        except redis.exceptions.RedisError as exc:
+            raise self._fail("looking up queued pages", exc) from exc
+        return {e for e, hit in zip(entries, found, strict=True) if hit}
+
+    # ------------------------------------------------------------------ consuming
+    def ensure_group(self) -> None:
+        """Create the consumer group (and the stream) if absent; entries queued before
+        the first worker started are read too."""
+        import redis
+
+        try:
+            self.client.xgroup_create(self.key, GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise self._fail("creating the consumer group", exc) from exc
+
+    def done(self, entries: Sequence[str]) -> None:
+        """Acknowledge and delete ``entries`` in one transaction."""
+        if not entries:
+            return
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xack(self.key, GROUP, *entries)
+        pipe.xdel(self.key, *entries)
+        pipe.execute()
+
+    def bury(self, entry: str, fields: Mapping[bytes, bytes], reason: str,
+             deliveries: int) -> None:
+        """Move ``entry`` to the dead-letter stream with ``reason``, and off the queue."""
+        dead = {k.decode("utf-8", "replace"): v for k, v in fields.items()
+                if k not in (b"reason", b"entry", b"deliveries")}
+        dead.update({"reason": reason[:2000].encode(), "entry": entry.encode(),
+                     "deliveries": str(deliveries).encode()})
+        pipe = self.client.pipeline(transaction=True)
+        pipe.xadd(self.dead_key, dead, maxlen=DEAD_MAXLEN, approximate=True)
+        pipe.xack(self.key, GROUP, entry)
+        pipe.xdel(self.key, entry)
+        pipe.execute()
+        log.warning("gave up on recollection queue entry %s after %d deliveries: %s",
+                    entry, deliveries, reason)
+
+    # ------------------------------------------------------------------ looking
+    def stats(self) -> QueueStats:
+        """How many entries wait, are taken, and are dead; how many workers were seen."""
+        import redis
+
+        try:
+            length = int(self.client.xlen(self.key))
+            dead = int(self.client.xlen(self.dead_key))
+            groups = self.client.xinfo_groups(self.key) if self.client.exists(self.key) else []
+        except redis.exceptions.RedisError as exc:
+            raise self._fail("reading its state", exc) from exc
+        taken = consumers = 0
+        for g in groups:
+            if _text(g.get("name", g.get(b"name", b""))) == GROUP:
+                taken = int(g.get("pending", g.get(b"pending", 0)))
+                consumers = int(g.get("consumers", g.get(b"consumers", 0)))
+        return QueueStats(waiting=length - taken, taken=taken, dead=dead, consumers=consumers)
+
+    def dead(self, count: int = 100) -> list[DeadPage]:
+        """The newest ``count`` dead letters, newest first."""
+        out = []
+        for entry, fields in self.client.xrevrange(self.dead_key, count=count):
+            f = {_text(k): _text(v) for k, v in fields.items()}
+            reason = f.pop("reason", "")
+            f.pop("entry", None)
+            deliveries = int(f.pop("deliveries", "0") or 0)
+            out.append(DeadPage(_text(entry), f, reason, deliveries))
+        return out

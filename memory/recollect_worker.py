@@ -1,0 +1,304 @@
+"""A worker that reads queued pages back for every bot of a tenant: ``opticmem worker``.
+
+Run one per GPU (or several on one machine: each is a consumer of the same group, and
+Redis gives every entry to one of them). A worker takes up to ``batch_size`` entries at
+a time from the tenant's queue (:mod:`opticmem.recollect_queue`), reads the pages from
+the store, encodes and decodes them in one batch per tier whatever session they come
+from, writes the recollections into the store under the codec's name, and
+acknowledges the entries (deleting them: the stream holds only the backlog).
+
+What can go wrong, and what the worker does:
+
+* **A page is gone** (the session was deleted, expired, or begun again with a different
+  page under that number): nothing to read; the entry is acknowledged (``stale``).
+* **An entry that cannot be read** (not written by opticmem), **names another codec**
+  (the memory would never find this worker's readings) or **a page packed with other
+  render settings** than its entry says: moved to the dead-letter stream at once.
+* **Reading fails** (a codec or store error): the batch is retried page by page, and the
+  pages that fail are left pending. After ``claim_idle`` seconds any worker of the group
+  (this one included) claims them again (``XAUTOCLAIM``), as it claims the entries of a
+  worker that died mid-batch. An entry delivered more than ``max_deliveries`` times is
+  moved to the dead-letter stream instead of being tried again — so a page that kills
+  its worker (out of memory) cannot kill every worker in turn.
+* **Redis is unreachable**: the store's retries apply to page reads and writes; a step
+  that still fails is logged and the loop backs off (up to 30 s) and goes on.
+
+Writing a recollection twice (two workers, or a retry after a lost acknowledgement) is
+harmless: the codec is deterministic and the blob is overwritten with the same bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from opticmem.artefacts import Artefacts, Item, Job
+from opticmem.codecs import CodecSlot
+from opticmem.encoder.codec import Codec
+from opticmem.errors import CorruptRecordError, OpticMemError
+from opticmem.recollect_queue import GROUP, QueuedPage, RedisRecollectQueue
+from opticmem.recollectors import FailureLog
+from opticmem.records import PageRecord
+from opticmem.redis_store import RedisStore
+from opticmem.render import RenderSettings
+
+log = logging.getLogger(__name__)
+
+Entry = tuple[str, dict[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """What one step of the worker did."""
+
+    taken: int
+    """Entries taken off the queue (new ones and reclaimed ones)."""
+    read: int
+    """Pages decoded by this worker."""
+    cached: int
+    """Pages some worker (or the memory itself) had read already."""
+    stale: int
+    """Pages no longer in their session."""
+    dead: int
+    """Entries moved to the dead-letter stream."""
+    failed: int
+    """Pages whose reading failed, left for a retry."""
+    seconds: float
+    tiers: dict[str, int] = field(default_factory=dict)
+    """Pages read or found read, by tier."""
+
+
+@dataclass(slots=True)
+class WorkerTotals:
+    """What :meth:`RecollectWorker.run` did in all."""
+
+    batches: int = 0
+    read: int = 0
+    cached: int = 0
+    stale: int = 0
+    dead: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+    def add(self, r: BatchReport) -> None:
+        self.batches += 1
+        self.read += r.read
+        self.cached += r.cached
+        self.stale += r.stale
+        self.dead += r.dead
+        self.failed += r.failed
+        self.seconds += r.seconds
+
+
+def default_consumer() -> str:
+    """``host-pid``: unique among live workers, readable in ``XINFO CONSUMERS``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class RecollectWorker:
+    """Reads the pages queued for ``store``'s tenant with ``codec`` (see the module
+    docstring). ``claim_idle`` is how long (seconds) an entry may sit taken by a worker
+    before another may claim it: longer than a batch takes."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        codec: Codec,
+        *,
+        consumer: str | None = None,
+        batch_size: int = 32,
+        max_deliveries: int = 5,
+        claim_idle: float = 300.0,
+        decode_max_tokens: int | None = None,
+        queue: RedisRecollectQueue | None = None,
+    ) -> None:
+        for name, value in (("batch_size", batch_size), ("max_deliveries", max_deliveries)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number ≥ 1, got {value!r}")
+        if not claim_idle > 0:
+            raise ValueError(f"claim_idle must be positive seconds, got {claim_idle!r}")
+        self.store = store
+        self.codec = codec
+        self.queue = queue or RedisRecollectQueue.for_store(store)
+        self.consumer = consumer or default_consumer()
+        self.batch_size = batch_size
+        self.max_deliveries = max_deliveries
+        self.claim_idle = claim_idle
+        self._artefacts = Artefacts(store, codec.render_settings or RenderSettings(),
+                                    CodecSlot(codec), decode_max_tokens=decode_max_tokens)
+        self._failures = FailureLog("reading queued pages")
+        self._group_ready = False
+
+    # ------------------------------------------------------------------ taking entries
+    def _take(self, block: float) -> tuple[list[Entry], dict[str, int]]:
+        """Entries to work on, and how often each was delivered: reclaimed ones first
+        (idle for ``claim_idle`` in some worker's hands), then new ones."""
+        q = self.queue
+        client: Any = q.client
+        if not self._group_ready:
+            q.ensure_group()
+            self._group_ready = True
+        idle_ms = max(1, round(self.claim_idle * 1000))
+        claimed = client.xautoclaim(q.key, GROUP, self.consumer, idle_ms, start_id="0-0",
+                                    count=self.batch_size)
+        entries: list[Entry] = [(_id(e), f) for e, f in claimed[1] if f is not None]
+        deliveries: dict[str, int] = {}
+        if entries:
+            pipe = client.pipeline(transaction=False)
+            for e, _ in entries:
+                pipe.xpending_range(q.key, GROUP, e, e, 1)
+            for (e, _), info in zip(entries, pipe.execute(), strict=True):
+                deliveries[e] = int(info[0]["times_delivered"]) if info else 1
+        room = self.batch_size - len(entries)
+        if room > 0:
+            wait = None if entries or block <= 0 else max(1, round(block * 1000))
+            got = client.xreadgroup(GROUP, self.consumer, {q.key: ">"}, count=room, block=wait)
+            for _, stream_entries in got or []:
+                for e, f in stream_entries:
+                    entries.append((_id(e), f))
+                    deliveries[_id(e)] = 1
+        return entries, deliveries
+
+    # ------------------------------------------------------------------ one step
+    def step(self, block: float = 0.0) -> BatchReport | None:
+        """Take one batch and deal with it; ``None`` if the queue had nothing for this
+        worker (after waiting up to ``block`` seconds for new entries)."""
+        t0 = time.perf_counter()
+        entries, deliveries = self._take(block)
+        if not entries:
+            return None
+        done: list[str] = []
+        dead = stale = 0
+        todo: list[tuple[Entry, QueuedPage]] = []
+        for entry, fields in entries:
+            n = deliveries.get(entry, 1)
+            if n > self.max_deliveries:
+                self.queue.bury(entry, fields, f"delivered {n} times without being read "
+                                "(each try failed, or killed its worker)", n)
+                dead += 1
+                continue
+            try:
+                todo.append(((entry, fields), QueuedPage.from_fields(fields, entry)))
+            except CorruptRecordError as exc:
+                self.queue.bury(entry, fields, str(exc), n)
+                dead += 1
+        items: list[Item] = []
+        item_entries: list[str] = []
+        pages = self._pages([q for _, q in todo])
+        for ((entry, fields), q), page in zip(todo, pages, strict=True):
+            why = self._refusal(q, page)
+            if why is not None:
+                self.queue.bury(entry, fields, why, deliveries.get(entry, 1))
+                dead += 1
+            elif page is None or not q.matches(page):
+                log.debug("queued page %s of session %r is gone; skipped", q.page_id, q.session)
+                stale += 1
+                done.append(entry)
+            else:
+                self._artefacts.know_settings(q.settings)
+                items.append((q.session, Job(page, q.tier)))
+                item_entries.append(entry)
+        read, cached, failed, ok = self._read(items)
+        done += [e for e, good in zip(item_entries, ok, strict=True) if good]
+        self.queue.done(done)
+        tiers = Counter(job.tier.value for (_, job), good in zip(items, ok, strict=True) if good)
+        report = BatchReport(taken=len(entries), read=read, cached=cached, stale=stale,
+                             dead=dead, failed=failed, seconds=time.perf_counter() - t0,
+                             tiers=dict(tiers))
+        log.info("read %d pages (%d already read, %d stale, %d dead, %d failed) in %.2fs",
+                 read, cached, stale, dead, failed, report.seconds)
+        return report
+
+    def _refusal(self, q: QueuedPage, page: PageRecord | None) -> str | None:
+        """Why this worker must not read ``q`` at all (dead letter), or ``None``."""
+        if q.codec and q.codec != self.codec.name:
+            return (f"queued for codec {q.codec!r}; this worker reads with "
+                    f"{self.codec.name!r}, whose readings that memory would never look up")
+        if page is not None and q.matches(page) and q.settings.key() != page.render_key:
+            return (f"the entry's render settings ({q.settings.key()}) are not those the "
+                    f"page was packed with ({page.render_key})")
+        return None
+
+    def _pages(self, queued: Sequence[QueuedPage]) -> list[PageRecord | None]:
+        """The page record of each entry as the store holds it now (``None``: gone)."""
+        out: list[PageRecord | None] = []
+        for q in queued:
+            got = self.store.get_pages(q.session, q.page_no, q.page_no + 1)
+            out.append(got[0] if got else None)
+        return out
+
+    def _read(self, items: Sequence[Item]) -> tuple[int, int, int, list[bool]]:
+        """Read ``items`` in one batch, or one by one if the batch fails: pages decoded,
+        pages found read, pages failed, and which succeeded."""
+        if not items:
+            return 0, 0, 0, []
+        found = self._artefacts.cached_recollections_of(items)
+        cached = sum(r is not None for r in found)
+        try:
+            self._artefacts.recollections_of(items)
+            return len(items) - cached, cached, 0, [True] * len(items)
+        except (OpticMemError, RuntimeError, ValueError, OSError) as exc:
+            if len(items) == 1:
+                self._failures.report(exc, items[0][0])
+                return 0, cached, 1, [False]
+            log.warning("a batch of %d pages failed (%s); reading them one by one",
+                        len(items), exc)
+        ok = []
+        for item in items:
+            try:
+                self._artefacts.recollections_of([item])
+                ok.append(True)
+            except (OpticMemError, RuntimeError, ValueError, OSError) as exc:
+                self._failures.report(exc, item[0])
+                ok.append(False)
+        failed = ok.count(False)
+        return len(items) - cached - failed, cached, failed, ok
+
+    # ------------------------------------------------------------------ the loop
+    def run(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        once: bool = False,
+        block: float = 2.0,
+        on_batch: Callable[[BatchReport], None] | None = None,
+    ) -> WorkerTotals:
+        """Work until ``stop`` is set — or, with ``once``, until the queue has nothing for
+        this worker (the backlog drained; entries another worker holds are left to it).
+        ``on_batch`` is called after every batch."""
+        stop = stop or threading.Event()
+        totals = WorkerTotals()
+        failures = 0
+        while not stop.is_set():
+            try:
+                report = self.step(block=0.0 if once else block)
+                failures = 0
+            except (redis.exceptions.RedisError, OpticMemError) as exc:
+                failures += 1
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                self._failures.report(exc)
+                log.warning("worker step failed (%s); again in %.1fs", exc, delay)
+                if stop.wait(delay):
+                    break
+                continue
+            if report is None:
+                if once:
+                    break
+                continue
+            totals.add(report)
+            if on_batch is not None:
+                on_batch(report)
+        return totals
+
+
+def _id(entry: bytes | str) -> str:
+    return entry.decode() if isinstance(entry, bytes) else entry

@@ -1,0 +1,250 @@
+"""Who reads a memory's pages back when they are sealed or reach a new tier.
+
+``OpticalMemory(recollect=...)`` picks one: ``"lazy"`` has none (pages are read when a
+context's text or a recall needs them), ``"background"`` a :class:`ThreadRecollector`
+(a thread of this process), ``"queue"`` a :class:`QueueRecollector` (workers elsewhere,
+fed through a Redis Stream: :mod:`opticmem.recollect_queue`). Each takes pages with
+``submit``, waits with ``wait`` (:meth:`OpticalMemory.flush`) and stops with ``stop``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from opticmem.artefacts import Artefacts, Job
+from opticmem.codecs import CodecSlot
+from opticmem.errors import StoreError
+from opticmem.forks import renew_in_forked_child
+from opticmem.lru import LRU
+from opticmem.records import PageRecord
+from opticmem.render import RenderSettings
+
+if TYPE_CHECKING:
+    from opticmem.recollect_queue import RedisRecollectQueue
+
+log = logging.getLogger(__name__)
+
+PageRef = tuple[()] | tuple[int, int, int, int, int, float, float, int]
+"""What identifies a sealed page: its number, span, times and the hash of its transcript
+(a session deleted or expired and begun again numbers its new pages from 0); ``()`` when
+there is no page."""
+
+
+def page_ref(page: PageRecord) -> PageRef:
+    return (page.page_no, page.first_seq, page.first_line, page.last_seq, page.end_line,
+            page.first_ts, page.last_ts, hash(page.transcript))
+
+
+class Recollector(Protocol):
+    def submit(self, session: str, jobs: Sequence[Job]) -> None:
+        """Have ``jobs`` of ``session`` read back (each page once per tier)."""
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait until every page submitted is dealt with (``True``) or ``timeout`` passes."""
+
+    def stop(self) -> None:
+        """Submit nothing more."""
+
+
+class FailureLog:
+    """Logs a failure's traceback once, its repeats at DEBUG.
+
+    A codec or server that fails for good (out of memory, a broken install, Redis down)
+    fails every batch; a traceback per batch would bury the application's own log."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._reported: LRU[tuple[str, str], bool] = LRU(64)
+
+    def report(self, exc: Exception, session: str | None = None) -> None:
+        where = f" for session {session!r}" if session is not None else ""
+        key = (type(exc).__qualname__, str(exc))
+        if self._reported.get(key):
+            log.debug("%s failed again%s: %r", self.what, where, exc)
+            return
+        self._reported.put(key, True)
+        log.error("%s failed%s (repeats of this failure are logged at DEBUG)",
+                  self.what, where, exc_info=exc)
+
+
+class ThreadRecollector:
+    """``recollect="background"``: one daemon thread reading queued pages in batches.
+
+    Fork-safe: a forked child has none of its parent's threads, so in a child the worker
+    drops what the parent had queued and starts its own thread on the first page queued
+    there (the locks are made anew, as the parent's may have been held at the fork).
+    A page whose reading fails is forgotten as queued, so that a later context queues it
+    again (a transient codec or store failure does not leave it unread for good).
+    """
+
+    def __init__(self, artefacts: Artefacts, batch: int = 16) -> None:
+        self._artefacts = artefacts
+        self._batch = batch
+        self._stopped = False
+        self._failures = FailureLog("background recollection")
+        self.after_fork_in_child()
+        renew_in_forked_child(self)
+
+    def after_fork_in_child(self) -> None:
+        """A new queue, lock and no thread (at construction, and in a forked child)."""
+        self._seen: LRU[tuple[str, str, PageRef], bool] = LRU(100_000)
+        """Jobs already queued, by session, tier and the page's identity — not its number:
+        a session deleted or expired and begun again numbers its new pages from 0."""
+        self._cond = threading.Condition(threading.Lock())
+        self._jobs: deque[tuple[str, Job]] = deque()
+        self._busy = 0  # jobs the thread has taken and not finished
+        self._thread: threading.Thread | None = None
+
+    def _ensure_thread(self) -> None:
+        """Start the thread if this process has none yet. Called holding ``_cond``."""
+        if self._thread is None and not self._stopped:
+            self._thread = threading.Thread(target=self._run, name="opticmem-recollect",
+                                            daemon=True)
+            self._thread.start()
+
+    def start(self) -> None:
+        with self._cond:
+            self._ensure_thread()
+
+    def submit(self, session: str, jobs: Sequence[Job]) -> None:
+        with self._cond:
+            if self._stopped:
+                return
+            queued = False
+            for j in jobs:
+                key = (session, j.tier.value, page_ref(j.page))
+                if self._seen.get(key):
+                    continue
+                self._seen.put(key, True)
+                self._jobs.append((session, j))
+                queued = True
+            if queued:
+                self._ensure_thread()
+                self._cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                batch = [self._jobs.popleft() for _ in range(min(self._batch, len(self._jobs)))]
+                self._busy = len(batch)
+            by_session: dict[str, list[Job]] = {}
+            for s, j in batch:
+                by_session.setdefault(s, []).append(j)
+            for s, jobs in by_session.items():
+                if self._stopped:  # close(): the rest is left to lazy reading
+                    break
+                try:
+                    if self._artefacts.codec.get() is not None:
+                        self._artefacts.recollections(s, jobs)
+                except Exception as exc:  # a background failure must not kill the worker
+                    self._failures.report(exc, s)
+                    for j in jobs:
+                        self._seen.discard((s, j.tier.value, page_ref(j.page)))
+            with self._cond:
+                self._busy = 0
+                self._cond.notify_all()
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait until every queued page is read (``True``) or ``timeout`` seconds pass."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._stopped or (not self._jobs and not self._busy), timeout)
+
+    def stop(self) -> None:
+        """Drop the pages still queued and wait for the batch being read now, if any, so
+        that the store is not closed under it. Later submits are ignored."""
+        with self._cond:
+            self._stopped = True
+            self._jobs.clear()
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+
+class QueueRecollector:
+    """``recollect="queue"``: pages go onto a Redis Stream that workers read
+    (``opticmem worker``, :mod:`opticmem.recollect_worker`), which write the
+    recollections into the shared store.
+
+    Each page is queued once per tier by this process (as the thread does). A page that
+    cannot be queued (the server is unreachable) is logged, forgotten as queued, and
+    queued again by a later context. :meth:`wait` polls the queue until the entries this
+    process queued are gone: read, found stale, or given up on (dead letters).
+    """
+
+    def __init__(self, queue: RedisRecollectQueue, codec: CodecSlot,
+                 settings: RenderSettings) -> None:
+        self.queue = queue
+        self._codec = codec
+        self._settings = settings
+        self._stopped = False
+        self._failures = FailureLog("queueing pages for recollection")
+        self.after_fork_in_child()
+        renew_in_forked_child(self)
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: LRU[tuple[str, str, PageRef], bool] = LRU(100_000)
+        self._entries: dict[str, None] = {}
+        """Entries this process queued and has not yet seen gone (insertion-ordered)."""
+
+    def submit(self, session: str, jobs: Sequence[Job]) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            fresh = []
+            for j in jobs:
+                key = (session, j.tier.value, page_ref(j.page))
+                if not self._seen.get(key):
+                    self._seen.put(key, True)
+                    fresh.append(j)
+        if not fresh:
+            return
+        codec = self._codec.peek()  # never loaded just for its name: "" = the workers'
+        try:
+            entries = self.queue.submit(session, fresh, codec=codec.name if codec else "",
+                                        settings=self._settings)
+        except StoreError as exc:
+            self._failures.report(exc, session)
+            with self._lock:
+                for j in fresh:
+                    self._seen.discard((session, j.tier.value, page_ref(j.page)))
+            return
+        with self._lock:
+            self._entries.update(dict.fromkeys(entries))
+
+    def wait(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.01
+        while True:
+            with self._lock:
+                entries = list(self._entries)
+            left = self.queue.unfinished(entries)
+            with self._lock:
+                for e in entries:
+                    if e not in left:
+                        self._entries.pop(e, None)
+                if not self._entries:
+                    return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            time.sleep(delay if remaining is None else min(delay, remaining))
+            delay = min(2 * delay, 0.5)
+
+    def stop(self) -> None:
+        """Queue nothing more. Entries already queued stay for the workers (they are
+        durable in Redis), but :meth:`wait` no longer waits for them."""
+        with self._lock:
+            self._stopped = True
+            self._entries.clear()

@@ -1,0 +1,173 @@
+"""``opticmem worker`` and ``opticmem queue``: read queued pages, and look at the queue.
+
+Bots made with ``OpticalMemory("redis://…", recollect="queue")`` put the pages they seal
+and show on a Redis Stream (:mod:`opticmem.recollect_queue`); ``opticmem worker`` reads
+them on a GPU machine (:mod:`opticmem.recollect_worker`) until stopped (Ctrl-C or
+SIGTERM finish the batch in hand first). ``opticmem queue`` prints the backlog, the
+workers and the newest dead letters.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+
+from opticmem.errors import OpticMemError, StoreError
+
+UrlArg = Annotated[str, typer.Argument(help="The bots' Redis store URL (redis://…, with "
+                                            "?tenant=… if they use one).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``worker`` and ``queue`` to the opticmem CLI."""
+    app.command("worker")(worker_command)
+    app.command("queue")(queue_command)
+
+
+def _open_store(url: str, as_json: bool) -> Any:
+    from opticmem.cli import fail
+
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise fail(f"the queue lives in Redis: give the bots' redis:// URL, not {url!r}",
+                   as_json, code=2)
+    try:
+        from opticmem.redis_store import RedisStore
+
+        return RedisStore.from_store_url(url)
+    except ImportError as exc:
+        raise fail(str(exc), as_json) from exc
+    except (OpticMemError, ValueError) as exc:
+        raise fail(str(exc), as_json) from exc
+
+
+def worker_command(
+    url: UrlArg,
+    codec: Annotated[str, typer.Option(
+        help="bundled, random (a tiny untrained model, for trying the plumbing) or a "
+             "checkpoint directory: the codec the bots read with.")] = "bundled",
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: best)")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Pages per batch.")] = 32,
+    max_tokens: Annotated[int | None, typer.Option(
+        min=1, help="Cap on tokens read per page (default: the codec's).")] = None,
+    claim_idle: Annotated[float, typer.Option(
+        min=0.01, help="Seconds before another worker's unfinished pages are taken over.")]
+    = 300.0,
+    max_deliveries: Annotated[int, typer.Option(
+        min=1, help="Tries per page before it goes to the dead letters.")] = 5,
+    consumer: Annotated[str | None, typer.Option(
+        help="This worker's name in the group (default host-pid).")] = None,
+    once: Annotated[bool, typer.Option(
+        help="Stop when the queue has nothing more for this worker.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Read back the pages bots queued (recollect="queue"), in batches across sessions."""
+    from rich.console import Console
+
+    from opticmem.cli import fail, report
+    from opticmem.recollect_worker import BatchReport, RecollectWorker
+
+    store = _open_store(url, as_json)
+    try:
+        model = _load_codec(codec, device, as_json)
+        if hasattr(model, "batch_size"):
+            model.batch_size = batch_size
+        worker = RecollectWorker(store, model, consumer=consumer, batch_size=batch_size,
+                                 max_deliveries=max_deliveries, claim_idle=claim_idle,
+                                 decode_max_tokens=max_tokens)
+        err = Console(stderr=True)
+        if not as_json:
+            err.print(f"worker {worker.consumer}: codec {model.name}, queue {worker.queue.key} "
+                      f"at {store.url}" + ("" if once else "; Ctrl-C stops it"))
+
+        def show(r: BatchReport) -> None:
+            if not as_json:
+                tiers = ", ".join(f"{n} {t}" for t, n in sorted(r.tiers.items()))
+                err.print(f"read {r.read} pages ({tiers or 'none'}; {r.cached} already read, "
+                          f"{r.stale} gone, {r.dead} dead, {r.failed} failed) in "
+                          f"{r.seconds:.2f}s")
+
+        stop = threading.Event()
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            stop.set()
+
+        if threading.current_thread() is threading.main_thread():
+            for s in previous:
+                signal.signal(s, on_signal)
+        t0 = time.perf_counter()
+        try:
+            totals = worker.run(stop=stop, once=once, on_batch=show)
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+        summary = {"command": "worker", "consumer": worker.consumer, "codec": model.name,
+                   "batches": totals.batches, "read": totals.read, "cached": totals.cached,
+                   "stale": totals.stale, "dead": totals.dead, "failed": totals.failed,
+                   "seconds": round(time.perf_counter() - t0, 3)}
+        if as_json:
+            report(summary, True)
+        else:
+            err.print(f"stopped: {totals.read} pages read in {totals.batches} batches")
+    except StoreError as exc:
+        raise fail(str(exc), as_json) from exc
+    finally:
+        store.close()
+
+
+def _load_codec(choice: str, device: str | None, as_json: bool) -> Any:
+    from opticmem.cli import fail
+
+    try:
+        from opticmem.encoder.bundled import load_bundled_codec
+        from opticmem.encoder.codec import CodecError
+        from opticmem.encoder.ocr import OCRCodec
+    except ImportError as exc:
+        raise fail(f"this installation has no encoder: {exc}", as_json) from exc
+    if choice == "random":
+        return OCRCodec.random("test", seed=0, device=device)
+    try:
+        return load_bundled_codec(None if choice == "bundled" else Path(choice), device=device)
+    except (CodecError, OSError) as exc:
+        raise fail(f"--codec {choice}: {exc}", as_json) from exc
+
+
+def queue_command(
+    url: UrlArg,
+    dead: Annotated[int, typer.Option(min=0, help="Newest dead letters to show.")] = 5,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the recollection queue: backlog, workers, the newest dead letters."""
+    from opticmem.cli import fail, out, report
+    from opticmem.recollect_queue import RedisRecollectQueue
+
+    store = _open_store(url, as_json)
+    try:
+        queue = RedisRecollectQueue.for_store(store)
+        stats = queue.stats()
+        letters = queue.dead(dead) if dead else []
+    except StoreError as exc:
+        raise fail(str(exc), as_json) from exc
+    finally:
+        store.close()
+    if as_json:
+        report({"command": "queue", "key": queue.key, "waiting": stats.waiting,
+                "taken": stats.taken, "dead": stats.dead, "workers": stats.consumers,
+                "dead_letters": [{"entry": d.entry, "session": d.fields.get("session"),
+                                  "page": d.fields.get("page"), "tier": d.fields.get("tier"),
+                                  "reason": d.reason, "deliveries": d.deliveries}
+                                 for d in letters]}, True)
+        return
+    out.print(f"{queue.key}: {stats.waiting} waiting, {stats.taken} taken by workers, "
+              f"{stats.dead} dead; {stats.consumers} worker(s) seen")
+    for d in letters:
+        out.print(f"  dead {d.entry}: session {d.fields.get('session')!r} page "
+                  f"{d.fields.get('page')} at {d.fields.get('tier')}: {d.reason}")

@@ -1,0 +1,340 @@
+"""Bots queue pages on a Redis Stream, workers read them back (``recollect="queue"``).
+
+Everything talks to the real ``redis-server`` the fixtures start. The codec is a fast
+stand-in that reads a page back as a digest of its pixels: page-specific and
+deterministic, so a test can tell whether a worker read the right page of the right
+session, and whether the bot read anything itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+from typer.testing import CliRunner
+
+from opticmem import InMemoryStore, OpticalMemory, RenderSettings, Tier
+from opticmem.artefacts import Item, Job, rec_key
+from opticmem.cli import app
+from opticmem.encoder.codec import Recollection, VisionTokens
+from opticmem.errors import ConfigurationError
+from opticmem.recollect_queue import GROUP, QueuedPage, RedisRecollectQueue, stream_key
+from opticmem.recollect_worker import RecollectWorker
+from opticmem.redis_store import RedisStore
+
+pytestmark = pytest.mark.redis
+
+SMALL = RenderSettings(max_rows=6)
+TENANT = "acme"
+
+
+class Digest:
+    """Reads a page back as ``tier:`` + a digest of its pixels; counts its decode batches."""
+
+    render_settings = None
+
+    def __init__(self, name: str = "digest") -> None:
+        self.name = name
+        self.batches: list[int] = []
+
+    def encode(self, images: Sequence[Any], tier: Tier) -> list[VisionTokens]:
+        out = []
+        for img in images:
+            digest = hashlib.sha256(np.asarray(img, np.uint8).tobytes()).digest()
+            grid = np.zeros((tier.grid, tier.grid, 1), np.float32)
+            grid.flat[:8] = np.frombuffer(digest[:8], np.uint8)
+            out.append(VisionTokens(tier, grid, codec=self.name))
+        return out
+
+    def decode(self, tokens: Sequence[VisionTokens], *,
+               max_new_tokens: int | None = None) -> list[Recollection]:
+        self.batches.append(len(tokens))
+        return [Recollection(f"{t.tier.value}:" + bytes(t.grid.flat[:8].astype(np.uint8)).hex(),
+                             t.tier, 0.9, 8, codec=self.name) for t in tokens]
+
+
+def talk(n: int, topic: str = "the quarterly plan") -> list[tuple[str, str]]:
+    return [("user", f"turn {i}: {topic}, line by line, with its owners " * 6)
+            for i in range(n)]
+
+
+def expected(mem: OpticalMemory, session: str, page_no: int, tier: Tier) -> str:
+    """What the digest codec reads from the page, computed here from its image."""
+    image = Image.open(io.BytesIO(mem.page_png(session, page_no, tier)))
+    codec = Digest()
+    return codec.decode(codec.encode([image], tier))[0].text
+
+
+@pytest.fixture
+def stores(redis_url: str) -> Iterator[tuple[RedisStore, RedisStore]]:
+    """Two stores of tenant ``acme`` on the test server: a bot's and a worker's."""
+    bot, worker = (RedisStore.from_url(redis_url, tenant=TENANT) for _ in range(2))
+    try:
+        yield bot, worker
+    finally:
+        bot.close()
+        worker.close()
+
+
+def bot(store: RedisStore, codec: Any = None, **kw: Any) -> OpticalMemory:
+    return OpticalMemory(store, codec=codec or Digest(), recollect="queue", verbatim_turns=2,
+                         render_settings=SMALL, **kw)
+
+
+def image_pages(mem: OpticalMemory, session: str) -> list[tuple[int, Tier]]:
+    return [(p.record.page_no, p.tier) for p in mem.context(session).pages if p.shown == "image"]
+
+
+def test_a_worker_reads_every_bots_pages_in_batches_across_sessions(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    bot_store, worker_store = stores
+    one, two = bot(bot_store), bot(bot_store)  # two bot processes, one server
+    for mem, session in ((one, "ann"), (one, "bob"), (two, "cy")):
+        mem.add_many(session, talk(24))
+        mem.context(session)
+    queue = RedisRecollectQueue.for_store(bot_store)
+    waiting = queue.stats().waiting
+    assert waiting > 0 and not one.flush(0.1)  # nothing read yet: flush times out
+
+    codec = Digest()
+    worker = RecollectWorker(worker_store, codec, batch_size=64)
+    totals = worker.run(once=True)
+    assert totals.read == waiting == sum(codec.batches) and totals.dead == totals.stale == 0
+    per_session = max(len(one.pages("ann")), len(one.pages("bob")), len(two.pages("cy")))
+    assert max(codec.batches) > per_session  # one decode call served several sessions
+    assert queue.stats().backlog == 0
+    assert one.flush(5) and two.flush(5)
+
+    for mem, session in ((one, "ann"), (one, "bob"), (two, "cy")):
+        ctx = mem.context(session)
+        shown = [p for p in ctx.pages if p.shown == "image"]
+        assert shown
+        text = ctx.text()
+        for p in shown:
+            assert expected(mem, session, p.record.page_no, p.tier) in text
+    assert one.codec is not None and two.codec is not None
+    assert one.codec.batches == two.codec.batches == []  # type: ignore[attr-defined]
+    one.close()
+    two.close()
+
+
+def test_flush_waits_for_a_running_worker(stores: tuple[RedisStore, RedisStore]) -> None:
+    bot_store, worker_store = stores
+    worker = RecollectWorker(worker_store, Digest())
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop, "block": 0.05})
+    thread.start()
+    try:
+        mem = bot(bot_store)
+        mem.add_many("s", talk(30))
+        pages = image_pages(mem, "s")
+        assert mem.flush(20)
+        found = worker_store.get_blobs("s", [rec_key("digest", mem.pages("s")[n], t)
+                                             for n, t in pages])
+        assert all(found)
+        assert mem.recall("s", "quarterly plan", decode=False)
+        assert mem.codec.batches == []  # type: ignore[union-attr]
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_pages_a_dead_worker_took_are_taken_over(stores: tuple[RedisStore, RedisStore]) -> None:
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(20))
+    mem.context("s")
+    queued = RedisRecollectQueue.for_store(bot_store).stats().waiting
+    doomed = RecollectWorker(worker_store, Digest(), consumer="doomed", claim_idle=0.2)
+    taken, _ = doomed._take(0)  # it takes a batch, then dies before reading it
+    assert len(taken) == queued
+
+    heir = RecollectWorker(worker_store, Digest(), consumer="heir", claim_idle=0.2)
+    assert heir.step() is None  # not idle long enough: still the doomed worker's
+    time.sleep(0.3)
+    report = heir.step()
+    assert report is not None and report.taken == report.read == queued
+    stats = RedisRecollectQueue.for_store(bot_store).stats()
+    assert stats.backlog == 0 and stats.consumers == 2
+    assert mem.flush(5)
+
+
+def test_a_page_that_fails_every_time_goes_to_the_dead_letters(
+    stores: tuple[RedisStore, RedisStore], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    for session in ("good", "bad"):
+        mem.add_many(session, talk(16))
+        mem.context(session)
+    bad = sum(f[b"session"] == b"bad"
+              for _, f in bot_store._sync().xrange(stream_key(TENANT)))
+    worker = RecollectWorker(worker_store, Digest(), claim_idle=0.05, max_deliveries=2)
+    real = worker._artefacts.recollections_of
+
+    def poisoned(items: Sequence[Item]) -> list[Recollection]:
+        if any(s == "bad" for s, _ in items):
+            raise RuntimeError("CUDA out of memory")
+        return real(items)
+
+    monkeypatch.setattr(worker._artefacts, "recollections_of", poisoned)
+    with caplog.at_level(logging.DEBUG, logger="opticmem"):
+        first = worker.step()
+        assert first is not None and first.failed == bad and first.read > 0
+        for _ in range(20):  # retried after claim_idle, twice, then given up on
+            time.sleep(0.06)
+            worker.step()
+            if RedisRecollectQueue.for_store(bot_store).stats().backlog == 0:
+                break
+    queue = RedisRecollectQueue.for_store(bot_store)
+    assert queue.stats().backlog == 0 and queue.stats().dead == bad
+    letters = queue.dead(100)
+    assert {d.fields["session"] for d in letters} == {"bad"}
+    assert all(d.deliveries == 3 and "delivered 3 times" in d.reason for d in letters)
+    tracebacks = [r for r in caplog.records
+                  if "reading queued pages failed" in r.getMessage() and r.exc_info]
+    assert len(tracebacks) == 1  # the same failure is not logged in full every time
+    assert mem.flush(5)  # dead letters do not hold flush up
+    ctx = mem.context("good")
+    assert all(expected(mem, "good", p.record.page_no, p.tier) in ctx.text()
+               for p in ctx.pages if p.shown == "image")
+
+
+def test_pages_of_a_session_begun_again_are_not_confused(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(16))
+    mem.context("s")
+    old = RedisRecollectQueue.for_store(bot_store).stats().waiting
+    mem.delete_session("s")
+    mem.add_many("s", talk(16, topic="a different matter entirely"))
+    pages = image_pages(mem, "s")
+    new = RedisRecollectQueue.for_store(bot_store).stats().waiting - old
+    worker = RecollectWorker(worker_store, Digest(), batch_size=100)
+    report = worker.step()
+    assert report is not None and report.stale == old and report.read == new
+    for n, tier in pages:
+        [rec] = worker._artefacts.cached_recollections("s", [Job(mem.pages("s")[n], tier)])
+        assert rec is not None and rec.text == expected(mem, "s", n, tier)
+
+
+def test_entries_a_worker_must_not_read_go_to_the_dead_letters_at_once(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    bot_store, worker_store = stores
+    mem = bot(bot_store, codec=Digest("another-model"))
+    mem.add_many("s", talk(12))
+    queued = RedisRecollectQueue.for_store(bot_store).stats().waiting
+    raw = bot_store._sync()
+    raw.xadd(stream_key(TENANT), {"not": "ours"})
+    worker = RecollectWorker(worker_store, Digest(), batch_size=100)
+    report = worker.step()
+    assert report is not None and report.dead == queued + 1 and report.read == 0
+    reasons = [d.reason for d in RedisRecollectQueue.for_store(bot_store).dead(100)]
+    assert sum("another-model" in r for r in reasons) == queued
+    assert sum("unreadable recollection queue entry" in r for r in reasons) == 1
+
+
+def test_a_bot_whose_codec_is_not_loaded_yet_leaves_the_choice_to_the_worker(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    bot_store, worker_store = stores
+    mem = OpticalMemory(bot_store, recollect="queue", verbatim_turns=2, render_settings=SMALL)
+    mem.add_many("s", talk(12))  # codec "bundled", never loaded: entries name no codec
+    fields = bot_store._sync().xrange(stream_key(TENANT), count=1)[0][1]
+    entry = QueuedPage.from_fields(fields, "first")
+    assert entry.codec == "" and entry.settings == SMALL and entry.tier is Tier.LARGE
+    report = RecollectWorker(worker_store, Digest()).step()
+    assert report is not None and report.read > 0 and report.dead == 0
+    mem.close()
+
+
+def test_queue_mode_is_refused_where_it_cannot_work(redis_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="needs a Redis store"):
+        OpticalMemory(InMemoryStore(), codec=Digest(), recollect="queue")
+    with pytest.raises(ConfigurationError, match="needs a codec"):
+        OpticalMemory(redis_url, codec=None, recollect="queue")
+    with pytest.raises(ConfigurationError, match="recollect must be"):
+        OpticalMemory(codec=None, recollect="sometimes")  # type: ignore[arg-type]
+    store = RedisStore.from_url(redis_url, tenant=TENANT)
+    other = RedisRecollectQueue.for_store(RedisStore.from_url(redis_url, tenant="other"))
+    with pytest.raises(ConfigurationError, match="tenant 'other'"):
+        OpticalMemory(store, codec=Digest(), recollect=other)
+    mem = OpticalMemory(store, codec=Digest(), recollect=RedisRecollectQueue.for_store(store))
+    assert mem.recollect_mode == "queue"
+    store.close()
+
+
+def test_a_worker_rides_out_a_redis_restart(
+    server_factory: Any, caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = server_factory()
+    bot_store = RedisStore.from_url(server.url, tenant=TENANT)
+    worker_store = RedisStore.from_url(server.url, tenant=TENANT, retries=0)
+    worker = RecollectWorker(worker_store, Digest())
+    stop = threading.Event()
+    reads: list[int] = []
+    thread = threading.Thread(target=worker.run, kwargs={
+        "stop": stop, "block": 0.05, "on_batch": lambda r: reads.append(r.read)})
+    with caplog.at_level(logging.WARNING, logger="opticmem.recollect_worker"):
+        thread.start()
+        server.kill()
+        time.sleep(0.5)  # the worker's steps fail meanwhile; it backs off and goes on
+        server.start()
+    assert any("worker step failed" in r.getMessage() for r in caplog.records)
+    try:
+        mem = bot(bot_store)
+        mem.add_many("s", talk(16))
+        mem.context("s")
+        assert mem.flush(30)
+        assert sum(reads) == len(mem.pages("s")) + sum(
+            t is not Tier.LARGE for _, t in image_pages(mem, "s"))
+    finally:
+        stop.set()
+        thread.join(60)
+        bot_store.close()
+        worker_store.close()
+    assert not thread.is_alive()
+
+
+def test_the_worker_and_queue_commands(redis_url: str) -> None:
+    from opticmem.encoder.ocr import OCRCodec
+
+    store = RedisStore.from_url(redis_url, tenant=TENANT)
+    mem = OpticalMemory(store, codec=OCRCodec.random("test", seed=0), recollect="queue",
+                        verbatim_turns=2, render_settings=SMALL)
+    mem.add_many("s", talk(6))
+    url = f"{redis_url}?tenant={TENANT}"
+    runner = CliRunner()
+    status = json.loads(runner.invoke(app, ["queue", url, "--json"]).stdout)
+    assert status["waiting"] > 0 and status["dead"] == 0
+    result = runner.invoke(app, ["worker", url, "--codec", "random", "--once", "--json",
+                                 "--max-tokens", "4", "--batch-size", "8"])
+    assert result.exit_code == 0, result.output
+    done = json.loads(result.stdout)
+    assert done["read"] == status["waiting"] and done["codec"] == "random:test:0"
+    status = json.loads(runner.invoke(app, ["queue", url, "--json"]).stdout)
+    assert status["waiting"] == status["taken"] == 0 and status["workers"] == 1
+    assert mem.flush(1)
+    bad = runner.invoke(app, ["worker", "sqlite:///x.db", "--once"])
+    assert bad.exit_code == 2 and "redis://" in bad.output
+    mem.close()
+    store.close()
+    raw = redis.Redis.from_url(redis_url)
+    assert raw.xinfo_groups(stream_key(TENANT))[0]["name"] == GROUP.encode()
+    raw.close()
