@@ -129,6 +129,31 @@ def test_a_worker_reads_every_bots_pages_in_batches_across_sessions(
     two.close()
 
 
+def test_pages_drawn_by_a_process_pool_read_the_same(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """With draw_workers, missing page images are drawn in spawned processes: the same
+    pixels (so the same readings) and the same PNG bytes as drawn in the worker itself."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    for session in ("ann", "bob"):
+        mem.add_many(session, talk(20))
+        mem.context(session)
+    with RecollectWorker(worker_store, Digest(), draw_workers=2, batch_size=64) as worker:
+        assert worker.run(once=True).read > 0
+    local = OpticalMemory(codec=Digest(), render_settings=SMALL)  # draws in-process
+    for session in ("ann", "bob"):
+        for p in mem.context(session).pages:
+            if p.shown != "image":
+                continue
+            job = Job(p.record, p.tier)
+            [rec] = worker._artefacts.cached_recollections(session, [job])
+            assert rec is not None
+            assert rec.text == expected(mem, session, p.record.page_no, p.tier)
+            [png] = local._artefacts.pngs(session, [job])
+            assert png == mem.page_png(session, p.record.page_no, p.tier)
+
+
 def test_flush_waits_for_a_running_worker(stores: tuple[RedisStore, RedisStore]) -> None:
     bot_store, worker_store = stores
     worker = RecollectWorker(worker_store, Digest())
