@@ -1,4 +1,5 @@
-"""A :class:`~opticmem.store.Store` in Redis: many processes, many sessions, one server.
+"""A :class:`~opticmem.store.Store` in Redis: many processes, many sessions, one server
+(or one Redis Cluster).
 
 Plain Redis 7 is enough (no modules). ``redis`` (redis-py) is an optional dependency
 (``pip install 'opticmem[redis]'``); importing :mod:`opticmem` never imports it, and
@@ -12,6 +13,25 @@ importing this module without it raises an :class:`ImportError` that says so.
 (``redis://host:6379/0?tenant=acme&ttl=86400&max_turns=100000``); it is what
 :func:`~opticmem.stores.open_store` (and so ``OpticalMemory("redis://…")``) opens
 ``redis://`` and ``rediss://`` URLs with.
+
+Redis Cluster
+-------------
+The same store runs on a Redis Cluster; name any one node and say it is a cluster::
+
+    RedisStore.from_url("redis://node-1:7000", cluster=True, tenant="acme")
+    RedisStore.from_store_url("redis://node-1:7000?cluster=1&tenant=acme")  # open_store too
+    RedisStore(redis.cluster.RedisCluster(...), redis.asyncio.cluster.RedisCluster(...))
+
+redis-py's cluster clients find the other nodes and follow ``MOVED``/``ASK``. Every key
+of a session shares its hash tag (below), so a session lives in one slot on one primary:
+its appends, scripts and ``MGET`` of blobs are single-slot, and the sessions spread over
+the primaries. What differs on a cluster: :meth:`RedisStore.sessions` runs ``SCAN`` on
+each primary in turn; an append to a digest-keyed session (see below) is a script rather
+than MULTI/EXEC; a script is loaded on every primary; ``CLUSTERDOWN`` and ``TRYAGAIN``
+replies (a failover, slots on the move) are retried like a lost connection. A cluster has
+no database numbers. A plain URL that reaches a cluster node is logged as a warning, and a
+session on another node then fails with a ``MOVED`` error that says to open it with
+``cluster=True``.
 
 Key layout
 ----------
@@ -79,14 +99,16 @@ Faults and durability
   raises :class:`~opticmem.errors.StoreUnavailableError` naming the URL (password
   hidden). Later, a lost connection is retried by the store with jittered exponential
   backoff (``retries``, about 15 s in all by default), through a server restart
-  included; when the retries run out the same typed error is raised.
+  included (on a cluster, a node's restart or failover too: ``CLUSTERDOWN``,
+  ``TRYAGAIN``); when the retries run out the same typed error is raised.
 * A retried append is never stored twice. The first record of every append carries a
   unique token (``"w"``); when an append fails with a connection error the store does
   not resend it blindly but runs a script that looks for the token among the session's
   last :data:`RETRY_WINDOW` turns and appends only if it is not there (the server may
   have executed the append and died before replying). Clients that :meth:`from_url`
-  opens have redis-py's own retries off for this reason; a client you pass in keeps
-  its settings, and if it retries commands itself the store logs a warning.
+  opens (cluster clients included) have redis-py's own retries off for this reason; a
+  client you pass in keeps its settings, and if it retries commands itself the store logs
+  a warning.
 * "Durable on return" means the server replied. A turn survives a crash or restart of
   the server only as far as its persistence allows: with ``appendonly yes`` and
   ``appendfsync always`` every acknowledged turn survives; ``everysec`` (the usual AOF
@@ -102,6 +124,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -115,6 +138,7 @@ import time
 import weakref
 import zlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -123,8 +147,10 @@ from urllib.parse import parse_qsl, quote, unquote_to_bytes, urlencode, urlsplit
 try:
     import redis
     import redis.asyncio as aredis
+    from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
     from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import AbstractBackoff, ExponentialWithJitterBackoff, NoBackoff
+    from redis.cluster import RedisCluster
     from redis.exceptions import NoScriptError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
@@ -179,6 +205,8 @@ _COMPRESSED_MAGICS = (
 )
 _COMPRESS_MIN = 1024
 _SAMPLE = 65_536
+
+_NO_GATE: AbstractAsyncContextManager[Any] = contextlib.nullcontext()
 
 _DIRECT_RE = re.compile(r"[A-Za-z0-9_.\-]*(?:%[0-9A-F]{2}[A-Za-z0-9_.\-]*)*")
 _DIGEST_RE = re.compile(r"~[0-9a-f]{64}")
@@ -457,7 +485,25 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+def _is_cluster(client: Any) -> bool:
+    """True for redis-py's Redis Cluster clients (sync or asyncio)."""
+    return isinstance(client, (RedisCluster, AsyncRedisCluster))
+
+
+def _cluster_url(url: str) -> str:
+    """``url`` with ``cluster=1`` in its query: the store URL that opens it as a cluster."""
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, "cluster=1") if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
 def _describe_client(client: Any) -> str:
+    if _is_cluster(client):
+        try:  # the first startup node, as a store URL that opens the same cluster
+            node = next(iter(client.nodes_manager.startup_nodes.values()))
+            return f"redis://{node.host}:{node.port}?cluster=1"
+        except (AttributeError, StopIteration):
+            return type(client).__name__
     try:
         kw = client.connection_pool.connection_kwargs
     except AttributeError:
@@ -467,16 +513,27 @@ def _describe_client(client: Any) -> str:
     return f"redis://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
 
 
-def _decodes_responses(client: Any) -> bool:
+def _connection_kwargs(client: Any) -> Mapping[str, Any]:
+    """The keyword arguments ``client`` makes its connections with ({} if unknown)."""
     try:
-        return bool(client.connection_pool.connection_kwargs.get("decode_responses", False))
+        kw = client.connection_pool.connection_kwargs
     except AttributeError:
-        return False
+        try:
+            kw = client.get_connection_kwargs()  # cluster clients: one pool per node
+        except AttributeError:
+            return {}
+    return kw if isinstance(kw, Mapping) else {}
+
+
+def _decodes_responses(client: Any) -> bool:
+    return bool(_connection_kwargs(client).get("decode_responses", False))
 
 
 def _client_retries(client: Any) -> int:
     """How often redis-py itself resends a failed command on ``client`` (0 if unknown)."""
     try:
+        if _is_cluster(client):  # retried by the cluster client; its node connections never
+            return int(client.retry.get_retries())
         retry = client.get_retry()
         if retry is not None:
             return int(retry.get_retries())
@@ -666,7 +723,20 @@ def _range(start: int, stop: int) -> tuple[int, int] | None:
 
 
 # --------------------------------------------------------------------------- the store
-_RETRYABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+_REDIS_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.RedisError, redis.exceptions.RedisClusterException,
+)
+"""What redis-py raises: its cluster client's own errors do not derive from RedisError."""
+
+_RETRYABLE: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+    # Redis Cluster, while a node fails over or slots move: the command did not run
+    redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+    # ... or while no node is reachable (this error only in newer redis-py)
+    *(getattr(redis.exceptions, name) for name in ("RedisClusterUnreachableError",)
+      if hasattr(redis.exceptions, name)),
+)
 
 
 def _positive_int(text: str) -> int:
@@ -689,9 +759,18 @@ def _nonempty(text: str) -> str:
     return text
 
 
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
 _URL_SETTINGS: dict[str, Callable[[str], Any]] = {
     "tenant": _nonempty, "ttl": _positive_seconds, "max_turns": _positive_int,
-    "max_blob_bytes": _positive_int,
+    "max_blob_bytes": _positive_int, "cluster": _flag,
 }
 """Query parameters :meth:`RedisStore.from_store_url` reads as store settings."""
 
@@ -712,6 +791,10 @@ class RedisStore(Store):
 
         RedisStore(client=redis.Redis(...), aclient=redis.asyncio.Redis(...), tenant="acme")
 
+    On Redis Cluster, pass redis-py's cluster clients instead
+    (``redis.cluster.RedisCluster``, ``redis.asyncio.cluster.RedisCluster``; both or
+    neither), or open one with :meth:`from_url` and ``cluster=True``.
+
     Both clients must use ``decode_responses=False`` (blobs are bytes). Sync methods use
     ``client``; the ``a``-prefixed twins use ``aclient`` natively (with only ``client``,
     they run the sync method in a worker thread; with only ``aclient``, sync calls raise
@@ -729,8 +812,8 @@ class RedisStore(Store):
 
     def __init__(
         self,
-        client: redis.Redis | None = None,
-        aclient: aredis.Redis | None = None,
+        client: redis.Redis | RedisCluster | None = None,
+        aclient: aredis.Redis | AsyncRedisCluster | None = None,
         *,
         tenant: str = "default",
         ttl: float | timedelta | None = None,
@@ -740,7 +823,8 @@ class RedisStore(Store):
         retries: int = DEFAULT_RETRIES,
         backoff: AbstractBackoff | None = None,
         _url: str | None = None,
-        _aclient_factory: Callable[[], aredis.Redis] | None = None,
+        _aclient_factory: Callable[[], aredis.Redis | AsyncRedisCluster] | None = None,
+        _aclient_limit: int | None = None,
     ) -> None:
         if client is None and aclient is None and _aclient_factory is None:
             raise ValueError("RedisStore needs a client, an aclient or both (or use from_url)")
@@ -749,6 +833,13 @@ class RedisStore(Store):
                 raise ValueError(
                     "RedisStore needs a client with decode_responses=False (blobs are bytes)"
                 )
+        if client is not None and aclient is not None and _is_cluster(client) != _is_cluster(
+            aclient
+        ):
+            raise ValueError(
+                "RedisStore's client and aclient must both be Redis Cluster clients or neither "
+                f"(got {type(client).__name__} and {type(aclient).__name__})"
+            )
         if not isinstance(tenant, str) or not tenant:
             raise ValueError(f"tenant must be a non-empty str, got {tenant!r}")
         for name, cap in (("max_turns", max_turns), ("max_blob_bytes", max_blob_bytes)):
@@ -764,7 +855,10 @@ class RedisStore(Store):
         self.compress_blobs = compress_blobs
         self.retries = retries
         self._backoff = backoff or ExponentialWithJitterBackoff(cap=2.0, base=0.05)
-        self.url = redact_url(_url) if _url else _describe_client(client or aclient)
+        self.cluster = _is_cluster(client or aclient)
+        """True when the store talks to a Redis Cluster."""
+        url = _cluster_url(_url) if _url and self.cluster else _url
+        self.url = redact_url(url) if url else _describe_client(client or aclient)
         """Where the server is, for messages (any password replaced by ``***``)."""
         ttl_ms, maxn = self.ttl_ms, max_turns or 0
         self._scripted_appends = bool(ttl_ms or maxn)
@@ -779,10 +873,16 @@ class RedisStore(Store):
         self._client = client
         self._aclient = aclient
         self._aclient_factory = _aclient_factory
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aredis.Redis] = (
+        self._aclients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, aredis.Redis | AsyncRedisCluster
+        ] = weakref.WeakKeyDictionary()
+        self._aclients_pid = os.getpid()
+        # A cluster client from from_url has no blocking pool: at most this many calls
+        # at a time per event loop, so tasks wait for a connection instead of failing
+        self._aclient_limit = _aclient_limit
+        self._agates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
-        self._aclients_pid = os.getpid()
         self._owns_clients = _url is not None  # from_url opened them: close() closes them
         self._closed = False
         for c in (client, aclient):
@@ -811,6 +911,7 @@ class RedisStore(Store):
         socket_timeout: float | None = 10.0,
         socket_connect_timeout: float | None = 5.0,
         check: bool = True,
+        cluster: bool = False,
         **redis_kwargs: Any,
     ) -> RedisStore:
         """Open a store on the Redis server at ``url`` (``redis://``, ``rediss://``,
@@ -823,6 +924,13 @@ class RedisStore(Store):
         connection later is retried ``retries`` times with jittered exponential backoff
         (up to 0.1 s, doubling to 2 s: about 15 s in all by default). Each async client
         keeps at most ``max_connections`` connections; tasks beyond that wait for one.
+
+        With ``cluster=True``, ``url`` names any one node of a Redis Cluster (``redis://``
+        or ``rediss://``, no database number) and the store uses redis-py's cluster
+        clients, which find the other nodes from it. The cluster client connects to the
+        cluster here, ``check`` or not; ``check`` then reads every primary's settings.
+        On a cluster each event loop's client makes at most ``max_connections`` calls at
+        a time (so at most that many connections to a node).
         """
         if not isinstance(url, str) or not url:
             raise ValueError(f"not a Redis URL: {url!r}")
@@ -833,6 +941,12 @@ class RedisStore(Store):
             socket_connect_timeout=socket_connect_timeout,
             **redis_kwargs,
         )
+        if cluster:
+            return cls._from_cluster_url(
+                url, safe, common, check=check, max_connections=max_connections,
+                tenant=tenant, ttl=ttl, max_turns=max_turns, max_blob_bytes=max_blob_bytes,
+                compress_blobs=compress_blobs, retries=retries, backoff=backoff,
+            )
         if check:
             _check_server(url, safe, common, ttl is not None)
         try:  # redis-py's own retries off: the store retries, recognising stored appends
@@ -854,15 +968,58 @@ class RedisStore(Store):
         )
 
     @classmethod
+    def _from_cluster_url(
+        cls, url: str, safe: str, common: dict[str, Any], *, check: bool,
+        max_connections: int, **settings: Any,
+    ) -> RedisStore:
+        """:meth:`from_url` with ``cluster=True``."""
+        # redis-py's cluster client drops query parameters it does not pass on to its
+        # connections without a word; refuse them (a typo) as one server's pool does
+        allowed = getattr(redis.cluster, "REDIS_ALLOWED_KEYS", None)
+        unknown = sorted({k for k, _ in parse_qsl(urlsplit(url).query)} - set(allowed or ()))
+        if allowed and unknown:
+            raise TypeError(f"unexpected parameter(s) {', '.join(unknown)} in a Redis Cluster "
+                            f"URL (redis-py's cluster client ignores them)")
+        try:  # redis-py's own retries off, as for one server (the cluster client's too)
+            client = RedisCluster.from_url(url, retry=Retry(NoBackoff(), 0), **common)
+        except ValueError as exc:
+            raise StoreError(f"bad Redis Cluster URL {safe}: {exc}") from exc
+        except redis.exceptions.AuthenticationError as exc:
+            raise StoreUnavailableError(
+                f"Redis Cluster at {safe} refused the credentials: {exc}"
+            ) from exc
+        except _REDIS_ERRORS as exc:  # unreachable, not a cluster node, db != 0, ...
+            raise StoreUnavailableError(
+                f"cannot open Redis Cluster at {safe}: {exc}"
+            ) from exc
+        try:
+            if check:
+                _check_cluster(client, safe, settings["ttl"] is not None)
+
+            def make_aclient() -> AsyncRedisCluster:
+                return AsyncRedisCluster.from_url(
+                    url, retry=AsyncRetry(NoBackoff(), 0), max_connections=max_connections,
+                    **common,
+                )
+
+            return cls(client, None, **settings, _url=url, _aclient_factory=make_aclient,
+                       _aclient_limit=max_connections)
+        except BaseException:
+            client.close()
+            raise
+
+    @classmethod
     def from_store_url(cls, url: str) -> RedisStore:
         """Open a store from one URL, with opticmem's settings in its query string.
 
         ``tenant`` (non-empty), ``ttl`` (positive seconds), ``max_turns`` and
-        ``max_blob_bytes`` (positive integers) are read from the query; any other parameter
-        is left for redis-py (``socket_timeout=5``, ...).
+        ``max_blob_bytes`` (positive integers) and ``cluster`` (``1``/``true``/``yes`` or
+        ``0``/``false``/``no``: see :meth:`from_url`) are read from the query; any other
+        parameter is left for redis-py (``socket_timeout=5``, ...).
         This is the form a store registry or a command line takes::
 
             RedisStore.from_store_url("redis://:pw@cache:6379/2?tenant=acme&ttl=86400")
+            RedisStore.from_store_url("redis://node-1:7000?cluster=1&tenant=acme")
 
         A bad value of a setting, or a parameter redis-py does not know either, raises
         :class:`~opticmem.errors.StoreURLError` (a ``ValueError``) naming it, the URL's
@@ -904,7 +1061,7 @@ class RedisStore(Store):
             raise InvalidSessionError(f"session id must be a str, got {type(session).__name__}")
         return _session_keys(self._tenant_enc, session)
 
-    def _sync(self) -> redis.Redis:
+    def _sync(self) -> redis.Redis | RedisCluster:
         if self._client is None or self._closed:
             if self._closed:
                 raise StoreError(f"Redis store at {self.url} is closed")
@@ -913,7 +1070,7 @@ class RedisStore(Store):
             )
         return self._client
 
-    def _async(self) -> aredis.Redis:
+    def _async(self) -> aredis.Redis | AsyncRedisCluster:
         if self._closed:
             raise StoreError(f"Redis store at {self.url} is closed")
         if self._aclient is not None:
@@ -922,17 +1079,30 @@ class RedisStore(Store):
             raise StoreError("this RedisStore has no async client")
         if self._aclients_pid != os.getpid():
             self._aclients, self._aclients_pid = weakref.WeakKeyDictionary(), os.getpid()
+            self._agates = weakref.WeakKeyDictionary()
         loop = asyncio.get_running_loop()
         c = self._aclients.get(loop)
         if c is None:
             c = self._aclients[loop] = self._aclient_factory()
         return c
 
+    def _agate(self) -> AbstractAsyncContextManager[Any]:
+        """What an async call holds while it uses a connection: nothing, except on a
+        cluster client that :meth:`from_url` opened (its pools raise when full rather than
+        wait, so a semaphore of ``max_connections`` per event loop makes tasks wait)."""
+        if self._aclient_limit is None:
+            return _NO_GATE
+        loop = asyncio.get_running_loop()
+        gate = self._agates.get(loop)
+        if gate is None:
+            gate = self._agates[loop] = asyncio.Semaphore(self._aclient_limit)
+        return gate
+
     @property
     def _native_async(self) -> bool:
         return self._aclient is not None or self._aclient_factory is not None
 
-    def _error(self, exc: redis.exceptions.RedisError, what: str) -> StoreError:
+    def _error(self, exc: Exception, what: str) -> StoreError:
         """opticmem's typed error for a redis-py exception raised during ``what``."""
         if isinstance(exc, redis.exceptions.AuthenticationError):
             return StoreUnavailableError(
@@ -943,9 +1113,14 @@ class RedisStore(Store):
                 f"Redis at {self.url} is unreachable ({what} failed after "
                 f"{self.retries} retries): {exc}"
             )
+        if isinstance(exc, redis.exceptions.MovedError) and not self.cluster:
+            return StoreError(
+                f"Redis at {self.url} failed {what}: MOVED {exc} (it is a Redis Cluster: "
+                "open it with cluster=True, or cluster=1 in a store URL)"
+            )
         return StoreError(f"Redis at {self.url} failed {what}: {exc}")
 
-    def _retrying(self, what: str, call: Callable[[], T], exc: redis.exceptions.RedisError) -> T:
+    def _retrying(self, what: str, call: Callable[[], T], exc: Exception) -> T:
         """Retry ``call`` after ``exc`` (a failed first try) with backoff; typed errors out."""
         failures = 0
         while isinstance(exc, _RETRYABLE) and failures < self.retries:
@@ -956,12 +1131,12 @@ class RedisStore(Store):
             time.sleep(delay)
             try:
                 return call()
-            except redis.exceptions.RedisError as again:
+            except _REDIS_ERRORS as again:
                 exc = again
         raise self._error(exc, what) from exc
 
     async def _aretrying(
-        self, what: str, call: Callable[[], Awaitable[T]], exc: redis.exceptions.RedisError
+        self, what: str, call: Callable[[], Awaitable[T]], exc: Exception
     ) -> T:
         failures = 0
         while isinstance(exc, _RETRYABLE) and failures < self.retries:
@@ -972,7 +1147,7 @@ class RedisStore(Store):
             await asyncio.sleep(delay)
             try:
                 return await call()
-            except redis.exceptions.RedisError as again:
+            except _REDIS_ERRORS as again:
                 exc = again
         raise self._error(exc, what) from exc
 
@@ -986,23 +1161,24 @@ class RedisStore(Store):
 
     async def _aevalsha(self, lua: _Lua, keys: _Keys, args: Sequence[Any]) -> Any:
         client = self._async()
-        try:
-            return await client.evalsha(lua.sha, 1, keys.turns, *args)
-        except NoScriptError:
-            await client.script_load(lua.source)
-            return await client.evalsha(lua.sha, 1, keys.turns, *args)
+        async with self._agate():
+            try:
+                return await client.evalsha(lua.sha, 1, keys.turns, *args)
+            except NoScriptError:
+                await client.script_load(lua.source)
+                return await client.evalsha(lua.sha, 1, keys.turns, *args)
 
     def _eval(self, lua: _Lua, keys: _Keys, *args: Any) -> Any:
         """Run an idempotent script, retrying it as is after a lost connection."""
         try:
             return self._evalsha(lua, keys, args)
-        except redis.exceptions.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             return self._retrying(lua.name, lambda: self._evalsha(lua, keys, args), exc)
 
     async def _aeval(self, lua: _Lua, keys: _Keys, *args: Any) -> Any:
         try:
             return await self._aevalsha(lua, keys, args)
-        except redis.exceptions.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             return await self._aretrying(
                 lua.name, lambda: self._aevalsha(lua, keys, args), exc
             )
@@ -1011,26 +1187,33 @@ class RedisStore(Store):
         """Run one read command (``method`` of the client), retrying it as is."""
         try:
             return getattr(self._sync(), method)(*args)
-        except redis.exceptions.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             return self._retrying(what, lambda: getattr(self._sync(), method)(*args), exc)
+
+    async def _aread_once(self, method: str, args: Sequence[Any]) -> Any:
+        client = self._async()
+        async with self._agate():
+            return await getattr(client, method)(*args)
 
     async def _aread(self, what: str, method: str, *args: Any) -> Any:
         try:
-            return await getattr(self._async(), method)(*args)
-        except redis.exceptions.RedisError as exc:
+            return await self._aread_once(method, args)
+        except _REDIS_ERRORS as exc:
             return await self._aretrying(
-                what, lambda: getattr(self._async(), method)(*args), exc
+                what, functools.partial(self._aread_once, method, args), exc
             )
 
     # ------------------------------------------------------------------ turn log
     def _push(self, keys: _Keys, recs: list[bytes]) -> Any:
         """One append attempt: a bare ``RPUSH`` unless a cap or TTL needs the script."""
-        if self._scripted_appends:
+        if self._scripted_appends or (keys.id_arg and self.cluster):
+            # On Cluster a digest-keyed append is the script too (one atomic call on the
+            # session's slot): not every redis-py version has MULTI/EXEC in cluster pipelines.
             return self._evalsha(self._append_lua, keys, (keys.id_arg, *recs))
         client = self._sync()
         if keys.id_arg:  # digest-keyed session: remember its id for sessions()
             # MULTI/EXEC: a client killed between the two would leave turns whose id
-            # sessions() can never list (same slot, so fine on Cluster).
+            # sessions() can never list.
             pipe = client.pipeline(transaction=True)
             pipe.rpush(keys.turns, *recs)
             pipe.hsetnx(keys.meta, "id", keys.id_arg)
@@ -1040,16 +1223,17 @@ class RedisStore(Store):
         return (0, int(length) - len(recs))
 
     async def _apush(self, keys: _Keys, recs: list[bytes]) -> Any:
-        if self._scripted_appends:
+        if self._scripted_appends or (keys.id_arg and self.cluster):  # as in _push
             return await self._aevalsha(self._append_lua, keys, (keys.id_arg, *recs))
         client = self._async()
-        if keys.id_arg:  # MULTI/EXEC, as in _push
-            pipe = client.pipeline(transaction=True)
-            pipe.rpush(keys.turns, *recs)
-            pipe.hsetnx(keys.meta, "id", keys.id_arg)
-            length = (await pipe.execute())[0]
-        else:
-            length = await client.rpush(keys.turns, *recs)
+        async with self._agate():
+            if keys.id_arg:  # MULTI/EXEC, as in _push
+                pipe = client.pipeline(transaction=True)
+                pipe.rpush(keys.turns, *recs)
+                pipe.hsetnx(keys.meta, "id", keys.id_arg)
+                length = (await pipe.execute())[0]
+            else:
+                length = await client.rpush(keys.turns, *recs)
         return (0, int(length) - len(recs))
 
     def _appended(self, keys: _Keys, items: Items, result: Any) -> list[Turn]:
@@ -1079,7 +1263,7 @@ class RedisStore(Store):
                 result = self._push(keys, [rec])
             else:  # the common case, inlined: one RPUSH
                 result = (0, self._sync().rpush(keys.turns, rec) - 1)
-        except redis.exceptions.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             result = self._retry_append(keys, [rec], token, exc)
         if result[0] != 0:
             return self._appended(keys, ((role, text, ts, meta),), result)[0]
@@ -1093,12 +1277,12 @@ class RedisStore(Store):
         recs, token = _records(items)
         try:
             result = self._push(keys, recs)
-        except redis.exceptions.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             result = self._retry_append(keys, recs, token, exc)
         return self._appended(keys, items, result)
 
     def _retry_append(
-        self, keys: _Keys, recs: list[bytes], token: str, exc: redis.exceptions.RedisError
+        self, keys: _Keys, recs: list[bytes], token: str, exc: Exception
     ) -> Any:
         """After a failed append: retry with the script that first looks for ``token``."""
         args = (keys.id_arg, _needle(token), *recs)
@@ -1240,29 +1424,56 @@ class RedisStore(Store):
             pipe.hget(self._meta_key(enc), "id")
         return list(pipe.execute())
 
+    @staticmethod
+    def _scanned(node: Any, reply: Any) -> tuple[int, Sequence[bytes]]:
+        """``(next cursor, keys)`` from a SCAN reply; on a cluster client the reply holds
+        a cursor per node (``({name: cursor}, keys)``) and ``node`` is the node scanned."""
+        cursor, batch = reply
+        return int(cursor[node.name] if node is not None else cursor), batch
+
+    def _primaries(self) -> list[Any]:
+        client = self._sync()
+        assert isinstance(client, RedisCluster)
+        return list(client.get_primaries())
+
+    def _scan(self, node: Any, cursor: int, pattern: str) -> tuple[int, Sequence[bytes]]:
+        client = self._sync()
+        if node is None:
+            return self._scanned(None, client.scan(cursor, pattern, 1000))
+        return self._scanned(node, client.scan(cursor, pattern, 1000, target_nodes=node))
+
     def sessions(self) -> Iterator[str]:
         """Session ids of this tenant with at least one turn, found with ``SCAN``.
 
         Digest-keyed (very long) ids are read from their meta hashes, one round trip per
-        SCAN batch. A lost connection is retried from the same cursor.
+        SCAN batch. A lost connection is retried from the same cursor. On Redis Cluster
+        every primary is scanned in turn (a session lives on one of them); a failover or
+        resharding while it lists may make it miss a session or fail with
+        :class:`~opticmem.errors.StoreUnavailableError` (list again).
         """
         seen: set[str] = set()
-        cursor = 0
         pattern = self._scan_pattern()
-        while True:
-            cursor, batch = self._read("sessions", "scan", cursor, pattern, 1000)
-            direct, digests = self._sessions_in(batch, seen)
-            yield from direct
-            if digests:
-                stored = self._read_call("sessions", functools.partial(self._hget_ids, digests))
-                yield from self._resolve_digests(digests, stored)
-            if int(cursor) == 0:
-                return
+        nodes = self._read_call("sessions", self._primaries) if self.cluster else [None]
+        for node in nodes:
+            cursor = 0
+            while True:
+                cursor, batch = self._read_call(
+                    "sessions", functools.partial(self._scan, node, cursor, pattern)
+                )
+                direct, digests = self._sessions_in(batch, seen)
+                yield from direct
+                if digests:
+                    stored = self._read_call(
+                        "sessions", functools.partial(self._hget_ids, digests)
+                    )
+                    yield from self._resolve_digests(digests, stored)
+                if cursor == 0:
+                    break
 
     def _read_call(self, what: str, call: Callable[[], T]) -> T:
         try:
             return call()
-        except redis.exceptions.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             return self._retrying(what, call, exc)
 
     def delete_session(self, session: str) -> None:
@@ -1297,7 +1508,7 @@ class RedisStore(Store):
         recs, token = _records(items)
         try:
             result = await self._apush(keys, recs)
-        except redis.exceptions.RedisError as exc:
+        except _REDIS_ERRORS as exc:
             args = (keys.id_arg, _needle(token), *recs)
             result = await self._aretrying(
                 "append", lambda: self._aevalsha(self._resolve_lua, keys, args), exc
@@ -1381,29 +1592,54 @@ class RedisStore(Store):
         pipe = self._async().pipeline(transaction=False)
         for enc in digests:
             pipe.hget(self._meta_key(enc), "id")
-        return list(await pipe.execute())
+        async with self._agate():
+            return list(await pipe.execute())
+
+    async def _ascan(self, node: Any, cursor: int, pattern: str) -> tuple[int, Sequence[bytes]]:
+        client = self._async()
+        async with self._agate():
+            if node is None:
+                return self._scanned(None, await client.scan(cursor, pattern, 1000))
+            return self._scanned(
+                node, await client.scan(cursor, pattern, 1000, target_nodes=node)
+            )
+
+    async def _aprimaries(self) -> list[Any]:
+        client = self._async()
+        assert isinstance(client, AsyncRedisCluster)
+        async with self._agate():
+            await client.initialize()  # at once if it already is
+        return list(client.get_primaries())
+
+    async def _aread_call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except _REDIS_ERRORS as exc:
+            return await self._aretrying(what, call, exc)
 
     async def asessions(self) -> list[str]:
         if not self._native_async:
             return await super().asessions()
         seen: set[str] = set()
         out: list[str] = []
-        cursor = 0
         pattern = self._scan_pattern()
-        while True:
-            cursor, batch = await self._aread("sessions", "scan", cursor, pattern, 1000)
-            direct, digests = self._sessions_in(batch, seen)
-            out += direct
-            if digests:
-                try:
-                    stored = await self._ahget_ids(digests)
-                except redis.exceptions.RedisError as exc:
-                    stored = await self._aretrying(
-                        "sessions", functools.partial(self._ahget_ids, digests), exc
+        nodes = await self._aread_call("sessions", self._aprimaries) if self.cluster else [None]
+        for node in nodes:
+            cursor = 0
+            while True:
+                cursor, batch = await self._aread_call(
+                    "sessions", functools.partial(self._ascan, node, cursor, pattern)
+                )
+                direct, digests = self._sessions_in(batch, seen)
+                out += direct
+                if digests:
+                    stored = await self._aread_call(
+                        "sessions", functools.partial(self._ahget_ids, digests)
                     )
-                out += self._resolve_digests(digests, stored)
-            if int(cursor) == 0:
-                return out
+                    out += self._resolve_digests(digests, stored)
+                if cursor == 0:
+                    break
+        return out
 
     async def adelete_session(self, session: str) -> None:
         if not self._native_async:
@@ -1439,22 +1675,48 @@ def _check_server(url: str, safe: str, common: dict[str, Any], uses_ttl: bool) -
         raise StoreUnavailableError(f"Redis at {safe} refused the credentials: {exc}") from exc
     except _RETRYABLE as exc:
         raise StoreUnavailableError(f"cannot reach Redis at {safe}: {exc}") from exc
-    except redis.exceptions.RedisError as exc:
+    except _REDIS_ERRORS as exc:
         raise StoreUnavailableError(f"Redis at {safe} did not answer PING/INFO: {exc}") from exc
     finally:
         if probe is not None:
             probe.close()
+    _warn_risks(safe, info, uses_ttl)
+    if str(info.get("cluster_enabled", "0")) == "1":
+        log.warning(
+            "Redis at %s is a Redis Cluster node: open it with cluster=True (cluster=1 in a "
+            "store URL), or sessions whose slots live on other nodes fail with MOVED", safe
+        )
+
+
+def _check_cluster(client: RedisCluster, safe: str, uses_ttl: bool) -> None:
+    """:func:`_check_server` for a cluster: every primary's settings, read with INFO."""
+    try:
+        infos = client.info(target_nodes=RedisCluster.PRIMARIES)
+    except redis.exceptions.AuthenticationError as exc:
+        raise StoreUnavailableError(
+            f"Redis Cluster at {safe} refused the credentials: {exc}"
+        ) from exc
+    except _REDIS_ERRORS as exc:
+        raise StoreUnavailableError(f"Redis Cluster at {safe} did not answer INFO: {exc}") from exc
+    if not all(isinstance(i, dict) for i in infos.values()):
+        infos = {safe: infos}  # one primary: some redis-py versions give its reply alone
+    for node, info in sorted(infos.items()):
+        _warn_risks(f"{safe} (node {node})", info, uses_ttl)
+
+
+def _warn_risks(where: str, info: Mapping[str, Any], uses_ttl: bool) -> None:
+    """Log the server settings (from INFO) that put acknowledged turns at risk."""
     version = str(info.get("redis_version", "0"))
     if not version.split(".")[0].isdigit() or int(version.split(".")[0]) < 7:
-        log.warning("Redis at %s is version %s; opticmem is tested with Redis 7", safe, version)
+        log.warning("Redis at %s is version %s; opticmem is tested with Redis 7", where, version)
     if not info.get("aof_enabled"):
         log.warning(
             "Redis at %s has AOF off: acknowledged turns survive a restart only as of the "
-            "last RDB snapshot (use appendonly yes with appendfsync always or everysec)", safe
+            "last RDB snapshot (use appendonly yes with appendfsync always or everysec)", where
         )
     policy = str(info.get("maxmemory_policy", "noeviction"))
     if policy.startswith("allkeys") or (uses_ttl and policy.startswith("volatile")):
         log.warning(
             "Redis at %s has maxmemory-policy %s: it may evict archived turns under memory "
-            "pressure (use noeviction)", safe, policy
+            "pressure (use noeviction)", where, policy
         )

@@ -9,7 +9,8 @@ Built in:
   ``?synchronous=NORMAL`` (``sqlite:///:memory:`` is refused: use ``memory://``);
 * ``redis://host:6379/0`` and ``rediss://…`` (TLS) — a
   :class:`~opticmem.redis_store.RedisStore`, with its settings in the query
-  (``?tenant=acme&ttl=86400&max_turns=100000``); needs ``pip install 'opticmem[redis]'``.
+  (``?tenant=acme&ttl=86400&max_turns=100000``; ``?cluster=1`` for a Redis Cluster, naming
+  any node); needs ``pip install 'opticmem[redis]'``.
 
 Other backends register their scheme once, either with a factory or, so that importing
 opticmem never imports their client library, with a lazy ``"module:attribute"`` string

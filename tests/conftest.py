@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.redis.server import RedisServer, RedisServerMissing
+from tests.redis.server import RedisCluster, RedisServer, RedisServerMissing
 
 
 def _cuda_available() -> bool:
@@ -54,6 +54,16 @@ def start_redis(directory: Path, **kwargs: object) -> RedisServer:
         pytest.skip(f"no redis-server: {exc}")
 
 
+def start_redis_cluster(directory: Path, **kwargs: object) -> RedisCluster:
+    """Start a Redis Cluster in ``directory``; skip or fail as :func:`start_redis` does."""
+    try:
+        return RedisCluster(directory, **kwargs).start()  # type: ignore[arg-type]
+    except RedisServerMissing as exc:
+        if redis_required():
+            pytest.fail(f"\n\n*** {exc} ***\n", pytrace=False)
+        pytest.skip(f"no redis-server for a Redis Cluster: {exc}")
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One ``redis-server`` shared by the whole test session."""
@@ -74,6 +84,25 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis.Redis.from_url(redis_server.url) as r:
         r.flushall()
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One three-primary Redis Cluster on loopback, shared by the whole test session."""
+    cluster = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisCluster) -> str:
+    """A startup URL of the shared cluster, every node emptied for this test (open it with
+    ``RedisStore.from_url(url, cluster=True)`` or ``redis.cluster.RedisCluster.from_url``)."""
+    redis_cluster.ensure_running()  # a previous test's failure must not cascade
+    redis_cluster.flushall()
+    return redis_cluster.url
 
 
 @pytest.fixture

@@ -3,7 +3,8 @@
 Adding a backend is one entry: a name, a factory ``(request, tmp_path) -> Store`` and any
 marks. The factory may pull other fixtures through ``request.getfixturevalue``: the Redis
 backend asks for ``redis_url`` (``tests/conftest.py``: a real redis-server, emptied for
-each test, so every test starts from a clean server).
+each test, so every test starts from a clean server), the Redis Cluster one for
+``redis_cluster_url`` (three real cluster nodes, all emptied for each test).
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ def _redis(request: pytest.FixtureRequest, tmp: Path) -> Store:
     return RedisStore.from_url(request.getfixturevalue("redis_url"), tenant="contract")
 
 
+def _redis_cluster(request: pytest.FixtureRequest, tmp: Path) -> Store:
+    from opticmem.redis_store import RedisStore
+
+    url = request.getfixturevalue("redis_cluster_url")
+    return RedisStore.from_url(url, tenant="contract", cluster=True, check=False)
+
+
 @dataclass(frozen=True)
 class Backend:
     factory: Callable[[pytest.FixtureRequest, Path], Store]
@@ -35,6 +43,7 @@ BACKENDS: dict[str, Backend] = {
     "memory": Backend(lambda request, tmp: InMemoryStore()),
     "sqlite": Backend(lambda request, tmp: SQLiteStore(tmp / "store.db")),
     "redis": Backend(_redis, marks=(pytest.mark.redis,)),
+    "redis-cluster": Backend(_redis_cluster, marks=(pytest.mark.redis,)),
 }
 
 

@@ -4,6 +4,9 @@ Redis benchmark (``benchmarks/redis_speed.py``).
 The server keeps everything in its own directory (AOF on, ``appendfsync always``, no RDB
 snapshots), answers only on 127.0.0.1, and can be killed (SIGKILL) and restarted on the
 same port and directory to test recovery from its append-only file.
+
+:class:`RedisCluster` starts several of them in cluster mode and joins them into one
+Redis Cluster (for the cluster tests: ``redis_cluster`` in ``tests/conftest.py``).
 """
 
 from __future__ import annotations
@@ -66,7 +69,8 @@ class RedisServer:
 
     ``appendfsync`` defaults to ``always`` so that every acknowledged write is on disk
     before the reply: what the kill-and-restart test relies on. ``forbid_keys`` renames
-    the ``KEYS`` command away, so any code that uses it fails loudly.
+    the ``KEYS`` command away, so any code that uses it fails loudly. ``cluster`` starts it
+    as a Redis Cluster node (its ``nodes.conf`` in its directory; see :class:`RedisCluster`).
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class RedisServer:
         port: int | None = None,
         appendfsync: str = "always",
         forbid_keys: bool = True,
+        cluster: bool = False,
     ) -> None:
         self.binary = find_redis_server()
         self.directory = Path(directory)
@@ -83,6 +88,9 @@ class RedisServer:
         self.port = port or free_port()
         self.appendfsync = appendfsync
         self.forbid_keys = forbid_keys
+        self.cluster = cluster
+        self.cluster_port = free_port() if cluster else 0
+        """The node's cluster bus port (chosen free: ``port + 10000`` may be taken or > 65535)."""
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -109,6 +117,13 @@ class RedisServer:
         ]
         if self.forbid_keys:
             lines.append('rename-command KEYS ""')
+        if self.cluster:
+            lines += [
+                "cluster-enabled yes",
+                'cluster-config-file "nodes.conf"',  # relative to dir: the node's own
+                f"cluster-port {self.cluster_port}",
+                "cluster-node-timeout 5000",
+            ]
         conf = self.directory / "redis.conf"
         conf.write_text("\n".join(lines) + "\n")
         return conf
@@ -175,6 +190,166 @@ class RedisServer:
         return self.start()
 
     def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def command(port: int, *args: str | int, timeout: float = 5.0) -> bytes | int:
+    """Send one command to the server on 127.0.0.1:``port`` and return its reply (a
+    status, bulk string or integer; an error reply raises :class:`RuntimeError`).
+
+    Just enough RESP for setting up a cluster, with no client library.
+    """
+    parts = [str(a).encode() for a in args]
+    request = b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in parts)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        reader = s.makefile("rb")
+        line = reader.readline().rstrip(b"\r\n")
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            return b"" if int(rest) < 0 else reader.read(int(rest))
+        raise RuntimeError(f"{args[0]} on port {port} failed: {line.decode(errors='replace')}")
+
+
+def find_redis_cli() -> str | None:
+    """``redis-cli`` beside the ``redis-server`` in use, else on PATH, else ``None``."""
+    beside = Path(find_redis_server()).with_name("redis-cli")
+    return str(beside) if os.access(beside, os.X_OK) else shutil.which("redis-cli")
+
+
+SLOTS = 16384
+
+
+class RedisCluster:
+    """A Redis Cluster of ``nodes`` primaries (no replicas) on 127.0.0.1, each one a
+    :class:`RedisServer` in its own subdirectory of ``directory``.
+
+    :meth:`start` starts the servers, makes them one cluster with ``redis-cli --cluster
+    create`` (or, without ``redis-cli`` or with ``create="commands"``, by sending the same
+    ``CLUSTER ADDSLOTSRANGE`` / ``SET-CONFIG-EPOCH`` / ``MEET`` commands itself) and waits
+    until every node reports ``cluster_state:ok`` and knows every other one. :meth:`stop`
+    stops them all. Nodes keep :class:`RedisServer`'s ``appendfsync always``: with
+    ``everysec`` a node may postpone writing its AOF while an fsync is running and still
+    reply, so a node that a test kills could come back without acknowledged writes.
+    """
+
+    def __init__(self, directory: Path, *, nodes: int = 3, create: str = "auto") -> None:
+        if create not in ("auto", "redis-cli", "commands"):
+            raise ValueError(f"create must be auto, redis-cli or commands, got {create!r}")
+        self.directory = Path(directory)
+        self.servers = [
+            RedisServer(self.directory / f"node-{i}", cluster=True)
+            for i in range(nodes)
+        ]
+        self.create = create
+        self.created_with = ""
+        """How :meth:`start` made the cluster: ``"redis-cli"`` or ``"commands"``."""
+
+    @property
+    def ports(self) -> list[int]:
+        return [s.port for s in self.servers]
+
+    @property
+    def url(self) -> str:
+        """A startup node's URL (a cluster client finds the other nodes from it)."""
+        return f"redis://127.0.0.1:{self.ports[0]}"
+
+    def start(self, timeout: float = 30.0) -> RedisCluster:
+        """Start every node, create the cluster if it is new, wait until it serves."""
+        try:
+            for server in self.servers:
+                server.start()
+            if self._slots_assigned() == 0:
+                self._create(timeout)
+            self.wait_ok(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _slots_assigned(self) -> int:
+        info = self.cluster_info(self.ports[0])
+        return int(info.get("cluster_slots_assigned", "0"))
+
+    def _create(self, timeout: float) -> None:
+        cli = find_redis_cli() if self.create in ("auto", "redis-cli") else None
+        if self.create == "redis-cli" and cli is None:
+            raise RedisServerMissing("redis-cli was not found beside redis-server or on PATH")
+        if cli is not None:
+            proc = subprocess.run(
+                [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+                 "--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True, text=True, timeout=timeout,
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed:\n{proc.stdout}"
+                                   f"{proc.stderr}")
+            self.created_with = "redis-cli"
+            return
+        n = len(self.servers)
+        for i, port in enumerate(self.ports):  # contiguous ranges, as redis-cli assigns them
+            command(port, "CLUSTER", "ADDSLOTSRANGE", SLOTS * i // n, SLOTS * (i + 1) // n - 1)
+            command(port, "CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+        for server in self.servers[1:]:  # the bus port too: it is not port + 10000 here
+            command(self.ports[0], "CLUSTER", "MEET", "127.0.0.1", server.port,
+                    server.cluster_port)
+        self.created_with = "commands"
+
+    @staticmethod
+    def cluster_info(port: int) -> dict[str, str]:
+        reply = command(port, "CLUSTER", "INFO")
+        assert isinstance(reply, bytes)
+        return dict(
+            line.split(":", 1) for line in reply.decode().splitlines() if ":" in line
+        )
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Wait until every node says ``cluster_state:ok`` and knows all the others."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = {}
+            for port in self.ports:
+                try:
+                    info = self.cluster_info(port)
+                except (OSError, RuntimeError) as exc:
+                    info = {"cluster_state": f"unreachable ({exc})"}
+                states[port] = (info.get("cluster_state"), info.get("cluster_known_nodes"))
+            if all(v == ("ok", str(len(self.ports))) for v in states.values()):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"Redis Cluster not ready after {timeout}s: {states}")
+            time.sleep(0.05)
+
+    def ensure_running(self) -> None:
+        """Restart any node that died (it rejoins from its nodes.conf), then wait."""
+        if any(s.proc is None or s.proc.poll() is not None for s in self.servers):
+            for server in self.servers:
+                server.start()
+            self.wait_ok()
+
+    def flushall(self) -> None:
+        """Empty every node (``FLUSHALL`` on a cluster node empties only that node)."""
+        for port in self.ports:
+            command(port, "FLUSHALL")
+
+    def stop(self) -> None:
+        """Stop every node (killing any that will not stop); never raises for one."""
+        for server in self.servers:
+            try:
+                server.stop()
+            except Exception:  # keep stopping the others
+                log.exception("could not stop redis-server on port %d", server.port)
+                with contextlib.suppress(Exception):
+                    server.kill()
+
+    def __enter__(self) -> RedisCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
