@@ -363,3 +363,32 @@ def test_the_worker_and_queue_commands(redis_url: str) -> None:
     raw = redis.Redis.from_url(redis_url)
     assert raw.xinfo_groups(stream_key(TENANT))[0]["name"] == GROUP.encode()
     raw.close()
+
+
+def test_bots_and_a_worker_on_a_redis_cluster(redis_cluster_url: str) -> None:
+    """The queue's two streams share the tenant's hash tag (one slot); the sessions' keys
+    spread over the nodes. Queueing, taking, claiming, acknowledging and burying all work
+    through a cluster client."""
+    bot_store = RedisStore.from_url(redis_cluster_url, tenant=TENANT, cluster=True)
+    worker_store = RedisStore.from_url(redis_cluster_url, tenant=TENANT, cluster=True)
+    try:
+        mem = bot(bot_store)
+        sessions = [f"user-{i}" for i in range(6)]
+        for s in sessions:
+            mem.add_many(s, talk(12))
+            mem.context(s)
+        bot_store._sync().xadd(stream_key(TENANT), {"not": "ours"})
+        with RecollectWorker(worker_store, Digest(), batch_size=200) as worker:
+            totals = worker.run(once=True)
+        assert totals.read > len(sessions) and totals.dead == 1
+        assert mem.flush(10)
+        queue = RedisRecollectQueue.for_store(bot_store)
+        assert queue.stats().backlog == 0 and queue.stats().dead == 1
+        for s in sessions:
+            ctx = mem.context(s)
+            assert all(expected(mem, s, p.record.page_no, p.tier) in ctx.text()
+                       for p in ctx.pages if p.shown == "image")
+        assert mem.codec.batches == []  # type: ignore[union-attr]
+    finally:
+        bot_store.close()
+        worker_store.close()
