@@ -16,6 +16,11 @@ from the bundled sample conversation. At the end the bot prints a summary: sessi
 stored turns (earlier runs' included; the rate counts this run's), pages per tier over
 all sessions, and the largest prompt any call sent (never above the budget). ``--fresh``
 first deletes the sessions a previous run left.
+
+With ``--codec bundled --recollect queue`` the bot reads no page back itself: each page it
+seals or shows at a new tier goes onto the tenant's Redis Stream, for workers to read on
+a GPU machine (``opticmem worker "redis://…?tenant=redis-bot"``; the summary's ``queue``
+says what they have left to do, ``opticmem queue URL`` too).
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ def user_lines() -> list[str]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     store = RedisStore.from_url(args.redis_url, tenant=args.tenant)
     memory = OpticalMemory(store, budget_tokens=args.budget, verbatim_turns=4,
-                           codec=None if args.codec == "none" else "bundled")
+                           codec=None if args.codec == "none" else "bundled",
+                           recollect=args.recollect)
     sessions = [f"user-{i}" for i in range(args.sessions)]
     if args.fresh:
         await asyncio.gather(*(memory.adelete_session(s) for s in sessions))
@@ -77,12 +83,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for tier, n in ctx.pages_per_tier().items():
             tiers[tier] = tiers.get(tier, 0) + n
         turns += await store.aturn_count(s)
+    queue = None
+    if args.recollect == "queue":
+        from opticmem.recollect_queue import RedisRecollectQueue
+
+        stats = RedisRecollectQueue.for_store(store).stats()
+        queue = {"waiting": stats.waiting, "taken": stats.taken, "dead": stats.dead}
     await memory.aclose()
     store.close()
     added = 2 * args.sessions * args.turns  # a user turn and its reply per message
     return {"sessions": len(sessions), "turns": turns, "turns_added": added,
             "pages_per_tier": tiers, "largest_prompt": largest, "budget": args.budget,
-            "seconds": round(elapsed, 2), "turns_per_second": round(added / elapsed, 1)}
+            "seconds": round(elapsed, 2), "turns_per_second": round(added / elapsed, 1),
+            "queue": queue}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,9 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency", type=float, default=0.005, help="echo model's seconds")
     ap.add_argument("--budget", type=int, default=2000, help="context budget in tokens")
     ap.add_argument("--codec", choices=("none", "bundled"), default="none")
+    ap.add_argument("--recollect", choices=("lazy", "queue"), default="lazy",
+                    help="queue: leave reading pages back to `opticmem worker` processes "
+                         "(needs --codec bundled)")
     ap.add_argument("--fresh", action="store_true", help="delete earlier runs' sessions")
     ap.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = ap.parse_args(argv)
+    if args.recollect == "queue" and args.codec == "none":
+        ap.error("--recollect queue needs --codec bundled (the workers' codec)")
 
     summary = asyncio.run(run(args))
     if args.json:
@@ -110,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     print("pages per tier: " + ", ".join(f"{k} {v}" for k, v in tiers.items()))
     print(f"largest prompt sent: {summary['largest_prompt']} tokens "
           f"(budget {summary['budget']})")
+    if summary["queue"] is not None:
+        q = summary["queue"]
+        print(f"queued for workers: {q['waiting']} waiting, {q['taken']} taken, "
+              f"{q['dead']} dead")
     return 0
 
 

@@ -24,14 +24,15 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def run_example(name: str, *args: str, stdin: str = "", env: dict[str, str] | None = None,
-                cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+                cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
     base["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args], input=stdin, capture_output=True,
         text=True, timeout=300, env={**base, **(env or {})}, cwd=cwd,
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
 
 
@@ -134,3 +135,15 @@ def test_redis_bot_serves_concurrent_sessions_through_redis(redis_url: str) -> N
     fresh = run_example("redis_bot.py", "--redis-url", redis_url, "--sessions", "2",
                         "--turns", "1", "--fresh", "--json").stdout
     assert json.loads(fresh)["turns"] == 4
+
+
+@pytest.mark.redis
+def test_redis_bot_leaves_page_reading_to_queue_workers(redis_url: str) -> None:
+    proc = run_example("redis_bot.py", "--redis-url", redis_url, "--sessions", "3",
+                       "--turns", "40", "--codec", "bundled", "--recollect", "queue",
+                       "--json")
+    queue = json.loads(proc.stdout)["queue"]
+    assert queue["waiting"] >= 3 and queue["taken"] == queue["dead"] == 0
+    refused = run_example("redis_bot.py", "--redis-url", redis_url, "--recollect", "queue",
+                          check=False)
+    assert refused.returncode == 2 and "needs --codec bundled" in refused.stderr
