@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,6 +73,22 @@ def recollection_from_bytes(data: bytes, where: str) -> Recollection:
         raise CorruptRecordError(f"unreadable recollection {where}: {exc}") from exc
 
 
+def draw_master(transcript: str, settings: RenderSettings) -> np.ndarray:
+    """A page's Large master, drawn from its transcript (its lines as packed)."""
+    layout = PageLayout(lines=tuple(transcript.split("\n")), sources=(), settings=settings,
+                        complete=True)
+    return draw_page(layout)
+
+
+def draw_tier_png(
+    transcript: str, settings: RenderSettings, tier: Tier
+) -> tuple[bytes, np.ndarray]:
+    """A page at ``tier``: its PNG and its pixels. A plain function of its arguments, so a
+    process pool can run it (a worker draws pages in parallel: ``Artefacts.draw_pool``)."""
+    image = to_tier(draw_master(transcript, settings), tier)
+    return png_bytes(image), np.asarray(image)
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """One page at one tier."""
@@ -96,6 +113,7 @@ class Artefacts:
         decode_max_tokens: int | None = None,
         masters: int = 8,
         on_recollected: Callable[[str, int], None] | None = None,
+        draw_pool: Executor | None = None,
     ) -> None:
         self.store = store
         self.codec = codec
@@ -105,6 +123,8 @@ class Artefacts:
         """Large masters keyed by what they are drawn from (render key, transcript), not by
         page number: a session deleted (or expired) and begun again reuses page numbers."""
         self._on_recollected = on_recollected
+        self.draw_pool = draw_pool
+        """Processes that draw missing page images in parallel (``None``: drawn here)."""
 
     # ------------------------------------------------------------------ images
     def know_settings(self, settings: RenderSettings) -> None:
@@ -125,29 +145,44 @@ class Artefacts:
     def master(self, page: PageRecord) -> np.ndarray:
         """The Large master of ``page`` (drawn from its transcript; cached in-process)."""
         key = (page.render_key, page.transcript)
+        settings = self.settings_for(page)
+        return self._masters.get_or_compute(key, lambda: draw_master(page.transcript, settings))
 
-        def draw() -> np.ndarray:
-            layout = PageLayout(lines=tuple(page.transcript.split("\n")), sources=(),
-                                settings=self.settings_for(page), complete=True)
-            return draw_page(layout)
-
-        return self._masters.get_or_compute(key, draw)
+    def _tier_images_of(self, items: Sequence[Item]) -> list[tuple[bytes, Image.Image | None]]:
+        """Each page's PNG at its tier — from the cache, else drawn and cached — with the
+        image itself when it was drawn here (so it need not be decoded from the PNG).
+        Missing pages of all sessions are drawn together (in parallel with a pool)."""
+        keys = [png_key(j.page, j.tier) for _, j in items]
+        found = self._blobs_of(items, keys)
+        out: list[tuple[bytes, Image.Image | None]] = [(d or b"", None) for d in found]
+        missing = [i for i, d in enumerate(found) if d is None]
+        todo = [items[i][1] for i in missing]
+        if self.draw_pool is not None and len(todo) > 1:
+            drawn = [(png, Image.fromarray(pixels)) for png, pixels in self.draw_pool.map(
+                draw_tier_png, [j.page.transcript for j in todo],
+                [self.settings_for(j.page) for j in todo], [j.tier for j in todo])]
+        else:
+            drawn = []
+            for j in todo:
+                image = to_tier(self.master(j.page), j.tier)
+                drawn.append((png_bytes(image), image))
+        for i, (png, image) in zip(missing, drawn, strict=True):
+            self.store.put_blob(items[i][0], keys[i], png)
+            out[i] = (png, image)
+        return out
 
     def pngs(self, session: str, jobs: Sequence[Job]) -> list[bytes]:
         """PNG bytes of each page at its tier, rendering (and caching) what is missing."""
-        keys = [png_key(j.page, j.tier) for j in jobs]
-        found = self.store.get_blobs(session, keys) if jobs else []
-        out: list[bytes] = []
-        for job, key, data in zip(jobs, keys, found, strict=True):
-            if data is None:
-                data = png_bytes(to_tier(self.master(job.page), job.tier))
-                self.store.put_blob(session, key, data)
-            out.append(data)
-        return out
+        return [png for png, _ in self._tier_images_of([(session, j) for j in jobs])]
 
     def images(self, session: str, jobs: Sequence[Job]) -> list[Image.Image]:
         """Page images (mode ``L``, ``tier.pixels`` square)."""
-        return [Image.open(io.BytesIO(b)) for b in self.pngs(session, jobs)]
+        return self.images_of([(session, j) for j in jobs])
+
+    def images_of(self, items: Sequence[Item]) -> list[Image.Image]:
+        """:meth:`images` for pages of any sessions."""
+        return [image if image is not None else Image.open(io.BytesIO(png))
+                for png, image in self._tier_images_of(items)]
 
     # ------------------------------------------------------------------ codec
     def _require_codec(self) -> str:
@@ -185,8 +220,7 @@ class Artefacts:
             if v is None:
                 by_tier.setdefault(items[i][1].tier, []).append(i)
         for tier, idx in by_tier.items():
-            images = [img for s, i in _session_runs(items, idx)
-                      for img in self.images(s, [items[k][1] for k in i])]
+            images = self.images_of([items[i] for i in idx])
             codec = self.codec.get()
             assert codec is not None  # checked by _require_codec
             t0 = time.perf_counter()
@@ -194,8 +228,7 @@ class Artefacts:
                 made = codec.encode(images, tier)
             log.debug("encoded %d pages at %s in %.2fs", len(idx), tier.value,
                       time.perf_counter() - t0)
-            order = [k for _, i in _session_runs(items, idx) for k in i]
-            for i, vt in zip(order, made, strict=True):
+            for i, vt in zip(idx, made, strict=True):
                 self.store.put_blob(items[i][0], keys[i], vt.to_bytes())
                 out[i] = vt
         return [v for v in out if v is not None]
@@ -261,8 +294,3 @@ def _by_session(items: Sequence[Item]) -> dict[str, list[int]]:
         groups.setdefault(session, []).append(i)
     return groups
 
-
-def _session_runs(items: Sequence[Item], idx: Sequence[int]) -> list[tuple[str, list[int]]]:
-    """``idx`` grouped by the session of ``items[i]``: the order images are made in."""
-    groups = _by_session([items[i] for i in idx])
-    return [(s, [idx[k] for k in ks]) for s, ks in groups.items()]

@@ -30,12 +30,14 @@ harmless: the codec is deterministic and the blob is overwritten with the same b
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,7 +109,10 @@ def default_consumer() -> str:
 class RecollectWorker:
     """Reads the pages queued for ``store``'s tenant with ``codec`` (see the module
     docstring). ``claim_idle`` is how long (seconds) an entry may sit taken by a worker
-    before another may claim it: longer than a batch takes."""
+    before another may claim it: longer than a batch takes. ``draw_workers`` processes
+    draw the pages' images in parallel (0: drawn in this process): a GPU reads pages
+    faster than one CPU core draws them (``benchmarks/results/queue_speed.md``).
+    Close the worker (or use it as a context manager) to stop them."""
 
     def __init__(
         self,
@@ -119,11 +124,14 @@ class RecollectWorker:
         max_deliveries: int = 5,
         claim_idle: float = 300.0,
         decode_max_tokens: int | None = None,
+        draw_workers: int = 0,
         queue: RedisRecollectQueue | None = None,
     ) -> None:
         for name, value in (("batch_size", batch_size), ("max_deliveries", max_deliveries)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number ≥ 1, got {value!r}")
+        if isinstance(draw_workers, bool) or not isinstance(draw_workers, int) or draw_workers < 0:
+            raise ValueError(f"draw_workers must be a whole number ≥ 0, got {draw_workers!r}")
         if not claim_idle > 0:
             raise ValueError(f"claim_idle must be positive seconds, got {claim_idle!r}")
         self.store = store
@@ -133,10 +141,25 @@ class RecollectWorker:
         self.batch_size = batch_size
         self.max_deliveries = max_deliveries
         self.claim_idle = claim_idle
+        # Spawned, not forked: the parent may hold a CUDA context, which a fork breaks.
+        self._pool = ProcessPoolExecutor(draw_workers, mp_context=mp.get_context("spawn")) if (
+            draw_workers) else None
         self._artefacts = Artefacts(store, codec.render_settings or RenderSettings(),
-                                    CodecSlot(codec), decode_max_tokens=decode_max_tokens)
+                                    CodecSlot(codec), decode_max_tokens=decode_max_tokens,
+                                    draw_pool=self._pool)
         self._failures = FailureLog("reading queued pages")
         self._group_ready = False
+
+    def close(self) -> None:
+        """Stop the drawing processes (the store is the caller's to close)."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+
+    def __enter__(self) -> RecollectWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ taking entries
     def _take(self, block: float) -> tuple[list[Entry], dict[str, int]]:

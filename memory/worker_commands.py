@@ -9,6 +9,7 @@ workers and the newest dead letters.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -61,6 +62,9 @@ def worker_command(
     = 300.0,
     max_deliveries: Annotated[int, typer.Option(
         min=1, help="Tries per page before it goes to the dead letters.")] = 5,
+    draw_workers: Annotated[int | None, typer.Option(
+        min=0, help="Processes drawing page images (default: up to 8 on CUDA, 0 on CPU, "
+                    "where drawing would compete with the model).")] = None,
     consumer: Annotated[str | None, typer.Option(
         help="This worker's name in the group (default host-pid).")] = None,
     once: Annotated[bool, typer.Option(
@@ -78,9 +82,12 @@ def worker_command(
         model = _load_codec(codec, device, as_json)
         if hasattr(model, "batch_size"):
             model.batch_size = batch_size
+        if draw_workers is None:
+            on_gpu = str(getattr(model, "device", "cpu")).startswith("cuda")
+            draw_workers = min(8, max(1, (os.cpu_count() or 2) - 2)) if on_gpu else 0
         worker = RecollectWorker(store, model, consumer=consumer, batch_size=batch_size,
                                  max_deliveries=max_deliveries, claim_idle=claim_idle,
-                                 decode_max_tokens=max_tokens)
+                                 decode_max_tokens=max_tokens, draw_workers=draw_workers)
         err = Console(stderr=True)
         if not as_json:
             err.print(f"worker {worker.consumer}: codec {model.name}, queue {worker.queue.key} "
@@ -104,7 +111,8 @@ def worker_command(
                 signal.signal(s, on_signal)
         t0 = time.perf_counter()
         try:
-            totals = worker.run(stop=stop, once=once, on_batch=show)
+            with worker:
+                totals = worker.run(stop=stop, once=once, on_batch=show)
         finally:
             if threading.current_thread() is threading.main_thread():
                 for s, handler in previous.items():
