@@ -11,3 +11,22 @@ def publish(text: str, out: Path) -> None:
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
+
+
+def redis_environment(url: str, note: str = "") -> str:
+    """One line on the Redis server at ``url``, the client and the machine, for a table."""
+    import os
+    import platform
+    import time
+
+    import redis
+
+    with redis.Redis.from_url(url) as r:
+        info = r.info()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    return (
+        f"Redis {info['redis_version']} on 127.0.0.1 (AOF on, appendfsync everysec); "
+        f"redis-py {redis.__version__}; Python {platform.python_version()}; "
+        f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+        f"load average {load[0]:.1f} at start{note}; {time.strftime('%Y-%m-%d')}."
+    )

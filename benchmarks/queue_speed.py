@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -39,9 +37,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-import redis
 
-from benchmarks import publish
+from benchmarks import publish, redis_environment
 from opticmem import OpticalMemory, Tier
 from opticmem.encoder.codec import Recollection, VisionTokens
 from opticmem.recollect_queue import RedisRecollectQueue
@@ -143,16 +140,6 @@ def worker_side(url: str, tenant: str, batch: int, draw: int) -> dict[str, float
             "rest": wall - drawing - codec.seconds, "batches": totals.batches}
 
 
-def environment(url: str) -> str:
-    with redis.Redis.from_url(url) as r:
-        info = r.info()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
-    return (f"Redis {info['redis_version']} on 127.0.0.1 (AOF on, appendfsync everysec); "
-            f"redis-py {redis.__version__}; Python {platform.python_version()}; "
-            f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), load "
-            f"average {load[0]:.1f} at start; {time.strftime('%Y-%m-%d')}.")
-
-
 def report(bots: dict[str, dict[str, float | int]],
            workers: list[tuple[int, int, dict[str, Any]]],
            env: str, args: argparse.Namespace) -> str:
@@ -212,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     turns = sample_turns()[: args.turns]
     with tempfile.TemporaryDirectory(prefix="opticmem-bench-") as tmp, \
             RedisServer(Path(tmp), appendfsync="everysec", forbid_keys=False) as server:
-        env = environment(server.url)
+        env = redis_environment(server.url)
         print(env, flush=True)
         bot_side(server.url, "queue", 1, turns[:40], tenant="warm-up")  # fonts, caches, imports
         bots: dict[str, dict[str, float | int]] = {}

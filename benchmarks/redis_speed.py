@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
-import platform
 import random
 import statistics
 import sys
@@ -56,7 +54,7 @@ with warnings.catch_warnings():  # it is deprecated; measuring it is the point
     warnings.simplefilter("ignore", DeprecationWarning)
     from langchain_community.chat_message_histories import RedisChatMessageHistory
 
-from benchmarks import publish
+from benchmarks import publish, redis_environment
 from opticmem.redis_store import RedisStore
 from tests.redis.server import RedisServer
 
@@ -376,16 +374,8 @@ def report(res: Results, args: argparse.Namespace, env: str) -> str:
 
 
 def environment(url: str) -> str:
-    with redis.Redis.from_url(url) as r:
-        info = r.info()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
-    return (
-        f"Redis {info['redis_version']} on 127.0.0.1 (AOF on, appendfsync everysec); "
-        f"redis-py {redis.__version__}; Python {platform.python_version()}; "
-        f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
-        f"load average {load[0]:.1f} at start (a shared machine: rounds alternate "
-        f"implementations so its noise hits them alike); {time.strftime('%Y-%m-%d')}."
-    )
+    return redis_environment(url, " (a shared machine: rounds alternate implementations so "
+                                  "its noise hits them alike)")
 
 
 def main(argv: list[str] | None = None) -> int:
