@@ -55,24 +55,59 @@ class DigestCodec:
     name = "digest"
     render_settings = None
 
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
     def encode(self, images: Sequence[Any], tier: Tier) -> list[VisionTokens]:
-        t0 = time.perf_counter()
         out = []
         for img in images:
             grid = np.zeros((tier.grid, tier.grid, 1), np.float32)
             grid.flat[:8] = np.frombuffer(
                 hashlib.sha256(np.asarray(img).tobytes()).digest()[:8], np.uint8)
             out.append(VisionTokens(tier, grid, codec=self.name))
-        self.seconds += time.perf_counter() - t0
         return out
 
     def decode(self, tokens: Sequence[VisionTokens], *,
                max_new_tokens: int | None = None) -> list[Recollection]:
         return [Recollection(bytes(t.grid.flat[:8].astype(np.uint8)).hex(), t.tier, 1.0, 8,
                              codec=self.name) for t in tokens]
+
+
+class Timed:
+    """A codec that times another's encode and decode calls."""
+
+    def __init__(self, codec: Any) -> None:
+        self.codec = codec
+        self.seconds = 0.0
+
+    @property
+    def name(self) -> str:
+        return str(self.codec.name)
+
+    @property
+    def render_settings(self) -> Any:
+        return self.codec.render_settings
+
+    def encode(self, images: Sequence[Any], tier: Tier) -> list[VisionTokens]:
+        t0 = time.perf_counter()
+        try:
+            return list(self.codec.encode(images, tier))
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+    def decode(self, tokens: Sequence[VisionTokens], *,
+               max_new_tokens: int | None = None) -> list[Recollection]:
+        t0 = time.perf_counter()
+        try:
+            return list(self.codec.decode(tokens, max_new_tokens=max_new_tokens))
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+def make_codec(choice: str, device: str | None) -> Any:
+    """``digest`` (free), or the bundled codec on ``device``."""
+    if choice == "digest":
+        return DigestCodec()
+    from opticmem.encoder.bundled import load_bundled_codec
+
+    return load_bundled_codec(device=device)
 
 
 def sample_turns() -> list[tuple[str, str, float]]:
@@ -86,10 +121,11 @@ def pct(values: Sequence[float], q: float) -> float:
 
 
 def bot_side(url: str, mode: str, sessions: int, turns: Sequence[tuple[str, str, float]],
-             tenant: str) -> dict[str, float | int]:
+             tenant: str, codec: Any) -> dict[str, float | int]:
     """Per-call latency of add and context for one bot in ``mode``."""
     store = RedisStore.from_url(url, tenant=tenant)
-    mem = OpticalMemory(store, codec=DigestCodec(), recollect=mode)  # type: ignore[arg-type]
+    # The worker's codec, never called here: queued pages name it; lazy mode reads nothing.
+    mem = OpticalMemory(store, codec=codec, recollect=mode)  # type: ignore[arg-type]
     adds: list[float] = []
     contexts: list[float] = []
     for s in range(sessions):
@@ -110,10 +146,13 @@ def bot_side(url: str, mode: str, sessions: int, turns: Sequence[tuple[str, str,
             "adds": len(adds)}
 
 
-def worker_side(url: str, tenant: str, batch: int, draw: int) -> dict[str, float | int]:
-    """Drain the tenant's queue with one digest worker; time its parts."""
+def worker_side(url: str, tenant: str, batch: int, draw: int,
+                model: Any) -> dict[str, float | int]:
+    """Drain the tenant's queue with one worker reading with ``model``; time its parts."""
     store = RedisStore.from_url(url, tenant=tenant)
-    codec = DigestCodec()
+    codec = Timed(model)
+    if hasattr(model, "batch_size"):
+        model.batch_size = batch
     worker = RecollectWorker(store, codec, batch_size=batch, draw_workers=draw)
     if draw:  # start the drawing processes before the clock does
         list(worker._pool.map(abs, range(draw)))  # type: ignore[union-attr]
@@ -144,11 +183,14 @@ def report(bots: dict[str, dict[str, float | int]],
            workers: list[tuple[int, int, dict[str, Any]]],
            env: str, args: argparse.Namespace) -> str:
     ms = 1000.0
+    codec_note = ("a codec that costs nothing" if args.codec == "digest" else
+                  f"the bundled codec on {args.device or 'the best device'}")
     lines = [
         "# Recollection queue speed", "", env, "",
         f"`python -m benchmarks.queue_speed --sessions {args.sessions} --turns {args.turns} "
         f"--batches {','.join(map(str, args.batches))} "
-        f"--draw-workers {','.join(map(str, args.draw_workers))}`",
+        f"--draw-workers {','.join(map(str, args.draw_workers))} --codec {args.codec}"
+        f"{f' --device {args.device}' if args.device else ''}`",
         "",
         f"## Bot side ({args.sessions} sessions × {args.turns} turns, a context every 8 turns)",
         "",
@@ -159,7 +201,7 @@ def report(bots: dict[str, dict[str, float | int]],
         lines.append(f"| {mode} | {b['add_p50'] * ms:.2f} ms | {b['add_p99'] * ms:.2f} ms | "
                      f"{b['ctx_p50'] * ms:.2f} ms | {b['ctx_p99'] * ms:.2f} ms | {b['queued']} |")
     lines += [
-        "", "## Worker side (one worker, a codec that costs nothing)", "",
+        "", f"## Worker side (one worker, {codec_note})", "",
         "| batch | drawing processes | pages | pages/s | drawing ms/page | codec ms/page "
         "| queue + store ms/page |",
         "|---|---|---|---|---|---|---|",
@@ -192,27 +234,31 @@ def main(argv: list[str] | None = None) -> int:
                     default=[32, 128], help="worker batch sizes")
     ap.add_argument("--draw-workers", type=lambda s: [int(x) for x in s.split(",")],
                     default=[0, 2], help="drawing processes of the worker")
+    ap.add_argument("--codec", choices=("digest", "bundled"), default="digest",
+                    help="digest: a codec that costs nothing (the plumbing alone)")
+    ap.add_argument("--device", default=None, help="the bundled codec's device")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes (tests the script)")
     args = ap.parse_args(argv)
     if args.smoke:
         args.sessions, args.turns, args.batches, args.draw_workers = 1, 40, [8], [0]
     turns = sample_turns()[: args.turns]
+    model = make_codec(args.codec, args.device)
     with tempfile.TemporaryDirectory(prefix="opticmem-bench-") as tmp, \
             RedisServer(Path(tmp), appendfsync="everysec", forbid_keys=False) as server:
         env = redis_environment(server.url)
         print(env, flush=True)
-        bot_side(server.url, "queue", 1, turns[:40], tenant="warm-up")  # fonts, caches, imports
+        bot_side(server.url, "queue", 1, turns[:40], "warm-up", model)  # fonts, caches, imports
         bots: dict[str, dict[str, float | int]] = {}
         for mode in ("lazy", "queue"):
             print(f"bot, recollect={mode} …", flush=True)
-            bots[mode] = bot_side(server.url, mode, args.sessions, turns, tenant=f"b{mode}")
+            bots[mode] = bot_side(server.url, mode, args.sessions, turns, f"b{mode}", model)
         workers = []
         for batch in args.batches:  # the same pages, queued again for each variant
             for draw in args.draw_workers:
                 tenant = f"w{batch}-{draw}"
                 print(f"worker, batch {batch}, {draw} drawing processes …", flush=True)
-                bot_side(server.url, "queue", args.sessions, turns, tenant=tenant)
-                workers.append((batch, draw, worker_side(server.url, tenant, batch, draw)))
+                bot_side(server.url, "queue", args.sessions, turns, tenant, model)
+                workers.append((batch, draw, worker_side(server.url, tenant, batch, draw, model)))
     text = report(bots, workers, env, args)
     print()
     publish(text, args.out)

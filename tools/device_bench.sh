@@ -22,9 +22,12 @@
 #              (transformers 4.46.3 from .ref-wheels/, installed apart into .refhf/)
 #   train      benchmarks/train_speed.py: the trainer's loader (14 workers) and its step
 #              per tier, MoE path and batch scale, timed apart (carry data/synth)
+#   queue      benchmarks/queue_speed.py: bots queue pages on a local redis-server, one
+#              worker reads them with the bundled codec on CUDA, 0 or 8 drawing processes
+#              (carry .redis, made by tools/pack_redis.sh / `make device-inputs`)
 set -uo pipefail
 # A misspelt step would otherwise run nothing, after the setup, on the lent machine's time.
-STEPS="profile decode codec eager stream context attention compile autotune reference refdecode train"
+STEPS="profile decode codec eager stream context attention compile autotune reference refdecode train queue"
 for a in "$@"; do
   [[ " $STEPS " == *" $a "* ]] || { echo "unknown step '$a'; steps: $STEPS" >&2; exit 2; }
 done
@@ -74,4 +77,7 @@ if want refdecode; then
   PYTHONPATH=.refhf:/tmp/site step 540 python3 -m benchmarks.reference_decode_speed \
     --out "$OUT/reference_decode_speed_h200.md"
 fi
+want queue && step 300 env OPTICMEM_REDIS_SERVER="$PWD/.redis/redis-server" \
+  python3 -m benchmarks.queue_speed --codec bundled --device cuda --sessions 12 \
+  --batches 128 --draw-workers 0,8 --out "$OUT/queue_speed_h200.md"
 exit 0
