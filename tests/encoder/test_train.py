@@ -21,7 +21,6 @@ from opticmem.encoder.checkpoint import load_tensors, read_index
 from opticmem.encoder.config import preset
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.model import OCRModel, build_model
-from opticmem.render import RenderSettings
 from opticmem.encoder.train import (
     BATCH_PAGES,
     PageBatches,
@@ -37,6 +36,7 @@ from opticmem.encoder.train import (
     update,
     use_moe_dispatch,
 )
+from opticmem.render import RenderSettings
 
 FIXTURE = Path(__file__).parent / "fixtures" / "synth"
 
