@@ -11,7 +11,11 @@ measures the two sides of :func:`opticmem.encoder.train.train` apart:
   backward, clipping, fused AdamW, the host-to-device copy included — on batches made
   before the timing starts, per tier and per variant: ``--moe`` (``grouped``: each expert
   on its tokens, one host sync per MoE layer; ``dense``: every expert on every token, no
-  sync) × ``--scales`` (pages per step, times :data:`~opticmem.encoder.train.BATCH_PAGES`).
+  sync) × ``--scales`` (pages per step, times :data:`~opticmem.encoder.train.BATCH_PAGES`)
+  × ``--buckets`` (``0``: the decoder eager on batches padded to their longest row; ``N``:
+  padded to a multiple of ``N`` steps with the decoder layers compiled,
+  :func:`~opticmem.encoder.train.compile_decoder` — with the ``dense`` MoE path only, and
+  compiled during the warm-up steps, so the rows time compiled steps, padding included).
 
 A variant's mix rate is the page-tiers/s of steps drawn in the tier mix's proportions
 (pages at each tier in proportion to its weight: the harmonic mean of the tier rates so
@@ -22,6 +26,11 @@ Reproduce on the GPU machine (after ``tools/device_setup.sh``, with ``data/synth
 
     OPTICMEM_SYNTH_DIR=data/synth python3 -m benchmarks.train_speed --workers 14 \\
         --out $OUT/train_speed_h200.md
+
+and the compiled decoder against the eager one (``tools/device_bench.sh traincompile``)::
+
+    OPTICMEM_SYNTH_DIR=data/synth python3 -m benchmarks.train_speed --no-loader \\
+        --moe dense --scales 1 --buckets 0,128 --out $OUT/train_speed_compile_h200.md
 
 ``--smoke`` runs the ``test`` preset on the CPU with tiny batches: it proves the wiring,
 not the speed.
@@ -52,6 +61,7 @@ from opticmem.encoder.moe import TrainDispatch
 from opticmem.encoder.train import (
     PageBatches,
     TrainConfig,
+    compile_decoder,
     make_optimizer,
     page_loader,
     parse_tier_mix,
@@ -69,6 +79,8 @@ Batch = dict[str, torch.Tensor]
 class StepRow:
     moe: str
     scale: float
+    bucket: int
+    """Length bucket of a compiled decoder; 0 for the eager decoder, unbucketed."""
     tier: Tier
     pages: int
     median_ms: float
@@ -104,7 +116,7 @@ def make_batches(cfg: TrainConfig, tier: Tier, pages: int, count: int) -> list[B
                        tiers_per_page=1, batch_pages={**cfg.batch_pages, tier.value: pages})
     batches = iter(PageBatches(one_tier, BUNDLED_TOKENIZER,
                                special_ids(preset(cfg.preset).decoder), run_index=0))
-    out = [next(batches) for _ in range(count)]
+    out = [next(batches) for _ in range(count)]  # padded to cfg.length_bucket
     if torch.cuda.is_available():
         out = [{k: v.pin_memory() for k, v in batch.items()} for batch in out]
     return out
@@ -118,6 +130,8 @@ def time_steps(cfg: TrainConfig, device: torch.device, batches: list[Batch], war
     in training — and the median run's time per step is returned."""
     model = build_model(preset(cfg.preset), device="cpu", seed=0).to(device).train()
     use_moe_dispatch(model, cfg.moe_dispatch)
+    if cfg.compile_decoder:
+        compile_decoder(model, cfg.length_bucket)
     opt = make_optimizer(model, cfg, device)
     settings = RenderSettings()
 
@@ -146,6 +160,10 @@ def mix_rate(rows: list[StepRow], weights: dict[str, float]) -> float:
     return total / sum(weights[r.tier.value] / r.rate for r in rows if weights[r.tier.value] > 0)
 
 
+def decoder_label(bucket: int) -> str:
+    return "eager" if bucket == 0 else f"compiled, bucket {bucket}"
+
+
 def report(device: torch.device, cfg: TrainConfig, loader: tuple[float, int] | None,
            rows: list[StepRow], args: argparse.Namespace) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
@@ -163,19 +181,22 @@ def report(device: torch.device, cfg: TrainConfig, loader: tuple[float, int] | N
         rate, count = loader
         lines += [f"**Loader** ({cfg.workers} workers, {count} page-tiers in "
                   f"{args.seconds:g} s): **{rate:.0f} page-tiers/s**.", ""]
-    lines += ["| MoE | batch scale | tier | pages/step | ms/step | page-tiers/s | peak GiB |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["| MoE | batch scale | decoder | tier | pages/step | ms/step | page-tiers/s "
+              "| peak GiB |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         peak = "–" if r.peak_gib is None else f"{r.peak_gib:.1f}"
-        lines.append(f"| {r.moe} | {r.scale:g} | {r.tier.value} | {r.pages} | "
-                     f"{r.median_ms:.1f} | {r.rate:.0f} | {peak} |")
-    lines += ["", "| MoE | batch scale | step mix rate (page-tiers/s) | bound with the loader |",
-              "|---|---|---|---|"]
-    for key in dict.fromkeys((r.moe, r.scale) for r in rows):
-        group = [r for r in rows if (r.moe, r.scale) == key]
+        lines.append(f"| {r.moe} | {r.scale:g} | {decoder_label(r.bucket)} | {r.tier.value} | "
+                     f"{r.pages} | {r.median_ms:.1f} | {r.rate:.0f} | {peak} |")
+    lines += ["", "| MoE | batch scale | decoder | step mix rate (page-tiers/s) "
+              "| bound with the loader |",
+              "|---|---|---|---|---|"]
+    for key in dict.fromkeys((r.moe, r.scale, r.bucket) for r in rows):
+        group = [r for r in rows if (r.moe, r.scale, r.bucket) == key]
         rate = mix_rate(group, cfg.tier_weights)
         bound = "–" if loader is None else ("loader" if loader[0] < rate else "step")
-        lines.append(f"| {key[0]} | {key[1]:g} | {rate:.0f} | {bound} |")
+        lines.append(f"| {key[0]} | {key[1]:g} | {decoder_label(key[2])} | {rate:.0f} "
+                     f"| {bound} |")
     return "\n".join(lines) + "\n"
 
 
@@ -186,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tier-mix", default="large=0.05,base=0.05,small=0.55,tiny=0.35")
     ap.add_argument("--moe", default="grouped,dense", help="comma-separated MoE train paths")
     ap.add_argument("--scales", default="1,2", help="comma-separated batch scales")
+    ap.add_argument("--buckets", default="0",
+                    help="comma-separated decoder variants: 0 eager, N > 0 lengths padded to "
+                         "multiples of N and the decoder layers compiled (dense MoE only)")
     ap.add_argument("--tiers", default=",".join(t.value for t in ORDER))
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=8)
@@ -199,6 +223,12 @@ def main(argv: list[str] | None = None) -> int:
                       tier_weights=parse_tier_mix(args.tier_mix))
     tiers = [Tier.parse(t) for t in args.tiers.split(",")]
     scales = [float(s) for s in args.scales.split(",")]
+    try:
+        buckets = [int(b) for b in args.buckets.split(",")]
+    except ValueError:
+        ap.error("--buckets must be whole numbers")
+    if any(b < 0 for b in buckets):
+        ap.error("--buckets must be ≥ 0")
     if args.smoke:
         cfg = replace(cfg, preset="test", workers=0, batch_pages=dict.fromkeys(
             cfg.batch_pages, 2))
@@ -207,17 +237,19 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--scales must be positive numbers")
     loader = None if args.no_loader else loader_rate(cfg, args.seconds, warmup_batches=2)
     rows: list[StepRow] = []
-    jobs = [(moe, scale, tier) for moe in args.moe.split(",") for scale in scales
-            for tier in tiers]
-    made: dict[tuple[Tier, int], list[Batch]] = {}
-    for moe, scale, tier in tqdm(jobs, desc="steps", unit="variant"):
+    # The decoder compiles only with the dense MoE path (compile_decoder).
+    jobs = [(moe, scale, bucket, tier) for moe in args.moe.split(",") for scale in scales
+            for bucket in buckets if bucket == 0 or moe == "dense" for tier in tiers]
+    made: dict[tuple[Tier, int, int], list[Batch]] = {}
+    for moe, scale, bucket, tier in tqdm(jobs, desc="steps", unit="variant"):
         pages = (cfg.batch_pages if args.smoke else scaled_batches(scale))[tier.value]
-        if (tier, pages) not in made:
-            made[(tier, pages)] = make_batches(cfg, tier, pages, count=2)
-        run_cfg = replace(cfg, moe_dispatch=cast(TrainDispatch, moe))
-        median_s, peak = time_steps(run_cfg, device, made[(tier, pages)], args.warmup,
+        run_cfg = replace(cfg, moe_dispatch=cast(TrainDispatch, moe), length_bucket=bucket,
+                          compile_decoder=bucket > 0)
+        if (tier, pages, bucket) not in made:
+            made[(tier, pages, bucket)] = make_batches(run_cfg, tier, pages, count=2)
+        median_s, peak = time_steps(run_cfg, device, made[(tier, pages, bucket)], args.warmup,
                                     args.steps)
-        rows.append(StepRow(moe, scale, tier, pages, median_s * 1e3, peak))
+        rows.append(StepRow(moe, scale, bucket, tier, pages, median_s * 1e3, peak))
     publish(report(device, cfg, loader, rows, args), args.out)
     return 0
 

@@ -100,7 +100,7 @@ def training_step(
     x = torch.cat([tokens[:, :1], slots.to(tokens.dtype), tokens[:, 1 + slots.shape[1]:]], dim=1)
     if extra is not None:
         x = x + extra.to(x.dtype)
-    hidden = model.decoder(x)  # (B, L, D)
+    hidden = model.decoder(x, balanced=batch.get("balanced"))  # (B, L, D)
     readout = None
     if aligned is not None:
         # aligned steps are exactly the labelled ones (see examples.collate)

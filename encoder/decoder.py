@@ -264,9 +264,12 @@ class DecoderLayer(nn.Module):
         )
 
     def forward(
-        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, cache: KVCache | None
+        self, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None, cache: KVCache | None,
+        balanced: Tensor | None = None,
     ) -> Tensor:
         x = self.attn(self.attn_norm(x), cos, sin, mask, cache, self.index, residual=x)
+        if balanced is not None and isinstance(self.mlp, MoE):
+            return self.mlp(self.mlp_norm(x), residual=x, balanced=balanced)
         return self.mlp(self.mlp_norm(x), residual=x)  # (B, T, H)
 
 
@@ -288,13 +291,16 @@ class MoEDecoder(nn.Module):
         position_ids: Tensor | None = None,
         mask: Tensor | None = None,
         cache: KVCache | None = None,
+        balanced: Tensor | None = None,
     ) -> Tensor:
         """Run the layers.
 
         ``position_ids`` (B, T) default to ``cache.length + arange(T)``; with a cache they
         must be below its capacity (true of any position a cached sequence can hold).
         ``mask`` is a boolean (B, 1, T, Tk) "may attend" mask; ``None`` means plain causal
-        attention over everything cached plus the new positions.
+        attention over everything cached plus the new positions. ``balanced`` (B, T) bool
+        marks the steps the MoE layers' load-balancing losses average over in training
+        (all without it; see :func:`~opticmem.encoder.examples.collate`).
         """
         B, T, _ = embeds.shape
         if cache is not None:
@@ -305,7 +311,7 @@ class MoEDecoder(nn.Module):
             cos, sin = rotary(position_ids, self.cfg.head_dim, self.cfg.rope_theta, embeds.dtype)
         x = embeds
         for layer in self.layers:
-            x = layer(x, cos, sin, mask, cache)
+            x = layer(x, cos, sin, mask, cache, balanced)
         if cache is not None:
             cache.advance(T)
         return self.norm(x)

@@ -82,8 +82,16 @@ def make_examples(
                     transcript=text) for tier in tiers]
 
 
+def bucketed(length: int, bucket: int) -> int:
+    """``length`` rounded up to a multiple of ``bucket`` (``length`` itself for 0)."""
+    if bucket < 0:
+        raise ValueError(f"a length bucket is ≥ 0, got {bucket}")
+    return -(-length // bucket) * bucket if bucket else length
+
+
 def collate(
-    examples: Sequence[Example], *, bos: int, eos: int, pad: int, image_id: int
+    examples: Sequence[Example], *, bos: int, eos: int, pad: int, image_id: int,
+    bucket: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Batch examples of ONE tier into padded tensors.
 
@@ -92,12 +100,21 @@ def collate(
     ``labelled`` (N, 2) int64: the ``(row, position)`` of those steps in row-major order,
     which are exactly the steps with a label. With it, a training step on a GPU indexes
     them without asking the device where they are (a host sync).
+
+    Rows are padded to the longest one, ``L₀``; with ``bucket`` > 0, further to the next
+    multiple of ``bucket`` (:func:`bucketed`), so that a compiled decoder sees a few fixed
+    lengths instead of a new one every step. The extra steps are padding like any other:
+    no label, no cell, and the decoder is causal, so no real step attends to them. The
+    batch then also holds ``balanced`` (B, L) bool, true at every row's first ``L₀``
+    steps: the steps the MoE load-balancing loss averages over, as it does over the whole
+    of an unbucketed batch — with it, bucketing changes no loss and no gradient.
     """
     tier = examples[0].tier
     if any(e.tier is not tier for e in examples):
         raise ValueError("a batch holds pages of one tier")
     s = tier.slots
-    length = 1 + s + max(len(e.ids) for e in examples)
+    natural = 1 + s + max(len(e.ids) for e in examples)
+    length = bucketed(natural, bucket)
     b = len(examples)
     input_ids = torch.full((b, length), pad, dtype=torch.long)
     labels = torch.full((b, length), IGNORE, dtype=torch.long)
@@ -114,5 +131,10 @@ def collate(
         cells[i, s : s + n + 1] = torch.from_numpy(e.cells)
         aligned[i, s : s + n + 1] = True
     images = torch.from_numpy(np.stack([e.image for e in examples]))
-    return {"images": images, "input_ids": input_ids, "labels": labels, "cells": cells,
-            "aligned": aligned, "labelled": aligned.nonzero()}
+    batch = {"images": images, "input_ids": input_ids, "labels": labels, "cells": cells,
+             "aligned": aligned, "labelled": aligned.nonzero()}
+    if bucket:
+        balanced = torch.zeros((b, length), dtype=torch.bool)
+        balanced[:, :natural] = True
+        batch["balanced"] = balanced
+    return batch

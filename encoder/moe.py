@@ -218,13 +218,18 @@ class MoE(nn.Module):
                 self._router_cache = (key, w.detach().float())
         return self._router_cache[1]
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        """``residual + moe(x)`` (``moe(x)`` without a residual) over (B, T, H)."""
+    def forward(self, x: Tensor, residual: Tensor | None = None,
+                balanced: Tensor | None = None) -> Tensor:
+        """``residual + moe(x)`` (``moe(x)`` without a residual) over (B, T, H).
+
+        In training, :attr:`aux_loss` averages over the steps ``balanced`` (B, T) marks, or
+        over all of them without it."""
         B, T, H = x.shape
         flat = x.reshape(B * T, H)  # (N, H)
         scores, weights, ids = self.route(flat)
         if self.training and self.aux_loss_alpha > 0 and torch.is_grad_enabled():
-            self.aux_loss = self._seq_aux_loss(scores.view(B, T, -1), ids.view(B, T, -1))
+            self.aux_loss = self._seq_aux_loss(scores.view(B, T, -1), ids.view(B, T, -1),
+                                               balanced)
         base = residual.reshape(B * T, H) if residual is not None else None  # (N, H)
         mode = self._mode(flat)
         if mode in ("sets", "fused"):
@@ -245,14 +250,25 @@ class MoE(nn.Module):
         out = routed if base is None else routed + base
         return out.view(B, T, H)
 
-    def _seq_aux_loss(self, scores: Tensor, ids: Tensor) -> Tensor:
-        """DeepSeek-V2 ``seq_aux``: per sequence, expert load × mean router score, summed."""
+    def _seq_aux_loss(self, scores: Tensor, ids: Tensor, balanced: Tensor | None = None
+                      ) -> Tensor:
+        """DeepSeek-V2 ``seq_aux``: per sequence, expert load × mean router score, summed;
+        over the steps ``balanced`` (B, T) marks when given (a row's count of them is its
+        length), else over all ``T``."""
         B, T, E = scores.shape
         load = torch.zeros(B, E, device=scores.device, dtype=scores.dtype)
-        ones = torch.ones_like(ids, dtype=scores.dtype).view(B, -1)
-        load.scatter_add_(1, ids.reshape(B, -1), ones)
-        load = load / (T * self.top_k / E)  # (B, E)
-        return (load * scores.mean(dim=1)).sum(dim=1).mean() * self.aux_loss_alpha
+        if balanced is None:
+            ones = torch.ones_like(ids, dtype=scores.dtype).view(B, -1)
+            load.scatter_add_(1, ids.reshape(B, -1), ones)
+            load = load / (T * self.top_k / E)  # (B, E)
+            return (load * scores.mean(dim=1)).sum(dim=1).mean() * self.aux_loss_alpha
+        weight = balanced.to(scores.dtype)  # (B, T)
+        steps = weight.sum(dim=1, keepdim=True)  # (B, 1)
+        load.scatter_add_(1, ids.reshape(B, -1),
+                          weight[:, :, None].expand(ids.shape).reshape(B, -1))
+        load = load / (steps * (self.top_k / E))  # (B, E)
+        mean_scores = (scores * weight[:, :, None]).sum(dim=1) / steps  # (B, E)
+        return (load * mean_scores).sum(dim=1).mean() * self.aux_loss_alpha
 
     # ------------------------------------------------------------------ experts
 

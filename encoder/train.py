@@ -91,6 +91,14 @@ class TrainConfig:
     max_steps: int | None = None
     device: str = "auto"
     compile: bool = False
+    """Compile the vision stages (:func:`compile_vision`)."""
+    length_bucket: int = 0
+    """Pad each batch's decoder length up to a multiple of this many steps (0: to its
+    longest row only), so the decoder sees a few fixed shapes; losses and gradients are
+    unchanged (:func:`~opticmem.encoder.examples.collate`), the padding costs compute."""
+    compile_decoder: bool = False
+    """Compile the decoder's layers for fixed shapes (:func:`compile_decoder`); needs
+    ``length_bucket`` and the ``dense`` MoE path."""
     moe_dispatch: TrainDispatch = "grouped"
     """How the MoE layers run their routed experts in training
     (:attr:`~opticmem.encoder.moe.MoE.train_dispatch`): ``dense`` never waits for the GPU."""
@@ -185,7 +193,8 @@ class PageBatches(IterableDataset):
                 tier = example.tier
                 buffers[tier].append(example)
                 if len(buffers[tier]) >= self.cfg.batch_pages[tier.value]:
-                    yield collate(buffers[tier], **self.specials)
+                    yield collate(buffers[tier], **self.specials,
+                                  bucket=self.cfg.length_bucket)
                     buffers[tier] = []
 
 
@@ -195,6 +204,33 @@ def compile_vision(model: OCRModel) -> None:
     wrap it in a module whose parameters are named ``vision._orig_mod.*``, and every
     checkpoint saved afterwards would carry those names, which no model loads."""
     model.vision.compile(dynamic=False)
+
+
+def compile_decoder(model: OCRModel, length_bucket: int) -> None:
+    """Run each decoder layer through ``torch.compile`` for fixed shapes from now on, in
+    place as :func:`compile_vision` does (checkpoints keep their parameter names).
+
+    Meant for batches padded to ``length_bucket`` (:attr:`TrainConfig.length_bucket`):
+    every (pages per step, bucketed length) pair the run meets is one graph per kind of
+    layer — the dense first layer and the MoE layers, whose one graph serves them all —
+    and dynamo's recompile limits are raised to let every such pair compile rather than
+    fall back to eager. Compiled per layer rather than as a whole decoder, so the time
+    spent compiling does not grow with depth. The MoE layers must train through their
+    ``dense`` path: ``grouped`` reads expert counts back to the host, which breaks the
+    graph and makes a new one for every count."""
+    import torch._dynamo.config as dynamo_config
+
+    if length_bucket <= 0:
+        raise InputError("compiling the decoder needs a length bucket > 0: without one, "
+                         "every batch length is a new graph")
+    lengths = math.ceil(model.cfg.decoder.max_positions / length_bucket)
+    # pages-per-step sizes (one per tier) × lengths × kinds of layer (dense, MoE)
+    graphs = len(ORDER) * lengths * 2
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, graphs)
+    dynamo_config.accumulated_recompile_limit = max(
+        dynamo_config.accumulated_recompile_limit, graphs)
+    for layer in model.decoder.layers:
+        layer.compile(dynamic=False)
 
 
 def use_moe_dispatch(model: OCRModel, dispatch: TrainDispatch) -> None:
@@ -361,6 +397,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.moe_dispatch not in get_args(TrainDispatch):
         raise InputError(f"moe_dispatch must be one of {', '.join(get_args(TrainDispatch))}, "
                          f"got {cfg.moe_dispatch!r}")
+    if cfg.length_bucket < 0:
+        raise InputError(f"length_bucket must be ≥ 0, got {cfg.length_bucket}")
+    if cfg.compile_decoder and (cfg.length_bucket == 0 or cfg.moe_dispatch != "dense"):
+        raise InputError("compile_decoder needs length_bucket > 0 (fixed shapes) and "
+                         "moe_dispatch 'dense' (no host reads inside the graph)")
     dev = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
                        else ("cpu" if cfg.device == "auto" else cfg.device))
     torch.manual_seed(cfg.seed)
@@ -421,6 +462,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     if cfg.compile:
         compile_vision(model)
+    if cfg.compile_decoder:
+        compile_decoder(model, cfg.length_bucket)
 
     t_start = time.monotonic()
     first_step = int(progress["step"])
@@ -476,8 +519,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 rec["peak_gib"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
             if cfg.gap_every and (step + 1) % cfg.gap_every == 0:
                 blank = dict(batch, images=torch.full_like(batch["images"], 255))
-                with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16,
-                                                     enabled=dev.type == "cuda"):
+                # Eager: without gradients the model takes other paths (the MoE layers'
+                # inference ones), which compiled stages would have to compile anew.
+                with (torch.no_grad(),
+                      torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"),
+                      torch.compiler.set_stance("force_eager")):
                     b_out = step_fn(blank)
                 rec["blank_loss"] = round(F.cross_entropy(b_out.logits.float(), labels).item(), 4)
             progress["log"].append(rec)

@@ -50,6 +50,12 @@ def train_command(
         help="How MoE layers run their experts in training: grouped (each expert on its "
              "tokens; waits for the GPU once per layer) or dense (every expert on every "
              "token; never waits).")] = "grouped",
+    length_bucket: Annotated[int, typer.Option(
+        min=0, help="Pad each step's decoder length up to a multiple of this (0: off), "
+        "for --compile-decoder; losses are unchanged, the padding costs compute.")] = 0,
+    compile_decoder: Annotated[bool, typer.Option(
+        help="Compile the decoder layers for fixed shapes (one compile per tier and "
+             "length bucket met); needs --length-bucket and --moe-dispatch dense.")] = False,
     preset: Annotated[str, typer.Option(help="Model preset: bundled or test.")] = "bundled",
     workers: Annotated[int, typer.Option(min=0, help="Data-generating processes.")] = 14,
     init_from: Annotated[
@@ -100,6 +106,14 @@ def train_command(
                                  f"{', '.join(get_args(TrainDispatch))}",
                                  param_hint="--moe-dispatch")
     cfg.moe_dispatch = cast(TrainDispatch, moe_dispatch)
+    if compile_decoder and not length_bucket:
+        raise typer.BadParameter("needs --length-bucket (fixed shapes)",
+                                 param_hint="--compile-decoder")
+    if compile_decoder and moe_dispatch != "dense":
+        raise typer.BadParameter("needs --moe-dispatch dense (grouped reads expert counts "
+                                 "back to the host inside the graph)",
+                                 param_hint="--compile-decoder")
+    cfg.length_bucket, cfg.compile_decoder = length_bucket, compile_decoder
     progress = train(cfg)
     summary: dict[str, Any] = {k: progress[k] for k in ("step", "pages", "minutes", "runs")}
     summary["last"] = progress["log"][-1] if progress["log"] else None

@@ -22,12 +22,15 @@
 #              (transformers 4.46.3 from .ref-wheels/, installed apart into .refhf/)
 #   train      benchmarks/train_speed.py: the trainer's loader (14 workers) and its step
 #              per tier, MoE path and batch scale, timed apart (carry data/synth)
+#   traincompile  the same step, dense MoE, eager against the decoder layers compiled on
+#              batches padded to 128-step length buckets (no loader; carry data/synth)
 #   queue      benchmarks/queue_speed.py: bots queue pages on a local redis-server, one
 #              worker reads them with the bundled codec on CUDA, 0 or 8 drawing processes
 #              (carry .redis, made by tools/pack_redis.sh / `make device-inputs`)
 set -uo pipefail
 # A misspelt step would otherwise run nothing, after the setup, on the lent machine's time.
-STEPS="profile decode codec eager stream context attention compile autotune reference refdecode train queue"
+STEPS="profile decode codec eager stream context attention compile autotune reference refdecode"
+STEPS="$STEPS train traincompile queue"
 for a in "$@"; do
   [[ " $STEPS " == *" $a "* ]] || { echo "unknown step '$a'; steps: $STEPS" >&2; exit 2; }
 done
@@ -64,6 +67,9 @@ want reference && step 300 python3 -m benchmarks.reference_speed \
   --out "$OUT/reference_speed_h100.md"
 want train && OPTICMEM_SYNTH_DIR="$PWD/data/synth" step 420 python3 -m benchmarks.train_speed \
   --workers 14 --out "$OUT/train_speed_h200.md"
+want traincompile && OPTICMEM_SYNTH_DIR="$PWD/data/synth" step 540 \
+  python3 -m benchmarks.train_speed --no-loader --moe dense --scales 1 --buckets 0,128 \
+  --out "$OUT/train_speed_compile_h200.md"
 if want refdecode; then
   # The pinned wheels install into .refhf/, which is ignored, so a warm machine keeps it:
   # with the bundled weights in the tree, all of them exceed what one call may carry, so

@@ -3,7 +3,7 @@
 # carry .whl and data/synth, both made by `make device-inputs`).
 # Usage: [TOTAL_MINUTES=N] [PHASE_START=M PEAK_LR=X] [PSEUDO=R] [SYMBOLS=R] [EVAL=0] \
 #        [TIERS=large=0.1,base=0.1,small=0.5,tiny=0.3] [BATCH_SCALE=2] [MOE=dense] \
-#        tools/device_train.sh MINUTES [INIT_DIR]
+#        [BUCKET=128 [COMPILE_DECODER=1 MOE=dense]] tools/device_train.sh MINUTES [INIT_DIR]
 #   Resumes from .train/state when this machine holds it (back-to-back calls), else from
 #   INIT_DIR (exported weights) when given, else from scratch. Writes the exported bf16
 #   weights, progress and a quick held-out evaluation to $OUT.
@@ -35,6 +35,10 @@ if os.environ.get("BATCH_SCALE"):  # pages per step at every tier, times this
     overrides["batch_pages"] = scaled_batches(float(os.environ["BATCH_SCALE"]))
 if os.environ.get("MOE"):  # how MoE layers run their experts: grouped or dense (no GPU waits)
     overrides["moe_dispatch"] = os.environ["MOE"]
+if os.environ.get("BUCKET"):  # pad decoder lengths to multiples of this: a few fixed shapes
+    overrides["length_bucket"] = int(os.environ["BUCKET"])
+if os.environ.get("COMPILE_DECODER", "0") != "0":  # compile the decoder layers (BUCKET, MOE=dense)
+    overrides["compile_decoder"] = True
 cfg = TrainConfig(out_dir=Path(".train"), minutes=minutes, workers=14,
                   init_from=Path(init) if init else None, **overrides)
 progress = train(cfg)

@@ -13,21 +13,30 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from opticmem.encoder import synth
+from opticmem.encoder.bundled import BUNDLED_TOKENIZER, StepOutput, special_ids, training_step
 from opticmem.encoder.checkpoint import load_tensors, read_index
 from opticmem.encoder.config import preset
 from opticmem.encoder.errors import InputError
-from opticmem.encoder.model import build_model
+from opticmem.encoder.model import OCRModel, build_model
 from opticmem.encoder.train import (
     BATCH_PAGES,
+    PageBatches,
     TrainConfig,
+    compile_decoder,
     compile_vision,
     learning_rate,
+    make_optimizer,
     parse_tier_mix,
+    save_training_state,
     scaled_batches,
     train,
+    update,
+    use_moe_dispatch,
 )
+from opticmem.render import RenderSettings
 
 FIXTURE = Path(__file__).parent / "fixtures" / "synth"
 
@@ -108,6 +117,47 @@ def test_compiling_the_vision_stage_keeps_the_parameter_names_checkpoints_use() 
     names = list(model.state_dict())
     compile_vision(model)  # nothing compiles until a forward: this only wraps the call
     assert list(model.state_dict()) == names
+    compile_decoder(model, length_bucket=128)
+    assert list(model.state_dict()) == names
+    with pytest.raises(InputError, match="length bucket"):
+        compile_decoder(model, length_bucket=0)
+
+
+def test_train_command_passes_length_buckets_and_decoder_compiling_and_refuses_bad_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import opticmem.encoder.train as train_module
+    from opticmem.cli import app
+
+    seen: list[TrainConfig] = []
+
+    def record(cfg: TrainConfig) -> dict[str, object]:
+        seen.append(cfg)
+        return {"step": 0, "pages": 0, "minutes": 0.0, "runs": 1, "log": []}
+
+    monkeypatch.setattr(train_module, "train", record)
+    run = ["train", "--out", str(tmp_path / "run")]
+    ok = CliRunner().invoke(app, [*run, "--length-bucket", "128", "--compile-decoder",
+                                  "--moe-dispatch", "dense"])
+    assert ok.exit_code == 0, ok.output
+    assert (seen[0].length_bucket, seen[0].compile_decoder) == (128, True)
+    ok = CliRunner().invoke(app, run)
+    assert ok.exit_code == 0, ok.output
+    assert (seen[1].length_bucket, seen[1].compile_decoder) == (0, False)  # off by default
+    for args, says in [(["--compile-decoder", "--moe-dispatch", "dense"], "--length-bucket"),
+                       (["--compile-decoder", "--length-bucket", "64"], "dense"),
+                       (["--length-bucket", "-1"], "--length-bucket")]:
+        bad = CliRunner().invoke(app, [*run, *args])
+        assert bad.exit_code == 2 and says in bad.output, bad.output
+    assert len(seen) == 2
+    for kw in ({"compile_decoder": True, "moe_dispatch": "dense"},  # the library refuses too
+               {"compile_decoder": True, "length_bucket": 64},
+               {"length_bucket": -1}):
+        with pytest.raises(InputError, match="length_bucket"):
+            train(TrainConfig(out_dir=tmp_path / "lib", **kw))  # type: ignore[arg-type]
+    assert not (tmp_path / "lib").exists()
 
 
 def test_train_command_refuses_a_bad_tier_mix_before_training(tmp_path: Path) -> None:
@@ -184,3 +234,60 @@ def test_training_runs_checkpoints_resumes_and_continues_from_weights(
                          moe_dispatch="dense"))
     assert cont["step"] == 5 and math.isfinite(cont["log"][-1]["loss"])
     assert cont["log"][-1]["lr"] == pytest.approx(1e-3 / 2, rel=0.02)  # re-warm step 1 of 2
+
+
+@pytest.mark.slow
+def test_a_compiled_decoder_trains_as_the_eager_one_and_checkpoints_plain_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One update through compiled decoder layers gives the eager losses and gradients
+    (fp32, CPU inductor: within 1e-5 relative for the losses, 1e-4 of each gradient's
+    largest magnitude); its checkpoint loads into an uncompiled model under the same names;
+    and the loop runs with it, the blank-page loss included. Compiles one shape (~30 s)."""
+    monkeypatch.setenv(synth.DATA_ENV, str(FIXTURE))
+    cfg = _config(tmp_path / "run", 2, moe_dispatch="dense", length_bucket=2048,
+                  compile_decoder=True, grad_clip=math.inf)
+    batch = next(iter(PageBatches(cfg, BUNDLED_TOKENIZER, special_ids(preset("test").decoder),
+                                  run_index=0)))
+    assert batch["input_ids"].shape == (2, 2048)
+    eager, compiled = (build_model(preset("test"), device="cpu", seed=3).train()
+                       for _ in range(2))
+    names = list(eager.state_dict())
+    compile_decoder(compiled, cfg.length_bucket)
+    results = []
+    for model in (eager, compiled):
+        use_moe_dispatch(model, "dense")
+        opt = make_optimizer(model, cfg, torch.device("cpu"))
+
+        def step(b: dict[str, torch.Tensor], m: OCRModel = model) -> StepOutput:
+            return training_step(m, b, RenderSettings())
+
+        done = update(model, opt, batch, step, cfg)
+        losses = {"main": done.loss, "readout": done.readout_loss,
+                  "aux": model.decoder.aux_loss()}
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((losses, grads))
+    (want_losses, want_grads), (losses, grads) = results
+    for name, value in want_losses.items():
+        torch.testing.assert_close(losses[name], value, rtol=1e-5, atol=0, msg=name)
+    assert grads.keys() == want_grads.keys()
+    for name, grad in want_grads.items():
+        scale = float(grad.abs().max())
+        torch.testing.assert_close(grads[name], grad, rtol=1e-3, atol=1e-4 * scale, msg=name)
+
+    save_training_state(tmp_path / "saved", compiled, opt, {"step": 1})
+    saved = tmp_path / "saved" / "model"
+    weight_map = read_index(saved)[0]
+    assert sorted(weight_map) == sorted(names)
+    moments = load_file(str(tmp_path / "saved" / "optimizer-000.safetensors"))
+    assert {key.split("::")[0] for key in moments} <= set(names)
+    plain = build_model(preset("test"), device="cpu", seed=4)
+    load_tensors(plain, saved, weight_map)
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(),
+                                                 compiled.state_dict().values(), strict=True))
+
+    progress = train(cfg)
+    assert [r["step"] for r in progress["log"]] == [1, 2]
+    assert all(math.isfinite(r["loss"]) for r in progress["log"])
+    assert math.isfinite(progress["log"][1]["blank_loss"])
+    assert sorted(read_index(tmp_path / "run" / "state" / "model")[0]) == sorted(names)

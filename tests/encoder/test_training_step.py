@@ -9,6 +9,7 @@ in float64, values and gradients, on batches :func:`collate` made from rendered 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -19,9 +20,11 @@ from tokenizers import Tokenizer
 from opticmem.encoder import synth
 from opticmem.encoder.bundled import BUNDLED_TOKENIZER, special_ids, training_step
 from opticmem.encoder.config import preset
-from opticmem.encoder.examples import IGNORE, collate, make_examples, token_bytes
+from opticmem.encoder.examples import IGNORE, Example, collate, make_examples, token_bytes
 from opticmem.encoder.model import OCRModel, build_model
+from opticmem.encoder.moe import TrainDispatch
 from opticmem.encoder.preprocess import normalise_pixels
+from opticmem.encoder.train import TrainConfig, update, use_moe_dispatch
 from opticmem.render import RenderSettings, Tier
 
 FIXTURE = Path(__file__).parent / "fixtures" / "synth"
@@ -38,16 +41,21 @@ def model() -> OCRModel:
 
 
 @pytest.fixture(scope="module")
-def batch(model: OCRModel) -> dict[str, torch.Tensor]:
+def examples() -> list[Example]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(synth.DATA_ENV, str(FIXTURE))
         stream = synth.page_stream(11, "train", RenderSettings())
         pages = [next(stream) for _ in range(2)]
     tok = Tokenizer.from_file(str(BUNDLED_TOKENIZER))
     table = token_bytes(tok)
-    examples = [ex for page in pages for ex in make_examples(page, [Tier.TINY], tok, table)]
+    made = [ex for page in pages for ex in make_examples(page, [Tier.TINY], tok, table)]
     # Transcripts of different lengths: rows are padded, so masks and indices must agree.
-    assert len({len(ex.ids) for ex in examples}) == 2
+    assert len({len(ex.ids) for ex in made}) == 2
+    return made
+
+
+@pytest.fixture(scope="module")
+def batch(model: OCRModel, examples: list[Example]) -> dict[str, torch.Tensor]:
     return collate(examples, **special_ids(model.cfg.decoder))
 
 
@@ -109,3 +117,51 @@ def test_training_step_finds_the_labelled_steps_itself_when_the_batch_does_not_l
         a = training_step(model, batch, RenderSettings())
         b = training_step(model, unlisted, RenderSettings())
     assert torch.equal(a.logits, b.logits) and torch.equal(a.labels, b.labels)
+
+
+def _update_grads(model: OCRModel, batch: dict[str, torch.Tensor]
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The trainer's losses (main, read-out, load-balancing) and every parameter's
+    gradient from one :func:`update` on ``batch`` — with a zero learning rate and no
+    clipping, so the model is left as it was."""
+    cfg = TrainConfig(out_dir=Path("unused"), grad_clip=math.inf)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    done = update(model, opt, batch, lambda b: training_step(model, b, RenderSettings()), cfg)
+    aux = model.decoder.aux_loss()
+    assert done.readout_loss is not None and aux is not None
+    losses = {"main": done.loss, "readout": done.readout_loss, "aux": aux}
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return losses, grads
+
+
+@pytest.mark.parametrize("moe", ["grouped", "dense"])
+def test_length_buckets_change_no_loss_and_no_gradient(
+    model: OCRModel, examples: list[Example], moe: TrainDispatch
+) -> None:
+    """Padding a batch up to a length bucket adds steps with no label, no cell and no
+    load-balancing weight, after every real step of the causal decoder: the trainer's
+    losses and every parameter's gradient stay as they were (float64)."""
+    model.train()
+    use_moe_dispatch(model, moe)
+    specials = special_ids(model.cfg.decoder)
+    plain = collate(examples, **specials)
+    want_losses, want_grads = _update_grads(model, plain)
+    natural = plain["input_ids"].shape[1]
+    for bucket in (64, 256):
+        padded = collate(examples, **specials, bucket=bucket)
+        length = padded["input_ids"].shape[1]
+        assert length % bucket == 0 and length > natural
+        assert torch.equal(padded["labelled"], plain["labelled"])
+        assert torch.equal(padded["labels"][:, :natural], plain["labels"])
+        assert (padded["labels"][:, natural:] == IGNORE).all()
+        assert padded["balanced"].sum(dim=1).tolist() == [natural] * len(examples)
+        losses, grads = _update_grads(model, padded)
+        for name, value in want_losses.items():
+            torch.testing.assert_close(losses[name], value, rtol=1e-12, atol=0, msg=name)
+        assert grads.keys() == want_grads.keys()
+        for name, grad in want_grads.items():
+            # Routers run in fp32 whatever the model's dtype (MoE.route): their weight's
+            # gradient sums over every step, padding's zeros included, in fp32.
+            tol = (1e-5, 1e-9) if name.endswith("router.weight") else (1e-9, 1e-15)
+            torch.testing.assert_close(grads[name], grad, rtol=tol[0], atol=tol[1], msg=name)
+    use_moe_dispatch(model, "grouped")
