@@ -167,7 +167,7 @@ class Artefacts:
                 image = to_tier(self.master(j.page), j.tier)
                 drawn.append((png_bytes(image), image))
         for i, (png, image) in zip(missing, drawn, strict=True):
-            self.store.put_blob(items[i][0], keys[i], png)
+            self._cache(items[i][1].page, keys[i], png)
             out[i] = (png, image)
         return out
 
@@ -193,6 +193,14 @@ class Artefacts:
                 "recollections need one"
             )
         return codec.name
+
+    def _cache(self, page: PageRecord, key: str, data: bytes) -> None:
+        """Keep an artefact of ``page`` — unless its session no longer holds it (deleted,
+        expired or begun again while it was drawn or read): the caller still gets what
+        it asked for, but nothing is written into that session."""
+        if not self.store.put_page_blob(page, key, data):
+            log.debug("session %r no longer holds page %d as it was; %s not cached",
+                      page.session, page.page_no, key)
 
     def _blobs_of(self, items: Sequence[Item], keys: Sequence[str]) -> list[bytes | None]:
         """``keys[i]`` of ``items[i]``'s session: one ``get_blobs`` per session."""
@@ -229,7 +237,7 @@ class Artefacts:
             log.debug("encoded %d pages at %s in %.2fs", len(idx), tier.value,
                       time.perf_counter() - t0)
             for i, vt in zip(idx, made, strict=True):
-                self.store.put_blob(items[i][0], keys[i], vt.to_bytes())
+                self._cache(items[i][1].page, keys[i], vt.to_bytes())
                 out[i] = vt
         return [v for v in out if v is not None]
 
@@ -277,9 +285,9 @@ class Artefacts:
                                      max_new_tokens=self.decode_max_tokens) if missing else [])
                 log.debug("decoded %d pages in %.2fs", len(missing), time.perf_counter() - t0)
                 for i, rec in zip(missing, recs, strict=True):
-                    session, job = items[i]
-                    self.store.put_blob(session, rec_key(name, job.page, job.tier),
-                                        recollection_to_bytes(rec))
+                    job = items[i][1]
+                    self._cache(job.page, rec_key(name, job.page, job.tier),
+                                recollection_to_bytes(rec))
                     out[i] = rec
             if self._on_recollected is not None:
                 for i in missing:

@@ -392,3 +392,39 @@ def test_bots_and_a_worker_on_a_redis_cluster(redis_cluster_url: str) -> None:
     finally:
         bot_store.close()
         worker_store.close()
+
+
+def test_a_session_deleted_while_a_worker_reads_it_gets_none_of_its_readings(
+    stores: tuple[RedisStore, RedisStore], redis_url: str,
+) -> None:
+    """The bot deletes a session after the worker took its pages and before it wrote
+    their readings: the writes are refused, so no key of the session comes back (no
+    orphans without a TTL), and the session begun again under the same id — whose page 0
+    has the same cache id as the old page 0 — is never served the old page's reading."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(16))
+    mem.context("s")
+    worker = RecollectWorker(worker_store, Digest(), batch_size=100)
+    encode = worker._artefacts.vision_tokens_of
+
+    def deleted_meanwhile(items: Sequence[Item]) -> list[VisionTokens]:
+        out = encode(items)
+        mem.delete_session("s")
+        return out
+
+    worker._artefacts.vision_tokens_of = deleted_meanwhile  # type: ignore[method-assign]
+    assert worker.step() is not None
+    raw = redis.Redis.from_url(redis_url)
+    assert list(raw.scan_iter(match="opticmem:{acme:s}*")) == []
+    raw.close()
+
+    worker._artefacts.vision_tokens_of = encode  # type: ignore[method-assign]
+    mem.add_many("s", talk(16, topic="a different matter entirely"))
+    pages = image_pages(mem, "s")
+    assert any(n == 0 for n, _ in pages)  # a page 0 again, with the old one's cache id
+    worker.run(once=True)
+    assert mem.flush(5)
+    text = mem.context("s").text()
+    assert all(expected(mem, "s", n, t) in text for n, t in pages)
+    mem.close()
