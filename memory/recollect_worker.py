@@ -67,7 +67,8 @@ class BatchReport:
     read: int
     """Pages decoded by this worker."""
     cached: int
-    """Pages some worker (or the memory itself) had read already."""
+    """Pages some worker (or the memory itself) had read already, and entries of a page
+    that another entry of the batch had this worker read."""
     stale: int
     """Pages no longer in their session."""
     dead: int
@@ -215,7 +216,10 @@ class RecollectWorker:
                 self.queue.bury(entry, fields, str(exc), n)
                 dead += 1
         items: list[Item] = []
-        item_entries: list[str] = []
+        # Per item, the entries it serves: bot processes that show the same page each
+        # queue it, and it is read once.
+        item_entries: list[list[str]] = []
+        same: dict[tuple[str, str, str, str], int] = {}
         pages = self._pages([q for _, q in todo])
         for ((entry, fields), q), page in zip(todo, pages, strict=True):
             why = self._refusal(q, page)
@@ -227,11 +231,19 @@ class RecollectWorker:
                 stale += 1
                 done.append(entry)
             else:
+                key = (q.session, q.tier.value, q.page_id, q.digest)
+                if key in same:
+                    item_entries[same[key]].append(entry)
+                    continue
                 self._artefacts.know_settings(q.settings)
+                same[key] = len(items)
                 items.append((q.session, Job(page, q.tier)))
-                item_entries.append(entry)
+                item_entries.append([entry])
         read, cached, failed, ok = self._read(items)
-        done += [e for e, good in zip(item_entries, ok, strict=True) if good]
+        for served, good in zip(item_entries, ok, strict=True):
+            if good:
+                done += served
+                cached += len(served) - 1  # the same page queued again: read just now
         self.queue.done(done)
         tiers = Counter(job.tier.value for (_, job), good in zip(items, ok, strict=True) if good)
         report = BatchReport(taken=len(entries), read=read, cached=cached, stale=stale,

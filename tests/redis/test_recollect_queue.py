@@ -428,3 +428,23 @@ def test_a_session_deleted_while_a_worker_reads_it_gets_none_of_its_readings(
     text = mem.context("s").text()
     assert all(expected(mem, "s", n, t) in text for n, t in pages)
     mem.close()
+
+
+def test_a_page_two_bots_queued_is_read_once(stores: tuple[RedisStore, RedisStore]) -> None:
+    """Bot processes behind a load balancer each queue the pages they show: the same page
+    at the same tier twice in one batch is drawn, encoded and decoded once."""
+    bot_store, worker_store = stores
+    one, two = bot(bot_store), bot(bot_store)
+    one.add_many("s", talk(16))
+    one.context("s")
+    two.context("s")  # the next request of the same user lands on another process
+    entries = bot_store._sync().xrange(stream_key(TENANT))
+    unique = {(f[b"page"], f[b"tier"]) for _, f in entries}
+    assert len(entries) > len(unique)  # both bots queued the pages they showed
+    codec = Digest()
+    report = RecollectWorker(worker_store, codec, batch_size=100).step()
+    assert report is not None and report.taken == len(entries)
+    assert sum(codec.batches) == report.read == len(unique)
+    assert report.cached == len(entries) - len(unique)
+    assert RedisRecollectQueue.for_store(bot_store).stats().backlog == 0
+    assert one.flush(5) and two.flush(5)
