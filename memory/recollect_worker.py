@@ -41,8 +41,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from opticmem.artefacts import Artefacts, Item, Job
 from opticmem.codecs import CodecSlot
 from opticmem.encoder.codec import Codec
@@ -50,7 +48,7 @@ from opticmem.errors import CorruptRecordError, OpticMemError
 from opticmem.recollect_queue import GROUP, QueuedPage, RedisRecollectQueue
 from opticmem.recollectors import FailureLog
 from opticmem.records import PageRecord
-from opticmem.redis_store import RedisStore
+from opticmem.redis_store import REDIS_ERRORS, RedisStore
 from opticmem.render import RenderSettings
 
 log = logging.getLogger(__name__)
@@ -172,24 +170,26 @@ class RecollectWorker:
             q.ensure_group()
             self._group_ready = True
         idle_ms = max(1, round(self.claim_idle * 1000))
-        claimed = client.xautoclaim(q.key, GROUP, self.consumer, idle_ms, start_id="0-0",
-                                    count=self.batch_size)
-        entries: list[Entry] = [(_id(e), f) for e, f in claimed[1] if f is not None]
-        deliveries: dict[str, int] = {}
-        if entries:
-            pipe = client.pipeline(transaction=False)
-            for e, _ in entries:
-                pipe.xpending_range(q.key, GROUP, e, e, 1)
-            for (e, _), info in zip(entries, pipe.execute(), strict=True):
-                deliveries[e] = int(info[0]["times_delivered"]) if info else 1
-        room = self.batch_size - len(entries)
-        if room > 0:
-            wait = None if entries or block <= 0 else max(1, round(block * 1000))
-            got = client.xreadgroup(GROUP, self.consumer, {q.key: ">"}, count=room, block=wait)
-            for _, stream_entries in got or []:
-                for e, f in stream_entries:
-                    entries.append((_id(e), f))
-                    deliveries[_id(e)] = 1
+        with q.failing_as("taking entries"):
+            claimed = client.xautoclaim(q.key, GROUP, self.consumer, idle_ms,
+                                        start_id="0-0", count=self.batch_size)
+            entries: list[Entry] = [(_id(e), f) for e, f in claimed[1] if f is not None]
+            deliveries: dict[str, int] = {}
+            if entries:
+                pipe = client.pipeline(transaction=False)
+                for e, _ in entries:
+                    pipe.xpending_range(q.key, GROUP, e, e, 1)
+                for (e, _), info in zip(entries, pipe.execute(), strict=True):
+                    deliveries[e] = int(info[0]["times_delivered"]) if info else 1
+            room = self.batch_size - len(entries)
+            if room > 0:
+                wait = None if entries or block <= 0 else max(1, round(block * 1000))
+                got = client.xreadgroup(GROUP, self.consumer, {q.key: ">"}, count=room,
+                                        block=wait)
+                for _, stream_entries in got or []:
+                    for e, f in stream_entries:
+                        entries.append((_id(e), f))
+                        deliveries[_id(e)] = 1
         return entries, deliveries
 
     # ------------------------------------------------------------------ one step
@@ -317,7 +317,7 @@ class RecollectWorker:
             try:
                 report = self.step(block=0.0 if once else block)
                 failures = 0
-            except (redis.exceptions.RedisError, OpticMemError) as exc:
+            except (*REDIS_ERRORS, OpticMemError) as exc:
                 failures += 1
                 delay = min(30.0, 0.5 * 2 ** min(failures, 6))
                 self._failures.report(exc)

@@ -754,6 +754,13 @@ _RETRYABLE: tuple[type[Exception], ...] = (
       if hasattr(redis.exceptions, name)),
 )
 
+REDIS_ERRORS = _REDIS_ERRORS
+"""What redis-py may raise, for code that uses a store's client directly (the
+recollection queue, :mod:`opticmem.recollect_queue`)."""
+RETRYABLE_ERRORS = _RETRYABLE
+"""Those of :data:`REDIS_ERRORS` after which the same call may be tried again: the server
+could not be reached, or a cluster was between states."""
+
 
 def _positive_int(text: str) -> int:
     value = int(text)

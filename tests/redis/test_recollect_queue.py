@@ -27,7 +27,7 @@ from opticmem import InMemoryStore, OpticalMemory, RenderSettings, Tier
 from opticmem.artefacts import Item, Job, rec_key
 from opticmem.cli import app
 from opticmem.encoder.codec import Recollection, VisionTokens
-from opticmem.errors import ConfigurationError
+from opticmem.errors import ConfigurationError, StoreUnavailableError
 from opticmem.recollect_queue import GROUP, QueuedPage, RedisRecollectQueue, stream_key
 from opticmem.recollect_worker import RecollectWorker
 from opticmem.redis_store import RedisStore
@@ -448,3 +448,97 @@ def test_a_page_two_bots_queued_is_read_once(stores: tuple[RedisStore, RedisStor
     assert report.cached == len(entries) - len(unique)
     assert RedisRecollectQueue.for_store(bot_store).stats().backlog == 0
     assert one.flush(5) and two.flush(5)
+
+
+def test_flush_waits_for_pages_still_being_queued_but_not_after_close(
+    stores: tuple[RedisStore, RedisStore], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread that flushes while another is queueing its pages (one round trip away)
+    must not be told that all is read; after close, flush returns at once."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    assert mem._worker is not None
+    queue = mem._worker.queue  # type: ignore[attr-defined]
+    sending, release = threading.Event(), threading.Event()
+    real = queue.submit
+
+    def slow(*args: Any, **kw: Any) -> list[str]:
+        sending.set()
+        release.wait(10)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(queue, "submit", slow)
+    adder = threading.Thread(target=mem.add_many, args=("s", talk(12)))
+    adder.start()
+    assert sending.wait(10)
+    assert not mem.flush(0.1)  # the pages are on their way to the queue
+    release.set()
+    adder.join(10)
+    assert not mem.flush(0.1)  # ... and now on it, with no worker yet
+    RecollectWorker(worker_store, Digest()).run(once=True)
+    assert mem.flush(5)
+
+    sending.clear()
+    release.clear()
+    adder = threading.Thread(target=mem.add_many, args=("t", talk(12)))
+    adder.start()
+    assert sending.wait(10)
+    mem.close()
+    release.set()
+    adder.join(10)
+    assert mem.flush(0)  # closed: the pages stay queued for the workers, unwaited for
+    assert RedisRecollectQueue.for_store(bot_store).stats().waiting > 0
+
+
+def test_flush_rides_out_a_redis_restart(server_factory: Any) -> None:
+    """Polling the queue fails while Redis restarts: flush polls again until its timeout,
+    and says the server is unreachable (typed) only if it still is then."""
+    server = server_factory()
+    bot_store = RedisStore.from_url(server.url, tenant=TENANT)
+    worker_store = RedisStore.from_url(server.url, tenant=TENANT)
+    try:
+        mem = bot(bot_store)
+        mem.add_many("s", talk(12))
+        mem.context("s")
+        server.kill()
+
+        def restart_and_read() -> None:
+            time.sleep(0.3)
+            server.start()
+            RecollectWorker(worker_store, Digest()).run(once=True)
+
+        reader = threading.Thread(target=restart_and_read)
+        reader.start()
+        assert mem.flush(30)
+        reader.join(30)
+
+        mem.add_many("s", talk(12, topic="more of it"))
+        server.kill()
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="recollection queue"):
+            mem.flush(0.3)
+        assert time.monotonic() - t0 >= 0.3
+    finally:
+        bot_store.close()
+        worker_store.close()
+
+
+def test_a_bot_that_never_flushes_does_not_remember_every_entry(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """The entries a bot queued are remembered for flush until seen gone; a bot that
+    never flushes must not keep one per page it ever queued."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    rec = mem._worker
+    assert rec is not None
+    rec._prune_at = rec.PRUNE_AT = 8  # type: ignore[attr-defined]
+    worker = RecollectWorker(worker_store, Digest(), batch_size=100)
+    queued = 0
+    for i in range(6):
+        mem.add_many(f"s{i}", talk(12))
+        mem.context(f"s{i}")
+        queued += worker.run(once=True).read
+    assert queued > 40
+    assert len(rec._entries) < 16  # type: ignore[attr-defined]
+    assert mem.flush(5)
