@@ -148,6 +148,8 @@ class RecollectWorker:
                                     draw_pool=self._pool)
         self._failures = FailureLog("reading queued pages")
         self._group_ready = False
+        self._claim_from = "0-0"
+        """Where the next ``XAUTOCLAIM`` starts in the group's pending entries."""
 
     def close(self) -> None:
         """Stop the drawing processes (the store is the caller's to close)."""
@@ -171,8 +173,11 @@ class RecollectWorker:
             self._group_ready = True
         idle_ms = max(1, round(self.claim_idle * 1000))
         with q.failing_as("taking entries"):
+            # One call looks at up to 10 × count pending entries: go on from where the
+            # last one stopped, or idle entries behind many busy ones are never reached.
             claimed = client.xautoclaim(q.key, GROUP, self.consumer, idle_ms,
-                                        start_id="0-0", count=self.batch_size)
+                                        start_id=self._claim_from, count=self.batch_size)
+            self._claim_from = _id(claimed[0])  # "0-0": the whole list was looked at
             entries: list[Entry] = [(_id(e), f) for e, f in claimed[1] if f is not None]
             deliveries: dict[str, int] = {}
             if entries:
@@ -183,7 +188,8 @@ class RecollectWorker:
                     deliveries[e] = int(info[0]["times_delivered"]) if info else 1
             room = self.batch_size - len(entries)
             if room > 0:
-                wait = None if entries or block <= 0 else max(1, round(block * 1000))
+                more = self._claim_from != "0-0"  # pending entries left to look at
+                wait = None if entries or more or block <= 0 else max(1, round(block * 1000))
                 got = client.xreadgroup(GROUP, self.consumer, {q.key: ">"}, count=room,
                                         block=wait)
                 for _, stream_entries in got or []:
@@ -326,7 +332,7 @@ class RecollectWorker:
                     break
                 continue
             if report is None:
-                if once:
+                if once and self._claim_from == "0-0":  # all pending entries looked at
                     break
                 continue
             totals.add(report)

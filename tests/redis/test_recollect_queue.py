@@ -542,3 +542,25 @@ def test_a_bot_that_never_flushes_does_not_remember_every_entry(
     assert queued > 40
     assert len(rec._entries) < 16  # type: ignore[attr-defined]
     assert mem.flush(5)
+
+
+def test_idle_entries_behind_many_busy_ones_are_claimed(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """XAUTOCLAIM looks at up to 10 × count pending entries per call. A worker that
+    always starts from the beginning of the pending list never reaches idle entries
+    behind that many busy ones (held by live workers); it must go on where it stopped."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(16))
+    mem.context("s")
+    dead = RecollectWorker(worker_store, Digest(), consumer="dead")
+    taken, _ = dead._take(0)
+    assert len(taken) >= 12
+    time.sleep(1.0)
+    raw = bot_store._sync()
+    raw.xclaim(stream_key(TENANT), GROUP, "busy", 0, [e for e, _ in taken[:11]])
+    heir = RecollectWorker(worker_store, Digest(), consumer="heir", batch_size=1,
+                           claim_idle=0.5)
+    reports = [heir.step() for _ in range(3)]
+    assert [r.taken for r in reports if r is not None] == [1, 1]
