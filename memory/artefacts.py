@@ -157,11 +157,8 @@ class Artefacts:
         out: list[tuple[bytes, Image.Image | None]] = [(d or b"", None) for d in found]
         missing = [i for i, d in enumerate(found) if d is None]
         todo = [items[i][1] for i in missing]
-        if self.draw_pool is not None and len(todo) > 1:
-            drawn = [(png, Image.fromarray(pixels)) for png, pixels in self.draw_pool.map(
-                draw_tier_png, [j.page.transcript for j in todo],
-                [self.settings_for(j.page) for j in todo], [j.tier for j in todo])]
-        else:
+        drawn = self._drawn_in_pool(todo) if len(todo) > 1 else None
+        if drawn is None:
             drawn = []
             for j in todo:
                 image = to_tier(self.master(j.page), j.tier)
@@ -170,6 +167,26 @@ class Artefacts:
             self._cache(items[i][1].page, keys[i], png)
             out[i] = (png, image)
         return out
+
+    def _drawn_in_pool(self, todo: Sequence[Job]) -> list[tuple[bytes, Image.Image]] | None:
+        """``todo`` drawn by :attr:`draw_pool`; ``None`` if there is none or it failed.
+
+        The pool only makes drawing faster, so when it fails — shut down, broken (one of
+        its processes died), its work cancelled — the pages are drawn here instead (the
+        same pixels). A page whose drawing itself fails fails again here, and says why.
+        """
+        pool = self.draw_pool
+        if pool is None:
+            return None
+        settings = [self.settings_for(j.page) for j in todo]
+        try:
+            return [(png, Image.fromarray(pixels)) for png, pixels in pool.map(
+                draw_tier_png, [j.page.transcript for j in todo], settings,
+                [j.tier for j in todo])]
+        except Exception as exc:  # BrokenExecutor, CancelledError, RuntimeError, ...
+            log.warning("drawing %d pages in the process pool failed (%s: %s); drawing "
+                        "them here", len(todo), type(exc).__name__, exc)
+            return None
 
     def pngs(self, session: str, jobs: Sequence[Job]) -> list[bytes]:
         """PNG bytes of each page at its tier, rendering (and caching) what is missing."""

@@ -36,10 +36,10 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from opticmem.artefacts import Artefacts, Item, Job
 from opticmem.codecs import CodecSlot
@@ -54,6 +54,7 @@ from opticmem.render import RenderSettings
 log = logging.getLogger(__name__)
 
 Entry = tuple[str, dict[bytes, bytes]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +141,8 @@ class RecollectWorker:
         self.batch_size = batch_size
         self.max_deliveries = max_deliveries
         self.claim_idle = claim_idle
-        # Spawned, not forked: the parent may hold a CUDA context, which a fork breaks.
-        self._pool = ProcessPoolExecutor(draw_workers, mp_context=mp.get_context("spawn")) if (
-            draw_workers) else None
+        self._pool = DrawPool(draw_workers) if draw_workers else None
+        self._closed = False
         self._artefacts = Artefacts(store, codec.render_settings or RenderSettings(),
                                     CodecSlot(codec), decode_max_tokens=decode_max_tokens,
                                     draw_pool=self._pool)
@@ -152,7 +152,10 @@ class RecollectWorker:
         """Where the next ``XAUTOCLAIM`` starts in the group's pending entries."""
 
     def close(self) -> None:
-        """Stop the drawing processes (the store is the caller's to close)."""
+        """Stop the drawing processes, and :meth:`run` after the batch in hand (which is
+        then drawn in this process); the store is the caller's to close. Safe to call
+        from another thread while the worker runs."""
+        self._closed = True
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
@@ -319,7 +322,7 @@ class RecollectWorker:
         stop = stop or threading.Event()
         totals = WorkerTotals()
         failures = 0
-        while not stop.is_set():
+        while not stop.is_set() and not self._closed:
             try:
                 report = self.step(block=0.0 if once else block)
                 failures = 0
@@ -339,6 +342,56 @@ class RecollectWorker:
             if on_batch is not None:
                 on_batch(report)
         return totals
+
+
+class DrawPool(Executor):
+    """Processes that draw page images (:attr:`Artefacts.draw_pool`), started anew when
+    one of them dies.
+
+    A process of a :class:`~concurrent.futures.ProcessPoolExecutor` that dies (the OOM
+    killer, a crash in a native library) breaks the pool for good: every later batch
+    would fail over to drawing in the worker itself. Here the batch that found it broken
+    fails (and :class:`~opticmem.artefacts.Artefacts` draws it in-process), and the next
+    one gets a new pool. Processes are spawned, not forked: the worker may hold a CUDA
+    context, which a fork breaks.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._closed = False
+        self._pool = self._new()
+
+    def _new(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        with self._lock:
+            pool = self._pool
+        return pool.submit(fn, *args, **kwargs)
+
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[T]:
+        """As :meth:`Executor.map`, but every result is in by the time it returns (so a
+        broken pool is found here, and replaced)."""
+        with self._lock:
+            pool = self._pool
+        try:
+            return iter(list(pool.map(fn, *iterables, timeout=timeout, chunksize=chunksize)))
+        except BrokenExecutor:
+            with self._lock:
+                if self._pool is pool and not self._closed:
+                    log.warning("a drawing process died; starting a new pool of %d",
+                                self.workers)
+                    self._pool = self._new()
+                    pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            pool = self._pool
+        pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 def _id(entry: bytes | str) -> str:

@@ -12,9 +12,12 @@ import hashlib
 import io
 import json
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -564,3 +567,78 @@ def test_idle_entries_behind_many_busy_ones_are_claimed(
                            claim_idle=0.5)
     reports = [heir.step() for _ in range(3)]
     assert [r.taken for r in reports if r is not None] == [1, 1]
+
+
+def test_a_drawing_process_that_dies_does_not_end_batching(
+    stores: tuple[RedisStore, RedisStore], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A drawing process killed (the OOM killer, a crash in a font library) breaks a
+    process pool for good: the worker must draw that batch itself and start a new pool,
+    not fall back to reading page by page (one decode call per page) from then on."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    codec = Digest()
+    with RecollectWorker(worker_store, codec, draw_workers=1, batch_size=100) as worker:
+        mem.add_many("a", talk(12))
+        mem.context("a")
+        assert worker.step() is not None
+        pool = worker._pool
+        assert pool is not None
+        drawing = list(pool._pool._processes or ())
+        assert drawing
+        for pid in drawing:
+            os.kill(pid, signal.SIGKILL)
+        mem.add_many("b", talk(12))
+        mem.context("b")
+        codec.batches.clear()
+        with caplog.at_level(logging.WARNING, logger="opticmem"):
+            report = worker.step()
+        assert report is not None and report.read > 1 and report.failed == 0
+        assert codec.batches == [report.read]  # still one decode call for the batch
+        assert not any("one by one" in r.getMessage() for r in caplog.records)
+        assert worker._pool is not None and list(worker._pool.map(abs, [-1, 2])) == [1, 2]
+    ctx = mem.context("b")
+    assert all(expected(mem, "b", p.record.page_no, p.tier) in ctx.text()
+               for p in ctx.pages if p.shown == "image")
+
+
+def test_closing_a_worker_while_it_draws_stops_it_cleanly(
+    stores: tuple[RedisStore, RedisStore], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """close() from another thread while the worker's pool is drawing a batch: the
+    batch is finished (drawn here), run() returns, and nothing escapes the thread."""
+    import opticmem.artefacts as artefacts
+
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(16))
+    mem.context("s")
+    drawing = threading.Event()
+    real = artefacts.draw_tier_png
+
+    def slow(*args: Any) -> Any:
+        drawing.set()
+        time.sleep(0.05)
+        return real(*args)
+
+    monkeypatch.setattr(artefacts, "draw_tier_png", slow)
+    worker = RecollectWorker(worker_store, Digest(), batch_size=100)
+    pool = ThreadPoolExecutor(1)  # a pool the test's slow drawing reaches
+    worker._pool = worker._artefacts.draw_pool = pool  # type: ignore[assignment]
+    errors: list[BaseException] = []
+    totals: list[Any] = []
+
+    def run() -> None:
+        try:
+            totals.append(worker.run(block=0.05))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert drawing.wait(10)
+    worker.close()
+    thread.join(20)
+    assert not thread.is_alive() and errors == []
+    assert totals[0].read > 0 and totals[0].failed == 0
+    assert RedisRecollectQueue.for_store(bot_store).stats().backlog == 0
