@@ -642,3 +642,75 @@ def test_closing_a_worker_while_it_draws_stops_it_cleanly(
     assert not thread.is_alive() and errors == []
     assert totals[0].read > 0 and totals[0].failed == 0
     assert RedisRecollectQueue.for_store(bot_store).stats().backlog == 0
+
+
+def test_the_worker_command_refuses_a_device_it_cannot_use(redis_url: str) -> None:
+    url = f"{redis_url}?tenant={TENANT}"
+    for device in ("bogus", "cuda:99"):
+        result = CliRunner().invoke(app, ["worker", url, "--codec", "random", "--once",
+                                          "--device", device, "--json"])
+        assert result.exit_code == 2, result.output
+        assert json.loads(result.stdout)["error"].startswith(f"--device {device}")
+
+
+def test_the_worker_command_stops_on_a_signal_and_at_once_on_a_second(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM (or Ctrl-C) lets the batch in hand finish and prints the summary; a second
+    one stops a worker stuck in a batch at once, with 128 + the signal's number and
+    still one JSON object."""
+    import opticmem.worker_commands as commands
+
+    monkeypatch.setattr(commands, "_load_codec", lambda *a: Digest())
+    url = f"{redis_url}?tenant={TENANT}"
+    store = RedisStore.from_url(redis_url, tenant=TENANT)
+    mem = bot(store)
+    mem.add_many("s", talk(12))
+    mem.context("s")
+    pending = RedisRecollectQueue.for_store(store).stats().waiting
+
+    def signal_when(ready: threading.Event, times: int) -> threading.Thread:
+        def send() -> None:
+            assert ready.wait(20)
+            for _ in range(times):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.2)
+        thread = threading.Thread(target=send)
+        thread.start()
+        return thread
+
+    batched = threading.Event()
+    real_step = RecollectWorker.step
+
+    def step(self: RecollectWorker, block: float = 0.0) -> Any:
+        report = real_step(self, block)
+        if report is not None:
+            batched.set()
+        return report
+
+    monkeypatch.setattr(RecollectWorker, "step", step)
+    sender = signal_when(batched, 1)
+    result = CliRunner().invoke(app, ["worker", url, "--json"])
+    sender.join(10)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["read"] == pending
+
+    stuck_in = threading.Event()
+
+    def stuck(self: RecollectWorker, block: float = 0.0) -> Any:
+        stuck_in.set()
+        time.sleep(5)  # a batch that takes far too long
+        return None
+
+    monkeypatch.setattr(RecollectWorker, "step", stuck)
+    handler = signal.getsignal(signal.SIGTERM)
+    sender = signal_when(stuck_in, 2)
+    t0 = time.monotonic()
+    result = CliRunner().invoke(app, ["worker", url, "--json"])
+    sender.join(10)
+    assert time.monotonic() - t0 < 3
+    assert result.exit_code == 128 + signal.SIGTERM, result.output
+    assert "second" in json.loads(result.stdout)["error"]
+    assert signal.getsignal(signal.SIGTERM) is handler  # put back
+    mem.close()
+    store.close()
