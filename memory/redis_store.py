@@ -86,7 +86,9 @@ Design
 * **Caps**: ``max_turns`` refuses an append that would hold more live (not forgotten)
   turns with :class:`SessionFullError` (nothing stored, never a silent loss);
   ``max_blob_bytes`` evicts the oldest *derived* blobs (recomputable) after a put.
-* **Sliding TTL** (off by default): every write refreshes the session's keys to ``ttl``;
+* **Sliding TTL** (off by default): every write refreshes the session's keys to ``ttl``
+  — except an artefact of a page (:meth:`RedisStore.put_page_blob`, what the memory and
+  the recollection workers cache), which gets what is left of the session's life;
   blob keys get ``ttl`` when put and are swept (refreshed) by the first write after
   ``ttl/4``, so a blob may expire up to ``ttl/4`` before its session (a cache eviction
   the store contract allows) but never outlives it.
@@ -308,13 +310,14 @@ return {1, n + 1}
 """
 
 # ARGV: 1 encoded blob key, 2 stored bytes. Returns how many older blobs the cap evicted.
+# Expects LIFE (the blob key's TTL in ms, 0: none) and finish() (run after the write).
 _LUA_BLOB_BODY = r"""
 local MAXB = __MAXB__
 local meta, blobs, prefix = BASE .. 'meta', BASE .. 'blobs', BASE .. 'b:'
 local bk = prefix .. ARGV[1]
 local old = redis.call('STRLEN', bk)
-if TTL > 0 then
-  redis.call('SET', bk, ARGV[2], 'PX', TTL)
+if LIFE > 0 then
+  redis.call('SET', bk, ARGV[2], 'PX', LIFE)
 else
   redis.call('SET', bk, ARGV[2])
 end
@@ -337,14 +340,18 @@ if MAXB > 0 and total > MAXB then
   end
   redis.call('HSET', meta, 'bbytes', total)
 end
-touch()
+finish()
 return evicted
 """
-_LUA_PUT_BLOB = _LUA_PRELUDE + _LUA_BLOB_BODY
+_LUA_PUT_BLOB = _LUA_PRELUDE + r"""
+local LIFE, finish = TTL, touch
+""" + _LUA_BLOB_BODY
 
 # put_page_blob: as put_blob, but only while the session holds the page the artefact was
 # made from (ARGV: 3 page_no, 4 first_seq, 5 first_line, 6 render_key, 7 SHA-1 of the
-# transcript); returns -1 (nothing written, no key touched) if it does not.
+# transcript); returns -1 (nothing written, no key touched) if it does not. With a TTL it
+# gives the blob what is left of the session's life instead of refreshing the session:
+# an artefact (a worker's reading, maybe minutes later) is not activity of the session.
 _LUA_PUT_PAGE_BLOB = _LUA_PRELUDE + r"""
 local raw = redis.call('LINDEX', BASE .. 'pages', ARGV[3])
 if not raw then return -1 end
@@ -353,6 +360,15 @@ if not ok or type(p) ~= 'table' or p.first_seq ~= tonumber(ARGV[4])
     or p.first_line ~= tonumber(ARGV[5]) or p.render_key ~= ARGV[6]
     or type(p.transcript) ~= 'string' or redis.sha1hex(p.transcript) ~= ARGV[7] then
   return -1
+end
+local LIFE, finish = TTL, touch
+local left = TTL > 0 and redis.call('PTTL', KEYS[1]) or -1
+if left > 0 then  -- (without an expiry yet, as put_blob: the store's TTL starts now)
+  LIFE = left
+  finish = function()
+    redis.call('PEXPIRE', BASE .. 'meta', left)
+    redis.call('PEXPIRE', BASE .. 'blobs', left)
+  end
 end
 """ + _LUA_BLOB_BODY
 
@@ -1378,7 +1394,10 @@ class RedisStore(Store):
 
     def put_page_blob(self, page: PageRecord, key: str, data: bytes) -> bool:
         """See :meth:`Store.put_page_blob`: the page is compared and the blob written in
-        one script, so no key of a deleted (or expired) session is ever written back."""
+        one script, so no key of a deleted (or expired) session is ever written back.
+        With a TTL, the blob gets what is left of the session's life and the session's
+        is not refreshed (unlike :meth:`put_blob`): a worker reading a page long after
+        the bot wrote it does not keep the session alive."""
         keys = self._keys(page.session)
         result = int(self._eval(self._page_blob_lua, keys, *self._blob(key, data),
                                 *self._page_guard(page)))

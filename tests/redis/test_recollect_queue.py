@@ -714,3 +714,28 @@ def test_the_worker_command_stops_on_a_signal_and_at_once_on_a_second(
     assert signal.getsignal(signal.SIGTERM) is handler  # put back
     mem.close()
     store.close()
+
+
+def test_a_workers_readings_do_not_extend_a_sessions_life(redis_url: str) -> None:
+    """On a store with a TTL, a session expires that long after its bot last wrote to
+    it. A worker reading its pages later (a backlog) must not restart that clock — nor
+    leave a key that outlives the session."""
+    bot_store = RedisStore.from_url(redis_url, tenant=TENANT, ttl=3600)
+    worker_store = RedisStore.from_url(redis_url, tenant=TENANT, ttl=3600)
+    try:
+        mem = bot(bot_store)
+        mem.add_many("s", talk(16))
+        mem.context("s")
+        raw = redis.Redis.from_url(redis_url)
+        keys = list(raw.scan_iter(match="opticmem:{acme:s}:*"))
+        for key in keys:  # the bot wrote last almost an hour ago
+            raw.pexpire(key, 5000)
+        assert RecollectWorker(worker_store, Digest()).run(once=True).read > 0
+        written = list(raw.scan_iter(match="opticmem:{acme:s}:*"))
+        assert len(written) > len(keys)  # the readings (and images) are there
+        assert all(0 < raw.pttl(k) <= 5000 for k in written)
+        raw.close()
+        mem.close()
+    finally:
+        bot_store.close()
+        worker_store.close()
