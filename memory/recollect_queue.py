@@ -136,16 +136,25 @@ class DeadPage:
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     """The queue's state: entries waiting (not yet given to a worker), taken (given to a
-    worker, not yet done), dead letters, and the workers the group has seen."""
+    worker, not yet done), dead letters, and the workers in the group."""
 
     waiting: int
     taken: int
     dead: int
     consumers: int
+    """Workers in the group: running, or stopped while holding entries (a worker that
+    stops cleanly leaves it: :meth:`RedisRecollectQueue.leave`)."""
 
     @property
     def backlog(self) -> int:
         return self.waiting + self.taken
+
+
+_LUA_LEAVE = r"""
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 
 
 def _text(value: Any) -> str:
@@ -238,6 +247,14 @@ class RedisRecollectQueue:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
+    def leave(self, consumer: str) -> bool:
+        """Take ``consumer`` out of the group if it holds no entries (``True``): a worker
+        that stops cleanly. One that holds entries stays, so that they can be claimed
+        from it (deleting a consumer drops its pending entries from the group for
+        good). Checked and done in one script: nothing can be taken in between."""
+        with self.failing_as("leaving the consumer group"):
+            return bool(self.client.eval(_LUA_LEAVE, 1, self.key, GROUP, consumer))
+
     def done(self, entries: Sequence[str]) -> None:
         """Acknowledge and delete ``entries`` in one transaction."""
         if not entries:
@@ -267,7 +284,8 @@ class RedisRecollectQueue:
 
     # ------------------------------------------------------------------ looking
     def stats(self) -> QueueStats:
-        """How many entries wait, are taken, and are dead; how many workers were seen."""
+        """How many entries wait, are taken, and are dead; how many workers are in the
+        group."""
         with self.failing_as("reading its state"):
             length = int(self.client.xlen(self.key))
             dead = int(self.client.xlen(self.dead_key))

@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 from opticmem.artefacts import Artefacts, Item, Job
 from opticmem.codecs import CodecSlot
 from opticmem.encoder.codec import Codec
-from opticmem.errors import CorruptRecordError, OpticMemError
+from opticmem.errors import CorruptRecordError, OpticMemError, StoreError
 from opticmem.recollect_queue import GROUP, QueuedPage, RedisRecollectQueue
 from opticmem.recollectors import FailureLog
 from opticmem.records import PageRecord
@@ -153,11 +153,17 @@ class RecollectWorker:
 
     def close(self) -> None:
         """Stop the drawing processes, and :meth:`run` after the batch in hand (which is
-        then drawn in this process); the store is the caller's to close. Safe to call
-        from another thread while the worker runs."""
+        then drawn in this process), and leave the consumer group if this worker holds
+        no entries; the store is the caller's to close. Safe to call from another
+        thread while the worker runs."""
         self._closed = True
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
+        if self._group_ready:
+            try:
+                self.queue.leave(self.consumer)
+            except StoreError as exc:  # it stays listed in the group; nothing is lost
+                log.debug("worker %s could not leave the group: %s", self.consumer, exc)
 
     def __enter__(self) -> RecollectWorker:
         return self

@@ -357,7 +357,8 @@ def test_the_worker_and_queue_commands(redis_url: str) -> None:
     done = json.loads(result.stdout)
     assert done["read"] == status["waiting"] and done["codec"] == "random:test:0"
     status = json.loads(runner.invoke(app, ["queue", url, "--json"]).stdout)
-    assert status["waiting"] == status["taken"] == 0 and status["workers"] == 1
+    assert status["waiting"] == status["taken"] == 0
+    assert status["workers"] == 0  # it left the group when it stopped
     assert mem.flush(1)
     bad = runner.invoke(app, ["worker", "sqlite:///x.db", "--once"])
     assert bad.exit_code == 2 and "redis://" in bad.output
@@ -745,3 +746,27 @@ def test_a_workers_readings_do_not_extend_a_sessions_life(redis_url: str) -> Non
     finally:
         bot_store.close()
         worker_store.close()
+
+
+def test_a_worker_that_closes_leaves_the_group_unless_it_holds_entries(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """Workers restart (deploys, autoscaling) under new host-pid names: one that closes
+    cleanly must not stay in the group for good, or "workers" only ever grows. One that
+    still holds entries stays, so that they can be claimed from it."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(12))
+    queue = RedisRecollectQueue.for_store(bot_store)
+    holder = RecollectWorker(worker_store, Digest(), consumer="holder", batch_size=2)
+    assert len(holder._take(0)[0]) == 2
+    holder.close()
+    for n in range(3):
+        with RecollectWorker(worker_store, Digest(), consumer=f"run-{n}") as worker:
+            worker.run(once=True)
+    stats = queue.stats()
+    assert stats.consumers == 1 and stats.taken == 2  # the holder, with its 2 entries
+    with RecollectWorker(worker_store, Digest(), consumer="heir", claim_idle=0.01) as heir:
+        time.sleep(0.02)
+        assert heir.run(once=True).read == 2
+    assert queue.stats().backlog == 0
