@@ -770,3 +770,24 @@ def test_a_worker_that_closes_leaves_the_group_unless_it_holds_entries(
         time.sleep(0.02)
         assert heir.run(once=True).read == 2
     assert queue.stats().backlog == 0
+
+
+def test_an_entry_of_raw_bytes_is_buried_as_it_was(
+    stores: tuple[RedisStore, RedisStore], redis_url: str,
+) -> None:
+    """Anything may write to the stream: an entry whose field names and values are not
+    UTF-8 goes to the dead letters byte for byte, and the queue command still prints
+    one JSON object."""
+    bot_store, worker_store = stores
+    raw = bot_store._sync()
+    fields = {b"\xff\xfe": b"\x80", b"\xff\xfd": b"\x81", b"session": b"caf\xe9"}
+    raw.xadd(stream_key(TENANT), fields)  # type: ignore[arg-type]
+    report = RecollectWorker(worker_store, Digest()).step()
+    assert report is not None and report.dead == 1
+    [(_, buried)] = raw.xrange(stream_key(TENANT) + ":dead")
+    assert {k: v for k, v in buried.items() if k in fields} == fields
+    assert b"UnicodeDecodeError" in buried[b"reason"]
+    status = CliRunner().invoke(app, ["queue", f"{redis_url}?tenant={TENANT}", "--json"])
+    assert status.exit_code == 0
+    [letter] = json.loads(status.stdout)["dead_letters"]
+    assert letter["session"] == "caf\ufffd" and "UnicodeDecodeError" in letter["reason"]
