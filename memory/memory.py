@@ -266,9 +266,12 @@ class OpticalMemory:
         if not isinstance(store, RedisStore):
             if self._owns_store:
                 store.close()
+            kind = type(store).__name__
+            article = "an" if kind[:1] in "AEIOU" else "a"
+            asked = "recollect='queue'" if isinstance(given, str) else "a recollection queue"
             raise ConfigurationError(
-                "recollect='queue' needs a Redis store, where the workers find the pages "
-                f"and leave their readings; this memory has a {type(store).__name__}")
+                f"{asked} needs a Redis store, where the workers find the pages and leave "
+                f"their readings; this memory's store is {article} {kind}")
         if isinstance(given, str):
             return RedisRecollectQueue.for_store(store)
         if given.tenant != store.tenant:

@@ -293,8 +293,12 @@ def test_a_bot_whose_codec_is_not_loaded_yet_leaves_the_choice_to_the_worker(
 
 
 def test_queue_mode_is_refused_where_it_cannot_work(redis_url: str) -> None:
-    with pytest.raises(ConfigurationError, match="needs a Redis store"):
+    with pytest.raises(ConfigurationError, match=r"needs a Redis store.*an InMemoryStore"):
         OpticalMemory(InMemoryStore(), codec=Digest(), recollect="queue")
+    elsewhere = RedisRecollectQueue.from_url(redis_url, tenant=TENANT)
+    with pytest.raises(ConfigurationError, match=r"^a recollection queue needs a Redis store"):
+        OpticalMemory(InMemoryStore(), codec=Digest(), recollect=elsewhere)
+    elsewhere.client.close()
     with pytest.raises(ConfigurationError, match="needs a codec"):
         OpticalMemory(redis_url, codec=None, recollect="queue")
     with pytest.raises(ConfigurationError, match="recollect must be"):
