@@ -46,6 +46,7 @@ from opticmem.render import RenderSettings, Tier
 
 if TYPE_CHECKING:
     import redis
+    from redis.cluster import RedisCluster
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +165,11 @@ def _text(value: Any) -> str:
 class RedisRecollectQueue:
     """The recollection queue of one tenant on a Redis server (see the module docstring).
 
-    Build it on a store's server with :meth:`for_store`, or from a client you hold.
-    The client must use ``decode_responses=False``.
+    Build it on a store's server with :meth:`for_store`, or from a client you hold (a
+    Redis Cluster client too). The client must use ``decode_responses=False``.
     """
 
-    def __init__(self, client: redis.Redis, *, tenant: str = "default",
+    def __init__(self, client: redis.Redis | RedisCluster, *, tenant: str = "default",
                  where: str | None = None) -> None:
         self.client: Any = client
         """redis-py types stream replies as sync-or-async unions: kept as ``Any`` here and

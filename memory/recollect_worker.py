@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 Entry = tuple[str, dict[bytes, bytes]]
 T = TypeVar("T")
 
+_STEP_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, OpticMemError)
+"""What a step may fail with that the loop rides out: Redis away, a store or codec error."""
+
 
 @dataclass(frozen=True, slots=True)
 class BatchReport:
@@ -332,7 +335,7 @@ class RecollectWorker:
             try:
                 report = self.step(block=0.0 if once else block)
                 failures = 0
-            except (*REDIS_ERRORS, OpticMemError) as exc:
+            except _STEP_ERRORS as exc:
                 failures += 1
                 delay = min(30.0, 0.5 * 2 ** min(failures, 6))
                 self._failures.report(exc)
