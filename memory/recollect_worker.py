@@ -14,12 +14,13 @@ What can go wrong, and what the worker does:
 * **An entry that cannot be read** (not written by opticmem), **names another codec**
   (the memory would never find this worker's readings) or **a page packed with other
   render settings** than its entry says: moved to the dead-letter stream at once.
-* **Reading fails** (a codec or store error): the batch is retried page by page, and the
-  pages that fail are left pending. After ``claim_idle`` seconds any worker of the group
-  (this one included) claims them again (``XAUTOCLAIM``), as it claims the entries of a
-  worker that died mid-batch. An entry delivered more than ``max_deliveries`` times is
-  moved to the dead-letter stream instead of being tried again — so a page that kills
-  its worker (out of memory) cannot kill every worker in turn.
+* **Reading fails** (a store error, or whatever the model raises): the batch is retried
+  page by page, and the pages that fail are left pending. After ``claim_idle`` seconds
+  any worker of the group (this one included) claims them again (``XAUTOCLAIM``), as it
+  claims the entries of a worker that died mid-batch. An entry delivered more than
+  ``max_deliveries`` times is moved to the dead-letter stream instead of being tried
+  again — so a page that kills its worker (out of memory) cannot kill every worker in
+  turn.
 * **Redis is unreachable**: the store's retries apply to page reads and writes; a step
   that still fails is logged and the loop backs off (up to 30 s) and goes on.
 
@@ -296,10 +297,14 @@ class RecollectWorker:
             return 0, 0, 0, []
         found = self._artefacts.cached_recollections_of(items)
         cached = sum(r is not None for r in found)
+        # Any Exception: a model may raise anything on an odd page (IndexError, an
+        # AssertionError inside torch), and a worker that died on it would be restarted
+        # only to take the page again. It is left pending, and buried after
+        # max_deliveries like a page that kills its worker.
         try:
             self._artefacts.recollections_of(items)
             return len(items) - cached, cached, 0, [True] * len(items)
-        except (OpticMemError, RuntimeError, ValueError, OSError) as exc:
+        except Exception as exc:
             if len(items) == 1:
                 self._failures.report(exc, items[0][0])
                 return 0, cached, 1, [False]
@@ -310,7 +315,7 @@ class RecollectWorker:
             try:
                 self._artefacts.recollections_of([item])
                 ok.append(True)
-            except (OpticMemError, RuntimeError, ValueError, OSError) as exc:
+            except Exception as exc:
                 self._failures.report(exc, item[0])
                 ok.append(False)
         failed = ok.count(False)

@@ -795,3 +795,29 @@ def test_an_entry_of_raw_bytes_is_buried_as_it_was(
     assert status.exit_code == 0
     [letter] = json.loads(status.stdout)["dead_letters"]
     assert letter["session"] == "caf\ufffd" and "UnicodeDecodeError" in letter["reason"]
+
+
+def test_a_page_the_codec_chokes_on_does_not_kill_the_worker(
+    stores: tuple[RedisStore, RedisStore], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model fails on one odd page with whatever it raises (IndexError, TypeError,
+    AssertionError from inside torch): the other pages of the batch are read, that one
+    is left for a retry, and run() goes on — a worker that died on it would be
+    restarted only to take it and die again."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    for session in ("good", "odd"):
+        mem.add_many(session, talk(12))
+    worker = RecollectWorker(worker_store, Digest(), batch_size=100)
+    real = worker._artefacts.recollections_of
+
+    def choking(items: Sequence[Item]) -> list[Recollection]:
+        if any(s == "odd" for s, _ in items):
+            raise IndexError("index 4096 is out of bounds for dimension 0")
+        return real(items)
+
+    monkeypatch.setattr(worker._artefacts, "recollections_of", choking)
+    totals = worker.run(once=True)
+    odd = sum(f[b"session"] == b"odd" for _, f in bot_store._sync().xrange(stream_key(TENANT)))
+    assert odd > 0 and totals.failed == odd and totals.read > 0
+    assert RedisRecollectQueue.for_store(bot_store).stats().taken == odd
