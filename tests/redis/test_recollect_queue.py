@@ -31,7 +31,13 @@ from opticmem.artefacts import Item, Job, rec_key
 from opticmem.cli import app
 from opticmem.encoder.codec import Recollection, VisionTokens
 from opticmem.errors import ConfigurationError, StoreUnavailableError
-from opticmem.recollect_queue import GROUP, QueuedPage, RedisRecollectQueue, stream_key
+from opticmem.recollect_queue import (
+    GROUP,
+    QueuedPage,
+    QueueStats,
+    RedisRecollectQueue,
+    stream_key,
+)
 from opticmem.recollect_worker import RecollectWorker
 from opticmem.redis_store import RedisStore
 
@@ -821,3 +827,50 @@ def test_a_page_the_codec_chokes_on_does_not_kill_the_worker(
     odd = sum(f[b"session"] == b"odd" for _, f in bot_store._sync().xrange(stream_key(TENANT)))
     assert odd > 0 and totals.failed == odd and totals.read > 0
     assert RedisRecollectQueue.for_store(bot_store).stats().taken == odd
+
+
+def test_entries_deleted_while_a_worker_holds_them(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """An operator trims the stream (XDEL, XTRIM) while a worker holds some entries:
+    they still count as pending until claimed, so the backlog must not go negative,
+    and the worker that takes over drops them and reads the rest."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(12))
+    queue = RedisRecollectQueue.for_store(bot_store)
+    taken, _ = RecollectWorker(worker_store, Digest(), consumer="gone")._take(0)
+    assert len(taken) > 3
+    bot_store._sync().xdel(stream_key(TENANT), *[e for e, _ in taken[:3]])
+    stats = queue.stats()
+    assert stats.waiting == 0 and stats.taken == len(taken)
+    time.sleep(0.06)
+    with RecollectWorker(worker_store, Digest(), consumer="heir", claim_idle=0.05) as heir:
+        assert heir.run(once=True).read == len(taken) - 3
+    # the heir left; the worker that died stays listed, holding nothing
+    assert queue.stats() == QueueStats(waiting=0, taken=0, dead=0, consumers=1)
+    assert mem.flush(1)
+
+
+def test_the_queue_is_no_session_and_outlives_every_session(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """The streams share the tenant's hash tag but are not session keys: sessions() does
+    not list them, and deleting sessions leaves them and their group alone."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(12))
+    bot_store._sync().xadd(stream_key(TENANT), {"not": "ours"})
+    with RecollectWorker(worker_store, Digest(), consumer="w") as worker:
+        assert worker.step() is not None
+    mem.add_many("t", talk(12))
+    queue = RedisRecollectQueue.for_store(bot_store)
+    before = queue.stats()
+    assert before.waiting > 0 and before.dead == 1
+    assert sorted(bot_store.sessions()) == ["s", "t"]
+    for session in ("s", "t"):
+        mem.delete_session(session)
+    assert list(bot_store.sessions()) == []
+    assert queue.stats() == before
+    report = RecollectWorker(worker_store, Digest()).step()
+    assert report is not None and report.stale == before.waiting
