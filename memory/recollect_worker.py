@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 import socket
 import threading
 import time
@@ -367,7 +368,7 @@ class DrawPool(Executor):
     would fail over to drawing in the worker itself. Here the batch that found it broken
     fails (and :class:`~opticmem.artefacts.Artefacts` draws it in-process), and the next
     one gets a new pool. Processes are spawned, not forked: the worker may hold a CUDA
-    context, which a fork breaks.
+    context, which a fork breaks. They ignore SIGINT: Ctrl-C is the worker's to handle.
     """
 
     def __init__(self, workers: int) -> None:
@@ -377,7 +378,8 @@ class DrawPool(Executor):
         self._pool = self._new()
 
     def _new(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+        return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                   initializer=_ignore_interrupts)
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         with self._lock:
@@ -406,6 +408,12 @@ class DrawPool(Executor):
             self._closed = True
             pool = self._pool
         pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def _ignore_interrupts() -> None:
+    """In a drawing process: ignore SIGINT. Ctrl-C in a terminal reaches the whole
+    process group; the worker stops its drawing processes itself, after the batch."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _id(entry: bytes | str) -> str:

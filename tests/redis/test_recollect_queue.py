@@ -874,3 +874,22 @@ def test_the_queue_is_no_session_and_outlives_every_session(
     assert queue.stats() == before
     report = RecollectWorker(worker_store, Digest()).step()
     assert report is not None and report.stale == before.waiting
+
+
+def test_ctrl_c_in_a_terminal_leaves_the_drawing_processes_to_the_worker() -> None:
+    """Ctrl-C reaches the whole foreground process group: the drawing processes must not
+    die of it (tracebacks, a broken pool mid-batch) — the worker stops them itself,
+    after the batch in hand."""
+    from opticmem.recollect_worker import DrawPool
+
+    pool = DrawPool(1)
+    try:
+        assert list(pool.map(abs, [-1])) == [1]
+        inner = pool._pool
+        for pid in list(inner._processes or ()):
+            os.kill(pid, signal.SIGINT)
+        time.sleep(0.2)
+        assert list(pool.map(abs, [-2, 3])) == [2, 3]
+        assert pool._pool is inner  # not broken, not replaced
+    finally:
+        pool.shutdown()
