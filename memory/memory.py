@@ -654,7 +654,10 @@ class OpticalMemory:
         """Wait for background or queued recollection to finish (``True``) or ``timeout``
         seconds (``False``). Returns at once in lazy mode, and after :meth:`close` (which
         drops the pages the thread had still to read; pages on a Redis queue stay there for
-        the workers)."""
+        the workers). In queue mode, pages still being sent to the queue by other threads
+        count as unfinished, and a Redis server that cannot be reached is polled again
+        until the timeout: :class:`~opticmem.errors.StoreUnavailableError` if it still
+        cannot be then (without a timeout: after 15 s)."""
         return self._worker.wait(timeout) if self._worker is not None else True
 
     # ------------------------------------------------------------------ recall
