@@ -220,7 +220,7 @@ def queue_command(
                                  for d in letters]}, True)
         return
     out.print(f"{queue.key}: {stats.waiting} waiting, {stats.taken} taken by workers, "
-              f"{stats.dead} dead; {stats.consumers} worker(s) seen")
+              f"{stats.dead} dead; {stats.consumers} worker(s) in the group")
     for d in letters:
         out.print(f"  dead {d.entry}: session {d.fields.get('session')!r} page "
                   f"{d.fields.get('page')} at {d.fields.get('tier')}: {d.reason}")
