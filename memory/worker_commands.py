@@ -79,7 +79,11 @@ def worker_command(
 
     store = _open_store(url, as_json)
     try:
-        model = _load_codec(codec, device, as_json)
+        try:
+            model = _load_codec(codec, device, as_json)
+        except KeyboardInterrupt:  # before the worker's own handling of Ctrl-C
+            raise fail("interrupted while loading the codec", as_json,
+                       code=128 + signal.SIGINT) from None
         if hasattr(model, "batch_size"):
             model.batch_size = batch_size
         if draw_workers is None:

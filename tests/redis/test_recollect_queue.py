@@ -893,3 +893,17 @@ def test_ctrl_c_in_a_terminal_leaves_the_drawing_processes_to_the_worker() -> No
         assert pool._pool is inner  # not broken, not replaced
     finally:
         pool.shutdown()
+
+
+def test_ctrl_c_while_the_worker_loads_its_codec_still_prints_one_json_object(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import opticmem.worker_commands as commands
+
+    def interrupted(*args: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "_load_codec", interrupted)
+    result = CliRunner().invoke(app, ["worker", f"{redis_url}?tenant={TENANT}", "--json"])
+    assert result.exit_code == 128 + signal.SIGINT
+    assert "interrupted" in json.loads(result.stdout)["error"]
