@@ -153,6 +153,8 @@ class RecollectWorker:
                                     draw_pool=self._pool)
         self._failures = FailureLog("reading queued pages")
         self._group_ready = False
+        self.once_patience = 60.0
+        """With ``run(once=True)``: seconds of failing steps before the run gives up."""
         self._claim_from = "0-0"
         """Where the next ``XAUTOCLAIM`` starts in the group's pending entries."""
 
@@ -333,15 +335,24 @@ class RecollectWorker:
     ) -> WorkerTotals:
         """Work until ``stop`` is set — or, with ``once``, until the queue has nothing for
         this worker (the backlog drained; entries another worker holds are left to it).
-        ``on_batch`` is called after every batch."""
+        ``on_batch`` is called after every batch.
+
+        A step that fails (Redis away) is tried again with a growing delay; with
+        ``once``, failures that go on for :attr:`once_patience` seconds end the run with
+        the last one (a job must end), without it the worker waits for Redis for ever."""
         stop = stop or threading.Event()
         totals = WorkerTotals()
         failures = 0
+        failing_since = 0.0
         while not stop.is_set() and not self._closed:
             try:
                 report = self.step(block=0.0 if once else block)
                 failures = 0
             except _STEP_ERRORS as exc:
+                now = time.monotonic()
+                failing_since = now if failures == 0 else failing_since
+                if once and now - failing_since >= self.once_patience:
+                    raise
                 failures += 1
                 delay = min(30.0, 0.5 * 2 ** min(failures, 6))
                 self._failures.report(exc)

@@ -68,7 +68,8 @@ def worker_command(
     consumer: Annotated[str | None, typer.Option(
         help="This worker's name in the group (default host-pid).")] = None,
     once: Annotated[bool, typer.Option(
-        help="Stop when the queue has nothing more for this worker.")] = False,
+        help="Stop when the queue has nothing more for this worker (or, exit 1, when "
+             "Redis has been away for a minute).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Read back the pages bots queued (recollect="queue"), in batches across sessions."""
@@ -137,7 +138,7 @@ def worker_command(
             report(summary, True)
         else:
             err.print(f"stopped: {totals.read} pages read in {totals.batches} batches")
-    except StoreError as exc:
+    except OpticMemError as exc:  # --once gave up on Redis (a long-running worker never does)
         raise fail(str(exc), as_json) from exc
     finally:
         store.close()

@@ -907,3 +907,22 @@ def test_ctrl_c_while_the_worker_loads_its_codec_still_prints_one_json_object(
     result = CliRunner().invoke(app, ["worker", f"{redis_url}?tenant={TENANT}", "--json"])
     assert result.exit_code == 128 + signal.SIGINT
     assert "interrupted" in json.loads(result.stdout)["error"]
+
+
+def test_a_worker_run_once_gives_up_on_a_redis_that_stays_away(
+    server_factory: Any, redis_url: str,
+) -> None:
+    """``--once`` is for jobs (cron, a drain before a deploy): if Redis stays away it must
+    end with an error, not retry for ever like a long-running worker."""
+    server = server_factory()
+    store = RedisStore.from_url(server.url, tenant=TENANT, retries=0)
+    try:
+        worker = RecollectWorker(store, Digest())
+        worker.once_patience = 0.5
+        server.kill()
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailableError):
+            worker.run(once=True)
+        assert time.monotonic() - t0 < 5
+    finally:
+        store.close()
