@@ -22,7 +22,8 @@ What can go wrong, and what the worker does:
   again — so a page that kills its worker (out of memory) cannot kill every worker in
   turn.
 * **Redis is unreachable**: the store's retries apply to page reads and writes; a step
-  that still fails is logged and the loop backs off (up to 30 s) and goes on.
+  that still fails is logged and the loop backs off (up to 30 s) and goes on — except in
+  a run with ``once`` (a job), which gives up after ``once_patience`` seconds.
 
 Writing a recollection twice (two workers, or a retry after a lost acknowledgement) is
 harmless: the codec is deterministic and the blob is overwritten with the same bytes.
