@@ -157,19 +157,36 @@ class Artefacts:
         out: list[tuple[bytes, Image.Image | None]] = [(d or b"", None) for d in found]
         missing = [i for i, d in enumerate(found) if d is None]
         todo = [items[i][1] for i in missing]
-        if self.draw_pool is not None and len(todo) > 1:
-            drawn = [(png, Image.fromarray(pixels)) for png, pixels in self.draw_pool.map(
-                draw_tier_png, [j.page.transcript for j in todo],
-                [self.settings_for(j.page) for j in todo], [j.tier for j in todo])]
-        else:
+        drawn = self._drawn_in_pool(todo) if len(todo) > 1 else None
+        if drawn is None:
             drawn = []
             for j in todo:
                 image = to_tier(self.master(j.page), j.tier)
                 drawn.append((png_bytes(image), image))
         for i, (png, image) in zip(missing, drawn, strict=True):
-            self.store.put_blob(items[i][0], keys[i], png)
+            self._cache(items[i][1].page, keys[i], png)
             out[i] = (png, image)
         return out
+
+    def _drawn_in_pool(self, todo: Sequence[Job]) -> list[tuple[bytes, Image.Image]] | None:
+        """``todo`` drawn by :attr:`draw_pool`; ``None`` if there is none or it failed.
+
+        The pool only makes drawing faster, so when it fails — shut down, broken (one of
+        its processes died), its work cancelled — the pages are drawn here instead (the
+        same pixels). A page whose drawing itself fails fails again here, and says why.
+        """
+        pool = self.draw_pool
+        if pool is None:
+            return None
+        settings = [self.settings_for(j.page) for j in todo]
+        try:
+            return [(png, Image.fromarray(pixels)) for png, pixels in pool.map(
+                draw_tier_png, [j.page.transcript for j in todo], settings,
+                [j.tier for j in todo])]
+        except Exception as exc:  # BrokenExecutor, CancelledError, RuntimeError, ...
+            log.warning("drawing %d pages in the process pool failed (%s: %s); drawing "
+                        "them here", len(todo), type(exc).__name__, exc)
+            return None
 
     def pngs(self, session: str, jobs: Sequence[Job]) -> list[bytes]:
         """PNG bytes of each page at its tier, rendering (and caching) what is missing."""
@@ -193,6 +210,14 @@ class Artefacts:
                 "recollections need one"
             )
         return codec.name
+
+    def _cache(self, page: PageRecord, key: str, data: bytes) -> None:
+        """Keep an artefact of ``page`` — unless its session no longer holds it (deleted,
+        expired or begun again while it was drawn or read): the caller still gets what
+        it asked for, but nothing is written into that session."""
+        if not self.store.put_page_blob(page, key, data):
+            log.debug("session %r no longer holds page %d as it was; %s not cached",
+                      page.session, page.page_no, key)
 
     def _blobs_of(self, items: Sequence[Item], keys: Sequence[str]) -> list[bytes | None]:
         """``keys[i]`` of ``items[i]``'s session: one ``get_blobs`` per session."""
@@ -229,7 +254,7 @@ class Artefacts:
             log.debug("encoded %d pages at %s in %.2fs", len(idx), tier.value,
                       time.perf_counter() - t0)
             for i, vt in zip(idx, made, strict=True):
-                self.store.put_blob(items[i][0], keys[i], vt.to_bytes())
+                self._cache(items[i][1].page, keys[i], vt.to_bytes())
                 out[i] = vt
         return [v for v in out if v is not None]
 
@@ -277,9 +302,9 @@ class Artefacts:
                                      max_new_tokens=self.decode_max_tokens) if missing else [])
                 log.debug("decoded %d pages in %.2fs", len(missing), time.perf_counter() - t0)
                 for i, rec in zip(missing, recs, strict=True):
-                    session, job = items[i]
-                    self.store.put_blob(session, rec_key(name, job.page, job.tier),
-                                        recollection_to_bytes(rec))
+                    job = items[i][1]
+                    self._cache(job.page, rec_key(name, job.page, job.tier),
+                                recollection_to_bytes(rec))
                     out[i] = rec
             if self._on_recollected is not None:
                 for i in missing:

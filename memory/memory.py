@@ -266,9 +266,12 @@ class OpticalMemory:
         if not isinstance(store, RedisStore):
             if self._owns_store:
                 store.close()
+            kind = type(store).__name__
+            article = "an" if kind[:1] in "AEIOU" else "a"
+            asked = "recollect='queue'" if isinstance(given, str) else "a recollection queue"
             raise ConfigurationError(
-                "recollect='queue' needs a Redis store, where the workers find the pages "
-                f"and leave their readings; this memory has a {type(store).__name__}")
+                f"{asked} needs a Redis store, where the workers find the pages and leave "
+                f"their readings; this memory's store is {article} {kind}")
         if isinstance(given, str):
             return RedisRecollectQueue.for_store(store)
         if given.tenant != store.tenant:
@@ -651,7 +654,10 @@ class OpticalMemory:
         """Wait for background or queued recollection to finish (``True``) or ``timeout``
         seconds (``False``). Returns at once in lazy mode, and after :meth:`close` (which
         drops the pages the thread had still to read; pages on a Redis queue stay there for
-        the workers)."""
+        the workers). In queue mode, pages still being sent to the queue by other threads
+        count as unfinished, and a Redis server that cannot be reached is polled again
+        until the timeout: :class:`~opticmem.errors.StoreUnavailableError` if it still
+        cannot be then (without a timeout: after 15 s)."""
         return self._worker.wait(timeout) if self._worker is not None else True
 
     # ------------------------------------------------------------------ recall

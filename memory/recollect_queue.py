@@ -23,22 +23,30 @@ and the render settings it was packed with. Fields are UTF-8 and JSON; nothing i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from opticmem.artefacts import Job, page_id
-from opticmem.errors import CorruptRecordError, StoreError
+from opticmem.errors import CorruptRecordError, StoreError, StoreUnavailableError
 from opticmem.records import PageRecord
-from opticmem.redis_store import RedisStore, encode_id, redact_url
+from opticmem.redis_store import (
+    REDIS_ERRORS,
+    RETRYABLE_ERRORS,
+    RedisStore,
+    encode_id,
+    redact_url,
+)
 from opticmem.render import RenderSettings, Tier
 
 if TYPE_CHECKING:
     import redis
+    from redis.cluster import RedisCluster
 
 log = logging.getLogger(__name__)
 
@@ -129,16 +137,25 @@ class DeadPage:
 @dataclass(frozen=True, slots=True)
 class QueueStats:
     """The queue's state: entries waiting (not yet given to a worker), taken (given to a
-    worker, not yet done), dead letters, and the workers the group has seen."""
+    worker, not yet done), dead letters, and the workers in the group."""
 
     waiting: int
     taken: int
     dead: int
     consumers: int
+    """Workers in the group: running, or stopped while holding entries (a worker that
+    stops cleanly leaves it: :meth:`RedisRecollectQueue.leave`)."""
 
     @property
     def backlog(self) -> int:
         return self.waiting + self.taken
+
+
+_LUA_LEAVE = r"""
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 
 
 def _text(value: Any) -> str:
@@ -148,11 +165,11 @@ def _text(value: Any) -> str:
 class RedisRecollectQueue:
     """The recollection queue of one tenant on a Redis server (see the module docstring).
 
-    Build it on a store's server with :meth:`for_store`, or from a client you hold.
-    The client must use ``decode_responses=False``.
+    Build it on a store's server with :meth:`for_store`, or from a client you hold (a
+    Redis Cluster client too). The client must use ``decode_responses=False``.
     """
 
-    def __init__(self, client: redis.Redis, *, tenant: str = "default",
+    def __init__(self, client: redis.Redis | RedisCluster, *, tenant: str = "default",
                  where: str | None = None) -> None:
         self.client: Any = client
         """redis-py types stream replies as sync-or-async unions: kept as ``Any`` here and
@@ -176,7 +193,19 @@ class RedisRecollectQueue:
                    where=redact_url(url))
 
     def _fail(self, what: str, exc: Exception) -> StoreError:
-        return StoreError(f"recollection queue {self.key} at {self.where}: {what} failed: {exc}")
+        kind = StoreUnavailableError if isinstance(exc, RETRYABLE_ERRORS) else StoreError
+        return kind(f"recollection queue {self.key} at {self.where}: {what} failed: {exc}")
+
+    @contextlib.contextmanager
+    def failing_as(self, what: str) -> Iterator[None]:
+        """Turn redis-py's errors (a cluster client's own ones too) raised inside into a
+        :class:`~opticmem.errors.StoreError` naming the queue and ``what`` it was doing —
+        :class:`~opticmem.errors.StoreUnavailableError` where the server could not be
+        reached, so that callers may try again."""
+        try:
+            yield
+        except REDIS_ERRORS as exc:
+            raise self._fail(what, exc) from exc
 
     # ------------------------------------------------------------------ producing
     def submit(
@@ -186,32 +215,24 @@ class RedisRecollectQueue:
 
         ``codec`` names the codec whose recollections the memory will look for (``""``:
         whatever the worker reads with)."""
-        import redis
-
         if not jobs:
             return []
         now = time.time()
-        pipe = self.client.pipeline(transaction=False)
-        for job in jobs:
-            pipe.xadd(self.key, QueuedPage.of(session, job, codec, settings, now).to_fields())
-        try:
+        with self.failing_as("queueing pages"):
+            pipe = self.client.pipeline(transaction=False)
+            for job in jobs:
+                pipe.xadd(self.key, QueuedPage.of(session, job, codec, settings, now).to_fields())
             return [_text(i) for i in pipe.execute()]
-        except redis.exceptions.RedisError as exc:
-            raise self._fail("queueing pages", exc) from exc
 
     def unfinished(self, entries: Sequence[str]) -> set[str]:
         """Those of ``entries`` still in the queue (not yet read, nor given up on)."""
-        import redis
-
         if not entries:
             return set()
-        pipe = self.client.pipeline(transaction=False)
-        for e in entries:
-            pipe.xrange(self.key, e, e, count=1)
-        try:
+        with self.failing_as("looking up queued pages"):
+            pipe = self.client.pipeline(transaction=False)
+            for e in entries:
+                pipe.xrange(self.key, e, e, count=1)
             found = pipe.execute()
-        except redis.exceptions.RedisError as exc:
-            raise self._fail("looking up queued pages", exc) from exc
         return {e for e, hit in zip(entries, found, strict=True) if hit}
 
     # ------------------------------------------------------------------ consuming
@@ -220,61 +241,77 @@ class RedisRecollectQueue:
         the first worker started are read too."""
         import redis
 
-        try:
-            self.client.xgroup_create(self.key, GROUP, id="0", mkstream=True)
-        except redis.exceptions.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise self._fail("creating the consumer group", exc) from exc
+        with self.failing_as("creating the consumer group"):
+            try:
+                self.client.xgroup_create(self.key, GROUP, id="0", mkstream=True)
+            except redis.exceptions.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def leave(self, consumer: str) -> bool:
+        """Take ``consumer`` out of the group if it holds no entries (``True``): a worker
+        that stops cleanly. One that holds entries stays, so that they can be claimed
+        from it (deleting a consumer drops its pending entries from the group for
+        good). Checked and done in one script: nothing can be taken in between."""
+        with self.failing_as("leaving the consumer group"):
+            return bool(self.client.eval(_LUA_LEAVE, 1, self.key, GROUP, consumer))
 
     def done(self, entries: Sequence[str]) -> None:
         """Acknowledge and delete ``entries`` in one transaction."""
         if not entries:
             return
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xack(self.key, GROUP, *entries)
-        pipe.xdel(self.key, *entries)
-        pipe.execute()
+        with self.failing_as("acknowledging entries"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xack(self.key, GROUP, *entries)
+            pipe.xdel(self.key, *entries)
+            pipe.execute()
 
     def bury(self, entry: str, fields: Mapping[bytes, bytes], reason: str,
              deliveries: int) -> None:
         """Move ``entry`` to the dead-letter stream with ``reason``, and off the queue."""
-        dead = {k.decode("utf-8", "replace"): v for k, v in fields.items()
+        # Field names stay bytes: an entry opticmem did not write may hold any bytes.
+        dead = {k: v for k, v in fields.items()
                 if k not in (b"reason", b"entry", b"deliveries")}
-        dead.update({"reason": reason[:2000].encode(), "entry": entry.encode(),
-                     "deliveries": str(deliveries).encode()})
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.dead_key, dead, maxlen=DEAD_MAXLEN, approximate=True)
-        pipe.xack(self.key, GROUP, entry)
-        pipe.xdel(self.key, entry)
-        pipe.execute()
+        dead.update({b"reason": reason[:2000].encode("utf-8", "replace"),
+                     b"entry": entry.encode(), b"deliveries": str(deliveries).encode()})
+        with self.failing_as("moving an entry to the dead letters"):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.xadd(self.dead_key, dead, maxlen=DEAD_MAXLEN, approximate=True)
+            pipe.xack(self.key, GROUP, entry)
+            pipe.xdel(self.key, entry)
+            pipe.execute()
         log.warning("gave up on recollection queue entry %s after %d deliveries: %s",
                     entry, deliveries, reason)
 
     # ------------------------------------------------------------------ looking
     def stats(self) -> QueueStats:
-        """How many entries wait, are taken, and are dead; how many workers were seen."""
-        import redis
-
-        try:
+        """How many entries wait, are taken, and are dead; how many workers are in the
+        group."""
+        with self.failing_as("reading its state"):
             length = int(self.client.xlen(self.key))
             dead = int(self.client.xlen(self.dead_key))
             groups = self.client.xinfo_groups(self.key) if self.client.exists(self.key) else []
-        except redis.exceptions.RedisError as exc:
-            raise self._fail("reading its state", exc) from exc
         taken = consumers = 0
         for g in groups:
             if _text(g.get("name", g.get(b"name", b""))) == GROUP:
                 taken = int(g.get("pending", g.get(b"pending", 0)))
                 consumers = int(g.get("consumers", g.get(b"consumers", 0)))
-        return QueueStats(waiting=length - taken, taken=taken, dead=dead, consumers=consumers)
+        # An entry deleted while a worker held it still counts as pending: never below 0.
+        return QueueStats(waiting=max(0, length - taken), taken=taken, dead=dead,
+                          consumers=consumers)
 
     def dead(self, count: int = 100) -> list[DeadPage]:
         """The newest ``count`` dead letters, newest first."""
         out = []
-        for entry, fields in self.client.xrevrange(self.dead_key, count=count):
+        with self.failing_as("reading the dead letters"):
+            letters = self.client.xrevrange(self.dead_key, count=count)
+        for entry, fields in letters:
             f = {_text(k): _text(v) for k, v in fields.items()}
             reason = f.pop("reason", "")
             f.pop("entry", None)
-            deliveries = int(f.pop("deliveries", "0") or 0)
+            try:
+                deliveries = int(f.pop("deliveries", "0"))
+            except ValueError:
+                deliveries = 0
             out.append(DeadPage(_text(entry), f, reason, deliveries))
         return out

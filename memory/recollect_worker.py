@@ -14,14 +14,16 @@ What can go wrong, and what the worker does:
 * **An entry that cannot be read** (not written by opticmem), **names another codec**
   (the memory would never find this worker's readings) or **a page packed with other
   render settings** than its entry says: moved to the dead-letter stream at once.
-* **Reading fails** (a codec or store error): the batch is retried page by page, and the
-  pages that fail are left pending. After ``claim_idle`` seconds any worker of the group
-  (this one included) claims them again (``XAUTOCLAIM``), as it claims the entries of a
-  worker that died mid-batch. An entry delivered more than ``max_deliveries`` times is
-  moved to the dead-letter stream instead of being tried again — so a page that kills
-  its worker (out of memory) cannot kill every worker in turn.
+* **Reading fails** (a store error, or whatever the model raises): the batch is retried
+  page by page, and the pages that fail are left pending. After ``claim_idle`` seconds
+  any worker of the group (this one included) claims them again (``XAUTOCLAIM``), as it
+  claims the entries of a worker that died mid-batch. An entry delivered more than
+  ``max_deliveries`` times is moved to the dead-letter stream instead of being tried
+  again — so a page that kills its worker (out of memory) cannot kill every worker in
+  turn.
 * **Redis is unreachable**: the store's retries apply to page reads and writes; a step
-  that still fails is logged and the loop backs off (up to 30 s) and goes on.
+  that still fails is logged and the loop backs off (up to 30 s) and goes on — except in
+  a run with ``once`` (a job), which gives up after ``once_patience`` seconds.
 
 Writing a recollection twice (two workers, or a retry after a lost acknowledgement) is
 harmless: the codec is deterministic and the blob is overwritten with the same bytes.
@@ -32,30 +34,33 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
-
-import redis
+from typing import Any, TypeVar
 
 from opticmem.artefacts import Artefacts, Item, Job
 from opticmem.codecs import CodecSlot
 from opticmem.encoder.codec import Codec
-from opticmem.errors import CorruptRecordError, OpticMemError
+from opticmem.errors import CorruptRecordError, OpticMemError, StoreError
 from opticmem.recollect_queue import GROUP, QueuedPage, RedisRecollectQueue
 from opticmem.recollectors import FailureLog
 from opticmem.records import PageRecord
-from opticmem.redis_store import RedisStore
+from opticmem.redis_store import REDIS_ERRORS, RedisStore
 from opticmem.render import RenderSettings
 
 log = logging.getLogger(__name__)
 
 Entry = tuple[str, dict[bytes, bytes]]
+T = TypeVar("T")
+
+_STEP_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, OpticMemError)
+"""What a step may fail with that the loop rides out: Redis away, a store or codec error."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +72,8 @@ class BatchReport:
     read: int
     """Pages decoded by this worker."""
     cached: int
-    """Pages some worker (or the memory itself) had read already."""
+    """Pages some worker (or the memory itself) had read already, and entries of a page
+    that another entry of the batch had this worker read."""
     stale: int
     """Pages no longer in their session."""
     dead: int
@@ -141,19 +147,31 @@ class RecollectWorker:
         self.batch_size = batch_size
         self.max_deliveries = max_deliveries
         self.claim_idle = claim_idle
-        # Spawned, not forked: the parent may hold a CUDA context, which a fork breaks.
-        self._pool = ProcessPoolExecutor(draw_workers, mp_context=mp.get_context("spawn")) if (
-            draw_workers) else None
+        self._pool = DrawPool(draw_workers) if draw_workers else None
+        self._closed = False
         self._artefacts = Artefacts(store, codec.render_settings or RenderSettings(),
                                     CodecSlot(codec), decode_max_tokens=decode_max_tokens,
                                     draw_pool=self._pool)
         self._failures = FailureLog("reading queued pages")
         self._group_ready = False
+        self.once_patience = 60.0
+        """With ``run(once=True)``: seconds of failing steps before the run gives up."""
+        self._claim_from = "0-0"
+        """Where the next ``XAUTOCLAIM`` starts in the group's pending entries."""
 
     def close(self) -> None:
-        """Stop the drawing processes (the store is the caller's to close)."""
+        """Stop the drawing processes, and :meth:`run` after the batch in hand (which is
+        then drawn in this process), and leave the consumer group if this worker holds
+        no entries; the store is the caller's to close. Safe to call from another
+        thread while the worker runs."""
+        self._closed = True
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
+        if self._group_ready:
+            try:
+                self.queue.leave(self.consumer)
+            except StoreError as exc:  # it stays listed in the group; nothing is lost
+                log.debug("worker %s could not leave the group: %s", self.consumer, exc)
 
     def __enter__(self) -> RecollectWorker:
         return self
@@ -171,24 +189,30 @@ class RecollectWorker:
             q.ensure_group()
             self._group_ready = True
         idle_ms = max(1, round(self.claim_idle * 1000))
-        claimed = client.xautoclaim(q.key, GROUP, self.consumer, idle_ms, start_id="0-0",
-                                    count=self.batch_size)
-        entries: list[Entry] = [(_id(e), f) for e, f in claimed[1] if f is not None]
-        deliveries: dict[str, int] = {}
-        if entries:
-            pipe = client.pipeline(transaction=False)
-            for e, _ in entries:
-                pipe.xpending_range(q.key, GROUP, e, e, 1)
-            for (e, _), info in zip(entries, pipe.execute(), strict=True):
-                deliveries[e] = int(info[0]["times_delivered"]) if info else 1
-        room = self.batch_size - len(entries)
-        if room > 0:
-            wait = None if entries or block <= 0 else max(1, round(block * 1000))
-            got = client.xreadgroup(GROUP, self.consumer, {q.key: ">"}, count=room, block=wait)
-            for _, stream_entries in got or []:
-                for e, f in stream_entries:
-                    entries.append((_id(e), f))
-                    deliveries[_id(e)] = 1
+        with q.failing_as("taking entries"):
+            # One call looks at up to 10 × count pending entries: go on from where the
+            # last one stopped, or idle entries behind many busy ones are never reached.
+            claimed = client.xautoclaim(q.key, GROUP, self.consumer, idle_ms,
+                                        start_id=self._claim_from, count=self.batch_size)
+            self._claim_from = _id(claimed[0])  # "0-0": the whole list was looked at
+            entries: list[Entry] = [(_id(e), f) for e, f in claimed[1] if f is not None]
+            deliveries: dict[str, int] = {}
+            if entries:
+                pipe = client.pipeline(transaction=False)
+                for e, _ in entries:
+                    pipe.xpending_range(q.key, GROUP, e, e, 1)
+                for (e, _), info in zip(entries, pipe.execute(), strict=True):
+                    deliveries[e] = int(info[0]["times_delivered"]) if info else 1
+            room = self.batch_size - len(entries)
+            if room > 0:
+                more = self._claim_from != "0-0"  # pending entries left to look at
+                wait = None if entries or more or block <= 0 else max(1, round(block * 1000))
+                got = client.xreadgroup(GROUP, self.consumer, {q.key: ">"}, count=room,
+                                        block=wait)
+                for _, stream_entries in got or []:
+                    for e, f in stream_entries:
+                        entries.append((_id(e), f))
+                        deliveries[_id(e)] = 1
         return entries, deliveries
 
     # ------------------------------------------------------------------ one step
@@ -215,7 +239,10 @@ class RecollectWorker:
                 self.queue.bury(entry, fields, str(exc), n)
                 dead += 1
         items: list[Item] = []
-        item_entries: list[str] = []
+        # Per item, the entries it serves: bot processes that show the same page each
+        # queue it, and it is read once.
+        item_entries: list[list[str]] = []
+        same: dict[tuple[str, str, str, str], int] = {}
         pages = self._pages([q for _, q in todo])
         for ((entry, fields), q), page in zip(todo, pages, strict=True):
             why = self._refusal(q, page)
@@ -227,11 +254,19 @@ class RecollectWorker:
                 stale += 1
                 done.append(entry)
             else:
+                key = (q.session, q.tier.value, q.page_id, q.digest)
+                if key in same:
+                    item_entries[same[key]].append(entry)
+                    continue
                 self._artefacts.know_settings(q.settings)
+                same[key] = len(items)
                 items.append((q.session, Job(page, q.tier)))
-                item_entries.append(entry)
+                item_entries.append([entry])
         read, cached, failed, ok = self._read(items)
-        done += [e for e, good in zip(item_entries, ok, strict=True) if good]
+        for served, good in zip(item_entries, ok, strict=True):
+            if good:
+                done += served
+                cached += len(served) - 1  # the same page queued again: read just now
         self.queue.done(done)
         tiers = Counter(job.tier.value for (_, job), good in zip(items, ok, strict=True) if good)
         report = BatchReport(taken=len(entries), read=read, cached=cached, stale=stale,
@@ -266,10 +301,14 @@ class RecollectWorker:
             return 0, 0, 0, []
         found = self._artefacts.cached_recollections_of(items)
         cached = sum(r is not None for r in found)
+        # Any Exception: a model may raise anything on an odd page (IndexError, an
+        # AssertionError inside torch), and a worker that died on it would be restarted
+        # only to take the page again. It is left pending, and buried after
+        # max_deliveries like a page that kills its worker.
         try:
             self._artefacts.recollections_of(items)
             return len(items) - cached, cached, 0, [True] * len(items)
-        except (OpticMemError, RuntimeError, ValueError, OSError) as exc:
+        except Exception as exc:
             if len(items) == 1:
                 self._failures.report(exc, items[0][0])
                 return 0, cached, 1, [False]
@@ -280,7 +319,7 @@ class RecollectWorker:
             try:
                 self._artefacts.recollections_of([item])
                 ok.append(True)
-            except (OpticMemError, RuntimeError, ValueError, OSError) as exc:
+            except Exception as exc:
                 self._failures.report(exc, item[0])
                 ok.append(False)
         failed = ok.count(False)
@@ -297,15 +336,24 @@ class RecollectWorker:
     ) -> WorkerTotals:
         """Work until ``stop`` is set — or, with ``once``, until the queue has nothing for
         this worker (the backlog drained; entries another worker holds are left to it).
-        ``on_batch`` is called after every batch."""
+        ``on_batch`` is called after every batch.
+
+        A step that fails (Redis away) is tried again with a growing delay; with
+        ``once``, failures that go on for :attr:`once_patience` seconds end the run with
+        the last one (a job must end), without it the worker waits for Redis for ever."""
         stop = stop or threading.Event()
         totals = WorkerTotals()
         failures = 0
-        while not stop.is_set():
+        failing_since = 0.0
+        while not stop.is_set() and not self._closed:
             try:
                 report = self.step(block=0.0 if once else block)
                 failures = 0
-            except (redis.exceptions.RedisError, OpticMemError) as exc:
+            except _STEP_ERRORS as exc:
+                now = time.monotonic()
+                failing_since = now if failures == 0 else failing_since
+                if once and now - failing_since >= self.once_patience:
+                    raise
                 failures += 1
                 delay = min(30.0, 0.5 * 2 ** min(failures, 6))
                 self._failures.report(exc)
@@ -314,13 +362,70 @@ class RecollectWorker:
                     break
                 continue
             if report is None:
-                if once:
+                if once and self._claim_from == "0-0":  # all pending entries looked at
                     break
                 continue
             totals.add(report)
             if on_batch is not None:
                 on_batch(report)
         return totals
+
+
+class DrawPool(Executor):
+    """Processes that draw page images (:attr:`Artefacts.draw_pool`), started anew when
+    one of them dies.
+
+    A process of a :class:`~concurrent.futures.ProcessPoolExecutor` that dies (the OOM
+    killer, a crash in a native library) breaks the pool for good: every later batch
+    would fail over to drawing in the worker itself. Here the batch that found it broken
+    fails (and :class:`~opticmem.artefacts.Artefacts` draws it in-process), and the next
+    one gets a new pool. Processes are spawned, not forked: the worker may hold a CUDA
+    context, which a fork breaks. They ignore SIGINT: Ctrl-C is the worker's to handle.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._closed = False
+        self._pool = self._new()
+
+    def _new(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                   initializer=_ignore_interrupts)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        with self._lock:
+            pool = self._pool
+        return pool.submit(fn, *args, **kwargs)
+
+    def map(self, fn: Callable[..., T], *iterables: Iterable[Any], timeout: float | None = None,
+            chunksize: int = 1) -> Iterator[T]:
+        """As :meth:`Executor.map`, but every result is in by the time it returns (so a
+        broken pool is found here, and replaced)."""
+        with self._lock:
+            pool = self._pool
+        try:
+            return iter(list(pool.map(fn, *iterables, timeout=timeout, chunksize=chunksize)))
+        except BrokenExecutor:
+            with self._lock:
+                if self._pool is pool and not self._closed:
+                    log.warning("a drawing process died; starting a new pool of %d",
+                                self.workers)
+                    self._pool = self._new()
+                    pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            pool = self._pool
+        pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def _ignore_interrupts() -> None:
+    """In a drawing process: ignore SIGINT. Ctrl-C in a terminal reaches the whole
+    process group; the worker stops its drawing processes itself, after the batch."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _id(entry: bytes | str) -> str:

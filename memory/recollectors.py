@@ -10,6 +10,7 @@ fed through a Redis Stream: :mod:`opticmem.recollect_queue`). Each takes pages w
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from opticmem.artefacts import Artefacts, Job
 from opticmem.codecs import CodecSlot
-from opticmem.errors import StoreError
+from opticmem.errors import StoreError, StoreUnavailableError
 from opticmem.forks import renew_in_forked_child
 from opticmem.lru import LRU
 from opticmem.records import PageRecord
@@ -180,7 +181,17 @@ class QueueRecollector:
     cannot be queued (the server is unreachable) is logged, forgotten as queued, and
     queued again by a later context. :meth:`wait` polls the queue until the entries this
     process queued are gone: read, found stale, or given up on (dead letters).
+
+    The entries it remembers are looked up again, and those gone forgotten, whenever
+    they have doubled since the last look (from :data:`PRUNE_AT`): a bot that never
+    flushes keeps only about the entries still waiting, not one per page ever queued.
     """
+
+    PRUNE_AT = 4096
+    """Entries remembered before the first look at which of them are gone."""
+
+    UNREACHABLE_S = 15.0
+    """How long :meth:`wait` without a timeout polls a server it cannot reach."""
 
     def __init__(self, queue: RedisRecollectQueue, codec: CodecSlot,
                  settings: RenderSettings) -> None:
@@ -197,6 +208,9 @@ class QueueRecollector:
         self._seen: LRU[tuple[str, str, PageRef], bool] = LRU(100_000)
         self._entries: dict[str, None] = {}
         """Entries this process queued and has not yet seen gone (insertion-ordered)."""
+        self._submitting = 0
+        """Submits now sending their pages: :meth:`wait` waits for them too."""
+        self._prune_at = self.PRUNE_AT
 
     def submit(self, session: str, jobs: Sequence[Job]) -> None:
         with self._lock:
@@ -208,10 +222,11 @@ class QueueRecollector:
                 if not self._seen.get(key):
                     self._seen.put(key, True)
                     fresh.append(j)
-        if not fresh:
-            return
-        codec = self._codec.peek()  # never loaded just for its name: "" = the workers'
+            if not fresh:
+                return
+            self._submitting += 1
         try:
+            codec = self._codec.peek()  # never loaded just for its name: "" = the workers'
             entries = self.queue.submit(session, fresh, codec=codec.name if codec else "",
                                         settings=self._settings)
         except StoreError as exc:
@@ -220,26 +235,69 @@ class QueueRecollector:
                 for j in fresh:
                     self._seen.discard((session, j.tier.value, page_ref(j.page)))
             return
+        finally:
+            with self._lock:
+                self._submitting -= 1
         with self._lock:
+            if self._stopped:  # stop() ran meanwhile: wait() no longer waits for any
+                return
             self._entries.update(dict.fromkeys(entries))
+            prune = len(self._entries) >= self._prune_at
+            if prune:
+                self._prune_at = len(self._entries) * 2  # one prune at a time
+        if prune:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Forget the entries that are gone; look again when those left have doubled."""
+        try:
+            self._poll()
+        except StoreError as exc:  # the next submit or wait looks again
+            log.debug("could not look up queued pages: %s", exc)
+        with self._lock:
+            self._prune_at = max(self.PRUNE_AT, 2 * len(self._entries))
+
+    def _poll(self) -> bool:
+        """Forget the entries that are gone; ``True`` if none is left (nor being sent)."""
+        with self._lock:
+            if self._stopped:
+                return True
+            entries = list(self._entries)
+        left = self.queue.unfinished(entries)
+        with self._lock:
+            for e in entries:
+                if e not in left:
+                    self._entries.pop(e, None)
+            return not self._entries and not self._submitting
 
     def wait(self, timeout: float | None) -> bool:
+        """Poll until every page this process queued (or is queueing) is gone from the
+        queue (``True``) or ``timeout`` seconds pass (``False``). A server that cannot be
+        reached is polled again until then; if it still cannot be at the end (without a
+        timeout: after :data:`UNREACHABLE_S`), its
+        :class:`~opticmem.errors.StoreUnavailableError` is raised."""
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = 0.01
+        failing_since: float | None = None
         while True:
-            with self._lock:
-                entries = list(self._entries)
-            left = self.queue.unfinished(entries)
-            with self._lock:
-                for e in entries:
-                    if e not in left:
-                        self._entries.pop(e, None)
-                if not self._entries:
+            failure: StoreUnavailableError | None = None
+            try:
+                if self._poll():
                     return True
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            time.sleep(delay if remaining is None else min(delay, remaining))
+                failing_since = None
+            except StoreUnavailableError as exc:  # a restart, a failover: poll again
+                failure = exc
+            now = time.monotonic()
+            if failure is not None:
+                failing_since = now if failing_since is None else failing_since
+                limit = deadline if deadline is not None else failing_since + self.UNREACHABLE_S
+                if now >= limit:
+                    raise failure
+            else:
+                limit = deadline if deadline is not None else math.inf
+                if now >= limit:
+                    return False
+            time.sleep(min(delay, limit - now))
             delay = min(2 * delay, 0.5)
 
     def stop(self) -> None:

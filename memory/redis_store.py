@@ -75,7 +75,8 @@ Design
 * **Lua where a decision must be atomic**: with ``max_turns`` or ``ttl`` set, an append
   is a script (cap check, push, TTL refresh in one step); ``add_page`` compares
   ``page_no`` with ``LLEN`` and pushes only on equality (exactly-once, gaps refused);
-  ``put_blob`` (cap eviction), ``forget_turns`` and ``delete_session`` are scripts too.
+  ``put_blob`` (cap eviction), ``put_page_blob`` (writes only while the session still
+  holds the page), ``forget_turns`` and ``delete_session`` are scripts too.
   Scripts declare the session's turn list as their one key (cluster routing) and name
   the session's other keys from it (same hash tag, same slot).
 * **Forgetting** replaces a prefix of the list by empty tombstones (``LTRIM`` + ``LPUSH``):
@@ -85,7 +86,9 @@ Design
 * **Caps**: ``max_turns`` refuses an append that would hold more live (not forgotten)
   turns with :class:`SessionFullError` (nothing stored, never a silent loss);
   ``max_blob_bytes`` evicts the oldest *derived* blobs (recomputable) after a put.
-* **Sliding TTL** (off by default): every write refreshes the session's keys to ``ttl``;
+* **Sliding TTL** (off by default): every write refreshes the session's keys to ``ttl``
+  — except an artefact of a page (:meth:`RedisStore.put_page_blob`, what the memory and
+  the recollection workers cache), which gets what is left of the session's life;
   blob keys get ``ttl`` when put and are swept (refreshed) by the first write after
   ``ttl/4``, so a blob may expire up to ``ttl/4`` before its session (a cache eviction
   the store contract allows) but never outlives it.
@@ -307,13 +310,14 @@ return {1, n + 1}
 """
 
 # ARGV: 1 encoded blob key, 2 stored bytes. Returns how many older blobs the cap evicted.
-_LUA_PUT_BLOB = _LUA_PRELUDE + r"""
+# Expects LIFE (the blob key's TTL in ms, 0: none) and finish() (run after the write).
+_LUA_BLOB_BODY = r"""
 local MAXB = __MAXB__
 local meta, blobs, prefix = BASE .. 'meta', BASE .. 'blobs', BASE .. 'b:'
 local bk = prefix .. ARGV[1]
 local old = redis.call('STRLEN', bk)
-if TTL > 0 then
-  redis.call('SET', bk, ARGV[2], 'PX', TTL)
+if LIFE > 0 then
+  redis.call('SET', bk, ARGV[2], 'PX', LIFE)
 else
   redis.call('SET', bk, ARGV[2])
 end
@@ -336,9 +340,37 @@ if MAXB > 0 and total > MAXB then
   end
   redis.call('HSET', meta, 'bbytes', total)
 end
-touch()
+finish()
 return evicted
 """
+_LUA_PUT_BLOB = _LUA_PRELUDE + r"""
+local LIFE, finish = TTL, touch
+""" + _LUA_BLOB_BODY
+
+# put_page_blob: as put_blob, but only while the session holds the page the artefact was
+# made from (ARGV: 3 page_no, 4 first_seq, 5 first_line, 6 render_key, 7 SHA-1 of the
+# transcript); returns -1 (nothing written, no key touched) if it does not. With a TTL it
+# gives the blob what is left of the session's life instead of refreshing the session:
+# an artefact (a worker's reading, maybe minutes later) is not activity of the session.
+_LUA_PUT_PAGE_BLOB = _LUA_PRELUDE + r"""
+local raw = redis.call('LINDEX', BASE .. 'pages', ARGV[3])
+if not raw then return -1 end
+local ok, p = pcall(cjson.decode, raw)
+if not ok or type(p) ~= 'table' or p.first_seq ~= tonumber(ARGV[4])
+    or p.first_line ~= tonumber(ARGV[5]) or p.render_key ~= ARGV[6]
+    or type(p.transcript) ~= 'string' or redis.sha1hex(p.transcript) ~= ARGV[7] then
+  return -1
+end
+local LIFE, finish = TTL, touch
+local left = TTL > 0 and redis.call('PTTL', KEYS[1]) or -1
+if left > 0 then  -- (without an expiry yet, as put_blob: the store's TTL starts now)
+  LIFE = left
+  finish = function()
+    redis.call('PEXPIRE', BASE .. 'meta', left)
+    redis.call('PEXPIRE', BASE .. 'blobs', left)
+  end
+end
+""" + _LUA_BLOB_BODY
 
 # ARGV: 1 before_seq. Returns the number of turns forgotten.
 _LUA_FORGET = _LUA_PRELUDE + r"""
@@ -738,6 +770,13 @@ _RETRYABLE: tuple[type[Exception], ...] = (
       if hasattr(redis.exceptions, name)),
 )
 
+REDIS_ERRORS = _REDIS_ERRORS
+"""What redis-py may raise, for code that uses a store's client directly (the
+recollection queue, :mod:`opticmem.recollect_queue`)."""
+RETRYABLE_ERRORS = _RETRYABLE
+"""Those of :data:`REDIS_ERRORS` after which the same call may be tried again: the server
+could not be reached, or a cluster was between states."""
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -867,6 +906,8 @@ class RedisStore(Store):
                                  window=RETRY_WINDOW)
         self._page_lua = _lua("add_page", _LUA_ADD_PAGE, ttl=ttl_ms)
         self._blob_lua = _lua("put_blob", _LUA_PUT_BLOB, ttl=ttl_ms, maxb=max_blob_bytes or 0)
+        self._page_blob_lua = _lua("put_page_blob", _LUA_PUT_PAGE_BLOB, ttl=ttl_ms,
+                                   maxb=max_blob_bytes or 0)
         self._forget_lua = _lua("forget_turns", _LUA_FORGET, ttl=ttl_ms)
         self._state_lua = _lua("put_state", _LUA_PUT_STATE, ttl=ttl_ms)
         self._delete_lua = _lua("delete_session", _LUA_DELETE, ttl=ttl_ms)
@@ -1346,6 +1387,24 @@ class RedisStore(Store):
         if evicted:
             log.debug("%s: max_blob_bytes evicted %d older blobs", keys.turns, evicted)
 
+    @staticmethod
+    def _page_guard(page: PageRecord) -> tuple[int, int, int, str, str]:
+        digest = hashlib.sha1(page.transcript.encode("utf-8", "surrogatepass")).hexdigest()
+        return page.page_no, page.first_seq, page.first_line, page.render_key, digest
+
+    def put_page_blob(self, page: PageRecord, key: str, data: bytes) -> bool:
+        """See :meth:`Store.put_page_blob`: the page is compared and the blob written in
+        one script, so no key of a deleted (or expired) session is ever written back.
+        With a TTL, the blob gets what is left of the session's life and the session's
+        is not refreshed (unlike :meth:`put_blob`): a worker reading a page long after
+        the bot wrote it does not keep the session alive."""
+        keys = self._keys(page.session)
+        result = int(self._eval(self._page_blob_lua, keys, *self._blob(key, data),
+                                *self._page_guard(page)))
+        if result > 0:
+            log.debug("%s: max_blob_bytes evicted %d older blobs", keys.turns, result)
+        return result >= 0
+
     def get_blob(self, session: str, key: str) -> bytes | None:
         bk = self._blob_key(self._keys(session), key)
         stored = self._read("get_blob", "get", bk)
@@ -1559,6 +1618,16 @@ class RedisStore(Store):
         evicted = int(await self._aeval(self._blob_lua, keys, *self._blob(key, data)))
         if evicted:
             log.debug("%s: max_blob_bytes evicted %d older blobs", keys.turns, evicted)
+
+    async def aput_page_blob(self, page: PageRecord, key: str, data: bytes) -> bool:
+        if not self._native_async:
+            return await super().aput_page_blob(page, key, data)
+        keys = self._keys(page.session)
+        result = int(await self._aeval(self._page_blob_lua, keys, *self._blob(key, data),
+                                       *self._page_guard(page)))
+        if result > 0:
+            log.debug("%s: max_blob_bytes evicted %d older blobs", keys.turns, result)
+        return result >= 0
 
     async def aget_blob(self, session: str, key: str) -> bytes | None:
         if not self._native_async:

@@ -31,6 +31,14 @@ from typing import Any
 from opticmem.records import PageRecord, Turn
 
 
+def same_page(a: PageRecord, b: PageRecord) -> bool:
+    """True if ``a`` and ``b`` show the same thing at the same place: their artefacts (drawn
+    from the transcript with the render settings) are interchangeable."""
+    return (a.session == b.session and a.page_no == b.page_no and a.first_seq == b.first_seq
+            and a.first_line == b.first_line and a.render_key == b.render_key
+            and a.transcript == b.transcript)
+
+
 class Store(ABC):
     """Abstract base of opticmem stores. See the module docstring for the contract."""
 
@@ -87,6 +95,23 @@ class Store(ABC):
     def get_blobs(self, session: str, keys: Sequence[str]) -> list[bytes | None]:
         """Several artefacts at once (backends batch this into one round trip)."""
         return [self.get_blob(session, k) for k in keys]
+
+    def put_page_blob(self, page: PageRecord, key: str, data: bytes) -> bool:
+        """Cache an artefact drawn or read from ``page`` — only if ``page.session`` still
+        holds that page (:func:`same_page`); ``False`` (nothing written) if not.
+
+        A page is drawn and read for seconds (a worker's queue, minutes): its session
+        may be deleted, expire, or be deleted and begun again meanwhile, and its new page
+        of the same number has the same cache key. A plain :meth:`put_blob` would then
+        bring a deleted session's keys back, or give the new page the old one's
+        reading. The default looks the page up and then writes (a small window remains
+        between the two); the Redis store checks and writes in one script.
+        """
+        now = self.get_pages(page.session, page.page_no, page.page_no + 1)
+        if not now or not same_page(now[0], page):
+            return False
+        self.put_blob(page.session, key, data)
+        return True
 
     # ------------------------------------------------------------------ session state
     def put_state(self, session: str, key: str, data: bytes) -> None:
@@ -154,6 +179,9 @@ class Store(ABC):
 
     async def aput_blob(self, session: str, key: str, data: bytes) -> None:
         await asyncio.to_thread(self.put_blob, session, key, data)
+
+    async def aput_page_blob(self, page: PageRecord, key: str, data: bytes) -> bool:
+        return await asyncio.to_thread(self.put_page_blob, page, key, data)
 
     async def aget_blob(self, session: str, key: str) -> bytes | None:
         return await asyncio.to_thread(self.get_blob, session, key)

@@ -68,7 +68,8 @@ def worker_command(
     consumer: Annotated[str | None, typer.Option(
         help="This worker's name in the group (default host-pid).")] = None,
     once: Annotated[bool, typer.Option(
-        help="Stop when the queue has nothing more for this worker.")] = False,
+        help="Stop when the queue has nothing more for this worker (or, exit 1, when "
+             "Redis has been away for a minute).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Read back the pages bots queued (recollect="queue"), in batches across sessions."""
@@ -79,7 +80,11 @@ def worker_command(
 
     store = _open_store(url, as_json)
     try:
-        model = _load_codec(codec, device, as_json)
+        try:
+            model = _load_codec(codec, device, as_json)
+        except KeyboardInterrupt:  # before the worker's own handling of Ctrl-C
+            raise fail("interrupted while loading the codec", as_json,
+                       code=128 + signal.SIGINT) from None
         if hasattr(model, "batch_size"):
             model.batch_size = batch_size
         if draw_workers is None:
@@ -104,7 +109,11 @@ def worker_command(
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
+            if stop.is_set():  # a second one: the batch in hand is taking too long
+                raise _StopNow(signum)
             stop.set()
+            if not as_json:
+                err.print("stopping after the batch in hand (a second signal stops at once)")
 
         if threading.current_thread() is threading.main_thread():
             for s in previous:
@@ -113,6 +122,10 @@ def worker_command(
         try:
             with worker:
                 totals = worker.run(stop=stop, once=once, on_batch=show)
+        except _StopNow as now:
+            raise fail(f"stopped at once by a second {signal.Signals(now.signum).name}; the "
+                       f"pages this worker held go to another worker after --claim-idle "
+                       f"({claim_idle:g} s)", as_json, code=128 + now.signum) from None
         finally:
             if threading.current_thread() is threading.main_thread():
                 for s, handler in previous.items():
@@ -125,10 +138,43 @@ def worker_command(
             report(summary, True)
         else:
             err.print(f"stopped: {totals.read} pages read in {totals.batches} batches")
-    except StoreError as exc:
+    except OpticMemError as exc:  # --once gave up on Redis (a long-running worker never does)
         raise fail(str(exc), as_json) from exc
     finally:
         store.close()
+
+
+class _StopNow(BaseException):
+    """Raised by a second SIGINT/SIGTERM out of whatever the worker is doing. A
+    BaseException, so that no ``except Exception`` on the way takes it for a failure
+    of the batch and carries on."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _check_device(device: str | None, as_json: bool) -> None:
+    """Refuse a ``--device`` torch does not know or this machine lacks (exit 2), before
+    the codec's weights are loaded onto it."""
+    from opticmem.cli import fail
+
+    if device is None:
+        return
+    try:
+        import torch
+
+        dev = torch.device(device)
+    except ImportError as exc:
+        raise fail(f"this installation has no encoder: {exc}", as_json) from exc
+    except (RuntimeError, ValueError) as exc:
+        raise fail(f"--device {device}: not a device torch knows ({exc})", as_json,
+                   code=2) from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index is not None and dev.index >= count):
+            raise fail(f"--device {device}: this machine has {count} CUDA device(s) that "
+                       "torch can use", as_json, code=2)
 
 
 def _load_codec(choice: str, device: str | None, as_json: bool) -> Any:
@@ -140,12 +186,16 @@ def _load_codec(choice: str, device: str | None, as_json: bool) -> Any:
         from opticmem.encoder.ocr import OCRCodec
     except ImportError as exc:
         raise fail(f"this installation has no encoder: {exc}", as_json) from exc
-    if choice == "random":
-        return OCRCodec.random("test", seed=0, device=device)
+    _check_device(device, as_json)
     try:
+        if choice == "random":
+            return OCRCodec.random("test", seed=0, device=device)
         return load_bundled_codec(None if choice == "bundled" else Path(choice), device=device)
     except (CodecError, OSError) as exc:
         raise fail(f"--codec {choice}: {exc}", as_json) from exc
+    except RuntimeError as exc:  # torch: out of memory on the device, a broken driver
+        raise fail(f"--codec {choice} on {device or 'the default device'}: {exc}",
+                   as_json) from exc
 
 
 def queue_command(
@@ -175,7 +225,7 @@ def queue_command(
                                  for d in letters]}, True)
         return
     out.print(f"{queue.key}: {stats.waiting} waiting, {stats.taken} taken by workers, "
-              f"{stats.dead} dead; {stats.consumers} worker(s) seen")
+              f"{stats.dead} dead; {stats.consumers} worker(s) in the group")
     for d in letters:
         out.print(f"  dead {d.entry}: session {d.fields.get('session')!r} page "
                   f"{d.fields.get('page')} at {d.fields.get('tier')}: {d.reason}")

@@ -125,6 +125,31 @@ def test_blobs(store: Store) -> None:
     assert store.get_blob("t", "png:1") is None
 
 
+@pytest.mark.parametrize("transcript", ODD_TEXTS[:8], ids=range(8))
+def test_page_blobs_are_written_only_while_the_page_is_there(
+    store: Store, transcript: str
+) -> None:
+    """An artefact of a page drawn before its session was deleted (or begun again, with
+    another page under the same number and cache key) must not land in the session."""
+    shown = page("s", 0, transcript=transcript)
+    assert not store.put_page_blob(shown, "rec:0", b"old")  # never stored: refused
+    store.append_turn("s", "user", "x", 0.0)
+    store.add_page(shown)
+    assert store.put_page_blob(shown, "rec:0", b"read")
+    assert asyncio.run(store.aput_page_blob(shown, "png:0", b"drawn"))
+    assert store.get_blobs("s", ["rec:0", "png:0"]) == [b"read", b"drawn"]
+    store.delete_session("s")
+    assert not store.put_page_blob(shown, "rec:0", b"late")
+    assert not asyncio.run(store.aput_page_blob(shown, "rec:0", b"late"))
+    assert "s" not in set(store.sessions()) and store.get_blob("s", "rec:0") is None
+    store.append_turn("s", "user", "y", 0.0)
+    store.add_page(page("s", 0, transcript=transcript + " and more"))  # same number, key
+    assert not store.put_page_blob(shown, "rec:0", b"late")
+    assert not store.put_page_blob(page("s", 0, transcript=transcript + " and more",
+                                        render_key="other"), "rec:0", b"late")
+    assert store.get_blob("s", "rec:0") is None
+
+
 def test_session_state(store: Store) -> None:
     assert store.get_state("s", "mark/abc") is None
     store.put_state("s", "mark/abc", b'{"page_no":3,"level":1}')

@@ -12,9 +12,12 @@ import hashlib
 import io
 import json
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -27,8 +30,14 @@ from opticmem import InMemoryStore, OpticalMemory, RenderSettings, Tier
 from opticmem.artefacts import Item, Job, rec_key
 from opticmem.cli import app
 from opticmem.encoder.codec import Recollection, VisionTokens
-from opticmem.errors import ConfigurationError
-from opticmem.recollect_queue import GROUP, QueuedPage, RedisRecollectQueue, stream_key
+from opticmem.errors import ConfigurationError, StoreUnavailableError
+from opticmem.recollect_queue import (
+    GROUP,
+    QueuedPage,
+    QueueStats,
+    RedisRecollectQueue,
+    stream_key,
+)
 from opticmem.recollect_worker import RecollectWorker
 from opticmem.redis_store import RedisStore
 
@@ -290,8 +299,12 @@ def test_a_bot_whose_codec_is_not_loaded_yet_leaves_the_choice_to_the_worker(
 
 
 def test_queue_mode_is_refused_where_it_cannot_work(redis_url: str) -> None:
-    with pytest.raises(ConfigurationError, match="needs a Redis store"):
+    with pytest.raises(ConfigurationError, match=r"needs a Redis store.*an InMemoryStore"):
         OpticalMemory(InMemoryStore(), codec=Digest(), recollect="queue")
+    elsewhere = RedisRecollectQueue.from_url(redis_url, tenant=TENANT)
+    with pytest.raises(ConfigurationError, match=r"^a recollection queue needs a Redis store"):
+        OpticalMemory(InMemoryStore(), codec=Digest(), recollect=elsewhere)
+    elsewhere.client.close()
     with pytest.raises(ConfigurationError, match="needs a codec"):
         OpticalMemory(redis_url, codec=None, recollect="queue")
     with pytest.raises(ConfigurationError, match="recollect must be"):
@@ -354,7 +367,8 @@ def test_the_worker_and_queue_commands(redis_url: str) -> None:
     done = json.loads(result.stdout)
     assert done["read"] == status["waiting"] and done["codec"] == "random:test:0"
     status = json.loads(runner.invoke(app, ["queue", url, "--json"]).stdout)
-    assert status["waiting"] == status["taken"] == 0 and status["workers"] == 1
+    assert status["waiting"] == status["taken"] == 0
+    assert status["workers"] == 0  # it left the group when it stopped
     assert mem.flush(1)
     bad = runner.invoke(app, ["worker", "sqlite:///x.db", "--once"])
     assert bad.exit_code == 2 and "redis://" in bad.output
@@ -392,3 +406,523 @@ def test_bots_and_a_worker_on_a_redis_cluster(redis_cluster_url: str) -> None:
     finally:
         bot_store.close()
         worker_store.close()
+
+
+def test_a_session_deleted_while_a_worker_reads_it_gets_none_of_its_readings(
+    stores: tuple[RedisStore, RedisStore], redis_url: str,
+) -> None:
+    """The bot deletes a session after the worker took its pages and before it wrote
+    their readings: the writes are refused, so no key of the session comes back (no
+    orphans without a TTL), and the session begun again under the same id — whose page 0
+    has the same cache id as the old page 0 — is never served the old page's reading."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(16))
+    mem.context("s")
+    worker = RecollectWorker(worker_store, Digest(), batch_size=100)
+    encode = worker._artefacts.vision_tokens_of
+
+    def deleted_meanwhile(items: Sequence[Item]) -> list[VisionTokens]:
+        out = encode(items)
+        mem.delete_session("s")
+        return out
+
+    worker._artefacts.vision_tokens_of = deleted_meanwhile  # type: ignore[method-assign]
+    assert worker.step() is not None
+    raw = redis.Redis.from_url(redis_url)
+    assert list(raw.scan_iter(match="opticmem:{acme:s}*")) == []
+    raw.close()
+
+    worker._artefacts.vision_tokens_of = encode  # type: ignore[method-assign]
+    mem.add_many("s", talk(16, topic="a different matter entirely"))
+    pages = image_pages(mem, "s")
+    assert any(n == 0 for n, _ in pages)  # a page 0 again, with the old one's cache id
+    worker.run(once=True)
+    assert mem.flush(5)
+    text = mem.context("s").text()
+    assert all(expected(mem, "s", n, t) in text for n, t in pages)
+    mem.close()
+
+
+def test_a_page_two_bots_queued_is_read_once(stores: tuple[RedisStore, RedisStore]) -> None:
+    """Bot processes behind a load balancer each queue the pages they show: the same page
+    at the same tier twice in one batch is drawn, encoded and decoded once."""
+    bot_store, worker_store = stores
+    one, two = bot(bot_store), bot(bot_store)
+    one.add_many("s", talk(16))
+    one.context("s")
+    two.context("s")  # the next request of the same user lands on another process
+    entries = bot_store._sync().xrange(stream_key(TENANT))
+    unique = {(f[b"page"], f[b"tier"]) for _, f in entries}
+    assert len(entries) > len(unique)  # both bots queued the pages they showed
+    codec = Digest()
+    report = RecollectWorker(worker_store, codec, batch_size=100).step()
+    assert report is not None and report.taken == len(entries)
+    assert sum(codec.batches) == report.read == len(unique)
+    assert report.cached == len(entries) - len(unique)
+    assert RedisRecollectQueue.for_store(bot_store).stats().backlog == 0
+    assert one.flush(5) and two.flush(5)
+
+
+def test_flush_waits_for_pages_still_being_queued_but_not_after_close(
+    stores: tuple[RedisStore, RedisStore], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread that flushes while another is queueing its pages (one round trip away)
+    must not be told that all is read; after close, flush returns at once."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    assert mem._worker is not None
+    queue = mem._worker.queue  # type: ignore[attr-defined]
+    sending, release = threading.Event(), threading.Event()
+    real = queue.submit
+
+    def slow(*args: Any, **kw: Any) -> list[str]:
+        sending.set()
+        release.wait(10)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(queue, "submit", slow)
+    adder = threading.Thread(target=mem.add_many, args=("s", talk(12)))
+    adder.start()
+    assert sending.wait(10)
+    assert not mem.flush(0.1)  # the pages are on their way to the queue
+    release.set()
+    adder.join(10)
+    assert not mem.flush(0.1)  # ... and now on it, with no worker yet
+    RecollectWorker(worker_store, Digest()).run(once=True)
+    assert mem.flush(5)
+
+    sending.clear()
+    release.clear()
+    adder = threading.Thread(target=mem.add_many, args=("t", talk(12)))
+    adder.start()
+    assert sending.wait(10)
+    mem.close()
+    release.set()
+    adder.join(10)
+    assert mem.flush(0)  # closed: the pages stay queued for the workers, unwaited for
+    assert RedisRecollectQueue.for_store(bot_store).stats().waiting > 0
+
+
+def test_flush_rides_out_a_redis_restart(server_factory: Any) -> None:
+    """Polling the queue fails while Redis restarts: flush polls again until its timeout,
+    and says the server is unreachable (typed) only if it still is then."""
+    server = server_factory()
+    bot_store = RedisStore.from_url(server.url, tenant=TENANT)
+    worker_store = RedisStore.from_url(server.url, tenant=TENANT)
+    try:
+        mem = bot(bot_store)
+        mem.add_many("s", talk(12))
+        mem.context("s")
+        server.kill()
+
+        def restart_and_read() -> None:
+            time.sleep(0.3)
+            server.start()
+            RecollectWorker(worker_store, Digest()).run(once=True)
+
+        reader = threading.Thread(target=restart_and_read)
+        reader.start()
+        assert mem.flush(30)
+        reader.join(30)
+
+        mem.add_many("s", talk(12, topic="more of it"))
+        server.kill()
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="recollection queue"):
+            mem.flush(0.3)
+        assert time.monotonic() - t0 >= 0.3
+    finally:
+        bot_store.close()
+        worker_store.close()
+
+
+def test_a_bot_that_never_flushes_does_not_remember_every_entry(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """The entries a bot queued are remembered for flush until seen gone; a bot that
+    never flushes must not keep one per page it ever queued."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    rec = mem._worker
+    assert rec is not None
+    rec._prune_at = rec.PRUNE_AT = 8  # type: ignore[attr-defined]
+    worker = RecollectWorker(worker_store, Digest(), batch_size=100)
+    queued = 0
+    for i in range(6):
+        mem.add_many(f"s{i}", talk(12))
+        mem.context(f"s{i}")
+        queued += worker.run(once=True).read
+    assert queued > 40
+    assert len(rec._entries) < 16  # type: ignore[attr-defined]
+    assert mem.flush(5)
+
+
+def test_idle_entries_behind_many_busy_ones_are_claimed(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """XAUTOCLAIM looks at up to 10 × count pending entries per call. A worker that
+    always starts from the beginning of the pending list never reaches idle entries
+    behind that many busy ones (held by live workers); it must go on where it stopped."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(16))
+    mem.context("s")
+    dead = RecollectWorker(worker_store, Digest(), consumer="dead")
+    taken, _ = dead._take(0)
+    assert len(taken) >= 12
+    time.sleep(1.0)
+    raw = bot_store._sync()
+    raw.xclaim(stream_key(TENANT), GROUP, "busy", 0, [e for e, _ in taken[:11]])
+    heir = RecollectWorker(worker_store, Digest(), consumer="heir", batch_size=1,
+                           claim_idle=0.5)
+    reports = [heir.step() for _ in range(3)]
+    assert [r.taken for r in reports if r is not None] == [1, 1]
+
+
+def test_a_drawing_process_that_dies_does_not_end_batching(
+    stores: tuple[RedisStore, RedisStore], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A drawing process killed (the OOM killer, a crash in a font library) breaks a
+    process pool for good: the worker must draw that batch itself and start a new pool,
+    not fall back to reading page by page (one decode call per page) from then on."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    codec = Digest()
+    with RecollectWorker(worker_store, codec, draw_workers=1, batch_size=100) as worker:
+        mem.add_many("a", talk(12))
+        mem.context("a")
+        assert worker.step() is not None
+        pool = worker._pool
+        assert pool is not None
+        drawing = list(pool._pool._processes or ())
+        assert drawing
+        for pid in drawing:
+            os.kill(pid, signal.SIGKILL)
+        mem.add_many("b", talk(12))
+        mem.context("b")
+        codec.batches.clear()
+        with caplog.at_level(logging.WARNING, logger="opticmem"):
+            report = worker.step()
+        assert report is not None and report.read > 1 and report.failed == 0
+        assert codec.batches == [report.read]  # still one decode call for the batch
+        assert not any("one by one" in r.getMessage() for r in caplog.records)
+        assert worker._pool is not None and list(worker._pool.map(abs, [-1, 2])) == [1, 2]
+    ctx = mem.context("b")
+    assert all(expected(mem, "b", p.record.page_no, p.tier) in ctx.text()
+               for p in ctx.pages if p.shown == "image")
+
+
+def test_closing_a_worker_while_it_draws_stops_it_cleanly(
+    stores: tuple[RedisStore, RedisStore], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """close() from another thread while the worker's pool is drawing a batch: the
+    batch is finished (drawn here), run() returns, and nothing escapes the thread."""
+    import opticmem.artefacts as artefacts
+
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(16))
+    mem.context("s")
+    drawing = threading.Event()
+    real = artefacts.draw_tier_png
+
+    def slow(*args: Any) -> Any:
+        drawing.set()
+        time.sleep(0.05)
+        return real(*args)
+
+    monkeypatch.setattr(artefacts, "draw_tier_png", slow)
+    worker = RecollectWorker(worker_store, Digest(), batch_size=100)
+    pool = ThreadPoolExecutor(1)  # a pool the test's slow drawing reaches
+    worker._pool = worker._artefacts.draw_pool = pool  # type: ignore[assignment]
+    errors: list[BaseException] = []
+    totals: list[Any] = []
+
+    def run() -> None:
+        try:
+            totals.append(worker.run(block=0.05))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert drawing.wait(10)
+    worker.close()
+    thread.join(20)
+    assert not thread.is_alive() and errors == []
+    assert totals[0].read > 0 and totals[0].failed == 0
+    assert RedisRecollectQueue.for_store(bot_store).stats().backlog == 0
+
+
+def test_the_worker_command_refuses_a_device_it_cannot_use(redis_url: str) -> None:
+    url = f"{redis_url}?tenant={TENANT}"
+    for device in ("bogus", "cuda:99"):
+        result = CliRunner().invoke(app, ["worker", url, "--codec", "random", "--once",
+                                          "--device", device, "--json"])
+        assert result.exit_code == 2, result.output
+        assert json.loads(result.stdout)["error"].startswith(f"--device {device}")
+
+
+def test_the_worker_command_stops_on_a_signal_and_at_once_on_a_second(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGTERM (or Ctrl-C) lets the batch in hand finish and prints the summary; a second
+    one stops a worker stuck in a batch at once, with 128 + the signal's number and
+    still one JSON object."""
+    import opticmem.worker_commands as commands
+
+    monkeypatch.setattr(commands, "_load_codec", lambda *a: Digest())
+    url = f"{redis_url}?tenant={TENANT}"
+    store = RedisStore.from_url(redis_url, tenant=TENANT)
+    mem = bot(store)
+    mem.add_many("s", talk(12))
+    mem.context("s")
+    pending = RedisRecollectQueue.for_store(store).stats().waiting
+
+    def signal_when(ready: threading.Event, times: int) -> threading.Thread:
+        main = threading.main_thread().ident
+        assert main is not None
+
+        def send() -> None:
+            assert ready.wait(20)
+            for _ in range(times):
+                # A signal that lands just before the main thread enters a sleep is only
+                # handled when the next one interrupts it, and the two count as one: let
+                # the main thread get into the step first.
+                time.sleep(0.2)
+                signal.pthread_kill(main, signal.SIGTERM)
+        thread = threading.Thread(target=send)
+        thread.start()
+        return thread
+
+    batched = threading.Event()
+    real_step = RecollectWorker.step
+
+    def step(self: RecollectWorker, block: float = 0.0) -> Any:
+        report = real_step(self, block)
+        if report is not None:
+            batched.set()
+        return report
+
+    monkeypatch.setattr(RecollectWorker, "step", step)
+    sender = signal_when(batched, 1)
+    result = CliRunner().invoke(app, ["worker", url, "--json"])
+    sender.join(10)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["read"] == pending
+
+    stuck_in = threading.Event()
+
+    def stuck(self: RecollectWorker, block: float = 0.0) -> Any:
+        stuck_in.set()
+        time.sleep(5)  # a batch that takes far too long
+        return None
+
+    monkeypatch.setattr(RecollectWorker, "step", stuck)
+    handler = signal.getsignal(signal.SIGTERM)
+    sender = signal_when(stuck_in, 2)
+    t0 = time.monotonic()
+    result = CliRunner().invoke(app, ["worker", url, "--json"])
+    sender.join(10)
+    assert time.monotonic() - t0 < 3
+    assert result.exit_code == 128 + signal.SIGTERM, result.output
+    assert "second" in json.loads(result.stdout)["error"]
+    assert signal.getsignal(signal.SIGTERM) is handler  # put back
+    mem.close()
+    store.close()
+
+
+def test_a_workers_readings_do_not_extend_a_sessions_life(redis_url: str) -> None:
+    """On a store with a TTL, a session expires that long after its bot last wrote to
+    it. A worker reading its pages later (a backlog) must not restart that clock — nor
+    leave a key that outlives the session."""
+    bot_store = RedisStore.from_url(redis_url, tenant=TENANT, ttl=3600)
+    worker_store = RedisStore.from_url(redis_url, tenant=TENANT, ttl=3600)
+    try:
+        mem = bot(bot_store)
+        mem.add_many("s", talk(16))
+        mem.context("s")
+        raw = redis.Redis.from_url(redis_url)
+        keys = list(raw.scan_iter(match="opticmem:{acme:s}:*"))
+        for key in keys:  # the bot wrote last almost an hour ago
+            raw.pexpire(key, 5000)
+        assert RecollectWorker(worker_store, Digest()).run(once=True).read > 0
+        written = list(raw.scan_iter(match="opticmem:{acme:s}:*"))
+        assert len(written) > len(keys)  # the readings (and images) are there
+        assert all(0 < raw.pttl(k) <= 5000 for k in written)
+        raw.close()
+        mem.close()
+    finally:
+        bot_store.close()
+        worker_store.close()
+
+
+def test_a_worker_that_closes_leaves_the_group_unless_it_holds_entries(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """Workers restart (deploys, autoscaling) under new host-pid names: one that closes
+    cleanly must not stay in the group for good, or "workers" only ever grows. One that
+    still holds entries stays, so that they can be claimed from it."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(12))
+    queue = RedisRecollectQueue.for_store(bot_store)
+    holder = RecollectWorker(worker_store, Digest(), consumer="holder", batch_size=2)
+    assert len(holder._take(0)[0]) == 2
+    holder.close()
+    for n in range(3):
+        with RecollectWorker(worker_store, Digest(), consumer=f"run-{n}") as worker:
+            worker.run(once=True)
+    stats = queue.stats()
+    assert stats.consumers == 1 and stats.taken == 2  # the holder, with its 2 entries
+    with RecollectWorker(worker_store, Digest(), consumer="heir", claim_idle=0.01) as heir:
+        time.sleep(0.02)
+        assert heir.run(once=True).read == 2
+    assert queue.stats().backlog == 0
+
+
+def test_an_entry_of_raw_bytes_is_buried_as_it_was(
+    stores: tuple[RedisStore, RedisStore], redis_url: str,
+) -> None:
+    """Anything may write to the stream: an entry whose field names and values are not
+    UTF-8 goes to the dead letters byte for byte, and the queue command still prints
+    one JSON object."""
+    bot_store, worker_store = stores
+    raw = bot_store._sync()
+    fields = {b"\xff\xfe": b"\x80", b"\xff\xfd": b"\x81", b"session": b"caf\xe9"}
+    raw.xadd(stream_key(TENANT), fields)  # type: ignore[arg-type]
+    report = RecollectWorker(worker_store, Digest()).step()
+    assert report is not None and report.dead == 1
+    [(_, buried)] = raw.xrange(stream_key(TENANT) + ":dead")
+    assert {k: v for k, v in buried.items() if k in fields} == fields
+    assert b"UnicodeDecodeError" in buried[b"reason"]
+    status = CliRunner().invoke(app, ["queue", f"{redis_url}?tenant={TENANT}", "--json"])
+    assert status.exit_code == 0
+    [letter] = json.loads(status.stdout)["dead_letters"]
+    assert letter["session"] == "caf\ufffd" and "UnicodeDecodeError" in letter["reason"]
+
+
+def test_a_page_the_codec_chokes_on_does_not_kill_the_worker(
+    stores: tuple[RedisStore, RedisStore], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model fails on one odd page with whatever it raises (IndexError, TypeError,
+    AssertionError from inside torch): the other pages of the batch are read, that one
+    is left for a retry, and run() goes on — a worker that died on it would be
+    restarted only to take it and die again."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    for session in ("good", "odd"):
+        mem.add_many(session, talk(12))
+    worker = RecollectWorker(worker_store, Digest(), batch_size=100)
+    real = worker._artefacts.recollections_of
+
+    def choking(items: Sequence[Item]) -> list[Recollection]:
+        if any(s == "odd" for s, _ in items):
+            raise IndexError("index 4096 is out of bounds for dimension 0")
+        return real(items)
+
+    monkeypatch.setattr(worker._artefacts, "recollections_of", choking)
+    totals = worker.run(once=True)
+    odd = sum(f[b"session"] == b"odd" for _, f in bot_store._sync().xrange(stream_key(TENANT)))
+    assert odd > 0 and totals.failed == odd and totals.read > 0
+    assert RedisRecollectQueue.for_store(bot_store).stats().taken == odd
+
+
+def test_entries_deleted_while_a_worker_holds_them(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """An operator trims the stream (XDEL, XTRIM) while a worker holds some entries:
+    they still count as pending until claimed, so the backlog must not go negative,
+    and the worker that takes over drops them and reads the rest."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(12))
+    queue = RedisRecollectQueue.for_store(bot_store)
+    taken, _ = RecollectWorker(worker_store, Digest(), consumer="gone")._take(0)
+    assert len(taken) > 3
+    bot_store._sync().xdel(stream_key(TENANT), *[e for e, _ in taken[:3]])
+    stats = queue.stats()
+    assert stats.waiting == 0 and stats.taken == len(taken)
+    time.sleep(0.06)
+    with RecollectWorker(worker_store, Digest(), consumer="heir", claim_idle=0.05) as heir:
+        assert heir.run(once=True).read == len(taken) - 3
+    # the heir left; the worker that died stays listed, holding nothing
+    assert queue.stats() == QueueStats(waiting=0, taken=0, dead=0, consumers=1)
+    assert mem.flush(1)
+
+
+def test_the_queue_is_no_session_and_outlives_every_session(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """The streams share the tenant's hash tag but are not session keys: sessions() does
+    not list them, and deleting sessions leaves them and their group alone."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(12))
+    bot_store._sync().xadd(stream_key(TENANT), {"not": "ours"})
+    with RecollectWorker(worker_store, Digest(), consumer="w") as worker:
+        assert worker.step() is not None
+    mem.add_many("t", talk(12))
+    queue = RedisRecollectQueue.for_store(bot_store)
+    before = queue.stats()
+    assert before.waiting > 0 and before.dead == 1
+    assert sorted(bot_store.sessions()) == ["s", "t"]
+    for session in ("s", "t"):
+        mem.delete_session(session)
+    assert list(bot_store.sessions()) == []
+    assert queue.stats() == before
+    report = RecollectWorker(worker_store, Digest()).step()
+    assert report is not None and report.stale == before.waiting
+
+
+def test_ctrl_c_in_a_terminal_leaves_the_drawing_processes_to_the_worker() -> None:
+    """Ctrl-C reaches the whole foreground process group: the drawing processes must not
+    die of it (tracebacks, a broken pool mid-batch) — the worker stops them itself,
+    after the batch in hand."""
+    from opticmem.recollect_worker import DrawPool
+
+    pool = DrawPool(1)
+    try:
+        assert list(pool.map(abs, [-1])) == [1]
+        inner = pool._pool
+        for pid in list(inner._processes or ()):
+            os.kill(pid, signal.SIGINT)
+        time.sleep(0.2)
+        assert list(pool.map(abs, [-2, 3])) == [2, 3]
+        assert pool._pool is inner  # not broken, not replaced
+    finally:
+        pool.shutdown()
+
+
+def test_ctrl_c_while_the_worker_loads_its_codec_still_prints_one_json_object(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import opticmem.worker_commands as commands
+
+    def interrupted(*args: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "_load_codec", interrupted)
+    result = CliRunner().invoke(app, ["worker", f"{redis_url}?tenant={TENANT}", "--json"])
+    assert result.exit_code == 128 + signal.SIGINT
+    assert "interrupted" in json.loads(result.stdout)["error"]
+
+
+def test_a_worker_run_once_gives_up_on_a_redis_that_stays_away(
+    server_factory: Any, redis_url: str,
+) -> None:
+    """``--once`` is for jobs (cron, a drain before a deploy): if Redis stays away it must
+    end with an error, not retry for ever like a long-running worker."""
+    server = server_factory()
+    store = RedisStore.from_url(server.url, tenant=TENANT, retries=0)
+    try:
+        worker = RecollectWorker(store, Digest())
+        worker.once_patience = 0.5
+        server.kill()
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailableError):
+            worker.run(once=True)
+        assert time.monotonic() - t0 < 5
+    finally:
+        store.close()
