@@ -52,3 +52,24 @@ def test_benchmarks_help_runs_no_benchmark() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: python -m benchmarks")
     assert "== python -m" not in proc.stdout  # what main() prints before each benchmark
+
+
+def test_the_training_variant_is_picked_from_the_benchmark_table() -> None:
+    """The picker reads the committed H200 table (with its decoder column, whose arrival
+    once made a fixed-column parser fall back to the slower grouped path unnoticed)."""
+    committed = tool("pick_train_variant.py", "benchmarks/results/train_speed_h200.md")
+    assert committed.returncode == 0, committed.stderr
+    assert committed.stdout == "MOE=dense\nBATCH_SCALE=1\n"  # 321 page-tiers/s vs 260
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from pick_train_variant import pick
+    finally:
+        sys.path.pop(0)
+    head = ("| MoE | batch scale | step mix rate (page-tiers/s) | bound with the loader |\n"
+            "|---|---|---|---|\n")
+    assert pick(head + "| grouped | 1 | 200 | step |\n| grouped | 2 | 260 | step |\n") == (
+        "grouped", 2)
+    assert pick(head + "| grouped | 1 | 200 | step |\n| grouped | 2 | 260 | loader |\n") == (
+        "grouped", 1)
+    assert pick("no table here\n") == ("grouped", 1)
