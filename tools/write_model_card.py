@@ -41,15 +41,18 @@ SCHEDULE = ("warm-up 300 steps, cosine over the planned minutes (peak 7e-4, floo
             "back-to-back, keeping the optimiser state); then a seventh, the same from run 28's "
             "exported weights with a cosine over 24 minutes (runs 29–31, back-to-back); then an "
             "eighth, the same from run 31's exported weights (runs 32–34, back-to-back) with "
-            "the tier mix shifted to Small (see Data)")
-HARDWARE = "NVIDIA H100 (runs 1–12), NVIDIA H200 (runs 13–34); bf16 autocast, fused AdamW"
+            "the tier mix shifted to Small (see Data); then a ninth, the same from run 34's "
+            "exported weights with a cosine over 14 minutes (runs 35–36, back-to-back) and "
+            "the tier mix shifted further to Small and Tiny")
+HARDWARE = "NVIDIA H100 (runs 1–12), NVIDIA H200 (runs 13–36); bf16 autocast, fused AdamW"
 PSEUDO_PHASES = ((95.9, 0.15), (117.0, 0.20), (129.5, 0.20), (164.4, 0.20), (170.5, 0.20),
-                 (187.1, 0.20), (210.3, 0.20), (234.4, 0.20))
+                 (187.1, 0.20), (210.3, 0.20), (234.4, 0.20), (258.4, 0.20))
 """Training minute where each pseudo-word phase began, and its share of pseudo-words."""
 SYMBOL_PHASES = ((129.5, 0.20), (164.4, 0.20), (170.5, 0.20), (187.1, 0.20),
-                 (210.3, 0.20), (234.4, 0.20))
+                 (210.3, 0.20), (234.4, 0.20), (258.4, 0.20))
 """Training minute where each pseudo-symbol phase began, and its share of redrawn symbols."""
-TIER_MIX = ((0.0, (0.2, 0.2, 0.3, 0.3)), (234.4, (0.1, 0.1, 0.5, 0.3)))
+TIER_MIX = ((0.0, (0.2, 0.2, 0.3, 0.3)), (234.4, (0.1, 0.1, 0.5, 0.3)),
+            (258.4, (0.05, 0.05, 0.55, 0.35)))
 """Training minute from which pages were drawn at Large, Base, Small and Tiny in these
 proportions (``TrainConfig.tier_weights``; two tiers per page, without repeats)."""
 TARGETS = {"large": 0.995, "base": 0.99, "small": 0.97, "tiny": 0.90}
