@@ -43,16 +43,15 @@ bench: $(STAMP) redis-server
 	$(PY) -m benchmarks
 
 # What tools/device_train.sh and tools/device_bench.sh carry to the lent GPU machine, which
-# has no network: pydantic's and redis-py's wheels for its Python 3.12 in .whl/, the
+# has no network: pydantic's wheels for its Python 3.12 in .whl/, the
 # synthetic-text sources in data/synth/ (built once with wordfreq and Faker, ~2 minutes),
-# and for `device_bench.sh queue` a redis-server with its libraries in .redis/.
+# and for `device_bench.sh queue` a redis-server with its libraries and redis-py's wheel in
+# .redis.tar.xz.
 device-inputs: $(STAMP) redis-server
 	ls .whl/pydantic-*.whl >/dev/null 2>&1 || $(PY) -m pip download -q --only-binary=:all: \
 	  --python-version 3.12 --implementation cp --platform manylinux2014_x86_64 \
 	  --platform manylinux_2_17_x86_64 -d .whl pydantic
-	ls .whl/redis-*.whl >/dev/null 2>&1 || $(PY) -m pip download -q --no-deps \
-	  --only-binary=:all: -d .whl "redis>=5.0"
-	test -x .redis/redis-server || tools/pack_redis.sh
+	test -f .redis.tar.xz || PYTHON=$(PY) tools/pack_redis.sh
 	test -f data/synth/meta.json || { $(PY) -m pip install -q -e ".[synth]" \
 	  && $(PY) tools/export_synth_sources.py; }
 

@@ -26,7 +26,7 @@
 #              batches padded to 128-step length buckets (no loader; carry data/synth)
 #   queue      benchmarks/queue_speed.py: bots queue pages on a local redis-server, one
 #              worker reads them with the bundled codec on CUDA, 0 or 8 drawing processes
-#              (carry .redis, made by tools/pack_redis.sh / `make device-inputs`)
+#              (carry .redis.tar.xz, made by tools/pack_redis.sh / `make device-inputs`)
 set -uo pipefail
 # A misspelt step would otherwise run nothing, after the setup, on the lent machine's time.
 STEPS="profile decode codec eager stream context attention compile autotune reference refdecode"
@@ -83,7 +83,11 @@ if want refdecode; then
   PYTHONPATH=.refhf:/tmp/site step 540 python3 -m benchmarks.reference_decode_speed \
     --out "$OUT/reference_decode_speed_h200.md"
 fi
-want queue && step 300 env OPTICMEM_REDIS_SERVER="$PWD/.redis/redis-server" \
+if want queue && [ -f .redis.tar.xz ]; then
+  tar -xJf .redis.tar.xz -C /tmp
+  python3 -m pip install -q --no-index --no-deps --target /tmp/site /tmp/.redis/wheels/*.whl
+fi
+want queue && step 300 env OPTICMEM_REDIS_SERVER=/tmp/.redis/redis-server \
   python3 -m benchmarks.queue_speed --codec bundled --device cuda --sessions 12 \
   --batches 128 --draw-workers 0,8 --out "$OUT/queue_speed_h200.md"
 exit 0
