@@ -82,13 +82,10 @@ def test_batch_scale_multiplies_every_tier_and_refuses_what_is_not_a_size() -> N
             scaled_batches(bad)
 
 
-def test_train_command_passes_the_batch_scale_and_moe_dispatch_and_refuses_bad_ones(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from typer.testing import CliRunner
-
+@pytest.fixture
+def recorded_train(monkeypatch: pytest.MonkeyPatch) -> list[TrainConfig]:
+    """The configs ``opticmem train`` hands to ``train``, which is replaced by a recorder."""
     import opticmem.encoder.train as train_module
-    from opticmem.cli import app
 
     seen: list[TrainConfig] = []
 
@@ -97,6 +94,17 @@ def test_train_command_passes_the_batch_scale_and_moe_dispatch_and_refuses_bad_o
         return {"step": 0, "pages": 0, "minutes": 0.0, "runs": 1, "log": []}
 
     monkeypatch.setattr(train_module, "train", record)
+    return seen
+
+
+def test_train_command_passes_the_batch_scale_and_moe_dispatch_and_refuses_bad_ones(
+    tmp_path: Path, recorded_train: list[TrainConfig]
+) -> None:
+    from typer.testing import CliRunner
+
+    from opticmem.cli import app
+
+    seen = recorded_train
     run = ["train", "--out", str(tmp_path / "run")]
     ok = CliRunner().invoke(app, [*run, "--batch-scale", "2", "--moe-dispatch", "dense"])
     assert ok.exit_code == 0, ok.output
@@ -124,20 +132,13 @@ def test_compiling_the_vision_stage_keeps_the_parameter_names_checkpoints_use() 
 
 
 def test_train_command_passes_length_buckets_and_decoder_compiling_and_refuses_bad_ones(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, recorded_train: list[TrainConfig]
 ) -> None:
     from typer.testing import CliRunner
 
-    import opticmem.encoder.train as train_module
     from opticmem.cli import app
 
-    seen: list[TrainConfig] = []
-
-    def record(cfg: TrainConfig) -> dict[str, object]:
-        seen.append(cfg)
-        return {"step": 0, "pages": 0, "minutes": 0.0, "runs": 1, "log": []}
-
-    monkeypatch.setattr(train_module, "train", record)
+    seen = recorded_train
     run = ["train", "--out", str(tmp_path / "run")]
     ok = CliRunner().invoke(app, [*run, "--length-bucket", "128", "--compile-decoder",
                                   "--moe-dispatch", "dense"])
