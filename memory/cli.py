@@ -77,6 +77,27 @@ def fail(message: str, as_json: bool, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def check_device(device: str | None, as_json: bool) -> None:
+    """Refuse a ``--device`` torch does not know or this machine lacks (exit 2), before
+    the codec's weights are loaded onto it."""
+    if device is None:
+        return
+    try:
+        import torch
+
+        dev = torch.device(device)
+    except ImportError as exc:
+        raise fail(f"this installation has no encoder: {exc}", as_json) from exc
+    except (RuntimeError, ValueError) as exc:
+        raise fail(f"--device {device}: not a device torch knows ({exc})", as_json,
+                   code=2) from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index is not None and dev.index >= count):
+            raise fail(f"--device {device}: this machine has {count} CUDA device(s) that "
+                       "torch can use", as_json, code=2)
+
+
 def _progress(as_json: bool) -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -152,6 +152,7 @@ def eval_command(
     from rich.console import Console
     from rich.progress import Progress
 
+    from opticmem.cli import check_device
     from opticmem.encoder import synth
     from opticmem.encoder.bundled import load_bundled_codec
     from opticmem.encoder.codec import CodecError
@@ -165,6 +166,7 @@ def eval_command(
         write_results,
     )
 
+    check_device(device, as_json)  # before any page is drawn
     if out.exists() and not out.is_dir():  # found only after every page was read
         raise typer.BadParameter(f"{out} exists and is not a directory", param_hint="--out")
     try:

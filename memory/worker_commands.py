@@ -154,31 +154,8 @@ class _StopNow(BaseException):
         self.signum = signum
 
 
-def _check_device(device: str | None, as_json: bool) -> None:
-    """Refuse a ``--device`` torch does not know or this machine lacks (exit 2), before
-    the codec's weights are loaded onto it."""
-    from opticmem.cli import fail
-
-    if device is None:
-        return
-    try:
-        import torch
-
-        dev = torch.device(device)
-    except ImportError as exc:
-        raise fail(f"this installation has no encoder: {exc}", as_json) from exc
-    except (RuntimeError, ValueError) as exc:
-        raise fail(f"--device {device}: not a device torch knows ({exc})", as_json,
-                   code=2) from None
-    if dev.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0 or (dev.index is not None and dev.index >= count):
-            raise fail(f"--device {device}: this machine has {count} CUDA device(s) that "
-                       "torch can use", as_json, code=2)
-
-
 def _load_codec(choice: str, device: str | None, as_json: bool) -> Any:
-    from opticmem.cli import fail
+    from opticmem.cli import check_device, fail
 
     try:
         from opticmem.encoder.bundled import load_bundled_codec
@@ -186,7 +163,7 @@ def _load_codec(choice: str, device: str | None, as_json: bool) -> Any:
         from opticmem.encoder.ocr import OCRCodec
     except ImportError as exc:
         raise fail(f"this installation has no encoder: {exc}", as_json) from exc
-    _check_device(device, as_json)
+    check_device(device, as_json)
     try:
         if choice == "random":
             return OCRCodec.random("test", seed=0, device=device)

@@ -133,6 +133,21 @@ def test_eval_command_rejects_a_missing_text_file(tmp_path: Path) -> None:
     assert "is not a file" in result.output
 
 
+@pytest.mark.parametrize(("device", "why"), [("bogus", "not a device torch knows"),
+                                           ("cuda:7", "CUDA device(s)")])
+def test_eval_command_refuses_a_device_before_reading_any_page(
+    tmp_path: Path, device: str, why: str,
+) -> None:
+    """A misspelt --device, or a GPU this machine lacks, ended in a torch traceback after
+    the held-out pages were drawn; it is a usage error now, and nothing is written."""
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["eval", "--device", device, "--pages", "1", "--json",
+                                      "--out", str(out)])
+    assert result.exit_code == 2
+    assert why in json.loads(result.stdout)["error"]
+    assert not out.exists()
+
+
 def test_summary_rows_mean_over_pages_pool_ids_and_bucket_half_open() -> None:
     def score(page: int, tokens: int, precision: float, found: int, total: int,
               hangul: bool = False) -> PageScore:
