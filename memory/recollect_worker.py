@@ -151,13 +151,18 @@ class RecollectWorker:
         self._closed = False
         self._artefacts = Artefacts(store, codec.render_settings or RenderSettings(),
                                     CodecSlot(codec), decode_max_tokens=decode_max_tokens,
-                                    draw_pool=self._pool)
+                                    draw_pool=self._pool, on_recollected=self._decoded_one)
+        self._decoded = 0
+        """Pages this worker's codec has read (the artefacts report each one)."""
         self._failures = FailureLog("reading queued pages")
         self._group_ready = False
         self.once_patience = 60.0
         """With ``run(once=True)``: seconds of failing steps before the run gives up."""
         self._claim_from = "0-0"
         """Where the next ``XAUTOCLAIM`` starts in the group's pending entries."""
+
+    def _decoded_one(self, session: str, page_no: int) -> None:
+        self._decoded += 1
 
     def close(self) -> None:
         """Stop the drawing processes, and :meth:`run` after the batch in hand (which is
@@ -299,31 +304,32 @@ class RecollectWorker:
         pages found read, pages failed, and which succeeded."""
         if not items:
             return 0, 0, 0, []
-        found = self._artefacts.cached_recollections_of(items)
-        cached = sum(r is not None for r in found)
+        before = self._decoded
         # Any Exception: a model may raise anything on an odd page (IndexError, an
         # AssertionError inside torch), and a worker that died on it would be restarted
         # only to take the page again. It is left pending, and buried after
         # max_deliveries like a page that kills its worker.
         try:
             self._artefacts.recollections_of(items)
-            return len(items) - cached, cached, 0, [True] * len(items)
+            ok = [True] * len(items)
         except Exception as exc:
             if len(items) == 1:
                 self._failures.report(exc, items[0][0])
-                return 0, cached, 1, [False]
-            log.warning("a batch of %d pages failed (%s); reading them one by one",
-                        len(items), exc)
-        ok = []
-        for item in items:
-            try:
-                self._artefacts.recollections_of([item])
-                ok.append(True)
-            except Exception as exc:
-                self._failures.report(exc, item[0])
-                ok.append(False)
-        failed = ok.count(False)
-        return len(items) - cached - failed, cached, failed, ok
+                ok = [False]
+            else:
+                log.warning("a batch of %d pages failed (%s); reading them one by one",
+                            len(items), exc)
+                ok = [self._read_one(item) for item in items]
+        read, failed = self._decoded - before, ok.count(False)
+        return read, len(items) - read - failed, failed, ok
+
+    def _read_one(self, item: Item) -> bool:
+        try:
+            self._artefacts.recollections_of([item])
+            return True
+        except Exception as exc:
+            self._failures.report(exc, item[0])
+            return False
 
     # ------------------------------------------------------------------ the loop
     def run(

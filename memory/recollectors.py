@@ -62,8 +62,9 @@ class FailureLog:
         self.what = what
         self._reported: LRU[tuple[str, str], bool] = LRU(64)
 
-    def report(self, exc: Exception, session: str | None = None) -> None:
-        where = f" for session {session!r}" if session is not None else ""
+    def report(self, exc: Exception, *sessions: str) -> None:
+        where = (f" for session{'s' if len(sessions) > 1 else ''} "
+                 + ", ".join(map(repr, sessions))) if sessions else ""
         key = (type(exc).__qualname__, str(exc))
         if self._reported.get(key):
             log.debug("%s failed again%s: %r", self.what, where, exc)
@@ -71,6 +72,30 @@ class FailureLog:
         self._reported.put(key, True)
         log.error("%s failed%s (repeats of this failure are logged at DEBUG)",
                   self.what, where, exc_info=exc)
+
+
+class SeenPages:
+    """The pages a recollector has taken, each once per tier: by session, tier and the
+    page's identity — not its number, as a session deleted or expired and begun again
+    numbers its new pages from 0. Bounded; the caller holds its own lock around it."""
+
+    def __init__(self) -> None:
+        self._lru: LRU[tuple[str, str, PageRef], bool] = LRU(100_000)
+
+    def fresh(self, session: str, jobs: Sequence[Job]) -> list[Job]:
+        """Those of ``jobs`` not taken before, now marked taken."""
+        out = []
+        for j in jobs:
+            key = (session, j.tier.value, page_ref(j.page))
+            if not self._lru.get(key):
+                self._lru.put(key, True)
+                out.append(j)
+        return out
+
+    def forget(self, session: str, jobs: Sequence[Job]) -> None:
+        """Let ``jobs`` be taken again (their reading or queueing failed)."""
+        for j in jobs:
+            self._lru.discard((session, j.tier.value, page_ref(j.page)))
 
 
 class ThreadRecollector:
@@ -93,9 +118,7 @@ class ThreadRecollector:
 
     def after_fork_in_child(self) -> None:
         """A new queue, lock and no thread (at construction, and in a forked child)."""
-        self._seen: LRU[tuple[str, str, PageRef], bool] = LRU(100_000)
-        """Jobs already queued, by session, tier and the page's identity — not its number:
-        a session deleted or expired and begun again numbers its new pages from 0."""
+        self._seen = SeenPages()
         self._cond = threading.Condition(threading.Lock())
         self._jobs: deque[tuple[str, Job]] = deque()
         self._busy = 0  # jobs the thread has taken and not finished
@@ -116,15 +139,9 @@ class ThreadRecollector:
         with self._cond:
             if self._stopped:
                 return
-            queued = False
-            for j in jobs:
-                key = (session, j.tier.value, page_ref(j.page))
-                if self._seen.get(key):
-                    continue
-                self._seen.put(key, True)
-                self._jobs.append((session, j))
-                queued = True
-            if queued:
+            fresh = self._seen.fresh(session, jobs)
+            self._jobs.extend((session, j) for j in fresh)
+            if fresh:
                 self._ensure_thread()
                 self._cond.notify_all()
 
@@ -137,19 +154,15 @@ class ThreadRecollector:
                     return
                 batch = [self._jobs.popleft() for _ in range(min(self._batch, len(self._jobs)))]
                 self._busy = len(batch)
-            by_session: dict[str, list[Job]] = {}
-            for s, j in batch:
-                by_session.setdefault(s, []).append(j)
-            for s, jobs in by_session.items():
-                if self._stopped:  # close(): the rest is left to lazy reading
-                    break
-                try:
-                    if self._artefacts.codec.get() is not None:
-                        self._artefacts.recollections(s, jobs)
-                except Exception as exc:  # a background failure must not kill the worker
-                    self._failures.report(exc, s)
-                    for j in jobs:
-                        self._seen.discard((s, j.tier.value, page_ref(j.page)))
+            try:  # one batch whatever sessions its pages come from
+                if self._artefacts.codec.get() is not None:
+                    self._artefacts.recollections_of(batch)
+            except Exception as exc:  # a background failure must not kill the worker
+                sessions = sorted({s for s, _ in batch})
+                self._failures.report(exc, *sessions)
+                with self._cond:
+                    for s in sessions:
+                        self._seen.forget(s, [j for t, j in batch if t == s])
             with self._cond:
                 self._busy = 0
                 self._cond.notify_all()
@@ -205,7 +218,7 @@ class QueueRecollector:
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
-        self._seen: LRU[tuple[str, str, PageRef], bool] = LRU(100_000)
+        self._seen = SeenPages()
         self._entries: dict[str, None] = {}
         """Entries this process queued and has not yet seen gone (insertion-ordered)."""
         self._submitting = 0
@@ -216,12 +229,7 @@ class QueueRecollector:
         with self._lock:
             if self._stopped:
                 return
-            fresh = []
-            for j in jobs:
-                key = (session, j.tier.value, page_ref(j.page))
-                if not self._seen.get(key):
-                    self._seen.put(key, True)
-                    fresh.append(j)
+            fresh = self._seen.fresh(session, jobs)
             if not fresh:
                 return
             self._submitting += 1
@@ -232,8 +240,7 @@ class QueueRecollector:
         except StoreError as exc:
             self._failures.report(exc, session)
             with self._lock:
-                for j in fresh:
-                    self._seen.discard((session, j.tier.value, page_ref(j.page)))
+                self._seen.forget(session, fresh)
             return
         finally:
             with self._lock:

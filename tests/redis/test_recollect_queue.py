@@ -100,6 +100,19 @@ def bot(store: RedisStore, codec: Any = None, **kw: Any) -> OpticalMemory:
                          render_settings=SMALL, **kw)
 
 
+def fail_session(worker: RecollectWorker, session: str, exc: Exception,
+                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every read of a batch holding a page of ``session`` raise ``exc``."""
+    real = worker._artefacts.recollections_of
+
+    def failing(items: Sequence[Item]) -> list[Recollection]:
+        if any(s == session for s, _ in items):
+            raise exc
+        return real(items)
+
+    monkeypatch.setattr(worker._artefacts, "recollections_of", failing)
+
+
 def image_pages(mem: OpticalMemory, session: str) -> list[tuple[int, Tier]]:
     return [(p.record.page_no, p.tier) for p in mem.context(session).pages if p.shown == "image"]
 
@@ -217,14 +230,7 @@ def test_a_page_that_fails_every_time_goes_to_the_dead_letters(
     bad = sum(f[b"session"] == b"bad"
               for _, f in bot_store._sync().xrange(stream_key(TENANT)))
     worker = RecollectWorker(worker_store, Digest(), claim_idle=0.05, max_deliveries=2)
-    real = worker._artefacts.recollections_of
-
-    def poisoned(items: Sequence[Item]) -> list[Recollection]:
-        if any(s == "bad" for s, _ in items):
-            raise RuntimeError("CUDA out of memory")
-        return real(items)
-
-    monkeypatch.setattr(worker._artefacts, "recollections_of", poisoned)
+    fail_session(worker, "bad", RuntimeError("CUDA out of memory"), monkeypatch)
     with caplog.at_level(logging.DEBUG, logger="opticmem"):
         first = worker.step()
         assert first is not None and first.failed == bad and first.read > 0
@@ -815,14 +821,8 @@ def test_a_page_the_codec_chokes_on_does_not_kill_the_worker(
     for session in ("good", "odd"):
         mem.add_many(session, talk(12))
     worker = RecollectWorker(worker_store, Digest(), batch_size=100)
-    real = worker._artefacts.recollections_of
-
-    def choking(items: Sequence[Item]) -> list[Recollection]:
-        if any(s == "odd" for s, _ in items):
-            raise IndexError("index 4096 is out of bounds for dimension 0")
-        return real(items)
-
-    monkeypatch.setattr(worker._artefacts, "recollections_of", choking)
+    fail_session(worker, "odd", IndexError("index 4096 is out of bounds for dimension 0"),
+                 monkeypatch)
     totals = worker.run(once=True)
     odd = sum(f[b"session"] == b"odd" for _, f in bot_store._sync().xrange(stream_key(TENANT)))
     assert odd > 0 and totals.failed == odd and totals.read > 0
