@@ -104,6 +104,11 @@ class InMemoryStore(Store):
         with self._lock:
             self._ensure(session).blobs[key] = bytes(data)
 
+    def put_page_blob(self, page: PageRecord, key: str, data: bytes) -> bool:
+        """See :meth:`Store.put_page_blob`: looked up and written under one lock hold."""
+        with self._lock:
+            return super().put_page_blob(page, key, data)
+
     def get_blob(self, session: str, key: str) -> bytes | None:
         with self._lock:
             s = self._get(session)

@@ -40,7 +40,7 @@ from opticmem.errors import (
     StoreUnavailableError,
 )
 from opticmem.records import PageRecord, Turn
-from opticmem.store import Store
+from opticmem.store import Store, same_page
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +287,22 @@ class SQLiteStore(Store):
                 "INSERT OR REPLACE INTO blobs(session, key, data) VALUES (?, ?, ?)",
                 (session, key, sqlite3.Binary(bytes(data))),
             )
+
+    def put_page_blob(self, page: PageRecord, key: str, data: bytes) -> bool:
+        """See :meth:`Store.put_page_blob`: the page is compared and the blob written in
+        one write transaction, so no delete or new session slips in between."""
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT record FROM pages WHERE session = ? AND page_no = ?",
+                (page.session, page.page_no),
+            ).fetchone()
+            if row is None or not same_page(PageRecord.from_json(page.session, row[0]), page):
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO blobs(session, key, data) VALUES (?, ?, ?)",
+                (page.session, key, sqlite3.Binary(bytes(data))),
+            )
+        return True
 
     def get_blob(self, session: str, key: str) -> bytes | None:
         rows = self._read("SELECT data FROM blobs WHERE session = ? AND key = ?", (session, key))

@@ -104,8 +104,9 @@ class Store(ABC):
         may be deleted, expire, or be deleted and begun again meanwhile, and its new page
         of the same number has the same cache key. A plain :meth:`put_blob` would then
         bring a deleted session's keys back, or give the new page the old one's
-        reading. The default looks the page up and then writes (a small window remains
-        between the two); the Redis store checks and writes in one script.
+        reading. The default looks the page up and then writes, which leaves a window
+        between the two; a backend must close it (the bundled ones do: one lock hold in
+        memory, one write transaction in SQLite, one script on Redis).
         """
         now = self.get_pages(page.session, page.page_no, page.page_no + 1)
         if not now or not same_page(now[0], page):

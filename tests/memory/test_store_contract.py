@@ -7,6 +7,8 @@ import threading
 
 import pytest
 
+import opticmem.sqlite_store as sqlite_store_module
+import opticmem.store as store_module
 from opticmem.errors import PageConflictError
 from opticmem.records import PageRecord, Turn
 from opticmem.store import Store
@@ -147,6 +149,41 @@ def test_page_blobs_are_written_only_while_the_page_is_there(
     assert not store.put_page_blob(shown, "rec:0", b"late")
     assert not store.put_page_blob(page("s", 0, transcript=transcript + " and more",
                                         render_key="other"), "rec:0", b"late")
+    assert store.get_blob("s", "rec:0") is None
+
+
+def test_page_blob_check_and_write_are_one_step(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another thread deletes the session and begins it again, with a new page 0, just
+    as the page is found to be the same: it must wait until the blob is written (and
+    then deletes it), or the old page's artefact would land on the new page."""
+    old, new = page("s", 0, transcript="User: old"), page("s", 0, transcript="User: new")
+    store.append_turn("s", "user", "x", 0.0)
+    store.add_page(old)
+
+    def begin_again() -> None:
+        store.delete_session("s")
+        store.append_turn("s", "user", "y", 0.0)
+        store.add_page(new)
+
+    racer = threading.Thread(target=begin_again)
+    real = store_module.same_page
+
+    def same_page_then_race(a: PageRecord, b: PageRecord) -> bool:
+        if not racer.is_alive() and racer.ident is None:
+            racer.start()
+            racer.join(0.5)  # an atomic backend keeps it waiting until the write is done
+        return real(a, b)
+
+    for module in (store_module, sqlite_store_module):
+        monkeypatch.setattr(module, "same_page", same_page_then_race)
+    assert store.put_page_blob(old, "rec:0", b"old")
+    if racer.ident is None:
+        pytest.skip("this backend checks and writes in one server-side script: there is "
+                    "no point in between for another client to act")
+    racer.join()
+    assert store.get_pages("s", 0, 1) == [new]
     assert store.get_blob("s", "rec:0") is None
 
 
