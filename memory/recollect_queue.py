@@ -256,6 +256,26 @@ class RedisRecollectQueue:
         with self.failing_as("leaving the consumer group"):
             return bool(self.client.eval(_LUA_LEAVE, 1, self.key, GROUP, consumer))
 
+    def prune(self, idle: float, *, keep: str | None = None) -> list[str]:
+        """Take out of the group the workers that hold no entries and have not been
+        heard from for ``idle`` seconds (their entries, if they held any, were claimed
+        by others): a worker that was killed stays listed otherwise. Each is checked
+        and taken out in one script, as :meth:`leave` does; a live worker wrongly
+        judged idle is listed again the next time it reads. ``keep``: never this one.
+        The names taken out."""
+        with self.failing_as("listing the workers in the group"):
+            if not self.client.exists(self.key):
+                return []
+            listed = self.client.xinfo_consumers(self.key, GROUP)
+        gone = []
+        for c in listed:
+            name = _text(c.get("name", c.get(b"name", b"")))
+            pending = int(c.get("pending", c.get(b"pending", 0)))
+            idle_ms = int(c.get("idle", c.get(b"idle", 0)))
+            if name != keep and pending == 0 and idle_ms >= idle * 1000 and self.leave(name):
+                gone.append(name)
+        return gone
+
     def done(self, entries: Sequence[str]) -> None:
         """Acknowledge and delete ``entries`` in one transaction."""
         if not entries:

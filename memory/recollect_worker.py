@@ -118,6 +118,8 @@ class RecollectWorker:
     before another may claim it: longer than a batch takes. ``draw_workers`` processes
     draw the pages' images in parallel (0: drawn in this process): a GPU reads pages
     faster than one CPU core draws them (``benchmarks/results/queue_speed.md``).
+    ``forget_idle``: workers of the group that hold no entries and were not heard from
+    for this long (killed ones) are taken out of it, checked every ten minutes.
     Close the worker (or use it as a context manager) to stop them."""
 
     def __init__(
@@ -131,6 +133,7 @@ class RecollectWorker:
         claim_idle: float = 300.0,
         decode_max_tokens: int | None = None,
         draw_workers: int = 0,
+        forget_idle: float = 3600.0,
         queue: RedisRecollectQueue | None = None,
     ) -> None:
         for name, value in (("batch_size", batch_size), ("max_deliveries", max_deliveries)):
@@ -138,8 +141,9 @@ class RecollectWorker:
                 raise ValueError(f"{name} must be a whole number ≥ 1, got {value!r}")
         if isinstance(draw_workers, bool) or not isinstance(draw_workers, int) or draw_workers < 0:
             raise ValueError(f"draw_workers must be a whole number ≥ 0, got {draw_workers!r}")
-        if not claim_idle > 0:
-            raise ValueError(f"claim_idle must be positive seconds, got {claim_idle!r}")
+        for name, seconds in (("claim_idle", claim_idle), ("forget_idle", forget_idle)):
+            if not seconds > 0:
+                raise ValueError(f"{name} must be positive seconds, got {seconds!r}")
         self.store = store
         self.codec = codec
         self.queue = queue or RedisRecollectQueue.for_store(store)
@@ -147,6 +151,9 @@ class RecollectWorker:
         self.batch_size = batch_size
         self.max_deliveries = max_deliveries
         self.claim_idle = claim_idle
+        self.forget_idle = forget_idle
+        """Workers silent this long and holding nothing are taken out of the group."""
+        self._pruned_at = -float("inf")
         self._pool = DrawPool(draw_workers) if draw_workers else None
         self._closed = False
         self._artefacts = Artefacts(store, codec.render_settings or RenderSettings(),
@@ -193,6 +200,10 @@ class RecollectWorker:
         if not self._group_ready:
             q.ensure_group()
             self._group_ready = True
+        if time.monotonic() - self._pruned_at >= min(600.0, self.forget_idle):
+            self._pruned_at = time.monotonic()
+            for name in q.prune(self.forget_idle, keep=self.consumer):
+                log.info("took silent worker %s (holding nothing) out of the group", name)
         idle_ms = max(1, round(self.claim_idle * 1000))
         with q.failing_as("taking entries"):
             # One call looks at up to 10 × count pending entries: go on from where the

@@ -62,6 +62,9 @@ def worker_command(
     = 300.0,
     max_deliveries: Annotated[int, typer.Option(
         min=1, help="Tries per page before it goes to the dead letters.")] = 5,
+    forget_idle: Annotated[float, typer.Option(
+        min=0.01, help="Seconds after which a silent worker holding no pages (a killed "
+                       "one) is taken out of the group.")] = 3600.0,
     draw_workers: Annotated[int | None, typer.Option(
         min=0, help="Processes drawing page images (default: up to 8 on CUDA, 0 on CPU, "
                     "where drawing would compete with the model).")] = None,
@@ -92,6 +95,7 @@ def worker_command(
             draw_workers = min(8, max(1, (os.cpu_count() or 2) - 2)) if on_gpu else 0
         worker = RecollectWorker(store, model, consumer=consumer, batch_size=batch_size,
                                  max_deliveries=max_deliveries, claim_idle=claim_idle,
+                                 forget_idle=forget_idle,
                                  decode_max_tokens=max_tokens, draw_workers=draw_workers)
         err = Console(stderr=True)
         if not as_json:

@@ -788,6 +788,36 @@ def test_a_worker_that_closes_leaves_the_group_unless_it_holds_entries(
     assert queue.stats().backlog == 0
 
 
+def test_killed_workers_are_taken_out_of_the_group_once_their_pages_are_claimed(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """A killed worker never leaves the group itself: once another has claimed what it
+    held and it has been silent for ``forget_idle``, a live worker takes it out. A live
+    worker, and a silent one that still holds entries, stay."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(12))
+    queue = RedisRecollectQueue.for_store(bot_store)
+    queued = queue.stats().waiting
+    killed = RecollectWorker(worker_store, Digest(), consumer="killed", batch_size=2)
+    assert len(killed._take(0)[0]) == 2  # then killed: no close(), no leave()
+    idle = RecollectWorker(worker_store, Digest(), consumer="idle")
+    idle._take(0)  # takes the rest, and reads nothing either
+    assert queue.stats().consumers == 2
+    time.sleep(0.1)
+    assert queue.prune(0.05) == []  # both still hold entries
+    assert queue.prune(3600) == []
+    with RecollectWorker(worker_store, Digest(), consumer="heir", claim_idle=0.05,
+                         forget_idle=0.05) as heir:
+        assert heir.run(once=True).read == queued  # all claimed from the other two
+        time.sleep(0.1)
+        heir.step()  # its next look at the group
+        stats = queue.stats()
+        assert stats.backlog == 0 and stats.consumers == 1  # only the heir
+        assert queue.prune(0.0001, keep="heir") == []
+    assert mem.flush(5)
+
+
 def test_an_entry_of_raw_bytes_is_buried_as_it_was(
     stores: tuple[RedisStore, RedisStore], redis_url: str,
 ) -> None:
