@@ -43,14 +43,16 @@ SCHEDULE = ("warm-up 300 steps, cosine over the planned minutes (peak 7e-4, floo
             "eighth, the same from run 31's exported weights (runs 32–34, back-to-back) with "
             "the tier mix shifted to Small (see Data); then a ninth, the same from run 34's "
             "exported weights with a cosine over 14 minutes (runs 35–36, back-to-back) and "
-            "the tier mix shifted further to Small and Tiny")
-HARDWARE = "NVIDIA H100 (runs 1–12), NVIDIA H200 (runs 13–36); bf16 autocast, fused AdamW"
-PSEUDO_PHASES = ((95.9, 0.15), (117.0, 0.20), (129.5, 0.20), (164.4, 0.20), (170.5, 0.20),
-                 (187.1, 0.20), (210.3, 0.20), (234.4, 0.20), (258.4, 0.20))
-"""Training minute where each pseudo-word phase began, and its share of pseudo-words."""
-SYMBOL_PHASES = ((129.5, 0.20), (164.4, 0.20), (170.5, 0.20), (187.1, 0.20),
-                 (210.3, 0.20), (234.4, 0.20), (258.4, 0.20))
-"""Training minute where each pseudo-symbol phase began, and its share of redrawn symbols."""
+            "the tier mix shifted further to Small and Tiny; then a tenth, the same from run "
+            "36's exported weights with a cosine over 25 minutes (runs 37–39, back-to-back, "
+            "the MoE layers run dense: every expert on every token, the same outputs with no "
+            "waits on the GPU)")
+HARDWARE = "NVIDIA H100 (runs 1–12), NVIDIA H200 (runs 13–39); bf16 autocast, fused AdamW"
+PSEUDO_PHASES = ((95.9, 0.15), (117.0, 0.20))
+"""Training minute from which each share of pseudo-words was drawn (to the end unless a
+later entry changes it; the warm restarts of later phases kept it)."""
+SYMBOL_PHASES = ((129.5, 0.20),)
+"""Training minute from which each share of symbols was redrawn (as ``PSEUDO_PHASES``)."""
 TIER_MIX = ((0.0, (0.2, 0.2, 0.3, 0.3)), (234.4, (0.1, 0.1, 0.5, 0.3)),
             (258.4, (0.05, 0.05, 0.55, 0.35)))
 """Training minute from which pages were drawn at Large, Base, Small and Tiny in these
@@ -77,8 +79,8 @@ def lowest_kinds(counts: dict[str, tuple[int, int]], n: int = 2) -> str:
 
 
 def phases(table: tuple[tuple[float, float], ...]) -> str:
-    """``((minute, rate), …)`` as "20% from minute 117, then …"."""
-    return ", then ".join(f"{rate:.0%} from minute {at:g}" for at, rate in table)
+    """``((minute, rate), …)`` as "15% from minute 95.9, then 20% from minute 117 on"."""
+    return ", then ".join(f"{rate:.0%} from minute {at:g}" for at, rate in table) + " on"
 
 
 def main(argv: list[str] | None = None) -> None:
