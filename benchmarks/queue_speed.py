@@ -23,12 +23,13 @@ on every turn so no two sessions draw the same page. Run from the repository roo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
+import redis.connection
 
 from benchmarks import publish, redis_environment
 from opticmem import OpticalMemory, Tier
@@ -169,14 +171,35 @@ def worker_side(url: str, tenant: str, batch: int, draw: int,
             drawing += time.perf_counter() - t0
 
     art._tier_images_of = timed  # type: ignore[method-assign]
-    t0 = time.perf_counter()
-    totals = worker.run(once=True)
-    wall = time.perf_counter() - t0
+    with counting_round_trips() as trips:
+        t0 = time.perf_counter()
+        totals = worker.run(once=True)
+        wall = time.perf_counter() - t0
     worker.close()
     store.close()
     pages = totals.read
     return {"pages": pages, "wall": wall, "drawing": drawing, "codec": codec.seconds,
-            "rest": wall - drawing - codec.seconds, "batches": totals.batches}
+            "rest": wall - drawing - codec.seconds, "batches": totals.batches,
+            "round_trips": trips[0]}
+
+
+@contextlib.contextmanager
+def counting_round_trips() -> Iterator[list[int]]:
+    """Count what this process sends to Redis and then waits on: a command, or a whole
+    pipeline (redis-py packs a pipeline into one send). The drawing processes send
+    nothing."""
+    count = [0]
+    real = redis.connection.AbstractConnection.send_packed_command
+
+    def send(self: Any, *args: Any, **kwargs: Any) -> None:
+        count[0] += 1
+        real(self, *args, **kwargs)
+
+    redis.connection.AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
+    try:
+        yield count
+    finally:
+        redis.connection.AbstractConnection.send_packed_command = real  # type: ignore[method-assign]
 
 
 def report(bots: dict[str, dict[str, float | int]],
@@ -203,22 +226,24 @@ def report(bots: dict[str, dict[str, float | int]],
     lines += [
         "", f"## Worker side (one worker, {codec_note})", "",
         "| batch | drawing processes | pages | pages/s | drawing ms/page | codec ms/page "
-        "| queue + store ms/page |",
-        "|---|---|---|---|---|---|---|",
+        "| queue + store ms/page | Redis round trips/page |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for batch, draw, w in workers:
         n = max(1, w["pages"])
         lines.append(f"| {batch} | {draw or 'none (in the worker)'} | {w['pages']} | "
                      f"{w['pages'] / w['wall']:.0f} | "
                      f"{w['drawing'] / n * ms:.2f} | {w['codec'] / n * ms:.2f} | "
-                     f"{w['rest'] / n * ms:.2f} |")
+                     f"{w['rest'] / n * ms:.2f} | {w['round_trips'] / n:.2f} |")
     lines += [
         "",
         "Drawing is the Large master, its resampling to the tier and the PNG, cached in the "
         "store (with processes: the wait for them, and the pixels' way back): a real worker "
         "does it too, and on one core it costs more than a GPU's reading of the page. "
         "\"Queue + store\" is every Redis command of the step (XAUTOCLAIM, XREADGROUP, "
-        "page records, blob reads and writes, XACK+XDEL) and Python around them.",
+        "page records, blob reads and writes, XACK+XDEL) and Python around them; its round "
+        "trips (a command, or a pipeline) are what a Redis across a network multiplies by "
+        "its latency.",
         "",
     ]
     return "\n".join(lines)

@@ -9,9 +9,10 @@ blob cache under keys that name everything they depend on:
 * ``rec/{codec}/{tier}/{page}`` — what the codec read back (text + confidence), JSON.
 
 ``{page}`` is ``page_no.first_seq.first_line.render_key``: the render settings are part
-of every key. Work is batched: one ``get_blobs`` round trip for a set of pages, one
-``encode`` call per tier, one ``decode`` call for all missing recollections. Each page is
-therefore decoded once per tier it reaches, per codec.
+of every key. Work is batched: one store call looks up the artefacts of a set of pages
+(of any sessions) and one keeps what was made, one ``encode`` call per tier, one
+``decode`` call for all missing recollections. Each page is therefore decoded once per
+tier it reaches, per codec.
 """
 
 from __future__ import annotations
@@ -164,8 +165,8 @@ class Artefacts:
                 image = to_tier(self.master(j.page), j.tier)
                 drawn.append((png_bytes(image), image))
         for i, (png, image) in zip(missing, drawn, strict=True):
-            self._cache(items[i][1].page, keys[i], png)
             out[i] = (png, image)
+        self._cache([(items[i][1].page, keys[i], out[i][0]) for i in missing])
         return out
 
     def _drawn_in_pool(self, todo: Sequence[Job]) -> list[tuple[bytes, Image.Image]] | None:
@@ -211,22 +212,21 @@ class Artefacts:
             )
         return codec.name
 
-    def _cache(self, page: PageRecord, key: str, data: bytes) -> None:
-        """Keep an artefact of ``page`` — unless its session no longer holds it (deleted,
-        expired or begun again while it was drawn or read): the caller still gets what
-        it asked for, but nothing is written into that session."""
-        if not self.store.put_page_blob(page, key, data):
-            log.debug("session %r no longer holds page %d as it was; %s not cached",
-                      page.session, page.page_no, key)
+    def _cache(self, blobs: Sequence[tuple[PageRecord, str, bytes]]) -> None:
+        """Keep artefacts ``(page, key, data)`` (one store call) — each unless its session
+        no longer holds its page (deleted, expired or begun again while it was drawn or
+        read): the caller still gets what it asked for, but nothing is written into
+        that session."""
+        if not blobs:
+            return
+        for (page, key, _), kept in zip(blobs, self.store.put_page_blobs(blobs), strict=True):
+            if not kept:
+                log.debug("session %r no longer holds page %d as it was; %s not cached",
+                          page.session, page.page_no, key)
 
     def _blobs_of(self, items: Sequence[Item], keys: Sequence[str]) -> list[bytes | None]:
-        """``keys[i]`` of ``items[i]``'s session: one ``get_blobs`` per session."""
-        found: list[bytes | None] = [None] * len(items)
-        for session, idx in _by_session(items).items():
-            for i, data in zip(idx, self.store.get_blobs(session, [keys[i] for i in idx]),
-                               strict=True):
-                found[i] = data
-        return found
+        """``keys[i]`` of ``items[i]``'s session, in one store call."""
+        return self.store.get_blobs_of([(s, k) for (s, _), k in zip(items, keys, strict=True)])
 
     def vision_tokens(self, session: str, jobs: Sequence[Job]) -> list[VisionTokens]:
         """Vision tokens per job: cached, else encoded in one batch per tier."""
@@ -254,8 +254,9 @@ class Artefacts:
             log.debug("encoded %d pages at %s in %.2fs", len(idx), tier.value,
                       time.perf_counter() - t0)
             for i, vt in zip(idx, made, strict=True):
-                self._cache(items[i][1].page, keys[i], vt.to_bytes())
                 out[i] = vt
+            self._cache([(items[i][1].page, keys[i], vt.to_bytes())
+                         for i, vt in zip(idx, made, strict=True)])
         return [v for v in out if v is not None]
 
     def cached_recollections(self, session: str, jobs: Sequence[Job]) -> list[Recollection | None]:
@@ -302,20 +303,12 @@ class Artefacts:
                                      max_new_tokens=self.decode_max_tokens) if missing else [])
                 log.debug("decoded %d pages in %.2fs", len(missing), time.perf_counter() - t0)
                 for i, rec in zip(missing, recs, strict=True):
-                    job = items[i][1]
-                    self._cache(job.page, rec_key(name, job.page, job.tier),
-                                recollection_to_bytes(rec))
                     out[i] = rec
+                self._cache([(items[i][1].page, rec_key(name, items[i][1].page, items[i][1].tier),
+                              recollection_to_bytes(rec))
+                             for i, rec in zip(missing, recs, strict=True)])
             if self._on_recollected is not None:
                 for i in missing:
                     self._on_recollected(items[i][0], items[i][1].page.page_no)
         return [r for r in out if r is not None]
-
-
-def _by_session(items: Sequence[Item]) -> dict[str, list[int]]:
-    """Indices of ``items`` grouped by session, in order."""
-    groups: dict[str, list[int]] = {}
-    for i, (session, _) in enumerate(items):
-        groups.setdefault(session, []).append(i)
-    return groups
 

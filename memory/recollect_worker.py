@@ -304,11 +304,7 @@ class RecollectWorker:
 
     def _pages(self, queued: Sequence[QueuedPage]) -> list[PageRecord | None]:
         """The page record of each entry as the store holds it now (``None``: gone)."""
-        out: list[PageRecord | None] = []
-        for q in queued:
-            got = self.store.get_pages(q.session, q.page_no, q.page_no + 1)
-            out.append(got[0] if got else None)
-        return out
+        return self.store.get_pages_of([(q.session, q.page_no) for q in queued])
 
     def _read(self, items: Sequence[Item]) -> tuple[int, int, int, list[bool]]:
         """Read ``items`` in one batch, or one by one if the batch fails: pages decoded,

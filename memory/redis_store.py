@@ -1368,6 +1368,35 @@ class RedisStore(Store):
         raw = self._read("get_pages", "lrange", keys.pages, *bounds)
         return _parse_pages(session, keys.pages, bounds[0], raw)
 
+    def get_pages_of(self, refs: Sequence[tuple[str, int]]) -> list[PageRecord | None]:
+        """See :meth:`Store.get_pages_of`: one pipeline of ``LINDEX`` (split by node on a
+        cluster)."""
+        asked = [(s, n, self._keys(s).pages) for s, n in refs if n >= 0]
+        raw = iter(self._pipelined("get_pages_of", [("lindex", (k, n)) for _, n, k in asked]))
+        out: list[PageRecord | None] = []
+        for session, n in refs:
+            r = next(raw) if n >= 0 else None
+            out.append(None if r is None
+                       else _parse_pages(session, self._keys(session).pages, n, [r])[0])
+        return out
+
+    def _pipelined(self, what: str, calls: Sequence[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Idempotent commands ``(method, args)`` in one non-transactional pipeline,
+        retried as a whole after a lost connection; their replies."""
+        if not calls:
+            return []
+
+        def run() -> list[Any]:
+            pipe = self._sync().pipeline(transaction=False)
+            for method, args in calls:
+                getattr(pipe, method)(*args)
+            return list(pipe.execute())
+
+        try:
+            return run()
+        except _REDIS_ERRORS as exc:
+            return self._retrying(what, run, exc)
+
     # ------------------------------------------------------------------ blob cache
     def _blob(self, key: str, data: bytes) -> tuple[str, bytes]:
         if not isinstance(key, str):
@@ -1405,6 +1434,22 @@ class RedisStore(Store):
             log.debug("%s: max_blob_bytes evicted %d older blobs", keys.turns, result)
         return result >= 0
 
+    def put_page_blobs(self, blobs: Sequence[tuple[PageRecord, str, bytes]]) -> list[bool]:
+        """See :meth:`Store.put_page_blobs`: the script of :meth:`put_page_blob` for each,
+        in one pipeline."""
+        lua = self._page_blob_lua
+        calls = [("evalsha", (lua.sha, 1, self._keys(page.session).turns,
+                              *self._blob(key, data), *self._page_guard(page)))
+                 for page, key, data in blobs]
+        try:
+            results = self._pipelined(lua.name, calls)
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, NoScriptError):
+                raise
+            self._sync().script_load(lua.source)  # a new or restarted server: load it once
+            results = self._pipelined(lua.name, calls)
+        return [int(r) >= 0 for r in results]
+
     def get_blob(self, session: str, key: str) -> bytes | None:
         bk = self._blob_key(self._keys(session), key)
         stored = self._read("get_blob", "get", bk)
@@ -1417,6 +1462,12 @@ class RedisStore(Store):
         if not bks:
             return []
         return _unpack_all(bks, self._read("get_blobs", "mget", bks))
+
+    def get_blobs_of(self, refs: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        """See :meth:`Store.get_blobs_of`: a ``GET`` per blob, all in one pipeline (a
+        cluster pipeline refuses ``MGET`` and splits GETs by node)."""
+        bks = [self._blob_key(self._keys(s), k) for s, k in refs]
+        return _unpack_all(bks, self._pipelined("get_blobs_of", [("get", (k,)) for k in bks]))
 
     # ------------------------------------------------------------------ session state
     @staticmethod

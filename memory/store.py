@@ -83,6 +83,16 @@ class Store(ABC):
     def get_pages(self, session: str, start: int, stop: int) -> list[PageRecord]:
         """Pages with ``start <= page_no < stop`` in order."""
 
+    def get_pages_of(self, refs: Sequence[tuple[str, int]]) -> list[PageRecord | None]:
+        """Page ``n`` of each ``(session, n)`` of any sessions; ``None`` where that session
+        holds no such page (backends batch this into one round trip: a worker looks up
+        the pages of many sessions at once)."""
+        out: list[PageRecord | None] = []
+        for session, n in refs:
+            got = self.get_pages(session, n, n + 1) if n >= 0 else []
+            out.append(got[0] if got else None)
+        return out
+
     # ------------------------------------------------------------------ blob cache
     @abstractmethod
     def put_blob(self, session: str, key: str, data: bytes) -> None:
@@ -95,6 +105,19 @@ class Store(ABC):
     def get_blobs(self, session: str, keys: Sequence[str]) -> list[bytes | None]:
         """Several artefacts at once (backends batch this into one round trip)."""
         return [self.get_blob(session, k) for k in keys]
+
+    def get_blobs_of(self, refs: Sequence[tuple[str, str]]) -> list[bytes | None]:
+        """The artefact under ``key`` of each ``(session, key)`` of any sessions (one
+        :meth:`get_blobs` per session here; one round trip on Redis)."""
+        found: list[bytes | None] = [None] * len(refs)
+        by_session: dict[str, list[int]] = {}
+        for i, (session, _) in enumerate(refs):
+            by_session.setdefault(session, []).append(i)
+        for session, idx in by_session.items():
+            for i, data in zip(idx, self.get_blobs(session, [refs[i][1] for i in idx]),
+                               strict=True):
+                found[i] = data
+        return found
 
     def put_page_blob(self, page: PageRecord, key: str, data: bytes) -> bool:
         """Cache an artefact drawn or read from ``page`` — only if ``page.session`` still
@@ -113,6 +136,11 @@ class Store(ABC):
             return False
         self.put_blob(page.session, key, data)
         return True
+
+    def put_page_blobs(self, blobs: Sequence[tuple[PageRecord, str, bytes]]) -> list[bool]:
+        """:meth:`put_page_blob` for each ``(page, key, data)``, of any sessions; whether
+        each was written (one round trip on Redis)."""
+        return [self.put_page_blob(page, key, data) for page, key, data in blobs]
 
     # ------------------------------------------------------------------ session state
     def put_state(self, session: str, key: str, data: bytes) -> None:

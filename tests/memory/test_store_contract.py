@@ -187,6 +187,32 @@ def test_page_blob_check_and_write_are_one_step(
     assert store.get_blob("s", "rec:0") is None
 
 
+def test_pages_and_blobs_of_many_sessions_at_once(store: Store) -> None:
+    """The batched lookups and writes a worker uses answer as the one-session calls do,
+    in the order asked, across sessions (odd ids too), with gaps where nothing is."""
+    sessions = ["a", *ODD_SESSIONS[:3]]
+    for s in sessions:
+        store.append_turn(s, "user", "x", 0.0)
+        for n in range(2):
+            store.add_page(page(s, n, transcript=f"User: {s} {n} 서울 😀"))
+    refs = [(s, n) for s in reversed(sessions) for n in (1, 0, 2, -1)] + [("nobody", 0)]
+    got = store.get_pages_of(refs)
+    one = [store.get_pages(s, n, n + 1) if n >= 0 else [] for s, n in refs]
+    assert got == [p[0] if p else None for p in one]
+    assert [p is None for p in got] == [n not in (0, 1) or s == "nobody" for s, n in refs]
+    assert store.get_pages_of([]) == []
+
+    blobs = [(p, f"rec:{p.page_no}", f"{p.session}/{p.page_no}".encode())
+             for p in (r for r in got if r is not None)]
+    gone = page("a", 0, transcript="User: not the page a holds")
+    assert store.put_page_blobs([*blobs, (gone, "rec:9", b"late")]) == [True] * len(blobs) + [False]
+    assert store.put_page_blobs([]) == []
+    asked = [(s, k) for s in sessions for k in ("rec:1", "rec:9", "rec:0")] + [("nobody", "rec:0")]
+    assert store.get_blobs_of(asked) == [
+        f"{s}/{k[-1]}".encode() if k != "rec:9" else None for s, k in asked[:-1]] + [None]
+    assert store.get_blobs_of([]) == []
+
+
 def test_session_state(store: Store) -> None:
     assert store.get_state("s", "mark/abc") is None
     store.put_state("s", "mark/abc", b'{"page_no":3,"level":1}')

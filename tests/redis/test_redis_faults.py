@@ -209,6 +209,10 @@ def test_scripts_are_reloaded_after_script_flush(store: RedisStore, raw: redis.R
     assert store.add_page(page("s", 1))
     store.put_blob("s", "k", b"v")
     assert store.forget_turns("s", 0) == 0
+    raw.script_flush()
+    shown = store.get_pages("s", 0, 2)
+    assert store.put_page_blobs([(p, f"rec:{p.page_no}", b"read") for p in shown]) == [True] * 2
+    assert store.get_blobs_of([("s", "rec:0"), ("s", "rec:1")]) == [b"read", b"read"]
 
 
 # ------------------------------------------------------------------ corruption
