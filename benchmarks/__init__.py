@@ -11,6 +11,7 @@ def publish(text: str, out: Path) -> None:
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
+    print(f"wrote {out}", flush=True)
 
 
 def redis_environment(url: str, note: str = "") -> str:

@@ -437,7 +437,6 @@ def main(argv: list[str] | None = None) -> int:
         MoE.dispatch = "auto"
     text = report(rows, header, args.top)
     publish(text, args.out)
-    print(f"wrote {args.out}", flush=True)
     return 0
 
 

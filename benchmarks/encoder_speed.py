@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from benchmarks import publish
 from opticmem.encoder.config import preset
 from opticmem.encoder.flops import decoder_flops_per_token, encoder_flops
 from opticmem.encoder.generate import GenerationConfig, Prompt, generate
@@ -298,9 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                                  parse_ints(args.decode_batches), args.decode_tokens,
                                  args.decode_repeats, peak, device, dtype, args.cuda_graphs)
     text = table(rows, header)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"\nwrote {args.out}", flush=True)
+    print()
+    publish(text, args.out)
     return 0
 
 

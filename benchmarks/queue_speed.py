@@ -287,7 +287,6 @@ def main(argv: list[str] | None = None) -> int:
     text = report(bots, workers, env, args)
     print()
     publish(text, args.out)
-    print(f"wrote {args.out}", flush=True)
     return 0
 
 

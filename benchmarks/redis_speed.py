@@ -408,7 +408,6 @@ def main(argv: list[str] | None = None) -> int:
     text = report(res, args, env)
     print()
     publish(text, args.out)
-    print(f"wrote {args.out}", flush=True)
     return 0
 
 

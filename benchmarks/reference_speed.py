@@ -86,6 +86,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from benchmarks import publish
 from benchmarks.encoder_speed import Timer
 from opticmem.encoder.config import ClipConfig, DecoderConfig, ModelConfig, SamConfig, preset
 from opticmem.encoder.deepencoder import DeepEncoder
@@ -601,9 +602,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out.write_text(report(header, checks, rows))  # partial results survive a kill
 
     text = report(header, checks, rows)
-    args.out.write_text(text)
-    print(text, flush=True)
-    print(f"wrote {args.out}", flush=True)
+    publish(text, args.out)
     failed = [c for c in checks if not c.ok]
     if failed:
         print(f"DISAGREEMENT: {failed}", file=sys.stderr)

@@ -304,9 +304,9 @@ class Artefacts:
                 log.debug("decoded %d pages in %.2fs", len(missing), time.perf_counter() - t0)
                 for i, rec in zip(missing, recs, strict=True):
                     out[i] = rec
-                self._cache([(items[i][1].page, rec_key(name, items[i][1].page, items[i][1].tier),
-                              recollection_to_bytes(rec))
-                             for i, rec in zip(missing, recs, strict=True)])
+                jobs = [items[i][1] for i in missing]
+                self._cache([(j.page, rec_key(name, j.page, j.tier), recollection_to_bytes(rec))
+                             for j, rec in zip(jobs, recs, strict=True)])
             if self._on_recollected is not None:
                 for i in missing:
                     self._on_recollected(items[i][0], items[i][1].page.page_no)

@@ -1371,31 +1371,39 @@ class RedisStore(Store):
     def get_pages_of(self, refs: Sequence[tuple[str, int]]) -> list[PageRecord | None]:
         """See :meth:`Store.get_pages_of`: one pipeline of ``LINDEX`` (split by node on a
         cluster)."""
-        asked = [(s, n, self._keys(s).pages) for s, n in refs if n >= 0]
-        raw = iter(self._pipelined("get_pages_of", [("lindex", (k, n)) for _, n, k in asked]))
+        keys = [self._keys(s).pages if n >= 0 else None for s, n in refs]
+        raw = iter(self._pipelined("get_pages_of", [
+            ("lindex", (k, n)) for k, (_, n) in zip(keys, refs, strict=True) if k is not None]))
         out: list[PageRecord | None] = []
-        for session, n in refs:
-            r = next(raw) if n >= 0 else None
-            out.append(None if r is None
-                       else _parse_pages(session, self._keys(session).pages, n, [r])[0])
+        for key, (session, n) in zip(keys, refs, strict=True):
+            r = next(raw) if key is not None else None
+            out.append(None if key is None or r is None else _parse_pages(session, key, n, [r])[0])
         return out
 
-    def _pipelined(self, what: str, calls: Sequence[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+    def _pipelined(self, what: str, calls: Sequence[tuple[str, tuple[Any, ...]]],
+                   script: _Lua | None = None) -> list[Any]:
         """Idempotent commands ``(method, args)`` in one non-transactional pipeline,
-        retried as a whole after a lost connection; their replies."""
+        retried as a whole after a lost connection; their replies. With ``script`` (run
+        by ``evalsha`` in ``calls``), it is loaded once if the server lacks it."""
         if not calls:
             return []
 
-        def run() -> list[Any]:
+        def once() -> list[Any]:
             pipe = self._sync().pipeline(transaction=False)
             for method, args in calls:
                 getattr(pipe, method)(*args)
             return list(pipe.execute())
 
-        try:
-            return run()
-        except _REDIS_ERRORS as exc:
-            return self._retrying(what, run, exc)
+        def run() -> list[Any]:
+            try:
+                return once()
+            except NoScriptError:  # a new or restarted server, as in _evalsha
+                if script is None:
+                    raise
+                self._sync().script_load(script.source)
+                return once()
+
+        return self._read_call(what, run)
 
     # ------------------------------------------------------------------ blob cache
     def _blob(self, key: str, data: bytes) -> tuple[str, bytes]:
@@ -1441,13 +1449,7 @@ class RedisStore(Store):
         calls = [("evalsha", (lua.sha, 1, self._keys(page.session).turns,
                               *self._blob(key, data), *self._page_guard(page)))
                  for page, key, data in blobs]
-        try:
-            results = self._pipelined(lua.name, calls)
-        except StoreError as exc:
-            if not isinstance(exc.__cause__, NoScriptError):
-                raise
-            self._sync().script_load(lua.source)  # a new or restarted server: load it once
-            results = self._pipelined(lua.name, calls)
+        results = self._pipelined(lua.name, calls, script=lua)
         return [int(r) >= 0 for r in results]
 
     def get_blob(self, session: str, key: str) -> bytes | None:
@@ -1528,12 +1530,6 @@ class RedisStore(Store):
             out.append(session)
         return out
 
-    def _hget_ids(self, digests: Sequence[str]) -> list[Any]:
-        pipe = self._sync().pipeline(transaction=False)
-        for enc in digests:
-            pipe.hget(self._meta_key(enc), "id")
-        return list(pipe.execute())
-
     @staticmethod
     def _scanned(node: Any, reply: Any) -> tuple[int, Sequence[bytes]]:
         """``(next cursor, keys)`` from a SCAN reply; on a cluster client the reply holds
@@ -1573,8 +1569,8 @@ class RedisStore(Store):
                 direct, digests = self._sessions_in(batch, seen)
                 yield from direct
                 if digests:
-                    stored = self._read_call(
-                        "sessions", functools.partial(self._hget_ids, digests)
+                    stored = self._pipelined(
+                        "sessions", [("hget", (self._meta_key(enc), "id")) for enc in digests]
                     )
                     yield from self._resolve_digests(digests, stored)
                 if cursor == 0:

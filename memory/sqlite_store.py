@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
+_PUT_BLOB = "INSERT OR REPLACE INTO blobs(session, key, data) VALUES (?, ?, ?)"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     session TEXT PRIMARY KEY,
@@ -283,10 +285,7 @@ class SQLiteStore(Store):
     # ------------------------------------------------------------------ blob cache
     def put_blob(self, session: str, key: str, data: bytes) -> None:
         with self._write() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO blobs(session, key, data) VALUES (?, ?, ?)",
-                (session, key, sqlite3.Binary(bytes(data))),
-            )
+            conn.execute(_PUT_BLOB, (session, key, sqlite3.Binary(bytes(data))))
 
     def put_page_blob(self, page: PageRecord, key: str, data: bytes) -> bool:
         """See :meth:`Store.put_page_blob`: the page is compared and the blob written in
@@ -298,10 +297,7 @@ class SQLiteStore(Store):
             ).fetchone()
             if row is None or not same_page(PageRecord.from_json(page.session, row[0]), page):
                 return False
-            conn.execute(
-                "INSERT OR REPLACE INTO blobs(session, key, data) VALUES (?, ?, ?)",
-                (page.session, key, sqlite3.Binary(bytes(data))),
-            )
+            conn.execute(_PUT_BLOB, (page.session, key, sqlite3.Binary(bytes(data))))
         return True
 
     def get_blob(self, session: str, key: str) -> bytes | None:
