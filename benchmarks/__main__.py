@@ -19,6 +19,7 @@ CPU = [
      "--pages", "3", "--out", "benchmarks/results/codec_speed_cpu.md"],
     ["benchmarks.cpu_linear_forms"],
     ["benchmarks.cpu_decode_paths"],
+    ["benchmarks.search_errors"],
 ]
 GPU = [
     ["benchmarks.encoder_speed"],
