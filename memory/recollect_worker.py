@@ -12,8 +12,9 @@ What can go wrong, and what the worker does:
 * **A page is gone** (the session was deleted, expired, or begun again with a different
   page under that number): nothing to read; the entry is acknowledged (``stale``).
 * **An entry that cannot be read** (not written by opticmem), **names another codec**
-  (the memory would never find this worker's readings) or **a page packed with other
-  render settings** than its entry says: moved to the dead-letter stream at once.
+  (the memory would never find this worker's readings), **a page packed with other
+  render settings** than its entry says, or **a page record the store cannot read**
+  (damaged): moved to the dead-letter stream at once, the rest of the batch read.
 * **Reading fails** (a store error, or whatever the model raises): the batch is retried
   page by page, and the pages that fail are left pending. After ``claim_idle`` seconds
   any worker of the group (this one included) claims them again (``XAUTOCLAIM``), as it
@@ -43,6 +44,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+import redis
 
 from opticmem.artefacts import Artefacts, Item, Job
 from opticmem.codecs import CodecSlot
@@ -194,7 +197,24 @@ class RecollectWorker:
     # ------------------------------------------------------------------ taking entries
     def _take(self, block: float) -> tuple[list[Entry], dict[str, int]]:
         """Entries to work on, and how often each was delivered: reclaimed ones first
-        (idle for ``claim_idle`` in some worker's hands), then new ones."""
+        (idle for ``claim_idle`` in some worker's hands), then new ones.
+
+        If the consumer group is gone (a Redis without persistence restarted, or the
+        stream was deleted; bots then queue onto a new stream with no group), it is made
+        again and the entries taken from it: a worker that only retried would fail with
+        ``NOGROUP`` for ever while the backlog grew."""
+        try:
+            return self._take_once(block)
+        except StoreError as exc:
+            if not _no_group(exc):
+                raise
+            log.warning("the recollection queue's consumer group is gone (the stream was "
+                        "deleted, or Redis restarted without persistence); making it again")
+            self._group_ready = False
+            self._claim_from = "0-0"
+            return self._take_once(block)
+
+    def _take_once(self, block: float) -> tuple[list[Entry], dict[str, int]]:
         q = self.queue
         client: Any = q.client
         if not self._group_ready:
@@ -261,6 +281,10 @@ class RecollectWorker:
         same: dict[tuple[str, str, str, str], int] = {}
         pages = self._pages([q for _, q in todo])
         for ((entry, fields), q), page in zip(todo, pages, strict=True):
+            if isinstance(page, CorruptRecordError):
+                self.queue.bury(entry, fields, str(page), deliveries.get(entry, 1))
+                dead += 1
+                continue
             why = self._refusal(q, page)
             if why is not None:
                 self.queue.bury(entry, fields, why, deliveries.get(entry, 1))
@@ -302,9 +326,25 @@ class RecollectWorker:
                     f"page was packed with ({page.render_key})")
         return None
 
-    def _pages(self, queued: Sequence[QueuedPage]) -> list[PageRecord | None]:
-        """The page record of each entry as the store holds it now (``None``: gone)."""
-        return self.store.get_pages_of([(q.session, q.page_no) for q in queued])
+    def _pages(
+        self, queued: Sequence[QueuedPage]
+    ) -> list[PageRecord | CorruptRecordError | None]:
+        """The page record of each entry as the store holds it now (``None``: gone), or
+        the error for a record the store cannot read. One damaged record fails the batch's
+        lookup; the pages are then looked up one by one, so that only its own entries go
+        to the dead letters, not every entry that happened to share its batch."""
+        refs = [(q.session, q.page_no) for q in queued]
+        try:
+            return list(self.store.get_pages_of(refs))
+        except CorruptRecordError:
+            pass
+        out: list[PageRecord | CorruptRecordError | None] = []
+        for ref in refs:
+            try:
+                out += self.store.get_pages_of([ref])
+            except CorruptRecordError as exc:
+                out.append(exc)
+        return out
 
     def _read(self, items: Sequence[Item]) -> tuple[int, int, int, list[bool]]:
         """Read ``items`` in one batch, or one by one if the batch fails: pages decoded,
@@ -439,6 +479,12 @@ def _ignore_interrupts() -> None:
     """In a drawing process: ignore SIGINT. Ctrl-C in a terminal reaches the whole
     process group; the worker stops its drawing processes itself, after the batch."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _no_group(exc: StoreError) -> bool:
+    """True if ``exc`` is Redis saying the queue's stream or consumer group is missing."""
+    cause = exc.__cause__
+    return isinstance(cause, redis.exceptions.ResponseError) and "NOGROUP" in str(cause)
 
 
 def _id(entry: bytes | str) -> str:

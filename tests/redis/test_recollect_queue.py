@@ -882,6 +882,52 @@ def test_entries_deleted_while_a_worker_holds_them(
     assert mem.flush(1)
 
 
+def test_a_damaged_page_record_buries_its_own_entries_only(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """A page record the store cannot read (damaged, or written by another version) is
+    that page's problem: its entries go to the dead letters at once, naming why, and the
+    other pages of the batch — other sessions' too — are read, not failed with it until
+    they are buried as undeliverable."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    for session in ("good", "bad"):
+        mem.add_many(session, talk(16))
+        mem.context(session)
+    raw = bot_store._sync()
+    entries = raw.xrange(stream_key(TENANT))
+    damaged = sum(f[b"session"] == b"bad" and f[b"page"] == b"0" for _, f in entries)
+    assert 0 < damaged < len(entries)
+    raw.lset(bot_store._keys("bad").pages, 0, b'{"not": "a page"}')
+    report = RecollectWorker(worker_store, Digest(), batch_size=100).step()
+    assert report is not None and report.taken == len(entries)
+    assert report.dead == damaged and report.failed == 0
+    assert report.read + report.cached == len(entries) - damaged
+    queue = RedisRecollectQueue.for_store(bot_store)
+    assert queue.stats().backlog == 0
+    letters = queue.dead(100)
+    assert {(d.fields["session"], d.fields["page"]) for d in letters} == {("bad", "0")}
+    assert all("unreadable page record" in d.reason for d in letters)
+
+
+def test_a_worker_makes_the_group_again_when_the_stream_is_gone(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """A Redis restarted without persistence, or an operator's DEL of the stream, takes
+    the consumer group away under a running worker; bots then queue onto a new stream
+    with no group. The worker makes the group again instead of failing every step with
+    NOGROUP while the backlog grows."""
+    bot_store, worker_store = stores
+    worker = RecollectWorker(worker_store, Digest(), batch_size=100)
+    assert worker.step() is None  # the group is made
+    bot_store._sync().delete(stream_key(TENANT))
+    mem = bot(bot_store)
+    mem.add_many("s", talk(16))
+    report = worker.step()
+    assert report is not None and report.read > 0
+    assert mem.flush(5)
+
+
 def test_the_queue_is_no_session_and_outlives_every_session(
     stores: tuple[RedisStore, RedisStore],
 ) -> None:
