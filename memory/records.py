@@ -114,5 +114,5 @@ class PageRecord:
                 text_counter=str(d.get("text_counter", "")),
                 cues=tuple(str(c) for c in d.get("cues", ())),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:  # Overflow: int(1e999)
             raise CorruptRecordError(f"session {session!r}: unreadable page record: {exc}") from exc

@@ -699,7 +699,13 @@ def _turn_from(session: str, seq: int, d: Any, key: str) -> Turn:
         or not (meta is None or type(meta) is dict)
     ):
         raise CorruptRecordError(f"{key} turn {seq}: record fields are missing or mistyped")
-    return Turn(session, seq, role, text, float(ts), meta if meta is not None else {})
+    try:
+        t = float(ts)
+    except OverflowError:  # an int beyond a float's range
+        t = math.inf
+    if not math.isfinite(t):  # JSON from elsewhere: append refuses such a time
+        raise CorruptRecordError(f"{key} turn {seq}: its time is not a finite number")
+    return Turn(session, seq, role, text, t, meta if meta is not None else {})
 
 
 def _parse_turns(session: str, key: str, first: int, raw: Sequence[bytes]) -> list[Turn]:

@@ -4,6 +4,7 @@ the server executed an append, and corrupt records or blobs."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -241,6 +242,19 @@ def test_a_corrupt_turn_is_a_typed_error_and_the_rest_stays_readable(
     assert store.get_turns("s", 6, 7)[0].text == "t6"
 
 
+@pytest.mark.parametrize("ts", ["1" + "0" * 400, "1e999", "-Infinity", "NaN"])
+def test_a_turn_whose_time_is_no_finite_number_is_a_corrupt_record(
+    store: RedisStore, raw: redis.Redis, ts: str
+) -> None:
+    """The store refuses to write such a time; one found in Redis (damaged, or another
+    writer's) is a CorruptRecordError too, not an OverflowError or a NaN handed on."""
+    store.append_turn("s", "user", "t0", 0.0)
+    raw.rpush("opticmem:{test:s}:turns", '{"role":"user","text":"t1","ts":' + ts + '}')
+    with pytest.raises(CorruptRecordError, match="turn 1"):
+        store.get_turns("s", 0, 2)
+    assert store.get_turns("s", 0, 1)[0].text == "t0"
+
+
 def test_a_corrupt_blob_is_a_typed_error_for_that_key_only(
     store: RedisStore, raw: redis.Redis
 ) -> None:
@@ -277,6 +291,12 @@ def test_a_corrupt_page_is_a_typed_error(store: RedisStore, raw: redis.Redis) ->
     with pytest.raises(CorruptRecordError, match="page 2: the record says page 7"):
         store.get_pages("s", 2, 3)
     assert store.get_pages("s", 0, 1) == [page("s", 0)]
+    for field, value in (("page_no", "1e999"), ("first_ts", "1" + "0" * 400)):
+        damaged = json.loads(page("s", 1).to_json()) | {field: 0}
+        raw.lset("opticmem:{test:s}:pages", 1,
+                 json.dumps(damaged).replace(f'"{field}": 0', f'"{field}": {value}'))
+        with pytest.raises(CorruptRecordError, match="page 1"):
+            store.get_pages("s", 1, 2)
 
 
 def test_a_retry_finds_its_append_behind_other_writers(store: RedisStore) -> None:
