@@ -1076,9 +1076,14 @@ class RedisStore(Store):
             parts = urlsplit(url)
         except (TypeError, ValueError, AttributeError) as exc:
             raise StoreURLError(f"not a Redis URL: {url!r}") from exc
+        try:  # strictly: read leniently, "caf%E9" and "caf%E8" would be one tenant
+            query = parse_qsl(parts.query, keep_blank_values=True, errors="strict")
+        except UnicodeDecodeError:
+            raise StoreURLError(f"Redis store URL {redact_url(url)}: its query is not UTF-8 "
+                                "once %-decoded") from None
         ours: dict[str, Any] = {}
         rest = []
-        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        for key, value in query:
             if key not in _URL_SETTINGS:
                 rest.append((key, value))
                 continue
@@ -1088,8 +1093,12 @@ class RedisStore(Store):
                 raise StoreURLError(
                     f"bad {key}={value!r} in Redis store URL {redact_url(url)}"
                 ) from None
-        clean = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest),
-                            parts.fragment))
+        # Not urlunsplit: with no host it writes unix:///path as unix:/path, which redis-py
+        # refuses
+        clean = f"{parts.scheme}://{parts.netloc}{parts.path}" + "".join(
+            f"{mark}{part}" for mark, part in (("?", urlencode(rest)), ("#", parts.fragment))
+            if part
+        )
         try:
             return cls.from_url(clean, **ours)
         except OpticMemError:

@@ -10,7 +10,8 @@ Built in:
 * ``redis://host:6379/0`` and ``rediss://…`` (TLS) — a
   :class:`~opticmem.redis_store.RedisStore`, with its settings in the query
   (``?tenant=acme&ttl=86400&max_turns=100000``; ``?cluster=1`` for a Redis Cluster, naming
-  any node); needs ``pip install 'opticmem[redis]'``.
+  any node); ``unix:///path/redis.sock?db=0`` for one on a unix socket (redis-py's URL, the
+  settings in the query as well); needs ``pip install 'opticmem[redis]'``.
 
 Other backends register their scheme once, either with a factory or, so that importing
 opticmem never imports their client library, with a lazy ``"module:attribute"`` string
@@ -68,7 +69,7 @@ def _sqlite(url: str) -> Store:
 
 _REDIS = "opticmem.redis_store:RedisStore.from_store_url"
 _REGISTRY: dict[str, StoreFactory | str] = {
-    "memory": _memory, "sqlite": _sqlite, "redis": _REDIS, "rediss": _REDIS,
+    "memory": _memory, "sqlite": _sqlite, "redis": _REDIS, "rediss": _REDIS, "unix": _REDIS,
 }
 
 

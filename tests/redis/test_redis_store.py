@@ -156,6 +156,9 @@ def test_open_store_and_optical_memory_take_redis_urls(redis_url: str, raw: redi
         open_store(redis_url + "?ttl=soon")
     with pytest.raises(StoreUnavailableError, match=r"127\.0\.0\.1:1"):
         open_store("redis://127.0.0.1:1/0")
+    # Redis on a unix socket, as RedisStore.from_url and `opticmem worker` take it
+    with pytest.raises(StoreUnavailableError, match=r"unix:///nowhere/redis\.sock"):
+        open_store("unix:///nowhere/redis.sock?tenant=acme")
 
 
 def test_every_bad_store_url_is_a_store_url_error(redis_url: str) -> None:
@@ -169,5 +172,9 @@ def test_every_bad_store_url_is_a_store_url_error(redis_url: str) -> None:
             open_store(redis_url + query)
     with pytest.raises(StoreURLError, match="malformed"):
         open_store("redis://[::1")
+    # not UTF-8 once %-decoded: read leniently, both would be tenant "caf\ufffd", one tenant
+    for tenant in ("caf%E9", "caf%E8"):
+        with pytest.raises(StoreURLError, match="UTF-8"):
+            open_store(f"{redis_url}?tenant={tenant}")
     with pytest.raises(ValueError, match="ttl"):
         RedisStore.from_url(redis_url, ttl=float("inf"))
