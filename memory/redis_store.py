@@ -1139,6 +1139,12 @@ class RedisStore(Store):
         loop = asyncio.get_running_loop()
         c = self._aclients.get(loop)
         if c is None:
+            # A client's connections refer to its loop, so the weak key alone never lets
+            # go of a loop that ended (one asyncio.run per call: a client and a server
+            # connection each, for ever). Drop those; their sockets close as collected.
+            for ended in [lp for lp in self._aclients if lp.is_closed()]:
+                del self._aclients[ended]
+                self._agates.pop(ended, None)
             c = self._aclients[loop] = self._aclient_factory()
         return c
 

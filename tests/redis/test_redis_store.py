@@ -5,6 +5,8 @@ event loops, URL settings."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import time
 
 import pytest
 import redis
@@ -69,6 +71,25 @@ def test_sessions_pages_through_scan(store: RedisStore) -> None:
 def test_async_works_across_event_loops(store: RedisStore) -> None:
     for i in range(3):  # a new loop each time: the store opens a client per loop
         assert asyncio.run(store.aappend_turn("s", "user", f"t{i}", 0.0)).seq == i
+
+
+def test_event_loops_that_ended_leave_no_client_behind(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    """A caller that runs each call in an asyncio.run of its own (a sync web handler, a
+    task queue) must not keep a client and a server connection for every loop that
+    ever ran: Redis would run out of connections (maxclients)."""
+    before = len(raw.client_list())
+    for i in range(30):
+        asyncio.run(store.aappend_turn("s", "user", f"t{i}", 0.0))
+    assert len(store._aclients) == 1  # the last loop's
+    gc.collect()  # sockets of a closed loop's client close as it is collected
+    for _ in range(50):
+        if len(raw.client_list()) - before <= 2:
+            break
+        time.sleep(0.05)
+    assert len(raw.client_list()) - before <= 2
+    assert store.turn_count("s") == 30
 
 
 def test_existing_clients(redis_url: str) -> None:
