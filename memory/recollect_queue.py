@@ -162,6 +162,15 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+def group_is_gone(exc: StoreError) -> bool:
+    """True if ``exc`` is Redis saying the queue's stream or consumer group is missing
+    (``NOGROUP``): the stream was deleted, or a Redis without persistence restarted."""
+    import redis
+
+    cause = exc.__cause__
+    return isinstance(cause, redis.exceptions.ResponseError) and "NOGROUP" in str(cause)
+
+
 class RedisRecollectQueue:
     """The recollection queue of one tenant on a Redis server (see the module docstring).
 

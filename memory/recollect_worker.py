@@ -45,13 +45,11 @@ from concurrent.futures import BrokenExecutor, Executor, Future, ProcessPoolExec
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import redis
-
 from opticmem.artefacts import Artefacts, Item, Job
 from opticmem.codecs import CodecSlot
 from opticmem.encoder.codec import Codec
 from opticmem.errors import CorruptRecordError, OpticMemError, StoreError
-from opticmem.recollect_queue import GROUP, QueuedPage, RedisRecollectQueue
+from opticmem.recollect_queue import GROUP, QueuedPage, RedisRecollectQueue, group_is_gone
 from opticmem.recollectors import FailureLog
 from opticmem.records import PageRecord
 from opticmem.redis_store import REDIS_ERRORS, RedisStore
@@ -206,7 +204,7 @@ class RecollectWorker:
         try:
             return self._take_once(block)
         except StoreError as exc:
-            if not _no_group(exc):
+            if not group_is_gone(exc):
                 raise
             log.warning("the recollection queue's consumer group is gone (the stream was "
                         "deleted, or Redis restarted without persistence); making it again")
@@ -479,12 +477,6 @@ def _ignore_interrupts() -> None:
     """In a drawing process: ignore SIGINT. Ctrl-C in a terminal reaches the whole
     process group; the worker stops its drawing processes itself, after the batch."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _no_group(exc: StoreError) -> bool:
-    """True if ``exc`` is Redis saying the queue's stream or consumer group is missing."""
-    cause = exc.__cause__
-    return isinstance(cause, redis.exceptions.ResponseError) and "NOGROUP" in str(cause)
 
 
 def _id(entry: bytes | str) -> str:
