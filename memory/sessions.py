@@ -11,10 +11,11 @@ the session-id rules):
 * **Roles**: ``user``, ``assistant``, ``system``, ``tool`` by default
   (:data:`DEFAULT_ROLES`); the memory takes a wider set if given one.
 * **Turn text**: valid Unicode (no lone surrogates; ``bytes`` must be valid UTF-8), not
-  empty or whitespace only, at most :data:`MAX_TURN_CHARS` (1,000,000) characters by
-  default. Control characters, zero-width characters, emoji and right-to-left text are
-  archived exactly as given (the renderer draws control characters as visible control
-  pictures and records what it could not draw).
+  empty or only whitespace, control and format characters, at most
+  :data:`MAX_TURN_CHARS` (1,000,000) characters by default. Control characters,
+  zero-width characters, emoji and right-to-left text are archived exactly as given (the
+  renderer draws control characters as visible control pictures and records what it
+  could not draw).
 * **Timestamps**: finite Unix seconds from year 1 to year 9999 (:data:`MIN_TS` to
   :data:`MAX_TS`), the span a page caption can print as a date.
 * **Metadata**: a JSON object with string keys, at most :data:`MAX_META_BYTES` when encoded.
@@ -131,11 +132,16 @@ def validate_text(text: object, max_chars: int = MAX_TURN_CHARS) -> str:
             f"turn text has a lone surrogate U+{ord(text[bad]):04X} at index {bad}; "
             "the archive holds valid Unicode only"
         )
-    if not text.strip() or not any(
-        unicodedata.category(c)[0] not in "CZ" for c in text
-    ):
+    if not text.strip() or not any(unicodedata.category(c) not in _INVISIBLE for c in text):
         raise InvalidTurnError("turn text is empty or only whitespace/invisible characters")
     return text
+
+
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+"""Categories of characters with no ink: controls, format characters and spaces. Private-use
+(``Co``) and unassigned (``Cn``) code points are drawn (as a box) and count as text: to
+:mod:`unicodedata` every emoji newer than Python's Unicode version is unassigned, and a
+reply of just one is a real turn."""
 
 
 def validate_ts(ts: object) -> float:

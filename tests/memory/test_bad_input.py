@@ -135,6 +135,11 @@ def test_rejected_calls_change_nothing(
     "zero\u200bwidth\u200djoiner\ufeffbom inside",
     "서울 파트너와 회의는 목요일 오후 3시입니다. 中文 かな",
     "tabs\tand\r\nwindows\rlines\u2028separators",
+    # a reply of only an emoji newer than Python's Unicode database (U+1FAE9, Unicode 16:
+    # unassigned to ``unicodedata``) or of private-use glyphs used to be refused as
+    # "only whitespace/invisible characters", and the integrations dropped it unarchived
+    "\U0001fae9",
+    "\ue000\U000f0000",
 ])
 def test_odd_text_is_archived_exactly_and_rendered(mem: OpticalMemory, text: str) -> None:
     for _ in range(8):  # enough to push it out of the window and onto a page
