@@ -76,6 +76,7 @@ from opticmem.encoder.codec import Codec
 from opticmem.errors import (
     BudgetError,
     ConfigurationError,
+    InvalidTurnError,
     OpticMemError,
     PageConflictError,
     StoreError,
@@ -98,6 +99,7 @@ from opticmem.sessions import (
     DEFAULT_ROLES,
     MAX_TURN_CHARS,
     validate_session,
+    validate_ts,
     validate_turn,
 )
 from opticmem.store import Store
@@ -494,7 +496,7 @@ class OpticalMemory:
         self, session: str, budget: int, now: float | None, *, pack: bool = True
     ) -> _Assembly:
         model = self.cost_model
-        now = self.clock() if now is None else now
+        now = _check_now(self.clock() if now is None else now)
         turn_count = self.store.turn_count(session)
         page_count = self.store.page_count(session)
         self._check_cache(session)
@@ -570,8 +572,10 @@ class OpticalMemory:
         ``now`` (Unix seconds; default the clock) matters only to the age policy, and never
         moves decay backwards: a ``now`` (or a clock reading) earlier than the latest one a
         context of this consumer showed a page's tier change at counts as that one. Raises
-        :class:`~opticmem.errors.BudgetError` if even the newest turn does not fit. An
-        unknown session gives an empty context.
+        :class:`~opticmem.errors.BudgetError` if even the newest turn does not fit, and
+        :class:`~opticmem.errors.ConfigurationError` for a ``now`` (or clock reading) that
+        is not finite Unix seconds within years 1–9999. An unknown session gives an empty
+        context.
 
         >>> mem = OpticalMemory(codec=None, verbatim_turns=2)
         >>> for i in range(300):
@@ -933,6 +937,18 @@ def _check_budget(budget: object) -> int:
     if value < 1:
         raise BudgetError(f"budget_tokens must be ≥ 1, got {value}")
     return value
+
+
+def _check_now(now: object) -> float:
+    """``now`` (an argument or the clock's reading) as Unix seconds, else
+    :class:`ConfigurationError`: the age policy's clock is remembered and never runs
+    backwards, so one reading in milliseconds would put every page out of the consumer's
+    context for good."""
+    try:
+        return validate_ts(now)
+    except InvalidTurnError as exc:
+        raise ConfigurationError(f"now (the age policy's clock) must be Unix seconds: "
+                                 f"{exc}") from None
 
 
 def _check_count(name: str, value: object, why: str = "") -> None:

@@ -5,10 +5,17 @@ differently, the age policy under a clock that steps back, extreme budgets and s
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opticmem import InMemoryStore, OpticalMemory, RenderSettings, message_tokens
+from opticmem import (
+    ConfigurationError,
+    InMemoryStore,
+    OpticalMemory,
+    RenderSettings,
+    message_tokens,
+)
 from opticmem.records import PageRecord, Turn
 
 PIECES = ["alpha", "beta", "ABC-123", "\n", "\n\n", "서울특별시", "😀😀", "ｗｉｄｅ" * 30,
@@ -102,6 +109,31 @@ def test_a_clock_stepped_back_does_not_promote_pages_under_the_age_policy() -> N
     again = OpticalMemory(mem.store, codec=None, policy="age", verbatim_turns=1,
                           render_settings=RenderSettings(max_rows=2), clock=lambda: now[0])
     assert again.context("s").as_dict() == after.as_dict()
+
+
+@pytest.mark.parametrize("bad", [1_772_352_000_000.0, float("inf"), float("nan"), "now", True])
+@pytest.mark.parametrize("where", ["argument", "clock"])
+def test_a_now_that_is_not_unix_seconds_is_refused_not_remembered(bad: object, where: str) -> None:
+    # Decay never runs backwards, so the latest clock a consumer saw is stored: one call
+    # with ``now`` in milliseconds used to put every page, and every page sealed after it,
+    # out of that consumer's context for good (and a string raised a bare TypeError).
+    now: list[object] = [1_772_352_000.0]
+    mem = OpticalMemory(codec=None, policy="age", verbatim_turns=1,
+                        render_settings=RenderSettings(max_rows=2), clock=lambda: now[0])
+    for i in range(10):
+        mem.add("s", "user", f"turn {i} words words")
+    before = mem.context("s").as_dict()
+    assert before["pages_per_tier"]["large"] > 0
+    with pytest.raises(ConfigurationError, match="now"):
+        if where == "argument":
+            mem.context("s", now=bad)  # type: ignore[arg-type]
+        else:
+            now[0], good = bad, now[0]
+            try:
+                mem.context("s")
+            finally:
+                now[0] = good
+    assert mem.context("s").as_dict() == before
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
