@@ -13,6 +13,7 @@ or an ISO 8601 string (UTC if it has no offset); a missing ``session`` takes the
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -99,8 +100,11 @@ def parse_transcript(
 def read_transcript(
     path: str | Path, **kwargs: Any
 ) -> tuple[list[TranscriptTurn], list[TranscriptError]]:
-    """:func:`parse_transcript` of a UTF-8 file (invalid UTF-8 is an error of its line)."""
-    data = Path(path).read_bytes()
+    """:func:`parse_transcript` of a UTF-8 file (invalid UTF-8 is an error of its line).
+
+    A leading byte order mark (as Windows tools write UTF-8) is the encoding's signature,
+    not part of the first line: ``json.loads`` would refuse that line for it."""
+    data = Path(path).read_bytes().removeprefix(codecs.BOM_UTF8)
     lines: list[str] = []
     bad: list[TranscriptError] = []
     for n, raw in enumerate(data.split(b"\n"), start=1):

@@ -113,6 +113,19 @@ def test_ingest_refuses_bad_lines_and_stores_nothing(tmp_path: Path) -> None:
         assert s.get_turns("a", 1, 2)[0].ts == 1772355600.0
 
 
+def test_ingest_takes_a_file_with_a_byte_order_mark_and_crlf_lines(tmp_path: Path) -> None:
+    """Windows tools write UTF-8 with a BOM; its first line used to be refused as bad JSON,
+    and with it the whole ingest."""
+    src = tmp_path / "bom.jsonl"
+    src.write_bytes(b'\xef\xbb\xbf{"session": "a", "role": "user", "text": "first"}\r\n'
+                    b'{"session": "a", "role": "assistant", "text": "second"}\r\n')
+    db = tmp_path / "m.db"
+    d = run_json("ingest", str(src), "--store", f"sqlite:///{db}")
+    assert d["turns"] == 2 and d["skipped"] == []
+    with SQLiteStore(db) as s:
+        assert [t.text for t in s.get_turns("a", 0, 9)] == ["first", "second"]
+
+
 def test_render_text_and_transcript(sample: tuple[Path, Path], tmp_path: Path) -> None:
     conv, _ = sample
     d = run_json("render", str(conv), "--out", str(tmp_path / "p"), "--tiers", "large,tiny")
