@@ -144,6 +144,7 @@ class PageLayout:
     complete: bool
     """True when the page is full (the flow of lines went on to a next page)."""
     missing: tuple[str, ...] = ()
+    """The :class:`TurnLayout` fields of the turns with lines on the page, each entry once."""
     substituted: tuple[tuple[str, str], ...] = ()
     invisible: tuple[str, ...] = ()
     _cells: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
@@ -369,15 +370,27 @@ def paginate(
     pages: list[PageLayout] = []
     buf: list[tuple[str, LineSource, int]] = []
     tokens = 0
+    marks: dict[int, tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...]]] = {}
+
+    def distinct(t: int) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...]]:
+        """Turn ``t``'s bad characters, each once, worked out once per turn: a page copying
+        every occurrence made a long turn's pagination take pages × occurrences."""
+        got = marks.get(t)
+        if got is None:
+            tl = turns[t]
+            got = marks[t] = (tuple(dict.fromkeys(tl.missing)),
+                              tuple(dict.fromkeys(tl.substituted)),
+                              tuple(dict.fromkeys(tl.invisible)))
+        return got
 
     def close(complete: bool) -> None:
         nonlocal buf, tokens
         if not buf:
             return
         turn_ids = dict.fromkeys(src.turn for _, src, _ in buf)
-        missing = tuple(c for t in turn_ids for c in turns[t].missing)
-        subst = tuple(c for t in turn_ids for c in turns[t].substituted)
-        invis = tuple(c for t in turn_ids for c in turns[t].invisible)
+        missing = tuple(dict.fromkeys(c for t in turn_ids for c in distinct(t)[0]))
+        subst = tuple(dict.fromkeys(c for t in turn_ids for c in distinct(t)[1]))
+        invis = tuple(dict.fromkeys(c for t in turn_ids for c in distinct(t)[2]))
         pages.append(
             PageLayout(
                 lines=tuple(t for t, _, _ in buf),

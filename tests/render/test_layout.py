@@ -91,6 +91,17 @@ def test_bad_characters_are_recorded_never_dropped_silently() -> None:
     assert "zwj" in shown
 
 
+def test_a_page_records_each_bad_character_once_however_long_its_turn() -> None:
+    """Every page of a turn used to copy the whole turn's list of every occurrence: a
+    1,000,000-character turn of emoji took about a minute to seal (pages × occurrences)."""
+    pages = layout_pages([TurnText("user", "😀‍\x07 " * 20_000)], RenderSettings(max_rows=8))
+    assert len(pages) > 50
+    for p in pages:
+        assert p.missing == ("😀",)
+        assert p.invisible == ("\u200d",)
+        assert len(p.substituted) == 1 and p.substituted[0][0] == "\x07"
+
+
 def test_scripts_hangul_cjk_arabic_hebrew_have_glyphs() -> None:
     atlas = load_atlas()
     for ch in "한글中文字かなカナعربيעברית€→✓":
