@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import unicodedata
 from collections.abc import Collection, Mapping
 from typing import Any
@@ -147,8 +148,9 @@ reply of just one is a real turn."""
 def validate_ts(ts: object) -> float:
     """Return ``ts`` as float seconds if finite and within years 1–9999, else raise
     :class:`InvalidTurnError` (a page caption prints its turns' dates, so a timestamp
-    outside that span would make every later context of the session fail)."""
-    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+    outside that span would make every later context of the session fail). Any real
+    number type is taken (NumPy's ``int64`` and ``float32`` too), except ``bool``."""
+    if isinstance(ts, bool) or not isinstance(ts, numbers.Real):
         raise InvalidTurnError(f"timestamp must be Unix seconds (a number), got {ts!r}")
     try:
         value = float(ts)

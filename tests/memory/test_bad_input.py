@@ -213,6 +213,18 @@ def test_numpy_integer_budget_is_accepted() -> None:
     assert mem.context("s", budget_tokens=np.int32(400)).cost.budget == 400
 
 
+def test_numpy_timestamps_are_accepted() -> None:
+    """Timestamps from a NumPy or pandas column used to be refused as "not a number"."""
+    np = pytest.importorskip("numpy")
+    mem = OpticalMemory(codec=None, policy="age")
+    assert mem.add("s", "user", "hello", ts=np.int64(1_772_352_000)).ts == 1_772_352_000.0
+    [turn] = mem.add_many("s", [("assistant", "hi", np.uint32(1_772_352_064))])
+    assert turn.ts == 1_772_352_064.0 and type(turn.ts) is float
+    assert mem.context("s", now=np.int64(1_772_352_100)).turns[-1].text == "hi"
+    with pytest.raises(InvalidTurnError, match="a number"):
+        mem.add("s", "user", "hello", ts=np.bool_(True))
+
+
 @pytest.mark.parametrize(("make", "message"), [
     (lambda: RankDecay(large=-1), "≥ 0"),
     (lambda: AgeDecay(large=60, base=10), "non-decreasing"),
