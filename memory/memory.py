@@ -681,8 +681,9 @@ class OpticalMemory:
         exact-facts sidecars, found by their values, the words around them and their
         kind; see :mod:`opticmem.recall`). With ``decode`` (default) the pages currently in
         context are read back first where needed. With ``include_original`` each passage
-        carries the archived turns of its page (those not forgotten). An empty query gives
-        no passages.
+        carries the archived turns of its page (those not forgotten). An empty query, or
+        a ``k`` below 1, gives no passages; a ``k`` that is not a whole number raises
+        :class:`~opticmem.errors.ConfigurationError`.
 
         >>> mem = OpticalMemory(codec=None, verbatim_turns=2)
         >>> _ = mem.add("s", "user", "Ticket ABC-123 ships on 2026-03-04. " * 30)
@@ -694,6 +695,13 @@ class OpticalMemory:
         """
         session = validate_session(session)
         budget = self.budget_tokens if budget_tokens is None else _check_budget(budget_tokens)
+        try:
+            if isinstance(k, bool):
+                raise TypeError
+            k = operator.index(k)
+        except TypeError:
+            raise ConfigurationError(
+                f"k must be a whole number of passages, got {k!r}") from None
         if not isinstance(query, str) or not query.strip() or k < 1:
             return []
         try:

@@ -107,6 +107,11 @@ REJECTED: list[tuple[str, Callable[[OpticalMemory], object], type[Exception], st
      "≥ 1"),
     ("recall budget negative", lambda m: m.recall("alice", "Titan", budget_tokens=-3),
      BudgetError, "≥ 1"),
+    # a k that is not a whole number failed deep in the search with a bare TypeError
+    ("recall k fraction", lambda m: m.recall("alice", "Titan", k=2.5), ConfigurationError,  # type: ignore[arg-type]
+     "k must be a whole number"),
+    ("recall k text", lambda m: m.recall("alice", "Titan", k="3"), ConfigurationError,  # type: ignore[arg-type]
+     "k must be a whole number"),
     ("unknown tier", lambda m: m.page_png("alice", 0, "huge"), ConfigurationError,
      "unknown tier 'huge'"),
     ("unknown message format", lambda m: m.context("alice").messages(format="gemini"),  # type: ignore[arg-type]
