@@ -695,13 +695,7 @@ class OpticalMemory:
         """
         session = validate_session(session)
         budget = self.budget_tokens if budget_tokens is None else _check_budget(budget_tokens)
-        try:
-            if isinstance(k, bool):
-                raise TypeError
-            k = operator.index(k)
-        except TypeError:
-            raise ConfigurationError(
-                f"k must be a whole number of passages, got {k!r}") from None
+        k = _whole_number(k, "k")
         if not isinstance(query, str) or not query.strip() or k < 1:
             return []
         try:
@@ -806,24 +800,32 @@ class OpticalMemory:
 
     # ------------------------------------------------------------------ archive access
     def turns(self, session: str, start: int = 0, stop: int | None = None) -> list[Turn]:
-        """Archived turns ``start <= seq < stop`` (default: all)."""
+        """Archived turns ``start <= seq < stop`` (default: all); bounds that are not whole
+        numbers raise :class:`~opticmem.errors.ConfigurationError`."""
         session = validate_session(session)
-        end = self.store.turn_count(session) if stop is None else stop
+        start = _whole_number(start, "start")
+        end = self.store.turn_count(session) if stop is None else _whole_number(
+            stop, "stop")
         return self.store.get_turns(session, start, end)
 
     def pages(self, session: str, start: int = 0, stop: int | None = None) -> list[PageRecord]:
-        """Sealed page records ``start <= page_no < stop`` (default: all)."""
+        """Sealed page records ``start <= page_no < stop`` (default: all); bounds that are
+        not whole numbers raise :class:`~opticmem.errors.ConfigurationError`."""
         session = validate_session(session)
-        end = self.store.page_count(session) if stop is None else stop
+        start = _whole_number(start, "start")
+        end = self.store.page_count(session) if stop is None else _whole_number(
+            stop, "stop")
         return self.store.get_pages(session, start, end)
 
     def page_png(self, session: str, page_no: int, tier: Tier | str = Tier.LARGE) -> bytes:
         """PNG bytes of a sealed page at ``tier`` (rendered once, then cached as a blob).
 
-        Raises :class:`~opticmem.errors.ConfigurationError` for an unknown tier name and
-        ``IndexError`` for a page the session does not have.
+        Raises :class:`~opticmem.errors.ConfigurationError` for an unknown tier name or a
+        ``page_no`` that is not a whole number, and ``IndexError`` for a page the session
+        does not have.
         """
         session = validate_session(session)
+        page_no = _whole_number(page_no, "page_no")
         try:
             tier = Tier.parse(tier)
         except ValueError as exc:
@@ -842,10 +844,12 @@ class OpticalMemory:
         """True forgetting: drop the archived raw text of turns with ``seq < before_seq``.
 
         Sealed pages (with their transcripts, images and readings) stay; use
-        :meth:`delete_session` to erase everything. Returns the number of turns dropped.
+        :meth:`delete_session` to erase everything. Returns the number of turns dropped; a
+        ``before_seq`` that is not a whole number raises
+        :class:`~opticmem.errors.ConfigurationError` (a store would truncate ``2.5``).
         """
         session = validate_session(session)
-        return self.store.forget_turns(session, before_seq)
+        return self.store.forget_turns(session, _whole_number(before_seq, "before_seq"))
 
     def delete_session(self, session: str) -> None:
         """Erase a session: turns, pages and every derived artefact."""
@@ -932,16 +936,24 @@ class OpticalMemory:
         await asyncio.to_thread(self.close)
 
 
+def _whole_number(
+    value: object, name: str, error: type[OpticMemError] = ConfigurationError
+) -> int:
+    """``value`` as an ``int`` if it is a whole number (any integer type, NumPy's too, but
+    not ``bool`` or a float), else ``error``: a store given ``2.5`` would truncate it, or
+    fail with a bare ``TypeError`` deep inside, depending on the store."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise error(f"{name} must be a whole number, got {value!r}") from None
+
+
 def _check_budget(budget: object) -> int:
     """``budget`` as an ``int`` if it is a whole number of tokens ≥ 1 (any integer type,
     not ``bool``), else :class:`BudgetError`."""
-    try:
-        if isinstance(budget, bool):
-            raise TypeError
-        value = operator.index(budget)  # type: ignore[arg-type]
-    except TypeError:
-        raise BudgetError(
-            f"budget_tokens must be a whole number of tokens, got {budget!r}") from None
+    value = _whole_number(budget, "budget_tokens", BudgetError)
     if value < 1:
         raise BudgetError(f"budget_tokens must be ≥ 1, got {value}")
     return value

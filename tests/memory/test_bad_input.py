@@ -114,6 +114,16 @@ REJECTED: list[tuple[str, Callable[[OpticalMemory], object], type[Exception], st
      "k must be a whole number"),
     ("unknown tier", lambda m: m.page_png("alice", 0, "huge"), ConfigurationError,
      "unknown tier 'huge'"),
+    # archive indices that are not whole numbers: SQLite truncated forget(2.5) to 2 and
+    # dropped turns 0-1, the in-process store raised a bare TypeError
+    ("forget fraction", lambda m: m.forget("alice", 2.5), ConfigurationError,  # type: ignore[arg-type]
+     "before_seq must be a whole number"),
+    ("turns start fraction", lambda m: m.turns("alice", 0.5), ConfigurationError,  # type: ignore[arg-type]
+     "start must be a whole number"),
+    ("pages stop text", lambda m: m.pages("alice", 0, "2"), ConfigurationError,  # type: ignore[arg-type]
+     "stop must be a whole number"),
+    ("page_png page fraction", lambda m: m.page_png("alice", 0.0), ConfigurationError,  # type: ignore[arg-type]
+     "page_no must be a whole number"),
     ("unknown message format", lambda m: m.context("alice").messages(format="gemini"),  # type: ignore[arg-type]
      ConfigurationError, "format"),
 ]
