@@ -63,8 +63,12 @@ from opticmem.memory import OpticalMemory, TurnInput
 
 ROLE_OF_TYPE: Mapping[str, str] = {
     "human": "user", "ai": "assistant", "tool": "tool", "function": "tool", "system": "system",
+    "HumanMessageChunk": "user", "AIMessageChunk": "assistant", "ToolMessageChunk": "tool",
+    "FunctionMessageChunk": "tool", "SystemMessageChunk": "system",
 }
-"""Turn role for each LangChain message type (``ChatMessage`` uses its own role)."""
+"""Turn role for each LangChain message type (``ChatMessage`` uses its own role). Chunks
+have types of their own (``AIMessageChunk``, not ``ai``) and reach a history whole when a
+run streams: ``RunnableWithMessageHistory.stream`` stores the aggregated answer chunk."""
 
 REQUIRED_ROLES: tuple[str, ...] = ("user", "assistant", "tool", "system")
 """Roles the memory must accept for the LangChain integration to record every message."""

@@ -11,11 +11,17 @@ pytest.importorskip("langchain_core")
 
 from langchain_core.messages import (
     AIMessage,
+    AIMessageChunk,
+    BaseMessage,
     ChatMessage,
+    FunctionMessageChunk,
     HumanMessage,
+    HumanMessageChunk,
     RemoveMessage,
     SystemMessage,
+    SystemMessageChunk,
     ToolMessage,
+    ToolMessageChunk,
 )
 
 from opticmem import OpticalMemory
@@ -45,6 +51,21 @@ def test_roles_text_and_meta() -> None:
     assert message_turns(ChatMessage(content="x", role="tool"), memory)[0]["role"] == "tool"
     assert message_turns(ChatMessage(content="x", role="critic"), memory)[0]["role"] == "user"
     assert message_turns(RemoveMessage(id="a1"), memory) == []
+
+
+@pytest.mark.parametrize(("chunk", "role"), [
+    (AIMessageChunk(content="streamed answer"), "assistant"),
+    (HumanMessageChunk(content="streamed question"), "user"),
+    (ToolMessageChunk(content="12C", tool_call_id="c1"), "tool"),
+    (FunctionMessageChunk(content="12C", name="weather"), "tool"),
+    (SystemMessageChunk(content="Be brief."), "system"),
+])
+def test_message_chunks_keep_the_role_of_their_message(chunk: BaseMessage, role: str) -> None:
+    # A streamed run hands over the aggregated chunk (RunnableWithMessageHistory.stream
+    # stores an AIMessageChunk): its type is "AIMessageChunk", not "ai", and the model's
+    # answer used to be archived as a user turn.
+    [turn] = message_turns(chunk, OpticalMemory(codec=None))
+    assert turn["role"] == role
 
 
 def test_blocks_empty_surrogates_and_splitting(memory: OpticalMemory) -> None:
