@@ -5,7 +5,8 @@ dicts) and returns the reply. The wrapper keeps the conversation in an
 :class:`~opticmem.OpticalMemory` and, on every call,
 
 1. records the new user message(s) — **before** calling the model, so nothing the user
-   said is lost if the model call fails (call again with no message to retry);
+   said is lost if the model call fails (call again with no message to retry); tool
+   results and assistant messages passed in are made storable as the reply is (4.);
 2. builds the context: the system prompt verbatim (never compressed, never stored), then
    ``memory.context(session)`` as OpenAI-format messages (older turns as page images,
    recent ones as text), all within the memory's token budget under its cost model;
@@ -166,6 +167,10 @@ def _as_messages(message: MessageInput | None) -> list[Mapping[str, Any]]:
     )
 
 
+_HAPPENED = ("assistant", "tool")
+"""Roles of input messages that already happened and are made storable, not refused."""
+
+
 def _tool_calls(i: int, msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The OpenAI-style ``tool_calls`` of an assistant input message (``[]``: none)."""
     calls = msg.get("tool_calls") if msg.get("role") == "assistant" else None
@@ -203,6 +208,19 @@ def _turn_of(i: int, msg: Mapping[str, Any]) -> dict[str, Any]:
     if called:
         meta["tool_calls"] = called
     return {"role": msg.get("role"), "text": text, "meta": meta or None}
+
+
+def _storable(turn: dict[str, Any], max_chars: int) -> list[dict[str, Any]]:
+    """``turn`` as the turns it is archived as. An assistant or tool message already
+    happened (a model's reply, a tool's result), so lone surrogates are repaired and text
+    over ``max_chars`` is split (:func:`archived_parts`) rather than refused; the
+    caller's own messages, and a turn with nothing visible, stay for the memory to
+    check."""
+    parts = archived_parts(turn["text"], max_chars) if turn["role"] in _HAPPENED else []
+    if not parts:
+        return [turn]
+    return [{**turn, "text": text, "meta": {**(turn["meta"] or {}), **extra} or None}
+            for text, extra in parts]
 
 
 class _MemoryLoop(Generic[F]):
@@ -245,8 +263,8 @@ class _MemoryLoop(Generic[F]):
         messages = _as_messages(message)
         given = [m for m in messages if m.get("role") == "system"]
         system = tuple(dict(m) for m in given) or ((self.system,) if self.system else ())
-        turns = tuple(_turn_of(i, m) for i, m in enumerate(messages)
-                      if m.get("role") != "system")
+        turns = tuple(part for i, m in enumerate(messages) if m.get("role") != "system"
+                      for part in _storable(_turn_of(i, m), self.memory.max_turn_chars))
         if budget_tokens is not None and budget_tokens < 1:
             raise BudgetError(f"budget_tokens must be ≥ 1, got {budget_tokens}")
         budget = budget_tokens or self.budget_tokens or self.memory.budget_tokens
@@ -297,8 +315,8 @@ class _MemoryLoop(Generic[F]):
         """The reply as assistant turns: lone surrogates replaced, split at the memory's
         ``max_turn_chars`` — the model already answered, so its reply is stored rather
         than refused (and returned to the caller either way)."""
-        return [{"role": "assistant", "text": part, "meta": extra or None}
-                for part, extra in archived_parts(text, self.memory.max_turn_chars)]
+        return _storable({"role": "assistant", "text": text, "meta": None},
+                         self.memory.max_turn_chars)
 
     def _reply(self, call: _Call, reply: object) -> str | None:
         """The reply's text to record (``None`` for an empty reply: returned, not stored,

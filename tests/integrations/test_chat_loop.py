@@ -375,3 +375,25 @@ def test_a_per_call_budget_below_one_is_refused_not_ignored(bad: int) -> None:
 
 def test_turn_text_docstring_examples() -> None:
     check_doctests("opticmem.integrations.turn_text", min_examples=8)
+
+
+def test_tool_results_the_archive_cannot_hold_as_given_are_stored_not_refused() -> None:
+    # A tool's result (or an earlier model reply passed back in) already happened: like
+    # the model's reply, and as the LangChain integration does, it is repaired and split
+    # rather than refused. A fetched web page over max_turn_chars used to raise
+    # TurnTooLargeError and jam the agent loop on every retry.
+    mem = memory(max_turn_chars=60)
+    chat = with_memory(Recorder(), mem, session="s")
+    page = "w" * 130
+    chat([*TOOL_CHAIN[:2], {"role": "tool", "tool_call_id": "call_1", "name": "fetch",
+                            "content": page},
+          {"role": "tool", "tool_call_id": "call_2", "content": "bad \udc80 byte"}])
+    turns = mem.turns("s")
+    assert [(t.role, t.text) for t in turns[2:6]] == [
+        ("tool", "w" * 60), ("tool", "w" * 60), ("tool", "w" * 10), ("tool", "bad \ufffd byte")]
+    assert [t.meta["part"] for t in turns[2:5]] == [[1, 3], [2, 3], [3, 3]]
+    assert all(t.meta["tool_call_id"] == "call_1" for t in turns[2:5])
+    assert turns[5].meta["repaired"] and turns[5].meta["tool_call_id"] == "call_2"
+    with pytest.raises(InvalidTurnError, match="limit is 60"):
+        chat("u" * 61)  # the user's own new message is still checked, not rewritten
+    assert len(mem.turns("s")) == len(turns)
