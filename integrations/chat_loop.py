@@ -53,6 +53,7 @@ LangChain middleware, which keeps tool calls as structured messages.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -262,7 +263,9 @@ class _MemoryLoop(Generic[F]):
         name = validate_session(name)
         messages = _as_messages(message)
         given = [m for m in messages if m.get("role") == "system"]
-        system = tuple(dict(m) for m in given) or ((self.system,) if self.system else ())
+        # a copy of the wrapper's own prompt: chat_fn may edit what it is sent in place
+        system = tuple(dict(m) for m in given) or (
+            (copy.deepcopy(self.system),) if self.system else ())
         turns = tuple(part for i, m in enumerate(messages) if m.get("role") != "system"
                       for part in _storable(_turn_of(i, m), self.memory.max_turn_chars))
         if budget_tokens is not None and budget_tokens < 1:

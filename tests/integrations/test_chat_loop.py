@@ -397,3 +397,24 @@ def test_tool_results_the_archive_cannot_hold_as_given_are_stored_not_refused() 
     with pytest.raises(InvalidTurnError, match="limit is 60"):
         chat("u" * 61)  # the user's own new message is still checked, not rewritten
     assert len(mem.turns("s")) == len(turns)
+
+
+def test_a_chat_fn_that_edits_what_it_is_sent_cannot_change_the_system_prompt() -> None:
+    # Adapters often rewrite messages in place (string content to parts, a date appended
+    # to the system prompt); the wrapper's own system message used to be sent by
+    # reference, so each call's edit stayed in the prompt of every later call.
+    def adapter(messages: list[Message]) -> str:
+        for m in messages:
+            m["content"] = [{"type": "text", "text": f"{m['content']} (edited)"}]
+        messages[0]["content"][-1]["cache_control"] = {"type": "ephemeral"}
+        return "ok"
+
+    for system in (SYSTEM, {"role": "system", "content": [{"type": "text", "text": SYSTEM}]}):
+        chat = with_memory(adapter, memory(), session="s", system=system)
+        model = Recorder()
+        chat("first")
+        chat.chat_fn = model
+        chat("second")
+        assert model.sent[0][0] == chat.system == (
+            {"role": "system", "content": system} if isinstance(system, str) else system)
+    assert system == {"role": "system", "content": [{"type": "text", "text": SYSTEM}]}
