@@ -168,6 +168,10 @@ def _as_messages(message: MessageInput | None) -> list[Mapping[str, Any]]:
     )
 
 
+_INSTRUCTIONS = ("system", "developer")
+"""Roles of input messages that are the call's instructions, sent first and not stored
+(``developer`` is OpenAI's successor to ``system`` for its newer models)."""
+
 _HAPPENED = ("assistant", "tool")
 """Roles of input messages that already happened and are made storable, not refused."""
 
@@ -262,11 +266,12 @@ class _MemoryLoop(Generic[F]):
             raise ValueError("no session: pass session= to with_memory() or to the call")
         name = validate_session(name)
         messages = _as_messages(message)
-        given = [m for m in messages if m.get("role") == "system"]
+        given = [m for m in messages if m.get("role") in _INSTRUCTIONS]
         # a copy of the wrapper's own prompt: chat_fn may edit what it is sent in place
         system = tuple(dict(m) for m in given) or (
             (copy.deepcopy(self.system),) if self.system else ())
-        turns = tuple(part for i, m in enumerate(messages) if m.get("role") != "system"
+        turns = tuple(part for i, m in enumerate(messages)
+                      if m.get("role") not in _INSTRUCTIONS
                       for part in _storable(_turn_of(i, m), self.memory.max_turn_chars))
         if budget_tokens is not None and budget_tokens < 1:
             raise BudgetError(f"budget_tokens must be ≥ 1, got {budget_tokens}")
@@ -461,8 +466,8 @@ def with_memory(
             ``chat_fn`` receives (system prompt included).
         session: the default session; a call may name another (``session=``).
         system: a system prompt (text or a whole message), sent first and verbatim on
-            every call, never stored or compressed. System messages passed to a call
-            replace it for that call.
+            every call, never stored or compressed. System (or ``developer``) messages
+            passed to a call replace it for that call.
         format: ``"openai"`` (``image_url`` data-URL parts, default) or ``"langchain"``
             (v1 standard ``image`` blocks) for the page images.
         budget_tokens: overrides the memory's budget for this wrapper.

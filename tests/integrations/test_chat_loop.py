@@ -418,3 +418,17 @@ def test_a_chat_fn_that_edits_what_it_is_sent_cannot_change_the_system_prompt() 
         assert model.sent[0][0] == chat.system == (
             {"role": "system", "content": system} if isinstance(system, str) else system)
     assert system == {"role": "system", "content": [{"type": "text", "text": SYSTEM}]}
+
+
+def test_developer_messages_are_the_calls_instructions_like_system_messages() -> None:
+    # OpenAI's newer models take their instructions as role "developer" (the system
+    # message's successor, which LangChain also reads as a system message); it used to be
+    # recorded as a turn and refused as an unknown role.
+    mem = memory()
+    model = Recorder()
+    chat = with_memory(model, mem, session="s", system="default system")
+    developer = {"role": "developer", "content": "Answer in French."}
+    chat([developer, {"role": "user", "content": "hello"}])
+    assert model.sent[0] == [developer, {"role": "user", "content": "hello"}]
+    assert [(t.role, t.text) for t in mem.turns("s")] == [
+        ("user", "hello"), ("assistant", "reply 1")]
