@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from opticmem import OpticalMemory, message_tokens
-from opticmem.context import Context
+from opticmem.context import Context, ContextTurn
 from opticmem.errors import BudgetError, InvalidTurnError, OpticMemError
 from opticmem.integrations.turn_text import (
     archived_parts,
@@ -228,6 +228,15 @@ def _storable(turn: dict[str, Any], max_chars: int) -> list[dict[str, Any]]:
             for text, extra in parts]
 
 
+def _plain(turn: ContextTurn) -> Message:
+    """A context's turn as :meth:`~opticmem.Context.messages` gives it (before
+    :func:`shown_turn`)."""
+    plain: Message = {"role": turn.role, "content": turn.text}
+    plain.update({k: v for k in ("name", "tool_call_id")
+                  if isinstance(v := turn.turn.meta.get(k), str)})
+    return plain
+
+
 class _MemoryLoop(Generic[F]):
     """What the sync and async wrappers share: settings, call planning, reply recording."""
 
@@ -285,16 +294,14 @@ class _MemoryLoop(Generic[F]):
         return _Call(name, system, turns, left, budget)
 
     @staticmethod
-    def _too_small(call: _Call, budget: int, exc: BudgetError) -> BudgetError:
-        """``exc`` (the context's budget of ``budget`` cannot hold the newest turn) told in
-        the call's whole budget: the figure to raise ``budget_tokens`` to includes the
-        system prompt and the headings planned for, which the context's budget left out."""
-        if exc.needed is None:
-            return exc
-        needed = exc.needed + call.whole - budget
+    def _too_small(call: _Call, newest: int) -> BudgetError:
+        """The call's whole budget cannot hold the system prompt and the newest turn, which
+        costs ``newest`` tokens as sent (its heading included): told in the whole budget,
+        the figure to raise ``budget_tokens`` to, system prompt included."""
+        needed = newest + call.whole - call.budget
         return BudgetError(
             f"a budget of {call.whole} tokens cannot hold the system prompt and the newest "
-            f"turn ({exc.needed} tokens under this cost model) with what is sent around them; "
+            f"turn ({newest} tokens under this cost model) with what is sent around them; "
             f"raise budget_tokens to at least {needed}", needed=needed)
 
     def _overshoot(self, ctx: Context, budget: int) -> int:
@@ -304,12 +311,29 @@ class _MemoryLoop(Generic[F]):
         extra = 0
         for t in ctx.turns:
             if t.role in ("tool", "system"):
-                plain: Message = {"role": t.role, "content": t.text}
-                plain.update({k: v for k in ("name", "tool_call_id")
-                              if isinstance(v := t.turn.meta.get(k), str)})
+                plain = _plain(t)
                 extra += (message_tokens([shown_turn(plain)], model)
                           - message_tokens([plain], model))
         return ctx.cost.total + extra - budget
+
+    def _newest(self, ctx: Context) -> tuple[int, int]:
+        """What the newest turn of ``ctx`` costs as stored and as sent (with its heading):
+        the least a context of the session can cost, and the least the call can send."""
+        plain, model = _plain(ctx.turns[-1]), self.memory.cost_model
+        return message_tokens([plain], model), message_tokens([shown_turn(plain)], model)
+
+    def _next_budget(self, call: _Call, ctx: Context, budget: int) -> int | None:
+        """``None`` when ``ctx`` (planned for ``budget``) fits the call with its headings;
+        else the smaller budget to plan it for — never below what the newest turn alone
+        costs, so planning ends. Raises :class:`BudgetError` when even the newest turn,
+        headed, does not fit."""
+        over = self._overshoot(ctx, call.budget)
+        if over <= 0:
+            return None
+        bare, sent = self._newest(ctx)
+        if sent > call.budget:
+            raise self._too_small(call, sent)
+        return max(budget - over, bare)
 
     def _shown(self, call: _Call, ctx: Context, messages: list[Message]) -> list[Message]:
         """What ``chat_fn`` is sent: the system prompt, then the context's messages with
@@ -361,16 +385,16 @@ class MemoryChat(_MemoryLoop[Callable[[list[Message]], R]], Generic[R]):
         call = self._plan(message, session, budget_tokens)
         if call.turns:
             self.memory.add_many(call.session, call.turns)
-        budget = call.budget
-        while True:
+        budget: int | None = call.budget
+        while budget is not None:  # headings of tool/system turns: plan for less, strictly
             try:
                 ctx = self.memory.context(call.session, budget_tokens=budget)
             except BudgetError as exc:
-                raise self._too_small(call, budget, exc) from None
-            over = self._overshoot(ctx, call.budget)
-            if over <= 0:
-                break
-            budget -= over  # headings of tool/system turns: plan for less, strictly
+                if exc.needed is None:
+                    raise
+                alone = self.memory.context(call.session, budget_tokens=exc.needed)
+                raise self._too_small(call, self._newest(alone)[1]) from None
+            budget = self._next_budget(call, ctx, budget)
         reply = self.chat_fn(self._shown(call, ctx, ctx.messages(self.format)))
         text = self._reply(call, reply)
         if text is not None:
@@ -393,16 +417,16 @@ class AsyncMemoryChat(_MemoryLoop[Callable[[list[Message]], Awaitable[R]]], Gene
         call = self._plan(message, session, budget_tokens)
         if call.turns:
             await self.memory.aadd_many(call.session, call.turns)
-        budget = call.budget
-        while True:
+        budget: int | None = call.budget
+        while budget is not None:
             try:
                 ctx = await self.memory.acontext(call.session, budget_tokens=budget)
             except BudgetError as exc:
-                raise self._too_small(call, budget, exc) from None
-            over = self._overshoot(ctx, call.budget)
-            if over <= 0:
-                break
-            budget -= over
+                if exc.needed is None:
+                    raise
+                alone = await self.memory.acontext(call.session, budget_tokens=exc.needed)
+                raise self._too_small(call, self._newest(alone)[1]) from None
+            budget = self._next_budget(call, ctx, budget)
         reply = await self.chat_fn(self._shown(call, ctx, await ctx.amessages(self.format)))
         text = self._reply(call, reply)
         if text is not None:

@@ -364,6 +364,47 @@ def test_a_reply_the_archive_cannot_hold_as_given_is_stored_and_returned() -> No
     assert [t.meta["part"] for t in mem.turns("s")[-3:]] == [[1, 3], [2, 3], [3, 3]]
 
 
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_budget_too_small_for_the_newest_tool_results_heading_names_the_budget_that_fits(
+        mode: str) -> None:
+    # The newest turn fits the context's budget bare, but not with its "[Tool result ·
+    # NAME · call ID]" heading: planning for less went below 1 and the error named a
+    # negative budget_tokens the caller never passed, with no figure to raise it to.
+    mem = memory()
+    result = {"role": "tool", "name": "lookup_customer_record",
+              "tool_call_id": "call_Zq8vN3xR5tY7uI9oP1aS2dF4", "content": "ok"}
+    model = Recorder()
+
+    async def amodel(messages: list[Message]) -> str:
+        return model(messages)
+
+    chat = with_memory(model if mode == "sync" else amodel, mem, session="s")
+
+    def call(**kw: Any) -> Any:
+        out = chat(**kw)
+        return asyncio.run(out) if mode == "async" else out
+
+    mem.add("s", "tool", "ok", meta={k: result[k] for k in ("name", "tool_call_id")})
+    heading = message_tokens([{"role": "user", "content": "[Tool result · "
+                               "lookup_customer_record · call call_Zq8vN3xR5tY7uI9oP1aS2dF4]"
+                               "\nok"}], mem.cost_model)
+    bare = message_tokens([{"role": "tool", "content": "ok"}], mem.cost_model)
+    assert bare < heading // 3
+    for budget in (heading // 3, heading - 1):
+        with pytest.raises(BudgetError, match="newest turn") as small:
+            call(budget_tokens=budget)
+        assert small.value.needed == heading
+    assert f"at least {heading}" in str(small.value)
+    call(budget_tokens=heading)  # the named budget holds the call
+    assert message_tokens(model.sent[-1], mem.cost_model) <= heading
+    for _ in range(4):  # their headings together cost more than the whole budget
+        mem.add("s", "tool", "ok", meta={k: result[k] for k in ("name", "tool_call_id")})
+    mem.add("s", "user", "and the others?")
+    call(budget_tokens=heading)
+    assert message_tokens(model.sent[-1], mem.cost_model) <= heading
+    assert model.sent[-1][-1] == {"role": "user", "content": "and the others?"}
+
 @pytest.mark.parametrize("bad", [0, -5])
 def test_a_per_call_budget_below_one_is_refused_not_ignored(bad: int) -> None:
     mem = memory()
