@@ -66,6 +66,7 @@ from opticmem.errors import BudgetError, InvalidTurnError, OpticMemError
 from opticmem.integrations.turn_text import (
     archived_parts,
     has_visible_text,
+    newest_turn_tokens,
     repair_surrogates,
     shown_turn,
     tool_call_line,
@@ -319,8 +320,9 @@ class _MemoryLoop(Generic[F]):
     def _newest(self, ctx: Context) -> tuple[int, int]:
         """What the newest turn of ``ctx`` costs as stored and as sent (with its heading):
         the least a context of the session can cost, and the least the call can send."""
-        plain, model = _plain(ctx.turns[-1]), self.memory.cost_model
-        return message_tokens([plain], model), message_tokens([shown_turn(plain)], model)
+        model = self.memory.cost_model
+        return (newest_turn_tokens(ctx, model),
+                message_tokens([shown_turn(_plain(ctx.turns[-1]))], model))
 
     def _next_budget(self, call: _Call, ctx: Context, budget: int) -> int | None:
         """``None`` when ``ctx`` (planned for ``budget``) fits the call with its headings;

@@ -34,9 +34,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from opticmem.context import Context
 from opticmem.errors import BudgetError
 from opticmem.integrations.langchain_messages import context_messages, message_turns
 from opticmem.integrations.langchain_tokens import OpticalTokenCounter
+from opticmem.integrations.turn_text import newest_turn_tokens
 from opticmem.memory import OpticalMemory
 from opticmem.sessions import validate_session
 
@@ -75,18 +77,22 @@ class OpticalChatMessageHistory(BaseChatMessageHistory):
         self.budget_tokens = budget_tokens
         self._counter = OpticalTokenCounter(memory)
 
-    def _next_target(self, target: int, messages: list[BaseMessage]) -> int | None:
-        """``None`` when ``messages`` fit the budget, else the smaller budget to plan the
-        context for: showing ``tool`` and ``system`` turns adds a heading to each, which
-        the context's own price does not include."""
+    def _next_target(self, ctx: Context, messages: list[BaseMessage]) -> int | None:
+        """``None`` when ``messages`` (``ctx`` shown) fit the budget, else the smaller budget
+        to plan the context for: showing ``tool`` and ``system`` turns adds a heading to
+        each, which the context's own price does not include. Never less than the newest
+        turn alone costs (:func:`newest_turn_tokens`): planned for that, the context is
+        that turn, and over the budget even then, nothing fits."""
         budget = self.memory.budget_tokens if self.budget_tokens is None else self.budget_tokens
-        over = self._counter(messages) - budget
-        if over <= 0:
+        cost = self._counter(messages)
+        if cost <= budget:
             return None
-        if target - over < 1:
+        target, floor = ctx.cost.budget, newest_turn_tokens(ctx, self.memory.cost_model)
+        if target <= floor:
             raise BudgetError(f"session {self.session!r}: a budget of {budget} tokens cannot "
-                              "hold the newest turn shown as a message")
-        return target - over
+                              f"hold the newest turn shown as a message ({cost} tokens)",
+                              needed=cost)
+        return max(target - (cost - budget), floor)
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
@@ -95,7 +101,7 @@ class OpticalChatMessageHistory(BaseChatMessageHistory):
         while True:
             ctx = self.memory.context(self.session, budget_tokens=target)
             messages = context_messages(ctx.messages())
-            target = self._next_target(ctx.cost.budget, messages)
+            target = self._next_target(ctx, messages)
             if target is None:
                 return messages
 
@@ -104,7 +110,7 @@ class OpticalChatMessageHistory(BaseChatMessageHistory):
         while True:
             ctx = await self.memory.acontext(self.session, budget_tokens=target)
             messages = context_messages(await ctx.amessages())
-            target = self._next_target(ctx.cost.budget, messages)
+            target = self._next_target(ctx, messages)
             if target is None:
                 return messages
 

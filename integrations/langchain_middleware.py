@@ -75,6 +75,7 @@ from opticmem.integrations.langchain_session import (
     thread_id,
 )
 from opticmem.integrations.langchain_tokens import OpticalTokenCounter
+from opticmem.integrations.turn_text import newest_turn_tokens
 from opticmem.memory import OpticalMemory
 from opticmem.render import ORDER
 
@@ -265,25 +266,32 @@ class OpticalMemoryMiddleware(AgentMiddleware):
 
         The context is planned for a budget at most ``room``; the messages are priced
         again because showing tool and system turns adds a short heading to each. Over
-        by that much, the context is planned again for less.
+        by that much, the context is planned again for less — never for less than the
+        newest turn alone costs (:func:`newest_turn_tokens`), and for just that on the
+        last try: only when that turn, headed, is over ``room`` is no history shown.
         """
         step = max(1, budget // BUDGET_STEPS)
         target = room - room % step
-        for _ in range(4):
+        for attempt in range(4):
             if target < 1:
                 break
             try:
                 ctx = self.memory.context(session, budget_tokens=target)
             except BudgetError:
-                log.warning("session %r: %d tokens left for history cannot hold the newest "
-                            "recorded turn; this model call sees no history", session, room)
                 break
             messages = context_messages(ctx.messages())
             cost = self.counter(messages)
             if cost <= room:
                 return messages, ctx, cost
+            floor = newest_turn_tokens(ctx, self.memory.cost_model)
+            if target <= floor:
+                break
             target -= cost - room
             target -= target % step
+            if target < floor or attempt == 2:
+                target = floor
+        log.warning("session %r: %d tokens left for history cannot hold the newest recorded "
+                    "turn; this model call sees no history", session, room)
         return [], None, 0
 
     # ------------------------------------------------------------------ hooks

@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from opticmem.context import Context
+from opticmem.costs import CostModel, message_tokens
 from opticmem.errors import InvalidTurnError
 from opticmem.sessions import validate_text
 
@@ -85,6 +87,23 @@ def shown_turn(message: dict[str, Any]) -> dict[str, Any]:
     return {"role": "user", "content": headed(head, message.get("content", ""))}
 
 
+def newest_turn_tokens(ctx: Context, model: CostModel) -> int:
+    """What the newest turn of ``ctx`` costs on its own, unheaded (``0``: no turn): the
+    smallest budget a context of the session can be planned for, since the newest turn is
+    always in it. Planning again for less, to make room for headings, stops there.
+
+    >>> from opticmem import OpticalMemory
+    >>> mem = OpticalMemory(codec=None)
+    >>> _ = mem.add("s", "tool", "12C", meta={"name": "weather"})
+    >>> newest_turn_tokens(mem.context("s"), mem.cost_model)
+    5
+    """
+    if not ctx.turns:
+        return 0
+    newest = ctx.turns[-1]
+    return message_tokens([{"role": newest.role, "content": newest.text}], model)
+
+
 def repair_surrogates(text: str) -> tuple[str, bool]:
     """``text`` with lone surrogates replaced by U+FFFD, and whether any was.
 
@@ -146,6 +165,7 @@ __all__ = [
     "archived_parts",
     "has_visible_text",
     "headed",
+    "newest_turn_tokens",
     "repair_surrogates",
     "shown_turn",
     "split_text",

@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
-from opticmem import OpticalMemory
+from opticmem import BudgetError, OpticalMemory
 from opticmem.integrations import OpticalChatMessageHistory, OpticalTokenCounter
 from tests.integrations.fakes import SYSTEM, CapturingChatModel, capturing, image_tiers, user_text
 
@@ -114,3 +114,35 @@ def test_messages_stay_within_the_budget_with_tool_and_system_turns(mode: str) -
         assert 0 < counter(shown) <= budget, budget
         assert "Operator: stay brief." in str(shown[-1].content)  # the newest turn kept
     assert len(OpticalChatMessageHistory(memory, "ops", budget_tokens=full).messages) == 24
+
+
+def tool_heavy(memory: OpticalMemory, session: str) -> None:
+    """Recent turns that are mostly short tool results: their headings cost more than
+    their text."""
+    history = OpticalChatMessageHistory(memory, session)
+    for i in range(3):
+        history.add_messages([HumanMessage(f"check item {i}")])
+        for j in range(3):
+            call = f"call_Zq8vN3xR5tY7uI9oP1aS2d{i}{j}"
+            history.add_messages([
+                AIMessage("", tool_calls=[{"name": "get_status", "args": {}, "id": call}]),
+                ToolMessage("ok", tool_call_id=call, name="get_status")])
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_any_budget_that_holds_the_newest_turn_shows_it_when_headings_outweigh_turns(
+        mode: str) -> None:
+    # Planning for less by the headings' cost went below what the newest turn alone costs:
+    # 60 tokens showed the newest turn, 80 raised BudgetError for it.
+    memory = OpticalMemory(codec=None)
+    tool_heavy(memory, "ops")
+    counter = OpticalTokenCounter(memory)
+    newest = counter(OpticalChatMessageHistory(memory, "ops", budget_tokens=60).messages)
+    for budget in range(newest, 400, 10):
+        limited = OpticalChatMessageHistory(memory, "ops", budget_tokens=budget)
+        messages = limited.messages if mode == "sync" else asyncio.run(limited.aget_messages())
+        assert 0 < counter(messages) <= budget, budget
+        assert str(messages[-1].content).startswith("[Tool result · get_status · call "), budget
+    with pytest.raises(BudgetError, match="newest turn") as small:
+        OpticalChatMessageHistory(memory, "ops", budget_tokens=newest - 1).messages  # noqa: B018
+    assert small.value.needed == newest

@@ -303,3 +303,28 @@ def test_bad_budget_arguments(memory: OpticalMemory) -> None:
         OpticalMemoryMiddleware(memory, budget_tokens=100, reserve_tokens=-1)
     with pytest.raises(ValueError, match="budget_tokens"):
         OpticalMemoryMiddleware(memory, budget_tokens=0)
+
+
+def test_history_is_shown_whenever_the_room_holds_the_newest_turn_with_its_heading() -> None:
+    # Short tool results cost less than their "[Tool result · NAME · call ID]" headings;
+    # planning for less by the headings' cost went below what the newest turn alone
+    # costs, and the model silently saw no history at all (150 tokens: none, 100: some).
+    memory = OpticalMemory(codec=None)
+    recorder = Recorder(memory)
+    for i in range(3):
+        recorder.record("ops", None, [HumanMessage(f"check item {i}", id=f"h{i}")])
+        for j in range(3):
+            call = f"call_Zq8vN3xR5tY7uI9oP1aS2d{i}{j}"
+            recorder.record("ops", None, [
+                AIMessage("", tool_calls=[{"name": "get_status", "args": {}, "id": call}]),
+                ToolMessage("ok", tool_call_id=call, name="get_status")])
+    counter = OpticalTokenCounter(memory)
+    newest = counter([HumanMessage("[Tool result · get_status · call "
+                                   "call_Zq8vN3xR5tY7uI9oP1aS2d22]\nok")])
+    for budget in range(newest, 400, 10):
+        view = OpticalMemoryMiddleware(memory, budget_tokens=budget).assemble(
+            "ops", None, None, [])
+        assert view.history > 0, budget
+        assert view.tokens <= budget
+        assert view.messages[-1].content == "[Tool result · get_status · call " \
+            "call_Zq8vN3xR5tY7uI9oP1aS2d22]\nok"
