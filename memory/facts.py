@@ -99,11 +99,32 @@ and an e-mail's local part is at most 64 characters."""
 _FACT = re.compile("|".join(f"(?P<k{i}>{p})" for i, (p, _) in enumerate(_PATTERNS)))
 _TRAIL = ".,;:!?)]}'\""
 
+_TERMINAL_ESCAPE = re.compile(
+    r"\x1b(?:\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves
+    r"|\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC: window title, hyperlinks
+    r"|[@-Z\\-_])"  # the two-character escapes
+)
+"""An ANSI terminal escape (colour, cursor, title): a shell tool's output is full of them,
+and read as text their letters stick to the facts beside them (``31mERROR``, ``1mhttps``)."""
+
+
+def _without_terminal_escapes(text: str) -> str:
+    """``text`` with each terminal escape blanked to spaces of its length: no fact takes
+    any of it, and every other character keeps its position."""
+    if "\x1b" not in text:
+        return text
+    return _TERMINAL_ESCAPE.sub(lambda m: " " * len(m.group()), text)
+
 
 def fact_spans(text: str) -> list[tuple[int, int, str]]:
-    """Every fact in ``text`` as ``(start, end, fact)``, in order of appearance."""
+    """Every fact in ``text`` as ``(start, end, fact)``, in order of appearance (terminal
+    escapes are no part of any).
+
+    >>> [f for _, _, f in fact_spans("\x1b[31mFAIL\x1b[0m job 4411: https://ci.io/4411\x1b[0m")]
+    ['4411', 'https://ci.io/4411']
+    """
     out: list[tuple[int, int, str]] = []
-    for m in _FACT.finditer(text):
+    for m in _FACT.finditer(_without_terminal_escapes(text)):
         s, e = m.start(), m.end()
         fact = m.group()
         if fact[0] not in "`" and fact[-1] in _TRAIL:  # sentence punctuation after a URL…

@@ -162,6 +162,18 @@ def test_a_one_letter_ticket_key_is_a_fact_whole() -> None:
     assert extract_facts("ticket T-100 ships after ORD-12345") == ("T-100", "ORD-12345")
 
 
+def test_terminal_escapes_are_no_part_of_a_fact() -> None:
+    """A shell tool's coloured output gave ``31mE42`` for the code and ``1mhttps`` plus a
+    URL cut at its scheme; each fact must read as the terminal showed it."""
+    out = ("\x1b[31mE42\x1b[0m build 4411 failed at 2026-03-04 12:30, log "
+           "\x1b[1;4mhttps://ci.example.com/b/4411\x1b[0m\x1b]0;ci\x07 by mina@x.io\x1bM")
+    assert extract_facts(out) == (
+        "E42", "4411", "2026-03-04 12:30", "https://ci.example.com/b/4411", "mina@x.io")
+    assert extract_facts(out) == extract_facts(
+        "E42 build 4411 failed at 2026-03-04 12:30, log https://ci.example.com/b/4411 by "
+        "mina@x.io")
+
+
 def test_facts_line_and_limit() -> None:
     assert facts_line(()) == ""
     many = " ".join(f"T-{i}" for i in range(100))
