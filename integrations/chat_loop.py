@@ -6,7 +6,8 @@ dicts) and returns the reply. The wrapper keeps the conversation in an
 
 1. records the new user message(s) — **before** calling the model, so nothing the user
    said is lost if the model call fails (call again with no message to retry); tool
-   results and assistant messages passed in are made storable as the reply is (4.);
+   results and assistant messages passed in are made storable as the reply is (4.), and
+   not recorded when they show nothing (a tool that printed nothing);
 2. builds the context: the system prompt verbatim (never compressed, never stored), then
    ``memory.context(session)`` as OpenAI-format messages (older turns as page images,
    recent ones as text), all within the memory's token budget under its cost model;
@@ -219,12 +220,16 @@ def _turn_of(i: int, msg: Mapping[str, Any]) -> dict[str, Any]:
 def _storable(turn: dict[str, Any], max_chars: int) -> list[dict[str, Any]]:
     """``turn`` as the turns it is archived as. An assistant or tool message already
     happened (a model's reply, a tool's result), so lone surrogates are repaired and text
-    over ``max_chars`` is split (:func:`archived_parts`) rather than refused; the
-    caller's own messages, and a turn with nothing visible, stay for the memory to
-    check."""
-    parts = archived_parts(turn["text"], max_chars) if turn["role"] in _HAPPENED else []
-    if not parts:
+    over ``max_chars`` is split (:func:`archived_parts`) rather than refused, and one with
+    nothing visible (a tool that printed nothing) is not recorded, as the LangChain
+    integration does: refused, it would fail every later call of the agent's loop. The
+    caller's own messages stay for the memory to check."""
+    if turn["role"] not in _HAPPENED:
         return [turn]
+    parts = archived_parts(turn["text"], max_chars)
+    if not parts:
+        log.info("an empty %s message is not recorded", turn["role"])
+        return []
     return [{**turn, "text": text, "meta": {**(turn["meta"] or {}), **extra} or None}
             for text, extra in parts]
 

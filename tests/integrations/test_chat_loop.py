@@ -440,6 +440,21 @@ def test_tool_results_the_archive_cannot_hold_as_given_are_stored_not_refused() 
     assert len(mem.turns("s")) == len(turns)
 
 
+def test_a_tool_that_printed_nothing_is_not_recorded_and_does_not_jam_the_loop() -> None:
+    # OpenAI takes a tool message with empty content; the archive keeps no empty turn, and
+    # refusing it raised InvalidTurnError on every call of the agent's loop, which sends
+    # the same tool message again each time.
+    mem = memory()
+    rec = Recorder()
+    chat = with_memory(rec, mem, session="s")
+    quiet = {"role": "tool", "tool_call_id": "call_1", "name": "weather", "content": ""}
+    assert chat([*TOOL_CHAIN[:2], quiet]) == "reply 1"
+    assert [t.role for t in mem.turns("s")] == ["user", "assistant", "assistant"]
+    assert "[tool call · weather · id call_1]" in mem.turns("s")[1].text
+    with pytest.raises(InvalidTurnError, match="empty"):
+        chat(" ")  # the user's own empty message is still refused
+
+
 def test_a_chat_fn_that_edits_what_it_is_sent_cannot_change_the_system_prompt() -> None:
     # Adapters often rewrite messages in place (string content to parts, a date appended
     # to the system prompt); the wrapper's own system message used to be sent by
