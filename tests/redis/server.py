@@ -64,6 +64,10 @@ def ping(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+class _PortTaken(RuntimeError):
+    """redis-server could not bind its port or its cluster bus port."""
+
+
 class RedisServer:
     """One ``redis-server`` process in ``directory`` on 127.0.0.1.
 
@@ -86,6 +90,8 @@ class RedisServer:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self._ports_chosen = port is None
+        """True while the ports are ours to change: chosen free here, never yet served on."""
         self.appendfsync = appendfsync
         self.forbid_keys = forbid_keys
         self.cluster = cluster
@@ -129,7 +135,25 @@ class RedisServer:
         return conf
 
     def start(self, timeout: float = 20.0) -> RedisServer:
-        """Start the server and wait until it answers PING (loading its AOF if any)."""
+        """Start the server and wait until it answers PING (loading its AOF if any).
+
+        A port chosen free can be taken before the server binds it (any outgoing
+        connection may get it as its ephemeral port); on the first start, such a clash
+        picks new ports and starts again, up to twice."""
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except _PortTaken:
+                if not self._ports_chosen or attempt == 2:
+                    raise
+                log.info("port %d or %d was taken before redis-server bound it; choosing "
+                         "again", self.port, self.cluster_port)
+                self.port = free_port()
+                self.cluster_port = free_port() if self.cluster else 0
+                (self.directory / "nodes.conf").unlink(missing_ok=True)
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> RedisServer:
         if self.proc is not None and self.proc.poll() is None:
             return self
         conf = self._write_config()
@@ -143,12 +167,14 @@ class RedisServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(
-                    f"redis-server exited with {self.proc.returncode} on port {self.port}: "
-                    f"{err.strip()}\n{self.log_tail()}"
+                why = f"{err.strip()}\n{self.log_tail()}"
+                failure = _PortTaken if "Address already in use" in why else RuntimeError
+                raise failure(
+                    f"redis-server exited with {self.proc.returncode} on port {self.port}: {why}"
                 )
             if ping(self.port):
                 log.debug("redis-server up on port %d (pid %d)", self.port, self.proc.pid)
+                self._ports_chosen = False  # clients know this port now: a restart keeps it
                 return self
             time.sleep(0.02)
         self.kill()

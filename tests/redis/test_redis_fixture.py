@@ -80,3 +80,25 @@ def test_a_cluster_is_made_without_redis_cli_too(tmp_path: Path) -> None:
         procs = [s.proc for s in cluster.servers]
         cluster.stop()
     assert all(p is not None and p.poll() is not None for p in procs)
+
+
+def test_a_port_taken_before_the_server_binds_it_is_chosen_again(tmp_path: Path) -> None:
+    """A free port can be taken between choosing and binding (an outgoing connection's
+    ephemeral port): a cluster node failed to start so, once, in a full run."""
+    import socket
+
+    with socket.socket() as taker:
+        taker.bind(("127.0.0.1", 0))
+        taker.listen()
+        taken = taker.getsockname()[1]
+        server = RedisServer(tmp_path, cluster=True)
+        server.cluster_port = taken
+        try:
+            server.start()
+            assert taken not in (server.port, server.cluster_port)
+            assert command(server.port, "PING") == b"PONG"
+        finally:
+            server.stop()
+        pinned = RedisServer(tmp_path / "pinned", port=taken)  # a port asked for is kept
+        with pytest.raises(RuntimeError, match="Address already in use"):
+            pinned.start()
