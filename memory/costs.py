@@ -251,16 +251,23 @@ def message_tokens(messages: Iterable[Mapping[str, Any]], model: CostModel) -> i
     ``base64``, or OpenAI ``image_url`` data URLs) through the image formula, and each
     message adds ``model.message_overhead``. This is exactly how a
     :class:`~opticmem.context.Context` prices itself, so it can check one independently.
+    Content ``None`` (OpenAI's assistant message that only calls tools) costs the overhead
+    alone; content of any other type raises ``TypeError`` naming the message.
 
     >>> message_tokens([{"role": "user", "content": "hello"}], cost_model())
     4
     """
     total = 0
-    for msg in messages:
+    for i, msg in enumerate(messages):
         total += model.message_overhead
-        content = msg.get("content", "")
+        content = msg.get("content")
+        if content is None:  # an OpenAI assistant message that only calls tools
+            continue
         if isinstance(content, str):
             total += model.text_tokens(content)
-        else:
+        elif isinstance(content, (list, tuple)):
             total += sum(_block_tokens(b, model) for b in content)
+        else:
+            raise TypeError(f"message {i}: content must be text or a list of content blocks, "
+                            f"got {type(content).__name__}")
     return total

@@ -67,6 +67,17 @@ def test_openai_format_uses_data_urls(deepseek: OpticalMemory) -> None:
         ctx.messages(format="xml")  # type: ignore[arg-type]
 
 
+def test_message_tokens_prices_a_tool_calling_message_and_names_bad_content() -> None:
+    # OpenAI's assistant message that only calls tools has content None: it raised
+    # "'NoneType' object is not iterable" (a system prompt given so, too)
+    model = cost_model("deepseek-ocr")
+    calls = {"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]}
+    assert message_tokens([calls], model) == model.message_overhead
+    with pytest.raises(TypeError, match="message 1: content must be text or a list"):
+        message_tokens([{"role": "user", "content": "hi"}, {"role": "user", "content": 7}],
+                       model)
+
+
 @pytest.mark.parametrize("model", ["deepseek-ocr", "deepseek-ocr-nominal", "openai", "anthropic"])
 @pytest.mark.parametrize("budget", [2500, 8192])
 def test_cost_is_exactly_what_the_messages_cost(model: str, budget: int) -> None:
