@@ -253,7 +253,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError("file missing", path=str(path)) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # RecursionError: JSON nested past Python's recursion limit.
         raise CheckpointError(f"unreadable JSON: {exc}", path=str(path)) from exc
     if not isinstance(data, dict):
         raise CheckpointError("expected a JSON object", path=str(path))

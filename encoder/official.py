@@ -158,7 +158,8 @@ def check_config_json(path: Path, cfg: ModelConfig) -> None:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError("file missing", path=str(path)) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # RecursionError: JSON nested past Python's recursion limit.
         raise CheckpointError(f"unreadable JSON: {exc}", path=str(path)) from exc
     lang = data.get("language_config") if isinstance(data, dict) else None
     if not isinstance(lang, dict):

@@ -163,6 +163,15 @@ def test_unexpected_key_and_bad_json(saved: Path) -> None:
         load_checkpoint(saved / "nope")
 
 
+@pytest.mark.parametrize("name", ["config.json", INDEX_FILE])
+def test_deeply_nested_json_names_the_file(saved: Path, name: str) -> None:
+    """JSON nested past Python's recursion limit used to escape as a bare RecursionError."""
+    (saved / name).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CheckpointError, match="JSON") as info:
+        load_checkpoint(saved, device="cpu")
+    assert info.value.path == str(saved / name)
+
+
 @pytest.mark.parametrize(("field", "value"), [("hidden_size", "x"), ("hidden_size", -5),
                                               ("layers", 1.5)])
 def test_config_with_unbuildable_sizes_names_the_config_file(
@@ -317,6 +326,11 @@ def test_official_layout_mismatches_raise_typed_errors(tmp_path: Path) -> None:
     # A config.json that is not text.
     write_official_layout(src, root)
     (root / "config.json").write_bytes(b"\x80\x81 not utf-8")
+    with pytest.raises(CheckpointError, match="JSON") as info:
+        load_official(root, config=cfg, device="cpu")
+    assert info.value.path == str(root / "config.json")
+    # Nor one nested past Python's recursion limit (a bare RecursionError before).
+    (root / "config.json").write_text("{\"a\":" * 100_000 + "1" + "}" * 100_000)
     with pytest.raises(CheckpointError, match="JSON") as info:
         load_official(root, config=cfg, device="cpu")
     assert info.value.path == str(root / "config.json")
