@@ -30,7 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from opticmem.encoder.config import ModelConfig
-from opticmem.encoder.errors import CheckpointError, ConfigError
+from opticmem.encoder.errors import CheckpointError, ConfigError, InputError
 from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
 
 log = logging.getLogger(__name__)
@@ -133,8 +133,9 @@ def load_checkpoint(
 ) -> OCRModel:
     """Build the model a checkpoint describes and load its weights strictly.
 
-    ``device`` defaults to CUDA when available, ``dtype`` to bf16 on CUDA and fp32 on
-    CPU. ``verify`` checks each shard's SHA-256 against the index first.
+    ``device`` defaults to CUDA when available, ``dtype`` (a floating-point
+    ``torch.dtype``, else :class:`InputError`) to bf16 on CUDA and fp32 on CPU. ``verify``
+    checks each shard's SHA-256 against the index first.
     """
     root = Path(directory)
     if not root.is_dir():
@@ -142,13 +143,18 @@ def load_checkpoint(
     cfg = read_config(root)
     weight_map, meta = read_index(root)
     dev = torch.device(device) if device is not None else default_device()
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InputError(f"dtype must be a floating-point torch.dtype such as torch.bfloat16, "
+                         f"got {dtype!r}")
     try:
-        model = build_model(cfg, device=dev, dtype=dtype or default_dtype(dev), seed=None)
+        build_model(cfg, device="meta")  # the config's sizes alone, without the caller's
     except (TypeError, ValueError, RuntimeError) as exc:
         # config.json parsed but its sizes cannot make tensors (a string, a negative or
         # fractional size): the file is at fault, so say which one.
         raise CheckpointError(f"config describes no model that can be built: {exc}",
                               path=str(root / CONFIG_FILE)) from exc
+    # A device that cannot hold it ("mps" where there is none) raises torch's own error.
+    model = build_model(cfg, device=dev, dtype=dtype or default_dtype(dev), seed=None)
     if verify:
         digests = meta.get("shards")
         if not isinstance(digests, dict):

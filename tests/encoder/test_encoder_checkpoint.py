@@ -189,6 +189,23 @@ def test_config_with_unbuildable_sizes_names_the_config_file(
     assert info.value.path == str(path)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", torch.int64])
+def test_a_dtype_that_is_not_a_float_type_is_the_callers_error(saved: Path, dtype: object) -> None:
+    """It used to be reported as a CheckpointError saying config.json describes no model."""
+    with pytest.raises(InputError, match="dtype must be a floating-point torch"):
+        load_checkpoint(saved, device="cpu", dtype=dtype)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
+def test_a_device_that_is_not_there_is_not_blamed_on_the_config(saved: Path) -> None:
+    # The sizes of config.json build a model; the device cannot hold it (on a one-GPU
+    # machine, "cuda:1" does the same).
+    with pytest.raises(RuntimeError) as info:
+        load_checkpoint(saved, device="mps")
+    assert not isinstance(info.value, CheckpointError)
+    assert "config.json" not in str(info.value)
+
+
 @pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool, torch.uint8])
 def test_integer_tensor_for_a_float_parameter_names_file_and_key(
     model: OCRModel, saved: Path, dtype: torch.dtype
