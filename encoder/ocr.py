@@ -40,7 +40,7 @@ from opticmem.encoder.examples import token_bytes
 from opticmem.encoder.generate import GenerationConfig, Halt, Hold, Prompt, StepHook, generate
 from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
 from opticmem.encoder.official import REPO_ID, load_official, load_official_tokenizer
-from opticmem.encoder.preprocess import preprocess, to_rgb
+from opticmem.encoder.preprocess import parse_tier, preprocess, to_rgb
 from opticmem.encoder.token_cursor import TokenCursor
 from opticmem.encoder.tokenizer import (
     BOS_ID,
@@ -232,7 +232,7 @@ class OCRCodec:
 
     def encode(self, images: Sequence[Image.Image], tier: Tier | str) -> list[VisionTokens]:
         """Encode page images (any size or mode) at ``tier``; one grid per image."""
-        tier = Tier.parse(tier)
+        tier = parse_tier(tier)
         out: list[VisionTokens] = []
         param = next(self.model.parameters())
         for start in range(0, len(images), self.batch_size):

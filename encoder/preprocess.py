@@ -28,6 +28,15 @@ PAD_COLOUR = (127, 127, 127)
 """Grey fill for padded tiers: the normalisation mean × 255, rounded down."""
 
 
+def parse_tier(tier: Tier | str) -> Tier:
+    """:meth:`Tier.parse`, with an unknown name raised as :class:`InputError` (still a
+    ``ValueError``), so that ``except CodecError`` around a codec call catches it too."""
+    try:
+        return Tier.parse(tier)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
 def to_rgb(image: Image.Image, *, keep_grey: bool = False) -> Image.Image:
     """EXIF-transpose and convert any mode (RGBA, LA, P, L, 1, I, F, CMYK…) to RGB
     (or, with ``keep_grey``, leave an ``L`` image grey: the same pixels in a third of
@@ -64,7 +73,7 @@ def fit_to_tier(image: Image.Image, tier: Tier | str, *, keep_grey: bool = False
     """Any image → the tier's RGB square (stretch for resize tiers, grey pad for pad tiers);
     with ``keep_grey`` an ``L`` image stays ``L`` (PIL resamples each band alike, so its
     pixels equal every band of the RGB result)."""
-    tier = Tier.parse(tier)
+    tier = parse_tier(tier)
     side = tier.pixels
     image = to_rgb(image, keep_grey=keep_grey)
     if image.size == (side, side):
@@ -78,7 +87,7 @@ def fit_to_tier(image: Image.Image, tier: Tier | str, *, keep_grey: bool = False
 def pixel_batch(images: Sequence[Image.Image], tier: Tier | str) -> torch.Tensor:
     """A list of images → their uint8 pixels at ``tier``'s size: (B, S, S) when every image
     is greyscale (``L``, as the renderer draws pages), else RGB (B, S, S, 3)."""
-    tier = Tier.parse(tier)
+    tier = parse_tier(tier)
     if len(images) == 0:
         return torch.empty(0, tier.pixels, tier.pixels, 3, dtype=torch.uint8)
     grey = all(isinstance(img, Image.Image) and img.mode == "L" for img in images)

@@ -269,6 +269,16 @@ def test_preprocess_rejects_non_images() -> None:
         preprocess([np.zeros((4, 4))], "tiny")
 
 
+@pytest.mark.parametrize("tier", ["huge", None, 3, ""])
+def test_unknown_tiers_are_codec_errors(codec: OCRCodec, tier: object) -> None:
+    # Tier.parse's bare ValueError escaped a `except CodecError` around a codec call.
+    image = Image.new("L", (512, 512), 255)
+    for call in (lambda: codec.encode([image], tier), lambda: codec.encode([], tier),  # type: ignore[arg-type]
+                 lambda: preprocess([image], tier)):  # type: ignore[arg-type]
+        with pytest.raises(InputError, match="unknown tier"):
+            call()
+
+
 def test_unreadable_image_files_raise_input_errors() -> None:
     # Pillow decodes lazily: a truncated file or a closed image used to fail in the middle
     # of preprocessing with a bare OSError or ValueError.
