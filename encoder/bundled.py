@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from opticmem.encoder.codec import CodecError
 from opticmem.encoder.config import DecoderConfig
 from opticmem.encoder.examples import IGNORE
 from opticmem.encoder.model import OCRModel
@@ -125,8 +126,10 @@ def teacher_forced_accuracy(
     return float((out.logits.argmax(-1) == out.labels).float().mean())
 
 
-class BundledWeightsError(FileNotFoundError):
-    """The packaged weights are missing or unreadable; names the file."""
+class BundledWeightsError(CodecError, FileNotFoundError):
+    """The packaged weights are missing or unreadable; names the file. A
+    :class:`~opticmem.encoder.codec.CodecError` like every error of the codec's weights,
+    and an ``OSError``, as a missing file is."""
 
 
 def export_bundled(state_model_dir: Path, out_dir: Path) -> Path:

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from opticmem.encoder.bundled import BundledWeightsError, load_bundled_codec, weights_dir
+from opticmem.encoder.codec import CodecError
 from opticmem.encoder.metrics import char_precision
 from opticmem.evaluation import heldout_pages
 from opticmem.render import PageLayout, render_page
@@ -66,6 +67,18 @@ def test_corrupt_shard_is_named(weights_copy: Path) -> None:
     shard.write_bytes(bytes(data))
     with pytest.raises(BundledWeightsError, match=re.escape(shard.name)):
         load_bundled_codec(weights_copy, device="cpu")
+
+
+def test_weight_errors_are_codec_errors(weights_copy: Path) -> None:
+    # errors.py promises that `except CodecError` catches anything the codec or its weights
+    # raise; BundledWeightsError was a FileNotFoundError only.
+    (weights_copy / "config.json").write_text("{not json")
+    with pytest.raises(CodecError, match=re.escape("config.json")):
+        load_bundled_codec(weights_copy, device="cpu")
+    (weights_copy / "config.json").unlink()
+    with pytest.raises(CodecError, match=re.escape("config.json")) as info:
+        load_bundled_codec(weights_copy, device="cpu")
+    assert isinstance(info.value, FileNotFoundError)  # still caught as an OSError
 
 
 @pytest.mark.gpu
