@@ -205,7 +205,9 @@ class ModelConfig:
             elif key == "name":
                 kwargs[key] = str(value)
             elif key == "fusion_norm":
-                kwargs[key] = bool(value)
+                if not isinstance(value, bool):  # bool("false") would switch it on
+                    raise ConfigError(f"fusion_norm must be true or false, got {value!r}")
+                kwargs[key] = value
             elif key == "align":
                 kwargs[key] = None if value is None else _build(AlignConfig, value, key)
             else:

@@ -132,6 +132,10 @@ def test_bad_configs_raise_config_error() -> None:
     data["compressor"]["out_channels"] = 48
     with pytest.raises(ConfigError, match=r"clip\.width"):
         ModelConfig.from_dict(data)
+    data = preset("test").to_dict()
+    data["fusion_norm"] = "false"  # read as bool("false"): the fusion norm switched on
+    with pytest.raises(ConfigError, match="fusion_norm must be true or false"):
+        ModelConfig.from_dict(data)
 
 
 @pytest.mark.parametrize(
