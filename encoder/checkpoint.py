@@ -112,7 +112,9 @@ def read_config(directory: str | Path) -> ModelConfig:
 
 
 def read_index(directory: str | Path) -> tuple[dict[str, str], dict[str, Any]]:
-    """``(weight_map, metadata)`` of a sharded checkpoint's index file."""
+    """``(weight_map, metadata)`` of a sharded checkpoint's index file. Its shards are
+    files of the checkpoint's own folder: a name with a path in it (``../x``,
+    ``/etc/passwd``) would have any file on the machine opened as a shard."""
     path = Path(directory) / INDEX_FILE
     data = _read_json(path)
     weight_map = data.get("weight_map")
@@ -120,6 +122,10 @@ def read_index(directory: str | Path) -> tuple[dict[str, str], dict[str, Any]]:
         isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
     ):
         raise CheckpointError("index has no valid weight_map", path=str(path))
+    for key, shard in weight_map.items():
+        if shard in ("", ".", "..") or Path(shard).name != shard or "\\" in shard:
+            raise CheckpointError(f"{key!r} is in {shard!r}, not a file of the checkpoint's "
+                                  "folder", path=str(path))
     meta = data.get("metadata") or {}
     return weight_map, meta if isinstance(meta, dict) else {}
 

@@ -147,6 +147,18 @@ def test_missing_shard_and_missing_key(saved: Path) -> None:
     assert info.value.path == str(saved / victim)
 
 
+@pytest.mark.parametrize("shard", ["../model.safetensors", "/etc/passwd", "sub/x.safetensors",
+                                   "..", "", "a\\b.safetensors"])
+def test_a_shard_outside_the_checkpoint_folder_is_refused(saved: Path, shard: str) -> None:
+    # Such names used to be opened (or hashed) wherever they led, then fail as bad shards.
+    index = json.loads((saved / INDEX_FILE).read_text())
+    index["weight_map"]["decoder.norm.weight"] = shard
+    (saved / INDEX_FILE).write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="not a file of the checkpoint's folder") as info:
+        load_checkpoint(saved, device="cpu")
+    assert info.value.path == str(saved / INDEX_FILE)
+
+
 def test_unexpected_key_and_bad_json(saved: Path) -> None:
     index = json.loads((saved / INDEX_FILE).read_text())
     shard = next(iter(index["weight_map"].values()))
