@@ -25,6 +25,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from opticmem.codecs import CodecSpec, load_bundled_codec
 from opticmem.context import Context
@@ -46,8 +47,11 @@ app = typer.Typer(
 PLUGINS: tuple[str, ...] = ("opticmem.codec_commands", "opticmem.worker_commands")
 """Modules whose ``register(app)`` adds commands, when they are installed."""
 
-out = Console()
-err = Console(stderr=True)
+# Markup and emoji codes off: what these print holds user strings (paths, session ids,
+# roles such as "[/INST]") that Rich would read as tags — failing on an unmatched closing
+# one — or as ":emoji:" codes. Styles are given as ``style=`` or :class:`Text` parts.
+out = Console(markup=False, emoji=False)
+err = Console(stderr=True, markup=False, emoji=False)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")]
 StoreOpt = Annotated[
@@ -73,7 +77,7 @@ def fail(message: str, as_json: bool, code: int = 1) -> typer.Exit:
     if as_json:
         report({"error": message}, True)
     else:
-        err.print(f"[bold red]error:[/] {message}")
+        err.print(Text.assemble(("error:", "bold red"), " ", message))
     return typer.Exit(code)
 
 
@@ -100,7 +104,8 @@ def check_device(device: str | None, as_json: bool) -> None:
 
 def _progress(as_json: bool) -> Progress:
     return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(),
         console=err, disable=as_json or not progress_enabled(err.is_terminal), transient=True,
     )
 
@@ -122,7 +127,7 @@ def _resolve_codec(choice: str, as_json: bool) -> tuple[CodecSpec, str]:
                     "without a model (codec=None): pages are rendered and decay as usual, "
                     "recall searches the exact-facts sidecars only.")
             if not as_json:
-                err.print(f"[yellow]{note}[/]")
+                err.print(note, style="yellow")
             return None, "unavailable: no bundled weights; running with codec=None"
     try:
         from opticmem.encoder import OCRCodec
@@ -132,8 +137,8 @@ def _resolve_codec(choice: str, as_json: bool) -> tuple[CodecSpec, str]:
     if choice == "random":
         codec = OCRCodec.random("test", seed=0)
         if not as_json:
-            err.print("[yellow]Using a tiny randomly initialised codec: its readings are "
-                      "meaningless; this exercises the code path only.[/]")
+            err.print("Using a tiny randomly initialised codec: its readings are "
+                      "meaningless; this exercises the code path only.", style="yellow")
         return codec, f"random: {codec.name}"
     path = Path(choice)
     if not path.is_dir():
@@ -193,10 +198,12 @@ def _print_context(ctx: Context, title: str) -> None:
     t.add_row("out (archived)", str(ctx.archived_pages), "0", "–", "–", "–")
     out.print(t)
     c = ctx.cost
-    out.print(f"cost [bold]{int(c)}[/] / budget {c.budget}: verbatim turns {c.turns}, staging "
-              f"{c.staging}, images {c.images}, page text {c.page_text}, overhead {c.overhead}"
-              f"  ({len(ctx.turns)} turns verbatim, {ctx.demotions} demotions under pressure, "
-              f"{ctx.dropped_turns} turns dropped)")
+    out.print(Text.assemble(
+        "cost ", (str(int(c)), "bold"),
+        f" / budget {c.budget}: verbatim turns {c.turns}, staging "
+        f"{c.staging}, images {c.images}, page text {c.page_text}, overhead {c.overhead}"
+        f"  ({len(ctx.turns)} turns verbatim, {ctx.demotions} demotions under pressure, "
+        f"{ctx.dropped_turns} turns dropped)"))
 
 
 # --------------------------------------------------------------------------- demo
@@ -300,9 +307,10 @@ def demo(
     if as_json:
         report(summary, True)
         return
-    out.print(f"[bold]opticmem demo[/] — session {sid!r}: {len(sessions[sid])} turns replayed "
-              f"in {replay_s:.2f}s (add p50 {add_p50_ms} ms); "
-              f"codec: {codec_note}")
+    out.print(Text.assemble(
+        ("opticmem demo", "bold"),
+        f" — session {sid!r}: {len(sessions[sid])} turns replayed in {replay_s:.2f}s "
+        f"(add p50 {add_p50_ms} ms); codec: {codec_note}"))
     _print_context(ctx, f"Context make-up (budget {budget}, cost model {ctx.model})")
     if asked:
         table = Table(title="Recall", title_justify="left")
@@ -327,7 +335,7 @@ def _ask(
     qpath = path or _package_file(SAMPLE_QUESTIONS)
     if limit == 0 or not qpath.is_file():
         if not as_json and limit:
-            err.print(f"[yellow]no questions at {qpath}; skipping recall[/]")
+            err.print(f"no questions at {qpath}; skipping recall", style="yellow")
         return []
     try:
         items = json.loads(qpath.read_text(encoding="utf-8"))
@@ -406,7 +414,7 @@ def ingest(
     out.print(f"ingested {len(turns)} turns into {len(counts)} session(s) of {store} in "
               f"{seconds:.2f}s; pages sealed: {sum(pages.values())}")
     for e in errors:
-        err.print(f"[yellow]skipped line {e.line}:[/] {e.message}")
+        err.print(Text.assemble((f"skipped line {e.line}:", "yellow"), " ", e.message))
 
 
 # --------------------------------------------------------------------------- render
@@ -471,8 +479,8 @@ def render(
     out.print(f"rendered {len(pages)} page(s) × {len(chosen)} tier(s) into {out_dir} in "
               f"{seconds:.2f}s")
     if missing:
-        err.print(f"[yellow]{len(missing)} character(s) have no glyph and show as boxes: "
-                  f"{''.join(missing[:40])}[/]")
+        err.print(f"{len(missing)} character(s) have no glyph and show as boxes: "
+                  f"{''.join(missing[:40])}", style="yellow")
 
 
 # --------------------------------------------------------------------------- inspect

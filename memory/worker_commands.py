@@ -76,9 +76,7 @@ def worker_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Read back the pages bots queued (recollect="queue"), in batches across sessions."""
-    from rich.console import Console
-
-    from opticmem.cli import fail, report
+    from opticmem.cli import err, fail, report
     from opticmem.recollect_worker import BatchReport, RecollectWorker
 
     store = _open_store(url, as_json)
@@ -97,7 +95,6 @@ def worker_command(
                                  max_deliveries=max_deliveries, claim_idle=claim_idle,
                                  forget_idle=forget_idle,
                                  decode_max_tokens=max_tokens, draw_workers=draw_workers)
-        err = Console(stderr=True)
         if not as_json:
             err.print(f"worker {worker.consumer}: codec {model.name}, queue {worker.queue.key} "
                       f"at {store.url}" + ("" if once else "; Ctrl-C stops it"))

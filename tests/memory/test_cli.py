@@ -126,6 +126,28 @@ def test_ingest_takes_a_file_with_a_byte_order_mark_and_crlf_lines(tmp_path: Pat
         assert [t.text for t in s.get_turns("a", 0, 9)] == ["first", "second"]
 
 
+def test_human_output_prints_brackets_and_colons_as_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rich took user strings for markup: a role like Llama's "[/INST]" in a skipped line
+    (after the valid ones were stored) or a session id "[/s]" ended the command in a
+    MarkupError traceback, "[red]" vanished and ":ok:" turned into an emoji."""
+    monkeypatch.setenv("OPTICMEM_PROGRESS", "1")  # the bars' descriptions too
+    src = tmp_path / "chat.jsonl"
+    src.write_text('{"session": "[/s]", "role": "user", "text": "hi [red]:ok:"}\n'
+                   '{"session": "[/s]", "role": "[/INST]", "text": "hello"}\n')
+    url = f"sqlite:///{tmp_path}/m.db"
+    result = runner.invoke(app, ["ingest", str(src), "--store", url, "--skip-invalid"])
+    assert result.exit_code == 0, result.output
+    assert "'[/INST]'" in result.stderr
+    result = runner.invoke(app, ["inspect", "[/s]", "--store", url,
+                                 "--sheet", str(tmp_path / "s.png")])
+    assert result.exit_code == 0, result.output
+    assert "Session '[/s]'" in result.stdout
+    result = runner.invoke(app, ["inspect", "[red]:ok:", "--store", url])
+    assert result.exit_code == 1 and "session '[red]:ok:' has no turns" in result.stderr
+
+
 def test_render_text_and_transcript(sample: tuple[Path, Path], tmp_path: Path) -> None:
     conv, _ = sample
     d = run_json("render", str(conv), "--out", str(tmp_path / "p"), "--tiers", "large,tiny")
