@@ -236,6 +236,7 @@ def demo(
 ) -> None:
     """Replay the sample conversation through the memory and show what fits the budget."""
     _check_sheet(sheet, as_json)
+    to_ask = _read_questions(questions, recalls, as_json)
     path = transcript or _package_file(SAMPLE_CONVERSATION)
     if not path.is_file():
         raise fail(f"no transcript at {path} (the sample conversation is not installed; pass "
@@ -283,7 +284,7 @@ def demo(
             mem.recollect(sid, progress=lambda done, total: bar.update(task, completed=done,
                                                                            total=total))
         recollect_s = time.perf_counter() - a
-    asked = _ask(mem, sid, questions, recalls, as_json)
+    asked = _ask(mem, sid, to_ask)
     sheet_path = None
     if sheet is not None:
         from opticmem.inspection import decay_sheet
@@ -329,28 +330,52 @@ def demo(
         out.print(f"contact sheet: {sheet_path}")
 
 
-def _ask(
-    mem: OpticalMemory, session: str, path: Path | None, limit: int, as_json: bool
-) -> list[dict[str, Any]]:
+def _read_questions(path: Path | None, limit: int, as_json: bool) -> list[dict[str, Any]]:
+    """The first ``limit`` questions of ``path`` (default: the bundled sample, skipped with a
+    note if not installed), each checked, so that a bad file fails before the replay."""
     qpath = path or _package_file(SAMPLE_QUESTIONS)
-    if limit == 0 or not qpath.is_file():
-        if not as_json and limit:
+    if limit == 0:
+        return []
+    if not qpath.is_file():
+        if path is not None:
+            raise fail(f"no questions file at {qpath}", as_json)
+        if not as_json:
             err.print(f"no questions at {qpath}; skipping recall", style="yellow")
         return []
     try:
         items = json.loads(qpath.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise fail(f"cannot read questions {qpath}: {exc}", as_json) from exc
+    if not isinstance(items, list):
+        raise fail(f"{qpath}: expected a JSON list of objects {{question, answer_contains?, "
+                   f"turn_seq?}}, got {type(items).__name__}", as_json)
+    for n, q in enumerate(items[:limit], start=1):
+        problem = None
+        if not isinstance(q, dict):
+            problem = f"question {n} is not an object"
+        elif not isinstance(q.get("question"), str):
+            problem = f"question {n}: question must be a string"
+        elif not isinstance(q.get("answer_contains", []), list):
+            problem = f"question {n}: answer_contains must be a list of strings"
+        elif q.get("turn_seq") is not None and (isinstance(q["turn_seq"], bool)
+                                               or not isinstance(q["turn_seq"], int)):
+            problem = f"question {n}: turn_seq must be a turn number or null"
+        if problem:
+            raise fail(f"{qpath}: {problem}", as_json)
+    return items[:limit]
+
+
+def _ask(mem: OpticalMemory, session: str, questions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     results = []
-    for q in items[:limit]:
-        question = str(q.get("question", ""))
+    for q in questions:
+        question = q["question"]
         want = [str(a) for a in q.get("answer_contains", [])]
         seq = q.get("turn_seq")
         a = time.perf_counter()
         passages = mem.recall(session, question, k=3)
         ms = (time.perf_counter() - a) * 1000
         found = any(w.lower() in p.text.lower() for p in passages for w in want) if want else False
-        on_page = seq is not None and any(int(seq) in p.seqs for p in passages)
+        on_page = seq is not None and any(seq in p.seqs for p in passages)
         results.append({
             "question": question, "answer_contains": want, "turn_seq": seq,
             "found_in_text": found, "turn_on_page": on_page, "ms": round(ms, 3),

@@ -196,6 +196,25 @@ def test_demo_reports_bad_options_instead_of_a_traceback(
     assert "config.json" in _json_error([*base, "--codec", str(broken)])
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "no questions file"),  # was skipped silently: the demo "passed" without recalls
+    ('{"question": "x"}', "a JSON list of objects"),  # were tracebacks from here on
+    ('["When is it due?"]', "question 1 is not an object"),
+    ('[{"question": "x", "answer_contains": 5}]', "question 1: answer_contains"),
+    ('[{"question": "x", "turn_seq": "abc"}]', "question 1: turn_seq"),
+    ('[{"answer_contains": ["x"]}]', "question 1: question"),
+])
+def test_demo_reports_a_bad_questions_file(
+    sample: tuple[Path, Path], tmp_path: Path, content: str | None, message: str
+) -> None:
+    conv, _ = sample
+    questions = tmp_path / "questions.json"
+    if content is not None:
+        questions.write_text(content)
+    assert message in _json_error(["demo", "--transcript", str(conv), "--codec", "none",
+                                   "--questions", str(questions)])
+
+
 def test_inspect_does_not_create_a_missing_sqlite_store(tmp_path: Path) -> None:
     db = tmp_path / "typo.db"
     assert "no SQLite store" in _json_error(["inspect", "team", "--store", f"sqlite:///{db}"])
