@@ -35,7 +35,7 @@ from opticmem.memory import OpticalMemory
 from opticmem.render import ORDER, RenderSettings, Tier, layout_pages, png_bytes, render_page
 from opticmem.render import TurnText as RenderTurn
 from opticmem.sessions import validate_session
-from opticmem.transcripts import TranscriptTurn, read_transcript
+from opticmem.transcripts import TranscriptError, TranscriptTurn, read_transcript
 
 app = typer.Typer(
     name="opticmem",
@@ -148,6 +148,17 @@ def _resolve_codec(choice: str, as_json: bool) -> tuple[CodecSpec, str]:
     return codec, f"checkpoint: {codec.name}"
 
 
+def _read_transcript(
+    path: Path, as_json: bool, **kwargs: Any
+) -> tuple[list[TranscriptTurn], list[TranscriptError]]:
+    """:func:`read_transcript`, with a file that cannot be read (no permission, an I/O
+    error) reported as an error rather than a traceback."""
+    try:
+        return read_transcript(path, **kwargs)
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror or exc}", as_json) from exc
+
+
 def _check_sheet(sheet: Path | None, as_json: bool) -> None:
     """Fail before any work if a ``--sheet`` path cannot be written as an image."""
     if sheet is None:
@@ -241,7 +252,7 @@ def demo(
     if not path.is_file():
         raise fail(f"no transcript at {path} (the sample conversation is not installed; pass "
                    "--transcript FILE)", as_json)
-    turns, errors = read_transcript(path)
+    turns, errors = _read_transcript(path, as_json)
     if errors:
         raise fail(f"{path}: line {errors[0].line}: {errors[0].message}", as_json)
     if not turns:
@@ -404,7 +415,7 @@ def ingest(
     if not file.is_file():
         raise fail(f"no such file: {file}", as_json)
     t0 = time.perf_counter()
-    turns, errors = read_transcript(file, default_session=default_session)
+    turns, errors = _read_transcript(file, as_json, default_session=default_session)
     if errors and not skip_invalid:
         shown = "; ".join(f"line {e.line}: {e.message}" for e in errors[:5])
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
@@ -464,7 +475,7 @@ def render(
     except ValueError as exc:
         raise fail(str(exc), as_json) from exc
     if file.suffix == ".jsonl":
-        turns, errors = read_transcript(file)
+        turns, errors = _read_transcript(file, as_json)
         if errors:
             raise fail(f"{file}: line {errors[0].line}: {errors[0].message}", as_json)
         items = [RenderTurn(t.role, t.text, t.ts) for t in turns]
@@ -473,6 +484,8 @@ def render(
             text = file.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
             raise fail(f"{file} is not valid UTF-8: {exc}", as_json) from exc
+        except OSError as exc:
+            raise fail(f"cannot read {file}: {exc.strerror or exc}", as_json) from exc
         items = [RenderTurn(role, text, None)]
     settings = RenderSettings(timestamps=timestamps)
     t0 = time.perf_counter()

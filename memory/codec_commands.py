@@ -186,6 +186,9 @@ def eval_command(
                                      param_hint="--text-file") from None
         except ValueError as exc:  # a JSON line that is not an object with "text"
             raise typer.BadParameter(str(exc), param_hint="--text-file") from None
+        except OSError as exc:  # no permission to read it, an I/O error
+            raise typer.BadParameter(f"cannot read {text_file}: {exc.strerror or exc}",
+                                     param_hint="--text-file") from None
         source = str(text_file)
     else:
         chat, korean = heldout_pages(pages, seed=seed, hangul=hangul, settings=settings)

@@ -258,6 +258,29 @@ def test_eval_text_file_problems_are_usage_errors(
     assert message in " ".join(result.output.split()).replace("│ ", "").replace(" │", "")
 
 
+def test_a_file_that_cannot_be_read_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file without read permission (or on a failing disk) passed is_file() and then
+    ended ingest, demo, render and eval in a PermissionError/OSError traceback."""
+    for name in ("chat.jsonl", "note.txt"):
+        (tmp_path / name).write_text('{"role": "user", "text": "hi"}\n')
+
+    def denied(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    monkeypatch.setattr(Path, "read_text", denied)
+    chat, note = str(tmp_path / "chat.jsonl"), str(tmp_path / "note.txt")
+    for args in (["ingest", chat, "--store", "memory://"],
+                 ["demo", "--transcript", chat, "--codec", "none", "--recalls", "0"],
+                 ["render", chat, "--out", str(tmp_path / "p")],
+                 ["render", note, "--out", str(tmp_path / "p")]):
+        assert "Permission denied" in _json_error(args), args
+    result = runner.invoke(app, ["eval", "--text-file", note, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "Permission denied" in result.output, result.output
+
+
 def test_ingest_reports_a_line_nested_too_deeply(tmp_path: Path) -> None:
     """json.loads raises RecursionError on deep nesting; it used to escape as a traceback."""
     src = tmp_path / "deep.jsonl"
