@@ -433,7 +433,11 @@ def ingest(
             while j < len(turns) and turns[j].session == turns[i].session and j - i < 1000:
                 j += 1
             sid = turns[i].session
-            mem.add_many(sid, [t.as_input() for t in turns[i:j]])
+            try:
+                mem.add_many(sid, [t.as_input() for t in turns[i:j]])
+            except OpticMemError as exc:  # the store failed (locked, gone): say what it holds
+                raise fail(f"{exc}; {sum(counts.values())} of {len(turns)} turns were stored "
+                           f"before it", as_json) from exc
             counts[sid] = counts.get(sid, 0) + (j - i)
             bar.advance(task, j - i)
             i = j

@@ -113,6 +113,33 @@ def test_ingest_refuses_bad_lines_and_stores_nothing(tmp_path: Path) -> None:
         assert s.get_turns("a", 1, 2)[0].ts == 1772355600.0
 
 
+def test_ingest_reports_a_store_that_fails_midway_and_what_it_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store error while adding (SQLite locked by another writer for its whole busy
+    timeout, Redis gone) ended ingest in a traceback, not saying the sessions before it
+    were already stored."""
+    from opticmem.errors import StoreUnavailableError
+    from opticmem.memory import OpticalMemory
+
+    real_add_many = OpticalMemory.add_many
+
+    def add_many(self: OpticalMemory, session: str, *args: object, **kwargs: object) -> object:
+        if session == "b":
+            raise StoreUnavailableError("SQLite store m.db: database is locked")
+        return real_add_many(self, session, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(OpticalMemory, "add_many", add_many)
+    src = tmp_path / "two.jsonl"
+    src.write_text('{"session": "a", "role": "user", "text": "first"}\n'
+                   '{"session": "b", "role": "user", "text": "second"}\n')
+    db = tmp_path / "m.db"
+    message = _json_error(["ingest", str(src), "--store", f"sqlite:///{db}"])
+    assert "database is locked" in message and "1 of 2 turns were stored" in message
+    with SQLiteStore(db) as s:
+        assert s.turn_count("a") == 1 and s.turn_count("b") == 0
+
+
 def test_ingest_takes_a_file_with_a_byte_order_mark_and_crlf_lines(tmp_path: Path) -> None:
     """Windows tools write UTF-8 with a BOM; its first line used to be refused as bad JSON,
     and with it the whole ingest."""
