@@ -26,6 +26,16 @@ def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
 
 
+def _bad_option(message: str, option: str | None, as_json: bool) -> Exception:
+    """A usage error (exit 2): typer's own, or with ``--json`` the one JSON object
+    ``{"error": …}`` every command prints then (a script reading stdout got nothing)."""
+    if as_json:
+        from opticmem.cli import fail
+
+        return fail(f"{option}: {message}" if option else message, as_json, code=2)
+    return typer.BadParameter(message, param_hint=option)
+
+
 def train_command(
     out: Annotated[Path, typer.Option(help="Run directory (state, logs); resumed if present.")]
     = Path(".train"),
@@ -79,18 +89,18 @@ def train_command(
     from opticmem.encoder.train import TrainConfig, parse_tier_mix, scaled_batches, train
 
     if out.exists() and not out.is_dir():
-        raise typer.BadParameter(f"{out} exists and is not a directory", param_hint="--out")
+        raise _bad_option(f"{out} exists and is not a directory", "--out", as_json)
     try:  # refuse bad arguments before a run directory is made or a model built
         preset_config(preset)
     except ConfigError as err:
-        raise typer.BadParameter(str(err), param_hint="--preset") from None
+        raise _bad_option(str(err), "--preset", as_json) from None
     if init_from is not None:
         try:
             read_config(init_from)
             read_index(init_from)
         except CheckpointError as err:
-            raise typer.BadParameter(f"not a checkpoint directory: {err}",
-                                     param_hint="--init-from") from None
+            raise _bad_option(f"not a checkpoint directory: {err}", "--init-from",
+                              as_json) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cfg = TrainConfig(out_dir=out, minutes=minutes, total_minutes=total_minutes,
                       phase_start=phase_start, peak_lr=peak_lr, pseudo_word_rate=pseudo_word_rate,
@@ -100,19 +110,16 @@ def train_command(
         try:
             cfg.tier_weights = parse_tier_mix(tier_mix, cfg.tiers_per_page)
         except InputError as err:
-            raise typer.BadParameter(str(err), param_hint="--tier-mix") from None
+            raise _bad_option(str(err), "--tier-mix", as_json) from None
     if moe_dispatch not in get_args(TrainDispatch):
-        raise typer.BadParameter(f"{moe_dispatch!r} is not one of "
-                                 f"{', '.join(get_args(TrainDispatch))}",
-                                 param_hint="--moe-dispatch")
+        raise _bad_option(f"{moe_dispatch!r} is not one of "
+                          f"{', '.join(get_args(TrainDispatch))}", "--moe-dispatch", as_json)
     cfg.moe_dispatch = cast(TrainDispatch, moe_dispatch)
     if compile_decoder and not length_bucket:
-        raise typer.BadParameter("needs --length-bucket (fixed shapes)",
-                                 param_hint="--compile-decoder")
+        raise _bad_option("needs --length-bucket (fixed shapes)", "--compile-decoder", as_json)
     if compile_decoder and moe_dispatch != "dense":
-        raise typer.BadParameter("needs --moe-dispatch dense (grouped reads expert counts "
-                                 "back to the host inside the graph)",
-                                 param_hint="--compile-decoder")
+        raise _bad_option("needs --moe-dispatch dense (grouped reads expert counts back to "
+                          "the host inside the graph)", "--compile-decoder", as_json)
     cfg.length_bucket, cfg.compile_decoder = length_bucket, compile_decoder
     progress = train(cfg)
     summary: dict[str, Any] = {k: progress[k] for k in ("step", "pages", "minutes", "runs")}
@@ -168,38 +175,38 @@ def eval_command(
 
     check_device(device, as_json)  # before any page is drawn
     if out.exists() and not out.is_dir():  # found only after every page was read
-        raise typer.BadParameter(f"{out} exists and is not a directory", param_hint="--out")
+        raise _bad_option(f"{out} exists and is not a directory", "--out", as_json)
     try:
         tier_list = [Tier.parse(t) for t in tiers.split(",") if t.strip()]
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--tiers") from None
+        raise _bad_option(str(exc), "--tiers", as_json) from None
     if not tier_list:
-        raise typer.BadParameter("no tiers given", param_hint="--tiers")
+        raise _bad_option("no tiers given", "--tiers", as_json)
     settings = RenderSettings()
     if text_file is not None:
         if not text_file.is_file():
-            raise typer.BadParameter(f"{text_file} is not a file", param_hint="--text-file")
+            raise _bad_option(f"{text_file} is not a file", "--text-file", as_json)
         try:
             chosen = synth.text_file_pages(text_file, settings)
         except UnicodeDecodeError as exc:
-            raise typer.BadParameter(f"{text_file} is not valid UTF-8 text (byte {exc.start})",
-                                     param_hint="--text-file") from None
+            raise _bad_option(f"{text_file} is not valid UTF-8 text (byte {exc.start})",
+                              "--text-file", as_json) from None
         except ValueError as exc:  # a JSON line that is not an object with "text"
-            raise typer.BadParameter(str(exc), param_hint="--text-file") from None
+            raise _bad_option(str(exc), "--text-file", as_json) from None
         except OSError as exc:  # no permission to read it, an I/O error
-            raise typer.BadParameter(f"cannot read {text_file}: {exc.strerror or exc}",
-                                     param_hint="--text-file") from None
+            raise _bad_option(f"cannot read {text_file}: {exc.strerror or exc}", "--text-file",
+                              as_json) from None
         source = str(text_file)
     else:
         chat, korean = heldout_pages(pages, seed=seed, hangul=hangul, settings=settings)
         chosen = chat + korean
         source = f"synthetic eval split, seed {seed}"
     if not chosen:
-        raise typer.BadParameter("no pages to evaluate (empty text?)")
+        raise _bad_option("no pages to evaluate (empty text?)", None, as_json)
     try:
         model = load_bundled_codec(None if codec == "bundled" else Path(codec), device=device)
     except (CodecError, OSError) as exc:  # missing or corrupt weights, config, tokenizer
-        raise typer.BadParameter(str(exc), param_hint="--codec") from None
+        raise _bad_option(str(exc), "--codec", as_json) from None
     model.batch_size = batch_size
     console = Console(stderr=True)
     t0 = time.perf_counter()

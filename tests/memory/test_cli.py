@@ -268,6 +268,10 @@ def test_codec_commands_reject_bad_options_before_any_work(
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split()).replace("│ ", "").replace(" │", "")
     assert not out.exists()
+    # with --json the error is the one JSON object on stdout (it used to print none)
+    result = runner.invoke(app, [*args, "--out", str(out), "--json"])
+    assert result.exit_code == 2, result.output
+    assert message in json.loads(result.stdout)["error"]
 
 
 @pytest.mark.parametrize(("name", "content", "message"), [
