@@ -13,7 +13,8 @@ seqs. WAL lets readers run while one writer commits. ``synchronous="FULL"`` (def
 makes a turn survive power loss once ``append_turn`` returns; ``"NORMAL"`` is faster and
 still survives a crash of the process.
 
-Each thread gets its own connection (opened lazily, reopened after ``fork``).
+Each thread gets its own connection (opened lazily, reopened after ``fork``, closed when
+the thread ends).
 
 >>> import tempfile, os
 >>> with SQLiteStore(os.path.join(tempfile.mkdtemp(), "m.db")) as s:
@@ -28,6 +29,7 @@ import logging
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,6 +95,48 @@ def _bounds(start: int, stop: int) -> tuple[int, int]:
     return min(max(int(start), lo), hi), min(max(int(stop), lo), hi)
 
 
+class _ThreadConnection:
+    """A thread's connection, kept in the store's thread-local slot.
+
+    CPython drops a thread's thread-local values when the thread ends, and with them this
+    holder, whose finalizer then closes the connection: a store used from a thread per
+    request would otherwise keep a connection (and its file descriptors) open for every
+    thread that ever used it, until the process ran out of them.
+    """
+
+    __slots__ = ("__weakref__", "conn", "pid")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+
+
+_INHERITED: list[sqlite3.Connection] = []
+"""Connections a forked child let go of that its parent opened: never closed there, as
+closing one would act on the parent's SQLite lock state, which the child shares (and
+may hang on a lock the parent held at the fork); kept, so that freeing them does not
+close them either."""
+
+
+def _release(
+    conn: sqlite3.Connection, pid: int, open_conns: list[sqlite3.Connection],
+    lock: threading.Lock,
+) -> None:
+    """Close ``conn`` (opened by process ``pid``) when its thread has ended, unless
+    :meth:`SQLiteStore.close` has."""
+    with lock:
+        if conn not in open_conns:
+            return
+        open_conns.remove(conn)
+    if pid != os.getpid():
+        _INHERITED.append(conn)
+        return
+    try:
+        conn.close()
+    except sqlite3.Error as exc:  # pragma: no cover - closing is best effort
+        log.debug("closing a SQLite connection failed: %s", exc)
+
+
 class SQLiteStore(Store):
     """A :class:`~opticmem.store.Store` in the SQLite file ``path`` (created if absent)."""
 
@@ -120,9 +164,9 @@ class SQLiteStore(Store):
     def _conn(self) -> sqlite3.Connection:
         if self._closed:
             raise StoreError(f"SQLite store {self.path} is closed")
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
-            return conn
+        slot: _ThreadConnection | None = getattr(self._local, "slot", None)
+        if slot is not None and slot.pid == os.getpid():
+            return slot.conn
         try:
             conn = sqlite3.connect(
                 self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
@@ -148,10 +192,12 @@ class SQLiteStore(Store):
                 )
         except sqlite3.DatabaseError as exc:
             raise StoreUnavailableError(f"cannot open SQLite store {self.path}: {exc}") from exc
-        self._local.conn = conn
-        self._local.pid = os.getpid()
+        slot = _ThreadConnection(conn)
         with self._all_lock:
             self._all.append(conn)
+        release = weakref.finalize(slot, _release, conn, slot.pid, self._all, self._all_lock)
+        release.atexit = False  # at exit a daemon thread may still be using it
+        self._local.slot = slot
         return conn
 
     @staticmethod
@@ -182,7 +228,8 @@ class SQLiteStore(Store):
 
     def close(self) -> None:
         with self._all_lock:
-            conns, self._all = self._all, []
+            conns = list(self._all)
+            self._all.clear()  # in place: the threads' finalizers hold this list
             self._closed = True
         for c in conns:
             try:

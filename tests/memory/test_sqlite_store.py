@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing as mp
+import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -93,3 +96,26 @@ def test_memory_path_is_refused_not_split_per_thread() -> None:
         SQLiteStore(":memory:")
     with pytest.raises(StoreURLError, match="memory://"):
         open_store("sqlite:///:memory:")
+
+
+def _open_handles(path: Path) -> int:
+    """File descriptors of this process open on ``path`` (Linux: /proc/self/fd)."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir()
+               if os.path.realpath(fd) == os.path.realpath(path))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_a_thread_that_ends_closes_its_connection(tmp_path: Path) -> None:
+    # A thread per request (a threading HTTP server) opened a connection per thread that
+    # stayed open until close(): file descriptors ran out after a few hundred requests.
+    db = tmp_path / "m.db"
+    with SQLiteStore(db) as s:
+        for i in range(40):
+            t = threading.Thread(target=s.append_turn, args=("s", "user", f"t{i}", 0.0))
+            t.start()
+            t.join()
+        gc.collect()
+        assert _open_handles(db) <= 2  # this thread's, and one SQLite keeps to reuse; not 41
+        assert s.turn_count("s") == 40
+
