@@ -203,12 +203,18 @@ class SQLiteStore(Store):
     @staticmethod
     @contextmanager
     def _tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken with the write lock up front (no upgrade deadlocks)."""
+        """One write transaction, taken with the write lock up front (no upgrade deadlocks).
+
+        On some errors (a full disk, an I/O error) SQLite has rolled the transaction back
+        itself: rolling back again would raise "no transaction is active" in place of the
+        error that says what went wrong.
+        """
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 

@@ -119,3 +119,13 @@ def test_a_thread_that_ends_closes_its_connection(tmp_path: Path) -> None:
         assert _open_handles(db) <= 2  # this thread's, and one SQLite keeps to reuse; not 41
         assert s.turn_count("s") == 40
 
+
+def test_a_failed_write_reports_its_cause_not_the_rollback(tmp_path: Path) -> None:
+    # SQLite rolls a transaction back itself on some errors (a full disk); rolling back
+    # again raised "cannot rollback - no transaction is active", which hid the cause.
+    with SQLiteStore(tmp_path / "m.db") as s:
+        s._conn().execute("PRAGMA max_page_count=8")  # a disk that is full at 8 pages
+        with pytest.raises(StoreUnavailableError, match="full"):
+            s.append_turns("s", [("user", "x" * 100_000, 0.0, None)] * 4)
+        assert s.turn_count("s") == 0  # nothing half-written
+        assert s.append_turn("s", "user", "small", 0.0).seq == 0  # the store still works
