@@ -220,16 +220,18 @@ class SQLiteStore(Store):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; SQLite's errors come out as typed errors naming the file
+        (as :meth:`_conn`'s: ``DatabaseError`` too, a file damaged since it was opened)."""
         try:
             with self._tx(self._conn()) as conn:
                 yield conn
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             raise StoreUnavailableError(f"SQLite store {self.path}: {exc}") from exc
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         try:
             return self._conn().execute(sql, args).fetchall()
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
             raise StoreUnavailableError(f"SQLite store {self.path}: {exc}") from exc
 
     def close(self) -> None:

@@ -129,3 +129,21 @@ def test_a_failed_write_reports_its_cause_not_the_rollback(tmp_path: Path) -> No
             s.append_turns("s", [("user", "x" * 100_000, 0.0, None)] * 4)
         assert s.turn_count("s") == 0  # nothing half-written
         assert s.append_turn("s", "user", "small", 0.0).seq == 0  # the store still works
+
+
+def test_a_database_corrupted_after_opening_is_a_typed_error(tmp_path: Path) -> None:
+    # A file damaged under an open store (a disk fault, a copy taken mid-write) raised
+    # sqlite3.DatabaseError ("database disk image is malformed") from reads and writes.
+    db = tmp_path / "m.db"
+    with SQLiteStore(db) as s:
+        s.append_turns("s", [("user", "x" * 500, 0.0, None)] * 200)
+    data = bytearray(db.read_bytes())
+    for at in range(8192, len(data), 4096):  # every page but the schema's
+        data[at + 100 : at + 400] = bytes(range(256)) + bytes(44)
+    db.write_bytes(bytes(data))
+    with SQLiteStore(db) as s:
+        for call in (lambda: s.get_turns("s", 0, 1000),
+                     lambda: s.append_turn("s", "user", "more", 0.0),
+                     lambda: s.delete_session("s")):
+            with pytest.raises(StoreError, match=str(db)):
+                call()
