@@ -443,6 +443,13 @@ class OpticalMemory:
         else:
             turns = [t for t in turns if t.seq < stop]
         new = self._packer.seal(session, page_count, frontier, turns)
+        if new and self.store.turn_count(session) < turn_count:
+            # The session was deleted (and maybe begun again) since ``turn_count`` was
+            # known: counted from the old life, the window would seal the new life's
+            # newest turns. Checked only when a page would seal, so an add costs no more.
+            log.info("session %r: fewer turns than when packing began (deleted "
+                     "meanwhile); nothing sealed", session)
+            return []
         sealed: list[PageRecord] = []
         taken: int | None = None
         for rec in new:

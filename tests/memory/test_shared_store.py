@@ -6,7 +6,12 @@ Every backend runs these (``store`` is parametrised over them; Redis is a real s
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from opticmem import OpticalMemory, RenderSettings
+from opticmem.records import Turn
 from opticmem.store import Store
 
 SMALL = RenderSettings(max_rows=6)
@@ -72,3 +77,31 @@ def test_a_page_image_after_delete_is_drawn_from_the_new_page(store: Store) -> N
     fresh = OpticalMemory(None, codec=None, verbatim_turns=2, render_settings=SMALL)
     fresh.add_many("bob", [(t.role, t.text, t.ts) for t in mem.turns("bob")])
     assert after == fresh.page_png("bob", 0)  # drawn by a memory that never saw the old life
+
+
+def test_an_add_whose_session_is_restarted_before_it_packs_seals_no_new_turn(
+    store: Store, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An add packs after its append with the turn count that append implied. When another
+    # worker deleted the session and began it again in between, that stale count (the old
+    # life's) sealed the new life's newest turns onto pages: out of the verbatim window,
+    # and with keep_archive=False their text forgotten.
+    mem, other = (OpticalMemory(store, codec=None, verbatim_turns=4, render_settings=SMALL,
+                                keep_archive=False) for _ in range(2))
+    old_life(mem, "erin", 30, words=40)
+    append = store.append_turn
+
+    def append_then_restart(*args: Any, **kw: Any) -> Turn:
+        turn = append(*args, **kw)
+        monkeypatch.undo()  # the other worker appends as usual
+        other.delete_session("erin")
+        for i in range(3):  # fewer turns than the verbatim window, a page each
+            other.add("erin", "user", f"new {i}: " + "talk " * 150)
+        return turn
+
+    monkeypatch.setattr(store, "append_turn", append_then_restart)
+    mem.add("erin", "user", "the add that races " + "x " * 40)
+
+    assert store.page_count("erin") == 0
+    assert [t.seq for t in mem.context("erin").turns] == [0, 1, 2]
+    assert all(t.text.startswith("new ") for t in mem.turns("erin"))
