@@ -171,25 +171,11 @@ class SQLiteStore(Store):
             conn = sqlite3.connect(
                 self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
             )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                with self._tx(conn):  # another process may be creating it too: re-check
-                    version = conn.execute("PRAGMA user_version").fetchone()[0]
-                    if version == 0:
-                        for statement in _SCHEMA.split(";"):
-                            if statement.strip():
-                                conn.execute(statement)
-                        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                        version = SCHEMA_VERSION
-            if version != SCHEMA_VERSION:
+            try:
+                self._prepare(conn)
+            except BaseException:
                 conn.close()
-                raise StoreError(
-                    f"{self.path} has opticmem schema version {version}; this opticmem "
-                    f"reads version {SCHEMA_VERSION}"
-                )
+                raise
         except sqlite3.DatabaseError as exc:
             raise StoreUnavailableError(f"cannot open SQLite store {self.path}: {exc}") from exc
         slot = _ThreadConnection(conn)
@@ -199,6 +185,46 @@ class SQLiteStore(Store):
         release.atexit = False  # at exit a daemon thread may still be using it
         self._local.slot = slot
         return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """Set a new connection up, making the schema if the file has none; raises
+        :class:`StoreError` for a file that is another program's database or holds
+        another schema version."""
+        conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+        self._refuse_foreign(conn)  # before WAL, which would change the file for good
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            with self._tx(conn):  # another process may be creating it too: re-check
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    self._refuse_foreign(conn)
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                    version = SCHEMA_VERSION
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has opticmem schema version {version}; this opticmem "
+                f"reads version {SCHEMA_VERSION}"
+            )
+
+    def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
+        """Raise :class:`StoreError` if the file is another program's database: no opticmem
+        schema version, yet tables. Stamped as ours, it would have our tables added beside
+        its own (or its own ``turns`` taken for ours) and every write fail; its journal
+        mode would change too."""
+        if conn.execute("PRAGMA user_version").fetchone()[0] != 0:
+            return
+        tables = [r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY name LIMIT 4")]
+        if tables:
+            raise StoreError(f"{self.path} is not an opticmem store: it holds other tables "
+                             f"({', '.join(tables)}) and no opticmem schema version; "
+                             "give opticmem a file of its own")
 
     @staticmethod
     @contextmanager

@@ -77,6 +77,28 @@ def test_not_a_database_is_a_typed_error(tmp_path: Path) -> None:
         SQLiteStore(bad)
 
 
+def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    # It used to be stamped as ours (user_version 1, WAL, our tables beside its own) and
+    # every write then failed with "table turns has no column named session".
+    path = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE turns (id INTEGER PRIMARY KEY, body TEXT)")
+        db.execute("INSERT INTO turns (body) VALUES ('theirs')")
+        db.commit()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=r"not an opticmem store: it holds other tables \(turns\)"):
+        SQLiteStore(path)
+    assert path.read_bytes() == before
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert db.execute("SELECT body FROM turns").fetchall() == [("theirs",)]
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()  # an empty database file is ours to use
+    with SQLiteStore(empty) as store:
+        store.append_turn("s", "user", "hi", 1.0)
+        assert store.turn_count("s") == 1
+
+
 def test_closed_store_refuses_work(tmp_path: Path) -> None:
     s = SQLiteStore(tmp_path / "m.db")
     s.close()
