@@ -30,7 +30,7 @@ from rich.text import Text
 from opticmem.codecs import CodecSpec, load_bundled_codec
 from opticmem.context import Context
 from opticmem.encoder.progress import progress_enabled
-from opticmem.errors import CodecError, CodecUnavailableError, OpticMemError
+from opticmem.errors import BudgetError, CodecError, CodecUnavailableError, OpticMemError
 from opticmem.memory import OpticalMemory
 from opticmem.render import ORDER, RenderSettings, Tier, layout_pages, png_bytes, render_page
 from opticmem.render import TurnText as RenderTurn
@@ -157,6 +157,14 @@ def _read_transcript(
         return read_transcript(path, **kwargs)
     except OSError as exc:
         raise fail(f"cannot read {path}: {exc.strerror or exc}", as_json) from exc
+
+
+def _check_input(path: Path, as_json: bool) -> None:
+    """Fail unless ``path`` is a file (a directory is named as one, not as missing)."""
+    if path.is_dir():
+        raise fail(f"{path} is a directory, not a file", as_json)
+    if not path.is_file():
+        raise fail(f"no such file: {path}", as_json)
 
 
 def _check_sheet(sheet: Path | None, as_json: bool) -> None:
@@ -412,8 +420,7 @@ def ingest(
 ) -> None:
     """Load a transcript into a store (nothing is stored if a line is bad, unless
     --skip-invalid)."""
-    if not file.is_file():
-        raise fail(f"no such file: {file}", as_json)
+    _check_input(file, as_json)
     t0 = time.perf_counter()
     turns, errors = _read_transcript(file, as_json, default_session=default_session)
     if errors and not skip_invalid:
@@ -472,8 +479,7 @@ def render(
     as_json: JsonFlag = False,
 ) -> None:
     """Render text or a transcript to page images, one PNG per page and tier."""
-    if not file.is_file():
-        raise fail(f"no such file: {file}", as_json)
+    _check_input(file, as_json)
     try:
         chosen = list(ORDER) if tiers == "all" else [Tier.parse(t) for t in tiers.split(",")]
     except ValueError as exc:
@@ -566,6 +572,8 @@ def inspect(
             t0 = time.perf_counter()
             ctx = mem.context(session)
             context_ms = (time.perf_counter() - t0) * 1000
+        except BudgetError as exc:  # it names the library's budget_tokens
+            raise fail(f"{exc} (here: --budget)", as_json) from exc
         except OpticMemError as exc:
             raise fail(str(exc), as_json) from exc
         sheet_path = None

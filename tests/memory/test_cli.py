@@ -90,6 +90,10 @@ def test_ingest_then_inspect(sample: tuple[Path, Path], tmp_path: Path) -> None:
     assert result.exit_code == 0 and "By tier" in result.stdout
     result = runner.invoke(app, ["inspect", "nobody", "--store", url, "--json"])
     assert result.exit_code == 1 and "no turns" in json.loads(result.stdout)["error"]
+    # the library's BudgetError names budget_tokens; the command's option is --budget
+    assert "(here: --budget)" in _json_error(["inspect", "team", "--store", url, "--budget", "5"])
+    for command in ("ingest", "render"):  # a directory was reported as "no such file"
+        assert "is a directory, not a file" in _json_error([command, str(tmp_path)])
 
 
 def test_ingest_refuses_bad_lines_and_stores_nothing(tmp_path: Path) -> None:
