@@ -169,7 +169,7 @@ class Packer:
             last_ts=turns[last.turn].ts,
             render_key=self.render_key,
             facts=facts,
-            missing=tuple(dict.fromkeys(layout.missing)),
+            missing=layout.missing,  # each character once (paginate)
             text_counter=self.counter.name,
             cues=page_cues(segments, facts),
         )

@@ -117,11 +117,11 @@ class TurnLayout:
 
     lines: tuple[Line, ...]
     missing: tuple[str, ...] = ()
-    """Characters no font has, each drawn as a replacement box."""
+    """Characters no font has, each drawn as a replacement box (each listed once)."""
     substituted: tuple[tuple[str, str], ...] = ()
-    """``(original, shown)`` for control characters and lone surrogates."""
+    """``(original, shown)`` for control characters and lone surrogates (each once)."""
     invisible: tuple[str, ...] = ()
-    """Zero-width and format characters, which have no ink and are not drawn."""
+    """Zero-width and format characters, which have no ink and are not drawn (each once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,7 +344,10 @@ def _lay_out(text: str, prefix: str, settings: RenderSettings) -> TurnLayout:
             continue
         put(shown, i, rest_cells[i + 1])
     emit(len(cur), len(text))
-    return TurnLayout(tuple(lines), tuple(missing), tuple(substituted), tuple(invisible))
+    # Each character once: every user wants the set, and a page of a long turn copied
+    # every occurrence, which made paginating it take pages × occurrences.
+    return TurnLayout(tuple(lines), tuple(dict.fromkeys(missing)),
+                      tuple(dict.fromkeys(substituted)), tuple(dict.fromkeys(invisible)))
 
 
 # --------------------------------------------------------------------------- pagination
@@ -370,27 +373,15 @@ def paginate(
     pages: list[PageLayout] = []
     buf: list[tuple[str, LineSource, int]] = []
     tokens = 0
-    marks: dict[int, tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...]]] = {}
-
-    def distinct(t: int) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...], tuple[str, ...]]:
-        """Turn ``t``'s bad characters, each once, worked out once per turn: a page copying
-        every occurrence made a long turn's pagination take pages × occurrences."""
-        got = marks.get(t)
-        if got is None:
-            tl = turns[t]
-            got = marks[t] = (tuple(dict.fromkeys(tl.missing)),
-                              tuple(dict.fromkeys(tl.substituted)),
-                              tuple(dict.fromkeys(tl.invisible)))
-        return got
 
     def close(complete: bool) -> None:
         nonlocal buf, tokens
         if not buf:
             return
         turn_ids = dict.fromkeys(src.turn for _, src, _ in buf)
-        missing = tuple(dict.fromkeys(c for t in turn_ids for c in distinct(t)[0]))
-        subst = tuple(dict.fromkeys(c for t in turn_ids for c in distinct(t)[1]))
-        invis = tuple(dict.fromkeys(c for t in turn_ids for c in distinct(t)[2]))
+        missing = tuple(dict.fromkeys(c for t in turn_ids for c in turns[t].missing))
+        subst = tuple(dict.fromkeys(c for t in turn_ids for c in turns[t].substituted))
+        invis = tuple(dict.fromkeys(c for t in turn_ids for c in turns[t].invisible))
         pages.append(
             PageLayout(
                 lines=tuple(t for t, _, _ in buf),
