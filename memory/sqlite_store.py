@@ -191,10 +191,11 @@ class SQLiteStore(Store):
         :class:`StoreError` for a file that is another program's database or holds
         another schema version."""
         conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
-        self._refuse_foreign(conn)  # before WAL, which would change the file for good
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            self._refuse_foreign(conn)  # before WAL, which would change the file for good
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             with self._tx(conn):  # another process may be creating it too: re-check
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -212,12 +213,10 @@ class SQLiteStore(Store):
             )
 
     def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
-        """Raise :class:`StoreError` if the file is another program's database: no opticmem
-        schema version, yet tables. Stamped as ours, it would have our tables added beside
+        """Raise :class:`StoreError` if a file with no opticmem schema version holds tables:
+        another program's database. Stamped as ours, it would have our tables added beside
         its own (or its own ``turns`` taken for ours) and every write fail; its journal
         mode would change too."""
-        if conn.execute("PRAGMA user_version").fetchone()[0] != 0:
-            return
         tables = [r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
             "ORDER BY name LIMIT 4")]
