@@ -148,15 +148,20 @@ def _resolve_codec(choice: str, as_json: bool) -> tuple[CodecSpec, str]:
     return codec, f"checkpoint: {codec.name}"
 
 
+def unreadable(path: Path, exc: OSError) -> str:
+    """What to say of a file that exists but cannot be read (no permission, an I/O error)."""
+    return f"cannot read {path}: {exc.strerror or exc}"
+
+
 def _read_transcript(
     path: Path, as_json: bool, **kwargs: Any
 ) -> tuple[list[TranscriptTurn], list[TranscriptError]]:
-    """:func:`read_transcript`, with a file that cannot be read (no permission, an I/O
-    error) reported as an error rather than a traceback."""
+    """:func:`read_transcript`, with a file that cannot be read reported as an error
+    rather than a traceback."""
     try:
         return read_transcript(path, **kwargs)
     except OSError as exc:
-        raise fail(f"cannot read {path}: {exc.strerror or exc}", as_json) from exc
+        raise fail(unreadable(path, exc), as_json) from exc
 
 
 def _check_input(path: Path, as_json: bool) -> None:
@@ -495,7 +500,7 @@ def render(
         except UnicodeDecodeError as exc:
             raise fail(f"{file} is not valid UTF-8: {exc}", as_json) from exc
         except OSError as exc:
-            raise fail(f"cannot read {file}: {exc.strerror or exc}", as_json) from exc
+            raise fail(unreadable(file, exc), as_json) from exc
         items = [RenderTurn(role, text, None)]
     settings = RenderSettings(timestamps=timestamps)
     t0 = time.perf_counter()

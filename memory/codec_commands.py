@@ -159,7 +159,7 @@ def eval_command(
     from rich.console import Console
     from rich.progress import Progress
 
-    from opticmem.cli import check_device
+    from opticmem.cli import check_device, unreadable
     from opticmem.encoder import synth
     from opticmem.encoder.bundled import load_bundled_codec
     from opticmem.encoder.codec import CodecError
@@ -194,8 +194,7 @@ def eval_command(
         except ValueError as exc:  # a JSON line that is not an object with "text"
             raise _bad_option(str(exc), "--text-file", as_json) from None
         except OSError as exc:  # no permission to read it, an I/O error
-            raise _bad_option(f"cannot read {text_file}: {exc.strerror or exc}", "--text-file",
-                              as_json) from None
+            raise _bad_option(unreadable(text_file, exc), "--text-file", as_json) from None
         source = str(text_file)
     else:
         chat, korean = heldout_pages(pages, seed=seed, hangul=hangul, settings=settings)
