@@ -100,6 +100,10 @@ log = logging.getLogger(__name__)
 BUDGET_STEPS = 64
 """The memory context's budget is rounded down to a multiple of ``budget // BUDGET_STEPS``."""
 
+PLANS = 4
+"""How often the history is planned at most for one model call; the last plan is for the
+newest turn alone."""
+
 
 class InFlightTooLargeError(BudgetError):
     """The system prompt and the run's in-flight messages alone exceed the budget.
@@ -272,7 +276,7 @@ class OpticalMemoryMiddleware(AgentMiddleware):
         """
         step = max(1, budget // BUDGET_STEPS)
         target = room - room % step
-        for attempt in range(4):
+        for attempt in range(1, PLANS + 1):
             if target < 1:
                 break
             try:
@@ -288,7 +292,7 @@ class OpticalMemoryMiddleware(AgentMiddleware):
                 break
             target -= cost - room
             target -= target % step
-            if target < floor or attempt == 2:
+            if target < floor or attempt == PLANS - 1:  # the next plan is the last
                 target = floor
         log.warning("session %r: %d tokens left for history cannot hold the newest recorded "
                     "turn; this model call sees no history", session, room)
