@@ -421,10 +421,13 @@ def ingest(
     default_session: Annotated[str, typer.Option(help="Session of lines without one")] = (
         "default"
     ),
+    append: Annotated[
+        bool, typer.Option(help="Add to sessions that already hold turns in the store")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Load a transcript into a store (nothing is stored if a line is bad, unless
-    --skip-invalid)."""
+    --skip-invalid, or if a session already holds turns there, unless --append)."""
     _check_input(file, as_json)
     t0 = time.perf_counter()
     turns, errors = _read_transcript(file, as_json, default_session=default_session)
@@ -438,6 +441,14 @@ def ingest(
         raise fail(str(exc), as_json) from exc
     counts: dict[str, int] = {}
     with mem, _progress(as_json) as bar:
+        if not append:  # running the same ingest twice would store every turn twice
+            held = _sessions_holding_turns(mem, turns, store, as_json)
+            if held:
+                shown = ", ".join(f"{s!r} ({n} turns)" for s, n in held[:5])
+                more = f" and {len(held) - 5} more" if len(held) > 5 else ""
+                raise fail(f"{len(held)} session(s) already hold turns in {store}: {shown}"
+                           f"{more}; nothing stored. Pass --append to add these turns "
+                           f"after them", as_json)
         task = bar.add_task(f"ingesting {file.name}", total=len(turns))
         i = 0
         while i < len(turns):  # consecutive lines of one session go in one batch
@@ -467,6 +478,21 @@ def ingest(
               f"{seconds:.2f}s; pages sealed: {sum(pages.values())}")
     for e in errors:
         err.print(Text.assemble((f"skipped line {e.line}:", "yellow"), " ", e.message))
+
+
+def _sessions_holding_turns(
+    mem: OpticalMemory, turns: list[TranscriptTurn], store: str, as_json: bool
+) -> list[tuple[str, int]]:
+    """The sessions of ``turns`` that already hold turns in the store, with their counts."""
+    held = []
+    for sid in dict.fromkeys(t.session for t in turns):
+        try:
+            n = mem.store.turn_count(sid)
+        except OpticMemError as exc:
+            raise fail(f"{exc}; nothing stored", as_json) from exc
+        if n:
+            held.append((sid, n))
+    return held
 
 
 # --------------------------------------------------------------------------- render
@@ -553,15 +579,15 @@ def inspect(
     store: StoreOpt = "sqlite:///opticmem.db",
     budget: BudgetOpt = 8192,
     cost_model: ModelOpt = "deepseek-ocr",
-    sheet: Annotated[Path | None, typer.Option(help="Contact sheet PNG path")] = Path(
-        "contact_sheet.png"
-    ),
+    sheet: Annotated[
+        Path | None, typer.Option(help="Also write a contact sheet of the decay to this PNG")
+    ] = None,
     crop: Annotated[
         float, typer.Option(min=0.05, max=1.0, help="Top-left fraction of each page shown")
     ] = 0.25,
     as_json: JsonFlag = False,
 ) -> None:
-    """Show a session's pages and tiers, and write a contact sheet of the decay."""
+    """Show a session's pages and tiers (and with --sheet, a contact sheet of the decay)."""
     _check_sheet(sheet, as_json)
     db = _sqlite_path(store)
     if db is not None and not db.is_file():  # opening it would create an empty database

@@ -144,6 +144,38 @@ def test_ingest_reports_a_store_that_fails_midway_and_what_it_stored(
         assert s.turn_count("a") == 1 and s.turn_count("b") == 0
 
 
+def test_ingesting_a_file_again_is_refused_unless_appending(tmp_path: Path) -> None:
+    """Running the same ingest twice stored every turn a second time, silently."""
+    src = tmp_path / "chat.jsonl"
+    src.write_text('{"session": "a", "role": "user", "text": "first"}\n'
+                   '{"session": "b", "role": "user", "text": "second"}\n')
+    db = tmp_path / "m.db"
+    run_json("ingest", str(src), "--store", f"sqlite:///{db}")
+    message = _json_error(["ingest", str(src), "--store", f"sqlite:///{db}"])
+    assert "2 session(s) already hold turns" in message and "'a' (1 turns)" in message
+    assert "nothing stored" in message and "--append" in message
+    with SQLiteStore(db) as s:
+        assert s.turn_count("a") == 1 and s.turn_count("b") == 1
+    d = run_json("ingest", str(src), "--store", f"sqlite:///{db}", "--append")
+    assert d["turns"] == 2
+    with SQLiteStore(db) as s:
+        assert [t.text for t in s.get_turns("a", 0, 9)] == ["first", "first"]
+
+
+def test_inspect_writes_a_sheet_only_when_asked(
+    sample: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """inspect wrote ./contact_sheet.png into whatever folder it ran in, every time."""
+    conv, _ = sample
+    url = f"sqlite:///{tmp_path}/m.db"
+    run_json("ingest", str(conv), "--store", url)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    d = run_json("inspect", "team", "--store", url)
+    assert d["sheet"] is None and list(work.iterdir()) == []
+
+
 def test_ingest_takes_a_file_with_a_byte_order_mark_and_crlf_lines(tmp_path: Path) -> None:
     """Windows tools write UTF-8 with a BOM; its first line used to be refused as bad JSON,
     and with it the whole ingest."""
