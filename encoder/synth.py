@@ -2032,7 +2032,10 @@ def read_turns(path: Path | str) -> list[TurnText]:
     text = path.read_text(encoding="utf-8")
     if path.suffix in (".jsonl", ".ndjson") or text.lstrip().startswith("{"):
         turns = []
-        for n, line in enumerate(text.splitlines(), 1):
+        # Only a newline ends a JSON line: str.splitlines() would also cut at U+2028,
+        # U+2029 and U+0085, which JSON strings may hold raw (json.dumps with
+        # ensure_ascii=False writes them so). Reading in text mode made CRLF a "\n".
+        for n, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:

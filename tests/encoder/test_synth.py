@@ -343,6 +343,16 @@ def test_text_file_pages_plain_and_labelled(tmp_path: Path) -> None:
         read_turns(bad)
 
 
+def test_read_turns_keeps_line_separators_inside_json_strings(tmp_path: Path) -> None:
+    # json.dumps(ensure_ascii=False) leaves U+2028, U+2029 and U+0085 raw inside a string;
+    # only "\n" ends a JSON line, so the line must not be cut at them.
+    path = tmp_path / "chat.jsonl"
+    text = "one\u2028two\u2029three\x85four"
+    path.write_text(json.dumps({"role": "user", "text": text}, ensure_ascii=False) + "\n"
+                    + json.dumps({"role": "assistant", "text": "ok"}) + "\n", encoding="utf-8")
+    assert read_turns(path) == [TurnText("user", text), TurnText("assistant", "ok")]
+
+
 # --------------------------------------------------------------------------- sources
 
 
