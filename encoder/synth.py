@@ -2029,7 +2029,9 @@ def read_turns(path: Path | str) -> list[TurnText]:
     to evaluate). Raises ``ValueError`` naming the line of a JSON line that is not an
     object with ``text``, and ``UnicodeDecodeError`` for a file that is not UTF-8."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    # utf-8-sig: a leading byte order mark (as Windows tools write UTF-8) is the
+    # encoding's signature, not text before the first "{" or label.
+    text = path.read_text(encoding="utf-8-sig")
     if path.suffix in (".jsonl", ".ndjson") or text.lstrip().startswith("{"):
         turns = []
         # Only a newline ends a JSON line: str.splitlines() would also cut at U+2028,

@@ -7,6 +7,7 @@ wordfreq are importable.
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
 import itertools
 import json
@@ -351,6 +352,20 @@ def test_read_turns_keeps_line_separators_inside_json_strings(tmp_path: Path) ->
     path.write_text(json.dumps({"role": "user", "text": text}, ensure_ascii=False) + "\n"
                     + json.dumps({"role": "assistant", "text": "ok"}) + "\n", encoding="utf-8")
     assert read_turns(path) == [TurnText("user", text), TurnText("assistant", "ok")]
+
+
+def test_read_turns_skips_a_utf8_byte_order_mark(tmp_path: Path) -> None:
+    # Windows tools start UTF-8 files with a BOM: it is the encoding's signature, not
+    # text, so a JSON-lines file still parses and a transcript's first label is found.
+    jsonl = tmp_path / "chat.jsonl"
+    jsonl.write_bytes(codecs.BOM_UTF8 + b'{"role": "user", "text": "hi"}\n')
+    assert read_turns(jsonl) == [TurnText("user", "hi")]
+    labelled = tmp_path / "chat.txt"
+    labelled.write_bytes(codecs.BOM_UTF8 + b"User: hi\nAssistant: hello\n")
+    assert read_turns(labelled) == [TurnText("user", "hi"), TurnText("assistant", "hello")]
+    plain = tmp_path / "notes.txt"
+    plain.write_bytes(codecs.BOM_UTF8 + b"line one\n")
+    assert read_turns(plain) == [TurnText("user", "line one")]
 
 
 # --------------------------------------------------------------------------- sources
