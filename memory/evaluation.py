@@ -215,8 +215,8 @@ def write_results(scores: Sequence[PageScore], out_dir: Path, meta: dict[str, ob
     numbers = [{k: v for k, v in asdict(s).items() if k not in _TEXT_FIELDS} for s in scores]
     (out_dir / "eval.json").write_text(json.dumps(
         {"meta": meta, "summary": [asdict(r) for r in rows], "pages": numbers},
-        indent=1, ensure_ascii=False))
-    (out_dir / "eval.md").write_text(markdown_table(rows) + "\n")
+        indent=1, ensure_ascii=False), encoding="utf-8")  # not the locale's: JSON is UTF-8
+    (out_dir / "eval.md").write_text(markdown_table(rows) + "\n", encoding="utf-8")
     with (out_dir / "readback.jsonl").open("w", encoding="utf-8") as f:
         for s in scores:
             f.write(json.dumps({"page": s.page, "tier": s.tier,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,6 +81,28 @@ def test_scores_summary_and_files(tmp_path: Path) -> None:
     assert report.startswith("# Misreads") and "## tiny" in report
     with Image.open(tmp_path / "precision_vs_compression.png") as img:
         assert img.size == (900, 560)
+
+
+def test_results_are_utf8_whatever_the_locale(tmp_path: Path) -> None:
+    # eval.md always holds "×", and eval.json a Hangul file name as written: under an
+    # ASCII locale (LC_ALL=C without UTF-8 mode) writing them in the locale's encoding
+    # failed after every page had been read.
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from opticmem.evaluation import PageScore, write_results\n"
+        "s = PageScore(page=0, tier='tiny', text_tokens=10, slots=73, compression=0.14, "
+        "char_precision=0.5, word_precision=0.5, exact_found=0, exact_total=0, "
+        "seconds=0.1, hangul=True, confidence=0.9, reference='\\uc548', recollected='')\n"
+        "write_results([s], Path(sys.argv[1]), {'source': '\\ub178\\ud2b8.txt'})\n"
+    )  # escaped: an ASCII locale cannot pass Hangul on the command line
+    env = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    meta = json.loads((tmp_path / "eval.json").read_text(encoding="utf-8"))["meta"]
+    assert meta["source"] == "노트.txt"
+    assert "73 / 0.1×" in (tmp_path / "eval.md").read_text(encoding="utf-8")
 
 
 @pytest.mark.skipif(not (weights_dir() / "model.safetensors.index.json").is_file(),
