@@ -277,7 +277,9 @@ def _lay_out(text: str, prefix: str, settings: RenderSettings) -> TurnLayout:
         while keep and keep[-1] == " ":  # spaces at a break are not drawn
             keep.pop()
             keep_offs.pop()
-        start = next((o for o in keep_offs if o >= 0), rest_offs[0] if rest_offs else at)
+        # A line of label and timestamp only (offset -1) starts where the text does.
+        start = next((o for o in keep_offs if o >= 0),
+                     next((o for o in rest_offs if o >= 0), at))
         end = max((o + 1 for o in keep_offs if o >= 0), default=start)
         lines.append(Line(_composed("".join(keep), atlas), start, end))
         while rest and rest[0] == " " and rest_offs[0] >= 0:

@@ -203,3 +203,14 @@ def test_a_turn_continued_from_a_blank_line_is_not_shown_again_from_its_start() 
     text = mem.context("s").text()
     assert text.count("alpha") == 1 and text.count("delta") == 1
     assert [line.start for line in layout_turn(RT("user", "a\n\nb")).lines] == [0, 2, 3]
+
+
+def test_a_turn_continued_from_a_line_of_its_label_is_shown_whole() -> None:
+    """A page that ended inside a wrapped "[date] Label:" prefix left the turn's rest
+    starting at offset -1: the context showed only its last character ("d")."""
+    settings = RenderSettings(page_pixels=160, margin=16, timestamps=True, max_rows=4)
+    mem = OpticalMemory(codec=None, render_settings=settings, verbatim_turns=1)
+    mem.add("s", "user", "hi", ts=0.0)
+    mem.add("s", "user", "hello world", ts=0.0)
+    mem.add("s", "user", "next", ts=0.0)
+    assert "[…continued from page 0] hello world" in mem.context("s").text()

@@ -50,6 +50,16 @@ def test_timestamps_are_optional_and_utc() -> None:
     assert line == "[1970-01-01 00:00] User: hi"
 
 
+def test_a_line_holding_only_label_and_timestamp_starts_at_the_text() -> None:
+    # On a narrow page the "[date time] Label: " prefix wraps at its own space; the line
+    # it leaves behind showed no text and was given start = end = -1, which sliced a
+    # continued turn's rest from its last character.
+    narrow = RenderSettings(page_pixels=160, margin=16, timestamps=True)
+    lines = layout_turn(TurnText("user", "hello world", ts=0.0), narrow).lines
+    assert [ln.text for ln in lines] == ["[1970-01-0", "1 00:00]", "User:", "hello", "world"]
+    assert [(ln.start, ln.end) for ln in lines] == [(0, 0), (0, 0), (0, 0), (0, 5), (6, 11)]
+
+
 def test_wraps_at_spaces_and_never_overflows() -> None:
     text = " ".join(["optical"] * 100)
     tl = layout_turn(TurnText("user", text))
