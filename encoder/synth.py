@@ -2021,18 +2021,33 @@ def page_stream(
                 yield page
 
 
+def _first_line_is_json_object(text: str) -> bool:
+    """True when the first non-blank line of ``text`` parses as a JSON object: a file of
+    JSON lines under another name. Text that merely starts with ``{`` (code, a
+    pretty-printed JSON document) is plain text."""
+    first = next((line for line in text.split("\n") if line.strip()), "")
+    if not first.lstrip().startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(first), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
 def read_turns(path: Path | str) -> list[TurnText]:
     """Turns from a user's file: JSON lines of ``{"role", "text"[, "ts"]}``, a transcript
     with ``User:``/``Assistant:`` labels at line starts, or plain text (one user turn).
 
-    Turns with no visible text are left out, so an empty file has no turns (and no pages
-    to evaluate). Raises ``ValueError`` naming the line of a JSON line that is not an
-    object with ``text``, and ``UnicodeDecodeError`` for a file that is not UTF-8."""
+    A file not named ``.jsonl`` or ``.ndjson`` is read as JSON lines when its first
+    non-blank line is a JSON object. Turns with no visible text are left out, so an empty
+    file has no turns (and no pages to evaluate). Raises ``ValueError`` naming the line
+    of a JSON line that is not an object with ``text``, and ``UnicodeDecodeError`` for a
+    file that is not UTF-8."""
     path = Path(path)
     # utf-8-sig: a leading byte order mark (as Windows tools write UTF-8) is the
     # encoding's signature, not text before the first "{" or label.
     text = path.read_text(encoding="utf-8-sig")
-    if path.suffix in (".jsonl", ".ndjson") or text.lstrip().startswith("{"):
+    if path.suffix in (".jsonl", ".ndjson") or _first_line_is_json_object(text):
         turns = []
         # Only a newline ends a JSON line: str.splitlines() would also cut at U+2028,
         # U+2029 and U+0085, which JSON strings may hold raw (json.dumps with

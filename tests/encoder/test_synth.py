@@ -354,6 +354,17 @@ def test_read_turns_keeps_line_separators_inside_json_strings(tmp_path: Path) ->
     assert read_turns(path) == [TurnText("user", text), TurnText("assistant", "ok")]
 
 
+def test_read_turns_takes_plain_text_that_starts_with_a_brace(tmp_path: Path) -> None:
+    # Only a first line that is a JSON object makes a file that is not .jsonl JSON lines:
+    # code or a pretty-printed JSON document is plain text, not a parse error.
+    code = tmp_path / "main.c.txt"
+    code.write_text("{\n  int x = 42;\n}\n", encoding="utf-8")
+    assert read_turns(code) == [TurnText("user", "{\n  int x = 42;\n}")]
+    sniffed = tmp_path / "chat.txt"
+    sniffed.write_text('{"role": "user", "text": "hi"}\n', encoding="utf-8")
+    assert read_turns(sniffed) == [TurnText("user", "hi")]
+
+
 def test_read_turns_skips_a_utf8_byte_order_mark(tmp_path: Path) -> None:
     # Windows tools start UTF-8 files with a BOM: it is the encoding's signature, not
     # text, so a JSON-lines file still parses and a transcript's first label is found.
