@@ -2021,6 +2021,24 @@ def page_stream(
                 yield page
 
 
+def _timestamp(value: object) -> float | None:
+    """A JSON line's ``ts`` as Unix seconds: a number, or an ISO 8601 string (UTC when it
+    has no offset), as ``opticmem ingest`` takes it; ``ValueError`` for anything else."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            stamp = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"ts {value!r} is neither Unix seconds nor ISO 8601") from None
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=_dt.timezone.utc)
+        return stamp.timestamp()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"ts must be a number or an ISO 8601 string, got {value!r}")
+    return float(value)
+
+
 def _first_line_is_json_object(text: str) -> bool:
     """True when the first non-blank line of ``text`` parses as a JSON object: a file of
     JSON lines under another name. Text that merely starts with ``{`` (code, a
@@ -2035,7 +2053,8 @@ def _first_line_is_json_object(text: str) -> bool:
 
 
 def read_turns(path: Path | str) -> list[TurnText]:
-    """Turns from a user's file: JSON lines of ``{"role", "text"[, "ts"]}``, a transcript
+    """Turns from a user's file: JSON lines of ``{"role", "text"[, "ts"]}`` (``ts`` in Unix
+    seconds or ISO 8601, as ``opticmem ingest`` takes it), a transcript
     with ``User:``/``Assistant:`` labels at line starts, or plain text (one user turn).
 
     A file not named ``.jsonl`` or ``.ndjson`` is read as JSON lines when its first
@@ -2060,7 +2079,7 @@ def read_turns(path: Path | str) -> list[TurnText]:
                 if not isinstance(d, dict):
                     raise TypeError(f"got {type(d).__name__}")
                 turns.append(TurnText(str(d.get("role", "user")), str(d["text"]),
-                                      float(d["ts"]) if d.get("ts") is not None else None))
+                                      _timestamp(d.get("ts"))))
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"{path}:{n}: expected a JSON object with 'text': {exc}") from exc
         return [t for t in turns if t.text.strip()]

@@ -365,6 +365,20 @@ def test_read_turns_takes_plain_text_that_starts_with_a_brace(tmp_path: Path) ->
     assert read_turns(sniffed) == [TurnText("user", "hi")]
 
 
+def test_read_turns_takes_the_iso_timestamps_ingest_takes(tmp_path: Path) -> None:
+    # A transcript written for `opticmem ingest` may give ts as ISO 8601 (UTC when it
+    # has no offset); `eval --text-file` refused the whole file for it.
+    path = tmp_path / "chat.jsonl"
+    path.write_text('{"role": "user", "text": "hi", "ts": "1970-01-02T00:00"}\n'
+                    '{"role": "assistant", "text": "yo", "ts": "1970-01-01T00:01:00Z"}\n'
+                    '{"role": "user", "text": "ok", "ts": 5}\n', encoding="utf-8")
+    assert [t.ts for t in read_turns(path)] == [86400.0, 60.0, 5.0]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "hi", "ts": "yesterday"}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"bad\.jsonl:1.*yesterday"):
+        read_turns(bad)
+
+
 def test_read_turns_skips_a_utf8_byte_order_mark(tmp_path: Path) -> None:
     # Windows tools start UTF-8 files with a BOM: it is the encoding's signature, not
     # text, so a JSON-lines file still parses and a transcript's first label is found.
