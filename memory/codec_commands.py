@@ -207,6 +207,11 @@ def eval_command(
     except (CodecError, OSError) as exc:  # missing or corrupt weights, config, tokenizer
         raise _bad_option(str(exc), "--codec", as_json) from None
     model.batch_size = batch_size
+    try:  # now, not after every page was read (the check above sees only a file there)
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file on its path, no permission
+        raise _bad_option(f"cannot use {out} as a directory: {exc.strerror or exc}", "--out",
+                          as_json) from None
     console = Console(stderr=True)
     t0 = time.perf_counter()
     with Progress(console=console,

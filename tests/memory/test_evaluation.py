@@ -173,6 +173,28 @@ def test_eval_command_refuses_a_device_before_reading_any_page(
     assert not out.exists()
 
 
+@pytest.mark.skipif(not (weights_dir() / "model.safetensors.index.json").is_file(),
+                    reason="no bundled weights in this checkout")
+def test_eval_command_refuses_an_out_it_cannot_make_before_reading_any_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--out under a file passed the early check (it does not exist) and ended in a
+    NotADirectoryError traceback after every page had been read; it is a usage error
+    now, found before the codec reads anything."""
+    text = tmp_path / "mine.txt"
+    text.write_text("Titan ships on 2026-03-04.\n", encoding="utf-8")
+
+    def no_reading(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pages were read before --out was checked")
+
+    monkeypatch.setattr("opticmem.evaluation.evaluate", no_reading)
+    result = CliRunner().invoke(app, ["eval", "--text-file", str(text), "--device", "cpu",
+                                      "--out", str(text / "eval"), "--json"])
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout)["error"]
+    assert error.startswith("--out: cannot use") and str(text / "eval") in error
+
+
 def test_summary_rows_mean_over_pages_pool_ids_and_bucket_half_open() -> None:
     def score(page: int, tokens: int, precision: float, found: int, total: int,
               hangul: bool = False) -> PageScore:
