@@ -344,6 +344,12 @@ def _lay_out(text: str, prefix: str, settings: RenderSettings) -> TurnLayout:
         elif kind == "invisible":
             invisible.append(ch)
             continue
+        if len(shown) == 2 and kind == "missing" and col + 2 > cols:
+            # A wide character's box is two one-cell boxes, but one character: it moves
+            # to the next line whole (with the word it ends, as a letter would) rather
+            # than leave a half at this line's end.
+            word = sum(atlas.width(x) for x in cur[brk:]) + 2 + rest_cells[i + 1] if brk > 0 else 0
+            emit(brk if 0 < word <= cols else len(cur), i)
         put(shown, i, rest_cells[i + 1])
     emit(len(cur), len(text))
     # Each character once: every user wants the set, and a page of a long turn copied

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import unicodedata
 
 import pytest
@@ -82,6 +83,16 @@ def test_wide_characters_take_two_cells() -> None:
     tl = layout_turn(TurnText("user", "한" * 60))
     assert cells(tl.lines[0].text) <= S.columns
     assert len(tl.lines[0].text) == len("User: ") + (S.columns - 6) // 2
+
+
+def test_the_box_of_a_wide_character_without_a_glyph_is_never_cut_across_lines() -> None:
+    # An emoji draws as a two-cell box ("\ufffd\ufffd"); at the last cell of a line its
+    # halves went to two lines, and the two lines' spans overlapped on it.
+    for text in ("x" * 97 + "\U0001f44d" + "y" * 10, "x" * 96 + " " + "z" * 1 + "\U0001f44d"):
+        lines = layout_turn(TurnText("user", text)).lines
+        assert not any(ln.text.endswith(REPLACEMENT) for ln in lines[:-1]), lines
+        assert all(a.end <= b.start for a, b in itertools.pairwise(lines)), lines
+        assert "".join(ln.text for ln in lines).count(REPLACEMENT * 2) == 1
 
 
 def test_newlines_and_tabs() -> None:
