@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from opticmem.render.atlas import Atlas, load_atlas
+from opticmem.render.atlas import INVISIBLE, SPACE, SURROGATE, Atlas, load_atlas
 
 REPLACEMENT = "\ufffd"
 """Shown (as a hollow box) for every character no shipped font has."""
@@ -186,15 +186,15 @@ def _display_chars(ch: str, atlas: Atlas) -> tuple[str, str]:
     if atlas.has(ch):
         return ch, ""
     cp = ord(ch)
-    cat = unicodedata.category(ch)
+    kind = atlas.char_class(ch)  # at the atlas's Unicode version, not this Python's
     if cp < 0x20 or cp == 0x7F:  # control pictures where the fonts have them
         pic = chr(0x2400 + cp) if cp < 0x20 else "\u2421"
         return (pic if atlas.has(pic) else REPLACEMENT), "substituted"
-    if cat == "Cs" or 0x80 <= cp < 0xA0:
+    if kind == SURROGATE or 0x80 <= cp < 0xA0:
         return REPLACEMENT, "substituted"
-    if cat in ("Cf", "Mn", "Me") or 0xFE00 <= cp <= 0xFE0F:
+    if kind == INVISIBLE or 0xFE00 <= cp <= 0xFE0F:
         return "", "invisible"
-    if cat == "Zs":
+    if kind == SPACE:
         return " " * atlas.width(ch), "space"
     return REPLACEMENT * atlas.width(ch), "missing"
 

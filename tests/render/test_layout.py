@@ -95,6 +95,43 @@ def test_the_box_of_a_wide_character_without_a_glyph_is_never_cut_across_lines()
         assert "".join(ln.text for ln in lines).count(REPLACEMENT * 2) == 1
 
 
+@pytest.mark.skipif(unicodedata.unidata_version != load_atlas().unicode_version,
+                    reason="this Python's Unicode version is not the atlas's")
+def test_the_shipped_unicode_table_is_the_atlas_versions_database() -> None:
+    from opticmem.render.atlas import unicode_properties
+
+    assert unicode_properties(unicodedata).tobytes() == load_atlas().props
+
+
+def test_pages_do_not_follow_this_pythons_unicode_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Widths and classes of glyph-less characters came from the running Python's
+    unicodedata, whose Unicode version changes with Python: on 3.12 (Unicode 15) an emoji
+    new in 15.0 took two cells where 3.11 (Unicode 14) gave it one, and a new format
+    character vanished instead of drawing as a box, so the same text paged differently."""
+    text = ("x" * 96 + " \U0001fae8 shaking face, " + "\U0001f979 \u2066\u0300" * 40) * 3
+    turns = [TurnText("user", text), TurnText("assistant", "\U0001fae8" * 300)]
+    before = [(p.lines, p.missing) for p in layout_pages(turns)]
+    newer = {0x1FAE8: ("W", "So"), 0x1F979: ("N", "Cf"), 0x2066: ("N", "Zs"),
+             0x0300: ("W", "Lo")}
+    real_width, real_category = unicodedata.east_asian_width, unicodedata.category
+    monkeypatch.setattr(unicodedata, "east_asian_width",
+                        lambda ch: newer.get(ord(ch), (real_width(ch),))[0])
+    monkeypatch.setattr(unicodedata, "category",
+                        lambda ch: newer.get(ord(ch), ("", real_category(ch)))[1])
+    assert unicodedata.east_asian_width("\U0001fae8") == "W"  # the stand-in is in place
+    assert [(p.lines, p.missing) for p in layout_pages(turns)] == before
+
+
+def test_a_missing_unicode_table_is_a_clear_atlas_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opticmem.render import atlas
+
+    monkeypatch.setattr(atlas, "UNICODE_FILE", "absent.npz")
+    with pytest.raises(atlas.AtlasError, match=r"cannot read the Unicode table .*absent\.npz"):
+        atlas.load_atlas.__wrapped__()
+
+
 def test_newlines_and_tabs() -> None:
     tl = layout_turn(TurnText("user", "a\n\tb\r\nc"))
     assert [ln.text for ln in tl.lines] == ["User: a", "    b", "c"]
