@@ -268,21 +268,27 @@ class OpticalMemoryMiddleware(AgentMiddleware):
     ) -> tuple[list[BaseMessage], Context | None, int]:
         """The memory context as LangChain messages costing at most ``room``.
 
-        The context is planned for a budget at most ``room``; the messages are priced
+        The context is planned for ``room`` rounded down to a step (for the newest turn
+        alone when that rounds below it); the messages are priced
         again because showing tool and system turns adds a short heading to each. Over
         by that much, the context is planned again for less — never for less than the
         newest turn alone costs (:func:`newest_turn_tokens`), and for just that on the
         last try: only when that turn, headed, is over ``room`` is no history shown.
         """
         step = max(1, budget // BUDGET_STEPS)
-        target = room - room % step
+        target = room - room % step or room  # a room under one step is planned as is
         for attempt in range(1, PLANS + 1):
             if target < 1:
                 break
             try:
                 ctx = self.memory.context(session, budget_tokens=target)
-            except BudgetError:
-                break
+            except BudgetError as exc:
+                # rounded down to a step, ``target`` may be below the newest turn while
+                # ``room`` holds it: plan for that turn alone (``needed``) instead
+                if exc.needed is None or not target < exc.needed <= room:
+                    break
+                target = exc.needed
+                continue
             messages = context_messages(ctx.messages())
             cost = self.counter(messages)
             if cost <= room:

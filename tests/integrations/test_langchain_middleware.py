@@ -328,3 +328,21 @@ def test_history_is_shown_whenever_the_room_holds_the_newest_turn_with_its_headi
         assert view.tokens <= budget
         assert view.messages[-1].content == "[Tool result · get_status · call " \
             "call_Zq8vN3xR5tY7uI9oP1aS2d22]\nok"
+
+
+def test_history_is_shown_when_the_room_holds_the_newest_turn_between_budget_steps() -> None:
+    # The history's budget is rounded down to 1/64 of the whole budget (128 of 8192); a
+    # room that held the newest turn but rounded down below it showed no history at all,
+    # and a room under one step (rounded to 0) never showed any.
+    memory = OpticalMemory(codec=None, budget_tokens=8192)
+    text = " ".join(f"word{i}" for i in range(400))
+    Recorder(memory).record("s", None, [HumanMessage(text, id="h1")])
+    newest = OpticalTokenCounter(memory).message(HumanMessage(text))
+    for room in range(newest, newest + 128, 9):
+        view = OpticalMemoryMiddleware(memory, reserve_tokens=8192 - room).assemble(
+            "s", None, None, [])
+        assert view.history == 1, room
+        assert view.tokens <= room
+    Recorder(memory).record("t", None, [HumanMessage("hello", id="h2")])
+    view = OpticalMemoryMiddleware(memory, reserve_tokens=8192 - 50).assemble("t", None, None, [])
+    assert [m.content for m in view.messages] == ["hello"]
