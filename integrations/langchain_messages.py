@@ -12,7 +12,8 @@
   the agent's state keeps the original); reasoning blocks are left out (providers do not
   take them back as history). An ``AIMessage``'s tool calls are written after its text as
   lines ``[tool call · NAME · id ID] {"arg": ...}``, so the archive and the pages keep what
-  was asked of which tool.
+  was asked of which tool — its invalid tool calls too (arguments that did not parse,
+  written as the model sent them): the agent answers them with an error tool result.
 * Metadata kept with the turn: ``lc_id`` (the message id, how the middleware knows what
   it already recorded), ``lc_type``, ``name``, ``tool_call_id``, ``tool_calls`` (ids and
   names), ``status`` of a failed tool result.
@@ -120,8 +121,14 @@ def message_text(message: BaseMessage) -> str:
     else:
         parts = [t for b in message.content_blocks if (t := _block_text(b)) is not None]
     if isinstance(message, AIMessage):
-        parts.extend(tool_call_line(c) for c in message.tool_calls)
+        parts.extend(tool_call_line(c) for c in _calls(message))
     return "\n".join(parts)
+
+
+def _calls(message: AIMessage) -> list[Mapping[str, Any]]:
+    """Every tool call ``message`` asks for: the parsed ones, then the invalid ones (a
+    model's malformed or truncated arguments, kept as the raw string it sent)."""
+    return [*message.tool_calls, *message.invalid_tool_calls]
 
 
 def message_role(message: BaseMessage, roles: frozenset[str] | set[str]) -> str | None:
@@ -143,9 +150,8 @@ def _meta(message: BaseMessage) -> dict[str, Any]:
         meta["tool_call_id"] = message.tool_call_id
         if message.status != "success":
             meta["status"] = message.status
-    if isinstance(message, AIMessage) and message.tool_calls:
-        meta["tool_calls"] = [{"id": c.get("id"), "name": c.get("name")}
-                              for c in message.tool_calls]
+    if isinstance(message, AIMessage) and (calls := _calls(message)):
+        meta["tool_calls"] = [{"id": c.get("id"), "name": c.get("name")} for c in calls]
     return meta
 
 

@@ -53,6 +53,19 @@ def test_roles_text_and_meta() -> None:
     assert message_turns(RemoveMessage(id="a1"), memory) == []
 
 
+
+def test_invalid_tool_calls_are_recorded_as_calls() -> None:
+    # A model whose tool-call arguments did not parse gives an AIMessage with only
+    # invalid_tool_calls; create_agent ends the run on it (and answers it with an error
+    # tool result on the next). It recorded nothing: the assistant's turn was lost.
+    ai = AIMessage("", id="a2", invalid_tool_calls=[
+        {"type": "invalid_tool_call", "name": "weather", "args": '{"city": "Seo',
+         "id": "c9", "error": "truncated"}])
+    [turn] = message_turns(ai, OpticalMemory(codec=None))
+    assert turn["role"] == "assistant"
+    assert turn["text"] == '[tool call · weather · id c9] {"city": "Seo'
+    assert turn["meta"]["tool_calls"] == [{"id": "c9", "name": "weather"}]
+
 @pytest.mark.parametrize(("chunk", "role"), [
     (AIMessageChunk(content="streamed answer"), "assistant"),
     (HumanMessageChunk(content="streamed question"), "user"),
