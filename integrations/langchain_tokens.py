@@ -19,7 +19,8 @@ standard form):
   WebP, …) by their size read with Pillow, through the same image formula;
 * images given only by URL or file id (their size is unknown offline):
   ``unknown_image_tokens`` each (default: the price of a Large page under the model);
-* an ``AIMessage``'s tool calls: the text of their JSON (name, arguments, id);
+* an ``AIMessage``'s tool calls, invalid ones included: the text of their JSON (name,
+  arguments, id);
 * audio, video, files and other blocks: the text of their fields, without the payload;
 * every message: the model's ``message_overhead``.
 
@@ -142,9 +143,10 @@ class OpticalTokenCounter:
                 text = _text_of(block)
                 if text:
                     blocks.append({"type": "text", "text": text})
-        if isinstance(message, AIMessage) and message.tool_calls:
+        if isinstance(message, AIMessage) and (message.tool_calls or message.invalid_tool_calls):
+            # invalid calls (arguments that did not parse) go back to the provider too
             calls = [{"name": c.get("name"), "args": c.get("args"), "id": c.get("id")}
-                     for c in message.tool_calls]
+                     for c in [*message.tool_calls, *message.invalid_tool_calls]]
             blocks.append({"type": "text",
                            "text": json.dumps(calls, ensure_ascii=False, default=str)})
         return {"role": message.type, "content": blocks}, extra

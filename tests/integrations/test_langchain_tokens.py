@@ -108,6 +108,21 @@ def test_other_images_tool_calls_and_single_messages() -> None:
     assert OpticalTokenCounter("deepseek-ocr").unknown_image_tokens == 421
 
 
+
+def test_invalid_tool_calls_are_priced_like_valid_ones() -> None:
+    # An AIMessage whose tool-call arguments did not parse holds them in
+    # invalid_tool_calls (not in its content blocks); they are sent back to the provider
+    # all the same, but were priced as an empty message.
+    counter = OpticalTokenCounter()
+    args = '{"city": "Seoul", "days": 7, "units": "metric", "detail": "hourly forecast'
+    valid = AIMessage("", tool_calls=[{"name": "weather", "args": {"raw": args}, "id": "c9",
+                                       "type": "tool_call"}])
+    invalid = AIMessage("", invalid_tool_calls=[{"name": "weather", "args": args, "id": "c9",
+                                                 "error": "truncated",
+                                                 "type": "invalid_tool_call"}])
+    assert counter(invalid) > counter(AIMessage("")) + 20
+    assert abs(counter(invalid) - counter(valid)) <= 5
+
 def test_base64_with_whitespace_is_priced_like_the_plain_form() -> None:
     """Base64 that decodes — a leading newline, lines wrapped at 76 characters — prices as
     its plain form, on the PNG header path and the Pillow path alike."""
