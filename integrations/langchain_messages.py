@@ -207,6 +207,31 @@ def context_messages(messages: Sequence[Mapping[str, Any]]) -> list[BaseMessage]
     return out
 
 
+def orphan_tool_results_headed(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """``messages`` with each ``ToolMessage`` that answers no structured tool call of an
+    ``AIMessage`` before it shown as recorded tool results are: a ``HumanMessage`` headed
+    ``[Tool result · NAME · call ID]`` (same id). Such a result follows a call the model
+    now sees only as text in the history — the error result ``create_agent`` adds, on the
+    next run, for a tool call whose arguments did not parse — and chat APIs reject a tool
+    message that answers no tool call (OpenAI: HTTP 400).
+
+    >>> msgs = orphan_tool_results_headed([HumanMessage("hi"), ToolMessage("42",
+    ...                                    tool_call_id="c1", name="f")])
+    >>> [(type(m).__name__, m.content) for m in msgs]
+    [('HumanMessage', 'hi'), ('HumanMessage', '[Tool result · f · call c1]\\n42')]
+    """
+    asked: set[str] = set()
+    out: list[BaseMessage] = []
+    for m in messages:
+        if isinstance(m, AIMessage):
+            asked.update(i for c in [*m.tool_calls, *m.invalid_tool_calls] if (i := c.get("id")))
+        elif isinstance(m, ToolMessage) and m.tool_call_id not in asked:
+            head = tool_result_head(m.name, m.tool_call_id)
+            m = HumanMessage(content=headed(head, m.content), id=m.id)
+        out.append(m)
+    return out
+
+
 __all__ = [
     "REQUIRED_ROLES",
     "ROLE_OF_TYPE",
@@ -214,5 +239,6 @@ __all__ = [
     "message_role",
     "message_text",
     "message_turns",
+    "orphan_tool_results_headed",
     "tool_call_line",
 ]

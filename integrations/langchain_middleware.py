@@ -21,7 +21,9 @@ whole conversation):
    then the recent turns as text (see :mod:`~opticmem.integrations.langchain_messages`
    for how roles are shown);
 3. the run's in-flight messages verbatim: the latest user message and the tool-call /
-   tool-result chain after it (and any message not yet recorded, in its place).
+   tool-result chain after it (and any message not yet recorded, in its place). A tool
+   result whose call is only in the history, as text, is headed like a recorded one
+   (:func:`~opticmem.integrations.langchain_messages.orphan_tool_results_headed`).
 
 **What is recorded, and when.** Before each model call, state messages *older* than the
 latest user message that the memory does not hold yet are recorded (normally none; after
@@ -66,7 +68,11 @@ from typing import Any, cast
 
 from opticmem.context import Context
 from opticmem.errors import BudgetError
-from opticmem.integrations.langchain_messages import REQUIRED_ROLES, context_messages
+from opticmem.integrations.langchain_messages import (
+    REQUIRED_ROLES,
+    context_messages,
+    orphan_tool_results_headed,
+)
 from opticmem.integrations.langchain_recording import Recorder
 from opticmem.integrations.langchain_session import (
     SessionSpec,
@@ -236,7 +242,8 @@ class OpticalMemoryMiddleware(AgentMiddleware):
         done = self._catch_up(session, thread, state_messages)
         recorded = {m.id for m in state_messages[:done] if m.id}
         in_flight = [m for m in request.messages if not (m.id and m.id in recorded)]
-        return self.assemble(session, thread, request.system_message, in_flight)
+        return self.assemble(session, thread, request.system_message,
+                             orphan_tool_results_headed(in_flight))
 
     def assemble(
         self, session: str, thread: str | None, system_message: SystemMessage | None,

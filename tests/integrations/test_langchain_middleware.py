@@ -346,3 +346,33 @@ def test_history_is_shown_when_the_room_holds_the_newest_turn_between_budget_ste
     Recorder(memory).record("t", None, [HumanMessage("hello", id="h2")])
     view = OpticalMemoryMiddleware(memory, reserve_tokens=8192 - 50).assemble("t", None, None, [])
     assert [m.content for m in view.messages] == ["hello"]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_error_result_for_a_recorded_invalid_tool_call_is_not_sent_as_a_tool_message(
+    mode: str,
+) -> None:
+    # A run that ends on an invalid tool call is recorded; on the next run create_agent
+    # answers that call with an error ToolMessage, in flight. Its call is in the history
+    # only as text, and a ToolMessage answering no tool call is rejected by chat APIs.
+    @tool
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        return "12C"
+
+    memory = OpticalMemory(codec=None)
+    bad = AIMessage("", invalid_tool_calls=[{"type": "invalid_tool_call", "name": "weather",
+                                             "args": '{"city": "Seo', "id": "call_9",
+                                             "error": "truncated"}])
+    model = capturing(iter([bad, "It is 12C.", "Anything else?"]))
+    agent, _ = make_agent(memory, model, tools=[weather])
+    run(agent, "Weather in Seoul?", "w", mode)
+    run(agent, "Well?", "w", mode)
+    sent = model.calls[-1]
+    assert not any(isinstance(m, ToolMessage) for m in sent)
+    assert any(m.content == "[Tool result · weather · call call_9]\nTool call weather with id "
+               "call_9 could not be executed - arguments were malformed or truncated."
+               for m in sent)
+    run(agent, "Thanks.", "w", mode)
+    assert [t.role for t in memory.turns("w")] == [
+        "user", "assistant", "tool", "user", "assistant", "user", "assistant"]
