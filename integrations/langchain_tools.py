@@ -133,7 +133,8 @@ def format_passages(
 
     A page's original turns are written once (later passages of the same page point
     back). With ``max_tokens`` (counted with ``count``) the text is cut to fit: whole
-    passages while they fit, then the next one clipped, then a note of what was left out.
+    passages while they fit, then the next one clipped, then a note of what was left out
+    (the header and that note are kept even when they alone exceed ``max_tokens``).
     """
     shown = _echo(query)
     if not passages:
@@ -166,8 +167,13 @@ def format_passages(
     keep = _longest_prefix(blocks[cut], fits)
     if keep >= 80:  # enough of the passage to be worth showing
         out.extend([blocks[cut][:keep] + "…", note(len(blocks) - cut - 1)])
-    else:
-        out.append(note(len(blocks) - cut))
+        return "\n".join(out)
+    left = len(blocks) - cut
+    # the note takes room too: leave out whole passages until it fits beside them
+    while len(out) > 1 and count("\n".join([*out, note(left)])) > max_tokens:
+        out.pop()
+        left += 1
+    out.append(note(left))
     return "\n".join(out)
 
 

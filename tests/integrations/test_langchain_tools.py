@@ -92,6 +92,17 @@ def test_text_is_capped_in_tokens_and_artifact_is_whole(memory: OpticalMemory) -
         make_recall_tool(memory, max_tokens=0)
 
 
+
+def test_the_note_of_what_was_left_out_stays_within_the_cap(memory: OpticalMemory) -> None:
+    # When the passage after the last whole one was too short a cut to show, the note
+    # was appended without checking it still fit: the text ran over max_tokens.
+    for cap in range(100, 700, 4):
+        tool = make_recall_tool(memory, session="s", k=5, max_tokens=cap)
+        for include in (False, True):
+            text = tool.invoke({"query": "ORD-1003 order", "include_original": include})
+            assert memory.cost_model.text_tokens(text) <= cap, (cap, include)
+            assert " passage(s) from memory session 's' for " in text.splitlines()[0]
+
 def test_long_originals_are_clipped_in_text_only(memory: OpticalMemory) -> None:
     tool = make_recall_tool(memory, session="s", k=1, max_original_chars=50,
                             max_tokens=50_000)
