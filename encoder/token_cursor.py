@@ -23,7 +23,6 @@ uses, whatever the token boundaries.
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Sequence
 from functools import cache
 
@@ -69,12 +68,10 @@ def char_width(ch: str) -> int:
 @cache
 def codepoint_widths() -> np.ndarray:
     """``(MAX_CODEPOINT + 1,)`` int8: the cells of every code point, made once per process."""
-    widths = np.ones(MAX_CODEPOINT + 1, dtype=np.int8)
-    eaw = unicodedata.east_asian_width
-    for cp in range(MAX_CODEPOINT + 1):  # ~0.3 s, once
-        if eaw(chr(cp)) in ("W", "F"):
-            widths[cp] = 2
-    for cp, (_, width) in load_atlas().index.items():  # the atlas's own glyphs win
+    atlas = load_atlas()
+    wide = np.frombuffer(atlas.props, dtype=np.uint8)[: MAX_CODEPOINT + 1] & 1
+    widths = (1 + wide).astype(np.int8)  # as Atlas.width: at the atlas's Unicode version
+    for cp, (_, width) in atlas.index.items():  # the atlas's own glyphs win
         widths[cp] = width
     widths[ord(" ")] = 1
     return widths

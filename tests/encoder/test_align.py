@@ -116,6 +116,16 @@ def test_token_cursor_follows_replacement_decoding(data: bytes, cuts: list[int])
         assert TokenCursor.cells(state)[0].tolist() == list(expected.position)
 
 
+def test_the_cursors_width_table_is_the_renderers_for_every_code_point() -> None:
+    """The table came from this Python's unicodedata while the renderer's widths come from
+    the atlas's frozen Unicode table: on a newer Python the cursor would step a new emoji's
+    box one cell where the page drew two."""
+    from opticmem.encoder.token_cursor import char_width, codepoint_widths
+
+    widths = codepoint_widths()
+    assert all(int(widths[cp]) == char_width(chr(cp)) for cp in range(0x110000))
+
+
 def test_points_outside_the_grid_are_invalid() -> None:
     s = RenderSettings()
     _, valid = cell_centres(torch.tensor([[0, 0], [0, s.columns - 2], [s.rows - 1, 0]]), s,
