@@ -26,6 +26,7 @@ from typing import Any
 
 from opticmem import OpticalMemory
 from opticmem.integrations import with_memory
+from opticmem.integrations.chat_loop import reply_text
 
 SYSTEM = "You are a helpful assistant with a long memory. Earlier turns may be page images."
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 # The user turn is already recorded: the next run starts from it.
                 print(f"request failed: {exc}", file=sys.stderr)
                 return 1
-            print(f"{model}> {reply['choices'][0]['message']['content']}")
+            print(f"{model}> {reply_text(reply)}")  # a refusal has content None
     except (EOFError, KeyboardInterrupt):
         print()
     ctx = memory.context(args.session)

@@ -41,7 +41,8 @@ after the user turn was recorded):
 
 * a ``str``: the reply text;
 * an assistant message: ``{"role": "assistant", "content": str | [text parts]}``
-  (``role`` may be left out);
+  (``role`` may be left out), or one that declines, ``{"content": None, "refusal":
+  str}`` (recorded as its refusal text, as are ``refusal`` content parts);
 * a chat-completions response: ``{"choices": [{"message": {...}}, ...]}`` (the first
   choice), which is what an OpenAI-compatible endpoint's JSON body is;
 * an object with ``model_dump()`` (a pydantic model, such as the ``openai`` SDK's
@@ -95,19 +96,37 @@ class UnsupportedReplyError(OpticMemError, TypeError):
 
 
 def _text_of(content: object) -> str | None:
-    """The text of a message ``content``: a string, or a list of text parts joined by
-    newlines. ``None`` when it holds anything else (images, audio…)."""
+    """The text of a message ``content``: a string, or a list of text parts (and the
+    ``refusal`` parts an assistant's content may hold) joined by newlines. ``None`` when
+    it holds anything else (images, audio…)."""
     if isinstance(content, str):
         return content
     if isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray)):
         texts = []
         for part in content:
-            if not (isinstance(part, Mapping) and part.get("type") == "text"
-                    and isinstance(part.get("text"), str)):
+            kind = part.get("type") if isinstance(part, Mapping) else None
+            if not (kind in ("text", "refusal") and isinstance(part.get(kind), str)):
                 return None
-            texts.append(part["text"])
+            texts.append(part[kind])
         return "\n".join(texts)
     return None
+
+
+def _message_text(msg: Mapping[str, Any], *, calls: bool = False) -> str | None:
+    """What an assistant, user or tool message says, before any tool-call lines: its
+    content's text, then its ``refusal`` — an OpenAI model that declines answers with
+    ``content: None`` and the reason there, which is what it said and is kept. ``None``
+    when the content is not text, or is ``None`` with nothing else (no refusal and, with
+    ``calls``, no tool calls)."""
+    refusal = msg.get("refusal")
+    extra = [refusal] if isinstance(refusal, str) and refusal else []
+    content = msg.get("content")
+    if content is None:
+        return "\n".join(extra) if extra or calls else None
+    text = _text_of(content)
+    if text is None:
+        return None
+    return "\n".join([text, *extra] if text else extra)
 
 
 def reply_text(reply: object) -> str:
@@ -127,7 +146,7 @@ def reply_text(reply: object) -> str:
         if isinstance(choices, Sequence) and choices and isinstance(choices[0], Mapping):
             data = choices[0].get("message")
     if isinstance(data, Mapping) and data.get("role", "assistant") == "assistant":
-        text = _text_of(data.get("content"))
+        text = _message_text(data)
         if text is not None:
             return text
     raise UnsupportedReplyError(
@@ -195,8 +214,7 @@ def _turn_of(i: int, msg: Mapping[str, Any]) -> dict[str, Any]:
     one line per tool call of an assistant message (``[tool call · NAME · id ID] ARGS``)
     so that the archive keeps what was asked of which tool."""
     calls = _tool_calls(i, msg)
-    content = msg.get("content")
-    text = "" if content is None and calls else _text_of(content)
+    text = _message_text(msg, calls=bool(calls))
     if text is None:
         raise InvalidTurnError(
             f"message {i}: only text content can be remembered (a string or a list of "

@@ -174,6 +174,32 @@ def test_other_replies_raise_a_typed_error_after_the_user_turn_is_kept(reply: ob
     assert [t.role for t in mem.turns("s")] == ["user"]
 
 
+@pytest.mark.parametrize("reply", [
+    {"role": "assistant", "content": None, "refusal": "I can't help with that."},
+    {"choices": [{"message": {"role": "assistant", "content": None,
+                              "refusal": "I can't help with that."}}]},
+    {"role": "assistant", "content": [{"type": "refusal",
+                                       "refusal": "I can't help with that."}]},
+], ids=["message", "completion", "refusal-part"])
+def test_a_refusal_is_returned_and_recorded_as_its_text(reply: object) -> None:
+    # an OpenAI model that declines sends content None and a refusal: it was refused
+    # (UnsupportedReplyError), and so was the same message passed back as history
+    mem = memory()
+    model = Recorder()
+    chat = with_memory(lambda messages: reply, mem, session="s")
+    assert chat("hi") is reply
+    assert [(t.role, t.text) for t in mem.turns("s")] == [
+        ("user", "hi"), ("assistant", "I can't help with that.")]
+    assert reply_text(reply) == "I can't help with that."
+    with_memory(model, mem, session="t")([
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "refusal": "No."},
+        {"role": "user", "content": "Why not?"}])
+    assert model.sent[0] == [{"role": "user", "content": "hi"},
+                             {"role": "assistant", "content": "No."},
+                             {"role": "user", "content": "Why not?"}]
+
+
 def test_an_empty_reply_is_returned_but_not_recorded() -> None:
     mem = memory()
     chat = with_memory(lambda messages: "  ", mem, session="s")

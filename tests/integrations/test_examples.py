@@ -69,9 +69,12 @@ class _Endpoint(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.received.append({"path": self.path, "auth": self.headers.get("Authorization"),
                               "body": body})
+        message: dict[str, Any] = {"role": "assistant",
+                                   "content": f"answer {len(self.received)}"}
+        if body["messages"][-1]["content"] == "forbidden":  # a model that declines
+            message = {"role": "assistant", "content": None, "refusal": "I can't help."}
         reply = {"id": "x", "object": "chat.completion", "choices": [{
-            "index": 0, "finish_reason": "stop",
-            "message": {"role": "assistant", "content": f"answer {len(self.received)}"}}]}
+            "index": 0, "finish_reason": "stop", "message": message}]}
         data = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -117,6 +120,20 @@ def test_openai_loop_against_a_compatible_endpoint(
     again = run_example("chat_loop_openai.py", "-m", "And now?", env=env, cwd=tmp_path).stdout
     assert "(4 turns so far)" in again  # the default sqlite store kept the conversation
     assert len(received[2]["body"]["messages"]) == 6
+
+
+def test_openai_loop_prints_and_keeps_a_refusal(
+    endpoint: tuple[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    # a refusal has content None: the wrapper refused the reply (UnsupportedReplyError)
+    # and the example would have printed "None"
+    url, received = endpoint
+    env = {"OPENAI_BASE_URL": url, "OPENAI_API_KEY": "sk-test", "OPENAI_MODEL": "tiny-vlm"}
+    out = run_example("chat_loop_openai.py", "-m", "forbidden", "-m", "Why?",
+                      env=env, cwd=tmp_path).stdout
+    assert "tiny-vlm> I can't help." in out and "tiny-vlm> answer 2" in out
+    assert [m["content"] for m in received[1]["body"]["messages"][1:]] == [
+        "forbidden", "I can't help.", "Why?"]
 
 
 @pytest.mark.redis
