@@ -16,6 +16,11 @@ dicts) and returns the reply. The wrapper keeps the conversation in an
    reply the archive cannot hold as given is made storable, not refused: lone
    surrogates become U+FFFD and a reply over ``max_turn_chars`` is stored in parts.
 
+Attachments: an ``image_url``, ``input_audio`` or ``file`` part of a message passed in
+is stored, and shown to ``chat_fn``, as a marker line such as ``[image/png attachment,
+not archived]`` — the memory keeps text, as the LangChain integration does — so the
+model reads the marker, not the attachment itself, even in the call that brings it.
+
 Tool results and system messages in the history: an assistant message's ``tool_calls``
 are recorded as text lines after its content (``[tool call · NAME · id ID] ARGS``), and
 recorded ``tool`` and ``system`` turns are sent as user messages headed ``[Tool result ·
@@ -69,6 +74,7 @@ from opticmem.integrations.turn_text import (
     archived_parts,
     has_visible_text,
     newest_turn_tokens,
+    part_marker,
     repair_surrogates,
     shown_turn,
     tool_call_line,
@@ -96,18 +102,25 @@ class UnsupportedReplyError(OpticMemError, TypeError):
 
 
 def _text_of(content: object) -> str | None:
-    """The text of a message ``content``: a string, or a list of text parts (and the
-    ``refusal`` parts an assistant's content may hold) joined by newlines. ``None`` when
-    it holds anything else (images, audio…)."""
+    """The text of a message ``content``: a string, or a list of parts joined by
+    newlines — text parts (and the ``refusal`` parts an assistant's content may hold) as
+    their text, attachments (``image_url``, ``input_audio``, ``file``…) as the marker the
+    LangChain integration archives them as (:func:`part_marker`). ``None`` when it holds
+    anything else."""
     if isinstance(content, str):
         return content
     if isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray)):
         texts = []
         for part in content:
-            kind = part.get("type") if isinstance(part, Mapping) else None
-            if not (kind in ("text", "refusal") and isinstance(part.get(kind), str)):
+            if not isinstance(part, Mapping):
                 return None
-            texts.append(part[kind])
+            kind = part.get("type")
+            if kind in ("text", "refusal") and isinstance(part.get(kind), str):
+                texts.append(part[kind])
+            elif (marker := part_marker(part)) is not None:
+                texts.append(marker)
+            else:
+                return None
         return "\n".join(texts)
     return None
 
@@ -217,8 +230,9 @@ def _turn_of(i: int, msg: Mapping[str, Any]) -> dict[str, Any]:
     text = _message_text(msg, calls=bool(calls))
     if text is None:
         raise InvalidTurnError(
-            f"message {i}: only text content can be remembered (a string or a list of "
-            f"text parts), got {_preview(msg.get('content'))}"
+            f"message {i}: only text content can be remembered (a string, or a list of "
+            f"text, refusal and image_url/input_audio/file parts), got "
+            f"{_preview(msg.get('content'))}"
         )
     lines, called = [], []
     for call in calls:

@@ -54,8 +54,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise missing_extra("langchain", exc) from exc
 
 from opticmem.integrations.turn_text import (
+    ATTACHMENT_KINDS,
     SYSTEM_HEAD,
     archived_parts,
+    attachment_marker,
     headed,
     tool_result_head,
 )
@@ -74,24 +76,14 @@ run streams: ``RunnableWithMessageHistory.stream`` stores the aggregated answer 
 REQUIRED_ROLES: tuple[str, ...] = ("user", "assistant", "tool", "system")
 """Roles the memory must accept for the LangChain integration to record every message."""
 
-_ATTACHMENTS = ("image", "audio", "video", "file")
-
-
-def _marker(block: Mapping[str, Any]) -> str:
-    kind = str(block.get("type"))
-    mime = block.get("mime_type")
-    what = mime if isinstance(mime, str) and mime else kind
-    return f"[{what} attachment, not archived]"
-
-
 def _block_text(block: Mapping[str, Any]) -> str | None:
     """What a standard content block contributes to the archived text (``None``: nothing)."""
     kind = block.get("type")
     if kind in ("text", "text-plain"):
         text = block.get("text")
         return text if isinstance(text, str) else None
-    if kind in _ATTACHMENTS:
-        return _marker(block)
+    if kind in ATTACHMENT_KINDS:
+        return attachment_marker(str(kind), block.get("mime_type"))
     if kind in ("reasoning", "tool_call", "tool_call_chunk", "invalid_tool_call"):
         return None  # reasoning is not history; tool calls come from ``tool_calls``
     if kind == "non_standard":

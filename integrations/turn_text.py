@@ -10,6 +10,10 @@ without LangChain; :mod:`~opticmem.integrations.langchain_messages` uses them to
   recalled history the assistant's tool calls are text, and chat APIs reject a tool
   message that answers no structured tool call (OpenAI: HTTP 400) and, for several
   providers, a system message after the first.
+* An attachment (image, audio, video, file) is archived as one marker line, ``[MIME
+  attachment, not archived]`` (:func:`attachment_marker`; the kind when the MIME type is
+  not known), whether it came as a LangChain standard block or as an OpenAI or
+  Anthropic content part (:func:`part_marker`): the memory archives text.
 * Text the archive cannot hold as given is made storable rather than refused where the
   message already happened (a model's reply, a tool's result): lone surrogates become
   U+FFFD (:func:`repair_surrogates`) and text over the memory's ``max_turn_chars`` is
@@ -19,6 +23,7 @@ without LangChain; :mod:`~opticmem.integrations.langchain_messages` uses them to
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from opticmem.context import Context
@@ -46,6 +51,63 @@ def tool_call_line(name: object, ident: object, args: object) -> str:
         {} if args is None else args, ensure_ascii=False, sort_keys=True, default=str)
     head = f" · id {ident}" if ident else ""
     return f"[tool call · {name if name else '?'}{head}] {text}"
+
+
+ATTACHMENT_KINDS: tuple[str, ...] = ("image", "audio", "video", "file")
+"""LangChain standard content-block types archived as an attachment marker."""
+
+
+def attachment_marker(kind: str, mime: object = None) -> str:
+    """The line an attachment is archived as: named by its MIME type when known, else by
+    its kind.
+
+    >>> attachment_marker("image", "image/png"), attachment_marker("file")
+    ('[image/png attachment, not archived]', '[file attachment, not archived]')
+    """
+    what = mime if isinstance(mime, str) and mime else kind
+    return f"[{what} attachment, not archived]"
+
+
+def _data_url_mime(url: object) -> str | None:
+    """The MIME type of a ``data:`` URL (``None``: another URL, or none given)."""
+    if not (isinstance(url, str) and url.startswith("data:")):
+        return None
+    mime = url[5:].split(",", 1)[0].split(";", 1)[0]
+    return mime or None
+
+
+def part_marker(part: Mapping[str, Any]) -> str | None:
+    """The marker line (:func:`attachment_marker`) for an attachment part of a chat
+    message's content, named as LangChain names the same part: OpenAI ``image_url``,
+    ``input_audio`` and ``file`` parts, Anthropic ``image`` and ``document`` blocks,
+    LangChain standard ``image``/``audio``/``video``/``file`` blocks. ``None``: not an
+    attachment.
+
+    >>> part_marker({"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}})
+    '[image/png attachment, not archived]'
+    >>> part_marker({"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}})
+    '[audio/wav attachment, not archived]'
+    >>> part_marker({"type": "text", "text": "hi"}) is None
+    True
+    """
+    kind = part.get("type")
+    if kind == "image_url":
+        url = part.get("image_url")
+        return attachment_marker(
+            "image", _data_url_mime(url.get("url") if isinstance(url, Mapping) else url))
+    if kind == "input_audio":
+        audio = part.get("input_audio")
+        fmt = audio.get("format") if isinstance(audio, Mapping) else None
+        return attachment_marker("audio", f"audio/{fmt}" if isinstance(fmt, str) and fmt
+                                 else None)
+    if kind == "file" and isinstance(file := part.get("file"), Mapping):
+        return attachment_marker("file", _data_url_mime(file.get("file_data")))
+    if kind in (*ATTACHMENT_KINDS, "document"):
+        source = part.get("source")  # Anthropic: {"type": "base64", "media_type": ...}
+        mime = part.get("mime_type") or (
+            source.get("media_type") if isinstance(source, Mapping) else None)
+        return attachment_marker("file" if kind == "document" else str(kind), mime)
+    return None
 
 
 def tool_result_head(name: object = None, call_id: object = None) -> str:
@@ -160,12 +222,15 @@ def split_text(text: str, max_chars: int) -> list[str]:
 
 
 __all__ = [
+    "ATTACHMENT_KINDS",
     "REPAIRED",
     "SYSTEM_HEAD",
     "archived_parts",
+    "attachment_marker",
     "has_visible_text",
     "headed",
     "newest_turn_tokens",
+    "part_marker",
     "repair_surrogates",
     "shown_turn",
     "split_text",

@@ -163,8 +163,8 @@ def test_accepted_reply_shapes_are_returned_unchanged_and_recorded(reply: object
     {"role": "user", "content": "not an answer"},
     {"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]},
     {"choices": []},
-    {"content": [{"type": "image_url", "image_url": {"url": "data:,"}}]},
-], ids=["none", "int", "user-role", "tool-calls", "no-choices", "image"])
+    {"content": [{"type": "hologram", "hologram": {"url": "data:,"}}]},
+], ids=["none", "int", "user-role", "tool-calls", "no-choices", "unknown-part"])
 def test_other_replies_raise_a_typed_error_after_the_user_turn_is_kept(reply: object) -> None:
     mem = memory()
     chat = with_memory(lambda messages: reply, mem, session="s")
@@ -233,14 +233,48 @@ def test_message_lists_system_messages_and_bad_input() -> None:
         {"role": "user", "content": "first", "name": "ann"},
         {"role": "user", "content": "second"}]
     assert mem.turns("s")[0].meta == {"name": "ann"}
-    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    unknown = {"type": "tool_result", "tool_use_id": "t1", "content": "42"}  # Anthropic's
     with pytest.raises(InvalidTurnError, match="only text"):
-        chat([{"role": "user", "content": "ok"}, {"role": "user", "content": [image]}])
+        chat([{"role": "user", "content": "ok"}, {"role": "user", "content": [unknown]}])
     with pytest.raises(InvalidTurnError, match="role"):
         chat({"role": "wizard", "content": "abracadabra"})
     with pytest.raises(InvalidTurnError, match="expected"):
         chat(42)
     assert len(mem.turns("s")) == 3  # nothing of a refused call was stored
+
+
+ATTACHMENTS: list[dict[str, Any]] = [
+    {"type": "text", "text": "What is on these?"},
+    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+    {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+    {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+    {"type": "file", "file": {"file_id": "file-1", "filename": "plan.pdf"}},
+    {"type": "file", "file": {"file_data": "data:application/pdf;base64,AAAA",
+                              "filename": "plan.pdf"}},
+    {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg",
+                                 "data": "AAAA"}},
+]
+
+
+def test_attachments_are_stored_as_the_markers_the_langchain_integration_writes() -> None:
+    # a user message with an image (or audio, or a file) raised InvalidTurnError: a chat
+    # loop with attachments could not run at all
+    mem = memory()
+    model = Recorder()
+    chat = with_memory(model, mem, session="s")
+    assert chat({"role": "user", "content": ATTACHMENTS}) == "reply 1"
+    expected = "\n".join([
+        "What is on these?", "[image/png attachment, not archived]",
+        "[image attachment, not archived]", "[audio/wav attachment, not archived]",
+        "[file attachment, not archived]", "[application/pdf attachment, not archived]",
+        "[image/jpeg attachment, not archived]"])
+    assert [(t.role, t.text) for t in mem.turns("s")] == [
+        ("user", expected), ("assistant", "reply 1")]
+    assert model.sent[0] == [{"role": "user", "content": expected}]
+    messages = pytest.importorskip("opticmem.integrations.langchain_messages")
+    from langchain_core.messages import HumanMessage
+
+    assert messages.message_text(HumanMessage(content=ATTACHMENTS)) == expected
 
 
 def test_langchain_format_sends_standard_image_blocks() -> None:
