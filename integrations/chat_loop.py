@@ -47,7 +47,9 @@ after the user turn was recorded):
 * a ``str``: the reply text;
 * an assistant message: ``{"role": "assistant", "content": str | [text parts]}``
   (``role`` may be left out), or one that declines, ``{"content": None, "refusal":
-  str}`` (recorded as its refusal text, as are ``refusal`` content parts);
+  str}`` (recorded as its refusal text, as are ``refusal`` content parts), or one that
+  calls tools (``tool_calls``, content ``None`` or text: recorded as the tool calls of a
+  message passed in are, above);
 * a chat-completions response: ``{"choices": [{"message": {...}}, ...]}`` (the first
   choice), which is what an OpenAI-compatible endpoint's JSON body is;
 * an object with ``model_dump()`` (a pydantic model, such as the ``openai`` SDK's
@@ -143,15 +145,27 @@ def _message_text(msg: Mapping[str, Any], *, calls: bool = False) -> str | None:
 
 
 def reply_text(reply: object) -> str:
-    """The assistant's text in a reply of any accepted shape (module docstring).
+    """The text a reply of any accepted shape (module docstring) is recorded as: the
+    assistant's text (or refusal), then a line per tool call it makes.
 
     >>> reply_text("hi"), reply_text({"role": "assistant", "content": "hi"})
     ('hi', 'hi')
     >>> reply_text({"choices": [{"message": {"content": [{"type": "text", "text": "hi"}]}}]})
     'hi'
+    >>> reply_text({"content": None, "tool_calls": [{"id": "c1", "type": "function",
+    ...             "function": {"name": "wx", "arguments": '{"city": "Seoul"}'}}]})
+    '[tool call · wx · id c1] {"city": "Seoul"}'
     """
+    text: str = _reply_turn(reply)["text"]
+    return text
+
+
+def _reply_turn(reply: object) -> dict[str, Any]:
+    """The turn a reply is recorded as (:func:`_turn_of`, tool calls included: a
+    ``chat_fn`` with tools bound answers with them); raises
+    :class:`UnsupportedReplyError` for any other shape."""
     if isinstance(reply, str):
-        return reply
+        return {"role": "assistant", "text": reply, "meta": None}
     dump = getattr(reply, "model_dump", None)
     data = dump() if callable(dump) and not isinstance(reply, Mapping) else reply
     if isinstance(data, Mapping) and "choices" in data:
@@ -159,9 +173,10 @@ def reply_text(reply: object) -> str:
         if isinstance(choices, Sequence) and choices and isinstance(choices[0], Mapping):
             data = choices[0].get("message")
     if isinstance(data, Mapping) and data.get("role", "assistant") == "assistant":
-        text = _message_text(data)
-        if text is not None:
-            return text
+        try:
+            return _turn_of(0, {**data, "role": "assistant"})
+        except InvalidTurnError:
+            pass
     raise UnsupportedReplyError(
         f"chat_fn returned {type(reply).__name__} {_preview(reply)}; expected a str, an "
         "assistant message {'role': 'assistant', 'content': str}, a chat-completions "
@@ -382,15 +397,14 @@ class _MemoryLoop(Generic[F]):
         first = 1 if ctx.pages else 0  # the memory message with the pages stays as it is
         return [*call.system, *messages[:first], *(shown_turn(m) for m in messages[first:])]
 
-    def _reply_turns(self, text: str) -> list[dict[str, Any]]:
+    def _reply_turns(self, turn: dict[str, Any]) -> list[dict[str, Any]]:
         """The reply as assistant turns: lone surrogates replaced, split at the memory's
         ``max_turn_chars`` — the model already answered, so its reply is stored rather
         than refused (and returned to the caller either way)."""
-        return _storable({"role": "assistant", "text": text, "meta": None},
-                         self.memory.max_turn_chars)
+        return _storable(turn, self.memory.max_turn_chars)
 
-    def _reply(self, call: _Call, reply: object) -> str | None:
-        """The reply's text to record (``None`` for an empty reply: returned, not stored,
+    def _reply(self, call: _Call, reply: object) -> dict[str, Any] | None:
+        """The reply's turn to record (``None`` for an empty reply: returned, not stored,
         since the archive keeps no empty turns)."""
         if inspect.isawaitable(reply):
             if inspect.iscoroutine(reply):
@@ -399,11 +413,11 @@ class _MemoryLoop(Generic[F]):
                 "chat_fn returned an awaitable: make it an `async def` function so that "
                 "with_memory gives it the async wrapper"
             )
-        text = reply_text(reply)
-        if not has_visible_text(repair_surrogates(text)[0]):
+        turn = _reply_turn(reply)
+        if not has_visible_text(repair_surrogates(turn["text"])[0]):
             log.info("session %r: empty reply returned but not recorded", call.session)
             return None
-        return text
+        return turn
 
 
 class MemoryChat(_MemoryLoop[Callable[[list[Message]], R]], Generic[R]):
@@ -435,9 +449,9 @@ class MemoryChat(_MemoryLoop[Callable[[list[Message]], R]], Generic[R]):
                 raise self._too_small(call, self._newest(alone)[1]) from None
             budget = self._next_budget(call, ctx, budget)
         reply = self.chat_fn(self._shown(call, ctx, ctx.messages(self.format)))
-        text = self._reply(call, reply)
-        if text is not None:
-            self.memory.add_many(call.session, self._reply_turns(text))
+        turn = self._reply(call, reply)
+        if turn is not None:
+            self.memory.add_many(call.session, self._reply_turns(turn))
         return reply
 
 
@@ -467,9 +481,9 @@ class AsyncMemoryChat(_MemoryLoop[Callable[[list[Message]], Awaitable[R]]], Gene
                 raise self._too_small(call, self._newest(alone)[1]) from None
             budget = self._next_budget(call, ctx, budget)
         reply = await self.chat_fn(self._shown(call, ctx, await ctx.amessages(self.format)))
-        text = self._reply(call, reply)
-        if text is not None:
-            await self.memory.aadd_many(call.session, self._reply_turns(text))
+        turn = self._reply(call, reply)
+        if turn is not None:
+            await self.memory.aadd_many(call.session, self._reply_turns(turn))
         return reply
 
 

@@ -161,7 +161,7 @@ def test_accepted_reply_shapes_are_returned_unchanged_and_recorded(reply: object
     None,
     42,
     {"role": "user", "content": "not an answer"},
-    {"role": "assistant", "content": None, "tool_calls": [{"id": "c1"}]},
+    {"role": "assistant", "content": None, "tool_calls": "call c1"},
     {"choices": []},
     {"content": [{"type": "hologram", "hologram": {"url": "data:,"}}]},
 ], ids=["none", "int", "user-role", "tool-calls", "no-choices", "unknown-part"])
@@ -409,6 +409,39 @@ def test_tool_chains_are_archived_whole_and_sent_without_orphan_tool_messages(
     chat(budget_tokens=tight - 1)
     assert message_tokens(sent[-1], mem.cost_model) <= tight - 1
     assert not any(m["role"] == "tool" for m in sent[-1])
+
+
+@pytest.mark.parametrize("shape", ["message", "completion"])
+def test_a_reply_that_calls_tools_is_recorded_and_the_loop_goes_on(shape: str) -> None:
+    # a chat_fn with tools bound (as the docs suggest) answering with tool_calls raised
+    # UnsupportedReplyError: the reply was lost and the agent's loop could not go on
+    mem = memory(budget=400)
+    call = TOOL_CHAIN[1]
+    replies: list[object] = [call if shape == "message" else {"choices": [{"message": call}]},
+                             "12°C and rain in Seoul."]
+    sent: list[list[Message]] = []
+
+    def model(messages: list[Message]) -> object:
+        sent.append(messages)
+        return replies[len(sent) - 1]
+
+    chat = with_memory(model, mem, session="s")
+    assert chat("Weather in Seoul?") is replies[0]
+    assert chat({"role": "tool", "tool_call_id": "call_1", "name": "weather",
+                 "content": "12°C, rain"}) == "12°C and rain in Seoul."
+    turns = mem.turns("s")
+    assert [(t.role, t.text) for t in turns] == [
+        ("user", "Weather in Seoul?"),
+        ("assistant", '[tool call · weather · id call_1] {"city": "Seoul"}'),
+        ("tool", "12°C, rain"),
+        ("assistant", "12°C and rain in Seoul."),
+    ]
+    assert turns[1].meta == {"tool_calls": [{"id": "call_1", "name": "weather"}]}
+    assert sent[1] == [
+        {"role": "user", "content": "Weather in Seoul?"},
+        {"role": "assistant", "content": '[tool call · weather · id call_1] {"city": "Seoul"}'},
+        {"role": "user", "content": "[Tool result · weather · call call_1]\n12°C, rain"},
+    ]
 
 
 def test_a_reply_the_archive_cannot_hold_as_given_is_stored_and_returned() -> None:
