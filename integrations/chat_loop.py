@@ -22,7 +22,8 @@ not archived]`` — the memory keeps text, as the LangChain integration does —
 model reads the marker, not the attachment itself, even in the call that brings it.
 
 Tool results and system messages in the history: an assistant message's ``tool_calls``
-are recorded as text lines after its content (``[tool call · NAME · id ID] ARGS``), and
+(and legacy ``function_call``) are recorded as text lines after its content (``[tool call
+· NAME · id ID] ARGS``), a legacy ``function`` message as a ``tool`` turn, and
 recorded ``tool`` and ``system`` turns are sent as user messages headed ``[Tool result ·
 NAME · call ID]`` / ``[System message]`` — a tool message that answers no structured tool
 call is rejected by chat APIs (OpenAI: HTTP 400), and so, by several, is a system message
@@ -226,15 +227,21 @@ _HAPPENED = ("assistant", "tool")
 
 
 def _tool_calls(i: int, msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The OpenAI-style ``tool_calls`` of an assistant input message (``[]``: none)."""
-    calls = msg.get("tool_calls") if msg.get("role") == "assistant" else None
-    if not calls:
+    """The OpenAI-style tool calls of an assistant input message (``[]``: none): its
+    ``tool_calls``, then its legacy ``function_call`` (a call with no id, which older
+    models and the ``functions`` parameter still produce)."""
+    if msg.get("role") != "assistant":
         return []
+    calls = msg.get("tool_calls") or []
     if not (isinstance(calls, Sequence) and not isinstance(calls, str)
             and all(isinstance(c, Mapping) for c in calls)):
         raise InvalidTurnError(f"message {i}: tool_calls must be a list of tool-call dicts, "
                                f"got {_preview(calls)}")
-    return list(calls)
+    legacy = msg.get("function_call")
+    if legacy and not isinstance(legacy, Mapping):
+        raise InvalidTurnError(f"message {i}: function_call must be a dict with name and "
+                               f"arguments, got {_preview(legacy)}")
+    return [*calls, {"function": legacy}] if legacy else list(calls)
 
 
 def _turn_of(i: int, msg: Mapping[str, Any]) -> dict[str, Any]:
@@ -261,7 +268,9 @@ def _turn_of(i: int, msg: Mapping[str, Any]) -> dict[str, Any]:
                             if isinstance(msg.get(k), str)}
     if called:
         meta["tool_calls"] = called
-    return {"role": msg.get("role"), "text": text, "meta": meta or None}
+    # a legacy "function" message is the result of a function_call: a tool result
+    role = "tool" if msg.get("role") == "function" else msg.get("role")
+    return {"role": role, "text": text, "meta": meta or None}
 
 
 def _storable(turn: dict[str, Any], max_chars: int) -> list[dict[str, Any]]:

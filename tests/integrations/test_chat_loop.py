@@ -444,6 +444,31 @@ def test_a_reply_that_calls_tools_is_recorded_and_the_loop_goes_on(shape: str) -
     ]
 
 
+def test_legacy_function_calls_and_function_results_are_recorded_as_tool_calls() -> None:
+    # OpenAI's legacy functions API: an assistant function_call (content None) and a
+    # "function" result message; both were refused with InvalidTurnError
+    mem = memory()
+    model = Recorder()
+    chat = with_memory(model, mem, session="s")
+    chat([{"role": "user", "content": "Weather in Seoul?"},
+          {"role": "assistant", "content": None,
+           "function_call": {"name": "weather", "arguments": '{"city": "Seoul"}'}},
+          {"role": "function", "name": "weather", "content": "12°C, rain"}])
+    turns = mem.turns("s")
+    assert [(t.role, t.text) for t in turns] == [
+        ("user", "Weather in Seoul?"),
+        ("assistant", '[tool call · weather] {"city": "Seoul"}'),
+        ("tool", "12°C, rain"),
+        ("assistant", "reply 1"),
+    ]
+    assert turns[1].meta == {"tool_calls": [{"id": None, "name": "weather"}]}
+    assert model.sent[0][2] == {"role": "user", "content": "[Tool result · weather]\n12°C, rain"}
+    reply = {"role": "assistant", "content": None,
+             "function_call": {"name": "weather", "arguments": "{}"}}
+    with_memory(lambda messages: reply, mem, session="t")("And Busan?")
+    assert [t.text for t in mem.turns("t")] == ["And Busan?", "[tool call · weather] {}"]
+
+
 def test_a_reply_the_archive_cannot_hold_as_given_is_stored_and_returned() -> None:
     mem = memory(max_turn_chars=50)
     for reply, stored in [("broken \ud83d emoji", ["broken \ufffd emoji"]),
