@@ -49,7 +49,9 @@ after the user turn was recorded):
 * an assistant message: ``{"role": "assistant", "content": str | [text parts]}``
   (``role`` may be left out), or one that declines, ``{"content": None, "refusal":
   str}`` (recorded as its refusal text, as are ``refusal`` content parts), or one that
-  calls tools (``tool_calls``, content ``None`` or text: recorded as the tool calls of a
+  speaks, ``{"content": None, "audio": {...}}`` (recorded as the audio's transcript; a
+  message passed in with only the audio's id, as an audio marker), or one that calls
+  tools (``tool_calls``, content ``None`` or text: recorded as the tool calls of a
   message passed in are, above);
 * a chat-completions response: ``{"choices": [{"message": {...}}, ...]}`` (the first
   choice), which is what an OpenAI-compatible endpoint's JSON body is;
@@ -75,6 +77,7 @@ from opticmem.context import Context, ContextTurn
 from opticmem.errors import BudgetError, InvalidTurnError, OpticMemError
 from opticmem.integrations.turn_text import (
     archived_parts,
+    attachment_marker,
     has_visible_text,
     newest_turn_tokens,
     part_marker,
@@ -131,11 +134,17 @@ def _text_of(content: object) -> str | None:
 def _message_text(msg: Mapping[str, Any], *, calls: bool = False) -> str | None:
     """What an assistant, user or tool message says, before any tool-call lines: its
     content's text, then its ``refusal`` — an OpenAI model that declines answers with
-    ``content: None`` and the reason there, which is what it said and is kept. ``None``
-    when the content is not text, or is ``None`` with nothing else (no refusal and, with
-    ``calls``, no tool calls)."""
+    ``content: None`` and the reason there, which is what it said and is kept — then its
+    spoken ``audio`` (an audio-output model's reply, also with ``content: None``): the
+    transcript, or the audio marker where the message holds only the audio's id. ``None``
+    when the content is not text, or is ``None`` with nothing else (no refusal, no audio
+    and, with ``calls``, no tool calls)."""
     refusal = msg.get("refusal")
     extra = [refusal] if isinstance(refusal, str) and refusal else []
+    if isinstance(audio := msg.get("audio"), Mapping):
+        transcript = audio.get("transcript")
+        extra.append(transcript if isinstance(transcript, str) and transcript
+                     else attachment_marker("audio"))
     content = msg.get("content")
     if content is None:
         return "\n".join(extra) if extra or calls else None

@@ -469,6 +469,25 @@ def test_legacy_function_calls_and_function_results_are_recorded_as_tool_calls()
     assert [t.text for t in mem.turns("t")] == ["And Busan?", "[tool call · weather] {}"]
 
 
+def test_a_spoken_reply_is_recorded_as_its_transcript() -> None:
+    # an audio-output model answers with content None and the audio (with a transcript);
+    # the reply was refused (UnsupportedReplyError), and so was the message passed back
+    # with the audio's id only (InvalidTurnError)
+    mem = memory()
+    reply = {"choices": [{"message": {"role": "assistant", "content": None, "audio": {
+        "id": "audio_1", "data": "UklGRg==", "expires_at": 1, "transcript": "Hello there!"}}}]}
+    chat = with_memory(lambda messages: reply, mem, session="s")
+    assert chat("Say hello") is reply
+    assert [t.text for t in mem.turns("s")] == ["Say hello", "Hello there!"]
+    model = Recorder()
+    with_memory(model, mem, session="t")([
+        {"role": "user", "content": "Say hello"},
+        {"role": "assistant", "content": None, "audio": {"id": "audio_1"}},
+        {"role": "user", "content": "Again"}])
+    assert model.sent[0][1] == {"role": "assistant",
+                                "content": "[audio attachment, not archived]"}
+
+
 def test_a_reply_the_archive_cannot_hold_as_given_is_stored_and_returned() -> None:
     mem = memory(max_turn_chars=50)
     for reply, stored in [("broken \ud83d emoji", ["broken \ufffd emoji"]),
