@@ -27,7 +27,10 @@ Tool results and system messages in the history: an assistant message's ``tool_c
 recorded ``tool`` and ``system`` turns are sent as user messages headed ``[Tool result ·
 NAME · call ID]`` / ``[System message]`` — a tool message that answers no structured tool
 call is rejected by chat APIs (OpenAI: HTTP 400), and so, by several, is a system message
-after the first. (The LangChain integration shows them the same way.)
+after the first. (The LangChain integration shows them the same way.) The wrapper
+records each reply itself: after a reply that calls tools, pass only the tool results
+(``chat({"role": "tool", "tool_call_id": ..., "content": ...})``), not the reply again,
+which would record it twice.
 
 >>> from opticmem import OpticalMemory
 >>> def echo(messages):
