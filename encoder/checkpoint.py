@@ -162,20 +162,29 @@ def load_checkpoint(
     # A device that cannot hold it ("mps" where there is none) raises torch's own error.
     model = build_model(cfg, device=dev, dtype=dtype or default_dtype(dev), seed=None)
     if verify:
-        digests = meta.get("shards")
-        if not isinstance(digests, dict):
-            raise CheckpointError("index lacks shard digests", path=str(root / INDEX_FILE))
-        for fname in sorted(set(weight_map.values())):
-            path = root / fname
-            if not path.is_file():
-                continue  # reported with its first key by load_tensors
-            if digests.get(fname) != _sha256(path):
-                first = next(k for k, f in weight_map.items() if f == fname)
-                raise CheckpointError(
-                    "shard is corrupt (SHA-256 differs from the index)", path=str(path), key=first
-                )
+        verify_shards(root, weight_map, meta)
     load_tensors(model, root, weight_map)
     return model.eval()
+
+
+def verify_shards(root: Path, weight_map: Mapping[str, str], meta: Mapping[str, Any]) -> None:
+    """Check each shard of ``weight_map`` under ``root`` against the SHA-256 that
+    :func:`save_checkpoint` recorded in the index's ``metadata.shards``; raise
+    :class:`CheckpointError` naming the first corrupt shard (a flipped bit in a shard is
+    still a readable tensor, so only the digest catches it). A missing shard is left to
+    :func:`load_tensors`, which names its first key."""
+    digests = meta.get("shards")
+    if not isinstance(digests, dict):
+        raise CheckpointError("index lacks shard digests", path=str(root / INDEX_FILE))
+    for fname in sorted(set(weight_map.values())):
+        path = root / fname
+        if not path.is_file():
+            continue  # reported with its first key by load_tensors
+        if digests.get(fname) != _sha256(path):
+            first = next(k for k, f in weight_map.items() if f == fname)
+            raise CheckpointError(
+                "shard is corrupt (SHA-256 differs from the index)", path=str(path), key=first
+            )
 
 
 def load_tensors(

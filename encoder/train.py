@@ -390,7 +390,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training for ``cfg.minutes``; returns the progress record."""
     from tokenizers import Tokenizer
 
-    from opticmem.encoder.checkpoint import load_tensors, read_index
+    from opticmem.encoder.checkpoint import load_tensors, read_index, verify_shards
     from opticmem.encoder.config import preset
     from opticmem.encoder.model import build_model
 
@@ -421,7 +421,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     resumed = (state_dir / "progress.json").exists()
     fresh_optimiser = not resumed  # re-warm the learning rate over zero Adam moments
     if resumed:
-        weight_map, _ = read_index(state_dir / "model")
+        # Verified as load_checkpoint does: a flipped bit still reads as a tensor, and
+        # training on would bake it into every later checkpoint.
+        weight_map, meta = read_index(state_dir / "model")
+        verify_shards(state_dir / "model", weight_map, meta)
         load_tensors(model, state_dir / "model", weight_map)
         flat: dict[str, torch.Tensor] = {}
         for f in sorted(state_dir.glob("optimizer-*.safetensors")):
@@ -432,7 +435,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         log.info("resumed at step %d (%.1f min, %d pages)", progress["step"],
                  progress["minutes"], progress["pages"])
     elif cfg.init_from is not None:
-        weight_map, _ = read_index(Path(cfg.init_from))
+        weight_map, meta = read_index(Path(cfg.init_from))
+        verify_shards(Path(cfg.init_from), weight_map, meta)
         load_tensors(model, Path(cfg.init_from), weight_map)
         log.info("initialised from %s", cfg.init_from)
         # A training state's record, or the one shipped beside the bundled weights.

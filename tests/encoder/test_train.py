@@ -292,3 +292,43 @@ def test_a_compiled_decoder_trains_as_the_eager_one_and_checkpoints_plain_names(
     assert all(math.isfinite(r["loss"]) for r in progress["log"])
     assert math.isfinite(progress["log"][1]["blank_loss"])
     assert sorted(read_index(tmp_path / "run" / "state" / "model")[0]) == sorted(names)
+
+
+def _saved_state(out: Path) -> Path:
+    """A run directory holding a one-step training state of the ``test`` preset, written
+    as the trainer writes it (without running the loop); returns its ``state`` folder."""
+    cfg = _config(out, 2)
+    model = build_model(preset("test"), device="cpu", seed=5)
+    opt = make_optimizer(model, cfg, torch.device("cpu"))
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()  # Adam moments and step counters, as after a real step
+    state = out / "state"
+    save_training_state(state, model, opt, {"step": 1, "pages": 2, "minutes": 0.01,
+                                            "runs": 1, "log": []})
+    return state
+
+
+def test_resuming_refuses_a_state_whose_model_shard_was_corrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flipped bit in a saved shard still reads as a tensor: without the index's digest
+    check the run would train on, and save, the damaged weights."""
+    from opticmem.encoder.errors import CheckpointError
+
+    monkeypatch.setenv(synth.DATA_ENV, str(FIXTURE))
+    out = tmp_path / "run"
+    state = _saved_state(out)
+    [shard] = sorted((state / "model").glob("model-*.safetensors"))
+    data = bytearray(shard.read_bytes())
+    data[-3] ^= 0x40  # inside the last tensor's values: the header still parses
+    shard.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt") as caught:
+        train(_config(out, 2))
+    assert caught.value.path == str(shard)
+    assert json.loads((state / "progress.json").read_text())["step"] == 1  # left as it was
+
+    weights = tmp_path / "weights"  # the same check when starting from exported weights
+    shutil.copytree(state / "model", weights)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train(_config(tmp_path / "fresh", 2, init_from=weights))
