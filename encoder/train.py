@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from opticmem.encoder.bundled import BUNDLED_TOKENIZER, StepOutput, special_ids, training_step
-from opticmem.encoder.errors import InputError
+from opticmem.encoder.errors import CheckpointError, InputError
 from opticmem.encoder.examples import IGNORE, Example, collate, make_examples, token_bytes
 from opticmem.encoder.model import OCRModel
 from opticmem.encoder.moe import MoE, TrainDispatch
@@ -321,7 +321,15 @@ def _flatten_optimizer(
 
 
 def _restore_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor],
-                       params: dict[str, torch.nn.Parameter]) -> None:
+                       params: dict[str, torch.nn.Parameter], origin: Path) -> None:
+    """Put saved moments back on their parameters; :class:`CheckpointError` naming
+    ``origin`` for an entry that fits no parameter (before any is set)."""
+    for key, val in flat.items():
+        name, sep, _ = key.partition("::")
+        p = params.get(name)
+        if not sep or p is None or (val.dim() and val.shape != p.shape):
+            raise CheckpointError("optimiser entry fits no parameter of the model "
+                                  f"({_DAMAGED_STATE})", path=str(origin), key=key)
     for key, val in flat.items():
         name, slot = key.split("::")
         p = params[name]
@@ -329,6 +337,49 @@ def _restore_optimizer(opt: torch.optim.Optimizer, flat: dict[str, torch.Tensor]
         # fused AdamW keeps its step counters on the parameters' device too
         st[slot] = val.to(p.device)
     log.info("restored optimiser state for %d tensors", len(flat))
+
+
+_DAMAGED_STATE = ("delete the run's state folder to start afresh, or train into another run "
+                  "directory (--out)")
+_PROGRESS_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "step": int, "pages": int, "minutes": (int, float), "runs": int, "log": list}
+
+
+def _read_progress(path: Path) -> dict[str, Any]:
+    """A saved state's ``progress.json``; :class:`CheckpointError` naming it when it is
+    unreadable or lacks a field the loop counts on."""
+    try:
+        progress = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"unreadable training progress: {exc} ({_DAMAGED_STATE})",
+                              path=str(path)) from exc
+    if not isinstance(progress, dict):
+        raise CheckpointError(f"training progress is not a JSON object ({_DAMAGED_STATE})",
+                              path=str(path))
+    for key, kind in _PROGRESS_FIELDS.items():
+        value = progress.get(key)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise CheckpointError(f"training progress has {key} = {value!r} "
+                                  f"({_DAMAGED_STATE})", path=str(path), key=key)
+    return progress
+
+
+def _read_optimizer(state_dir: Path) -> dict[str, torch.Tensor]:
+    """Every optimiser moment of a saved state. :func:`save_training_state` always writes
+    at least one shard, so none means the state is incomplete: resuming would run at full
+    learning rate over zero moments, which the re-warm-up exists to avoid."""
+    files = sorted(state_dir.glob("optimizer-*.safetensors"))
+    if not files:
+        raise CheckpointError(f"no optimizer-*.safetensors shards ({_DAMAGED_STATE})",
+                              path=str(state_dir))
+    flat: dict[str, torch.Tensor] = {}
+    for f in files:
+        try:
+            flat.update(load_file(str(f)))
+        except Exception as exc:  # safetensors raises SafetensorError, OSError…
+            raise CheckpointError(f"unreadable optimiser shard: {exc} ({_DAMAGED_STATE})",
+                                  path=str(f)) from exc
+    return flat
 
 
 def save_training_state(out: Path, model: OCRModel, opt: torch.optim.Optimizer,
@@ -425,13 +476,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         # training on would bake it into every later checkpoint.
         weight_map, meta = read_index(state_dir / "model")
         verify_shards(state_dir / "model", weight_map, meta)
+        progress = _read_progress(state_dir / "progress.json")
         load_tensors(model, state_dir / "model", weight_map)
-        flat: dict[str, torch.Tensor] = {}
-        for f in sorted(state_dir.glob("optimizer-*.safetensors")):
-            flat.update(load_file(str(f)))
+        flat = _read_optimizer(state_dir)
         model.to(dev)
-        _restore_optimizer(opt, flat, dict(model.named_parameters()))
-        progress = json.loads((state_dir / "progress.json").read_text())
+        _restore_optimizer(opt, flat, dict(model.named_parameters()), state_dir)
         log.info("resumed at step %d (%.1f min, %d pages)", progress["step"],
                  progress["minutes"], progress["pages"])
     elif cfg.init_from is not None:

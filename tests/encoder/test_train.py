@@ -332,3 +332,42 @@ def test_resuming_refuses_a_state_whose_model_shard_was_corrupted(
     shutil.copytree(state / "model", weights)
     with pytest.raises(CheckpointError, match="corrupt"):
         train(_config(tmp_path / "fresh", 2, init_from=weights))
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("progress_cut", "unreadable training progress"),
+    ("progress_list", "not a JSON object"),
+    ("progress_no_step", "step = None"),
+    ("optimizer_cut", "unreadable optimiser shard"),
+    ("optimizer_gone", "no optimizer-"),
+    ("optimizer_foreign", "fits no parameter"),
+])
+def test_resuming_refuses_a_damaged_state_with_a_checkpoint_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str, says: str
+) -> None:
+    """A state cut short by a killed run, or edited by hand, is named as such; it used to
+    surface as a JSONDecodeError, KeyError or SafetensorError, or (optimiser shards gone)
+    resume at full learning rate over zero Adam moments."""
+    from safetensors.torch import save_file
+
+    from opticmem.encoder.errors import CheckpointError
+
+    monkeypatch.setenv(synth.DATA_ENV, str(FIXTURE))
+    out = tmp_path / "run"
+    state = _saved_state(out)
+    [opt_file] = sorted(state.glob("optimizer-*.safetensors"))
+    if damage == "progress_cut":
+        (state / "progress.json").write_text('{"step": 1, "pa')
+    elif damage == "progress_list":
+        (state / "progress.json").write_text("[1]")
+    elif damage == "progress_no_step":
+        (state / "progress.json").write_text('{"pages": 2, "minutes": 0.0, "runs": 1, "log": []}')
+    elif damage == "optimizer_cut":
+        opt_file.write_bytes(opt_file.read_bytes()[:100])
+    elif damage == "optimizer_gone":
+        opt_file.unlink()
+    else:
+        save_file({"no.such.param::exp_avg": torch.zeros(3)}, str(opt_file))
+    with pytest.raises(CheckpointError, match=says) as caught:
+        train(_config(out, 2))
+    assert "start afresh" in str(caught.value)
