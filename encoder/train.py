@@ -441,7 +441,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training for ``cfg.minutes``; returns the progress record."""
     from tokenizers import Tokenizer
 
-    from opticmem.encoder.checkpoint import load_tensors, read_index, verify_shards
+    from opticmem.encoder.checkpoint import (
+        CONFIG_FILE,
+        load_tensors,
+        read_config,
+        read_index,
+        verify_shards,
+    )
     from opticmem.encoder.config import preset
     from opticmem.encoder.model import build_model
 
@@ -463,13 +469,25 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     tok = Tokenizer.from_file(str(tok_path))
     tok.encode_special_tokens = True
 
+    resumed = (state_dir / "progress.json").exists()
+    weights_dir = state_dir / "model" if resumed else cfg.init_from
+    if weights_dir is not None:
+        # Weights of another preset would fail deep in loading as a "missing tensor".
+        saved = read_config(weights_dir).name
+        if saved != cfg.preset:
+            where = (f"the run directory {out} holds" if resumed
+                     else f"the weights at {weights_dir} are")
+            raise CheckpointError(f"{where} a {saved!r} model, not {cfg.preset!r}: train "
+                                  f"with preset {saved!r} (--preset {saved})"
+                                  + (", or into another run directory (--out)" if resumed
+                                     else ""),
+                                  path=str(Path(weights_dir) / CONFIG_FILE))
     model = build_model(preset(cfg.preset), device="cpu", seed=cfg.seed)
     if tok.get_vocab_size() > model.cfg.decoder.vocab_size:
         raise ValueError(f"tokenizer has {tok.get_vocab_size()} ids, the {cfg.preset} decoder "
                          f"{model.cfg.decoder.vocab_size}")
     progress: dict[str, Any] = {"step": 0, "pages": 0, "minutes": 0.0, "runs": 0, "log": []}
     opt = make_optimizer(model, cfg, dev)
-    resumed = (state_dir / "progress.json").exists()
     fresh_optimiser = not resumed  # re-warm the learning rate over zero Adam moments
     if resumed:
         # Verified as load_checkpoint does: a flipped bit still reads as a tensor, and

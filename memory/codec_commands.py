@@ -121,7 +121,12 @@ def train_command(
         raise _bad_option("needs --moe-dispatch dense (grouped reads expert counts back to "
                           "the host inside the graph)", "--compile-decoder", as_json)
     cfg.length_bucket, cfg.compile_decoder = length_bucket, compile_decoder
-    progress = train(cfg)
+    try:
+        progress = train(cfg)
+    except CheckpointError as err:  # a damaged state, or weights of another preset
+        from opticmem.cli import fail
+
+        raise fail(str(err), as_json) from None
     summary: dict[str, Any] = {k: progress[k] for k in ("step", "pages", "minutes", "runs")}
     summary["last"] = progress["log"][-1] if progress["log"] else None
     if export is not None:

@@ -371,3 +371,29 @@ def test_resuming_refuses_a_damaged_state_with_a_checkpoint_error(
     with pytest.raises(CheckpointError, match=says) as caught:
         train(_config(out, 2))
     assert "start afresh" in str(caught.value)
+
+
+def test_resuming_or_starting_from_weights_of_another_preset_names_the_preset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``opticmem train`` defaults to ``--preset bundled``: rerun without the ``--preset
+    test`` a run was started with, it used to fail with a traceback about a "tensor
+    missing from checkpoint" (and print no JSON with ``--json``)."""
+    from typer.testing import CliRunner
+
+    from opticmem.cli import app
+    from opticmem.encoder.errors import CheckpointError
+
+    monkeypatch.setenv(synth.DATA_ENV, str(FIXTURE))
+    out = tmp_path / "run"
+    state = _saved_state(out)
+    with pytest.raises(CheckpointError, match=r"holds a 'test' model.*--preset test"):
+        train(_config(out, 2, preset="bundled"))
+    with pytest.raises(CheckpointError, match=r"are a 'test' model.*--preset test"):
+        train(_config(tmp_path / "fresh", 2, preset="bundled", init_from=state / "model"))
+    assert not (tmp_path / "fresh" / "state").exists()
+
+    result = CliRunner().invoke(app, ["train", "--out", str(out), "--workers", "0", "--json"])
+    assert result.exit_code == 1, result.output
+    assert "--preset test" in json.loads(result.stdout)["error"]
+    assert json.loads((state / "progress.json").read_text())["step"] == 1  # untouched
