@@ -384,11 +384,22 @@ def _read_optimizer(state_dir: Path) -> dict[str, torch.Tensor]:
 
 def save_training_state(out: Path, model: OCRModel, opt: torch.optim.Optimizer,
                         progress: dict[str, Any]) -> None:
-    """Model (fp32, sharded ≤ 16 MiB), optimiser moments and progress, atomically."""
+    """Model (fp32, sharded ≤ 16 MiB), optimiser moments and progress, atomically.
+
+    Written beside ``out`` first, then swapped in. What a run killed mid-save left of
+    those side folders is cleared first: a stale ``.old`` would make the swap fail (a
+    folder cannot be renamed onto a non-empty one), losing the run's work at its final
+    save, and a stale ``.tmp`` could hold shards this save does not write."""
+    import shutil
+
     from opticmem.encoder.checkpoint import save_checkpoint
 
     tmp = out.with_name(out.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    old = out.with_name(out.name + ".old")
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    tmp.mkdir(parents=True)
     save_checkpoint(model, tmp / "model")
     names = {id(p): n for n, p in model.named_parameters()}
     flat = _flatten_optimizer(opt, names)
@@ -405,12 +416,9 @@ def save_training_state(out: Path, model: OCRModel, opt: torch.optim.Optimizer,
         save_file(sh, str(tmp / f"optimizer-{i:03d}.safetensors"))
     (tmp / "progress.json").write_text(json.dumps(progress, indent=2))
     if out.exists():
-        old = out.with_name(out.name + ".old")
         out.rename(old)
         tmp.rename(out)
-        for f in sorted(old.rglob("*"), reverse=True):
-            f.unlink() if f.is_file() else f.rmdir()
-        old.rmdir()
+        shutil.rmtree(old)
     else:
         tmp.rename(out)
 

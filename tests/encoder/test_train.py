@@ -397,3 +397,25 @@ def test_resuming_or_starting_from_weights_of_another_preset_names_the_preset(
     assert result.exit_code == 1, result.output
     assert "--preset test" in json.loads(result.stdout)["error"]
     assert json.loads((state / "progress.json").read_text())["step"] == 1  # untouched
+
+
+def test_saving_a_training_state_clears_what_a_run_killed_mid_save_left_beside_it(
+    tmp_path: Path,
+) -> None:
+    """A run killed while it deleted the previous state left ``state.old`` half full; the
+    next save's swap used to fail on it (OSError: directory not empty) at the end of that
+    run, losing its work. A half-written ``state.tmp`` must not leak into the new state."""
+    out = tmp_path / "run"
+    state = _saved_state(out)
+    (tmp_path / "run" / "state.old" / "model").mkdir(parents=True)
+    (tmp_path / "run" / "state.old" / "model" / "model-00001-of-00001.safetensors").write_bytes(
+        b"left")
+    (tmp_path / "run" / "state.tmp").mkdir()
+    (tmp_path / "run" / "state.tmp" / "optimizer-007.safetensors").write_bytes(b"stale")
+    model = build_model(preset("test"), device="cpu", seed=6)
+    opt = make_optimizer(model, _config(out, 2), torch.device("cpu"))
+    save_training_state(state, model, opt, {"step": 3, "pages": 6, "minutes": 0.1, "runs": 2,
+                                            "log": []})
+    assert json.loads((state / "progress.json").read_text())["step"] == 3
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["state"]
+    assert [p.name for p in state.glob("optimizer-*")] == ["optimizer-000.safetensors"]
