@@ -90,6 +90,9 @@ def train_command(
 
     if out.exists() and not out.is_dir():
         raise _bad_option(f"{out} exists and is not a directory", "--out", as_json)
+    if export is not None and export.exists() and not export.is_dir():
+        # found only when the weights are written, after the whole training call
+        raise _bad_option(f"{export} exists and is not a directory", "--export", as_json)
     try:  # refuse bad arguments before a run directory is made or a model built
         preset_config(preset)
     except ConfigError as err:

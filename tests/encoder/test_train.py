@@ -173,6 +173,25 @@ def test_train_command_refuses_a_bad_tier_mix_before_training(tmp_path: Path) ->
     assert not (tmp_path / "run").exists()
 
 
+def test_train_command_refuses_an_export_path_that_is_a_file_before_training(
+    tmp_path: Path, recorded_train: list[TrainConfig]
+) -> None:
+    """It used to train for the whole call, then fail writing the weights (a
+    FileExistsError traceback)."""
+    from typer.testing import CliRunner
+
+    from opticmem.cli import app
+
+    export = tmp_path / "weights.safetensors"
+    export.write_bytes(b"not a folder")
+    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "run"),
+                                      "--export", str(export)])
+    assert result.exit_code == 2, result.output
+    assert "--export" in result.output and "not a directory" in result.output
+    assert recorded_train == []
+    assert not (tmp_path / "run").exists()
+
+
 def _config(out: Path, steps: int, **kw: object) -> TrainConfig:
     settings: dict[str, object] = dict(
         out_dir=out, preset="test", device="cpu", workers=0, minutes=5.0, max_steps=steps,
