@@ -50,11 +50,16 @@ def save_checkpoint(
 ) -> Path:
     """Write ``model`` as sharded safetensors under ``directory`` (created if needed).
 
-    ``dtype`` casts floating tensors on the way out (e.g. ``torch.bfloat16`` to ship).
+    ``dtype`` casts floating tensors on the way out (e.g. ``torch.bfloat16`` to ship); it
+    must be a floating-point ``torch.dtype`` (else :class:`InputError`, raised before
+    anything is written: an integer dtype would make a checkpoint no model loads).
     Returns the directory. Existing shard files of an older save are removed first.
     """
     if max_shard_bytes <= 0:
         raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InputError(f"dtype must be a floating-point torch.dtype such as torch.bfloat16, "
+                         f"got {dtype!r}")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("model-*-of-*.safetensors"):

@@ -208,6 +208,19 @@ def test_a_dtype_that_is_not_a_float_type_is_the_callers_error(saved: Path, dtyp
         load_checkpoint(saved, device="cpu", dtype=dtype)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", torch.int8])
+def test_saving_over_a_checkpoint_with_a_dtype_that_is_not_a_float_type_keeps_it(
+    model: OCRModel, saved: Path, dtype: object
+) -> None:
+    """``torch.int8`` used to write a checkpoint no model loads, and ``"bfloat16"`` to fail
+    after the old shards were deleted: either way the good checkpoint there was lost."""
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    with pytest.raises(InputError, match="dtype must be a floating-point torch"):
+        save_checkpoint(model, saved, dtype=dtype)  # type: ignore[arg-type]
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+    assert same_weights(load_checkpoint(saved, device="cpu"), model)
+
+
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
 def test_a_device_that_is_not_there_is_not_blamed_on_the_config(saved: Path) -> None:
     # The sizes of config.json build a model; the device cannot hold it (on a one-GPU
