@@ -858,7 +858,8 @@ def read_sources(split: Split, directory: Path | str) -> Sources:
     """Read one split's exported sources from ``directory`` (no Faker, no wordfreq).
 
     Raises :class:`SynthDataError` naming the file when it is missing, unreadable, of
-    another format version or exported with different templates.
+    another format version, exported with different templates, or holding the other
+    split's sources (a renamed copy would have eval text drawn from training sources).
     """
     directory = Path(directory)
     meta_path = directory / "meta.json"
@@ -877,7 +878,11 @@ def read_sources(split: Split, directory: Path | str) -> Sources:
             f"{meta_path} was exported with other templates ({meta.get('templates')} != "
             f"{template_fingerprint()}); the train/eval word split depends on them: re-run "
             "tools/export_synth_sources.py")
-    return Sources.from_json(d, origin=str(path))
+    sources = Sources.from_json(d, origin=str(path))
+    if sources.split != split:
+        raise SynthDataError(f"{path} holds the {sources.split!r} split's sources, not "
+                             f"{split!r}; re-run tools/export_synth_sources.py")
+    return sources
 
 
 @cache

@@ -416,6 +416,17 @@ def test_missing_or_stale_sources_raise(tmp_path: Path) -> None:
         load_sources(cast(Split, "test"), FIXTURE)
 
 
+def test_a_split_file_holding_the_other_split_is_refused(tmp_path: Path) -> None:
+    """``eval.json.gz`` copied over from ``train.json.gz`` used to be read as eval sources:
+    held-out text drawn from what the codec trains on."""
+    swapped = tmp_path / "swapped"
+    shutil.copytree(FIXTURE, swapped)
+    shutil.copyfile(FIXTURE / "train.json.gz", swapped / "eval.json.gz")
+    with pytest.raises(SynthDataError, match="holds the 'train' split's sources, not 'eval'"):
+        read_sources("eval", swapped)
+    assert read_sources("train", swapped).split == "train"
+
+
 def test_data_dir_env_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(synth.DATA_ENV, str(tmp_path))
     assert synth.data_dir() == tmp_path
