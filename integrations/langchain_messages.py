@@ -5,7 +5,8 @@
 * Role: ``HumanMessage`` → ``user``, ``AIMessage`` → ``assistant``, ``ToolMessage`` →
   ``tool``, ``SystemMessage`` → ``system``, ``ChatMessage`` → its own role when the memory
   accepts it (else ``user``); a ``RemoveMessage`` (a state edit, not a message) records
-  nothing.
+  nothing. The middleware never hands this the system messages an agent's messages start
+  with (:func:`leading_system`): they are the system prompt, sent as such on every call.
 * Text: string content as is. Content blocks (read through ``content_blocks``, LangChain's
   standard form): text blocks joined by newlines; images, audio, video and files become a
   marker line such as ``[image/png attachment, not archived]`` (the memory archives text;
@@ -46,6 +47,7 @@ try:
         ChatMessage,
         HumanMessage,
         RemoveMessage,
+        SystemMessage,
         ToolMessage,
     )
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
@@ -167,6 +169,24 @@ def message_turns(message: BaseMessage, memory: OpticalMemory) -> list[TurnInput
             for text, extra in archived_parts(message_text(message), memory.max_turn_chars)]
 
 
+def leading_system(messages: Sequence[BaseMessage]) -> list[SystemMessage]:
+    """The system messages ``messages`` starts with, before any other message: the system
+    prompt a user passes as the agent's first input message(s). The middleware sends them
+    as the system prompt and never records them; a system message after any other message
+    is a turn like the rest.
+
+    >>> [m.content for m in leading_system([SystemMessage("Be terse."), HumanMessage("hi"),
+    ...                                     SystemMessage("Now be verbose.")])]
+    ['Be terse.']
+    """
+    out: list[SystemMessage] = []
+    for m in messages:
+        if not isinstance(m, SystemMessage):
+            break
+        out.append(m)
+    return out
+
+
 # --------------------------------------------------------------------------- showing
 
 
@@ -228,6 +248,7 @@ __all__ = [
     "REQUIRED_ROLES",
     "ROLE_OF_TYPE",
     "context_messages",
+    "leading_system",
     "message_role",
     "message_text",
     "message_turns",

@@ -14,7 +14,12 @@
 ...)``; the agent's state is never rewritten, so the checkpointer and any UI keep the
 whole conversation):
 
-1. the system prompt, untouched (it stays ``request.system_message``);
+1. the system prompt, as text and untouched on every call: ``request.system_message``
+   (``create_agent(system_prompt=...)``), then the system message(s) the agent's messages
+   start with — a prompt passed in the input, ``{"messages": [SystemMessage(...),
+   HumanMessage(...)]}``, which a checkpointer keeps first in the state. Both are sent as
+   ``create_agent`` sends them without the middleware: ``system_message`` first, then the
+   state's own, as separate system messages;
 2. the memory's context of everything already recorded — pages at their tiers as v1
    image blocks (``{"type": "image", "base64": ..., "mime_type": "image/png"}``), each
    after a caption naming its turns, times and tier and followed by its exact-facts line;
@@ -25,9 +30,13 @@ whole conversation):
    result whose call is only in the history, as text, is headed like a recorded one
    (:func:`~opticmem.integrations.langchain_messages.orphan_tool_results_headed`).
 
-**What is recorded, and when.** Before each model call, state messages *older* than the
-latest user message that the memory does not hold yet are recorded (normally none; after
-a crash or the first use on an existing thread, the backlog). When the run ends
+**What is recorded, and when.** Never the system prompt: the state's leading system
+messages are set aside before anything below, so a checkpointed thread, whose state
+starts with them on every run, never records them (a system message after any other
+message is a turn: recorded, and shown back headed ``[System message]``). Before each
+model call, state messages *older* than the latest user message that the memory does
+not hold yet are recorded (normally none; after a crash or the first use on an existing
+thread, the backlog). When the run ends
 (``after_agent``), the rest — the user message, the assistant's tool calls (as text
 lines in the assistant turn), the tool results (role ``tool``) and the final answer — is
 recorded. So within one run the memory context stays the same from call to call (stable
@@ -71,6 +80,7 @@ from opticmem.errors import BudgetError
 from opticmem.integrations.langchain_messages import (
     REQUIRED_ROLES,
     context_messages,
+    leading_system,
     orphan_tool_results_headed,
 )
 from opticmem.integrations.langchain_recording import Recorder
@@ -132,7 +142,8 @@ class ModelView:
     thread_id: str | None
     system_message: SystemMessage | None
     messages: tuple[BaseMessage, ...]
-    """Everything sent besides the system message: history first, then in-flight."""
+    """Everything sent besides the system prompt (``system_message`` and
+    ``system_messages``): history first, then in-flight."""
     history: int
     """How many leading ``messages`` came from the memory."""
     budget: int
@@ -141,6 +152,9 @@ class ModelView:
     in_flight_tokens: int
     context: Context | None = field(repr=False)
     """The memory context behind the history (``None``: no history shown)."""
+    system_messages: tuple[SystemMessage, ...] = ()
+    """The system prompt passed as the leading system message(s) of the agent's messages:
+    sent after ``system_message`` and before ``messages``, priced in ``system_tokens``."""
 
     @property
     def tokens(self) -> int:
@@ -150,6 +164,12 @@ class ModelView:
     @property
     def in_flight(self) -> tuple[BaseMessage, ...]:
         return self.messages[self.history :]
+
+    @property
+    def sent(self) -> list[BaseMessage]:
+        """The messages handed on to the model call, in order: ``system_messages``, then
+        ``messages`` (``create_agent`` puts ``system_message`` in front of them)."""
+        return [*self.system_messages, *self.messages]
 
     def pages_per_tier(self) -> dict[str, int]:
         """Pages shown at each tier (``out``: archived, not shown)."""
@@ -216,43 +236,54 @@ class OpticalMemoryMiddleware(AgentMiddleware):
         return resolve_session(self.session, config), thread_id(config)
 
     # ------------------------------------------------------------------ recording
+    @staticmethod
+    def _conversation(state_messages: Sequence[BaseMessage]) -> Sequence[BaseMessage]:
+        """The state's messages after its leading system messages (the system prompt,
+        :func:`leading_system`), which are sent on every call and never recorded."""
+        return state_messages[len(leading_system(state_messages)):]
+
     def _catch_up(
-        self, session: str, thread: str | None, state_messages: Sequence[BaseMessage]
+        self, session: str, thread: str | None, conversation: Sequence[BaseMessage]
     ) -> int:
         """Record what precedes the latest user message and is not recorded yet; return
-        how many leading state messages the memory now holds."""
-        done = self.recorder.recorded_prefix(session, thread, state_messages)
-        last_user = max((i for i, m in enumerate(state_messages)
+        how many leading ``conversation`` messages the memory now holds."""
+        done = self.recorder.recorded_prefix(session, thread, conversation)
+        last_user = max((i for i, m in enumerate(conversation)
                          if isinstance(m, HumanMessage)), default=-1)
         if last_user > done:
-            self.recorder.record(session, thread, state_messages[done:last_user])
+            self.recorder.record(session, thread, conversation[done:last_user])
             done = last_user
         return done
 
     def _record_rest(
         self, session: str, thread: str | None, state_messages: Sequence[BaseMessage]
     ) -> int:
-        done = self.recorder.recorded_prefix(session, thread, state_messages)
-        return self.recorder.record(session, thread, state_messages[done:])
+        conversation = self._conversation(state_messages)
+        done = self.recorder.recorded_prefix(session, thread, conversation)
+        return self.recorder.record(session, thread, conversation[done:])
 
     # ------------------------------------------------------------------ the view
     def view(self, request: ModelRequest[Any], session: str, thread: str | None) -> ModelView:
         """Record the backlog and build what the model is shown for ``request``."""
-        state_messages = list(request.state.get("messages", []))
-        done = self._catch_up(session, thread, state_messages)
-        recorded = {m.id for m in state_messages[:done] if m.id}
-        in_flight = [m for m in request.messages if not (m.id and m.id in recorded)]
+        conversation = self._conversation(list(request.state.get("messages", [])))
+        done = self._catch_up(session, thread, conversation)
+        recorded = {m.id for m in conversation[:done] if m.id}
+        prompt = leading_system(request.messages)
+        in_flight = [m for m in request.messages[len(prompt):]
+                     if not (m.id and m.id in recorded)]
         return self.assemble(session, thread, request.system_message,
-                             orphan_tool_results_headed(in_flight))
+                             orphan_tool_results_headed(in_flight), system_messages=prompt)
 
     def assemble(
         self, session: str, thread: str | None, system_message: SystemMessage | None,
-        in_flight: Sequence[BaseMessage],
+        in_flight: Sequence[BaseMessage], *, system_messages: Sequence[SystemMessage] = (),
     ) -> ModelView:
-        """History from the memory in the room ``system_message`` and ``in_flight`` leave."""
+        """History from the memory in the room the system prompt (``system_message``,
+        then ``system_messages``) and ``in_flight`` leave."""
         budget = self.budget_tokens or self.memory.budget_tokens
         available = budget - self.reserve_tokens
-        system_tokens = self.counter.message(system_message) if system_message else 0
+        system_tokens = self.counter([*([system_message] if system_message else []),
+                                      *system_messages])
         in_flight_tokens = self.counter(in_flight)
         room = available - system_tokens - in_flight_tokens
         if room < 0:
@@ -268,6 +299,7 @@ class OpticalMemoryMiddleware(AgentMiddleware):
             messages=(*history, *in_flight), history=len(history), budget=budget,
             system_tokens=system_tokens, history_tokens=history_tokens,
             in_flight_tokens=in_flight_tokens, context=ctx,
+            system_messages=tuple(system_messages),
         )
 
     def _history(
@@ -322,7 +354,7 @@ class OpticalMemoryMiddleware(AgentMiddleware):
         view = self.view(request, session, thread)
         if self.on_view is not None:
             self.on_view(view)
-        messages = cast("list[AnyMessage]", list(view.messages))
+        messages = cast("list[AnyMessage]", view.sent)
         return handler(request.override(messages=messages))
 
     async def awrap_model_call(
@@ -335,7 +367,7 @@ class OpticalMemoryMiddleware(AgentMiddleware):
         view = await asyncio.to_thread(self.view, request, session, thread)
         if self.on_view is not None:
             self.on_view(view)
-        messages = cast("list[AnyMessage]", list(view.messages))
+        messages = cast("list[AnyMessage]", view.sent)
         return await handler(request.override(messages=messages))
 
     def after_agent(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:

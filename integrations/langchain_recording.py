@@ -20,6 +20,9 @@ values stay small).
   only its own input; a state rewritten by another middleware): the same id check over
   the newest turns decides.
 
+The middleware hands the recorder the state's messages after its leading system messages
+(the system prompt, never recorded), so indices and cursors are over that conversation.
+
 Recording is in order, so "the memory holds message ``i``" implies it holds every message
 before ``i``. Messages without an id cannot be recognised again; LangGraph's message
 reducer gives every state message one.

@@ -376,3 +376,81 @@ def test_error_result_for_a_recorded_invalid_tool_call_is_not_sent_as_a_tool_mes
     run(agent, "Thanks.", "w", mode)
     assert [t.role for t in memory.turns("w")] == [
         "user", "assistant", "tool", "user", "assistant", "user", "assistant"]
+
+
+PERSONA = "You are Ada, the ops assistant of ACME. Always cite the work order number."
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_leading_system_message_in_the_input_is_the_system_prompt(
+    memory: OpticalMemory, mode: str,
+) -> None:
+    # Users often pass the system prompt as the input's first message. It was recorded as
+    # a ``system`` turn, shown back as "[System message]" history and decayed into page
+    # images like old chat; it is the system prompt: sent as text on every call, after
+    # create_agent's own ``system_prompt`` (as create_agent sends both), never recorded.
+    model = capturing()
+    agent, views = make_agent(memory, model)
+    config = {"configurable": {"thread_id": "p"}}
+    first = {"messages": [SystemMessage(PERSONA), HumanMessage(user_text(0))]}
+    if mode == "async":
+        asyncio.run(agent.ainvoke(first, config))
+    else:
+        agent.invoke(first, config)
+    for i in range(1, 30):  # the checkpointer keeps the SystemMessage first in the state
+        run(agent, user_text(i), "p", mode)
+    counter = OpticalTokenCounter(memory)
+    for call, view in zip(model.calls, views, strict=True):
+        assert [m.content for m in call[:2]] == [SYSTEM, PERSONA]
+        assert all(isinstance(m, SystemMessage) for m in call[:2])
+        assert not any(isinstance(m, SystemMessage) for m in call[2:])
+        assert not any("[System message]" in str(m.content) for m in call)
+        assert view.system_messages == (SystemMessage(PERSONA, id=view.system_messages[0].id),)
+        assert view.system_tokens == counter([SystemMessage(SYSTEM), SystemMessage(PERSONA)])
+        assert counter(call) == view.tokens <= BUDGET
+    assert {"large", "base"} <= set(image_tiers(model.calls[-1]))  # old chat did decay
+    state = agent.get_state(config).values["messages"]
+    assert isinstance(state[0], SystemMessage)
+    turns = memory.turns("p")
+    assert [t.meta["lc_id"] for t in turns] == [m.id for m in state[1:]]
+    assert "system" not in {t.role for t in turns}
+
+
+def test_leading_system_message_without_checkpointer_or_system_prompt(
+    memory: OpticalMemory,
+) -> None:
+    # Without a checkpointer the input (system message included) is the whole state on
+    # every run: the system prompt is sent each time and still never recorded.
+    model = capturing()
+    agent = create_agent(model, tools=[], middleware=[OpticalMemoryMiddleware(memory,
+                                                                              session="s")])
+    for text in ("one", "two"):
+        agent.invoke({"messages": [SystemMessage(PERSONA), HumanMessage(text)]})
+    assert [(type(m), m.content) for m in model.calls[1]] == [
+        (SystemMessage, PERSONA), (HumanMessage, "one"), (AIMessage, REPLY0),
+        (HumanMessage, "two")]
+    assert [t.role for t in memory.turns("s")] == ["user", "assistant"] * 2
+
+
+def test_system_message_mid_conversation_is_still_a_recorded_turn(memory: OpticalMemory) -> None:
+    model = capturing()
+    agent, _ = make_agent(memory, model)
+    config = {"configurable": {"thread_id": "m"}}
+    agent.invoke({"messages": [SystemMessage(PERSONA), HumanMessage("hi")]}, config)
+    agent.invoke({"messages": [SystemMessage("The user is now on the premium plan."),
+                               HumanMessage("what plan am I on?")]}, config)
+    run(agent, "thanks", "m", "sync")
+    assert [t.role for t in memory.turns("m")] == [
+        "user", "assistant", "system", "user", "assistant", "user", "assistant"]
+    assert "[System message]\nThe user is now on the premium plan." in [
+        m.content for m in model.calls[-1]]
+    assert [m.content for m in model.calls[-1][:2]] == [SYSTEM, PERSONA]
+
+
+def test_leading_system_message_is_priced_and_never_cut(memory: OpticalMemory) -> None:
+    model = capturing()
+    agent, _ = make_agent(memory, model)
+    with pytest.raises(InFlightTooLargeError) as err:
+        agent.invoke({"messages": [SystemMessage("rule " * 3000), HumanMessage("hi")]},
+                     {"configurable": {"thread_id": "big"}})
+    assert err.value.needed > BUDGET and not model.calls
