@@ -84,6 +84,7 @@ from opticmem.integrations.turn_text import (
     has_visible_text,
     newest_turn_tokens,
     part_marker,
+    refusal_text,
     repair_surrogates,
     shown_turn,
     tool_call_line,
@@ -142,8 +143,8 @@ def _message_text(msg: Mapping[str, Any], *, calls: bool = False) -> str | None:
     transcript, or the audio marker where the message holds only the audio's id. ``None``
     when the content is not text, or is ``None`` with nothing else (no refusal, no audio
     and, with ``calls``, no tool calls)."""
-    refusal = msg.get("refusal")
-    extra = [refusal] if isinstance(refusal, str) and refusal else []
+    refusal = refusal_text(msg.get("refusal"))
+    extra = [refusal] if refusal else []
     if isinstance(audio := msg.get("audio"), Mapping):
         transcript = audio.get("transcript")
         extra.append(transcript if isinstance(transcript, str) and transcript

@@ -11,15 +11,19 @@
   standard form): text blocks joined by newlines; images, audio, video and files become a
   marker line such as ``[image/png attachment, not archived]`` (the memory archives text;
   the agent's state keeps the original); reasoning blocks are left out (providers do not
-  take them back as history). An ``AIMessage``'s tool calls are written after its text as
-  lines ``[tool call · NAME · id ID] {"arg": ...}``, so the archive and the pages keep what
-  was asked of which tool — its invalid tool calls too (arguments that did not parse,
-  written as the model sent them): the agent answers them with an error tool result.
+  take them back as history). A refusal — a ``refusal`` block, or langchain-openai's
+  empty ``AIMessage`` with the model's words in ``additional_kwargs["refusal"]`` — is
+  archived as its text after the content, as the chat-loop wrapper archives an OpenAI
+  refusal (:func:`~opticmem.integrations.turn_text.refusal_text`). An ``AIMessage``'s
+  tool calls are written after its text as lines ``[tool call · NAME · id ID] {"arg":
+  ...}``, so the archive and the pages keep what was asked of which tool — its invalid
+  tool calls too (arguments that did not parse, written as the model sent them): the
+  agent answers them with an error tool result.
 * Metadata kept with the turn: ``lc_id`` (the message id, how the middleware knows what
   it already recorded), ``lc_type``, ``name``, ``tool_call_id``, ``tool_calls`` (ids and
   names), ``status`` of a failed tool result.
-* A message with nothing visible to archive (empty content and no tool calls) is not
-  recorded: there is nothing to remember, and the memory would reject it
+* A message with nothing visible to archive (empty content, no refusal and no tool
+  calls) is not recorded: there is nothing to remember, and the memory would reject it
   (:class:`~opticmem.errors.InvalidTurnError`). Lone surrogates are replaced by U+FFFD
   (``meta["repaired"]``), because the archive holds valid Unicode only. Text longer than
   the memory's ``max_turn_chars`` is split into consecutive turns (``meta["part"] = [k,
@@ -61,6 +65,7 @@ from opticmem.integrations.turn_text import (
     archived_parts,
     attachment_marker,
     headed,
+    refusal_text,
     tool_result_head,
 )
 from opticmem.integrations.turn_text import tool_call_line as _call_line
@@ -86,6 +91,8 @@ def _block_text(block: Mapping[str, Any]) -> str | None:
         return text if isinstance(text, str) else None
     if kind in ATTACHMENT_KINDS:
         return attachment_marker(str(kind), block.get("mime_type"))
+    if kind == "refusal":
+        return refusal_text(block.get("refusal"))
     if kind in ("reasoning", "tool_call", "tool_call_chunk", "invalid_tool_call"):
         return None  # reasoning is not history; tool calls come from ``tool_calls``
     if kind == "non_standard":
@@ -115,6 +122,9 @@ def message_text(message: BaseMessage) -> str:
     else:
         parts = [t for b in message.content_blocks if (t := _block_text(b)) is not None]
     if isinstance(message, AIMessage):
+        refusal = refusal_text(message.additional_kwargs.get("refusal"))
+        if refusal and refusal not in parts:  # not already read from a refusal block
+            parts.append(refusal)
         parts.extend(tool_call_line(c) for c in _calls(message))
     return "\n".join(parts)
 

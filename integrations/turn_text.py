@@ -10,6 +10,10 @@ without LangChain; :mod:`~opticmem.integrations.langchain_messages` uses them to
   recalled history the assistant's tool calls are text, and chat APIs reject a tool
   message that answers no structured tool call (OpenAI: HTTP 400) and, for several
   providers, a system message after the first.
+* A model's refusal (OpenAI's ``refusal`` field or content part, LangChain's ``refusal``
+  block or langchain-openai's ``additional_kwargs["refusal"]``) is archived as its own
+  text, after the message's content (:func:`refusal_text`): an OpenAI model that declines
+  answers with empty content and the reason there, which is what it said.
 * An attachment (image, audio, video, file) is archived as one marker line, ``[MIME
   attachment, not archived]`` (:func:`attachment_marker`; the kind when the MIME type is
   not known), whether it came as a LangChain standard block or as an OpenAI or
@@ -51,6 +55,16 @@ def tool_call_line(name: object, ident: object, args: object) -> str:
         {} if args is None else args, ensure_ascii=False, sort_keys=True, default=str)
     head = f" · id {ident}" if ident else ""
     return f"[tool call · {name if name else '?'}{head}] {text}"
+
+
+def refusal_text(refusal: object) -> str | None:
+    """What a refusal adds to the archived text: its own words, unmarked (``None``: no
+    refusal, or an empty one).
+
+    >>> refusal_text("I can't help with that."), refusal_text(""), refusal_text(None)
+    ("I can't help with that.", None, None)
+    """
+    return refusal if isinstance(refusal, str) and refusal else None
 
 
 ATTACHMENT_KINDS: tuple[str, ...] = ("image", "audio", "video", "file")
@@ -231,6 +245,7 @@ __all__ = [
     "headed",
     "newest_turn_tokens",
     "part_marker",
+    "refusal_text",
     "repair_surrogates",
     "shown_turn",
     "split_text",

@@ -155,3 +155,33 @@ def test_package_imports_without_langchain_and_names_the_extra() -> None:
                          text=True, check=True, timeout=120).stdout
     assert out.startswith("ERR langchain")
     assert "pip install 'opticmem[langchain]'" in out
+
+
+REFUSAL = "I can't help with that."
+
+
+@pytest.mark.parametrize(("message", "text"), [
+    # langchain-openai (Chat Completions): empty content, the refusal beside it
+    (AIMessage("", additional_kwargs={"refusal": REFUSAL}), REFUSAL),
+    (AIMessageChunk(content="", additional_kwargs={"refusal": REFUSAL}), REFUSAL),
+    (AIMessage("Partly: ", additional_kwargs={"refusal": REFUSAL}), f"Partly: \n{REFUSAL}"),
+    # with the provider known, content_blocks also reads it from additional_kwargs
+    (AIMessage([], additional_kwargs={"refusal": REFUSAL},
+               response_metadata={"model_provider": "openai"}), REFUSAL),
+    # a standard refusal block (Responses API, output_version v1; Anthropic)
+    (AIMessage([{"type": "refusal", "refusal": REFUSAL}]), REFUSAL),
+    (AIMessage([{"type": "text", "text": "Sorry."}, {"type": "refusal", "refusal": REFUSAL}],
+               response_metadata={"output_version": "v1"}), f"Sorry.\n{REFUSAL}"),
+], ids=["kwargs", "chunk", "text+kwargs", "kwargs+provider", "block", "text+block-v1"])
+def test_a_refusal_is_recorded_as_its_text_as_the_chat_loop_records_it(
+    message: AIMessage, text: str,
+) -> None:
+    # A refusal has empty content and the model's words elsewhere: the assistant's turn
+    # was not recorded at all (or as "[refusal block]"), and vanished from the archive.
+    from opticmem.integrations.chat_loop import reply_text
+
+    turns = message_turns(message, OpticalMemory(codec=None))
+    assert [(t["role"], t["text"]) for t in turns] == [("assistant", text)]
+    if isinstance(message.content, str):
+        wire = {"role": "assistant", "content": message.content or None, "refusal": REFUSAL}
+        assert reply_text(wire) == text  # both integrations store the same thing

@@ -454,3 +454,19 @@ def test_leading_system_message_is_priced_and_never_cut(memory: OpticalMemory) -
         agent.invoke({"messages": [SystemMessage("rule " * 3000), HumanMessage("hi")]},
                      {"configurable": {"thread_id": "big"}})
     assert err.value.needed > BUDGET and not model.calls
+
+
+def test_a_refusal_is_recorded_and_shown_back(memory: OpticalMemory) -> None:
+    # langchain-openai returns a refusal as an empty AIMessage with the text in
+    # additional_kwargs["refusal"]: the assistant's turn vanished from the archive.
+    refusal = AIMessage("", additional_kwargs={"refusal": "I can't help with that."})
+    model = capturing(iter([refusal, "It is a policy matter."]))
+    agent, _ = make_agent(memory, model)
+    run(agent, "How do I pick this lock?", "r", "sync")
+    run(agent, "Why not?", "r", "sync")
+    assert [(t.role, t.text) for t in memory.turns("r")] == [
+        ("user", "How do I pick this lock?"), ("assistant", "I can't help with that."),
+        ("user", "Why not?"), ("assistant", "It is a policy matter.")]
+    assert [(type(m), m.content) for m in model.calls[-1][1:]] == [
+        (HumanMessage, "How do I pick this lock?"), (AIMessage, "I can't help with that."),
+        (HumanMessage, "Why not?")]
