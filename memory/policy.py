@@ -26,6 +26,7 @@ a context reads a fixed number of page records however long the history is.
 from __future__ import annotations
 
 import bisect
+import numbers
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -39,6 +40,14 @@ OUT = len(ORDER)
 def tier_of(level: int) -> Tier | None:
     """The tier of a level, ``None`` for out of context."""
     return ORDER[level] if 0 <= level < OUT else None
+
+
+def _check_pages(name: str, value: object) -> None:
+    """Raise :class:`ConfigurationError` unless ``value`` is a whole number of pages ≥ 0:
+    page counts slice the page log, so ``1.5`` (or ``"2"``) would be taken here and fail
+    with a bare ``TypeError`` in every later context of the memory."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ConfigurationError(f"{name} must be a whole number of pages ≥ 0, got {value!r}")
 
 
 @runtime_checkable
@@ -70,8 +79,8 @@ class RankDecay:
     tiny: int = 8
 
     def __post_init__(self) -> None:
-        if min(self.large, self.base, self.small, self.tiny) < 0:
-            raise ConfigurationError("page counts per tier must be ≥ 0")
+        for name in ("large", "base", "small", "tiny"):
+            _check_pages(f"RankDecay.{name} (a page count per tier)", getattr(self, name))
 
     @property
     def key(self) -> str:
@@ -102,8 +111,7 @@ class AgeDecay:
         if not 0 <= self.large <= self.base <= self.small <= self.tiny:
             raise ConfigurationError("age thresholds must be ≥ 0 and non-decreasing: "
                                      "large ≤ base ≤ small ≤ tiny")
-        if self.max_pages < 0:
-            raise ConfigurationError("max_pages must be ≥ 0")
+        _check_pages("AgeDecay.max_pages", self.max_pages)
 
     @property
     def key(self) -> str:
@@ -123,8 +131,7 @@ class PressureDecay:
     max_pages: int = 32
 
     def __post_init__(self) -> None:
-        if self.max_pages < 0:
-            raise ConfigurationError("max_pages must be ≥ 0")
+        _check_pages("PressureDecay.max_pages", self.max_pages)
 
     @property
     def key(self) -> str:

@@ -244,6 +244,12 @@ def test_numpy_timestamps_are_accepted() -> None:
     (lambda: RankDecay(large=-1), "≥ 0"),
     (lambda: AgeDecay(large=60, base=10), "non-decreasing"),
     (lambda: PressureDecay(max_pages=-1), "max_pages"),
+    # page counts that are not whole numbers were taken, and every context() of a session
+    # with more pages than them then failed with a bare TypeError slicing the page log
+    (lambda: RankDecay(large=1.5), "RankDecay.large .* whole number"),
+    (lambda: RankDecay(tiny="8"), "RankDecay.tiny .* whole number"),  # type: ignore[arg-type]
+    (lambda: AgeDecay(max_pages=2.5), "AgeDecay.max_pages must be a whole number"),
+    (lambda: PressureDecay(max_pages=True), "PressureDecay.max_pages must be a whole number"),
     (lambda: CostModel(message_overhead=-1), "message_overhead"),
 ])
 def test_bad_policy_and_cost_settings_raise_configuration_errors(
