@@ -80,6 +80,7 @@ from opticmem.errors import (
     OpticMemError,
     PageConflictError,
     StoreError,
+    StoreURLError,
 )
 from opticmem.facts import fact_keywords, facts_line
 from opticmem.lru import LRU
@@ -216,6 +217,11 @@ class OpticalMemory:
         if isinstance(roles, str):
             raise ConfigurationError(
                 f"roles must be a collection of role names, not the string {roles!r}")
+        if store is not None and not isinstance(store, (Store, str)):
+            # Taken as a store, a path would fail at the first add with an AttributeError.
+            raise StoreURLError(
+                f"store must be a Store, a store URL or None, not {type(store).__name__} "
+                f"{store!r}; for a SQLite file pass 'sqlite:///path.db' or SQLiteStore(path)")
         self.store: Store = open_store(store) if isinstance(store, str) else (
             store if store is not None else _default_store()
         )

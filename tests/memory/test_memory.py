@@ -268,6 +268,10 @@ def test_memory_options_are_checked() -> None:
         OpticalMemory(codec="gpu")  # type: ignore[arg-type]
     with pytest.raises(StoreURLError, match="unknown store scheme"):
         OpticalMemory("postgres://x")
+    # a path (or anything else that is not a store) used to be taken as the store, and
+    # the first add failed with "'PosixPath' object has no attribute 'append_turn'"
+    with pytest.raises(StoreURLError, match=r"PosixPath .*sqlite:///path\.db"):
+        OpticalMemory(Path("chat.db"), codec=None)  # type: ignore[arg-type]
 
 
 def test_store_urls(tmp_path: Path) -> None:
