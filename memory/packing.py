@@ -156,6 +156,10 @@ class Packer:
         segments = [(self.fact_spans(turns[i]), lo, hi) for i, (lo, hi) in spans.items()]
         facts = page_facts(segments)
         transcript = layout.transcript
+        # The page's time span is that of all its turns: timestamps are the caller's and
+        # need not grow with seq (an import, a clock stepped back), and the span is what the
+        # caption prints and the age policy measures the page's newest turn by.
+        stamps = [t.ts for t in turns[first.turn : last.turn + 1]]
         return PageRecord(
             session=session,
             page_no=page_no,
@@ -165,8 +169,8 @@ class Packer:
             end_line=last.line + 1,
             transcript=transcript,
             text_tokens=self._count(transcript),
-            first_ts=turns[first.turn].ts,
-            last_ts=turns[last.turn].ts,
+            first_ts=min(stamps),
+            last_ts=max(stamps),
             render_key=self.render_key,
             facts=facts,
             missing=layout.missing,  # each character once (paginate)

@@ -71,7 +71,9 @@ class PageRecord:
     transcript: str
     text_tokens: int
     first_ts: float
+    """Earliest timestamp of the page's turns (timestamps need not grow with ``seq``)."""
     last_ts: float
+    """Latest timestamp of the page's turns: the age policy's age of the page."""
     render_key: str
     facts: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()

@@ -214,3 +214,21 @@ def test_a_turn_continued_from_a_line_of_its_label_is_shown_whole() -> None:
     mem.add("s", "user", "hello world", ts=0.0)
     mem.add("s", "user", "next", ts=0.0)
     assert "[…continued from page 0] hello world" in mem.context("s").text()
+
+
+def test_a_page_spans_the_timestamps_of_all_its_turns() -> None:
+    """Timestamps need not grow with seq (an import merged from two sources). A page took
+    its span from its first and last turns only, so its caption could print a span that
+    runs backwards, and the age policy aged it by whichever turn happened to be last."""
+    mem = OpticalMemory(codec=None, render_settings=SMALL, verbatim_turns=1, policy="age")
+    day, base = 86_400.0, 1_772_352_000.0
+    for i in range(30):
+        mem.add("s", "user", f"note {i}", ts=base + 3 * day if i == 1 else base + i)
+    first = mem.pages("s")[0]
+    assert first.first_seq <= 1 <= first.last_seq
+    assert (first.first_ts, first.last_ts) == (base, base + 3 * day)
+    for p in mem.pages("s"):
+        stamps = [t.ts for t in mem.turns("s", p.first_seq, p.last_seq + 1)]
+        assert (p.first_ts, p.last_ts) == (min(stamps), max(stamps))
+    ctx = mem.context("s", now=base + 3 * day + 60)
+    assert "2026-03-01 08:00 – 2026-03-04 08:00 UTC" in ctx.pages[0].caption
