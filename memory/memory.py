@@ -135,7 +135,6 @@ class _Assembly:
     demotions: int
     mark: Mark
     mark_changed: bool
-    stored_mark: Mark
     clock: float | None  # the age policy's clock to remember (None: nothing to remember)
     clock_changed: bool
 
@@ -256,6 +255,7 @@ class OpticalMemory:
         self._indexes: LRU[str, RecallIndex] = LRU(64)
         self._dirty: dict[str, set[int]] = {}
         self._lock = threading.Lock()
+        self._mark_lock = threading.Lock()  # around each read-and-raise of a stored mark
         self._worker: Recollector | None = None
         if recollect == "background":
             thread = ThreadRecollector(self._artefacts)
@@ -525,14 +525,10 @@ class OpticalMemory:
             return self._assemble(session, budget, now, pack=False)
 
         # Pages: policy levels (monotone is enforced by the planner), prices, the mark.
-        key = f"mark/{self._consumer_key(budget)}"
-        raw = self.store.get_state(session, key)
-        state = json.loads(raw) if raw else {}
-        stored = Mark(state.get("page_no", 0), state.get("level", 0))
+        stored, seen = self._read_mark(session, budget)
         # Decay never runs backwards: the age policy's clock is the latest one this
         # consumer was shown a context at, so a clock stepped back (NTP, another process
         # with a slower clock, a smaller ``now``) cannot promote a page.
-        seen = state.get("now")
         now = now if seen is None else max(now, seen)
         options: list[PageOption] = []
         prices: list[PagePrice | None] = []
@@ -562,19 +558,37 @@ class OpticalMemory:
             levels=result.levels, prices=tuple(prices), turns=tuple(views[result.first_turn :]),
             dropped_turns=result.first_turn, cost=result.cost, demotions=result.demotions,
             mark=result.mark, mark_changed=result.mark > stored and result.demotions > 0,
-            stored_mark=stored, clock=now if remember else seen, clock_changed=remember,
+            clock=now if remember else seen, clock_changed=remember,
         )
 
+    def _read_mark(self, session: str, budget: int) -> tuple[Mark, float | None]:
+        """The consumer's stored decay mark and age clock (``None``: none remembered)."""
+        raw = self.store.get_state(session, f"mark/{self._consumer_key(budget)}")
+        state = json.loads(raw) if raw else {}
+        return Mark(state.get("page_no", 0), state.get("level", 0)), state.get("now")
+
     def _save_mark(self, asm: _Assembly, budget: int) -> None:
-        """Store the consumer's decay mark and age clock if either moved forward."""
-        if asm.mark_changed or asm.clock_changed:
-            key = f"mark/{self._consumer_key(budget)}"
-            mark = asm.mark if asm.mark_changed else asm.stored_mark
+        """Store the consumer's decay mark and age clock if either moved forward.
+
+        Two contexts of one session may be assembled at once, and the one that read the
+        older history may finish last: written as it stands, its mark or clock would undo
+        the other's, and a page the other one put out of context would come back. So the
+        stored values are read again and only ever raised, one thread at a time.
+        """
+        if not (asm.mark_changed or asm.clock_changed):
+            return
+        with self._mark_lock:
+            stored, seen = self._read_mark(asm.session, budget)
+            mark = max(stored, asm.mark) if asm.mark_changed else stored
+            clocks = [c for c in (seen, asm.clock) if c is not None]
+            clock = max(clocks) if clocks else None
+            if (mark, clock) == (stored, seen):
+                return
             state: dict[str, Any] = {"page_no": mark.page_no, "level": mark.level}
-            if asm.clock is not None:
-                state["now"] = asm.clock
-            data = json.dumps(state)
-            self.store.put_state(asm.session, key, data.encode())
+            if clock is not None:
+                state["now"] = clock
+            key = f"mark/{self._consumer_key(budget)}"
+            self.store.put_state(asm.session, key, json.dumps(state).encode())
 
     def context(
         self, session: str, *, budget_tokens: int | None = None, now: float | None = None

@@ -91,6 +91,52 @@ def test_two_recalls_of_one_session_at_once_share_one_consistent_index(
     assert hits(mem, "ORI-1003") == want  # and no page is indexed twice afterwards
 
 
+# ---------------------------------------------------------------- decay marks
+
+
+class PausingStore(InMemoryStore):
+    """Pauses the thread named ``B`` right after its first ``get_state``: its context has
+    read the session's history and the consumer's decay mark, and not yet planned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reached, self.go = threading.Event(), threading.Event()
+
+    def get_state(self, session: str, key: str) -> bytes | None:
+        got = super().get_state(session, key)
+        if threading.current_thread().name == "B" and not self.reached.is_set():
+            self.reached.set()
+            self.go.wait(timeout=30)
+        return got
+
+
+def test_a_context_that_read_older_history_does_not_undo_a_newer_decay_mark() -> None:
+    """Two contexts of one session at once: the one that read fewer turns finished last
+    and wrote its smaller decay mark over the other's, and a page the newer context had
+    put out of context came back in the next one (decay ran backwards)."""
+    store = PausingStore()
+    mem = OpticalMemory(store, codec=None, verbatim_turns=1, budget_tokens=2500)
+
+    def add(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            mem.add("s", "user", f"note {i}: the plan for march " * 40)
+
+    add(0, 42)
+    mem.context("s")
+    add(42, 43)  # enough for this context to raise the mark
+    older = threading.Thread(target=lambda: mem.context("s"), name="B")
+    older.start()
+    assert store.reached.wait(timeout=30)
+    add(43, 48)  # enough for a newer context to raise it further
+    newer = mem.context("s")
+    store.go.set()
+    older.join()
+    first_shown = newer.pages[0].page_no
+    for hi in range(49, 52):
+        add(hi - 1, hi)
+        assert min(p.page_no for p in mem.context("s").pages) >= first_shown
+
+
 # ---------------------------------------------------------------- background recollection
 
 
