@@ -574,10 +574,21 @@ class OpticalMemory:
         older history may finish last: written as it stands, its mark or clock would undo
         the other's, and a page the other one put out of context would come back. So the
         stored values are read again and only ever raised, one thread at a time.
+
+        Nor is anything written once the session no longer holds the newest page the
+        context saw (deleted meanwhile, maybe begun again): the old conversation's mark
+        would put the new one's first pages out of context for good.
         """
-        if not (asm.mark_changed or asm.clock_changed):
-            return
+        if not (asm.mark_changed or asm.clock_changed) or not asm.pages:
+            return  # (both change only when a page is in the policy's window)
+        newest = asm.pages[-1]
         with self._mark_lock:
+            now = self.store.get_pages(asm.session, newest.page_no, newest.page_no + 1)
+            if not now or page_ref(now[0]) != page_ref(newest):
+                log.info("session %r changed in the store while a context was assembled "
+                         "(deleted, maybe begun again); its decay mark is not kept",
+                         asm.session)
+                return
             stored, seen = self._read_mark(asm.session, budget)
             mark = max(stored, asm.mark) if asm.mark_changed else stored
             clocks = [c for c in (seen, asm.clock) if c is not None]

@@ -137,6 +137,31 @@ def test_a_context_that_read_older_history_does_not_undo_a_newer_decay_mark() ->
         assert min(p.page_no for p in mem.context("s").pages) >= first_shown
 
 
+def test_a_context_running_while_its_session_is_deleted_leaves_no_mark_behind() -> None:
+    """A context assembled just before its session was deleted wrote its decay mark into
+    the emptied session, and the conversation begun there again never showed its first
+    pages: they were all "out" under the old conversation's mark."""
+    store = PausingStore()
+    mem = OpticalMemory(store, codec=None, verbatim_turns=1, budget_tokens=2500)
+
+    def add(memory: OpticalMemory, n: int) -> None:
+        for i in range(n):
+            memory.add("s", "user", f"note {i}: the plan for march " * 40)
+
+    add(mem, 48)
+    older = threading.Thread(target=lambda: mem.context("s"), name="B")
+    older.start()
+    assert store.reached.wait(timeout=30)
+    mem.delete_session("s")
+    store.go.set()
+    older.join()
+    add(mem, 30)
+    fresh = OpticalMemory(codec=None, verbatim_turns=1, budget_tokens=2500)
+    add(fresh, 30)
+    want = [(p.page_no, p.tier) for p in fresh.context("s").pages]
+    assert want and [(p.page_no, p.tier) for p in mem.context("s").pages] == want
+
+
 # ---------------------------------------------------------------- background recollection
 
 
