@@ -652,8 +652,12 @@ class OpticalMemory:
 
     # ------------------------------------------------------------------ recollection
     def _recollected(self, session: str, page_no: int) -> None:
+        """Mark a page read back for the session's recall index — only when it has one: a
+        new index reads every page, and a bot that never recalls must not keep the number
+        of every page ever read, session after session, for the life of the process."""
         with self._lock:
-            self._dirty.setdefault(session, set()).add(page_no)
+            if self._indexes.get(session) is not None:
+                self._dirty.setdefault(session, set()).add(page_no)
 
     def recollect(
         self,
@@ -774,6 +778,7 @@ class OpticalMemory:
             if index is None:
                 index = RecallIndex()
                 self._indexes.put(session, index)
+                self._dirty.pop(session, None)  # a new index reads every page anyway
             return index
 
     def _update_index(

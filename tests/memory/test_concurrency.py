@@ -247,6 +247,21 @@ def test_a_page_whose_background_reading_failed_is_queued_again() -> None:
     mem.close()
 
 
+def test_background_reading_keeps_no_record_for_sessions_never_recalled() -> None:
+    """Every page read in the background was remembered for the session's recall index,
+    whether the session had one or not: a bot that never recalls kept the number of every
+    page ever read, of every session, for the life of the process."""
+    mem = OpticalMemory(codec=Labelling(), verbatim_turns=2, recollect="background")
+    for s in range(4):
+        mem.add_many(f"s{s}", talk(60))
+        mem.context(f"s{s}")
+    assert mem.flush(60)
+    assert mem._dirty == {}
+    assert {p.source for p in mem.recall("s0", "page read", k=50, decode=False)} == {
+        "recollection"}  # a first recall still finds what was read before it
+    mem.close()
+
+
 class Failing(Labelling):
     """A codec that fails every batch, as one out of memory for good would."""
 
