@@ -2,7 +2,8 @@
 
 Nothing survives the process; use :class:`~opticmem.sqlite_store.SQLiteStore` for a file.
 Safe to share between threads. Reads return the stored (immutable) records themselves,
-so a read costs no copying or parsing.
+so a read costs no copying or parsing — except a turn's ``meta``, a mutable JSON value,
+which goes in and out as a copy of its own, as it would through a file or Redis.
 
 >>> s = InMemoryStore()
 >>> s.append_turn("alice", "user", "hi", 0.0).seq, s.turn_count("alice")
@@ -11,9 +12,10 @@ so a read costs no copying or parsing.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from opticmem.errors import PageConflictError
@@ -28,6 +30,12 @@ class _Session:
     blobs: dict[str, bytes] = field(default_factory=dict)
     forgotten: int = 0
     """Turns below this seq have been forgotten (forgetting always drops a prefix)."""
+
+
+def _own_meta(turn: Turn) -> Turn:
+    """``turn`` with a ``meta`` of its own, so that whoever edits one cannot change another
+    (most turns have none, and are shared as they are)."""
+    return replace(turn, meta=copy.deepcopy(turn.meta)) if turn.meta else turn
 
 
 class InMemoryStore(Store):
@@ -52,9 +60,9 @@ class InMemoryStore(Store):
     ) -> Turn:
         with self._lock:
             s = self._ensure(session)
-            turn = Turn(session, len(s.turns), role, text, float(ts), dict(meta or {}))
+            turn = _own_meta(Turn(session, len(s.turns), role, text, float(ts), dict(meta or {})))
             s.turns.append(turn)
-            return turn
+            return _own_meta(turn)
 
     def append_turns(
         self, session: str, items: Sequence[tuple[str, str, float, Mapping[str, Any] | None]]
@@ -72,7 +80,7 @@ class InMemoryStore(Store):
             s = self._get(session)
             if s is None:
                 return []
-            return [t for t in s.turns[max(start, 0) : max(stop, 0)] if t is not None]
+            return [_own_meta(t) for t in s.turns[max(start, 0) : max(stop, 0)] if t is not None]
 
     # ------------------------------------------------------------------ page log
     def add_page(self, page: PageRecord) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 
@@ -54,6 +55,23 @@ def test_turn_text_roundtrips_exactly(store: Store, text: str) -> None:
     [back] = store.get_turns("s", 0, 1)
     assert back == Turn("s", 0, "assistant", text, 1772352000.25, meta)
     assert t == back
+
+
+def test_changing_a_turns_meta_after_storing_or_reading_it_changes_nothing_stored(
+    store: Store,
+) -> None:
+    """The in-process store kept the caller's nested meta objects and handed its stored
+    dicts out: editing a read turn's meta (or a list passed in) edited the archive."""
+    meta: dict[str, Any] = {"tags": ["a"], "nested": {"k": 1}}
+    store.append_turn("s", "user", "hi", 0.0, meta)
+    store.append_turns("s", [("user", "yo", 1.0, meta)])
+    meta["tags"].append("changed by the caller")
+    meta["nested"]["k"] = 2
+    for turn in store.get_turns("s", 0, 2):
+        turn.meta["tags"].append("changed by a reader")  # type: ignore[index, union-attr]
+        turn.meta["nested"]["k"] = 3  # type: ignore[index, call-overload]
+    assert [t.meta for t in store.get_turns("s", 0, 2)] == [
+        {"tags": ["a"], "nested": {"k": 1}}] * 2
 
 
 def test_get_turns_ranges(store: Store) -> None:
