@@ -11,9 +11,14 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU build of torch, unless some torch is already there (a plain `torch`
-	# requirement would pull a multi-GB CUDA build).
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0 \
-	  || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
+	# requirement would pull a multi-GB CUDA build): a CPU wheel of 2.13.0 that pip's
+	# find-links hold (its dependencies then from the index), else PyTorch's CPU index;
+	# only if neither is reachable, 2.13.0 from the default index.
+	$(PY) -c "import torch" 2>/dev/null \
+	  || { $(PY) -m pip install -q --no-index --no-deps torch==2.13.0 \
+	       && $(PY) -m pip install -q torch==2.13.0; } \
+	  || $(PY) -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu \
+	  || $(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[all,dev]"
 	touch $(STAMP)
 
