@@ -150,9 +150,19 @@ def text_counter(spec: TextCounter | Callable[[str], int] | Any | None = None) -
     * a ``tokenizers.Tokenizer`` or any object with ``.encode(str)`` (tiktoken encodings,
       Hugging Face tokenizers) → counts the ids it returns;
     * a callable ``fn(str) -> int`` → wrapped.
+
+    A string (a tokenizer's or an encoding's name, such as ``"cl100k_base"``) is refused
+    with a ``TypeError`` here: it has an ``encode`` method, so it would pass for a
+    tokenizer and fail only at the first count, far from the call that configured it.
     """
     if spec is None:
         return ApproxCounter()
+    if isinstance(spec, (str, bytes, bytearray)):
+        raise TypeError(
+            f"cannot count tokens with the {type(spec).__name__} {spec!r}: a tokenizer's name "
+            "is not a tokenizer; pass the tokenizer itself (e.g. "
+            "tiktoken.get_encoding(name)), a TextCounter, or a callable str -> int"
+        )
     if isinstance(spec, TextCounter):
         return spec
     if hasattr(spec, "encode"):

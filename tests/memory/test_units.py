@@ -13,6 +13,7 @@ from opticmem import (
     ApproxCounter,
     BudgetError,
     DeepSeekOCRCost,
+    OpticalMemory,
     PixelAreaCost,
     PressureDecay,
     RankDecay,
@@ -74,6 +75,12 @@ def test_text_counter_adapters() -> None:
     assert text_counter(None).name == "approx-bpe-v1"
     with pytest.raises(TypeError, match="cannot count tokens"):
         text_counter(3.5)
+    # A name has .encode (str.encode), so it passed for a tokenizer and the memory failed
+    # only at its first count, with "LookupError: unknown encoding: <the turn's text>".
+    with pytest.raises(TypeError, match="a tokenizer's name is not a tokenizer"):
+        text_counter("cl100k_base")
+    with pytest.raises(TypeError, match="a tokenizer's name is not a tokenizer"):
+        OpticalMemory(codec=None, text_counter="cl100k_base")
     with pytest.raises(ValueError, match="negative"):
         text_counter(lambda s: -1).count("x")
 
