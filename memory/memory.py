@@ -669,8 +669,12 @@ class OpticalMemory:
     ) -> int:
         """Read back (decode) every page in context that has no recollection at its tier
         yet — with ``all_pages``, also archived pages, at Tiny — in batches. Returns the
-        number of pages decoded; ``progress(done, total)`` after each batch. Needs a codec."""
+        number of pages decoded; ``progress(done, total)`` after each batch. Needs a codec.
+        A ``batch_size`` that is not a whole number ≥ 1 raises
+        :class:`~opticmem.errors.ConfigurationError` before anything is read."""
         session = validate_session(session)
+        batch_size = _whole_number(batch_size, "batch_size")
+        _check_count("batch_size", batch_size)
         jobs = self._context_jobs(session)
         if all_pages:
             asm_pages = {j.page.page_no for j in jobs}

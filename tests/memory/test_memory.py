@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from opticmem import (
+    ConfigurationError,
     InMemoryStore,
     OpticalMemory,
     PageRecord,
@@ -272,6 +273,17 @@ def test_memory_options_are_checked() -> None:
     # the first add failed with "'PosixPath' object has no attribute 'append_turn'"
     with pytest.raises(StoreURLError, match=r"PosixPath .*sqlite:///path\.db"):
         OpticalMemory(Path("chat.db"), codec=None)  # type: ignore[arg-type]
+
+
+def test_recollect_batch_size_is_checked() -> None:
+    """``batch_size=0`` ended in range()'s "arg 3 must not be zero" ValueError, and 2.5 in
+    a bare TypeError, from deep inside the batching loop."""
+    mem = OpticalMemory(codec=None)
+    mem.add("s", "user", "hello")
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ConfigurationError, match="batch_size"):
+            mem.recollect("s", batch_size=bad)  # type: ignore[arg-type]
+    assert mem.recollect("s", batch_size=np.int64(4)) == 0  # type: ignore[arg-type]
 
 
 def test_store_urls(tmp_path: Path) -> None:
