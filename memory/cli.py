@@ -102,11 +102,24 @@ def check_device(device: str | None, as_json: bool) -> None:
                        "torch can use", as_json, code=2)
 
 
+def progress_console(console: Console, as_json: bool) -> tuple[Console, bool]:
+    """The console to draw progress bars on, and whether to draw them (never with
+    ``--json``; else as ``OPTICMEM_PROGRESS`` or a terminal decides).
+
+    Rich draws no live display on a console that is not a terminal (and a transient one
+    leaves nothing at all), so ``OPTICMEM_PROGRESS=1`` there gets a console on the same
+    stream that draws as a terminal would."""
+    enabled = not as_json and progress_enabled(console.is_terminal)
+    if enabled and not console.is_terminal:
+        console = Console(file=console.file, markup=False, emoji=False, force_terminal=True)
+    return console, enabled
+
+
 def _progress(as_json: bool) -> Progress:
+    console, enabled = progress_console(err, as_json)
     return Progress(
         TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err, disable=as_json or not progress_enabled(err.is_terminal), transient=True,
+        TimeElapsedColumn(), console=console, disable=not enabled, transient=True,
     )
 
 

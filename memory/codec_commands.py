@@ -167,11 +167,10 @@ def eval_command(
     from rich.console import Console
     from rich.progress import Progress
 
-    from opticmem.cli import check_device, unreadable
+    from opticmem.cli import check_device, progress_console, unreadable
     from opticmem.encoder import synth
     from opticmem.encoder.bundled import load_bundled_codec
     from opticmem.encoder.codec import CodecError
-    from opticmem.encoder.progress import progress_enabled
     from opticmem.encoder.tokenizer import count_tokens
     from opticmem.evaluation import (
         evaluate,
@@ -220,10 +219,9 @@ def eval_command(
     except OSError as exc:  # a file on its path, no permission
         raise _bad_option(f"cannot use {out} as a directory: {exc.strerror or exc}", "--out",
                           as_json) from None
-    console = Console(stderr=True)
+    console, bars = progress_console(Console(stderr=True), as_json)
     t0 = time.perf_counter()
-    with Progress(console=console,
-                  disable=as_json or not progress_enabled(console.is_terminal)) as bar:
+    with Progress(console=console, disable=not bars) as bar:
         task = bar.add_task("reading pages", total=len(chosen) * len(tier_list))
         scores = evaluate(model, chosen, count_tokens=count_tokens, tiers=tier_list,
                           batch_size=batch_size, max_new_tokens=max_new_tokens,

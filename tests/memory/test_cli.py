@@ -403,3 +403,19 @@ def test_progress_bars_follow_opticmem_progress(
     monkeypatch.setattr(cli, "err", Console(stderr=True, force_terminal=terminal))
     assert cli._progress(as_json=False).disable is not shown
     assert cli._progress(as_json=True).disable
+
+
+def test_opticmem_progress_1_draws_the_bars_off_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rich draws nothing live on a console that is not a terminal, and a transient bar
+    not even at its end: OPTICMEM_PROGRESS=1 with stderr captured drew no bar at all."""
+    monkeypatch.setenv("OPTICMEM_PROGRESS", "1")
+    note = tmp_path / "note.txt"
+    note.write_text("hello " * 400)
+    result = runner.invoke(app, ["render", str(note), "--out", str(tmp_path / "pages")])
+    assert result.exit_code == 0, result.output
+    assert "rendering" in result.stderr
+    monkeypatch.setenv("OPTICMEM_PROGRESS", "0")
+    result = runner.invoke(app, ["render", str(note), "--out", str(tmp_path / "pages")])
+    assert result.exit_code == 0 and "rendering" not in result.stderr
