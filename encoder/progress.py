@@ -1,7 +1,8 @@
 """Whether to draw progress bars: ``OPTICMEM_PROGRESS`` decides, else whether stderr is a
 terminal.
 
-Bars are drawn only for long work (training, ``opticmem eval``, the CLI's page reading),
+Bars are drawn only for long work (training, ``opticmem eval``, the CLI's page reading,
+``demo``'s replay, ``ingest`` and ``render``),
 always on stderr, never with ``--json``. ``OPTICMEM_PROGRESS=0`` turns them off everywhere
 (a log collector that records a terminal's stderr); ``OPTICMEM_PROGRESS=1`` turns them on
 where stderr is not a terminal (a training run's captured log).
