@@ -1,8 +1,8 @@
 """What may be stored: session ids, roles, turn text, timestamps and metadata.
 
 Every check here runs *before* a store is called, so a rejected call changes nothing.
-The limits (all documented, all configurable on :class:`~opticmem.OpticalMemory` except
-the session-id rules):
+The limits (all documented; the roles and the turn-length limit are configurable on
+:class:`~opticmem.OpticalMemory`, the others are fixed):
 
 * **Session ids**: 1 to :data:`MAX_SESSION_CHARS` (256) characters of valid Unicode with
   no control characters (C0, C1, DEL) and no line or paragraph separators. Anything else

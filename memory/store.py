@@ -1,6 +1,6 @@
 """The store interface every backend fills: in-process, SQLite file, Redis.
 
-A store keeps three things per session:
+A store keeps four things per session:
 
 * the **turn log** — append-only, each turn numbered by an atomic per-session sequence,
   durable before ``append_turn`` returns (the archive; never changed, only forgotten on
