@@ -950,8 +950,12 @@ class OpticalMemory:
                                        include_original=include_original, decode=decode,
                                        budget_tokens=budget_tokens)
 
-    async def arecollect(self, session: str, *, all_pages: bool = False) -> int:
-        return await asyncio.to_thread(self.recollect, session, all_pages=all_pages)
+    async def arecollect(
+        self, session: str, *, all_pages: bool = False, batch_size: int = 16,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> int:
+        return await asyncio.to_thread(self.recollect, session, all_pages=all_pages,
+                                       batch_size=batch_size, progress=progress)
 
     async def aoriginal(self, passage: Passage) -> list[Turn]:
         return await asyncio.to_thread(self.original, passage)

@@ -284,6 +284,10 @@ def test_recollect_batch_size_is_checked() -> None:
         with pytest.raises(ConfigurationError, match="batch_size"):
             mem.recollect("s", batch_size=bad)  # type: ignore[arg-type]
     assert mem.recollect("s", batch_size=np.int64(4)) == 0  # type: ignore[arg-type]
+    # the async twin takes the same options (it took only all_pages)
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        asyncio.run(mem.arecollect("s", batch_size=0))
+    assert asyncio.run(mem.arecollect("s", batch_size=4, progress=lambda d, t: None)) == 0
 
 
 def test_store_urls(tmp_path: Path) -> None:
