@@ -158,7 +158,8 @@ class OpticalMemory:
         verbatim_turns: the newest turns always kept verbatim (≥ 1; default 8).
         render_settings: page layout (default: the codec's own layout when a codec
             instance that declares one is given, else 104×52 cells on a 1280-pixel page).
-        page_max_tokens: optional cap on a page's text tokens (on top of the grid).
+        page_max_tokens: optional limit on a page's text tokens (on top of the grid): a page
+            closes before the line that would pass it, but always holds at least one line.
         recollect: ``"lazy"``, ``"background"``, ``"queue"`` or a
             :class:`~opticmem.recollect_queue.RedisRecollectQueue` (see the module
             docstring). ``"queue"`` needs a Redis store and a codec (the workers' one).
