@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import json
 import logging
 import subprocess
@@ -27,6 +28,7 @@ from opticmem import (
     open_store,
     register_store,
 )
+from opticmem.context import Context
 from opticmem.encoder.codec import Recollection, VisionTokens
 from opticmem.facts import facts_line
 from opticmem.store import Store
@@ -98,6 +100,22 @@ def test_async_twins() -> None:
         await mem.aclose()
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("cls", [OpticalMemory, Context], ids=lambda c: c.__name__)
+def test_async_twins_take_what_their_sync_methods_take(cls: type) -> None:
+    """``arecollect`` lacked ``recollect``'s batch_size and progress and refused them with
+    a TypeError: an async caller could not do what a sync one could. Every public method
+    of the memory (all of them touch the store) has a twin."""
+    public = {n: f for n, f in inspect.getmembers(cls, inspect.isfunction) if n[0] != "_"}
+    twins = {n: f for n, f in public.items() if inspect.iscoroutinefunction(f)}
+    assert twins, "no async twins found"
+    for name, twin in twins.items():
+        sync = public[name[1:]]
+        assert list(inspect.signature(twin).parameters.values()) == list(
+            inspect.signature(sync).parameters.values()), name
+    if cls is OpticalMemory:
+        assert [n for n in public if n not in twins and f"a{n}" not in twins] == []
 
 
 def test_sqlite_memory_reopens_to_the_same_context(tmp_path: Path, clock: Clock) -> None:
