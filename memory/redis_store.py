@@ -349,9 +349,11 @@ local LIFE, finish = TTL, touch
 
 # put_page_blob: as put_blob, but only while the session holds the page the artefact was
 # made from (ARGV: 3 page_no, 4 first_seq, 5 first_line, 6 render_key, 7 SHA-1 of the
-# transcript); returns -1 (nothing written, no key touched) if it does not. With a TTL it
-# gives the blob what is left of the session's life instead of refreshing the session:
-# an artefact (a worker's reading, maybe minutes later) is not activity of the session.
+# transcript); returns -1 (nothing written, no key touched) if it does not. If the session
+# expires, it gives the blob what is left of the session's life instead of refreshing the
+# session: an artefact (a worker's reading, maybe minutes later) is not activity of the
+# session. That holds whatever this store's own TTL is: a worker opened without the bots'
+# ttl must not leave keys that outlive their session for ever.
 _LUA_PUT_PAGE_BLOB = _LUA_PRELUDE + r"""
 local raw = redis.call('LINDEX', BASE .. 'pages', ARGV[3])
 if not raw then return -1 end
@@ -362,8 +364,8 @@ if not ok or type(p) ~= 'table' or p.first_seq ~= tonumber(ARGV[4])
   return -1
 end
 local LIFE, finish = TTL, touch
-local left = TTL > 0 and redis.call('PTTL', KEYS[1]) or -1
-if left > 0 then  -- (without an expiry yet, as put_blob: the store's TTL starts now)
+local left = redis.call('PTTL', KEYS[1])
+if left > 0 then  -- (without an expiry yet, as put_blob: the store's TTL, if any, starts now)
   LIFE = left
   finish = function()
     redis.call('PEXPIRE', BASE .. 'meta', left)
@@ -1453,9 +1455,11 @@ class RedisStore(Store):
     def put_page_blob(self, page: PageRecord, key: str, data: bytes) -> bool:
         """See :meth:`Store.put_page_blob`: the page is compared and the blob written in
         one script, so no key of a deleted (or expired) session is ever written back.
-        With a TTL, the blob gets what is left of the session's life and the session's
-        is not refreshed (unlike :meth:`put_blob`): a worker reading a page long after
-        the bot wrote it does not keep the session alive."""
+        In a session that expires, the blob gets what is left of the session's life and
+        the session's is not refreshed (unlike :meth:`put_blob`): a worker reading a page
+        long after the bot wrote it does not keep the session alive, and its readings
+        expire with the session even when this store has no ``ttl`` of its own (a
+        worker opened with a URL that leaves out the bots' ``ttl``)."""
         keys = self._keys(page.session)
         result = int(self._eval(self._page_blob_lua, keys, *self._blob(key, data),
                                 *self._page_guard(page)))

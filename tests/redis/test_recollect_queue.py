@@ -764,6 +764,31 @@ def test_a_workers_readings_do_not_extend_a_sessions_life(redis_url: str) -> Non
         worker_store.close()
 
 
+def test_a_worker_opened_without_the_bots_ttl_leaves_no_key_outliving_the_session(
+    redis_url: str,
+) -> None:
+    """``opticmem worker URL`` asks only for the tenant: a worker opened without the
+    bots' ``ttl`` must still give its readings (and the session's blob index) what is
+    left of the session's life, or they stay in Redis for ever once the session expires."""
+    bot_store = RedisStore.from_url(redis_url, tenant=TENANT, ttl=3600)
+    worker_store = RedisStore.from_store_url(f"{redis_url}?tenant={TENANT}")  # no ttl
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        mem = bot(bot_store)
+        mem.add_many("s", talk(16))
+        mem.context("s")
+        assert RecollectWorker(worker_store, Digest()).run(once=True).read > 0
+        written = list(raw.scan_iter(match="opticmem:{acme:s}:*"))
+        assert any(b":b:" in k for k in written)  # the readings are there
+        assert all(0 < raw.pttl(k) <= 3_600_000 for k in written), [
+            k for k in written if raw.pttl(k) < 0]
+        mem.close()
+    finally:
+        raw.close()
+        bot_store.close()
+        worker_store.close()
+
+
 def test_a_worker_that_closes_leaves_the_group_unless_it_holds_entries(
     stores: tuple[RedisStore, RedisStore],
 ) -> None:
