@@ -76,6 +76,7 @@ from opticmem.encoder.codec import Codec
 from opticmem.errors import (
     BudgetError,
     ConfigurationError,
+    CorruptRecordError,
     InvalidTurnError,
     OpticMemError,
     PageConflictError,
@@ -517,6 +518,8 @@ class OpticalMemory:
         window = min(self.policy.max_pages, page_count)
         pages = self._read_pages(session, page_count - window, page_count)
         last = pages[-1] if pages else self._last_page(session, page_count)
+        if last is not None and turn_count <= last.last_seq:
+            turn_count = self._check_turn_log(session, last)
         frontier = Frontier.after(last)
         turns = self.store.get_turns(session, frontier.seq, turn_count)
         staging = [t for t in turns if t.seq < turn_count - self.verbatim_turns]
@@ -560,6 +563,29 @@ class OpticalMemory:
             dropped_turns=result.first_turn, cost=result.cost, demotions=result.demotions,
             mark=result.mark, mark_changed=result.mark > stored and result.demotions > 0,
             clock=now if remember else seen, clock_changed=remember,
+        )
+
+    def _check_turn_log(self, session: str, last: PageRecord) -> int:
+        """The session's turn count, read again because the one read before was too short
+        for its newest page ``last``; :class:`~opticmem.errors.CorruptRecordError` if it
+        still is.
+
+        A turn count read before the session was deleted and begun again can lag behind
+        the new life's pages; a second read settles that. A turn log still shorter than
+        its pages means it was lost while the pages were kept (a Redis eviction policy
+        evicts keys one by one): new turns would then be numbered from 0 again, below the
+        pages' frontier, and never be shown — an error beats a context that silently
+        leaves out everything said since.
+        """
+        turn_count = self.store.turn_count(session)
+        if turn_count > last.last_seq:
+            return turn_count
+        raise CorruptRecordError(
+            f"session {session[:200]!r}: its pages hold turns up to seq {last.last_seq} but "
+            f"its turn log holds only {turn_count} turns — the turn log was lost while the "
+            "pages were kept (a Redis maxmemory-policy other than noeviction evicts keys "
+            "one by one, or a key was deleted by hand). Delete the session "
+            "(delete_session) to begin it again, and use maxmemory-policy noeviction."
         )
 
     def _read_mark(self, session: str, budget: int) -> tuple[Mark, float | None]:

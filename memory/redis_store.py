@@ -117,7 +117,10 @@ Faults and durability
   ``appendfsync always`` every acknowledged turn survives; ``everysec`` (the usual AOF
   setting) may lose the last second; without AOF, all since the last snapshot. Use
   ``maxmemory-policy noeviction``: an eviction policy may drop archived turns.
-  :meth:`RedisStore.from_url` logs a warning when it sees either risk.
+  :meth:`RedisStore.from_url` logs a warning when it sees either risk. A session whose
+  turn list was evicted while its pages stayed makes the memory's ``context`` raise
+  :class:`~opticmem.errors.CorruptRecordError` (delete the session to begin it again)
+  rather than leave every turn added since out of the context.
 * A record or blob that fails validation raises
   :class:`~opticmem.errors.CorruptRecordError` naming the Redis key and the seq, page or
   blob; the session's other turns, pages and blobs stay readable.

@@ -317,3 +317,44 @@ def test_a_retry_finds_its_append_behind_other_writers(store: RedisStore) -> Non
     args = (keys.id_arg, _needle(token2), *fresh)
     assert int(store._evalsha(store._resolve_lua, keys, args)[0]) == 0
     assert [t.text for t in store.get_turns("s", 502, 504)] == ["mine", "mine too"]
+
+
+# ------------------------------------------------------------------ eviction
+def test_a_turn_log_evicted_while_its_pages_stay_is_an_error_not_a_silent_context(
+    server_factory: Callable[..., RedisServer],
+) -> None:
+    """An eviction policy evicts keys one by one: a session may lose its turn list and
+    keep its pages. New turns are then numbered from 0, below the pages' frontier, and a
+    context would show the old pages and silently leave out everything said since: it
+    must raise a typed error that says what happened and what to do."""
+    from opticmem import OpticalMemory
+
+    server = server_factory()
+    store = RedisStore.from_url(server.url, tenant="bot")
+    raw = redis.Redis.from_url(server.url)
+    try:
+        mem = OpticalMemory(store, codec=None, verbatim_turns=2)
+        mem.add_many("s", [("user", f"turn {i}: the plan, its owners and dates " * 4)
+                           for i in range(60)])
+        assert store.page_count("s") > 0
+        # A real eviction: volatile-ttl evicts the key nearest to expiring first, and the
+        # turn list is the only key with an expiry.
+        raw.pexpire("opticmem:{bot:s}:turns", 600_000)
+        raw.config_set("maxmemory-policy", "volatile-ttl")
+        raw.config_set("maxmemory", int(raw.info("memory")["used_memory"]) + 100_000)
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            raw.set("filler", b"x" * 1_000_000)
+        raw.config_set("maxmemory", 0)
+        assert raw.exists("opticmem:{bot:s}:turns") == 0
+        assert store.page_count("s") > 0
+
+        mem.add_many("s", [("user", f"new turn {i}") for i in range(3)])
+        with pytest.raises(CorruptRecordError, match=r"turn log was lost.*noeviction"):
+            mem.context("s")
+        mem.delete_session("s")  # what the message says to do: the session begins again
+        mem.add("s", "user", "hello again")
+        assert [t.text for t in mem.context("s").turns] == ["hello again"]
+        mem.close()
+    finally:
+        raw.close()
+        store.close()
