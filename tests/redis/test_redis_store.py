@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
 import redis.asyncio as aredis
 
-from opticmem.errors import StoreError
+from opticmem.errors import StoreError, StoreUnavailableError
 from opticmem.redis_store import RedisStore
 from tests.memory.test_store_contract import page
+from tests.redis.server import RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -157,6 +160,28 @@ def test_from_store_url_reads_settings_from_the_query(redis_url: str, raw: redis
     with pytest.raises(ValueError, match=r"redis://u:\*\*\*@"):
         RedisStore.from_store_url("redis://u:secret@127.0.0.1:1/0?ttl=x")
 
+
+
+def test_a_password_in_the_query_is_never_shown(
+    server_factory: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """redis-py takes the password as ``?password=`` too (the form its docs give for
+    ``unix://`` URLs): it must be hidden wherever the URL is shown, as a netloc one is."""
+    server = server_factory()
+    with redis.Redis.from_url(server.url) as admin:
+        admin.config_set("requirepass", "hunter2-right")
+    caplog.set_level(logging.INFO, logger="opticmem")
+    s = RedisStore.from_store_url(f"{server.url}?password=hunter2-right&tenant=acme")
+    s.append_turn("x", "user", "hi", 0.0)  # it authenticated
+    assert "hunter2" not in s.url and "password=***" in s.url
+    s.close()
+    with pytest.raises(StoreUnavailableError, match="refused the credentials") as info:
+        RedisStore.from_store_url(f"{server.url}?tenant=acme&password=hunter2-wrong")
+    assert "hunter2" not in str(info.value) and "password=***" in str(info.value)
+    with pytest.raises(StoreUnavailableError) as info:
+        RedisStore.from_store_url("unix:///nowhere/redis.sock?db=0&password=hunter2-sock")
+    assert "hunter2" not in str(info.value) and "unix:///nowhere/redis.sock" in str(info.value)
+    assert "hunter2" not in caplog.text
 
 
 def test_open_store_and_optical_memory_take_redis_urls(redis_url: str, raw: redis.Redis) -> None:
