@@ -35,6 +35,7 @@ from opticmem.memory import OpticalMemory
 from opticmem.render import ORDER, RenderSettings, Tier, layout_pages, png_bytes, render_page
 from opticmem.render import TurnText as RenderTurn
 from opticmem.sessions import validate_session
+from opticmem.stores import redact_url
 from opticmem.transcripts import TranscriptError, TranscriptTurn, read_transcript
 
 app = typer.Typer(
@@ -459,7 +460,8 @@ def ingest(
             if held:
                 shown = ", ".join(f"{s!r} ({n} turns)" for s, n in held[:5])
                 more = f" and {len(held) - 5} more" if len(held) > 5 else ""
-                raise fail(f"{len(held)} session(s) already hold turns in {store}: {shown}"
+                raise fail(f"{len(held)} session(s) already hold turns in "
+                           f"{redact_url(store)}: {shown}"
                            f"{more}; nothing stored. Pass --append to add these turns "
                            f"after them", as_json)
         task = bar.add_task(f"ingesting {file.name}", total=len(turns))
@@ -480,15 +482,15 @@ def ingest(
         pages = {s: mem.store.page_count(s) for s in counts}
     seconds = time.perf_counter() - t0
     summary = {
-        "command": "ingest", "store": store, "turns": len(turns), "sessions": counts,
+        "command": "ingest", "store": redact_url(store), "turns": len(turns), "sessions": counts,
         "pages": pages, "skipped": [{"line": e.line, "error": e.message} for e in errors],
         "timings": {"seconds": round(seconds, 3)},
     }
     if as_json:
         report(summary, True)
         return
-    out.print(f"ingested {len(turns)} turns into {len(counts)} session(s) of {store} in "
-              f"{seconds:.2f}s; pages sealed: {sum(pages.values())}")
+    out.print(f"ingested {len(turns)} turns into {len(counts)} session(s) of "
+              f"{redact_url(store)} in {seconds:.2f}s; pages sealed: {sum(pages.values())}")
     for e in errors:
         err.print(Text.assemble((f"skipped line {e.line}:", "yellow"), " ", e.message))
 
@@ -612,7 +614,7 @@ def inspect(
     with mem:
         try:
             if mem.store.turn_count(validate_session(session)) == 0:
-                raise fail(f"session {session!r} has no turns in {store}", as_json)
+                raise fail(f"session {session!r} has no turns in {redact_url(store)}", as_json)
             t0 = time.perf_counter()
             ctx = mem.context(session)
             context_ms = (time.perf_counter() - t0) * 1000
@@ -627,7 +629,7 @@ def inspect(
             sheet_path = _save_sheet(decay_sheet(mem, ctx, crop=crop), sheet, as_json)
         turns = mem.store.turn_count(session)
     summary = {
-        "command": "inspect", "session": session, "store": store, "turn_count": turns,
+        "command": "inspect", "session": session, "store": redact_url(store), "turn_count": turns,
         **{k: v for k, v in ctx.as_dict().items() if k not in ("session",)},
         "tiers": _tier_rows(ctx), "sheet": sheet_path,
         "timings": {"context_ms": round(context_ms, 3)},

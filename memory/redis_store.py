@@ -178,6 +178,7 @@ from opticmem.errors import (
 )
 from opticmem.records import PageRecord, Turn
 from opticmem.store import Store
+from opticmem.stores import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -500,40 +501,6 @@ def _session_keys(tenant_enc: str, session: str) -> _Keys:
     base = f"opticmem:{{{tenant_enc}:{enc}}}:"
     return _Keys(session, base + "turns", base + "pages", base + "meta", base + "b:",
                  session.encode("utf-8") if enc.startswith("~") else b"")
-
-
-_QUERY_SECRET_RE = re.compile(r"((?:^|&)[^&=]*password=)[^&]*", re.IGNORECASE)
-"""A query parameter that holds a secret: redis-py takes ``?password=`` (and, for
-``rediss://``, ``?ssl_password=``) as well as the password in the netloc."""
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***`` (safe to log and to put in errors):
-    the netloc's, and that of a ``password`` or ``ssl_password`` query parameter.
-
-    >>> redact_url("redis://user:s3cret@db.example:6380/2")
-    'redis://user:***@db.example:6380/2'
-    >>> redact_url("redis://db.example/0?password=s3cret&tenant=acme")
-    'redis://db.example/0?password=***&tenant=acme'
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "<unparseable Redis URL>"
-    query = _QUERY_SECRET_RE.sub(r"\1***", parts.query)
-    if parts.password is None and query == parts.query:
-        return url
-    netloc = parts.netloc
-    if parts.password is not None:
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{port}" if port else "")
-    # Not urlunsplit: with no host it writes unix:///path as unix:/path
-    return f"{parts.scheme}://{netloc}{parts.path}" + "".join(
-        f"{mark}{part}" for mark, part in (("?", query), ("#", parts.fragment)) if part
-    )
 
 
 def _is_cluster(client: Any) -> bool:

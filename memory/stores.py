@@ -26,6 +26,7 @@ opticmem never imports their client library, with a lazy ``"module:attribute"`` 
 from __future__ import annotations
 
 import importlib
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +36,44 @@ from opticmem.errors import StoreURLError
 from opticmem.memory_store import InMemoryStore
 from opticmem.sqlite_store import MEMORY_PATH_REFUSED, SQLiteStore
 from opticmem.store import Store
+
+_QUERY_SECRET_RE = re.compile(r"((?:^|&)[^&=]*password=)[^&]*", re.IGNORECASE)
+"""A query parameter that holds a secret: redis-py takes ``?password=`` (and, for
+``rediss://``, ``?ssl_password=``) as well as the password in the netloc."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to log and to put in errors
+    and reports): the netloc's, and that of a ``password`` or ``ssl_password`` query
+    parameter. A URL too malformed to parse is shown only if it holds neither an ``@``
+    nor ``password``.
+
+    >>> redact_url("redis://user:s3cret@db.example:6380/2")
+    'redis://user:***@db.example:6380/2'
+    >>> redact_url("redis://db.example/0?password=s3cret&tenant=acme")
+    'redis://db.example/0?password=***&tenant=acme'
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        if "@" in url or "password" in url.lower():
+            return "<unparseable URL>"
+        return url
+    query = _QUERY_SECRET_RE.sub(r"\1***", parts.query)
+    if parts.password is None and query == parts.query:
+        return url
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{port}" if port else "")
+    # Not urlunsplit: with no host it writes unix:///path as unix:/path
+    return f"{parts.scheme}://{netloc}{parts.path}" + "".join(
+        f"{mark}{part}" for mark, part in (("?", query), ("#", parts.fragment)) if part
+    )
+
 
 StoreFactory = Callable[[str], Store]
 """Makes a store from the full URL it was asked to open."""
@@ -111,16 +150,18 @@ def open_store(url: str) -> Store:
     Raises :class:`~opticmem.errors.StoreURLError` for an unknown scheme or a bad URL.
     """
     if not isinstance(url, str) or "://" not in url:
-        raise StoreURLError(f"not a store URL: {url!r} (expected scheme://…)")
+        shown = redact_url(url) if isinstance(url, str) else url
+        raise StoreURLError(f"not a store URL: {shown!r} (expected scheme://…)")
     try:
         scheme = urlsplit(url).scheme.lower()
     except ValueError as exc:  # e.g. an unclosed IPv6 bracket
-        raise StoreURLError(f"malformed store URL {url!r}: {exc}") from None
+        raise StoreURLError(f"malformed store URL {redact_url(url)!r}: {exc}") from None
     with _lock:
         entry = _REGISTRY.get(scheme)
     if entry is None:
         raise StoreURLError(
-            f"unknown store scheme {scheme!r} in {url!r}; known: {', '.join(store_schemes())}"
+            f"unknown store scheme {scheme!r} in {redact_url(url)!r}; known: "
+            f"{', '.join(store_schemes())}"
         )
     factory = _resolve(entry) if isinstance(entry, str) else entry
     return factory(url)

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import redis
@@ -182,6 +184,39 @@ def test_a_password_in_the_query_is_never_shown(
         RedisStore.from_store_url("unix:///nowhere/redis.sock?db=0&password=hunter2-sock")
     assert "hunter2" not in str(info.value) and "unix:///nowhere/redis.sock" in str(info.value)
     assert "hunter2" not in caplog.text
+
+
+def test_store_urls_with_a_password_are_shown_without_it(
+    server_factory: Callable[..., RedisServer], tmp_path: Path
+) -> None:
+    """``opticmem ingest``/``inspect`` report the store they used, and ``open_store``
+    names the URL it cannot open: a password in it must never be printed."""
+    from typer.testing import CliRunner
+
+    from opticmem import StoreURLError, open_store
+    from opticmem.cli import app
+
+    server = server_factory()
+    with redis.Redis.from_url(server.url) as admin:
+        admin.config_set("requirepass", "hunter2")
+    url = f"redis://:hunter2@127.0.0.1:{server.port}/0?tenant=acme"
+    transcript = tmp_path / "t.jsonl"
+    transcript.write_text("".join(json.dumps({"session": "s", "role": "user", "text": f"hi {i}"})
+                                  + "\n" for i in range(3)))
+    runner = CliRunner()
+    for args, names_it in ((["ingest", str(transcript), "--store", url], True),
+                           (["ingest", str(transcript), "--store", url, "--json"], True),
+                           (["inspect", "s", "--store", url, "--json"], True),
+                           (["inspect", "s", "--store", url], False),
+                           (["inspect", "nobody", "--store", url, "--json"], True)):
+        result = runner.invoke(app, args)
+        assert result.exit_code in (0, 1), result.output
+        assert "hunter2" not in result.output, args
+        assert ("***" in result.output) == names_it, args
+    for bad in ("reddis://:hunter2@127.0.0.1/0", "redis://:hunter2@[::1/0"):
+        with pytest.raises(StoreURLError) as info:
+            open_store(bad)
+        assert "hunter2" not in str(info.value)
 
 
 def test_open_store_and_optical_memory_take_redis_urls(redis_url: str, raw: redis.Redis) -> None:
