@@ -357,7 +357,8 @@ local LIFE, finish = TTL, touch
 # expires, it gives the blob what is left of the session's life instead of refreshing the
 # session: an artefact (a worker's reading, maybe minutes later) is not activity of the
 # session. That holds whatever this store's own TTL is: a worker opened without the bots'
-# ttl must not leave keys that outlive their session for ever.
+# ttl must not leave keys that outlive their session for ever, and one opened with a ttl
+# the bots do not use must not set an expiry on a session meant to be kept for ever.
 _LUA_PUT_PAGE_BLOB = _LUA_PRELUDE + r"""
 local raw = redis.call('LINDEX', BASE .. 'pages', ARGV[3])
 if not raw then return -1 end
@@ -369,12 +370,14 @@ if not ok or type(p) ~= 'table' or p.first_seq ~= tonumber(ARGV[4])
 end
 local LIFE, finish = TTL, touch
 local left = redis.call('PTTL', KEYS[1])
-if left > 0 then  -- (without an expiry yet, as put_blob: the store's TTL, if any, starts now)
+if left > 0 then
   LIFE = left
   finish = function()
     redis.call('PEXPIRE', BASE .. 'meta', left)
     redis.call('PEXPIRE', BASE .. 'blobs', left)
   end
+elseif left == -1 then  -- a session without an expiry: the blob gets none either
+  LIFE, finish = 0, function() end
 end
 """ + _LUA_BLOB_BODY
 
@@ -1443,7 +1446,9 @@ class RedisStore(Store):
         the session's is not refreshed (unlike :meth:`put_blob`): a worker reading a page
         long after the bot wrote it does not keep the session alive, and its readings
         expire with the session even when this store has no ``ttl`` of its own (a
-        worker opened with a URL that leaves out the bots' ``ttl``)."""
+        worker opened with a URL that leaves out the bots' ``ttl``). A session without
+        an expiry keeps none: this store's ``ttl`` (a worker's URL with a ``ttl`` the
+        bots do not use) never sets one on it."""
         keys = self._keys(page.session)
         result = int(self._eval(self._page_blob_lua, keys, *self._blob(key, data),
                                 *self._page_guard(page)))

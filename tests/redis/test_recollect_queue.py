@@ -789,6 +789,30 @@ def test_a_worker_opened_without_the_bots_ttl_leaves_no_key_outliving_the_sessio
         worker_store.close()
 
 
+def test_a_worker_opened_with_a_ttl_the_bots_lack_never_makes_a_session_expire(
+    redis_url: str,
+) -> None:
+    """Bots that keep their sessions for ever, a worker whose URL carries a ``ttl``: its
+    readings must not set an expiry on the session (its whole archive would be gone a
+    ``ttl`` later), nor get one themselves."""
+    bot_store = RedisStore.from_url(redis_url, tenant=TENANT)  # no ttl: kept for ever
+    worker_store = RedisStore.from_store_url(f"{redis_url}?tenant={TENANT}&ttl=60")
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        mem = bot(bot_store)
+        mem.add_many("s", talk(16))
+        mem.context("s")
+        assert RecollectWorker(worker_store, Digest()).run(once=True).read > 0
+        written = list(raw.scan_iter(match="opticmem:{acme:s}:*"))
+        assert any(b":b:" in k for k in written)  # the readings are there
+        assert {k: raw.pttl(k) for k in written if raw.pttl(k) != -1} == {}
+        mem.close()
+    finally:
+        raw.close()
+        bot_store.close()
+        worker_store.close()
+
+
 def test_a_worker_that_closes_leaves_the_group_unless_it_holds_entries(
     stores: tuple[RedisStore, RedisStore],
 ) -> None:
