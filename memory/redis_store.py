@@ -1793,12 +1793,19 @@ class RedisStore(Store):
 
 
 def _check_server(url: str, safe: str, common: dict[str, Any], uses_ttl: bool) -> None:
-    """Ping once without retries; log persistence or eviction settings that risk turns."""
+    """Ping once without retries; log persistence or eviction settings that risk turns.
+
+    INFO serves only those warnings: a server that refuses it (an ACL user without
+    ``@dangerous``, where INFO belongs; a renamed command) is used all the same."""
     probe = None
+    info: Mapping[str, Any] | None = None
     try:
         probe = redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0), **common)
         probe.ping()
-        info = probe.info()
+        try:
+            info = probe.info()
+        except redis.exceptions.ResponseError as exc:
+            _info_refused(safe, exc)
     except ValueError as exc:
         raise StoreError(f"bad Redis URL {safe}: {exc}") from exc
     except redis.exceptions.AuthenticationError as exc:
@@ -1810,6 +1817,8 @@ def _check_server(url: str, safe: str, common: dict[str, Any], uses_ttl: bool) -
     finally:
         if probe is not None:
             probe.close()
+    if info is None:
+        return
     _warn_risks(safe, info, uses_ttl)
     if str(info.get("cluster_enabled", "0")) == "1":
         log.warning(
@@ -1819,19 +1828,30 @@ def _check_server(url: str, safe: str, common: dict[str, Any], uses_ttl: bool) -
 
 
 def _check_cluster(client: RedisCluster, safe: str, uses_ttl: bool) -> None:
-    """:func:`_check_server` for a cluster: every primary's settings, read with INFO."""
+    """:func:`_check_server` for a cluster: every primary's settings, read with INFO
+    (a cluster that refuses INFO is used all the same, as one server is)."""
     try:
         infos = client.info(target_nodes=RedisCluster.PRIMARIES)
     except redis.exceptions.AuthenticationError as exc:
         raise StoreUnavailableError(
             f"Redis Cluster at {safe} refused the credentials: {exc}"
         ) from exc
+    except redis.exceptions.ResponseError as exc:
+        _info_refused(safe, exc)
+        return
     except _REDIS_ERRORS as exc:
         raise StoreUnavailableError(f"Redis Cluster at {safe} did not answer INFO: {exc}") from exc
     if not all(isinstance(i, dict) for i in infos.values()):
         infos = {safe: infos}  # one primary: some redis-py versions give its reply alone
     for node, info in sorted(infos.items()):
         _warn_risks(f"{safe} (node {node})", info, uses_ttl)
+
+
+def _info_refused(where: str, exc: Exception) -> None:
+    log.warning(
+        "Redis at %s refused INFO (%s): its persistence and eviction settings were not "
+        "checked (use appendonly yes and maxmemory-policy noeviction)", where, exc
+    )
 
 
 def _warn_risks(where: str, info: Mapping[str, Any], uses_ttl: bool) -> None:

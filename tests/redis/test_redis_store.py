@@ -219,6 +219,30 @@ def test_store_urls_with_a_password_are_shown_without_it(
         assert "hunter2" not in str(info.value)
 
 
+def test_a_user_whose_acl_refuses_info_can_open_the_store(
+    server_factory: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """INFO is in ACL's ``@dangerous`` category, which application users commonly lack
+    (``+@all -@dangerous``). from_url reads it only to warn about risky settings: its
+    refusal must not make the store impossible to open (a store URL cannot pass
+    ``check=False``)."""
+    from opticmem import OpticalMemory
+
+    server = server_factory()
+    with redis.Redis.from_url(server.url) as admin:
+        admin.execute_command("ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all",
+                              "-@dangerous")
+    url = f"redis://app:pw@127.0.0.1:{server.port}/0"
+    caplog.set_level(logging.WARNING, logger="opticmem.redis_store")
+    s = RedisStore.from_url(url, tenant="acme")
+    assert "refused INFO" in caplog.text and "not checked" in caplog.text
+    s.append_turn("x", "user", "hi", 0.0)
+    assert list(s.sessions()) == ["x"]
+    s.close()
+    with OpticalMemory(url + "?tenant=acme", codec=None) as mem:
+        assert [t.text for t in mem.context("x").turns] == ["hi"]
+
+
 def test_open_store_and_optical_memory_take_redis_urls(redis_url: str, raw: redis.Redis) -> None:
     from opticmem import OpticalMemory, StoreUnavailableError, StoreURLError, open_store
 
