@@ -818,6 +818,23 @@ def _ms(ttl: float | timedelta | None) -> int:
     return max(1, round(seconds * 1000))
 
 
+def _refuse_url_settings(url: str, safe: str) -> None:
+    """Raise :class:`StoreURLError` if ``url``'s query holds opticmem's settings, which
+    :meth:`RedisStore.from_url` takes as keyword arguments: passed on, redis-py refused
+    them with a bare ``TypeError`` about a connection argument."""
+    try:
+        keys = {k for k, _ in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    except ValueError:
+        return  # malformed: redis-py says how
+    found = [k for k in _URL_SETTINGS if k in keys]
+    if found:
+        given = ", ".join(f"?{k}=" for k in found)
+        raise StoreURLError(
+            f"Redis URL {safe} holds opticmem settings ({given}): RedisStore.from_url takes "
+            f"them as keyword arguments; RedisStore.from_store_url (or open_store, or "
+            f"OpticalMemory(url)) reads them from the URL")
+
+
 class RedisStore(Store):
     """A :class:`~opticmem.store.Store` in Redis (see the module docstring for the layout).
 
@@ -971,6 +988,7 @@ class RedisStore(Store):
         if not isinstance(url, str) or not url:
             raise ValueError(f"not a Redis URL: {url!r}")
         safe = redact_url(url)
+        _refuse_url_settings(url, safe)
         common: dict[str, Any] = dict(
             decode_responses=False,
             socket_timeout=socket_timeout,

@@ -16,7 +16,7 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
-from opticmem.errors import StoreError, StoreUnavailableError
+from opticmem.errors import StoreError, StoreUnavailableError, StoreURLError
 from opticmem.redis_store import RedisStore
 from tests.memory.test_store_contract import page
 from tests.redis.server import RedisServer
@@ -162,6 +162,14 @@ def test_from_store_url_reads_settings_from_the_query(redis_url: str, raw: redis
     with pytest.raises(ValueError, match=r"redis://u:\*\*\*@"):
         RedisStore.from_store_url("redis://u:secret@127.0.0.1:1/0?ttl=x")
 
+
+def test_from_url_points_settings_in_the_url_to_from_store_url(redis_url: str) -> None:
+    """The URL a worker takes (``…?tenant=acme``) passed to from_url reached redis-py,
+    which raised a bare TypeError about a connection argument named tenant."""
+    with pytest.raises(StoreURLError, match=r"\(\?tenant=, \?ttl=\).*from_store_url") as info:
+        RedisStore.from_url("redis://:hunter2@127.0.0.1:1/0?tenant=acme&ttl=60", tenant="b")
+    assert "hunter2" not in str(info.value)
+    RedisStore.from_url(redis_url + "?socket_keepalive=true").close()  # redis-py's own: fine
 
 
 def test_a_password_in_the_query_is_never_shown(
