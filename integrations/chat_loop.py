@@ -89,6 +89,7 @@ from opticmem.integrations.turn_text import (
     shown_turn,
     tool_call_line,
 )
+from opticmem.memory import _check_budget
 from opticmem.sessions import validate_session
 
 log = logging.getLogger(__name__)
@@ -329,8 +330,8 @@ class _MemoryLoop(Generic[F]):
             raise TypeError(f"memory must be an OpticalMemory, got {type(memory).__name__}")
         if format not in ("openai", "langchain"):
             raise ValueError(f"format must be 'openai' or 'langchain', not {format!r}")
-        if budget_tokens is not None and budget_tokens < 1:
-            raise BudgetError(f"budget_tokens must be ≥ 1, got {budget_tokens}")
+        if budget_tokens is not None:
+            budget_tokens = _check_budget(budget_tokens)
         self.chat_fn = chat_fn
         self.memory = memory
         self.session = None if session is None else validate_session(session)
@@ -357,8 +358,11 @@ class _MemoryLoop(Generic[F]):
         turns = tuple(part for i, m in enumerate(messages)
                       if m.get("role") not in _INSTRUCTIONS
                       for part in _storable(_turn_of(i, m), self.memory.max_turn_chars))
-        if budget_tokens is not None and budget_tokens < 1:
-            raise BudgetError(f"budget_tokens must be ≥ 1, got {budget_tokens}")
+        if budget_tokens is not None:
+            # a whole number ≥ 1, checked here: a fractional, NaN or bool budget passed
+            # the old ``< 1`` test, and the memory refused it only after the user's turn
+            # was stored
+            budget_tokens = _check_budget(budget_tokens)
         budget = budget_tokens or self.budget_tokens or self.memory.budget_tokens
         left = budget - message_tokens(system, self.memory.cost_model)
         if left < 1:

@@ -551,6 +551,30 @@ def test_a_per_call_budget_below_one_is_refused_not_ignored(bad: int) -> None:
     assert mem.turns("s") == []
 
 
+# A budget that is not a whole number passed the ``< 1`` check, and the memory refused it
+# only once the user's turn was stored: the rejected call still recorded the message.
+@pytest.mark.parametrize("bad", [100.5, float("nan"), float("inf"), True, "8192"])
+@pytest.mark.parametrize("where", ["call", "wrapper"])
+def test_a_budget_that_is_not_a_whole_number_is_refused_before_anything_is_stored(
+    bad: object, where: str
+) -> None:
+    mem = memory()
+    for chat_fn in (Recorder(), _async_echo):
+        with pytest.raises(BudgetError, match="budget_tokens must be a whole number"):
+            if where == "wrapper":
+                with_memory(chat_fn, mem, session="s", budget_tokens=bad)  # type: ignore[call-overload]
+            else:
+                chat = with_memory(chat_fn, mem, session="s")
+                reply = chat("hi", budget_tokens=bad)  # type: ignore[arg-type]
+                if asyncio.iscoroutine(reply):
+                    asyncio.run(reply)
+        assert mem.turns("s") == []
+
+
+async def _async_echo(messages: list[Message]) -> str:
+    return "ok"
+
+
 def test_turn_text_docstring_examples() -> None:
     check_doctests("opticmem.integrations.turn_text", min_examples=8)
 
