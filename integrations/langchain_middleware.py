@@ -92,7 +92,7 @@ from opticmem.integrations.langchain_session import (
 )
 from opticmem.integrations.langchain_tokens import OpticalTokenCounter
 from opticmem.integrations.turn_text import newest_turn_tokens
-from opticmem.memory import OpticalMemory
+from opticmem.memory import OpticalMemory, _check_budget, _whole_number
 from opticmem.render import ORDER
 
 try:
@@ -209,8 +209,11 @@ class OpticalMemoryMiddleware(AgentMiddleware):
         if missing:
             raise ValueError(f"the memory must accept the roles {', '.join(missing)} to record "
                              "an agent's messages (OpticalMemory(roles=...))")
-        if budget_tokens is not None and budget_tokens < 1:
-            raise BudgetError(f"budget_tokens must be ≥ 1, got {budget_tokens}")
+        # Whole numbers, checked here: a budget or reserve of 2400.0 passed, and every model
+        # call then saw no history (the memory refused the fractional room it planned for).
+        if budget_tokens is not None:
+            budget_tokens = _check_budget(budget_tokens)
+        reserve_tokens = _whole_number(reserve_tokens, "reserve_tokens")
         budget = budget_tokens or memory.budget_tokens
         if not 0 <= reserve_tokens < budget:
             raise ValueError(f"reserve_tokens must be ≥ 0 and below the budget ({budget}), got "

@@ -305,6 +305,19 @@ def test_bad_budget_arguments(memory: OpticalMemory) -> None:
         OpticalMemoryMiddleware(memory, budget_tokens=0)
 
 
+@pytest.mark.parametrize("options", [
+    {"budget_tokens": 2400.0}, {"budget_tokens": float("nan")}, {"budget_tokens": True},
+    {"budget_tokens": "2400"}, {"reserve_tokens": 10.5}, {"reserve_tokens": "0"},
+])
+def test_budget_options_that_are_not_whole_numbers_are_refused(
+    memory: OpticalMemory, options: dict[str, Any]
+) -> None:
+    # budget_tokens=2400.0 (from a config file) was taken, and every model call then saw
+    # no history: the memory refused the fractional room planned for it
+    with pytest.raises(ValueError, match=f"{next(iter(options))} must be a whole number"):
+        OpticalMemoryMiddleware(memory, **options)
+
+
 def test_history_is_shown_whenever_the_room_holds_the_newest_turn_with_its_heading() -> None:
     # Short tool results cost less than their "[Tool result · NAME · call ID]" headings;
     # planning for less by the headings' cost went below what the newest turn alone
