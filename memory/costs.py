@@ -252,7 +252,8 @@ def message_tokens(messages: Iterable[Mapping[str, Any]], model: CostModel) -> i
     message adds ``model.message_overhead``. This is exactly how a
     :class:`~opticmem.context.Context` prices itself, so it can check one independently.
     Content ``None`` (OpenAI's assistant message that only calls tools) costs the overhead
-    alone; content of any other type raises ``TypeError`` naming the message.
+    alone; content of any other type, or a content block that is not a dict, raises
+    ``TypeError`` naming the message.
 
     >>> message_tokens([{"role": "user", "content": "hello"}], cost_model())
     4
@@ -266,7 +267,11 @@ def message_tokens(messages: Iterable[Mapping[str, Any]], model: CostModel) -> i
         if isinstance(content, str):
             total += model.text_tokens(content)
         elif isinstance(content, (list, tuple)):
-            total += sum(_block_tokens(b, model) for b in content)
+            for j, block in enumerate(content):
+                if not isinstance(block, Mapping):  # was an AttributeError on ``.get``
+                    raise TypeError(f"message {i}: content block {j} must be a dict with a "
+                                    f"'type', got {type(block).__name__}")
+                total += _block_tokens(block, model)
         else:
             raise TypeError(f"message {i}: content must be text or a list of content blocks, "
                             f"got {type(content).__name__}")

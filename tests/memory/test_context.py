@@ -76,6 +76,11 @@ def test_message_tokens_prices_a_tool_calling_message_and_names_bad_content() ->
     with pytest.raises(TypeError, match="message 1: content must be text or a list"):
         message_tokens([{"role": "user", "content": "hi"}, {"role": "user", "content": 7}],
                        model)
+    # a content block that is not a dict (a bare string in the list, as a chat-loop system
+    # prompt may be given) raised AttributeError: 'str' object has no attribute 'get'
+    with pytest.raises(TypeError, match="message 0: content block 1 must be a dict"):
+        message_tokens([{"role": "system", "content": [{"type": "text", "text": "a"}, "b"]}],
+                       model)
 
 
 @pytest.mark.parametrize("model", ["deepseek-ocr", "deepseek-ocr-nominal", "openai", "anthropic"])
