@@ -103,6 +103,10 @@ def _sqlite(url: str) -> Store:
         raise StoreURLError(f"bad SQLite URL options in {url!r}: only synchronous=FULL|NORMAL")
     if path == ":memory:":
         raise StoreURLError(f"bad SQLite URL {url!r}: {MEMORY_PATH_REFUSED}")
+    if "\x00" in path or any(0xD800 <= ord(c) <= 0xDFFF for c in path):
+        # sqlite3 would fail with a bare ValueError or UnicodeEncodeError opening it
+        raise StoreURLError(f"bad SQLite URL {url!r}: the path has a NUL character or a lone "
+                            "surrogate, which no file name can hold")
     return SQLiteStore(path, synchronous="NORMAL" if sync == "NORMAL" else "FULL")
 
 
