@@ -5,9 +5,10 @@ its weights raise: :class:`CodecError` (from :mod:`opticmem.encoder`, re-exporte
 a root of its own, since the model package does not depend on the memory — catch
 ``(OpticMemError, CodecError)`` for both. Errors about bad arguments also derive from
 ``ValueError`` so generic handlers keep working. The exceptions to the rule: an argument
-that is of no type it takes (``codec=``, ``cost_model=``, ``policy=``, ``text_counter=``)
-raises a plain ``TypeError``; :meth:`~opticmem.OpticalMemory.page_png` raises
-``IndexError`` for a page the session does not have; and a few checks raise a plain
+that is of no type it takes (``codec=``, ``cost_model=``, ``policy=``, ``text_counter=``,
+``original()``'s passage) raises a plain ``TypeError``;
+:meth:`~opticmem.OpticalMemory.page_png` raises ``IndexError`` for a page the session does
+not have; and a few checks raise a plain
 ``ValueError``: the store classes' own constructors for a bad setting
 (:func:`~opticmem.open_store` raises :class:`StoreURLError` for the same URL),
 :func:`~opticmem.message_tokens` for a content block it cannot price, and the

@@ -869,7 +869,12 @@ class OpticalMemory:
 
     def original(self, passage: Passage) -> list[Turn]:
         """The way back: the archived turns of the page a passage came from (forgotten
-        turns are absent)."""
+        turns are absent). Anything but a :class:`~opticmem.recall.Passage` (such as the
+        recall tool's artifact dict) raises ``TypeError``."""
+        if not isinstance(passage, Passage):  # was an AttributeError on ``.session``
+            raise TypeError(
+                f"original() takes a Passage from recall(), got {type(passage).__name__}; "
+                "for a passage dict use turns(session, first_seq, last_seq + 1)")
         return self.store.get_turns(passage.session, passage.first_seq, passage.last_seq + 1)
 
     # ------------------------------------------------------------------ archive access

@@ -124,6 +124,9 @@ REJECTED: list[tuple[str, Callable[[OpticalMemory], object], type[Exception], st
      "stop must be a whole number"),
     ("page_png page fraction", lambda m: m.page_png("alice", 0.0), ConfigurationError,  # type: ignore[arg-type]
      "page_no must be a whole number"),
+    # a passage as the recall tool's artifact holds it (a dict) failed with AttributeError
+    ("original of a dict", lambda m: m.original(m.recall("alice", "Titan")[0].as_dict()),  # type: ignore[arg-type]
+     TypeError, "takes a Passage"),
     ("unknown message format", lambda m: m.context("alice").messages(format="gemini"),  # type: ignore[arg-type]
      ConfigurationError, "format"),
 ]
