@@ -25,7 +25,8 @@
 * A message with nothing visible to archive (empty content, no refusal and no tool
   calls) is not recorded: there is nothing to remember, and the memory would reject it
   (:class:`~opticmem.errors.InvalidTurnError`). Lone surrogates are replaced by U+FFFD
-  (``meta["repaired"]``), because the archive holds valid Unicode only. Text longer than
+  (``meta["repaired"]``), because the archive holds valid Unicode only — in the ids and
+  names kept as metadata too (:func:`message_id`). Text longer than
   the memory's ``max_turn_chars`` is split into consecutive turns (``meta["part"] = [k,
   n]``) instead of being refused, so an agent thread never jams on one huge tool result.
 
@@ -66,6 +67,7 @@ from opticmem.integrations.turn_text import (
     attachment_marker,
     headed,
     refusal_text,
+    repair_surrogates,
     tool_result_head,
 )
 from opticmem.integrations.turn_text import tool_call_line as _call_line
@@ -144,18 +146,35 @@ def message_role(message: BaseMessage, roles: frozenset[str] | set[str]) -> str 
     return ROLE_OF_TYPE.get(message.type, "user")
 
 
+def _valid(value: Any) -> Any:
+    """``value`` with lone surrogates replaced by U+FFFD if it is a string."""
+    return repair_surrogates(value)[0] if isinstance(value, str) else value
+
+
+def message_id(message: BaseMessage) -> str | None:
+    """The id ``message`` is recorded under (``meta["lc_id"]``; ``None``: it has none):
+    its own, lone surrogates replaced by U+FFFD — the archive refuses them, and a message
+    refused would fail every later run of the agent's thread, which records it again.
+
+    >>> message_id(HumanMessage("hi", id="m-1")), message_id(HumanMessage("hi"))
+    ('m-1', None)
+    """
+    return _valid(message.id) if message.id else None
+
+
 def _meta(message: BaseMessage) -> dict[str, Any]:
     meta: dict[str, Any] = {"lc_type": message.type}
     if message.id:
-        meta["lc_id"] = message.id
+        meta["lc_id"] = message_id(message)
     if message.name:
-        meta["name"] = message.name
+        meta["name"] = _valid(message.name)
     if isinstance(message, ToolMessage):
-        meta["tool_call_id"] = message.tool_call_id
+        meta["tool_call_id"] = _valid(message.tool_call_id)
         if message.status != "success":
             meta["status"] = message.status
     if isinstance(message, AIMessage) and (calls := _calls(message)):
-        meta["tool_calls"] = [{"id": c.get("id"), "name": c.get("name")} for c in calls]
+        meta["tool_calls"] = [{"id": _valid(c.get("id")), "name": _valid(c.get("name"))}
+                              for c in calls]
     return meta
 
 
@@ -259,6 +278,7 @@ __all__ = [
     "ROLE_OF_TYPE",
     "context_messages",
     "leading_system",
+    "message_id",
     "message_role",
     "message_text",
     "message_turns",

@@ -35,7 +35,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from opticmem.integrations.langchain_messages import message_turns
+from opticmem.integrations.langchain_messages import message_id, message_turns
 from opticmem.memory import OpticalMemory
 
 try:
@@ -62,7 +62,9 @@ def cursor_key(thread: str | None) -> str:
     >>> cursor_key("t-1")
     'langchain/cursor/46e9bc3476c92ea2'
     """
-    return CURSOR_PREFIX + hashlib.sha256((thread or "").encode()).hexdigest()[:16]
+    # surrogatepass: a thread id is the user's to choose, and may hold a lone surrogate
+    raw = (thread or "").encode("utf-8", "surrogatepass")
+    return CURSOR_PREFIX + hashlib.sha256(raw).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class Recorder:
     ) -> int:
         """How many leading ``messages`` the session already holds."""
         store = self.memory.store
-        ids = [m.id for m in messages]
+        ids = [message_id(m) for m in messages]  # as the turns' ``lc_id`` holds them
         start, found = 0, False
         raw = store.get_state(session, cursor_key(thread))
         if raw:
@@ -112,7 +114,7 @@ class Recorder:
         turns = [t for m in messages for t in message_turns(m, self.memory)]
         if turns:
             self.memory.add_many(session, turns)
-        last = next((m.id for m in reversed(messages) if m.id), None)
+        last = next((i for m in reversed(messages) if (i := message_id(m))), None)
         if last is not None:
             self.memory.store.put_state(session, cursor_key(thread),
                                         json.dumps({"id": _digest(last)}).encode())

@@ -245,6 +245,27 @@ def test_bad_input_is_handled_and_nothing_is_lost(memory: OpticalMemory) -> None
     assert any("[image/png attachment, not archived]" in str(m.content) for m in model.calls[-1])
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_lone_surrogates_in_ids_and_names_do_not_jam_the_thread(
+    memory: OpticalMemory, mode: str
+) -> None:
+    # A name cut mid-emoji by a UTF-16 client ("Ann \ud83d"), or such an id, made the
+    # memory refuse the message's metadata: every later run recorded it again and failed.
+    model = capturing()
+    agent, _ = make_agent(memory, model, session="s")  # the thread id is no session id
+    config = {"configurable": {"thread_id": "t\udc80"}}
+    for i in range(3):
+        payload = {"messages": [HumanMessage(f"hello {i}", name="Ann \ud83d", id=f"m{i}\ud800")]}
+        if mode == "async":
+            asyncio.run(agent.ainvoke(payload, config))
+        else:
+            agent.invoke(payload, config)
+    turns = memory.turns("s")
+    assert [t.text for t in turns if t.role == "user"] == ["hello 0", "hello 1", "hello 2"]
+    assert len(turns) == 6  # each message recorded once
+    assert turns[0].meta["name"] == "Ann \ufffd" and turns[0].meta["lc_id"] == "m0\ufffd"
+
+
 def test_session_override_fixed_and_callable(memory: OpticalMemory) -> None:
     model = capturing()
     agent, views = make_agent(memory, model, session="alice")
