@@ -300,8 +300,20 @@ def _storable(turn: dict[str, Any], max_chars: int) -> list[dict[str, Any]]:
     if not parts:
         log.info("an empty %s message is not recorded", turn["role"])
         return []
-    return [{**turn, "text": text, "meta": {**(turn["meta"] or {}), **extra} or None}
-            for text, extra in parts]
+    meta = _repaired(turn["meta"] or {})  # ids and names too: the reply is not refused
+    return [{**turn, "text": text, "meta": {**meta, **extra} or None} for text, extra in parts]
+
+
+def _repaired(value: Any) -> Any:
+    """``value`` (a turn's metadata) with lone surrogates in its strings, at any depth,
+    replaced by U+FFFD — a tool call id or name is as much the model's output as the text."""
+    if isinstance(value, str):
+        return repair_surrogates(value)[0]
+    if isinstance(value, list):
+        return [_repaired(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _repaired(v) for k, v in value.items()}
+    return value
 
 
 def _plain(turn: ContextTurn) -> Message:

@@ -601,6 +601,22 @@ def test_tool_results_the_archive_cannot_hold_as_given_are_stored_not_refused() 
     assert len(mem.turns("s")) == len(turns)
 
 
+def test_lone_surrogates_in_tool_call_ids_and_names_are_repaired_not_refused() -> None:
+    # they were kept as metadata unrepaired: the reply was lost with an InvalidTurnError
+    # after the model had answered, and the tool result answering it was refused
+    mem = memory()
+    reply = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c\ud800", "type": "function", "function": {"name": "wx\udfff", "arguments": "{}"}}]}
+    answers: list[object] = [reply, "12C it is"]
+    chat = with_memory(lambda messages: answers.pop(0), mem, session="s")
+    assert chat("weather?") is reply
+    chat({"role": "tool", "tool_call_id": "c\ud800", "name": "wx\udfff", "content": "12C"})
+    turns = mem.turns("s")
+    assert [t.role for t in turns] == ["user", "assistant", "tool", "assistant"]
+    assert turns[1].meta["tool_calls"] == [{"id": "c\ufffd", "name": "wx\ufffd"}]
+    assert turns[2].meta["tool_call_id"] == "c\ufffd" and turns[2].meta["name"] == "wx\ufffd"
+
+
 def test_a_tool_that_printed_nothing_is_not_recorded_and_does_not_jam_the_loop() -> None:
     # OpenAI takes a tool message with empty content; the archive keeps no empty turn, and
     # refusing it raised InvalidTurnError on every call of the agent's loop, which sends
