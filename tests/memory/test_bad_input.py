@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from opticmem import (
     AgeDecay,
@@ -21,6 +25,8 @@ from opticmem import (
     RenderSettings,
     TurnTooLargeError,
 )
+from opticmem.memory_store import InMemoryStore
+from opticmem.sqlite_store import SQLiteStore
 from opticmem.store import Store
 from tests.memory.conftest import Clock
 
@@ -260,3 +266,66 @@ def test_bad_policy_and_cost_settings_raise_configuration_errors(
 ) -> None:
     with pytest.raises(ConfigurationError, match=message):
         make()
+
+
+NASTY = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(), st.binary(max_size=12), st.text(max_size=12),
+    st.text(alphabet=st.characters(categories=["Cs", "Cc", "Cf", "Zl", "Zp", "Zs"]),
+            max_size=6),
+    st.sampled_from(["\ud800", "\x00", "\ufeff", "\u2028", "\u202eevil", "e" + "\u0301" * 10_000,
+                     "s" * 300, -0.0, bytearray(b"hi"), b"\xff", "user", "Titan", 3]),
+    st.lists(st.none(), max_size=2), st.dictionaries(st.text(max_size=3), st.none(), max_size=2),
+)
+"""Values of every wrong (and some right) type and shape, for any argument."""
+
+CALLS: dict[str, Callable[[OpticalMemory, Any], object]] = {
+    "add session": lambda m, v: m.add(v, "user", "hi"),
+    "add role": lambda m, v: m.add("alice", v, "hi"),
+    "add text": lambda m, v: m.add("alice", "user", v),
+    "add ts": lambda m, v: m.add("alice", "user", "hi", ts=v),
+    "add meta": lambda m, v: m.add("alice", "user", "hi", meta={"k": v}),
+    "add meta key": lambda m, v: m.add("alice", "user", "hi", meta=v),
+    "add_many turns": lambda m, v: m.add_many("alice", v),
+    "add_many item": lambda m, v: m.add_many("alice", [("user", "fine"), v]),
+    "add_many mapping": lambda m, v: m.add_many("alice", [{"role": "user", "text": v}]),
+    "add_many ts": lambda m, v: m.add_many("alice", [("user", "hi", v)]),
+    "context budget": lambda m, v: m.context("alice", budget_tokens=v),
+    "context now": lambda m, v: m.context("alice", now=v),
+    "recall query": lambda m, v: m.recall("alice", v),
+    "recall k": lambda m, v: m.recall("alice", "Titan", k=v),
+    "turns stop": lambda m, v: m.turns("alice", 0, v),
+    "pages start": lambda m, v: m.pages("alice", v),
+    "page_png tier": lambda m, v: m.page_png("alice", 0, v),
+    "forget": lambda m, v: m.forget("zed", v),
+    "original": lambda m, v: m.original(v),
+    "aadd text": lambda m, v: asyncio.run(m.aadd("alice", "user", v)),
+    "apages stop": lambda m, v: asyncio.run(m.apages("alice", 0, v)),
+}
+
+
+def test_fuzzed_arguments_raise_typed_errors_and_change_nothing(tmp_path: Path) -> None:
+    """Any value for any argument: the call works, or raises an OpticMemError or a
+    TypeError, and then each store (in-process and SQLite) holds what it held before."""
+    mems = []
+    for store in (InMemoryStore(), SQLiteStore(tmp_path / "fuzz.db")):
+        m = OpticalMemory(store, codec=None, verbatim_turns=2, render_settings=SMALL,
+                          clock=Clock())
+        m.add_many("alice", [("user", f"turn {i}: planning Titan " * 3) for i in range(12)])
+        mems.append(m)
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(name=st.sampled_from(sorted(CALLS)), value=NASTY)
+    def check(name: str, value: Any) -> None:
+        for m in mems:
+            before = snapshot(m.store)
+            try:
+                CALLS[name](m, value)
+            except (OpticMemError, TypeError):
+                assert snapshot(m.store) == before, f"{name}({value!r}) changed the store"
+
+    check()
+    for m in mems:
+        m.close()
+        m.store.close()
