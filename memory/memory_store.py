@@ -33,9 +33,9 @@ class _Session:
 
 
 def _own_meta(turn: Turn) -> Turn:
-    """``turn`` with a ``meta`` of its own, so that whoever edits one cannot change another
-    (most turns have none, and are shared as they are)."""
-    return replace(turn, meta=copy.deepcopy(turn.meta)) if turn.meta else turn
+    """``turn`` with a ``meta`` of its own (an empty one too), so that whoever edits one
+    cannot change another."""
+    return replace(turn, meta=copy.deepcopy(turn.meta) if turn.meta else {})
 
 
 class InMemoryStore(Store):

@@ -65,13 +65,15 @@ def test_changing_a_turns_meta_after_storing_or_reading_it_changes_nothing_store
     meta: dict[str, Any] = {"tags": ["a"], "nested": {"k": 1}}
     store.append_turn("s", "user", "hi", 0.0, meta)
     store.append_turns("s", [("user", "yo", 1.0, meta)])
+    store.append_turn("s", "user", "no meta", 2.0).meta["added"] = 1  # type: ignore[index]
     meta["tags"].append("changed by the caller")
     meta["nested"]["k"] = 2
-    for turn in store.get_turns("s", 0, 2):
-        turn.meta["tags"].append("changed by a reader")  # type: ignore[index, union-attr]
-        turn.meta["nested"]["k"] = 3  # type: ignore[index, call-overload]
-    assert [t.meta for t in store.get_turns("s", 0, 2)] == [
-        {"tags": ["a"], "nested": {"k": 1}}] * 2
+    for turn in store.get_turns("s", 0, 3):
+        turn.meta["tags"] = ["changed by a reader"]  # type: ignore[index]
+        if "nested" in turn.meta:
+            turn.meta["nested"]["k"] = 3  # type: ignore[index, call-overload]
+    assert [t.meta for t in store.get_turns("s", 0, 3)] == [
+        {"tags": ["a"], "nested": {"k": 1}}] * 2 + [{}]
 
 
 def test_get_turns_ranges(store: Store) -> None:
