@@ -1,9 +1,9 @@
 """The in-process store (the default): plain Python lists and dicts behind one lock.
 
 Nothing survives the process; use :class:`~opticmem.sqlite_store.SQLiteStore` for a file.
-Safe to share between threads. Reads return the stored (immutable) records themselves,
-so a read costs no copying or parsing — except a turn's ``meta``, a mutable JSON value,
-which goes in and out as a copy of its own, as it would through a file or Redis.
+Safe to share between threads. Reads cost no parsing: pages come back as the stored
+(immutable) records themselves, turns as shallow copies whose ``meta`` (a mutable JSON
+value) is a copy of its own, as it would be through a file or Redis.
 
 >>> s = InMemoryStore()
 >>> s.append_turn("alice", "user", "hi", 0.0).seq, s.turn_count("alice")
