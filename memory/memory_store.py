@@ -20,7 +20,7 @@ from typing import Any
 
 from opticmem.errors import PageConflictError
 from opticmem.records import PageRecord, Turn
-from opticmem.store import Store
+from opticmem.store import Store, swap_state_locked
 
 
 @dataclass
@@ -126,6 +126,16 @@ class InMemoryStore(Store):
         with self._lock:
             s = self._get(session)
             return [s.blobs.get(k) for k in keys] if s else [None] * len(keys)
+
+    # ------------------------------------------------------------------ session state
+    def swap_state(
+        self, session: str, key: str, expected: bytes | None, data: bytes, *,
+        page: PageRecord | None = None,
+    ) -> bool:
+        """See :meth:`Store.swap_state`: compared and written under one hold of the lock
+        every other call takes, so no write or delete slips in between."""
+        with self._lock:
+            return swap_state_locked(self, session, key, expected, data, page)
 
     # ------------------------------------------------------------------ sessions
     def sessions(self) -> Iterator[str]:

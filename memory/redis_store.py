@@ -76,7 +76,8 @@ Design
   is a script (cap check, push, TTL refresh in one step); ``add_page`` compares
   ``page_no`` with ``LLEN`` and pushes only on equality (exactly-once, gaps refused);
   ``put_blob`` (cap eviction), ``put_page_blob`` (writes only while the session still
-  holds the page), ``forget_turns`` and ``delete_session`` are scripts too.
+  holds the page), ``swap_state`` (a compare-and-set of session state, with the same
+  page check), ``forget_turns`` and ``delete_session`` are scripts too.
   Scripts declare the session's turn list as their one key (cluster routing) and name
   the session's other keys from it (same hash tag, same slot).
 * **Forgetting** replaces a prefix of the list by empty tombstones (``LTRIM`` + ``LPUSH``):
@@ -313,6 +314,19 @@ touch()
 return {1, n + 1}
 """
 
+# holds(at): whether the session holds the page ARGV[at .. at + 4] names (page_no,
+# first_seq, first_line, render_key, SHA-1 of the transcript: RedisStore._page_guard).
+_LUA_HOLDS = r"""
+local function holds(at)
+  local raw = redis.call('LINDEX', BASE .. 'pages', ARGV[at])
+  if not raw then return false end
+  local ok, p = pcall(cjson.decode, raw)
+  return ok and type(p) == 'table' and p.first_seq == tonumber(ARGV[at + 1])
+    and p.first_line == tonumber(ARGV[at + 2]) and p.render_key == ARGV[at + 3]
+    and type(p.transcript) == 'string' and redis.sha1hex(p.transcript) == ARGV[at + 4]
+end
+"""
+
 # ARGV: 1 encoded blob key, 2 stored bytes. Returns how many older blobs the cap evicted.
 # Expects LIFE (the blob key's TTL in ms, 0: none) and finish() (run after the write).
 _LUA_BLOB_BODY = r"""
@@ -359,15 +373,8 @@ local LIFE, finish = TTL, touch
 # session. That holds whatever this store's own TTL is: a worker opened without the bots'
 # ttl must not leave keys that outlive their session for ever, and one opened with a ttl
 # the bots do not use must not set an expiry on a session meant to be kept for ever.
-_LUA_PUT_PAGE_BLOB = _LUA_PRELUDE + r"""
-local raw = redis.call('LINDEX', BASE .. 'pages', ARGV[3])
-if not raw then return -1 end
-local ok, p = pcall(cjson.decode, raw)
-if not ok or type(p) ~= 'table' or p.first_seq ~= tonumber(ARGV[4])
-    or p.first_line ~= tonumber(ARGV[5]) or p.render_key ~= ARGV[6]
-    or type(p.transcript) ~= 'string' or redis.sha1hex(p.transcript) ~= ARGV[7] then
-  return -1
-end
+_LUA_PUT_PAGE_BLOB = _LUA_PRELUDE + _LUA_HOLDS + r"""
+if not holds(3) then return -1 end
 local LIFE, finish = TTL, touch
 local left = redis.call('PTTL', KEYS[1])
 if left > 0 then
@@ -406,6 +413,24 @@ return stop - forgot
 # ARGV: 1 state key, 2 value. Session state lives in the meta hash (never evicted).
 _LUA_PUT_STATE = _LUA_PRELUDE + r"""
 redis.call('HSET', BASE .. 'meta', 'state:' .. ARGV[1], ARGV[2])
+touch()
+return 1
+"""
+
+# A compare-and-set of session state. ARGV: 1 state key, 2 '1' if a value is expected
+# ('0': none may be stored), 3 the expected value, 4 the new value, 5.. the page the session
+# must still hold (as put_page_blob's), or nothing. Returns 1 if it wrote, else 0 (no key
+# touched). A write refreshes the session's TTL as put_state's does.
+_LUA_SWAP_STATE = _LUA_PRELUDE + _LUA_HOLDS + r"""
+if #ARGV > 4 and not holds(5) then return 0 end
+local meta, field = BASE .. 'meta', 'state:' .. ARGV[1]
+local cur = redis.call('HGET', meta, field)
+if ARGV[2] == '1' then
+  if cur ~= ARGV[3] then return 0 end
+elseif cur then
+  return 0
+end
+redis.call('HSET', meta, field, ARGV[4])
 touch()
 return 1
 """
@@ -922,6 +947,7 @@ class RedisStore(Store):
                                    maxb=max_blob_bytes or 0)
         self._forget_lua = _lua("forget_turns", _LUA_FORGET, ttl=ttl_ms)
         self._state_lua = _lua("put_state", _LUA_PUT_STATE, ttl=ttl_ms)
+        self._swap_lua = _lua("swap_state", _LUA_SWAP_STATE, ttl=ttl_ms)
         self._delete_lua = _lua("delete_session", _LUA_DELETE, ttl=ttl_ms)
         self._client = client
         self._aclient = aclient
@@ -1521,6 +1547,30 @@ class RedisStore(Store):
         stored = self._read("get_state", "hget", self._keys(session).meta, field)
         return None if stored is None else bytes(stored)
 
+    def _swap(
+        self, key: str, expected: bytes | None, data: bytes, page: PageRecord | None
+    ) -> tuple[Any, ...]:
+        """The arguments of the ``swap_state`` script."""
+        if expected is not None and not isinstance(expected, (bytes, bytearray, memoryview)):
+            raise TypeError(f"expected state must be bytes or None, got "
+                            f"{type(expected).__name__}")
+        field, value = self._state(key, data)
+        guard = () if page is None else self._page_guard(page)
+        return (field, b"0" if expected is None else b"1", bytes(expected or b""), value,
+                *guard)
+
+    def swap_state(
+        self, session: str, key: str, expected: bytes | None, data: bytes, *,
+        page: PageRecord | None = None,
+    ) -> bool:
+        """See :meth:`Store.swap_state`: the page and the value are compared and the value
+        written in one script, so no other client's write or delete slips in between; a
+        write refreshes the session's TTL as :meth:`put_state` does. A swap retried after
+        a lost connection whose first try the server had applied reports ``False``: read
+        the value again to know (what a loser does anyway)."""
+        args = self._swap(key, expected, data, page)
+        return int(self._eval(self._swap_lua, self._keys(session), *args)) == 1
+
     # ------------------------------------------------------------------ sessions
     def _scan_pattern(self) -> str:
         return f"opticmem:{{{self._tenant_enc}:*}}:turns"
@@ -1735,6 +1785,15 @@ class RedisStore(Store):
         field = b"state:" + self._state(key)[0]
         stored = await self._aread("get_state", "hget", self._keys(session).meta, field)
         return None if stored is None else bytes(stored)
+
+    async def aswap_state(
+        self, session: str, key: str, expected: bytes | None, data: bytes, *,
+        page: PageRecord | None = None,
+    ) -> bool:
+        if not self._native_async:
+            return await super().aswap_state(session, key, expected, data, page=page)
+        args = self._swap(key, expected, data, page)
+        return int(await self._aeval(self._swap_lua, self._keys(session), *args)) == 1
 
     async def _ahget_ids(self, digests: Sequence[str]) -> list[Any]:
         pipe = self._async().pipeline(transaction=False)

@@ -397,6 +397,31 @@ class SQLiteStore(Store):
                 found[str(k)] = bytes(d)
         return [found.get(k) for k in keys]
 
+    # ------------------------------------------------------------------ session state
+    def swap_state(
+        self, session: str, key: str, expected: bytes | None, data: bytes, *,
+        page: PageRecord | None = None,
+    ) -> bool:
+        """See :meth:`Store.swap_state`: the page and the value are compared and the value
+        written in one write transaction, so no other process's write or delete slips in
+        between. Kept where :meth:`Store.put_state` keeps it, as the blob ``state/{key}``."""
+        blob_key = f"state/{key}"
+        with self._write() as conn:
+            if page is not None:
+                row = conn.execute(
+                    "SELECT record FROM pages WHERE session = ? AND page_no = ?",
+                    (session, page.page_no),
+                ).fetchone()
+                if row is None or not same_page(PageRecord.from_json(session, row[0]), page):
+                    return False
+            row = conn.execute(
+                "SELECT data FROM blobs WHERE session = ? AND key = ?", (session, blob_key)
+            ).fetchone()
+            if (None if row is None else bytes(row[0])) != expected:
+                return False
+            conn.execute(_PUT_BLOB, (session, blob_key, sqlite3.Binary(bytes(data))))
+        return True
+
     # ------------------------------------------------------------------ sessions
     def sessions(self) -> Iterator[str]:
         rows = self._read("SELECT session FROM sessions WHERE next_seq > 0")

@@ -13,7 +13,9 @@ A store keeps four things per session:
 * **session state** — a few small values the memory must not lose (the decay mark and
   age clock that keep budget-pressure and age decay monotone). By default kept as blobs
   under ``state/``; a backend that evicts blobs overrides :meth:`Store.put_state` /
-  :meth:`Store.get_state`.
+  :meth:`Store.get_state`. :meth:`Store.swap_state` writes a value only if it is still
+  the one the caller read (a compare-and-set), so processes raising one value never
+  undo each other's writes; a backend shared by processes makes it one atomic step.
 
 Every method has an ``a``-prefixed async twin. This base class runs the sync method in a
 worker thread; backends with a native async client (Redis) override the twins.
@@ -24,6 +26,7 @@ store is called, and backends must keep any string id from reaching another sess
 from __future__ import annotations
 
 import asyncio
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -37,6 +40,27 @@ def same_page(a: PageRecord, b: PageRecord) -> bool:
     return (a.session == b.session and a.page_no == b.page_no and a.first_seq == b.first_seq
             and a.first_line == b.first_line and a.render_key == b.render_key
             and a.transcript == b.transcript)
+
+
+_SWAP_LOCK = threading.RLock()
+"""Serialises the default :meth:`Store.swap_state` within this process."""
+
+
+def swap_state_locked(
+    store: Store, session: str, key: str, expected: bytes | None, data: bytes,
+    page: PageRecord | None,
+) -> bool:
+    """:meth:`Store.swap_state` through the store's :meth:`~Store.get_pages`,
+    :meth:`~Store.get_state` and :meth:`~Store.put_state`, for a caller that holds a lock
+    making the three one step (against other swaps, at least)."""
+    if page is not None:
+        now = store.get_pages(session, page.page_no, page.page_no + 1)
+        if not now or not same_page(now[0], page):
+            return False
+    if store.get_state(session, key) != expected:
+        return False
+    store.put_state(session, key, data)
+    return True
 
 
 class Store(ABC):
@@ -155,6 +179,30 @@ class Store(ABC):
         """The value :meth:`put_state` kept, or ``None``."""
         return self.get_blob(session, f"state/{key}")
 
+    def swap_state(
+        self, session: str, key: str, expected: bytes | None, data: bytes, *,
+        page: PageRecord | None = None,
+    ) -> bool:
+        """Keep ``data`` as the state ``key`` only if the stored value is still ``expected``
+        (``None``: no value stored) and, given ``page``, only while ``session`` still holds
+        that page (:func:`same_page`); whether it wrote.
+
+        A compare-and-set. Contexts of one session assembled at once, in threads or in
+        processes sharing the store, each read the decay mark, raise it and write it
+        back: with :meth:`put_state` the one that read first could write last and lower
+        it. With a swap, the loser reads again and raises what is now there. ``page``
+        keeps a value out of a session deleted (maybe begun again) since it was read: its
+        state went with it, so an ``expected`` of ``None`` alone would match again.
+
+        The default compares and writes through :meth:`get_pages`, :meth:`get_state` and
+        :meth:`put_state` under a lock of this process: atomic against the swaps of this
+        process only. A backend that several processes share must make it one step (the
+        bundled ones do: one lock hold in memory, one write transaction in SQLite, one
+        script on Redis).
+        """
+        with _SWAP_LOCK:
+            return swap_state_locked(self, session, key, expected, data, page)
+
     # ------------------------------------------------------------------ sessions
     @abstractmethod
     def sessions(self) -> Iterator[str]:
@@ -223,6 +271,13 @@ class Store(ABC):
 
     async def aget_state(self, session: str, key: str) -> bytes | None:
         return await asyncio.to_thread(self.get_state, session, key)
+
+    async def aswap_state(
+        self, session: str, key: str, expected: bytes | None, data: bytes, *,
+        page: PageRecord | None = None,
+    ) -> bool:
+        return await asyncio.to_thread(self.swap_state, session, key, expected, data,
+                                       page=page)
 
     async def asessions(self) -> list[str]:
         return await asyncio.to_thread(lambda: list(self.sessions()))

@@ -172,12 +172,15 @@ def test_page_blobs_are_written_only_while_the_page_is_there(
     assert store.get_blob("s", "rec:0") is None
 
 
+@pytest.mark.parametrize("write", ["put_page_blob", "swap_state"])
 def test_page_blob_check_and_write_are_one_step(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch, write: str
 ) -> None:
     """Another thread deletes the session and begins it again, with a new page 0, just
     as the page is found to be the same: it must wait until the blob is written (and
-    then deletes it), or the old page's artefact would land on the new page."""
+    then deletes it), or the old page's artefact would land on the new page. A swap of
+    session state guarded by the page likewise (the old life's decay mark would land in
+    the new life, whose state the delete emptied, so "nothing stored" matches again)."""
     old, new = page("s", 0, transcript="User: old"), page("s", 0, transcript="User: new")
     store.append_turn("s", "user", "x", 0.0)
     store.add_page(old)
@@ -198,13 +201,16 @@ def test_page_blob_check_and_write_are_one_step(
 
     for module in (store_module, sqlite_store_module):
         monkeypatch.setattr(module, "same_page", same_page_then_race)
-    assert store.put_page_blob(old, "rec:0", b"old")
+    if write == "put_page_blob":
+        assert store.put_page_blob(old, "rec:0", b"old")
+    else:
+        assert store.swap_state("s", "mark/x", None, b"old", page=old)
     if racer.ident is None:
         pytest.skip("this backend checks and writes in one server-side script: there is "
                     "no point in between for another client to act")
     racer.join()
     assert store.get_pages("s", 0, 1) == [new]
-    assert store.get_blob("s", "rec:0") is None
+    assert store.get_blob("s", "rec:0") is None and store.get_state("s", "mark/x") is None
 
 
 def test_pages_and_blobs_of_many_sessions_at_once(store: Store) -> None:
@@ -304,6 +310,94 @@ def test_sessions_lists_sessions_with_turns(store: Store) -> None:
     store.put_blob("only-blobs", "k", b"v")
     store.add_page(page("only-pages", 0))
     assert set(store.sessions()) == {"x", "y y", "z:1"}
+
+
+def test_swap_state_writes_only_over_the_value_read(store: Store) -> None:
+    """A compare-and-set: nothing stored matches only ``None``, a stored value (the empty
+    one too) only itself; a refused swap changes nothing."""
+    odd = bytes(range(256))
+    assert not store.swap_state("s", "mark/a", b"", b"1")  # nothing stored is not b""
+    assert store.get_state("s", "mark/a") is None
+    assert store.swap_state("s", "mark/a", None, b"")
+    assert store.get_state("s", "mark/a") == b""
+    assert not store.swap_state("s", "mark/a", None, b"2")  # b"" is stored, not nothing
+    assert store.swap_state("s", "mark/a", b"", odd)
+    assert not store.swap_state("s", "mark/a", odd[:-1], b"3")
+    assert not store.swap_state("s", "mark/a", b"", b"3")
+    assert store.get_state("s", "mark/a") == odd
+    assert not asyncio.run(store.aswap_state("s", "mark/a", b"", b"4"))
+    assert asyncio.run(store.aswap_state("s", "mark/a", odd, b"4"))
+    store.put_state("s", "mark/a", b"5")  # a plain put is what a swap compares with too
+    assert store.swap_state("s", "mark/a", b"5", b"6")
+    assert store.swap_state("t", "mark/a", None, b"t")  # other sessions and keys apart
+    assert store.swap_state("s", "mark/b", None, b"b")
+    assert [store.get_state(s, k) for s, k in (("s", "mark/a"), ("s", "mark/b"),
+                                                ("t", "mark/a"), ("t", "mark/b"))] == [
+        b"6", b"b", b"t", None]
+    store.delete_session("s")
+    assert not store.swap_state("s", "mark/a", b"6", b"7")
+    assert store.get_state("s", "mark/a") is None and store.get_state("t", "mark/a") == b"t"
+
+
+def test_swap_state_with_a_page_writes_only_while_the_session_holds_it(store: Store) -> None:
+    """Given a page, a swap writes only while the session holds that very page: not
+    before it is stored, not after the session was deleted, not over a new life's page of
+    the same number."""
+    shown = page("s", 0, transcript=ODD_TEXTS[2])
+    assert not store.swap_state("s", "mark/a", None, b"1", page=shown)
+    assert store.get_state("s", "mark/a") is None
+    store.append_turn("s", "user", "x", 0.0)
+    store.add_page(shown)
+    assert store.swap_state("s", "mark/a", None, b"1", page=shown)
+    assert not store.swap_state("s", "mark/a", b"0", b"2", page=shown)  # value still counts
+    assert asyncio.run(store.aswap_state("s", "mark/a", b"1", b"2", page=shown))
+    assert not store.swap_state("s", "mark/a", b"2", b"3", page=page("s", 1))
+    assert store.get_state("s", "mark/a") == b"2"
+    store.delete_session("s")
+    assert not store.swap_state("s", "mark/a", None, b"late", page=shown)
+    assert not asyncio.run(store.aswap_state("s", "mark/a", None, b"late", page=shown))
+    store.append_turn("s", "user", "y", 0.0)
+    store.add_page(page("s", 0, transcript=ODD_TEXTS[2] + " and more"))
+    assert not store.swap_state("s", "mark/a", None, b"late", page=shown)
+    assert store.get_state("s", "mark/a") is None
+
+
+def test_concurrent_swappers_one_wins_each_round(store: Store) -> None:
+    """Threads that read the same value and swap at once: exactly one wins each round,
+    and the value stored is the winner's. Then read-increment-swap loops lose no
+    increment (what a plain read-then-put would)."""
+    threads_n, rounds = 6, 15
+    barrier = threading.Barrier(threads_n)
+    won: list[list[bytes]] = [[] for _ in range(rounds)]
+    errors: list[BaseException] = []
+
+    def swapper(t: int) -> None:
+        try:
+            for r in range(rounds):
+                seen = store.get_state("s", "n")
+                barrier.wait()  # all have read; none has written
+                mine = f"{r}:{t}".encode()
+                if store.swap_state("s", "n", seen, mine):
+                    won[r].append(mine)
+                barrier.wait()  # all have swapped
+            for _ in range(20):
+                while True:
+                    seen = store.get_state("s", "count")
+                    if store.swap_state("s", "count", seen, b"%d" % (int(seen or 0) + 1)):
+                        break
+        except BaseException as exc:  # pragma: no cover - reported below
+            barrier.abort()
+            errors.append(exc)
+
+    threads = [threading.Thread(target=swapper, args=(t,)) for t in range(threads_n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert [len(w) for w in won] == [1] * rounds
+    assert store.get_state("s", "n") == won[-1][0]
+    assert store.get_state("s", "count") == b"%d" % (threads_n * 20)
 
 
 def test_concurrent_appends_get_distinct_ordered_seqs(store: Store) -> None:

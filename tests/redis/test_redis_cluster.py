@@ -138,6 +138,7 @@ def test_a_sessions_keys_stay_on_one_node(
         cstore.add_page(page(s, 0))
         cstore.put_blob(s, "png:0:large", b"\x89PNG" + b"\x00" * 100)
         cstore.put_state(s, "mark/abc", b"{}")
+        assert cstore.swap_state(s, "mark/abc", b"{}", b"[]", page=page(s, 0))
     by_node = keys_by_node(nodes)
     for port, s in sessions.items():
         tag = f"{{test:{s}}}".encode()

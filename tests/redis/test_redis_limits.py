@@ -94,9 +94,34 @@ def test_ttl_applies_to_every_kind_of_write(redis_url: str, raw: redis.Redis) ->
     store.append_turns("t", [("user", "x", 0.0, None)] * 3)
     store.forget_turns("t", 1)
     store.put_state("m", "mark/x", b"{}")
-    for s in ("b", "p", "t", "m"):
+    assert store.swap_state("w", "mark/x", None, b"{}")
+    for s in ("b", "p", "t", "m", "w"):
         for key in raw.scan_iter(match=f"opticmem:{{test:{s}}}:*"):
             assert 0 < int(raw.pttl(key)) <= 60_000, key
+    store.close()
+
+
+def test_a_swap_of_state_refreshes_the_ttl_only_when_it_writes(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    """A swap that writes is activity of the session (a context raised its decay mark),
+    as a put_state is; a refused one writes nothing, so it touches no key and makes none
+    (not even for a deleted session, whose keys it would bring back)."""
+    store = RedisStore.from_url(redis_url, tenant="test", ttl=60)
+    store.append_turn("s", "user", "x", 0.0)
+    store.add_page(page("s", 0))
+    meta = "opticmem:{test:s}:meta"
+    raw.pexpire("opticmem:{test:s}:turns", 5_000)
+    assert not store.swap_state("s", "mark/x", b"{}", b"1")
+    assert not store.swap_state("s", "mark/x", None, b"1", page=page("s", 1))
+    assert int(raw.pttl("opticmem:{test:s}:turns")) <= 5_000
+    assert raw.hget(meta, "state:mark/x") is None
+    assert store.swap_state("s", "mark/x", None, b"1", page=page("s", 0))
+    assert raw.hget(meta, "state:mark/x") == b"1"  # in the meta hash, as put_state keeps it
+    assert int(raw.pttl("opticmem:{test:s}:turns")) > 5_000
+    store.delete_session("s")
+    assert not store.swap_state("s", "mark/x", None, b"2", page=page("s", 0))
+    assert [k for k in raw.scan_iter() if b"{test:s}" in k] == []
     store.close()
 
 
