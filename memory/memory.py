@@ -257,7 +257,6 @@ class OpticalMemory:
         self._indexes: LRU[str, RecallIndex] = LRU(64)
         self._dirty: dict[str, set[int]] = {}
         self._lock = threading.Lock()
-        self._mark_lock = threading.Lock()  # around each read-and-raise of a stored mark
         self._worker: Recollector | None = None
         if recollect == "background":
             thread = ThreadRecollector(self._artefacts)
@@ -588,35 +587,45 @@ class OpticalMemory:
             "(delete_session) to begin it again, and use maxmemory-policy noeviction."
         )
 
-    def _read_mark(self, session: str, budget: int) -> tuple[Mark, float | None]:
-        """The consumer's stored decay mark and age clock (``None``: none remembered)."""
-        raw = self.store.get_state(session, f"mark/{self._consumer_key(budget)}")
+    def _mark_key(self, budget: int) -> str:
+        """The session-state key of this consumer's decay mark and age clock."""
+        return f"mark/{self._consumer_key(budget)}"
+
+    @staticmethod
+    def _parse_mark(raw: bytes | None) -> tuple[Mark, float | None]:
+        """A stored decay mark and age clock (``None``: none remembered)."""
         state = json.loads(raw) if raw else {}
         return Mark(state.get("page_no", 0), state.get("level", 0)), state.get("now")
+
+    def _read_mark(self, session: str, budget: int) -> tuple[Mark, float | None]:
+        """The consumer's stored decay mark and age clock (``None``: none remembered)."""
+        return self._parse_mark(self.store.get_state(session, self._mark_key(budget)))
 
     def _save_mark(self, asm: _Assembly, budget: int) -> None:
         """Store the consumer's decay mark and age clock if either moved forward.
 
-        Two contexts of one session may be assembled at once, and the one that read the
-        older history may finish last: written as it stands, its mark or clock would undo
-        the other's, and a page the other one put out of context would come back. So the
-        stored values are read again and only ever raised, one thread at a time.
+        Two contexts of one session may be assembled at once — in threads of this process
+        or in processes sharing the store — and the one that read the older history may
+        finish last: written as it stands, its mark or clock would undo the other's, and
+        a page the other one put out of context would come back. So the stored values are
+        read again, raised, and swapped in only if they are still what was read
+        (:meth:`~opticmem.store.Store.swap_state`, a compare-and-set); a context that
+        loses the swap to another reads again and raises what that one wrote, until its
+        swap wins or the stored values are already as high. They are only ever raised.
 
         Nor is anything written once the session no longer holds the newest page the
         context saw (deleted meanwhile, maybe begun again): the old conversation's mark
-        would put the new one's first pages out of context for good.
+        would put the new one's first pages out of context for good. The store checks
+        that page in the same step as the value (a delete between a check and the write
+        would empty the session's state, and "nothing stored" would match again); a swap
+        lost while the stored value stayed what was read was lost to that check.
         """
         if not (asm.mark_changed or asm.clock_changed) or not asm.pages:
             return  # (both change only when a page is in the policy's window)
-        newest = asm.pages[-1]
-        with self._mark_lock:
-            now = self.store.get_pages(asm.session, newest.page_no, newest.page_no + 1)
-            if not now or page_ref(now[0]) != page_ref(newest):
-                log.info("session %r changed in the store while a context was assembled "
-                         "(deleted, maybe begun again); its decay mark is not kept",
-                         asm.session)
-                return
-            stored, seen = self._read_mark(asm.session, budget)
+        newest, key = asm.pages[-1], self._mark_key(budget)
+        raw = self.store.get_state(asm.session, key)
+        while True:
+            stored, seen = self._parse_mark(raw)
             mark = max(stored, asm.mark) if asm.mark_changed else stored
             clocks = [c for c in (seen, asm.clock) if c is not None]
             clock = max(clocks) if clocks else None
@@ -625,8 +634,16 @@ class OpticalMemory:
             state: dict[str, Any] = {"page_no": mark.page_no, "level": mark.level}
             if clock is not None:
                 state["now"] = clock
-            key = f"mark/{self._consumer_key(budget)}"
-            self.store.put_state(asm.session, key, json.dumps(state).encode())
+            data = json.dumps(state).encode()
+            if self.store.swap_state(asm.session, key, raw, data, page=newest):
+                return
+            again = self.store.get_state(asm.session, key)
+            if again == raw:  # no other writer won: the session no longer holds the page
+                log.info("session %r changed in the store while a context was assembled "
+                         "(deleted, maybe begun again); its decay mark is not kept",
+                         asm.session)
+                return
+            raw = again
 
     def context(
         self, session: str, *, budget_tokens: int | None = None, now: float | None = None

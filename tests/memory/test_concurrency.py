@@ -7,6 +7,8 @@ the guard it checks.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import multiprocessing as mp
 import threading
@@ -95,18 +97,23 @@ def test_two_recalls_of_one_session_at_once_share_one_consistent_index(
 
 
 class PausingStore(InMemoryStore):
-    """Pauses the thread named ``B`` right after its first ``get_state``: its context has
-    read the session's history and the consumer's decay mark, and not yet planned."""
+    """Pauses the thread named ``B`` right after its ``pause_at``-th ``get_state``. After
+    the first, its context has read the session's history and the consumer's decay mark,
+    and not yet planned; after the second, it has planned and read the stored mark again
+    to raise it, and not yet written it."""
 
-    def __init__(self) -> None:
+    def __init__(self, pause_at: int = 1) -> None:
         super().__init__()
         self.reached, self.go = threading.Event(), threading.Event()
+        self.calls, self.pause_at = 0, pause_at
 
     def get_state(self, session: str, key: str) -> bytes | None:
         got = super().get_state(session, key)
         if threading.current_thread().name == "B" and not self.reached.is_set():
-            self.reached.set()
-            self.go.wait(timeout=30)
+            self.calls += 1
+            if self.calls == self.pause_at:
+                self.reached.set()
+                self.go.wait(timeout=30)
         return got
 
 
@@ -160,6 +167,134 @@ def test_a_context_running_while_its_session_is_deleted_leaves_no_mark_behind() 
     add(fresh, 30)
     want = [(p.page_no, p.tier) for p in fresh.context("s").pages]
     assert want and [(p.page_no, p.tier) for p in mem.context("s").pages] == want
+
+
+def test_a_session_deleted_just_before_its_mark_is_written_gets_no_mark() -> None:
+    """The session was found to hold the context's newest page, then deleted before the
+    mark was written: the write landed in the emptied session all the same (its state
+    gone, "no mark stored" matched again), and the conversation begun there again never
+    showed its first pages. The page is checked in the same step as the write now."""
+    store = PausingStore(pause_at=2)
+    mem = OpticalMemory(store, codec=None, verbatim_turns=1, budget_tokens=2500)
+
+    def add(memory: OpticalMemory, n: int) -> None:
+        for i in range(n):
+            memory.add("s", "user", f"note {i}: the plan for march " * 40)
+
+    add(mem, 48)
+    older = threading.Thread(target=lambda: mem.context("s"), name="B")
+    older.start()
+    assert store.reached.wait(timeout=30)  # its mark is raised, about to be written
+    mem.delete_session("s")
+    store.go.set()
+    older.join()
+    assert store.get_state("s", mem._mark_key(2500)) is None
+    add(mem, 30)
+    fresh = OpticalMemory(codec=None, verbatim_turns=1, budget_tokens=2500)
+    add(fresh, 30)
+    want = [(p.page_no, p.tier) for p in fresh.context("s").pages]
+    assert want and [(p.page_no, p.tier) for p in mem.context("s").pages] == want
+
+
+class OvertakenStore(InMemoryStore):
+    """Just before the first swap of session state, another writer's swap wins: it
+    stores ``other`` (what a context in another process would)."""
+
+    def __init__(self, other: bytes) -> None:
+        super().__init__()
+        self.other, self.swaps = other, 0
+
+    def swap_state(self, session: str, key: str, expected: bytes | None, data: bytes, *,
+                   page: Any = None) -> bool:
+        self.swaps += 1
+        if self.swaps == 1:
+            self.put_state(session, key, self.other)
+        return super().swap_state(session, key, expected, data, page=page)
+
+
+@pytest.mark.parametrize("lead", [-1, 1], ids=["lower", "higher"])
+def test_a_context_whose_swap_is_overtaken_raises_what_the_other_wrote(lead: int) -> None:
+    """The loser of a swap reads the mark again: one lower than its own is raised to it
+    (a second swap), one higher is kept as it is; never the lower of the two."""
+    def context_mark(store: InMemoryStore) -> Any:
+        mem = OpticalMemory(store, codec=None, verbatim_turns=1, budget_tokens=2500)
+        for i in range(48):
+            mem.add("s", "user", f"note {i}: the plan for march " * 40)
+        mem.context("s")
+        return mem._read_mark("s", 2500)[0]
+
+    ours = context_mark(InMemoryStore())
+    assert ours.page_no >= 2
+    theirs = dataclasses.replace(ours, page_no=ours.page_no + lead)
+    store = OvertakenStore(json.dumps(dataclasses.asdict(theirs)).encode())
+    assert context_mark(store) == max(ours, theirs)
+    assert store.swaps == (2 if lead < 0 else 1)
+
+
+def _context_paused_before_its_mark_is_written(url: str, reached: Any, go: Any) -> None:
+    """In a child process: a context that waits for ``go`` once it has read the stored
+    decay mark again to raise it (its second ``get_state``), before writing it."""
+    mem = OpticalMemory(url, codec=None, verbatim_turns=1, budget_tokens=2500)
+    read = mem.store.get_state
+    calls = 0
+
+    def get_state(session: str, key: str) -> bytes | None:
+        nonlocal calls
+        got = read(session, key)
+        calls += 1
+        if calls == 2:
+            reached.set()
+            go.wait(timeout=120)
+        return got
+
+    mem.store.get_state = get_state  # type: ignore[method-assign]
+    try:
+        mem.context("s")
+    finally:
+        mem.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def test_a_context_in_another_process_does_not_undo_a_newer_decay_mark(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Bots in several processes on one store: a context in one process read the stored
+    decay mark to raise it, a newer context in another raised it further, and the first
+    then wrote its smaller mark over it — a lock of one process cannot stop that — so a
+    page the newer context had put out of context came back (decay ran backwards)."""
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path}/m.db"
+    else:
+        url = request.getfixturevalue("redis_url") + "?tenant=marks"
+    mem = OpticalMemory(url, codec=None, verbatim_turns=1, budget_tokens=2500)
+
+    def add(lo: int, hi: int) -> None:
+        for i in range(lo, hi):
+            mem.add("s", "user", f"note {i}: the plan for march " * 40)
+
+    add(0, 42)
+    mem.context("s")
+    add(42, 43)  # enough for the other process's context to raise the mark
+    ctx = mp.get_context("spawn")
+    reached, go = ctx.Event(), ctx.Event()
+    older = ctx.Process(target=_context_paused_before_its_mark_is_written,
+                        args=(url, reached, go))
+    older.start()
+    try:
+        assert reached.wait(timeout=120)
+        add(43, 48)  # enough for a newer context to raise it further
+        newer = mem.context("s")
+        raised = mem._read_mark("s", 2500)
+    finally:
+        go.set()
+        older.join(timeout=120)
+    assert older.exitcode == 0
+    assert mem._read_mark("s", 2500)[0] >= raised[0]
+    first_shown = newer.pages[0].page_no
+    for hi in range(49, 52):
+        add(hi - 1, hi)
+        assert min(p.page_no for p in mem.context("s").pages) >= first_shown
+    mem.close()
 
 
 # ---------------------------------------------------------------- background recollection
