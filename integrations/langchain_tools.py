@@ -251,6 +251,8 @@ def make_recall_tool(
         raise ValueError(f"k must be ≥ 1, got {k}")
     if max_tokens is not None and max_tokens < 1:
         raise ValueError(f"max_tokens must be ≥ 1, got {max_tokens}")
+    if max_original_chars < 0:  # a negative cut clipped from the end, with a nonsense count
+        raise ValueError(f"max_original_chars must be ≥ 0, got {max_original_chars}")
     return RecallTool(memory=memory, session=session, k=k, name=name, description=description,
                       max_original_chars=max_original_chars, max_tokens=max_tokens)
 

@@ -66,6 +66,8 @@ def test_recall_without_a_match_or_session(memory: OpticalMemory) -> None:
         make_recall_tool(memory).invoke({"query": "ORD-1003"})
     with pytest.raises(ValueError, match="k must be"):
         make_recall_tool(memory, k=0)
+    with pytest.raises(ValueError, match="max_original_chars must be ≥ 0, got -1"):
+        make_recall_tool(memory, max_original_chars=-1)
 
 
 def test_a_huge_query_is_not_echoed_whole(memory: OpticalMemory) -> None:
