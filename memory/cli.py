@@ -146,8 +146,8 @@ def _resolve_codec(choice: str, as_json: bool) -> tuple[CodecSpec, str]:
     try:
         from opticmem.encoder import OCRCodec
     except (ImportError, AttributeError) as exc:
-        raise typer.BadParameter(f"--codec {choice}: the encoder's OCRCodec is not "
-                                 f"available in this installation ({exc})") from exc
+        raise _bad_codec(f"--codec {choice}: the encoder's OCRCodec is not available in "
+                         f"this installation ({exc})", as_json) from exc
     if choice == "random":
         codec = OCRCodec.random("test", seed=0)
         if not as_json:
@@ -156,10 +156,18 @@ def _resolve_codec(choice: str, as_json: bool) -> tuple[CodecSpec, str]:
         return codec, f"random: {codec.name}"
     path = Path(choice)
     if not path.is_dir():
-        raise typer.BadParameter(f"--codec must be bundled, none, random or a checkpoint "
-                                 f"directory; {choice!r} is none of these")
+        raise _bad_codec(f"--codec must be bundled, none, random or a checkpoint directory; "
+                         f"{choice!r} is none of these", as_json)
     codec = OCRCodec.from_pretrained(path)
     return codec, f"checkpoint: {codec.name}"
+
+
+def _bad_codec(message: str, as_json: bool) -> Exception:
+    """A usage error (exit 2) about ``--codec``: typer's own, or with ``--json`` the one
+    JSON object ``{"error": …}`` (typer's goes to stderr: stdout would hold nothing)."""
+    if as_json:
+        return fail(message, as_json, code=2)
+    return typer.BadParameter(message)
 
 
 def unreadable(path: Path, exc: OSError) -> str:

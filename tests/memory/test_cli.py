@@ -259,6 +259,20 @@ def test_demo_reports_bad_options_instead_of_a_traceback(
     assert "config.json" in _json_error([*base, "--codec", str(broken)])
 
 
+def test_demo_codec_that_is_neither_a_choice_nor_a_directory_is_a_usage_error(
+    sample: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """With --json it printed nothing on stdout (typer's usage box went to stderr)."""
+    conv, _ = sample
+    args = ["demo", "--transcript", str(conv), "--recalls", "0",
+            "--codec", str(tmp_path / "no-such-ckpt")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "is none of these" in result.output, result.output
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 2, result.output
+    assert "is none of these" in json.loads(result.stdout)["error"]
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (None, "no questions file"),  # was skipped silently: the demo "passed" without recalls
     ('{"question": "x"}', "a JSON list of objects"),  # were tracebacks from here on
