@@ -285,8 +285,10 @@ def demo(
     to_ask = _read_questions(questions, recalls, as_json)
     path = transcript or _package_file(SAMPLE_CONVERSATION)
     if not path.is_file():
-        raise fail(f"no transcript at {path} (the sample conversation is not installed; pass "
-                   "--transcript FILE)", as_json)
+        why = ("the sample conversation is not installed; pass --transcript FILE"
+               if transcript is None else "a directory, not a file" if path.is_dir()
+               else "no such file")  # the user's own path: a typo, not a broken install
+        raise fail(f"no transcript at {path} ({why})", as_json)
     turns, errors = _read_transcript(path, as_json)
     if errors:
         raise fail(f"{path}: line {errors[0].line}: {errors[0].message}", as_json)

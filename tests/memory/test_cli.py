@@ -74,6 +74,14 @@ def test_demo_without_sample_fails_clearly(tmp_path: Path) -> None:
     assert "no transcript" in json.loads(result.stdout)["error"]
 
 
+def test_demo_names_a_missing_transcript_as_the_users_file(tmp_path: Path) -> None:
+    """A --transcript typo was reported as "the sample conversation is not installed"."""
+    for path, message in ((tmp_path / "typo.jsonl", "no such file"),
+                          (tmp_path, "a directory, not a file")):
+        error = _json_error(["demo", "--transcript", str(path), "--codec", "none"])
+        assert message in error and "not installed" not in error, error
+
+
 def test_ingest_then_inspect(sample: tuple[Path, Path], tmp_path: Path) -> None:
     conv, _ = sample
     url = f"sqlite:///{tmp_path}/m.db"
