@@ -84,7 +84,8 @@ def fail(message: str, as_json: bool, code: int = 1) -> typer.Exit:
 
 def check_device(device: str | None, as_json: bool) -> None:
     """Refuse a ``--device`` torch does not know or this machine lacks (exit 2), before
-    the codec's weights are loaded onto it."""
+    the codec's weights are loaded onto it: ``meta`` (no data to read pages with) and a
+    backend this torch was not built for (``mps``, ``xpu`` on Linux) included."""
     if device is None:
         return
     try:
@@ -101,6 +102,17 @@ def check_device(device: str | None, as_json: bool) -> None:
         if count == 0 or (dev.index is not None and dev.index >= count):
             raise fail(f"--device {device}: this machine has {count} CUDA device(s) that "
                        "torch can use", as_json, code=2)
+        return
+    if dev.type == "meta":
+        raise fail(f"--device {device}: meta tensors hold no data, so no codec can read "
+                   "pages there (use cpu or cuda)", as_json, code=2)
+    try:  # other backends fail in their own ways (NotImplementedError, AssertionError…)
+        torch.empty(0, device=dev)
+    except Exception as exc:
+        # torch's messages run to a screenful: its first sentence says what is missing
+        first = str(exc).strip().split("\n")[0].split(". ")[0] or type(exc).__name__
+        raise fail(f"--device {device}: torch cannot use it on this machine ({first})",
+                   as_json, code=2) from None
 
 
 def progress_console(console: Console, as_json: bool) -> tuple[Console, bool]:

@@ -332,6 +332,19 @@ def test_codec_commands_reject_bad_options_before_any_work(
     assert message in json.loads(result.stdout)["error"]
 
 
+@pytest.mark.parametrize("device", ["meta", "mps", "xpu"])
+def test_a_device_torch_cannot_run_a_codec_on_is_a_usage_error(
+    device: str, tmp_path: Path
+) -> None:
+    """Only CUDA devices were checked: these ended eval (and worker) in a traceback from
+    deep in torch (NotImplementedError, AssertionError) after the pages were drawn."""
+    result = runner.invoke(app, ["eval", "--pages", "1", "--hangul", "0", "--tiers", "tiny",
+                                 "--device", device, "--out", str(tmp_path / "o"), "--json"])
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["error"].startswith(f"--device {device}: ")
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize(("name", "content", "message"), [
     ("mine.txt", b"\xff\xfe not text", "not valid UTF-8"),
     ("mine.jsonl", b'{"text": "fine"}\n[1, 2]\n', ":2: expected a JSON object"),
