@@ -184,7 +184,8 @@ def eval_command(
     if out.exists() and not out.is_dir():  # found only after every page was read
         raise _bad_option(f"{out} exists and is not a directory", "--out", as_json)
     try:
-        tier_list = [Tier.parse(t) for t in tiers.split(",") if t.strip()]
+        # each tier once: one named twice would read every page twice and count it twice
+        tier_list = list(dict.fromkeys(Tier.parse(t) for t in tiers.split(",") if t.strip()))
     except ValueError as exc:
         raise _bad_option(str(exc), "--tiers", as_json) from None
     if not tier_list:

@@ -124,6 +124,25 @@ def test_eval_command_on_a_users_text_file(tmp_path: Path) -> None:
     assert (out / "eval.json").is_file() and (out / "precision_vs_compression.png").is_file()
 
 
+@pytest.mark.skipif(not (weights_dir() / "model.safetensors.index.json").is_file(),
+                    reason="no bundled weights in this checkout")
+def test_eval_command_reads_a_tier_named_twice_once(tmp_path: Path) -> None:
+    """--tiers tiny,TINY read every page twice and reported twice the pages it had."""
+    text = tmp_path / "mine.txt"
+    text.write_text("User: Titan ships on 2026-03-04.\n", encoding="utf-8")
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, [
+        "eval", "--text-file", str(text), "--tiers", "tiny,TINY", "--max-new-tokens", "4",
+        "--device", "cpu", "--out", str(out), "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["meta"]["tiers"] == ["tiny"] and report["meta"]["pages"] == 1
+    [row] = [r for r in report["summary"] if r["group"] == "all"]
+    assert row["pages"] == 1
+    assert len((out / "readback.jsonl").read_text(encoding="utf-8").splitlines()) == 1
+
+
 def test_misreads_report_shows_where_the_worst_pages_went_wrong() -> None:
     def score(page: int, tier: str, reference: str, recollected: str) -> PageScore:
         return PageScore(page=page, tier=tier, text_tokens=10, slots=73, compression=0.1,
