@@ -30,7 +30,7 @@ from tokenizers import Tokenizer
 
 from opticmem.encoder.checkpoint import INDEX_FILE, load_tensors, read_index
 from opticmem.encoder.config import ModelConfig, preset
-from opticmem.encoder.errors import CheckpointError
+from opticmem.encoder.errors import CheckpointError, InputError
 from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
 
 log = logging.getLogger(__name__)
@@ -188,8 +188,13 @@ def load_official(
     (plus ``config.json``, checked against ``config``), or a repo id such as
     ``"deepseek-ai/DeepSeek-OCR"`` (needs ``huggingface_hub`` and a network). ``config``
     defaults to the ``official`` preset; a smaller config loads a small checkpoint written
-    in the official layout. Defaults: CUDA + bf16 when available, else CPU + fp32.
+    in the official layout. Defaults: CUDA + bf16 when available, else CPU + fp32; a
+    ``dtype`` that is not a floating-point ``torch.dtype`` raises :class:`InputError`
+    before anything is downloaded or built.
     """
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InputError(f"dtype must be a floating-point torch.dtype such as torch.bfloat16, "
+                         f"got {dtype!r}")
     root = resolve_source(source, revision)
     cfg = config or official_config()
     if config is None or (root / "config.json").exists():

@@ -382,6 +382,26 @@ def test_official_layout_mismatches_raise_typed_errors(tmp_path: Path) -> None:
         load_official(root, config=preset("test"), device="cpu")
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", torch.int8])
+def test_official_loading_with_a_dtype_that_is_not_a_float_type_is_the_callers_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: object
+) -> None:
+    """It raised torch's own TypeError from deep in building the model (load_checkpoint
+    has said InputError all along), after a Hub id had been downloaded."""
+    cfg = with_official_layout(preset("test"))
+    write_official_layout(build_model(cfg, seed=7), tmp_path / "dso")
+    with pytest.raises(InputError, match="dtype must be a floating-point torch"):
+        load_official(tmp_path / "dso", config=cfg, device="cpu", dtype=dtype)  # type: ignore[arg-type]
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+
+    def download(**kwargs: object) -> str:
+        raise AssertionError("downloaded before the dtype was checked")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+    with pytest.raises(InputError, match="dtype must be a floating-point torch"):
+        OCRCodec.from_official("deepseek-ai/DeepSeek-OCR", device="cpu", dtype=dtype)  # type: ignore[arg-type]
+
+
 def test_hub_ids_without_network_or_package_give_typed_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError):
         load_official(tmp_path / "not-there", device="cpu")
