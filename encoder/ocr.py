@@ -39,7 +39,12 @@ from opticmem.encoder.errors import CheckpointError, InputError
 from opticmem.encoder.examples import token_bytes
 from opticmem.encoder.generate import GenerationConfig, Halt, Hold, Prompt, StepHook, generate
 from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
-from opticmem.encoder.official import REPO_ID, load_official, load_official_tokenizer
+from opticmem.encoder.official import (
+    REPO_ID,
+    check_dtype,
+    load_official,
+    load_official_tokenizer,
+)
 from opticmem.encoder.preprocess import parse_tier, preprocess, to_rgb
 from opticmem.encoder.token_cursor import TokenCursor
 from opticmem.encoder.tokenizer import (
@@ -194,9 +199,13 @@ class OCRCodec:
         generation: GenerationConfig | None = None,
         batch_size: int = 32,
     ) -> OCRCodec:
-        """The released DeepSeek-OCR weights and tokenizer (directory or Hub repo id)."""
-        model = load_official(source, device=device, dtype=dtype, revision=revision)
+        """The released DeepSeek-OCR weights and tokenizer (directory or Hub repo id).
+
+        The tokenizer is read first: a directory without ``tokenizer.json`` fails at once,
+        not after the 3B-parameter model has been built and its weights loaded."""
+        check_dtype(dtype)  # before a Hub id is downloaded for the tokenizer
         tokenizer = load_official_tokenizer(source, revision=revision)
+        model = load_official(source, device=device, dtype=dtype, revision=revision)
         generation = generation or GenerationConfig(
             no_repeat_whitelist=frozenset({128821, 128822}), max_new_tokens=8192
         )

@@ -192,9 +192,7 @@ def load_official(
     ``dtype`` that is not a floating-point ``torch.dtype`` raises :class:`InputError`
     before anything is downloaded or built.
     """
-    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise InputError(f"dtype must be a floating-point torch.dtype such as torch.bfloat16, "
-                         f"got {dtype!r}")
+    check_dtype(dtype)
     root = resolve_source(source, revision)
     cfg = config or official_config()
     if config is None or (root / "config.json").exists():
@@ -210,6 +208,14 @@ def load_official(
     load_tensors(model, root, weight_map, rename=to_ours, unrename=to_official)
     log.info("loaded official-layout checkpoint %s (%s)", root, cfg.name)
     return model.eval()
+
+
+def check_dtype(dtype: torch.dtype | None) -> None:
+    """Raise :class:`InputError` unless ``dtype`` is ``None`` or a floating-point
+    ``torch.dtype`` (torch's own TypeError would come from deep in building the model)."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise InputError(f"dtype must be a floating-point torch.dtype such as torch.bfloat16, "
+                         f"got {dtype!r}")
 
 
 def load_official_tokenizer(source: str | Path = REPO_ID, revision: str | None = None) -> Tokenizer:

@@ -382,6 +382,24 @@ def test_official_layout_mismatches_raise_typed_errors(tmp_path: Path) -> None:
         load_official(root, config=preset("test"), device="cpu")
 
 
+def test_an_official_directory_without_its_tokenizer_fails_before_loading_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """from_official built the model and loaded every shard (minutes for the released
+    3B checkpoint) and only then found tokenizer.json missing."""
+    cfg = with_official_layout(preset("test"))
+    write_official_layout(build_model(cfg, seed=7), tmp_path / "dso")
+    (tmp_path / "dso" / "tokenizer.json").unlink()
+
+    def weights(*args: object, **kwargs: object) -> OCRModel:
+        raise AssertionError("the weights were loaded before the tokenizer was read")
+
+    monkeypatch.setattr("opticmem.encoder.ocr.load_official", weights)
+    with pytest.raises(CheckpointError, match="cannot read tokenizer") as info:
+        OCRCodec.from_official(tmp_path / "dso", device="cpu")
+    assert info.value.path == str(tmp_path / "dso" / "tokenizer.json")
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", torch.int8])
 def test_official_loading_with_a_dtype_that_is_not_a_float_type_is_the_callers_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: object
