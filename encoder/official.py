@@ -203,6 +203,10 @@ def load_official(
             raise CheckpointError(
                 "official tensor name not in the key map", path=str(root / INDEX_FILE), key=name
             )
+    # A download cut short: say so before the 3B-parameter model is built and half loaded.
+    for name, fname in weight_map.items():
+        if not (root / fname).is_file():
+            raise CheckpointError("shard file missing", path=str(root / fname), key=name)
     dev = torch.device(device) if device is not None else default_device()
     model = build_model(cfg, device=dev, dtype=dtype or default_dtype(dev), seed=None)
     load_tensors(model, root, weight_map, rename=to_ours, unrename=to_official)

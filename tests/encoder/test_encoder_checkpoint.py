@@ -382,6 +382,26 @@ def test_official_layout_mismatches_raise_typed_errors(tmp_path: Path) -> None:
         load_official(root, config=preset("test"), device="cpu")
 
 
+def test_an_official_directory_missing_a_shard_fails_before_building_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download cut short: the model was built (13 GB in fp32 for the released one) and
+    the shards before the missing one loaded before it was named."""
+    cfg = with_official_layout(preset("test"))
+    weight_map = write_official_layout(build_model(cfg, seed=7), tmp_path / "dso")
+    last = sorted(set(weight_map.values()))[-1]
+    (tmp_path / "dso" / last).unlink()
+
+    def build(*args: object, **kwargs: object) -> OCRModel:
+        raise AssertionError("the model was built before the shards were found")
+
+    monkeypatch.setattr("opticmem.encoder.official.build_model", build)
+    with pytest.raises(CheckpointError, match="shard file missing") as info:
+        load_official(tmp_path / "dso", config=cfg, device="cpu")
+    assert info.value.path == str(tmp_path / "dso" / last)
+    assert info.value.key is not None and weight_map[info.value.key] == last
+
+
 def test_an_official_directory_without_its_tokenizer_fails_before_loading_weights(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
