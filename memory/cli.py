@@ -14,9 +14,12 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import signal
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -113,6 +116,16 @@ def check_device(device: str | None, as_json: bool) -> None:
         first = str(exc).strip().split("\n")[0].split(". ")[0] or type(exc).__name__
         raise fail(f"--device {device}: torch cannot use it on this machine ({first})",
                    as_json, code=2) from None
+
+
+@contextmanager
+def interruptible(as_json: bool) -> Iterator[None]:
+    """Turn Ctrl-C inside into exit 130 with a one-line error (one JSON object with
+    ``--json``); typer would exit 130 silently, leaving a script reading stdout nothing."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise fail("interrupted (Ctrl-C)", as_json, code=128 + signal.SIGINT) from None
 
 
 def progress_console(console: Console, as_json: bool) -> tuple[Console, bool]:
@@ -312,44 +325,45 @@ def demo(
     sid = session or max(sessions, key=lambda s: len(sessions[s]))
     if sid not in sessions:
         raise fail(f"session {sid!r} is not in {path}", as_json)
-    try:
-        codec_spec, codec_note = _resolve_codec(codec, as_json)
-        mem = OpticalMemory(budget_tokens=budget, codec=codec_spec, cost_model=cost_model,
-                            decode_max_tokens=decode_max_tokens)
-    except (OpticMemError, CodecError) as exc:  # --cost-model, a broken checkpoint --codec
-        raise fail(str(exc), as_json) from exc
-    t0 = time.perf_counter()
-    add_times = []
-    base_ts = time.time() - len(sessions[sid]) * 60.0
-    with _progress(as_json) as bar:
-        task = bar.add_task(f"replaying {sid!r}", total=len(sessions[sid]))
-        for i, t in enumerate(sessions[sid]):
-            a = time.perf_counter()
-            mem.add(sid, t.role, t.text, ts=t.ts if t.ts is not None else base_ts + 60.0 * i,
-                    meta=t.meta)
-            add_times.append(time.perf_counter() - a)
-            bar.advance(task)
-    replay_s = time.perf_counter() - t0
-    a = time.perf_counter()
-    try:
-        ctx = mem.context(sid)
-    except OpticMemError as exc:  # a --budget too small for the newest turn
-        raise fail(str(exc), as_json) from exc
-    context_ms = (time.perf_counter() - a) * 1000
-    recollect_s = 0.0
-    if codec_spec is not None:
-        a = time.perf_counter()
+    with interruptible(as_json):  # loading the codec, replaying, reading back
+        try:
+            codec_spec, codec_note = _resolve_codec(codec, as_json)
+            mem = OpticalMemory(budget_tokens=budget, codec=codec_spec, cost_model=cost_model,
+                                decode_max_tokens=decode_max_tokens)
+        except (OpticMemError, CodecError) as exc:  # --cost-model, a broken checkpoint --codec
+            raise fail(str(exc), as_json) from exc
+        t0 = time.perf_counter()
+        add_times = []
+        base_ts = time.time() - len(sessions[sid]) * 60.0
         with _progress(as_json) as bar:
-            task = bar.add_task("reading pages back", total=len(ctx.pages))
-            mem.recollect(sid, progress=lambda done, total: bar.update(task, completed=done,
-                                                                           total=total))
-        recollect_s = time.perf_counter() - a
-    asked = _ask(mem, sid, to_ask)
-    sheet_path = None
-    if sheet is not None:
-        from opticmem.inspection import decay_sheet
+            task = bar.add_task(f"replaying {sid!r}", total=len(sessions[sid]))
+            for i, t in enumerate(sessions[sid]):
+                a = time.perf_counter()
+                mem.add(sid, t.role, t.text, ts=t.ts if t.ts is not None else base_ts + 60.0 * i,
+                        meta=t.meta)
+                add_times.append(time.perf_counter() - a)
+                bar.advance(task)
+        replay_s = time.perf_counter() - t0
+        a = time.perf_counter()
+        try:
+            ctx = mem.context(sid)
+        except OpticMemError as exc:  # a --budget too small for the newest turn
+            raise fail(str(exc), as_json) from exc
+        context_ms = (time.perf_counter() - a) * 1000
+        recollect_s = 0.0
+        if codec_spec is not None:
+            a = time.perf_counter()
+            with _progress(as_json) as bar:
+                task = bar.add_task("reading pages back", total=len(ctx.pages))
+                mem.recollect(sid, progress=lambda done, total: bar.update(task, completed=done,
+                                                                               total=total))
+            recollect_s = time.perf_counter() - a
+        asked = _ask(mem, sid, to_ask)
+        sheet_path = None
+        if sheet is not None:
+            from opticmem.inspection import decay_sheet
 
-        sheet_path = _save_sheet(decay_sheet(mem, ctx), sheet, as_json)
+            sheet_path = _save_sheet(decay_sheet(mem, ctx), sheet, as_json)
     add_p50_ms = round(statistics.median(add_times) * 1000, 3)
     summary = {
         "command": "demo", "session": sid, "turn_count": len(sessions[sid]), "budget": budget,

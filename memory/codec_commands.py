@@ -167,7 +167,7 @@ def eval_command(
     from rich.console import Console
     from rich.progress import Progress
 
-    from opticmem.cli import check_device, progress_console, unreadable
+    from opticmem.cli import check_device, interruptible, progress_console, unreadable
     from opticmem.encoder import synth
     from opticmem.encoder.bundled import load_bundled_codec
     from opticmem.encoder.codec import CodecError
@@ -210,10 +210,12 @@ def eval_command(
         source = f"synthetic eval split, seed {seed}"
     if not chosen:
         raise _bad_option("no pages to evaluate (empty text?)", None, as_json)
-    try:
-        model = load_bundled_codec(None if codec == "bundled" else Path(codec), device=device)
-    except (CodecError, OSError) as exc:  # missing or corrupt weights, config, tokenizer
-        raise _bad_option(str(exc), "--codec", as_json) from None
+    with interruptible(as_json):
+        try:
+            model = load_bundled_codec(None if codec == "bundled" else Path(codec),
+                                       device=device)
+        except (CodecError, OSError) as exc:  # missing or corrupt weights, config, tokenizer
+            raise _bad_option(str(exc), "--codec", as_json) from None
     model.batch_size = batch_size
     try:  # now, not after every page was read (the check above sees only a file there)
         out.mkdir(parents=True, exist_ok=True)
@@ -222,7 +224,7 @@ def eval_command(
                           as_json) from None
     console, bars = progress_console(Console(stderr=True), as_json)
     t0 = time.perf_counter()
-    with Progress(console=console, disable=not bars) as bar:
+    with interruptible(as_json), Progress(console=console, disable=not bars) as bar:
         task = bar.add_task("reading pages", total=len(chosen) * len(tier_list))
         scores = evaluate(model, chosen, count_tokens=count_tokens, tiers=tier_list,
                           batch_size=batch_size, max_new_tokens=max_new_tokens,

@@ -281,6 +281,30 @@ def test_demo_codec_that_is_neither_a_choice_nor_a_directory_is_a_usage_error(
     assert "is none of these" in json.loads(result.stdout)["error"]
 
 
+def test_ctrl_c_during_the_demo_exits_130_with_one_json_error(
+    sample: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Typer turned Ctrl-C into a silent exit 130: with --json, stdout held nothing."""
+    from opticmem.memory import OpticalMemory
+
+    conv, _ = sample
+    calls = []
+
+    def add(self: OpticalMemory, *args: object, **kwargs: object) -> None:
+        calls.append(args)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(OpticalMemory, "add", add)
+    args = ["demo", "--transcript", str(conv), "--codec", "none", "--recalls", "0"]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in json.loads(result.stdout)["error"]
+    calls.clear()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 130 and "interrupted" in result.stderr, result.output
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (None, "no questions file"),  # was skipped silently: the demo "passed" without recalls
     ('{"question": "x"}', "a JSON list of objects"),  # were tracebacks from here on

@@ -143,6 +143,26 @@ def test_eval_command_reads_a_tier_named_twice_once(tmp_path: Path) -> None:
     assert len((out / "readback.jsonl").read_text(encoding="utf-8").splitlines()) == 1
 
 
+@pytest.mark.skipif(not (weights_dir() / "model.safetensors.index.json").is_file(),
+                    reason="no bundled weights in this checkout")
+def test_ctrl_c_during_eval_exits_130_with_one_json_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Typer turned Ctrl-C into a silent exit 130: with --json, stdout held nothing."""
+    text = tmp_path / "mine.txt"
+    text.write_text("User: Titan ships on 2026-03-04.\n", encoding="utf-8")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("opticmem.evaluation.evaluate", interrupted)
+    result = CliRunner().invoke(app, ["eval", "--text-file", str(text), "--tiers", "tiny",
+                                      "--device", "cpu", "--out", str(tmp_path / "o"),
+                                      "--json"])
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in json.loads(result.stdout)["error"]
+
+
 def test_misreads_report_shows_where_the_worst_pages_went_wrong() -> None:
     def score(page: int, tier: str, reference: str, recollected: str) -> PageScore:
         return PageScore(page=page, tier=tier, text_tokens=10, slots=73, compression=0.1,
