@@ -35,7 +35,14 @@ from opticmem.context import Context
 from opticmem.encoder.progress import progress_enabled
 from opticmem.errors import BudgetError, CodecError, CodecUnavailableError, OpticMemError
 from opticmem.memory import OpticalMemory
-from opticmem.render import ORDER, RenderSettings, Tier, layout_pages, png_bytes, render_page
+from opticmem.render import (
+    ORDER,
+    RenderSettings,
+    layout_pages,
+    parse_tiers,
+    png_bytes,
+    render_page,
+)
 from opticmem.render import TurnText as RenderTurn
 from opticmem.sessions import validate_session
 from opticmem.stores import redact_url
@@ -563,7 +570,7 @@ def render(
     """Render text or a transcript to page images, one PNG per page and tier."""
     _check_input(file, as_json)
     try:
-        chosen = list(ORDER) if tiers == "all" else [Tier.parse(t) for t in tiers.split(",")]
+        chosen = parse_tiers(tiers)
     except ValueError as exc:
         raise fail(str(exc), as_json) from exc
     if file.suffix == ".jsonl":

@@ -15,7 +15,7 @@ from typing import Annotated, Any, cast, get_args
 
 import typer
 
-from opticmem.render import ORDER, RenderSettings, Tier
+from opticmem.render import ORDER, RenderSettings, parse_tiers
 
 ALL_TIERS = ",".join(tier.value for tier in ORDER)
 
@@ -151,7 +151,7 @@ def eval_command(
                           "transcript, or JSON lines of {role, text}."),
     ] = None,
     codec: Annotated[str, typer.Option(help="bundled, or a checkpoint directory.")] = "bundled",
-    tiers: Annotated[str, typer.Option(help="Comma-separated tiers.")] = ALL_TIERS,
+    tiers: Annotated[str, typer.Option(help="Comma-separated tiers, or 'all'.")] = ALL_TIERS,
     out: Annotated[Path, typer.Option(help="Directory for the tables, plot and read-back texts.")]
     = Path("opticmem-eval"),
     seed: int = 31337,
@@ -184,12 +184,9 @@ def eval_command(
     if out.exists() and not out.is_dir():  # found only after every page was read
         raise _bad_option(f"{out} exists and is not a directory", "--out", as_json)
     try:
-        # each tier once: one named twice would read every page twice and count it twice
-        tier_list = list(dict.fromkeys(Tier.parse(t) for t in tiers.split(",") if t.strip()))
+        tier_list = parse_tiers(tiers)
     except ValueError as exc:
         raise _bad_option(str(exc), "--tiers", as_json) from None
-    if not tier_list:
-        raise _bad_option("no tiers given", "--tiers", as_json)
     settings = RenderSettings()
     if text_file is not None:
         if not text_file.is_file():

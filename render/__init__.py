@@ -31,7 +31,14 @@ from opticmem.render.layout import (
     transcript_positions,
 )
 from opticmem.render.resample import png_bytes, to_tier
-from opticmem.render.tiers import ORDER, PIXELS_PER_TOKEN, TIER_SPECS, Tier, TierSpec
+from opticmem.render.tiers import (
+    ORDER,
+    PIXELS_PER_TOKEN,
+    TIER_SPECS,
+    Tier,
+    TierSpec,
+    parse_tiers,
+)
 
 
 def render_page(page: PageLayout, tier: Tier | str = Tier.LARGE) -> Image.Image:
@@ -61,6 +68,7 @@ __all__ = [
     "layout_turn",
     "load_atlas",
     "paginate",
+    "parse_tiers",
     "png_bytes",
     "redraw",
     "render_page",

@@ -71,6 +71,18 @@ class Tier(str, Enum):
             raise ValueError(f"unknown tier {value!r}; expected one of: {names}") from None
 
 
+def parse_tiers(spec: str) -> list[Tier]:
+    """Tiers from a comma-separated list (``"small,tiny"``) or ``"all"``, each once, in the
+    order given; raise ``ValueError`` for an unknown name or an empty list."""
+    if spec.strip().lower() == "all":
+        return list(ORDER)
+    # each once: a tier named twice would draw or read every page twice
+    tiers = list(dict.fromkeys(Tier.parse(t) for t in spec.split(",") if t.strip()))
+    if not tiers:
+        raise ValueError("no tiers given")
+    return tiers
+
+
 @dataclass(frozen=True, slots=True)
 class TierSpec:
     """Pixel size, token grid and the reference preprocessing of one tier."""

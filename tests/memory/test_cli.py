@@ -232,6 +232,11 @@ def test_render_text_and_transcript(sample: tuple[Path, Path], tmp_path: Path) -
     assert d["pages"] == 1 and len(d["files"]) == 4  # type: ignore[arg-type]
     result = runner.invoke(app, ["render", str(txt), "--tiers", "huge", "--json"])
     assert result.exit_code == 1 and "unknown tier" in result.stdout
+    # a tier named twice wrote every file twice (as eval read every page twice)
+    d = run_json("render", str(txt), "--out", str(tmp_path / "r"), "--tiers", "tiny, TINY,")
+    assert d["tiers"] == ["tiny"] and len(d["files"]) == 1  # type: ignore[arg-type]
+    result = runner.invoke(app, ["render", str(txt), "--tiers", " , ", "--json"])
+    assert result.exit_code == 1 and "no tiers given" in result.stdout
 
 
 def test_help_lists_commands() -> None:
