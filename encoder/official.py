@@ -195,9 +195,9 @@ def load_official(
     check_dtype(dtype)
     root = resolve_source(source, revision)
     cfg = config or official_config()
+    weight_map, _ = read_index(root)  # first: it says why pickled weights are not read
     if config is None or (root / "config.json").exists():
         check_config_json(root / "config.json", cfg)
-    weight_map, _ = read_index(root)
     for name in weight_map:
         if _translate(name, reverse=False) is None:
             raise CheckpointError(

@@ -463,3 +463,20 @@ def test_hub_download_failures_become_checkpoint_errors(
     assert info.value.path == "deepseek-ai/DeepSeek-OCR"
     assert calls and calls[0]["repo_id"] == "deepseek-ai/DeepSeek-OCR"
     assert "*.safetensors" in calls[0]["allow_patterns"]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("loader", ["ours", "official"])
+def test_a_folder_of_pickled_weights_is_refused_saying_why(tmp_path: Path, loader: str) -> None:
+    """A folder holding only ``pytorch_model.bin`` was refused for a missing index alone,
+    leaving the user to wonder why the weights beside it were not read."""
+    root = tmp_path / "ckpt"
+    root.mkdir()
+    (root / "pytorch_model.bin").write_bytes(b"\x80\x04K\x01.")  # never opened
+    (root / "config.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"pickle weights \(pytorch_model\.bin\)"
+                       r".*never loaded.*safetensors") as info:
+        if loader == "ours":
+            load_checkpoint(root)
+        else:
+            load_official(root, config=with_official_layout(preset("test")), device="cpu")
+    assert str(info.value.path).endswith(INDEX_FILE)
