@@ -121,8 +121,6 @@ def read_index(directory: str | Path) -> tuple[dict[str, str], dict[str, Any]]:
     files of the checkpoint's own folder: a name with a path in it (``../x``,
     ``/etc/passwd``) would have any file on the machine opened as a shard."""
     path = Path(directory) / INDEX_FILE
-    if not path.exists():
-        _refuse_pickles(Path(directory), path)
     data = _read_json(path)
     weight_map = data.get("weight_map")
     if not isinstance(weight_map, dict) or not all(
@@ -153,8 +151,9 @@ def load_checkpoint(
     root = Path(directory)
     if not root.is_dir():
         raise CheckpointError("checkpoint directory does not exist", path=str(root))
-    weight_map, meta = read_index(root)  # first: it says why pickled weights are not read
+    refuse_pickles(root)
     cfg = read_config(root)
+    weight_map, meta = read_index(root)
     dev = torch.device(device) if device is not None else default_device()
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise InputError(f"dtype must be a floating-point torch.dtype such as torch.bfloat16, "
@@ -280,9 +279,13 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 """Weight files in Python's pickle format, which can run code when read: never loaded."""
 
 
-def _refuse_pickles(directory: Path, index: Path) -> None:
-    """A folder without an index but with pickled weights (``pytorch_model.bin``) gets an
-    error that says why they are not read, not only that the index is missing."""
+def refuse_pickles(directory: Path) -> None:
+    """Raise :class:`CheckpointError` for a folder without a safetensors index but with
+    pickled weights (``pytorch_model.bin``), saying why they are not read: otherwise the
+    first complaint would be about its config or its missing index alone."""
+    index = directory / INDEX_FILE
+    if index.exists():
+        return
     try:
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
     except OSError:

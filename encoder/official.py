@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from opticmem.encoder.checkpoint import INDEX_FILE, load_tensors, read_index
+from opticmem.encoder.checkpoint import INDEX_FILE, load_tensors, read_index, refuse_pickles
 from opticmem.encoder.config import ModelConfig, preset
 from opticmem.encoder.errors import CheckpointError, InputError
 from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
@@ -195,9 +195,10 @@ def load_official(
     check_dtype(dtype)
     root = resolve_source(source, revision)
     cfg = config or official_config()
-    weight_map, _ = read_index(root)  # first: it says why pickled weights are not read
+    refuse_pickles(root)
     if config is None or (root / "config.json").exists():
         check_config_json(root / "config.json", cfg)
+    weight_map, _ = read_index(root)
     for name in weight_map:
         if _translate(name, reverse=False) is None:
             raise CheckpointError(
