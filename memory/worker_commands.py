@@ -77,8 +77,13 @@ def worker_command(
 ) -> None:
     """Read back the pages bots queued (recollect="queue"), in batches across sessions."""
     from opticmem.cli import err, fail, report
+    from opticmem.codec_commands import _bad_option
     from opticmem.recollect_worker import BatchReport, RecollectWorker
 
+    if codec not in ("bundled", "random") and not Path(codec).is_dir():
+        # a usage error (exit 2) as with eval, before Redis is reached or a model loaded
+        raise _bad_option(f"{codec!r} is not bundled, random or a checkpoint directory",
+                          "--codec", as_json)
     store = _open_store(url, as_json)
     try:
         try:

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -668,6 +669,21 @@ def test_the_worker_command_refuses_a_device_it_cannot_use(redis_url: str) -> No
                                           "--device", device, "--json"])
         assert result.exit_code == 2, result.output
         assert json.loads(result.stdout)["error"].startswith(f"--device {device}")
+
+
+def test_the_worker_command_refuses_a_codec_that_is_no_choice_or_directory(
+    redis_url: str, tmp_path: Path,
+) -> None:
+    """``eval --codec bogus`` is a usage error (exit 2); the worker's was exit 1, after
+    it had reached Redis."""
+    url = f"{redis_url}?tenant={TENANT}"
+    bogus = str(tmp_path / "bogus")
+    result = CliRunner().invoke(app, ["worker", url, "--codec", bogus, "--once", "--json"])
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout) == {
+        "error": f"--codec: {bogus!r} is not bundled, random or a checkpoint directory"}
+    human = CliRunner().invoke(app, ["worker", url, "--codec", bogus, "--once"])
+    assert human.exit_code == 2 and "Invalid value for --codec" in human.output
 
 
 def test_the_worker_command_stops_on_a_signal_and_at_once_on_a_second(
