@@ -233,13 +233,21 @@ def load_official_tokenizer(source: str | Path = REPO_ID, revision: str | None =
 
 
 def resolve_source(source: str | Path, revision: str | None = None) -> Path:
-    """A local directory as is; anything else is treated as a Hub repo id and downloaded."""
+    """A local directory as is; else a Hub repo id (see :func:`_is_repo_id`), downloaded.
+
+    Anything else raises :class:`CheckpointError` saying there is no checkpoint directory
+    there. A repo-id-shaped string such as ``models/dso`` may also have been meant as a
+    relative path: if the Hub fails too, the error says both (no such directory, and why
+    the Hub lookup failed), rather than only a download failure for a path the user typed.
+    """
     path = Path(source).expanduser()
     if path.is_dir():
         return path
     text = str(source)
-    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") != 1:
-        raise CheckpointError("not a checkpoint directory or a Hub repo id", path=text)
+    if path.exists():
+        raise CheckpointError(f"no checkpoint directory at {text} (a file is there)")
+    if not _is_repo_id(text):
+        raise CheckpointError(f"no checkpoint directory at {text}")
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
@@ -255,8 +263,27 @@ def resolve_source(source: str | Path, revision: str | None = None) -> Path:
             allow_patterns=["*.json", "*.safetensors", "tokenizer*"],
         )
     except Exception as exc:  # network, auth, missing repo
-        raise CheckpointError(f"cannot download from the Hub: {exc}", path=text) from exc
+        raise CheckpointError(
+            f"no checkpoint directory at {text}, and as a Hub repo id it cannot be "
+            f"downloaded: {exc}",
+            path=text,
+        ) from exc
     return Path(local)
+
+
+def _is_repo_id(text: str) -> bool:
+    """Whether ``text`` has the shape of a Hub repo id: exactly ``owner/name`` (both
+    non-empty), with no leading ``.``, ``/`` or ``~`` and no backslash — anything else
+    can only be meant as a local path.
+
+    >>> _is_repo_id("deepseek-ai/DeepSeek-OCR"), _is_repo_id("./models/dso")
+    (True, False)
+    >>> _is_repo_id("models/dso/v2"), _is_repo_id("~/dso"), _is_repo_id("dso")
+    (False, False, False)
+    """
+    owner, slash, name = text.partition("/")
+    return (bool(slash and owner and name) and "/" not in name and "\\" not in text
+            and not text.startswith((".", "/", "~")))
 
 
 def official_key_list(cfg: ModelConfig | None = None) -> list[str]:

@@ -465,6 +465,44 @@ def test_hub_download_failures_become_checkpoint_errors(
     assert "*.safetensors" in calls[0]["allow_patterns"]  # type: ignore[operator]
 
 
+@pytest.mark.parametrize("source", ["./models/dso", "/no/such/dso", "~/no-such-dso",
+                                    "models\\dso/v2", "models/dso/v2", "dso"])
+def test_a_path_that_is_no_directory_nor_a_repo_id_is_never_sent_to_the_hub(
+    monkeypatch: pytest.MonkeyPatch, source: str,
+) -> None:
+    """A path with a backslash (Windows) and one slash went to the Hub as a repo id; the
+    others were refused as "not a checkpoint directory or a Hub repo id", not saying
+    that no directory is there."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+
+    def download(**kwargs: object) -> str:
+        raise AssertionError(f"sent to the Hub: {kwargs['repo_id']}")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+    with pytest.raises(CheckpointError) as info:
+        load_official(source, device="cpu")
+    assert str(info.value) == f"no checkpoint directory at {source}"
+
+
+def test_a_relative_path_shaped_like_a_repo_id_says_both_when_the_hub_fails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    """``models/dso`` (a directory the user meant, not there) failed with only the Hub's
+    download error, as if the user had asked for a repo."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+
+    def download(**kwargs: object) -> str:
+        raise OSError("404 Repository Not Found")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", download)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointError) as info:
+        load_official("models/dso", device="cpu")
+    message = str(info.value)
+    assert message.startswith("no checkpoint directory at models/dso, and as a Hub repo id")
+    assert "404 Repository Not Found" in message
+
+
 @pytest.mark.parametrize("loader", ["ours", "official"])
 def test_a_folder_of_pickled_weights_is_refused_saying_why(tmp_path: Path, loader: str) -> None:
     """A folder holding only ``pytorch_model.bin`` was refused for a missing index alone,
