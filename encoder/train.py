@@ -471,7 +471,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                        else ("cpu" if cfg.device == "auto" else cfg.device))
     torch.manual_seed(cfg.seed)
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     state_dir = out / "state"
     tok_path = Path(cfg.tokenizer or BUNDLED_TOKENIZER)
     tok = Tokenizer.from_file(str(tok_path))
@@ -490,6 +489,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                                   + (", or into another run directory (--out)" if resumed
                                      else ""),
                                   path=str(Path(weights_dir) / CONFIG_FILE))
+    out.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves nothing
     model = build_model(preset(cfg.preset), device="cpu", seed=cfg.seed)
     if tok.get_vocab_size() > model.cfg.decoder.vocab_size:
         raise ValueError(f"tokenizer has {tok.get_vocab_size()} ids, the {cfg.preset} decoder "

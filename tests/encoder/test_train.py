@@ -418,6 +418,29 @@ def test_resuming_or_starting_from_weights_of_another_preset_names_the_preset(
     assert json.loads((state / "progress.json").read_text())["step"] == 1  # untouched
 
 
+def test_weights_of_another_preset_are_refused_before_the_run_directory_is_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``opticmem train --init-from`` weights of another preset was refused only after
+    ``--out`` had been created, leaving an empty run directory behind."""
+    from typer.testing import CliRunner
+
+    from opticmem.cli import app
+    from opticmem.encoder.errors import CheckpointError
+
+    monkeypatch.setenv(synth.DATA_ENV, str(FIXTURE))
+    state = _saved_state(tmp_path / "run")
+    fresh = tmp_path / "runs" / "fresh"
+    with pytest.raises(CheckpointError, match=r"are a 'test' model"):
+        train(_config(fresh, 2, preset="bundled", init_from=state / "model"))
+    assert not (tmp_path / "runs").exists()
+    result = CliRunner().invoke(app, ["train", "--out", str(fresh), "--init-from",
+                                      str(state / "model"), "--workers", "0", "--json"])
+    assert result.exit_code == 1, result.output
+    assert "--preset test" in json.loads(result.stdout)["error"]
+    assert not (tmp_path / "runs").exists()
+
+
 def test_saving_a_training_state_clears_what_a_run_killed_mid_save_left_beside_it(
     tmp_path: Path,
 ) -> None:
