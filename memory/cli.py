@@ -92,6 +92,15 @@ def fail(message: str, as_json: bool, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _library_failure(exc: Exception, as_json: bool) -> typer.Exit:
+    """:func:`fail` with a library error a command with ``--budget`` ran into: a
+    :class:`BudgetError` tells the user to raise ``budget_tokens``, which the command
+    line calls ``--budget``, so the message says so."""
+    if isinstance(exc, BudgetError):
+        return fail(f"{exc} (here: --budget)", as_json)
+    return fail(str(exc), as_json)
+
+
 def check_device(device: str | None, as_json: bool) -> None:
     """Refuse a ``--device`` torch does not know or this machine lacks (exit 2), before
     the codec's weights are loaded onto it: ``meta`` (no data to read pages with) and a
@@ -338,7 +347,7 @@ def demo(
             mem = OpticalMemory(budget_tokens=budget, codec=codec_spec, cost_model=cost_model,
                                 decode_max_tokens=decode_max_tokens)
         except (OpticMemError, CodecError) as exc:  # --cost-model, a broken checkpoint --codec
-            raise fail(str(exc), as_json) from exc
+            raise _library_failure(exc, as_json) from exc
         t0 = time.perf_counter()
         add_times = []
         base_ts = time.time() - len(sessions[sid]) * 60.0
@@ -355,7 +364,7 @@ def demo(
         try:
             ctx = mem.context(sid)
         except OpticMemError as exc:  # a --budget too small for the newest turn
-            raise fail(str(exc), as_json) from exc
+            raise _library_failure(exc, as_json) from exc
         context_ms = (time.perf_counter() - a) * 1000
         recollect_s = 0.0
         if codec_spec is not None:
@@ -653,7 +662,7 @@ def inspect(
     try:
         mem = OpticalMemory(store, codec=None, budget_tokens=budget, cost_model=cost_model)
     except OpticMemError as exc:
-        raise fail(str(exc), as_json) from exc
+        raise _library_failure(exc, as_json) from exc
     with mem:
         try:
             if mem.store.turn_count(validate_session(session)) == 0:
@@ -661,10 +670,8 @@ def inspect(
             t0 = time.perf_counter()
             ctx = mem.context(session)
             context_ms = (time.perf_counter() - t0) * 1000
-        except BudgetError as exc:  # it names the library's budget_tokens
-            raise fail(f"{exc} (here: --budget)", as_json) from exc
-        except OpticMemError as exc:
-            raise fail(str(exc), as_json) from exc
+        except OpticMemError as exc:  # a --budget too small for the newest turn, a store
+            raise _library_failure(exc, as_json) from exc
         sheet_path = None
         if sheet is not None:
             from opticmem.inspection import decay_sheet

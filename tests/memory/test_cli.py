@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -270,6 +271,20 @@ def test_demo_reports_bad_options_instead_of_a_traceback(
     broken.mkdir()
     (broken / "config.json").write_text("{}")
     assert "config.json" in _json_error([*base, "--codec", str(broken)])
+
+
+def test_demo_names_its_budget_option_when_the_budget_is_too_small(
+    sample: tuple[Path, Path],
+) -> None:
+    """demo said only "raise budget_tokens" (the library's name), where inspect adds the
+    option the user sets it with."""
+    conv, _ = sample
+    base = ["demo", "--transcript", str(conv), "--recalls", "0", "--codec", "none",
+            "--budget", "5"]
+    error = _json_error(base)
+    assert re.search(r"raise budget_tokens to at least \d+ \(here: --budget\)$", error), error
+    result = runner.invoke(app, base)  # without --json: on stderr
+    assert result.exit_code == 1 and "(here: --budget)" in " ".join(result.stderr.split())
 
 
 def test_demo_codec_that_is_neither_a_choice_nor_a_directory_is_a_usage_error(
