@@ -4,6 +4,10 @@ its own optical memory.
     redis-server &                                   # any Redis 7, no modules
     python examples/redis_bot.py --redis-url redis://localhost:6379/0 --sessions 50
 
+``--redis-url`` may also be the store URL the workers take, with opticmem's settings in
+its query (``redis://…/0?tenant=acme&ttl=86400``): its ``tenant`` then stands for
+``--tenant``, and a different ``--tenant`` beside it is refused.
+
 One :class:`~opticmem.OpticalMemory` over one :class:`~opticmem.redis_store.RedisStore`
 serves every session: the memory is keyed by session id, and the store keeps each
 session's turns, pages and images under its own hash-tagged keys
@@ -32,12 +36,30 @@ import sys
 import time
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from opticmem import OpticalMemory, message_tokens
+from opticmem.errors import StoreURLError
 from opticmem.integrations import with_memory
 from opticmem.redis_store import RedisStore
 
 SYSTEM = "You are a support bot. Be brief."
+TENANT = "redis-bot"
+
+
+def store_url(redis_url: str, tenant: str | None) -> str:
+    """``redis_url`` as a store URL (:meth:`RedisStore.from_store_url`) naming the tenant:
+    ``tenant`` (default :data:`TENANT`) added unless the URL's query names one already.
+    A ``tenant`` that differs from the URL's raises :class:`ValueError`."""
+    base, mark, fragment = redis_url.partition("#")
+    query = dict(parse_qsl(urlsplit(base).query, keep_blank_values=True))
+    if "tenant" in query:
+        if tenant is not None and tenant != query["tenant"]:
+            raise ValueError(f"--tenant {tenant} conflicts with ?tenant={query['tenant']} in "
+                             "--redis-url: give the tenant once")
+        return redis_url
+    joiner = "&" if "?" in base else "?"
+    return f"{base}{joiner}{urlencode({'tenant': tenant or TENANT})}{mark}{fragment}"
 
 
 def user_lines() -> list[str]:
@@ -48,7 +70,7 @@ def user_lines() -> list[str]:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    store = RedisStore.from_url(args.redis_url, tenant=args.tenant)
+    store = RedisStore.from_store_url(args.store_url)
     memory = OpticalMemory(store, budget_tokens=args.budget, verbatim_turns=4,
                            codec=None if args.codec == "none" else "bundled",
                            recollect=args.recollect)
@@ -100,8 +122,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--redis-url", default="redis://localhost:6379/0")
-    ap.add_argument("--tenant", default="redis-bot", help="key namespace on the server")
+    ap.add_argument("--redis-url", default="redis://localhost:6379/0",
+                    help="the Redis server, or a store URL with ?tenant=… and other settings")
+    ap.add_argument("--tenant", help=f"key namespace on the server (default: the URL's "
+                                     f"?tenant=, else {TENANT})")
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument("--turns", type=int, default=80, help="user messages per session")
     ap.add_argument("--concurrency", type=int, default=16, help="calls in flight at once")
@@ -116,8 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.recollect == "queue" and args.codec == "none":
         ap.error("--recollect queue needs --codec bundled (the workers' codec)")
+    try:
+        args.store_url = store_url(args.redis_url, args.tenant)
+    except ValueError as exc:
+        ap.error(str(exc))
 
-    summary = asyncio.run(run(args))
+    try:
+        summary = asyncio.run(run(args))
+    except StoreURLError as exc:  # a bad setting in the URL's query (?ttl=soon)
+        ap.error(str(exc))
     if args.json:
         print(json.dumps(summary))
         return 0

@@ -155,6 +155,22 @@ def test_redis_bot_serves_concurrent_sessions_through_redis(redis_url: str) -> N
 
 
 @pytest.mark.redis
+def test_redis_bot_takes_the_workers_store_url_with_its_tenant(redis_url: str) -> None:
+    """The docstring's worker URL (``redis://…?tenant=redis-bot``) given as --redis-url
+    ended the bot in a StoreURLError traceback (RedisStore.from_url takes the tenant as a
+    keyword argument)."""
+    first = run_example("redis_bot.py", "--redis-url", f"{redis_url}?tenant=url-bot",
+                        "--sessions", "2", "--turns", "1", "--fresh", "--json").stdout
+    assert json.loads(first)["turns"] == 4
+    again = run_example("redis_bot.py", "--redis-url", redis_url, "--tenant", "url-bot",
+                        "--sessions", "2", "--turns", "1", "--json").stdout
+    assert json.loads(again)["turns"] == 8  # the same tenant's sessions, continued
+    clash = run_example("redis_bot.py", "--redis-url", f"{redis_url}?tenant=url-bot",
+                        "--tenant", "other", "--sessions", "1", "--turns", "1", check=False)
+    assert clash.returncode == 2 and "give the tenant once" in clash.stderr, clash.stderr
+
+
+@pytest.mark.redis
 def test_redis_bot_leaves_page_reading_to_queue_workers(redis_url: str) -> None:
     proc = run_example("redis_bot.py", "--redis-url", redis_url, "--sessions", "3",
                        "--turns", "40", "--codec", "bundled", "--recollect", "queue",
