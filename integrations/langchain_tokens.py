@@ -4,7 +4,7 @@
 for any image. A memory page costs its reader very different amounts by tier and by
 model: DeepSeek-OCR's decoder spends 73/111/273/421 slots (64/100/256/400 nominal) on a
 Tiny/Small/Base/Large page, a tile-priced chat API 255–765 tokens, a pixel-area-priced
-one 350–2,185. :class:`OpticalTokenCounter` counts LangChain messages under an opticmem
+one 350–1,599. :class:`OpticalTokenCounter` counts LangChain messages under an opticmem
 :class:`~opticmem.costs.CostModel` — the same prices the memory budgets with, through
 :func:`~opticmem.costs.message_tokens` — so it plugs into ``trim_messages``::
 

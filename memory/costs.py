@@ -8,7 +8,7 @@ A page image costs different amounts depending on who reads it:
 * **Tile formula** (OpenAI-style, ``"openai"``): fit in 2048×2048, shrink so the
   shortest side is at most 768, count 512-pixel tiles: ``85 + 170·tiles``.
 * **Pixel area** (Anthropic-style, ``"anthropic"``): fit the long side in 1568 pixels,
-  then ``ceil(w·h / 750)``.
+  shrink until the image costs at most ~1,600 tokens, then ``ceil(w·h / 750)``.
 
 Every parameter is a dataclass field, so a new model's prices are one constructor call.
 A :class:`CostModel` pairs an image formula with a text counter and a per-message
@@ -99,12 +99,20 @@ class TileCost:
 class PixelAreaCost:
     """Pixel-area pricing (Anthropic-style): ``ceil(w·h / divisor)`` after fitting.
 
+    Anthropic scales an image down, keeping its aspect ratio, when its long edge passes
+    1568 pixels *or* it would cost more than about 1,600 tokens (a square image is read at
+    about 1092×1092 at most), so a 1280-pixel page costs ~1,600 tokens, not
+    ``1280² / 750`` = 2,185: priced at the latter, the savings gate kept Large pages as
+    text that were cheaper as images, and a context overstated its cost.
+
     >>> PixelAreaCost().tokens(1280, 1280), PixelAreaCost().tokens(640, 640)
-    (2185, 547)
+    (1599, 547)
     """
 
     max_long_side: int = 1568
     divisor: float = 750.0
+    max_tokens: int = 1600
+    """Images that would cost more are shrunk (aspect ratio kept) to cost at most this."""
     label: str = "anthropic-area"
 
     @property
@@ -115,6 +123,9 @@ class PixelAreaCost:
         w, h = float(width), float(height)
         if max(w, h) > self.max_long_side:
             s = self.max_long_side / max(w, h)
+            w, h = math.floor(w * s), math.floor(h * s)
+        if w * h > self.max_tokens * self.divisor:
+            s = math.sqrt(self.max_tokens * self.divisor / (w * h))
             w, h = math.floor(w * s), math.floor(h * s)
         return math.ceil(w * h / self.divisor)
 

@@ -54,7 +54,7 @@ def test_matches_the_memorys_own_context_cost(preset: str) -> None:
     ("deepseek-ocr", {"tiny": 73, "small": 111, "base": 273, "large": 421}),
     ("deepseek-ocr-nominal", {"tiny": 64, "small": 100, "base": 256, "large": 400}),
     ("openai", {"tiny": 255, "small": 765, "base": 765, "large": 765}),
-    ("anthropic", {"tiny": 350, "small": 547, "base": 1399, "large": 2185}),
+    ("anthropic", {"tiny": 350, "small": 547, "base": 1399, "large": 1599}),
 ])
 def test_prices_each_tier_by_the_consumers_formula(preset: str, prices: dict[str, int]) -> None:
     counter = OpticalTokenCounter(preset)

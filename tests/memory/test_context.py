@@ -96,7 +96,7 @@ def test_cost_is_exactly_what_the_messages_cost(model: str, budget: int) -> None
 
 
 def test_savings_gate_per_consumer() -> None:
-    # Anthropic prices a 1280-pixel page at 2185 tokens: more than its ~1000 tokens of
+    # Anthropic prices a 1280-pixel page at ~1600 tokens: more than its ~1000 tokens of
     # text, so Large and Base pages stay text while Small and Tiny become images.
     mem = filled(200, cost_model="anthropic", budget_tokens=20_000)
     ctx = mem.context("team")

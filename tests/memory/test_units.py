@@ -106,13 +106,23 @@ def test_tile_and_area_formulas() -> None:
     assert TileCost().tokens(1280, 1280) == 85 + 170 * 4
     assert TileCost().tokens(4096, 2048) == 85 + 170 * 6  # → 2048×1024 → 1536×768
     assert TileCost(tile_tokens=100, base_tokens=0).tokens(512, 512) == 100
-    assert PixelAreaCost().tokens(3136, 3136) == -(-1568 * 1568 // 750)
+    assert PixelAreaCost(max_tokens=10**9).tokens(3136, 3136) == -(-1568 * 1568 // 750)
     assert PixelAreaCost(divisor=1000).tokens(1000, 1000) == 1000
+
+
+def test_area_formula_shrinks_images_past_about_1600_tokens() -> None:
+    # Anthropic reads a square image at about 1092×1092 at most (~1,600 tokens): a
+    # 1280-pixel page was priced 1280²/750 = 2185, far above what it is charged.
+    assert PixelAreaCost().tokens(1280, 1280) == 1599  # shrunk to 1095×1095
+    assert PixelAreaCost().tokens(3136, 3136) == 1599
+    assert PixelAreaCost().tokens(1024, 1024) == 1399  # under the cap: unchanged
+    assert 1550 <= PixelAreaCost().tokens(784, 1568) <= 1600  # a 1:2 image, at the cap
+    assert all(PixelAreaCost().tokens(w, 4000 - w) <= 1600 for w in range(100, 3900, 97))
 
 
 def test_cost_model_presets_and_errors() -> None:
     assert cost_model("openai").image_tokens("tiny") == 255
-    assert cost_model("anthropic").image_tokens(Tier.LARGE) == 2185
+    assert cost_model("anthropic").image_tokens(Tier.LARGE) == 1599
     assert cost_model("deepseek-ocr", message_overhead=0).message_overhead == 0
     with pytest.raises(ValueError, match="presets"):
         cost_model("gpt-17")
