@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,10 @@ MEMORY_HEADER = (
 """First text block of the memory message."""
 
 Shown = Literal["image", "text"]
+
+_MESSAGE_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+"""A ``name`` chat APIs take on a message (OpenAI's pattern). Any other fails the whole
+request (HTTP 400), so a turn's ``name`` meta that does not match is left off the message."""
 
 
 def _span(t0: float, t1: float) -> str:
@@ -284,7 +289,11 @@ class Context:
     ) -> list[dict[str, Any]]:
         """Chat messages as plain dicts: the memory message with the pages (LangChain v1
         standard content blocks, or OpenAI ``image_url`` parts with ``format="openai"``),
-        then one message per turn. Renders page images as needed (cached)."""
+        then one message per turn. Renders page images as needed (cached).
+
+        A turn's ``name`` and ``tool_call_id`` meta are copied onto its message — a name
+        only when OpenAI takes it (1–64 ASCII letters, digits, ``_`` or ``-``): one name
+        like ``"Dr. Müller"`` would make it refuse the whole request."""
         if format not in ("langchain", "openai"):
             raise ConfigurationError(f"format must be 'langchain' or 'openai', not {format!r}")
         out: list[dict[str, Any]] = []
@@ -307,10 +316,11 @@ class Context:
             out.append({"role": self.memory_role, "content": blocks})
         for t in self.turns:
             msg: dict[str, Any] = {"role": t.role, "content": t.text}
-            for key in ("name", "tool_call_id"):
-                value = t.turn.meta.get(key)
-                if isinstance(value, str):
-                    msg[key] = value
+            name, call_id = t.turn.meta.get("name"), t.turn.meta.get("tool_call_id")
+            if isinstance(name, str) and _MESSAGE_NAME.fullmatch(name):
+                msg["name"] = name
+            if isinstance(call_id, str):
+                msg["tool_call_id"] = call_id
             out.append(msg)
         return out
 

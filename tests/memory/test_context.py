@@ -158,6 +158,20 @@ def test_tool_metadata_passes_through() -> None:
                         "name": "calc"}
 
 
+def test_names_openai_refuses_are_left_off_messages() -> None:
+    # OpenAI refuses the whole request over one name outside ^[a-zA-Z0-9_-]{1,64}$; a
+    # turn's free-form ``name`` meta (a speaker's display name) was copied on as it was.
+    mem = OpticalMemory(codec=None)
+    mem.add("s", "user", "hi", meta={"name": "Dr. Müller"})
+    mem.add("s", "assistant", "hello", meta={"name": "x" * 65})
+    mem.add("s", "user", "bye", meta={"name": "ann_2-b"})
+    mem.add("s", "user", "again", meta={"name": "ann\n"})
+    for fmt in ("langchain", "openai"):
+        msgs = mem.context("s").messages(format=fmt)  # type: ignore[arg-type]
+        assert [m.get("name") for m in msgs] == [None, None, "ann_2-b", None]
+    assert mem.turns("s")[0].meta == {"name": "Dr. Müller"}  # the archive keeps it
+
+
 def test_text_without_codec_shows_placeholders(deepseek: OpticalMemory) -> None:
     ctx = deepseek.context("team")
     text = ctx.text()
