@@ -151,6 +151,13 @@ class Cost(int):
     def total(self) -> int:
         return int(self)
 
+    def __getnewargs_ex__(self) -> tuple[tuple[()], dict[str, int]]:
+        """The parts ``__new__`` takes: without it, ``copy``, ``deepcopy`` and ``pickle``
+        called ``__new__`` with the bare total and raised ``TypeError``."""
+        parts = self.as_dict()
+        del parts["total"]
+        return (), parts
+
     def as_dict(self) -> dict[str, int]:
         return {"total": int(self), "budget": self.budget, "turns": self.turns,
                 "staging": self.staging, "images": self.images, "page_text": self.page_text,

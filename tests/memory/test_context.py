@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import json
+import pickle
 
 import pytest
 from PIL import Image
@@ -17,7 +19,7 @@ from opticmem import (
     cost_model,
     message_tokens,
 )
-from opticmem.context import MEMORY_HEADER, caption
+from opticmem.context import MEMORY_HEADER, Cost, caption
 from opticmem.facts import facts_line
 from tests.memory.sample import turns as sample_turns
 
@@ -156,6 +158,17 @@ def test_tool_metadata_passes_through() -> None:
     msgs = mem.context("s").messages()
     assert msgs[-1] == {"role": "tool", "content": "42", "tool_call_id": "call_7",
                         "name": "calc"}
+
+
+def test_cost_copies_and_pickles_with_its_parts() -> None:
+    # Cost.__new__ takes its parts as keywords: copy and pickle passed the bare total
+    # and raised TypeError
+    mem = OpticalMemory(codec=None)
+    mem.add("s", "user", "hi")
+    cost = mem.context("s", budget_tokens=100).cost
+    for twin in (copy.copy(cost), copy.deepcopy(cost), pickle.loads(pickle.dumps(cost))):
+        assert type(twin) is Cost and int(twin) == int(cost)
+        assert twin.as_dict() == cost.as_dict() == {**twin.as_dict(), "budget": 100}
 
 
 def test_names_openai_refuses_are_left_off_messages() -> None:
