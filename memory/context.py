@@ -298,9 +298,11 @@ class Context:
         standard content blocks, or OpenAI ``image_url`` parts with ``format="openai"``),
         then one message per turn. Renders page images as needed (cached).
 
-        A turn's ``name`` and ``tool_call_id`` meta are copied onto its message — a name
-        only when OpenAI takes it (1–64 ASCII letters, digits, ``_`` or ``-``): one name
-        like ``"Dr. Müller"`` would make it refuse the whole request."""
+        A turn's ``name`` and ``tool_call_id`` meta are copied onto its message — a
+        speaker's name only when OpenAI takes it (1–64 ASCII letters, digits, ``_`` or
+        ``-``): one name like ``"Dr. Müller"`` would make it refuse the whole request. A
+        ``tool`` turn keeps its tool's name as recorded: the integrations show it in the
+        heading of the user message a recorded tool result is sent as."""
         if format not in ("langchain", "openai"):
             raise ConfigurationError(f"format must be 'langchain' or 'openai', not {format!r}")
         out: list[dict[str, Any]] = []
@@ -324,7 +326,7 @@ class Context:
         for t in self.turns:
             msg: dict[str, Any] = {"role": t.role, "content": t.text}
             name, call_id = t.turn.meta.get("name"), t.turn.meta.get("tool_call_id")
-            if isinstance(name, str) and _MESSAGE_NAME.fullmatch(name):
+            if isinstance(name, str) and (t.role == "tool" or _MESSAGE_NAME.fullmatch(name)):
                 msg["name"] = name
             if isinstance(call_id, str):
                 msg["tool_call_id"] = call_id
