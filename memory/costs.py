@@ -140,9 +140,12 @@ class CostModel:
     """Tokens every chat message costs besides its content (role and separators)."""
 
     def __post_init__(self) -> None:
-        if self.message_overhead < 0:
+        # a whole number: 1.5 made every cost a float that Context.cost truncated, so it
+        # disagreed with message_tokens; "3" failed later with a bare TypeError
+        overhead = self.message_overhead
+        if isinstance(overhead, bool) or not isinstance(overhead, int) or overhead < 0:
             raise ConfigurationError(
-                f"message_overhead must be ≥ 0, got {self.message_overhead}")
+                f"message_overhead must be a whole number ≥ 0, got {overhead!r}")
 
     @property
     def name(self) -> str:

@@ -24,6 +24,7 @@ from opticmem import (
     RankDecay,
     RenderSettings,
     TurnTooLargeError,
+    cost_model,
 )
 from opticmem.memory_store import InMemoryStore
 from opticmem.sqlite_store import SQLiteStore
@@ -260,6 +261,10 @@ def test_numpy_timestamps_are_accepted() -> None:
     (lambda: AgeDecay(max_pages=2.5), "AgeDecay.max_pages must be a whole number"),
     (lambda: PressureDecay(max_pages=True), "PressureDecay.max_pages must be a whole number"),
     (lambda: CostModel(message_overhead=-1), "message_overhead"),
+    # 1.5 made every cost a float: Context.cost (an int) then disagreed with the messages
+    (lambda: CostModel(message_overhead=1.5), "message_overhead must be a whole number"),  # type: ignore[arg-type]
+    (lambda: cost_model("openai", message_overhead="3"), "message_overhead"),  # type: ignore[arg-type]
+    (lambda: CostModel(message_overhead=True), "message_overhead"),
 ])
 def test_bad_policy_and_cost_settings_raise_configuration_errors(
     make: Callable[[], object], message: str
