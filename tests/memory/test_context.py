@@ -181,7 +181,7 @@ def test_names_openai_refuses_are_left_off_messages() -> None:
     mem.add("s", "user", "again", meta={"name": "ann\n"})
     mem.add("s", "tool", "42", meta={"name": "t" * 100, "tool_call_id": "c1"})
     for fmt in ("langchain", "openai"):
-        msgs = mem.context("s").messages(format=fmt)  # type: ignore[arg-type]
+        msgs = mem.context("s").messages(format=fmt)
         # a tool's name stays: it is shown in the heading of the recorded result
         assert [m.get("name") for m in msgs] == [None, None, "ann_2-b", None, "t" * 100]
     assert mem.turns("s")[0].meta == {"name": "Dr. Müller"}  # the archive keeps it
