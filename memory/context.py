@@ -302,7 +302,12 @@ class Context:
         speaker's name only when OpenAI takes it (1–64 ASCII letters, digits, ``_`` or
         ``-``): one name like ``"Dr. Müller"`` would make it refuse the whole request. A
         ``tool`` turn keeps its tool's name as recorded: the integrations show it in the
-        heading of the user message a recorded tool result is sent as."""
+        heading of the user message a recorded tool result is sent as.
+
+        Each turn keeps its role, so a ``tool`` turn is a tool message, which a chat API
+        refuses after no structured tool call: :func:`opticmem.integrations.with_memory`
+        and the LangChain middleware send such turns as headed user messages instead,
+        with the budget planned for the headings."""
         if format not in ("langchain", "openai"):
             raise ConfigurationError(f"format must be 'langchain' or 'openai', not {format!r}")
         out: list[dict[str, Any]] = []
