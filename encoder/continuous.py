@@ -78,8 +78,9 @@ def generate_continuous(
 ) -> list[Generated]:
     """Decode every prompt greedily with ``rows`` sequences in flight; results in input order.
 
-    ``refill_at`` free rows trigger a refill (default: a sixteenth of the rows): each
-    refill pays a host sync and an eager prefill, so rows wait a few steps to share one.
+    ``refill_at`` free rows (at most ``rows``) trigger a refill (default: a sixteenth of
+    the rows): each refill pays a host sync and an eager prefill, so rows wait a few steps
+    to share one.
     ``prefill_batch`` bounds how many prompts are prefilled at once. ``halt`` and ``hold``
     stop rows and keep them going as in :func:`~opticmem.encoder.generate.generate`.
     """
@@ -102,7 +103,9 @@ def generate_continuous(
     stop_t = torch.from_numpy(stop_ids).to(device)
     stop_mask = vocabulary_mask(stops, dcfg.vocab_size, device)
     B = min(rows, N)
-    refill_at = max(1, B // 16) if refill_at is None else max(1, refill_at)
+    # At most the rows there are: a threshold above them is never met once every row has
+    # ended, and decoding would spin on with prompts still waiting.
+    refill_at = max(1, B // 16) if refill_at is None else min(B, max(1, refill_at))
     check = cfg.stop_check_every or (1 if device.type == "cpu" else 8)
     horizon = M + check  # a row chooses at most this many tokens before a check stops it
 

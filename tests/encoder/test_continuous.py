@@ -91,6 +91,17 @@ def test_edge_cases_and_bad_arguments() -> None:
         generate_continuous(model, [Prompt(torch.zeros(4, 3))], rows=1)
 
 
+@pytest.mark.timeout(120)
+def test_a_refill_threshold_above_the_rows_still_refills_them() -> None:
+    # refill_at=5 with 2 rows used to wait for 5 free rows that could never be: once both
+    # rows ended, the loop ran on forever with the remaining prompts never started.
+    model = build_model(preset("test"), seed=0)
+    prompts = make_prompts(model, "cpu", 6)
+    cfg = GenerationConfig(max_new_tokens=6, stop_token_ids=(-1,))
+    assert_same(generate_continuous(model, prompts, cfg, rows=2, refill_at=5),
+                alone(model, prompts, cfg))
+
+
 def test_continuous_codec_reads_what_the_batched_codec_reads() -> None:
     """With the layout aligner fed per row: more pages than rows, two tiers."""
     codec = OCRCodec.random("test", seed=3, batch_size=2)
