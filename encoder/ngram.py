@@ -139,8 +139,10 @@ class RepeatBan:
             match &= ~torch.isin(follow, self._whitelist)
         V = scores.shape[-1]
         # Unbanned starts point at an extra column that is dropped again: no duplicate index
-        # ever gets two different values, so the scatter is deterministic.
-        index = torch.where(match, follow, V)
+        # ever gets two different values, so the scatter is deterministic. So do ids past
+        # the scores (a halted row's forced stop id outside the vocabulary): never chosen,
+        # nothing to ban.
+        index = torch.where(match & (follow < V), follow, V)
         out = F.pad(scores, (0, 1))  # (B, V + 1)
         out.scatter_(1, index, float("-inf"))
         return out[:, :V]

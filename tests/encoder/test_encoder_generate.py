@@ -367,6 +367,29 @@ def test_halted_rows_stop_there_with_certainty(model: OCRModel) -> None:
         assert got[1].token_ids == free[1].token_ids[:4] and got[2] == Generated([], True, 1.0)
 
 
+def test_a_halted_row_on_a_stop_id_past_the_vocabulary_keeps_the_guard_working(
+    model: OCRModel,
+) -> None:
+    """A halted row is forced its stop id at every step until the batch ends; an id past
+    the vocabulary, repeated 30 times, used to make the no-repeat guard index past the
+    scores (a RuntimeError) while the other rows decoded on."""
+    from opticmem.encoder import generate_continuous
+
+    V = model.cfg.decoder.vocab_size
+    prompts = [Prompt(slots(model, 21, s)) for s in range(2)]
+    cfg = GenerationConfig(max_new_tokens=40, stop_token_ids=(V + 10,))  # guard: 30 in 90
+    [free] = generate(model, prompts[1:], cfg)
+    assert len(free.token_ids) == 40
+
+    def halt() -> torch.Tensor:  # row 0 at once and for good, as a page past its end
+        return torch.tensor([True, False])
+
+    for got in (generate(model, prompts, cfg, halt=halt),
+                generate_continuous(model, prompts, cfg, rows=2, halt=halt)):
+        assert got[0] == Generated([], True, 1.0)
+        assert got[1].token_ids == free.token_ids
+
+
 def test_held_rows_take_their_best_token_that_is_not_a_stop(model: OCRModel) -> None:
     """``hold`` keeps a row off the stop tokens while it names the row: the row takes the
     best other token, counted with the model's own probability, then stops when the model
