@@ -30,6 +30,7 @@ reads them at the end. Only the check whether every row has stopped waits for th
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
@@ -363,17 +364,34 @@ class _HostTokens:
 
 
 def prompt_ids(model: OCRModel, prompts: Sequence[Prompt]) -> list[list[int]]:
-    """Each prompt's ids, ``[bos] + prefix + <image>·S + suffix``, after checking its slots."""
+    """Each prompt's ids, ``[bos] + prefix + <image>·S + suffix``, after checking its slots
+    and that its prefix and suffix are ids of the vocabulary (else the embedding failed with
+    a bare IndexError, TypeError or RuntimeError)."""
     dcfg = model.cfg.decoder
     D = dcfg.hidden_size
     rows = []
     for p in prompts:
         if p.slots.ndim != 2 or p.slots.shape[1] != D:
             raise InputError(f"prompt slots must be (S, {D}); got {tuple(p.slots.shape)}")
+        prefix, suffix = (_prompt_ids(name, ids, dcfg.vocab_size)
+                          for name, ids in (("prefix", p.prefix), ("suffix", p.suffix)))
         rows.append(
-            [dcfg.bos_token_id, *p.prefix, *[dcfg.image_token_id] * p.slots.shape[0], *p.suffix]
+            [dcfg.bos_token_id, *prefix, *[dcfg.image_token_id] * p.slots.shape[0], *suffix]
         )
     return rows
+
+
+def _prompt_ids(name: str, ids: Sequence[int], vocab_size: int) -> list[int]:
+    """``ids`` as ints (any integer type, a 0-d integer tensor included), each checked to be
+    in the vocabulary: :class:`InputError` naming the prompt's ``name`` part otherwise."""
+    try:
+        out = [operator.index(i) for i in ids if not isinstance(i, bool)]
+    except TypeError:
+        out = []
+    if len(out) != len(ids) or any(not 0 <= i < vocab_size for i in out):
+        raise InputError(f"prompt {name} must hold token ids in 0..{vocab_size - 1}, "
+                         f"got {list(ids)!r}")
+    return out
 
 
 def row_result(ids: Sequence[int], logp: np.ndarray, stops: set[int]) -> Generated:

@@ -466,6 +466,32 @@ def test_zero_new_tokens_and_bad_settings(model: OCRModel) -> None:
     assert generate(model, []) == []
 
 
+@pytest.mark.parametrize("part", ["prefix", "suffix"])
+@pytest.mark.parametrize("ids", [[4096], [-1], ["a"], [1.5], [True], "ab"])
+def test_prompt_ids_outside_the_vocabulary_raise_input_errors(
+    model: OCRModel, part: str, ids: list[object]
+) -> None:
+    # They used to reach the embedding: a bare IndexError, TypeError or RuntimeError.
+    from opticmem.encoder import generate_continuous
+
+    assert model.cfg.decoder.vocab_size == 4096
+    prompt = Prompt(slots(model, 5, 0), **{part: ids})  # type: ignore[arg-type]
+    cfg = GenerationConfig(max_new_tokens=2)
+    with pytest.raises(InputError, match=f"prompt {part}"):
+        generate(model, [prompt], cfg)
+    with pytest.raises(InputError, match=f"prompt {part}"):
+        generate_continuous(model, [prompt], cfg, rows=1)
+
+
+def test_prompt_ids_of_any_integer_type_are_read_as_ids(model: OCRModel) -> None:
+    s = slots(model, 5, 0)
+    cfg = GenerationConfig(max_new_tokens=4)
+    [plain] = generate(model, [Prompt(s, prefix=[7], suffix=[40, 41])], cfg)
+    [typed] = generate(model, [Prompt(s, prefix=torch.tensor([7]).tolist(),
+                                      suffix=list(torch.tensor([40, 41])))], cfg)
+    assert typed == plain
+
+
 @pytest.mark.parametrize(
     "bad",
     [
