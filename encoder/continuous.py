@@ -111,7 +111,7 @@ def generate_continuous(
 
     cache = KVCache(dcfg, B, max(map(len, ids)) + horizon, device, dtype)
     step = GraphedStep(model.decoder, cache, cfg.graph_width)
-    ban = repeat_ban(cfg, B, device)
+    ban = repeat_ban(cfg, B, device, M)
     logits = torch.zeros(B, dcfg.vocab_size, device=device, dtype=dtype)
     chosen_ids = torch.zeros(B, check, dtype=torch.long, device=device)
     chosen_logp = torch.zeros(B, check, dtype=torch.float32, device=device)

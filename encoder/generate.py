@@ -66,6 +66,8 @@ class GenerationConfig:
     no_repeat_ngram_size: int = 30
     """0 turns the guard off."""
     no_repeat_window: int = 90
+    """Generated tokens the guard looks back over; a window longer than a row's token limit
+    bans what that limit would (a row has no more tokens to look back over)."""
     no_repeat_whitelist: frozenset[int] = field(default_factory=frozenset)
     stop_token_ids: tuple[int, ...] | None = None
     """Defaults to the model's EOS id."""
@@ -227,7 +229,7 @@ def generate(
     # once at the end (and at the stop checks), so a step does not wait for the GPU.
     chosen_ids = torch.zeros(B, max(steps, 1), dtype=torch.long, device=device)  # (B, steps)
     chosen_logp = torch.zeros(B, max(steps, 1), dtype=torch.float32, device=device)
-    ban = repeat_ban(cfg, B, device)
+    ban = repeat_ban(cfg, B, device, steps)
     done_t = torch.zeros(B, dtype=torch.bool, device=device)  # stopped at or before this step
     stop_t = torch.tensor(sorted(stops), device=device)
     stop_mask = vocabulary_mask(stops, dcfg.vocab_size, device)
@@ -334,12 +336,19 @@ def vocabulary_mask(ids: set[int], vocab_size: int, device: torch.device) -> Ten
     return mask
 
 
-def repeat_ban(cfg: GenerationConfig, batch: int, device: torch.device) -> RepeatBan | None:
-    """The no-repeat guard ``cfg`` asks for, for ``batch`` rows, or ``None`` when it is off."""
+def repeat_ban(
+    cfg: GenerationConfig, batch: int, device: torch.device, tokens: int
+) -> RepeatBan | None:
+    """The no-repeat guard ``cfg`` asks for, for ``batch`` rows that choose at most
+    ``tokens`` tokens each, or ``None`` when it is off.
+
+    Its window is at most ``tokens``: a row never has more tokens to look back over, so the
+    bans are the same, and the guard's (B, window) buffer is not sized for a "no limit"
+    window such as ``10**9`` (a failed 8 GB allocation per row)."""
     if cfg.no_repeat_ngram_size == 0:
         return None
-    return RepeatBan(cfg.no_repeat_ngram_size, cfg.no_repeat_window, cfg.no_repeat_whitelist,
-                     batch, device)
+    return RepeatBan(cfg.no_repeat_ngram_size, max(1, min(cfg.no_repeat_window, tokens)),
+                     cfg.no_repeat_whitelist, batch, device)
 
 
 class _HostTokens:

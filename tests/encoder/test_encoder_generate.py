@@ -256,6 +256,25 @@ def test_engine_is_bit_identical_to_the_straightforward_loop(model: OCRModel) ->
     )
 
 
+def test_a_no_repeat_window_past_the_token_limit_bans_what_the_limit_would(
+    model: OCRModel,
+) -> None:
+    # A "no limit" window of 10**12 used to size the guard's buffer for it: a failed
+    # multi-terabyte allocation, where the bans are those of a window of the token limit.
+    from opticmem.encoder import generate_continuous
+
+    prompts = [Prompt(slots(model, 21, s)) for s in range(3)]
+    cfg = GenerationConfig(max_new_tokens=40, no_repeat_ngram_size=2, no_repeat_window=40,
+                           stop_token_ids=(-1,))
+    want = generate(model, prompts, cfg)
+    assert want != generate(model, prompts, replace(cfg, no_repeat_ngram_size=0))  # it bans
+    for window in (41, 10**4, 10**12):
+        wide = replace(cfg, no_repeat_window=window)
+        assert generate(model, prompts, wide) == want
+        streamed = generate_continuous(model, prompts, wide, rows=2)
+        assert [g.token_ids for g in streamed] == [g.token_ids for g in want]
+
+
 def test_generation_respects_the_ngram_guard(model: OCRModel) -> None:
     p = Prompt(slots(model, 21, 7))
     cfg = GenerationConfig(max_new_tokens=60, no_repeat_ngram_size=3, no_repeat_window=90,
