@@ -106,7 +106,9 @@ def generate_continuous(
     # At most the rows there are: a threshold above them is never met once every row has
     # ended, and decoding would spin on with prompts still waiting.
     refill_at = max(1, B // 16) if refill_at is None else min(B, max(1, refill_at))
-    check = cfg.stop_check_every or (1 if device.type == "cpu" else 8)
+    # No more than the token limit: every row has stopped by then, and a longer wait (a
+    # "never check" 10**9) only ran idle steps into buffers and a cache sized for it.
+    check = min(cfg.stop_check_every or (1 if device.type == "cpu" else 8), M)
     horizon = M + check  # a row chooses at most this many tokens before a check stops it
 
     cache = KVCache(dcfg, B, max(map(len, ids)) + horizon, device, dtype)

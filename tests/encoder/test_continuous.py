@@ -102,6 +102,18 @@ def test_a_refill_threshold_above_the_rows_still_refills_them() -> None:
                 alone(model, prompts, cfg))
 
 
+def test_a_stop_check_interval_past_the_token_limit_is_bounded_by_it() -> None:
+    # stop_check_every=10**12 ("never check") used to size the step buffers and the KV
+    # cache for 10**12 steps (a failed allocation), and 10**5 ran 10**5 idle steps.
+    model = build_model(preset("test"), seed=0)
+    prompts = make_prompts(model, "cpu", 5)
+    cfg = GenerationConfig(max_new_tokens=8, stop_token_ids=(-1,))
+    want = alone(model, prompts, cfg)
+    for every in (9, 10**12):
+        got = generate_continuous(model, prompts, replace(cfg, stop_check_every=every), rows=2)
+        assert_same(got, want)
+
+
 def test_continuous_codec_reads_what_the_batched_codec_reads() -> None:
     """With the layout aligner fed per row: more pages than rows, two tiers."""
     codec = OCRCodec.random("test", seed=3, batch_size=2)
