@@ -23,10 +23,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from PIL import Image
 from tokenizers import Tokenizer
 
 from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, placeholder_ids, read_tokenizer
@@ -59,9 +59,6 @@ from opticmem.encoder.tokenizer import (
 from opticmem.render.ink import ink_rows
 from opticmem.render.layout import RenderSettings, redraw
 from opticmem.render.tiers import Tier
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +238,8 @@ class OCRCodec:
 
     def encode(self, images: Sequence[Image.Image], tier: Tier | str) -> list[VisionTokens]:
         """Encode page images (any size or mode) at ``tier``; one grid per image."""
+        if isinstance(images, Image.Image):  # else a bare TypeError: Image has no len()
+            raise InputError("encode takes a sequence of page images: pass [image] for one")
         tier = parse_tier(tier)
         out: list[VisionTokens] = []
         param = next(self.model.parameters())
@@ -274,6 +273,8 @@ class OCRCodec:
         text is laid out on the grid again before it is returned (:meth:`_on_grid`).
         """
         D = self.model.cfg.embed_dim
+        if isinstance(tokens, VisionTokens):  # else a bare TypeError: it is not iterable
+            raise InputError("decode takes a sequence of VisionTokens: pass [tokens] for one")
         for vt in tokens:
             if not isinstance(vt, VisionTokens):
                 raise InputError(f"decode takes VisionTokens, got {type(vt).__name__}")

@@ -120,6 +120,19 @@ def test_decode_rejects_foreign_tokens(codec: OCRCodec) -> None:
         codec.decode([wide])
 
 
+def test_one_image_or_one_token_record_not_in_a_list_is_an_input_error(codec: OCRCodec) -> None:
+    # Both are batch calls; a bare image or record used to fail with a TypeError ("Image
+    # has no len()", "VisionTokens is not iterable").
+    image = Image.new("L", (512, 512), 255)
+    with pytest.raises(InputError, match=r"\[image\]"):
+        codec.encode(image, "tiny")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"\[image\]"):
+        codec.read(image, "tiny")  # type: ignore[arg-type]
+    [vt] = codec.encode([image], "tiny")
+    with pytest.raises(InputError, match=r"\[tokens\]"):
+        codec.decode(vt)  # type: ignore[arg-type]
+
+
 def test_decode_rejects_what_is_not_a_finite_vision_token_grid(codec: OCRCodec) -> None:
     # A NaN grid used to decode to a recollection of NaN confidence; a string, to fail
     # with an AttributeError.
