@@ -3,10 +3,11 @@
 ``langchain_core.messages.utils.count_tokens_approximately`` charges a flat 85 tokens
 for any image. A memory page costs its reader very different amounts by tier and by
 model: DeepSeek-OCR's decoder spends 73/111/273/421 slots (64/100/256/400 nominal) on a
-Tiny/Small/Base/Large page, a tile-priced chat API 255–765 tokens, a pixel-area-priced
-one 350–1,599. :class:`OpticalTokenCounter` counts LangChain messages under an opticmem
-:class:`~opticmem.costs.CostModel` — the same prices the memory budgets with, through
-:func:`~opticmem.costs.message_tokens` — so it plugs into ``trim_messages``::
+Tiny/Small/Base/Large page, a tile-priced chat API 85–765 tokens (a Tiny page goes at
+``detail: "low"``), a pixel-area-priced one 350–1,599. :class:`OpticalTokenCounter`
+counts LangChain messages under an opticmem :class:`~opticmem.costs.CostModel` — the
+same prices the memory budgets with, through :func:`~opticmem.costs.message_tokens` — so
+it plugs into ``trim_messages``::
 
     from langchain_core.messages import trim_messages
     trim_messages(messages, max_tokens=8192, token_counter=OpticalTokenCounter("openai"))
@@ -16,7 +17,9 @@ standard form):
 
 * text (and reasoning) blocks: the cost model's text counter;
 * base64 images: PNGs by their header through ``message_tokens``; other formats (JPEG,
-  WebP, …) by their size read with Pillow, through the same image formula;
+  WebP, …) by their size read with Pillow, through the same image formula — under tile
+  pricing at the ``detail`` an OpenAI ``image_url`` part names (LangChain keeps it in the
+  block's ``extras``; ``ChatOpenAI`` sends such a part as it is), else at the formula's;
 * images given only by URL or file id (their size is unknown offline):
   ``unknown_image_tokens`` each (default: the price of a Large page under the model);
 * an ``AIMessage``'s tool calls, invalid ones included: the text of their JSON (name,
@@ -42,6 +45,7 @@ from opticmem.costs import (
     ImageCost,
     b64_head,
     cost_model,
+    image_tokens,
     message_tokens,
     png_size,
 )
@@ -116,9 +120,10 @@ class OpticalTokenCounter:
         priced, extra = self._priceable(message)
         return message_tokens([priced], self.cost_model) + extra
 
-    def image_tokens(self, width: int, height: int) -> int:
-        """Tokens the model charges for one ``width × height`` image."""
-        return self.cost_model.image.tokens(width, height)
+    def image_tokens(self, width: int, height: int, detail: str | None = None) -> int:
+        """Tokens the model charges for one ``width × height`` image (sent at OpenAI's
+        ``detail``, when named: only tile pricing reads it)."""
+        return image_tokens(self.cost_model.image, width, height, detail)
 
     # ------------------------------------------------------------------ internals
     def _priceable(self, message: BaseMessage) -> tuple[dict[str, Any], int]:
@@ -159,11 +164,17 @@ class OpticalTokenCounter:
                 b64 = url.split(",", 1)[1]
             else:
                 return None, self.unknown_image_tokens
+        extras = block.get("extras")
+        detail = extras.get("detail") if isinstance(extras, Mapping) else None
+        detail = detail if isinstance(detail, str) else None
         head = b64_head(b64)
         try:
             png_size(head)
         except ValueError:
-            return None, self.image_tokens(*_image_size(b64))
+            return None, self.image_tokens(*_image_size(b64), detail)
+        if detail is not None:  # an OpenAI part's detail, which message_tokens reads there
+            return {"type": "image_url", "image_url": {
+                "url": f"data:image/png;base64,{b64}", "detail": detail}}, 0
         return {"type": "image", "base64": b64, "mime_type": "image/png"}, 0
 
 

@@ -18,7 +18,9 @@ The shape of :meth:`Context.messages` (plain dicts; the memory knows no framewor
 
 A page whose image would cost at least as much as its text (the **savings gate**) is
 shown as its caption and transcript instead — exact text, no facts line needed.
-``format="openai"`` writes images as ``image_url`` data-URL parts.
+``format="openai"`` writes images as ``image_url`` data-URL parts, each with the
+``detail`` its price assumes when the consumer is tile-priced (``"low"`` for a page of at
+most 512 pixels, ``"high"`` otherwise; see :class:`~opticmem.costs.TileCost`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from opticmem.costs import CostModel
+from opticmem.costs import CostModel, ImageCost, image_detail, png_size
 from opticmem.errors import ConfigurationError
 from opticmem.facts import facts_line
 from opticmem.records import PageRecord, Turn
@@ -265,6 +267,8 @@ class Context:
     labels: tuple[tuple[str, str], ...] = field(repr=False, default=())
     memory_role: str = field(repr=False, default="user")
     _artefacts: Artefacts | None = field(repr=False, default=None, compare=False)
+    _image_cost: ImageCost | None = field(repr=False, default=None, compare=False)
+    """The image formula the cost was counted with: the ``detail`` of OpenAI image parts."""
 
     @property
     def budget(self) -> int:
@@ -298,6 +302,15 @@ class Context:
         standard content blocks, or OpenAI ``image_url`` parts with ``format="openai"``),
         then one message per turn. Renders page images as needed (cached).
 
+        Under a tile-priced cost model (``"openai"``) each ``image_url`` part names the
+        ``detail`` its price assumes (:func:`~opticmem.costs.image_detail`): ``"low"``, a
+        flat 85 tokens, for a page of at most 512 pixels a side, ``"high"`` for the others
+        — left to OpenAI's default (``"auto"``) the bill need not match the plan. A
+        LangChain standard ``image`` block has no detail field that LangChain's OpenAI
+        converter passes on (it keeps only the data and the MIME type), so there OpenAI
+        picks; send ``format="openai"`` parts (``ChatOpenAI`` passes them on as they are)
+        to have the detail exactly as planned.
+
         A turn's ``name`` and ``tool_call_id`` meta are copied onto its message — a
         speaker's name only when OpenAI takes it (1–64 ASCII letters, digits, ``_`` or
         ``-``): one name like ``"Dr. Müller"`` would make it refuse the whole request. A
@@ -319,10 +332,15 @@ class Context:
                 if p.shown == "text":
                     blocks.append({"type": "text", "text": p.record.transcript})
                     continue
-                b64 = base64.b64encode(next(pngs)).decode("ascii")
+                png = next(pngs)
+                b64 = base64.b64encode(png).decode("ascii")
                 if format == "openai":
-                    blocks.append({"type": "image_url",
-                                   "image_url": {"url": f"data:image/png;base64,{b64}"}})
+                    part: dict[str, Any] = {"url": f"data:image/png;base64,{b64}"}
+                    detail = (None if self._image_cost is None
+                              else image_detail(self._image_cost, *png_size(png)))
+                    if detail is not None:
+                        part["detail"] = detail
+                    blocks.append({"type": "image_url", "image_url": part})
                 else:
                     blocks.append({"type": "image", "base64": b64, "mime_type": "image/png"})
                 if p.facts:

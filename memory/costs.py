@@ -6,7 +6,9 @@ A page image costs different amounts depending on who reads it:
   ``64·g``-pixel page and spends ``g·(g+1)+1`` decoder slots on them (73/111/273/421 for
   Tiny/Small/Base/Large); ``nominal=True`` counts ``g²`` instead (64/100/256/400).
 * **Tile formula** (OpenAI-style, ``"openai"``): fit in 2048×2048, shrink so the
-  shortest side is at most 768, count 512-pixel tiles: ``85 + 170·tiles``.
+  shortest side is at most 768, count 512-pixel tiles: ``85 + 170·tiles`` at
+  ``detail: "high"``; an image of at most 512 pixels a side (a Tiny page) is sent at
+  ``detail: "low"`` instead, a flat 85 (:meth:`TileCost.detail` decides both).
 * **Pixel area** (Anthropic-style, ``"anthropic"``): fit the long side in 1568 pixels,
   shrink until the image costs at most ~1,600 tokens, then ``ceil(w·h / 750)``.
 
@@ -16,7 +18,7 @@ overhead; the budget planner, the savings gate and :func:`message_tokens` all us
 
 >>> from opticmem.render import Tier
 >>> [cost_model(n).image_tokens(Tier.TINY) for n in ("deepseek-ocr", "openai", "anthropic")]
-[73, 255, 350]
+[73, 85, 350]
 """
 
 from __future__ import annotations
@@ -27,11 +29,14 @@ import math
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from opticmem.errors import ConfigurationError
 from opticmem.render.tiers import PIXELS_PER_TOKEN, Tier
 from opticmem.tokens import TextCounter, text_counter
+
+ImageDetail = Literal["low", "high"]
+"""OpenAI's ``detail`` of an ``image_url`` part (its default, ``"auto"``, is never sent)."""
 
 
 @runtime_checkable
@@ -66,10 +71,19 @@ class DeepSeekOCRCost:
 
 @dataclass(frozen=True)
 class TileCost:
-    """Tile-based pricing (OpenAI-style, high detail). Images are never upscaled.
+    """Tile-based pricing (OpenAI-style). Images are never upscaled.
 
-    >>> TileCost().tokens(1280, 1280), TileCost().tokens(512, 512)
-    (765, 255)
+    An image is sent, and priced, at the ``detail`` :meth:`detail` picks: ``"high"``
+    costs ``base_tokens + tile_tokens`` per tile, ``"low"`` a flat ``base_tokens`` with the
+    image read at 512×512 — no loss for one no larger than that, so such an image (a Tiny
+    page) goes at low detail. :meth:`opticmem.Context.messages` writes the same choice
+    on each ``image_url`` part: left to OpenAI's default (``"auto"``), what is billed
+    need not be what the budget planned.
+
+    >>> TileCost().tokens(1280, 1280), TileCost().tokens(512, 512), TileCost().detail(512, 512)
+    (765, 85, 'low')
+    >>> TileCost(low_detail_side=None).tokens(512, 512)
+    255
     """
 
     max_side: int = 2048
@@ -78,12 +92,26 @@ class TileCost:
     base_tokens: int = 85
     tile_tokens: int = 170
     label: str = "openai-tiles"
+    low_detail_side: int | None = 512
+    """Images at most this many pixels on both sides go at ``detail: "low"`` (512: what
+    OpenAI reads a low-detail image at, so nothing is lost); ``None``: all at high."""
 
     @property
     def name(self) -> str:
         return self.label
 
-    def tokens(self, width: int, height: int) -> int:
+    def detail(self, width: int, height: int) -> ImageDetail:
+        """The detail a ``width × height`` image is sent at, and priced at by :meth:`tokens`."""
+        side = self.low_detail_side
+        return "low" if side is not None and max(width, height) <= side else "high"
+
+    def tokens(self, width: int, height: int, detail: str | None = None) -> int:
+        """Tokens of the image at ``detail`` (``"low"`` or ``"high"``, as a message part
+        may name it; anything else — ``None``, ``"auto"`` — is :meth:`detail`'s choice)."""
+        if detail not in ("low", "high"):
+            detail = self.detail(width, height)
+        if detail == "low":
+            return self.base_tokens
         w, h = float(width), float(height)
         if max(w, h) > self.max_side:
             s = self.max_side / max(w, h)
@@ -93,6 +121,22 @@ class TileCost:
             w, h = w * s, h * s
         tiles = math.ceil(round(w, 6) / self.tile) * math.ceil(round(h, 6) / self.tile)
         return self.base_tokens + self.tile_tokens * tiles
+
+
+def image_detail(image: ImageCost, width: int, height: int) -> ImageDetail | None:
+    """The ``detail`` an OpenAI ``image_url`` part of a ``width × height`` image is sent
+    with under ``image``: :meth:`TileCost.detail` for tile pricing — the one rule both the
+    price and the message follow — and ``None`` (no ``detail`` written) for any other
+    formula, whose consumer is not priced by OpenAI's detail levels."""
+    return image.detail(width, height) if isinstance(image, TileCost) else None
+
+
+def image_tokens(image: ImageCost, width: int, height: int, detail: object = None) -> int:
+    """Tokens of a ``width × height`` image under ``image``, sent with ``detail`` (what a
+    message part names, or ``None``): only tile pricing reads it."""
+    if isinstance(image, TileCost):
+        return image.tokens(width, height, detail=detail if isinstance(detail, str) else None)
+    return image.tokens(width, height)
 
 
 @dataclass(frozen=True)
@@ -250,11 +294,12 @@ def _block_tokens(block: Mapping[str, Any], model: CostModel) -> int:
     if kind == "image" and "base64" in block:
         return model.image.tokens(*_b64_png_size(str(block["base64"])))
     if kind == "image_url":
-        url = block.get("image_url", {})
-        url = url.get("url", "") if isinstance(url, Mapping) else str(url)
+        part = block.get("image_url", {})
+        detail = part.get("detail") if isinstance(part, Mapping) else None
+        url = part.get("url", "") if isinstance(part, Mapping) else str(part)
         if not url.startswith("data:") or "," not in url:
             raise ValueError("only data: image URLs can be priced offline")
-        return model.image.tokens(*_b64_png_size(url.split(",", 1)[1]))
+        return image_tokens(model.image, *_b64_png_size(url.split(",", 1)[1]), detail)
     raise ValueError(f"cannot price a content block of type {kind!r}")
 
 
@@ -262,7 +307,8 @@ def message_tokens(messages: Iterable[Mapping[str, Any]], model: CostModel) -> i
     """Tokens ``messages`` (plain dicts with ``role`` and ``content``) cost under ``model``.
 
     Text blocks go through the text counter, PNG image blocks (LangChain ``image`` with
-    ``base64``, or OpenAI ``image_url`` data URLs) through the image formula, and each
+    ``base64``, or OpenAI ``image_url`` data URLs, at the ``detail`` they name) through the
+    image formula, and each
     message adds ``model.message_overhead``. This is exactly how a
     :class:`~opticmem.context.Context` prices itself, so it can check one independently.
     Content ``None`` (OpenAI's assistant message that only calls tools) costs the overhead

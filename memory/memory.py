@@ -692,6 +692,7 @@ class OpticalMemory:
             archived_pages=asm.page_count - len(views), dropped_turns=asm.dropped_turns,
             demotions=asm.demotions, labels=self.render_settings.labels,
             memory_role=self.memory_role, _artefacts=self._artefacts,
+            _image_cost=model.image,
         )
 
     # ------------------------------------------------------------------ recollection

@@ -53,7 +53,7 @@ def test_matches_the_memorys_own_context_cost(preset: str) -> None:
 @pytest.mark.parametrize(("preset", "prices"), [
     ("deepseek-ocr", {"tiny": 73, "small": 111, "base": 273, "large": 421}),
     ("deepseek-ocr-nominal", {"tiny": 64, "small": 100, "base": 256, "large": 400}),
-    ("openai", {"tiny": 255, "small": 765, "base": 765, "large": 765}),
+    ("openai", {"tiny": 85, "small": 765, "base": 765, "large": 765}),  # Tiny: detail low
     ("anthropic", {"tiny": 350, "small": 547, "base": 1399, "large": 1599}),
 ])
 def test_prices_each_tier_by_the_consumers_formula(preset: str, prices: dict[str, int]) -> None:
@@ -155,3 +155,20 @@ def test_bad_images_raise_value_error() -> None:
         counter(not_image)
     with pytest.raises(ValueError, match="unknown_image_tokens"):
         OpticalTokenCounter(unknown_image_tokens=-1)
+
+
+def test_prices_an_openai_image_part_at_the_detail_it_names() -> None:
+    # ChatOpenAI sends an OpenAI ``image_url`` part as it is, detail included (LangChain
+    # keeps it in the standard block's ``extras``): a Tiny-sized image sent at "high" is
+    # billed 255, a Large one at "low" 85 — whatever the formula would pick.
+    counter = OpticalTokenCounter("openai")
+    overhead = counter.cost_model.message_overhead
+
+    def part(pixels: int, detail: str) -> HumanMessage:
+        return HumanMessage(content=[{"type": "image_url", "image_url": {
+            "url": f"data:image/png;base64,{_png_b64(pixels)}", "detail": detail}}])
+
+    assert counter([part(512, "high")]) == 255 + overhead
+    assert counter([part(1280, "low")]) == 85 + overhead
+    assert counter([part(512, "auto")]) == 85 + overhead  # OpenAI picks: the formula's
+    assert counter([part(1280, "auto")]) == 765 + overhead

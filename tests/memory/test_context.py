@@ -202,3 +202,28 @@ def test_empty_session_has_empty_context(deepseek: OpticalMemory) -> None:
     ctx = deepseek.context("nobody")
     assert ctx.pages == () and ctx.turns == () and int(ctx.cost) == 0
     assert ctx.messages() == [] and ctx.text() == ""
+
+
+def test_openai_parts_name_the_detail_their_price_assumes() -> None:
+    # TileCost prices at high detail, but image_url parts were sent with no detail, so
+    # OpenAI's default ("auto") decided what was billed. A Tiny page (512 px) loses
+    # nothing at "low" (read at 512×512) and costs 85 there instead of 255.
+    mem = filled(360, cost_model="openai", budget_tokens=20_000)
+    ctx = mem.context("team")
+    shown = [p for p in ctx.pages if p.shown == "image"]
+    assert Tier.TINY in {p.tier for p in shown} and len({p.tier for p in shown}) > 1
+    msgs = ctx.messages(format="openai")
+    parts = [b["image_url"] for b in msgs[0]["content"] if b["type"] == "image_url"]
+    assert [u["detail"] for u in parts] == [
+        "low" if p.tier is Tier.TINY else "high" for p in shown]
+    assert [p.image_tokens for p in shown] == [
+        85 if p.tier is Tier.TINY else 765 for p in shown]
+    assert message_tokens(msgs, mem.cost_model) == int(ctx.cost)
+    # a part's detail is what it is billed at, whatever the image's size
+    for u in parts:
+        u["detail"] = "high"
+    tiny = sum(1 for p in shown if p.tier is Tier.TINY)
+    assert message_tokens(msgs, mem.cost_model) == int(ctx.cost) + 170 * tiny
+    # other consumers are not priced by OpenAI's detail levels: none is written
+    deep = filled(360).context("team").messages(format="openai")[0]["content"]
+    assert all("detail" not in b["image_url"] for b in deep if b["type"] == "image_url")

@@ -105,9 +105,21 @@ def test_deepseek_prices_are_slots_or_nominal() -> None:
 def test_tile_and_area_formulas() -> None:
     assert TileCost().tokens(1280, 1280) == 85 + 170 * 4
     assert TileCost().tokens(4096, 2048) == 85 + 170 * 6  # → 2048×1024 → 1536×768
-    assert TileCost(tile_tokens=100, base_tokens=0).tokens(512, 512) == 100
+    assert TileCost(tile_tokens=100, base_tokens=0).tokens(512, 512, detail="high") == 100
     assert PixelAreaCost(max_tokens=10**9).tokens(3136, 3136) == -(-1568 * 1568 // 750)
     assert PixelAreaCost(divisor=1000).tokens(1000, 1000) == 1000
+
+
+def test_tile_formula_prices_small_images_at_low_detail() -> None:
+    # OpenAI reads a detail "low" image at 512×512 for a flat 85 tokens, so a Tiny page
+    # (512 px) loses nothing there; it was priced (and sent, by default) at high: 255.
+    assert TileCost().detail(512, 512) == "low" and TileCost().tokens(512, 512) == 85
+    assert TileCost().detail(512, 513) == "high" and TileCost().tokens(640, 640) == 765
+    assert TileCost(low_detail_side=None).tokens(512, 512) == 255
+    # a detail a message part names is what it is billed at
+    assert TileCost().tokens(512, 512, detail="high") == 255
+    assert TileCost().tokens(1280, 1280, detail="low") == 85
+    assert TileCost().tokens(512, 512, detail="auto") == 85  # OpenAI picks: our choice
 
 
 def test_area_formula_shrinks_images_past_about_1600_tokens() -> None:
@@ -121,7 +133,7 @@ def test_area_formula_shrinks_images_past_about_1600_tokens() -> None:
 
 
 def test_cost_model_presets_and_errors() -> None:
-    assert cost_model("openai").image_tokens("tiny") == 255
+    assert cost_model("openai").image_tokens("tiny") == 85  # at detail "low"
     assert cost_model("anthropic").image_tokens(Tier.LARGE) == 1599
     assert cost_model("deepseek-ocr", message_overhead=0).message_overhead == 0
     with pytest.raises(ValueError, match="presets"):
