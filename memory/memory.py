@@ -119,6 +119,11 @@ TurnInput = Mapping[str, Any] | tuple[str, str] | tuple[str, str, float]
 
 Recollect = Literal["lazy", "background", "queue"]
 
+MEMORY_ROLES: tuple[str, ...] = ("user",)
+"""Roles the message carrying the pages may have: those whose messages take images in every
+chat API the messages are made for (OpenAI takes images only in user messages; Anthropic,
+through LangChain, likewise)."""
+
 
 @dataclass(frozen=True, slots=True)
 class _Assembly:
@@ -170,8 +175,10 @@ class OpticalMemory:
             page (true forgetting; the page and its transcript stay).
         max_turn_chars: longest turn accepted (default 1,000,000 characters).
         roles: accepted roles (default user, assistant, system, tool).
-        memory_role: role of the message that carries the pages (default ``"user"``, the
-            role every multimodal chat API accepts images in).
+        memory_role: role of the message that carries the pages: ``"user"`` (default and
+            only value), the one role every multimodal chat API accepts images in —
+            OpenAI and Anthropic refuse them in system and assistant messages. Any other
+            raises :class:`~opticmem.errors.ConfigurationError`.
         clock: returns Unix seconds; used for timestamps and the age policy.
     """
 
@@ -218,6 +225,13 @@ class OpticalMemory:
         if isinstance(roles, str):
             raise ConfigurationError(
                 f"roles must be a collection of role names, not the string {roles!r}")
+        if memory_role not in MEMORY_ROLES:
+            # None, "system" or "assistant" made every context with a page one the chat
+            # API refuses (OpenAI: HTTP 400), and only when a page was first sealed
+            raise ConfigurationError(
+                f"memory_role must be one of {', '.join(map(repr, MEMORY_ROLES))} — the "
+                f"role every supported chat API takes images in (OpenAI and Anthropic "
+                f"refuse them in system and assistant messages), not {memory_role!r}")
         if store is not None and not isinstance(store, (Store, str)):
             # Taken as a store, a path would fail at the first add with an AttributeError.
             raise StoreURLError(

@@ -221,6 +221,11 @@ def test_budget_error_names_the_needed_budget(mem: OpticalMemory) -> None:
     ({"decode_max_tokens": 0}, ConfigurationError, "decode_max_tokens"),
     ({"page_max_tokens": -1}, ConfigurationError, "page_max_tokens"),
     ({"roles": "user"}, ConfigurationError, "collection of role names"),
+    # a memory message with no role, or as a system or assistant message, carries images a
+    # chat API refuses (OpenAI takes them only in user messages): it failed at send time
+    ({"memory_role": None}, ConfigurationError, "memory_role must be one of 'user'.*None"),
+    ({"memory_role": "system"}, ConfigurationError, "memory_role must be one of 'user'"),
+    ({"memory_role": "assistant"}, ConfigurationError, "memory_role .* not 'assistant'"),
 ])
 def test_bad_options_raise_typed_errors(
     options: dict[str, Any], error: type[Exception], message: str
