@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import hashlib
+import json
 import math
 import struct
 from collections.abc import Iterable, Mapping
@@ -196,6 +199,16 @@ class CostModel:
         """``image-model/text-counter/overhead``: identifies the prices in cache keys."""
         return f"{self.image.name}/{self.text.name}/{self.message_overhead}"
 
+    @property
+    def key(self) -> str:
+        """:attr:`name`, with the image formula's parameters: what a consumer's stored
+        decay mark is kept under (see :func:`image_key`).
+
+        >>> cost_model("openai").key, cost_model(TileCost(tile_tokens=100)).key
+        ('openai-tiles/approx-bpe-v1/3', 'openai-tiles#2ee2ef14b34f/approx-bpe-v1/3')
+        """
+        return f"{image_key(self.image)}/{self.text.name}/{self.message_overhead}"
+
     def text_tokens(self, text: str) -> int:
         return self.text.count(text)
 
@@ -218,6 +231,21 @@ def _image_presets() -> dict[str, ImageCost]:
 
 PRESETS: tuple[str, ...] = tuple(_image_presets())
 """Names :func:`cost_model` accepts."""
+
+
+def image_key(image: ImageCost) -> str:
+    """``image.name``, and for any formula but a built-in one a digest of its class and
+    dataclass fields: a ``TileCost(tile_tokens=100)`` keeps the label ``"openai-tiles"``,
+    and keyed by it alone, its consumer shared the built-in one's decay mark and was
+    demoted by that consumer's budget. The built-ins keep their bare names, so marks
+    already stored for them are still found. A formula that is not a dataclass is known
+    by its name alone; a field that is not JSON (a callable) is digested by its ``repr``,
+    which may change from one process to the next (its marks are then not found again)."""
+    if image in _image_presets().values() or not dataclasses.is_dataclass(image):
+        return image.name
+    fields = {f.name: getattr(image, f.name) for f in dataclasses.fields(image)}
+    blob = json.dumps([type(image).__qualname__, fields], sort_keys=True, default=repr)
+    return f"{image.name}#{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
 def cost_model(

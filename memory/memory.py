@@ -512,7 +512,7 @@ class OpticalMemory:
 
     # ------------------------------------------------------------------ assembling
     def _consumer_key(self, budget: int) -> str:
-        blob = json.dumps([budget, self.cost_model.name, self.policy.key, self.verbatim_turns,
+        blob = json.dumps([budget, self.cost_model.key, self.policy.key, self.verbatim_turns,
                            self._packer.render_key, self.page_max_tokens, self.memory_role])
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

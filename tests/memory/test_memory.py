@@ -24,11 +24,14 @@ from opticmem import (
     RenderSettings,
     SQLiteStore,
     StoreURLError,
+    TileCost,
     Turn,
+    cost_model,
     open_store,
     register_store,
 )
 from opticmem.context import Context
+from opticmem.costs import PRESETS
 from opticmem.encoder.codec import Recollection, VisionTokens
 from opticmem.facts import facts_line
 from opticmem.store import Store
@@ -381,3 +384,21 @@ assert not logging.getLogger("opticmem").handlers
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert not done.stdout and not done.stderr  # no print, no log line, no warning
+
+
+def test_a_custom_cost_model_keeps_its_own_decay_mark() -> None:
+    # The mark was keyed by the cost model's label alone: a TileCost with other prices but
+    # the default label shared the built-in "openai" consumer's mark, so that consumer's
+    # budget pressure put this one's pages out of context though they fit its budget.
+    store = InMemoryStore()
+    openai = OpticalMemory(store, codec=None, cost_model="openai")
+    cheap = OpticalMemory(store, codec=None, cost_model=TileCost(tile_tokens=1))
+    openai.add_many("team", [{"role": t["role"], "text": t["text"], "ts": t["ts"]}
+                             for t in sample_turns(200)])
+    assert openai.context("team", budget_tokens=4000).demotions > 0
+    ctx = cheap.context("team", budget_tokens=4000)
+    assert ctx.demotions == 0 and ctx.archived_pages == 0
+    assert cost_model(TileCost(tile_tokens=1)).key != cost_model("openai").key
+    assert cost_model(TileCost()).key == cost_model("openai").key
+    # the built-ins keep the keys their marks are already stored under
+    assert all(cost_model(p).key == cost_model(p).name for p in PRESETS)
