@@ -78,13 +78,14 @@ def worker_command(
     """Read back the pages bots queued (recollect="queue"), in batches across sessions."""
     from opticmem.cli import err, fail, report
     from opticmem.codec_commands import _bad_option
-    from opticmem.recollect_worker import BatchReport, RecollectWorker
 
     if codec not in ("bundled", "random") and not Path(codec).is_dir():
         # a usage error (exit 2) as with eval, before Redis is reached or a model loaded
         raise _bad_option(f"{codec!r} is not bundled, random or a checkpoint directory",
                           "--codec", as_json)
-    store = _open_store(url, as_json)
+    store = _open_store(url, as_json)  # first: it says which extra a base install lacks
+    from opticmem.recollect_worker import BatchReport, RecollectWorker  # imports redis
+
     try:
         try:
             model = _load_codec(codec, device, as_json)
@@ -188,9 +189,10 @@ def queue_command(
 ) -> None:
     """Show the recollection queue: backlog, workers, the newest dead letters."""
     from opticmem.cli import fail, out, report
-    from opticmem.recollect_queue import RedisRecollectQueue
 
-    store = _open_store(url, as_json)
+    store = _open_store(url, as_json)  # first: it says which extra a base install lacks
+    from opticmem.recollect_queue import RedisRecollectQueue  # imports redis
+
     try:
         queue = RedisRecollectQueue.for_store(store)
         stats = queue.stats()
