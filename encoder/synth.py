@@ -895,9 +895,13 @@ def _sources_cached(split: Split, directory: str | None) -> Sources:
     try:
         built = build_sources(pool_size=2_000, code_size=600)
     except ImportError as exc:
+        # From a wheel, data_dir() is inside site-packages and the export tool is not
+        # installed: the extra (built here) or the variable is what such a user can act on.
         raise SynthDataError(
-            f"no synth sources at {d} (set {DATA_ENV} or run tools/export_synth_sources.py), "
-            f"and they cannot be built here: {exc}") from exc
+            f"no synth sources at {d}, and they cannot be built here ({exc}): install the "
+            f"'synth' extra to build them in-process (pip install 'opticmem[synth]'), or "
+            f"set {DATA_ENV} to a folder exported by tools/export_synth_sources.py (in "
+            f"opticmem's source repository)") from exc
     log.warning("no exported synth sources at %s; built small ones in-process", d)
     return built[split]
 

@@ -88,6 +88,8 @@ class TrainConfig:
     log_every: int = 25
     tokenizer: Path | None = None
     synth_dir: Path | None = None
+    """The exported synth sources to train on (default: :func:`~opticmem.encoder.synth.data_dir`,
+    else small ones built in-process)."""
     max_steps: int | None = None
     device: str = "auto"
     compile: bool = False
@@ -179,7 +181,8 @@ class PageBatches(IterableDataset):
         tok.encode_special_tokens = True  # "<eos>" typed in a chat is text
         table = token_bytes(tok)
         settings = RenderSettings()
-        pages = synth.page_stream(seed, "train", settings, pseudo_rate=self.cfg.pseudo_word_rate,
+        pages = synth.page_stream(seed, "train", settings, data_dir=self.cfg.synth_dir,
+                                  pseudo_rate=self.cfg.pseudo_word_rate,
                                   symbol_rate=self.cfg.pseudo_symbol_rate)
         names = [t.value for t in ORDER]
         weights = np.array([self.cfg.tier_weights[n] for n in names], dtype=np.float64)
@@ -449,6 +452,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training for ``cfg.minutes``; returns the progress record."""
     from tokenizers import Tokenizer
 
+    from opticmem.encoder import synth
     from opticmem.encoder.checkpoint import (
         CONFIG_FILE,
         load_tensors,
@@ -489,6 +493,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                                   + (", or into another run directory (--out)" if resumed
                                      else ""),
                                   path=str(Path(weights_dir) / CONFIG_FILE))
+    # Missing sources would fail only in the data loader, after the model was built (and in
+    # a worker process); read here, they are cached for the loader (forked workers inherit).
+    synth.load_sources("train", cfg.synth_dir)
     out.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves nothing
     model = build_model(preset(cfg.preset), device="cpu", seed=cfg.seed)
     if tok.get_vocab_size() > model.cfg.decoder.vocab_size:

@@ -86,6 +86,7 @@ def train_command(
     from opticmem.encoder.config import preset as preset_config
     from opticmem.encoder.errors import CheckpointError, ConfigError, InputError
     from opticmem.encoder.moe import TrainDispatch
+    from opticmem.encoder.synth import SynthDataError
     from opticmem.encoder.train import TrainConfig, parse_tier_mix, scaled_batches, train
 
     if out.exists() and not out.is_dir():
@@ -126,7 +127,8 @@ def train_command(
     cfg.length_bucket, cfg.compile_decoder = length_bucket, compile_decoder
     try:
         progress = train(cfg)
-    except CheckpointError as err:  # a damaged state, or weights of another preset
+    except (CheckpointError, SynthDataError) as err:  # a damaged state, weights of another
+        # preset, or no text to train on (a wheel without the synth extra)
         from opticmem.cli import fail
 
         raise fail(str(err), as_json) from None

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -439,6 +441,37 @@ def test_weights_of_another_preset_are_refused_before_the_run_directory_is_made(
     assert result.exit_code == 1, result.output
     assert "--preset test" in json.loads(result.stdout)["error"]
     assert not (tmp_path / "runs").exists()
+
+
+def test_training_without_synth_sources_says_how_to_get_them_before_the_run_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a wheel, the default sources folder is inside site-packages and the export tool
+    is not installed: ``opticmem train`` without the ``synth`` extra crashed with a
+    traceback from the data loader, after making the run directory, naming only
+    ``tools/export_synth_sources.py``. It now says to install the extra (or set the
+    variable) before anything is made; ``TrainConfig.synth_dir`` is the folder read."""
+    from typer.testing import CliRunner
+
+    from opticmem.cli import app
+
+    monkeypatch.setenv(synth.DATA_ENV, str(tmp_path / "no-sources"))
+    monkeypatch.setitem(sys.modules, "wordfreq", None)  # as if the extra were not installed
+    synth._sources_cached.cache_clear()
+    try:
+        with pytest.raises(synth.SynthDataError, match=re.escape("opticmem[synth]")):
+            train(_config(tmp_path / "lib", 1))
+        result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "cli"),
+                                          "--workers", "0", "--json"])
+        assert result.exit_code == 1, result.output
+        error = json.loads(result.stdout)["error"]
+        assert "pip install 'opticmem[synth]'" in error and synth.DATA_ENV in error
+        assert not (tmp_path / "lib").exists() and not (tmp_path / "cli").exists()
+        # the folder TrainConfig names is the one read, whatever the variable says
+        progress = train(_config(tmp_path / "run", 1, synth_dir=FIXTURE))
+        assert progress["step"] == 1
+    finally:
+        synth._sources_cached.cache_clear()
 
 
 def test_saving_a_training_state_clears_what_a_run_killed_mid_save_left_beside_it(
