@@ -344,37 +344,44 @@ def test_text_file_pages_plain_and_labelled(tmp_path: Path) -> None:
         read_turns(bad)
 
 
+def transcript(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    """``content`` written to ``tmp_path / name`` (text as UTF-8), a file to read turns from."""
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+    return path
+
+
 def test_read_turns_keeps_line_separators_inside_json_strings(tmp_path: Path) -> None:
     # json.dumps(ensure_ascii=False) leaves U+2028, U+2029 and U+0085 raw inside a string;
     # only "\n" ends a JSON line, so the line must not be cut at them.
-    path = tmp_path / "chat.jsonl"
     text = "one\u2028two\u2029three\x85four"
-    path.write_text(json.dumps({"role": "user", "text": text}, ensure_ascii=False) + "\n"
-                    + json.dumps({"role": "assistant", "text": "ok"}) + "\n", encoding="utf-8")
+    path = transcript(tmp_path, "chat.jsonl",
+                      json.dumps({"role": "user", "text": text}, ensure_ascii=False) + "\n"
+                      + json.dumps({"role": "assistant", "text": "ok"}) + "\n")
     assert read_turns(path) == [TurnText("user", text), TurnText("assistant", "ok")]
 
 
 def test_read_turns_takes_plain_text_that_starts_with_a_brace(tmp_path: Path) -> None:
     # Only a first line that is a JSON object makes a file that is not .jsonl JSON lines:
     # code or a pretty-printed JSON document is plain text, not a parse error.
-    code = tmp_path / "main.c.txt"
-    code.write_text("{\n  int x = 42;\n}\n", encoding="utf-8")
+    code = transcript(tmp_path, "main.c.txt", "{\n  int x = 42;\n}\n")
     assert read_turns(code) == [TurnText("user", "{\n  int x = 42;\n}")]
-    sniffed = tmp_path / "chat.txt"
-    sniffed.write_text('{"role": "user", "text": "hi"}\n', encoding="utf-8")
+    sniffed = transcript(tmp_path, "chat.txt", '{"role": "user", "text": "hi"}\n')
     assert read_turns(sniffed) == [TurnText("user", "hi")]
 
 
 def test_read_turns_takes_the_iso_timestamps_ingest_takes(tmp_path: Path) -> None:
     # A transcript written for `opticmem ingest` may give ts as ISO 8601 (UTC when it
     # has no offset); `eval --text-file` refused the whole file for it.
-    path = tmp_path / "chat.jsonl"
-    path.write_text('{"role": "user", "text": "hi", "ts": "1970-01-02T00:00"}\n'
-                    '{"role": "assistant", "text": "yo", "ts": "1970-01-01T00:01:00Z"}\n'
-                    '{"role": "user", "text": "ok", "ts": 5}\n', encoding="utf-8")
+    path = transcript(tmp_path, "chat.jsonl",
+                      '{"role": "user", "text": "hi", "ts": "1970-01-02T00:00"}\n'
+                      '{"role": "assistant", "text": "yo", "ts": "1970-01-01T00:01:00Z"}\n'
+                      '{"role": "user", "text": "ok", "ts": 5}\n')
     assert [t.ts for t in read_turns(path)] == [86400.0, 60.0, 5.0]
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "hi", "ts": "yesterday"}\n', encoding="utf-8")
+    bad = transcript(tmp_path, "bad.jsonl", '{"text": "hi", "ts": "yesterday"}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:1.*yesterday"):
         read_turns(bad)
 
@@ -382,14 +389,12 @@ def test_read_turns_takes_the_iso_timestamps_ingest_takes(tmp_path: Path) -> Non
 def test_read_turns_skips_a_utf8_byte_order_mark(tmp_path: Path) -> None:
     # Windows tools start UTF-8 files with a BOM: it is the encoding's signature, not
     # text, so a JSON-lines file still parses and a transcript's first label is found.
-    jsonl = tmp_path / "chat.jsonl"
-    jsonl.write_bytes(codecs.BOM_UTF8 + b'{"role": "user", "text": "hi"}\n')
+    jsonl = transcript(tmp_path, "chat.jsonl",
+                       codecs.BOM_UTF8 + b'{"role": "user", "text": "hi"}\n')
     assert read_turns(jsonl) == [TurnText("user", "hi")]
-    labelled = tmp_path / "chat.txt"
-    labelled.write_bytes(codecs.BOM_UTF8 + b"User: hi\nAssistant: hello\n")
+    labelled = transcript(tmp_path, "chat.txt", codecs.BOM_UTF8 + b"User: hi\nAssistant: hello\n")
     assert read_turns(labelled) == [TurnText("user", "hi"), TurnText("assistant", "hello")]
-    plain = tmp_path / "notes.txt"
-    plain.write_bytes(codecs.BOM_UTF8 + b"line one\n")
+    plain = transcript(tmp_path, "notes.txt", codecs.BOM_UTF8 + b"line one\n")
     assert read_turns(plain) == [TurnText("user", "line one")]
 
 

@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -103,13 +103,25 @@ def endpoint() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         server.server_close()
 
 
-def test_openai_loop_against_a_compatible_endpoint(
-    endpoint: tuple[str, list[dict[str, Any]]], tmp_path: Path
-) -> None:
+OpenAILoop = tuple[Callable[..., str], list[dict[str, Any]]]
+
+
+@pytest.fixture
+def openai_loop(endpoint: tuple[str, list[dict[str, Any]]], tmp_path: Path) -> OpenAILoop:
+    """``chat_loop_openai.py`` run on the endpoint (one ``-m`` a message), and what it got."""
     url, received = endpoint
     env = {"OPENAI_BASE_URL": url, "OPENAI_API_KEY": "sk-test", "OPENAI_MODEL": "tiny-vlm"}
-    out = run_example("chat_loop_openai.py", "-m", "Plan Titan", "-m", "What did I say?",
-                      env=env, cwd=tmp_path).stdout
+
+    def run(*messages: str) -> str:
+        args = [arg for message in messages for arg in ("-m", message)]
+        return run_example("chat_loop_openai.py", *args, env=env, cwd=tmp_path).stdout
+
+    return run, received
+
+
+def test_openai_loop_against_a_compatible_endpoint(openai_loop: OpenAILoop) -> None:
+    run, received = openai_loop
+    out = run("Plan Titan", "What did I say?")
     assert "tiny-vlm> answer 1" in out and "tiny-vlm> answer 2" in out
     assert [r["path"] for r in received] == ["/v1/chat/completions"] * 2
     assert received[0]["auth"] == "Bearer sk-test"
@@ -117,20 +129,16 @@ def test_openai_loop_against_a_compatible_endpoint(
     assert received[1]["body"]["model"] == "tiny-vlm"
     assert messages[0]["role"] == "system"
     assert [m["content"] for m in messages[1:]] == ["Plan Titan", "answer 1", "What did I say?"]
-    again = run_example("chat_loop_openai.py", "-m", "And now?", env=env, cwd=tmp_path).stdout
+    again = run("And now?")
     assert "(4 turns so far)" in again  # the default sqlite store kept the conversation
     assert len(received[2]["body"]["messages"]) == 6
 
 
-def test_openai_loop_prints_and_keeps_a_refusal(
-    endpoint: tuple[str, list[dict[str, Any]]], tmp_path: Path
-) -> None:
+def test_openai_loop_prints_and_keeps_a_refusal(openai_loop: OpenAILoop) -> None:
     # a refusal has content None: the wrapper refused the reply (UnsupportedReplyError)
     # and the example would have printed "None"
-    url, received = endpoint
-    env = {"OPENAI_BASE_URL": url, "OPENAI_API_KEY": "sk-test", "OPENAI_MODEL": "tiny-vlm"}
-    out = run_example("chat_loop_openai.py", "-m", "forbidden", "-m", "Why?",
-                      env=env, cwd=tmp_path).stdout
+    run, received = openai_loop
+    out = run("forbidden", "Why?")
     assert "tiny-vlm> I can't help." in out and "tiny-vlm> answer 2" in out
     assert [m["content"] for m in received[1]["body"]["messages"][1:]] == [
         "forbidden", "I can't help.", "Why?"]

@@ -117,6 +117,12 @@ class PausingStore(InMemoryStore):
         return got
 
 
+def add_notes(memory: OpticalMemory, numbers: range) -> None:
+    """Adds one long user note per number to session ``s``, numbered in its text."""
+    for i in numbers:
+        memory.add("s", "user", f"note {i}: the plan for march " * 40)
+
+
 def test_a_context_that_read_older_history_does_not_undo_a_newer_decay_mark() -> None:
     """Two contexts of one session at once: the one that read fewer turns finished last
     and wrote its smaller decay mark over the other's, and a page the newer context had
@@ -124,49 +130,50 @@ def test_a_context_that_read_older_history_does_not_undo_a_newer_decay_mark() ->
     store = PausingStore()
     mem = OpticalMemory(store, codec=None, verbatim_turns=1, budget_tokens=2500)
 
-    def add(lo: int, hi: int) -> None:
-        for i in range(lo, hi):
-            mem.add("s", "user", f"note {i}: the plan for march " * 40)
-
-    add(0, 42)
+    add_notes(mem, range(42))
     mem.context("s")
-    add(42, 43)  # enough for this context to raise the mark
+    add_notes(mem, range(42, 43))  # enough for this context to raise the mark
     older = threading.Thread(target=lambda: mem.context("s"), name="B")
     older.start()
     assert store.reached.wait(timeout=30)
-    add(43, 48)  # enough for a newer context to raise it further
+    add_notes(mem, range(43, 48))  # enough for a newer context to raise it further
     newer = mem.context("s")
     store.go.set()
     older.join()
     first_shown = newer.pages[0].page_no
     for hi in range(49, 52):
-        add(hi - 1, hi)
+        add_notes(mem, range(hi - 1, hi))
         assert min(p.page_no for p in mem.context("s").pages) >= first_shown
 
 
-def test_a_context_running_while_its_session_is_deleted_leaves_no_mark_behind() -> None:
-    """A context assembled just before its session was deleted wrote its decay mark into
-    the emptied session, and the conversation begun there again never showed its first
-    pages: they were all "out" under the old conversation's mark."""
-    store = PausingStore()
+def delete_while_a_context_pauses(store: PausingStore) -> OpticalMemory:
+    """48 notes over ``store``, then session ``s`` deleted while a context of it is paused."""
     mem = OpticalMemory(store, codec=None, verbatim_turns=1, budget_tokens=2500)
-
-    def add(memory: OpticalMemory, n: int) -> None:
-        for i in range(n):
-            memory.add("s", "user", f"note {i}: the plan for march " * 40)
-
-    add(mem, 48)
+    add_notes(mem, range(48))
     older = threading.Thread(target=lambda: mem.context("s"), name="B")
     older.start()
     assert store.reached.wait(timeout=30)
     mem.delete_session("s")
     store.go.set()
     older.join()
-    add(mem, 30)
+    return mem
+
+
+def assert_begins_again_as_a_fresh_session(mem: OpticalMemory) -> None:
+    """30 notes added again show the pages and tiers a fresh memory shows for the same."""
+    add_notes(mem, range(30))
     fresh = OpticalMemory(codec=None, verbatim_turns=1, budget_tokens=2500)
-    add(fresh, 30)
+    add_notes(fresh, range(30))
     want = [(p.page_no, p.tier) for p in fresh.context("s").pages]
     assert want and [(p.page_no, p.tier) for p in mem.context("s").pages] == want
+
+
+def test_a_context_running_while_its_session_is_deleted_leaves_no_mark_behind() -> None:
+    """A context assembled just before its session was deleted wrote its decay mark into
+    the emptied session, and the conversation begun there again never showed its first
+    pages: they were all "out" under the old conversation's mark."""
+    mem = delete_while_a_context_pauses(PausingStore())
+    assert_begins_again_as_a_fresh_session(mem)
 
 
 def test_a_session_deleted_just_before_its_mark_is_written_gets_no_mark() -> None:
@@ -174,26 +181,10 @@ def test_a_session_deleted_just_before_its_mark_is_written_gets_no_mark() -> Non
     mark was written: the write landed in the emptied session all the same (its state
     gone, "no mark stored" matched again), and the conversation begun there again never
     showed its first pages. The page is checked in the same step as the write now."""
-    store = PausingStore(pause_at=2)
-    mem = OpticalMemory(store, codec=None, verbatim_turns=1, budget_tokens=2500)
-
-    def add(memory: OpticalMemory, n: int) -> None:
-        for i in range(n):
-            memory.add("s", "user", f"note {i}: the plan for march " * 40)
-
-    add(mem, 48)
-    older = threading.Thread(target=lambda: mem.context("s"), name="B")
-    older.start()
-    assert store.reached.wait(timeout=30)  # its mark is raised, about to be written
-    mem.delete_session("s")
-    store.go.set()
-    older.join()
+    store = PausingStore(pause_at=2)  # pauses with its mark raised, about to be written
+    mem = delete_while_a_context_pauses(store)
     assert store.get_state("s", mem._mark_key(2500)) is None
-    add(mem, 30)
-    fresh = OpticalMemory(codec=None, verbatim_turns=1, budget_tokens=2500)
-    add(fresh, 30)
-    want = [(p.page_no, p.tier) for p in fresh.context("s").pages]
-    assert want and [(p.page_no, p.tier) for p in mem.context("s").pages] == want
+    assert_begins_again_as_a_fresh_session(mem)
 
 
 class OvertakenStore(InMemoryStore):
@@ -268,13 +259,9 @@ def test_a_context_in_another_process_does_not_undo_a_newer_decay_mark(
         url = request.getfixturevalue("redis_url") + "?tenant=marks"
     mem = OpticalMemory(url, codec=None, verbatim_turns=1, budget_tokens=2500)
 
-    def add(lo: int, hi: int) -> None:
-        for i in range(lo, hi):
-            mem.add("s", "user", f"note {i}: the plan for march " * 40)
-
-    add(0, 42)
+    add_notes(mem, range(42))
     mem.context("s")
-    add(42, 43)  # enough for the other process's context to raise the mark
+    add_notes(mem, range(42, 43))  # enough for the other process's context to raise the mark
     ctx = mp.get_context("spawn")
     reached, go = ctx.Event(), ctx.Event()
     older = ctx.Process(target=_context_paused_before_its_mark_is_written,
@@ -282,7 +269,7 @@ def test_a_context_in_another_process_does_not_undo_a_newer_decay_mark(
     older.start()
     try:
         assert reached.wait(timeout=120)
-        add(43, 48)  # enough for a newer context to raise it further
+        add_notes(mem, range(43, 48))  # enough for a newer context to raise it further
         newer = mem.context("s")
         raised = mem._read_mark("s", 2500)
     finally:
@@ -292,7 +279,7 @@ def test_a_context_in_another_process_does_not_undo_a_newer_decay_mark(
     assert mem._read_mark("s", 2500)[0] >= raised[0]
     first_shown = newer.pages[0].page_no
     for hi in range(49, 52):
-        add(hi - 1, hi)
+        add_notes(mem, range(hi - 1, hi))
         assert min(p.page_no for p in mem.context("s").pages) >= first_shown
     mem.close()
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -105,6 +106,17 @@ def test_results_are_utf8_whatever_the_locale(tmp_path: Path) -> None:
     assert "73 / 0.1×" in (tmp_path / "eval.md").read_text(encoding="utf-8")
 
 
+def eval_report(text: Path, out: Path, *, tiers: str, max_new_tokens: int) -> dict[str, Any]:
+    """What ``opticmem eval --json`` prints for ``text`` read on CPU into ``out``; exit 0."""
+    result = CliRunner().invoke(app, [
+        "eval", "--text-file", str(text), "--tiers", tiers,
+        "--max-new-tokens", str(max_new_tokens), "--device", "cpu", "--out", str(out), "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = json.loads(result.output)
+    return report
+
+
 @pytest.mark.skipif(not (weights_dir() / "model.safetensors.index.json").is_file(),
                     reason="no bundled weights in this checkout")
 def test_eval_command_on_a_users_text_file(tmp_path: Path) -> None:
@@ -112,12 +124,7 @@ def test_eval_command_on_a_users_text_file(tmp_path: Path) -> None:
     text.write_text("User: Project Titan ships on 2026-03-04, budget $12,400.\n"
                     "Assistant: Noted: Titan, 2026-03-04, $12,400.\n", encoding="utf-8")
     out = tmp_path / "eval"
-    result = CliRunner().invoke(app, [
-        "eval", "--text-file", str(text), "--tiers", "large", "--max-new-tokens", "48",
-        "--device", "cpu", "--out", str(out), "--json",
-    ])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = eval_report(text, out, tiers="large", max_new_tokens=48)
     assert report["meta"]["source"] == str(text) and report["meta"]["tiers"] == ["large"]
     [row] = [r for r in report["summary"] if r["group"] == "all"]
     assert row["pages"] == 1 and 0.0 <= row["char_precision"] <= 1.0
@@ -131,12 +138,7 @@ def test_eval_command_reads_a_tier_named_twice_once(tmp_path: Path) -> None:
     text = tmp_path / "mine.txt"
     text.write_text("User: Titan ships on 2026-03-04.\n", encoding="utf-8")
     out = tmp_path / "eval"
-    result = CliRunner().invoke(app, [
-        "eval", "--text-file", str(text), "--tiers", "tiny,TINY", "--max-new-tokens", "4",
-        "--device", "cpu", "--out", str(out), "--json",
-    ])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = eval_report(text, out, tiers="tiny,TINY", max_new_tokens=4)
     assert report["meta"]["tiers"] == ["tiny"] and report["meta"]["pages"] == 1
     [row] = [r for r in report["summary"] if r["group"] == "all"]
     assert row["pages"] == 1

@@ -780,6 +780,18 @@ def test_a_workers_readings_do_not_extend_a_sessions_life(redis_url: str) -> Non
         worker_store.close()
 
 
+def worker_reads_a_session(bot_store: RedisStore, worker_store: RedisStore,
+                           raw: redis.Redis) -> tuple[OpticalMemory, list[bytes]]:
+    """A bot's session ``s`` read once by a worker: the bot and the session's keys after."""
+    mem = bot(bot_store)
+    mem.add_many("s", talk(16))
+    mem.context("s")
+    assert RecollectWorker(worker_store, Digest()).run(once=True).read > 0
+    written = list(raw.scan_iter(match="opticmem:{acme:s}:*"))
+    assert any(b":b:" in k for k in written)  # the readings are there
+    return mem, written
+
+
 def test_a_worker_opened_without_the_bots_ttl_leaves_no_key_outliving_the_session(
     redis_url: str,
 ) -> None:
@@ -790,12 +802,7 @@ def test_a_worker_opened_without_the_bots_ttl_leaves_no_key_outliving_the_sessio
     worker_store = RedisStore.from_store_url(f"{redis_url}?tenant={TENANT}")  # no ttl
     raw = redis.Redis.from_url(redis_url)
     try:
-        mem = bot(bot_store)
-        mem.add_many("s", talk(16))
-        mem.context("s")
-        assert RecollectWorker(worker_store, Digest()).run(once=True).read > 0
-        written = list(raw.scan_iter(match="opticmem:{acme:s}:*"))
-        assert any(b":b:" in k for k in written)  # the readings are there
+        mem, written = worker_reads_a_session(bot_store, worker_store, raw)
         assert all(0 < raw.pttl(k) <= 3_600_000 for k in written), [
             k for k in written if raw.pttl(k) < 0]
         mem.close()
@@ -815,12 +822,7 @@ def test_a_worker_opened_with_a_ttl_the_bots_lack_never_makes_a_session_expire(
     worker_store = RedisStore.from_store_url(f"{redis_url}?tenant={TENANT}&ttl=60")
     raw = redis.Redis.from_url(redis_url)
     try:
-        mem = bot(bot_store)
-        mem.add_many("s", talk(16))
-        mem.context("s")
-        assert RecollectWorker(worker_store, Digest()).run(once=True).read > 0
-        written = list(raw.scan_iter(match="opticmem:{acme:s}:*"))
-        assert any(b":b:" in k for k in written)  # the readings are there
+        mem, written = worker_reads_a_session(bot_store, worker_store, raw)
         assert {k: raw.pttl(k) for k in written if raw.pttl(k) != -1} == {}
         mem.close()
     finally:
