@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from opticmem.codecs import CodecSlot
-from opticmem.encoder.codec import Recollection, VisionTokens
+from opticmem.encoder.codec import CodecError, Recollection, VisionTokens
 from opticmem.errors import CodecUnavailableError, CorruptRecordError
 from opticmem.lru import LRU
 from opticmem.records import PageRecord
@@ -100,6 +100,23 @@ class Job:
 
 Item = tuple[str, Job]
 """A page of some session at some tier: ``(session, job)``."""
+
+
+def _check_made(codec: str, what: str, made: object, asked: int, kind: type) -> None:
+    """Raise :class:`CodecError` unless the codec's ``encode`` or ``decode`` (``what``)
+    gave a list of one ``kind`` per page it was asked for. Its results are matched to the
+    pages by position, so a codec that drops or adds one would otherwise fail later with a
+    bare ``zip()`` error (or an ``AttributeError`` for a plain string) that names neither
+    the codec nor the call."""
+    got = type(made).__name__
+    if isinstance(made, (list, tuple)):
+        if len(made) == asked and all(isinstance(m, kind) for m in made):
+            return
+        kinds = sorted({type(m).__name__ for m in made})
+        got = f"{len(made)} items" + (f" of {', '.join(kinds)}" if kinds else "")
+    raise CodecError(
+        f"codec {codec!r}: {what}() was given {asked} pages and returned {got}; it must "
+        f"return a list with one {kind.__name__} per page, in the order given")
 
 
 class Artefacts:
@@ -251,6 +268,7 @@ class Artefacts:
             t0 = time.perf_counter()
             with self.codec.lock:
                 made = codec.encode(images, tier)
+            _check_made(name, "encode", made, len(idx), VisionTokens)
             log.debug("encoded %d pages at %s in %.2fs", len(idx), tier.value,
                       time.perf_counter() - t0)
             for i, vt in zip(idx, made, strict=True):
@@ -301,6 +319,7 @@ class Artefacts:
                 t0 = time.perf_counter()
                 recs = (codec.decode([tokens[i] for i in missing],
                                      max_new_tokens=self.decode_max_tokens) if missing else [])
+                _check_made(name, "decode", recs, len(missing), Recollection)
                 log.debug("decoded %d pages in %.2fs", len(missing), time.perf_counter() - t0)
                 for i, rec in zip(missing, recs, strict=True):
                     out[i] = rec

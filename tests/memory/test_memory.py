@@ -7,6 +7,7 @@ import dataclasses
 import inspect
 import json
 import logging
+import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -32,7 +33,7 @@ from opticmem import (
 )
 from opticmem.context import Context
 from opticmem.costs import PRESETS
-from opticmem.encoder.codec import Recollection, VisionTokens
+from opticmem.encoder.codec import CodecError, Recollection, VisionTokens
 from opticmem.facts import facts_line
 from opticmem.store import Store
 from opticmem.stores import store_schemes
@@ -218,6 +219,38 @@ class Garbling:
                max_new_tokens: int | None = None) -> list[Recollection]:
         return [Recollection("Usr: qx zv 8l ~~ wq tc", t.tier, 0.1, 6, codec=self.name)
                 for t in tokens]
+
+
+class Miscounting(Garbling):
+    """A codec that gives one vision-token record or reading too few for a batch."""
+
+    def __init__(self, call: str) -> None:
+        self.call = call
+
+    def encode(self, images: Sequence[Any], tier: Any) -> list[VisionTokens]:
+        made = super().encode(images, tier)
+        return made[1:] if self.call == "encode" else made
+
+    def decode(self, tokens: Sequence[VisionTokens], *,
+               max_new_tokens: int | None = None) -> list[Recollection]:
+        made = super().decode(tokens, max_new_tokens=max_new_tokens)
+        return made[1:] if self.call == "decode" else made
+
+
+@pytest.mark.parametrize("call", ["encode", "decode"])
+def test_a_codec_returning_too_few_results_raises_codec_error(call: str) -> None:
+    """A codec whose batch came back one short used to fail inside the memory with a bare
+    ``ValueError: zip() argument 2 is shorter than argument 1``, naming neither it nor
+    the call."""
+    mem = OpticalMemory(codec=Miscounting(call), render_settings=SMALL, verbatim_turns=2)
+    mem.add_many("s", glitch_turns(60))
+    ctx = mem.context("s")
+    assert sum(p.shown == "image" for p in ctx.pages) > 1
+    with pytest.raises(CodecError, match=rf"'garbling': {call}\(\) was given") as err:
+        ctx.text()
+    asked, got = map(int, re.findall(r"given (\d+) pages and returned (\d+) items",
+                                     str(err.value))[0])
+    assert got == asked - 1
 
 
 @pytest.mark.parametrize(("n", "read_back"), [(30, 1), (120, 0)], ids=["tiny", "out"])
