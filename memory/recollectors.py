@@ -104,8 +104,10 @@ class ThreadRecollector:
     Fork-safe: a forked child has none of its parent's threads, so in a child the worker
     drops what the parent had queued and starts its own thread on the first page queued
     there (the locks are made anew, as the parent's may have been held at the fork).
-    A page whose reading fails is forgotten as queued, so that a later context queues it
-    again (a transient codec or store failure does not leave it unread for good).
+    A batch whose reading fails is read again page by page (the others of a page the
+    codec cannot read are still read), and a page whose reading fails is forgotten as
+    queued, so that a later context queues it again (a transient codec or store failure
+    does not leave it unread for good).
     """
 
     def __init__(self, artefacts: Artefacts, batch: int = 16) -> None:
@@ -154,18 +156,38 @@ class ThreadRecollector:
                     return
                 batch = [self._jobs.popleft() for _ in range(min(self._batch, len(self._jobs)))]
                 self._busy = len(batch)
-            try:  # one batch whatever sessions its pages come from
-                if self._artefacts.codec.get() is not None:
-                    self._artefacts.recollections_of(batch)
-            except Exception as exc:  # a background failure must not kill the worker
-                sessions = sorted({s for s, _ in batch})
-                self._failures.report(exc, *sessions)
-                with self._cond:
-                    for s in sessions:
-                        self._seen.forget(s, [j for t, j in batch if t == s])
+            failed = self._read(batch)
             with self._cond:
+                for s in sorted({s for s, _ in failed}):
+                    self._seen.forget(s, [j for t, j in failed if t == s])
                 self._busy = 0
                 self._cond.notify_all()
+
+    def _read(self, batch: Sequence[tuple[str, Job]]) -> list[tuple[str, Job]]:
+        """Read ``batch`` in one call whatever sessions its pages come from — or, if that
+        fails, page by page, so that one page the codec cannot read does not keep the
+        others of its batch unread (they would be queued again together, and fail
+        together, for as long as that page is in context). The pages that failed."""
+        try:  # a background failure must not kill the worker: any Exception
+            if self._artefacts.codec.get() is not None:
+                self._artefacts.recollections_of(batch)
+            return []
+        except Exception as exc:
+            if len(batch) == 1:
+                self._failures.report(exc, batch[0][0])
+                return list(batch)
+            log.debug("a batch of %d pages failed (%r); reading them one by one",
+                      len(batch), exc)
+        failed = []
+        for item in batch:
+            if self._stopped:  # close() waits for this batch: leave the rest unread
+                break
+            try:
+                self._artefacts.recollections_of([item])
+            except Exception as exc:
+                self._failures.report(exc, item[0])
+                failed.append(item)
+        return failed
 
     def wait(self, timeout: float | None) -> bool:
         """Wait until every queued page is read (``True``) or ``timeout`` seconds pass."""

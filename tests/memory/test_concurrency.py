@@ -411,6 +411,48 @@ def test_a_codec_failing_every_batch_logs_its_traceback_once(
     assert all(r.levelno == logging.DEBUG and r.exc_info is None for r in failed[1:])
 
 
+class Refusing(Labelling):
+    """A codec that fails every batch holding one page it cannot read (by its image)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.poison: bytes | None = None
+
+    def encode(self, images: Sequence[Any], tier: Tier) -> list[VisionTokens]:
+        return [VisionTokens(tier, np.full((tier.grid, tier.grid, 1),
+                                           float(im.tobytes() == self.poison), np.float32),
+                             codec=self.name) for im in images]
+
+    def decode(self, tokens: Sequence[VisionTokens], *,
+               max_new_tokens: int | None = None) -> list[Recollection]:
+        if any(t.grid[0, 0, 0] == 1.0 for t in tokens):
+            raise RuntimeError("cannot read this page")
+        return super().decode(tokens, max_new_tokens=max_new_tokens)
+
+
+def test_one_page_the_codec_cannot_read_leaves_the_rest_of_its_batch_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A background batch that failed for one page left every page of it unread: queued
+    again by the next context, with that page, they failed together again, for as long
+    as it stayed in context. The batch is now read again page by page."""
+    codec = Refusing()
+    probe = OpticalMemory(codec=None, verbatim_turns=2)  # the same pages, to find one
+    probe.add_many("s", talk(120))
+    jobs = [Job(p.record, p.tier) for p in probe.context("s").pages if p.shown == "image"]
+    assert jobs[0].tier is not Tier.LARGE and len(jobs) > 2
+    [poison] = probe._artefacts.images("s", jobs[:1])
+    codec.poison = poison.tobytes()
+    mem = OpticalMemory(codec=codec, verbatim_turns=2, recollect="background")
+    mem.add_many("s", talk(120))
+    assert mem.flush(60)  # the pages are read at Large as they seal
+    mem.context("s")  # queues the pages at their tiers: one batch, with that page
+    assert mem.flush(60)
+    assert unread_image_pages(mem, "s") == 1  # the page the codec cannot read, alone
+    assert "cannot read this page" in caplog.text
+    mem.close()
+
+
 def _child_flushes(mem: OpticalMemory, out: Any) -> None:
     mem.add_many("child", talk(120))
     mem.context("child")
