@@ -91,5 +91,10 @@ class LRU(Generic[K, V]):
             self._data.clear()
             self._total = 0
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is cached (without making it the most recently used)."""
+        with self._lock:
+            return key in self._data
+
     def __len__(self) -> int:
         return len(self._data)

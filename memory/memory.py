@@ -842,6 +842,11 @@ class OpticalMemory:
                 index = RecallIndex()
                 self._indexes.put(session, index)
                 self._dirty.pop(session, None)  # a new index reads every page anyway
+                # ...as will the next one of a session whose index this one pushed out of
+                # the cache: its pages read since then are no longer worth remembering
+                # (kept, they would pile up, a set per session ever recalled).
+                for gone in [s for s in self._dirty if s not in self._indexes]:
+                    del self._dirty[gone]
             return index
 
     def _update_index(

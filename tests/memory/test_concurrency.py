@@ -23,6 +23,7 @@ from opticmem import InMemoryStore, OpticalMemory, RenderSettings, Tier
 from opticmem import recall as recall_module
 from opticmem.artefacts import Job, rec_key, recollection_to_bytes
 from opticmem.encoder.codec import Recollection, VisionTokens
+from opticmem.lru import LRU
 
 SMALL = RenderSettings(max_rows=6)
 
@@ -381,6 +382,23 @@ def test_background_reading_keeps_no_record_for_sessions_never_recalled() -> Non
     assert mem._dirty == {}
     assert {p.source for p in mem.recall("s0", "page read", k=50, decode=False)} == {
         "recollection"}  # a first recall still finds what was read before it
+    mem.close()
+
+
+def test_pages_read_after_a_recall_are_not_kept_once_its_index_is_dropped() -> None:
+    """A session recalled once, whose later pages were read back, kept their numbers for
+    its recall index long after the index was pushed out of the cache: one set per session
+    ever recalled, for the life of the process."""
+    mem = OpticalMemory(codec=Labelling(), render_settings=SMALL, verbatim_turns=2)
+    mem._indexes = LRU(2)  # as the 64 indexes kept, sooner
+    sessions = [f"s{i}" for i in range(4)]
+    for s in sessions:
+        mem.add_many(s, talk(20))
+        mem.recall(s, "quarterly plan", k=1)  # the session's index, made
+        mem.add_many(s, talk(20))
+        mem.context(s).text()  # its new pages, read back
+    assert mem._dirty and all(s in mem._indexes for s in mem._dirty)
+    assert sessions[0] not in mem._dirty
     mem.close()
 
 
