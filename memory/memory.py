@@ -48,6 +48,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
+import numbers
 import operator
 import threading
 import time
@@ -766,7 +768,9 @@ class OpticalMemory:
         the workers). In queue mode, pages still being sent to the queue by other threads
         count as unfinished, and a Redis server that cannot be reached is polled again
         until the timeout: :class:`~opticmem.errors.StoreUnavailableError` if it still
-        cannot be then (without a timeout: after 15 s)."""
+        cannot be then (without a timeout: after 15 s). A ``timeout`` that is not a number
+        of seconds (text, NaN) raises :class:`~opticmem.errors.ConfigurationError`."""
+        timeout = _check_timeout(timeout)
         return self._worker.wait(timeout) if self._worker is not None else True
 
     # ------------------------------------------------------------------ recall
@@ -1089,6 +1093,18 @@ def _check_now(now: object) -> float:
     except InvalidTurnError as exc:
         raise ConfigurationError(f"now (the age policy's clock) must be Unix seconds: "
                                  f"{exc}") from None
+
+
+def _check_timeout(timeout: object) -> float | None:
+    """``timeout`` as seconds (``None``: no limit), else :class:`ConfigurationError`: a
+    NaN deadline is never reached, so the wait would spin (or poll Redis) for ever, and
+    text failed deep inside with a bare ``TypeError``."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or math.isnan(
+            float(timeout)):
+        raise ConfigurationError(f"timeout must be a number of seconds or None, got {timeout!r}")
+    return float(timeout)
 
 
 def _check_count(name: str, value: object, why: str = "") -> None:

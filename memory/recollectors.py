@@ -190,7 +190,10 @@ class ThreadRecollector:
         return failed
 
     def wait(self, timeout: float | None) -> bool:
-        """Wait until every queued page is read (``True``) or ``timeout`` seconds pass."""
+        """Wait until every queued page is read (``True``) or ``timeout`` seconds pass
+        (one past what a lock can wait, such as ``math.inf``: no limit)."""
+        if timeout is not None and timeout > threading.TIMEOUT_MAX:
+            timeout = None  # else an OverflowError from the lock
         with self._cond:
             return self._cond.wait_for(
                 lambda: self._stopped or (not self._jobs and not self._busy), timeout)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import multiprocessing as mp
 import threading
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from opticmem import InMemoryStore, OpticalMemory, RenderSettings, Tier
+from opticmem import ConfigurationError, InMemoryStore, OpticalMemory, RenderSettings, Tier
 from opticmem import recall as recall_module
 from opticmem.artefacts import Job, rec_key, recollection_to_bytes
 from opticmem.encoder.codec import Recollection, VisionTokens
@@ -356,6 +357,24 @@ def test_close_drops_queued_pages_and_waits_for_the_batch_being_read(
     assert codec.batches and len(codec.batches) == 1  # nothing read after close()
     assert not any(t.name == "opticmem-recollect" for t in threading.enumerate())
     assert "background recollection failed" not in caplog.text  # store closed after it
+
+
+@pytest.mark.timeout(60)
+def test_flush_takes_a_timeout_in_seconds_or_says_what_is_wrong() -> None:
+    """flush(nan) waited for a deadline it could never reach, spinning a core for ever;
+    flush(math.inf) raised OverflowError from the lock; flush("5") a bare TypeError."""
+    gate = threading.Event()
+    codec = Labelling(gate)
+    mem = OpticalMemory(codec=codec, verbatim_turns=2, recollect="background")
+    mem.add_many("s", talk(40))
+    assert codec.started.wait(30)  # the worker is reading: flush has to wait
+    for bad in (float("nan"), "5"):
+        with pytest.raises(ConfigurationError, match="timeout must be a number of seconds"):
+            mem.flush(bad)  # type: ignore[arg-type]
+    assert mem.flush(0.05) is False
+    threading.Timer(0.2, gate.set).start()
+    assert mem.flush(math.inf) is True
+    mem.close()
 
 
 def test_a_page_whose_background_reading_failed_is_queued_again() -> None:
