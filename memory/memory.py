@@ -53,9 +53,10 @@ import numbers
 import operator
 import threading
 import time
+import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec
 
 from opticmem.artefacts import Artefacts, Job, rec_key
 from opticmem.budget import Mark, PageOption, plan
@@ -125,6 +126,8 @@ MEMORY_ROLES: tuple[str, ...] = ("user",)
 """Roles the message carrying the pages may have: those whose messages take images in every
 chat API the messages are made for (OpenAI takes images only in user messages; Anthropic,
 through LangChain, likewise)."""
+
+P = ParamSpec("P")
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,14 +260,16 @@ class OpticalMemory:
         self.roles = frozenset(roles)
         self.memory_role = memory_role
         self.clock = clock
-        self._codec = CodecSlot(codec, on_load=self._check_codec_layout)
+        # The background thread holds the codec slot and the artefacts: their callbacks
+        # hold the memory weakly, or a memory dropped unclosed would never be freed.
+        self._codec = CodecSlot(codec, on_load=_weakly(self._check_codec_layout))
         if isinstance(codec, Codec):
             self._check_codec_layout(codec)
         self._packer = Packer(self.render_settings, self.cost_model.text,
                               max_tokens=page_max_tokens)
         self._artefacts = Artefacts(self.store, self.render_settings, self._codec,
                                     decode_max_tokens=decode_max_tokens,
-                                    on_recollected=self._recollected)
+                                    on_recollected=_weakly(self._recollected))
         self._pages: LRU[tuple[str, int], PageRecord] = LRU(4096)
         self._refs: LRU[str, PageRef] = LRU(16_384)
         """Per session, the newest page in ``_pages`` (``()``: none) that :meth:`_check_cache`
@@ -278,6 +283,8 @@ class OpticalMemory:
             thread = ThreadRecollector(self._artefacts)
             thread.start()
             self._worker = thread
+            # Dropped without close(): its thread ends after the batch in hand.
+            weakref.finalize(self, thread.stop, wait=False)
         elif self.recollect_mode == "queue":
             self._worker = QueueRecollector(self._queue(recollect), self._codec,
                                             self.render_settings)
@@ -985,7 +992,8 @@ class OpticalMemory:
         Pages still queued for background reading are dropped (they are read lazily if
         the store outlives the memory); a batch being read right now is waited for, so
         the store is never closed under it. Calls still running in other threads are not
-        waited for: close the memory after them.
+        waited for: close the memory after them. (A memory dropped unclosed is freed, and
+        its background thread ends after the batch in hand.)
         """
         if self._worker is not None:
             self._worker.stop()  # stays set: a thread packing now may still submit to it
@@ -1058,6 +1066,18 @@ class OpticalMemory:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
+
+
+def _weakly(method: Callable[P, None]) -> Callable[P, None]:
+    """The bound ``method``, called only while its object lives (holding it weakly)."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: P.args, **kwargs: P.kwargs) -> None:
+        live = ref()
+        if live is not None:
+            live(*args, **kwargs)
+
+    return call
 
 
 def _whole_number(

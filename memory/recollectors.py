@@ -198,15 +198,16 @@ class ThreadRecollector:
             return self._cond.wait_for(
                 lambda: self._stopped or (not self._jobs and not self._busy), timeout)
 
-    def stop(self) -> None:
-        """Drop the pages still queued and wait for the batch being read now, if any, so
-        that the store is not closed under it. Later submits are ignored."""
+    def stop(self, wait: bool = True) -> None:
+        """Drop the pages still queued and (with ``wait``) wait for the batch being read
+        now, if any, so that the store is not closed under it. Later submits are
+        ignored."""
         with self._cond:
             self._stopped = True
             self._jobs.clear()
             self._cond.notify_all()
             thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if wait and thread is not None and thread is not threading.current_thread():
             thread.join()
 
 

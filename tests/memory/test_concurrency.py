@@ -8,11 +8,13 @@ the guard it checks.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import logging
 import math
 import multiprocessing as mp
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -375,6 +377,23 @@ def test_flush_takes_a_timeout_in_seconds_or_says_what_is_wrong() -> None:
     threading.Timer(0.2, gate.set).start()
     assert mem.flush(math.inf) is True
     mem.close()
+
+
+def test_a_background_memory_dropped_unclosed_is_freed_and_its_thread_ends() -> None:
+    """The background thread held the memory (through the artefacts' and codec slot's
+    callbacks): a memory made per request and never closed kept its thread, caches and
+    store for the life of the process."""
+    mem = OpticalMemory(codec=Labelling(), verbatim_turns=2, recollect="background")
+    mem.add_many("s", talk(40))
+    assert mem.flush(60)
+    thread = mem._worker._thread  # type: ignore[union-attr]
+    assert thread is not None and thread.is_alive()
+    ref = weakref.ref(mem)
+    del mem
+    gc.collect()
+    assert ref() is None
+    thread.join(30)
+    assert not thread.is_alive()
 
 
 def test_a_page_whose_background_reading_failed_is_queued_again() -> None:
