@@ -58,6 +58,15 @@ _MONTH = (
     r"|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
 )
 
+_GLUED = rf"[^\W{CJK.pattern[1:-1]}]"
+"""A character that glues onto a word: a letter or digit, but not CJK, kana or Hangul —
+unsegmented text runs straight into its numbers and ids (``가격은15000원``, ``订单号A1234``),
+so a run of those characters ends a fact as a space does."""
+
+_STARTS, _ENDS = rf"(?<!{_GLUED})", rf"(?!{_GLUED})"
+"""A fact of letters and digits starts where no :data:`_GLUED` character is before it, and
+ends where none is after it: ``\\b``, but with CJK counting as no word character."""
+
 _PATTERNS: tuple[tuple[str, str], ...] = (
     # (pattern, the words that say what kind of fact it is)
     (r"(?:https?|ftp)://[^\s<>\"'`]+", "url link"),
@@ -84,8 +93,8 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{3,}\b", "id code"),  # letters + digits
     (r"[+-]?\b\d[\d,]{0,200}(?:\.\d+)?\s?%", "percent"),
     (r"\+?\d[\d ().-]{7,}\d\b", "phone number"),  # phone-like digit runs
-    (r"(?<![\w.,])\d+(?:[.,]\d+)+(?![\d])", "number"),  # with separators or decimals
-    (r"(?<![\w.,])\d{2,}(?!\d)", "number"),  # two or more digits (also "2026년")
+    (r"(?<![.,])\b\d+(?:[.,]\d+)+(?![\d])", "number"),  # with separators or decimals
+    (r"(?<![.,])\b\d{2,}(?!\d)", "number"),  # two or more digits (also "2026년")
 )
 """What counts as a fact. Leftmost match wins; at one position, the first pattern that
 matches.
@@ -96,7 +105,26 @@ repetition there takes quadratic time: 20,000 characters of ``x-x-…`` took 8 s
 repetitions are bounded — a match longer than :data:`MAX_FACT_CHARS` is left out anyway,
 and an e-mail's local part is at most 64 characters."""
 
+_WORDY = frozenset(("path", "file"))
+"""Kinds whose facts may hold CJK themselves (a file ``보고서.md``): their ``\\b`` stays the
+plain one, so no particle-glued text is taken into the fact."""
+
+
+def _edged(pattern: str, kind: str) -> str:
+    """``pattern`` with its ``\\b`` made :data:`_STARTS` or, the one ending it, :data:`_ENDS`
+    (but for :data:`_WORDY` kinds). Every ``\\b`` in :data:`_PATTERNS` starts or ends one."""
+    if kind in _WORDY:
+        return pattern
+    end = pattern.endswith(r"\b")
+    body = (pattern[:-2] if end else pattern).replace(r"\b", _STARTS)
+    return body + _ENDS if end else body
+
+
 _FACT = re.compile("|".join(f"(?P<k{i}>{p})" for i, (p, _) in enumerate(_PATTERNS)))
+_FACT_CJK = re.compile("|".join(f"(?P<k{i}>{_edged(p, kind)})"
+                                for i, (p, kind) in enumerate(_PATTERNS)))
+""":data:`_FACT` for text with CJK in it. Without CJK the two find the same facts, and the
+plain one is some 15% faster."""
 _TRAIL = ".,;:!?)]}'\""
 
 _TERMINAL_ESCAPE = re.compile(
@@ -124,7 +152,8 @@ def fact_spans(text: str) -> list[tuple[int, int, str]]:
     ['4411', 'https://ci.io/4411']
     """
     out: list[tuple[int, int, str]] = []
-    for m in _FACT.finditer(_without_terminal_escapes(text)):
+    for m in (_FACT_CJK if CJK.search(text) else _FACT).finditer(
+            _without_terminal_escapes(text)):
         s, e = m.start(), m.end()
         fact = m.group()
         if fact[0] not in "`" and fact[-1] in _TRAIL:  # sentence punctuation after a URL…
@@ -161,7 +190,7 @@ def fact_kind(fact: str) -> str:
     >>> fact_kind("mina.choi@hanbitdata.co.kr"), fact_kind("TITAN-142"), fact_kind("hello")
     ('e-mail address', 'ticket issue key', '')
     """
-    m = _FACT.match(fact)
+    m = _FACT_CJK.match(fact)
     return _PATTERNS[int(m.lastgroup[1:])][1] if m and m.lastgroup else ""
 
 

@@ -203,6 +203,20 @@ def test_terminal_escapes_are_no_part_of_a_fact() -> None:
         "mina@x.io")
 
 
+def test_numbers_and_ids_glued_to_cjk_text_are_facts() -> None:
+    """Unsegmented text runs straight into its numbers (``가격은15000원``, ``金额为12345元``):
+    its characters counted as word characters, so such numbers were no facts at all and a
+    phone number came back as two bare pieces (``1234``, ``5678``)."""
+    assert extract_facts("가격은15000원이고 전화는010-1234-5678입니다") == (
+        "15000", "010-1234-5678")
+    assert extract_facts("金额为12345元，订单号A1234，截止2026-03-04。") == (
+        "12345", "A1234", "2026-03-04")
+    assert extract_facts("予算は48,250円、チケットTITAN-142です") == ("48,250", "TITAN-142")
+    assert extract_facts("数字１２３４５") == ("１２３４５",)  # full-width digits too
+    assert extract_facts("보고서.md 파일") == ("보고서.md",)  # a file's name may be Hangul
+    assert fact_kind("010-1234-5678") == "phone number"
+
+
 def test_facts_line_and_limit() -> None:
     assert facts_line(()) == ""
     many = " ".join(f"T-{i}" for i in range(100))
