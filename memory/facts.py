@@ -158,8 +158,10 @@ def fact_spans(text: str) -> list[tuple[int, int, str]]:
         fact = m.group()
         if fact[0] not in "`" and fact[-1] in _TRAIL:  # sentence punctuation after a URL…
             stripped = fact.rstrip(_TRAIL)
-            if fact.startswith(("http", "ftp", "www")) and "(" in stripped:
-                stripped = fact.rstrip(_TRAIL.replace(")", ""))
+            if fact.startswith(("http", "ftp", "www")):  # …but a ")" closing one in it
+                while (fact[len(stripped) : len(stripped) + 1] == ")"
+                       and stripped.count("(") > stripped.count(")")):
+                    stripped = fact[: len(stripped) + 1]
             e -= len(fact) - len(stripped)
             fact = stripped
         fact = fact.strip()

@@ -217,6 +217,19 @@ def test_numbers_and_ids_glued_to_cjk_text_are_facts() -> None:
     assert fact_kind("010-1234-5678") == "phone number"
 
 
+@pytest.mark.parametrize(("text", "url"), [
+    ("(see https://en.wikipedia.org/wiki/Foo_(bar))", "https://en.wikipedia.org/wiki/Foo_(bar)"),
+    ("[Foo](https://en.wikipedia.org/wiki/Foo_(bar)).", "https://en.wikipedia.org/wiki/Foo_(bar)"),
+    ("see https://x.io/a_(b).", "https://x.io/a_(b)"),
+    ("(see https://x.io/a).", "https://x.io/a"),
+    ("(https://x.io/f(a)(b))", "https://x.io/f(a)(b)"),
+])
+def test_a_url_keeps_its_own_parentheses_only(text: str, url: str) -> None:
+    """A URL with parentheses of its own, in parentheses, kept the closing one around it
+    too (``…/Foo_(bar))``): not the address that was written."""
+    assert extract_facts(text) == (url,)
+
+
 def test_facts_line_and_limit() -> None:
     assert facts_line(()) == ""
     many = " ".join(f"T-{i}" for i in range(100))
