@@ -74,11 +74,12 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"[\w.+-]{1,64}@[\w-]+(?:\.[\w-]+)+", "e-mail address"),  # local part ≤ 64 (RFC 5321)
     (r"`[^`\n]{1,120}`", "code"),
     (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "id uuid"),
-    (r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?(?:Z|[+-]\d{2}:?\d{2})?)?\b", "date"),
+    (r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?"
+     r"(?:Z|[+-]\d{2}:?\d{2})?)?\b", "date"),  # ISO 8601, to the nanosecond, with its zone
     (r"\b\d{1,2}/\d{1,2}/\d{2,4}\b", "date"),
     (rf"\b{_MONTH}\.? \d{{1,2}}(?:st|nd|rd|th)?(?:,? \d{{4}})?\b", "date"),
     (rf"\b\d{{1,2}}(?:st|nd|rd|th)? {_MONTH}(?: \d{{4}})?\b", "date"),
-    (r"\b\d{1,2}:\d{2}(?::\d{2})?(?:\s?[AaPp][Mm])?\b", "time"),
+    (r"\b\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:\s?[AaPp][Mm])?\b", "time"),
     (r"[$€£¥₩]\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:[kKmMbB]n?|million|billion))?", "amount money"),
     (r"\bv?\d+(?:\.\d+){2,3}(?:-[0-9A-Za-z.]+)?\b", "version"),  # three or four parts
     (r"\bv\d+(?:\.\d+)?\b", "version"),

@@ -230,6 +230,17 @@ def test_a_url_keeps_its_own_parentheses_only(text: str, url: str) -> None:
     assert extract_facts(text) == (url,)
 
 
+def test_a_timestamp_keeps_its_fraction_of_a_second_and_zone() -> None:
+    """``…T12:30:00.123+09:00`` was cut after the seconds, and its zone came back as a time
+    of its own (``09:00``); a log line's ``12:30:45,120`` lost its milliseconds."""
+    assert extract_facts("at 2026-03-04T12:30:00.123456+09:00 and 2026-03-04 08:15:02,120 "
+                         "and 10:30:45.5 and 2026-03-04T12:30:00Z") == (
+        "2026-03-04T12:30:00.123456+09:00", "2026-03-04 08:15:02,120", "10:30:45.5",
+        "2026-03-04T12:30:00Z")
+    assert fact_kind("2026-03-04T12:30:00.123+09:00") == "date"
+    assert fact_kind("10:30:45.5") == "time"
+
+
 def test_facts_line_and_limit() -> None:
     assert facts_line(()) == ""
     many = " ".join(f"T-{i}" for i in range(100))
