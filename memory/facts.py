@@ -67,6 +67,8 @@ _STARTS, _ENDS = rf"(?<!{_GLUED})", rf"(?!{_GLUED})"
 """A fact of letters and digits starts where no :data:`_GLUED` character is before it, and
 ends where none is after it: ``\\b``, but with CJK counting as no word character."""
 
+_FILE_TYPES = r"py|js|ts|tsx|json|ya?ml|toml|md|txt|csv|sql|sh|rs|go|java|c|h|cpp"
+
 _PATTERNS: tuple[tuple[str, str], ...] = (
     # (pattern, the words that say what kind of fact it is)
     (r"(?:https?|ftp)://[^\s<>\"'`]+", "url link"),
@@ -84,9 +86,12 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"\bv?\d+(?:\.\d+){2,3}(?:-[0-9A-Za-z.]+)?\b", "version"),  # three or four parts
     (r"\bv\d+(?:\.\d+)?\b", "version"),
     (r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{7,}\b", "hash"),
-    (r"(?:~|\.{1,2})(?:/[\w.@-]+)+/?|\b[\w.-]{0,200}(?:/[\w.@-]+){2,}/?", "path"),
-    (r"\b[\w-]{1,200}\.(?:py|js|ts|tsx|json|ya?ml|toml|md|txt|csv|sql|sh|rs|go|java|c|h|cpp)\b",
-     "file"),
+    (r"(?:~|\.{1,2})(?:/[\w.@-]+)+/?"  # ~/a, ./a, ../a
+     r"|/(?<![\w.:/]/)[\w.@-]+(?:/[\w.@-]+)+/?"  # /a/b (the look-behind after the "/": faster)
+     r"|\b[\w.-]{0,200}(?:(?:/[\w.@-]+){2,}/?|/[\w-]{1,200}\.(?:" + _FILE_TYPES + r")\b)",
+     "path"),  # a/b/c, src/app.py
+    (r"\b[A-Za-z]:\\[\w.@\\-]+|\\\\[\w.-]+\\[\w.@\\-]+", "path"),  # C:\a\b, \\host\share
+    (r"\b[\w-]{1,200}\.(?:" + _FILE_TYPES + r")\b", "file"),
     (r"#\d+\b", "ticket issue"),
     (r"\b[A-Z][A-Z0-9]*-\d+\b", "ticket issue key"),  # JIRA-style keys, and T-100
     (r"\b[A-Za-z_][A-Za-z0-9]*_[A-Za-z0-9_]+\b", "identifier name"),  # snake_case

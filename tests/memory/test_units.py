@@ -241,6 +241,18 @@ def test_a_timestamp_keeps_its_fraction_of_a_second_and_zone() -> None:
     assert fact_kind("10:30:45.5") == "time"
 
 
+def test_a_path_is_a_fact_whole() -> None:
+    """An absolute path lost its leading ``/`` (``etc/nginx/nginx.conf`` is another path),
+    ``src/app.py`` came back as ``app.py``, and of a Windows path only its file name."""
+    assert extract_facts("edit /etc/nginx/nginx.conf (and /etc/hosts), then src/app.py; "
+                         r"copy C:\Users\mina\q1.xlsx to \\fs01\team\q1.xlsx.") == (
+        "/etc/nginx/nginx.conf", "/etc/hosts", "src/app.py", r"C:\Users\mina\q1.xlsx",
+        r"\\fs01\team\q1.xlsx")
+    assert extract_facts("and/or at 60 km/h, yes/no, /help") == ("60",)
+    assert [fact_kind(f) for f in ("/etc/hosts", r"C:\Users\mina", "src/app.py")] == [
+        "path", "path", "path"]
+
+
 def test_facts_line_and_limit() -> None:
     assert facts_line(()) == ""
     many = " ".join(f"T-{i}" for i in range(100))
@@ -410,7 +422,7 @@ def test_bounded_fact_patterns_find_what_the_unbounded_ones_found() -> None:
     from opticmem import facts as facts_module
 
     unbounded = re.compile(facts_module._FACT.pattern.replace(r"[\w.+-]{1,64}@", r"[\w.+-]+@")
-                           .replace(r"[\w.-]{0,200}(?:/", r"[\w.-]*(?:/")
+                           .replace(r"[\w.-]{0,200}(?:", r"[\w.-]*(?:")
                            .replace(r"[\w-]{1,200}\.(?:py", r"[\w-]+\.(?:py")
                            .replace(r"\d[\d,]{0,200}(?:\.\d+)?\s?%", r"\d[\d,]*(?:\.\d+)?\s?%"))
     assert not any(b in unbounded.pattern for b in ("{1,64}", "{0,200}", "{1,200}"))
