@@ -253,6 +253,20 @@ def test_a_path_is_a_fact_whole() -> None:
         "path", "path", "path"]
 
 
+def test_an_ip_address_is_a_fact_whole() -> None:
+    """An IPv6 address came back as its hex groups, each a fact of its own (``2001``,
+    ``db8``…), crowding the sidecar; an IPv4 address lost its port and was a "version"."""
+    assert extract_facts("api at 10.0.0.1:8080 (net 10.0.0.0/8), dns [2001:db8::1]:53, "
+                         "fe80::1ff:fe23:4567:890a and ::1; full 2001:0db8:85a3:0000:0000:8a2e:"
+                         "0370:7334.") == (
+        "10.0.0.1:8080", "10.0.0.0/8", "[2001:db8::1]:53", "fe80::1ff:fe23:4567:890a", "::1",
+        "2001:0db8:85a3:0000:0000:8a2e:0370:7334")
+    assert {fact_kind(f) for f in ("10.0.0.1:8080", "[::1]:53", "fe80::1")} == {"ip address"}
+    # a slice, a C++ name and a time are no addresses
+    assert extract_facts("x[::2], y[1::2], std::vector, abc::def at 12:30:45") == ("12:30:45",)
+    assert extract_facts("서버는10.0.0.1:8080이고") == ("10.0.0.1:8080",)
+
+
 def test_facts_line_and_limit() -> None:
     assert facts_line(()) == ""
     many = " ".join(f"T-{i}" for i in range(100))
