@@ -108,6 +108,8 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"\b[a-z]+(?:[A-Z][a-z0-9]*)+\b", "identifier name"),  # camelCase
     (r"\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{3,}\b", "id code"),  # letters + digits
     (r"[+-]?\b\d[\d,]{0,200}(?:\.\d+)?\s?%", "percent"),
+    (r"\b\d{1,3}(?:(?:[\u00a0\u202f]\d{3})+(?:,\d+)?|(?: \d{3})+,\d+)(?!\d)",
+     "number"),  # grouped by (no-break) spaces: 1 234,56 — not 234,56
     (r"\+?\d[\d ().-]{7,}\d\b", "phone number"),  # phone-like digit runs
     (r"(?<![.,])\b\d+(?:[.,]\d+)+(?![\d])", "number"),  # with separators or decimals
     (r"(?<![.,])\b\d{2,}(?!\d)", "number"),  # two or more digits (also "2026년")

@@ -267,6 +267,14 @@ def test_an_ip_address_is_a_fact_whole() -> None:
     assert extract_facts("서버는10.0.0.1:8080이고") == ("10.0.0.1:8080",)
 
 
+def test_a_number_grouped_by_spaces_is_a_fact_whole() -> None:
+    """French, Russian or Swedish ``1 234,56`` came back as ``234,56`` — another amount."""
+    assert extract_facts("Total : 1 234,56 €, budget 48\u202f250\u00a0000 €, 3 000,5 kg") == (
+        "1 234,56", "48\u202f250\u00a0000", "3 000,5")
+    assert extract_facts("between 10 and 200 of 64 128") == ("10", "200", "64", "128")
+    assert fact_kind("1 234,56") == "number"
+
+
 def test_facts_line_and_limit() -> None:
     assert facts_line(()) == ""
     many = " ".join(f"T-{i}" for i in range(100))
