@@ -13,7 +13,7 @@ import logging
 import math
 import threading
 import time
-from collections import deque
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
@@ -39,6 +39,10 @@ there is no page."""
 def page_ref(page: PageRecord) -> PageRef:
     return (page.page_no, page.first_seq, page.first_line, page.last_seq, page.end_line,
             page.first_ts, page.last_ts, hash(page.transcript))
+
+
+JobKey = tuple[str, str, PageRef]
+"""What identifies a page to read at a tier: its session, the tier's name and the page."""
 
 
 class Recollector(Protocol):
@@ -80,13 +84,18 @@ class SeenPages:
     numbers its new pages from 0. Bounded; the caller holds its own lock around it."""
 
     def __init__(self) -> None:
-        self._lru: LRU[tuple[str, str, PageRef], bool] = LRU(100_000)
+        self._lru: LRU[JobKey, bool] = LRU(100_000)
+
+    @staticmethod
+    def key(session: str, job: Job) -> JobKey:
+        """What identifies ``job`` of ``session``: the session, tier and page."""
+        return (session, job.tier.value, page_ref(job.page))
 
     def fresh(self, session: str, jobs: Sequence[Job]) -> list[Job]:
         """Those of ``jobs`` not taken before, now marked taken."""
         out = []
         for j in jobs:
-            key = (session, j.tier.value, page_ref(j.page))
+            key = self.key(session, j)
             if not self._lru.get(key):
                 self._lru.put(key, True)
                 out.append(j)
@@ -95,7 +104,7 @@ class SeenPages:
     def forget(self, session: str, jobs: Sequence[Job]) -> None:
         """Let ``jobs`` be taken again (their reading or queueing failed)."""
         for j in jobs:
-            self._lru.discard((session, j.tier.value, page_ref(j.page)))
+            self._lru.discard(self.key(session, j))
 
 
 class ThreadRecollector:
@@ -108,6 +117,8 @@ class ThreadRecollector:
     codec cannot read are still read), and a page whose reading fails is forgotten as
     queued, so that a later context queues it again (a transient codec or store failure
     does not leave it unread for good).
+
+    A page waits in the queue once per tier, however long the queue.
     """
 
     def __init__(self, artefacts: Artefacts, batch: int = 16) -> None:
@@ -122,7 +133,10 @@ class ThreadRecollector:
         """A new queue, lock and no thread (at construction, and in a forked child)."""
         self._seen = SeenPages()
         self._cond = threading.Condition(threading.Lock())
-        self._jobs: deque[tuple[str, Job]] = deque()
+        self._jobs: OrderedDict[JobKey, tuple[str, Job]] = OrderedDict()
+        """The pages waiting, oldest first, by :meth:`SeenPages.key`: the marks in
+        ``_seen`` are bounded, so they alone would let a page that waits behind more
+        pages than they keep be queued again."""
         self._busy = 0  # jobs the thread has taken and not finished
         self._thread: threading.Thread | None = None
 
@@ -142,7 +156,8 @@ class ThreadRecollector:
             if self._stopped:
                 return
             fresh = self._seen.fresh(session, jobs)
-            self._jobs.extend((session, j) for j in fresh)
+            for j in fresh:
+                self._jobs.setdefault(SeenPages.key(session, j), (session, j))
             if fresh:
                 self._ensure_thread()
                 self._cond.notify_all()
@@ -154,7 +169,8 @@ class ThreadRecollector:
                     self._cond.wait()
                 if self._stopped:
                     return
-                batch = [self._jobs.popleft() for _ in range(min(self._batch, len(self._jobs)))]
+                batch = [self._jobs.popitem(last=False)[1]
+                         for _ in range(min(self._batch, len(self._jobs)))]
                 self._busy = len(batch)
             failed = self._read(batch)
             with self._cond:

@@ -27,6 +27,8 @@ from opticmem import recall as recall_module
 from opticmem.artefacts import Job, rec_key, recollection_to_bytes
 from opticmem.encoder.codec import Recollection, VisionTokens
 from opticmem.lru import LRU
+from opticmem.recollectors import ThreadRecollector
+from opticmem.records import PageRecord
 
 SMALL = RenderSettings(max_rows=6)
 
@@ -507,6 +509,49 @@ def test_one_page_the_codec_cannot_read_leaves_the_rest_of_its_batch_read(
     assert unread_image_pages(mem, "s") == 1  # the page the codec cannot read, alone
     assert "cannot read this page" in caplog.text
     mem.close()
+
+
+class GatedArtefacts:
+    """Artefacts for a :class:`ThreadRecollector` alone: its thread blocks on ``gate``
+    before its first batch (pages then wait in its queue), and reads nothing."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.taken = threading.Event()
+        self.read: list[int] = []
+        self.codec = self
+
+    def get(self) -> object:
+        self.taken.set()
+        self.gate.wait()
+        return self
+
+    def recollections_of(self, items: Sequence[tuple[str, Job]]) -> list[Recollection]:
+        self.read.extend(j.page.page_no for _, j in items)
+        return []
+
+
+def numbered_pages(lo: int, hi: int) -> list[Job]:
+    return [Job(PageRecord("s", n, n, 0, n, 1, f"page {n}", 1, 0.0, 0.0, "k"), Tier.LARGE)
+            for n in range(lo, hi)]
+
+
+def test_a_page_waiting_to_be_read_is_not_queued_again_however_long_the_queue() -> None:
+    """The pages taken were marked in an LRU of 100,000: behind that many newer pages a
+    waiting page lost its mark, and the next context showing it queued it a second time
+    (read twice, and the queue grew by it again). The marks are shrunk here to show it."""
+    arts = GatedArtefacts()
+    worker = ThreadRecollector(arts, batch=1)  # type: ignore[arg-type]
+    worker._seen._lru = LRU(8)
+    pages = numbered_pages(0, 40)
+    worker.submit("s", pages[:1])
+    assert arts.taken.wait(10)  # the thread holds page 0: the rest wait
+    worker.submit("s", pages[1:])
+    worker.submit("s", pages[1:3])  # their marks are gone; they are still queued
+    arts.gate.set()
+    assert worker.wait(10)
+    assert sorted(arts.read) == list(range(40))  # each page read once
+    worker.stop()
 
 
 def _child_flushes(mem: OpticalMemory, out: Any) -> None:
