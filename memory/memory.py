@@ -26,7 +26,9 @@ What happens where:
 Recollection (reading pages back with the codec) happens ``recollect="lazy"`` (default:
 when ``Context.text()``, ``recall`` or :meth:`OpticalMemory.recollect` need it, batched),
 ``"background"`` (a worker thread reads each page as it is sealed and as it reaches new
-tiers) or ``"queue"`` (on a Redis store: those pages go onto a Redis Stream that
+tiers; with more than 4096 waiting,
+:attr:`~opticmem.recollectors.ThreadRecollector.MAX_PENDING`, it drops the oldest, logged
+at INFO) or ``"queue"`` (on a Redis store: those pages go onto a Redis Stream that
 ``opticmem worker`` processes on GPU machines read, batched across sessions and bots; see
 :mod:`opticmem.recollect_queue`). :meth:`OpticalMemory.flush` waits for either. A page
 not read yet when its text is needed is read in this process, as in lazy mode.
@@ -772,7 +774,9 @@ class OpticalMemory:
         """Wait for background or queued recollection to finish (``True``) or ``timeout``
         seconds (``False``). Returns at once in lazy mode, and after :meth:`close` (which
         drops the pages the thread had still to read; pages on a Redis queue stay there for
-        the workers). In queue mode, pages still being sent to the queue by other threads
+        the workers). In background mode, pages dropped because more than 4096 waited
+        (``ThreadRecollector.MAX_PENDING``) are not waited for: they are read when needed.
+        In queue mode, pages still being sent to the queue by other threads
         count as unfinished, and a Redis server that cannot be reached is polled again
         until the timeout: :class:`~opticmem.errors.StoreUnavailableError` if it still
         cannot be then (without a timeout: after 15 s). A ``timeout`` that is not a number

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from opticmem.artefacts import Artefacts, Job
 from opticmem.codecs import CodecSlot
-from opticmem.errors import StoreError, StoreUnavailableError
+from opticmem.errors import ConfigurationError, StoreError, StoreUnavailableError
 from opticmem.forks import renew_in_forked_child
 from opticmem.lru import LRU
 from opticmem.records import PageRecord
@@ -118,12 +118,30 @@ class ThreadRecollector:
     queued, so that a later context queues it again (a transient codec or store failure
     does not leave it unread for good).
 
-    A page waits in the queue once per tier, however long the queue.
+    A page waits in the queue once per tier, however long the queue. The queue holds at
+    most ``max_pending`` pages (default :data:`MAX_PENDING`): when pages are sealed faster
+    than the codec reads them, the oldest waiting are dropped (logged once per burst, at
+    INFO) — the pages most likely to have decayed to another tier or out of context since.
+    Nothing is lost: recollections are a cache, and a page not read in the background is
+    read when a context's text or a recall needs it (as in lazy mode); a dropped page is
+    also forgotten as queued, so a later context that shows it queues it again.
+    :meth:`wait` waits for the pages still queued, not for those dropped.
     """
 
-    def __init__(self, artefacts: Artefacts, batch: int = 16) -> None:
+    MAX_PENDING = 4096
+    """Pages that may wait to be read before the oldest are dropped."""
+
+    def __init__(self, artefacts: Artefacts, batch: int = 16,
+                 max_pending: int | None = None) -> None:
+        max_pending = self.MAX_PENDING if max_pending is None else max_pending
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+            raise ConfigurationError(
+                f"max_pending must be a whole number of pages ≥ 1, not {max_pending!r}")
         self._artefacts = artefacts
         self._batch = batch
+        self.max_pending = max_pending
+        self.dropped = 0
+        """Pages dropped from a full queue since this recollector was made (read lazily)."""
         self._stopped = False
         self._failures = FailureLog("background recollection")
         self.after_fork_in_child()
@@ -138,6 +156,7 @@ class ThreadRecollector:
         ``_seen`` are bounded, so they alone would let a page that waits behind more
         pages than they keep be queued again."""
         self._busy = 0  # jobs the thread has taken and not finished
+        self._dropping = False  # pages dropped since the queue was last empty (logged)
         self._thread: threading.Thread | None = None
 
     def _ensure_thread(self) -> None:
@@ -155,12 +174,31 @@ class ThreadRecollector:
         with self._cond:
             if self._stopped:
                 return
+            if not self._jobs:
+                self._dropping = False  # drained since the last drop: a new burst
             fresh = self._seen.fresh(session, jobs)
             for j in fresh:
                 self._jobs.setdefault(SeenPages.key(session, j), (session, j))
+            if len(self._jobs) > self.max_pending:
+                self._drop_oldest(len(self._jobs) - self.max_pending)
             if fresh:
                 self._ensure_thread()
                 self._cond.notify_all()
+
+    def _drop_oldest(self, n: int) -> None:
+        """Drop the ``n`` pages that have waited longest, forgotten as queued (a later
+        context queues them again; until read, they are read when needed). Called
+        holding ``_cond``."""
+        dropped = [self._jobs.popitem(last=False)[1] for _ in range(n)]
+        for s in sorted({s for s, _ in dropped}):
+            self._seen.forget(s, [j for t, j in dropped if t == s])
+        self.dropped += n
+        if not self._dropping:
+            self._dropping = True
+            log.info("background recollection: more than %d pages waiting to be read; "
+                     "dropping the oldest (they are read when a context or recall needs "
+                     "them; further drops until the queue empties are not logged)",
+                     self.max_pending)
 
     def _run(self) -> None:
         while True:
@@ -207,7 +245,8 @@ class ThreadRecollector:
 
     def wait(self, timeout: float | None) -> bool:
         """Wait until every queued page is read (``True``) or ``timeout`` seconds pass
-        (one past what a lock can wait, such as ``math.inf``: no limit)."""
+        (one past what a lock can wait, such as ``math.inf``: no limit). Pages dropped
+        from a full queue are not waited for: they are read when needed."""
         if timeout is not None and timeout > threading.TIMEOUT_MAX:
             timeout = None  # else an OverflowError from the lock
         with self._cond:

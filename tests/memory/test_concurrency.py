@@ -536,6 +536,10 @@ def numbered_pages(lo: int, hi: int) -> list[Job]:
             for n in range(lo, hi)]
 
 
+def queued(worker: ThreadRecollector) -> list[int]:
+    return [j.page.page_no for _, j in worker._jobs.values()]
+
+
 def test_a_page_waiting_to_be_read_is_not_queued_again_however_long_the_queue() -> None:
     """The pages taken were marked in an LRU of 100,000: behind that many newer pages a
     waiting page lost its mark, and the next context showing it queued it a second time
@@ -552,6 +556,60 @@ def test_a_page_waiting_to_be_read_is_not_queued_again_however_long_the_queue() 
     assert worker.wait(10)
     assert sorted(arts.read) == list(range(40))  # each page read once
     worker.stop()
+
+
+def test_a_full_background_queue_drops_its_oldest_pages_and_logs_it_once_per_burst(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The queue of pages waiting to be read had no bound: pages sealed faster than the
+    codec reads them grew it for ever. It keeps the newest ``max_pending``; those dropped
+    can be queued again by a later context."""
+    caplog.set_level(logging.INFO, logger="opticmem.recollectors")
+    arts = GatedArtefacts()
+    worker = ThreadRecollector(arts, batch=1, max_pending=5)  # type: ignore[arg-type]
+    pages = numbered_pages(0, 30)
+    worker.submit("s", pages[:1])
+    assert arts.taken.wait(10)
+    worker.submit("s", pages[1:20])
+    worker.submit("s", pages[20:25])
+    assert queued(worker) == [20, 21, 22, 23, 24] and worker.dropped == 19
+    worker.submit("s", pages[3:4])  # dropped, so forgotten: a context queues it again
+    assert queued(worker) == [21, 22, 23, 24, 3]
+    assert caplog.text.count("dropping the oldest") == 1  # one burst, one line
+    arts.gate.set()
+    assert worker.wait(10)  # waits for the pages queued, not for those dropped
+    assert arts.read == [0, 21, 22, 23, 24, 3]
+    arts.gate.clear()
+    arts.taken.clear()
+    worker.submit("s", pages[25:26])
+    assert arts.taken.wait(10)
+    worker.submit("s", pages[4:15])  # the queue emptied in between: a new burst
+    assert caplog.text.count("dropping the oldest") == 2
+    arts.gate.set()
+    assert worker.wait(10)
+    worker.stop()
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ConfigurationError, match="max_pending"):
+            ThreadRecollector(arts, max_pending=bad)  # type: ignore[arg-type]
+
+
+def test_pages_dropped_from_a_full_background_queue_are_read_when_needed() -> None:
+    gate = threading.Event()
+    codec = Labelling(gate)
+    mem = OpticalMemory(codec=codec, verbatim_turns=2, recollect="background")
+    worker = mem._worker
+    assert isinstance(worker, ThreadRecollector)
+    worker.max_pending = 2
+    mem.add_many("s", talk(120))
+    assert codec.started.wait(30)
+    mem.context("s")
+    assert worker.dropped > 0
+    gate.set()
+    assert mem.flush(60)
+    assert unread_image_pages(mem, "s") > 0  # dropped: not read in the background
+    text = mem.context("s").text()
+    assert "no codec" not in text and unread_image_pages(mem, "s") == 0  # read lazily
+    mem.close()
 
 
 def _child_flushes(mem: OpticalMemory, out: Any) -> None:
