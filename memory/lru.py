@@ -17,6 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
+from opticmem.forks import renew_in_forked_child
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -38,6 +40,16 @@ class LRU(Generic[K, V]):
         self._max_size = max_size
         self._size_of = size
         self._total = 0
+        self._lock = threading.Lock()
+        renew_in_forked_child(self)
+
+    def after_fork_in_child(self) -> None:
+        """A fresh lock in a forked child: a thread of the parent that held this one at the
+        fork does not live on there to release it. The entries it was changing may be
+        half changed, so a cache whose lock was held is emptied (it is only a cache)."""
+        if self._lock.locked():
+            self._data = OrderedDict()
+            self._total = 0
         self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:

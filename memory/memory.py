@@ -89,6 +89,7 @@ from opticmem.errors import (
     StoreURLError,
 )
 from opticmem.facts import fact_keywords, facts_line
+from opticmem.forks import renew_in_forked_child
 from opticmem.lru import LRU
 from opticmem.packing import Frontier, Packer
 from opticmem.policy import OUT, DecayPolicy, PolicyName, decay_policy, tier_of
@@ -280,6 +281,7 @@ class OpticalMemory:
         self._indexes: LRU[str, RecallIndex] = LRU(64)
         self._dirty: dict[str, set[int]] = {}
         self._lock = threading.Lock()
+        renew_in_forked_child(self)
         self._worker: Recollector | None = None
         if recollect == "background":
             thread = ThreadRecollector(self._artefacts)
@@ -315,6 +317,15 @@ class OpticalMemory:
                 f"the recollection queue serves tenant {given.tenant!r} but the store holds "
                 f"tenant {store.tenant!r}: its workers would not find these pages")
         return given
+
+    def after_fork_in_child(self) -> None:
+        """A fresh lock in a forked child, where one the parent's background thread (or any
+        other) held at the fork would stay held for good. The recall bookkeeping it was
+        changing may be half changed: then every index is dropped, to be built again."""
+        if self._lock.locked():
+            self._indexes = LRU(64)
+            self._dirty = {}
+        self._lock = threading.Lock()
 
     def _check_codec_layout(self, codec: Codec) -> None:
         wants = codec.render_settings

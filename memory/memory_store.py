@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opticmem.errors import PageConflictError
+from opticmem.forks import renew_in_forked_child
 from opticmem.records import PageRecord, Turn
 from opticmem.store import Store, swap_state_locked
 
@@ -46,6 +47,12 @@ class InMemoryStore(Store):
 
     def __init__(self) -> None:
         self._sessions: dict[str, _Session] = {}
+        self._lock = threading.RLock()
+        renew_in_forked_child(self)
+
+    def after_fork_in_child(self) -> None:
+        """A fresh lock in a forked child (whose sessions are a copy of the parent's): one
+        a thread of the parent held at the fork would stay held for good."""
         self._lock = threading.RLock()
 
     def _get(self, session: str) -> _Session | None:

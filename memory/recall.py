@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from opticmem.forks import renew_in_forked_child
 from opticmem.records import Turn
 from opticmem.render import Tier
 
@@ -133,6 +134,15 @@ class RecallIndex:
         it around each update and search (its dicts must not change while a search or
         another update walks them)."""
         self.clear()
+        renew_in_forked_child(self)
+
+    def after_fork_in_child(self) -> None:
+        """A fresh lock in a forked child, where one a thread of the parent held at the
+        fork would stay held for good. That thread may have left the index half updated:
+        such an index is cleared, and the next recall reads every page again."""
+        if self.lock.locked():
+            self.clear()
+        self.lock = threading.Lock()
 
     def clear(self) -> None:
         """Forget every page (the index is as new; ``k1``, ``b`` and the lock stay)."""

@@ -26,6 +26,7 @@ opticmem never imports their client library, with a lazy ``"module:attribute"`` 
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -80,6 +81,16 @@ StoreFactory = Callable[[str], Store]
 
 _named: dict[str, InMemoryStore] = {}
 _lock = threading.Lock()
+
+
+def _renew_lock() -> None:
+    """A fresh lock in a forked child: one a thread of the parent held at the fork would
+    stay held for good."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_renew_lock)
 
 
 def _memory(url: str) -> Store:

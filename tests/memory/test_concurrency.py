@@ -13,9 +13,13 @@ import json
 import logging
 import math
 import multiprocessing as mp
+import os
+import signal
 import threading
+import time
+import traceback
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +28,15 @@ import pytest
 
 from opticmem import ConfigurationError, InMemoryStore, OpticalMemory, RenderSettings, Tier
 from opticmem import recall as recall_module
+from opticmem import store as store_module
+from opticmem import stores as stores_module
 from opticmem.artefacts import Job, rec_key, recollection_to_bytes
 from opticmem.encoder.codec import Recollection, VisionTokens
 from opticmem.lru import LRU
 from opticmem.recollectors import ThreadRecollector
 from opticmem.records import PageRecord
+from opticmem.store import Store
+from opticmem.stores import open_store
 
 SMALL = RenderSettings(max_rows=6)
 
@@ -666,6 +674,73 @@ def test_a_child_forked_while_the_codec_reads_can_read_pages() -> None:
             child.kill()
         mem.close()
     assert read > 0 and child.exitcode == 0
+
+
+HELD_AT_FORK: dict[str, Callable[[OpticalMemory], Any]] = {
+    "memory": lambda mem: mem._lock,  # the background thread takes it as a page is read
+    "store": lambda mem: mem.store._lock,  # type: ignore[attr-defined]
+    "page cache": lambda mem: mem._pages._lock,
+    "recall index": lambda mem: mem._indexes.get("s").lock,  # type: ignore[union-attr]
+    "default swap_state": lambda mem: store_module._SWAP_LOCK,
+    "named stores": lambda mem: stores_module._lock,
+}
+
+
+def _use_in_child(mem: OpticalMemory) -> int:
+    """What a forked child does with the memory; its exit status (0: all went well)."""
+    try:
+        fill(mem, "s", 10)
+        mem.context("s")
+        found = hits(mem, "ORI-1005")
+        Store.swap_state(mem.store, "s", "k", None, b"x", page=None)
+        open_store("memory://forked-child")
+        return 0 if found else 2
+    except BaseException:
+        traceback.print_exc()
+        return 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork with threads
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("which", sorted(HELD_AT_FORK))
+def test_a_child_forked_while_a_thread_holds_a_lock_can_use_the_memory(which: str) -> None:
+    """The memory's own locks, its caches', its recall indexes', the in-process store's and
+    the module locks were inherited held by a forked child when a thread of the parent
+    (the background reader, a request) held one at the fork: the child's first use of it
+    waited for good. They are now fresh in the child."""
+    mem = facts_memory(InMemoryStore())
+    fill(mem, "s", 60)
+    assert hits(mem, "ORI-1005")  # the session has a recall index
+    lock = HELD_AT_FORK[which](mem)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock:
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        pid = os.fork()
+        if pid == 0:  # the child: never back into pytest
+            os._exit(_use_in_child(mem))
+        deadline = time.monotonic() + 30
+        done, status = os.waitpid(pid, os.WNOHANG)
+        while done == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+            done, status = os.waitpid(pid, os.WNOHANG)
+        if done == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"a child forked while a thread held the {which} lock hung")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        holder.join(30)
+    mem.close()
 
 
 def test_a_page_read_while_a_caller_waited_for_the_codec_is_not_read_again() -> None:
