@@ -26,12 +26,12 @@ store is called, and backends must keep any string id from reaching another sess
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from opticmem.forks import ProcessLock
 from opticmem.records import PageRecord, Turn
 
 
@@ -43,18 +43,8 @@ def same_page(a: PageRecord, b: PageRecord) -> bool:
             and a.transcript == b.transcript)
 
 
-_SWAP_LOCK = threading.RLock()
+_SWAP_LOCK = ProcessLock(threading.RLock)
 """Serialises the default :meth:`Store.swap_state` within this process."""
-
-
-def _renew_swap_lock() -> None:
-    """A fresh lock in a forked child: one a thread of the parent held at the fork would
-    stay held for good."""
-    global _SWAP_LOCK
-    _SWAP_LOCK = threading.RLock()
-
-
-os.register_at_fork(after_in_child=_renew_swap_lock)
 
 
 def swap_state_locked(

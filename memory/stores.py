@@ -26,7 +26,6 @@ opticmem never imports their client library, with a lazy ``"module:attribute"`` 
 from __future__ import annotations
 
 import importlib
-import os
 import re
 import threading
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from opticmem.errors import StoreURLError
+from opticmem.forks import ProcessLock
 from opticmem.memory_store import InMemoryStore
 from opticmem.sqlite_store import MEMORY_PATH_REFUSED, SQLiteStore
 from opticmem.store import Store
@@ -80,17 +80,7 @@ StoreFactory = Callable[[str], Store]
 """Makes a store from the full URL it was asked to open."""
 
 _named: dict[str, InMemoryStore] = {}
-_lock = threading.Lock()
-
-
-def _renew_lock() -> None:
-    """A fresh lock in a forked child: one a thread of the parent held at the fork would
-    stay held for good."""
-    global _lock
-    _lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_renew_lock)
+_lock = ProcessLock(threading.Lock)
 
 
 def _memory(url: str) -> Store:
