@@ -208,10 +208,10 @@ def test_numbers_and_ids_glued_to_cjk_text_are_facts() -> None:
     its characters counted as word characters, so such numbers were no facts at all and a
     phone number came back as two bare pieces (``1234``, ``5678``)."""
     assert extract_facts("가격은15000원이고 전화는010-1234-5678입니다") == (
-        "15000", "010-1234-5678")
+        "15000원", "010-1234-5678")
     assert extract_facts("金额为12345元，订单号A1234，截止2026-03-04。") == (
         "12345", "A1234", "2026-03-04")
-    assert extract_facts("予算は48,250円、チケットTITAN-142です") == ("48,250", "TITAN-142")
+    assert extract_facts("予算は48,250円、チケットTITAN-142です") == ("48,250円", "TITAN-142")
     assert extract_facts("数字１２３４５") == ("１２３４５",)  # full-width digits too
     assert extract_facts("보고서.md 파일") == ("보고서.md",)  # a file's name may be Hangul
     assert fact_kind("010-1234-5678") == "phone number"
@@ -270,9 +270,26 @@ def test_an_ip_address_is_a_fact_whole() -> None:
 def test_a_number_grouped_by_spaces_is_a_fact_whole() -> None:
     """French, Russian or Swedish ``1 234,56`` came back as ``234,56`` — another amount."""
     assert extract_facts("Total : 1 234,56 €, budget 48\u202f250\u00a0000 €, 3 000,5 kg") == (
-        "1 234,56", "48\u202f250\u00a0000", "3 000,5")
+        "1 234,56 €", "48\u202f250\u00a0000 €", "3 000,5")  # with their currency
     assert extract_facts("between 10 and 200 of 64 128") == ("10", "200", "64", "128")
     assert fact_kind("1 234,56") == "number"
+
+
+def test_an_amount_with_its_currency_after_it_or_as_a_code_is_money() -> None:
+    """``1,200 EUR``, ``EUR 1,200``, ``48,250円`` and ``15,000원`` came back as bare numbers
+    (the currency lost, and no "amount money" kind to find them by), and ``€1 234,56`` as
+    ``€1`` plus ``234,56`` — two wrong amounts."""
+    text = ("EUR 1,200 or 1,200 EUR; 1 234,56 € and €1 234,56, 1.234,56 €; 48,250円, "
+            "₩15,000 = 15,000원; USD1,200 and 2,000 USD.")
+    facts = ("EUR 1,200", "1,200 EUR", "1 234,56 €", "€1 234,56", "1.234,56 €", "48,250円",
+             "₩15,000", "15,000원", "USD1,200", "2,000 USD")
+    assert extract_facts(text) == facts
+    assert {fact_kind(f) for f in facts} == {"amount money"}
+    assert extract_facts("EUR 1,200 or 1,200 EUR, 2 000 € and 3\u00a0500,50\u00a0€") == (
+        "EUR 1,200", "1,200 EUR", "2 000 €", "3\u00a0500,50\u00a0€")  # text with no CJK
+    # a number before other capitals, or before a $ (a shell variable), is still a number
+    assert extract_facts("10 GPU, 64 CPU cores, 25 EURO-pallets, echo 42 $HOME") == (
+        "10", "64", "25", "42")
 
 
 def test_facts_line_and_limit() -> None:
