@@ -194,6 +194,16 @@ _FACT_CJK = _combined(cjk=True)
 plain one is some 15% faster."""
 _TRAIL = ".,;:!?)]}'\""
 
+_SIGNED = frozenset(f"k{i}" for i, (_, kind) in enumerate(_PATTERNS)
+                    if kind in ("number", "amount money", "percent"))
+"""The groups of :data:`_FACT` whose facts take a minus sign before them (:data:`_MINUS`)."""
+
+_MINUS = re.compile(rf"(?<![-\u2212.,+]){_STARTS}[-\u2212]")
+"""A minus sign (``-`` or U+2212) that makes the number after it negative: one that no
+letter, digit or other sign is glued to before it, so ``10-20`` (a range), ``ABC-123``,
+``1e-10`` and ``--25`` keep their numbers unsigned. Matching it only before a number
+found, not as part of the patterns, costs nothing where there is none."""
+
 _TERMINAL_ESCAPE = re.compile(
     r"\x1b(?:\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves
     r"|\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC: window title, hyperlinks
@@ -219,8 +229,8 @@ def fact_spans(text: str) -> list[tuple[int, int, str]]:
     ['4411', 'https://ci.io/4411']
     """
     out: list[tuple[int, int, str]] = []
-    for m in (_FACT_CJK if CJK.search(text) else _FACT).finditer(
-            _without_terminal_escapes(text)):
+    clean = _without_terminal_escapes(text)
+    for m in (_FACT_CJK if CJK.search(text) else _FACT).finditer(clean):
         s, e = m.start(), m.end()
         fact = m.group()
         if fact[0] not in "`" and fact[-1] in _TRAIL:  # sentence punctuation after a URL…
@@ -232,6 +242,10 @@ def fact_spans(text: str) -> list[tuple[int, int, str]]:
             e -= len(fact) - len(stripped)
             fact = stripped
         fact = fact.strip()
+        if (s and clean[s - 1] in "-\u2212" and m.lastgroup in _SIGNED
+                and (not out or out[-1][1] < s) and _MINUS.match(clean, s - 1)):
+            s -= 1  # -12.5, -$5: the sign is part of the value
+            fact = clean[s] + fact
         if fact and len(fact) <= MAX_FACT_CHARS:
             out.append((s, e, fact))
     return out
@@ -260,6 +274,9 @@ def fact_kind(fact: str) -> str:
     ('e-mail address', 'ticket issue key', '')
     """
     m = _FACT_CJK.match(fact)
+    if not m and fact[:1] in "-\u2212":  # -12.5: the kind of what the sign is before
+        m = _FACT_CJK.match(fact, 1)
+        m = m if m and m.lastgroup in _SIGNED else None
     return _PATTERNS[int(m.lastgroup[1:])][1] if m and m.lastgroup else ""
 
 

@@ -292,6 +292,18 @@ def test_an_amount_with_its_currency_after_it_or_as_a_code_is_money() -> None:
         "10", "64", "25", "42")
 
 
+def test_a_negative_number_or_amount_keeps_its_minus_sign() -> None:
+    """``-$5``, ``−12.5`` and "the balance is -12.5" came back as ``$5`` and ``12.5``: the
+    opposite amount. A range and a ticket key keep their hyphen as before."""
+    assert extract_facts("refund -$5; the balance is -12.5 (was −12.5), at −4,200 EUR") == (
+        "-$5", "-12.5", "−12.5", "−4,200 EUR")
+    assert [fact_kind(f) for f in ("-$5", "-12.5", "−12.5", "−4,200 EUR")] == [
+        "amount money", "number", "number", "amount money"]
+    assert extract_facts("pages 10-20, ABC-123, x-15, 1e-12, --25 and 2026-03-04") == (
+        "10", "20", "ABC-123", "15", "12", "25", "2026-03-04")
+    assert extract_facts("잔액은 -12.5이고 차액은−15,000원") == ("-12.5", "−15,000원")
+
+
 def test_facts_line_and_limit() -> None:
     assert facts_line(()) == ""
     many = " ".join(f"T-{i}" for i in range(100))
