@@ -292,6 +292,15 @@ def test_an_amount_with_its_currency_after_it_or_as_a_code_is_money() -> None:
         "10", "64", "25", "42")
 
 
+def test_an_amounts_multiplier_is_a_whole_word() -> None:
+    """The multiplier after an amount (k, M, bn, million) was taken from the next word's
+    first letter: "$5 bananas" gave "$5 b" and "$5 billion" "$5 b", a different amount."""
+    for text, fact in (("$5 bananas", "$5"), ("$5 billion", "$5 billion"),
+                       ("$3bn deal", "$3bn"), ("costs $2.5M total", "$2.5M"),
+                       ("€2k/month", "€2k"), ("$5 million.", "$5 million")):
+        assert extract_facts(text) == (fact,), text
+
+
 def test_a_negative_number_or_amount_keeps_its_minus_sign() -> None:
     """``-$5``, ``−12.5`` and "the balance is -12.5" came back as ``$5`` and ``12.5``: the
     opposite amount. A range and a ticket key keep their hyphen as before."""
