@@ -70,7 +70,8 @@ class InMemoryStore(Store):
     ) -> Turn:
         with self._lock:
             s = self._ensure(session)
-            turn = _own_meta(Turn(session, len(s.turns), role, text, float(ts), dict(meta or {})))
+            stored = copy.deepcopy(dict(meta)) if meta else {}  # not the caller's objects
+            turn = Turn(session, len(s.turns), role, text, float(ts), stored)
             s.turns.append(turn)
             return _own_meta(turn)
 
