@@ -103,7 +103,11 @@ class SeenPages:
 
     def forget(self, session: str, jobs: Sequence[Job]) -> None:
         """Let ``jobs`` be taken again (their reading or queueing failed)."""
-        for j in jobs:
+        self.forget_pairs([(session, j) for j in jobs])
+
+    def forget_pairs(self, pairs: Sequence[tuple[str, Job]]) -> None:
+        """:meth:`forget` for ``(session, job)`` pairs of any sessions."""
+        for session, j in pairs:
             self._lru.discard(self.key(session, j))
 
 
@@ -190,8 +194,7 @@ class ThreadRecollector:
         context queues them again; until read, they are read when needed). Called
         holding ``_cond``."""
         dropped = [self._jobs.popitem(last=False)[1] for _ in range(n)]
-        for s in sorted({s for s, _ in dropped}):
-            self._seen.forget(s, [j for t, j in dropped if t == s])
+        self._seen.forget_pairs(dropped)
         self.dropped += n
         if not self._dropping:
             self._dropping = True
@@ -212,8 +215,7 @@ class ThreadRecollector:
                 self._busy = len(batch)
             failed = self._read(batch)
             with self._cond:
-                for s in sorted({s for s, _ in failed}):
-                    self._seen.forget(s, [j for t, j in failed if t == s])
+                self._seen.forget_pairs(failed)
                 self._busy = 0
                 self._cond.notify_all()
 
