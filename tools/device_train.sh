@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One training call on the lent GPU machine (see README, "Training the bundled codec";
-# carry .whl and data/synth, both made by `make device-inputs`).
+# carry .whl, data/synth/meta.json and data/synth/train.json.gz, all made by
+# `make device-inputs`, and data/synth/eval.json.gz unless EVAL=0: the tree's bundled
+# weights leave no room in one call's 64 MiB for all of data/synth).
 # Usage: [TOTAL_MINUTES=N] [PHASE_START=M PEAK_LR=X] [PSEUDO=R] [SYMBOLS=R] [EVAL=0] \
 #        [TIERS=large=0.1,base=0.1,small=0.5,tiny=0.3] [BATCH_SCALE=2] [MOE=dense] \
 #        [BUCKET=128 [COMPILE_DECODER=1 MOE=dense]] tools/device_train.sh MINUTES [INIT_DIR]
