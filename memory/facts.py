@@ -89,6 +89,10 @@ _CURRENCY_CODE = (r"(?:USD|EUR|GBP|JPY|KRW|CNY|RMB|CHF|CAD|AUD|NZD|HKD|SGD|INR|S
 
 _FILE_TYPES = r"py|js|ts|tsx|json|ya?ml|toml|md|txt|csv|sql|sh|rs|go|java|c|h|cpp"
 
+_FILE_END = rf"(?:{_FILE_TYPES}){_ENDS}"
+"""A file type ending a name: a letter or digit after it makes it no file type, but a
+Hangul particle or CJK text does (``config.yaml을``, ``main.py를``)."""
+
 _PATTERNS: tuple[tuple[str, str], ...] = (
     # (pattern, the words that say what kind of fact it is)
     (r"(?:https?|ftp)://[^\s<>\"'`]+", "url link"),
@@ -114,10 +118,10 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{7,}\b", "hash"),
     (r"(?:~|\.{1,2})(?:/[\w.@-]+)+/?"  # ~/a, ./a, ../a
      r"|/(?<![\w.:/]/)[\w.@-]+(?:/[\w.@-]+)+/?"  # /a/b (the look-behind after the "/": faster)
-     r"|\b[\w.-]{0,200}(?:(?:/[\w.@-]+){2,}/?|/[\w-]{1,200}\.(?:" + _FILE_TYPES + r")\b)",
+     rf"|\b[\w.-]{{0,200}}(?:(?:/[\w.@-]+){{2,}}/?|/[\w-]{{1,200}}\.{_FILE_END})",
      "path"),  # a/b/c, src/app.py
     (r"(?:\b[A-Za-z]:|\\\\[\w.-]+)\\[\w.@\\-]+", "path"),  # C:\a\b, \\host\share
-    (r"\b[\w-]{1,200}\.(?:" + _FILE_TYPES + r")\b", "file"),
+    (rf"\b[\w-]{{1,200}}\.{_FILE_END}", "file"),
     (r"#\d+\b", "ticket issue"),
     (r"\b[A-Z][A-Z0-9]*-\d+\b", "ticket issue key"),  # JIRA-style keys, and T-100
     (r"\b[A-Za-z_][A-Za-z0-9]*_[A-Za-z0-9_]+\b", "identifier name"),  # snake_case
@@ -143,6 +147,15 @@ and an e-mail's local part is at most 64 characters."""
 _WORDY = frozenset(("path", "file"))
 """Kinds whose facts may hold CJK themselves (a file ``보고서.md``): their ``\\b`` stays the
 plain one, so no particle-glued text is taken into the fact."""
+
+_PARTICLE = re.compile(rf"(?<={_GLUED}){CJK.pattern}+[.,;:!?)\]}}'\"]*$")
+"""CJK text glued after the letters or digits that end a URL, e-mail address, path or
+file (``/etc/hosts를``, ``mina@x.io로``, ``https://x.io/a에서``): a particle or the next
+word, not part of the fact. CJK after a ``/`` or ``.`` (``/home/민아``, ``보고서.md``) stays."""
+
+_GLUED_BEFORE = re.compile(rf"{CJK.pattern}+(?={_GLUED})")
+"""CJK text glued before the letters or digits that start an e-mail address, path or file
+(``打开config.yaml``, ``연락처는mina@x.io``): the words before it, not part of the fact."""
 
 
 def _alternative(i: int, pattern: str, kind: str, *, cjk: bool) -> tuple[str, str]:
@@ -198,6 +211,10 @@ _SIGNED = frozenset(f"k{i}" for i, (_, kind) in enumerate(_PATTERNS)
                     if kind in ("number", "amount money", "percent"))
 """The groups of :data:`_FACT` whose facts take a minus sign before them (:data:`_MINUS`)."""
 
+_PARTICLED = frozenset(f"k{i}" for i, (_, kind) in enumerate(_PATTERNS)
+                      if kind in ("url link", "e-mail address", *_WORDY))
+"""The groups of :data:`_FACT` whose facts may run into a glued particle (:data:`_PARTICLE`)."""
+
 _MINUS = re.compile(rf"(?<![-\u2212.,+]){_STARTS}[-\u2212]")
 """A minus sign (``-`` or U+2212) that makes the number after it negative: one that no
 letter, digit or other sign is glued to before it, so ``10-20`` (a range), ``ABC-123``,
@@ -233,6 +250,12 @@ def fact_spans(text: str) -> list[tuple[int, int, str]]:
     for m in (_FACT_CJK if CJK.search(text) else _FACT).finditer(clean):
         s, e = m.start(), m.end()
         fact = m.group()
+        if m.lastgroup in _PARTICLED and (tail := _PARTICLE.search(fact)):
+            e -= len(fact) - tail.start()
+            fact = fact[: tail.start()]
+        if m.lastgroup in _PARTICLED and (head := _GLUED_BEFORE.match(fact)):
+            s += head.end()
+            fact = fact[head.end() :]
         if fact[0] not in "`" and fact[-1] in _TRAIL:  # sentence punctuation after a URL…
             stripped = fact.rstrip(_TRAIL)
             if fact.startswith(("http", "ftp", "www")):  # …but a ")" closing one in it

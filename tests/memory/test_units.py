@@ -217,6 +217,22 @@ def test_numbers_and_ids_glued_to_cjk_text_are_facts() -> None:
     assert fact_kind("010-1234-5678") == "phone number"
 
 
+def test_a_file_path_address_or_url_glued_to_cjk_text_is_a_fact_without_it() -> None:
+    """A Hangul particle after a file name made it no fact at all (``config.yaml을``), and
+    after a path, e-mail address or URL it was kept as part of it (``/etc/hosts를``,
+    ``mina@x.io로``): a file and an address that do not exist. CJK words glued before one
+    (``打开config.yaml``, ``연락처는mina@x.io``) were taken in the same way."""
+    assert extract_facts("config.yaml을 고치고 src/app.py를 열어 /etc/hosts를 보고 "
+                         "mina@x.io로 보내고 https://x.io/a에서 확인.") == (
+        "config.yaml", "src/app.py", "/etc/hosts", "mina@x.io", "https://x.io/a")
+    assert extract_facts("config.yamlを編集、打开config.yaml文件，연락처는mina@x.io로.") == (
+        "config.yaml", "mina@x.io")
+    # CJK after a "/" or "." is the fact's own
+    assert extract_facts("보고서.md를 https://ko.wikipedia.org/wiki/서울 에서") == (
+        "보고서.md", "https://ko.wikipedia.org/wiki/서울")
+    assert FactSpans("파일config.yaml을").spans == [(2, 13, "config.yaml")]
+
+
 @pytest.mark.parametrize(("text", "url"), [
     ("(see https://en.wikipedia.org/wiki/Foo_(bar))", "https://en.wikipedia.org/wiki/Foo_(bar)"),
     ("[Foo](https://en.wikipedia.org/wiki/Foo_(bar)).", "https://en.wikipedia.org/wiki/Foo_(bar)"),
