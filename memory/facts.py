@@ -87,7 +87,11 @@ _CURRENCY_CODE = (r"(?:USD|EUR|GBP|JPY|KRW|CNY|RMB|CHF|CAD|AUD|NZD|HKD|SGD|INR|S
                   r"|PLN|CZK|HUF|RUB|BRL|MXN|TWD|THB|ZAR|TRY)")
 """The ISO 4217 codes an amount is written with (a list: ``10 GPU`` is no amount)."""
 
-_FILE_TYPES = r"py|js|ts|tsx|json|ya?ml|toml|md|txt|csv|sql|sh|rs|go|java|c|h|cpp"
+_FILE_TYPES = (r"py|js|ts|tsx|json|ya?ml|toml|md|txt|csv|sql|sh|rs|go|java|c|h|cpp"
+               r"|html?|css|xml|ini|cfg|conf|log|pdf|docx?|xlsx?|pptx?|png|jpe?g|gif|svg|webp"
+               r"|zip|tar\.gz|tgz")
+"""The file types a name is a file by: code and configuration, and the documents, images
+and archives a user sends and asks about (``report_v2.pdf``, ``q1.xlsx``)."""
 
 _FILE_END = rf"(?:{_FILE_TYPES}){_ENDS}"
 """A file type ending a name: a letter or digit after it makes it no file type, but a

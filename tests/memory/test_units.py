@@ -233,6 +233,17 @@ def test_a_file_path_address_or_url_glued_to_cjk_text_is_a_fact_without_it() -> 
     assert FactSpans("파일config.yaml을").spans == [(2, 13, "config.yaml")]
 
 
+def test_a_document_image_or_archive_is_a_file_fact() -> None:
+    """Only code and configuration types made a file: ``report.pdf`` or ``q1.xlsx`` was no
+    fact, and ``report_v2.pdf는`` came back as the identifier ``report_v2``."""
+    assert extract_facts("send report_v2.pdf, q1.xlsx, deck.pptx and logo.png "
+                         "(index.html, backup.tar.gz)") == (
+        "report_v2.pdf", "q1.xlsx", "deck.pptx", "logo.png", "index.html", "backup.tar.gz")
+    assert extract_facts("report_v2.pdf는 어디?") == ("report_v2.pdf",)
+    assert extract_facts("docs/spec.pdf") == ("docs/spec.pdf",)
+    assert fact_kind("report_v2.pdf") == "file"
+
+
 @pytest.mark.parametrize(("text", "url"), [
     ("(see https://en.wikipedia.org/wiki/Foo_(bar))", "https://en.wikipedia.org/wiki/Foo_(bar)"),
     ("[Foo](https://en.wikipedia.org/wiki/Foo_(bar)).", "https://en.wikipedia.org/wiki/Foo_(bar)"),
