@@ -113,8 +113,9 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (rf"\b{_MONTH}\.? \d{{1,2}}(?:st|nd|rd|th)?(?:,? \d{{4}})?\b", "date"),
     (rf"\b\d{{1,2}}(?:st|nd|rd|th)? {_MONTH}(?: \d{{4}})?\b", "date"),
     (r"\b\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:\s?[AaPp][Mm])?\b", "time"),
-    (rf"(?:[$€£¥₩]|\b{_CURRENCY_CODE})\s?{_AMOUNT}(?:\s?(?:million|billion|[kKmMbB]n?){_ENDS})?",
-     "amount money"),  # $48,250.00, €1 234,56, EUR 1,200
+    (rf"(?:[$€£¥₩]|\b{_CURRENCY_CODE})\s?[-\u2212]?{_AMOUNT}"
+     rf"(?:\s?(?:million|billion|[kKmMbB]n?){_ENDS})?",
+     "amount money"),  # $48,250.00, €1 234,56, EUR 1,200, $-5
     (rf"\b{_AMOUNT_BEFORE}[ \u00a0\u202f]?(?:[€¥円원]|{_CURRENCY_CODE}{_ENDS})",
      "amount money"),  # 2 000 €, 48,250円, 1,200 EUR (not "42 $HOME": a shell variable)
     (r"\bv?\d+(?:\.\d+){2,3}(?:-[0-9A-Za-z.]+)?\b", "version"),  # three or four parts

@@ -340,6 +340,15 @@ def test_a_negative_number_or_amount_keeps_its_minus_sign() -> None:
     assert extract_facts("잔액은 -12.5이고 차액은−15,000원") == ("-12.5", "−15,000원")
 
 
+def test_an_amount_with_its_minus_sign_after_the_currency_is_one_negative_amount() -> None:
+    """``$-5`` and ``€-5`` were no fact at all, and ``$-1,000.50`` came back as the bare
+    number ``-1,000.50``: the currency lost."""
+    assert extract_facts("refund $-5, fee €-5, balance $-1,000.50 and EUR -1,200") == (
+        "$-5", "€-5", "$-1,000.50", "EUR -1,200")
+    assert fact_kind("$-1,000.50") == "amount money"
+    assert extract_facts("from $5-$10") == ("$5", "$10")  # a range stays two amounts
+
+
 def test_facts_line_and_limit() -> None:
     assert facts_line(()) == ""
     many = " ".join(f"T-{i}" for i in range(100))
