@@ -87,6 +87,10 @@ _CURRENCY_CODE = (r"(?:USD|EUR|GBP|JPY|KRW|CNY|RMB|CHF|CAD|AUD|NZD|HKD|SGD|INR|S
                   r"|PLN|CZK|HUF|RUB|BRL|MXN|TWD|THB|ZAR|TRY)")
 """The ISO 4217 codes an amount is written with (a list: ``10 GPU`` is no amount)."""
 
+_CJK_MULTIPLIER = r"(?:[十百千万萬亿億兆천백만억조]{1,2})"
+"""The multiplier of a CJK amount, glued to its number: ``300万元`` is three million yuan,
+``3천만 원`` thirty million won (one or two: ``3百万円``)."""
+
 _FILE_TYPES = (r"py|js|ts|tsx|json|ya?ml|toml|md|txt|csv|sql|sh|rs|go|java|c|h|cpp"
                r"|html?|css|xml|ini|cfg|conf|log|pdf|docx?|xlsx?|pptx?|png|jpe?g|gif|svg|webp"
                r"|zip|tar\.gz|tgz")
@@ -113,11 +117,12 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (rf"\b{_MONTH}\.? \d{{1,2}}(?:st|nd|rd|th)?(?:,? \d{{4}})?\b", "date"),
     (rf"\b\d{{1,2}}(?:st|nd|rd|th)? {_MONTH}(?: \d{{4}})?\b", "date"),
     (r"\b\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:\s?[AaPp][Mm])?\b", "time"),
-    (rf"(?:[$€£¥₩]|\b{_CURRENCY_CODE})\s?[-\u2212]?{_AMOUNT}"
-     rf"(?:\s?(?:million|billion|[kKmMbB]n?){_ENDS})?",
-     "amount money"),  # $48,250.00, €1 234,56, EUR 1,200, $-5
-    (rf"\b{_AMOUNT_BEFORE}[ \u00a0\u202f]?(?:[€¥円원]|{_CURRENCY_CODE}{_ENDS})",
-     "amount money"),  # 2 000 €, 48,250円, 1,200 EUR (not "42 $HOME": a shell variable)
+    (rf"(?:[$€£¥￥₩]|\b{_CURRENCY_CODE})\s?[-\u2212]?{_AMOUNT}"
+     rf"(?:\s?(?:million|billion|[kKmMbB]n?){_ENDS}|{_CJK_MULTIPLIER})?",
+     "amount money"),  # $48,250.00, €1 234,56, EUR 1,200, $-5, ￥300万
+    (rf"\b{_AMOUNT_BEFORE}{_CJK_MULTIPLIER}?[ \u00a0\u202f]?"
+     rf"(?:[€¥円원元]|{_CURRENCY_CODE}{_ENDS})",
+     "amount money"),  # 2 000 €, 48,250円, 1,200 EUR, 300万元 (not "42 $HOME": a shell variable)
     (r"\bv?\d+(?:\.\d+){2,3}(?:-[0-9A-Za-z.]+)?\b", "version"),  # three or four parts
     (r"\bv\d+(?:\.\d+)?\b", "version"),
     (r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{7,}\b", "hash"),

@@ -210,7 +210,7 @@ def test_numbers_and_ids_glued_to_cjk_text_are_facts() -> None:
     assert extract_facts("가격은15000원이고 전화는010-1234-5678입니다") == (
         "15000원", "010-1234-5678")
     assert extract_facts("金额为12345元，订单号A1234，截止2026-03-04。") == (
-        "12345", "A1234", "2026-03-04")
+        "12345元", "A1234", "2026-03-04")
     assert extract_facts("予算は48,250円、チケットTITAN-142です") == ("48,250円", "TITAN-142")
     assert extract_facts("数字１２３４５") == ("１２３４５",)  # full-width digits too
     assert extract_facts("보고서.md 파일") == ("보고서.md",)  # a file's name may be Hangul
@@ -317,6 +317,19 @@ def test_an_amount_with_its_currency_after_it_or_as_a_code_is_money() -> None:
     # a number before other capitals, or before a $ (a shell variable), is still a number
     assert extract_facts("10 GPU, 64 CPU cores, 25 EURO-pallets, echo 42 $HOME") == (
         "10", "64", "25", "42")
+
+
+def test_a_yuan_or_yen_amount_and_its_cjk_multiplier_are_one_amount() -> None:
+    """``1,200元`` and ``￥1,200`` came back as the bare number ``1,200``, ``300万元`` as
+    ``300`` (three hundred, not three million yuan), ``1.5억 원`` as ``1.5``, and ``5万円``
+    or ``3억원`` were no fact at all."""
+    text = ("价格是1,200元，合计￥1,200，预算300万元、共计 1200 元。予算5万円、￥300万。"
+            "3억원, 1.5억 원, 3천만 원")
+    facts = ("1,200元", "￥1,200", "300万元", "1200 元", "5万円", "￥300万", "3억원", "1.5억 원",
+             "3천만 원")
+    assert extract_facts(text) == facts
+    assert {fact_kind(f) for f in facts} == {"amount money"}
+    assert extract_facts("10万人, 2026년") == ("10", "2026")  # no currency: a number
 
 
 def test_an_amounts_multiplier_is_a_whole_word() -> None:
