@@ -123,7 +123,8 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (rf"\b{_AMOUNT_BEFORE}{_CJK_MULTIPLIER}?[ \u00a0\u202f]?"
      rf"(?:[€¥円원元]|{_CURRENCY_CODE}{_ENDS})",
      "amount money"),  # 2 000 €, 48,250円, 1,200 EUR, 300万元 (not "42 $HOME": a shell variable)
-    (r"\bv?\d+(?:\.\d+){2,3}(?:-[0-9A-Za-z.]+)?\b", "version"),  # three or four parts
+    (r"\bv?\d+(?:\.\d+){2,3}(?:-[0-9A-Za-z.]+)?(?:\+[0-9A-Za-z.]+)?\b",
+     "version"),  # three or four parts, a pre-release and build metadata (1.2.3-rc.1+b.7)
     (r"\bv\d+(?:\.\d+)?\b", "version"),
     (r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{7,}\b", "hash"),
     (r"(?:~|\.{1,2})(?:/[\w.@-]+)+/?"  # ~/a, ./a, ../a

@@ -362,6 +362,15 @@ def test_an_amount_with_its_minus_sign_after_the_currency_is_one_negative_amount
     assert extract_facts("from $5-$10") == ("$5", "$10")  # a range stays two amounts
 
 
+def test_a_version_keeps_its_build_metadata() -> None:
+    """``1.2.3+build.7`` came back cut to ``1.2.3`` (another build), and
+    ``v2.0.0-rc.1+sha.5114f85`` as ``v2.0.0-rc.1`` plus a "hash" ``5114f85``."""
+    assert extract_facts("ship 1.2.3+build.7, tag v2.0.0-rc.1+sha.5114f85. "
+                         "Python 3.10.1+ only; 1.0.0+build.7을 배포") == (
+        "1.2.3+build.7", "v2.0.0-rc.1+sha.5114f85", "3.10.1", "1.0.0+build.7")
+    assert fact_kind("v2.0.0-rc.1+sha.5114f85") == "version"
+
+
 def test_facts_line_and_limit() -> None:
     assert facts_line(()) == ""
     many = " ".join(f"T-{i}" for i in range(100))
