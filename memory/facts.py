@@ -87,6 +87,9 @@ _CURRENCY_CODE = (r"(?:USD|EUR|GBP|JPY|KRW|CNY|RMB|CHF|CAD|AUD|NZD|HKD|SGD|INR|S
                   r"|PLN|CZK|HUF|RUB|BRL|MXN|TWD|THB|ZAR|TRY)")
 """The ISO 4217 codes an amount is written with (a list: ``10 GPU`` is no amount)."""
 
+_DOLLAR_YEN = r"(?<![A-Za-z])(?:(?:US|HK|NT|NZ|AU?|CA?|SG?|MX|R)\$|(?:CN|JP)[¥￥])"
+"""A dollar or yen sign with its country before it: ``HK$500`` is no ``$500``."""
+
 _CJK_MULTIPLIER = r"(?:[十百千万萬亿億兆천백만억조]{1,2})"
 """The multiplier of a CJK amount, glued to its number: ``300万元`` is three million yuan,
 ``3천만 원`` thirty million won (one or two: ``3百万円``)."""
@@ -117,7 +120,7 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (rf"\b{_MONTH}\.? \d{{1,2}}(?:st|nd|rd|th)?(?:,? \d{{4}})?\b", "date"),
     (rf"\b\d{{1,2}}(?:st|nd|rd|th)? {_MONTH}(?: \d{{4}})?\b", "date"),
     (r"\b\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:\s?[AaPp][Mm])?\b", "time"),
-    (rf"(?:[$€£¥￥₩]|\b{_CURRENCY_CODE})\s?[-\u2212]?{_AMOUNT}"
+    (rf"(?:{_DOLLAR_YEN}|[$€£¥￥₩]|\b{_CURRENCY_CODE})\s?[-\u2212]?{_AMOUNT}"
      rf"(?:\s?(?:million|billion|[kKmMbB]n?){_ENDS}|{_CJK_MULTIPLIER})?",
      "amount money"),  # $48,250.00, €1 234,56, EUR 1,200, $-5, ￥300万
     (rf"\b{_AMOUNT_BEFORE}{_CJK_MULTIPLIER}?[ \u00a0\u202f]?"

@@ -332,6 +332,17 @@ def test_a_yuan_or_yen_amount_and_its_cjk_multiplier_are_one_amount() -> None:
     assert extract_facts("10万人, 2026년") == ("10", "2026")  # no currency: a number
 
 
+def test_a_dollar_or_yen_amount_keeps_its_country() -> None:
+    """``HK$500``, ``NT$300`` or ``A$30`` came back as ``$500``, ``$300``, ``$30``: US
+    dollars to whoever reads the sidecar, a different amount."""
+    text = "HK$500, NT$300, A$30, C$5, US$1,200, R$50, S$10, NZ$12.50, JP¥1,200 and -HK$5"
+    facts = ("HK$500", "NT$300", "A$30", "C$5", "US$1,200", "R$50", "S$10", "NZ$12.50",
+             "JP¥1,200", "-HK$5")
+    assert extract_facts(text) == facts
+    assert {fact_kind(f) for f in facts} == {"amount money"}
+    assert extract_facts("홍콩HK$500이다, ABC$5") == ("HK$500", "$5")
+
+
 def test_an_amounts_multiplier_is_a_whole_word() -> None:
     """The multiplier after an amount (k, M, bn, million) was taken from the next word's
     first letter: "$5 bananas" gave "$5 b" and "$5 billion" "$5 b", a different amount."""
