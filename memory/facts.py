@@ -141,11 +141,13 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"\b[A-Za-z_][A-Za-z0-9]*_[A-Za-z0-9_]+\b", "identifier name"),  # snake_case
     (r"\b[a-z]+(?:[A-Z][a-z0-9]*)+\b", "identifier name"),  # camelCase
     (r"\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{3,}\b", "id code"),  # letters + digits
-    (r"[+-]?\b\d[\d,]{0,200}(?:\.\d+)?\s?%", "percent"),
+    (r"[+-]?\b\d[\d,\u066c]{0,200}(?:[.\u066b]\d+)?\s?[%\uff05\u066a]",
+     "percent"),  # 12.5%, ５０％, Arabic ٣٫٥٪
     (r"\b\d{1,3}(?:(?:[\u00a0\u202f]\d{3})+(?:,\d+)?|(?: \d{3})+,\d+)(?!\d)",
      "number"),  # grouped by (no-break) spaces: 1 234,56 — not 234,56
     (r"\+?\d[\d ().-]{7,}\d\b", "phone number"),  # phone-like digit runs
-    (r"(?<![.,])\b\d+(?:[.,]\d+)+(?![\d])", "number"),  # with separators or decimals
+    (r"(?<![.,\u066b\u066c])\b\d+(?:[.,\u066b\u066c]\d+)+(?![\d])",
+     "number"),  # with separators or decimals, Arabic ones too: ١٬٢٣٤٫٥٦
     (r"(?<![.,])\b\d{2,}(?!\d)", "number"),  # two or more digits (also "2026년")
 )
 """What counts as a fact. Leftmost match wins; at one position, the first pattern that

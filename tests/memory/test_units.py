@@ -244,6 +244,16 @@ def test_a_document_image_or_archive_is_a_file_fact() -> None:
     assert fact_kind("report_v2.pdf") == "file"
 
 
+def test_a_number_with_arabic_separators_or_a_full_width_percent_is_a_fact_whole() -> None:
+    """``١٬٢٣٤٫٥٦`` (1,234.56 with the Arabic thousands and decimal separators) came back
+    as ``٢٣٤`` and ``٥٦``, ``٣٫٥٪`` was no fact, and ``٥٠٪`` or ``５０％`` lost the sign that
+    makes them a percentage."""
+    assert extract_facts("المبلغ ١٬٢٣٤٫٥٦ ريال بنسبة ٣٫٥٪ و ٥٠٪") == ("١٬٢٣٤٫٥٦", "٣٫٥٪", "٥٠٪")
+    assert extract_facts("５０％オフ") == ("５０％",)
+    assert [fact_kind(f) for f in ("١٬٢٣٤٫٥٦", "٣٫٥٪", "５０％")] == [
+        "number", "percent", "percent"]
+
+
 @pytest.mark.parametrize(("text", "url"), [
     ("(see https://en.wikipedia.org/wiki/Foo_(bar))", "https://en.wikipedia.org/wiki/Foo_(bar)"),
     ("[Foo](https://en.wikipedia.org/wiki/Foo_(bar)).", "https://en.wikipedia.org/wiki/Foo_(bar)"),
@@ -553,7 +563,7 @@ def test_bounded_fact_patterns_find_what_the_unbounded_ones_found() -> None:
     unbounded = re.compile(facts_module._FACT.pattern.replace(r"[\w.+-]{1,64}@", r"[\w.+-]+@")
                            .replace(r"[\w.-]{0,200}(?:", r"[\w.-]*(?:")
                            .replace(r"[\w-]{1,200}\.(?:py", r"[\w-]+\.(?:py")
-                           .replace(r"\d[\d,]{0,200}(?:\.\d+)?\s?%", r"\d[\d,]*(?:\.\d+)?\s?%"))
+                           .replace(r"\d[\d,\u066c]{0,200}(?:", r"\d[\d,\u066c]*(?:"))
     assert not any(b in unbounded.pattern for b in ("{1,64}", "{0,200}", "{1,200}"))
     data = resources.files("opticmem").joinpath("data", "sample_conversation.jsonl").read_text()
     text = "\n".join(json.loads(line)["text"] for line in data.splitlines() if line.strip())
