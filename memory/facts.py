@@ -104,10 +104,16 @@ _FILE_END = rf"(?:{_FILE_TYPES}){_ENDS}"
 """A file type ending a name: a letter or digit after it makes it no file type, but a
 Hangul particle or CJK text does (``config.yaml을``, ``main.py를``)."""
 
+_URL_CHAR = (r"[^\s<>\"'`\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40"
+             r"\uff5b-\uff65]")
+"""A character of a URL: no space, quote or bracket around it, and no CJK or full-width
+punctuation (``。``, ``，``, ``「」``, ``（）``): unsegmented text runs straight on after a
+URL, and a URL never holds those unencoded."""
+
 _PATTERNS: tuple[tuple[str, str], ...] = (
     # (pattern, the words that say what kind of fact it is)
-    (r"(?:https?|ftp)://[^\s<>\"'`]+", "url link"),
-    (r"\bwww\.[^\s<>\"'`]+", "url link"),
+    (rf"(?:https?|ftp)://{_URL_CHAR}+", "url link"),
+    (rf"\bwww\.{_URL_CHAR}+", "url link"),
     (r"[\w.+-]{1,64}@[\w-]+(?:\.[\w-]+)+", "e-mail address"),  # local part ≤ 64 (RFC 5321)
     (r"`[^`\n]{1,120}`", "code"),
     (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "id uuid"),

@@ -267,6 +267,16 @@ def test_a_url_keeps_its_own_parentheses_only(text: str, url: str) -> None:
     assert extract_facts(text) == (url,)
 
 
+def test_a_url_stops_at_cjk_punctuation() -> None:
+    """Chinese and Japanese text runs on after a URL with no space: the URL kept the
+    ``。``, ``，然后`` or ``」を参照`` after it, an address that does not exist."""
+    assert extract_facts("见https://x.io/a。然后https://x.io/b，然后「https://x.io/c」を参照、"
+                         "（www.x.io/d?q=1）") == (
+        "https://x.io/a", "https://x.io/b", "https://x.io/c", "www.x.io/d?q=1")
+    assert extract_facts("https://ko.wikipedia.org/wiki/서울") == (
+        "https://ko.wikipedia.org/wiki/서울",)  # CJK letters in a URL stay
+
+
 def test_a_timestamp_keeps_its_fraction_of_a_second_and_zone() -> None:
     """``…T12:30:00.123+09:00`` was cut after the seconds, and its zone came back as a time
     of its own (``09:00``); a log line's ``12:30:45,120`` lost its milliseconds."""
