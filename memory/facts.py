@@ -122,6 +122,7 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
      "ip address"),  # IPv6: [::1]:8080 (not a slice x[::2]), fe80::1, 2001:db8::/32
     (r"\b\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?"
      r"(?:Z|[+-]\d{2}:?\d{2})?)?\b", "date"),  # ISO 8601, to the nanosecond, with its zone
+    (r"\b\d{4}-W[0-5]\d(?:-[1-7])?\b", "date"),  # an ISO week: 2026-W09, 2026-W09-3
     (r"\b\d{1,2}/\d{1,2}/\d{2,4}\b", "date"),
     (rf"\b{_MONTH}\.? \d{{1,2}}(?:st|nd|rd|th)?(?:,? \d{{4}})?\b", "date"),
     (rf"\b\d{{1,2}}(?:st|nd|rd|th)? {_MONTH}(?: \d{{4}})?\b", "date"),

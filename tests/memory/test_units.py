@@ -277,6 +277,14 @@ def test_a_url_stops_at_cjk_punctuation() -> None:
         "https://ko.wikipedia.org/wiki/서울",)  # CJK letters in a URL stay
 
 
+def test_an_iso_week_date_is_a_fact_whole() -> None:
+    """``2026-W09`` came back as a number ``2026`` and an "id code" ``W09``, and
+    ``2026-W09-3`` as ``2026`` and a "ticket key" ``W09-3``: no date to find."""
+    assert extract_facts("sprint 2026-W09, demo 2026-W09-3; 2026-W10에 출시") == (
+        "2026-W09", "2026-W09-3", "2026-W10")
+    assert fact_kind("2026-W09-3") == "date"
+
+
 def test_a_timestamp_keeps_its_fraction_of_a_second_and_zone() -> None:
     """``…T12:30:00.123+09:00`` was cut after the seconds, and its zone came back as a time
     of its own (``09:00``); a log line's ``12:30:45,120`` lost its milliseconds."""
