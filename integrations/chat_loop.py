@@ -58,6 +58,10 @@ after the user turn was recorded):
   message passed in are, above);
 * a chat-completions response: ``{"choices": [{"message": {...}}, ...]}`` (the first
   choice), which is what an OpenAI-compatible endpoint's JSON body is;
+* a LangChain ``AIMessage`` (a LangChain chat model's answer, e.g. with
+  ``format="langchain"``): recorded as the LangChain integration records it — reasoning
+  and ``thinking`` blocks left out, tool calls (``tool_use`` blocks) as tool-call lines,
+  a refusal as its text;
 * an object with ``model_dump()`` (a pydantic model, such as the ``openai`` SDK's
   ``ChatCompletion`` or ``ChatCompletionMessage``): read as the dict it dumps to.
 
@@ -71,6 +75,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, overload
@@ -181,6 +186,8 @@ def _reply_turn(reply: object) -> dict[str, Any]:
     :class:`UnsupportedReplyError` for any other shape."""
     if isinstance(reply, str):
         return {"role": "assistant", "text": reply, "meta": None}
+    if (turn := _langchain_turn(reply)) is not None:
+        return turn
     dump = getattr(reply, "model_dump", None)
     data = dump() if callable(dump) and not isinstance(reply, Mapping) else reply
     if isinstance(data, Mapping) and "choices" in data:
@@ -197,6 +204,26 @@ def _reply_turn(reply: object) -> dict[str, Any]:
         "assistant message {'role': 'assistant', 'content': str}, a chat-completions "
         "response {'choices': [{'message': ...}]} or an object with model_dump()"
     )
+
+
+def _langchain_turn(reply: object) -> dict[str, Any] | None:
+    """The turn a LangChain ``AIMessage`` reply (what a LangChain chat model's ``invoke``
+    returns, e.g. behind ``format="langchain"``) is recorded as, by the LangChain
+    integration's own rules (:func:`~opticmem.integrations.langchain_messages.message_text`):
+    its text blocks, reasoning left out, provider-native tool-use copies left out in
+    favour of its tool calls (invalid ones too), a refusal in ``additional_kwargs`` kept.
+    Read through ``model_dump()`` instead, a reply with a reasoning or Anthropic
+    ``thinking``/``tool_use`` block was refused, and the model's answer lost. ``None``:
+    not a LangChain message (LangChain is only imported when the caller already has)."""
+    lc = sys.modules.get("langchain_core.messages")
+    if lc is None or not isinstance(reply, lc.AIMessage):
+        return None
+    from opticmem.integrations.langchain_messages import message_text
+
+    calls = [{"id": c.get("id"), "name": c.get("name")}
+             for c in [*reply.tool_calls, *reply.invalid_tool_calls]]
+    return {"role": "assistant", "text": message_text(reply),
+            "meta": {"tool_calls": calls} if calls else None}
 
 
 def _preview(value: object, limit: int = 120) -> str:

@@ -665,3 +665,30 @@ def test_developer_messages_are_the_calls_instructions_like_system_messages() ->
     assert model.sent[0] == [developer, {"role": "user", "content": "hello"}]
     assert [(t.role, t.text) for t in mem.turns("s")] == [
         ("user", "hello"), ("assistant", "reply 1")]
+
+
+@pytest.mark.parametrize(("blocks", "extra", "text"), [
+    ([{"type": "reasoning", "reasoning": "Let me think."},
+      {"type": "text", "text": "Titan ships in March."}], {}, "Titan ships in March."),
+    ([{"type": "thinking", "thinking": "hmm", "signature": "x"},
+      {"type": "text", "text": "Checking."},
+      {"type": "tool_use", "id": "t1", "name": "wx", "input": {"city": "Seoul"}}],
+     {"tool_calls": [{"name": "wx", "args": {"city": "Seoul"}, "id": "t1"}]},
+     'Checking.\n[tool call · wx · id t1] {"city": "Seoul"}'),
+    ("", {"additional_kwargs": {"refusal": "I can't help with that."}},
+     "I can't help with that."),
+], ids=["reasoning", "anthropic-thinking-tool-use", "openai-refusal"])
+def test_a_langchain_reply_is_recorded_as_the_langchain_integration_records_it(
+    blocks: Any, extra: dict[str, Any], text: str
+) -> None:
+    # format="langchain" hands chat_fn messages a LangChain model takes; its AIMessage,
+    # read through model_dump(), was refused when it held a reasoning, thinking or
+    # tool_use block (the answer lost), and its refusal was not recorded
+    from langchain_core.messages import AIMessage
+
+    answer = AIMessage(blocks, **extra)
+    mem = memory()
+    chat = with_memory(lambda messages: answer, mem, session="s", format="langchain")
+    assert chat("When does Titan ship?") is answer
+    assert [(t.role, t.text) for t in mem.turns("s")] == [
+        ("user", "When does Titan ship?"), ("assistant", text)]
