@@ -39,7 +39,7 @@ from opticmem.errors import BudgetError
 from opticmem.integrations.langchain_messages import context_messages, message_turns
 from opticmem.integrations.langchain_tokens import OpticalTokenCounter
 from opticmem.integrations.turn_text import newest_turn_tokens
-from opticmem.memory import OpticalMemory
+from opticmem.memory import OpticalMemory, _check_budget
 from opticmem.sessions import validate_session
 
 try:
@@ -58,7 +58,8 @@ class OpticalChatMessageHistory(BaseChatMessageHistory):
     Args:
         memory: the memory (several histories may share it, one per session).
         session: the session id (``RunnableWithMessageHistory``'s ``session_id``).
-        budget_tokens: budget of :attr:`messages` (default: the memory's).
+        budget_tokens: budget of :attr:`messages` (default: the memory's); a whole number
+            ≥ 1, else :class:`~opticmem.errors.BudgetError` here.
 
     >>> from opticmem import OpticalMemory
     >>> from langchain_core.messages import AIMessage, HumanMessage
@@ -74,7 +75,9 @@ class OpticalChatMessageHistory(BaseChatMessageHistory):
         super().__init__()
         self.memory = memory
         self.session = validate_session(session)
-        self.budget_tokens = budget_tokens
+        # a whole number ≥ 1, checked here: a 0, NaN, bool or str budget was kept and only
+        # refused when ``messages`` was first read, far from the code that passed it
+        self.budget_tokens = None if budget_tokens is None else _check_budget(budget_tokens)
         self._counter = OpticalTokenCounter(memory)
 
     def _next_target(self, ctx: Context, messages: list[BaseMessage]) -> int | None:

@@ -146,3 +146,13 @@ def test_any_budget_that_holds_the_newest_turn_shows_it_when_headings_outweigh_t
     with pytest.raises(BudgetError, match="newest turn") as small:
         OpticalChatMessageHistory(memory, "ops", budget_tokens=newest - 1).messages  # noqa: B018
     assert small.value.needed == newest
+
+
+@pytest.mark.parametrize("budget", [0, -5, float("nan"), 2.5, True, "100"])
+def test_an_invalid_budget_is_refused_at_construction(budget: Any) -> None:
+    # it was kept, and only refused when ``messages`` was first read
+    memory = OpticalMemory(codec=None)
+    with pytest.raises(BudgetError, match="budget_tokens"):
+        OpticalChatMessageHistory(memory, "alice", budget_tokens=budget)
+    history = OpticalChatMessageHistory(memory, "alice", budget_tokens=100)
+    assert history.budget_tokens == 100
