@@ -10,13 +10,16 @@
 * Text: string content as is. Content blocks (read through ``content_blocks``, LangChain's
   standard form): text blocks joined by newlines; images, audio, video and files become a
   marker line such as ``[image/png attachment, not archived]`` (the memory archives text;
-  the agent's state keeps the original); reasoning blocks are left out (providers do not
-  take them back as history). A refusal — a ``refusal`` block, or langchain-openai's
-  empty ``AIMessage`` with the model's words in ``additional_kwargs["refusal"]`` — is
-  archived as its text after the content, as the chat-loop wrapper archives an OpenAI
-  refusal (:func:`~opticmem.integrations.turn_text.refusal_text`). An ``AIMessage``'s
-  tool calls are written after its text as lines ``[tool call · NAME · id ID] {"arg":
-  ...}``, so the archive and the pages keep what was asked of which tool — its invalid
+  the agent's state keeps the original); a ``json`` block (a tool's structured result)
+  becomes its JSON, compact with sorted keys
+  (:func:`~opticmem.integrations.turn_text.json_text`); reasoning blocks are left out
+  (providers do not take them back as history). A refusal — a ``refusal`` block, or
+  langchain-openai's empty ``AIMessage`` with the model's words in
+  ``additional_kwargs["refusal"]`` — is archived as its text after the content, as the
+  chat-loop wrapper archives an OpenAI refusal
+  (:func:`~opticmem.integrations.turn_text.refusal_text`). An ``AIMessage``'s tool calls
+  are written after its text as lines ``[tool call · NAME · id ID] {"arg": ...}``, so
+  the archive and the pages keep what was asked of which tool — its invalid
   tool calls too (arguments that did not parse, written as the model sent them): the
   agent answers them with an error tool result.
 * Metadata kept with the turn: ``lc_id`` (the message id, how the middleware knows what
@@ -66,6 +69,7 @@ from opticmem.integrations.turn_text import (
     archived_parts,
     attachment_marker,
     headed,
+    json_text,
     refusal_text,
     repair_surrogates,
     tool_result_head,
@@ -102,6 +106,8 @@ def _block_text(block: Mapping[str, Any]) -> str | None:
         if isinstance(value, Mapping) and value.get("type") in ("tool_use", "thinking",
                                                                  "redacted_thinking"):
             return None  # provider-native copies of tool calls and reasoning
+        if isinstance(value, Mapping) and value.get("type") == "json":
+            return json_text(value.get("json"))  # a tool's JSON result: its data
         return f"[{value.get('type') if isinstance(value, Mapping) else 'unknown'} block]"
     if kind in ("server_tool_call", "server_tool_result"):
         return f"[{kind}: {json.dumps(block.get('args', block.get('output', '')), default=str)}]"

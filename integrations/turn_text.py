@@ -57,6 +57,22 @@ def tool_call_line(name: object, ident: object, args: object) -> str:
     return f"[tool call · {name if name else '?'}{head}] {text}"
 
 
+def json_text(value: object) -> str:
+    """``value`` (a tool's or provider's JSON data) as archived text: compact (no spaces
+    after separators), deterministic (keys sorted where they can be) and with non-ASCII
+    characters kept as they are (``\\uXXXX`` escapes would hide them from the pages,
+    recall and facts). Values JSON cannot hold are written as ``str()`` gives them.
+
+    >>> json_text({"city": "서울", "temp": 12.5, "alerts": []})
+    '{"alerts":[],"city":"서울","temp":12.5}'
+    """
+    try:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"),
+                          default=str)
+    except TypeError:  # keys of mixed types cannot be sorted
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def refusal_text(refusal: object) -> str | None:
     """What a refusal adds to the archived text: its own words, unmarked (``None``: no
     refusal, or an empty one).
@@ -243,6 +259,7 @@ __all__ = [
     "attachment_marker",
     "has_visible_text",
     "headed",
+    "json_text",
     "newest_turn_tokens",
     "part_marker",
     "refusal_text",

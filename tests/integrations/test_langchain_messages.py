@@ -185,3 +185,17 @@ def test_a_refusal_is_recorded_as_its_text_as_the_chat_loop_records_it(
     if isinstance(message.content, str):
         wire = {"role": "assistant", "content": message.content or None, "refusal": REFUSAL}
         assert reply_text(wire) == text  # both integrations store the same thing
+
+
+def test_a_json_block_is_archived_as_its_json() -> None:
+    # A tool's structured result ({"type": "json", "json": ...}) was archived as the
+    # placeholder "[json block]": its data was lost from the memory.
+    tool = ToolMessage(content=[{"type": "text", "text": "Forecast:"},
+                                {"type": "json", "json": {"city": "서울", "temp": 12.5,
+                                                          "alerts": ["rain"]}}],
+                       tool_call_id="c1", name="weather")
+    [turn] = message_turns(tool, OpticalMemory(codec=None))
+    assert turn["text"] == 'Forecast:\n{"alerts":["rain"],"city":"서울","temp":12.5}'
+    [listed] = message_turns(HumanMessage(content=[{"type": "json", "json": [1, None]}]),
+                             OpticalMemory(codec=None))
+    assert listed["text"] == "[1,null]"
