@@ -44,7 +44,6 @@ message after the first.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -110,7 +109,9 @@ def _block_text(block: Mapping[str, Any]) -> str | None:
             return json_text(value.get("json"))  # a tool's JSON result: its data
         return f"[{value.get('type') if isinstance(value, Mapping) else 'unknown'} block]"
     if kind in ("server_tool_call", "server_tool_result"):
-        return f"[{kind}: {json.dumps(block.get('args', block.get('output', '')), default=str)}]"
+        # non-ASCII kept: a search's query or results escaped as \uXXXX were unreadable on
+        # the pages and matched no recall or fact
+        return f"[{kind}: {json_text(block.get('args', block.get('output', '')))}]"
     return f"[{kind} block]"
 
 

@@ -199,3 +199,17 @@ def test_a_json_block_is_archived_as_its_json() -> None:
     [listed] = message_turns(HumanMessage(content=[{"type": "json", "json": [1, None]}]),
                              OpticalMemory(codec=None))
     assert listed["text"] == "[1,null]"
+
+
+def test_a_server_tool_call_and_result_keep_non_ascii_text() -> None:
+    # They were written with json.dumps' default ASCII escapes: a web search for 서울 날씨
+    # was archived as "\uc11c\uc6b8 ...", unreadable and matched by no recall.
+    ai = AIMessage(content=[
+        {"type": "server_tool_call", "name": "web_search", "args": {"query": "서울 날씨"},
+         "id": "s1"},
+        {"type": "server_tool_result", "tool_call_id": "s1", "status": "success",
+         "output": "맑음, 12°C"},
+        {"type": "text", "text": "맑아요."}])
+    [turn] = message_turns(ai, OpticalMemory(codec=None))
+    assert turn["text"] == ('[server_tool_call: {"query":"서울 날씨"}]\n'
+                            '[server_tool_result: "맑음, 12°C"]\n맑아요.')
