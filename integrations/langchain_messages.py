@@ -12,16 +12,17 @@
   marker line such as ``[image/png attachment, not archived]`` (the memory archives text;
   the agent's state keeps the original); a ``json`` block (a tool's structured result)
   becomes its JSON, compact with sorted keys
-  (:func:`~opticmem.integrations.turn_text.json_text`); reasoning blocks are left out
-  (providers do not take them back as history). A refusal — a ``refusal`` block, or
-  langchain-openai's empty ``AIMessage`` with the model's words in
+  (:func:`~opticmem.integrations.turn_text.json_text`); a provider's own block with text
+  (an OpenAI ``input_text``, an Anthropic ``search_result``) as that text; reasoning
+  blocks are left out (providers do not take them back as history). A refusal — a
+  ``refusal`` block, or langchain-openai's empty ``AIMessage`` with the model's words in
   ``additional_kwargs["refusal"]`` — is archived as its text after the content, as the
   chat-loop wrapper archives an OpenAI refusal
   (:func:`~opticmem.integrations.turn_text.refusal_text`). An ``AIMessage``'s tool calls
-  are written after its text as lines ``[tool call · NAME · id ID] {"arg": ...}``, so
-  the archive and the pages keep what was asked of which tool — its invalid
-  tool calls too (arguments that did not parse, written as the model sent them): the
-  agent answers them with an error tool result.
+  are written after its text as lines ``[tool call · NAME · id ID] {"arg": ...}``, so the
+  archive and the pages keep what was asked of which tool — its invalid tool calls too
+  (arguments that did not parse, written as the model sent them): the agent answers them
+  with an error tool result.
 * Metadata kept with the turn: ``lc_id`` (the message id, how the middleware knows what
   it already recorded), ``lc_type``, ``name``, ``tool_call_id``, ``tool_calls`` (ids and
   names), ``status`` of a failed tool result.
@@ -88,6 +89,24 @@ run streams: ``RunnableWithMessageHistory.stream`` stores the aggregated answer 
 REQUIRED_ROLES: tuple[str, ...] = ("user", "assistant", "tool", "system")
 """Roles the memory must accept for the LangChain integration to record every message."""
 
+def _provider_text(value: Mapping[str, Any]) -> str | None:
+    """The text a provider-native block LangChain has no standard type for carries
+    (``None``: none): its ``text`` (OpenAI Responses ``input_text``/``output_text``), or
+    the text parts of its ``content`` (an Anthropic ``search_result`` a tool returns).
+    Written as ``[input_text block]``, what the user or the tool said was lost."""
+    text = value.get("text")
+    if isinstance(text, str):
+        return text
+    content = value.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [p["text"] for p in content if isinstance(p, Mapping)
+                 and p.get("type") == "text" and isinstance(p.get("text"), str)]
+        return "\n".join(texts) if texts else None
+    return None
+
+
 def _block_text(block: Mapping[str, Any]) -> str | None:
     """What a standard content block contributes to the archived text (``None``: nothing)."""
     kind = block.get("type")
@@ -107,6 +126,8 @@ def _block_text(block: Mapping[str, Any]) -> str | None:
             return None  # provider-native copies of tool calls and reasoning
         if isinstance(value, Mapping) and value.get("type") == "json":
             return json_text(value.get("json"))  # a tool's JSON result: its data
+        if isinstance(value, Mapping) and (text := _provider_text(value)) is not None:
+            return text
         return f"[{value.get('type') if isinstance(value, Mapping) else 'unknown'} block]"
     if kind in ("server_tool_call", "server_tool_result"):
         # non-ASCII kept: a search's query or results escaped as \uXXXX were unreadable on

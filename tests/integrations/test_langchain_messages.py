@@ -213,3 +213,21 @@ def test_a_server_tool_call_and_result_keep_non_ascii_text() -> None:
     [turn] = message_turns(ai, OpticalMemory(codec=None))
     assert turn["text"] == ('[server_tool_call: {"query":"서울 날씨"}]\n'
                             '[server_tool_result: "맑음, 12°C"]\n맑아요.')
+
+
+def test_a_provider_block_with_text_is_archived_as_its_text() -> None:
+    # LangChain has no standard type for these and hands them over as non_standard
+    # blocks: the user's words and a tool's search result were archived as
+    # "[input_text block]" and "[search_result block]".
+    memory = OpticalMemory(codec=None)
+    [said] = message_turns(HumanMessage(content=[{"type": "input_text", "text": "Plan Titan"}]),
+                           memory)
+    assert said["text"] == "Plan Titan"
+    found = ToolMessage(content=[{"type": "search_result", "title": "Titan", "source": "wiki",
+                                  "content": [{"type": "text", "text": "Launch in March."},
+                                              {"type": "text", "text": "Budget $2M."}]}],
+                        tool_call_id="c1")
+    [result] = message_turns(found, memory)
+    assert result["text"] == "Launch in March.\nBudget $2M."
+    [marker] = message_turns(HumanMessage(content=[{"type": "mystery", "x": 1}]), memory)
+    assert marker["text"] == "[mystery block]"
