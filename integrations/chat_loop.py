@@ -55,7 +55,7 @@ after the user turn was recorded):
   speaks, ``{"content": None, "audio": {...}}`` (recorded as the audio's transcript; a
   message passed in with only the audio's id, as an audio marker), or one that calls
   tools (``tool_calls``, content ``None`` or text: recorded as the tool calls of a
-  message passed in are, above);
+  message passed in are, above; a custom tool's call as its free-form ``input``);
 * a chat-completions response: ``{"choices": [{"message": {...}}, ...]}`` (the first
   choice), which is what an OpenAI-compatible endpoint's JSON body is;
 * a LangChain ``AIMessage`` (a LangChain chat model's answer, e.g. with
@@ -299,10 +299,12 @@ def _turn_of(i: int, msg: Mapping[str, Any]) -> dict[str, Any]:
         )
     lines, called = [], []
     for call in calls:
-        fn = call.get("function")
-        fn = fn if isinstance(fn, Mapping) else call  # {"function": {...}} or flat
+        # {"function": {...}}, a custom tool's {"custom": {"name", "input"}} (free-form
+        # text: read as a function call, its name and input were lost) or flat
+        fn = next((f for f in (call.get("function"), call.get("custom"))
+                   if isinstance(f, Mapping)), call)
         lines.append(tool_call_line(fn.get("name"), call.get("id"),
-                                    fn.get("arguments", fn.get("args"))))
+                                    fn.get("arguments", fn.get("input", fn.get("args")))))
         called.append({"id": call.get("id"), "name": fn.get("name")})
     text = "\n".join([text, *lines] if text else lines)
     meta: dict[str, Any] = {k: msg[k] for k in ("name", "tool_call_id")

@@ -692,3 +692,17 @@ def test_a_langchain_reply_is_recorded_as_the_langchain_integration_records_it(
     assert chat("When does Titan ship?") is answer
     assert [(t.role, t.text) for t in mem.turns("s")] == [
         ("user", "When does Titan ship?"), ("assistant", text)]
+
+
+def test_a_custom_tool_call_is_recorded_with_its_name_and_input() -> None:
+    # OpenAI's custom tools answer {"type": "custom", "custom": {"name", "input"}}; read
+    # as a function call, the call was archived as "[tool call · ? · id call_1] {}"
+    reply = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "custom",
+         "custom": {"name": "run_sql", "input": "SELECT * FROM titan"}}]}
+    mem = memory()
+    chat = with_memory(lambda messages: reply, mem, session="s")
+    assert chat("Query Titan.") is reply
+    [_, turn] = mem.turns("s")
+    assert turn.text == "[tool call · run_sql · id call_1] SELECT * FROM titan"
+    assert turn.meta == {"tool_calls": [{"id": "call_1", "name": "run_sql"}]}
