@@ -55,7 +55,9 @@ after the user turn was recorded):
   speaks, ``{"content": None, "audio": {...}}`` (recorded as the audio's transcript; a
   message passed in with only the audio's id, as an audio marker), or one that calls
   tools (``tool_calls``, content ``None`` or text: recorded as the tool calls of a
-  message passed in are, above; a custom tool's call as its free-form ``input``);
+  message passed in are, above; a custom tool's call as its free-form ``input``), or
+  an Anthropic ``Message`` (``thinking`` blocks left out, ``tool_use`` blocks recorded
+  as tool calls, as the LangChain integration records them);
 * a chat-completions response: ``{"choices": [{"message": {...}}, ...]}`` (the first
   choice), which is what an OpenAI-compatible endpoint's JSON body is;
 * a LangChain ``AIMessage`` (a LangChain chat model's answer, e.g. with
@@ -117,12 +119,19 @@ class UnsupportedReplyError(OpticMemError, TypeError):
     is not."""
 
 
-def _text_of(content: object) -> str | None:
+_NOT_TEXT = ("thinking", "redacted_thinking", "tool_use")
+"""Anthropic content blocks of an assistant message that add no text of their own: its
+reasoning, left out as the LangChain integration leaves it out, and its tool calls,
+written after its text by :func:`_turn_of` (:func:`_tool_calls`)."""
+
+
+def _text_of(content: object, *, assistant: bool = False) -> str | None:
     """The text of a message ``content``: a string, or a list of parts joined by
     newlines — text parts (and the ``refusal`` parts an assistant's content may hold) as
     their text, attachments (``image_url``, ``input_audio``, ``file``…) as the marker the
-    LangChain integration archives them as (:func:`part_marker`). ``None`` when it holds
-    anything else."""
+    LangChain integration archives them as (:func:`part_marker`); in an ``assistant``
+    message, Anthropic's ``thinking`` and ``tool_use`` blocks add nothing here
+    (:data:`_NOT_TEXT`). ``None`` when it holds anything else."""
     if isinstance(content, str):
         return content
     if isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray)):
@@ -133,6 +142,8 @@ def _text_of(content: object) -> str | None:
             kind = part.get("type")
             if kind in ("text", "refusal") and isinstance(part.get(kind), str):
                 texts.append(part[kind])
+            elif assistant and kind in _NOT_TEXT:
+                continue
             elif (marker := part_marker(part)) is not None:
                 texts.append(marker)
             else:
@@ -158,7 +169,7 @@ def _message_text(msg: Mapping[str, Any], *, calls: bool = False) -> str | None:
     content = msg.get("content")
     if content is None:
         return "\n".join(extra) if extra or calls else None
-    text = _text_of(content)
+    text = _text_of(content, assistant=msg.get("role") == "assistant")
     if text is None:
         return None
     return "\n".join([text, *extra] if text else extra)
@@ -268,9 +279,11 @@ _HAPPENED = ("assistant", "tool")
 
 
 def _tool_calls(i: int, msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The OpenAI-style tool calls of an assistant input message (``[]``: none): its
-    ``tool_calls``, then its legacy ``function_call`` (a call with no id, which older
-    models and the ``functions`` parameter still produce)."""
+    """The tool calls of an assistant message (``[]``: none): its OpenAI ``tool_calls``,
+    its Anthropic ``tool_use`` content blocks (an Anthropic ``Message`` read through
+    ``model_dump()``: refused, the model's answer was lost), then its legacy
+    ``function_call`` (a call with no id, which older models and the ``functions``
+    parameter still produce)."""
     if msg.get("role") != "assistant":
         return []
     calls = msg.get("tool_calls") or []
@@ -278,11 +291,16 @@ def _tool_calls(i: int, msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
             and all(isinstance(c, Mapping) for c in calls)):
         raise InvalidTurnError(f"message {i}: tool_calls must be a list of tool-call dicts, "
                                f"got {_preview(calls)}")
+    content = msg.get("content")
+    uses = [{"id": p.get("id"), "function": {"name": p.get("name"),
+                                             "arguments": p.get("input")}}
+            for p in (content if isinstance(content, list) else [])
+            if isinstance(p, Mapping) and p.get("type") == "tool_use"]
     legacy = msg.get("function_call")
     if legacy and not isinstance(legacy, Mapping):
         raise InvalidTurnError(f"message {i}: function_call must be a dict with name and "
                                f"arguments, got {_preview(legacy)}")
-    return [*calls, {"function": legacy}] if legacy else list(calls)
+    return [*calls, *uses, *([{"function": legacy}] if legacy else [])]
 
 
 def _turn_of(i: int, msg: Mapping[str, Any]) -> dict[str, Any]:

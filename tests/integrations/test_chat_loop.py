@@ -706,3 +706,22 @@ def test_a_custom_tool_call_is_recorded_with_its_name_and_input() -> None:
     [_, turn] = mem.turns("s")
     assert turn.text == "[tool call · run_sql · id call_1] SELECT * FROM titan"
     assert turn.meta == {"tool_calls": [{"id": "call_1", "name": "run_sql"}]}
+
+
+def test_an_anthropic_message_reply_with_thinking_and_tool_use_is_recorded() -> None:
+    # An Anthropic Message (read through model_dump()) with a thinking or tool_use block
+    # was refused with UnsupportedReplyError after the model answered: the answer lost.
+    reply = {"id": "msg_1", "type": "message", "role": "assistant", "stop_reason": "tool_use",
+             "content": [{"type": "thinking", "thinking": "hmm", "signature": "x"},
+                         {"type": "text", "text": "Checking.", "citations": None},
+                         {"type": "tool_use", "id": "tu1", "name": "wx",
+                          "input": {"city": "서울"}}]}
+    mem = memory()
+    chat = with_memory(lambda messages: reply, mem, session="s")
+    assert chat("Weather in Seoul?") is reply
+    [_, turn] = mem.turns("s")
+    assert turn.text == 'Checking.\n[tool call · wx · id tu1] {"city": "서울"}'
+    assert turn.meta == {"tool_calls": [{"id": "tu1", "name": "wx"}]}
+    assert reply_text({**reply, "content": reply["content"][:1]}) == ""
+    with pytest.raises(InvalidTurnError, match="only text"):  # a user's is still refused
+        chat({"role": "user", "content": reply["content"]})
