@@ -25,6 +25,11 @@ the async twins ``aget_messages``, ``aadd_messages``, ``aclear``):
 * ``add_messages`` appends turns by the rules of
   :func:`~opticmem.integrations.langchain_messages.message_turns` (tool calls as text,
   attachments as markers, empty messages skipped, huge ones split).
+* a tool loop does not fit this surface: a stored tool call comes back as text, so a
+  ``ToolMessage`` passed as the next input would answer no call (OpenAI rejects that),
+  and handing the call back structured would break the chain whose next input is a
+  human message instead (a call left unanswered) — the history cannot see which input
+  comes next. Agents that call tools belong on the middleware.
 * ``clear`` erases the session (:meth:`~opticmem.OpticalMemory.delete_session`): turns,
   pages and every derived artefact — the store has no "empty but keep" operation, and
   a cleared history must not come back through recall.
