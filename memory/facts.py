@@ -104,6 +104,12 @@ _FILE_END = rf"(?:{_FILE_TYPES}){_ENDS}"
 """A file type ending a name: a letter or digit after it makes it no file type, but a
 Hangul particle or CJK text does (``config.yaml을``, ``main.py를``)."""
 
+_CJK_MERIDIEM = r"(?:午[前後]|[上下]午|오[전후]) ?"
+_CJK_HOUR = r"\d{1,2} ?[時时시](?![間间간])"
+_CJK_MINUTE = r"\d{1,2} ?[分분](?: ?\d{1,2} ?[秒초])?"
+"""A time written with CJK units: its morning or afternoon, hour (not ``3時間`` or
+``3시간``, a count of hours), and minute and second (``午後3時15分``, ``오후 3시 30분 5초``)."""
+
 _URL_CHAR = (r"[^\s<>\"'`\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40"
              r"\uff5b-\uff65]")
 """A character of a URL: no space, quote or bracket around it, and no CJK or full-width
@@ -126,6 +132,12 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"\b\d{1,2}/\d{1,2}/\d{2,4}\b", "date"),
     (rf"\b{_MONTH}\.? \d{{1,2}}(?:st|nd|rd|th)?(?:,? \d{{4}})?\b", "date"),
     (rf"\b\d{{1,2}}(?:st|nd|rd|th)? {_MONTH}(?: \d{{4}})?\b", "date"),
+    (rf"\b(?:(?:\d{{4}} ?[年년] ?)?\d{{1,2}} ?[月월] ?\d{{1,2}} ?[日일号號]"
+     rf"(?: ?(?:{_CJK_MERIDIEM})?{_CJK_HOUR}(?: ?{_CJK_MINUTE})?)?"
+     rf"|\d{{4}} ?[年년] ?\d{{1,2}} ?[月월])",
+     "date"),  # 2026年3月4日 15時30分, 2026년 3월 4일 오후 3시, 3月4日, 2026년 3월
+    (rf"(?:{_CJK_MERIDIEM}){_CJK_HOUR}(?: ?{_CJK_MINUTE})?|\b{_CJK_HOUR} ?{_CJK_MINUTE}",
+     "time"),  # 오후 3시, 午後3時15分, 15時30分 (a bare 3시 may be a count of hours)
     (r"\b\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d{1,9})?)?(?:\s?[AaPp][Mm])?\b", "time"),
     (rf"(?:{_DOLLAR_YEN}|[$€£¥￥₩]|\b{_CURRENCY_CODE})\s?[-\u2212]?{_AMOUNT}"
      rf"(?:\s?(?:million|billion|[kKmMbB]n?){_ENDS}|{_CJK_MULTIPLIER})?",

@@ -285,6 +285,22 @@ def test_an_iso_week_date_is_a_fact_whole() -> None:
     assert fact_kind("2026-W09-3") == "date"
 
 
+def test_a_cjk_date_or_time_is_a_fact_whole() -> None:
+    """``2026年3月4日`` and ``2026년 3월 4일`` came back as a bare number ``2026``, and
+    ``3月4日``, ``3월 4일`` or ``오후 3시 30분`` as no fact (``30`` at most): the day lost."""
+    assert extract_facts("마감은 2026년 3월 4일 오후 3시 30분까지, 리뷰는 3월 10일, "
+                         "출시는 2026년 4월에") == (
+        "2026년 3월 4일 오후 3시 30분", "3월 10일", "2026년 4월")
+    assert extract_facts("截止2026年3月4日下午3时。会议3月4号，15時30分に集合") == (
+        "2026年3月4日下午3时", "3月4号", "15時30分")
+    assert extract_facts("회의는 오후 3시에, 2026年3月4日15時30分45秒") == (
+        "오후 3시", "2026年3月4日15時30分45秒")
+    # a count of hours is no time, and a year alone stays a number
+    assert extract_facts("3월 4일 3시간 걸림, 3時間, 2026년") == ("3월 4일", "2026")
+    assert [fact_kind(f) for f in ("2026年3月4日", "3월 4일", "오후 3시 30분")] == [
+        "date", "date", "time"]
+
+
 def test_a_timestamp_keeps_its_fraction_of_a_second_and_zone() -> None:
     """``…T12:30:00.123+09:00`` was cut after the seconds, and its zone came back as a time
     of its own (``09:00``); a log line's ``12:30:45,120`` lost its milliseconds."""
