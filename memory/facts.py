@@ -157,6 +157,8 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (rf"\b[\w-]{{1,200}}\.{_FILE_END}", "file"),
     (r"#\d+\b", "ticket issue"),
     (r"\b[A-Z][A-Z0-9]*-\d+\b", "ticket issue key"),  # JIRA-style keys, and T-100
+    (r"\b\d{1,200}(?:\.\d{1,200})?[eE][+-]?\d{1,200}\b",
+     "number"),  # scientific: 6.02e23, 1e-10 (after "hash": 1234e56 is a short commit too)
     (r"\b[A-Za-z_][A-Za-z0-9]*_[A-Za-z0-9_]+\b", "identifier name"),  # snake_case
     (r"\b[a-z]+(?:[A-Z][a-z0-9]*)+\b", "identifier name"),  # camelCase
     (r"\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{3,}\b", "id code"),  # letters + digits
@@ -253,7 +255,7 @@ _PARTICLED = frozenset(f"k{i}" for i, (_, kind) in enumerate(_PATTERNS)
 _MINUS = re.compile(rf"(?<![-\u2212.,+]){_STARTS}[-\u2212]")
 """A minus sign (``-`` or U+2212) that makes the number after it negative: one that no
 letter, digit or other sign is glued to before it, so ``10-20`` (a range), ``ABC-123``,
-``1e-10`` and ``--25`` keep their numbers unsigned. Matching it only before a number
+``x-15`` and ``--25`` keep their numbers unsigned. Matching it only before a number
 found, not as part of the patterns, costs nothing where there is none."""
 
 _TERMINAL_ESCAPE = re.compile(

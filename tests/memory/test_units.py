@@ -404,8 +404,17 @@ def test_a_negative_number_or_amount_keeps_its_minus_sign() -> None:
     assert [fact_kind(f) for f in ("-$5", "-12.5", "−12.5", "−4,200 EUR")] == [
         "amount money", "number", "number", "amount money"]
     assert extract_facts("pages 10-20, ABC-123, x-15, 1e-12, --25 and 2026-03-04") == (
-        "10", "20", "ABC-123", "15", "12", "25", "2026-03-04")
+        "10", "20", "ABC-123", "15", "1e-12", "25", "2026-03-04")
     assert extract_facts("잔액은 -12.5이고 차액은−15,000원") == ("-12.5", "−15,000원")
+
+
+def test_a_number_in_scientific_notation_is_a_fact_whole() -> None:
+    """``6.02e23`` came back as ``6.02`` and ``1e-10`` as ``10``: other numbers altogether,
+    and ``2e5`` as an "id code"."""
+    assert extract_facts("N = 6.02e23, eps 1e-10, lr=-2.5E-3, x 1.5e+3; 2e5개, ~1e5 steps") == (
+        "6.02e23", "1e-10", "-2.5E-3", "1.5e+3", "2e5", "1e5")
+    assert [fact_kind(f) for f in ("6.02e23", "1e-10", "-2.5E-3")] == ["number"] * 3
+    assert extract_facts("commit 1234e56, 1e10x") == ("1234e56", "1e10x")  # a hash, an id
 
 
 def test_an_amount_with_its_minus_sign_after_the_currency_is_one_negative_amount() -> None:
@@ -587,8 +596,9 @@ def test_terms_and_passages() -> None:
 
 def test_bounded_fact_patterns_find_what_the_unbounded_ones_found() -> None:
     """The repetitions bounded to keep long runs linear (e-mail local part ≤ 64, a path's
-    or file's first name and a percent's digits ≤ 200) change nothing on real text: the
-    bundled demo conversation's facts are those of the unbounded patterns."""
+    or file's first name, a percent's digits and a scientific number's parts ≤ 200) change
+    nothing on real text: the bundled demo conversation's facts are those of the unbounded
+    patterns."""
     import json
     from importlib import resources
 
@@ -597,7 +607,9 @@ def test_bounded_fact_patterns_find_what_the_unbounded_ones_found() -> None:
     unbounded = re.compile(facts_module._FACT.pattern.replace(r"[\w.+-]{1,64}@", r"[\w.+-]+@")
                            .replace(r"[\w.-]{0,200}(?:", r"[\w.-]*(?:")
                            .replace(r"[\w-]{1,200}\.(?:py", r"[\w-]+\.(?:py")
-                           .replace(r"\d[\d,\u066c]{0,200}(?:", r"\d[\d,\u066c]*(?:"))
+                           .replace(r"\d[\d,\u066c]{0,200}(?:", r"\d[\d,\u066c]*(?:")
+                           .replace(r"\d{1,200}(?:\.\d{1,200})?[eE][+-]?\d{1,200}",
+                                    r"\d+(?:\.\d+)?[eE][+-]?\d+"))
     assert not any(b in unbounded.pattern for b in ("{1,64}", "{0,200}", "{1,200}"))
     data = resources.files("opticmem").joinpath("data", "sample_conversation.jsonl").read_text()
     text = "\n".join(json.loads(line)["text"] for line in data.splitlines() if line.strip())
