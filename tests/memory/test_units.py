@@ -618,6 +618,18 @@ def test_bounded_fact_patterns_find_what_the_unbounded_ones_found() -> None:
     assert found == [m.group() for m in unbounded.finditer(text)]
 
 
+def test_a_long_digit_run_no_pattern_takes_is_extracted_in_linear_time() -> None:
+    """The phone pattern was tried again at each digit of a run it failed on: a ``.`` and
+    20,000 digits ending in a letter took 6 s, a megabyte of them hours."""
+    import time
+
+    for text in ("." + "1" * 20_000 + "é", "전화." + "1" * 20_000 + "_"):
+        start = time.perf_counter()
+        assert extract_facts(text) == ()
+        assert time.perf_counter() - start < 1.0
+    assert extract_facts("tel.010-1234-5678, 1.234567890") == ("010-1234-5678", "1.234567890")
+
+
 @given(st.text(alphabet="ab9_-./:@# \n서울é", max_size=40))
 def test_compound_terms_start_only_where_a_word_does(text: str) -> None:
     """The look-behind that keeps long joiner-free runs linear changes no match: the same
