@@ -166,7 +166,8 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
      "percent"),  # 12.5%, ５０％, Arabic ٣٫٥٪
     (r"\b\d{1,3}(?:(?:[\u00a0\u202f]\d{3})+(?:,\d+)?|(?: \d{3})+,\d+)(?!\d)",
      "number"),  # grouped by (no-break) spaces: 1 234,56 — not 234,56
-    (r"(?<!\d)\+?\d[\d ().-]{7,}\d\b", "phone number"),  # phone-like digit runs
+    (r"(?<!\d)(?:(?:\+|\((?=\d{1,4}\)))?\d[\d ().-]{7,}\d|\b[2-9]\d{2}-\d{4})\b",
+     "phone number"),  # phone-like digit runs, (02) 3456-7812, a local 555-0199
     (r"(?<![.,\u066b\u066c])\b\d+(?:[.,\u066b\u066c]\d+)+(?![\d])",
      "number"),  # with separators or decimals, Arabic ones too: ١٬٢٣٤٫٥٦
     (r"(?<![.,])\b\d{2,}(?!\d)", "number"),  # two or more digits (also "2026년")

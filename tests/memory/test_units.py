@@ -462,6 +462,20 @@ def test_fact_keywords_are_the_cues_and_each_kind_once() -> None:
     assert fact_keywords((), ()) == ""
 
 
+def test_a_phone_number_with_its_area_code_in_parentheses_or_local_is_a_fact_whole() -> None:
+    """``(02) 3456-7812`` came back as ``02) 3456-7812`` (a stray parenthesis, the
+    opening one lost) and a 7-digit local ``555-0199`` as two bare numbers."""
+    assert extract_facts("tel (02) 3456-7812. or (415) 555-0199, local 555-0199; "
+                         "+1 (415) 555-0199, +44 20 7946 0958, +82 10-1234-5678, "
+                         "(010-1234-5678)") == (
+        "(02) 3456-7812", "(415) 555-0199", "555-0199", "+1 (415) 555-0199",
+        "+44 20 7946 0958", "+82 10-1234-5678", "010-1234-5678")
+    assert extract_facts("전화 555-0199로, 사무실 (02)3456-7812번") == (
+        "555-0199", "(02)3456-7812")
+    assert {fact_kind(f) for f in ("(02) 3456-7812", "555-0199")} == {"phone number"}
+    assert extract_facts("pages 10-20, T-555-0199") == ("10", "20", "T-555", "0199")
+
+
 def cues(text: str) -> dict[str, list[str]]:
     spans = FactSpans(text)
     return {f: spans.cue(i) for i, (_, _, f) in enumerate(spans.spans)}
