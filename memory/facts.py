@@ -104,6 +104,10 @@ _FILE_END = rf"(?:{_FILE_TYPES}){_ENDS}"
 """A file type ending a name: a letter or digit after it makes it no file type, but a
 Hangul particle or CJK text does (``config.yaml을``, ``main.py를``)."""
 
+_MM, _DD = r"(?:1[0-2]|0?[1-9])", r"(?:[12]\d|3[01]|0?[1-9])"
+"""A month's and a day's number, for the dates a path, a version or a phone number look
+like: ``2026/03/04`` and ``2026.03.04`` are dates, ``2026/99/1`` and ``2026.3.4`` no dates."""
+
 _CJK_MERIDIEM = r"(?:午[前後]|[上下]午|오[전후]) ?"
 _CJK_HOUR = r"\d{1,2} ?[時时시](?![間间간])"
 _CJK_MINUTE = r"\d{1,2} ?[分분](?: ?\d{1,2} ?[秒초])?"
@@ -130,6 +134,9 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
      r"(?:Z|[+-]\d{2}:?\d{2})?)?\b", "date"),  # ISO 8601, to the nanosecond, with its zone
     (r"\b\d{4}-W[0-5]\d(?:-[1-7])?\b", "date"),  # an ISO week: 2026-W09, 2026-W09-3
     (r"\b\d{1,2}/\d{1,2}/\d{2,4}\b", "date"),
+    (rf"\b(?:\d{{4}}(?:/{_MM}/{_DD}(?!/)|\.(?=\d\d\.\d\d){_MM}\.{_DD}(?!\.\d)|\. {_MM}\. {_DD})"
+     rf"|{_DD}\.{_MM}\.(?:19|20)\d\d(?!\.\d))\b",
+     "date"),  # 2026/03/04, 2026.03.04, 2026. 3. 4, 4.3.2026: no path or version
     (rf"\b{_MONTH}\.? \d{{1,2}}(?:st|nd|rd|th)?(?:,? \d{{4}})?\b", "date"),
     (rf"\b\d{{1,2}}(?:st|nd|rd|th)? {_MONTH}(?: \d{{4}})?\b", "date"),
     (rf"\b(?:(?:\d{{4}} ?[年년] ?)?\d{{1,2}} ?[月월] ?\d{{1,2}} ?[日일号號]"

@@ -285,6 +285,19 @@ def test_an_iso_week_date_is_a_fact_whole() -> None:
     assert fact_kind("2026-W09-3") == "date"
 
 
+def test_a_date_with_slashes_or_dots_is_a_date_not_a_path_version_or_phone() -> None:
+    """``2026/03/04`` was found as a "path", ``2026.03.04`` and ``04.03.2026`` as a
+    "version" and Korean ``2026. 3. 4.`` as a "phone number": a question for the date
+    did not find them by their kind."""
+    facts = extract_facts("due 2026/03/04, 2026.03.04, 4.3.2026 and 2026. 3. 4. (2026/3/31)")
+    assert facts == ("2026/03/04", "2026.03.04", "4.3.2026", "2026. 3. 4", "2026/3/31")
+    assert {fact_kind(f) for f in facts} == {"date"}
+    # a path, a version and no month stay what they were
+    assert [fact_kind(f) for f in extract_facts(
+        "logs/2026/03/04/x.log 2026.03.04.1 2026.3.4 v2026.03.04 2026/13/01")] == [
+        "path", "version", "version", "version", "path"]
+
+
 def test_a_cjk_date_or_time_is_a_fact_whole() -> None:
     """``2026年3月4日`` and ``2026년 3월 4일`` came back as a bare number ``2026``, and
     ``3月4日``, ``3월 4일`` or ``오후 3시 30분`` as no fact (``30`` at most): the day lost."""
