@@ -16,7 +16,8 @@ tier it was read at, the codec's confidence) and a way back to the archived orig
 turns (``include_original=True`` or :meth:`opticmem.OpticalMemory.original`).
 
 Tokenisation is Unicode-aware: words are lowercased (a plural ``s`` is stripped), CJK
-and Hangul runs also yield character bigrams so unsegmented text matches.
+and Hangul runs also yield character bigrams so unsegmented text matches, and a Latin word
+or number glued to them (``Titan은``, ``2026年``) is a term of its own as well.
 
 >>> idx = RecallIndex()
 >>> idx.set_page(0, [Doc(0, "recollection", "we moved Titan to March", 0.9, None)])
@@ -50,6 +51,9 @@ CJK = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\
                   r"\uac00-\ud7a3\uf900-\ufaff]")
 """A CJK, kana or Hangul character: runs of these also yield character bigrams (text
 without spaces, particles glued to words)."""
+NOT_CJK = re.compile(rf"[^{CJK.pattern[1:-1]}]+")
+"""A run of letters or digits not in :data:`CJK`: the Latin word or number inside a run of
+letters glued to CJK text (``Titan은``, ``2026年``, ``API를``)."""
 _STOP = """a an and are as at be but by did do does for from had has have he her his how i if
 in is it its me my of on or our she so that the their them then there these they this to us
 was we were what when where which who why will with you your"""
@@ -67,19 +71,35 @@ def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
     ['ori-140', 'ticket', 'ori', '140', 's', 'milestone', '서울', '서울', '파트너', '파트', '트너']
     """
     low = unicodedata.normalize("NFC", text).lower()
-    out: list[str] = [m.group() for m in COMPOUND.finditer(low)]
+    out: list[str] = []
+    for m in COMPOUND.finditer(low):
+        out.append(m.group())
+        if CJK.search(m.group()):  # ``zx-88123을``: also the compound without its particle
+            out.extend(c.group() for c in COMPOUND.finditer(CJK.sub(" ", m.group())))
     for m in WORD.finditer(low):
         w = m.group()
-        if drop_stopwords and w in STOPWORDS:
-            continue
         if CJK.search(w):  # unsegmented scripts: the run and its character bigrams
             out.append(w)
             out.extend(w[i : i + 2] for i in range(len(w) - 1))
+            # Korean glues particles onto Latin words and numbers (``Titan은``, ``API를``),
+            # Chinese and Japanese put no space around them (``2026年``): those words are
+            # terms too, or "Titan" would never find a page that says "Titan은".
+            out.extend(t for part in NOT_CJK.findall(w) if part != w
+                       if (t := _word(part, drop_stopwords)))
             continue
-        if len(w) > 4 and w.endswith("s") and not w.endswith("ss"):
-            w = w[:-1]
-        out.append(w)
+        if t := _word(w, drop_stopwords):
+            out.append(t)
     return out
+
+
+def _word(w: str, drop_stopwords: bool) -> str:
+    """The term of a word with no CJK in it: ``""`` for a dropped stopword, a plural
+    ``s`` stripped."""
+    if drop_stopwords and w in STOPWORDS:
+        return ""
+    if len(w) > 4 and w.endswith("s") and not w.endswith("ss"):
+        return w[:-1]
+    return w
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from opticmem.context import Context
 from opticmem.costs import PRESETS
 from opticmem.encoder.codec import CodecError, Recollection, VisionTokens
 from opticmem.facts import facts_line
+from opticmem.recall import terms
 from opticmem.store import Store
 from opticmem.stores import store_schemes
 from tests.memory.conftest import Clock
@@ -192,6 +193,21 @@ def test_recall_way_back_after_true_forgetting() -> None:
     bulk(mem, 200)
     [hit] = mem.recall("team", "TITAN-100", k=1, include_original=True)
     assert hit.page_no == 0 and hit.original == ()  # the raw text is gone, as asked
+
+
+def test_recall_finds_a_latin_word_or_id_glued_to_korean_or_cjk_text() -> None:
+    """Korean glues particles onto Latin words and ids (``Titan은``, ``ZX-88123을``) and
+    Chinese or Japanese put no space around them (``2026年``): the whole run was one term
+    with character bigrams, so "Titan" or "ZX-88123" never found the page."""
+    mem = OpticalMemory(codec=None, verbatim_turns=2)
+    mem.add("s", "user", "Titan은 2026-03-04에 출시합니다. 계약 ZX-88123을 확인했습니다.")
+    for i in range(60):
+        mem.add("s", "assistant", f"ok {i}, noted and filed " * 5)
+    for query in ("When does Titan launch?", "ZX-88123", "contract ZX-88123"):
+        [hit] = mem.recall("s", query, k=1)
+        assert hit.page_no == 0 and "2026-03-04" in hit.text, query
+    assert {"titan", "api", "2026", "zx-88123"} <= set(
+        terms("Titan은 API를 2026年 ZX-88123을"))
 
 
 GLITCH = "Noted: KX-9041 tracks the duplicate refund glitch in the settlement export."
