@@ -64,13 +64,15 @@ PASSAGE_LINES = 6
 
 
 def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
-    """Index terms of ``text``, from its NFC form: decomposed accents and Hangul jamo (as
-    macOS and some keyboards produce them) match their precomposed forms.
+    """Index terms of ``text``, from its NFKC form: decomposed accents and Hangul jamo (as
+    macOS and some keyboards produce them) match their precomposed forms, and full-width
+    letters, digits and signs (``ＯＲＤ－４４７１``, ``３月``, as Japanese and Chinese input
+    methods type them) match their ASCII forms.
 
     >>> terms("Ticket ORI-140's milestones: 서울 파트너")
     ['ori-140', 'ticket', 'ori', '140', 's', 'milestone', '서울', '서울', '파트너', '파트', '트너']
     """
-    low = unicodedata.normalize("NFC", text).lower()
+    low = unicodedata.normalize("NFKC", text).lower()
     out: list[str] = []
     for m in COMPOUND.finditer(low):
         out.append(m.group())

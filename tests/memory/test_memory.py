@@ -210,6 +210,18 @@ def test_recall_finds_a_latin_word_or_id_glued_to_korean_or_cjk_text() -> None:
         terms("Titan은 API를 2026年 ZX-88123을"))
 
 
+def test_recall_matches_full_width_letters_and_digits_with_ascii() -> None:
+    """Japanese and Chinese input methods type full-width letters and digits
+    (``ＯＲＤ－４４７１``, ``３月``): indexed as typed, "ORD-4471" never found them."""
+    mem = OpticalMemory(codec=None, verbatim_turns=2)
+    mem.add("s", "user", "案件ＯＲＤ－４４７１の予算は３月に承認されました。")
+    for i in range(60):
+        mem.add("s", "assistant", f"ok {i}, noted and filed " * 5)
+    [hit] = mem.recall("s", "ORD-4471", k=1)
+    assert hit.page_no == 0 and "４４７１" in hit.text  # shown as it was said
+    assert terms("ＯＲＤ－４４７１ Ｔｉｔａｎ ３月") == terms("ORD-4471 Titan 3月")
+
+
 GLITCH = "Noted: KX-9041 tracks the duplicate refund glitch in the settlement export."
 GLITCH_QUESTION = "Which ticket tracks the refund glitch?"
 
