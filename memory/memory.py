@@ -813,7 +813,8 @@ class OpticalMemory:
         kind; see :mod:`opticmem.recall`). With ``decode`` (default) the pages currently in
         context are read back first where needed. With ``include_original`` each passage
         carries the archived turns of its page (those not forgotten). An empty query, or
-        a ``k`` below 1, gives no passages; a ``k`` that is not a whole number raises
+        a ``k`` below 1, gives no passages; a query that is not a ``str`` (``None``,
+        ``bytes``) or a ``k`` that is not a whole number raises
         :class:`~opticmem.errors.ConfigurationError`.
 
         >>> mem = OpticalMemory(codec=None, verbatim_turns=2)
@@ -827,7 +828,12 @@ class OpticalMemory:
         session = validate_session(session)
         budget = self.budget_tokens if budget_tokens is None else _check_budget(budget_tokens)
         k = _whole_number(k, "k")
-        if not isinstance(query, str) or not query.strip() or k < 1:
+        if not isinstance(query, str):  # was "no passages": as if nothing matched
+            hint = " (decode bytes first: query.decode('utf-8'))" if isinstance(
+                query, (bytes, bytearray, memoryview)) else ""
+            raise ConfigurationError(
+                f"query must be a str, got {type(query).__name__}{hint}")
+        if not query.strip() or k < 1:
             return []
         try:
             asm = self._assemble(session, budget, None, pack=False)

@@ -119,6 +119,11 @@ REJECTED: list[tuple[str, Callable[[OpticalMemory], object], type[Exception], st
      "k must be a whole number"),
     ("recall k text", lambda m: m.recall("alice", "Titan", k="3"), ConfigurationError,  # type: ignore[arg-type]
      "k must be a whole number"),
+    # a query that is not text gave no passages, as if nothing matched (add takes bytes)
+    ("recall query bytes", lambda m: m.recall("alice", b"Titan"), ConfigurationError,  # type: ignore[arg-type]
+     r"query must be a str, got bytes \(decode"),
+    ("recall query None", lambda m: m.recall("alice", None), ConfigurationError,  # type: ignore[arg-type]
+     "query must be a str, got NoneType"),
     ("unknown tier", lambda m: m.page_png("alice", 0, "huge"), ConfigurationError,
      "unknown tier 'huge'"),
     # archive indices that are not whole numbers: SQLite truncated forget(2.5) to 2 and
