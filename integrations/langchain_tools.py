@@ -31,8 +31,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from opticmem.errors import ConfigurationError
 from opticmem.integrations.langchain_session import SessionSpec, resolve_session
-from opticmem.memory import OpticalMemory
+from opticmem.memory import OpticalMemory, _whole_number
 from opticmem.recall import Passage
 
 try:
@@ -246,13 +247,21 @@ def make_recall_tool(
 ) -> RecallTool:
     """A recall tool for ``memory``; ``session`` as in the middleware (default: the
     run's thread id). ``max_tokens`` caps the text the model gets (default: a quarter of
-    the memory's budget); the tool message's artifact always holds every passage whole."""
+    the memory's budget); the tool message's artifact always holds every passage whole.
+    A count that is not a whole number in its range raises
+    :class:`~opticmem.errors.ConfigurationError` (a ``ValueError``)."""
+    # "3" (from an environment variable) failed with a bare TypeError from "<", and True
+    # passed as k=1
+    k = _whole_number(k, "k")
     if k < 1:
-        raise ValueError(f"k must be ≥ 1, got {k}")
-    if max_tokens is not None and max_tokens < 1:
-        raise ValueError(f"max_tokens must be ≥ 1, got {max_tokens}")
+        raise ConfigurationError(f"k must be ≥ 1, got {k}")
+    if max_tokens is not None:
+        max_tokens = _whole_number(max_tokens, "max_tokens")
+        if max_tokens < 1:
+            raise ConfigurationError(f"max_tokens must be ≥ 1, got {max_tokens}")
+    max_original_chars = _whole_number(max_original_chars, "max_original_chars")
     if max_original_chars < 0:  # a negative cut clipped from the end, with a nonsense count
-        raise ValueError(f"max_original_chars must be ≥ 0, got {max_original_chars}")
+        raise ConfigurationError(f"max_original_chars must be ≥ 0, got {max_original_chars}")
     return RecallTool(memory=memory, session=session, k=k, name=name, description=description,
                       max_original_chars=max_original_chars, max_tokens=max_tokens)
 

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 
 pytest.importorskip("langchain.agents")
@@ -14,7 +15,7 @@ from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from opticmem import InvalidSessionError, OpticalMemory
+from opticmem import ConfigurationError, InvalidSessionError, OpticalMemory
 from opticmem.integrations import OpticalMemoryMiddleware, RecallTool, make_recall_tool
 from tests.integrations.fakes import SYSTEM, capturing, user_text
 
@@ -68,6 +69,16 @@ def test_recall_without_a_match_or_session(memory: OpticalMemory) -> None:
         make_recall_tool(memory, k=0)
     with pytest.raises(ValueError, match="max_original_chars must be ≥ 0, got -1"):
         make_recall_tool(memory, max_original_chars=-1)
+
+
+def test_tool_counts_that_are_not_whole_numbers_raise_a_typed_error(memory: OpticalMemory) -> None:
+    """k="3" (read from an environment variable) failed with a bare TypeError from "<",
+    and k=True made a tool that returned one passage."""
+    for bad in ({"k": "3"}, {"k": True}, {"k": None}, {"max_tokens": "600"},
+                {"max_original_chars": 1.5}):
+        with pytest.raises(ConfigurationError, match="must be a whole number"):
+            make_recall_tool(memory, **bad)
+    assert make_recall_tool(memory, k=np.int64(2), max_tokens=np.int32(600)).k == 2
 
 
 def test_a_huge_query_is_not_echoed_whole(memory: OpticalMemory) -> None:
