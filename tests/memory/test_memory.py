@@ -195,6 +195,21 @@ def test_recall_way_back_after_true_forgetting() -> None:
     assert hit.page_no == 0 and hit.original == ()  # the raw text is gone, as asked
 
 
+def test_forget_keeps_the_pages_recall_finds_and_delete_session_erases_them() -> None:
+    """What the README says of forgetting: ``forget`` drops the archived turns only (the
+    README called it "true forgetting", while recall still found the forgotten turns'
+    exact facts on their page); ``delete_session`` leaves nothing to recall."""
+    mem = OpticalMemory(codec=None)
+    bulk(mem, 200)
+    assert mem.forget("team", 200) == 200 and mem.turns("team") == []
+    [hit] = mem.recall("team", "TITAN-100", k=1, include_original=True)
+    assert hit.page_no == 0 and "TITAN-100" in hit.text and hit.original == ()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "**True forgetting**" not in readme and "delete_session(session)` erases" in readme
+    mem.delete_session("team")
+    assert mem.recall("team", "TITAN-100") == [] and mem.pages("team") == []
+
+
 def test_recall_finds_a_latin_word_or_id_glued_to_korean_or_cjk_text() -> None:
     """Korean glues particles onto Latin words and ids (``Titan은``, ``ZX-88123을``) and
     Chinese or Japanese put no space around them (``2026年``): the whole run was one term
