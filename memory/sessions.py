@@ -197,9 +197,35 @@ def validate_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
         raise InvalidTurnError(f"meta is not a JSON object with valid text: {exc}") from None
     except RecursionError:
         raise InvalidTurnError("meta is nested too deeply to store as JSON") from None
-    if any(not isinstance(k, str) for k in meta):
-        raise InvalidTurnError("meta keys must be strings")
+    bad = _non_string_key(meta)
+    if bad is not None:
+        where, key = bad
+        raise InvalidTurnError(
+            f"meta keys must be strings, got {key!r} in meta{where}: JSON would store it as "
+            "a string (and drop a value whose key then collides); convert it first")
     if size > MAX_META_BYTES:
         raise InvalidTurnError(f"meta is {size:,} bytes as JSON; the limit is {MAX_META_BYTES:,}")
     result: dict[str, Any] = json.loads(blob)
     return result
+
+
+def _non_string_key(meta: Mapping[str, Any]) -> tuple[str, object] | None:
+    """The first key that is not a string, at any depth of ``meta`` (an object's keys,
+    within objects and arrays), with where it is (``"['a'][0]"``; ``""`` at the top);
+    ``None`` if every key is a string.
+
+    JSON turns a number, ``True`` or ``None`` key into a string silently, so ``{1: "x"}``
+    would come back as ``{"1": "x"}`` and ``{1: "x", "1": "y"}`` lose a value. Walked
+    without recursion: the encoder has already bounded the depth, not this stack.
+    """
+    todo: list[tuple[str, object]] = [("", meta)]
+    while todo:
+        where, value = todo.pop()
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    return where, k
+                todo.append((f"{where}[{k!r}]", v))
+        elif isinstance(value, (list, tuple)):
+            todo.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+    return None

@@ -81,6 +81,14 @@ REJECTED: list[tuple[str, Callable[[OpticalMemory], object], type[Exception], st
      InvalidTurnError, "JSON"),
     ("meta nested too deep", lambda m: m.add("alice", "user", "hi", meta={"a": nested(5000)}),
      InvalidTurnError, "nested too deeply"),
+    # a nested key that is not a string was stored as JSON made it: {1: "x"} came back
+    # as {"1": "x"}, and {True: "t", "1": "u"} as {"1": "u"}, "t" lost (only the top
+    # level was checked)
+    ("meta nested int key", lambda m: m.add("alice", "user", "hi", meta={"tags": {1: "x"}}),
+     InvalidTurnError, r"meta keys must be strings, got 1 in meta\['tags'\]"),
+    ("meta key in a list", lambda m: m.add_many("alice", [
+        {"role": "user", "text": "hi", "meta": {"calls": [{"id": "c1"}, {None: "x"}]}}]),
+     InvalidTurnError, r"turn 0: meta keys must be strings, got None in meta\['calls'\]\[1\]"),
     ("session 10k chars", lambda m: m.add("x" * 10_000, "user", "hi"), InvalidSessionError,
      "limit is 256"),
     ("session empty", lambda m: m.add("", "user", "hi"), InvalidSessionError, "empty"),
