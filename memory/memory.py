@@ -172,6 +172,8 @@ class OpticalMemory:
         verbatim_turns: the newest turns always kept verbatim (≥ 1; default 8).
         render_settings: page layout (default: the codec's own layout when a codec
             instance that declares one is given, else 104×52 cells on a 1280-pixel page).
+            A session is read and written with the settings it was packed with: another
+            memory's raises :class:`~opticmem.errors.CorruptRecordError` from ``context``.
         page_max_tokens: optional limit on a page's text tokens (on top of the grid): a page
             closes before the line that would pass it, but always holds at least one line.
         recollect: ``"lazy"``, ``"background"``, ``"queue"`` or a
@@ -477,6 +479,7 @@ class OpticalMemory:
             page_count = self.store.page_count(session)
             self._check_cache(session)
             last = self._last_page(session, page_count)
+        self._check_layout(last)
         frontier = Frontier.after(last)
         stop = turn_count - self.verbatim_turns
         if stop <= frontier.seq:
@@ -517,6 +520,25 @@ class OpticalMemory:
                 self._worker.submit(session, [Job(p, Tier.LARGE) for p in sealed])
         return sealed
 
+    def _check_layout(self, last: PageRecord | None) -> None:
+        """Raise :class:`~opticmem.errors.CorruptRecordError` unless the session's newest
+        page ``last`` was packed with this memory's render settings.
+
+        Where the next page begins is a line of the layout that page was packed with:
+        read in another layout (other columns, timestamps on) it names another place in
+        the turn, and the turn's rest was silently left out of the context and off every
+        page (or shown twice). The session must be opened with the settings it was
+        written with, as drawing its pages needs anyway.
+        """
+        if last is not None and last.render_key != self._packer.render_key:
+            raise CorruptRecordError(
+                f"session {last.session[:200]!r} was packed with render settings "
+                f"{last.render_key} (its page {last.page_no}), but this memory renders "
+                f"{self._packer.render_key}: its next page would begin at the wrong place "
+                f"in turn {last.last_seq}. Open the memory with the render_settings the "
+                "session was written with."
+            )
+
     def _wholly_sealed(self, last: PageRecord, turns: Sequence[Turn]) -> int:
         """The first seq not wholly on sealed pages when ``last`` is the newest page.
 
@@ -555,6 +577,7 @@ class OpticalMemory:
         last = pages[-1] if pages else self._last_page(session, page_count)
         if last is not None and turn_count <= last.last_seq:
             turn_count = self._check_turn_log(session, last)
+        self._check_layout(last)
         frontier = Frontier.after(last)
         turns = self.store.get_turns(session, frontier.seq, turn_count)
         staging = [t for t in turns if t.seq < turn_count - self.verbatim_turns]

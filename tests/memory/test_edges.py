@@ -196,3 +196,29 @@ def test_extreme_budgets_fit_or_fail_only_on_the_newest_turn(
         assert (ctx.turns[-1].seq, ctx.turns[-1].text) == (newest.seq, newest.text)
         for fmt in ("langchain", "openai"):
             assert message_tokens(ctx.messages(fmt), m) == int(ctx.cost)
+
+
+def test_a_memory_with_other_render_settings_refuses_the_session_instead_of_losing_text() -> None:
+    # A turn longer than a page is sealed line by line; the next page begins at line 55
+    # of the 640-pixel layout. A memory with the default (wider) layout read that line
+    # number in its own layout, where the turn has fewer lines: its rest was left out of
+    # the context (as if the turn had ended with the page) and off every page it sealed.
+    from opticmem import CorruptRecordError
+
+    store = InMemoryStore()
+    narrow = OpticalMemory(store, codec=None, verbatim_turns=2,
+                           render_settings=RenderSettings(page_pixels=640))
+    words = " ".join(f"word{i}" for i in range(400))
+    for _ in range(6):
+        narrow.add("s", "user", words)
+    last = narrow.pages("s")[-1]
+    assert last.end_line < len(narrow._packer.layout(narrow.turns("s")[last.last_seq]).lines)
+    assert narrow.context("s").turns[0].partial  # the rest of that turn, shown verbatim
+
+    wide = OpticalMemory(store, codec=None, verbatim_turns=2)
+    with pytest.raises(CorruptRecordError, match="Open the memory with the render_settings"):
+        wide.context("s")
+    pages = store.page_count("s")
+    wide.add("s", "assistant", words)  # stored (durable), but seals nothing in its layout
+    assert store.turn_count("s") == 7 and store.page_count("s") == pages
+    assert narrow.context("s").turns[0].partial  # the right memory still shows it all
