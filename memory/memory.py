@@ -232,6 +232,11 @@ class OpticalMemory:
             _check_count("page_max_tokens", page_max_tokens)
         if decode_max_tokens is not None:
             _check_count("decode_max_tokens", decode_max_tokens)
+        if render_settings is not None and not isinstance(render_settings, RenderSettings):
+            # taken as given, it failed here with "'dict' object has no attribute 'key'"
+            raise ConfigurationError(
+                f"render_settings must be a RenderSettings or None, not "
+                f"{type(render_settings).__name__}; e.g. RenderSettings(max_rows=26)")
         if isinstance(roles, str):
             raise ConfigurationError(
                 f"roles must be a collection of role names, not the string {roles!r}")

@@ -234,6 +234,9 @@ def test_budget_error_names_the_needed_budget(mem: OpticalMemory) -> None:
     ({"decode_max_tokens": 0}, ConfigurationError, "decode_max_tokens"),
     ({"page_max_tokens": -1}, ConfigurationError, "page_max_tokens"),
     ({"roles": "user"}, ConfigurationError, "collection of role names"),
+    # was an AttributeError: 'dict' object has no attribute 'key'
+    ({"render_settings": {"max_rows": 26}}, ConfigurationError,
+     "render_settings must be a RenderSettings or None, not dict"),
     # a memory message with no role, or as a system or assistant message, carries images a
     # chat API refuses (OpenAI takes them only in user messages): it failed at send time
     ({"memory_role": None}, ConfigurationError, "memory_role must be one of 'user'.*None"),
