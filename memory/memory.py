@@ -240,6 +240,16 @@ class OpticalMemory:
         if isinstance(roles, str):
             raise ConfigurationError(
                 f"roles must be a collection of role names, not the string {roles!r}")
+        # Taken as given, an empty collection (or one of non-strings) made every add fail
+        # with "unknown role", and roles=5 or clock=5 failed with a bare TypeError.
+        role_names = tuple(roles) if isinstance(roles, Iterable) else ()
+        if not role_names or any(not isinstance(r, str) or not r.strip() for r in role_names):
+            raise ConfigurationError(
+                f"roles must be a non-empty collection of role names (strings), got {roles!r}")
+        if not callable(clock):
+            raise ConfigurationError(
+                f"clock must be a callable returning Unix seconds (like time.time), not "
+                f"{type(clock).__name__}")
         if memory_role not in MEMORY_ROLES:
             # None, "system" or "assistant" made every context with a page one the chat
             # API refuses (OpenAI: HTTP 400), and only when a page was first sealed
@@ -267,7 +277,7 @@ class OpticalMemory:
         self.recollect_mode: Recollect = recollect if isinstance(recollect, str) else "queue"
         self.keep_archive = keep_archive
         self.max_turn_chars = max_turn_chars
-        self.roles = frozenset(roles)
+        self.roles = frozenset(role_names)
         self.memory_role = memory_role
         self.clock = clock
         # The background thread holds the codec slot and the artefacts: their callbacks

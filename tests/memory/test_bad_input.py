@@ -234,6 +234,12 @@ def test_budget_error_names_the_needed_budget(mem: OpticalMemory) -> None:
     ({"decode_max_tokens": 0}, ConfigurationError, "decode_max_tokens"),
     ({"page_max_tokens": -1}, ConfigurationError, "page_max_tokens"),
     ({"roles": "user"}, ConfigurationError, "collection of role names"),
+    # accepted, and then every add failed ("unknown role 'user'; accepted roles: ") or
+    # raised a bare TypeError
+    ({"roles": []}, ConfigurationError, "non-empty collection of role names"),
+    ({"roles": ["user", None]}, ConfigurationError, "non-empty collection of role names"),
+    ({"roles": 5}, ConfigurationError, "non-empty collection of role names"),
+    ({"clock": 1_772_352_000.0}, ConfigurationError, "clock must be a callable"),
     # was an AttributeError: 'dict' object has no attribute 'key'
     ({"render_settings": {"max_rows": 26}}, ConfigurationError,
      "render_settings must be a RenderSettings or None, not dict"),
