@@ -612,10 +612,10 @@ class OpticalMemory:
         remember = False
         for p in pages:
             rank = page_count - 1 - p.page_no
-            level = self.policy.level(rank, now - p.last_ts)
+            level = self._policy_level(rank, now - p.last_ts)
             # Remember this clock only when it shows a page at a level the remembered one
             # (or, with none, a page of age 0) would not: a write per tier change at most.
-            before = self.policy.level(rank, (p.last_ts if seen is None else seen) - p.last_ts)
+            before = self._policy_level(rank, (p.last_ts if seen is None else seen) - p.last_ts)
             remember = remember or level != before
             price = self._price(p) if level < OUT else None
             prices.append(price)
@@ -637,6 +637,20 @@ class OpticalMemory:
             mark=result.mark, mark_changed=result.mark > stored and result.demotions > 0,
             clock=now if remember else seen, clock_changed=remember,
         )
+
+    def _policy_level(self, rank: int, age: float) -> int:
+        """The decay policy's level for a page, as a plain ``int`` clamped to 0–4.
+
+        A policy of the caller's own may compute levels with NumPy (``np.searchsorted``):
+        taken as they came, such a level went into the stored decay mark, and every
+        context under budget pressure then failed with a bare ``TypeError`` from ``json``.
+        A level that is not a whole number raises
+        :class:`~opticmem.errors.ConfigurationError`.
+        """
+        level = _whole_number(self.policy.level(rank, age),
+                              f"decay policy {self.policy.key!r}'s level (0 Large … 4 out) "
+                              f"of the page of rank {rank}")
+        return min(max(level, 0), OUT)
 
     def _check_turn_log(self, session: str, last: PageRecord) -> int:
         """The session's turn count, read again because the one read before was too short

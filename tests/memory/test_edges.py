@@ -222,3 +222,44 @@ def test_a_memory_with_other_render_settings_refuses_the_session_instead_of_losi
     wide.add("s", "assistant", words)  # stored (durable), but seals nothing in its layout
     assert store.turn_count("s") == 7 and store.page_count("s") == pages
     assert narrow.context("s").turns[0].partial  # the right memory still shows it all
+
+
+class _NumpyRank:
+    """A policy of a user's own that computes levels with NumPy (``np.int64``)."""
+
+    key = "numpy-rank"
+    max_pages = 8
+
+    def __init__(self, edges: list[float]) -> None:
+        self.edges = edges
+
+    def level(self, rank: int, age: float) -> int:
+        import numpy as np
+
+        return np.searchsorted(self.edges, rank, side="right")  # type: ignore[return-value]
+
+
+def test_a_policy_with_numpy_levels_works_under_budget_pressure() -> None:
+    # The level went into the stored decay mark as it came: once the budget demoted a
+    # page, every context failed with "Object of type int64 is not JSON serializable".
+    mem = OpticalMemory(codec=None, policy=_NumpyRank([1, 2, 4, 8]), verbatim_turns=2,
+                        render_settings=RenderSettings(max_rows=3))
+    for i in range(30):
+        mem.add("s", "user", f"turn {i}: " + "planning Titan " * 8)
+    assert [p.tier.value for p in mem.context("s").pages][-2:] == ["base", "large"]
+    ctx = mem.context("s", budget_tokens=400)
+    assert ctx.demotions > 0 and int(ctx.cost) <= 400
+    assert mem.context("s", budget_tokens=400).as_dict() == ctx.as_dict()
+
+
+def test_a_policy_level_that_is_not_a_whole_number_is_a_configuration_error() -> None:
+    class Halves(_NumpyRank):
+        def level(self, rank: int, age: float) -> int:
+            return 1.5  # type: ignore[return-value]
+
+    mem = OpticalMemory(codec=None, policy=Halves([]), verbatim_turns=2,
+                        render_settings=RenderSettings(max_rows=3))
+    for i in range(12):
+        mem.add("s", "user", f"turn {i}: " + "planning Titan " * 8)
+    with pytest.raises(ConfigurationError, match=r"level .* must be a whole number, got 1\.5"):
+        mem.context("s")
