@@ -157,5 +157,9 @@ def decay_policy(spec: DecayPolicy | PolicyName = "rank") -> DecayPolicy:
         policy: DecayPolicy = named[spec]()
         return policy
     if isinstance(spec, DecayPolicy):
+        # A policy of the caller's own is checked like the built-in ones: a max_pages of
+        # 2.5 was taken, and every context of a session with more pages failed with a
+        # bare TypeError slicing the page log.
+        _check_pages(f"{type(spec).__name__}.max_pages", spec.max_pages)
         return spec
     raise TypeError(f"not a decay policy: {spec!r}")

@@ -277,6 +277,18 @@ def test_numpy_timestamps_are_accepted() -> None:
         mem.add("s", "user", "hello", ts=np.bool_(True))
 
 
+class _OwnPolicy:
+    """A decay policy of a user's own (any object with ``key``, ``max_pages``, ``level``)."""
+
+    key = "own"
+
+    def __init__(self, max_pages: Any) -> None:
+        self.max_pages = max_pages
+
+    def level(self, rank: int, age: float) -> int:
+        return 0
+
+
 @pytest.mark.parametrize(("make", "message"), [
     (lambda: RankDecay(large=-1), "≥ 0"),
     (lambda: AgeDecay(large=60, base=10), "non-decreasing"),
@@ -287,6 +299,11 @@ def test_numpy_timestamps_are_accepted() -> None:
     (lambda: RankDecay(tiny="8"), "RankDecay.tiny .* whole number"),  # type: ignore[arg-type]
     (lambda: AgeDecay(max_pages=2.5), "AgeDecay.max_pages must be a whole number"),
     (lambda: PressureDecay(max_pages=True), "PressureDecay.max_pages must be a whole number"),
+    # a policy of one's own was not checked: every context of a session with more pages
+    # than 2.5 failed with a bare TypeError
+    (lambda: OpticalMemory(codec=None, policy=_OwnPolicy(2.5)),
+     "_OwnPolicy.max_pages must be a whole number of pages ≥ 0, got 2.5"),
+    (lambda: OpticalMemory(codec=None, policy=_OwnPolicy(-1)), "_OwnPolicy.max_pages"),
     (lambda: CostModel(message_overhead=-1), "message_overhead"),
     # 1.5 made every cost a float: Context.cost (an int) then disagreed with the messages
     (lambda: CostModel(message_overhead=1.5), "message_overhead must be a whole number"),  # type: ignore[arg-type]
