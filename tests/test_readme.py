@@ -21,3 +21,10 @@ def test_readme_example_runs(code: str, monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.chdir(tmp_path)
     exec(compile(code, str(README), "exec"), {"__name__": "readme"})
     assert "Let's plan Project Titan" in capsys.readouterr().out
+
+
+def test_readme_states_the_facts_cap_the_code_has() -> None:
+    from opticmem.facts import MAX_FACTS
+
+    text = " ".join(README.read_text().split())
+    assert f"the first {MAX_FACTS} distinct facts of a page" in text
