@@ -141,6 +141,7 @@ import math
 import os
 import re
 import struct
+import threading
 import time
 import weakref
 import zlib
@@ -956,6 +957,9 @@ class RedisStore(Store):
             asyncio.AbstractEventLoop, aredis.Redis | AsyncRedisCluster
         ] = weakref.WeakKeyDictionary()
         self._aclients_pid = os.getpid()
+        self._aclients_lock = threading.Lock()
+        """Guards the per-loop clients and gates: threads that each run event loops add
+        and drop them at once (iterating a dict another thread changes raises)."""
         # A cluster client from from_url has no blocking pool: at most this many calls
         # at a time per event loop, so tasks wait for a connection instead of failing
         self._aclient_limit = _aclient_limit
@@ -1166,19 +1170,22 @@ class RedisStore(Store):
             return self._aclient
         if self._aclient_factory is None:
             raise StoreError("this RedisStore has no async client")
-        if self._aclients_pid != os.getpid():
+        if self._aclients_pid != os.getpid():  # a forked child: the parent's lock may be held
             self._aclients, self._aclients_pid = weakref.WeakKeyDictionary(), os.getpid()
             self._agates = weakref.WeakKeyDictionary()
+            self._aclients_lock = threading.Lock()
         loop = asyncio.get_running_loop()
         c = self._aclients.get(loop)
         if c is None:
-            # A client's connections refer to its loop, so the weak key alone never lets
-            # go of a loop that ended (one asyncio.run per call: a client and a server
-            # connection each, for ever). Drop those; their sockets close as collected.
-            for ended in [lp for lp in self._aclients if lp.is_closed()]:
-                del self._aclients[ended]
-                self._agates.pop(ended, None)
-            c = self._aclients[loop] = self._aclient_factory()
+            with self._aclients_lock:
+                # A client's connections refer to its loop, so the weak key alone never
+                # lets go of a loop that ended (one asyncio.run per call: a client and a
+                # server connection each, for ever). Drop those; their sockets close as
+                # collected.
+                for ended in [lp for lp in self._aclients if lp.is_closed()]:
+                    del self._aclients[ended]
+                    self._agates.pop(ended, None)
+                c = self._aclients[loop] = self._aclient_factory()
         return c
 
     def _agate(self) -> AbstractAsyncContextManager[Any]:
@@ -1190,7 +1197,8 @@ class RedisStore(Store):
         loop = asyncio.get_running_loop()
         gate = self._agates.get(loop)
         if gate is None:
-            gate = self._agates[loop] = asyncio.Semaphore(self._aclient_limit)
+            with self._aclients_lock:
+                gate = self._agates[loop] = asyncio.Semaphore(self._aclient_limit)
         return gate
 
     @property

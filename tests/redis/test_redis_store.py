@@ -8,6 +8,8 @@ import asyncio
 import gc
 import json
 import logging
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -95,6 +97,33 @@ def test_event_loops_that_ended_leave_no_client_behind(
         time.sleep(0.05)
     assert len(raw.client_list()) - before <= 2
     assert store.turn_count("s") == 30
+
+
+def test_threads_each_running_event_loops_share_the_store(store: RedisStore) -> None:
+    """Many threads, each calling through an asyncio.run of its own (a threaded web
+    server's handlers), make and drop per-loop clients at once: that bookkeeping must
+    not fail a call with "dictionary changed size during iteration"."""
+    errors: list[BaseException] = []
+
+    def handler(i: int) -> None:
+        for j in range(40):
+            try:
+                asyncio.run(store.aappend_turn(f"s{i}", "user", f"t{j}", 0.0))
+            except Exception as exc:  # every failure is the finding
+                errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, as a loaded server does
+    try:
+        threads = [threading.Thread(target=handler, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert [store.turn_count(f"s{i}") for i in range(16)] == [40] * 16
 
 
 def test_existing_clients(redis_url: str) -> None:
