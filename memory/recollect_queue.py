@@ -41,6 +41,7 @@ from opticmem.redis_store import (
     RedisStore,
     encode_id,
     redact_url,
+    socket_timeout,
 )
 from opticmem.render import RenderSettings, Tier
 
@@ -200,6 +201,13 @@ class RedisRecollectQueue:
 
         return cls(redis.Redis.from_url(url, decode_responses=False), tenant=tenant,
                    where=redact_url(url))
+
+    def longest_block(self, seconds: float) -> float:
+        """``seconds``, or less: how long a blocking read may wait for new entries on this
+        queue's client. A wait as long as the client's ``socket_timeout`` would end in a
+        timeout error, not in an empty reply; so it is held to half of it."""
+        timeout = socket_timeout(self.client)
+        return seconds if timeout is None else min(seconds, timeout / 2)
 
     def _fail(self, what: str, exc: Exception) -> StoreError:
         kind = StoreUnavailableError if isinstance(exc, RETRYABLE_ERRORS) else StoreError

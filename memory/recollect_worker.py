@@ -240,7 +240,10 @@ class RecollectWorker:
             room = self.batch_size - len(entries)
             if room > 0:
                 more = self._claim_from != "0-0"  # pending entries left to look at
-                wait = None if entries or more or block <= 0 else max(1, round(block * 1000))
+                # no longer than the client's socket_timeout allows: an idle queue must
+                # give an empty reply, not a timeout error that backs the worker off
+                wait = (None if entries or more or block <= 0
+                        else max(1, round(q.longest_block(block) * 1000)))
                 got = client.xreadgroup(GROUP, self.consumer, {q.key: ">"}, count=room,
                                         block=wait)
                 for _, stream_entries in got or []:
@@ -252,7 +255,8 @@ class RecollectWorker:
     # ------------------------------------------------------------------ one step
     def step(self, block: float = 0.0) -> BatchReport | None:
         """Take one batch and deal with it; ``None`` if the queue had nothing for this
-        worker (after waiting up to ``block`` seconds for new entries)."""
+        worker (after waiting up to ``block`` seconds for new entries, or half the Redis
+        client's ``socket_timeout`` if that is shorter)."""
         t0 = time.perf_counter()
         entries, deliveries = self._take(block)
         if not entries:

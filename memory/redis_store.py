@@ -572,6 +572,15 @@ def _connection_kwargs(client: Any) -> Mapping[str, Any]:
     return kw if isinstance(kw, Mapping) else {}
 
 
+def socket_timeout(client: Any) -> float | None:
+    """Seconds ``client`` waits for a reply before it fails with a timeout (``None``: for
+    ever, or unknown): a blocking read must ask the server to wait less than that."""
+    timeout = _connection_kwargs(client).get("socket_timeout")
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
+        return float(timeout)
+    return None
+
+
 def _decodes_responses(client: Any) -> bool:
     return bool(_connection_kwargs(client).get("decode_responses", False))
 

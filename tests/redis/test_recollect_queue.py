@@ -1069,3 +1069,25 @@ def test_a_worker_run_once_gives_up_on_a_redis_that_stays_away(
         assert time.monotonic() - t0 < 5
     finally:
         store.close()
+
+
+def test_an_idle_worker_waits_no_longer_than_its_socket_timeout_allows(
+    redis_url: str, stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """A worker on the bots' store URL with a short ``socket_timeout`` (bots that must not
+    hang) waits for new entries within it: an idle queue is an empty step, not a timeout
+    error that makes the loop back off (up to 30 s) and log a warning each time."""
+    bot_store, _ = stores
+    store = RedisStore.from_store_url(f"{redis_url}?tenant={TENANT}&socket_timeout=0.3")
+    try:
+        worker = RecollectWorker(store, Digest())
+        t0 = time.monotonic()
+        assert worker.step(block=2.0) is None
+        assert time.monotonic() - t0 < 1.5
+        mem = bot(bot_store)
+        mem.add_many("ann", talk(24))
+        mem.context("ann")
+        report = worker.step(block=2.0)
+        assert report is not None and report.read > 0
+    finally:
+        store.close()
