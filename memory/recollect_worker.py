@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 from opticmem.artefacts import Artefacts, Item, Job
 from opticmem.codecs import CodecSlot
 from opticmem.encoder.codec import Codec
-from opticmem.errors import CorruptRecordError, OpticMemError, StoreError
+from opticmem.errors import ConfigurationError, CorruptRecordError, OpticMemError, StoreError
 from opticmem.recollect_queue import GROUP, QueuedPage, RedisRecollectQueue, group_is_gone
 from opticmem.recollectors import FailureLog
 from opticmem.records import PageRecord
@@ -121,7 +121,9 @@ class RecollectWorker:
     faster than one CPU core draws them (``benchmarks/results/queue_speed.md``).
     ``forget_idle``: workers of the group that hold no entries and were not heard from
     for this long (killed ones) are taken out of it, checked every ten minutes.
-    Close the worker (or use it as a context manager) to stop them."""
+    Close the worker (or use it as a context manager) to stop them. ``queue`` (default:
+    the store's tenant's) must serve the store's tenant (else
+    :class:`~opticmem.errors.ConfigurationError`)."""
 
     def __init__(
         self,
@@ -145,6 +147,14 @@ class RecollectWorker:
         for name, seconds in (("claim_idle", claim_idle), ("forget_idle", forget_idle)):
             if not seconds > 0:
                 raise ValueError(f"{name} must be positive seconds, got {seconds!r}")
+        if queue is not None and queue.tenant != store.tenant:
+            # Its entries name sessions of the queue's tenant: looked up in this store's,
+            # every one would be acknowledged as gone (or, where the ids and pages
+            # match, read into the wrong tenant), so that tenant's pages go unread.
+            raise ConfigurationError(
+                f"the recollection queue serves tenant {queue.tenant!r} but the store holds "
+                f"tenant {store.tenant!r}: open the store with ?tenant={queue.tenant} (or "
+                "leave queue out: the store's tenant's queue is used)")
         self.store = store
         self.codec = codec
         self.queue = queue or RedisRecollectQueue.for_store(store)

@@ -1091,3 +1091,25 @@ def test_an_idle_worker_waits_no_longer_than_its_socket_timeout_allows(
         assert report is not None and report.read > 0
     finally:
         store.close()
+
+
+def test_a_worker_refuses_a_queue_of_another_tenant_than_its_store(
+    redis_url: str, stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """Entries name sessions of their queue's tenant: a worker that looked them up in
+    another tenant's store would acknowledge every one as gone, and that tenant's pages
+    would never be read by any worker."""
+    bot_store, _ = stores
+    mem = bot(bot_store)
+    mem.add_many("ann", talk(24))
+    mem.context("ann")
+    queue = RedisRecollectQueue.for_store(bot_store)
+    waiting = queue.stats().waiting
+    assert waiting > 0
+    other = RedisStore.from_url(redis_url, tenant="other")
+    try:
+        with pytest.raises(ConfigurationError, match=r"tenant 'acme'.*tenant 'other'"):
+            RecollectWorker(other, Digest(), queue=queue)
+    finally:
+        other.close()
+    assert queue.stats().waiting == waiting  # nothing taken, nothing acknowledged
