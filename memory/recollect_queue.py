@@ -31,9 +31,10 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 from opticmem.artefacts import Job, page_id
-from opticmem.errors import CorruptRecordError, StoreError, StoreUnavailableError
+from opticmem.errors import CorruptRecordError, StoreError, StoreUnavailableError, StoreURLError
 from opticmem.records import PageRecord
 from opticmem.redis_store import (
     REDIS_ERRORS,
@@ -196,11 +197,21 @@ class RedisRecollectQueue:
         return cls(store._sync(), tenant=store.tenant, where=store.url)
 
     @classmethod
-    def from_url(cls, url: str, *, tenant: str = "default") -> RedisRecollectQueue:
-        import redis
-
-        return cls(redis.Redis.from_url(url, decode_responses=False), tenant=tenant,
-                   where=redact_url(url))
+    def from_url(cls, url: str, *, tenant: str | None = None) -> RedisRecollectQueue:
+        """The queue on the Redis server at ``url``: a plain Redis URL, or the bots' store
+        URL (``redis://…?tenant=acme&ttl=86400``, ``?cluster=1``), opened as
+        :meth:`RedisStore.from_store_url <opticmem.redis_store.RedisStore.from_store_url>`
+        opens it. ``tenant`` defaults to the URL's ``?tenant=`` (else ``"default"``); one
+        that differs from it raises :class:`~opticmem.errors.StoreURLError`, as a bad URL
+        does."""
+        store = RedisStore.from_store_url(url)
+        named = any(k == "tenant" for k, _ in parse_qsl(urlsplit(url).query))
+        if tenant is not None and named and tenant != store.tenant:
+            store.close()
+            raise StoreURLError(f"tenant {tenant!r} conflicts with ?tenant={store.tenant} in "
+                                f"{redact_url(url)}: give the tenant once")
+        return cls(store._sync(), tenant=store.tenant if tenant is None else tenant,
+                   where=store.url)
 
     def longest_block(self, seconds: float) -> float:
         """``seconds``, or less: how long a blocking read may wait for new entries on this

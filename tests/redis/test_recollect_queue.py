@@ -31,7 +31,7 @@ from opticmem import InMemoryStore, OpticalMemory, RenderSettings, Tier
 from opticmem.artefacts import Item, Job, rec_key
 from opticmem.cli import app
 from opticmem.encoder.codec import Recollection, VisionTokens
-from opticmem.errors import ConfigurationError, StoreUnavailableError
+from opticmem.errors import ConfigurationError, StoreUnavailableError, StoreURLError
 from opticmem.recollect_queue import (
     GROUP,
     QueuedPage,
@@ -1113,3 +1113,30 @@ def test_a_worker_refuses_a_queue_of_another_tenant_than_its_store(
     finally:
         other.close()
     assert queue.stats().waiting == waiting  # nothing taken, nothing acknowledged
+
+
+def test_a_queue_opened_from_the_bots_store_url_serves_its_tenant(
+    redis_url: str, stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """The store URL every bot and worker is given (``?tenant=…&ttl=…``) opens the queue
+    of that tenant: not the default tenant's queue, failing its first call with a bare
+    TypeError about a connection argument."""
+    bot_store, _ = stores
+    mem = bot(bot_store)
+    mem.add_many("ann", talk(24))
+    mem.context("ann")
+    waiting = RedisRecollectQueue.for_store(bot_store).stats().waiting
+    assert waiting > 0
+    queue = RedisRecollectQueue.from_url(f"{redis_url}?tenant={TENANT}&ttl=86400")
+    try:
+        assert queue.tenant == TENANT and queue.key == stream_key(TENANT)
+        assert queue.stats().waiting == waiting
+    finally:
+        queue.client.close()
+    plain = RedisRecollectQueue.from_url(redis_url, tenant=TENANT)  # as before
+    assert plain.stats().waiting == waiting
+    plain.client.close()
+    with pytest.raises(StoreURLError, match="conflicts"):
+        RedisRecollectQueue.from_url(f"{redis_url}?tenant={TENANT}", tenant="other")
+    with pytest.raises(StoreURLError, match="ttl"):
+        RedisRecollectQueue.from_url(f"{redis_url}?tenant={TENANT}&ttl=soon")
