@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 import time
 from importlib import resources
@@ -75,8 +76,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                            codec=None if args.codec == "none" else "bundled",
                            recollect=args.recollect)
     sessions = [f"user-{i}" for i in range(args.sessions)]
-    if args.fresh:
-        await asyncio.gather(*(memory.adelete_session(s) for s in sessions))
+    if args.fresh:  # every session an earlier run left, however many it served
+        earlier = [s for s in await store.asessions() if re.fullmatch(r"user-\d+", s)]
+        await asyncio.gather(*(memory.adelete_session(s) for s in {*sessions, *earlier}))
     largest = 0
 
     async def model(messages: list[dict[str, Any]]) -> dict[str, Any]:
