@@ -77,10 +77,29 @@ SAMPLE_CONVERSATION = "data/sample_conversation.jsonl"
 SAMPLE_QUESTIONS = "data/sample_questions.json"
 
 
+@app.callback()
+def _tolerate_narrow_terminals() -> None:
+    # Runs before every command (and its --help). A stdout whose encoding lacks a character
+    # printed — PYTHONIOENCODING=ascii, a cp1252 console — would raise UnicodeEncodeError
+    # midway, after ``ingest`` stored its turns: such characters are written as \uXXXX
+    # instead, as Python's own stderr writes them.
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if callable(reconfigure) and getattr(sys.stdout, "errors", None) == "strict":
+        reconfigure(errors="backslashreplace")
+
+
 def report(data: dict[str, Any], as_json: bool) -> None:
-    """Print ``data`` as one JSON object when ``as_json`` (human output is the caller's)."""
+    """Print ``data`` as one JSON object when ``as_json`` (human output is the caller's).
+
+    Non-ASCII characters are written as themselves where stdout can encode them and as
+    JSON ``\\u`` escapes where it cannot, so the line is valid JSON either way."""
     if as_json:
-        sys.stdout.write(json.dumps(data, ensure_ascii=False, sort_keys=False) + "\n")
+        text = json.dumps(data, ensure_ascii=False, sort_keys=False)
+        try:
+            text.encode(getattr(sys.stdout, "encoding", None) or "utf-8")
+        except (UnicodeEncodeError, LookupError):
+            text = json.dumps(data, ensure_ascii=True, sort_keys=False)
+        sys.stdout.write(text + "\n")
 
 
 def fail(message: str, as_json: bool, code: int = 1) -> typer.Exit:

@@ -220,6 +220,29 @@ def test_human_output_prints_brackets_and_colons_as_given(
     assert result.exit_code == 1 and "session '[red]:ok:' has no turns" in result.stderr
 
 
+def test_a_stdout_that_cannot_encode_hangul_or_emoji_gets_escapes_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """Under PYTHONIOENCODING=ascii (or a cp1252 console) ``ingest --json`` stored its turns
+    and then died in a UnicodeEncodeError printing the session's name (a rerun was then
+    refused: the session already held them); human tables and ``worker --help`` (its
+    "redis://…") died the same way."""
+    ascii_runner = CliRunner(charset="ascii")
+    src = tmp_path / "k.jsonl"
+    src.write_text('{"session": "한국😀", "role": "user", "text": "안녕 😀 – ×"}\n',
+                   encoding="utf-8")
+    url = f"sqlite:///{tmp_path}/m.db"
+    result = ascii_runner.invoke(app, ["ingest", str(src), "--store", url, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["sessions"] == {"한국😀": 1}
+    result = ascii_runner.invoke(app, ["inspect", "한국😀", "--store", url])
+    assert result.exit_code == 0, result.output
+    assert "Session '\\ud55c\\uad6d\\U0001f600'" in result.stdout
+    result = ascii_runner.invoke(app, ["worker", "--help"])
+    assert result.exit_code == 0, result.output
+    assert "redis://\\u2026" in result.stdout
+
+
 def test_render_text_and_transcript(sample: tuple[Path, Path], tmp_path: Path) -> None:
     conv, _ = sample
     d = run_json("render", str(conv), "--out", str(tmp_path / "p"), "--tiers", "large,tiny")
