@@ -627,7 +627,12 @@ def render(
         for n, page in enumerate(pages):
             for tier in chosen:
                 path = out_dir / f"page-{n:04d}-{tier.value}.png"
-                path.write_bytes(png_bytes(render_page(page, tier)))
+                try:
+                    path.write_bytes(png_bytes(render_page(page, tier)))
+                except OSError as exc:  # a full disk, a read-only mount, a directory there
+                    raise fail(f"cannot write {path}: {exc.strerror or exc}; {len(files)} of "
+                               f"{len(pages) * len(chosen)} files were written before it",
+                               as_json) from exc
                 files.append(str(path))
                 bar.advance(task)
     seconds = time.perf_counter() - t0

@@ -263,6 +263,20 @@ def test_render_text_and_transcript(sample: tuple[Path, Path], tmp_path: Path) -
     assert result.exit_code == 1 and "no tiers given" in result.stdout
 
 
+def test_render_reports_a_page_file_it_cannot_write(tmp_path: Path) -> None:
+    """A page that could not be written (a read-only mount, a full disk, a directory of
+    that name) ended render in a FileNotFoundError/IsADirectoryError traceback."""
+    txt = tmp_path / "note.txt"
+    txt.write_text("hello world", encoding="utf-8")
+    out = tmp_path / "pages"
+    (out / "page-0000-base.png").mkdir(parents=True)
+    message = _json_error(["render", str(txt), "--out", str(out)])
+    assert message.startswith(f"cannot write {out / 'page-0000-base.png'}: ")
+    assert message.endswith("1 of 4 files were written before it")
+    result = runner.invoke(app, ["render", str(txt), "--out", str(out)])
+    assert result.exit_code == 1 and "cannot write" in result.stderr
+
+
 def test_help_lists_commands() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
