@@ -536,20 +536,30 @@ def ingest(
                            f"{more}; nothing stored. Pass --append to add these turns "
                            f"after them", as_json)
         task = bar.add_task(f"ingesting {file.name}", total=len(turns))
-        i = 0
-        while i < len(turns):  # consecutive lines of one session go in one batch
-            j = i
-            while j < len(turns) and turns[j].session == turns[i].session and j - i < 1000:
-                j += 1
-            sid = turns[i].session
-            try:
-                mem.add_many(sid, [t.as_input() for t in turns[i:j]])
-            except OpticMemError as exc:  # the store failed (locked, gone): say what it holds
-                raise fail(f"{exc}; {sum(counts.values())} of {len(turns)} turns were stored "
-                           f"before it", as_json) from exc
-            counts[sid] = counts.get(sid, 0) + (j - i)
-            bar.advance(task, j - i)
-            i = j
+        i = j = 0
+        try:
+            while i < len(turns):  # consecutive lines of one session go in one batch
+                j = i
+                while j < len(turns) and turns[j].session == turns[i].session and j - i < 1000:
+                    j += 1
+                sid = turns[i].session
+                try:
+                    mem.add_many(sid, [t.as_input() for t in turns[i:j]])
+                except OpticMemError as exc:  # the store failed (locked, gone): say so
+                    raise fail(f"{exc}; {sum(counts.values())} of {len(turns)} turns were "
+                               f"stored before it", as_json) from exc
+                counts[sid] = counts.get(sid, 0) + (j - i)
+                bar.advance(task, j - i)
+                i = j
+        except KeyboardInterrupt:  # typer would exit 130 silently, the store half filled
+            shown = ", ".join(f"{s!r} ({n} turns)" for s, n in list(counts.items())[:5])
+            # the batch in hand is stored whole or not at all, but may have been stored
+            # (and the interrupt come while its pages were sealed)
+            in_hand = (f"; the {j - i} turns of {turns[i].session!r} being added then may "
+                       f"be stored too" if i < j else "")
+            raise fail(f"interrupted (Ctrl-C); {sum(counts.values())} of {len(turns)} turns "
+                       f"were stored before it" + (f": {shown}" if shown else "") + in_hand,
+                       as_json, code=128 + signal.SIGINT) from None
         pages = {s: mem.store.page_count(s) for s in counts}
     seconds = time.perf_counter() - t0
     summary = {

@@ -153,6 +153,34 @@ def test_ingest_reports_a_store_that_fails_midway_and_what_it_stored(
         assert s.turn_count("a") == 1 and s.turn_count("b") == 0
 
 
+def test_ctrl_c_during_ingest_exits_130_saying_what_was_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C midway through a long ingest exited 130 with nothing on stdout or stderr,
+    leaving the sessions before it stored (and a rerun refused) without a word."""
+    from opticmem.memory import OpticalMemory
+
+    real_add_many = OpticalMemory.add_many
+
+    def add_many(self: OpticalMemory, session: str, *args: object, **kwargs: object) -> object:
+        if session == "b":
+            raise KeyboardInterrupt
+        return real_add_many(self, session, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(OpticalMemory, "add_many", add_many)
+    src = tmp_path / "two.jsonl"
+    src.write_text('{"session": "a", "role": "user", "text": "first"}\n'
+                   '{"session": "b", "role": "user", "text": "second"}\n')
+    db = tmp_path / "m.db"
+    result = runner.invoke(app, ["ingest", str(src), "--store", f"sqlite:///{db}", "--json"])
+    assert result.exit_code == 130, result.output
+    message = json.loads(result.stdout)["error"]
+    assert message == ("interrupted (Ctrl-C); 1 of 2 turns were stored before it: 'a' (1 "
+                       "turns); the 1 turns of 'b' being added then may be stored too")
+    result = runner.invoke(app, ["ingest", str(src), "--store", f"sqlite:///{tmp_path}/n.db"])
+    assert result.exit_code == 130 and "interrupted (Ctrl-C)" in result.stderr
+
+
 def test_ingesting_a_file_again_is_refused_unless_appending(tmp_path: Path) -> None:
     """Running the same ingest twice stored every turn a second time, silently."""
     src = tmp_path / "chat.jsonl"
