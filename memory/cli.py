@@ -325,7 +325,8 @@ def demo(
         Path | None, typer.Option(help="JSON-lines transcript (default: the bundled sample)")
     ] = None,
     questions: Annotated[
-        Path | None, typer.Option(help="Questions JSON (default: the bundled sample)")
+        Path | None, typer.Option(help="Questions JSON (default: the bundled sample's, "
+                                       "asked of the bundled sample only)")
     ] = None,
     session: Annotated[str | None, typer.Option(help="Session to show (default: largest)")] = (
         None
@@ -342,7 +343,10 @@ def demo(
 ) -> None:
     """Replay the sample conversation through the memory and show what fits the budget."""
     _check_sheet(sheet, as_json)
-    to_ask = _read_questions(questions, recalls, as_json)
+    # the sample's questions are about the sample: asked of the user's own transcript they
+    # find nothing, or a page that happens to hold their turn number
+    to_ask = ([] if questions is None and transcript is not None
+              else _read_questions(questions, recalls, as_json))
     path = transcript or _package_file(SAMPLE_CONVERSATION)
     if not path.is_file():
         why = ("the sample conversation is not installed; pass --transcript FILE"

@@ -83,6 +83,19 @@ def test_demo_names_a_missing_transcript_as_the_users_file(tmp_path: Path) -> No
         assert message in error and "not installed" not in error, error
 
 
+def test_demo_asks_the_sample_questions_only_of_the_sample(sample: tuple[Path, Path]) -> None:
+    """`demo --transcript mine.jsonl` asked the bundled sample's questions (Project Titan's
+    launch date, Mina's e-mail…) of the user's conversation, reporting "no" for each, or
+    "yes, its turn is on a page" wherever the sample's turn number happened to be."""
+    conv, qs = sample
+    d = run_json("demo", "--transcript", str(conv), "--codec", "none")
+    assert d["recalls"] == []
+    result = runner.invoke(app, ["demo", "--transcript", str(conv), "--codec", "none"])
+    assert result.exit_code == 0 and "Recall" not in result.stdout
+    d = run_json("demo", "--transcript", str(conv), "--questions", str(qs), "--codec", "none")
+    assert isinstance(d["recalls"], list) and len(d["recalls"]) == 3  # asked when given
+
+
 def test_ingest_then_inspect(sample: tuple[Path, Path], tmp_path: Path) -> None:
     conv, _ = sample
     url = f"sqlite:///{tmp_path}/m.db"
