@@ -9,6 +9,7 @@ tier, reads them back with a codec, and prints and writes the precision table an
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Any, cast, get_args
@@ -218,6 +219,8 @@ def eval_command(
     model.batch_size = batch_size
     try:  # now, not after every page was read (the check above sees only a file there)
         out.mkdir(parents=True, exist_ok=True)
+        # a directory that exists but takes no files (no permission, a read-only mount)
+        tempfile.TemporaryFile(dir=out).close()
     except OSError as exc:  # a file on its path, no permission
         raise _bad_option(f"cannot use {out} as a directory: {exc.strerror or exc}", "--out",
                           as_json) from None
@@ -233,7 +236,13 @@ def eval_command(
             "device": str(model.device),
             "tiers": [t.value for t in tier_list], "seconds": round(time.perf_counter() - t0, 1),
             "text_tokens": "bundled byte-level BPE tokens of the page transcript"}
-    write_results(scores, out, meta)
+    try:
+        write_results(scores, out, meta)
+    except OSError as exc:  # the disk filled up, the directory went away while reading
+        from opticmem.cli import fail
+
+        raise fail(f"cannot write the results to {out}: {exc.strerror or exc}",
+                   as_json) from None
     if as_json:
         typer.echo(json.dumps({"meta": meta, "summary": [asdict(r) for r in rows]}))
     else:

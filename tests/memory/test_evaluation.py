@@ -236,6 +236,37 @@ def test_eval_command_refuses_an_out_it_cannot_make_before_reading_any_page(
     assert error.startswith("--out: cannot use") and str(text / "eval") in error
 
 
+@pytest.mark.skipif(not (weights_dir() / "model.safetensors.index.json").is_file(),
+                    reason="no bundled weights in this checkout")
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_eval_command_refuses_an_out_that_takes_no_files_and_reports_a_failed_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An --out that exists but takes no files (no permission, a read-only mount; /proc
+    even for root) passed the checks, and the results' write ended in a traceback after
+    every page had been read; a write that fails then (a full disk) is a one-line error."""
+    text = tmp_path / "mine.txt"
+    text.write_text("Titan ships on 2026-03-04.\n", encoding="utf-8")
+
+    def no_reading(*args: object, **kwargs: object) -> list[PageScore]:
+        return []
+
+    monkeypatch.setattr("opticmem.evaluation.evaluate", no_reading)
+    args = ["eval", "--text-file", str(text), "--device", "cpu", "--tiers", "tiny", "--json"]
+    result = CliRunner().invoke(app, [*args, "--out", "/proc"])
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["error"].startswith("--out: cannot use /proc as a dir")
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("opticmem.evaluation.write_results", disk_full)
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.stdout) == {
+        "error": f"cannot write the results to {tmp_path / 'o'}: No space left on device"}
+
+
 def test_summary_rows_mean_over_pages_pool_ids_and_bucket_half_open() -> None:
     def score(page: int, tokens: int, precision: float, found: int, total: int,
               hangul: bool = False) -> PageScore:
