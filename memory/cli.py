@@ -17,6 +17,7 @@ import logging
 import signal
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -265,6 +266,13 @@ def _check_sheet(sheet: Path | None, as_json: bool) -> None:
                    as_json)
     if not sheet.parent.is_dir():
         raise fail(f"--sheet {sheet}: no directory {sheet.parent}", as_json)
+    if sheet.is_dir():
+        raise fail(f"--sheet {sheet}: a directory, not a file", as_json)
+    try:  # a directory that takes no files: no permission, a read-only mount
+        tempfile.TemporaryFile(dir=sheet.parent).close()
+    except OSError as exc:
+        raise fail(f"--sheet {sheet}: cannot write in {sheet.parent}: {exc.strerror or exc}",
+                   as_json) from None
 
 
 def _save_sheet(image: Any, sheet: Path, as_json: bool) -> str:

@@ -528,6 +528,24 @@ def test_sheet_paths_that_cannot_be_written_fail_before_any_work(
                                    "--sheet", sheet])
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_sheet_in_a_directory_that_takes_no_files_fails_before_any_work(
+    sample: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A --sheet whose directory takes no files (no permission, a read-only mount; /proc
+    even for root) or that names a directory passed the early check: demo replayed the
+    conversation and read every page back before failing to save it."""
+    conv, _ = sample
+    (tmp_path / "d.png").mkdir()
+    for sheet, message in (("/proc/sheet.png", "--sheet /proc/sheet.png: cannot write in "
+                                               "/proc: "),
+                           (str(tmp_path / "d.png"), "a directory, not a file")):
+        for args in (["demo", "--transcript", str(conv), "--codec", "none"],
+                     ["inspect", "team", "--store", "memory://"]):
+            error = _json_error([*args, "--sheet", sheet])
+            assert message in error and "contact sheet" not in error, error
+
+
 def test_an_out_directory_that_is_a_file_is_refused(tmp_path: Path) -> None:
     """render used to end in FileExistsError; eval found it only after reading every page."""
     note, taken = tmp_path / "note.txt", tmp_path / "taken"
