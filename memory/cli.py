@@ -638,13 +638,14 @@ def render(
         items = [RenderTurn(role, text, None)]
     settings = RenderSettings(timestamps=timestamps)
     t0 = time.perf_counter()
-    pages = layout_pages(items, settings)
+    with interruptible(as_json):  # laying out a long text takes a while too
+        pages = layout_pages(items, settings)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # --out names a file, or a place that cannot be written
         raise fail(f"cannot use --out {out_dir} as a directory: {exc}", as_json) from exc
     files = []
-    with _progress(as_json) as bar:
+    with interruptible(as_json), _progress(as_json) as bar:
         task = bar.add_task("rendering", total=len(pages) * len(chosen))
         for n, page in enumerate(pages):
             for tier in chosen:

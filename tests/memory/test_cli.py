@@ -318,6 +318,25 @@ def test_render_reports_a_page_file_it_cannot_write(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "cannot write" in result.stderr
 
 
+def test_ctrl_c_during_render_exits_130_with_one_json_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while a long text was rendered exited 130 silently: nothing on stdout."""
+    txt = tmp_path / "note.txt"
+    txt.write_text("hello world", encoding="utf-8")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    for where in ("opticmem.cli.layout_pages", "opticmem.cli.render_page"):
+        with monkeypatch.context() as m:
+            m.setattr(where, interrupted)
+            result = runner.invoke(app, ["render", str(txt), "--out", str(tmp_path / "p"),
+                                         "--json"])
+        assert result.exit_code == 130, (where, result.output)
+        assert json.loads(result.stdout) == {"error": "interrupted (Ctrl-C)"}
+
+
 def test_help_lists_commands() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
