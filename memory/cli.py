@@ -635,6 +635,8 @@ def render(
             raise fail(f"{file} is not valid UTF-8: {exc}", as_json) from exc
         except OSError as exc:
             raise fail(unreadable(file, exc), as_json) from exc
+        if not text.strip():  # it would draw a page that reads only "User:"
+            raise fail(f"{file} holds no text to render", as_json)
         items = [RenderTurn(role, text, None)]
     settings = RenderSettings(timestamps=timestamps)
     t0 = time.perf_counter()

@@ -318,6 +318,17 @@ def test_render_reports_a_page_file_it_cannot_write(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "cannot write" in result.stderr
 
 
+def test_render_refuses_a_text_file_with_no_text(tmp_path: Path) -> None:
+    """An empty (or all-blank) text file was drawn as a page reading only "User:", a page
+    the memory never makes (it refuses empty turns); eval already said there was nothing."""
+    for content in ("", " \n\t\n"):
+        txt = tmp_path / "blank.txt"
+        txt.write_text(content, encoding="utf-8")
+        assert _json_error(["render", str(txt), "--out", str(tmp_path / "p")]) == (
+            f"{txt} holds no text to render")
+        assert not (tmp_path / "p").exists()
+
+
 def test_ctrl_c_during_render_exits_130_with_one_json_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
