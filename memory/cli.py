@@ -646,7 +646,7 @@ def render(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # --out names a file, or a place that cannot be written
         raise fail(f"cannot use --out {out_dir} as a directory: {exc}", as_json) from exc
-    files = []
+    files: list[str] = []
     with interruptible(as_json), _progress(as_json) as bar:
         task = bar.add_task("rendering", total=len(pages) * len(chosen))
         for n, page in enumerate(pages):
