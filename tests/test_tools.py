@@ -73,3 +73,29 @@ def test_the_training_variant_is_picked_from_the_benchmark_table() -> None:
     assert pick(head + "| grouped | 1 | 200 | step |\n| grouped | 2 | 260 | loader |\n") == (
         "grouped", 1)
     assert pick("no table here\n") == ("grouped", 1)
+
+
+def test_compare_evals_reports_the_paired_difference_per_tier(tmp_path: Path) -> None:
+    import json
+
+    old = ROOT / "benchmarks/results/codec_eval/eval.json"
+    data = json.loads(old.read_text())
+    for p in data["pages"]:
+        if p["tier"] == "small":
+            p["char_precision"] -= 0.01
+    new = tmp_path / "eval.json"
+    new.write_text(json.dumps(data))
+    proc = tool("compare_evals.py", str(old), str(new))
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines()[2:]}
+    assert set(rows) == {"large", "base", "small", "tiny"}
+    assert "| -1.00 ± 0.00 | 0 / 40 |" in rows["small"]
+    assert "| +0.00 ± 0.00 | 0 / 40 |" in rows["tiny"]
+
+
+def test_compare_evals_refuses_evaluations_of_other_pages(tmp_path: Path) -> None:
+    other = tmp_path / "eval.json"
+    other.write_text('{"pages": [{"page": 999, "tier": "small", "char_precision": 1.0}]}')
+    proc = tool("compare_evals.py", str(ROOT / "benchmarks/results/codec_eval/eval.json"),
+                str(other))
+    assert proc.returncode == 1 and "share no" in proc.stderr
