@@ -16,6 +16,10 @@ The shape of :meth:`Context.messages` (plain dicts; the memory knows no framewor
     {"role": "user", "content": "…"}                     # staging and verbatim turns
     {"role": "assistant", "content": "…"}
 
+A turn before the newest that is too long for the budget even with every page out (a
+pasted log) is shown clipped: its head and tail around a note of how much was left out
+(``ContextTurn.clipped``), at most half of what the newest turn leaves of the budget.
+
 A page whose image would cost at least as much as its text (the **savings gate**) is
 shown as its caption and transcript instead — exact text, no facts line needed.
 ``format="openai"`` writes images as ``image_url`` data-URL parts, each with the
@@ -221,10 +225,13 @@ class ContextTurn:
     staging: bool
     partial: bool
     turn: Turn = field(repr=False, compare=False)
+    clipped: int = 0
+    """Characters of the middle of the turn left out (see :func:`clip_turns`); 0: whole."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"seq": self.seq, "role": self.role, "ts": self.ts, "cost": self.cost,
-                "staging": self.staging, "partial": self.partial, "chars": len(self.text)}
+                "staging": self.staging, "partial": self.partial, "chars": len(self.text),
+                "clipped": self.clipped}
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +268,8 @@ class Context:
     archived_pages: int
     """Sealed pages of the session not in this context (still archived, still recallable)."""
     dropped_turns: int
-    """Turns left out under budget pressure (only after every page was out)."""
+    """Turns left out under budget pressure: only when every page was out and clipping the
+    longest turns before the newest (:func:`clip_turns`) could not make them fit."""
     demotions: int
     """Tier steps below the decay policy, taken under budget pressure."""
     labels: tuple[tuple[str, str], ...] = field(repr=False, default=())
@@ -473,3 +481,65 @@ def turn_views(
                     partial=partial, turn=t)
         for t, text, staging, partial in items
     ]
+
+
+CLIP_NOTE = ("\n[… {chars:,} characters of this turn left out here: it is too long for the "
+             "context's budget; the archive keeps it whole]\n")
+"""Put where the middle of a clipped turn was (:func:`clip_turns`)."""
+
+
+def _water_level(costs: Sequence[int], room: int) -> int:
+    """The largest cap such that the costs, each capped at it, sum to at most ``room``
+    (the larger of the costs when they fit uncapped)."""
+    left = room
+    ordered = sorted(costs)
+    for i, c in enumerate(ordered):
+        share = left // (len(ordered) - i)
+        if c > share:
+            return share
+        left -= c
+    return ordered[-1] if ordered else room
+
+
+def _clip(view: ContextTurn, cap: int, model: CostModel) -> ContextTurn | None:
+    """``view`` with the middle of its text left out so that it costs at most ``cap``
+    (its head and tail kept, :data:`CLIP_NOTE` between them); ``None`` if even the note
+    alone costs more."""
+    text = view.text
+    full = max(1, view.cost - model.message_overhead)
+    keep = int(len(text) * (cap - model.message_overhead) / full)
+    while keep > 0:
+        head, tail = keep - keep // 2, keep // 2
+        shown = text[:head] + CLIP_NOTE.format(chars=len(text) - keep) + text[len(text) - tail:]
+        cost = model.message_overhead + model.text_tokens(shown)
+        if cost <= cap:
+            return ContextTurn(seq=view.seq, role=view.role, text=shown, ts=view.ts,
+                               cost=cost, staging=view.staging, partial=view.partial,
+                               turn=view.turn, clipped=len(text) - keep)
+        keep = min(keep - 1, int(keep * 0.85))
+    return None
+
+
+def clip_turns(views: Sequence[ContextTurn], budget: int, model: CostModel
+               ) -> list[ContextTurn] | None:
+    """``views`` with the longest turns before the newest clipped, so that together they
+    cost at most half of what the newest turn leaves of ``budget`` — the other half is
+    left for pages. Used only when the turns would not fit even with every page out: one
+    pasted log or document must not push every page and every turn before it out of the
+    context (and, by the decay mark, push those pages out for good). The newest turn is
+    never clipped. ``None`` when nothing can be clipped to fit."""
+    if len(views) < 2:
+        return None
+    *older, newest = views
+    room = (budget - newest.cost) // 2
+    cap = _water_level([v.cost for v in older], room)
+    out: list[ContextTurn] = []
+    for v in older:
+        if v.cost <= cap:
+            out.append(v)
+            continue
+        clipped = _clip(v, cap, model)
+        if clipped is None:
+            return None
+        out.append(clipped)
+    return [*out, newest]

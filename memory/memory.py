@@ -70,6 +70,7 @@ from opticmem.context import (
     ContextTurn,
     Cost,
     PagePrice,
+    clip_turns,
     continued_prefix,
     page_view,
     price_page,
@@ -630,6 +631,10 @@ class OpticalMemory:
         views = turn_views(items, model)
         header = model.message_overhead + model.text_tokens(MEMORY_HEADER)
         result = plan(budget, options, [v.cost for v in views], page_header=header, mark=stored)
+        if result.first_turn > 0 and (clipped := clip_turns(views, budget, model)) is not None:
+            views = clipped  # a turn too long for the budget is clipped, not everything lost
+            result = plan(budget, options, [v.cost for v in views], page_header=header,
+                          mark=stored)
         return _Assembly(
             session=session, turn_count=turn_count, page_count=page_count, pages=tuple(pages),
             levels=result.levels, prices=tuple(prices), turns=tuple(views[result.first_turn :]),

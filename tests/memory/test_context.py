@@ -8,9 +8,12 @@ import io
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from opticmem import (
+    BudgetError,
     CodecUnavailableError,
     OpticalMemory,
     RenderSettings,
@@ -18,7 +21,7 @@ from opticmem import (
     cost_model,
     message_tokens,
 )
-from opticmem.context import MEMORY_HEADER, Cost, caption
+from opticmem.context import CLIP_NOTE, MEMORY_HEADER, Cost, caption
 from opticmem.facts import facts_line
 from tests.memory.sample import turns as sample_turns
 
@@ -228,3 +231,70 @@ def test_openai_parts_name_the_detail_their_price_assumes() -> None:
     # other consumers are not priced by OpenAI's detail levels: none is written
     deep = filled(360).context("team").messages(format="openai")[0]["content"]
     assert all("detail" not in b["image_url"] for b in deep if b["type"] == "image_url")
+
+
+# ---------------------------------------------------------------- a turn too long to show
+
+def pasted_log_memory(log_lines: int = 20_000) -> OpticalMemory:
+    mem = OpticalMemory(codec=None)
+    for i in range(60):
+        mem.add("s", "user" if i % 2 == 0 else "assistant",
+                f"turn {i}: planning notes about the launch " * 20)
+    mem.add("s", "user", "LOG START " + "error at line 42; " * log_lines + " LOG END")
+    mem.add("s", "assistant", "I see the log.")
+    mem.add("s", "user", "What was the first thing we discussed?")
+    return mem
+
+
+def test_a_turn_too_long_for_the_budget_is_clipped_not_everything_before_it_dropped() -> None:
+    # A pasted log (~90k tokens, default budget 8,192) among the recent turns used to push
+    # every page and every turn up to it out of the context: the model saw 2 turns (20
+    # tokens) and, through the decay mark, those pages never came back.
+    mem = pasted_log_memory()
+    ctx = mem.context("s")
+    assert ctx.dropped_turns == 0 and ctx.pages and int(ctx.cost) <= ctx.budget
+    log = next(t for t in ctx.turns if t.seq == 60)
+    full = mem.turns("s")[60].text
+    assert log.clipped == len(full) - (len(log.text) - len(CLIP_NOTE.format(chars=log.clipped)))
+    assert log.text.startswith("LOG START error at line 42;") and log.text.endswith("LOG END")
+    assert f"{log.clipped:,} characters of this turn left out" in log.text
+    assert [t.clipped for t in ctx.turns if t.seq != 60] == [0] * (len(ctx.turns) - 1)
+    assert ctx.as_dict()["turns"][-3]["clipped"] == log.clipped
+    sent = ctx.messages()
+    assert message_tokens(sent, mem.cost_model) == int(ctx.cost)
+    assert any("characters of this turn left out" in str(m["content"]) for m in sent)
+
+
+def test_turns_that_fit_are_never_clipped() -> None:
+    mem = pasted_log_memory(log_lines=100)
+    ctx = mem.context("s")
+    assert all(t.clipped == 0 for t in ctx.turns) and ctx.dropped_turns == 0
+    assert mem.turns("s")[60].text in [t.text for t in ctx.turns]
+
+
+def test_the_newest_turn_is_never_clipped() -> None:
+    mem = OpticalMemory(codec=None)
+    mem.add("s", "user", "hello")
+    mem.add("s", "user", "error at line 42; " * 20_000)
+    with pytest.raises(BudgetError, match="cannot hold even the newest turn"):
+        mem.context("s")
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(0, 30_000), min_size=2, max_size=6),
+       budget=st.integers(300, 6_000))
+def test_clipped_contexts_stay_within_budget(sizes: list[int], budget: int) -> None:
+    mem = OpticalMemory(codec=None, verbatim_turns=4)
+    for i, n in enumerate(sizes):
+        mem.add("s", "user" if i % 2 == 0 else "assistant", f"<{i}>" + "word " * n + f"</{i}>")
+    mem.add("s", "user", "question?")
+    ctx = mem.context("s", budget_tokens=budget)
+    assert int(ctx.cost) <= budget
+    assert message_tokens(ctx.messages(), mem.cost_model) == int(ctx.cost)
+    for t in ctx.turns:
+        if t.clipped:  # the head and tail of the text shown, around the note
+            head, tail = t.text.split(CLIP_NOTE.format(chars=t.clipped))
+            whole = mem.turns("s")[t.seq].text
+            assert whole.endswith(tail)
+            if not t.partial:  # (a partial turn's head is the continuation line)
+                assert whole.startswith(head) and len(head) + t.clipped + len(tail) == len(whole)
