@@ -139,6 +139,26 @@ def test_ingest_refuses_bad_lines_and_stores_nothing(tmp_path: Path) -> None:
         assert s.get_turns("a", 1, 2)[0].ts == 1772355600.0
 
 
+def _two_sessions_failing_on_b(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                               error: BaseException) -> tuple[Path, Path]:
+    """``(transcript, db)``: a transcript of sessions "a" and "b", one turn each, to ingest
+    while adding session "b" raises ``error``."""
+    from opticmem.memory import OpticalMemory
+
+    real_add_many = OpticalMemory.add_many
+
+    def add_many(self: OpticalMemory, session: str, *args: object, **kwargs: object) -> object:
+        if session == "b":
+            raise error
+        return real_add_many(self, session, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(OpticalMemory, "add_many", add_many)
+    src = tmp_path / "two.jsonl"
+    src.write_text('{"session": "a", "role": "user", "text": "first"}\n'
+                   '{"session": "b", "role": "user", "text": "second"}\n')
+    return src, tmp_path / "m.db"
+
+
 def test_ingest_reports_a_store_that_fails_midway_and_what_it_stored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -146,20 +166,9 @@ def test_ingest_reports_a_store_that_fails_midway_and_what_it_stored(
     timeout, Redis gone) ended ingest in a traceback, not saying the sessions before it
     were already stored."""
     from opticmem.errors import StoreUnavailableError
-    from opticmem.memory import OpticalMemory
 
-    real_add_many = OpticalMemory.add_many
-
-    def add_many(self: OpticalMemory, session: str, *args: object, **kwargs: object) -> object:
-        if session == "b":
-            raise StoreUnavailableError("SQLite store m.db: database is locked")
-        return real_add_many(self, session, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(OpticalMemory, "add_many", add_many)
-    src = tmp_path / "two.jsonl"
-    src.write_text('{"session": "a", "role": "user", "text": "first"}\n'
-                   '{"session": "b", "role": "user", "text": "second"}\n')
-    db = tmp_path / "m.db"
+    src, db = _two_sessions_failing_on_b(
+        tmp_path, monkeypatch, StoreUnavailableError("SQLite store m.db: database is locked"))
     message = _json_error(["ingest", str(src), "--store", f"sqlite:///{db}"])
     assert "database is locked" in message and "1 of 2 turns were stored" in message
     with SQLiteStore(db) as s:
@@ -171,20 +180,7 @@ def test_ctrl_c_during_ingest_exits_130_saying_what_was_stored(
 ) -> None:
     """Ctrl-C midway through a long ingest exited 130 with nothing on stdout or stderr,
     leaving the sessions before it stored (and a rerun refused) without a word."""
-    from opticmem.memory import OpticalMemory
-
-    real_add_many = OpticalMemory.add_many
-
-    def add_many(self: OpticalMemory, session: str, *args: object, **kwargs: object) -> object:
-        if session == "b":
-            raise KeyboardInterrupt
-        return real_add_many(self, session, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(OpticalMemory, "add_many", add_many)
-    src = tmp_path / "two.jsonl"
-    src.write_text('{"session": "a", "role": "user", "text": "first"}\n'
-                   '{"session": "b", "role": "user", "text": "second"}\n')
-    db = tmp_path / "m.db"
+    src, db = _two_sessions_failing_on_b(tmp_path, monkeypatch, KeyboardInterrupt())
     result = runner.invoke(app, ["ingest", str(src), "--store", f"sqlite:///{db}", "--json"])
     assert result.exit_code == 130, result.output
     message = json.loads(result.stdout)["error"]
