@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -219,14 +220,23 @@ _POSITIVE: dict[str, tuple[str, ...]] = {
     "sam": ("width", "heads", "patch_size", "pos_grid", "neck_channels"),
     "compressor": ("mid_channels", "out_channels"),
     "clip": ("width", "heads", "mlp_dim", "pos_grid", "patch_size"),
-    "decoder": ("vocab_size", "hidden_size", "heads", "head_dim"),
+    "decoder": ("vocab_size", "hidden_size", "heads", "head_dim", "max_positions"),
 }
 """Sizes that must be ≥ 1 (dividing by them, or a layer of that width, needs one)."""
+
+_POSITIVE_FLOATS: dict[str, tuple[str, ...]] = {
+    "sam": ("mlp_ratio", "norm_eps"),
+    "clip": ("norm_eps",),
+    "decoder": ("rope_theta", "norm_eps"),
+}
+"""Numbers that must be > 0: a norm's epsilon of 0 or less, or a rotary base of 0 or less,
+loads (no tensor's shape depends on them) and then reads every page as NaN."""
 
 
 def _type_problems(cfg: ModelConfig) -> list[str]:
     """Fields of ``cfg``'s sections whose value is not of the annotated kind (an int, a
-    number, a tuple of ints), and sizes of :data:`_POSITIVE` below 1."""
+    finite number, a tuple of ints), sizes of :data:`_POSITIVE` below 1 and numbers of
+    :data:`_POSITIVE_FLOATS` not above 0."""
     problems: list[str] = []
     for where in ("sam", "compressor", "clip", "decoder"):
         part = getattr(cfg, where)
@@ -237,7 +247,9 @@ def _type_problems(cfg: ModelConfig) -> list[str]:
                 ok = (isinstance(value, tuple) or f.type == "int") and all(
                     isinstance(v, int) and not isinstance(v, bool) for v in ints)
             elif f.type == "float":
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                # NaN or infinity (JSON's non-standard literals) is no setting of any of them
+                ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                      and math.isfinite(value))
             elif f.type == "bool":
                 ok = isinstance(value, bool)
             else:
@@ -246,6 +258,8 @@ def _type_problems(cfg: ModelConfig) -> list[str]:
                 problems.append(f"{where}.{f.name} must be {f.type}, got {value!r}")
             elif f.name in _POSITIVE[where] and value < 1:
                 problems.append(f"{where}.{f.name} must be ≥ 1, got {value!r}")
+            elif f.name in _POSITIVE_FLOATS.get(where, ()) and value <= 0:
+                problems.append(f"{where}.{f.name} must be > 0, got {value!r}")
     return problems
 
 

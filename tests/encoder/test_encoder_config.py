@@ -151,3 +151,22 @@ def test_mistyped_or_zero_sizes_raise_config_error(section: str, field: str, val
     data[section][field] = value
     with pytest.raises(ConfigError, match=rf"{section}\.{field}"):
         ModelConfig.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("section", "field", "value"),
+    [("decoder", "rope_theta", 0), ("decoder", "rope_theta", -5.0),
+     ("decoder", "norm_eps", -1.0), ("sam", "norm_eps", 0.0), ("clip", "norm_eps", -1e-5),
+     ("sam", "mlp_ratio", 0.0), ("decoder", "routed_scaling_factor", float("nan")),
+     ("decoder", "rope_theta", float("inf")), ("decoder", "max_positions", 0),
+     ("decoder", "max_positions", -3)],
+)
+def test_settings_no_tensor_shape_depends_on_are_checked(
+    section: str, field: str, value: object
+) -> None:
+    # No weight's shape depends on these, so a config.json holding them loaded, and then
+    # read every page as NaN (confidence NaN, empty text) or read nothing at all.
+    data = preset("test").to_dict()
+    data[section][field] = value
+    with pytest.raises(ConfigError, match=rf"{section}\.{field} must be"):
+        ModelConfig.from_dict(data)
