@@ -221,6 +221,7 @@ _POSITIVE: dict[str, tuple[str, ...]] = {
     "compressor": ("mid_channels", "out_channels"),
     "clip": ("width", "heads", "mlp_dim", "pos_grid", "patch_size"),
     "decoder": ("vocab_size", "hidden_size", "heads", "head_dim", "max_positions"),
+    "align": ("point_dim",),
 }
 """Sizes that must be ≥ 1 (dividing by them, or a layer of that width, needs one)."""
 
@@ -238,7 +239,10 @@ def _type_problems(cfg: ModelConfig) -> list[str]:
     finite number, a tuple of ints), sizes of :data:`_POSITIVE` below 1 and numbers of
     :data:`_POSITIVE_FLOATS` not above 0."""
     problems: list[str] = []
-    for where in ("sam", "compressor", "clip", "decoder"):
+    # The aligner too: no tensor's shape depends on its frequencies, so a string there
+    # loaded and failed the first encode with a bare TypeError.
+    sections = ("sam", "compressor", "clip", "decoder") + (("align",) if cfg.align else ())
+    for where in sections:
         part = getattr(cfg, where)
         for f in fields(part):
             value = getattr(part, f.name)

@@ -170,3 +170,17 @@ def test_settings_no_tensor_shape_depends_on_are_checked(
     data[section][field] = value
     with pytest.raises(ConfigError, match=rf"{section}\.{field} must be"):
         ModelConfig.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("frequencies", "abc"), ("frequencies", (1.5, 2, 4)), ("ahead", "8"), ("below", None),
+     ("point_dim", 0)],
+)
+def test_mistyped_aligner_settings_raise_config_error(field: str, value: object) -> None:
+    # The align section went unchecked: frequencies "abc" loaded with the checkpoint and
+    # failed the first encode with a TypeError; (1.5, 2, 4) read every page silently.
+    data = preset("test").to_dict()
+    data["align"][field] = value
+    with pytest.raises(ConfigError, match=rf"align\.{field}"):
+        ModelConfig.from_dict(data)
