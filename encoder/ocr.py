@@ -30,7 +30,7 @@ from PIL import Image
 from tokenizers import Tokenizer
 
 from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, placeholder_ids, read_tokenizer
-from opticmem.encoder.checkpoint import load_checkpoint
+from opticmem.encoder.checkpoint import load_checkpoint, read_config, refuse_pickles
 from opticmem.encoder.codec import Recollection, VisionTokens, compact
 from opticmem.encoder.config import DecoderConfig, preset
 from opticmem.encoder.continuous import generate_continuous
@@ -171,13 +171,20 @@ class OCRCodec:
         render_settings: RenderSettings | None = None,
         batch_size: int = 32,
     ) -> OCRCodec:
-        """Load one of our sharded checkpoints (and its ``tokenizer.json`` if present)."""
+        """Load one of our sharded checkpoints (and its ``tokenizer.json`` if present).
+
+        The tokenizer is read and checked against ``config.json`` before the weights are:
+        a corrupt or mismatched tokenizer fails at once, not after the model is built and
+        every shard hashed and loaded."""
         root = Path(directory)
-        model = load_checkpoint(root, device=device, dtype=dtype)
         tok_path = root / "tokenizer.json"
-        tokenizer = read_tokenizer(tok_path) if tok_path.is_file() else None
-        if tokenizer is not None and (problem := vocabulary_problem(tokenizer, model.cfg.decoder)):
-            raise CheckpointError(problem, path=str(tok_path))
+        tokenizer = None
+        if tok_path.is_file():
+            refuse_pickles(root)  # a folder of pickled weights says so before its config
+            tokenizer = read_tokenizer(tok_path)
+            if problem := vocabulary_problem(tokenizer, read_config(root).decoder):
+                raise CheckpointError(problem, path=str(tok_path))
+        model = load_checkpoint(root, device=device, dtype=dtype)
         digest = _checkpoint_digest(root)
         return cls(
             model, tokenizer, name=f"opticmem:{model.cfg.name}:{digest}", prompt=prompt,

@@ -272,6 +272,35 @@ def test_codec_from_pretrained_uses_a_tokenizer_file_when_present(
         OCRCodec(model, read_tokenizer(saved / "tokenizer.json"), name="mismatched")
 
 
+@pytest.mark.parametrize("vocab", [None, 5000])
+def test_a_bad_tokenizer_in_our_checkpoint_fails_before_loading_weights(
+    model: OCRModel, saved: Path, monkeypatch: pytest.MonkeyPatch, vocab: int | None
+) -> None:
+    """from_pretrained built the model and hashed and loaded every shard, and only then
+    read tokenizer.json and found it corrupt or of another model."""
+    tok = saved / "tokenizer.json"
+    if vocab is None:
+        tok.write_text("{")
+    else:
+        byte_fallback_tokenizer(replace(model.cfg.decoder, vocab_size=vocab)).save(str(tok))
+
+    def weights(*args: object, **kwargs: object) -> OCRModel:
+        raise AssertionError("the weights were loaded before the tokenizer was read")
+
+    monkeypatch.setattr("opticmem.encoder.ocr.load_checkpoint", weights)
+    with pytest.raises(CheckpointError, match="tokenizer") as info:
+        OCRCodec.from_pretrained(saved, device="cpu")
+    assert info.value.path == str(tok)
+
+
+def test_a_folder_of_pickles_with_a_tokenizer_is_refused_saying_why(tmp_path: Path) -> None:
+    # The tokenizer, now read first, must not put a complaint about config.json before it.
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    byte_fallback_tokenizer(preset("test").decoder).save(str(tmp_path / "tokenizer.json"))
+    with pytest.raises(CheckpointError, match="pickle weights"):
+        OCRCodec.from_pretrained(tmp_path, device="cpu")
+
+
 # ---------------------------------------------------------------- official key layout
 
 
