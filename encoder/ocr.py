@@ -182,8 +182,18 @@ class OCRCodec:
         if tok_path.is_file():
             refuse_pickles(root)  # a folder of pickled weights says so before its config
             tokenizer = read_tokenizer(tok_path)
-            if problem := vocabulary_problem(tokenizer, read_config(root).decoder):
+            decoder = read_config(root).decoder
+            if problem := vocabulary_problem(tokenizer, decoder):
                 raise CheckpointError(problem, path=str(tok_path))
+            # A checkpoint's own tokenizer is the one it was trained with, of exactly its
+            # vocabulary (the shipped BPE, or the byte fallback saved alongside): a smaller
+            # one is another model's, and decoding would drop every id it lacks, silently.
+            if (size := tokenizer.get_vocab_size(with_added_tokens=True)) < decoder.vocab_size:
+                raise CheckpointError(
+                    f"the tokenizer has {size} tokens, the model's vocabulary "
+                    f"{decoder.vocab_size}: it is another model's tokenizer (without it, "
+                    "the codec uses the default one for this vocabulary)",
+                    path=str(tok_path))
         model = load_checkpoint(root, device=device, dtype=dtype)
         digest = _checkpoint_digest(root)
         return cls(

@@ -272,12 +272,14 @@ def test_codec_from_pretrained_uses_a_tokenizer_file_when_present(
         OCRCodec(model, read_tokenizer(saved / "tokenizer.json"), name="mismatched")
 
 
-@pytest.mark.parametrize("vocab", [None, 5000])
+@pytest.mark.parametrize("vocab", [None, 5000, 300])
 def test_a_bad_tokenizer_in_our_checkpoint_fails_before_loading_weights(
     model: OCRModel, saved: Path, monkeypatch: pytest.MonkeyPatch, vocab: int | None
 ) -> None:
     """from_pretrained built the model and hashed and loaded every shard, and only then
-    read tokenizer.json and found it corrupt or of another model."""
+    read tokenizer.json and found it corrupt or of another model. One of a smaller
+    vocabulary (300) loaded, and then every id the model read past it vanished from the
+    text: 20 tokens decoded to ''."""
     tok = saved / "tokenizer.json"
     if vocab is None:
         tok.write_text("{")
