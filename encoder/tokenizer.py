@@ -25,6 +25,8 @@ from importlib import resources
 
 from tokenizers import Tokenizer
 
+from opticmem.encoder.codec import CodecError
+
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_SIZE = 4096
 MAX_TOKEN_BYTES = 8
@@ -32,8 +34,12 @@ SPECIAL_TOKENS: tuple[str, ...] = ("<bos>", "<eos>", "<pad>", "<image>")
 BOS_ID, EOS_ID, PAD_ID, IMAGE_ID = 0, 1, 2, 3
 
 
-class TokenizerError(RuntimeError):
-    """The shipped tokenizer file is missing, unreadable or not the expected vocabulary."""
+class TokenizerError(CodecError, RuntimeError):
+    """The shipped tokenizer file is missing, unreadable or not the expected vocabulary.
+
+    A :class:`~opticmem.encoder.codec.CodecError`, as every error of the codec's files is
+    (``except CodecError`` around :func:`count_tokens` catches it), and still the
+    ``RuntimeError`` it was."""
 
 
 @cache

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from opticmem.encoder.codec import CodecError
 from opticmem.encoder.examples import byte_decoder
 from opticmem.encoder.tokenizer import (
     BOS_ID,
@@ -18,6 +19,7 @@ from opticmem.encoder.tokenizer import (
     PAD_ID,
     SPECIAL_TOKENS,
     VOCAB_SIZE,
+    TokenizerError,
     count_tokens,
     decode,
     encode,
@@ -98,3 +100,21 @@ def test_shipped_vocabulary_is_pinned() -> None:
     vocab = sorted(load_tokenizer().get_vocab().items(), key=lambda kv: kv[1])
     got = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()[:16]
     assert got == "0a75e73ccf95635d"
+
+
+def test_an_unreadable_shipped_tokenizer_is_a_codec_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # errors.py promises `except CodecError` catches whatever the codec's files raise;
+    # TokenizerError was a RuntimeError only, so `opticmem eval`'s count escaped it.
+    class Broken:
+        @staticmethod
+        def from_file(path: str) -> None:
+            raise Exception("data did not match any variant")
+
+    monkeypatch.setattr("opticmem.encoder.tokenizer.Tokenizer", Broken)
+    load_tokenizer.cache_clear()
+    try:
+        with pytest.raises(CodecError, match=r"tokenizer\.json") as info:
+            count_tokens("hello")
+        assert isinstance(info.value, TokenizerError) and isinstance(info.value, RuntimeError)
+    finally:
+        load_tokenizer.cache_clear()
