@@ -155,13 +155,22 @@ def load_bundled_codec(
 
     Raises :class:`BundledWeightsError` naming the missing or corrupt file.
     """
-    from opticmem.encoder.checkpoint import CONFIG_FILE, INDEX_FILE
+    from opticmem.encoder.checkpoint import CONFIG_FILE, INDEX_FILE, refuse_pickles
     from opticmem.encoder.errors import CheckpointError
     from opticmem.encoder.ocr import OCRCodec
 
     root = Path(directory) if directory is not None else weights_dir()
     hint = ("reinstall opticmem, or pass codec=None to run without a model" if directory is None
             else "a checkpoint directory holds what `opticmem train --export` writes")
+    # What the path is, before which of its files is missing: a file given for the folder
+    # was reported as "codec file missing: x/config.json/config.json", and a folder of
+    # pickled weights as missing its index, without saying that they are never read.
+    if root.exists() and not root.is_dir():
+        raise BundledWeightsError(f"codec directory {root} is a file, not a directory ({hint})")
+    try:
+        refuse_pickles(root)
+    except CheckpointError as exc:
+        raise BundledWeightsError(f"codec weights unreadable: {exc}") from exc
     for name in (CONFIG_FILE, INDEX_FILE, "tokenizer.json"):
         if not (root / name).is_file():
             raise BundledWeightsError(f"codec file missing: {root / name} ({hint})")

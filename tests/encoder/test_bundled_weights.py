@@ -89,3 +89,17 @@ def test_bundled_codec_decodes_with_cuda_graphs_on_cuda() -> None:
     page, image = held_out_large_page()
     text = codec.decode(codec.encode([image], "large"))[0].text
     assert char_precision(page.transcript, text) > 0.85
+
+
+def test_a_file_given_for_the_folder_is_named_as_such(weights_copy: Path) -> None:
+    # It was "codec file missing: …/config.json/config.json".
+    with pytest.raises(BundledWeightsError, match="is a file, not a directory"):
+        load_bundled_codec(weights_copy / "config.json", device="cpu")
+
+
+def test_a_folder_of_pickled_weights_says_they_are_never_loaded(tmp_path: Path) -> None:
+    # `opticmem eval --codec DIR` on a PyTorch folder said only that its index was missing.
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(BundledWeightsError, match=r"pickle weights \(pytorch_model\.bin\)"):
+        load_bundled_codec(tmp_path, device="cpu")
