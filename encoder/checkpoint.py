@@ -186,8 +186,11 @@ def verify_shards(root: Path, weight_map: Mapping[str, str], meta: Mapping[str, 
         path = root / fname
         if not path.is_file():
             continue  # reported with its first key by load_tensors
-        if digests.get(fname) != _sha256(path):
-            first = next(k for k, f in weight_map.items() if f == fname)
+        first = next(k for k, f in weight_map.items() if f == fname)
+        if fname not in digests:  # the index is at fault, not the shard
+            raise CheckpointError(f"index has no SHA-256 for shard {fname!r} under "
+                                  "metadata.shards", path=str(root / INDEX_FILE), key=first)
+        if digests[fname] != _sha256(path):
             raise CheckpointError(
                 "shard is corrupt (SHA-256 differs from the index)", path=str(path), key=first
             )

@@ -108,6 +108,17 @@ def test_corrupt_bytes_are_caught_by_the_digest(saved: Path) -> None:
     assert info.value.path == str(saved / victim) and info.value.key is not None
 
 
+def test_a_shard_the_index_has_no_digest_for_blames_the_index(saved: Path) -> None:
+    # It was "shard is corrupt (SHA-256 differs from the index)", naming an intact shard.
+    index = json.loads((saved / INDEX_FILE).read_text())
+    shard = sorted(index["metadata"]["shards"])[0]
+    del index["metadata"]["shards"][shard]
+    (saved / INDEX_FILE).write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match=f"index has no SHA-256 for shard '{shard}'") as info:
+        load_checkpoint(saved, device="cpu")
+    assert info.value.path == str(saved / INDEX_FILE)
+
+
 def test_garbage_header_names_file_and_key(saved: Path) -> None:
     weight_map, _ = read_index(saved)
     victim = sorted(set(weight_map.values()))[0]
