@@ -198,12 +198,12 @@ def _resolve_codec(choice: str, as_json: bool) -> tuple[CodecSpec, str]:
             codec = load_bundled_codec()
             return codec, f"bundled: {codec.name}"
         except CodecUnavailableError as exc:
-            note = (f"No bundled codec weights are installed yet ({exc}). Running the memory "
-                    "without a model (codec=None): pages are rendered and decay as usual, "
-                    "recall searches the exact-facts sidecars only.")
+            note = (f"The bundled codec's weights could not be loaded ({exc}). Running the "
+                    "memory without a model (codec=None): pages are rendered and decay as "
+                    "usual, recall searches the exact-facts sidecars only.")
             if not as_json:
                 err.print(note, style="yellow")
-            return None, "unavailable: no bundled weights; running with codec=None"
+            return None, f"unavailable ({exc}); running with codec=None"
     try:
         from opticmem.encoder import OCRCodec
     except (ImportError, AttributeError) as exc:

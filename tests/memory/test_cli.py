@@ -63,9 +63,28 @@ def test_demo_human_output_says_when_there_is_no_bundled_codec(
                                  "--sheet", str(sheet)])
     assert result.exit_code == 0, result.output
     assert "Context make-up" in result.stdout and "Recall" in result.stdout
-    assert "No bundled codec weights are installed yet" in result.stderr
+    assert "The bundled codec's weights could not be loaded" in result.stderr
     assert "config.json" in result.stderr
     assert Image.open(sheet).size[0] > 1000
+
+
+def test_demo_json_names_why_the_bundled_codec_could_not_load(
+    sample: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Damaged weights (not missing ones) were reported as "no bundled weights"."""
+    import opticmem.encoder.bundled as bundled
+
+    def damaged(*args: object, **kwargs: object) -> None:
+        raise bundled.BundledWeightsError("model-00002-of-00003.safetensors: SHA-256 mismatch")
+
+    monkeypatch.setattr(bundled, "load_bundled_codec", damaged)
+    conv, qs = sample
+    result = runner.invoke(app, ["demo", "--transcript", str(conv), "--questions", str(qs),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    codec = json.loads(result.stdout)["codec"]
+    assert "model-00002-of-00003.safetensors: SHA-256 mismatch" in codec
+    assert "codec=None" in codec and "no bundled weights" not in codec
 
 
 def test_demo_without_sample_fails_clearly(tmp_path: Path) -> None:
