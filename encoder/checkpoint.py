@@ -269,6 +269,12 @@ def load_tensors(
                         )
                     with torch.no_grad():
                         target.copy_(tensor.to(device=target.device, dtype=target.dtype))
+                    if (isinstance(target, torch.nn.Parameter) and target.is_floating_point()
+                            and not bool(torch.isfinite(target).all())):
+                        raise CheckpointError(  # (or too large for the model's dtype)
+                            "holds NaN or infinite weights: a diverged or damaged "
+                            "checkpoint, whose every reading would be NaN",
+                            path=str(path), key=name)
         except CheckpointError:
             raise
         except Exception as exc:  # safetensors raises SafetensorError, OSError, ValueError…

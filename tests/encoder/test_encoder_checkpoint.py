@@ -140,6 +140,20 @@ def test_wrong_shape_names_file_and_key(model: OCRModel, saved: Path) -> None:
     assert info.value.key == key and info.value.path == str(saved / fname)
 
 
+def test_nan_weights_name_file_and_key(model: OCRModel, saved: Path) -> None:
+    # A checkpoint of a diverged run loaded, and encode() returned NaN vision tokens that
+    # a memory could cache before decode() refused them.
+    weight_map, _ = read_index(saved)
+    key = "vision.projector.weight"
+    fname = weight_map[key]
+    tensors = {k: model.state_dict()[k].clone() for k, f in weight_map.items() if f == fname}
+    tensors[key][0, 0] = float("nan")
+    save_file(tensors, str(saved / fname))
+    with pytest.raises(CheckpointError, match="NaN or infinite") as info:
+        load_checkpoint(saved, device="cpu", verify=False)
+    assert info.value.key == key and info.value.path == str(saved / fname)
+
+
 def test_missing_shard_and_missing_key(saved: Path) -> None:
     weight_map, _ = read_index(saved)
     index = json.loads((saved / INDEX_FILE).read_text())
