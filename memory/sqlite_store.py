@@ -29,6 +29,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -194,7 +195,7 @@ class SQLiteStore(Store):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             self._refuse_foreign(conn)  # before WAL, which would change the file for good
-        conn.execute("PRAGMA journal_mode=WAL")
+        self._use_wal(conn)
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         if version == 0:
             with self._tx(conn):  # another process may be creating it too: re-check
@@ -211,6 +212,25 @@ class SQLiteStore(Store):
                 f"{self.path} has opticmem schema version {version}; this opticmem "
                 f"reads version {SCHEMA_VERSION}"
             )
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL, waiting up to ``timeout`` for other connections.
+
+        Switching needs the file to itself, and SQLite reports "database is locked" at once,
+        without waiting out the busy timeout, while another connection reads it: processes
+        that opened one new file together failed to open it.
+        """
+        deadline = time.monotonic() + self._timeout
+        delay = 0.001
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if str(exc) != "database is locked" or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
         """Raise :class:`StoreError` if a file with no opticmem schema version holds tables:

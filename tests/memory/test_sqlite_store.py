@@ -169,3 +169,21 @@ def test_a_database_corrupted_after_opening_is_a_typed_error(tmp_path: Path) -> 
                      lambda: s.delete_session("s")):
             with pytest.raises(StoreError, match=str(db)):
                 call()
+
+
+def test_opening_waits_for_a_connection_that_holds_the_write_lock(tmp_path: Path) -> None:
+    # Switching a new file to WAL failed at once with "database is locked", without waiting
+    # out the timeout, while another connection was writing it: worker processes started
+    # together on one new file (one of them creating the schema) failed to open it.
+    db = tmp_path / "m.db"
+    sqlite3.connect(db).close()
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    done = threading.Timer(0.3, other.execute, ("COMMIT",))
+    done.start()
+    try:
+        with SQLiteStore(db, timeout=10) as s:
+            assert s.append_turn("s", "user", "hi", 0.0).seq == 0
+    finally:
+        done.join()
+        other.close()
