@@ -192,9 +192,17 @@ class SQLiteStore(Store):
         :class:`StoreError` for a file that is another program's database or holds
         another schema version."""
         conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            self._refuse_foreign(conn)  # before WAL, which would change the file for good
+        # The version and the tables are read in one transaction: read apart, another
+        # process creating the schema in between made a new store look like another
+        # program's database (no version yet, then tables).
+        conn.execute("BEGIN")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                self._refuse_foreign(conn)  # before WAL, which would change the file for good
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
         self._use_wal(conn)
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         if version == 0:

@@ -187,3 +187,27 @@ def test_opening_waits_for_a_connection_that_holds_the_write_lock(tmp_path: Path
     finally:
         done.join()
         other.close()
+
+
+def test_threads_opening_one_new_file_together_all_open_it(tmp_path: Path) -> None:
+    # The schema version and the tables were read apart: a thread (or process) that read
+    # "no version" just before another created the schema then saw tables, and refused
+    # the new store as "not an opticmem store".
+    errors: list[Exception] = []
+    for trial in range(10):
+        db = tmp_path / f"m{trial}.db"
+        start = threading.Barrier(6)
+
+        def open_it(db: Path = db, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                SQLiteStore(db).close()
+            except StoreError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == []
