@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 
+_TABLES = ("blobs", "pages", "sessions", "turns")
+"""The tables every opticmem store has (a file with a version but not these is another
+program's)."""
+
 _PUT_BLOB = "INSERT OR REPLACE INTO blobs(session, key, data) VALUES (?, ?, ?)"
 
 _SCHEMA = """
@@ -197,9 +201,7 @@ class SQLiteStore(Store):
         # program's database (no version yet, then tables).
         conn.execute("BEGIN")
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                self._refuse_foreign(conn)  # before WAL, which would change the file for good
+            version = self._check_file(conn)  # before WAL, which would change the file for good
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -207,19 +209,11 @@ class SQLiteStore(Store):
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         if version == 0:
             with self._tx(conn):  # another process may be creating it too: re-check
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version == 0:
-                    self._refuse_foreign(conn)
+                if self._check_file(conn) == 0:
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             conn.execute(statement)
                     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                    version = SCHEMA_VERSION
-        if version != SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has opticmem schema version {version}; this opticmem "
-                f"reads version {SCHEMA_VERSION}"
-            )
 
     def _use_wal(self, conn: sqlite3.Connection) -> None:
         """Switch the file to WAL, waiting up to ``timeout`` for other connections.
@@ -240,18 +234,34 @@ class SQLiteStore(Store):
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
-        """Raise :class:`StoreError` if a file with no opticmem schema version holds tables:
-        another program's database. Stamped as ours, it would have our tables added beside
-        its own (or its own ``turns`` taken for ours) and every write fail; its journal
-        mode would change too."""
+    def _check_file(self, conn: sqlite3.Connection) -> int:
+        """The file's schema version: 0 for a file with no tables (ours to make), else
+        :data:`SCHEMA_VERSION`.
+
+        Raises :class:`StoreError` for another program's database: tables but no schema
+        version, or a version (many programs number theirs in ``user_version``) but not
+        our tables. Stamped or taken as ours, it would have our tables added beside its
+        own (or its own ``turns`` taken for ours) and every write fail; its journal mode
+        would change too. Raises it as well for an opticmem store of another version.
+        """
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         tables = [r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-            "ORDER BY name LIMIT 4")]
-        if tables:
-            raise StoreError(f"{self.path} is not an opticmem store: it holds other tables "
-                             f"({', '.join(tables)}) and no opticmem schema version; "
-                             "give opticmem a file of its own")
+            "ORDER BY name")]
+        if tables if version == 0 else not set(_TABLES) <= set(tables):
+            shown = ", ".join(tables[:4]) + (", …" if len(tables) > 4 else "")
+            why = (f"it holds other tables ({shown}) and no opticmem schema version"
+                   if version == 0 else
+                   f"it has user_version {version} but not opticmem's tables "
+                   f"({', '.join(_TABLES)}; it holds {shown or 'none'})")
+            raise StoreError(f"{self.path} is not an opticmem store: {why}; give opticmem "
+                             "a file of its own")
+        if version not in (0, SCHEMA_VERSION):
+            raise StoreError(
+                f"{self.path} has opticmem schema version {version}; this opticmem "
+                f"reads version {SCHEMA_VERSION}"
+            )
+        return version
 
     @staticmethod
     @contextmanager

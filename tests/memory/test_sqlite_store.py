@@ -211,3 +211,30 @@ def test_threads_opening_one_new_file_together_all_open_it(tmp_path: Path) -> No
         for t in threads:
             t.join()
     assert errors == []
+
+
+@pytest.mark.parametrize("version", [1, 7])
+def test_another_programs_versioned_database_is_refused_and_left_as_it_was(
+    tmp_path: Path, version: int
+) -> None:
+    # A database whose program numbers its schema in user_version (as many do) was taken
+    # for ours when the number was 1: switched to WAL, then every call failed with "no
+    # such table: sessions"; with another number it was switched to WAL before refusal.
+    path = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        db.execute(f"PRAGMA user_version={version}")
+        db.commit()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match=rf"not an opticmem store: it has user_version "
+                                         rf"{version} but not opticmem's tables"):
+        SQLiteStore(path)
+    assert path.read_bytes() == before
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    newer = tmp_path / "newer.db"  # an opticmem store of another version: said so
+    SQLiteStore(newer).close()
+    with contextlib.closing(sqlite3.connect(newer)) as db:
+        db.execute("PRAGMA user_version=2")
+    with pytest.raises(StoreError, match="schema version 2; this opticmem reads version 1"):
+        SQLiteStore(newer)
