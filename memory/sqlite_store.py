@@ -123,6 +123,13 @@ may hang on a lock the parent held at the fork); kept, so that freeing them does
 close them either."""
 
 
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.close()
+    except sqlite3.Error as exc:  # pragma: no cover - closing is best effort
+        log.debug("closing a SQLite connection failed: %s", exc)
+
+
 def _release(
     conn: sqlite3.Connection, pid: int, open_conns: list[sqlite3.Connection],
     lock: threading.Lock,
@@ -162,13 +169,17 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
+        self._busy: list[sqlite3.Connection] = []  # one entry per call in progress
         self._closed = False
         self._conn()  # open now: a bad path fails here, not on first use
 
     # ------------------------------------------------------------------ connections
+    def _closed_error(self) -> StoreError:
+        return StoreError(f"SQLite store {self.path} is closed")
+
     def _conn(self) -> sqlite3.Connection:
         if self._closed:
-            raise StoreError(f"SQLite store {self.path} is closed")
+            raise self._closed_error()
         slot: _ThreadConnection | None = getattr(self._local, "slot", None)
         if slot is not None and slot.pid == os.getpid():
             return slot.conn
@@ -185,7 +196,12 @@ class SQLiteStore(Store):
             raise StoreUnavailableError(f"cannot open SQLite store {self.path}: {exc}") from exc
         slot = _ThreadConnection(conn)
         with self._all_lock:
-            self._all.append(conn)
+            closed = self._closed
+            if not closed:
+                self._all.append(conn)
+        if closed:  # by another thread while this one opened it
+            conn.close()
+            raise self._closed_error()
         release = weakref.finalize(slot, _release, conn, slot.pid, self._all, self._all_lock)
         release.atexit = False  # at exit a daemon thread may still be using it
         self._local.slot = slot
@@ -282,31 +298,51 @@ class SQLiteStore(Store):
         conn.execute("COMMIT")
 
     @contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, held open for one call: :meth:`close` from another
+        thread leaves it to be closed here when the call ends (``sqlite3`` crashes the
+        process, a segmentation fault, when a connection is closed while another thread
+        runs a statement on it)."""
+        conn = self._conn()
+        with self._all_lock:
+            if self._closed:  # since _conn(): the connection may be closed already
+                raise self._closed_error()
+            self._busy.append(conn)
+        try:
+            yield conn
+        finally:
+            with self._all_lock:
+                self._busy.remove(conn)
+                last = self._closed and conn not in self._busy
+            if last:
+                _close_quietly(conn)
+
+    @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; SQLite's errors come out as typed errors naming the file
         (as :meth:`_conn`'s: ``DatabaseError`` too, a file damaged since it was opened)."""
         try:
-            with self._tx(self._conn()) as conn:
+            with self._using() as conn, self._tx(conn):
                 yield conn
         except sqlite3.DatabaseError as exc:
             raise StoreUnavailableError(f"SQLite store {self.path}: {exc}") from exc
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         try:
-            return self._conn().execute(sql, args).fetchall()
+            with self._using() as conn:
+                return conn.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as exc:
             raise StoreUnavailableError(f"SQLite store {self.path}: {exc}") from exc
 
     def close(self) -> None:
+        """Close the store: later calls raise :class:`StoreError`. A call another thread
+        is making finishes first (its write is kept), and its connection closes after it."""
         with self._all_lock:
-            conns = list(self._all)
+            conns = [c for c in self._all if c not in self._busy]
             self._all.clear()  # in place: the threads' finalizers hold this list
             self._closed = True
         for c in conns:
-            try:
-                c.close()
-            except sqlite3.Error as exc:  # pragma: no cover - closing is best effort
-                log.debug("closing a SQLite connection failed: %s", exc)
+            _close_quietly(c)
 
     # ------------------------------------------------------------------ turn log
     @staticmethod

@@ -238,3 +238,47 @@ def test_another_programs_versioned_database_is_refused_and_left_as_it_was(
         db.execute("PRAGMA user_version=2")
     with pytest.raises(StoreError, match="schema version 2; this opticmem reads version 1"):
         SQLiteStore(newer)
+
+
+def _close_under_calls(path: str) -> None:
+    """Close stores while threads call them; exit 3 on an error that is not a StoreError
+    or on a reported write the file does not hold."""
+    for trial in range(10):
+        db = f"{path}.{trial}"
+        store = SQLiteStore(db)
+        stored = [0, 0]
+        odd: list[BaseException] = []
+
+        def call(k: int, store: SQLiteStore = store, stored: list[int] = stored,
+                 odd: list[BaseException] = odd) -> None:
+            while True:
+                try:
+                    store.append_turns(f"s{k}", [("user", "x" * 3000, 0.0, None)] * 20)
+                    stored[k] += 20
+                    store.get_turns(f"s{k}", 0, 10**9)
+                except StoreError:
+                    return
+                except BaseException as exc:  # what the test looks for
+                    odd.append(exc)
+                    return
+
+        threads = [threading.Thread(target=call, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        threading.Event().wait(0.05 + 0.03 * trial)
+        store.close()
+        for t in threads:
+            t.join()
+        with SQLiteStore(db) as again:
+            if odd or [again.turn_count(f"s{k}") for k in range(2)] != stored:
+                raise SystemExit(3)
+
+
+def test_closing_while_other_threads_make_calls_waits_for_them(tmp_path: Path) -> None:
+    # close() closed every thread's connection under the calls running on it: sqlite3
+    # then crashed the process (a segmentation fault), so the test runs in a child.
+    child = mp.get_context("spawn").Process(
+        target=_close_under_calls, args=(str(tmp_path / "m.db"),))
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0
