@@ -98,6 +98,9 @@ def _sqlite(url: str) -> Store:
             f"bad SQLite URL {url!r}: use sqlite:///relative.db or sqlite:////absolute/path.db"
         )
     path, _, query = rest[1:].partition("?")
+    if not path:  # sqlite:///?synchronous=NORMAL: the check above saw the query as a path
+        raise StoreURLError(f"bad SQLite URL {url!r}: it names no file; use "
+                            "sqlite:///relative.db or sqlite:////absolute/path.db")
     opts = {k: v[-1] for k, v in parse_qs(query).items()}
     sync = opts.pop("synchronous", "FULL").upper()
     if opts or sync not in ("FULL", "NORMAL"):

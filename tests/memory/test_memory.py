@@ -395,8 +395,10 @@ def test_store_urls(tmp_path: Path) -> None:
     assert isinstance(s, SQLiteStore) and s.path == tmp_path / "a.db"
     s.close()
     # a path no file can have failed inside sqlite3 with a bare ValueError ("embedded null
-    # byte") or UnicodeEncodeError
+    # byte") or UnicodeEncodeError; one with options but no path, as "cannot open SQLite
+    # store ." (StoreUnavailableError, as if the disk were at fault)
     for bad in ("nothing", "sqlite://", "sqlite:///x.db?mode=ro", "ftp://x",
+                "sqlite:///?synchronous=NORMAL",
                 f"sqlite:///{tmp_path}/a\x00b.db", f"sqlite:///{tmp_path}/\ud800.db"):
         with pytest.raises(StoreURLError):
             open_store(bad)
