@@ -193,7 +193,9 @@ class SQLiteStore(Store):
                 conn.close()
                 raise
         except sqlite3.DatabaseError as exc:
-            raise StoreUnavailableError(f"cannot open SQLite store {self.path}: {exc}") from exc
+            raise StoreUnavailableError(
+                f"cannot open SQLite store {self.path}: {exc}{self._open_hint()}"
+            ) from exc
         slot = _ThreadConnection(conn)
         with self._all_lock:
             closed = self._closed
@@ -206,6 +208,19 @@ class SQLiteStore(Store):
         release.atexit = False  # at exit a daemon thread may still be using it
         self._local.slot = slot
         return conn
+
+    def _open_hint(self) -> str:
+        """Why the file did not open, where that is plain to see: SQLite says only "unable
+        to open database file" for a directory and for a file in a missing directory (as
+        a ``~`` that nothing expanded makes)."""
+        if self.path.is_dir():
+            return "; that is a directory: name a file in it"
+        if self.path.parent.is_dir():
+            return ""
+        hint = f"; the directory {self.path.parent} does not exist"
+        if self.path.parts[0].startswith("~"):
+            hint += " ('~' is not expanded: give the full path)"
+        return hint
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         """Set a new connection up, making the schema if the file has none; raises

@@ -282,3 +282,18 @@ def test_closing_while_other_threads_make_calls_waits_for_them(tmp_path: Path) -
     child.start()
     child.join(120)
     assert child.exitcode == 0
+
+
+def test_a_directory_or_a_missing_directory_is_named_in_the_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each said only "unable to open database file"; sqlite:///~/mem.db (no shell expands
+    # a '~' inside a URL) left the user to guess that the '~' was taken literally.
+    with pytest.raises(StoreUnavailableError, match="that is a directory: name a file in it"):
+        SQLiteStore(tmp_path)
+    with pytest.raises(StoreUnavailableError, match=r"the directory \S+ does not exist$"):
+        SQLiteStore(tmp_path / "no" / "m.db")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StoreUnavailableError, match=r"directory ~/bot does not exist \('~' is "
+                                                    "not expanded: give the full path"):
+        open_store("sqlite:///~/bot/mem.db")
