@@ -163,7 +163,9 @@ class SQLiteStore(Store):
             raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         if os.fspath(path) == ":memory:":
             raise ValueError(MEMORY_PATH_REFUSED)
-        self.path = Path(path)
+        # Absolute now: each thread opens its own connection later, and a relative path
+        # would then name a file in whatever the working directory is by then.
+        self.path = Path(os.path.abspath(path))
         self._synchronous = synchronous
         self._timeout = timeout
         self._local = threading.local()
@@ -218,7 +220,7 @@ class SQLiteStore(Store):
         if self.path.parent.is_dir():
             return ""
         hint = f"; the directory {self.path.parent} does not exist"
-        if self.path.parts[0].startswith("~"):
+        if any(part.startswith("~") for part in self.path.parts):
             hint += " ('~' is not expanded: give the full path)"
         return hint
 

@@ -294,6 +294,26 @@ def test_a_directory_or_a_missing_directory_is_named_in_the_error(
     with pytest.raises(StoreUnavailableError, match=r"the directory \S+ does not exist$"):
         SQLiteStore(tmp_path / "no" / "m.db")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(StoreUnavailableError, match=r"directory ~/bot does not exist \('~' is "
+    with pytest.raises(StoreUnavailableError, match=r"directory \S*/~/bot does not exist \('~' is "
                                                     "not expanded: give the full path"):
         open_store("sqlite:///~/bot/mem.db")
+
+
+def test_a_relative_path_names_one_file_whatever_the_directory_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each thread opens its connection on first use, with the path as given: after the
+    # process changed directory, a new thread (a request) opened a new, empty store there,
+    # and the session's turns were split between two files.
+    monkeypatch.chdir(tmp_path)
+    with open_store("sqlite:///mem.db") as s:
+        s.append_turn("a", "user", "one", 0.0)
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        seen: list[int] = []
+        t = threading.Thread(target=lambda: seen.append(s.append_turn("a", "user", "two", 0.0).seq))
+        t.start()
+        t.join()
+        assert seen == [1]
+        assert s.path == tmp_path / "mem.db"
+    assert not (tmp_path / "elsewhere" / "mem.db").exists()
