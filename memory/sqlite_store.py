@@ -304,15 +304,20 @@ class SQLiteStore(Store):
         On some errors (a full disk, an I/O error) SQLite has rolled the transaction back
         itself: rolling back again would raise "no transaction is active" in place of the
         error that says what went wrong.
+
+        ``BEGIN`` and ``COMMIT`` are inside the ``try``: an exception a signal handler
+        raises (a job's timeout, a caught Ctrl-C) comes out when ``BEGIN`` returns, often
+        after a wait for the lock, and outside it left the transaction open: the thread's
+        every later write failed and every other connection's waited out its timeout.
         """
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.execute("BEGIN IMMEDIATE")
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
     @contextmanager
     def _using(self) -> Iterator[sqlite3.Connection]:

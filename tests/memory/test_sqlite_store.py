@@ -6,6 +6,7 @@ import contextlib
 import gc
 import multiprocessing as mp
 import os
+import signal
 import sqlite3
 import threading
 from pathlib import Path
@@ -317,3 +318,40 @@ def test_a_relative_path_names_one_file_whatever_the_directory_later(
         assert seen == [1]
         assert s.path == tmp_path / "mem.db"
     assert not (tmp_path / "elsewhere" / "mem.db").exists()
+
+
+class _JobTimeout(Exception):
+    pass
+
+
+def _raise_job_timeout(*_: object) -> None:
+    raise _JobTimeout
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+def test_a_signal_raised_while_waiting_for_the_lock_leaves_no_transaction_open(
+    tmp_path: Path,
+) -> None:
+    # A job timeout (SIGALRM) that fired while a write waited for the lock was raised as
+    # BEGIN returned, outside the rollback: the transaction stayed open, holding the write
+    # lock, so this thread's writes failed ("within a transaction") and everyone else's
+    # timed out ("database is locked").
+    db = tmp_path / "m.db"
+    with SQLiteStore(db) as s, SQLiteStore(db, timeout=2) as elsewhere:
+        other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        done = threading.Timer(0.4, other.execute, ("COMMIT",))
+        old = signal.signal(signal.SIGALRM, _raise_job_timeout)
+        try:
+            done.start()
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            with pytest.raises(_JobTimeout):
+                s.append_turn("a", "user", "timed out", 0.0)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+            done.join()
+            other.close()
+        assert elsewhere.append_turn("a", "user", "other worker", 0.0).seq == 0
+        assert s.append_turn("a", "user", "next job", 0.0).seq == 1
+        assert [t.text for t in s.get_turns("a", 0, 9)] == ["other worker", "next job"]
