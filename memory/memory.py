@@ -37,7 +37,12 @@ Every store-facing method has an ``a``-prefixed async twin that runs it in a wor
 thread (as LangChain's defaults do), so an event loop never blocks on the store or model.
 Cancelling the awaiting task does not stop that thread: the call runs to its end, so a
 cancelled ``aadd`` or ``aadd_many`` may still have stored its turns (the built-in stores
-write a batch in one step: all of its turns or none).
+write a batch in one step: all of its turns or none). The writing twins (``aadd``,
+``aadd_many``, ``aforget``, ``adelete_session``, ``aclose``) wait for that end before the
+cancellation reaches the caller (a timeout of ``asyncio.wait_for`` too), so the caller's
+next call never runs beside a write it gave up on: turns are stored in the order one
+task added them, and a delete after a timed-out ``aadd`` leaves no turn behind. Cancelled
+before its thread has begun, a write never runs.
 
 One memory may be shared by any number of threads and tasks, on one session or many;
 codec calls are serialised (:mod:`opticmem.codecs`). :meth:`OpticalMemory.close` does not
@@ -111,7 +116,7 @@ from opticmem.sessions import (
     validate_ts,
     validate_turn,
 )
-from opticmem.store import Store
+from opticmem.store import Store, write_in_thread
 from opticmem.stores import open_store
 from opticmem.tokens import TextCounter
 
@@ -1089,11 +1094,11 @@ class OpticalMemory:
         self, session: str, role: str, text: str | bytes, *, ts: float | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> Turn:
-        return await asyncio.to_thread(self.add, session, role, text, ts=ts, meta=meta)
+        return await write_in_thread(self.add, session, role, text, ts=ts, meta=meta)
 
     async def aadd_many(self, session: str, turns: Iterable[TurnInput]) -> list[Turn]:
         items = list(turns)
-        return await asyncio.to_thread(self.add_many, session, items)
+        return await write_in_thread(self.add_many, session, items)
 
     async def acontext(
         self, session: str, *, budget_tokens: int | None = None, now: float | None = None
@@ -1134,16 +1139,16 @@ class OpticalMemory:
         return await asyncio.to_thread(self.sessions)
 
     async def aforget(self, session: str, before_seq: int) -> int:
-        return await asyncio.to_thread(self.forget, session, before_seq)
+        return await write_in_thread(self.forget, session, before_seq)
 
     async def adelete_session(self, session: str) -> None:
-        await asyncio.to_thread(self.delete_session, session)
+        await write_in_thread(self.delete_session, session)
 
     async def aflush(self, timeout: float | None = None) -> bool:
         return await asyncio.to_thread(self.flush, timeout)
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
+        await write_in_thread(self.close)
 
 
 def _weakly(method: Callable[P, None]) -> Callable[P, None]:

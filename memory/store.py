@@ -18,7 +18,9 @@ A store keeps four things per session:
   undo each other's writes; a backend shared by processes makes it one atomic step.
 
 Every method has an ``a``-prefixed async twin. This base class runs the sync method in a
-worker thread; backends with a native async client (Redis) override the twins.
+worker thread (a write's twin, cancelled once its thread has begun, returns only when the
+thread is done: :func:`write_in_thread`); backends with a native async client (Redis)
+override the twins.
 Methods validate nothing about session ids: :mod:`opticmem.sessions` does that before a
 store is called, and backends must keep any string id from reaching another session's data.
 """
@@ -26,10 +28,12 @@ store is called, and backends must keep any string id from reaching another sess
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 from opticmem.forks import ProcessLock
 from opticmem.records import PageRecord, Turn
@@ -41,6 +45,52 @@ def same_page(a: PageRecord, b: PageRecord) -> bool:
     return (a.session == b.session and a.page_no == b.page_no and a.first_seq == b.first_seq
             and a.first_line == b.first_line and a.render_key == b.render_key
             and a.transcript == b.transcript)
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def write_in_thread(func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """``func(*args, **kwargs)`` in the event loop's default executor, as
+    :func:`asyncio.to_thread` runs it, for a call that writes: a cancelled caller waits
+    for a thread that has begun (as anyio's threads do), so that the write is over when
+    ``CancelledError`` reaches it.
+
+    A thread cannot be stopped. With :func:`asyncio.to_thread`, a write whose caller timed
+    out (``asyncio.wait_for(memory.aadd(...), 1)``) went on in the background, and the
+    caller's next call ran beside it: the next turn could be stored before the cancelled
+    one, and a ``delete_session`` could run before the cancelled turn was stored, which then
+    began the deleted session again. Cancelled before its thread has begun, the write
+    never runs.
+    """
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        if not done.set_running_or_notify_cancel():
+            return  # cancelled while it waited for a thread
+        try:
+            result = context.run(func, *args, **kwargs)
+        except BaseException as exc:  # handed to the awaiting task
+            done.set_exception(exc)
+        else:
+            done.set_result(result)
+
+    loop.run_in_executor(None, run)
+    try:
+        return await asyncio.wrap_future(done)
+    except asyncio.CancelledError as cancelled:
+        if not done.cancel():  # begun: wait for its end, however often cancelled again
+            while not done.done():
+                try:
+                    await asyncio.wrap_future(done)
+                except asyncio.CancelledError:
+                    continue
+                except BaseException:  # its error: the cancelled caller wants no result
+                    break
+        raise cancelled
 
 
 _SWAP_LOCK = ProcessLock(threading.RLock)
@@ -233,12 +283,12 @@ class Store(ABC):
     async def aappend_turn(
         self, session: str, role: str, text: str, ts: float, meta: Mapping[str, Any] | None = None
     ) -> Turn:
-        return await asyncio.to_thread(self.append_turn, session, role, text, ts, meta)
+        return await write_in_thread(self.append_turn, session, role, text, ts, meta)
 
     async def aappend_turns(
         self, session: str, items: Sequence[tuple[str, str, float, Mapping[str, Any] | None]]
     ) -> list[Turn]:
-        return await asyncio.to_thread(self.append_turns, session, items)
+        return await write_in_thread(self.append_turns, session, items)
 
     async def aturn_count(self, session: str) -> int:
         return await asyncio.to_thread(self.turn_count, session)
@@ -247,7 +297,7 @@ class Store(ABC):
         return await asyncio.to_thread(self.get_turns, session, start, stop)
 
     async def aadd_page(self, page: PageRecord) -> bool:
-        return await asyncio.to_thread(self.add_page, page)
+        return await write_in_thread(self.add_page, page)
 
     async def apage_count(self, session: str) -> int:
         return await asyncio.to_thread(self.page_count, session)
@@ -256,10 +306,10 @@ class Store(ABC):
         return await asyncio.to_thread(self.get_pages, session, start, stop)
 
     async def aput_blob(self, session: str, key: str, data: bytes) -> None:
-        await asyncio.to_thread(self.put_blob, session, key, data)
+        await write_in_thread(self.put_blob, session, key, data)
 
     async def aput_page_blob(self, page: PageRecord, key: str, data: bytes) -> bool:
-        return await asyncio.to_thread(self.put_page_blob, page, key, data)
+        return await write_in_thread(self.put_page_blob, page, key, data)
 
     async def aget_blob(self, session: str, key: str) -> bytes | None:
         return await asyncio.to_thread(self.get_blob, session, key)
@@ -268,7 +318,7 @@ class Store(ABC):
         return await asyncio.to_thread(self.get_blobs, session, keys)
 
     async def aput_state(self, session: str, key: str, data: bytes) -> None:
-        await asyncio.to_thread(self.put_state, session, key, data)
+        await write_in_thread(self.put_state, session, key, data)
 
     async def aget_state(self, session: str, key: str) -> bytes | None:
         return await asyncio.to_thread(self.get_state, session, key)
@@ -277,17 +327,17 @@ class Store(ABC):
         self, session: str, key: str, expected: bytes | None, data: bytes, *,
         page: PageRecord | None = None,
     ) -> bool:
-        return await asyncio.to_thread(self.swap_state, session, key, expected, data,
-                                       page=page)
+        return await write_in_thread(self.swap_state, session, key, expected, data,
+                                     page=page)
 
     async def asessions(self) -> list[str]:
         return await asyncio.to_thread(lambda: list(self.sessions()))
 
     async def adelete_session(self, session: str) -> None:
-        await asyncio.to_thread(self.delete_session, session)
+        await write_in_thread(self.delete_session, session)
 
     async def aforget_turns(self, session: str, before_seq: int) -> int:
-        return await asyncio.to_thread(self.forget_turns, session, before_seq)
+        return await write_in_thread(self.forget_turns, session, before_seq)
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self.close)
+        await write_in_thread(self.close)

@@ -7,6 +7,7 @@ the guard it checks.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import json
@@ -20,6 +21,7 @@ import time
 import traceback
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -777,4 +779,61 @@ def test_a_page_read_while_a_caller_waited_for_the_codec_is_not_read_again() -> 
     assert not caller.is_alive()
     assert codec.batches == [1]  # only the other thread's reading: none by the caller
     assert [r.text for r in got[0]] == [theirs.text]
+    mem.close()
+
+
+class _GatedStore(InMemoryStore):
+    """Appends of the text ``"slow"`` wait until ``gate`` is set (a slow store write)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def append_turn(self, session: str, role: str, text: str, ts: float,
+                    meta: Any = None) -> Any:
+        if text == "slow":
+            assert self.gate.wait(30)
+        return super().append_turn(session, role, text, ts, meta)
+
+
+def test_a_timed_out_async_write_is_over_before_the_task_goes_on() -> None:
+    """``aadd`` ran in ``asyncio.to_thread``: when ``wait_for`` gave up on it, its thread
+    went on, and the task's next call ran beside it. The next turn was stored before the
+    timed-out one, and a ``delete_session`` after a timed-out ``aadd`` was undone by it (the
+    session came back with that turn). A write cancelled once its thread has begun now
+    waits for it; one cancelled while it waited for a thread never runs."""
+    store = _GatedStore()
+    mem = OpticalMemory(store, codec=None)
+
+    async def go() -> None:
+        timer = threading.Timer(0.2, store.gate.set)
+        timer.start()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(mem.aadd("s", "user", "slow"), 0.01)
+        await mem.aadd("s", "assistant", "after")
+        assert [t.text for t in await mem.aturns("s")] == ["slow", "after"]
+
+        store.gate.clear()
+        timer = threading.Timer(0.2, store.gate.set)
+        timer.start()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(mem.aadd_many("t", [("user", "slow")]), 0.01)
+        await mem.adelete_session("t")
+        await asyncio.sleep(0.3)
+        assert await mem.aturns("t") == [] and await mem.asessions() == ["s"]
+
+        # With one thread, busy with a slow write, a write that times out while it waits
+        # for the thread is dropped, never stored later.
+        store.gate.clear()
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(1))
+        busy = asyncio.ensure_future(mem.aadd("u", "user", "slow"))
+        await asyncio.sleep(0.05)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(mem.aadd("u", "user", "queued"), 0.01)
+        store.gate.set()
+        await busy
+        await mem.aadd("u", "user", "last")
+        assert [t.text for t in await mem.aturns("u")] == ["slow", "last"]
+
+    asyncio.run(go())
     mem.close()
