@@ -64,12 +64,12 @@ the config (:mod:`~opticmem.integrations.langchain_session`).
 
 Sync (``invoke``/``stream``) and async (``ainvoke``/``astream``) runs behave the same;
 the async hooks run the store and rendering work in a worker thread, as the memory's own
-async twins do.
+async twins do. A run cancelled (or timed out) while a hook records waits for that
+recording to end, so the next run never records the same messages beside it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -94,6 +94,7 @@ from opticmem.integrations.langchain_tokens import OpticalTokenCounter
 from opticmem.integrations.turn_text import newest_turn_tokens
 from opticmem.memory import OpticalMemory, _check_budget, _whole_number
 from opticmem.render import ORDER
+from opticmem.store import write_in_thread
 
 try:
     from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
@@ -367,7 +368,8 @@ class OpticalMemoryMiddleware(AgentMiddleware):
     ) -> ModelResponse[Any] | AIMessage:
         """Async twin of :meth:`wrap_model_call`."""
         session, thread = self._scope(request.runtime)
-        view = await asyncio.to_thread(self.view, request, session, thread)
+        # records the backlog: a write, over before a cancellation reaches the caller
+        view = await write_in_thread(self.view, request, session, thread)
         if self.on_view is not None:
             self.on_view(view)
         messages = cast("list[AnyMessage]", view.sent)
@@ -382,8 +384,8 @@ class OpticalMemoryMiddleware(AgentMiddleware):
     async def aafter_agent(self, state: Any, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Async twin of :meth:`after_agent`."""
         session, thread = self._scope(runtime)
-        await asyncio.to_thread(self._record_rest, session, thread,
-                                list(state.get("messages", [])))
+        await write_in_thread(self._record_rest, session, thread,
+                              list(state.get("messages", [])))
         return None
 
 

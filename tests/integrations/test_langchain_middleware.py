@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import threading
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from PIL import Image
 
-from opticmem import InvalidSessionError, OpticalMemory, message_tokens
+from opticmem import InMemoryStore, InvalidSessionError, OpticalMemory, message_tokens
 from opticmem.integrations import (
     InFlightTooLargeError,
     ModelView,
@@ -504,3 +505,30 @@ def test_a_refusal_is_recorded_and_shown_back(memory: OpticalMemory) -> None:
     assert [(type(m), m.content) for m in model.calls[-1][1:]] == [
         (HumanMessage, "How do I pick this lock?"), (AIMessage, "I can't help with that."),
         (HumanMessage, "Why not?")]
+
+
+def test_a_timed_out_async_recording_is_over_before_the_next_run_records() -> None:
+    """``aafter_agent`` recorded in ``asyncio.to_thread``: an agent run timed out while it
+    recorded left that thread running, and the next run, finding nothing recorded yet,
+    recorded the same messages again (every turn of the run stored twice). The recording
+    is now over before the cancellation reaches the caller."""
+    gate = threading.Event()
+
+    class SlowStore(InMemoryStore):
+        def append_turns(self, session: str, items: Any) -> Any:
+            assert gate.wait(30)
+            return super().append_turns(session, items)
+
+    memory = OpticalMemory(SlowStore(), codec=None, budget_tokens=BUDGET)
+    middleware = OpticalMemoryMiddleware(memory, session="s")
+    first = [HumanMessage("hi", id="h1"), AIMessage("hello", id="a1")]
+    second = [*first, HumanMessage("again", id="h2"), AIMessage("yes", id="a2")]
+
+    async def go() -> None:
+        threading.Timer(0.2, gate.set).start()
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(middleware.aafter_agent({"messages": first}, None), 0.01)
+        await middleware.aafter_agent({"messages": second}, None)  # type: ignore[arg-type]
+
+    asyncio.run(go())
+    assert [t.text for t in memory.turns("s")] == ["hi", "hello", "again", "yes"]
