@@ -808,6 +808,31 @@ RETRYABLE_ERRORS = _RETRYABLE
 could not be reached, or a cluster was between states."""
 
 
+
+class _ClosingPool(redis.ConnectionPool):
+    """The sync connection pool :meth:`RedisStore.from_url` opens: :meth:`close_idle`
+    closes it under calls other threads are making.
+
+    redis-py's own ``close`` closes the connections in use too: a thread whose append
+    was on the wire then failed (``AttributeError: 'NoneType' object has no attribute
+    'readline'``, or a connection error that its retry reported as a closed store) while
+    the server stored the turn. Here a call in flight finishes on its connection, which
+    closes as it is given back.
+    """
+
+    _closing = False
+
+    def close_idle(self) -> None:
+        """Close the idle connections now and each one in use when it is given back."""
+        with self._lock:
+            self._closing = True
+        self.disconnect(inuse_connections=False)
+
+    def release(self, connection: Any) -> None:
+        super().release(connection)
+        if self._closing:
+            connection.disconnect()
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -1043,7 +1068,7 @@ class RedisStore(Store):
         if check:
             _check_server(url, safe, common, ttl is not None)
         try:  # redis-py's own retries off: the store retries, recognising stored appends
-            pool = redis.ConnectionPool.from_url(url, retry=Retry(NoBackoff(), 0), **common)
+            pool = _ClosingPool.from_url(url, retry=Retry(NoBackoff(), 0), **common)
         except ValueError as exc:
             raise StoreError(f"bad Redis URL {safe}: {exc}") from exc
 
@@ -1690,12 +1715,18 @@ class RedisStore(Store):
         return int(self._eval(self._forget_lua, self._keys(session), int(before_seq)))
 
     def close(self) -> None:
-        """Close the clients this store opened (clients passed in are left open)."""
+        """Close the clients this store opened (clients passed in are left open). A call
+        another thread is making finishes first (its write is kept and reported), and its
+        connection closes after it."""
         if self._closed:
             return
         self._closed = True
         if self._owns_clients and self._client is not None:
-            self._client.close()
+            pool = getattr(self._client, "connection_pool", None)
+            if isinstance(pool, _ClosingPool):  # calls of other threads finish first
+                pool.close_idle()
+            else:
+                self._client.close()
         self._aclients = weakref.WeakKeyDictionary()
 
     # ------------------------------------------------------------------ async twins

@@ -177,6 +177,32 @@ def test_closed_store_refuses_calls(redis_url: str) -> None:
         s.turn_count("s")
 
 
+
+def test_close_lets_a_call_another_thread_is_making_finish(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    """``close()`` closed every connection, those in use too: a thread whose append was
+    on the wire failed with redis-py's bare ``AttributeError: 'NoneType' object has no
+    attribute 'readline'`` (or a connection error), its turn stored or not, no one could
+    tell. A call in flight now finishes on its connection, which closes after it."""
+    s = RedisStore.from_url(redis_url)
+    s.append_turn("s", "user", "first", 0.0)  # connected
+    got: list[object] = []
+    raw.execute_command("CLIENT", "PAUSE", "400", "WRITE")  # the next append waits there
+    writer = threading.Thread(
+        target=lambda: got.append(s.append_turn("s", "user", "second", 0.0)))
+    writer.start()
+    time.sleep(0.15)  # the append is on the wire
+    s.close()
+    writer.join(30)
+    assert [(t.seq, t.text) for t in got] == [(1, "second")]  # type: ignore[attr-defined]
+    assert raw.llen("opticmem:{default:s}:turns") == 2
+    with pytest.raises(StoreError, match="closed"):
+        s.turn_count("s")
+    pool = s._client.connection_pool  # type: ignore[union-attr]
+    assert not any(c._sock for c in pool._available_connections)  # all closed
+
+
 def test_from_store_url_reads_settings_from_the_query(redis_url: str, raw: redis.Redis) -> None:
     s = RedisStore.from_store_url(
         redis_url + "?tenant=acme%3Aeu&ttl=60&max_turns=3&max_blob_bytes=5000&socket_timeout=5"
