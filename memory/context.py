@@ -488,6 +488,11 @@ CLIP_NOTE = ("\n[… {chars:,} characters of this turn left out here: it is too 
 """Put where the middle of a clipped turn was (:func:`clip_turns`)."""
 
 
+_CLIP_TRIES = 32
+"""Tries :func:`_clip` makes at most: enough to halve any text's length down to one
+character."""
+
+
 def _water_level(costs: Sequence[int], room: int) -> int:
     """The largest cap such that the costs, each capped at it, sum to at most ``room``
     (the larger of the costs when they fit uncapped)."""
@@ -504,20 +509,43 @@ def _water_level(costs: Sequence[int], room: int) -> int:
 def _clip(view: ContextTurn, cap: int, model: CostModel) -> ContextTurn | None:
     """``view`` with the middle of its text left out so that it costs at most ``cap``
     (its head and tail kept, :data:`CLIP_NOTE` between them); ``None`` if even the note
-    alone costs more."""
-    text = view.text
-    full = max(1, view.cost - model.message_overhead)
-    keep = int(len(text) * (cap - model.message_overhead) / full)
-    while keep > 0:
+    alone costs more.
+
+    How many characters to keep is searched between the most known to fit and the fewest
+    known not to: each try is sized from the tokens per character the last one cost
+    (its head and tail, not the whole text: a middle of CJK or of one long run of spaces
+    costs very differently), and halves the bracket when that guess falls outside it. So
+    a turn is counted a few times however long it is and however uneven, and its clipped
+    text uses nearly all of ``cap``."""
+    text, overhead = view.text, model.message_overhead
+    room = cap - overhead  # what the shown text may cost
+    note = model.text_tokens(CLIP_NOTE.format(chars=len(text)))
+    if note > room:
+        return None
+    full = max(1, view.cost - overhead)
+    lo, hi = 0, len(text)  # keeping ``lo`` characters fits (0: none known), ``hi`` not
+    best: ContextTurn | None = None
+    keep = int(len(text) * (room - note) / full)
+    for _ in range(_CLIP_TRIES):
+        if not lo < keep < hi:
+            keep = (lo + hi) // 2
+            if keep <= lo:
+                break
         head, tail = keep - keep // 2, keep // 2
         shown = text[:head] + CLIP_NOTE.format(chars=len(text) - keep) + text[len(text) - tail:]
-        cost = model.message_overhead + model.text_tokens(shown)
+        cost = overhead + model.text_tokens(shown)
         if cost <= cap:
-            return ContextTurn(seq=view.seq, role=view.role, text=shown, ts=view.ts,
-                               cost=cost, staging=view.staging, partial=view.partial,
-                               turn=view.turn, clipped=len(text) - keep)
-        keep = min(keep - 1, int(keep * 0.85))
-    return None
+            lo, best = keep, ContextTurn(
+                seq=view.seq, role=view.role, text=shown, ts=view.ts, cost=cost,
+                staging=view.staging, partial=view.partial, turn=view.turn,
+                clipped=len(text) - keep)
+            if cap - cost <= cap // 50:
+                break  # within 2% of the cap: close enough
+        else:
+            hi = keep
+        spent = cost - overhead - note  # what the kept characters cost
+        keep = int(keep * (room - note) / spent) if spent > 0 else -1
+    return best
 
 
 def clip_turns(views: Sequence[ContextTurn], budget: int, model: CostModel

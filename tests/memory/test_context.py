@@ -298,3 +298,46 @@ def test_clipped_contexts_stay_within_budget(sizes: list[int], budget: int) -> N
             assert whole.endswith(tail)
             if not t.partial:  # (a partial turn's head is the continuation line)
                 assert whole.startswith(head) and len(head) + t.clipped + len(tail) == len(whole)
+
+
+def clip_room(mem: OpticalMemory, budget: int) -> int:
+    """What the one turn before the newest may cost clipped: half of what the newest
+    leaves (no pages in these sessions)."""
+    newest = mem.turns("s")[-1].text
+    return (budget - mem.cost_model.message_overhead - mem.cost_model.text_tokens(newest)) // 2
+
+
+def test_a_turn_is_clipped_in_a_few_tries_even_when_its_middle_is_cheap() -> None:
+    # Dense ends around a long run of spaces (one token, however long): sized by 15% steps
+    # from an estimate ~100× too long, the turn was counted ~50 times per context — a
+    # 5 MB such turn took ~0.5 s a context instead of a few milliseconds.
+    calls: list[int] = []
+
+    def counting(text: str) -> int:
+        if "characters of this turn left out" in text:
+            calls.append(len(text))
+        return cost_model().text_tokens(text)
+
+    mem = OpticalMemory(codec=None, cost_model=cost_model(text=counting))
+    mem.add("s", "tool", "a.b," * 2_500 + " " * 900_000 + "a.b," * 2_500)
+    mem.add("s", "user", "What failed?")
+    ctx = mem.context("s", budget_tokens=4_000)
+    [clipped, _] = ctx.turns
+    assert clipped.clipped and clipped.cost <= clip_room(mem, 4_000)
+    assert len(calls) <= 12, len(calls)
+
+
+@pytest.mark.parametrize("text", [
+    "error at line 42; " * 2_000 + "中" * 200_000 + "error at line 42; " * 2_000,
+    "LOG START " + "error at line 42; " * 20_000 + " LOG END",
+])
+def test_a_clipped_turn_uses_nearly_all_of_its_room(text: str) -> None:
+    # Sized by its whole text's tokens per character, a turn whose ends are sparser than
+    # its middle (English around CJK) was clipped to a third of its room, and steps of
+    # 15% that only ever shrank wasted up to a seventh of it on any text.
+    mem = OpticalMemory(codec=None)
+    mem.add_many("s", [("tool", text), ("user", "What failed?")])
+    ctx = mem.context("s", budget_tokens=6_000)
+    [clipped, _] = ctx.turns
+    room = clip_room(mem, 6_000)
+    assert clipped.clipped and 0.95 * room <= clipped.cost <= room
