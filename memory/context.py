@@ -17,8 +17,9 @@ The shape of :meth:`Context.messages` (plain dicts; the memory knows no framewor
     {"role": "assistant", "content": "…"}
 
 A turn before the newest that is too long for the budget even with every page out (a
-pasted log) is shown clipped: its head and tail around a note of how much was left out
-(``ContextTurn.clipped``), at most half of what the newest turn leaves of the budget.
+pasted log: more than a quarter of what the newest turn leaves of the budget) is shown
+clipped to that quarter: its head and tail around a note of how much was left out
+(``ContextTurn.clipped``).
 
 A page whose image would cost at least as much as its text (the **savings gate**) is
 shown as its caption and transcript instead — exact text, no facts line needed.
@@ -493,19 +494,6 @@ _CLIP_TRIES = 32
 character."""
 
 
-def _water_level(costs: Sequence[int], room: int) -> int:
-    """The largest cap such that the costs, each capped at it, sum to at most ``room``
-    (the larger of the costs when they fit uncapped)."""
-    left = room
-    ordered = sorted(costs)
-    for i, c in enumerate(ordered):
-        share = left // (len(ordered) - i)
-        if c > share:
-            return share
-        left -= c
-    return ordered[-1] if ordered else room
-
-
 def _clip(view: ContextTurn, cap: int, model: CostModel) -> ContextTurn | None:
     """``view`` with the middle of its text left out so that it costs at most ``cap``
     (its head and tail kept, :data:`CLIP_NOTE` between them); ``None`` if even the note
@@ -550,24 +538,23 @@ def _clip(view: ContextTurn, cap: int, model: CostModel) -> ContextTurn | None:
 
 def clip_turns(views: Sequence[ContextTurn], budget: int, model: CostModel
                ) -> list[ContextTurn] | None:
-    """``views`` with the longest turns before the newest clipped, so that together they
-    cost at most half of what the newest turn leaves of ``budget`` — the other half is
-    left for pages. Used only when the turns would not fit even with every page out: one
-    pasted log or document must not push every page and every turn before it out of the
-    context (and, by the decay mark, push those pages out for good). The newest turn is
-    never clipped. ``None`` when nothing can be clipped to fit."""
+    """``views`` with the turns before the newest that are too long clipped: each costing
+    more than a quarter of what the newest turn leaves of ``budget``, they share that
+    quarter. Used only when the turns would not fit even with every page out, so that one
+    pasted log or document does not push every page and every turn before it out of the
+    context (and, by the decay mark, those pages out for good); turns of ordinary length
+    are never clipped — when they alone overflow, the oldest are dropped as before. The
+    newest turn is never clipped. ``None`` when no turn is too long, or none can be
+    clipped to its share (the note alone would cost more)."""
     if len(views) < 2:
         return None
     *older, newest = views
-    room = (budget - newest.cost) // 2
-    cap = _water_level([v.cost for v in older], room)
-    out: list[ContextTurn] = []
-    for v in older:
-        if v.cost <= cap:
-            out.append(v)
-            continue
-        clipped = _clip(v, cap, model)
-        if clipped is None:
-            return None
-        out.append(clipped)
-    return [*out, newest]
+    quarter = (budget - newest.cost) // 4
+    long = [i for i, v in enumerate(older) if v.cost > quarter]
+    if not long:
+        return None
+    out = list(older)
+    for i in long:
+        if (clipped := _clip(older[i], quarter // len(long), model)) is not None:
+            out[i] = clipped
+    return None if out == older else [*out, newest]

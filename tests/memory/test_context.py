@@ -301,10 +301,10 @@ def test_clipped_contexts_stay_within_budget(sizes: list[int], budget: int) -> N
 
 
 def clip_room(mem: OpticalMemory, budget: int) -> int:
-    """What the one turn before the newest may cost clipped: half of what the newest
-    leaves (no pages in these sessions)."""
+    """What the one turn before the newest may cost clipped: a quarter of what the newest
+    leaves."""
     newest = mem.turns("s")[-1].text
-    return (budget - mem.cost_model.message_overhead - mem.cost_model.text_tokens(newest)) // 2
+    return (budget - mem.cost_model.message_overhead - mem.cost_model.text_tokens(newest)) // 4
 
 
 def test_a_turn_is_clipped_in_a_few_tries_even_when_its_middle_is_cheap() -> None:
@@ -341,3 +341,25 @@ def test_a_clipped_turn_uses_nearly_all_of_its_room(text: str) -> None:
     [clipped, _] = ctx.turns
     room = clip_room(mem, 6_000)
     assert clipped.clipped and 0.95 * room <= clipped.cost <= room
+
+
+def test_turns_of_ordinary_length_are_dropped_oldest_first_not_all_clipped() -> None:
+    # Capping every turn at one water level clipped 40 recent turns of ~360 tokens each
+    # to ~100 (a third of it the note), the last answer too, where the newest ~22 had
+    # been shown whole.
+    mem = OpticalMemory(codec=None, verbatim_turns=40)
+    for i in range(40):
+        mem.add("s", "user" if i % 2 == 0 else "assistant",
+                f"turn {i}: " + "the quarterly plan, line by line, " * 45)
+    mem.add("s", "user", "And the last answer?")
+    ctx = mem.context("s")
+    assert all(t.clipped == 0 for t in ctx.turns)
+    assert ctx.dropped_turns > 0 and len(ctx.turns) > 15 and int(ctx.cost) <= ctx.budget
+    assert ctx.turns[-2].text == mem.turns("s")[-2].text
+
+
+def test_only_the_long_turn_is_clipped_among_ordinary_ones() -> None:
+    mem = pasted_log_memory()
+    ctx = mem.context("s")
+    assert [t.seq for t in ctx.turns if t.clipped] == [60]
+    assert next(t for t in ctx.turns if t.seq == 60).cost <= clip_room(mem, ctx.budget)
