@@ -114,7 +114,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stats = RedisRecollectQueue.for_store(store).stats()
         queue = {"waiting": stats.waiting, "taken": stats.taken, "dead": stats.dead}
     await memory.aclose()
-    store.close()
+    await store.aclose()  # closes this loop's async client too; close() would leak it
     added = 2 * args.sessions * args.turns  # a user turn and its reply per message
     return {"sessions": len(sessions), "turns": turns, "turns_added": added,
             "pages_per_tier": tiers, "largest_prompt": largest, "budget": args.budget,

@@ -163,6 +163,17 @@ def test_redis_bot_serves_concurrent_sessions_through_redis(redis_url: str) -> N
 
 
 @pytest.mark.redis
+def test_redis_bot_closes_its_async_redis_connection(redis_url: str) -> None:
+    """The bot closed its store with the sync ``close()`` inside the event loop, which drops
+    the loop's async client unclosed: ResourceWarnings (unclosed Connection, socket,
+    transport) at exit."""
+    proc = run_example("redis_bot.py", "--redis-url", redis_url, "--sessions", "2",
+                       "--turns", "1", "--json", env={"PYTHONWARNINGS": "default"})
+    assert json.loads(proc.stdout)["sessions"] == 2
+    assert "ResourceWarning" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.redis
 def test_redis_bot_takes_the_workers_store_url_with_its_tenant(redis_url: str) -> None:
     """The docstring's worker URL (``redis://…?tenant=redis-bot``) given as --redis-url
     ended the bot in a StoreURLError traceback (RedisStore.from_url takes the tenant as a
