@@ -52,6 +52,14 @@ class RenderSettings:
     """Fewer rows than fit (a lighter page); ``None`` fills the page."""
 
     def __post_init__(self) -> None:
+        # Whole numbers only: a float (``page_pixels=1280.0``) laid pages out, but drawing
+        # them failed with a bare TypeError, and it gave the same pixels another key.
+        for name in ("page_pixels", "margin", "tab_width", "max_rows"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool)) and not (
+                name == "max_rows" and value is None
+            ):
+                raise ValueError(f"{name} must be a whole number (int), got {value!r}")
         if self.page_pixels < 64 or self.margin < 0 or 2 * self.margin >= self.page_pixels:
             raise ValueError(
                 f"page_pixels={self.page_pixels} with margin={self.margin} leaves no room for text"

@@ -198,6 +198,16 @@ def test_settings_validation() -> None:
         RenderSettings(tab_width=0)
 
 
+@pytest.mark.parametrize("field", ["page_pixels", "margin", "tab_width", "max_rows"])
+def test_settings_reject_non_integers(field: str) -> None:
+    # 1280.0 used to lay pages out and then fail drawing them with a bare TypeError.
+    value = {"page_pixels": 640.0, "margin": 16.0, "tab_width": 4.0, "max_rows": 20.0}[field]
+    with pytest.raises(ValueError, match=f"{field} must be a whole number"):
+        RenderSettings(**{field: value})
+    with pytest.raises(ValueError, match=f"{field} must be a whole number"):
+        RenderSettings(**{field: True})
+
+
 def test_cursor_and_positions_agree_with_cells() -> None:
     page = layout_pages([TurnText("user", "ab 한국 x\ny"), TurnText("assistant", "中 z")])[0]
     t = page.transcript
