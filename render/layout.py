@@ -85,7 +85,7 @@ class RenderSettings:
     @property
     def rows(self) -> int:
         fit = (self.page_pixels - 2 * self.margin) // 24
-        return min(fit, self.max_rows) if self.max_rows else fit
+        return min(fit, self.max_rows) if self.max_rows is not None else fit
 
     def label(self, role: str) -> str:
         for r, lab in self.labels:

@@ -198,6 +198,12 @@ def test_settings_validation() -> None:
         RenderSettings(tab_width=0)
 
 
+def test_settings_reject_zero_max_rows() -> None:
+    # max_rows=0 used to be taken as None: a full page, not "fewer rows than fit".
+    with pytest.raises(ValueError, match="1 row"):
+        RenderSettings(max_rows=0)
+
+
 @pytest.mark.parametrize("field", ["page_pixels", "margin", "tab_width", "max_rows"])
 def test_settings_reject_non_integers(field: str) -> None:
     # 1280.0 used to lay pages out and then fail drawing them with a bare TypeError.
