@@ -14,7 +14,7 @@ The limits (all documented; the roles and the turn-length limit are configurable
   empty or only whitespace, control and format characters, at most
   :data:`MAX_TURN_CHARS` (1,000,000) characters by default. Control characters,
   zero-width characters, emoji and right-to-left text are archived exactly as given (the
-  renderer draws control characters as visible control pictures and records what it
+  renderer draws control characters as boxes, U+FFFD in the transcript, and records what it
   could not draw).
 * **Timestamps**: finite Unix seconds from year 1 to year 9999 (:data:`MIN_TS` to
   :data:`MAX_TS`), the span a page caption can print as a date.

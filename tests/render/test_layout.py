@@ -198,6 +198,14 @@ def test_settings_validation() -> None:
         RenderSettings(tab_width=0)
 
 
+def test_control_characters_are_boxes() -> None:
+    # The docs promised control pictures (␇); the atlas has none, so each is a box.
+    controls = [chr(c) for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if chr(c) not in "\t\n\r"]
+    tl = layout_turn(TurnText("user", "".join(controls)), RenderSettings())
+    assert tl.substituted == tuple((c, REPLACEMENT) for c in controls)
+    assert "".join(ln.text for ln in tl.lines) == "User: " + REPLACEMENT * len(controls)
+
+
 def test_settings_reject_zero_max_rows() -> None:
     # max_rows=0 used to be taken as None: a full page, not "fewer rows than fit".
     with pytest.raises(ValueError, match="1 row"):
