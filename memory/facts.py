@@ -57,6 +57,8 @@ _MONTH = (
     r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?"
     r"|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
 )
+_MONTH_ABBR = r"(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)"
+"""Month names a dot may follow (``Apr. 4``): after a whole name it ends the sentence."""
 
 _GLUED = rf"[^\W{CJK.pattern[1:-1]}]"
 """A character that glues onto a word: a letter or digit, but not CJK, kana or Hangul —
@@ -137,7 +139,7 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (rf"\b(?:\d{{4}}(?:/{_MM}/{_DD}(?!/)|\.(?=\d\d\.\d\d){_MM}\.{_DD}(?!\.\d)|\. {_MM}\. {_DD})"
      rf"|{_DD}\.{_MM}\.(?:19|20)\d\d(?!\.\d))\b",
      "date"),  # 2026/03/04, 2026.03.04, 2026. 3. 4, 4.3.2026: no path or version
-    (rf"\b{_MONTH}\.? \d{{1,2}}(?:st|nd|rd|th)?(?:,? \d{{4}})?\b", "date"),
+    (rf"\b(?:{_MONTH}|{_MONTH_ABBR}\.) \d{{1,2}}(?:st|nd|rd|th)?(?:,? \d{{4}})?\b", "date"),
     (rf"\b\d{{1,2}}(?:st|nd|rd|th)? {_MONTH}(?: \d{{4}})?\b", "date"),
     (rf"\b(?:(?:\d{{4}} ?[年년] ?)?\d{{1,2}} ?[月월] ?\d{{1,2}} ?[日일号號]"
      rf"(?: ?(?:{_CJK_MERIDIEM})?{_CJK_HOUR}(?: ?{_CJK_MINUTE})?)?"

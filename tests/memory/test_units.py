@@ -285,6 +285,14 @@ def test_an_iso_week_date_is_a_fact_whole() -> None:
     assert fact_kind("2026-W09-3") == "date"
 
 
+def test_a_month_name_ending_a_sentence_is_no_date_with_the_next_number() -> None:
+    """"…by mid-April. 4. Budget…" (a numbered list) gave the date ``April. 4``, shown in
+    the bundled sample's facts line: a dot follows only an abbreviated month name."""
+    assert extract_facts("wants it by mid-April. 4. Budget I'll get; in May. 2. Next") == ()
+    assert extract_facts("due Apr. 4, then Sept. 12th, 2026 and May 2") == (
+        "Apr. 4", "Sept. 12th, 2026", "May 2")
+
+
 def test_a_date_with_slashes_or_dots_is_a_date_not_a_path_version_or_phone() -> None:
     """``2026/03/04`` was found as a "path", ``2026.03.04`` and ``04.03.2026`` as a
     "version" and Korean ``2026. 3. 4.`` as a "phone number": a question for the date
