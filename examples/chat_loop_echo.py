@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  compression on image pages: {made['compression']}")
     hits = memory.recall("notebook", args.ask, k=1)
     print(f"recall {args.ask!r}: " + (
-        f"page {hits[0].page_no} ({hits[0].source}, {hits[0].tier}): {hits[0].text[:100]!r}"
+        f"page {hits[0].page_no} ({hits[0].source}"
+        f"{', ' + hits[0].tier.value if hits[0].tier else ''}): {hits[0].text[:100]!r}"
         if hits else "nothing on the pages yet"))
     memory.close()
     return 0

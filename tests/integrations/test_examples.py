@@ -45,6 +45,7 @@ def test_echo_loop_stays_in_budget_and_reports_the_make_up() -> None:
     assert "40 user turns, 80 stored turns" in out
     assert re.search(r"pages per tier: \{'large': \d+, 'base': \d+", out)
     assert "recall 'When is the Titan launch?'" in out
+    assert "Tier." not in out and "None)" not in out  # a hit's tier by name, or none
 
 
 def test_echo_loop_reads_turns_from_stdin() -> None:
