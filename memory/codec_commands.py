@@ -244,7 +244,8 @@ def eval_command(
         raise fail(f"cannot write the results to {out}: {exc.strerror or exc}",
                    as_json) from None
     if as_json:
-        typer.echo(json.dumps({"meta": meta, "summary": [asdict(r) for r in rows]}))
+        typer.echo(json.dumps({"command": "eval", "meta": meta,
+                               "summary": [asdict(r) for r in rows]}))
     else:
         typer.echo(markdown_table(rows))
         typer.echo(f"\nwrote {out}/: eval.json, eval.md, precision_vs_compression.png, "

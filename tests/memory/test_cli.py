@@ -639,3 +639,22 @@ def test_opticmem_progress_1_draws_the_bars_off_a_terminal(
     monkeypatch.setenv("OPTICMEM_PROGRESS", "0")
     result = runner.invoke(app, ["render", str(note), "--out", str(tmp_path / "pages")])
     assert result.exit_code == 0 and "rendering" not in result.stderr
+
+
+def test_eval_json_names_its_command_as_every_other_command_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``eval --json`` printed ``{"meta", "summary"}`` without the ``"command"`` key that
+    demo, ingest, render, inspect, worker and queue all print first."""
+    from types import SimpleNamespace
+
+    note = tmp_path / "note.txt"
+    note.write_text("User: Titan ships on 2026-03-04.\n", encoding="utf-8")
+    codec = SimpleNamespace(name="fake", device="cpu", batch_size=1)
+    monkeypatch.setattr("opticmem.encoder.bundled.load_bundled_codec",
+                        lambda *args, **kwargs: codec)
+    monkeypatch.setattr("opticmem.evaluation.evaluate", lambda *args, **kwargs: [])
+    d = run_json("eval", "--text-file", str(note), "--tiers", "tiny", "--device", "cpu",
+                 "--out", str(tmp_path / "o"))
+    assert list(d)[:1] == ["command"] and d["command"] == "eval"
+    assert {"meta", "summary"} <= set(d)
