@@ -133,7 +133,8 @@ def train_command(
         from opticmem.cli import fail
 
         raise fail(str(err), as_json) from None
-    summary: dict[str, Any] = {k: progress[k] for k in ("step", "pages", "minutes", "runs")}
+    summary: dict[str, Any] = {"command": "train",
+                               **{k: progress[k] for k in ("step", "pages", "minutes", "runs")}}
     summary["last"] = progress["log"][-1] if progress["log"] else None
     if export is not None:
         export_bundled(out / "state" / "model", export)

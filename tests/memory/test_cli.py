@@ -658,3 +658,14 @@ def test_eval_json_names_its_command_as_every_other_command_does(
                  "--out", str(tmp_path / "o"))
     assert list(d)[:1] == ["command"] and d["command"] == "eval"
     assert {"meta", "summary"} <= set(d)
+
+
+def test_train_json_names_its_command_as_every_other_command_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``train --json`` printed ``{"step", "pages", …}`` without the ``"command"`` key."""
+    progress = {"step": 3, "pages": 96, "minutes": 0.5, "runs": 1, "log": []}
+    monkeypatch.setattr("opticmem.encoder.train.train", lambda cfg: progress)
+    d = run_json("train", "--preset", "test", "--out", str(tmp_path / "run"))
+    assert list(d)[:1] == ["command"] and d["command"] == "train"
+    assert d["step"] == 3 and d["pages"] == 96 and d["last"] is None
