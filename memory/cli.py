@@ -537,6 +537,7 @@ def ingest(
     except OpticMemError as exc:
         raise fail(str(exc), as_json) from exc
     counts: dict[str, int] = {}
+    pages_before: dict[str, int] = {}  # with --append, what each session held already
     with mem, _progress(as_json) as bar:
         if not append:  # running the same ingest twice would store every turn twice
             held = _sessions_holding_turns(mem, turns, store, as_json)
@@ -556,6 +557,8 @@ def ingest(
                     j += 1
                 sid = turns[i].session
                 try:
+                    if sid not in pages_before:
+                        pages_before[sid] = mem.store.page_count(sid)
                     mem.add_many(sid, [t.as_input() for t in turns[i:j]])
                 except OpticMemError as exc:  # the store failed (locked, gone): say so
                     raise fail(f"{exc}; {sum(counts.values())} of {len(turns)} turns were "
@@ -572,18 +575,27 @@ def ingest(
             raise fail(f"interrupted (Ctrl-C); {sum(counts.values())} of {len(turns)} turns "
                        f"were stored before it" + (f": {shown}" if shown else "") + in_hand,
                        as_json, code=128 + signal.SIGINT) from None
-        pages = {s: mem.store.page_count(s) for s in counts}
+        totals = {s: {"turn_count": mem.store.turn_count(s), "page_count": mem.store.page_count(s)}
+                  for s in counts}
     seconds = time.perf_counter() - t0
+    # "turns", "sessions" and "pages" say what this run stored and sealed (with --append,
+    # not what the sessions hold now: that is "session_totals", named as inspect names it)
+    pages = {s: totals[s]["page_count"] - pages_before[s] for s in counts}
     summary = {
         "command": "ingest", "store": redact_url(store), "turns": len(turns), "sessions": counts,
-        "pages": pages, "skipped": [{"line": e.line, "error": e.message} for e in errors],
+        "pages": pages, "session_totals": totals,
+        "skipped": [{"line": e.line, "error": e.message} for e in errors],
         "timings": {"seconds": round(seconds, 3)},
     }
     if as_json:
         report(summary, True)
         return
+    held_turns = sum(t["turn_count"] for t in totals.values())
+    held_pages = sum(t["page_count"] for t in totals.values())
     out.print(f"ingested {len(turns)} turns into {len(counts)} session(s) of "
-              f"{redact_url(store)} in {seconds:.2f}s; pages sealed: {sum(pages.values())}")
+              f"{redact_url(store)} in {seconds:.2f}s; pages sealed: {sum(pages.values())}"
+              + (f" (the session(s) now hold {held_pages} pages, {held_turns} turns)"
+                 if held_turns != len(turns) else ""))
     for e in errors:
         err.print(Text.assemble((f"skipped line {e.line}:", "yellow"), " ", e.message))
 

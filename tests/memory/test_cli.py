@@ -669,3 +669,27 @@ def test_train_json_names_its_command_as_every_other_command_does(
     d = run_json("train", "--preset", "test", "--out", str(tmp_path / "run"))
     assert list(d)[:1] == ["command"] and d["command"] == "train"
     assert d["step"] == 3 and d["pages"] == 96 and d["last"] is None
+
+
+def test_ingest_append_reports_the_pages_this_run_sealed(
+    sample: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """After ``ingest --append`` "pages sealed" (and ``"pages"``) was the session's total
+    page count: the second run of a transcript reported 91 pages where it sealed 46."""
+    conv, _ = sample
+    url = f"sqlite:///{tmp_path}/m.db"
+    first = run_json("ingest", str(conv), "--store", url)
+    assert first["session_totals"] == {"team": {"turn_count": 260,
+                                                "page_count": first["pages"]["team"]}}
+    second = run_json("ingest", str(conv), "--store", url, "--append")
+    with SQLiteStore(tmp_path / "m.db") as s:
+        held = s.page_count("team")
+    assert second["pages"]["team"] == held - first["pages"]["team"] < held
+    assert second["turns"] == 260 and second["sessions"] == {"team": 260}
+    assert second["session_totals"] == {"team": {"turn_count": 520, "page_count": held}}
+    result = runner.invoke(app, ["ingest", str(conv), "--store", url, "--append"])
+    assert result.exit_code == 0, result.output
+    with SQLiteStore(tmp_path / "m.db") as s:
+        now = s.page_count("team")
+    assert (f"pages sealed: {now - held} (the session(s) now hold {now} pages, 780 turns)"
+            in " ".join(result.stdout.split()))
