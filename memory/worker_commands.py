@@ -182,6 +182,13 @@ def _load_codec(choice: str, device: str | None, as_json: bool) -> Any:
                    as_json) from exc
 
 
+def _page_no(field: str | None) -> int | str | None:
+    """A dead letter's page number as the number it is (the stream holds text), as every
+    other page number in the commands' JSON is; an entry not written by a bot (anything
+    may write to the stream) keeps whatever it held there."""
+    return int(field) if field is not None and field.isascii() and field.isdigit() else field
+
+
 def queue_command(
     url: UrlArg,
     dead: Annotated[int, typer.Option(min=0, help="Newest dead letters to show.")] = 5,
@@ -205,7 +212,8 @@ def queue_command(
         report({"command": "queue", "key": queue.key, "waiting": stats.waiting,
                 "taken": stats.taken, "dead": stats.dead, "workers": stats.consumers,
                 "dead_letters": [{"entry": d.entry, "session": d.fields.get("session"),
-                                  "page": d.fields.get("page"), "tier": d.fields.get("tier"),
+                                  "page": _page_no(d.fields.get("page")),
+                                  "tier": d.fields.get("tier"),
                                   "reason": d.reason, "deliveries": d.deliveries}
                                  for d in letters]}, True)
         return

@@ -1140,3 +1140,24 @@ def test_a_queue_opened_from_the_bots_store_url_serves_its_tenant(
         RedisRecollectQueue.from_url(f"{redis_url}?tenant={TENANT}", tenant="other")
     with pytest.raises(StoreURLError, match="ttl"):
         RedisRecollectQueue.from_url(f"{redis_url}?tenant={TENANT}&ttl=soon")
+
+
+def test_the_queue_command_gives_a_dead_letters_page_as_a_number(
+    stores: tuple[RedisStore, RedisStore], redis_url: str,
+) -> None:
+    """``queue --json`` gave a dead letter's page as the stream's text ("0"), where every
+    other page number the commands print is a JSON number."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store, codec=Digest("another-model"))
+    mem.add_many("s", talk(12))
+    bot_store._sync().xadd(stream_key(TENANT), {"page": "x1"})  # not a bot's entry
+    report = RecollectWorker(worker_store, Digest(), batch_size=100).step()
+    assert report is not None and report.dead > 1
+    status = CliRunner().invoke(app, ["queue", f"{redis_url}?tenant={TENANT}", "--json",
+                                      "--dead", "100"])
+    assert status.exit_code == 0, status.output
+    pages = [d["page"] for d in json.loads(status.stdout)["dead_letters"]]
+    assert "x1" in pages  # kept as it was
+    numbers = [p for p in pages if p != "x1"]
+    assert numbers and all(isinstance(p, int) for p in numbers)
+    assert set(numbers) <= {p.page_no for p in mem.pages("s")}
