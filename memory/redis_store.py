@@ -140,6 +140,7 @@ import logging
 import math
 import os
 import re
+import socket
 import struct
 import threading
 import time
@@ -149,8 +150,16 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, unquote_to_bytes, urlencode, urlsplit, urlunsplit
+from typing import Any, TypeVar, cast
+from urllib.parse import (
+    parse_qs,
+    parse_qsl,
+    quote,
+    unquote_to_bytes,
+    urlencode,
+    urlsplit,
+    urlunsplit,
+)
 
 try:
     import redis
@@ -159,6 +168,7 @@ try:
     from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import AbstractBackoff, ExponentialWithJitterBackoff, NoBackoff
     from redis.cluster import RedisCluster
+    from redis.connection import URL_QUERY_ARGUMENT_PARSERS
     from redis.exceptions import NoScriptError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
@@ -895,6 +905,79 @@ def _refuse_url_settings(url: str, safe: str) -> None:
             f"OpticalMemory(url)) reads them from the URL")
 
 
+
+_URL_OPTION_VALUES: dict[str, str] = {
+    "db": "a database number: an int >= 0",
+    "socket_timeout": "seconds: a number >= 0",
+    "socket_connect_timeout": "seconds: a number >= 0",
+    "timeout": "seconds: a number >= 0",
+    "health_check_interval": "seconds: an int",
+    "max_connections": "an int >= 0 (0: redis-py's default)",
+    "socket_read_size": "bytes: an int",
+    "ssl_min_version": "an int (an ssl.TLSVersion value)",
+    "protocol": "2 or 3",
+    "ssl_cert_reqs": "none, optional or required",
+}
+"""What the redis-py options of a Redis URL take, for the message that refuses a value."""
+
+_URL_TIMEOUTS = ("socket_timeout", "socket_connect_timeout", "timeout")
+
+
+def _bad_url_option(name: str, value: str, safe: str, why: str = "") -> StoreURLError:
+    takes = _URL_OPTION_VALUES.get(name, "a value redis-py takes")
+    return StoreURLError(f"bad {name}={value!r} in Redis URL {safe}: {name} takes {takes}"
+                         + (f" ({why})" if why else ""))
+
+
+def _check_url_options(url: str, safe: str, common: Mapping[str, Any]) -> None:
+    """Raise :class:`StoreURLError` naming a query option of ``url`` whose value redis-py
+    cannot use, before anything connects.
+
+    redis-py parses the options only as far as their types (a bad one is a bare
+    ``ValueError``), and checks the rest only once it connects: a timeout out of range,
+    ``protocol=9`` or ``ssl_cert_reqs=bogus`` then failed as "cannot reach Redis". Its own
+    parsers and connection constructor are run here; an unknown option is left to
+    redis-py (a ``TypeError``), and a URL malformed otherwise to :meth:`RedisStore.from_url`.
+    """
+    try:
+        options = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}  # as redis-py
+    except ValueError:
+        return  # malformed: from_url says how
+    for name, value in options.items():
+        parser = cast("Callable[[str], Any] | None", URL_QUERY_ARGUMENT_PARSERS.get(name))
+        if parser is None:
+            continue
+        try:
+            parsed = parser(value)
+            if name in _URL_TIMEOUTS:
+                with socket.socket() as probe:  # the sockets redis-py opens take it
+                    probe.settimeout(parsed)
+            elif name in ("db", "max_connections") and parsed < 0:
+                raise ValueError(value)
+        except (TypeError, ValueError, OverflowError):
+            raise _bad_url_option(name, value, safe) from None
+    try:
+        pool = redis.ConnectionPool.from_url(url, **common)
+    except (TypeError, ValueError):
+        return  # not an option's value (a scheme, a host, ...): from_url says how
+    kwargs = pool.connection_kwargs
+    make = pool.connection_class
+    try:  # builds a connection object, connects nothing
+        make(**kwargs)
+    except TypeError:
+        return  # an option redis-py does not take: from_url says which
+    except (ValueError, redis.exceptions.RedisError) as exc:
+        base = {k: v for k, v in kwargs.items() if k not in options}
+        for name in options:
+            try:
+                make(**base, **{name: kwargs[name]})
+            except (TypeError, KeyError):
+                continue
+            except (ValueError, redis.exceptions.RedisError):
+                raise _bad_url_option(name, options[name], safe, str(exc)) from None
+        raise StoreURLError(f"bad options in Redis URL {safe}: {exc}") from None
+
+
 class RedisStore(Store):
     """A :class:`~opticmem.store.Store` in Redis (see the module docstring for the layout).
 
@@ -1065,6 +1148,7 @@ class RedisStore(Store):
                 tenant=tenant, ttl=ttl, max_turns=max_turns, max_blob_bytes=max_blob_bytes,
                 compress_blobs=compress_blobs, retries=retries, backoff=backoff,
             )
+        _check_url_options(url, safe, common)
         if check:
             _check_server(url, safe, common, ttl is not None)
         try:  # redis-py's own retries off: the store retries, recognising stored appends
@@ -1098,6 +1182,7 @@ class RedisStore(Store):
         if allowed and unknown:
             raise TypeError(f"unexpected parameter(s) {', '.join(unknown)} in a Redis Cluster "
                             f"URL (redis-py's cluster client ignores them)")
+        _check_url_options(url, safe, common)
         try:  # redis-py's own retries off, as for one server (the cluster client's too)
             client = RedisCluster.from_url(url, retry=Retry(NoBackoff(), 0), **common)
         except ValueError as exc:
@@ -1139,9 +1224,10 @@ class RedisStore(Store):
             RedisStore.from_store_url("redis://:pw@cache:6379/2?tenant=acme&ttl=86400")
             RedisStore.from_store_url("redis://node-1:7000?cluster=1&tenant=acme")
 
-        A bad value of a setting, or a parameter redis-py does not know either, raises
-        :class:`~opticmem.errors.StoreURLError` (a ``ValueError``) naming it, the URL's
-        password hidden.
+        A bad value of a setting or of a redis-py option (``socket_timeout=abc``,
+        ``protocol=9``), or a parameter redis-py does not know either, raises
+        :class:`~opticmem.errors.StoreURLError` (a ``ValueError``) naming it, before
+        anything connects, the URL's password hidden.
         """
         try:
             parts = urlsplit(url)

@@ -346,3 +346,28 @@ def test_every_bad_store_url_is_a_store_url_error(redis_url: str) -> None:
             open_store(f"{redis_url}?tenant={tenant}")
     with pytest.raises(ValueError, match="ttl"):
         RedisStore.from_url(redis_url, ttl=float("inf"))
+
+
+def test_a_bad_redis_py_option_value_is_a_store_url_error_before_connecting(
+    redis_url: str,
+) -> None:
+    """redis-py checks a URL option's type only as a bare ValueError, and the rest when it
+    connects: ``?protocol=9`` or ``?socket_connect_timeout=-1`` was "cannot reach Redis"
+    (or a generic StoreError), on a server that answers or none at all."""
+    from opticmem import StoreURLError, open_store
+
+    for query, takes in [("socket_timeout=abc", "number >= 0"),
+                         ("socket_connect_timeout=-1", "number >= 0"),
+                         ("health_check_interval=x", "an int"), ("max_connections=-1", ">= 0"),
+                         ("protocol=9", "2 or 3"), ("db=abc", ">= 0"), ("db=-1", ">= 0"),
+                         ("socket_timeout=nan", "number >= 0"), ("timeout=inf", ">= 0")]:
+        name = query.split("=")[0]
+        for url in (f"redis://:hunter2@127.0.0.1:1/0?{query}", f"{redis_url}?{query}"):
+            with pytest.raises(StoreURLError, match=f"bad {name}=.*{name} takes .*{takes}") as info:
+                open_store(url)
+            assert "hunter2" not in str(info.value)
+    with pytest.raises(StoreURLError, match="ssl_cert_reqs takes none, optional or required"):
+        open_store("rediss://:hunter2@127.0.0.1:1/0?ssl_cert_reqs=bogus")
+    # what redis-py takes stays taken
+    open_store(f"{redis_url}?max_connections=0&socket_keepalive=yes&socket_timeout=2.5&protocol=3"
+               "&health_check_interval=30").close()
