@@ -2023,6 +2023,13 @@ def _check_server(url: str, safe: str, common: dict[str, Any], uses_ttl: bool) -
         raise StoreUnavailableError(f"Redis at {safe} refused the credentials: {exc}") from exc
     except _RETRYABLE as exc:
         raise StoreUnavailableError(f"cannot reach Redis at {safe}: {exc}") from exc
+    except redis.exceptions.ResponseError as exc:
+        if "DB index is out of range" in str(exc):  # how many there are is the server's
+            db = redis.connection.parse_url(url).get("db", 0)
+            raise StoreURLError(
+                f"bad db={db} in Redis URL {safe}: the server has no such database; db "
+                "takes 0 up to its 'databases' setting less one (0-15 by default)") from None
+        raise StoreUnavailableError(f"Redis at {safe} did not answer PING/INFO: {exc}") from exc
     except _REDIS_ERRORS as exc:
         raise StoreUnavailableError(f"Redis at {safe} did not answer PING/INFO: {exc}") from exc
     finally:

@@ -368,6 +368,10 @@ def test_a_bad_redis_py_option_value_is_a_store_url_error_before_connecting(
             assert "hunter2" not in str(info.value)
     with pytest.raises(StoreURLError, match="ssl_cert_reqs takes none, optional or required"):
         open_store("rediss://:hunter2@127.0.0.1:1/0?ssl_cert_reqs=bogus")
+    # how many databases there are only the server knows: said as a bad db, not a dead server
+    for url in (f"{redis_url}?db=99999", redis_url.rsplit("/", 1)[0] + "/99999"):
+        with pytest.raises(StoreURLError, match=r"bad db=99999 .*databases"):
+            open_store(url)
     # what redis-py takes stays taken
     open_store(f"{redis_url}?max_connections=0&socket_keepalive=yes&socket_timeout=2.5&protocol=3"
                "&health_check_interval=30").close()
