@@ -85,6 +85,9 @@ _lock = ProcessLock(threading.Lock)
 
 def _memory(url: str) -> Store:
     name = url.split("://", 1)[1]
+    if "?" in name or "#" in name:  # else taken into the name: a new store, silently
+        raise StoreURLError(f"bad memory URL {redact_url(url)!r}: it takes no options; use "
+                            "memory:// or memory://NAME")
     if not name:
         return InMemoryStore()
     with _lock:

@@ -402,6 +402,10 @@ def test_store_urls(tmp_path: Path) -> None:
                 f"sqlite:///{tmp_path}/a\x00b.db", f"sqlite:///{tmp_path}/\ud800.db"):
         with pytest.raises(StoreURLError):
             open_store(bad)
+    # options of a memory URL were taken into the store's name: a new, empty store each
+    for bad in ("memory://?synchronous=NORMAL", "memory://shared?x=1", "memory://#a"):
+        with pytest.raises(StoreURLError, match="takes no options"):
+            open_store(bad)
 
     made: list[str] = []
 
