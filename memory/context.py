@@ -35,7 +35,7 @@ import base64
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from opticmem.costs import CostModel, ImageCost, image_detail, png_size
@@ -523,10 +523,7 @@ def _clip(view: ContextTurn, cap: int, model: CostModel) -> ContextTurn | None:
         shown = text[:head] + CLIP_NOTE.format(chars=len(text) - keep) + text[len(text) - tail:]
         cost = overhead + model.text_tokens(shown)
         if cost <= cap:
-            lo, best = keep, ContextTurn(
-                seq=view.seq, role=view.role, text=shown, ts=view.ts, cost=cost,
-                staging=view.staging, partial=view.partial, turn=view.turn,
-                clipped=len(text) - keep)
+            lo, best = keep, replace(view, text=shown, cost=cost, clipped=len(text) - keep)
             if cap - cost <= cap // 50:
                 break  # within 2% of the cap: close enough
         else:
@@ -553,8 +550,8 @@ def clip_turns(views: Sequence[ContextTurn], budget: int, model: CostModel
     long = [i for i, v in enumerate(older) if v.cost > quarter]
     if not long:
         return None
-    out = list(older)
+    out, changed = list(older), False
     for i in long:
         if (clipped := _clip(older[i], quarter // len(long), model)) is not None:
-            out[i] = clipped
-    return None if out == older else [*out, newest]
+            out[i], changed = clipped, True
+    return [*out, newest] if changed else None

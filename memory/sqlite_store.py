@@ -281,7 +281,8 @@ class SQLiteStore(Store):
         tables = [r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
             "ORDER BY name")]
-        if tables if version == 0 else not set(_TABLES) <= set(tables):
+        foreign = bool(tables) if version == 0 else not set(_TABLES) <= set(tables)
+        if foreign:
             shown = ", ".join(tables[:4]) + (", …" if len(tables) > 4 else "")
             why = (f"it holds other tables ({shown}) and no opticmem schema version"
                    if version == 0 else
