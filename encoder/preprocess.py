@@ -38,9 +38,9 @@ def parse_tier(tier: Tier | str) -> Tier:
 
 
 def to_rgb(image: Image.Image, *, keep_grey: bool = False) -> Image.Image:
-    """EXIF-transpose and convert any mode (RGBA, LA, P, L, 1, I, F, CMYK…) to RGB
-    (or, with ``keep_grey``, leave an ``L`` image grey: the same pixels in a third of
-    the bytes)."""
+    """EXIF-transpose and convert any mode (RGBA, LA, P, L, 1, I, F, CMYK…) to RGB, with
+    transparent parts as white paper (or, with ``keep_grey``, leave an ``L`` image grey:
+    the same pixels in a third of the bytes)."""
     if not isinstance(image, Image.Image):
         raise InputError(f"expected a PIL image, got {type(image).__name__}")
     if image.width < 1 or image.height < 1:
@@ -66,7 +66,21 @@ def to_rgb(image: Image.Image, *, keep_grey: bool = False) -> Image.Image:
         image = Image.fromarray(np.clip(grey, 0, 255).astype(np.uint8))
     elif image.mode == "La":  # premultiplied alpha: Pillow converts it to "LA" only
         image = image.convert("LA")
+    if image.has_transparency_data:
+        return on_white(image)
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def on_white(image: Image.Image) -> Image.Image:
+    """An image with transparency, composited over white paper.
+
+    The reference drops alpha (``convert("RGB")``), which turns a transparent background
+    into whatever colour its pixels store, usually black, and black text on it vanishes.
+    Pages are ink on paper, so transparency reads as paper; opaque pixels are unchanged.
+    """
+    rgba = image.convert("RGBA")
+    paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(paper, rgba).convert("RGB")
 
 
 def fit_to_tier(image: Image.Image, tier: Tier | str, *, keep_grey: bool = False) -> Image.Image:

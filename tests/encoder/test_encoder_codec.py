@@ -492,3 +492,18 @@ def test_aligner_feed_needs_one_ink_count_per_page() -> None:
         AlignerFeed(codec.model, grid, RenderSettings(), cursor, ink_rows=[3])
     feed = AlignerFeed(codec.model, grid, RenderSettings(), cursor, ink_rows=[3, 0])
     assert feed.above_ink().tolist() == [True, False]
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "PA", "P"])
+def test_transparency_reads_as_white_paper(mode: str) -> None:
+    # Black ink on a transparent background: dropping alpha would make it all black.
+    image = Image.new("RGBA", (40, 20), (0, 0, 0, 0))
+    image.paste((0, 0, 0, 255), (5, 5, 15, 15))
+    if mode == "P":
+        image = image.convert("P")  # a palette with a transparent entry
+        image.info["transparency"] = image.getpixel((0, 0))
+    elif mode != "RGBA":
+        image = image.convert(mode)
+    rgb = np.asarray(to_rgb(image))
+    assert rgb[0, 0].tolist() == [255, 255, 255]
+    assert rgb[10, 10].tolist() == [0, 0, 0]
