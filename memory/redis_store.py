@@ -908,9 +908,9 @@ def _refuse_url_settings(url: str, safe: str) -> None:
 
 _URL_OPTION_VALUES: dict[str, str] = {
     "db": "a database number: an int >= 0",
-    "socket_timeout": "seconds: a number >= 0",
-    "socket_connect_timeout": "seconds: a number >= 0",
-    "timeout": "seconds: a number >= 0",
+    "socket_timeout": "seconds: a number > 0",
+    "socket_connect_timeout": "seconds: a number > 0",
+    "timeout": "seconds: a number > 0",
     "health_check_interval": "seconds: an int",
     "max_connections": "an int >= 0 (0: redis-py's default)",
     "socket_read_size": "bytes: an int",
@@ -921,6 +921,8 @@ _URL_OPTION_VALUES: dict[str, str] = {
 """What the redis-py options of a Redis URL take, for the message that refuses a value."""
 
 _URL_TIMEOUTS = ("socket_timeout", "socket_connect_timeout", "timeout")
+_ZERO_TIMEOUT = ("0 makes the socket non-blocking, so a reply not there at once fails; "
+                 "leave the option out for the default")
 
 
 def _bad_url_option(name: str, value: str, safe: str, why: str = "") -> StoreURLError:
@@ -956,6 +958,8 @@ def _check_url_options(url: str, safe: str, common: Mapping[str, Any]) -> None:
                 raise ValueError(value)
         except (TypeError, ValueError, OverflowError):
             raise _bad_url_option(name, value, safe) from None
+        if name in _URL_TIMEOUTS and parsed == 0:
+            raise _bad_url_option(name, value, safe, _ZERO_TIMEOUT)
     try:
         pool = redis.ConnectionPool.from_url(url, **common)
     except (TypeError, ValueError):
@@ -1136,6 +1140,14 @@ class RedisStore(Store):
             raise ValueError(f"not a Redis URL: {url!r}")
         safe = redact_url(url)
         _refuse_url_settings(url, safe)
+        for name, seconds in (("socket_timeout", socket_timeout),
+                              ("socket_connect_timeout", socket_connect_timeout)):
+            if seconds is not None and not (
+                isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
+                and 0 < seconds < float("inf")
+            ):
+                raise ValueError(f"{name} must be a number of seconds > 0 or None (no limit), "
+                                 f"got {seconds!r}")
         common: dict[str, Any] = dict(
             decode_responses=False,
             socket_timeout=socket_timeout,

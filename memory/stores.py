@@ -104,7 +104,7 @@ def _sqlite(url: str) -> Store:
     if not path:  # sqlite:///?synchronous=NORMAL: the check above saw the query as a path
         raise StoreURLError(f"bad SQLite URL {url!r}: it names no file; use "
                             "sqlite:///relative.db or sqlite:////absolute/path.db")
-    opts = {k: v[-1] for k, v in parse_qs(query).items()}
+    opts = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
     sync = opts.pop("synchronous", "FULL").upper()
     if opts or sync not in ("FULL", "NORMAL"):
         raise StoreURLError(f"bad SQLite URL options in {url!r}: only synchronous=FULL|NORMAL")

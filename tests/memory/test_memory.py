@@ -399,6 +399,8 @@ def test_store_urls(tmp_path: Path) -> None:
     # store ." (StoreUnavailableError, as if the disk were at fault)
     for bad in ("nothing", "sqlite://", "sqlite:///x.db?mode=ro", "ftp://x",
                 "sqlite:///?synchronous=NORMAL",
+                # an empty value was dropped, leaving the FULL default as if asked for
+                f"sqlite:///{tmp_path}/a.db?synchronous=", f"sqlite:///{tmp_path}/a.db?mode=",
                 f"sqlite:///{tmp_path}/a\x00b.db", f"sqlite:///{tmp_path}/\ud800.db"):
         with pytest.raises(StoreURLError):
             open_store(bad)

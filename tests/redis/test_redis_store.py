@@ -346,6 +346,11 @@ def test_every_bad_store_url_is_a_store_url_error(redis_url: str) -> None:
             open_store(f"{redis_url}?tenant={tenant}")
     with pytest.raises(ValueError, match="ttl"):
         RedisStore.from_url(redis_url, ttl=float("inf"))
+    # 0 would make the sockets non-blocking: a reply not there at once fails at random
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        for seconds in (0, -1.0, float("nan"), True, "5"):
+            with pytest.raises(ValueError, match=f"{name} must be a number of seconds > 0"):
+                RedisStore.from_url(redis_url, **{name: seconds})
 
 
 def test_a_bad_redis_py_option_value_is_a_store_url_error_before_connecting(
@@ -356,11 +361,13 @@ def test_a_bad_redis_py_option_value_is_a_store_url_error_before_connecting(
     (or a generic StoreError), on a server that answers or none at all."""
     from opticmem import StoreURLError, open_store
 
-    for query, takes in [("socket_timeout=abc", "number >= 0"),
-                         ("socket_connect_timeout=-1", "number >= 0"),
+    for query, takes in [("socket_timeout=abc", "number > 0"),
+                         ("socket_connect_timeout=-1", "number > 0"),
+                         ("socket_timeout=0", "> 0 .*non-blocking"),
+                         ("socket_connect_timeout=0.0", "> 0 .*non-blocking"),
                          ("health_check_interval=x", "an int"), ("max_connections=-1", ">= 0"),
                          ("protocol=9", "2 or 3"), ("db=abc", ">= 0"), ("db=-1", ">= 0"),
-                         ("socket_timeout=nan", "number >= 0"), ("timeout=inf", ">= 0")]:
+                         ("socket_timeout=nan", "number > 0"), ("timeout=inf", "> 0")]:
         name = query.split("=")[0]
         for url in (f"redis://:hunter2@127.0.0.1:1/0?{query}", f"{redis_url}?{query}"):
             with pytest.raises(StoreURLError, match=f"bad {name}=.*{name} takes .*{takes}") as info:
