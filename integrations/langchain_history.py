@@ -37,14 +37,14 @@ the async twins ``aget_messages``, ``aadd_messages``, ``aclear``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from opticmem.context import Context
-from opticmem.errors import BudgetError
+from opticmem.errors import BudgetError, InvalidTurnError
 from opticmem.integrations.langchain_messages import context_messages, message_turns
 from opticmem.integrations.langchain_tokens import OpticalTokenCounter
 from opticmem.integrations.turn_text import newest_turn_tokens
-from opticmem.memory import OpticalMemory, _check_budget
+from opticmem.memory import OpticalMemory, TurnInput, _check_budget
 from opticmem.sessions import validate_session
 
 try:
@@ -122,14 +122,31 @@ class OpticalChatMessageHistory(BaseChatMessageHistory):
             if target is None:
                 return messages
 
+    def _turns(self, messages: Sequence[BaseMessage]) -> list[TurnInput]:
+        """The turns ``messages`` are recorded as; raises
+        :class:`~opticmem.errors.InvalidTurnError`, before anything is stored, when
+        ``messages`` is not a sequence of LangChain messages — a bare string, a dict or one
+        message (a pydantic model, which iterates as its fields) failed with a bare
+        ``AttributeError`` or ``TypeError`` from deep inside."""
+        if isinstance(messages, (str, bytes, Mapping, BaseMessage)) or not isinstance(
+                messages, Iterable):
+            raise InvalidTurnError(f"add_messages takes a list of LangChain messages, got "
+                                   f"{type(messages).__name__}")
+        messages = list(messages)  # a generator is read once, here
+        for i, m in enumerate(messages):
+            if not isinstance(m, BaseMessage):
+                raise InvalidTurnError(f"message {i}: expected a LangChain message "
+                                       f"(HumanMessage, AIMessage…), got {type(m).__name__}")
+        return [t for m in messages for t in message_turns(m, self.memory)]
+
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append ``messages`` as turns, in order (one store round trip)."""
-        turns = [t for m in messages for t in message_turns(m, self.memory)]
+        turns = self._turns(messages)
         if turns:
             self.memory.add_many(self.session, turns)
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
-        turns = [t for m in messages for t in message_turns(m, self.memory)]
+        turns = self._turns(messages)
         if turns:
             await self.memory.aadd_many(self.session, turns)
 

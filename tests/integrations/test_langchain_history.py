@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
-from opticmem import BudgetError, OpticalMemory
+from opticmem import BudgetError, InvalidTurnError, OpticalMemory
 from opticmem.integrations import OpticalChatMessageHistory, OpticalTokenCounter
 from tests.integrations.fakes import SYSTEM, CapturingChatModel, capturing, image_tiers, user_text
 
@@ -156,3 +156,31 @@ def test_an_invalid_budget_is_refused_at_construction(budget: Any) -> None:
         OpticalChatMessageHistory(memory, "alice", budget_tokens=budget)
     history = OpticalChatMessageHistory(memory, "alice", budget_tokens=100)
     assert history.budget_tokens == 100
+
+
+@pytest.mark.parametrize("bad", [None, "hello", HumanMessage("hi"),
+                                 {"role": "user", "content": "x"},
+                                 [HumanMessage("kept?"), "plain text"], [{"role": "user"}], [5]])
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_add_messages_refuses_what_is_not_a_list_of_messages_and_stores_nothing(
+        bad: Any, mode: str) -> None:
+    """A string, a dict, one message (a pydantic model iterates as its fields) or a list
+    holding anything but messages failed with a bare AttributeError or TypeError; it is an
+    InvalidTurnError naming what was passed, and what the session held stays as it was."""
+    memory = OpticalMemory(codec=None)
+    history = OpticalChatMessageHistory(memory, "u1")
+    history.add_messages([HumanMessage("first"), AIMessage("reply")])
+    with pytest.raises(InvalidTurnError, match="LangChain message"):
+        if mode == "async":
+            asyncio.run(history.aadd_messages(bad))
+        else:
+            history.add_messages(bad)
+    assert [t.text for t in memory.turns("u1")] == ["first", "reply"]
+
+
+def test_add_messages_takes_any_iterable_of_messages() -> None:
+    memory = OpticalMemory(codec=None)
+    history = OpticalChatMessageHistory(memory, "u1")
+    history.add_messages(m for m in [HumanMessage("a"), AIMessage("b")])
+    history.add_messages((HumanMessage("c"),))
+    assert [t.text for t in memory.turns("u1")] == ["a", "b", "c"]
