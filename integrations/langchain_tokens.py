@@ -37,7 +37,7 @@ import base64
 import binascii
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opticmem.costs import (
@@ -49,6 +49,7 @@ from opticmem.costs import (
     message_tokens,
     png_size,
 )
+from opticmem.errors import InvalidTurnError
 from opticmem.memory import OpticalMemory
 from opticmem.render import Tier
 
@@ -101,19 +102,28 @@ class OpticalTokenCounter:
         return f"OpticalTokenCounter({self.cost_model.name!r})"
 
     def __call__(
-        self, messages: Sequence[BaseMessage | Mapping[str, Any] | str] | BaseMessage | str
+        self,
+        messages: Sequence[BaseMessage | Mapping[str, Any] | str] | BaseMessage | Mapping[str, Any]
+        | str,
     ) -> int:
         """Tokens of ``messages``: a sequence of messages (or of what LangChain converts to
         them), or one message. A bare string is one human message, as in a list — not a
-        sequence of one-character messages."""
+        sequence of one-character messages — and a bare dict one message, as in a list, not
+        its keys as human messages (``{"role": "user", "content": "hi"}`` was priced as the
+        two messages ``"role"`` and ``"content"``). Anything else raises
+        :class:`~opticmem.errors.InvalidTurnError`."""
         if isinstance(messages, BaseMessage):
             return self.message(messages)
-        if isinstance(messages, str):
+        if isinstance(messages, (str, Mapping)):
             messages = [messages]
-        total = 0
-        for m in convert_to_messages(messages):  # type: ignore[arg-type]
-            total += self.message(m)
-        return total
+        elif isinstance(messages, bytes) or not isinstance(messages, Iterable):
+            raise InvalidTurnError(f"expected LangChain messages (a list of them, or one), got "
+                                   f"{type(messages).__name__}")
+        try:
+            converted = convert_to_messages(messages)  # type: ignore[arg-type]
+        except (NotImplementedError, ValueError) as exc:  # LangChain's "unsupported type"
+            raise InvalidTurnError(f"cannot price these messages: {exc}") from exc
+        return sum(self.message(m) for m in converted)
 
     def message(self, message: BaseMessage) -> int:
         """Tokens of one message, its per-message overhead included."""

@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from PIL import Image
 
-from opticmem import OpticalMemory, Tier
+from opticmem import InvalidTurnError, OpticalMemory, Tier
 from opticmem.integrations import OpticalTokenCounter, count_tokens
 from opticmem.integrations.langchain_messages import context_messages
 from tests.integrations.fakes import image_tiers, user_text
@@ -172,3 +172,17 @@ def test_prices_an_openai_image_part_at_the_detail_it_names() -> None:
     assert counter([part(1280, "low")]) == 85 + overhead
     assert counter([part(512, "auto")]) == 85 + overhead  # OpenAI picks: the formula's
     assert counter([part(1280, "auto")]) == 765 + overhead
+
+
+def test_a_bare_dict_is_one_message_not_its_keys() -> None:
+    """A dict passed alone was iterated as its keys and priced as two human messages,
+    "role" and "content": a wrong count with no error."""
+    counter = OpticalTokenCounter("openai")
+    message = {"role": "user", "content": "안녕하세요, 서울의 날씨는 어떤가요? 🌧️"}
+    assert counter(message) == counter([message]) == counter([HumanMessage(message["content"])])
+
+
+@pytest.mark.parametrize("bad", [None, 5, b"bytes", [5], [{"content": "no role"}]])
+def test_what_is_not_messages_raises_invalid_turn_error(bad: object) -> None:
+    with pytest.raises(InvalidTurnError):
+        OpticalTokenCounter("openai")(bad)
