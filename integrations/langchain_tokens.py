@@ -49,8 +49,8 @@ from opticmem.costs import (
     message_tokens,
     png_size,
 )
-from opticmem.errors import InvalidTurnError
-from opticmem.memory import OpticalMemory
+from opticmem.errors import ConfigurationError, InvalidTurnError
+from opticmem.memory import OpticalMemory, _whole_number
 from opticmem.render import Tier
 
 try:
@@ -72,7 +72,9 @@ class OpticalTokenCounter:
             (``"deepseek-ocr"``, ``"deepseek-ocr-nominal"``, ``"openai"``,
             ``"anthropic"``).
         unknown_image_tokens: price of an image whose size cannot be read offline (a
-            URL or file id); default: a Large page's price under the model.
+            URL or file id); default: a Large page's price under the model. A whole
+            number ≥ 0, else :class:`~opticmem.errors.ConfigurationError` (a
+            ``ValueError``).
 
     Callable as ``counter(messages) -> int`` (what ``trim_messages`` and the agent
     middleware expect); ``counter.message(m)`` prices one message.
@@ -91,8 +93,13 @@ class OpticalTokenCounter:
         self.cost_model: CostModel = (
             model.cost_model if isinstance(model, OpticalMemory) else cost_model(model)
         )
-        if unknown_image_tokens is not None and unknown_image_tokens < 0:
-            raise ValueError(f"unknown_image_tokens must be ≥ 0, got {unknown_image_tokens}")
+        if unknown_image_tokens is not None:
+            # a whole number: "5" (from an environment variable) failed with a bare
+            # TypeError from "<", and 1.5 or True were kept and priced every such image
+            unknown_image_tokens = _whole_number(unknown_image_tokens, "unknown_image_tokens")
+            if unknown_image_tokens < 0:
+                raise ConfigurationError(
+                    f"unknown_image_tokens must be ≥ 0, got {unknown_image_tokens}")
         self.unknown_image_tokens = (
             self.cost_model.image_tokens(Tier.LARGE) if unknown_image_tokens is None
             else unknown_image_tokens

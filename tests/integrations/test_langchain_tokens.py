@@ -13,7 +13,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from PIL import Image
 
-from opticmem import InvalidTurnError, OpticalMemory, Tier
+from opticmem import ConfigurationError, InvalidTurnError, OpticalMemory, Tier
 from opticmem.integrations import OpticalTokenCounter, count_tokens
 from opticmem.integrations.langchain_messages import context_messages
 from tests.integrations.fakes import image_tiers, user_text
@@ -186,3 +186,17 @@ def test_a_bare_dict_is_one_message_not_its_keys() -> None:
 def test_what_is_not_messages_raises_invalid_turn_error(bad: object) -> None:
     with pytest.raises(InvalidTurnError):
         OpticalTokenCounter("openai")(bad)
+
+
+@pytest.mark.parametrize("bad", ["5", 1.5, True, -1, float("nan")])
+def test_unknown_image_tokens_must_be_a_whole_number(bad: object) -> None:
+    """"5" failed with a bare TypeError from "<"; 1.5 and True were kept and priced every
+    image given by URL."""
+    with pytest.raises(ConfigurationError, match="unknown_image_tokens"):
+        OpticalTokenCounter("openai", unknown_image_tokens=bad)
+
+
+def test_unknown_image_tokens_prices_an_image_given_by_url() -> None:
+    url = HumanMessage(content=[{"type": "image", "url": "https://example.invalid/a.png"}])
+    assert (OpticalTokenCounter("openai", unknown_image_tokens=300)([url])
+            - OpticalTokenCounter("openai", unknown_image_tokens=0)([url])) == 300
