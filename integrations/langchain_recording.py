@@ -18,14 +18,17 @@ values stay small).
   taken as recorded.
 * a cursor that is not in the state at all (a run without a checkpointer, which holds
   only its own input; a state rewritten by another middleware): the same id check over
-  the newest turns decides.
+  the newest turns decides, and then the messages' roles and text: a run without a
+  checkpointer handed the whole conversation again has fresh ids for it, and the
+  leading messages whose turns are the session's newest ones are taken as recorded.
 
 The middleware hands the recorder the state's messages after its leading system messages
 (the system prompt, never recorded), so indices and cursors are over that conversation.
 
 Recording is in order, so "the memory holds message ``i``" implies it holds every message
-before ``i``. Messages without an id cannot be recognised again; LangGraph's message
-reducer gives every state message one.
+before ``i``. LangGraph's message reducer gives every state message an id, a fresh one
+each run for a message passed in without one; such messages are recognised again only by
+their roles and text, when the cursor is not in the state.
 """
 
 from __future__ import annotations
@@ -99,7 +102,34 @@ class Recorder:
         for j in range(start, len(messages)):
             if ids[j] is not None and ids[j] in seen:
                 start = j + 1
+        if not found:
+            start = max(start, self._replayed(session, messages, n))
         return start
+
+    def _replayed(self, session: str, messages: Sequence[BaseMessage], n: int) -> int:
+        """How many leading ``messages`` the session's newest turns already hold, told by
+        their roles and text: ``k`` such that the turns ``messages[:k]`` are recorded as
+        are the session's last ones (the largest such ``k``; ``0``: none).
+
+        A run without a checkpointer that is handed the conversation again (an app that
+        keeps its own list of ``{"role", "content"}`` dicts and passes it whole, as
+        ``create_agent`` is used without one) gets fresh message ids from LangGraph on
+        every run, so neither the cursor nor the ids recognise what the previous runs
+        recorded, and every run recorded the whole conversation again (and the model was
+        shown it as many times)."""
+        per_message = [[(t["role"], t["text"]) for t in message_turns(m, self.memory)]
+                       for m in messages]
+        flat = [turn for turns in per_message for turn in turns]
+        if not flat:
+            return 0
+        stored = [(t.role, t.text)
+                  for t in self.memory.turns(session, max(0, n - len(flat)), n)]
+        size = len(flat)
+        for k in range(len(messages), 0, -1):
+            if size and size <= len(stored) and stored[len(stored) - size:] == flat[:size]:
+                return k
+            size -= len(per_message[k - 1])
+        return 0
 
     def record(
         self, session: str, thread: str | None, messages: Sequence[BaseMessage]

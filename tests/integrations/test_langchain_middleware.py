@@ -532,3 +532,38 @@ def test_a_timed_out_async_recording_is_over_before_the_next_run_records() -> No
 
     asyncio.run(go())
     assert [t.text for t in memory.turns("s")] == ["hi", "hello", "again", "yes"]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_without_a_checkpointer_a_conversation_passed_whole_is_recorded_once(
+        memory: OpticalMemory, mode: str) -> None:
+    """An app with no checkpointer keeps its own list of message dicts and passes it whole
+    to every run, as ``create_agent`` is used without one. LangGraph gives those messages
+    fresh ids on every run, so the cursor and the ids recognised none of them: each run
+    recorded the whole conversation again, and the model was shown it as many times."""
+    model = capturing()
+    views: list[ModelView] = []
+    agent = create_agent(model, system_prompt=SYSTEM, middleware=[
+        OpticalMemoryMiddleware(memory, session="app", on_view=views.append)])
+    history: list[dict[str, str]] = []
+    asked = ["서울 회의는 ORD-1001 건입니다.", "東京の件は？", "ما هو الموعد؟", "ok 👍", "ok 👍"]
+    for text in asked:
+        history.append({"role": "user", "content": text})
+        payload = {"messages": history}
+        out = (asyncio.run(agent.ainvoke(payload)) if mode == "async"
+               else agent.invoke(payload))
+        history.append({"role": "assistant", "content": out["messages"][-1].content})
+    assert [(t.role, t.text) for t in memory.turns("app")] == [
+        (m["role"], m["content"]) for m in history]
+    last = model.calls[-1][1:]  # after the system prompt: each message once, in order
+    assert [m.content for m in last] == [m["content"] for m in history[:-1]]
+
+
+def test_without_a_checkpointer_a_new_message_alone_is_recorded_even_when_it_repeats(
+        memory: OpticalMemory) -> None:
+    """Runs handed only their new message (the other way to run without a checkpointer)
+    record it, even when the user says the same thing again."""
+    agent = create_agent(capturing(), middleware=[OpticalMemoryMiddleware(memory, session="app")])
+    for text in ["ok", "ok", "ok"]:
+        agent.invoke({"messages": [{"role": "user", "content": text}]})
+    assert [t.role for t in memory.turns("app")] == ["user", "assistant"] * 3
