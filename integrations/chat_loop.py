@@ -435,12 +435,16 @@ class _MemoryLoop(Generic[F]):
     def _too_small(call: _Call, newest: int) -> BudgetError:
         """The call's whole budget cannot hold the system prompt and the newest turn, which
         costs ``newest`` tokens as sent (its heading included): told in the whole budget,
-        the figure to raise ``budget_tokens`` to, system prompt included."""
+        the figure to raise ``budget_tokens`` to, system prompt included. The message says
+        that the call's turns were stored (recording comes first), so a caller who catches
+        it does not send them again."""
         needed = newest + call.whole - call.budget
+        stored = (f"; the {len(call.turns)} turn(s) of this call are stored, nothing was sent"
+                  if call.turns else "; nothing was sent")
         return BudgetError(
             f"a budget of {call.whole} tokens cannot hold the system prompt and the newest "
             f"turn ({newest} tokens under this cost model) with what is sent around them; "
-            f"raise budget_tokens to at least {needed}", needed=needed)
+            f"raise budget_tokens to at least {needed}{stored}", needed=needed)
 
     def _overshoot(self, ctx: Context, budget: int) -> int:
         """Tokens by which ``ctx`` costs more than ``budget`` once its ``tool`` and

@@ -21,7 +21,10 @@ the async twins ``aget_messages``, ``aadd_messages``, ``aclear``):
   turns as text — costing at most ``budget_tokens`` under the memory's cost model, the
   headings of tool and system turns included. The budget covers the history only; the
   prompt and the new input come on top. The raw turns stay in the archive
-  (:meth:`~opticmem.OpticalMemory.turns`).
+  (:meth:`~opticmem.OpticalMemory.turns`). When even the newest stored turn (a long
+  reply, say) is over the budget, the history is empty for that call and a warning is
+  logged, as the middleware does: raising would stop the chain for the session for good,
+  since that turn stays the newest until the next one is added through the chain.
 * ``add_messages`` appends turns by the rules of
   :func:`~opticmem.integrations.langchain_messages.message_turns` (tool calls as text,
   attachments as markers, empty messages skipped, huge ones split).
@@ -37,6 +40,7 @@ the async twins ``aget_messages``, ``aadd_messages``, ``aclear``):
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 
 from opticmem.context import Context
@@ -54,6 +58,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     from opticmem.integrations.extras import missing_extra
 
     raise missing_extra("langchain", exc) from exc
+
+log = logging.getLogger(__name__)
 
 
 class OpticalChatMessageHistory(BaseChatMessageHistory):
@@ -106,21 +112,37 @@ class OpticalChatMessageHistory(BaseChatMessageHistory):
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """The session's budgeted context as LangChain messages (see the module docstring)."""
         target: int | None = self.budget_tokens
-        while True:
-            ctx = self.memory.context(self.session, budget_tokens=target)
-            messages = context_messages(ctx.messages())
-            target = self._next_target(ctx, messages)
-            if target is None:
-                return messages
+        try:
+            while True:
+                ctx = self.memory.context(self.session, budget_tokens=target)
+                messages = context_messages(ctx.messages())
+                target = self._next_target(ctx, messages)
+                if target is None:
+                    return messages
+        except BudgetError as exc:
+            return self._none_fit(exc)
 
     async def aget_messages(self) -> list[BaseMessage]:
         target: int | None = self.budget_tokens
-        while True:
-            ctx = await self.memory.acontext(self.session, budget_tokens=target)
-            messages = context_messages(await ctx.amessages())
-            target = self._next_target(ctx, messages)
-            if target is None:
-                return messages
+        try:
+            while True:
+                ctx = await self.memory.acontext(self.session, budget_tokens=target)
+                messages = context_messages(await ctx.amessages())
+                target = self._next_target(ctx, messages)
+                if target is None:
+                    return messages
+        except BudgetError as exc:
+            return self._none_fit(exc)
+
+    def _none_fit(self, exc: BudgetError) -> list[BaseMessage]:
+        """No history when the newest turn alone is over the budget (``exc`` says by how
+        much); any other :class:`BudgetError` is raised."""
+        if exc.needed is None:
+            raise exc
+        log.warning("session %r: the newest stored turn costs %d tokens, over the history's "
+                    "budget; this call shows no history (raise budget_tokens to show it)",
+                    self.session, exc.needed)
+        return []
 
     def _turns(self, messages: Sequence[BaseMessage]) -> list[TurnInput]:
         """The turns ``messages`` are recorded as; raises

@@ -105,6 +105,9 @@ def test_a_budget_too_small_for_the_newest_turn_names_the_whole_budget_that_fits
     needed = small.value.needed
     assert needed is not None and needed > 60
     assert f"at least {needed}" in str(small.value)
+    # recording comes first: the error says so, and a caller who catches it need not resend
+    assert "the 1 turn(s) of this call are stored, nothing was sent" in str(small.value)
+    assert [t.text for t in mem.turns("s")] == [turn]
     assert needed >= message_tokens([{"role": "system", "content": system}], mem.cost_model)
 
     async def aecho(messages: list[Message]) -> str:

@@ -143,9 +143,27 @@ def test_any_budget_that_holds_the_newest_turn_shows_it_when_headings_outweigh_t
         messages = limited.messages if mode == "sync" else asyncio.run(limited.aget_messages())
         assert 0 < counter(messages) <= budget, budget
         assert str(messages[-1].content).startswith("[Tool result · get_status · call "), budget
-    with pytest.raises(BudgetError, match="newest turn") as small:
-        OpticalChatMessageHistory(memory, "ops", budget_tokens=newest - 1).messages  # noqa: B018
-    assert small.value.needed == newest
+    limited = OpticalChatMessageHistory(memory, "ops", budget_tokens=newest - 1)
+    assert limited.messages == []  # the newest turn alone is over: no history, logged
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_newest_turn_over_the_budget_shows_no_history_instead_of_raising(
+        mode: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A reply longer than the history's budget stays the newest turn until the chain adds
+    the next one, which it cannot do while reading the history raises: the session was
+    stuck. Now that call shows no history (as the middleware does) and says so."""
+    memory = OpticalMemory(codec=None)
+    history = OpticalChatMessageHistory(memory, "u1", budget_tokens=300)
+    history.add_messages([HumanMessage("question"), AIMessage("long answer " * 400)])
+    with caplog.at_level("WARNING", logger="opticmem.integrations.langchain_history"):
+        shown = history.messages if mode == "sync" else asyncio.run(history.aget_messages())
+    assert shown == []
+    assert "shows no history" in caplog.text and "'u1'" in caplog.text
+    history.add_messages([HumanMessage("next question"), AIMessage("short")])  # not stuck
+    shown = history.messages if mode == "sync" else asyncio.run(history.aget_messages())
+    assert [m.content for m in shown][-2:] == ["next question", "short"]
+    assert len(memory.turns("u1")) == 4
 
 
 @pytest.mark.parametrize("budget", [0, -5, float("nan"), 2.5, True, "100"])
