@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from opticmem.errors import OpticMemError
-from opticmem.sessions import DEFAULT_ROLES, MAX_TURN_CHARS, validate_session, validate_turn
+from opticmem.sessions import (
+    DEFAULT_ROLES,
+    MAX_TURN_CHARS,
+    validate_session,
+    validate_ts,
+    validate_turn,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +68,9 @@ def _ts(value: Any) -> float | None:
         return dt.timestamp()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"ts must be a number or an ISO 8601 string, got {value!r}")
-    return float(value)
+    # JSON integers have no size limit: float() of one past ~1e308 raised OverflowError,
+    # which escaped the per-line errors (ingest and demo showed a traceback)
+    return validate_ts(value)
 
 
 def parse_transcript(

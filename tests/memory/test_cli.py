@@ -559,6 +559,18 @@ def test_ingest_reports_a_line_nested_too_deeply(tmp_path: Path) -> None:
     assert "line 2: JSON nested too deeply" in message and "nothing stored" in message
 
 
+def test_ingest_reports_a_timestamp_too_large_for_a_float(tmp_path: Path) -> None:
+    """JSON integers have no size limit; float() of one past ~1e308 raised OverflowError,
+    which escaped the per-line errors as a traceback."""
+    src = tmp_path / "huge_ts.jsonl"
+    src.write_text('{"session": "a", "role": "user", "text": "fine"}\n'
+                   '{"session": "a", "role": "user", "text": "late", "ts": 1' + "0" * 400 + "}\n")
+    db = tmp_path / "m.db"
+    message = _json_error(["ingest", str(src), "--store", f"sqlite:///{db}"])
+    assert "line 2: timestamp is out of range" in message and "nothing stored" in message
+    assert not db.exists() or SQLiteStore(db).turn_count("a") == 0
+
+
 @pytest.mark.parametrize(("name", "message"), [("missing/dir/sheet.png", "no directory"),
                                                ("sheet.foo", "unknown image extension")])
 def test_sheet_paths_that_cannot_be_written_fail_before_any_work(
