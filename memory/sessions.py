@@ -155,7 +155,11 @@ def validate_ts(ts: object) -> float:
     try:
         value = float(ts)
     except OverflowError:
-        raise InvalidTurnError(f"timestamp is out of range: {ts!r}") from None
+        # not the value itself: repr of an int past 4,300 digits raises a bare ValueError
+        # (and one just short of that would fill the message)
+        raise InvalidTurnError(
+            f"timestamp is out of range: a number of about {_magnitude(ts)} digits, not "
+            "Unix seconds") from None
     if not math.isfinite(value):
         raise InvalidTurnError(f"timestamp must be finite, got {ts!r}")
     if not MIN_TS <= value <= MAX_TS:
@@ -164,6 +168,16 @@ def validate_ts(ts: object) -> float:
             f"{MAX_TS:.0f}); is it in milliseconds or nanoseconds?"
         )
     return value
+
+
+def _magnitude(number: numbers.Real) -> int:
+    """Roughly how many decimal digits the integer part of ``number`` has (without
+    converting it to text, which Python refuses past 4,300 digits)."""
+    try:
+        whole = int(math.trunc(number))  # noqa: RUF046 - typeshed: an _IntegralLike, not int
+        return int(abs(whole).bit_length() * 0.30103) + 1
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def validate_turn(

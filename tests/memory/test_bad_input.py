@@ -109,6 +109,10 @@ REJECTED: list[tuple[str, Callable[[OpticalMemory], object], type[Exception], st
     # context() of the session raised OverflowError
     ("ts 1e300", lambda m: m.add("alice", "user", "hi", ts=1e300), InvalidTurnError,
      "outside years 1–9999"),
+    # the message held the value: past 4,300 digits Python refuses to write an int as
+    # text, and the call failed with a bare ValueError instead
+    ("ts 5,000 digits", lambda m: m.add("alice", "user", "hi", ts=10**5000), InvalidTurnError,
+     "out of range: a number of about 5001 digits"),
     ("ts in milliseconds", lambda m: m.add("alice", "user", "hi", ts=1.7e15), InvalidTurnError,
      "milliseconds"),
     ("ts far past", lambda m: m.add_many("alice", [("user", "hi", -1e300)]), InvalidTurnError,
