@@ -19,7 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from opticmem.codecs import CodecSpec, load_bundled_codec
 from opticmem.context import Context
@@ -49,11 +50,55 @@ from opticmem.sessions import validate_session
 from opticmem.stores import redact_url
 from opticmem.transcripts import TranscriptError, TranscriptTurn, read_transcript
 
+
+def _json_requested(args: Sequence[str]) -> bool:
+    """Whether a command line asks for ``--json`` (an option: not after ``--``)."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg == "--json":
+            return True
+    return False
+
+
+_USAGE_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+"""The base of the usage errors typer raises: click's ``ClickException``, which newer
+typers carry a copy of (``typer._click``) instead of importing click."""
+
+
+class _Commands(TyperGroup):
+    """The command group, whose usage errors honour ``--json``.
+
+    Typer reports a bad option value (``--budget 0``), a missing argument or an unknown
+    option itself, on stderr: with ``--json`` a script reading stdout got nothing, where
+    every other failure gives it one ``{"error": …}`` object. With ``--json`` on the
+    command line, such an error is that object too (exit 2, as typer's)."""
+
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, prog_name: str | None = None,
+        complete_var: str | None = None, standalone_mode: bool = True, **extra: Any,
+    ) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode or not _json_requested(argv):
+            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(argv, prog_name, complete_var, False, **extra)
+        except _USAGE_ERROR as exc:
+            report({"error": exc.format_message()}, True)  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        except typer.Abort:
+            report({"error": "aborted"}, True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="opticmem",
     help="Long-context memory for LLM agents with optical decay.",
     no_args_is_help=True,
     add_completion=False,
+    cls=_Commands,
 )
 
 PLUGINS: tuple[str, ...] = ("opticmem.codec_commands", "opticmem.worker_commands")

@@ -705,3 +705,25 @@ def test_ingest_append_reports_the_pages_this_run_sealed(
         now = s.page_count("team")
     assert (f"pages sealed: {now - held} (the session(s) now hold {now} pages, 780 turns)"
             in " ".join(result.stdout.split()))
+
+
+@pytest.mark.parametrize("args", [
+    ["inspect", "team", "--budget", "0"],  # an option value typer itself refuses
+    ["inspect"],  # a missing argument
+    ["render", "notes.txt", "--no-such-option"],
+    ["queue", "redis://localhost:1/0", "--dead", "-1"],
+])
+def test_usage_errors_with_json_are_one_json_object(args: list[str]) -> None:
+    """Typer reports the usage errors it finds itself on stderr: with --json a script
+    reading stdout got nothing, where every other failure gives one {"error": …}."""
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stdout
+    assert json.loads(lines[0])["error"]
+
+
+def test_usage_errors_without_json_are_still_typers_own() -> None:
+    result = runner.invoke(app, ["inspect", "team", "--budget", "0"])
+    assert result.exit_code == 2 and "--budget" in result.output
+    assert not result.output.lstrip().startswith("{")
