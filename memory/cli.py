@@ -684,6 +684,8 @@ def render(
         turns, errors = _read_transcript(file, as_json)
         if errors:
             raise fail(f"{file}: line {errors[0].line}: {errors[0].message}", as_json)
+        if not turns:  # it would "render 0 pages" and exit 0, as if all went well
+            raise fail(f"{file} holds no turns to render", as_json)
         items = [RenderTurn(t.role, t.text, t.ts) for t in turns]
     else:
         try:

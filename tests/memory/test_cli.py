@@ -344,6 +344,17 @@ def test_render_refuses_a_text_file_with_no_text(tmp_path: Path) -> None:
         assert not (tmp_path / "p").exists()
 
 
+def test_render_refuses_a_transcript_with_no_turns(tmp_path: Path) -> None:
+    """An empty (or all-blank-lines) transcript "rendered 0 page(s)" and exited 0, as if
+    it had worked, where an empty text file (and demo's empty transcript) is an error."""
+    for content in ("", "\n \n\n"):
+        src = tmp_path / "empty.jsonl"
+        src.write_text(content, encoding="utf-8")
+        assert _json_error(["render", str(src), "--out", str(tmp_path / "p")]) == (
+            f"{src} holds no turns to render")
+        assert not (tmp_path / "p").exists()
+
+
 def test_ctrl_c_during_render_exits_130_with_one_json_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
