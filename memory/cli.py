@@ -762,7 +762,8 @@ def inspect(
     ] = 0.25,
     as_json: JsonFlag = False,
 ) -> None:
-    """Show a session's pages and tiers (and with --sheet, a contact sheet of the decay)."""
+    """Show a session's pages and tiers (and with --sheet, a contact sheet of the decay);
+    seals no page and keeps no decay mark in the store."""
     _check_sheet(sheet, as_json)
     db = _sqlite_path(store)
     if db is not None and not db.is_file():  # opening it would create an empty database
@@ -776,7 +777,9 @@ def inspect(
             if mem.store.turn_count(validate_session(session)) == 0:
                 raise fail(f"session {session!r} has no turns in {redact_url(store)}", as_json)
             t0 = time.perf_counter()
-            ctx = mem.context(session)
+            # read-only: mem.context() would seal pages with this command's verbatim
+            # window (8), taking turns off the verbatim window of a bot that keeps more
+            ctx = mem._context(session, None, None, write=False)
             context_ms = (time.perf_counter() - t0) * 1000
         except OpticMemError as exc:  # a --budget too small for the newest turn, a store
             raise _library_failure(exc, as_json) from exc

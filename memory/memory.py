@@ -764,10 +764,20 @@ class OpticalMemory:
         >>> int(ctx.cost) <= 4000, ctx.pages[-1].tier.value, len(ctx.turns) >= 2
         (True, 'large', True)
         """
+        return self._context(session, budget_tokens, now, write=True)
+
+    def _context(
+        self, session: str, budget_tokens: int | None, now: float | None, *, write: bool
+    ) -> Context:
+        """:meth:`context`; with ``write=False`` it changes nothing in the store: no page
+        is sealed, no decay mark kept, nothing queued for reading back — what ``opticmem
+        inspect`` shows. (Sealing with this memory's verbatim window would put turns
+        that the session's own bots keep verbatim, under a wider window, onto pages.)"""
         session = validate_session(session)
         budget = self.budget_tokens if budget_tokens is None else _check_budget(budget_tokens)
-        asm = self._assemble(session, budget, now)
-        self._save_mark(asm, budget)
+        asm = self._assemble(session, budget, now, pack=write)
+        if write:
+            self._save_mark(asm, budget)
         model = self.cost_model
         views: list[ContextPage] = []
         for p, level, price in zip(asm.pages, asm.levels, asm.prices, strict=True):
@@ -782,7 +792,7 @@ class OpticalMemory:
         page_text = asm.cost - images - overhead - staging - verbatim
         cost = Cost(turns=verbatim, staging=staging, images=images, page_text=page_text,
                     overhead=overhead, budget=budget)
-        if self._worker is not None:
+        if write and self._worker is not None:
             self._worker.submit(session, [Job(v.record, v.tier) for v in views
                                           if v.shown == "image"])
         return Context(

@@ -227,6 +227,31 @@ def test_ingesting_a_file_again_is_refused_unless_appending(tmp_path: Path) -> N
         assert [t.text for t in s.get_turns("a", 0, 9)] == ["first", "first"]
 
 
+def test_inspect_changes_nothing_in_the_store(tmp_path: Path) -> None:
+    """inspect assembled its context with OpticalMemory.context, which seals pages with
+    the command's own verbatim window (8): a bot keeping its newest 30 turns verbatim
+    found most of them put onto pages (shown as images, decaying) by a look at its
+    session; and under --budget pressure a decay mark was kept for the command."""
+    from opticmem.memory import OpticalMemory
+
+    db = tmp_path / "m.db"
+    with OpticalMemory(f"sqlite:///{db}", codec=None, verbatim_turns=30) as bot:
+        for i in range(80):
+            bot.add("bot", "user", f"turn {i}: " + "planning the launch " * 15)
+        pages = bot.store.page_count("bot")
+        shown = [t.seq for t in bot.context("bot").turns]
+    assert pages > 0 and shown[-30:] == list(range(50, 80))
+    for budget in ("8192", "300"):
+        d = run_json("inspect", "bot", "--store", f"sqlite:///{db}", "--budget", budget)
+        assert d["turn_count"] == 80
+    assert d["demotions"] != 0  # under pressure: a mark to keep
+    with OpticalMemory(f"sqlite:///{db}", codec=None, verbatim_turns=30) as bot:
+        assert bot.store.page_count("bot") == pages
+        assert [t.seq for t in bot.context("bot").turns] == shown
+    with OpticalMemory(f"sqlite:///{db}", codec=None) as like_inspect:
+        assert like_inspect.store.get_state("bot", like_inspect._mark_key(300)) is None
+
+
 def test_inspect_writes_a_sheet_only_when_asked(
     sample: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
