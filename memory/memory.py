@@ -268,13 +268,16 @@ class OpticalMemory:
             raise StoreURLError(
                 f"store must be a Store, a store URL or None, not {type(store).__name__} "
                 f"{store!r}; for a SQLite file pass 'sqlite:///path.db' or SQLiteStore(path)")
+        # Prices and policy before the store: a bad one (an unknown name, a tokenizer's
+        # name) raised only once a store URL had been opened, leaving a new, empty SQLite
+        # file behind or a Redis connection pool open.
+        self.cost_model = make_cost_model(cost_model, text=text_counter)
+        self.policy = decay_policy(policy)
         self.store: Store = open_store(store) if isinstance(store, str) else (
             store if store is not None else _default_store()
         )
         self._owns_store = not isinstance(store, Store)
         self.budget_tokens = budget_tokens
-        self.cost_model = make_cost_model(cost_model, text=text_counter)
-        self.policy = decay_policy(policy)
         self.verbatim_turns = verbatim_turns
         if render_settings is None and isinstance(codec, Codec):
             render_settings = codec.render_settings

@@ -262,6 +262,16 @@ def test_bad_options_raise_typed_errors(
     assert isinstance(info.value, OpticMemError) and isinstance(info.value, ValueError)
 
 
+def test_a_bad_cost_model_or_policy_leaves_no_store_file(tmp_path: Path) -> None:
+    """The store URL was opened first: a bad cost model, text counter or policy left a
+    new, empty SQLite file (or a Redis connection pool open)."""
+    for options in ({"cost_model": "bogus"}, {"policy": "bogus"}, {"cost_model": 5},
+                    {"text_counter": "cl100k_base"}):
+        with pytest.raises((ConfigurationError, TypeError)):
+            OpticalMemory(f"sqlite:///{tmp_path}/new.db", codec=None, **options)  # type: ignore[arg-type]
+        assert not (tmp_path / "new.db").exists(), options
+
+
 def test_numpy_integer_budget_is_accepted() -> None:
     np = pytest.importorskip("numpy")
     mem = OpticalMemory(codec=None, budget_tokens=np.int64(500))
