@@ -521,7 +521,8 @@ def _read_questions(path: Path | None, limit: int, as_json: bool) -> list[dict[s
             problem = f"question {n} is not an object"
         elif not isinstance(q.get("question"), str):
             problem = f"question {n}: question must be a string"
-        elif not isinstance(q.get("answer_contains", []), list):
+        elif not isinstance(q.get("answer_contains", []), list) or not all(
+                isinstance(a, str) for a in q.get("answer_contains", [])):  # null was "None"
             problem = f"question {n}: answer_contains must be a list of strings"
         elif q.get("turn_seq") is not None and (isinstance(q["turn_seq"], bool)
                                                or not isinstance(q["turn_seq"], int)):

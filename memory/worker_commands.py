@@ -20,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from opticmem.errors import OpticMemError, StoreError
+from opticmem.stores import redact_url
 
 UrlArg = Annotated[str, typer.Argument(help="The bots' Redis store URL (redis://…, with "
                                             "?tenant=… if they use one).")]
@@ -35,9 +36,9 @@ def register(app: typer.Typer) -> None:
 def _open_store(url: str, as_json: bool) -> Any:
     from opticmem.cli import fail
 
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise fail(f"the queue lives in Redis: give the bots' redis:// URL, not {url!r}",
-                   as_json, code=2)
+    if not url.lower().startswith(("redis://", "rediss://", "unix://")):  # as open_store
+        raise fail(f"the queue lives in Redis: give the bots' redis:// URL, not "
+                   f"{redact_url(url)!r}", as_json, code=2)
     try:
         from opticmem.redis_store import RedisStore
 
@@ -79,6 +80,10 @@ def worker_command(
     from opticmem.cli import err, fail, report
     from opticmem.codec_commands import _bad_option
 
+    if consumer is not None and not consumer.strip():
+        # an empty name fell back to the default one without a word
+        raise _bad_option("the consumer name is empty: leave --consumer out for host-pid",
+                          "--consumer", as_json)
     if codec not in ("bundled", "random") and not Path(codec).is_dir():
         # a usage error (exit 2) as with eval, before Redis is reached or a model loaded
         raise _bad_option(f"{codec!r} is not bundled, random or a checkpoint directory",

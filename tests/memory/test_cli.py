@@ -489,6 +489,8 @@ def test_ctrl_c_during_the_demo_exits_130_with_one_json_error(
     ('{"question": "x"}', "a JSON list of objects"),  # were tracebacks from here on
     ('["When is it due?"]', "question 1 is not an object"),
     ('[{"question": "x", "answer_contains": 5}]', "question 1: answer_contains"),
+    # null was looked for as the text "None"
+    ('[{"question": "x", "answer_contains": ["a", null]}]', "question 1: answer_contains"),
     ('[{"question": "x", "turn_seq": "abc"}]', "question 1: turn_seq"),
     ('[{"answer_contains": ["x"]}]', "question 1: question"),
 ])

@@ -379,6 +379,13 @@ def test_the_worker_and_queue_commands(redis_url: str) -> None:
     assert mem.flush(1)
     bad = runner.invoke(app, ["worker", "sqlite:///x.db", "--once"])
     assert bad.exit_code == 2 and "redis://" in bad.output
+    # a scheme is case-insensitive, as open_store takes it; an empty consumer name is
+    # refused rather than silently replaced by the default one
+    upper = "REDIS://" + url.split("://", 1)[1]
+    status = json.loads(runner.invoke(app, ["queue", upper, "--json"]).stdout)
+    assert status["waiting"] == 0
+    bad = runner.invoke(app, ["worker", url, "--codec", "random", "--once", "--consumer", " "])
+    assert bad.exit_code == 2 and "consumer name is empty" in bad.output
     mem.close()
     store.close()
     raw = redis.Redis.from_url(redis_url)
