@@ -567,6 +567,10 @@ def ingest(
     append: Annotated[
         bool, typer.Option(help="Add to sessions that already hold turns in the store")
     ] = False,
+    verbatim_turns: Annotated[int, typer.Option(
+        min=1, help="Newest turns of each session left off pages: the verbatim_turns of "
+                    "the bots that will use the store (turns older than that are sealed "
+                    "onto pages now, and stay there)")] = 8,
     as_json: JsonFlag = False,
 ) -> None:
     """Load a transcript into a store (nothing is stored if a line is bad, unless
@@ -579,7 +583,7 @@ def ingest(
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         raise fail(f"{len(errors)} bad line(s), nothing stored: {shown}{more}", as_json)
     try:
-        mem = OpticalMemory(store, codec=None)
+        mem = OpticalMemory(store, codec=None, verbatim_turns=verbatim_turns)
     except OpticMemError as exc:
         raise fail(str(exc), as_json) from exc
     counts: dict[str, int] = {}

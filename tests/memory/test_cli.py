@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from opticmem import OpticalMemory
 from opticmem.cli import app
 from opticmem.sqlite_store import SQLiteStore
 from tests.memory.sample import write
@@ -135,6 +136,21 @@ def test_ingest_then_inspect(sample: tuple[Path, Path], tmp_path: Path) -> None:
     assert "(here: --budget)" in _json_error(["inspect", "team", "--store", url, "--budget", "5"])
     for command in ("ingest", "render"):  # a directory was reported as "no such file"
         assert "is a directory, not a file" in _json_error([command, str(tmp_path)])
+
+
+def test_ingest_seals_pages_with_the_bots_verbatim_window(
+        sample: tuple[Path, Path], tmp_path: Path) -> None:
+    """ingest sealed with a window of 8: a bot keeping its newest 30 turns verbatim found
+    22 of them already on pages, decaying. --verbatim-turns leaves them off pages."""
+    conv, _ = sample
+    for window, url in ((8, f"sqlite:///{tmp_path}/a.db"), (30, f"sqlite:///{tmp_path}/b.db")):
+        args = ("--verbatim-turns", str(window)) if window != 8 else ()
+        run_json("ingest", str(conv), "--store", url, *args)
+        with OpticalMemory(url, codec=None, verbatim_turns=30) as mem:
+            shown = len(mem.context("team", budget_tokens=100_000).turns)
+        assert (shown >= 30) == (window == 30), (window, shown)
+    bad = runner.invoke(app, ["ingest", str(conv), "--verbatim-turns", "0", "--json"])
+    assert bad.exit_code == 2 and "--verbatim-turns" in json.loads(bad.stdout)["error"]
 
 
 def test_ingest_refuses_bad_lines_and_stores_nothing(tmp_path: Path) -> None:
