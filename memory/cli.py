@@ -14,13 +14,14 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import re
 import signal
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -724,11 +725,12 @@ def render(
                                as_json) from exc
                 files.append(str(path))
                 bar.advance(task)
+    stale = _remove_stale_pages(out_dir, set(files))
     seconds = time.perf_counter() - t0
     missing = sorted({c for p in pages for c in p.missing})
     summary = {
         "command": "render", "pages": len(pages), "tiers": [t.value for t in chosen],
-        "files": files, "missing_glyphs": missing,
+        "files": files, "removed_stale": stale, "missing_glyphs": missing,
         "timings": {"seconds": round(seconds, 3),
                     "pages_per_second": round(len(pages) / seconds, 2) if seconds else None},
     }
@@ -736,10 +738,27 @@ def render(
         report(summary, True)
         return
     out.print(f"rendered {len(pages)} page(s) × {len(chosen)} tier(s) into {out_dir} in "
-              f"{seconds:.2f}s")
+              f"{seconds:.2f}s" + (f"; removed {len(stale)} page file(s) of an earlier run"
+                                   if stale else ""))
     if missing:
         err.print(f"{len(missing)} character(s) have no glyph and show as boxes: "
                   f"{''.join(missing[:40])}", style="yellow")
+
+
+_PAGE_FILE = re.compile(r"page-\d{4,}-(?:large|base|small|tiny)\.png")
+
+
+def _remove_stale_pages(out_dir: Path, written: set[str]) -> list[str]:
+    """Delete the page PNGs in ``out_dir`` that this run did not write (an earlier run of
+    a longer text, or of other tiers), so that the folder holds this text's pages only;
+    files not named as ``render`` names them are left alone. Returns what was removed."""
+    removed = []
+    for path in sorted(out_dir.iterdir()):
+        if _PAGE_FILE.fullmatch(path.name) and str(path) not in written and path.is_file():
+            with suppress(OSError):  # gone meanwhile, or not ours to delete
+                path.unlink()
+                removed.append(str(path))
+    return removed
 
 
 # --------------------------------------------------------------------------- inspect

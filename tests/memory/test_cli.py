@@ -360,6 +360,25 @@ def test_render_text_and_transcript(sample: tuple[Path, Path], tmp_path: Path) -
     assert result.exit_code == 1 and "no tiers given" in result.stdout
 
 
+def test_render_into_a_used_folder_leaves_this_texts_pages_only(
+        sample: tuple[Path, Path], tmp_path: Path) -> None:
+    """Pages of an earlier, longer run stayed beside the new ones, as if the text had them;
+    files render does not name as it names pages stay."""
+    conv, _ = sample
+    out = tmp_path / "p"
+    before = run_json("render", str(conv), "--out", str(out))
+    (out / "notes.png").write_bytes(b"mine")
+    (out / "page-0001-large.png.bak").write_bytes(b"mine too")
+    txt = tmp_path / "note.txt"
+    txt.write_text("a short note", encoding="utf-8")
+    after = run_json("render", str(txt), "--out", str(out), "--tiers", "small")
+    assert after["files"] == [str(out / "page-0000-small.png")]
+    stale = after["removed_stale"]
+    assert isinstance(stale, list) and len(stale) == len(before["files"]) - 1  # type: ignore[arg-type]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "notes.png", "page-0000-small.png", "page-0001-large.png.bak"]
+
+
 def test_render_reports_a_page_file_it_cannot_write(tmp_path: Path) -> None:
     """A page that could not be written (a read-only mount, a full disk, a directory of
     that name) ended render in a FileNotFoundError/IsADirectoryError traceback."""
