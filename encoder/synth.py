@@ -2069,8 +2069,8 @@ def read_turns(path: Path | str) -> list[TurnText]:
     A file not named ``.jsonl`` or ``.ndjson`` is read as JSON lines when its first
     non-blank line is a JSON object. Turns with no visible text are left out, so an empty
     file has no turns (and no pages to evaluate). Raises ``ValueError`` naming the line
-    of a JSON line that is not an object with ``text``, and ``UnicodeDecodeError`` for a
-    file that is not UTF-8."""
+    of a JSON line that is not an object with ``text`` (or is nested too deeply to parse),
+    and ``UnicodeDecodeError`` for a file that is not UTF-8."""
     path = Path(path)
     # utf-8-sig: a leading byte order mark (as Windows tools write UTF-8) is the
     # encoding's signature, not text before the first "{" or label.
@@ -2091,6 +2091,9 @@ def read_turns(path: Path | str) -> list[TurnText]:
                                       _timestamp(d.get("ts"))))
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"{path}:{n}: expected a JSON object with 'text': {exc}") from exc
+            except RecursionError:  # brackets nested thousands deep: a bare crash otherwise
+                raise ValueError(f"{path}:{n}: expected a JSON object with 'text': "
+                                 "JSON nested too deeply") from None
         return [t for t in turns if t.text.strip()]
     label = re.compile(r"^(User|Assistant|System|Tool): ?", re.MULTILINE)
     marks = list(label.finditer(text))

@@ -501,3 +501,13 @@ def test_sample_conversation_pages() -> None:
     assert len(pages) > 30
     assert all(p.complete for p in pages[:-1])
     assert pages[0].lines[0].startswith("User: ")
+
+
+def test_read_turns_refuses_json_nested_too_deeply(tmp_path: Path) -> None:
+    # json.loads raises RecursionError for brackets nested past Python's limit: `eval
+    # --text-file` crashed with a traceback (no JSON object under --json) instead of
+    # naming the line, as it does for any other line that is not a turn.
+    deep = "[" * 100_000 + "]" * 100_000
+    path = transcript(tmp_path, "deep.jsonl", '{"text": "hi"}\n{"text": ' + deep + "}\n")
+    with pytest.raises(ValueError, match=r"deep\.jsonl:2.*nested too deeply"):
+        read_turns(path)
