@@ -2069,7 +2069,8 @@ def read_turns(path: Path | str) -> list[TurnText]:
     A file not named ``.jsonl`` or ``.ndjson`` is read as JSON lines when its first
     non-blank line is a JSON object. Turns with no visible text are left out, so an empty
     file has no turns (and no pages to evaluate). Raises ``ValueError`` naming the line
-    of a JSON line that is not an object with ``text`` (or is nested too deeply to parse),
+    of a JSON line that is not an object with a string ``text`` (and, if given, a string
+    ``role``; or is nested too deeply to parse),
     and ``UnicodeDecodeError`` for a file that is not UTF-8."""
     path = Path(path)
     # utf-8-sig: a leading byte order mark (as Windows tools write UTF-8) is the
@@ -2087,8 +2088,13 @@ def read_turns(path: Path | str) -> list[TurnText]:
                 d = json.loads(line)
                 if not isinstance(d, dict):
                     raise TypeError(f"got {type(d).__name__}")
-                turns.append(TurnText(str(d.get("role", "user")), str(d["text"]),
-                                      _timestamp(d.get("ts"))))
+                role, body = d.get("role", "user"), d["text"]
+                # As ingest takes them: str() made null the text "None" and 123 "123",
+                # pages of words the file never held, scored as if it did.
+                for name, value in (("text", body), ("role", role)):
+                    if not isinstance(value, str):
+                        raise TypeError(f"{name} must be a string, got {json.dumps(value)}")
+                turns.append(TurnText(role, body, _timestamp(d.get("ts"))))
             except (ValueError, KeyError, TypeError) as exc:
                 raise ValueError(f"{path}:{n}: expected a JSON object with 'text': {exc}") from exc
             except RecursionError:  # brackets nested thousands deep: a bare crash otherwise

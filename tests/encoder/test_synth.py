@@ -511,3 +511,20 @@ def test_read_turns_refuses_json_nested_too_deeply(tmp_path: Path) -> None:
     path = transcript(tmp_path, "deep.jsonl", '{"text": "hi"}\n{"text": ' + deep + "}\n")
     with pytest.raises(ValueError, match=r"deep\.jsonl:2.*nested too deeply"):
         read_turns(path)
+
+
+@pytest.mark.parametrize(("line", "what"), [
+    ('{"text": null}', "text must be a string, got null"),
+    ('{"text": 123}', "text must be a string, got 123"),
+    ('{"text": ["hi"]}', r'text must be a string, got \["hi"\]'),
+    ('{"role": null, "text": "hi"}', "role must be a string, got null"),
+    ('{"role": 7, "text": "hi"}', "role must be a string, got 7"),
+])
+def test_read_turns_refuses_text_or_role_that_is_not_a_string(
+    tmp_path: Path, line: str, what: str
+) -> None:
+    # str() turned {"text": null} into a page reading "User: None" (and 123 into "123"):
+    # eval scored a codec on words the file never held. Ingest refuses them too.
+    path = transcript(tmp_path, "chat.jsonl", '{"text": "ok"}\n' + line + "\n")
+    with pytest.raises(ValueError, match=rf"chat\.jsonl:2: .*{what}"):
+        read_turns(path)
