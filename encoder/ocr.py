@@ -17,12 +17,17 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import os
+import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import torch
@@ -66,6 +71,38 @@ IMAGE_MARK = "<image>"
 OFFICIAL_PROMPT = "<image>\nFree OCR."
 """The reference's plain-OCR prompt (``shared/design/deepseek-ocr-facts.md`` §3)."""
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_CODECS: weakref.WeakSet[OCRCodec] = weakref.WeakSet()
+"""Every live codec, so that a forked child gets fresh call locks (:func:`_renew_locks`)."""
+
+
+def one_call_at_a_time(
+    method: Callable[Concatenate[OCRCodec, _P], _R],
+) -> Callable[Concatenate[OCRCodec, _P], _R]:
+    """Run ``method`` under the codec's call lock. The model builds state on first use
+    (packed and fp16 copies of its weights, expert-set copies, cursor tables, CUDA graphs)
+    and reuses buffers between steps, none of it safe for two calls at once: two threads
+    packing the same weights together made one fail with "packed weights do not view
+    their parameters"."""
+
+    @functools.wraps(method)
+    def locked(self: OCRCodec, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._call_lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
+def _renew_locks() -> None:
+    """In a forked child, every codec gets a fresh call lock: one a thread of the parent
+    held at the fork (a background reader mid-decode) would stay held there for good."""
+    for codec in list(_CODECS):
+        codec._call_lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_renew_locks)
+
 
 class OCRCodec:
     """Page images → vision tokens → text with one model and tokenizer.
@@ -82,6 +119,9 @@ class OCRCodec:
     ``read_to_ink`` (on by default), a page may not end above its last row of ink (read
     from its pixels when it is encoded, :attr:`VisionTokens.ink_rows`): a decoder that takes
     a blank line for the page's end reads on instead (:meth:`AlignerFeed.above_ink`).
+
+    One codec may be shared by many threads (and memories): its ``encode`` and ``decode``
+    calls run one at a time, in the order they take its lock.
     """
 
     def __init__(
@@ -99,6 +139,8 @@ class OCRCodec:
             raise InputError(f"prompt must contain {IMAGE_MARK!r}; got {prompt!r}")
         if batch_size < 1:
             raise InputError(f"batch_size must be ≥ 1, got {batch_size}")
+        self._call_lock = threading.RLock()  # see one_call_at_a_time
+        _CODECS.add(self)
         self.model = model.eval()
         if tokenizer is not None:
             self.tokenizer, self.tokenizer_source = tokenizer, "given"
@@ -253,6 +295,7 @@ class OCRCodec:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @one_call_at_a_time
     def encode(self, images: Sequence[Image.Image], tier: Tier | str) -> list[VisionTokens]:
         """Encode page images (any size or mode) at ``tier``; one grid per image."""
         if isinstance(images, Image.Image):  # else a bare TypeError: Image has no len()
@@ -274,6 +317,7 @@ class OCRCodec:
                     for a, k in zip(arr, ink, strict=True)]
         return out
 
+    @one_call_at_a_time
     def decode(
         self,
         tokens: Sequence[VisionTokens],

@@ -507,3 +507,74 @@ def test_transparency_reads_as_white_paper(mode: str) -> None:
     rgb = np.asarray(to_rgb(image))
     assert rgb[0, 0].tolist() == [255, 255, 255]
     assert rgb[10, 10].tolist() == [0, 0, 0]
+
+
+def test_one_codec_decodes_from_two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fresh codec packs its expert weights on first use (PackedWeights re-points each
+    # parameter at a slice of one tensor). Two threads decoding at once packed together:
+    # one re-pointed the parameters at its tensor while the other checked its own, and
+    # decode raised "packed weights do not view their parameters" (the bundled codec did
+    # so on CPU for two pages read from two threads). A pause after packing widens that
+    # window so the race shows on every run.
+    import threading
+    import time
+
+    from opticmem.encoder.packing import PackedWeights
+
+    pack = PackedWeights._pack
+
+    def slow_pack(self: PackedWeights) -> torch.Tensor:
+        packed = pack(self)
+        time.sleep(0.05)
+        return packed
+
+    tokens = OCRCodec.random("test", seed=0).encode([Image.new("L", (512, 512), 255)], "tiny")
+    expected = [r.text for r in OCRCodec.random("test", seed=0).decode(tokens,
+                                                                        max_new_tokens=6)]
+    monkeypatch.setattr(PackedWeights, "_pack", slow_pack)
+    shared = OCRCodec.random("test", seed=0)
+    start = threading.Barrier(2)
+    results: dict[int, object] = {}
+
+    def read(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = [r.text for r in shared.decode(tokens, max_new_tokens=6)]
+        except Exception as exc:  # the failure is the finding
+            results[i] = exc
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {0: expected, 1: expected}
+
+
+def test_a_forked_child_gets_a_free_codec_call_lock() -> None:
+    # The call lock of test_one_codec_decodes_from_two_threads, held by a thread of the
+    # parent at the fork (a background reader mid-decode), would stay held in the child
+    # for good, and its first encode or decode would wait forever.
+    import os
+    import threading
+
+    codec = OCRCodec.random("test", seed=0)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with codec._call_lock:
+            held.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: only exit codes leave it
+            os._exit(0 if codec._call_lock.acquire(timeout=5) else 1)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        release.set()
+        holder.join()
+    assert os.waitstatus_to_exitcode(status) == 0
