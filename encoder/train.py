@@ -468,6 +468,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                          f"got {cfg.moe_dispatch!r}")
     if cfg.length_bucket < 0:
         raise InputError(f"length_bucket must be ≥ 0, got {cfg.length_bucket}")
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**64:
+        # numpy's generators take no negative seed, torch none of 2**64 or more: either
+        # failed only in the data loader, after the run directory and model were made.
+        raise InputError(f"seed must be a whole number in 0 … 2**64 - 1, got {cfg.seed!r}")
     if cfg.compile_decoder and (cfg.length_bucket == 0 or cfg.moe_dispatch != "dense"):
         raise InputError("compile_decoder needs length_bucket > 0 (fixed shapes) and "
                          "moe_dispatch 'dense' (no host reads inside the graph)")

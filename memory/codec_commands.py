@@ -92,6 +92,9 @@ def train_command(
 
     if out.exists() and not out.is_dir():
         raise _bad_option(f"{out} exists and is not a directory", "--out", as_json)
+    if not 0 <= seed < 2**64:  # found only in the data loader, after the model was built
+        raise _bad_option(f"must be a whole number in 0 … 2**64 - 1, got {seed}", "--seed",
+                          as_json)
     if export is not None and export.exists() and not export.is_dir():
         # found only when the weights are written, after the whole training call
         raise _bad_option(f"{export} exists and is not a directory", "--export", as_json)

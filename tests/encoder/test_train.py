@@ -122,6 +122,15 @@ def test_train_command_passes_the_batch_scale_and_moe_dispatch_and_refuses_bad_o
     assert not (tmp_path / "lib").exists()
 
 
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, True])
+def test_train_refuses_a_seed_its_generators_cannot_take(tmp_path: Path, seed: object) -> None:
+    # A negative seed failed only in the data loader (numpy's ValueError), after the run
+    # directory and the model were made.
+    with pytest.raises(InputError, match="seed must be"):
+        train(TrainConfig(out_dir=tmp_path / "lib", seed=seed))  # type: ignore[arg-type]
+    assert not (tmp_path / "lib").exists()
+
+
 def test_compiling_the_vision_stage_keeps_the_parameter_names_checkpoints_use() -> None:
     model = build_model(preset("test"), device="cpu", seed=1)
     names = list(model.state_dict())

@@ -556,6 +556,10 @@ def test_inspect_does_not_create_a_missing_sqlite_store(tmp_path: Path) -> None:
     (["eval", "--codec", "/nonexistent/ckpt"], "codec file missing"),
     (["train", "--preset", "foo"], "unknown preset 'foo'"),
     (["train", "--init-from", "/nonexistent/ckpt"], "not a checkpoint directory"),
+    # numpy's generators take no negative seed: a ValueError traceback from the data
+    # loader, after the run directory and the model were made
+    (["train", "--seed", "-1"], "--seed: must be a whole number in 0 … 2**64 - 1"),
+    (["train", "--seed", str(2**64)], "--seed: must be a whole number in 0 … 2**64 - 1"),
 ])
 def test_codec_commands_reject_bad_options_before_any_work(
     args: list[str], message: str, tmp_path: Path
