@@ -52,16 +52,23 @@ def save_checkpoint(
 
     ``dtype`` casts floating tensors on the way out (e.g. ``torch.bfloat16`` to ship); it
     must be a floating-point ``torch.dtype`` (else :class:`InputError`, raised before
-    anything is written: an integer dtype would make a checkpoint no model loads).
+    anything is written: an integer dtype would make a checkpoint no model loads), and
+    ``max_shard_bytes`` a whole number ≥ 1; a ``directory`` that is a file, or under one,
+    is an :class:`InputError` too.
     Returns the directory. Existing shard files of an older save are removed first.
     """
-    if max_shard_bytes <= 0:
-        raise ValueError(f"max_shard_bytes must be positive, got {max_shard_bytes}")
+    if (isinstance(max_shard_bytes, bool) or not isinstance(max_shard_bytes, int)
+            or max_shard_bytes <= 0):
+        raise InputError(f"max_shard_bytes must be a whole number ≥ 1, got {max_shard_bytes!r}")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise InputError(f"dtype must be a floating-point torch.dtype such as torch.bfloat16, "
                          f"got {dtype!r}")
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # Python's "File exists" named no cause
+        raise InputError(f"cannot save a checkpoint in {out}: a file is there, not a "
+                         "directory") from None
     for old in out.glob("model-*-of-*.safetensors"):
         old.unlink()
 

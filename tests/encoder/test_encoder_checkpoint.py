@@ -574,3 +574,21 @@ def test_a_folder_of_pickled_weights_is_refused_saying_why(tmp_path: Path, loade
         else:
             load_official(root, config=with_official_layout(preset("test")), device="cpu")
     assert str(info.value.path).endswith(INDEX_FILE)
+
+
+def test_save_refuses_a_file_for_its_directory_and_a_bad_shard_size(
+    model: OCRModel, tmp_path: Path
+) -> None:
+    # A file where the directory goes raised Python's bare FileExistsError (or
+    # NotADirectoryError under one), and max_shard_bytes="16MB" a TypeError from a
+    # comparison: neither said which argument was wrong, nor was a CodecError.
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"someone's weights")
+    for where in (weights, weights / "ckpt"):
+        with pytest.raises(InputError, match="a file is there, not a directory"):
+            save_checkpoint(model, where)
+    assert weights.read_bytes() == b"someone's weights"
+    for size in ("16MB", 0, -1, 1.5, True):
+        with pytest.raises(InputError, match="max_shard_bytes must be a whole number"):
+            save_checkpoint(model, tmp_path / "out", max_shard_bytes=size)  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists()
