@@ -217,7 +217,8 @@ class OCRCodec:
 
         The tokenizer is read and checked against ``config.json`` before the weights are:
         a corrupt or mismatched tokenizer fails at once, not after the model is built and
-        every shard hashed and loaded."""
+        every shard hashed and loaded; so does one that does not give text back as it was
+        given (:func:`round_trip_problem`)."""
         root = Path(directory)
         tok_path = root / "tokenizer.json"
         tokenizer = None
@@ -236,6 +237,8 @@ class OCRCodec:
                     f"{decoder.vocab_size}: it is another model's tokenizer (without it, "
                     "the codec uses the default one for this vocabulary)",
                     path=str(tok_path))
+            if problem := round_trip_problem(tokenizer):
+                raise CheckpointError(problem, path=str(tok_path))
         model = load_checkpoint(root, device=device, dtype=dtype)
         digest = _checkpoint_digest(root)
         return cls(
@@ -585,6 +588,28 @@ def vocabulary_problem(tokenizer: Tokenizer, cfg: DecoderConfig) -> str | None:
     top = max(tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
     if top >= cfg.vocab_size:
         return f"the tokenizer has ids up to {top}, past the model's vocabulary of {cfg.vocab_size}"
+    return None
+
+
+ROUND_TRIP_PROBE = "Page 1: Hello, 서울 — ok?\n  x$ 😀"
+"""Text a checkpoint's tokenizer must give back as it was given (letters, digits, spaces,
+a line break, Hangul, punctuation, a symbol and an emoji)."""
+
+
+def round_trip_problem(tokenizer: Tokenizer) -> str | None:
+    """Why ``tokenizer`` does not give :data:`ROUND_TRIP_PROBE` back unchanged, or ``None``.
+
+    Every tokenizer a checkpoint of ours is trained with (the shipped byte-level BPE, the
+    byte fallback) round-trips any text exactly. One whose decoder, pre-tokenizer or
+    normaliser is damaged or replaced loads and fits the vocabulary, and then every page
+    reads back as byte symbols (``ĠìĦľ`` for `` 서``), without spaces or lowercased:
+    text that is wrong with nothing to say so."""
+    ids = tokenizer.encode(ROUND_TRIP_PROBE, add_special_tokens=False).ids
+    back = tokenizer.decode(ids)
+    if back != ROUND_TRIP_PROBE:
+        return (f"the tokenizer does not give text back as it was given ({ROUND_TRIP_PROBE!r} "
+                f"came back as {back!r}): its decoder, pre-tokenizer or normaliser is "
+                "damaged or not the model's")
     return None
 
 

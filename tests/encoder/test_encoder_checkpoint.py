@@ -320,6 +320,30 @@ def test_a_bad_tokenizer_in_our_checkpoint_fails_before_loading_weights(
     assert info.value.path == str(tok)
 
 
+@pytest.mark.parametrize(("part", "value", "came_back"), [
+    ("decoder", None, "ĠìĦľìļ¸"),  # byte symbols: " 서울" as the BPE stores it
+    ("pre_tokenizer", None, "Page1:Hello,"),  # spaces gone
+    ("normalizer", {"type": "Lowercase"}, "page 1: hello"),
+])
+def test_a_tokenizer_that_does_not_give_text_back_is_refused(
+    saved: Path, part: str, value: object, came_back: str
+) -> None:
+    """A tokenizer.json with its decoder dropped (or its pre-tokenizer, or a normaliser
+    added) fits the vocabulary and loaded: every page then read back as byte symbols,
+    without spaces or lowercased, and nothing said so."""
+    from opticmem.encoder.bundled import BUNDLED_TOKENIZER
+
+    data = json.loads(BUNDLED_TOKENIZER.read_text(encoding="utf-8"))
+    data[part] = value
+    tok = saved / "tokenizer.json"
+    tok.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(CheckpointError, match="does not give text back") as info:
+        OCRCodec.from_pretrained(saved, device="cpu")
+    assert came_back in str(info.value) and info.value.path == str(tok)
+    tok.write_bytes(BUNDLED_TOKENIZER.read_bytes())  # the shipped one round-trips
+    assert OCRCodec.from_pretrained(saved, device="cpu").tokenizer_source == "given"
+
+
 def test_a_folder_of_pickles_with_a_tokenizer_is_refused_saying_why(tmp_path: Path) -> None:
     # The tokenizer, now read first, must not put a complaint about config.json before it.
     (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
