@@ -26,6 +26,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from numbers import Integral
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -137,8 +138,8 @@ class OCRCodec:
     ) -> None:
         if IMAGE_MARK not in prompt:
             raise InputError(f"prompt must contain {IMAGE_MARK!r}; got {prompt!r}")
-        if batch_size < 1:
-            raise InputError(f"batch_size must be ≥ 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.generation = generation or GenerationConfig()
         self._call_lock = threading.RLock()  # see one_call_at_a_time
         _CODECS.add(self)
         self.model = model.eval()
@@ -149,8 +150,6 @@ class OCRCodec:
         problem = vocabulary_problem(self.tokenizer, model.cfg.decoder)
         if problem:
             raise InputError(problem)
-        self.generation = generation or GenerationConfig()
-        self.batch_size = batch_size
         self.continuous = False
         self.stop_past_page = True
         self.read_to_ink = True
@@ -192,6 +191,11 @@ class OCRCodec:
         Its text is meaningless, but every code path (shapes, batching, decoding, EOS,
         confidence) is the real one — for tests of the memory, never a fake.
         """
+        _check_arguments(batch_size, generation)
+        check_dtype(dtype)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**64:
+            raise InputError(f"seed must be a whole number (torch takes -2**63 … 2**64 - 1), "
+                             f"got {seed!r}")
         dev = torch.device(device) if device is not None else default_device()
         model = build_model(
             preset(preset_name), device=dev, dtype=dtype or default_dtype(dev), seed=seed
@@ -219,6 +223,7 @@ class OCRCodec:
         a corrupt or mismatched tokenizer fails at once, not after the model is built and
         every shard hashed and loaded; so does one that does not give text back as it was
         given (:func:`round_trip_problem`)."""
+        _check_arguments(batch_size, generation)  # before the weights are read
         root = Path(directory)
         tok_path = root / "tokenizer.json"
         tokenizer = None
@@ -263,6 +268,7 @@ class OCRCodec:
         The tokenizer is read first: a directory without ``tokenizer.json`` fails at once,
         not after the 3B-parameter model has been built and its weights loaded."""
         check_dtype(dtype)  # before a Hub id is downloaded for the tokenizer
+        _check_arguments(batch_size, generation)
         tokenizer = load_official_tokenizer(source, revision=revision)
         model = load_official(source, device=device, dtype=dtype, revision=revision)
         generation = generation or GenerationConfig(
@@ -283,6 +289,27 @@ class OCRCodec:
         """
         self._encode_grid = torch.compile(self.model.encode_grid, dynamic=False, mode=mode)
         return self
+
+    @property
+    def batch_size(self) -> int:
+        """Pages through the model at once (encode and decode); rows in flight when
+        decoding continuously. A whole number ≥ 1 (else :class:`InputError`)."""
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self._batch_size = _checked_batch_size(value)
+
+    @property
+    def generation(self) -> GenerationConfig:
+        """The decoding settings (:class:`GenerationConfig`; else :class:`InputError`)."""
+        return self._generation
+
+    @generation.setter
+    def generation(self, value: GenerationConfig) -> None:
+        if not isinstance(value, GenerationConfig):
+            raise InputError(f"generation must be a GenerationConfig, got {type(value).__name__}")
+        self._generation = value
 
     # ------------------------------------------------------------------ Codec protocol
 
@@ -567,6 +594,21 @@ class AlignerFeed:
         with torch.inference_mode():
             self.state = self._advance(self.state, tokens)
         return self._embed()[:, None]  # (B, 1, D)
+
+
+def _checked_batch_size(value: object) -> int:
+    """``value`` as a batch size: a whole number ≥ 1, else :class:`InputError` (``"32"``
+    failed with a bare TypeError, and 1.5 was kept, to fail the first encode)."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise InputError(f"batch_size must be a whole number ≥ 1, got {value!r}")
+    return int(value)
+
+
+def _check_arguments(batch_size: object, generation: object) -> None:
+    """What the constructor would refuse, checked before a model is built or loaded."""
+    _checked_batch_size(batch_size)
+    if generation is not None and not isinstance(generation, GenerationConfig):
+        raise InputError(f"generation must be a GenerationConfig, got {type(generation).__name__}")
 
 
 def default_tokenizer(cfg: DecoderConfig) -> tuple[Tokenizer, str]:

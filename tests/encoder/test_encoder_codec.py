@@ -6,6 +6,7 @@ import io
 import json
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -578,3 +579,39 @@ def test_a_forked_child_gets_a_free_codec_call_lock() -> None:
         release.set()
         holder.join()
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_codec_arguments_are_checked_before_any_model_is_built(
+    codec: OCRCodec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # batch_size "32" escaped as a bare TypeError and 1.5 was kept, to fail the first
+    # encode; a dict for generation was kept, to fail the first decode; random() took
+    # dtype=torch.int8 and seed "x" to torch's own TypeError/RuntimeError; and
+    # from_pretrained read every shard before refusing batch_size=0.
+    for size in ("32", 1.5, 0, True):
+        with pytest.raises(InputError, match="batch_size must be a whole number"):
+            OCRCodec.random("test", batch_size=size)  # type: ignore[arg-type]
+        with pytest.raises(InputError, match="batch_size must be a whole number"):
+            codec.batch_size = size  # type: ignore[assignment]
+    assert codec.batch_size == 32  # a refused value leaves the codec as it was
+    with pytest.raises(InputError, match="generation must be a GenerationConfig"):
+        OCRCodec.random("test", generation={"max_new_tokens": 3})  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="generation must be a GenerationConfig"):
+        codec.generation = {"max_new_tokens": 3}  # type: ignore[assignment]
+    assert isinstance(codec.generation, GenerationConfig)
+    with pytest.raises(InputError, match="dtype"):
+        OCRCodec.random("test", dtype=torch.int8)
+    for seed in ("x", 1.5, 2**64):
+        with pytest.raises(InputError, match="seed must be a whole number"):
+            OCRCodec.random("test", seed=seed)  # type: ignore[arg-type]
+
+    from opticmem.encoder.checkpoint import save_checkpoint
+
+    saved = save_checkpoint(codec.model, tmp_path / "ckpt")
+
+    def weights(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the weights were loaded before the arguments were checked")
+
+    monkeypatch.setattr("opticmem.encoder.ocr.load_checkpoint", weights)
+    with pytest.raises(InputError, match="batch_size"):
+        OCRCodec.from_pretrained(saved, batch_size=0)
