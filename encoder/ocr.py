@@ -330,6 +330,7 @@ class OCRCodec:
         """Encode page images (any size or mode) at ``tier``; one grid per image."""
         if isinstance(images, Image.Image):  # else a bare TypeError: Image has no len()
             raise InputError("encode takes a sequence of page images: pass [image] for one")
+        _require_sequence(images, "encode", "page images")
         tier = parse_tier(tier)
         out: list[VisionTokens] = []
         param = next(self.model.parameters())
@@ -366,6 +367,7 @@ class OCRCodec:
         D = self.model.cfg.embed_dim
         if isinstance(tokens, VisionTokens):  # else a bare TypeError: it is not iterable
             raise InputError("decode takes a sequence of VisionTokens: pass [tokens] for one")
+        _require_sequence(tokens, "decode", "VisionTokens")
         for vt in tokens:
             if not isinstance(vt, VisionTokens):
                 raise InputError(f"decode takes VisionTokens, got {type(vt).__name__}")
@@ -594,6 +596,16 @@ class AlignerFeed:
         with torch.inference_mode():
             self.state = self._advance(self.state, tokens)
         return self._embed()[:, None]  # (B, 1, D)
+
+
+def _require_sequence(items: object, call: str, of: str) -> None:
+    """:class:`InputError` unless ``items`` is a sequence (a list, a tuple): a generator
+    failed with a bare "object of type 'generator' has no len()" (or, to decode, was used
+    up by the checks before the pages were read), and a set has no order to give the
+    results back in."""
+    if not isinstance(items, Sequence) or isinstance(items, (str, bytes)):
+        raise InputError(f"{call} takes a sequence (a list or tuple) of {of}, got "
+                         f"{type(items).__name__}: pass list(...) of it")
 
 
 def _checked_batch_size(value: object) -> int:

@@ -134,6 +134,21 @@ def test_one_image_or_one_token_record_not_in_a_list_is_an_input_error(codec: OC
         codec.decode(vt)  # type: ignore[arg-type]
 
 
+def test_a_generator_or_set_of_pages_is_an_input_error(codec: OCRCodec) -> None:
+    # A generator failed with a bare TypeError ("object of type 'generator' has no
+    # len()"), after decode's checks had used it up; a set has no order for the results.
+    image = Image.new("L", (512, 512), 255)
+    with pytest.raises(InputError, match=r"encode takes a sequence .* got generator"):
+        codec.encode((img for img in [image]), "tiny")  # type: ignore[arg-type]
+    [vt] = codec.encode((image,), "tiny")  # a tuple is a sequence
+    with pytest.raises(InputError, match=r"decode takes a sequence .* got generator"):
+        codec.decode(v for v in [vt])  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"decode takes a sequence .* got set"):
+        codec.decode({vt})  # type: ignore[arg-type]
+    with pytest.raises(InputError, match=r"decode takes a sequence .* got str"):
+        codec.decode("tokens")  # type: ignore[arg-type]
+
+
 def test_decode_rejects_what_is_not_a_finite_vision_token_grid(codec: OCRCodec) -> None:
     # A NaN grid used to decode to a recollection of NaN confidence; a string, to fail
     # with an AttributeError.
