@@ -75,7 +75,7 @@ from opticmem.integrations.turn_text import (
     tool_result_head,
 )
 from opticmem.integrations.turn_text import tool_call_line as _call_line
-from opticmem.memory import OpticalMemory, TurnInput
+from opticmem.memory import OpticalMemory
 
 ROLE_OF_TYPE: Mapping[str, str] = {
     "human": "user", "ai": "assistant", "tool": "tool", "function": "tool", "system": "system",
@@ -206,7 +206,7 @@ def _meta(message: BaseMessage) -> dict[str, Any]:
     return meta
 
 
-def message_turns(message: BaseMessage, memory: OpticalMemory) -> list[TurnInput]:
+def message_turns(message: BaseMessage, memory: OpticalMemory) -> list[dict[str, Any]]:
     """The turns ``message`` is recorded as in ``memory`` (``[]``: nothing to record).
 
     Each turn is a mapping for :meth:`~opticmem.OpticalMemory.add_many`.
