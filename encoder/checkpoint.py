@@ -31,7 +31,12 @@ from safetensors.torch import save_file
 
 from opticmem.encoder.config import ModelConfig
 from opticmem.encoder.errors import CheckpointError, ConfigError, InputError
-from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
+from opticmem.encoder.model import (
+    OCRModel,
+    build_model,
+    default_dtype,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +166,7 @@ def load_checkpoint(
     refuse_pickles(root)
     cfg = read_config(root)
     weight_map, meta = read_index(root)
-    dev = torch.device(device) if device is not None else default_device()
+    dev = resolve_device(device)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise InputError(f"dtype must be a floating-point torch.dtype such as torch.bfloat16, "
                          f"got {dtype!r}")

@@ -178,6 +178,21 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """``device`` as a torch device (``None``: :func:`default_device`); a name torch does
+    not know (``"gpu"``) or CUDA on a machine without it is an :class:`InputError` here,
+    not torch's bare ``RuntimeError`` from deep inside building or loading a model."""
+    if device is None:
+        return default_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise InputError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r}: CUDA is not available on this machine")
+    return dev
+
+
 def default_dtype(device: torch.device | str) -> torch.dtype:
     """bf16 on CUDA (what the official weights are), fp32 on CPU."""
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32

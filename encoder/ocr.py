@@ -44,7 +44,12 @@ from opticmem.encoder.cuda_graph import GraphedFunction
 from opticmem.encoder.errors import CheckpointError, InputError
 from opticmem.encoder.examples import token_bytes
 from opticmem.encoder.generate import GenerationConfig, Halt, Hold, Prompt, StepHook, generate
-from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
+from opticmem.encoder.model import (
+    OCRModel,
+    build_model,
+    default_dtype,
+    resolve_device,
+)
 from opticmem.encoder.official import (
     REPO_ID,
     check_dtype,
@@ -196,7 +201,7 @@ class OCRCodec:
         if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**64:
             raise InputError(f"seed must be a whole number (torch takes -2**63 … 2**64 - 1), "
                              f"got {seed!r}")
-        dev = torch.device(device) if device is not None else default_device()
+        dev = resolve_device(device)
         model = build_model(
             preset(preset_name), device=dev, dtype=dtype or default_dtype(dev), seed=seed
         )

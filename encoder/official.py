@@ -31,7 +31,12 @@ from tokenizers import Tokenizer
 from opticmem.encoder.checkpoint import INDEX_FILE, load_tensors, read_index, refuse_pickles
 from opticmem.encoder.config import ModelConfig, preset
 from opticmem.encoder.errors import CheckpointError, InputError
-from opticmem.encoder.model import OCRModel, build_model, default_device, default_dtype
+from opticmem.encoder.model import (
+    OCRModel,
+    build_model,
+    default_dtype,
+    resolve_device,
+)
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +213,7 @@ def load_official(
     for name, fname in weight_map.items():
         if not (root / fname).is_file():
             raise CheckpointError("shard file missing", path=str(root / fname), key=name)
-    dev = torch.device(device) if device is not None else default_device()
+    dev = resolve_device(device)
     model = build_model(cfg, device=dev, dtype=dtype or default_dtype(dev), seed=None)
     load_tensors(model, root, weight_map, rename=to_ours, unrename=to_official)
     log.info("loaded official-layout checkpoint %s (%s)", root, cfg.name)

@@ -468,6 +468,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                          f"got {cfg.moe_dispatch!r}")
     if cfg.length_bucket < 0:
         raise InputError(f"length_bucket must be ≥ 0, got {cfg.length_bucket}")
+    for name, low in (("minutes", 0.0), ("total_minutes", 0.0), ("checkpoint_minutes", 0.0),
+                      ("phase_start", None)):
+        value = getattr(cfg, name)
+        # inf minutes trained for ever; NaN compared false with every stop and did too
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or not math.isfinite(value) or (value <= low if low is not None else value < 0)):
+            bound = "> 0" if low is not None else "≥ 0"
+            raise InputError(f"{name} must be a finite number {bound}, got {value!r}")
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed < 2**64:
         # numpy's generators take no negative seed, torch none of 2**64 or more: either
         # failed only in the data loader, after the run directory and model were made.

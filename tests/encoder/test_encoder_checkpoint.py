@@ -616,3 +616,16 @@ def test_save_refuses_a_file_for_its_directory_and_a_bad_shard_size(
         with pytest.raises(InputError, match="max_shard_bytes must be a whole number"):
             save_checkpoint(model, tmp_path / "out", max_shard_bytes=size)  # type: ignore[arg-type]
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_or_absent_device_is_an_input_error(tmp_path: Path) -> None:
+    """device="gpu" raised torch's bare RuntimeError from inside building the model."""
+    codec = OCRCodec.random("test", seed=0)
+    save_checkpoint(codec.model, tmp_path / "ckpt")
+    bad = ["gpu", "cuda:x", 3.5] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in bad:
+        with pytest.raises(InputError, match="device"):
+            OCRCodec.random("test", seed=0, device=device)  # type: ignore[arg-type]
+        with pytest.raises(InputError, match="device"):
+            load_checkpoint(tmp_path / "ckpt", device=device)  # type: ignore[arg-type]
+    assert load_checkpoint(tmp_path / "ckpt", device="cpu") is not None

@@ -131,6 +131,19 @@ def test_train_refuses_a_seed_its_generators_cannot_take(tmp_path: Path, seed: o
     assert not (tmp_path / "lib").exists()
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("minutes", float("inf")), ("minutes", float("nan")), ("minutes", 0),
+    ("total_minutes", float("inf")), ("total_minutes", -1.0), ("checkpoint_minutes", 0.0),
+    ("phase_start", -5.0), ("phase_start", float("nan")), ("minutes", True),
+])
+def test_train_refuses_minutes_it_could_never_finish(
+        tmp_path: Path, field: str, value: object) -> None:
+    # --minutes inf trained for ever (NaN too: it compares false with every stop)
+    with pytest.raises(InputError, match=f"{field} must be a finite number"):
+        train(TrainConfig(out_dir=tmp_path / "lib", **{field: value}))  # type: ignore[arg-type]
+    assert not (tmp_path / "lib").exists()
+
+
 def test_compiling_the_vision_stage_keeps_the_parameter_names_checkpoints_use() -> None:
     model = build_model(preset("test"), device="cpu", seed=1)
     names = list(model.state_dict())
