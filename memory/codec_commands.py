@@ -9,6 +9,7 @@ tier, reads them back with a codec, and prints and writes the precision table an
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -92,6 +93,10 @@ def train_command(
 
     if out.exists() and not out.is_dir():
         raise _bad_option(f"{out} exists and is not a directory", "--out", as_json)
+    for option, value in (("--minutes", minutes), ("--total-minutes", total_minutes),
+                          ("--phase-start", phase_start)):
+        if not math.isfinite(value):  # inf trained for ever (typer's min lets it through)
+            raise _bad_option(f"must be a finite number, got {value}", option, as_json)
     if not 0 <= seed < 2**64:  # found only in the data loader, after the model was built
         raise _bad_option(f"must be a whole number in 0 … 2**64 - 1, got {seed}", "--seed",
                           as_json)
@@ -131,8 +136,9 @@ def train_command(
     cfg.length_bucket, cfg.compile_decoder = length_bucket, compile_decoder
     try:
         progress = train(cfg)
-    except (CheckpointError, SynthDataError) as err:  # a damaged state, weights of another
-        # preset, or no text to train on (a wheel without the synth extra)
+    except (CheckpointError, SynthDataError, InputError) as err:
+        # a damaged state, weights of another preset, no text to train on (a wheel without
+        # the synth extra), a setting train() refuses
         from opticmem.cli import fail
 
         raise fail(str(err), as_json) from None

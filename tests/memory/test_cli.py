@@ -559,6 +559,8 @@ def test_inspect_does_not_create_a_missing_sqlite_store(tmp_path: Path) -> None:
     # numpy's generators take no negative seed: a ValueError traceback from the data
     # loader, after the run directory and the model were made
     (["train", "--seed", "-1"], "--seed: must be a whole number in 0 … 2**64 - 1"),
+    (["train", "--minutes", "inf"], "--minutes: must be a finite number"),  # for ever
+    (["train", "--total-minutes", "inf"], "--total-minutes: must be a finite number"),
     (["train", "--seed", str(2**64)], "--seed: must be a whole number in 0 … 2**64 - 1"),
 ])
 def test_codec_commands_reject_bad_options_before_any_work(
