@@ -199,12 +199,19 @@ class ModelConfig:
             "sam": SamConfig, "compressor": CompressorConfig,
             "clip": ClipConfig, "decoder": DecoderConfig,
         }
+        # a section left out silently took the official model's sizes: the error then
+        # blamed the first weight whose shape differed, not the config
+        missing = [k for k in ("name", *parts) if k not in data]
+        if missing:
+            raise ConfigError(f"model config lacks {', '.join(map(repr, missing))}")
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
             if key in parts:
                 kwargs[key] = _build(parts[key], value, key)
             elif key == "name":
-                kwargs[key] = str(value)
+                if not isinstance(value, str) or not value.strip():  # null was named "None"
+                    raise ConfigError(f"name must be a non-empty string, got {value!r}")
+                kwargs[key] = value
             elif key == "fusion_norm":
                 if not isinstance(value, bool):  # bool("false") would switch it on
                     raise ConfigError(f"fusion_norm must be true or false, got {value!r}")
@@ -271,6 +278,9 @@ def _build(kind: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"config section {where!r} must be an object, got {type(data).__name__}")
     known = {f.name: f for f in fields(kind)}
+    missing = [f"{where}.{name}" for name in known if name not in data]
+    if missing:  # it took the official model's value, and a shard was blamed for the shape
+        raise ConfigError(f"config lacks {', '.join(missing)}")
     values: dict[str, Any] = {}
     for key, value in data.items():
         if key not in known:

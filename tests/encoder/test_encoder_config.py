@@ -138,6 +138,22 @@ def test_bad_configs_raise_config_error() -> None:
         ModelConfig.from_dict(data)
 
 
+
+def test_a_config_missing_a_field_or_section_is_refused() -> None:
+    """What a config left out took the official model's value: a 'test' config without
+    decoder.vocab_size was blamed on a shard's shape, one without a name was 'official'."""
+    for path in (("decoder", "vocab_size"), ("sam", "depth"), ("decoder",), ("name",)):
+        data = preset("test").to_dict()
+        holder = data if len(path) == 1 else data[path[0]]
+        del holder[path[-1]]
+        with pytest.raises(ConfigError, match=f"lacks .*{'.'.join(path)}"):
+            ModelConfig.from_dict(data)
+    for name in (None, "", 5):
+        data = {**preset("test").to_dict(), "name": name}
+        with pytest.raises(ConfigError, match="name must be a non-empty string"):
+            ModelConfig.from_dict(data)
+
+
 @pytest.mark.parametrize(
     ("section", "field", "value"),
     [("sam", "heads", 0), ("clip", "heads", 0), ("decoder", "heads", 0),
