@@ -55,6 +55,7 @@ from opticmem.encoder.official import (
     check_dtype,
     load_official,
     load_official_tokenizer,
+    resolve_source,
 )
 from opticmem.encoder.preprocess import parse_tier, preprocess, to_rgb
 from opticmem.encoder.token_cursor import TokenCursor
@@ -279,9 +280,13 @@ class OCRCodec:
         generation = generation or GenerationConfig(
             no_repeat_whitelist=frozenset({128821, 128822}), max_new_tokens=8192
         )
+        # Named by where its weights are too: memories key cached readings by the codec's
+        # name, and two folders of the same name (or two revisions of the repo, whose
+        # snapshots are folders of their own) hold other weights.
+        digest = _official_digest(resolve_source(source, revision))
         return cls(
-            model, tokenizer, name=f"deepseek-ocr:{Path(str(source)).name}", prompt=prompt,
-            generation=generation, batch_size=batch_size,
+            model, tokenizer, name=f"deepseek-ocr:{Path(str(source)).name}:{digest}",
+            prompt=prompt, generation=generation, batch_size=batch_size,
         )
 
     def compile_encoder(self, mode: str = "default") -> OCRCodec:
@@ -670,6 +675,17 @@ def round_trip_problem(tokenizer: Tokenizer) -> str | None:
                 f"came back as {back!r}): its decoder, pre-tokenizer or normaliser is "
                 "damaged or not the model's")
     return None
+
+
+def _official_digest(root: Path) -> str:
+    """A short digest of an official checkpoint folder: its absolute path, index and shard
+    sizes (the released index holds no hashes, and hashing 6.7 GB of shards would take
+    longer than loading them)."""
+    h = hashlib.sha256(str(root.resolve()).encode("utf-8", "surrogatepass"))
+    h.update((root / "model.safetensors.index.json").read_bytes())
+    for shard in sorted(root.glob("*.safetensors")):
+        h.update(f"{shard.name}:{shard.stat().st_size}".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:12]
 
 
 def _checkpoint_digest(root: Path) -> str:

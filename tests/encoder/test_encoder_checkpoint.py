@@ -629,3 +629,20 @@ def test_an_unknown_or_absent_device_is_an_input_error(tmp_path: Path) -> None:
         with pytest.raises(InputError, match="device"):
             load_checkpoint(tmp_path / "ckpt", device=device)  # type: ignore[arg-type]
     assert load_checkpoint(tmp_path / "ckpt", device="cpu") is not None
+
+
+def test_official_codecs_of_same_named_folders_are_named_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The codec was named after the folder's last component only: two checkpoints in
+    folders of one name got one name, which memories key cached readings by."""
+    cfg = with_official_layout(preset("test"))
+    monkeypatch.setattr("opticmem.encoder.ocr.load_official",
+                        lambda source, **kw: load_official(source, config=cfg, **kw))
+    names = []
+    for seed, parent in ((7, "a"), (8, "b")):
+        write_official_layout(build_model(cfg, seed=seed), tmp_path / parent / "dso")
+        names.append(OCRCodec.from_official(tmp_path / parent / "dso", device="cpu").name)
+    assert names[0] != names[1] and all(n.startswith("deepseek-ocr:dso:") for n in names)
+    again = OCRCodec.from_official(tmp_path / "a" / "dso", device="cpu").name
+    assert again == names[0]  # the same weights keep their name
