@@ -273,17 +273,18 @@ class OCRCodec:
 
         The tokenizer is read first: a directory without ``tokenizer.json`` fails at once,
         not after the 3B-parameter model has been built and its weights loaded."""
-        check_dtype(dtype)  # before a Hub id is downloaded for the tokenizer
+        check_dtype(dtype)  # before a Hub id is downloaded
         _check_arguments(batch_size, generation)
-        tokenizer = load_official_tokenizer(source, revision=revision)
-        model = load_official(source, device=device, dtype=dtype, revision=revision)
+        root = resolve_source(source, revision)  # once: a Hub id is looked up once
+        tokenizer = load_official_tokenizer(root)
+        model = load_official(root, device=device, dtype=dtype)
         generation = generation or GenerationConfig(
             no_repeat_whitelist=frozenset({128821, 128822}), max_new_tokens=8192
         )
         # Named by where its weights are too: memories key cached readings by the codec's
         # name, and two folders of the same name (or two revisions of the repo, whose
         # snapshots are folders of their own) hold other weights.
-        digest = _official_digest(resolve_source(source, revision))
+        digest = _official_digest(root)
         return cls(
             model, tokenizer, name=f"deepseek-ocr:{Path(str(source)).name}:{digest}",
             prompt=prompt, generation=generation, batch_size=batch_size,
@@ -317,9 +318,7 @@ class OCRCodec:
 
     @generation.setter
     def generation(self, value: GenerationConfig) -> None:
-        if not isinstance(value, GenerationConfig):
-            raise InputError(f"generation must be a GenerationConfig, got {type(value).__name__}")
-        self._generation = value
+        self._generation = _checked_generation(value)
 
     # ------------------------------------------------------------------ Codec protocol
 
@@ -626,11 +625,18 @@ def _checked_batch_size(value: object) -> int:
     return int(value)
 
 
+def _checked_generation(value: object) -> GenerationConfig:
+    """``value`` if it is a :class:`GenerationConfig`, else :class:`InputError`."""
+    if not isinstance(value, GenerationConfig):
+        raise InputError(f"generation must be a GenerationConfig, got {type(value).__name__}")
+    return value
+
+
 def _check_arguments(batch_size: object, generation: object) -> None:
     """What the constructor would refuse, checked before a model is built or loaded."""
     _checked_batch_size(batch_size)
-    if generation is not None and not isinstance(generation, GenerationConfig):
-        raise InputError(f"generation must be a GenerationConfig, got {type(generation).__name__}")
+    if generation is not None:
+        _checked_generation(generation)
 
 
 def default_tokenizer(cfg: DecoderConfig) -> tuple[Tokenizer, str]:

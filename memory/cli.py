@@ -745,7 +745,8 @@ def render(
                   f"{''.join(missing[:40])}", style="yellow")
 
 
-_PAGE_FILE = re.compile(r"page-\d{4,}-(?:large|base|small|tiny)\.png")
+_PAGE_FILE = re.compile(rf"page-\d{{4,}}-(?:{'|'.join(t.value for t in ORDER)})\.png")
+"""The names ``render`` gives its page files: ``page-0007-small.png``."""
 
 
 def _remove_stale_pages(out_dir: Path, written: set[str]) -> list[str]:

@@ -393,25 +393,20 @@ def test_render_reports_a_page_file_it_cannot_write(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "cannot write" in result.stderr
 
 
-def test_render_refuses_a_text_file_with_no_text(tmp_path: Path) -> None:
-    """An empty (or all-blank) text file was drawn as a page reading only "User:", a page
-    the memory never makes (it refuses empty turns); eval already said there was nothing."""
-    for content in ("", " \n\t\n"):
-        txt = tmp_path / "blank.txt"
-        txt.write_text(content, encoding="utf-8")
-        assert _json_error(["render", str(txt), "--out", str(tmp_path / "p")]) == (
-            f"{txt} holds no text to render")
-        assert not (tmp_path / "p").exists()
-
-
-def test_render_refuses_a_transcript_with_no_turns(tmp_path: Path) -> None:
-    """An empty (or all-blank-lines) transcript "rendered 0 page(s)" and exited 0, as if
-    it had worked, where an empty text file (and demo's empty transcript) is an error."""
-    for content in ("", "\n \n\n"):
-        src = tmp_path / "empty.jsonl"
+@pytest.mark.parametrize(("name", "blank", "message"), [
+    # drawn as a page reading only "User:", a page the memory never makes (it refuses
+    # empty turns); eval already said there was nothing
+    ("blank.txt", " \n\t\n", "holds no text to render"),
+    # "rendered 0 page(s)" and exited 0, as if it had worked
+    ("empty.jsonl", "\n \n\n", "holds no turns to render"),
+])
+def test_render_refuses_a_file_with_nothing_to_render(
+        tmp_path: Path, name: str, blank: str, message: str) -> None:
+    for content in ("", blank):
+        src = tmp_path / name
         src.write_text(content, encoding="utf-8")
         assert _json_error(["render", str(src), "--out", str(tmp_path / "p")]) == (
-            f"{src} holds no turns to render")
+            f"{src} {message}")
         assert not (tmp_path / "p").exists()
 
 
