@@ -25,6 +25,7 @@ from typing import Any
 
 from opticmem.encoder.align import AlignConfig
 from opticmem.encoder.errors import ConfigError
+from opticmem.render.tiers import ORDER
 
 
 @dataclass(frozen=True)
@@ -172,10 +173,19 @@ class ModelConfig:
             )
         if d.routed_experts and not 0 < d.experts_per_token <= d.routed_experts:
             problems.append(
-                f"decoder.experts_per_token {d.experts_per_token} must be in 1..{d.routed_experts}"
+                f"decoder.experts_per_token must be in 1..{d.routed_experts} (at most "
+                f"decoder.routed_experts), got {d.experts_per_token}"
+            )
+        if d.max_positions < MIN_POSITIONS:
+            # generation reads at most max_positions tokens: a page of 1 read one token
+            problems.append(
+                f"decoder.max_positions must be ≥ {MIN_POSITIONS} (the largest tier's "
+                f"{MIN_POSITIONS - 1 - MIN_TEXT_POSITIONS} vision slots, BOS and "
+                f"{MIN_TEXT_POSITIONS} text tokens), got {d.max_positions}"
             )
         if not 0 <= d.first_k_dense <= d.layers:
-            problems.append(f"decoder.first_k_dense {d.first_k_dense} outside 0..{d.layers}")
+            problems.append(f"decoder.first_k_dense must be in 0..{d.layers} (at most "
+                            f"decoder.layers), got {d.first_k_dense}")
         if d.head_dim % 2:
             problems.append("decoder.head_dim must be even for rotary embeddings")
         ids = {
@@ -223,28 +233,47 @@ class ModelConfig:
         return cls(**kwargs)
 
 
+MIN_TEXT_POSITIONS = 64
+"""Text tokens a decoder must have room for beside the largest tier's vision slots."""
+
+MIN_POSITIONS = max(t.slots for t in ORDER) + 1 + MIN_TEXT_POSITIONS
+"""Fewest ``decoder.max_positions`` a config may give (486): BOS, the vision slots of the
+largest tier (Large, 421) and :data:`MIN_TEXT_POSITIONS` tokens of text. Generation reads
+at most ``max_positions`` tokens, so a config of 1 loaded and read one token per page."""
+
 _POSITIVE: dict[str, tuple[str, ...]] = {
     "sam": ("width", "heads", "patch_size", "pos_grid", "neck_channels"),
     "compressor": ("mid_channels", "out_channels"),
     "clip": ("width", "heads", "mlp_dim", "pos_grid", "patch_size"),
-    "decoder": ("vocab_size", "hidden_size", "heads", "head_dim", "max_positions"),
+    "decoder": ("vocab_size", "hidden_size", "layers", "heads", "head_dim", "max_positions",
+                "dense_intermediate", "moe_intermediate"),
     "align": ("point_dim",),
 }
-"""Sizes that must be ≥ 1 (dividing by them, or a layer of that width, needs one)."""
+"""Sizes that must be ≥ 1 (dividing by them, or a layer of that width, needs one). A zero
+MLP width built a layer that adds nothing; a negative one, torch's "negative dimension"."""
+
+_NON_NEGATIVE: dict[str, tuple[str, ...]] = {
+    "decoder": ("routed_experts", "shared_experts", "aux_loss_alpha"),
+}
+"""Counts and weights that may be 0 (no MoE layers, no shared experts, no balancing loss)
+but not less: ``shared_experts`` -1 silently dropped the shared MLP, ``routed_experts`` -1
+was reported as a bad ``experts_per_token``, and a negative ``aux_loss_alpha`` trains the
+router towards imbalance."""
 
 _POSITIVE_FLOATS: dict[str, tuple[str, ...]] = {
     "sam": ("mlp_ratio", "norm_eps"),
     "clip": ("norm_eps",),
-    "decoder": ("rope_theta", "norm_eps"),
+    "decoder": ("rope_theta", "norm_eps", "routed_scaling_factor"),
 }
 """Numbers that must be > 0: a norm's epsilon of 0 or less, or a rotary base of 0 or less,
-loads (no tensor's shape depends on them) and then reads every page as NaN."""
+loads (no tensor's shape depends on them) and then reads every page as NaN; a
+``routed_scaling_factor`` of 0 drops the routed experts' output, a negative one flips it."""
 
 
 def _type_problems(cfg: ModelConfig) -> list[str]:
     """Fields of ``cfg``'s sections whose value is not of the annotated kind (an int, a
-    finite number, a tuple of ints), sizes of :data:`_POSITIVE` below 1 and numbers of
-    :data:`_POSITIVE_FLOATS` not above 0."""
+    finite number, a tuple of ints), sizes of :data:`_POSITIVE` below 1, values of
+    :data:`_NON_NEGATIVE` below 0 and numbers of :data:`_POSITIVE_FLOATS` not above 0."""
     problems: list[str] = []
     # The aligner too: no tensor's shape depends on its frequencies, so a string there
     # loaded and failed the first encode with a bare TypeError.
@@ -269,6 +298,8 @@ def _type_problems(cfg: ModelConfig) -> list[str]:
                 problems.append(f"{where}.{f.name} must be {f.type}, got {value!r}")
             elif f.name in _POSITIVE[where] and value < 1:
                 problems.append(f"{where}.{f.name} must be ≥ 1, got {value!r}")
+            elif f.name in _NON_NEGATIVE.get(where, ()) and value < 0:
+                problems.append(f"{where}.{f.name} must be ≥ 0, got {value!r}")
             elif f.name in _POSITIVE_FLOATS.get(where, ()) and value <= 0:
                 problems.append(f"{where}.{f.name} must be > 0, got {value!r}")
     return problems

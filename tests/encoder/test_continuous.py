@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from opticmem.encoder import generate_continuous
-from opticmem.encoder.config import preset
+from opticmem.encoder.config import MIN_POSITIONS, preset
 from opticmem.encoder.errors import InputError
 from opticmem.encoder.generate import Generated, GenerationConfig, Prompt, generate
 from opticmem.encoder.model import OCRModel, build_model
@@ -155,8 +155,9 @@ def test_a_huge_token_limit_is_bounded_by_the_decoders_positions() -> None:
     # max_new_tokens=10**12 used to size the KV cache for it: a failed multi-terabyte
     # allocation (or, where memory is overcommitted, the OOM killer).
     cfg = preset("test")
-    model = build_model(replace(cfg, decoder=replace(cfg.decoder, max_positions=12)), seed=0)
+    decoder = replace(cfg.decoder, max_positions=MIN_POSITIONS)  # the fewest a config may give
+    model = build_model(replace(cfg, decoder=decoder), seed=0)
     prompts = make_prompts(model, "cpu", 2)
     huge = GenerationConfig(max_new_tokens=10**12, stop_token_ids=(-1,))
     for got in (generate(model, prompts, huge), generate_continuous(model, prompts, huge, rows=1)):
-        assert [len(g.token_ids) for g in got] == [12, 12]
+        assert [len(g.token_ids) for g in got] == [MIN_POSITIONS, MIN_POSITIONS]

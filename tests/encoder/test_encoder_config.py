@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from opticmem.encoder.config import ModelConfig, preset
+from opticmem.encoder.config import MIN_POSITIONS, ModelConfig, preset
 from opticmem.encoder.errors import ConfigError
 from opticmem.encoder.model import build_model
 from opticmem.encoder.official import official_key_list, to_official, to_ours
@@ -186,6 +186,46 @@ def test_settings_no_tensor_shape_depends_on_are_checked(
     data[section][field] = value
     with pytest.raises(ConfigError, match=rf"{section}\.{field} must be"):
         ModelConfig.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [("max_positions", 1, f"≥ {MIN_POSITIONS}"), ("max_positions", MIN_POSITIONS - 1,
+                                                   f"≥ {MIN_POSITIONS}"),
+     ("routed_scaling_factor", 0, "> 0"), ("routed_scaling_factor", -1.0, "> 0"),
+     ("routed_experts", -1, "≥ 0"), ("shared_experts", -1, "≥ 0"),
+     ("aux_loss_alpha", -0.001, "≥ 0"), ("moe_intermediate", 0, "≥ 1"),
+     ("moe_intermediate", -4, "≥ 1"), ("dense_intermediate", 0, "≥ 1"), ("layers", 0, "≥ 1"),
+     ("experts_per_token", 5, "in 1..4"), ("experts_per_token", 0, "in 1..4"),
+     ("first_k_dense", 3, "in 0..2")],
+)
+def test_decoder_settings_out_of_range_name_field_value_and_range(
+    field: str, value: object, allowed: str
+) -> None:
+    """All of these loaded (or failed deep in torch, or were blamed on another field):
+    max_positions 1 read one token per page, a routed_scaling_factor of 0 or less dropped
+    or flipped the experts' output, shared_experts -1 silently dropped the shared MLP,
+    routed_experts -1 was reported as a bad experts_per_token, a negative
+    moe_intermediate was torch's "negative dimension"."""
+    data = preset("test").to_dict()
+    data["decoder"][field] = value
+    with pytest.raises(ConfigError, match=rf"decoder\.{field} must be {allowed}.*got {value}"):
+        ModelConfig.from_dict(data)
+
+
+@pytest.mark.parametrize("name", ["official", "bundled", "test"])
+def test_every_preset_passes_the_decoder_range_checks(name: str) -> None:
+    d = preset(name).decoder
+    assert d.max_positions >= MIN_POSITIONS and d.routed_scaling_factor > 0
+    assert 0 < d.experts_per_token <= d.routed_experts
+    assert ModelConfig.from_dict(preset(name).to_dict()) == preset(name)
+
+
+def test_the_bundled_config_json_still_loads() -> None:
+    from opticmem.encoder.bundled import weights_dir
+    from opticmem.encoder.checkpoint import read_config
+
+    assert read_config(weights_dir()) == preset("bundled")
 
 
 @pytest.mark.parametrize(
