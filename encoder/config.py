@@ -176,6 +176,19 @@ class ModelConfig:
                 f"decoder.experts_per_token must be in 1..{d.routed_experts} (at most "
                 f"decoder.routed_experts), got {d.experts_per_token}"
             )
+        if d.vocab_size > MAX_VOCAB_SIZE:
+            # torch's multi-terabyte allocation failure came out of building the embedding
+            problems.append(
+                f"decoder.vocab_size must be in 1..{MAX_VOCAB_SIZE:,} (the official model "
+                f"has 129,280), got {d.vocab_size:,}"
+            )
+        elif d.vocab_size * d.hidden_size > MAX_EMBEDDING_ELEMENTS:
+            problems.append(
+                f"decoder.vocab_size × decoder.hidden_size must be at most "
+                f"{MAX_EMBEDDING_ELEMENTS:,} (the embedding and the LM head each hold that "
+                f"many weights; the official model's 165,478,400), got {d.vocab_size:,} × "
+                f"{d.hidden_size:,} = {d.vocab_size * d.hidden_size:,}"
+            )
         if d.max_positions < MIN_POSITIONS:
             # generation reads at most max_positions tokens: a page of 1 read one token
             problems.append(
@@ -232,6 +245,16 @@ class ModelConfig:
                 raise ConfigError(f"unknown model config field {key!r}")
         return cls(**kwargs)
 
+
+MAX_VOCAB_SIZE = 2**22
+"""Most ``decoder.vocab_size`` a config may give (4,194,304): 32× the official model's
+129,280 and 16× the largest vocabularies in use (~262k). A config.json of 10**12 otherwise
+failed with torch's C++ allocation trace when the embedding was built."""
+
+MAX_EMBEDDING_ELEMENTS = 2**33
+"""Most weights the token embedding (and, as many, the LM head) may hold: 8,589,934,592,
+52× the official model's 129,280 × 1,280 (16 GiB in bf16 each). Bounds a huge
+``hidden_size`` beside a plausible vocabulary the same way."""
 
 MIN_TEXT_POSITIONS = 64
 """Text tokens a decoder must have room for beside the largest tier's vision slots."""

@@ -226,6 +226,23 @@ def test_config_with_unbuildable_sizes_names_the_config_file(
     assert info.value.path == str(path)
 
 
+def test_a_huge_vocabulary_in_config_json_is_one_line_naming_field_and_file(
+    saved: Path,
+) -> None:
+    """vocab_size 10**12 loaded and failed building the embedding, in torch's C++
+    allocation trace ("DefaultCPUAllocator: can't allocate memory ... 256000000000000")."""
+    path = saved / "config.json"
+    data = json.loads(path.read_text())
+    data["model"]["decoder"]["vocab_size"] = 10**12
+    path.write_text(json.dumps(data))
+    for load in (lambda: load_checkpoint(saved, device="cpu"),
+                 lambda: OCRCodec.from_pretrained(saved, device="cpu")):
+        with pytest.raises(CheckpointError, match=r"decoder\.vocab_size must be in") as info:
+            load()
+        assert info.value.path == str(path) and "\n" not in str(info.value)
+        assert "allocate" not in str(info.value)
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", torch.int64])
 def test_a_dtype_that_is_not_a_float_type_is_the_callers_error(saved: Path, dtype: object) -> None:
     """It used to be reported as a CheckpointError saying config.json describes no model."""

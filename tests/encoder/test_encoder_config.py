@@ -6,7 +6,13 @@ from collections import Counter
 
 import pytest
 
-from opticmem.encoder.config import MIN_POSITIONS, ModelConfig, preset
+from opticmem.encoder.config import (
+    MAX_EMBEDDING_ELEMENTS,
+    MAX_VOCAB_SIZE,
+    MIN_POSITIONS,
+    ModelConfig,
+    preset,
+)
 from opticmem.encoder.errors import ConfigError
 from opticmem.encoder.model import build_model
 from opticmem.encoder.official import official_key_list, to_official, to_ours
@@ -211,6 +217,29 @@ def test_decoder_settings_out_of_range_name_field_value_and_range(
     data["decoder"][field] = value
     with pytest.raises(ConfigError, match=rf"decoder\.{field} must be {allowed}.*got {value}"):
         ModelConfig.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("vocab_size", 10**12, "decoder.vocab_size must be in 1..4,194,304"),
+     ("vocab_size", MAX_VOCAB_SIZE + 1, "got 4,194,305"),
+     ("hidden_size", 10**9, r"decoder.vocab_size × decoder.hidden_size must be at most "
+                            r"8,589,934,592 .* got 4,096 × 1,000,000,000")],
+)
+def test_absurd_embedding_sizes_are_refused_before_anything_is_built(
+    field: str, value: int, message: str
+) -> None:
+    """A config.json of vocab_size 10**12 loaded, and building the model failed with
+    torch's C++ allocation trace (256 TB asked for)."""
+    data = preset("test").to_dict()
+    data["decoder"][field] = value
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig.from_dict(data)
+    data = preset("test").to_dict()
+    data["decoder"]["vocab_size"] = MAX_VOCAB_SIZE  # the bound itself is a size
+    assert ModelConfig.from_dict(data).decoder.vocab_size == MAX_VOCAB_SIZE
+    official = preset("official").decoder
+    assert official.vocab_size * official.hidden_size * 50 < MAX_EMBEDDING_ELEMENTS
 
 
 @pytest.mark.parametrize("name", ["official", "bundled", "test"])
