@@ -64,6 +64,7 @@ from opticmem.encoder.tokenizer import (
     EOS_ID,
     IMAGE_ID,
     PAD_ID,
+    SPECIAL_TOKENS,
     VOCAB_SIZE,
     TokenizerError,
     load_tokenizer,
@@ -227,8 +228,9 @@ class OCRCodec:
 
         The tokenizer is read and checked against ``config.json`` before the weights are:
         a corrupt or mismatched tokenizer fails at once, not after the model is built and
-        every shard hashed and loaded; so does one that does not give text back as it was
-        given (:func:`round_trip_problem`)."""
+        every shard hashed and loaded; so does one whose special tokens are not at the
+        config's ids (:func:`special_token_problem`) or that does not give text back as it
+        was given (:func:`round_trip_problem`)."""
         _check_arguments(batch_size, generation)  # before the weights are read
         root = Path(directory)
         tok_path = root / "tokenizer.json"
@@ -237,6 +239,8 @@ class OCRCodec:
             refuse_pickles(root)  # a folder of pickled weights says so before its config
             tokenizer = read_tokenizer(tok_path)
             decoder = read_config(root).decoder
+            if problem := special_token_problem(tokenizer, decoder):
+                raise CheckpointError(problem, path=str(tok_path))
             if problem := vocabulary_problem(tokenizer, decoder):
                 raise CheckpointError(problem, path=str(tok_path))
             # A checkpoint's own tokenizer is the one it was trained with, of exactly its
@@ -658,6 +662,33 @@ def vocabulary_problem(tokenizer: Tokenizer, cfg: DecoderConfig) -> str | None:
     top = max(tokenizer.get_vocab(with_added_tokens=True).values(), default=-1)
     if top >= cfg.vocab_size:
         return f"the tokenizer has ids up to {top}, past the model's vocabulary of {cfg.vocab_size}"
+    return None
+
+
+def special_token_problem(tokenizer: Tokenizer, cfg: DecoderConfig) -> str | None:
+    """Why the special ids of ``cfg`` (bos, eos, pad, ``<image>``) do not fit ``tokenizer``,
+    or ``None``. The tokenizers of our checkpoints (the shipped BPE, the byte fallback) hold
+    ``<bos>``, ``<eos>``, ``<pad>`` and ``<image>`` as special tokens; each must sit at the
+    config's id, and each config id must be a special token of the tokenizer.
+
+    Either way round, a mismatch loaded and read garbage: the prompt's ``<image>`` slots or
+    its BOS went in as another token, text holding the byte at the config's image id was
+    taken for an image slot, and the decoder's EOS was dropped or never seen."""
+    added = tokenizer.get_added_tokens_decoder()
+    for name in SPECIAL_TOKENS:
+        role = name.strip("<>")
+        want = getattr(cfg, f"{role}_token_id")
+        have = tokenizer.token_to_id(name)
+        if have is not None and have != want:
+            return (f"the tokenizer's special token {name} has id {have}, the model config's "
+                    f"{role}_token_id is {want}: the tokenizer is not this model's")
+        token = added.get(want)
+        if token is None or not token.special:
+            held = tokenizer.id_to_token(want)
+            what = ("holds no token there" if held is None
+                    else f"holds the ordinary token {held!r} there")
+            return (f"the model config's {role}_token_id is {want}, but the tokenizer {what}, "
+                    f"not the special token {name}: the tokenizer is not this model's")
     return None
 
 

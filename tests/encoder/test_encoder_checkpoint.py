@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -335,6 +336,44 @@ def test_a_bad_tokenizer_in_our_checkpoint_fails_before_loading_weights(
     with pytest.raises(CheckpointError, match="tokenizer") as info:
         OCRCodec.from_pretrained(saved, device="cpu")
     assert info.value.path == str(tok)
+
+
+@pytest.mark.parametrize(("ids", "renamed", "message"), [
+    ({"image_token_id": 7}, False,
+     "special token <image> has id 7, the model config's image_token_id is 3"),
+    ({"bos_token_id": 3, "image_token_id": 0}, False,
+     "special token <bos> has id 3, the model config's bos_token_id is 0"),
+    # specials of other names at the vocabulary's end: id 0 is the byte 0 there (Ā)
+    ({"bos_token_id": 4092, "eos_token_id": 4093, "pad_token_id": 4094,
+      "image_token_id": 4095}, True,
+     "the model config's bos_token_id is 0, but the tokenizer holds the ordinary token 'Ā'"),
+])
+def test_a_tokenizer_whose_special_ids_differ_from_the_config_is_refused(
+    model: OCRModel, saved: Path, monkeypatch: pytest.MonkeyPatch,
+    ids: dict[str, int], renamed: bool, message: str,
+) -> None:
+    """A tokenizer.json with <image> at 7 (the config's image_token_id 3), or <bos> and
+    <image> swapped, fit the vocabulary, gave text back and loaded: prompts then put
+    another token where the vision slots or BOS go, and text holding the config's image
+    id was read as an image slot. Refused before any weight is loaded."""
+    tok = saved / "tokenizer.json"
+    byte_fallback_tokenizer(replace(model.cfg.decoder, **ids)).save(str(tok))
+    if renamed:
+        text = tok.read_text(encoding="utf-8")
+        for name in ("bos", "eos", "pad", "image"):
+            text = text.replace(f'"<{name}>"', f'"[{name.upper()}]"')
+        tok.write_text(text, encoding="utf-8")
+
+    def weights(*args: object, **kwargs: object) -> OCRModel:
+        raise AssertionError("the weights were loaded before the tokenizer was checked")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("opticmem.encoder.ocr.load_checkpoint", weights)
+        with pytest.raises(CheckpointError, match=re.escape(message)) as info:
+            OCRCodec.from_pretrained(saved, device="cpu")
+    assert info.value.path == str(tok) and str(tok) in str(info.value)
+    byte_fallback_tokenizer(model.cfg.decoder).save(str(tok))  # the model's own ids load
+    assert OCRCodec.from_pretrained(saved, device="cpu").tokenizer_source == "given"
 
 
 @pytest.mark.parametrize(("part", "value", "came_back"), [
