@@ -48,6 +48,7 @@ import os
 import random
 import re
 import sysconfig
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
@@ -2061,14 +2062,26 @@ def _first_line_is_json_object(text: str) -> bool:
         return False
 
 
+_NO_INK = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+"""Unicode categories of characters that put no ink on a page: controls, format characters
+(U+200B zero-width space, U+FEFF) and spaces; the ones ingest refuses a turn of only
+(``opticmem.sessions.validate_text``)."""
+
+
+def _visible(text: str) -> bool:
+    """Whether ``text`` holds a character that is drawn (see :data:`_NO_INK`)."""
+    return any(unicodedata.category(c) not in _NO_INK for c in text)
+
+
 def read_turns(path: Path | str) -> list[TurnText]:
     """Turns from a user's file: JSON lines of ``{"role", "text"[, "ts"]}`` (``ts`` in Unix
     seconds or ISO 8601, as ``opticmem ingest`` takes it), a transcript
     with ``User:``/``Assistant:`` labels at line starts, or plain text (one user turn).
 
     A file not named ``.jsonl`` or ``.ndjson`` is read as JSON lines when its first
-    non-blank line is a JSON object. Turns with no visible text are left out, so an empty
-    file has no turns (and no pages to evaluate). Raises ``ValueError`` naming the line
+    non-blank line is a JSON object. Turns with no visible text (only whitespace, or
+    invisible characters such as U+200B) are left out, so an empty file, or one of nothing
+    visible, has no turns (and no pages to evaluate). Raises ``ValueError`` naming the line
     of a JSON line that is not an object with a string ``text`` (and, if given, a string
     ``role``; or is nested too deeply to parse),
     and ``UnicodeDecodeError`` for a file that is not UTF-8."""
@@ -2100,15 +2113,15 @@ def read_turns(path: Path | str) -> list[TurnText]:
             except RecursionError:  # brackets nested thousands deep: a bare crash otherwise
                 raise ValueError(f"{path}:{n}: expected a JSON object with 'text': "
                                  "JSON nested too deeply") from None
-        return [t for t in turns if t.text.strip()]
+        return [t for t in turns if _visible(t.text)]
     label = re.compile(r"^(User|Assistant|System|Tool): ?", re.MULTILINE)
     marks = list(label.finditer(text))
     if not marks or marks[0].start() != 0:
-        return [TurnText("user", text.rstrip("\n"))] if text.strip() else []
+        return [TurnText("user", text.rstrip("\n"))] if _visible(text) else []
     out = []
     for m, nxt in zip(marks, [*marks[1:], None], strict=True):
         body = text[m.end(): nxt.start() if nxt else len(text)].rstrip("\n")
-        if body.strip():
+        if _visible(body):  # strip() keeps U+200B: a page reading just "User:"
             out.append(TurnText(m.group(1).lower(), body))
     return out
 

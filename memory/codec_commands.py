@@ -213,6 +213,10 @@ def eval_command(
             raise _bad_option(str(exc), "--text-file", as_json) from None
         except OSError as exc:  # no permission to read it, an I/O error
             raise _bad_option(unreadable(text_file, exc), "--text-file", as_json) from None
+        if not chosen:  # before the codec loads: U+200B alone was one page reading "User:"
+            raise _bad_option(f"{text_file} has no visible text (it is empty, or only "
+                              "whitespace or invisible characters such as U+200B)",
+                              "--text-file", as_json)
         source = str(text_file)
     else:
         chat, korean = heldout_pages(pages, seed=seed, hangul=hangul, settings=settings)

@@ -344,6 +344,19 @@ def test_text_file_pages_plain_and_labelled(tmp_path: Path) -> None:
         read_turns(bad)
 
 
+def test_read_turns_leaves_out_turns_with_nothing_visible(tmp_path: Path) -> None:
+    # strip() keeps U+200B (and U+FEFF, U+2060): a turn of them became a page reading
+    # just "User:", scored as if the file held text.
+    assert read_turns(transcript(tmp_path, "zw.txt", "\u200b\u200b\n")) == []
+    labelled = transcript(tmp_path, "chat.txt",
+                          "User: \u200b\ufeff\nAssistant: hi\u200b\nUser: \u2060 \n")
+    assert read_turns(labelled) == [TurnText("assistant", "hi\u200b")]
+    jsonl = transcript(tmp_path, "chat.jsonl",
+                       '{"text": "\\u200b"}\n{"role": "assistant", "text": "\\u200bok"}\n')
+    assert read_turns(jsonl) == [TurnText("assistant", "\u200bok")]
+    assert text_file_pages(transcript(tmp_path, "blank.txt", " \u200b\t\n")) == []
+
+
 def transcript(tmp_path: Path, name: str, content: str | bytes) -> Path:
     """``content`` written to ``tmp_path / name`` (text as UTF-8), a file to read turns from."""
     path = tmp_path / name

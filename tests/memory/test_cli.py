@@ -589,7 +589,7 @@ def test_a_device_torch_cannot_run_a_codec_on_is_a_usage_error(
 @pytest.mark.parametrize(("name", "content", "message"), [
     ("mine.txt", b"\xff\xfe not text", "not valid UTF-8"),
     ("mine.jsonl", b'{"text": "fine"}\n[1, 2]\n', ":2: expected a JSON object"),
-    ("mine.txt", b"  \n\n", "no pages to evaluate"),  # was one page reading "User:"
+    ("mine.txt", b"  \n\n", "has no visible text"),  # was one page reading "User:"
 ])
 def test_eval_text_file_problems_are_usage_errors(
     name: str, content: bytes, message: str, tmp_path: Path
@@ -599,6 +599,33 @@ def test_eval_text_file_problems_are_usage_errors(
     result = runner.invoke(app, ["eval", "--text-file", str(path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split()).replace("│ ", "").replace(" │", "")
+
+
+@pytest.mark.parametrize(("name", "content"), [
+    ("mine.txt", "\u200b\u200b\n"),
+    ("mine.txt", " \u200b\ufeff\u2060 \n\t\n"),
+    ("chat.txt", "User: \u200b\nAssistant: \u200b\u200b\n"),
+    ("chat.jsonl", '{"role": "user", "text": "\\u200b"}\n{"text": " \\u200b "}\n'),
+    ("mine.txt", "   \n\n"),
+])
+def test_eval_refuses_a_text_file_with_no_visible_text(
+    name: str, content: str, tmp_path: Path
+) -> None:
+    """A file of only zero-width spaces (U+200B) passed the strip() check, and eval scored
+    one page that reads just "User:"; it is a usage error, as under --json, naming the file."""
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    args = ["eval", "--text-file", str(path), "--out", str(tmp_path / "o")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "has no visible text" in " ".join(result.output.split()).replace("│ ", "").replace(
+        " │", "")
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout) == {"error": (
+        f"--text-file: {path} has no visible text (it is empty, or only whitespace or "
+        "invisible characters such as U+200B)")}
+    assert not (tmp_path / "o").exists()
 
 
 def test_a_file_that_cannot_be_read_is_reported(
