@@ -125,7 +125,8 @@ def read_config(directory: str | Path) -> ModelConfig:
     try:
         return ModelConfig.from_dict(data["model"])
     except (ConfigError, TypeError) as exc:
-        raise CheckpointError(f"invalid model config: {exc}", path=str(path)) from exc
+        detail = str(exc).removeprefix("invalid model config: ")  # validate()'s own prefix
+        raise CheckpointError(f"invalid model config: {detail}", path=str(path)) from exc
 
 
 def read_index(directory: str | Path) -> tuple[dict[str, str], dict[str, Any]]:

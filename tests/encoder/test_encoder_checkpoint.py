@@ -242,6 +242,8 @@ def test_a_huge_vocabulary_in_config_json_is_one_line_naming_field_and_file(
             load()
         assert info.value.path == str(path) and "\n" not in str(info.value)
         assert "allocate" not in str(info.value)
+        # validate()'s own prefix is not said twice
+        assert str(info.value).count("invalid model config") == 1
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", torch.int64])
