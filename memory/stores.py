@@ -3,7 +3,10 @@
 Built in:
 
 * ``memory://`` — a new :class:`~opticmem.memory_store.InMemoryStore`;
-  ``memory://NAME`` — one shared in-process store per name (handy in tests and notebooks);
+  ``memory://NAME`` — one shared in-process store per name (handy in tests and notebooks):
+  each open gives a handle of its own on the name's data
+  (:meth:`~opticmem.memory_store.InMemoryStore.handle`), so closing one — a memory closing
+  the store it opened — leaves the others working;
 * ``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db`` (SQLAlchemy's
   convention: the path is what follows ``sqlite:///``), with an optional
   ``?synchronous=NORMAL`` (``sqlite:///:memory:`` is refused: use ``memory://``);
@@ -80,6 +83,7 @@ StoreFactory = Callable[[str], Store]
 """Makes a store from the full URL it was asked to open."""
 
 _named: dict[str, InMemoryStore] = {}
+"""Per name, a handle on its data kept here, never handed out and never closed."""
 _lock = ProcessLock(threading.Lock)
 
 
@@ -91,7 +95,7 @@ def _memory(url: str) -> Store:
     if not name:
         return InMemoryStore()
     with _lock:
-        return _named.setdefault(name, InMemoryStore())
+        return _named.setdefault(name, InMemoryStore()).handle()
 
 
 def _sqlite(url: str) -> Store:

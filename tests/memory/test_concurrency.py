@@ -680,7 +680,7 @@ def test_a_child_forked_while_the_codec_reads_can_read_pages() -> None:
 
 HELD_AT_FORK: dict[str, Callable[[OpticalMemory], Any]] = {
     "memory": lambda mem: mem._lock,  # the background thread takes it as a page is read
-    "store": lambda mem: mem.store._lock,  # type: ignore[attr-defined]
+    "store": lambda mem: mem.store._data.lock,  # type: ignore[attr-defined]
     "page cache": lambda mem: mem._pages._lock,
     "recall index": lambda mem: mem._indexes.get("s").lock,  # type: ignore[union-attr]
     "default swap_state": lambda mem: store_module._SWAP_LOCK,

@@ -24,6 +24,7 @@ from opticmem import (
     PageRecord,
     RenderSettings,
     SQLiteStore,
+    StoreError,
     StoreURLError,
     TileCost,
     Turn,
@@ -388,9 +389,45 @@ def test_recollect_batch_size_is_checked() -> None:
     assert asyncio.run(mem.arecollect("s", batch_size=4, progress=lambda d, t: None)) == 0
 
 
+def test_a_closed_in_process_store_refuses_work() -> None:
+    """The in-process store went on working after close() (the memory's included), where
+    a closed SQLite or Redis store raises StoreError: code that used a closed memory by
+    mistake worked in tests and failed only in production."""
+    mem = OpticalMemory(codec=None)
+    mem.add("s", "user", "hi")
+    mem.close()
+    for use in (lambda: mem.add("s", "user", "again"), lambda: mem.context("s"),
+                lambda: mem.store.turn_count("s"), lambda: list(mem.store.sessions()),
+                lambda: asyncio.run(mem.store.aget_turns("s", 0, 1))):
+        with pytest.raises(StoreError, match="closed"):
+            use()
+    mem.close()  # closing again is harmless, as with the other stores
+
+
+def test_closing_one_memory_on_a_named_store_leaves_the_others_working() -> None:
+    """memory://NAME shares one store between the memories that open it: each has a handle
+    of its own, so one memory's close() closes its own handle only."""
+    one = OpticalMemory("memory://closing-one-of-two", codec=None)
+    two = OpticalMemory("memory://closing-one-of-two", codec=None)
+    one.add("s", "user", "from one")
+    one.close()
+    with pytest.raises(StoreError, match="closed"):
+        one.add("s", "user", "after close")
+    two.add("s", "assistant", "from two")
+    assert [t.text for t in two.store.get_turns("s", 0, 10)] == ["from one", "from two"]
+    three = OpticalMemory("memory://closing-one-of-two", codec=None)  # opened after a close
+    assert three.store.turn_count("s") == 2
+    two.close()
+    three.close()
+    with pytest.raises(StoreError, match="closed"):
+        two.store.handle()
+
+
 def test_store_urls(tmp_path: Path) -> None:
     assert isinstance(open_store("memory://"), InMemoryStore)
-    assert open_store("memory://shared") is open_store("memory://shared")
+    one, two = open_store("memory://shared"), open_store("memory://shared")
+    one.append_turn("s", "user", "hi", 0.0)
+    assert two.turn_count("s") == 1  # one name, one store's data
     s = open_store(f"sqlite:///{tmp_path}/a.db?synchronous=NORMAL")
     assert isinstance(s, SQLiteStore) and s.path == tmp_path / "a.db"
     s.close()
