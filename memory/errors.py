@@ -31,7 +31,8 @@ class InvalidSessionError(OpticMemError, ValueError):
 
 
 class InvalidTurnError(OpticMemError, ValueError):
-    """A turn that cannot be stored as given (empty, not valid UTF-8, unknown role)."""
+    """A turn that cannot be stored as given (empty, not valid UTF-8, unknown role, or for
+    ``add_many`` a turn of another shape than a mapping or a (role, text[, ts]) tuple)."""
 
 
 class TurnTooLargeError(InvalidTurnError):

@@ -410,11 +410,14 @@ class OpticalMemory:
     def add_many(self, session: str, turns: Iterable[TurnInput]) -> list[Turn]:
         """Append several turns in one store round trip (bulk ingest), then pack once.
 
-        Every turn is validated first: if any is invalid, none is stored.
+        Every turn is validated first: if any is invalid, none is stored. A turn of
+        another shape (a 1- or 4-tuple, a string, ``None``) or ``turns`` that is not a
+        collection of turns raises :class:`~opticmem.errors.InvalidTurnError` (naming the
+        turn's index), as a bad role or text does.
         """
         session = validate_session(session)
         items: list[tuple[str, str, float, Mapping[str, Any] | None]] = []
-        for i, item in enumerate(turns):
+        for i, item in enumerate(_turn_inputs(turns)):
             try:
                 if isinstance(item, Mapping):
                     role, text = item.get("role"), item.get("text")
@@ -423,8 +426,12 @@ class OpticalMemory:
                     role, text = item[0], item[1]
                     ts, meta = (item[2] if len(item) == 3 else None), None
                 else:
-                    raise TypeError(f"expected a mapping or a (role, text[, ts]) tuple, got "
-                                    f"{type(item).__name__}")
+                    # a bare TypeError, without the turn's index, used to come out here
+                    got = (f"a tuple of {len(item)}" if isinstance(item, tuple)
+                           else type(item).__name__)
+                    raise InvalidTurnError(
+                        f"expected a mapping {{'role', 'text', 'ts'?, 'meta'?}} or a "
+                        f"(role, text[, ts]) tuple, got {got}")
                 items.append(self._validate(role, text, ts, meta))
             except OpticMemError as exc:
                 raise type(exc)(f"turn {i}: {exc}") from exc
@@ -1110,7 +1117,7 @@ class OpticalMemory:
         return await write_in_thread(self.add, session, role, text, ts=ts, meta=meta)
 
     async def aadd_many(self, session: str, turns: Iterable[TurnInput]) -> list[Turn]:
-        items = list(turns)
+        items = list(_turn_inputs(turns))
         return await write_in_thread(self.add_many, session, items)
 
     async def acontext(
@@ -1228,6 +1235,19 @@ def _check_count(name: str, value: object, why: str = "") -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(
             f"{name} must be a whole number ≥ 1{f' ({why})' if why else ''}, got {value!r}")
+
+
+def _turn_inputs(turns: object) -> Iterable[Any]:
+    """``turns`` given to ``add_many``, if it is a collection of turns; else
+    :class:`InvalidTurnError`. A string, a mapping (one turn, not a list of them) or
+    bytes iterate as characters or keys, each then refused as a turn of the wrong shape;
+    anything else not iterable failed with a bare TypeError."""
+    if isinstance(turns, (str, bytes, bytearray, Mapping)) or not isinstance(turns, Iterable):
+        one = " (for one turn use add, or a list of one)" if isinstance(turns, Mapping) else ""
+        raise InvalidTurnError(
+            f"turns must be a list (or other iterable) of turns, not "
+            f"{type(turns).__name__}{one}")
+    return turns
 
 
 def _default_store() -> Store:

@@ -99,8 +99,24 @@ REJECTED: list[tuple[str, Callable[[OpticalMemory], object], type[Exception], st
     ("session not str", lambda m: m.add(7, "user", "hi"), InvalidSessionError, "must be a str"),  # type: ignore[arg-type]
     ("add_many one bad", lambda m: m.add_many("alice", [("user", "fine"), ("user", "")]),
      InvalidTurnError, "turn 1"),
+    # a turn of the wrong shape, or turns that are no list of turns, raised a bare
+    # TypeError that named no turn
     ("add_many bad shape", lambda m: m.add_many("alice", [("user", "fine"), "oops"]),  # type: ignore[list-item]
-     TypeError, "mapping"),
+     InvalidTurnError, r"turn 1: expected a mapping .* tuple, got str"),
+    ("add_many 1-tuple", lambda m: m.add_many("alice", [("user", "fine"), ("user",)]),  # type: ignore[list-item]
+     InvalidTurnError, "turn 1: .*got a tuple of 1"),
+    ("add_many 4-tuple", lambda m: m.add_many("alice", [("user", "hi", 1.0, {"k": 1})]),  # type: ignore[list-item]
+     InvalidTurnError, "turn 0: .*got a tuple of 4"),
+    ("add_many None turn", lambda m: m.add_many("alice", [("user", "fine"), None]),  # type: ignore[list-item]
+     InvalidTurnError, "turn 1: .*got NoneType"),
+    ("add_many role not str", lambda m: m.add_many("alice", [("user", "fine"), (5, "hi")]),  # type: ignore[list-item]
+     InvalidTurnError, "turn 1: role must be a str"),
+    ("add_many not a list", lambda m: m.add_many("alice", 5),  # type: ignore[arg-type]
+     InvalidTurnError, "turns must be a list .* not int"),
+    ("add_many one mapping", lambda m: m.add_many("alice", {"role": "user", "text": "hi"}),  # type: ignore[arg-type]
+     InvalidTurnError, "not dict .for one turn use add"),
+    ("aadd_many not a list", lambda m: asyncio.run(m.aadd_many("alice", None)),  # type: ignore[arg-type]
+     InvalidTurnError, "turns must be a list .* not NoneType"),
     ("budget below one turn", lambda m: m.context("alice", budget_tokens=5), BudgetError,
      "cannot hold even the newest turn"),
     ("budget zero", lambda m: m.context("alice", budget_tokens=0), BudgetError, "≥ 1"),
