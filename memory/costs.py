@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from opticmem.errors import ConfigurationError
+from opticmem.errors import ConfigurationError, ConfigurationTypeError
 from opticmem.render.tiers import PIXELS_PER_TOKEN, Tier
 from opticmem.tokens import TextCounter, text_counter
 
@@ -258,7 +258,9 @@ def cost_model(
 
     ``text`` replaces the text counter (anything :func:`~opticmem.tokens.text_counter`
     takes); ``message_overhead`` the per-message overhead. An unknown preset name raises
-    :class:`~opticmem.errors.ConfigurationError` listing the presets.
+    :class:`~opticmem.errors.ConfigurationError` listing the presets; a ``spec`` of another
+    type, :class:`~opticmem.errors.ConfigurationTypeError` (a ``ConfigurationError`` and a
+    ``TypeError``).
 
     >>> cost_model("anthropic").name
     'anthropic-area/approx-bpe-v1/3'
@@ -276,7 +278,10 @@ def cost_model(
     elif isinstance(spec, ImageCost):
         base = CostModel(image=spec)
     else:
-        raise TypeError(f"cost model must be a name, an ImageCost or a CostModel, not {spec!r}")
+        # was a bare TypeError, unlike the ConfigurationError of an unknown name
+        raise ConfigurationTypeError(
+            f"cost_model must be a preset name ({', '.join(_image_presets())}), an ImageCost "
+            f"or a CostModel, not {type(spec).__name__} {spec!r}")
     return CostModel(
         image=base.image,
         text=base.text if text is None else text_counter(text),

@@ -5,8 +5,9 @@ its weights raise: :class:`CodecError` (from :mod:`opticmem.encoder`, re-exporte
 a root of its own, since the model package does not depend on the memory — catch
 ``(OpticMemError, CodecError)`` for both. Errors about bad arguments also derive from
 ``ValueError`` so generic handlers keep working. The exceptions to the rule: an argument
-that is of no type it takes (``codec=``, ``cost_model=``, ``policy=``, ``text_counter=``,
-``original()``'s passage) raises a plain ``TypeError``;
+that is of no type it takes (``codec=``, ``text_counter=``, ``original()``'s passage)
+raises a plain ``TypeError`` (``cost_model=`` and ``policy=`` raise
+:class:`ConfigurationTypeError`, which is a ``TypeError`` too);
 :meth:`~opticmem.OpticalMemory.page_png` raises ``IndexError`` for a page the session does
 not have; and a few checks raise a plain
 ``ValueError``: the store classes' own constructors for a bad setting
@@ -57,6 +58,12 @@ class ConfigurationError(OpticMemError, ValueError):
     unknown tier, or an option out of its range. Names the setting and what it accepts."""
 
 
+class ConfigurationTypeError(ConfigurationError, TypeError):
+    """A setting of no type it takes (``cost_model=3``, ``policy=object()``): a
+    :class:`ConfigurationError` as an unknown name for it is, naming the setting and what
+    it accepts, and a ``TypeError`` as before, for handlers that catch that."""
+
+
 class StoreError(OpticMemError):
     """A store failed to read or write."""
 
@@ -96,6 +103,7 @@ __all__ = [
     "CodecError",
     "CodecUnavailableError",
     "ConfigurationError",
+    "ConfigurationTypeError",
     "CorruptRecordError",
     "InvalidSessionError",
     "InvalidTurnError",

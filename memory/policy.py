@@ -30,7 +30,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from opticmem.errors import ConfigurationError
+from opticmem.errors import ConfigurationError, ConfigurationTypeError
 from opticmem.render import ORDER, Tier
 
 OUT = len(ORDER)
@@ -147,9 +147,14 @@ besides a :class:`DecayPolicy`."""
 
 
 def decay_policy(spec: DecayPolicy | PolicyName = "rank") -> DecayPolicy:
-    """A policy from ``"rank"``, ``"age"``, ``"pressure"`` (defaults) or a policy instance."""
+    """A policy from ``"rank"``, ``"age"``, ``"pressure"`` (defaults) or a policy instance.
+
+    An unknown name raises :class:`~opticmem.errors.ConfigurationError`; a ``spec`` of
+    another type, :class:`~opticmem.errors.ConfigurationTypeError` (a ``ConfigurationError``
+    and a ``TypeError``), both naming what is accepted.
+    """
+    named = {"rank": RankDecay, "age": AgeDecay, "pressure": PressureDecay}
     if isinstance(spec, str):
-        named = {"rank": RankDecay, "age": AgeDecay, "pressure": PressureDecay}
         if spec not in named:
             raise ConfigurationError(
                 f"unknown decay policy {spec!r}; choose from {', '.join(named)}"
@@ -162,4 +167,8 @@ def decay_policy(spec: DecayPolicy | PolicyName = "rank") -> DecayPolicy:
         # bare TypeError slicing the page log.
         _check_pages(f"{type(spec).__name__}.max_pages", spec.max_pages)
         return spec
-    raise TypeError(f"not a decay policy: {spec!r}")
+    # was a bare TypeError ("not a decay policy: 3"), unlike the ConfigurationError of an
+    # unknown name, and it did not say what is accepted
+    raise ConfigurationTypeError(
+        f"policy must be one of {', '.join(map(repr, named))} or a DecayPolicy, not "
+        f"{type(spec).__name__} {spec!r}")

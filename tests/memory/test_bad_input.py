@@ -15,6 +15,7 @@ from opticmem import (
     AgeDecay,
     BudgetError,
     ConfigurationError,
+    ConfigurationTypeError,
     CostModel,
     InvalidSessionError,
     InvalidTurnError,
@@ -249,6 +250,15 @@ def test_budget_error_names_the_needed_budget(mem: OpticalMemory) -> None:
     ({"budget_tokens": True}, BudgetError, "whole number"),
     ({"cost_model": "gpt4"}, ConfigurationError, "unknown cost model 'gpt4'; presets"),
     ({"policy": "lru"}, ConfigurationError, "unknown decay policy 'lru'"),
+    # of the wrong type, a bare TypeError ("not a decay policy: 3") that did not say what
+    # is taken, unlike a bad name
+    ({"cost_model": 3}, ConfigurationTypeError,
+     r"cost_model must be a preset name \(deepseek-ocr, .*\), an ImageCost or a "
+     r"CostModel, not int 3"),
+    ({"cost_model": None}, ConfigurationTypeError, "cost_model must be .* not NoneType"),
+    ({"policy": 3}, ConfigurationTypeError,
+     "policy must be one of 'rank', 'age', 'pressure' or a DecayPolicy, not int 3"),
+    ({"policy": object()}, ConfigurationTypeError, "policy must be .* not object"),
     ({"verbatim_turns": 0}, ConfigurationError, "verbatim_turns"),
     ({"recollect": "eager"}, ConfigurationError, "recollect"),
     ({"decode_max_tokens": 0}, ConfigurationError, "decode_max_tokens"),
@@ -276,13 +286,15 @@ def test_bad_options_raise_typed_errors(
     with pytest.raises(error, match=message) as info:
         OpticalMemory(**{"codec": None, **options})
     assert isinstance(info.value, OpticMemError) and isinstance(info.value, ValueError)
+    if error is ConfigurationTypeError:  # a TypeError still, as it was (and is documented)
+        assert isinstance(info.value, TypeError)
 
 
 def test_a_bad_cost_model_or_policy_leaves_no_store_file(tmp_path: Path) -> None:
     """The store URL was opened first: a bad cost model, text counter or policy left a
     new, empty SQLite file (or a Redis connection pool open)."""
     for options in ({"cost_model": "bogus"}, {"policy": "bogus"}, {"cost_model": 5},
-                    {"text_counter": "cl100k_base"}):
+                    {"policy": object()}, {"text_counter": "cl100k_base"}):
         with pytest.raises((ConfigurationError, TypeError)):
             OpticalMemory(f"sqlite:///{tmp_path}/new.db", codec=None, **options)  # type: ignore[arg-type]
         assert not (tmp_path / "new.db").exists(), options
