@@ -268,11 +268,14 @@ class OpticalMemory:
             raise StoreURLError(
                 f"store must be a Store, a store URL or None, not {type(store).__name__} "
                 f"{store!r}; for a SQLite file pass 'sqlite:///path.db' or SQLiteStore(path)")
-        # Prices and policy before the store: a bad one (an unknown name, a tokenizer's
-        # name) raised only once a store URL had been opened, leaving a new, empty SQLite
-        # file behind or a Redis connection pool open.
+        # Prices, policy and codec before the store: a bad one (an unknown name, a
+        # tokenizer's name, codec=5) raised only once a store URL had been opened, leaving
+        # a new, empty SQLite file behind or a Redis connection pool open.
         self.cost_model = make_cost_model(cost_model, text=text_counter)
         self.policy = decay_policy(policy)
+        # The background thread holds the codec slot and the artefacts: their callbacks
+        # hold the memory weakly, or a memory dropped unclosed would never be freed.
+        self._codec = CodecSlot(codec, on_load=_weakly(self._check_codec_layout))
         self.store: Store = open_store(store) if isinstance(store, str) else (
             store if store is not None else _default_store()
         )
@@ -289,9 +292,6 @@ class OpticalMemory:
         self.roles = frozenset(role_names)
         self.memory_role = memory_role
         self.clock = clock
-        # The background thread holds the codec slot and the artefacts: their callbacks
-        # hold the memory weakly, or a memory dropped unclosed would never be freed.
-        self._codec = CodecSlot(codec, on_load=_weakly(self._check_codec_layout))
         if isinstance(codec, Codec):
             self._check_codec_layout(codec)
         self._packer = Packer(self.render_settings, self.cost_model.text,

@@ -291,12 +291,14 @@ def test_bad_options_raise_typed_errors(
 
 
 def test_a_bad_cost_model_or_policy_leaves_no_store_file(tmp_path: Path) -> None:
-    """The store URL was opened first: a bad cost model, text counter or policy left a
-    new, empty SQLite file (or a Redis connection pool open)."""
+    """The store URL was opened first: a bad cost model, text counter, policy or codec
+    (checked after the store, even once the others were moved before it) left a new,
+    empty SQLite file (or a Redis connection pool open)."""
     for options in ({"cost_model": "bogus"}, {"policy": "bogus"}, {"cost_model": 5},
-                    {"policy": object()}, {"text_counter": "cl100k_base"}):
+                    {"policy": object()}, {"text_counter": "cl100k_base"},
+                    {"codec": 5}, {"codec": "tiny"}):
         with pytest.raises((ConfigurationError, TypeError)):
-            OpticalMemory(f"sqlite:///{tmp_path}/new.db", codec=None, **options)  # type: ignore[arg-type]
+            OpticalMemory(f"sqlite:///{tmp_path}/new.db", **{"codec": None, **options})
         assert not (tmp_path / "new.db").exists(), options
 
 
