@@ -531,7 +531,7 @@ class OpticalMemory:
         taken: int | None = None
         for rec in new:
             try:
-                ok = self.store.add_page(rec)
+                ok = self.store.add_sealed_page(rec)  # not over a deleted session
             except PageConflictError as exc:
                 log.warning("session %r: page log moved underneath us: %s", session, exc)
                 break

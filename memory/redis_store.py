@@ -74,7 +74,8 @@ Design
   a hash (``HMGET`` of 10k field names per read, no cheap "last N").
 * **Lua where a decision must be atomic**: with ``max_turns`` or ``ttl`` set, an append
   is a script (cap check, push, TTL refresh in one step); ``add_page`` compares
-  ``page_no`` with ``LLEN`` and pushes only on equality (exactly-once, gaps refused);
+  ``page_no`` with ``LLEN`` and pushes only on equality (exactly-once, gaps refused;
+  ``add_sealed_page`` also only while the turn list holds the page's turns);
   ``put_blob`` (cap eviction), ``put_page_blob`` (writes only while the session still
   holds the page), ``swap_state`` (a compare-and-set of session state, with the same
   page check), ``forget_turns`` and ``delete_session`` are scripts too.
@@ -189,7 +190,7 @@ from opticmem.errors import (
     StoreURLError,
 )
 from opticmem.records import PageRecord, Turn
-from opticmem.store import Store
+from opticmem.store import Store, sealed_over_missing_turns
 from opticmem.stores import redact_url
 
 log = logging.getLogger(__name__)
@@ -313,13 +314,19 @@ end
 return push(3)
 """
 
-# ARGV: 1 page_no, 2 page JSON. Returns {1, count} stored; {0, count} exists; {-1, count} gap.
+# ARGV: 1 page_no, 2 page JSON, 3 (add_sealed_page) the turns the turn list must hold, or
+# nothing. Returns {1, count} stored; {0, count} exists; {-1, count} gap; {-2, turns held}
+# the turn list is too short (the session was deleted since the page was made).
 _LUA_ADD_PAGE = _LUA_PRELUDE + r"""
 local pages = BASE .. 'pages'
 local n = redis.call('LLEN', pages)
 local p = tonumber(ARGV[1])
 if p < n then return {0, n} end
 if p > n then return {-1, n} end
+if ARGV[3] then
+  local held = redis.call('LLEN', KEYS[1])
+  if held < tonumber(ARGV[3]) then return {-2, held} end
+end
 redis.call('RPUSH', pages, ARGV[2])
 touch()
 return {1, n + 1}
@@ -1539,6 +1546,8 @@ class RedisStore(Store):
     # ------------------------------------------------------------------ page log
     def _paged(self, page: PageRecord, result: Any) -> bool:
         status, count = int(result[0]), int(result[1])
+        if status == -2:
+            raise PageConflictError(sealed_over_missing_turns(page, count))
         if status < 0:
             raise PageConflictError(
                 f"session {page.session[:200]!r}: page {page.page_no} written but the log "
@@ -1550,6 +1559,14 @@ class RedisStore(Store):
         keys = self._keys(page.session)
         data = page.to_json().encode("utf-8")
         return self._paged(page, self._eval(self._page_lua, keys, page.page_no, data))
+
+    def add_sealed_page(self, page: PageRecord) -> bool:
+        """See :meth:`Store.add_sealed_page`: the turn list's length is checked in the
+        script that adds the page."""
+        keys = self._keys(page.session)
+        data = page.to_json().encode("utf-8")
+        return self._paged(page, self._eval(self._page_lua, keys, page.page_no, data,
+                                            page.last_seq + 1))
 
     def page_count(self, session: str) -> int:
         return int(self._read("page_count", "llen", self._keys(session).pages))

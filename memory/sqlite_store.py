@@ -43,7 +43,7 @@ from opticmem.errors import (
     StoreUnavailableError,
 )
 from opticmem.records import PageRecord, Turn
-from opticmem.store import Store, same_page
+from opticmem.store import Store, same_page, sealed_over_missing_turns
 
 log = logging.getLogger(__name__)
 
@@ -427,7 +427,20 @@ class SQLiteStore(Store):
 
     # ------------------------------------------------------------------ page log
     def add_page(self, page: PageRecord) -> bool:
+        return self._add_page(page, sealed=False)
+
+    def add_sealed_page(self, page: PageRecord) -> bool:
+        """See :meth:`Store.add_sealed_page`: checked in the write transaction."""
+        return self._add_page(page, sealed=True)
+
+    def _add_page(self, page: PageRecord, *, sealed: bool) -> bool:
         with self._write() as conn:
+            if sealed:
+                row = conn.execute("SELECT next_seq FROM sessions WHERE session = ?",
+                                   (page.session,)).fetchone()
+                held = int(row[0]) if row else 0
+                if held <= page.last_seq:
+                    raise PageConflictError(sealed_over_missing_turns(page, held))
             n = conn.execute(
                 "SELECT COALESCE(MAX(page_no) + 1, 0) FROM pages WHERE session = ?",
                 (page.session,),

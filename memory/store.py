@@ -35,6 +35,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
+from opticmem.errors import PageConflictError
 from opticmem.forks import ProcessLock
 from opticmem.records import PageRecord, Turn
 
@@ -45,6 +46,14 @@ def same_page(a: PageRecord, b: PageRecord) -> bool:
     return (a.session == b.session and a.page_no == b.page_no and a.first_seq == b.first_seq
             and a.first_line == b.first_line and a.render_key == b.render_key
             and a.transcript == b.transcript)
+
+
+def sealed_over_missing_turns(page: PageRecord, held: int) -> str:
+    """The message of :meth:`Store.add_sealed_page`'s refusal: the session's turn log holds
+    ``held`` turns, not the page's."""
+    return (f"session {page.session[:200]!r}: page {page.page_no} holds turns up to seq "
+            f"{page.last_seq} but the turn log holds {held} turns (the session was deleted, "
+            "maybe begun again, since the page was made); not stored")
 
 
 P = ParamSpec("P")
@@ -149,6 +158,23 @@ class Store(ABC):
 
         Raises :class:`~opticmem.errors.PageConflictError` if ``page_no`` would leave a gap.
         """
+
+    def add_sealed_page(self, page: PageRecord) -> bool:
+        """:meth:`add_page`, but only while the session's turn log still holds the page's
+        turns (more than ``page.last_seq``); :class:`~opticmem.errors.PageConflictError`
+        (nothing stored) if it does not.
+
+        What the memory seals with: the session may be deleted (a reset from another
+        process) after the page was made from its turns. Stored then, the page would stand
+        over an empty or shorter turn log, and every later context of the session fail
+        with :class:`~opticmem.errors.CorruptRecordError` (a lost turn log) until it is
+        deleted again. The built-in stores check and store in one step; this default checks
+        first, so a delete may still slip in between.
+        """
+        held = self.turn_count(page.session)
+        if held <= page.last_seq:
+            raise PageConflictError(sealed_over_missing_turns(page, held))
+        return self.add_page(page)
 
     @abstractmethod
     def page_count(self, session: str) -> int:

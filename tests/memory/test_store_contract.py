@@ -110,6 +110,24 @@ def test_pages_append_in_order(store: Store) -> None:
     assert store.get_pages("s", 0, 10) == [page("s", 0), page("s", 1, first_seq=2)]
     assert store.get_pages("s", 1, 2)[0].facts == ("2026-03-04", "v0.9.1")
     assert store.get_pages("s", 1, 2)[0].cues == ("launch moved 출시 일정", "")
+
+
+def test_a_sealed_page_is_stored_only_over_its_turns(store: Store) -> None:
+    """add_sealed_page (what the memory seals with) refuses a page whose turns the turn
+    log does not hold (a session deleted since the page was made): stored, it would stand
+    over a missing turn log and fail every later context of the session."""
+    with pytest.raises(PageConflictError, match="turn log holds 0 turns"):
+        store.add_sealed_page(page("s", 0))  # turns 0..2 of a session with none
+    store.append_turns("s", [("user", "x", 0.0, None)] * 2)
+    with pytest.raises(PageConflictError, match="turn log holds 2 turns"):
+        store.add_sealed_page(page("s", 0))
+    assert store.page_count("s") == 0
+    store.append_turn("s", "user", "x", 0.0)
+    assert store.add_sealed_page(page("s", 0))
+    assert not store.add_sealed_page(page("s", 0))  # another writer sealed it
+    with pytest.raises(PageConflictError, match="page 5"):
+        store.add_sealed_page(page("s", 5))
+    assert store.get_pages("s", 0, 10) == [page("s", 0)]
     assert store.get_pages("s", -3, 1) == [page("s", 0)]
     assert store.get_pages("s", 2, 5) == []
     assert store.get_pages("other", 0, 5) == []

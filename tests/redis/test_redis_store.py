@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -382,3 +383,50 @@ def test_a_bad_redis_py_option_value_is_a_store_url_error_before_connecting(
     # what redis-py takes stays taken
     open_store(f"{redis_url}?max_connections=0&socket_keepalive=yes&socket_timeout=2.5&protocol=3"
                "&health_check_interval=30").close()
+
+
+def test_a_reset_racing_an_add_does_not_leave_pages_over_an_empty_turn_log(
+    store: RedisStore, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process deletes the session (a user's "reset") after the memory made a page
+    from its turns and before the page is stored: the page is refused, not stored over the
+    deleted session's empty turn log, which made every later context fail with
+    CorruptRecordError ("the turn log was lost") until the session was deleted again."""
+    from opticmem import OpticalMemory
+    from opticmem.errors import PageConflictError
+
+    mem = OpticalMemory(store, codec=None, verbatim_turns=2)
+    seal, count = mem._packer.seal, store.turn_count
+    raced: list[int] = []
+
+    def sealing(*args: Any, **kwargs: Any) -> Any:
+        pages = seal(*args, **kwargs)
+        if pages and not raced:
+            raced.append(0)  # the memory now checks the turn count, then stores the page
+        return pages
+
+    def deleted_after(session: str) -> int:
+        n = count(session)
+        if raced == [0]:  # the reset lands right after that check
+            other = RedisStore.from_url(redis_url, tenant="test")
+            other.delete_session(session)
+            other.close()
+            raced.append(1)
+        return n
+
+    monkeypatch.setattr(mem._packer, "seal", sealing)
+    monkeypatch.setattr(store, "turn_count", deleted_after)
+    for i in range(200):
+        mem.add("s", "user", f"line {i} " * 40)
+        if len(raced) == 2:
+            break
+    assert raced == [0, 1] and store.page_count("s") == 0 and store.turn_count("s") == 0
+    monkeypatch.undo()
+    mem.add("s", "user", "a fresh start after the reset")
+    assert [t.text for t in mem.context("s").turns] == ["a fresh start after the reset"]
+    # the store call itself: a page over turns the log does not hold stores nothing
+    with pytest.raises(PageConflictError, match="turn log holds 1 turns"):
+        store.add_sealed_page(page("s", 0, first_seq=0, last_seq=3))
+    assert store.page_count("s") == 0
+    store.append_turns("s", [("user", "x", 0.0, None)] * 3)
+    assert store.add_sealed_page(page("s", 0, first_seq=0, last_seq=3))
