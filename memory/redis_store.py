@@ -886,12 +886,25 @@ _URL_SETTINGS: dict[str, Callable[[str], Any]] = {
 """Query parameters :meth:`RedisStore.from_store_url` reads as store settings."""
 
 
+MAX_TTL_SECONDS = 1_000 * 365 * 86_400
+"""Longest ``ttl`` a store takes (a thousand years; ``None`` keeps sessions for ever).
+The TTL is written into the store's scripts as milliseconds, and Redis refuses an expiry
+beyond a 64-bit count of milliseconds: a longer one (``ttl=1e300``) was taken, and every
+write of every session then failed."""
+
+
 def _ms(ttl: float | timedelta | None) -> int:
     if ttl is None:
         return 0
-    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+    try:
+        seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"ttl must be positive seconds or None, got {ttl!r}") from None
     if not (seconds > 0 and math.isfinite(seconds)):
         raise ValueError(f"ttl must be positive seconds or None, got {ttl!r}")
+    if seconds > MAX_TTL_SECONDS:
+        raise ValueError(f"ttl must be at most {MAX_TTL_SECONDS:,} seconds (a thousand "
+                         f"years; None keeps sessions for ever), got {ttl!r}")
     return max(1, round(seconds * 1000))
 
 
@@ -1147,6 +1160,7 @@ class RedisStore(Store):
             raise ValueError(f"not a Redis URL: {url!r}")
         safe = redact_url(url)
         _refuse_url_settings(url, safe)
+        _ms(ttl)  # a bad ttl is refused before anything connects
         for name, seconds in (("socket_timeout", socket_timeout),
                               ("socket_connect_timeout", socket_connect_timeout)):
             if seconds is not None and not (

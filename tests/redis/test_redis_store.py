@@ -430,3 +430,25 @@ def test_a_reset_racing_an_add_does_not_leave_pages_over_an_empty_turn_log(
     assert store.page_count("s") == 0
     store.append_turns("s", [("user", "x", 0.0, None)] * 3)
     assert store.add_sealed_page(page("s", 0, first_seq=0, last_seq=3))
+
+
+def test_a_ttl_beyond_what_redis_takes_is_refused_before_connecting(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    """ttl=1e300 (or ttl in milliseconds mistaken for seconds, ten times over) was taken,
+    and every append of every session then failed with Redis's 'value is not an integer or
+    out of range': the store was useless, and said so only at the first write."""
+    from opticmem.redis_store import MAX_TTL_SECONDS
+    from opticmem.stores import open_store
+
+    for ttl in ("1e300", str(MAX_TTL_SECONDS + 1)):
+        with pytest.raises(StoreURLError, match="ttl must be at most"):
+            open_store(f"redis://127.0.0.1:1/0?ttl={ttl}")  # nothing listens: not reached
+    with pytest.raises(ValueError, match="ttl must be at most"):
+        RedisStore.from_url(redis_url, ttl=1e300)
+    longest = open_store(f"{redis_url}?ttl={MAX_TTL_SECONDS}&tenant=t")
+    try:
+        assert longest.append_turn("s", "user", "hi", 0.0).seq == 0
+        assert raw.pttl("opticmem:{t:s}:turns") > (MAX_TTL_SECONDS - 60) * 1000
+    finally:
+        longest.close()
