@@ -951,6 +951,38 @@ def _bad_url_option(name: str, value: str, safe: str, why: str = "") -> StoreURL
                          + (f" ({why})" if why else ""))
 
 
+def _check_url_location(url: str, safe: str) -> None:
+    """Raise :class:`StoreURLError` for a ``redis://`` or ``rediss://`` URL whose path is
+    not a database number, whose ``?db=`` says another one than its path, or whose port is
+    out of range.
+
+    redis-py reads the path's digits with every ``/`` taken out and ignores a path that is
+    not a number: ``redis://host/cache`` used database 0, ``redis://host/1/2`` database 12,
+    and ``redis://host/1?db=2`` database 2, silently — the bots' sessions in a database
+    their operator never named."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port out of range
+    except ValueError as exc:
+        raise StoreURLError(f"bad Redis URL {safe}: {exc}") from None
+    if parts.scheme.lower() not in ("redis", "rediss"):
+        return
+    path = unquote_to_bytes(parts.path).decode("utf-8", "replace")
+    digits = path[1:] if path.startswith("/") else path
+    if digits and not (digits.isascii() and digits.isdigit()):
+        raise StoreURLError(f"bad database {path!r} in Redis URL {safe}: the path is a "
+                            "database number (redis://host:6379/0), or nothing for 0")
+    try:
+        query = parse_qs(parts.query)
+    except ValueError:
+        return  # malformed: from_url says how
+    named = (query.get("db") or [""])[0].strip()
+    # a db that is no number >= 0 is left to the option check, which says what db takes
+    if digits and named.isascii() and named.isdigit() and int(named) != int(digits):
+        raise StoreURLError(f"Redis URL {safe} names database {int(digits)} in its path and "
+                            f"db={named} in its query: give it once")
+
+
 def _check_url_options(url: str, safe: str, common: Mapping[str, Any]) -> None:
     """Raise :class:`StoreURLError` naming a query option of ``url`` whose value redis-py
     cannot use, before anything connects.
@@ -961,6 +993,7 @@ def _check_url_options(url: str, safe: str, common: Mapping[str, Any]) -> None:
     parsers and connection constructor are run here; an unknown option is left to
     redis-py (a ``TypeError``), and a URL malformed otherwise to :meth:`RedisStore.from_url`.
     """
+    _check_url_location(url, safe)
     try:
         options = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}  # as redis-py
     except ValueError:

@@ -377,7 +377,7 @@ def test_a_bad_redis_py_option_value_is_a_store_url_error_before_connecting(
     with pytest.raises(StoreURLError, match="ssl_cert_reqs takes none, optional or required"):
         open_store("rediss://:hunter2@127.0.0.1:1/0?ssl_cert_reqs=bogus")
     # how many databases there are only the server knows: said as a bad db, not a dead server
-    for url in (f"{redis_url}?db=99999", redis_url.rsplit("/", 1)[0] + "/99999"):
+    for url in (redis_url.rsplit("/", 1)[0] + "/?db=99999", redis_url.rsplit("/", 1)[0] + "/99999"):
         with pytest.raises(StoreURLError, match=r"bad db=99999 .*databases"):
             open_store(url)
     # what redis-py takes stays taken
@@ -452,3 +452,28 @@ def test_a_ttl_beyond_what_redis_takes_is_refused_before_connecting(
         assert raw.pttl("opticmem:{t:s}:turns") > (MAX_TTL_SECONDS - 60) * 1000
     finally:
         longest.close()
+
+
+@pytest.mark.parametrize("location", ["/cache", "/1/2", "/1?db=2", "/-0", ":99999/0"])
+def test_a_url_that_names_no_one_database_is_refused(
+    redis_url: str, raw: redis.Redis, location: str
+) -> None:
+    """redis-py reads a URL's path as a database number with every '/' taken out and
+    ignores one that is not a number: redis://host/cache used database 0, /1/2 database 12
+    and /1?db=2 database 2, silently (the bots' sessions where the operator never looked);
+    a port out of range was a StoreError, not the URL error it is."""
+    from opticmem.stores import open_store
+
+    host = redis_url.rsplit("/", 1)[0]
+    bad = host.rsplit(":", 1)[0] if location.startswith(":") else host
+    with pytest.raises(StoreURLError, match=r"database|Port out of range"):
+        open_store(f"{bad}{location}?tenant=t")
+    assert raw.dbsize() == 0
+    for fine in ("/1?db=1", "/?db=1", "/%31"):  # one database, said once
+        store = open_store(f"{host}{fine}{'&' if '?' in fine else '?'}tenant=t")
+        try:
+            store.append_turn("s", "user", "hi", 0.0)
+        finally:
+            store.close()
+    with redis.Redis.from_url(host + "/1") as one:
+        assert one.llen("opticmem:{t:s}:turns") == 3
