@@ -1290,8 +1290,10 @@ class RedisStore(Store):
             RedisStore.from_store_url("redis://:pw@cache:6379/2?tenant=acme&ttl=86400")
             RedisStore.from_store_url("redis://node-1:7000?cluster=1&tenant=acme")
 
-        A bad value of a setting or of a redis-py option (``socket_timeout=abc``,
-        ``protocol=9``), or a parameter redis-py does not know either, raises
+        A setting given twice with different values (``?tenant=a&tenant=b``: a worker
+        then served the last one's queue), a bad value of a setting or of a redis-py
+        option (``socket_timeout=abc``, ``protocol=9``), or a parameter redis-py does not
+        know either, raises
         :class:`~opticmem.errors.StoreURLError` (a ``ValueError``) naming it, before
         anything connects, the URL's password hidden.
         """
@@ -1311,11 +1313,15 @@ class RedisStore(Store):
                 rest.append((key, value))
                 continue
             try:
-                ours[key] = _URL_SETTINGS[key](value)
+                parsed = _URL_SETTINGS[key](value)
             except ValueError:
                 raise StoreURLError(
                     f"bad {key}={value!r} in Redis store URL {redact_url(url)}"
                 ) from None
+            if key in ours and ours[key] != parsed:  # the last one won, silently
+                raise StoreURLError(f"Redis store URL {redact_url(url)} gives {key} twice, "
+                                    "with different values: give it once")
+            ours[key] = parsed
         # Not urlunsplit: with no host it writes unix:///path as unix:/path, which redis-py
         # refuses
         clean = f"{parts.scheme}://{parts.netloc}{parts.path}" + "".join(

@@ -477,3 +477,25 @@ def test_a_url_that_names_no_one_database_is_refused(
             store.close()
     with redis.Redis.from_url(host + "/1") as one:
         assert one.llen("opticmem:{t:s}:turns") == 3
+
+
+def test_a_store_url_setting_given_twice_differently_is_refused(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    """?tenant=a&tenant=b opened tenant b without a word (the last one won): a worker or
+    a bot then served another tenant's sessions and queue than the one the operator
+    read first in the URL."""
+    from opticmem.recollect_queue import RedisRecollectQueue
+    from opticmem.stores import open_store
+
+    for query in ("tenant=a&tenant=b", "ttl=60&ttl=61", "cluster=0&cluster=1"):
+        with pytest.raises(StoreURLError, match="twice"):
+            open_store(f"{redis_url}?{query}")
+        with pytest.raises(StoreURLError, match="twice"):
+            RedisRecollectQueue.from_url(f"{redis_url}?{query}")
+    assert raw.dbsize() == 0
+    store = open_store(f"{redis_url}?tenant=a&ttl=60&tenant=a&ttl=60.0")  # same: taken
+    try:
+        assert (store.tenant, store.ttl_ms) == ("a", 60_000)
+    finally:
+        store.close()
