@@ -22,6 +22,9 @@ What can go wrong, and what the worker does:
   ``max_deliveries`` times is moved to the dead-letter stream instead of being tried
   again — so a page that kills its worker (out of memory) cannot kill every worker in
   turn.
+* **A worker restarts under the name it had** (``--consumer``, e.g. a pod's name): the
+  entries that name still held are taken back at its first batches, not after
+  ``claim_idle``.
 * **Redis is unreachable**: the store's retries apply to page reads and writes; a step
   that still fails is logged and the loop backs off (up to 30 s) and goes on — except in
   a run with ``once`` (a job), which gives up after ``once_patience`` seconds.
@@ -178,6 +181,10 @@ class RecollectWorker:
         """With ``run(once=True)``: seconds of failing steps before the run gives up."""
         self._claim_from = "0-0"
         """Where the next ``XAUTOCLAIM`` starts in the group's pending entries."""
+        self._inherited: list[str] | None = None
+        """The entries this consumer name held when the worker first took any (``None``:
+        not looked up yet), taken back a batch at a time: a worker restarted under the
+        name it died with (a pod's name) reads them at once, not after ``claim_idle``."""
 
     def _decoded_one(self, session: str, page_no: int) -> None:
         self._decoded += 1
@@ -220,6 +227,7 @@ class RecollectWorker:
                         "deleted, or Redis restarted without persistence); making it again")
             self._group_ready = False
             self._claim_from = "0-0"
+            self._inherited = []  # the old group's entries are gone with it
             return self._take_once(block)
 
     def _take_once(self, block: float) -> tuple[list[Entry], dict[str, int]]:
@@ -240,6 +248,7 @@ class RecollectWorker:
                                         start_id=self._claim_from, count=self.batch_size)
             self._claim_from = _id(claimed[0])  # "0-0": the whole list was looked at
             entries: list[Entry] = [(_id(e), f) for e, f in claimed[1] if f is not None]
+            entries += self._take_inherited(client, {e for e, _ in entries})
             deliveries: dict[str, int] = {}
             if entries:
                 pipe = client.pipeline(transaction=False)
@@ -261,6 +270,26 @@ class RecollectWorker:
                         entries.append((_id(e), f))
                         deliveries[_id(e)] = 1
         return entries, deliveries
+
+    def _take_inherited(self, client: Any, taken: set[str]) -> list[Entry]:
+        """Entries this consumer name held before the worker started, up to the batch's
+        room (beside the ``taken`` ones), claimed again (``XCLAIM``, counted as a
+        delivery); ones the stream no longer has are dropped from the group by Redis."""
+        q = self.queue
+        if self._inherited is None:
+            rows = client.xpending_range(q.key, GROUP, "-", "+", 10_000,
+                                         consumername=self.consumer)
+            self._inherited = [_id(r["message_id"]) for r in rows]
+            if self._inherited:
+                log.info("worker %s takes back %d entries it held before it restarted",
+                         self.consumer, len(self._inherited))
+        room = self.batch_size - len(taken)
+        ids = [e for e in self._inherited[:max(0, room)] if e not in taken]
+        del self._inherited[:max(0, room)]
+        if not ids:
+            return []
+        got = client.xclaim(q.key, GROUP, self.consumer, 0, ids)
+        return [(_id(e), f) for e, f in got if f]
 
     # ------------------------------------------------------------------ one step
     def step(self, block: float = 0.0) -> BatchReport | None:

@@ -219,6 +219,31 @@ def test_pages_a_dead_worker_took_are_taken_over(stores: tuple[RedisStore, Redis
     assert mem.flush(5)
 
 
+def test_a_worker_restarted_under_its_name_takes_its_pages_back_at_once(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """A worker restarted under the consumer name it died with (a pod's name) waited
+    claim_idle (300 s by default) before it read the pages it held: XAUTOCLAIM takes only
+    idle entries, and XREADGROUP ">" only new ones."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(20))
+    mem.context("s")
+    queued = RedisRecollectQueue.for_store(bot_store).stats().waiting
+    doomed = RecollectWorker(worker_store, Digest(), consumer="pod-0", claim_idle=300)
+    taken, _ = doomed._take(0)  # it takes a batch, then dies before reading it
+    assert len(taken) == queued > 0
+
+    reborn = RecollectWorker(worker_store, Digest(), consumer="pod-0", claim_idle=300,
+                             batch_size=max(1, queued - 1))
+    first = reborn.step()
+    assert first is not None and first.taken == first.read == max(1, queued - 1)
+    while RedisRecollectQueue.for_store(bot_store).stats().backlog:
+        assert reborn.step() is not None  # the rest of what it held, a batch at a time
+    assert mem.flush(5)
+    assert reborn.step() is None  # nothing taken twice
+
+
 def test_a_page_that_fails_every_time_goes_to_the_dead_letters(
     stores: tuple[RedisStore, RedisStore], monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
