@@ -47,7 +47,7 @@ from opticmem.render import (
     render_page,
 )
 from opticmem.render import TurnText as RenderTurn
-from opticmem.sessions import validate_session
+from opticmem.sessions import has_visible_text, validate_session
 from opticmem.stores import redact_url
 from opticmem.transcripts import TranscriptError, TranscriptTurn, read_transcript
 
@@ -700,7 +700,8 @@ def render(
             raise fail(f"{file} is not valid UTF-8: {exc}", as_json) from exc
         except OSError as exc:
             raise fail(unreadable(file, exc), as_json) from exc
-        if not text.strip():  # it would draw a page that reads only "User:"
+        if not has_visible_text(text):  # it would draw a page that reads only "User:"
+            # (strip() kept U+200B, U+2060 and U+FEFF, which draw nothing)
             raise fail(f"{file} holds no text to render", as_json)
         items = [RenderTurn(role, text, None)]
     settings = RenderSettings(timestamps=timestamps)

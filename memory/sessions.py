@@ -133,9 +133,16 @@ def validate_text(text: object, max_chars: int = MAX_TURN_CHARS) -> str:
             f"turn text has a lone surrogate U+{ord(text[bad]):04X} at index {bad}; "
             "the archive holds valid Unicode only"
         )
-    if not text.strip() or not any(unicodedata.category(c) not in _INVISIBLE for c in text):
+    if not has_visible_text(text):
         raise InvalidTurnError("turn text is empty or only whitespace/invisible characters")
     return text
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether ``text`` holds a character with ink (see :data:`_INVISIBLE`): what a turn
+    needs to be stored, and a file to be worth drawing. ``str.strip`` is not that test:
+    it keeps U+200B, U+2060 and U+FEFF, which draw nothing."""
+    return any(unicodedata.category(c) not in _INVISIBLE for c in text)
 
 
 _INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})

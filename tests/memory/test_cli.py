@@ -397,6 +397,8 @@ def test_render_reports_a_page_file_it_cannot_write(tmp_path: Path) -> None:
     # drawn as a page reading only "User:", a page the memory never makes (it refuses
     # empty turns); eval already said there was nothing
     ("blank.txt", " \n\t\n", "holds no text to render"),
+    # invisible characters only: strip() kept them, and a page reading "User:" was drawn
+    ("invisible.txt", "\ufeff\u200b\n\u2060 \u200b\n", "holds no text to render"),
     # "rendered 0 page(s)" and exited 0, as if it had worked
     ("empty.jsonl", "\n \n\n", "holds no turns to render"),
 ])
