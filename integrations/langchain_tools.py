@@ -27,7 +27,6 @@ searches the session the run records into. Sync (``invoke``) and async (``ainvok
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,6 +34,7 @@ from opticmem.errors import ConfigurationError
 from opticmem.integrations.langchain_session import SessionSpec, resolve_session
 from opticmem.memory import OpticalMemory, _whole_number
 from opticmem.recall import Passage
+from opticmem.render.layout import utc_minute
 
 try:
     from langchain_core.runnables import RunnableConfig
@@ -64,7 +64,7 @@ class RecallInput(BaseModel):
 
 
 def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+    return f"{utc_minute(ts)} UTC"  # a four-digit year: _span cuts at fixed offsets
 
 
 def _span(t0: float, t1: float) -> str:

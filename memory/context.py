@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,6 +42,7 @@ from opticmem.errors import ConfigurationError
 from opticmem.facts import facts_line
 from opticmem.records import PageRecord, Turn
 from opticmem.render import ORDER, Tier
+from opticmem.render.layout import utc_minute
 
 if TYPE_CHECKING:
     from opticmem.artefacts import Artefacts
@@ -62,12 +62,10 @@ request (HTTP 400), so a turn's ``name`` meta that does not match is left off th
 
 
 def _span(t0: float, t1: float) -> str:
-    a, b = time.gmtime(t0), time.gmtime(t1)
-    start = time.strftime("%Y-%m-%d %H:%M", a)
-    if (a.tm_year, a.tm_yday) == (b.tm_year, b.tm_yday):
-        end = time.strftime("%H:%M", b)
-        return f"{start}–{end} UTC" if end != start[-5:] else f"{start} UTC"
-    return f"{start} – {time.strftime('%Y-%m-%d %H:%M', b)} UTC"
+    start, stop = utc_minute(t0), utc_minute(t1)
+    if start[:10] == stop[:10]:  # one day: the end's time only
+        return f"{start}–{stop[11:]} UTC" if stop != start else f"{start} UTC"
+    return f"{start} – {stop} UTC"
 
 
 def caption(page: PageRecord, tier: Tier, shown: Shown) -> str:

@@ -221,11 +221,25 @@ def _composed(line: str, atlas: Atlas) -> str:
     return "".join(_display_chars(ch, atlas)[0] for ch in unicodedata.normalize("NFC", line))
 
 
+def utc_minute(ts: float) -> str:
+    """``ts`` (Unix seconds) as ``YYYY-MM-DD HH:MM`` in UTC, the year always four digits.
+
+    ``time.strftime("%Y")`` pads a year below 1000 on some C libraries (Windows, macOS:
+    ``0042``) and not on others (glibc: ``42``), so a page showing such a date would not
+    have the same pixels on every machine, and text cut at fixed offsets went wrong.
+
+    >>> utc_minute(-61_000_000_000.0), utc_minute(1772352720.0)
+    ('0036-12-26 11:33', '2026-03-01 08:12')
+    """
+    t = time.gmtime(ts)
+    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}")
+
+
 def _prefix(turn: TurnText, settings: RenderSettings) -> str:
     label = settings.label(turn.role)
     if settings.timestamps and turn.ts is not None:
-        stamp = time.strftime("%Y-%m-%d %H:%M", time.gmtime(turn.ts))
-        return f"[{stamp}] {label}: "
+        return f"[{utc_minute(turn.ts)}] {label}: "
     return f"{label}: "
 
 

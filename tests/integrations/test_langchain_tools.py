@@ -54,6 +54,18 @@ def test_recall_gives_provenance_and_originals(memory: OpticalMemory) -> None:
     assert best["original"][6 - best["first_seq"]]["text"] == user_text(3)
 
 
+def test_recall_spans_of_early_dates_are_whole() -> None:
+    """Passage times were cut at the offsets of a four-digit year: one year-5 page read
+    "5-04-21 20:26–26 UTC" on glibc, whose %Y does not pad the year."""
+    mem = OpticalMemory(codec=None, verbatim_turns=2)
+    t0 = -61_999_788_840.0  # 0005-04-21 20:26 UTC
+    for i in range(40):
+        mem.add("s", "user", f"Order ORD-{1000 + i} ships soon. " * 12, ts=t0 + 10 * i)
+    tool = make_recall_tool(mem, session="s", k=1)
+    first = tool.invoke({"query": "ORD-1001"}).splitlines()[1]
+    assert "· 0005-04-21 20:26–20:" in first, first
+
+
 def test_recall_async_matches_sync(memory: OpticalMemory) -> None:
     tool = make_recall_tool(memory, session="s")
     args = {"query": "ORD-1010", "include_original": True}

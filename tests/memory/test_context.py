@@ -140,6 +140,19 @@ def test_caption_names_page_turns_time_and_tier(deepseek: OpticalMemory) -> None
     assert "2026-03-01" in cap and "UTC" in cap and cap.endswith("· Base]")
 
 
+def test_captions_of_early_dates_have_four_digit_years() -> None:
+    """strftime's %Y left years below 1000 unpadded on glibc (padded elsewhere), so a
+    caption read "5-03-01 08:00" here and "0005-03-01 08:00" on another machine."""
+    from opticmem.records import PageRecord
+
+    day = 86_400.0
+    t0 = -61_999_788_840.0  # 0005-04-21 20:26 UTC
+    same_day = PageRecord("s", 0, 0, 0, 1, 1, "…", 9, t0, t0 + 600, "k")
+    two_days = PageRecord("s", 0, 0, 0, 1, 1, "…", 9, t0, t0 + 2 * day, "k")
+    assert "· 0005-04-21 20:26–20:36 UTC ·" in caption(same_day, Tier.TINY, "image")
+    assert "· 0005-04-21 20:26 – 0005-04-23 20:26 UTC ·" in caption(two_days, Tier.TINY, "image")
+
+
 def test_staging_and_partial_turns() -> None:
     mem = OpticalMemory(codec=None, verbatim_turns=2, render_settings=RenderSettings(max_rows=3))
     mem.add("s", "user", " ".join(f"w{i}" for i in range(200)))  # several pages long

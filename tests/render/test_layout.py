@@ -51,6 +51,16 @@ def test_timestamps_are_optional_and_utc() -> None:
     assert line == "[1970-01-01 00:00] User: hi"
 
 
+def test_timestamps_before_year_1000_have_four_digit_years() -> None:
+    """strftime's %Y is "42" on glibc and "0042" on Windows and macOS: a page with such a
+    date did not have the same pixels on every machine."""
+    s = RenderSettings(timestamps=True)
+    for ts, stamp in ((-62_135_596_800.0, "0001-01-01 00:00"),
+                      (-60_000_000_000.0, "0068-09-03 13:20")):
+        line = layout_turn(TurnText("user", "hi", ts=ts), s).lines[0].text
+        assert line == f"[{stamp}] User: hi"
+
+
 def test_a_line_holding_only_label_and_timestamp_starts_at_the_text() -> None:
     # On a narrow page the "[date time] Label: " prefix wraps at its own space; the line
     # it leaves behind showed no text and was given start = end = -1, which sliced a
