@@ -16,7 +16,7 @@ import hashlib
 import json
 import time
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -69,6 +69,10 @@ class RenderSettings:
                              f"{self.columns}×{self.rows}")
         if not 1 <= self.tab_width <= 16:
             raise ValueError(f"tab_width must be 1..16, got {self.tab_width}")
+        # Taken as given, labels=("user", "User") (one pair, not a tuple of pairs) was only
+        # unpacked when a turn was laid out: the add that sealed the first page stored its
+        # turn and then raised a bare ValueError, and every context of the memory failed.
+        object.__setattr__(self, "labels", _label_pairs(self.labels))
 
     @property
     def cell_width(self) -> int:
@@ -98,6 +102,25 @@ class RenderSettings:
         """A short stable digest of the settings, for cache keys."""
         blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _label_pairs(labels: object) -> tuple[tuple[str, str], ...]:
+    """``labels`` as a tuple of ``(role, label)`` string pairs (a mapping of role to label,
+    or pairs as lists, are taken too, so equal settings compare equal); ``ValueError``
+    naming the first entry that is not such a pair."""
+    example = "e.g. (('user', 'User'), ('assistant', 'Assistant'))"
+    if isinstance(labels, Mapping):
+        labels = tuple(labels.items())
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, Iterable):
+        raise ValueError(f"labels must be (role, label) pairs, {example}; got {labels!r}")
+    pairs: list[tuple[str, str]] = []
+    for pair in labels:
+        if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+                or not all(isinstance(x, str) for x in pair)):
+            raise ValueError(f"labels must be (role, label) pairs of strings, {example}; "
+                             f"got the entry {pair!r} in {labels!r}")
+        pairs.append((pair[0], pair[1]))
+    return tuple(pairs)
 
 
 @dataclass(frozen=True, slots=True)

@@ -208,6 +208,24 @@ def test_settings_validation() -> None:
         RenderSettings(tab_width=0)
 
 
+@pytest.mark.parametrize("labels", [("user", "User"), "user", 5, (("user", 5),),
+                                    (("user", "User", "x"),)])
+def test_settings_reject_labels_that_are_not_role_label_pairs(labels: object) -> None:
+    """One pair given for a tuple of pairs was unpacked only when a turn was laid out: the
+    add that sealed a page stored its turn, then raised a bare ValueError, and every
+    context failed."""
+    with pytest.raises(ValueError, match=r"labels must be \(role, label\) pairs"):
+        RenderSettings(labels=labels)
+
+
+def test_settings_take_labels_as_a_mapping_or_lists() -> None:
+    pairs = RenderSettings(labels=(("user", "U"), ("assistant", "A")))
+    for same in ({"user": "U", "assistant": "A"}, [["user", "U"], ["assistant", "A"]]):
+        given = RenderSettings(labels=same)
+        assert given == pairs and given.key() == pairs.key() and hash(given) == hash(pairs)
+    assert layout_turn(TurnText("assistant", "hi"), pairs).lines[0].text == "A: hi"
+
+
 def test_control_characters_are_boxes() -> None:
     # The docs promised control pictures (␇); the atlas has none, so each is a box.
     controls = [chr(c) for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if chr(c) not in "\t\n\r"]
