@@ -86,7 +86,16 @@ def validate_session(session: object) -> str:
             raise InvalidSessionError(
                 f"session id has control character U+{ord(ch):04X} at index {i}"
             )
-    return session
+    return _plain(session)
+
+
+def _plain(text: str) -> str:
+    """``text`` as an exact ``str``: a subclass (a ``class Role(str, Enum)`` member, NumPy's
+    ``str_``) was kept as given by the in-process store, so it came back from ``turns()``,
+    ``sessions()`` and ``messages()`` as that object (``str()`` of an enum member is
+    ``"Role.USER"``) where a SQLite or Redis store gave back text. ``str.__str__`` copies
+    the characters without calling the subclass's ``__str__``."""
+    return text if type(text) is str else str.__str__(text)
 
 
 def validate_role(role: object, roles: Collection[str] = DEFAULT_ROLES) -> str:
@@ -102,7 +111,7 @@ def validate_role(role: object, roles: Collection[str] = DEFAULT_ROLES) -> str:
             f"unknown role {role!r}{hint}; accepted roles: {', '.join(sorted(roles))} "
             "(pass roles=... to OpticalMemory to accept more)"
         )
-    return role
+    return _plain(role)
 
 
 def validate_text(text: object, max_chars: int = MAX_TURN_CHARS) -> str:
@@ -135,7 +144,7 @@ def validate_text(text: object, max_chars: int = MAX_TURN_CHARS) -> str:
         )
     if not has_visible_text(text):
         raise InvalidTurnError("turn text is empty or only whitespace/invisible characters")
-    return text
+    return _plain(text)
 
 
 def has_visible_text(text: str) -> bool:

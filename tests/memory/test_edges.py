@@ -5,6 +5,9 @@ differently, the age policy under a clock that steps back, extreme budgets and s
 
 from __future__ import annotations
 
+import enum
+from pathlib import Path
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -263,3 +266,30 @@ def test_a_policy_level_that_is_not_a_whole_number_is_a_configuration_error() ->
         mem.add("s", "user", f"turn {i}: " + "planning Titan " * 8)
     with pytest.raises(ConfigurationError, match=r"level .* must be a whole number, got 1\.5"):
         mem.context("s")
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_str_subclasses_are_stored_as_plain_text(store: str, tmp_path: Path) -> None:
+    """A role, session or text given as a ``str`` subclass (a ``(str, Enum)`` member) was
+    kept as that object by the in-process store: turns(), sessions() and messages() gave
+    back ``Role.USER`` (its ``str()``) where a SQLite store gave back ``'user'``."""
+
+    class Role(str, enum.Enum):
+        USER = "user"
+        BOT = "assistant"
+
+    class Who(str, enum.Enum):
+        ALICE = "alice"
+
+    url = None if store == "memory" else f"sqlite:///{tmp_path / 'm.db'}"
+    mem = OpticalMemory(url, codec=None, verbatim_turns=2)
+    mem.add(Who.ALICE, Role.USER, Role.BOT)  # the text, too, may be one
+    mem.add_many(Who.ALICE, [(Role.BOT, "sure"), {"role": Role.USER, "text": "ok"}])
+    turns = mem.turns("alice")
+    assert [(type(t.session), type(t.role), type(t.text)) for t in turns] == [(str, str, str)] * 3
+    assert [(t.role, t.text) for t in turns] == [
+        ("user", "assistant"), ("assistant", "sure"), ("user", "ok")]
+    assert [type(s) for s in mem.sessions()] == [str]
+    roles = [m["role"] for m in mem.context(Who.ALICE).messages()]
+    assert [str(r) for r in roles] == ["user", "assistant", "user"]
+    mem.close()
