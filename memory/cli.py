@@ -669,9 +669,16 @@ def _sessions_holding_turns(
 # --------------------------------------------------------------------------- render
 
 
+TRANSCRIPT_SUFFIXES = (".jsonl", ".ndjson")
+"""File name endings (in any case) ``render`` reads as a JSON-lines transcript, as ``eval
+--text-file`` does: ``chat.ndjson`` or ``CHAT.JSONL`` was drawn as one user turn of raw
+JSON."""
+
+
 @app.command()
 def render(
-    file: Annotated[Path, typer.Argument(help="A .jsonl transcript, or any text file")],
+    file: Annotated[Path, typer.Argument(
+        help="A .jsonl (or .ndjson) transcript, or any text file")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for the PNGs")] = Path(
         "pages"
     ),
@@ -686,7 +693,7 @@ def render(
         chosen = parse_tiers(tiers)
     except ValueError as exc:
         raise fail(str(exc), as_json) from exc
-    if file.suffix == ".jsonl":
+    if file.suffix.lower() in TRANSCRIPT_SUFFIXES:
         turns, errors = _read_transcript(file, as_json)
         if errors:
             raise fail(f"{file}: line {errors[0].line}: {errors[0].message}", as_json)

@@ -360,6 +360,21 @@ def test_render_text_and_transcript(sample: tuple[Path, Path], tmp_path: Path) -
     assert result.exit_code == 1 and "no tiers given" in result.stdout
 
 
+def test_render_reads_ndjson_and_upper_case_suffixes_as_transcripts(tmp_path: Path) -> None:
+    """Only a name ending exactly in ".jsonl" was read as a transcript: chat.ndjson (which
+    eval --text-file reads as one) or CHAT.JSONL was drawn as one user turn of raw JSON."""
+    line = '{"role": "assistant", "text": "Ticket TITAN-142 ships on 2026-03-04."}\n'
+    pngs = []
+    for name in ("chat.jsonl", "chat.ndjson", "CHAT.JSONL"):
+        src = tmp_path / name
+        src.write_text(line, encoding="utf-8")
+        d = run_json("render", str(src), "--out", str(tmp_path / f"p-{name}"),
+                     "--tiers", "large")
+        assert d["pages"] == 1
+        pngs.append(Path(d["files"][0]).read_bytes())  # type: ignore[index]
+    assert pngs[1] == pngs[0] and pngs[2] == pngs[0]
+
+
 def test_render_into_a_used_folder_leaves_this_texts_pages_only(
         sample: tuple[Path, Path], tmp_path: Path) -> None:
     """Pages of an earlier, longer run stayed beside the new ones, as if the text had them;
