@@ -34,6 +34,12 @@ DEFAULT_LABELS: tuple[tuple[str, str], ...] = (
 )
 
 
+MAX_PAGE_PIXELS = 8192
+"""Largest page side :class:`RenderSettings` takes: 6.4 times the Large tier (1280), about
+130 MB to draw (the page and its glyph tiles); a larger page only loses its detail when
+resampled to Large."""
+
+
 @dataclass(frozen=True, slots=True)
 class RenderSettings:
     """Everything that decides a page's pixels besides its text.
@@ -60,6 +66,13 @@ class RenderSettings:
                 name == "max_rows" and value is None
             ):
                 raise ValueError(f"{name} must be a whole number (int), got {value!r}")
+        if self.page_pixels > MAX_PAGE_PIXELS:
+            # Taken, it was drawn as one page_pixels² array (and as many pixels of glyph
+            # tiles): 100,000 asked for 20 GB and the process was killed, or MemoryError.
+            raise ValueError(
+                f"page_pixels must be at most {MAX_PAGE_PIXELS}, got {self.page_pixels}: "
+                f"every page is resampled to 1280 pixels at Large, so a larger one only "
+                f"loses its detail, and drawing it takes page_pixels² bytes twice")
         if self.page_pixels < 64 or self.margin < 0 or 2 * self.margin >= self.page_pixels:
             raise ValueError(
                 f"page_pixels={self.page_pixels} with margin={self.margin} leaves no room for text"

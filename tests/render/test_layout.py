@@ -15,6 +15,7 @@ from opticmem.render import (
     RenderSettings,
     TurnText,
     char_cells,
+    draw_page,
     layout_pages,
     layout_turn,
     load_atlas,
@@ -232,6 +233,16 @@ def test_control_characters_are_boxes() -> None:
     tl = layout_turn(TurnText("user", "".join(controls)), RenderSettings())
     assert tl.substituted == tuple((c, REPLACEMENT) for c in controls)
     assert "".join(ln.text for ln in tl.lines) == "User: " + REPLACEMENT * len(controls)
+
+
+def test_settings_reject_pages_too_large_to_draw() -> None:
+    """page_pixels had no upper bound: 100,000 was taken, and drawing a page asked for two
+    10 GB arrays (MemoryError, or the process killed) instead of a clear error."""
+    for pixels in (8193, 100_000, 10**9):
+        with pytest.raises(ValueError, match="page_pixels must be at most 8192"):
+            RenderSettings(page_pixels=pixels)
+    biggest = RenderSettings(page_pixels=8192)
+    assert draw_page(layout_pages([TurnText("user", "hi")], biggest)[0]).shape == (8192, 8192)
 
 
 def test_settings_reject_zero_max_rows() -> None:
