@@ -46,6 +46,27 @@ def test_forgetting_erases_the_text_from_the_server(store: RedisStore, raw: redi
     assert not any(b"secret 0" in r or b"secret 3" in r for r in stored)
 
 
+def test_forgetting_a_page_of_turns_costs_no_pass_over_the_session(
+    store: RedisStore, raw: redis.Redis,
+) -> None:
+    """Each forget rebuilt the list's head, one tombstone per turn ever forgotten: 15 ms of
+    a blocked Redis per sealed page at 100k turns. A page's turns (a few) are blanked in
+    place now; a long stretch at once still rebuilds the head. Both leave index == seq."""
+    store.append_turns("s", [("user", f"secret {i}", float(i), None) for i in range(700)])
+    assert store.forget_turns("s", 300) == 300  # a long stretch: the rebuild
+    raw.config_resetstat()
+    assert store.forget_turns("s", 310) == 10  # a page's turns: in place
+    calls = raw.info("commandstats")
+    assert "cmdstat_lpush" not in calls and calls["cmdstat_lset"]["calls"] == 10
+    assert store.forget_turns("s", 600) == 290
+    assert store.forget_turns("s", 600) == 0
+    stored = raw.lrange("opticmem:{test:s}:turns", 0, -1)
+    assert len(stored) == 700 and stored[:600] == [b""] * 600
+    assert all(f"secret {600 + i}".encode() in r for i, r in enumerate(stored[600:]))
+    kept = store.get_turns("s", 598, 603)  # forgotten turns are left out
+    assert [(t.seq, t.text) for t in kept] == [(i, f"secret {i}") for i in range(600, 603)]
+
+
 def test_blobs_are_compressed_only_when_it_pays(store: RedisStore, raw: redis.Redis) -> None:
     text = ("recollected text of a page, fairly repetitive. " * 2000).encode()
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 100
