@@ -199,16 +199,24 @@ def test_flush_waits_for_a_running_worker(stores: tuple[RedisStore, RedisStore])
     assert not thread.is_alive()
 
 
-def test_pages_a_dead_worker_took_are_taken_over(stores: tuple[RedisStore, RedisStore]) -> None:
+def worker_died_holding_pages(stores: tuple[RedisStore, RedisStore], consumer: str,
+                              claim_idle: float) -> tuple[OpticalMemory, int]:
+    """A bot's memory whose session queued pages, all taken by a worker named ``consumer``
+    that died before reading them; and how many it holds."""
     bot_store, worker_store = stores
     mem = bot(bot_store)
     mem.add_many("s", talk(20))
     mem.context("s")
     queued = RedisRecollectQueue.for_store(bot_store).stats().waiting
-    doomed = RecollectWorker(worker_store, Digest(), consumer="doomed", claim_idle=0.2)
-    taken, _ = doomed._take(0)  # it takes a batch, then dies before reading it
-    assert len(taken) == queued
+    doomed = RecollectWorker(worker_store, Digest(), consumer=consumer, claim_idle=claim_idle)
+    taken, _ = doomed._take(0)
+    assert len(taken) == queued > 0
+    return mem, queued
 
+
+def test_pages_a_dead_worker_took_are_taken_over(stores: tuple[RedisStore, RedisStore]) -> None:
+    bot_store, worker_store = stores
+    mem, queued = worker_died_holding_pages(stores, "doomed", 0.2)
     heir = RecollectWorker(worker_store, Digest(), consumer="heir", claim_idle=0.2)
     assert heir.step() is None  # not idle long enough: still the doomed worker's
     time.sleep(0.3)
@@ -226,14 +234,7 @@ def test_a_worker_restarted_under_its_name_takes_its_pages_back_at_once(
     claim_idle (300 s by default) before it read the pages it held: XAUTOCLAIM takes only
     idle entries, and XREADGROUP ">" only new ones."""
     bot_store, worker_store = stores
-    mem = bot(bot_store)
-    mem.add_many("s", talk(20))
-    mem.context("s")
-    queued = RedisRecollectQueue.for_store(bot_store).stats().waiting
-    doomed = RecollectWorker(worker_store, Digest(), consumer="pod-0", claim_idle=300)
-    taken, _ = doomed._take(0)  # it takes a batch, then dies before reading it
-    assert len(taken) == queued > 0
-
+    mem, queued = worker_died_holding_pages(stores, "pod-0", 300)
     reborn = RecollectWorker(worker_store, Digest(), consumer="pod-0", claim_idle=300,
                              batch_size=max(1, queued - 1))
     first = reborn.step()
