@@ -42,6 +42,7 @@ from opticmem.errors import (
     StoreError,
     StoreUnavailableError,
 )
+from opticmem.forks import renew_in_forked_child
 from opticmem.records import PageRecord, Turn
 from opticmem.store import Store, same_page, sealed_over_missing_turns
 
@@ -130,16 +131,36 @@ def _close_quietly(conn: sqlite3.Connection) -> None:
         log.debug("closing a SQLite connection failed: %s", exc)
 
 
-def _release(
-    conn: sqlite3.Connection, pid: int, open_conns: list[sqlite3.Connection],
-    lock: threading.Lock,
-) -> None:
+class _Connections:
+    """The connections a store opened (``open``), those a call is using now (``busy``, one
+    entry per call) and the lock guarding both; shared with the threads' finalizers.
+
+    Renewed in a forked child: a thread of the parent that held the lock at the fork (any
+    store call takes it, twice) does not live on there to release it, and the child's
+    first call waited for good. The parent's connections are let go of there as
+    :data:`_INHERITED` says: a :meth:`SQLiteStore.close` in the child must not close them.
+    """
+
+    def __init__(self) -> None:
+        self.open: list[sqlite3.Connection] = []
+        self.busy: list[sqlite3.Connection] = []
+        self.lock = threading.Lock()
+        renew_in_forked_child(self)
+
+    def after_fork_in_child(self) -> None:
+        self.lock = threading.Lock()
+        _INHERITED.extend(self.open)
+        self.open.clear()
+        self.busy.clear()
+
+
+def _release(conn: sqlite3.Connection, pid: int, conns: _Connections) -> None:
     """Close ``conn`` (opened by process ``pid``) when its thread has ended, unless
     :meth:`SQLiteStore.close` has."""
-    with lock:
-        if conn not in open_conns:
+    with conns.lock:
+        if conn not in conns.open:
             return
-        open_conns.remove(conn)
+        conns.open.remove(conn)
     if pid != os.getpid():
         _INHERITED.append(conn)
         return
@@ -169,9 +190,7 @@ class SQLiteStore(Store):
         self._synchronous = synchronous
         self._timeout = timeout
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._all_lock = threading.Lock()
-        self._busy: list[sqlite3.Connection] = []  # one entry per call in progress
+        self._conns = _Connections()
         self._closed = False
         self._conn()  # open now: a bad path fails here, not on first use
 
@@ -199,14 +218,14 @@ class SQLiteStore(Store):
                 f"cannot open SQLite store {self.path}: {exc}{self._open_hint()}"
             ) from exc
         slot = _ThreadConnection(conn)
-        with self._all_lock:
+        with self._conns.lock:
             closed = self._closed
             if not closed:
-                self._all.append(conn)
+                self._conns.open.append(conn)
         if closed:  # by another thread while this one opened it
             conn.close()
             raise self._closed_error()
-        release = weakref.finalize(slot, _release, conn, slot.pid, self._all, self._all_lock)
+        release = weakref.finalize(slot, _release, conn, slot.pid, self._conns)
         release.atexit = False  # at exit a daemon thread may still be using it
         self._local.slot = slot
         return conn
@@ -327,16 +346,17 @@ class SQLiteStore(Store):
         process, a segmentation fault, when a connection is closed while another thread
         runs a statement on it)."""
         conn = self._conn()
-        with self._all_lock:
+        conns = self._conns
+        with conns.lock:
             if self._closed:  # since _conn(): the connection may be closed already
                 raise self._closed_error()
-            self._busy.append(conn)
+            conns.busy.append(conn)
         try:
             yield conn
         finally:
-            with self._all_lock:
-                self._busy.remove(conn)
-                last = self._closed and conn not in self._busy
+            with conns.lock:
+                conns.busy.remove(conn)
+                last = self._closed and conn not in conns.busy
             if last:
                 _close_quietly(conn)
 
@@ -360,9 +380,9 @@ class SQLiteStore(Store):
     def close(self) -> None:
         """Close the store: later calls raise :class:`StoreError`. A call another thread
         is making finishes first (its write is kept), and its connection closes after it."""
-        with self._all_lock:
-            conns = [c for c in self._all if c not in self._busy]
-            self._all.clear()  # in place: the threads' finalizers hold this list
+        with self._conns.lock:
+            conns = [c for c in self._conns.open if c not in self._conns.busy]
+            self._conns.open.clear()  # in place: the threads' finalizers hold this list
             self._closed = True
         for c in conns:
             _close_quietly(c)

@@ -9,6 +9,8 @@ import os
 import signal
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -355,3 +357,59 @@ def test_a_signal_raised_while_waiting_for_the_lock_leaves_no_transaction_open(
         assert elsewhere.append_turn("a", "user", "other worker", 0.0).seq == 0
         assert s.append_turn("a", "user", "next job", 0.0).seq == 1
         assert [t.text for t in s.get_turns("a", 0, 9)] == ["other worker", "next job"]
+
+
+def _fork_and_wait(child: Callable[[], int], seconds: float = 30) -> int | None:
+    """Fork; the child runs ``child`` and exits with its status. The child's exit code, or
+    ``None`` (it was killed) if it had not ended within ``seconds``."""
+    pid = os.fork()
+    if pid == 0:  # the child: never back into pytest
+        os._exit(child())
+    deadline = time.monotonic() + seconds
+    done, status = os.waitpid(pid, os.WNOHANG)
+    while done == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        done, status = os.waitpid(pid, os.WNOHANG)
+    if done == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        return None
+    return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork with threads
+@pytest.mark.timeout(120)
+def test_a_child_forked_while_a_thread_makes_a_call_can_use_the_store(tmp_path: Path) -> None:
+    """Every call takes the store's connection-list lock; a child forked while a thread of
+    the parent held it (a request being served) inherited it held, and its first call
+    waited for good. Both processes go on writing the one file."""
+    store = SQLiteStore(tmp_path / "m.db")
+    store.append_turn("s", "user", "before", 0.0)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store._conns.lock:  # what any call holds for a moment
+            held.set()
+            release.wait(60)
+
+    def in_child() -> int:
+        try:
+            store.append_turn("s", "user", "child", 1.0)
+            store.close()  # closes the child's own connection, not the parent's
+            return 0
+        except BaseException:
+            return 1
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        code = _fork_and_wait(in_child)
+    finally:
+        release.set()
+        holder.join(30)
+    assert code == 0, "the child hung" if code is None else f"the child failed ({code})"
+    store.append_turn("s", "user", "parent", 2.0)
+    assert [t.text for t in store.get_turns("s", 0, 3)] == ["before", "child", "parent"]
+    store.close()
