@@ -596,7 +596,8 @@ class OpticalMemory:
         return self._prices.get_or_compute(key, lambda: price_page(page, self.cost_model))
 
     def _assemble(
-        self, session: str, budget: int, now: float | None, *, pack: bool = True
+        self, session: str, budget: int, now: float | None, *, pack: bool = True,
+        retries: int = 8,
     ) -> _Assembly:
         model = self.cost_model
         now = _check_now(self.clock() if now is None else now)
@@ -611,6 +612,13 @@ class OpticalMemory:
         self._check_layout(last)
         frontier = Frontier.after(last)
         turns = self.store.get_turns(session, frontier.seq, turn_count)
+        if (retries > 0 and _lacks_turns_after(frontier.seq, turns, turn_count)
+                and self.store.page_count(session) != page_count):
+            # Another thread or process sealed a page since ``page_count`` was read and,
+            # with keep_archive=False, forgot its turns: those turns are on a page this
+            # context has not read, and shown as they stand it held neither — not even
+            # the newest turns, when the page took them all. Read everything again.
+            return self._assemble(session, budget, now, pack=pack, retries=retries - 1)
         staging = [t for t in turns if t.seq < turn_count - self.verbatim_turns]
         if pack and self._packer.may_seal(frontier, staging) and self._pack(
             session, turn_count, page_count, last, turns
@@ -1248,6 +1256,13 @@ def _turn_inputs(turns: object) -> Iterable[Any]:
             f"turns must be a list (or other iterable) of turns, not "
             f"{type(turns).__name__}{one}")
     return turns
+
+
+def _lacks_turns_after(first: int, turns: Sequence[Turn], turn_count: int) -> bool:
+    """Whether ``turns`` (read for seqs ``first`` up to ``turn_count``) lack one after
+    ``first`` — forgotten since the page count was read. (Turn ``first`` itself may be
+    wholly on the newest page, and forgotten with it when the archive is not kept.)"""
+    return sum(1 for t in turns if t.seq > first) < turn_count - first - 1
 
 
 def _default_store() -> Store:

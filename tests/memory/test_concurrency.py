@@ -837,3 +837,42 @@ def test_a_timed_out_async_write_is_over_before_the_task_goes_on() -> None:
 
     asyncio.run(go())
     mem.close()
+
+
+class _TurnReadHook(InMemoryStore):
+    """Runs ``before_read`` (once) when turns are next read: another writer's calls landing
+    between a context's page count and its read of the turns after the newest page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.before_read: Callable[[], None] | None = None
+
+    def get_turns(self, session: str, start: int, stop: int) -> Any:
+        hook, self.before_read = self.before_read, None
+        if hook is not None:
+            hook()
+        return super().get_turns(session, start, stop)
+
+
+def test_a_page_sealed_and_forgotten_while_a_context_reads_leaves_no_turn_out() -> None:
+    """With ``keep_archive=False``, another add sealing a page between a context's page
+    count and its read of the turns after the newest page forgot those turns: the context
+    showed neither the page nor the turns — not even the newest, which the page took."""
+    store = _TurnReadHook()
+    mem = OpticalMemory(store, codec=None, verbatim_turns=2, keep_archive=False)
+    said = iter(range(10_000))
+
+    def seal_a_page() -> None:
+        pages = store.page_count("s")
+        while store.page_count("s") == pages:
+            mem.add("s", "user", f"note {next(said)}: the quarterly plan, line by line " * 6)
+
+    seal_a_page()
+    store.before_read = seal_a_page  # lands inside the next context
+    ctx = mem.context("s")
+    assert store.before_read is None  # it ran
+    newest = store.turn_count("s") - 1
+    shown = [seq for p in ctx.pages for seq in p.seqs] + [t.turn.seq for t in ctx.turns]
+    assert ctx.turns and ctx.turns[-1].turn.seq == newest
+    assert set(shown) == set(range(newest + 1))  # every turn: on a page or verbatim
+    mem.close()
