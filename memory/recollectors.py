@@ -259,6 +259,15 @@ class ThreadRecollector:
         """Drop the pages still queued and (with ``wait``) wait for the batch being read
         now, if any, so that the store is not closed under it. Later submits are
         ignored."""
+        if threading.current_thread() is self._thread:
+            # The worker itself: a memory dropped unclosed in a reference cycle is freed
+            # by a garbage collection that any allocation may run — here one of the
+            # worker's, maybe while it holds ``_cond`` (not reentrant), so the finalizer's
+            # stop waited on the worker's own lock and the thread never ended. No other
+            # thread can be waiting on a memory that is gone: the flag alone ends the
+            # loop, checked before the next batch is taken.
+            self._stopped = True
+            return
         with self._cond:
             self._stopped = True
             self._jobs.clear()

@@ -876,3 +876,37 @@ def test_a_page_sealed_and_forgotten_while_a_context_reads_leaves_no_turn_out() 
     assert ctx.turns and ctx.turns[-1].turn.seq == newest
     assert set(shown) == set(range(newest + 1))  # every turn: on a page or verbatim
     mem.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_memory_freed_by_a_collection_in_its_own_worker_ends_the_worker() -> None:
+    """A memory dropped unclosed in a reference cycle is freed by whichever thread's
+    allocation runs the garbage collector. When that was the background worker, holding
+    its queue's lock, the finalizer's stop waited on that same lock: the worker hung for
+    good (a thread and a codec kept per memory so dropped)."""
+    gate = threading.Event()
+    codec = Labelling(gate)
+    mem = OpticalMemory(codec=codec, verbatim_turns=2, recollect="background")
+    mem.add_many("s", talk(40))
+    assert codec.started.wait(30)  # the worker is reading its first batch
+    worker = mem._worker
+    assert isinstance(worker, ThreadRecollector) and worker._thread is not None
+    thread = worker._thread
+    real_forget = worker._seen.forget_pairs
+
+    def forget_pairs(pairs: Sequence[tuple[str, Job]]) -> None:
+        gc.collect()  # a collection the worker's allocations run, inside its lock
+        real_forget(pairs)
+
+    worker._seen.forget_pairs = forget_pairs  # type: ignore[method-assign]
+    mem.cycle = mem  # type: ignore[attr-defined]  # freed only by the collector
+    gc.disable()
+    try:
+        ref = weakref.ref(mem)
+        del mem
+        gate.set()  # the batch ends; the worker collects inside its lock
+        thread.join(30)
+    finally:
+        gc.enable()
+    assert ref() is None
+    assert not thread.is_alive()
