@@ -118,10 +118,10 @@ class _ThreadConnection:
 
 
 _INHERITED: list[sqlite3.Connection] = []
-"""Connections a forked child let go of that its parent opened: never closed there, as
-closing one would act on the parent's SQLite lock state, which the child shares (and
-may hang on a lock the parent held at the fork); kept, so that freeing them does not
-close them either."""
+"""Connections a forked child let go of unclosed that its parent opened with a call still
+using them at the fork (past :data:`_ForkGate.WAIT_S`): closing one would roll back, in
+the wal-index the processes share, a transaction the parent is still writing; kept, so
+that freeing them does not close them either."""
 
 
 def _close_quietly(conn: sqlite3.Connection) -> None:
@@ -131,14 +131,74 @@ def _close_quietly(conn: sqlite3.Connection) -> None:
         log.debug("closing a SQLite connection failed: %s", exc)
 
 
+class _ForkGate:
+    """Keeps ``fork`` from splitting a SQLite call: a fork waits for the calls in progress
+    in this process (any store's), and calls begun meanwhile wait for the fork.
+
+    SQLite keeps its file locks' bookkeeping per process, keyed by the file, and a forked
+    child inherits a copy of the parent's. A connection the child then opens shares that
+    copy: a child forked while a thread of the parent was writing saw the write lock as
+    held by itself for good ("database is locked" on its every write), and one forked at
+    all never took the lock that tells SQLite another process has the file open — so the
+    parent closing its store (or exiting) checkpointed and deleted the WAL under the
+    child, whose later turns were lost. With no call in progress at the fork, every
+    connection the child inherits is idle, and the child closes them all
+    (:meth:`_Connections.after_fork_in_child`): its own then start from fresh bookkeeping.
+    """
+
+    WAIT_S = 120.0
+    """How long a fork waits for the calls in progress (each ends within its store's busy
+    timeout); past it the fork goes on, with a warning."""
+
+    def __init__(self) -> None:
+        self._renew()
+        os.register_at_fork(before=self._before, after_in_parent=self._after_in_parent,
+                            after_in_child=self._renew)
+
+    def _renew(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._calls = 0
+        self._forking = False
+
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        """Hold off a fork for the block (a store call)."""
+        cond = self._cond
+        with cond:
+            while self._forking:
+                cond.wait()
+            self._calls += 1
+        try:
+            yield
+        finally:
+            with cond:
+                self._calls -= 1
+                if not self._calls:
+                    cond.notify_all()
+
+    def _before(self) -> None:
+        with self._cond:
+            self._forking = True
+            if not self._cond.wait_for(lambda: not self._calls, self.WAIT_S):
+                log.warning("forking while %d SQLite store calls are still in progress: "
+                            "the child may find the store locked", self._calls)
+
+    def _after_in_parent(self) -> None:
+        with self._cond:
+            self._forking = False
+            self._cond.notify_all()
+
+
+_FORKS = _ForkGate()
+
+
 class _Connections:
     """The connections a store opened (``open``), those a call is using now (``busy``, one
     entry per call) and the lock guarding both; shared with the threads' finalizers.
 
     Renewed in a forked child: a thread of the parent that held the lock at the fork (any
     store call takes it, twice) does not live on there to release it, and the child's
-    first call waited for good. The parent's connections are let go of there as
-    :data:`_INHERITED` says: a :meth:`SQLiteStore.close` in the child must not close them.
+    first call waited for good.
     """
 
     def __init__(self) -> None:
@@ -148,8 +208,15 @@ class _Connections:
         renew_in_forked_child(self)
 
     def after_fork_in_child(self) -> None:
+        """Close the parent's connections (idle: :class:`_ForkGate`), so that the child's
+        own share no lock bookkeeping with them; any a call was still using at the fork
+        are let go of unclosed, as :data:`_INHERITED` says."""
         self.lock = threading.Lock()
-        _INHERITED.extend(self.open)
+        for conn in self.open:
+            if conn in self.busy:
+                _INHERITED.append(conn)
+            else:
+                _close_quietly(conn)
         self.open.clear()
         self.busy.clear()
 
@@ -192,7 +259,8 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._conns = _Connections()
         self._closed = False
-        self._conn()  # open now: a bad path fails here, not on first use
+        with _FORKS.call():
+            self._conn()  # open now: a bad path fails here, not on first use
 
     # ------------------------------------------------------------------ connections
     def _closed_error(self) -> StoreError:
@@ -344,7 +412,12 @@ class SQLiteStore(Store):
         """This thread's connection, held open for one call: :meth:`close` from another
         thread leaves it to be closed here when the call ends (``sqlite3`` crashes the
         process, a segmentation fault, when a connection is closed while another thread
-        runs a statement on it)."""
+        runs a statement on it). No fork splits it (:class:`_ForkGate`)."""
+        with _FORKS.call():
+            yield from self._held()
+
+    def _held(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`_using`'s body, run inside the fork gate."""
         conn = self._conn()
         conns = self._conns
         with conns.lock:

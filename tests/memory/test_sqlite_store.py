@@ -413,3 +413,100 @@ def test_a_child_forked_while_a_thread_makes_a_call_can_use_the_store(tmp_path: 
     store.append_turn("s", "user", "parent", 2.0)
     assert [t.text for t in store.get_turns("s", 0, 3)] == ["before", "child", "parent"]
     store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork with threads
+@pytest.mark.timeout(120)
+def test_a_forked_childs_turns_survive_the_parent_closing_its_store(tmp_path: Path) -> None:
+    """A child's connection shared SQLite's lock bookkeeping with the connections it
+    inherited, so it never took the lock telling SQLite another process has the file
+    open: the parent closing its store (or exiting) then checkpointed and deleted the WAL
+    under the child, and every turn the child added after that was lost."""
+    path = tmp_path / "m.db"
+    store = SQLiteStore(path)
+    store.append_turn("s", "user", "parent", 0.0)
+    go, ready = os.pipe(), os.pipe()
+
+    def in_child() -> int:
+        try:
+            store.append_turn("s", "user", "child 0", 1.0)
+            os.write(ready[1], b"1")
+            os.read(go[0], 1)  # the parent has closed its store
+            for i in range(1, 20):
+                store.append_turn("s", "user", f"child {i}", 1.0)
+            return 0  # exits without closing, as a killed worker does
+        except BaseException:
+            return 1
+
+    pid = os.fork()
+    if pid == 0:
+        os._exit(in_child())
+    try:
+        assert os.read(ready[0], 1) == b"1"
+        store.close()
+        os.write(go[1], b"1")
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with SQLiteStore(path) as again:
+        assert [t.text for t in again.get_turns("s", 0, 100)] == (
+            ["parent"] + [f"child {i}" for i in range(20)])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork with threads
+@pytest.mark.timeout(120)
+def test_a_child_forked_while_a_thread_writes_can_write(tmp_path: Path) -> None:
+    """A child forked while a thread of the parent was inside a write transaction took
+    the write lock for its own, held for good: each of its writes waited out the busy
+    timeout and failed ("database is locked"). A fork now waits for the calls in
+    progress, and the child writes after the parent's write is committed."""
+    from opticmem import sqlite_store
+
+    store = SQLiteStore(tmp_path / "m.db", timeout=3)
+    store.append_turn("s", "user", "before", 0.0)
+    writing, release, forked = threading.Event(), threading.Event(), threading.Event()
+
+    def write() -> None:
+        with store._write() as conn:  # an append in progress
+            conn.execute("INSERT INTO blobs(session, key, data) VALUES ('s', 'k', x'00')")
+            writing.set()
+            release.wait(60)
+
+    def release_once_forking() -> None:
+        # The write ends once a fork waits for it (or, without that wait, has happened).
+        gate = getattr(sqlite_store, "_FORKS", None)
+        deadline = time.monotonic() + 60
+        while not (forked.is_set() or getattr(gate, "_forking", False)):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        release.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert writing.wait(30)
+    releaser = threading.Thread(target=release_once_forking)
+    releaser.start()
+
+    def in_child() -> int:
+        try:
+            store.append_turn("s", "user", "child", 1.0)
+            return 0
+        except StoreError:
+            return 1
+
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(in_child())
+        forked.set()
+        _, status = os.waitpid(pid, 0)
+    finally:
+        forked.set()
+        releaser.join(60)
+        writer.join(60)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [t.text for t in store.get_turns("s", 0, 3)] == ["before", "child"]
+    assert store.get_blob("s", "k") == b"\x00"
+    store.close()
