@@ -213,7 +213,21 @@ class ThreadRecollector:
                 batch = [self._jobs.popitem(last=False)[1]
                          for _ in range(min(self._batch, len(self._jobs)))]
                 self._busy = len(batch)
-            failed = self._read(batch)
+            try:
+                failed = self._read(batch)
+            except BaseException:
+                # Not an Exception (a codec letting SystemExit or an interrupt out): the
+                # thread ends. Its batch used to stay counted busy and the thread stay
+                # taken, so flush() never returned and no page was read in the
+                # background again. The batch is forgotten as queued and the next page
+                # queued starts a new thread.
+                with self._cond:
+                    self._seen.forget_pairs(batch)
+                    self._busy = 0
+                    if self._thread is threading.current_thread():
+                        self._thread = None
+                    self._cond.notify_all()
+                raise
             with self._cond:
                 self._seen.forget_pairs(failed)
                 self._busy = 0

@@ -910,3 +910,49 @@ def test_a_memory_freed_by_a_collection_in_its_own_worker_ends_the_worker() -> N
         gc.enable()
     assert ref() is None
     assert not thread.is_alive()
+
+
+class _Stop(BaseException):
+    """Not an ``Exception``: what a codec lets out when it is told to stop (SystemExit)."""
+
+
+@pytest.mark.timeout(60)
+def test_a_codec_raising_a_base_exception_does_not_leave_flush_waiting_for_good() -> None:
+    """The background thread caught only ``Exception``: a codec letting a ``SystemExit``
+    (or any other ``BaseException``) out ended it with its batch still counted as being
+    read, so ``flush()`` never returned and no page was read in the background again."""
+    codec = Labelling()
+    real_decode = codec.decode
+    calls = iter(range(1_000))
+
+    def decode(tokens: Sequence[VisionTokens], *,
+               max_new_tokens: int | None = None) -> list[Recollection]:
+        if next(calls) == 0:
+            raise _Stop
+        return real_decode(tokens, max_new_tokens=max_new_tokens)
+
+    codec.decode = decode  # type: ignore[method-assign]
+    mem = OpticalMemory(codec=codec, verbatim_turns=2, recollect="background")
+    worker = mem._worker
+    assert isinstance(worker, ThreadRecollector)
+    first = threading.Event()
+    real_hook = threading.excepthook
+
+    def hook(args: Any) -> None:
+        if args.exc_type is _Stop:
+            first.set()  # the first thread ended with it (and said so)
+        else:
+            real_hook(args)
+
+    threading.excepthook = hook
+    try:
+        mem.add_many("s", talk(40))
+        assert first.wait(30)
+    finally:
+        threading.excepthook = real_hook
+    assert mem.flush(30) is True
+    mem.context("s")  # queues the pages again: a new thread reads them
+    assert mem.flush(30) is True
+    assert unread_image_pages(mem, "s") == 0
+    mem.close()
+    assert not any(t.name == "opticmem-recollect" for t in threading.enumerate())
