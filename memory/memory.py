@@ -457,8 +457,11 @@ class OpticalMemory:
         then would show a deleted conversation and seal new pages from a stale frontier,
         leaving turns off every page. So the newest cached page is read back from the store
         (one page, once per call) and compared; any difference, or a page log now too short
-        to hold it, drops the session's cached pages and recall index. (A page count read
-        before another thread sealed the cached page is no reason to drop anything.)
+        to hold it, drops the session's cached pages and recall index. A page records the
+        digest of the pages before it (``PageRecord.prev``), so the newest one unchanged
+        vouches for the older ones too: a session imported again with a turn redacted in
+        place has the same newest page but for that digest. (A page count read before
+        another thread sealed the cached page is no reason to drop anything.)
         """
         ref = self._refs.get(session)
         if ref is not None and not ref:
@@ -519,7 +522,8 @@ class OpticalMemory:
             turns = self.store.get_turns(session, frontier.seq, stop)
         else:
             turns = [t for t in turns if t.seq < stop]
-        new = self._packer.seal(session, page_count, frontier, turns)
+        new = self._packer.seal(session, page_count, frontier, turns,
+                                prev=last.digest if last is not None else "")
         if new and self.store.turn_count(session) < turn_count:
             # The session was deleted (and maybe begun again) since ``turn_count`` was
             # known: counted from the old life, the window would seal the new life's

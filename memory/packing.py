@@ -129,12 +129,15 @@ class Packer:
         )
 
     def seal(
-        self, session: str, next_page_no: int, frontier: Frontier, turns: Sequence[Turn]
+        self, session: str, next_page_no: int, frontier: Frontier, turns: Sequence[Turn],
+        *, prev: str = "",
     ) -> list[PageRecord]:
         """Records of the complete pages ``turns`` fill, numbered from ``next_page_no``.
 
         ``turns`` are the staging turns in seq order, starting at the frontier's turn
-        (turns forgotten from the archive are simply absent).
+        (turns forgotten from the archive are simply absent); ``prev`` is the
+        :attr:`~opticmem.records.PageRecord.digest` of the session's newest page (``""``:
+        none), which the first new page records and each later one chains on.
         """
         if not turns or not self.may_seal(frontier, turns):
             return []
@@ -142,11 +145,13 @@ class Packer:
         for layout in self._paginate(frontier, turns):
             if not layout.complete:
                 break
-            out.append(self._record(session, next_page_no + len(out), layout, turns))
+            out.append(self._record(session, next_page_no + len(out), layout, turns,
+                                    out[-1].digest if out else prev))
         return out
 
     def _record(
-        self, session: str, page_no: int, layout: PageLayout, turns: Sequence[Turn]
+        self, session: str, page_no: int, layout: PageLayout, turns: Sequence[Turn],
+        prev: str,
     ) -> PageRecord:
         first, last = layout.sources[0], layout.sources[-1]
         spans: dict[int, tuple[int, int]] = {}
@@ -176,6 +181,7 @@ class Packer:
             missing=layout.missing,  # each character once (paginate)
             text_counter=self.counter.name,
             cues=page_cues(segments, facts),
+            prev=prev,
         )
 
     def remainder(self, frontier: Frontier, turns: Sequence[Turn]) -> list[Remainder]:

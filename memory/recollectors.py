@@ -30,15 +30,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PageRef = tuple[()] | tuple[int, int, int, int, int, float, float, int]
-"""What identifies a sealed page: its number, span, times and the hash of its transcript
-(a session deleted or expired and begun again numbers its new pages from 0); ``()`` when
-there is no page."""
+PageRef = tuple[()] | tuple[int, int, int, int, int, float, float, int, str]
+"""What identifies a sealed page: its number, span, times, the hash of its transcript and
+the digest of the pages before it (a session deleted or expired and begun again numbers
+its new pages from 0); ``()`` when there is no page."""
 
 
 def page_ref(page: PageRecord) -> PageRef:
     return (page.page_no, page.first_seq, page.first_line, page.last_seq, page.end_line,
-            page.first_ts, page.last_ts, hash(page.transcript))
+            page.first_ts, page.last_ts, hash(page.transcript), page.prev)
 
 
 JobKey = tuple[str, str, PageRef]

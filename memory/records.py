@@ -8,6 +8,7 @@ from the records.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -84,6 +85,18 @@ class PageRecord:
     cues: tuple[str, ...] = ()
     """Per fact, the content words around it on the page, space-separated (``()``: sealed
     before cues existed), so recall finds a fact by what it was about."""
+    prev: str = ""
+    """:attr:`digest` of the session's page before this one (``""``: page 0, or a page
+    sealed before digests were chained). Through it a page names every page before it, so
+    a memory that finds the newest page it caches unchanged in the store knows the older
+    ones it caches are unchanged too — after the session was deleted and imported again
+    with one turn redacted in place, only the pages holding that turn differ."""
+
+    @property
+    def digest(self) -> str:
+        """A digest of the whole record, :attr:`prev` included: of this page and, through
+        the chain, of every page before it."""
+        return hashlib.sha256(self.to_json().encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
     @property
     def seqs(self) -> range:
@@ -115,6 +128,7 @@ class PageRecord:
                 missing=tuple(str(m) for m in d.get("missing", ())),
                 text_counter=str(d.get("text_counter", "")),
                 cues=tuple(str(c) for c in d.get("cues", ())),
+                prev=str(d.get("prev", "")),
             )
         except (ValueError, KeyError, TypeError, OverflowError) as exc:  # Overflow: int(1e999)
             raise CorruptRecordError(f"session {session!r}: unreadable page record: {exc}") from exc

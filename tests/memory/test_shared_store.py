@@ -54,6 +54,32 @@ def test_a_session_deleted_elsewhere_is_not_served_from_cache(store: Store) -> N
     assert not any("4111" in p.text for p in reader.recall("carol", "card 4111", decode=False))
 
 
+def test_a_session_imported_again_with_a_turn_redacted_in_place_is_not_served_from_cache(
+    store: Store,
+) -> None:
+    # Found hunting the invariants: the card number redacted to as many characters leaves
+    # every page after the first one identical, the newest one included, and the reader,
+    # which compared only its newest cached page with the store, went on showing page 0
+    # of the deleted import, card number and all.
+    writer, reader = memory(store), memory(store)
+
+    def conversation(card: str) -> list[tuple[str, str, float]]:
+        return [("user", f"my card is {card}", 1_772_352_000.0)] + [
+            ("assistant" if i % 2 else "user", f"turn {i}: " + "talk " * 12,
+             1_772_352_000.0 + i) for i in range(1, 30)]
+
+    writer.add_many("erin", conversation("4111-1111-1111-1111"))
+    assert "4111" in reader.context("erin").pages[0].record.transcript
+
+    writer.delete_session("erin")
+    writer.add_many("erin", conversation("XXXX-XXXX-XXXX-XXXX"))
+
+    ctx = reader.context("erin")
+    assert ctx.pages[0].page_no == 0
+    assert not any("4111" in p.record.transcript for p in ctx.pages)
+    assert [p.record for p in ctx.pages] == writer.pages("erin")[-len(ctx.pages):]
+
+
 def test_pages_sealed_after_a_restart_elsewhere_tile_the_new_turns(store: Store) -> None:
     writer, other = memory(store), memory(store)
     old_life(writer, "dave", 30, words=120)  # pages that end at other turns than the new
