@@ -175,7 +175,10 @@ class OpticalMemory:
             tokenizer, or a callable ``str -> int``).
         policy: ``"rank"`` (default), ``"age"``, ``"pressure"`` or a
             :class:`~opticmem.policy.DecayPolicy`.
-        verbatim_turns: the newest turns always kept verbatim (≥ 1; default 8).
+        verbatim_turns: the newest turns always kept verbatim (≥ 1; default 8). Memories
+            that share a session should share it too: pages seal what falls out of the
+            window of whichever memory packs, so a narrower one's pages take turns a wider
+            one would show verbatim (logged once, as a warning, by the wider one).
         render_settings: page layout (default: the codec's own layout when a codec
             instance that declares one is given, else 104×52 cells on a 1280-pixel page).
             A session is read and written with the settings it was packed with: another
@@ -282,6 +285,8 @@ class OpticalMemory:
         self._owns_store = not isinstance(store, Store)
         self.budget_tokens = budget_tokens
         self.verbatim_turns = verbatim_turns
+        self._window_warned = False
+        """Whether :meth:`_check_window` has warned (it does once per memory)."""
         if render_settings is None and isinstance(codec, Codec):
             render_settings = codec.render_settings
         self.render_settings = render_settings or RenderSettings()
@@ -514,6 +519,7 @@ class OpticalMemory:
             self._check_cache(session)
             last = self._last_page(session, page_count)
         self._check_layout(last)
+        self._check_window(last, turn_count)
         frontier = Frontier.after(last)
         stop = turn_count - self.verbatim_turns
         if stop <= frontier.seq:
@@ -574,6 +580,21 @@ class OpticalMemory:
                 "session was written with."
             )
 
+    def _check_window(self, last: PageRecord | None, turn_count: int) -> None:
+        """Warn (once per memory) when the session's newest page ``last`` holds a turn of
+        this memory's verbatim window: another memory on the store, with a narrower
+        ``verbatim_turns``, sealed it, and this one can show that turn only on its page.
+        Not an error: the context is whole, only less of it verbatim."""
+        if (last is None or self._window_warned
+                or last.last_seq < turn_count - self.verbatim_turns):
+            return
+        self._window_warned = True
+        log.warning(
+            "session %r: page %d holds turn %d, which is among this memory's %d verbatim "
+            "turns: a memory with a narrower verbatim_turns sealed it. Memories sharing "
+            "sessions should use one verbatim_turns (ingest: --verbatim-turns).",
+            last.session[:200], last.page_no, last.last_seq, self.verbatim_turns)
+
     def _wholly_sealed(self, last: PageRecord, turns: Sequence[Turn]) -> int:
         """The first seq not wholly on sealed pages when ``last`` is the newest page.
 
@@ -614,6 +635,7 @@ class OpticalMemory:
         if last is not None and turn_count <= last.last_seq:
             turn_count = self._check_turn_log(session, last)
         self._check_layout(last)
+        self._check_window(last, turn_count)
         frontier = Frontier.after(last)
         turns = self.store.get_turns(session, frontier.seq, turn_count)
         if (retries > 0 and _lacks_turns_after(frontier.seq, turns, turn_count)

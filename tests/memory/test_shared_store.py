@@ -131,3 +131,25 @@ def test_an_add_whose_session_is_restarted_before_it_packs_seals_no_new_turn(
     assert store.page_count("erin") == 0
     assert [t.seq for t in mem.context("erin").turns] == [0, 1, 2]
     assert all(t.text.startswith("new ") for t in mem.turns("erin"))
+
+
+def test_a_wider_window_is_told_once_when_a_narrower_one_sealed_its_turns(
+    store: Store, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two memories on one session with different verbatim_turns: the narrower one's pages
+    take turns the wider one promises verbatim, and nothing said so."""
+    settings = RenderSettings(max_rows=2)
+    wide = OpticalMemory(store, codec=None, verbatim_turns=6, render_settings=settings)
+    narrow = OpticalMemory(store, codec=None, verbatim_turns=1, render_settings=settings)
+    for i in range(8):
+        wide.add("w", "user", f"turn {i}")
+    with caplog.at_level("WARNING", logger="opticmem"):
+        wide.context("w")
+        assert not caplog.records  # its own pages leave its window alone
+        narrow.context("w")
+        assert not caplog.records  # nor does the narrower one warn about its own
+        assert [t.seq for t in wide.context("w").turns] == [6, 7]
+        wide.add("w", "user", "turn 8")
+        wide.context("w")
+    told = [r.getMessage() for r in caplog.records]
+    assert len(told) == 1 and "narrower verbatim_turns" in told[0] and "6 verbatim" in told[0]
