@@ -1123,17 +1123,27 @@ class OpticalMemory:
         with self._lock:
             self._dirty.pop(session, None)
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Stop the background worker and close the store if this memory opened it.
 
         Pages still queued for background reading are dropped (they are read lazily if
         the store outlives the memory); a batch being read right now is waited for, so
-        the store is never closed under it. Calls still running in other threads are not
-        waited for: close the memory after them. (A memory dropped unclosed is freed, and
-        its background thread ends after the batch in hand.)
+        the store is never closed under it — for up to ``timeout`` seconds (``None``: as
+        long as it takes). A batch still being read then (a codec that hangs) raises
+        :class:`TimeoutError` with the store left open; ``close`` again later closes it.
+        Calls still running in other threads are not waited for: close the memory after
+        them. (A memory dropped unclosed is freed, and its background thread ends after
+        the batch in hand.)
         """
-        if self._worker is not None:
-            self._worker.stop()  # stays set: a thread packing now may still submit to it
+        timeout = _check_timeout(timeout)
+        if timeout == math.inf:
+            timeout = None  # Thread.join takes no infinity
+        # the worker stays set: a thread packing now may still submit to it
+        if self._worker is not None and not self._worker.stop(timeout):
+            raise TimeoutError(
+                f"the background reader is still reading a batch of pages after {timeout} s "
+                "(a codec that hangs?): the store was left open, as closing it under the "
+                "read could crash; call close() again to wait for it once more")
         if self._owns_store:
             self.store.close()
 
@@ -1201,8 +1211,8 @@ class OpticalMemory:
     async def aflush(self, timeout: float | None = None) -> bool:
         return await asyncio.to_thread(self.flush, timeout)
 
-    async def aclose(self) -> None:
-        await write_in_thread(self.close)
+    async def aclose(self, timeout: float | None = None) -> None:
+        await write_in_thread(self.close, timeout)
 
 
 def _weakly(method: Callable[P, None]) -> Callable[P, None]:

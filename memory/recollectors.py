@@ -52,8 +52,9 @@ class Recollector(Protocol):
     def wait(self, timeout: float | None) -> bool:
         """Wait until every page submitted is dealt with (``True``) or ``timeout`` passes."""
 
-    def stop(self) -> None:
-        """Submit nothing more."""
+    def stop(self, timeout: float | None = None) -> bool:
+        """Submit nothing more; ``False`` if work in hand outlasted ``timeout`` seconds
+        (``None``: waited for as long as it takes)."""
 
 
 class FailureLog:
@@ -269,10 +270,11 @@ class ThreadRecollector:
             return self._cond.wait_for(
                 lambda: self._stopped or (not self._jobs and not self._busy), timeout)
 
-    def stop(self, wait: bool = True) -> None:
-        """Drop the pages still queued and (with ``wait``) wait for the batch being read
-        now, if any, so that the store is not closed under it. Later submits are
-        ignored."""
+    def stop(self, timeout: float | None = None, *, wait: bool = True) -> bool:
+        """Drop the pages still queued and (with ``wait``) wait up to ``timeout`` seconds
+        (``None``: as long as it takes) for the batch being read now, if any, so that the
+        store is not closed under it: ``False`` if that batch is still being read. Later
+        submits are ignored."""
         if threading.current_thread() is self._thread:
             # The worker itself: a memory dropped unclosed in a reference cycle is freed
             # by a garbage collection that any allocation may run — here one of the
@@ -281,14 +283,16 @@ class ThreadRecollector:
             # thread can be waiting on a memory that is gone: the flag alone ends the
             # loop, checked before the next batch is taken.
             self._stopped = True
-            return
+            return True
         with self._cond:
             self._stopped = True
             self._jobs.clear()
             self._cond.notify_all()
             thread = self._thread
         if wait and thread is not None and thread is not threading.current_thread():
-            thread.join()
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
 
 
 class QueueRecollector:
@@ -413,9 +417,11 @@ class QueueRecollector:
             time.sleep(min(delay, limit - now))
             delay = min(2 * delay, 0.5)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> bool:
         """Queue nothing more. Entries already queued stay for the workers (they are
-        durable in Redis), but :meth:`wait` no longer waits for them."""
+        durable in Redis), but :meth:`wait` no longer waits for them; nothing in hand to
+        wait for (``True``)."""
         with self._lock:
             self._stopped = True
             self._entries.clear()
+        return True

@@ -28,7 +28,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from opticmem import ConfigurationError, InMemoryStore, OpticalMemory, RenderSettings, Tier
+from opticmem import (
+    ConfigurationError,
+    InMemoryStore,
+    OpticalMemory,
+    RenderSettings,
+    StoreError,
+    Tier,
+)
 from opticmem import recall as recall_module
 from opticmem import store as store_module
 from opticmem import stores as stores_module
@@ -955,4 +962,28 @@ def test_a_codec_raising_a_base_exception_does_not_leave_flush_waiting_for_good(
     assert mem.flush(30) is True
     assert unread_image_pages(mem, "s") == 0
     mem.close()
+    assert not any(t.name == "opticmem-recollect" for t in threading.enumerate())
+
+
+@pytest.mark.timeout(120)
+def test_close_with_a_timeout_leaves_the_store_open_when_a_codec_hangs(tmp_path: Path) -> None:
+    """close() waited for the batch being read for as long as it took: a codec that hung
+    hung close() and aclose() (asyncio.wait_for could not end a cancelled close either)."""
+    gate = threading.Event()
+    codec = Labelling(gate)
+    mem = OpticalMemory(f"sqlite:///{tmp_path}/m.db", codec=codec, render_settings=SMALL,
+                        verbatim_turns=2, recollect="background")
+    mem.add_many("s", talk(40))
+    assert codec.started.wait(60)  # the worker is inside a decode that does not return
+    with pytest.raises(ConfigurationError, match="timeout must be a number of seconds"):
+        mem.close(float("nan"))
+    with pytest.raises(TimeoutError, match="store was left open"):
+        mem.close(0.05)
+    with pytest.raises(TimeoutError):
+        asyncio.run(mem.aclose(0.05))
+    assert mem.store.turn_count("s") == 40  # still open, nothing lost
+    gate.set()
+    mem.close(math.inf)  # the batch ends: now it closes
+    with pytest.raises(StoreError):
+        mem.store.turn_count("s")
     assert not any(t.name == "opticmem-recollect" for t in threading.enumerate())
