@@ -28,3 +28,32 @@ def test_readme_states_the_facts_cap_the_code_has() -> None:
 
     text = " ".join(README.read_text().split())
     assert f"the first {MAX_FACTS} distinct facts of a page" in text
+
+
+def _row_cells(table: str, *first: str) -> list[str]:
+    """The cells of the row of a Markdown ``table`` whose leading cells are ``first``."""
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[: len(first)] == list(first):
+            return cells
+    raise AssertionError(f"no row {first} in the results")
+
+
+def test_readme_quotes_the_memory_benchmark_as_it_stands() -> None:
+    """The README's memory-core figures are the current ``memory_speed.md``'s: a rerun of
+    the benchmark left the README quoting the run before it (another host's numbers)."""
+    results = (README.parent / "benchmarks/results/memory_speed.md").read_text()
+    text = " ".join(README.read_text().split())
+    draw = _row_cells(results, "draw the Large master from its layout")[1]
+    match = re.fullmatch(r"([\d.]+) ms \((\d+) pages/s\)", draw)
+    assert match, draw
+    ms, per_s = match.groups()
+    assert f"| draw a Large page from its layout | {ms} ms ({per_s} pages/s/core)" in text
+    for store, where in (("memory", "in-process"), ("sqlite", "SQLite")):
+        row = _row_cells(results, store, "100,000")
+        add_p50, add_p99 = row[3].split()[0], row[4].split()[0]
+        ctx_p50, ctx_p99 = row[5].split()[0], row[6].split()[0]
+        assert f"{add_p50} / {add_p99} ms {where}" in text
+        assert f"{ctx_p50} / {ctx_p99} ms {where}" in text
+    peaks = [_row_cells(results, store, "100,000", "42.8 MB")[5] for store in ("memory", "sqlite")]
+    assert f"{peaks[0]} in-process, {peaks[1]} SQLite" in text
