@@ -57,3 +57,20 @@ def test_readme_quotes_the_memory_benchmark_as_it_stands() -> None:
         assert f"{ctx_p50} / {ctx_p99} ms {where}" in text
     peaks = [_row_cells(results, store, "100,000", "42.8 MB")[5] for store in ("memory", "sqlite")]
     assert f"{peaks[0]} in-process, {peaks[1]} SQLite" in text
+
+
+def test_readme_redis_from_url_calls_take_settings_as_keywords() -> None:
+    """Each ``RedisStore.from_url(...)`` the README shows passes a URL that call accepts:
+    it read ``from_url(url, cluster=True)`` right after a URL holding ``?cluster=1&tenant=``,
+    and ``from_url`` refuses such a URL (its settings are keyword arguments)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from opticmem.redis_store import _URL_SETTINGS
+
+    calls = re.findall(r"RedisStore\.from_url\((.*?)\)`", " ".join(README.read_text().split()))
+    assert calls, "the README no longer shows RedisStore.from_url"
+    for args in calls:
+        url = re.match(r'"([^"]+)"', args)
+        assert url, f"RedisStore.from_url({args}) shows no URL"
+        keys = {k for k, _ in parse_qsl(urlsplit(url.group(1)).query)}
+        assert not keys & set(_URL_SETTINGS), f"from_url refuses {url.group(1)}"
