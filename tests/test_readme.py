@@ -74,3 +74,17 @@ def test_readme_redis_from_url_calls_take_settings_as_keywords() -> None:
         assert url, f"RedisStore.from_url({args}) shows no URL"
         keys = {k for k, _ in parse_qsl(urlsplit(url.group(1)).query)}
         assert not keys & set(_URL_SETTINGS), f"from_url refuses {url.group(1)}"
+
+
+def test_readme_says_how_a_fork_meets_sqlite_calls() -> None:
+    """The README tells what a fork does to SQLite store calls in progress as the store
+    does it: a fork waits for them (up to ``_ForkGate.WAIT_S``). It still told users not to
+    fork while a thread was inside a store call, the child's writes waiting out the busy
+    timeout, after the store came to wait for such calls itself."""
+    from opticmem.sqlite_store import _ForkGate
+
+    text = " ".join(README.read_text().split())
+    assert "do not fork while another thread is inside a store call" not in text
+    assert "a fork waits for the SQLite store calls in progress" in text
+    minutes = f"{_ForkGate.WAIT_S / 60:g}"
+    assert f"a call still running after {minutes} minutes lets the fork go on" in text
