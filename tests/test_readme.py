@@ -88,3 +88,17 @@ def test_readme_says_how_a_fork_meets_sqlite_calls() -> None:
     assert "a fork waits for the SQLite store calls in progress" in text
     minutes = f"{_ForkGate.WAIT_S / 60:g}"
     assert f"a call still running after {minutes} minutes lets the fork go on" in text
+
+
+def test_readme_says_the_offline_agent_cannot_take_the_recall_tool() -> None:
+    """The LangChain example's comment offers ``recall_tool=True``; with the example's fake
+    model that fails inside LangChain (the fake model binds no tools), so the README says
+    so beside it. Checked both ways: the README warns, and the warning is still true."""
+    pytest.importorskip("langchain.agents")
+    block = next(b for b in BLOCKS if "OpticalMemoryMiddleware(memory)" in b)
+    text = " ".join(README.read_text().split())
+    assert "needs a model that binds tools: the fake one here does not" in text
+    code = block.replace("OpticalMemoryMiddleware(memory)",
+                         "OpticalMemoryMiddleware(memory, recall_tool=True)")
+    with pytest.raises(NotImplementedError):
+        exec(compile(code, str(README), "exec"), {"__name__": "readme"})
