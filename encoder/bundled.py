@@ -8,14 +8,13 @@ config and tokenizer sit in the package under ``encoder/weights/``.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from opticmem.encoder.codec import CodecError
+from opticmem.encoder.codec import CodecError, weights_dir
 from opticmem.encoder.config import DecoderConfig
 from opticmem.encoder.examples import IGNORE
 from opticmem.encoder.model import OCRModel
@@ -24,11 +23,6 @@ from opticmem.render import RenderSettings
 
 if TYPE_CHECKING:
     from opticmem.encoder.ocr import OCRCodec
-
-
-def weights_dir() -> Path:
-    """Directory of the packaged weights, config, tokenizer and model card."""
-    return Path(str(resources.files("opticmem.encoder").joinpath("weights")))
 
 
 BUNDLED_TOKENIZER = weights_dir() / "tokenizer.json"

@@ -9,11 +9,14 @@ never holds a tensor it did not ask for.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -186,3 +189,25 @@ class Codec(Protocol):
     ) -> list[Recollection]:
         """Read text back from vision tokens, batched across pages."""
         ...
+
+
+def weights_dir() -> Path:
+    """Directory of the packaged weights, config, tokenizer and model card."""
+    return Path(str(resources.files("opticmem.encoder").joinpath("weights")))
+
+
+def checkpoint_codec_name(directory: str | Path, preset_name: str | None = None) -> str:
+    """The name :meth:`~opticmem.encoder.OCRCodec.from_pretrained` gives one of our
+    checkpoints: ``opticmem:PRESET:DIGEST``, the digest that of its index (which holds
+    every shard's SHA-256). Read from two small files, no weights loaded (nor torch), so
+    a bot that has not loaded its codec can still name it to the workers reading its
+    pages. ``preset_name`` is the config's, read from ``config.json`` when not given;
+    ``OSError``, ``ValueError`` or ``KeyError`` when the files are not there or not ours."""
+    root = Path(directory)
+    if preset_name is None:
+        config = json.loads((root / "config.json").read_text(encoding="utf-8"))
+        preset_name = config["model"]["name"]
+        if not isinstance(preset_name, str):
+            raise ValueError(f"{root / 'config.json'} names no model")
+    index = (root / "model.safetensors.index.json").read_bytes()
+    return f"opticmem:{preset_name}:{hashlib.sha256(index).hexdigest()[:12]}"

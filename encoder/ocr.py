@@ -37,7 +37,7 @@ from tokenizers import Tokenizer
 
 from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, placeholder_ids, read_tokenizer
 from opticmem.encoder.checkpoint import load_checkpoint, read_config, refuse_pickles
-from opticmem.encoder.codec import Recollection, VisionTokens, compact
+from opticmem.encoder.codec import Recollection, VisionTokens, checkpoint_codec_name, compact
 from opticmem.encoder.config import DecoderConfig, preset
 from opticmem.encoder.continuous import generate_continuous
 from opticmem.encoder.cuda_graph import GraphedFunction
@@ -255,9 +255,8 @@ class OCRCodec:
             if problem := round_trip_problem(tokenizer):
                 raise CheckpointError(problem, path=str(tok_path))
         model = load_checkpoint(root, device=device, dtype=dtype)
-        digest = _checkpoint_digest(root)
         return cls(
-            model, tokenizer, name=f"opticmem:{model.cfg.name}:{digest}", prompt=prompt,
+            model, tokenizer, name=checkpoint_codec_name(root, model.cfg.name), prompt=prompt,
             generation=generation, render_settings=render_settings, batch_size=batch_size,
         )
 
@@ -723,8 +722,3 @@ def _official_digest(root: Path) -> str:
     for shard in sorted(root.glob("*.safetensors")):
         h.update(f"{shard.name}:{shard.stat().st_size}".encode("utf-8", "surrogatepass"))
     return h.hexdigest()[:12]
-
-
-def _checkpoint_digest(root: Path) -> str:
-    """A short digest of a checkpoint's index (which holds every shard's SHA-256)."""
-    return hashlib.sha256((root / "model.safetensors.index.json").read_bytes()).hexdigest()[:12]

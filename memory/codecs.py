@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Literal, TypeAlias
 
-from opticmem.encoder.codec import Codec, CodecError
+from opticmem.encoder.codec import Codec, CodecError, checkpoint_codec_name, weights_dir
 from opticmem.forks import renew_in_forked_child
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,8 @@ class CodecSlot:
             "bundled (not loaded yet)" if spec == "bundled" else f"given: {self._codec_name()}"
         )
         self._on_load = on_load
+        self._bundled_name: str | None = None
+        """:meth:`expected_name` of the bundled codec, once read from its files."""
         self.after_fork_in_child()
         renew_in_forked_child(self)
 
@@ -105,6 +107,27 @@ class CodecSlot:
     def peek(self) -> Codec | None:
         """The codec if already resolved, without loading anything."""
         return self._codec
+
+    def expected_name(self) -> str:
+        """The name of the codec this slot holds or would load, without loading it: the
+        bundled codec's is read from its files (:func:`checkpoint_codec_name`); ``""``
+        when there is no telling (a loader of the caller's own, or weights not there).
+
+        What a bot queuing pages tells the workers: they refuse a page meant for another
+        codec than theirs, whose readings the bot would never look up. A bot that had not
+        loaded its codec named none, and a worker of another codec read its pages for
+        nothing, saying nothing."""
+        if self._codec is not None:
+            return self._codec.name
+        if self._resolved or self._loader is not load_bundled_codec:
+            return ""
+        if self._bundled_name is None:
+            try:
+                self._bundled_name = checkpoint_codec_name(weights_dir())
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.debug("the bundled codec's name is not known: %s", exc)
+                self._bundled_name = ""
+        return self._bundled_name
 
     def get(self) -> Codec | None:
         """The codec, loading the bundled one on first call; ``None`` if there is none."""

@@ -344,8 +344,8 @@ class QueueRecollector:
                 return
             self._submitting += 1
         try:
-            codec = self._codec.peek()  # never loaded just for its name: "" = the workers'
-            entries = self.queue.submit(session, fresh, codec=codec.name if codec else "",
+            # never loaded just for its name; "": whatever codec the workers read with
+            entries = self.queue.submit(session, fresh, codec=self._codec.expected_name(),
                                         settings=self._settings)
         except StoreError as exc:
             self._failures.report(exc, session)

@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from opticmem.codecs import CodecSlot
 from opticmem.encoder.bundled import BundledWeightsError, load_bundled_codec, weights_dir
-from opticmem.encoder.codec import CodecError
+from opticmem.encoder.codec import CodecError, checkpoint_codec_name
 from opticmem.encoder.metrics import char_precision
 from opticmem.evaluation import heldout_pages
 from opticmem.render import PageLayout, render_page
@@ -39,6 +40,8 @@ def held_out_large_page() -> tuple[PageLayout, Image.Image]:
 def test_bundled_codec_reads_a_held_out_large_page() -> None:
     codec = load_bundled_codec(device="cpu")
     assert codec.aligned and not codec.generation.cuda_graphs  # graphs only on CUDA
+    # what a bot that has not loaded it names it to the workers (CodecSlot.expected_name)
+    assert codec.name == checkpoint_codec_name(weights_dir()) == CodecSlot().expected_name()
     page, image = held_out_large_page()
     text = codec.decode(codec.encode([image], "large"))[0].text
     # This page reads at 0.917 (held-out Large pages average 0.98,

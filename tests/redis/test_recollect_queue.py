@@ -30,7 +30,12 @@ from typer.testing import CliRunner
 from opticmem import InMemoryStore, OpticalMemory, RenderSettings, Tier
 from opticmem.artefacts import Item, Job, rec_key
 from opticmem.cli import app
-from opticmem.encoder.codec import Recollection, VisionTokens
+from opticmem.encoder.codec import (
+    Recollection,
+    VisionTokens,
+    checkpoint_codec_name,
+    weights_dir,
+)
 from opticmem.errors import ConfigurationError, StoreUnavailableError, StoreURLError
 from opticmem.recollect_queue import (
     GROUP,
@@ -317,17 +322,26 @@ def test_entries_a_worker_must_not_read_go_to_the_dead_letters_at_once(
     assert sum("unreadable recollection queue entry" in r for r in reasons) == 1
 
 
-def test_a_bot_whose_codec_is_not_loaded_yet_leaves_the_choice_to_the_worker(
+def test_a_bot_whose_bundled_codec_is_not_loaded_yet_names_it_to_the_workers(
     stores: tuple[RedisStore, RedisStore],
 ) -> None:
+    """Its entries named no codec, so a worker of another codec read them, and the bot,
+    looking its readings up under the bundled codec's name, never found them: the
+    worker's work was lost, and nothing said so."""
     bot_store, worker_store = stores
     mem = OpticalMemory(bot_store, recollect="queue", verbatim_turns=2, render_settings=SMALL)
-    mem.add_many("s", talk(12))  # codec "bundled", never loaded: entries name no codec
+    mem.add_many("s", talk(12))  # codec "bundled", never loaded: named from its files
+    assert mem._codec.peek() is None
+    bundled = checkpoint_codec_name(weights_dir())
     fields = bot_store._sync().xrange(stream_key(TENANT), count=1)[0][1]
     entry = QueuedPage.from_fields(fields, "first")
-    assert entry.codec == "" and entry.settings == SMALL and entry.tier is Tier.LARGE
-    report = RecollectWorker(worker_store, Digest()).step()
-    assert report is not None and report.read > 0 and report.dead == 0
+    assert entry.codec == bundled and entry.settings == SMALL and entry.tier is Tier.LARGE
+    queued = RedisRecollectQueue.for_store(bot_store).stats().waiting
+    other = RecollectWorker(worker_store, Digest("random:test:0"), batch_size=1).step()
+    assert other is not None and other.read == 0 and other.dead == 1  # said, not lost
+    report = RecollectWorker(worker_store, Digest(bundled), batch_size=100).step()
+    assert report is not None and report.read == queued - 1 and report.dead == 0
+    assert mem._codec.peek() is None  # the bot loaded no model for any of it
     mem.close()
 
 
