@@ -33,6 +33,7 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
+from opticmem import costs
 from opticmem.codecs import CodecSpec, load_bundled_codec
 from opticmem.context import Context
 from opticmem.encoder.progress import progress_enabled
@@ -156,6 +157,24 @@ def fail(message: str, as_json: bool, code: int = 1) -> typer.Exit:
     else:
         err.print(Text.assemble(("error:", "bold red"), " ", message))
     return typer.Exit(code)
+
+
+def bad_option(message: str, option: str | None, as_json: bool) -> Exception:
+    """A usage error (exit 2): typer's own, or with ``--json`` the one JSON object
+    ``{"error": …}`` every command prints then (a script reading stdout got nothing)."""
+    if as_json:
+        return fail(f"{option}: {message}" if option else message, as_json, code=2)
+    return typer.BadParameter(message, param_hint=option)
+
+
+def _check_cost_model(name: str, as_json: bool) -> None:
+    """Refuse a ``--cost-model`` that names no preset as a usage error (exit 2), as a bad
+    ``--codec`` or ``--tiers`` is; it was a failure (exit 1) found once the memory was
+    being made."""
+    try:
+        costs.cost_model(name)
+    except OpticMemError as exc:
+        raise bad_option(str(exc), "--cost-model", as_json) from None
 
 
 def _library_failure(exc: Exception, as_json: bool) -> typer.Exit:
@@ -397,6 +416,7 @@ def demo(
 ) -> None:
     """Replay the sample conversation through the memory and show what fits the budget."""
     _check_sheet(sheet, as_json)
+    _check_cost_model(cost_model, as_json)
     # the sample's questions are about the sample: asked of the user's own transcript they
     # find nothing, or a page that happens to hold their turn number
     to_ask = ([] if questions is None and transcript is not None
@@ -692,7 +712,7 @@ def render(
     try:
         chosen = parse_tiers(tiers)
     except ValueError as exc:
-        raise fail(str(exc), as_json) from exc
+        raise bad_option(str(exc), "--tiers", as_json) from None
     if file.suffix.lower() in TRANSCRIPT_SUFFIXES:
         turns, errors = _read_transcript(file, as_json)
         if errors:
@@ -798,6 +818,7 @@ def inspect(
     """Show a session's pages and tiers (and with --sheet, a contact sheet of the decay);
     seals no page and keeps no decay mark in the store."""
     _check_sheet(sheet, as_json)
+    _check_cost_model(cost_model, as_json)
     db = _sqlite_path(store)
     if db is not None and not db.is_file():  # opening it would create an empty database
         raise fail(f"no SQLite store at {db} (from --store {store})", as_json)

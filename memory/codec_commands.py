@@ -29,13 +29,10 @@ def register(app: typer.Typer) -> None:
 
 
 def _bad_option(message: str, option: str | None, as_json: bool) -> Exception:
-    """A usage error (exit 2): typer's own, or with ``--json`` the one JSON object
-    ``{"error": …}`` every command prints then (a script reading stdout got nothing)."""
-    if as_json:
-        from opticmem.cli import fail
+    """:func:`opticmem.cli.bad_option` (imported when needed: the CLI loads this module)."""
+    from opticmem.cli import bad_option
 
-        return fail(f"{option}: {message}" if option else message, as_json, code=2)
-    return typer.BadParameter(message, param_hint=option)
+    return bad_option(message, option, as_json)
 
 
 def train_command(

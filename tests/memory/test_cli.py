@@ -352,12 +352,12 @@ def test_render_text_and_transcript(sample: tuple[Path, Path], tmp_path: Path) -
     d = run_json("render", str(txt), "--out", str(tmp_path / "q"))
     assert d["pages"] == 1 and len(d["files"]) == 4  # type: ignore[arg-type]
     result = runner.invoke(app, ["render", str(txt), "--tiers", "huge", "--json"])
-    assert result.exit_code == 1 and "unknown tier" in result.stdout
+    assert result.exit_code == 2 and "unknown tier" in result.stdout  # usage, as eval's
     # a tier named twice wrote every file twice (as eval read every page twice)
     d = run_json("render", str(txt), "--out", str(tmp_path / "r"), "--tiers", "tiny, TINY,")
     assert d["tiers"] == ["tiny"] and len(d["files"]) == 1  # type: ignore[arg-type]
     result = runner.invoke(app, ["render", str(txt), "--tiers", " , ", "--json"])
-    assert result.exit_code == 1 and "no tiers given" in result.stdout
+    assert result.exit_code == 2 and "no tiers given" in result.stdout
 
 
 def test_render_reads_ndjson_and_upper_case_suffixes_as_transcripts(tmp_path: Path) -> None:
@@ -453,10 +453,11 @@ def test_help_lists_commands() -> None:
         assert cmd in result.stdout
 
 
-def _json_error(args: list[str]) -> str:
-    """Run a command with --json that must fail cleanly: exit 1, one JSON error object."""
+def _json_error(args: list[str], code: int = 1) -> str:
+    """Run a command with --json that must fail cleanly: exit ``code`` (1: a failure, 2: a
+    usage error), one JSON error object."""
     result = runner.invoke(app, [*args, "--json"])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == code, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     message: str = json.loads(result.stdout)["error"]
     return message
@@ -470,7 +471,7 @@ def test_demo_reports_bad_options_instead_of_a_traceback(
     conv, _ = sample
     base = ["demo", "--transcript", str(conv), "--recalls", "0"]
     assert "unknown cost model 'gpt4'" in _json_error([*base, "--codec", "none",
-                                                       "--cost-model", "gpt4"])
+                                                       "--cost-model", "gpt4"], code=2)
     assert "cannot hold even the newest turn" in _json_error([*base, "--codec", "none",
                                                               "--budget", "5"])
     broken = tmp_path / "ckpt"
@@ -557,9 +558,22 @@ def test_inspect_does_not_create_a_missing_sqlite_store(tmp_path: Path) -> None:
     assert "no SQLite store" in _json_error(["inspect", "team", "--store", f"sqlite:///{db}"])
     assert not db.exists()
     assert "unknown cost model" in _json_error(["inspect", "team", "--store", "memory://",
-                                                "--cost-model", "nope"])
+                                                "--cost-model", "nope"], code=2)
     # an id no session can have is named as such, not reported as "has no turns"
     assert "control character" in _json_error(["inspect", "a\nb", "--store", "memory://"])
+
+
+@pytest.mark.parametrize("args", [
+    ["demo", "--codec", "none", "--cost-model", "bogus"],
+    ["inspect", "team", "--store", "memory://", "--cost-model", "bogus"],
+])
+def test_an_unknown_cost_model_is_a_usage_error(args: list[str]) -> None:
+    """It was a failure (exit 1) where an unknown --codec or --tiers is a usage error (2)."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "unknown cost model 'bogus'" in result.output
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["error"].startswith("--cost-model: unknown cost model")
 
 
 @pytest.mark.parametrize(("args", "message"), [
