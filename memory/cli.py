@@ -159,6 +159,11 @@ def fail(message: str, as_json: bool, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _turns(n: int) -> str:
+    """``"1 turn"``, ``"3 turns"``."""
+    return f"{n} turn" if n == 1 else f"{n} turns"
+
+
 def bad_option(message: str, option: str | None, as_json: bool) -> Exception:
     """A usage error (exit 2): typer's own, or with ``--json`` the one JSON object
     ``{"error": …}`` every command prints then (a script reading stdout got nothing)."""
@@ -613,7 +618,7 @@ def ingest(
         if not append:  # running the same ingest twice would store every turn twice
             held = _sessions_holding_turns(mem, turns, store, as_json)
             if held:
-                shown = ", ".join(f"{s!r} ({n} turns)" for s, n in held[:5])
+                shown = ", ".join(f"{s!r} ({_turns(n)})" for s, n in held[:5])
                 more = f" and {len(held) - 5} more" if len(held) > 5 else ""
                 raise fail(f"{len(held)} session(s) already hold turns in "
                            f"{redact_url(store)}: {shown}"
@@ -638,10 +643,10 @@ def ingest(
                 bar.advance(task, j - i)
                 i = j
         except KeyboardInterrupt:  # typer would exit 130 silently, the store half filled
-            shown = ", ".join(f"{s!r} ({n} turns)" for s, n in list(counts.items())[:5])
+            shown = ", ".join(f"{s!r} ({_turns(n)})" for s, n in list(counts.items())[:5])
             # the batch in hand is stored whole or not at all, but may have been stored
             # (and the interrupt come while its pages were sealed)
-            in_hand = (f"; the {j - i} turns of {turns[i].session!r} being added then may "
+            in_hand = (f"; the {_turns(j - i)} of {turns[i].session!r} being added then may "
                        f"be stored too" if i < j else "")
             raise fail(f"interrupted (Ctrl-C); {sum(counts.values())} of {len(turns)} turns "
                        f"were stored before it" + (f": {shown}" if shown else "") + in_hand,

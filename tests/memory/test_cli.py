@@ -220,7 +220,7 @@ def test_ctrl_c_during_ingest_exits_130_saying_what_was_stored(
     assert result.exit_code == 130, result.output
     message = json.loads(result.stdout)["error"]
     assert message == ("interrupted (Ctrl-C); 1 of 2 turns were stored before it: 'a' (1 "
-                       "turns); the 1 turns of 'b' being added then may be stored too")
+                       "turn); the 1 turn of 'b' being added then may be stored too")
     result = runner.invoke(app, ["ingest", str(src), "--store", f"sqlite:///{tmp_path}/n.db"])
     assert result.exit_code == 130 and "interrupted (Ctrl-C)" in result.stderr
 
@@ -233,7 +233,7 @@ def test_ingesting_a_file_again_is_refused_unless_appending(tmp_path: Path) -> N
     db = tmp_path / "m.db"
     run_json("ingest", str(src), "--store", f"sqlite:///{db}")
     message = _json_error(["ingest", str(src), "--store", f"sqlite:///{db}"])
-    assert "2 session(s) already hold turns" in message and "'a' (1 turns)" in message
+    assert "2 session(s) already hold turns" in message and "'a' (1 turn)" in message
     assert "nothing stored" in message and "--append" in message
     with SQLiteStore(db) as s:
         assert s.turn_count("a") == 1 and s.turn_count("b") == 1
