@@ -15,9 +15,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
-import signal
 import threading
-import time
 import traceback
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -46,6 +44,7 @@ from opticmem.recollectors import ThreadRecollector
 from opticmem.records import PageRecord
 from opticmem.store import Store
 from opticmem.stores import open_store
+from tests.memory.forking import fork_and_wait
 
 SMALL = RenderSettings(max_rows=6)
 
@@ -733,19 +732,10 @@ def test_a_child_forked_while_a_thread_holds_a_lock_can_use_the_memory(which: st
     holder.start()
     try:
         assert held.wait(30)
-        pid = os.fork()
-        if pid == 0:  # the child: never back into pytest
-            os._exit(_use_in_child(mem))
-        deadline = time.monotonic() + 30
-        done, status = os.waitpid(pid, os.WNOHANG)
-        while done == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-            done, status = os.waitpid(pid, os.WNOHANG)
-        if done == 0:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+        code = fork_and_wait(lambda: _use_in_child(mem))
+        if code is None:
             pytest.fail(f"a child forked while a thread held the {which} lock hung")
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert code == 0
     finally:
         release.set()
         holder.join(30)

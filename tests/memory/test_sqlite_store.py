@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import pytest
 from opticmem.errors import StoreError, StoreUnavailableError, StoreURLError
 from opticmem.sqlite_store import SQLiteStore
 from opticmem.stores import open_store
+from tests.memory.forking import fork_and_wait
 
 
 def _writer(path: str, w: int, n: int) -> None:
@@ -359,24 +359,6 @@ def test_a_signal_raised_while_waiting_for_the_lock_leaves_no_transaction_open(
         assert [t.text for t in s.get_turns("a", 0, 9)] == ["other worker", "next job"]
 
 
-def _fork_and_wait(child: Callable[[], int], seconds: float = 30) -> int | None:
-    """Fork; the child runs ``child`` and exits with its status. The child's exit code, or
-    ``None`` (it was killed) if it had not ended within ``seconds``."""
-    pid = os.fork()
-    if pid == 0:  # the child: never back into pytest
-        os._exit(child())
-    deadline = time.monotonic() + seconds
-    done, status = os.waitpid(pid, os.WNOHANG)
-    while done == 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
-        done, status = os.waitpid(pid, os.WNOHANG)
-    if done == 0:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        return None
-    return os.waitstatus_to_exitcode(status)
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork with threads
 @pytest.mark.timeout(120)
@@ -405,7 +387,7 @@ def test_a_child_forked_while_a_thread_makes_a_call_can_use_the_store(tmp_path: 
     holder.start()
     try:
         assert held.wait(30)
-        code = _fork_and_wait(in_child)
+        code = fork_and_wait(in_child)
     finally:
         release.set()
         holder.join(30)
