@@ -144,12 +144,13 @@ class RecollectWorker:
     ) -> None:
         for name, value in (("batch_size", batch_size), ("max_deliveries", max_deliveries)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number ≥ 1, got {value!r}")
+                raise ConfigurationError(f"{name} must be a whole number ≥ 1, got {value!r}")
         if isinstance(draw_workers, bool) or not isinstance(draw_workers, int) or draw_workers < 0:
-            raise ValueError(f"draw_workers must be a whole number ≥ 0, got {draw_workers!r}")
+            raise ConfigurationError(
+                f"draw_workers must be a whole number ≥ 0, got {draw_workers!r}")
         for name, seconds in (("claim_idle", claim_idle), ("forget_idle", forget_idle)):
             if not seconds > 0:
-                raise ValueError(f"{name} must be positive seconds, got {seconds!r}")
+                raise ConfigurationError(f"{name} must be positive seconds, got {seconds!r}")
         if queue is not None and queue.tenant != store.tenant:
             # Its entries name sessions of the queue's tenant: looked up in this store's,
             # every one would be acknowledged as gone (or, where the ids and pages

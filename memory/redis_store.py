@@ -179,6 +179,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     ) from exc
 
 from opticmem.errors import (
+    ConfigurationError,
     CorruptRecordError,
     InvalidSessionError,
     InvalidTurnError,
@@ -905,11 +906,11 @@ def _ms(ttl: float | timedelta | None) -> int:
     try:
         seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else float(ttl)
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"ttl must be positive seconds or None, got {ttl!r}") from None
+        raise ConfigurationError(f"ttl must be positive seconds or None, got {ttl!r}") from None
     if not (seconds > 0 and math.isfinite(seconds)):
-        raise ValueError(f"ttl must be positive seconds or None, got {ttl!r}")
+        raise ConfigurationError(f"ttl must be positive seconds or None, got {ttl!r}")
     if seconds > MAX_TTL_SECONDS:
-        raise ValueError(f"ttl must be at most {MAX_TTL_SECONDS:,} seconds (a thousand "
+        raise ConfigurationError(f"ttl must be at most {MAX_TTL_SECONDS:,} seconds (a thousand "
                          f"years; None keeps sessions for ever), got {ttl!r}")
     return max(1, round(seconds * 1000))
 
@@ -1084,26 +1085,27 @@ class RedisStore(Store):
         _aclient_limit: int | None = None,
     ) -> None:
         if client is None and aclient is None and _aclient_factory is None:
-            raise ValueError("RedisStore needs a client, an aclient or both (or use from_url)")
+            raise ConfigurationError(
+                "RedisStore needs a client, an aclient or both (or use from_url)")
         for c in (client, aclient):
             if c is not None and _decodes_responses(c):
-                raise ValueError(
+                raise ConfigurationError(
                     "RedisStore needs a client with decode_responses=False (blobs are bytes)"
                 )
         if client is not None and aclient is not None and _is_cluster(client) != _is_cluster(
             aclient
         ):
-            raise ValueError(
+            raise ConfigurationError(
                 "RedisStore's client and aclient must both be Redis Cluster clients or neither "
                 f"(got {type(client).__name__} and {type(aclient).__name__})"
             )
         if not isinstance(tenant, str) or not tenant:
-            raise ValueError(f"tenant must be a non-empty str, got {tenant!r}")
+            raise ConfigurationError(f"tenant must be a non-empty str, got {tenant!r}")
         for name, cap in (("max_turns", max_turns), ("max_blob_bytes", max_blob_bytes)):
             if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-                raise ValueError(f"{name} must be a positive int or None, got {cap!r}")
+                raise ConfigurationError(f"{name} must be a positive int or None, got {cap!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be an int >= 0, got {retries!r}")
+            raise ConfigurationError(f"retries must be an int >= 0, got {retries!r}")
         self.tenant = tenant
         self._tenant_enc = encode_id(tenant, "tenant")
         self.ttl_ms = _ms(ttl)
@@ -1196,7 +1198,7 @@ class RedisStore(Store):
         a time (so at most that many connections to a node).
         """
         if not isinstance(url, str) or not url:
-            raise ValueError(f"not a Redis URL: {url!r}")
+            raise ConfigurationError(f"not a Redis URL: {url!r}")
         safe = redact_url(url)
         _refuse_url_settings(url, safe)
         _ms(ttl)  # a bad ttl is refused before anything connects
@@ -1206,8 +1208,8 @@ class RedisStore(Store):
                 isinstance(seconds, (int, float)) and not isinstance(seconds, bool)
                 and 0 < seconds < float("inf")
             ):
-                raise ValueError(f"{name} must be a number of seconds > 0 or None (no limit), "
-                                 f"got {seconds!r}")
+                raise ConfigurationError(
+                    f"{name} must be a number of seconds > 0 or None (no limit), got {seconds!r}")
         common: dict[str, Any] = dict(
             decode_responses=False,
             socket_timeout=socket_timeout,
@@ -1336,6 +1338,8 @@ class RedisStore(Store):
         )
         try:
             return cls.from_url(clean, **ours)
+        except ConfigurationError as exc:  # a setting the store cannot work with
+            raise StoreURLError(f"Redis store URL {redact_url(url)}: {exc}") from None
         except OpticMemError:
             raise
         except TypeError as exc:  # redis-py takes no such connection parameter

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from opticmem.errors import (
+    ConfigurationError,
     CorruptRecordError,
     PageConflictError,
     StoreError,
@@ -248,9 +249,9 @@ class SQLiteStore(Store):
         timeout: float = 30.0,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
-            raise ValueError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+            raise ConfigurationError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
         if os.fspath(path) == ":memory:":
-            raise ValueError(MEMORY_PATH_REFUSED)
+            raise ConfigurationError(MEMORY_PATH_REFUSED)
         # Absolute now: each thread opens its own connection later, and a relative path
         # would then name a file in whatever the working directory is by then.
         self.path = Path(os.path.abspath(path))

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from opticmem.errors import StoreError, StoreUnavailableError, StoreURLError
+from opticmem.errors import (
+    ConfigurationError,
+    StoreError,
+    StoreUnavailableError,
+    StoreURLError,
+)
 from opticmem.sqlite_store import SQLiteStore
 from opticmem.stores import open_store
 from tests.memory.forking import fork_and_wait
@@ -117,8 +122,10 @@ def test_uses_wal(tmp_path: Path) -> None:
 def test_memory_path_is_refused_not_split_per_thread() -> None:
     # ':memory:' would give each thread's connection its own empty database: a turn added
     # through an async twin (a worker thread) would vanish for every other thread.
-    with pytest.raises(ValueError, match="InMemoryStore"):
+    with pytest.raises(ConfigurationError, match="InMemoryStore"):
         SQLiteStore(":memory:")
+    with pytest.raises(ConfigurationError, match="synchronous"):
+        SQLiteStore(":memory:", synchronous="OFF")  # type: ignore[arg-type]
     with pytest.raises(StoreURLError, match="memory://"):
         open_store("sqlite:///:memory:")
 

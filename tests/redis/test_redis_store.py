@@ -19,7 +19,12 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
-from opticmem.errors import StoreError, StoreUnavailableError, StoreURLError
+from opticmem.errors import (
+    ConfigurationError,
+    StoreError,
+    StoreUnavailableError,
+    StoreURLError,
+)
 from opticmem.redis_store import RedisStore
 from tests.memory.test_store_contract import page
 from tests.redis.server import RedisServer
@@ -366,12 +371,16 @@ def test_every_bad_store_url_is_a_store_url_error(redis_url: str) -> None:
     for tenant in ("caf%E9", "caf%E8"):
         with pytest.raises(StoreURLError, match="UTF-8"):
             open_store(f"{redis_url}?tenant={tenant}")
-    with pytest.raises(ValueError, match="ttl"):
+    # the package's ConfigurationError (a ValueError): a bare ValueError before
+    with pytest.raises(ConfigurationError, match="ttl"):
         RedisStore.from_url(redis_url, ttl=float("inf"))
+    with pytest.raises(ConfigurationError, match="ttl"):
+        RedisStore.from_url(redis_url, ttl=-5)
     # 0 would make the sockets non-blocking: a reply not there at once fails at random
     for name in ("socket_timeout", "socket_connect_timeout"):
         for seconds in (0, -1.0, float("nan"), True, "5"):
-            with pytest.raises(ValueError, match=f"{name} must be a number of seconds > 0"):
+            with pytest.raises(ConfigurationError,
+                               match=f"{name} must be a number of seconds > 0"):
                 RedisStore.from_url(redis_url, **{name: seconds})
 
 
