@@ -365,6 +365,17 @@ def test_queue_mode_is_refused_where_it_cannot_work(redis_url: str) -> None:
     store.close()
 
 
+@pytest.mark.parametrize("bad", [{"batch_size": 0}, {"max_deliveries": True},
+                                 {"draw_workers": -1}, {"claim_idle": 0},
+                                 {"forget_idle": float("nan")}])
+def test_a_worker_given_a_bad_setting_says_which(
+    stores: tuple[RedisStore, RedisStore], bad: dict[str, Any],
+) -> None:
+    """A bare ValueError before; the package's ConfigurationError (still a ValueError)."""
+    with pytest.raises(ConfigurationError, match=next(iter(bad))):
+        RecollectWorker(stores[1], Digest(), **bad)
+
+
 def test_a_worker_rides_out_a_redis_restart(
     server_factory: Any, caplog: pytest.LogCaptureFixture,
 ) -> None:
