@@ -157,21 +157,39 @@ class _ForkGate:
                             after_in_child=self._renew)
 
     def _renew(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # Reentrant: a connection's finalizer (a close, gated too) may run in a garbage
+        # collection on a thread already in a call, or on the forking thread in _before.
+        self._cond = threading.Condition(threading.RLock())
         self._calls = 0
-        self._forking = False
+        self._forker: int | None = None
+        """The thread forking now (``None``: none)."""
+        self._depth = threading.local()
 
     @contextmanager
     def call(self) -> Iterator[None]:
-        """Hold off a fork for the block (a store call)."""
+        """Hold off a fork for the block: a store call, or closing a connection (a thread's
+        connection is closed by its finalizer as the thread ends: a fork beside that close
+        left the child a lock inside SQLite held for good, and the child hung). A call
+        nested in one this thread is making, or made by the forking thread, waits for
+        nothing."""
+        depth = getattr(self._depth, "n", 0)
+        if depth or self._forker == threading.get_ident():
+            self._depth.n = depth + 1
+            try:
+                yield
+            finally:
+                self._depth.n = depth
+            return
         cond = self._cond
         with cond:
-            while self._forking:
+            while self._forker is not None:
                 cond.wait()
             self._calls += 1
+        self._depth.n = 1
         try:
             yield
         finally:
+            self._depth.n = 0
             with cond:
                 self._calls -= 1
                 if not self._calls:
@@ -179,14 +197,14 @@ class _ForkGate:
 
     def _before(self) -> None:
         with self._cond:
-            self._forking = True
+            self._forker = threading.get_ident()
             if not self._cond.wait_for(lambda: not self._calls, self.WAIT_S):
                 log.warning("forking while %d SQLite store calls are still in progress: "
                             "the child may find the store locked", self._calls)
 
     def _after_in_parent(self) -> None:
         with self._cond:
-            self._forking = False
+            self._forker = None
             self._cond.notify_all()
 
 
@@ -232,10 +250,8 @@ def _release(conn: sqlite3.Connection, pid: int, conns: _Connections) -> None:
     if pid != os.getpid():
         _INHERITED.append(conn)
         return
-    try:
-        conn.close()
-    except sqlite3.Error as exc:  # pragma: no cover - closing is best effort
-        log.debug("closing a SQLite connection failed: %s", exc)
+    with _FORKS.call():  # a thread ending as another forks
+        _close_quietly(conn)
 
 
 class SQLiteStore(Store):
@@ -458,8 +474,9 @@ class SQLiteStore(Store):
             conns = [c for c in self._conns.open if c not in self._conns.busy]
             self._conns.open.clear()  # in place: the threads' finalizers hold this list
             self._closed = True
-        for c in conns:
-            _close_quietly(c)
+        with _FORKS.call():
+            for c in conns:
+                _close_quietly(c)
 
     # ------------------------------------------------------------------ turn log
     @staticmethod

@@ -467,7 +467,7 @@ def test_a_child_forked_while_a_thread_writes_can_write(tmp_path: Path) -> None:
         # The write ends once a fork waits for it (or, without that wait, has happened).
         gate = getattr(sqlite_store, "_FORKS", None)
         deadline = time.monotonic() + 60
-        while not (forked.is_set() or getattr(gate, "_forking", False)):
+        while not (forked.is_set() or getattr(gate, "_forker", None) is not None):
             assert time.monotonic() < deadline
             time.sleep(0.005)
         release.set()
@@ -498,4 +498,36 @@ def test_a_child_forked_while_a_thread_writes_can_write(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert [t.text for t in store.get_turns("s", 0, 3)] == ["before", "child"]
     assert store.get_blob("s", "k") == b"\x00"
+    store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # 3.12+: fork with threads
+@pytest.mark.timeout(60)
+def test_a_fork_waits_for_a_thread_connection_being_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread's connection is closed by its finalizer as the thread ends, outside any
+    store call: a fork beside that close left the child a lock inside SQLite held for
+    good, and the child hung (once in a full test run). The close holds the fork off now."""
+    from opticmem import sqlite_store
+
+    store = SQLiteStore(tmp_path / "m.db")
+    closing, closed = threading.Event(), threading.Event()
+    real = sqlite_store._close_quietly
+
+    def slow_close(conn: sqlite3.Connection) -> None:
+        closing.set()
+        time.sleep(0.3)  # inside SQLite's close, as far as a fork can tell
+        real(conn)
+        closed.set()
+
+    monkeypatch.setattr(sqlite_store, "_close_quietly", slow_close)
+    user = threading.Thread(target=lambda: store.append_turn("s", "user", "x", 0.0))
+    user.start()
+    user.join()
+    gc.collect()  # the ended thread's connection slot is freed: its finalizer closes it
+    assert closing.wait(10)
+    # the child sees the close finished: the fork waited for it
+    assert fork_and_wait(lambda: 0 if closed.is_set() else 1) == 0
     store.close()
