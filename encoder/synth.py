@@ -48,14 +48,20 @@ import os
 import random
 import re
 import sysconfig
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from opticmem.render.layout import PageLayout, RenderSettings, TurnText, layout_turn, paginate
+from opticmem.render.layout import (
+    PageLayout,
+    RenderSettings,
+    TurnText,
+    has_visible_text,
+    layout_turn,
+    paginate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -2062,17 +2068,6 @@ def _first_line_is_json_object(text: str) -> bool:
         return False
 
 
-_NO_INK = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
-"""Unicode categories of characters that put no ink on a page: controls, format characters
-(U+200B zero-width space, U+FEFF) and spaces; the ones ingest refuses a turn of only
-(``opticmem.sessions.validate_text``)."""
-
-
-def _visible(text: str) -> bool:
-    """Whether ``text`` holds a character that is drawn (see :data:`_NO_INK`)."""
-    return any(unicodedata.category(c) not in _NO_INK for c in text)
-
-
 def read_turns(path: Path | str) -> list[TurnText]:
     """Turns from a user's file: JSON lines of ``{"role", "text"[, "ts"]}`` (``ts`` in Unix
     seconds or ISO 8601, as ``opticmem ingest`` takes it), a transcript
@@ -2113,15 +2108,15 @@ def read_turns(path: Path | str) -> list[TurnText]:
             except RecursionError:  # brackets nested thousands deep: a bare crash otherwise
                 raise ValueError(f"{path}:{n}: expected a JSON object with 'text': "
                                  "JSON nested too deeply") from None
-        return [t for t in turns if _visible(t.text)]
+        return [t for t in turns if has_visible_text(t.text)]
     label = re.compile(r"^(User|Assistant|System|Tool): ?", re.MULTILINE)
     marks = list(label.finditer(text))
     if not marks or marks[0].start() != 0:
-        return [TurnText("user", text.rstrip("\n"))] if _visible(text) else []
+        return [TurnText("user", text.rstrip("\n"))] if has_visible_text(text) else []
     out = []
     for m, nxt in zip(marks, [*marks[1:], None], strict=True):
         body = text[m.end(): nxt.start() if nxt else len(text)].rstrip("\n")
-        if _visible(body):  # strip() keeps U+200B: a page reading just "User:"
+        if has_visible_text(body):  # strip() keeps U+200B: a page reading just "User:"
             out.append(TurnText(m.group(1).lower(), body))
     return out
 

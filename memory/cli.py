@@ -48,7 +48,8 @@ from opticmem.render import (
     render_page,
 )
 from opticmem.render import TurnText as RenderTurn
-from opticmem.sessions import has_visible_text, validate_session
+from opticmem.render.layout import has_visible_text
+from opticmem.sessions import validate_session
 from opticmem.stores import redact_url
 from opticmem.transcripts import TranscriptError, TranscriptTurn, read_transcript
 

@@ -38,6 +38,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from opticmem.errors import InvalidSessionError, InvalidTurnError, TurnTooLargeError
+from opticmem.render.layout import has_visible_text
 
 MAX_SESSION_CHARS = 256
 """Longest session id accepted, in characters."""
@@ -145,20 +146,6 @@ def validate_text(text: object, max_chars: int = MAX_TURN_CHARS) -> str:
     if not has_visible_text(text):
         raise InvalidTurnError("turn text is empty or only whitespace/invisible characters")
     return _plain(text)
-
-
-def has_visible_text(text: str) -> bool:
-    """Whether ``text`` holds a character with ink (see :data:`_INVISIBLE`): what a turn
-    needs to be stored, and a file to be worth drawing. ``str.strip`` is not that test:
-    it keeps U+200B, U+2060 and U+FEFF, which draw nothing."""
-    return any(unicodedata.category(c) not in _INVISIBLE for c in text)
-
-
-_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
-"""Categories of characters with no ink: controls, format characters and spaces. Private-use
-(``Co``) and unassigned (``Cn``) code points are drawn (as a box) and count as text: to
-:mod:`unicodedata` every emoji newer than Python's Unicode version is unassigned, and a
-reply of just one is a real turn."""
 
 
 def validate_ts(ts: object) -> float:

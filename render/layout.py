@@ -257,6 +257,20 @@ def _composed(line: str, atlas: Atlas) -> str:
     return "".join(_display_chars(ch, atlas)[0] for ch in unicodedata.normalize("NFC", line))
 
 
+def has_visible_text(text: str) -> bool:
+    """Whether ``text`` holds a character with ink (see :data:`_NO_INK`): what a turn
+    needs to be stored, and a file to be worth drawing or evaluating. ``str.strip`` is not
+    that test: it keeps U+200B, U+2060 and U+FEFF, which draw nothing."""
+    return any(unicodedata.category(c) not in _NO_INK for c in text)
+
+
+_NO_INK = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
+"""Categories of characters with no ink: controls, format characters and spaces. Private-use
+(``Co``) and unassigned (``Cn``) code points are drawn (as a box) and count as text: to
+:mod:`unicodedata` every emoji newer than Python's Unicode version is unassigned, and a
+reply of just one is a real turn."""
+
+
 def utc_minute(ts: float) -> str:
     """``ts`` (Unix seconds) as ``YYYY-MM-DD HH:MM`` in UTC, the year always four digits.
 
