@@ -24,7 +24,7 @@ from typing import Any
 from opticmem.errors import PageConflictError, StoreError
 from opticmem.forks import renew_in_forked_child
 from opticmem.records import PageRecord, Turn
-from opticmem.store import Store, sealed_over_missing_turns, swap_state_locked
+from opticmem.store import Store, swap_state_locked
 
 
 @dataclass
@@ -149,11 +149,7 @@ class InMemoryStore(Store):
     def add_sealed_page(self, page: PageRecord) -> bool:
         """See :meth:`Store.add_sealed_page`: checked and stored under one lock hold."""
         with self._open_lock():
-            s = self._get(page.session)
-            held = len(s.turns) if s else 0
-            if held <= page.last_seq:
-                raise PageConflictError(sealed_over_missing_turns(page, held))
-            return self.add_page(page)
+            return super().add_sealed_page(page)
 
     def page_count(self, session: str) -> int:
         with self._open_lock():

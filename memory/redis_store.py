@@ -910,8 +910,8 @@ def _ms(ttl: float | timedelta | None) -> int:
     if not (seconds > 0 and math.isfinite(seconds)):
         raise ConfigurationError(f"ttl must be positive seconds or None, got {ttl!r}")
     if seconds > MAX_TTL_SECONDS:
-        raise ConfigurationError(f"ttl must be at most {MAX_TTL_SECONDS:,} seconds (a thousand "
-                         f"years; None keeps sessions for ever), got {ttl!r}")
+        raise ConfigurationError(f"ttl must be at most {MAX_TTL_SECONDS:,} seconds (a "
+                                 f"thousand years; None keeps sessions for ever), got {ttl!r}")
     return max(1, round(seconds * 1000))
 
 
@@ -1619,17 +1619,19 @@ class RedisStore(Store):
         return status == 1
 
     def add_page(self, page: PageRecord) -> bool:
-        keys = self._keys(page.session)
-        data = page.to_json().encode("utf-8")
-        return self._paged(page, self._eval(self._page_lua, keys, page.page_no, data))
+        return self._push_page(page)
 
     def add_sealed_page(self, page: PageRecord) -> bool:
         """See :meth:`Store.add_sealed_page`: the turn list's length is checked in the
         script that adds the page."""
+        return self._push_page(page, page.last_seq + 1)
+
+    def _push_page(self, page: PageRecord, *turns_held: int) -> bool:
+        """Run the add-page script; ``turns_held``: the turns the turn list must hold."""
         keys = self._keys(page.session)
         data = page.to_json().encode("utf-8")
         return self._paged(page, self._eval(self._page_lua, keys, page.page_no, data,
-                                            page.last_seq + 1))
+                                            *turns_held))
 
     def page_count(self, session: str) -> int:
         return int(self._read("page_count", "llen", self._keys(session).pages))
