@@ -52,6 +52,13 @@ class AlignConfig:
     """Width each sampled point is projected to before the points are concatenated."""
     frequencies: tuple[int, ...] = (1, 2, 4)
     """Fourier frequencies encoding a cell's offset inside its vision token."""
+    reader_points: int = 0
+    """The first this many points along the line also go through the reader, a wider
+    two-hidden-layer MLP added to their ``point`` projection (0: no reader). A vision token
+    at Small covers ~56 cells: picking one cell's character out of it takes more than the
+    ``point`` projection's single linear map (see ``tools/probe_tokens.py``)."""
+    reader_hidden: int = 768
+    """Width of the reader's hidden layers."""
 
     @property
     def points(self) -> int:
@@ -115,19 +122,21 @@ class PreparedGrid(NamedTuple):
     """
 
     tokens: Tensor
-    """``(B, g·g + 1, point_dim)``: each vision token's LayerNorm through the ``point``
+    """``(B, g·g + 1, width)``: each vision token's LayerNorm through the ``point``
     weight's token columns, plus the validity flag's column; the extra last row is zeros:
-    the token of every point off the grid (whose features and flag the forward zeroes)."""
+    the token of every point off the grid (whose features and flag the forward zeroes).
+    ``width`` is ``point_dim``, plus ``reader_hidden`` with a reader: its first layer's
+    columns follow the ``point`` projection's, in this table and the two below."""
     row_token: Tensor
     """``(R,)`` long: ``g ×`` the token row holding each tabulated cell row, or ``g·g`` for
     rows off the grid; added to ``col_token``, anything ≥ ``g·g`` reads the zero row."""
     col_token: Tensor
     """``(C,)`` long: the token column holding each tabulated cell column, or ``g·g``."""
     row_code: Tensor
-    """``(R, point_dim)``: each row's Fourier features through the ``point`` weight's ``y``
+    """``(R, width)``: each row's Fourier features through the ``point`` weight's ``y``
     columns, plus the ``point`` bias."""
     col_code: Tensor
-    """``(C, point_dim)``: each column's Fourier features through the ``x`` columns."""
+    """``(C, width)``: each column's Fourier features through the ``x`` columns."""
     row_offset: Tensor
     """``(P,)`` long: added to the cursor's row, each point's index into the row tables."""
     col_scale: Tensor
@@ -141,6 +150,13 @@ class PreparedGrid(NamedTuple):
 class LayoutAligner(nn.Module):
     """Projects the vision tokens under the next cells into a decoder input embedding."""
 
+    FLOAT_WEIGHTS = ("point.weight", "reader.0.weight")
+    """Weights an int8 checkpoint keeps in floating point
+    (:func:`~opticmem.encoder.checkpoint.save_checkpoint`): each row reads a vision token's
+    features and a cell's Fourier position code, whose weights are ~3× larger, so one int8
+    scale per row left the token's columns ~40 levels. Quantized, ``point`` alone cost the
+    shipped codec 10 points of precision at Small (+0.47 nats/token teacher-forced)."""
+
     def __init__(self, hidden: int, config: AlignConfig | None = None) -> None:
         super().__init__()
         self.config = config or AlignConfig()
@@ -151,6 +167,14 @@ class LayoutAligner(nn.Module):
         nn.init.zeros_(out.weight)  # start as a no-op on the decoder
         nn.init.zeros_(out.bias)
         self.mix = nn.Sequential(nn.GELU(), out)
+        self.reader: nn.Sequential | None = None
+        if c.reader_points:
+            last = nn.Linear(c.reader_hidden, c.point_dim)
+            nn.init.zeros_(last.weight)  # a reader added to a trained aligner changes nothing
+            nn.init.zeros_(last.bias)
+            self.reader = nn.Sequential(
+                nn.Linear(hidden + c.fourier_dim, c.reader_hidden), nn.GELU(),
+                nn.Linear(c.reader_hidden, c.reader_hidden), nn.GELU(), last)
         self._freqs: Tensor | None = None  # frequencies on the grid's device (see _frequencies)
         self._out_half = HalfLinear()  # mix's projection, at every decoding step
 
@@ -177,6 +201,9 @@ class LayoutAligner(nn.Module):
         vflag = valid.unsqueeze(-1).to(feats.dtype)
         x = torch.cat([feats * vflag, four.to(feats.dtype), vflag], dim=-1)
         h = self.point(x)  # (N, P, point_dim)
+        if self.reader is not None:
+            r = self.config.reader_points
+            h = torch.cat([h[:, :r] + self.reader(x[:, :r]), h[:, r:]], dim=1)
         return self.mix(h.flatten(-2))  # (N, D)
 
     def prepare(self, grid: Tensor, settings: RenderSettings) -> PreparedGrid:
@@ -190,11 +217,13 @@ class LayoutAligner(nn.Module):
         B, g = grid.shape[0], grid.shape[1]
         D = grid.shape[-1]
         F2 = 2 * len(c.frequencies)
-        w = self.point.weight  # (point_dim, D + 4F + 1): [token | x Fourier | y Fourier | flag]
+        # (point_dim [+ reader_hidden], D + 4F + 1): [token | x Fourier | y Fourier | flag];
+        # the reader's first layer reads the same inputs, so it is tabulated alongside.
+        w, bias = self._first_layers()
         w_token, w_x, w_y, w_flag = w.split([D, F2, F2, 1], dim=1)
         flat = grid.reshape(B, g * g, D)  # (B, g·g, D)
-        tokens = F.linear(self.norm(flat), w_token) + w_flag[:, 0]  # (B, g·g, point_dim)
-        tokens = torch.cat([tokens, tokens.new_zeros(B, 1, c.point_dim)], dim=1)
+        tokens = F.linear(self.norm(flat), w_token) + w_flag[:, 0]  # (B, g·g, width)
+        tokens = torch.cat([tokens, tokens.new_zeros(B, 1, w.shape[0])], dim=1)
         rows, row_low = _axis_range(settings.margin, 24, settings.page_pixels, settings.rows)
         cols, col_low = _axis_range(settings.margin, 12, settings.page_pixels, settings.columns)
         dev = grid.device
@@ -207,8 +236,7 @@ class LayoutAligner(nn.Module):
             torch.stack([torch.zeros_like(col_ids), col_ids], dim=-1), settings, c))
         row_token, row_code = self._axis(y[:, 1], row_valid, g, w_y)
         col_token, col_code = self._axis(x[:, 0], col_valid, g, w_x)
-        if self.point.bias is not None:
-            row_code = row_code + self.point.bias
+        row_code = row_code + bias
         ahead, below = c.ahead, c.below
 
         def longs(values: list[int]) -> Tensor:
@@ -224,6 +252,16 @@ class LayoutAligner(nn.Module):
             col_scale=longs([1] * ahead + [0] * below),
             col_offset=longs([*range(ahead), *range(below)]) - col_low,
         )
+
+    def _first_layers(self) -> tuple[Tensor, Tensor]:
+        """The ``point`` projection's weight and bias, with the reader's first layer's
+        stacked below them when there is a reader."""
+        assert self.point.bias is not None
+        if self.reader is None:
+            return self.point.weight, self.point.bias
+        first = cast(nn.Linear, self.reader[0])
+        return (torch.cat([self.point.weight, first.weight]),
+                torch.cat([self.point.bias, first.bias]))
 
     def _axis(
         self, coord: Tensor, valid: Tensor, g: int, weight: Tensor
@@ -249,7 +287,11 @@ class LayoutAligner(nn.Module):
         ri = (row + p.row_offset).clamp_(0, p.row_code.shape[0] - 1)  # (N, P)
         ci = (col * p.col_scale + p.col_offset).clamp_(0, p.col_code.shape[0] - 1)
         token = (p.row_token[ri] + p.col_token[ci]).clamp_(max=g2)  # (N, P)
-        h = p.tokens[batch[:, None], token] + p.row_code[ri] + p.col_code[ci]  # (N, P, pd)
+        h = p.tokens[batch[:, None], token] + p.row_code[ri] + p.col_code[ci]  # (N, P, width)
+        if self.reader is not None:
+            pd, r = self.config.point_dim, self.config.reader_points
+            read = self.reader[1:](h[:, :r, pd:])  # the first layer's sum is h's tail
+            h = torch.cat([h[:, :r, :pd] + read, h[:, r:, :pd]], dim=1)  # (N, P, pd)
         out = cast(nn.Linear, self.mix[1])
         return self._out_half(self.mix[0](h.flatten(-2)), out.weight, out.bias)  # (N, D)
 

@@ -208,6 +208,9 @@ class ModelConfig:
         for what, i in ids.items():
             if not 0 <= i < d.vocab_size:
                 problems.append(f"decoder.{what}_token_id {i} outside vocab {d.vocab_size}")
+        if self.align is not None and self.align.reader_points > self.align.ahead:
+            problems.append(f"align.reader_points must be at most align.ahead "
+                            f"({self.align.ahead}), got {self.align.reader_points}")
         if problems:
             raise ConfigError("invalid model config: " + "; ".join(problems))
 
@@ -270,13 +273,14 @@ _POSITIVE: dict[str, tuple[str, ...]] = {
     "clip": ("width", "heads", "mlp_dim", "pos_grid", "patch_size"),
     "decoder": ("vocab_size", "hidden_size", "layers", "heads", "head_dim", "max_positions",
                 "dense_intermediate", "moe_intermediate"),
-    "align": ("point_dim",),
+    "align": ("point_dim", "reader_hidden"),
 }
 """Sizes that must be ≥ 1 (dividing by them, or a layer of that width, needs one). A zero
 MLP width built a layer that adds nothing; a negative one, torch's "negative dimension"."""
 
 _NON_NEGATIVE: dict[str, tuple[str, ...]] = {
     "decoder": ("routed_experts", "shared_experts", "aux_loss_alpha"),
+    "align": ("reader_points",),
 }
 """Counts and weights that may be 0 (no MoE layers, no shared experts, no balancing loss)
 but not less: ``shared_experts`` -1 silently dropped the shared MLP, ``routed_experts`` -1
@@ -328,11 +332,17 @@ def _type_problems(cfg: ModelConfig) -> list[str]:
     return problems
 
 
+_ADDED_LATER: dict[str, tuple[str, ...]] = {"align": ("reader_points", "reader_hidden")}
+"""Fields that configs written before them lack; absent, they take their default, which
+keeps such a model as it was (no reader). Every other field must be given."""
+
+
 def _build(kind: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"config section {where!r} must be an object, got {type(data).__name__}")
     known = {f.name: f for f in fields(kind)}
-    missing = [f"{where}.{name}" for name in known if name not in data]
+    optional = _ADDED_LATER.get(where, ())
+    missing = [f"{where}.{name}" for name in known if name not in data and name not in optional]
     if missing:  # it took the official model's value, and a shard was blamed for the shape
         raise ConfigError(f"config lacks {', '.join(missing)}")
     values: dict[str, Any] = {}

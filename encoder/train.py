@@ -456,6 +456,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from opticmem.encoder.checkpoint import (
         CONFIG_FILE,
         load_tensors,
+        quantization_scales,
         read_config,
         read_index,
         verify_shards,
@@ -494,9 +495,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     resumed = (state_dir / "progress.json").exists()
     weights_dir = state_dir / "model" if resumed else cfg.init_from
+    model_cfg = preset(cfg.preset)
     if weights_dir is not None:
-        # Weights of another preset would fail deep in loading as a "missing tensor".
-        saved = read_config(weights_dir).name
+        # The weights' own sizes: a model grown from the preset (encoder.grow) keeps its
+        # name. Weights of another preset would fail deep in loading as a "missing tensor".
+        model_cfg = read_config(weights_dir)
+        saved = model_cfg.name
         if saved != cfg.preset:
             where = (f"the run directory {out} holds" if resumed
                      else f"the weights at {weights_dir} are")
@@ -509,7 +513,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # a worker process); read here, they are cached for the loader (forked workers inherit).
     synth.load_sources("train", cfg.synth_dir)
     out.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves nothing
-    model = build_model(preset(cfg.preset), device="cpu", seed=cfg.seed)
+    model = build_model(model_cfg, device="cpu", seed=cfg.seed)
     if tok.get_vocab_size() > model.cfg.decoder.vocab_size:
         raise ValueError(f"tokenizer has {tok.get_vocab_size()} ids, the {cfg.preset} decoder "
                          f"{model.cfg.decoder.vocab_size}")
@@ -531,7 +535,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     elif cfg.init_from is not None:
         weight_map, meta = read_index(Path(cfg.init_from))
         verify_shards(Path(cfg.init_from), weight_map, meta)
-        load_tensors(model, Path(cfg.init_from), weight_map)
+        load_tensors(model, Path(cfg.init_from), weight_map,  # the shipped weights are int8
+                     scales=quantization_scales(Path(cfg.init_from), weight_map, meta))
         log.info("initialised from %s", cfg.init_from)
         # A training state's record, or the one shipped beside the bundled weights.
         prior = next((p for p in (Path(cfg.init_from) / n

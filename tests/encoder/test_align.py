@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opticmem.encoder.align import LayoutAligner, cell_centres, step_cells
+from opticmem.encoder.align import AlignConfig, LayoutAligner, cell_centres, step_cells
 from opticmem.encoder.token_cursor import TokenCursor, incomplete_tail
 from opticmem.render import Cursor, RenderSettings, TurnText, layout_pages
 
@@ -146,9 +146,10 @@ def test_aligner_shapes_and_gradient_path() -> None:
     assert grid.grad is not None and grid.grad[0].abs().sum() > 0 and grid.grad[1].abs().sum() > 0
 
 
-def _random_aligner(hidden: int, dtype: torch.dtype) -> LayoutAligner:
+def _random_aligner(hidden: int, dtype: torch.dtype, reader: int = 0) -> LayoutAligner:
     torch.manual_seed(0)
-    al = LayoutAligner(hidden).to(dtype)
+    config = AlignConfig(reader_points=reader, reader_hidden=24) if reader else None
+    al = LayoutAligner(hidden, config).to(dtype)
     for p in al.parameters():  # the output projection starts at zero: give it weights
         torch.nn.init.normal_(p, std=0.2)
     return al
@@ -157,12 +158,14 @@ def _random_aligner(hidden: int, dtype: torch.dtype) -> LayoutAligner:
 @pytest.mark.parametrize(("dtype", "tol"), [(torch.float64, 1e-12), (torch.float32, 2e-6)])
 @pytest.mark.parametrize("page", [RenderSettings(), RenderSettings(page_pixels=640, margin=30,
                                                                    max_rows=9)])
+@pytest.mark.parametrize("reader", [0, 3])
 def test_prepared_grid_reads_what_the_forward_reads(
-    dtype: torch.dtype, tol: float, page: RenderSettings
+    dtype: torch.dtype, tol: float, page: RenderSettings, reader: int
 ) -> None:
     """read(prepare(grid)) is the forward, up to the rounding of a split sum: at every cell
-    of the page, past its edges (clamped centres, invalid points) and far beyond."""
-    al = _random_aligner(32, dtype)
+    of the page, past its edges (clamped centres, invalid points) and far beyond; with a
+    reader on the first points too."""
+    al = _random_aligner(32, dtype, reader)
     grid = torch.randn(3, 10, 10, 32, dtype=dtype) * 4
     rows = [*range(-4, page.rows + 6), 500]
     cols = [*range(-4, page.columns + 12), 10_000]
@@ -193,3 +196,30 @@ def test_prepared_grid_as_the_decoding_feed_uses_it() -> None:
             got = al.read(prepared, cells, rows)  # AlignerFeed._read_cells
             torch.testing.assert_close(got, al(grid, cells, rows, page),
                                        rtol=2e-6, atol=2e-6)
+
+
+def test_a_reader_starts_as_a_no_op_and_learns() -> None:
+    """A reader added to a trained aligner changes nothing until it is trained (its last
+    layer starts at zero), and its last layer gets gradients."""
+    plain = _random_aligner(16, torch.float32)
+    with_reader = LayoutAligner(16, AlignConfig(reader_points=2, reader_hidden=8))
+    missing = with_reader.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("reader.") for k in missing)
+    grid = torch.randn(2, 8, 8, 16)
+    cells = torch.tensor([[0, 0], [3, 7], [9, 50]])
+    batch = torch.tensor([0, 1, 1])
+    page = RenderSettings()
+    torch.testing.assert_close(with_reader(grid, cells, batch, page),
+                               plain(grid, cells, batch, page))
+    with_reader(grid, cells, batch, page).square().sum().backward()
+    last = with_reader.reader[-1].weight  # type: ignore[index]
+    assert last.grad is not None and last.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("points", "message"), [(9, "at most align.ahead"), (-1, "≥ 0")])
+def test_a_reader_on_more_points_than_the_line_has_is_refused(points: int, message: str) -> None:
+    from opticmem.encoder.config import preset
+    from opticmem.encoder.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        preset("bundled", align=AlignConfig(reader_points=points))

@@ -15,7 +15,9 @@ from safetensors.torch import save_file
 from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, read_tokenizer
 from opticmem.encoder.checkpoint import (
     INDEX_FILE,
+    dequantize_int8,
     load_checkpoint,
+    quantize_int8,
     read_index,
     save_checkpoint,
 )
@@ -83,6 +85,95 @@ def test_bf16_packed_views_are_saved_as_independent_tensors(tmp_path: Path) -> N
         m.decoder(torch.randn(1, 3, 64))  # packs fused weights into shared storage
     out = save_checkpoint(m, tmp_path / "p")
     assert same_weights(m, load_checkpoint(out, device="cpu"))
+
+
+@pytest.mark.parametrize("shape", [(40, 64), (3, 5, 48), (16, 8, 3, 3), (7, 31)])
+def test_int8_rows_come_back_within_half_a_step(shape: tuple[int, ...]) -> None:
+    t = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 3
+    t[0] = 0.0  # an all-zero row keeps a usable scale
+    values, scale = quantize_int8(t)
+    assert values.dtype == torch.int8 and values.shape == t.shape
+    assert scale.shape == (t.shape[:-1] if shape[-1] >= 32 else t.shape[:1])
+    back = dequantize_int8(values, scale)
+    step = scale.reshape(*scale.shape, *([1] * (t.ndim - scale.ndim)))
+    assert bool(((back - t).abs() <= step / 2 + 1e-6).all())
+    assert bool((back[0] == 0).all())
+
+
+def test_an_int8_checkpoint_is_half_the_bf16_one_and_loads_as_floats(
+    model: OCRModel, tmp_path: Path
+) -> None:
+    bf16 = save_checkpoint(model, tmp_path / "bf16", dtype=torch.bfloat16)
+    int8 = save_checkpoint(model, tmp_path / "int8", dtype=torch.bfloat16, quantize="int8")
+    size = {d: sum(p.stat().st_size for p in d.glob("model-*.safetensors"))
+            for d in (bf16, int8)}
+    assert size[int8] < 0.6 * size[bf16]
+    weight_map, meta = read_index(int8)
+    assert set(weight_map) == set(model.state_dict())  # scales are not model tensors
+    scales = meta["quantization"]["scales"]
+    assert meta["quantization"]["format"] == "int8-rowwise" and "decoder.lm_head.weight" in scales
+    assert "decoder.norm.weight" not in scales  # small and 1-D: kept as bf16
+    assert "aligner.point.weight" not in scales  # LayoutAligner.FLOAT_WEIGHTS: kept as bf16
+    loaded = load_checkpoint(int8, device="cpu")
+    assert loaded.decoder.lm_head.weight.dtype == torch.float32
+    for name, ref in model.state_dict().items():
+        got = loaded.state_dict()[name]
+        if name in scales:
+            assert torch.allclose(got, ref, atol=float(ref.abs().max()) / 250), name
+        elif ref.is_floating_point():
+            assert torch.equal(got, ref.to(torch.bfloat16).float()), name
+    pixels = torch.randn(1, 3, 512, 512)
+    with torch.no_grad():
+        a, b = model.encode_grid(pixels), loaded.encode_grid(pixels)
+    assert float((a - b).norm() / a.norm()) < 0.05
+
+
+def test_int8_checkpoint_damage_names_file_and_key(model: OCRModel, tmp_path: Path) -> None:
+    out = save_checkpoint(model, tmp_path / "q", quantize="int8")
+    weight_map, meta = read_index(out)
+    key = "decoder.lm_head.weight"
+    scale = meta["quantization"]["scales"][key]
+    fname = weight_map[key]
+    from safetensors.torch import load_file
+    original = load_file(str(out / fname))
+    original_bytes = (out / fname).read_bytes()
+
+    def rewrite(tensors: dict[str, torch.Tensor]) -> None:
+        save_file(tensors, str(out / fname))
+
+    rewrite({k: v for k, v in original.items() if k != scale})
+    with pytest.raises(CheckpointError, match="not in the tensor's shard") as info:
+        load_checkpoint(out, device="cpu", verify=False)
+    assert info.value.key == key and info.value.path == str(out / fname)
+    rewrite({**original, scale: original[scale][:-1]})
+    with pytest.raises(CheckpointError, match="does not fit") as info:
+        load_checkpoint(out, device="cpu", verify=False)
+    assert info.value.key == key
+    rewrite({**original, key: original[key].float()})
+    with pytest.raises(CheckpointError, match="where an int8 tensor was recorded") as info:
+        load_checkpoint(out, device="cpu", verify=False)
+    assert info.value.key == key
+    rewrite({**original, scale: torch.full_like(original[scale], float("inf"))})
+    with pytest.raises(CheckpointError, match="NaN or infinite") as info:
+        load_checkpoint(out, device="cpu", verify=False)
+    assert info.value.key == key
+    (out / fname).write_bytes(original_bytes)
+    index = json.loads((out / INDEX_FILE).read_text())
+    index["metadata"]["quantization"]["format"] = "int4-grouped"
+    (out / INDEX_FILE).write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match=r"unsupported metadata\.quantization 'int4-grouped'"):
+        load_checkpoint(out, device="cpu")
+    index["metadata"]["quantization"] = {"format": "int8-rowwise", "scales": {"x.weight": "y"}}
+    (out / INDEX_FILE).write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="weight map lacks") as info:
+        load_checkpoint(out, device="cpu")
+    assert info.value.key == "x.weight"
+
+
+def test_an_unknown_quantization_is_refused_before_writing(model: OCRModel, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="quantize must be None or 'int8'"):
+        save_checkpoint(model, tmp_path / "x", quantize="int4")  # type: ignore[arg-type]
+    assert not (tmp_path / "x").exists()
 
 
 def test_truncated_shard_names_file_and_key(saved: Path) -> None:

@@ -280,6 +280,29 @@ def test_training_runs_checkpoints_resumes_and_continues_from_weights(
     assert cont["log"][-1]["lr"] == pytest.approx(1e-3 / 2, rel=0.02)  # re-warm step 1 of 2
 
 
+def test_training_continues_from_grown_int8_weights_at_their_own_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundled codec ships int8 and may be grown (encoder.grow) past its preset's
+    sizes: training from such weights builds the model their config describes."""
+    from opticmem.encoder.bundled import export_bundled
+    from opticmem.encoder.checkpoint import load_checkpoint, save_checkpoint
+    from opticmem.encoder.grow import grow
+
+    monkeypatch.setenv(synth.DATA_ENV, str(FIXTURE))
+    small = build_model(preset("test"), device="cpu", seed=3)
+    save_checkpoint(grow(small, decoder_layers=3, reader_points=2, reader_hidden=8),
+                    tmp_path / "grown")
+    weights = export_bundled(tmp_path / "grown", tmp_path / "weights")
+    assert json.loads((weights / "model.safetensors.index.json").read_text())[
+        "metadata"]["quantization"]["format"] == "int8-rowwise"
+    run = train(_config(tmp_path / "run", 1, init_from=weights))
+    assert run["step"] == 1 and math.isfinite(run["log"][-1]["loss"])
+    trained = load_checkpoint(tmp_path / "run" / "state" / "model", device="cpu")
+    assert trained.cfg.decoder.layers == 3 and trained.aligner is not None
+    assert trained.aligner.reader is not None
+
+
 @pytest.mark.slow
 def test_a_compiled_decoder_trains_as_the_eager_one_and_checkpoints_plain_names(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
