@@ -5,9 +5,11 @@
 # weights leave no room in one call's 64 MiB for all of data/synth).
 # Usage: [TOTAL_MINUTES=N] [PHASE_START=M PEAK_LR=X] [PSEUDO=R] [SYMBOLS=R] [EVAL=0] \
 #        [TIERS=large=0.1,base=0.1,small=0.5,tiny=0.3] [BATCH_SCALE=2] [MOE=dense] \
-#        [BUCKET=128 [COMPILE_DECODER=1 MOE=dense]] tools/device_train.sh MINUTES [INIT_DIR]
+#        [BUCKET=128 [COMPILE_DECODER=1 MOE=dense]] [GROW=sam=6,clip=4,decoder=6,reader=4] \
+#        tools/device_train.sh MINUTES [INIT_DIR]
 #   Resumes from .train/state when this machine holds it (back-to-back calls), else from
-#   INIT_DIR (exported weights) when given, else from scratch. Writes the exported bf16
+#   INIT_DIR (exported weights) when given, deepened first by GROW (encoder.grow: the
+#   same function, new blocks to train), else from scratch. Writes the exported bf16
 #   weights, progress and a quick held-out evaluation to $OUT.
 set -euo pipefail
 MINUTES=${1:-8}
@@ -41,6 +43,21 @@ if os.environ.get("BUCKET"):  # pad decoder lengths to multiples of this: a few 
     overrides["length_bucket"] = int(os.environ["BUCKET"])
 if os.environ.get("COMPILE_DECODER", "0") != "0":  # compile the decoder layers (BUCKET, MOE=dense)
     overrides["compile_decoder"] = True
+if os.environ.get("GROW") and init and not Path(".train/state/progress.json").exists():
+    import shutil
+    import torch
+    from opticmem.encoder.checkpoint import load_checkpoint, save_checkpoint
+    from opticmem.encoder.grow import grow
+    stage = {"sam": "sam_depth", "clip": "clip_depth", "decoder": "decoder_layers",
+             "reader": "reader_points"}
+    depths = {stage[k]: int(v) for k, v in (i.split("=") for i in os.environ["GROW"].split(","))}
+    big = grow(load_checkpoint(init, device="cpu", dtype=torch.float32), **depths)
+    save_checkpoint(big, ".train/grown")
+    for record in ("progress.json", "training_log.json"):  # steps and minutes so far
+        if (Path(init) / record).is_file():
+            shutil.copyfile(Path(init) / record, Path(".train/grown") / record)
+    print("grown to", big.num_parameters(), "parameters:", depths)
+    init = ".train/grown"
 cfg = TrainConfig(out_dir=Path(".train"), minutes=minutes, workers=14,
                   init_from=Path(init) if init else None, **overrides)
 progress = train(cfg)
