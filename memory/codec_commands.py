@@ -71,8 +71,7 @@ def train_command(
         Path | None, typer.Option(help="Start from these weights when no state exists.")
     ] = None,
     export: Annotated[
-        Path | None, typer.Option(help="Afterwards, write shippable shards (≤ 16 MiB; weight "
-                                       "matrices int8, the rest bf16) here.")
+        Path | None, typer.Option(help="Afterwards, write bf16 shards (≤ 16 MiB) here.")
     ] = None,
     seed: int = 1234,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,

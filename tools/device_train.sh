@@ -6,11 +6,12 @@
 # Usage: [TOTAL_MINUTES=N] [PHASE_START=M PEAK_LR=X] [PSEUDO=R] [SYMBOLS=R] [EVAL=0] \
 #        [TIERS=large=0.1,base=0.1,small=0.5,tiny=0.3] [BATCH_SCALE=2] [MOE=dense] \
 #        [BUCKET=128 [COMPILE_DECODER=1 MOE=dense]] [GROW=sam=6,clip=4,decoder=6,reader=4] \
+#        [QUANTIZE=int8] \
 #        tools/device_train.sh MINUTES [INIT_DIR]
 #   Resumes from .train/state when this machine holds it (back-to-back calls), else from
 #   INIT_DIR (exported weights) when given, deepened first by GROW (encoder.grow: the
-#   same function, new blocks to train), else from scratch. Writes the exported bf16
-#   weights, progress and a quick held-out evaluation to $OUT.
+#   same function, new blocks to train), else from scratch. Writes the exported weights
+#   (bf16, or int8 matrices with QUANTIZE=int8), progress and a quick held-out evaluation to $OUT.
 set -euo pipefail
 MINUTES=${1:-8}
 INIT=${2:-}
@@ -62,7 +63,9 @@ cfg = TrainConfig(out_dir=Path(".train"), minutes=minutes, workers=14,
                   init_from=Path(init) if init else None, **overrides)
 progress = train(cfg)
 out = Path(os.environ["OUT"])
-export_bundled(Path(".train/state/model"), out / "weights")
+# QUANTIZE=int8: weight matrices as int8 (half the bytes; see export_bundled)
+export_bundled(Path(".train/state/model"), out / "weights",
+               quantize="int8" if os.environ.get("QUANTIZE") == "int8" else None)
 (out / "weights" / "tokenizer.json").unlink()
 (out / "weights" / "progress.json").write_text(json.dumps(progress, indent=1))
 print("trained", progress["step"], "steps,", progress["pages"], "pages,",

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
-from opticmem.encoder.checkpoint import read_config
+from opticmem.encoder.checkpoint import read_config, read_index
 from opticmem.encoder.model import build_model
 from opticmem.evaluation import Row, kinds_by_tier, kinds_table, markdown_table
 
@@ -115,6 +115,10 @@ def main(argv: list[str] | None = None) -> None:
            f"top-{d.experts_per_token} + {d.shared_experts} shared ({d.moe_intermediate} each), "
            f"vocab {d.vocab_size}, untied head")
     shards = len(list(wd.glob("model-*.safetensors")))
+    quantized = read_index(wd)[1].get("quantization")
+    storage = ("with its weight matrices as int8 (one fp32 scale per row; the aligner's "
+               "`point` projection, norms and biases bf16) in safetensors"
+               if quantized else "as bf16 safetensors")
     end = train["minutes"]
 
     def mean_acc(tier: str, lo: float, hi: float) -> float:
@@ -168,7 +172,7 @@ renderer. No download: `OpticalMemory()` loads it from this folder.
 | MoE decoder | {dec} |
 | layout aligner | {aligner:,} parameters (see below) |
 
-**{n_params:,} parameters**, stored as bf16 safetensors in {shards} shards,
+**{n_params:,} parameters**, stored {storage} in {shards} shards,
 {size / 2**20:.1f} MiB.
 
 Two additions over the official architecture, both switched on by the config (the

@@ -293,7 +293,9 @@ def test_training_continues_from_grown_int8_weights_at_their_own_size(
     small = build_model(preset("test"), device="cpu", seed=3)
     save_checkpoint(grow(small, decoder_layers=3, reader_points=2, reader_hidden=8),
                     tmp_path / "grown")
-    weights = export_bundled(tmp_path / "grown", tmp_path / "weights")
+    plain = export_bundled(tmp_path / "grown", tmp_path / "plain")  # bf16, as shipped
+    assert "quantization" not in read_index(plain)[1]
+    weights = export_bundled(tmp_path / "grown", tmp_path / "weights", quantize="int8")
     assert json.loads((weights / "model.safetensors.index.json").read_text())[
         "metadata"]["quantization"]["format"] == "int8-rowwise"
     run = train(_config(tmp_path / "run", 1, init_from=weights))
