@@ -18,7 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from opticmem.render.draw import draw_text
 
 _PAD = 8
 _TITLE_H = 22
@@ -62,7 +64,6 @@ def contact_sheet(
         raise ValueError(f"crop must be in (0, 1], got {crop}")
     if not columns:
         raise ValueError("a contact sheet needs at least one column")
-    font = ImageFont.load_default()
     rows = max((len(c.items) for c in columns), default=0)
     top = _PAD + (_TITLE_H if title else 0)
     width = _PAD + len(columns) * (cell + _PAD)
@@ -70,14 +71,25 @@ def contact_sheet(
     sheet = Image.new("L", (width, height), 255)
     draw = ImageDraw.Draw(sheet)
     if title:
-        draw.text((_PAD, _PAD), title, fill=0, font=font)
+        _caption(sheet, (_PAD, _PAD), title, width - 2 * _PAD)
     for ci, col in enumerate(columns):
         x = _PAD + ci * (cell + _PAD)
-        draw.text((x, top + 4), f"{col.title} ({len(col.items)})", fill=0, font=font)
+        _caption(sheet, (x, top + 4), f"{col.title} ({len(col.items)})", cell)
         for ri, (label, img) in enumerate(col.items):
             y = top + _TITLE_H + ri * (cell + _LABEL_H + _PAD)
             thumb = _fit(img, cell, crop)
             sheet.paste(thumb, (x, y))
             draw.rectangle((x - 1, y - 1, x + thumb.width, y + thumb.height), outline=160)
-            draw.text((x, y + thumb.height + 4), label, fill=0, font=font)
+            _caption(sheet, (x, y + thumb.height + 4), label, cell)
     return sheet
+
+
+def _caption(sheet: Image.Image, at: tuple[int, int], text: str, width: int) -> None:
+    """``text`` at half the pages' glyph size (12 pixels high), cut at ``width`` pixels:
+    in the pages' own glyphs, so a session named in Hangul reads as it does on its pages."""
+    strip = draw_text(text)
+    if strip.shape[1] == 0:
+        return
+    img = Image.fromarray(strip)
+    img = img.resize((max(1, img.width // 2), img.height // 2), Image.Resampling.LANCZOS)
+    sheet.paste(img.crop((0, 0, min(img.width, width), img.height)), at)

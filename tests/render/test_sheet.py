@@ -38,3 +38,25 @@ def test_empty_columns_and_bad_arguments() -> None:
     wide = Image.new("L", (300, 100), 0)
     sheet = contact_sheet([SheetColumn("w", [("x", wide)])], cell=150)
     assert sheet.size == (166, 8 + 22 + 178 + 8)
+
+
+def test_titles_and_labels_are_drawn_in_the_pages_glyphs() -> None:
+    # Pillow's default font drew a session named in Hangul as boxes.
+    from opticmem.render.draw import draw_text
+
+    box = draw_text("\U0010fffd")  # no glyph: the pages' replacement box
+    hangul = draw_text("한")
+    assert hangul.shape == (24, 24) and draw_text("ab").shape == (24, 24)
+    assert not np.array_equal(hangul, np.hstack([box, box])) and hangul.min() < 128
+    assert np.array_equal(draw_text("a\u0301\n\x00b"), draw_text("ab"))  # no cell, no ink
+    assert draw_text("").shape == (24, 0)
+    page = Image.new("L", (256, 256), 255)
+
+    def title_band(title: str) -> np.ndarray:
+        sheet = contact_sheet([SheetColumn("작은", [("기억", page)])], cell=64, title=title)
+        return np.asarray(sheet)[8:20, 8:72]
+
+    assert title_band("기억 세션").min() < 128  # ink
+    assert not np.array_equal(title_band("기억 세션"), title_band("\U0010fffd" * 4))
+    long = contact_sheet([SheetColumn("x" * 500)], cell=32)  # cut at its column
+    assert long.size == (8 + 40, 8 + 22 + 8)
