@@ -262,14 +262,19 @@ Of the kinds of character, Small reads {worst['small']} worst, Tiny {worst['tiny
 ## Limits
 
 * Trained for {train['minutes']:.1f} GPU-minutes, against the targets: {verdict}.
-* Small and Tiny still improve, slowly. Mean teacher-forced token accuracy on
+* Small and Tiny improved slowly, then stopped. Mean teacher-forced token accuracy on
   pseudo-word pages over the first and the last 5 minutes since pseudo-symbols began
   (minute {symbols_start:g}; the first minutes include the re-warm-up's disruption): {trend}.
-  Plain training had flattened; data that forces reading moved Base and Small
-  most. A wider vision stage (Tiny has 64 vision tokens for a page of ~2,000 characters),
-  a larger decoder, longer pseudo-word phases that end at a low rate, and more of the
-  pages drawn at the tiers that lag are the levers left (the phase that drew half of its
-  pages at Small gained about three times what the one before it had, at Small and Tiny).
+  Data that forces reading moved Base and Small most, and so did drawing more of the
+  pages at the tiers that lag (the phase that drew half of its pages at Small gained about
+  three times what the one before it had, at Small and Tiny). Two later attempts from
+  these weights moved no tier beyond noise on held-out pages: 16 more minutes (phase 11,
+  `benchmarks/results/codec_eval_phase11/`), and the model grown a third deeper with a
+  wider aligner reader, trained 22 minutes (phase 12, `codec_eval_phase12/`), whose
+  training loss fell while held-out precision stayed. The levers left are a model trained
+  wider from the start (int8 storage, `codec_eval_int8/`, leaves room in 48 MiB for ~45M
+  parameters; Tiny has 64 vision tokens for a page of ~2,000 characters) and training
+  text further from any fixed vocabulary.
 * Reads only pages of opticmem's renderer at its default layout (104×52 cells of 12×24 px).
 * Numbers and ids fail first; the memory keeps them in the exact-facts sidecar for that reason.
 """
