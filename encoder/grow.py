@@ -4,9 +4,11 @@ The bundled codec stopped improving at its size (the model card's phase table): 
 training minutes no longer bought precision at Small and Tiny. Training a larger model
 from scratch would cost the ~300 GPU-minutes the present one took, so instead the trained
 model is grown: new blocks are appended to the SAM stage, the CLIP stage and the decoder,
-each a pre-norm residual block whose output projections start at zero. A block that adds
-zero to its input is the identity, so the grown model reads every page exactly as the
-trained one did, and training goes on from there with room to improve.
+each a pre-norm residual block whose output projections start at zero, and the aligner
+may get a reader whose last layer starts at zero. A block that adds zero to its input is
+the identity, so the grown model reads every page exactly as the trained one did, and
+training goes on from there with room to improve. (Phase 12 did this: its training loss
+fell, held-out precision did not move; ``benchmarks/results/codec_eval_phase12/``.)
 """
 
 from __future__ import annotations
