@@ -535,7 +535,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     elif cfg.init_from is not None:
         weight_map, meta = read_index(Path(cfg.init_from))
         verify_shards(Path(cfg.init_from), weight_map, meta)
-        load_tensors(model, Path(cfg.init_from), weight_map,  # the shipped weights are int8
+        load_tensors(model, Path(cfg.init_from), weight_map,  # int8 exports too (QUANTIZE=int8)
                      scales=quantization_scales(Path(cfg.init_from), weight_map, meta))
         log.info("initialised from %s", cfg.init_from)
         # A training state's record, or the one shipped beside the bundled weights.

@@ -6,7 +6,10 @@ aligner's ``point`` and reader input layers, which int8 rows cannot hold
 machine. This trains those layers alone (everything else frozen), on the CPU, on
 training-split pages at every tier, with the training loss (teacher-forced next token
 plus the aligner read-out), until the damage of their rounding is undone; then saves the
-model as ``export_bundled`` would. The held-out evaluation is run separately.
+model as ``export_bundled(..., quantize="int8")`` would. The held-out evaluation is run
+separately. Batches, optimiser and step are the trainer's own (``PageBatches``,
+``make_optimizer``, ``update``); run 42's refit drew its pages through an earlier copy of
+them (commit ``bca0316``).
 
 Usage: python tools/refit_float_weights.py SRC_DIR OUT_DIR [--steps N] [--pages-per-step P]
 """
@@ -15,23 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import shutil
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from opticmem.encoder import synth
 from opticmem.encoder.bundled import BUNDLED_TOKENIZER, special_ids, training_step
 from opticmem.encoder.checkpoint import float_weights, load_checkpoint, save_checkpoint
-from opticmem.encoder.examples import collate, make_examples, token_bytes
-from opticmem.encoder.tokenizer import load_tokenizer
-from opticmem.render import RenderSettings, Tier
+from opticmem.encoder.train import PageBatches, TrainConfig, make_optimizer, update
+from opticmem.render import ORDER, RenderSettings
 
-TIERS = {Tier.LARGE: 0.05, Tier.BASE: 0.05, Tier.SMALL: 0.55, Tier.TINY: 0.35}
+TIERS = {"large": 0.05, "base": 0.05, "small": 0.55, "tiny": 0.35}
 
 
 def main() -> None:
@@ -45,34 +44,27 @@ def main() -> None:
     args = ap.parse_args()
     model = load_checkpoint(args.src, device="cpu", dtype=torch.float32)
     refit = float_weights(model)
-    params = dict(model.named_parameters())
-    for name, p in params.items():
+    for name, p in model.named_parameters():
         p.requires_grad_(name in refit)
-    opt = torch.optim.AdamW([params[n] for n in sorted(refit)], lr=args.lr, weight_decay=0.0)
-    tok = load_tokenizer()
-    table = token_bytes(tok)
+    # The trainer's own batches, optimiser and step (losses, clipping), on these layers.
+    cfg = TrainConfig(out_dir=args.out, peak_lr=args.lr, seed=args.seed, workers=0,
+                      tier_weights=dict(TIERS), pseudo_word_rate=0.2, pseudo_symbol_rate=0.2,
+                      batch_pages=dict.fromkeys(TIERS, args.pages_per_step))
+    opt = make_optimizer(model, cfg, torch.device("cpu"))
+    batches = iter(PageBatches(cfg, BUNDLED_TOKENIZER, special_ids(model.cfg.decoder),
+                               run_index=0))
     settings = RenderSettings()
-    stream = synth.page_stream(args.seed, "train", settings, pseudo_rate=0.2, symbol_rate=0.2)
-    rng = random.Random(args.seed)
     model.train()
     log = []
     start = time.time()
     bar = tqdm(range(args.steps), desc="refit", unit="step")
     for step in bar:
-        tier = rng.choices(list(TIERS), weights=list(TIERS.values()))[0]
-        examples = [make_examples(next(stream), [tier], tok, table)[0]
-                    for _ in range(args.pages_per_step)]
-        batch = collate(examples, **special_ids(model.cfg.decoder))
-        out = training_step(model, batch, settings)
-        loss = F.cross_entropy(out.logits.float(), out.labels)
-        total = loss
-        if out.readout is not None:
-            total = total + 0.5 * F.cross_entropy(out.readout.float(), out.labels)
-        opt.zero_grad()
-        total.backward()
-        opt.step()
-        log.append({"step": step, "tier": tier.value, "loss": round(float(loss), 4)})
-        bar.set_postfix(tier=tier.value, loss=f"{float(loss):.3f}")
+        batch = next(batches)
+        tier = next(t.value for t in ORDER if t.pixels == batch["images"].shape[1])
+        loss = float(update(model, opt, batch,
+                            lambda b: training_step(model, b, settings), cfg).loss)
+        log.append({"step": step, "tier": tier, "loss": round(loss, 4)})
+        bar.set_postfix(tier=tier, loss=f"{loss:.3f}")
     model.eval()
     save_checkpoint(model, args.out, dtype=torch.bfloat16, quantize="int8")
     shutil.copyfile(BUNDLED_TOKENIZER, args.out / "tokenizer.json")
