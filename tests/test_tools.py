@@ -99,3 +99,20 @@ def test_compare_evals_refuses_evaluations_of_other_pages(tmp_path: Path) -> Non
     proc = tool("compare_evals.py", str(ROOT / "benchmarks/results/codec_eval/eval.json"),
                 str(other))
     assert proc.returncode == 1 and "share no" in proc.stderr
+
+
+def test_probe_reading_scores_every_codec_on_the_same_pages(tmp_path: Path) -> None:
+    """Two codecs are scored on identical pages: the same weights named twice give the
+    same row, and the written table is the one printed."""
+    out = tmp_path / "reading.md"
+    proc = tool("probe_reading.py", "bundled", str(ROOT / "encoder/weights"),
+                "--pages", "1", "--tiers", "tiny", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 2
+    cells = [row.split("|")[3:-1] for row in rows]
+    assert cells[0] == cells[1]
+    values = [float(c.strip().rstrip("%")) for c in cells[0]]
+    losses, accs = values[0::2], values[1::2]
+    assert all(0.0 < v < 20.0 for v in losses) and all(0.0 < a <= 100.0 for a in accs)
+    assert out.read_text() in proc.stdout
