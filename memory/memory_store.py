@@ -24,7 +24,7 @@ from typing import Any
 from opticmem.errors import PageConflictError, StoreError
 from opticmem.forks import renew_in_forked_child
 from opticmem.records import PageRecord, Turn
-from opticmem.store import Store, swap_state_locked
+from opticmem.store import Store, new_epoch, swap_state_locked
 
 
 @dataclass
@@ -34,6 +34,9 @@ class _Session:
     blobs: dict[str, bytes] = field(default_factory=dict)
     forgotten: int = 0
     """Turns below this seq have been forgotten (forgetting always drops a prefix)."""
+    epoch: str = field(default_factory=new_epoch)
+    """This life's :meth:`~opticmem.store.Store.session_epoch`: made with the record, gone
+    with it when the session is deleted, so a session begun again gets another."""
 
 
 def _own_meta(turn: Turn) -> Turn:
@@ -146,10 +149,16 @@ class InMemoryStore(Store):
             s.pages.append(page)
             return True
 
-    def add_sealed_page(self, page: PageRecord) -> bool:
+    def add_sealed_page(self, page: PageRecord, *, epoch: str | None = None) -> bool:
         """See :meth:`Store.add_sealed_page`: checked and stored under one lock hold."""
         with self._open_lock():
-            return super().add_sealed_page(page)
+            return super().add_sealed_page(page, epoch=epoch)
+
+    def session_epoch(self, session: str) -> str | None:
+        """See :meth:`Store.session_epoch`: the session record's own, made with it."""
+        with self._open_lock():
+            s = self._get(session)
+            return s.epoch if s is not None and s.turns else ""
 
     def page_count(self, session: str) -> int:
         with self._open_lock():

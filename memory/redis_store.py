@@ -45,7 +45,8 @@ slot and the Lua scripts below never fail with ``CROSSSLOT``::
                                    (turns below it are forgotten), border/bbytes (blob
                                    order and bytes), swept (last TTL sweep of blobs, ms),
                                    state:K (session state such as the decay mark: kept
-                                   here, not as a blob, so no blob cap or sweep drops it)
+                                   here, not as a blob, so no blob cap or sweep drops it),
+                                   epoch (the session's life, Store.session_epoch)
     opticmem:{T:S}:blobs   zset    blob key -> put order (index for caps, TTL, delete)
     opticmem:{T:S}:b:K     string  one derived artefact: a 7-byte header (magic, flags,
                                    CRC-32) and its bytes, zlib-compressed when that pays
@@ -75,7 +76,8 @@ Design
 * **Lua where a decision must be atomic**: with ``max_turns`` or ``ttl`` set, an append
   is a script (cap check, push, TTL refresh in one step); ``add_page`` compares
   ``page_no`` with ``LLEN`` and pushes only on equality (exactly-once, gaps refused;
-  ``add_sealed_page`` also only while the turn list holds the page's turns);
+  ``add_sealed_page`` also only while the turn list holds the page's turns and, given
+  one, the session is still in the epoch the page was sealed in);
   ``put_blob`` (cap eviction), ``put_page_blob`` (writes only while the session still
   holds the page), ``swap_state`` (a compare-and-set of session state, with the same
   page check), ``forget_turns`` and ``delete_session`` are scripts too.
@@ -191,7 +193,12 @@ from opticmem.errors import (
     StoreURLError,
 )
 from opticmem.records import PageRecord, Turn
-from opticmem.store import Store, sealed_over_missing_turns
+from opticmem.store import (
+    Store,
+    new_epoch,
+    sealed_in_another_life,
+    sealed_over_missing_turns,
+)
 from opticmem.stores import redact_url
 
 log = logging.getLogger(__name__)
@@ -316,8 +323,10 @@ return push(3)
 """
 
 # ARGV: 1 page_no, 2 page JSON, 3 (add_sealed_page) the turns the turn list must hold, or
-# nothing. Returns {1, count} stored; {0, count} exists; {-1, count} gap; {-2, turns held}
-# the turn list is too short (the session was deleted since the page was made).
+# nothing, 4 (add_sealed_page with an epoch) the epoch the session must be in, or nothing.
+# Returns {1, count} stored; {0, count} exists; {-1, count} gap; {-2, turns held} the turn
+# list is too short (the session was deleted since the page was made); {-3, count} the
+# session is in another life (deleted and begun again since the page was made).
 _LUA_ADD_PAGE = _LUA_PRELUDE + r"""
 local pages = BASE .. 'pages'
 local n = redis.call('LLEN', pages)
@@ -328,9 +337,28 @@ if ARGV[3] then
   local held = redis.call('LLEN', KEYS[1])
   if held < tonumber(ARGV[3]) then return {-2, held} end
 end
+if ARGV[4] and (ARGV[4] == '' or redis.call('HGET', BASE .. 'meta', 'epoch') ~= ARGV[4]) then
+  return {-3, n}
+end
 redis.call('RPUSH', pages, ARGV[2])
 touch()
 return {1, n + 1}
+"""
+
+# The session's epoch (RedisStore.session_epoch). ARGV: 1 a fresh epoch, kept if the
+# session has a turn list but no epoch yet (not asked for in this life, or stored before
+# epochs existed). Returns '' for a session with no turn list, else its epoch. The meta hash
+# gets what is left of the turn list's life (none if it has no expiry), as put_page_blob's
+# keys do: a read is no activity of the session.
+_LUA_EPOCH = _LUA_PRELUDE + r"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return '' end
+local meta = BASE .. 'meta'
+local epoch = redis.call('HGET', meta, 'epoch')
+if epoch then return epoch end
+redis.call('HSET', meta, 'epoch', ARGV[1])
+local left = redis.call('PTTL', KEYS[1])
+if left > 0 then redis.call('PEXPIRE', meta, left) end
+return ARGV[1]
 """
 
 # holds(at): whether the session holds the page ARGV[at .. at + 4] names (page_no,
@@ -1125,6 +1153,7 @@ class RedisStore(Store):
         self._resolve_lua = _lua("append (retry)", _LUA_RESOLVE, ttl=ttl_ms, max=maxn,
                                  window=RETRY_WINDOW)
         self._page_lua = _lua("add_page", _LUA_ADD_PAGE, ttl=ttl_ms)
+        self._epoch_lua = _lua("session_epoch", _LUA_EPOCH, ttl=ttl_ms)
         self._blob_lua = _lua("put_blob", _LUA_PUT_BLOB, ttl=ttl_ms, maxb=max_blob_bytes or 0)
         self._page_blob_lua = _lua("put_page_blob", _LUA_PUT_PAGE_BLOB, ttl=ttl_ms,
                                    maxb=max_blob_bytes or 0)
@@ -1611,6 +1640,8 @@ class RedisStore(Store):
         status, count = int(result[0]), int(result[1])
         if status == -2:
             raise PageConflictError(sealed_over_missing_turns(page, count))
+        if status == -3:
+            raise PageConflictError(sealed_in_another_life(page))
         if status < 0:
             raise PageConflictError(
                 f"session {page.session[:200]!r}: page {page.page_no} written but the log "
@@ -1621,17 +1652,28 @@ class RedisStore(Store):
     def add_page(self, page: PageRecord) -> bool:
         return self._push_page(page)
 
-    def add_sealed_page(self, page: PageRecord) -> bool:
-        """See :meth:`Store.add_sealed_page`: the turn list's length is checked in the
-        script that adds the page."""
-        return self._push_page(page, page.last_seq + 1)
+    def add_sealed_page(self, page: PageRecord, *, epoch: str | None = None) -> bool:
+        """See :meth:`Store.add_sealed_page`: the turn list's length and the session's
+        epoch (the meta hash's ``epoch``) are checked in the script that adds the page."""
+        if epoch is None:
+            return self._push_page(page, page.last_seq + 1)
+        return self._push_page(page, page.last_seq + 1, epoch.encode("utf-8"))
 
-    def _push_page(self, page: PageRecord, *turns_held: int) -> bool:
-        """Run the add-page script; ``turns_held``: the turns the turn list must hold."""
+    def _push_page(self, page: PageRecord, *sealed: int | bytes) -> bool:
+        """Run the add-page script; ``sealed``: the turns the turn list must hold, then
+        the epoch the session must be in (both optional)."""
         keys = self._keys(page.session)
         data = page.to_json().encode("utf-8")
         return self._paged(page, self._eval(self._page_lua, keys, page.page_no, data,
-                                            *turns_held))
+                                            *sealed))
+
+    def session_epoch(self, session: str) -> str | None:
+        """See :meth:`Store.session_epoch`: the meta hash's ``epoch``, kept by a script
+        the first time a session with a turn list is asked for one (so that processes
+        asking at once agree, and a session stored before epochs existed gets one too);
+        deleted with the meta hash when the session is deleted or expires."""
+        got = self._eval(self._epoch_lua, self._keys(session), new_epoch())
+        return got.decode("utf-8") if isinstance(got, bytes) else str(got)
 
     def page_count(self, session: str) -> int:
         return int(self._read("page_count", "llen", self._keys(session).pages))

@@ -5,7 +5,8 @@ Layout (schema version 1, in ``PRAGMA user_version``)::
     sessions(session PRIMARY KEY, next_seq)        -- the atomic per-session sequence
     turns(session, seq, role, text, ts, meta)      -- the archive, PRIMARY KEY (session, seq)
     pages(session, page_no, record)                -- sealed pages as JSON
-    blobs(session, key, data)                      -- derived artefacts
+    blobs(session, key, data)                      -- derived artefacts; the row of key
+                                                      EPOCH_KEY holds the session's epoch
 
 Every write is one ``BEGIN IMMEDIATE`` transaction, so the sequence number and the row
 are written together and two processes appending to one session get distinct, ordered
@@ -45,7 +46,13 @@ from opticmem.errors import (
 )
 from opticmem.forks import renew_in_forked_child
 from opticmem.records import PageRecord, Turn
-from opticmem.store import Store, same_page, sealed_over_missing_turns
+from opticmem.store import (
+    Store,
+    new_epoch,
+    same_page,
+    sealed_in_another_life,
+    sealed_over_missing_turns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,13 @@ _TABLES = ("blobs", "pages", "sessions", "turns")
 program's)."""
 
 _PUT_BLOB = "INSERT OR REPLACE INTO blobs(session, key, data) VALUES (?, ?, ?)"
+
+EPOCH_KEY = "opticmem/epoch"
+"""The blob row that holds a session's :meth:`~opticmem.store.Store.session_epoch`.
+
+A row of ``blobs`` rather than a column of ``sessions``: files of schema version 1 need
+no migration, and ``delete_session`` (of any version) deletes it with the session. The
+memory's own blob keys (``png/``, ``vt/``, ``rec/``, ``state/``) never take this name."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -540,11 +554,11 @@ class SQLiteStore(Store):
     def add_page(self, page: PageRecord) -> bool:
         return self._add_page(page, sealed=False)
 
-    def add_sealed_page(self, page: PageRecord) -> bool:
+    def add_sealed_page(self, page: PageRecord, *, epoch: str | None = None) -> bool:
         """See :meth:`Store.add_sealed_page`: checked in the write transaction."""
-        return self._add_page(page, sealed=True)
+        return self._add_page(page, sealed=True, epoch=epoch)
 
-    def _add_page(self, page: PageRecord, *, sealed: bool) -> bool:
+    def _add_page(self, page: PageRecord, *, sealed: bool, epoch: str | None = None) -> bool:
         with self._write() as conn:
             if sealed:
                 row = conn.execute("SELECT next_seq FROM sessions WHERE session = ?",
@@ -552,6 +566,9 @@ class SQLiteStore(Store):
                 held = int(row[0]) if row else 0
                 if held <= page.last_seq:
                     raise PageConflictError(sealed_over_missing_turns(page, held))
+                if epoch is not None and (not epoch or self._epoch_in(conn, page.session)
+                                          != epoch):
+                    raise PageConflictError(sealed_in_another_life(page))
             n = conn.execute(
                 "SELECT COALESCE(MAX(page_no) + 1, 0) FROM pages WHERE session = ?",
                 (page.session,),
@@ -568,6 +585,34 @@ class SQLiteStore(Store):
                 (page.session, page.page_no, page.to_json()),
             )
         return True
+
+    @staticmethod
+    def _epoch_in(conn: sqlite3.Connection, session: str) -> str | None:
+        """The session's stored epoch as ``conn`` sees it; ``None`` if it has none yet."""
+        row = conn.execute("SELECT data FROM blobs WHERE session = ? AND key = ?",
+                           (session, EPOCH_KEY)).fetchone()
+        return None if row is None else bytes(row[0]).decode("latin-1")
+
+    def session_epoch(self, session: str) -> str | None:
+        """See :meth:`Store.session_epoch`: kept in the blob row :data:`EPOCH_KEY`, written
+        (one write transaction, so processes asking at once agree) the first time a life
+        with a turn log is asked for one: also a session stored before epochs existed."""
+        rows = self._read(
+            "SELECT b.data FROM sessions s LEFT JOIN blobs b "
+            "ON b.session = s.session AND b.key = ? WHERE s.session = ?", (EPOCH_KEY, session))
+        if not rows:
+            return ""
+        if rows[0][0] is not None:
+            return bytes(rows[0][0]).decode("latin-1")
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM sessions WHERE session = ?",
+                            (session,)).fetchone() is None:
+                return ""  # deleted since the read
+            got = self._epoch_in(conn, session)
+            if got is None:
+                got = new_epoch()
+                conn.execute(_PUT_BLOB, (session, EPOCH_KEY, got.encode("latin-1")))
+        return got
 
     def page_count(self, session: str) -> int:
         rows = self._read(

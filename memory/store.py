@@ -7,7 +7,10 @@ A store keeps four things per session:
   explicit request);
 * the **page log** — append-only sealed pages; writing page ``n`` succeeds only when the
   log holds exactly ``n`` pages, and a second writer sealing the same page gets ``False``
-  (page packing is deterministic, so its page is identical);
+  (page packing is deterministic, so its page is identical). A page sealed from turns
+  the writer read is added with :meth:`Store.add_sealed_page`, which refuses it once its
+  turns are gone or, given the session's epoch (:meth:`Store.session_epoch`, a token of
+  the session's life), once the session was deleted and begun again;
 * the **blob cache** — derived artefacts (PNG per tier, vision tokens, recollected
   text) under short string keys; recomputable, so a store may evict them;
 * **session state** — a few small values the memory must not lose (the decay mark and
@@ -30,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import secrets
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -54,6 +58,20 @@ def sealed_over_missing_turns(page: PageRecord, held: int) -> str:
     return (f"session {page.session[:200]!r}: page {page.page_no} holds turns up to seq "
             f"{page.last_seq} but the turn log holds {held} turns (the session was deleted, "
             "maybe begun again, since the page was made); not stored")
+
+
+def sealed_in_another_life(page: PageRecord) -> str:
+    """The message of :meth:`Store.add_sealed_page`'s refusal of a page sealed from another
+    life of its session than the one the store holds now (another epoch)."""
+    return (f"session {page.session[:200]!r}: page {page.page_no} was sealed from the turns "
+            "of an earlier life of the session (deleted and begun again since the page was "
+            "made); not stored")
+
+
+def new_epoch() -> str:
+    """A fresh session epoch: 128 random bits in hex, so that no two lives of a session
+    (in any process, on any machine) get the same one."""
+    return secrets.token_hex(16)
 
 
 P = ParamSpec("P")
@@ -159,22 +177,41 @@ class Store(ABC):
         Raises :class:`~opticmem.errors.PageConflictError` if ``page_no`` would leave a gap.
         """
 
-    def add_sealed_page(self, page: PageRecord) -> bool:
+    def add_sealed_page(self, page: PageRecord, *, epoch: str | None = None) -> bool:
         """:meth:`add_page`, but only while the session's turn log still holds the page's
-        turns (more than ``page.last_seq``); :class:`~opticmem.errors.PageConflictError`
-        (nothing stored) if it does not.
+        turns (more than ``page.last_seq``) and, given ``epoch``, only while the session
+        is still in the life :meth:`session_epoch` named by it;
+        :class:`~opticmem.errors.PageConflictError` (nothing stored) if not.
 
         What the memory seals with: the session may be deleted (a reset from another
         process) after the page was made from its turns. Stored then, the page would stand
         over an empty or shorter turn log, and every later context of the session fail
         with :class:`~opticmem.errors.CorruptRecordError` (a lost turn log) until it is
-        deleted again. The built-in stores check and store in one step; this default checks
-        first, so a delete may still slip in between.
+        deleted again. Begun again meanwhile and grown past the page's turns, the session
+        would show the old life's text as its own: only the epoch tells the two lives
+        apart. ``""`` matches no life. The built-in stores check and store in one step;
+        this default checks first, so a delete may still slip in between.
         """
         held = self.turn_count(page.session)
         if held <= page.last_seq:
             raise PageConflictError(sealed_over_missing_turns(page, held))
+        if epoch is not None and (not epoch or self.session_epoch(page.session) != epoch):
+            raise PageConflictError(sealed_in_another_life(page))
         return self.add_page(page)
+
+    def session_epoch(self, session: str) -> str | None:
+        """A token naming the session's current life, for :meth:`add_sealed_page`: the
+        same until :meth:`delete_session` (or an expiry) ends the life, never the same for
+        two lives; ``""`` while the store holds no turn log of the session (never begun,
+        or deleted); ``None`` from a store that keeps no epochs (this default).
+
+        Read before the turns and the page a writer seals from, and checked again where
+        the sealed page is added, it proves that no delete came in between: a page sealed
+        from a deleted life is refused even when the new life has grown as many turns.
+        The built-in stores give a life its epoch when it is first asked for (so sessions
+        stored before epochs existed get one too) and drop it with the session.
+        """
+        return None
 
     @abstractmethod
     def page_count(self, session: str) -> int:

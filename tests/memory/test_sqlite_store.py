@@ -531,3 +531,32 @@ def test_a_fork_waits_for_a_thread_connection_being_closed(
     # the child sees the close finished: the fork waited for it
     assert fork_and_wait(lambda: 0 if closed.is_set() else 1) == 0
     store.close()
+
+
+def test_a_session_of_a_file_written_before_epochs_gets_one_every_opener_agrees_on(
+    tmp_path: Path,
+) -> None:
+    """A file of schema version 1 written before epochs holds no epoch row: it opens as
+    it did, its sessions get an epoch on first ask (kept as a row of ``blobs``, so the
+    schema is unchanged), another opener reads the same one, a sealed page is checked
+    against it, and ``delete_session`` drops it with the session."""
+    from opticmem.sqlite_store import EPOCH_KEY
+    from tests.memory.test_store_contract import page
+
+    path = tmp_path / "old.db"
+    with SQLiteStore(path) as store:
+        store.append_turns("s", [("user", f"t{i}", float(i), None) for i in range(3)])
+
+    def epoch_rows() -> list[tuple[str]]:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            return conn.execute("SELECT session FROM blobs WHERE key = ?",
+                                (EPOCH_KEY,)).fetchall()
+
+    assert epoch_rows() == []  # as an earlier version left the file
+    with SQLiteStore(path) as store, SQLiteStore(path) as other:
+        assert [t.text for t in store.get_turns("s", 0, 3)] == ["t0", "t1", "t2"]
+        epoch = store.session_epoch("s")
+        assert epoch and other.session_epoch("s") == epoch and epoch_rows() == [("s",)]
+        assert other.add_sealed_page(page("s", 0), epoch=epoch)
+        store.delete_session("s")
+        assert epoch_rows() == [] and other.session_epoch("s") == ""

@@ -231,6 +231,68 @@ def test_page_blob_check_and_write_are_one_step(
     assert store.get_blob("s", "rec:0") is None and store.get_state("s", "mark/x") is None
 
 
+def test_a_session_keeps_one_epoch_for_its_life_and_gets_a_new_one_when_begun_again(
+    store: Store,
+) -> None:
+    """The epoch names a life of the session: none before its first turn, the same
+    through appends, pages and forgetting (and asked for again, as every session stored
+    before epochs existed is asked first), another once deleted and begun again."""
+    assert store.session_epoch("s") == ""
+    store.append_turns("s", [("user", f"t{i}", float(i), None) for i in range(4)])
+    epoch = store.session_epoch("s")
+    assert epoch and store.session_epoch("s") == epoch
+    assert store.add_sealed_page(page("s", 0), epoch=epoch)
+    store.append_turn("s", "user", "more", 5.0)
+    store.forget_turns("s", 2)
+    store.put_blob("s", "png/x", b"png")
+    assert store.session_epoch("s") == epoch
+    assert store.session_epoch("other") == ""
+    store.delete_session("s")
+    assert store.session_epoch("s") == ""
+    store.append_turn("s", "user", "again", 6.0)
+    assert store.session_epoch("s") not in ("", epoch)
+
+
+@pytest.mark.parametrize("asked", [False, True], ids=["new-life-unasked", "new-life-asked"])
+@pytest.mark.parametrize("page_no", [0, 1])
+def test_a_page_sealed_from_a_deleted_life_is_refused_in_the_new_life(
+    store: Store, page_no: int, asked: bool,
+) -> None:
+    """The deleted-and-begun-again race: a writer read the old life's turns and epoch
+    and sealed a page; before it adds the page the session is deleted and begun again,
+    and grows as many turns (more) and as many pages. The turn check alone took the stale
+    page, and the new life showed text never said in it. With the epoch it is refused,
+    whether or not the new life was asked for its epoch yet, and nothing stored changes."""
+    old = [("user", f"old {i}", float(i), None) for i in range(6)]
+    store.append_turns("s", old)
+    if page_no:
+        assert store.add_sealed_page(page("s", 0))
+    epoch = store.session_epoch("s")
+    assert epoch
+    stale = page("s", page_no, first_seq=3 * page_no, transcript="User: old 0")
+
+    store.delete_session("s")
+    new = [("user", f"new {i}", 100.0 + i, None) for i in range(8)]
+    store.append_turns("s", new)
+    mine = page("s", 0, transcript="User: new 0")
+    if page_no:
+        assert store.add_sealed_page(mine)
+    now = store.session_epoch("s") if asked else None
+    with pytest.raises(PageConflictError, match="earlier life"):
+        store.add_sealed_page(stale, epoch=epoch)
+    with pytest.raises(PageConflictError, match="earlier life"):
+        store.add_sealed_page(stale, epoch="")  # "" names no life
+
+    assert store.get_pages("s", 0, 10) == ([mine] if page_no else [])
+    assert [t.text for t in store.get_turns("s", 0, 100)] == [t[1] for t in new]
+    assert store.session_epoch("s") == (now or store.session_epoch("s")) != epoch
+    # the normal path: a page sealed in the new life, with its epoch, is stored
+    fresh = page("s", page_no, first_seq=3 * page_no, transcript="User: new 3")
+    assert store.add_sealed_page(fresh, epoch=store.session_epoch("s"))
+    assert not store.add_sealed_page(fresh, epoch=store.session_epoch("s"))  # sealed twice
+    assert store.get_pages("s", page_no, page_no + 1) == [fresh]
+
+
 def test_pages_and_blobs_of_many_sessions_at_once(store: Store) -> None:
     """The batched lookups and writes a worker uses answer as the one-session calls do,
     in the order asked, across sessions (odd ids too), with gaps where nothing is."""

@@ -462,6 +462,31 @@ def test_a_reset_racing_an_add_does_not_leave_pages_over_an_empty_turn_log(
     assert store.add_sealed_page(page("s", 0, first_seq=0, last_seq=3))
 
 
+def test_a_session_stored_before_epochs_gets_one_that_lives_as_long_as_its_turns(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    """Keys as an earlier version left them (a turn list, no epoch; no meta hash at all
+    without a TTL) keep loading: the first ask gives the session an epoch, which a sealed
+    page is then checked against. The meta hash that ask makes gets what is left of the
+    turn list's life (none where the turn list has none): an epoch never outlives its
+    turns, which would hand it to the session's next life."""
+    base = "opticmem:{test:%s}:"
+    store.append_turns("kept", [("user", f"t{i}", float(i), None) for i in range(3)])
+    store.append_turns("expiring", [("user", f"t{i}", float(i), None) for i in range(3)])
+    raw.pexpire(base % "expiring" + "turns", 60_000)
+    assert not raw.exists(base % "kept" + "meta", base % "expiring" + "meta")
+
+    for session in ("kept", "expiring"):
+        epoch = store.session_epoch(session)
+        assert epoch and raw.hget(base % session + "meta", "epoch") == epoch.encode()
+        assert store.session_epoch(session) == epoch
+        assert store.add_sealed_page(page(session, 0), epoch=epoch)
+        assert store.get_pages(session, 0, 1) == [page(session, 0)]
+    assert raw.pttl(base % "kept" + "meta") == -1
+    assert 0 < raw.pttl(base % "expiring" + "meta") <= raw.pttl(base % "expiring" + "turns")
+    assert store.session_epoch("never") == "" and not raw.exists(base % "never" + "meta")
+
+
 def test_a_ttl_beyond_what_redis_takes_is_refused_before_connecting(
     redis_url: str, raw: redis.Redis
 ) -> None:
