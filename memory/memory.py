@@ -530,18 +530,29 @@ class OpticalMemory:
             turns = [t for t in turns if t.seq < stop]
         new = self._packer.seal(session, page_count, frontier, turns,
                                 prev=last.digest if last is not None else "")
-        if new and self.store.turn_count(session) < turn_count:
+        if not new:
+            return []
+        # Read first: what is read after it, if the store still holds this epoch when the
+        # pages are added, was read from the life they are added to.
+        epoch = self.store.session_epoch(session)
+        if epoch == "" or self.store.turn_count(session) < turn_count:
             # The session was deleted (and maybe begun again) since ``turn_count`` was
             # known: counted from the old life, the window would seal the new life's
             # newest turns. Checked only when a page would seal, so an add costs no more.
             log.info("session %r: fewer turns than when packing began (deleted "
                      "meanwhile); nothing sealed", session)
             return []
+        if epoch is not None and not self._still_holds(session, last, frontier.seq, stop, turns):
+            log.info("session %r: its newest page or the turns sealed changed since they "
+                     "were read (deleted and begun again meanwhile); nothing sealed", session)
+            return []
         sealed: list[PageRecord] = []
         taken: int | None = None
         for rec in new:
             try:
-                ok = self.store.add_sealed_page(rec)  # not over a deleted session
+                # not over a deleted session, nor over a life begun since the epoch was read
+                ok = (self.store.add_sealed_page(rec) if epoch is None
+                      else self.store.add_sealed_page(rec, epoch=epoch))
             except PageConflictError as exc:
                 log.warning("session %r: page log moved underneath us: %s", session, exc)
                 break
@@ -560,6 +571,27 @@ class OpticalMemory:
             if self._worker is not None:
                 self._worker.submit(session, [Job(p, Tier.LARGE) for p in sealed])
         return sealed
+
+    def _still_holds(
+        self, session: str, last: PageRecord | None, start: int, stop: int,
+        turns: Sequence[Turn],
+    ) -> bool:
+        """Whether the store holds, as the pages about to be added were sealed from, the
+        session's newest page ``last`` and its turns ``start..stop-1`` (``turns``).
+
+        The pages were sealed from reads that may predate a delete and a new life of the
+        session: one grown as long would take them, and show text never said in it. Read
+        after :meth:`~opticmem.store.Store.session_epoch`, these reads are of the life the
+        epoch names, and the store adds the pages only while the session is in it: equal,
+        the pages are what sealing that life gives (packing is deterministic). Costs two
+        reads per seal, none per add.
+        """
+        if last is not None and self.store.get_pages(
+                session, last.page_no, last.page_no + 1) != [last]:
+            return False
+        now = self.store.get_turns(session, start, stop)
+        return [(t.seq, t.role, t.text, t.ts) for t in now] == [
+            (t.seq, t.role, t.text, t.ts) for t in turns]
 
     def _check_layout(self, last: PageRecord | None) -> None:
         """Raise :class:`~opticmem.errors.CorruptRecordError` unless the session's newest

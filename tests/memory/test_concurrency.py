@@ -977,3 +977,44 @@ def test_close_with_a_timeout_leaves_the_store_open_when_a_codec_hangs(tmp_path:
     with pytest.raises(StoreError):
         mem.store.turn_count("s")
     assert not any(t.name == "opticmem-recollect" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("lands", ["before_epoch", "before_add"])
+def test_a_session_deleted_and_begun_again_while_a_page_seals_never_shows_the_old_text(
+    store: Store, lands: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another writer deletes the session (a reset) after this memory read its turns and
+    sealed a page from them, and begins it again with as many turns and more before the
+    page is added. The turn check alone let the stale page in: the new life's context
+    showed text never said in it. Landing before the memory reads the session's epoch,
+    the reset is caught by the memory reading the sealed turns again; landing after that,
+    right before the page is added, by the store's epoch check (one atomic step)."""
+    mem = OpticalMemory(store, codec=None, verbatim_turns=2, render_settings=SMALL)
+    hooked = getattr(store, "session_epoch" if lands == "before_epoch" else "add_sealed_page")
+    said: list[str] = []
+
+    def reset_then(*args: Any, **kwargs: Any) -> Any:
+        monkeypatch.undo()  # once
+        held = store.turn_count("s")
+        store.delete_session("s")
+        said.extend(f"NEW turn {i}: another conversation altogether " * 3
+                    for i in range(held + 4))
+        store.append_turns("s", [("user", text, 1e9 + i, None) for i, text in enumerate(said)])
+        return hooked(*args, **kwargs)
+
+    monkeypatch.setattr(store, hooked.__name__, reset_then)
+    for i in range(500):
+        mem.add("s", "user", f"OLD turn {i}: the first conversation " * 3)
+        if said:
+            break
+    assert said, "no page sealed"
+    assert store.page_count("s") == 0  # the stale page was refused
+    assert [t.text for t in store.get_turns("s", 0, 10_000)] == said
+    # the new life seals its own pages as usual, and nothing of the old one shows
+    ctx = mem.context("s")
+    assert store.page_count("s") > 0
+    pages = store.get_pages("s", 0, store.page_count("s"))
+    assert all("OLD" not in p.transcript for p in pages)
+    assert all("OLD" not in t.text for t in ctx.turns)
+    assert pages[0].first_seq == 0 and pages[-1].last_seq < len(said)
+    mem.close()
