@@ -10,6 +10,11 @@ Pure arithmetic over costs the caller computed with the consumer's cost model:
    the newest turn. If the newest turn alone does not fit, raise
    :class:`~opticmem.errors.BudgetError`.
 
+With no page in context the turns may need a short note before them (``lead_costs``: the
+context's messages must open with a user message, and an assistant's reply may be the
+oldest turn kept); its cost is charged for whichever turn comes first, so dropping a turn
+may bring the note in, and the plan still never exceeds the budget.
+
 **The decay mark.** Budget pressure alone is not monotone over time: when staging text
 is sealed onto a page, the context can become *cheaper*, and a page demoted under
 pressure a moment ago would come back sharper. The planner therefore returns a
@@ -79,6 +84,17 @@ class Plan:
     in the mark (0 when the policy alone fits)."""
 
 
+def _least(turn_costs: Sequence[int], lead: Sequence[int]) -> int:
+    """The least budget that holds the newest turn with no page: over every run of the
+    newest turns, what it costs with its lead note. Usually the newest turn and its note;
+    less when the turn before it, kept, makes the note needless and costs less than it."""
+    least, run = turn_costs[-1] + lead[-1], 0
+    for cost, note in zip(reversed(turn_costs), reversed(lead), strict=True):
+        run += cost
+        least = min(least, run + note)
+    return least
+
+
 def plan(
     budget: int,
     pages: Sequence[PageOption],
@@ -86,14 +102,28 @@ def plan(
     *,
     page_header: int = 0,
     mark: Mark | None = None,
+    lead_costs: Sequence[int] = (),
 ) -> Plan:
     """Fit ``pages`` (oldest first) and turns (``turn_costs``, oldest first) into ``budget``.
 
     ``page_header`` is charged once when at least one page is in context (the memory
-    message's overhead and header text).
+    message's overhead and header text). ``lead_costs[i]`` (default: all 0) is charged
+    when no page is in context and turn ``i`` is the oldest kept: what the note the turns
+    then need before them costs (:func:`~opticmem.context.lead_note_costs`). The newest
+    turn with its own lead cost is the least a plan can hold.
+
+    >>> plan(30, [], [10, 10, 10], lead_costs=[0, 5, 0]).first_turn  # all three fit
+    0
+    >>> p = plan(24, [], [10, 10, 10], lead_costs=[0, 5, 0])  # dropping turn 0 costs a note
+    >>> p.first_turn, p.cost
+    (2, 10)
     """
     if budget < 1:
         raise BudgetError(f"budget must be at least 1 token, got {budget}")
+    if lead_costs and len(lead_costs) != len(turn_costs):
+        raise ValueError(f"lead_costs has {len(lead_costs)} entries for {len(turn_costs)} turns")
+    lead = list(lead_costs) or [0] * len(turn_costs)
+    first_lead = lead[0] if lead else 0  # what the note costs with every turn kept
     mark = mark or Mark()
     policy = [min(max(p.level, 0), OUT) for p in pages]
     for i in range(len(policy) - 2, -1, -1):  # monotone: older ≥ newer level
@@ -101,8 +131,7 @@ def plan(
     levels = [mark.apply(p.page_no, lv) for p, lv in zip(pages, policy, strict=True)]
     vis = next((i for i, lv in enumerate(levels) if lv < OUT), len(levels))
     total = sum(p.cost(lv) for p, lv in zip(pages, levels, strict=True)) + sum(turn_costs)
-    if vis < len(levels):
-        total += page_header
+    total += page_header if vis < len(levels) else first_lead
     while total > budget and vis < len(levels):
         old = levels[vis]
         levels[vis] = old + 1
@@ -110,16 +139,21 @@ def plan(
         if levels[vis] >= OUT:
             vis += 1
             if vis == len(levels):
-                total -= page_header
+                total += first_lead - page_header  # no page: the turns may need the note
     first = 0
     while total > budget and first < len(turn_costs) - 1:
-        total -= turn_costs[first]
+        total -= turn_costs[first] + lead[first]
         first += 1
+        total += lead[first]
     if total > budget:
-        need = turn_costs[-1] if turn_costs else total
+        need = _least(turn_costs, lead) if turn_costs else total
+        noted = (" with what must come before it (an assistant's turn cannot open the "
+                 "context: a short user note, or the turn before it)"
+                 ) if turn_costs and lead[-1] else ""
         raise BudgetError(
             f"a budget of {budget} tokens cannot hold even the newest turn, which costs "
-            f"{need} tokens under this cost model; raise budget_tokens to at least {need}",
+            f"{need} tokens under this cost model{noted}; raise budget_tokens to at least "
+            f"{need}",
             needed=need,
         )
     if vis < len(levels):

@@ -13,8 +13,18 @@ The shape of :meth:`Context.messages` (plain dicts; the memory knows no framewor
         {"type": "image", "base64": "iVBOR…", "mime_type": "image/png"},
         {"type": "text", "text": "Exact facts: v0.9.1 · 2026-03-04"},
         …]}
+    {"role": "user", "content": LEAD_NOTE}               # only when no page is in context
+                                                         # and the first turn is a reply
     {"role": "user", "content": "…"}                     # staging and verbatim turns
     {"role": "assistant", "content": "…"}
+
+The messages never open with an assistant turn (after any ``system`` turns): Anthropic's
+API and Bedrock's Converse refuse a conversation that does ("A conversation must start
+with a user message"). With a page in context the memory message comes first; without
+one, when the oldest turn kept is a reply (its prompt left the budget, or went onto a page
+the budget leaves out; or the session began with a greeting), a user message holding
+:data:`LEAD_NOTE` is put before it. The note is priced inside the budget like any message
+(``Cost.overhead``): the planner drops the oldest turn rather than let it overflow.
 
 A turn before the newest that is too long for the budget even with every page out (a
 pasted log: more than a quarter of what the newest turn leaves of the budget) is shown
@@ -33,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -53,6 +63,61 @@ MEMORY_HEADER = (
     "Each page's caption names its turns and times; exact facts on it follow as text."
 )
 """First text block of the memory message."""
+
+LEAD_NOTE = "[Earlier conversation, if any, is not shown here.]"
+"""Text of the user message put before a context's first turn when that turn is an
+assistant's and no page is shown (see the module docstring): chat APIs that need a
+conversation to open with a user message (Anthropic, Bedrock Converse) refuse it
+otherwise. "If any": a session may really begin with the assistant's greeting."""
+
+
+def needs_lead_note(roles: Iterable[str]) -> bool:
+    """Whether turns of these roles (oldest first), shown with no page before them, need
+    :data:`LEAD_NOTE` before them: the first that is not a ``system`` turn is an
+    ``assistant`` turn.
+
+    >>> needs_lead_note(["assistant", "user"]), needs_lead_note(["system", "assistant"])
+    (True, True)
+    >>> needs_lead_note(["user", "assistant"]), needs_lead_note(["tool"]), needs_lead_note([])
+    (False, False, False)
+    """
+    return next((r for r in roles if r != "system"), None) == "assistant"
+
+
+def lead_note_tokens(model: CostModel) -> int:
+    """What the :data:`LEAD_NOTE` message costs under ``model`` (its text and the
+    per-message overhead), exactly as :func:`~opticmem.costs.message_tokens` prices it."""
+    return model.message_overhead + model.text_tokens(LEAD_NOTE)
+
+
+def lead_note_costs(roles: Sequence[str], model: CostModel) -> list[int]:
+    """For each turn ``i`` of ``roles`` (oldest first), what :data:`LEAD_NOTE` adds to a
+    context with no page that keeps turns ``i`` onwards: :func:`lead_note_tokens` when
+    they need it (:func:`needs_lead_note`), else 0 — what the planner charges as it drops
+    the oldest turns (:func:`~opticmem.budget.plan`).
+
+    >>> from opticmem.costs import cost_model
+    >>> m = cost_model()
+    >>> lead_note_costs(["user", "assistant", "system", "assistant"], m) == [
+    ...     0, lead_note_tokens(m), lead_note_tokens(m), lead_note_tokens(m)]
+    True
+    """
+    note = lead_note_tokens(model)
+    out = [0] * len(roles)
+    first: str | None = None  # the first non-system role from ``i`` on
+    for i in range(len(roles) - 1, -1, -1):
+        if roles[i] != "system":
+            first = roles[i]
+        out[i] = note if first == "assistant" else 0
+    return out
+
+
+def _lead_note_at(roles: Sequence[str]) -> int | None:
+    """Where :data:`LEAD_NOTE` goes among turns of these roles shown with no page: before
+    the first turn that is not a ``system`` turn, when that one is an assistant's
+    (``None``: no note)."""
+    i = next((i for i, r in enumerate(roles) if r != "system"), None)
+    return i if i is not None and roles[i] == "assistant" else None
 
 Shown = Literal["image", "text"]
 
@@ -135,7 +200,8 @@ class Cost(int):
 
     ``turns`` (verbatim window), ``staging`` (turns waiting for their page to seal),
     ``images`` (page images), ``page_text`` (header, captions, facts lines, pages shown
-    as text) and ``overhead`` (per-message overhead) add up to the total.
+    as text) and ``overhead`` (per-message overhead, and the :data:`LEAD_NOTE` message
+    when one is shown) add up to the total.
     """
 
     turns: int
@@ -281,6 +347,14 @@ class Context:
     def budget(self) -> int:
         return self.cost.budget
 
+    @property
+    def lead_note(self) -> int | None:
+        """Index into :attr:`turns` of the turn :data:`LEAD_NOTE` is shown before
+        (``None``: no note) — the first non-``system`` turn when it is an assistant's and
+        no page is in context, so that the messages open with a user message. Its cost is
+        in ``cost.overhead``."""
+        return None if self.pages else _lead_note_at([t.role for t in self.turns])
+
     def pages_per_tier(self) -> dict[str, int]:
         """How many pages are in context at each tier, plus ``out`` (archived only)."""
         counts = {t.value: 0 for t in ORDER}
@@ -307,7 +381,9 @@ class Context:
     ) -> list[dict[str, Any]]:
         """Chat messages as plain dicts: the memory message with the pages (LangChain v1
         standard content blocks, or OpenAI ``image_url`` parts with ``format="openai"``),
-        then one message per turn. Renders page images as needed (cached).
+        then one message per turn — with a user message holding :data:`LEAD_NOTE` before
+        the first when no page is shown and that turn is an assistant's (:attr:`lead_note`),
+        so that they open with a user message. Renders page images as needed (cached).
 
         Under a tile-priced cost model (``"openai"``) each ``image_url`` part names the
         ``detail`` its price assumes (:func:`~opticmem.costs.image_detail`): ``"low"``, a
@@ -353,7 +429,10 @@ class Context:
                 if p.facts:
                     blocks.append({"type": "text", "text": facts_line(p.facts)})
             out.append({"role": self.memory_role, "content": blocks})
-        for t in self.turns:
+        note = self.lead_note
+        for i, t in enumerate(self.turns):
+            if i == note:
+                out.append({"role": "user", "content": LEAD_NOTE})
             msg: dict[str, Any] = {"role": t.role, "content": t.text}
             name, call_id = t.turn.meta.get("name"), t.turn.meta.get("tool_call_id")
             if isinstance(name, str) and (t.role == "tool" or _MESSAGE_NAME.fullmatch(name)):
@@ -383,8 +462,9 @@ class Context:
     def text(self) -> str:
         """What the memory *remembers*: each page's caption, the text the codec reads
         back from it at its tier (decoding as needed, cached), its facts line; then the
-        verbatim turns. Without a codec an image page shows a placeholder — page
-        transcripts are the ground truth, not a memory."""
+        verbatim turns (:data:`LEAD_NOTE` where :meth:`messages` puts it). Without a codec
+        an image page shows a placeholder — page transcripts are the ground truth, not a
+        memory."""
         parts: list[str] = []
         recs = iter(self._recollections())
         for p in self.pages:
@@ -396,8 +476,16 @@ class Context:
             parts.append(rec if rec is not None else "[page image; no codec to read it back]")
             if p.facts:
                 parts.append(facts_line(p.facts))
-        parts.extend(f"{self._label(t.role)}: {t.text}" for t in self.turns)
+        parts.extend(self._turn_texts())
         return "\n\n".join(parts)
+
+    def _turn_texts(self) -> list[str]:
+        """The turns as :meth:`text` and :meth:`embeddings` show them, with
+        :data:`LEAD_NOTE` where :meth:`messages` puts it."""
+        out = [f"{self._label(t.role)}: {t.text}" for t in self.turns]
+        if (note := self.lead_note) is not None:
+            out.insert(note, LEAD_NOTE)
+        return out
 
     def _recollections(self) -> list[str | None]:
         jobs = self._jobs()
@@ -428,7 +516,7 @@ class Context:
             out.append(VisionSegment(p.page_no, p.tier, next(tokens)))
             if p.facts:
                 out.append(TextSegment(facts_line(p.facts)))
-        out.extend(TextSegment(f"{self._label(t.role)}: {t.text}") for t in self.turns)
+        out.extend(TextSegment(text) for text in self._turn_texts())
         return out
 
     # ------------------------------------------------------------------ async twins
@@ -445,13 +533,15 @@ class Context:
 
     # ------------------------------------------------------------------ reporting
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready summary (no images): cost, tiers, pages, turns."""
+        """A JSON-ready summary (no images): cost, tiers, pages, turns, and whether the
+        messages show :data:`LEAD_NOTE` (``lead_note``)."""
         comp = self.compression()
         return {
             "session": self.session, "budget": self.budget, "cost": self.cost.as_dict(),
             "model": self.model, "pages_per_tier": self.pages_per_tier(),
             "compression": None if comp is None else round(comp, 3),
             "demotions": self.demotions, "dropped_turns": self.dropped_turns,
+            "lead_note": self.lead_note is not None,
             "pages": [p.as_dict() for p in self.pages],
             "turns": [t.as_dict() for t in self.turns],
         }

@@ -77,6 +77,9 @@ from opticmem.context import (
     PagePrice,
     clip_turns,
     continued_prefix,
+    lead_note_costs,
+    lead_note_tokens,
+    needs_lead_note,
     page_view,
     price_page,
     turn_views,
@@ -711,11 +714,14 @@ class OpticalMemory:
             items.append((r.turn, text, r.turn.seq < turn_count - self.verbatim_turns, r.partial))
         views = turn_views(items, model)
         header = model.message_overhead + model.text_tokens(MEMORY_HEADER)
-        result = plan(budget, options, [v.cost for v in views], page_header=header, mark=stored)
+        # with no page shown, turns opening on a reply need the lead note (priced in)
+        lead = lead_note_costs([v.role for v in views], model)
+        result = plan(budget, options, [v.cost for v in views], page_header=header, mark=stored,
+                      lead_costs=lead)
         if result.first_turn > 0 and (clipped := clip_turns(views, budget, model)) is not None:
             views = clipped  # a turn too long for the budget is clipped, not everything lost
             result = plan(budget, options, [v.cost for v in views], page_header=header,
-                          mark=stored)
+                          mark=stored, lead_costs=lead)
         return _Assembly(
             session=session, turn_count=turn_count, page_count=page_count, pages=tuple(pages),
             levels=result.levels, prices=tuple(prices), turns=tuple(views[result.first_turn :]),
@@ -863,6 +869,8 @@ class OpticalMemory:
         images = sum(v.image_tokens for v in views)
         n_msgs = len(asm.turns) + (1 if views else 0)
         overhead = model.message_overhead * n_msgs
+        if not views and needs_lead_note(t.role for t in asm.turns):
+            overhead += lead_note_tokens(model)  # the note's message, as the planner priced it
         staging = sum(t.cost - model.message_overhead for t in asm.turns if t.staging)
         verbatim = sum(t.cost - model.message_overhead for t in asm.turns if not t.staging)
         page_text = asm.cost - images - overhead - staging - verbatim

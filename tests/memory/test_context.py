@@ -21,7 +21,14 @@ from opticmem import (
     cost_model,
     message_tokens,
 )
-from opticmem.context import CLIP_NOTE, MEMORY_HEADER, Cost, caption
+from opticmem.context import (
+    CLIP_NOTE,
+    LEAD_NOTE,
+    MEMORY_HEADER,
+    Cost,
+    caption,
+    lead_note_tokens,
+)
 from opticmem.facts import facts_line
 from tests.memory.sample import turns as sample_turns
 
@@ -376,3 +383,130 @@ def test_only_the_long_turn_is_clipped_among_ordinary_ones() -> None:
     ctx = mem.context("s")
     assert [t.seq for t in ctx.turns if t.clipped] == [60]
     assert next(t for t in ctx.turns if t.seq == 60).cost <= clip_room(mem, ctx.budget)
+
+
+# --------------------------------------------------------------------------- lead note
+# Anthropic's API and Bedrock's Converse refuse a conversation whose first message (after
+# the system prompt) is the assistant's: "A conversation must start with a user message".
+# A budgeted context with no page whose oldest kept turn was a reply opened with one.
+
+
+def prompt_reply_prompt() -> OpticalMemory:
+    mem = OpticalMemory(codec=None)
+    mem.add("s", "user", "Please draft the launch plan for Titan, milestone by milestone. " * 8)
+    mem.add("s", "assistant", "Milestones: design freeze on March 4, beta on March 18.")
+    mem.add("s", "user", "Move the beta a week later.")
+    return mem
+
+
+def opening_role(messages: list[dict[str, object]]) -> object:
+    return next(m["role"] for m in messages if m["role"] != "system")
+
+
+def test_a_context_opening_on_a_reply_gets_a_user_note_priced_in_its_budget() -> None:
+    mem = prompt_reply_prompt()
+    m = mem.cost_model
+    reply, newest = mem.turns("s")[1:]
+    kept = sum(m.message_overhead + m.text_tokens(t.text) for t in (reply, newest))
+    budget = kept + lead_note_tokens(m)  # room for [reply, newest] and the note, no more
+    ctx = mem.context("s", budget_tokens=budget)
+    assert [t.seq for t in ctx.turns] == [1, 2] and ctx.dropped_turns == 1
+    assert ctx.lead_note == 0 and not ctx.pages
+    for fmt in ("langchain", "openai"):
+        msgs = ctx.messages(format=fmt)
+        assert msgs == [{"role": "user", "content": LEAD_NOTE},
+                        {"role": "assistant", "content": reply.text},
+                        {"role": "user", "content": newest.text}]
+        assert message_tokens(msgs, m) == int(ctx.cost) == budget
+    c = ctx.cost  # the note is overhead: its message and its text
+    assert c.overhead == 3 * m.message_overhead + m.text_tokens(LEAD_NOTE)
+    assert c.turns + c.staging + c.images + c.page_text + c.overhead == int(c)
+    assert ctx.text() == f"{LEAD_NOTE}\n\nAssistant: {reply.text}\n\nUser: {newest.text}"
+    d = ctx.as_dict()
+    assert d["lead_note"] is True and d["cost"]["overhead"] == c.overhead
+    assert [t["seq"] for t in d["turns"]] == [1, 2]
+
+
+def test_the_oldest_turn_is_dropped_when_the_note_does_not_fit() -> None:
+    # one token short of the reply, the newest turn and the note: never over the budget,
+    # so the reply goes and the context is the newest turn alone (a user turn, no note)
+    mem = prompt_reply_prompt()
+    m = mem.cost_model
+    reply, newest = mem.turns("s")[1:]
+    budget = sum(m.message_overhead + m.text_tokens(t.text) for t in (reply, newest)) + (
+        lead_note_tokens(m) - 1)
+    ctx = mem.context("s", budget_tokens=budget)
+    assert [t.seq for t in ctx.turns] == [2] and ctx.lead_note is None
+    assert ctx.messages() == [{"role": "user", "content": newest.text}]
+    assert int(ctx.cost) <= budget and ctx.cost.overhead == m.message_overhead
+
+
+def test_a_reply_shown_alone_needs_room_for_the_note_or_raises() -> None:
+    mem = OpticalMemory(codec=None)
+    mem.add("s", "user", "Summarise the incident report for the board, point by point. " * 8)
+    mem.add("s", "assistant", "Three points: cause, impact, fix.")
+    m = mem.cost_model
+    alone = m.message_overhead + m.text_tokens("Three points: cause, impact, fix.")
+    ctx = mem.context("s", budget_tokens=alone + lead_note_tokens(m))
+    assert [msg["role"] for msg in ctx.messages()] == ["user", "assistant"]
+    assert ctx.messages()[0]["content"] == LEAD_NOTE
+    with pytest.raises(BudgetError, match="cannot hold even the newest turn") as err:
+        mem.context("s", budget_tokens=alone)  # the reply fits, the note before it not
+    assert err.value.needed == alone + lead_note_tokens(m)
+
+
+def test_a_session_that_begins_with_a_greeting_opens_with_the_note() -> None:
+    mem = OpticalMemory(codec=None)
+    mem.add("s", "assistant", "Hi! I can help you plan projects.")
+    mem.add("s", "user", "Plan Titan.")
+    ctx = mem.context("s")
+    assert ctx.dropped_turns == 0 and [msg["role"] for msg in ctx.messages()] == [
+        "user", "assistant", "user"]
+    assert message_tokens(ctx.messages(), mem.cost_model) == int(ctx.cost)
+
+
+def test_the_note_goes_after_leading_system_turns() -> None:
+    mem = OpticalMemory(codec=None)
+    mem.add("s", "system", "Answer in French from now on.")
+    mem.add("s", "assistant", "D'accord.")
+    ctx = mem.context("s")
+    assert [(msg["role"], msg["content"]) for msg in ctx.messages()] == [
+        ("system", "Answer in French from now on."), ("user", LEAD_NOTE),
+        ("assistant", "D'accord.")]
+    assert ctx.lead_note == 1 and ctx.text().split("\n\n")[1] == LEAD_NOTE
+    assert message_tokens(ctx.messages(), mem.cost_model) == int(ctx.cost)
+
+
+def test_user_first_contexts_and_contexts_with_pages_are_unchanged(
+    deepseek: OpticalMemory,
+) -> None:
+    mem = prompt_reply_prompt()
+    ctx = mem.context("s")  # everything fits: user first, no note
+    assert ctx.lead_note is None and ctx.as_dict()["lead_note"] is False
+    assert [msg["content"] for msg in ctx.messages()] == [t.text for t in mem.turns("s")]
+    assert ctx.cost.overhead == 3 * mem.cost_model.message_overhead
+    paged = deepseek.context("team")  # the memory message opens it: no note
+    msgs = paged.messages()
+    assert paged.pages and paged.lead_note is None
+    assert msgs[0]["content"][0] == {"type": "text", "text": MEMORY_HEADER}
+    assert LEAD_NOTE not in [msg["content"] for msg in msgs]
+    assert LEAD_NOTE not in paged.text()
+
+
+@pytest.mark.parametrize("model", ["deepseek-ocr", "openai", "anthropic"])
+def test_no_budget_opens_a_context_with_a_reply(model: str) -> None:
+    # the sample conversation under budgets from what pages fit down to a few turns:
+    # pages put out by the budget, prompts left out, the messages still open with a user
+    # message and cost exactly what the context says, within its budget
+    mem = filled(120, cost_model=model, verbatim_turns=12)
+    noted = 0
+    for budget in range(150, 3_000, 37):
+        try:
+            ctx = mem.context("team", budget_tokens=budget)
+        except BudgetError:
+            continue
+        msgs = ctx.messages()
+        assert opening_role(msgs) == "user", budget
+        assert message_tokens(msgs, cost_model(model)) == int(ctx.cost) <= budget
+        noted += ctx.lead_note is not None
+    assert noted  # the note was needed, at some budgets

@@ -19,6 +19,7 @@ from opticmem import (
     RenderSettings,
     message_tokens,
 )
+from opticmem.context import lead_note_tokens
 from opticmem.records import PageRecord, Turn
 
 PIECES = ["alpha", "beta", "ABC-123", "\n", "\n\n", "서울특별시", "😀😀", "ｗｉｄｅ" * 30,
@@ -188,14 +189,17 @@ def test_extreme_budgets_fit_or_fail_only_on_the_newest_turn(
     mem.add_many("s", [("user" if i % 2 else "assistant", t) for i, t in enumerate(texts)])
     m = mem.cost_model
     newest = mem.turns("s")[-1]
-    own = m.message_overhead + m.text_tokens(newest.text)
-    for budget in sorted({1, max(1, own - 1), own, own + 1, 10**12}):
+    bare = m.message_overhead + m.text_tokens(newest.text)
+    # shown alone, a reply needs the lead note before it; with the turn before it kept
+    # instead (when that costs less than the note), it may fit in less
+    own = bare + (lead_note_tokens(m) if newest.role == "assistant" else 0)
+    for budget in sorted({1, max(1, bare - 1), bare, max(1, own - 1), own, own + 1, 10**12}):
         try:
             ctx = mem.context("s", budget_tokens=budget)
         except BudgetError:
             assert budget < own
             continue
-        assert budget >= own and int(ctx.cost) <= budget
+        assert budget >= bare and int(ctx.cost) <= budget
         assert (ctx.turns[-1].seq, ctx.turns[-1].text) == (newest.seq, newest.text)
         for fmt in ("langchain", "openai"):
             assert message_tokens(ctx.messages(fmt), m) == int(ctx.cost)

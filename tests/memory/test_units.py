@@ -605,6 +605,28 @@ def test_plan_demotes_oldest_first_then_drops_turns() -> None:
         plan(120, opts(0), [100, 150])
 
 
+def test_plan_charges_the_lead_note_only_with_no_page_and_for_the_first_kept_turn() -> None:
+    # turns [user 100, assistant 60, user 40]: a note of 20 is due when the reply opens
+    lead = [0, 20, 0]
+    p = plan(10_000, opts(0), [100, 60, 40], page_header=10, lead_costs=lead)
+    assert p.levels == (0,) and p.cost == 421 + 200 + 10  # a page opens it: no note
+    p = plan(210, opts(0), [100, 60, 40], page_header=10, lead_costs=lead)
+    assert p.levels == (OUT,) and p.first_turn == 0 and p.cost == 200
+    p = plan(120, opts(0), [100, 60, 40], page_header=10, lead_costs=lead)
+    assert p.first_turn == 1 and p.cost == 60 + 40 + 20  # the note fits exactly
+    p = plan(119, opts(0), [100, 60, 40], page_header=10, lead_costs=lead)
+    assert p.first_turn == 2 and p.cost == 40  # it does not: the reply goes too
+    # the newest turn is a reply: it needs its note, or the turn before it if cheaper
+    with pytest.raises(BudgetError, match="newest turn, which costs 25") as err:
+        plan(24, [], [50, 5], lead_costs=[0, 20])
+    assert err.value.needed == 25
+    with pytest.raises(BudgetError, match="newest turn, which costs 20") as err:
+        plan(19, [], [15, 5], lead_costs=[0, 20])
+    assert err.value.needed == 20 and plan(20, [], [15, 5], lead_costs=[0, 20]).first_turn == 0
+    with pytest.raises(ValueError, match="lead_costs has 1 entries for 2 turns"):
+        plan(100, [], [1, 2], lead_costs=[0])
+
+
 def test_plan_makes_levels_monotone_and_respects_marks() -> None:
     assert plan(10_000, opts(0, 3, 1), [1]).levels == (3, 3, 1)
     p = plan(10_000, opts(0, 0, 0), [1], mark=Mark(1, 2))
