@@ -10,7 +10,9 @@ dicts) and returns the reply. The wrapper keeps the conversation in an
    not recorded when they show nothing (a tool that printed nothing);
 2. builds the context: the system prompt verbatim (never compressed, never stored), then
    ``memory.context(session)`` as OpenAI-format messages (older turns as page images,
-   recent ones as text), all within the memory's token budget under its cost model;
+   recent ones as text; opening with a user message, a short note before a reply that
+   would open it, as Anthropic and Bedrock need), all within the memory's token budget
+   under its cost model;
 3. calls ``chat_fn`` with those messages;
 4. records the reply (only when ``chat_fn`` returned one) and returns it unchanged. A
    reply the archive cannot hold as given is made storable, not refused: lone
@@ -83,7 +85,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from opticmem import OpticalMemory, message_tokens
-from opticmem.context import Context, ContextTurn
+from opticmem.context import Context, ContextTurn, lead_note_tokens, needs_lead_note
 from opticmem.errors import BudgetError, InvalidTurnError, OpticMemError
 from opticmem.integrations.turn_text import (
     archived_parts,
@@ -459,11 +461,15 @@ class _MemoryLoop(Generic[F]):
         return ctx.cost.total + extra - budget
 
     def _newest(self, ctx: Context) -> tuple[int, int]:
-        """What the newest turn of ``ctx`` costs as stored and as sent (with its heading):
-        the least a context of the session can cost, and the least the call can send."""
+        """What the newest turn of ``ctx`` costs as stored and as sent (with its heading),
+        each with the lead note a reply shown alone needs before it
+        (:data:`~opticmem.context.LEAD_NOTE`): a budget a context of the session can
+        always be planned for, and what the call then sends."""
         model = self.memory.cost_model
+        newest = ctx.turns[-1]
+        note = lead_note_tokens(model) if needs_lead_note([newest.role]) else 0
         return (newest_turn_tokens(ctx, model),
-                message_tokens([shown_turn(_plain(ctx.turns[-1]))], model))
+                message_tokens([shown_turn(_plain(newest))], model) + note)
 
     def _next_budget(self, call: _Call, ctx: Context, budget: int) -> int | None:
         """``None`` when ``ctx`` (planned for ``budget``) fits the call with its headings;
@@ -482,7 +488,9 @@ class _MemoryLoop(Generic[F]):
         """What ``chat_fn`` is sent: the system prompt, then the context's messages with
         ``tool`` and ``system`` turns as headed user messages
         (:func:`~opticmem.integrations.turn_text.shown_turn`): recorded tool results
-        follow no structured tool call, which chat APIs reject."""
+        follow no structured tool call, which chat APIs reject. The context's messages
+        open with a user message (its lead note when a reply would open it, priced in
+        its cost), so the conversation sent does too, as Anthropic and Bedrock need."""
         first = 1 if ctx.pages else 0  # the memory message with the pages stays as it is
         return [*call.system, *messages[:first], *(shown_turn(m) for m in messages[first:])]
 

@@ -19,7 +19,11 @@ the async twins ``aget_messages``, ``aadd_messages``, ``aclear``):
   (:meth:`~opticmem.OpticalMemory.context`) as LangChain messages — a ``HumanMessage``
   holding the older pages as image blocks with captions and exact facts, then the recent
   turns as text — costing at most ``budget_tokens`` under the memory's cost model, the
-  headings of tool and system turns included. The budget covers the history only; the
+  headings of tool and system turns included. It opens with a ``HumanMessage``: with no
+  page shown and a reply as the oldest turn kept (the newest turn is often the last
+  reply), a short note (:data:`~opticmem.context.LEAD_NOTE`, within the budget) comes
+  before it, since Anthropic and Bedrock refuse a conversation that opens with the
+  assistant. The budget covers the history only; the
   prompt and the new input come on top. The raw turns stay in the archive
   (:meth:`~opticmem.OpticalMemory.turns`). When even the newest stored turn (a long
   reply, say) is over the budget, the history is empty for that call and a warning is

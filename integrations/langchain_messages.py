@@ -40,7 +40,8 @@ memory message with the pages (v1 ``image`` blocks) and the ``user`` turns becom
 ``HumanMessage`` headed ``[Tool result · NAME · call ID]`` and a ``system`` turn one
 headed ``[System message]``: in recalled history the assistant's tool calls are text, and
 chat APIs reject a ``ToolMessage`` that follows no structured tool call, or a system
-message after the first.
+message after the first. The context's :data:`~opticmem.context.LEAD_NOTE`, put before a
+reply that would open it, is a user message like the others: a ``HumanMessage``.
 """
 
 from __future__ import annotations

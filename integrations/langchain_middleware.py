@@ -24,7 +24,11 @@ whole conversation):
    image blocks (``{"type": "image", "base64": ..., "mime_type": "image/png"}``), each
    after a caption naming its turns, times and tier and followed by its exact-facts line;
    then the recent turns as text (see :mod:`~opticmem.integrations.langchain_messages`
-   for how roles are shown);
+   for how roles are shown). It opens with a user message: when no page is shown and
+   the oldest turn kept is a reply, a short note (:data:`~opticmem.context.LEAD_NOTE`,
+   priced in the budget) comes before it — Anthropic and Bedrock refuse a conversation
+   that opens with the assistant. So does a run's in-flight part when no history is
+   shown and it opens with an ``AIMessage``;
 3. the run's in-flight messages verbatim: the latest user message and the tool-call /
    tool-result chain after it (and any message not yet recorded, in its place). A tool
    result whose call is only in the history, as text, is headed like a recorded one
@@ -75,7 +79,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from opticmem.context import Context
+from opticmem.context import LEAD_NOTE, Context
 from opticmem.errors import BudgetError
 from opticmem.integrations.langchain_messages import (
     REQUIRED_ROLES,
@@ -146,7 +150,9 @@ class ModelView:
     """Everything sent besides the system prompt (``system_message`` and
     ``system_messages``): history first, then in-flight."""
     history: int
-    """How many leading ``messages`` came from the memory."""
+    """How many leading ``messages`` came from the memory (with no context shown, the
+    :data:`~opticmem.context.LEAD_NOTE` message before in-flight messages that open with
+    a reply counts as history)."""
     budget: int
     system_tokens: int
     history_tokens: int
@@ -298,6 +304,20 @@ class OpticalMemoryMiddleware(AgentMiddleware):
                 f"{self.reserve_tokens}); they are never cut — raise budget_tokens or shorten "
                 "the tool results", needed=needed, budget=available)
         history, ctx, history_tokens = self._history(session, budget, room)
+        if not history and in_flight and isinstance(in_flight[0], AIMessage):
+            # no history shown and the run's own messages open with a reply (a run with
+            # no user message of its own): the lead note, as a context would open with it
+            note: list[BaseMessage] = [HumanMessage(content=LEAD_NOTE)]
+            history_tokens = self.counter(note)
+            if history_tokens > room:
+                needed = system_tokens + in_flight_tokens + history_tokens
+                raise InFlightTooLargeError(
+                    f"session {session!r}: the system prompt and the run's in-flight "
+                    f"messages, which open with an assistant's message and so need a user "
+                    f"note before them, cost {needed} tokens, over the {available} "
+                    f"available (budget {budget} - reserve {self.reserve_tokens})",
+                    needed=needed, budget=available)
+            history = note
         return ModelView(
             session=session, thread_id=thread, system_message=system_message,
             messages=(*history, *in_flight), history=len(history), budget=budget,

@@ -30,7 +30,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from opticmem.context import Context
+from opticmem.context import Context, lead_note_tokens, needs_lead_note
 from opticmem.costs import CostModel, message_tokens
 from opticmem.errors import InvalidTurnError
 from opticmem.sessions import validate_text
@@ -180,9 +180,11 @@ def shown_turn(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def newest_turn_tokens(ctx: Context, model: CostModel) -> int:
-    """What the newest turn of ``ctx`` costs on its own, unheaded (``0``: no turn): the
-    smallest budget a context of the session can be planned for, since the newest turn is
-    always in it. Planning again for less, to make room for headings, stops there.
+    """What the newest turn of ``ctx`` costs on its own, unheaded (``0``: no turn), with
+    the :data:`~opticmem.context.LEAD_NOTE` message an assistant's turn needs before it
+    when it is shown alone: a budget a context of the session can always be planned for,
+    since the newest turn is always in it. Planning again for less, to make room for
+    headings, stops there.
 
     >>> from opticmem import OpticalMemory
     >>> mem = OpticalMemory(codec=None)
@@ -193,7 +195,8 @@ def newest_turn_tokens(ctx: Context, model: CostModel) -> int:
     if not ctx.turns:
         return 0
     newest = ctx.turns[-1]
-    return message_tokens([{"role": newest.role, "content": newest.text}], model)
+    note = lead_note_tokens(model) if needs_lead_note([newest.role]) else 0
+    return message_tokens([{"role": newest.role, "content": newest.text}], model) + note
 
 
 def repair_surrogates(text: str) -> tuple[str, bool]:

@@ -12,6 +12,7 @@ import pydantic
 import pytest
 
 from opticmem import BudgetError, InvalidTurnError, OpticalMemory, RenderSettings, message_tokens
+from opticmem.context import LEAD_NOTE
 from opticmem.integrations import AsyncMemoryChat, MemoryChat, with_memory
 from opticmem.integrations.chat_loop import Message, UnsupportedReplyError, reply_text
 from tests.doctests import check_doctests
@@ -728,3 +729,56 @@ def test_an_anthropic_message_reply_with_thinking_and_tool_use_is_recorded() -> 
     assert reply_text({**reply, "content": reply["content"][:1]}) == ""
     with pytest.raises(InvalidTurnError, match="only text"):  # a user's is still refused
         chat({"role": "user", "content": reply["content"]})
+
+
+# --------------------------------------------------------------------------- user first
+# Anthropic and Bedrock Converse refuse a conversation that opens (after the system
+# prompt) with the assistant; a budget that left a prompt out but kept its reply sent one.
+
+LONG_PROMPT = "Draft the Titan launch plan, milestone by milestone, with owners. " * 12
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_budget_that_leaves_a_prompt_out_still_sends_a_user_message_first(mode: str) -> None:
+    mem = memory(4000)
+    model = Recorder()
+
+    async def arecorder(messages: list[Message]) -> str:
+        return model(messages)
+
+    chat = with_memory(model if mode == "sync" else arecorder, mem, session="s", system=SYSTEM)
+
+    def call(text: str, **kw: Any) -> object:
+        out = chat(text, **kw)
+        return asyncio.run(out) if mode == "async" else out  # type: ignore[arg-type]
+
+    call(LONG_PROMPT)
+    expected = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": LEAD_NOTE},
+                {"role": "assistant", "content": "reply 1"}, {"role": "user", "content": "Why?"}]
+    budget = message_tokens(expected, mem.cost_model)  # the reply and the note, no prompt
+    call("Why?", budget_tokens=budget)
+    assert model.sent[-1] == expected
+    assert message_tokens(model.sent[-1], mem.cost_model) <= budget
+    call("And then?")  # the whole budget: the prompt is back (on a page), no note
+    sent = model.sent[-1]
+    assert sent[1]["role"] == "user" and mem.context("s").pages
+    assert LEAD_NOTE not in [m["content"] for m in sent]
+
+
+def test_a_retry_after_a_reply_names_a_budget_that_holds_the_reply_and_its_note() -> None:
+    # called with no new message, the newest turn is the reply: shown alone it needs the
+    # note, and the budget named must hold both (as the memory's planner prices them)
+    mem = memory(4000)
+    model = Recorder()
+    chat = with_memory(model, mem, session="s", system=SYSTEM)
+    chat(LONG_PROMPT)
+    alone = message_tokens([{"role": "system", "content": SYSTEM},
+                            {"role": "assistant", "content": "reply 1"}], mem.cost_model)
+    with pytest.raises(BudgetError, match="system prompt") as small:
+        chat(None, budget_tokens=alone)
+    needed = small.value.needed
+    assert needed is not None and needed > alone
+    chat(None, budget_tokens=needed)
+    assert [m["role"] for m in model.sent[-1]] == ["system", "user", "assistant"]
+    assert model.sent[-1][1]["content"] == LEAD_NOTE
+    assert message_tokens(model.sent[-1], mem.cost_model) <= needed

@@ -15,6 +15,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
 from opticmem import BudgetError, InvalidTurnError, OpticalMemory
+from opticmem.context import LEAD_NOTE
 from opticmem.integrations import OpticalChatMessageHistory, OpticalTokenCounter
 from tests.integrations.fakes import SYSTEM, CapturingChatModel, capturing, image_tiers, user_text
 
@@ -202,3 +203,31 @@ def test_add_messages_takes_any_iterable_of_messages() -> None:
     history.add_messages(m for m in [HumanMessage("a"), AIMessage("b")])
     history.add_messages((HumanMessage("c"),))
     assert [t.text for t in memory.turns("u1")] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_history_that_keeps_a_reply_but_not_its_prompt_opens_with_a_user_note(
+        mode: str) -> None:
+    # RunnableWithMessageHistory reads the history before adding the new question, so its
+    # newest turn is the last reply: under a tight budget that was all it held, and the
+    # prompt sent to the model opened (after the system message) with the assistant,
+    # which Anthropic and Bedrock Converse refuse
+    memory = OpticalMemory(codec=None)
+    reply = "Milestones: design freeze on March 4, beta on March 18."
+    full = OpticalChatMessageHistory(memory, "u1")
+    full.add_messages([HumanMessage("Draft the Titan launch plan, milestone by milestone. " * 12),
+                       AIMessage(reply)])
+    counter = OpticalTokenCounter(memory)
+    budget = counter([HumanMessage(LEAD_NOTE), AIMessage(reply)])
+    limited = OpticalChatMessageHistory(memory, "u1", budget_tokens=budget)
+    shown = limited.messages if mode == "sync" else asyncio.run(limited.aget_messages())
+    assert [(type(m).__name__, m.content) for m in shown] == [
+        ("HumanMessage", LEAD_NOTE), ("AIMessage", reply)]
+    assert counter(shown) <= budget
+    shown = full.messages  # the whole budget: as before, the prompt first and no note
+    assert isinstance(shown[0], HumanMessage) and shown[0].content != LEAD_NOTE
+    assert [type(m).__name__ for m in shown] == ["HumanMessage", "AIMessage"]
+    # one token short of the note and the reply: the reply alone cannot be shown, and the
+    # history is empty (logged), not a conversation opening with the assistant
+    tight = OpticalChatMessageHistory(memory, "u1", budget_tokens=budget - 1)
+    assert tight.messages == []

@@ -19,6 +19,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from PIL import Image
 
 from opticmem import InMemoryStore, InvalidSessionError, OpticalMemory, message_tokens
+from opticmem.context import LEAD_NOTE
 from opticmem.integrations import (
     InFlightTooLargeError,
     ModelView,
@@ -567,3 +568,75 @@ def test_without_a_checkpointer_a_new_message_alone_is_recorded_even_when_it_rep
     for text in ["ok", "ok", "ok"]:
         agent.invoke({"messages": [{"role": "user", "content": text}]})
     assert [t.role for t in memory.turns("app")] == ["user", "assistant"] * 3
+
+
+# --------------------------------------------------------------------------- user first
+# Anthropic and Bedrock Converse refuse a conversation that opens (after the system
+# prompt) with the assistant: "A conversation must start with a user message".
+
+LONG_PROMPT = "Draft the Titan launch plan, milestone by milestone, with owners. " * 12
+
+
+def opening(call: list[BaseMessage]) -> BaseMessage:
+    return next(m for m in call if not isinstance(m, SystemMessage))
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_history_that_keeps_a_reply_but_not_its_prompt_opens_with_a_user_note(
+        memory: OpticalMemory, mode: str) -> None:
+    model = capturing()
+    roomy, _ = make_agent(memory, model, session="s")
+    run(roomy, LONG_PROMPT, "a", mode)  # recorded: [prompt, REPLY0]
+    counter = OpticalTokenCounter(memory)
+    # a budget for the system prompt, the reply, its note and the question (and the
+    # history's rounding to a step), not for the prompt
+    budget = counter([SystemMessage(SYSTEM), HumanMessage(LEAD_NOTE), AIMessage(REPLY0),
+                      HumanMessage("Why?")]) + 8
+    assert counter([HumanMessage(LONG_PROMPT)]) > budget
+    tight, views = make_agent(memory, model, session="s", budget_tokens=budget)
+    run(tight, "Why?", "b", mode)
+    sent = model.calls[-1]
+    assert [type(m).__name__ for m in sent] == ["SystemMessage", "HumanMessage", "AIMessage",
+                                                "HumanMessage"]
+    assert [m.content for m in sent[1:]] == [LEAD_NOTE, REPLY0, "Why?"]
+    assert counter(sent) <= budget and views[-1].tokens <= budget
+    assert views[-1].history == 2 and views[-1].context is not None
+    assert views[-1].context.lead_note == 0
+
+
+def test_a_run_that_opens_with_a_reply_and_no_history_is_sent_a_user_note_first(
+        memory: OpticalMemory) -> None:
+    # a run handed only an assistant's message (a greeting an app shows first), with
+    # nothing recorded yet: no history, and the in-flight part opens with the reply
+    model = capturing()
+    agent, views = make_agent(memory, model)
+    agent.invoke({"messages": [AIMessage("Hi! I plan projects.")]},
+                 {"configurable": {"thread_id": "g"}})
+    sent = model.calls[-1]
+    assert [type(m).__name__ for m in sent] == ["SystemMessage", "HumanMessage", "AIMessage"]
+    assert sent[1].content == LEAD_NOTE
+    assert views[-1].history == 1 and views[-1].tokens <= BUDGET
+    assert OpticalTokenCounter(memory)(sent) == views[-1].tokens
+    # the in-flight part is never cut: no room for its note is an in-flight error
+    counter = OpticalTokenCounter(memory)
+    greeting = [AIMessage("Hi! I plan projects.")]
+    short = counter(greeting) + counter([HumanMessage(LEAD_NOTE)]) - 1
+    with pytest.raises(InFlightTooLargeError, match="need a user note"):
+        OpticalMemoryMiddleware(memory, budget_tokens=short).assemble("empty", None, None,
+                                                                       greeting)
+    view = OpticalMemoryMiddleware(memory, budget_tokens=short + 1).assemble(
+        "empty", None, None, greeting)
+    assert [m.content for m in view.messages] == [LEAD_NOTE, "Hi! I plan projects."]
+    assert view.tokens == short + 1
+
+
+def test_user_first_history_is_sent_as_before(memory: OpticalMemory) -> None:
+    model = capturing()
+    agent, views = make_agent(memory, model)
+    for i in range(12):
+        run(agent, user_text(i), "u", "sync")
+    for call, view in zip(model.calls, views, strict=True):
+        assert isinstance(opening(call), HumanMessage)
+        assert LEAD_NOTE not in [m.content for m in call]
+        assert view.context is None or view.context.lead_note is None
+    assert views[-1].context is not None and views[-1].context.pages  # pages open it
