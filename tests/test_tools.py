@@ -116,3 +116,21 @@ def test_probe_reading_scores_every_codec_on_the_same_pages(tmp_path: Path) -> N
     losses, accs = values[0::2], values[1::2]
     assert all(0.0 < v < 20.0 for v in losses) and all(0.0 < a <= 100.0 for a in accs)
     assert out.read_text() in proc.stdout
+
+
+def test_compare_evals_pools_further_pairs_as_more_pages(tmp_path: Path) -> None:
+    import json
+
+    old = ROOT / "benchmarks/results/codec_eval/eval.json"
+    data = json.loads(old.read_text())
+    for p in data["pages"]:
+        if p["tier"] == "tiny":
+            p["char_precision"] += 0.02
+    new = tmp_path / "eval.json"
+    new.write_text(json.dumps(data))
+    proc = tool("compare_evals.py", str(old), str(new), str(old), str(old))
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("|")[1].strip(): line for line in proc.stdout.splitlines()[2:]}
+    assert "| 80 |" in rows["tiny"] and "| +1.00 ± " in rows["tiny"]  # half the pages +2
+    odd = tool("compare_evals.py", str(old), str(new), str(old))
+    assert odd.returncode == 2 and "OLD NEW pairs" in odd.stderr

@@ -7,6 +7,11 @@ many pages the new weights read better. A mean within about two standard errors 
 is noise, whatever the rounded tier means say: the rule for shipping a training run.
 
     python tools/compare_evals.py benchmarks/results/codec_eval/eval.json new/eval.json
+
+More pairs (``OLD NEW OLD2 NEW2 …``, e.g. evaluations of other ``--seed``s, other pages)
+are pooled: every page of every pair is one more paired sample.
+
+    python tools/compare_evals.py old/eval.json new/eval.json old7/eval.json new7/eval.json
 """
 
 from __future__ import annotations
@@ -19,20 +24,23 @@ from pathlib import Path
 TIERS = ("large", "base", "small", "tiny")
 
 
-def page_precision(path: Path) -> dict[tuple[int, str], float]:
+Key = tuple[int | str, ...]
+"""``(page, tier)``, or ``(pair, page, tier)`` when several pairs are pooled."""
+
+
+def page_precision(path: Path) -> dict[Key, float]:
     """``(page, tier) → character precision`` of one ``eval.json``."""
     data = json.loads(path.read_text(encoding="utf-8"))
     return {(int(p["page"]), str(p["tier"])): float(p["char_precision"])
             for p in data["pages"]}
 
 
-def compare(old: dict[tuple[int, str], float], new: dict[tuple[int, str], float]
-            ) -> list[dict[str, float | int | str]]:
+def compare(old: dict[Key, float], new: dict[Key, float]) -> list[dict[str, float | int | str]]:
     """Per tier (pages both evaluations read): means, paired difference and its standard
     error, in points, and the number of pages read better by ``new``."""
     rows: list[dict[str, float | int | str]] = []
     for tier in TIERS:
-        keys = sorted(k for k in old if k[1] == tier and k in new)
+        keys = sorted(k for k in old if k[-1] == tier and k in new)
         if not keys:
             continue
         diffs = [new[k] - old[k] for k in keys]
@@ -58,8 +66,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("old", type=Path, help="eval.json of the weights in use")
     parser.add_argument("new", type=Path, help="eval.json of the candidate weights")
+    parser.add_argument("more", type=Path, nargs="*",
+                        help="further OLD NEW pairs (other pages), pooled with the first")
     args = parser.parse_args()
-    rows = compare(page_precision(args.old), page_precision(args.new))
+    paths = [args.old, args.new, *args.more]
+    if len(paths) % 2:
+        parser.error("give evaluations in OLD NEW pairs")
+    old: dict[Key, float] = {}
+    new: dict[Key, float] = {}
+    for i in range(0, len(paths), 2):
+        pair = i // 2
+        old.update({(pair, *k): v for k, v in page_precision(paths[i]).items()})
+        new.update({(pair, *k): v for k, v in page_precision(paths[i + 1]).items()})
+    rows = compare(old, new)
     if not rows:
         raise SystemExit("the two evaluations share no (page, tier): not the same pages")
     print(table(rows))
