@@ -15,11 +15,13 @@ For exact counts wrap a real tokenizer with :func:`text_counter`:
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from opticmem.errors import ConfigurationError
 from opticmem.lru import LRU
 
 
@@ -117,9 +119,24 @@ class CallableCounter:
     name: str = "callable"
 
     def count(self, text: str) -> int:
-        n = int(self.fn(text))
+        """``fn(text)``, which must be a whole number ≥ 0 (any integer type, not ``bool``),
+        else :class:`~opticmem.errors.ConfigurationError`: ``int()`` of it truncated 2.7 to
+        2 (under-counting every text, so contexts ran over their budget), took ``"5"`` and
+        ``True``, and failed on NaN or infinity with a bare ``ValueError`` or
+        ``OverflowError``."""
+        got = self.fn(text)
+        try:
+            if isinstance(got, bool):
+                raise TypeError
+            n = operator.index(got)
+        except TypeError:
+            raise ConfigurationError(
+                f"token counter {self.name!r} returned {got!r}; it must return a whole "
+                "number of tokens (an int; round a fractional estimate up with math.ceil)"
+            ) from None
         if n < 0:
-            raise ValueError(f"token counter {self.name!r} returned a negative count {n}")
+            raise ConfigurationError(
+                f"token counter {self.name!r} returned a negative count {n}")
         return n
 
 

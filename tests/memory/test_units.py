@@ -12,6 +12,7 @@ from opticmem import (
     AgeDecay,
     ApproxCounter,
     BudgetError,
+    ConfigurationError,
     DeepSeekOCRCost,
     OpticalMemory,
     PixelAreaCost,
@@ -83,6 +84,23 @@ def test_text_counter_adapters() -> None:
         OpticalMemory(codec=None, text_counter="cl100k_base")
     with pytest.raises(ValueError, match="negative"):
         text_counter(lambda s: -1).count("x")
+
+
+@pytest.mark.parametrize("returned", [2.7, 3.0, float("nan"), float("inf"), True, "5", None])
+def test_a_counter_that_returns_no_whole_number_is_refused(returned: object) -> None:
+    # int() of the callable's result truncated 2.7 to 2 (every text under-counted, so
+    # contexts ran over their budget), took "5" and True, and failed on NaN or infinity
+    # with a bare ValueError or OverflowError when the context was built
+    with pytest.raises(ConfigurationError, match="whole number of tokens"):
+        text_counter(lambda s: returned).count("x")
+    mem = OpticalMemory(codec=None, text_counter=lambda s: returned)
+    mem.add("s", "user", "hello")
+    with pytest.raises(ConfigurationError, match="whole number of tokens"):
+        mem.context("s")
+    assert [t.text for t in mem.turns("s")] == ["hello"]  # the turn is kept
+    import numpy as np
+
+    assert text_counter(lambda s: np.int64(3)).count("x") == 3  # any integer type
 
 
 def test_tokenizers_tokenizer_adapter() -> None:
