@@ -90,6 +90,7 @@ from opticmem.integrations.langchain_messages import (
 from opticmem.integrations.langchain_recording import Recorder
 from opticmem.integrations.langchain_session import (
     SessionSpec,
+    check_session_spec,
     current_config,
     resolve_session,
     thread_id,
@@ -226,7 +227,8 @@ class OpticalMemoryMiddleware(AgentMiddleware):
             raise ValueError(f"reserve_tokens must be ≥ 0 and below the budget ({budget}), got "
                              f"{reserve_tokens}")
         self.memory = memory
-        self.session = session
+        # checked here: 5 (or an empty id) failed only at the first model call
+        self.session = check_session_spec(session)
         self.budget_tokens = budget_tokens
         self.reserve_tokens = reserve_tokens
         self.on_view = on_view

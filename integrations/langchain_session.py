@@ -44,6 +44,23 @@ def thread_id(config: Mapping[str, Any] | None) -> str | None:
     return None if value is None else str(value)
 
 
+def check_session_spec(spec: object) -> SessionSpec:
+    """``spec`` if it is a :data:`SessionSpec`, else
+    :class:`~opticmem.errors.InvalidSessionError`; a fixed id is validated here, where it is
+    configured, rather than at the first model call.
+
+    >>> check_session_spec("alice"), check_session_spec(None)
+    ('alice', None)
+    """
+    if spec is None or callable(spec):
+        return spec
+    if isinstance(spec, str):
+        return validate_session(spec)
+    raise InvalidSessionError(
+        f"session must be a session id (str), a function of the run's config returning one, "
+        f"or None (the thread id), got {type(spec).__name__}")
+
+
 def resolve_session(spec: SessionSpec, config: RunnableConfig | None) -> str:
     """The session id for a run with ``config`` under ``spec`` (see the module docstring).
 
@@ -56,8 +73,9 @@ def resolve_session(spec: SessionSpec, config: RunnableConfig | None) -> str:
     ...                 {"configurable": {"user": "ada"}})
     'user:ada'
     """
+    spec = check_session_spec(spec)  # 5 or b"alice" failed: "'int' object is not callable"
     if isinstance(spec, str):
-        return validate_session(spec)
+        return spec
     if spec is not None:
         return validate_session(spec(config or {}))
     found = thread_id(config)
@@ -85,4 +103,5 @@ def current_config(fallback_thread: str | None = None) -> RunnableConfig | None:
         return {"configurable": {"thread_id": fallback_thread}}
 
 
-__all__ = ["SessionSpec", "current_config", "resolve_session", "thread_id"]
+__all__ = ["SessionSpec", "check_session_spec", "current_config", "resolve_session",
+           "thread_id"]

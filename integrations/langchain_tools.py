@@ -31,7 +31,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from opticmem.errors import ConfigurationError
-from opticmem.integrations.langchain_session import SessionSpec, resolve_session
+from opticmem.integrations.langchain_session import (
+    SessionSpec,
+    check_session_spec,
+    resolve_session,
+)
 from opticmem.memory import OpticalMemory, _whole_number
 from opticmem.recall import Passage
 from opticmem.render.layout import utc_minute
@@ -250,6 +254,7 @@ def make_recall_tool(
     the memory's budget); the tool message's artifact always holds every passage whole.
     A count that is not a whole number in its range raises
     :class:`~opticmem.errors.ConfigurationError` (a ``ValueError``)."""
+    session = check_session_spec(session)  # as the middleware does: "" failed at each call
     # "3" (from an environment variable) failed with a bare TypeError from "<", and True
     # passed as k=1
     k = _whole_number(k, "k")

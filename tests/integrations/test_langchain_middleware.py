@@ -27,6 +27,8 @@ from opticmem.integrations import (
     OpticalTokenCounter,
 )
 from opticmem.integrations.langchain_recording import Recorder, cursor_key
+from opticmem.integrations.langchain_session import resolve_session
+from opticmem.integrations.langchain_tools import make_recall_tool
 from tests.integrations.fakes import (
     SYSTEM,
     CapturingChatModel,
@@ -339,6 +341,20 @@ def test_budget_options_that_are_not_whole_numbers_are_refused(
     # no history: the memory refused the fractional room planned for it
     with pytest.raises(ValueError, match=f"{next(iter(options))} must be a whole number"):
         OpticalMemoryMiddleware(memory, **options)
+
+
+@pytest.mark.parametrize("session", [5, b"alice", ["alice"], "", "a\ud800"])
+def test_a_session_option_of_no_kind_it_takes_is_refused_where_it_is_given(
+    memory: OpticalMemory, session: Any
+) -> None:
+    # session=5 was kept, and every model call then failed with a bare TypeError
+    # ("'int' object is not callable"); an empty id only at the first model call
+    with pytest.raises(InvalidSessionError, match="session"):
+        OpticalMemoryMiddleware(memory, session=session)
+    with pytest.raises(InvalidSessionError, match="session"):
+        make_recall_tool(memory, session=session)
+    with pytest.raises(InvalidSessionError, match="session"):
+        resolve_session(session, {"configurable": {"thread_id": "t"}})
 
 
 def test_history_is_shown_whenever_the_room_holds_the_newest_turn_with_its_heading() -> None:
