@@ -14,8 +14,10 @@ The cursor holds a digest of the id (ids are the user's to choose and may be lon
 values stay small).
 
 * a crash between appending turns and moving the cursor: the turns are there, the cursor
-  lags. Messages after the cursor whose ids appear among the session's newest turns are
-  taken as recorded.
+  lags. Messages after the cursor whose ids appear among the session's newest turns
+  recorded from the same thread (``meta["lc_thread"]``, a digest of the thread id) are
+  taken as recorded: ids are the user's to choose, and two threads of one session (a
+  fixed ``session=``) may both have a message ``"1"``.
 * a cursor that is not in the state at all (a run without a checkpointer, which holds
   only its own input; a state rewritten by another middleware): the same id check over
   the newest turns decides, and then the messages' roles and text: a run without a
@@ -59,15 +61,19 @@ def _digest(message_id: str) -> str:
     return hashlib.sha256(message_id.encode()).hexdigest()[:32]
 
 
+def _thread_digest(thread: str | None) -> str:
+    # surrogatepass: a thread id is the user's to choose, and may hold a lone surrogate
+    raw = (thread or "").encode("utf-8", "surrogatepass")
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
 def cursor_key(thread: str | None) -> str:
     """Session-state key of the cursor for ``thread`` (``None``: runs without a thread).
 
     >>> cursor_key("t-1")
     'langchain/cursor/46e9bc3476c92ea2'
     """
-    # surrogatepass: a thread id is the user's to choose, and may hold a lone surrogate
-    raw = (thread or "").encode("utf-8", "surrogatepass")
-    return CURSOR_PREFIX + hashlib.sha256(raw).hexdigest()[:16]
+    return CURSOR_PREFIX + _thread_digest(thread)
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,10 @@ class Recorder:
         if n == 0:
             return start
         window = 2 * (len(messages) - start if found else len(messages)) + TAIL_SLACK
-        seen = {t.meta.get("lc_id") for t in self.memory.turns(session, max(0, n - window), n)}
+        # the ids this thread recorded (turns recorded before threads were tagged: any)
+        tag = _thread_digest(thread)
+        seen = {t.meta.get("lc_id") for t in self.memory.turns(session, max(0, n - window), n)
+                if t.meta.get("lc_thread", tag) == tag}
         seen.discard(None)
         for j in range(start, len(messages)):
             if ids[j] is not None and ids[j] in seen:
@@ -141,7 +150,9 @@ class Recorder:
         """
         if not messages:
             return 0
-        turns = [t for m in messages for t in message_turns(m, self.memory)]
+        tag = _thread_digest(thread)
+        turns = [{**t, "meta": {**t["meta"], "lc_thread": tag}}
+                 for m in messages for t in message_turns(m, self.memory)]
         if turns:
             self.memory.add_many(session, turns)
         last = next((i for m in reversed(messages) if (i := message_id(m))), None)

@@ -316,6 +316,29 @@ def test_recorder_recovers_a_lost_or_stale_cursor(memory: OpticalMemory) -> None
     assert recorder.recorded_prefix("s", "other", [HumanMessage("new", id="n1")]) == 0
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_threads_of_one_session_may_reuse_message_ids(memory: OpticalMemory, mode: str) -> None:
+    # Ids are the user's to choose: a second thread's message "1" was taken as recorded
+    # because the first thread's message "1" was among the session's newest turns, and
+    # was never stored (each message is to reach the memory exactly once).
+    agent, _ = make_agent(memory, capturing(), session="alice")
+    for thread, text in [("t1", "hello from t1"), ("t2", "something else in t2")]:
+        payload = {"messages": [HumanMessage(text, id="1")]}
+        config = {"configurable": {"thread_id": thread}}
+        if mode == "async":
+            asyncio.run(agent.ainvoke(payload, config))
+        else:
+            agent.invoke(payload, config)
+    assert [t.text for t in memory.turns("alice") if t.role == "user"] == [
+        "hello from t1", "something else in t2"]
+    assert len(memory.turns("alice")) == 4
+    recorder = Recorder(memory)
+    assert recorder.recorded_prefix("alice", "t3", [HumanMessage("new", id="1")]) == 0
+    # a thread's own crash recovery still goes by its ids (its cursor lost here)
+    memory.store.put_state("alice", cursor_key("t2"), b'{"id": "feedface"}')
+    assert recorder.recorded_prefix("alice", "t2", [HumanMessage("x", id="1")]) == 1
+
+
 def test_memory_without_tool_role_is_refused() -> None:
     with pytest.raises(ValueError, match="tool"):
         OpticalMemoryMiddleware(OpticalMemory(codec=None, roles=("user", "assistant", "system")))
