@@ -15,6 +15,7 @@ For exact counts wrap a real tokenizer with :func:`text_counter`:
 
 from __future__ import annotations
 
+import inspect
 import operator
 import re
 from collections.abc import Callable
@@ -151,12 +152,27 @@ def _encoder_len(obj: Any) -> Callable[[str], int]:
     except ImportError:  # pragma: no cover - tokenizers is a dependency
         pass
 
+    # transformers' tokenizers add their special tokens (BOS, EOS, CLS/SEP) to every
+    # encode() unless told not to: every text counted (each turn, caption, facts line) came
+    # to 1-2 tokens more than it costs, and "" to 2
+    plain = {"add_special_tokens": False} if _takes(encode, "add_special_tokens") else {}
+
     def length(s: str) -> int:
-        out = encode(s)
+        out = encode(s, **plain)
         ids = getattr(out, "ids", out)  # an Encoding-like object, or a plain list of ids
         return len(ids)
 
     return length
+
+
+def _takes(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` takes a keyword argument ``name`` by that name."""
+    try:
+        param = inspect.signature(fn).parameters.get(name)
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return param is not None and param.kind in (param.POSITIONAL_OR_KEYWORD,
+                                                param.KEYWORD_ONLY)
 
 
 def text_counter(spec: TextCounter | Callable[[str], int] | Any | None = None) -> TextCounter:

@@ -111,6 +111,24 @@ def test_tokenizers_tokenizer_adapter() -> None:
     assert text_counter(tok).count("hello world again") == 3
 
 
+def test_transformers_tokenizer_counts_the_text_without_its_special_tokens() -> None:
+    # encode() of a transformers tokenizer adds BOS/EOS (or CLS/SEP) around every text:
+    # each turn, caption and facts line was counted 2 tokens over, and "" as 2
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(
+        {"hello": 0, "world": 1, "[UNK]": 2, "<s>": 3, "</s>": 4}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 3), ("</s>", 4)])
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
+                                 unk_token="[UNK]")
+    assert len(hf.encode("hello world")) == 4  # what the counter used to count
+    assert text_counter(hf).count("hello world") == text_counter(tok).count("hello world") == 2
+    assert text_counter(hf).count("") == 0
+
+
 # --------------------------------------------------------------------------- costs
 
 
