@@ -152,6 +152,9 @@ def _encoder_len(obj: Any) -> Callable[[str], int]:
     except ImportError:  # pragma: no cover - tokenizers is a dependency
         pass
 
+    ordinary = getattr(obj, "encode_ordinary", None)
+    if callable(ordinary):  # tiktoken: encode() raises on text that spells a special token
+        return lambda s: len(ordinary(s))
     # transformers' tokenizers add their special tokens (BOS, EOS, CLS/SEP) to every
     # encode() unless told not to: every text counted (each turn, caption, facts line) came
     # to 1-2 tokens more than it costs, and "" to 2

@@ -129,6 +129,21 @@ def test_transformers_tokenizer_counts_the_text_without_its_special_tokens() -> 
     assert text_counter(hf).count("") == 0
 
 
+def test_tiktoken_encoding_counts_special_token_text_as_text() -> None:
+    # tiktoken's encode() raises ValueError on text that spells a special token: a stored
+    # turn quoting "<|endoftext|>" made every context() of its session fail
+    tiktoken = pytest.importorskip("tiktoken")
+    enc = tiktoken.Encoding(
+        name="bytes", pat_str=r" ?\w+| ?[^\s\w]+|\s+",
+        mergeable_ranks={bytes([i]): i for i in range(256)},
+        special_tokens={"<|endoftext|>": 256})
+    text = "a <|endoftext|> b"
+    assert text_counter(enc).count(text) == len(text.encode())  # one token a byte here
+    mem = OpticalMemory(codec=None, text_counter=enc)
+    mem.add("s", "user", f"the model printed {text}")
+    assert mem.context("s").cost.turns > 0
+
+
 # --------------------------------------------------------------------------- costs
 
 
