@@ -8,12 +8,15 @@ The composition itself is :func:`opticmem.render.sheet.contact_sheet`.
 
 from __future__ import annotations
 
+from numbers import Real
 from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from opticmem.artefacts import Job
 from opticmem.context import Context
+from opticmem.errors import ConfigurationError
+from opticmem.memory import _whole_number
 from opticmem.render import ORDER, Tier
 from opticmem.render.sheet import SheetColumn, contact_sheet
 
@@ -33,7 +36,21 @@ def decay_sheet(
     newest archived pages. ``crop`` keeps the top-left fraction of each page's width and
     height (where the text starts); ``cell`` is the display size, by default the size of
     that crop on a Large page — so Large is shown pixel for pixel and every lower tier is
-    magnified, which is what makes its lost detail visible."""
+    magnified, which is what makes its lost detail visible.
+
+    ``archived`` must be a whole number ≥ 0, ``crop`` in ``(0, 1]`` and ``cell`` a whole
+    number ≥ 16, else :class:`~opticmem.errors.ConfigurationError` (a ``ValueError``)."""
+    # checked before use: cell=0 was taken for the default, archived=-3 for 0, crop=nan
+    # failed with "cannot convert float NaN to integer" and cell=nan with a bare TypeError
+    archived = _whole_number(archived, "archived")
+    if archived < 0:
+        raise ConfigurationError(f"archived must be ≥ 0, got {archived}")
+    if isinstance(crop, bool) or not isinstance(crop, Real) or not 0 < crop <= 1:
+        raise ConfigurationError(f"crop must be a number in (0, 1], got {crop!r}")
+    if cell is not None:
+        cell = _whole_number(cell, "cell")
+        if cell < 16:
+            raise ConfigurationError(f"cell must be at least 16 pixels, got {cell}")
     cell = cell or max(64, round(Tier.LARGE.pixels * crop))
     session = context.session
     jobs = [Job(p.record, p.tier) for p in context.pages]

@@ -422,3 +422,18 @@ def test_fuzzed_arguments_raise_typed_errors_and_change_nothing(tmp_path: Path) 
     for m in mems:
         m.close()
         m.store.close()
+
+
+@pytest.mark.parametrize("options", [
+    {"cell": 0}, {"cell": float("nan")}, {"cell": 2.5}, {"archived": -3}, {"archived": 2.5},
+    {"archived": True}, {"crop": float("nan")}, {"crop": 0}, {"crop": "0.5"},
+])
+def test_decay_sheet_refuses_bad_options(options: dict[str, Any]) -> None:
+    # cell=0 was taken for the default size, archived=-3 for 0; crop=nan failed with
+    # "cannot convert float NaN to integer" and cell=nan with a bare TypeError
+    from opticmem.inspection import decay_sheet
+
+    mem = OpticalMemory(codec=None)
+    mem.add("s", "user", "hello")
+    with pytest.raises(ConfigurationError, match=next(iter(options))):
+        decay_sheet(mem, mem.context("s"), **options)
