@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,6 +51,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
     raise missing_extra("langchain", exc) from exc
 
+log = logging.getLogger(__name__)
+
 CURSOR_PREFIX = "langchain/cursor/"
 """Session-state key prefix of the recording cursors (one per thread)."""
 
@@ -59,6 +62,25 @@ TAIL_SLACK = 16
 
 def _digest(message_id: str) -> str:
     return hashlib.sha256(message_id.encode()).hexdigest()[:32]
+
+
+def _cursor(session: str, raw: bytes | None) -> str | None:
+    """The message-id digest a stored cursor holds; ``None`` for none, and for one that is
+    not a cursor (a damaged or hand-written state value), which failed every model call of
+    its thread with a bare ``JSONDecodeError`` or ``AttributeError``: without it the
+    message ids and texts decide, as for a lost cursor, and the next record rewrites it."""
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:  # not JSON, or not UTF-8
+        value = None
+    cursor = value.get("id") if isinstance(value, dict) else None
+    if not isinstance(cursor, str):
+        log.warning("session %r: a recording cursor is unreadable (%r); recovering from "
+                    "the message ids", session[:200], bytes(raw[:64]))
+        return None
+    return cursor
 
 
 def _thread_digest(thread: str | None) -> str:
@@ -89,9 +111,8 @@ class Recorder:
         store = self.memory.store
         ids = [message_id(m) for m in messages]  # as the turns' ``lc_id`` holds them
         start, found = 0, False
-        raw = store.get_state(session, cursor_key(thread))
-        if raw:
-            cursor = json.loads(raw).get("id")
+        cursor = _cursor(session, store.get_state(session, cursor_key(thread)))
+        if cursor is not None:
             for j in range(len(ids) - 1, -1, -1):
                 mid = ids[j]
                 if mid is not None and _digest(mid) == cursor:

@@ -316,6 +316,23 @@ def test_recorder_recovers_a_lost_or_stale_cursor(memory: OpticalMemory) -> None
     assert recorder.recorded_prefix("s", "other", [HumanMessage("new", id="n1")]) == 0
 
 
+@pytest.mark.parametrize("raw", [b"not json", b"\xff\xfe", b"[1]", b'"x"', b"null",
+                                 b'{"id": 5}'])
+def test_an_unreadable_cursor_is_recovered_from_the_ids(
+    memory: OpticalMemory, raw: bytes
+) -> None:
+    # a damaged cursor failed every model call of its thread with a bare JSONDecodeError
+    # or AttributeError; the ids decide instead, as for a lost cursor
+    recorder = Recorder(memory)
+    msgs: list[BaseMessage] = [HumanMessage(f"m{i}", id=f"id{i}") for i in range(3)]
+    recorder.record("s", "t", msgs[:2])
+    memory.store.put_state("s", cursor_key("t"), raw)
+    assert recorder.recorded_prefix("s", "t", msgs) == 2
+    recorder.record("s", "t", msgs[2:])  # rewrites the cursor
+    assert recorder.recorded_prefix("s", "t", msgs) == 3
+    assert [t.text for t in memory.turns("s")] == ["m0", "m1", "m2"]
+
+
 @pytest.mark.parametrize("mode", ["sync", "async"])
 def test_threads_of_one_session_may_reuse_message_ids(memory: OpticalMemory, mode: str) -> None:
     # Ids are the user's to choose: a second thread's message "1" was taken as recorded
