@@ -932,8 +932,9 @@ class OpticalMemory:
                 progress(min(lo + batch_size, len(missing)), len(missing))
         return len(missing)
 
-    def _context_jobs(self, session: str, budget: int | None = None) -> list[Job]:
-        asm = self._assemble(session, budget or self.budget_tokens, None)
+    def _context_jobs(self, session: str) -> list[Job]:
+        """The pages a context at the default budget shows, each at its tier."""
+        asm = self._assemble(session, self.budget_tokens, None)
         return [Job(p, ORDER[lv]) for p, lv in zip(asm.pages, asm.levels, strict=True)
                 if lv < OUT]
 
