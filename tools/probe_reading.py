@@ -1,7 +1,7 @@
 """Does a codec read its pages, or guess them? Teacher-forced loss on three kinds of text.
 
 A held-out evaluation (``opticmem eval``) greedy-decodes 40 pages per tier and takes
-~10 CPU minutes; this takes ~20 seconds a codec and separates two abilities that the
+~10 CPU minutes; this takes ~30 seconds a codec and separates the abilities that the
 precision mixes:
 
 * **train**: pages of the training split's text — what the decoder's language prior
@@ -9,7 +9,10 @@ precision mixes:
 * **pseudo**: the same generator with every word drawn as random letters
   (``synth.pseudo_words`` at rate 1.0) — nothing to guess, only to read;
 * **eval**: pages of the held-out split's text (other sources, other seed) — what
-  ``opticmem eval`` measures.
+  ``opticmem eval`` measures;
+* **eval-pseudo**: the held-out split's pages with every word random letters — reading
+  on layouts, templates and entities training never drew. Below **pseudo**, the codec has
+  learned the training pages' structure, not only their words.
 
 A codec whose ``train`` accuracy is far above its ``pseudo`` accuracy leans on its prior,
 and its ``eval`` accuracy sits between the two. Each row is the mean next-token loss
@@ -38,7 +41,8 @@ from opticmem.encoder.model import OCRModel
 from opticmem.render import RenderSettings, Tier, parse_tiers
 
 KINDS: tuple[tuple[str, synth.Split, float], ...] = (
-    ("train", "train", 0.0), ("pseudo", "train", 1.0), ("eval", "eval", 0.0))
+    ("train", "train", 0.0), ("pseudo", "train", 1.0), ("eval", "eval", 0.0),
+    ("eval-pseudo", "eval", 1.0))
 """(name, split, pseudo-word rate) of each kind of page."""
 
 
