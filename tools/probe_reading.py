@@ -1,4 +1,4 @@
-"""Does a codec read its pages, or guess them? Teacher-forced loss on three kinds of text.
+"""Does a codec read its pages, or guess them? Teacher-forced loss on four kinds of page.
 
 A held-out evaluation (``opticmem eval``) greedy-decodes 40 pages per tier and takes
 ~10 CPU minutes; this takes ~30 seconds a codec and separates the abilities that the
