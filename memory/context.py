@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -118,6 +118,81 @@ def _lead_note_at(roles: Sequence[str]) -> int | None:
     (``None``: no note)."""
     i = next((i for i, r in enumerate(roles) if r != "system"), None)
     return i if i is not None and roles[i] == "assistant" else None
+
+
+_UNMERGEABLE_ROLES = ("tool",)
+"""Roles whose messages :func:`merge_message_runs` never merges: a tool message answers
+one tool call (its ``tool_call_id``), so two of them are two answers."""
+
+
+def _mergeable(message: Mapping[str, Any]) -> bool:
+    """Whether :func:`merge_message_runs` may merge ``message`` with a neighbour: it holds
+    only a ``role`` (not ``tool``) and a text or content-block ``content`` — any other
+    field (``name``, ``tool_call_id``, ``tool_calls``, ``refusal``…) belongs to the one
+    message and would be lost, or misattributed, in a merge."""
+    return (isinstance(message.get("role"), str)
+            and message["role"] not in _UNMERGEABLE_ROLES
+            and set(message) <= {"role", "content"}
+            and isinstance(message.get("content"), (str, list)))
+
+
+def _blocks(content: str | list[Any]) -> list[Any]:
+    """``content`` as content blocks: a string as one ``text`` block (the shape of a text
+    part in both of :meth:`Context.messages`' formats, LangChain's and OpenAI's)."""
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+
+
+def merge_message_runs(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` with each run of consecutive messages of one role merged into one
+    message, whose content is the run's contents in order as content blocks: a string
+    content becomes a ``{"type": "text", "text": ...}`` block (the text part of both the
+    LangChain and the OpenAI format), a list of blocks is kept as it is. Nothing is lost
+    and nothing reordered; a message not merged is returned as it is (the same dict), and
+    the input is not changed.
+
+    Why: :meth:`Context.messages` often gives two messages of one role in a row (the
+    pages' message, then the user's first verbatim turn; a tool result sent as a user
+    message after the user's turn; two replies stored in a row), and some chat APIs
+    refuse that — Bedrock's Converse: "A conversation must alternate between user and
+    assistant roles". Merging only removes per-message overhead, so under any
+    :class:`~opticmem.costs.CostModel` the merged messages cost no more than the
+    originals (:func:`~opticmem.costs.message_tokens`: exactly ``message_overhead`` less
+    per message merged away).
+
+    A message with any field besides ``role`` and ``content`` (a ``name``, a
+    ``tool_call_id``, ``tool_calls``…), a ``tool`` message, and one whose content is
+    neither text nor a list of blocks are never merged: two such messages of one role
+    may still follow each other, and then alternation is up to the caller. ``system``
+    messages merge like any other role.
+
+    >>> merge_message_runs([
+    ...     {"role": "user", "content": [{"type": "text", "text": "page"}]},
+    ...     {"role": "user", "content": "hi"},
+    ...     {"role": "assistant", "content": "hello"},
+    ... ]) == [{"role": "user", "content": [{"type": "text", "text": "page"},
+    ...                                     {"type": "text", "text": "hi"}]},
+    ...        {"role": "assistant", "content": "hello"}]
+    True
+    >>> [m["role"] for m in merge_message_runs([
+    ...     {"role": "tool", "content": "1", "tool_call_id": "a"},
+    ...     {"role": "tool", "content": "2", "tool_call_id": "b"}])]
+    ['tool', 'tool']
+    """
+    out: list[dict[str, Any]] = []
+    fresh = False  # whether out[-1] is a message made here (its content list ours to extend)
+    for msg in messages:
+        prev = out[-1] if out else None
+        if (prev is not None and prev.get("role") == msg.get("role")
+                and _mergeable(prev) and _mergeable(msg)):
+            if not fresh:
+                prev = out[-1] = {"role": prev["role"], "content": _blocks(prev["content"])}
+                fresh = True
+            prev["content"].extend(_blocks(msg["content"]))
+        else:
+            out.append(msg)
+            fresh = False
+    return out
+
 
 Shown = Literal["image", "text"]
 
@@ -377,7 +452,7 @@ class Context:
         return [Job(p.record, p.tier) for p in self.pages if p.shown == "image"]
 
     def messages(
-        self, format: Literal["langchain", "openai"] = "langchain"
+        self, format: Literal["langchain", "openai"] = "langchain", *, merge_runs: bool = False
     ) -> list[dict[str, Any]]:
         """Chat messages as plain dicts: the memory message with the pages (LangChain v1
         standard content blocks, or OpenAI ``image_url`` parts with ``format="openai"``),
@@ -403,7 +478,15 @@ class Context:
         Each turn keeps its role, so a ``tool`` turn is a tool message, which a chat API
         refuses after no structured tool call: :func:`opticmem.integrations.with_memory`
         and the LangChain middleware send such turns as headed user messages instead,
-        with the budget planned for the headings."""
+        with the budget planned for the headings.
+
+        ``merge_runs=True`` merges each run of consecutive messages of one role into one
+        (:func:`merge_message_runs`), for APIs that need the roles to alternate (Bedrock's
+        Converse): the pages' message and the first turn after it, say, become one user
+        message with the pages' blocks, then the turn's text. It costs no more than the
+        unmerged messages (one ``message_overhead`` less per message merged away), so the
+        context stays within its budget; a message with a ``name`` or ``tool_call_id``,
+        and a ``tool`` message, are never merged."""
         if format not in ("langchain", "openai"):
             raise ConfigurationError(f"format must be 'langchain' or 'openai', not {format!r}")
         out: list[dict[str, Any]] = []
@@ -440,7 +523,7 @@ class Context:
             if isinstance(call_id, str):
                 msg["tool_call_id"] = call_id
             out.append(msg)
-        return out
+        return merge_message_runs(out) if merge_runs else out
 
     def _pngs(self) -> list[bytes]:
         if self._artefacts is None:
@@ -521,9 +604,9 @@ class Context:
 
     # ------------------------------------------------------------------ async twins
     async def amessages(
-        self, format: Literal["langchain", "openai"] = "langchain"
+        self, format: Literal["langchain", "openai"] = "langchain", *, merge_runs: bool = False
     ) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self.messages, format)
+        return await asyncio.to_thread(self.messages, format, merge_runs=merge_runs)
 
     async def atext(self) -> str:
         return await asyncio.to_thread(self.text)

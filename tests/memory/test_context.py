@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import io
@@ -510,3 +511,100 @@ def test_no_budget_opens_a_context_with_a_reply(model: str) -> None:
         assert message_tokens(msgs, cost_model(model)) == int(ctx.cost) <= budget
         noted += ctx.lead_note is not None
     assert noted  # the note was needed, at some budgets
+
+
+# merge_runs: Bedrock's Converse refuses two messages of one role in a row ("A
+# conversation must alternate between user and assistant roles"); messages() gives such
+# runs (the pages' message then the first turn, replies stored in a row, tool results).
+
+def paged_user_run() -> OpticalMemory:
+    """Pages, then a run of user turns, a reply and a prompt: the first turn shown is a
+    user's, so it follows the pages' (user) message."""
+    mem = OpticalMemory(codec=None, verbatim_turns=3, budget_tokens=6000,
+                        render_settings=RenderSettings(max_rows=6))
+    texts = [str(t["text"]) for t in sample_turns(60)]
+    mem.add_many("s", [("user", t) for t in texts[:-2]])
+    mem.add_many("s", [("assistant", texts[-2]), ("user", texts[-1])])
+    return mem
+
+
+def test_merge_runs_is_off_by_default_and_the_default_is_unchanged(
+        deepseek: OpticalMemory) -> None:
+    mem = paged_user_run()
+    ctx = mem.context("s")
+    for fmt in ("langchain", "openai"):
+        plain = ctx.messages(fmt)  # type: ignore[arg-type]
+        assert ctx.messages(fmt, merge_runs=False) == plain  # type: ignore[arg-type]
+        assert plain[0]["role"] == plain[1]["role"] == "user"  # a run, left as it was
+        assert plain[1]["content"] == ctx.turns[0].text
+    assert asyncio.run(ctx.amessages()) == ctx.messages()
+    assert deepseek.context("team").messages() == deepseek.context("team").messages(
+        merge_runs=False)
+
+
+@pytest.mark.parametrize("fmt", ["langchain", "openai"])
+def test_merge_runs_puts_the_pages_and_the_user_turns_after_them_in_one_message(
+        fmt: str) -> None:
+    mem = paged_user_run()
+    ctx = mem.context("s")
+    assert ctx.pages and [t.role for t in ctx.turns][-3:] == ["user", "assistant", "user"]
+    plain = ctx.messages(fmt)  # type: ignore[arg-type]
+    merged = ctx.messages(fmt, merge_runs=True)  # type: ignore[arg-type]
+    assert asyncio.run(ctx.amessages(fmt, merge_runs=True)) == merged  # type: ignore[arg-type]
+    users = [t.text for t in ctx.turns[:-2]]
+    # the pages' blocks as they were (image parts of the format included), then each
+    # user turn's text as a text block — the shape both formats write text parts in
+    assert merged == [
+        {"role": "user", "content": [*plain[0]["content"],
+                                     *({"type": "text", "text": u} for u in users)]},
+        {"role": "assistant", "content": ctx.turns[-2].text},
+        {"role": "user", "content": ctx.turns[-1].text},
+    ]
+    image = "image_url" if fmt == "openai" else "image"
+    assert any(b["type"] == image for b in merged[0]["content"])
+    # one message_overhead less per message merged away; never over the budget
+    m = mem.cost_model
+    saved = (len(plain) - len(merged)) * m.message_overhead
+    assert message_tokens(merged, m) == message_tokens(plain, m) - saved < int(ctx.cost)
+    assert int(ctx.cost) <= ctx.budget
+
+
+def test_merge_runs_leaves_tool_and_named_messages_separate() -> None:
+    mem = OpticalMemory(codec=None)
+    mem.add("s", "user", "weather and time?")
+    mem.add("s", "assistant", "calling both", meta={"tool_calls": 2})
+    mem.add("s", "tool", "12C", meta={"tool_call_id": "c1", "name": "weather"})
+    mem.add("s", "tool", "09:00", meta={"tool_call_id": "c2", "name": "clock"})
+    mem.add("s", "assistant", "12C at nine.")
+    mem.add("s", "assistant", "Anything else?")
+    mem.add("s", "user", "I'm Ann", meta={"name": "ann"})
+    mem.add("s", "user", "and Bob is here")
+    mem.add("s", "system", "be brief")
+    mem.add("s", "system", "use Celsius")
+    merged = mem.context("s").messages(merge_runs=True)
+    assert merged == [
+        {"role": "user", "content": "weather and time?"},
+        {"role": "assistant", "content": "calling both"},
+        {"role": "tool", "content": "12C", "name": "weather", "tool_call_id": "c1"},
+        {"role": "tool", "content": "09:00", "name": "clock", "tool_call_id": "c2"},
+        {"role": "assistant", "content": [{"type": "text", "text": "12C at nine."},
+                                          {"type": "text", "text": "Anything else?"}]},
+        {"role": "user", "content": "I'm Ann", "name": "ann"},  # its name stays its own
+        {"role": "user", "content": "and Bob is here"},
+        {"role": "system", "content": [{"type": "text", "text": "be brief"},
+                                       {"type": "text", "text": "use Celsius"}]},
+    ]
+
+
+def test_merge_message_runs_does_not_change_its_input() -> None:
+    from opticmem.context import merge_message_runs
+
+    given = [{"role": "user", "content": [{"type": "text", "text": "a"}]},
+             {"role": "user", "content": "b"}, {"role": "user", "content": "c"}]
+    before = copy.deepcopy(given)
+    assert merge_message_runs(given) == [{"role": "user", "content": [
+        {"type": "text", "text": t} for t in "abc"]}]
+    assert given == before
+    alone = {"role": "assistant", "content": "x"}
+    assert merge_message_runs([alone])[0] is alone  # a message not merged is as it was
+    assert merge_message_runs([]) == []

@@ -153,3 +153,58 @@ def test_messages_cost_what_the_context_says(turns: list[str], model: str, budge
     except BudgetError:
         return
     assert message_tokens(ctx.messages(), cost_model(model)) == int(ctx.cost) <= budget
+
+
+def _blocks(content: Any) -> list[Any]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+
+
+def _own(message: dict[str, Any]) -> dict[str, Any]:
+    """What a message holds besides its role and content (its name, tool call id)."""
+    return {k: v for k, v in message.items() if k not in ("role", "content")}
+
+
+def _merges(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return (a["role"] == b["role"] != "tool" and not _own(a) and not _own(b))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    turns=st.lists(st.tuples(st.sampled_from(["user", "user", "assistant", "tool", "system"]),
+                             texts, st.booleans()), min_size=6, max_size=40),
+    model=models,
+    budget=st.integers(min_value=150, max_value=5000),
+    fmt=st.sampled_from(["langchain", "openai"]),
+)
+def test_merged_messages_alternate_lose_nothing_and_cost_no_more(
+    turns: list[tuple[str, str, bool]], model: str, budget: int, fmt: Any
+) -> None:
+    # Bedrock's Converse refuses two messages of one role in a row; merge_runs=True merges
+    # each run, as content blocks, and only per-message overhead is saved
+    mem = OpticalMemory(codec=None, cost_model=model, budget_tokens=budget,
+                        render_settings=SETTINGS, verbatim_turns=2)
+    for i, (role, text, named) in enumerate(turns):
+        meta = ({"name": "ann"} if role == "user" else {"tool_call_id": f"c{i}", "name": "f"}
+                if role == "tool" else None) if named else None
+        mem.add("s", role, text, meta=meta)
+    try:
+        ctx = mem.context("s")
+    except BudgetError:
+        return
+    plain = ctx.messages(fmt)
+    merged = ctx.messages(fmt, merge_runs=True)
+    event("merged" if len(merged) < len(plain) else "nothing to merge")
+    event("pages" if ctx.pages else "no page")
+    # alternation: two messages of one role follow each other only where one of them
+    # holds fields of its own or is a tool message (left for the caller)
+    assert not any(_merges(a, b) for a, b in itertools.pairwise(merged))
+    assert len(plain) - len(merged) == sum(_merges(a, b) for a, b in itertools.pairwise(plain))
+    # nothing lost or reordered
+    assert [b for m in merged for b in _blocks(m["content"])] == [
+        b for m in plain for b in _blocks(m["content"])]
+    assert [_own(m) for m in merged if _own(m)] == [_own(m) for m in plain if _own(m)]
+    # the cost falls by one overhead per message merged away: never above the budget
+    m = cost_model(model)
+    saved = (len(plain) - len(merged)) * m.message_overhead
+    assert message_tokens(merged, m) == message_tokens(plain, m) - saved
+    assert message_tokens(merged, m) <= int(ctx.cost) <= budget
