@@ -85,7 +85,13 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, overload
 
 from opticmem import OpticalMemory, message_tokens
-from opticmem.context import Context, ContextTurn, lead_note_tokens, needs_lead_note
+from opticmem.context import (
+    Context,
+    ContextTurn,
+    lead_note_tokens,
+    merge_message_runs,
+    needs_lead_note,
+)
 from opticmem.errors import BudgetError, InvalidTurnError, OpticMemError
 from opticmem.integrations.turn_text import (
     archived_parts,
@@ -386,6 +392,7 @@ class _MemoryLoop(Generic[F]):
         system: str | Mapping[str, Any] | None = None,
         format: Format = "openai",
         budget_tokens: int | None = None,
+        merge_runs: bool = False,
     ) -> None:
         if not isinstance(memory, OpticalMemory):
             raise TypeError(f"memory must be an OpticalMemory, got {type(memory).__name__}")
@@ -402,6 +409,7 @@ class _MemoryLoop(Generic[F]):
         )
         self.format: Format = format
         self.budget_tokens = budget_tokens
+        self.merge_runs = merge_runs
 
     def _plan(
         self, message: MessageInput | None, session: str | None, budget_tokens: int | None
@@ -490,9 +498,16 @@ class _MemoryLoop(Generic[F]):
         (:func:`~opticmem.integrations.turn_text.shown_turn`): recorded tool results
         follow no structured tool call, which chat APIs reject. The context's messages
         open with a user message (its lead note when a reply would open it, priced in
-        its cost), so the conversation sent does too, as Anthropic and Bedrock need."""
+        its cost), so the conversation sent does too, as Anthropic and Bedrock need.
+
+        With ``merge_runs``, runs of one role in that whole list — system messages, the
+        pages' message and the turns after it, tool results shown as user messages — are
+        merged (:func:`~opticmem.context.merge_message_runs`), so that the roles alternate
+        as Bedrock's Converse needs; that only removes per-message overhead, so what is
+        sent still fits the budget planned above."""
         first = 1 if ctx.pages else 0  # the memory message with the pages stays as it is
-        return [*call.system, *messages[:first], *(shown_turn(m) for m in messages[first:])]
+        sent = [*call.system, *messages[:first], *(shown_turn(m) for m in messages[first:])]
+        return merge_message_runs(sent) if self.merge_runs else sent
 
     def _reply_turns(self, turn: dict[str, Any]) -> list[dict[str, Any]]:
         """The reply as assistant turns: lone surrogates replaced, split at the memory's
@@ -606,6 +621,7 @@ def with_memory(  # type: ignore[overload-overlap]
     system: str | Mapping[str, Any] | None = ...,
     format: Format = ...,
     budget_tokens: int | None = ...,
+    merge_runs: bool = ...,
 ) -> AsyncMemoryChat[R]: ...
 
 
@@ -618,6 +634,7 @@ def with_memory(
     system: str | Mapping[str, Any] | None = ...,
     format: Format = ...,
     budget_tokens: int | None = ...,
+    merge_runs: bool = ...,
 ) -> MemoryChat[R]: ...
 
 
@@ -629,6 +646,7 @@ def with_memory(
     system: str | Mapping[str, Any] | None = None,
     format: Format = "openai",
     budget_tokens: int | None = None,
+    merge_runs: bool = False,
 ) -> MemoryChat[Any] | AsyncMemoryChat[Any]:
     """Wrap ``chat_fn`` so that it remembers: see the module docstring.
 
@@ -645,12 +663,18 @@ def with_memory(
         format: ``"openai"`` (``image_url`` data-URL parts, default) or ``"langchain"``
             (v1 standard ``image`` blocks) for the page images.
         budget_tokens: overrides the memory's budget for this wrapper.
+        merge_runs: merge each run of consecutive messages of one role in what
+            ``chat_fn`` is sent into one message (content blocks, in order; see
+            :func:`~opticmem.context.merge_message_runs`), for APIs that refuse two in a
+            row, such as Bedrock's Converse. Messages with a ``name`` or other fields of
+            their own are left as they are, so alternation then depends on them. What is
+            sent costs no more than unmerged, so the budget holds.
     """
     if not callable(chat_fn):
         raise TypeError(f"chat_fn must be callable, got {type(chat_fn).__name__}")
     kind = AsyncMemoryChat if _is_async(chat_fn) else MemoryChat
     return kind(chat_fn, memory, session=session, system=system, format=format,
-                budget_tokens=budget_tokens)
+                budget_tokens=budget_tokens, merge_runs=merge_runs)
 
 
 __all__ = [

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
+import itertools
 import warnings
 from collections.abc import Coroutine
 from typing import Any
@@ -12,7 +14,7 @@ import pydantic
 import pytest
 
 from opticmem import BudgetError, InvalidTurnError, OpticalMemory, RenderSettings, message_tokens
-from opticmem.context import LEAD_NOTE
+from opticmem.context import LEAD_NOTE, MEMORY_HEADER
 from opticmem.integrations import AsyncMemoryChat, MemoryChat, with_memory
 from opticmem.integrations.chat_loop import Message, UnsupportedReplyError, reply_text
 from tests.doctests import check_doctests
@@ -782,3 +784,90 @@ def test_a_retry_after_a_reply_names_a_budget_that_holds_the_reply_and_its_note(
     assert [m["role"] for m in model.sent[-1]] == ["system", "user", "assistant"]
     assert model.sent[-1][1]["content"] == LEAD_NOTE
     assert message_tokens(model.sent[-1], mem.cost_model) <= needed
+
+
+# merge_runs: Bedrock's Converse refuses two messages of one role in a row. What chat_fn
+# is sent — the system prompt(s), the pages' message, turns, tool results and system
+# turns shown as user messages — often has such runs.
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_merge_runs_sends_an_alternating_list_within_the_budget(mode: str) -> None:
+    budget = 1500
+    mem = memory(budget)
+    plain, merged = Recorder(), Recorder()
+
+    async def amerged(messages: list[Message]) -> str:
+        return merged(messages)
+
+    chats = [with_memory(plain, mem, session="s", system=SYSTEM),
+             with_memory(merged if mode == "sync" else amerged, mem, session="t",
+                         system=SYSTEM, merge_runs=True)]
+    assert chats[1].merge_runs and not chats[0].merge_runs
+
+    def call(i: int, message: Any) -> None:
+        out = chats[i](message)
+        if inspect.isawaitable(out):
+            asyncio.run(out)  # type: ignore[arg-type]
+
+    mem.add_many("s", [("system", "Operator note: the user prefers Celsius."),
+                       ("user", "Before we start: I'm Ann.")])
+    mem.add_many("t", [("system", "Operator note: the user prefers Celsius."),
+                       ("user", "Before we start: I'm Ann.")])
+    for t in sample_turns(60)[::2]:
+        for i in (0, 1):  # the same conversation, with and without merge_runs
+            call(i, str(t["text"]))
+    two_calls = [  # parallel tool calls: their results, shown as user messages, merge
+        {"role": "user", "content": "Weather in Seoul and Busan?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"call_{c}", "type": "function",
+             "function": {"name": "weather", "arguments": f'{{"city": "{c}"}}'}}
+            for c in ("Seoul", "Busan")]},
+        {"role": "tool", "tool_call_id": "call_Seoul", "name": "weather", "content": "12°C"},
+        {"role": "tool", "tool_call_id": "call_Busan", "name": "weather", "content": "15°C"},
+    ]
+    for i in (0, 1):
+        call(i, [{"role": "system", "content": SYSTEM}, {"role": "system", "content": "Be brief."},
+                 *two_calls])
+    assert mem.context("t").pages  # older turns arrive as pages
+    for sent, unmerged in zip(merged.sent, plain.sent, strict=True):
+        roles = [m["role"] for m in sent]
+        assert all(a != b for a, b in itertools.pairwise(roles)), roles
+        assert roles[0] == "system" and roles[1] == "user"
+        assert message_tokens(sent, mem.cost_model) <= budget
+        # what the unmerged call sent, block for block; one overhead less per merge
+        assert [b for m in sent for b in _as_blocks(m["content"])] == [
+            b for m in unmerged for b in _as_blocks(m["content"])]
+        saved = (len(unmerged) - len(sent)) * mem.cost_model.message_overhead
+        assert message_tokens(sent, mem.cost_model) == (
+            message_tokens(unmerged, mem.cost_model) - saved)
+    last = merged.sent[-1]
+    assert last[0] == {"role": "system", "content": [{"type": "text", "text": SYSTEM},
+                                                     {"type": "text", "text": "Be brief."}]}
+    assert last[-1] == {"role": "user", "content": [
+        {"type": "text", "text": "[Tool result · weather · call call_Seoul]\n12°C"},
+        {"type": "text", "text": "[Tool result · weather · call call_Busan]\n15°C"}]}
+    # a pages' message then a user's turn: one user message, the pages' blocks first
+    header = {"type": "text", "text": MEMORY_HEADER}
+    runs = [k for k, sent in enumerate(plain.sent) if isinstance(sent[1]["content"], list)
+            and sent[1]["content"][0] == header and sent[2]["role"] == "user"]
+    assert any(b["type"] == "image_url" for k in runs for b in plain.sent[k][1]["content"])
+    for k in runs:
+        pages, turn = plain.sent[k][1]["content"], plain.sent[k][2]["content"]
+        assert merged.sent[k][1]["content"][: len(pages) + 1] == [
+            *pages, {"type": "text", "text": turn}]
+
+
+def _as_blocks(content: Any) -> list[Any]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+
+
+def test_merge_runs_is_off_by_default_and_leaves_named_messages_alone() -> None:
+    mem = memory()
+    model = Recorder()
+    assert not with_memory(model, mem, session="s").merge_runs
+    named = {"role": "system", "content": "Be brief.", "name": "ops"}
+    chat = with_memory(model, mem, session="s", system=named, merge_runs=True)
+    chat([{"role": "user", "content": "hi", "name": "ann"}, {"role": "user", "content": "yo"}])
+    # a message with a name of its own is never merged: alternation is then the caller's
+    assert model.sent[-1] == [named, {"role": "user", "content": "hi", "name": "ann"},
+                              {"role": "user", "content": "yo"}]
