@@ -280,11 +280,14 @@ and read as text their letters stick to the facts beside them (``31mERROR``, ``1
 
 
 def _without_terminal_escapes(text: str) -> str:
-    """``text`` with each terminal escape blanked to spaces of its length: no fact takes
-    any of it, and every other character keeps its position."""
+    """``text`` with each terminal escape blanked to line breaks of its length: no fact
+    takes any of it, and every other character keeps its position. Not spaces: a phone
+    number's digits may be spaced (``[\\d ().-]``) and a code span holds any, so the blanks
+    of ``200\\x1b[0m 1024`` made one fact ``200     1024`` that the text never showed; no
+    pattern takes two line breaks in a row."""
     if "\x1b" not in text:
         return text
-    return _TERMINAL_ESCAPE.sub(lambda m: " " * len(m.group()), text)
+    return _TERMINAL_ESCAPE.sub(lambda m: "\n" * len(m.group()), text)
 
 
 def fact_spans(text: str) -> list[tuple[int, int, str]]:

@@ -801,3 +801,12 @@ def test_keywords_find_a_passage_they_are_not_shown_in() -> None:
     [(doc, _)] = idx.search("Which ticket tracks the payment bug?", 3)
     assert doc.text == "Exact facts: TITAN-142" and doc.index_text.endswith("payment duplicate bug")
     assert idx.search("TITAN-142", 1)[0][0] == facts
+
+
+def test_the_blanks_of_a_terminal_escape_join_no_facts() -> None:
+    """Escapes were blanked to spaces, which a phone number's digits may be spaced by: a
+    coloured status code and the size after it (``200\\x1b[0m 1024``) made one fact
+    ``200     1024`` that the terminal never showed, where the plain text has two."""
+    coloured = "GET /api \x1b[32m200\x1b[0m 1024 bytes, code \x1b[31m404\x1b[0m 12 ms"
+    assert extract_facts(coloured) == ("200", "1024", "404", "12")
+    assert extract_facts(coloured) == extract_facts("GET /api 200 1024 bytes, code 404 12 ms")
