@@ -328,6 +328,8 @@ def fact_spans(text: str) -> list[tuple[int, int, str]]:
 
 def _dedupe(facts: Iterable[str], limit: int) -> tuple[str, ...]:
     seen: dict[str, None] = {}
+    if limit < 1:  # the check below comes after a fact is taken: 0 gave one
+        return ()
     for f in facts:
         if f not in seen:
             seen[f] = None

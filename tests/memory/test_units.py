@@ -810,3 +810,13 @@ def test_the_blanks_of_a_terminal_escape_join_no_facts() -> None:
     coloured = "GET /api \x1b[32m200\x1b[0m 1024 bytes, code \x1b[31m404\x1b[0m 12 ms"
     assert extract_facts(coloured) == ("200", "1024", "404", "12")
     assert extract_facts(coloured) == extract_facts("GET /api 200 1024 bytes, code 404 12 ms")
+
+
+def test_a_limit_of_no_facts_gives_none() -> None:
+    """``limit`` was checked only after a fact was taken, so ``limit=0`` (or a negative
+    one) gave the first fact: one more than "at most ``limit``"."""
+    text = "ship v1.2.3 on 2026-03-04"
+    assert extract_facts(text, limit=0) == ()
+    assert extract_facts(text, limit=-1) == ()
+    assert page_facts([(FactSpans(text), 0, len(text))], limit=0) == ()
+    assert extract_facts(text, limit=1) == ("v1.2.3",)
