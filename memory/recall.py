@@ -213,10 +213,10 @@ class RecallIndex:
 
     def search(self, query: str, k: int = 5) -> list[tuple[Doc, float]]:
         """The ``k`` best passages for ``query`` with their BM25 scores (best first; ties
-        go to the newer page)."""
+        go to the newer page); none for a ``k`` below 1."""
         q = terms(query, drop_stopwords=True) or terms(query)
         n_docs = len(self._docs)
-        if not q or not n_docs:
+        if not q or not n_docs or k < 1:  # best[:-1] was every passage but the last
             return []
         avg = {src: self._source_len[src] / c for src, c in self._source_docs.items() if c}
         scores: dict[int, float] = {}

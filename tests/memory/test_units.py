@@ -820,3 +820,13 @@ def test_a_limit_of_no_facts_gives_none() -> None:
     assert extract_facts(text, limit=-1) == ()
     assert page_facts([(FactSpans(text), 0, len(text))], limit=0) == ()
     assert extract_facts(text, limit=1) == ("v1.2.3",)
+
+
+def test_a_search_for_fewer_than_one_passage_finds_none() -> None:
+    """``k`` cut the ranking as a slice: ``k=-1`` gave every matching passage but the
+    worst, not "the ``k`` best"."""
+    idx = RecallIndex()
+    for p in range(3):
+        idx.set_page(p, [Doc(p, "recollection", f"titan launch {p}", 0.9, Tier.LARGE)])
+    assert len(idx.search("titan", 3)) == 3
+    assert idx.search("titan", 0) == [] and idx.search("titan", -1) == []
