@@ -40,9 +40,30 @@ from opticmem.forks import renew_in_forked_child
 from opticmem.records import Turn
 from opticmem.render import Tier
 
-WORD = re.compile(r"[^\W_]+", re.UNICODE)
-"""A word as recall sees one: a run of letters and digits."""
-COMPOUND = re.compile(r"(?<![^\W_])[^\W_]+(?:[-./:@#_][^\W_]+)+")
+
+def _mark_class() -> str:
+    """A character class of the combining marks (categories Mn, Mc, Me) of this Python's
+    Unicode: all lie between U+0300 and U+1FFFF, but for the variation selectors
+    U+E0100–U+E01EF."""
+    ranges: list[list[int]] = []
+    for cp in (*range(0x300, 0x20000), *range(0xE0100, 0xE01F0)):
+        if unicodedata.category(chr(cp)).startswith("M"):
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+    return "[" + "".join(f"\\U{lo:08x}-\\U{hi:08x}" for lo, hi in ranges) + "]"
+
+
+MARK = _mark_class()
+"""A combining mark: no word character to :mod:`re` (``\\w`` is letters and digits), though
+the words of Devanagari (``हिन्दी``), Thai (``ที่นี่``) or vocalised Arabic hold them."""
+_PART = rf"[^\W_]+(?:{MARK}+[^\W_]*)*"
+WORD = re.compile(_PART)
+"""A word as recall sees one: a run of letters and digits, and the combining marks on them
+(without them ``नमस्ते दुनिया`` was the terms ``नमस त द न य``: single letters, which match
+any page that has them)."""
+COMPOUND = re.compile(rf"(?<![^\W_]|{MARK}){_PART}(?:[-./:@#_]{_PART})+")
 """Words joined by ``-./:@#_`` (ids, dates, versions, ``e-mail``): indexed whole as well.
 A match can only start where a run of letters and digits does (the look-behind): the
 matches are the same, but a long run with no joiner in it is tried once, not once per

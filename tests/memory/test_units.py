@@ -830,3 +830,16 @@ def test_a_search_for_fewer_than_one_passage_finds_none() -> None:
         idx.set_page(p, [Doc(p, "recollection", f"titan launch {p}", 0.9, Tier.LARGE)])
     assert len(idx.search("titan", 3)) == 3
     assert idx.search("titan", 0) == [] and idx.search("titan", -1) == []
+
+
+def test_words_keep_their_combining_marks() -> None:
+    """Combining marks are no word characters to ``re``, so a Devanagari, Thai or
+    vocalised Arabic word was cut at each vowel sign or virama into single letters
+    (``दुनिया`` was ``द न य``): a query found any page with those letters in it."""
+    assert terms("नमस्ते दुनिया") == ["नमस्ते", "दुनिया"]
+    assert terms("ภาษาไทย ที่นี่") == ["ภาษาไทย", "ที่นี่"]
+    assert terms("मुंबई-पुणे") == ["मुंबई-पुणे", "मुंबई", "पुणे"]
+    idx = RecallIndex()
+    idx.set_page(0, [Doc(0, "recollection", "दुनिया भर में", 0.9, Tier.LARGE)])
+    idx.set_page(1, [Doc(1, "recollection", "दिन यहाँ नया", 0.9, Tier.LARGE)])
+    assert [d.page_no for d, _ in idx.search("दुनिया", 2)] == [0]
