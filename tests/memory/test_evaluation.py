@@ -290,3 +290,19 @@ def test_summary_rows_mean_over_pages_pool_ids_and_bucket_half_open() -> None:
     assert rows["hangul"].pages == 1 and rows["hangul"].char_precision == pytest.approx(0.2)
     no_ids = summarise([score(0, 10, 1.0, 0, 0)])[0]
     assert no_ids.exact_rate is None and "| – |" in markdown_table([no_ids])
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
+def test_evaluate_refuses_a_batch_size_that_is_no_whole_number_above_zero(
+    batch_size: Any,
+) -> None:
+    """A negative ``batch_size`` scored no page at all and returned ``[]`` (``range`` with a
+    negative step is empty), as if there were nothing to evaluate; 0 and 2.5 raised a bare
+    ``range`` error."""
+    from opticmem.errors import ConfigurationError
+    from opticmem.render import TurnText, layout_pages
+
+    pages = layout_pages([TurnText("user", "Ship v1.2.3 on 2026-03-04.")])
+    codec = OCRCodec.random("test", seed=0)
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        evaluate(codec, pages, count_tokens=len, tiers=[Tier.TINY], batch_size=batch_size)
