@@ -38,7 +38,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from opticmem.errors import InvalidSessionError, InvalidTurnError, TurnTooLargeError
-from opticmem.render.layout import has_visible_text
+from opticmem.render.layout import MAX_TS, MIN_TS, has_visible_text
 
 MAX_SESSION_CHARS = 256
 """Longest session id accepted, in characters."""
@@ -48,12 +48,6 @@ MAX_TURN_CHARS = 1_000_000
 
 MAX_META_BYTES = 65_536
 """Limit on a turn's metadata, as compact UTF-8 JSON."""
-
-MIN_TS = -62_135_596_800.0
-"""Earliest timestamp accepted: 0001-01-01 00:00 UTC."""
-
-MAX_TS = 253_402_300_799.0
-"""Latest timestamp accepted: 9999-12-31 23:59:59 UTC."""
 
 DEFAULT_ROLES: tuple[str, ...] = ("user", "assistant", "system", "tool")
 """Roles a memory accepts unless configured otherwise."""

@@ -271,16 +271,31 @@ _NO_INK = frozenset({"Cc", "Cf", "Cs", "Zs", "Zl", "Zp"})
 reply of just one is a real turn."""
 
 
+MIN_TS = -62_135_596_800.0
+"""Earliest timestamp a page can show: 0001-01-01 00:00 UTC."""
+
+MAX_TS = 253_402_300_799.0
+"""Latest timestamp a page can show: 9999-12-31 23:59:59 UTC."""
+
+
 def utc_minute(ts: float) -> str:
     """``ts`` (Unix seconds) as ``YYYY-MM-DD HH:MM`` in UTC, the year always four digits.
 
     ``time.strftime("%Y")`` pads a year below 1000 on some C libraries (Windows, macOS:
     ``0042``) and not on others (glibc: ``42``), so a page showing such a date would not
     have the same pixels on every machine, and text cut at fixed offsets went wrong.
+    A ``ts`` that is not finite or lies outside years 1–9999 (:data:`MIN_TS` to
+    :data:`MAX_TS`) raises ``ValueError`` naming it: the memory refuses such turns
+    earlier, and a direct caller of the renderer got ``OverflowError`` from ``gmtime``.
 
     >>> utc_minute(-61_000_000_000.0), utc_minute(1772352720.0)
     ('0036-12-26 11:33', '2026-03-01 08:12')
+    >>> utc_minute(1e20)
+    Traceback (most recent call last):
+    ValueError: timestamp 1e+20 is not Unix seconds within years 1–9999
     """
+    if not MIN_TS <= ts <= MAX_TS:  # also False for NaN
+        raise ValueError(f"timestamp {ts!r} is not Unix seconds within years 1–9999")
     t = time.gmtime(ts)
     return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d} "
             f"{t.tm_hour:02d}:{t.tm_min:02d}")

@@ -359,3 +359,18 @@ def test_redraw_puts_text_read_off_a_page_back_on_the_grid() -> None:
     assert all(cells(line) <= S.columns for line in redraw(wide).split("\n"))
     assert redraw(wide).replace("\n", " ").split() == wide.split()
     assert redraw("") == "" and redraw("\n\n") == "\n\n"
+
+
+@pytest.mark.parametrize("ts", [1e20, -1e20, float("nan"), float("inf")])
+def test_a_timestamp_no_page_can_show_is_a_value_error_naming_it(ts: float) -> None:
+    """The memory refuses such turns first; a direct caller of the renderer got an
+    OverflowError from gmtime (1e20) or a bare ValueError without the timestamp (NaN)."""
+    with pytest.raises(ValueError, match="not Unix seconds within years 1–9999"):
+        layout_turn(TurnText("user", "hi", ts=ts), RenderSettings(timestamps=True))
+
+
+def test_the_years_a_page_can_show_end_at_one_and_9999() -> None:
+    from opticmem.render.layout import MAX_TS, MIN_TS, utc_minute
+
+    assert utc_minute(MIN_TS) == "0001-01-01 00:00"
+    assert utc_minute(MAX_TS) == "9999-12-31 23:59"
