@@ -18,7 +18,7 @@ from opticmem.context import Context
 from opticmem.errors import ConfigurationError
 from opticmem.memory import _whole_number
 from opticmem.render import ORDER, Tier
-from opticmem.render.sheet import SheetColumn, contact_sheet
+from opticmem.render.sheet import MAX_CELL, MIN_CELL, SheetColumn, contact_sheet
 
 if TYPE_CHECKING:
     from opticmem.memory import OpticalMemory
@@ -39,7 +39,8 @@ def decay_sheet(
     magnified, which is what makes its lost detail visible.
 
     ``archived`` must be a whole number ≥ 0, ``crop`` in ``(0, 1]`` and ``cell`` a whole
-    number ≥ 16, else :class:`~opticmem.errors.ConfigurationError` (a ``ValueError``)."""
+    number from 16 to 4096, else :class:`~opticmem.errors.ConfigurationError` (a
+    ``ValueError``)."""
     # checked before use: cell=0 was taken for the default, archived=-3 for 0, crop=nan
     # failed with "cannot convert float NaN to integer" and cell=nan with a bare TypeError
     archived = _whole_number(archived, "archived")
@@ -49,8 +50,9 @@ def decay_sheet(
         raise ConfigurationError(f"crop must be a number in (0, 1], got {crop!r}")
     if cell is not None:
         cell = _whole_number(cell, "cell")
-        if cell < 16:
-            raise ConfigurationError(f"cell must be at least 16 pixels, got {cell}")
+        if not MIN_CELL <= cell <= MAX_CELL:
+            raise ConfigurationError(
+                f"cell must be {MIN_CELL} to {MAX_CELL} pixels, got {cell}")
     cell = cell or max(64, round(Tier.LARGE.pixels * crop))
     session = context.session
     jobs = [Job(p.record, p.tier) for p in context.pages]

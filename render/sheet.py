@@ -45,6 +45,13 @@ def _fit(img: Image.Image, cell: int, crop: float) -> Image.Image:
     return img.resize(size, Image.Resampling.LANCZOS)
 
 
+MIN_CELL = 16
+"""Smallest display size of a page on a sheet, in pixels."""
+MAX_CELL = 4096
+"""Largest: a Large page is 1280 pixels, so more only magnifies; a sheet of cells of 10**6
+pixels asked for terabytes and the process was killed."""
+
+
 def contact_sheet(
     columns: Sequence[SheetColumn],
     *,
@@ -54,12 +61,16 @@ def contact_sheet(
 ) -> Image.Image:
     """Compose ``columns`` side by side into one greyscale image.
 
-    ``cell`` is the display size of every page; ``crop`` in ``(0, 1]`` keeps that
-    fraction of each page's width and height from its top-left corner before scaling.
+    ``cell`` is the display size of every page (:data:`MIN_CELL` to :data:`MAX_CELL`
+    pixels; ``ValueError`` outside, ``TypeError`` for anything but an ``int``); ``crop``
+    in ``(0, 1]`` keeps that fraction of each page's width and height from its top-left
+    corner before scaling.
     An empty column keeps its place (a tier with no pages is still shown).
     """
-    if cell < 16:
-        raise ValueError(f"cell must be at least 16 pixels, got {cell}")
+    if isinstance(cell, bool) or not isinstance(cell, int):
+        raise TypeError(f"cell must be a whole number of pixels, got {cell!r}")
+    if not MIN_CELL <= cell <= MAX_CELL:
+        raise ValueError(f"cell must be {MIN_CELL} to {MAX_CELL} pixels, got {cell}")
     if not 0.0 < crop <= 1.0:
         raise ValueError(f"crop must be in (0, 1], got {crop}")
     if not columns:

@@ -425,7 +425,8 @@ def test_fuzzed_arguments_raise_typed_errors_and_change_nothing(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("options", [
-    {"cell": 0}, {"cell": float("nan")}, {"cell": 2.5}, {"archived": -3}, {"archived": 2.5},
+    {"cell": 0}, {"cell": 10**6}, {"cell": float("nan")}, {"cell": 2.5}, {"archived": -3},
+    {"archived": 2.5},
     {"archived": True}, {"crop": float("nan")}, {"crop": 0}, {"crop": "0.5"},
 ])
 def test_decay_sheet_refuses_bad_options(options: dict[str, Any]) -> None:

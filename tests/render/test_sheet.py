@@ -60,3 +60,16 @@ def test_titles_and_labels_are_drawn_in_the_pages_glyphs() -> None:
     assert not np.array_equal(title_band("기억 세션"), title_band("\U0010fffd" * 4))
     long = contact_sheet([SheetColumn("x" * 500)], cell=32)  # cut at its column
     assert long.size == (8 + 40, 8 + 22 + 8)
+
+
+@pytest.mark.parametrize("cell", [10**6, 4097])
+def test_a_cell_larger_than_any_page_needs_is_refused_before_allocating(cell: int) -> None:
+    """cell=10**6 asked Pillow for terabytes and the process was killed."""
+    with pytest.raises(ValueError, match="cell must be 16 to 4096 pixels"):
+        contact_sheet([SheetColumn("x")], cell=cell)
+
+
+@pytest.mark.parametrize("cell", [16.5, "64", True])
+def test_a_cell_that_is_not_a_whole_number_is_a_type_error_naming_it(cell: object) -> None:
+    with pytest.raises(TypeError, match="cell must be a whole number of pixels"):
+        contact_sheet([SheetColumn("x")], cell=cell)  # type: ignore[arg-type]
