@@ -3,6 +3,7 @@ card comes back byte for byte from the committed inputs."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,11 @@ WRITTEN = {  # tool → the committed files it rewrites
 }
 
 
-def tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+def tool(name: str, *args: str, env: dict[str, str] | None = None
+         ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(ROOT / "tools" / name), *args],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+                          capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, **env} if env else None)
 
 
 @pytest.mark.parametrize("name", sorted(WRITTEN))
@@ -105,8 +108,11 @@ def test_probe_reading_scores_every_codec_on_the_same_pages(tmp_path: Path) -> N
     """Two codecs are scored on identical pages: the same weights named twice give the
     same row, and the written table is the one printed."""
     out = tmp_path / "reading.md"
+    # the committed slice of an export: a clean clone has no data/synth and CI no wordfreq
+    fixture = ROOT / "tests/encoder/fixtures/synth"
     proc = tool("probe_reading.py", "bundled", str(ROOT / "encoder/weights"),
-                "--pages", "1", "--tiers", "tiny", "--out", str(out))
+                "--pages", "1", "--tiers", "tiny", "--out", str(out),
+                env={"OPTICMEM_SYNTH_DIR": str(fixture)})
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ")][1:]
     assert len(rows) == 2
