@@ -58,7 +58,11 @@ def _mark_class() -> str:
 MARK = _mark_class()
 """A combining mark: no word character to :mod:`re` (``\\w`` is letters and digits), though
 the words of Devanagari (``हिन्दी``), Thai (``ที่นี่``) or vocalised Arabic hold them."""
-_PART = rf"[^\W_]+(?:{MARK}+[^\W_]*)*"
+# Letters, then marks and letters alternating, then trailing marks: each run is of one
+# class, so a text splits into them one way only. ``(?:{MARK}+[^\W_]*)*`` could split a
+# run of marks any number of ways, and a compound that failed on "a" + 40 marks tried
+# them all (exponential: the suite's fuzzed recall hung).
+_PART = rf"[^\W_]+(?:{MARK}+[^\W_]+)*{MARK}*"
 WORD = re.compile(_PART)
 """A word as recall sees one: a run of letters and digits, and the combining marks on them
 (without them ``नमस्ते दुनिया`` was the terms ``नमस त द न य``: single letters, which match

@@ -843,3 +843,16 @@ def test_words_keep_their_combining_marks() -> None:
     idx.set_page(0, [Doc(0, "recollection", "दुनिया भर में", 0.9, Tier.LARGE)])
     idx.set_page(1, [Doc(1, "recollection", "दिन यहाँ नया", 0.9, Tier.LARGE)])
     assert [d.page_no for d, _ in idx.search("दुनिया", 2)] == [0]
+
+
+def test_a_long_run_of_combining_marks_is_read_in_one_pass() -> None:
+    """A word pattern that let a run of marks split many ways tried every split when a
+    compound failed to match: "a" and 22 marks took 0.2 s, each mark more doubled it,
+    and the fuzzed recall of the bad-input suite hung the CI run."""
+    marks = "\u0301" * 60  # after q and v: NFKC composes no letter from them
+    one, two = "qq" + marks, "vv" + marks
+    assert terms(f"{one} b") == [one, "b"]
+    assert terms(f"{one}-{two}") == [f"{one}-{two}", one, two]
+    idx = RecallIndex()
+    idx.set_page(0, [Doc(0, "recollection", two, 0.9, Tier.LARGE)])
+    assert [d.page_no for d, _ in idx.search(two, 1)] == [0]
