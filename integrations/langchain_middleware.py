@@ -79,6 +79,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from opticmem.arguments import whole_number
 from opticmem.context import LEAD_NOTE, Context
 from opticmem.errors import BudgetError
 from opticmem.integrations.langchain_messages import (
@@ -97,7 +98,7 @@ from opticmem.integrations.langchain_session import (
 )
 from opticmem.integrations.langchain_tokens import OpticalTokenCounter
 from opticmem.integrations.turn_text import newest_turn_tokens
-from opticmem.memory import OpticalMemory, _check_budget, _whole_number
+from opticmem.memory import OpticalMemory, _check_budget
 from opticmem.render import ORDER
 from opticmem.store import write_in_thread
 
@@ -221,7 +222,7 @@ class OpticalMemoryMiddleware(AgentMiddleware):
         # call then saw no history (the memory refused the fractional room it planned for).
         if budget_tokens is not None:
             budget_tokens = _check_budget(budget_tokens)
-        reserve_tokens = _whole_number(reserve_tokens, "reserve_tokens")
+        reserve_tokens = whole_number(reserve_tokens, "reserve_tokens")
         budget = budget_tokens or memory.budget_tokens
         if not 0 <= reserve_tokens < budget:
             raise ValueError(f"reserve_tokens must be ≥ 0 and below the budget ({budget}), got "

@@ -40,6 +40,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from opticmem.arguments import whole_number
 from opticmem.costs import (
     CostModel,
     ImageCost,
@@ -50,7 +51,7 @@ from opticmem.costs import (
     png_size,
 )
 from opticmem.errors import ConfigurationError, InvalidTurnError
-from opticmem.memory import OpticalMemory, _whole_number
+from opticmem.memory import OpticalMemory
 from opticmem.render import Tier
 
 try:
@@ -96,7 +97,7 @@ class OpticalTokenCounter:
         if unknown_image_tokens is not None:
             # a whole number: "5" (from an environment variable) failed with a bare
             # TypeError from "<", and 1.5 or True were kept and priced every such image
-            unknown_image_tokens = _whole_number(unknown_image_tokens, "unknown_image_tokens")
+            unknown_image_tokens = whole_number(unknown_image_tokens, "unknown_image_tokens")
             if unknown_image_tokens < 0:
                 raise ConfigurationError(
                     f"unknown_image_tokens must be ≥ 0, got {unknown_image_tokens}")

@@ -30,13 +30,14 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from opticmem.arguments import whole_number
 from opticmem.errors import ConfigurationError
 from opticmem.integrations.langchain_session import (
     SessionSpec,
     check_session_spec,
     resolve_session,
 )
-from opticmem.memory import OpticalMemory, _whole_number
+from opticmem.memory import OpticalMemory
 from opticmem.recall import Passage
 from opticmem.render.layout import utc_minute
 
@@ -257,14 +258,14 @@ def make_recall_tool(
     session = check_session_spec(session)  # as the middleware does: "" failed at each call
     # "3" (from an environment variable) failed with a bare TypeError from "<", and True
     # passed as k=1
-    k = _whole_number(k, "k")
+    k = whole_number(k, "k")
     if k < 1:
         raise ConfigurationError(f"k must be ≥ 1, got {k}")
     if max_tokens is not None:
-        max_tokens = _whole_number(max_tokens, "max_tokens")
+        max_tokens = whole_number(max_tokens, "max_tokens")
         if max_tokens < 1:
             raise ConfigurationError(f"max_tokens must be ≥ 1, got {max_tokens}")
-    max_original_chars = _whole_number(max_original_chars, "max_original_chars")
+    max_original_chars = whole_number(max_original_chars, "max_original_chars")
     if max_original_chars < 0:  # a negative cut clipped from the end, with a nonsense count
         raise ConfigurationError(f"max_original_chars must be ≥ 0, got {max_original_chars}")
     return RecallTool(memory=memory, session=session, k=k, name=name, description=description,

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from PIL import Image, ImageDraw
 
+from opticmem.arguments import check_count
 from opticmem.encoder.codec import Codec
 from opticmem.encoder.metrics import (
     CHARACTER_KINDS,
@@ -34,7 +35,6 @@ from opticmem.encoder.metrics import (
     misreads,
     read_by_kind,
 )
-from opticmem.errors import ConfigurationError
 from opticmem.render import (
     ORDER,
     PageLayout,
@@ -92,10 +92,9 @@ def evaluate(
     progress: Callable[[int], None] | None = None,
 ) -> list[PageScore]:
     """Score ``codec`` on ``pages`` at each tier; ``progress(n)`` is called per batch.
-    A ``batch_size`` that is not a whole number ≥ 1 raises :class:`ConfigurationError`."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        # range(0, n, -1) is empty: a negative size scored no page and returned []
-        raise ConfigurationError(f"batch_size must be a whole number ≥ 1, got {batch_size!r}")
+    A ``batch_size`` that is not a whole number ≥ 1 raises
+    :class:`~opticmem.errors.ConfigurationError`."""
+    check_count("batch_size", batch_size)  # range(0, n, -1) is empty: -1 scored no page
     masters = [draw_page(p) for p in pages]
     texts = [p.transcript for p in pages]
     tokens = [count_tokens(t) for t in texts]

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from opticmem.arguments import whole_number
 from opticmem.artefacts import Job
 from opticmem.context import Context
 from opticmem.errors import ConfigurationError
-from opticmem.memory import _whole_number
 from opticmem.render import ORDER, Tier
 from opticmem.render.sheet import MAX_CELL, MIN_CELL, SheetColumn, contact_sheet
 
@@ -43,13 +43,13 @@ def decay_sheet(
     ``ValueError``)."""
     # checked before use: cell=0 was taken for the default, archived=-3 for 0, crop=nan
     # failed with "cannot convert float NaN to integer" and cell=nan with a bare TypeError
-    archived = _whole_number(archived, "archived")
+    archived = whole_number(archived, "archived")
     if archived < 0:
         raise ConfigurationError(f"archived must be ≥ 0, got {archived}")
     if isinstance(crop, bool) or not isinstance(crop, Real) or not 0 < crop <= 1:
         raise ConfigurationError(f"crop must be a number in (0, 1], got {crop!r}")
     if cell is not None:
-        cell = _whole_number(cell, "cell")
+        cell = whole_number(cell, "cell")
         if not MIN_CELL <= cell <= MAX_CELL:
             raise ConfigurationError(
                 f"cell must be {MIN_CELL} to {MAX_CELL} pixels, got {cell}")

@@ -57,7 +57,6 @@ import json
 import logging
 import math
 import numbers
-import operator
 import threading
 import time
 import weakref
@@ -65,6 +64,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec
 
+from opticmem.arguments import check_count, whole_number
 from opticmem.artefacts import Artefacts, Job, rec_key
 from opticmem.budget import Mark, PageOption, plan
 from opticmem.codecs import CodecSlot, CodecSpec
@@ -225,7 +225,7 @@ class OpticalMemory:
         clock: Callable[[], float] = time.time,
     ) -> None:
         budget_tokens = _check_budget(budget_tokens)
-        _check_count("verbatim_turns", verbatim_turns,
+        check_count("verbatim_turns", verbatim_turns,
                      "the newest turn is always verbatim")
         if isinstance(recollect, str) and recollect not in ("lazy", "background", "queue"):
             raise ConfigurationError(
@@ -239,11 +239,11 @@ class OpticalMemory:
             raise ConfigurationError(
                 "recollect='queue' needs a codec: the memory finds the workers' readings "
                 "under the name of the codec it reads with (use the workers' codec)")
-        _check_count("max_turn_chars", max_turn_chars)
+        check_count("max_turn_chars", max_turn_chars)
         if page_max_tokens is not None:
-            _check_count("page_max_tokens", page_max_tokens)
+            check_count("page_max_tokens", page_max_tokens)
         if decode_max_tokens is not None:
-            _check_count("decode_max_tokens", decode_max_tokens)
+            check_count("decode_max_tokens", decode_max_tokens)
         if render_settings is not None and not isinstance(render_settings, RenderSettings):
             # taken as given, it failed here with "'dict' object has no attribute 'key'"
             raise ConfigurationError(
@@ -739,7 +739,7 @@ class OpticalMemory:
         A level that is not a whole number raises
         :class:`~opticmem.errors.ConfigurationError`.
         """
-        level = _whole_number(self.policy.level(rank, age),
+        level = whole_number(self.policy.level(rank, age),
                               f"decay policy {self.policy.key!r}'s level (0 Large … 4 out) "
                               f"of the page of rank {rank}")
         return min(max(level, 0), OUT)
@@ -910,8 +910,8 @@ class OpticalMemory:
         A ``batch_size`` that is not a whole number ≥ 1 raises
         :class:`~opticmem.errors.ConfigurationError` before anything is read."""
         session = validate_session(session)
-        batch_size = _whole_number(batch_size, "batch_size")
-        _check_count("batch_size", batch_size)
+        batch_size = whole_number(batch_size, "batch_size")
+        check_count("batch_size", batch_size)
         jobs = self._context_jobs(session)
         if all_pages:
             asm_pages = {j.page.page_no for j in jobs}
@@ -984,7 +984,7 @@ class OpticalMemory:
         """
         session = validate_session(session)
         budget = self.budget_tokens if budget_tokens is None else _check_budget(budget_tokens)
-        k = _whole_number(k, "k")
+        k = whole_number(k, "k")
         if not isinstance(query, str):  # was "no passages": as if nothing matched
             hint = " (decode bytes first: query.decode('utf-8'))" if isinstance(
                 query, (bytes, bytearray, memoryview)) else ""
@@ -1108,8 +1108,8 @@ class OpticalMemory:
         """Archived turns ``start <= seq < stop`` (default: all); bounds that are not whole
         numbers raise :class:`~opticmem.errors.ConfigurationError`."""
         session = validate_session(session)
-        start = _whole_number(start, "start")
-        end = self.store.turn_count(session) if stop is None else _whole_number(
+        start = whole_number(start, "start")
+        end = self.store.turn_count(session) if stop is None else whole_number(
             stop, "stop")
         return self.store.get_turns(session, start, end)
 
@@ -1117,8 +1117,8 @@ class OpticalMemory:
         """Sealed page records ``start <= page_no < stop`` (default: all); bounds that are
         not whole numbers raise :class:`~opticmem.errors.ConfigurationError`."""
         session = validate_session(session)
-        start = _whole_number(start, "start")
-        end = self.store.page_count(session) if stop is None else _whole_number(
+        start = whole_number(start, "start")
+        end = self.store.page_count(session) if stop is None else whole_number(
             stop, "stop")
         return self.store.get_pages(session, start, end)
 
@@ -1130,7 +1130,7 @@ class OpticalMemory:
         does not have.
         """
         session = validate_session(session)
-        page_no = _whole_number(page_no, "page_no")
+        page_no = whole_number(page_no, "page_no")
         try:
             tier = Tier.parse(tier)
         except ValueError as exc:
@@ -1154,7 +1154,7 @@ class OpticalMemory:
         :class:`~opticmem.errors.ConfigurationError` (a store would truncate ``2.5``).
         """
         session = validate_session(session)
-        return self.store.forget_turns(session, _whole_number(before_seq, "before_seq"))
+        return self.store.forget_turns(session, whole_number(before_seq, "before_seq"))
 
     def delete_session(self, session: str) -> None:
         """Erase a session: turns, pages and every derived artefact."""
@@ -1268,24 +1268,10 @@ def _weakly(method: Callable[P, None]) -> Callable[P, None]:
     return call
 
 
-def _whole_number(
-    value: object, name: str, error: type[OpticMemError] = ConfigurationError
-) -> int:
-    """``value`` as an ``int`` if it is a whole number (any integer type, NumPy's too, but
-    not ``bool`` or a float), else ``error``: a store given ``2.5`` would truncate it, or
-    fail with a bare ``TypeError`` deep inside, depending on the store."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise error(f"{name} must be a whole number, got {value!r}") from None
-
-
 def _check_budget(budget: object) -> int:
     """``budget`` as an ``int`` if it is a whole number of tokens ≥ 1 (any integer type,
     not ``bool``), else :class:`BudgetError`."""
-    value = _whole_number(budget, "budget_tokens", BudgetError)
+    value = whole_number(budget, "budget_tokens", BudgetError)
     if value < 1:
         raise BudgetError(f"budget_tokens must be ≥ 1, got {value}")
     return value
@@ -1313,13 +1299,6 @@ def _check_timeout(timeout: object) -> float | None:
             float(timeout)):
         raise ConfigurationError(f"timeout must be a number of seconds or None, got {timeout!r}")
     return float(timeout)
-
-
-def _check_count(name: str, value: object, why: str = "") -> None:
-    """Raise :class:`ConfigurationError` unless ``value`` is an int ≥ 1."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(
-            f"{name} must be a whole number ≥ 1{f' ({why})' if why else ''}, got {value!r}")
 
 
 def _turn_inputs(turns: object) -> Iterable[Any]:

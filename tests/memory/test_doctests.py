@@ -7,7 +7,8 @@ import pytest
 from tests.doctests import check_doctests
 
 MODULES = [
-    "opticmem", "opticmem.budget", "opticmem.context", "opticmem.costs", "opticmem.facts",
+    "opticmem", "opticmem.arguments", "opticmem.budget", "opticmem.context", "opticmem.costs",
+    "opticmem.facts",
     "opticmem.lru", "opticmem.memory", "opticmem.memory_store", "opticmem.policy",
     "opticmem.recall", "opticmem.sessions", "opticmem.sqlite_store", "opticmem.stores",
     "opticmem.tokens", "opticmem.transcripts", "opticmem.render.sheet",
