@@ -88,9 +88,8 @@ from opticmem import OpticalMemory, message_tokens
 from opticmem.context import (
     Context,
     ContextTurn,
-    lead_note_tokens,
+    lead_note_cost,
     merge_message_runs,
-    needs_lead_note,
 )
 from opticmem.errors import BudgetError, InvalidTurnError, OpticMemError
 from opticmem.integrations.turn_text import (
@@ -475,9 +474,9 @@ class _MemoryLoop(Generic[F]):
         always be planned for, and what the call then sends."""
         model = self.memory.cost_model
         newest = ctx.turns[-1]
-        note = lead_note_tokens(model) if needs_lead_note([newest.role]) else 0
         return (newest_turn_tokens(ctx, model),
-                message_tokens([shown_turn(_plain(newest))], model) + note)
+                message_tokens([shown_turn(_plain(newest))], model)
+                + lead_note_cost([newest.role], model))
 
     def _next_budget(self, call: _Call, ctx: Context, budget: int) -> int | None:
         """``None`` when ``ctx`` (planned for ``budget``) fits the call with its headings;

@@ -30,7 +30,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from opticmem.context import Context, lead_note_tokens, needs_lead_note
+from opticmem.context import Context, lead_note_cost
 from opticmem.costs import CostModel, message_tokens
 from opticmem.errors import InvalidTurnError
 from opticmem.sessions import validate_text
@@ -195,8 +195,8 @@ def newest_turn_tokens(ctx: Context, model: CostModel) -> int:
     if not ctx.turns:
         return 0
     newest = ctx.turns[-1]
-    note = lead_note_tokens(model) if needs_lead_note([newest.role]) else 0
-    return message_tokens([{"role": newest.role, "content": newest.text}], model) + note
+    return (message_tokens([{"role": newest.role, "content": newest.text}], model)
+            + lead_note_cost([newest.role], model))
 
 
 def repair_surrogates(text: str) -> tuple[str, bool]:

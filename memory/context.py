@@ -81,13 +81,19 @@ def needs_lead_note(roles: Iterable[str]) -> bool:
     >>> needs_lead_note(["user", "assistant"]), needs_lead_note(["tool"]), needs_lead_note([])
     (False, False, False)
     """
-    return next((r for r in roles if r != "system"), None) == "assistant"
+    return _lead_note_at(list(roles)) is not None
 
 
 def lead_note_tokens(model: CostModel) -> int:
     """What the :data:`LEAD_NOTE` message costs under ``model`` (its text and the
     per-message overhead), exactly as :func:`~opticmem.costs.message_tokens` prices it."""
     return model.message_overhead + model.text_tokens(LEAD_NOTE)
+
+
+def lead_note_cost(roles: Iterable[str], model: CostModel) -> int:
+    """What :data:`LEAD_NOTE` adds before turns of these roles shown with no page:
+    :func:`lead_note_tokens` when they need it (:func:`needs_lead_note`), else 0."""
+    return lead_note_tokens(model) if needs_lead_note(roles) else 0
 
 
 def lead_note_costs(roles: Sequence[str], model: CostModel) -> list[int]:

@@ -77,9 +77,8 @@ from opticmem.context import (
     PagePrice,
     clip_turns,
     continued_prefix,
+    lead_note_cost,
     lead_note_costs,
-    lead_note_tokens,
-    needs_lead_note,
     page_view,
     price_page,
     turn_views,
@@ -869,8 +868,8 @@ class OpticalMemory:
         images = sum(v.image_tokens for v in views)
         n_msgs = len(asm.turns) + (1 if views else 0)
         overhead = model.message_overhead * n_msgs
-        if not views and needs_lead_note(t.role for t in asm.turns):
-            overhead += lead_note_tokens(model)  # the note's message, as the planner priced it
+        if not views:  # the note's message, as the planner priced it
+            overhead += lead_note_cost((t.role for t in asm.turns), model)
         staging = sum(t.cost - model.message_overhead for t in asm.turns if t.staging)
         verbatim = sum(t.cost - model.message_overhead for t in asm.turns if not t.staging)
         page_text = asm.cost - images - overhead - staging - verbatim
