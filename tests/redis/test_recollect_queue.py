@@ -221,10 +221,11 @@ def worker_died_holding_pages(stores: tuple[RedisStore, RedisStore], consumer: s
 
 def test_pages_a_dead_worker_took_are_taken_over(stores: tuple[RedisStore, RedisStore]) -> None:
     bot_store, worker_store = stores
-    mem, queued = worker_died_holding_pages(stores, "doomed", 0.2)
-    heir = RecollectWorker(worker_store, Digest(), consumer="heir", claim_idle=0.2)
+    # claim_idle leaves a loaded 2-core CI machine a second between the two workers' steps
+    mem, queued = worker_died_holding_pages(stores, "doomed", 1.0)
+    heir = RecollectWorker(worker_store, Digest(), consumer="heir", claim_idle=1.0)
     assert heir.step() is None  # not idle long enough: still the doomed worker's
-    time.sleep(0.3)
+    time.sleep(1.1)
     report = heir.step()
     assert report is not None and report.taken == report.read == queued
     stats = RedisRecollectQueue.for_store(bot_store).stats()
@@ -636,11 +637,11 @@ def test_idle_entries_behind_many_busy_ones_are_claimed(
     dead = RecollectWorker(worker_store, Digest(), consumer="dead")
     taken, _ = dead._take(0)
     assert len(taken) >= 12
-    time.sleep(1.0)
+    time.sleep(1.5)
     raw = bot_store._sync()
     raw.xclaim(stream_key(TENANT), GROUP, "busy", 0, [e for e, _ in taken[:11]])
     heir = RecollectWorker(worker_store, Digest(), consumer="heir", batch_size=1,
-                           claim_idle=0.5)
+                           claim_idle=1.0)  # the busy entries stay younger for 3 steps
     reports = [heir.step() for _ in range(3)]
     assert [r.taken for r in reports if r is not None] == [1, 1]
 
