@@ -15,8 +15,9 @@ Every :class:`Passage` carries its provenance (session, page, turn seqs, time sp
 tier it was read at, the codec's confidence) and a way back to the archived original
 turns (``include_original=True`` or :meth:`opticmem.OpticalMemory.original`).
 
-Tokenisation is Unicode-aware: words are lowercased (a plural ``s`` is stripped), CJK
-and Hangul runs also yield character bigrams so unsegmented text matches, and a Latin word
+Tokenisation is Unicode-aware: words are lowercased (a plural ``s`` is stripped), CJK,
+Hangul, Thai, Lao, Khmer and Myanmar runs also yield character bigrams so unsegmented text
+matches, and a Latin word
 or number glued to them (``Titan은``, ``2026年``) is a term of its own as well.
 
 >>> idx = RecallIndex()
@@ -76,9 +77,15 @@ CJK = re.compile(r"[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\
                   r"\uac00-\ud7a3\uf900-\ufaff]")
 """A CJK, kana or Hangul character: runs of these also yield character bigrams (text
 without spaces, particles glued to words)."""
-NOT_CJK = re.compile(rf"[^{CJK.pattern[1:-1]}]+")
-"""A run of letters or digits not in :data:`CJK`: the Latin word or number inside a run of
-letters glued to CJK text (``Titan은``, ``2026年``, ``API를``)."""
+UNSEGMENTED = re.compile(rf"[{CJK.pattern[1:-1]}\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff"
+                         r"\u19e0-\u19ff\ua9e0-\ua9ff\uaa60-\uaa7f]")
+"""A character of a script written without spaces between words: :data:`CJK`, and Thai,
+Lao, Myanmar and Khmer (``ผมชอบกินข้าวผัด`` is one run for "I like to eat fried rice"). A
+run with one in it is indexed as :data:`CJK` runs are, by its character bigrams too, or a
+search for a word in it (``ข้าวผัด``) never found the page."""
+NOT_CJK = re.compile(rf"[^{UNSEGMENTED.pattern[1:-1]}]+")
+"""A run of letters or digits not in :data:`UNSEGMENTED`: the Latin word or number inside a
+run of letters glued to CJK or Thai text (``Titan은``, ``2026年``, ``API를``, ``iPhoneรุ่น``)."""
 _STOP = """a an and are as at be but by did do does for from had has have he her his how i if
 in is it its me my of on or our she so that the their them then there these they this to us
 was we were what when where which who why will with you your"""
@@ -101,11 +108,11 @@ def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
     out: list[str] = []
     for m in COMPOUND.finditer(low):
         out.append(m.group())
-        if CJK.search(m.group()):  # ``zx-88123을``: also the compound without its particle
-            out.extend(c.group() for c in COMPOUND.finditer(CJK.sub(" ", m.group())))
+        if UNSEGMENTED.search(m.group()):  # ``zx-88123을``: also the compound without its particle
+            out.extend(c.group() for c in COMPOUND.finditer(UNSEGMENTED.sub(" ", m.group())))
     for m in WORD.finditer(low):
         w = m.group()
-        if CJK.search(w):  # unsegmented scripts: the run and its character bigrams
+        if UNSEGMENTED.search(w):  # unsegmented scripts: the run and its character bigrams
             out.append(w)
             out.extend(w[i : i + 2] for i in range(len(w) - 1))
             # Korean glues particles onto Latin words and numbers (``Titan은``, ``API를``),

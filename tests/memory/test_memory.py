@@ -226,6 +226,27 @@ def test_recall_finds_a_latin_word_or_id_glued_to_korean_or_cjk_text() -> None:
         terms("Titan은 API를 2026年 ZX-88123을"))
 
 
+@pytest.mark.parametrize(("said", "query"), [
+    ("ผมสั่งข้าวผัดให้โต๊ะ 12 ที่ร้านใกล้บ้าน", "ข้าวผัด"),  # Thai: "fried rice"
+    ("ຂ້ອຍຈະໄປຫຼວງພະບາງວັນທີ 2026-03-04 ກັບໝູ່", "ຫຼວງພະບາງ"),  # Lao: "Luang Prabang"
+    ("ខ្ញុំកុម្ម៉ង់បាយឆាសម្រាប់តុ 12 ផង", "បាយឆា"),  # Khmer: "fried rice"
+    ("ကျွန်တော်ရန်ကုန်ကို 2026-03-04 မှာသွားမယ်", "ရန်ကုန်"),  # Myanmar: "Yangon"
+])
+def test_recall_finds_a_word_inside_thai_lao_khmer_or_myanmar_text(said: str, query: str) -> None:
+    """Thai, Lao, Khmer and Myanmar put no spaces between words, as Chinese does not: a
+    run of them was one term, so a search for a word in it (here found by the words
+    around the page's fact) never found the page. CJK runs are indexed by character
+    bigrams too; these scripts were not."""
+    mem = OpticalMemory(codec=None, verbatim_turns=2)
+    mem.add("s", "user", said)
+    for i in range(60):
+        mem.add("s", "assistant", f"ok {i}, noted and filed " * 5)
+    assert query in said and query not in terms(said)
+    hits = mem.recall("s", query, k=1)
+    assert [(h.page_no, h.source) for h in hits] == [(0, "facts")]
+    assert query in mem.pages("s")[0].cues[0]
+
+
 def test_recall_matches_full_width_letters_and_digits_with_ascii() -> None:
     """Japanese and Chinese input methods type full-width letters and digits
     (``ＯＲＤ－４４７１``, ``３月``): indexed as typed, "ORD-4471" never found them."""

@@ -837,7 +837,8 @@ def test_words_keep_their_combining_marks() -> None:
     vocalised Arabic word was cut at each vowel sign or virama into single letters
     (``दुनिया`` was ``द न य``): a query found any page with those letters in it."""
     assert terms("नमस्ते दुनिया") == ["नमस्ते", "दुनिया"]
-    assert terms("ภาษาไทย ที่นี่") == ["ภาษาไทย", "ที่นี่"]
+    thai = terms("ภาษาไทย ที่นี่")  # unsegmented: each run, and its character bigrams
+    assert [t for t in thai if len(t) > 2] == ["ภาษาไทย", "ที่นี่"] and "ที่" not in thai
     assert terms("मुंबई-पुणे") == ["मुंबई-पुणे", "मुंबई", "पुणे"]
     idx = RecallIndex()
     idx.set_page(0, [Doc(0, "recollection", "दुनिया भर में", 0.9, Tier.LARGE)])
