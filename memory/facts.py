@@ -290,6 +290,18 @@ def _without_terminal_escapes(text: str) -> str:
     return _TERMINAL_ESCAPE.sub(lambda m: "\n" * len(m.group()), text)
 
 
+_NARROW = str.maketrans({**{chr(c): chr(c - 0xFEE0) for r in (
+    range(0xFF10, 0xFF1A), range(0xFF21, 0xFF3B), range(0xFF41, 0xFF5B)) for c in r},
+    "\uff0d": "-", "\uff3f": "_", "\uff03": "#", "\uff0b": "+", "\uff04": "$"})
+"""Full-width letters, digits and the signs ids are made of (``－ ＿ ＃ ＋ ＄``), as Japanese
+and Chinese input methods type them, to their ASCII forms: one character for one, so a
+fact is matched on the narrow text and taken, as it was written, from the same span of
+the original (``ＡＢＣ－１２３`` was found as the bare number ``１２３``). Full-width
+punctuation that ends a sentence or a URL (``，．：／``) stays as it is."""
+_WIDE = re.compile(f"[{re.escape(''.join(k for k in map(chr, _NARROW)))}]")
+"""A character :data:`_NARROW` changes."""
+
+
 def fact_spans(text: str) -> list[tuple[int, int, str]]:
     """Every fact in ``text`` as ``(start, end, fact)``, in order of appearance (terminal
     escapes are no part of any).
@@ -298,7 +310,9 @@ def fact_spans(text: str) -> list[tuple[int, int, str]]:
     ['4411', 'https://ci.io/4411']
     """
     out: list[tuple[int, int, str]] = []
-    clean = _without_terminal_escapes(text)
+    written = _without_terminal_escapes(text)
+    wide = _WIDE.search(written) is not None
+    clean = written.translate(_NARROW) if wide else written
     for m in (_FACT_CJK if CJK.search(text) else _FACT).finditer(clean):
         s, e = m.start(), m.end()
         fact = m.group()
@@ -322,7 +336,7 @@ def fact_spans(text: str) -> list[tuple[int, int, str]]:
             s -= 1  # -12.5, -$5: the sign is part of the value
             fact = clean[s] + fact
         if fact and len(fact) <= MAX_FACT_CHARS:
-            out.append((s, e, fact))
+            out.append((s, e, written[s:e].strip() if wide else fact))
     return out
 
 
@@ -350,6 +364,7 @@ def fact_kind(fact: str) -> str:
     >>> fact_kind("mina.choi@hanbitdata.co.kr"), fact_kind("TITAN-142"), fact_kind("hello")
     ('e-mail address', 'ticket issue key', '')
     """
+    fact = fact.translate(_NARROW)
     m = _FACT_CJK.match(fact)
     if not m and fact[:1] in "-\u2212":  # -12.5: the kind of what the sign is before
         m = _FACT_CJK.match(fact, 1)

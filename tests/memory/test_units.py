@@ -33,6 +33,7 @@ from opticmem.facts import (
     FactSpans,
     fact_keywords,
     fact_kind,
+    fact_spans,
     facts_line,
     page_cues,
     page_facts,
@@ -266,6 +267,38 @@ def test_numbers_and_ids_glued_to_cjk_text_are_facts() -> None:
     assert extract_facts("数字１２３４５") == ("１２３４５",)  # full-width digits too
     assert extract_facts("보고서.md 파일") == ("보고서.md",)  # a file's name may be Hangul
     assert fact_kind("010-1234-5678") == "phone number"
+
+
+def test_an_id_typed_in_full_width_characters_is_a_fact_whole_as_it_was_written() -> None:
+    """Japanese and Chinese input methods type ids in full-width letters, digits and signs:
+    ``ＡＢＣ－１２３`` came back as the bare number ``１２３`` (the letters and the ``－`` were
+    no ASCII to the patterns), ``ｍｙ＿ｖａｒ`` as nothing. Found whole now, and kept as
+    written (recall matches them with their ASCII forms anyway)."""
+    assert extract_facts("チケットＡＢＣ－１２３、電話０１０-１２３４-５６７８、ｍｙ＿ｖａｒ、"
+                         "＃４５を確認") == (
+        "ＡＢＣ－１２３", "０１０-１２３４-５６７８", "ｍｙ＿ｖａｒ", "＃４５")
+    assert extract_facts("ticket ＴＩＴＡＮ－１４２, down －５％") == (
+        "ＴＩＴＡＮ－１４２", "－５％")
+    assert [fact_kind(f) for f in ("ＡＢＣ－１２３", "ｍｙ＿ｖａｒ", "＃４５")] == [
+        "ticket issue key", "identifier name", "ticket issue"]
+    # full-width punctuation still ends a URL, as it ends a sentence
+    assert extract_facts("见https://x.io/a，然后ｖ２。") == ("https://x.io/a", "ｖ２")
+
+
+_WIDEN = {chr(c - 0xFEE0): chr(c) for c in (*range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B))} | {
+    "1": "１", "2": "２", "0": "０", "-": "－", "_": "＿", "#": "＃"}
+
+
+@given(st.text(alphabet="ABCXYZabcxyz0129-_#.@/: ", max_size=40),
+       st.sets(st.sampled_from(sorted(_WIDEN))))
+def test_full_width_text_has_the_facts_of_its_ascii_form(text: str, wide: set[str]) -> None:
+    """Typing some of a text's letters, digits and signs full-width changes none of the
+    facts found in it, only how each is written."""
+    widened = "".join(_WIDEN[c] if c in wide else c for c in text)
+    assert [(s, e) for s, e, _ in fact_spans(widened)] == [
+        (s, e) for s, e, _ in fact_spans(text)]
+    assert [f for _, _, f in fact_spans(widened)] == [
+        widened[s:e] for s, e, _ in fact_spans(text)]
 
 
 def test_a_file_path_address_or_url_glued_to_cjk_text_is_a_fact_without_it() -> None:
