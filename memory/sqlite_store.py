@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -107,6 +108,10 @@ MEMORY_PATH_REFUSED = (
 )
 
 _INT64 = (-(2**63), 2**63 - 1)
+
+_UNDECODABLE = "Could not decode to UTF-8"
+"""How :mod:`sqlite3` says a TEXT value it read is not UTF-8: the row is damaged (written
+by another tool), not the file unreachable."""
 
 
 def _bounds(start: int, stop: int) -> tuple[int, int]:
@@ -479,6 +484,8 @@ class SQLiteStore(Store):
             with self._using() as conn:
                 return conn.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as exc:
+            if _UNDECODABLE in str(exc):  # a row's text, not the file: retrying won't help
+                raise CorruptRecordError(f"SQLite store {self.path}: {exc}") from exc
             raise StoreUnavailableError(f"SQLite store {self.path}: {exc}") from exc
 
     def close(self) -> None:
@@ -531,6 +538,9 @@ class SQLiteStore(Store):
 
     def turn_count(self, session: str) -> int:
         rows = self._read("SELECT next_seq FROM sessions WHERE session = ?", (session,))
+        if rows and type(rows[0][0]) is not int:
+            raise CorruptRecordError(f"SQLite store {self.path}: session {session!r}: its "
+                                     f"turn count {rows[0][0]!r} is no whole number")
         return int(rows[0][0]) if rows else 0
 
     def get_turns(self, session: str, start: int, stop: int) -> list[Turn]:
@@ -541,13 +551,28 @@ class SQLiteStore(Store):
         )
         out = []
         for seq, role, text, ts, meta in rows:
+            # SQLite keeps whatever type a row was given (another tool's BLOB text, a
+            # 'NaN' time): str() and float() made b'hi' the text "b'hi'" and a list the meta.
+            if type(role) is not str or type(text) is not str:
+                bad = role if type(role) is not str else text
+                raise CorruptRecordError(
+                    f"SQLite store {self.path}: session {session!r}: turn {seq}: its role "
+                    f"or text is a {type(bad).__name__} value, not text")
+            if type(ts) not in (float, int) or not math.isfinite(ts):
+                raise CorruptRecordError(
+                    f"SQLite store {self.path}: session {session!r}: turn {seq}: its time "
+                    f"{ts!r} is not a finite number")
             try:
                 m = json.loads(meta) if meta != "{}" else {}
-            except ValueError as exc:
+            except (ValueError, TypeError) as exc:
                 raise CorruptRecordError(
-                    f"session {session!r}: turn {seq} has unreadable meta: {exc}"
-                ) from exc
-            out.append(Turn(session, int(seq), str(role), str(text), float(ts), m))
+                    f"SQLite store {self.path}: session {session!r}: turn {seq} has "
+                    f"unreadable meta: {exc}") from exc
+            if type(m) is not dict:
+                raise CorruptRecordError(
+                    f"SQLite store {self.path}: session {session!r}: turn {seq}: its meta "
+                    "is no JSON object")
+            out.append(Turn(session, int(seq), role, text, float(ts), m))
         return out
 
     # ------------------------------------------------------------------ page log

@@ -16,6 +16,7 @@ import pytest
 
 from opticmem.errors import (
     ConfigurationError,
+    CorruptRecordError,
     StoreError,
     StoreUnavailableError,
     StoreURLError,
@@ -560,3 +561,32 @@ def test_a_session_of_a_file_written_before_epochs_gets_one_every_opener_agrees_
         assert other.add_sealed_page(page("s", 0), epoch=epoch)
         store.delete_session("s")
         assert epoch_rows() == [] and other.session_epoch("s") == ""
+
+
+@pytest.mark.parametrize(("damage", "why"), [
+    ("UPDATE turns SET text = X'6869' WHERE seq = 1", "role or text is a bytes value"),
+    ("UPDATE turns SET text = CAST(X'ff41' AS TEXT) WHERE seq = 1", "decode to UTF-8"),
+    ("UPDATE turns SET ts = 'soon' WHERE seq = 1", "time 'soon' is not a finite number"),
+    ("UPDATE turns SET ts = 9e999 WHERE seq = 1", "time inf is not a finite number"),
+    ("UPDATE turns SET meta = '[1]' WHERE seq = 1", "meta is no JSON object"),
+    ("UPDATE turns SET meta = 'null' WHERE seq = 1", "meta is no JSON object"),
+    ("UPDATE sessions SET next_seq = 'x'", "turn count 'x' is no whole number"),
+])
+def test_a_damaged_turn_row_is_a_corrupt_record_error(tmp_path: Path, damage: str,
+                                                      why: str) -> None:
+    """SQLite keeps a value of any type in any column, so a row another tool wrote or
+    damaged came back as something else: BLOB text as the text ``"b'hi'"``, a list or
+    ``None`` as the meta (a crash later, far from the row), an infinite time (refused by
+    every append), or a bare ValueError; text that is not UTF-8 was a
+    StoreUnavailableError, a ConnectionError that a caller retries for ever."""
+    db = tmp_path / "m.db"
+    with SQLiteStore(db) as s:
+        s.append_turns("s", [("user", f"turn {i}", 0.0, {"i": i}) for i in range(3)])
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute(damage)
+        conn.commit()
+    with SQLiteStore(db) as s:
+        with pytest.raises(CorruptRecordError, match=why) as err:
+            s.turn_count("s")
+            s.get_turns("s", 0, 3)
+        assert not isinstance(err.value, StoreUnavailableError) and str(db) in str(err.value)
