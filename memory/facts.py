@@ -25,7 +25,7 @@ import bisect
 import re
 from collections.abc import Iterable, Iterator, Sequence
 
-from opticmem.recall import CJK, COMPOUND, STOPWORDS, WORD
+from opticmem.recall import CJK, COMPOUND, STOPWORDS, UNSEGMENTED, WORD
 
 MAX_FACTS = 32
 """At most this many facts per page (the first ones on the page)."""
@@ -46,6 +46,11 @@ cue costs the same on a 200,000-character line as on a short one."""
 CUE_CJK_CHARS = 6
 """A CJK, kana or Hangul run (unsegmented text) lends only its characters nearest the
 fact: recall matches such runs by character bigrams, so a fragment still matches."""
+
+CUE_UNSEGMENTED_CHARS = 3 * CUE_CJK_CHARS
+""":data:`CUE_CJK_CHARS` for a Thai, Lao, Khmer or Myanmar run (also unsegmented, and
+matched by bigrams): more characters, as a syllable there is several (consonant, vowel
+signs, tone marks) where a CJK character is one."""
 
 _CUE_WORD = re.compile(f"{COMPOUND.pattern}|{WORD.pattern}")
 """A cue word: a word as recall indexes it, a compound (``e-mail``, ``Jae-won``) kept whole."""
@@ -426,12 +431,14 @@ def _content_words(text: str, lo: int, hi: int, *, near_end: bool) -> list[str]:
     """Words of ``text[lo:hi]`` a question may share: no stopwords (recall drops them from
     queries), no bare numbers, no single characters. A word cut by the range's edge is
     left out, except a CJK run, which keeps its :data:`CUE_CJK_CHARS` characters nearest
-    the fact (its end when ``near_end``)."""
+    the fact (its end when ``near_end``), and a Thai, Lao, Khmer or Myanmar run, which
+    keeps its :data:`CUE_UNSEGMENTED_CHARS` nearest."""
     out = []
     for m in _CUE_WORD.finditer(text, lo, hi):
         w = m.group()
-        if CJK.search(w):
-            w = w[-CUE_CJK_CHARS:] if near_end else w[:CUE_CJK_CHARS]
+        if UNSEGMENTED.search(w):
+            n = CUE_CJK_CHARS if CJK.search(w) else CUE_UNSEGMENTED_CHARS
+            w = w[-n:] if near_end else w[:n]
         elif (m.start() == lo and lo > 0 and text[lo - 1].isalnum()) or (
             m.end() == hi and hi < len(text) and text[hi].isalnum()
         ):

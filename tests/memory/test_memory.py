@@ -35,7 +35,7 @@ from opticmem import (
 from opticmem.context import Context
 from opticmem.costs import PRESETS
 from opticmem.encoder.codec import CodecError, Recollection, VisionTokens
-from opticmem.facts import facts_line
+from opticmem.facts import CUE_WINDOW_CHARS, facts_line
 from opticmem.recall import terms
 from opticmem.store import Store
 from opticmem.stores import store_schemes
@@ -245,6 +245,23 @@ def test_recall_finds_a_word_inside_thai_lao_khmer_or_myanmar_text(said: str, qu
     hits = mem.recall("s", query, k=1)
     assert [(h.page_no, h.source) for h in hits] == [(0, "facts")]
     assert query in mem.pages("s")[0].cues[0]
+
+
+def test_recall_finds_a_word_of_a_long_thai_sentence_by_its_fact() -> None:
+    """A run of unsegmented text longer than the cue's window (80 characters, a Thai
+    sentence often is) was cut by the window's edge and left out of the fact's cue
+    whole, where a CJK run keeps its characters nearest the fact: nothing around the
+    fact led a question to it."""
+    said = ("วันนี้ผมไปประชุมกับทีมงานเรื่องงบประมาณโครงการใหม่และสั่งข้าวผัดให้ทุกคน"
+            "ที่โต๊ะหมายเลข 12 ครับ")
+    mem = OpticalMemory(codec=None, verbatim_turns=2)
+    mem.add("s", "user", said)
+    for i in range(60):
+        mem.add("s", "assistant", f"ok {i}, noted and filed " * 5)
+    assert len(said.split()[0]) > CUE_WINDOW_CHARS
+    hits = mem.recall("s", "โต๊ะหมายเลข", k=1)
+    assert [(h.page_no, h.source) for h in hits] == [(0, "facts")]
+    assert "โต๊ะหมายเลข" in mem.pages("s")[0].cues[0]
 
 
 def test_recall_matches_full_width_letters_and_digits_with_ascii() -> None:
