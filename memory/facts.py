@@ -65,10 +65,11 @@ _MONTH = (
 _MONTH_ABBR = r"(?:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)"
 """Month names a dot may follow (``Apr. 4``): after a whole name it ends the sentence."""
 
-_GLUED = rf"[^\W{CJK.pattern[1:-1]}]"
-"""A character that glues onto a word: a letter or digit, but not CJK, kana or Hangul —
-unsegmented text runs straight into its numbers and ids (``가격은15000원``, ``订单号A1234``),
-so a run of those characters ends a fact as a space does."""
+_GLUED = rf"[^\W{UNSEGMENTED.pattern[1:-1]}]"
+"""A character that glues onto a word: a letter or digit, but not one of a script written
+without spaces (:data:`~opticmem.recall.UNSEGMENTED`: CJK, kana, Hangul, Thai, Lao, Khmer,
+Myanmar) — unsegmented text runs straight into its numbers and ids (``가격은15000원``,
+``订单号A1234``, ``ราคา15000บาท``), so a run of those characters ends a fact as a space does."""
 
 _STARTS, _ENDS = rf"(?<!{_GLUED})", rf"(?!{_GLUED})"
 """A fact of letters and digits starts where no :data:`_GLUED` character is before it, and
@@ -202,12 +203,12 @@ _WORDY = frozenset(("path", "file"))
 """Kinds whose facts may hold CJK themselves (a file ``보고서.md``): their ``\\b`` stays the
 plain one, so no particle-glued text is taken into the fact."""
 
-_PARTICLE = re.compile(rf"(?<={_GLUED}){CJK.pattern}+[.,;:!?)\]}}'\"]*$")
+_PARTICLE = re.compile(rf"(?<={_GLUED}){UNSEGMENTED.pattern}+[.,;:!?)\]}}'\"]*$")
 """CJK text glued after the letters or digits that end a URL, e-mail address, path or
 file (``/etc/hosts를``, ``mina@x.io로``, ``https://x.io/a에서``): a particle or the next
 word, not part of the fact. CJK after a ``/`` or ``.`` (``/home/민아``, ``보고서.md``) stays."""
 
-_GLUED_BEFORE = re.compile(rf"{CJK.pattern}+(?={_GLUED})")
+_GLUED_BEFORE = re.compile(rf"{UNSEGMENTED.pattern}+(?={_GLUED})")
 """CJK text glued before the letters or digits that start an e-mail address, path or file
 (``打开config.yaml``, ``연락처는mina@x.io``): the words before it, not part of the fact."""
 
@@ -257,7 +258,8 @@ def _combined(*, cjk: bool) -> re.Pattern[str]:
 
 _FACT = _combined(cjk=False)
 _FACT_CJK = _combined(cjk=True)
-""":data:`_FACT` for text with CJK in it. Without CJK the two find the same facts, and the
+""":data:`_FACT` for text with CJK in it (or Thai, Lao, Khmer, Myanmar: any of
+:data:`~opticmem.recall.UNSEGMENTED`). Without those the two find the same facts, and the
 plain one is some 15% faster."""
 _TRAIL = ".,;:!?)]}'\""
 
@@ -318,7 +320,7 @@ def fact_spans(text: str) -> list[tuple[int, int, str]]:
     written = _without_terminal_escapes(text)
     wide = _WIDE.search(written) is not None
     clean = written.translate(_NARROW) if wide else written
-    for m in (_FACT_CJK if CJK.search(text) else _FACT).finditer(clean):
+    for m in (_FACT_CJK if UNSEGMENTED.search(text) else _FACT).finditer(clean):
         s, e = m.start(), m.end()
         fact = m.group()
         if m.lastgroup in _PARTICLED and (tail := _PARTICLE.search(fact)):

@@ -269,6 +269,19 @@ def test_numbers_and_ids_glued_to_cjk_text_are_facts() -> None:
     assert fact_kind("010-1234-5678") == "phone number"
 
 
+def test_numbers_ids_and_addresses_glued_to_thai_lao_khmer_or_myanmar_text_are_facts() -> None:
+    """Thai, Lao, Khmer and Myanmar are written without spaces too, and their letters
+    counted as word characters: ``ราคา15000บาท`` gave no fact, ``ตั๋วABC-123ครับ`` the bare
+    ``123``, and a letter glued on either side went into an address or path
+    (``อmina@x.io``, ``/etc/hostsท``) — facts that do not exist."""
+    assert extract_facts("ราคา15000บาท โทร010-1234-5678ครับ") == ("15000", "010-1234-5678")
+    assert extract_facts("ตั๋วABC-123ครับ") == ("ABC-123",)
+    assert extract_facts("ติดต่อmina@x.io ไฟล์/etc/hostsที่ ดูhttps://x.io/aนะ") == (
+        "mina@x.io", "/etc/hosts", "https://x.io/a")
+    assert extract_facts("ລາຄາ250ກີບ, តម្លៃ99ដុល្លារ, ကုန်ဈေး15000ကျပ်") == (
+        "250", "99", "15000")
+
+
 def test_an_id_typed_in_full_width_characters_is_a_fact_whole_as_it_was_written() -> None:
     """Japanese and Chinese input methods type ids in full-width letters, digits and signs:
     ``ＡＢＣ－１２３`` came back as the bare number ``１２３`` (the letters and the ``－`` were
