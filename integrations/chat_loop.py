@@ -166,7 +166,10 @@ def _message_text(msg: Mapping[str, Any], *, calls: bool = False) -> str | None:
     spoken ``audio`` (an audio-output model's reply, also with ``content: None``): the
     transcript, or the audio marker where the message holds only the audio's id. ``None``
     when the content is not text, or is ``None`` with nothing else (no refusal, no audio
-    and, with ``calls``, no tool calls)."""
+    and, with ``calls``, no tool calls) in a message of the caller's own, or with no
+    ``content`` at all; in an assistant or tool message, which already happened, an explicit
+    ``content: None`` is an empty text (``""``: an empty reply, returned and not recorded,
+    as ``content: ""`` is)."""
     refusal = refusal_text(msg.get("refusal"))
     extra = [refusal] if refusal else []
     if isinstance(audio := msg.get("audio"), Mapping):
@@ -175,7 +178,11 @@ def _message_text(msg: Mapping[str, Any], *, calls: bool = False) -> str | None:
                      else attachment_marker("audio"))
     content = msg.get("content")
     if content is None:
-        return "\n".join(extra) if extra or calls else None
+        # a chat-completions message with nothing to say has content None (Azure's
+        # content filter, an OpenAI-compatible server's empty answer): refused, the reply
+        # raised UnsupportedReplyError where content "" was returned
+        happened = "content" in msg and msg.get("role") in (*_HAPPENED, "function")
+        return "\n".join(extra) if extra or calls or happened else None
     text = _text_of(content, assistant=msg.get("role") == "assistant")
     if text is None:
         return None

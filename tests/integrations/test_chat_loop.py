@@ -213,6 +213,30 @@ def test_an_empty_reply_is_returned_but_not_recorded() -> None:
     assert [t.role for t in mem.turns("s")] == ["user"]
 
 
+@pytest.mark.parametrize("reply", [
+    {"role": "assistant", "content": None},
+    {"id": "cmpl-1", "choices": [{"index": 0, "finish_reason": "content_filter", "message": {
+        "role": "assistant", "content": None, "refusal": None, "tool_calls": None,
+        "function_call": None, "audio": None}}]},
+], ids=["message", "completion"])
+def test_an_empty_reply_with_content_none_is_returned_but_not_recorded(reply: object) -> None:
+    # Azure's content filter and OpenAI-compatible servers answer nothing with content
+    # None: it raised UnsupportedReplyError (the reply lost) where content "" was returned
+    mem = memory()
+    model = Recorder()
+    chat = with_memory(lambda messages: reply, mem, session="s")
+    assert chat("hi") is reply
+    assert reply_text(reply) == ""
+    assert [t.role for t in mem.turns("s")] == ["user"]
+    # passed back as history, such a message is not recorded, as one with content "" is
+    with_memory(model, mem, session="t")([
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": None},
+        {"role": "user", "content": "Hello?"}])
+    assert [(t.role, t.text) for t in mem.turns("t")][:2] == [("user", "hi"), ("user", "Hello?")]
+    with pytest.raises(InvalidTurnError, match="only text"):  # a user's is still refused
+        chat({"role": "user", "content": None})
+
+
 def test_one_wrapper_serves_many_sessions() -> None:
     mem = memory()
     model = Recorder()
