@@ -73,6 +73,7 @@ from opticmem.integrations.turn_text import (
     json_text,
     refusal_text,
     repair_surrogates,
+    server_tool_line,
     tool_result_head,
 )
 from opticmem.integrations.turn_text import tool_call_line as _call_line
@@ -133,7 +134,7 @@ def _block_text(block: Mapping[str, Any]) -> str | None:
     if kind in ("server_tool_call", "server_tool_result"):
         # non-ASCII kept: a search's query or results escaped as \uXXXX were unreadable on
         # the pages and matched no recall or fact
-        return f"[{kind}: {json_text(block.get('args', block.get('output', '')))}]"
+        return server_tool_line(str(kind), block.get("args", block.get("output", "")))
     return f"[{kind} block]"
 
 

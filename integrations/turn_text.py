@@ -73,6 +73,18 @@ def json_text(value: object) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+def server_tool_line(kind: str, value: object) -> str:
+    """A server-side tool's call or result (a provider ran it: Anthropic's web search, code
+    execution, MCP) as one archived line: ``kind`` (``server_tool_call`` or
+    ``server_tool_result``, LangChain's standard names) and its arguments or output as
+    :func:`json_text`.
+
+    >>> server_tool_line("server_tool_call", {"query": "서울 날씨"})
+    '[server_tool_call: {"query":"서울 날씨"}]'
+    """
+    return f"[{kind}: {json_text(value)}]"
+
+
 def refusal_text(refusal: object) -> str | None:
     """What a refusal adds to the archived text: its own words, unmarked (``None``: no
     refusal, or an empty one).
@@ -267,6 +279,7 @@ __all__ = [
     "part_marker",
     "refusal_text",
     "repair_surrogates",
+    "server_tool_line",
     "shown_turn",
     "split_text",
     "tool_call_line",

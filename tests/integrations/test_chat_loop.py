@@ -895,3 +895,42 @@ def test_merge_runs_is_off_by_default_and_leaves_named_messages_alone() -> None:
     # a message with a name of its own is never merged: alternation is then the caller's
     assert model.sent[-1] == [named, {"role": "user", "content": "hi", "name": "ann"},
                               {"role": "user", "content": "yo"}]
+
+
+def test_an_anthropic_message_reply_with_server_tool_blocks_is_recorded() -> None:
+    # An Anthropic Message that used a server-side tool (web search, code execution, MCP)
+    # holds server_tool_use and *_tool_result blocks; they were refused with
+    # UnsupportedReplyError after the model answered: the answer lost.
+    reply = {"id": "msg_1", "type": "message", "role": "assistant", "stop_reason": "end_turn",
+             "content": [
+                 {"type": "server_tool_use", "id": "s1", "name": "web_search",
+                  "input": {"query": "서울 날씨"}},
+                 {"type": "web_search_tool_result", "tool_use_id": "s1", "content": [
+                     {"type": "web_search_result", "url": "https://wx.example/seoul",
+                      "title": "서울", "encrypted_content": "e1"}]},
+                 {"type": "text", "text": "맑아요, 12°C.", "citations": None},
+                 {"type": "mcp_tool_use", "id": "m1", "name": "lookup", "server_name": "kb",
+                  "input": {"id": "ORD-7"}},
+                 {"type": "mcp_tool_result", "tool_use_id": "m1", "is_error": False,
+                  "content": [{"type": "text", "text": "shipped"}]}]}
+    mem = memory()
+    chat = with_memory(lambda messages: reply, mem, session="s")
+    assert chat("Weather in Seoul?") is reply
+    [_, turn] = mem.turns("s")
+    assert turn.text.splitlines() == [
+        '[server_tool_call: {"query":"서울 날씨"}]',
+        '[server_tool_result: [{"encrypted_content":"e1","title":"서울",'
+        '"type":"web_search_result","url":"https://wx.example/seoul"}]]',
+        "맑아요, 12°C.",
+        '[server_tool_call: {"id":"ORD-7"}]',
+        '[server_tool_result: [{"text":"shipped","type":"text"}]]']
+    # the LangChain integration archives the same message the same way
+    pytest.importorskip("langchain_core")
+    from langchain_core.messages import AIMessage
+
+    from opticmem.integrations.langchain_messages import message_text
+
+    lc = AIMessage(content=reply["content"], response_metadata={"model_provider": "anthropic"})
+    assert message_text(lc) == turn.text
+    with pytest.raises(InvalidTurnError, match="only text"):  # a user's is still refused
+        chat({"role": "user", "content": reply["content"][:2]})
