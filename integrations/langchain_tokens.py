@@ -20,8 +20,10 @@ standard form):
   WebP, …) by their size read with Pillow, through the same image formula — under tile
   pricing at the ``detail`` an OpenAI ``image_url`` part names (LangChain keeps it in the
   block's ``extras``; ``ChatOpenAI`` sends such a part as it is), else at the formula's;
-* images given only by URL or file id (their size is unknown offline):
-  ``unknown_image_tokens`` each (default: the price of a Large page under the model);
+* images given only by URL or file id, or in a format Pillow cannot read (HEIC, which
+  Gemini takes; SVG) — their size is unknown offline: ``unknown_image_tokens`` each
+  (default: the price of a Large page under the model); data that is not base64 raises
+  :class:`ValueError`;
 * an ``AIMessage``'s tool calls, invalid ones included: the text of their JSON (name,
   arguments, id);
 * audio, video, files and other blocks: the text of their fields, without the payload;
@@ -189,22 +191,33 @@ class OpticalTokenCounter:
         try:
             png_size(head)
         except ValueError:
-            return None, self.image_tokens(*_image_size(b64), detail)
+            size = _image_size(b64)
+            if size is None:  # unreadable here: priced as an image of unknown size
+                return None, self.unknown_image_tokens
+            return None, self.image_tokens(*size, detail)
         if detail is not None:  # an OpenAI part's detail, which message_tokens reads there
             return {"type": "image_url", "image_url": {
                 "url": f"data:image/png;base64,{b64}", "detail": detail}}, 0
         return {"type": "image", "base64": b64, "mime_type": "image/png"}, 0
 
 
-def _image_size(b64: str) -> tuple[int, int]:
-    """Width and height of a base64 image in any format Pillow reads (header only)."""
+def _image_size(b64: str) -> tuple[int, int] | None:
+    """Width and height of a base64 image in any format Pillow reads (header only);
+    ``None`` for data Pillow does not know as an image — a format it cannot read (HEIC,
+    SVG) is still an image to the provider: raising here failed the model call of an
+    agent whose user sent a HEIC photo (the middleware prices the run's messages).
+    Data that is not base64 raises :class:`ValueError`."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(base64.b64decode(b64))) as img:
-            return img.size
-    except (binascii.Error, ValueError, UnidentifiedImageError) as exc:
+        data = base64.b64decode(b64)
+    except (binascii.Error, ValueError) as exc:
         raise ValueError(f"cannot read the size of an image block: {exc}") from None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except UnidentifiedImageError:
+        return None
 
 
 def _text_of(block: Mapping[str, Any]) -> str:

@@ -564,6 +564,25 @@ def test_a_refusal_is_recorded_and_shown_back(memory: OpticalMemory) -> None:
         (HumanMessage, "Why not?")]
 
 
+def test_a_photo_in_a_format_pillow_cannot_read_does_not_fail_the_run(
+        memory: OpticalMemory) -> None:
+    # A HEIC photo (an iPhone's; Gemini takes it) made the counter raise "cannot read the
+    # size of an image block", so every such run failed before the model was called.
+    heic = base64.b64encode(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"
+                            + bytes(64)).decode()
+    photo = [{"type": "text", "text": "What is in this photo?"},
+             {"type": "image", "base64": heic, "mime_type": "image/heic"}]
+    model = capturing()
+    agent, views = make_agent(memory, model)
+    run(agent, photo, "p", "sync")
+    assert model.calls[0][-1].content == photo  # sent as it came
+    counter = OpticalTokenCounter(memory)
+    assert views[0].in_flight_tokens == (
+        counter([HumanMessage(photo[:1])]) + counter.unknown_image_tokens)
+    assert memory.turns("p")[0].text == (
+        "What is in this photo?\n[image/heic attachment, not archived]")
+
+
 def test_a_timed_out_async_recording_is_over_before_the_next_run_records() -> None:
     """``aafter_agent`` recorded in ``asyncio.to_thread``: an agent run timed out while it
     recorded left that thread running, and the next run, finding nothing recorded yet,
