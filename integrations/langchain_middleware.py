@@ -260,12 +260,14 @@ class OpticalMemoryMiddleware(AgentMiddleware):
     ) -> int:
         """Record what precedes the latest user message and is not recorded yet; return
         how many leading ``conversation`` messages the memory now holds."""
-        done = self.recorder.recorded_prefix(session, thread, conversation)
+        done, located = self.recorder.locate(session, thread, conversation)
         last_user = max((i for i, m in enumerate(conversation)
                          if isinstance(m, HumanMessage)), default=-1)
         if last_user > done:
             self.recorder.record(session, thread, conversation[done:last_user])
             done = last_user
+        elif not located:  # the run's end records from here (Recorder.pin)
+            self.recorder.pin(session, thread, conversation, done)
         return done
 
     def _record_rest(

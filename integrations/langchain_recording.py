@@ -11,7 +11,11 @@ Two things can make the cursor wrong, and both are checked against the message i
 turns carry (``meta["lc_id"]``, see :mod:`opticmem.integrations.langchain_messages`):
 
 The cursor holds a digest of the id (ids are the user's to choose and may be long; state
-values stay small).
+values stay small). A model call that finds the cursor nowhere in the state, and records
+nothing, points it at the first message not recorded instead (:meth:`Recorder.pin`): its
+id is stable for the rest of the run, so the run's end records from there, where the
+roles-and-text check below would take the run's own exchange, when it repeats the
+session's last one word for word ("thanks" / "You're welcome!"), as recorded already.
 
 * a crash between appending turns and moving the cursor: the turns are there, the cursor
   lags. Messages after the cursor whose ids appear among the session's newest turns
@@ -64,23 +68,27 @@ def _digest(message_id: str) -> str:
     return hashlib.sha256(message_id.encode()).hexdigest()[:32]
 
 
-def _cursor(session: str, raw: bytes | None) -> str | None:
-    """The message-id digest a stored cursor holds; ``None`` for none, and for one that is
-    not a cursor (a damaged or hand-written state value), which failed every model call of
-    its thread with a bare ``JSONDecodeError`` or ``AttributeError``: without it the
-    message ids and texts decide, as for a lost cursor, and the next record rewrites it."""
+def _cursor(session: str, raw: bytes | None) -> tuple[str, int] | None:
+    """The message-id digest a stored cursor holds, with how many messages before that
+    message's index are recorded: 1 for the last message recorded (``{"id": ...}``), 0
+    for the first one not recorded (``{"next": ...}``, :meth:`Recorder.pin`). ``None`` for
+    none, and for one that is not a cursor (a damaged or hand-written state value), which
+    failed every model call of its thread with a bare ``JSONDecodeError`` or
+    ``AttributeError``: without it the message ids and texts decide, as for a lost
+    cursor, and the next record rewrites it."""
     if not raw:
         return None
     try:
         value = json.loads(raw)
     except ValueError:  # not JSON, or not UTF-8
         value = None
-    cursor = value.get("id") if isinstance(value, dict) else None
-    if not isinstance(cursor, str):
-        log.warning("session %r: a recording cursor is unreadable (%r); recovering from "
-                    "the message ids", session[:200], bytes(raw[:64]))
-        return None
-    return cursor
+    for key, after in (("id", 1), ("next", 0)):
+        cursor = value.get(key) if isinstance(value, dict) else None
+        if isinstance(cursor, str):
+            return cursor, after
+    log.warning("session %r: a recording cursor is unreadable (%r); recovering from "
+                "the message ids", session[:200], bytes(raw[:64]))
+    return None
 
 
 def _thread_digest(thread: str | None) -> str:
@@ -108,21 +116,29 @@ class Recorder:
         self, session: str, thread: str | None, messages: Sequence[BaseMessage]
     ) -> int:
         """How many leading ``messages`` the session already holds."""
+        return self.locate(session, thread, messages)[0]
+
+    def locate(
+        self, session: str, thread: str | None, messages: Sequence[BaseMessage]
+    ) -> tuple[int, bool]:
+        """How many leading ``messages`` the session already holds, and whether the
+        thread's cursor names one of ``messages`` (else ids and texts decided)."""
         store = self.memory.store
         ids = [message_id(m) for m in messages]  # as the turns' ``lc_id`` holds them
         start, found = 0, False
         cursor = _cursor(session, store.get_state(session, cursor_key(thread)))
         if cursor is not None:
+            digest, after = cursor
             for j in range(len(ids) - 1, -1, -1):
                 mid = ids[j]
-                if mid is not None and _digest(mid) == cursor:
-                    start, found = j + 1, True
+                if mid is not None and _digest(mid) == digest:
+                    start, found = j + after, True
                     break
         if start == len(messages):
-            return start
+            return start, found
         n = store.turn_count(session)
         if n == 0:
-            return start
+            return start, found
         window = 2 * (len(messages) - start if found else len(messages)) + TAIL_SLACK
         # the ids this thread recorded (turns recorded before threads were tagged: any)
         tag = _thread_digest(thread)
@@ -134,7 +150,19 @@ class Recorder:
                 start = j + 1
         if not found:
             start = max(start, self._replayed(session, messages, n))
-        return start
+        return start, found
+
+    def pin(
+        self, session: str, thread: str | None, messages: Sequence[BaseMessage], done: int
+    ) -> None:
+        """Point the thread's cursor at ``messages[done]``, the first message not recorded
+        (nothing when there is none, or it has no id): what a model call that found the
+        cursor nowhere in ``messages`` knows. Without it, the run's end decided again by
+        roles and text, and a run repeating the session's last exchange word for word
+        (with fresh ids: no checkpointer) recorded none of it."""
+        if done < len(messages) and (mid := message_id(messages[done])):
+            self.memory.store.put_state(session, cursor_key(thread),
+                                        json.dumps({"next": _digest(mid)}).encode())
 
     def _replayed(self, session: str, messages: Sequence[BaseMessage], n: int) -> int:
         """How many leading ``messages`` the session's newest turns already hold, told by

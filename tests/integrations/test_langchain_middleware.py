@@ -645,6 +645,42 @@ def test_without_a_checkpointer_a_new_message_alone_is_recorded_even_when_it_rep
     assert [t.role for t in memory.turns("app")] == ["user", "assistant"] * 3
 
 
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_without_a_checkpointer_an_exchange_repeated_word_for_word_is_recorded(
+        memory: OpticalMemory, mode: str) -> None:
+    """A run handed only its new message, whose exchange repeats the session's last one
+    word for word ("thanks" / "You're welcome!"), was taken at its end, by roles and
+    text, for the last exchange passed again: none of it was recorded, and the model's
+    later history lacked it. Within a tool run, the run's own tool call and result were
+    taken as recorded the same way and left out of what the model was sent."""
+    def welcome() -> AIMessage:
+        return AIMessage("You're welcome!")
+
+    def call() -> AIMessage:
+        return AIMessage("", tool_calls=[{"name": "get_weather", "args": {"city": "서울"},
+                                          "id": "w1"}])
+
+    model = capturing(iter([welcome(), welcome(), call(), welcome(), call(), welcome()]))
+    views: list[ModelView] = []
+    agent = create_agent(model, tools=[get_weather], middleware=[
+        OpticalMemoryMiddleware(memory, session="app", on_view=views.append)])
+    for text in ["thanks", "thanks", "weather?", "weather?"]:
+        payload = {"messages": [{"role": "user", "content": text}]}
+        if mode == "async":
+            asyncio.run(agent.ainvoke(payload))
+        else:
+            agent.invoke(payload)
+    exchange = [("user", "thanks"), ("assistant", "You're welcome!")]
+    tool_run = [("user", "weather?"),
+                ("assistant", '[tool call · get_weather · id w1] {"city": "서울"}'),
+                ("tool", get_weather.invoke({"city": "서울"})),
+                ("assistant", "You're welcome!")]
+    assert [(t.role, t.text) for t in memory.turns("app")] == [*exchange * 2, *tool_run * 2]
+    # the last run's second model call was sent its own call and result, as messages
+    assert [type(m).__name__ for m in views[-1].in_flight] == [
+        "HumanMessage", "AIMessage", "ToolMessage"]
+
+
 # --------------------------------------------------------------------------- user first
 # Anthropic and Bedrock Converse refuse a conversation that opens (after the system
 # prompt) with the assistant: "A conversation must start with a user message".
