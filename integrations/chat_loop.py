@@ -94,6 +94,7 @@ from opticmem.context import (
 )
 from opticmem.errors import BudgetError, InvalidTurnError, OpticMemError
 from opticmem.integrations.turn_text import (
+    SENT_AS_IS,
     archived_parts,
     attachment_marker,
     has_visible_text,
@@ -488,11 +489,12 @@ class _MemoryLoop(Generic[F]):
 
     def _overshoot(self, ctx: Context, budget: int) -> int:
         """Tokens by which ``ctx`` costs more than ``budget`` once its ``tool`` and
-        ``system`` turns carry the heading :func:`_shown` gives them (≤ 0: it fits)."""
+        ``system`` turns (and those of the memory's own roles) carry the heading
+        :func:`_shown` gives them (≤ 0: it fits)."""
         model = self.memory.cost_model
         extra = 0
         for t in ctx.turns:
-            if t.role in ("tool", "system"):
+            if t.role not in SENT_AS_IS:
                 plain = _plain(t)
                 extra += (message_tokens([shown_turn(plain)], model)
                           - message_tokens([plain], model))

@@ -73,6 +73,7 @@ from opticmem.integrations.turn_text import (
     json_text,
     refusal_text,
     repair_surrogates,
+    role_head,
     server_tool_line,
     tool_result_head,
 )
@@ -274,7 +275,7 @@ def context_messages(messages: Sequence[Mapping[str, Any]]) -> list[BaseMessage]
         elif role == "system":
             out.append(HumanMessage(content=headed(SYSTEM_HEAD, content)))
         else:
-            out.append(HumanMessage(content=headed(f"[{role}]", content), name=name))
+            out.append(HumanMessage(content=headed(role_head(role), content), name=name))
     return out
 
 

@@ -9,7 +9,8 @@ without LangChain; :mod:`~opticmem.integrations.langchain_messages` uses them to
   ID]``, a ``system`` turn as one headed ``[System message]`` (:func:`shown_turn`): in
   recalled history the assistant's tool calls are text, and chat APIs reject a tool
   message that answers no structured tool call (OpenAI: HTTP 400) and, for several
-  providers, a system message after the first.
+  providers, a system message after the first. A turn of a role of the memory's own
+  (``roles=``) is a user message headed ``[ROLE]``: chat APIs know no such role.
 * A model's refusal (OpenAI's ``refusal`` field or content part, LangChain's ``refusal``
   block or langchain-openai's ``additional_kwargs["refusal"]``) is archived as its own
   text, after the message's content (:func:`refusal_text`): an OpenAI model that declines
@@ -40,6 +41,19 @@ REPAIRED = "lone surrogates replaced with U+FFFD"
 
 SYSTEM_HEAD = "[System message]"
 """Heading of a ``system`` turn shown as a user message."""
+
+SENT_AS_IS = frozenset({"user", "assistant"})
+"""Roles a turn is shown back in as it was stored; every other is a headed user message."""
+
+
+def role_head(role: str) -> str:
+    """Heading of a turn of a role of the memory's own (``roles=``, e.g. ``"critic"``)
+    shown as a user message: chat APIs know no such role.
+
+    >>> role_head("critic")
+    '[critic]'
+    """
+    return f"[{role}]"
 
 
 def tool_call_line(name: object, ident: object, args: object) -> str:
@@ -174,21 +188,30 @@ def headed(head: str, content: str | list[Any]) -> str | list[Any]:
 def shown_turn(message: dict[str, Any]) -> dict[str, Any]:
     """A context's turn message (a plain dict from :meth:`~opticmem.Context.messages`) as
     it can be sent to a chat API: ``tool`` and ``system`` turns become headed ``user``
-    messages (module docstring); other roles are returned unchanged.
+    messages (module docstring), and so does a turn of a role of the memory's own
+    (:func:`role_head`, keeping its ``name``); ``user`` and ``assistant`` turns are returned
+    unchanged.
 
     >>> shown_turn({"role": "tool", "content": "12C", "tool_call_id": "c1", "name": "wx"})
     {'role': 'user', 'content': '[Tool result · wx · call c1]\\n12C'}
+    >>> shown_turn({"role": "critic", "content": "too long"})
+    {'role': 'user', 'content': '[critic]\\ntoo long'}
     >>> shown_turn({"role": "user", "content": "hi"})
     {'role': 'user', 'content': 'hi'}
     """
     role = message.get("role")
-    if role == "tool":
-        head = tool_result_head(message.get("name"), message.get("tool_call_id"))
-    elif role == "system":
-        head = SYSTEM_HEAD
-    else:
+    if role in SENT_AS_IS:
         return message
-    return {"role": "user", "content": headed(head, message.get("content", ""))}
+    content = message.get("content", "")
+    if role == "tool":
+        return {"role": "user", "content": headed(
+            tool_result_head(message.get("name"), message.get("tool_call_id")), content)}
+    if role == "system":
+        return {"role": "user", "content": headed(SYSTEM_HEAD, content)}
+    shown = {"role": "user", "content": headed(role_head(str(role)), content)}
+    if isinstance(name := message.get("name"), str):
+        shown["name"] = name
+    return shown
 
 
 def newest_turn_tokens(ctx: Context, model: CostModel) -> int:

@@ -934,3 +934,21 @@ def test_an_anthropic_message_reply_with_server_tool_blocks_is_recorded() -> Non
     assert message_text(lc) == turn.text
     with pytest.raises(InvalidTurnError, match="only text"):  # a user's is still refused
         chat({"role": "user", "content": reply["content"][:2]})
+
+
+def test_a_turn_of_a_role_of_the_memorys_own_is_sent_as_a_headed_user_message() -> None:
+    """A memory made with a role of its own (``roles=``, a ``"critic"``) sent that turn
+    as ``{"role": "critic"}``, which every chat API rejects: it goes as a user message
+    headed ``[critic]``, as the LangChain integration shows it, within the budget."""
+    mem = memory(budget=400, roles=("user", "assistant", "critic"))
+    mem.add("s", "user", "Write me a poem about tides.")
+    mem.add("s", "assistant", "Roses are red, the sea is blue.")
+    mem.add("s", "critic", "Too short, and not about tides.", meta={"name": "ed"})
+    model = Recorder()
+    chat = with_memory(model, mem, session="s", budget_tokens=400)
+    chat("Try again.")
+    sent = model.sent[-1]
+    assert {m["role"] for m in sent} <= {"user", "assistant"}
+    assert {"role": "user", "content": "[critic]\nToo short, and not about tides.",
+            "name": "ed"} in sent
+    assert message_tokens(sent, mem.cost_model) <= 400
