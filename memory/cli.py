@@ -37,7 +37,13 @@ from opticmem import costs
 from opticmem.codecs import CodecSpec, load_bundled_codec
 from opticmem.context import Context
 from opticmem.encoder.progress import progress_enabled
-from opticmem.errors import BudgetError, CodecError, CodecUnavailableError, OpticMemError
+from opticmem.errors import (
+    BudgetError,
+    CodecError,
+    CodecUnavailableError,
+    InvalidSessionError,
+    OpticMemError,
+)
 from opticmem.memory import OpticalMemory
 from opticmem.render import (
     ORDER,
@@ -121,6 +127,20 @@ BudgetOpt = Annotated[int, typer.Option("--budget", min=1, help="Context budget 
 ModelOpt = Annotated[
     str, typer.Option("--cost-model", help="deepseek-ocr, deepseek-ocr-nominal, openai, anthropic")
 ]
+
+
+
+def _session_id(value: str | None) -> str | None:
+    """Typer callback of a session id given on the command line: one no session can have
+    (``""``, a control character, over 256 characters) is a usage error (exit 2, before
+    any store is opened), as any other bad argument value is, not a failure (exit 1)."""
+    if value is None:
+        return None
+    try:
+        return validate_session(value)
+    except InvalidSessionError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
 
 SAMPLE_CONVERSATION = "data/sample_conversation.jsonl"
 SAMPLE_QUESTIONS = "data/sample_questions.json"
@@ -809,7 +829,7 @@ def _sqlite_path(store: str) -> Path | None:
 
 @app.command()
 def inspect(
-    session: Annotated[str, typer.Argument(help="Session id")],
+    session: Annotated[str, typer.Argument(help="Session id", callback=_session_id)],
     store: StoreOpt = "sqlite:///opticmem.db",
     budget: BudgetOpt = 8192,
     cost_model: ModelOpt = "deepseek-ocr",
@@ -834,7 +854,7 @@ def inspect(
         raise _library_failure(exc, as_json) from exc
     with mem:
         try:
-            if mem.store.turn_count(validate_session(session)) == 0:
+            if mem.store.turn_count(session) == 0:
                 raise fail(f"session {session!r} has no turns in {redact_url(store)}", as_json)
             t0 = time.perf_counter()
             # read-only: mem.context() would seal pages with this command's verbatim

@@ -560,7 +560,31 @@ def test_inspect_does_not_create_a_missing_sqlite_store(tmp_path: Path) -> None:
     assert "unknown cost model" in _json_error(["inspect", "team", "--store", "memory://",
                                                 "--cost-model", "nope"], code=2)
     # an id no session can have is named as such, not reported as "has no turns"
-    assert "control character" in _json_error(["inspect", "a\nb", "--store", "memory://"])
+    assert "control character" in _json_error(["inspect", "a\nb", "--store", "memory://"],
+                                               code=2)
+
+
+@pytest.mark.parametrize(("session", "message"), [
+    ("", "session id is empty"),
+    ("a\nb", "control character U+000A"),
+    ("x" * 257, "the limit is 256"),
+])
+def test_inspect_an_id_no_session_can_have_is_a_usage_error(
+    tmp_path: Path, session: str, message: str
+) -> None:
+    """``opticmem inspect ""`` exited 1, as a failure of the store would, where a bad
+    argument value is a usage error (exit 2) naming the argument; it is found before the
+    store is looked at (this one does not exist)."""
+    db = tmp_path / "typo.db"
+    args = ["inspect", session, "--store", f"sqlite:///{db}"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    shown = " ".join(result.output.split()).replace("│ ", "").replace(" │", "")
+    assert "Invalid value for 'session'" in shown and message in shown
+    assert "no SQLite store" not in shown
+    error = _json_error(args, code=2)
+    assert error.startswith("Invalid value for 'session': ") and message in error
+    assert not db.exists()
 
 
 @pytest.mark.parametrize("args", [
