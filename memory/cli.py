@@ -427,9 +427,8 @@ def demo(
         Path | None, typer.Option(help="Questions JSON (default: the bundled sample's, "
                                        "asked of the bundled sample only)")
     ] = None,
-    session: Annotated[str | None, typer.Option(help="Session to show (default: largest)")] = (
-        None
-    ),
+    session: Annotated[str | None, typer.Option(
+        help="Session to show (default: largest)", callback=_session_id)] = None,
     cost_model: ModelOpt = "deepseek-ocr",
     recalls: Annotated[int, typer.Option(min=0, help="How many questions to ask")] = 5,
     decode_max_tokens: Annotated[
@@ -461,7 +460,7 @@ def demo(
     sessions: dict[str, list[TranscriptTurn]] = {}
     for t in turns:
         sessions.setdefault(t.session, []).append(t)
-    sid = session or max(sessions, key=lambda s: len(sessions[s]))
+    sid = session if session is not None else max(sessions, key=lambda s: len(sessions[s]))
     if sid not in sessions:
         raise fail(f"session {sid!r} is not in {path}", as_json)
     with interruptible(as_json):  # loading the codec, replaying, reading back

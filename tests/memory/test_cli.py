@@ -587,6 +587,27 @@ def test_inspect_an_id_no_session_can_have_is_a_usage_error(
     assert not db.exists()
 
 
+
+@pytest.mark.parametrize(("session", "message"), [
+    ("", "session id is empty"),
+    ("te\tam", "control character U+0009"),
+])
+def test_demo_session_no_session_can_have_is_a_usage_error(
+    sample: tuple[Path, Path], session: str, message: str
+) -> None:
+    """``demo --session ""`` was taken for no --session at all: it replayed and showed the
+    largest session of the transcript, exit 0, as if that were the one asked for."""
+    conv, _ = sample
+    args = ["demo", "--transcript", str(conv), "--codec", "none", "--recalls", "0",
+            "--session", session]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    shown = " ".join(result.output.split()).replace("│ ", "").replace(" │", "")
+    assert "Invalid value for '--session'" in shown and message in shown
+    error = _json_error(args, code=2)
+    assert error.startswith("Invalid value for '--session': ") and message in error
+
+
 @pytest.mark.parametrize("args", [
     ["demo", "--codec", "none", "--cost-model", "bogus"],
     ["inspect", "team", "--store", "memory://", "--cost-model", "bogus"],
