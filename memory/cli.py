@@ -607,9 +607,8 @@ def ingest(
     skip_invalid: Annotated[
         bool, typer.Option(help="Store the valid lines and report the bad ones")
     ] = False,
-    default_session: Annotated[str, typer.Option(help="Session of lines without one")] = (
-        "default"
-    ),
+    default_session: Annotated[str, typer.Option(
+        help="Session of lines without one", callback=_session_id)] = "default",
     append: Annotated[
         bool, typer.Option(help="Add to sessions that already hold turns in the store")
     ] = False,

@@ -727,6 +727,28 @@ def test_a_file_that_cannot_be_read_is_reported(
     assert result.exit_code == 2 and "Permission denied" in result.output, result.output
 
 
+
+@pytest.mark.parametrize("session", ["", "a\rb"])
+def test_ingest_default_session_no_session_can_have_is_a_usage_error(
+    tmp_path: Path, session: str
+) -> None:
+    """A bad --default-session was found only line by line: every line without a session
+    was a "bad line" of the file (exit 1), and with --skip-invalid each was skipped and
+    the rest stored, exit 0 — the turns the option was given for were left out."""
+    src = tmp_path / "chat.jsonl"
+    src.write_text('{"session": "a", "role": "user", "text": "kept"}\n'
+                   '{"role": "user", "text": "no session: the default one"}\n')
+    db = tmp_path / "m.db"
+    for extra in ([], ["--skip-invalid"]):
+        args = ["ingest", str(src), "--store", f"sqlite:///{db}", "--default-session",
+                session, *extra]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert "Invalid value for '--default-session'" in " ".join(result.output.split())
+        assert _json_error(args, code=2).startswith("Invalid value for '--default-session': ")
+        assert not db.exists()
+
+
 def test_ingest_reports_a_line_nested_too_deeply(tmp_path: Path) -> None:
     """json.loads raises RecursionError on deep nesting; it used to escape as a traceback."""
     src = tmp_path / "deep.jsonl"
