@@ -837,6 +837,9 @@ def inspect(
     crop: Annotated[
         float, typer.Option(min=0.05, max=1.0, help="Top-left fraction of each page shown")
     ] = 0.25,
+    verbatim_turns: Annotated[int, typer.Option(
+        min=1, help="Newest turns shown verbatim: the verbatim_turns of the bots that use "
+                    "the store (as given to ingest)")] = 8,
     as_json: JsonFlag = False,
 ) -> None:
     """Show a session's pages and tiers (and with --sheet, a contact sheet of the decay);
@@ -847,7 +850,8 @@ def inspect(
     if db is not None and not db.is_file():  # opening it would create an empty database
         raise fail(f"no SQLite store at {db} (from --store {store})", as_json)
     try:
-        mem = OpticalMemory(store, codec=None, budget_tokens=budget, cost_model=cost_model)
+        mem = OpticalMemory(store, codec=None, budget_tokens=budget, cost_model=cost_model,
+                            verbatim_turns=verbatim_turns)
     except OpticMemError as exc:
         raise _library_failure(exc, as_json) from exc
     with mem:
@@ -856,7 +860,7 @@ def inspect(
                 raise fail(f"session {session!r} has no turns in {redact_url(store)}", as_json)
             t0 = time.perf_counter()
             # read-only: mem.context() would seal pages with this command's verbatim
-            # window (8), taking turns off the verbatim window of a bot that keeps more
+            # window, taking turns off the verbatim window of a bot that keeps more
             ctx = mem._context(session, None, None, write=False)
             context_ms = (time.perf_counter() - t0) * 1000
         except OpticMemError as exc:  # a --budget too small for the newest turn, a store

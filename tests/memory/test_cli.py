@@ -268,6 +268,27 @@ def test_inspect_changes_nothing_in_the_store(tmp_path: Path) -> None:
         assert like_inspect.store.get_state("bot", like_inspect._mark_key(300)) is None
 
 
+
+def test_inspect_shows_the_context_of_bots_with_another_verbatim_window(
+    sample: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """ingest takes --verbatim-turns (the window of the bots that will use the store) but
+    inspect had none: it always assembled the context with a window of 8, so for a store
+    ingested with --verbatim-turns 2 it showed a cost split (verbatim turns, staging)
+    that no bot using the store sees, without a word."""
+    from opticmem.memory import OpticalMemory
+
+    conv, _ = sample
+    url = f"sqlite:///{tmp_path}/m.db"
+    run_json("ingest", str(conv), "--store", url, "--verbatim-turns", "2")
+    d = run_json("inspect", "team", "--store", url, "--verbatim-turns", "2")
+    with OpticalMemory(url, codec=None, verbatim_turns=2) as bot:
+        ctx = bot.context("team")
+    assert d["cost"] == ctx.cost.as_dict()
+    assert d["pages_per_tier"] == ctx.pages_per_tier()
+    assert d["cost"] != run_json("inspect", "team", "--store", url)["cost"]  # window 8
+
+
 def test_inspect_writes_a_sheet_only_when_asked(
     sample: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
