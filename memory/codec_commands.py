@@ -91,8 +91,10 @@ def train_command(
     if out.exists() and not out.is_dir():
         raise _bad_option(f"{out} exists and is not a directory", "--out", as_json)
     for option, value in (("--minutes", minutes), ("--total-minutes", total_minutes),
-                          ("--phase-start", phase_start)):
-        if not math.isfinite(value):  # inf trained for ever (typer's min lets it through)
+                          ("--phase-start", phase_start), ("--peak-lr", peak_lr)):
+        # typer's min lets inf through: inf minutes trained for ever, and an inf learning
+        # rate turned every weight to NaN and saved them over the run's trained state
+        if not math.isfinite(value):
             raise _bad_option(f"must be a finite number, got {value}", option, as_json)
     if not 0 <= seed < 2**64:  # found only in the data loader, after the model was built
         raise _bad_option(f"must be a whole number in 0 … 2**64 - 1, got {seed}", "--seed",

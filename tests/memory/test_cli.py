@@ -903,6 +903,26 @@ def test_train_json_names_its_command_as_every_other_command_does(
     assert d["step"] == 3 and d["pages"] == 96 and d["last"] is None
 
 
+
+def test_train_refuses_an_infinite_learning_rate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--peak-lr inf passed typer's min=0 and train() ran with it: AdamW turned every
+    weight to NaN, and the run saved them as its state (over the trained one, when
+    resumed). It is a usage error, before the run directory is made."""
+    def never(cfg: object) -> None:
+        raise AssertionError("train() ran with --peak-lr inf")
+
+    monkeypatch.setattr("opticmem.encoder.train.train", never)
+    out = tmp_path / "run"
+    args = ["train", "--preset", "test", "--out", str(out), "--peak-lr", "inf"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "must be a finite number" in result.output
+    assert _json_error(args, code=2) == "--peak-lr: must be a finite number, got inf"
+    assert not out.exists()
+
+
 def test_ingest_append_reports_the_pages_this_run_sealed(
     sample: tuple[Path, Path], tmp_path: Path
 ) -> None:
