@@ -26,6 +26,11 @@ UrlArg = Annotated[str, typer.Argument(help="The bots' Redis store URL (redis://
                                             "?tenant=… if they use one).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")]
 
+MAX_CLAIM_IDLE = 1e9
+"""Largest ``--claim-idle`` (about 31 years): Redis takes XAUTOCLAIM's idle time as
+milliseconds in a signed 64-bit integer. Past that (1e20) every step of the worker failed
+and was retried for ever, reading nothing; ``inf`` ended it in an OverflowError traceback."""
+
 
 def register(app: typer.Typer) -> None:
     """Add ``worker`` and ``queue`` to the opticmem CLI."""
@@ -59,8 +64,8 @@ def worker_command(
     max_tokens: Annotated[int | None, typer.Option(
         min=1, help="Cap on tokens read per page (default: the codec's).")] = None,
     claim_idle: Annotated[float, typer.Option(
-        min=0.01, help="Seconds before another worker's unfinished pages are taken over.")]
-    = 300.0,
+        min=0.01, max=MAX_CLAIM_IDLE,
+        help="Seconds before another worker's unfinished pages are taken over.")] = 300.0,
     max_deliveries: Annotated[int, typer.Option(
         min=1, help="Tries per page before it goes to the dead letters.")] = 5,
     forget_idle: Annotated[float, typer.Option(

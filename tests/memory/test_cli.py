@@ -963,6 +963,20 @@ def test_usage_errors_with_json_are_one_json_object(args: list[str]) -> None:
     assert json.loads(lines[0])["error"]
 
 
+
+@pytest.mark.parametrize("idle", ["inf", "1e20"])
+def test_worker_claim_idle_redis_cannot_take_is_a_usage_error(idle: str) -> None:
+    """--claim-idle inf ended the worker in an OverflowError traceback once the codec was
+    loaded; 1e20 s, as milliseconds past what Redis's XAUTOCLAIM takes, failed every step
+    and the worker retried for ever, reading nothing. Both are refused first (this Redis
+    is not even reachable)."""
+    args = ["worker", "redis://localhost:1/0", "--codec", "random", "--claim-idle", idle]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "--claim-idle" in result.output
+    assert _json_error(args, code=2).startswith("Invalid value for '--claim-idle': ")
+
+
 def test_usage_errors_without_json_are_still_typers_own() -> None:
     result = runner.invoke(app, ["inspect", "team", "--budget", "0"])
     assert result.exit_code == 2 and "--budget" in result.output
