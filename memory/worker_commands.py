@@ -31,6 +31,12 @@ MAX_CLAIM_IDLE = 1e9
 milliseconds in a signed 64-bit integer. Past that (1e20) every step of the worker failed
 and was retried for ever, reading nothing; ``inf`` ended it in an OverflowError traceback."""
 
+MAX_BATCH_SIZE = 1_000_000
+"""Largest ``--batch-size``: far more pages than any device reads at once. Redis refuses
+an XAUTOCLAIM count past about 5.7e16 ("COUNT must be > 0"): with 1e20 every step of the
+worker failed and was retried for ever, reading nothing (``--once`` gave up after a
+minute and exited 0)."""
+
 
 def register(app: typer.Typer) -> None:
     """Add ``worker`` and ``queue`` to the opticmem CLI."""
@@ -60,7 +66,8 @@ def worker_command(
         help="bundled, random (a tiny untrained model, for trying the plumbing) or a "
              "checkpoint directory: the codec the bots read with.")] = "bundled",
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: best)")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Pages per batch.")] = 32,
+    batch_size: Annotated[int, typer.Option(
+        min=1, max=MAX_BATCH_SIZE, help="Pages per batch.")] = 32,
     max_tokens: Annotated[int | None, typer.Option(
         min=1, help="Cap on tokens read per page (default: the codec's).")] = None,
     claim_idle: Annotated[float, typer.Option(

@@ -977,6 +977,18 @@ def test_worker_claim_idle_redis_cannot_take_is_a_usage_error(idle: str) -> None
     assert _json_error(args, code=2).startswith("Invalid value for '--claim-idle': ")
 
 
+
+def test_worker_batch_size_redis_cannot_take_is_a_usage_error() -> None:
+    """--batch-size 1e20 was taken: Redis refused the XAUTOCLAIM count ("COUNT must be
+    > 0"), every step failed and a worker retried for ever, reading nothing (with --once
+    it gave up after a minute and exited 0)."""
+    args = ["worker", "redis://localhost:1/0", "--codec", "random", "--batch-size", str(10**20)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "--batch-size" in result.output
+    assert _json_error(args, code=2).startswith("Invalid value for '--batch-size': ")
+
+
 def test_usage_errors_without_json_are_still_typers_own() -> None:
     result = runner.invoke(app, ["inspect", "team", "--budget", "0"])
     assert result.exit_code == 2 and "--budget" in result.output
