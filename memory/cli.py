@@ -129,7 +129,6 @@ ModelOpt = Annotated[
 ]
 
 
-
 def _session_id(value: str | None) -> str | None:
     """Typer callback of a session id given on the command line: one no session can have
     (``""``, a control character, over 256 characters) is a usage error (exit 2, before

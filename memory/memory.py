@@ -626,7 +626,7 @@ class OpticalMemory:
         log.warning(
             "session %r: page %d holds turn %d, which is among this memory's %d verbatim "
             "turns: a memory with a narrower verbatim_turns sealed it. Memories sharing "
-            "sessions should use one verbatim_turns (ingest: --verbatim-turns).",
+            "sessions should use one verbatim_turns (ingest and inspect: --verbatim-turns).",
             last.session[:200], last.page_no, last.last_seq, self.verbatim_turns)
 
     def _wholly_sealed(self, last: PageRecord, turns: Sequence[Turn]) -> int:
