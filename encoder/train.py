@@ -470,9 +470,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.length_bucket < 0:
         raise InputError(f"length_bucket must be ≥ 0, got {cfg.length_bucket}")
     for name, low in (("minutes", 0.0), ("total_minutes", 0.0), ("checkpoint_minutes", 0.0),
-                      ("phase_start", None)):
+                      ("peak_lr", 0.0), ("phase_start", None)):
         value = getattr(cfg, name)
-        # inf minutes trained for ever; NaN compared false with every stop and did too
+        # inf minutes trained for ever; NaN compared false with every stop and did too; an
+        # inf learning rate made every weight NaN and saved them over the trained state
         if (isinstance(value, bool) or not isinstance(value, (int, float))
                 or not math.isfinite(value) or (value <= low if low is not None else value < 0)):
             bound = "> 0" if low is not None else "≥ 0"

@@ -63,6 +63,17 @@ log = logging.getLogger(__name__)
 Entry = tuple[str, dict[bytes, bytes]]
 T = TypeVar("T")
 
+MAX_CLAIM_IDLE = 1e9
+"""Largest ``claim_idle`` (about 31 years): Redis takes XAUTOCLAIM's idle time as
+milliseconds in a signed 64-bit integer. Past that (1e20) every step of the worker failed
+and was retried for ever, reading nothing; ``inf`` ended it in an OverflowError traceback."""
+
+MAX_BATCH_SIZE = 1_000_000
+"""Largest ``batch_size``: far more pages than any device reads at once. Redis refuses
+an XAUTOCLAIM count past about 5.7e16 ("COUNT must be > 0"): with 1e20 every step of the
+worker failed and was retried for ever, reading nothing (``--once`` gave up after a
+minute and exited 0)."""
+
 _STEP_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, OpticMemError)
 """What a step may fail with that the loop rides out: Redis away, a store or codec error."""
 
@@ -145,12 +156,17 @@ class RecollectWorker:
         for name, value in (("batch_size", batch_size), ("max_deliveries", max_deliveries)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be a whole number ≥ 1, got {value!r}")
+        if batch_size > MAX_BATCH_SIZE:
+            raise ConfigurationError(
+                f"batch_size must be at most {MAX_BATCH_SIZE:,}, got {batch_size!r}")
         if isinstance(draw_workers, bool) or not isinstance(draw_workers, int) or draw_workers < 0:
             raise ConfigurationError(
                 f"draw_workers must be a whole number ≥ 0, got {draw_workers!r}")
         for name, seconds in (("claim_idle", claim_idle), ("forget_idle", forget_idle)):
-            if not seconds > 0:
-                raise ConfigurationError(f"{name} must be positive seconds, got {seconds!r}")
+            if not 0 < seconds <= MAX_CLAIM_IDLE:  # NaN too
+                raise ConfigurationError(
+                    f"{name} must be positive seconds, at most {MAX_CLAIM_IDLE:g}, got "
+                    f"{seconds!r}")
         if queue is not None and queue.tenant != store.tenant:
             # Its entries name sessions of the queue's tenant: looked up in this store's,
             # every one would be acknowledged as gone (or, where the ids and pages

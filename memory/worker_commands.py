@@ -20,22 +20,13 @@ from typing import Annotated, Any
 import typer
 
 from opticmem.errors import OpticMemError, StoreError
+from opticmem.recollect_worker import MAX_BATCH_SIZE, MAX_CLAIM_IDLE
 from opticmem.stores import redact_url
 
 UrlArg = Annotated[str, typer.Argument(help="The bots' Redis store URL (redis://…, with "
                                             "?tenant=… if they use one).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")]
 
-MAX_CLAIM_IDLE = 1e9
-"""Largest ``--claim-idle`` (about 31 years): Redis takes XAUTOCLAIM's idle time as
-milliseconds in a signed 64-bit integer. Past that (1e20) every step of the worker failed
-and was retried for ever, reading nothing; ``inf`` ended it in an OverflowError traceback."""
-
-MAX_BATCH_SIZE = 1_000_000
-"""Largest ``--batch-size``: far more pages than any device reads at once. Redis refuses
-an XAUTOCLAIM count past about 5.7e16 ("COUNT must be > 0"): with 1e20 every step of the
-worker failed and was retried for ever, reading nothing (``--once`` gave up after a
-minute and exited 0)."""
 
 
 def register(app: typer.Typer) -> None:

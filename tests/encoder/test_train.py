@@ -135,6 +135,7 @@ def test_train_refuses_a_seed_its_generators_cannot_take(tmp_path: Path, seed: o
     ("minutes", float("inf")), ("minutes", float("nan")), ("minutes", 0),
     ("total_minutes", float("inf")), ("total_minutes", -1.0), ("checkpoint_minutes", 0.0),
     ("phase_start", -5.0), ("phase_start", float("nan")), ("minutes", True),
+    ("peak_lr", float("inf")), ("peak_lr", float("nan")), ("peak_lr", 0.0),
 ])
 def test_train_refuses_minutes_it_could_never_finish(
         tmp_path: Path, field: str, value: object) -> None:

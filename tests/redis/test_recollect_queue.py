@@ -44,7 +44,7 @@ from opticmem.recollect_queue import (
     RedisRecollectQueue,
     stream_key,
 )
-from opticmem.recollect_worker import RecollectWorker
+from opticmem.recollect_worker import MAX_BATCH_SIZE, MAX_CLAIM_IDLE, RecollectWorker
 from opticmem.redis_store import RedisStore
 
 pytestmark = pytest.mark.redis
@@ -1220,3 +1220,23 @@ def test_the_queue_command_gives_a_dead_letters_page_as_a_number(
     numbers = [p for p in pages if p != "x1"]
     assert numbers and all(isinstance(p, int) for p in numbers)
     assert set(numbers) <= {p.page_no for p in mem.pages("s")}
+
+
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("claim_idle", float("inf"), "claim_idle must be positive seconds, at most 1e"),
+    ("claim_idle", 1e20, "claim_idle must be positive seconds"),
+    ("claim_idle", float("nan"), "claim_idle must be positive seconds"),
+    ("forget_idle", 0.0, "forget_idle must be positive seconds"),
+    ("batch_size", 10**20, "batch_size must be at most 1,000,000"),
+    ("batch_size", 0, "batch_size must be a whole number"),
+])
+def test_a_worker_refuses_settings_redis_cannot_take(
+    stores: tuple[RedisStore, RedisStore], setting: str, value: object, message: str,
+) -> None:
+    """A claim_idle of 1e20 seconds or a batch of 1e20 pages is past what XAUTOCLAIM
+    takes: every step failed in Redis and was retried for ever, reading nothing (``inf``
+    ended in an OverflowError). Refused where the worker is made, as the CLI refuses them."""
+    with pytest.raises(ConfigurationError, match=message):
+        RecollectWorker(stores[1], Digest(), **{setting: value})  # type: ignore[arg-type]
+    assert RecollectWorker(stores[1], Digest(), claim_idle=MAX_CLAIM_IDLE,
+                           batch_size=MAX_BATCH_SIZE).step() is None  # the bounds work
