@@ -31,7 +31,8 @@ NAME · call ID]`` / ``[System message]`` — a tool message that answers no str
 call is rejected by chat APIs (OpenAI: HTTP 400), and so, by several, is a system message
 after the first. (The LangChain integration shows them the same way.) The wrapper
 records each reply itself: after a reply that calls tools, pass only the tool results
-(``chat({"role": "tool", "tool_call_id": ..., "content": ...})``), not the reply again,
+(``chat({"role": "tool", "tool_call_id": ..., "content": ...})``, or the Anthropic user
+message of ``tool_result`` blocks, recorded as a tool turn each), not the reply again,
 which would record it twice.
 
 >>> from opticmem import OpticalMemory
@@ -342,6 +343,41 @@ def _tool_calls(i: int, msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [*calls, *uses, *([{"function": legacy}] if legacy else [])]
 
 
+def _tool_results_split(msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """``msg`` as the messages the wrapper records: itself, or — a user message holding
+    Anthropic ``tool_result`` blocks, how the Messages API returns a tool's output — one
+    ``tool`` message per block (its ``tool_use_id`` the ``tool_call_id``, an ``is_error``
+    result marked ``status: "error"`` as a LangChain ``ToolMessage`` is), then a user
+    message with the blocks left, if any. Refused, a hand-written Anthropic tool loop
+    could not go through the wrapper at all.
+
+    >>> for m in _tool_results_split({"role": "user", "content": [
+    ...         {"type": "tool_result", "tool_use_id": "t1", "content": "12C"},
+    ...         {"type": "text", "text": "and Busan?"}]}):
+    ...     print(m)
+    {'role': 'tool', 'tool_call_id': 't1', 'content': '12C'}
+    {'role': 'user', 'content': [{'type': 'text', 'text': 'and Busan?'}]}
+    """
+    content = msg.get("content")
+    if msg.get("role") != "user" or not isinstance(content, list) or not any(
+            isinstance(p, Mapping) and p.get("type") == "tool_result" for p in content):
+        return [msg]
+    out: list[Mapping[str, Any]] = []
+    rest = []
+    for part in content:
+        if not (isinstance(part, Mapping) and part.get("type") == "tool_result"):
+            rest.append(part)
+            continue
+        result: dict[str, Any] = {"role": "tool", "tool_call_id": part.get("tool_use_id"),
+                                  "content": part.get("content") or ""}
+        if part.get("is_error") is True:
+            result["status"] = "error"
+        out.append(result)
+    if rest:
+        out.append({**msg, "content": rest})
+    return out
+
+
 def _turn_of(i: int, msg: Mapping[str, Any]) -> dict[str, Any]:
     """A turn for :meth:`OpticalMemory.add_many` from an input message: its text, then
     one line per tool call of an assistant message (``[tool call · NAME · id ID] ARGS``)
@@ -364,7 +400,7 @@ def _turn_of(i: int, msg: Mapping[str, Any]) -> dict[str, Any]:
                                     fn.get("arguments", fn.get("input", fn.get("args")))))
         called.append({"id": call.get("id"), "name": fn.get("name")})
     text = "\n".join([text, *lines] if text else lines)
-    meta: dict[str, Any] = {k: msg[k] for k in ("name", "tool_call_id")
+    meta: dict[str, Any] = {k: msg[k] for k in ("name", "tool_call_id", "status")
                             if isinstance(msg.get(k), str)}
     if called:
         meta["tool_calls"] = called
@@ -457,7 +493,8 @@ class _MemoryLoop(Generic[F]):
             (copy.deepcopy(self.system),) if self.system else ())
         turns = tuple(part for i, m in enumerate(messages)
                       if m.get("role") not in _INSTRUCTIONS
-                      for part in _storable(_turn_of(i, m), self.memory.max_turn_chars))
+                      for each in _tool_results_split(m)
+                      for part in _storable(_turn_of(i, each), self.memory.max_turn_chars))
         if budget_tokens is not None:
             # a whole number ≥ 1, checked here: a fractional, NaN or bool budget passed
             # the old ``< 1`` test, and the memory refused it only after the user's turn

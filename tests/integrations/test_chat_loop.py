@@ -263,7 +263,7 @@ def test_message_lists_system_messages_and_bad_input() -> None:
         {"role": "user", "content": "first", "name": "ann"},
         {"role": "user", "content": "second"}]
     assert mem.turns("s")[0].meta == {"name": "ann"}
-    unknown = {"type": "tool_result", "tool_use_id": "t1", "content": "42"}  # Anthropic's
+    unknown = {"type": "wizard_block", "spell": "42"}
     with pytest.raises(InvalidTurnError, match="only text"):
         chat([{"role": "user", "content": "ok"}, {"role": "user", "content": [unknown]}])
     with pytest.raises(InvalidTurnError, match="role"):
@@ -952,3 +952,40 @@ def test_a_turn_of_a_role_of_the_memorys_own_is_sent_as_a_headed_user_message() 
     assert {"role": "user", "content": "[critic]\nToo short, and not about tides.",
             "name": "ed"} in sent
     assert message_tokens(sent, mem.cost_model) <= 400
+
+
+def test_an_anthropic_tool_loop_goes_through_the_wrapper() -> None:
+    """The Messages API answers a ``tool_use`` with a user message of ``tool_result``
+    blocks: refused as "only text", a hand-written Anthropic tool loop could not use the
+    wrapper. Each block is a tool turn (an error one marked as LangChain marks it), the
+    rest of the message a user turn after them; all sent back as text, as recorded tool
+    results are."""
+    mem = memory()
+    replies = iter([
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Checking."},
+            {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "서울"}},
+            {"type": "tool_use", "id": "toolu_2", "name": "weather", "input": {"city": "?"}}]},
+        "Seoul is at 12C; the other city was not found."])
+    model = Recorder()
+    chat = with_memory(lambda messages: (model(messages), next(replies))[1], mem, session="s")
+    chat("Weather in 서울 and somewhere?")
+    assert chat({"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "toolu_1",
+         "content": [{"type": "text", "text": "12C, clear"}]},
+        {"type": "tool_result", "tool_use_id": "toolu_2", "content": "unknown city",
+         "is_error": True},
+        {"type": "text", "text": "Also, keep it short."}]}).startswith("Seoul")
+    turns = mem.turns("s")
+    assert [(t.role, t.text, t.meta) for t in turns[2:5]] == [
+        ("tool", "12C, clear", {"tool_call_id": "toolu_1"}),
+        ("tool", "unknown city", {"tool_call_id": "toolu_2", "status": "error"}),
+        ("user", "Also, keep it short.", {})]
+    assert model.sent[-1][-3:] == [
+        {"role": "user", "content": "[Tool result · call toolu_1]\n12C, clear"},
+        {"role": "user", "content": "[Tool result · call toolu_2]\nunknown city"},
+        {"role": "user", "content": "Also, keep it short."}]
+    with pytest.raises(InvalidTurnError, match="only text"):  # a result no text can hold
+        chat({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t9",
+                                            "content": [{"type": "wizard_block"}]}]})
+    assert len(mem.turns("s")) == 6  # nothing of the refused call was stored
