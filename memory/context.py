@@ -617,6 +617,9 @@ class Context:
     async def atext(self) -> str:
         return await asyncio.to_thread(self.text)
 
+    async def apngs(self) -> dict[int, bytes]:
+        return await asyncio.to_thread(self.pngs)
+
     async def aembeddings(self) -> list[Segment]:
         return await asyncio.to_thread(self.embeddings)
 

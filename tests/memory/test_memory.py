@@ -92,6 +92,10 @@ def test_async_twins() -> None:
         ctx = await mem.acontext("s")
         assert ctx.pages and await ctx.atext()
         assert (await ctx.amessages())[0]["role"] == "user"
+        # pngs() reads and writes the store's image blobs like messages(): a twin too
+        pngs = await ctx.apngs()
+        assert pngs == ctx.pngs() and list(pngs) == [p.page_no for p in ctx.pages
+                                                    if p.shown == "image"]
         hits = await mem.arecall("s", "TITAN-9", include_original=True)
         assert hits[0].original[0].text.startswith("hello")
         assert (await mem.aoriginal(hits[0]))[0].seq == 0
