@@ -1193,6 +1193,12 @@ class OpticalMemory:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    async def __aenter__(self) -> OpticalMemory:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
     # ------------------------------------------------------------------ async twins
     async def aadd(
         self, session: str, role: str, text: str | bytes, *, ts: float | None = None,

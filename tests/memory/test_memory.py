@@ -112,6 +112,20 @@ def test_async_twins() -> None:
     asyncio.run(go())
 
 
+def test_async_with_closes_the_store_it_opened(tmp_path: Path) -> None:
+    """``async with`` mirrors ``with``: leaving it closes the memory through ``aclose``, and
+    with it the store it opened (an ``async with`` used to raise a TypeError)."""
+    async def go() -> OpticalMemory:
+        async with OpticalMemory(f"sqlite:///{tmp_path / 'm.db'}", codec=None) as mem:
+            await mem.aadd("s", "user", "hello")
+            assert [t.text for t in await mem.aturns("s")] == ["hello"]
+        return mem
+
+    mem = asyncio.run(go())
+    with pytest.raises(StoreError):  # the store is closed
+        mem.turns("s")
+
+
 @pytest.mark.parametrize("cls", [OpticalMemory, Context], ids=lambda c: c.__name__)
 def test_async_twins_take_what_their_sync_methods_take(cls: type) -> None:
     """``arecollect`` lacked ``recollect``'s batch_size and progress and refused them with
