@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import os
 import threading
 import time
@@ -380,6 +381,10 @@ class OCRCodec:
         if isinstance(tokens, VisionTokens):  # else a bare TypeError: it is not iterable
             raise InputError("decode takes a sequence of VisionTokens: pass [tokens] for one")
         _require_sequence(tokens, "decode", "VisionTokens")
+        param = next(self.model.parameters())
+        # Grids go in as the weights' dtype: a value past its range (1e39 for float32,
+        # 7e4 for float16) is infinite there, and the page read back at NaN confidence.
+        limit = torch.finfo(param.dtype).max
         for vt in tokens:
             if not isinstance(vt, VisionTokens):
                 raise InputError(f"decode takes VisionTokens, got {type(vt).__name__}")
@@ -389,6 +394,9 @@ class OCRCodec:
                 raise InputError(f"vision tokens have width {vt.dim}; this model needs {D}")
             if not np.isfinite(vt.grid).all():  # would read back as text of NaN confidence
                 raise InputError("vision tokens hold NaN or infinite values")
+            if (top := float(np.abs(vt.grid).max(initial=0))) > limit:
+                raise InputError(f"vision tokens hold a value of magnitude {top:.3g}, past "
+                                 f"the largest this model's {param.dtype} holds ({limit:.3g})")
         gen = self.generation
         if max_new_tokens is not None:
             gen = replace(gen, max_new_tokens=max_new_tokens)
@@ -406,7 +414,6 @@ class OCRCodec:
             ):
                 batches.append([])
             batches[-1].append(i)
-        param = next(self.model.parameters())
         results: dict[int, Recollection] = {}
         for idx in batches:
             t0 = time.perf_counter()
@@ -447,6 +454,13 @@ class OCRCodec:
                 outs = generate(self.model, prompts, gen, step_hook=step_hook)
             seconds = (time.perf_counter() - t0) / len(idx)
             for i, o in zip(idx, outs, strict=True):
+                if math.isnan(o.confidence):
+                    # Finite in the weights' dtype, but too large for the decoder: its
+                    # normalisation overflowed and every score of the page came out NaN.
+                    top = float(np.abs(tokens[i].grid).max(initial=0))
+                    raise InputError(
+                        f"page {i} decoded to NaN scores: its vision tokens (largest "
+                        f"magnitude {top:.3g}) are out of the range this model reads")
                 results[i] = Recollection(
                     text=self._on_grid(self.detokenize(o.token_ids)),
                     tier=tokens[i].tier,

@@ -160,6 +160,19 @@ def test_decode_rejects_what_is_not_a_finite_vision_token_grid(codec: OCRCodec) 
         codec.decode(["not vision tokens"])  # type: ignore[list-item]
 
 
+@pytest.mark.parametrize("value", [1e39, 1e20])
+def test_decode_rejects_grids_too_large_to_read(codec: OCRCodec, value: float) -> None:
+    # Finite as float64 but infinite in the weights' float32 (1e39), or finite there but
+    # past what the decoder's normalisation squares (1e20): both read back as empty text
+    # of NaN confidence, with nothing to say so.
+    grid = np.full((8, 8, 64), value, np.float64)
+    with pytest.raises(InputError, match="magnitude"):
+        codec.decode([VisionTokens(Tier.TINY, grid)], max_new_tokens=2)
+    [fine] = codec.decode([VisionTokens(Tier.TINY, np.full((8, 8, 64), 1e4))],
+                          max_new_tokens=2)
+    assert 0.0 < fine.confidence <= 1.0
+
+
 def test_vision_tokens_of_any_real_dtype_round_trip_through_bytes() -> None:
     # float64 (numpy's default) used to be written as "<f8", which from_bytes refuses.
     for dtype, back in ((np.float64, np.float16), (np.int32, np.float16),
