@@ -432,7 +432,9 @@ class OCRCodec:
                     )
                     for g in grids
                 ]
-            ink = [tokens[i].ink_rows or 0 for i in idx]
+            # No page's writing reaches past its last row: a larger count (any int
+            # VisionTokens takes, 2**63 too) failed as a bare tensor overflow.
+            ink = [min(tokens[i].ink_rows or 0, self._settings().rows) for i in idx]
             if continuous:
                 rows = min(self.batch_size, len(idx))
                 feed = None

@@ -643,3 +643,18 @@ def test_codec_arguments_are_checked_before_any_model_is_built(
     monkeypatch.setattr("opticmem.encoder.ocr.load_checkpoint", weights)
     with pytest.raises(InputError, match="batch_size"):
         OCRCodec.from_pretrained(saved, batch_size=0)
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_ink_counts_past_the_page_read_as_a_full_page(continuous: bool) -> None:
+    # VisionTokens (and their bytes) take any int ≥ 0; 2**63 and up failed in decode with
+    # a bare "Overflow when unpacking long long". No page holds more rows than its grid.
+    codec = OCRCodec.random("test", seed=0)
+    codec.continuous = continuous
+    [vt] = codec.encode([Image.new("L", (512, 512), 255)], "tiny")
+    full = replace(vt, ink_rows=RenderSettings().rows)
+    huge = VisionTokens.from_bytes(replace(vt, ink_rows=2**64).to_bytes())
+    assert huge.ink_rows == 2**64
+    [want] = codec.decode([full], max_new_tokens=6)
+    [got] = codec.decode([huge], max_new_tokens=6)
+    assert (got.text, got.tokens) == (want.text, want.tokens)
