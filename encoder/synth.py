@@ -2052,7 +2052,10 @@ def _timestamp(value: object) -> float | None:
         return stamp.timestamp()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"ts must be a number or an ISO 8601 string, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int of hundreds of digits: not its repr, past 4,300 a ValueError
+        raise ValueError("ts is out of range: an integer too large to be Unix seconds") from None
 
 
 def _first_line_is_json_object(text: str) -> bool:

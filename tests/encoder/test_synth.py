@@ -397,6 +397,10 @@ def test_read_turns_takes_the_iso_timestamps_ingest_takes(tmp_path: Path) -> Non
     bad = transcript(tmp_path, "bad.jsonl", '{"text": "hi", "ts": "yesterday"}\n')
     with pytest.raises(ValueError, match=r"bad\.jsonl:1.*yesterday"):
         read_turns(bad)
+    # A JSON integer past a float's range crashed `eval --text-file` with OverflowError.
+    huge = transcript(tmp_path, "huge.jsonl", '{"text": "hi", "ts": 1%s}\n' % ("0" * 400))
+    with pytest.raises(ValueError, match=r"huge\.jsonl:1.*out of range"):
+        read_turns(huge)
 
 
 def test_read_turns_skips_a_utf8_byte_order_mark(tmp_path: Path) -> None:
