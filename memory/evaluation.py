@@ -95,14 +95,15 @@ def evaluate(
     A ``batch_size`` that is not a whole number ≥ 1 raises
     :class:`~opticmem.errors.ConfigurationError`."""
     check_count("batch_size", batch_size)  # range(0, n, -1) is empty: -1 scored no page
-    masters = [draw_page(p) for p in pages]
     texts = [p.transcript for p in pages]
     tokens = [count_tokens(t) for t in texts]
     out: list[PageScore] = []
     for tier in tiers:
         for lo in range(0, len(pages), batch_size):
             idx = range(lo, min(lo + batch_size, len(pages)))
-            images = [to_tier(masters[i], tier) for i in idx]
+            # Drawn per batch (a few ms a page): every page's 1.6 MB master held at once
+            # took gigabytes for a long text file before the first page was read.
+            images = [to_tier(draw_page(pages[i]), tier) for i in idx]
             t0 = time.perf_counter()
             recs = codec.decode(codec.encode(images, tier), max_new_tokens=max_new_tokens)
             per_page = (time.perf_counter() - t0) / len(idx)

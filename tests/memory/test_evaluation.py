@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
@@ -306,3 +307,28 @@ def test_evaluate_refuses_a_batch_size_that_is_no_whole_number_above_zero(
     codec = OCRCodec.random("test", seed=0)
     with pytest.raises(ConfigurationError, match="batch_size"):
         evaluate(codec, pages, count_tokens=len, tiers=[Tier.TINY], batch_size=batch_size)
+
+
+def test_evaluate_draws_pages_batch_by_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every page's Large master (1.6 MB each) was drawn before the first batch was read
+    and held to the end: a long ``--text-file`` took gigabytes before any progress. Pages
+    are now drawn for the batch that reads them, and score the same."""
+    from opticmem import evaluation
+    from opticmem.render import PageLayout, TurnText, layout_pages
+
+    pages = layout_pages([TurnText("user", "Titan ships 2026-03-04, ok. " * 1000)])
+    assert len(pages) >= 5
+    codec = OCRCodec.random("test", seed=0)
+    drawn: list[int] = []
+    draws_at_progress: list[int] = []
+    real = evaluation.draw_page
+
+    def counted(page: PageLayout) -> np.ndarray:
+        drawn.append(1)
+        return real(page)
+
+    monkeypatch.setattr(evaluation, "draw_page", counted)
+    scores = evaluate(codec, pages[:5], count_tokens=len, tiers=[Tier.TINY], batch_size=2,
+                      max_new_tokens=1, progress=lambda n: draws_at_progress.append(len(drawn)))
+    assert draws_at_progress == [2, 4, 5]
+    assert [s.reference for s in scores] == [p.transcript for p in pages[:5]]
