@@ -51,7 +51,10 @@ def to_rgb(image: Image.Image, *, keep_grey: bool = False) -> Image.Image:
         raise InputError(f"cannot read the image's pixels: {exc}") from exc
     image = ImageOps.exif_transpose(image)
     if keep_grey and image.mode == "L":
-        return image
+        # A grey PNG's transparent colour (tRNS) is paper too: returned as it was, a page
+        # read it as its stored colour alone, as white in a batch with an RGB image, and
+        # counted it as ink. Grey over white stays grey (every band alike), so still L.
+        return on_white(image).convert("L") if image.has_transparency_data else image
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         # High-bit-depth greys: scale into 8 bits rather than clipping at 255. The scale
         # comes from the finite values only: one infinite pixel of a float image would

@@ -538,6 +538,28 @@ def test_transparency_reads_as_white_paper(mode: str) -> None:
     assert rgb[10, 10].tolist() == [0, 0, 0]
 
 
+def test_a_grey_image_with_a_transparent_colour_reads_as_paper_in_any_batch() -> None:
+    # A grey PNG with a tRNS colour (black as transparent) was kept as stored when every
+    # image of the batch was grey, so its background read as black ink on 52 rows, but
+    # as white paper in a batch that also held an RGB image: one page, two readings.
+    image = Image.new("L", (512, 512), 0)
+    image.paste(255, (100, 100, 200, 200))
+    buf = io.BytesIO()
+    image.save(buf, "PNG", transparency=0)
+    with Image.open(buf) as grey:
+        grey.load()
+        assert grey.mode == "L" and grey.has_transparency_data
+        alone = pixel_batch([grey], "tiny")
+        mixed = pixel_batch([grey, Image.new("RGB", (5, 5))], "tiny")
+        assert alone.shape == (1, 512, 512)
+        assert torch.equal(alone[0], mixed[0, ..., 0]) and int(alone.min()) == 255
+        codec = OCRCodec.random("test", seed=0)
+        [vt] = codec.encode([grey], "tiny")
+        [vt_mixed, _] = codec.encode([grey, Image.new("RGB", (5, 5))], "tiny")
+    assert np.array_equal(vt.grid, vt_mixed.grid)
+    assert vt.ink_rows == vt_mixed.ink_rows == 0
+
+
 def test_one_codec_decodes_from_two_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     # A fresh codec packs its expert weights on first use (PackedWeights re-points each
     # parameter at a slice of one tensor). Two threads decoding at once packed together:
