@@ -96,6 +96,13 @@ class GenerationConfig:
             if isinstance(value, bool) or not isinstance(value, Integral):
                 raise InputError(f"{name} must be an int, got {value!r}")
             object.__setattr__(self, name, int(value))
+        for name in ("cuda_graphs", "copy_step"):
+            # Switches: "false" or "no" (a config file's or a CLI's text) is truthy and
+            # turned CUDA graphs on; None turned the copy step off. NumPy's bool is taken.
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise InputError(f"{name} must be True or False, got {value!r}")
+            object.__setattr__(self, name, bool(value))
         object.__setattr__(self, "no_repeat_whitelist",
                            frozenset(_token_ids("no_repeat_whitelist", self.no_repeat_whitelist)))
         if self.stop_token_ids is not None:

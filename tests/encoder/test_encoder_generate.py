@@ -6,6 +6,7 @@ import math
 import random
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -518,12 +519,19 @@ def test_prompt_ids_of_any_integer_type_are_read_as_ids(model: OCRModel) -> None
         {"max_new_tokens": True}, {"no_repeat_ngram_size": 2.5}, {"graph_width": "8"},
         {"stop_token_ids": ()}, {"stop_token_ids": 1}, {"stop_token_ids": (1.0,)},
         {"no_repeat_whitelist": "ab"}, {"no_repeat_whitelist": 5},
+        # Switches: "false" is truthy (it turned CUDA graphs on), None falsy.
+        {"cuda_graphs": "false"}, {"cuda_graphs": 1}, {"copy_step": None}, {"copy_step": "no"},
     ],
 )
 def test_generation_settings_of_the_wrong_type_raise_input_errors(bad: dict[str, object]) -> None:
     # These used to be accepted and fail later: a bare TypeError or IndexError mid-decode.
     with pytest.raises(InputError):
         GenerationConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_generation_switches_take_numpy_booleans() -> None:
+    cfg = GenerationConfig(cuda_graphs=np.bool_(False), copy_step=np.bool_(True))
+    assert cfg.cuda_graphs is False and cfg.copy_step is True
 
 
 def test_generation_settings_take_any_collection_of_ids(model: OCRModel) -> None:
