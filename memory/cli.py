@@ -57,7 +57,12 @@ from opticmem.render import TurnText as RenderTurn
 from opticmem.render.layout import has_visible_text
 from opticmem.sessions import validate_session
 from opticmem.stores import redact_url
-from opticmem.transcripts import TranscriptError, TranscriptTurn, read_transcript
+from opticmem.transcripts import (
+    TranscriptEncodingError,
+    TranscriptError,
+    TranscriptTurn,
+    read_transcript,
+)
 
 
 def _json_requested(args: Sequence[str]) -> bool:
@@ -329,12 +334,14 @@ def unreadable(path: Path, exc: OSError) -> str:
 def _read_transcript(
     path: Path, as_json: bool, **kwargs: Any
 ) -> tuple[list[TranscriptTurn], list[TranscriptError]]:
-    """:func:`read_transcript`, with a file that cannot be read reported as an error
-    rather than a traceback."""
+    """:func:`read_transcript`, with a file that cannot be read (or is not UTF-8) reported
+    as one error rather than a traceback."""
     try:
         return read_transcript(path, **kwargs)
     except OSError as exc:
         raise fail(unreadable(path, exc), as_json) from exc
+    except TranscriptEncodingError as exc:
+        raise fail(str(exc), as_json) from None
 
 
 def _check_input(path: Path, as_json: bool) -> None:

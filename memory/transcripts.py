@@ -55,6 +55,17 @@ class TranscriptError:
     message: str
 
 
+class TranscriptEncodingError(OpticMemError, ValueError):
+    """A transcript file in another encoding than UTF-8 (UTF-16 or UTF-32, as PowerShell's
+    ``>`` and Windows' "Unicode" save write): an error of the whole file, not of each
+    line."""
+
+
+_UNICODE_NAMES = {"utf-16": "UTF-16 (with a byte order mark)", "utf-16-le": "UTF-16LE",
+                  "utf-16-be": "UTF-16BE", "utf-32": "UTF-32 (with a byte order mark)",
+                  "utf-32-le": "UTF-32LE", "utf-32-be": "UTF-32BE"}
+
+
 def _ts(value: Any) -> float | None:
     if value is None:
         return None
@@ -111,8 +122,18 @@ def read_transcript(
     """:func:`parse_transcript` of a UTF-8 file (invalid UTF-8 is an error of its line).
 
     A leading byte order mark (as Windows tools write UTF-8) is the encoding's signature,
-    not part of the first line: ``json.loads`` would refuse that line for it."""
-    data = Path(path).read_bytes().removeprefix(codecs.BOM_UTF8)
+    not part of the first line: ``json.loads`` would refuse that line for it. A file in
+    UTF-16 or UTF-32 (a byte order mark of theirs, or the zero bytes of their ASCII, as
+    :func:`json.detect_encoding` tells them) raises :class:`TranscriptEncodingError`:
+    each of its lines was reported as "not valid UTF-8" or as bad JSON."""
+    data = Path(path).read_bytes()
+    encoding = json.detect_encoding(data[:4])
+    if encoding in _UNICODE_NAMES:
+        raise TranscriptEncodingError(
+            f"{path} is {_UNICODE_NAMES[encoding]}, not UTF-8: a transcript is UTF-8 JSON "
+            "lines. Save it as UTF-8 (PowerShell: Out-File -Encoding utf8, or "
+            f"iconv -f {encoding[:6].upper()} -t UTF-8)")
+    data = data.removeprefix(codecs.BOM_UTF8)
     lines: list[str] = []
     bad: list[TranscriptError] = []
     for n, raw in enumerate(data.split(b"\n"), start=1):

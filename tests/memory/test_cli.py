@@ -316,6 +316,32 @@ def test_ingest_takes_a_file_with_a_byte_order_mark_and_crlf_lines(tmp_path: Pat
         assert [t.text for t in s.get_turns("a", 0, 9)] == ["first", "second"]
 
 
+@pytest.mark.parametrize(("encoding", "bom", "named"), [
+    ("utf-16-le", b"\xff\xfe", "UTF-16 (with a byte order mark)"),  # PowerShell's `>`
+    ("utf-16-be", b"\xfe\xff", "UTF-16 (with a byte order mark)"),
+    ("utf-16-le", b"", "UTF-16LE"),
+    ("utf-32-le", b"\xff\xfe\x00\x00", "UTF-32 (with a byte order mark)"),
+])
+def test_a_utf16_transcript_is_one_error_naming_its_encoding(
+    tmp_path: Path, encoding: str, bom: bytes, named: str
+) -> None:
+    """Each line of a UTF-16 file was reported as "not valid UTF-8" or as bad JSON (with
+    --skip-invalid: "ingested 0 turns", exit 0); the file is one error, which says what
+    it is and how to save it as UTF-8. render and demo read transcripts the same way."""
+    src = tmp_path / "chat.jsonl"
+    src.write_bytes(bom + '{"role": "user", "text": "hi"}\r\n'
+                          '{"role": "assistant", "text": "yo"}\r\n'.encode(encoding))
+    db = tmp_path / "m.db"
+    for args in (["ingest", str(src), "--store", f"sqlite:///{db}", "--skip-invalid"],
+                 ["render", str(src), "--out", str(tmp_path / "pages")],
+                 ["demo", "--transcript", str(src), "--codec", "none"]):
+        message = _json_error(args)
+        assert message == (f"{src} is {named}, not UTF-8: a transcript is UTF-8 JSON lines. "
+                           f"Save it as UTF-8 (PowerShell: Out-File -Encoding utf8, or iconv "
+                           f"-f {encoding[:6].upper()} -t UTF-8)"), args
+    assert not db.exists() and not (tmp_path / "pages").exists()
+
+
 def test_human_output_prints_brackets_and_colons_as_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
