@@ -71,7 +71,10 @@ def _ts(value: Any) -> float | None:
         return None
     if isinstance(value, str):
         try:
-            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            # RFC 3339 takes "z" for UTC as well as "Z" (and "t" for "T"); fromisoformat
+            # refuses the "z"
+            utc = value.endswith(("Z", "z")) and "z" not in value[:-1].lower()
+            dt = datetime.fromisoformat(value[:-1] + "+00:00" if utc else value)
         except ValueError:
             raise ValueError(f"ts {value!r} is neither Unix seconds nor ISO 8601") from None
         if dt.tzinfo is None:
