@@ -361,6 +361,10 @@ def _check_sheet(sheet: Path | None, as_json: bool) -> None:
     if sheet.suffix.lower() not in Image.registered_extensions():
         raise fail(f"--sheet {sheet}: unknown image extension {sheet.suffix!r} (use .png)",
                    as_json)
+    problem = _sheet_format_problem(Image.registered_extensions()[sheet.suffix.lower()],
+                                    sheet.suffix.lower())
+    if problem:
+        raise fail(f"--sheet {sheet}: {problem} (use .png)", as_json)
     if not sheet.parent.is_dir():
         raise fail(f"--sheet {sheet}: no directory {sheet.parent}", as_json)
     if sheet.is_dir():
@@ -370,6 +374,44 @@ def _check_sheet(sheet: Path | None, as_json: bool) -> None:
     except OSError as exc:
         raise fail(f"--sheet {sheet}: cannot write in {sheet.parent}: {exc.strerror or exc}",
                    as_json) from None
+
+
+_SHEET_MODE = "L"
+"""The mode of the contact sheets (greyscale: :func:`opticmem.render.sheet.contact_sheet`)."""
+
+_PNM_MISNAMED = {".pbm": "a greyscale PGM", ".pfm": "a greyscale PGM"}
+"""Extensions whose format Pillow writes a greyscale sheet as another one, named so."""
+
+
+def _sheet_format_problem(fmt: str, suffix: str) -> str | None:
+    """Why Pillow cannot write a contact sheet as ``fmt`` (what ``suffix`` names), or
+    ``None``. Pillow knows more formats than it writes (``.psd``), writes some only in
+    other modes (``.xbm``: black and white), some only with a plugin (``.h5``) and some
+    at icon sizes (``.ico``: 256 pixels at most): found only at save time, after the whole
+    replay. A small image of the sheet's mode is written in memory and read back."""
+    import io
+
+    from PIL import Image
+
+    if suffix in _PNM_MISNAMED:
+        return f"Pillow writes a contact sheet as {_PNM_MISNAMED[suffix]}, not as {suffix}"
+    if fmt.upper() not in Image.SAVE:
+        return f"Pillow reads {fmt} images but cannot write them"
+    probe = Image.new(_SHEET_MODE, (48, 20), 255)
+    buffer = io.BytesIO()
+    try:
+        probe.save(buffer, format=fmt)
+    except Exception as exc:  # KeyError (no writer), OSError, ValueError: Pillow's reasons
+        return f"Pillow cannot write a greyscale image as {fmt} ({exc or type(exc).__name__})"
+    buffer.seek(0)
+    try:
+        size = Image.open(buffer).size
+    except Exception:  # a format Pillow writes but does not read (PDF): nothing to compare
+        return None
+    if size != probe.size:
+        return (f"Pillow writes {fmt} at other sizes than the image's (a 48×20 image came "
+                f"back {size[0]}×{size[1]})")
+    return None
 
 
 def _save_sheet(image: Any, sheet: Path, as_json: bool) -> str:

@@ -831,6 +831,33 @@ def test_sheet_paths_that_cannot_be_written_fail_before_any_work(
                                    "--sheet", sheet])
 
 
+@pytest.mark.parametrize(("name", "message"), [
+    ("s.xbm", "Pillow cannot write a greyscale image as XBM (cannot write mode L as XBM)"),
+    ("s.h5", "Pillow cannot write a greyscale image as HDF5"),
+    ("s.psd", "Pillow reads PSD images but cannot write them"),
+    ("s.ico", "Pillow writes ICO at other sizes than the image's"),
+    ("s.pbm", "Pillow writes a contact sheet as a greyscale PGM, not as .pbm"),
+])
+def test_sheet_formats_pillow_cannot_write_fail_before_any_work(
+    sample: tuple[Path, Path], tmp_path: Path, name: str, message: str
+) -> None:
+    """Extensions Pillow knows but cannot write a greyscale sheet in (or writes as an
+    icon of 256 pixels, or as another format) passed the early check: demo replayed the
+    conversation, then failed to save ("cannot write the contact sheet") or wrote a
+    thumbnail. Both commands that take --sheet refuse them first."""
+    conv, _ = sample
+    sheet = tmp_path / name
+    for args in (["demo", "--transcript", str(conv), "--codec", "none", "--recalls", "0"],
+                 ["inspect", "team", "--store", "memory://"]):
+        error = _json_error([*args, "--sheet", str(sheet)])
+        assert error.startswith(f"--sheet {sheet}: {message}"), error
+        assert error.endswith(" (use .png)"), error
+    assert not sheet.exists()
+    for fine in ("s.jpg", "s.TIF", "s.pdf"):  # written in the sheet's mode, or not read back
+        assert "has no turns" in _json_error(["inspect", "team", "--store", "memory://",
+                                              "--sheet", str(tmp_path / fine)])
+
+
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
 def test_a_sheet_in_a_directory_that_takes_no_files_fails_before_any_work(
     sample: tuple[Path, Path], tmp_path: Path
