@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+import unicodedata
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -87,6 +88,15 @@ def worker_command(
         # an empty name fell back to the default one without a word
         raise _bad_option("the consumer name is empty: leave --consumer out for host-pid",
                           "--consumer", as_json)
+    for i, ch in enumerate(consumer or ""):
+        # the name goes to Redis (XINFO CONSUMERS) and into the worker's log lines, where
+        # a newline forges a line of its own; a lone surrogate (bytes of the command line
+        # that are not UTF-8) failed only at Redis, with UnicodeEncodeError
+        kind = ("control character" if unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029"
+                else "a lone surrogate" if unicodedata.category(ch) == "Cs" else None)
+        if kind:
+            raise _bad_option(f"the consumer name has {kind} U+{ord(ch):04X} at index {i}",
+                              "--consumer", as_json)
     if codec not in ("bundled", "random") and not Path(codec).is_dir():
         # a usage error (exit 2) as with eval, before Redis is reached or a model loaded
         raise _bad_option(f"{codec!r} is not bundled, random or a checkpoint directory",

@@ -1042,6 +1042,24 @@ def test_worker_batch_size_redis_cannot_take_is_a_usage_error() -> None:
     assert _json_error(args, code=2).startswith("Invalid value for '--batch-size': ")
 
 
+@pytest.mark.parametrize(("consumer", "why"), [
+    ("gpu-1\nERROR forged log line", "control character U+000A at index 5"),
+    ("gpu\x1b[31m", "control character U+001B at index 3"),
+    ("gpu\u2028", "control character U+2028 at index 3"),
+    ("gpu\udcff", "a lone surrogate U+DCFF at index 3"),  # bytes not UTF-8 on the line
+])
+def test_worker_consumer_with_a_control_character_is_a_usage_error(
+    consumer: str, why: str
+) -> None:
+    """The consumer name goes to Redis (XINFO CONSUMERS) and into the worker's log lines:
+    a newline in it forged a log line of its own, and a lone surrogate failed only at
+    Redis. Refused first, as an empty name is (this Redis is not even reachable)."""
+    args = ["worker", "redis://localhost:1/0", "--codec", "random", "--consumer", consumer]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "--consumer" in result.output, result.output
+    assert _json_error(args, code=2) == f"--consumer: the consumer name has {why}"
+
+
 def test_usage_errors_without_json_are_still_typers_own() -> None:
     result = runner.invoke(app, ["inspect", "team", "--budget", "0"])
     assert result.exit_code == 2 and "--budget" in result.output
