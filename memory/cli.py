@@ -43,6 +43,7 @@ from opticmem.errors import (
     CodecUnavailableError,
     InvalidSessionError,
     OpticMemError,
+    StoreURLError,
 )
 from opticmem.memory import OpticalMemory
 from opticmem.render import (
@@ -205,6 +206,16 @@ def _check_cost_model(name: str, as_json: bool) -> None:
         costs.cost_model(name)
     except OpticMemError as exc:
         raise bad_option(str(exc), "--cost-model", as_json) from None
+
+
+def bad_store_url(exc: Exception) -> bool:
+    """Whether ``exc`` refuses a store URL as written (an unknown scheme, not a URL, an
+    option the store does not take): a usage error (exit 2) when the URL came from the
+    command line. A scheme whose backend is not installed (``redis://`` without the
+    ``[redis]`` extra) is a :class:`StoreURLError` too, raised from the ImportError: that
+    is the installation's failure (exit 1), not the user's typo."""
+    return isinstance(exc, StoreURLError) and not isinstance(
+        exc.__cause__, (ImportError, AttributeError))
 
 
 def _library_failure(exc: Exception, as_json: bool) -> typer.Exit:
@@ -678,6 +689,8 @@ def ingest(
     try:
         mem = OpticalMemory(store, codec=None, verbatim_turns=verbatim_turns)
     except OpticMemError as exc:
+        if bad_store_url(exc):
+            raise bad_option(str(exc), "--store", as_json) from None
         raise fail(str(exc), as_json) from exc
     counts: dict[str, int] = {}
     pages_before: dict[str, int] = {}  # with --append, what each session held already
@@ -901,6 +914,8 @@ def inspect(
         mem = OpticalMemory(store, codec=None, budget_tokens=budget, cost_model=cost_model,
                             verbatim_turns=verbatim_turns)
     except OpticMemError as exc:
+        if bad_store_url(exc):
+            raise bad_option(str(exc), "--store", as_json) from None
         raise _library_failure(exc, as_json) from exc
     with mem:
         try:

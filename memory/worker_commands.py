@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _open_store(url: str, as_json: bool) -> Any:
-    from opticmem.cli import fail
+    from opticmem.cli import bad_store_url, fail
 
     if not url.lower().startswith(("redis://", "rediss://", "unix://")):  # as open_store
         raise fail(f"the queue lives in Redis: give the bots' redis:// URL, not "
@@ -49,7 +49,8 @@ def _open_store(url: str, as_json: bool) -> Any:
     except ImportError as exc:
         raise fail(str(exc), as_json) from exc
     except (OpticMemError, ValueError) as exc:
-        raise fail(str(exc), as_json) from exc
+        # a URL refused as written is a usage error, as a URL of another scheme is
+        raise fail(str(exc), as_json, code=2 if bad_store_url(exc) else 1) from exc
 
 
 def worker_command(

@@ -1060,6 +1060,50 @@ def test_worker_consumer_with_a_control_character_is_a_usage_error(
     assert _json_error(args, code=2) == f"--consumer: the consumer name has {why}"
 
 
+@pytest.mark.parametrize(("url", "message"), [
+    ("", "not a store URL: ''"),
+    ("bogus://x", "unknown store scheme 'bogus'"),
+    ("sqlite://", "bad SQLite URL 'sqlite://'"),
+    ("memory://?x=1", "bad memory URL"),
+    ("redis://[::1", "malformed store URL"),
+])
+def test_a_malformed_store_url_is_a_usage_error(tmp_path: Path, url: str, message: str) -> None:
+    """``--store ''`` or ``--store bogus://…`` exited 1, as a store that failed would,
+    where a bad option value is a usage error (exit 2) naming the option, as ``worker
+    sqlite:///…`` already was. A store that cannot be reached stays a failure (exit 1)."""
+    src = tmp_path / "chat.jsonl"
+    src.write_text('{"role": "user", "text": "hi"}\n')
+    for args in (["ingest", str(src), "--store", url], ["inspect", "s", "--store", url]):
+        assert _json_error(args, code=2).startswith(f"--store: {message}")
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "Invalid value for --store" in result.output
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("redis://[::1", "not a Redis URL"),
+    ("redis://h:99999999/0", "Port out of range"),
+    ("redis://h/0?ttl=zz", "bad ttl='zz'"),
+])
+def test_a_malformed_redis_url_of_worker_or_queue_is_a_usage_error(url: str, message: str) -> None:
+    """As with any other scheme than Redis's (already exit 2), before Redis is reached."""
+    for args in (["queue", url], ["worker", url, "--codec", "random"]):
+        assert message in _json_error(args, code=2)
+        assert runner.invoke(app, args).exit_code == 2
+
+
+def test_a_store_scheme_whose_backend_is_not_installed_is_a_failure() -> None:
+    """``redis://`` without the ``[redis]`` extra is a StoreURLError raised from the
+    ImportError: the installation's failure (exit 1), not a usage error."""
+    from opticmem.cli import bad_store_url
+    from opticmem.errors import StoreURLError
+
+    try:
+        raise StoreURLError("the store backend is not available") from ImportError("redis")
+    except StoreURLError as exc:
+        assert not bad_store_url(exc)
+    assert bad_store_url(StoreURLError("unknown store scheme"))
+
+
 def test_usage_errors_without_json_are_still_typers_own() -> None:
     result = runner.invoke(app, ["inspect", "team", "--budget", "0"])
     assert result.exit_code == 2 and "--budget" in result.output
