@@ -52,6 +52,8 @@ from opticmem.artefacts import Artefacts, Item, Job
 from opticmem.codecs import CodecSlot
 from opticmem.encoder.codec import Codec
 from opticmem.errors import ConfigurationError, CorruptRecordError, OpticMemError, StoreError
+from opticmem.recollect_limits import MAX_BATCH_SIZE as MAX_BATCH_SIZE
+from opticmem.recollect_limits import MAX_CLAIM_IDLE as MAX_CLAIM_IDLE
 from opticmem.recollect_queue import GROUP, QueuedPage, RedisRecollectQueue, group_is_gone
 from opticmem.recollectors import FailureLog
 from opticmem.records import PageRecord
@@ -62,17 +64,6 @@ log = logging.getLogger(__name__)
 
 Entry = tuple[str, dict[bytes, bytes]]
 T = TypeVar("T")
-
-MAX_CLAIM_IDLE = 1e9
-"""Largest ``claim_idle`` (about 31 years): Redis takes XAUTOCLAIM's idle time as
-milliseconds in a signed 64-bit integer. Past that (1e20) every step of the worker failed
-and was retried for ever, reading nothing; ``inf`` ended it in an OverflowError traceback."""
-
-MAX_BATCH_SIZE = 1_000_000
-"""Largest ``batch_size``: far more pages than any device reads at once. Redis refuses
-an XAUTOCLAIM count past about 5.7e16 ("COUNT must be > 0"): with 1e20 every step of the
-worker failed and was retried for ever, reading nothing (``--once`` gave up after a
-minute and exited 0)."""
 
 _STEP_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, OpticMemError)
 """What a step may fail with that the loop rides out: Redis away, a store or codec error."""

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from opticmem.errors import OpticMemError, StoreError
-from opticmem.recollect_worker import MAX_BATCH_SIZE, MAX_CLAIM_IDLE
+from opticmem.recollect_limits import MAX_BATCH_SIZE, MAX_CLAIM_IDLE
 from opticmem.stores import redact_url
 
 UrlArg = Annotated[str, typer.Argument(help="The bots' Redis store URL (redis://…, with "
