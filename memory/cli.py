@@ -686,6 +686,11 @@ def ingest(
         shown = "; ".join(f"line {e.line}: {e.message}" for e in errors[:5])
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         raise fail(f"{len(errors)} bad line(s), nothing stored: {shown}{more}", as_json)
+    if not turns:  # "ingested 0 turns", exit 0, and an empty SQLite file made: as render
+        # and demo do, say there was nothing to store (before the store is opened)
+        why = (f"every line was skipped as bad (first, line {errors[0].line}: "
+               f"{errors[0].message})" if errors else "it is empty, or blank lines only")
+        raise fail(f"{file} holds no turns to ingest: {why}; nothing stored", as_json)
     try:
         mem = OpticalMemory(store, codec=None, verbatim_turns=verbatim_turns)
     except OpticMemError as exc:

@@ -342,6 +342,26 @@ def test_a_utf16_transcript_is_one_error_naming_its_encoding(
     assert not db.exists() and not (tmp_path / "pages").exists()
 
 
+@pytest.mark.parametrize(("content", "why"), [
+    ("", "it is empty, or blank lines only"),
+    ("\n  \r\n", "it is empty, or blank lines only"),
+    ('{"role": "robot", "text": "beep"}\n[1]\n',
+     "every line was skipped as bad (first, line 1: unknown role 'robot'"),
+])
+def test_ingest_of_a_transcript_with_no_turns_fails_and_makes_no_store(
+    tmp_path: Path, content: str, why: str
+) -> None:
+    """An empty file (or one whose every line --skip-invalid skipped) was "ingested 0
+    turns", exit 0, and left an empty SQLite file, where render and demo refuse a
+    transcript with no turns."""
+    src = tmp_path / "chat.jsonl"
+    src.write_text(content)
+    db = tmp_path / "m.db"
+    message = _json_error(["ingest", str(src), "--store", f"sqlite:///{db}", "--skip-invalid"])
+    assert message.startswith(f"{src} holds no turns to ingest: {why}"), message
+    assert message.endswith("; nothing stored") and not db.exists()
+
+
 def test_human_output_prints_brackets_and_colons_as_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
