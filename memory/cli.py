@@ -20,7 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
@@ -66,14 +66,37 @@ from opticmem.transcripts import (
 )
 
 
-def _json_requested(args: Sequence[str]) -> bool:
-    """Whether a command line asks for ``--json`` (an option: not after ``--``)."""
+def _json_requested(args: Sequence[str], commands: Mapping[str, Any]) -> bool:
+    """Whether a command line asks for ``--json``: as an option, not after ``--`` nor as
+    the value of another option (``--store --json`` stores in a URL ``--json``, and its
+    usage errors are typer's own, on stderr). ``commands``: the group's, by name; the
+    options of the one named that take values are skipped with their values."""
+    value_options: dict[str, int] | None = None  # until the command is named
+    skip = 0
     for arg in args:
-        if arg == "--":
+        if skip:
+            skip -= 1
+        elif arg == "--":
             return False
-        if arg == "--json":
+        elif arg == "--json":
             return True
+        elif value_options is None:
+            if arg in commands:
+                value_options = _value_options(commands[arg])
+        else:
+            skip = value_options.get(arg, 0)
     return False
+
+
+def _value_options(command: Any) -> dict[str, int]:
+    """The option names of a click command that take values, with how many each takes."""
+    names: dict[str, int] = {}
+    for param in getattr(command, "params", ()):
+        if getattr(param, "param_type_name", None) != "option" or param.is_flag or param.count:
+            continue
+        for name in (*param.opts, *param.secondary_opts):
+            names[name] = max(1, param.nargs)
+    return names
 
 
 _USAGE_ERROR: type[Exception] = next(
@@ -95,7 +118,7 @@ class _Commands(TyperGroup):
         complete_var: str | None = None, standalone_mode: bool = True, **extra: Any,
     ) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
-        if not standalone_mode or not _json_requested(argv):
+        if not standalone_mode or not _json_requested(argv, self.commands):
             return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
         try:
             code = super().main(argv, prog_name, complete_var, False, **extra)

@@ -1124,6 +1124,21 @@ def test_a_store_scheme_whose_backend_is_not_installed_is_a_failure() -> None:
     assert bad_store_url(StoreURLError("unknown store scheme"))
 
 
+@pytest.mark.parametrize("args", [
+    ["inspect", "s", "--store", "--json", "--budget", "0"],
+    ["ingest", "--store", "--json"],  # the missing file
+    ["worker", "--consumer", "--json"],
+    ["demo", "--transcript", "--json", "--budget", "0", "--", "--json"],
+])
+def test_json_as_the_value_of_another_option_asks_for_no_json(args: list[str]) -> None:
+    """``--store --json`` gives the store URL "--json": --json is not asked for, but the
+    usage error (--budget 0, the URL itself, a missing argument) came out as a JSON
+    object where typer's own message was due."""
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "Usage: opticmem" in result.output and not result.stdout.lstrip().startswith("{")
+
+
 def test_usage_errors_without_json_are_still_typers_own() -> None:
     result = runner.invoke(app, ["inspect", "team", "--budget", "0"])
     assert result.exit_code == 2 and "--budget" in result.output
