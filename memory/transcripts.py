@@ -87,6 +87,20 @@ def _ts(value: Any) -> float | None:
     return validate_ts(value)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' object hook: an object naming a key twice is an error. JSON keeps
+    the last one, so ``{"text": "a", …, "text": "b"}`` stored "b" and dropped "a" (or a
+    second ``"session"`` moved the turn to another session) without a word."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"key {key!r} appears more than once in an object")
+            seen.add(key)
+    return obj
+
+
 def parse_transcript(
     lines: Iterable[str],
     *,
@@ -101,7 +115,7 @@ def parse_transcript(
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
+            obj = json.loads(raw, object_pairs_hook=_unique_keys)
             if not isinstance(obj, dict):
                 raise ValueError("each line must be a JSON object")
             session = validate_session(obj.get("session", default_session))

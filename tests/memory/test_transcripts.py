@@ -23,3 +23,17 @@ def test_rfc3339_timestamps_in_either_case_are_utc(ts: str) -> None:
 def test_a_utc_suffix_alone_or_doubled_is_still_refused(ts: str) -> None:
     turns, errors = parse_transcript([f'{{"role": "user", "text": "hi", "ts": "{ts}"}}'])
     assert turns == [] and "neither Unix seconds nor ISO 8601" in errors[0].message
+
+
+@pytest.mark.parametrize(("line", "key"), [
+    ('{"role": "user", "text": "kept", "text": "stored instead"}', "text"),
+    ('{"session": "a", "role": "user", "text": "hi", "session": "b"}', "session"),
+    ('{"role": "user", "text": "hi", "meta": {"id": 1, "id": 2}}', "id"),
+])
+def test_a_key_given_twice_is_an_error_of_its_line(line: str, key: str) -> None:
+    """JSON keeps the last of two equal keys: the turn's first text was dropped (or a
+    second "session" moved it to another session) without a word."""
+    turns, errors = parse_transcript([line, '{"role": "user", "text": "fine", "meta": {"a": 1}}'])
+    assert [t.text for t in turns] == ["fine"] and turns[0].meta == {"a": 1}
+    assert errors[0].line == 1
+    assert errors[0].message == f"key {key!r} appears more than once in an object"
