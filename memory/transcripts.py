@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import sys
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -127,7 +128,13 @@ def parse_transcript(
             turns.append(TranscriptTurn(n, session, role, text, None if ts is None else ts_ok,
                                         meta))
         except (OpticMemError, ValueError) as exc:
-            errors.append(TranscriptError(n, str(exc)))
+            message = str(exc)
+            if message.startswith("Exceeds the limit") and "integer string" in message:
+                # Python's own guard against slow int parsing, which told the user to
+                # call sys.set_int_max_str_digits()
+                message = (f"a number of more than {sys.get_int_max_str_digits()} digits "
+                           "(no ts, id or count is that long)")
+            errors.append(TranscriptError(n, message))
         except RecursionError:  # json.loads on brackets nested thousands deep
             errors.append(TranscriptError(n, "JSON nested too deeply"))
     return turns, errors

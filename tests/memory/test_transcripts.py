@@ -37,3 +37,11 @@ def test_a_key_given_twice_is_an_error_of_its_line(line: str, key: str) -> None:
     assert [t.text for t in turns] == ["fine"] and turns[0].meta == {"a": 1}
     assert errors[0].line == 1
     assert errors[0].message == f"key {key!r} appears more than once in an object"
+
+
+def test_a_number_too_long_to_parse_is_named_as_such() -> None:
+    """Python refuses integers of over 4300 digits with a message telling the user to call
+    sys.set_int_max_str_digits(); the line's error says what is wrong in the file."""
+    turns, errors = parse_transcript(['{"role": "user", "text": "hi", "ts": 1' + "0" * 5000 + "}"])
+    assert turns == [] and errors[0].message.startswith("a number of more than 4300 digits")
+    assert "sys." not in errors[0].message
