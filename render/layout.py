@@ -80,8 +80,15 @@ class RenderSettings:
         if self.columns < 8 or self.rows < 1:
             raise ValueError(f"a page needs at least 8 columns and 1 row, got "
                              f"{self.columns}×{self.rows}")
-        if not 1 <= self.tab_width <= 16:
-            raise ValueError(f"tab_width must be 1..16, got {self.tab_width}")
+        if not 1 <= self.tab_width <= min(16, self.columns):
+            # wider than the line, a tab wrapped into blank lines
+            raise ValueError(f"tab_width must be 1..16 and at most the page's "
+                             f"{self.columns} columns, got {self.tab_width}")
+        # A switch: "no" or "false" (a config file's text) is truthy and drew timestamps,
+        # under another settings key than True's.
+        if not isinstance(self.timestamps, (bool, np.bool_)):
+            raise ValueError(f"timestamps must be True or False, got {self.timestamps!r}")
+        object.__setattr__(self, "timestamps", bool(self.timestamps))
         # Taken as given, labels=("user", "User") (one pair, not a tuple of pairs) was only
         # unpacked when a turn was laid out: the add that sealed the first page stored its
         # turn and then raised a bare ValueError, and every context of the memory failed.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import unicodedata
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -207,6 +208,24 @@ def test_settings_validation() -> None:
         RenderSettings(page_pixels=100, margin=60)
     with pytest.raises(ValueError, match="tab_width"):
         RenderSettings(tab_width=0)
+
+
+@pytest.mark.parametrize("value", ["no", "false", 1, None])
+def test_settings_take_timestamps_only_as_a_switch(value: object) -> None:
+    """``timestamps="no"`` (a config file's text) is truthy: it drew timestamps, under
+    another settings key than ``True``'s."""
+    with pytest.raises(ValueError, match="timestamps must be True or False"):
+        RenderSettings(timestamps=value)  # type: ignore[arg-type]
+    on = RenderSettings(timestamps=np.bool_(True))
+    assert on.timestamps is True and on.key() == RenderSettings(timestamps=True).key()
+
+
+def test_settings_reject_a_tab_wider_than_the_line() -> None:
+    """On an 8-column page a 16-column tab wrapped into blank lines."""
+    narrow = 2 * 16 + 8 * 12  # 8 columns
+    assert RenderSettings(page_pixels=narrow, tab_width=8).columns == 8
+    with pytest.raises(ValueError, match="at most the page's 8 columns"):
+        RenderSettings(page_pixels=narrow, tab_width=9)
 
 
 @pytest.mark.parametrize("labels", [("user", "User"), "user", 5, (("user", 5),),
