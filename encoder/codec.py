@@ -91,9 +91,16 @@ class VisionTokens:
         """A compact, pickle-free byte form: magic, JSON header, raw little-endian floats.
 
         A float16 or float32 grid is written exactly; any other (float64, integers) as
-        :func:`compact` makes it, since :meth:`from_bytes` reads those two types only."""
+        :func:`compact` makes it, since :meth:`from_bytes` reads those two types only —
+        a finite value past float32's range raises ``ValueError`` rather than being
+        written as infinity."""
         grid = self.grid if self.grid.dtype.kind == "f" and self.grid.itemsize in (2, 4) else (
             compact(self.grid))
+        if grid is not self.grid and not np.isfinite(grid).all() and np.isfinite(self.grid).all():
+            # float64 past float32's range would be written as infinity, and read back so
+            raise ValueError("vision tokens hold values past float32's range "
+                             f"(largest magnitude {float(np.abs(self.grid).max()):.3g}); "
+                             "they cannot be stored")
         arr = np.ascontiguousarray(grid.astype(grid.dtype.newbyteorder("<")))
         fields: dict[str, object] = {"v": _VERSION, "tier": self.tier.value,
                                      "shape": list(arr.shape), "dtype": arr.dtype.str,
@@ -143,7 +150,8 @@ class VisionTokens:
 
 def compact(grid: np.ndarray) -> np.ndarray:
     """``grid`` as float16 when all its values are finite in float16, else float32."""
-    g32 = np.asarray(grid, dtype=np.float32)
+    with np.errstate(over="ignore"):  # past float32's range: inf, which callers check
+        g32 = np.asarray(grid, dtype=np.float32)
     if np.isfinite(g32).all() and np.abs(g32).max(initial=0.0) < 65000.0:
         return g32.astype(np.float16)
     return g32

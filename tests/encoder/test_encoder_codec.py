@@ -183,6 +183,9 @@ def test_vision_tokens_of_any_real_dtype_round_trip_through_bytes() -> None:
         assert np.array_equal(again.grid, vt.grid)
     big = VisionTokens(Tier.TINY, np.full((8, 8, 4), 1e6))
     assert VisionTokens.from_bytes(big.to_bytes()).grid.dtype == np.float32
+    # past float32's range: written as infinity, it read back as a grid of inf
+    with pytest.raises(ValueError, match="past float32's range"):
+        VisionTokens(Tier.TINY, np.full((8, 8, 4), 1e39)).to_bytes()
     for grid in ([[0.0]], np.zeros((8, 8, 4), complex), np.zeros((8, 8, 4), object)):
         with pytest.raises(ValueError, match="real-valued numpy grid"):
             VisionTokens(Tier.TINY, grid)  # type: ignore[arg-type]
