@@ -119,6 +119,12 @@ def parse_transcript(
             obj = json.loads(raw, object_pairs_hook=_unique_keys)
             if not isinstance(obj, dict):
                 raise ValueError("each line must be a JSON object")
+            if "text" not in obj:
+                # a chat API's message ({"role", "content"}) got "turn text must be str or
+                # UTF-8 bytes, got NoneType", which named neither key
+                raise ValueError('no "text"' + (
+                    ': a line holds its turn\'s text under "text", not "content"'
+                    if "content" in obj else ""))
             session = validate_session(obj.get("session", default_session))
             ts = _ts(obj.get("ts"))
             role, text, ts_ok, meta = validate_turn(

@@ -45,3 +45,14 @@ def test_a_number_too_long_to_parse_is_named_as_such() -> None:
     turns, errors = parse_transcript(['{"role": "user", "text": "hi", "ts": 1' + "0" * 5000 + "}"])
     assert turns == [] and errors[0].message.startswith("a number of more than 4300 digits")
     assert "sys." not in errors[0].message
+
+
+def test_a_line_without_text_says_so_and_names_content_given_for_it() -> None:
+    """A chat API's message ({"role", "content"}) was refused as "turn text must be str or
+    UTF-8 bytes, got NoneType", which named neither key."""
+    turns, errors = parse_transcript(['{"role": "user", "content": "hi"}',
+                                      '{"role": "user"}', '{"role": "user", "text": "ok"}'])
+    assert [t.text for t in turns] == ["ok"]
+    assert [(e.line, e.message) for e in errors] == [
+        (1, 'no "text": a line holds its turn\'s text under "text", not "content"'),
+        (2, 'no "text"')]
