@@ -1286,6 +1286,16 @@ class RedisStore(Store):
             raise TypeError(f"unexpected parameter(s) {', '.join(unknown)} in a Redis Cluster "
                             f"URL (redis-py's cluster client ignores them)")
         _check_url_options(url, safe, common)
+        # A database number is a mistake in the URL, not a server out of reach: redis-py
+        # refused it with a cluster error, reported as StoreUnavailableError (a
+        # ConnectionError, which a caller waiting for Redis to come up retries for ever)
+        try:
+            db = redis.connection.parse_url(url).get("db", 0)
+        except ValueError:
+            db = 0  # malformed otherwise: RedisCluster.from_url says how, below
+        if db:
+            raise StoreURLError(f"bad database {db} in Redis Cluster URL {safe}: a Redis "
+                                "Cluster has only database 0; leave the database out")
         try:  # redis-py's own retries off, as for one server (the cluster client's too)
             client = RedisCluster.from_url(url, retry=Retry(NoBackoff(), 0), **common)
         except ValueError as exc:

@@ -223,7 +223,7 @@ def test_store_urls_open_a_cluster(redis_cluster_url: str) -> None:
                          ("cluster=1&decode_responses=true", "decode_responses=False")]:
         with pytest.raises(StoreURLError, match=named):
             RedisStore.from_store_url(f"{redis_cluster_url}?{query}")
-    with pytest.raises(StoreError, match="Redis Cluster"):
+    with pytest.raises(StoreURLError, match="Redis Cluster"):
         RedisStore.from_url(f"{redis_cluster_url}/2", cluster=True)  # no db on a cluster
 
 

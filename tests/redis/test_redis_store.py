@@ -557,3 +557,20 @@ def test_a_store_url_setting_given_twice_differently_is_refused(
         assert (store.tenant, store.ttl_ms) == ("a", 60_000)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("location", ["/2", "?db=3", "/%32"])
+def test_a_database_in_a_cluster_url_is_a_url_error_not_an_unreachable_server(
+    location: str,
+) -> None:
+    """A Redis Cluster has only database 0: redis-py refused /2 with a cluster error,
+    which the store raised as StoreUnavailableError, the error a caller waiting for Redis
+    retries (a ConnectionError), and the CLI gave it exit 1 rather than the usage error.
+    It is refused as the URL error it is, before anything connects (no server listens
+    on port 1)."""
+    url = f"redis://127.0.0.1:1{location}"
+    with pytest.raises(StoreURLError, match=r"database [23] in Redis Cluster URL") as caught:
+        RedisStore.from_url(url, cluster=True)
+    assert not isinstance(caught.value, StoreUnavailableError)
+    with pytest.raises(StoreURLError, match="database"):
+        RedisStore.from_store_url(url + ("&" if "?" in url else "?") + "cluster=1&tenant=t")
