@@ -71,6 +71,7 @@ from opticmem.integrations.turn_text import (
     attachment_marker,
     headed,
     json_text,
+    part_marker,
     refusal_text,
     repair_surrogates,
     role_head,
@@ -131,6 +132,11 @@ def _block_text(block: Mapping[str, Any]) -> str | None:
             return json_text(value.get("json"))  # a tool's JSON result: its data
         if isinstance(value, Mapping) and (text := _provider_text(value)) is not None:
             return text
+        if isinstance(value, Mapping) and (marker := part_marker(value)) is not None:
+            # an attachment in a provider's form LangChain has no standard block for (an
+            # ``image_url`` whose value is the URL string, as Gemini takes it): marked as
+            # the chat-loop wrapper marks it, not "[image_url block]"
+            return marker
         return f"[{value.get('type') if isinstance(value, Mapping) else 'unknown'} block]"
     if kind in ("server_tool_call", "server_tool_result"):
         # non-ASCII kept: a search's query or results escaped as \uXXXX were unreadable on

@@ -20,6 +20,8 @@ standard form):
   WebP, …) by their size read with Pillow, through the same image formula — under tile
   pricing at the ``detail`` an OpenAI ``image_url`` part names (LangChain keeps it in the
   block's ``extras``; ``ChatOpenAI`` sends such a part as it is), else at the formula's;
+* an ``image_url`` part whose value is the URL string (``ChatGoogleGenerativeAI``'s
+  form, which LangChain passes on as a ``non_standard`` block): as the image it holds;
 * images given only by URL or file id, or in a format Pillow cannot read (HEIC, which
   Gemini takes; SVG) — their size is unknown offline: ``unknown_image_tokens`` each
   (default: the price of a Large page under the model); data that is not base64 raises
@@ -159,8 +161,9 @@ class OpticalTokenCounter:
                 kind = block.get("type")
                 if kind == "tool_call":
                     continue  # priced from ``tool_calls`` below, once
-                if kind == "image":
-                    png, tokens = self._image(block)
+                image = block if kind == "image" else _provider_image(block)
+                if image is not None:
+                    png, tokens = self._image(image)
                     if png is not None:
                         blocks.append(png)
                     extra += tokens
@@ -218,6 +221,19 @@ def _image_size(b64: str) -> tuple[int, int] | None:
             return img.size
     except UnidentifiedImageError:
         return None
+
+
+def _provider_image(block: Mapping[str, Any]) -> dict[str, Any] | None:
+    """An image LangChain hands over as a ``non_standard`` block, as an ``image`` block
+    with its ``url`` (``None``: not such an image): an ``image_url`` part whose value is
+    the URL string itself (``{"type": "image_url", "image_url": "data:image/jpeg;base64,
+    ..."}``, the form ``ChatGoogleGenerativeAI`` takes). Priced as text, a photo's
+    base64 cost ~174,000 tokens, and the middleware refused the run that sent it."""
+    value = block.get("value") if block.get("type") == "non_standard" else None
+    if not (isinstance(value, Mapping) and value.get("type") == "image_url"):
+        return None
+    url = value.get("image_url")
+    return {"type": "image", "url": url} if isinstance(url, str) else None
 
 
 def _text_of(block: Mapping[str, Any]) -> str:

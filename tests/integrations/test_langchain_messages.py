@@ -231,3 +231,16 @@ def test_a_provider_block_with_text_is_archived_as_its_text() -> None:
     assert result["text"] == "Launch in March.\nBudget $2M."
     [marker] = message_turns(HumanMessage(content=[{"type": "mystery", "x": 1}]), memory)
     assert marker["text"] == "[mystery block]"
+
+
+def test_an_image_url_part_holding_the_url_string_is_archived_as_an_attachment() -> None:
+    # Gemini's form of an image part reached the archive as "[image_url block]"; the
+    # chat-loop wrapper already marked it as an image.
+    memory = OpticalMemory(codec=None)
+    [inline] = message_turns(HumanMessage(content=[
+        {"type": "text", "text": "Look"},
+        {"type": "image_url", "image_url": "data:image/jpeg;base64,/9j/4AAQ"}]), memory)
+    assert inline["text"] == "Look\n[image/jpeg attachment, not archived]"
+    [remote] = message_turns(HumanMessage(content=[
+        {"type": "image_url", "image_url": "https://x.invalid/a.png"}]), memory)
+    assert remote["text"] == "[image attachment, not archived]"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import random
 import threading
 from typing import Any
 
@@ -581,6 +582,31 @@ def test_a_photo_in_a_format_pillow_cannot_read_does_not_fail_the_run(
         counter([HumanMessage(photo[:1])]) + counter.unknown_image_tokens)
     assert memory.turns("p")[0].text == (
         "What is in this photo?\n[image/heic attachment, not archived]")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_photo_as_an_image_url_string_is_priced_and_recorded_as_an_image(
+        memory: OpticalMemory, mode: str) -> None:
+    # ``{"type": "image_url", "image_url": "data:..."}`` (the URL string itself, the form
+    # ChatGoogleGenerativeAI takes) reaches LangChain's content_blocks as a non_standard
+    # block: the counter priced its base64 as text (~170,000 tokens for an 800x600
+    # photo), so the run failed with InFlightTooLargeError, and the archive said
+    # "[image_url block]".
+    pixels = random.Random(0).randbytes(800 * 600 * 3)
+    jpeg = io.BytesIO()
+    Image.frombytes("RGB", (800, 600), pixels).save(jpeg, format="JPEG", quality=85)
+    url = "data:image/jpeg;base64," + base64.b64encode(jpeg.getvalue()).decode()
+    photo = [{"type": "text", "text": "What is in this photo?"},
+             {"type": "image_url", "image_url": url}]
+    model = capturing()
+    agent, views = make_agent(memory, model)
+    run(agent, photo, "g", mode)
+    assert model.calls[0][-1].content == photo  # sent as it came
+    counter = OpticalTokenCounter(memory)
+    assert views[0].in_flight_tokens == (
+        counter([HumanMessage(photo[:1])]) + counter.image_tokens(800, 600))
+    assert memory.turns("g")[0].text == (
+        "What is in this photo?\n[image/jpeg attachment, not archived]")
 
 
 def test_a_timed_out_async_recording_is_over_before_the_next_run_records() -> None:

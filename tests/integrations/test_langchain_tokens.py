@@ -219,3 +219,16 @@ def test_unknown_image_tokens_prices_an_image_given_by_url() -> None:
     url = HumanMessage(content=[{"type": "image", "url": "https://example.invalid/a.png"}])
     assert (OpticalTokenCounter("openai", unknown_image_tokens=300)([url])
             - OpticalTokenCounter("openai", unknown_image_tokens=0)([url])) == 300
+
+
+def test_an_image_url_part_holding_the_url_string_is_priced_as_an_image() -> None:
+    # The form ChatGoogleGenerativeAI takes; LangChain hands it over as a non_standard
+    # block, whose base64 was priced as text.
+    counter = OpticalTokenCounter("openai", unknown_image_tokens=1000)
+    jpeg = io.BytesIO()
+    Image.new("RGB", (1024, 512), "white").save(jpeg, format="JPEG")
+    url = "data:image/jpeg;base64," + base64.b64encode(jpeg.getvalue()).decode()
+    inline = HumanMessage(content=[{"type": "image_url", "image_url": url}])
+    assert counter(inline) == counter.image_tokens(1024, 512) + 3
+    remote = HumanMessage(content=[{"type": "image_url", "image_url": "https://x.invalid/a.png"}])
+    assert counter(remote) == 1000 + 3
