@@ -20,8 +20,10 @@ standard form):
   WebP, …) by their size read with Pillow, through the same image formula — under tile
   pricing at the ``detail`` an OpenAI ``image_url`` part names (LangChain keeps it in the
   block's ``extras``; ``ChatOpenAI`` sends such a part as it is), else at the formula's;
-* an ``image_url`` part whose value is the URL string (``ChatGoogleGenerativeAI``'s
-  form, which LangChain passes on as a ``non_standard`` block): as the image it holds;
+* images in a provider's form LangChain passes on as a ``non_standard`` block — an
+  ``image_url`` part whose value is the URL string (``ChatGoogleGenerativeAI``'s form),
+  an OpenAI Responses ``input_image``, a Gemini ``media`` block of an image type: as the
+  image they hold;
 * images given only by URL or file id, or in a format Pillow cannot read (HEIC, which
   Gemini takes; SVG) — their size is unknown offline: ``unknown_image_tokens`` each
   (default: the price of a Large page under the model); data that is not base64 raises
@@ -225,15 +227,32 @@ def _image_size(b64: str) -> tuple[int, int] | None:
 
 def _provider_image(block: Mapping[str, Any]) -> dict[str, Any] | None:
     """An image LangChain hands over as a ``non_standard`` block, as an ``image`` block
-    with its ``url`` (``None``: not such an image): an ``image_url`` part whose value is
-    the URL string itself (``{"type": "image_url", "image_url": "data:image/jpeg;base64,
-    ..."}``, the form ``ChatGoogleGenerativeAI`` takes). Priced as text, a photo's
-    base64 cost ~174,000 tokens, and the middleware refused the run that sent it."""
+    (``None``: not such an image). Priced as text, a photo's base64 cost ~174,000 tokens,
+    and the middleware refused the run that sent it:
+
+    * an ``image_url`` part whose value is the URL string itself (``{"type":
+      "image_url", "image_url": "data:image/jpeg;base64,..."}``, the form
+      ``ChatGoogleGenerativeAI`` takes), and an OpenAI Responses ``input_image`` part
+      (``image_url`` a string; by ``file_id``: an image of unknown size);
+    * a Gemini ``media`` block of an ``image/*`` type: ``data`` (base64 or bytes), or
+      ``file_uri`` (an image of unknown size).
+    """
     value = block.get("value") if block.get("type") == "non_standard" else None
-    if not (isinstance(value, Mapping) and value.get("type") == "image_url"):
+    if not isinstance(value, Mapping):
         return None
-    url = value.get("image_url")
-    return {"type": "image", "url": url} if isinstance(url, str) else None
+    kind = value.get("type")
+    if kind in ("image_url", "input_image"):
+        url = value.get("image_url")
+        if isinstance(url, str):
+            return {"type": "image", "url": url}
+        return {"type": "image"} if kind == "input_image" else None
+    mime = value.get("mime_type")
+    if kind == "media" and isinstance(mime, str) and mime.startswith("image/"):
+        data = value.get("data")
+        if isinstance(data, (bytes, bytearray)):
+            data = base64.b64encode(data).decode()
+        return {"type": "image", "base64": data} if isinstance(data, str) else {"type": "image"}
+    return None
 
 
 def _text_of(block: Mapping[str, Any]) -> str:
@@ -244,6 +263,11 @@ def _text_of(block: Mapping[str, Any]) -> str:
     if kind == "reasoning":
         return str(block.get("reasoning") or "")
     fields = {k: v for k, v in block.items() if k not in _PAYLOAD_KEYS}
+    value = fields.get("value")
+    if kind == "non_standard" and isinstance(value, Mapping):
+        # a provider's audio, video or file: its fields, without the payload, as a
+        # standard block is priced (a Gemini ``media`` block's bytes were priced as text)
+        fields["value"] = {k: v for k, v in value.items() if k not in _PAYLOAD_KEYS}
     return json.dumps(fields, ensure_ascii=False, sort_keys=True, default=str)
 
 

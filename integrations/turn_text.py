@@ -135,9 +135,9 @@ def _data_url_mime(url: object) -> str | None:
 def part_marker(part: Mapping[str, Any]) -> str | None:
     """The marker line (:func:`attachment_marker`) for an attachment part of a chat
     message's content, named as LangChain names the same part: OpenAI ``image_url``,
-    ``input_audio`` and ``file`` parts, Anthropic ``image`` and ``document`` blocks,
-    LangChain standard ``image``/``audio``/``video``/``file`` blocks. ``None``: not an
-    attachment.
+    ``input_image`` (Responses), ``input_audio`` and ``file`` parts, Gemini ``media``
+    blocks, Anthropic ``image`` and ``document`` blocks, LangChain standard
+    ``image``/``audio``/``video``/``file`` blocks. ``None``: not an attachment.
 
     >>> part_marker({"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}})
     '[image/png attachment, not archived]'
@@ -147,10 +147,14 @@ def part_marker(part: Mapping[str, Any]) -> str | None:
     True
     """
     kind = part.get("type")
-    if kind == "image_url":
+    if kind in ("image_url", "input_image"):  # input_image: OpenAI Responses
         url = part.get("image_url")
         return attachment_marker(
             "image", _data_url_mime(url.get("url") if isinstance(url, Mapping) else url))
+    if kind == "media":  # Gemini's inline data or file URI
+        mime = part.get("mime_type")
+        return attachment_marker(mime.split("/", 1)[0] if isinstance(mime, str) and "/" in mime
+                                 else "file", mime)
     if kind == "input_audio":
         audio = part.get("input_audio")
         fmt = audio.get("format") if isinstance(audio, Mapping) else None

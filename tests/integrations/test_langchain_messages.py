@@ -244,3 +244,16 @@ def test_an_image_url_part_holding_the_url_string_is_archived_as_an_attachment()
     [remote] = message_turns(HumanMessage(content=[
         {"type": "image_url", "image_url": "https://x.invalid/a.png"}]), memory)
     assert remote["text"] == "[image attachment, not archived]"
+
+
+def test_provider_image_and_media_parts_are_archived_as_attachments() -> None:
+    memory = OpticalMemory(codec=None)
+    for part, marker in [
+        ({"type": "input_image", "image_url": "data:image/png;base64,iVBO"},
+         "[image/png attachment, not archived]"),
+        ({"type": "media", "mime_type": "image/jpeg", "data": "/9j/"},
+         "[image/jpeg attachment, not archived]"),
+        ({"type": "media", "mime_type": "audio/wav", "file_uri": "gs://b/a.wav"},
+         "[audio/wav attachment, not archived]")]:
+        [turn] = message_turns(HumanMessage(content=[part]), memory)
+        assert turn["text"] == marker, part

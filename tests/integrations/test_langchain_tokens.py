@@ -232,3 +232,25 @@ def test_an_image_url_part_holding_the_url_string_is_priced_as_an_image() -> Non
     assert counter(inline) == counter.image_tokens(1024, 512) + 3
     remote = HumanMessage(content=[{"type": "image_url", "image_url": "https://x.invalid/a.png"}])
     assert counter(remote) == 1000 + 3
+
+
+def test_provider_image_parts_are_priced_as_images_not_their_payload_as_text() -> None:
+    # An OpenAI Responses input_image and a Gemini media block reach content_blocks as
+    # non_standard blocks: their base64 (or bytes) was priced as text, ~730,000 tokens
+    # for a 550 kB photo's bytes.
+    counter = OpticalTokenCounter("openai", unknown_image_tokens=1000)
+    jpeg = io.BytesIO()
+    Image.new("RGB", (1024, 512), "white").save(jpeg, format="JPEG")
+    raw = jpeg.getvalue()
+    b64 = base64.b64encode(raw).decode()
+    image = counter.image_tokens(1024, 512) + 3
+    for part in [{"type": "input_image", "image_url": f"data:image/jpeg;base64,{b64}"},
+                 {"type": "media", "mime_type": "image/jpeg", "data": b64},
+                 {"type": "media", "mime_type": "image/jpeg", "data": raw}]:
+        assert counter(HumanMessage(content=[part])) == image, part["type"]
+    for part in [{"type": "input_image", "file_id": "file-1"},
+                 {"type": "media", "mime_type": "image/png", "file_uri": "gs://b/a.png"}]:
+        assert counter(HumanMessage(content=[part])) == 1000 + 3, part
+    audio = HumanMessage(content=[{"type": "media", "mime_type": "audio/wav",
+                                   "data": base64.b64encode(bytes(300_000)).decode()}])
+    assert counter(audio) < 40  # its fields, not its payload
