@@ -6,13 +6,15 @@ blob cache under keys that name everything they depend on:
 * ``png/{tier}/{page}`` — the page image at a tier (the Large master drawn once from
   the record's transcript, resampled, PNG-encoded with fixed settings);
 * ``vt/{codec}/{tier}/{page}`` — the codec's vision tokens for that image;
-* ``rec/{codec}/{tier}/{page}`` — what the codec read back (text + confidence), JSON.
+* ``rec/{codec}/{tier}/{page}`` — what the codec read back (text + confidence), JSON;
+  ``{codec}`` names the cap on tokens read per page too, when there is one
+  (:func:`reading_name`).
 
 ``{page}`` is ``page_no.first_seq.first_line.render_key``: the render settings are part
 of every key. Work is batched: one store call looks up the artefacts of a set of pages
 (of any sessions) and one keeps what was made, one ``encode`` call per tier, one
 ``decode`` call for all missing recollections. Each page is therefore decoded once per
-tier it reaches, per codec.
+tier it reaches, per codec (and cap).
 """
 
 from __future__ import annotations
@@ -53,7 +55,16 @@ def vt_key(codec: str, page: PageRecord, tier: Tier) -> str:
 
 
 def rec_key(codec: str, page: PageRecord, tier: Tier) -> str:
+    """The key of a page's reading at ``tier``; ``codec`` is :func:`reading_name`'s."""
     return f"rec/{codec}/{tier.value}/{page_id(page)}"
+
+
+def reading_name(codec: str, max_tokens: int | None) -> str:
+    """What a codec's readings are cached under: its name, and the cap on tokens read per
+    page when there is one (``decode_max_tokens``). A reading cut short by a cap is
+    another reading of the page: cached under the name alone, it was served to every
+    memory on the store without that cap (or with another) as if read in full."""
+    return codec if max_tokens is None else f"{codec}~max{max_tokens}"
 
 
 def recollection_to_bytes(rec: Recollection) -> bytes:
@@ -287,7 +298,8 @@ class Artefacts:
         codec = self.codec.get()
         if codec is None or not items:
             return [None] * len(items)
-        keys = [rec_key(codec.name, j.page, j.tier) for _, j in items]
+        name = reading_name(codec.name, self.decode_max_tokens)
+        keys = [rec_key(name, j.page, j.tier) for _, j in items]
         return [
             recollection_from_bytes(d, k) if d is not None else None
             for d, k in zip(self._blobs_of(items, keys), keys, strict=True)
@@ -324,7 +336,9 @@ class Artefacts:
                 for i, rec in zip(missing, recs, strict=True):
                     out[i] = rec
                 jobs = [items[i][1] for i in missing]
-                self._cache([(j.page, rec_key(name, j.page, j.tier), recollection_to_bytes(rec))
+                cached_as = reading_name(name, self.decode_max_tokens)
+                self._cache([(j.page, rec_key(cached_as, j.page, j.tier),
+                              recollection_to_bytes(rec))
                              for j, rec in zip(jobs, recs, strict=True)])
             if self._on_recollected is not None:
                 for i in missing:

@@ -65,7 +65,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec
 
 from opticmem.arguments import check_count, whole_number
-from opticmem.artefacts import Artefacts, Job, rec_key
+from opticmem.artefacts import Artefacts, Job, reading_name, rec_key
 from opticmem.budget import Mark, PageOption, plan
 from opticmem.codecs import CodecSlot, CodecSpec
 from opticmem.context import (
@@ -191,7 +191,9 @@ class OpticalMemory:
             :class:`~opticmem.recollect_queue.RedisRecollectQueue` (see the module
             docstring). ``"queue"`` needs a Redis store and a codec (the workers' one).
         decode_max_tokens: cap on tokens the codec may produce per page (``None``: the
-            codec's own default).
+            codec's own default). Readings are cached per cap: memories with another cap
+            read the pages again, and in queue mode the workers' readings are found only
+            when their ``--max-tokens`` is this cap.
         keep_archive: ``False`` forgets each turn's raw text once it is wholly on a sealed
             page (true forgetting; the page and its transcript stay).
         max_turn_chars: longest turn accepted (default 1,000,000 characters).
@@ -1005,7 +1007,9 @@ class OpticalMemory:
             self._artefacts.recollections(session, jobs)
         index = self._session_index(session)
         with index.lock:  # one update-and-search at a time: the index is plain dicts
-            self._update_index(session, index, current, codec.name if codec else None)
+            readings = (reading_name(codec.name, self._artefacts.decode_max_tokens)
+                        if codec is not None else None)
+            self._update_index(session, index, current, readings)
             found = [(doc, score, index.provenance[doc.page_no])
                      for doc, score in index.search(query, k)]
         passages = []
