@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 import numpy as np
 from PIL import Image
@@ -69,8 +70,9 @@ def reading_name(codec: str, max_tokens: int | None) -> str:
 
 def recollection_to_bytes(rec: Recollection) -> bytes:
     return json.dumps(
-        {"text": rec.text, "tier": rec.tier.value, "confidence": rec.confidence,
-         "tokens": rec.tokens, "seconds": rec.seconds, "codec": rec.codec},
+        # float()/int(): a codec scoring with NumPy gives np.float32 and np.int64
+        {"text": rec.text, "tier": rec.tier.value, "confidence": float(rec.confidence),
+         "tokens": int(rec.tokens), "seconds": float(rec.seconds), "codec": rec.codec},
         ensure_ascii=False, separators=(",", ":"),
     ).encode("utf-8")
 
@@ -128,6 +130,32 @@ def _check_made(codec: str, what: str, made: object, asked: int, kind: type) -> 
     raise CodecError(
         f"codec {codec!r}: {what}() was given {asked} pages and returned {got}; it must "
         f"return a list with one {kind.__name__} per page, in the order given")
+
+
+def _check_readings(codec: str, recs: Sequence[Recollection], tiers: Sequence[Tier]) -> None:
+    """Raise :class:`CodecError` unless each reading holds what a reading must: text as a
+    ``str``, the tier it was asked for, a number for its confidence and a whole number of
+    tokens. Readings are cached as they come: one with text of ``None`` was kept as the
+    text ``"None"``, and one with a confidence of ``"high"`` made every later recall of
+    its session fail (``CorruptRecordError``) for good; bytes or a tier by name failed
+    with a bare ``TypeError`` or ``AttributeError``."""
+    for n, (rec, tier) in enumerate(zip(recs, tiers, strict=True)):
+        problem = None
+        if not isinstance(rec.text, str):
+            problem = f"text is {type(rec.text).__name__}, not str"
+        elif rec.tier is not tier:
+            problem = f"tier is {rec.tier!r}, not the {tier!r} it was asked to read"
+        elif isinstance(rec.confidence, bool) or not isinstance(rec.confidence, Real):
+            problem = f"confidence is {type(rec.confidence).__name__}, not a number"
+        elif isinstance(rec.tokens, bool) or not isinstance(rec.tokens, Integral):
+            problem = f"tokens is {type(rec.tokens).__name__}, not a whole number"
+        elif isinstance(rec.seconds, bool) or not isinstance(rec.seconds, Real):
+            problem = f"seconds is {type(rec.seconds).__name__}, not a number"
+        elif not isinstance(rec.codec, str):
+            problem = f"codec is {type(rec.codec).__name__}, not str"
+        if problem is not None:
+            raise CodecError(f"codec {codec!r}: decode() gave a reading (item {n}) whose "
+                             f"{problem}; nothing of its batch was kept")
 
 
 class Artefacts:
@@ -332,6 +360,7 @@ class Artefacts:
                 recs = (codec.decode([tokens[i] for i in missing],
                                      max_new_tokens=self.decode_max_tokens) if missing else [])
                 _check_made(name, "decode", recs, len(missing), Recollection)
+                _check_readings(name, recs, [items[i][1].tier for i in missing])
                 log.debug("decoded %d pages in %.2fs", len(missing), time.perf_counter() - t0)
                 for i, rec in zip(missing, recs, strict=True):
                     out[i] = rec

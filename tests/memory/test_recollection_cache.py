@@ -4,13 +4,17 @@ say in their text how they were called."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pytest
 
 from opticmem import InMemoryStore, OpticalMemory, RenderSettings, Tier
-from opticmem.encoder.codec import Recollection, VisionTokens
+from opticmem.artefacts import rec_key
+from opticmem.encoder.codec import CodecError, Recollection, VisionTokens
+from opticmem.render import ORDER
 from tests.memory.sample import turns as sample_turns
 
 SMALL = RenderSettings(max_rows=6)
@@ -69,3 +73,58 @@ def test_a_reading_capped_at_fewer_tokens_is_not_served_to_a_memory_without_the_
     for mem, cap in ((full, None), (again, 3)):
         hits = [h for h in mem.recall("s", "capped", k=50) if h.source == "recollection"]
         assert hits and all(f"capped at {cap}" in h.text for h in hits)
+
+
+class Garbage(Telling):
+    """Reads pages back as :class:`Recollection` objects holding the wrong kinds of value."""
+
+    def __init__(self, field: str, value: object) -> None:
+        super().__init__("garbage")
+        self.field, self.value = field, value
+
+    def decode(self, tokens: Sequence[VisionTokens], *,
+               max_new_tokens: int | None = None) -> list[Recollection]:
+        made = super().decode(tokens, max_new_tokens=max_new_tokens)
+        return [dataclasses.replace(r, **{self.field: self.value}) for r in made]
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("confidence", "high"), ("text", None), ("text", b"bytes"), ("tier", "tiny"),
+    ("tier", Tier.LARGE), ("tokens", 2.5), ("seconds", None), ("codec", None),
+], ids=["confidence-str", "text-none", "text-bytes", "tier-str", "tier-other", "tokens",
+        "seconds", "codec"])
+def test_a_codec_reading_back_garbage_raises_codec_error_and_caches_nothing(
+        field: str, value: object) -> None:
+    """A reading was checked only for being a ``Recollection``: one holding text of
+    ``None`` or bytes, a tier by name or a confidence of ``"high"`` failed later with a
+    bare ``TypeError``/``AttributeError``, or was cached as it was, and the store then
+    held a reading that every later recall of the session failed on
+    (``CorruptRecordError``), or that said ``"None"``, for good."""
+    store = InMemoryStore()
+    mem = OpticalMemory(store, codec=Garbage(field, value), render_settings=SMALL,
+                        verbatim_turns=2)
+    feed(mem, 40)
+    with pytest.raises(CodecError, match=rf"'garbage': decode\(\) .*{field}"):
+        mem.context("s").text()
+    keys = [rec_key("garbage", p, t) for p in mem.pages("s") for t in ORDER]
+    assert len(keys) > 4 and store.get_blobs("s", keys) == [None] * len(keys)
+    # a codec that reads properly afterwards leaves the memory whole
+    fixed = OpticalMemory(store, codec=Telling("garbage"), render_settings=SMALL,
+                          verbatim_turns=2)
+    assert "capped at None" in fixed.context("s").text()
+    assert fixed.recall("s", "capped")
+
+
+
+@pytest.mark.parametrize(("field", "value"), [("confidence", np.float32(0.25)),
+                                              ("tokens", np.int64(7))])
+def test_a_reading_with_numpy_numbers_is_cached_and_found(field: str, value: object) -> None:
+    """A codec that scores with NumPy gives ``np.float32`` confidences and ``np.int64``
+    token counts: numbers, but ``json`` refused them, and no page could be read."""
+    mem = OpticalMemory(InMemoryStore(), codec=Garbage(field, value), render_settings=SMALL,
+                        verbatim_turns=2)
+    feed(mem, 40)
+    assert "capped at None" in mem.context("s").text()
+    hits = [h for h in mem.recall("s", "capped") if h.source == "recollection"]
+    assert hits and all(h.confidence == (0.25 if field == "confidence" else 0.5)
+                        for h in hits)
