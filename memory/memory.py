@@ -25,8 +25,9 @@ What happens where:
 
 Recollection (reading pages back with the codec) happens ``recollect="lazy"`` (default:
 when ``Context.text()``, ``recall`` or :meth:`OpticalMemory.recollect` need it, batched),
-``"background"`` (a worker thread reads each page as it is sealed and as it reaches new
-tiers; with more than 4096 waiting,
+``"background"`` (a worker thread reads each page as it is sealed, if the decay policy
+shows it at Large — a bulk import seals many pages already past it — and as a context
+shows it at a new tier; with more than 4096 waiting,
 :attr:`~opticmem.recollectors.ThreadRecollector.MAX_PENDING`, it drops the oldest, logged
 at INFO) or ``"queue"`` (on a Redis store: those pages go onto a Redis Stream that
 ``opticmem worker`` processes on GPU machines read, batched across sessions and bots; see
@@ -573,8 +574,25 @@ class OpticalMemory:
             if not self.keep_archive:
                 self.store.forget_turns(session, self._wholly_sealed(sealed[-1], turns))
             if self._worker is not None:
-                self._worker.submit(session, [Job(p, Tier.LARGE) for p in sealed])
+                self._worker.submit(session, [Job(p, Tier.LARGE) for p in
+                                              self._read_ahead(sealed)])
         return sealed
+
+    def _read_ahead(self, sealed: Sequence[PageRecord]) -> list[PageRecord]:
+        """The pages just ``sealed`` (the newest of the session's page log) that the decay
+        policy shows at Large now, which the background reader or queue reads ahead.
+
+        A bulk import (``add_many`` of a long history) seals hundreds of pages at once,
+        nearly all of them already past Large (or, by age, out of context): each was read
+        at Large for nothing, on a CPU minutes of work. A context queues every page it
+        shows at the tier it shows it, so those are read when they are shown."""
+        newest = sealed[-1].page_no
+        try:
+            now = _check_now(self.clock())
+            return [p for p in sealed
+                    if self._policy_level(newest - p.page_no, now - p.last_ts) == 0]
+        except OpticMemError:  # a clock or policy that fails a context fails it there
+            return list(sealed)
 
     def _still_holds(
         self, session: str, last: PageRecord | None, start: int, stop: int,

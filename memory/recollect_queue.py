@@ -1,11 +1,12 @@
 """A Redis Stream of pages waiting to be read back: bots put pages in, GPU workers read them.
 
 A memory made with ``recollect="queue"`` (on a :class:`~opticmem.redis_store.RedisStore`)
-does not read its pages itself: each page it seals, and each page that reaches a new tier
-in a context, goes onto this queue, and workers (``opticmem worker``,
-:mod:`opticmem.recollect_worker`) on machines with a GPU take pages off it in batches
-across sessions, read them, and write the recollections into the same store, where every
-bot process finds them. A bot then needs no model of its own for pages the workers read.
+does not read its pages itself: each page it seals that the decay policy shows at Large,
+and each page that reaches a new tier in a context, goes onto this queue, and workers
+(``opticmem worker``, :mod:`opticmem.recollect_worker`) on machines with a GPU take pages
+off it in batches across sessions, read them, and write the recollections into the same
+store, where every bot process finds them. A bot then needs no model of its own for pages
+the workers read.
 
 Layout: one stream per tenant, ``opticmem:{T}:recollect``, read by the consumer group
 :data:`GROUP`, and a dead-letter stream ``opticmem:{T}:recollect:dead`` for pages a worker

@@ -128,3 +128,36 @@ def test_a_reading_with_numpy_numbers_is_cached_and_found(field: str, value: obj
     hits = [h for h in mem.recall("s", "capped") if h.source == "recollection"]
     assert hits and all(h.confidence == (0.25 if field == "confidence" else 0.5)
                         for h in hits)
+
+
+class TierCounting(Telling):
+    """:class:`Telling`, counting the pages it reads at each tier."""
+
+    def __init__(self) -> None:
+        super().__init__("tier-counting")
+        self.tiers: list[Tier] = []
+
+    def decode(self, tokens: Sequence[VisionTokens], *,
+               max_new_tokens: int | None = None) -> list[Recollection]:
+        self.tiers += [t.tier for t in tokens]
+        return super().decode(tokens, max_new_tokens=max_new_tokens)
+
+
+def test_a_bulk_import_reads_ahead_at_large_only_the_pages_shown_at_large() -> None:
+    """A background memory read every page it sealed at Large: a history imported with
+    one ``add_many`` seals dozens of pages at once, nearly all past Large already, and
+    each was read at Large for nothing. Only those the policy shows at Large now are read
+    ahead; a context reads the rest at the tiers it shows them at."""
+    codec = TierCounting()
+    mem = OpticalMemory(codec=codec, render_settings=SMALL, verbatim_turns=2,
+                        recollect="background")
+    feed(mem, 120)
+    assert mem.flush(60)
+    pages = mem.store.page_count("s")
+    assert pages > 8
+    assert codec.tiers == [Tier.LARGE] * 2  # RankDecay: ranks 0-1 at Large
+    shown = mem.context("s").pages
+    assert mem.flush(60)
+    assert sorted(codec.tiers[2:]) == sorted(v.tier for v in shown
+                                             if v.shown == "image" and v.tier is not Tier.LARGE)
+    mem.close()

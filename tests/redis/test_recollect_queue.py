@@ -27,7 +27,7 @@ import redis
 from PIL import Image
 from typer.testing import CliRunner
 
-from opticmem import InMemoryStore, OpticalMemory, RenderSettings, Tier
+from opticmem import InMemoryStore, OpticalMemory, PressureDecay, RenderSettings, Tier
 from opticmem.artefacts import Item, Job, rec_key
 from opticmem.cli import app
 from opticmem.encoder.codec import (
@@ -99,6 +99,11 @@ def stores(redis_url: str) -> Iterator[tuple[RedisStore, RedisStore]]:
     finally:
         bot.close()
         worker.close()
+
+
+EVERY_PAGE_LARGE = PressureDecay()
+"""A policy that shows every recent page at Large: each page a bot seals is queued at
+once (under the default policy only those it shows at Large are)."""
 
 
 def bot(store: RedisStore, codec: Any = None, **kw: Any) -> OpticalMemory:
@@ -399,8 +404,9 @@ def test_a_worker_rides_out_a_redis_restart(
         mem.add_many("s", talk(16))
         mem.context("s")
         assert mem.flush(30)
-        assert sum(reads) == len(mem.pages("s")) + sum(
-            t is not Tier.LARGE for _, t in image_pages(mem, "s"))
+        # the two newest pages read ahead at Large as sealed, the others at their tiers
+        assert len(mem.pages("s")) > 2
+        assert sum(reads) == 2 + sum(t is not Tier.LARGE for _, t in image_pages(mem, "s"))
     finally:
         stop.set()
         thread.join(60)
@@ -609,14 +615,14 @@ def test_a_bot_that_never_flushes_does_not_remember_every_entry(
     """The entries a bot queued are remembered for flush until seen gone; a bot that
     never flushes must not keep one per page it ever queued."""
     bot_store, worker_store = stores
-    mem = bot(bot_store)
+    mem = bot(bot_store, policy=EVERY_PAGE_LARGE)
     rec = mem._worker
     assert rec is not None
     rec._prune_at = rec.PRUNE_AT = 8  # type: ignore[attr-defined]
     worker = RecollectWorker(worker_store, Digest(), batch_size=100)
     queued = 0
     for i in range(6):
-        mem.add_many(f"s{i}", talk(12))
+        mem.add_many(f"s{i}", talk(16))
         mem.context(f"s{i}")
         queued += worker.run(once=True).read
     assert queued > 40
@@ -631,8 +637,8 @@ def test_idle_entries_behind_many_busy_ones_are_claimed(
     always starts from the beginning of the pending list never reaches idle entries
     behind that many busy ones (held by live workers); it must go on where it stopped."""
     bot_store, worker_store = stores
-    mem = bot(bot_store)
-    mem.add_many("s", talk(16))
+    mem = bot(bot_store, policy=EVERY_PAGE_LARGE)
+    mem.add_many("s", talk(24))
     mem.context("s")
     dead = RecollectWorker(worker_store, Digest(), consumer="dead")
     taken, _ = dead._take(0)
@@ -921,7 +927,7 @@ def test_killed_workers_are_taken_out_of_the_group_once_their_pages_are_claimed(
     held and it has been silent for ``forget_idle``, a live worker takes it out. A live
     worker, and a silent one that still holds entries, stay."""
     bot_store, worker_store = stores
-    mem = bot(bot_store)
+    mem = bot(bot_store, policy=EVERY_PAGE_LARGE)
     mem.add_many("s", talk(12))
     queue = RedisRecollectQueue.for_store(bot_store)
     queued = queue.stats().waiting
@@ -992,7 +998,7 @@ def test_entries_deleted_while_a_worker_holds_them(
     they still count as pending until claimed, so the backlog must not go negative,
     and the worker that takes over drops them and reads the rest."""
     bot_store, worker_store = stores
-    mem = bot(bot_store)
+    mem = bot(bot_store, policy=EVERY_PAGE_LARGE)
     mem.add_many("s", talk(12))
     queue = RedisRecollectQueue.for_store(bot_store)
     taken, _ = RecollectWorker(worker_store, Digest(), consumer="gone")._take(0)
