@@ -22,7 +22,7 @@ all sessions, and the largest prompt any call sent (never above the budget). ``-
 first deletes the sessions a previous run left.
 
 With ``--codec bundled --recollect queue`` the bot reads no page back itself: each page it
-seals or shows at a new tier goes onto the tenant's Redis Stream, for workers to read on
+seals at Large or shows at a new tier goes onto the tenant's Redis Stream, for workers to read on
 a GPU machine (``opticmem worker "redis://…?tenant=redis-bot"``; the summary's ``queue``
 says what they have left to do, ``opticmem queue URL`` too).
 """
