@@ -1226,15 +1226,18 @@ class OpticalMemory:
         self, session: str, role: str, text: str | bytes, *, ts: float | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> Turn:
+        """:meth:`add` in a worker thread; cancelled, it waits for the write to end."""
         return await write_in_thread(self.add, session, role, text, ts=ts, meta=meta)
 
     async def aadd_many(self, session: str, turns: Iterable[TurnInput]) -> list[Turn]:
+        """:meth:`add_many` in a worker thread; cancelled, it waits for the write to end."""
         items = list(_turn_inputs(turns))
         return await write_in_thread(self.add_many, session, items)
 
     async def acontext(
         self, session: str, *, budget_tokens: int | None = None, now: float | None = None
     ) -> Context:
+        """:meth:`context` in a worker thread, so an event loop never blocks on it."""
         return await asyncio.to_thread(self.context, session, budget_tokens=budget_tokens,
                                        now=now)
 
@@ -1242,6 +1245,7 @@ class OpticalMemory:
         self, session: str, query: str, *, k: int = 5, include_original: bool = False,
         decode: bool = True, budget_tokens: int | None = None,
     ) -> list[Passage]:
+        """:meth:`recall` in a worker thread, so an event loop never blocks on it."""
         return await asyncio.to_thread(self.recall, session, query, k=k,
                                        include_original=include_original, decode=decode,
                                        budget_tokens=budget_tokens)
@@ -1250,36 +1254,46 @@ class OpticalMemory:
         self, session: str, *, all_pages: bool = False, batch_size: int = 16,
         progress: Callable[[int, int], None] | None = None,
     ) -> int:
+        """:meth:`recollect` in a worker thread, so an event loop never blocks on it."""
         return await asyncio.to_thread(self.recollect, session, all_pages=all_pages,
                                        batch_size=batch_size, progress=progress)
 
     async def aoriginal(self, passage: Passage) -> list[Turn]:
+        """:meth:`original` in a worker thread, so an event loop never blocks on it."""
         return await asyncio.to_thread(self.original, passage)
 
     async def aturns(self, session: str, start: int = 0, stop: int | None = None) -> list[Turn]:
+        """:meth:`turns` in a worker thread, so an event loop never blocks on it."""
         return await asyncio.to_thread(self.turns, session, start, stop)
 
     async def apages(
         self, session: str, start: int = 0, stop: int | None = None
     ) -> list[PageRecord]:
+        """:meth:`pages` in a worker thread, so an event loop never blocks on it."""
         return await asyncio.to_thread(self.pages, session, start, stop)
 
     async def apage_png(self, session: str, page_no: int, tier: Tier | str = Tier.LARGE) -> bytes:
+        """:meth:`page_png` in a worker thread, so an event loop never blocks on it."""
         return await asyncio.to_thread(self.page_png, session, page_no, tier)
 
     async def asessions(self) -> list[str]:
+        """:meth:`sessions` in a worker thread, so an event loop never blocks on it."""
         return await asyncio.to_thread(self.sessions)
 
     async def aforget(self, session: str, before_seq: int) -> int:
+        """:meth:`forget` in a worker thread; cancelled, it waits for the write to end."""
         return await write_in_thread(self.forget, session, before_seq)
 
     async def adelete_session(self, session: str) -> None:
+        """:meth:`delete_session` in a worker thread; cancelled, it waits for the write to end."""
         await write_in_thread(self.delete_session, session)
 
     async def aflush(self, timeout: float | None = None) -> bool:
+        """:meth:`flush` in a worker thread, so an event loop never blocks on it."""
         return await asyncio.to_thread(self.flush, timeout)
 
     async def aclose(self, timeout: float | None = None) -> None:
+        """:meth:`close` in a worker thread; cancelled, it waits for the write to end."""
         await write_in_thread(self.close, timeout)
 
 
