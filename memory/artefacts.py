@@ -19,6 +19,7 @@ tier it reaches, per codec (and cap).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -27,12 +28,18 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from numbers import Integral, Real
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
 
 from opticmem.codecs import CodecSlot
-from opticmem.encoder.codec import CodecError, Recollection, VisionTokens
+from opticmem.encoder.codec import (
+    CodecError,
+    Recollection,
+    VisionTokens,
+    VisionTokensFormatError,
+)
 from opticmem.errors import CodecUnavailableError, CorruptRecordError
 from opticmem.lru import LRU
 from opticmem.records import PageRecord
@@ -85,6 +92,23 @@ def recollection_from_bytes(data: bytes, where: str) -> Recollection:
                             seconds=float(d.get("seconds", 0.0)), codec=str(d.get("codec", "")))
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptRecordError(f"unreadable recollection {where}: {exc}") from exc
+
+
+T = TypeVar("T")
+
+
+def _or_remade(parse: Callable[[bytes], T], data: bytes | None, key: str) -> T | None:
+    """A cached artefact parsed, or ``None`` — made again, and cached over it — when it is
+    absent or unreadable (written by a damaged store, or a version that wrote it another
+    way). Artefacts are a cache, recomputable from the page record: an unreadable one
+    failed every recall and context of its session for good."""
+    if data is None:
+        return None
+    try:
+        return parse(data)
+    except (CorruptRecordError, VisionTokensFormatError) as exc:
+        log.warning("cached artefact %s is unreadable (%s); making it again", key, exc)
+        return None
 
 
 def draw_master(transcript: str, settings: RenderSettings) -> np.ndarray:
@@ -293,8 +317,8 @@ class Artefacts:
         name = self._require_codec()
         keys = [vt_key(name, j.page, j.tier) for _, j in items]
         out: list[VisionTokens | None] = [
-            VisionTokens.from_bytes(data) if data is not None else None
-            for data in self._blobs_of(items, keys)
+            _or_remade(VisionTokens.from_bytes, data, key)
+            for data, key in zip(self._blobs_of(items, keys), keys, strict=True)
         ]
         by_tier: dict[Tier, list[int]] = {}
         for i, v in enumerate(out):
@@ -329,7 +353,7 @@ class Artefacts:
         name = reading_name(codec.name, self.decode_max_tokens)
         keys = [rec_key(name, j.page, j.tier) for _, j in items]
         return [
-            recollection_from_bytes(d, k) if d is not None else None
+            _or_remade(functools.partial(recollection_from_bytes, where=k), d, k)
             for d, k in zip(self._blobs_of(items, keys), keys, strict=True)
         ]
 

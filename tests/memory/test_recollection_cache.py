@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from opticmem import InMemoryStore, OpticalMemory, RenderSettings, Tier
-from opticmem.artefacts import rec_key
+from opticmem.artefacts import rec_key, vt_key
 from opticmem.encoder.codec import CodecError, Recollection, VisionTokens
 from opticmem.render import ORDER
 from tests.memory.sample import turns as sample_turns
@@ -115,7 +115,6 @@ def test_a_codec_reading_back_garbage_raises_codec_error_and_caches_nothing(
     assert fixed.recall("s", "capped")
 
 
-
 @pytest.mark.parametrize(("field", "value"), [("confidence", np.float32(0.25)),
                                               ("tokens", np.int64(7))])
 def test_a_reading_with_numpy_numbers_is_cached_and_found(field: str, value: object) -> None:
@@ -161,3 +160,29 @@ def test_a_bulk_import_reads_ahead_at_large_only_the_pages_shown_at_large() -> N
     assert sorted(codec.tiers[2:]) == sorted(v.tier for v in shown
                                              if v.shown == "image" and v.tier is not Tier.LARGE)
     mem.close()
+
+
+@pytest.mark.parametrize("damaged", [("rec",), ("rec", "vt")])
+def test_an_unreadable_cached_artefact_is_made_again_and_cached_over(
+    damaged: tuple[str, ...],
+) -> None:
+    """Readings and vision tokens are a cache, recomputable from the page record: one a
+    damaged store (or another version) left unreadable made every recall and context text
+    of its session fail with CorruptRecordError, for good."""
+    store, codec = InMemoryStore(), Telling()
+    mem = OpticalMemory(store, codec=codec, render_settings=SMALL, verbatim_turns=2)
+    feed(mem, 40)
+    ctx = mem.context("s")
+    first = ctx.text()
+    page = next(v.record for v in ctx.pages if v.shown == "image")
+    keys = [k for key_of in ((rec_key, vt_key)[("rec", "vt").index(d)] for d in damaged)
+            for k in (key_of(codec.name, page, t) for t in ORDER)
+            if store.get_blob("s", k) is not None]
+    assert len(keys) == len(damaged)
+    for key in keys:
+        store.put_blob("s", key, b"\x00not an artefact")
+    reads = sum(codec.decoded)
+    assert mem.context("s").text() == first
+    assert sum(codec.decoded) == reads + 1  # read again ...
+    assert all(store.get_blob("s", k) != b"\x00not an artefact" for k in keys)  # ... kept
+    assert mem.recall("s", "read", k=3)
