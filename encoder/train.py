@@ -385,6 +385,24 @@ def _read_optimizer(state_dir: Path) -> dict[str, torch.Tensor]:
     return flat
 
 
+def recover_training_state(out: Path) -> None:
+    """Finish the swap of a :func:`save_training_state` killed between its two renames.
+
+    The save renames ``out`` to ``out.old``, then the complete ``out.tmp`` to ``out``: a
+    run killed between the two left no ``out`` at all, so the next call started from
+    scratch and its first save deleted both complete states. With ``out`` missing and
+    ``out.old`` present, ``out.tmp`` was written in full before the first rename, so it is
+    moved into place (``out.old``, when ``out.tmp`` lacks its progress record); the next
+    save clears what is left beside it."""
+    tmp = out.with_name(out.name + ".tmp")
+    old = out.with_name(out.name + ".old")
+    if out.exists() or not old.is_dir():
+        return
+    newest = tmp if (tmp / "progress.json").is_file() else old
+    newest.rename(out)
+    log.warning("a save of %s was interrupted mid-swap: restored it from %s", out, newest)
+
+
 def save_training_state(out: Path, model: OCRModel, opt: torch.optim.Optimizer,
                         progress: dict[str, Any]) -> None:
     """Model (fp32, sharded ≤ 16 MiB), optimiser moments and progress, atomically.
@@ -397,6 +415,7 @@ def save_training_state(out: Path, model: OCRModel, opt: torch.optim.Optimizer,
 
     from opticmem.encoder.checkpoint import save_checkpoint
 
+    recover_training_state(out)
     tmp = out.with_name(out.name + ".tmp")
     old = out.with_name(out.name + ".old")
     for leftover in (tmp, old):
@@ -494,6 +513,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     tok = Tokenizer.from_file(str(tok_path))
     tok.encode_special_tokens = True
 
+    recover_training_state(state_dir)  # a run killed mid-save left state.old, state.tmp
     resumed = (state_dir / "progress.json").exists()
     weights_dir = state_dir / "model" if resumed else cfg.init_from
     model_cfg = preset(cfg.preset)

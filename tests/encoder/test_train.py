@@ -542,3 +542,36 @@ def test_saving_a_training_state_clears_what_a_run_killed_mid_save_left_beside_i
     assert json.loads((state / "progress.json").read_text())["step"] == 3
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["state"]
     assert [p.name for p in state.glob("optimizer-*")] == ["optimizer-000.safetensors"]
+
+
+def test_a_run_killed_between_the_renames_of_a_save_resumes_from_the_saved_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The save swaps ``state.tmp`` in by renaming ``state`` to ``state.old``, then
+    ``state.tmp`` to ``state``. A run killed between the two (a lent machine's time limit)
+    left no ``state``: the next call trained from scratch, and its first save deleted both
+    complete states beside it."""
+    monkeypatch.setenv(synth.DATA_ENV, str(FIXTURE))
+    out = tmp_path / "run"
+    state = _saved_state(out)  # step 1 of run 1
+    model = build_model(preset("test"), device="cpu", seed=6)
+    opt = make_optimizer(model, _config(out, 2), torch.device("cpu"))
+    rename = Path.rename
+
+    def killed_before_the_second(self: Path, target: str | Path) -> Path:
+        if self.name == "state.tmp":
+            raise KeyboardInterrupt
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", killed_before_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        save_training_state(state, model, opt, {"step": 3, "pages": 6, "minutes": 0.1,
+                                                "runs": 2, "log": []})
+    monkeypatch.setattr(Path, "rename", rename)
+    assert not state.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["state.old", "state.tmp"]
+
+    progress = train(_config(out, 4))
+    assert (progress["step"], progress["pages"], progress["runs"]) == (4, 8, 3)
+    assert sorted(p.name for p in out.iterdir()) == ["progress.json", "state",
+                                                     "train_config.json"]
