@@ -348,22 +348,30 @@ _PROGRESS_FIELDS: dict[str, type | tuple[type, ...]] = {
     "step": int, "pages": int, "minutes": (int, float), "runs": int, "log": list}
 
 
-def _read_progress(path: Path) -> dict[str, Any]:
-    """A saved state's ``progress.json``; :class:`CheckpointError` naming it when it is
-    unreadable or lacks a field the loop counts on."""
+_BAD_RECORD = ("fix or remove it to start from the weights with no record of their "
+               "training")
+
+
+def _read_progress(path: Path, hint: str = _DAMAGED_STATE, *,
+                   partial: bool = False) -> dict[str, Any]:
+    """A saved state's ``progress.json``; :class:`CheckpointError` naming it (and ending
+    in ``hint``) when it is unreadable or lacks a field the loop counts on. ``partial``
+    lets fields be absent (the record beside exported weights), not wrong."""
     try:
         progress = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise CheckpointError(f"unreadable training progress: {exc} ({_DAMAGED_STATE})",
+        raise CheckpointError(f"unreadable training progress: {exc} ({hint})",
                               path=str(path)) from exc
     if not isinstance(progress, dict):
-        raise CheckpointError(f"training progress is not a JSON object ({_DAMAGED_STATE})",
+        raise CheckpointError(f"training progress is not a JSON object ({hint})",
                               path=str(path))
     for key, kind in _PROGRESS_FIELDS.items():
+        if partial and key not in progress:
+            continue
         value = progress.get(key)
         if isinstance(value, bool) or not isinstance(value, kind):
-            raise CheckpointError(f"training progress has {key} = {value!r} "
-                                  f"({_DAMAGED_STATE})", path=str(path), key=key)
+            raise CheckpointError(f"training progress has {key} = {value!r} ({hint})",
+                                  path=str(path), key=key)
     return progress
 
 
@@ -530,6 +538,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                                   + (", or into another run directory (--out)" if resumed
                                      else ""),
                                   path=str(Path(weights_dir) / CONFIG_FILE))
+    # The record beside --init-from weights, read before anything is made: a damaged one
+    # failed as a JSONDecodeError after the run directory was made, or (a "log" that is no
+    # list, a "step" that is no number) only in the loop, after the first training step.
+    prior: dict[str, Any] = {}
+    if not resumed and cfg.init_from is not None:
+        record = next((p for p in (Path(cfg.init_from) / n
+                                   for n in ("progress.json", "training_log.json"))
+                       if p.is_file()), None)
+        if record is not None:
+            prior = _read_progress(record, _BAD_RECORD, partial=True)
+            prior.setdefault("log", [])
     # Missing sources would fail only in the data loader, after the model was built (and in
     # a worker process); read here, they are cached for the loader (forked workers inherit).
     synth.load_sources("train", cfg.synth_dir)
@@ -560,13 +579,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                      scales=quantization_scales(Path(cfg.init_from), weight_map, meta))
         log.info("initialised from %s", cfg.init_from)
         # A training state's record, or the one shipped beside the bundled weights.
-        prior = next((p for p in (Path(cfg.init_from) / n
-                                  for n in ("progress.json", "training_log.json"))
-                      if p.is_file()), Path(cfg.init_from) / "progress.json")
-        if prior.is_file():
-            old = json.loads(prior.read_text())
-            progress.update({k: old[k] for k in ("step", "pages", "minutes", "runs") if k in old})
-            progress["log"] = old.get("log", [])
+        progress.update({k: prior[k] for k in ("step", "pages", "minutes", "runs", "log")
+                         if k in prior})
     model.to(dev)
     model.train()
     use_moe_dispatch(model, cfg.moe_dispatch)

@@ -575,3 +575,34 @@ def test_a_run_killed_between_the_renames_of_a_save_resumes_from_the_saved_state
     assert (progress["step"], progress["pages"], progress["runs"]) == (4, 8, 3)
     assert sorted(p.name for p in out.iterdir()) == ["progress.json", "state",
                                                      "train_config.json"]
+
+
+@pytest.mark.parametrize("record, text, says", [
+    ("progress.json", '{"step": 1, "pa', "unreadable training progress"),
+    ("progress.json", "[1]", "not a JSON object"),
+    ("training_log.json", '{"step": 1, "log": "lost"}', "log = 'lost'"),
+    ("training_log.json", '{"step": "7"}', "step = '7'"),
+])
+def test_a_damaged_record_beside_init_from_weights_is_refused_before_the_run_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record: str, text: str, says: str
+) -> None:
+    """The progress record beside ``--init-from`` weights was read with a bare
+    ``json.loads`` after the run directory was made: a cut one raised JSONDecodeError, and
+    one whose ``log`` or ``step`` had the wrong type failed only inside the loop
+    (AttributeError, TypeError), after the first training step."""
+    from opticmem.encoder.errors import CheckpointError
+
+    monkeypatch.setenv(synth.DATA_ENV, str(FIXTURE))
+    weights = tmp_path / "weights"
+    shutil.copytree(_saved_state(tmp_path / "run") / "model", weights)
+    (weights / record).write_text(text)
+    fresh = tmp_path / "fresh"
+    with pytest.raises(CheckpointError, match=re.escape(says)) as caught:
+        train(_config(fresh, 2, init_from=weights))
+    assert caught.value.path == str(weights / record)
+    assert "fix or remove it" in str(caught.value)
+    assert not fresh.exists()
+    (weights / record).write_text('{"step": 1, "minutes": 2.5}')  # fields may be absent
+    progress = train(_config(fresh, 2, init_from=weights))
+    assert (progress["step"], progress["runs"]) == (2, 1)
+    assert [r["step"] for r in progress["log"]] == [2]
