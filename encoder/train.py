@@ -523,6 +523,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     recover_training_state(state_dir)  # a run killed mid-save left state.old, state.tmp
     resumed = (state_dir / "progress.json").exists()
+    if not resumed and state_dir.is_dir() and any(state_dir.iterdir()):
+        # A save writes progress.json last into a folder swapped in whole, so a state
+        # without it was cut short some other way (a copy of the run directory stopped
+        # before its last file). Training on started afresh and replaced it at its first save.
+        raise CheckpointError("the run's state has no progress.json: it is incomplete "
+                              f"({_DAMAGED_STATE})", path=str(state_dir / "progress.json"))
     weights_dir = state_dir / "model" if resumed else cfg.init_from
     model_cfg = preset(cfg.preset)
     if weights_dir is not None:

@@ -606,3 +606,29 @@ def test_a_damaged_record_beside_init_from_weights_is_refused_before_the_run_sta
     progress = train(_config(fresh, 2, init_from=weights))
     assert (progress["step"], progress["runs"]) == (2, 1)
     assert [r["step"] for r in progress["log"]] == [2]
+
+
+def test_a_state_without_its_progress_record_is_refused_not_replaced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy of a run directory cut short before its last file (``progress.json`` comes
+    after ``model/`` and the optimiser shards) left a state without its record: the next
+    call trained from scratch as if there were none, and its first save replaced the
+    trained weights with the fresh ones."""
+    from opticmem.encoder.errors import CheckpointError
+
+    monkeypatch.setenv(synth.DATA_ENV, str(FIXTURE))
+    out = tmp_path / "run"
+    state = _saved_state(out)
+    (state / "progress.json").unlink()
+    [shard] = sorted((state / "model").glob("model-*.safetensors"))
+    before = shard.read_bytes()
+    with pytest.raises(CheckpointError, match=re.escape("no progress.json")) as caught:
+        train(_config(out, 2))
+    assert caught.value.path == str(state / "progress.json")
+    assert "start afresh" in str(caught.value)
+    assert shard.read_bytes() == before
+    (state / "model").rename(tmp_path / "kept")  # an empty state folder is no state
+    shutil.rmtree(state)
+    state.mkdir()
+    assert train(_config(out, 1))["runs"] == 1
