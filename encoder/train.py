@@ -26,7 +26,8 @@ from typing import Any, get_args
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
@@ -384,13 +385,38 @@ def _read_optimizer(state_dir: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"no optimizer-*.safetensors shards ({_DAMAGED_STATE})",
                               path=str(state_dir))
     flat: dict[str, torch.Tensor] = {}
+    names = {f.name for f in files}
     for f in files:
         try:
-            flat.update(load_file(str(f)))
+            with safe_open(str(f), framework="pt", device="cpu") as shard:
+                total = (shard.metadata() or {}).get("shards")
+                keys = shard.keys()  # a safe_open handle is no mapping
+                flat.update({k: shard.get_tensor(k) for k in keys})
         except Exception as exc:  # safetensors raises SafetensorError, OSError…
             raise CheckpointError(f"unreadable optimiser shard: {exc} ({_DAMAGED_STATE})",
                                   path=str(f)) from exc
+        # Each shard records how many there are (states saved before that do not): one
+        # missing left its parameters' moments empty, which AdamW filled with zeros at
+        # full learning rate, or raised a KeyError inside the loop (a parameter's slots
+        # split across two shards).
+        if total is not None:
+            expected = ({_optimizer_shard(i) for i in range(int(total))} if total.isdigit()
+                        else set())
+            if names != expected:
+                odd = sorted(expected - names) or sorted(names - expected)
+                what = "missing" if expected - names else "not one of them"
+                raise CheckpointError(f"the state was saved with {total} optimiser shards: "
+                                      f"{odd[0]} is {what} ({_DAMAGED_STATE})",
+                                      path=str(state_dir / odd[0]))
     return flat
+
+
+OPTIMIZER_SHARD_BYTES = 15 * 2**20
+"""Largest optimiser shard :func:`save_training_state` writes (one tensor may exceed it)."""
+
+
+def _optimizer_shard(i: int) -> str:
+    return f"optimizer-{i:03d}.safetensors"
 
 
 def recover_training_state(out: Path) -> None:
@@ -437,13 +463,13 @@ def save_training_state(out: Path, model: OCRModel, opt: torch.optim.Optimizer,
     size = 0
     for k, v in flat.items():
         nbytes = v.numel() * v.element_size()
-        if size + nbytes > 15 * 2**20 and shards[-1]:
+        if size + nbytes > OPTIMIZER_SHARD_BYTES and shards[-1]:
             shards.append({})
             size = 0
         shards[-1][k] = v
         size += nbytes
     for i, sh in enumerate(shards):
-        save_file(sh, str(tmp / f"optimizer-{i:03d}.safetensors"))
+        save_file(sh, str(tmp / _optimizer_shard(i)), metadata={"shards": str(len(shards))})
     (tmp / "progress.json").write_text(json.dumps(progress, indent=2))
     if out.exists():
         out.rename(old)

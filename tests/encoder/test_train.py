@@ -632,3 +632,28 @@ def test_a_state_without_its_progress_record_is_refused_not_replaced(
     shutil.rmtree(state)
     state.mkdir()
     assert train(_config(out, 1))["runs"] == 1
+
+
+@pytest.mark.parametrize("lost", [0, -1])
+def test_resuming_refuses_a_state_that_lost_one_of_its_optimizer_shards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lost: int
+) -> None:
+    """Only a state with no optimiser shard at all was refused: with one of several
+    missing, its parameters resumed at full learning rate over zero Adam moments (or the
+    loop raised a KeyError, a parameter's moments split across two shards)."""
+    import opticmem.encoder.train as train_module
+    from opticmem.encoder.errors import CheckpointError
+
+    monkeypatch.setenv(synth.DATA_ENV, str(FIXTURE))
+    monkeypatch.setattr(train_module, "OPTIMIZER_SHARD_BYTES", 64 * 1024)
+    out = tmp_path / "run"
+    state = _saved_state(out)
+    shards = sorted(state.glob("optimizer-*.safetensors"))
+    assert len(shards) > 2
+    shards[lost].unlink()
+    with pytest.raises(CheckpointError, match=f"saved with {len(shards)} optimiser shards: "
+                       f"{shards[lost].name} is missing") as caught:
+        train(_config(out, 2))
+    assert caught.value.path == str(shards[lost])
+    assert "start afresh" in str(caught.value)
+    assert json.loads((state / "progress.json").read_text())["step"] == 1
