@@ -111,7 +111,10 @@ def save_checkpoint(
     least :data:`QUANTIZE_MIN_NUMEL` values and two or more axes as int8 with per-row
     scales (:func:`quantize_int8`), but those of :func:`float_weights`; the rest are cast
     by ``dtype``.
-    Returns the directory. Existing shard files of an older save are removed first.
+    Returns the directory. Everything is written under temporary names first
+    (``.model-….safetensors.partial``) and moved into place only once all of it is
+    written, replacing an older save's files then: a save that fails (a full disk) or is
+    killed part way leaves the older checkpoint whole.
     """
     if (isinstance(max_shard_bytes, bool) or not isinstance(max_shard_bytes, int)
             or max_shard_bytes <= 0):
@@ -127,8 +130,8 @@ def save_checkpoint(
     except (FileExistsError, NotADirectoryError):  # Python's "File exists" named no cause
         raise InputError(f"cannot save a checkpoint in {out}: a file is there, not a "
                          "directory") from None
-    for old in out.glob("model-*-of-*.safetensors"):
-        old.unlink()
+    for stale in out.glob(f".*{PARTIAL}"):  # what a save killed part way left
+        stale.unlink()
 
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
@@ -160,22 +163,46 @@ def save_checkpoint(
     scale_names = set(scales.values())
     weight_map: dict[str, str] = {}
     digests: dict[str, str] = {}
-    for i, shard in enumerate(shards, start=1):
-        fname = f"model-{i:05d}-of-{n:05d}.safetensors"
-        save_file(shard, str(out / fname), metadata={"format": "pt"})
-        digests[fname] = _sha256(out / fname)
-        weight_map.update(dict.fromkeys((k for k in shard if k not in scale_names), fname))
+    staged: list[str] = []  # final names, in the order they are moved into place
+    try:
+        for i, shard in enumerate(shards, start=1):
+            fname = f"model-{i:05d}-of-{n:05d}.safetensors"
+            staged.append(fname)
+            save_file(shard, str(_partial(out, fname)), metadata={"format": "pt"})
+            digests[fname] = _sha256(_partial(out, fname))
+            weight_map.update(dict.fromkeys((k for k in shard if k not in scale_names), fname))
 
-    metadata: dict[str, Any] = {"format": FORMAT, "total_size": total, "shards": digests}
-    if scales:
-        metadata["quantization"] = {"format": INT8, "scales": scales}
-    index = {"metadata": metadata, "weight_map": weight_map}
-    (out / INDEX_FILE).write_text(json.dumps(index, indent=1, sort_keys=True))
-    config = {"format": FORMAT, "model": model.cfg.to_dict()}
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+        metadata: dict[str, Any] = {"format": FORMAT, "total_size": total, "shards": digests}
+        if scales:
+            metadata["quantization"] = {"format": INT8, "scales": scales}
+        index = {"metadata": metadata, "weight_map": weight_map}
+        config = {"format": FORMAT, "model": model.cfg.to_dict()}
+        for fname, text in ((INDEX_FILE, json.dumps(index, indent=1, sort_keys=True)),
+                            (CONFIG_FILE, json.dumps(config, indent=1))):
+            staged.append(fname)
+            _partial(out, fname).write_text(text)
+    except BaseException:
+        for fname in staged:
+            _partial(out, fname).unlink(missing_ok=True)
+        raise
+    # All written: only renames from here, no byte that a full disk could refuse.
+    for old in out.glob("model-*-of-*.safetensors"):
+        if old.name not in digests:
+            old.unlink()
+    for fname in staged:
+        _partial(out, fname).replace(out / fname)
     log.info("saved %s (%d tensors, %d bytes) in %d shard(s) to %s",
              model.cfg.name, len(weight_map), total, n, out)
     return out
+
+
+PARTIAL = ".partial"
+"""Suffix of a file :func:`save_checkpoint` is still writing (its name also starts with a
+dot, so no pattern of a checkpoint's files matches it)."""
+
+
+def _partial(out: Path, fname: str) -> Path:
+    return out / f".{fname}{PARTIAL}"
 
 
 def read_config(directory: str | Path) -> ModelConfig:

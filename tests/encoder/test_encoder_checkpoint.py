@@ -795,3 +795,38 @@ def test_official_codecs_of_same_named_folders_are_named_apart(
     assert names[0] != names[1] and all(n.startswith("deepseek-ocr:dso:") for n in names)
     again = OCRCodec.from_official(tmp_path / "a" / "dso", device="cpu").name
     assert again == names[0]  # the same weights keep their name
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_save_that_fails_part_way_leaves_the_older_checkpoint_whole(
+    model: OCRModel, saved: Path, monkeypatch: pytest.MonkeyPatch, failure: BaseException
+) -> None:
+    """Saving over a checkpoint (``opticmem train --export`` into the last export) deleted
+    its shards first: a full disk or a kill part way through left neither the old
+    checkpoint nor the new one. The old one is now replaced only once the new one is
+    written in full, and what the failed save wrote is gone."""
+    import opticmem.encoder.checkpoint as checkpoint_module
+
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    other = build_model(preset("test"), seed=9)
+    real_save = checkpoint_module.save_file
+    written: list[str] = []
+
+    def fail_on_the_third(tensors: dict[str, torch.Tensor], path: str,
+                          metadata: dict[str, str] | None = None) -> None:
+        written.append(path)
+        if len(written) == 3:
+            raise failure
+        real_save(tensors, path, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", fail_on_the_third)
+    with pytest.raises(type(failure)):
+        save_checkpoint(other, saved, max_shard_bytes=128 * 1024)
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+    assert same_weights(model, load_checkpoint(saved, device="cpu"))
+
+    monkeypatch.setattr(checkpoint_module, "save_file", real_save)
+    save_checkpoint(other, saved, max_shard_bytes=1 << 30)  # one shard replaces several
+    assert [p.name for p in saved.glob("*.safetensors")] == ["model-00001-of-00001.safetensors"]
+    assert sorted(p.name for p in saved.iterdir() if p.name.startswith(".")) == []
+    assert same_weights(other, load_checkpoint(saved, device="cpu"))
