@@ -370,7 +370,11 @@ def _read_progress(path: Path, hint: str = _DAMAGED_STATE, *,
         if partial and key not in progress:
             continue
         value = progress.get(key)
-        if isinstance(value, bool) or not isinstance(value, kind):
+        # counts and minutes are ≥ 0 and finite: a negative step made the warm-up's
+        # learning rate negative (gradient ascent, saved over the state), NaN minutes
+        # went into the schedule
+        if isinstance(value, bool) or not isinstance(value, kind) or (
+                isinstance(value, (int, float)) and not (math.isfinite(value) and value >= 0)):
             raise CheckpointError(f"training progress has {key} = {value!r} ({hint})",
                                   path=str(path), key=key)
     return progress

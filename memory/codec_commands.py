@@ -135,18 +135,19 @@ def train_command(
     cfg.length_bucket, cfg.compile_decoder = length_bucket, compile_decoder
     try:
         progress = train(cfg)
-    except (CheckpointError, SynthDataError, InputError) as err:
+        summary: dict[str, Any] = {
+            "command": "train", **{k: progress[k] for k in ("step", "pages", "minutes", "runs")}}
+        summary["last"] = progress["log"][-1] if progress["log"] else None
+        if export is not None:
+            export_bundled(out / "state" / "model", export)
+            summary["exported"] = str(export)
+    except (CheckpointError, SynthDataError, InputError, OSError) as err:
         # a damaged state, weights of another preset, no text to train on (a wheel without
-        # the synth extra), a setting train() refuses
+        # the synth extra), a setting train() refuses; a read-only --out, a full disk (a
+        # save never replaces the last good state before it is written whole)
         from opticmem.cli import fail
 
         raise fail(str(err), as_json) from None
-    summary: dict[str, Any] = {"command": "train",
-                               **{k: progress[k] for k in ("step", "pages", "minutes", "runs")}}
-    summary["last"] = progress["log"][-1] if progress["log"] else None
-    if export is not None:
-        export_bundled(out / "state" / "model", export)
-        summary["exported"] = str(export)
     if as_json:
         typer.echo(json.dumps(summary))
     else:

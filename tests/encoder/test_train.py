@@ -407,6 +407,8 @@ def test_resuming_refuses_a_state_whose_model_shard_was_corrupted(
     ("progress_cut", "unreadable training progress"),
     ("progress_list", "not a JSON object"),
     ("progress_no_step", "step = None"),
+    ("progress_negative_step", "step = -5"),
+    ("progress_nan_minutes", "minutes = nan"),
     ("optimizer_cut", "unreadable optimiser shard"),
     ("optimizer_gone", "no optimizer-"),
     ("optimizer_foreign", "fits no parameter"),
@@ -431,6 +433,13 @@ def test_resuming_refuses_a_damaged_state_with_a_checkpoint_error(
         (state / "progress.json").write_text("[1]")
     elif damage == "progress_no_step":
         (state / "progress.json").write_text('{"pages": 2, "minutes": 0.0, "runs": 1, "log": []}')
+    elif damage.startswith("progress_"):  # a hand-edited record, of the right types
+        progress = json.loads((state / "progress.json").read_text())
+        if damage == "progress_negative_step":
+            progress["step"] = -5
+        else:
+            progress["minutes"] = float("nan")
+        (state / "progress.json").write_text(json.dumps(progress))
     elif damage == "optimizer_cut":
         opt_file.write_bytes(opt_file.read_bytes()[:100])
     elif damage == "optimizer_gone":
@@ -657,3 +666,22 @@ def test_resuming_refuses_a_state_that_lost_one_of_its_optimizer_shards(
     assert caught.value.path == str(shards[lost])
     assert "start afresh" in str(caught.value)
     assert json.loads((state / "progress.json").read_text())["step"] == 1
+
+
+def test_train_reports_a_run_directory_it_cannot_write_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An --out it cannot make or write (under a file, read-only, a full disk) ended in
+    a raw OSError traceback; it is the command's failure, said in one line (JSON too)."""
+    from typer.testing import CliRunner
+
+    from opticmem.cli import app
+
+    monkeypatch.setenv(synth.DATA_ENV, str(FIXTURE))
+    (tmp_path / "a-file").write_text("x")
+    out = tmp_path / "a-file" / "run"
+    result = CliRunner().invoke(app, ["train", "--out", str(out), "--preset", "test",
+                                      "--workers", "0", "--json"])
+    assert result.exit_code == 1, result.output
+    assert "a-file" in json.loads(result.stdout)["error"]
+    assert not isinstance(result.exception, OSError)
