@@ -309,11 +309,12 @@ class OpticalMemory:
         self._artefacts = Artefacts(self.store, self.render_settings, self._codec,
                                     decode_max_tokens=decode_max_tokens,
                                     on_recollected=_weakly(self._recollected))
-        self._pages: LRU[tuple[str, int], PageRecord] = LRU(4096)
+        # grouped by session: dropping one session's entries looks at no other's
+        self._pages: LRU[tuple[str, int], PageRecord] = LRU(4096, group=_first)
         self._refs: LRU[str, PageRef] = LRU(16_384)
         """Per session, the newest page in ``_pages`` (``()``: none) that :meth:`_check_cache`
         compares with the store before the cached pages are trusted."""
-        self._prices: LRU[tuple[str, PageRecord], PagePrice] = LRU(4096)
+        self._prices: LRU[tuple[str, PageRecord], PagePrice] = LRU(4096, group=_page_session)
         self._indexes: LRU[str, RecallIndex] = LRU(64)
         self._dirty: dict[str, set[int]] = {}
         self._lock = threading.Lock()
@@ -487,9 +488,9 @@ class OpticalMemory:
     def _drop_cached(self, session: str) -> None:
         """Forget every in-process cache entry of ``session`` (pages, prices, index)."""
         self._refs.put(session, ())  # first: a page another thread caches meanwhile is
-        self._pages.discard_if(lambda k: k[0] == session)  # either dropped or checked
-        self._prices.discard_if(lambda k: k[1].session == session)
-        self._indexes.discard_if(lambda k: k == session)
+        self._pages.discard_group(session)  # either dropped or checked
+        self._prices.discard_group(session)
+        self._indexes.discard(session)
 
     def _cache_page(self, rec: PageRecord) -> None:
         self._pages.put((rec.session, rec.page_no), rec)
@@ -567,7 +568,7 @@ class OpticalMemory:
             self._cache_page(rec)
             sealed.append(rec)
         if taken is not None:
-            self._pages.discard_if(lambda k: k[0] == session and k[1] >= taken)
+            self._pages.discard_group(session, lambda k: k[1] >= taken)
         if sealed:
             log.debug("session %r: sealed pages %d–%d", session, sealed[0].page_no,
                       sealed[-1].page_no)
@@ -1360,6 +1361,16 @@ def _lacks_turns_after(first: int, turns: Sequence[Turn], turn_count: int) -> bo
     ``first`` — forgotten since the page count was read. (Turn ``first`` itself may be
     wholly on the newest page, and forgotten with it when the archive is not kept.)"""
     return sum(1 for t in turns if t.seq > first) < turn_count - first - 1
+
+
+def _first(key: tuple[str, int]) -> str:
+    """The session of a ``_pages`` key, its group."""
+    return key[0]
+
+
+def _page_session(key: tuple[str, PageRecord]) -> str:
+    """The session of a ``_prices`` key, its group."""
+    return key[1].session
 
 
 def _default_store() -> Store:
