@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from opticmem.errors import CorruptRecordError
@@ -104,8 +104,10 @@ class PageRecord:
         return range(self.first_seq, self.last_seq + 1)
 
     def to_json(self) -> str:
-        d = asdict(self)
-        del d["session"]
+        # The fields read straight off the record, in declaration order, as asdict() gave
+        # them (less the session) but without its recursive deep copy of every tuple and
+        # string: that copy was half the cost of a digest.
+        d = {name: getattr(self, name) for name in _PAGE_FIELDS}
         return json.dumps(d, ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
@@ -132,3 +134,7 @@ class PageRecord:
             )
         except (ValueError, KeyError, TypeError, OverflowError) as exc:  # Overflow: int(1e999)
             raise CorruptRecordError(f"session {session!r}: unreadable page record: {exc}") from exc
+
+
+_PAGE_FIELDS = tuple(f.name for f in fields(PageRecord) if f.name != "session")
+"""The fields :meth:`PageRecord.to_json` writes, in order."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from typing import Any
 
@@ -67,3 +68,30 @@ def test_a_session_first_seen_does_not_scan_the_other_sessions_cached_pages() ->
     assert not any(k[1].session == "s3" for k in list(OrderedDict.keys(mem._prices._data)))
     assert any(k[0] == "s4" for k in list(OrderedDict.keys(mem._pages._data)))
 
+
+def test_an_add_that_seals_nothing_hashes_no_page(monkeypatch: Any) -> None:
+    """A new page records its predecessor's digest (a SHA-256 of the whole record): it
+    was computed on every add past the verbatim window, sealing or not."""
+    from opticmem.records import PageRecord
+
+    mem = OpticalMemory(InMemoryStore(), codec=None, verbatim_turns=2)
+    text = "the plan for march, line by line, milestones and budget " * 12
+    mem.add_many("s", [("user", text)] * 40)
+    assert mem.store.page_count("s") >= 2
+    digest = PageRecord.digest
+    made = []
+
+    def counted(self: PageRecord) -> str:
+        made.append(self.page_no)
+        return digest.fget(self)  # type: ignore[attr-defined, no-any-return]
+
+    monkeypatch.setattr(PageRecord, "digest", property(counted))
+    sealed_before = mem.store.page_count("s")
+    adds = 0
+    while mem.store.page_count("s") == sealed_before:
+        assert made == []  # nothing sealed yet, nothing hashed
+        mem.add("s", "user", "a short reply")
+        adds += 1
+    assert adds > 3 and made  # the add that sealed hashed the page before it
+    pages = mem.pages("s")
+    assert all(b.prev == digest.fget(a) for a, b in itertools.pairwise(pages))  # type: ignore[attr-defined]
