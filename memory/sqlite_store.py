@@ -295,8 +295,10 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._conns = _Connections()
         self._closed = False
+        self._file_id: tuple[int, int] | None = None
         with _FORKS.call():
             self._conn()  # open now: a bad path fails here, not on first use
+            self._file_id = self._identity()
 
     # ------------------------------------------------------------------ connections
     def _closed_error(self) -> StoreError:
@@ -333,6 +335,33 @@ class SQLiteStore(Store):
         release.atexit = False  # at exit a daemon thread may still be using it
         self._local.slot = slot
         return conn
+
+    def _identity(self) -> tuple[int, int] | None:
+        """The device and inode of the file at :attr:`path` now; ``None`` if none is there."""
+        try:
+            st = os.stat(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st.st_dev, st.st_ino
+
+    def _check_in_place(self) -> None:
+        """Raise :class:`StoreUnavailableError` if the file at :attr:`path` is no longer the
+        one the store opened (deleted, moved or replaced).
+
+        SQLite does not notice: the open connections went on with the old file, so turns
+        acknowledged after a delete were lost with it, and a thread's new connection made
+        a new, empty file beside the old one's WAL (which then held both files' pages)."""
+        if self._file_id is None:  # still opening: the first connection sets it
+            return
+        try:
+            now = self._identity()
+        except OSError:  # a directory made unsearchable: SQLite's own calls will say
+            return
+        if now != self._file_id:
+            raise StoreUnavailableError(
+                f"SQLite store {self.path} was deleted, moved or replaced since it was "
+                f"opened: its connections would go on with the old file and what they "
+                f"wrote would be lost with it; open the store again")
 
     def _open_hint(self) -> str:
         """Why the file did not open, where that is plain to see: SQLite says only "unable
@@ -454,6 +483,9 @@ class SQLiteStore(Store):
 
     def _held(self) -> Iterator[sqlite3.Connection]:
         """:meth:`_using`'s body, run inside the fork gate."""
+        if self._closed:
+            raise self._closed_error()
+        self._check_in_place()  # before _conn(), which would make a new file
         conn = self._conn()
         conns = self._conns
         with conns.lock:
@@ -474,8 +506,11 @@ class SQLiteStore(Store):
         """One write transaction; SQLite's errors come out as typed errors naming the file
         (as :meth:`_conn`'s: ``DatabaseError`` too, a file damaged since it was opened)."""
         try:
-            with self._using() as conn, self._tx(conn):
-                yield conn
+            with self._using() as conn:
+                with self._tx(conn):
+                    yield conn
+                # Moved away while this wrote: say so rather than report it stored.
+                self._check_in_place()
         except sqlite3.DatabaseError as exc:
             raise StoreUnavailableError(f"SQLite store {self.path}: {exc}") from exc
 

@@ -590,3 +590,37 @@ def test_a_damaged_turn_row_is_a_corrupt_record_error(tmp_path: Path, damage: st
             s.turn_count("s")
             s.get_turns("s", 0, 3)
         assert not isinstance(err.value, StoreUnavailableError) and str(db) in str(err.value)
+
+
+@pytest.mark.parametrize("how", ["deleted", "moved", "replaced"])
+def test_a_file_deleted_moved_or_replaced_under_an_open_store_is_a_typed_error(
+    tmp_path: Path, how: str
+) -> None:
+    db = tmp_path / "m.db"
+    s = SQLiteStore(db)
+    s.append_turn("a", "user", "kept", 0.0)
+    if how == "deleted":
+        os.remove(db)
+    elif how == "moved":
+        os.rename(db, tmp_path / "elsewhere.db")
+    else:
+        SQLiteStore(tmp_path / "new.db").close()
+        os.replace(tmp_path / "new.db", db)
+    # Its connections would go on with the old file: a turn acknowledged there is lost,
+    # and a thread's new connection made a new file beside the old one's WAL.
+    with pytest.raises(StoreUnavailableError, match=f"{db}.*(deleted|moved|replaced)"):
+        s.append_turn("a", "user", "lost", 1.0)
+    got: list[BaseException] = []
+
+    def other_thread() -> None:
+        try:
+            s.turn_count("a")
+        except BaseException as exc:
+            got.append(exc)
+
+    t = threading.Thread(target=other_thread)
+    t.start()
+    t.join(30)
+    assert [type(e) for e in got] == [StoreUnavailableError]
+    s.close()
+    assert not db.exists() or how == "replaced"  # no new file made at the old path
