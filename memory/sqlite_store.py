@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from opticmem.errors import (
     ConfigurationError,
+    ConfigurationTypeError,
     CorruptRecordError,
     PageConflictError,
     StoreError,
@@ -285,6 +286,15 @@ class SQLiteStore(Store):
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             raise ConfigurationError(f"synchronous must be 'FULL' or 'NORMAL', got {synchronous!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise ConfigurationTypeError(
+                f"timeout must be seconds to wait for a lock (a number ≥ 0), not "
+                f"{type(timeout).__name__} {timeout!r}")
+        if not 0 <= timeout < math.inf:  # NaN too
+            # inf and NaN failed with a bare OverflowError or ValueError once the file was
+            # made; a negative one made every write under contention fail at once, locked.
+            raise ConfigurationError(
+                f"timeout must be a finite number of seconds ≥ 0, got {timeout!r}")
         if os.fspath(path) == ":memory:":
             raise ConfigurationError(MEMORY_PATH_REFUSED)
         # Absolute now: each thread opens its own connection later, and a relative path

@@ -624,3 +624,15 @@ def test_a_file_deleted_moved_or_replaced_under_an_open_store_is_a_typed_error(
     assert [type(e) for e in got] == [StoreUnavailableError]
     s.close()
     assert not db.exists() or how == "replaced"  # no new file made at the old path
+
+
+@pytest.mark.parametrize("timeout", [float("inf"), float("nan"), -1.0, True, None, "30"])
+def test_a_timeout_that_is_no_wait_in_seconds_is_refused_before_the_file_is_made(
+    tmp_path: Path, timeout: object
+) -> None:
+    # inf and NaN failed with a bare OverflowError or ValueError after making the file;
+    # -1 opened a store whose every write under contention failed at once, "locked".
+    db = tmp_path / "m.db"
+    with pytest.raises(ConfigurationError, match="timeout"):
+        SQLiteStore(db, timeout=timeout)  # type: ignore[arg-type]
+    assert not db.exists()
