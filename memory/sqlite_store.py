@@ -108,6 +108,11 @@ MEMORY_PATH_REFUSED = (
     "store that lives in this process"
 )
 
+WAL_SIZE_LIMIT = 8 * 1024 * 1024
+"""Bytes the write-ahead log is truncated to after a checkpoint (SQLite's
+``journal_size_limit``): it grows while a reader holds an old snapshot, and without a
+limit kept that size until the last connection closed."""
+
 _INT64 = (-(2**63), 2**63 - 1)
 
 _UNDECODABLE = "Could not decode to UTF-8"
@@ -402,6 +407,9 @@ class SQLiteStore(Store):
                 conn.execute("ROLLBACK")
         self._use_wal(conn)
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        # A checkpoint resets the WAL but never shrinks it: one long reader's worth of
+        # writes (50 MB in a test) stayed on disk as long as any connection was open.
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         if version == 0:
             with self._tx(conn):  # another process may be creating it too: re-check
                 if self._check_file(conn) == 0:

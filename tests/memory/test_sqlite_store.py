@@ -120,6 +120,29 @@ def test_uses_wal(tmp_path: Path) -> None:
         assert s._conn().execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_the_write_ahead_log_shrinks_once_a_long_reader_is_done(tmp_path: Path) -> None:
+    """A reader holding a snapshot makes the WAL grow; checkpoints afterwards reset it but
+    never shrank it, so it kept that size on disk while any connection was open."""
+    from opticmem.sqlite_store import WAL_SIZE_LIMIT
+
+    path = tmp_path / "m.db"
+    with SQLiteStore(path) as s:
+        s.append_turn("s", "user", "x", 0.0)
+        reader = sqlite3.connect(path)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM turns").fetchone()
+        for i in range(3 * WAL_SIZE_LIMIT >> 20):  # 1 MiB blobs the checkpoints cannot copy
+            s.put_blob("s", f"b{i}", os.urandom(1 << 20))
+        wal = Path(f"{path}-wal")
+        assert wal.stat().st_size > 2 * WAL_SIZE_LIMIT
+        reader.rollback()
+        reader.close()
+        for i in range(3):
+            s.put_blob("s", f"c{i}", b"x")
+        assert wal.stat().st_size <= WAL_SIZE_LIMIT
+        assert s.get_blob("s", "b0") is not None and s.turn_count("s") == 1
+
+
 def test_memory_path_is_refused_not_split_per_thread() -> None:
     # ':memory:' would give each thread's connection its own empty database: a turn added
     # through an async twin (a worker thread) would vanish for every other thread.
