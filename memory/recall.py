@@ -99,12 +99,15 @@ def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
     """Index terms of ``text``, from its NFKC form: decomposed accents and Hangul jamo (as
     macOS and some keyboards produce them) match their precomposed forms, and full-width
     letters, digits and signs (``ＯＲＤ－４４７１``, ``３月``, as Japanese and Chinese input
-    methods type them) match their ASCII forms.
+    methods type them) match their ASCII forms. Case is folded, not lowercased: ``STRASSE``
+    matches ``straße``, ``ΟΔΟΣ`` ``οδος`` and ``ISTANBUL`` ``İstanbul``.
 
     >>> terms("Ticket ORI-140's milestones: 서울 파트너")
     ['ori-140', 'ticket', 'ori', '140', 's', 'milestone', '서울', '서울', '파트너', '파트', '트너']
     """
-    low = unicodedata.normalize("NFKC", text).lower()
+    # lower() kept "ß" and a final "ς" apart from the "ss" and "σ" of their capitals, and
+    # made "İ" an "i" with a combining dot above that no "i" typed on a keyboard has.
+    low = unicodedata.normalize("NFKC", text).casefold().replace("i\u0307", "i")
     out: list[str] = []
     for m in COMPOUND.finditer(low):
         out.append(m.group())

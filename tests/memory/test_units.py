@@ -807,6 +807,21 @@ def test_decomposed_and_precomposed_text_match() -> None:
     assert [d.page_no for d, _ in idx.search(unicodedata.normalize("NFD", "서울"), 2)] == [0]
 
 
+@pytest.mark.parametrize(("written", "typed"), [
+    ("Straße", "STRASSE"), ("STRASSE", "straße"), ("ΟΔΟΣ", "οδος"), ("οδος", "ΟΔΟΣ"),
+    ("İstanbul", "istanbul"), ("İSTANBUL", "Istanbul"),
+])
+def test_a_word_is_found_in_any_case_a_user_types_it(written: str, typed: str) -> None:
+    """Terms were lowercased: ``ß`` stayed apart from its capital's ``SS``, a final ``ς``
+    from its capital ``Σ`` (lowercased ``σ``), and ``İ`` became ``i`` and a combining
+    dot, so a search for "istanbul" never found a page that said "İstanbul"."""
+    assert terms(written) == terms(typed)
+    idx = RecallIndex()
+    idx.set_page(0, [Doc(0, "recollection", f"we met in {written} at noon", 0.9, Tier.LARGE)])
+    idx.set_page(1, [Doc(1, "recollection", "lunch menu and coffee", 0.9, Tier.LARGE)])
+    assert [d.page_no for d, _ in idx.search(typed, 2)] == [0]
+
+
 def test_bm25_ranks_and_replaces() -> None:
     idx = RecallIndex()
     idx.set_page(0, [Doc(0, "recollection", "titan launch moved to march", 0.5, Tier.SMALL)])
