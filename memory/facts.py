@@ -25,7 +25,7 @@ import bisect
 import re
 from collections.abc import Iterable, Iterator, Sequence
 
-from opticmem.recall import CJK, COMPOUND, STOPWORDS, UNSEGMENTED, WORD
+from opticmem.recall import CJK, COMPOUND, MARK, STOPWORDS, UNSEGMENTED, WORD
 
 MAX_FACTS = 32
 """At most this many facts per page (the first ones on the page)."""
@@ -308,6 +308,26 @@ punctuation that ends a sentence or a URL (``，．：／``) stays as it is."""
 _WIDE = re.compile(f"[{re.escape(''.join(k for k in map(chr, _NARROW)))}]")
 """A character :data:`_NARROW` changes."""
 
+_MARKED = re.compile(rf"(?<={_GLUED}){MARK}+")
+"""The combining marks on a letter or digit (``e\u0301``, as macOS and some keyboards write
+``é``): no word characters to :mod:`re`, so a ``\b`` fell between them and the next letter
+and the decomposed ``Büro3`` had the fact ``ro3``, ``Café24`` the fact ``24``. Marks on
+no such character (an emoji's variation selector, a Thai vowel sign) stay as they are."""
+_MARK_LETTER = "\u02b0"
+"""What :data:`_MARKED` marks are matched as: a letter (``ʰ``) that is no ASCII letter or
+digit, as ``é`` is one, so ``Bu\u0308ro3`` finds what ``Büro3`` does (nothing)."""
+
+
+def _plain(text: str) -> str:
+    """``text`` as the fact patterns match it, one character for one: full-width forms
+    narrowed (:data:`_NARROW`), marks on a letter or digit matched as a letter
+    (:data:`_MARKED`)."""
+    if _WIDE.search(text):
+        text = text.translate(_NARROW)
+    if _MARKED.search(text):
+        text = _MARKED.sub(lambda m: _MARK_LETTER * len(m.group()), text)
+    return text
+
 
 def fact_spans(text: str) -> list[tuple[int, int, str]]:
     """Every fact in ``text`` as ``(start, end, fact)``, in order of appearance (terminal
@@ -318,8 +338,8 @@ def fact_spans(text: str) -> list[tuple[int, int, str]]:
     """
     out: list[tuple[int, int, str]] = []
     written = _without_terminal_escapes(text)
-    wide = _WIDE.search(written) is not None
-    clean = written.translate(_NARROW) if wide else written
+    clean = _plain(written)
+    wide = clean is not written  # then each fact is taken from the text as written
     for m in (_FACT_CJK if UNSEGMENTED.search(text) else _FACT).finditer(clean):
         s, e = m.start(), m.end()
         fact = m.group()
@@ -371,7 +391,7 @@ def fact_kind(fact: str) -> str:
     >>> fact_kind("mina.choi@hanbitdata.co.kr"), fact_kind("TITAN-142"), fact_kind("hello")
     ('e-mail address', 'ticket issue key', '')
     """
-    fact = fact.translate(_NARROW)
+    fact = _plain(fact)
     m = _FACT_CJK.match(fact)
     if not m and fact[:1] in "-\u2212":  # -12.5: the kind of what the sign is before
         m = _FACT_CJK.match(fact, 1)

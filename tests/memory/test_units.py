@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import pytest
 from hypothesis import given
@@ -312,6 +313,21 @@ def test_full_width_text_has_the_facts_of_its_ascii_form(text: str, wide: set[st
         (s, e) for s, e, _ in fact_spans(text)]
     assert [f for _, _, f in fact_spans(widened)] == [
         widened[s:e] for s, e, _ in fact_spans(text)]
+
+
+@pytest.mark.parametrize("text", [
+    "Büro3 und Café24", "Code 4LÈ, Zürich", "mail josé@x.io on 2026-03-04",
+    "Tiếng Việt2 v1.2.3", "وَرَقَمُهُ١٢٣ و ١٢٣", "✅\ufe0f2026-03-04",
+])
+def test_decomposed_text_has_the_facts_of_its_precomposed_form(text: str) -> None:
+    """A combining mark is no word character to ``re``: in decomposed text (NFD, as macOS
+    writes it) a ``\b`` fell after each accent, so ``Büro3`` had the fact ``ro3``,
+    ``Café24`` the fact ``24`` and ``4LÈ`` the fact ``4LE``, none of them written there,
+    and ``josé@x.io`` was no fact at all. Facts stay as written (decomposed)."""
+    nfd = unicodedata.normalize("NFD", text)
+    facts = extract_facts(nfd)
+    assert tuple(unicodedata.normalize("NFC", f) for f in facts) == extract_facts(text)
+    assert all(f in nfd and fact_kind(f) for f in facts)
 
 
 def test_a_file_path_address_or_url_glued_to_cjk_text_is_a_fact_without_it() -> None:
@@ -796,8 +812,6 @@ def test_compound_terms_start_only_where_a_word_does(text: str) -> None:
 def test_decomposed_and_precomposed_text_match() -> None:
     """A query typed with combining accents or Hangul jamo (NFD) used to split its words
     at each combining mark and find nothing indexed in NFC, and the other way round."""
-    import unicodedata
-
     nfc, nfd = "Café Zürich 서울", unicodedata.normalize("NFD", "Café Zürich 서울")
     assert nfc != nfd and terms(nfc) == terms(nfd)
     idx = RecallIndex()
