@@ -123,10 +123,14 @@ _CJK_MINUTE = r"\d{1,2} ?[分분](?: ?\d{1,2} ?[秒초])?"
 ``3시간``, a count of hours), and minute and second (``午後3時15分``, ``오후 3시 30분 5초``)."""
 
 _URL_CHAR = (r"[^\s<>\"'`\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40"
-             r"\uff5b-\uff65]")
+             r"\uff5b-\uff65\x00-\x1f\x7f-\x9f\xad\u061c\u200b-\u200f\u202a-\u202e"
+             r"\u2060-\u2069\ufeff]")
 """A character of a URL: no space, quote or bracket around it, and no CJK or full-width
 punctuation (``。``, ``，``, ``「」``, ``（）``): unsegmented text runs straight on after a
-URL, and a URL never holds those unencoded."""
+URL, and a URL never holds those unencoded. Nor control or invisible format characters:
+the left-to-right or right-to-left mark an editor puts after a URL in Arabic or Hebrew
+text, a zero-width space (a word break in Thai, Khmer or a web page) or a soft hyphen
+were taken into the URL, with the next word after a zero-width space."""
 
 _PATTERNS: tuple[tuple[str, str], ...] = (
     # (pattern, the words that say what kind of fact it is)

@@ -380,6 +380,19 @@ def test_a_url_keeps_its_own_parentheses_only(text: str, url: str) -> None:
     assert extract_facts(text) == (url,)
 
 
+@pytest.mark.parametrize("text", [
+    "الرابط https://x.io/a\u200f للتفاصيل", "הקישור \u202bhttps://x.io/a\u202c כאן",
+    "see https://x.io/a\u200bthen", "ดูที่ https://x.io/a\u200bก่อน", "https://x.io/a\ufeff",
+    "https://x.io/a\x00garbage", "https://x.io/a\u2069 \u2067",
+])
+def test_a_url_stops_at_an_invisible_format_or_control_character(text: str) -> None:
+    """A URL ran on to the next space: the right-to-left mark an editor puts after a URL
+    in Arabic or Hebrew text was part of it (a fact that is no URL, and matches none
+    typed), and after a zero-width space (a word break in Thai or a web page) so was the
+    next word."""
+    assert extract_facts(text) == ("https://x.io/a",)
+
+
 def test_a_url_stops_at_cjk_punctuation() -> None:
     """Chinese and Japanese text runs on after a URL with no space: the URL kept the
     ``。``, ``，然后`` or ``」を参照`` after it, an address that does not exist."""
