@@ -107,7 +107,10 @@ def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
     """
     # lower() kept "ß" and a final "ς" apart from the "ss" and "σ" of their capitals, and
     # made "İ" an "i" with a combining dot above that no "i" typed on a keyboard has.
-    low = unicodedata.normalize("NFKC", text).casefold().replace("i\u0307", "i")
+    # Normalised again after folding, which can leave marks out of their canonical order
+    # ("İ" and a mark of a lower class after it: the dot is then not beside the "i").
+    low = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    low = low.replace("i\u0307", "i")
     out: list[str] = []
     for m in COMPOUND.finditer(low):
         out.append(m.group())
