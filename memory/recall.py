@@ -15,7 +15,7 @@ Every :class:`Passage` carries its provenance (session, page, turn seqs, time sp
 tier it was read at, the codec's confidence) and a way back to the archived original
 turns (``include_original=True`` or :meth:`opticmem.OpticalMemory.original`).
 
-Tokenisation is Unicode-aware: words are lowercased (a plural ``s`` is stripped), CJK,
+Tokenisation is Unicode-aware: words are case-folded (a plural ``s`` is stripped), CJK,
 Hangul, Thai, Lao, Khmer and Myanmar runs also yield character bigrams so unsegmented text
 matches, and a Latin word
 or number glued to them (``Titan은``, ``2026年``) is a term of its own as well.
