@@ -95,6 +95,13 @@ PASSAGE_LINES = 6
 """Lines per recollection passage (consecutive passages overlap by two lines)."""
 
 
+_INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))
+"""Characters that show nothing inside a word — a soft hyphen, zero-width space, (non-)
+joiner, word joiner, BOM — dropped from terms, as search engines drop them: kept, they
+cut ``Donau\u00addampf`` into two terms a search for ``Donaudampf`` never found, and
+Persian typed with and without its zero-width non-joiner did not match."""
+
+
 def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
     """Index terms of ``text``, from its NFKC form: decomposed accents and Hangul jamo (as
     macOS and some keyboards produce them) match their precomposed forms, and full-width
@@ -110,7 +117,7 @@ def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
     # Normalised again after folding, which can leave marks out of their canonical order
     # ("İ" and a mark of a lower class after it: the dot is then not beside the "i").
     low = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
-    low = low.replace("i\u0307", "i")
+    low = low.replace("i\u0307", "i").translate(_INVISIBLE)
     out: list[str] = []
     for m in COMPOUND.finditer(low):
         out.append(m.group())

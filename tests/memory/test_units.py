@@ -946,3 +946,17 @@ def test_a_long_run_of_combining_marks_is_read_in_one_pass() -> None:
     idx = RecallIndex()
     idx.set_page(0, [Doc(0, "recollection", two, 0.9, Tier.LARGE)])
     assert [d.page_no for d, _ in idx.search(two, 1)] == [0]
+
+
+def test_recall_terms_ignore_characters_that_show_nothing_inside_a_word() -> None:
+    """A soft hyphen or zero-width character cut a word into two terms: a search for
+    ``Donaudampf`` missed a page holding ``Donau\\u00addampf``, and Persian typed with and
+    without its zero-width non-joiner did not match."""
+    for shown, typed in (("Donau\u00addampfschiff", "Donaudampfschiff"),
+                         ("می\u200cخواهم", "میخواهم"), ("\ufeffinvoice", "invoice"),
+                         ("re\u2060use", "reuse")):
+        assert terms(shown) == terms(typed)
+        idx = RecallIndex()
+        idx.set_page(0, [Doc(0, "recollection", f"about {shown} today", 0.9, Tier.LARGE)])
+        idx.set_page(1, [Doc(1, "recollection", "lunch menu and coffee", 0.9, Tier.LARGE)])
+        assert [d.page_no for d, _ in idx.search(typed, 2)] == [0], shown
