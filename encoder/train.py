@@ -588,6 +588,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # Missing sources would fail only in the data loader, after the model was built (and in
     # a worker process); read here, they are cached for the loader (forked workers inherit).
     synth.load_sources("train", cfg.synth_dir)
+    init_index = None
+    if not resumed and cfg.init_from is not None:  # a corrupt shard left an empty run dir
+        init_index = read_index(Path(cfg.init_from))
+        verify_shards(Path(cfg.init_from), *init_index)
     out.mkdir(parents=True, exist_ok=True)  # after the checks: a refused run leaves nothing
     model = build_model(model_cfg, device="cpu", seed=cfg.seed)
     if tok.get_vocab_size() > model.cfg.decoder.vocab_size:
@@ -609,8 +613,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         log.info("resumed at step %d (%.1f min, %d pages)", progress["step"],
                  progress["minutes"], progress["pages"])
     elif cfg.init_from is not None:
-        weight_map, meta = read_index(Path(cfg.init_from))
-        verify_shards(Path(cfg.init_from), weight_map, meta)
+        assert init_index is not None
+        weight_map, meta = init_index
         load_tensors(model, Path(cfg.init_from), weight_map,  # int8 exports too (QUANTIZE=int8)
                      scales=quantization_scales(Path(cfg.init_from), weight_map, meta))
         log.info("initialised from %s", cfg.init_from)

@@ -401,6 +401,7 @@ def test_resuming_refuses_a_state_whose_model_shard_was_corrupted(
     shutil.copytree(state / "model", weights)
     with pytest.raises(CheckpointError, match="corrupt"):
         train(_config(tmp_path / "fresh", 2, init_from=weights))
+    assert not (tmp_path / "fresh").exists()  # refused before the run directory was made
 
 
 @pytest.mark.parametrize("damage, says", [
