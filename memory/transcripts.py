@@ -125,7 +125,9 @@ def parse_transcript(
                 raise ValueError('no "text"' + (
                     ': a line holds its turn\'s text under "text", not "content"'
                     if "content" in obj else ""))
-            session = validate_session(obj.get("session", default_session))
+            # null is absent, as for "ts": an exporter writes every key of its schema
+            session = validate_session(
+                default_session if obj.get("session") is None else obj["session"])
             ts = _ts(obj.get("ts"))
             role, text, ts_ok, meta = validate_turn(
                 obj.get("role"), obj.get("text"), 0.0 if ts is None else ts, obj.get("meta"),

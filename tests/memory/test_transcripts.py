@@ -56,3 +56,14 @@ def test_a_line_without_text_says_so_and_names_content_given_for_it() -> None:
     assert [(e.line, e.message) for e in errors] == [
         (1, 'no "text": a line holds its turn\'s text under "text", not "content"'),
         (2, 'no "text"')]
+
+
+def test_a_null_session_is_the_default_one_as_a_null_ts_is_no_time() -> None:
+    """An exporter that writes every key of its schema writes ``"session": null`` for a
+    turn of no session; it was refused ("must be a str, got NoneType") while a null
+    ``ts`` already counted as absent."""
+    turns, errors = parse_transcript(['{"session": null, "role": "user", "text": "hi", '
+                                      '"ts": null}'], default_session="inbox")
+    assert errors == [] and [(t.session, t.ts) for t in turns] == [("inbox", None)]
+    _, errors = parse_transcript(['{"session": 5, "role": "user", "text": "hi"}'])
+    assert len(errors) == 1  # a number is still no session id
