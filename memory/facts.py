@@ -136,7 +136,9 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     # (pattern, the words that say what kind of fact it is)
     (rf"(?:https?|ftp)://{_URL_CHAR}+", "url link"),
     (rf"\bwww\.{_URL_CHAR}+", "url link"),
-    (r"[\w.+-]{1,64}@[\w-]+(?:\.[\w-]+)+", "e-mail address"),  # local part ≤ 64 (RFC 5321)
+    # local part ≤ 64 (RFC 5321), all of it: one ASCII character of it before the match
+    # means a longer one, whose last 64 characters were taken as an address
+    (r"(?<![A-Za-z0-9_.+-])[\w.+-]{1,64}@[\w-]+(?:\.[\w-]+)+", "e-mail address"),
     (r"`[^`\n]{1,120}`", "code"),
     (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "id uuid"),
     (r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5}|/\d{1,2})?\b", "ip address"),  # port, prefix

@@ -960,3 +960,12 @@ def test_recall_terms_ignore_characters_that_show_nothing_inside_a_word() -> Non
         idx.set_page(0, [Doc(0, "recollection", f"about {shown} today", 0.9, Tier.LARGE)])
         idx.set_page(1, [Doc(1, "recollection", "lunch menu and coffee", 0.9, Tier.LARGE)])
         assert [d.page_no for d, _ in idx.search(typed, 2)] == [0], shown
+
+
+def test_an_e_mail_local_part_over_64_characters_is_no_address() -> None:
+    """The pattern took the last 64 characters of a longer local part as an address that
+    does not exist (stuck to the rest of its word); a local part is at most 64 (RFC 5321).
+    Unsegmented text glued before an address is still no part of it."""
+    assert extract_facts("x" * 70 + "@example.com and more") == ()
+    assert extract_facts("a" * 64 + "@x.io") == ("a" * 64 + "@x.io",)
+    assert extract_facts("我" * 80 + "mina@x.io") == ("mina@x.io",)
