@@ -96,10 +96,10 @@ PASSAGE_LINES = 6
 
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))
-"""Characters that show nothing inside a word — a soft hyphen, zero-width space, (non-)
-joiner, word joiner, BOM — dropped from terms, as search engines drop them: kept, they
-cut ``Donau\u00addampf`` into two terms a search for ``Donaudampf`` never found, and
-Persian typed with and without its zero-width non-joiner did not match."""
+"""Characters that show nothing — a soft hyphen, zero-width space, (non-)joiner, word
+joiner, BOM: text is also indexed without them, as search engines drop them. Only split
+at, they cut ``Donau\u00addampf`` into two terms a search for ``Donaudampf`` never found,
+and Persian typed with and without its zero-width non-joiner did not match."""
 
 
 def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
@@ -117,7 +117,18 @@ def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
     # Normalised again after folding, which can leave marks out of their canonical order
     # ("İ" and a mark of a lower class after it: the dot is then not beside the "i").
     low = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
-    low = low.replace("i\u0307", "i").translate(_INVISIBLE)
+    low = low.replace("i\u0307", "i")
+    out = _terms_of(low, drop_stopwords)
+    if (joined := low.translate(_INVISIBLE)) != low:
+        # each piece between invisible characters is a term (a zero-width space marks a
+        # word boundary), and so is the word they are inside (a soft hyphen does not)
+        split = set(out)
+        out += [t for t in _terms_of(joined, drop_stopwords) if t not in split]
+    return out
+
+
+def _terms_of(low: str, drop_stopwords: bool) -> list[str]:
+    """:func:`terms` of ``low``, folded and normalised."""
     out: list[str] = []
     for m in COMPOUND.finditer(low):
         out.append(m.group())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 import unicodedata
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from opticmem.facts import (
@@ -67,6 +67,8 @@ def _forms(word: str) -> set[str]:
 
 @FAST
 @given(texts)
+@example("0\u200b0").via("a zero-width space between words: both are terms")
+@example("Donau\u00addampf").via("a soft hyphen inside a word: its pieces are terms")
 def test_a_word_of_a_page_is_found_in_any_case_and_normal_form(text: str) -> None:
     for m in WORD.finditer(text):
         for typed in _forms(m.group()):

@@ -951,11 +951,12 @@ def test_a_long_run_of_combining_marks_is_read_in_one_pass() -> None:
 def test_recall_terms_ignore_characters_that_show_nothing_inside_a_word() -> None:
     """A soft hyphen or zero-width character cut a word into two terms: a search for
     ``Donaudampf`` missed a page holding ``Donau\\u00addampf``, and Persian typed with and
-    without its zero-width non-joiner did not match."""
+    without its zero-width non-joiner did not match. (A zero-width space marks a word
+    boundary in Thai or Khmer text: the pieces stay terms as well.)"""
     for shown, typed in (("Donau\u00addampfschiff", "Donaudampfschiff"),
                          ("می\u200cخواهم", "میخواهم"), ("\ufeffinvoice", "invoice"),
                          ("re\u2060use", "reuse")):
-        assert terms(shown) == terms(typed)
+        assert set(terms(typed)) <= set(terms(shown))  # the pieces are terms too
         idx = RecallIndex()
         idx.set_page(0, [Doc(0, "recollection", f"about {shown} today", 0.9, Tier.LARGE)])
         idx.set_page(1, [Doc(1, "recollection", "lunch menu and coffee", 0.9, Tier.LARGE)])
