@@ -59,6 +59,7 @@ from opticmem.render.layout import (
     RenderSettings,
     TurnText,
     has_visible_text,
+    iso_seconds,
     layout_turn,
     paginate,
 )
@@ -2043,13 +2044,7 @@ def _timestamp(value: object) -> float | None:
     if value is None:
         return None
     if isinstance(value, str):
-        try:
-            stamp = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"ts {value!r} is neither Unix seconds nor ISO 8601") from None
-        if stamp.tzinfo is None:
-            stamp = stamp.replace(tzinfo=_dt.timezone.utc)
-        return stamp.timestamp()
+        return iso_seconds(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"ts must be a number or an ISO 8601 string, got {value!r}")
     try:

@@ -345,7 +345,7 @@ def fact_spans(text: str) -> list[tuple[int, int, str]]:
     out: list[tuple[int, int, str]] = []
     written = _without_terminal_escapes(text)
     clean = _plain(written)
-    wide = clean is not written  # then each fact is taken from the text as written
+    changed = clean is not written  # then each fact is taken from the text as written
     for m in (_FACT_CJK if UNSEGMENTED.search(text) else _FACT).finditer(clean):
         s, e = m.start(), m.end()
         fact = m.group()
@@ -369,7 +369,7 @@ def fact_spans(text: str) -> list[tuple[int, int, str]]:
             s -= 1  # -12.5, -$5: the sign is part of the value
             fact = clean[s] + fact
         if fact and len(fact) <= MAX_FACT_CHARS:
-            out.append((s, e, written[s:e].strip() if wide else fact))
+            out.append((s, e, written[s:e].strip() if changed else fact))
     return out
 
 

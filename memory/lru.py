@@ -119,13 +119,6 @@ class LRU(Generic[K, V]):
                 self._total -= hit[1]
                 self._forget(key)
 
-    def discard_if(self, predicate: Callable[[K], bool]) -> None:
-        """Drop every entry whose key matches (e.g. all entries of a deleted session)."""
-        with self._lock:
-            for k in [k for k in self._data if predicate(k)]:
-                self._total -= self._data.pop(k)[1]
-                self._forget(k)
-
     def discard_group(self, group: Hashable, predicate: Callable[[K], bool] | None = None) -> None:
         """Drop the entries of ``group`` (those ``predicate`` matches, if given), looking at
         no other entry. Needs a cache made with ``group``."""

@@ -18,11 +18,11 @@ import json
 import sys
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from opticmem.errors import OpticMemError
+from opticmem.render.layout import iso_seconds
 from opticmem.sessions import (
     DEFAULT_ROLES,
     MAX_TURN_CHARS,
@@ -71,16 +71,7 @@ def _ts(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, str):
-        try:
-            # RFC 3339 takes "z" for UTC as well as "Z" (and "t" for "T"); fromisoformat
-            # refuses the "z"
-            utc = value.endswith(("Z", "z")) and "z" not in value[:-1].lower()
-            dt = datetime.fromisoformat(value[:-1] + "+00:00" if utc else value)
-        except ValueError:
-            raise ValueError(f"ts {value!r} is neither Unix seconds nor ISO 8601") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        return dt.timestamp()
+        return iso_seconds(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"ts must be a number or an ISO 8601 string, got {value!r}")
     # JSON integers have no size limit: float() of one past ~1e308 raised OverflowError,

@@ -18,6 +18,7 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 
 import numpy as np
 
@@ -283,6 +284,25 @@ MIN_TS = -62_135_596_800.0
 
 MAX_TS = 253_402_300_799.0
 """Latest timestamp a page can show: 9999-12-31 23:59:59 UTC."""
+
+
+def iso_seconds(text: str) -> float:
+    """An RFC 3339 / ISO 8601 time as Unix seconds, UTC when it names no offset; ``Z`` or
+    ``z`` (and ``T`` or ``t``) as RFC 3339 allows, which ``datetime.fromisoformat`` does
+    not for the ``z``. ``ValueError`` for any other text. What transcripts' ``ts`` strings
+    are read as, by ``opticmem ingest`` and by ``opticmem eval --text-file`` alike.
+
+    >>> iso_seconds("2026-01-02t03:04:05z"), iso_seconds("2026-01-02 04:04:05+01:00")
+    (1767323045.0, 1767323045.0)
+    """
+    try:
+        utc = text.endswith(("Z", "z")) and "z" not in text[:-1].lower()
+        stamp = datetime.fromisoformat(text[:-1] + "+00:00" if utc else text)
+    except ValueError:
+        raise ValueError(f"ts {text!r} is neither Unix seconds nor ISO 8601") from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return stamp.timestamp()
 
 
 def utc_minute(ts: float) -> str:

@@ -11,7 +11,8 @@ MODULES = [
     "opticmem.facts",
     "opticmem.lru", "opticmem.memory", "opticmem.memory_store", "opticmem.policy",
     "opticmem.recall", "opticmem.sessions", "opticmem.sqlite_store", "opticmem.stores",
-    "opticmem.tokens", "opticmem.transcripts", "opticmem.render.sheet",
+    "opticmem.tokens", "opticmem.transcripts", "opticmem.render.layout",
+    "opticmem.render.sheet",
 ]
 
 
