@@ -269,10 +269,9 @@ def _langchain_turn(reply: object) -> dict[str, Any] | None:
     lc = sys.modules.get("langchain_core.messages")
     if lc is None or not isinstance(reply, lc.AIMessage):
         return None
-    from opticmem.integrations.langchain_messages import message_text
+    from opticmem.integrations.langchain_messages import message_calls, message_text
 
-    calls = [{"id": c.get("id"), "name": c.get("name")}
-             for c in [*reply.tool_calls, *reply.invalid_tool_calls]]
+    calls = [{"id": c.get("id"), "name": c.get("name")} for c in message_calls(reply)]
     return {"role": "assistant", "text": message_text(reply),
             "meta": {"tool_calls": calls} if calls else None}
 

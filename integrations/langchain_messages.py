@@ -22,7 +22,8 @@
   are written after its text as lines ``[tool call · NAME · id ID] {"arg": ...}``, so the
   archive and the pages keep what was asked of which tool — its invalid tool calls too
   (arguments that did not parse, written as the model sent them): the agent answers them
-  with an error tool result.
+  with an error tool result — and a call held only as a content block (an Anthropic
+  ``tool_use`` of a message built from a dict), each call once (:func:`message_calls`).
 * Metadata kept with the turn: ``lc_id`` (the message id, how the middleware knows what
   it already recorded), ``lc_type``, ``name``, ``tool_call_id``, ``tool_calls`` (ids and
   names), ``status`` of a failed tool result.
@@ -121,13 +122,13 @@ def _block_text(block: Mapping[str, Any]) -> str | None:
         return attachment_marker(str(kind), block.get("mime_type"))
     if kind == "refusal":
         return refusal_text(block.get("refusal"))
-    if kind in ("reasoning", "tool_call", "tool_call_chunk", "invalid_tool_call"):
-        return None  # reasoning is not history; tool calls come from ``tool_calls``
+    if kind == "reasoning" or kind in CALL_BLOCKS:
+        return None  # reasoning is not history; tool calls come from ``message_calls``
     if kind == "non_standard":
         value = block.get("value")
-        if isinstance(value, Mapping) and value.get("type") in ("tool_use", "thinking",
-                                                                 "redacted_thinking"):
-            return None  # provider-native copies of tool calls and reasoning
+        if isinstance(value, Mapping) and value.get("type") in (
+                *NATIVE_CALL_BLOCKS, "thinking", "redacted_thinking"):
+            return None  # provider-native tool calls (``message_calls``) and reasoning
         if isinstance(value, Mapping) and value.get("type") == "json":
             return json_text(value.get("json"))  # a tool's JSON result: its data
         if isinstance(value, Mapping) and (text := _provider_text(value)) is not None:
@@ -164,14 +165,76 @@ def message_text(message: BaseMessage) -> str:
         refusal = refusal_text(message.additional_kwargs.get("refusal"))
         if refusal and refusal not in parts:  # not already read from a refusal block
             parts.append(refusal)
-        parts.extend(tool_call_line(c) for c in _calls(message))
+        parts.extend(tool_call_line(c) for c in message_calls(message))
     return "\n".join(parts)
 
 
-def _calls(message: AIMessage) -> list[Mapping[str, Any]]:
-    """Every tool call ``message`` asks for: the parsed ones, then the invalid ones (a
-    model's malformed or truncated arguments, kept as the raw string it sent)."""
-    return [*message.tool_calls, *message.invalid_tool_calls]
+CALL_BLOCKS: frozenset[str] = frozenset({"tool_call", "tool_call_chunk", "invalid_tool_call"})
+"""Standard content-block types that copy a tool call of the message (``tool_calls``)."""
+
+NATIVE_CALL_BLOCKS: frozenset[str] = frozenset({"tool_use", "function_call"})
+"""Provider-native content blocks of an ``AIMessage`` that hold a tool call: Anthropic's
+``tool_use`` (``id``), OpenAI Responses' ``function_call`` (``call_id``; ``id`` is the
+output item's own)."""
+
+
+def _content_call(block: object) -> tuple[dict[str, Any], set[str]] | None:
+    """The tool call a raw content block of an ``AIMessage`` holds, as ``tool_calls``
+    holds one (``name``, ``args``, ``id``), with every id it can be matched by (``None``:
+    not a call)."""
+    if not isinstance(block, Mapping):
+        return None
+    kind = block.get("type")
+    if kind not in CALL_BLOCKS and kind not in NATIVE_CALL_BLOCKS:
+        return None
+    ident = block.get("call_id") if kind == "function_call" else block.get("id")
+    ident = ident or block.get("id")
+    if kind == "tool_use":
+        args = block.get("input")
+        partial = block.get("partial_json")
+        if not args and isinstance(partial, str) and partial:  # a streamed call, merged
+            args = partial
+    elif kind == "function_call":
+        args = block.get("arguments", block.get("args"))
+    else:
+        args = block.get("args")
+    ids = {i for i in (block.get("call_id"), block.get("id")) if isinstance(i, str) and i}
+    return {"name": block.get("name"), "args": {} if args is None else args,
+            "id": ident}, ids
+
+
+def message_calls(message: AIMessage) -> list[Mapping[str, Any]]:
+    """Every tool call ``message`` asks for, each once: the parsed ones (``tool_calls``),
+    the invalid ones (a model's malformed or truncated arguments, kept as the raw string
+    it sent), then any call its content holds that neither lists — an Anthropic
+    ``tool_use`` block, an OpenAI Responses ``function_call``, a v1 ``tool_call`` block
+    of a message built from a dict or by hand, which has no ``tool_calls``. A content
+    block is the same call as a listed one when their ids match; one with no id is taken
+    as a copy when the message lists any call. langchain-anthropic's messages hold every
+    call twice, as a ``tool_use`` block and in ``tool_calls``: priced and written once.
+
+    >>> use = {"type": "tool_use", "id": "toolu_1", "name": "wx", "input": {"city": "Seoul"}}
+    >>> call = {"name": "wx", "args": {"city": "Seoul"}, "id": "toolu_1"}
+    >>> len(message_calls(AIMessage(content=[use], tool_calls=[call])))
+    1
+    >>> message_calls(AIMessage(content=[use]))
+    [{'name': 'wx', 'args': {'city': 'Seoul'}, 'id': 'toolu_1'}]
+    """
+    listed: list[Mapping[str, Any]] = [*message.tool_calls, *message.invalid_tool_calls]
+    if isinstance(message.content, str):
+        return listed
+    seen = {i for c in listed if isinstance(i := c.get("id"), str) and i}
+    extra: list[Mapping[str, Any]] = []
+    for block in message.content:
+        found = _content_call(block)
+        if found is None:
+            continue
+        call, ids = found
+        if (ids & seen) or (not ids and listed):
+            continue
+        seen |= ids
+        extra.append(call)
+    return [*listed, *extra]
 
 
 def message_role(message: BaseMessage, roles: frozenset[str] | set[str]) -> str | None:
@@ -209,7 +272,7 @@ def _meta(message: BaseMessage) -> dict[str, Any]:
         meta["tool_call_id"] = _valid(message.tool_call_id)
         if message.status != "success":
             meta["status"] = message.status
-    if isinstance(message, AIMessage) and (calls := _calls(message)):
+    if isinstance(message, AIMessage) and (calls := message_calls(message)):
         meta["tool_calls"] = [{"id": _valid(c.get("id")), "name": _valid(c.get("name"))}
                               for c in calls]
     return meta
@@ -311,10 +374,13 @@ def orphan_tool_results_headed(messages: Sequence[BaseMessage]) -> list[BaseMess
 
 
 __all__ = [
+    "CALL_BLOCKS",
+    "NATIVE_CALL_BLOCKS",
     "REQUIRED_ROLES",
     "ROLE_OF_TYPE",
     "context_messages",
     "leading_system",
+    "message_calls",
     "message_id",
     "message_role",
     "message_text",

@@ -29,7 +29,10 @@ standard form):
   (default: the price of a Large page under the model); data that is not base64 raises
   :class:`ValueError`;
 * an ``AIMessage``'s tool calls, invalid ones included: the text of their JSON (name,
-  arguments, id);
+  arguments, id), once each — a call the message also holds as a content block (an
+  Anthropic ``tool_use``, an OpenAI Responses ``function_call``, a streamed
+  ``tool_call_chunk``) is matched to it by id
+  (:func:`~opticmem.integrations.langchain_messages.message_calls`);
 * audio, video, files and other blocks: the text of their fields, without the payload;
 * every message: the model's ``message_overhead``.
 
@@ -57,6 +60,11 @@ from opticmem.costs import (
     png_size,
 )
 from opticmem.errors import ConfigurationError, InvalidTurnError
+from opticmem.integrations.langchain_messages import (
+    CALL_BLOCKS,
+    NATIVE_CALL_BLOCKS,
+    message_calls,
+)
 from opticmem.memory import OpticalMemory
 from opticmem.render import Tier
 
@@ -159,10 +167,11 @@ class OpticalTokenCounter:
             if message.content:
                 blocks.append({"type": "text", "text": message.content})
         else:
+            ai = isinstance(message, AIMessage)
             for block in message.content_blocks:
                 kind = block.get("type")
-                if kind == "tool_call":
-                    continue  # priced from ``tool_calls`` below, once
+                if ai and _is_call(block):
+                    continue  # priced from ``message_calls`` below, once each
                 image = block if kind == "image" else _provider_image(block)
                 if image is not None:
                     png, tokens = self._image(image)
@@ -173,10 +182,10 @@ class OpticalTokenCounter:
                 text = _text_of(block)
                 if text:
                     blocks.append({"type": "text", "text": text})
-        if isinstance(message, AIMessage) and (message.tool_calls or message.invalid_tool_calls):
+        if isinstance(message, AIMessage) and (found := message_calls(message)):
             # invalid calls (arguments that did not parse) go back to the provider too
             calls = [{"name": c.get("name"), "args": c.get("args"), "id": c.get("id")}
-                     for c in [*message.tool_calls, *message.invalid_tool_calls]]
+                     for c in found]
             blocks.append({"type": "text",
                            "text": json.dumps(calls, ensure_ascii=False, default=str)})
         return {"role": message.type, "content": blocks}, extra
@@ -253,6 +262,21 @@ def _provider_image(block: Mapping[str, Any]) -> dict[str, Any] | None:
             data = base64.b64encode(data).decode()
         return {"type": "image", "base64": data} if isinstance(data, str) else {"type": "image"}
     return None
+
+
+def _is_call(block: Mapping[str, Any]) -> bool:
+    """Whether a standard block of an ``AIMessage`` is one of its tool calls — a
+    ``tool_call``, a ``tool_call_chunk`` (a streamed answer merged) or an
+    ``invalid_tool_call`` block, or a provider's own ``tool_use`` (Anthropic) or
+    ``function_call`` (OpenAI Responses) block LangChain passes on as ``non_standard`` —
+    which :func:`~opticmem.integrations.langchain_messages.message_calls` prices once.
+    Priced as a block too, each call of a langchain-anthropic message counted twice."""
+    kind = block.get("type")
+    if kind in CALL_BLOCKS:
+        return True
+    value = block.get("value")
+    return kind == "non_standard" and isinstance(value, Mapping) and value.get(
+        "type") in NATIVE_CALL_BLOCKS
 
 
 def _text_of(block: Mapping[str, Any]) -> str:

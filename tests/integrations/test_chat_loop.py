@@ -707,7 +707,12 @@ def test_developer_messages_are_the_calls_instructions_like_system_messages() ->
      'Checking.\n[tool call · wx · id t1] {"city": "Seoul"}'),
     ("", {"additional_kwargs": {"refusal": "I can't help with that."}},
      "I can't help with that."),
-], ids=["reasoning", "anthropic-thinking-tool-use", "openai-refusal"])
+    # a tool_use block with no tool_calls (an Anthropic-form message built from a dict):
+    # its only copy of the call, which was dropped as a duplicate
+    ([{"type": "text", "text": "Checking."},
+      {"type": "tool_use", "id": "t1", "name": "wx", "input": {"city": "Seoul"}}], {},
+     'Checking.\n[tool call · wx · id t1] {"city": "Seoul"}'),
+], ids=["reasoning", "anthropic-thinking-tool-use", "openai-refusal", "tool-use-only"])
 def test_a_langchain_reply_is_recorded_as_the_langchain_integration_records_it(
     blocks: Any, extra: dict[str, Any], text: str
 ) -> None:

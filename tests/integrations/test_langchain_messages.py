@@ -257,3 +257,52 @@ def test_provider_image_and_media_parts_are_archived_as_attachments() -> None:
          "[audio/wav attachment, not archived]")]:
         [turn] = message_turns(HumanMessage(content=[part]), memory)
         assert turn["text"] == marker, part
+
+
+_CALL = {"name": "get_weather", "args": {"city": "Seoul"}, "id": "toolu_01",
+         "type": "tool_call"}
+_USE = {"type": "tool_use", "id": "toolu_01", "name": "get_weather",
+        "input": {"city": "Seoul"}}
+_LINE = '[tool call · get_weather · id toolu_01] {"city": "Seoul"}'
+
+
+def test_a_tool_call_held_twice_by_the_message_is_recorded_once() -> None:
+    # langchain-anthropic's form: a tool_use block and the same call in tool_calls.
+    memory = OpticalMemory(codec=None)
+    for message in [
+        AIMessage(content=[{"type": "text", "text": "Let me check."}, _USE], tool_calls=[_CALL]),
+        AIMessage(content=[{"type": "text", "text": "Let me check."}, _USE], tool_calls=[_CALL],
+                  response_metadata={"model_provider": "anthropic"}),
+        AIMessageChunk(content=[{"type": "text", "text": "Let me check.", "index": 0},
+                                {**_USE, "input": {}, "index": 1,
+                                 "partial_json": '{"city": "Seoul"}'}],
+                       tool_call_chunks=[{"name": "get_weather", "args": '{"city": "Seoul"}',
+                                          "id": "toolu_01", "index": 1,
+                                          "type": "tool_call_chunk"}]),
+        AIMessage(content=[{"type": "text", "text": "Let me check."},
+                           {"type": "function_call", "name": "get_weather", "id": "fc_1",
+                            "arguments": '{"city": "Seoul"}', "call_id": "toolu_01"}],
+                  tool_calls=[_CALL]),
+    ]:
+        [turn] = message_turns(message, memory)
+        assert turn["text"] == f"Let me check.\n{_LINE}", message
+        assert turn["meta"]["tool_calls"] == [{"id": "toolu_01", "name": "get_weather"}]
+
+
+def test_a_tool_call_held_only_as_a_content_block_is_recorded() -> None:
+    # An Anthropic-form assistant message converted from a dict has no tool_calls: its
+    # tool_use block, dropped as a copy of one, lost the call from the archive.
+    from langchain_core.messages import convert_to_messages
+
+    [ai] = convert_to_messages([{"role": "assistant", "content": [
+        {"type": "text", "text": "Let me check."}, _USE]}])
+    assert isinstance(ai, AIMessage) and ai.tool_calls == []
+    [turn] = message_turns(ai, OpticalMemory(codec=None))
+    assert turn["text"] == f"Let me check.\n{_LINE}"
+    assert turn["meta"]["tool_calls"] == [{"id": "toolu_01", "name": "get_weather"}]
+    # a second, different call beside a listed one is kept too (matched by id)
+    other = {**_USE, "id": "toolu_02", "input": {"city": "Busan"}}
+    [both] = message_turns(AIMessage(content=[_USE, other], tool_calls=[_CALL]),
+                           OpticalMemory(codec=None))
+    assert both["text"] == (
+        f'{_LINE}\n[tool call · get_weather · id toolu_02] {{"city": "Busan"}}')

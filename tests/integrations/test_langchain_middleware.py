@@ -777,3 +777,38 @@ def test_user_first_history_is_sent_as_before(memory: OpticalMemory) -> None:
         assert LEAD_NOTE not in [m.content for m in call]
         assert view.context is None or view.context.lead_note is None
     assert views[-1].context is not None and views[-1].context.pages  # pages open it
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_an_anthropic_tool_call_is_priced_and_recorded_once(mode: str) -> None:
+    # langchain-anthropic's AIMessage holds each tool call twice: a tool_use content block
+    # and an entry of tool_calls. Without the provider in response_metadata (an older
+    # checkpoint's message, a scripted one) the in-flight price counted the call twice,
+    # which refused (InFlightTooLargeError) or cut history for a run that fit.
+    call = {"name": "get_weather", "args": {"city": "Seoul"}, "id": "toolu_01",
+            "type": "tool_call"}
+    asks = AIMessage(content=[{"type": "text", "text": "Let me check."},
+                              {"type": "tool_use", "id": "toolu_01", "name": "get_weather",
+                               "input": {"city": "Seoul"}}], tool_calls=[call])
+    memory = OpticalMemory(codec=None, budget_tokens=BUDGET)
+    counter = OpticalTokenCounter(memory)
+    model = capturing(iter([asks, AIMessage("Sunny in Seoul.")]))
+    agent, views = make_agent(memory, model, tools=[get_weather])
+    run(agent, "Weather in Seoul?", "anthropic", mode)
+    human, sent_call, result = views[1].in_flight
+    assert sent_call.content == asks.content  # sent as the model gave it
+    once = AIMessage(content=[{"type": "text", "text": "Let me check."}], tool_calls=[call])
+    assert views[1].in_flight_tokens == counter([human, once, result])
+    # A budget that holds the run's messages with the call priced once is enough.
+    tight = views[1].system_tokens + views[1].in_flight_tokens
+    memory2 = OpticalMemory(codec=None, budget_tokens=tight)
+    agent2, views2 = make_agent(memory2, capturing(iter([asks, AIMessage("Sunny.")])),
+                                tools=[get_weather])
+    run(agent2, "Weather in Seoul?", "anthropic", mode)
+    assert views2[1].tokens <= tight
+    # Recorded once too: the text line, and the call in the turn's metadata.
+    turns = memory.turns("anthropic")
+    assert [t.role for t in turns] == ["user", "assistant", "tool", "assistant"]
+    assert turns[1].text == ('Let me check.\n'
+                             '[tool call · get_weather · id toolu_01] {"city": "Seoul"}')
+    assert turns[1].meta["tool_calls"] == [{"id": "toolu_01", "name": "get_weather"}]

@@ -9,7 +9,14 @@ import pytest
 
 pytest.importorskip("langchain_core")
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    convert_to_messages,
+)
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 from PIL import Image
 
@@ -254,3 +261,64 @@ def test_provider_image_parts_are_priced_as_images_not_their_payload_as_text() -
     audio = HumanMessage(content=[{"type": "media", "mime_type": "audio/wav",
                                    "data": base64.b64encode(bytes(300_000)).decode()}])
     assert counter(audio) < 40  # its fields, not its payload
+
+
+_CALL = {"name": "get_weather", "args": {"city": "Seoul"}, "id": "toolu_01",
+         "type": "tool_call"}
+_USE = {"type": "tool_use", "id": "toolu_01", "name": "get_weather",
+        "input": {"city": "Seoul"}}
+
+
+def _streamed_tool_use(provider: dict[str, str]) -> AIMessageChunk:
+    """langchain-anthropic's stream of one tool call, merged as a caller merges chunks."""
+    start = AIMessageChunk(content=[{**_USE, "input": {}, "index": 0}], tool_call_chunks=[
+        {"name": "get_weather", "args": "", "id": "toolu_01", "index": 0,
+         "type": "tool_call_chunk"}], response_metadata=provider)
+    delta = AIMessageChunk(content=[{"type": "input_json_delta", "index": 0,
+                                     "partial_json": '{"city": "Seoul"}'}],
+                           tool_call_chunks=[{"name": None, "args": '{"city": "Seoul"}',
+                                              "id": None, "index": 0,
+                                              "type": "tool_call_chunk"}],
+                           response_metadata=provider)
+    return start + delta
+
+
+@pytest.mark.parametrize("message", [
+    AIMessage(content=[{"type": "text", "text": "Let me check."}, _USE], tool_calls=[_CALL]),
+    AIMessage(content=[{"type": "text", "text": "Let me check."}, _USE], tool_calls=[_CALL],
+              response_metadata={"model_provider": "anthropic"}),
+    _streamed_tool_use({}) + AIMessageChunk(content=[{"type": "text", "text": "Let me check.",
+                                                      "index": 1}]),
+    _streamed_tool_use({"model_provider": "anthropic"}) + AIMessageChunk(
+        content=[{"type": "text", "text": "Let me check.", "index": 1}],
+        response_metadata={"model_provider": "anthropic"}),
+], ids=["tool_use", "tool_use-provider", "stream", "stream-provider"])
+def test_a_tool_call_held_twice_by_the_message_is_priced_once(message: AIMessage) -> None:
+    # langchain-anthropic's AIMessage holds each call as a tool_use block and in
+    # tool_calls: without the provider in response_metadata (a message from an older
+    # checkpoint, or built by hand) the block was priced as text beside the call, and a
+    # merged stream's tool_call_chunk block likewise — an in-flight tool loop was priced
+    # at twice its calls, and the middleware refused or trimmed early.
+    counter = OpticalTokenCounter("openai")
+    once = AIMessage(content=[{"type": "text", "text": "Let me check."}], tool_calls=[_CALL])
+    assert message.tool_calls == [_CALL]
+    assert counter(message) == counter(once)
+    without = OpticalTokenCounter("openai")(AIMessage(content="Let me check."))
+    assert counter(message) > without  # the call itself is priced
+
+
+def test_a_call_held_only_as_a_content_block_is_priced_once() -> None:
+    # An Anthropic-form assistant message converted from a dict has no tool_calls; its
+    # tool_use block is its only copy of the call, priced as the call, once. A Responses
+    # function_call block names the call by call_id (its id is the output item's own).
+    counter = OpticalTokenCounter("openai")
+    once = counter(AIMessage(content="Let me check.", tool_calls=[_CALL]))
+    [converted] = convert_to_messages([{"role": "assistant", "content": [
+        {"type": "text", "text": "Let me check."}, _USE]}])
+    assert counter(converted) == once
+    responses = AIMessage(content=[
+        {"type": "text", "text": "Let me check."},
+        {"type": "function_call", "name": "get_weather", "arguments": '{"city": "Seoul"}',
+         "call_id": "toolu_01", "id": "fc_1"}], tool_calls=[_CALL])
+    assert counter(responses) == once
+
