@@ -15,7 +15,8 @@ it plugs into ``trim_messages``::
 How each part of a message is priced (read through ``content_blocks``, LangChain's
 standard form):
 
-* text (and reasoning) blocks: the cost model's text counter;
+* text (and reasoning) blocks: the cost model's text counter — an Anthropic
+  ``thinking`` block as its text, as LangChain translates it, not its signature;
 * base64 images: PNGs by their header through ``message_tokens``; other formats (JPEG,
   WebP, …) by their size read with Pillow, through the same image formula — under tile
   pricing at the ``detail`` an OpenAI ``image_url`` part names (LangChain keeps it in the
@@ -288,6 +289,12 @@ def _text_of(block: Mapping[str, Any]) -> str:
         return str(block.get("reasoning") or "")
     fields = {k: v for k, v in block.items() if k not in _PAYLOAD_KEYS}
     value = fields.get("value")
+    if kind == "non_standard" and isinstance(value, Mapping) and value.get(
+            "type") == "thinking":
+        # Anthropic's thinking, as its text: what LangChain's translator makes of it
+        # (a ``reasoning`` block) when the message names its provider — its signature
+        # (hundreds of opaque characters) priced as text tripled a short thought's price
+        return str(value.get("thinking") or "")
     if kind == "non_standard" and isinstance(value, Mapping):
         # a provider's audio, video or file: its fields, without the payload, as a
         # standard block is priced (a Gemini ``media`` block's bytes were priced as text)

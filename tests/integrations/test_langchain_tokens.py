@@ -322,3 +322,17 @@ def test_a_call_held_only_as_a_content_block_is_priced_once() -> None:
          "call_id": "toolu_01", "id": "fc_1"}], tool_calls=[_CALL])
     assert counter(responses) == once
 
+
+def test_thinking_is_priced_as_its_text_without_its_signature() -> None:
+    # Without the provider in response_metadata, a thinking block was priced as JSON with
+    # its signature (opaque, hundreds of characters); LangChain's own translation (a
+    # reasoning block) prices its text only. Both now cost the same.
+    thinking = [{"type": "thinking", "thinking": "The user wants Seoul.",
+                 "signature": "EqQBCkYIBxgCKkB" * 40}, {"type": "text", "text": "Sunny."}]
+    counter = OpticalTokenCounter("openai")
+    plain = counter(AIMessage(content=thinking))
+    translated = counter(AIMessage(content=thinking,
+                                   response_metadata={"model_provider": "anthropic"}))
+    assert plain == translated == counter(AIMessage(content=[
+        {"type": "reasoning", "reasoning": "The user wants Seoul."},
+        {"type": "text", "text": "Sunny."}]))
