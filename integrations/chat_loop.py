@@ -103,7 +103,7 @@ from opticmem.integrations.turn_text import (
     part_marker,
     refusal_text,
     repair_surrogates,
-    server_tool_line,
+    server_tool_text,
     shown_turn,
     tool_call_line,
 )
@@ -136,24 +136,6 @@ reasoning, left out as the LangChain integration leaves it out, and its tool cal
 written after its text by :func:`_turn_of` (:func:`_tool_calls`)."""
 
 
-_SERVER_TOOL_CALLS = ("server_tool_use", "mcp_tool_use")
-"""Anthropic content blocks of an assistant message that call a tool the API runs itself
-(web search, web fetch, code execution; an MCP server's tool)."""
-
-
-def _server_tool_text(part: Mapping[str, Any]) -> str | None:
-    """The line an Anthropic server-side tool block of an assistant message is archived as,
-    the line the LangChain integration writes for the same block
-    (:func:`~opticmem.integrations.turn_text.server_tool_line`): a call's input, a
-    result's content (``None``: not such a block)."""
-    kind = part.get("type")
-    if kind in _SERVER_TOOL_CALLS:
-        return server_tool_line("server_tool_call", part.get("input", {}))
-    if isinstance(kind, str) and kind.endswith("_tool_result") and kind != "tool_result":
-        return server_tool_line("server_tool_result", part.get("content") or "")
-    return None
-
-
 def _text_of(content: object, *, assistant: bool = False) -> str | None:
     """The text of a message ``content``: a string, or a list of parts joined by
     newlines — text parts (and the ``refusal`` parts an assistant's content may hold) as
@@ -161,7 +143,8 @@ def _text_of(content: object, *, assistant: bool = False) -> str | None:
     LangChain integration archives them as (:func:`part_marker`); in an ``assistant``
     message, Anthropic's ``thinking`` and ``tool_use`` blocks add nothing here
     (:data:`_NOT_TEXT`) and its server-side tool blocks (``server_tool_use``,
-    ``web_search_tool_result``…) are a line each (:func:`_server_tool_text`). ``None`` when
+    ``web_search_tool_result``…) are a line each
+    (:func:`~opticmem.integrations.turn_text.server_tool_text`). ``None`` when
     it holds anything else."""
     if isinstance(content, str):
         return content
@@ -175,7 +158,7 @@ def _text_of(content: object, *, assistant: bool = False) -> str | None:
                 texts.append(part[kind])
             elif assistant and kind in _NOT_TEXT:
                 continue
-            elif assistant and (line := _server_tool_text(part)) is not None:
+            elif assistant and (line := server_tool_text(part)) is not None:
                 texts.append(line)
             elif (marker := part_marker(part)) is not None:
                 texts.append(marker)

@@ -77,6 +77,7 @@ from opticmem.integrations.turn_text import (
     repair_surrogates,
     role_head,
     server_tool_line,
+    server_tool_text,
     tool_result_head,
 )
 from opticmem.integrations.turn_text import tool_call_line as _call_line
@@ -131,6 +132,10 @@ def _block_text(block: Mapping[str, Any]) -> str | None:
             return None  # provider-native tool calls (``message_calls``) and reasoning
         if isinstance(value, Mapping) and value.get("type") == "json":
             return json_text(value.get("json"))  # a tool's JSON result: its data
+        if isinstance(value, Mapping) and (line := server_tool_text(value)) is not None:
+            # Anthropic's server tool blocks when the message does not name its provider:
+            # the line LangChain's translation of them gets, not "[server_tool_use block]"
+            return line
         if isinstance(value, Mapping) and (text := _provider_text(value)) is not None:
             return text
         if isinstance(value, Mapping) and (marker := part_marker(value)) is not None:

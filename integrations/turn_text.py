@@ -99,6 +99,32 @@ def server_tool_line(kind: str, value: object) -> str:
     return f"[{kind}: {json_text(value)}]"
 
 
+SERVER_TOOL_CALLS: tuple[str, ...] = ("server_tool_use", "mcp_tool_use")
+"""Anthropic content blocks of an assistant message that call a tool the API runs itself
+(web search, web fetch, code execution; an MCP server's tool)."""
+
+
+def server_tool_text(part: Mapping[str, Any]) -> str | None:
+    """The line an Anthropic server-side tool block of an assistant message is archived as
+    (:func:`server_tool_line`): a call's input, a result's content (``None``: not such a
+    block) — the line LangChain's translation of the same block
+    (``server_tool_call``/``server_tool_result``) is archived as, so both integrations,
+    and a LangChain message whether or not it names its provider, keep the same text.
+
+    >>> server_tool_text({"type": "server_tool_use", "id": "s1", "name": "web_search",
+    ...                   "input": {"query": "Titan"}})
+    '[server_tool_call: {"query":"Titan"}]'
+    >>> server_tool_text({"type": "tool_result", "content": "12C"}) is None
+    True
+    """
+    kind = part.get("type")
+    if kind in SERVER_TOOL_CALLS:
+        return server_tool_line("server_tool_call", part.get("input", {}))
+    if isinstance(kind, str) and kind.endswith("_tool_result") and kind != "tool_result":
+        return server_tool_line("server_tool_result", part.get("content") or "")
+    return None
+
+
 def refusal_text(refusal: object) -> str | None:
     """What a refusal adds to the archived text: its own words, unmarked (``None``: no
     refusal, or an empty one).
@@ -296,6 +322,7 @@ def split_text(text: str, max_chars: int) -> list[str]:
 __all__ = [
     "ATTACHMENT_KINDS",
     "REPAIRED",
+    "SERVER_TOOL_CALLS",
     "SYSTEM_HEAD",
     "archived_parts",
     "attachment_marker",
@@ -307,6 +334,7 @@ __all__ = [
     "refusal_text",
     "repair_surrogates",
     "server_tool_line",
+    "server_tool_text",
     "shown_turn",
     "split_text",
     "tool_call_line",

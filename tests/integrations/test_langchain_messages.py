@@ -306,3 +306,24 @@ def test_a_tool_call_held_only_as_a_content_block_is_recorded() -> None:
                            OpticalMemory(codec=None))
     assert both["text"] == (
         f'{_LINE}\n[tool call · get_weather · id toolu_02] {{"city": "Busan"}}')
+
+
+def test_anthropic_server_tool_blocks_are_archived_alike_with_or_without_the_provider() -> None:
+    # With the provider named, LangChain translates them (server_tool_call/-result) and
+    # they were archived as lines of their query and results; without it (an older
+    # checkpoint's message, one built by hand) they came as non_standard blocks and were
+    # archived as "[server_tool_use block]", the search and its results lost.
+    content = [
+        {"type": "server_tool_use", "id": "s1", "name": "web_search",
+         "input": {"query": "서울 날씨"}},
+        {"type": "web_search_tool_result", "tool_use_id": "s1", "content": [
+            {"type": "web_search_result", "url": "https://wx.example/seoul", "title": "서울"}]},
+        {"type": "text", "text": "맑아요."}]
+    memory = OpticalMemory(codec=None)
+    [plain] = message_turns(AIMessage(content=content), memory)
+    [named] = message_turns(AIMessage(content=content,
+                                      response_metadata={"model_provider": "anthropic"}), memory)
+    assert plain["text"] == named["text"] == (
+        '[server_tool_call: {"query":"서울 날씨"}]\n'
+        '[server_tool_result: [{"title":"서울","type":"web_search_result",'
+        '"url":"https://wx.example/seoul"}]]\n맑아요.')
