@@ -18,6 +18,10 @@ dicts) and returns the reply. The wrapper keeps the conversation in an
    reply the archive cannot hold as given is made storable, not refused: lone
    surrogates become U+FFFD and a reply over ``max_turn_chars`` is stored in parts.
 
+Text parts: chat completions' ``text``, the Responses API's ``input_text`` and
+``output_text``, and an Anthropic ``search_result`` block (its text parts), recorded as
+their text, as the LangChain integration records them.
+
 Attachments: an ``image_url``, ``input_audio`` or ``file`` part of a message passed in
 is stored, and shown to ``chat_fn``, as a marker line such as ``[image/png attachment,
 not archived]`` — the memory keeps text, as the LangChain integration does — so the
@@ -101,6 +105,7 @@ from opticmem.integrations.turn_text import (
     has_visible_text,
     newest_turn_tokens,
     part_marker,
+    provider_text,
     refusal_text,
     repair_surrogates,
     server_tool_text,
@@ -136,9 +141,17 @@ reasoning, left out as the LangChain integration leaves it out, and its tool cal
 written after its text by :func:`_turn_of` (:func:`_tool_calls`)."""
 
 
+_TEXT_PARTS: Mapping[str, str] = {"text": "text", "refusal": "refusal",
+                                   "input_text": "text", "output_text": "text"}
+"""Content parts that are text, and the key holding it: chat completions' ``text`` (and
+the ``refusal`` an assistant's content may hold), the Responses API's ``input_text`` and
+``output_text`` — refused as "only text", a Responses-style message could not be
+recorded although its ``input_image`` parts were."""
+
+
 def _text_of(content: object, *, assistant: bool = False) -> str | None:
     """The text of a message ``content``: a string, or a list of parts joined by
-    newlines — text parts (and the ``refusal`` parts an assistant's content may hold) as
+    newlines — text parts (:data:`_TEXT_PARTS`) and Anthropic ``search_result`` blocks as
     their text, attachments (``image_url``, ``input_audio``, ``file``…) as the marker the
     LangChain integration archives them as (:func:`part_marker`); in an ``assistant``
     message, Anthropic's ``thinking`` and ``tool_use`` blocks add nothing here
@@ -154,8 +167,11 @@ def _text_of(content: object, *, assistant: bool = False) -> str | None:
             if not isinstance(part, Mapping):
                 return None
             kind = part.get("type")
-            if kind in ("text", "refusal") and isinstance(part.get(kind), str):
-                texts.append(part[kind])
+            key = _TEXT_PARTS.get(kind) if isinstance(kind, str) else None
+            if key is not None and isinstance(part.get(key), str):
+                texts.append(part[key])
+            elif kind == "search_result" and (found := provider_text(part)) is not None:
+                texts.append(found)  # an Anthropic search result a tool returns: its text
             elif assistant and kind in _NOT_TEXT:
                 continue
             elif assistant and (line := server_tool_text(part)) is not None:

@@ -73,6 +73,7 @@ from opticmem.integrations.turn_text import (
     headed,
     json_text,
     part_marker,
+    provider_text,
     refusal_text,
     repair_surrogates,
     role_head,
@@ -94,23 +95,6 @@ run streams: ``RunnableWithMessageHistory.stream`` stores the aggregated answer 
 
 REQUIRED_ROLES: tuple[str, ...] = ("user", "assistant", "tool", "system")
 """Roles the memory must accept for the LangChain integration to record every message."""
-
-def _provider_text(value: Mapping[str, Any]) -> str | None:
-    """The text a provider-native block LangChain has no standard type for carries
-    (``None``: none): its ``text`` (OpenAI Responses ``input_text``/``output_text``), or
-    the text parts of its ``content`` (an Anthropic ``search_result`` a tool returns).
-    Written as ``[input_text block]``, what the user or the tool said was lost."""
-    text = value.get("text")
-    if isinstance(text, str):
-        return text
-    content = value.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = [p["text"] for p in content if isinstance(p, Mapping)
-                 and p.get("type") == "text" and isinstance(p.get("text"), str)]
-        return "\n".join(texts) if texts else None
-    return None
 
 
 def _block_text(block: Mapping[str, Any]) -> str | None:
@@ -136,7 +120,7 @@ def _block_text(block: Mapping[str, Any]) -> str | None:
             # Anthropic's server tool blocks when the message does not name its provider:
             # the line LangChain's translation of them gets, not "[server_tool_use block]"
             return line
-        if isinstance(value, Mapping) and (text := _provider_text(value)) is not None:
+        if isinstance(value, Mapping) and (text := provider_text(value)) is not None:
             return text
         if isinstance(value, Mapping) and (marker := part_marker(value)) is not None:
             # an attachment in a provider's form LangChain has no standard block for (an

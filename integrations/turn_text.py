@@ -125,6 +125,29 @@ def server_tool_text(part: Mapping[str, Any]) -> str | None:
     return None
 
 
+def provider_text(value: Mapping[str, Any]) -> str | None:
+    """The text a provider's own content block carries (``None``: none): its ``text``
+    (OpenAI Responses ``input_text``/``output_text``), or the text parts of its
+    ``content`` (an Anthropic ``search_result`` a tool returns). Written as
+    ``[input_text block]``, what the user or the tool said was lost.
+
+    >>> provider_text({"type": "search_result", "source": "wiki", "title": "Titan",
+    ...                "content": [{"type": "text", "text": "Launch in March."}]})
+    'Launch in March.'
+    """
+    text = value.get("text")
+    if isinstance(text, str):
+        return text
+    content = value.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [p["text"] for p in content if isinstance(p, Mapping)
+                 and p.get("type") == "text" and isinstance(p.get("text"), str)]
+        return "\n".join(texts) if texts else None
+    return None
+
+
 def refusal_text(refusal: object) -> str | None:
     """What a refusal adds to the archived text: its own words, unmarked (``None``: no
     refusal, or an empty one).
@@ -331,6 +354,7 @@ __all__ = [
     "json_text",
     "newest_turn_tokens",
     "part_marker",
+    "provider_text",
     "refusal_text",
     "repair_surrogates",
     "server_tool_line",

@@ -994,3 +994,44 @@ def test_an_anthropic_tool_loop_goes_through_the_wrapper() -> None:
         chat({"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t9",
                                             "content": [{"type": "wizard_block"}]}]})
     assert len(mem.turns("s")) == 6  # nothing of the refused call was stored
+
+
+def test_responses_text_parts_and_search_results_are_recorded_as_their_text() -> None:
+    # A Responses-style message ({"type": "input_text"} parts) was refused as "only
+    # text" although its input_image parts were accepted, and so was an Anthropic
+    # search_result block (a user's or a tool's), which the LangChain integration
+    # archives as its text.
+    mem = memory()
+    model = Recorder()
+    chat = with_memory(model, mem, session="s")
+    chat({"type": "message", "role": "user", "content": [
+        {"type": "input_text", "text": "What is in this photo?"},
+        {"type": "input_image", "image_url": "data:image/png;base64,iVBO"}]})
+    chat([{"role": "assistant", "content": [
+              {"type": "output_text", "text": "A cat.", "annotations": []}]},
+          {"role": "user", "content": [
+              {"type": "text", "text": "Sources?"},
+              {"type": "search_result", "source": "wiki", "title": "Cats",
+               "content": [{"type": "text", "text": "Cats purr."}]}]},
+          {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                        "content": [{"type": "search_result",
+                                                     "source": "kb", "title": "Titan",
+                                                     "content": [{"type": "text",
+                                                                  "text": "Ships in March."}]}]}]}])
+    assert [(t.role, t.text) for t in mem.turns("s")] == [
+        ("user", "What is in this photo?\n[image/png attachment, not archived]"),
+        ("assistant", "reply 1"),
+        ("assistant", "A cat."),
+        ("user", "Sources?\nCats purr."),
+        ("tool", "Ships in March."),
+        ("assistant", "reply 2")]
+    # the LangChain integration archives the same parts the same way
+    pytest.importorskip("langchain_core")
+    from langchain_core.messages import HumanMessage
+
+    from opticmem.integrations.langchain_messages import message_text
+
+    assert message_text(HumanMessage(content=[
+        {"type": "text", "text": "Sources?"},
+        {"type": "search_result", "source": "wiki", "title": "Cats",
+         "content": [{"type": "text", "text": "Cats purr."}]}])) == "Sources?\nCats purr."
