@@ -18,6 +18,11 @@ dicts) and returns the reply. The wrapper keeps the conversation in an
    reply the archive cannot hold as given is made storable, not refused: lone
    surrogates become U+FFFD and a reply over ``max_turn_chars`` is stored in parts.
 
+Responses API input items are taken too: a ``message`` item as its message, a
+``function_call`` (or ``custom_tool_call``) item as an assistant message calling that
+tool, a ``function_call_output`` (``custom_tool_call_output``) item as a ``tool`` result
+answering its ``call_id``; a ``reasoning`` item is not recorded.
+
 Text parts: chat completions' ``text``, the Responses API's ``input_text`` and
 ``output_text``, and an Anthropic ``search_result`` block (its text parts), recorded as
 their text, as the LangChain integration records them.
@@ -68,6 +73,9 @@ after the user turn was recorded):
   each, as the LangChain integration records them);
 * a chat-completions response: ``{"choices": [{"message": {...}}, ...]}`` (the first
   choice), which is what an OpenAI-compatible endpoint's JSON body is;
+* a Responses API ``Response`` (``{"object": "response", "output": [...]}``, or the SDK
+  object): the text of its ``message`` items and a line per ``function_call`` /
+  ``custom_tool_call`` item; ``reasoning`` and hosted tools' items are left out;
 * a LangChain ``AIMessage`` (a LangChain chat model's answer, e.g. with
   ``format="langchain"``): recorded as the LangChain integration records it — reasoning
   and ``thinking`` blocks left out, tool calls (``tool_use`` blocks) as tool-call lines,
@@ -240,6 +248,9 @@ def _reply_turn(reply: object) -> dict[str, Any]:
         return turn
     dump = getattr(reply, "model_dump", None)
     data = dump() if callable(dump) and not isinstance(reply, Mapping) else reply
+    if (isinstance(data, Mapping) and data.get("object") == "response"
+            and isinstance(output := data.get("output"), list)):
+        data = _responses_reply(output)  # a Responses API ``Response``
     if isinstance(data, Mapping) and "choices" in data:
         choices = data["choices"]
         if isinstance(choices, Sequence) and choices and isinstance(choices[0], Mapping):
@@ -339,6 +350,67 @@ def _tool_calls(i: int, msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         raise InvalidTurnError(f"message {i}: function_call must be a dict with name and "
                                f"arguments, got {_preview(legacy)}")
     return [*calls, *uses, *([{"function": legacy}] if legacy else [])]
+
+
+_RESPONSES_CALLS: Mapping[str, str] = {"function_call": "arguments", "custom_tool_call": "input"}
+"""OpenAI Responses API items that call a tool, and the key holding the call's input."""
+
+_RESPONSES_OUTPUTS = ("function_call_output", "custom_tool_call_output")
+"""OpenAI Responses API items that hold a tool's result."""
+
+
+def _responses_items(msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """``msg`` as chat messages: itself, or — an OpenAI Responses API input item, which
+    has no ``role`` — the message it stands for: a ``function_call`` (or
+    ``custom_tool_call``) as an assistant message calling that tool, a
+    ``function_call_output`` as a ``tool`` message answering ``call_id``, a ``reasoning``
+    item as nothing (reasoning is left out, as the LangChain integration leaves it out).
+    Refused as "only text content" (``got None``), a Responses tool loop could not pass
+    its tool results through the wrapper.
+
+    >>> _responses_items({"type": "function_call_output", "call_id": "c1", "output": "12C"})
+    [{'role': 'tool', 'tool_call_id': 'c1', 'content': '12C'}]
+    >>> _responses_items({"type": "reasoning", "id": "rs_1", "summary": []})
+    []
+    """
+    if "role" in msg:
+        return [msg]
+    kind = msg.get("type")
+    if kind in _RESPONSES_OUTPUTS:
+        return [{"role": "tool", "tool_call_id": msg.get("call_id"),
+                 "content": msg.get("output") or ""}]
+    if isinstance(kind, str) and kind in _RESPONSES_CALLS:
+        return [{"role": "assistant", "content": None, "tool_calls": [_responses_call(msg)]}]
+    if kind == "reasoning":
+        return []
+    return [msg]
+
+
+def _responses_call(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A Responses ``function_call`` or ``custom_tool_call`` item as a chat-completions
+    tool call (``call_id`` is the call's id; ``id`` is the output item's own)."""
+    fn = {"name": item.get("name"), "arguments": item.get(_RESPONSES_CALLS[item["type"]])}
+    return {"id": item.get("call_id"), "type": "function", "function": fn}
+
+
+def _responses_reply(output: Sequence[object]) -> dict[str, Any]:
+    """A Responses API ``Response``'s ``output`` items as one assistant message: the
+    content parts of its ``message`` items (``output_text``, ``refusal``) and the calls of
+    its ``function_call`` / ``custom_tool_call`` items; ``reasoning`` and a hosted tool's
+    items (``web_search_call``…) are left out."""
+    content: list[Any] = []
+    calls: list[dict[str, Any]] = []
+    for item in output:
+        if not isinstance(item, Mapping):
+            continue
+        kind = item.get("type")
+        if kind == "message" and item.get("role", "assistant") == "assistant":
+            parts = item.get("content")
+            content.extend(parts if isinstance(parts, list) else
+                           [{"type": "text", "text": parts}] if isinstance(parts, str) else [])
+        elif isinstance(kind, str) and kind in _RESPONSES_CALLS:
+            calls.append(_responses_call(item))
+    return {"role": "assistant", "content": content, "tool_calls": calls}
 
 
 def _tool_results_split(msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -491,7 +563,8 @@ class _MemoryLoop(Generic[F]):
             (copy.deepcopy(self.system),) if self.system else ())
         turns = tuple(part for i, m in enumerate(messages)
                       if m.get("role") not in _INSTRUCTIONS
-                      for each in _tool_results_split(m)
+                      for item in _responses_items(m)
+                      for each in _tool_results_split(item)
                       for part in _storable(_turn_of(i, each), self.memory.max_turn_chars))
         if budget_tokens is not None:
             # a whole number ≥ 1, checked here: a fractional, NaN or bool budget passed

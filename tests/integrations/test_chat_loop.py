@@ -1035,3 +1035,67 @@ def test_responses_text_parts_and_search_results_are_recorded_as_their_text() ->
         {"type": "text", "text": "Sources?"},
         {"type": "search_result", "source": "wiki", "title": "Cats",
          "content": [{"type": "text", "text": "Cats purr."}]}])) == "Sources?\nCats purr."
+
+
+def _responses_reply(*output: dict[str, Any]) -> dict[str, Any]:
+    """A Responses API ``Response`` as ``model_dump()`` gives it (the fields read here)."""
+    return {"id": "resp_1", "object": "response", "status": "completed", "model": "gpt-5",
+            "output": list(output)}
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_responses_api_tool_loop_goes_through_the_wrapper(mode: str) -> None:
+    """A Responses tool loop passes back ``function_call_output`` items (no ``role``):
+    refused as "only text content … got None", and its ``Response`` reply refused with
+    UnsupportedReplyError after the model answered. Calls are recorded as the
+    chat-completions ones are, results as tool turns, reasoning left out."""
+    mem = memory()
+    replies = iter([
+        _responses_reply(
+            {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAA"},
+            {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "weather",
+             "arguments": '{"city":"서울"}', "status": "completed"}),
+        _responses_reply({"type": "message", "id": "msg_1", "role": "assistant",
+                          "status": "completed", "content": [
+                              {"type": "output_text", "text": "12C in 서울.",
+                               "annotations": []}]})])
+    sent: list[list[Message]] = []
+
+    def chat_fn(messages: list[Message]) -> dict[str, Any]:
+        sent.append(messages)
+        return next(replies)
+
+    async def achat_fn(messages: list[Message]) -> dict[str, Any]:
+        return chat_fn(messages)
+
+    def call(chat: Any, message: Any) -> Any:
+        return asyncio.run(chat(message)) if mode == "async" else chat(message)
+
+    chat = with_memory(achat_fn if mode == "async" else chat_fn, mem, session="s")
+    first = call(chat, {"role": "user", "content": [{"type": "input_text",
+                                                     "text": "Weather in 서울?"}]})
+    call_line = '[tool call · weather · id call_1] {"city":"서울"}'
+    assert reply_text(first) == call_line
+    call(chat, [{"type": "reasoning", "id": "rs_1", "summary": []},
+                {"type": "function_call_output", "call_id": "call_1",
+                 "output": [{"type": "input_text", "text": "12C, clear"}]}])
+    assert [(t.role, t.text, t.meta) for t in mem.turns("s")] == [
+        ("user", "Weather in 서울?", {}),
+        ("assistant", call_line, {"tool_calls": [{"id": "call_1", "name": "weather"}]}),
+        ("tool", "12C, clear", {"tool_call_id": "call_1"}),
+        ("assistant", "12C in 서울.", {})]
+    assert sent[-1][-1] == {"role": "user", "content": "[Tool result · call call_1]\n12C, clear"}
+
+
+def test_a_responses_api_call_item_passed_in_is_recorded_as_a_tool_call() -> None:
+    # e.g. a conversation replayed from the Responses items an app kept: calls and
+    # custom tool calls as assistant turns, their outputs as tool turns
+    mem = memory()
+    chat = with_memory(Recorder(), mem, session="s")
+    chat([{"type": "message", "role": "user", "content": "Run it."},
+          {"type": "custom_tool_call", "id": "ctc_1", "call_id": "call_2", "name": "shell",
+           "input": "ls -la"},
+          {"type": "custom_tool_call_output", "call_id": "call_2", "output": "a.txt"}])
+    assert [(t.role, t.text) for t in mem.turns("s")] == [
+        ("user", "Run it."), ("assistant", "[tool call · shell · id call_2] ls -la"),
+        ("tool", "a.txt"), ("assistant", "reply 1")]
