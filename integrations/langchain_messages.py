@@ -343,7 +343,11 @@ def orphan_tool_results_headed(messages: Sequence[BaseMessage]) -> list[BaseMess
     ``[Tool result · NAME · call ID]`` (same id). Such a result follows a call the model
     now sees only as text in the history — the error result ``create_agent`` adds, on the
     next run, for a tool call whose arguments did not parse — and chat APIs reject a tool
-    message that answers no tool call (OpenAI: HTTP 400).
+    message that answers no tool call (OpenAI: HTTP 400). The calls asked are every one
+    :func:`message_calls` lists, so a result answering a call the ``AIMessage`` holds only
+    as a content block (an Anthropic ``tool_use`` of a message built from a dict, with no
+    ``tool_calls``) stays a ``ToolMessage``: headed, it broke the call/result pair the
+    provider needs (Anthropic rejects a ``tool_use`` with no ``tool_result`` after it).
 
     >>> msgs = orphan_tool_results_headed([HumanMessage("hi"), ToolMessage("42",
     ...                                    tool_call_id="c1", name="f")])
@@ -354,7 +358,7 @@ def orphan_tool_results_headed(messages: Sequence[BaseMessage]) -> list[BaseMess
     out: list[BaseMessage] = []
     for m in messages:
         if isinstance(m, AIMessage):
-            asked.update(i for c in [*m.tool_calls, *m.invalid_tool_calls] if (i := c.get("id")))
+            asked.update(i for c in message_calls(m) if isinstance(i := c.get("id"), str) and i)
         elif isinstance(m, ToolMessage) and m.tool_call_id not in asked:
             head = tool_result_head(m.name, m.tool_call_id)
             m = HumanMessage(content=headed(head, m.content), id=m.id)

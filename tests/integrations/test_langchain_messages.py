@@ -327,3 +327,20 @@ def test_anthropic_server_tool_blocks_are_archived_alike_with_or_without_the_pro
         '[server_tool_call: {"query":"서울 날씨"}]\n'
         '[server_tool_result: [{"title":"서울","type":"web_search_result",'
         '"url":"https://wx.example/seoul"}]]\n맑아요.')
+
+
+def test_a_tool_result_answering_a_call_held_only_as_a_content_block_is_no_orphan() -> None:
+    # An assistant message converted from an Anthropic-style dict holds its call only as
+    # a tool_use block (no tool_calls): its ToolMessage, read as answering nothing, was
+    # sent as a headed HumanMessage, breaking the tool_use/tool_result pair.
+    from langchain_core.messages import convert_to_messages
+
+    from opticmem.integrations.langchain_messages import orphan_tool_results_headed
+
+    [ai] = convert_to_messages([{"role": "assistant", "content": [_USE]}])
+    assert isinstance(ai, AIMessage) and ai.tool_calls == []
+    result = ToolMessage("12C", tool_call_id="toolu_01", name="get_weather")
+    orphan = ToolMessage("?", tool_call_id="toolu_09", name="get_weather")
+    shown = orphan_tool_results_headed([HumanMessage("hi"), ai, result, orphan])
+    assert shown[2] is result
+    assert isinstance(shown[3], HumanMessage)
