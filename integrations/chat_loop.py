@@ -70,7 +70,8 @@ after the user turn was recorded):
   message passed in are, above; a custom tool's call as its free-form ``input``), or
   an Anthropic ``Message`` (``thinking`` blocks left out, ``tool_use`` blocks recorded
   as tool calls, server-side tool blocks — web search, code execution, MCP — as a line
-  each, as the LangChain integration records them);
+  each, as the LangChain integration records them, without the provider's opaque data:
+  a web search result's ``encrypted_content`` is not archived);
 * a chat-completions response: ``{"choices": [{"message": {...}}, ...]}`` (the first
   choice), which is what an OpenAI-compatible endpoint's JSON body is;
 * a Responses API ``Response`` (``{"object": "response", "output": [...]}``, or the SDK

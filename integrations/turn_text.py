@@ -19,6 +19,9 @@ without LangChain; :mod:`~opticmem.integrations.langchain_messages` uses them to
   attachment, not archived]`` (:func:`attachment_marker`; the kind when the MIME type is
   not known), whether it came as a LangChain standard block or as an OpenAI or
   Anthropic content part (:func:`part_marker`): the memory archives text.
+* Data only the provider can read — a web search result's ``encrypted_content``, a
+  citation's ``encrypted_index``, a thinking ``signature`` — is never archived
+  (:data:`OPAQUE_KEYS`): a server tool's result keeps its url, title and page age.
 * Text the archive cannot hold as given is made storable rather than refused where the
   message already happened (a model's reply, a tool's result): lone surrogates become
   U+FFFD (:func:`repair_surrogates`) and text over the memory's ``max_turn_chars`` is
@@ -87,16 +90,41 @@ def json_text(value: object) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+OPAQUE_KEYS: frozenset[str] = frozenset({"encrypted_content", "encrypted_index", "signature"})
+"""Keys under which a provider hands back data only it can read: an Anthropic web search
+result's ``encrypted_content`` (several KB of base64 per result) and a citation's
+``encrypted_index``, a thinking block's ``signature``, an OpenAI reasoning item's
+``encrypted_content``. They are sent back to the provider as given (the agent's state or
+the caller keeps them), never archived: on a page or in recall they are noise, and as
+turn text they were priced as thousands of tokens."""
+
+
+def without_opaque(value: object) -> object:
+    """``value`` (a provider's JSON data) with every :data:`OPAQUE_KEYS` entry left out,
+    at any depth; everything else as it is.
+
+    >>> without_opaque([{"type": "web_search_result", "url": "u", "title": "t",
+    ...                  "page_age": "2d", "encrypted_content": "RW5j..."}])
+    [{'type': 'web_search_result', 'url': 'u', 'title': 't', 'page_age': '2d'}]
+    """
+    if isinstance(value, Mapping):
+        return {k: without_opaque(v) for k, v in value.items() if k not in OPAQUE_KEYS}
+    if isinstance(value, (list, tuple)):
+        return [without_opaque(v) for v in value]
+    return value
+
+
 def server_tool_line(kind: str, value: object) -> str:
     """A server-side tool's call or result (a provider ran it: Anthropic's web search, code
     execution, MCP) as one archived line: ``kind`` (``server_tool_call`` or
     ``server_tool_result``, LangChain's standard names) and its arguments or output as
-    :func:`json_text`.
+    :func:`json_text`, without the provider's opaque data (:func:`without_opaque`: a web
+    search result is archived as its url, title and page age).
 
     >>> server_tool_line("server_tool_call", {"query": "서울 날씨"})
     '[server_tool_call: {"query":"서울 날씨"}]'
     """
-    return f"[{kind}: {json_text(value)}]"
+    return f"[{kind}: {json_text(without_opaque(value))}]"
 
 
 SERVER_TOOL_CALLS: tuple[str, ...] = ("server_tool_use", "mcp_tool_use")
@@ -344,6 +372,7 @@ def split_text(text: str, max_chars: int) -> list[str]:
 
 __all__ = [
     "ATTACHMENT_KINDS",
+    "OPAQUE_KEYS",
     "REPAIRED",
     "SERVER_TOOL_CALLS",
     "SYSTEM_HEAD",
@@ -363,4 +392,5 @@ __all__ = [
     "split_text",
     "tool_call_line",
     "tool_result_head",
+    "without_opaque",
 ]

@@ -902,6 +902,49 @@ def test_merge_runs_is_off_by_default_and_leaves_named_messages_alone() -> None:
                               {"role": "user", "content": "yo"}]
 
 
+def test_opaque_provider_blobs_are_never_archived() -> None:
+    # An Anthropic web search result's encrypted_content (opaque base64, KBs per result)
+    # was written into the turn text by both integrations: on the pages, in recall, priced
+    # as text. Its url, title and page_age are what the archive keeps; so are the texts
+    # beside thinking signatures, redacted thinking, citations' encrypted_index and an
+    # OpenAI reasoning item's encrypted_content, none of which is archived either.
+    blob = "E" * 5000
+    content = [
+        {"type": "thinking", "thinking": "Search first.", "signature": "S" * 400},
+        {"type": "redacted_thinking", "data": "R" * 400},
+        {"type": "server_tool_use", "id": "s1", "name": "web_search", "input": {"query": "Titan"}},
+        {"type": "web_search_tool_result", "tool_use_id": "s1", "content": [
+            {"type": "web_search_result", "url": "https://t.example", "title": "Titan",
+             "page_age": "2 days ago", "encrypted_content": blob}]},
+        {"type": "text", "text": "Launch in March.", "citations": [
+            {"type": "web_search_result_location", "url": "https://t.example",
+             "title": "Titan", "cited_text": "March", "encrypted_index": "I" * 400}]}]
+    want = ('[server_tool_call: {"query":"Titan"}]\n'
+            '[server_tool_result: [{"page_age":"2 days ago","title":"Titan",'
+            '"type":"web_search_result","url":"https://t.example"}]]\nLaunch in March.')
+    reply = {"type": "message", "role": "assistant", "content": content}
+    mem = memory()
+    with_memory(lambda messages: reply, mem, session="s")("Titan?")
+    assert mem.turns("s")[-1].text == want
+    responses = {"object": "response", "output": [
+        {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": blob},
+        {"type": "message", "role": "assistant",
+         "content": [{"type": "output_text", "text": "ok", "annotations": []}]}]}
+    assert reply_text(responses) == "ok"
+    pytest.importorskip("langchain_core")
+    from langchain_core.messages import AIMessage
+
+    from opticmem.integrations.langchain_messages import message_text
+
+    for meta in ({"model_provider": "anthropic"}, {}):  # translated, or non_standard blocks
+        assert message_text(AIMessage(content=content, response_metadata=meta)) == want
+    # langchain-openai's form of the same reply: a reasoning block, then text
+    lc = [{"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": blob},
+          {"type": "text", "text": "ok"}]
+    assert message_text(AIMessage(content=lc, response_metadata={"model_provider": "openai"})
+                        ) == message_text(AIMessage(content=lc)) == "ok"
+
+
 def test_an_anthropic_message_reply_with_server_tool_blocks_is_recorded() -> None:
     # An Anthropic Message that used a server-side tool (web search, code execution, MCP)
     # holds server_tool_use and *_tool_result blocks; they were refused with
@@ -924,7 +967,7 @@ def test_an_anthropic_message_reply_with_server_tool_blocks_is_recorded() -> Non
     [_, turn] = mem.turns("s")
     assert turn.text.splitlines() == [
         '[server_tool_call: {"query":"서울 날씨"}]',
-        '[server_tool_result: [{"encrypted_content":"e1","title":"서울",'
+        '[server_tool_result: [{"title":"서울",'
         '"type":"web_search_result","url":"https://wx.example/seoul"}]]',
         "맑아요, 12°C.",
         '[server_tool_call: {"id":"ORD-7"}]',
