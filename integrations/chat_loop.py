@@ -21,7 +21,8 @@ dicts) and returns the reply. The wrapper keeps the conversation in an
 Responses API input items are taken too: a ``message`` item as its message, a
 ``function_call`` (or ``custom_tool_call``) item as an assistant message calling that
 tool, a ``function_call_output`` (``custom_tool_call_output``) item as a ``tool`` result
-answering its ``call_id``; a ``reasoning`` item is not recorded.
+answering its ``call_id``, a hosted tool's item (``web_search_call``…) as an assistant
+message of its lines (below); a ``reasoning`` item is not recorded.
 
 Text parts: chat completions' ``text``, the Responses API's ``input_text`` and
 ``output_text``, and an Anthropic ``search_result`` block (its text parts), recorded as
@@ -75,8 +76,11 @@ after the user turn was recorded):
 * a chat-completions response: ``{"choices": [{"message": {...}}, ...]}`` (the first
   choice), which is what an OpenAI-compatible endpoint's JSON body is;
 * a Responses API ``Response`` (``{"object": "response", "output": [...]}``, or the SDK
-  object): the text of its ``message`` items and a line per ``function_call`` /
-  ``custom_tool_call`` item; ``reasoning`` and hosted tools' items are left out;
+  object): the text of its ``message`` items, a line per ``function_call`` /
+  ``custom_tool_call`` item, and a hosted tool's items (``web_search_call``,
+  ``file_search_call``, ``code_interpreter_call``, ``mcp_call``…) as the
+  ``server_tool_call``/``server_tool_result`` lines the LangChain integration archives
+  them as (a generated image as its marker); ``reasoning`` items are left out;
 * a LangChain ``AIMessage`` (a LangChain chat model's answer, e.g. with
   ``format="langchain"``): recorded as the LangChain integration records it — reasoning
   and ``thinking`` blocks left out, tool calls (``tool_use`` blocks) as tool-call lines,
@@ -112,6 +116,7 @@ from opticmem.integrations.turn_text import (
     archived_parts,
     attachment_marker,
     has_visible_text,
+    hosted_tool_lines,
     newest_turn_tokens,
     part_marker,
     provider_text,
@@ -364,7 +369,9 @@ def _responses_items(msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """``msg`` as chat messages: itself, or — an OpenAI Responses API input item, which
     has no ``role`` — the message it stands for: a ``function_call`` (or
     ``custom_tool_call``) as an assistant message calling that tool, a
-    ``function_call_output`` as a ``tool`` message answering ``call_id``, a ``reasoning``
+    ``function_call_output`` as a ``tool`` message answering ``call_id``, a hosted
+    tool's item (``web_search_call``…) as an assistant message of its lines
+    (:func:`~opticmem.integrations.turn_text.hosted_tool_lines`), a ``reasoning``
     item as nothing (reasoning is left out, as the LangChain integration leaves it out).
     Refused as "only text content" (``got None``), a Responses tool loop could not pass
     its tool results through the wrapper.
@@ -384,6 +391,9 @@ def _responses_items(msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         return [{"role": "assistant", "content": None, "tool_calls": [_responses_call(msg)]}]
     if kind == "reasoning":
         return []
+    if (lines := hosted_tool_lines(msg)) is not None:
+        return [{"role": "assistant", "content": [{"type": "text", "text": line}
+                                                  for line in lines]}]
     return [msg]
 
 
@@ -396,9 +406,11 @@ def _responses_call(item: Mapping[str, Any]) -> dict[str, Any]:
 
 def _responses_reply(output: Sequence[object]) -> dict[str, Any]:
     """A Responses API ``Response``'s ``output`` items as one assistant message: the
-    content parts of its ``message`` items (``output_text``, ``refusal``) and the calls of
-    its ``function_call`` / ``custom_tool_call`` items; ``reasoning`` and a hosted tool's
-    items (``web_search_call``…) are left out."""
+    content parts of its ``message`` items (``output_text``, ``refusal``), the calls of
+    its ``function_call`` / ``custom_tool_call`` items, and a hosted tool's items
+    (``web_search_call``, ``code_interpreter_call``…) as the lines the LangChain
+    integration archives them as (:func:`~opticmem.integrations.turn_text.hosted_tool_lines`),
+    in their order; ``reasoning`` items are left out."""
     content: list[Any] = []
     calls: list[dict[str, Any]] = []
     for item in output:
@@ -411,6 +423,8 @@ def _responses_reply(output: Sequence[object]) -> dict[str, Any]:
                            [{"type": "text", "text": parts}] if isinstance(parts, str) else [])
         elif isinstance(kind, str) and kind in _RESPONSES_CALLS:
             calls.append(_responses_call(item))
+        elif (lines := hosted_tool_lines(item)) is not None:
+            content.extend({"type": "text", "text": line} for line in lines)
     return {"role": "assistant", "content": content, "tool_calls": calls}
 
 

@@ -30,6 +30,7 @@ without LangChain; :mod:`~opticmem.integrations.langchain_messages` uses them to
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -151,6 +152,71 @@ def server_tool_text(part: Mapping[str, Any]) -> str | None:
     if isinstance(kind, str) and kind.endswith("_tool_result") and kind != "tool_result":
         return server_tool_line("server_tool_result", part.get("content") or "")
     return None
+
+
+HOSTED_TOOL_ITEMS: tuple[str, ...] = (
+    "web_search_call", "file_search_call", "code_interpreter_call", "mcp_call",
+    "mcp_list_tools", "image_generation_call")
+"""OpenAI Responses API output items of a tool the API ran itself, which
+:func:`hosted_tool_lines` archives as LangChain's translation of them is archived."""
+
+
+def hosted_tool_lines(item: Mapping[str, Any]) -> list[str] | None:
+    """The lines an OpenAI Responses hosted tool's item (:data:`HOSTED_TOOL_ITEMS`) is
+    archived as (``None``: not such an item): a ``server_tool_call`` line of what was
+    asked and a ``server_tool_result`` line of what came back, each as LangChain's
+    translation of the item (langchain-openai's ``AIMessage``) gets it
+    (:func:`server_tool_line`) — a web search's action and sources, a file search's
+    queries and results, the code run and its outputs, an MCP tool's arguments and
+    output, a listing's tools — and a generated image as its attachment marker. So the
+    chat-loop wrapper keeps the same text for a ``Response`` as the LangChain
+    integration does for the same answer, where it kept only the message text.
+
+    >>> hosted_tool_lines({"type": "web_search_call", "id": "ws_1", "status": "completed",
+    ...     "action": {"type": "search", "query": "Titan", "sources": [{"url": "u"}]}})
+    ['[server_tool_call: {"query":"Titan","type":"search"}]', \
+'[server_tool_result: {"sources":[{"url":"u"}]}]']
+    >>> hosted_tool_lines({"type": "message", "content": []}) is None
+    True
+    """
+    kind = item.get("type")
+    call: object = ""  # what LangChain's block is archived as when it has no args/output
+    result: object = ""
+    if kind == "web_search_call":
+        action = item.get("action")
+        if isinstance(action, Mapping):
+            call = {k: v for k, v in action.items() if k != "sources"}
+            if sources := action.get("sources"):
+                result = {"sources": sources}
+        else:
+            call = {}
+    elif kind == "file_search_call":
+        call = {"queries": item.get("queries", [])}
+        result = item.get("results") or ""
+    elif kind == "code_interpreter_call":
+        if "code" in item:
+            call = {"code": item["code"]}
+        if "outputs" in item:
+            result = item["outputs"]
+    elif kind == "mcp_call":
+        if isinstance(args := item.get("arguments"), str) and args:
+            # unparsable arguments: LangChain keeps them out of the call's args too
+            with contextlib.suppress(json.JSONDecodeError):
+                call = json.loads(args)
+        result = item.get("output") or ""
+    elif kind == "mcp_list_tools":
+        call = {}
+        result = item.get("tools") or ""
+    elif kind == "image_generation_call":
+        if not item.get("result"):
+            return None
+        fmt = item.get("output_format")
+        return [attachment_marker("image", f"image/{fmt}" if isinstance(fmt, str) and fmt
+                                  else None)]
+    else:
+        return None
+    return [server_tool_line("server_tool_call", call),
+            server_tool_line("server_tool_result", result)]
 
 
 def provider_text(value: Mapping[str, Any]) -> str | None:
@@ -372,6 +438,7 @@ def split_text(text: str, max_chars: int) -> list[str]:
 
 __all__ = [
     "ATTACHMENT_KINDS",
+    "HOSTED_TOOL_ITEMS",
     "OPAQUE_KEYS",
     "REPAIRED",
     "SERVER_TOOL_CALLS",
@@ -380,6 +447,7 @@ __all__ = [
     "attachment_marker",
     "has_visible_text",
     "headed",
+    "hosted_tool_lines",
     "json_text",
     "newest_turn_tokens",
     "part_marker",

@@ -1142,3 +1142,54 @@ def test_a_responses_api_call_item_passed_in_is_recorded_as_a_tool_call() -> Non
     assert [(t.role, t.text) for t in mem.turns("s")] == [
         ("user", "Run it."), ("assistant", "[tool call · shell · id call_2] ls -la"),
         ("tool", "a.txt"), ("assistant", "reply 1")]
+
+
+_HOSTED = [
+    {"type": "web_search_call", "id": "ws_1", "status": "completed",
+     "action": {"type": "search", "query": "서울 날씨",
+                "sources": [{"type": "url", "url": "https://wx.example"}]}},
+    {"type": "file_search_call", "id": "fs_1", "status": "completed", "queries": ["q"],
+     "results": [{"file_id": "f1", "filename": "a.txt", "score": 0.5, "text": "hello"}]},
+    {"type": "code_interpreter_call", "id": "ci_1", "status": "completed", "code": "print(1)",
+     "container_id": "cntr", "outputs": [{"type": "logs", "logs": "1"}]},
+    {"type": "mcp_call", "id": "mcp_1", "name": "lookup", "server_label": "kb",
+     "arguments": '{"id":"ORD-7"}', "output": "shipped"},
+    {"type": "image_generation_call", "id": "ig_1", "status": "completed", "result": "QUJD",
+     "output_format": "png"},
+    {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+     "content": [{"type": "output_text", "text": "Done.", "annotations": []}]}]
+
+
+def test_a_responses_reply_keeps_its_hosted_tools_items_as_the_langchain_side_does() -> None:
+    # A Response whose model ran hosted tools (web search, file search, code interpreter,
+    # MCP, image generation) was recorded as its message text alone, the searches and
+    # their results dropped; langchain-openai's AIMessage of the same Response is
+    # archived with a server_tool_call/-result line per item (an image as its marker).
+    mem = memory()
+    with_memory(lambda messages: _responses_reply(*_HOSTED), mem, session="s")("Go.")
+    text = mem.turns("s")[-1].text
+    assert text.splitlines() == [
+        '[server_tool_call: {"query":"서울 날씨","type":"search"}]',
+        '[server_tool_result: {"sources":[{"type":"url","url":"https://wx.example"}]}]',
+        '[server_tool_call: {"queries":["q"]}]',
+        '[server_tool_result: [{"file_id":"f1","filename":"a.txt","score":0.5,"text":"hello"}]]',
+        '[server_tool_call: {"code":"print(1)"}]',
+        '[server_tool_result: [{"logs":"1","type":"logs"}]]',
+        '[server_tool_call: {"id":"ORD-7"}]',
+        '[server_tool_result: "shipped"]',
+        "[image/png attachment, not archived]",
+        "Done."]
+    # hosted items passed back in (a replayed conversation): an assistant turn each, alike
+    chat = with_memory(Recorder(), memory(), session="t")
+    chat([{"type": "message", "role": "user", "content": "Go."}, *_HOSTED[:-1]])
+    replayed = chat.memory.turns("t")[1:-1]
+    assert [t.role for t in replayed] == ["assistant"] * 5
+    assert "\n".join(t.text for t in replayed) == "\n".join(text.splitlines()[:-1])
+    pytest.importorskip("langchain_core")
+    from langchain_core.messages import AIMessage
+
+    from opticmem.integrations.langchain_messages import message_text
+
+    lc = [*_HOSTED[:-1], {"type": "text", "text": "Done."}]  # langchain-openai's content
+    assert message_text(AIMessage(content=lc,
+                                  response_metadata={"model_provider": "openai"})) == text
