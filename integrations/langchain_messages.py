@@ -13,7 +13,11 @@
   the agent's state keeps the original); a ``json`` block (a tool's structured result)
   becomes its JSON, compact with sorted keys
   (:func:`~opticmem.integrations.turn_text.json_text`); a provider's own block with text
-  (an OpenAI ``input_text``, an Anthropic ``search_result``) as that text; reasoning
+  (an OpenAI ``input_text``, an Anthropic ``search_result``) as that text; a server
+  tool's call and result (Anthropic's ``server_tool_use``…, OpenAI's hosted
+  ``web_search_call``…) as ``[server_tool_call: ...]``/``[server_tool_result: ...]``
+  lines whether or not LangChain translated them (the message names its provider);
+  reasoning
   blocks are left out (providers do not take them back as history). A refusal — a
   ``refusal`` block, or langchain-openai's empty ``AIMessage`` with the model's words in
   ``additional_kwargs["refusal"]`` — is archived as its text after the content, as the
@@ -71,6 +75,7 @@ from opticmem.integrations.turn_text import (
     archived_parts,
     attachment_marker,
     headed,
+    hosted_tool_lines,
     json_text,
     part_marker,
     provider_text,
@@ -120,6 +125,10 @@ def _block_text(block: Mapping[str, Any]) -> str | None:
             # Anthropic's server tool blocks when the message does not name its provider:
             # the line LangChain's translation of them gets, not "[server_tool_use block]"
             return line
+        if isinstance(value, Mapping) and (lines := hosted_tool_lines(value)) is not None:
+            # OpenAI's hosted tool items likewise (a Responses web_search_call…): the
+            # lines its translation gets, not "[web_search_call block]"
+            return "\n".join(lines)
         if isinstance(value, Mapping) and (text := provider_text(value)) is not None:
             return text
         if isinstance(value, Mapping) and (marker := part_marker(value)) is not None:

@@ -344,3 +344,25 @@ def test_a_tool_result_answering_a_call_held_only_as_a_content_block_is_no_orpha
     shown = orphan_tool_results_headed([HumanMessage("hi"), ai, result, orphan])
     assert shown[2] is result
     assert isinstance(shown[3], HumanMessage)
+
+
+def test_openai_hosted_tool_items_are_archived_alike_with_or_without_the_provider() -> None:
+    # With the provider named, LangChain translates a Responses web_search_call into
+    # server_tool_call/-result blocks, archived as lines of its query and sources; without
+    # it (an older checkpoint's message, one built by hand) the item came as a
+    # non_standard block and was archived as "[web_search_call block]", the search lost.
+    content = [{"type": "web_search_call", "id": "ws_1", "status": "completed",
+                "action": {"type": "search", "query": "서울 날씨",
+                           "sources": [{"type": "url", "url": "https://wx.example"}]}},
+               {"type": "code_interpreter_call", "id": "ci_1", "status": "completed",
+                "code": "print(1)", "outputs": [{"type": "logs", "logs": "1"}]},
+               {"type": "text", "text": "맑아요."}]
+    memory = OpticalMemory(codec=None)
+    [plain] = message_turns(AIMessage(content=content), memory)
+    [named] = message_turns(AIMessage(content=content,
+                                      response_metadata={"model_provider": "openai"}), memory)
+    assert plain["text"] == named["text"] == (
+        '[server_tool_call: {"query":"서울 날씨","type":"search"}]\n'
+        '[server_tool_result: {"sources":[{"type":"url","url":"https://wx.example"}]}]\n'
+        '[server_tool_call: {"code":"print(1)"}]\n'
+        '[server_tool_result: [{"logs":"1","type":"logs"}]]\n맑아요.')
