@@ -16,7 +16,10 @@ How each part of a message is priced (read through ``content_blocks``, LangChain
 standard form):
 
 * text (and reasoning) blocks: the cost model's text counter — an Anthropic
-  ``thinking`` block as its text, as LangChain translates it, not its signature;
+  ``thinking`` block as its text, as LangChain translates it, not its signature; the
+  reasoning an ``AIMessage`` holds in ``additional_kwargs["reasoning_content"]``
+  (DeepSeek, Ollama, xAI, Groq) whatever the shape of its content: whether a provider
+  takes reasoning back varies, and the price stays an upper bound;
 * base64 images: PNGs by their header through ``message_tokens``; other formats (JPEG,
   WebP, …) by their size read with Pillow, through the same image formula — under tile
   pricing at the ``detail`` an OpenAI ``image_url`` part names (LangChain keeps it in the
@@ -164,10 +167,13 @@ class OpticalTokenCounter:
         parts it cannot (images that are not base64 PNGs)."""
         blocks: list[dict[str, Any]] = []
         extra = 0
-        if isinstance(message.content, str):
+        if isinstance(message.content, str) and not isinstance(message, AIMessage):
             if message.content:
                 blocks.append({"type": "text", "text": message.content})
         else:
+            # an AIMessage's string content too: its content_blocks add the reasoning
+            # LangChain reads from additional_kwargs["reasoning_content"], priced only for
+            # list content before — the same message cost more or less by its shape
             ai = isinstance(message, AIMessage)
             for block in message.content_blocks:
                 kind = block.get("type")

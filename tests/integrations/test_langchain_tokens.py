@@ -336,3 +336,16 @@ def test_thinking_is_priced_as_its_text_without_its_signature() -> None:
     assert plain == translated == counter(AIMessage(content=[
         {"type": "reasoning", "reasoning": "The user wants Seoul."},
         {"type": "text", "text": "Sunny."}]))
+
+
+def test_reasoning_in_additional_kwargs_is_priced_whatever_the_content_shape() -> None:
+    # A reasoning model's thought in additional_kwargs["reasoning_content"] (DeepSeek,
+    # Ollama, xAI, Groq) was priced when the content was a list of blocks but not when it
+    # was a string: the same message cost 4 or 11 tokens by its shape. It is priced in
+    # both (an upper bound: whether it goes back depends on the provider).
+    counter = OpticalTokenCounter()
+    thought = "I think the answer is yes because"
+    as_str = AIMessage("hi", additional_kwargs={"reasoning_content": thought})
+    as_list = AIMessage([{"type": "text", "text": "hi"}],
+                        additional_kwargs={"reasoning_content": thought})
+    assert counter.message(as_str) == counter.message(as_list) > counter.message(AIMessage("hi"))
