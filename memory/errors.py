@@ -37,7 +37,8 @@ class InvalidTurnError(OpticMemError, ValueError):
 
 
 class TurnTooLargeError(InvalidTurnError):
-    """A turn over the memory's size limit; nothing was stored."""
+    """A turn over the memory's size limit; nothing was stored. (A turn within it that
+    the store's backend cannot take in one value raises :class:`RecordTooLargeError`.)"""
 
 
 class BudgetError(OpticMemError, ValueError):
@@ -77,6 +78,26 @@ class SessionFullError(StoreError):
     """
 
 
+class RecordTooLargeError(StoreError, ValueError):
+    """A write holding a value larger than the store's backend takes in one piece (on
+    Redis: the server's ``proto-max-bulk-len``, 512 MB by default, or its
+    ``client-query-buffer-limit`` if that is lower): a turn, a page, a blob or a state
+    value. Raised at once, without retries; nothing of the write was stored.
+
+    ``size``: the value's size in bytes as it would be sent; ``limit``: the most the
+    server takes (``None`` where it could not be read); ``setting``: the server setting
+    that sets it (``"proto-max-bulk-len"``, ``"client-query-buffer-limit"``, or
+    ``None``). Split the turn, or raise the setting on the server.
+    """
+
+    def __init__(self, message: str, *, size: int, limit: int | None = None,
+                 setting: str | None = None) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+        self.setting = setting
+
+
 class StoreUnavailableError(StoreError, ConnectionError):
     """The store's backend (a Redis server, a database file) cannot be reached."""
 
@@ -109,6 +130,7 @@ __all__ = [
     "InvalidTurnError",
     "OpticMemError",
     "PageConflictError",
+    "RecordTooLargeError",
     "SessionFullError",
     "StoreError",
     "StoreURLError",

@@ -125,6 +125,16 @@ Faults and durability
   turn list was evicted while its pages stayed makes the memory's ``context`` raise
   :class:`~opticmem.errors.CorruptRecordError` (delete the session to begin it again)
   rather than leave every turn added since out of the context.
+* A value larger than the server takes in one piece (a turn's record, a page, a blob or
+  a state value over its ``proto-max-bulk-len``, 512 MB by default, or over its
+  ``client-query-buffer-limit`` if that is lower) raises
+  :class:`~opticmem.errors.RecordTooLargeError` at once, nothing stored. The server
+  closes the connection on such a value, most often before its reply can be read, so
+  the store refuses it before sending: a write holding a value over
+  :data:`ALWAYS_FITS` (1 MB, which every server takes) is checked against the limits
+  read with ``CONFIG GET`` (once per store; again before a refusal and after a failure).
+  Where ``CONFIG`` is not allowed, the refusal is recognised from Redis's reply, or from
+  the connection closed on the value twice while the server answers in between.
 * A record or blob that fails validation raises
   :class:`~opticmem.errors.CorruptRecordError` naming the Redis key and the seq, page or
   blob; the session's other turns, pages and blobs stay readable.
@@ -187,6 +197,7 @@ from opticmem.errors import (
     InvalidTurnError,
     OpticMemError,
     PageConflictError,
+    RecordTooLargeError,
     SessionFullError,
     StoreError,
     StoreUnavailableError,
@@ -222,6 +233,19 @@ RETRY_WINDOW = 10_000
 """How far back (in turns) a retried append looks for its own token. An append is
 recognised as already stored as long as fewer turns than this were appended to its
 session between the lost reply and the retry."""
+
+ALWAYS_FITS = (1 << 20) - 2
+"""The largest value (bytes) every Redis server takes in one argument of a command: its
+``proto-max-bulk-len`` and ``client-query-buffer-limit`` are at least 1 MB each, and a
+value needs 2 bytes of the latter beyond its own. A write holding a larger one reads the
+server's limits first (once per store) and raises
+:class:`~opticmem.errors.RecordTooLargeError` rather than send one over them."""
+
+_LIMIT_SETTINGS = ("proto-max-bulk-len", "client-query-buffer-limit")
+"""The server settings that bound one value: a bulk string longer than the first is
+refused ("Protocol error: invalid bulk length"), and a client whose query buffer grows
+past the second (a value and its 2 closing bytes) is disconnected; either way the
+connection is closed, most often before the reply can be read."""
 
 _BLOB_MAGIC = b"om"
 _BLOB_RAW = 0
@@ -836,6 +860,78 @@ def _range(start: int, stop: int) -> tuple[int, int] | None:
     return (lo, hi) if hi >= lo else None
 
 
+# --------------------------------------------------------------------------- value sizes
+@dataclass(frozen=True, slots=True)
+class _Big:
+    """The largest value of a write that holds one over :data:`ALWAYS_FITS`: its size in
+    bytes as sent, and what it is, for the message that refuses it."""
+
+    size: int
+    label: str
+
+
+def _big(values: Sequence[bytes], label: Callable[[int], str]) -> _Big | None:
+    """``None`` if every value always fits (the usual case: no lookup, no string built);
+    else the largest, named by ``label(its index)``."""
+    size = max(map(len, values), default=0)
+    if size <= ALWAYS_FITS:
+        return None
+    i = max(range(len(values)), key=lambda j: len(values[j]))
+    return _Big(size, label(i))
+
+
+def _turn_label(keys: _Keys, n: int) -> Callable[[int], str]:
+    """Names turn ``i`` of an append of ``n`` turns to ``keys``'s session."""
+    session = f"session {keys.session[:200]!r}"
+    if n == 1:
+        return lambda i: f"the turn appended to {session}"
+    return lambda i: f"turn {i} of the {n} appended to {session}"
+
+
+def _page_big(page: PageRecord, data: bytes) -> _Big | None:
+    return _big([data], lambda _: f"page {page.page_no} of session {page.session[:200]!r}")
+
+
+def _value_big(what: str, key: str, session: str, *values: bytes) -> _Big | None:
+    """A blob's or a state value's :class:`_Big` (``what``: ``"blob"`` or ``"state"``)."""
+    return _big(values, lambda _: f"{what} {key[:200]!r} of session {session[:200]!r}")
+
+
+def _config_values(reply: Any, name: str) -> list[int]:
+    """The values of setting ``name`` in a ``CONFIG GET`` reply: a mapping of setting to
+    value, or (from a cluster client asked on several nodes) a mapping of node to that."""
+    out: list[int] = []
+    if isinstance(reply, Mapping):
+        for key, value in reply.items():
+            if (key.decode("utf-8", "replace") if isinstance(key, bytes) else key) == name:
+                with contextlib.suppress(TypeError, ValueError):
+                    out.append(int(value))
+            elif isinstance(value, Mapping):
+                out += _config_values(value, name)
+    return out
+
+
+def _limit_of(replies: Sequence[Any]) -> tuple[int, str] | None:
+    """The most bytes one value may hold and the setting that bounds it, from the replies
+    of ``CONFIG GET`` for each of :data:`_LIMIT_SETTINGS` (on a cluster, the least of its
+    primaries'); ``None`` if a reply does not hold its setting."""
+    best: tuple[int, str] | None = None
+    for name, reply in zip(_LIMIT_SETTINGS, replies, strict=True):
+        values = _config_values(reply, name)
+        if not values:
+            return None
+        limit = min(values) - (2 if name == "client-query-buffer-limit" else 0)
+        if best is None or limit < best[0]:
+            best = (limit, name)
+    return best
+
+
+def _bulk_refused(exc: Exception) -> bool:
+    """True for Redis's refusal of a value over its ``proto-max-bulk-len`` (when the reply
+    could be read before the server closed the connection)."""
+    return isinstance(exc, redis.exceptions.ResponseError) and "invalid bulk length" in str(exc)
+
+
 # --------------------------------------------------------------------------- the store
 _REDIS_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.RedisError, redis.exceptions.RedisClusterException,
@@ -1179,6 +1275,12 @@ class RedisStore(Store):
         )
         self._owns_clients = _url is not None  # from_url opened them: close() closes them
         self._closed = False
+        self._limit: tuple[int, str] | None = None
+        """The most bytes the server takes in one value and the setting that says so, as
+        last read (:meth:`_read_limit`); ``None``: not known."""
+        self._limit_read = False
+        """Whether :attr:`_limit` was read (or found unreadable): a write of a value over
+        :data:`ALWAYS_FITS` reads it first otherwise."""
         for c in (client, aclient):
             if c is not None and _client_retries(c) > 0:
                 log.warning(
@@ -1446,16 +1548,20 @@ class RedisStore(Store):
     def _native_async(self) -> bool:
         return self._aclient is not None or self._aclient_factory is not None
 
-    def _error(self, exc: Exception, what: str) -> StoreError:
+    def _error(self, exc: Exception, what: str, big: _Big | None = None) -> StoreError:
         """opticmem's typed error for a redis-py exception raised during ``what``."""
         if isinstance(exc, redis.exceptions.AuthenticationError):
             return StoreUnavailableError(
                 f"Redis at {self.url} refused the credentials during {what}: {exc}"
             )
         if isinstance(exc, _RETRYABLE):
+            hint = "" if big is None or self._limit is not None else (
+                f" (the write held a value of {big.size:,} bytes, {big.label}: if that is "
+                f"more than the server's proto-max-bulk-len, which it does not let CONFIG "
+                f"GET read, the server closes the connection on it)")
             return StoreUnavailableError(
                 f"Redis at {self.url} is unreachable ({what} failed after "
-                f"{self.retries} retries): {exc}"
+                f"{self.retries} retries): {exc}{hint}"
             )
         if isinstance(exc, redis.exceptions.MovedError) and not self.cluster:
             return StoreError(
@@ -1464,10 +1570,21 @@ class RedisStore(Store):
             )
         return StoreError(f"Redis at {self.url} failed {what}: {exc}")
 
-    def _retrying(self, what: str, call: Callable[[], T], exc: Exception) -> T:
-        """Retry ``call`` after ``exc`` (a failed first try) with backoff; typed errors out."""
-        failures = 0
-        while isinstance(exc, _RETRYABLE) and failures < self.retries:
+    def _retrying(
+        self, what: str, call: Callable[[], T], exc: Exception, big: _Big | None = None
+    ) -> T:
+        """Retry ``call`` after ``exc`` (a failed first try) with backoff; typed errors out.
+        ``big``: the write's largest value, if one is over :data:`ALWAYS_FITS`: a failure
+        is then first checked against the server's limit on one value (a value over it
+        raises :class:`~opticmem.errors.RecordTooLargeError` at once, never retried)."""
+        failures = dropped = 0
+        while True:
+            if big is not None and (isinstance(exc, _RETRYABLE) or _bulk_refused(exc)):
+                refused, dropped = self._refused(big, exc, dropped)
+                if refused is not None:
+                    raise refused from exc
+            if not (isinstance(exc, _RETRYABLE) and failures < self.retries):
+                break
             failures += 1
             delay = self._backoff.compute(failures)
             log.info("Redis at %s: %s failed (%s); retry %d in %.2fs",
@@ -1477,13 +1594,20 @@ class RedisStore(Store):
                 return call()
             except _REDIS_ERRORS as again:
                 exc = again
-        raise self._error(exc, what) from exc
+        raise self._error(exc, what, big) from exc
 
     async def _aretrying(
-        self, what: str, call: Callable[[], Awaitable[T]], exc: Exception
+        self, what: str, call: Callable[[], Awaitable[T]], exc: Exception,
+        big: _Big | None = None,
     ) -> T:
-        failures = 0
-        while isinstance(exc, _RETRYABLE) and failures < self.retries:
+        failures = dropped = 0
+        while True:
+            if big is not None and (isinstance(exc, _RETRYABLE) or _bulk_refused(exc)):
+                refused, dropped = await self._arefused(big, exc, dropped)
+                if refused is not None:
+                    raise refused from exc
+            if not (isinstance(exc, _RETRYABLE) and failures < self.retries):
+                break
             failures += 1
             delay = self._backoff.compute(failures)
             log.info("Redis at %s: %s failed (%s); retry %d in %.2fs",
@@ -1493,7 +1617,141 @@ class RedisStore(Store):
                 return await call()
             except _REDIS_ERRORS as again:
                 exc = again
-        raise self._error(exc, what) from exc
+        raise self._error(exc, what, big) from exc
+
+    # ------------------------------------------------------------------ value sizes
+    # A value over the server's proto-max-bulk-len (or client-query-buffer-limit) makes it
+    # close the connection, most often before its "invalid bulk length" reply can be read:
+    # sent, such a write looked like a server out of reach and was retried for seconds.
+    # So a write holding a value over ALWAYS_FITS (1 MB, which every server takes) is
+    # checked against the limit read with CONFIG GET (once per store; again before a
+    # refusal, and after a failure) and refused before anything is sent. Where CONFIG is
+    # not allowed, the failure itself tells: Redis's reply when it could be read, else a
+    # connection closed twice on the value while the server answered in between.
+    def _note_limit(self, limit: tuple[int, str] | None) -> tuple[int, str] | None:
+        self._limit, self._limit_read = limit, True
+        return limit
+
+    def _limit_unreadable(self, exc: Exception) -> None:
+        if not self._limit_read:
+            log.info("Redis at %s refused CONFIG GET (%s): its limit on one value "
+                     "(proto-max-bulk-len) is not known; a value over it is recognised "
+                     "only by how the server refuses it", self.url, exc)
+        self._note_limit(None)
+
+    def _limit_args(self) -> dict[str, Any]:
+        """``CONFIG GET``'s target on a cluster: every primary (the least limit counts)."""
+        return {"target_nodes": RedisCluster.PRIMARIES} if self.cluster else {}
+
+    def _read_limit(self) -> tuple[tuple[int, str] | None, bool]:
+        """The most bytes the server takes in one value and the setting that bounds it,
+        read now with ``CONFIG GET`` and kept for later writes (``None`` where it cannot
+        be read: ``CONFIG`` refused by an ACL or renamed, or the server out of reach); and
+        whether the server answered."""
+        client = self._sync()
+        kw = self._limit_args()
+        for _ in range(2):  # twice: the server may have closed the connection a value
+            try:            # over its limit came on, and the pool hand it out again
+                return self._note_limit(
+                    _limit_of([client.config_get(n, **kw) for n in _LIMIT_SETTINGS])), True
+            except _RETRYABLE:
+                continue
+            except _REDIS_ERRORS as exc:
+                self._limit_unreadable(exc)
+                return None, True
+        return None, False
+
+    async def _aread_limit(self) -> tuple[tuple[int, str] | None, bool]:
+        client = self._async()
+        kw = self._limit_args()
+        for _ in range(2):  # as in _read_limit
+            try:
+                async with self._agate():
+                    replies = [await client.config_get(n, **kw) for n in _LIMIT_SETTINGS]
+                return self._note_limit(_limit_of(replies)), True
+            except _RETRYABLE:
+                continue
+            except _REDIS_ERRORS as exc:
+                self._limit_unreadable(exc)
+                return None, True
+        return None, False
+
+    def _too_large(self, big: _Big, limit: tuple[int, str] | None,
+                   why: str = "") -> RecordTooLargeError:
+        head = (f"{big.label} is {big.size:,} bytes as stored, more than Redis at {self.url} "
+                "takes in one value")
+        if limit is None:
+            return RecordTooLargeError(
+                f"{head} ({why}; its proto-max-bulk-len cannot be read, CONFIG GET is not "
+                "allowed): nothing was stored. Raise proto-max-bulk-len on the server, or "
+                "store less in one piece", size=big.size)
+        bound, setting = limit
+        named = (f"its {setting}" if setting == "proto-max-bulk-len"
+                 else f"its {setting} of {bound + 2:,}, less the 2 bytes that end a value")
+        return RecordTooLargeError(
+            f"{head}: {bound:,} bytes ({named}); nothing was stored. Raise {setting} on "
+            f"the server (CONFIG SET {setting} ...), or store less in one piece",
+            size=big.size, limit=bound, setting=setting)
+
+    def _fits(self, big: _Big | None) -> bool:
+        """Whether a write whose largest value is ``big`` may be sent (``None``: every value
+        fits any server). Checked against the limit read before (read now if none was); a
+        refusal is checked again against the limit read now, which may have been raised."""
+        if big is None:
+            return True
+        limit = self._limit if self._limit_read else self._read_limit()[0]
+        if limit is None or big.size <= limit[0]:
+            return True
+        limit = self._read_limit()[0]
+        return limit is None or big.size <= limit[0]
+
+    async def _afits(self, big: _Big | None) -> bool:
+        if big is None:
+            return True
+        limit = self._limit if self._limit_read else (await self._aread_limit())[0]
+        if limit is None or big.size <= limit[0]:
+            return True
+        limit = (await self._aread_limit())[0]
+        return limit is None or big.size <= limit[0]
+
+    def _fit(self, big: _Big | None) -> None:
+        """Raise :class:`~opticmem.errors.RecordTooLargeError` before a write whose largest
+        value is more than the server takes in one (:meth:`_fits`)."""
+        if not self._fits(big):
+            assert big is not None
+            raise self._too_large(big, self._limit)
+
+    async def _afit(self, big: _Big | None) -> None:
+        if not await self._afits(big):
+            assert big is not None
+            raise self._too_large(big, self._limit)
+
+    def _refused(self, big: _Big, exc: Exception, dropped: int) -> tuple[
+            RecordTooLargeError | None, int]:
+        """After a write whose largest value is ``big`` failed with ``exc``: the error to
+        raise if that value is over the server's limit (read again now), else ``None``;
+        and how many times in a row the server has closed the connection on the value
+        while answering in between (``dropped``: as many before this failure)."""
+        return self._refusal(big, exc, dropped, *self._read_limit())
+
+    async def _arefused(self, big: _Big, exc: Exception, dropped: int) -> tuple[
+            RecordTooLargeError | None, int]:
+        return self._refusal(big, exc, dropped, *(await self._aread_limit()))
+
+    def _refusal(self, big: _Big, exc: Exception, dropped: int,
+                 limit: tuple[int, str] | None, answered: bool) -> tuple[
+                     RecordTooLargeError | None, int]:
+        if limit is not None:
+            return (self._too_large(big, limit) if big.size > limit[0] else None), 0
+        if _bulk_refused(exc):
+            return self._too_large(big, None, "it refused it: invalid bulk length"), 0
+        # A timeout is no sign: a large value may take long to send.
+        if not (answered and isinstance(exc, redis.exceptions.ConnectionError)):
+            return None, 0
+        if dropped + 1 >= 2:
+            return self._too_large(big, None, "it closed the connection on it twice, "
+                                   "answering other commands in between"), 0
+        return None, dropped + 1
 
     def _evalsha(self, lua: _Lua, keys: _Keys, args: Sequence[Any]) -> Any:
         client = self._sync()
@@ -1512,19 +1770,22 @@ class RedisStore(Store):
                 await client.script_load(lua.source)
                 return await client.evalsha(lua.sha, 1, keys.turns, *args)
 
-    def _eval(self, lua: _Lua, keys: _Keys, *args: Any) -> Any:
-        """Run an idempotent script, retrying it as is after a lost connection."""
+    def _eval(self, lua: _Lua, keys: _Keys, *args: Any, big: _Big | None = None) -> Any:
+        """Run an idempotent script, retrying it as is after a lost connection. ``big``:
+        its largest argument, if one is over :data:`ALWAYS_FITS` (see :meth:`_fit`)."""
+        self._fit(big)
         try:
             return self._evalsha(lua, keys, args)
         except _REDIS_ERRORS as exc:
-            return self._retrying(lua.name, lambda: self._evalsha(lua, keys, args), exc)
+            return self._retrying(lua.name, lambda: self._evalsha(lua, keys, args), exc, big)
 
-    async def _aeval(self, lua: _Lua, keys: _Keys, *args: Any) -> Any:
+    async def _aeval(self, lua: _Lua, keys: _Keys, *args: Any, big: _Big | None = None) -> Any:
+        await self._afit(big)
         try:
             return await self._aevalsha(lua, keys, args)
         except _REDIS_ERRORS as exc:
             return await self._aretrying(
-                lua.name, lambda: self._aevalsha(lua, keys, args), exc
+                lua.name, lambda: self._aevalsha(lua, keys, args), exc, big
             )
 
     def _read(self, what: str, method: str, *args: Any) -> Any:
@@ -1602,13 +1863,15 @@ class RedisStore(Store):
         keys = self._keys(session)
         token = _TOKENS.next()
         rec = _record(token, role, text, ts, meta)
+        big = None if len(rec) <= ALWAYS_FITS else _big([rec], _turn_label(keys, 1))
+        self._fit(big)
         try:
             if self._scripted_appends or keys.id_arg:
                 result = self._push(keys, [rec])
             else:  # the common case, inlined: one RPUSH
                 result = (0, self._sync().rpush(keys.turns, rec) - 1)
         except _REDIS_ERRORS as exc:
-            result = self._retry_append(keys, [rec], token, exc)
+            result = self._retry_append(keys, [rec], token, exc, big)
         if result[0] != 0:
             return self._appended(keys, ((role, text, ts, meta),), result)[0]
         return Turn(session, int(result[1]), role, text, float(ts), dict(meta) if meta else {})
@@ -1619,19 +1882,21 @@ class RedisStore(Store):
         if not items:
             return []
         recs, token = _records(items)
+        big = _big(recs, _turn_label(keys, len(recs)))
+        self._fit(big)
         try:
             result = self._push(keys, recs)
         except _REDIS_ERRORS as exc:
-            result = self._retry_append(keys, recs, token, exc)
+            result = self._retry_append(keys, recs, token, exc, big)
         return self._appended(keys, items, result)
 
     def _retry_append(
-        self, keys: _Keys, recs: list[bytes], token: str, exc: Exception
+        self, keys: _Keys, recs: list[bytes], token: str, exc: Exception, big: _Big | None
     ) -> Any:
         """After a failed append: retry with the script that first looks for ``token``."""
         args = (keys.id_arg, _needle(token), *recs)
         return self._retrying(
-            "append", lambda: self._evalsha(self._resolve_lua, keys, args), exc
+            "append", lambda: self._evalsha(self._resolve_lua, keys, args), exc, big
         )
 
     def turn_count(self, session: str) -> int:
@@ -1675,7 +1940,7 @@ class RedisStore(Store):
         keys = self._keys(page.session)
         data = page.to_json().encode("utf-8")
         return self._paged(page, self._eval(self._page_lua, keys, page.page_no, data,
-                                            *sealed))
+                                            *sealed, big=_page_big(page, data)))
 
     def session_epoch(self, session: str) -> str | None:
         """See :meth:`Store.session_epoch`: the meta hash's ``epoch``, kept by a script
@@ -1709,7 +1974,7 @@ class RedisStore(Store):
         return out
 
     def _pipelined(self, what: str, calls: Sequence[tuple[str, tuple[Any, ...]]],
-                   script: _Lua | None = None) -> list[Any]:
+                   script: _Lua | None = None, big: _Big | None = None) -> list[Any]:
         """Idempotent commands ``(method, args)`` in one non-transactional pipeline,
         retried as a whole after a lost connection; their replies. With ``script`` (run
         by ``evalsha`` in ``calls``), it is loaded once if the server lacks it."""
@@ -1731,7 +1996,7 @@ class RedisStore(Store):
                 self._sync().script_load(script.source)
                 return once()
 
-        return self._read_call(what, run)
+        return self._read_call(what, run, big)
 
     # ------------------------------------------------------------------ blob cache
     def _blob(self, key: str, data: bytes) -> tuple[str, bytes]:
@@ -1748,7 +2013,9 @@ class RedisStore(Store):
 
     def put_blob(self, session: str, key: str, data: bytes) -> None:
         keys = self._keys(session)
-        evicted = int(self._eval(self._blob_lua, keys, *self._blob(key, data)))
+        enc, packed = self._blob(key, data)
+        evicted = int(self._eval(self._blob_lua, keys, enc, packed,
+                                 big=_value_big("blob", key, session, packed)))
         if evicted:
             log.debug("%s: max_blob_bytes evicted %d older blobs", keys.turns, evicted)
 
@@ -1768,21 +2035,42 @@ class RedisStore(Store):
         an expiry keeps none: this store's ``ttl`` (a worker's URL with a ``ttl`` the
         bots do not use) never sets one on it."""
         keys = self._keys(page.session)
-        result = int(self._eval(self._page_blob_lua, keys, *self._blob(key, data),
-                                *self._page_guard(page)))
+        enc, packed = self._blob(key, data)
+        result = int(self._eval(self._page_blob_lua, keys, enc, packed, *self._page_guard(page),
+                                big=_value_big("blob", key, page.session, packed)))
         if result > 0:
             log.debug("%s: max_blob_bytes evicted %d older blobs", keys.turns, result)
         return result >= 0
 
     def put_page_blobs(self, blobs: Sequence[tuple[PageRecord, str, bytes]]) -> list[bool]:
         """See :meth:`Store.put_page_blobs`: the script of :meth:`put_page_blob` for each,
-        in one pipeline."""
+        in one pipeline. An artefact larger than the server takes in one value is not
+        written (``False``, logged as a warning) and the others are: they are a cache,
+        which the memory and the workers fill again from the pages, and one too large for
+        the server must not keep the others out of it (nor fail the reading that made
+        them). :meth:`put_page_blob` raises
+        :class:`~opticmem.errors.RecordTooLargeError` instead."""
         lua = self._page_blob_lua
-        calls = [("evalsha", (lua.sha, 1, self._keys(page.session).turns,
-                              *self._blob(key, data), *self._page_guard(page)))
-                 for page, key, data in blobs]
-        results = self._pipelined(lua.name, calls, script=lua)
-        return [int(r) >= 0 for r in results]
+        calls: list[tuple[str, tuple[Any, ...]]] = []
+        sent: list[int] = []
+        largest: _Big | None = None
+        for i, (page, key, data) in enumerate(blobs):
+            enc, packed = self._blob(key, data)
+            big = _value_big("blob", key, page.session, packed)
+            if not self._fits(big):
+                assert big is not None
+                log.warning("%s; not cached", self._too_large(big, self._limit))
+                continue
+            if big is not None and (largest is None or big.size > largest.size):
+                largest = big
+            calls.append(("evalsha", (lua.sha, 1, self._keys(page.session).turns, enc,
+                                      packed, *self._page_guard(page))))
+            sent.append(i)
+        kept = [False] * len(blobs)
+        for i, r in zip(sent, self._pipelined(lua.name, calls, script=lua, big=largest),
+                        strict=True):
+            kept[i] = int(r) >= 0
+        return kept
 
     def get_blob(self, session: str, key: str) -> bytes | None:
         bk = self._blob_key(self._keys(session), key)
@@ -1814,7 +2102,9 @@ class RedisStore(Store):
 
     def put_state(self, session: str, key: str, data: bytes) -> None:
         """Kept in the session's meta hash: blob caps and TTL sweeps never evict it."""
-        self._eval(self._state_lua, self._keys(session), *self._state(key, data))
+        field, value = self._state(key, data)
+        self._eval(self._state_lua, self._keys(session), field, value,
+                   big=_value_big("state", key, session, value))
 
     def get_state(self, session: str, key: str) -> bytes | None:
         field = b"state:" + self._state(key)[0]
@@ -1843,7 +2133,8 @@ class RedisStore(Store):
         a lost connection whose first try the server had applied reports ``False``: read
         the value again to know (what a loser does anyway)."""
         args = self._swap(key, expected, data, page)
-        return int(self._eval(self._swap_lua, self._keys(session), *args)) == 1
+        return int(self._eval(self._swap_lua, self._keys(session), *args,
+                              big=_value_big("state", key, session, args[2], args[3]))) == 1
 
     # ------------------------------------------------------------------ sessions
     def _scan_pattern(self) -> str:
@@ -1932,11 +2223,11 @@ class RedisStore(Store):
                 if cursor == 0:
                     break
 
-    def _read_call(self, what: str, call: Callable[[], T]) -> T:
+    def _read_call(self, what: str, call: Callable[[], T], big: _Big | None = None) -> T:
         try:
             return call()
         except _REDIS_ERRORS as exc:
-            return self._retrying(what, call, exc)
+            return self._retrying(what, call, exc, big)
 
     def delete_session(self, session: str) -> None:
         self._eval(self._delete_lua, self._keys(session))
@@ -1974,12 +2265,14 @@ class RedisStore(Store):
         if not items:
             return []
         recs, token = _records(items)
+        big = _big(recs, _turn_label(keys, len(recs)))
+        await self._afit(big)
         try:
             result = await self._apush(keys, recs)
         except _REDIS_ERRORS as exc:
             args = (keys.id_arg, _needle(token), *recs)
             result = await self._aretrying(
-                "append", lambda: self._aevalsha(self._resolve_lua, keys, args), exc
+                "append", lambda: self._aevalsha(self._resolve_lua, keys, args), exc, big
             )
         return self._appended(keys, items, result)
 
@@ -2003,7 +2296,8 @@ class RedisStore(Store):
             return await super().aadd_page(page)
         keys = self._keys(page.session)
         data = page.to_json().encode("utf-8")
-        return self._paged(page, await self._aeval(self._page_lua, keys, page.page_no, data))
+        return self._paged(page, await self._aeval(self._page_lua, keys, page.page_no, data,
+                                                   big=_page_big(page, data)))
 
     async def apage_count(self, session: str) -> int:
         if not self._native_async:
@@ -2024,7 +2318,9 @@ class RedisStore(Store):
         if not self._native_async:
             return await super().aput_blob(session, key, data)
         keys = self._keys(session)
-        evicted = int(await self._aeval(self._blob_lua, keys, *self._blob(key, data)))
+        enc, packed = self._blob(key, data)
+        evicted = int(await self._aeval(self._blob_lua, keys, enc, packed,
+                                        big=_value_big("blob", key, session, packed)))
         if evicted:
             log.debug("%s: max_blob_bytes evicted %d older blobs", keys.turns, evicted)
 
@@ -2032,8 +2328,10 @@ class RedisStore(Store):
         if not self._native_async:
             return await super().aput_page_blob(page, key, data)
         keys = self._keys(page.session)
-        result = int(await self._aeval(self._page_blob_lua, keys, *self._blob(key, data),
-                                       *self._page_guard(page)))
+        enc, packed = self._blob(key, data)
+        result = int(await self._aeval(self._page_blob_lua, keys, enc, packed,
+                                       *self._page_guard(page),
+                                       big=_value_big("blob", key, page.session, packed)))
         if result > 0:
             log.debug("%s: max_blob_bytes evicted %d older blobs", keys.turns, result)
         return result >= 0
@@ -2057,7 +2355,9 @@ class RedisStore(Store):
     async def aput_state(self, session: str, key: str, data: bytes) -> None:
         if not self._native_async:
             return await super().aput_state(session, key, data)
-        await self._aeval(self._state_lua, self._keys(session), *self._state(key, data))
+        field, value = self._state(key, data)
+        await self._aeval(self._state_lua, self._keys(session), field, value,
+                          big=_value_big("state", key, session, value))
 
     async def aget_state(self, session: str, key: str) -> bytes | None:
         if not self._native_async:
@@ -2073,7 +2373,8 @@ class RedisStore(Store):
         if not self._native_async:
             return await super().aswap_state(session, key, expected, data, page=page)
         args = self._swap(key, expected, data, page)
-        return int(await self._aeval(self._swap_lua, self._keys(session), *args)) == 1
+        big = _value_big("state", key, session, args[2], args[3])
+        return int(await self._aeval(self._swap_lua, self._keys(session), *args, big=big)) == 1
 
     async def _ahget_ids(self, digests: Sequence[str]) -> list[Any]:
         pipe = self._async().pipeline(transaction=False)

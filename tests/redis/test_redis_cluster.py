@@ -25,7 +25,7 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from opticmem import OpticalMemory, RenderSettings
-from opticmem.errors import SessionFullError, StoreError, StoreURLError
+from opticmem.errors import RecordTooLargeError, SessionFullError, StoreError, StoreURLError
 from opticmem.redis_store import RedisStore
 from opticmem.stores import open_store
 from tests.memory.test_store_contract import page
@@ -334,3 +334,33 @@ def test_optical_memory_end_to_end_on_a_cluster(redis_cluster_url: str) -> None:
     finally:
         other.close()
         mem.close()
+
+
+def test_a_value_over_a_nodes_proto_max_bulk_len_is_refused_at_once(
+    redis_cluster_url: str, nodes: dict[int, redis.Redis], caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every primary's limit is read (the least counts): a value over it is a typed error
+    at once, not a cluster out of reach after the retries."""
+    caplog.set_level(logging.INFO, logger="opticmem.redis_store")
+    lowered = next(iter(nodes.values()))
+    lowered.config_set("proto-max-bulk-len", "1mb")
+    try:
+        store = RedisStore.from_url(redis_cluster_url, tenant="test", cluster=True, check=False)
+        for s in ("a", "b", "c", "d"):
+            store.append_turn(s, "user", "hi", 0.0)
+        big = "x" * (2 << 20)
+        for s in ("a", "b", "c", "d"):
+            with pytest.raises(RecordTooLargeError, match="proto-max-bulk-len"):
+                store.append_turn(s, "user", big, 1.0)
+
+        assert [store.turn_count(s) for s in ("a", "b", "c", "d")] == [1, 1, 1, 1]
+
+        async def go() -> None:
+            with pytest.raises(RecordTooLargeError):
+                await store.aappend_turn("a", "user", big, 1.0)
+            await store.aclose()
+
+        asyncio.run(go())
+        assert "retry 1 in" not in caplog.text
+    finally:
+        lowered.config_set("proto-max-bulk-len", "512mb")
