@@ -178,14 +178,24 @@ class RedisRecollectQueue:
     """The recollection queue of one tenant on a Redis server (see the module docstring).
 
     Build it on a store's server with :meth:`for_store`, or from a client you hold (a
-    Redis Cluster client too). The client must use ``decode_responses=False``.
+    Redis Cluster client too), or from a URL with :meth:`from_url`. The client must use
+    ``decode_responses=False``.
+
+    :meth:`close` (or leaving a ``with`` block) closes what the queue opened itself (the
+    connections of :meth:`from_url`); a store or client it was given is the caller's to
+    close, as a store leaves clients passed in open. A closed queue raises
+    :class:`~opticmem.errors.StoreError` on every use.
     """
 
     def __init__(self, client: redis.Redis | RedisCluster, *, tenant: str = "default",
                  where: str | None = None) -> None:
-        self.client: Any = client
-        """redis-py types stream replies as sync-or-async unions: kept as ``Any`` here and
-        parsed field by field where read."""
+        self._client: Any = client
+        self._store: RedisStore | None = None
+        """The store whose client this is (:meth:`for_store`, :meth:`from_url`): closed, it
+        closes the queue too (its pool would otherwise open connections again)."""
+        self._owns_store = False
+        """Whether :meth:`close` closes :attr:`_store` (:meth:`from_url` opened it)."""
+        self._closed = False
         self.tenant = tenant
         self.key = stream_key(tenant)
         self.dead_key = f"{self.key}:dead"
@@ -194,8 +204,11 @@ class RedisRecollectQueue:
 
     @classmethod
     def for_store(cls, store: RedisStore) -> RedisRecollectQueue:
-        """The queue of ``store``'s tenant, on its server, through its sync client."""
-        return cls(store._sync(), tenant=store.tenant, where=store.url)
+        """The queue of ``store``'s tenant, on its server, through its sync client (the
+        store's to close: once it is closed, so is the queue)."""
+        queue = cls(store._sync(), tenant=store.tenant, where=store.url)
+        queue._store = store
+        return queue
 
     @classmethod
     def from_url(cls, url: str, *, tenant: str | None = None) -> RedisRecollectQueue:
@@ -204,15 +217,48 @@ class RedisRecollectQueue:
         :meth:`RedisStore.from_store_url <opticmem.redis_store.RedisStore.from_store_url>`
         opens it. ``tenant`` defaults to the URL's ``?tenant=`` (else ``"default"``); one
         that differs from it raises :class:`~opticmem.errors.StoreURLError`, as a bad URL
-        does."""
+        does. The queue owns the connections it opens: close it (:meth:`close`, or
+        ``with RedisRecollectQueue.from_url(url) as queue:``)."""
         store = RedisStore.from_store_url(url)
         named = any(k == "tenant" for k, _ in parse_qsl(urlsplit(url).query))
         if tenant is not None and named and tenant != store.tenant:
             store.close()
             raise StoreURLError(f"tenant {tenant!r} conflicts with ?tenant={store.tenant} in "
                                 f"{redact_url(url)}: give the tenant once")
-        return cls(store._sync(), tenant=store.tenant if tenant is None else tenant,
-                   where=store.url)
+        queue = cls(store._sync(), tenant=store.tenant if tenant is None else tenant,
+                    where=store.url)
+        queue._store, queue._owns_store = store, True
+        return queue
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client the queue talks through (:class:`~opticmem.errors.StoreError`
+        once the queue is closed). redis-py types stream replies as sync-or-async unions:
+        kept as ``Any`` here and parsed field by field where read."""
+        if self.closed:
+            raise StoreError(f"recollection queue {self.key} at {self.where} is closed")
+        return self._client
+
+    @property
+    def closed(self) -> bool:
+        """Whether the queue (or the store it runs on) was closed."""
+        return self._closed or (self._store is not None and self._store._closed)
+
+    def close(self) -> None:
+        """Close the connections the queue opened (:meth:`from_url`'s); a store or client
+        it was given stays open. A call another thread is making finishes first. The
+        queue is unusable afterwards; closing it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_store and self._store is not None:
+            self._store.close()
+
+    def __enter__(self) -> RedisRecollectQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def longest_block(self, seconds: float) -> float:
         """``seconds``, or less: how long a blocking read may wait for new entries on this

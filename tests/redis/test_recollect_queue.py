@@ -36,7 +36,12 @@ from opticmem.encoder.codec import (
     checkpoint_codec_name,
     weights_dir,
 )
-from opticmem.errors import ConfigurationError, StoreUnavailableError, StoreURLError
+from opticmem.errors import (
+    ConfigurationError,
+    StoreError,
+    StoreUnavailableError,
+    StoreURLError,
+)
 from opticmem.recollect_queue import (
     GROUP,
     QueuedPage,
@@ -357,7 +362,7 @@ def test_queue_mode_is_refused_where_it_cannot_work(redis_url: str) -> None:
     elsewhere = RedisRecollectQueue.from_url(redis_url, tenant=TENANT)
     with pytest.raises(ConfigurationError, match=r"^a recollection queue needs a Redis store"):
         OpticalMemory(InMemoryStore(), codec=Digest(), recollect=elsewhere)
-    elsewhere.client.close()
+    elsewhere.close()
     with pytest.raises(ConfigurationError, match="needs a codec"):
         OpticalMemory(redis_url, codec=None, recollect="queue")
     with pytest.raises(ConfigurationError, match="recollect must be"):
@@ -1246,3 +1251,59 @@ def test_a_worker_refuses_settings_redis_cannot_take(
         RecollectWorker(stores[1], Digest(), **{setting: value})  # type: ignore[arg-type]
     assert RecollectWorker(stores[1], Digest(), claim_idle=MAX_CLAIM_IDLE,
                            batch_size=MAX_BATCH_SIZE).step() is None  # the bounds work
+
+
+def _connections(raw: redis.Redis) -> set[int]:
+    """Ids of the server's client connections, less ``raw``'s own."""
+    own = int(raw.client_id())
+    return {int(c["id"]) for c in raw.client_list()} - {own}
+
+
+def test_a_queue_from_a_url_closes_the_connections_it_opened(redis_url: str) -> None:
+    """``from_url`` opened a store whose connections nothing closed: each queue made from
+    a URL (a dashboard polling the backlog) left one open on the server for good."""
+    with redis.Redis.from_url(redis_url) as raw:
+        before = _connections(raw)
+        queue = RedisRecollectQueue.from_url(f"{redis_url}?tenant={TENANT}")
+        assert queue.stats().backlog == 0
+        assert len(_connections(raw) - before) == 1  # the queue's connection
+        queue.close()
+        assert _connections(raw) == before  # released
+        with pytest.raises(StoreError, match="is closed"):
+            queue.stats()
+        with pytest.raises(StoreError, match="is closed"):
+            queue.submit("s", [Job(page_record(), Tier.LARGE)], codec="", settings=SMALL)
+        assert _connections(raw) == before  # a closed queue opens none again
+        queue.close()  # again: nothing to do
+
+        with RedisRecollectQueue.from_url(redis_url, tenant=TENANT) as queue:
+            queue.ensure_group()
+            assert queue.stats().consumers == 0
+            assert len(_connections(raw) - before) == 1
+        assert queue.closed and _connections(raw) == before
+
+
+def test_a_queue_leaves_a_store_it_was_given_open_and_closes_with_it(redis_url: str) -> None:
+    store = RedisStore.from_url(redis_url, tenant=TENANT)
+    queue = RedisRecollectQueue.for_store(store)
+    with queue:
+        assert queue.stats().backlog == 0
+    assert store.turn_count("s") == 0  # the store is the caller's: still open
+    other = RedisRecollectQueue.for_store(store)
+    store.close()
+    assert other.closed
+    with pytest.raises(StoreError, match="is closed"):
+        other.stats()  # not reconnected through the closed store's pool
+    client = redis.Redis.from_url(redis_url)
+    given = RedisRecollectQueue(client, tenant=TENANT)
+    given.close()
+    assert client.ping()  # a client passed in is the caller's too
+    client.close()
+
+
+def page_record() -> Any:
+    from opticmem.records import PageRecord
+
+    return PageRecord(session="s", page_no=0, first_seq=0, first_line=0, last_seq=0,
+                      end_line=1, transcript="p", text_tokens=1, first_ts=0.0, last_ts=0.0,
+                      render_key="r")
