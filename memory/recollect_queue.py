@@ -46,6 +46,7 @@ from opticmem.redis_store import (
     socket_timeout,
 )
 from opticmem.render import RenderSettings, Tier
+from opticmem.sessions import validate_session
 
 if TYPE_CHECKING:
     import redis
@@ -55,6 +56,9 @@ log = logging.getLogger(__name__)
 
 GROUP = "opticmem-recollect"
 """The consumer group every worker reads the queue with."""
+
+MAX_PAGE_NO = 2**63
+"""Page numbers of queue entries are below this: Redis refuses a list index past it."""
 
 DEAD_MAXLEN = 10_000
 """The dead-letter stream keeps about this many of the newest entries."""
@@ -105,7 +109,10 @@ class QueuedPage:
     @classmethod
     def from_fields(cls, fields: Mapping[bytes, bytes], entry: str) -> QueuedPage:
         """Parse an entry read from the stream; :class:`CorruptRecordError` naming it if
-        it is not one this module wrote."""
+        it is not one this module wrote — a session id the memory refuses or a page
+        number past Redis's list indexes too: looked up, such an entry failed the page
+        lookup of its whole batch (every entry beside it delivered again and again, then
+        buried with it)."""
         try:
             f = {k.decode("utf-8"): v.decode("utf-8") for k, v in fields.items()}
             raw = json.loads(f["settings"])
@@ -113,11 +120,11 @@ class QueuedPage:
                 raise TypeError("settings is not an object")
             raw["labels"] = tuple(tuple(pair) for pair in raw.get("labels", ()))
             page_no = int(f["page"])
-            if page_no < 0:
+            if not 0 <= page_no < MAX_PAGE_NO:
                 raise ValueError(f"page number {page_no}")
             return cls(
-                session=f["session"], page_no=page_no, page_id=f["id"], digest=f["digest"],
-                tier=Tier.parse(f["tier"]), codec=f["codec"],
+                session=validate_session(f["session"]), page_no=page_no, page_id=f["id"],
+                digest=f["digest"], tier=Tier.parse(f["tier"]), codec=f["codec"],
                 settings=RenderSettings(**raw), queued_at=float(f["at"]),
             )
         except (KeyError, ValueError, TypeError, UnicodeDecodeError, AttributeError) as exc:

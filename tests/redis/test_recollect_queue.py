@@ -1307,3 +1307,33 @@ def page_record() -> Any:
     return PageRecord(session="s", page_no=0, first_seq=0, first_line=0, last_seq=0,
                       end_line=1, transcript="p", text_tokens=1, first_ts=0.0, last_ts=0.0,
                       render_key="r")
+
+
+@pytest.mark.parametrize("bad", [
+    {b"session": b"x" * 70_000},  # more than the store takes as an id
+    {b"session": b""},  # no session a bot can have
+    {b"session": b"a\nb"},  # nor a control character in its id
+    {b"page": str(2**64).encode()},  # past Redis's list indexes
+])
+def test_an_entry_no_bot_could_queue_is_buried_alone(
+    stores: tuple[RedisStore, RedisStore], bad: dict[bytes, bytes],
+) -> None:
+    """An entry naming a session id or page number no bot can have (anything may write
+    to the stream) failed the whole batch's page lookup — InvalidSessionError, or Redis
+    refusing the index — so every step failed, and the good entries sharing its batch
+    were delivered again and again until they were buried with it as undeliverable."""
+    bot_store, worker_store = stores
+    mem = bot(bot_store)
+    mem.add_many("s", talk(12))
+    raw = bot_store._sync()
+    good = raw.xrange(stream_key(TENANT))
+    assert good
+    raw.xadd(stream_key(TENANT), {**good[0][1], **bad})
+    report = RecollectWorker(worker_store, Digest(), batch_size=100).step()
+    assert report is not None and report.dead == 1 and report.failed == 0
+    assert report.read + report.cached == len(good)
+    queue = RedisRecollectQueue.for_store(bot_store)
+    assert queue.stats().backlog == 0
+    [letter] = queue.dead(10)
+    assert "unreadable recollection queue entry" in letter.reason
+    mem.close()
