@@ -1982,9 +1982,16 @@ class RedisStore(Store):
             return []
 
         def once() -> list[Any]:
-            pipe = self._sync().pipeline(transaction=False)
-            for method, args in calls:
-                getattr(pipe, method)(*args)
+            client = self._sync()
+            pipe = client.pipeline(transaction=False)
+            try:
+                for method, args in calls:
+                    getattr(pipe, method)(*args)
+            except redis.exceptions.RedisClusterException:
+                # A cluster pipeline of redis-py before 8.2 refuses EVALSHA as it is queued
+                # (nothing sent yet): put_page_blobs failed on every call. One call each.
+                pipe.reset()
+                return [getattr(client, method)(*args) for method, args in calls]
             return list(pipe.execute())
 
         def run() -> list[Any]:

@@ -364,3 +364,24 @@ def test_a_value_over_a_nodes_proto_max_bulk_len_is_refused_at_once(
         assert "retry 1 in" not in caplog.text
     finally:
         lowered.config_set("proto-max-bulk-len", "512mb")
+
+
+def test_artefacts_are_cached_where_a_cluster_pipeline_refuses_scripts(
+    cstore: RedisStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """redis-py before 8.2 refuses EVALSHA in a cluster pipeline (as it is queued): every
+    put_page_blobs on a cluster failed there, so no worker's reading was ever kept."""
+    import redis.cluster
+
+    monkeypatch.setattr(redis.cluster.ClusterPipeline, "evalsha",
+                        redis.cluster.block_pipeline_command("EVALSHA"), raising=False)
+    pages = []
+    for s in ("a", "b", "c", "d"):
+        cstore.append_turn(s, "user", "hi", 0.0)
+        cstore.add_page(page(s, 0))
+        pages.append(page(s, 0))
+    assert cstore.put_page_blobs([(p, "rec", p.session.encode()) for p in pages]) == [True] * 4
+    assert cstore.get_blobs_of([(p.session, "rec") for p in pages]) == [b"a", b"b", b"c", b"d"]
+    cstore.delete_session("d")  # and the page check still holds for each
+    assert cstore.put_page_blobs([(pages[3], "rec", b"x"), (pages[0], "more", b"y")]) == [
+        False, True]
