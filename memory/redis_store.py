@@ -185,9 +185,15 @@ try:
     from redis.exceptions import NoScriptError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:  # an older redis-py is the reason: it said "redis-py 5 or newer" to one who had it
+        installed = f"; {version('redis')} is installed"
+    except PackageNotFoundError:
+        installed = ""
     raise ImportError(
-        "opticmem's Redis store needs the 'redis' package (redis-py 5 or newer): "
-        "pip install 'opticmem[redis]'"
+        f"opticmem's Redis store needs the 'redis' package (redis-py 6.1 or newer"
+        f"{installed}): pip install 'opticmem[redis]'"
     ) from exc
 
 from opticmem.errors import (
@@ -215,6 +221,11 @@ from opticmem.stores import redact_url
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+MIN_REDIS_PY = "6.1"
+"""The oldest redis-py the store works with (pyproject's ``redis`` extra asks for it): 6.0
+is the first with the jittered backoff it retries with, 6.1 the first whose cluster
+pipelines take MULTI/EXEC (the recollection queue's acknowledgements on a cluster)."""
 
 MAX_ID_BYTES = 65_536
 """Longest session id (or tenant, or blob key) this store accepts, in UTF-8 bytes.

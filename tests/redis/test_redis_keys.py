@@ -170,6 +170,35 @@ def test_missing_redis_package_gives_a_clear_error() -> None:
     assert "pip install 'opticmem[redis]'" in out.stdout
 
 
+def test_a_redis_py_too_old_is_named_in_the_error() -> None:
+    """redis-py 5 (which the extra allowed) lacks what the store imports: the error said
+    the store needs "redis-py 5 or newer" to a user who had it."""
+    code = (
+        "import importlib.metadata, redis.backoff\n"
+        "del redis.backoff.ExponentialWithJitterBackoff  # as in redis-py 5\n"
+        "try:\n"
+        "    import opticmem.redis_store\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+        "    print(importlib.metadata.version('redis'))\n"
+        "else:\n"
+        "    raise SystemExit('imported without ExponentialWithJitterBackoff')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    message, installed = out.stdout.strip().splitlines()
+    assert "redis-py 6.1 or newer" in message and f"{installed} is installed" in message
+    assert "pip install 'opticmem[redis]'" in message
+
+
+def test_the_redis_extra_asks_for_the_redis_py_the_store_needs() -> None:
+    from pathlib import Path
+
+    from opticmem.redis_store import MIN_REDIS_PY
+
+    project = (Path(__file__).parents[2] / "pyproject.toml").read_text()
+    assert f'\nredis = ["redis>={MIN_REDIS_PY}"]\n' in project
+
+
 def test_docstring_examples() -> None:
     import doctest
 
