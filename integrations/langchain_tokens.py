@@ -37,7 +37,9 @@ standard form):
   Anthropic ``tool_use``, an OpenAI Responses ``function_call``, a streamed
   ``tool_call_chunk``) is matched to it by id
   (:func:`~opticmem.integrations.langchain_messages.message_calls`);
-* audio, video, files and other blocks: the text of their fields, without the payload;
+* audio, video, files and other blocks: the text of their fields, without the payload —
+  an attachment they hold inside (a PDF in a web fetch's result, an OpenAI
+  ``file_data``) as its marker line, as it is archived;
 * every message: the model's ``message_overhead``.
 
 A memory context priced this way costs exactly what :class:`~opticmem.Context` says it
@@ -69,6 +71,7 @@ from opticmem.integrations.langchain_messages import (
     NATIVE_CALL_BLOCKS,
     message_calls,
 )
+from opticmem.integrations.turn_text import without_payloads
 from opticmem.memory import OpticalMemory
 from opticmem.render import Tier
 
@@ -305,7 +308,11 @@ def _text_of(block: Mapping[str, Any]) -> str:
         # a provider's audio, video or file: its fields, without the payload, as a
         # standard block is priced (a Gemini ``media`` block's bytes were priced as text)
         fields["value"] = {k: v for k, v in value.items() if k not in _PAYLOAD_KEYS}
-    return json.dumps(fields, ensure_ascii=False, sort_keys=True, default=str)
+    # an attachment inside the block (a PDF a web fetch's result holds as a base64
+    # source, an OpenAI file_data) as its marker, as it is archived: its bytes were
+    # priced as text, a 5,000-character payload as ~1,000 tokens
+    return json.dumps(without_payloads(fields), ensure_ascii=False, sort_keys=True,
+                      default=str)
 
 
 def count_tokens(

@@ -115,17 +115,58 @@ def without_opaque(value: object) -> object:
     return value
 
 
+def _mime_kind(mime: object) -> str:
+    """The attachment kind a MIME type names (``image/png`` → ``image``; ``file`` for a
+    document or an unknown type)."""
+    top = mime.split("/", 1)[0] if isinstance(mime, str) else ""
+    return top if top in ("image", "audio", "video") else "file"
+
+
+def without_payloads(value: object) -> object:
+    """``value`` (a provider's JSON data: a server tool's result, a content part's fields)
+    with every inline attachment's bytes replaced by its marker (:func:`attachment_marker`),
+    at any depth: an Anthropic base64 ``source`` (``{"type": "base64", "media_type": ...,
+    "data": ...}``: a PDF that web fetch read, an image in a tool's result), an OpenAI
+    ``file_data``, and a ``data:`` URL of base64. The memory archives text: as JSON text a
+    fetched PDF's payload was archived and priced whole. A document whose source is
+    text (``{"type": "text", "data": ...}``) keeps its text.
+
+    >>> without_payloads({"type": "document", "title": "Q3", "source": {
+    ...     "type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}})
+    {'type': 'document', 'title': 'Q3', 'source': '[application/pdf attachment, not archived]'}
+    >>> without_payloads({"type": "input_image", "image_url": "data:image/png;base64,iVBO"})
+    {'type': 'input_image', 'image_url': '[image/png attachment, not archived]'}
+    """
+    if isinstance(value, Mapping):
+        if value.get("type") == "base64" and "data" in value:
+            mime = value.get("media_type")
+            return attachment_marker(_mime_kind(mime), mime)
+        out = {}
+        for k, v in value.items():
+            if k == "file_data" and isinstance(v, str) and _data_url_mime(v) is None:
+                v = attachment_marker("file")  # raw base64, not a data: URL
+            out[k] = without_payloads(v)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [without_payloads(v) for v in value]
+    if isinstance(value, str) and value.startswith("data:") and ";base64," in value[:200]:
+        mime = _data_url_mime(value)
+        return attachment_marker(_mime_kind(mime), mime)
+    return value
+
+
 def server_tool_line(kind: str, value: object) -> str:
     """A server-side tool's call or result (a provider ran it: Anthropic's web search, code
     execution, MCP) as one archived line: ``kind`` (``server_tool_call`` or
     ``server_tool_result``, LangChain's standard names) and its arguments or output as
     :func:`json_text`, without the provider's opaque data (:func:`without_opaque`: a web
-    search result is archived as its url, title and page age).
+    search result is archived as its url, title and page age) and with an inline
+    attachment as its marker (:func:`without_payloads`: a PDF web fetch read).
 
     >>> server_tool_line("server_tool_call", {"query": "서울 날씨"})
     '[server_tool_call: {"query":"서울 날씨"}]'
     """
-    return f"[{kind}: {json_text(without_opaque(value))}]"
+    return f"[{kind}: {json_text(without_payloads(without_opaque(value)))}]"
 
 
 SERVER_TOOL_CALLS: tuple[str, ...] = ("server_tool_use", "mcp_tool_use")
@@ -461,4 +502,5 @@ __all__ = [
     "tool_call_line",
     "tool_result_head",
     "without_opaque",
+    "without_payloads",
 ]

@@ -1193,3 +1193,19 @@ def test_a_responses_reply_keeps_its_hosted_tools_items_as_the_langchain_side_do
     lc = [*_HOSTED[:-1], {"type": "text", "text": "Done."}]  # langchain-openai's content
     assert message_text(AIMessage(content=lc,
                                   response_metadata={"model_provider": "openai"})) == text
+
+
+def test_a_base64_document_a_server_tool_fetched_is_recorded_as_its_marker() -> None:
+    # An Anthropic reply whose web fetch read a PDF holds it as a base64 document source:
+    # it was recorded as JSON text, the payload whole. It is the attachment marker, as
+    # the LangChain integration archives it.
+    pdf = "JVBERi0xLjQK" + "A" * 5000
+    content = [{"type": "web_fetch_tool_result", "tool_use_id": "s1", "content": {
+        "type": "web_fetch_result", "url": "https://x.example/q3.pdf", "content": {
+            "type": "document", "title": "Q3", "source": {
+                "type": "base64", "media_type": "application/pdf", "data": pdf}}}}]
+    text = reply_text({"role": "assistant", "content": content})
+    assert text == (
+        '[server_tool_result: {"content":{"source":"[application/pdf attachment, '
+        'not archived]","title":"Q3","type":"document"},"type":"web_fetch_result",'
+        '"url":"https://x.example/q3.pdf"}]')

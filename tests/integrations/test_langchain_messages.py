@@ -366,3 +366,33 @@ def test_openai_hosted_tool_items_are_archived_alike_with_or_without_the_provide
         '[server_tool_result: {"sources":[{"type":"url","url":"https://wx.example"}]}]\n'
         '[server_tool_call: {"code":"print(1)"}]\n'
         '[server_tool_result: [{"logs":"1","type":"logs"}]]\n맑아요.')
+
+
+_PDF = "JVBERi0xLjQK" + "A" * 5000
+_FETCH = [
+    {"type": "server_tool_use", "id": "s1", "name": "web_fetch",
+     "input": {"url": "https://x.example/q3.pdf"}},
+    {"type": "web_fetch_tool_result", "tool_use_id": "s1", "content": {
+        "type": "web_fetch_result", "url": "https://x.example/q3.pdf", "content": {
+            "type": "document", "title": "Q3", "source": {
+                "type": "base64", "media_type": "application/pdf", "data": _PDF}}}}]
+
+
+def test_a_base64_document_a_server_tool_fetched_is_archived_as_its_marker() -> None:
+    # Anthropic's web fetch returns a PDF as a document with a base64 source: it was
+    # archived as JSON text, its 5,000-character payload whole, with or without the
+    # provider named. It is the attachment marker, the document's other fields kept; a
+    # document whose source is text keeps its text.
+    memory = OpticalMemory(codec=None)
+    for meta in ({}, {"model_provider": "anthropic"}):
+        [turn] = message_turns(AIMessage(content=_FETCH, response_metadata=meta), memory)
+        assert "A" * 100 not in turn["text"]
+        assert turn["text"].splitlines()[1] == (
+            '[server_tool_result: {"content":{"source":"[application/pdf attachment, '
+            'not archived]","title":"Q3","type":"document"},"type":"web_fetch_result",'
+            '"url":"https://x.example/q3.pdf"}]')
+    page = {**_FETCH[1], "content": {**_FETCH[1]["content"], "content": {
+        "type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                       "data": "Revenue rose."}}}}
+    [turn] = message_turns(AIMessage(content=[page]), memory)
+    assert '"data":"Revenue rose."' in turn["text"]

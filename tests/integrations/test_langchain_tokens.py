@@ -349,3 +349,20 @@ def test_reasoning_in_additional_kwargs_is_priced_whatever_the_content_shape() -
     as_list = AIMessage([{"type": "text", "text": "hi"}],
                         additional_kwargs={"reasoning_content": thought})
     assert counter.message(as_str) == counter.message(as_list) > counter.message(AIMessage("hi"))
+
+
+def test_a_base64_document_inside_a_server_tool_result_is_priced_without_its_payload() -> None:
+    # A web fetch's PDF (a base64 document source inside the result) was priced as the
+    # text of its payload: ~1,000 tokens for 5,000 characters. It is priced as the marker
+    # it is archived as, with or without the provider named.
+    doc = {"type": "document", "title": "Q3", "source": {
+        "type": "base64", "media_type": "application/pdf", "data": "A" * 5000}}
+    content = [{"type": "web_fetch_tool_result", "tool_use_id": "s1", "content": {
+        "type": "web_fetch_result", "url": "https://x.example/q3.pdf", "content": doc}}]
+    short = [{"type": "web_fetch_tool_result", "tool_use_id": "s1", "content": {
+        "type": "web_fetch_result", "url": "https://x.example/q3.pdf",
+        "content": {**doc, "source": {**doc["source"], "data": "A" * 8}}}}]
+    counter = OpticalTokenCounter("openai")
+    for meta in ({}, {"model_provider": "anthropic"}):
+        big = counter.message(AIMessage(content=content, response_metadata=meta))
+        assert big == counter.message(AIMessage(content=short, response_metadata=meta)) < 200
