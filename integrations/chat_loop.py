@@ -28,10 +28,11 @@ Text parts: chat completions' ``text``, the Responses API's ``input_text`` and
 ``output_text``, and an Anthropic ``search_result`` block (its text parts), recorded as
 their text, as the LangChain integration records them.
 
-Attachments: an ``image_url``, ``input_audio`` or ``file`` part of a message passed in
-is stored, and shown to ``chat_fn``, as a marker line such as ``[image/png attachment,
-not archived]`` — the memory keeps text, as the LangChain integration does — so the
-model reads the marker, not the attachment itself, even in the call that brings it.
+Attachments: an ``image_url``, ``input_audio``, ``file`` or ``input_file`` part of a
+message passed in is stored, and shown to ``chat_fn``, as a marker line such as
+``[image/png attachment, not archived]`` — the memory keeps text, as the LangChain
+integration does — so the model reads the marker, not the attachment itself, even in
+the call that brings it.
 
 Tool results and system messages in the history: an assistant message's ``tool_calls``
 (and legacy ``function_call``) are recorded as text lines after its content (``[tool call

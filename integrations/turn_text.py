@@ -319,9 +319,9 @@ def _data_url_mime(url: object) -> str | None:
 def part_marker(part: Mapping[str, Any]) -> str | None:
     """The marker line (:func:`attachment_marker`) for an attachment part of a chat
     message's content, named as LangChain names the same part: OpenAI ``image_url``,
-    ``input_image`` (Responses), ``input_audio`` and ``file`` parts, Gemini ``media``
-    blocks, Anthropic ``image`` and ``document`` blocks, LangChain standard
-    ``image``/``audio``/``video``/``file`` blocks. ``None``: not an attachment.
+    ``input_image`` and ``input_file`` (Responses), ``input_audio`` and ``file`` parts,
+    Gemini ``media`` blocks, Anthropic ``image`` and ``document`` blocks, LangChain
+    standard ``image``/``audio``/``video``/``file`` blocks. ``None``: not an attachment.
 
     >>> part_marker({"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}})
     '[image/png attachment, not archived]'
@@ -346,6 +346,8 @@ def part_marker(part: Mapping[str, Any]) -> str | None:
                                  else None)
     if kind == "file" and isinstance(file := part.get("file"), Mapping):
         return attachment_marker("file", _data_url_mime(file.get("file_data")))
+    if kind == "input_file":  # OpenAI Responses: file_data, file_id or file_url
+        return attachment_marker("file", _data_url_mime(part.get("file_data")))
     if kind in (*ATTACHMENT_KINDS, "document"):
         source = part.get("source")  # Anthropic: {"type": "base64", "media_type": ...}
         mime = part.get("mime_type") or (

@@ -1209,3 +1209,20 @@ def test_a_base64_document_a_server_tool_fetched_is_recorded_as_its_marker() -> 
         '[server_tool_result: {"content":{"source":"[application/pdf attachment, '
         'not archived]","title":"Q3","type":"document"},"type":"web_fetch_result",'
         '"url":"https://x.example/q3.pdf"}]')
+
+
+def test_an_openai_input_file_part_is_recorded_as_its_marker() -> None:
+    # A Responses input_file part was refused ("only text content can be remembered"):
+    # a user who sent a PDF could not go through the wrapper, and a function_call_output
+    # returning a file failed the tool loop. It is the file's marker, as LangChain's is.
+    mem = memory()
+    chat = with_memory(Recorder(), mem, session="s")
+    chat([{"type": "message", "role": "user", "content": [
+        {"type": "input_text", "text": "Summarise:"},
+        {"type": "input_file", "filename": "q3.pdf",
+         "file_data": "data:application/pdf;base64," + "A" * 5000}]},
+        {"type": "function_call_output", "call_id": "c1", "output": [
+            {"type": "input_file", "file_id": "file-1"}]}])
+    assert [t.text for t in mem.turns("s")[:2]] == [
+        "Summarise:\n[application/pdf attachment, not archived]",
+        "[file attachment, not archived]"]

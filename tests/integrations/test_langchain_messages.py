@@ -396,3 +396,17 @@ def test_a_base64_document_a_server_tool_fetched_is_archived_as_its_marker() -> 
                                        "data": "Revenue rose."}}}}
     [turn] = message_turns(AIMessage(content=[page]), memory)
     assert '"data":"Revenue rose."' in turn["text"]
+
+
+def test_an_openai_input_file_part_is_archived_as_its_marker() -> None:
+    # A Responses input_file part (a PDF sent as file_data, or by file_id) was archived
+    # as "[input_file block]" by LangChain; it is the file's marker, as a chat
+    # completions "file" part is.
+    memory = OpticalMemory(codec=None)
+    parts = [{"type": "input_text", "text": "Summarise:"},
+             {"type": "input_file", "filename": "q3.pdf",
+              "file_data": "data:application/pdf;base64," + "A" * 5000},
+             {"type": "input_file", "file_id": "file-1"}]
+    [turn] = message_turns(HumanMessage(content=parts), memory)
+    assert turn["text"] == ("Summarise:\n[application/pdf attachment, not archived]\n"
+                            "[file attachment, not archived]")
