@@ -116,6 +116,7 @@ from opticmem.integrations.turn_text import (
     SENT_AS_IS,
     archived_parts,
     attachment_marker,
+    document_text,
     has_visible_text,
     hosted_tool_lines,
     newest_turn_tokens,
@@ -187,6 +188,8 @@ def _text_of(content: object, *, assistant: bool = False) -> str | None:
                 texts.append(part[key])
             elif kind == "search_result" and (found := provider_text(part)) is not None:
                 texts.append(found)  # an Anthropic search result a tool returns: its text
+            elif (found := document_text(part)) is not None:
+                texts.append(found)  # a plain-text document: its text, not a marker
             elif assistant and kind in _NOT_TEXT:
                 continue
             elif assistant and (line := server_tool_text(part)) is not None:

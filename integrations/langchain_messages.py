@@ -74,6 +74,7 @@ from opticmem.integrations.turn_text import (
     SYSTEM_HEAD,
     archived_parts,
     attachment_marker,
+    document_text,
     headed,
     hosted_tool_lines,
     json_text,
@@ -130,6 +131,10 @@ def _block_text(block: Mapping[str, Any]) -> str | None:
             # lines its translation gets, not "[web_search_call block]"
             return "\n".join(lines)
         if isinstance(value, Mapping) and (text := provider_text(value)) is not None:
+            return text
+        if isinstance(value, Mapping) and (text := document_text(value)) is not None:
+            # an Anthropic document of a "content" source (LangChain translates only a
+            # "text" source, to text-plain): its text, not "[file attachment...]"
             return text
         if isinstance(value, Mapping) and (marker := part_marker(value)) is not None:
             # an attachment in a provider's form LangChain has no standard block for (an

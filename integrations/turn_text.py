@@ -283,6 +283,29 @@ def provider_text(value: Mapping[str, Any]) -> str | None:
     return None
 
 
+def document_text(part: Mapping[str, Any]) -> str | None:
+    """The text of an Anthropic ``document`` block whose source is text (``None``: another
+    block, or a document of bytes, a URL or a file id — an attachment): a ``text``
+    source's ``data``, a ``content`` source's string or text blocks. A plain-text
+    document is what the user or a tool said, not an attachment: marked, it was lost.
+
+    >>> document_text({"type": "document", "source": {
+    ...     "type": "content", "content": [{"type": "text", "text": "Revenue rose."}]}})
+    'Revenue rose.'
+    >>> document_text({"type": "document", "source": {"type": "url", "url": "u"}}) is None
+    True
+    """
+    source = part.get("source")
+    if part.get("type") != "document" or not isinstance(source, Mapping):
+        return None
+    if source.get("type") == "text":
+        data = source.get("data")
+        return data if isinstance(data, str) else None
+    if source.get("type") == "content":
+        return provider_text(source)
+    return None
+
+
 def refusal_text(refusal: object) -> str | None:
     """What a refusal adds to the archived text: its own words, unmarked (``None``: no
     refusal, or an empty one).
@@ -488,6 +511,7 @@ __all__ = [
     "SYSTEM_HEAD",
     "archived_parts",
     "attachment_marker",
+    "document_text",
     "has_visible_text",
     "headed",
     "hosted_tool_lines",

@@ -1226,3 +1226,21 @@ def test_an_openai_input_file_part_is_recorded_as_its_marker() -> None:
     assert [t.text for t in mem.turns("s")[:2]] == [
         "Summarise:\n[application/pdf attachment, not archived]",
         "[file attachment, not archived]"]
+
+
+def test_an_anthropic_document_of_text_is_recorded_as_its_text() -> None:
+    # A document whose source is text ({"type": "text", "data": ...}, or a "content"
+    # source of text blocks) was recorded as "[text/plain attachment, not archived]",
+    # its text lost, where the LangChain integration keeps the text; in a tool_result too.
+    mem = memory()
+    chat = with_memory(Recorder(), mem, session="s")
+    chat({"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "t1", "content": [
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain",
+                                            "data": "Revenue rose."}}]},
+        {"type": "document", "source": {"type": "content", "content": [
+            {"type": "text", "text": "Costs fell."}]}},
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                        "data": "JVBERi0x"}}]})
+    assert [t.text for t in mem.turns("s")[:2]] == [
+        "Revenue rose.", "Costs fell.\n[application/pdf attachment, not archived]"]

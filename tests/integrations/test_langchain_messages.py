@@ -410,3 +410,17 @@ def test_an_openai_input_file_part_is_archived_as_its_marker() -> None:
     [turn] = message_turns(HumanMessage(content=parts), memory)
     assert turn["text"] == ("Summarise:\n[application/pdf attachment, not archived]\n"
                             "[file attachment, not archived]")
+
+
+def test_an_anthropic_document_of_text_content_is_archived_as_its_text() -> None:
+    # A document whose source is "content" (text blocks, or a string) is text the user
+    # or a tool gave, which LangChain passes on untranslated: it was archived as
+    # "[file attachment, not archived]", the text lost.
+    memory = OpticalMemory(codec=None)
+    doc = {"type": "document", "title": "Q3", "source": {
+        "type": "content", "content": [{"type": "text", "text": "Revenue rose."}]}}
+    as_str = {"type": "document", "source": {"type": "content", "content": "Costs fell."}}
+    [turn] = message_turns(HumanMessage(content=[doc, as_str]), memory)
+    assert turn["text"] == "Revenue rose.\nCosts fell."
+    [result] = message_turns(ToolMessage(content=[doc], tool_call_id="t1"), memory)
+    assert result["text"] == "Revenue rose."
