@@ -18,8 +18,10 @@ standard form):
 * text (and reasoning) blocks: the cost model's text counter — an Anthropic
   ``thinking`` block as its text, as LangChain translates it, not its signature; the
   reasoning an ``AIMessage`` holds in ``additional_kwargs["reasoning_content"]``
-  (DeepSeek, Ollama, xAI, Groq) whatever the shape of its content: whether a provider
-  takes reasoning back varies, and the price stays an upper bound;
+  (DeepSeek, Ollama, xAI, Groq) and the Responses reasoning summary in
+  ``additional_kwargs["reasoning"]`` (langchain-openai) whatever the shape of its
+  content and whether it names its provider: whether a provider takes reasoning back
+  varies, and the price stays an upper bound;
 * base64 images: PNGs by their header through ``message_tokens``; other formats (JPEG,
   WebP, …) by their size read with Pillow, through the same image formula — under tile
   pricing at the ``detail`` an OpenAI ``image_url`` part names (LangChain keeps it in the
@@ -178,7 +180,13 @@ class OpticalTokenCounter:
             # LangChain reads from additional_kwargs["reasoning_content"], priced only for
             # list content before — the same message cost more or less by its shape
             ai = isinstance(message, AIMessage)
-            for block in message.content_blocks:
+            standard: list[Mapping[str, Any]] = list(message.content_blocks)
+            if ai and not any(b.get("type") == "reasoning" for b in standard):
+                # a Responses reasoning summary in additional_kwargs["reasoning"], which
+                # LangChain translates only for list content of a message naming openai
+                standard = [*_summary_blocks(message.additional_kwargs.get("reasoning")),
+                            *standard]
+            for block in standard:
                 kind = block.get("type")
                 if ai and _is_call(block):
                     continue  # priced from ``message_calls`` below, once each
@@ -272,6 +280,22 @@ def _provider_image(block: Mapping[str, Any]) -> dict[str, Any] | None:
             data = base64.b64encode(data).decode()
         return {"type": "image", "base64": data} if isinstance(data, str) else {"type": "image"}
     return None
+
+
+def _summary_blocks(reasoning: object) -> list[dict[str, Any]]:
+    """The ``reasoning`` blocks of an OpenAI Responses reasoning item (langchain-openai
+    keeps it in ``additional_kwargs["reasoning"]``): one per ``summary`` (or ``content``)
+    part with text, as LangChain's translation makes them when the message names its
+    provider. Without the provider named, or with string content, LangChain adds none,
+    and the summary the model wrote went unpriced: the counter is an upper bound, so it
+    is priced whatever the message's shape, as ``reasoning_content`` is."""
+    if not isinstance(reasoning, Mapping):
+        return []
+    return [{"type": "reasoning", "reasoning": part["text"]}
+            for key in ("summary", "content")
+            if isinstance(parts := reasoning.get(key), list)
+            for part in parts
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str) and part["text"]]
 
 
 def _is_call(block: Mapping[str, Any]) -> bool:

@@ -366,3 +366,22 @@ def test_a_base64_document_inside_a_server_tool_result_is_priced_without_its_pay
     for meta in ({}, {"model_provider": "anthropic"}):
         big = counter.message(AIMessage(content=content, response_metadata=meta))
         assert big == counter.message(AIMessage(content=short, response_metadata=meta)) < 200
+
+
+def test_a_responses_reasoning_summary_is_priced_whatever_the_message_names() -> None:
+    # langchain-openai keeps a Responses reasoning item in additional_kwargs["reasoning"];
+    # LangChain translates it into reasoning blocks only for list content of a message
+    # naming openai, so the same message cost 4 or 11 tokens by its metadata and shape.
+    # It is priced in every case (an upper bound), once.
+    counter = OpticalTokenCounter()
+    reasoning = {"type": "reasoning", "id": "rs_1", "summary": [
+        {"type": "summary_text", "text": "I think the answer"},
+        {"type": "summary_text", "text": "is yes because"}]}
+    named = counter.message(AIMessage([{"type": "text", "text": "hi"}],
+                                      additional_kwargs={"reasoning": reasoning},
+                                      response_metadata={"model_provider": "openai"}))
+    assert named > counter.message(AIMessage("hi"))
+    for content in ("hi", [{"type": "text", "text": "hi"}]):
+        for meta in ({}, {"model_provider": "openai"}):
+            assert counter.message(AIMessage(content, additional_kwargs={
+                "reasoning": reasoning}, response_metadata=meta)) == named
