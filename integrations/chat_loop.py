@@ -19,10 +19,13 @@ dicts) and returns the reply. The wrapper keeps the conversation in an
    surrogates become U+FFFD and a reply over ``max_turn_chars`` is stored in parts.
 
 Responses API input items are taken too: a ``message`` item as its message, a
-``function_call`` (or ``custom_tool_call``) item as an assistant message calling that
-tool, a ``function_call_output`` (``custom_tool_call_output``) item as a ``tool`` result
-answering its ``call_id``, a hosted tool's item (``web_search_call``…) as an assistant
-message of its lines (below); a ``reasoning`` item is not recorded.
+``function_call`` item (or ``custom_tool_call``, or a call of the computer, shell or
+apply-patch tool: ``computer_call``, ``local_shell_call``, ``shell_call``,
+``apply_patch_call``, named ``computer``… and its action as arguments) as an assistant
+message calling that tool, its ``*_output`` item as a ``tool`` result answering its
+``call_id`` (a screenshot as its image marker), a hosted tool's item
+(``web_search_call``…) as an assistant message of its lines (below); a ``reasoning``
+item is not recorded.
 
 Text parts: chat completions' ``text``, the Responses API's ``input_text`` and
 ``output_text``, and an Anthropic ``search_result`` block (its text parts), recorded as
@@ -77,8 +80,9 @@ after the user turn was recorded):
 * a chat-completions response: ``{"choices": [{"message": {...}}, ...]}`` (the first
   choice), which is what an OpenAI-compatible endpoint's JSON body is;
 * a Responses API ``Response`` (``{"object": "response", "output": [...]}``, or the SDK
-  object): the text of its ``message`` items, a line per ``function_call`` /
-  ``custom_tool_call`` item, and a hosted tool's items (``web_search_call``,
+  object): the text of its ``message`` items, a line per call item (``function_call``,
+  ``custom_tool_call``, ``computer_call``, a shell's or apply-patch's call), and a
+  hosted tool's items (``web_search_call``,
   ``file_search_call``, ``code_interpreter_call``, ``mcp_call``…) as the
   ``server_tool_call``/``server_tool_result`` lines the LangChain integration archives
   them as (a generated image as its marker); ``reasoning`` items are left out;
@@ -113,6 +117,7 @@ from opticmem.context import (
 )
 from opticmem.errors import BudgetError, InvalidTurnError, OpticMemError
 from opticmem.integrations.turn_text import (
+    RESPONSES_OUTPUTS,
     SENT_AS_IS,
     archived_parts,
     attachment_marker,
@@ -124,6 +129,8 @@ from opticmem.integrations.turn_text import (
     provider_text,
     refusal_text,
     repair_surrogates,
+    responses_call,
+    responses_output,
     server_tool_text,
     shown_turn,
     tool_call_line,
@@ -362,18 +369,13 @@ def _tool_calls(i: int, msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [*calls, *uses, *([{"function": legacy}] if legacy else [])]
 
 
-_RESPONSES_CALLS: Mapping[str, str] = {"function_call": "arguments", "custom_tool_call": "input"}
-"""OpenAI Responses API items that call a tool, and the key holding the call's input."""
-
-_RESPONSES_OUTPUTS = ("function_call_output", "custom_tool_call_output")
-"""OpenAI Responses API items that hold a tool's result."""
-
-
 def _responses_items(msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """``msg`` as chat messages: itself, or — an OpenAI Responses API input item, which
-    has no ``role`` — the message it stands for: a ``function_call`` (or
-    ``custom_tool_call``) as an assistant message calling that tool, a
-    ``function_call_output`` as a ``tool`` message answering ``call_id``, a hosted
+    has no ``role`` — the message it stands for: a call item (``function_call``,
+    ``custom_tool_call``, ``computer_call``, a shell's or apply-patch's call) as an
+    assistant message calling that tool, its ``*_output`` item as a ``tool`` message
+    answering ``call_id`` (:func:`~opticmem.integrations.turn_text.responses_output`;
+    refused before, as the calls were, a computer-use loop could not go through), a hosted
     tool's item (``web_search_call``…) as an assistant message of its lines
     (:func:`~opticmem.integrations.turn_text.hosted_tool_lines`), a ``reasoning``
     item as nothing (reasoning is left out, as the LangChain integration leaves it out).
@@ -388,11 +390,12 @@ def _responses_items(msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     if "role" in msg:
         return [msg]
     kind = msg.get("type")
-    if kind in _RESPONSES_OUTPUTS:
-        return [{"role": "tool", "tool_call_id": msg.get("call_id"),
-                 "content": msg.get("output") or ""}]
-    if isinstance(kind, str) and kind in _RESPONSES_CALLS:
-        return [{"role": "assistant", "content": None, "tool_calls": [_responses_call(msg)]}]
+    if kind in RESPONSES_OUTPUTS:
+        # local_shell_call_output names its call by ``id``
+        return [{"role": "tool", "tool_call_id": msg.get("call_id") or msg.get("id"),
+                 "content": responses_output(msg)}]
+    if (call := _responses_call(msg)) is not None:
+        return [{"role": "assistant", "content": None, "tool_calls": [call]}]
     if kind == "reasoning":
         return []
     if (lines := hosted_tool_lines(msg)) is not None:
@@ -401,17 +404,21 @@ def _responses_items(msg: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [msg]
 
 
-def _responses_call(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A Responses ``function_call`` or ``custom_tool_call`` item as a chat-completions
-    tool call (``call_id`` is the call's id; ``id`` is the output item's own)."""
-    fn = {"name": item.get("name"), "arguments": item.get(_RESPONSES_CALLS[item["type"]])}
-    return {"id": item.get("call_id"), "type": "function", "function": fn}
+def _responses_call(item: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A Responses call item (:data:`~opticmem.integrations.turn_text.RESPONSES_CALLS`:
+    a ``function_call``, ``custom_tool_call``, ``computer_call``, shell or apply-patch
+    call) as a chat-completions tool call (``None``: not such an item)."""
+    if (found := responses_call(item)) is None:
+        return None
+    name, ident, args = found
+    return {"id": ident, "type": "function", "function": {"name": name, "arguments": args}}
 
 
 def _responses_reply(output: Sequence[object]) -> dict[str, Any]:
     """A Responses API ``Response``'s ``output`` items as one assistant message: the
     content parts of its ``message`` items (``output_text``, ``refusal``), the calls of
-    its ``function_call`` / ``custom_tool_call`` items, and a hosted tool's items
+    its call items (:data:`~opticmem.integrations.turn_text.RESPONSES_CALLS`: left out
+    before but for functions and custom tools), and a hosted tool's items
     (``web_search_call``, ``code_interpreter_call``…) as the lines the LangChain
     integration archives them as (:func:`~opticmem.integrations.turn_text.hosted_tool_lines`),
     in their order; ``reasoning`` items are left out."""
@@ -425,8 +432,8 @@ def _responses_reply(output: Sequence[object]) -> dict[str, Any]:
             parts = item.get("content")
             content.extend(parts if isinstance(parts, list) else
                            [{"type": "text", "text": parts}] if isinstance(parts, str) else [])
-        elif isinstance(kind, str) and kind in _RESPONSES_CALLS:
-            calls.append(_responses_call(item))
+        elif (call := _responses_call(item)) is not None:
+            calls.append(call)
         elif (lines := hosted_tool_lines(item)) is not None:
             content.extend({"type": "text", "text": line} for line in lines)
     return {"role": "assistant", "content": content, "tool_calls": calls}

@@ -27,7 +27,9 @@
   archive and the pages keep what was asked of which tool — its invalid tool calls too
   (arguments that did not parse, written as the model sent them): the agent answers them
   with an error tool result — and a call held only as a content block (an Anthropic
-  ``tool_use`` of a message built from a dict), each call once (:func:`message_calls`).
+  ``tool_use`` of a message built from a dict; an OpenAI Responses ``computer_call``,
+  shell or apply-patch call, named ``computer``… with its action as arguments), each
+  call once (:func:`message_calls`).
 * Metadata kept with the turn: ``lc_id`` (the message id, how the middleware knows what
   it already recorded), ``lc_type``, ``name``, ``tool_call_id``, ``tool_calls`` (ids and
   names), ``status`` of a failed tool result.
@@ -71,6 +73,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from opticmem.integrations.turn_text import (
     ATTACHMENT_KINDS,
+    RESPONSES_CALLS,
     SYSTEM_HEAD,
     archived_parts,
     attachment_marker,
@@ -82,6 +85,7 @@ from opticmem.integrations.turn_text import (
     provider_text,
     refusal_text,
     repair_surrogates,
+    responses_call,
     role_head,
     server_tool_line,
     server_tool_text,
@@ -175,10 +179,11 @@ def message_text(message: BaseMessage) -> str:
 CALL_BLOCKS: frozenset[str] = frozenset({"tool_call", "tool_call_chunk", "invalid_tool_call"})
 """Standard content-block types that copy a tool call of the message (``tool_calls``)."""
 
-NATIVE_CALL_BLOCKS: frozenset[str] = frozenset({"tool_use", "function_call"})
+NATIVE_CALL_BLOCKS: frozenset[str] = frozenset({"tool_use", *RESPONSES_CALLS})
 """Provider-native content blocks of an ``AIMessage`` that hold a tool call: Anthropic's
-``tool_use`` (``id``), OpenAI Responses' ``function_call`` (``call_id``; ``id`` is the
-output item's own)."""
+``tool_use`` (``id``), OpenAI Responses' ``function_call``, ``custom_tool_call`` and the
+computer, shell and apply-patch tools' calls (``call_id``, which their ``*_output``
+answers; ``id`` is the output item's own)."""
 
 
 def _content_call(block: object) -> tuple[dict[str, Any], set[str]] | None:
@@ -190,20 +195,20 @@ def _content_call(block: object) -> tuple[dict[str, Any], set[str]] | None:
     kind = block.get("type")
     if kind not in CALL_BLOCKS and kind not in NATIVE_CALL_BLOCKS:
         return None
-    ident = block.get("call_id") if kind == "function_call" else block.get("id")
-    ident = ident or block.get("id")
-    if kind == "tool_use":
+    name, ident = block.get("name"), block.get("id")
+    if (found := responses_call(block)) is not None:
+        # a function's call, or a computer's click or a shell's command: written as
+        # "[computer_call block]" before, the action lost and its result an orphan
+        name, ident, args = found
+    elif kind == "tool_use":
         args = block.get("input")
         partial = block.get("partial_json")
         if not args and isinstance(partial, str) and partial:  # a streamed call, merged
             args = partial
-    elif kind == "function_call":
-        args = block.get("arguments", block.get("args"))
     else:
         args = block.get("args")
     ids = {i for i in (block.get("call_id"), block.get("id")) if isinstance(i, str) and i}
-    return {"name": block.get("name"), "args": {} if args is None else args,
-            "id": ident}, ids
+    return {"name": name, "args": {} if args is None else args, "id": ident}, ids
 
 
 def message_calls(message: AIMessage) -> list[Mapping[str, Any]]:

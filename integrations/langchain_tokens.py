@@ -260,7 +260,8 @@ def _provider_image(block: Mapping[str, Any]) -> dict[str, Any] | None:
     * an ``image_url`` part whose value is the URL string itself (``{"type":
       "image_url", "image_url": "data:image/jpeg;base64,..."}``, the form
       ``ChatGoogleGenerativeAI`` takes), and an OpenAI Responses ``input_image`` part
-      (``image_url`` a string; by ``file_id``: an image of unknown size);
+      (``image_url`` a string; by ``file_id``: an image of unknown size), and a computer
+    tool's ``computer_screenshot`` (a ``computer_call_output``'s) likewise;
     * a Gemini ``media`` block of an ``image/*`` type: ``data`` (base64 or bytes), or
       ``file_uri`` (an image of unknown size).
     """
@@ -268,11 +269,11 @@ def _provider_image(block: Mapping[str, Any]) -> dict[str, Any] | None:
     if not isinstance(value, Mapping):
         return None
     kind = value.get("type")
-    if kind in ("image_url", "input_image"):
+    if kind in ("image_url", "input_image", "computer_screenshot"):
         url = value.get("image_url")
         if isinstance(url, str):
             return {"type": "image", "url": url}
-        return {"type": "image"} if kind == "input_image" else None
+        return {"type": "image"} if kind != "image_url" else None
     mime = value.get("mime_type")
     if kind == "media" and isinstance(mime, str) and mime.startswith("image/"):
         data = value.get("data")

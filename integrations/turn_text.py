@@ -260,6 +260,59 @@ def hosted_tool_lines(item: Mapping[str, Any]) -> list[str] | None:
             server_tool_line("server_tool_result", result)]
 
 
+RESPONSES_CALLS: Mapping[str, str] = {
+    "function_call": "arguments", "custom_tool_call": "input", "computer_call": "action",
+    "local_shell_call": "action", "shell_call": "action", "apply_patch_call": "operation"}
+"""OpenAI Responses API items that call a tool the client runs (each answered by an
+item of its type and ``_output``, matched by ``call_id``), and the key holding the
+call's input: a function's or custom tool's, and the computer, shell and apply-patch
+tools', whose action (a click, a command, a file edit) is what was asked."""
+
+RESPONSES_OUTPUTS: tuple[str, ...] = tuple(f"{kind}_output" for kind in RESPONSES_CALLS)
+"""OpenAI Responses API items that hold the result of a :data:`RESPONSES_CALLS` call."""
+
+
+def responses_call(item: Mapping[str, Any]) -> tuple[object, object, object] | None:
+    """The name, id and input of the tool an OpenAI Responses call item
+    (:data:`RESPONSES_CALLS`) calls (``None``: not such an item): a function's or
+    custom tool's own name, else the built-in tool's (``computer``, ``local_shell``,
+    ``shell``, ``apply_patch``); the id is ``call_id``, which its result answers
+    (``id`` is the output item's own).
+
+    >>> responses_call({"type": "computer_call", "id": "cu_1", "call_id": "call_1",
+    ...                 "action": {"type": "click", "x": 4, "y": 2}, "status": "completed"})
+    ('computer', 'call_1', {'type': 'click', 'x': 4, 'y': 2})
+    """
+    kind = item.get("type")
+    key = RESPONSES_CALLS.get(kind) if isinstance(kind, str) else None
+    if kind is None or key is None:
+        return None
+    name = (item.get("name") if kind in ("function_call", "custom_tool_call")
+            else str(kind).removesuffix("_call"))
+    return name, item.get("call_id") or item.get("id"), item.get(key, item.get("args"))
+
+
+def responses_output(item: Mapping[str, Any]) -> object:
+    """The content of a Responses tool result item (:data:`RESPONSES_OUTPUTS`), as a
+    tool message holds it: its ``output`` text or content parts; a computer's
+    screenshot as a part (archived as its image marker, :func:`part_marker`); a shell's
+    outputs (stdout, stderr, exit) as JSON text; an applied patch's ``output``, else its
+    ``status``.
+
+    >>> responses_output({"type": "computer_call_output", "call_id": "call_1", "output": {
+    ...     "type": "computer_screenshot", "image_url": "data:image/png;base64,iVBO"}})
+    [{'type': 'computer_screenshot', 'image_url': 'data:image/png;base64,iVBO'}]
+    """
+    output = item.get("output")
+    if isinstance(output, Mapping):
+        return [output]
+    if item.get("type") == "shell_call_output" and isinstance(output, list):
+        return json_text(without_payloads(output))
+    if not output and item.get("type") == "apply_patch_call_output":
+        return str(item.get("status") or "")
+    return output or ""
+
+
 def provider_text(value: Mapping[str, Any]) -> str | None:
     """The text a provider's own content block carries (``None``: none): its ``text``
     (OpenAI Responses ``input_text``/``output_text``), or the text parts of its
@@ -342,9 +395,10 @@ def _data_url_mime(url: object) -> str | None:
 def part_marker(part: Mapping[str, Any]) -> str | None:
     """The marker line (:func:`attachment_marker`) for an attachment part of a chat
     message's content, named as LangChain names the same part: OpenAI ``image_url``,
-    ``input_image`` and ``input_file`` (Responses), ``input_audio`` and ``file`` parts,
-    Gemini ``media`` blocks, Anthropic ``image`` and ``document`` blocks, LangChain
-    standard ``image``/``audio``/``video``/``file`` blocks. ``None``: not an attachment.
+    ``input_image``, ``input_file`` and ``computer_screenshot`` (Responses),
+    ``input_audio`` and ``file`` parts, Gemini ``media`` blocks, Anthropic ``image`` and
+    ``document`` blocks, LangChain standard ``image``/``audio``/``video``/``file``
+    blocks. ``None``: not an attachment.
 
     >>> part_marker({"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}})
     '[image/png attachment, not archived]'
@@ -369,6 +423,8 @@ def part_marker(part: Mapping[str, Any]) -> str | None:
                                  else None)
     if kind == "file" and isinstance(file := part.get("file"), Mapping):
         return attachment_marker("file", _data_url_mime(file.get("file_data")))
+    if kind == "computer_screenshot":  # a Responses computer_call_output's screenshot
+        return attachment_marker("image", _data_url_mime(part.get("image_url")))
     if kind == "input_file":  # OpenAI Responses: file_data, file_id or file_url
         return attachment_marker("file", _data_url_mime(part.get("file_data")))
     if kind in (*ATTACHMENT_KINDS, "document"):
@@ -507,6 +563,8 @@ __all__ = [
     "HOSTED_TOOL_ITEMS",
     "OPAQUE_KEYS",
     "REPAIRED",
+    "RESPONSES_CALLS",
+    "RESPONSES_OUTPUTS",
     "SERVER_TOOL_CALLS",
     "SYSTEM_HEAD",
     "archived_parts",
@@ -521,6 +579,8 @@ __all__ = [
     "provider_text",
     "refusal_text",
     "repair_surrogates",
+    "responses_call",
+    "responses_output",
     "server_tool_line",
     "server_tool_text",
     "shown_turn",

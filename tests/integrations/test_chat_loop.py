@@ -1244,3 +1244,61 @@ def test_an_anthropic_document_of_text_is_recorded_as_its_text() -> None:
                                         "data": "JVBERi0x"}}]})
     assert [t.text for t in mem.turns("s")[:2]] == [
         "Revenue rose.", "Costs fell.\n[application/pdf attachment, not archived]"]
+
+
+_CLIENT_CALLS = [
+    {"type": "computer_call", "id": "cu_1", "call_id": "call_1", "status": "completed",
+     "action": {"type": "click", "x": 4, "y": 2, "button": "left"},
+     "pending_safety_checks": []},
+    {"type": "local_shell_call", "id": "ls_1", "call_id": "call_2", "status": "completed",
+     "action": {"type": "exec", "command": ["ls"], "env": {}}},
+    {"type": "shell_call", "id": "sh_1", "call_id": "call_3", "status": "completed",
+     "action": {"commands": ["pwd"]}},
+    {"type": "apply_patch_call", "id": "ap_1", "call_id": "call_4", "status": "completed",
+     "operation": {"type": "update_file", "path": "a.py", "diff": "-x\n+y"}}]
+_CLIENT_LINES = [
+    '[tool call · computer · id call_1] {"button": "left", "type": "click", "x": 4, "y": 2}',
+    '[tool call · local_shell · id call_2] {"command": ["ls"], "env": {}, "type": "exec"}',
+    '[tool call · shell · id call_3] {"commands": ["pwd"]}',
+    '[tool call · apply_patch · id call_4] {"diff": "-x\\n+y", "path": "a.py", '
+    '"type": "update_file"}']
+
+
+def test_responses_computer_and_shell_calls_are_recorded_as_tool_calls() -> None:
+    # computer_call, local_shell_call, shell_call and apply_patch_call items are calls the
+    # client runs, answered by *_output items: a Response holding them was recorded
+    # without them (an empty reply: not recorded at all), and passed back in they were
+    # refused, as were their outputs. They are tool calls and tool results, as the
+    # LangChain side now archives them; a screenshot is its marker, never its base64.
+    shot = "data:image/png;base64," + "A" * 5000
+    mem = memory()
+    chat = with_memory(lambda messages: {"object": "response", "output": _CLIENT_CALLS},
+                       mem, session="s")
+    chat("Open the file.")
+    reply = mem.turns("s")[-1]
+    assert reply.text.splitlines() == _CLIENT_LINES
+    assert [c["id"] for c in reply.meta["tool_calls"]] == ["call_1", "call_2", "call_3",
+                                                            "call_4"]
+    chat = with_memory(Recorder(), memory(), session="t")
+    chat([*_CLIENT_CALLS,
+          {"type": "computer_call_output", "call_id": "call_1", "output": {
+              "type": "computer_screenshot", "image_url": shot}},
+          {"type": "local_shell_call_output", "id": "call_2", "output": "a.py\n"},
+          {"type": "shell_call_output", "call_id": "call_3", "output": [
+              {"stdout": "/w\n", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}]},
+          {"type": "apply_patch_call_output", "call_id": "call_4", "status": "completed"}])
+    turns = chat.memory.turns("t")
+    assert [t.text for t in turns[:4]] == _CLIENT_LINES
+    results = [(t.role, t.meta.get("tool_call_id"), t.text) for t in turns[4:8]]
+    assert results == [
+        ("tool", "call_1", "[image/png attachment, not archived]"),
+        ("tool", "call_2", "a.py\n"),
+        ("tool", "call_3", '[{"outcome":{"exit_code":0,"type":"exit"},"stderr":"",'
+                           '"stdout":"/w\\n"}]'),
+        ("tool", "call_4", "completed")]
+    pytest.importorskip("langchain_core")
+    from langchain_core.messages import AIMessage
+
+    from opticmem.integrations.langchain_messages import message_text
+
+    assert message_text(AIMessage(content=_CLIENT_CALLS)) == reply.text

@@ -424,3 +424,33 @@ def test_an_anthropic_document_of_text_content_is_archived_as_its_text() -> None
     assert turn["text"] == "Revenue rose.\nCosts fell."
     [result] = message_turns(ToolMessage(content=[doc], tool_call_id="t1"), memory)
     assert result["text"] == "Revenue rose."
+
+
+def test_responses_computer_and_shell_calls_are_tool_calls() -> None:
+    # A computer_call (local_shell_call, shell_call, apply_patch_call) block is a call
+    # the client runs, answered by a ToolMessage of its call_id: it was archived as
+    # "[computer_call block]", the action lost, and its result was headed as an orphan.
+    # It is a tool call line, its screenshot result an image marker, never its base64.
+    from opticmem.integrations.langchain_messages import orphan_tool_results_headed
+
+    call = {"type": "computer_call", "id": "cu_1", "call_id": "call_1",
+            "status": "completed", "action": {"type": "click", "x": 4, "y": 2},
+            "pending_safety_checks": []}
+    shell = {"type": "local_shell_call", "id": "ls_1", "call_id": "call_2",
+             "status": "completed", "action": {"type": "exec", "command": ["ls"]}}
+    memory = OpticalMemory(codec=None)
+    for meta in ({}, {"model_provider": "openai"}):
+        ai = AIMessage(content=[call, shell], response_metadata=meta)
+        [turn] = message_turns(ai, memory)
+        assert turn["text"] == (
+            '[tool call · computer · id call_1] {"type": "click", "x": 4, "y": 2}\n'
+            '[tool call · local_shell · id call_2] {"command": ["ls"], "type": "exec"}')
+        assert turn["meta"]["tool_calls"] == [{"id": "call_1", "name": "computer"},
+                                              {"id": "call_2", "name": "local_shell"}]
+        result = ToolMessage(content=[{"type": "computer_screenshot",
+                                       "image_url": "data:image/png;base64," + "A" * 5000}],
+                             tool_call_id="call_1",
+                             additional_kwargs={"type": "computer_call_output"})
+        assert orphan_tool_results_headed([ai, result])[1] is result
+        [shot] = message_turns(result, memory)
+        assert shot["text"] == "[image/png attachment, not archived]"

@@ -385,3 +385,25 @@ def test_a_responses_reasoning_summary_is_priced_whatever_the_message_names() ->
         for meta in ({}, {"model_provider": "openai"}):
             assert counter.message(AIMessage(content, additional_kwargs={
                 "reasoning": reasoning}, response_metadata=meta)) == named
+
+
+def test_a_computer_call_is_priced_as_a_call_and_its_screenshot_as_an_image() -> None:
+    # A computer_call block was priced as the JSON of its whole item (a call not
+    # recognised as one), and a computer_call_output's screenshot as the text of its
+    # base64 data URL: thousands of tokens for one image.
+    from langchain_core.messages import ToolMessage
+
+    counter = OpticalTokenCounter("openai")
+    png = _png_b64(64)
+    shot = ToolMessage(content=[{"type": "computer_screenshot",
+                                 "image_url": f"data:image/png;base64,{png}"}],
+                       tool_call_id="call_1")
+    as_image = HumanMessage(content=[{"type": "image", "base64": png,
+                                      "mime_type": "image/png"}])
+    assert counter.message(shot) == counter.message(as_image)
+    call = {"type": "computer_call", "id": "cu_1", "call_id": "call_1",
+            "status": "completed", "action": {"type": "click", "x": 4, "y": 2},
+            "pending_safety_checks": []}
+    listed = AIMessage(content="", tool_calls=[
+        {"name": "computer", "args": {"type": "click", "x": 4, "y": 2}, "id": "call_1"}])
+    assert counter.message(AIMessage(content=[call])) == counter.message(listed)
