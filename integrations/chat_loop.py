@@ -120,7 +120,7 @@ from opticmem.integrations.turn_text import (
     RESPONSES_OUTPUTS,
     SENT_AS_IS,
     archived_parts,
-    attachment_marker,
+    audio_text,
     document_text,
     has_visible_text,
     hosted_tool_lines,
@@ -222,10 +222,8 @@ def _message_text(msg: Mapping[str, Any], *, calls: bool = False) -> str | None:
     as ``content: ""`` is)."""
     refusal = refusal_text(msg.get("refusal"))
     extra = [refusal] if refusal else []
-    if isinstance(audio := msg.get("audio"), Mapping):
-        transcript = audio.get("transcript")
-        extra.append(transcript if isinstance(transcript, str) and transcript
-                     else attachment_marker("audio"))
+    if (spoken := audio_text(msg.get("audio"))) is not None:
+        extra.append(spoken)
     content = msg.get("content")
     if content is None:
         # a chat-completions message with nothing to say has content None (Azure's

@@ -22,7 +22,10 @@
   ``refusal`` block, or langchain-openai's empty ``AIMessage`` with the model's words in
   ``additional_kwargs["refusal"]`` — is archived as its text after the content, as the
   chat-loop wrapper archives an OpenAI refusal
-  (:func:`~opticmem.integrations.turn_text.refusal_text`). An ``AIMessage``'s tool calls
+  (:func:`~opticmem.integrations.turn_text.refusal_text`). So is a spoken answer
+  (langchain-openai's ``additional_kwargs["audio"]``, content empty): its transcript,
+  as the wrapper records an OpenAI audio reply
+  (:func:`~opticmem.integrations.turn_text.audio_text`). An ``AIMessage``'s tool calls
   are written after its text as lines ``[tool call · NAME · id ID] {"arg": ...}``, so the
   archive and the pages keep what was asked of which tool — its invalid tool calls too
   (arguments that did not parse, written as the model sent them): the agent answers them
@@ -77,6 +80,7 @@ from opticmem.integrations.turn_text import (
     SYSTEM_HEAD,
     archived_parts,
     attachment_marker,
+    audio_text,
     document_text,
     headed,
     hosted_tool_lines,
@@ -172,6 +176,9 @@ def message_text(message: BaseMessage) -> str:
         refusal = refusal_text(message.additional_kwargs.get("refusal"))
         if refusal and refusal not in parts:  # not already read from a refusal block
             parts.append(refusal)
+        if (spoken := audio_text(message.additional_kwargs.get("audio"))) is not None:
+            # langchain-openai's audio answer: content "", what the model said is here
+            parts.append(spoken)
         parts.extend(tool_call_line(c) for c in message_calls(message))
     return "\n".join(parts)
 

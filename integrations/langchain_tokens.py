@@ -42,6 +42,8 @@ standard form):
 * audio, video, files and other blocks: the text of their fields, without the payload —
   an attachment they hold inside (a PDF in a web fetch's result, an OpenAI
   ``file_data``) as its marker line, as it is archived;
+* an ``AIMessage``'s spoken answer (langchain-openai's ``additional_kwargs["audio"]``):
+  its transcript, as it is archived;
 * every message: the model's ``message_overhead``.
 
 A memory context priced this way costs exactly what :class:`~opticmem.Context` says it
@@ -73,7 +75,7 @@ from opticmem.integrations.langchain_messages import (
     NATIVE_CALL_BLOCKS,
     message_calls,
 )
-from opticmem.integrations.turn_text import without_payloads
+from opticmem.integrations.turn_text import audio_text, without_payloads
 from opticmem.memory import OpticalMemory
 from opticmem.render import Tier
 
@@ -200,6 +202,10 @@ class OpticalTokenCounter:
                 text = _text_of(block)
                 if text:
                     blocks.append({"type": "text", "text": text})
+        if isinstance(message, AIMessage) and (spoken := audio_text(
+                message.additional_kwargs.get("audio"))) is not None:
+            # langchain-openai's spoken answer (content ""): its transcript, as archived
+            blocks.append({"type": "text", "text": spoken})
         if isinstance(message, AIMessage) and (found := message_calls(message)):
             # invalid calls (arguments that did not parse) go back to the provider too
             calls = [{"name": c.get("name"), "args": c.get("args"), "id": c.get("id")}

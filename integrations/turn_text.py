@@ -369,6 +369,24 @@ def refusal_text(refusal: object) -> str | None:
     return refusal if isinstance(refusal, str) and refusal else None
 
 
+def audio_text(audio: object) -> str | None:
+    """What an assistant's spoken answer (OpenAI's ``audio``: ``{"id", "data",
+    "transcript"}``) adds to the archived text: its transcript, or the audio's marker
+    when the message holds only its id (``None``: no audio). The audio's bytes are never
+    archived.
+
+    >>> audio_text({"id": "au_1", "data": "UklGR...", "transcript": "Hello."})
+    'Hello.'
+    >>> audio_text({"id": "au_1"}), audio_text(None)
+    ('[audio attachment, not archived]', None)
+    """
+    if not isinstance(audio, Mapping):
+        return None
+    transcript = audio.get("transcript")
+    return transcript if isinstance(transcript, str) and transcript else attachment_marker(
+        "audio")
+
+
 ATTACHMENT_KINDS: tuple[str, ...] = ("image", "audio", "video", "file")
 """LangChain standard content-block types archived as an attachment marker."""
 
@@ -569,6 +587,7 @@ __all__ = [
     "SYSTEM_HEAD",
     "archived_parts",
     "attachment_marker",
+    "audio_text",
     "document_text",
     "has_visible_text",
     "headed",

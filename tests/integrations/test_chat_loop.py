@@ -1302,3 +1302,17 @@ def test_responses_computer_and_shell_calls_are_recorded_as_tool_calls() -> None
     from opticmem.integrations.langchain_messages import message_text
 
     assert message_text(AIMessage(content=_CLIENT_CALLS)) == reply.text
+
+
+def test_a_langchain_spoken_answer_is_recorded_as_its_transcript() -> None:
+    # A LangChain chat model's audio answer (content "", the transcript in
+    # additional_kwargs["audio"]) was returned but not recorded, as an empty reply,
+    # where a chat-completions audio reply is recorded as its transcript.
+    pytest.importorskip("langchain_core")
+    from langchain_core.messages import AIMessage
+
+    audio = {"id": "au_1", "data": "UklGR", "transcript": "Sunny, 12C."}
+    mem = memory()
+    with_memory(lambda m: AIMessage("", additional_kwargs={"audio": audio}), mem,
+                session="s")("Weather?")
+    assert [t.text for t in mem.turns("s")] == ["Weather?", "Sunny, 12C."]

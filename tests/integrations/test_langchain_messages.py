@@ -454,3 +454,13 @@ def test_responses_computer_and_shell_calls_are_tool_calls() -> None:
         assert orphan_tool_results_headed([ai, result])[1] is result
         [shot] = message_turns(result, memory)
         assert shot["text"] == "[image/png attachment, not archived]"
+
+
+def test_a_spoken_answer_is_archived_as_its_transcript() -> None:
+    # langchain-openai's answer of an audio-output model has content "" and what the
+    # model said in additional_kwargs["audio"]: it recorded nothing (an empty message),
+    # where the chat-loop wrapper records an OpenAI audio reply as its transcript.
+    memory = OpticalMemory(codec=None)
+    audio = {"id": "au_1", "data": "UklGR" + "A" * 5000, "transcript": "Sunny, 12C."}
+    [turn] = message_turns(AIMessage("", additional_kwargs={"audio": audio}), memory)
+    assert turn["text"] == "Sunny, 12C."

@@ -407,3 +407,12 @@ def test_a_computer_call_is_priced_as_a_call_and_its_screenshot_as_an_image() ->
     listed = AIMessage(content="", tool_calls=[
         {"name": "computer", "args": {"type": "click", "x": 4, "y": 2}, "id": "call_1"}])
     assert counter.message(AIMessage(content=[call])) == counter.message(listed)
+
+
+def test_a_spoken_answer_is_priced_as_its_transcript() -> None:
+    # An audio answer (content "", additional_kwargs["audio"]) was priced as an empty
+    # message, though it is archived, and sent back, as what the model said.
+    counter = OpticalTokenCounter()
+    audio = {"id": "au_1", "data": "UklGR" + "A" * 5000, "transcript": "Sunny, 12C."}
+    assert counter.message(AIMessage("", additional_kwargs={"audio": audio})) == (
+        counter.message(AIMessage("Sunny, 12C.")))
