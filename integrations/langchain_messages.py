@@ -94,6 +94,7 @@ from opticmem.integrations.turn_text import (
     server_tool_line,
     server_tool_text,
     tool_result_head,
+    without_payloads,
 )
 from opticmem.integrations.turn_text import tool_call_line as _call_line
 from opticmem.memory import OpticalMemory
@@ -129,7 +130,9 @@ def _block_text(block: Mapping[str, Any]) -> str | None:
                 *NATIVE_CALL_BLOCKS, "thinking", "redacted_thinking"):
             return None  # provider-native tool calls (``message_calls``) and reasoning
         if isinstance(value, Mapping) and value.get("type") == "json":
-            return json_text(value.get("json"))  # a tool's JSON result: its data
+            # a tool's JSON result: its data, an inline image or file in it as its
+            # marker (a screenshot tool's data URL was archived whole)
+            return json_text(without_payloads(value.get("json")))
         if isinstance(value, Mapping) and (line := server_tool_text(value)) is not None:
             # Anthropic's server tool blocks when the message does not name its provider:
             # the line LangChain's translation of them gets, not "[server_tool_use block]"

@@ -464,3 +464,13 @@ def test_a_spoken_answer_is_archived_as_its_transcript() -> None:
     audio = {"id": "au_1", "data": "UklGR" + "A" * 5000, "transcript": "Sunny, 12C."}
     [turn] = message_turns(AIMessage("", additional_kwargs={"audio": audio}), memory)
     assert turn["text"] == "Sunny, 12C."
+
+
+def test_an_inline_image_in_a_tool_json_result_is_archived_as_its_marker() -> None:
+    # A tool's structured (json block) result holding a base64 data URL was archived
+    # with the payload whole (and priced as its marker): it is the marker.
+    shot = "data:image/png;base64," + "A" * 5000
+    result = ToolMessage(content=[{"type": "json", "json": {"page": 2, "shot": shot}}],
+                         tool_call_id="t1")
+    [turn] = message_turns(result, OpticalMemory(codec=None))
+    assert turn["text"] == '{"page":2,"shot":"[image/png attachment, not archived]"}'
