@@ -18,7 +18,8 @@ turns (``include_original=True`` or :meth:`opticmem.OpticalMemory.original`).
 Tokenisation is Unicode-aware: words are case-folded (a plural ``s`` is stripped), CJK,
 Hangul, Thai, Lao, Khmer and Myanmar runs also yield character bigrams so unsegmented text
 matches, and a Latin word
-or number glued to them (``Titan은``, ``2026年``) is a term of its own as well.
+or number glued to them (``Titan은``, ``2026年``) is a term of its own as well. A word
+written with accents is also indexed without them (``café`` as ``cafe``, :func:`fold`).
 
 >>> idx = RecallIndex()
 >>> idx.set_page(0, [Doc(0, "recollection", "we moved Titan to March", 0.9, None)])
@@ -95,6 +96,69 @@ PASSAGE_LINES = 6
 """Lines per recollection passage (consecutive passages overlap by two lines)."""
 
 
+def _fold_table() -> dict[int, str | None]:
+    """What :func:`fold` maps, character by character (see there)."""
+    latin_greek = (range(0xC0, 0x250), range(0x370, 0x400), range(0x1E00, 0x2000))
+    table: dict[int, str | None] = {}
+    for cp in (c for r in (*latin_greek, range(0x400, 0x530)) for c in r):
+        ch = unicodedata.normalize("NFD", chr(cp))
+        base, marks = ch[0], ch[1:]
+        if not marks or not all(unicodedata.category(m) == "Mn" for m in marks):
+            continue
+        if 0x400 <= cp < 0x530:  # Cyrillic: a stress mark, and the dots of "ё"
+            marks = "".join(m for m in marks if not (
+                (m in "\u0300\u0301" and base not in "гкГК") or (m == "\u0308" and base in "еЕ")))
+        else:
+            marks = ""
+        table[cp] = unicodedata.normalize("NFC", base + marks)
+    table.update({ord(a): b for a, b in zip("łđðøħıŧ", "lddohit", strict=True)})
+    table.update({ord("æ"): "ae", ord("œ"): "oe"})
+    points = (*range(0x591, 0x5C8), *range(0x610, 0x61B), *range(0x64B, 0x653),
+              *range(0x656, 0x660), 0x670, *range(0x6D6, 0x6EE), *range(0x8D3, 0x900))
+    table.update((cp, None) for cp in points if unicodedata.category(chr(cp)) == "Mn")
+    table[0x640] = None  # the tatweel that stretches an Arabic word
+    table.update((cp, str(unicodedata.decimal(chr(cp)))) for cp in range(0x80, 0x20000)
+                 if unicodedata.category(chr(cp)) == "Nd")
+    return table
+
+
+_FOLD = _fold_table()
+
+_LATIN_GREEK = (r"A-Za-z\u00c0-\u024f\u0250-\u02af\u0370-\u03ff\u1d00-\u1dbf\u1e00-\u1fff"
+                r"\u2c60-\u2c7f\ua720-\ua7ff\uab30-\uab6f\U0001df00-\U0001dfff")
+_CYRILLIC = r"\u0400-\u052f\u1c80-\u1c8f\ua640-\ua69f"
+_LEFT_MARKS = re.compile(rf"(?<=[{_LATIN_GREEK}]){MARK}+"
+                         rf"|(?<=[{_CYRILLIC}])[\u0300\u0301\u0483-\u0487]+")
+"""Marks left on a Latin, Greek or Cyrillic letter that no precomposed letter holds
+(``q̃``, or a decomposed letter's marks in an order NFC does not compose): the ones
+:func:`fold` strips from such a letter."""
+_FOLDABLE = re.compile("[" + "".join(map(re.escape, map(chr, sorted(_FOLD)))) + "]|"
+                       + _LEFT_MARKS.pattern)
+"""What :func:`fold` changes: where a text has none, its terms fold to themselves, and
+none is tried."""
+
+
+def fold(term: str) -> str:
+    """``term`` as a user may type it without accents: the combining marks on Latin and
+    Greek letters stripped (``café`` ``cafe``, ``Tiếng Việt`` ``tieng viet``, ``λόγος``
+    ``λογος``), and on Cyrillic ones a stress mark and the dots of ``ё``, which Russian
+    leaves out (not the breve of ``й``, a letter of its own); ``ł``, ``đ``, ``ø``, ``ı``
+    and their kind as their plain letter, ``æ`` and ``œ`` as two; the vowel points of
+    Hebrew and the harakat and tatweel of Arabic dropped (``שָׁלוֹם`` ``שלום``, ``مَرْحَبًا``
+    ``مرحبا``); the digits of every script as ASCII ones (``١٢٣`` ``123``). Hangul, kana and
+    CJK are left as they are (Hangul syllables decompose into jamo, which are letters), and
+    so are the vowel signs, viramas and nuktas of Devanagari, Thai and their kind: they are
+    letters of the word, not accents on it.
+
+    >>> fold("señor"), fold("Müller"), fold("ёлка"), fold("й"), fold("서울"), fold("नमस्ते")
+    ('senor', 'Muller', 'елка', 'й', '서울', 'नमस्ते')
+    """
+    if term.isascii():
+        return term
+    out = term.translate(_FOLD)
+    return _LEFT_MARKS.sub("", out) if _LEFT_MARKS.search(out) else out
+
+
 _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))
 """Characters that show nothing — a soft hyphen, zero-width space, (non-)joiner, word
 joiner, BOM: text is also indexed without them, as search engines drop them. Only split
@@ -107,10 +171,26 @@ def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
     macOS and some keyboards produce them) match their precomposed forms, and full-width
     letters, digits and signs (``ＯＲＤ－４４７１``, ``３月``, as Japanese and Chinese input
     methods type them) match their ASCII forms. Case is folded, not lowercased: ``STRASSE``
-    matches ``straße``, ``ΟΔΟΣ`` ``οδος`` and ``ISTANBUL`` ``İstanbul``.
+    matches ``straße``, ``ΟΔΟΣ`` ``οδος`` and ``ISTANBUL`` ``İstanbul``. A term with
+    accents is followed by its :func:`fold`, so ``cafe`` finds ``café`` and ``café``
+    ``cafe``.
 
     >>> terms("Ticket ORI-140's milestones: 서울 파트너")
     ['ori-140', 'ticket', 'ori', '140', 's', 'milestone', '서울', '서울', '파트너', '파트', '트너']
+    >>> terms("Señor Müller")
+    ['señor', 'senor', 'müller', 'muller']
+    """
+    return [t for group in term_groups(text, drop_stopwords=drop_stopwords) for t in group]
+
+
+def term_groups(text: str, *, drop_stopwords: bool = False) -> list[tuple[str, ...]]:
+    """:func:`terms` of ``text``, each as a group: the term as written, then its
+    :func:`fold` where that differs. A search scores a passage by the better of a group's
+    terms, not both: a word typed with its accents finds a page that has them above one
+    that has not, and counts once, as a word typed without them does.
+
+    >>> term_groups("the café", drop_stopwords=True)
+    [('café', 'cafe')]
     """
     # lower() kept "ß" and a final "ς" apart from the "ss" and "σ" of their capitals, and
     # made "İ" an "i" with a combining dot above that no "i" typed on a keyboard has.
@@ -124,7 +204,16 @@ def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
         # word boundary), and so is the word they are inside (a soft hyphen does not)
         split = set(out)
         out += [t for t in _terms_of(joined, drop_stopwords) if t not in split]
-    return out
+    if not _FOLDABLE.search(low):
+        return [(t,) for t in out]
+    groups: list[tuple[str, ...]] = []
+    for t in out:
+        f = fold(t)
+        if f == t or not f or (drop_stopwords and f in STOPWORDS):  # "thé" is no "the"
+            groups.append((t,))
+        else:
+            groups.append((t, f))
+    return groups
 
 
 def _terms_of(low: str, drop_stopwords: bool) -> list[str]:
@@ -270,22 +359,29 @@ class RecallIndex:
     def search(self, query: str, k: int = 5) -> list[tuple[Doc, float]]:
         """The ``k`` best passages for ``query`` with their BM25 scores (best first; ties
         go to the newer page); none for a ``k`` below 1."""
-        q = terms(query, drop_stopwords=True) or terms(query)
+        q = term_groups(query, drop_stopwords=True) or term_groups(query)
         n_docs = len(self._docs)
         if not q or not n_docs or k < 1:  # best[:-1] was every passage but the last
             return []
         avg = {src: self._source_len[src] / c for src, c in self._source_docs.items() if c}
         scores: dict[int, float] = {}
-        for t in dict.fromkeys(q):
-            post = self._postings.get(t)
-            if not post:
-                continue
-            idf = math.log(1 + (n_docs - len(post) + 0.5) / (len(post) + 0.5))
-            for doc_id, tf in post.items():
-                d, _, n = self._docs[doc_id]
-                rel = n / avg[d.source]
-                norm = tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * rel))
-                scores[doc_id] = scores.get(doc_id, 0.0) + idf * norm
+        for group in dict.fromkeys(q):
+            # a term and its fold: a passage scores by the better of the two (the one as
+            # typed, rarer, where it has it), so a word counts once however it is written
+            better: dict[int, float] = {}
+            for t in group:
+                post = self._postings.get(t)
+                if not post:
+                    continue
+                idf = math.log(1 + (n_docs - len(post) + 0.5) / (len(post) + 0.5))
+                for doc_id, tf in post.items():
+                    d, _, n = self._docs[doc_id]
+                    rel = n / avg[d.source]
+                    norm = tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * rel))
+                    if idf * norm > better.get(doc_id, 0.0):
+                        better[doc_id] = idf * norm
+            for doc_id, score in better.items():
+                scores[doc_id] = scores.get(doc_id, 0.0) + score
         best = sorted(scores.items(), key=lambda kv: (-kv[1], -self._docs[kv[0]][0].page_no,
                                                       kv[0]))
         return [(self._docs[i][0], s) for i, s in best[:k]]

@@ -8,7 +8,9 @@ What holds on any text:
 * nothing raises, and a long run of anything is read in linear time;
 * a word of a page (a run of letters, digits and their marks; for CJK, Thai, Lao, Khmer
   and Myanmar, which have no spaces, the whole run, also matched by its character
-  bigrams) is found by a search for it alone, in any case and either normal form;
+  bigrams) is found by a search for it alone, in any case and either normal form, and
+  typed without the accents of its Latin and Greek letters, the points of Hebrew or the
+  harakat of Arabic;
 * each fact is the text as written at its span, on one line, of a known kind, within the
   limits; extraction is deterministic and keeps the order facts are written in.
 """
@@ -31,14 +33,15 @@ from opticmem.facts import (
     page_cues,
     page_facts,
 )
-from opticmem.recall import WORD, Doc, RecallIndex, terms
+from opticmem.recall import WORD, Doc, RecallIndex, fold, term_groups, terms
 from opticmem.render import Tier
 
 PIECES = [
     "café", "Zürich", "naïve", "Straße", "İstanbul", "Tiếng Việt", "Привет", "мир", "Ελληνικά",
     "λόγος", "ΟΔΟΣ", "مرحبا", "مَرْحَبًا", "١٢٣٫٥", "שלום", "עוֹלָם", "नमस्ते", "दुनिया", "ภาษาไทย",
     "ສະບາຍດີ", "ភាសាខ្មែរ", "မြန်မာ", "中文字", "東京", "ひらがな", "カタカナ", "한국어", "서울",
-    "👍🏽", "👨‍👩‍👧", "🇰🇷", "❤️", "e\u0301", "ＡＢＣ－１２３", "３月", "\u200f", "\u200e", "\u200b",
+    "👍🏽", "👨‍👩‍👧", "🇰🇷", "❤️", "e\u0301", "\u05b8", "\u064e", "ـ", "ñ",
+    "Ł", "ＡＢＣ－１２３", "３月", "\u200f", "\u200e", "\u200b",
     "\u200d", "\u00ad", "\ufeff", "\u202b", "\x00", "\x1b[31m", "\ud800", "\udfff", "ABC-123",
     "2026-03-04", "$4,200", "mina@x.io", "https://x.io/a", "v1.2.3", "12.5%", "ﬁ", "Ǆ",
     " ", "\n", "\t", ".", ",", "-", "/", "@", ":",
@@ -75,6 +78,49 @@ def test_a_word_of_a_page_is_found_in_any_case_and_normal_form(text: str) -> Non
             assert 0 in pages_found(text, typed), (text, typed)
 
 
+def _unaccented(word: str) -> str:
+    """``word`` as a user may type it without accents: its NFD form without the marks
+    (Mn) on Latin and Greek letters, Hebrew points and accents, and Arabic harakat."""
+    out: list[str] = []
+    base = ""
+    for c in unicodedata.normalize("NFD", word):
+        if unicodedata.category(c) != "Mn":
+            base = c
+            out.append(c)
+        elif not ((unicodedata.category(base).startswith("L") and unicodedata.name(
+                base, "").startswith(("LATIN", "GREEK"))) or "\u0591" <= c <= "\u05c7"
+                or "\u064b" <= c <= "\u0652"):
+            out.append(c)
+    return "".join(out)
+
+
+@FAST
+@given(texts)
+@example("café Müller señor").via("accents on Latin letters")
+@example("λόγος Ελληνικά").via("Greek tonos")
+@example("שָׁלוֹם עוֹלָם מַיִם").via("Hebrew points")
+@example("مَرْحَبًا بِكُمْ").via("Arabic harakat")
+@example("q\u0303\u0323 Tiê\u0301ng").via("marks no precomposed letter holds")
+@example("ñ\u093c").via("a mark of another script on a Latin letter")
+def test_a_word_of_a_page_is_found_typed_without_its_accents(text: str) -> None:
+    for m in WORD.finditer(text):
+        for typed in {_unaccented(m.group()), _unaccented(m.group().upper())}:
+            assert 0 in pages_found(text, typed), (text, typed)
+
+
+def test_a_word_is_folded_only_where_its_accents_are_no_letters_of_it() -> None:
+    """Hangul (whose syllables decompose into jamo), kana, CJK, and the vowel signs,
+    viramas and nuktas of Devanagari, Thai, Khmer… are letters of the word: folding
+    leaves them, so ``नमस्ते`` is no ``नमसत`` and ``ข้าว`` no ``ขาว``."""
+    for word in ("서울", "한국어", "가", "ひらがな", "ガ", "中文字", "नमस्ते", "क़", "ข้าว", "ที่นี่",
+                 "ភាសាខ្មែរ", "မြန်မာ", "ສະບາຍດີ", "й", "ї", "ў", "ѓ"):
+        assert fold(word) == word
+        for form in (word, unicodedata.normalize("NFD", word)):  # Hangul NFD: jamo
+            assert all(len(group) == 1 for group in term_groups(form)), form
+    assert "ขาว" not in terms("ข้าว") and 0 not in pages_found("नमस्ते", "नमसत")
+    assert 0 not in pages_found("мой дом", "мои")  # й is a letter of its own: no и
+
+
 @FAST
 @given(texts)
 def test_facts_are_the_text_as_written_on_one_line_of_a_known_kind(text: str) -> None:
@@ -106,7 +152,8 @@ def test_long_runs_of_any_script_are_read_in_linear_time() -> None:
     """Eight times the text takes about eight times as long, not sixty-four: the bound is
     generous (32x), so only super-linear work fails it."""
     for piece in ["e\u0301" * 3 + "x", "ภาษาไทย", "مَرْحَبًا", "a-", "1.", "x@", "ＡＢＣ－",
-                  "👨‍👩‍👧", "\u200b", "\x1b[", "https://x.io/", "1 ", "a_", "ab12", "/a"]:
+                  "👨‍👩‍👧", "\u200b", "\x1b[", "é", "מַ", "مَـ", "https://x.io/",
+                  "1 ", "a_", "ab12", "/a"]:
         def read(n: int, piece: str = piece) -> float:
             text = piece * n
             start = time.perf_counter()

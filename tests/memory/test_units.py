@@ -941,8 +941,8 @@ def test_a_long_run_of_combining_marks_is_read_in_one_pass() -> None:
     and the fuzzed recall of the bad-input suite hung the CI run."""
     marks = "\u0301" * 60  # after q and v: NFKC composes no letter from them
     one, two = "qq" + marks, "vv" + marks
-    assert terms(f"{one} b") == [one, "b"]
-    assert terms(f"{one}-{two}") == [f"{one}-{two}", one, two]
+    assert terms(f"{one} b") == [one, "qq", "b"]  # each word, then as typed without accents
+    assert terms(f"{one}-{two}") == [f"{one}-{two}", "qq-vv", one, "qq", two, "vv"]
     idx = RecallIndex()
     idx.set_page(0, [Doc(0, "recollection", two, 0.9, Tier.LARGE)])
     assert [d.page_no for d, _ in idx.search(two, 1)] == [0]
@@ -970,3 +970,53 @@ def test_an_e_mail_local_part_over_64_characters_is_no_address() -> None:
     assert extract_facts("x" * 70 + "@example.com and more") == ()
     assert extract_facts("a" * 64 + "@x.io") == ("a" * 64 + "@x.io",)
     assert extract_facts("我" * 80 + "mina@x.io") == ("mina@x.io",)
+
+
+def _found(pages: list[str], query: str) -> list[int]:
+    idx = RecallIndex()
+    for p, text in enumerate(pages):
+        idx.set_page(p, [Doc(p, "recollection", text, 0.9, Tier.LARGE)])
+    return [d.page_no for d, _ in idx.search(query, len(pages))]
+
+
+@pytest.mark.parametrize(("written", "typed"), [
+    ("café", "cafe"), ("Müller", "Muller"), ("señor", "senor"), ("Tiếng Việt", "tieng viet"),
+    ("Łódź", "Lodz"), ("Ærøskøbing", "aeroskobing"), ("DİYARBAKIR", "diyarbakır"),
+    ("λόγος", "λογος"), ("Ελληνικά", "ελληνικα"), ("ёлка", "елка"), ("молоко́", "молоко"),
+    ("שָׁלוֹם", "שלום"), ("مَرْحَبًا", "مرحبا"), ("مرحـــبا", "مرحبا"), ("هٰذا", "هذا"),
+    ("طلب ١٢٣", "123"), ("क्रम ४५६", "456"), ("q\u0303", "q"),
+])
+def test_a_word_is_found_typed_with_or_without_its_accents(written: str, typed: str) -> None:
+    """Accents were part of a term: "cafe" never found a page that said "café" (nor
+    "Muller" "Müller", "שלום" a pointed "שָׁלוֹם", "123" an Arabic "١٢٣"), and a page read
+    back without its accents was not found by a question typed with them."""
+    for page, query in ((written, typed), (typed, written)):
+        assert _found([f"we met {page} today", "lunch menu and coffee"], query) == [0], page
+
+
+def test_a_word_as_typed_ranks_above_its_unaccented_or_accented_twin() -> None:
+    """A page that has a word as the query spells it ranks at least as high as one that has
+    it only with other accents; the folded form counts once, not beside the exact one."""
+    for query, exact, other in (("café", "the café opens", "the cafe opens"),
+                                ("cafe", "the cafe opens", "the café opens"),
+                                ("Müller", "ask Müller", "ask Muller")):
+        assert _found([other, exact], query) == [1, 0]
+        assert _found([exact, other], query) == [0, 1]
+    # a word typed with its accents counts once: as much as typed without them on a page
+    # where both are found alike (the two terms summed gave it twice the weight)
+    idx = RecallIndex()
+    idx.set_page(0, [Doc(0, "recollection", "café", 0.9, Tier.LARGE)])
+    idx.set_page(1, [Doc(1, "recollection", "lunch menu", 0.9, Tier.LARGE)])
+    assert idx.search("café", 1)[0][1] == pytest.approx(idx.search("cafe", 1)[0][1])
+
+
+def test_terms_fold_only_what_a_user_types_without() -> None:
+    """Hangul and the marks that are letters (Devanagari vowel signs, Thai tone marks, the
+    breve of Cyrillic й) are never stripped: a term is folded, not changed."""
+    assert terms("서울 한국어") == terms(unicodedata.normalize("NFD", "서울 한국어"))
+    assert "서울" in terms("서울") and not any("\u1100" <= c <= "\u11ff" for t in terms(
+        unicodedata.normalize("NFD", "서울")) for c in t)
+    assert terms("नमस्ते") == ["नमस्ते"] and terms("йод") == ["йод"]
+    assert terms("Señor", drop_stopwords=True) == ["señor", "senor"]
+    assert terms("thé", drop_stopwords=True) == ["thé"]  # no query word folds to "the"
+
