@@ -19,7 +19,8 @@ Tokenisation is Unicode-aware: words are case-folded (a plural ``s`` is stripped
 Hangul, Thai, Lao, Khmer and Myanmar runs also yield character bigrams so unsegmented text
 matches, and a Latin word
 or number glued to them (``Titan은``, ``2026年``) is a term of its own as well. A word
-written with accents is also indexed without them (``café`` as ``cafe``, :func:`fold`).
+written with accents is also indexed without them (``café`` as ``cafe``, :func:`fold`), and
+emoji are terms (:data:`EMOJI`).
 
 >>> idx = RecallIndex()
 >>> idx.set_page(0, [Doc(0, "recollection", "we moved Titan to March", 0.9, None)])
@@ -96,6 +97,37 @@ PASSAGE_LINES = 6
 """Lines per recollection passage (consecutive passages overlap by two lines)."""
 
 
+_PRESENTATION = dict.fromkeys([*range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0),
+                               0x180B, 0x180C, 0x180D, 0x180F])
+"""Variation selectors: they pick how a character is drawn (``❤️`` as an emoji, ``❤`` as
+text; a CJK character's variant glyph), never which character it is, and a user types
+them or not at random. Terms are made without them."""
+
+
+def _pictographic_class() -> str:
+    """A character class of the emoji (Unicode's ``Extended_Pictographic``): in the BMP,
+    those listed; above it, all of U+1F000–U+1FAFF and the code points kept for emoji to
+    come (U+1FC00–U+1FFFD), but the regional indicators (a flag is a pair of them) and the
+    skin tones (modifiers of the emoji before them)."""
+    bmp = ("\u00a9\u00ae\u203c\u2049\u2122\u2139\u2194-\u2199\u21a9\u21aa\u231a\u231b\u2328"
+           "\u23cf\u23e9-\u23f3\u23f8-\u23fa\u24c2\u25aa\u25ab\u25b6\u25c0\u25fb-\u25fe"
+           "\u2600-\u27bf\u2934\u2935\u2b05-\u2b07\u2b1b\u2b1c\u2b50\u2b55\u3030\u303d"
+           "\u3297\u3299")
+    return (f"[{bmp}\\U0001f000-\\U0001f1e5\\U0001f200-\\U0001f3fa\\U0001f400-\\U0001faff"
+            "\\U0001fc00-\\U0001fffd]")
+
+
+_PICTOGRAPH = _pictographic_class()
+_SKIN_TONE = "[\\U0001f3fb-\\U0001f3ff]"
+_EMOJI_ELEMENT = f"{_PICTOGRAPH}(?:{_SKIN_TONE}|[\\U000e0020-\\U000e007e]+\\U000e007f)?"
+EMOJI = re.compile(f"[\\U0001f1e6-\\U0001f1ff]{{2}}|{_EMOJI_ELEMENT}(?:\\u200d{_EMOJI_ELEMENT})*"
+                   "|[#*]\\u20e3")
+"""An emoji as a term: a flag (two regional indicators), a pictograph with its skin tone
+or tags (``👍🏽``, the flag of Scotland), or a sequence of them joined by zero-width joiners
+(``👨‍👩‍👧``), or a ``#`` or ``*`` keycap (a digit's is a word: a digit and its marks). Each
+match is one pass over its characters, so a long run of emoji is read in linear time."""
+
+
 def _fold_table() -> dict[int, str | None]:
     """What :func:`fold` maps, character by character (see there)."""
     latin_greek = (range(0xC0, 0x250), range(0x370, 0x400), range(0x1E00, 0x2000))
@@ -117,6 +149,7 @@ def _fold_table() -> dict[int, str | None]:
               *range(0x656, 0x660), 0x670, *range(0x6D6, 0x6EE), *range(0x8D3, 0x900))
     table.update((cp, None) for cp in points if unicodedata.category(chr(cp)) == "Mn")
     table[0x640] = None  # the tatweel that stretches an Arabic word
+    table.update((cp, None) for cp in range(0x1F3FB, 0x1F400))
     table.update((cp, str(unicodedata.decimal(chr(cp)))) for cp in range(0x80, 0x20000)
                  if unicodedata.category(chr(cp)) == "Nd")
     return table
@@ -145,10 +178,10 @@ def fold(term: str) -> str:
     leaves out (not the breve of ``й``, a letter of its own); ``ł``, ``đ``, ``ø``, ``ı``
     and their kind as their plain letter, ``æ`` and ``œ`` as two; the vowel points of
     Hebrew and the harakat and tatweel of Arabic dropped (``שָׁלוֹם`` ``שלום``, ``مَرْحَبًا``
-    ``مرحبا``); the digits of every script as ASCII ones (``١٢٣`` ``123``). Hangul, kana and
-    CJK are left as they are (Hangul syllables decompose into jamo, which are letters), and
-    so are the vowel signs, viramas and nuktas of Devanagari, Thai and their kind: they are
-    letters of the word, not accents on it.
+    ``مرحبا``); the digits of every script as ASCII ones (``١٢٣`` ``123``); an emoji without
+    its skin tone. Hangul, kana and CJK are left as they are (Hangul syllables decompose
+    into jamo, which are letters), and so are the vowel signs, viramas and nuktas of
+    Devanagari, Thai and their kind: they are letters of the word, not accents on it.
 
     >>> fold("señor"), fold("Müller"), fold("ёлка"), fold("й"), fold("서울"), fold("नमस्ते")
     ('senor', 'Muller', 'елка', 'й', '서울', 'नमस्ते')
@@ -177,8 +210,8 @@ def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
 
     >>> terms("Ticket ORI-140's milestones: 서울 파트너")
     ['ori-140', 'ticket', 'ori', '140', 's', 'milestone', '서울', '서울', '파트너', '파트', '트너']
-    >>> terms("Señor Müller")
-    ['señor', 'senor', 'müller', 'muller']
+    >>> terms("Señor Müller 🎉")
+    ['señor', 'senor', 'müller', 'muller', '🎉']
     """
     return [t for group in term_groups(text, drop_stopwords=drop_stopwords) for t in group]
 
@@ -198,6 +231,8 @@ def term_groups(text: str, *, drop_stopwords: bool = False) -> list[tuple[str, .
     # ("İ" and a mark of a lower class after it: the dot is then not beside the "i").
     low = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
     low = low.replace("i\u0307", "i")
+    if (shown := low.translate(_PRESENTATION)) != low:  # a selector kept marks apart
+        low = unicodedata.normalize("NFC", shown)
     out = _terms_of(low, drop_stopwords)
     if (joined := low.translate(_INVISIBLE)) != low:
         # each piece between invisible characters is a term (a zero-width space marks a
@@ -236,6 +271,8 @@ def _terms_of(low: str, drop_stopwords: bool) -> list[str]:
             continue
         if t := _word(w, drop_stopwords):
             out.append(t)
+    if not low.isascii():
+        out.extend(m.group() for m in EMOJI.finditer(low))
     return out
 
 

@@ -11,6 +11,8 @@ What holds on any text:
   bigrams) is found by a search for it alone, in any case and either normal form, and
   typed without the accents of its Latin and Greek letters, the points of Hebrew or the
   harakat of Arabic;
+* an emoji of a page (a grapheme cluster with a pictograph in it, or a flag) is found by
+  a search for it alone, with or without its variation selector;
 * each fact is the text as written at its span, on one line, of a known kind, within the
   limits; extraction is deterministic and keeps the order facts are written in.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import time
 import unicodedata
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -40,7 +43,7 @@ PIECES = [
     "café", "Zürich", "naïve", "Straße", "İstanbul", "Tiếng Việt", "Привет", "мир", "Ελληνικά",
     "λόγος", "ΟΔΟΣ", "مرحبا", "مَرْحَبًا", "١٢٣٫٥", "שלום", "עוֹלָם", "नमस्ते", "दुनिया", "ภาษาไทย",
     "ສະບາຍດີ", "ភាសាខ្មែរ", "မြန်မာ", "中文字", "東京", "ひらがな", "カタカナ", "한국어", "서울",
-    "👍🏽", "👨‍👩‍👧", "🇰🇷", "❤️", "e\u0301", "\u05b8", "\u064e", "ـ", "ñ",
+    "👍🏽", "👨‍👩‍👧", "🇰🇷", "❤️", "🎉", "🏳️‍🌈", "🇺", "#️⃣", "e\u0301", "\u05b8", "\u064e", "ـ", "ñ",
     "Ł", "ＡＢＣ－１２３", "３月", "\u200f", "\u200e", "\u200b",
     "\u200d", "\u00ad", "\ufeff", "\u202b", "\x00", "\x1b[31m", "\ud800", "\udfff", "ABC-123",
     "2026-03-04", "$4,200", "mina@x.io", "https://x.io/a", "v1.2.3", "12.5%", "ﬁ", "Ǆ",
@@ -121,6 +124,30 @@ def test_a_word_is_folded_only_where_its_accents_are_no_letters_of_it() -> None:
     assert 0 not in pages_found("мой дом", "мои")  # й is a letter of its own: no и
 
 
+def _emoji_clusters(text: str) -> list[str]:
+    """The grapheme clusters of ``text`` that are emoji, by Unicode's own rules (the
+    ``regex`` module's ``\\X`` and ``Extended_Pictographic``): the oracle of the test below."""
+    regex = pytest.importorskip("regex")
+    pict = regex.compile(r"\p{Extended_Pictographic}")
+    return [c for c in regex.findall(r"\X", text)
+            if pict.search(c) or regex.fullmatch(r"[\U0001F1E6-\U0001F1FF]{2}", c)]
+
+
+@FAST
+@given(texts)
+@example("party 🎉 time").via("a lone emoji")
+@example("👨\u200d👩\u200d👧🇰🇷🇺🇸").via("a ZWJ sequence and flags side by side")
+@example("😀\u0301\u200d👍🏽").via("a mark inside a ZWJ sequence")
+@example("🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f").via("a tag sequence")
+def test_an_emoji_of_a_page_is_found(text: str) -> None:
+    for cluster in _emoji_clusters(text):
+        shown = unicodedata.normalize("NFKC", cluster)
+        if not _emoji_clusters(shown):  # NFKC made it a letter or sign (™, ㊗)
+            continue
+        for typed in {cluster, cluster.replace("\ufe0f", ""), cluster + "\ufe0f"}:
+            assert 0 in pages_found(text, typed), (text, typed)
+
+
 @FAST
 @given(texts)
 def test_facts_are_the_text_as_written_on_one_line_of_a_known_kind(text: str) -> None:
@@ -152,7 +179,7 @@ def test_long_runs_of_any_script_are_read_in_linear_time() -> None:
     """Eight times the text takes about eight times as long, not sixty-four: the bound is
     generous (32x), so only super-linear work fails it."""
     for piece in ["e\u0301" * 3 + "x", "ภาษาไทย", "مَرْحَبًا", "a-", "1.", "x@", "ＡＢＣ－",
-                  "👨‍👩‍👧", "\u200b", "\x1b[", "é", "מַ", "مَـ", "https://x.io/",
+                  "👨‍👩‍👧", "🇰", "👍🏽", "❤️", "\u200b", "\x1b[", "é", "מַ", "مَـ", "https://x.io/",
                   "1 ", "a_", "ab12", "/a"]:
         def read(n: int, piece: str = piece) -> float:
             text = piece * n

@@ -1020,3 +1020,23 @@ def test_terms_fold_only_what_a_user_types_without() -> None:
     assert terms("Señor", drop_stopwords=True) == ["señor", "senor"]
     assert terms("thé", drop_stopwords=True) == ["thé"]  # no query word folds to "the"
 
+
+@pytest.mark.parametrize(("page", "query"), [
+    ("party 🎉 time", "🎉"), ("party🎉time", "🎉"), ("thanks 👍🏽", "👍🏽"), ("thanks 👍🏽", "👍"),
+    ("family 👨\u200d👩\u200d👧 photo", "👨\u200d👩\u200d👧"), ("trip to 🇰🇷", "🇰🇷"),
+    ("love ❤️", "❤"), ("love ❤", "❤️"), ("press #️⃣ then 1️⃣", "#️⃣"), ("press 1️⃣", "1⃣"),
+    ("🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f rugby",
+     "🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"),
+])
+def test_an_emoji_is_a_term(page: str, query: str) -> None:
+    """Emoji were no terms: a search for "🎉" found nothing even on a page that had it.
+    A flag is its pair of letters, a ZWJ sequence is whole, a skin tone is also found by
+    its bare emoji, and a variation selector makes no difference."""
+    assert _found([page, "lunch menu and coffee 🍕"], query) == [0]
+
+
+def test_emoji_are_not_confused_with_each_other() -> None:
+    assert _found(["🇰🇷 trip", "🇺🇸 trip"], "🇰🇷") == [0]
+    assert _found(["🍕 lunch", "🎉 party"], "🎉") == [1]
+    assert terms("🇺🇸🇰🇷") == ["🇺🇸", "🇰🇷"] and terms("🇺") == []
+
