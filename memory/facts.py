@@ -132,12 +132,26 @@ the left-to-right or right-to-left mark an editor puts after a URL in Arabic or 
 text, a zero-width space (a word break in Thai, Khmer or a web page) or a soft hyphen
 were taken into the URL, with the next word after a zero-width space."""
 
+_SCHEME = (r"(?<![+.\-])(?<!{glued})[A-Za-z][A-Za-z0-9+.\-]{{1,31}}"
+           r"(?<![Hh][Tt][Tt][Pp])(?<![Hh][Tt][Tt][Pp][Ss])://")
+"""A URL's scheme other than ``http`` and ``https``, a word of its own of two characters
+or more, so no drive letter (``sftp://``, ``redis://``, ``postgresql://``, ``s3://``,
+``file://``): ``sftp://host`` was the URL ``ftp://host``, and a connection string no URL
+but the "e-mail address" of its password and host (``postgresql://u:p@db.x.io`` gave
+``p@db.x.io``). One that ends in ``http`` or ``https`` is a word glued before that scheme
+(``voirhttps://x.io``): the URL starts at the ``http``."""
+
 _PATTERNS: tuple[tuple[str, str], ...] = (
     # (pattern, the words that say what kind of fact it is)
-    (rf"(?:https?|ftp)://{_URL_CHAR}+", "url link"),
-    (rf"\bwww\.{_URL_CHAR}+", "url link"),
+    # a scheme is any case (a phone writes "Https://"); "http" and "https" start a URL
+    # even glued to the word before them, which no URL scheme ends in (see _SCHEME)
+    (rf"(?i:https?)://{_URL_CHAR}+", "url link"),
+    (rf"{_SCHEME.format(glued=_GLUED)}{_URL_CHAR}+", "url link"),
+    (rf"\b(?i:www)\.{_URL_CHAR}+", "url link"),
     # local part ≤ 64 (RFC 5321), all of it: one ASCII character of it before the match
-    # means a longer one, whose last 64 characters were taken as an address
+    # means a longer one, whose last 64 characters were taken as an address. A word glued
+    # before an address is taken into it (``Contactbob@x.io``): nothing tells where a
+    # local part starts, and it may hold any of those letters.
     (r"(?<![A-Za-z0-9_.+-])[\w.+-]{1,64}@[\w-]+(?:\.[\w-]+)+", "e-mail address"),
     (r"`[^`\n]{1,120}`", "code"),
     (r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b", "id uuid"),
@@ -269,6 +283,13 @@ _FACT_CJK = _combined(cjk=True)
 plain one is some 15% faster."""
 _TRAIL = ".,;:!?)]}'\""
 
+_URLS = frozenset(f"k{i}" for i, (_, kind) in enumerate(_PATTERNS) if kind == "url link")
+"""The groups of :data:`_FACT` whose facts are URLs."""
+
+_GLUED_HTTP = re.compile(r"(?i:https?)\Z")
+"""An ``http`` or ``https`` ending a fact that ``://`` follows: a URL's scheme, glued to a
+word the fact is (see :func:`_matches`)."""
+
 _SIGNED = frozenset(f"k{i}" for i, (_, kind) in enumerate(_PATTERNS)
                     if kind in ("number", "amount money", "percent"))
 """The groups of :data:`_FACT` whose facts take a minus sign before them (:data:`_MINUS`)."""
@@ -346,7 +367,7 @@ def fact_spans(text: str) -> list[tuple[int, int, str]]:
     written = _without_terminal_escapes(text)
     clean = _plain(written)
     changed = clean is not written  # then each fact is taken from the text as written
-    for m in (_FACT_CJK if UNSEGMENTED.search(text) else _FACT).finditer(clean):
+    for m in _matches(_FACT_CJK if UNSEGMENTED.search(text) else _FACT, clean):
         s, e = m.start(), m.end()
         fact = m.group()
         if m.lastgroup in _PARTICLED and (tail := _PARTICLE.search(fact)):
@@ -357,7 +378,7 @@ def fact_spans(text: str) -> list[tuple[int, int, str]]:
             fact = fact[head.end() :]
         if fact[0] not in "`" and fact[-1] in _TRAIL:  # sentence punctuation after a URL…
             stripped = fact.rstrip(_TRAIL)
-            if fact.startswith(("http", "ftp", "www")):  # …but a ")" closing one in it
+            if m.lastgroup in _URLS:  # …but a ")" closing one in it
                 while (fact[len(stripped) : len(stripped) + 1] == ")"
                        and stripped.count("(") > stripped.count(")")):
                     stripped = fact[: len(stripped) + 1]
@@ -371,6 +392,32 @@ def fact_spans(text: str) -> list[tuple[int, int, str]]:
         if fact and len(fact) <= MAX_FACT_CHARS:
             out.append((s, e, written[s:e].strip() if changed else fact))
     return out
+
+
+def _matches(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
+    """``pattern.finditer(text)``, but a fact that ends in a URL's ``http`` or ``https``
+    glued to it is matched again in the text up to that scheme, and the URL found from it:
+    ``order42https://x.io`` was the id ``order42https`` and no URL, where it is the id
+    ``order42`` and the URL ``https://x.io``.
+
+    >>> [m.group() for m in _matches(_FACT, "see order42https://x.io/a")]
+    ['order42', 'https://x.io/a']
+    """
+    pos, stop, end = 0, len(text), len(text)
+    while True:
+        m = pattern.search(text, pos, stop)
+        if m is None:
+            if stop == end:
+                return
+            pos, stop = stop, end  # the URL, from its scheme
+            continue
+        s, e = m.span()
+        if (stop == end and text.startswith("://", e) and m.lastgroup not in _URLS
+                and (glued := _GLUED_HTTP.search(text, max(s + 1, e - 5), e))):
+            stop = glued.start()  # the text before the scheme, as if it ended there
+            continue
+        yield m
+        pos = e
 
 
 def _dedupe(facts: Iterable[str], limit: int) -> tuple[str, ...]:

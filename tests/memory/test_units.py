@@ -1040,3 +1040,39 @@ def test_emoji_are_not_confused_with_each_other() -> None:
     assert _found(["🍕 lunch", "🎉 party"], "🎉") == [1]
     assert terms("🇺🇸🇰🇷") == ["🇺🇸", "🇰🇷"] and terms("🇺") == []
 
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("voirhttps://x.io/a", ("https://x.io/a",)),  # a word glued before the scheme
+    ("see:https://x.io/a", ("https://x.io/a",)),
+    ("order42https://x.io/a", ("order42", "https://x.io/a")),  # was the id "order42https"
+    ("foo_barhttps://x.io", ("foo_bar", "https://x.io")),
+    ("주문42https://x.io", ("42", "https://x.io")),
+    ("mail:bob@x.io", ("bob@x.io",)),
+    # no way to know where a local part starts: the glued word is taken into it
+    ("Contactbob@x.io", ("Contactbob@x.io",)),
+])
+def test_a_word_glued_before_a_url_is_no_part_of_it(text: str, want: tuple[str, ...]) -> None:
+    """A scheme glued to the end of a fact-shaped word was taken into that fact
+    (``order42https``) and the URL after it was lost."""
+    assert extract_facts(text) == want
+
+
+@pytest.mark.parametrize(("text", "url"), [
+    ("Https://x.io/a", "Https://x.io/a"), ("HTTPS://X.IO/A", "HTTPS://X.IO/A"),
+    ("WWW.x.io/a", "WWW.x.io/a"),  # a phone capitalises a sentence's first letter
+    ("sftp://host/p", "sftp://host/p"), ("tftp://1.2.3.4/boot", "tftp://1.2.3.4/boot"),
+    ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+    ("db at postgresql://u:p@db.x.io:5432/app.", "postgresql://u:p@db.x.io:5432/app"),
+    ("s3://bucket/key/f.csv", "s3://bucket/key/f.csv"), ("file:///etc/hosts", "file:///etc/hosts"),
+    ("链接sftp://x.io/a", "sftp://x.io/a"),
+])
+def test_a_url_of_any_scheme_in_any_case_is_a_fact_whole(text: str, url: str) -> None:
+    """Only lower-case ``http``, ``https`` and ``ftp`` started a URL: ``Https://x.io`` was
+    none, ``sftp://host`` was ``ftp://host``, and a connection string gave the "e-mail
+    address" ``p@db.x.io`` of its password and host."""
+    assert extract_facts(text) == (url,)
+    assert fact_kind(url) == "url link"
+
+
+def test_no_drive_letter_is_a_url_scheme() -> None:
+    assert [f for f in extract_facts("C://Users/a/b") if "://" in f] == []
