@@ -124,13 +124,15 @@ _CJK_MINUTE = r"\d{1,2} ?[分분](?: ?\d{1,2} ?[秒초])?"
 
 _URL_CHAR = (r"[^\s<>\"'`\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40"
              r"\uff5b-\uff65\x00-\x1f\x7f-\x9f\xad\u061c\u200b-\u200f\u202a-\u202e"
-             r"\u2060-\u2069\ufeff]")
-"""A character of a URL: no space, quote or bracket around it, and no CJK or full-width
-punctuation (``。``, ``，``, ``「」``, ``（）``): unsegmented text runs straight on after a
-URL, and a URL never holds those unencoded. Nor control or invisible format characters:
-the left-to-right or right-to-left mark an editor puts after a URL in Arabic or Hebrew
-text, a zero-width space (a word break in Thai, Khmer or a web page) or a soft hyphen
-were taken into the URL, with the next word after a zero-width space."""
+             r"\u2060-\u2069\ufeff\u00ab\u00bb\u2018-\u201f\u2039\u203a]")
+"""A character of a URL: no space, quote (``"'`` nor typographic ``“ ” ‘ ’ „ « » ‹ ›``)
+or bracket around it, and no CJK or full-width punctuation (``。``, ``，``, ``「」``,
+``（）``): unsegmented text runs straight on after a URL, and a URL never holds those
+unencoded. Nor control or invisible format characters: the left-to-right or right-to-left
+mark an editor puts after a URL in Arabic or Hebrew text, a zero-width space (a word break
+in Thai, Khmer or a web page) or a soft hyphen were taken into the URL, with the next word
+after a zero-width space. (``«https://x.io/a»`` and ``“https://x.io/a”`` had their closing
+quote in the URL.)"""
 
 _SCHEME = (r"(?<![+.\-])(?<!{glued})[A-Za-z][A-Za-z0-9+.\-]{{1,31}}"
            r"(?<![Hh][Tt][Tt][Pp])(?<![Hh][Tt][Tt][Pp][Ss])://")
@@ -281,7 +283,10 @@ _FACT_CJK = _combined(cjk=True)
 """:data:`_FACT` for text with CJK in it (or Thai, Lao, Khmer, Myanmar: any of
 :data:`~opticmem.recall.UNSEGMENTED`). Without those the two find the same facts, and the
 plain one is some 15% faster."""
-_TRAIL = ".,;:!?)]}'\""
+_TRAIL = ".,;:!?)]}'\"…—–،؛؟۔।॥։"
+"""Punctuation that ends a sentence or clause after a fact, not part of it: the ASCII
+signs, an ellipsis or a dash, and the comma, semicolon, question mark or full stop of
+Arabic, Urdu, Devanagari and Armenian (``https://x.io/a،`` kept the Arabic comma)."""
 
 _URLS = frozenset(f"k{i}" for i, (_, kind) in enumerate(_PATTERNS) if kind == "url link")
 """The groups of :data:`_FACT` whose facts are URLs."""

@@ -1074,5 +1074,16 @@ def test_a_url_of_any_scheme_in_any_case_is_a_fact_whole(text: str, url: str) ->
     assert fact_kind(url) == "url link"
 
 
+@pytest.mark.parametrize("text", [
+    "«https://x.io/a»", "“https://x.io/a”", "„https://x.io/a“", "‘https://x.io/a’",
+    "see https://x.io/a…", "متصل https://x.io/a، شكرا", "देखें https://x.io/a।",
+    "اطلب https://x.io/a؟", "— https://x.io/a —",
+])
+def test_typographic_quotes_and_other_scripts_punctuation_end_a_url(text: str) -> None:
+    """Typographic quotes, an ellipsis, and the comma, question mark or full stop of
+    Arabic or Devanagari were taken into the URL before them."""
+    assert extract_facts(text) == ("https://x.io/a",)
+
+
 def test_no_drive_letter_is_a_url_scheme() -> None:
     assert [f for f in extract_facts("C://Users/a/b") if "://" in f] == []
