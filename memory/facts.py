@@ -230,9 +230,14 @@ _PARTICLE = re.compile(rf"(?<={_GLUED}){UNSEGMENTED.pattern}+[.,;:!?)\]}}'\"]*$"
 file (``/etc/hosts를``, ``mina@x.io로``, ``https://x.io/a에서``): a particle or the next
 word, not part of the fact. CJK after a ``/`` or ``.`` (``/home/민아``, ``보고서.md``) stays."""
 
-_GLUED_BEFORE = re.compile(rf"{UNSEGMENTED.pattern}+(?={_GLUED})")
+_GLUED_BEFORE = re.compile(rf"{UNSEGMENTED.pattern}+(?={_GLUED})"
+                           r"|[\u05d1\u05d4\u05d5\u05db\u05dc\u05de\u05e9]{1,3}-(?![\u0590-\u05ff])")
 """CJK text glued before the letters or digits that start an e-mail address, path or file
-(``打开config.yaml``, ``연락처는mina@x.io``): the words before it, not part of the fact."""
+(``打开config.yaml``, ``연락처는mina@x.io``): the words before it, not part of the fact.
+And the prefixes of Hebrew (and, the, in, to, from, that, as: ``ו ה ב ל מ ש כ``, up to
+three) that Hebrew joins by a hyphen to a Latin word or a number (``שלח ל-bob@x.io``,
+``ה-config.yaml``, ``ב-3/4/2026``): the address was ``ל-bob@x.io``, the date the "path"
+``ב-3/4/2026``. A hyphen before Hebrew letters joins a Hebrew name (``דוח-שנתי.pdf``)."""
 
 
 def _alternative(i: int, pattern: str, kind: str, *, cjk: bool) -> tuple[str, str]:

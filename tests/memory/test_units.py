@@ -1087,3 +1087,17 @@ def test_typographic_quotes_and_other_scripts_punctuation_end_a_url(text: str) -
 
 def test_no_drive_letter_is_a_url_scheme() -> None:
     assert [f for f in extract_facts("C://Users/a/b") if "://" in f] == []
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("שלח ל-bob@x.io", ("bob@x.io",)), ("ערכתי את ה-config.yaml", ("config.yaml",)),
+    ("ב-/etc/hosts", ("/etc/hosts",)), ("ב-src/app.py", ("src/app.py",)),
+    ("נפגשים ב-3/4/2026", ("3/4/2026",)), ("מה-2026/03/04", ("2026/03/04",)),
+    ("דוח-שנתי.pdf", ("דוח-שנתי.pdf",)),  # a hyphen before Hebrew letters joins a name
+])
+def test_a_hebrew_prefix_joined_by_a_hyphen_is_no_part_of_a_fact(
+        text: str, want: tuple[str, ...]) -> None:
+    """Hebrew joins its one-letter prefixes (in, to, the, from…) to a Latin word or a
+    number by a hyphen: "to bob@x.io" was the address ``ל-bob@x.io``, "on 3/4/2026" the
+    path ``ב-3/4/2026``."""
+    assert extract_facts(text) == want
