@@ -192,6 +192,23 @@ def fold(term: str) -> str:
     return _LEFT_MARKS.sub("", out) if _LEFT_MARKS.search(out) else out
 
 
+def _symbol_words() -> dict[int, str]:
+    """:data:`_SYMBOL_WORDS`, made from this Python's Unicode."""
+    out = {}
+    for cp in (*range(0x2100, 0x2150), *range(0x2460, 0x2500), *range(0x1F100, 0x1F200)):
+        shown = unicodedata.normalize("NFKC", chr(cp))
+        if (unicodedata.category(chr(cp)) == "So" and shown.isascii()
+                and any(c.isalnum() for c in shown)):
+            out[cp] = f" {shown} "
+    return out
+
+
+_SYMBOL_WORDS = _symbol_words()
+"""Symbols that NFKC makes letters, each as a word of its own: ``™``, ``℠``, ``℡``, ``№``
+and the circled, parenthesised and squared letters (``Ⓐ``, ``🄫``). Made letters where they
+stand, they glued onto the word before them: ``Windows™`` was the term ``windowstm``, which
+a search for "Windows" never found."""
+
 _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u200c\u200d\u2060\ufeff"))
 """Characters that show nothing — a soft hyphen, zero-width space, (non-)joiner, word
 joiner, BOM: text is also indexed without them, as search engines drop them. Only split
@@ -229,6 +246,7 @@ def term_groups(text: str, *, drop_stopwords: bool = False) -> list[tuple[str, .
     # made "İ" an "i" with a combining dot above that no "i" typed on a keyboard has.
     # Normalised again after folding, which can leave marks out of their canonical order
     # ("İ" and a mark of a lower class after it: the dot is then not beside the "i").
+    text = text.translate(_SYMBOL_WORDS)
     low = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
     low = low.replace("i\u0307", "i")
     if (shown := low.translate(_PRESENTATION)) != low:  # a selector kept marks apart

@@ -77,6 +77,8 @@ def _forms(word: str) -> set[str]:
 @given(texts)
 @example("0\u200b0").via("a zero-width space between words: both are terms")
 @example("Donau\u00addampf").via("a soft hyphen inside a word: its pieces are terms")
+@example("0\U0001f12b").via("a symbol NFKC makes a letter is a word of its own")
+@example("Windows™").via("a trademark sign is no part of the word before it")
 def test_a_word_of_a_page_is_found_in_any_case_and_normal_form(text: str) -> None:
     for m in WORD.finditer(text):
         for typed in _forms(m.group()):

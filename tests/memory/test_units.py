@@ -1101,3 +1101,14 @@ def test_a_hebrew_prefix_joined_by_a_hyphen_is_no_part_of_a_fact(
     number by a hyphen: "to bob@x.io" was the address ``ל-bob@x.io``, "on 3/4/2026" the
     path ``ב-3/4/2026``."""
     assert extract_facts(text) == want
+
+
+@pytest.mark.parametrize(("page", "query"), [
+    ("we run Windows™ 11", "windows"), ("Acme℠ support", "Acme"),
+    ("call ℡0312345678", "0312345678"), ("plan Ⓐ or Ⓑ", "plan"), ("0🄫", "0"),
+])
+def test_a_symbol_nfkc_makes_letters_is_a_word_of_its_own(page: str, query: str) -> None:
+    """NFKC makes ``™`` the letters ``TM``, glued to the word before it: ``Windows™`` was
+    the one term ``windowstm``, never found by "Windows"."""
+    assert _found([page, "lunch menu and coffee"], query) == [0]
+    assert _found([page, "lunch menu and coffee"], page) == [0]
