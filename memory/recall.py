@@ -148,7 +148,6 @@ def _fold_table() -> dict[int, str | None]:
     points = (*range(0x591, 0x5C8), *range(0x610, 0x61B), *range(0x64B, 0x653),
               *range(0x656, 0x660), 0x670, *range(0x6D6, 0x6EE), *range(0x8D3, 0x900))
     table.update((cp, None) for cp in points if unicodedata.category(chr(cp)) == "Mn")
-    table[0x640] = None  # the tatweel that stretches an Arabic word
     table.update((cp, None) for cp in range(0x1F3FB, 0x1F400))
     table.update((cp, str(unicodedata.decimal(chr(cp)))) for cp in range(0x80, 0x20000)
                  if unicodedata.category(chr(cp)) == "Nd")
@@ -165,10 +164,15 @@ _LEFT_MARKS = re.compile(rf"(?<=[{_LATIN_GREEK}]){MARK}+"
 """Marks left on a Latin, Greek or Cyrillic letter that no precomposed letter holds
 (``q̃``, or a decomposed letter's marks in an order NFC does not compose): the ones
 :func:`fold` strips from such a letter."""
-_FOLDABLE = re.compile("[" + "".join(map(re.escape, map(chr, sorted(_FOLD)))) + "]|"
+_FOLDABLE = re.compile("[\u0640" + "".join(map(re.escape, map(chr, sorted(_FOLD)))) + "]|"
                        + _LEFT_MARKS.pattern)
 """What :func:`fold` changes: where a text has none, its terms fold to themselves, and
 none is tried."""
+
+
+_ARABIC_LETTER = re.compile(r"[\u0620-\u063f\u0641-\u064a\u066e-\u06d3\u06fa-\u06ff]")
+"""A letter of the Arabic script: a tatweel (U+0640) stretches one, and folds away only
+beside one (alone it is no word to match, and ``Iـ`` would fold to the stopword ``i``)."""
 
 
 def fold(term: str) -> str:
@@ -189,6 +193,8 @@ def fold(term: str) -> str:
     if term.isascii():
         return term
     out = term.translate(_FOLD)
+    if "\u0640" in out and _ARABIC_LETTER.search(out):  # a tatweel stretching a word
+        out = out.replace("\u0640", "")
     return _LEFT_MARKS.sub("", out) if _LEFT_MARKS.search(out) else out
 
 
