@@ -188,10 +188,12 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{7,}\b", "hash"),
     (r"(?:~|\.{1,2})(?:/[\w.@-]+)+/?"  # ~/a, ./a, ../a
      r"|/(?<![\w.:/]/)[\w.@-]+(?:/[\w.@-]+)+/?"  # /a/b (the look-behind after the "/": faster)
-     rf"|\b[\w.-]{{0,200}}(?:(?:/[\w.@-]+){{2,}}/?|/[\w-]{{1,200}}\.{_FILE_END})",
+     rf"|\b(?=\w)[\w.-]{{0,200}}(?:(?:/[\w.@-]+){{2,}}/?|/[\w-]{{1,200}}\.{_FILE_END})",
      "path"),  # a/b/c, src/app.py
     (r"(?:\b[A-Za-z]:|\\\\[\w.-]+)\\[\w.@\\-]+", "path"),  # C:\a\b, \\host\share
-    (rf"\b[\w-]{{1,200}}\.{_FILE_END}", "file"),
+    # a name starts with a letter or digit: at the "\b" after a word, "$0-.xml" had the
+    # file "-.xml" (and "$0-/a/b" the path "-/a/b"), which is of no kind alone
+    (rf"\b(?=\w)[\w-]{{1,200}}\.{_FILE_END}", "file"),
     (r"#\d+\b", "ticket issue"),
     (r"\b[A-Z][A-Z0-9]*-\d+\b", "ticket issue key"),  # JIRA-style keys, and T-100
     (r"\b\d{1,200}(?:\.\d{1,200})?[eE][+-]?\d{1,200}\b",

@@ -1112,3 +1112,11 @@ def test_a_symbol_nfkc_makes_letters_is_a_word_of_its_own(page: str, query: str)
     the one term ``windowstm``, never found by "Windows"."""
     assert _found([page, "lunch menu and coffee"], query) == [0]
     assert _found([page, "lunch menu and coffee"], page) == [0]
+
+
+def test_a_file_or_path_name_starts_with_a_letter_or_digit() -> None:
+    """At the word boundary after ``$0``, the file pattern took ``-.xml`` and the path
+    pattern ``-/a/b``: facts of no kind, with the sign that ended the amount."""
+    assert extract_facts("$0-.xml") == ("$0",)
+    assert extract_facts("$0-/a/b") == ("$0", "/a/b")
+    assert extract_facts("see a-b.py and _x.py in src/app.py") == ("a-b.py", "_x.py", "src/app.py")
