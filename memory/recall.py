@@ -257,46 +257,54 @@ def term_groups(text: str, *, drop_stopwords: bool = False) -> list[tuple[str, .
     low = low.replace("i\u0307", "i")
     if (shown := low.translate(_PRESENTATION)) != low:  # a selector kept marks apart
         low = unicodedata.normalize("NFC", shown)
-    out = _terms_of(low, drop_stopwords)
+    folding = _FOLDABLE.search(low) is not None  # else no term folds: none is tried
+    out = _terms_of(low, drop_stopwords, folding)
     if (joined := low.translate(_INVISIBLE)) != low:
         # each piece between invisible characters is a term (a zero-width space marks a
         # word boundary), and so is the word they are inside (a soft hyphen does not)
-        split = set(out)
-        out += [t for t in _terms_of(joined, drop_stopwords) if t not in split]
-    if not _FOLDABLE.search(low):
-        return [(t,) for t in out]
-    groups: list[tuple[str, ...]] = []
-    for t in out:
-        f = fold(t)
-        if f == t or not f or (drop_stopwords and f in STOPWORDS):  # "thé" is no "the"
-            groups.append((t,))
-        else:
-            groups.append((t, f))
-    return groups
+        split = {t for t, _ in out}
+        out += [tf for tf in _terms_of(joined, drop_stopwords, folding) if tf[0] not in split]
+    return [(t,) if f == t or not f or (drop_stopwords and f in STOPWORDS) else (t, f)
+            for t, f in out]  # a query's "thé" is no "the"
 
 
-def _terms_of(low: str, drop_stopwords: bool) -> list[str]:
-    """:func:`terms` of ``low``, folded and normalised."""
-    out: list[str] = []
+def _terms_of(low: str, drop_stopwords: bool, folding: bool) -> list[tuple[str, str]]:
+    """:func:`terms` of ``low``, folded and normalised, each with its :func:`fold` (itself
+    unless ``folding``). A word's fold is that of the word as written, then its plural
+    ``s`` stripped: ``gdzieś`` ends in no ``s``, but ``gdzies``, typed without the accent,
+    does (and is ``gdzie``)."""
+    out: list[tuple[str, str]] = []
+    same = (lambda t: t) if not folding else fold
+
+    def whole(t: str) -> None:
+        out.append((t, same(t)))
+
+    def word(w: str) -> None:
+        if t := _word(w, drop_stopwords):
+            out.append((t, _word(same(w), drop_stopwords) if folding else t))
+
     for m in COMPOUND.finditer(low):
-        out.append(m.group())
+        whole(m.group())
         if UNSEGMENTED.search(m.group()):  # ``zx-88123을``: also the compound without its particle
-            out.extend(c.group() for c in COMPOUND.finditer(UNSEGMENTED.sub(" ", m.group())))
+            for c in COMPOUND.finditer(UNSEGMENTED.sub(" ", m.group())):
+                whole(c.group())
     for m in WORD.finditer(low):
         w = m.group()
         if UNSEGMENTED.search(w):  # unsegmented scripts: the run and its character bigrams
-            out.append(w)
-            out.extend(w[i : i + 2] for i in range(len(w) - 1))
+            whole(w)
+            for i in range(len(w) - 1):
+                whole(w[i : i + 2])
             # Korean glues particles onto Latin words and numbers (``Titan은``, ``API를``),
             # Chinese and Japanese put no space around them (``2026年``): those words are
             # terms too, or "Titan" would never find a page that says "Titan은".
-            out.extend(t for part in NOT_CJK.findall(w) if part != w
-                       if (t := _word(part, drop_stopwords)))
+            for part in NOT_CJK.findall(w):
+                if part != w:
+                    word(part)
             continue
-        if t := _word(w, drop_stopwords):
-            out.append(t)
+        word(w)
     if not low.isascii():
-        out.extend(m.group() for m in EMOJI.finditer(low))
+        for m in EMOJI.finditer(low):
+            whole(m.group())
     return out
 
 

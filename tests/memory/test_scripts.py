@@ -111,6 +111,7 @@ def _unaccented(word: str) -> str:
 @example("ñ\u093c").via("a mark of another script on a Latin letter")
 @example("\u0640\u064b").via("a tatweel alone, with harakat: the tatweel is kept")
 @example("\u00ccـ").via("a tatweel on no Arabic letter is kept (Iـ is no stopword i)")
+@example("\u01c4\ufb00S\u0300").via("a final s with an accent: the fold's plural s is stripped")
 def test_a_word_of_a_page_is_found_typed_without_its_accents(text: str) -> None:
     for m in WORD.finditer(text):
         for typed in {_unaccented(m.group()), _unaccented(m.group().upper())}:
