@@ -355,6 +355,11 @@ no such character (an emoji's variation selector, a Thai vowel sign) stay as the
 _MARK_LETTER = "\u02b0"
 """What :data:`_MARKED` marks are matched as: a letter (``ʰ``) that is no ASCII letter or
 digit, as ``é`` is one, so ``Bu\u0308ro3`` finds what ``Büro3`` does (nothing)."""
+_STARTS_MARKED = re.compile(MARK)
+"""A combining mark, which no fact starts with: a fact found from one starts inside a word
+(:data:`_MARKED` matches the marks after a letter or digit as a letter, so a pattern that
+takes letters, such as an e-mail address's local part, could start at them right after a
+fact that ended at that letter or digit)."""
 
 
 def _plain(text: str) -> str:
@@ -401,6 +406,8 @@ def fact_spans(text: str) -> list[tuple[int, int, str]]:
                 and (not out or out[-1][1] < s) and _MINUS.match(clean, s - 1)):
             s -= 1  # -12.5, -$5: the sign is part of the value
             fact = clean[s] + fact
+        if _STARTS_MARKED.match(written, s):
+            continue  # begun at a mark: inside a word an earlier fact ended in ("0٫٠֑@x.io")
         if fact and len(fact) <= MAX_FACT_CHARS:
             out.append((s, e, written[s:e].strip() if changed else fact))
     return out

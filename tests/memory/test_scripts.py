@@ -159,6 +159,7 @@ def test_an_emoji_of_a_page_is_found(text: str) -> None:
 @given(texts)
 @example("\ud800$0-.xml").via("no file starts at the sign after a word")
 @example("$0-/a/b").via("no path starts at the sign after a word")
+@example("0\u066b\u0660\u0591@0.0").via("no fact starts at a mark, inside a word")
 def test_facts_are_the_text_as_written_on_one_line_of_a_known_kind(text: str) -> None:
     spans = fact_spans(text)
     assert [s for s, _, _ in spans] == sorted(s for s, _, _ in spans)

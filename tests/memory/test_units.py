@@ -1121,3 +1121,12 @@ def test_a_file_or_path_name_starts_with_a_letter_or_digit() -> None:
     assert extract_facts("$0-.xml") == ("$0",)
     assert extract_facts("$0-/a/b") == ("$0", "/a/b")
     assert extract_facts("see a-b.py and _x.py in src/app.py") == ("a-b.py", "_x.py", "src/app.py")
+
+
+def test_no_fact_starts_at_a_combining_mark() -> None:
+    """Marks on a letter or digit are matched as a letter, so an address's local part
+    could start at the marks right after a number that ended at their digit: ``0٫٠֑@0.0``
+    had the "address" ``֑@0.0``, which is of no kind alone."""
+    assert extract_facts("0\u066b\u0660\u0591@0.0") == ("0\u066b\u0660",)
+    marked = ("x\u0301@x.io", "\u05e9\u05b8@x.io")  # marks inside an address stay in it
+    assert extract_facts(" and ".join(marked)) == marked
