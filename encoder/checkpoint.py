@@ -36,6 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from opticmem.encoder.config import ModelConfig
+from opticmem.encoder.durable import fsync_path
 from opticmem.encoder.errors import CheckpointError, ConfigError, InputError
 from opticmem.encoder.model import (
     OCRModel,
@@ -112,9 +113,10 @@ def save_checkpoint(
     scales (:func:`quantize_int8`), but those of :func:`float_weights`; the rest are cast
     by ``dtype``.
     Returns the directory. Everything is written under temporary names first
-    (``.model-….safetensors.partial``) and moved into place only once all of it is
-    written, replacing an older save's files then: a save that fails (a full disk) or is
-    killed part way leaves the older checkpoint whole.
+    (``.model-….safetensors.partial``), each file synced to the disk, and moved into place
+    only once all of it is written, replacing an older save's files then; the folder is
+    synced after the renames (:mod:`opticmem.encoder.durable`). A save that fails (a full
+    disk), is killed part way or is cut by a power loss leaves the older checkpoint whole.
     """
     if (isinstance(max_shard_bytes, bool) or not isinstance(max_shard_bytes, int)
             or max_shard_bytes <= 0):
@@ -169,6 +171,7 @@ def save_checkpoint(
             fname = f"model-{i:05d}-of-{n:05d}.safetensors"
             staged.append(fname)
             save_file(shard, str(_partial(out, fname)), metadata={"format": "pt"})
+            fsync_path(_partial(out, fname))
             digests[fname] = _sha256(_partial(out, fname))
             weight_map.update(dict.fromkeys((k for k in shard if k not in scale_names), fname))
 
@@ -181,6 +184,7 @@ def save_checkpoint(
                             (CONFIG_FILE, json.dumps(config, indent=1))):
             staged.append(fname)
             _partial(out, fname).write_text(text)
+            fsync_path(_partial(out, fname))
     except BaseException:
         for fname in staged:
             _partial(out, fname).unlink(missing_ok=True)
@@ -191,6 +195,10 @@ def save_checkpoint(
             old.unlink()
     for fname in staged:
         _partial(out, fname).replace(out / fname)
+    # The renames (and a folder just made) reach the disk too: each file's bytes were
+    # synced above, so after a power loss the folder holds the old save or the new whole.
+    fsync_path(out)
+    fsync_path(out.parent)
     log.info("saved %s (%d tensors, %d bytes) in %d shard(s) to %s",
              model.cfg.name, len(weight_map), total, n, out)
     return out

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from opticmem.encoder.bundled import BUNDLED_TOKENIZER, StepOutput, special_ids, training_step
+from opticmem.encoder.durable import fsync_path, write_text_durably
 from opticmem.encoder.errors import CheckpointError, InputError
 from opticmem.encoder.examples import IGNORE, Example, collate, make_examples, token_bytes
 from opticmem.encoder.model import OCRModel
@@ -438,12 +439,15 @@ def recover_training_state(out: Path) -> None:
         return
     newest = tmp if (tmp / "progress.json").is_file() else old
     newest.rename(out)
+    fsync_path(out.parent)
     log.warning("a save of %s was interrupted mid-swap: restored it from %s", out, newest)
 
 
 def save_training_state(out: Path, model: OCRModel, opt: torch.optim.Optimizer,
                         progress: dict[str, Any]) -> None:
-    """Model (fp32, sharded ≤ 16 MiB), optimiser moments and progress, atomically.
+    """Model (fp32, sharded ≤ 16 MiB), optimiser moments and progress, atomically and
+    durably (every file and the folders around the renames synced to the disk, see
+    :mod:`opticmem.encoder.durable`).
 
     Written beside ``out`` first, then swapped in. What a run killed mid-save left of
     those side folders is cleared first: a stale ``.old`` would make the swap fail (a
@@ -474,13 +478,19 @@ def save_training_state(out: Path, model: OCRModel, opt: torch.optim.Optimizer,
         size += nbytes
     for i, sh in enumerate(shards):
         save_file(sh, str(tmp / _optimizer_shard(i)), metadata={"shards": str(len(shards))})
+        fsync_path(tmp / _optimizer_shard(i))
     (tmp / "progress.json").write_text(json.dumps(progress, indent=2))
+    fsync_path(tmp / "progress.json")
+    fsync_path(tmp)  # save_checkpoint synced tmp/model and tmp's entry for it
+    fsync_path(out.parent)  # tmp's own entry, before it is renamed
     if out.exists():
         out.rename(old)
         tmp.rename(out)
+        fsync_path(out.parent)  # the new state is in place on disk before the old goes
         shutil.rmtree(old)
     else:
         tmp.rename(out)
+    fsync_path(out.parent)
 
 
 # --------------------------------------------------------------------------- schedule
@@ -624,7 +634,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     model.to(dev)
     model.train()
     use_moe_dispatch(model, cfg.moe_dispatch)
-    (out / "train_config.json").write_text(cfg.to_json())
+    write_text_durably(out / "train_config.json", cfg.to_json())
 
     settings = RenderSettings()
     specials = special_ids(model.cfg.decoder)
@@ -718,7 +728,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     progress["minutes"] = minutes0 + (time.monotonic() - t_start) / 60
     progress["runs"] = int(progress["runs"]) + 1
     save_training_state(state_dir, model, opt, progress)
-    (out / "progress.json").write_text(json.dumps(progress, indent=2))
+    write_text_durably(out / "progress.json", json.dumps(progress, indent=2))
     return progress
 
 
