@@ -189,12 +189,14 @@ def save_checkpoint(
         for fname in staged:
             _partial(out, fname).unlink(missing_ok=True)
         raise
-    # All written: only renames from here, no byte that a full disk could refuse.
+    # All written: only renames from here, no byte that a full disk could refuse. The
+    # older save's shards that none of these overwrite go last, once the new index is in
+    # place: until then the old index still names them.
+    for fname in staged:
+        _partial(out, fname).replace(out / fname)
     for old in out.glob("model-*-of-*.safetensors"):
         if old.name not in digests:
             old.unlink()
-    for fname in staged:
-        _partial(out, fname).replace(out / fname)
     # The renames (and a folder just made) reach the disk too: each file's bytes were
     # synced above, so after a power loss the folder holds the old save or the new whole.
     fsync_path(out)

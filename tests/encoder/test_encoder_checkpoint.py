@@ -830,3 +830,28 @@ def test_a_save_that_fails_part_way_leaves_the_older_checkpoint_whole(
     assert [p.name for p in saved.glob("*.safetensors")] == ["model-00001-of-00001.safetensors"]
     assert sorted(p.name for p in saved.iterdir() if p.name.startswith(".")) == []
     assert same_weights(other, load_checkpoint(saved, device="cpu"))
+
+
+def test_a_save_killed_while_moving_its_files_into_place_leaves_the_older_checkpoint(
+    model: OCRModel, saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The older save's shards that the new one does not overwrite (another shard count
+    names them apart) were deleted before the new files were moved into place: a kill or
+    power loss between the two left the old index naming shards that were gone, and no
+    new index. They are deleted only once the new index is in place."""
+    import os
+
+    other = build_model(preset("test"), seed=9)
+    real_replace = os.replace
+
+    def killed(src: str | Path, dst: str | Path) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(other, saved, max_shard_bytes=1 << 30)  # one shard for several
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert same_weights(model, load_checkpoint(saved, device="cpu"))
+    save_checkpoint(other, saved, max_shard_bytes=1 << 30)
+    assert [p.name for p in saved.glob("*.safetensors")] == ["model-00001-of-00001.safetensors"]
+    assert same_weights(other, load_checkpoint(saved, device="cpu"))
