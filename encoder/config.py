@@ -189,6 +189,17 @@ class ModelConfig:
                 f"many weights; the official model's 165,478,400), got {d.vocab_size:,} × "
                 f"{d.hidden_size:,} = {d.vocab_size * d.hidden_size:,}"
             )
+        for what, n in (("sam.depth", s.depth), ("clip.depth", c.depth),
+                        ("decoder.layers", d.layers)):
+            if n > MAX_LAYERS:  # the model was built (for ever) before anything said so
+                problems.append(f"{what} must be at most {MAX_LAYERS} (the official model "
+                                f"has 12, 24 and 12), got {n:,}")
+        experts = d.layers * (d.routed_experts + d.shared_experts)
+        if d.layers <= MAX_LAYERS and experts > MAX_EXPERT_MODULES:
+            problems.append(
+                f"decoder.layers × (decoder.routed_experts + decoder.shared_experts) must be "
+                f"at most {MAX_EXPERT_MODULES:,} (the official model's 12 × 66 = 792), got "
+                f"{d.layers:,} × {d.routed_experts + d.shared_experts:,} = {experts:,}")
         if d.max_positions < MIN_POSITIONS:
             # generation reads at most max_positions tokens: a page of 1 read one token
             problems.append(
@@ -253,6 +264,17 @@ MAX_VOCAB_SIZE = 2**22
 """Most ``decoder.vocab_size`` a config may give (4,194,304): 32× the official model's
 129,280 and 16× the largest vocabularies in use (~262k). A config.json of 10**12 otherwise
 failed with torch's C++ allocation trace when the embedding was built."""
+
+MAX_LAYERS = 256
+"""Most blocks ``sam.depth``, ``clip.depth`` or ``decoder.layers`` may give: 10× the
+official model's deepest (CLIP's 24). Building a model of a config.json's 10**30 layers,
+even on the meta device, looped until it ran out of memory."""
+
+MAX_EXPERT_MODULES = 8192
+"""Most experts all decoder layers may hold together, ``layers × (routed_experts +
+shared_experts)``: 10× the official model's 792. Each is a module of its own, built one
+by one (a few seconds for this many); a config.json of a million took minutes and
+gigabytes before any weight was compared."""
 
 MAX_EMBEDDING_ELEMENTS = 2**33
 """Most weights the token embedding (and, as many, the LM head) may hold: 8,589,934,592,

@@ -855,3 +855,23 @@ def test_a_save_killed_while_moving_its_files_into_place_leaves_the_older_checkp
     save_checkpoint(other, saved, max_shard_bytes=1 << 30)
     assert [p.name for p in saved.glob("*.safetensors")] == ["model-00001-of-00001.safetensors"]
     assert same_weights(other, load_checkpoint(saved, device="cpu"))
+
+
+@pytest.mark.parametrize("section, field, value, says", [
+    ("sam", "depth", 10**30, r"sam\.depth must be at most 256"),
+    ("clip", "depth", 10**6, r"clip\.depth must be at most 256"),
+    ("decoder", "layers", 10**6, r"decoder\.layers must be at most 256"),
+    ("decoder", "routed_experts", 10**6, r"decoder\.layers × \(decoder\.routed_experts"),
+])
+def test_a_config_json_of_countless_blocks_is_refused_before_building_the_model(
+    saved: Path, section: str, field: str, value: int, says: str
+) -> None:
+    """Block and expert counts had no bound: the model was built (on the meta device, to
+    check the config) one block at a time, which for 10**30 ran until memory was gone."""
+    path = saved / "config.json"
+    data = json.loads(path.read_text())
+    data["model"][section][field] = value
+    path.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=says) as info:
+        load_checkpoint(saved, device="cpu")
+    assert info.value.path == str(path)
