@@ -271,17 +271,22 @@ def load_checkpoint(
         raise InputError(f"dtype must be a floating-point torch.dtype such as torch.bfloat16, "
                          f"got {dtype!r}")
     try:
-        build_model(cfg, device="meta")  # the config's sizes alone, without the caller's
+        layout = build_model(cfg, device="meta")  # the config's sizes alone, no memory
     except (TypeError, ValueError, RuntimeError) as exc:
         # config.json parsed but its sizes cannot make tensors (a string, a negative or
         # fractional size): the file is at fault, so say which one.
         raise CheckpointError(f"config describes no model that can be built: {exc}",
                               path=str(root / CONFIG_FILE)) from exc
-    # A device that cannot hold it ("mps" where there is none) raises torch's own error.
-    model = build_model(cfg, device=dev, dtype=dtype or default_dtype(dev), seed=None)
     if verify:
         verify_shards(root, weight_map, meta)
-    load_tensors(model, root, weight_map, scales=quantization_scales(root, weight_map, meta))
+    scales = quantization_scales(root, weight_map, meta)
+    # The shards' names and shapes against the config's, from their headers, before the
+    # model is allocated: a config.json whose sizes the weights do not have (a width of
+    # 2**20) failed in torch's allocator ("can't allocate memory: 13194139533312 bytes").
+    load_tensors(layout, root, weight_map, scales=scales, shapes_only=True)
+    # A device that cannot hold it ("mps" where there is none) raises torch's own error.
+    model = build_model(cfg, device=dev, dtype=dtype or default_dtype(dev), seed=None)
+    load_tensors(model, root, weight_map, scales=scales)
     return model.eval()
 
 
@@ -341,6 +346,8 @@ def load_tensors(
     rename: Callable[[str], str] | None = None,
     unrename: Callable[[str], str] | None = None,
     scales: Mapping[str, str] | None = None,
+    *,
+    shapes_only: bool = False,
 ) -> None:
     """Copy every tensor of a sharded checkpoint into ``model``, strictly.
 
@@ -351,6 +358,8 @@ def load_tensors(
     dtype and device, but a floating parameter never takes an integer or boolean tensor
     (that is a wrong tensor, not a precision) — except an int8 tensor that ``scales``
     names a scale for (:func:`quantization_scales`), which is dequantized first.
+    ``shapes_only`` checks the names and shapes (the shards' headers) and copies nothing:
+    ``model`` may then be on the meta device.
     """
     index_path = str(root / INDEX_FILE)
     scales = scales or {}
@@ -401,6 +410,8 @@ def load_tensors(
                             path=str(path),
                             key=name,
                         )
+                    if shapes_only:
+                        continue
                     tensor = f.get_tensor(name)
                     if name in scales:
                         tensor = _dequantized(f, present, name, scales[name], tensor, path)
@@ -424,7 +435,9 @@ def load_tensors(
             raise CheckpointError(
                 f"unreadable safetensors shard: {exc}", path=str(path), key=names[0]
             ) from exc
-    log.info("loaded %d tensors from %d shard(s) in %s", len(weight_map), len(by_file), root)
+    if not shapes_only:
+        log.info("loaded %d tensors from %d shard(s) in %s", len(weight_map), len(by_file),
+                 root)
 
 
 def _dequantized(f: Any, present: set[str], name: str, scale_name: str,

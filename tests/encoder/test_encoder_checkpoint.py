@@ -875,3 +875,26 @@ def test_a_config_json_of_countless_blocks_is_refused_before_building_the_model(
     with pytest.raises(CheckpointError, match=says) as info:
         load_checkpoint(saved, device="cpu")
     assert info.value.path == str(path)
+
+
+@pytest.mark.parametrize("section, field, value", [
+    ("sam", "width", 2**20),
+    ("sam", "neck_channels", 10**6),
+    ("sam", "pos_grid", 10**5),
+    ("clip", "mlp_dim", 10**9),
+    ("decoder", "hidden_size", 2**20),
+])
+def test_config_sizes_the_shards_do_not_have_are_refused_before_allocating_the_model(
+    saved: Path, section: str, field: str, value: int
+) -> None:
+    """The model was allocated at the config's sizes before any shard's shape was read:
+    a damaged config.json (a width of 2**20) failed in torch's allocator, a C++ trace
+    naming neither file nor key, or ran the machine out of memory."""
+    path = saved / "config.json"
+    data = json.loads(path.read_text())
+    data["model"][section][field] = value
+    path.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="does not match the model's") as info:
+        load_checkpoint(saved, device="cpu")
+    assert info.value.path.startswith(str(saved / "model-")) and info.value.key
+    assert "allocate" not in str(info.value)
