@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -394,8 +395,8 @@ def load_tensors(
     for fname in sorted(by_file):
         names = by_file[fname]
         path = root / fname
-        if not path.is_file():
-            raise CheckpointError("shard file missing", path=str(path), key=names[0])
+        if why := not_a_file(path):
+            raise CheckpointError(f"shard {why}", path=str(path), key=names[0])
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
                 present = set(f.keys())
@@ -480,6 +481,22 @@ def refuse_pickles(directory: Path) -> None:
             f"file missing; the folder has pickle weights ({shown}), which are never loaded "
             "because reading them can run code: convert them to sharded safetensors",
             path=str(index))
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why ``path`` is no regular file to read, said after the file's role ("shard …",
+    "tokenizer.json …"), or ``None`` when it is one. A broken symbolic link names its
+    target (a hub cache whose blob is gone); a folder or a device is named as such rather
+    than as missing (hashing ``/dev/zero`` would never end)."""
+    if path.is_file():
+        return None
+    if path.is_symlink() and not path.exists():
+        return f"is a broken symbolic link to {os.readlink(path)} (file missing)"
+    if path.is_dir():
+        return "is a folder, not a file"
+    if path.exists():
+        return "is not a regular file (a device, a pipe or a socket)"
+    return "file missing"
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from PIL import Image
 from tokenizers import Tokenizer
 
 from opticmem.encoder.byte_fallback import byte_fallback_tokenizer, placeholder_ids, read_tokenizer
-from opticmem.encoder.checkpoint import load_checkpoint, read_config, refuse_pickles
+from opticmem.encoder.checkpoint import load_checkpoint, not_a_file, read_config, refuse_pickles
 from opticmem.encoder.codec import Recollection, VisionTokens, checkpoint_codec_name, compact
 from opticmem.encoder.config import DecoderConfig, preset
 from opticmem.encoder.continuous import generate_continuous
@@ -236,6 +236,11 @@ class OCRCodec:
         root = Path(directory)
         tok_path = root / "tokenizer.json"
         tokenizer = None
+        # A tokenizer.json that is there but no file (a broken link, a folder) is damage,
+        # not absence: the codec went on with the default tokenizer, reading another
+        # vocabulary's text without a word.
+        if os.path.lexists(tok_path) and (why := not_a_file(tok_path)):
+            raise CheckpointError(f"tokenizer.json {why}", path=str(tok_path))
         if tok_path.is_file():
             refuse_pickles(root)  # a folder of pickled weights says so before its config
             tokenizer = read_tokenizer(tok_path)

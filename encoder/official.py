@@ -28,7 +28,13 @@ from typing import Any
 import torch
 from tokenizers import Tokenizer
 
-from opticmem.encoder.checkpoint import INDEX_FILE, load_tensors, read_index, refuse_pickles
+from opticmem.encoder.checkpoint import (
+    INDEX_FILE,
+    load_tensors,
+    not_a_file,
+    read_index,
+    refuse_pickles,
+)
 from opticmem.encoder.config import ModelConfig, preset
 from opticmem.encoder.errors import CheckpointError, InputError
 from opticmem.encoder.model import (
@@ -211,8 +217,8 @@ def load_official(
             )
     # A download cut short: say so before the 3B-parameter model is built and half loaded.
     for name, fname in weight_map.items():
-        if not (root / fname).is_file():
-            raise CheckpointError("shard file missing", path=str(root / fname), key=name)
+        if why := not_a_file(root / fname):
+            raise CheckpointError(f"shard {why}", path=str(root / fname), key=name)
     dev = resolve_device(device)
     model = build_model(cfg, device=dev, dtype=dtype or default_dtype(dev), seed=None)
     load_tensors(model, root, weight_map, rename=to_ours, unrename=to_official)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -898,3 +899,47 @@ def test_config_sizes_the_shards_do_not_have_are_refused_before_allocating_the_m
         load_checkpoint(saved, device="cpu")
     assert info.value.path.startswith(str(saved / "model-")) and info.value.key
     assert "allocate" not in str(info.value)
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("folder", "tokenizer.json is a folder, not a file"),
+    ("broken link", "tokenizer.json is a broken symbolic link to .*gone.json"),
+    ("device", r"tokenizer.json is not a regular file \(a device"),
+])
+def test_a_tokenizer_json_that_is_no_file_is_refused_not_replaced_by_the_default(
+    saved: Path, damage: str, says: str
+) -> None:
+    """A tokenizer.json that was there but no file (a hub cache's link whose blob is gone,
+    a folder) was taken for no tokenizer at all: the codec loaded with the default one,
+    whose vocabulary the model was not trained on, and read text without a word."""
+    tok = saved / "tokenizer.json"
+    if damage == "folder":
+        tok.mkdir()
+    elif damage == "broken link":
+        tok.symlink_to(saved.parent / "gone.json")
+    else:
+        tok.symlink_to(os.devnull)
+    with pytest.raises(CheckpointError, match=says) as info:
+        OCRCodec.from_pretrained(saved, device="cpu")
+    assert info.value.path == str(tok)
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("folder", "shard is a folder, not a file"),
+    ("broken link", "shard is a broken symbolic link to .*gone.safetensors"),
+    ("device", r"shard is not a regular file \(a device"),
+])
+def test_a_shard_that_is_no_file_says_what_it_is(saved: Path, damage: str, says: str) -> None:
+    """A folder, a device or a broken link where a shard should be was reported as a
+    missing file, which a look at the folder contradicted."""
+    shard = sorted(saved.glob("model-*.safetensors"))[0]
+    shard.unlink()
+    if damage == "folder":
+        shard.mkdir()
+    elif damage == "broken link":
+        shard.symlink_to(saved.parent / "gone.safetensors")
+    else:
+        shard.symlink_to(os.devnull)
+    with pytest.raises(CheckpointError, match=says) as info:
+        load_checkpoint(saved, device="cpu")
+    assert info.value.path == str(shard) and info.value.key
