@@ -35,6 +35,27 @@ def _bad_option(message: str, option: str | None, as_json: bool) -> Exception:
     return bad_option(message, option, as_json)
 
 
+def unwritable_directory(path: Path) -> str | None:
+    """Why ``path`` cannot be used as a directory to write in (``None`` when it can),
+    checked without making it or leaving anything behind: a file there or at a folder
+    above it, or a folder that takes no files (no permission, a read-only mount), probed
+    with a temporary file in ``path`` or, while it does not exist, in the nearest folder
+    above it that does (where it would be made). ``train`` found these only once its run
+    had loaded its data (``--out``) or trained in full (``--export``), and ``eval`` once
+    the codec was loaded."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot use {path} as a directory: {existing} is a file, not a directory"
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as exc:
+        return (f"cannot use {path} as a directory: {existing} takes no files "
+                f"({exc.strerror or exc})")
+    return None
+
+
 def train_command(
     out: Annotated[Path, typer.Option(help="Run directory (state, logs); resumed if present.")]
     = Path(".train"),
@@ -88,8 +109,9 @@ def train_command(
     from opticmem.encoder.synth import SynthDataError
     from opticmem.encoder.train import TrainConfig, parse_tier_mix, scaled_batches, train
 
-    if out.exists() and not out.is_dir():
-        raise _bad_option(f"{out} exists and is not a directory", "--out", as_json)
+    for option, directory in (("--out", out), ("--export", export)):
+        if directory is not None and (problem := unwritable_directory(directory)):
+            raise _bad_option(problem, option, as_json)
     for option, value in (("--minutes", minutes), ("--total-minutes", total_minutes),
                           ("--phase-start", phase_start), ("--peak-lr", peak_lr)):
         # typer's min lets inf through: inf minutes trained for ever, and an inf learning
@@ -99,9 +121,6 @@ def train_command(
     if not 0 <= seed < 2**64:  # found only in the data loader, after the model was built
         raise _bad_option(f"must be a whole number in 0 … 2**64 - 1, got {seed}", "--seed",
                           as_json)
-    if export is not None and export.exists() and not export.is_dir():
-        # found only when the weights are written, after the whole training call
-        raise _bad_option(f"{export} exists and is not a directory", "--export", as_json)
     try:  # refuse bad arguments before a run directory is made or a model built
         preset_config(preset)
     except ConfigError as err:
@@ -194,8 +213,8 @@ def eval_command(
     )
 
     check_device(device, as_json)  # before any page is drawn
-    if out.exists() and not out.is_dir():  # found only after every page was read
-        raise _bad_option(f"{out} exists and is not a directory", "--out", as_json)
+    if problem := unwritable_directory(out):  # found only after every page was read
+        raise _bad_option(problem, "--out", as_json)
     try:
         tier_list = parse_tiers(tiers)
     except ValueError as exc:
@@ -231,10 +250,8 @@ def eval_command(
         except (CodecError, OSError) as exc:  # missing or corrupt weights, config, tokenizer
             raise _bad_option(str(exc), "--codec", as_json) from None
     model.batch_size = batch_size
-    try:  # now, not after every page was read (the check above sees only a file there)
+    try:  # now, not after every page was read (changed since the check above)
         out.mkdir(parents=True, exist_ok=True)
-        # a directory that exists but takes no files (no permission, a read-only mount)
-        tempfile.TemporaryFile(dir=out).close()
     except OSError as exc:  # a file on its path, no permission
         raise _bad_option(f"cannot use {out} as a directory: {exc.strerror or exc}", "--out",
                           as_json) from None

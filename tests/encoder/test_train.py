@@ -669,20 +669,69 @@ def test_resuming_refuses_a_state_that_lost_one_of_its_optimizer_shards(
     assert json.loads((state / "progress.json").read_text())["step"] == 1
 
 
-def test_train_reports_a_run_directory_it_cannot_write_without_a_traceback(
+def test_train_reports_a_disk_that_fills_up_mid_run_without_a_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An --out it cannot make or write (under a file, read-only, a full disk) ended in
-    a raw OSError traceback; it is the command's failure, said in one line (JSON too)."""
+    """An OSError from the run itself (a full disk at a save) ended in a raw traceback;
+    it is the command's failure (exit 1), said in one line (JSON too)."""
+    from typer.testing import CliRunner
+
+    import opticmem.encoder.train as train_module
+    from opticmem.cli import app
+
+    def full_disk(cfg: TrainConfig) -> dict[str, object]:
+        raise OSError(28, "No space left on device", str(cfg.out_dir / "state.tmp"))
+
+    monkeypatch.setattr(train_module, "train", full_disk)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--out", str(out), "--preset", "test",
+                                      "--workers", "0", "--json"])
+    assert result.exit_code == 1, result.output
+    assert "No space left" in json.loads(result.stdout)["error"]
+    assert not isinstance(result.exception, OSError)
+
+
+@pytest.mark.parametrize("option", ["--out", "--export"])
+@pytest.mark.parametrize("damage", ["under a file", "takes no files"])
+def test_train_command_refuses_a_directory_it_cannot_write_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded_train: list[TrainConfig],
+    option: str, damage: str,
+) -> None:
+    """An --out under a file or in a folder that takes no files (no permission, a
+    read-only mount) failed only in train(), after the data was loaded, as a failure
+    (exit 1), not a usage error; an --export there only when the weights were written,
+    after the whole training call. Both are usage errors (exit 2) before anything is
+    made."""
+    import tempfile
+
     from typer.testing import CliRunner
 
     from opticmem.cli import app
 
-    monkeypatch.setenv(synth.DATA_ENV, str(FIXTURE))
     (tmp_path / "a-file").write_text("x")
-    out = tmp_path / "a-file" / "run"
-    result = CliRunner().invoke(app, ["train", "--out", str(out), "--preset", "test",
-                                      "--workers", "0", "--json"])
-    assert result.exit_code == 1, result.output
-    assert "a-file" in json.loads(result.stdout)["error"]
-    assert not isinstance(result.exception, OSError)
+    target = tmp_path / "a-file" / "dir"
+    if damage == "takes no files":
+        target = tmp_path / "read-only" / "dir"
+        (tmp_path / "read-only").mkdir()
+        real = tempfile.TemporaryFile
+
+        def refused(*args: object, **kwargs: object) -> object:
+            if str(kwargs.get("dir")) == str(tmp_path / "read-only"):
+                raise PermissionError(13, "Permission denied")
+            return real(*args, **kwargs)  # type: ignore[call-overload]
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    out = target if option == "--out" else tmp_path / "run"
+    args = ["train", "--out", str(out), "--preset", "test"]
+    if option == "--export":
+        args += ["--export", str(target)]
+    for extra in ([], ["--json"]):
+        result = CliRunner().invoke(app, args + extra)
+        assert result.exit_code == 2, result.output
+        said = (json.loads(result.stdout)["error"] if extra
+                else " ".join(result.output.split()).replace("│ ", "").replace(" │", ""))
+        assert option in said
+        assert ("a-file is a file, not a directory" in said if damage == "under a file"
+                else "Permission denied" in said)
+    assert recorded_train == []
+    assert not out.exists() and not target.exists()
