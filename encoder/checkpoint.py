@@ -473,7 +473,7 @@ def refuse_pickles(directory: Path) -> None:
         return
     try:
         pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the path, which no OS takes
         return  # _read_json says what is wrong with the folder
     if pickles:
         shown = ", ".join(pickles[:3]) + (" …" if len(pickles) > 3 else "")

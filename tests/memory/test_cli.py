@@ -1183,3 +1183,14 @@ def test_eval_refuses_an_out_it_cannot_write_before_loading_the_codec(
     assert error.endswith("a-file is a file, not a directory" if damage == "under a file"
                           else "takes no files (Permission denied)")
     assert not out.exists()
+
+
+def test_eval_codec_path_with_a_nul_character_is_a_usage_error(tmp_path: Path) -> None:
+    """A --codec path holding a NUL character (a pasted or scripted value) ended in a
+    ValueError traceback ("embedded null byte") from listing the folder for pickles."""
+    args = ["eval", "--codec", "ckpt\x00dir", "--pages", "1", "--hangul", "0",
+            "--out", str(tmp_path / "o"), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert json.loads(result.stdout)["error"].startswith("--codec: codec file missing")
+    assert not (tmp_path / "o").exists()
