@@ -33,6 +33,11 @@
   ``tool_use`` of a message built from a dict; an OpenAI Responses ``computer_call``,
   shell or apply-patch call, named ``computer``… with its action as arguments), each
   call once (:func:`message_calls`).
+* Tool results: a ``HumanMessage`` holding Anthropic ``tool_result`` blocks (a message
+  built from the Messages API's dict) is recorded as the chat-loop wrapper records that
+  message: a ``tool`` turn per block, read as a ``ToolMessage`` of its content (an image
+  as its marker; ``tool_call_id`` its ``tool_use_id``, ``status`` ``error`` for an
+  ``is_error`` one), then a ``user`` turn of the rest (:func:`tool_results_split`).
 * Metadata kept with the turn: ``lc_id`` (the message id, how the middleware knows what
   it already recorded), ``lc_type``, ``name``, ``tool_call_id``, ``tool_calls`` (ids and
   names), ``status`` of a failed tool result.
@@ -169,8 +174,69 @@ def tool_call_line(call: Mapping[str, Any]) -> str:
     return _call_line(call.get("name"), call.get("id"), call.get("args", {}))
 
 
+def tool_result_message(block: Mapping[str, Any]) -> ToolMessage | None:
+    """The ``ToolMessage`` an Anthropic ``tool_result`` block of a ``HumanMessage`` (how
+    the Messages API returns a tool's output, in a message built from a dict) stands for
+    (``None``: not such a block, or content neither text nor a list of parts): its
+    ``content``, its ``tool_use_id`` as the ``tool_call_id``, an ``is_error`` result
+    with ``status="error"``. LangChain passes the block on as ``non_standard``; read as
+    a provider's text block, an image the tool returned (a screenshot) was dropped
+    without a marker, and the result was archived as the user's words.
+
+    >>> tool_result_message({"type": "tool_result", "tool_use_id": "t1",
+    ...                      "content": "unknown city", "is_error": True}).status
+    'error'
+    """
+    if block.get("type") != "tool_result":
+        return None
+    content = block.get("content") or ""
+    if not isinstance(content, (str, list)):
+        return None
+    ident = block.get("tool_use_id")
+    return ToolMessage(content=content, tool_call_id=ident if isinstance(ident, str) else "",
+                       status="error" if block.get("is_error") is True else "success")
+
+
+def tool_results_split(message: BaseMessage) -> list[BaseMessage]:
+    """``message`` as the messages it is recorded as: itself, or — a ``HumanMessage``
+    holding Anthropic ``tool_result`` blocks — a ``ToolMessage`` per block
+    (:func:`tool_result_message`, with the message's id), then the message with the
+    blocks left, if any. The chat-loop wrapper splits the same user message the same
+    way, so both integrations archive a tool result as a ``tool`` turn answering its
+    call, its attachments as their markers.
+
+    >>> [(m.type, m.content) for m in tool_results_split(HumanMessage([
+    ...     {"type": "tool_result", "tool_use_id": "t1", "content": "12C"},
+    ...     {"type": "text", "text": "and Busan?"}]))]
+    [('tool', '12C'), ('human', [{'type': 'text', 'text': 'and Busan?'}])]
+    """
+    if not isinstance(message, HumanMessage) or isinstance(message.content, str):
+        return [message]
+    results: list[BaseMessage] = []
+    rest: list[Any] = []
+    for part in message.content:
+        found = tool_result_message(part) if isinstance(part, Mapping) else None
+        if found is None:
+            rest.append(part)
+        else:
+            found.id = message.id
+            results.append(found)
+    if not results:
+        return [message]
+    return [*results, *([message.model_copy(update={"content": rest})] if rest else [])]
+
+
 def message_text(message: BaseMessage) -> str:
-    """The text a message is archived as (see the module docstring for the rules)."""
+    """The text a message is archived as (see the module docstring for the rules); a
+    ``HumanMessage`` of Anthropic ``tool_result`` blocks as its tool results, each headed
+    ``[Tool result · call ID]`` as it is shown back (:func:`tool_results_split`), then
+    its own text."""
+    pieces = tool_results_split(message)
+    if pieces != [message]:
+        texts = [(headed(tool_result_head(None, p.tool_call_id), text)
+                  if isinstance(p, ToolMessage) else text)
+                 for p in pieces if (text := message_text(p))]
+        return "\n".join(str(t) for t in texts)
     if isinstance(message.content, str):
         parts = [message.content] if message.content else []
     else:
@@ -311,6 +377,14 @@ def message_turns(message: BaseMessage, memory: OpticalMemory) -> list[dict[str,
     role = message_role(message, memory.roles)
     if role is None:
         return []
+    pieces = tool_results_split(message)
+    if pieces != [message]:  # a tool turn per tool_result block, as with_memory records them
+        turns = [{**t, "meta": {**t["meta"], "lc_type": message.type}}
+                 for p in pieces for t in message_turns(p, memory)]
+        for t in turns:
+            if t["meta"].get("tool_call_id") == "":  # a block with no tool_use_id
+                del t["meta"]["tool_call_id"]
+        return turns
     meta = _meta(message)
     return [{"role": role, "text": text, "meta": {**meta, **extra}}
             for text, extra in archived_parts(message_text(message), memory.max_turn_chars)]
@@ -409,4 +483,6 @@ __all__ = [
     "message_turns",
     "orphan_tool_results_headed",
     "tool_call_line",
+    "tool_result_message",
+    "tool_results_split",
 ]

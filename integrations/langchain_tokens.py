@@ -42,6 +42,9 @@ standard form):
 * audio, video, files and other blocks: the text of their fields, without the payload —
   an attachment they hold inside (a PDF in a web fetch's result, an OpenAI
   ``file_data``) as its marker line, as it is archived;
+* an Anthropic ``tool_result`` block of a ``HumanMessage``: its heading (``[Tool result
+  · call ID]``) and its content as a ``ToolMessage``'s, an image in it as an image — as
+  it is archived, a tool turn per block;
 * an ``AIMessage``'s spoken answer (langchain-openai's ``additional_kwargs["audio"]``):
   its transcript, as it is archived;
 * every message: the model's ``message_overhead``.
@@ -74,8 +77,9 @@ from opticmem.integrations.langchain_messages import (
     CALL_BLOCKS,
     NATIVE_CALL_BLOCKS,
     message_calls,
+    tool_result_message,
 )
-from opticmem.integrations.turn_text import audio_text, without_payloads
+from opticmem.integrations.turn_text import audio_text, tool_result_head, without_payloads
 from opticmem.memory import OpticalMemory
 from opticmem.render import Tier
 
@@ -188,7 +192,7 @@ class OpticalTokenCounter:
                 # LangChain translates only for list content of a message naming openai
                 standard = [*_summary_blocks(message.additional_kwargs.get("reasoning")),
                             *standard]
-            for block in standard:
+            for block in _with_tool_results(standard):
                 kind = block.get("type")
                 if ai and _is_call(block):
                     continue  # priced from ``message_calls`` below, once each
@@ -237,6 +241,26 @@ class OpticalTokenCounter:
             return {"type": "image_url", "image_url": {
                 "url": f"data:image/png;base64,{b64}", "detail": detail}}, 0
         return {"type": "image", "base64": b64, "mime_type": "image/png"}, 0
+
+
+def _with_tool_results(blocks: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """``blocks`` with each Anthropic ``tool_result`` (a ``non_standard`` block of a
+    ``HumanMessage``) replaced by what it is archived as: its heading (``[Tool result ·
+    call ID]``, as the tool turn is shown back) and the standard blocks of its content,
+    read as a ``ToolMessage`` of it is
+    (:func:`~opticmem.integrations.langchain_messages.tool_result_message`) — an image
+    the tool returned priced as an image. As the JSON of the block, a screenshot was
+    priced as its marker's text and a PNG's size went unpriced."""
+    out: list[Mapping[str, Any]] = []
+    for block in blocks:
+        value = block.get("value") if block.get("type") == "non_standard" else None
+        result = tool_result_message(value) if isinstance(value, Mapping) else None
+        if result is None:
+            out.append(block)
+            continue
+        out.append({"type": "text", "text": tool_result_head(None, result.tool_call_id)})
+        out.extend(result.content_blocks)
+    return out
 
 
 def _image_size(b64: str) -> tuple[int, int] | None:

@@ -474,3 +474,38 @@ def test_an_inline_image_in_a_tool_json_result_is_archived_as_its_marker() -> No
                          tool_call_id="t1")
     [turn] = message_turns(result, OpticalMemory(codec=None))
     assert turn["text"] == '{"page":2,"shot":"[image/png attachment, not archived]"}'
+
+
+def test_an_anthropic_tool_result_in_a_human_message_is_a_tool_turn_with_its_image_marked(
+) -> None:
+    # A tool_result block (LangChain's non_standard) was read as a provider's text block:
+    # the screenshot it held vanished without a marker and the result was archived as
+    # the user's words, where with_memory records a tool turn per block.
+    from opticmem.integrations.langchain_messages import message_text
+
+    png = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                       "data": "AAAA"}}
+    message = HumanMessage([
+        {"type": "tool_result", "tool_use_id": "t1",
+         "content": [{"type": "text", "text": "shot"}, png]},
+        {"type": "tool_result", "tool_use_id": "t2", "content": "no such city",
+         "is_error": True},
+        {"type": "text", "text": "Keep it short."}], id="m1")
+    assert message_text(message) == (
+        "[Tool result · call t1]\nshot\n[image/png attachment, not archived]\n"
+        "[Tool result · call t2]\nno such city\nKeep it short.")
+    turns = message_turns(message, OpticalMemory(codec=None))
+    assert [(t["role"], t["text"], t["meta"]) for t in turns] == [
+        ("tool", "shot\n[image/png attachment, not archived]",
+         {"lc_type": "human", "lc_id": "m1", "tool_call_id": "t1"}),
+        ("tool", "no such city",
+         {"lc_type": "human", "lc_id": "m1", "tool_call_id": "t2", "status": "error"}),
+        ("user", "Keep it short.", {"lc_type": "human", "lc_id": "m1"})]
+    # the chat-loop wrapper records the same message the same way
+    from opticmem.integrations import with_memory
+
+    mem = OpticalMemory(codec=None)
+    chat = with_memory(lambda messages: "ok", mem, session="s")
+    chat({"role": "user", "content": message.content})
+    assert [(t.role, t.text) for t in mem.turns("s")][:3] == [
+        (t["role"], t["text"]) for t in turns]

@@ -416,3 +416,24 @@ def test_a_spoken_answer_is_priced_as_its_transcript() -> None:
     audio = {"id": "au_1", "data": "UklGR" + "A" * 5000, "transcript": "Sunny, 12C."}
     assert counter.message(AIMessage("", additional_kwargs={"audio": audio})) == (
         counter.message(AIMessage("Sunny, 12C.")))
+
+
+def test_an_anthropic_tool_result_in_a_human_message_is_priced_as_archived() -> None:
+    # A tool_result block was priced as the JSON of the block: its image as the text of
+    # its marker, whatever the image's size.
+    from langchain_core.messages import ToolMessage
+
+    counter = OpticalTokenCounter("openai")
+
+    def result(side: int) -> HumanMessage:
+        return HumanMessage([{"type": "tool_result", "tool_use_id": "t1", "content": [
+            {"type": "text", "text": "shot"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                         "data": _png_b64(side)}}]}])
+
+    as_tool = ToolMessage([{"type": "text", "text": "[Tool result · call t1]"},
+                           {"type": "text", "text": "shot"},
+                           {"type": "image", "base64": _png_b64(1024),
+                            "mime_type": "image/png"}], tool_call_id="t1")
+    assert counter.message(result(1024)) == counter.message(as_tool)
+    assert counter.message(result(1024)) > counter.message(result(64))
