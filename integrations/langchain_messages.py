@@ -32,7 +32,10 @@
   with an error tool result — and a call held only as a content block (an Anthropic
   ``tool_use`` of a message built from a dict; an OpenAI Responses ``computer_call``,
   shell or apply-patch call, named ``computer``… with its action as arguments), each
-  call once (:func:`message_calls`).
+  call once (:func:`message_calls`). The Responses items an older langchain-openai
+  keeps in ``additional_kwargs["tool_outputs"]`` are archived as the same items in the
+  content are: a call as its tool-call line, a hosted tool's item as its lines
+  (:func:`tool_outputs`).
 * Tool results: a ``HumanMessage`` holding Anthropic ``tool_result`` blocks (a message
   built from the Messages API's dict) is recorded as the chat-loop wrapper records that
   message: a ``tool`` turn per block, read as a ``ToolMessage`` of its content (an image
@@ -248,6 +251,8 @@ def message_text(message: BaseMessage) -> str:
         if (spoken := audio_text(message.additional_kwargs.get("audio"))) is not None:
             # langchain-openai's audio answer: content "", what the model said is here
             parts.append(spoken)
+        parts.extend(line for item in hosted_tool_outputs(message)
+                     for line in hosted_tool_lines(item) or [])
         parts.extend(tool_call_line(c) for c in message_calls(message))
     return "\n".join(parts)
 
@@ -287,12 +292,42 @@ def _content_call(block: object) -> tuple[dict[str, Any], set[str]] | None:
     return {"name": name, "args": {} if args is None else args, "id": ident}, ids
 
 
+def tool_outputs(message: AIMessage) -> list[Mapping[str, Any]]:
+    """The OpenAI Responses items older langchain-openai versions (``output_version``
+    ``"v0"``) keep in ``additional_kwargs["tool_outputs"]`` instead of the content: a
+    hosted tool's item (``web_search_call``…), a computer, shell or apply-patch call.
+    LangChain moves them into ``content_blocks`` only for list content of a message
+    naming its provider; otherwise they were archived and priced as nothing."""
+    items = message.additional_kwargs.get("tool_outputs")
+    return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
+
+
+def hosted_tool_outputs(message: AIMessage) -> list[Mapping[str, Any]]:
+    """The hosted tool items of :func:`tool_outputs` (those
+    :func:`~opticmem.integrations.turn_text.hosted_tool_lines` reads) that the message's
+    ``content_blocks`` do not already hold (LangChain's translation keeps each item's
+    ``id``): archived and priced once, whether or not LangChain translated them."""
+    items = [i for i in tool_outputs(message) if hosted_tool_lines(i) is not None]
+    if not items:
+        return []
+    held: set[object] = set()
+    for block in message.content_blocks:
+        value = block.get("value")
+        for ident in (block.get("id"), value.get("id") if isinstance(value, Mapping)
+                      else None):
+            if isinstance(ident, str) and ident:
+                held.add(ident)
+    return [i for i in items if not (isinstance(i.get("id"), str) and i["id"] in held)]
+
+
 def message_calls(message: AIMessage) -> list[Mapping[str, Any]]:
     """Every tool call ``message`` asks for, each once: the parsed ones (``tool_calls``),
     the invalid ones (a model's malformed or truncated arguments, kept as the raw string
     it sent), then any call its content holds that neither lists — an Anthropic
     ``tool_use`` block, an OpenAI Responses ``function_call``, a v1 ``tool_call`` block
-    of a message built from a dict or by hand, which has no ``tool_calls``. A content
+    of a message built from a dict or by hand, which has no ``tool_calls`` — or its
+    ``additional_kwargs["tool_outputs"]`` hold (:func:`tool_outputs`: an older
+    langchain-openai's ``computer_call``, shell or apply-patch call). A content
     block is the same call as a listed one when their ids match; one with no id is taken
     as a copy when the message lists any call. langchain-anthropic's messages hold every
     call twice, as a ``tool_use`` block and in ``tool_calls``: priced and written once.
@@ -305,11 +340,11 @@ def message_calls(message: AIMessage) -> list[Mapping[str, Any]]:
     [{'name': 'wx', 'args': {'city': 'Seoul'}, 'id': 'toolu_1'}]
     """
     listed: list[Mapping[str, Any]] = [*message.tool_calls, *message.invalid_tool_calls]
-    if isinstance(message.content, str):
-        return listed
+    blocks = [*([] if isinstance(message.content, str) else message.content),
+              *(i for i in tool_outputs(message) if responses_call(i) is not None)]
     seen = {i for c in listed if isinstance(i := c.get("id"), str) and i}
     extra: list[Mapping[str, Any]] = []
-    for block in message.content:
+    for block in blocks:
         found = _content_call(block)
         if found is None:
             continue
@@ -475,6 +510,7 @@ __all__ = [
     "REQUIRED_ROLES",
     "ROLE_OF_TYPE",
     "context_messages",
+    "hosted_tool_outputs",
     "leading_system",
     "message_calls",
     "message_id",
@@ -483,6 +519,7 @@ __all__ = [
     "message_turns",
     "orphan_tool_results_headed",
     "tool_call_line",
+    "tool_outputs",
     "tool_result_message",
     "tool_results_split",
 ]

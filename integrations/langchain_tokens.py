@@ -45,6 +45,10 @@ standard form):
 * an Anthropic ``tool_result`` block of a ``HumanMessage``: its heading (``[Tool result
   · call ID]``) and its content as a ``ToolMessage``'s, an image in it as an image — as
   it is archived, a tool turn per block;
+* the Responses items an older langchain-openai keeps in an ``AIMessage``'s
+  ``additional_kwargs["tool_outputs"]``: a computer, shell or apply-patch call as a
+  tool call (above), a hosted tool's item as its archived lines, a generated image as
+  an image — once, when LangChain has not already translated it into the content;
 * an ``AIMessage``'s spoken answer (langchain-openai's ``additional_kwargs["audio"]``):
   its transcript, as it is archived;
 * every message: the model's ``message_overhead``.
@@ -76,10 +80,16 @@ from opticmem.errors import ConfigurationError, InvalidTurnError
 from opticmem.integrations.langchain_messages import (
     CALL_BLOCKS,
     NATIVE_CALL_BLOCKS,
+    hosted_tool_outputs,
     message_calls,
     tool_result_message,
 )
-from opticmem.integrations.turn_text import audio_text, tool_result_head, without_payloads
+from opticmem.integrations.turn_text import (
+    audio_text,
+    hosted_tool_lines,
+    tool_result_head,
+    without_payloads,
+)
 from opticmem.memory import OpticalMemory
 from opticmem.render import Tier
 
@@ -206,6 +216,19 @@ class OpticalTokenCounter:
                 text = _text_of(block)
                 if text:
                     blocks.append({"type": "text", "text": text})
+        if isinstance(message, AIMessage):
+            for item in hosted_tool_outputs(message):
+                # an older langchain-openai's hosted tool items (additional_kwargs
+                # ["tool_outputs"]) LangChain did not translate: as archived, a generated
+                # image as the image it is (its base64 priced as text was ~1 token a
+                # byte and a half)
+                if item.get("type") == "image_generation_call":
+                    png, tokens = self._image({"base64": item.get("result")})
+                    blocks.extend([png] if png is not None else [])
+                    extra += tokens
+                else:
+                    blocks.append({"type": "text",
+                                   "text": "\n".join(hosted_tool_lines(item) or [])})
         if isinstance(message, AIMessage) and (spoken := audio_text(
                 message.additional_kwargs.get("audio"))) is not None:
             # langchain-openai's spoken answer (content ""): its transcript, as archived

@@ -509,3 +509,29 @@ def test_an_anthropic_tool_result_in_a_human_message_is_a_tool_turn_with_its_ima
     chat({"role": "user", "content": message.content})
     assert [(t.role, t.text) for t in mem.turns("s")][:3] == [
         (t["role"], t["text"]) for t in turns]
+
+
+def test_responses_items_in_additional_kwargs_tool_outputs_are_archived() -> None:
+    # Older langchain-openai versions (output_version "v0") keep Responses items other
+    # than messages and function calls in additional_kwargs["tool_outputs"]: a computer
+    # call and a web search there were archived as nothing, and the computer call's
+    # result was headed as an orphan. Translated or not (LangChain moves them into
+    # content_blocks only for list content naming openai), each is archived once.
+    from opticmem.integrations.langchain_messages import orphan_tool_results_headed
+
+    outputs = [{"type": "computer_call", "id": "cu_1", "call_id": "c1",
+                "status": "completed", "action": {"type": "click"}},
+               {"type": "web_search_call", "id": "ws_1", "status": "completed",
+                "action": {"type": "search", "query": "Titan"}}]
+    memory = OpticalMemory(codec=None)
+    for content in ("x", [{"type": "text", "text": "x"}]):
+        for meta in ({}, {"model_provider": "openai"}):
+            ai = AIMessage(content, additional_kwargs={"tool_outputs": outputs},
+                           response_metadata=meta)
+            [turn] = message_turns(ai, memory)
+            assert turn["text"] == (
+                'x\n[server_tool_call: {"query":"Titan","type":"search"}]\n'
+                '[server_tool_result: ""]\n[tool call · computer · id c1] {"type": "click"}')
+            assert turn["meta"]["tool_calls"] == [{"id": "c1", "name": "computer"}]
+            result = ToolMessage("done", tool_call_id="c1")
+            assert orphan_tool_results_headed([ai, result])[1] is result

@@ -437,3 +437,29 @@ def test_an_anthropic_tool_result_in_a_human_message_is_priced_as_archived() -> 
                             "mime_type": "image/png"}], tool_call_id="t1")
     assert counter.message(result(1024)) == counter.message(as_tool)
     assert counter.message(result(1024)) > counter.message(result(64))
+
+
+def test_responses_items_in_additional_kwargs_tool_outputs_are_priced() -> None:
+    # An older langchain-openai's tool_outputs (a computer call, a web search, a
+    # generated image) were priced as nothing: the message cost what "x" costs.
+    counter = OpticalTokenCounter("openai")
+    call = {"type": "computer_call", "id": "cu_1", "call_id": "c1", "status": "completed",
+            "action": {"type": "click"}}
+    listed = AIMessage("x", tool_calls=[{"name": "computer", "args": {"type": "click"},
+                                         "id": "c1"}])
+    assert counter.message(AIMessage("x", additional_kwargs={"tool_outputs": [call]})) == (
+        counter.message(listed))
+    search = {"type": "web_search_call", "id": "ws_1", "status": "completed",
+              "action": {"type": "search", "query": "Titan"}}
+    assert counter.message(AIMessage("x", additional_kwargs={"tool_outputs": [search]})) == (
+        counter.message(AIMessage([
+            {"type": "text", "text": "x"},
+            {"type": "text", "text": '[server_tool_call: {"query":"Titan","type":"search"}]'
+                                     '\n[server_tool_result: ""]'}])))
+    png = _png_b64(512)
+    image = {"type": "image_generation_call", "id": "ig_1", "status": "completed",
+             "output_format": "png", "result": png}
+    as_image = AIMessage([{"type": "text", "text": "x"},
+                          {"type": "image", "base64": png, "mime_type": "image/png"}])
+    assert counter.message(AIMessage("x", additional_kwargs={"tool_outputs": [image]})) == (
+        counter.message(as_image))
