@@ -29,7 +29,9 @@ item is not recorded.
 
 Text parts: chat completions' ``text``, the Responses API's ``input_text`` and
 ``output_text``, and an Anthropic ``search_result`` block (its text parts), recorded as
-their text, as the LangChain integration records them.
+their text, as the LangChain integration records them; a LangChain-style ``json`` part
+(``{"type": "json", "json": ...}``, a tool's structured result) as its compact JSON, an
+inline image or file in it as its marker.
 
 Attachments: an ``image_url``, ``input_audio``, ``file`` or ``input_file`` part of a
 message passed in is stored, and shown to ``chat_fn``, as a marker line such as
@@ -124,6 +126,7 @@ from opticmem.integrations.turn_text import (
     document_text,
     has_visible_text,
     hosted_tool_lines,
+    json_text,
     newest_turn_tokens,
     part_marker,
     provider_text,
@@ -134,6 +137,7 @@ from opticmem.integrations.turn_text import (
     server_tool_text,
     shown_turn,
     tool_call_line,
+    without_payloads,
 )
 from opticmem.memory import _check_budget
 from opticmem.sessions import validate_session
@@ -175,7 +179,9 @@ recorded although its ``input_image`` parts were."""
 def _text_of(content: object, *, assistant: bool = False) -> str | None:
     """The text of a message ``content``: a string, or a list of parts joined by
     newlines — text parts (:data:`_TEXT_PARTS`) and Anthropic ``search_result`` blocks as
-    their text, attachments (``image_url``, ``input_audio``, ``file``…) as the marker the
+    their text, a LangChain-style ``json`` part (a tool's structured result) as its
+    compact JSON (:func:`~opticmem.integrations.turn_text.json_text`, inline payloads as
+    markers), attachments (``image_url``, ``input_audio``, ``file``…) as the marker the
     LangChain integration archives them as (:func:`part_marker`); in an ``assistant``
     message, Anthropic's ``thinking`` and ``tool_use`` blocks add nothing here
     (:data:`_NOT_TEXT`) and its server-side tool blocks (``server_tool_use``,
@@ -197,6 +203,11 @@ def _text_of(content: object, *, assistant: bool = False) -> str | None:
                 texts.append(found)  # an Anthropic search result a tool returns: its text
             elif (found := document_text(part)) is not None:
                 texts.append(found)  # a plain-text document: its text, not a marker
+            elif kind == "json" and "json" in part:
+                # a tool's structured result as LangChain holds it: its JSON, compact,
+                # an inline image or file as its marker — as the LangChain integration
+                # archives it; refused, a tool loop passing such results could not go on
+                texts.append(json_text(without_payloads(part["json"])))
             elif assistant and kind in _NOT_TEXT:
                 continue
             elif assistant and (line := server_tool_text(part)) is not None:

@@ -1316,3 +1316,24 @@ def test_a_langchain_spoken_answer_is_recorded_as_its_transcript() -> None:
     with_memory(lambda m: AIMessage("", additional_kwargs={"audio": audio}), mem,
                 session="s")("Weather?")
     assert [t.text for t in mem.turns("s")] == ["Weather?", "Sunny, 12C."]
+
+
+def test_a_tool_result_of_a_json_part_is_recorded_as_its_json() -> None:
+    # A tool result whose content holds a LangChain-style json part was refused as
+    # "only text", though the LangChain integration archives the same part as its JSON.
+    pytest.importorskip("langchain_core")
+    from langchain_core.messages import ToolMessage
+
+    from opticmem.integrations.langchain_messages import message_text
+
+    data = {"city": "서울", "temp": 12.5, "shot": "data:image/png;base64," + "A" * 500}
+    mem = memory()
+    chat = with_memory(Recorder(), mem, session="s")
+    chat([{"role": "tool", "tool_call_id": "c1", "content": [{"type": "json", "json": data}]},
+          {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                        "content": [{"type": "json", "json": data}]}]}])
+    expected = '{"city":"서울","shot":"[image/png attachment, not archived]","temp":12.5}'
+    assert [(t.role, t.text) for t in mem.turns("s")][:2] == [("tool", expected),
+                                                             ("tool", expected)]
+    assert message_text(ToolMessage([{"type": "json", "json": data}],
+                                    tool_call_id="c1")) == expected
