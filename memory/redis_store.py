@@ -144,6 +144,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
@@ -992,6 +993,33 @@ class _ClosingPool(redis.ConnectionPool):
         if self._closing:
             connection.disconnect()
 
+def _async_connections(client: Any) -> list[Any]:
+    """The connections a redis-py async client holds, idle and in use: its pool's, or a
+    cluster client's, node by node (``[]`` where redis-py keeps them otherwise)."""
+    found: list[Any] = []
+    pool = getattr(client, "connection_pool", None)
+    for name in ("_available_connections", "_in_use_connections"):
+        found.extend(getattr(pool, name, None) or ())
+    nodes = getattr(getattr(client, "nodes_manager", None), "nodes_cache", None)
+    for node in (nodes.values() if isinstance(nodes, Mapping) else ()):
+        found.extend(getattr(node, "_connections", None) or ())
+    return found
+
+
+def _shut_async_client(client: Any) -> None:
+    """Shut the sockets of an async client whose event loop no longer runs (or ended),
+    now and without it: the server drops the connections (Redis counts them against
+    ``maxclients``), where closing them takes the loop they belong to and they were
+    otherwise kept until the client was garbage-collected — which a reference cycle
+    puts off indefinitely. The file descriptors close as the client is collected."""
+    for conn in _async_connections(client):
+        transport = getattr(getattr(conn, "_writer", None), "transport", None)
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -1534,9 +1562,11 @@ class RedisStore(Store):
             with self._aclients_lock:
                 # A client's connections refer to its loop, so the weak key alone never
                 # lets go of a loop that ended (one asyncio.run per call: a client and a
-                # server connection each, for ever). Drop those; their sockets close as
-                # collected.
+                # server connection each, for ever). Drop those, their server connections
+                # shut now (their descriptors close as collected).
                 for ended in [lp for lp in self._aclients if lp.is_closed()]:
+                    if self._owns_clients:
+                        _shut_async_client(self._aclients[ended])
                     del self._aclients[ended]
                     self._agates.pop(ended, None)
                 c = self._aclients[loop] = self._aclient_factory()
@@ -2258,7 +2288,16 @@ class RedisStore(Store):
     def close(self) -> None:
         """Close the clients this store opened (clients passed in are left open). A call
         another thread is making finishes first (its write is kept and reported), and its
-        connection closes after it."""
+        connection closes after it.
+
+        The async clients opened per event loop are released too, without a loop of the
+        caller's: a running loop's (in another thread, or this one's, when sync code
+        inside a coroutine calls this) is closed on that loop as soon as it gets to it;
+        a loop that is not running cannot close its client, so its connections' sockets
+        are shut — the server drops them at once, the descriptors close as the client is
+        collected. Only ``await aclose()`` closes the current loop's client completely
+        before returning. A forked child leaves its parent's clients alone (their sockets
+        are the parent's)."""
         if self._closed:
             return
         self._closed = True
@@ -2268,7 +2307,12 @@ class RedisStore(Store):
                 pool.close_idle()
             else:
                 self._client.close()
-        self._aclients = weakref.WeakKeyDictionary()
+        with self._aclients_lock:
+            clients = list(self._aclients.items())
+            self._aclients = weakref.WeakKeyDictionary()
+        if self._owns_clients and self._aclients_pid == os.getpid():
+            for loop, client in clients:
+                _release_async_client(loop, client)
 
     # ------------------------------------------------------------------ async twins
     async def aappend_turn(
@@ -2458,14 +2502,38 @@ class RedisStore(Store):
         return int(await self._aeval(self._forget_lua, self._keys(session), int(before_seq)))
 
     async def aclose(self) -> None:
-        """Close the clients this store opened, the current event loop's async one too."""
+        """Close the clients this store opened, the current event loop's async one too
+        (awaited here; those of other loops as :meth:`close` releases them)."""
         if self._closed:
             return
         if self._owns_clients:
-            c = self._aclients.get(asyncio.get_running_loop())
+            with self._aclients_lock:
+                c = self._aclients.pop(asyncio.get_running_loop(), None)
             if c is not None:
                 await c.aclose()
         self.close()
+
+
+_closing_clients: set[concurrent.futures.Future[Any]] = set()
+"""Closes :func:`_release_async_client` scheduled on running loops, kept until done (a
+loop keeps only a weak reference to its tasks)."""
+
+
+def _release_async_client(loop: asyncio.AbstractEventLoop, client: Any) -> None:
+    """Release an async client a store opened for ``loop``: closed on that loop when it
+    runs (``aclose`` scheduled from any thread), its sockets shut now when it does not
+    (:func:`_shut_async_client`): a loop that ended, or one not running now, whose client
+    only it can close. Called from :meth:`RedisStore.close`."""
+    if loop.is_running() and not loop.is_closed():
+        try:
+            done = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+        except RuntimeError:  # the loop closed meanwhile
+            _shut_async_client(client)
+            return
+        _closing_clients.add(done)
+        done.add_done_callback(_closing_clients.discard)
+        return
+    _shut_async_client(client)
 
 
 def _check_server(url: str, safe: str, common: dict[str, Any], uses_ttl: bool) -> None:

@@ -126,6 +126,51 @@ def test_event_loops_that_ended_leave_no_client_behind(
     assert store.turn_count("s") == 30
 
 
+def test_close_releases_the_async_clients_of_every_event_loop(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    """``close()`` from sync code closed only the sync client: the async clients opened
+    under other event loops (one still running in a thread, one whose asyncio.run ended)
+    kept their server connections until garbage collection, which a reference cycle may
+    put off indefinitely (Redis counts them against maxclients)."""
+    def connections() -> int:
+        return sum(1 for c in raw.client_list() if c.get("name") != "raw")
+
+    raw.client_setname("raw")
+    before = connections()
+    gc.disable()  # what is released must be released by the store, not by collection
+    store = RedisStore.from_url(redis_url, tenant="close")
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    try:
+        store.append_turn("s", "user", "sync", 0.0)
+        asyncio.run(store.aappend_turn("s", "user", "ended loop", 0.0))
+        thread.start()
+        asyncio.run_coroutine_threadsafe(
+            store.aappend_turn("s", "user", "running loop", 0.0), loop).result(10)
+        # a new loop's client drops the ended loop's: its connection goes at once too
+        asyncio.run(store.aappend_turn("s", "user", "another ended loop", 0.0))
+        assert len(store._aclients) == 2
+        for _ in range(100):
+            if connections() - before == 3:
+                break
+            time.sleep(0.05)
+        assert connections() - before == 3  # sync, running loop's, last ended loop's
+        store.close()
+        for _ in range(100):
+            if connections() == before:
+                break
+            time.sleep(0.05)
+        assert connections() == before
+    finally:
+        gc.enable()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+    with pytest.raises(StoreError, match="closed"):
+        asyncio.run(store.aappend_turn("s", "user", "after", 0.0))
+
+
 def test_threads_each_running_event_loops_share_the_store(store: RedisStore) -> None:
     """Many threads, each calling through an asyncio.run of its own (a threaded web
     server's handlers), make and drop per-loop clients at once: that bookkeeping must
