@@ -444,8 +444,24 @@ end
 finish()
 return evicted
 """
+# put_blob: a write of the session, which refreshes its TTL (touch). A store without a
+# TTL of its own cannot refresh it, so in a session that expires (its turn list's, else
+# its meta hash's expiry) the blob, its index and the meta hash get what is left of the
+# session's life, as put_page_blob's keys do: written with none, they outlived the session,
+# and touch's sweep of the next session of that id took the old blob back into it.
 _LUA_PUT_BLOB = _LUA_PRELUDE + r"""
 local LIFE, finish = TTL, touch
+if TTL <= 0 then
+  local left = redis.call('PTTL', KEYS[1])
+  if left == -2 then left = redis.call('PTTL', BASE .. 'meta') end
+  if left > 0 then
+    LIFE = left
+    finish = function()
+      redis.call('PEXPIRE', BASE .. 'meta', left)
+      redis.call('PEXPIRE', BASE .. 'blobs', left)
+    end
+  end
+end
 """ + _LUA_BLOB_BODY
 
 # put_page_blob: as put_blob, but only while the session holds the page the artefact was
@@ -2060,6 +2076,11 @@ class RedisStore(Store):
         return keys.blob_prefix + encode_id(key, "blob key")
 
     def put_blob(self, session: str, key: str, data: bytes) -> None:
+        """See :meth:`Store.put_blob`: a write of the session, which refreshes its expiry
+        with this store's ``ttl``. A store without one gives the blob (and the session's
+        blob index) what is left of the session's life when the session expires (set by
+        another store's ``ttl``), as :meth:`put_page_blob` does: kept for ever, the blob
+        outlived the session and came back in the next session of that id."""
         keys = self._keys(session)
         enc, packed = self._blob(key, data)
         evicted = int(self._eval(self._blob_lua, keys, enc, packed,

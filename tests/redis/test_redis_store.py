@@ -171,6 +171,34 @@ def test_close_releases_the_async_clients_of_every_event_loop(
         asyncio.run(store.aappend_turn("s", "user", "after", 0.0))
 
 
+def test_a_blob_written_without_a_ttl_expires_with_its_session(
+    redis_url: str, raw: redis.Redis
+) -> None:
+    """A store opened without ``ttl`` writing put_blob into a session a ttl store keeps
+    alive set the blob and the blob index with no expiry: they outlived the session, and
+    the next session of that id (its first write sweeping the index) got the old blob."""
+    bot = RedisStore.from_url(redis_url, tenant="life", ttl=1)
+    other = RedisStore.from_url(redis_url, tenant="life")
+    try:
+        bot.append_turn("s", "user", "first life", 0.0)
+        other.put_blob("s", "k", b"v")
+        asyncio.run(other.aput_blob("s", "ak", b"av"))
+        keys = list(raw.scan_iter(match="opticmem:{life:s}:*"))
+        assert keys and all(0 < raw.pttl(k) <= 1000 for k in keys), {
+            k: raw.pttl(k) for k in keys}
+        time.sleep(1.2)
+        bot.append_turn("s", "user", "second life", 0.0)
+        assert bot.get_blob("s", "k") is None and bot.get_blob("s", "ak") is None
+        # a session kept for ever keeps the blob for ever
+        other.append_turn("kept", "user", "hi", 0.0)
+        other.put_blob("kept", "k", b"v")
+        assert {k: raw.pttl(k) for k in raw.scan_iter(match="opticmem:{life:kept}:*")
+                if raw.pttl(k) != -1} == {}
+    finally:
+        bot.close()
+        other.close()
+
+
 def test_threads_each_running_event_loops_share_the_store(store: RedisStore) -> None:
     """Many threads, each calling through an asyncio.run of its own (a threaded web
     server's handlers), make and drop per-loop clients at once: that bookkeeping must
