@@ -56,6 +56,57 @@ def unwritable_directory(path: Path) -> str | None:
     return None
 
 
+STATE_FOLDERS = ("state", "state.tmp", "state.old")
+"""The folders of ``--out`` that a run's saves write, swap and delete
+(:func:`~opticmem.encoder.train.save_training_state`)."""
+
+
+def _resolved(path: Path) -> Path:
+    """``path`` absolute with every symlink that exists on it followed (the rest of it
+    taken as written), so two spellings of one folder compare equal."""
+    try:
+        return path.expanduser().resolve()
+    except (OSError, RuntimeError):  # a symlink loop: compare it as written
+        return path.expanduser().absolute()
+
+
+def overlapping_train_paths(out: Path, export: Path | None,
+                            init_from: Path | None) -> tuple[str, str] | None:
+    """``(option, why)`` when ``train``'s paths overlap so that one run would write over
+    what it reads or keeps (``None`` when they do not), compared resolved
+    (:func:`_resolved`: ``..``, symlinks):
+
+    * ``--export`` at ``--out`` or at or under its state folders (:data:`STATE_FOLDERS`):
+      the bf16 export would overwrite the run's float32 weights, or the next save would
+      swap and delete it;
+    * ``--export`` at ``--init-from``: the export would overwrite the weights the run
+      started from;
+    * ``--init-from`` at or under ``--out``'s state folders: the run's saves replace and
+      delete them.
+
+    Each was accepted and found only when the damage was done."""
+    run = _resolved(out)
+    states = [run / name for name in STATE_FOLDERS]
+    start = _resolved(init_from) if init_from is not None else None
+    if export is not None:
+        target = _resolved(export)
+        if target == run:
+            return "--export", f"{export} is the run directory --out {out}"
+        for state in states:
+            if target.is_relative_to(state):
+                return "--export", (f"{export} is inside the run's saved state {state} "
+                                    "(the export would overwrite the run's weights)")
+        if target == start:
+            return "--export", (f"{export} is --init-from {init_from} (the export would "
+                                "overwrite the weights the run starts from)")
+    if start is not None:
+        for state in states:
+            if start.is_relative_to(state):
+                return "--init-from", (f"{init_from} is inside the run's saved state {state} "
+                                       "(the run's saves replace it)")
+    return None
+
+
 def train_command(
     out: Annotated[Path, typer.Option(help="Run directory (state, logs); resumed if present.")]
     = Path(".train"),
@@ -112,6 +163,8 @@ def train_command(
     for option, directory in (("--out", out), ("--export", export)):
         if directory is not None and (problem := unwritable_directory(directory)):
             raise _bad_option(problem, option, as_json)
+    if overlap := overlapping_train_paths(out, export, init_from):
+        raise _bad_option(overlap[1], overlap[0], as_json)
     for option, value in (("--minutes", minutes), ("--total-minutes", total_minutes),
                           ("--phase-start", phase_start), ("--peak-lr", peak_lr)):
         # typer's min lets inf through: inf minutes trained for ever, and an inf learning

@@ -996,6 +996,58 @@ def test_train_refuses_an_infinite_learning_rate(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("export", "init_from", "option", "message"), [
+    ("run/state/model", None, "--export", "inside the run's saved state"),
+    ("run/state", None, "--export", "inside the run's saved state"),
+    ("run/state.tmp/x", None, "--export", "inside the run's saved state"),
+    ("run", None, "--export", "is the run directory"),
+    ("run/../run/", None, "--export", "is the run directory"),
+    ("link/model", None, "--export", "inside the run's saved state"),  # link → run/state
+    ("w", "w", "--export", "overwrite the weights the run starts from"),
+    ("w/.", "w", "--export", "overwrite the weights the run starts from"),
+    (None, "link/model", "--init-from", "inside the run's saved state"),
+])
+def test_train_refuses_overlapping_out_export_and_init_from(
+    export: str | None, init_from: str | None, option: str, message: str,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--export run/state/model`` (or ``--out``, or ``--init-from``'s folder) was
+    accepted: after training, the bf16 export overwrote the run's float32 weights (or the
+    weights it started from). Paths are compared resolved (``..``, symlinks), before any
+    work."""
+    def never(cfg: object) -> None:
+        raise AssertionError("train() ran with overlapping paths")
+
+    monkeypatch.setattr("opticmem.encoder.train.train", never)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run" / "state").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "run" / "state")
+    args = ["train", "--preset", "test", "--out", "run"]
+    args += ["--export", export] if export is not None else []
+    args += ["--init-from", init_from] if init_from is not None else []
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()).replace("│ ", "").replace(" │", "")
+    assert _json_error(args, code=2).startswith(f"{option}: ")
+    assert list((tmp_path / "run" / "state").iterdir()) == []
+
+
+def test_train_accepts_an_export_beside_the_run_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export folder inside --out but outside its state folders is fine (nothing there
+    is written or deleted by the run's saves)."""
+    exported: list[Path] = []
+    progress = {"step": 1, "pages": 2, "minutes": 0.1, "runs": 1, "log": []}
+    monkeypatch.setattr("opticmem.encoder.train.train", lambda cfg: progress)
+    monkeypatch.setattr("opticmem.encoder.bundled.export_bundled",
+                        lambda src, dst: exported.append(dst))
+    d = run_json("train", "--preset", "test", "--out", str(tmp_path / "run"),
+                 "--export", str(tmp_path / "run" / "export"))
+    assert d["exported"] == str(tmp_path / "run" / "export")
+    assert exported == [tmp_path / "run" / "export"]
+
+
 def test_ingest_append_reports_the_pages_this_run_sealed(
     sample: tuple[Path, Path], tmp_path: Path
 ) -> None:
