@@ -46,6 +46,15 @@ log = logging.getLogger(__name__)
 BATCH_PAGES: dict[str, int] = {"large": 24, "base": 32, "small": 48, "tiny": 48}
 """Default pages per training step at each tier."""
 
+MAX_WORKERS = 256
+"""The most data-generating processes a run may start (:attr:`TrainConfig.workers`). Each
+is a whole Python process with its own copy of the synthetic-text sources, so a run needs
+about as many as the machine has cores to spare; the default is the cores less three.
+Fixed rather than tied to ``os.cpu_count()``, so a setting means the same on every
+machine (16 to 128 cores here); far above what any of them can run, it still stops a
+typo such as ``--workers 1000000000`` from reaching the data loader, which started
+processes until the machine ran out of memory or PIDs."""
+
 
 @dataclass
 class TrainConfig:
@@ -73,6 +82,8 @@ class TrainConfig:
     )
     tiers_per_page: int = 2
     workers: int = max(1, (os.cpu_count() or 2) - 3)
+    """Data-generating processes, 0 … :data:`MAX_WORKERS` (0: the trainer makes its own
+    pages)."""
     seed: int = 1234
     pseudo_word_rate: float = 0.15
     """Share of words drawn as random letters (:func:`~opticmem.encoder.synth.pseudo_words`),
@@ -536,6 +547,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                          f"got {cfg.moe_dispatch!r}")
     if cfg.length_bucket < 0:
         raise InputError(f"length_bucket must be ≥ 0, got {cfg.length_bucket}")
+    if (isinstance(cfg.workers, bool) or not isinstance(cfg.workers, int)
+            or not 0 <= cfg.workers <= MAX_WORKERS):
+        # the data loader took any count: a billion started processes until the machine
+        # ran out of memory; -1 was torch's ValueError, after the model was built
+        raise InputError(f"workers must be a whole number in 0 … {MAX_WORKERS}, "
+                         f"got {cfg.workers!r}")
     for name, low in (("minutes", 0.0), ("total_minutes", 0.0), ("checkpoint_minutes", 0.0),
                       ("peak_lr", 0.0), ("phase_start", None)):
         value = getattr(cfg, name)

@@ -20,6 +20,9 @@ import typer
 from opticmem.render import ORDER, RenderSettings, parse_tiers
 
 ALL_TIERS = ",".join(tier.value for tier in ORDER)
+MAX_WORKERS = 256
+"""``train --workers``' bound: :data:`opticmem.encoder.train.MAX_WORKERS` (not imported
+from there: that module loads torch, which the CLI loads only when a command needs it)."""
 
 
 def register(app: typer.Typer) -> None:
@@ -138,7 +141,9 @@ def train_command(
         help="Compile the decoder layers for fixed shapes (one compile per tier and "
              "length bucket met); needs --length-bucket and --moe-dispatch dense.")] = False,
     preset: Annotated[str, typer.Option(help="Model preset: bundled or test.")] = "bundled",
-    workers: Annotated[int, typer.Option(min=0, help="Data-generating processes.")] = 14,
+    workers: Annotated[int, typer.Option(
+        min=0, max=MAX_WORKERS, help="Data-generating processes (0: none, the trainer "
+        f"makes its own pages; at most {MAX_WORKERS}).")] = 14,
     init_from: Annotated[
         Path | None, typer.Option(help="Start from these weights when no state exists.")
     ] = None,

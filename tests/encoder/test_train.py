@@ -25,6 +25,7 @@ from opticmem.encoder.errors import InputError
 from opticmem.encoder.model import OCRModel, build_model
 from opticmem.encoder.train import (
     BATCH_PAGES,
+    MAX_WORKERS,
     PageBatches,
     TrainConfig,
     compile_decoder,
@@ -129,6 +130,33 @@ def test_train_refuses_a_seed_its_generators_cannot_take(tmp_path: Path, seed: o
     with pytest.raises(InputError, match="seed must be"):
         train(TrainConfig(out_dir=tmp_path / "lib", seed=seed))  # type: ignore[arg-type]
     assert not (tmp_path / "lib").exists()
+
+
+@pytest.mark.parametrize("workers", [-1, MAX_WORKERS + 1, 10**9, 1.5, True])
+def test_train_refuses_a_worker_count_no_machine_can_run(
+        tmp_path: Path, workers: object) -> None:
+    # a billion workers went straight to the data loader, which started processes until
+    # the machine ran out of memory; -1 failed in torch after the model was built
+    with pytest.raises(InputError, match=f"workers must be a whole number in 0 … {MAX_WORKERS}"):
+        train(TrainConfig(out_dir=tmp_path / "lib", workers=workers))  # type: ignore[arg-type]
+    assert not (tmp_path / "lib").exists()
+
+
+def test_train_command_bounds_workers_as_the_library_does(
+    tmp_path: Path, recorded_train: list[TrainConfig]
+) -> None:
+    from typer.testing import CliRunner
+
+    from opticmem import codec_commands
+    from opticmem.cli import app
+
+    assert codec_commands.MAX_WORKERS == MAX_WORKERS  # the CLI's copy, kept torch-free
+    args = ["train", "--preset", "test", "--out", str(tmp_path / "run"), "--json"]
+    result = CliRunner().invoke(app, [*args, "--workers", "1000000000"])
+    assert result.exit_code == 2 and not recorded_train, result.output
+    assert "--workers" in result.output and not (tmp_path / "run").exists()
+    result = CliRunner().invoke(app, [*args, "--workers", str(MAX_WORKERS)])
+    assert result.exit_code == 0 and recorded_train[-1].workers == MAX_WORKERS, result.output
 
 
 @pytest.mark.parametrize(("field", "value"), [
