@@ -20,6 +20,11 @@ import typer
 from opticmem.render import ORDER, RenderSettings, parse_tiers
 
 ALL_TIERS = ",".join(tier.value for tier in ORDER)
+TRAIN_PRESETS = ("bundled", "test")
+"""The presets ``train`` builds: not ``official``, the released 3.3B model (read with its
+released weights, :mod:`opticmem.encoder.official`), which no machine here could train —
+its float32 weights and AdamW moments alone are some 40 GB — with this trainer, data or
+tokenizer."""
 MAX_WORKERS = 256
 """``train --workers``' bound: :data:`opticmem.encoder.train.MAX_WORKERS` (not imported
 from there: that module loads torch, which the CLI loads only when a command needs it)."""
@@ -140,7 +145,8 @@ def train_command(
     compile_decoder: Annotated[bool, typer.Option(
         help="Compile the decoder layers for fixed shapes (one compile per tier and "
              "length bucket met); needs --length-bucket and --moe-dispatch dense.")] = False,
-    preset: Annotated[str, typer.Option(help="Model preset: bundled or test.")] = "bundled",
+    preset: Annotated[str, typer.Option(
+        help=f"Model preset: {' or '.join(TRAIN_PRESETS)}.")] = "bundled",
     workers: Annotated[int, typer.Option(
         min=0, max=MAX_WORKERS, help="Data-generating processes (0: none, the trainer "
         f"makes its own pages; at most {MAX_WORKERS}).")] = 14,
@@ -183,6 +189,10 @@ def train_command(
         preset_config(preset)
     except ConfigError as err:
         raise _bad_option(str(err), "--preset", as_json) from None
+    if preset not in TRAIN_PRESETS:  # accepted although the help said "bundled or test"
+        raise _bad_option(f"train takes preset {' or '.join(TRAIN_PRESETS)}, not {preset!r} "
+                          "(the released 3.3B model, which is read, not trained here)",
+                          "--preset", as_json)
     if init_from is not None:
         try:
             read_config(init_from)

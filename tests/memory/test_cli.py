@@ -996,6 +996,26 @@ def test_train_refuses_an_infinite_learning_rate(
     assert not out.exists()
 
 
+def test_train_refuses_the_official_preset_its_help_does_not_offer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``train --preset official`` was accepted although the help says "bundled or test":
+    it went on to build the 3.3B model in float32 with AdamW (some 40 GB) on this trainer."""
+    def never(cfg: object) -> None:
+        raise AssertionError("train() ran with --preset official")
+
+    monkeypatch.setattr("opticmem.encoder.train.train", never)
+    args = ["train", "--preset", "official", "--out", str(tmp_path / "run")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "train takes preset bundled or test, not 'official'" in " ".join(
+        result.output.split()).replace("│ ", "").replace(" │", "")
+    assert _json_error(args, code=2).startswith("--preset: train takes preset bundled or test")
+    assert not (tmp_path / "run").exists()
+    help_text = " ".join(runner.invoke(app, ["train", "--help"]).output.split())
+    assert "Model preset: bundled or test." in help_text.replace("│ ", "").replace(" │", "")
+
+
 @pytest.mark.parametrize(("export", "init_from", "option", "message"), [
     ("run/state/model", None, "--export", "inside the run's saved state"),
     ("run/state", None, "--export", "inside the run's saved state"),
