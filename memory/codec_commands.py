@@ -20,6 +20,9 @@ import typer
 from opticmem.render import ORDER, RenderSettings, parse_tiers
 
 ALL_TIERS = ",".join(tier.value for tier in ORDER)
+MAX_EVAL_PAGES = 10_000
+"""``eval --pages`` and ``--hangul``'s bound: :data:`opticmem.evaluation.MAX_EVAL_PAGES`
+(not imported from there: the CLI loads that module only when ``eval`` runs)."""
 TRAIN_PRESETS = ("bundled", "test")
 """The presets ``train`` builds: not ``official``, the released 3.3B model (read with its
 released weights, :mod:`opticmem.encoder.official`), which no machine here could train —
@@ -243,8 +246,12 @@ def train_command(
 
 
 def eval_command(
-    pages: Annotated[int, typer.Option(min=1, help="Held-out chat pages.")] = 32,
-    hangul: Annotated[int, typer.Option(min=0, help="Held-out Hangul pages.")] = 8,
+    pages: Annotated[int, typer.Option(
+        min=1, max=MAX_EVAL_PAGES, help=f"Held-out chat pages (at most {MAX_EVAL_PAGES:,}).")]
+    = 32,
+    hangul: Annotated[int, typer.Option(
+        min=0, max=MAX_EVAL_PAGES, help=f"Held-out Hangul pages (at most {MAX_EVAL_PAGES:,}).")]
+    = 8,
     text_file: Annotated[
         Path | None,
         typer.Option(help="Evaluate your own text instead: plain text, a User:/Assistant: "
@@ -306,7 +313,11 @@ def eval_command(
                               "--text-file", as_json)
         source = str(text_file)
     else:
-        chat, korean = heldout_pages(pages, seed=seed, hangul=hangul, settings=settings)
+        console, bars = progress_console(Console(stderr=True), as_json)
+        with interruptible(as_json), Progress(console=console, disable=not bars) as bar:
+            task = bar.add_task("drawing pages", total=pages + hangul)
+            chat, korean = heldout_pages(pages, seed=seed, hangul=hangul, settings=settings,
+                                         progress=lambda n: bar.advance(task, n))
         chosen = chat + korean
         source = f"synthetic eval split, seed {seed}"
     if not chosen:

@@ -337,20 +337,33 @@ def plot_precision(scores: Sequence[PageScore], path: Path, size: tuple[int, int
     return path
 
 
+MAX_EVAL_PAGES = 10_000
+"""The most held-out pages of each kind ``opticmem eval`` draws (``--pages``,
+``--hangul``). Every page is drawn (some 10 ms each), held in memory and read back at
+every tier, so 10,000 chat pages are already 40,000 read-backs — hours even on a GPU —
+while ``--pages 10000000`` spent more than a day drawing pages before reading one."""
+
+
 def heldout_pages(
-    n: int, *, seed: int = 31337, hangul: int = 8, settings: RenderSettings | None = None
+    n: int, *, seed: int = 31337, hangul: int = 8, settings: RenderSettings | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[list[PageLayout], list[PageLayout]]:
     """Evaluation pages the codec never trained on: ``n`` chat pages from the generator's
     eval split (disjoint sources, another seed), and up to ``hangul`` pages of its Korean
     turns packed on their own pages. The eval sources ship with the package
     (:data:`~opticmem.encoder.synth.EVAL_SOURCES_DIR`), so every install evaluates on the
-    same text."""
+    same text. ``progress``, if given, is called with the number of pages just drawn
+    (``eval``'s progress bar: drawing many pages took minutes without a sign of life)."""
     from opticmem.encoder import synth
 
     settings = settings or RenderSettings()
     src = synth.EVAL_SOURCES_DIR
     stream = synth.page_stream(seed, "eval", settings, data_dir=src)
-    pages = [next(stream) for _ in range(n)]
+    pages = []
+    for _ in range(n):
+        pages.append(next(stream))
+        if progress is not None:
+            progress(1)
     korean: list[TurnText] = []
     if hangul > 0:
         for conv in synth.conversations(seed + 1, "eval", data_dir=src):
@@ -360,4 +373,7 @@ def heldout_pages(
                     korean.append(t)
             if len(korean) > 8 * hangul:
                 break
-    return pages, layout_pages(korean, settings)[:hangul] if korean else []
+    korean_pages = layout_pages(korean, settings)[:hangul] if korean else []
+    if progress is not None:
+        progress(len(korean_pages))
+    return pages, korean_pages

@@ -45,6 +45,37 @@ def test_heldout_pages_come_from_the_packaged_eval_sources(
     assert synth.load_sources("eval", synth.EVAL_SOURCES_DIR).split == "eval"
 
 
+def test_heldout_pages_reports_each_page_drawn() -> None:
+    drawn: list[int] = []
+    chat, korean = heldout_pages(3, seed=5, hangul=1, progress=drawn.append)
+    assert drawn[:3] == [1, 1, 1] and sum(drawn) == len(chat) + len(korean) == 4
+
+
+def test_eval_command_bounds_the_pages_it_draws_and_shows_it_drawing_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``eval --pages 10000000`` drew pages for more than a day with no sign of life before
+    the codec loaded; --pages and --hangul are bounded now, and drawing has its own bar."""
+    from types import SimpleNamespace
+
+    from opticmem import codec_commands, evaluation
+
+    assert codec_commands.MAX_EVAL_PAGES == evaluation.MAX_EVAL_PAGES
+    out = str(tmp_path / "o")
+    for option in ("--pages", "--hangul"):
+        result = CliRunner().invoke(app, ["eval", option, "10000000", "--out", out])
+        assert result.exit_code == 2 and option in result.output, result.output
+    codec = SimpleNamespace(name="fake", device="cpu", batch_size=1)
+    monkeypatch.setattr("opticmem.encoder.bundled.load_bundled_codec",
+                        lambda *args, **kwargs: codec)
+    monkeypatch.setattr("opticmem.evaluation.evaluate", lambda *args, **kwargs: [])
+    monkeypatch.setenv("OPTICMEM_PROGRESS", "1")
+    result = CliRunner().invoke(app, ["eval", "--pages", "2", "--hangul", "0", "--tiers",
+                                      "tiny", "--device", "cpu", "--out", out])
+    assert result.exit_code == 0, result.output
+    assert "drawing pages" in result.stderr
+
+
 def test_is_hangul_page() -> None:
     assert is_hangul_page("안녕하세요 오늘 회의는 세 시입니다")
     assert not is_hangul_page("Meeting at 3pm, 회의")
