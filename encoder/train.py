@@ -601,6 +601,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                                   + (", or into another run directory (--out)" if resumed
                                      else ""),
                                   path=str(Path(weights_dir) / CONFIG_FILE))
+    if cfg.length_bucket > model_cfg.decoder.max_positions:
+        # a bucket past the longest sequence pads every batch to it: 10**9 asked the
+        # allocator for 192 GB after the run directory and model were made
+        raise InputError(f"length_bucket must be ≤ the decoder's max_positions "
+                         f"({model_cfg.decoder.max_positions}), got {cfg.length_bucket}")
     # The record beside --init-from weights, read before anything is made: a damaged one
     # failed as a JSONDecodeError after the run directory was made, or (a "log" that is no
     # list, a "step" that is no number) only in the loop, after the first training step.

@@ -763,3 +763,13 @@ def test_train_command_refuses_a_directory_it_cannot_write_before_training(
                 else "Permission denied" in said)
     assert recorded_train == []
     assert not out.exists() and not target.exists()
+
+
+def test_train_refuses_a_length_bucket_past_the_decoders_longest_sequence(tmp_path: Path) -> None:
+    # --length-bucket 1000000000 padded the first batch to it: the allocator was asked for
+    # 192 GB, a RuntimeError traceback after the run directory and the model were made
+    limit = preset("test").decoder.max_positions
+    with pytest.raises(InputError, match=f"length_bucket must be ≤ the decoder's max_positions "
+                                         f"\\({limit}\\)"):
+        train(TrainConfig(out_dir=tmp_path / "lib", preset="test", length_bucket=10**9))
+    assert not (tmp_path / "lib").exists()
