@@ -88,6 +88,14 @@ search for a word in it (``ข้าวผัด``) never found the page."""
 NOT_CJK = re.compile(rf"[^{UNSEGMENTED.pattern[1:-1]}]+")
 """A run of letters or digits not in :data:`UNSEGMENTED`: the Latin word or number inside a
 run of letters glued to CJK or Thai text (``Titan은``, ``2026年``, ``API를``, ``iPhoneรุ่น``)."""
+SIGNED = re.compile(rf"(?<![^\W_]|{MARK})([^\W\d_{UNSEGMENTED.pattern[1:-1]}]+)"
+                    r"(?:\+\+(?!\+)|#(?![^\W_]|#))")
+"""A word of letters with ``++`` or ``#`` after it, a name of its own: ``C++``, ``C#``,
+``F#``, ``g++``, ``Notepad++`` (also before a version: ``C++17``). A term as written, sign
+and all; without it ``C++`` was the term ``c``, which every page that says "c" has. The
+page keeps the bare word as a term too (``Notepad`` finds ``Notepad++``), but a search for
+``C++`` looks for ``c++`` alone (group 1 is the word it replaces there). A match starts only
+where a word does (the look-behind), so a long run of letters is tried once: linear."""
 _STOP = """a an and are as at be but by did do does for from had has have he her his how i if
 in is it its me my of on or our she so that the their them then there these they this to us
 was we were what when where which who why will with you your"""
@@ -222,7 +230,7 @@ at, they cut ``Donau\u00addampf`` into two terms a search for ``Donaudampf`` nev
 and Persian typed with and without its zero-width non-joiner did not match."""
 
 
-def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
+def terms(text: str, *, drop_stopwords: bool = False, query: bool = False) -> list[str]:
     """Index terms of ``text``, from its NFKC form: decomposed accents and Hangul jamo (as
     macOS and some keyboards produce them) match their precomposed forms, and full-width
     letters, digits and signs (``ＯＲＤ－４４７１``, ``３月``, as Japanese and Chinese input
@@ -236,10 +244,12 @@ def terms(text: str, *, drop_stopwords: bool = False) -> list[str]:
     >>> terms("Señor Müller 🎉")
     ['señor', 'senor', 'müller', 'muller', '🎉']
     """
-    return [t for group in term_groups(text, drop_stopwords=drop_stopwords) for t in group]
+    return [t for group in term_groups(text, drop_stopwords=drop_stopwords, query=query)
+            for t in group]
 
 
-def term_groups(text: str, *, drop_stopwords: bool = False) -> list[tuple[str, ...]]:
+def term_groups(text: str, *, drop_stopwords: bool = False,
+                query: bool = False) -> list[tuple[str, ...]]:
     """:func:`terms` of ``text``, each as a group: the term as written, then its
     :func:`fold` where that differs. A search scores a passage by the better of a group's
     terms, not both: a word typed with its accents finds a page that has them above one
@@ -247,6 +257,14 @@ def term_groups(text: str, *, drop_stopwords: bool = False) -> list[tuple[str, .
 
     >>> term_groups("the café", drop_stopwords=True)
     [('café', 'cafe')]
+
+    The terms of a search (``query``) are those of a page but where a page has more than one
+    for a word: ``C++`` is ``c++`` and ``c`` on a page (a search for "C" finds it), but a
+    search for ``C++`` is for ``c++`` alone, not for every page with a "c" on it
+    (:data:`SIGNED`).
+
+    >>> term_groups("C++ or C#"), term_groups("C++ or C#", drop_stopwords=True, query=True)
+    ([('c++',), ('c#',), ('c',), ('or',), ('c',)], [('c++',), ('c#',)])
     """
     # lower() kept "ß" and a final "ς" apart from the "ss" and "σ" of their capitals, and
     # made "İ" an "i" with a combining dot above that no "i" typed on a keyboard has.
@@ -258,19 +276,22 @@ def term_groups(text: str, *, drop_stopwords: bool = False) -> list[tuple[str, .
     if (shown := low.translate(_PRESENTATION)) != low:  # a selector kept marks apart
         low = unicodedata.normalize("NFC", shown)
     folding = _FOLDABLE.search(low) is not None  # else no term folds: none is tried
-    out = _terms_of(low, drop_stopwords, folding)
+    out = _terms_of(low, drop_stopwords, folding, query)
     if (joined := low.translate(_INVISIBLE)) != low:
         # each piece between invisible characters is a term (a zero-width space marks a
         # word boundary), and so is the word they are inside (a soft hyphen does not)
         split = {t for t, _ in out}
-        out += [tf for tf in _terms_of(joined, drop_stopwords, folding) if tf[0] not in split]
+        out += [tf for tf in _terms_of(joined, drop_stopwords, folding, query)
+                if tf[0] not in split]
     return [(t,) if f == t or not f or (drop_stopwords and f in STOPWORDS) else (t, f)
             for t, f in out]  # a query's "thé" is no "the"
 
 
-def _terms_of(low: str, drop_stopwords: bool, folding: bool) -> list[tuple[str, str]]:
+def _terms_of(low: str, drop_stopwords: bool, folding: bool,
+              query: bool = False) -> list[tuple[str, str]]:
     """:func:`terms` of ``low``, folded and normalised, each with its :func:`fold` (itself
-    unless ``folding``). A word's fold is that of the word as written, then its plural
+    unless ``folding``); for a search (``query``), without the bare words of :data:`SIGNED`
+    terms. A word's fold is that of the word as written, then its plural
     ``s`` stripped: ``gdzieś`` ends in no ``s``, but ``gdzies``, typed without the accent,
     does (and is ``gdzie``)."""
     out: list[tuple[str, str]] = []
@@ -288,8 +309,15 @@ def _terms_of(low: str, drop_stopwords: bool, folding: bool) -> list[tuple[str, 
         if UNSEGMENTED.search(m.group()):  # ``zx-88123을``: also the compound without its particle
             for c in COMPOUND.finditer(UNSEGMENTED.sub(" ", m.group())):
                 whole(c.group())
+    signed: dict[int, int] = {}  # where a word of a SIGNED term starts: where it ends
+    if "+" in low or "#" in low:
+        for m in SIGNED.finditer(low):
+            whole(m.group())
+            signed[m.start(1)] = m.end(1)
     for m in WORD.finditer(low):
         w = m.group()
+        if query and signed.get(m.start()) == m.end():
+            continue  # "C++" is searched for as "c++", not as "c" too
         if UNSEGMENTED.search(w):  # unsegmented scripts: the run and its character bigrams
             whole(w)
             for i in range(len(w) - 1):
@@ -428,7 +456,8 @@ class RecallIndex:
     def search(self, query: str, k: int = 5) -> list[tuple[Doc, float]]:
         """The ``k`` best passages for ``query`` with their BM25 scores (best first; ties
         go to the newer page); none for a ``k`` below 1."""
-        q = term_groups(query, drop_stopwords=True) or term_groups(query)
+        q = (term_groups(query, drop_stopwords=True, query=True)
+             or term_groups(query, query=True))
         n_docs = len(self._docs)
         if not q or not n_docs or k < 1:  # best[:-1] was every passage but the last
             return []

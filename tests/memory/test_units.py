@@ -979,6 +979,19 @@ def _found(pages: list[str], query: str) -> list[int]:
     return [d.page_no for d, _ in idx.search(query, len(pages))]
 
 
+@pytest.mark.parametrize(("query", "want"), [
+    ("C++", [0]), ("c++", [0]), ("C#", [1]), ("F#", [2]), ("what about C++17?", [0]),
+    ("C", [0, 1, 3]),  # the bare letter is still a word of each page
+    ("notepad", [4]), ("Notepad++", [4]),
+])
+def test_a_letter_with_plus_plus_or_sharp_is_a_term_of_its_own(query: str, want: list[int]) -> None:
+    """``C++``, ``C#`` and ``F#`` were the terms ``c`` and ``f``: a search for "C++" found
+    every page with a "c" on it, and the C# page as well as the C++ one."""
+    pages = ["we ported it to C++17 last year", "the C# service is slow",
+             "F# pipelines are neat", "vitamin c and coffee", "Notepad++ crashed"]
+    assert sorted(_found(pages, query)) == want
+
+
 @pytest.mark.parametrize(("written", "typed"), [
     ("café", "cafe"), ("Müller", "Muller"), ("señor", "senor"), ("Tiếng Việt", "tieng viet"),
     ("Łódź", "Lodz"), ("Ærøskøbing", "aeroskobing"), ("DİYARBAKIR", "diyarbakır"),
