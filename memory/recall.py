@@ -153,6 +153,10 @@ def _fold_table() -> dict[int, str | None]:
         table[cp] = unicodedata.normalize("NFC", base + marks)
     table.update({ord(a): b for a, b in zip("łđðøħıŧ", "lddohit", strict=True)})
     table.update({ord("æ"): "ae", ord("œ"): "oe"})
+    # Arabic spelling variants, as Arabic search folds them: an alef with a hamza or madda
+    # (أ إ آ) or a wasla (ٱ) as the bare alef, a taa marbuta as the haa (ة ه) and an alef
+    # maqsura as the yaa (ى ي) that writers use for them interchangeably
+    table.update({ord(a): b for a, b in zip("أإآٱةى", "ااااهي", strict=True)})
     points = (*range(0x591, 0x5C8), *range(0x610, 0x61B), *range(0x64B, 0x653),
               *range(0x656, 0x660), 0x670, *range(0x6D6, 0x6EE), *range(0x8D3, 0x900))
     table.update((cp, None) for cp in points if unicodedata.category(chr(cp)) == "Mn")
@@ -190,7 +194,10 @@ def fold(term: str) -> str:
     leaves out (not the breve of ``й``, a letter of its own); ``ł``, ``đ``, ``ø``, ``ı``
     and their kind as their plain letter, ``æ`` and ``œ`` as two; the vowel points of
     Hebrew and the harakat and tatweel of Arabic dropped (``שָׁלוֹם`` ``שלום``, ``مَرْحَبًا``
-    ``مرحبا``); the digits of every script as ASCII ones (``١٢٣`` ``123``); an emoji without
+    ``مرحبا``), and Arabic's spelling variants made one letter, as Arabic search does: the
+    alef with a hamza, madda or wasla the bare alef (``أحمد`` ``احمد``), the taa marbuta the
+    haa (``مدرسة`` ``مدرسه``), the alef maqsura the yaa (``على`` ``علي``); the digits
+    of every script as ASCII ones (``١٢٣`` ``123``); an emoji without
     its skin tone. Hangul, kana and CJK are left as they are (Hangul syllables decompose
     into jamo, which are letters), and so are the vowel signs, viramas and nuktas of
     Devanagari, Thai and their kind: they are letters of the word, not accents on it.

@@ -48,7 +48,7 @@ PIECES = [
     "\u200d", "\u00ad", "\ufeff", "\u202b", "\x00", "\x1b[31m", "\ud800", "\udfff", "ABC-123",
     "2026-03-04", "$4,200", "mina@x.io", "https://x.io/a", "v1.2.3", "12.5%", "ﬁ", "Ǆ",
     "order42https://x.io", "Https://X.io/b", "sftp://h/p", "«", "»", "“", "”", "،", "…", "।",
-    "ל-", "ה-config.yaml", "ב-3/4/2026", "C++", "C#",
+    "ל-", "ה-config.yaml", "ב-3/4/2026", "C++", "C#", "أحمد", "مدرسة", "على",
     " ", "\n", "\t", ".", ",", "-", "/", "@", ":",
 ]
 pieces = st.lists(st.sampled_from(PIECES), max_size=16)

@@ -999,11 +999,14 @@ def test_a_letter_with_plus_plus_or_sharp_is_a_term_of_its_own(query: str, want:
     ("שָׁלוֹם", "שלום"), ("مَرْحَبًا", "مرحبا"), ("مرحـــبا", "مرحبا"), ("هٰذا", "هذا"),
     ("طلب ١٢٣", "123"), ("क्रम ४५६", "456"), ("q\u0303", "q"),
     ("gdzieś", "gdzies"), ("jakiś", "jakis"),  # the fold ends in a plural-looking "s"
+    # Arabic spelling variants: the alef's hamza, madda and wasla, taa marbuta, alef maqsura
+    ("أحمد", "احمد"), ("إسلام", "اسلام"), ("آمن", "امن"), ("ٱلله", "الله"), ("مدرسة", "مدرسه"),
+    ("على", "علي"), ("مَدْرَسَةٌ", "مدرسه"),
 ])
 def test_a_word_is_found_typed_with_or_without_its_accents(written: str, typed: str) -> None:
     """Accents were part of a term: "cafe" never found a page that said "café" (nor
-    "Muller" "Müller", "שלום" a pointed "שָׁלוֹם", "123" an Arabic "١٢٣"), and a page read
-    back without its accents was not found by a question typed with them."""
+    "Muller" "Müller", "שלום" a pointed "שָׁלוֹם", "123" an Arabic "١٢٣", "احمد" an "أحمد"),
+    and a page read back without its accents was not found by a question typed with them."""
     for page, query in ((written, typed), (typed, written)):
         assert _found([f"we met {page} today", "lunch menu and coffee"], query) == [0], page
 
@@ -1013,7 +1016,10 @@ def test_a_word_as_typed_ranks_above_its_unaccented_or_accented_twin() -> None:
     it only with other accents; the folded form counts once, not beside the exact one."""
     for query, exact, other in (("café", "the café opens", "the cafe opens"),
                                 ("cafe", "the cafe opens", "the café opens"),
-                                ("Müller", "ask Müller", "ask Muller")):
+                                ("Müller", "ask Müller", "ask Muller"),
+                                ("أحمد", "قابلت أحمد", "قابلت احمد"),
+                                ("احمد", "قابلت احمد", "قابلت أحمد"),
+                                ("مدرسة", "في مدرسة", "في مدرسه")):
         assert _found([other, exact], query) == [1, 0]
         assert _found([exact, other], query) == [0, 1]
     # a word typed with its accents counts once: as much as typed without them on a page
