@@ -96,6 +96,14 @@ and all; without it ``C++`` was the term ``c``, which every page that says "c" h
 page keeps the bare word as a term too (``Notepad`` finds ``Notepad++``), but a search for
 ``C++`` looks for ``c++`` alone (group 1 is the word it replaces there). A match starts only
 where a word does (the look-behind), so a long run of letters is tried once: linear."""
+_HEBREW = r"[\u05d0-\u05ea][\u05d0-\u05ea\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7]*"
+ACRONYM = re.compile(rf"(?<![^\W_]|{MARK}){_HEBREW}(?:[\"\u05f4]{_HEBREW})+")
+"""A Hebrew acronym: Hebrew letters (and their points) with a gershayim (``״``, U+05F4, or
+the ``"`` typed for it) between them, ``צה״ל``, ``דו"ח``, ``ארה"ב``. Indexed also as one
+word without the sign (``צהל``), as Hebrew writers often type it; the sign cut it into the
+terms ``צה`` and ``ל``, which ``צהל`` never found. A search for the acronym looks for the
+joined word alone, not for its pieces (``ל`` is a word of many pages). A match starts only
+where a word does (the look-behind), so a long run of letters is tried once: linear."""
 _STOP = """a an and are as at be but by did do does for from had has have he her his how i if
 in is it its me my of on or our she so that the their them then there these they this to us
 was we were what when where which who why will with you your"""
@@ -316,15 +324,21 @@ def _terms_of(low: str, drop_stopwords: bool, folding: bool,
         if UNSEGMENTED.search(m.group()):  # ``zx-88123을``: also the compound without its particle
             for c in COMPOUND.finditer(UNSEGMENTED.sub(" ", m.group())):
                 whole(c.group())
-    signed: dict[int, int] = {}  # where a word of a SIGNED term starts: where it ends
+    # where a word a search leaves out starts: where it ends (the words of a SIGNED term,
+    # the pieces of an ACRONYM)
+    replaced: dict[int, int] = {}
     if "+" in low or "#" in low:
         for m in SIGNED.finditer(low):
             whole(m.group())
-            signed[m.start(1)] = m.end(1)
+            replaced[m.start(1)] = m.end(1)
+    if '"' in low or "\u05f4" in low:
+        for m in ACRONYM.finditer(low):
+            whole(m.group().replace('"', "").replace("\u05f4", ""))
+            replaced.update((p.start(), p.end()) for p in WORD.finditer(low, m.start(), m.end()))
     for m in WORD.finditer(low):
         w = m.group()
-        if query and signed.get(m.start()) == m.end():
-            continue  # "C++" is searched for as "c++", not as "c" too
+        if query and replaced.get(m.start()) == m.end():
+            continue  # "C++" is searched for as "c++", not as "c" too; "צה״ל" as "צהל"
         if UNSEGMENTED.search(w):  # unsegmented scripts: the run and its character bigrams
             whole(w)
             for i in range(len(w) - 1):

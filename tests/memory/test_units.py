@@ -992,6 +992,15 @@ def test_a_letter_with_plus_plus_or_sharp_is_a_term_of_its_own(query: str, want:
     assert sorted(_found(pages, query)) == want
 
 
+@pytest.mark.parametrize("page", ['צה"ל', "צה״ל", "צהל"])
+@pytest.mark.parametrize("query", ['צה"ל', "צה״ל", "צהל", "צָה״ל"])
+def test_a_hebrew_acronym_is_found_with_or_without_its_gershayim(page: str, query: str) -> None:
+    """``צה״ל`` (with a gershayim, or the ``"`` typed for one) was the terms ``צה`` and ``ל``:
+    ``צהל``, as the acronym is also written, never found it, and a search for ``צה"ל``
+    matched any page with a lone ``ל`` on it."""
+    assert _found([f"הודעת {page} היום", "ל מ ה ב", "lunch menu"], query) == [0]
+
+
 @pytest.mark.parametrize(("written", "typed"), [
     ("café", "cafe"), ("Müller", "Muller"), ("señor", "senor"), ("Tiếng Việt", "tieng viet"),
     ("Łódź", "Lodz"), ("Ærøskøbing", "aeroskobing"), ("DİYARBAKIR", "diyarbakır"),
