@@ -221,6 +221,22 @@ def fold(term: str) -> str:
     return _LEFT_MARKS.sub("", out) if _LEFT_MARKS.search(out) else out
 
 
+_UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue"})
+
+
+def umlauts_spelt_out(term: str) -> str:
+    """``term`` with German umlauts written out, as German does without them (``Müller``
+    ``Mueller``, ``Köln`` ``Koeln``, ``Bär`` ``Baer``), then folded (:func:`fold`); ``ß`` needs
+    none (case folding makes it ``ss``). A word is indexed in this form too, so ``Mueller``
+    finds ``Müller``, where only ``Muller``, its :func:`fold`, did. Lower case only: terms
+    are case-folded before.
+
+    >>> umlauts_spelt_out("müller"), umlauts_spelt_out("göteborg"), umlauts_spelt_out("café")
+    ('mueller', 'goeteborg', 'cafe')
+    """
+    return fold(term.translate(_UMLAUTS)) if not term.isascii() else term
+
+
 def _symbol_words() -> dict[int, str]:
     """:data:`_SYMBOL_WORDS`, made from this Python's Unicode."""
     out = {}
@@ -257,7 +273,7 @@ def terms(text: str, *, drop_stopwords: bool = False, query: bool = False) -> li
     >>> terms("Ticket ORI-140's milestones: 서울 파트너")
     ['ori-140', 'ticket', 'ori', '140', 's', 'milestone', '서울', '서울', '파트너', '파트', '트너']
     >>> terms("Señor Müller 🎉")
-    ['señor', 'senor', 'müller', 'muller', '🎉']
+    ['señor', 'senor', 'müller', 'muller', 'mueller', '🎉']
     """
     return [t for group in term_groups(text, drop_stopwords=drop_stopwords, query=query)
             for t in group]
@@ -295,29 +311,35 @@ def term_groups(text: str, *, drop_stopwords: bool = False,
     if (joined := low.translate(_INVISIBLE)) != low:
         # each piece between invisible characters is a term (a zero-width space marks a
         # word boundary), and so is the word they are inside (a soft hyphen does not)
-        split = {t for t, _ in out}
-        out += [tf for tf in _terms_of(joined, drop_stopwords, folding, query)
-                if tf[0] not in split]
-    return [(t,) if f == t or not f or (drop_stopwords and f in STOPWORDS) else (t, f)
-            for t, f in out]  # a query's "thé" is no "the"
+        split = {forms[0] for forms in out}
+        out += [forms for forms in _terms_of(joined, drop_stopwords, folding, query)
+                if forms[0] not in split]
+    return [(t, *dict.fromkeys(f for f in rest if f and f != t and not (
+        drop_stopwords and f in STOPWORDS)))  # a query's "thé" is no "the"
+            for t, *rest in out]
 
 
 def _terms_of(low: str, drop_stopwords: bool, folding: bool,
-              query: bool = False) -> list[tuple[str, str]]:
-    """:func:`terms` of ``low``, folded and normalised, each with its :func:`fold` (itself
-    unless ``folding``); for a search (``query``), without the bare words of :data:`SIGNED`
-    terms. A word's fold is that of the word as written, then its plural
-    ``s`` stripped: ``gdzieś`` ends in no ``s``, but ``gdzies``, typed without the accent,
-    does (and is ``gdzie``)."""
-    out: list[tuple[str, str]] = []
+              query: bool = False) -> list[tuple[str, str, str]]:
+    """:func:`terms` of ``low``, folded and normalised, each with its :func:`fold` and its
+    :func:`umlauts_spelt_out` (both itself unless ``folding``); for a search (``query``),
+    without the bare words of :data:`SIGNED` terms. A word's fold is that of the word as
+    written, then its plural ``s`` stripped: ``gdzieś`` ends in no ``s``, but ``gdzies``,
+    typed without the accent, does (and is ``gdzie``)."""
+    out: list[tuple[str, str, str]] = []
     same = (lambda t: t) if not folding else fold
+    spelt = (lambda t: t) if not folding else umlauts_spelt_out
 
     def whole(t: str) -> None:
-        out.append((t, same(t)))
+        out.append((t, same(t), spelt(t)))
 
     def word(w: str) -> None:
         if t := _word(w, drop_stopwords):
-            out.append((t, _word(same(w), drop_stopwords) if folding else t))
+            if not folding:
+                out.append((t, t, t))
+            else:
+                out.append((t, _word(same(w), drop_stopwords),
+                            _word(spelt(w), drop_stopwords)))
 
     for m in COMPOUND.finditer(low):
         whole(m.group())
