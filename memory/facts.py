@@ -149,7 +149,9 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     # even glued to the word before them, which no URL scheme ends in (see _SCHEME)
     (rf"(?i:https?)://{_URL_CHAR}+", "url link"),
     (rf"{_SCHEME.format(glued=_GLUED)}{_URL_CHAR}+", "url link"),
-    (rf"\b(?i:www)\.{_URL_CHAR}+", "url link"),
+    # "www." starts a URL glued to the word before it too (``voirwww.x.io``), but for a
+    # "w" (``wwww.x.io`` is no www); one glued to a fact is split from it in _matches
+    (rf"(?<![Ww])(?i:www)\.{_URL_CHAR}+", "url link"),
     # local part ≤ 64 (RFC 5321), all of it: one ASCII character of it before the match
     # means a longer one, whose last 64 characters were taken as an address. A word glued
     # before an address is taken into it (``Contactbob@x.io``): nothing tells where a
@@ -302,6 +304,14 @@ _GLUED_HTTP = re.compile(r"(?i:https?)\Z")
 """An ``http`` or ``https`` ending a fact that ``://`` follows: a URL's scheme, glued to a
 word the fact is (see :func:`_matches`)."""
 
+_GLUED_WWW = re.compile(r"(?<=[^\W_])(?i:www)\Z")
+"""A ``www`` ending a fact after a letter or digit, that a ``.`` and a host follow
+(:data:`_WWW_HOST`): a URL's start, glued to a word the fact is (``x42www.x.io``; see
+:func:`_matches`). Not after a ``/``: ``/var/www.`` ends a sentence with a path."""
+
+_WWW_HOST = re.compile(r"\.[^\W_]")
+"""The dot and first letter or digit of a host after a ``www``."""
+
 _SIGNED = frozenset(f"k{i}" for i, (_, kind) in enumerate(_PATTERNS)
                     if kind in ("number", "amount money", "percent"))
 """The groups of :data:`_FACT` whose facts take a minus sign before them (:data:`_MINUS`)."""
@@ -417,10 +427,11 @@ def _matches(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
     """``pattern.finditer(text)``, but a fact that ends in a URL's ``http`` or ``https``
     glued to it is matched again in the text up to that scheme, and the URL found from it:
     ``order42https://x.io`` was the id ``order42https`` and no URL, where it is the id
-    ``order42`` and the URL ``https://x.io``.
+    ``order42`` and the URL ``https://x.io``. So is one that ends in a ``www`` glued to it
+    that a host follows (``x42www.x.io`` was the id ``x42www``).
 
-    >>> [m.group() for m in _matches(_FACT, "see order42https://x.io/a")]
-    ['order42', 'https://x.io/a']
+    >>> [m.group() for m in _matches(_FACT, "see order42https://x.io/a x42www.x.io")]
+    ['order42', 'https://x.io/a', 'x42', 'www.x.io']
     """
     pos, stop, end = 0, len(text), len(text)
     while True:
@@ -431,8 +442,11 @@ def _matches(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
             pos, stop = stop, end  # the URL, from its scheme
             continue
         s, e = m.span()
-        if (stop == end and text.startswith("://", e) and m.lastgroup not in _URLS
-                and (glued := _GLUED_HTTP.search(text, max(s + 1, e - 5), e))):
+        if (stop == end and m.lastgroup not in _URLS and (
+                (text.startswith("://", e)
+                 and (glued := _GLUED_HTTP.search(text, max(s + 1, e - 5), e)))
+                or (_WWW_HOST.match(text, e)
+                    and (glued := _GLUED_WWW.search(text, max(s + 1, e - 3), e))))):
             stop = glued.start()  # the text before the scheme, as if it ended there
             continue
         yield m

@@ -1082,6 +1082,11 @@ def test_emoji_are_not_confused_with_each_other() -> None:
     ("foo_barhttps://x.io", ("foo_bar", "https://x.io")),
     ("주문42https://x.io", ("42", "https://x.io")),
     ("mail:bob@x.io", ("bob@x.io",)),
+    # a www glued to a word starts a URL as a glued scheme does
+    ("voirwww.x.io", ("www.x.io",)), ("x42www.x.io/a", ("x42", "www.x.io/a")),
+    ("abc123www.x.io", ("abc123", "www.x.io")), ("foo_barWWW.x.io", ("foo_bar", "WWW.x.io")),
+    ("wwww.x.io", ()),  # no www in it
+    ("files in /var/www. ok", ("/var/www",)), ("x42www. ok", ("x42www",)),  # no host after
     # no way to know where a local part starts: the glued word is taken into it
     ("Contactbob@x.io", ("Contactbob@x.io",)),
 ])
