@@ -112,6 +112,10 @@ _FILE_END = rf"(?:{_FILE_TYPES}){_ENDS}"
 """A file type ending a name: a letter or digit after it makes it no file type, but a
 Hangul particle or CJK text does (``config.yaml을``, ``main.py를``)."""
 
+_DOTFILE = r"\.(?=[a-z_])"
+"""The dot that starts the name of a dotfile or dot-folder (``.env``, ``.config``), before a
+lower-case letter: ``.NET`` is no file."""
+
 _MM, _DD = r"(?:1[0-2]|0?[1-9])", r"(?:[12]\d|3[01]|0?[1-9])"
 """A month's and a day's number, for the dates a path, a version or a phone number look
 like: ``2026/03/04`` and ``2026.03.04`` are dates, ``2026/99/1`` and ``2026.3.4`` no dates."""
@@ -188,6 +192,13 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
      "version"),  # three or four parts, a pre-release and build metadata (1.2.3-rc.1+b.7)
     (r"\bv\d+(?:\.\d+)?\b", "version"),
     (r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{7,}\b", "hash"),
+    # a dotfile or dot-folder, its dot kept: .config/a/b, .eslintrc.json, .env, .bashrc —
+    # the dot starts a word (no letter, digit or dot before it: a sentence's full stop
+    # glued to the next word is none) and a lower-case letter follows it (.NET/C# no path)
+    (rf"(?<![\w.]){_DOTFILE}[\w.-]{{0,200}}(?:/[\w.@-]+)+/?", "path"),
+    (rf"(?<![\w.]){_DOTFILE}(?:[\w.-]{{0,200}}\.{_FILE_END}|env|[\w-]{{0,60}}(?:rc|ignore)"
+     r"|gitconfig|gitattributes|gitmodules|editorconfig|htaccess|bash_profile|profile|netrc|pypirc)"
+     r"(?:\.[\w-]+){0,8}(?![\w-])", "file"),  # .env, .env.local, .zshrc, .gitignore
     (r"(?:~|\.{1,2})(?:/[\w.@-]+)+/?"  # ~/a, ./a, ../a
      r"|/(?<![\w.:/]/)[\w.@-]+(?:/[\w.@-]+)+/?"  # /a/b (the look-behind after the "/": faster)
      rf"|\b(?=\w)[\w.-]{{0,200}}(?:(?:/[\w.@-]+){{2,}}/?|/[\w-]{{1,200}}\.{_FILE_END})",

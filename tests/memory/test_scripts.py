@@ -48,7 +48,7 @@ PIECES = [
     "\u200d", "\u00ad", "\ufeff", "\u202b", "\x00", "\x1b[31m", "\ud800", "\udfff", "ABC-123",
     "2026-03-04", "$4,200", "mina@x.io", "https://x.io/a", "v1.2.3", "12.5%", "ﬁ", "Ǆ",
     "order42https://x.io", "x42www.x.io", "voirwww.x.io", "Https://X.io/b", "sftp://h/p",
-    "«", "»", "“", "”", "،", "…", "।",
+    "«", "»", "“", "”", "،", "…", "।", ".config/a", ".env", "~/.ssh/id_rsa",
     "ל-", "ה-config.yaml", "ב-3/4/2026", "C++", "C#", "أحمد", "مدرسة", "على", "צה\"ל", "צה״ל",
     " ", "\n", "\t", ".", ",", "-", "/", "@", ":",
 ]
@@ -192,7 +192,7 @@ def test_long_runs_of_any_script_are_read_in_linear_time() -> None:
     for piece in ["e\u0301" * 3 + "x", "ภาษาไทย", "مَرْحَبًا", "a-", "1.", "x@", "ＡＢＣ－",
                   "👨‍👩‍👧", "🇰", "👍🏽", "❤️", "\u200b", "\x1b[", "é", "מַ", "مَـ", "https://x.io/",
                   "1 ", "a_", "ab12", "/a", "x42https://", "a+b://", "c++", "a#", "ב\"", "א״ב",
-                  "x42www.", "awww."]:
+                  "x42www.", "awww.", " .a", "-.a/", ".env."]:
         def read(n: int, piece: str = piece) -> float:
             text = piece * n
             start = time.perf_counter()

@@ -790,6 +790,7 @@ def test_bounded_fact_patterns_find_what_the_unbounded_ones_found() -> None:
     unbounded = re.compile(facts_module._FACT.pattern.replace(r"[\w.+-]{1,64}@", r"[\w.+-]+@")
                            .replace(r"[\w.-]{0,200}(?:", r"[\w.-]*(?:")
                            .replace(r"[\w-]{1,200}\.(?:py", r"[\w-]+\.(?:py")
+                           .replace(r"[\w.-]{0,200}\.(?:py", r"[\w.-]*\.(?:py")  # a dotfile
                            .replace(r"\d[\d,\u066c]{0,200}(?:", r"\d[\d,\u066c]*(?:")
                            .replace(r"\d{1,200}(?:\.\d{1,200})?[eE][+-]?\d{1,200}",
                                     r"\d+(?:\.\d+)?[eE][+-]?\d+"))
@@ -1073,6 +1074,25 @@ def test_emoji_are_not_confused_with_each_other() -> None:
     assert _found(["🇰🇷 trip", "🇺🇸 trip"], "🇰🇷") == [0]
     assert _found(["🍕 lunch", "🎉 party"], "🎉") == [1]
     assert terms("🇺🇸🇰🇷") == ["🇺🇸", "🇰🇷"] and terms("🇺") == []
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("see .config/a/b", (".config/a/b",)), ("see .config/a/b.", (".config/a/b",)),
+    ("edit .env now.", (".env",)), ("edit .env.local, then", (".env.local",)),
+    ("cat .eslintrc.json", (".eslintrc.json",)),
+    ("the .zshrc and .gitignore", (".zshrc", ".gitignore")),
+    ("see .github/workflows/ci.yml", (".github/workflows/ci.yml",)),
+    ("~/.ssh/id_rsa", ("~/.ssh/id_rsa",)), ("./a and ../b", ("./a", "../b")),
+    # a sentence's full stop is no dot of a fact, nor is .NET a file
+    ("Done.config/a/b", ("Done.config/a/b",)), ("He left.env was set", ()), ("the end.", ()),
+    ("I like .NET/C# a lot", ()), ("see config/a/b.", ("config/a/b",)),
+])
+def test_a_dotfile_keeps_its_dot(text: str, want: tuple[str, ...]) -> None:
+    """``see .config/a/b`` had the path ``config/a/b`` (another folder than the dotfile one)
+    and ``.env`` no fact at all: a path or file whose name starts with a dot at the start of
+    a word keeps it."""
+    assert extract_facts(text) == want
+    assert all(fact_kind(f) in ("path", "file") for f in want)
 
 
 @pytest.mark.parametrize(("text", "want"), [
