@@ -69,8 +69,9 @@ def worker_command(
     max_deliveries: Annotated[int, typer.Option(
         min=1, help="Tries per page before it goes to the dead letters.")] = 5,
     forget_idle: Annotated[float, typer.Option(
-        min=0.01, help="Seconds after which a silent worker holding no pages (a killed "
-                       "one) is taken out of the group.")] = 3600.0,
+        min=0.01, max=MAX_CLAIM_IDLE,
+        help="Seconds after which a silent worker holding no pages (a killed one) is "
+             "taken out of the group.")] = 3600.0,
     draw_workers: Annotated[int | None, typer.Option(
         min=0, help="Processes drawing page images (default: up to 8 on CUDA, 0 on CPU, "
                     "where drawing would compete with the model).")] = None,

@@ -1122,6 +1122,19 @@ def test_worker_claim_idle_redis_cannot_take_is_a_usage_error(idle: str) -> None
     assert _json_error(args, code=2).startswith("Invalid value for '--claim-idle': ")
 
 
+@pytest.mark.parametrize("idle", ["inf", "2e9"])
+def test_worker_forget_idle_past_the_workers_limit_is_a_usage_error(idle: str) -> None:
+    """--forget-idle had only a lower bound while the worker refuses more than
+    ``MAX_CLAIM_IDLE`` seconds: 2e9 was taken, the codec loaded, and only then the run
+    failed (exit 1) naming ``forget_idle``, an argument the user never typed. It is
+    refused first, as --claim-idle is (this Redis is not even reachable)."""
+    args = ["worker", "redis://localhost:1/0", "--codec", "random", "--forget-idle", idle]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "--forget-idle" in result.output
+    assert _json_error(args, code=2).startswith("Invalid value for '--forget-idle': ")
+
+
 
 def test_worker_batch_size_redis_cannot_take_is_a_usage_error() -> None:
     """--batch-size 1e20 was taken: Redis refused the XAUTOCLAIM count ("COUNT must be
