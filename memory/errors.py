@@ -10,11 +10,11 @@ raises a plain ``TypeError`` (``cost_model=`` and ``policy=`` raise
 :class:`ConfigurationTypeError`, which is a ``TypeError`` too);
 :meth:`~opticmem.OpticalMemory.page_png` raises ``IndexError`` for a page the session does
 not have; and a few checks raise a plain
-``ValueError``: the store classes' own constructors for a bad setting
-(:func:`~opticmem.open_store` raises :class:`StoreURLError` for the same URL),
-:func:`~opticmem.message_tokens` for a content block it cannot price, and the
-integrations' constructors for a bad option (``with_memory`` also for a call with no
-session).
+``ValueError``: :func:`~opticmem.message_tokens` for a content block it cannot price,
+and the integrations' constructors for a bad option (``with_memory`` also for a call
+with no session). The store classes' own constructors raise :class:`ConfigurationError`
+for a bad setting (:func:`~opticmem.open_store` raises :class:`StoreURLError` for the
+same URL).
 """
 
 from __future__ import annotations
