@@ -261,9 +261,14 @@ def eval_command(
     tiers: Annotated[str, typer.Option(help="Comma-separated tiers, or 'all'.")] = ALL_TIERS,
     out: Annotated[Path, typer.Option(help="Directory for the tables, plot and read-back texts.")]
     = Path("opticmem-eval"),
-    seed: int = 31337,
-    batch_size: Annotated[int, typer.Option(min=1)] = 16,
-    max_new_tokens: Annotated[int | None, typer.Option(min=1)] = None,
+    seed: Annotated[int, typer.Option(
+        min=0, help="Seed of the held-out pages drawn (another seed, other pages; the "
+                    "published table uses the default).")] = 31337,
+    batch_size: Annotated[int, typer.Option(
+        min=1, help="Pages encoded and decoded together.")] = 16,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        min=1, help="Cap on the tokens read back per page (default: the codec's own).")]
+    = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: best)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:

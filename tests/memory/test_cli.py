@@ -692,6 +692,8 @@ def test_an_unknown_cost_model_is_a_usage_error(args: list[str]) -> None:
     (["eval", "--tiers", "huge"], "unknown tier 'huge'"),
     (["eval", "--tiers", ","], "no tiers"),
     (["eval", "--codec", "/nonexistent/ckpt"], "codec file missing"),
+    # a negative seed drew pages as any other: no seed of the published table is negative
+    (["eval", "--seed", "-1"], "should be greater than or equal to 0"),
     (["train", "--preset", "foo"], "unknown preset 'foo'"),
     (["train", "--init-from", "/nonexistent/ckpt"], "not a checkpoint directory"),
     # numpy's generators take no negative seed: a ValueError traceback from the data
