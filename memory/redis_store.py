@@ -769,6 +769,20 @@ class _Tokens:
 _TOKENS = _Tokens()
 
 
+def _check_settings(tenant: object, ttl: object, max_turns: object, max_blob_bytes: object,
+                    retries: object) -> None:
+    """Refuse a store setting no server could make work (:class:`ConfigurationError`)."""
+    if not isinstance(tenant, str) or not tenant:
+        raise ConfigurationError(f"tenant must be a non-empty str, got {tenant!r}")
+    encode_id(tenant, "tenant")
+    _ms(ttl)  # type: ignore[arg-type]  # it checks the type itself
+    for name, cap in (("max_turns", max_turns), ("max_blob_bytes", max_blob_bytes)):
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ConfigurationError(f"{name} must be a positive int or None, got {cap!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigurationError(f"retries must be an int >= 0, got {retries!r}")
+
+
 def _record(token: str, role: str, text: str, ts: float, meta: Mapping[str, Any] | None) -> bytes:
     """One turn's JSON record; with a ``token``, it opens with ``{"w":"<token>",``.
 
@@ -1278,13 +1292,7 @@ class RedisStore(Store):
                 "RedisStore's client and aclient must both be Redis Cluster clients or neither "
                 f"(got {type(client).__name__} and {type(aclient).__name__})"
             )
-        if not isinstance(tenant, str) or not tenant:
-            raise ConfigurationError(f"tenant must be a non-empty str, got {tenant!r}")
-        for name, cap in (("max_turns", max_turns), ("max_blob_bytes", max_blob_bytes)):
-            if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
-                raise ConfigurationError(f"{name} must be a positive int or None, got {cap!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ConfigurationError(f"retries must be an int >= 0, got {retries!r}")
+        _check_settings(tenant, ttl, max_turns, max_blob_bytes, retries)
         self.tenant = tenant
         self._tenant_enc = encode_id(tenant, "tenant")
         self.ttl_ms = _ms(ttl)
@@ -1387,7 +1395,9 @@ class RedisStore(Store):
             raise ConfigurationError(f"not a Redis URL: {url!r}")
         safe = redact_url(url)
         _refuse_url_settings(url, safe)
-        _ms(ttl)  # a bad ttl is refused before anything connects
+        # refused before anything connects: against a server out of reach a bad setting
+        # was a StoreUnavailableError, and the check's warnings came first
+        _check_settings(tenant, ttl, max_turns, max_blob_bytes, retries)
         for name, seconds in (("socket_timeout", socket_timeout),
                               ("socket_connect_timeout", socket_connect_timeout)):
             if seconds is not None and not (

@@ -457,6 +457,22 @@ def test_every_bad_store_url_is_a_store_url_error(redis_url: str) -> None:
                 RedisStore.from_url(redis_url, **{name: seconds})
 
 
+@pytest.mark.parametrize("setting", [
+    {"max_turns": 0}, {"max_blob_bytes": -1}, {"retries": -1}, {"tenant": ""},
+    {"ttl": float("nan")},
+])
+def test_from_url_refuses_a_bad_setting_before_connecting(setting: dict[str, Any]) -> None:
+    # checked only once the server had answered: against one out of reach a bad setting
+    # was a StoreUnavailableError (which callers retry), not the ConfigurationError it is
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConfigurationError):
+        RedisStore.from_url(f"redis://127.0.0.1:{port}/0", **setting)
+
+
 def test_a_bad_redis_py_option_value_is_a_store_url_error_before_connecting(
     redis_url: str,
 ) -> None:
