@@ -412,6 +412,16 @@ end
 
 # ARGV: 1 encoded blob key, 2 stored bytes. Returns how many older blobs the cap evicted.
 # Expects LIFE (the blob key's TTL in ms, 0: none) and finish() (run after the write).
+# A blob written into a session that expires, by a write that is no activity of the
+# session: the blob's life and a finish that gives the session's blob keys the same rest.
+_LUA_SESSION_REST = r"""
+local function session_rest(left)
+  return left, function()
+    redis.call('PEXPIRE', BASE .. 'meta', left)
+    redis.call('PEXPIRE', BASE .. 'blobs', left)
+  end
+end
+"""
 _LUA_BLOB_BODY = r"""
 local MAXB = __MAXB__
 local meta, blobs, prefix = BASE .. 'meta', BASE .. 'blobs', BASE .. 'b:'
@@ -449,18 +459,12 @@ return evicted
 # its meta hash's expiry) the blob, its index and the meta hash get what is left of the
 # session's life, as put_page_blob's keys do: written with none, they outlived the session,
 # and touch's sweep of the next session of that id took the old blob back into it.
-_LUA_PUT_BLOB = _LUA_PRELUDE + r"""
+_LUA_PUT_BLOB = _LUA_PRELUDE + _LUA_SESSION_REST + r"""
 local LIFE, finish = TTL, touch
 if TTL <= 0 then
   local left = redis.call('PTTL', KEYS[1])
   if left == -2 then left = redis.call('PTTL', BASE .. 'meta') end
-  if left > 0 then
-    LIFE = left
-    finish = function()
-      redis.call('PEXPIRE', BASE .. 'meta', left)
-      redis.call('PEXPIRE', BASE .. 'blobs', left)
-    end
-  end
+  if left > 0 then LIFE, finish = session_rest(left) end
 end
 """ + _LUA_BLOB_BODY
 
@@ -472,16 +476,12 @@ end
 # session. That holds whatever this store's own TTL is: a worker opened without the bots'
 # ttl must not leave keys that outlive their session for ever, and one opened with a ttl
 # the bots do not use must not set an expiry on a session meant to be kept for ever.
-_LUA_PUT_PAGE_BLOB = _LUA_PRELUDE + _LUA_HOLDS + r"""
+_LUA_PUT_PAGE_BLOB = _LUA_PRELUDE + _LUA_HOLDS + _LUA_SESSION_REST + r"""
 if not holds(3) then return -1 end
 local LIFE, finish = TTL, touch
 local left = redis.call('PTTL', KEYS[1])
 if left > 0 then
-  LIFE = left
-  finish = function()
-    redis.call('PEXPIRE', BASE .. 'meta', left)
-    redis.call('PEXPIRE', BASE .. 'blobs', left)
-  end
+  LIFE, finish = session_rest(left)
 elseif left == -1 then  -- a session without an expiry: the blob gets none either
   LIFE, finish = 0, function() end
 end

@@ -137,3 +137,32 @@ def pillow_11_3_fromarray(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(obj, mode)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Image, "fromarray", fromarray)
+
+
+@pytest.fixture
+def unwritable_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[str, str], Path]:
+    """``make(damage, name)``: a path a command cannot write to, ``name`` inside either a
+    file (``"under a file"``) or a folder that takes no files (``"takes no files"``: no
+    permission or a read-only mount, as :func:`tempfile.TemporaryFile` there finds it;
+    root, which tests run as on CI, ignores permissions)."""
+    import tempfile
+
+    def make(damage: str, name: str) -> Path:
+        if damage == "under a file":
+            (tmp_path / "a-file").write_text("x")
+            return tmp_path / "a-file" / name
+        refusing = tmp_path / "read-only"
+        refusing.mkdir(exist_ok=True)
+        real = tempfile.TemporaryFile
+
+        def refused(*args: object, **kwargs: object) -> object:
+            if str(kwargs.get("dir")) == str(refusing):
+                raise PermissionError(13, "Permission denied")
+            return real(*args, **kwargs)  # type: ignore[call-overload]
+
+        monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+        return refusing / name
+
+    return make

@@ -11,6 +11,7 @@ import math
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -722,33 +723,19 @@ def test_train_reports_a_disk_that_fills_up_mid_run_without_a_traceback(
 @pytest.mark.parametrize("option", ["--out", "--export"])
 @pytest.mark.parametrize("damage", ["under a file", "takes no files"])
 def test_train_command_refuses_a_directory_it_cannot_write_before_training(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recorded_train: list[TrainConfig],
-    option: str, damage: str,
+    tmp_path: Path, recorded_train: list[TrainConfig],
+    unwritable_target: Callable[[str, str], Path], option: str, damage: str,
 ) -> None:
     """An --out under a file or in a folder that takes no files (no permission, a
     read-only mount) failed only in train(), after the data was loaded, as a failure
     (exit 1), not a usage error; an --export there only when the weights were written,
     after the whole training call. Both are usage errors (exit 2) before anything is
     made."""
-    import tempfile
-
     from typer.testing import CliRunner
 
     from opticmem.cli import app
 
-    (tmp_path / "a-file").write_text("x")
-    target = tmp_path / "a-file" / "dir"
-    if damage == "takes no files":
-        target = tmp_path / "read-only" / "dir"
-        (tmp_path / "read-only").mkdir()
-        real = tempfile.TemporaryFile
-
-        def refused(*args: object, **kwargs: object) -> object:
-            if str(kwargs.get("dir")) == str(tmp_path / "read-only"):
-                raise PermissionError(13, "Permission denied")
-            return real(*args, **kwargs)  # type: ignore[call-overload]
-
-        monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    target = unwritable_target(damage, "dir")
     out = target if option == "--out" else tmp_path / "run"
     args = ["train", "--out", str(out), "--preset", "test"]
     if option == "--export":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -1234,32 +1235,19 @@ def test_usage_errors_without_json_are_still_typers_own() -> None:
 
 @pytest.mark.parametrize("damage", ["under a file", "takes no files"])
 def test_eval_refuses_an_out_it_cannot_write_before_loading_the_codec(
-    damage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    damage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    unwritable_target: Callable[[str, str], Path],
 ) -> None:
     """An --out under a file, or in a folder that takes no files (no permission, a
     read-only mount), was found only after the codec's weights were loaded (seconds; a
     3B-parameter checkpoint's minutes): a usage error, said before any work."""
-    import tempfile
-
     import opticmem.encoder.bundled as bundled
 
     def loaded(*args: object, **kwargs: object) -> None:
         raise AssertionError("the codec was loaded before --out was checked")
 
     monkeypatch.setattr(bundled, "load_bundled_codec", loaded)
-    (tmp_path / "a-file").write_text("x")
-    out = tmp_path / "a-file" / "eval"
-    if damage == "takes no files":
-        out = tmp_path / "read-only" / "eval"
-        (tmp_path / "read-only").mkdir()
-        real = tempfile.TemporaryFile
-
-        def refused(*args: object, **kwargs: object) -> object:
-            if str(kwargs.get("dir")) == str(tmp_path / "read-only"):
-                raise PermissionError(13, "Permission denied")
-            return real(*args, **kwargs)  # type: ignore[call-overload]
-
-        monkeypatch.setattr(tempfile, "TemporaryFile", refused)
+    out = unwritable_target(damage, "eval")
     args = ["eval", "--pages", "1", "--hangul", "0", "--tiers", "tiny", "--out", str(out)]
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
