@@ -38,6 +38,7 @@ from opticmem.encoder.examples import IGNORE, Example, collate, make_examples, t
 from opticmem.encoder.model import OCRModel
 from opticmem.encoder.moe import MoE, TrainDispatch
 from opticmem.encoder.progress import progress_enabled
+from opticmem.encoder.train_limits import MAX_WORKERS
 from opticmem.render import ORDER, RenderSettings, Tier
 
 log = logging.getLogger(__name__)
@@ -46,14 +47,6 @@ log = logging.getLogger(__name__)
 BATCH_PAGES: dict[str, int] = {"large": 24, "base": 32, "small": 48, "tiny": 48}
 """Default pages per training step at each tier."""
 
-MAX_WORKERS = 256
-"""The most data-generating processes a run may start (:attr:`TrainConfig.workers`). Each
-is a whole Python process with its own copy of the synthetic-text sources, so a run needs
-about as many as the machine has cores to spare; the default is the cores less three.
-Fixed rather than tied to ``os.cpu_count()``, so a setting means the same on every
-machine (16 to 128 cores here); far above what any of them can run, it still stops a
-typo such as ``--workers 1000000000`` from reaching the data loader, which started
-processes until the machine ran out of memory or PIDs."""
 
 
 @dataclass

@@ -17,20 +17,20 @@ from typing import Annotated, Any, cast, get_args
 
 import typer
 
+from opticmem.encoder.train_limits import MAX_WORKERS
 from opticmem.render import ORDER, RenderSettings, parse_tiers
 
 ALL_TIERS = ",".join(tier.value for tier in ORDER)
 MAX_EVAL_PAGES = 10_000
-"""``eval --pages`` and ``--hangul``'s bound: :data:`opticmem.evaluation.MAX_EVAL_PAGES`
-(not imported from there: the CLI loads that module only when ``eval`` runs)."""
+"""The most held-out pages of each kind ``eval`` draws (``--pages``, ``--hangul``). Every
+page is drawn (some 10 ms each), held in memory and read back at every tier, so 10,000
+chat pages are already 40,000 read-backs — hours even on a GPU — while ``--pages
+10000000`` spent more than a day drawing pages before reading one."""
 TRAIN_PRESETS = ("bundled", "test")
 """The presets ``train`` builds: not ``official``, the released 3.3B model (read with its
 released weights, :mod:`opticmem.encoder.official`), which no machine here could train —
 its float32 weights and AdamW moments alone are some 40 GB — with this trainer, data or
 tokenizer."""
-MAX_WORKERS = 256
-"""``train --workers``' bound: :data:`opticmem.encoder.train.MAX_WORKERS` (not imported
-from there: that module loads torch, which the CLI loads only when a command needs it)."""
 
 
 def register(app: typer.Typer) -> None:

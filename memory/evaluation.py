@@ -337,13 +337,6 @@ def plot_precision(scores: Sequence[PageScore], path: Path, size: tuple[int, int
     return path
 
 
-MAX_EVAL_PAGES = 10_000
-"""The most held-out pages of each kind ``opticmem eval`` draws (``--pages``,
-``--hangul``). Every page is drawn (some 10 ms each), held in memory and read back at
-every tier, so 10,000 chat pages are already 40,000 read-backs — hours even on a GPU —
-while ``--pages 10000000`` spent more than a day drawing pages before reading one."""
-
-
 def heldout_pages(
     n: int, *, seed: int = 31337, hangul: int = 8, settings: RenderSettings | None = None,
     progress: Callable[[int], None] | None = None,

@@ -29,7 +29,6 @@ UrlArg = Annotated[str, typer.Argument(help="The bots' Redis store URL (redis://
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object and nothing else.")]
 
 
-
 def register(app: typer.Typer) -> None:
     """Add ``worker`` and ``queue`` to the opticmem CLI."""
     app.command("worker")(worker_command)

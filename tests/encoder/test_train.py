@@ -148,10 +148,8 @@ def test_train_command_bounds_workers_as_the_library_does(
 ) -> None:
     from typer.testing import CliRunner
 
-    from opticmem import codec_commands
     from opticmem.cli import app
 
-    assert codec_commands.MAX_WORKERS == MAX_WORKERS  # the CLI's copy, kept torch-free
     args = ["train", "--preset", "test", "--out", str(tmp_path / "run"), "--json"]
     result = CliRunner().invoke(app, [*args, "--workers", "1000000000"])
     assert result.exit_code == 2 and not recorded_train, result.output

@@ -58,9 +58,6 @@ def test_eval_command_bounds_the_pages_it_draws_and_shows_it_drawing_them(
     the codec loaded; --pages and --hangul are bounded now, and drawing has its own bar."""
     from types import SimpleNamespace
 
-    from opticmem import codec_commands, evaluation
-
-    assert codec_commands.MAX_EVAL_PAGES == evaluation.MAX_EVAL_PAGES
     out = str(tmp_path / "o")
     for option in ("--pages", "--hangul"):
         result = CliRunner().invoke(app, ["eval", option, "10000000", "--out", out])
