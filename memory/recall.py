@@ -35,7 +35,7 @@ import re
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -85,7 +85,7 @@ UNSEGMENTED = re.compile(rf"[{CJK.pattern[1:-1]}\u0e00-\u0eff\u1000-\u109f\u1780
 Lao, Myanmar and Khmer (``ผมชอบกินข้าวผัด`` is one run for "I like to eat fried rice"). A
 run with one in it is indexed as :data:`CJK` runs are, by its character bigrams too, or a
 search for a word in it (``ข้าวผัด``) never found the page."""
-NOT_CJK = re.compile(rf"[^{UNSEGMENTED.pattern[1:-1]}]+")
+NOT_UNSEGMENTED = re.compile(rf"[^{UNSEGMENTED.pattern[1:-1]}]+")
 """A run of letters or digits not in :data:`UNSEGMENTED`: the Latin word or number inside a
 run of letters glued to CJK or Thai text (``Titan은``, ``2026年``, ``API를``, ``iPhoneรุ่น``)."""
 SIGNED = re.compile(rf"(?<![^\W_]|{MARK})([^\W\d_{UNSEGMENTED.pattern[1:-1]}]+)"
@@ -120,20 +120,16 @@ text; a CJK character's variant glyph), never which character it is, and a user 
 them or not at random. Terms are made without them."""
 
 
-def _pictographic_class() -> str:
-    """A character class of the emoji (Unicode's ``Extended_Pictographic``): in the BMP,
-    those listed; above it, all of U+1F000–U+1FAFF and the code points kept for emoji to
-    come (U+1FC00–U+1FFFD), but the regional indicators (a flag is a pair of them) and the
-    skin tones (modifiers of the emoji before them)."""
-    bmp = ("\u00a9\u00ae\u203c\u2049\u2122\u2139\u2194-\u2199\u21a9\u21aa\u231a\u231b\u2328"
-           "\u23cf\u23e9-\u23f3\u23f8-\u23fa\u24c2\u25aa\u25ab\u25b6\u25c0\u25fb-\u25fe"
-           "\u2600-\u27bf\u2934\u2935\u2b05-\u2b07\u2b1b\u2b1c\u2b50\u2b55\u3030\u303d"
-           "\u3297\u3299")
-    return (f"[{bmp}\\U0001f000-\\U0001f1e5\\U0001f200-\\U0001f3fa\\U0001f400-\\U0001faff"
-            "\\U0001fc00-\\U0001fffd]")
-
-
-_PICTOGRAPH = _pictographic_class()
+_PICTOGRAPH_BMP = ("\u00a9\u00ae\u203c\u2049\u2122\u2139\u2194-\u2199\u21a9\u21aa\u231a"
+                   "\u231b\u2328\u23cf\u23e9-\u23f3\u23f8-\u23fa\u24c2\u25aa\u25ab\u25b6"
+                   "\u25c0\u25fb-\u25fe\u2600-\u27bf\u2934\u2935\u2b05-\u2b07\u2b1b\u2b1c"
+                   "\u2b50\u2b55\u3030\u303d\u3297\u3299")
+_PICTOGRAPH = (f"[{_PICTOGRAPH_BMP}\\U0001f000-\\U0001f1e5\\U0001f200-\\U0001f3fa"
+               "\\U0001f400-\\U0001faff\\U0001fc00-\\U0001fffd]")
+"""A character class of the emoji (Unicode's ``Extended_Pictographic``): in the BMP,
+those listed; above it, all of U+1F000–U+1FAFF and the code points kept for emoji to come
+(U+1FC00–U+1FFFD), but the regional indicators (a flag is a pair of them) and the skin
+tones (modifiers of the emoji before them)."""
 _SKIN_TONE = "[\\U0001f3fb-\\U0001f3ff]"
 _EMOJI_ELEMENT = f"{_PICTOGRAPH}(?:{_SKIN_TONE}|[\\U000e0020-\\U000e007e]+\\U000e007f)?"
 EMOJI = re.compile(f"[\\U0001f1e6-\\U0001f1ff]{{2}}|{_EMOJI_ELEMENT}(?:\\u200d{_EMOJI_ELEMENT})*"
@@ -170,7 +166,7 @@ def _fold_table() -> dict[int, str | None]:
     table.update((cp, None) for cp in points if unicodedata.category(chr(cp)) == "Mn")
     table.update((cp, None) for cp in range(0x1F3FB, 0x1F400))
     table.update((cp, str(unicodedata.decimal(chr(cp)))) for cp in range(0x80, 0x20000)
-                 if unicodedata.category(chr(cp)) == "Nd")
+                 if chr(cp).isdecimal())  # the category Nd
     return table
 
 
@@ -218,7 +214,7 @@ def fold(term: str) -> str:
     out = term.translate(_FOLD)
     if "\u0640" in out and _ARABIC_LETTER.search(out):  # a tatweel stretching a word
         out = out.replace("\u0640", "")
-    return _LEFT_MARKS.sub("", out) if _LEFT_MARKS.search(out) else out
+    return _LEFT_MARKS.sub("", out)
 
 
 _UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue"})
@@ -261,6 +257,26 @@ at, they cut ``Donau\u00addampf`` into two terms a search for ``Donaudampf`` nev
 and Persian typed with and without its zero-width non-joiner did not match."""
 
 
+def _char_class(code_points: Iterable[int]) -> re.Pattern[str]:
+    """A regex of one character of ``code_points``, written as runs (``[a-z]``, not 26
+    characters): a class of hundreds listed one by one is searched slower than a text is
+    translated."""
+    runs: list[list[int]] = []
+    for cp in sorted(code_points):
+        if runs and cp == runs[-1][1] + 1:
+            runs[-1][1] = cp
+        else:
+            runs.append([cp, cp])
+    return re.compile("[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "")
+                                     for a, b in runs) + "]")
+
+
+_HAS_PRESENTATION = _char_class(_PRESENTATION)
+_HAS_INVISIBLE = _char_class(_INVISIBLE)
+"""Whether a text holds a character of :data:`_PRESENTATION` / :data:`_INVISIBLE`: a search
+for one costs less than translating the text, which almost never changes it."""
+
+
 def terms(text: str, *, drop_stopwords: bool = False, query: bool = False) -> list[str]:
     """Index terms of ``text``, from its NFKC form: decomposed accents and Hangul jamo (as
     macOS and some keyboards produce them) match their precomposed forms, and full-width
@@ -301,19 +317,27 @@ def term_groups(text: str, *, drop_stopwords: bool = False,
     # made "İ" an "i" with a combining dot above that no "i" typed on a keyboard has.
     # Normalised again after folding, which can leave marks out of their canonical order
     # ("İ" and a mark of a lower class after it: the dot is then not beside the "i").
-    text = text.translate(_SYMBOL_WORDS)
+    # ASCII text (most of it) holds nothing any of the translations, folds or gates below
+    # change, and they are a third of the time indexing a page takes: skipped for it.
+    plain = text.isascii()
+    if not plain:
+        text = text.translate(_SYMBOL_WORDS)
     low = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
     low = low.replace("i\u0307", "i")
-    if (shown := low.translate(_PRESENTATION)) != low:  # a selector kept marks apart
-        low = unicodedata.normalize("NFC", shown)
-    folding = _FOLDABLE.search(low) is not None  # else no term folds: none is tried
+    if not plain and _HAS_PRESENTATION.search(low):  # a selector kept marks apart
+        low = unicodedata.normalize("NFC", low.translate(_PRESENTATION))
+    # else no term folds: none is tried
+    folding = not plain and _FOLDABLE.search(low) is not None
     out = _terms_of(low, drop_stopwords, folding, query)
-    if (joined := low.translate(_INVISIBLE)) != low:
+    if not plain and _HAS_INVISIBLE.search(low):
+        joined = low.translate(_INVISIBLE)
         # each piece between invisible characters is a term (a zero-width space marks a
         # word boundary), and so is the word they are inside (a soft hyphen does not)
         split = {forms[0] for forms in out}
         out += [forms for forms in _terms_of(joined, drop_stopwords, folding, query)
                 if forms[0] not in split]
+    if not folding:  # every term is its own fold
+        return [(t,) for t, *_ in out]
     return [(t, *dict.fromkeys(f for f in rest if f and f != t and not (
         drop_stopwords and f in STOPWORDS)))  # a query's "thé" is no "the"
             for t, *rest in out]
@@ -327,19 +351,26 @@ def _terms_of(low: str, drop_stopwords: bool, folding: bool,
     written, then its plural ``s`` stripped: ``gdzieś`` ends in no ``s``, but ``gdzies``,
     typed without the accent, does (and is ``gdzie``)."""
     out: list[tuple[str, str, str]] = []
-    same = (lambda t: t) if not folding else fold
-    spelt = (lambda t: t) if not folding else umlauts_spelt_out
+
+    def folds(t: str) -> tuple[str, str]:
+        """:func:`fold` and :func:`umlauts_spelt_out` of ``t``, folding once where it has
+        no umlaut (then both are the same)."""
+        if t.isascii():  # most words of any Latin text: nothing to fold
+            return t, t
+        folded = fold(t)
+        spelt = t.translate(_UMLAUTS)
+        return folded, folded if spelt == t else fold(spelt)
 
     def whole(t: str) -> None:
-        out.append((t, same(t), spelt(t)))
+        out.append((t, *folds(t)) if folding else (t, t, t))
 
     def word(w: str) -> None:
         if t := _word(w, drop_stopwords):
             if not folding:
                 out.append((t, t, t))
             else:
-                out.append((t, _word(same(w), drop_stopwords),
-                            _word(spelt(w), drop_stopwords)))
+                folded, spelt = folds(w)
+                out.append((t, _word(folded, drop_stopwords), _word(spelt, drop_stopwords)))
 
     for m in COMPOUND.finditer(low):
         whole(m.group())
@@ -368,7 +399,7 @@ def _terms_of(low: str, drop_stopwords: bool, folding: bool,
             # Korean glues particles onto Latin words and numbers (``Titan은``, ``API를``),
             # Chinese and Japanese put no space around them (``2026年``): those words are
             # terms too, or "Titan" would never find a page that says "Titan은".
-            for part in NOT_CJK.findall(w):
+            for part in NOT_UNSEGMENTED.findall(w):
                 if part != w:
                     word(part)
             continue
@@ -380,8 +411,8 @@ def _terms_of(low: str, drop_stopwords: bool, folding: bool,
 
 
 def _word(w: str, drop_stopwords: bool) -> str:
-    """The term of a word with no CJK in it: ``""`` for a dropped stopword, a plural
-    ``s`` stripped."""
+    """The term of a word with no :data:`UNSEGMENTED` character in it: ``""`` for a
+    dropped stopword, a plural ``s`` stripped."""
     if drop_stopwords and w in STOPWORDS:
         return ""
     if len(w) > 4 and w.endswith("s") and not w.endswith("ss"):
