@@ -901,6 +901,17 @@ def test_config_sizes_the_shards_do_not_have_are_refused_before_allocating_the_m
     assert "allocate" not in str(info.value)
 
 
+
+def _no_file_at(path: Path, damage: str) -> None:
+    """Put at ``path`` something that is there but no file: a folder, a broken symbolic
+    link (to ``gone`` + the file's suffix beside the checkpoint) or a link to a device."""
+    if damage == "folder":
+        path.mkdir()
+    elif damage == "broken link":
+        path.symlink_to(path.parent.parent / f"gone{path.suffix}")
+    else:
+        path.symlink_to(os.devnull)
+
 @pytest.mark.parametrize("damage, says", [
     ("folder", "tokenizer.json is a folder, not a file"),
     ("broken link", "tokenizer.json is a broken symbolic link to .*gone.json"),
@@ -913,12 +924,7 @@ def test_a_tokenizer_json_that_is_no_file_is_refused_not_replaced_by_the_default
     a folder) was taken for no tokenizer at all: the codec loaded with the default one,
     whose vocabulary the model was not trained on, and read text without a word."""
     tok = saved / "tokenizer.json"
-    if damage == "folder":
-        tok.mkdir()
-    elif damage == "broken link":
-        tok.symlink_to(saved.parent / "gone.json")
-    else:
-        tok.symlink_to(os.devnull)
+    _no_file_at(tok, damage)
     with pytest.raises(CheckpointError, match=says) as info:
         OCRCodec.from_pretrained(saved, device="cpu")
     assert info.value.path == str(tok)
@@ -934,12 +940,7 @@ def test_a_shard_that_is_no_file_says_what_it_is(saved: Path, damage: str, says:
     missing file, which a look at the folder contradicted."""
     shard = sorted(saved.glob("model-*.safetensors"))[0]
     shard.unlink()
-    if damage == "folder":
-        shard.mkdir()
-    elif damage == "broken link":
-        shard.symlink_to(saved.parent / "gone.safetensors")
-    else:
-        shard.symlink_to(os.devnull)
+    _no_file_at(shard, damage)
     with pytest.raises(CheckpointError, match=says) as info:
         load_checkpoint(saved, device="cpu")
     assert info.value.path == str(shard) and info.value.key
