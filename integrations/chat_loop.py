@@ -505,8 +505,12 @@ def _turn_of(i: int, msg: Mapping[str, Any]) -> dict[str, Any]:
                                     fn.get("arguments", fn.get("input", fn.get("args")))))
         called.append({"id": call.get("id"), "name": fn.get("name")})
     text = "\n".join([text, *lines] if text else lines)
-    meta: dict[str, Any] = {k: msg[k] for k in ("name", "tool_call_id", "status")
+    meta: dict[str, Any] = {k: msg[k] for k in ("name", "tool_call_id")
                             if isinstance(msg.get(k), str)}
+    if msg.get("role") == "tool" and isinstance(msg.get("status"), str):
+        # a tool result's status (an Anthropic is_error one's "error"); a Responses
+        # ``message`` item's "completed" is its generation's state, not the turn's
+        meta["status"] = msg["status"]
     if called:
         meta["tool_calls"] = called
     # a legacy "function" message is the result of a function_call: a tool result

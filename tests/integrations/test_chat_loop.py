@@ -1144,6 +1144,24 @@ def test_a_responses_api_call_item_passed_in_is_recorded_as_a_tool_call() -> Non
         ("tool", "a.txt"), ("assistant", "reply 1")]
 
 
+def test_a_responses_message_items_status_is_not_kept_as_a_turns_status() -> None:
+    # A Responses ``message`` item carries ``"status": "completed"`` (its generation's
+    # state): kept as meta["status"], a user's or assistant's turn read as a tool result's
+    # status. Only a tool result's status is kept (a failed one), as in the LangChain
+    # integration.
+    mem = memory()
+    chat = with_memory(Recorder(), mem, session="s")
+    chat([{"type": "message", "id": "msg_0", "role": "user", "status": "completed",
+           "content": [{"type": "input_text", "text": "Weather?"}]},
+          {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+           "content": [{"type": "output_text", "text": "Checking.", "annotations": []}]},
+          {"role": "tool", "tool_call_id": "c1", "content": "no such city",
+           "status": "error"}])
+    assert [(t.role, t.meta) for t in mem.turns("s")] == [
+        ("user", {}), ("assistant", {}),
+        ("tool", {"tool_call_id": "c1", "status": "error"}), ("assistant", {})]
+
+
 _HOSTED = [
     {"type": "web_search_call", "id": "ws_1", "status": "completed",
      "action": {"type": "search", "query": "서울 날씨",
