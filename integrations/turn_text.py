@@ -115,13 +115,6 @@ def without_opaque(value: object) -> object:
     return value
 
 
-def _mime_kind(mime: object) -> str:
-    """The attachment kind a MIME type names (``image/png`` → ``image``; ``file`` for a
-    document or an unknown type)."""
-    top = mime.split("/", 1)[0] if isinstance(mime, str) else ""
-    return top if top in ("image", "audio", "video") else "file"
-
-
 def without_payloads(value: object) -> object:
     """``value`` (a provider's JSON data: a server tool's result, a content part's fields)
     with every inline attachment's bytes replaced by its marker (:func:`attachment_marker`),
@@ -139,8 +132,7 @@ def without_payloads(value: object) -> object:
     """
     if isinstance(value, Mapping):
         if value.get("type") == "base64" and "data" in value:
-            mime = value.get("media_type")
-            return attachment_marker(_mime_kind(mime), mime)
+            return attachment_marker("file", value.get("media_type"))
         out = {}
         for k, v in value.items():
             if k == "file_data" and isinstance(v, str) and _data_url_mime(v) is None:
@@ -150,8 +142,7 @@ def without_payloads(value: object) -> object:
     if isinstance(value, (list, tuple)):
         return [without_payloads(v) for v in value]
     if isinstance(value, str) and value.startswith("data:") and ";base64," in value[:200]:
-        mime = _data_url_mime(value)
-        return attachment_marker(_mime_kind(mime), mime)
+        return attachment_marker("file", _data_url_mime(value))
     return value
 
 
@@ -431,9 +422,7 @@ def part_marker(part: Mapping[str, Any]) -> str | None:
         return attachment_marker(
             "image", _data_url_mime(url.get("url") if isinstance(url, Mapping) else url))
     if kind == "media":  # Gemini's inline data or file URI
-        mime = part.get("mime_type")
-        return attachment_marker(mime.split("/", 1)[0] if isinstance(mime, str) and "/" in mime
-                                 else "file", mime)
+        return attachment_marker("file", part.get("mime_type"))
     if kind == "input_audio":
         audio = part.get("input_audio")
         fmt = audio.get("format") if isinstance(audio, Mapping) else None
