@@ -85,7 +85,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from opticmem.integrations.turn_text import (
     ATTACHMENT_KINDS,
     RESPONSES_CALLS,
-    SYSTEM_HEAD,
     archived_parts,
     attachment_marker,
     audio_text,
@@ -98,9 +97,9 @@ from opticmem.integrations.turn_text import (
     refusal_text,
     repair_surrogates,
     responses_call,
-    role_head,
     server_tool_line,
     server_tool_text,
+    shown_turn,
     tool_result_head,
     without_payloads,
 )
@@ -458,20 +457,10 @@ def context_messages(messages: Sequence[Mapping[str, Any]]) -> list[BaseMessage]
     """
     out: list[BaseMessage] = []
     for d in messages:
-        role = d["role"]
-        content = d["content"]
-        name = d.get("name") if isinstance(d.get("name"), str) else None
-        if role == "user":
-            out.append(HumanMessage(content=content, name=name))
-        elif role == "assistant":
-            out.append(AIMessage(content=content, name=name))
-        elif role == "tool":
-            head = tool_result_head(name, d.get("tool_call_id"))
-            out.append(HumanMessage(content=headed(head, content)))
-        elif role == "system":
-            out.append(HumanMessage(content=headed(SYSTEM_HEAD, content)))
-        else:
-            out.append(HumanMessage(content=headed(role_head(role), content), name=name))
+        shown = shown_turn(dict(d))  # every role but assistant shown as a user's
+        name = shown.get("name") if isinstance(shown.get("name"), str) else None
+        kind = AIMessage if shown["role"] == "assistant" else HumanMessage
+        out.append(kind(content=shown["content"], name=name))
     return out
 
 
