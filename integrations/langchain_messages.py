@@ -129,37 +129,38 @@ def _block_text(block: Mapping[str, Any]) -> str | None:
         return attachment_marker(str(kind), block.get("mime_type"))
     if kind == "refusal":
         return refusal_text(block.get("refusal"))
-    if kind == "reasoning" or kind in CALL_BLOCKS:
+    if kind == "reasoning" or is_call_block(block):
         return None  # reasoning is not history; tool calls come from ``message_calls``
     if kind == "non_standard":
         value = block.get("value")
-        if isinstance(value, Mapping) and value.get("type") in (
-                *NATIVE_CALL_BLOCKS, "thinking", "redacted_thinking"):
-            return None  # provider-native tool calls (``message_calls``) and reasoning
-        if isinstance(value, Mapping) and value.get("type") == "json":
+        if not isinstance(value, Mapping):
+            return "[unknown block]"
+        if value.get("type") in ("thinking", "redacted_thinking"):
+            return None  # a provider's reasoning
+        if value.get("type") == "json":
             # a tool's JSON result: its data, an inline image or file in it as its
             # marker (a screenshot tool's data URL was archived whole)
             return json_text(without_payloads(value.get("json")))
-        if isinstance(value, Mapping) and (line := server_tool_text(value)) is not None:
+        if (line := server_tool_text(value)) is not None:
             # Anthropic's server tool blocks when the message does not name its provider:
             # the line LangChain's translation of them gets, not "[server_tool_use block]"
             return line
-        if isinstance(value, Mapping) and (lines := hosted_tool_lines(value)) is not None:
+        if (lines := hosted_tool_lines(value)) is not None:
             # OpenAI's hosted tool items likewise (a Responses web_search_call…): the
             # lines its translation gets, not "[web_search_call block]"
             return "\n".join(lines)
-        if isinstance(value, Mapping) and (text := provider_text(value)) is not None:
+        if (text := provider_text(value)) is not None:
             return text
-        if isinstance(value, Mapping) and (text := document_text(value)) is not None:
+        if (text := document_text(value)) is not None:
             # an Anthropic document of a "content" source (LangChain translates only a
             # "text" source, to text-plain): its text, not "[file attachment...]"
             return text
-        if isinstance(value, Mapping) and (marker := part_marker(value)) is not None:
+        if (marker := part_marker(value)) is not None:
             # an attachment in a provider's form LangChain has no standard block for (an
             # ``image_url`` whose value is the URL string, as Gemini takes it): marked as
             # the chat-loop wrapper marks it, not "[image_url block]"
             return marker
-        return f"[{value.get('type') if isinstance(value, Mapping) else 'unknown'} block]"
+        return f"[{value.get('type')} block]"
     if kind in ("server_tool_call", "server_tool_result"):
         # non-ASCII kept: a search's query or results escaped as \uXXXX were unreadable on
         # the pages and matched no recall or fact
@@ -264,6 +265,28 @@ NATIVE_CALL_BLOCKS: frozenset[str] = frozenset({"tool_use", *RESPONSES_CALLS})
 ``tool_use`` (``id``), OpenAI Responses' ``function_call``, ``custom_tool_call`` and the
 computer, shell and apply-patch tools' calls (``call_id``, which their ``*_output``
 answers; ``id`` is the output item's own)."""
+
+
+def is_call_block(block: Mapping[str, Any]) -> bool:
+    """Whether a standard content block of an ``AIMessage`` is one of its tool calls — a
+    ``tool_call``, a ``tool_call_chunk`` (a streamed answer merged) or an
+    ``invalid_tool_call`` block (:data:`CALL_BLOCKS`), or a provider's own call
+    (:data:`NATIVE_CALL_BLOCKS`: Anthropic's ``tool_use``, an OpenAI Responses
+    ``function_call``…) LangChain passes on as ``non_standard`` — which
+    :func:`message_calls` lists once: archived or priced as a block too, each call of a
+    langchain-anthropic message counted twice.
+
+    >>> is_call_block({"type": "non_standard", "value": {"type": "tool_use", "id": "t1"}})
+    True
+    >>> is_call_block({"type": "text", "text": "hi"})
+    False
+    """
+    kind = block.get("type")
+    if kind in CALL_BLOCKS:
+        return True
+    value = block.get("value")
+    return kind == "non_standard" and isinstance(value, Mapping) and value.get(
+        "type") in NATIVE_CALL_BLOCKS
 
 
 def _content_call(block: object) -> tuple[dict[str, Any], set[str]] | None:
@@ -500,6 +523,7 @@ __all__ = [
     "ROLE_OF_TYPE",
     "context_messages",
     "hosted_tool_outputs",
+    "is_call_block",
     "leading_system",
     "message_calls",
     "message_id",

@@ -78,9 +78,8 @@ from opticmem.costs import (
 )
 from opticmem.errors import ConfigurationError, InvalidTurnError
 from opticmem.integrations.langchain_messages import (
-    CALL_BLOCKS,
-    NATIVE_CALL_BLOCKS,
     hosted_tool_outputs,
+    is_call_block,
     message_calls,
     tool_result_message,
 )
@@ -204,7 +203,7 @@ class OpticalTokenCounter:
                             *standard]
             for block in _with_tool_results(standard):
                 kind = block.get("type")
-                if ai and _is_call(block):
+                if ai and is_call_block(block):
                     continue  # priced from ``message_calls`` below, once each
                 image = block if kind == "image" else _provider_image(block)
                 if image is not None:
@@ -350,21 +349,6 @@ def _summary_blocks(reasoning: object) -> list[dict[str, Any]]:
             if isinstance(parts := reasoning.get(key), list)
             for part in parts
             if isinstance(part, Mapping) and isinstance(part.get("text"), str) and part["text"]]
-
-
-def _is_call(block: Mapping[str, Any]) -> bool:
-    """Whether a standard block of an ``AIMessage`` is one of its tool calls — a
-    ``tool_call``, a ``tool_call_chunk`` (a streamed answer merged) or an
-    ``invalid_tool_call`` block, or a provider's own ``tool_use`` (Anthropic) or
-    ``function_call`` (OpenAI Responses) block LangChain passes on as ``non_standard`` —
-    which :func:`~opticmem.integrations.langchain_messages.message_calls` prices once.
-    Priced as a block too, each call of a langchain-anthropic message counted twice."""
-    kind = block.get("type")
-    if kind in CALL_BLOCKS:
-        return True
-    value = block.get("value")
-    return kind == "non_standard" and isinstance(value, Mapping) and value.get(
-        "type") in NATIVE_CALL_BLOCKS
 
 
 def _text_of(block: Mapping[str, Any]) -> str:
