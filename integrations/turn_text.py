@@ -212,6 +212,8 @@ def hosted_tool_lines(item: Mapping[str, Any]) -> list[str] | None:
     True
     """
     kind = item.get("type")
+    if kind not in HOSTED_TOOL_ITEMS:
+        return None
     call: object = ""  # what LangChain's block is archived as when it has no args/output
     result: object = ""
     if kind == "web_search_call":
@@ -239,14 +241,12 @@ def hosted_tool_lines(item: Mapping[str, Any]) -> list[str] | None:
     elif kind == "mcp_list_tools":
         call = {}
         result = item.get("tools") or ""
-    elif kind == "image_generation_call":
+    else:  # image_generation_call
         if not item.get("result"):
             return None
         fmt = item.get("output_format")
         return [attachment_marker("image", f"image/{fmt}" if isinstance(fmt, str) and fmt
                                   else None)]
-    else:
-        return None
     return [server_tool_line("server_tool_call", call),
             server_tool_line("server_tool_result", result)]
 
