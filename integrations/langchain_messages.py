@@ -251,8 +251,7 @@ def message_text(message: BaseMessage) -> str:
         if (spoken := audio_text(message.additional_kwargs.get("audio"))) is not None:
             # langchain-openai's audio answer: content "", what the model said is here
             parts.append(spoken)
-        parts.extend(line for item in hosted_tool_outputs(message)
-                     for line in hosted_tool_lines(item) or [])
+        parts.extend(line for _, lines in hosted_tool_outputs(message) for line in lines)
         parts.extend(tool_call_line(c) for c in message_calls(message))
     return "\n".join(parts)
 
@@ -324,12 +323,14 @@ def tool_outputs(message: AIMessage) -> list[Mapping[str, Any]]:
     return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
 
 
-def hosted_tool_outputs(message: AIMessage) -> list[Mapping[str, Any]]:
+def hosted_tool_outputs(message: AIMessage) -> list[tuple[Mapping[str, Any], list[str]]]:
     """The hosted tool items of :func:`tool_outputs` (those
-    :func:`~opticmem.integrations.turn_text.hosted_tool_lines` reads) that the message's
-    ``content_blocks`` do not already hold (LangChain's translation keeps each item's
-    ``id``): archived and priced once, whether or not LangChain translated them."""
-    items = [i for i in tool_outputs(message) if hosted_tool_lines(i) is not None]
+    :func:`~opticmem.integrations.turn_text.hosted_tool_lines` reads), each with the lines
+    it is archived as, that the message's ``content_blocks`` do not already hold
+    (LangChain's translation keeps each item's ``id``): archived and priced once, whether
+    or not LangChain translated them."""
+    items = [(i, lines) for i in tool_outputs(message)
+             if (lines := hosted_tool_lines(i)) is not None]
     if not items:
         return []
     held: set[object] = set()
@@ -339,7 +340,8 @@ def hosted_tool_outputs(message: AIMessage) -> list[Mapping[str, Any]]:
                       else None):
             if isinstance(ident, str) and ident:
                 held.add(ident)
-    return [i for i in items if not (isinstance(i.get("id"), str) and i["id"] in held)]
+    return [(i, lines) for i, lines in items
+            if not (isinstance(i.get("id"), str) and i["id"] in held)]
 
 
 def message_calls(message: AIMessage) -> list[Mapping[str, Any]]:

@@ -85,7 +85,6 @@ from opticmem.integrations.langchain_messages import (
 )
 from opticmem.integrations.turn_text import (
     audio_text,
-    hosted_tool_lines,
     tool_result_head,
     without_payloads,
 )
@@ -216,7 +215,7 @@ class OpticalTokenCounter:
                 if text:
                     blocks.append({"type": "text", "text": text})
         if isinstance(message, AIMessage):
-            for item in hosted_tool_outputs(message):
+            for item, lines in hosted_tool_outputs(message):
                 # an older langchain-openai's hosted tool items (additional_kwargs
                 # ["tool_outputs"]) LangChain did not translate: as archived, a generated
                 # image as the image it is (its base64 priced as text was ~1 token a
@@ -226,8 +225,7 @@ class OpticalTokenCounter:
                     blocks.extend([png] if png is not None else [])
                     extra += tokens
                 else:
-                    blocks.append({"type": "text",
-                                   "text": "\n".join(hosted_tool_lines(item) or [])})
+                    blocks.append({"type": "text", "text": "\n".join(lines)})
         if isinstance(message, AIMessage) and (spoken := audio_text(
                 message.additional_kwargs.get("audio"))) is not None:
             # langchain-openai's spoken answer (content ""): its transcript, as archived
