@@ -33,11 +33,13 @@ their text, as the LangChain integration records them; a LangChain-style ``json`
 (``{"type": "json", "json": ...}``, a tool's structured result) as its compact JSON, an
 inline image or file in it as its marker.
 
-Attachments: an ``image_url``, ``input_audio``, ``file`` or ``input_file`` part of a
-message passed in is stored, and shown to ``chat_fn``, as a marker line such as
-``[image/png attachment, not archived]`` — the memory keeps text, as the LangChain
-integration does — so the model reads the marker, not the attachment itself, even in
-the call that brings it.
+Attachments: an ``image_url``, ``input_image``, ``input_audio``, ``file`` or
+``input_file`` part of a message passed in (and an Anthropic ``image`` or ``document``
+block, a Gemini ``media`` block, a LangChain standard ``image``/``audio``/``video``/
+``file`` block, a Responses ``computer_screenshot``) is stored, and shown to
+``chat_fn``, as a marker line such as ``[image/png attachment, not archived]`` — the
+memory keeps text, as the LangChain integration does — so the model reads the marker,
+not the attachment itself, even in the call that brings it.
 
 Tool results and system messages in the history: an assistant message's ``tool_calls``
 (and legacy ``function_call``) are recorded as text lines after its content (``[tool call
@@ -492,7 +494,10 @@ def _turn_of(i: int, msg: Mapping[str, Any]) -> dict[str, Any]:
     if text is None:
         raise InvalidTurnError(
             f"message {i}: only text content can be remembered (a string, or a list of "
-            f"text, refusal and image_url/input_audio/file parts), got "
+            f"the parts the opticmem.integrations.chat_loop docstring lists: text, "
+            f"input_text, output_text, refusal, json and search_result parts, and "
+            f"attachments such as image_url, input_image, input_audio, file, input_file, "
+            f"image and document parts, recorded as markers), got "
             f"{_preview(msg.get('content'))}"
         )
     lines, called = [], []
