@@ -275,11 +275,10 @@ def responses_call(item: Mapping[str, Any]) -> tuple[object, object, object] | N
     ('computer', 'call_1', {'type': 'click', 'x': 4, 'y': 2})
     """
     kind = item.get("type")
-    key = RESPONSES_CALLS.get(kind) if isinstance(kind, str) else None
-    if kind is None or key is None:
+    if not isinstance(kind, str) or (key := RESPONSES_CALLS.get(kind)) is None:
         return None
     name = (item.get("name") if kind in ("function_call", "custom_tool_call")
-            else str(kind).removesuffix("_call"))
+            else kind.removesuffix("_call"))
     return name, item.get("call_id") or item.get("id"), item.get(key, item.get("args"))
 
 
@@ -417,7 +416,8 @@ def part_marker(part: Mapping[str, Any]) -> str | None:
     True
     """
     kind = part.get("type")
-    if kind in ("image_url", "input_image"):  # input_image: OpenAI Responses
+    # input_image: OpenAI Responses; computer_screenshot: a computer_call_output's
+    if kind in ("image_url", "input_image", "computer_screenshot"):
         url = part.get("image_url")
         return attachment_marker(
             "image", _data_url_mime(url.get("url") if isinstance(url, Mapping) else url))
@@ -430,8 +430,6 @@ def part_marker(part: Mapping[str, Any]) -> str | None:
                                  else None)
     if kind == "file" and isinstance(file := part.get("file"), Mapping):
         return attachment_marker("file", _data_url_mime(file.get("file_data")))
-    if kind == "computer_screenshot":  # a Responses computer_call_output's screenshot
-        return attachment_marker("image", _data_url_mime(part.get("image_url")))
     if kind == "input_file":  # OpenAI Responses: file_data, file_id or file_url
         return attachment_marker("file", _data_url_mime(part.get("file_data")))
     if kind in (*ATTACHMENT_KINDS, "document"):
