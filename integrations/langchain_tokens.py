@@ -186,23 +186,23 @@ class OpticalTokenCounter:
         parts it cannot (images that are not base64 PNGs)."""
         blocks: list[dict[str, Any]] = []
         extra = 0
-        if isinstance(message.content, str) and not isinstance(message, AIMessage):
+        ai = message if isinstance(message, AIMessage) else None
+        if isinstance(message.content, str) and ai is None:
             if message.content:
                 blocks.append({"type": "text", "text": message.content})
         else:
             # an AIMessage's string content too: its content_blocks add the reasoning
             # LangChain reads from additional_kwargs["reasoning_content"], priced only for
             # list content before — the same message cost more or less by its shape
-            ai = isinstance(message, AIMessage)
             standard: list[Mapping[str, Any]] = list(message.content_blocks)
-            if ai and not any(b.get("type") == "reasoning" for b in standard):
+            if ai is not None and not any(b.get("type") == "reasoning" for b in standard):
                 # a Responses reasoning summary in additional_kwargs["reasoning"], which
                 # LangChain translates only for list content of a message naming openai
                 standard = [*_summary_blocks(message.additional_kwargs.get("reasoning")),
                             *standard]
             for block in _with_tool_results(standard):
                 kind = block.get("type")
-                if ai and is_call_block(block):
+                if ai is not None and is_call_block(block):
                     continue  # priced from ``message_calls`` below, once each
                 image = block if kind == "image" else _provider_image(block)
                 if image is not None:
@@ -214,8 +214,8 @@ class OpticalTokenCounter:
                 text = _text_of(block)
                 if text:
                     blocks.append({"type": "text", "text": text})
-        if isinstance(message, AIMessage):
-            for item, lines in hosted_tool_outputs(message):
+        if ai is not None:
+            for item, lines in hosted_tool_outputs(ai):
                 # an older langchain-openai's hosted tool items (additional_kwargs
                 # ["tool_outputs"]) LangChain did not translate: as archived, a generated
                 # image as the image it is (its base64 priced as text was ~1 token a
@@ -226,16 +226,15 @@ class OpticalTokenCounter:
                     extra += tokens
                 else:
                     blocks.append({"type": "text", "text": "\n".join(lines)})
-        if isinstance(message, AIMessage) and (spoken := audio_text(
-                message.additional_kwargs.get("audio"))) is not None:
-            # langchain-openai's spoken answer (content ""): its transcript, as archived
-            blocks.append({"type": "text", "text": spoken})
-        if isinstance(message, AIMessage) and (found := message_calls(message)):
-            # invalid calls (arguments that did not parse) go back to the provider too
-            calls = [{"name": c.get("name"), "args": c.get("args"), "id": c.get("id")}
-                     for c in found]
-            blocks.append({"type": "text",
-                           "text": json.dumps(calls, ensure_ascii=False, default=str)})
+            if (spoken := audio_text(ai.additional_kwargs.get("audio"))) is not None:
+                # langchain-openai's spoken answer (content ""): its transcript, as archived
+                blocks.append({"type": "text", "text": spoken})
+            if found := message_calls(ai):
+                # invalid calls (arguments that did not parse) go back to the provider too
+                calls = [{"name": c.get("name"), "args": c.get("args"), "id": c.get("id")}
+                         for c in found]
+                blocks.append({"type": "text",
+                               "text": json.dumps(calls, ensure_ascii=False, default=str)})
         return {"role": message.type, "content": blocks}, extra
 
     def _image(self, block: Mapping[str, Any]) -> tuple[dict[str, Any] | None, int]:
