@@ -3,19 +3,15 @@
 An agent's state (with a checkpointer) holds the whole conversation and grows by a few
 messages per step; the memory must receive each message once, however many model calls,
 runs, retries or restarts see it. :class:`Recorder` keeps, per session and thread, a
-**cursor** — the id of the last message it recorded — in the store's session state
-(:meth:`~opticmem.store.Store.put_state`, deleted with the session). Messages after the
-cursor's message in the state are the ones not yet recorded.
+**cursor** in the store's session state (:meth:`~opticmem.store.Store.put_state`,
+deleted with the session): the id of the last message it recorded (``{"id": ...}``), or
+— written by :meth:`Recorder.pin` — the id of the first message **not** recorded
+(``{"next": ...}``). The messages in the state after an ``id`` cursor's message, or from
+a ``next`` cursor's message on, are the ones not yet recorded. The cursor holds a digest
+of the id (ids are the user's to choose and may be long; state values stay small).
 
 Two things can make the cursor wrong, and both are checked against the message ids the
 turns carry (``meta["lc_id"]``, see :mod:`opticmem.integrations.langchain_messages`):
-
-The cursor holds a digest of the id (ids are the user's to choose and may be long; state
-values stay small). A model call that finds the cursor nowhere in the state, and records
-nothing, points it at the first message not recorded instead (:meth:`Recorder.pin`): its
-id is stable for the rest of the run, so the run's end records from there, where the
-roles-and-text check below would take the run's own exchange, when it repeats the
-session's last one word for word ("thanks" / "You're welcome!"), as recorded already.
 
 * a crash between appending turns and moving the cursor: the turns are there, the cursor
   lags. Messages after the cursor whose ids appear among the session's newest turns
@@ -27,6 +23,12 @@ session's last one word for word ("thanks" / "You're welcome!"), as recorded alr
   the newest turns decides, and then the messages' roles and text: a run without a
   checkpointer handed the whole conversation again has fresh ids for it, and the
   leading messages whose turns are the session's newest ones are taken as recorded.
+
+A model call that finds the cursor nowhere in the state, and records nothing, points it
+at the first message not recorded instead (:meth:`Recorder.pin`): its id is stable for
+the rest of the run, so the run's end records from there, where the roles-and-text check
+above would take the run's own exchange, when it repeats the session's last one word for
+word ("thanks" / "You're welcome!"), as recorded already.
 
 The middleware hands the recorder the state's messages after its leading system messages
 (the system prompt, never recorded), so indices and cursors are over that conversation.
@@ -69,13 +71,13 @@ def _digest(message_id: str) -> str:
 
 
 def _cursor(session: str, raw: bytes | None) -> tuple[str, int] | None:
-    """The message-id digest a stored cursor holds, with how many messages before that
-    message's index are recorded: 1 for the last message recorded (``{"id": ...}``), 0
-    for the first one not recorded (``{"next": ...}``, :meth:`Recorder.pin`). ``None`` for
-    none, and for one that is not a cursor (a damaged or hand-written state value), which
-    failed every model call of its thread with a bare ``JSONDecodeError`` or
-    ``AttributeError``: without it the message ids and texts decide, as for a lost
-    cursor, and the next record rewrites it."""
+    """The message-id digest a stored cursor holds, and the offset added to that message's
+    index to count the messages recorded: 1 when the named message is recorded
+    (``{"id": ...}``, the last one recorded), 0 when it is the first one not recorded
+    (``{"next": ...}``, :meth:`Recorder.pin`). ``None`` for none, and for one that is not
+    a cursor (a damaged or hand-written state value), which failed every model call of
+    its thread with a bare ``JSONDecodeError`` or ``AttributeError``: without it the
+    message ids and texts decide, as for a lost cursor, and the next record rewrites it."""
     if not raw:
         return None
     try:
