@@ -43,7 +43,7 @@ from opticmem.encoder.codec import (
 from opticmem.errors import CodecUnavailableError, CorruptRecordError
 from opticmem.lru import LRU
 from opticmem.records import PageRecord
-from opticmem.render import PageLayout, RenderSettings, Tier, draw_page, png_bytes, to_tier
+from opticmem.render import ORDER, PageLayout, RenderSettings, Tier, draw_page, png_bytes, to_tier
 from opticmem.store import Store
 
 log = logging.getLogger(__name__)
@@ -356,6 +356,27 @@ class Artefacts:
             _or_remade(functools.partial(recollection_from_bytes, where=k), d, k)
             for d, k in zip(self._blobs_of(items, keys), keys, strict=True)
         ]
+
+    def newest_cached_readings(
+        self, session: str, codec: str, pages: Sequence[PageRecord], tiers: Sequence[Tier],
+    ) -> list[Recollection | None]:
+        """Each page's most decayed reading cached under ``codec`` (a :func:`reading_name`)
+        not beyond its tier in ``tiers``: what recall indexes, in one store call and with
+        no model work. ``None`` where there is none; an unreadable one is passed over as
+        absent (:func:`_or_remade`: the next read of the page at that tier makes it again)."""
+        keys = [rec_key(codec, p, t) for p in pages for t in ORDER]
+        found = self.store.get_blobs(session, keys)
+        out: list[Recollection | None] = []
+        for i, tier in enumerate(tiers):
+            rec = None
+            first = i * len(ORDER)  # the page's reading at Large
+            for n in reversed(range(first, first + ORDER.index(tier) + 1)):
+                rec = _or_remade(functools.partial(recollection_from_bytes, where=keys[n]),
+                                 found[n], keys[n])
+                if rec is not None:
+                    break
+            out.append(rec)
+        return out
 
     def recollections(self, session: str, jobs: Sequence[Job]) -> list[Recollection]:
         """Recollections per job: cached, else decoded — all missing pages in one batch."""

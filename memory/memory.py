@@ -66,7 +66,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec
 
 from opticmem.arguments import check_count, whole_number
-from opticmem.artefacts import Artefacts, Job, reading_name, rec_key
+from opticmem.artefacts import Artefacts, Job, reading_name
 from opticmem.budget import Mark, PageOption, plan
 from opticmem.codecs import CodecSlot, CodecSpec
 from opticmem.context import (
@@ -86,7 +86,7 @@ from opticmem.context import (
 )
 from opticmem.costs import CostModel, ImageCost
 from opticmem.costs import cost_model as make_cost_model
-from opticmem.encoder.codec import Codec
+from opticmem.encoder.codec import Codec, Recollection
 from opticmem.errors import (
     BudgetError,
     ConfigurationError,
@@ -1088,22 +1088,13 @@ class OpticalMemory:
         self, session: str, index: RecallIndex, pages: Sequence[PageRecord],
         current: Mapping[int, int], codec: str | None,
     ) -> None:
-        found: list[bytes | None] = []
+        readings: Sequence[Recollection | None] = [None] * len(pages)
         if codec is not None:
-            keys = [rec_key(codec, p, t) for p in pages for t in ORDER]
-            found = self.store.get_blobs(session, keys)
-        from opticmem.artefacts import recollection_from_bytes
-
-        for i, p in enumerate(pages):
-            level = min(current.get(p.page_no, OUT), len(ORDER) - 1)
-            rec = None
-            if codec is not None:
-                # The most decayed reading not beyond the page's current tier.
-                for lv in range(level, -1, -1):
-                    data = found[i * len(ORDER) + lv]
-                    if data is not None:
-                        rec = recollection_from_bytes(data, f"of page {p.page_no}")
-                        break
+            # The most decayed reading not beyond each page's current tier.
+            readings = self._artefacts.newest_cached_readings(
+                session, codec, pages,
+                [ORDER[min(current.get(p.page_no, OUT), len(ORDER) - 1)] for p in pages])
+        for p, rec in zip(pages, readings, strict=True):
             sig = (rec.tier.value, rec.codec) if rec is not None else ("facts",)
             if index.signature.get(p.page_no) == sig:
                 continue

@@ -5,6 +5,7 @@ say in their text how they were called."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -186,3 +187,31 @@ def test_an_unreadable_cached_artefact_is_made_again_and_cached_over(
     assert sum(codec.decoded) == reads + 1  # read again ...
     assert all(store.get_blob("s", k) != b"\x00not an artefact" for k in keys)  # ... kept
     assert mem.recall("s", "read", k=3)
+
+
+def test_recall_without_reading_passes_over_an_unreadable_cached_reading(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Recall indexes the readings it finds cached, and decoded them itself, without the
+    cache's check: a reading a damaged store left unreadable still failed every recall of
+    its session that reads nothing (``decode=False``) with CorruptRecordError
+    ("unreadable recollection of page 3"). It is passed over as absent, and warned of, as
+    the cache does; a recall that reads makes it again."""
+    store, codec = InMemoryStore(), Telling()
+    mem = OpticalMemory(store, codec=codec, render_settings=SMALL, verbatim_turns=2)
+    feed(mem, 40)
+    ctx = mem.context("s")
+    ctx.text()  # reads the pages it shows
+    page = next(v.record for v in ctx.pages if v.shown == "image")
+    [key] = [k for k in (rec_key(codec.name, page, t) for t in ORDER)
+             if store.get_blob("s", k) is not None]
+    store.put_blob("s", key, b"\x00not an artefact")
+    reads = sum(codec.decoded)
+    with caplog.at_level(logging.WARNING):
+        hits = mem.recall("s", "read", k=50, decode=False)
+    assert key in caplog.text
+    assert sum(codec.decoded) == reads  # nothing read ...
+    assert hits and page.page_no not in {h.page_no for h in hits if h.source == "recollection"}
+    assert any(h.page_no == page.page_no for h in mem.recall("s", "read", k=50))
+    assert sum(codec.decoded) > reads  # ... until a recall reads (it again)
+    assert store.get_blob("s", key) != b"\x00not an artefact"
