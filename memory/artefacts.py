@@ -283,6 +283,11 @@ class Artefacts:
                 for png, image in self._tier_images_of(items)]
 
     # ------------------------------------------------------------------ codec
+    def readings_name(self, codec: str) -> str:
+        """What ``codec``'s readings by this memory are cached under: :func:`reading_name`
+        with its :attr:`decode_max_tokens`."""
+        return reading_name(codec, self.decode_max_tokens)
+
     def _require_codec(self) -> str:
         codec = self.codec.get()
         if codec is None:
@@ -350,7 +355,7 @@ class Artefacts:
         codec = self.codec.get()
         if codec is None or not items:
             return [None] * len(items)
-        name = reading_name(codec.name, self.decode_max_tokens)
+        name = self.readings_name(codec.name)
         keys = [rec_key(name, j.page, j.tier) for _, j in items]
         return [
             _or_remade(functools.partial(recollection_from_bytes, where=k), d, k)
@@ -410,7 +415,7 @@ class Artefacts:
                 for i, rec in zip(missing, recs, strict=True):
                     out[i] = rec
                 jobs = [items[i][1] for i in missing]
-                cached_as = reading_name(name, self.decode_max_tokens)
+                cached_as = self.readings_name(name)
                 self._cache([(j.page, rec_key(cached_as, j.page, j.tier),
                               recollection_to_bytes(rec))
                              for j, rec in zip(jobs, recs, strict=True)])

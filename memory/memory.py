@@ -66,7 +66,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec
 
 from opticmem.arguments import check_count, whole_number
-from opticmem.artefacts import Artefacts, Job, reading_name
+from opticmem.artefacts import Artefacts, Job
 from opticmem.budget import Mark, PageOption, plan
 from opticmem.codecs import CodecSlot, CodecSpec
 from opticmem.context import (
@@ -1028,8 +1028,7 @@ class OpticalMemory:
             self._artefacts.recollections(session, jobs)
         index = self._session_index(session)
         with index.lock:  # one update-and-search at a time: the index is plain dicts
-            readings = (reading_name(codec.name, self._artefacts.decode_max_tokens)
-                        if codec is not None else None)
+            readings = self._artefacts.readings_name(codec.name) if codec is not None else None
             self._update_index(session, index, current, readings)
             found = [(doc, score, index.provenance[doc.page_no])
                      for doc, score in index.search(query, k)]
