@@ -534,10 +534,7 @@ class OpticalMemory:
             turns = self.store.get_turns(session, frontier.seq, stop)
         else:
             turns = [t for t in turns if t.seq < stop]
-        # the newest page's digest only once a page seals: it hashes the whole record
-        # (its transcript and facts), and most adds seal nothing
-        prev: str | Callable[[], str] = "" if last is None else _digest_of(last)
-        new = self._packer.seal(session, page_count, frontier, turns, prev=prev)
+        new = self._packer.seal(session, page_count, frontier, turns, last=last)
         if not new:
             return []
         # Read first: what is read after it, if the store still holds this epoch when the
@@ -1353,11 +1350,6 @@ def _lacks_turns_after(first: int, turns: Sequence[Turn], turn_count: int) -> bo
     ``first`` — forgotten since the page count was read. (Turn ``first`` itself may be
     wholly on the newest page, and forgotten with it when the archive is not kept.)"""
     return sum(1 for t in turns if t.seq > first) < turn_count - first - 1
-
-
-def _digest_of(page: PageRecord) -> Callable[[], str]:
-    """A function giving ``page``'s digest, computed when called."""
-    return lambda: page.digest
 
 
 def _first(key: tuple[str, int]) -> str:

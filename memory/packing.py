@@ -18,7 +18,7 @@ pixels are not drawn here (rendering is lazy, see :mod:`opticmem.artefacts`).
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opticmem.facts import FactSpans, page_cues, page_facts
@@ -33,11 +33,6 @@ def layout_text(text: str) -> str:
     NFC, with ``\\r\\n``, ``\\r``, U+2028 and U+2029 turned into ``\\n``."""
     text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
     return text.replace("\u2028", "\n").replace("\u2029", "\n")
-
-
-def _resolve(prev: str | Callable[[], str]) -> str:
-    """A digest given as itself or as a function computing it."""
-    return prev if isinstance(prev, str) else prev()
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,16 +130,15 @@ class Packer:
 
     def seal(
         self, session: str, next_page_no: int, frontier: Frontier, turns: Sequence[Turn],
-        *, prev: str | Callable[[], str] = "",
+        *, last: PageRecord | None = None,
     ) -> list[PageRecord]:
         """Records of the complete pages ``turns`` fill, numbered from ``next_page_no``.
 
         ``turns`` are the staging turns in seq order, starting at the frontier's turn
-        (turns forgotten from the archive are simply absent); ``prev`` is the
-        :attr:`~opticmem.records.PageRecord.digest` of the session's newest page (``""``:
-        none), which the first new page records and each later one chains on — or a
-        function giving it, called only when a page seals (a digest hashes the whole
-        record, and most calls seal nothing).
+        (turns forgotten from the archive are simply absent); ``last`` is the session's
+        newest page (``None``: none), whose :attr:`~opticmem.records.PageRecord.digest`
+        the first new page records and each later one chains on. The digest is taken only
+        when a page seals: it hashes the whole record, and most calls seal nothing.
         """
         if not turns or not self.may_seal(frontier, turns):
             return []
@@ -152,7 +146,7 @@ class Packer:
         for layout in self._paginate(frontier, turns):
             if not layout.complete:
                 break
-            chain = out[-1].digest if out else _resolve(prev)
+            chain = out[-1].digest if out else (last.digest if last is not None else "")
             out.append(self._record(session, next_page_no + len(out), layout, turns, chain))
         return out
 
