@@ -128,9 +128,12 @@ class LRU(Generic[K, V]):
             keys = self._groups.get(group)
             if not keys:
                 return
-            for k in [k for k in keys if predicate is None or predicate(k)]:
+            gone = [k for k in keys if predicate is None or predicate(k)]
+            for k in gone:
                 self._total -= self._data.pop(k)[1]
-                self._forget(k)
+            keys.difference_update(gone)  # what _forget(k) does, the group known
+            if not keys:
+                del self._groups[group]
 
     def clear(self) -> None:
         with self._lock:
