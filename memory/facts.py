@@ -365,7 +365,7 @@ and Chinese input methods type them, to their ASCII forms: one character for one
 fact is matched on the narrow text and taken, as it was written, from the same span of
 the original (``ＡＢＣ－１２３`` was found as the bare number ``１２３``). Full-width
 punctuation that ends a sentence or a URL (``，．：／``) stays as it is."""
-_WIDE = re.compile(f"[{re.escape(''.join(k for k in map(chr, _NARROW)))}]")
+_WIDE = re.compile(f"[{re.escape(''.join(map(chr, _NARROW)))}]")
 """A character :data:`_NARROW` changes."""
 
 _MARKED = re.compile(rf"(?<={_GLUED}){MARK}+")
