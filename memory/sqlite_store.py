@@ -594,7 +594,7 @@ class SQLiteStore(Store):
         if rows and type(rows[0][0]) is not int:
             raise CorruptRecordError(f"SQLite store {self.path}: session {session!r}: its "
                                      f"turn count {rows[0][0]!r} is no whole number")
-        return int(rows[0][0]) if rows else 0
+        return rows[0][0] if rows else 0  # an int: checked just above
 
     def get_turns(self, session: str, start: int, stop: int) -> list[Turn]:
         rows = self._read(
