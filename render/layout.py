@@ -296,6 +296,8 @@ def iso_seconds(text: str) -> float:
     (1767323045.0, 1767323045.0)
     """
     try:
+        # Not redundant: fromisoformat takes "...05z+00:00", so "...05zz" would pass
+        # (test_a_utc_suffix_alone_or_doubled_is_still_refused).
         utc = text.endswith(("Z", "z")) and "z" not in text[:-1].lower()
         stamp = datetime.fromisoformat(text[:-1] + "+00:00" if utc else text)
     except ValueError:
