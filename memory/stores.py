@@ -38,6 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 from opticmem.errors import StoreURLError
 from opticmem.forks import ProcessLock
 from opticmem.memory_store import InMemoryStore
+from opticmem.sessions import _first_surrogate
 from opticmem.sqlite_store import MEMORY_PATH_REFUSED, SQLiteStore
 from opticmem.store import Store
 
@@ -114,7 +115,7 @@ def _sqlite(url: str) -> Store:
         raise StoreURLError(f"bad SQLite URL options in {url!r}: only synchronous=FULL|NORMAL")
     if path == ":memory:":
         raise StoreURLError(f"bad SQLite URL {url!r}: {MEMORY_PATH_REFUSED}")
-    if "\x00" in path or any(0xD800 <= ord(c) <= 0xDFFF for c in path):
+    if "\x00" in path or _first_surrogate(path) is not None:
         # sqlite3 would fail with a bare ValueError or UnicodeEncodeError opening it
         raise StoreURLError(f"bad SQLite URL {url!r}: the path has a NUL character or a lone "
                             "surrogate, which no file name can hold")
