@@ -14,6 +14,7 @@ import sys
 CPU = [
     ["benchmarks.synth_speed"],
     ["benchmarks.memory_speed"],
+    ["benchmarks.recall_terms"],
     ["benchmarks.redis_speed"],
     ["benchmarks.codec_speed", "--device", "cpu", "--tiers", "small,tiny", "--batches", "1,16",
      "--pages", "3", "--out", "benchmarks/results/codec_speed_cpu.md"],
