@@ -6,10 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def publish(text: str, out: Path) -> None:
-    """Print a benchmark's results table and write it to ``out``, making its folder."""
+def publish(text: str, out: Path, *, append: bool = False) -> None:
+    """Print a benchmark's results table and write it to ``out``, making its folder; with
+    ``append``, after what ``out`` holds already (a run beside earlier ones)."""
     print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if append and out.exists():
+        text = out.read_text(encoding="utf-8") + "\n" + text
     out.write_text(text, encoding="utf-8")
     print(f"wrote {out}", flush=True)
 

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+from benchmarks import publish
 from opticmem import recall
 
 RESULTS = Path(__file__).resolve().parent / "results" / "recall_terms.md"
@@ -108,11 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             line += f" {then:.0f} | {then / now:.2f}× | {'yes' if same else 'NO'} |"
         lines.append(line)
     text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.append and args.out.exists():
-        text = args.out.read_text(encoding="utf-8") + "\n" + text
-    args.out.write_text(text, encoding="utf-8")
+    publish(text, args.out, append=args.append)
     return 0
 
 

@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import publish
 from opticmem.encoder.synth import (
     SPLITS,
     Split,
@@ -115,11 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     text = "\n".join(lines)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.append and args.out.exists():
-        text = args.out.read_text(encoding="utf-8") + "\n" + text
-    args.out.write_text(text, encoding="utf-8")
+    publish(text, args.out, append=args.append)
     return 0
 
 
